@@ -1,0 +1,1 @@
+"""REST and websocket handlers: thin adapters over the service layer."""
