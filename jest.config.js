@@ -1,14 +1,18 @@
 const jestJupyterLab = require('@jupyterlab/testing/lib/jest-config');
 
+// Packages shipped as ES modules: jest must transform them (with babel) before running.
 const esModules = [
   '@codemirror',
   '@jupyter/ydoc',
   '@jupyter/react-components',
   '@jupyter/web-components',
-  '@microsoft/fast',
+  '@marijn',
+  '@microsoft',
   '@jupyterlab/',
+  'color',
   'exenv-es6',
   'lib0',
+  'marked',
   'nanoid',
   'vscode-ws-jsonrpc',
   'y-protocols',
@@ -22,8 +26,12 @@ module.exports = {
   ...baseConfig,
   automock: false,
   roots: ['<rootDir>/labextension'],
-  testRegex: 'labextension/.*/.*.spec.ts[x]?$',
+  testRegex: 'labextension/__tests__/.*\\.spec\\.tsx?$',
+  // No junit.xml in the working tree; the default reporter is enough here.
+  reporters: ['default'],
   transform: {
+    // JupyterLab's raw loader for the SVG icons that @jupyterlab/ui-components imports.
+    '\\.svg$': '@jupyterlab/testing/lib/jest-raw-loader.js',
     '\\.tsx?$': ['ts-jest', { tsconfig: 'tsconfig.test.json' }],
     '\\.jsx?$': 'babel-jest'
   },

@@ -44,7 +44,10 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
     }
     if (settingRegistry) {
       settingRegistry.load(PLUGIN_ID).catch(reason => {
-        console.error('Failed to load settings for jupyter-compute-servers.', reason);
+        console.error(
+          'Failed to load settings for jupyter-compute-servers.',
+          reason
+        );
       });
     }
   }

@@ -16,11 +16,7 @@ export interface IExtensionStatus {
  * - `unreachable`: the Jupyter server could not be reached or failed.
  */
 export type ConnectionState =
-  | 'loading'
-  | 'ok'
-  | 'version-mismatch'
-  | 'missing'
-  | 'unreachable';
+  'loading' | 'ok' | 'version-mismatch' | 'missing' | 'unreachable';
 
 export interface IStatusSnapshot {
   state: ConnectionState;
