@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .openapi import OpenAPIHandler
+from .servers import (
+    CloudsHandler,
+    ServerActionHandler,
+    ServerHandler,
+    ServerHistoryHandler,
+    ServersHandler,
+)
 from .status import StatusHandler
 
 #: Every route is under ``<base_url>/compute-servers/api/``.
 API_PREFIX = "/compute-servers/api"
+_ID = r"(?P<server_id>[0-9]{1,18})"
 
 
-def api_handlers() -> list[tuple[str, type, dict[str, Any]] | tuple[str, type]]:
+def api_handlers() -> list[tuple[str, type]]:
     return [
         (rf"{API_PREFIX}/status", StatusHandler),
         (rf"{API_PREFIX}/openapi.json", OpenAPIHandler),
+        (rf"{API_PREFIX}/clouds", CloudsHandler),
+        (rf"{API_PREFIX}/servers", ServersHandler),
+        (rf"{API_PREFIX}/servers/{_ID}", ServerHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/history", ServerHistoryHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/actions/(?P<action>[a-z_]+)", ServerActionHandler),
     ]

@@ -1,0 +1,124 @@
+"""The agent: one process per server connection that does every operation on the server.
+
+``remote.py`` is what runs there; ``AgentClient`` is our end of its channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import shlex
+from importlib.resources import files
+from typing import Any
+
+import asyncssh
+
+from ..errors import CloudError
+
+AGENT_SOURCE: bytes = files(__name__).joinpath("remote.py").read_bytes()
+PROTOCOL = 1
+
+# Reads exactly the agent's source from stdin and runs it; the rest of stdin is the protocol.
+_BOOTSTRAP = (
+    "import sys;"
+    f"src=sys.stdin.buffer.read({len(AGENT_SOURCE)});"
+    "exec(compile(src,'jupyter_compute_servers_agent','exec'),{'__name__':'__main__'})"
+)
+
+
+def agent_command(python: str = "python3") -> str:
+    return f"{shlex.quote(python)} -u -c {shlex.quote(_BOOTSTRAP)}"
+
+
+class AgentError(CloudError):
+    """The agent on the server answered with an error, or its channel broke."""
+
+
+class AgentClient:
+    """Calls into the agent on one server. Calls are answered in order; many may be in flight."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[str]) -> None:
+        self._process = process
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+        self.hello: dict[str, Any] = {}
+
+    @classmethod
+    async def start(cls, connection: asyncssh.SSHClientConnection,
+                    python: str = "python3") -> AgentClient:
+        process = await connection.create_process(agent_command(python), encoding="utf-8",
+                                                  errors="strict")
+        process.stdin.write(AGENT_SOURCE.decode())
+        client = cls(process)
+        line = await process.stdout.readline()
+        try:
+            hello = json.loads(line)
+        except json.JSONDecodeError:
+            stderr = ""
+            try:
+                stderr = await asyncio.wait_for(process.stderr.read(4096), 2)
+            except (asyncio.TimeoutError, asyncssh.Error):
+                pass
+            process.close()
+            raise AgentError(
+                f"The agent did not start on the server (is python3 installed there?): "
+                f"{(line or stderr).strip()[:500]}") from None
+        if hello.get("protocol") != PROTOCOL:
+            process.close()
+            raise AgentError(f"The agent speaks protocol {hello.get('protocol')}, not "
+                             f"{PROTOCOL}.")
+        client.hello = hello
+        client._reader = asyncio.create_task(client._read_answers())
+        return client
+
+    @property
+    def is_open(self) -> bool:
+        return self._reader is not None and not self._reader.done()
+
+    async def call(self, method: str, timeout: float = 60, **params: Any) -> Any:
+        if not self.is_open:
+            raise AgentError("The agent channel is closed.")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            async with self._write_lock:
+                self._process.stdin.write(
+                    json.dumps({"id": request_id, "method": method, "params": params}) + "\n")
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read_answers(self) -> None:
+        error: BaseException = AgentError("The agent channel closed.")
+        try:
+            async for line in self._process.stdout:
+                answer = json.loads(line)
+                future = self._pending.get(answer.get("id"))
+                if future is None or future.done():
+                    continue
+                if "error" in answer:
+                    err = answer["error"]
+                    future.set_exception(AgentError(f"{err['type']}: {err['message']}"))
+                else:
+                    future.set_result(answer.get("result"))
+        except (asyncssh.Error, OSError, json.JSONDecodeError) as e:
+            error = AgentError(f"The agent channel broke: {e}")
+        finally:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(error)
+
+    async def close(self) -> None:
+        if not self._process.stdin.is_closing():
+            self._process.stdin.write_eof()
+        self._process.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass

@@ -1,0 +1,174 @@
+"""The interface every cloud implements, and what it is given to work with.
+
+A cloud turns the generic lifecycle (create/start/stop/...) into calls on a real provider. It
+never writes the store itself: the manager records states; the cloud reports progress and keeps
+its private bookkeeping in ``cloud_data`` through the ``Operation`` it is handed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
+
+from ..errors import ValidationError
+from ..models import CONFIG_FIELDS, ServerConfig, State, parse_config_fields
+
+
+@dataclass(frozen=True)
+class SSHEndpoint:
+    """How to reach a running server over SSH. ``host_key`` is the pinned public host key in
+    OpenSSH format; no other key is ever accepted for this server."""
+
+    host: str
+    port: int
+    username: str
+    host_key: str
+    workspace: str
+    #: The Python that runs the agent (and, by default, kernels) on the server.
+    python: str = "python3"
+
+
+@dataclass(frozen=True)
+class CloudStatus:
+    """What the cloud says a server really is, for reconciling after a crash."""
+
+    state: State
+    reason: str = ""
+
+
+@dataclass
+class Operation:
+    """One lifecycle operation on one server, as the cloud sees it."""
+
+    server_id: int
+    server_name: str
+    config: ServerConfig
+    cloud_data: dict[str, Any]
+    client_public_key: str
+    report: Callable[[str, float | None], None]
+    save: Callable[[dict[str, Any]], None]
+
+    def progress(self, message: str, fraction: float | None = None) -> None:
+        """Tell the user what is happening now (shown in the sidebar and the CLI)."""
+        self.report(message, fraction)
+
+    def remember(self, **values: Any) -> None:
+        """Record bookkeeping in ``cloud_data`` durably, before doing what it describes the
+        effect of, so that a crash never leaves a resource nobody knows about."""
+        self.cloud_data.update(values)
+        self.save(dict(self.cloud_data))
+
+
+class Cloud(LoggingConfigurable):
+    """A place compute servers run. Subclasses are found through the entry-point group
+    ``jupyter_compute_servers.clouds`` and configured as ``c.<ClassName>.<trait>``."""
+
+    #: The entry-point name, stored with each server.
+    name: ClassVar[str]
+    label: ClassVar[str]
+    description: ClassVar[str] = ""
+    supports_suspend: ClassVar[bool] = False
+    #: The configuration fields this cloud uses; others are refused with a 400.
+    config_fields: ClassVar[frozenset[str]]
+
+    data_dir = Unicode(
+        help="Directory for this cloud's files (sandboxes, caches). Set by the extension."
+    ).tag(config=True)
+
+    # --- what it offers -------------------------------------------------------------------
+
+    async def availability(self) -> tuple[bool, str]:
+        """Whether servers can be created now, and if not, why (shown to the user)."""
+        return True, ""
+
+    def defaults(self) -> dict[str, Any]:
+        """Values for configuration fields a request leaves out."""
+        raise NotImplementedError
+
+    def offerings(self) -> dict[str, Any]:
+        """The hardware, images and places this cloud offers, for the create dialog."""
+        raise NotImplementedError
+
+    def check_config(self, config: ServerConfig) -> None:  # noqa: B027 - optional hook
+        """Check a complete configuration against what this cloud offers (400 if not)."""
+
+    def make_config(self, data: Any, base: ServerConfig | None = None) -> ServerConfig:
+        """Validate a (possibly partial) configuration from a request.
+
+        ``base`` is the current configuration on an edit; a new server starts from
+        ``defaults()``. Fields this cloud does not use are refused, naming what it uses.
+        """
+        parsed = parse_config_fields({} if data is None else data)
+        unused = sorted(key for key, value in parsed.items()
+                        if key not in self.config_fields and key != "extra" and value is not None)
+        if unused:
+            uses = ", ".join(sorted(self.config_fields))
+            raise ValidationError(
+                f"config.{unused[0]} does not apply to the {self.name} cloud; it uses: {uses}.",
+                field=f"config.{unused[0]}")
+        if base is None:
+            values = {key: None for key in CONFIG_FIELDS}
+            values["extra"] = {}
+            values.update(self.defaults())
+        else:
+            values = {key: getattr(base, key) for key in CONFIG_FIELDS}
+        values.update(parsed)
+        config = ServerConfig(**values)
+        self.check_config(config)
+        return config
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "description": self.description,
+            "supports_suspend": self.supports_suspend,
+            "config_fields": sorted(self.config_fields),
+            "defaults": self.defaults(),
+        }
+
+    # --- lifecycle: each returns when the transition is complete ----------------------------
+
+    async def create(self, op: Operation) -> None:
+        """Make a new machine and disk (from deprovisioned) and boot it."""
+        raise NotImplementedError
+
+    async def start(self, op: Operation) -> None:
+        """Boot a machine that is off."""
+        raise NotImplementedError
+
+    async def stop(self, op: Operation) -> None:
+        """Shut the machine down, keeping its disk."""
+        raise NotImplementedError
+
+    async def suspend(self, op: Operation) -> None:
+        raise NotImplementedError(f"The {self.name} cloud cannot suspend servers.")
+
+    async def resume(self, op: Operation) -> None:
+        raise NotImplementedError(f"The {self.name} cloud cannot suspend servers.")
+
+    async def reboot(self, op: Operation) -> None:
+        """Restart the machine."""
+        raise NotImplementedError
+
+    async def deprovision(self, op: Operation) -> None:
+        """Delete the machine and its disk. Must succeed when they are already gone."""
+        raise NotImplementedError
+
+    async def status(self, server_id: int, cloud_data: dict[str, Any]) -> CloudStatus:
+        """What the machine really is now, asked of the provider."""
+        raise NotImplementedError
+
+    async def resize_disk(self, op: Operation, disk_gb: int) -> None:  # noqa: B027
+        """Grow the disk (the manager has checked that it grows)."""
+
+    async def reconfigure(self, op: Operation, config: ServerConfig) -> None:  # noqa: B027
+        """Apply new hardware to a machine that is off (or to nothing, when deprovisioned)."""
+
+    async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
+        """Where a running server's SSH server is, with its pinned host key."""
+        raise NotImplementedError

@@ -1,0 +1,284 @@
+"""The ``local`` cloud: compute servers as sandboxes on this machine. Needs no account.
+
+A local server is a directory (its "disk") under ``<data_dir>/local/<id>`` and an SSH server of
+its own (``local_sshd``) on 127.0.0.1, with a host key generated for that server and accepting
+only that server's client key. Kernels, terminals and sync reach it over SSH exactly as they
+reach a remote machine, so everything built on it works the same on real hosts.
+
+Hardware is this machine's: the CPU and memory a server asks for are bookkeeping (used for its
+cost and shown to the user), not enforced; its GPUs are made visible to its processes with
+``CUDA_VISIBLE_DEVICES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import asyncssh
+from traitlets import Bool, Float
+
+from ..agent.remote import detect_gpus
+from ..errors import CloudError, ValidationError
+from ..models import ServerConfig, State
+from .base import Cloud, CloudStatus, Operation, SSHEndpoint
+
+TOKEN_VARIABLE = "JUPYTER_COMPUTE_SERVER_SANDBOX"
+START_TIMEOUT = 20.0
+STOP_GRACE = 3.0
+
+
+def _memory_total_gb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    return 1.0
+
+
+def processes_with_token(token: str) -> list[int]:
+    """Pids of every process whose environment carries this sandbox's token."""
+    marker = f"{TOKEN_VARIABLE}={token}".encode()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # A zombie has finished; only its parent has not collected it yet.
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class LocalCloud(Cloud):
+    """Sandboxes on this machine, each with its own SSH server on 127.0.0.1."""
+
+    name: ClassVar[str] = "local"
+    label: ClassVar[str] = "This machine"
+    description: ClassVar[str] = (
+        "A sandbox on the machine running Jupyter: its own directory and SSH server. Free, "
+        "and nothing to set up.")
+    supports_suspend: ClassVar[bool] = False
+    config_fields: ClassVar[frozenset[str]] = frozenset(
+        {"image", "image_tag", "cpu", "memory_gb", "gpu", "disk_gb"})
+
+    stop_on_shutdown = Bool(
+        False,
+        help=("Stop running local servers when the Jupyter server shuts down. By default they "
+              "keep running and are found again (by pid file and host key) when Jupyter starts."),
+    ).tag(config=True)
+
+    hourly_rate = Float(
+        0.0, help="What a running local server costs per hour, for internal charge-back.",
+    ).tag(config=True)
+
+    # --- offerings ------------------------------------------------------------------------
+
+    @cached_property
+    def _gpus(self) -> list[dict[str, Any]]:
+        return detect_gpus()[0]
+
+    def _gpu_types(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for gpu in self._gpus:
+            counts[gpu["name"]] = counts.get(gpu["name"], 0) + 1
+        return counts
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir)
+
+    def _disk_free_gb(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return max(1, shutil.disk_usage(self.root).free // 2**30)
+
+    def defaults(self) -> dict[str, Any]:
+        cpus = os.cpu_count() or 1
+        return {"image": "python", "image_tag": "system", "cpu": min(2, cpus),
+                "memory_gb": min(4.0, _memory_total_gb()), "gpu": None, "disk_gb": 10}
+
+    def offerings(self) -> dict[str, Any]:
+        return {
+            "images": [{"id": "python", "label": "Python 3 (this machine's python3)",
+                        "tags": ["system"]}],
+            "cpu": {"min": 1, "max": os.cpu_count() or 1},
+            "memory_gb": {"min": 0.25, "max": _memory_total_gb()},
+            "gpus": [{"type": name, "max_count": count}
+                     for name, count in self._gpu_types().items()],
+            "disk_gb": {"min": 1, "max": self._disk_free_gb()},
+        }
+
+    def check_config(self, config: ServerConfig) -> None:
+        if config.image != "python":
+            raise ValidationError(f"config.image {config.image!r} is not offered by the local "
+                                  f"cloud; use 'python'.", field="config.image")
+        if config.image_tag not in (None, "system"):
+            raise ValidationError("config.image_tag must be 'system' on the local cloud.",
+                                  field="config.image_tag")
+        cpus = os.cpu_count() or 1
+        if config.cpu is not None and config.cpu > cpus:
+            raise ValidationError(f"config.cpu is {config.cpu}, but this machine has {cpus} "
+                                  f"CPUs.", field="config.cpu")
+        memory = _memory_total_gb()
+        if config.memory_gb is not None and config.memory_gb > memory:
+            raise ValidationError(f"config.memory_gb is {config.memory_gb}, but this machine "
+                                  f"has {memory} GB.", field="config.memory_gb")
+        if config.gpu is not None:
+            types = self._gpu_types()
+            if not types:
+                raise ValidationError("This machine has no GPU; set config.gpu to null.",
+                                      field="config.gpu")
+            if config.gpu.type not in types:
+                raise ValidationError(
+                    f"config.gpu.type {config.gpu.type!r} is not on this machine; it has "
+                    f"{', '.join(types)}.", field="config.gpu.type")
+            if config.gpu.count > types[config.gpu.type]:
+                raise ValidationError(
+                    f"config.gpu.count is {config.gpu.count}, but this machine has "
+                    f"{types[config.gpu.type]} {config.gpu.type}.", field="config.gpu.count")
+
+    # --- sandboxes ------------------------------------------------------------------------
+
+    def sandbox(self, server_id: int) -> Path:
+        return self.root / str(server_id)
+
+    def _prepare_sandbox(self, op: Operation) -> Path:
+        sandbox = self.sandbox(op.server_id)
+        for sub in ("disk", "ssh", "run"):
+            (sandbox / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(sandbox / "ssh", 0o700)
+        host_key_path = sandbox / "ssh" / "host_key"
+        if not host_key_path.exists():
+            key = asyncssh.generate_private_key("ssh-ed25519")
+            fd = os.open(host_key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key.export_private_key())
+            (sandbox / "ssh" / "host_key.pub").write_bytes(key.export_public_key())
+        (sandbox / "ssh" / "authorized_keys").write_text(op.client_public_key + "\n")
+        return sandbox
+
+    def _environment(self, op: Operation, token: str) -> dict[str, str]:
+        env = {TOKEN_VARIABLE: token, "JUPYTER_COMPUTE_SERVER_ID": str(op.server_id),
+               "JUPYTER_COMPUTE_SERVER_NAME": op.server_name}
+        if op.config.gpu is not None:
+            uuids = [gpu["uuid"] for gpu in self._gpus if gpu["name"] == op.config.gpu.type]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(uuids[: op.config.gpu.count])
+        else:
+            # No GPU asked for: none visible, even if the machine has some.
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        return env
+
+    async def _spawn(self, op: Operation) -> None:
+        sandbox = self._prepare_sandbox(op)
+        token = op.cloud_data.get("token") or secrets.token_hex(16)
+        host_key = (sandbox / "ssh" / "host_key.pub").read_text().strip()
+        op.remember(token=token, host_key=host_key, sandbox=str(sandbox))
+        environment = self._environment(op, token)
+        run = sandbox / "run"
+        (run / "environment.json").write_text(json.dumps(environment))
+        ready_file = run / "sshd.json"
+        ready_file.unlink(missing_ok=True)
+        op.progress("Starting the sandbox's SSH server", 0.3)
+        with open(run / "sshd.log", "ab") as log:
+            process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+                [sys.executable, "-m", "jupyter_compute_servers.clouds.local_sshd", str(sandbox)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=sandbox,
+                env={**os.environ, **environment}, start_new_session=True)
+        op.remember(pid=process.pid)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                tail = (run / "sshd.log").read_text(errors="replace")[-800:]
+                raise CloudError(f"The local server's SSH server did not start. Its log ends:"
+                                 f"\n{tail}")
+            await asyncio.sleep(0.05)
+        port = json.loads(ready_file.read_text())["port"]
+        op.remember(port=port)
+        # Reap the child when it exits so it does not linger as a zombie of ours.
+        asyncio.get_running_loop().run_in_executor(None, process.wait)
+        op.progress("The SSH server is listening", 0.8)
+
+    async def _end_processes(self, token: str | None) -> None:
+        if not token:
+            return
+        pids = processes_with_token(token)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + STOP_GRACE
+            while pids and time.monotonic() < deadline:
+                pids = [pid for pid in pids if _alive(pid)]
+                await asyncio.sleep(0.05)
+            if not pids:
+                return
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def create(self, op: Operation) -> None:
+        op.progress("Creating the sandbox", 0.1)
+        await self._spawn(op)
+
+    async def start(self, op: Operation) -> None:
+        if not (self.sandbox(op.server_id) / "disk").is_dir():
+            raise CloudError("The local server's disk directory is gone; deprovision the "
+                             "server and start it again.")
+        await self._spawn(op)
+
+    async def stop(self, op: Operation) -> None:
+        op.progress("Ending the server's processes", 0.3)
+        await self._end_processes(op.cloud_data.get("token"))
+        op.remember(pid=None, port=None)
+
+    async def reboot(self, op: Operation) -> None:
+        await self.stop(op)
+        await self._spawn(op)
+
+    async def deprovision(self, op: Operation) -> None:
+        await self.stop(op)
+        op.progress("Deleting the sandbox and its disk", 0.7)
+        sandbox = self.sandbox(op.server_id)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: shutil.rmtree(sandbox, ignore_errors=True))
+        op.remember(token=None, host_key=None, sandbox=None)
+
+    async def status(self, server_id: int, cloud_data: dict[str, Any]) -> CloudStatus:
+        if not (self.sandbox(server_id) / "disk").is_dir():
+            return CloudStatus(State.DEPROVISIONED, "the sandbox directory does not exist")
+        pid, token, port = cloud_data.get("pid"), cloud_data.get("token"), cloud_data.get("port")
+        if pid and token and port and pid in processes_with_token(token):
+            return CloudStatus(State.RUNNING)
+        return CloudStatus(State.OFF, "the sandbox's SSH server is not running")
+
+    async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
+        if not cloud_data.get("port") or not cloud_data.get("host_key"):
+            raise CloudError("The local server is not running.")
+        return SSHEndpoint(host="127.0.0.1", port=int(cloud_data["port"]),
+                           username=getpass.getuser(), host_key=cloud_data["host_key"],
+                           workspace=str(self.sandbox(server_id) / "disk"),
+                           python=sys.executable)

@@ -1,0 +1,91 @@
+"""REST handlers for compute servers and clouds: parse the URL, call the manager, answer."""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..models import DEPROVISION_WARNING
+from .base import ComputeServersAPIHandler
+
+
+class ServersHandler(ComputeServersAPIHandler):
+    """``GET /servers``: every server. ``POST /servers``: create one (deprovisioned)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        manager = self.app.manager
+        self.write_json({"servers": [manager.to_json(s) for s in manager.list_servers()]})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        manager = self.app.manager
+        server = manager.create_server(self.get_json_object())
+        self.set_header("Location", self.request.path.rstrip("/") + f"/{server.id}")
+        self.write_json(manager.to_json(server), status=201)
+
+
+class ServerHandler(ComputeServersAPIHandler):
+    """``GET``/``PATCH``/``DELETE /servers/{id}``."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, server_id: str) -> None:
+        manager = self.app.manager
+        self.write_json(manager.to_json(manager.get_server(int(server_id))))
+
+    @web.authenticated
+    @authorized
+    async def patch(self, server_id: str) -> None:
+        manager = self.app.manager
+        server = await manager.update_server(int(server_id), self.get_json_object())
+        self.write_json(manager.to_json(server))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, server_id: str) -> None:
+        await self.app.manager.delete_server(int(server_id))
+        self.set_status(204)
+        self.finish()
+
+
+class ServerActionHandler(ComputeServersAPIHandler):
+    """``POST /servers/{id}/actions/{action}``: 202, the transition runs in the background."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, server_id: str, action: str) -> None:
+        manager = self.app.manager
+        server = manager.request_action(int(server_id), action, self.get_json_object())
+        self.write_json(manager.to_json(server), status=202)
+
+
+class ServerHistoryHandler(ComputeServersAPIHandler):
+    """``GET /servers/{id}/history``: every state change, oldest first."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, server_id: str) -> None:
+        manager = self.app.manager
+        manager.get_server(int(server_id))
+        self.write_json({"history": [
+            {"at": h.at, "state": h.state.value, "reason": h.reason, "action": h.action}
+            for h in manager.store.history(int(server_id))]})
+
+
+class CloudsHandler(ComputeServersAPIHandler):
+    """``GET /clouds``: the enabled clouds, whether each is usable now, and what it offers."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        clouds = []
+        for cloud in self.app.manager.clouds.values():
+            available, reason = await cloud.availability()
+            entry = cloud.summary()
+            entry.update(available=available, reason=reason,
+                         offerings=cloud.offerings() if available else {})
+            clouds.append(entry)
+        self.write_json({"clouds": clouds, "deprovision_warning": DEPROVISION_WARNING})

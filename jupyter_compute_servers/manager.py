@@ -1,0 +1,385 @@
+"""The service layer: every rule about compute servers lives here, under the handlers and CLI.
+
+``ComputeServerManager`` validates requests, enforces the state machine and the editing rules,
+runs lifecycle operations on the clouds in the background, and records every state change in
+the store before anyone is told about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .clouds.base import Cloud, Operation, SSHEndpoint
+from .errors import ComputeServersError, ConflictError, NotFoundError, ValidationError
+from .models import (
+    CREATE_FIELDS,
+    DEPROVISION_WARNING,
+    PATCH_FIELDS,
+    Action,
+    State,
+    allowed_actions,
+    check_action_allowed,
+    check_config_change,
+    check_no_unknown,
+    parse_bool,
+    parse_color,
+    parse_idle_timeout,
+    parse_name,
+    parse_notes,
+    parse_object,
+    parse_spend_limit,
+    parse_str,
+)
+from .ssh import KeyStore, ServerConnection, SSHConnections
+from .store import ServerRecord, ServerStore
+
+#: A palette for servers created without a colour, so each new one looks different.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#17becf")
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+def this_process() -> str:
+    """Identifies the process running an operation, so a restart can tell abandoned ones."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        # Another machine's process: we cannot tell, so treat it as gone only if it is ours.
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ComputeServerManager:
+    def __init__(self, store: ServerStore, clouds: dict[str, Cloud], keys: KeyStore,
+                 ssh: SSHConnections, *, log: logging.Logger | None = None,
+                 on_event: EventCallback | None = None) -> None:
+        self.store = store
+        self.clouds = clouds
+        self.keys = keys
+        self.ssh = ssh
+        self.log = log or logging.getLogger(__name__)
+        self.on_event = on_event
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self.owner = this_process()
+
+    # --- presentation ---------------------------------------------------------------------
+
+    def cloud_for(self, server: ServerRecord) -> Cloud:
+        cloud = self.clouds.get(server.cloud)
+        if cloud is None:
+            raise ConflictError(
+                f"Server {server.name!r} is on the {server.cloud!r} cloud, which is not enabled "
+                f"here. Enable it with c.ComputeServersApp.enabled_clouds.", field="cloud")
+        return cloud
+
+    def to_json(self, server: ServerRecord) -> dict[str, Any]:
+        cloud = self.clouds.get(server.cloud)
+        supports_suspend = cloud.supports_suspend if cloud else False
+        return {
+            "id": server.id,
+            "name": server.name,
+            "color": server.color,
+            "notes": server.notes,
+            "cloud": server.cloud,
+            "state": server.state.value,
+            "state_reason": server.state_reason,
+            "config": server.config.to_json(),
+            "idle_timeout_minutes": server.idle_timeout_minutes,
+            "spend_limit": (
+                {"amount": server.spend_limit.amount,
+                 "period_days": server.spend_limit.period_days}
+                if server.spend_limit else None),
+            "created": server.created,
+            "updated": server.updated,
+            "operation": server.operation,
+            "progress": server.progress,
+            "allowed_actions": (
+                allowed_actions(server.state, supports_suspend=supports_suspend)
+                if cloud else (["delete"] if server.state is State.DEPROVISIONED else [])),
+        }
+
+    def _emit(self, kind: str, server: ServerRecord | None, server_id: int) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event({
+                "kind": kind,
+                "server_id": server_id,
+                "state": server.state.value if server else None,
+                "state_reason": server.state_reason if server else "",
+                "progress": (server.progress or {}).get("message", "") if server else "",
+            })
+        except Exception:  # an observer must never break an operation
+            self.log.exception("Failed to publish a compute server event")
+
+    # --- CRUD -----------------------------------------------------------------------------
+
+    def list_servers(self) -> list[ServerRecord]:
+        return self.store.list()
+
+    def get_server(self, server_id: int) -> ServerRecord:
+        return self.store.get(server_id)
+
+    def create_server(self, body: Any) -> ServerRecord:
+        data = parse_object(body, "body")
+        check_no_unknown(data, CREATE_FIELDS, "")
+        if "name" not in data:
+            raise ValidationError("name is required.", field="name")
+        name = parse_name(data["name"])
+        cloud_name = data.get("cloud", next(iter(self.clouds), None))
+        cloud_name = parse_str(cloud_name, "cloud", max_length=64) if cloud_name else ""
+        if cloud_name not in self.clouds:
+            enabled = ", ".join(self.clouds) or "none"
+            raise ValidationError(f"cloud {cloud_name!r} is not enabled here (enabled: "
+                                  f"{enabled}).", field="cloud")
+        cloud = self.clouds[cloud_name]
+        config = cloud.make_config(data.get("config"))
+        color = parse_color(data["color"]) if "color" in data else PALETTE[
+            len(self.store.list()) % len(PALETTE)]
+        server = self.store.create(
+            name=name, color=color, notes=parse_notes(data.get("notes", "")), cloud=cloud_name,
+            config=config, idle_timeout_minutes=parse_idle_timeout(
+                data.get("idle_timeout_minutes")),
+            spend_limit=parse_spend_limit(data.get("spend_limit")))
+        self._emit("created", server, server.id)
+        return server
+
+    async def update_server(self, server_id: int, body: Any) -> ServerRecord:
+        data = parse_object(body, "body")
+        check_no_unknown(data, PATCH_FIELDS, "")
+        async with self._lock(server_id):
+            server = self.store.get(server_id)
+            changes: dict[str, Any] = {}
+            if "name" in data:
+                changes["name"] = parse_name(data["name"])
+            if "color" in data:
+                changes["color"] = parse_color(data["color"])
+            if "notes" in data:
+                changes["notes"] = parse_notes(data["notes"])
+            if "idle_timeout_minutes" in data:
+                changes["idle_timeout_minutes"] = parse_idle_timeout(data["idle_timeout_minutes"])
+            if "spend_limit" in data:
+                changes["spend_limit"] = parse_spend_limit(data["spend_limit"])
+            grow_disk_to: int | None = None
+            if "config" in data:
+                cloud = self.cloud_for(server)
+                config = cloud.make_config(data["config"], base=server.config)
+                changed = check_config_change(server.config, config, server.state)
+                if changed:
+                    changes["config"] = config
+                    if "disk_gb" in changed and server.state in (State.RUNNING, State.SUSPENDED):
+                        grow_disk_to = config.disk_gb
+                    elif server.state is State.OFF:
+                        await cloud.reconfigure(self._operation(server), config)
+            if grow_disk_to is not None:
+                await self.cloud_for(server).resize_disk(self._operation(server), grow_disk_to)
+            server = self.store.update_fields(server_id, expected_state=server.state, **changes)
+        self._emit("updated", server, server_id)
+        return server
+
+    async def delete_server(self, server_id: int) -> None:
+        async with self._lock(server_id):
+            self.store.delete(server_id)
+            self.keys.remove(server_id)
+            self._locks.pop(server_id, None)
+        self._emit("deleted", None, server_id)
+
+    # --- actions --------------------------------------------------------------------------
+
+    def _lock(self, server_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(server_id, asyncio.Lock())
+
+    def _operation(self, server: ServerRecord) -> Operation:
+        server_id = server.id
+
+        def report(message: str, fraction: float | None) -> None:
+            updated = self.store.update_fields(
+                server_id, progress={"message": message, "fraction": fraction, "at": time.time()})
+            self._emit("progress", updated, server_id)
+
+        def save(cloud_data: dict[str, Any]) -> None:
+            self.store.update_fields(server_id, cloud_data=cloud_data)
+
+        return Operation(server_id=server.id, server_name=server.name, config=server.config,
+                         cloud_data=dict(server.cloud_data),
+                         client_public_key=self.keys.ensure(server.id), report=report, save=save)
+
+    def request_action(self, server_id: int, action_name: str, body: Any = None) -> ServerRecord:
+        """Begin an action: record the transitional state now, run the work in the background.
+
+        Returns the server as recorded; the caller answers 202 and watches for events.
+        """
+        try:
+            action = Action(action_name)
+        except ValueError:
+            raise NotFoundError(
+                f"Unknown action {action_name!r}; actions are "
+                f"{', '.join(a.value for a in Action)}.", field="action") from None
+        data = parse_object(body if body is not None else {}, "body")
+        check_no_unknown(data, ("confirm",), "")
+        server = self.store.get(server_id)
+        cloud = self.cloud_for(server)
+        transition = check_action_allowed(action, server.state,
+                                          supports_suspend=cloud.supports_suspend)
+        if action is Action.DEPROVISION and not (
+                "confirm" in data and parse_bool(data["confirm"], "confirm")):
+            raise ValidationError(f"Deprovisioning needs \"confirm\": true. {DEPROVISION_WARNING}",
+                                  field="confirm", warning=DEPROVISION_WARNING)
+        if server_id in self._tasks and not self._tasks[server_id].done():
+            raise ConflictError(f"Another action ({server.operation}) is still running on "
+                                f"{server.name!r}.", state=server.state.value)
+        previous = server.state
+        server = self.store.transition(
+            server_id, to=transition.during, expected=transition.from_states,
+            reason=f"{action.value} requested", action=action.value, operation=action.value,
+            owner=self.owner)
+        self._emit("state", server, server_id)
+        self._tasks[server_id] = asyncio.create_task(
+            self._run_action(server, action, previous, transition.to))
+        return server
+
+    async def wait_for_action(self, server_id: int) -> None:
+        task = self._tasks.get(server_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _run_action(self, server: ServerRecord, action: Action, previous: State,
+                          target: State) -> None:
+        cloud = self.cloud_for(server)
+        async with self._lock(server.id):
+            op = self._operation(server)
+            try:
+                if action is Action.START:
+                    await self.ssh.close(server.id)
+                    if previous is State.DEPROVISIONED:
+                        await cloud.create(op)
+                    else:
+                        await cloud.start(op)
+                    await self._wait_ssh(server.id, cloud, op)
+                elif action is Action.RESUME:
+                    await cloud.resume(op)
+                    await self._wait_ssh(server.id, cloud, op)
+                elif action is Action.STOP:
+                    await self.ssh.close(server.id)
+                    await cloud.stop(op)
+                elif action is Action.SUSPEND:
+                    await self.ssh.close(server.id)
+                    await cloud.suspend(op)
+                elif action is Action.REBOOT:
+                    await self.ssh.close(server.id)
+                    await cloud.reboot(op)
+                    await self._wait_ssh(server.id, cloud, op)
+                elif action is Action.DEPROVISION:
+                    await self.ssh.close(server.id)
+                    await cloud.deprovision(op)
+            except asyncio.CancelledError:
+                # The Jupyter server is going down mid-operation: leave the transitional state
+                # for reconcile() to settle against the cloud on the next start.
+                raise
+            except Exception as e:
+                message = e.message if isinstance(e, ComputeServersError) else f"{type(e).__name__}: {e}"
+                self.log.warning("%s of compute server %s failed: %s", action.value,
+                                 server.name, message, exc_info=not isinstance(
+                                     e, ComputeServersError))
+                failed = self.store.transition(
+                    server.id, to=State.ERROR, action=action.value,
+                    reason=f"{action.value} failed: {message}")
+                self._emit("state", failed, server.id)
+                return
+            done = self.store.transition(server.id, to=target, reason=f"{action.value} finished")
+            self._emit("state", done, server.id)
+
+    async def _wait_ssh(self, server_id: int, cloud: Cloud, op: Operation) -> None:
+        """A server is running when we can log in and talk to its agent."""
+        op.progress("Connecting over SSH", 0.9)
+        agent = await self.ssh.agent(server_id, lambda: self.endpoint(server_id))
+        await agent.call("ping", timeout=20)
+
+    # --- SSH ------------------------------------------------------------------------------
+
+    async def endpoint(self, server_id: int) -> SSHEndpoint:
+        server = self.store.get(server_id)
+        return await self.cloud_for(server).ssh_endpoint(server_id, server.cloud_data)
+
+    async def connection(self, server_id: int) -> ServerConnection:
+        """The running server's shared SSH connection (kernels, terminals and sync use it)."""
+        server = self.store.get(server_id)
+        if server.state is not State.RUNNING:
+            raise ConflictError(f"Server {server.name!r} is {server.state.value}, not running.",
+                                state=server.state.value)
+        return await self.ssh.get(server_id, lambda: self.endpoint(server_id))
+
+    async def info(self, server_id: int) -> dict[str, Any]:
+        """Hardware and software of a running server, as its agent reports them."""
+        server = self.store.get(server_id)
+        if server.state is not State.RUNNING:
+            raise ConflictError(f"Server {server.name!r} is {server.state.value}, not running.",
+                                state=server.state.value)
+        endpoint = await self.endpoint(server_id)
+        agent = await self.ssh.agent(server_id, endpoint)
+        return dict(await agent.call("info", workspace=endpoint.workspace))
+
+    # --- start-up and shutdown ------------------------------------------------------------
+
+    async def reconcile(self) -> list[ServerRecord]:
+        """Settle servers left mid-operation by a process that died, from the clouds' truth."""
+        settled = []
+        for server in self.store.list():
+            if not server.state.is_transitional or _owner_alive(server.operation_owner):
+                continue
+            cloud = self.clouds.get(server.cloud)
+            if cloud is None:
+                continue
+            try:
+                status = await cloud.status(server.id, server.cloud_data)
+                state, reason = status.state, status.reason
+            except Exception as e:
+                state, reason = State.ERROR, f"could not ask the cloud: {e}"
+            interrupted = f"{server.operation or 'an action'} was interrupted by a restart"
+            server = self.store.transition(
+                server.id, to=state, reason=f"{interrupted}; found {state.value}"
+                + (f" ({reason})" if reason else ""), action="reconcile")
+            self.log.info("Reconciled compute server %s: %s", server.name, server.state_reason)
+            self._emit("state", server, server.id)
+            settled.append(server)
+        return settled
+
+    async def shutdown(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
+        """Jupyter is stopping: let operations finish briefly, stop servers whose cloud asks
+        for it, and close every connection."""
+        pending = [task for task in self._tasks.values() if not task.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=10)
+            for task in still:
+                task.cancel()
+        if stop_servers is not None:
+            for server in self.store.list():
+                cloud = self.clouds.get(server.cloud)
+                if cloud is not None and server.state is State.RUNNING and stop_servers(cloud):
+                    try:
+                        self.request_action(server.id, Action.STOP.value)
+                        await self.wait_for_action(server.id)
+                    except ComputeServersError as e:
+                        self.log.warning("Could not stop %s at shutdown: %s", server.name, e)
+        await self.ssh.close_all()

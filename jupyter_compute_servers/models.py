@@ -1,0 +1,344 @@
+"""The compute server model: states, actions, configuration, and their validation.
+
+One shape for every cloud, so the UI, the cost estimate and scripts speak one language. A cloud
+says which configuration fields apply to it and fills its defaults (see ``clouds.base``).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import ConflictError, ValidationError
+
+
+class State(str, enum.Enum):
+    DEPROVISIONED = "deprovisioned"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    OFF = "off"
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
+    DEPROVISIONING = "deprovisioning"
+    ERROR = "error"
+
+    @property
+    def is_transitional(self) -> bool:
+        return self in TRANSITIONAL_STATES
+
+
+TRANSITIONAL_STATES = frozenset(
+    {State.STARTING, State.STOPPING, State.SUSPENDING, State.DEPROVISIONING}
+)
+
+
+class Action(str, enum.Enum):
+    START = "start"
+    STOP = "stop"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    REBOOT = "reboot"
+    DEPROVISION = "deprovision"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An action: the states it may start from, the state shown while it runs, where it ends."""
+
+    from_states: frozenset[State]
+    during: State
+    to: State
+
+
+TRANSITIONS: dict[Action, Transition] = {
+    Action.START: Transition(frozenset({State.DEPROVISIONED, State.OFF}), State.STARTING,
+                             State.RUNNING),
+    Action.STOP: Transition(frozenset({State.RUNNING, State.SUSPENDED}), State.STOPPING,
+                            State.OFF),
+    Action.SUSPEND: Transition(frozenset({State.RUNNING}), State.SUSPENDING, State.SUSPENDED),
+    Action.RESUME: Transition(frozenset({State.SUSPENDED}), State.STARTING, State.RUNNING),
+    # A reboot keeps the server running throughout, as far as anyone outside can tell.
+    Action.REBOOT: Transition(frozenset({State.RUNNING}), State.RUNNING, State.RUNNING),
+    Action.DEPROVISION: Transition(
+        frozenset({State.OFF, State.RUNNING, State.SUSPENDED, State.ERROR}),
+        State.DEPROVISIONING,
+        State.DEPROVISIONED,
+    ),
+}
+
+#: Said by the API and the UI before a deprovision, which cannot be undone.
+DEPROVISION_WARNING = (
+    "Deprovisioning deletes the server's machine and its disk. Everything on the server's disk "
+    "that was not synced back to the Jupyter root is lost. The configuration is kept, so the "
+    "server can be started again from a fresh disk."
+)
+
+
+def allowed_actions(state: State, *, supports_suspend: bool) -> list[str]:
+    """The actions (and ``delete``) a user may take on a server in ``state``."""
+    actions = [
+        action.value
+        for action, transition in TRANSITIONS.items()
+        if state in transition.from_states and (supports_suspend or action is not Action.SUSPEND)
+    ]
+    if state is State.DEPROVISIONED:
+        actions.append("delete")
+    return actions
+
+
+def check_action_allowed(action: Action, state: State, *, supports_suspend: bool) -> Transition:
+    """The transition for ``action`` from ``state``, or a 409 that names what is allowed."""
+    allowed = allowed_actions(state, supports_suspend=supports_suspend)
+    if action.value not in allowed:
+        if action is Action.SUSPEND and not supports_suspend:
+            reason = "this server's cloud does not support suspend"
+        else:
+            reason = f"the server is {state.value}"
+        raise ConflictError(
+            f"Cannot {action.value}: {reason}. Allowed now: {', '.join(allowed) or 'nothing'}.",
+            state=state.value,
+            allowed_actions=allowed,
+        )
+    return TRANSITIONS[action]
+
+
+# --- configuration -------------------------------------------------------------------------
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+COLOR_PATTERN = re.compile(r"^#[0-9a-fA-F]{6}$")
+MAX_NOTES_LENGTH = 10_000
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    type: str
+    count: int
+
+
+@dataclass(frozen=True)
+class SpendLimit:
+    """At most ``amount`` dollars in any ``period_days`` days."""
+
+    amount: float
+    period_days: int
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What a server is made of. Fields a cloud does not use are ``None``."""
+
+    image: str | None = None
+    image_tag: str | None = None
+    machine_type: str | None = None
+    cpu: int | None = None
+    memory_gb: float | None = None
+    gpu: GpuSpec | None = None
+    disk_gb: int | None = None
+    disk_type: str | None = None
+    spot: bool | None = None
+    region: str | None = None
+    zone: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServerConfig:
+        """Load a configuration the store wrote (already validated)."""
+        values = {f.name: data.get(f.name) for f in fields(cls)}
+        gpu = values["gpu"]
+        values["gpu"] = GpuSpec(**gpu) if gpu else None
+        values["extra"] = dict(values["extra"] or {})
+        return cls(**values)
+
+
+CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ServerConfig))
+
+
+def _check_type(value: Any, kinds: tuple[type, ...], path: str, what: str) -> Any:
+    # bool is an int in Python, but "cpu": true is a mistake, not 1 CPU.
+    if isinstance(value, bool) and bool not in kinds:
+        raise ValidationError(f"{path} must be {what}, not a boolean.", field=path)
+    if not isinstance(value, kinds):
+        raise ValidationError(f"{path} must be {what}, not {type(value).__name__}.", field=path)
+    return value
+
+
+def parse_int(value: Any, path: str, *, minimum: int, maximum: int | None = None) -> int:
+    _check_type(value, (int,), path, "an integer")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ValidationError(f"{path} must be {bound}; got {value}.", field=path)
+    return int(value)
+
+
+def parse_number(value: Any, path: str, *, minimum: float, maximum: float | None = None,
+                 exclusive_minimum: bool = False) -> float:
+    _check_type(value, (int, float), path, "a number")
+    low_ok = value > minimum if exclusive_minimum else value >= minimum
+    if not low_ok or (maximum is not None and value > maximum):
+        low = f"> {minimum}" if exclusive_minimum else f">= {minimum}"
+        bound = f"{low} and <= {maximum}" if maximum is not None else low
+        raise ValidationError(f"{path} must be {bound}; got {value}.", field=path)
+    return float(value)
+
+
+def parse_str(value: Any, path: str, *, pattern: re.Pattern[str] | None = None,
+              max_length: int = 200, hint: str = "") -> str:
+    _check_type(value, (str,), path, "a string")
+    if len(value) > max_length:
+        raise ValidationError(f"{path} must be at most {max_length} characters.", field=path)
+    if pattern is not None and not pattern.match(value):
+        raise ValidationError(f"{path} is not valid: {value!r}. {hint}".strip(), field=path)
+    return value
+
+
+def parse_bool(value: Any, path: str) -> bool:
+    return bool(_check_type(value, (bool,), path, "true or false"))
+
+
+def check_no_unknown(data: Mapping[str, Any], allowed: tuple[str, ...] | frozenset[str],
+                     path: str) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ValidationError(
+            f"Unknown field {where}{unknown[0]}. Allowed: {', '.join(sorted(allowed))}.",
+            field=f"{where}{unknown[0]}",
+        )
+
+
+def parse_object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError(f"{path} must be a JSON object.", field=path)
+    return value
+
+
+def parse_name(value: Any) -> str:
+    return parse_str(
+        value, "name", pattern=NAME_PATTERN, max_length=63,
+        hint="Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+    )
+
+
+def parse_color(value: Any) -> str:
+    return parse_str(value, "color", pattern=COLOR_PATTERN, max_length=7,
+                     hint="Use a hex colour such as #1f77b4.")
+
+
+def parse_notes(value: Any) -> str:
+    return parse_str(value, "notes", max_length=MAX_NOTES_LENGTH)
+
+
+def parse_idle_timeout(value: Any) -> int | None:
+    if value is None:
+        return None
+    return parse_int(value, "idle_timeout_minutes", minimum=1, maximum=60 * 24 * 30)
+
+
+def parse_spend_limit(value: Any) -> SpendLimit | None:
+    if value is None:
+        return None
+    data = parse_object(value, "spend_limit")
+    check_no_unknown(data, ("amount", "period_days"), "spend_limit")
+    for key in ("amount", "period_days"):
+        if key not in data:
+            raise ValidationError(f"spend_limit.{key} is required.", field=f"spend_limit.{key}")
+    return SpendLimit(
+        amount=parse_number(data["amount"], "spend_limit.amount", minimum=0,
+                            exclusive_minimum=True, maximum=1_000_000),
+        period_days=parse_int(data["period_days"], "spend_limit.period_days", minimum=1,
+                              maximum=366),
+    )
+
+
+# Fields of a server a PATCH may carry, and when each may change (see also ServerConfig below).
+EDITABLE_ANY_TIME = ("name", "color", "notes", "idle_timeout_minutes", "spend_limit")
+CREATE_FIELDS = ("cloud", "config", *EDITABLE_ANY_TIME)
+PATCH_FIELDS = ("config", *EDITABLE_ANY_TIME)
+
+
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+_TOKEN_HINT = "Use letters, digits and . _ : / @ + -, starting with a letter or digit."
+
+
+def parse_config_fields(data: Any, path: str = "config") -> dict[str, Any]:
+    """Type-check the fields present in a (possibly partial) configuration object.
+
+    Range checks against what a cloud offers are the cloud's job; this only makes sure each
+    value has the right shape, so that clouds can trust the types.
+    """
+    data = parse_object(data, path)
+    check_no_unknown(data, CONFIG_FIELDS, path)
+    parsed: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{path}.{key}"
+        if value is None:
+            parsed[key] = {} if key == "extra" else None
+        elif key in ("image", "image_tag", "machine_type", "disk_type", "region", "zone"):
+            parsed[key] = parse_str(value, where, pattern=_TOKEN, max_length=128,
+                                    hint=_TOKEN_HINT)
+        elif key == "cpu":
+            parsed[key] = parse_int(value, where, minimum=1, maximum=1024)
+        elif key == "memory_gb":
+            parsed[key] = parse_number(value, where, minimum=0, exclusive_minimum=True,
+                                       maximum=24 * 1024)
+        elif key == "disk_gb":
+            parsed[key] = parse_int(value, where, minimum=1, maximum=64 * 1024)
+        elif key == "spot":
+            parsed[key] = parse_bool(value, where)
+        elif key == "gpu":
+            gpu = parse_object(value, where)
+            check_no_unknown(gpu, ("type", "count"), where)
+            if "type" not in gpu:
+                raise ValidationError(f"{where}.type is required.", field=f"{where}.type")
+            parsed[key] = GpuSpec(
+                type=parse_str(gpu["type"], f"{where}.type", pattern=_TOKEN, max_length=64,
+                               hint=_TOKEN_HINT),
+                count=parse_int(gpu.get("count", 1), f"{where}.count", minimum=1, maximum=16),
+            )
+        elif key == "extra":
+            parsed[key] = dict(parse_object(value, where))
+    return parsed
+
+
+#: When each configuration field may change (the editing rules).
+ONLY_WHEN_DEPROVISIONED = frozenset({"image", "image_tag", "region", "zone", "disk_type"})
+ONLY_WHEN_OFF_OR_DEPROVISIONED = frozenset({"machine_type", "cpu", "memory_gb", "gpu", "spot",
+                                            "extra"})
+
+
+def check_config_change(old: ServerConfig, new: ServerConfig, state: State) -> list[str]:
+    """Enforce the editing rules; return the names of the fields that change."""
+    changed = [name for name in CONFIG_FIELDS if getattr(old, name) != getattr(new, name)]
+    for name in changed:
+        where = f"config.{name}"
+        if name == "gpu" and (old.gpu is None) != (new.gpu is None):
+            if state is not State.DEPROVISIONED:
+                raise ConflictError(
+                    f"Adding or removing GPUs needs a new machine: deprovision the server "
+                    f"first (it is {state.value}).", field=where, state=state.value)
+        elif name in ONLY_WHEN_DEPROVISIONED and state is not State.DEPROVISIONED:
+            raise ConflictError(
+                f"{where} can change only while the server is deprovisioned (it is "
+                f"{state.value}).", field=where, state=state.value)
+        elif name in ONLY_WHEN_OFF_OR_DEPROVISIONED and state not in (State.OFF,
+                                                                      State.DEPROVISIONED):
+            raise ConflictError(
+                f"{where} can change only while the server is off or deprovisioned (it is "
+                f"{state.value}). Stop it first.", field=where, state=state.value)
+        elif name == "disk_gb":
+            if state.is_transitional:
+                raise ConflictError(
+                    f"The disk cannot be resized while the server is {state.value}; try again "
+                    f"when it is done.", field=where, state=state.value)
+            if (new.disk_gb or 0) < (old.disk_gb or 0) and state is not State.DEPROVISIONED:
+                raise ConflictError(
+                    f"A disk can only grow (from {old.disk_gb} GB) unless the server is "
+                    f"deprovisioned (it is {state.value}).", field=where, state=state.value)
+    return changed

@@ -1,0 +1,214 @@
+"""SSH: the one module that opens connections to compute servers.
+
+- One asyncssh connection per running server, shared by everything that needs the server
+  (the agent, kernels, terminals, sync), opened on first use and kept alive.
+- Host keys are pinned: the cloud says which key the server has, and any other key is refused.
+  Nothing is ever trusted on first use.
+- Client keys are generated per server and kept as 0600 files under ``keys_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from .agent import AgentClient
+from .clouds.base import SSHEndpoint
+from .errors import CloudError
+
+
+class SSHConnectError(CloudError):
+    """A server's SSH endpoint could not be reached or refused us."""
+
+
+class HostKeyMismatchError(SSHConnectError):
+    """The server presented a host key other than the pinned one."""
+
+
+def fingerprint(public_key: str) -> str:
+    return asyncssh.import_public_key(public_key).get_fingerprint("sha256")
+
+
+def quote_command(*argv: str) -> str:
+    """A remote shell command from an argument vector, each argument quoted."""
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+class KeyStore:
+    """Per-server client keys: ``<keys_dir>/<server id>/id_ed25519`` (0600, directory 0700)."""
+
+    def __init__(self, keys_dir: str | Path) -> None:
+        self.keys_dir = Path(keys_dir)
+
+    def private_key_path(self, server_id: int) -> Path:
+        return self.keys_dir / str(server_id) / "id_ed25519"
+
+    def ensure(self, server_id: int) -> str:
+        """Create the server's key pair if needed; return its public key (OpenSSH format)."""
+        path = self.private_key_path(server_id)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.keys_dir, 0o700)
+            os.chmod(path.parent, 0o700)
+            key = asyncssh.generate_private_key("ssh-ed25519",
+                                                comment=f"jupyter-compute-server-{server_id}")
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key.export_private_key())
+            os.replace(tmp, path)
+            path.with_suffix(".pub").write_bytes(key.export_public_key())
+        return path.with_suffix(".pub").read_text().strip()
+
+    def remove(self, server_id: int) -> None:
+        shutil.rmtree(self.keys_dir / str(server_id), ignore_errors=True)
+
+
+@dataclass
+class ServerConnection:
+    """The live connection to one server and the agent riding on it."""
+
+    server_id: int
+    endpoint: SSHEndpoint
+    connection: asyncssh.SSHClientConnection
+    agent: AgentClient | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return not self.connection.is_closed()
+
+    async def run(self, *argv: str, check: bool = True,
+                  timeout: float = 60) -> asyncssh.SSHCompletedProcess:
+        """Run one command (an argument vector, quoted for the remote shell)."""
+        return await self.connection.run(quote_command(*argv), check=check, timeout=timeout)
+
+
+class _Client(asyncssh.SSHClient):
+    def __init__(self, on_lost: Callable[[], None]) -> None:
+        self._on_lost = on_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost()
+
+
+class SSHConnections:
+    """Owns every SSH connection to every server."""
+
+    def __init__(self, keys: KeyStore, *, keepalive_interval: float = 15,
+                 connect_timeout: float = 15, retries: int = 4) -> None:
+        self.keys = keys
+        self.keepalive_interval = keepalive_interval
+        self.connect_timeout = connect_timeout
+        self.retries = retries
+        self._connections: dict[int, ServerConnection] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def _lock(self, server_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(server_id, asyncio.Lock())
+
+    async def get(self, server_id: int,
+                  endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]) -> ServerConnection:
+        """The server's connection, opened (with retries and backoff) if it is not open."""
+        async with self._lock(server_id):
+            current = self._connections.get(server_id)
+            if current is not None and current.is_open:
+                return current
+            if current is not None:
+                await self._close(current)
+            delay = 0.2
+            for attempt in range(self.retries + 1):
+                where = endpoint if isinstance(endpoint, SSHEndpoint) else await endpoint()
+                try:
+                    connection = await self._connect(server_id, where)
+                    break
+                except HostKeyMismatchError:
+                    raise
+                except SSHConnectError:
+                    if attempt == self.retries:
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5)
+            self._connections[server_id] = connection
+            return connection
+
+    async def agent(self, server_id: int,
+                    endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]) -> AgentClient:
+        """The agent on the server, started on its connection when first needed."""
+        connection = await self.get(server_id, endpoint)
+        async with self._lock(server_id):
+            if connection.agent is None or not connection.agent.is_open:
+                connection.agent = await AgentClient.start(connection.connection,
+                                                           connection.endpoint.python)
+            return connection.agent
+
+    async def _connect(self, server_id: int, endpoint: SSHEndpoint) -> ServerConnection:
+        try:
+            host_key = asyncssh.import_public_key(endpoint.host_key)
+        except (asyncssh.KeyImportError, ValueError) as e:
+            raise HostKeyMismatchError(
+                f"The pinned host key of server {server_id} is unreadable: {e}") from e
+        key_path = self.keys.private_key_path(server_id)
+        holder: dict[str, ServerConnection] = {}
+
+        def lost() -> None:
+            # Forget a dead connection so the next user reconnects.
+            conn = holder.get("conn")
+            if conn is not None and self._connections.get(server_id) is conn:
+                del self._connections[server_id]
+
+        try:
+            connection, _ = await asyncio.wait_for(
+                asyncssh.create_connection(
+                    lambda: _Client(lost),
+                    endpoint.host,
+                    endpoint.port,
+                    username=endpoint.username,
+                    client_keys=[str(key_path)],
+                    known_hosts=([host_key], [], []),
+                    agent_path=None,
+                    config=[],
+                    keepalive_interval=self.keepalive_interval,
+                    keepalive_count_max=3,
+                ),
+                self.connect_timeout,
+            )
+        except asyncssh.HostKeyNotVerifiable as e:
+            raise HostKeyMismatchError(
+                f"Refusing to connect to server {server_id} at {endpoint.host}:{endpoint.port}: "
+                f"its host key is not the pinned one ({fingerprint(endpoint.host_key)}). "
+                f"Someone may be intercepting the connection, or the machine was replaced; "
+                f"deprovision and start the server to pin a new key.") from e
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+            raise SSHConnectError(
+                f"Cannot connect to server {server_id} at {endpoint.host}:{endpoint.port} over "
+                f"SSH: {e or type(e).__name__}") from e
+        result = ServerConnection(server_id, endpoint, connection)
+        holder["conn"] = result
+        return result
+
+    async def _close(self, connection: ServerConnection) -> None:
+        if connection.agent is not None:
+            await connection.agent.close()
+        connection.connection.close()
+        await connection.connection.wait_closed()
+
+    async def close(self, server_id: int) -> None:
+        async with self._lock(server_id):
+            connection = self._connections.pop(server_id, None)
+            if connection is not None:
+                await self._close(connection)
+
+    async def close_all(self) -> None:
+        for server_id in list(self._connections):
+            await self.close(server_id)
+
+    def is_connected(self, server_id: int) -> bool:
+        connection = self._connections.get(server_id)
+        return connection is not None and connection.is_open
