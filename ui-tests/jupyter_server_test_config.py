@@ -1,0 +1,42 @@
+"""Jupyter Server configuration for the browser tests (galata), used by playwright.config.js.
+
+Never use it for anything else: it turns off authentication and exposes the application
+object in the page (``window.jupyterapp``).
+
+Each run gets its own temporary directories, so the tests neither read nor write the
+developer's files, workspaces, settings or compute servers state.
+"""
+
+import atexit
+import os
+import shutil
+from tempfile import mkdtemp
+
+from jupyterlab.galata import configure_jupyter_server
+
+# The Jupyter data dir is where the extension keeps its state. It is read lazily (after this
+# file is loaded), so pointing it at a fresh directory here isolates each run. Extensions
+# installed in sys.prefix (like this one, by `jupyter labextension develop --sys-prefix`)
+# are still found.
+_temp_dirs = {
+    name: mkdtemp(prefix=f"jcs-ui-{name}-") for name in ("data", "runtime", "root", "settings")
+}
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _temp_dirs.values()])
+
+os.environ["JUPYTER_DATA_DIR"] = _temp_dirs["data"]
+os.environ["JUPYTER_RUNTIME_DIR"] = _temp_dirs["runtime"]
+
+configure_jupyter_server(c)  # noqa: F821
+
+# A port of its own, so that a running `make lab` (8888) does not get in the way.
+c.ServerApp.port = int(os.environ.get("UI_TESTS_PORT", "8899"))  # noqa: F821
+c.ServerApp.root_dir = _temp_dirs["root"]  # noqa: F821
+c.LabApp.user_settings_dir = _temp_dirs["settings"]  # noqa: F821
+
+# The clouds the status banner lists (and the screenshots show), whatever the default is.
+c.ComputeServersApp.enabled_clouds = ["local"]  # noqa: F821
+
+# Only errors in the test output; set UI_TESTS_LOG_LEVEL=DEBUG to see everything.
+c.ServerApp.log_level = c.LabApp.log_level = os.environ.get(  # noqa: F821
+    "UI_TESTS_LOG_LEVEL", "ERROR"
+)

@@ -1,0 +1,51 @@
+/**
+ * Playwright configuration for the browser tests, as in the JupyterLab extension template,
+ * with Debian's Chromium instead of a downloaded browser.
+ */
+const baseConfig = require('@jupyterlab/galata/lib/playwright-config');
+
+const port = process.env.UI_TESTS_PORT || '8899';
+
+module.exports = {
+  ...baseConfig,
+  // Never open the HTML report in a browser; keep it for reading after a failure.
+  reporter: [['list'], ['html', { open: 'never' }]],
+  // One JupyterLab server for all tests; 2 cores here, so no parallel workers.
+  workers: 1,
+  retries: process.env.CI ? 1 : 0,
+  use: {
+    ...baseConfig.use,
+    // Video needs Playwright's own ffmpeg, which is not downloaded here: keep traces instead.
+    video: 'off',
+    trace: 'retain-on-failure',
+    screenshot: 'only-on-failure',
+    baseURL: `http://127.0.0.1:${port}`,
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run'
+      ]
+    }
+  },
+  expect: {
+    toHaveScreenshot: { maxDiffPixelRatio: 0.01 },
+    toMatchSnapshot: { maxDiffPixelRatio: 0.01 }
+  },
+  webServer: {
+    command: 'jupyter lab --config jupyter_server_test_config.py --allow-root',
+    url: `http://127.0.0.1:${port}/lab`,
+    env: { ...process.env, UI_TESTS_PORT: port },
+    timeout: 120 * 1000,
+    reuseExistingServer: false,
+    // Let the server exit cleanly, so that it removes its temporary directories.
+    gracefulShutdown: { signal: 'SIGTERM', timeout: 10000 },
+    stdout: 'ignore',
+    stderr: 'pipe'
+  }
+};
