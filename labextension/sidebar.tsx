@@ -2,7 +2,14 @@ import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { computeServerIcon } from './icons';
-import { IComputeServersStatus, IStatusSnapshot } from './tokens';
+import { ServerList } from './servers/list';
+import {
+  AllowedAction,
+  IComputeServersModel,
+  IComputeServersStatus,
+  IServer,
+  IStatusSnapshot
+} from './tokens';
 
 /** The banner at the top of the sidebar: says plainly when the backend cannot serve us. */
 export function StatusBanner(props: {
@@ -66,29 +73,94 @@ export function StatusBanner(props: {
 
 /** The "Compute Servers" panel in the left sidebar. */
 export class ComputeServersSidebar extends ReactWidget {
-  constructor(private readonly statusModel: IComputeServersStatus) {
+  constructor(options: ComputeServersSidebar.IOptions) {
     super();
+    this._status = options.status;
+    this._model = options.model ?? null;
+    this._onCreate = options.onCreate ?? null;
+    this._onAction = options.onAction ?? null;
     this.id = 'jp-compute-servers-sidebar';
     this.addClass('jp-ComputeServers-sidebar');
     this.title.icon = computeServerIcon;
     this.title.caption = 'Compute Servers';
   }
 
+  /** Run an action from a row's button; the row's buttons are disabled until it is done. */
+  private _act = (server: IServer, action: AllowedAction): void => {
+    if (!this._onAction || this._pending.has(server.id)) {
+      return;
+    }
+    this._pending.add(server.id);
+    this.update();
+    void this._onAction(server, action).finally(() => {
+      this._pending.delete(server.id);
+      this.update();
+    });
+  };
+
   protected render(): JSX.Element {
+    const model = this._model;
     return (
       <div className="jp-ComputeServers-panel">
         <header className="jp-ComputeServers-header">
           <h2>Compute Servers</h2>
         </header>
         <UseSignal
-          signal={this.statusModel.changed}
-          initialArgs={this.statusModel.snapshot}
+          signal={this._status.changed}
+          initialArgs={this._status.snapshot}
         >
           {(_, snapshot) => (
-            <StatusBanner snapshot={snapshot ?? this.statusModel.snapshot} />
+            <StatusBanner snapshot={snapshot ?? this._status.snapshot} />
           )}
         </UseSignal>
+        {model && (
+          <>
+            <div className="jp-ComputeServers-toolbar">
+              <button
+                type="button"
+                className="jp-ComputeServers-new jp-mod-styled jp-mod-accept"
+                onClick={() => this._onCreate?.()}
+                disabled={!this._onCreate}
+              >
+                + New compute server
+              </button>
+            </div>
+            <UseSignal signal={model.changed}>
+              {() => (
+                <ServerList
+                  servers={model.servers}
+                  loaded={model.loaded}
+                  error={model.error}
+                  cloudLabels={Object.fromEntries(
+                    model.clouds.map(c => [c.name, c.label])
+                  )}
+                  pending={this._pending}
+                  onAction={this._act}
+                />
+              )}
+            </UseSignal>
+          </>
+        )}
       </div>
     );
+  }
+
+  private _status: IComputeServersStatus;
+  private _model: IComputeServersModel | null;
+  private _onCreate: (() => void) | null;
+  private _onAction:
+    ((server: IServer, action: AllowedAction) => Promise<unknown>) | null;
+  private _pending = new Set<number>();
+}
+
+export namespace ComputeServersSidebar {
+  export interface IOptions {
+    status: IComputeServersStatus;
+    /** The servers to list; without, the panel shows only the status banner. */
+    model?: IComputeServersModel | null;
+    /** Called by the "New compute server" button. */
+    onCreate?: () => void;
+    /** Called by a row's action buttons. */
+    onAction?: (server: IServer, action: AllowedAction) => Promise<unknown>;
   }
 }

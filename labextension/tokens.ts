@@ -1,6 +1,17 @@
 import { Token } from '@lumino/coreutils';
 import { ISignal } from '@lumino/signaling';
 
+import {
+  ICloud,
+  IHistoryEntry,
+  IServer,
+  IServerCreate,
+  IServerUpdate,
+  ServerAction
+} from './servers/types';
+
+export * from './servers/types';
+
 /** What `GET compute-servers/api/status` answers. */
 export interface IExtensionStatus {
   version: string;
@@ -35,4 +46,41 @@ export interface IComputeServersStatus {
 export const IComputeServersStatus = new Token<IComputeServersStatus>(
   'jupyter-compute-servers:IComputeServersStatus',
   'The compute servers server extension: version and availability.'
+);
+
+/**
+ * The compute servers and the clouds they run on, kept up to date with the server: the
+ * sidebar, the commands and other plugins share one.
+ */
+export interface IComputeServersModel {
+  /** The servers, by id; empty until the first refresh. */
+  readonly servers: ReadonlyArray<IServer>;
+  /** The enabled clouds (fetched once, and again by `refreshClouds`). */
+  readonly clouds: ReadonlyArray<ICloud>;
+  /** Said before a deprovision: what will be lost. */
+  readonly deprovisionWarning: string;
+  /** The error of the last failed refresh, or null. */
+  readonly error: string | null;
+  /** Whether the first list has arrived. */
+  readonly loaded: boolean;
+  /** Emitted whenever servers, clouds or error change. */
+  readonly changed: ISignal<IComputeServersModel, void>;
+
+  server(id: number): IServer | undefined;
+  refresh(): Promise<void>;
+  refreshClouds(): Promise<void>;
+  create(body: IServerCreate): Promise<IServer>;
+  update(id: number, body: IServerUpdate): Promise<IServer>;
+  remove(id: number): Promise<void>;
+  act(
+    id: number,
+    action: ServerAction,
+    body?: Record<string, unknown>
+  ): Promise<IServer>;
+  history(id: number): Promise<IHistoryEntry[]>;
+}
+
+export const IComputeServersModel = new Token<IComputeServersModel>(
+  'jupyter-compute-servers:IComputeServersModel',
+  'The compute servers and clouds, with create, edit, delete and lifecycle actions.'
 );

@@ -1,0 +1,266 @@
+/** The server list in the sidebar: rows, badges, and one button per allowed action. */
+import * as React from 'react';
+import { act } from 'react';
+import { createRoot, Root } from 'react-dom/client';
+
+import { ServerList } from '../servers/list';
+import { AllowedAction, IServer } from '../servers/types';
+import { makeServer } from './fakeApi';
+
+(globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
+
+describe('ServerList', () => {
+  let container: HTMLDivElement;
+  let root: Root;
+  let clicked: [string, AllowedAction][];
+
+  beforeEach(() => {
+    container = document.createElement('div');
+    document.body.appendChild(container);
+    root = createRoot(container);
+    clicked = [];
+  });
+
+  afterEach(() => {
+    act(() => root.unmount());
+    container.remove();
+  });
+
+  function render(
+    servers: IServer[],
+    extra: { loaded?: boolean; error?: string; pending?: Set<number> } = {}
+  ): void {
+    act(() =>
+      root.render(
+        <ServerList
+          servers={servers}
+          loaded={extra.loaded ?? true}
+          error={extra.error}
+          pending={extra.pending}
+          cloudLabels={{ local: 'This machine' }}
+          onAction={(server, action) => clicked.push([server.name, action])}
+        />
+      )
+    );
+  }
+
+  function row(name: string): HTMLElement {
+    const element = container.querySelector<HTMLElement>(
+      `.jp-ComputeServers-server[data-server-name="${name}"]`
+    );
+    expect(element).not.toBeNull();
+    return element!;
+  }
+
+  function buttons(name: string): string[] {
+    return Array.from(
+      row(name).querySelectorAll<HTMLButtonElement>('button[data-action]')
+    ).map(b => b.dataset.action!);
+  }
+
+  it('shows one row per server with swatch, name, badge, cloud and hardware', () => {
+    render([
+      makeServer({ id: 1, name: 'cpu-box', color: '#ff7f0e' }),
+      makeServer({
+        id: 2,
+        name: 'gpu-box',
+        state: 'running',
+        config: {
+          ...makeServer().config,
+          cpu: 4,
+          memory_gb: 16,
+          disk_gb: 50,
+          gpu: { type: 'T4', count: 1 }
+        }
+      })
+    ]);
+
+    const rows = container.querySelectorAll('.jp-ComputeServers-server');
+    expect(rows).toHaveLength(2);
+    const first = row('cpu-box');
+    expect(first.dataset.serverId).toBe('1');
+    expect(
+      first.querySelector<HTMLElement>('.jp-ComputeServers-swatch')!.style
+        .backgroundColor
+    ).toBe('rgb(255, 127, 14)');
+    expect(first.querySelector('.jp-ComputeServers-name')!.textContent).toBe(
+      'cpu-box'
+    );
+    expect(first.querySelector('.jp-ComputeServers-cloud')!.textContent).toBe(
+      'local'
+    );
+    expect(
+      first.querySelector('.jp-ComputeServers-cloud')!.getAttribute('title')
+    ).toBe('This machine');
+    expect(
+      first.querySelector('.jp-ComputeServers-hardware')!.textContent
+    ).toBe('2 CPU · 4 GB · 10 GB disk');
+    expect(
+      row('gpu-box').querySelector('.jp-ComputeServers-hardware')!.textContent
+    ).toBe('4 CPU · 16 GB · 50 GB disk · 1× T4');
+  });
+
+  it('shows the state in a badge with data-state', () => {
+    render([
+      makeServer({ id: 1, name: 'a', state: 'running' }),
+      makeServer({ id: 2, name: 'b', state: 'off' })
+    ]);
+
+    const badge = row('a').querySelector<HTMLElement>(
+      '.jp-ComputeServers-badge'
+    )!;
+    expect(badge.dataset.state).toBe('running');
+    expect(badge.textContent).toBe('Running');
+    expect(badge.classList).not.toContain('jp-mod-transitional');
+    expect(badge.querySelector('.jp-ComputeServers-spinner')).toBeNull();
+    expect(
+      row('b').querySelector<HTMLElement>('.jp-ComputeServers-badge')!.dataset
+        .state
+    ).toBe('off');
+  });
+
+  it('spins the badge and shows the progress while an operation runs', () => {
+    render([
+      makeServer({
+        name: 'busy',
+        state: 'starting',
+        operation: 'start',
+        progress: { message: 'Booting the VM', fraction: 0.5, at: 1 },
+        allowed_actions: []
+      })
+    ]);
+
+    const badge = row('busy').querySelector<HTMLElement>(
+      '.jp-ComputeServers-badge'
+    )!;
+    expect(badge.dataset.state).toBe('starting');
+    expect(badge.classList).toContain('jp-mod-transitional');
+    expect(badge.querySelector('.jp-ComputeServers-spinner')).not.toBeNull();
+    expect(
+      row('busy').querySelector('.jp-ComputeServers-progressMessage')!
+        .textContent
+    ).toBe('Booting the VM');
+    expect(
+      row('busy').querySelector<HTMLProgressElement>('progress')!.value
+    ).toBe(0.5);
+    expect(buttons('busy')).toEqual([]);
+  });
+
+  it('names the operation when it has no progress message yet', () => {
+    render([
+      makeServer({
+        name: 'busy',
+        state: 'stopping',
+        operation: 'stop',
+        allowed_actions: []
+      })
+    ]);
+    expect(
+      row('busy').querySelector('.jp-ComputeServers-progress')!.textContent
+    ).toBe('Stop…');
+    expect(row('busy').querySelector('progress')).toBeNull();
+  });
+
+  it('shows the reason of an error, and no progress when idle', () => {
+    render([
+      makeServer({
+        name: 'broken',
+        state: 'error',
+        state_reason: 'start failed: sshd did not come up; see the log'
+      }),
+      makeServer({ id: 2, name: 'fine', state_reason: 'created' })
+    ]);
+
+    expect(
+      row('broken').querySelector('.jp-ComputeServers-reason')!.textContent
+    ).toBe('start failed: sshd did not come up; see the log');
+    expect(row('fine').querySelector('.jp-ComputeServers-reason')).toBeNull();
+    expect(row('fine').querySelector('.jp-ComputeServers-progress')).toBeNull();
+  });
+
+  it('has buttons for exactly the allowed actions', () => {
+    render([
+      makeServer({ id: 1, name: 'new' }),
+      makeServer({ id: 2, name: 'up', state: 'running' }),
+      makeServer({ id: 3, name: 'down', state: 'off' }),
+      makeServer({
+        id: 4,
+        name: 'asleep',
+        state: 'suspended',
+        allowed_actions: ['stop', 'resume', 'deprovision']
+      }),
+      makeServer({
+        id: 5,
+        name: 'awake',
+        state: 'running',
+        allowed_actions: ['stop', 'suspend', 'reboot', 'deprovision']
+      })
+    ]);
+
+    expect(buttons('new')).toEqual(['start', 'delete']);
+    expect(buttons('up')).toEqual(['stop', 'reboot', 'deprovision']);
+    expect(buttons('down')).toEqual(['start', 'deprovision']);
+    expect(buttons('asleep')).toEqual(['resume', 'stop', 'deprovision']);
+    expect(buttons('awake')).toEqual([
+      'stop',
+      'suspend',
+      'reboot',
+      'deprovision'
+    ]);
+    const labels = Array.from(
+      row('awake').querySelectorAll('button[data-action]')
+    ).map(b => b.textContent);
+    expect(labels).toEqual(['Stop', 'Suspend', 'Reboot', 'Deprovision']);
+    expect(
+      row('new').querySelector('button[data-action="delete"]')!.textContent
+    ).toBe('Delete');
+  });
+
+  it('calls back with the server and the action of a button', () => {
+    render([makeServer({ name: 'box', state: 'running' })]);
+
+    act(() =>
+      row('box')
+        .querySelector<HTMLButtonElement>('button[data-action="stop"]')!
+        .click()
+    );
+
+    expect(clicked).toEqual([['box', 'stop']]);
+  });
+
+  it('disables the buttons of a server with a request in flight', () => {
+    render(
+      [
+        makeServer({ id: 1, name: 'waiting', state: 'running' }),
+        makeServer({ id: 2, name: 'free', state: 'running' })
+      ],
+      { pending: new Set([1]) }
+    );
+
+    const disabled = (name: string) =>
+      Array.from(
+        row(name).querySelectorAll<HTMLButtonElement>('button[data-action]')
+      ).map(b => b.disabled);
+    expect(disabled('waiting')).toEqual([true, true, true]);
+    expect(disabled('free')).toEqual([false, false, false]);
+  });
+
+  it('says when there is no server yet, and while loading', () => {
+    render([]);
+    expect(
+      container.querySelector('.jp-ComputeServers-empty')!.textContent
+    ).toContain('No compute servers yet');
+
+    render([], { loaded: false });
+    expect(
+      container.querySelector('.jp-ComputeServers-empty')!.textContent
+    ).toContain('Loading');
+  });
+
+  it('shows a failed refresh', () => {
+    render([], { loaded: false, error: 'fetch failed' });
+    const alert = container.querySelector('.jp-ComputeServers-listError')!;
+    expect(alert.getAttribute('role')).toBe('alert');
+    expect(alert.textContent).toContain('fetch failed');
+  });
+});

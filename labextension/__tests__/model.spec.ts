@@ -1,0 +1,360 @@
+/**
+ * ServersModel and LiveUpdates against a real HTTP server on 127.0.0.1 that answers like the
+ * compute servers REST API (see fakeApi.ts).
+ */
+import { Event } from '@jupyterlab/services';
+import { Signal } from '@lumino/signaling';
+
+import { ApiError } from '../request';
+import { LiveUpdates } from '../servers/live';
+import { ServersModel } from '../servers/model';
+import { SERVER_EVENT_SCHEMA } from '../servers/types';
+import { FakeApi, WARNING } from './fakeApi';
+
+const api = new FakeApi();
+
+function sleep(ms: number): Promise<void> {
+  return new Promise(resolve => setTimeout(resolve, ms));
+}
+
+beforeAll(() => api.start());
+afterAll(() => api.stop());
+beforeEach(async () => {
+  // Let the refresh a previous test's change started in the background land first.
+  await sleep(30);
+  api.reset();
+});
+
+async function until(check: () => boolean, timeout = 3000): Promise<void> {
+  const end = Date.now() + timeout;
+  while (!check()) {
+    if (Date.now() > end) {
+      throw new Error('timed out');
+    }
+    await sleep(10);
+  }
+}
+
+describe('ServersModel', () => {
+  let model: ServersModel;
+
+  beforeEach(() => {
+    model = new ServersModel(api.settings);
+  });
+
+  afterEach(() => model.dispose());
+
+  it('starts empty and unloaded', () => {
+    expect(model.servers).toEqual([]);
+    expect(model.loaded).toBe(false);
+    expect(model.error).toBeNull();
+  });
+
+  it('reads the servers, in id order, and says so with `changed`', async () => {
+    api.add({ name: 'b' });
+    api.add({ name: 'a' });
+    let emitted = 0;
+    model.changed.connect(() => emitted++);
+
+    await model.refresh();
+
+    expect(model.loaded).toBe(true);
+    expect(model.servers.map(s => s.name)).toEqual(['b', 'a']);
+    expect(model.server(2)?.name).toBe('a');
+    expect(emitted).toBe(1);
+    expect(api.requests[0]).toMatchObject({
+      method: 'GET',
+      path: '/compute-servers/api/servers'
+    });
+  });
+
+  it('reads the clouds and the deprovision warning', async () => {
+    await model.refreshClouds();
+
+    expect(model.clouds.map(c => c.name)).toEqual(['local', 'gce']);
+    expect(model.clouds[1].available).toBe(false);
+    expect(model.deprovisionWarning).toBe(WARNING);
+  });
+
+  it('keeps the last list and reports the error when a refresh fails', async () => {
+    api.add({ name: 'kept' });
+    await model.refresh();
+    const broken = new ServersModel({
+      ...api.settings,
+      baseUrl: api.settings.baseUrl + 'nowhere/'
+    });
+
+    await broken.refresh();
+
+    expect(broken.error).toBeTruthy();
+    expect(broken.loaded).toBe(false);
+    expect(model.servers).toHaveLength(1);
+    broken.dispose();
+  });
+
+  it('creates a server and lists it at once', async () => {
+    const server = await model.create({
+      name: 'gpu-box',
+      cloud: 'local',
+      config: { cpu: 1 }
+    });
+
+    expect(server.name).toBe('gpu-box');
+    expect(server.config.cpu).toBe(1);
+    expect(model.servers.map(s => s.name)).toEqual(['gpu-box']);
+    const post = api.requests.find(r => r.method === 'POST')!;
+    expect(post.path).toBe('/compute-servers/api/servers');
+    expect(post.body).toEqual({
+      name: 'gpu-box',
+      cloud: 'local',
+      config: { cpu: 1 }
+    });
+  });
+
+  it('passes a 400 on with the field at fault', async () => {
+    const error = await model
+      .create({ name: 'x', config: { cpu: 64 } })
+      .catch(e => e);
+
+    expect(error).toBeInstanceOf(ApiError);
+    expect(error.status).toBe(400);
+    expect(error.field).toBe('config.cpu');
+    expect(error.message).toContain('this machine has 4 CPUs');
+    expect(model.servers).toEqual([]);
+  });
+
+  it('passes a 409 on for a name already taken', async () => {
+    api.add({ name: 'taken' });
+    await expect(model.create({ name: 'taken' })).rejects.toMatchObject({
+      status: 409,
+      field: 'name'
+    });
+  });
+
+  it('edits a server', async () => {
+    const { id } = api.add({ name: 'old' });
+    await model.refresh();
+
+    const server = await model.update(id, { name: 'new', notes: 'hi' });
+
+    expect(server.name).toBe('new');
+    expect(model.server(id)?.notes).toBe('hi');
+    expect(api.requests.find(r => r.method === 'PATCH')).toMatchObject({
+      path: `/compute-servers/api/servers/${id}`,
+      body: { name: 'new', notes: 'hi' }
+    });
+  });
+
+  it('runs an action and shows the transitional state at once', async () => {
+    const { id } = api.add({ name: 'box' });
+    await model.refresh();
+
+    const server = await model.act(id, 'start');
+
+    expect(server.state).toBe('starting');
+    expect(model.server(id)?.state).toBe('starting');
+    expect(model.server(id)?.allowed_actions).toEqual([]);
+    expect(api.requests.find(r => r.method === 'POST')).toMatchObject({
+      path: `/compute-servers/api/servers/${id}/actions/start`,
+      body: {}
+    });
+
+    api.finish(id);
+    await model.refresh();
+    expect(model.server(id)?.state).toBe('running');
+    expect(model.server(id)?.allowed_actions).toEqual([
+      'stop',
+      'reboot',
+      'deprovision'
+    ]);
+  });
+
+  it('sends the confirmation body of a deprovision', async () => {
+    const { id } = api.add({ state: 'off' });
+    await expect(model.act(id, 'deprovision')).rejects.toMatchObject({
+      status: 400,
+      field: 'confirm'
+    });
+
+    const server = await model.act(id, 'deprovision', { confirm: true });
+
+    expect(server.state).toBe('deprovisioning');
+  });
+
+  it('passes a 409 on for an action the state does not allow', async () => {
+    const { id } = api.add({ state: 'off' });
+    const error = await model.act(id, 'stop').catch(e => e);
+
+    expect(error).toBeInstanceOf(ApiError);
+    expect(error.status).toBe(409);
+    expect(error.message).toContain('Cannot stop: the server is off.');
+    expect(error.body.allowed_actions).toEqual(['start', 'deprovision']);
+  });
+
+  it('deletes a deprovisioned server', async () => {
+    const { id } = api.add({ name: 'gone' });
+    api.add({ name: 'stays' });
+    await model.refresh();
+
+    await model.remove(id);
+
+    expect(model.servers.map(s => s.name)).toEqual(['stays']);
+    expect(api.servers.has(id)).toBe(false);
+  });
+
+  it('refuses to delete a server that is not deprovisioned', async () => {
+    const { id } = api.add({ state: 'running' });
+    await model.refresh();
+
+    await expect(model.remove(id)).rejects.toMatchObject({ status: 409 });
+    expect(model.server(id)).toBeDefined();
+  });
+
+  it('reads the history', async () => {
+    const { id } = api.add();
+    expect(await model.history(id)).toEqual([
+      {
+        at: 1700000000,
+        state: 'deprovisioned',
+        reason: 'created',
+        action: null
+      }
+    ]);
+  });
+
+  it('lists a server another process created on the next refresh', async () => {
+    await model.refresh();
+    expect(model.servers).toHaveLength(0);
+    api.add({ name: 'from-cli' });
+
+    await model.refresh();
+
+    expect(model.servers.map(s => s.name)).toEqual(['from-cli']);
+  });
+});
+
+describe('LiveUpdates', () => {
+  class FakeEvents {
+    readonly serverSettings = api.settings;
+    readonly stream = new Signal<FakeEvents, Event.Emission>(this);
+    isDisposed = false;
+    emit(): Promise<void> {
+      return Promise.resolve();
+    }
+    dispose(): void {
+      this.isDisposed = true;
+    }
+  }
+
+  let model: ServersModel;
+  let events: FakeEvents;
+  let live: LiveUpdates;
+
+  beforeEach(() => {
+    model = new ServersModel(api.settings);
+    events = new FakeEvents();
+  });
+
+  afterEach(() => {
+    live?.dispose();
+    model.dispose();
+  });
+
+  function gets(): number {
+    return api.requests.filter(
+      r => r.method === 'GET' && r.path.endsWith('/servers')
+    ).length;
+  }
+
+  it('re-reads the list, once, after a burst of server events', async () => {
+    live = new LiveUpdates({
+      model,
+      events: events as unknown as Event.IManager,
+      interval: 60 * 1000,
+      auto: false
+    });
+    api.add({ name: 'new' });
+
+    for (let i = 0; i < 5; i++) {
+      events.stream.emit({
+        schema_id: SERVER_EVENT_SCHEMA,
+        kind: 'state',
+        server_id: 1
+      });
+    }
+    await until(() => model.loaded);
+    await sleep(300);
+
+    expect(model.servers.map(s => s.name)).toEqual(['new']);
+    expect(gets()).toBe(1);
+  });
+
+  it('ignores the events of other schemas', async () => {
+    live = new LiveUpdates({
+      model,
+      events: events as unknown as Event.IManager,
+      interval: 60 * 1000,
+      auto: false
+    });
+
+    events.stream.emit({
+      schema_id: 'https://events.jupyter.org/jupyter_server/contents_service/v1'
+    });
+    await sleep(400);
+
+    expect(gets()).toBe(0);
+  });
+
+  it('polls the list as a fallback', async () => {
+    live = new LiveUpdates({
+      model,
+      events: null,
+      interval: 100,
+      standby: 'never'
+    });
+    await until(() => model.loaded);
+    api.add({ name: 'by-poll' });
+
+    await until(() => model.servers.length === 1);
+
+    expect(model.servers[0].name).toBe('by-poll');
+  });
+
+  it('polls faster while an operation is under way', async () => {
+    live = new LiveUpdates({
+      model,
+      events: null,
+      interval: 60 * 1000,
+      auto: false
+    });
+    expect(live.poll.frequency.interval).toBe(60 * 1000);
+    const { id } = api.add();
+    await model.refresh();
+    await model.act(id, 'start');
+
+    expect(live.poll.frequency.interval).toBe(2000);
+
+    api.finish(id);
+    await model.refresh();
+    expect(live.poll.frequency.interval).toBe(60 * 1000);
+
+    live.interval = 10 * 1000;
+    expect(live.poll.frequency.interval).toBe(10 * 1000);
+  });
+
+  it('stops listening when disposed', async () => {
+    live = new LiveUpdates({
+      model,
+      events: events as unknown as Event.IManager,
+      interval: 60 * 1000,
+      auto: false
+    });
+    live.dispose();
+
+    events.stream.emit({ schema_id: SERVER_EVENT_SCHEMA, kind: 'created' });
+    await sleep(300);
+
+    expect(live.isDisposed).toBe(true);
+    expect(gets()).toBe(0);
+  });
+});

@@ -1,0 +1,52 @@
+import {
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+
+import { computeServerIcon } from '../icons';
+import { openCreateDialog } from '../servers/createDialog';
+import { IComputeServersModel } from '../tokens';
+
+export namespace CommandIDs {
+  export const create = 'compute-servers:create';
+  export const refresh = 'compute-servers:refresh';
+}
+
+/** The palette's category for every command of this extension. */
+export const PALETTE_CATEGORY = 'Compute Servers';
+
+/** Commands: new compute server, refresh the list. */
+export const commandsPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-compute-servers:commands',
+  description: 'Commands to create and refresh compute servers.',
+  autoStart: true,
+  requires: [IComputeServersModel],
+  optional: [ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    model: IComputeServersModel,
+    palette: ICommandPalette | null
+  ): void => {
+    app.commands.addCommand(CommandIDs.create, {
+      label: 'New Compute Server',
+      caption: 'Create a compute server: pick its cloud, image and hardware',
+      icon: args => (args['isPalette'] ? undefined : computeServerIcon),
+      execute: () => openCreateDialog(model)
+    });
+    app.commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh Compute Servers',
+      caption: 'Re-read the compute servers list now',
+      execute: () => model.refresh()
+    });
+    if (palette) {
+      for (const command of [CommandIDs.create, CommandIDs.refresh]) {
+        palette.addItem({
+          command,
+          category: PALETTE_CATEGORY,
+          args: { isPalette: true }
+        });
+      }
+    }
+  }
+};

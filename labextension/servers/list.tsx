@@ -1,0 +1,176 @@
+import * as React from 'react';
+
+import {
+  ACTION_CAPTIONS,
+  ACTION_LABELS,
+  hardwareSummary,
+  isTransitional,
+  orderedActions,
+  stateLabel
+} from './format';
+import { AllowedAction, IServer } from './types';
+
+/** A server's state as a badge; a spinner while an operation is under way. */
+export function StateBadge(props: { state: string }): JSX.Element {
+  const busy = isTransitional(props.state);
+  return (
+    <span
+      className={
+        'jp-ComputeServers-badge' + (busy ? ' jp-mod-transitional' : '')
+      }
+      data-state={props.state}
+      aria-busy={busy}
+    >
+      {busy && (
+        <span className="jp-ComputeServers-spinner" aria-hidden="true" />
+      )}
+      {stateLabel(props.state)}
+    </span>
+  );
+}
+
+/** What an operation under way says it is doing, with a bar when it knows how far it is. */
+function Progress(props: { server: IServer }): JSX.Element | null {
+  const { operation, progress } = props.server;
+  if (!operation && !progress) {
+    return null;
+  }
+  const fraction =
+    progress && typeof progress.fraction === 'number'
+      ? Math.min(1, Math.max(0, progress.fraction))
+      : null;
+  return (
+    <div className="jp-ComputeServers-progress" role="status">
+      <span className="jp-ComputeServers-progressMessage">
+        {progress?.message || `${stateLabel(operation ?? '')}…`}
+      </span>
+      {fraction !== null && (
+        <progress
+          className="jp-ComputeServers-progressBar"
+          max={1}
+          value={fraction}
+        />
+      )}
+    </div>
+  );
+}
+
+export interface IServerRowProps {
+  server: IServer;
+  /** The cloud's label, when known. */
+  cloudLabel?: string;
+  /** A request for this server is in flight: its buttons are disabled meanwhile. */
+  pending?: boolean;
+  onAction: (server: IServer, action: AllowedAction) => void;
+}
+
+/** One compute server: who it is, its state, its hardware and what may be done to it now. */
+export function ServerRow(props: IServerRowProps): JSX.Element {
+  const { server, pending } = props;
+  const hardware = hardwareSummary(server.config);
+  return (
+    <li
+      className="jp-ComputeServers-server"
+      data-server-id={server.id}
+      data-server-name={server.name}
+      title={server.notes || undefined}
+    >
+      <div className="jp-ComputeServers-serverTitle">
+        <span
+          className="jp-ComputeServers-swatch"
+          style={{ backgroundColor: server.color }}
+          aria-hidden="true"
+        />
+        <span className="jp-ComputeServers-name">{server.name}</span>
+        <StateBadge state={server.state} />
+      </div>
+      <div className="jp-ComputeServers-details">
+        <span
+          className="jp-ComputeServers-cloud"
+          title={props.cloudLabel ?? server.cloud}
+        >
+          {server.cloud}
+        </span>
+        {hardware && (
+          <>
+            {' · '}
+            <span className="jp-ComputeServers-hardware">{hardware}</span>
+          </>
+        )}
+      </div>
+      {server.state === 'error' && server.state_reason && (
+        <div className="jp-ComputeServers-reason" role="alert">
+          {server.state_reason}
+        </div>
+      )}
+      <Progress server={server} />
+      <div className="jp-ComputeServers-actions">
+        {orderedActions(server.allowed_actions).map(action => (
+          <button
+            key={action}
+            type="button"
+            className={
+              `jp-ComputeServers-action jp-ComputeServers-action-${action}` +
+              (action === 'deprovision' || action === 'delete'
+                ? ' jp-mod-warn'
+                : '')
+            }
+            data-action={action}
+            title={ACTION_CAPTIONS[action]}
+            disabled={pending}
+            onClick={() => props.onAction(server, action)}
+          >
+            {ACTION_LABELS[action]}
+          </button>
+        ))}
+      </div>
+    </li>
+  );
+}
+
+export interface IServerListProps {
+  servers: ReadonlyArray<IServer>;
+  loaded: boolean;
+  /** The last refresh's error, if it failed. */
+  error?: string | null;
+  /** Cloud labels by name. */
+  cloudLabels?: Readonly<Record<string, string>>;
+  /** Ids of servers with a request in flight. */
+  pending?: ReadonlySet<number>;
+  onAction: (server: IServer, action: AllowedAction) => void;
+}
+
+/** Every compute server, one row each. */
+export function ServerList(props: IServerListProps): JSX.Element {
+  const { servers, loaded, error } = props;
+  return (
+    <div className="jp-ComputeServers-servers">
+      {error && (
+        <div className="jp-ComputeServers-listError" role="alert">
+          Could not read the compute servers: {error}
+        </div>
+      )}
+      {loaded && servers.length === 0 && (
+        <div className="jp-ComputeServers-empty">
+          No compute servers yet. Create one with <em>New compute server</em>.
+        </div>
+      )}
+      {!loaded && !error && (
+        <div className="jp-ComputeServers-empty">Loading compute servers…</div>
+      )}
+      {servers.length > 0 && (
+        <ul className="jp-ComputeServers-serverList">
+          {servers.map(server => (
+            <ServerRow
+              key={server.id}
+              server={server}
+              cloudLabel={props.cloudLabels?.[server.cloud]}
+              pending={props.pending?.has(server.id) ?? false}
+              onAction={props.onAction}
+            />
+          ))}
+        </ul>
+      )}
+    </div>
+  );
+}
