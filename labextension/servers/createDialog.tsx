@@ -8,6 +8,7 @@ import {
   buildCreateRequest,
   CreateServerForm,
   errorKeyFor,
+  FormErrorKey,
   FormErrors,
   ICreateFormValues,
   initialValues
@@ -65,8 +66,21 @@ export class CreateServerBody extends ReactWidget {
         values={this.values}
         errors={this.errors}
         disabled={this.busy}
-        onChange={values => {
-          this.values = values;
+        onChange={change => {
+          const previous = this.values;
+          this.values = change(previous);
+          // An edited input's error is stale now: drop it.
+          for (const key of Object.keys(this.values) as FormErrorKey[]) {
+            if (
+              this.values[key as keyof ICreateFormValues] !==
+              previous[key as keyof ICreateFormValues]
+            ) {
+              delete this.errors[key];
+              if (key === 'gpu_type') {
+                delete this.errors.gpu;
+              }
+            }
+          }
           this.update();
         }}
       />

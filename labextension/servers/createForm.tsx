@@ -162,7 +162,11 @@ export interface ICreateFormProps {
   values: ICreateFormValues;
   errors: FormErrors;
   disabled?: boolean;
-  onChange: (values: ICreateFormValues) => void;
+  /**
+   * Called with how to change the values: a function of the latest values, since several
+   * edits may come before the next render.
+   */
+  onChange: (update: (values: ICreateFormValues) => ICreateFormValues) => void;
 }
 
 /** One labelled input with its error below. */
@@ -175,7 +179,9 @@ function Field(props: {
   return (
     <div
       className={
-        'jp-ComputeServers-field' + (props.error ? ' jp-mod-error' : '')
+        // Not jp-mod-error: a Dialog refuses to accept while its body holds one.
+        'jp-ComputeServers-field' +
+        (props.error ? ' jp-ComputeServers-fieldInvalid' : '')
       }
       data-field={props.name}
     >
@@ -199,7 +205,9 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
   const fields = new Set(cloud?.config_fields ?? []);
   const offerings = cloud?.offerings ?? {};
   const set = (key: keyof ICreateFormValues, value: string) =>
-    props.onChange({ ...values, [key]: value });
+    props.onChange(latest => ({ ...latest, [key]: value }));
+  // Plain text inputs, no native constraints (min, max, required): a Dialog will not accept
+  // while an input is :invalid, and would not say why. The server checks and explains.
   const input = (
     key: keyof ICreateFormValues,
     extra: React.InputHTMLAttributes<HTMLInputElement> = {}
@@ -238,14 +246,10 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
           name="cloud"
           value={values.cloud}
           disabled={disabled}
-          onChange={event =>
-            props.onChange(
-              valuesForCloud(
-                clouds.find(c => c.name === event.target.value),
-                values
-              )
-            )
-          }
+          onChange={event => {
+            const next = clouds.find(c => c.name === event.target.value);
+            props.onChange(latest => valuesForCloud(next, latest));
+          }}
         >
           {clouds.map(c => (
             <option key={c.name} value={c.name} disabled={!c.available}>
@@ -274,16 +278,15 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
                   value={values.image}
                   disabled={disabled}
                   onChange={event => {
-                    const next = offerings.images?.find(
-                      i => i.id === event.target.value
-                    );
-                    props.onChange({
-                      ...values,
-                      image: event.target.value,
-                      image_tag: next?.tags.includes(values.image_tag)
-                        ? values.image_tag
+                    const id = event.target.value;
+                    const next = offerings.images?.find(i => i.id === id);
+                    props.onChange(latest => ({
+                      ...latest,
+                      image: id,
+                      image_tag: next?.tags.includes(latest.image_tag)
+                        ? latest.image_tag
                         : (next?.tags[0] ?? '')
-                    });
+                    }));
                   }}
                 >
                   {offerings.images.map(i => (
@@ -324,12 +327,7 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
               label={`CPUs${rangeHint(offerings.cpu)}`}
               error={errors.cpu}
             >
-              {input('cpu', {
-                type: 'number',
-                step: 1,
-                min: offerings.cpu?.min,
-                max: offerings.cpu?.max
-              })}
+              {input('cpu', { inputMode: 'numeric' })}
             </Field>
           )}
           {fields.has('memory_gb') && (
@@ -338,12 +336,7 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
               label={`Memory, GB${rangeHint(offerings.memory_gb)}`}
               error={errors.memory_gb}
             >
-              {input('memory_gb', {
-                type: 'number',
-                step: 'any',
-                min: offerings.memory_gb?.min,
-                max: offerings.memory_gb?.max
-              })}
+              {input('memory_gb', { inputMode: 'decimal' })}
             </Field>
           )}
           {fields.has('disk_gb') && (
@@ -352,12 +345,7 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
               label={`Disk, GB${rangeHint(offerings.disk_gb)}`}
               error={errors.disk_gb}
             >
-              {input('disk_gb', {
-                type: 'number',
-                step: 1,
-                min: offerings.disk_gb?.min,
-                max: offerings.disk_gb?.max
-              })}
+              {input('disk_gb', { inputMode: 'numeric' })}
             </Field>
           )}
           {fields.has('gpu') && gpus.length > 0 && (
@@ -384,12 +372,7 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
                   label={`GPU count${gpu ? ` (1–${gpu.max_count})` : ''}`}
                   error={errors.gpu_count}
                 >
-                  {input('gpu_count', {
-                    type: 'number',
-                    step: 1,
-                    min: 1,
-                    max: gpu?.max_count
-                  })}
+                  {input('gpu_count', { inputMode: 'numeric' })}
                 </Field>
               )}
             </>

@@ -1,0 +1,381 @@
+/**
+ * The create dialog: what the form offers for a cloud, the request it sends, and that a
+ * refusal from the server (a real HTTP server here, see fakeApi.ts) is shown next to the
+ * field at fault while the dialog stays open with everything typed kept.
+ */
+import { Dialog } from '@jupyterlab/apputils';
+import * as React from 'react';
+import { act } from 'react';
+import { createRoot, Root } from 'react-dom/client';
+
+import { CreateServerBody, CreateServerDialog } from '../servers/createDialog';
+import {
+  buildCreateRequest,
+  CreateServerForm,
+  errorKeyFor,
+  FormErrors,
+  ICreateFormValues,
+  initialValues,
+  valuesForCloud
+} from '../servers/createForm';
+import { ServersModel } from '../servers/model';
+import { IServer } from '../servers/types';
+import { FakeApi, GCE_CLOUD, LOCAL_CLOUD } from './fakeApi';
+
+(globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise(resolve => setTimeout(resolve, ms));
+}
+
+async function until(check: () => boolean, timeout = 3000): Promise<void> {
+  const end = Date.now() + timeout;
+  while (!check()) {
+    if (Date.now() > end) {
+      throw new Error('timed out');
+    }
+    await sleep(10);
+  }
+}
+
+describe('create form values', () => {
+  it('start from the first available cloud and its defaults', () => {
+    const values = initialValues([GCE_CLOUD, LOCAL_CLOUD], 1);
+    expect(values).toEqual({
+      name: '',
+      cloud: 'local',
+      color: '#ff7f0e',
+      image: 'python',
+      image_tag: 'system',
+      cpu: '2',
+      memory_gb: '4',
+      disk_gb: '10',
+      gpu_type: '',
+      gpu_count: '1'
+    });
+  });
+
+  it('take the new cloud defaults when the cloud changes, keeping name and colour', () => {
+    const values = { ...initialValues([LOCAL_CLOUD]), name: 'kept' };
+    const other = valuesForCloud(
+      {
+        ...LOCAL_CLOUD,
+        name: 'ssh',
+        defaults: { cpu: 8, gpu: { type: 'A100', count: 2 } }
+      },
+      values
+    );
+    expect(other).toMatchObject({
+      name: 'kept',
+      cloud: 'ssh',
+      cpu: '8',
+      memory_gb: '',
+      gpu_type: 'A100',
+      gpu_count: '2',
+      image: 'python'
+    });
+  });
+
+  it('build a request with only the fields the cloud uses', () => {
+    const values: ICreateFormValues = {
+      ...initialValues([LOCAL_CLOUD]),
+      name: ' box ',
+      cpu: '3',
+      memory_gb: '0.5',
+      disk_gb: '',
+      gpu_type: 'T4',
+      gpu_count: '2'
+    };
+    expect(buildCreateRequest(values, LOCAL_CLOUD)).toEqual({
+      name: 'box',
+      cloud: 'local',
+      color: '#1f77b4',
+      config: {
+        image: 'python',
+        image_tag: 'system',
+        cpu: 3,
+        memory_gb: 0.5,
+        gpu: { type: 'T4', count: 2 }
+      }
+    });
+    const fewer = { ...LOCAL_CLOUD, config_fields: ['disk_gb'] };
+    expect(
+      buildCreateRequest({ ...values, disk_gb: '20' }, fewer).config
+    ).toEqual({ disk_gb: 20 });
+  });
+
+  it('send no GPU when none is chosen, and what is not a number as typed', () => {
+    const values = {
+      ...initialValues([LOCAL_CLOUD]),
+      name: 'x',
+      cpu: 'two'
+    };
+    expect(buildCreateRequest(values, LOCAL_CLOUD).config).toMatchObject({
+      cpu: 'two',
+      gpu: null
+    });
+  });
+
+  it('map the field of an API error to the input that shows it', () => {
+    expect(errorKeyFor('name')).toBe('name');
+    expect(errorKeyFor('cloud')).toBe('cloud');
+    expect(errorKeyFor('config.cpu')).toBe('cpu');
+    expect(errorKeyFor('config.memory_gb')).toBe('memory_gb');
+    expect(errorKeyFor('config.gpu')).toBe('gpu');
+    expect(errorKeyFor('config.gpu.type')).toBe('gpu');
+    expect(errorKeyFor('config.gpu.count')).toBe('gpu_count');
+    expect(errorKeyFor('config.zone')).toBe('general');
+    expect(errorKeyFor(null)).toBe('general');
+  });
+});
+
+describe('CreateServerForm', () => {
+  let container: HTMLDivElement;
+  let root: Root;
+
+  beforeEach(() => {
+    container = document.createElement('div');
+    document.body.appendChild(container);
+    root = createRoot(container);
+  });
+
+  afterEach(() => {
+    act(() => root.unmount());
+    container.remove();
+  });
+
+  function render(values: ICreateFormValues, errors: FormErrors = {}) {
+    act(() =>
+      root.render(
+        <CreateServerForm
+          clouds={[LOCAL_CLOUD, GCE_CLOUD]}
+          values={values}
+          errors={errors}
+          onChange={() => undefined}
+        />
+      )
+    );
+  }
+
+  it('disables unavailable clouds, with their reason', () => {
+    render(initialValues([LOCAL_CLOUD, GCE_CLOUD]));
+    const options = Array.from(
+      container.querySelectorAll<HTMLOptionElement>(
+        'select[name="cloud"] option'
+      )
+    );
+    expect(options.map(o => [o.value, o.disabled])).toEqual([
+      ['local', false],
+      ['gce', true]
+    ]);
+    expect(options[1].textContent).toContain(GCE_CLOUD.reason);
+  });
+
+  it("offers the cloud's fields with their ranges, and GPUs when offered", () => {
+    render({ ...initialValues([LOCAL_CLOUD]), gpu_type: 'T4' });
+    const names = Array.from(
+      container.querySelectorAll<HTMLInputElement | HTMLSelectElement>(
+        'input, select'
+      )
+    ).map(e => e.name);
+    expect(names).toEqual([
+      'name',
+      'cloud',
+      'image',
+      'image_tag',
+      'cpu',
+      'memory_gb',
+      'disk_gb',
+      'gpu_type',
+      'gpu_count',
+      'color'
+    ]);
+    const cpu = container.querySelector<HTMLInputElement>('input[name="cpu"]')!;
+    expect(cpu.value).toBe('2');
+    // No native constraints: the dialog would refuse to accept without saying why.
+    expect(container.querySelector(':invalid')).toBeNull();
+    expect(cpu.max).toBe('');
+    expect(
+      container.querySelector('[data-field="cpu"]')!.textContent
+    ).toContain('CPUs (1–4)');
+    expect(
+      container.querySelector('[data-field="memory_gb"]')!.textContent
+    ).toContain('Memory, GB (0.25–8)');
+    expect(
+      container.querySelector('[data-field="gpu_count"]')!.textContent
+    ).toContain('GPU count (1–2)');
+  });
+
+  it('leaves out GPU inputs for a cloud without GPUs', () => {
+    const noGpus = {
+      ...LOCAL_CLOUD,
+      offerings: { ...LOCAL_CLOUD.offerings, gpus: [] }
+    };
+    act(() =>
+      root.render(
+        <CreateServerForm
+          clouds={[noGpus]}
+          values={initialValues([noGpus])}
+          errors={{}}
+          onChange={() => undefined}
+        />
+      )
+    );
+    expect(container.querySelector('select[name="gpu_type"]')).toBeNull();
+    expect(container.querySelector('input[name="gpu_count"]')).toBeNull();
+  });
+
+  it('shows an error next to its field', () => {
+    render(initialValues([LOCAL_CLOUD]), {
+      cpu: 'config.cpu is 9, but this machine has 4 CPUs.'
+    });
+    const field = container.querySelector('[data-field="cpu"]')!;
+    expect(field.classList).toContain('jp-ComputeServers-fieldInvalid');
+    // jp-mod-error would keep a Dialog from accepting.
+    expect(container.querySelector('.jp-mod-error')).toBeNull();
+    expect(
+      field.querySelector('.jp-ComputeServers-fieldError')!.textContent
+    ).toBe('config.cpu is 9, but this machine has 4 CPUs.');
+    expect(
+      container.querySelectorAll('.jp-ComputeServers-fieldError')
+    ).toHaveLength(1);
+  });
+});
+
+describe('CreateServerDialog', () => {
+  const api = new FakeApi();
+  let model: ServersModel;
+
+  // The dialog renders its body on its own schedule (Lumino's update requests), as in the
+  // browser: the tests wait for what they expect rather than wrap renders in act().
+  beforeAll(async () => {
+    (globalThis as any).IS_REACT_ACT_ENVIRONMENT = false;
+    await api.start();
+  });
+  afterAll(async () => {
+    (globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
+    await api.stop();
+  });
+
+  beforeEach(async () => {
+    api.reset();
+    model = new ServersModel(api.settings);
+    await model.refreshClouds();
+  });
+
+  let dialogs: CreateServerDialog[] = [];
+
+  /** A new create dialog, closed after the test whatever happens (dialogs queue up). */
+  function open(): CreateServerDialog {
+    const dialog = new CreateServerDialog(new CreateServerBody(model));
+    dialogs.push(dialog);
+    return dialog;
+  }
+
+  afterEach(() => {
+    for (const dialog of dialogs) {
+      dialog.reject();
+      dialog.dispose();
+    }
+    dialogs = [];
+    model.dispose();
+  });
+
+  function type(name: string, value: string): void {
+    const input = document.querySelector<HTMLInputElement>(
+      `.jp-Dialog input[name="${name}"]`
+    )!;
+    // React tracks the value it set; go around it as a user's typing does.
+    const setter = Object.getOwnPropertyDescriptor(
+      HTMLInputElement.prototype,
+      'value'
+    )!.set!;
+    setter.call(input, value);
+    input.dispatchEvent(new Event('input', { bubbles: true }));
+  }
+
+  function createButton(): HTMLButtonElement {
+    return document.querySelector<HTMLButtonElement>(
+      '.jp-Dialog .jp-ComputeServers-createButton'
+    )!;
+  }
+
+  it('stays open on a refusal, showing it by the field, and creates once fixed', async () => {
+    const dialog = open();
+    let result: Dialog.IResult<IServer | null> | null = null;
+    void dialog.launch().then(r => (result = r));
+    await until(() => document.querySelector('.jp-Dialog') !== null);
+    await sleep(0);
+
+    type('name', 'gpu-box');
+    type('cpu', '9');
+    createButton().click();
+    await until(
+      () => document.querySelector('.jp-ComputeServers-fieldError') !== null
+    );
+
+    expect(result).toBeNull();
+    expect(dialog.isDisposed).toBe(false);
+    const cpuField = document.querySelector('[data-field="cpu"]')!;
+    expect(cpuField.textContent).toContain('this machine has 4 CPUs');
+    expect(
+      document.querySelector<HTMLInputElement>('input[name="name"]')!.value
+    ).toBe('gpu-box');
+    expect(
+      document.querySelector<HTMLInputElement>('input[name="cpu"]')!.value
+    ).toBe('9');
+
+    type('cpu', '3');
+    // Editing drops the stale error, and the dialog still accepts.
+    await until(
+      () =>
+        document.querySelector(
+          '[data-field="cpu"] .jp-ComputeServers-fieldError'
+        ) === null
+    );
+    expect(createButton().disabled).toBe(false);
+    createButton().click();
+    await until(() => result !== null);
+
+    expect(result!.button.accept).toBe(true);
+    expect(result!.value).toMatchObject({ name: 'gpu-box' });
+    expect(result!.value!.config.cpu).toBe(3);
+    expect(model.servers.map(s => s.name)).toEqual(['gpu-box']);
+    const posts = api.requests.filter(r => r.method === 'POST');
+    expect(posts).toHaveLength(2);
+  });
+
+  it('shows a taken name by the name field', async () => {
+    api.add({ name: 'taken' });
+    const dialog = open();
+    void dialog.launch();
+    await until(() => document.querySelector('.jp-Dialog') !== null);
+    await sleep(0);
+
+    type('name', 'taken');
+    createButton().click();
+    await until(
+      () => document.querySelector('.jp-ComputeServers-fieldError') !== null
+    );
+
+    expect(
+      document.querySelector(
+        '[data-field="name"] .jp-ComputeServers-fieldError'
+      )!.textContent
+    ).toContain('exists already');
+    dialog.reject();
+  });
+
+  it('sends nothing when cancelled', async () => {
+    const dialog = open();
+    const done = dialog.launch();
+    await until(() => document.querySelector('.jp-Dialog') !== null);
+    type('name', 'never');
+
+    dialog.reject();
+    const result = await done;
+
+    expect(result.button.accept).toBe(false);
+    expect(api.requests.filter(r => r.method === 'POST')).toHaveLength(0);
+  });
+});
