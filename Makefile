@@ -53,7 +53,9 @@ $(STAMPS)/npm: package.json package-lock.json
 	@touch $@
 
 $(STAMPS)/python: pyproject.toml $(STAMPS)/venv $(STAMPS)/npm
-	$(VENV)/bin/python -m pip install --quiet -e ".[test,dev]"
+	# JupyterLab itself is not a dependency of the package (a Jupyter Server is enough to
+	# serve the API) but `make lab`, `jupyter labextension develop` and the browser tests need it.
+	$(VENV)/bin/python -m pip install --quiet "jupyterlab>=4.6,<5" -e ".[test,dev]"
 	jupyter labextension develop --overwrite .
 	jupyter server extension enable --sys-prefix jupyter_compute_servers
 	@touch $@
