@@ -238,12 +238,12 @@ class ComputeServerManager:
                 f"{', '.join(a.value for a in Action)}.", field="action") from None
         data = parse_object(body if body is not None else {}, "body")
         check_no_unknown(data, ("confirm",), "")
+        confirmed = parse_bool(data["confirm"], "confirm") if "confirm" in data else False
         server = self.store.get(server_id)
         cloud = self.cloud_for(server)
         transition = check_action_allowed(action, server.state,
                                           supports_suspend=cloud.supports_suspend)
-        if action is Action.DEPROVISION and not (
-                "confirm" in data and parse_bool(data["confirm"], "confirm")):
+        if action is Action.DEPROVISION and not confirmed:
             raise ValidationError(f"Deprovisioning needs \"confirm\": true. {DEPROVISION_WARNING}",
                                   field="confirm", warning=DEPROVISION_WARNING)
         if server_id in self._tasks and not self._tasks[server_id].done():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +34,18 @@ def authorizer() -> type[RecordingAuthorizer]:
 
 
 @pytest.fixture
-def jp_server_config(authorizer: type[RecordingAuthorizer]) -> dict[str, Any]:
+def compute_data_dir(tmp_path: Path) -> Path:
+    """Where the extension keeps its store, keys and local sandboxes during one test."""
+    path = tmp_path / "compute_servers"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def jp_server_config(authorizer: type[RecordingAuthorizer], compute_data_dir: Path
+                     ) -> dict[str, Any]:
     return {
+        "ComputeServersApp": {"data_dir": str(compute_data_dir)},
         "ServerApp": {
             "jpserver_extensions": {"jupyter_compute_servers": True},
             # Refuse unauthenticated access, as a hardened deployment does: an endpoint without
@@ -40,3 +54,38 @@ def jp_server_config(authorizer: type[RecordingAuthorizer]) -> dict[str, Any]:
             "authorizer_class": authorizer,
         }
     }
+
+
+@pytest.fixture
+def api(jp_fetch):
+    """Call the compute servers API; answers (status, decoded JSON) and never raises on 4xx."""
+
+    async def call(method: str, path: str, body: Any = None, raw: bytes | None = None
+                   ) -> tuple[int, Any]:
+        kwargs: dict[str, Any] = {"method": method, "raise_error": False}
+        if raw is not None:
+            kwargs["body"] = raw
+        elif body is not None or method in ("POST", "PATCH", "PUT"):
+            kwargs["body"] = json.dumps(body if body is not None else {})
+        response = await jp_fetch("compute-servers", "api", *path.strip("/").split("/"),
+                                  **kwargs)
+        data = json.loads(response.body) if response.body else None
+        return response.code, data
+
+    return call
+
+
+@pytest.fixture
+def wait_for_state(api):
+    async def wait(server_id: int, *states: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            code, server = await api("GET", f"servers/{server_id}")
+            assert code == 200, server
+            if server["state"] in states and server["operation"] is None:
+                return server
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"server stayed {server['state']}: {server}")
+            await asyncio.sleep(0.05)
+
+    return wait

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import cached_property
 from pathlib import Path
@@ -219,8 +220,9 @@ class LocalCloud(Cloud):
             await asyncio.sleep(0.05)
         port = json.loads(ready_file.read_text())["port"]
         op.remember(port=port)
-        # Reap the child when it exits so it does not linger as a zombie of ours.
-        asyncio.get_running_loop().run_in_executor(None, process.wait)
+        # Reap the child when it exits so it does not linger as a zombie of ours. A daemon
+        # thread, because the server outlives this process (and must not hold up its exit).
+        threading.Thread(target=process.wait, daemon=True, name=f"reap-sshd-{process.pid}").start()
         op.progress("The SSH server is listening", 0.8)
 
     async def _end_processes(self, token: str | None) -> None:

@@ -1,0 +1,198 @@
+"""``jupyter compute-servers``: the same store and clouds as the Lab, from a terminal.
+
+    jupyter compute-servers list
+    jupyter compute-servers create NAME [--cloud local] [--config '{"cpu": 2}']
+    jupyter compute-servers start|stop|deprovision|delete NAME_OR_ID
+    jupyter compute-servers ssh NAME_OR_ID [COMMAND...]
+
+It reads the Jupyter Server configuration (``c.ComputeServersApp.*``), so it works on the store
+the Jupyter server uses. Actions run in this process and wait until they finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from typing import Any
+
+from jupyter_core.paths import jupyter_config_path
+from traitlets.config import Application, Config
+
+from .app import ComputeServersApp
+from .errors import ComputeServersError
+from .manager import ComputeServerManager
+from .models import DEPROVISION_WARNING, State
+from .store import ServerRecord
+
+
+def load_app(extra_config: list[str]) -> ComputeServersApp:
+    """A ComputeServersApp configured from the Jupyter Server config files and ``--set``."""
+    config = Config()
+    for loaded in Application._load_config_files("jupyter_server_config",
+                                                 path=jupyter_config_path()):
+        config.merge(loaded)
+    for assignment in extra_config:
+        name, _, value = assignment.partition("=")
+        try:
+            parsed: Any = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        config.ComputeServersApp[name] = parsed
+    return ComputeServersApp(config=config)
+
+
+def hardware_summary(server: ServerRecord) -> str:
+    config = server.config
+    parts = []
+    if config.machine_type:
+        parts.append(config.machine_type)
+    if config.cpu:
+        parts.append(f"{config.cpu} CPU")
+    if config.memory_gb:
+        parts.append(f"{config.memory_gb:g} GB")
+    if config.gpu:
+        parts.append(f"{config.gpu.count}x {config.gpu.type}")
+    if config.disk_gb:
+        parts.append(f"{config.disk_gb} GB disk")
+    return ", ".join(parts)
+
+
+def print_table(servers: list[ServerRecord]) -> None:
+    rows = [("ID", "NAME", "CLOUD", "STATE", "HARDWARE")]
+    rows += [(str(s.id), s.name, s.cloud, s.state.value, hardware_summary(s)) for s in servers]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+async def run_action(manager: ComputeServerManager, server: ServerRecord, action: str,
+                     body: dict[str, Any] | None = None) -> ServerRecord:
+    seen = ""
+
+    def show(event: dict[str, Any]) -> None:
+        nonlocal seen
+        message = event.get("progress") or ""
+        if message and message != seen:
+            seen = message
+            print(f"  {message}", file=sys.stderr)
+
+    manager.on_event = show
+    manager.request_action(server.id, action, body)
+    print(f"{action}: {server.name}...", file=sys.stderr)
+    await manager.wait_for_action(server.id)
+    result = manager.get_server(server.id)
+    if result.state is State.ERROR:
+        raise ComputeServersError(result.state_reason)
+    print(f"{server.name} is {result.state.value}", file=sys.stderr)
+    return result
+
+
+def write_ssh_files(manager: ComputeServerManager, server: ServerRecord,
+                    host: str, port: int, host_key: str, directory: str) -> list[str]:
+    known_hosts = os.path.join(directory, "known_hosts")
+    with open(known_hosts, "w") as f:
+        f.write(f"[{host}]:{port} {host_key}\n")
+    return [
+        "-i", str(manager.keys.private_key_path(server.id)),
+        "-p", str(port),
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "IdentitiesOnly=yes",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+    ]
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    app = load_app(args.set or [])
+    manager = app.build_manager()
+    try:
+        if args.command == "list":
+            servers = manager.list_servers()
+            if args.json:
+                print(json.dumps([manager.to_json(s) for s in servers], indent=2))
+            else:
+                print_table(servers)
+        elif args.command == "create":
+            body: dict[str, Any] = {"name": args.name}
+            if args.cloud:
+                body["cloud"] = args.cloud
+            if args.config:
+                body["config"] = json.loads(args.config)
+            server = manager.create_server(body)
+            print(json.dumps(manager.to_json(server), indent=2) if args.json else
+                  f"Created {server.name} (id {server.id}) on {server.cloud}.")
+        elif args.command in ("start", "stop", "suspend", "resume", "reboot"):
+            await run_action(manager, manager.store.find(args.server), args.command)
+        elif args.command == "deprovision":
+            server = manager.store.find(args.server)
+            if not args.yes:
+                print(DEPROVISION_WARNING, file=sys.stderr)
+                answer = input(f"Deprovision {server.name}? Type its name to confirm: ")
+                if answer.strip() != server.name:
+                    print("Not deprovisioned.", file=sys.stderr)
+                    return 1
+            await run_action(manager, server, "deprovision", {"confirm": True})
+        elif args.command == "delete":
+            server = manager.store.find(args.server)
+            await manager.delete_server(server.id)
+            print(f"Deleted {server.name}.", file=sys.stderr)
+        elif args.command == "ssh":
+            server = manager.store.find(args.server)
+            if server.state is not State.RUNNING:
+                raise ComputeServersError(f"{server.name} is {server.state.value}; start it "
+                                          f"first.")
+            endpoint = await manager.endpoint(server.id)
+            directory = tempfile.mkdtemp(prefix="jcs-ssh-")
+            options = write_ssh_files(manager, server, endpoint.host, endpoint.port,
+                                      endpoint.host_key, directory)
+            argv = ["ssh", *options, f"{endpoint.username}@{endpoint.host}"]
+            if args.remote_command:
+                argv += ["--", *args.remote_command]
+            else:
+                argv.insert(1, "-t")
+            await manager.ssh.close_all()
+            manager.store.close()
+            os.execvp("ssh", argv)  # noqa: S606 - replaces this process by design
+    except ComputeServersError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 1
+    finally:
+        await manager.ssh.close_all()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jupyter compute-servers", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--set", action="append", metavar="TRAIT=VALUE",
+                   help="set a ComputeServersApp option, e.g. --set data_dir=/tmp/cs")
+    sub = p.add_subparsers(dest="command", required=True)
+    listing = sub.add_parser("list", help="list compute servers")
+    listing.add_argument("--json", action="store_true")
+    create = sub.add_parser("create", help="create a compute server (deprovisioned)")
+    create.add_argument("name")
+    create.add_argument("--cloud")
+    create.add_argument("--config", help="configuration as JSON, e.g. '{\"cpu\": 2}'")
+    create.add_argument("--json", action="store_true")
+    for action in ("start", "stop", "suspend", "resume", "reboot", "delete"):
+        sub.add_parser(action, help=f"{action} a server").add_argument("server",
+                                                                      help="name or id")
+    deprovision = sub.add_parser("deprovision", help="delete a server's machine and disk")
+    deprovision.add_argument("server", help="name or id")
+    deprovision.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    ssh = sub.add_parser("ssh", help="open a shell (or run a command) on a running server")
+    ssh.add_argument("server", help="name or id")
+    ssh.add_argument("remote_command", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(main_async(parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
