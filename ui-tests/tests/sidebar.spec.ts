@@ -65,14 +65,27 @@ test.describe('Compute Servers sidebar', () => {
   });
 
   test('stays open across a reload', async ({ page }) => {
+    // The layout restorer saves the workspace (debounced) after the layout changes.
+    const saved = page.waitForRequest(request => {
+      if (
+        request.method() !== 'PUT' ||
+        !/\/api\/workspaces\//.test(request.url())
+      ) {
+        return false;
+      }
+      const left = request.postDataJSON()?.data?.['layout-restorer:data']?.left;
+      return left?.current === SIDEBAR_ID && !left?.collapsed;
+    });
     await page.sidebar.openTab(SIDEBAR_ID);
     expect(await page.sidebar.isTabOpen(SIDEBAR_ID)).toBe(true);
-    // The layout is saved to the workspace shortly after it changes.
-    await page.waitForTimeout(1500);
+    await saved;
 
     await page.reload();
 
-    expect(await page.sidebar.isTabOpen(SIDEBAR_ID)).toBe(true);
+    await expect
+      .poll(() => page.sidebar.isTabOpen(SIDEBAR_ID), { timeout: 10000 })
+      .toBe(true);
+    await expect(page.locator(`#${SIDEBAR_ID}`)).toBeVisible();
     const banner = page.locator(
       `#${SIDEBAR_ID} .jp-ComputeServers-status[data-state="ok"]`
     );
