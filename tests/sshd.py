@@ -1,0 +1,61 @@
+"""A real OpenSSH sshd on 127.0.0.1, with its own host key and authorized keys in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@dataclass
+class OpenSSHServer:
+    port: int
+    host_key: str
+    username: str
+    process: subprocess.Popen[bytes]
+
+
+def start_sshd(directory: Path, authorized_public_key: str) -> OpenSSHServer:
+    if not os.path.exists(SSHD):
+        raise RuntimeError("OpenSSH's sshd is not installed: apt-get install openssh-server")
+    os.makedirs("/run/sshd", exist_ok=True)
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    host_key_path = directory / "ssh_host_ed25519_key"
+    host_key_path.write_bytes(host_key.export_private_key())
+    os.chmod(host_key_path, 0o600)
+    authorized = directory / "authorized_keys"
+    authorized.write_text(authorized_public_key + "\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = directory / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key_path}\n"
+        f"AuthorizedKeysFile {authorized}\nPidFile {directory / 'sshd.pid'}\n"
+        "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nAllowTcpForwarding yes\nPermitRootLogin yes\n"
+        "SetEnv SHLVL=1\nSubsystem sftp /usr/lib/openssh/sftp-server\n")
+    subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                               stderr=open(directory / "sshd.log", "ab"))  # noqa: SIM115
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((directory / "sshd.log").read_text()) from None
+            time.sleep(0.05)
+    import getpass
+
+    return OpenSSHServer(port, host_key.export_public_key().decode().strip(), getpass.getuser(),
+                         process)

@@ -1,0 +1,199 @@
+"""Crashes: a kill -9 of the Jupyter server (or of any writer) loses nothing acknowledged, and a
+server left mid-operation is reconciled against its cloud when Jupyter starts again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from jupyter_compute_servers.clouds.local import processes_with_token
+from jupyter_compute_servers.store import ServerStore
+
+TOKEN = "recovery-test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class JupyterProcess:
+    """A real ``jupyter server`` with the extension, in its own process."""
+
+    def __init__(self, data_dir: Path, root_dir: Path) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
+             f"--port={self.port}", "--ServerApp.port_retries=0",
+             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root_dir}",
+             f"--ComputeServersApp.data_dir={data_dir}",
+             "--ServerApp.jpserver_extensions=jupyter_compute_servers=True"],
+            stdout=subprocess.DEVNULL, stderr=open(data_dir / "jupyter.log", "ab"),  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.call("GET", "status")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((data_dir / "jupyter.log").read_text()[-2000:]) from None
+                time.sleep(0.1)
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, object]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/compute-servers/api/{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {TOKEN}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def wait_settled(self, server_id: int, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            _, server = self.call("GET", f"servers/{server_id}")
+            assert isinstance(server, dict)
+            if server["state"] not in ("starting", "stopping", "deprovisioning") \
+                    and server["operation"] is None:
+                return server
+            assert time.monotonic() < deadline, server
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    data, root = tmp_path / "data", tmp_path / "root"
+    data.mkdir()
+    root.mkdir()
+    return data, root
+
+
+def db_state(data_dir: Path, server_id: int) -> str:
+    with sqlite3.connect(data_dir / "servers.db") as db:
+        return db.execute("SELECT state FROM servers WHERE id = ?", (server_id,)).fetchone()[0]
+
+
+def test_kill_during_start_is_reconciled_on_restart(dirs):
+    data_dir, root_dir = dirs
+    jupyter = JupyterProcess(data_dir, root_dir)
+    try:
+        code, server = jupyter.call("POST", "servers", {"name": "crashy"})
+        assert code == 201
+        server_id = server["id"]  # type: ignore[index]
+        code, _ = jupyter.call("POST", f"servers/{server_id}/actions/start")
+        assert code == 202
+        jupyter.kill()
+        assert db_state(data_dir, server_id) == "starting"
+    finally:
+        if jupyter.process.poll() is None:
+            jupyter.kill()
+
+    jupyter = JupyterProcess(data_dir, root_dir)
+    try:
+        settled = jupyter.wait_settled(server_id)
+        assert "interrupted by a restart" in settled["state_reason"]
+        # The recorded state is what the cloud really has: a live SSH server means running.
+        with sqlite3.connect(data_dir / "servers.db") as db:
+            cloud_data = json.loads(db.execute("SELECT cloud_data FROM servers WHERE id = ?",
+                                               (server_id,)).fetchone()[0])
+        token = cloud_data.get("token")
+        alive = bool(token and cloud_data.get("port") and processes_with_token(token))
+        if alive:
+            assert settled["state"] == "running"
+        else:
+            assert settled["state"] in ("off", "deprovisioned")
+        # Whatever it became, the user can carry on from there.
+        action = "stop" if settled["state"] == "running" else "start"
+        assert jupyter.call("POST", f"servers/{server_id}/actions/{action}")[0] == 202
+        jupyter.wait_settled(server_id)
+        if action == "start":
+            assert jupyter.call("POST", f"servers/{server_id}/actions/stop")[0] == 202
+            jupyter.wait_settled(server_id)
+        _, final = jupyter.call("GET", f"servers/{server_id}")
+        assert final["state"] == "off"  # type: ignore[index]
+        token = json.loads(sqlite3.connect(data_dir / "servers.db").execute(
+            "SELECT cloud_data FROM servers").fetchone()[0])["token"]
+        assert processes_with_token(token) == []
+    finally:
+        jupyter.stop()
+
+
+def test_running_local_server_survives_a_jupyter_restart(dirs):
+    data_dir, root_dir = dirs
+    jupyter = JupyterProcess(data_dir, root_dir)
+    try:
+        _, server = jupyter.call("POST", "servers", {"name": "durable"})
+        server_id = server["id"]  # type: ignore[index]
+        jupyter.call("POST", f"servers/{server_id}/actions/start")
+        assert jupyter.wait_settled(server_id)["state"] == "running"
+    finally:
+        jupyter.stop()
+    jupyter = JupyterProcess(data_dir, root_dir)
+    try:
+        _, again = jupyter.call("GET", f"servers/{server_id}")
+        assert again["state"] == "running"  # type: ignore[index]
+        # Found again by its pinned host key: a reboot reconnects and proves it.
+        assert jupyter.call("POST", f"servers/{server_id}/actions/reboot")[0] == 202
+        assert jupyter.wait_settled(server_id)["state"] == "running"
+        assert jupyter.call("POST", f"servers/{server_id}/actions/stop")[0] == 202
+        assert jupyter.wait_settled(server_id)["state"] == "off"
+    finally:
+        jupyter.stop()
+
+
+WRITER = """
+import sys, time
+from jupyter_compute_servers.models import ServerConfig
+from jupyter_compute_servers.store import ServerStore
+store = ServerStore(sys.argv[1], clock=time.time)
+for i in range(100000):
+    server = store.create(name=f"s{i}", color="#000000", notes="", cloud="local",
+                          config=ServerConfig(cpu=1), idle_timeout_minutes=None,
+                          spend_limit=None)
+    print(server.id, flush=True)
+"""
+
+
+def test_kill_9_of_a_writer_loses_nothing_acknowledged(tmp_path):
+    url = f"sqlite:///{tmp_path / 'servers.db'}"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE,
+                              text=True)
+    assert writer.stdout is not None
+    acknowledged = [int(writer.stdout.readline()) for _ in range(200)]
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    store = ServerStore(url, clock=time.time)
+    with sqlite3.connect(tmp_path / "servers.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    ids = {server.id for server in store.list()}
+    assert set(acknowledged) <= ids
+    for server_id in acknowledged:
+        assert [h.reason for h in store.history(server_id)] == ["created"]
+    assert oct((tmp_path / "servers.db").stat().st_mode & 0o777) == "0o600"

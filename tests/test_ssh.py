@@ -1,0 +1,88 @@
+"""The SSH layer against real servers: OpenSSH's sshd and the local cloud's asyncssh server."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import asyncssh
+import pytest
+
+from jupyter_compute_servers.clouds.base import SSHEndpoint
+from jupyter_compute_servers.ssh import HostKeyMismatchError, KeyStore, SSHConnections
+
+from .sshd import start_sshd
+
+
+@pytest.fixture
+def keys(tmp_path):
+    return KeyStore(tmp_path / "keys")
+
+
+@pytest.fixture
+def sshd(tmp_path, keys):
+    server = start_sshd(tmp_path, keys.ensure(1))
+    yield server
+    server.process.terminate()
+    server.process.wait()
+
+
+def endpoint_for(server, host_key=None) -> SSHEndpoint:
+    return SSHEndpoint(host="127.0.0.1", port=server.port, username=server.username,
+                       host_key=host_key or server.host_key, workspace="/tmp", python="python3")
+
+
+def test_client_keys_are_private_files(keys):
+    public = keys.ensure(7)
+    assert public.startswith("ssh-ed25519 ")
+    path = keys.private_key_path(7)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert keys.ensure(7) == public  # stable: not regenerated
+    keys.remove(7)
+    assert not path.exists()
+
+
+async def test_openssh_connection_agent_and_commands(sshd, keys):
+    connections = SSHConnections(keys)
+    try:
+        connection = await connections.get(1, endpoint_for(sshd))
+        result = await connection.run("printf", "%s|", "a b", "$HOME", "'quoted'")
+        assert result.stdout == "a b|$HOME|'quoted'|"
+        again = await connections.get(1, endpoint_for(sshd))
+        assert again is connection  # one connection per server, shared
+        agent = await connections.agent(1, endpoint_for(sshd))
+        info = await agent.call("info", workspace="/tmp")
+        assert info["cpu_count"] == os.cpu_count()
+        assert "gpus" in info and isinstance(info["gpu_reason"], str)
+    finally:
+        await connections.close_all()
+
+
+async def test_a_changed_host_key_is_refused(sshd, keys):
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    connections = SSHConnections(keys, retries=0)
+    with pytest.raises(HostKeyMismatchError, match="not the pinned one"):
+        await connections.get(1, endpoint_for(sshd, host_key=impostor))
+    assert not connections.is_connected(1)
+
+
+async def test_a_dropped_connection_is_reopened(sshd, keys):
+    connections = SSHConnections(keys)
+    try:
+        first = await connections.get(1, endpoint_for(sshd))
+        first.connection.abort()
+        await first.connection.wait_closed()
+        second = await connections.get(1, endpoint_for(sshd))
+        assert second is not first
+        assert (await second.run("echo", "back")).stdout == "back\n"
+    finally:
+        await connections.close_all()
+
+
+async def test_an_unknown_client_key_is_refused(sshd, tmp_path):
+    other_keys = KeyStore(tmp_path / "other")
+    other_keys.ensure(1)
+    connections = SSHConnections(other_keys, retries=0)
+    with pytest.raises(Exception, match="Cannot connect"):
+        await connections.get(1, endpoint_for(sshd))
