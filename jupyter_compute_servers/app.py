@@ -32,9 +32,11 @@ class ComputeServersApp(ExtensionApp):
     load_other_extensions = True
 
     data_dir = Unicode(
-        help=("Where compute servers keep their files: the database (unless db_url says "
-              "otherwise), SSH keys, and the local cloud's sandboxes. Defaults to "
-              "<jupyter data dir>/compute_servers."),
+        help=(
+            "Where compute servers keep their files: the database (unless db_url says "
+            "otherwise), SSH keys, and the local cloud's sandboxes. Defaults to "
+            "<jupyter data dir>/compute_servers."
+        ),
     ).tag(config=True)
 
     @default("data_dir")
@@ -42,8 +44,10 @@ class ComputeServersApp(ExtensionApp):
         return str(Path(jupyter_data_dir()) / "compute_servers")
 
     db_url = Unicode(
-        help=("Database URL of the server store, e.g. sqlite:////shared/team/servers.db for one "
-              "store shared by a team. Defaults to a SQLite file in data_dir."),
+        help=(
+            "Database URL of the server store, e.g. sqlite:////shared/team/servers.db for one "
+            "store shared by a team. Defaults to a SQLite file in data_dir."
+        ),
     ).tag(config=True)
 
     @default("db_url")
@@ -53,9 +57,11 @@ class ComputeServersApp(ExtensionApp):
     enabled_clouds = List(
         Unicode(),
         default_value=["local"],
-        help=("Names of the clouds users may create compute servers on, in the order the UI "
-              "offers them (the first is the default). Each is an entry point in the "
-              "'jupyter_compute_servers.clouds' group."),
+        help=(
+            "Names of the clouds users may create compute servers on, in the order the UI "
+            "offers them (the first is the default). Each is an entry point in the "
+            "'jupyter_compute_servers.clouds' group."
+        ),
     ).tag(config=True)
 
     manager_class = Type(
@@ -65,17 +71,21 @@ class ComputeServersApp(ExtensionApp):
     ).tag(config=True)
 
     ssh_keepalive_interval = Float(
-        15.0, help="Seconds between SSH keep-alives on each server's connection.",
+        15.0,
+        help="Seconds between SSH keep-alives on each server's connection.",
     ).tag(config=True)
 
     ssh_connect_timeout = Float(
-        15.0, help="Seconds to wait for one SSH connection attempt to a server.",
+        15.0,
+        help="Seconds to wait for one SSH connection attempt to a server.",
     ).tag(config=True)
 
     reconcile_on_start = Bool(
         True,
-        help=("When Jupyter starts, settle servers that a crash left mid-operation by asking "
-              "their clouds what they really are."),
+        help=(
+            "When Jupyter starts, settle servers that a crash left mid-operation by asking "
+            "their clouds what they really are."
+        ),
     ).tag(config=True)
 
     def build_clouds(self) -> dict[str, Cloud]:
@@ -90,12 +100,22 @@ class ComputeServersApp(ExtensionApp):
         data_dir = Path(self.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         keys = KeyStore(data_dir / "keys")
-        ssh = SSHConnections(keys, keepalive_interval=self.ssh_keepalive_interval,
-                             connect_timeout=self.ssh_connect_timeout)
-        return self.manager_class(ServerStore(self.db_url, clock=time.time), self.build_clouds(),
-                                  keys, ssh, log=self.log, **kwargs)
+        ssh = SSHConnections(
+            keys,
+            keepalive_interval=self.ssh_keepalive_interval,
+            connect_timeout=self.ssh_connect_timeout,
+        )
+        return self.manager_class(
+            ServerStore(self.db_url, clock=time.time),
+            self.build_clouds(),
+            keys,
+            ssh,
+            log=self.log,
+            **kwargs,
+        )
 
     def initialize_settings(self) -> None:
+        assert self.serverapp is not None and self.serverapp.event_logger is not None
         event_logger = self.serverapp.event_logger
         event_logger.register_event_schema(EVENT_SCHEMA_PATH)
 
@@ -113,5 +133,6 @@ class ComputeServersApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         await self.manager.shutdown(
-            stop_servers=lambda cloud: bool(getattr(cloud, "stop_on_shutdown", False)))
+            stop_servers=lambda cloud: bool(getattr(cloud, "stop_on_shutdown", False))
+        )
         self.manager.store.close()

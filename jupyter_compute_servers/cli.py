@@ -32,8 +32,9 @@ from .store import ServerRecord
 def load_app(extra_config: list[str]) -> ComputeServersApp:
     """A ComputeServersApp configured from the Jupyter Server config files and ``--set``."""
     config = Config()
-    for loaded in Application._load_config_files("jupyter_server_config",
-                                                 path=jupyter_config_path()):
+    for loaded in Application._load_config_files(
+        "jupyter_server_config", path=jupyter_config_path()
+    ):
         config.merge(loaded)
     for assignment in extra_config:
         name, _, value = assignment.partition("=")
@@ -66,11 +67,17 @@ def print_table(servers: list[ServerRecord]) -> None:
     rows += [(str(s.id), s.name, s.cloud, s.state.value, hardware_summary(s)) for s in servers]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
-async def run_action(manager: ComputeServerManager, server: ServerRecord, action: str,
-                     body: dict[str, Any] | None = None) -> ServerRecord:
+async def run_action(
+    manager: ComputeServerManager,
+    server: ServerRecord,
+    action: str,
+    body: dict[str, Any] | None = None,
+) -> ServerRecord:
     seen = ""
 
     def show(event: dict[str, Any]) -> None:
@@ -91,18 +98,30 @@ async def run_action(manager: ComputeServerManager, server: ServerRecord, action
     return result
 
 
-def write_ssh_files(manager: ComputeServerManager, server: ServerRecord,
-                    host: str, port: int, host_key: str, directory: str) -> list[str]:
+def write_ssh_files(
+    manager: ComputeServerManager,
+    server: ServerRecord,
+    host: str,
+    port: int,
+    host_key: str,
+    directory: str,
+) -> list[str]:
     known_hosts = os.path.join(directory, "known_hosts")
     with open(known_hosts, "w") as f:
         f.write(f"[{host}]:{port} {host_key}\n")
     return [
-        "-i", str(manager.keys.private_key_path(server.id)),
-        "-p", str(port),
-        "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "IdentitiesOnly=yes",
-        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-i",
+        str(manager.keys.private_key_path(server.id)),
+        "-p",
+        str(port),
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
     ]
 
 
@@ -123,15 +142,20 @@ async def main_async(args: argparse.Namespace) -> int:
             if args.config:
                 body["config"] = json.loads(args.config)
             server = manager.create_server(body)
-            print(json.dumps(manager.to_json(server), indent=2) if args.json else
-                  f"Created {server.name} (id {server.id}) on {server.cloud}.")
+            print(
+                json.dumps(manager.to_json(server), indent=2)
+                if args.json
+                else f"Created {server.name} (id {server.id}) on {server.cloud}."
+            )
         elif args.command in ("start", "stop", "suspend", "resume", "reboot"):
             await run_action(manager, manager.store.find(args.server), args.command)
         elif args.command == "deprovision":
             server = manager.store.find(args.server)
             if not args.yes:
                 print(DEPROVISION_WARNING, file=sys.stderr)
-                answer = input(f"Deprovision {server.name}? Type its name to confirm: ")
+                answer = await asyncio.to_thread(
+                    input, f"Deprovision {server.name}? Type its name to confirm: "
+                )
                 if answer.strip() != server.name:
                     print("Not deprovisioned.", file=sys.stderr)
                     return 1
@@ -143,12 +167,12 @@ async def main_async(args: argparse.Namespace) -> int:
         elif args.command == "ssh":
             server = manager.store.find(args.server)
             if server.state is not State.RUNNING:
-                raise ComputeServersError(f"{server.name} is {server.state.value}; start it "
-                                          f"first.")
+                raise ComputeServersError(f"{server.name} is {server.state.value}; start it first.")
             endpoint = await manager.endpoint(server.id)
             directory = tempfile.mkdtemp(prefix="jcs-ssh-")
-            options = write_ssh_files(manager, server, endpoint.host, endpoint.port,
-                                      endpoint.host_key, directory)
+            options = write_ssh_files(
+                manager, server, endpoint.host, endpoint.port, endpoint.host_key, directory
+            )
             argv = ["ssh", *options, f"{endpoint.username}@{endpoint.host}"]
             if args.remote_command:
                 argv += ["--", *args.remote_command]
@@ -166,10 +190,17 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jupyter compute-servers", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", action="append", metavar="TRAIT=VALUE",
-                   help="set a ComputeServersApp option, e.g. --set data_dir=/tmp/cs")
+    p = argparse.ArgumentParser(
+        prog="jupyter compute-servers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="TRAIT=VALUE",
+        help="set a ComputeServersApp option, e.g. --set data_dir=/tmp/cs",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="list compute servers")
     listing.add_argument("--json", action="store_true")
@@ -179,8 +210,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--config", help="configuration as JSON, e.g. '{\"cpu\": 2}'")
     create.add_argument("--json", action="store_true")
     for action in ("start", "stop", "suspend", "resume", "reboot", "delete"):
-        sub.add_parser(action, help=f"{action} a server").add_argument("server",
-                                                                      help="name or id")
+        sub.add_parser(action, help=f"{action} a server").add_argument("server", help="name or id")
     deprovision = sub.add_parser("deprovision", help="delete a server's machine and disk")
     deprovision.add_argument("server", help="name or id")
     deprovision.add_argument("--yes", action="store_true", help="do not ask for confirmation")

@@ -40,8 +40,7 @@ from .ssh import KeyStore, ServerConnection, SSHConnections
 from .store import ServerRecord, ServerStore
 
 #: A palette for servers created without a colour, so each new one looks different.
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#17becf")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -70,9 +69,16 @@ def _owner_alive(owner: str | None) -> bool:
 
 
 class ComputeServerManager:
-    def __init__(self, store: ServerStore, clouds: dict[str, Cloud], keys: KeyStore,
-                 ssh: SSHConnections, *, log: logging.Logger | None = None,
-                 on_event: EventCallback | None = None) -> None:
+    def __init__(
+        self,
+        store: ServerStore,
+        clouds: dict[str, Cloud],
+        keys: KeyStore,
+        ssh: SSHConnections,
+        *,
+        log: logging.Logger | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
         self.store = store
         self.clouds = clouds
         self.keys = keys
@@ -90,7 +96,9 @@ class ComputeServerManager:
         if cloud is None:
             raise ConflictError(
                 f"Server {server.name!r} is on the {server.cloud!r} cloud, which is not enabled "
-                f"here. Enable it with c.ComputeServersApp.enabled_clouds.", field="cloud")
+                f"here. Enable it with c.ComputeServersApp.enabled_clouds.",
+                field="cloud",
+            )
         return cloud
 
     def to_json(self, server: ServerRecord) -> dict[str, Any]:
@@ -107,36 +115,41 @@ class ComputeServerManager:
             "config": server.config.to_json(),
             "idle_timeout_minutes": server.idle_timeout_minutes,
             "spend_limit": (
-                {"amount": server.spend_limit.amount,
-                 "period_days": server.spend_limit.period_days}
-                if server.spend_limit else None),
+                {"amount": server.spend_limit.amount, "period_days": server.spend_limit.period_days}
+                if server.spend_limit
+                else None
+            ),
             "created": server.created,
             "updated": server.updated,
             "operation": server.operation,
             "progress": server.progress,
             "allowed_actions": (
                 allowed_actions(server.state, supports_suspend=supports_suspend)
-                if cloud else (["delete"] if server.state is State.DEPROVISIONED else [])),
+                if cloud
+                else (["delete"] if server.state is State.DEPROVISIONED else [])
+            ),
         }
 
     def _emit(self, kind: str, server: ServerRecord | None, server_id: int) -> None:
         if self.on_event is None:
             return
         try:
-            self.on_event({
-                "kind": kind,
-                "server_id": server_id,
-                "state": server.state.value if server else None,
-                "state_reason": server.state_reason if server else "",
-                "progress": (server.progress or {}).get("message", "") if server else "",
-            })
+            self.on_event(
+                {
+                    "kind": kind,
+                    "server_id": server_id,
+                    "state": server.state.value if server else None,
+                    "state_reason": server.state_reason if server else "",
+                    "progress": (server.progress or {}).get("message", "") if server else "",
+                }
+            )
         except Exception:  # an observer must never break an operation
             self.log.exception("Failed to publish a compute server event")
 
     # --- CRUD -----------------------------------------------------------------------------
 
     def list_servers(self) -> list[ServerRecord]:
-        return self.store.list()
+        return self.store.servers()
 
     def get_server(self, server_id: int) -> ServerRecord:
         return self.store.get(server_id)
@@ -151,17 +164,25 @@ class ComputeServerManager:
         cloud_name = parse_str(cloud_name, "cloud", max_length=64) if cloud_name else ""
         if cloud_name not in self.clouds:
             enabled = ", ".join(self.clouds) or "none"
-            raise ValidationError(f"cloud {cloud_name!r} is not enabled here (enabled: "
-                                  f"{enabled}).", field="cloud")
+            raise ValidationError(
+                f"cloud {cloud_name!r} is not enabled here (enabled: {enabled}).", field="cloud"
+            )
         cloud = self.clouds[cloud_name]
         config = cloud.make_config(data.get("config"))
-        color = parse_color(data["color"]) if "color" in data else PALETTE[
-            len(self.store.list()) % len(PALETTE)]
+        color = (
+            parse_color(data["color"])
+            if "color" in data
+            else PALETTE[len(self.store.servers()) % len(PALETTE)]
+        )
         server = self.store.create(
-            name=name, color=color, notes=parse_notes(data.get("notes", "")), cloud=cloud_name,
-            config=config, idle_timeout_minutes=parse_idle_timeout(
-                data.get("idle_timeout_minutes")),
-            spend_limit=parse_spend_limit(data.get("spend_limit")))
+            name=name,
+            color=color,
+            notes=parse_notes(data.get("notes", "")),
+            cloud=cloud_name,
+            config=config,
+            idle_timeout_minutes=parse_idle_timeout(data.get("idle_timeout_minutes")),
+            spend_limit=parse_spend_limit(data.get("spend_limit")),
+        )
         self._emit("created", server, server.id)
         return server
 
@@ -215,15 +236,22 @@ class ComputeServerManager:
 
         def report(message: str, fraction: float | None) -> None:
             updated = self.store.update_fields(
-                server_id, progress={"message": message, "fraction": fraction, "at": time.time()})
+                server_id, progress={"message": message, "fraction": fraction, "at": time.time()}
+            )
             self._emit("progress", updated, server_id)
 
         def save(cloud_data: dict[str, Any]) -> None:
             self.store.update_fields(server_id, cloud_data=cloud_data)
 
-        return Operation(server_id=server.id, server_name=server.name, config=server.config,
-                         cloud_data=dict(server.cloud_data),
-                         client_public_key=self.keys.ensure(server.id), report=report, save=save)
+        return Operation(
+            server_id=server.id,
+            server_name=server.name,
+            config=server.config,
+            cloud_data=dict(server.cloud_data),
+            client_public_key=self.keys.ensure(server.id),
+            report=report,
+            save=save,
+        )
 
     def request_action(self, server_id: int, action_name: str, body: Any = None) -> ServerRecord:
         """Begin an action: record the transitional state now, run the work in the background.
@@ -235,28 +263,42 @@ class ComputeServerManager:
         except ValueError:
             raise NotFoundError(
                 f"Unknown action {action_name!r}; actions are "
-                f"{', '.join(a.value for a in Action)}.", field="action") from None
+                f"{', '.join(a.value for a in Action)}.",
+                field="action",
+            ) from None
         data = parse_object(body if body is not None else {}, "body")
         check_no_unknown(data, ("confirm",), "")
         confirmed = parse_bool(data["confirm"], "confirm") if "confirm" in data else False
         server = self.store.get(server_id)
         cloud = self.cloud_for(server)
-        transition = check_action_allowed(action, server.state,
-                                          supports_suspend=cloud.supports_suspend)
+        transition = check_action_allowed(
+            action, server.state, supports_suspend=cloud.supports_suspend
+        )
         if action is Action.DEPROVISION and not confirmed:
-            raise ValidationError(f"Deprovisioning needs \"confirm\": true. {DEPROVISION_WARNING}",
-                                  field="confirm", warning=DEPROVISION_WARNING)
+            raise ValidationError(
+                f'Deprovisioning needs "confirm": true. {DEPROVISION_WARNING}',
+                field="confirm",
+                warning=DEPROVISION_WARNING,
+            )
         if server_id in self._tasks and not self._tasks[server_id].done():
-            raise ConflictError(f"Another action ({server.operation}) is still running on "
-                                f"{server.name!r}.", state=server.state.value)
+            raise ConflictError(
+                f"Another action ({server.operation}) is still running on {server.name!r}.",
+                state=server.state.value,
+            )
         previous = server.state
         server = self.store.transition(
-            server_id, to=transition.during, expected=transition.from_states,
-            reason=f"{action.value} requested", action=action.value, operation=action.value,
-            owner=self.owner)
+            server_id,
+            to=transition.during,
+            expected=transition.from_states,
+            reason=f"{action.value} requested",
+            action=action.value,
+            operation=action.value,
+            owner=self.owner,
+        )
         self._emit("state", server, server_id)
         self._tasks[server_id] = asyncio.create_task(
-            self._run_action(server, action, previous, transition.to))
+            self._run_action(server, action, previous, transition.to)
+        )
         return server
 
     async def wait_for_action(self, server_id: int) -> None:
@@ -264,8 +306,9 @@ class ComputeServerManager:
         if task is not None:
             await asyncio.shield(task)
 
-    async def _run_action(self, server: ServerRecord, action: Action, previous: State,
-                          target: State) -> None:
+    async def _run_action(
+        self, server: ServerRecord, action: Action, previous: State, target: State
+    ) -> None:
         cloud = self.cloud_for(server)
         async with self._lock(server.id):
             op = self._operation(server)
@@ -298,13 +341,22 @@ class ComputeServerManager:
                 # for reconcile() to settle against the cloud on the next start.
                 raise
             except Exception as e:
-                message = e.message if isinstance(e, ComputeServersError) else f"{type(e).__name__}: {e}"
-                self.log.warning("%s of compute server %s failed: %s", action.value,
-                                 server.name, message, exc_info=not isinstance(
-                                     e, ComputeServersError))
+                message = (
+                    e.message if isinstance(e, ComputeServersError) else f"{type(e).__name__}: {e}"
+                )
+                self.log.warning(
+                    "%s of compute server %s failed: %s",
+                    action.value,
+                    server.name,
+                    message,
+                    exc_info=not isinstance(e, ComputeServersError),
+                )
                 failed = self.store.transition(
-                    server.id, to=State.ERROR, action=action.value,
-                    reason=f"{action.value} failed: {message}")
+                    server.id,
+                    to=State.ERROR,
+                    action=action.value,
+                    reason=f"{action.value} failed: {message}",
+                )
                 self._emit("state", failed, server.id)
                 return
             done = self.store.transition(server.id, to=target, reason=f"{action.value} finished")
@@ -326,16 +378,20 @@ class ComputeServerManager:
         """The running server's shared SSH connection (kernels, terminals and sync use it)."""
         server = self.store.get(server_id)
         if server.state is not State.RUNNING:
-            raise ConflictError(f"Server {server.name!r} is {server.state.value}, not running.",
-                                state=server.state.value)
+            raise ConflictError(
+                f"Server {server.name!r} is {server.state.value}, not running.",
+                state=server.state.value,
+            )
         return await self.ssh.get(server_id, lambda: self.endpoint(server_id))
 
     async def info(self, server_id: int) -> dict[str, Any]:
         """Hardware and software of a running server, as its agent reports them."""
         server = self.store.get(server_id)
         if server.state is not State.RUNNING:
-            raise ConflictError(f"Server {server.name!r} is {server.state.value}, not running.",
-                                state=server.state.value)
+            raise ConflictError(
+                f"Server {server.name!r} is {server.state.value}, not running.",
+                state=server.state.value,
+            )
         endpoint = await self.endpoint(server_id)
         agent = await self.ssh.agent(server_id, endpoint)
         return dict(await agent.call("info", workspace=endpoint.workspace))
@@ -345,7 +401,7 @@ class ComputeServerManager:
     async def reconcile(self) -> list[ServerRecord]:
         """Settle servers left mid-operation by a process that died, from the clouds' truth."""
         settled = []
-        for server in self.store.list():
+        for server in self.store.servers():
             if not server.state.is_transitional or _owner_alive(server.operation_owner):
                 continue
             cloud = self.clouds.get(server.cloud)
@@ -358,8 +414,11 @@ class ComputeServerManager:
                 state, reason = State.ERROR, f"could not ask the cloud: {e}"
             interrupted = f"{server.operation or 'an action'} was interrupted by a restart"
             server = self.store.transition(
-                server.id, to=state, reason=f"{interrupted}; found {state.value}"
-                + (f" ({reason})" if reason else ""), action="reconcile")
+                server.id,
+                to=state,
+                reason=f"{interrupted}; found {state.value}" + (f" ({reason})" if reason else ""),
+                action="reconcile",
+            )
             self.log.info("Reconciled compute server %s: %s", server.name, server.state_reason)
             self._emit("state", server, server.id)
             settled.append(server)
@@ -374,7 +433,7 @@ class ComputeServerManager:
             for task in still:
                 task.cancel()
         if stop_servers is not None:
-            for server in self.store.list():
+            for server in self.store.servers():
                 cloud = self.clouds.get(server.cloud)
                 if cloud is not None and server.state is State.RUNNING and stop_servers(cloud):
                     try:

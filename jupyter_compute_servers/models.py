@@ -55,10 +55,10 @@ class Transition:
 
 
 TRANSITIONS: dict[Action, Transition] = {
-    Action.START: Transition(frozenset({State.DEPROVISIONED, State.OFF}), State.STARTING,
-                             State.RUNNING),
-    Action.STOP: Transition(frozenset({State.RUNNING, State.SUSPENDED}), State.STOPPING,
-                            State.OFF),
+    Action.START: Transition(
+        frozenset({State.DEPROVISIONED, State.OFF}), State.STARTING, State.RUNNING
+    ),
+    Action.STOP: Transition(frozenset({State.RUNNING, State.SUSPENDED}), State.STOPPING, State.OFF),
     Action.SUSPEND: Transition(frozenset({State.RUNNING}), State.SUSPENDING, State.SUSPENDED),
     Action.RESUME: Transition(frozenset({State.SUSPENDED}), State.STARTING, State.RUNNING),
     # A reboot keeps the server running throughout, as far as anyone outside can tell.
@@ -150,7 +150,7 @@ class ServerConfig:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServerConfig:
         """Load a configuration the store wrote (already validated)."""
-        values = {f.name: data.get(f.name) for f in fields(cls)}
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
         gpu = values["gpu"]
         values["gpu"] = GpuSpec(**gpu) if gpu else None
         values["extra"] = dict(values["extra"] or {})
@@ -177,8 +177,14 @@ def parse_int(value: Any, path: str, *, minimum: int, maximum: int | None = None
     return int(value)
 
 
-def parse_number(value: Any, path: str, *, minimum: float, maximum: float | None = None,
-                 exclusive_minimum: bool = False) -> float:
+def parse_number(
+    value: Any,
+    path: str,
+    *,
+    minimum: float,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+) -> float:
     _check_type(value, (int, float), path, "a number")
     low_ok = value > minimum if exclusive_minimum else value >= minimum
     if not low_ok or (maximum is not None and value > maximum):
@@ -188,8 +194,14 @@ def parse_number(value: Any, path: str, *, minimum: float, maximum: float | None
     return float(value)
 
 
-def parse_str(value: Any, path: str, *, pattern: re.Pattern[str] | None = None,
-              max_length: int = 200, hint: str = "") -> str:
+def parse_str(
+    value: Any,
+    path: str,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    max_length: int = 200,
+    hint: str = "",
+) -> str:
     _check_type(value, (str,), path, "a string")
     if len(value) > max_length:
         raise ValidationError(f"{path} must be at most {max_length} characters.", field=path)
@@ -202,8 +214,9 @@ def parse_bool(value: Any, path: str) -> bool:
     return bool(_check_type(value, (bool,), path, "true or false"))
 
 
-def check_no_unknown(data: Mapping[str, Any], allowed: tuple[str, ...] | frozenset[str],
-                     path: str) -> None:
+def check_no_unknown(
+    data: Mapping[str, Any], allowed: tuple[str, ...] | frozenset[str], path: str
+) -> None:
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         where = f"{path}." if path else ""
@@ -221,14 +234,22 @@ def parse_object(value: Any, path: str) -> dict[str, Any]:
 
 def parse_name(value: Any) -> str:
     return parse_str(
-        value, "name", pattern=NAME_PATTERN, max_length=63,
+        value,
+        "name",
+        pattern=NAME_PATTERN,
+        max_length=63,
         hint="Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit.",
     )
 
 
 def parse_color(value: Any) -> str:
-    return parse_str(value, "color", pattern=COLOR_PATTERN, max_length=7,
-                     hint="Use a hex colour such as #1f77b4.")
+    return parse_str(
+        value,
+        "color",
+        pattern=COLOR_PATTERN,
+        max_length=7,
+        hint="Use a hex colour such as #1f77b4.",
+    )
 
 
 def parse_notes(value: Any) -> str:
@@ -250,10 +271,16 @@ def parse_spend_limit(value: Any) -> SpendLimit | None:
         if key not in data:
             raise ValidationError(f"spend_limit.{key} is required.", field=f"spend_limit.{key}")
     return SpendLimit(
-        amount=parse_number(data["amount"], "spend_limit.amount", minimum=0,
-                            exclusive_minimum=True, maximum=1_000_000),
-        period_days=parse_int(data["period_days"], "spend_limit.period_days", minimum=1,
-                              maximum=366),
+        amount=parse_number(
+            data["amount"],
+            "spend_limit.amount",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=1_000_000,
+        ),
+        period_days=parse_int(
+            data["period_days"], "spend_limit.period_days", minimum=1, maximum=366
+        ),
     )
 
 
@@ -263,8 +290,8 @@ CREATE_FIELDS = ("cloud", "config", *EDITABLE_ANY_TIME)
 PATCH_FIELDS = ("config", *EDITABLE_ANY_TIME)
 
 
-_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
-_TOKEN_HINT = "Use letters, digits and . _ : / @ + -, starting with a letter or digit."
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+_NAME_HINT = "Use letters, digits and . _ : / @ + -, starting with a letter or digit."
 
 
 def parse_config_fields(data: Any, path: str = "config") -> dict[str, Any]:
@@ -281,13 +308,15 @@ def parse_config_fields(data: Any, path: str = "config") -> dict[str, Any]:
         if value is None:
             parsed[key] = {} if key == "extra" else None
         elif key in ("image", "image_tag", "machine_type", "disk_type", "region", "zone"):
-            parsed[key] = parse_str(value, where, pattern=_TOKEN, max_length=128,
-                                    hint=_TOKEN_HINT)
+            parsed[key] = parse_str(
+                value, where, pattern=_IDENTIFIER, max_length=128, hint=_NAME_HINT
+            )
         elif key == "cpu":
             parsed[key] = parse_int(value, where, minimum=1, maximum=1024)
         elif key == "memory_gb":
-            parsed[key] = parse_number(value, where, minimum=0, exclusive_minimum=True,
-                                       maximum=24 * 1024)
+            parsed[key] = parse_number(
+                value, where, minimum=0, exclusive_minimum=True, maximum=24 * 1024
+            )
         elif key == "disk_gb":
             parsed[key] = parse_int(value, where, minimum=1, maximum=64 * 1024)
         elif key == "spot":
@@ -298,8 +327,13 @@ def parse_config_fields(data: Any, path: str = "config") -> dict[str, Any]:
             if "type" not in gpu:
                 raise ValidationError(f"{where}.type is required.", field=f"{where}.type")
             parsed[key] = GpuSpec(
-                type=parse_str(gpu["type"], f"{where}.type", pattern=_TOKEN, max_length=64,
-                               hint=_TOKEN_HINT),
+                type=parse_str(
+                    gpu["type"],
+                    f"{where}.type",
+                    pattern=_IDENTIFIER,
+                    max_length=64,
+                    hint=_NAME_HINT,
+                ),
                 count=parse_int(gpu.get("count", 1), f"{where}.count", minimum=1, maximum=16),
             )
         elif key == "extra":
@@ -309,8 +343,9 @@ def parse_config_fields(data: Any, path: str = "config") -> dict[str, Any]:
 
 #: When each configuration field may change (the editing rules).
 ONLY_WHEN_DEPROVISIONED = frozenset({"image", "image_tag", "region", "zone", "disk_type"})
-ONLY_WHEN_OFF_OR_DEPROVISIONED = frozenset({"machine_type", "cpu", "memory_gb", "gpu", "spot",
-                                            "extra"})
+ONLY_WHEN_OFF_OR_DEPROVISIONED = frozenset(
+    {"machine_type", "cpu", "memory_gb", "gpu", "spot", "extra"}
+)
 
 
 def check_config_change(old: ServerConfig, new: ServerConfig, state: State) -> list[str]:
@@ -322,23 +357,39 @@ def check_config_change(old: ServerConfig, new: ServerConfig, state: State) -> l
             if state is not State.DEPROVISIONED:
                 raise ConflictError(
                     f"Adding or removing GPUs needs a new machine: deprovision the server "
-                    f"first (it is {state.value}).", field=where, state=state.value)
+                    f"first (it is {state.value}).",
+                    field=where,
+                    state=state.value,
+                )
         elif name in ONLY_WHEN_DEPROVISIONED and state is not State.DEPROVISIONED:
             raise ConflictError(
-                f"{where} can change only while the server is deprovisioned (it is "
-                f"{state.value}).", field=where, state=state.value)
-        elif name in ONLY_WHEN_OFF_OR_DEPROVISIONED and state not in (State.OFF,
-                                                                      State.DEPROVISIONED):
+                f"{where} can change only while the server is deprovisioned (it is {state.value}).",
+                field=where,
+                state=state.value,
+            )
+        elif name in ONLY_WHEN_OFF_OR_DEPROVISIONED and state not in (
+            State.OFF,
+            State.DEPROVISIONED,
+        ):
             raise ConflictError(
                 f"{where} can change only while the server is off or deprovisioned (it is "
-                f"{state.value}). Stop it first.", field=where, state=state.value)
+                f"{state.value}). Stop it first.",
+                field=where,
+                state=state.value,
+            )
         elif name == "disk_gb":
             if state.is_transitional:
                 raise ConflictError(
                     f"The disk cannot be resized while the server is {state.value}; try again "
-                    f"when it is done.", field=where, state=state.value)
+                    f"when it is done.",
+                    field=where,
+                    state=state.value,
+                )
             if (new.disk_gb or 0) < (old.disk_gb or 0) and state is not State.DEPROVISIONED:
                 raise ConflictError(
                     f"A disk can only grow (from {old.disk_gb} GB) unless the server is "
-                    f"deprovisioned (it is {state.value}).", field=where, state=state.value)
+                    f"deprovisioned (it is {state.value}).",
+                    field=where,
+                    state=state.value,
+                )
     return changed

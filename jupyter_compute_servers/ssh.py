@@ -57,8 +57,9 @@ class KeyStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(self.keys_dir, 0o700)
             os.chmod(path.parent, 0o700)
-            key = asyncssh.generate_private_key("ssh-ed25519",
-                                                comment=f"jupyter-compute-server-{server_id}")
+            key = asyncssh.generate_private_key(
+                "ssh-ed25519", comment=f"jupyter-compute-server-{server_id}"
+            )
             tmp = path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
@@ -84,8 +85,9 @@ class ServerConnection:
     def is_open(self) -> bool:
         return not self.connection.is_closed()
 
-    async def run(self, *argv: str, check: bool = True,
-                  timeout: float = 60) -> asyncssh.SSHCompletedProcess:
+    async def run(
+        self, *argv: str, check: bool = True, timeout: float = 60
+    ) -> asyncssh.SSHCompletedProcess:
         """Run one command (an argument vector, quoted for the remote shell)."""
         return await self.connection.run(quote_command(*argv), check=check, timeout=timeout)
 
@@ -101,8 +103,14 @@ class _Client(asyncssh.SSHClient):
 class SSHConnections:
     """Owns every SSH connection to every server."""
 
-    def __init__(self, keys: KeyStore, *, keepalive_interval: float = 15,
-                 connect_timeout: float = 15, retries: int = 4) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        keepalive_interval: float = 15,
+        connect_timeout: float = 15,
+        retries: int = 4,
+    ) -> None:
         self.keys = keys
         self.keepalive_interval = keepalive_interval
         self.connect_timeout = connect_timeout
@@ -113,8 +121,9 @@ class SSHConnections:
     def _lock(self, server_id: int) -> asyncio.Lock:
         return self._locks.setdefault(server_id, asyncio.Lock())
 
-    async def get(self, server_id: int,
-                  endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]) -> ServerConnection:
+    async def get(
+        self, server_id: int, endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]
+    ) -> ServerConnection:
         """The server's connection, opened (with retries and backoff) if it is not open."""
         async with self._lock(server_id):
             current = self._connections.get(server_id)
@@ -138,14 +147,16 @@ class SSHConnections:
             self._connections[server_id] = connection
             return connection
 
-    async def agent(self, server_id: int,
-                    endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]) -> AgentClient:
+    async def agent(
+        self, server_id: int, endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]
+    ) -> AgentClient:
         """The agent on the server, started on its connection when first needed."""
         connection = await self.get(server_id, endpoint)
         async with self._lock(server_id):
             if connection.agent is None or not connection.agent.is_open:
-                connection.agent = await AgentClient.start(connection.connection,
-                                                           connection.endpoint.python)
+                connection.agent = await AgentClient.start(
+                    connection.connection, connection.endpoint.python
+                )
             return connection.agent
 
     async def _connect(self, server_id: int, endpoint: SSHEndpoint) -> ServerConnection:
@@ -153,7 +164,8 @@ class SSHConnections:
             host_key = asyncssh.import_public_key(endpoint.host_key)
         except (asyncssh.KeyImportError, ValueError) as e:
             raise HostKeyMismatchError(
-                f"The pinned host key of server {server_id} is unreadable: {e}") from e
+                f"The pinned host key of server {server_id} is unreadable: {e}"
+            ) from e
         key_path = self.keys.private_key_path(server_id)
         holder: dict[str, ServerConnection] = {}
 
@@ -184,11 +196,13 @@ class SSHConnections:
                 f"Refusing to connect to server {server_id} at {endpoint.host}:{endpoint.port}: "
                 f"its host key is not the pinned one ({fingerprint(endpoint.host_key)}). "
                 f"Someone may be intercepting the connection, or the machine was replaced; "
-                f"deprovision and start the server to pin a new key.") from e
+                f"deprovision and start the server to pin a new key."
+            ) from e
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
             raise SSHConnectError(
                 f"Cannot connect to server {server_id} at {endpoint.host}:{endpoint.port} over "
-                f"SSH: {e or type(e).__name__}") from e
+                f"SSH: {e or type(e).__name__}"
+            ) from e
         result = ServerConnection(server_id, endpoint, connection)
         holder["conn"] = result
         return result

@@ -140,8 +140,9 @@ class ServerStore:
         self.clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30)
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -187,7 +188,7 @@ class ServerStore:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def list(self) -> list[ServerRecord]:
+    def servers(self) -> list[ServerRecord]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM servers ORDER BY id").fetchall()
         return [_row_to_record(row) for row in rows]
@@ -204,8 +205,7 @@ class ServerStore:
         if id_or_name.isdigit():
             return self.get(int(id_or_name))
         with self._lock:
-            row = self._db.execute("SELECT * FROM servers WHERE name = ?",
-                                   (id_or_name,)).fetchone()
+            row = self._db.execute("SELECT * FROM servers WHERE name = ?", (id_or_name,)).fetchone()
         if row is None:
             raise NotFoundError(f"No compute server named {id_or_name!r}.", field="name")
         return _row_to_record(row)
@@ -218,13 +218,24 @@ class ServerStore:
                 rows = self._db.execute(
                     "SELECT * FROM state_history WHERE server_id = ? ORDER BY id", (server_id,)
                 ).fetchall()
-        return [HistoryEntry(r["server_id"], r["at"], State(r["state"]), r["reason"],
-                             r["action"]) for r in rows]
+        return [
+            HistoryEntry(r["server_id"], r["at"], State(r["state"]), r["reason"], r["action"])
+            for r in rows
+        ]
 
     # --- writes ---------------------------------------------------------------------------
 
-    def create(self, *, name: str, color: str, notes: str, cloud: str, config: ServerConfig,
-               idle_timeout_minutes: int | None, spend_limit: SpendLimit | None) -> ServerRecord:
+    def create(
+        self,
+        *,
+        name: str,
+        color: str,
+        notes: str,
+        cloud: str,
+        config: ServerConfig,
+        idle_timeout_minutes: int | None,
+        spend_limit: SpendLimit | None,
+    ) -> ServerRecord:
         now = self.clock()
         with self._transaction() as db:
             self._check_name_free(db, name, None)
@@ -232,9 +243,18 @@ class ServerStore:
                 "INSERT INTO servers (name, color, notes, cloud, state, state_reason, config,"
                 " idle_timeout_minutes, spend_limit, created, updated)"
                 " VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
-                (name, color, notes, cloud, State.DEPROVISIONED.value,
-                 json.dumps(config.to_json()), idle_timeout_minutes, _spend_json(spend_limit),
-                 now, now),
+                (
+                    name,
+                    color,
+                    notes,
+                    cloud,
+                    State.DEPROVISIONED.value,
+                    json.dumps(config.to_json()),
+                    idle_timeout_minutes,
+                    _spend_json(spend_limit),
+                    now,
+                    now,
+                ),
             )
             server_id = int(cursor.lastrowid or 0)
             db.execute(
@@ -245,13 +265,15 @@ class ServerStore:
         return self.get(server_id)
 
     def _check_name_free(self, db: sqlite3.Connection, name: str, server_id: int | None) -> None:
-        row = db.execute("SELECT id FROM servers WHERE name = ? AND id IS NOT ?",
-                         (name, server_id)).fetchone()
+        row = db.execute(
+            "SELECT id FROM servers WHERE name = ? AND id IS NOT ?", (name, server_id)
+        ).fetchone()
         if row is not None:
             raise ConflictError(f"A compute server named {name!r} already exists.", field="name")
 
-    def update_fields(self, server_id: int, *, expected_state: State | None = None,
-                      **values: Any) -> ServerRecord:
+    def update_fields(
+        self, server_id: int, *, expected_state: State | None = None, **values: Any
+    ) -> ServerRecord:
         """Change descriptive or configuration fields (not the state) of one server.
 
         With ``expected_state``, the change applies only if the server is still in that state:
@@ -276,20 +298,31 @@ class ServerStore:
             if expected_state is not None and row["state"] != expected_state.value:
                 raise ConflictError(
                     f"The server changed state to {row['state']} meanwhile; try again.",
-                    state=row["state"])
+                    state=row["state"],
+                )
             if "name" in columns:
                 self._check_name_free(db, columns["name"], server_id)
             if columns:
                 columns["updated"] = self.clock()
                 assignments = ", ".join(f"{key} = ?" for key in columns)
-                db.execute(f"UPDATE servers SET {assignments} WHERE id = ?",  # noqa: S608
-                           (*columns.values(), server_id))
+                db.execute(
+                    f"UPDATE servers SET {assignments} WHERE id = ?",  # noqa: S608
+                    (*columns.values(), server_id),
+                )
         return self.get(server_id)
 
-    def transition(self, server_id: int, *, to: State, reason: str = "",
-                   expected: frozenset[State] | None = None, action: str | None = None,
-                   operation: str | None = None, owner: str | None = None,
-                   keep_operation: bool = False) -> ServerRecord:
+    def transition(
+        self,
+        server_id: int,
+        *,
+        to: State,
+        reason: str = "",
+        expected: frozenset[State] | None = None,
+        action: str | None = None,
+        operation: str | None = None,
+        owner: str | None = None,
+        keep_operation: bool = False,
+    ) -> ServerRecord:
         """Move a server to ``to`` and record it in the history, atomically.
 
         ``expected`` makes this a compare-and-swap: when the server is not in one of those
@@ -304,19 +337,26 @@ class ServerStore:
             if expected is not None and current not in expected:
                 raise ConflictError(
                     f"The server is {current.value}; another action is under way or finished "
-                    f"first.", state=current.value)
+                    f"first.",
+                    state=current.value,
+                )
             if keep_operation:
-                db.execute("UPDATE servers SET state = ?, state_reason = ?, updated = ?"
-                           " WHERE id = ?", (to.value, reason, now, server_id))
+                db.execute(
+                    "UPDATE servers SET state = ?, state_reason = ?, updated = ? WHERE id = ?",
+                    (to.value, reason, now, server_id),
+                )
             else:
                 db.execute(
                     "UPDATE servers SET state = ?, state_reason = ?, updated = ?, operation = ?,"
                     " operation_owner = ?, progress = NULL WHERE id = ?",
-                    (to.value, reason, now, operation, owner, server_id))
+                    (to.value, reason, now, operation, owner, server_id),
+                )
             if current is not to or action is not None:
                 db.execute(
                     "INSERT INTO state_history (server_id, at, state, reason, action)"
-                    " VALUES (?, ?, ?, ?, ?)", (server_id, now, to.value, reason, action))
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (server_id, now, to.value, reason, action),
+                )
         return self.get(server_id)
 
     def delete(self, server_id: int) -> None:
@@ -329,9 +369,12 @@ class ServerStore:
                 raise ConflictError(
                     f"Only a deprovisioned server can be deleted (this one is {row['state']}), "
                     f"so that no billed disk is left behind. Deprovision it first.",
-                    state=row["state"], allowed_actions=[])
+                    state=row["state"],
+                    allowed_actions=[],
+                )
             db.execute("DELETE FROM servers WHERE id = ?", (server_id,))
             db.execute(
                 "INSERT INTO state_history (server_id, at, state, reason, action)"
                 " VALUES (?, ?, ?, 'deleted', 'delete')",
-                (server_id, self.clock(), State.DEPROVISIONED.value))
+                (server_id, self.clock(), State.DEPROVISIONED.value),
+            )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +41,9 @@ def compute_data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def jp_server_config(authorizer: type[RecordingAuthorizer], compute_data_dir: Path
-                     ) -> dict[str, Any]:
+def jp_server_config(
+    authorizer: type[RecordingAuthorizer], compute_data_dir: Path
+) -> dict[str, Any]:
     return {
         "ComputeServersApp": {"data_dir": str(compute_data_dir)},
         "ServerApp": {
@@ -52,7 +52,7 @@ def jp_server_config(authorizer: type[RecordingAuthorizer], compute_data_dir: Pa
             # @web.authenticated then raises JupyterServerAuthWarning (an error in pytest).
             "allow_unauthenticated_access": False,
             "authorizer_class": authorizer,
-        }
+        },
     }
 
 
@@ -60,15 +60,15 @@ def jp_server_config(authorizer: type[RecordingAuthorizer], compute_data_dir: Pa
 def api(jp_fetch):
     """Call the compute servers API; answers (status, decoded JSON) and never raises on 4xx."""
 
-    async def call(method: str, path: str, body: Any = None, raw: bytes | None = None
-                   ) -> tuple[int, Any]:
+    async def call(
+        method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any]:
         kwargs: dict[str, Any] = {"method": method, "raise_error": False}
         if raw is not None:
             kwargs["body"] = raw
         elif body is not None or method in ("POST", "PATCH", "PUT"):
             kwargs["body"] = json.dumps(body if body is not None else {})
-        response = await jp_fetch("compute-servers", "api", *path.strip("/").split("/"),
-                                  **kwargs)
+        response = await jp_fetch("compute-servers", "api", *path.strip("/").split("/"), **kwargs)
         data = json.loads(response.body) if response.body else None
         return response.code, data
 

@@ -42,10 +42,13 @@ def start_sshd(directory: Path, authorized_public_key: str) -> OpenSSHServer:
         f"AuthorizedKeysFile {authorized}\nPidFile {directory / 'sshd.pid'}\n"
         "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nAllowTcpForwarding yes\nPermitRootLogin yes\n"
-        "SetEnv SHLVL=1\nSubsystem sftp /usr/lib/openssh/sftp-server\n")
+        "SetEnv SHLVL=1\nSubsystem sftp /usr/lib/openssh/sftp-server\n"
+    )
     subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
-    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
-                               stderr=open(directory / "sshd.log", "ab"))  # noqa: SIM115
+    process = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(config)],
+        stderr=open(directory / "sshd.log", "ab"),  # noqa: SIM115 - sshd keeps writing to it
+    )
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -57,5 +60,6 @@ def start_sshd(directory: Path, authorized_public_key: str) -> OpenSSHServer:
             time.sleep(0.05)
     import getpass
 
-    return OpenSSHServer(port, host_key.export_public_key().decode().strip(), getpass.getuser(),
-                         process)
+    return OpenSSHServer(
+        port, host_key.export_public_key().decode().strip(), getpass.getuser(), process
+    )

@@ -32,9 +32,16 @@ async def test_create_list_get_patch_delete(api):
     code, listing = await api("GET", "servers")
     assert code == 200 and [s["name"] for s in listing["servers"]] == ["alpha"]
 
-    code, edited = await api("PATCH", f"servers/{server['id']}",
-                             {"name": "beta", "color": "#123456", "config": {"cpu": 1},
-                              "spend_limit": {"amount": 25, "period_days": 7}})
+    code, edited = await api(
+        "PATCH",
+        f"servers/{server['id']}",
+        {
+            "name": "beta",
+            "color": "#123456",
+            "config": {"cpu": 1},
+            "spend_limit": {"amount": 25, "period_days": 7},
+        },
+    )
     assert code == 200, edited
     assert (edited["name"], edited["color"], edited["config"]["cpu"]) == ("beta", "#123456", 1)
     assert edited["spend_limit"] == {"amount": 25.0, "period_days": 7}
@@ -54,8 +61,9 @@ async def test_clouds_lists_local_with_its_offerings(api):
     assert "synced back" in body["deprovision_warning"]
 
 
-async def test_local_server_lifecycle_runs_real_processes(api, wait_for_state, jp_serverapp,
-                                                          compute_data_dir):
+async def test_local_server_lifecycle_runs_real_processes(
+    api, wait_for_state, jp_serverapp, compute_data_dir
+):
     server = await create(api)
     server_id = server["id"]
     code, started = await api("POST", f"servers/{server_id}/actions/start")
@@ -103,7 +111,7 @@ async def test_local_server_lifecycle_runs_real_processes(api, wait_for_state, j
     code, _ = await api("DELETE", f"servers/{server_id}")
     assert code == 204
 
-    code, history = await api("GET", f"servers/{server_id}/history")
+    code, _ = await api("GET", f"servers/{server_id}/history")
     assert code == 404
 
 
@@ -116,7 +124,7 @@ async def test_history_records_every_change(api, wait_for_state):
     await wait_for_state(server["id"], "running")
     await api("POST", f"servers/{server['id']}/actions/stop")
     await wait_for_state(server["id"], "off")
-    code, body = await api("GET", f"servers/{server['id']}/history")
+    _, body = await api("GET", f"servers/{server['id']}/history")
     states = [(h["state"], h["action"]) for h in body["history"]]
     assert states[:3] == [("deprovisioned", None), ("starting", "start"), ("running", None)]
     assert ("running", "reboot") in states
@@ -127,8 +135,9 @@ async def test_history_records_every_change(api, wait_for_state):
 
 async def test_actions_on_one_server_are_serialized(api, wait_for_state):
     server = await create(api)
-    answers = await asyncio.gather(*[
-        api("POST", f"servers/{server['id']}/actions/start") for _ in range(5)])
+    answers = await asyncio.gather(
+        *[api("POST", f"servers/{server['id']}/actions/start") for _ in range(5)]
+    )
     codes = sorted(code for code, _ in answers)
     assert codes == [202, 409, 409, 409, 409]
     assert (await wait_for_state(server["id"], "running"))["state"] == "running"
@@ -145,7 +154,8 @@ async def test_events_are_published(api, wait_for_state, jp_serverapp):
 
     jp_serverapp.event_logger.add_listener(
         schema_id="https://events.jupyter.org/jupyter_compute_servers/server/v1",
-        listener=Listener())
+        listener=Listener(),
+    )
     server = await create(api)
     await api("POST", f"servers/{server['id']}/actions/start")
     await wait_for_state(server["id"], "running")
@@ -173,16 +183,28 @@ MALFORMED = [
     ("POST", "servers", {"name": "ok", "config": {"cpu": -1}}, "config.cpu"),
     ("POST", "servers", {"name": "ok", "config": {"cpu": 100000}}, "config.cpu"),
     ("POST", "servers", {"name": "ok", "config": {"memory_gb": "lots"}}, "config.memory_gb"),
-    ("POST", "servers", {"name": "ok", "config": {"machine_type": "n1-standard-4"}},
-     "config.machine_type"),
+    (
+        "POST",
+        "servers",
+        {"name": "ok", "config": {"machine_type": "n1-standard-4"}},
+        "config.machine_type",
+    ),
     ("POST", "servers", {"name": "ok", "config": {"spot": True}}, "config.spot"),
     ("POST", "servers", {"name": "ok", "config": {"image": "nope"}}, "config.image"),
-    ("POST", "servers", {"name": "ok", "config": {"gpu": {"type": "H100", "count": 64}}},
-     "config.gpu.count"),
+    (
+        "POST",
+        "servers",
+        {"name": "ok", "config": {"gpu": {"type": "H100", "count": 64}}},
+        "config.gpu.count",
+    ),
     ("POST", "servers", {"name": "ok", "idle_timeout_minutes": 0}, "idle_timeout_minutes"),
     ("POST", "servers", {"name": "ok", "spend_limit": {"amount": 5}}, "spend_limit.period_days"),
-    ("POST", "servers", {"name": "ok", "spend_limit": {"amount": -5, "period_days": 7}},
-     "spend_limit.amount"),
+    (
+        "POST",
+        "servers",
+        {"name": "ok", "spend_limit": {"amount": -5, "period_days": 7}},
+        "spend_limit.amount",
+    ),
     ("POST", "servers", {"name": "ok", "notes": "n" * 10_001}, "notes"),
     ("PATCH", "servers/{id}", {"cloud": "local"}, "cloud"),
     ("PATCH", "servers/{id}", {"name": "taken"}, "name"),
@@ -194,14 +216,14 @@ MALFORMED = [
 
 @pytest.mark.parametrize(("method", "path", "body", "field"), MALFORMED)
 async def test_malformed_requests_get_a_clear_4xx_and_change_nothing(
-        api, jp_serverapp, method, path, body, field):
+    api, jp_serverapp, method, path, body, field
+):
     server = await create(api, "target")
     await create(api, "taken")
     manager = jp_serverapp.web_app.settings["compute_servers_manager"]
     before = [(s, manager.store.history(s.id)) for s in manager.list_servers()]
     raw = body if isinstance(body, bytes) else None
-    code, answer = await api(method, path.format(id=server["id"]),
-                             None if raw else body, raw=raw)
+    code, answer = await api(method, path.format(id=server["id"]), None if raw else body, raw=raw)
     assert code in (400, 404, 409), answer
     assert answer["field"] == field, answer
     assert answer["message"]
@@ -209,33 +231,46 @@ async def test_malformed_requests_get_a_clear_4xx_and_change_nothing(
     assert after == before
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "servers/999"), ("PATCH", "servers/999"), ("DELETE", "servers/999"),
-    ("POST", "servers/999/actions/start"), ("GET", "servers/999/history"),
-    ("POST", "servers/{id}/actions/explode"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "servers/999"),
+        ("PATCH", "servers/999"),
+        ("DELETE", "servers/999"),
+        ("POST", "servers/999/actions/start"),
+        ("GET", "servers/999/history"),
+        ("POST", "servers/{id}/actions/explode"),
+    ],
+)
 async def test_unknown_ids_and_actions_are_404(api, method, path):
     server = await create(api)
-    code, answer = await api(method, path.format(id=server["id"]),
-                             {} if method in ("PATCH", "POST") else None)
+    code, answer = await api(
+        method, path.format(id=server["id"]), {} if method in ("PATCH", "POST") else None
+    )
     assert code == 404 and answer["message"]
 
 
 def _openapi_operations() -> set[tuple[str, str]]:
     document = json.loads(files("jupyter_compute_servers").joinpath("openapi.json").read_text())
-    return {(path, method.upper()) for path, item in document["paths"].items()
-            for method in item if method != "parameters"}
+    return {
+        (path, method.upper())
+        for path, item in document["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
 
 
 def _handler_operations() -> set[tuple[str, str]]:
     operations = set()
     for pattern, handler in api_handlers():
-        path = pattern[len(API_PREFIX):]
+        path = pattern[len(API_PREFIX) :]
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
         for method in handler.SUPPORTED_METHODS:
-            if getattr(handler, method.lower()) is not getattr(
-                    handler.__mro__[-2], method.lower(), None) and method.lower() in \
-                    handler.__dict__:
+            if (
+                getattr(handler, method.lower())
+                is not getattr(handler.__mro__[-2], method.lower(), None)
+                and method.lower() in handler.__dict__
+            ):
                 operations.add((path, method))
     return operations
 

@@ -9,8 +9,19 @@ import sys
 
 def cli(data_dir, *args, check=True, input=None):
     result = subprocess.run(
-        [sys.executable, "-m", "jupyter_compute_servers.cli", "--set", f"data_dir={data_dir}",
-         *args], capture_output=True, text=True, timeout=120, input=input)
+        [
+            sys.executable,
+            "-m",
+            "jupyter_compute_servers.cli",
+            "--set",
+            f"data_dir={data_dir}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=input,
+    )
     if check and result.returncode != 0:
         raise AssertionError(result.stderr)
     return result
@@ -18,8 +29,10 @@ def cli(data_dir, *args, check=True, input=None):
 
 def test_cli_lifecycle_and_ssh(tmp_path):
     data_dir = tmp_path / "cs"
-    assert "Created gpu-box (id 1)" in cli(data_dir, "create", "gpu-box",
-                                          "--config", '{"cpu": 1}').stdout
+    assert (
+        "Created gpu-box (id 1)"
+        in cli(data_dir, "create", "gpu-box", "--config", '{"cpu": 1}').stdout
+    )
     listing = cli(data_dir, "list").stdout.splitlines()
     assert listing[0].split() == ["ID", "NAME", "CLOUD", "STATE", "HARDWARE"]
     assert listing[1].split()[:4] == ["1", "gpu-box", "local", "deprovisioned"]
@@ -38,8 +51,10 @@ def test_cli_lifecycle_and_ssh(tmp_path):
     assert "gpu-box is off" in cli(data_dir, "stop", "1").stderr
     not_confirmed = cli(data_dir, "deprovision", "gpu-box", check=False, input="no\n")
     assert not_confirmed.returncode == 1 and "synced back" in not_confirmed.stderr
-    assert "gpu-box is deprovisioned" in cli(data_dir, "deprovision", "gpu-box",
-                                             input="gpu-box\n").stderr
+    assert (
+        "gpu-box is deprovisioned"
+        in cli(data_dir, "deprovision", "gpu-box", input="gpu-box\n").stderr
+    )
     cli(data_dir, "delete", "gpu-box")
     assert json.loads(cli(data_dir, "list", "--json").stdout) == []
 

@@ -41,8 +41,9 @@ def test_every_transition_is_allowed_or_refused_as_the_contract_says(action, sta
             check_action_allowed(action, state, supports_suspend=True)
         assert error.value.status == 409
         assert error.value.details["state"] == state.value
-        assert error.value.details["allowed_actions"] == allowed_actions(state,
-                                                                         supports_suspend=True)
+        assert error.value.details["allowed_actions"] == allowed_actions(
+            state, supports_suspend=True
+        )
         assert state.value in error.value.message
 
 
@@ -55,7 +56,8 @@ def test_suspend_is_refused_where_the_cloud_cannot():
 def test_delete_only_when_deprovisioned():
     for state in State:
         assert ("delete" in allowed_actions(state, supports_suspend=True)) == (
-            state is State.DEPROVISIONED)
+            state is State.DEPROVISIONED
+        )
 
 
 def test_transitional_states_allow_nothing():
@@ -67,8 +69,7 @@ def test_transitions_table_matches_contract():
     assert {a.value for a in TRANSITIONS} == set(CONTRACT)
 
 
-BASE = ServerConfig(image="python", image_tag="system", cpu=2, memory_gb=4.0, gpu=None,
-                    disk_gb=10)
+BASE = ServerConfig(image="python", image_tag="system", cpu=2, memory_gb=4.0, gpu=None, disk_gb=10)
 
 
 def changed(**values):
@@ -84,8 +85,10 @@ def changed(**values):
         ({"cpu": 4}, {State.OFF, State.DEPROVISIONED}),
         ({"memory_gb": 8.0}, {State.OFF, State.DEPROVISIONED}),
         ({"spot": True}, {State.OFF, State.DEPROVISIONED}),
-        ({"disk_gb": 20}, {State.DEPROVISIONED, State.OFF, State.RUNNING, State.SUSPENDED,
-                           State.ERROR}),
+        (
+            {"disk_gb": 20},
+            {State.DEPROVISIONED, State.OFF, State.RUNNING, State.SUSPENDED, State.ERROR},
+        ),
         ({"disk_gb": 5}, {State.DEPROVISIONED}),
     ],
 )

@@ -35,12 +35,21 @@ class JupyterProcess:
     def __init__(self, data_dir: Path, root_dir: Path) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-             f"--port={self.port}", "--ServerApp.port_retries=0",
-             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root_dir}",
-             f"--ComputeServersApp.data_dir={data_dir}",
-             "--ServerApp.jpserver_extensions=jupyter_compute_servers=True"],
-            stdout=subprocess.DEVNULL, stderr=open(data_dir / "jupyter.log", "ab"),  # noqa: SIM115
+            [
+                sys.executable,
+                "-m",
+                "jupyter_server",
+                "--no-browser",
+                "--allow-root",
+                f"--port={self.port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={TOKEN}",
+                f"--ServerApp.root_dir={root_dir}",
+                f"--ComputeServersApp.data_dir={data_dir}",
+                "--ServerApp.jpserver_extensions=jupyter_compute_servers=True",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(data_dir / "jupyter.log", "ab"),  # noqa: SIM115
         )
         deadline = time.monotonic() + 60
         while True:
@@ -54,9 +63,11 @@ class JupyterProcess:
 
     def call(self, method: str, path: str, body: object = None) -> tuple[int, object]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/compute-servers/api/{path}", method=method,
+            f"http://127.0.0.1:{self.port}/compute-servers/api/{path}",
+            method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"token {TOKEN}"})
+            headers={"Authorization": f"token {TOKEN}"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 raw = response.read()
@@ -69,8 +80,10 @@ class JupyterProcess:
         while True:
             _, server = self.call("GET", f"servers/{server_id}")
             assert isinstance(server, dict)
-            if server["state"] not in ("starting", "stopping", "deprovisioning") \
-                    and server["operation"] is None:
+            if (
+                server["state"] not in ("starting", "stopping", "deprovisioning")
+                and server["operation"] is None
+            ):
                 return server
             assert time.monotonic() < deadline, server
             time.sleep(0.05)
@@ -121,8 +134,11 @@ def test_kill_during_start_is_reconciled_on_restart(dirs):
         assert "interrupted by a restart" in settled["state_reason"]
         # The recorded state is what the cloud really has: a live SSH server means running.
         with sqlite3.connect(data_dir / "servers.db") as db:
-            cloud_data = json.loads(db.execute("SELECT cloud_data FROM servers WHERE id = ?",
-                                               (server_id,)).fetchone()[0])
+            cloud_data = json.loads(
+                db.execute("SELECT cloud_data FROM servers WHERE id = ?", (server_id,)).fetchone()[
+                    0
+                ]
+            )
         token = cloud_data.get("token")
         alive = bool(token and cloud_data.get("port") and processes_with_token(token))
         if alive:
@@ -138,8 +154,11 @@ def test_kill_during_start_is_reconciled_on_restart(dirs):
             jupyter.wait_settled(server_id)
         _, final = jupyter.call("GET", f"servers/{server_id}")
         assert final["state"] == "off"  # type: ignore[index]
-        token = json.loads(sqlite3.connect(data_dir / "servers.db").execute(
-            "SELECT cloud_data FROM servers").fetchone()[0])["token"]
+        token = json.loads(
+            sqlite3.connect(data_dir / "servers.db")
+            .execute("SELECT cloud_data FROM servers")
+            .fetchone()[0]
+        )["token"]
         assert processes_with_token(token) == []
     finally:
         jupyter.stop()
@@ -183,8 +202,9 @@ for i in range(100000):
 
 def test_kill_9_of_a_writer_loses_nothing_acknowledged(tmp_path):
     url = f"sqlite:///{tmp_path / 'servers.db'}"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE,
-                              text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout is not None
     acknowledged = [int(writer.stdout.readline()) for _ in range(200)]
     os.kill(writer.pid, signal.SIGKILL)
@@ -192,7 +212,7 @@ def test_kill_9_of_a_writer_loses_nothing_acknowledged(tmp_path):
     store = ServerStore(url, clock=time.time)
     with sqlite3.connect(tmp_path / "servers.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    ids = {server.id for server in store.list()}
+    ids = {server.id for server in store.servers()}
     assert set(acknowledged) <= ids
     for server_id in acknowledged:
         assert [h.reason for h in store.history(server_id)] == ["created"]

@@ -28,8 +28,14 @@ def sshd(tmp_path, keys):
 
 
 def endpoint_for(server, host_key=None) -> SSHEndpoint:
-    return SSHEndpoint(host="127.0.0.1", port=server.port, username=server.username,
-                       host_key=host_key or server.host_key, workspace="/tmp", python="python3")
+    return SSHEndpoint(
+        host="127.0.0.1",
+        port=server.port,
+        username=server.username,
+        host_key=host_key or server.host_key,
+        workspace="/tmp",
+        python="python3",
+    )
 
 
 def test_client_keys_are_private_files(keys):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import shlex
@@ -47,10 +48,12 @@ class AgentClient:
         self.hello: dict[str, Any] = {}
 
     @classmethod
-    async def start(cls, connection: asyncssh.SSHClientConnection,
-                    python: str = "python3") -> AgentClient:
-        process = await connection.create_process(agent_command(python), encoding="utf-8",
-                                                  errors="strict")
+    async def start(
+        cls, connection: asyncssh.SSHClientConnection, python: str = "python3"
+    ) -> AgentClient:
+        process = await connection.create_process(
+            agent_command(python), encoding="utf-8", errors="strict"
+        )
         process.stdin.write(AGENT_SOURCE.decode())
         client = cls(process)
         line = await process.stdout.readline()
@@ -58,18 +61,16 @@ class AgentClient:
             hello = json.loads(line)
         except json.JSONDecodeError:
             stderr = ""
-            try:
+            with contextlib.suppress(asyncio.TimeoutError, asyncssh.Error):
                 stderr = await asyncio.wait_for(process.stderr.read(4096), 2)
-            except (asyncio.TimeoutError, asyncssh.Error):
-                pass
             process.close()
             raise AgentError(
                 f"The agent did not start on the server (is python3 installed there?): "
-                f"{(line or stderr).strip()[:500]}") from None
+                f"{(line or stderr).strip()[:500]}"
+            ) from None
         if hello.get("protocol") != PROTOCOL:
             process.close()
-            raise AgentError(f"The agent speaks protocol {hello.get('protocol')}, not "
-                             f"{PROTOCOL}.")
+            raise AgentError(f"The agent speaks protocol {hello.get('protocol')}, not {PROTOCOL}.")
         client.hello = hello
         client._reader = asyncio.create_task(client._read_answers())
         return client
@@ -87,7 +88,8 @@ class AgentClient:
         try:
             async with self._write_lock:
                 self._process.stdin.write(
-                    json.dumps({"id": request_id, "method": method, "params": params}) + "\n")
+                    json.dumps({"id": request_id, "method": method, "params": params}) + "\n"
+                )
             return await asyncio.wait_for(future, timeout)
         finally:
             self._pending.pop(request_id, None)
@@ -118,7 +120,5 @@ class AgentClient:
         self._process.close()
         if self._reader is not None:
             self._reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-            except asyncio.CancelledError:
-                pass

@@ -55,15 +55,17 @@ def detect_gpus():
                 mig = False
             name = pynvml.nvmlDeviceGetName(handle)
             uuid = pynvml.nvmlDeviceGetUUID(handle)
-            gpus.append({
-                "index": index,
-                "name": name.decode() if isinstance(name, bytes) else name,
-                "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
-                "memory_total": int(memory.total),
-                "driver_version": driver.decode() if isinstance(driver, bytes) else driver,
-                "cuda_version": f"{cuda // 1000}.{(cuda % 1000) // 10}",
-                "mig": mig,
-            })
+            gpus.append(
+                {
+                    "index": index,
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
+                    "memory_total": int(memory.total),
+                    "driver_version": driver.decode() if isinstance(driver, bytes) else driver,
+                    "cuda_version": f"{cuda // 1000}.{(cuda % 1000) // 10}",
+                    "mig": mig,
+                }
+            )
         return gpus, ""
     finally:
         pynvml.nvmlShutdown()

@@ -93,7 +93,7 @@ class Cloud(LoggingConfigurable):
         """The hardware, images and places this cloud offers, for the create dialog."""
         raise NotImplementedError
 
-    def check_config(self, config: ServerConfig) -> None:  # noqa: B027 - optional hook
+    def check_config(self, config: ServerConfig) -> None:
         """Check a complete configuration against what this cloud offers (400 if not)."""
 
     def make_config(self, data: Any, base: ServerConfig | None = None) -> ServerConfig:
@@ -103,13 +103,18 @@ class Cloud(LoggingConfigurable):
         ``defaults()``. Fields this cloud does not use are refused, naming what it uses.
         """
         parsed = parse_config_fields({} if data is None else data)
-        unused = sorted(key for key, value in parsed.items()
-                        if key not in self.config_fields and key != "extra" and value is not None)
+        unused = sorted(
+            key
+            for key, value in parsed.items()
+            if key not in self.config_fields and key != "extra" and value is not None
+        )
         if unused:
             uses = ", ".join(sorted(self.config_fields))
             raise ValidationError(
                 f"config.{unused[0]} does not apply to the {self.name} cloud; it uses: {uses}.",
-                field=f"config.{unused[0]}")
+                field=f"config.{unused[0]}",
+            )
+        values: dict[str, Any]
         if base is None:
             values = {key: None for key in CONFIG_FIELDS}
             values["extra"] = {}
@@ -163,10 +168,10 @@ class Cloud(LoggingConfigurable):
         """What the machine really is now, asked of the provider."""
         raise NotImplementedError
 
-    async def resize_disk(self, op: Operation, disk_gb: int) -> None:  # noqa: B027
+    async def resize_disk(self, op: Operation, disk_gb: int) -> None:
         """Grow the disk (the manager has checked that it grows)."""
 
-    async def reconfigure(self, op: Operation, config: ServerConfig) -> None:  # noqa: B027
+    async def reconfigure(self, op: Operation, config: ServerConfig) -> None:
         """Apply new hardware to a machine that is off (or to nothing, when deprovisioned)."""
 
     async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:

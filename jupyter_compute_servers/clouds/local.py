@@ -36,7 +36,7 @@ from ..errors import CloudError, ValidationError
 from ..models import ServerConfig, State
 from .base import Cloud, CloudStatus, Operation, SSHEndpoint
 
-TOKEN_VARIABLE = "JUPYTER_COMPUTE_SERVER_SANDBOX"
+TOKEN_VARIABLE = "JUPYTER_COMPUTE_SERVER_SANDBOX"  # noqa: S105 - a name, not a secret
 START_TIMEOUT = 20.0
 STOP_GRACE = 3.0
 
@@ -81,19 +81,24 @@ class LocalCloud(Cloud):
     label: ClassVar[str] = "This machine"
     description: ClassVar[str] = (
         "A sandbox on the machine running Jupyter: its own directory and SSH server. Free, "
-        "and nothing to set up.")
+        "and nothing to set up."
+    )
     supports_suspend: ClassVar[bool] = False
     config_fields: ClassVar[frozenset[str]] = frozenset(
-        {"image", "image_tag", "cpu", "memory_gb", "gpu", "disk_gb"})
+        {"image", "image_tag", "cpu", "memory_gb", "gpu", "disk_gb"}
+    )
 
     stop_on_shutdown = Bool(
         False,
-        help=("Stop running local servers when the Jupyter server shuts down. By default they "
-              "keep running and are found again (by pid file and host key) when Jupyter starts."),
+        help=(
+            "Stop running local servers when the Jupyter server shuts down. By default they "
+            "keep running and are found again (by pid file and host key) when Jupyter starts."
+        ),
     ).tag(config=True)
 
     hourly_rate = Float(
-        0.0, help="What a running local server costs per hour, for internal charge-back.",
+        0.0,
+        help="What a running local server costs per hour, for internal charge-back.",
     ).tag(config=True)
 
     # --- offerings ------------------------------------------------------------------------
@@ -118,48 +123,67 @@ class LocalCloud(Cloud):
 
     def defaults(self) -> dict[str, Any]:
         cpus = os.cpu_count() or 1
-        return {"image": "python", "image_tag": "system", "cpu": min(2, cpus),
-                "memory_gb": min(4.0, _memory_total_gb()), "gpu": None, "disk_gb": 10}
+        return {
+            "image": "python",
+            "image_tag": "system",
+            "cpu": min(2, cpus),
+            "memory_gb": min(4.0, _memory_total_gb()),
+            "gpu": None,
+            "disk_gb": 10,
+        }
 
     def offerings(self) -> dict[str, Any]:
         return {
-            "images": [{"id": "python", "label": "Python 3 (this machine's python3)",
-                        "tags": ["system"]}],
+            "images": [
+                {"id": "python", "label": "Python 3 (this machine's python3)", "tags": ["system"]}
+            ],
             "cpu": {"min": 1, "max": os.cpu_count() or 1},
             "memory_gb": {"min": 0.25, "max": _memory_total_gb()},
-            "gpus": [{"type": name, "max_count": count}
-                     for name, count in self._gpu_types().items()],
+            "gpus": [
+                {"type": name, "max_count": count} for name, count in self._gpu_types().items()
+            ],
             "disk_gb": {"min": 1, "max": self._disk_free_gb()},
         }
 
     def check_config(self, config: ServerConfig) -> None:
         if config.image != "python":
-            raise ValidationError(f"config.image {config.image!r} is not offered by the local "
-                                  f"cloud; use 'python'.", field="config.image")
+            raise ValidationError(
+                f"config.image {config.image!r} is not offered by the local cloud; use 'python'.",
+                field="config.image",
+            )
         if config.image_tag not in (None, "system"):
-            raise ValidationError("config.image_tag must be 'system' on the local cloud.",
-                                  field="config.image_tag")
+            raise ValidationError(
+                "config.image_tag must be 'system' on the local cloud.", field="config.image_tag"
+            )
         cpus = os.cpu_count() or 1
         if config.cpu is not None and config.cpu > cpus:
-            raise ValidationError(f"config.cpu is {config.cpu}, but this machine has {cpus} "
-                                  f"CPUs.", field="config.cpu")
+            raise ValidationError(
+                f"config.cpu is {config.cpu}, but this machine has {cpus} CPUs.", field="config.cpu"
+            )
         memory = _memory_total_gb()
         if config.memory_gb is not None and config.memory_gb > memory:
-            raise ValidationError(f"config.memory_gb is {config.memory_gb}, but this machine "
-                                  f"has {memory} GB.", field="config.memory_gb")
+            raise ValidationError(
+                f"config.memory_gb is {config.memory_gb}, but this machine has {memory} GB.",
+                field="config.memory_gb",
+            )
         if config.gpu is not None:
             types = self._gpu_types()
             if not types:
-                raise ValidationError("This machine has no GPU; set config.gpu to null.",
-                                      field="config.gpu")
+                raise ValidationError(
+                    "This machine has no GPU; set config.gpu to null.", field="config.gpu"
+                )
             if config.gpu.type not in types:
                 raise ValidationError(
                     f"config.gpu.type {config.gpu.type!r} is not on this machine; it has "
-                    f"{', '.join(types)}.", field="config.gpu.type")
+                    f"{', '.join(types)}.",
+                    field="config.gpu.type",
+                )
             if config.gpu.count > types[config.gpu.type]:
                 raise ValidationError(
                     f"config.gpu.count is {config.gpu.count}, but this machine has "
-                    f"{types[config.gpu.type]} {config.gpu.type}.", field="config.gpu.count")
+                    f"{types[config.gpu.type]} {config.gpu.type}.",
+                    field="config.gpu.count",
+                )
 
     # --- sandboxes ------------------------------------------------------------------------
 
@@ -182,8 +206,11 @@ class LocalCloud(Cloud):
         return sandbox
 
     def _environment(self, op: Operation, token: str) -> dict[str, str]:
-        env = {TOKEN_VARIABLE: token, "JUPYTER_COMPUTE_SERVER_ID": str(op.server_id),
-               "JUPYTER_COMPUTE_SERVER_NAME": op.server_name}
+        env = {
+            TOKEN_VARIABLE: token,
+            "JUPYTER_COMPUTE_SERVER_ID": str(op.server_id),
+            "JUPYTER_COMPUTE_SERVER_NAME": op.server_name,
+        }
         if op.config.gpu is not None:
             uuids = [gpu["uuid"] for gpu in self._gpus if gpu["name"] == op.config.gpu.type]
             env["CUDA_VISIBLE_DEVICES"] = ",".join(uuids[: op.config.gpu.count])
@@ -203,11 +230,16 @@ class LocalCloud(Cloud):
         ready_file = run / "sshd.json"
         ready_file.unlink(missing_ok=True)
         op.progress("Starting the sandbox's SSH server", 0.3)
-        with open(run / "sshd.log", "ab") as log:
+        with open(run / "sshd.log", "ab") as log:  # noqa: ASYNC230 - a local file, at once
             process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 [sys.executable, "-m", "jupyter_compute_servers.clouds.local_sshd", str(sandbox)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=sandbox,
-                env={**os.environ, **environment}, start_new_session=True)
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=sandbox,
+                env={**os.environ, **environment},
+                start_new_session=True,
+            )
         op.remember(pid=process.pid)
         deadline = time.monotonic() + START_TIMEOUT
         while not ready_file.exists():
@@ -215,8 +247,9 @@ class LocalCloud(Cloud):
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 tail = (run / "sshd.log").read_text(errors="replace")[-800:]
-                raise CloudError(f"The local server's SSH server did not start. Its log ends:"
-                                 f"\n{tail}")
+                raise CloudError(
+                    f"The local server's SSH server did not start. Its log ends:\n{tail}"
+                )
             await asyncio.sleep(0.05)
         port = json.loads(ready_file.read_text())["port"]
         op.remember(port=port)
@@ -248,8 +281,10 @@ class LocalCloud(Cloud):
 
     async def start(self, op: Operation) -> None:
         if not (self.sandbox(op.server_id) / "disk").is_dir():
-            raise CloudError("The local server's disk directory is gone; deprovision the "
-                             "server and start it again.")
+            raise CloudError(
+                "The local server's disk directory is gone; deprovision the "
+                "server and start it again."
+            )
         await self._spawn(op)
 
     async def stop(self, op: Operation) -> None:
@@ -266,7 +301,8 @@ class LocalCloud(Cloud):
         op.progress("Deleting the sandbox and its disk", 0.7)
         sandbox = self.sandbox(op.server_id)
         await asyncio.get_running_loop().run_in_executor(
-            None, lambda: shutil.rmtree(sandbox, ignore_errors=True))
+            None, lambda: shutil.rmtree(sandbox, ignore_errors=True)
+        )
         op.remember(token=None, host_key=None, sandbox=None)
 
     async def status(self, server_id: int, cloud_data: dict[str, Any]) -> CloudStatus:
@@ -280,7 +316,11 @@ class LocalCloud(Cloud):
     async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
         if not cloud_data.get("port") or not cloud_data.get("host_key"):
             raise CloudError("The local server is not running.")
-        return SSHEndpoint(host="127.0.0.1", port=int(cloud_data["port"]),
-                           username=getpass.getuser(), host_key=cloud_data["host_key"],
-                           workspace=str(self.sandbox(server_id) / "disk"),
-                           python=sys.executable)
+        return SSHEndpoint(
+            host="127.0.0.1",
+            port=int(cloud_data["port"]),
+            username=getpass.getuser(),
+            host_key=cloud_data["host_key"],
+            workspace=str(self.sandbox(server_id) / "disk"),
+            python=sys.executable,
+        )

@@ -42,8 +42,9 @@ class SandboxSSHServer(asyncssh.SSHServer):
     def begin_auth(self, username: str) -> bool:
         return True
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
-                             orig_port: int) -> bool:
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
         # Tunnels (kernel ports) may reach this machine's loopback only.
         return dest_host in LOOPBACK_NAMES
 
@@ -56,16 +57,19 @@ class Sandbox:
         self.root = root
         self.disk = root / "disk"
         self.environment: dict[str, str] = json.loads(
-            (root / "run" / "environment.json").read_text())
+            (root / "run" / "environment.json").read_text()
+        )
         self.shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 
     def env_for(self, process: asyncssh.SSHServerProcess[bytes]) -> dict[str, str]:
         env = {
-            key: value for key, value in os.environ.items()
+            key: value
+            for key, value in os.environ.items()
             if key in ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
         }
-        env.update(HOME=str(self.disk), USER=os.environ.get("USER", "root"), SHELL=self.shell,
-                   SHLVL="1")
+        env.update(
+            HOME=str(self.disk), USER=os.environ.get("USER", "root"), SHELL=self.shell, SHLVL="1"
+        )
         env.update(self.environment)
         for key, value in (process.env or {}).items():
             key = key.decode() if isinstance(key, bytes) else key
@@ -93,12 +97,18 @@ class Sandbox:
             status = 127
         process.exit(status)
 
-    async def _run_with_pipes(self, process: asyncssh.SSHServerProcess[bytes], argv: list[str],
-                              env: dict[str, str]) -> int:
+    async def _run_with_pipes(
+        self, process: asyncssh.SSHServerProcess[bytes], argv: list[str], env: dict[str, str]
+    ) -> int:
         child = await asyncio.create_subprocess_exec(
-            *argv, cwd=self.disk, env=env, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True)
+            *argv,
+            cwd=self.disk,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         assert child.stdin and child.stdout and child.stderr
 
         async def pump_in() -> None:
@@ -128,14 +138,16 @@ class Sandbox:
                     continue
 
         feeder = asyncio.create_task(pump_in())
-        await asyncio.gather(pump_out(child.stdout, process.stdout),
-                             pump_out(child.stderr, process.stderr))
+        await asyncio.gather(
+            pump_out(child.stdout, process.stdout), pump_out(child.stderr, process.stderr)
+        )
         status = await child.wait()
         feeder.cancel()
         return status if status >= 0 else 128 - status
 
-    async def _run_with_pty(self, process: asyncssh.SSHServerProcess[bytes], argv: list[str],
-                            env: dict[str, str]) -> int:
+    async def _run_with_pty(
+        self, process: asyncssh.SSHServerProcess[bytes], argv: list[str], env: dict[str, str]
+    ) -> int:
         master, slave = pty.openpty()
         self._set_size(master, process.term_size)
 
@@ -143,8 +155,15 @@ class Sandbox:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         child = await asyncio.create_subprocess_exec(
-            *argv, cwd=self.disk, env=env, stdin=slave, stdout=slave, stderr=slave,
-            start_new_session=True, preexec_fn=make_controlling_tty)
+            *argv,
+            cwd=self.disk,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=make_controlling_tty,
+        )
         os.close(slave)
         loop = asyncio.get_running_loop()
         os.set_blocking(master, False)
@@ -170,8 +189,9 @@ class Sandbox:
                 try:
                     data = await process.stdin.read(65536)
                 except asyncssh.TerminalSizeChanged as change:
-                    self._set_size(master, (change.width, change.height, change.pixwidth,
-                                            change.pixheight))
+                    self._set_size(
+                        master, (change.width, change.height, change.pixwidth, change.pixheight)
+                    )
                     continue
                 except (asyncssh.Error, OSError, ConnectionError):
                     break
@@ -197,8 +217,9 @@ class Sandbox:
     def _set_size(fd: int, size: tuple[int, int, int, int]) -> None:
         width, height, pixwidth, pixheight = size
         if width and height:
-            fcntl.ioctl(fd, termios.TIOCSWINSZ,
-                        struct.pack("HHHH", height, width, pixwidth, pixheight))
+            fcntl.ioctl(
+                fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, pixwidth, pixheight)
+            )
 
 
 async def serve(root: Path) -> None:

@@ -58,8 +58,9 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
         # Expected errors (a 409 for a wrong state, a 400 for bad input) are answers, not bugs:
         # log them briefly instead of with a traceback.
         if isinstance(value, ComputeServersError):
-            self.log.info("%s %s: %s %s", self.request.method, self.request.path, value.status,
-                          value.message)
+            self.log.info(
+                "%s %s: %s %s", self.request.method, self.request.path, value.status, value.message
+            )
             return
         super().log_exception(typ, value, tb)
 

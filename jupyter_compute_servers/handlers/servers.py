@@ -70,9 +70,14 @@ class ServerHistoryHandler(ComputeServersAPIHandler):
     async def get(self, server_id: str) -> None:
         manager = self.app.manager
         manager.get_server(int(server_id))
-        self.write_json({"history": [
-            {"at": h.at, "state": h.state.value, "reason": h.reason, "action": h.action}
-            for h in manager.store.history(int(server_id))]})
+        self.write_json(
+            {
+                "history": [
+                    {"at": h.at, "state": h.state.value, "reason": h.reason, "action": h.action}
+                    for h in manager.store.history(int(server_id))
+                ]
+            }
+        )
 
 
 class CloudsHandler(ComputeServersAPIHandler):
@@ -85,7 +90,8 @@ class CloudsHandler(ComputeServersAPIHandler):
         for cloud in self.app.manager.clouds.values():
             available, reason = await cloud.availability()
             entry = cloud.summary()
-            entry.update(available=available, reason=reason,
-                         offerings=cloud.offerings() if available else {})
+            entry.update(
+                available=available, reason=reason, offerings=cloud.offerings() if available else {}
+            )
             clouds.append(entry)
         self.write_json({"clouds": clouds, "deprovision_warning": DEPROVISION_WARNING})
