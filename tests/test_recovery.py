@@ -32,7 +32,7 @@ def free_port() -> int:
 class JupyterProcess:
     """A real ``jupyter server`` with the extension, in its own process."""
 
-    def __init__(self, data_dir: Path, root_dir: Path) -> None:
+    def __init__(self, data_dir: Path, root_dir: Path, *extra_args: str) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
             [
@@ -47,6 +47,7 @@ class JupyterProcess:
                 f"--ServerApp.root_dir={root_dir}",
                 f"--ComputeServersApp.data_dir={data_dir}",
                 "--ServerApp.jpserver_extensions=jupyter_compute_servers=True",
+                *extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(data_dir / "jupyter.log", "ab"),  # noqa: SIM115
@@ -185,6 +186,23 @@ def test_running_local_server_survives_a_jupyter_restart(dirs):
         assert jupyter.wait_settled(server_id)["state"] == "off"
     finally:
         jupyter.stop()
+
+
+def test_local_servers_stop_with_jupyter_when_configured(dirs):
+    data_dir, root_dir = dirs
+    jupyter = JupyterProcess(data_dir, root_dir, "--LocalCloud.stop_on_shutdown=True")
+    try:
+        _, server = jupyter.call("POST", "servers", {"name": "ephemeral"})
+        server_id = server["id"]  # type: ignore[index]
+        jupyter.call("POST", f"servers/{server_id}/actions/start")
+        assert jupyter.wait_settled(server_id)["state"] == "running"
+    finally:
+        jupyter.stop()
+    assert jupyter.process.returncode == 0
+    assert db_state(data_dir, server_id) == "off"
+    with sqlite3.connect(data_dir / "servers.db") as db:
+        token = json.loads(db.execute("SELECT cloud_data FROM servers").fetchone()[0])["token"]
+    assert processes_with_token(token) == []
 
 
 WRITER = """
