@@ -1,17 +1,16 @@
 /**
  * What a row's buttons do: plain actions go straight to the API, deprovision and delete ask
- * first, and a failure shows the server's message (against a local HTTP server, fakeApi.ts).
+ * first, and a failure shows the server's message (against a real `jupyter server` with the
+ * extension, see jupyterServer.ts).
  */
 import { ServerConnection } from '@jupyterlab/services';
 
 import { ApiError } from '../request';
 import { describeError, runServerAction } from '../servers/actions';
 import { ServersModel } from '../servers/model';
-import { FakeApi, WARNING } from './fakeApi';
+import { JupyterServer, sleep, WARNING } from './jupyterServer';
 
-function sleep(ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms));
-}
+jest.setTimeout(30000);
 
 async function dialog(): Promise<HTMLElement> {
   const end = Date.now() + 3000;
@@ -57,15 +56,15 @@ describe('describeError', () => {
 });
 
 describe('runServerAction', () => {
-  const api = new FakeApi();
+  const api = new JupyterServer();
   let model: ServersModel;
 
-  beforeAll(() => api.start());
-  afterAll(() => api.stop());
+  beforeAll(() => api.start(), 90000);
+  afterAll(() => api.stop(), 90000);
 
   beforeEach(async () => {
     await sleep(30);
-    api.reset();
+    await api.cleanup();
     model = new ServersModel(api.settings);
     await model.refreshClouds();
   });
@@ -82,17 +81,28 @@ describe('runServerAction', () => {
   });
 
   it('starts a server without asking', async () => {
-    const server = api.add();
+    const server = await api.create('box');
     await model.refresh();
 
     expect(await runServerAction(model, server, 'start')).toBe(true);
 
-    expect(api.servers.get(server.id)!.state).toBe('starting');
     expect(document.querySelector('.jp-Dialog')).toBeNull();
+    expect(api.requests.filter(r => r.method === 'POST')).toEqual([
+      {
+        method: 'POST',
+        path: `/compute-servers/api/servers/${server.id}/actions/start`,
+        body: {}
+      }
+    ]);
+    // The server took it: the start is in its history, and it comes up.
+    expect(
+      (await model.history(server.id)).map(h => [h.state, h.action])
+    ).toContainEqual(['starting', 'start']);
+    expect((await api.settle(server.id)).state).toBe('running');
   });
 
   it('deprovisions after a confirmation that says what is lost', async () => {
-    const server = api.add({ state: 'off' });
+    const server = await api.create('box', 'off');
     await model.refresh();
 
     const done = runServerAction(model, server, 'deprovision');
@@ -107,21 +117,22 @@ describe('runServerAction', () => {
       `/compute-servers/api/servers/${server.id}/actions/deprovision`
     );
     expect(post.body).toEqual({ confirm: true });
+    expect((await api.settle(server.id)).state).toBe('deprovisioned');
   });
 
   it('sends nothing when a deprovision is cancelled', async () => {
-    const server = api.add({ state: 'running' });
+    const server = await api.create('box', 'running');
 
     const done = runServerAction(model, server, 'deprovision');
     click(await dialog(), '.jp-mod-reject');
 
     expect(await done).toBe(false);
     expect(api.requests.filter(r => r.method === 'POST')).toHaveLength(0);
-    expect(api.servers.get(server.id)!.state).toBe('running');
+    expect((await api.get(server.id)).state).toBe('running');
   });
 
   it('deletes after a confirmation', async () => {
-    const server = api.add();
+    const server = await api.create('box');
     await model.refresh();
 
     const done = runServerAction(model, server, 'delete');
@@ -130,12 +141,12 @@ describe('runServerAction', () => {
     click(node, '.jp-ComputeServers-confirm');
 
     expect(await done).toBe(true);
-    expect(api.servers.size).toBe(0);
+    expect(await api.list()).toEqual([]);
     expect(model.servers).toHaveLength(0);
   });
 
   it("shows the server's message when an action fails", async () => {
-    const server = api.add({ state: 'off' });
+    const server = await api.create('box', 'off');
     // The panel still offers stop: it has not seen the change yet.
     const stale = { ...server, state: 'running' as const };
 

@@ -1,7 +1,7 @@
 /**
  * The create dialog: what the form offers for a cloud, the request it sends, and that a
- * refusal from the server (a real HTTP server here, see fakeApi.ts) is shown next to the
- * field at fault while the dialog stays open with everything typed kept.
+ * refusal from the server (a real `jupyter server` with the extension, see jupyterServer.ts)
+ * is shown next to the field at fault while the dialog stays open with everything typed kept.
  */
 import { Dialog } from '@jupyterlab/apputils';
 import * as React from 'react';
@@ -19,14 +19,52 @@ import {
   valuesForCloud
 } from '../servers/createForm';
 import { ServersModel } from '../servers/model';
-import { IServer } from '../servers/types';
-import { FakeApi, GCE_CLOUD, LOCAL_CLOUD } from './fakeApi';
+import { ICloud, IServer } from '../servers/types';
+import { JupyterServer, sleep } from './jupyterServer';
 
 (globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms));
-}
+/**
+ * Cloud descriptions as plain input for the form's pure functions and rendering (the dialog
+ * tests below read the real server's clouds instead): a local cloud with GPUs and fixed
+ * limits, which this machine may not have, and a cloud that is not available.
+ */
+const LOCAL_CLOUD: ICloud = {
+  name: 'local',
+  label: 'This machine',
+  description: 'A sandbox on the machine running Jupyter.',
+  supports_suspend: false,
+  config_fields: ['cpu', 'disk_gb', 'gpu', 'image', 'image_tag', 'memory_gb'],
+  defaults: {
+    image: 'python',
+    image_tag: 'system',
+    cpu: 2,
+    memory_gb: 4.0,
+    gpu: null,
+    disk_gb: 10
+  },
+  available: true,
+  reason: '',
+  offerings: {
+    images: [{ id: 'python', label: 'Python 3', tags: ['system'] }],
+    cpu: { min: 1, max: 4 },
+    memory_gb: { min: 0.25, max: 8 },
+    gpus: [{ type: 'T4', max_count: 2 }],
+    disk_gb: { min: 1, max: 100 }
+  }
+};
+
+const GCE_CLOUD: ICloud = {
+  name: 'gce',
+  label: 'Google Compute Engine',
+  description: 'VMs on Google Cloud.',
+  supports_suspend: true,
+  config_fields: ['machine_type', 'disk_gb', 'gpu', 'zone'],
+  defaults: {},
+  available: false,
+  reason: 'no credentials found; run gcloud auth application-default login',
+  offerings: {}
+};
 
 async function until(check: () => boolean, timeout = 3000): Promise<void> {
   const end = Date.now() + timeout;
@@ -243,22 +281,25 @@ describe('CreateServerForm', () => {
 });
 
 describe('CreateServerDialog', () => {
-  const api = new FakeApi();
+  const api = new JupyterServer();
   let model: ServersModel;
+  /** How many CPUs the real local cloud offers (this machine's). */
+  let cpus: number;
 
   // The dialog renders its body on its own schedule (Lumino's update requests), as in the
   // browser: the tests wait for what they expect rather than wrap renders in act().
   beforeAll(async () => {
     (globalThis as any).IS_REACT_ACT_ENVIRONMENT = false;
     await api.start();
-  });
+    cpus = (await api.clouds())[0].offerings.cpu!.max;
+  }, 90000);
   afterAll(async () => {
     (globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
     await api.stop();
-  });
+  }, 90000);
 
   beforeEach(async () => {
-    api.reset();
+    await api.cleanup();
     model = new ServersModel(api.settings);
     await model.refreshClouds();
   });
@@ -308,7 +349,7 @@ describe('CreateServerDialog', () => {
     await sleep(0);
 
     type('name', 'gpu-box');
-    type('cpu', '9');
+    type('cpu', String(cpus + 7));
     createButton().click();
     await until(
       () => document.querySelector('.jp-ComputeServers-fieldError') !== null
@@ -317,15 +358,17 @@ describe('CreateServerDialog', () => {
     expect(result).toBeNull();
     expect(dialog.isDisposed).toBe(false);
     const cpuField = document.querySelector('[data-field="cpu"]')!;
-    expect(cpuField.textContent).toContain('this machine has 4 CPUs');
+    expect(
+      cpuField.querySelector('.jp-ComputeServers-fieldError')!.textContent
+    ).toBe(`config.cpu is ${cpus + 7}, but this machine has ${cpus} CPUs.`);
     expect(
       document.querySelector<HTMLInputElement>('input[name="name"]')!.value
     ).toBe('gpu-box');
     expect(
       document.querySelector<HTMLInputElement>('input[name="cpu"]')!.value
-    ).toBe('9');
+    ).toBe(String(cpus + 7));
 
-    type('cpu', '3');
+    type('cpu', String(cpus));
     // Editing drops the stale error, and the dialog still accepts.
     await until(
       () =>
@@ -339,14 +382,18 @@ describe('CreateServerDialog', () => {
 
     expect(result!.button.accept).toBe(true);
     expect(result!.value).toMatchObject({ name: 'gpu-box' });
-    expect(result!.value!.config.cpu).toBe(3);
+    expect(result!.value!.config.cpu).toBe(cpus);
     expect(model.servers.map(s => s.name)).toEqual(['gpu-box']);
     const posts = api.requests.filter(r => r.method === 'POST');
     expect(posts).toHaveLength(2);
+    expect(posts.map(p => p.body.config.cpu)).toEqual([cpus + 7, cpus]);
+    expect((await api.list()).map(s => [s.name, s.config.cpu])).toEqual([
+      ['gpu-box', cpus]
+    ]);
   });
 
   it('shows a taken name by the name field', async () => {
-    api.add({ name: 'taken' });
+    await api.create('taken');
     const dialog = open();
     void dialog.launch();
     await until(() => document.querySelector('.jp-Dialog') !== null);
@@ -362,7 +409,7 @@ describe('CreateServerDialog', () => {
       document.querySelector(
         '[data-field="name"] .jp-ComputeServers-fieldError'
       )!.textContent
-    ).toContain('exists already');
+    ).toBe("A compute server named 'taken' already exists.");
     dialog.reject();
   });
 
@@ -377,5 +424,6 @@ describe('CreateServerDialog', () => {
 
     expect(result.button.accept).toBe(false);
     expect(api.requests.filter(r => r.method === 'POST')).toHaveLength(0);
+    expect(await api.list()).toEqual([]);
   });
 });

@@ -5,9 +5,52 @@ import { createRoot, Root } from 'react-dom/client';
 
 import { ServerList } from '../servers/list';
 import { AllowedAction, IServer } from '../servers/types';
-import { makeServer } from './fakeApi';
 
 (globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
+
+/**
+ * What the real server answers for a server (model.spec.ts checks it against one): the list
+ * only renders what it is given, so rows are built here, including states this machine's
+ * local cloud cannot reach. `allowed_actions` is given for the state whenever it matters.
+ */
+function makeServer(overrides: Partial<IServer> = {}): IServer {
+  return {
+    id: 1,
+    name: 'box',
+    color: '#1f77b4',
+    notes: '',
+    cloud: 'local',
+    state: 'deprovisioned',
+    state_reason: '',
+    config: {
+      image: 'python',
+      image_tag: 'system',
+      machine_type: null,
+      cpu: 2,
+      memory_gb: 4,
+      gpu: null,
+      disk_gb: 10,
+      disk_type: null,
+      spot: null,
+      region: null,
+      zone: null,
+      extra: {}
+    },
+    idle_timeout_minutes: null,
+    spend_limit: null,
+    created: 1700000000,
+    updated: 1700000000,
+    operation: null,
+    progress: null,
+    allowed_actions: ['start', 'delete'],
+    ...overrides
+  };
+}
+
+const RUNNING: Partial<IServer> = {
+  state: 'running',
+  allowed_actions: ['stop', 'reboot', 'deprovision']
+};
 
 describe('ServerList', () => {
   let container: HTMLDivElement;
@@ -64,7 +107,7 @@ describe('ServerList', () => {
       makeServer({
         id: 2,
         name: 'gpu-box',
-        state: 'running',
+        ...RUNNING,
         config: {
           ...makeServer().config,
           cpu: 4,
@@ -102,8 +145,13 @@ describe('ServerList', () => {
 
   it('shows the state in a badge with data-state', () => {
     render([
-      makeServer({ id: 1, name: 'a', state: 'running' }),
-      makeServer({ id: 2, name: 'b', state: 'off' })
+      makeServer({ id: 1, name: 'a', ...RUNNING }),
+      makeServer({
+        id: 2,
+        name: 'b',
+        state: 'off',
+        allowed_actions: ['start', 'deprovision']
+      })
     ]);
 
     const badge = row('a').querySelector<HTMLElement>(
@@ -166,6 +214,7 @@ describe('ServerList', () => {
       makeServer({
         name: 'broken',
         state: 'error',
+        allowed_actions: ['deprovision'],
         state_reason: 'start failed: sshd did not come up; see the log'
       }),
       makeServer({ id: 2, name: 'fine', state_reason: 'created' })
@@ -181,8 +230,13 @@ describe('ServerList', () => {
   it('has buttons for exactly the allowed actions', () => {
     render([
       makeServer({ id: 1, name: 'new' }),
-      makeServer({ id: 2, name: 'up', state: 'running' }),
-      makeServer({ id: 3, name: 'down', state: 'off' }),
+      makeServer({ id: 2, name: 'up', ...RUNNING }),
+      makeServer({
+        id: 3,
+        name: 'down',
+        state: 'off',
+        allowed_actions: ['start', 'deprovision']
+      }),
       makeServer({
         id: 4,
         name: 'asleep',
@@ -217,7 +271,7 @@ describe('ServerList', () => {
   });
 
   it('calls back with the server and the action of a button', () => {
-    render([makeServer({ name: 'box', state: 'running' })]);
+    render([makeServer({ name: 'box', ...RUNNING })]);
 
     act(() =>
       row('box')
@@ -231,8 +285,8 @@ describe('ServerList', () => {
   it('disables the buttons of a server with a request in flight', () => {
     render(
       [
-        makeServer({ id: 1, name: 'waiting', state: 'running' }),
-        makeServer({ id: 2, name: 'free', state: 'running' })
+        makeServer({ id: 1, name: 'waiting', ...RUNNING }),
+        makeServer({ id: 2, name: 'free', ...RUNNING })
       ],
       { pending: new Set([1]) }
     );

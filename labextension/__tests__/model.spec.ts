@@ -1,6 +1,6 @@
 /**
- * ServersModel and LiveUpdates against a real HTTP server on 127.0.0.1 that answers like the
- * compute servers REST API (see fakeApi.ts).
+ * ServersModel and LiveUpdates against a real `jupyter server` with the compute servers
+ * extension (see jupyterServer.ts); servers are really started and stopped on the local cloud.
  */
 import { Event } from '@jupyterlab/services';
 import { Signal } from '@lumino/signaling';
@@ -9,20 +9,18 @@ import { ApiError } from '../request';
 import { LiveUpdates } from '../servers/live';
 import { ServersModel } from '../servers/model';
 import { SERVER_EVENT_SCHEMA } from '../servers/types';
-import { FakeApi, WARNING } from './fakeApi';
+import { JupyterServer, sleep, WARNING } from './jupyterServer';
 
-const api = new FakeApi();
+jest.setTimeout(30000);
 
-function sleep(ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms));
-}
+const api = new JupyterServer();
 
-beforeAll(() => api.start());
-afterAll(() => api.stop());
+beforeAll(() => api.start(), 90000);
+afterAll(() => api.stop(), 90000);
 beforeEach(async () => {
   // Let the refresh a previous test's change started in the background land first.
   await sleep(30);
-  api.reset();
+  await api.cleanup();
 });
 
 async function until(check: () => boolean, timeout = 3000): Promise<void> {
@@ -51,8 +49,8 @@ describe('ServersModel', () => {
   });
 
   it('reads the servers, in id order, and says so with `changed`', async () => {
-    api.add({ name: 'b' });
-    api.add({ name: 'a' });
+    await api.create('b');
+    const a = await api.create('a');
     let emitted = 0;
     model.changed.connect(() => emitted++);
 
@@ -60,7 +58,7 @@ describe('ServersModel', () => {
 
     expect(model.loaded).toBe(true);
     expect(model.servers.map(s => s.name)).toEqual(['b', 'a']);
-    expect(model.server(2)?.name).toBe('a');
+    expect(model.server(a.id)?.name).toBe('a');
     expect(emitted).toBe(1);
     expect(api.requests[0]).toMatchObject({
       method: 'GET',
@@ -71,13 +69,19 @@ describe('ServersModel', () => {
   it('reads the clouds and the deprovision warning', async () => {
     await model.refreshClouds();
 
-    expect(model.clouds.map(c => c.name)).toEqual(['local', 'gce']);
-    expect(model.clouds[1].available).toBe(false);
+    // The local cloud is the only one this package registers.
+    expect(model.clouds.map(c => c.name)).toEqual(['local']);
+    expect(model.clouds[0].available).toBe(true);
+    expect(model.clouds[0].label).toBe('This machine');
+    expect(model.clouds[0].offerings.cpu).toEqual({
+      min: 1,
+      max: expect.any(Number)
+    });
     expect(model.deprovisionWarning).toBe(WARNING);
   });
 
   it('keeps the last list and reports the error when a refresh fails', async () => {
-    api.add({ name: 'kept' });
+    await api.create('kept');
     await model.refresh();
     const broken = new ServersModel({
       ...api.settings,
@@ -112,6 +116,7 @@ describe('ServersModel', () => {
   });
 
   it('passes a 400 on with the field at fault', async () => {
+    const cpus = (await api.clouds())[0].offerings.cpu!.max;
     const error = await model
       .create({ name: 'x', config: { cpu: 64 } })
       .catch(e => e);
@@ -119,20 +124,23 @@ describe('ServersModel', () => {
     expect(error).toBeInstanceOf(ApiError);
     expect(error.status).toBe(400);
     expect(error.field).toBe('config.cpu');
-    expect(error.message).toContain('this machine has 4 CPUs');
+    expect(error.message).toBe(
+      `config.cpu is 64, but this machine has ${cpus} CPUs.`
+    );
     expect(model.servers).toEqual([]);
   });
 
   it('passes a 409 on for a name already taken', async () => {
-    api.add({ name: 'taken' });
+    await api.create('taken');
     await expect(model.create({ name: 'taken' })).rejects.toMatchObject({
       status: 409,
-      field: 'name'
+      field: 'name',
+      message: "A compute server named 'taken' already exists."
     });
   });
 
   it('edits a server', async () => {
-    const { id } = api.add({ name: 'old' });
+    const { id } = await api.create('old');
     await model.refresh();
 
     const server = await model.update(id, { name: 'new', notes: 'hi' });
@@ -146,7 +154,7 @@ describe('ServersModel', () => {
   });
 
   it('runs an action and shows the transitional state at once', async () => {
-    const { id } = api.add({ name: 'box' });
+    const { id } = await api.create('box');
     await model.refresh();
 
     const server = await model.act(id, 'start');
@@ -159,7 +167,7 @@ describe('ServersModel', () => {
       body: {}
     });
 
-    api.finish(id);
+    await api.settle(id);
     await model.refresh();
     expect(model.server(id)?.state).toBe('running');
     expect(model.server(id)?.allowed_actions).toEqual([
@@ -170,19 +178,22 @@ describe('ServersModel', () => {
   });
 
   it('sends the confirmation body of a deprovision', async () => {
-    const { id } = api.add({ state: 'off' });
+    const { id } = await api.create('box', 'off');
     await expect(model.act(id, 'deprovision')).rejects.toMatchObject({
       status: 400,
-      field: 'confirm'
+      field: 'confirm',
+      message: `Deprovisioning needs "confirm": true. ${WARNING}`
     });
+    expect((await api.get(id)).state).toBe('off');
 
     const server = await model.act(id, 'deprovision', { confirm: true });
 
     expect(server.state).toBe('deprovisioning');
+    expect((await api.settle(id)).state).toBe('deprovisioned');
   });
 
   it('passes a 409 on for an action the state does not allow', async () => {
-    const { id } = api.add({ state: 'off' });
+    const { id } = await api.create('box', 'off');
     const error = await model.act(id, 'stop').catch(e => e);
 
     expect(error).toBeInstanceOf(ApiError);
@@ -192,29 +203,34 @@ describe('ServersModel', () => {
   });
 
   it('deletes a deprovisioned server', async () => {
-    const { id } = api.add({ name: 'gone' });
-    api.add({ name: 'stays' });
+    const { id } = await api.create('gone');
+    await api.create('stays');
     await model.refresh();
 
     await model.remove(id);
 
     expect(model.servers.map(s => s.name)).toEqual(['stays']);
-    expect(api.servers.has(id)).toBe(false);
+    expect((await api.list()).map(s => s.name)).toEqual(['stays']);
+    expect((await api.call('GET', `servers/${id}`)).status).toBe(404);
   });
 
   it('refuses to delete a server that is not deprovisioned', async () => {
-    const { id } = api.add({ state: 'running' });
+    const { id } = await api.create('box', 'running');
     await model.refresh();
 
-    await expect(model.remove(id)).rejects.toMatchObject({ status: 409 });
+    await expect(model.remove(id)).rejects.toMatchObject({
+      status: 409,
+      message: expect.stringContaining('Deprovision it first.')
+    });
     expect(model.server(id)).toBeDefined();
+    expect((await api.get(id)).state).toBe('running');
   });
 
   it('reads the history', async () => {
-    const { id } = api.add();
+    const { id, created } = await api.create('box');
     expect(await model.history(id)).toEqual([
       {
-        at: 1700000000,
+        at: created,
         state: 'deprovisioned',
         reason: 'created',
         action: null
@@ -225,7 +241,7 @@ describe('ServersModel', () => {
   it('lists a server another process created on the next refresh', async () => {
     await model.refresh();
     expect(model.servers).toHaveLength(0);
-    api.add({ name: 'from-cli' });
+    await api.create('from-cli');
 
     await model.refresh();
 
@@ -273,13 +289,13 @@ describe('LiveUpdates', () => {
       interval: 60 * 1000,
       auto: false
     });
-    api.add({ name: 'new' });
+    const { id } = await api.create('new');
 
     for (let i = 0; i < 5; i++) {
       events.stream.emit({
         schema_id: SERVER_EVENT_SCHEMA,
         kind: 'state',
-        server_id: 1
+        server_id: id
       });
     }
     await until(() => model.loaded);
@@ -313,7 +329,7 @@ describe('LiveUpdates', () => {
       standby: 'never'
     });
     await until(() => model.loaded);
-    api.add({ name: 'by-poll' });
+    await api.create('by-poll');
 
     await until(() => model.servers.length === 1);
 
@@ -328,13 +344,13 @@ describe('LiveUpdates', () => {
       auto: false
     });
     expect(live.poll.frequency.interval).toBe(60 * 1000);
-    const { id } = api.add();
+    const { id } = await api.create('box');
     await model.refresh();
     await model.act(id, 'start');
 
     expect(live.poll.frequency.interval).toBe(2000);
 
-    api.finish(id);
+    await api.settle(id);
     await model.refresh();
     expect(live.poll.frequency.interval).toBe(60 * 1000);
 

@@ -1,0 +1,270 @@
+/**
+ * A real `jupyter server` with the compute servers extension, for the tests that talk to the
+ * REST API: one per test file (its own port, token, root and data dir), started in `beforeAll`
+ * and stopped in `afterAll`. `settings` are what the code under test gets; they use Node's own
+ * fetch, through a wrapper that records what the code under test sent (`requests`). The
+ * helpers (`create`, `act`, `get`, `cleanup`, ...) talk to the server directly, as another
+ * client (the CLI, another browser tab) would, and are not recorded.
+ */
+import { ServerConnection } from '@jupyterlab/services';
+import { ChildProcess, spawn } from 'child_process';
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+
+import { ICloud, IServer, ServerAction, ServerState } from '../servers/types';
+
+/** The real server's deprovision warning. */
+export const WARNING =
+  "Deprovisioning deletes the server's machine and its disk. Everything on the server's disk that was not synced back to the Jupyter root is lost. The configuration is kept, so the server can be started again from a fresh disk.";
+
+export interface IRequestLog {
+  method: string;
+  path: string;
+  body: any;
+}
+
+const REPO_ROOT = path.join(__dirname, '..', '..');
+
+function jupyterExecutable(): string {
+  const inVenv = path.join(REPO_ROOT, '.venv', 'bin', 'jupyter');
+  return fs.existsSync(inVenv) ? inVenv : 'jupyter';
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.on('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const port = (probe.address() as net.AddressInfo).port;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise(resolve => setTimeout(resolve, ms));
+}
+
+/** States in which no operation is under way. */
+const SETTLED: ServerState[] = ['deprovisioned', 'off', 'running', 'error'];
+
+export class JupyterServer {
+  settings!: ServerConnection.ISettings;
+  /** What the code under test sent through `settings` since the last `cleanup`. */
+  requests: IRequestLog[] = [];
+  private _process: ChildProcess | null = null;
+  private _dir = '';
+  private _baseUrl = '';
+  private _token = '';
+  private _log = '';
+
+  async start(): Promise<void> {
+    this._dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jcs-jest-'));
+    const root = path.join(this._dir, 'root');
+    const data = path.join(this._dir, 'data');
+    fs.mkdirSync(root);
+    fs.mkdirSync(data);
+    const port = await freePort();
+    this._token = crypto.randomBytes(16).toString('hex');
+    this._baseUrl = `http://127.0.0.1:${port}/`;
+    this._process = spawn(
+      jupyterExecutable(),
+      [
+        'server',
+        '--no-browser',
+        '--allow-root',
+        '--ip=127.0.0.1',
+        `--port=${port}`,
+        '--ServerApp.port_retries=0',
+        `--IdentityProvider.token=${this._token}`,
+        `--ServerApp.root_dir=${root}`,
+        `--ComputeServersApp.data_dir=${data}`,
+        '--ServerApp.jpserver_extensions=jupyter_compute_servers=True'
+      ],
+      {
+        cwd: this._dir,
+        env: {
+          ...process.env,
+          JUPYTER_CONFIG_DIR: path.join(this._dir, 'config'),
+          JUPYTER_RUNTIME_DIR: path.join(this._dir, 'runtime')
+        },
+        stdio: ['ignore', 'pipe', 'pipe']
+      }
+    );
+    const keep = (chunk: Buffer) => {
+      this._log = (this._log + chunk.toString('utf8')).slice(-20000);
+    };
+    this._process.stdout!.on('data', keep);
+    this._process.stderr!.on('data', keep);
+
+    const recording = async (
+      input: RequestInfo | URL,
+      init?: RequestInit
+    ): Promise<Response> => {
+      const request = new Request(input, init);
+      const text = await request.clone().text();
+      let body: any = null;
+      try {
+        body = text ? JSON.parse(text) : null;
+      } catch {
+        body = text;
+      }
+      this.requests.push({
+        method: request.method,
+        path: new URL(request.url).pathname,
+        body
+      });
+      return globalThis.fetch(request);
+    };
+    this.settings = ServerConnection.makeSettings({
+      baseUrl: this._baseUrl,
+      wsUrl: `ws://127.0.0.1:${port}/`,
+      token: this._token,
+      fetch: recording as typeof fetch,
+      Request: globalThis.Request,
+      Headers: globalThis.Headers
+    });
+
+    const end = Date.now() + 60000;
+    for (;;) {
+      if (this._process.exitCode !== null) {
+        throw new Error(`jupyter server exited:\n${this._log}`);
+      }
+      try {
+        const response = await this._fetch('GET', 'status');
+        if (response.ok) {
+          break;
+        }
+      } catch {
+        // Not listening yet.
+      }
+      if (Date.now() > end) {
+        await this.stop();
+        throw new Error(`jupyter server did not answer:\n${this._log}`);
+      }
+      await sleep(100);
+    }
+  }
+
+  /** Stop every sandbox, then the server (SIGTERM, then wait), and remove its files. */
+  async stop(): Promise<void> {
+    const child = this._process;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      try {
+        await this.cleanup();
+      } catch {
+        // Stopping the server below still stops what it can.
+      }
+      const exited = new Promise<void>(resolve => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
+      await exited;
+      clearTimeout(timer);
+    }
+    this._process = null;
+    if (this._dir) {
+      fs.rmSync(this._dir, { recursive: true, force: true });
+    }
+  }
+
+  private _fetch(method: string, endPoint: string, body?: unknown) {
+    return globalThis.fetch(`${this._baseUrl}compute-servers/api/${endPoint}`, {
+      method,
+      headers: {
+        Authorization: `token ${this._token}`,
+        'Content-Type': 'application/json'
+      },
+      body: body === undefined ? undefined : JSON.stringify(body)
+    });
+  }
+
+  /** Call the API directly (not recorded); throw on an unexpected status. */
+  async call<T = any>(
+    method: string,
+    endPoint: string,
+    body?: unknown,
+    expected?: number
+  ): Promise<{ status: number; body: T }> {
+    const response = await this._fetch(method, endPoint, body);
+    const text = await response.text();
+    const data = text ? JSON.parse(text) : null;
+    if (expected !== undefined && response.status !== expected) {
+      throw new Error(
+        `${method} ${endPoint}: ${response.status} ${text} (wanted ${expected})`
+      );
+    }
+    return { status: response.status, body: data };
+  }
+
+  async clouds(): Promise<ICloud[]> {
+    return (await this.call('GET', 'clouds', undefined, 200)).body.clouds;
+  }
+
+  async list(): Promise<IServer[]> {
+    return (await this.call('GET', 'servers', undefined, 200)).body.servers;
+  }
+
+  async get(id: number): Promise<IServer> {
+    return (await this.call('GET', `servers/${id}`, undefined, 200)).body;
+  }
+
+  /** Run an action and wait until its operation is over. */
+  async act(id: number, action: ServerAction): Promise<IServer> {
+    const body = action === 'deprovision' ? { confirm: true } : {};
+    await this.call('POST', `servers/${id}/actions/${action}`, body, 202);
+    return this.settle(id);
+  }
+
+  /** Wait until no operation is under way on a server. */
+  async settle(id: number, timeout = 20000): Promise<IServer> {
+    const end = Date.now() + timeout;
+    for (;;) {
+      const server = await this.get(id);
+      if (server.operation === null && SETTLED.includes(server.state)) {
+        return server;
+      }
+      if (Date.now() > end) {
+        throw new Error(`server ${id} did not settle: ${server.state}`);
+      }
+      await sleep(50);
+    }
+  }
+
+  /** Create a server (as another client would) and bring it into `state`. */
+  async create(
+    name: string,
+    state: 'deprovisioned' | 'off' | 'running' = 'deprovisioned'
+  ): Promise<IServer> {
+    let server: IServer = (
+      await this.call('POST', 'servers', { name, cloud: 'local' }, 201)
+    ).body;
+    if (state !== 'deprovisioned') {
+      server = await this.act(server.id, 'start');
+    }
+    if (state === 'off') {
+      server = await this.act(server.id, 'stop');
+    }
+    if (server.state !== state) {
+      throw new Error(`server ${name} is ${server.state}, not ${state}`);
+    }
+    return server;
+  }
+
+  /**
+   * Deprovision and delete every server (so that no sandbox SSH server is left running), and
+   * forget the recorded requests: the next test starts from an empty list.
+   */
+  async cleanup(): Promise<void> {
+    for (const { id } of await this.list()) {
+      let server = await this.settle(id);
+      if (server.state !== 'deprovisioned') {
+        server = await this.act(id, 'deprovision');
+      }
+      await this.call('DELETE', `servers/${id}`, undefined, 204);
+    }
+    this.requests = [];
+  }
+}
