@@ -46,6 +46,8 @@ def jp_server_config(
 ) -> dict[str, Any]:
     return {
         "ComputeServersApp": {"data_dir": str(compute_data_dir)},
+        # A test that fails half-way must not leave a sandbox running behind it.
+        "LocalCloud": {"stop_on_shutdown": True},
         "ServerApp": {
             "jpserver_extensions": {"jupyter_compute_servers": True},
             # Refuse unauthenticated access, as a hardened deployment does: an endpoint without
