@@ -197,6 +197,7 @@ MALFORMED = [
         {"name": "ok", "config": {"gpu": {"type": "H100", "count": 64}}},
         "config.gpu.count",
     ),
+    ("POST", "servers", {"name": "ok", "config": {"extra": {"vpc": "x"}}}, "config.extra.vpc"),
     ("POST", "servers", {"name": "ok", "idle_timeout_minutes": 0}, "idle_timeout_minutes"),
     ("POST", "servers", {"name": "ok", "spend_limit": {"amount": 5}}, "spend_limit.period_days"),
     (

@@ -146,6 +146,12 @@ class LocalCloud(Cloud):
         }
 
     def check_config(self, config: ServerConfig) -> None:
+        if config.extra:
+            key = sorted(config.extra)[0]
+            raise ValidationError(
+                f"config.extra.{key} is not an option of the local cloud; it has no extra options.",
+                field=f"config.extra.{key}",
+            )
         if config.image != "python":
             raise ValidationError(
                 f"config.image {config.image!r} is not offered by the local cloud; use 'python'.",
