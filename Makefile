@@ -1,6 +1,6 @@
 # Two entry points, each doing all of its own set-up and quick when nothing changed:
 #   make lab    JupyterLab with the extension and the local cloud
-#   make test   every test: pytest, jest, and the browser tests in ui-tests/
+#   make test   the linters, then every test: pytest, jest, and the browser tests in ui-tests/
 # Set-up steps are file targets under .make/ so that they rerun only when their inputs change.
 
 SHELL := /bin/bash
@@ -22,7 +22,7 @@ lab: $(STAMPS)/frontend
 	@echo "Starting JupyterLab with jupyter-compute-servers; open the URL printed below."
 	jupyter lab --allow-root --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) $(LAB_ARGS)
 
-test: test-python test-js test-ui
+test: lint test-python test-js test-ui
 
 test-python: $(STAMPS)/frontend system-deps
 	python -m pytest $(PYTEST_ARGS)
@@ -34,8 +34,8 @@ test-ui: $(STAMPS)/frontend $(STAMPS)/ui-npm system-deps
 	cd ui-tests && npx playwright test $(PLAYWRIGHT_ARGS)
 
 lint: $(STAMPS)/python $(STAMPS)/npm
-	ruff check jupyter_compute_servers tests benchmarks
-	ruff format --check jupyter_compute_servers tests benchmarks
+	ruff check jupyter_compute_servers tests
+	ruff format --check jupyter_compute_servers tests
 	mypy
 	npm run lint:check
 
