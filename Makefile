@@ -27,7 +27,8 @@ test: lint test-python test-js test-ui
 test-python: $(STAMPS)/frontend system-deps
 	python -m pytest $(PYTEST_ARGS)
 
-test-js: $(STAMPS)/npm
+# The jest tests start a real jupyter server (from .venv) with the extension.
+test-js: $(STAMPS)/npm $(STAMPS)/python system-deps
 	npm test
 
 test-ui: $(STAMPS)/frontend $(STAMPS)/ui-npm system-deps
@@ -52,16 +53,20 @@ $(STAMPS)/npm: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-$(STAMPS)/python: pyproject.toml $(STAMPS)/venv $(STAMPS)/npm
-	# JupyterLab itself is not a dependency of the package (a Jupyter Server is enough to
-	# serve the API) but `make lab`, `jupyter labextension develop` and the browser tests need it.
-	$(VENV)/bin/python -m pip install --quiet "jupyterlab>=4.6,<5" -e ".[test,dev]"
-	jupyter labextension develop --overwrite .
+# JupyterLab itself is not a dependency of the package (a Jupyter Server is enough to serve
+# the API) but `make lab`, `jupyter labextension develop` and the browser tests need it.
+# The editable install skips its own npm install and build (HATCH_JUPYTER_BUILDER_SKIP_NPM):
+# the npm and frontend steps do them, and npm install there would touch package-lock.json
+# and make the next run redo everything.
+$(STAMPS)/python: pyproject.toml $(STAMPS)/venv
+	HATCH_JUPYTER_BUILDER_SKIP_NPM=1 $(VENV)/bin/python -m pip install --quiet \
+	  "jupyterlab>=4.6,<5" -e ".[test,dev]"
 	jupyter server extension enable --sys-prefix jupyter_compute_servers
 	@touch $@
 
-$(STAMPS)/frontend: $(FRONTEND_SOURCES) $(STAMPS)/python
+$(STAMPS)/frontend: $(FRONTEND_SOURCES) $(STAMPS)/npm $(STAMPS)/python
 	npm run build
+	jupyter labextension develop --overwrite .
 	@touch $@
 
 $(STAMPS)/ui-npm: ui-tests/package.json ui-tests/package-lock.json
