@@ -53,14 +53,11 @@ $(STAMPS)/npm: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-# JupyterLab itself is not a dependency of the package (a Jupyter Server is enough to serve
-# the API) but `make lab`, `jupyter labextension develop` and the browser tests need it.
 # The editable install skips its own npm install and build (HATCH_JUPYTER_BUILDER_SKIP_NPM):
 # the npm and frontend steps do them, and npm install there would touch package-lock.json
 # and make the next run redo everything.
 $(STAMPS)/python: pyproject.toml $(STAMPS)/venv
-	HATCH_JUPYTER_BUILDER_SKIP_NPM=1 $(VENV)/bin/python -m pip install --quiet \
-	  "jupyterlab>=4.6,<5" -e ".[test,dev]"
+	HATCH_JUPYTER_BUILDER_SKIP_NPM=1 $(VENV)/bin/python -m pip install --quiet -e ".[test,dev]"
 	jupyter server extension enable --sys-prefix jupyter_compute_servers
 	@touch $@
 
