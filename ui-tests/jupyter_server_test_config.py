@@ -35,6 +35,8 @@ c.LabApp.user_settings_dir = _temp_dirs["settings"]  # noqa: F821
 
 # The clouds the status banner lists (and the screenshots show), whatever the default is.
 c.ComputeServersApp.enabled_clouds = ["local"]  # noqa: F821
+# A test that fails half-way must not leave a sandbox running after the server stops.
+c.LocalCloud.stop_on_shutdown = True  # noqa: F821
 
 # Only errors in the test output; set UI_TESTS_LOG_LEVEL=DEBUG to see everything.
 c.ServerApp.log_level = c.LabApp.log_level = os.environ.get(  # noqa: F821
