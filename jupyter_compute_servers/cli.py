@@ -17,12 +17,14 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_config_path
 from traitlets.config import Application, Config
 
 from .app import ComputeServersApp
+from .clouds.base import SSHEndpoint
 from .errors import ComputeServersError
 from .manager import ComputeServerManager
 from .models import DEPROVISION_WARNING, State
@@ -98,31 +100,22 @@ async def run_action(
     return result
 
 
-def write_ssh_files(
-    manager: ComputeServerManager,
-    server: ServerRecord,
-    host: str,
-    port: int,
-    host_key: str,
-    directory: str,
-) -> list[str]:
+def openssh_options(key_path: Path, endpoint: SSHEndpoint, directory: str) -> list[str]:
+    """OpenSSH client options that trust only the server's pinned host key and use only its
+    own client key. Writes the one-line known_hosts file into ``directory``."""
     known_hosts = os.path.join(directory, "known_hosts")
     with open(known_hosts, "w") as f:
-        f.write(f"[{host}]:{port} {host_key}\n")
-    return [
-        "-i",
-        str(manager.keys.private_key_path(server.id)),
-        "-p",
-        str(port),
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-    ]
+        f.write(f"[{endpoint.host}]:{endpoint.port} {endpoint.host_key}\n")
+    options = {
+        "UserKnownHostsFile": known_hosts,
+        "GlobalKnownHostsFile": "/dev/null",
+        "StrictHostKeyChecking": "yes",
+        "IdentitiesOnly": "yes",
+    }
+    argv = ["-i", str(key_path), "-p", str(endpoint.port)]
+    for name, value in options.items():
+        argv += ["-o", f"{name}={value}"]
+    return argv
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -170,9 +163,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 raise ComputeServersError(f"{server.name} is {server.state.value}; start it first.")
             endpoint = await manager.endpoint(server.id)
             directory = tempfile.mkdtemp(prefix="jcs-ssh-")
-            options = write_ssh_files(
-                manager, server, endpoint.host, endpoint.port, endpoint.host_key, directory
-            )
+            options = openssh_options(manager.keys.private_key_path(server.id), endpoint, directory)
             argv = ["ssh", *options, f"{endpoint.username}@{endpoint.host}"]
             if args.remote_command:
                 argv += ["--", *args.remote_command]

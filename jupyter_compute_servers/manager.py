@@ -37,7 +37,7 @@ from .models import (
     parse_str,
 )
 from .ssh import KeyStore, ServerConnection, SSHConnections
-from .store import ServerRecord, ServerStore
+from .store import HistoryEntry, ServerRecord, ServerStore
 
 #: A palette for servers created without a colour, so each new one looks different.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -55,9 +55,11 @@ def _owner_alive(owner: str | None) -> bool:
         return False
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
-        # Another machine's process: we cannot tell, so treat it as gone only if it is ours.
+        # Another machine's process cannot be checked from here: settle the server from its
+        # cloud's truth, as for a dead one, rather than leave it stuck mid-operation.
         return False
     if int(pid) == os.getpid():
+        # We have just started: nothing of ours is running yet, so this is a reused pid.
         return False
     try:
         os.kill(int(pid), 0)
@@ -153,6 +155,11 @@ class ComputeServerManager:
 
     def get_server(self, server_id: int) -> ServerRecord:
         return self.store.get(server_id)
+
+    def history(self, server_id: int) -> list[HistoryEntry]:
+        """Every state change of a server, oldest first (404 for an unknown server)."""
+        self.store.get(server_id)
+        return self.store.history(server_id)
 
     def create_server(self, body: Any) -> ServerRecord:
         data = parse_object(body, "body")

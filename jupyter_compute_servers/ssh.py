@@ -92,14 +92,6 @@ class ServerConnection:
         return await self.connection.run(quote_command(*argv), check=check, timeout=timeout)
 
 
-class _Client(asyncssh.SSHClient):
-    def __init__(self, on_lost: Callable[[], None]) -> None:
-        self._on_lost = on_lost
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._on_lost()
-
-
 class SSHConnections:
     """Owns every SSH connection to every server."""
 
@@ -167,18 +159,10 @@ class SSHConnections:
                 f"The pinned host key of server {server_id} is unreadable: {e}"
             ) from e
         key_path = self.keys.private_key_path(server_id)
-        holder: dict[str, ServerConnection] = {}
-
-        def lost() -> None:
-            # Forget a dead connection so the next user reconnects.
-            conn = holder.get("conn")
-            if conn is not None and self._connections.get(server_id) is conn:
-                del self._connections[server_id]
-
         try:
-            connection, _ = await asyncio.wait_for(
-                asyncssh.create_connection(
-                    lambda: _Client(lost),
+            # A connection that dies is replaced by the next get(), which checks is_open.
+            connection = await asyncio.wait_for(
+                asyncssh.connect(
                     endpoint.host,
                     endpoint.port,
                     username=endpoint.username,
@@ -203,9 +187,7 @@ class SSHConnections:
                 f"Cannot connect to server {server_id} at {endpoint.host}:{endpoint.port} over "
                 f"SSH: {e or type(e).__name__}"
             ) from e
-        result = ServerConnection(server_id, endpoint, connection)
-        holder["conn"] = result
-        return result
+        return ServerConnection(server_id, endpoint, connection)
 
     async def _close(self, connection: ServerConnection) -> None:
         if connection.agent is not None:

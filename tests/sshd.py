@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -58,8 +59,6 @@ def start_sshd(directory: Path, authorized_public_key: str) -> OpenSSHServer:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((directory / "sshd.log").read_text()) from None
             time.sleep(0.05)
-    import getpass
-
     return OpenSSHServer(
         port, host_key.export_public_key().decode().strip(), getpass.getuser(), process
     )

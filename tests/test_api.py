@@ -266,13 +266,12 @@ def _handler_operations() -> set[tuple[str, str]]:
     for pattern, handler in api_handlers():
         path = pattern[len(API_PREFIX) :]
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
-        for method in handler.SUPPORTED_METHODS:
-            if (
-                getattr(handler, method.lower())
-                is not getattr(handler.__mro__[-2], method.lower(), None)
-                and method.lower() in handler.__dict__
-            ):
-                operations.add((path, method))
+        # The methods a handler class defines itself are the operations it serves.
+        operations.update(
+            (path, method)
+            for method in handler.SUPPORTED_METHODS
+            if method.lower() in handler.__dict__
+        )
     return operations
 
 

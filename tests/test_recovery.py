@@ -114,6 +114,13 @@ def db_state(data_dir: Path, server_id: int) -> str:
         return db.execute("SELECT state FROM servers WHERE id = ?", (server_id,)).fetchone()[0]
 
 
+def db_cloud_data(data_dir: Path, server_id: int) -> dict:
+    """What the cloud recorded for a server (its sandbox token, pid and port)."""
+    with sqlite3.connect(data_dir / "servers.db") as db:
+        row = db.execute("SELECT cloud_data FROM servers WHERE id = ?", (server_id,)).fetchone()
+    return json.loads(row[0])
+
+
 def test_kill_during_start_is_reconciled_on_restart(dirs):
     data_dir, root_dir = dirs
     jupyter = JupyterProcess(data_dir, root_dir)
@@ -134,12 +141,7 @@ def test_kill_during_start_is_reconciled_on_restart(dirs):
         settled = jupyter.wait_settled(server_id)
         assert "interrupted by a restart" in settled["state_reason"]
         # The recorded state is what the cloud really has: a live SSH server means running.
-        with sqlite3.connect(data_dir / "servers.db") as db:
-            cloud_data = json.loads(
-                db.execute("SELECT cloud_data FROM servers WHERE id = ?", (server_id,)).fetchone()[
-                    0
-                ]
-            )
+        cloud_data = db_cloud_data(data_dir, server_id)
         token = cloud_data.get("token")
         alive = bool(token and cloud_data.get("port") and processes_with_token(token))
         if alive:
@@ -155,12 +157,7 @@ def test_kill_during_start_is_reconciled_on_restart(dirs):
             jupyter.wait_settled(server_id)
         _, final = jupyter.call("GET", f"servers/{server_id}")
         assert final["state"] == "off"  # type: ignore[index]
-        token = json.loads(
-            sqlite3.connect(data_dir / "servers.db")
-            .execute("SELECT cloud_data FROM servers")
-            .fetchone()[0]
-        )["token"]
-        assert processes_with_token(token) == []
+        assert processes_with_token(db_cloud_data(data_dir, server_id)["token"]) == []
     finally:
         jupyter.stop()
 
@@ -200,9 +197,7 @@ def test_local_servers_stop_with_jupyter_when_configured(dirs):
         jupyter.stop()
     assert jupyter.process.returncode == 0
     assert db_state(data_dir, server_id) == "off"
-    with sqlite3.connect(data_dir / "servers.db") as db:
-        token = json.loads(db.execute("SELECT cloud_data FROM servers").fetchone()[0])["token"]
-    assert processes_with_token(token) == []
+    assert processes_with_token(db_cloud_data(data_dir, server_id)["token"]) == []
 
 
 WRITER = """

@@ -32,6 +32,11 @@ import asyncssh
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 
 
+def exit_status(returncode: int) -> int:
+    """A shell's exit status for a child's return code (killed by signal N -> 128 + N)."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
 def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -143,7 +148,7 @@ class Sandbox:
         )
         status = await child.wait()
         feeder.cancel()
-        return status if status >= 0 else 128 - status
+        return exit_status(status)
 
     async def _run_with_pty(
         self, process: asyncssh.SSHServerProcess[bytes], argv: list[str], env: dict[str, str]
@@ -211,7 +216,7 @@ class Sandbox:
             feeder.cancel()
             loop.remove_reader(master)
             os.close(master)
-        return status if status >= 0 else 128 - status
+        return exit_status(status)
 
     @staticmethod
     def _set_size(fd: int, size: tuple[int, int, int, int]) -> None:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from tornado import web
 
 from ..errors import ComputeServersError, ValidationError
 
@@ -70,6 +69,3 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
             self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
-
-
-__all__ = ["AUTH_RESOURCE", "ComputeServersAPIHandler", "web"]

@@ -68,13 +68,12 @@ class ServerHistoryHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        manager = self.app.manager
-        manager.get_server(int(server_id))
+        history = self.app.manager.history(int(server_id))
         self.write_json(
             {
                 "history": [
                     {"at": h.at, "state": h.state.value, "reason": h.reason, "action": h.action}
-                    for h in manager.store.history(int(server_id))
+                    for h in history
                 ]
             }
         )

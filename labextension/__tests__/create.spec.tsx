@@ -5,8 +5,6 @@
  */
 import { Dialog } from '@jupyterlab/apputils';
 import * as React from 'react';
-import { act } from 'react';
-import { createRoot, Root } from 'react-dom/client';
 
 import { CreateServerBody, CreateServerDialog } from '../servers/createDialog';
 import {
@@ -21,8 +19,7 @@ import {
 import { ServersModel } from '../servers/model';
 import { ICloud, IServer } from '../servers/types';
 import { JupyterServer, sleep } from './jupyterServer';
-
-(globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
+import { mountReactPerTest, until } from './testing';
 
 /**
  * Cloud descriptions as plain input for the form's pure functions and rendering (the dialog
@@ -65,16 +62,6 @@ const GCE_CLOUD: ICloud = {
   reason: 'no credentials found; run gcloud auth application-default login',
   offerings: {}
 };
-
-async function until(check: () => boolean, timeout = 3000): Promise<void> {
-  const end = Date.now() + timeout;
-  while (!check()) {
-    if (Date.now() > end) {
-      throw new Error('timed out');
-    }
-    await sleep(10);
-  }
-}
 
 describe('create form values', () => {
   it('start from the first available cloud and its defaults', () => {
@@ -168,37 +155,23 @@ describe('create form values', () => {
 });
 
 describe('CreateServerForm', () => {
-  let container: HTMLDivElement;
-  let root: Root;
-
-  beforeEach(() => {
-    container = document.createElement('div');
-    document.body.appendChild(container);
-    root = createRoot(container);
-  });
-
-  afterEach(() => {
-    act(() => root.unmount());
-    container.remove();
-  });
+  const mount = mountReactPerTest();
 
   function render(values: ICreateFormValues, errors: FormErrors = {}) {
-    act(() =>
-      root.render(
-        <CreateServerForm
-          clouds={[LOCAL_CLOUD, GCE_CLOUD]}
-          values={values}
-          errors={errors}
-          onChange={() => undefined}
-        />
-      )
+    mount.render(
+      <CreateServerForm
+        clouds={[LOCAL_CLOUD, GCE_CLOUD]}
+        values={values}
+        errors={errors}
+        onChange={() => undefined}
+      />
     );
   }
 
   it('disables unavailable clouds, with their reason', () => {
     render(initialValues([LOCAL_CLOUD, GCE_CLOUD]));
     const options = Array.from(
-      container.querySelectorAll<HTMLOptionElement>(
+      mount.container.querySelectorAll<HTMLOptionElement>(
         'select[name="cloud"] option'
       )
     );
@@ -212,7 +185,7 @@ describe('CreateServerForm', () => {
   it("offers the cloud's fields with their ranges, and GPUs when offered", () => {
     render({ ...initialValues([LOCAL_CLOUD]), gpu_type: 'T4' });
     const names = Array.from(
-      container.querySelectorAll<HTMLInputElement | HTMLSelectElement>(
+      mount.container.querySelectorAll<HTMLInputElement | HTMLSelectElement>(
         'input, select'
       )
     ).map(e => e.name);
@@ -228,19 +201,20 @@ describe('CreateServerForm', () => {
       'gpu_count',
       'color'
     ]);
-    const cpu = container.querySelector<HTMLInputElement>('input[name="cpu"]')!;
+    const cpu =
+      mount.container.querySelector<HTMLInputElement>('input[name="cpu"]')!;
     expect(cpu.value).toBe('2');
     // No native constraints: the dialog would refuse to accept without saying why.
-    expect(container.querySelector(':invalid')).toBeNull();
+    expect(mount.container.querySelector(':invalid')).toBeNull();
     expect(cpu.max).toBe('');
     expect(
-      container.querySelector('[data-field="cpu"]')!.textContent
+      mount.container.querySelector('[data-field="cpu"]')!.textContent
     ).toContain('CPUs (1–4)');
     expect(
-      container.querySelector('[data-field="memory_gb"]')!.textContent
+      mount.container.querySelector('[data-field="memory_gb"]')!.textContent
     ).toContain('Memory, GB (0.25–8)');
     expect(
-      container.querySelector('[data-field="gpu_count"]')!.textContent
+      mount.container.querySelector('[data-field="gpu_count"]')!.textContent
     ).toContain('GPU count (1–2)');
   });
 
@@ -249,33 +223,31 @@ describe('CreateServerForm', () => {
       ...LOCAL_CLOUD,
       offerings: { ...LOCAL_CLOUD.offerings, gpus: [] }
     };
-    act(() =>
-      root.render(
-        <CreateServerForm
-          clouds={[noGpus]}
-          values={initialValues([noGpus])}
-          errors={{}}
-          onChange={() => undefined}
-        />
-      )
+    mount.render(
+      <CreateServerForm
+        clouds={[noGpus]}
+        values={initialValues([noGpus])}
+        errors={{}}
+        onChange={() => undefined}
+      />
     );
-    expect(container.querySelector('select[name="gpu_type"]')).toBeNull();
-    expect(container.querySelector('input[name="gpu_count"]')).toBeNull();
+    expect(mount.container.querySelector('select[name="gpu_type"]')).toBeNull();
+    expect(mount.container.querySelector('input[name="gpu_count"]')).toBeNull();
   });
 
   it('shows an error next to its field', () => {
     render(initialValues([LOCAL_CLOUD]), {
       cpu: 'config.cpu is 9, but this machine has 4 CPUs.'
     });
-    const field = container.querySelector('[data-field="cpu"]')!;
+    const field = mount.container.querySelector('[data-field="cpu"]')!;
     expect(field.classList).toContain('jp-ComputeServers-fieldInvalid');
     // jp-mod-error would keep a Dialog from accepting.
-    expect(container.querySelector('.jp-mod-error')).toBeNull();
+    expect(mount.container.querySelector('.jp-mod-error')).toBeNull();
     expect(
       field.querySelector('.jp-ComputeServers-fieldError')!.textContent
     ).toBe('config.cpu is 9, but this machine has 4 CPUs.');
     expect(
-      container.querySelectorAll('.jp-ComputeServers-fieldError')
+      mount.container.querySelectorAll('.jp-ComputeServers-fieldError')
     ).toHaveLength(1);
   });
 });

@@ -1,12 +1,10 @@
 /** The server list in the sidebar: rows, badges, and one button per allowed action. */
 import * as React from 'react';
 import { act } from 'react';
-import { createRoot, Root } from 'react-dom/client';
 
 import { ServerList } from '../servers/list';
 import { AllowedAction, IServer } from '../servers/types';
-
-(globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
+import { mountReactPerTest } from './testing';
 
 /**
  * What the real server answers for a server (model.spec.ts checks it against one): the list
@@ -53,42 +51,31 @@ const RUNNING: Partial<IServer> = {
 };
 
 describe('ServerList', () => {
-  let container: HTMLDivElement;
-  let root: Root;
+  const mount = mountReactPerTest();
   let clicked: [string, AllowedAction][];
 
   beforeEach(() => {
-    container = document.createElement('div');
-    document.body.appendChild(container);
-    root = createRoot(container);
     clicked = [];
-  });
-
-  afterEach(() => {
-    act(() => root.unmount());
-    container.remove();
   });
 
   function render(
     servers: IServer[],
     extra: { loaded?: boolean; error?: string; pending?: Set<number> } = {}
   ): void {
-    act(() =>
-      root.render(
-        <ServerList
-          servers={servers}
-          loaded={extra.loaded ?? true}
-          error={extra.error}
-          pending={extra.pending}
-          cloudLabels={{ local: 'This machine' }}
-          onAction={(server, action) => clicked.push([server.name, action])}
-        />
-      )
+    mount.render(
+      <ServerList
+        servers={servers}
+        loaded={extra.loaded ?? true}
+        error={extra.error}
+        pending={extra.pending}
+        cloudLabels={{ local: 'This machine' }}
+        onAction={(server, action) => clicked.push([server.name, action])}
+      />
     );
   }
 
   function row(name: string): HTMLElement {
-    const element = container.querySelector<HTMLElement>(
+    const element = mount.container.querySelector<HTMLElement>(
       `.jp-ComputeServers-server[data-server-name="${name}"]`
     );
     expect(element).not.toBeNull();
@@ -118,7 +105,7 @@ describe('ServerList', () => {
       })
     ]);
 
-    const rows = container.querySelectorAll('.jp-ComputeServers-server');
+    const rows = mount.container.querySelectorAll('.jp-ComputeServers-server');
     expect(rows).toHaveLength(2);
     const first = row('cpu-box');
     expect(first.dataset.serverId).toBe('1');
@@ -302,18 +289,20 @@ describe('ServerList', () => {
   it('says when there is no server yet, and while loading', () => {
     render([]);
     expect(
-      container.querySelector('.jp-ComputeServers-empty')!.textContent
+      mount.container.querySelector('.jp-ComputeServers-empty')!.textContent
     ).toContain('No compute servers yet');
 
     render([], { loaded: false });
     expect(
-      container.querySelector('.jp-ComputeServers-empty')!.textContent
+      mount.container.querySelector('.jp-ComputeServers-empty')!.textContent
     ).toContain('Loading');
   });
 
   it('shows a failed refresh', () => {
     render([], { loaded: false, error: 'fetch failed' });
-    const alert = container.querySelector('.jp-ComputeServers-listError')!;
+    const alert = mount.container.querySelector(
+      '.jp-ComputeServers-listError'
+    )!;
     expect(alert.getAttribute('role')).toBe('alert');
     expect(alert.textContent).toContain('fetch failed');
   });

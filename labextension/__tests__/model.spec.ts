@@ -10,6 +10,7 @@ import { LiveUpdates } from '../servers/live';
 import { ServersModel } from '../servers/model';
 import { SERVER_EVENT_SCHEMA } from '../servers/types';
 import { JupyterServer, sleep, WARNING } from './jupyterServer';
+import { until } from './testing';
 
 jest.setTimeout(30000);
 
@@ -22,16 +23,6 @@ beforeEach(async () => {
   await sleep(30);
   await api.cleanup();
 });
-
-async function until(check: () => boolean, timeout = 3000): Promise<void> {
-  const end = Date.now() + timeout;
-  while (!check()) {
-    if (Date.now() > end) {
-      throw new Error('timed out');
-    }
-    await sleep(10);
-  }
-}
 
 describe('ServersModel', () => {
   let model: ServersModel;

@@ -4,17 +4,13 @@
  */
 import { ServerConnection } from '@jupyterlab/services';
 import * as React from 'react';
-import { act } from 'react';
-import { createRoot, Root } from 'react-dom/client';
 
 import { ApiError } from '../request';
 import { StatusBanner } from '../sidebar';
 import { describeStatus } from '../status';
 import { IStatusSnapshot } from '../tokens';
 import { FRONTEND_VERSION } from '../version';
-
-// Tell React this is a test environment that supports act().
-(globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
+import { mountReactPerTest } from './testing';
 
 const missingError = () => new ApiError(404, 'Not Found', null, {});
 
@@ -82,23 +78,11 @@ describe('describeStatus', () => {
 });
 
 describe('StatusBanner', () => {
-  let container: HTMLDivElement;
-  let root: Root;
-
-  beforeEach(() => {
-    container = document.createElement('div');
-    document.body.appendChild(container);
-    root = createRoot(container);
-  });
-
-  afterEach(() => {
-    act(() => root.unmount());
-    container.remove();
-  });
+  const mount = mountReactPerTest();
 
   function render(snapshot: IStatusSnapshot): HTMLElement {
-    act(() => root.render(<StatusBanner snapshot={snapshot} />));
-    const banner = container.querySelector<HTMLElement>(
+    mount.render(<StatusBanner snapshot={snapshot} />);
+    const banner = mount.container.querySelector<HTMLElement>(
       '.jp-ComputeServers-status'
     );
     expect(banner).not.toBeNull();

@@ -198,6 +198,13 @@ function Field(props: {
   );
 }
 
+/** The sizes a cloud may let one choose, each a number typed into a text input. */
+const SIZE_FIELDS = [
+  { key: 'cpu', label: 'CPUs', inputMode: 'numeric' },
+  { key: 'memory_gb', label: 'Memory, GB', inputMode: 'decimal' },
+  { key: 'disk_gb', label: 'Disk, GB', inputMode: 'numeric' }
+] as const;
+
 /** The create dialog's body: name, cloud, and what that cloud lets one choose. */
 export function CreateServerForm(props: ICreateFormProps): JSX.Element {
   const { clouds, values, errors, disabled } = props;
@@ -321,33 +328,16 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
               )}
             </Field>
           )}
-          {fields.has('cpu') && (
+          {SIZE_FIELDS.filter(f => fields.has(f.key)).map(f => (
             <Field
-              name="cpu"
-              label={`CPUs${rangeHint(offerings.cpu)}`}
-              error={errors.cpu}
+              key={f.key}
+              name={f.key}
+              label={`${f.label}${rangeHint(offerings[f.key])}`}
+              error={errors[f.key]}
             >
-              {input('cpu', { inputMode: 'numeric' })}
+              {input(f.key, { inputMode: f.inputMode })}
             </Field>
-          )}
-          {fields.has('memory_gb') && (
-            <Field
-              name="memory_gb"
-              label={`Memory, GB${rangeHint(offerings.memory_gb)}`}
-              error={errors.memory_gb}
-            >
-              {input('memory_gb', { inputMode: 'decimal' })}
-            </Field>
-          )}
-          {fields.has('disk_gb') && (
-            <Field
-              name="disk_gb"
-              label={`Disk, GB${rangeHint(offerings.disk_gb)}`}
-              error={errors.disk_gb}
-            >
-              {input('disk_gb', { inputMode: 'numeric' })}
-            </Field>
-          )}
+          ))}
           {fields.has('gpu') && gpus.length > 0 && (
             <>
               <Field name="gpu_type" label="GPU" error={errors.gpu}>
