@@ -14,6 +14,9 @@ from traitlets import Bool, Float, List, Type, Unicode, default
 from . import __version__
 from .clouds import Cloud, load_cloud_class
 from .handlers.routes import api_handlers
+from .kernels.provisioner import ComputeServerProvisioner
+from .kernels.runtime import KernelRuntime, set_server_runtime
+from .kernels.specs import KernelSpecPublisher
 from .manager import ComputeServerManager
 from .ssh import KeyStore, SSHConnections
 from .store import ServerStore
@@ -88,6 +91,28 @@ class ComputeServersApp(ExtensionApp):
         ),
     ).tag(config=True)
 
+    kernel_specs_dir = Unicode(
+        help=(
+            "Where the kernel specs of compute servers (compute-<id>-<kernel>) are written. "
+            "Defaults to the kernels directory of the Jupyter data dir, which every "
+            "jupyter_client finds, so `jupyter console --kernel compute-1-python3` works too; "
+            "the extension also adds it to the Jupyter server's kernel search path."
+        ),
+    ).tag(config=True)
+
+    @default("kernel_specs_dir")
+    def _default_kernel_specs_dir(self) -> str:
+        return str(Path(jupyter_data_dir()) / "kernels")
+
+    shutdown_kernels_on_exit = Bool(
+        True,
+        help=(
+            "When Jupyter stops cleanly, shut down the kernels it started on compute servers. "
+            "When False they keep running there (and keep their GPUs); the sidebar lists them "
+            "so they can be shut down later."
+        ),
+    ).tag(config=True)
+
     def build_clouds(self) -> dict[str, Cloud]:
         clouds: dict[str, Cloud] = {}
         for name in self.enabled_clouds:
@@ -105,7 +130,7 @@ class ComputeServersApp(ExtensionApp):
             keepalive_interval=self.ssh_keepalive_interval,
             connect_timeout=self.ssh_connect_timeout,
         )
-        return self.manager_class(
+        manager = self.manager_class(
             ServerStore(self.db_url, clock=time.time),
             self.build_clouds(),
             keys,
@@ -113,6 +138,10 @@ class ComputeServersApp(ExtensionApp):
             log=self.log,
             **kwargs,
         )
+        publisher = KernelSpecPublisher(manager, self.kernel_specs_dir, str(data_dir))
+        manager.kernel_specs = publisher
+        manager.listeners.append(publisher.on_event)
+        return manager
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None and self.serverapp.event_logger is not None
@@ -124,6 +153,15 @@ class ComputeServersApp(ExtensionApp):
 
         self.manager = self.build_manager(on_event=publish)
         self.settings["compute_servers_manager"] = self.manager
+        self.kernel_specs = self.manager.kernel_specs
+        assert self.kernel_specs is not None
+        self.kernel_specs.sync()
+        self._add_kernel_specs_dir()
+        self.kernel_runtime = KernelRuntime(
+            self.manager, asyncio.get_event_loop(), self.serverapp.root_dir
+        )
+        set_server_runtime(self.kernel_runtime)
+        self.settings["compute_servers_kernel_runtime"] = self.kernel_runtime
         self._reconcile_task: asyncio.Task[Any] | None = None
         if self.reconcile_on_start:
             self._reconcile_task = asyncio.get_event_loop().create_task(self.manager.reconcile())
@@ -131,7 +169,44 @@ class ComputeServersApp(ExtensionApp):
     def initialize_handlers(self) -> None:
         self.handlers.extend(api_handlers())
 
+    def _add_kernel_specs_dir(self) -> None:
+        """Put the specs' directory on the server's kernel search path, if it is not."""
+        spec_manager = getattr(self.serverapp, "kernel_spec_manager", None)
+        dirs = getattr(spec_manager, "kernel_dirs", None)
+        if spec_manager is None or dirs is None:
+            return
+        wanted = str(Path(self.kernel_specs_dir).resolve())
+        if all(str(Path(d).resolve()) != wanted for d in dirs):
+            spec_manager.kernel_dirs = [*dirs, wanted]
+
+    async def _end_remote_kernels(self) -> None:
+        """Shut down (or, if so configured, leave running) the remote kernels of this
+        Jupyter server, while their servers' connections are still open."""
+        assert self.serverapp is not None
+        kernel_manager = self.serverapp.kernel_manager
+        ours = []
+        for kernel_id in list(kernel_manager.list_kernel_ids()):
+            provisioner = getattr(kernel_manager.get_kernel(kernel_id), "provisioner", None)
+            if isinstance(provisioner, ComputeServerProvisioner):
+                ours.append((kernel_id, provisioner))
+        if not self.shutdown_kernels_on_exit:
+            for _, provisioner in ours:
+                provisioner.detached = True
+            return
+
+        async def shut_down(kernel_id: str) -> None:
+            try:
+                await kernel_manager.shutdown_kernel(kernel_id, now=False)
+            except Exception as e:
+                self.log.warning("Could not shut down remote kernel %s: %s", kernel_id, e)
+
+        await asyncio.gather(*(shut_down(kernel_id) for kernel_id, _ in ours))
+
     async def stop_extension(self) -> None:
+        await self._end_remote_kernels()
+        if self.kernel_specs is not None:
+            await self.kernel_specs.close()
+        set_server_runtime(None)
         await self.manager.shutdown(
             stop_servers=lambda cloud: bool(getattr(cloud, "stop_on_shutdown", False))
         )

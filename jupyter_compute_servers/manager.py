@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clouds.base import Cloud, Operation, SSHEndpoint
 from .errors import ComputeServersError, ConflictError, NotFoundError, ValidationError
@@ -38,6 +38,9 @@ from .models import (
 )
 from .ssh import KeyStore, ServerConnection, SSHConnections
 from .store import HistoryEntry, ServerRecord, ServerStore
+
+if TYPE_CHECKING:
+    from .kernels.specs import KernelSpecPublisher
 
 #: A palette for servers created without a colour, so each new one looks different.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -87,6 +90,10 @@ class ComputeServerManager:
         self.ssh = ssh
         self.log = log or logging.getLogger(__name__)
         self.on_event = on_event
+        #: In-process observers of the same events (kernel specs follow servers through one).
+        self.listeners: list[EventCallback] = []
+        #: Publishes the servers' kernel specs (set by the app that builds the manager).
+        self.kernel_specs: KernelSpecPublisher | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self.owner = this_process()
@@ -133,20 +140,29 @@ class ComputeServerManager:
         }
 
     def _emit(self, kind: str, server: ServerRecord | None, server_id: int) -> None:
-        if self.on_event is None:
-            return
+        event = {
+            "kind": kind,
+            "server_id": server_id,
+            "state": server.state.value if server else None,
+            "state_reason": server.state_reason if server else "",
+            "progress": (server.progress or {}).get("message", "") if server else "",
+        }
+        for observer in [*self.listeners, self.on_event]:
+            if observer is None:
+                continue
+            try:
+                observer(event)
+            except Exception:  # an observer must never break an operation
+                self.log.exception("Failed to publish a compute server event")
+
+    def notify(self, kind: str, server_id: int) -> None:
+        """Tell observers that something about a server changed (its kernels, its kernel
+        specs) that they should read again."""
         try:
-            self.on_event(
-                {
-                    "kind": kind,
-                    "server_id": server_id,
-                    "state": server.state.value if server else None,
-                    "state_reason": server.state_reason if server else "",
-                    "progress": (server.progress or {}).get("message", "") if server else "",
-                }
-            )
-        except Exception:  # an observer must never break an operation
-            self.log.exception("Failed to publish a compute server event")
+            server: ServerRecord | None = self.store.get(server_id)
+        except NotFoundError:
+            server = None
+        self._emit(kind, server, server_id)
 
     # --- CRUD -----------------------------------------------------------------------------
 

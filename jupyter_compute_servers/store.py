@@ -55,6 +55,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX state_history_server ON state_history (server_id, at);
     """,
+    # 2: the kernels found on each server (cached, so kernel specs exist while it is off).
+    """
+    ALTER TABLE servers ADD COLUMN kernel_specs TEXT;
+    """,
 ]
 
 
@@ -79,6 +83,8 @@ class ServerRecord:
     operation: str | None = None
     operation_owner: str | None = None
     progress: dict[str, Any] | None = None
+    #: Kernel specs found on the server (name -> spec), or None before it was first asked.
+    kernel_specs: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,7 @@ def _row_to_record(row: sqlite3.Row) -> ServerRecord:
         operation=row["operation"],
         operation_owner=row["operation_owner"],
         progress=json.loads(row["progress"]) if row["progress"] else None,
+        kernel_specs=json.loads(row["kernel_specs"]) if row["kernel_specs"] else None,
     )
 
 
@@ -285,7 +292,7 @@ class ServerStore:
                 columns[key] = json.dumps(value.to_json())
             elif key == "spend_limit":
                 columns[key] = _spend_json(value)
-            elif key in ("cloud_data", "progress"):
+            elif key in ("cloud_data", "progress", "kernel_specs"):
                 columns[key] = None if value is None else json.dumps(value)
             elif key in ("name", "color", "notes", "idle_timeout_minutes", "cloud"):
                 columns[key] = value

@@ -30,6 +30,9 @@ class SSHEndpoint:
     workspace: str
     #: The Python that runs the agent (and, by default, kernels) on the server.
     python: str = "python3"
+    #: Where the agent keeps kernels' connection files and records on the server (private,
+    #: never synced); empty means ``~/.jupyter-compute-servers``.
+    runtime_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -329,4 +329,5 @@ class LocalCloud(Cloud):
             host_key=cloud_data["host_key"],
             workspace=str(self.sandbox(server_id) / "disk"),
             python=sys.executable,
+            runtime_dir=str(self.sandbox(server_id) / "run"),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .kernels import ServerKernelHandler, ServerKernelsHandler
 from .openapi import OpenAPIHandler
 from .servers import (
     CloudsHandler,
@@ -26,4 +27,6 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/servers/{_ID}", ServerHandler),
         (rf"{API_PREFIX}/servers/{_ID}/history", ServerHistoryHandler),
         (rf"{API_PREFIX}/servers/{_ID}/actions/(?P<action>[a-z_]+)", ServerActionHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/kernels", ServerKernelsHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/kernels/(?P<kernel_id>[^/]+)", ServerKernelHandler),
     ]

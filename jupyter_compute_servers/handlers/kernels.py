@@ -1,0 +1,36 @@
+"""REST handlers for the kernels running on a compute server."""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..kernels.runtime import KernelRuntime
+from .base import ComputeServersAPIHandler
+
+
+class _KernelsHandler(ComputeServersAPIHandler):
+    @property
+    def runtime(self) -> KernelRuntime:
+        runtime: KernelRuntime = self.settings["compute_servers_kernel_runtime"]
+        return runtime
+
+
+class ServerKernelsHandler(_KernelsHandler):
+    """``GET /servers/{id}/kernels``: the kernels running there, orphans included."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, server_id: str) -> None:
+        self.write_json({"kernels": await self.runtime.list_kernels(int(server_id))})
+
+
+class ServerKernelHandler(_KernelsHandler):
+    """``DELETE /servers/{id}/kernels/{kernel_id}``: shut one down."""
+
+    @web.authenticated
+    @authorized
+    async def delete(self, server_id: str, kernel_id: str) -> None:
+        await self.runtime.shutdown_kernel(int(server_id), kernel_id, self.kernel_manager)
+        self.set_status(204)
+        self.finish()

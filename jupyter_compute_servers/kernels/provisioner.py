@@ -1,0 +1,456 @@
+"""The ``compute-server`` kernel provisioner: kernels that run on compute servers.
+
+The kernel spec (see ``specs.py``) names the server and the kernel there. Launching:
+
+1. the server is started if it is off (or the launch is refused, by configuration);
+2. the server's agent starts the kernel detached, with ports it chose on the server's loopback
+   and a connection file (0600) holding a fresh key sent over the SSH channel;
+3. a ``Tunnel`` listens on 127.0.0.1 here, one port per channel, over the server's shared SSH
+   connection;
+4. the kernel is ready once an IOPub status for our kernel_info request came back through the
+   tunnel, so a client's first execute never loses output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+from typing import Any
+
+import asyncssh
+import zmq
+import zmq.asyncio
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from jupyter_client.session import Session
+from traitlets import Bool, Float, Int, Unicode
+
+from ..errors import ComputeServersError, ConflictError, NotFoundError
+from ..models import Action, State
+from ..tunnel import Tunnel
+from .runtime import KernelRuntime, runtime_for
+
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+STARTABLE = {State.OFF: Action.START, State.DEPROVISIONED: Action.START}
+RESUMABLE = {State.SUSPENDED: Action.RESUME}
+
+
+class KernelStartError(RuntimeError):
+    """A remote kernel could not be started; the message says why and what to do."""
+
+
+class ComputeServerProvisioner(KernelProvisionerBase):
+    """Runs a kernel on a compute server and tunnels its channels here over SSH."""
+
+    server_id = Int(0, help="The compute server's id (from the kernel spec).").tag(config=True)
+    kernel = Unicode("python3", help="The kernel's name on the server.").tag(config=True)
+    data_dir = Unicode(
+        "", help="The compute servers data directory whose store names the server."
+    ).tag(config=True)
+    db_url = Unicode("", help="The store's database URL (default: the one in data_dir).").tag(
+        config=True
+    )
+
+    start_stopped_server = Bool(
+        True,
+        help=(
+            "When a kernel is launched on a server that is off or suspended, start it first "
+            "(the launch waits; the sidebar shows the progress). When False, such a launch is "
+            "refused with a message saying to start the server."
+        ),
+    ).tag(config=True)
+
+    server_start_timeout = Float(
+        1800.0, help="Seconds a launch waits for its server to be running."
+    ).tag(config=True)
+
+    ready_timeout = Float(
+        120.0, help="Seconds a launch waits for the kernel to answer through the tunnel."
+    ).tag(config=True)
+
+    poll_timeout = Float(
+        10.0,
+        help=(
+            "Seconds poll() waits for the server's answer. Without one (a network blip) the "
+            "kernel counts as alive as long as the server is running."
+        ),
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._runtime: KernelRuntime | None = None
+        self._remote: dict[str, Any] | None = None
+        self._tunnel: Tunnel | None = None
+        self._key = secrets.token_hex(32)
+        self._launched = False
+        #: Set when the kernel is to be left running on the server (the Jupyter server stops
+        #: and was told to keep remote kernels): then nothing is sent to the server any more.
+        self.detached = False
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def runtime(self) -> KernelRuntime:
+        if self._runtime is None:
+            self._runtime = runtime_for(self.data_dir, self.db_url)
+        return self._runtime
+
+    @property
+    def has_process(self) -> bool:
+        return self._remote is not None
+
+    @property
+    def remote_kernel(self) -> dict[str, Any] | None:
+        """The agent's record of the kernel on the server (pid, ports, files), if launched."""
+        return self._remote
+
+    @property
+    def tunnel(self) -> Tunnel | None:
+        return self._tunnel
+
+    async def _agent_call(self, method: str, timeout: float = 60, **params: Any) -> Any:
+        manager = self.runtime.manager
+        endpoint = await manager.endpoint(self.server_id)
+        agent = await manager.ssh.agent(self.server_id, endpoint)
+        return await agent.call(method, timeout=timeout, runtime_dir=endpoint.runtime_dir, **params)
+
+    async def _connection(self) -> asyncssh.SSHClientConnection:
+        return (await self.runtime.manager.connection(self.server_id)).connection
+
+    def _server_name(self) -> str:
+        try:
+            return self.runtime.manager.get_server(self.server_id).name
+        except ComputeServersError:
+            return f"#{self.server_id}"
+
+    # --- launch -----------------------------------------------------------------------------
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        kwargs = await super().pre_launch(**kwargs)
+        # The command runs on the server: the agent fills in its connection file's path there.
+        kwargs["cmd"] = list(self.kernel_spec.argv)
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        runtime = self.runtime
+        env = kwargs.get("env") or {}
+        # Only the spec's own variables travel: this machine's PATH and the like mean
+        # nothing on the server.
+        spec_env = self.kernel_spec.env
+        remote_env = {name: str(env.get(name, value)) for name, value in spec_env.items()}
+        cwd = runtime.relative_cwd(kwargs.get("cwd"))
+        info = await runtime.run(self._launch(cmd, cwd, remote_env))
+        self.connection_info = info
+        return info
+
+    async def _launch(self, argv: list[str], cwd: str, env: dict[str, str]) -> KernelConnectionInfo:
+        manager = self.runtime.manager
+        server = await self._ensure_running()
+        try:
+            record = await self._agent_call(
+                "kernel_launch",
+                kernel_id=self.kernel_id,
+                argv=argv,
+                key=self._key,
+                workspace=(await manager.endpoint(self.server_id)).workspace,
+                cwd=cwd,
+                env=env,
+                kernel=self.kernel,
+                display_name=self.kernel_spec.display_name,
+                owner=manager.owner,
+            )
+        except ComputeServersError as e:
+            raise KernelStartError(
+                f"Could not start the kernel {self.kernel!r} on {server.name!r}: {e.message}"
+            ) from None
+        self._remote = record
+        self._launched = True
+        remote_ports = {name: int(record["ports"][f"{name}_port"]) for name in CHANNELS}
+        try:
+            if self._tunnel is None or not self._tunnel.is_open:
+                self._tunnel = Tunnel(self._connection)
+                await self._tunnel.open(remote_ports)
+            else:  # a restart: the same local ports, now leading to the new kernel
+                self._tunnel.retarget(remote_ports)
+            info: KernelConnectionInfo = {
+                "transport": "tcp",
+                "ip": "127.0.0.1",
+                # bytes, as KernelManager.get_connection_info() gives it, or they never match
+                "key": self._key.encode(),  # type: ignore[typeddict-item]
+                "signature_scheme": "hmac-sha256",
+            }
+            for name, port in self._tunnel.local_ports.items():
+                info[f"{name}_port"] = port  # type: ignore[literal-required]
+            await self._wait_until_ready(info, server.name)
+        except BaseException:
+            await self._discard_failed_launch()
+            raise
+        self.runtime.kernels[self.kernel_id] = self
+        manager.notify("kernels", self.server_id)
+        self.log.info(
+            "Kernel %s (%s) started on compute server %s, pid %s there",
+            self.kernel_id,
+            self.kernel,
+            server.name,
+            record["pid"],
+        )
+        return info
+
+    async def _discard_failed_launch(self) -> None:
+        try:
+            await self._agent_call("kernel_signal", kernel_id=self.kernel_id, signum=signal.SIGKILL)
+            await asyncio.sleep(0.1)
+            await self._agent_call("kernel_cleanup", kernel_id=self.kernel_id)
+        except Exception as e:
+            self.log.warning("Could not clean up a kernel that failed to start: %s", e)
+        self._remote = None
+        if self._tunnel is not None:
+            await self._tunnel.close()
+            self._tunnel = None
+
+    async def _ensure_running(self) -> Any:
+        """The server, running: started or resumed first when it is off (if allowed)."""
+        manager = self.runtime.manager
+        try:
+            server = manager.get_server(self.server_id)
+        except NotFoundError:
+            raise KernelStartError(
+                f"Compute server #{self.server_id} no longer exists; this kernel spec is stale "
+                f"and will disappear from the list."
+            ) from None
+        if server.state is State.RUNNING:
+            return server
+        action = STARTABLE.get(server.state) or RESUMABLE.get(server.state)
+        if action is not None:
+            if not self.start_stopped_server or self._launched:
+                # A relaunch (the restarter after the server went down) must not bring back a
+                # server the user stopped.
+                raise KernelStartError(
+                    f"Compute server {server.name!r} is {server.state.value}. Start it from the "
+                    f"Compute Servers panel (or: jupyter compute-servers start {server.name}), "
+                    f"then start the kernel again."
+                )
+            self.log.info("Starting compute server %s for a kernel", server.name)
+            # A conflict means someone else started it a moment ago: wait for them.
+            with contextlib.suppress(ConflictError):
+                manager.request_action(self.server_id, action.value)
+        elif server.state is not State.STARTING:
+            reason = f" ({server.state_reason})" if server.state_reason else ""
+            raise KernelStartError(
+                f"Compute server {server.name!r} is {server.state.value}{reason}, so it cannot "
+                f"run kernels now."
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.server_start_timeout
+        while True:
+            server = manager.get_server(self.server_id)
+            if server.state is State.RUNNING and server.operation is None:
+                return server
+            if server.state is not State.STARTING and server.operation is None:
+                raise KernelStartError(
+                    f"Compute server {server.name!r} did not start: {server.state.value}"
+                    + (f" ({server.state_reason})" if server.state_reason else "")
+                )
+            if loop.time() > deadline:
+                raise KernelStartError(
+                    f"Compute server {server.name!r} was not running after "
+                    f"{self.server_start_timeout:.0f} s."
+                )
+            await asyncio.sleep(0.2)
+
+    async def _wait_until_ready(self, info: KernelConnectionInfo, server_name: str) -> None:
+        """Ask kernel_info until an IOPub status for one of our requests arrives: then the
+        tunnel carries IOPub, and no client output can be lost to a late subscription."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout
+        session = Session(key=info["key"], signature_scheme="hmac-sha256", username="ready")
+        context = zmq.asyncio.Context()
+        shell = context.socket(zmq.DEALER)
+        iopub = context.socket(zmq.SUB)
+        iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        for sock in (shell, iopub):
+            sock.linger = 0
+        shell.connect(f"tcp://127.0.0.1:{info['shell_port']}")
+        iopub.connect(f"tcp://127.0.0.1:{info['iopub_port']}")
+        poller = zmq.asyncio.Poller()
+        poller.register(iopub, zmq.POLLIN)
+        asked: set[str] = set()
+        wait = 0.1
+        try:
+            while True:
+                request = session.msg("kernel_info_request")
+                asked.add(request["header"]["msg_id"])
+                session.send(shell, request)
+                until = loop.time() + wait
+                while (left := until - loop.time()) > 0:
+                    if not await poller.poll(left * 1000):
+                        break
+                    frames = await iopub.recv_multipart()
+                    _, parts = session.feed_identities(frames)
+                    message = session.deserialize(parts, content=False)
+                    if (
+                        message["msg_type"] == "status"
+                        and message["parent_header"].get("msg_id") in asked
+                    ):
+                        return
+                wait = min(wait * 2, 1.0)
+                status = await self._agent_call("kernel_status", kernel_id=self.kernel_id)
+                if not status["alive"]:
+                    log = (await self._agent_call("kernel_log", kernel_id=self.kernel_id))["log"]
+                    raise KernelStartError(
+                        f"The kernel {self.kernel!r} exited on {server_name!r} before it was "
+                        f"ready (exit code {status['exit_code']}). Its output:\n"
+                        f"{log.strip()[-2000:] or '(none)'}"
+                    )
+                if loop.time() > deadline:
+                    raise KernelStartError(
+                        f"The kernel {self.kernel!r} on {server_name!r} did not answer within "
+                        f"{self.ready_timeout:.0f} s."
+                    )
+        finally:
+            context.destroy(linger=0)
+
+    # --- the process ----------------------------------------------------------------------
+
+    async def poll(self) -> int | None:
+        if self._remote is None:
+            return 0
+        if self.detached:
+            return None
+        return await self.runtime.run(self._poll())
+
+    async def _poll(self) -> int | None:
+        try:
+            status = await asyncio.wait_for(
+                self._agent_call("kernel_status", kernel_id=self.kernel_id), self.poll_timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            # No answer. Dead only if the server itself is gone or no longer running: a
+            # network blip must not get a healthy kernel restarted.
+            try:
+                server = self.runtime.manager.get_server(self.server_id)
+            except NotFoundError:
+                return -1
+            if server.state is State.RUNNING:
+                self.log.debug("No answer about kernel %s (%s); assuming alive", self.kernel_id, e)
+                return None
+            return -1
+        if status["alive"]:
+            return None
+        code = status.get("exit_code")
+        return code if isinstance(code, int) else -1
+
+    async def wait(self) -> int | None:
+        while True:
+            code = await self.poll()
+            if code is not None:
+                return code
+            await asyncio.sleep(0.1)
+
+    async def send_signal(self, signum: int) -> None:
+        if self._remote is None or self.detached:
+            return
+        if signum == 0:
+            await self.poll()
+            return
+        await self.runtime.run(
+            self._agent_call("kernel_signal", kernel_id=self.kernel_id, signum=int(signum))
+        )
+
+    async def kill(self, restart: bool = False) -> None:
+        await self._signal_quietly(signal.SIGKILL)
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self._signal_quietly(signal.SIGTERM)
+
+    async def _signal_quietly(self, signum: int) -> None:
+        try:
+            await self.send_signal(signum)
+        except ComputeServersError as e:
+            self.log.warning("Could not signal kernel %s on its server: %s", self.kernel_id, e)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await self.runtime.run(self._cleanup(restart))
+
+    async def _cleanup(self, restart: bool) -> None:
+        if self._remote is not None and not self.detached:
+            try:
+                await self._agent_call("kernel_cleanup", kernel_id=self.kernel_id)
+            except ComputeServersError as e:
+                self.log.debug("Kernel %s: remote clean-up skipped: %s", self.kernel_id, e)
+        self._remote = None
+        if not restart:
+            if self._tunnel is not None:
+                await self._tunnel.close()
+                self._tunnel = None
+            if self.runtime.kernels.get(self.kernel_id) is self:
+                del self.runtime.kernels[self.kernel_id]
+            self.runtime.manager.notify("kernels", self.server_id)
+
+    async def shutdown_remote(self) -> None:
+        """End the kernel on its server now and release everything here (no message to the
+        kernel first: used at exit, when nobody waits)."""
+        if self._remote is not None and not self.detached:
+            try:
+                await self._agent_call(
+                    "kernel_signal", kernel_id=self.kernel_id, signum=signal.SIGKILL, timeout=10
+                )
+                for _ in range(50):
+                    status = await self._agent_call("kernel_status", kernel_id=self.kernel_id)
+                    if not status["alive"]:
+                        break
+                    await asyncio.sleep(0.05)
+            except ComputeServersError as e:
+                self.log.warning("Could not end kernel %s on its server: %s", self.kernel_id, e)
+        await self._cleanup(restart=False)
+
+    # --- across restarts of this process ----------------------------------------------------
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        info.update(
+            server_id=self.server_id,
+            kernel=self.kernel,
+            data_dir=self.data_dir,
+            db_url=self.db_url,
+            remote=self._remote,
+            local_ports=dict(self._tunnel.local_ports) if self._tunnel else {},
+        )
+        if isinstance(info.get("connection_info", {}).get("key"), bytes):
+            info["connection_info"] = {
+                **info["connection_info"],
+                "key": info["connection_info"]["key"].decode(),
+            }
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Take over a kernel another process launched: tunnel to it again, on the same local
+        ports when they are free (so its connection file stays right)."""
+        await super().load_provisioner_info(provisioner_info)
+        self.server_id = int(provisioner_info["server_id"])
+        self.kernel = provisioner_info.get("kernel", self.kernel)
+        self.data_dir = provisioner_info.get("data_dir", "")
+        self.db_url = provisioner_info.get("db_url", "")
+        key = self.connection_info.get("key", b"")
+        self._key = key.decode() if isinstance(key, bytes) else str(key)
+        self._remote = provisioner_info.get("remote")
+        self._launched = True
+        if self._remote is not None:
+            await self.runtime.run(self._reattach(provisioner_info.get("local_ports") or {}))
+
+    async def _reattach(self, local_ports: dict[str, int]) -> None:
+        assert self._remote is not None
+        remote_ports = {name: int(self._remote["ports"][f"{name}_port"]) for name in CHANNELS}
+        self._tunnel = Tunnel(self._connection)
+        try:
+            await self._tunnel.open(remote_ports, local_ports)
+        except OSError:
+            self._tunnel = Tunnel(self._connection)
+            await self._tunnel.open(remote_ports)
+        for name, port in self._tunnel.local_ports.items():
+            self.connection_info[f"{name}_port"] = port  # type: ignore[literal-required]
+        self.runtime.kernels[self.kernel_id] = self

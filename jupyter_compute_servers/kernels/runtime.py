@@ -1,0 +1,232 @@
+"""Where remote kernels' SSH work runs, inside the Jupyter server or outside it.
+
+Inside the Jupyter server, the extension installs its own manager (and so its one SSH
+connection per server) as the *server runtime*: kernels, terminals and sync share it, on the
+server's event loop.
+
+Anywhere else jupyter_client is used (``jupyter console``, ``jupyter execute``, nbclient,
+papermill), nobody runs an event loop between calls, yet tunnels must carry traffic all the
+time. So a *standalone runtime* starts a private thread running an event loop and a manager
+built from the same configuration (the same store and keys). Provisioner methods hop onto the
+runtime's loop with ``run()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import os
+import re
+import signal
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import ComputeServersError, NotFoundError, ValidationError
+from ..models import State
+
+if TYPE_CHECKING:
+    from ..manager import ComputeServerManager
+    from .provisioner import ComputeServerProvisioner
+
+T = TypeVar("T")
+
+KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: What the API shows of the agent's record of a kernel (not its files or ports).
+KERNEL_FIELDS = ("kernel_id", "kernel", "display_name", "pid", "cwd", "owner", "started")
+
+
+class KernelRuntime:
+    """A manager, the loop it lives on, and the remote kernels launched through it."""
+
+    def __init__(
+        self,
+        manager: ComputeServerManager,
+        loop: asyncio.AbstractEventLoop,
+        root_dir: str,
+        *,
+        thread: threading.Thread | None = None,
+    ) -> None:
+        self.manager = manager
+        self.loop = loop
+        #: Notebook directories are mapped into the server's workspace relative to this.
+        self.root_dir = os.path.realpath(root_dir)
+        self.thread = thread
+        #: Live kernels by kernel id (only touched on ``loop``).
+        self.kernels: dict[str, ComputeServerProvisioner] = {}
+
+    @property
+    def data_dir(self) -> str:
+        return str(self.manager.keys.keys_dir.parent)
+
+    def matches(self, data_dir: str, db_url: str) -> bool:
+        same_dir = not data_dir or os.path.realpath(data_dir) == os.path.realpath(self.data_dir)
+        return same_dir and (not db_url or db_url == self.manager.store.url)
+
+    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the runtime's loop, from whichever loop the caller is on."""
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is self.loop:
+            return await coroutine
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return await asyncio.wrap_future(future)
+
+    def run_blocking(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the runtime's loop and wait for it (never from that loop)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def relative_cwd(self, cwd: str | None) -> str:
+        """The working directory, relative to the Jupyter root ('' for the root itself or for
+        anything outside it)."""
+        if not cwd:
+            return ""
+        path = os.path.realpath(cwd)
+        if path == self.root_dir or not path.startswith(self.root_dir + os.sep):
+            return ""
+        return Path(os.path.relpath(path, self.root_dir)).as_posix()
+
+    # --- the kernels running on a server, whoever started them ------------------------------
+
+    async def list_kernels(self, server_id: int) -> list[dict[str, Any]]:
+        """Kernels running on a server, each marked ``attached`` when a kernel manager of this
+        process drives it (else it is an orphan: its Jupyter server is gone)."""
+        manager = self.manager
+        server = manager.get_server(server_id)
+        if server.state is not State.RUNNING:
+            return []
+        endpoint = await manager.endpoint(server_id)
+        agent = await manager.ssh.agent(server_id, endpoint)
+        answer = await agent.call("kernel_list", runtime_dir=endpoint.runtime_dir)
+        kernels = []
+        for record in answer["kernels"]:
+            kernel = {field: record.get(field) for field in KERNEL_FIELDS}
+            kernel["attached"] = record.get("kernel_id") in self.kernels
+            kernels.append(kernel)
+        return kernels
+
+    async def shutdown_kernel(self, server_id: int, kernel_id: str, kernel_manager: Any) -> None:
+        """Shut a kernel down: through its kernel manager when this Jupyter drives it (so its
+        sessions end too), else on the server directly (an orphan)."""
+        if not isinstance(kernel_id, str) or not KERNEL_ID.match(kernel_id):
+            raise ValidationError(f"Invalid kernel id {kernel_id!r}.", field="kernel_id")
+        provisioner = self.kernels.get(kernel_id)
+        if provisioner is not None and provisioner.server_id == server_id:
+            if kernel_manager is not None and kernel_id in kernel_manager:
+                await kernel_manager.shutdown_kernel(kernel_id)
+            else:
+                await provisioner.shutdown_remote()
+            return
+        manager = self.manager
+        server = manager.get_server(server_id)
+        if server.state is not State.RUNNING:
+            raise NotFoundError(
+                f"No kernel {kernel_id} runs on {server.name!r}.", field="kernel_id"
+            )
+        endpoint = await manager.endpoint(server_id)
+        agent = await manager.ssh.agent(server_id, endpoint)
+
+        async def call(method: str, **params: Any) -> Any:
+            return await agent.call(
+                method, runtime_dir=endpoint.runtime_dir, kernel_id=kernel_id, **params
+            )
+
+        status = await call("kernel_status")
+        if not status["known"]:
+            raise NotFoundError(
+                f"No kernel {kernel_id} runs on {server.name!r}.", field="kernel_id"
+            )
+        for signum, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            if not (await call("kernel_status"))["alive"]:
+                break
+            await call("kernel_signal", signum=int(signum))
+            deadline = asyncio.get_running_loop().time() + grace
+            while (await call("kernel_status"))["alive"]:
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+        with contextlib.suppress(ComputeServersError):
+            await call("kernel_cleanup")
+        manager.notify("kernels", server_id)
+
+
+_server_runtime: KernelRuntime | None = None
+_standalone: dict[tuple[str, str], KernelRuntime] = {}
+_standalone_lock = threading.Lock()
+
+
+def set_server_runtime(runtime: KernelRuntime | None) -> None:
+    """Called by the extension as the Jupyter server starts (and with None as it stops)."""
+    global _server_runtime
+    _server_runtime = runtime
+
+
+def server_runtime() -> KernelRuntime | None:
+    return _server_runtime
+
+
+def runtime_for(data_dir: str, db_url: str) -> KernelRuntime:
+    """The runtime for a kernel spec's store: the Jupyter server's own if it is that store,
+    else a standalone one (started on first use, one per store, for the process's life)."""
+    if _server_runtime is not None and _server_runtime.matches(data_dir, db_url):
+        return _server_runtime
+    key = (os.path.realpath(data_dir) if data_dir else "", db_url)
+    with _standalone_lock:
+        runtime = _standalone.get(key)
+        if runtime is None or not runtime.loop.is_running():
+            runtime = _start_standalone(data_dir, db_url)
+            _standalone[key] = runtime
+        return runtime
+
+
+def _start_standalone(data_dir: str, db_url: str) -> KernelRuntime:
+    # Imported here: the CLI module imports the app, which imports this package.
+    from ..cli import load_app
+
+    settings = []
+    if data_dir:
+        settings.append(f"data_dir={data_dir}")
+    if db_url:
+        settings.append(f"db_url={db_url}")
+    app = load_app(settings)
+    loop = asyncio.new_event_loop()
+    ready: concurrent.futures.Future[KernelRuntime] = concurrent.futures.Future()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            # Built on its own thread: the store's SQLite connection belongs to this thread.
+            manager = app.build_manager()
+            runtime = KernelRuntime(manager, loop, os.getcwd(), thread=threading.current_thread())
+        except BaseException as e:
+            ready.set_exception(e)
+            return
+        ready.set_result(runtime)
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, name="compute-servers-kernels", daemon=True)
+    thread.start()
+    runtime = ready.result(60)
+    atexit.register(_close_standalone, runtime)
+    return runtime
+
+
+def _close_standalone(runtime: KernelRuntime) -> None:
+    """At interpreter exit: shut down kernels nobody shut down, then close connections."""
+
+    async def close() -> None:
+        for provisioner in list(runtime.kernels.values()):
+            with contextlib.suppress(Exception):
+                await provisioner.shutdown_remote()
+        await runtime.manager.ssh.close_all()
+        runtime.manager.store.close()
+
+    if runtime.loop.is_running():
+        with contextlib.suppress(Exception):
+            runtime.run_blocking(close(), timeout=20)
+        runtime.loop.call_soon_threadsafe(runtime.loop.stop)

@@ -1,0 +1,203 @@
+"""Port tunnels to a server's loopback, carried by its one shared SSH connection.
+
+A ``Tunnel`` listens on 127.0.0.1 here, one port per name (a kernel's five channels), and
+carries each connection accepted there as a ``direct-tcpip`` channel of the server's SSH
+connection to a port on the server's loopback. No process per port, and no new login.
+
+The local ports stay the same for the tunnel's life, whatever happens to the SSH connection:
+each accepted connection asks for the connection afresh, so after a drop the next one (ZeroMQ
+reconnects by itself) rides the replacement. ``retarget()`` points the same local ports at new
+remote ports, which is how a restarted kernel keeps its clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncssh
+
+#: Returns the server's live SSH connection, opening it again if it dropped.
+ConnectionGetter = Callable[[], Awaitable[asyncssh.SSHClientConnection]]
+
+log = logging.getLogger(__name__)
+
+
+class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
+    """The SSH channel's end of one forwarded connection."""
+
+    def __init__(self, local: _LocalSide) -> None:
+        self.local = local
+        self.channel: asyncssh.SSHTCPChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.channel = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.local.transport is not None:
+            self.local.transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self.local.transport is not None and self.local.transport.can_write_eof():
+            self.local.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.local.close()
+
+    # The channel's window is full: stop reading from the local socket until it opens.
+    def pause_writing(self) -> None:
+        if self.local.transport is not None:
+            self.local.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.local.transport is not None and not self.local.transport.is_closing():
+            self.local.transport.resume_reading()
+
+
+class _LocalSide(asyncio.Protocol):
+    """A connection accepted on the local listener, joined to a new SSH channel."""
+
+    def __init__(self, tunnel: Tunnel, name: str) -> None:
+        self.tunnel = tunnel
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.peer: _ChannelSide | None = None
+        self.pending: list[bytes] = []
+        self.eof = False
+        self.closed = False
+        self.opener: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.tunnel._connections.add(self)
+        self.opener = asyncio.get_running_loop().create_task(self._open_channel())
+
+    async def _open_channel(self) -> None:
+        port = self.tunnel.remote_ports.get(self.name)
+        try:
+            if port is None:
+                raise ConnectionError(f"no remote port for {self.name}")
+            connection = await self.tunnel.get_connection()
+            peer = _ChannelSide(self)
+            await connection.create_connection(lambda: peer, self.tunnel.remote_host, port)
+        except (OSError, asyncssh.Error, ConnectionError, Exception) as e:
+            # ZeroMQ will connect again; by then the server may be back.
+            log.debug("Tunnel %s to port %s: no channel (%s)", self.name, port, e)
+            self.close()
+            return
+        if self.closed:
+            if peer.channel is not None:
+                peer.channel.close()
+            return
+        self.peer = peer
+        assert peer.channel is not None
+        for data in self.pending:
+            peer.channel.write(data)
+        self.pending.clear()
+        if self.eof:
+            peer.channel.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.channel is not None:
+            self.peer.channel.write(data)
+        else:
+            self.pending.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.peer is not None and self.peer.channel is not None:
+            self.peer.channel.write_eof()
+        return True
+
+    # The local socket's buffer is full: stop reading from the channel until it drains.
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.channel is not None:
+            self.peer.channel.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.channel is not None:
+            self.peer.channel.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.tunnel._connections.discard(self)
+        if self.transport is not None:
+            self.transport.close()
+        if self.peer is not None and self.peer.channel is not None:
+            self.peer.channel.close()
+        if self.opener is not None and not self.opener.done():
+            self.opener.cancel()
+
+
+class Tunnel:
+    """Local listeners on 127.0.0.1 forwarding to ports on a server's loopback."""
+
+    def __init__(self, get_connection: ConnectionGetter, remote_host: str = "127.0.0.1") -> None:
+        self.get_connection = get_connection
+        self.remote_host = remote_host
+        self.remote_ports: dict[str, int] = {}
+        self.local_ports: dict[str, int] = {}
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[_LocalSide] = set()
+
+    async def open(
+        self, remote_ports: dict[str, int], local_ports: dict[str, int] | None = None
+    ) -> dict[str, int]:
+        """Listen for each name (on the given local ports, else on free ones); answer the
+        local port of each."""
+        loop = asyncio.get_running_loop()
+        self.remote_ports = dict(remote_ports)
+        try:
+            for name in remote_ports:
+                wanted = (local_ports or {}).get(name, 0)
+                server = await loop.create_server(
+                    lambda name=name: _LocalSide(self, name),  # type: ignore[misc]
+                    "127.0.0.1",
+                    wanted,
+                )
+                self._servers.append(server)
+                self.local_ports[name] = server.sockets[0].getsockname()[1]
+        except BaseException:
+            await self.close()
+            raise
+        return dict(self.local_ports)
+
+    def retarget(self, remote_ports: dict[str, int]) -> None:
+        """Send new connections to other remote ports; drop the ones to the old ports."""
+        self.remote_ports = dict(remote_ports)
+        for connection in list(self._connections):
+            connection.close()
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._servers)
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._connections)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "listening": dict(self.local_ports) if self._servers else {},
+            "connections": len(self._connections),
+        }
+
+    async def close(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for connection in list(self._connections):
+            connection.close()
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
