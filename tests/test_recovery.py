@@ -63,8 +63,13 @@ class JupyterProcess:
                 time.sleep(0.1)
 
     def call(self, method: str, path: str, body: object = None) -> tuple[int, object]:
+        """Call the compute servers API."""
+        return self.request(method, f"compute-servers/api/{path}", body)
+
+    def request(self, method: str, path: str, body: object = None) -> tuple[int, object]:
+        """Call any of the Jupyter server's endpoints (``api/kernels``...)."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/compute-servers/api/{path}",
+            f"http://127.0.0.1:{self.port}/{path}",
             method=method,
             data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"token {TOKEN}"},

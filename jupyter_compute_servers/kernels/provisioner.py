@@ -357,9 +357,16 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         if signum == 0:
             await self.poll()
             return
-        await self.runtime.run(
-            self._agent_call("kernel_signal", kernel_id=self.kernel_id, signum=int(signum))
-        )
+        await self.runtime.run(self._signal(int(signum)))
+
+    async def _signal(self, signum: int) -> None:
+        try:
+            server = self.runtime.manager.get_server(self.server_id)
+        except NotFoundError:
+            return
+        if server.state is not State.RUNNING:
+            return  # its kernels ended with it
+        await self._agent_call("kernel_signal", kernel_id=self.kernel_id, signum=signum)
 
     async def kill(self, restart: bool = False) -> None:
         await self._signal_quietly(signal.SIGKILL)

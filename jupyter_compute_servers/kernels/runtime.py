@@ -207,13 +207,28 @@ def _start_standalone(data_dir: str, db_url: str) -> KernelRuntime:
             ready.set_exception(e)
             return
         ready.set_result(runtime)
-        loop.run_forever()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
 
     thread = threading.Thread(target=serve, name="compute-servers-kernels", daemon=True)
     thread.start()
     runtime = ready.result(60)
     atexit.register(_close_standalone, runtime)
     return runtime
+
+
+def close_standalone_runtimes() -> None:
+    """Shut down every standalone runtime of this process now (tests; embedding apps)."""
+    with _standalone_lock:
+        runtimes = list(_standalone.values())
+        _standalone.clear()
+    for runtime in runtimes:
+        atexit.unregister(_close_standalone)
+        _close_standalone(runtime)
+        if runtime.thread is not None:
+            runtime.thread.join(10)
 
 
 def _close_standalone(runtime: KernelRuntime) -> None:
