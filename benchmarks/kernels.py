@@ -1,0 +1,729 @@
+"""Remote kernels on a local compute server, side by side with local ones and OpenSSH.
+
+    python benchmarks/kernels.py [--quick] [--repeat N] [--naive-ssh]
+
+In one run, on this machine, against a ``local`` compute server started for the run:
+
+(a) kernel start to ready: ``AsyncKernelManager.start_kernel()`` then the client's
+    ``wait_for_ready()``, for the server's ``compute-<id>-python3`` kernel and for a local
+    ipykernel (the ``python3`` spec), interleaved, medians;
+(b) the round trip of ``execute('pass')`` (the shell reply and the IOPub idle status, as a
+    notebook waits for them), median and p95: the local kernel, the remote kernel through the
+    provisioner's tunnel, and the same remote kernel through plain OpenSSH tunnels (``ssh -L``
+    with the Nagle fix of ``../shared/TOOLCHAIN.md``: one ``ssh -tt`` running a remote command,
+    whose socket gets TCP_NODELAY, and one ``ssh -N`` per port);
+(c) the time to stream printed output (50 MiB by default) until the IOPub idle status, as MB/s.
+
+It prints a table and the ratios against the targets, and always exits 0 (it is a report).
+Everything it starts (kernels, ssh processes, the server) is stopped and its temporary
+directory removed at the end, also on errors and Ctrl-C. The machine is shared and noisy:
+compare the figures of one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import queue
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+LOCAL_LABEL = "local ipykernel"
+TT_LABEL = "OpenSSH ssh -tt -L x5"
+PER_PORT_LABEL = "OpenSSH ssh -N -L, one per port"
+NAIVE_LABEL = "OpenSSH ssh -N -L x5 (no -tt)"
+SERVER_NAME = "bench"
+MIB = 1024 * 1024
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def p95(values: list[float]) -> float:
+    """The nearest-rank 95th percentile."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class Workdir:
+    """The run's temporary directories; JUPYTER_* point into it before jupyter is imported."""
+
+    root: Path
+    data_dir: Path = field(init=False)
+    workspace: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.root / "compute_servers"
+        self.workspace = self.root / "workspace"
+        self.workspace.mkdir()
+        for name, sub in (
+            ("JUPYTER_DATA_DIR", "jupyter_data"),
+            ("JUPYTER_RUNTIME_DIR", "jupyter_runtime"),
+            ("JUPYTER_CONFIG_DIR", "jupyter_config"),
+            ("IPYTHONDIR", "ipython"),
+        ):
+            (self.root / sub).mkdir()
+            os.environ[name] = str(self.root / sub)
+
+
+def cli(work: Workdir, *args: str) -> str:
+    """Run ``jupyter compute-servers`` on the run's store; answers its stdout."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_compute_servers.cli",
+            "--set",
+            f"data_dir={work.data_dir}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"compute-servers {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+# --- kernels and clients ------------------------------------------------------------------
+
+
+class Resources:
+    """What the run started, so that everything is ended whatever happens."""
+
+    def __init__(self) -> None:
+        self.kernel_managers: list[Any] = []
+        self.clients: list[Any] = []
+        self.ssh: list[subprocess.Popen[bytes]] = []
+        self.runtime: Any = None
+
+    async def close_async(self) -> None:
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                client.stop_channels()
+        self.clients.clear()
+        for km in list(self.kernel_managers):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(km.shutdown_kernel(now=True), 30)
+        self.kernel_managers.clear()
+        self.kill_ssh()
+
+    def kill_leftovers(self) -> None:
+        """The last resort, without an event loop: the ssh processes, and the processes of
+        local kernels nobody shut down (remote ones end with the server)."""
+        self.kill_ssh()
+        for km in self.kernel_managers:
+            process = getattr(km.provisioner, "process", None)
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(OSError):
+                    process.kill()
+                    process.wait(5)
+        self.kernel_managers.clear()
+
+    def kill_ssh(self) -> None:
+        for process in self.ssh:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(5)
+            if process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+        self.ssh.clear()
+
+    def close_runtime(self) -> None:
+        """Close the standalone runtime's SSH connection and store (before the server stops
+        and its directory goes), then stop its loop so nothing runs at exit."""
+        runtime, self.runtime = self.runtime, None
+        if runtime is None or not runtime.loop.is_running():
+            return
+
+        async def close() -> None:
+            # A launch cut short by Ctrl-C cleans up after itself: let it.
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            if others:
+                await asyncio.wait(others, timeout=10)
+            for provisioner in list(runtime.kernels.values()):
+                with contextlib.suppress(Exception):
+                    await provisioner.shutdown_remote()
+            await runtime.manager.ssh.close_all()
+            runtime.manager.store.close()
+
+        with contextlib.suppress(Exception):
+            runtime.run_blocking(close(), timeout=30)
+        runtime.loop.call_soon_threadsafe(runtime.loop.stop)
+
+
+async def start_kernel(
+    res: Resources, kernel_name: str, cwd: Path
+) -> tuple[Any, Any, float, float]:
+    """Start a kernel and wait until it is ready; answers (manager, client, seconds until
+    start_kernel() returned, seconds until the client's wait_for_ready() returned)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    started = time.perf_counter()
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    res.kernel_managers.append(km)
+    # A local kernel's output (its "running over TCP" warning) would clutter the report.
+    await km.start_kernel(cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launched = time.perf_counter() - started
+    kc = km.client()
+    res.clients.append(kc)
+    kc.start_channels(hb=False)
+    await kc.wait_for_ready(timeout=120)
+    ready = time.perf_counter() - started
+    return km, kc, launched, ready
+
+
+async def stop_kernel(res: Resources, km: Any, kc: Any) -> float:
+    """Stop a client and shut its kernel down (gracefully); answers the seconds it took."""
+    kc.stop_channels()
+    with contextlib.suppress(ValueError):
+        res.clients.remove(kc)
+    started = time.perf_counter()
+    await km.shutdown_kernel()
+    with contextlib.suppress(ValueError):
+        res.kernel_managers.remove(km)
+    return time.perf_counter() - started
+
+
+async def wait_iopub_live(kc: Any, timeout: float = 60) -> None:
+    """Ask kernel_info until an IOPub status for one of the requests arrives: only then is
+    the client's IOPub subscription live (through a tunnel the first status is often lost)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    asked: set[str] = set()
+    while loop.time() < deadline:
+        asked.add(kc.kernel_info())
+        until = loop.time() + 0.25
+        while (left := until - loop.time()) > 0:
+            try:
+                msg = await kc.get_iopub_msg(timeout=left)
+            except queue.Empty:
+                break
+            if msg["msg_type"] == "status" and msg["parent_header"].get("msg_id") in asked:
+                return
+    raise RuntimeError("no IOPub status came back")
+
+
+async def execute(
+    kc: Any, code: str, timeout: float = 300, text: list[str] | None = None
+) -> tuple[float, int]:
+    """Execute code and wait for its shell reply and its IOPub idle status, as a notebook
+    does; answers (seconds, bytes of stream output received). Appends the output to
+    ``text`` if given."""
+    started = time.perf_counter()
+    msg_id = kc.execute(code)
+    received = 0
+    while True:
+        msg = await kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind = msg["msg_type"]
+        if kind == "stream":
+            received += len(msg["content"]["text"].encode())
+            if text is not None:
+                text.append(msg["content"]["text"])
+        elif kind == "error":
+            raise RuntimeError(f"{msg['content']['ename']}: {msg['content']['evalue']}")
+        elif kind == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    while True:
+        reply = await kc.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    elapsed = time.perf_counter() - started
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"execute failed: {reply['content']}")
+    return elapsed, received
+
+
+@dataclass
+class Target:
+    """One way to reach a kernel for (b) and (c): a client is connected for each block of
+    measurements and disconnected after it, so that only one client at a time receives the
+    kernel's IOPub broadcast."""
+
+    label: str
+    connection: Callable[[], dict[str, Any]]
+
+    async def connect(self, res: Resources) -> Any:
+        from jupyter_client.asynchronous import AsyncKernelClient
+
+        kc = AsyncKernelClient()
+        kc.load_connection_info(self.connection())
+        res.clients.append(kc)
+        kc.start_channels(hb=False)
+        await wait_iopub_live(kc)
+        return kc
+
+    @staticmethod
+    def disconnect(res: Resources, kc: Any) -> None:
+        kc.stop_channels()
+        with contextlib.suppress(ValueError):
+            res.clients.remove(kc)
+
+
+# --- OpenSSH tunnels ------------------------------------------------------------------------
+
+
+@dataclass
+class SSHTarget:
+    user_host: str
+    options: list[str]
+    logs: Path
+
+
+def spawn_ssh(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start one ssh in a session of its own (Ctrl-C is for us; we end it)."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            argv,
+            # kept open: with -tt an end of input would end the remote command, and the ssh
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+
+async def open_openssh(
+    res: Resources, ssh: SSHTarget, remote_ports: dict[str, int], mode: str
+) -> dict[str, int]:
+    """Forward local ports to the remote kernel's ports with OpenSSH; answers the local port
+    of each channel. ``mode``: ``tt`` (one ssh, a terminal and a remote command, which gets
+    TCP_NODELAY), ``per-port`` (one ``ssh -N`` per channel) or ``naive`` (one ``ssh -N`` with
+    five forwards: against OpenSSH's sshd it stalls on Nagle and delayed ACKs; the local
+    cloud's asyncssh server sets TCP_NODELAY on its end, which mostly hides that)."""
+    local = dict(zip(CHANNELS, free_ports(len(CHANNELS)), strict=True))
+    forwards = {
+        name: ["-L", f"127.0.0.1:{local[name]}:127.0.0.1:{remote_ports[name]}"] for name in CHANNELS
+    }
+    base = [
+        "ssh",
+        "-F",
+        "/dev/null",
+        *ssh.options,
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+    commands: list[list[str]] = []
+    if mode == "tt":
+        every = [arg for name in CHANNELS for arg in forwards[name]]
+        commands.append([*base, *every, "-tt", ssh.user_host, "sleep 86400"])
+    elif mode == "per-port":
+        commands += [[*base, *forwards[name], "-N", ssh.user_host] for name in CHANNELS]
+    elif mode == "naive":
+        every = [arg for name in CHANNELS for arg in forwards[name]]
+        commands.append([*base, *every, "-N", ssh.user_host])
+    else:
+        raise ValueError(mode)
+    processes = []
+    for i, argv in enumerate(commands):
+        process = spawn_ssh(argv, ssh.logs / f"ssh-{mode}-{i}.log")
+        res.ssh.append(process)
+        processes.append(process)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    waiting = set(CHANNELS)
+    while waiting:
+        for process in processes:
+            if process.poll() is not None:
+                log_text = "".join(p.read_text() for p in ssh.logs.glob(f"ssh-{mode}-*.log"))
+                raise RuntimeError(f"ssh ({mode}) exited {process.returncode}: {log_text}")
+        for name in list(waiting):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", local[name])
+                writer.close()
+                waiting.discard(name)
+        if loop.time() > deadline:
+            raise RuntimeError(f"ssh ({mode}) did not listen within 30 s")
+        if waiting:
+            await asyncio.sleep(0.05)
+    return local
+
+
+# --- the measurements -----------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    quick: bool
+    repeat: int
+    round_trips: int
+    block: int
+    output_mib: int
+    naive_ssh: bool
+
+
+@dataclass
+class Results:
+    start: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    cold: dict[str, tuple[float, float]] = field(default_factory=dict)
+    round_trip: dict[str, list[float]] = field(default_factory=dict)
+    output: dict[str, list[float]] = field(default_factory=dict)
+    output_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+async def measure_starts(
+    res: Resources, opts: Options, kinds: dict[str, str], cwd: Path, results: Results
+) -> None:
+    labels = list(kinds)
+    # A first, cold start of each (not counted): imports, the standalone runtime, its SSH
+    # connection and the server's agent.
+    for label in labels:
+        km, kc, launched, ready = await start_kernel(res, kinds[label], cwd)
+        if res.runtime is None and getattr(km.provisioner, "remote_kernel", None) is not None:
+            res.runtime = km.provisioner.runtime
+        results.cold[label] = (launched, ready)
+        await stop_kernel(res, km, kc)
+    for i in range(opts.repeat):
+        order = labels if i % 2 == 0 else labels[::-1]
+        for label in order:
+            km, kc, launched, ready = await start_kernel(res, kinds[label], cwd)
+            shutdown = await stop_kernel(res, km, kc)
+            results.start.setdefault(label, []).append((launched, ready, shutdown))
+        print(f"  start round {i + 1}/{opts.repeat} done", file=sys.stderr)
+
+
+async def measure_round_trips(
+    res: Resources, opts: Options, targets: list[Target], results: Results
+) -> None:
+    rounds = math.ceil(opts.round_trips / opts.block)
+    for i in range(rounds):
+        order = targets[i % len(targets) :] + targets[: i % len(targets)]
+        for target in order:
+            kc = await target.connect(res)
+            try:
+                for _ in range(3):  # warm up the fresh connections
+                    await execute(kc, "pass")
+                samples = results.round_trip.setdefault(target.label, [])
+                for _ in range(min(opts.block, opts.round_trips - len(samples))):
+                    elapsed, _ = await execute(kc, "pass")
+                    samples.append(elapsed)
+            finally:
+                target.disconnect(res, kc)
+        print(f"  round-trip block {i + 1}/{rounds} done", file=sys.stderr)
+
+
+async def measure_output(
+    res: Resources, opts: Options, targets: list[Target], results: Results
+) -> None:
+    lines = opts.output_mib * 1024  # each print writes 1,023 x's and a newline
+    code = f"for _ in range({lines}):\n    print('x' * 1023)"
+    results.output_bytes = lines * 1024
+    for i in range(opts.repeat):
+        order = targets[i % len(targets) :] + targets[: i % len(targets)]
+        for target in order:
+            kc = await target.connect(res)
+            try:
+                elapsed, received = await execute(kc, code)
+            finally:
+                target.disconnect(res, kc)
+            if received != results.output_bytes:
+                results.notes.append(
+                    f"{target.label}: received {received} bytes of output, "
+                    f"not {results.output_bytes}"
+                )
+            results.output.setdefault(target.label, []).append(elapsed)
+        print(f"  output round {i + 1}/{opts.repeat} done", file=sys.stderr)
+
+
+async def tunnel_details(runtime: Any, server_id: int) -> str:
+    async def ask() -> str:
+        connection = (await runtime.manager.connection(server_id)).connection
+        return (
+            f"cipher {connection.get_extra_info('send_cipher')}, "
+            f"mac {connection.get_extra_info('send_mac')}, "
+            f"compression {connection.get_extra_info('send_compression')}"
+        )
+
+    return await runtime.run(ask())
+
+
+async def python_of(res: Resources, target: Target) -> str:
+    kc = await target.connect(res)
+    try:
+        text: list[str] = []
+        await execute(kc, "import sys; print(sys.executable, end='')", text=text)
+        return "".join(text)
+    finally:
+        target.disconnect(res, kc)
+
+
+async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resources) -> Results:
+    from jupyter_compute_servers.cli import load_app, openssh_options
+
+    results = Results()
+    remote_spec = f"compute-{server_id}-python3"
+    local_label, remote_label = LOCAL_LABEL, f"remote ({remote_spec})"
+    try:
+        # The server's SSH endpoint and our key, for the OpenSSH baseline. This manager is
+        # only for that: the kernels' provisioner builds its own (in its runtime thread).
+        app = load_app([f"data_dir={work.data_dir}"])
+        manager = app.build_manager()
+        try:
+            endpoint = await manager.endpoint(server_id)
+            key_path = manager.keys.private_key_path(server_id)
+        finally:
+            await manager.ssh.close_all()
+            manager.store.close()
+        ssh = SSHTarget(
+            f"{endpoint.username}@{endpoint.host}",
+            openssh_options(key_path, endpoint, str(work.root)),
+            work.root,
+        )
+
+        print("(a) kernel starts...", file=sys.stderr)
+        await measure_starts(
+            res, opts, {local_label: "python3", remote_label: remote_spec}, work.workspace, results
+        )
+
+        print("(b, c) one kernel of each kind, and the OpenSSH tunnels...", file=sys.stderr)
+        local_km, local_kc, _, _ = await start_kernel(res, "python3", work.workspace)
+        remote_km, remote_kc, _, _ = await start_kernel(res, remote_spec, work.workspace)
+        # These clients only served the start; the measurements connect their own.
+        for kc in (local_kc, remote_kc):
+            Target.disconnect(res, kc)
+        if res.runtime is None:
+            res.runtime = remote_km.provisioner.runtime
+        results.notes.append(
+            "provisioner tunnel's SSH connection: " + await tunnel_details(res.runtime, server_id)
+        )
+        remote_ports = {
+            name: int(remote_km.provisioner.remote_kernel["ports"][f"{name}_port"])
+            for name in CHANNELS
+        }
+        remote_info = remote_km.get_connection_info(session=False)
+
+        def via(ports: dict[str, int]) -> Callable[[], dict[str, Any]]:
+            def info() -> dict[str, Any]:
+                return {**remote_info, **{f"{name}_port": ports[name] for name in CHANNELS}}
+
+            return info
+
+        targets = [
+            Target(local_label, lambda: local_km.get_connection_info(session=False)),
+            Target(remote_label, lambda: remote_km.get_connection_info(session=False)),
+        ]
+        pythons = [await python_of(res, target) for target in targets]
+        if pythons[0] != pythons[1]:
+            results.notes.append(
+                f"the kernels run different Pythons: local {pythons[0]}, remote {pythons[1]}"
+            )
+        modes = [("tt", TT_LABEL), ("per-port", PER_PORT_LABEL)]
+        if opts.naive_ssh:
+            modes.append(("naive", NAIVE_LABEL))
+        for mode, label in modes:
+            ports = await open_openssh(res, ssh, remote_ports, mode)
+            targets.append(Target(label, via(ports)))
+
+        print(f"(b) {opts.round_trips} round trips per target...", file=sys.stderr)
+        await measure_round_trips(res, opts, targets, results)
+        print(f"(c) {opts.output_mib} MiB of output per target...", file=sys.stderr)
+        # The naive tunnel's stall does not matter for bulk output; leave it out.
+        await measure_output(res, opts, targets[:4], results)
+    finally:
+        await res.close_async()
+        res.close_runtime()
+    return results
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def report(results: Results, opts: Options) -> None:
+    mode = "quick" if opts.quick else "full"
+    print()
+    print(
+        f"Remote kernels vs local, on one machine ({os.cpu_count()} CPUs), {mode} run: "
+        f"start x{opts.repeat}, round trip x{opts.round_trips}, "
+        f"output {opts.output_mib} MiB x{opts.repeat}"
+    )
+    print()
+    print("(a) kernel start to ready (start_kernel + wait_for_ready), seconds")
+    print(
+        f"    {'':34} {'median':>7} {'min':>7} {'max':>7}   "
+        f"{'start_kernel':>12} {'shutdown':>9} {'cold':>6}"
+    )
+    for label, samples in results.start.items():
+        ready = [s[1] for s in samples]
+        print(
+            f"    {label:34} {median(ready):7.3f} {min(ready):7.3f} {max(ready):7.3f}   "
+            f"{median([s[0] for s in samples]):12.3f} {median([s[2] for s in samples]):9.3f} "
+            f"{results.cold[label][1]:6.3f}"
+        )
+    print(
+        "    (start_kernel: median until start_kernel() returned; shutdown: graceful, median;"
+        " cold: the first start, not counted)"
+    )
+    print()
+    print("(b) execute('pass') round trip (shell reply + IOPub idle), milliseconds")
+    print(f"    {'':34} {'median':>7} {'p95':>7} {'min':>7}")
+    for label, samples in results.round_trip.items():
+        ms = [s * 1000 for s in samples]
+        print(f"    {label:34} {median(ms):7.2f} {p95(ms):7.2f} {min(ms):7.2f}")
+    print()
+    mb = results.output_bytes / 1e6
+    print(f"(c) {mb:.1f} MB of printed output until IOPub idle")
+    print(f"    {'':34} {'median s':>8} {'MB/s':>7} {'best s':>7}")
+    for label, samples in results.output.items():
+        print(
+            f"    {label:34} {median(samples):8.3f} {mb / median(samples):7.1f} {min(samples):7.3f}"
+        )
+    for note in results.notes:
+        print(f"    note: {note}")
+
+    local = LOCAL_LABEL
+    remote = next(label for label in results.start if label != local)
+    start_ratio = median([s[1] for s in results.start[remote]]) / median(
+        [s[1] for s in results.start[local]]
+    )
+    rt = {label: median(samples) for label, samples in results.round_trip.items()}
+    rt95 = {label: p95(samples) for label, samples in results.round_trip.items()}
+    # The peer to beat: the faster of the two fair OpenSSH tunnels.
+    best_ssh = min((TT_LABEL, PER_PORT_LABEL), key=lambda label: rt[label])
+    other_ssh = PER_PORT_LABEL if best_ssh == TT_LABEL else TT_LABEL
+    out_ratio = median(results.output[local]) / median(results.output[remote])
+    print()
+    print("Targets (remote = the compute server's kernel through the provisioner's tunnel)")
+    rows = [
+        ("start to ready, remote / local", start_ratio, "<= 1.30x", start_ratio <= 1.3),
+        ("round trip median, remote / local", rt[remote] / rt[local], "<= 1.50x",
+         rt[remote] / rt[local] <= 1.5),
+        (f"round trip median, remote / {best_ssh} (faster)", rt[remote] / rt[best_ssh],
+         "<= 1.00x", rt[remote] <= rt[best_ssh]),
+        (f"round trip median, remote / {other_ssh}", rt[remote] / rt[other_ssh], "", None),
+        ("round trip p95, remote / local", rt95[remote] / rt95[local], "", None),
+        ("output throughput, remote / local", out_ratio, ">= 0.60x", out_ratio >= 0.6),
+    ]  # fmt: skip
+    width = max(len(row[0]) for row in rows)
+    for name, ratio, target, ok in rows:
+        mark = "(info)" if ok is None else verdict(ok)
+        print(f"    {name:{width}} {ratio:5.2f}x  {target:>8}  {mark}")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repetitions, less output")
+    p.add_argument("--repeat", type=int, help="repetitions of (a) and (c) (default 5; quick 2)")
+    p.add_argument(
+        "--naive-ssh",
+        action="store_true",
+        help="also time one plain `ssh -N` carrying five forwards (no Nagle fix)",
+    )
+    args = p.parse_args(argv)
+    repeat = args.repeat or (2 if args.quick else 5)
+    if repeat < 1:
+        p.error("--repeat must be at least 1")
+    return Options(
+        quick=args.quick,
+        repeat=repeat,
+        round_trips=50 if args.quick else 200,
+        block=25,
+        output_mib=5 if args.quick else 50,
+        naive_ssh=args.naive_ssh,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    work = Workdir(Path(tempfile.mkdtemp(prefix="jcs-bench-kernels-")))
+    # The server's kernels run the `python3` found on the PATH its SSH server inherits: make
+    # that this Python, the one the local kernel runs, so both sides run the same code.
+    os.environ["PATH"] = os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+    )
+    res = Resources()
+    server_id = None
+    results = None
+    status = 1
+    try:
+        print("Creating and starting a local compute server...", file=sys.stderr)
+        created = json.loads(cli(work, "create", SERVER_NAME, "--json"))
+        server_id = int(created["id"])
+        cli(work, "start", SERVER_NAME)
+        results = asyncio.run(run_benchmark(work, server_id, opts, res))
+        status = 0
+    except KeyboardInterrupt:
+        print("Interrupted; cleaning up.", file=sys.stderr)
+        status = 130
+    except Exception as e:
+        print(f"The benchmark failed: {type(e).__name__}: {e}", file=sys.stderr)
+    finally:
+        # No second Ctrl-C half-way through the clean-up (the CLI below inherits this too).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        res.kill_leftovers()
+        if server_id is not None:
+            try:
+                cli(work, "stop", SERVER_NAME)
+            except Exception as e:
+                print(f"Could not stop the server: {e}", file=sys.stderr)
+        shutil.rmtree(work.root, ignore_errors=True)
+    if results is not None:
+        report(results, opts)
+    # Missed targets are part of the report, not a failure: 0 whenever it could measure.
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
