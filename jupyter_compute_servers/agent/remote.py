@@ -111,6 +111,7 @@ SIGNALS = {
     int(s): s
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGQUIT)
 }
+BARE_PYTHON = re.compile(r"python(\d(\.\d+)?)?")
 # Kernels this agent started, so their exit codes can be collected (and zombies reaped).
 _CHILDREN: dict = {}
 
@@ -251,6 +252,8 @@ def kernel_launch(params):
     env.update({str(k): str(v) for k, v in (params.get("env") or {}).items()})
     env["PWD"] = cwd
     command = [arg.replace("{connection_file}", connection_file) for arg in argv]
+    if BARE_PYTHON.fullmatch(command[0]):
+        command[0] = sys.executable  # as jupyter_client does locally: the Python we run on
     log_path = os.path.join(kernels, f"kernel-{kernel_id}.log")
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -380,7 +383,7 @@ def kernelspecs(params):
                 spec = entry.get("spec") or {}
                 argv = spec.get("argv") or []
                 # As jupyter_client does locally: a bare "python" means the listing Python.
-                if argv and re.fullmatch(r"python(\d(\.\d+)?)?", argv[0]):
+                if argv and BARE_PYTHON.fullmatch(argv[0]):
                     spec["argv"] = [python, *argv[1:]]
                 specs[name] = spec
         else:
