@@ -26,6 +26,7 @@ from traitlets.config import Application, Config
 from .app import ComputeServersApp
 from .clouds.base import SSHEndpoint
 from .errors import ComputeServersError
+from .kernels.specs import spec_name
 from .manager import ComputeServerManager
 from .models import DEPROVISION_WARNING, State
 from .store import ServerRecord
@@ -97,6 +98,10 @@ async def run_action(
     if result.state is State.ERROR:
         raise ComputeServersError(result.state_reason)
     print(f"{server.name} is {result.state.value}", file=sys.stderr)
+    if result.state is State.RUNNING and manager.kernel_specs is not None:
+        await manager.kernel_specs.settle()
+        for kernel in sorted((manager.get_server(server.id).kernel_specs or {}).keys()):
+            print(f"  kernel: {spec_name(server.id, kernel)}", file=sys.stderr)
     return result
 
 

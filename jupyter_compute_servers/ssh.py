@@ -23,6 +23,16 @@ from .agent import AgentClient
 from .clouds.base import SSHEndpoint
 from .errors import CloudError
 
+#: AES-GCM first: asyncssh's chacha20-poly1305 builds cipher contexts per packet and costs
+#: several times more per message (benchmarks/kernels.py), which kernels' round trips feel.
+PREFERRED_CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+]
+
 
 class SSHConnectError(CloudError):
     """A server's SSH endpoint could not be reached or refused us."""
@@ -172,6 +182,7 @@ class SSHConnections:
                     config=[],
                     keepalive_interval=self.keepalive_interval,
                     keepalive_count_max=3,
+                    encryption_algs=PREFERRED_CIPHERS,
                 ),
                 self.connect_timeout,
             )

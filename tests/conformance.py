@@ -36,11 +36,11 @@ class IPythonKernelConformance(jupyter_kernel_test.KernelTests):
         {
             "code": "from IPython.display import HTML, display; display(HTML('<b>test</b>'))",
             "mime": "text/html",
-        },  # noqa: E501
+        },
         {
             "code": "from IPython.display import Math, display; display(Math('\\frac{1}{2}'))",
             "mime": "text/latex",
-        },  # noqa: E501
+        },
     ]
     code_history_pattern = "1?2*"
     # ipykernel answers "range" with session 0 even locally; jupyter_kernel_test wants 1.

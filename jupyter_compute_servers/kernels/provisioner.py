@@ -277,16 +277,16 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         poller = zmq.asyncio.Poller()
         poller.register(iopub, zmq.POLLIN)
         asked: set[str] = set()
-        wait = 0.1
+        started = loop.time()
+        next_check = started + 1.0
         try:
             while True:
                 request = session.msg("kernel_info_request")
                 asked.add(request["header"]["msg_id"])
                 session.send(shell, request)
-                until = loop.time() + wait
-                while (left := until - loop.time()) > 0:
-                    if not await poller.poll(left * 1000):
-                        break
+                # Ask again often (a kernel coming up just after a long wait would idle), but
+                # less so for a slow starter, which answers every queued request at once.
+                if await poller.poll(50 if loop.time() < started + 2 else 250):
                     frames = await iopub.recv_multipart()
                     _, parts = session.feed_identities(frames)
                     message = session.deserialize(parts, content=False)
@@ -295,7 +295,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                         and message["parent_header"].get("msg_id") in asked
                     ):
                         return
-                wait = min(wait * 2, 1.0)
+                if loop.time() < next_check:
+                    continue
+                next_check = loop.time() + 1.0
                 status = await self._agent_call("kernel_status", kernel_id=self.kernel_id)
                 if not status["alive"]:
                     log = (await self._agent_call("kernel_log", kernel_id=self.kernel_id))["log"]

@@ -215,6 +215,11 @@ class KernelSpecPublisher:
             manager.notify("kernelspecs", server_id)
         return found
 
+    async def settle(self) -> None:
+        """Wait for kernel discoveries under way (the CLI, before it exits)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
