@@ -155,7 +155,12 @@ class ComputeServersApp(ExtensionApp):
         self.settings["compute_servers_manager"] = self.manager
         self.kernel_specs = self.manager.kernel_specs
         assert self.kernel_specs is not None
-        self.kernel_specs.sync()
+        try:
+            self.kernel_specs.sync()
+        except OSError as e:
+            self.log.error(
+                "Cannot write compute servers' kernel specs to %s: %s", self.kernel_specs_dir, e
+            )
         self._add_kernel_specs_dir()
         self.kernel_runtime = KernelRuntime(
             self.manager, asyncio.get_event_loop(), self.serverapp.root_dir
