@@ -20,6 +20,7 @@ from .kernels.specs import KernelSpecPublisher
 from .manager import ComputeServerManager
 from .ssh import KeyStore, SSHConnections
 from .store import ServerStore
+from .terminals import RemoteTerminals
 
 EVENT_SCHEMA_PATH = Path(__file__).parent / "event_schemas" / "server-v1.json"
 EVENT_SCHEMA_ID = "https://events.jupyter.org/jupyter_compute_servers/server/v1"
@@ -167,6 +168,7 @@ class ComputeServersApp(ExtensionApp):
         )
         set_server_runtime(self.kernel_runtime)
         self.settings["compute_servers_kernel_runtime"] = self.kernel_runtime
+        self.settings["compute_servers_terminals"] = RemoteTerminals(self.manager)
         self._reconcile_task: asyncio.Task[Any] | None = None
         if self.reconcile_on_start:
             self._reconcile_task = asyncio.get_event_loop().create_task(self.manager.reconcile())

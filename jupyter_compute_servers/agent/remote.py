@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 PROTOCOL = 1
 
@@ -404,6 +405,310 @@ def kernelspecs(params):
     return {"kernelspecs": specs, "reason": reason}
 
 
+# --- terminals ----------------------------------------------------------------------------
+#
+# A terminal is a shell on a PTY held by a small host process, detached like a kernel, so it
+# outlives the SSH connection that started it and any browser watching it. Clients reach the
+# host on the server's loopback (through the SSH connection), prove themselves with the token
+# kept in its 0600 record, and are sent what they missed from its scrollback.
+
+TERMINAL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SCROLLBACK_BYTES = 256 * 1024
+CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024
+
+
+def _terminals_dir(params):
+    root = os.path.expanduser(params.get("runtime_dir") or "~/.jupyter-compute-servers")
+    path = os.path.join(root, "terminals")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _terminal_name(params):
+    name = params.get("name")
+    if not isinstance(name, str) or not TERMINAL_NAME.match(name):
+        raise ValueError(f"invalid terminal name {name!r}")
+    return name
+
+
+def _terminal_record(terminals, name):
+    try:
+        with open(os.path.join(terminals, f"{name}.json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if _start_time(record["pid"]) != record.get("start_time"):
+        return None  # its host is gone (or the pid is someone else's now)
+    return record
+
+
+def _terminal_public(record):
+    return {key: record[key] for key in ("name", "pid", "cwd", "started") if key in record}
+
+
+def _window_size(fd, rows, cols):
+    import fcntl
+    import struct
+    import termios
+
+    rows = max(1, min(int(rows), 1000))
+    cols = max(1, min(int(cols), 1000))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class _TerminalClient:
+    def __init__(self, sock):
+        self.sock = sock
+        self.inbox = b""
+        self.outbox = bytearray()
+        self.attached = False
+        self.decoder: Any = None
+
+
+def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd):
+    """The host process: owns the PTY, serves clients, ends when the shell ends."""
+    import codecs
+    import hmac
+    import pty
+    import secrets
+    import selectors
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    token = secrets.token_hex(32)
+    shell = os.environ.get("SHELL") or ("/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh")
+    shell_env = dict(os.environ)
+    shell_env.pop("JPY_PARENT_PID", None)
+    shell_env.update(env)
+    shell_env.update(TERM="xterm-256color", PWD=cwd)
+    shell_pid, master = pty.fork()
+    if shell_pid == 0:
+        try:
+            os.chdir(cwd)
+            os.execvpe(shell, [shell, "-l"], shell_env)  # noqa: S606 - the user's own shell
+        finally:
+            os._exit(127)
+    _window_size(master, rows, cols)
+    record = {
+        "name": name,
+        "pid": os.getpid(),
+        "start_time": _start_time(os.getpid()),
+        "shell_pid": shell_pid,
+        "port": listener.getsockname()[1],
+        "token": token,
+        "cwd": cwd,
+        "started": time.time(),
+    }
+    _write_private(record_path, json.dumps(record))
+    os.write(ready_fd, b"ok")
+    os.close(ready_fd)
+
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "listen")
+    selector.register(master, selectors.EVENT_READ, "pty")
+    clients: dict = {}
+    scrollback = bytearray()
+    produced = 0  # bytes the shell ever wrote: offsets let a client resume where it left off
+
+    def send(client, message):
+        client.outbox += (json.dumps(message) + "\n").encode()
+        if len(client.outbox) > CLIENT_BACKLOG_BYTES:
+            drop(client)  # too slow: it reattaches and resumes from its offset
+            return
+        selector.modify(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+
+    def drop(client):
+        clients.pop(client.sock, None)
+        with contextlib.suppress(Exception):
+            selector.unregister(client.sock)
+        client.sock.close()
+
+    def attach(client, hello):
+        if not hmac.compare_digest(str(hello.get("token", "")), token):
+            drop(client)
+            return
+        client.attached = True
+        client.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        start = produced - len(scrollback)
+        offset = min(max(int(hello.get("offset") or 0), start), produced)
+        missed = bytes(scrollback[offset - start :])
+        send(client, ["stdout", client.decoder.decode(missed), produced])
+
+    def handle(client, line):
+        if not client.attached:
+            attach(client, json.loads(line))
+            return
+        message = json.loads(line)
+        if message[0] == "stdin":
+            data = str(message[1]).encode()
+            while data:
+                data = data[os.write(master, data) :]
+        elif message[0] == "set_size":
+            _window_size(master, message[1], message[2])
+
+    exit_code = None
+    while exit_code is None:
+        for key, events in selector.select():
+            if key.data == "listen":
+                with contextlib.suppress(OSError):
+                    sock, _ = listener.accept()
+                    sock.setblocking(False)
+                    client = _TerminalClient(sock)
+                    clients[sock] = client
+                    selector.register(sock, selectors.EVENT_READ, client)
+            elif key.data == "pty":
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    _, status = os.waitpid(shell_pid, 0)
+                    exit_code = os.waitstatus_to_exitcode(status)
+                    break
+                produced += len(chunk)
+                scrollback += chunk
+                del scrollback[: max(0, len(scrollback) - SCROLLBACK_BYTES)]
+                for client in list(clients.values()):
+                    if client.attached:
+                        send(client, ["stdout", client.decoder.decode(chunk), produced])
+            else:
+                client = key.data
+                if events & selectors.EVENT_WRITE and client.outbox:
+                    try:
+                        sent = client.sock.send(client.outbox)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:
+                        drop(client)
+                        continue
+                    del client.outbox[:sent]
+                    if not client.outbox:
+                        selector.modify(client.sock, selectors.EVENT_READ, client)
+                if events & selectors.EVENT_READ:
+                    try:
+                        data = client.sock.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        drop(client)
+                        continue
+                    client.inbox += data
+                    while b"\n" in client.inbox and client.sock in clients:
+                        line, client.inbox = client.inbox.split(b"\n", 1)
+                        try:
+                            handle(client, line)
+                        except (ValueError, TypeError, IndexError, KeyError):
+                            drop(client)  # not our protocol: not our client
+    for client in list(clients.values()):
+        if client.attached:
+            client.outbox += (json.dumps(["exit", exit_code]) + "\n").encode()
+            with contextlib.suppress(OSError):
+                client.sock.setblocking(True)
+                client.sock.settimeout(2)
+                client.sock.sendall(client.outbox)
+        client.sock.close()
+    with contextlib.suppress(OSError):
+        os.unlink(record_path)
+
+
+def terminal_start(params):
+    terminals = _terminals_dir(params)
+    name = _terminal_name(params)
+    if _terminal_record(terminals, name) is not None:
+        raise RuntimeError(f"terminal {name} exists")
+    cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
+    record_path = os.path.join(terminals, f"{name}.json")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked host
+        try:
+            os.close(read_fd)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            _terminal_host(
+                name,
+                record_path,
+                cwd,
+                params.get("rows") or 24,
+                params.get("cols") or 80,
+                env,
+                write_fd,
+            )
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                os.write(write_fd, f"error {type(e).__name__}: {e}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    answer = b""
+    while True:
+        chunk = os.read(read_fd, 4096)
+        if not chunk:
+            break
+        answer += chunk
+    os.close(read_fd)
+    if answer != b"ok":
+        raise RuntimeError(f"the terminal did not start: {answer.decode('utf-8', 'replace')}")
+    record = _terminal_record(terminals, name)
+    if record is None:
+        raise RuntimeError("the terminal ended at once")
+    return _terminal_public(record)
+
+
+def terminal_list(params):
+    terminals = _terminals_dir(params)
+    found = []
+    for entry in sorted(os.listdir(terminals)):
+        if entry.endswith(".json") and TERMINAL_NAME.match(entry[:-5]):
+            record = _terminal_record(terminals, entry[:-5])
+            if record is not None:
+                found.append(_terminal_public(record))
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(terminals, entry))
+    return {"terminals": found}
+
+
+def terminal_connect(params):
+    """Where a terminal's host listens and the token it wants (for our end of SSH only)."""
+    record = _terminal_record(_terminals_dir(params), _terminal_name(params))
+    if record is None:
+        return {"exists": False}
+    return {"exists": True, "port": record["port"], "token": record["token"]}
+
+
+def terminal_kill(params):
+    """End a terminal: hang its shell up, then make sure its host and children are gone."""
+    terminals = _terminals_dir(params)
+    record = _terminal_record(terminals, _terminal_name(params))
+    if record is None:
+        return {"killed": False}
+    for signum, grace in ((signal.SIGHUP, 2.0), (signal.SIGKILL, 2.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record["shell_pid"], signum)
+        deadline = time.time() + grace
+        while time.time() < deadline and _start_time(record["pid"]) == record["start_time"]:
+            time.sleep(0.02)
+        if _start_time(record["pid"]) != record["start_time"]:
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(record["pid"], signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(terminals, f"{record['name']}.json"))
+    return {"killed": True}
+
+
 def ping(params):
     return {"pong": True, "pid": os.getpid()}
 
@@ -418,6 +723,10 @@ METHODS = {
     "kernel_cleanup": kernel_cleanup,
     "kernel_log": kernel_log,
     "kernel_list": kernel_list,
+    "terminal_start": terminal_start,
+    "terminal_list": terminal_list,
+    "terminal_connect": terminal_connect,
+    "terminal_kill": terminal_kill,
 }
 
 

@@ -12,10 +12,17 @@ from .servers import (
     ServersHandler,
 )
 from .status import StatusHandler
+from .terminals import (
+    ServerSSHAccessHandler,
+    ServerTerminalHandler,
+    ServerTerminalsHandler,
+    TerminalWebSocketHandler,
+)
 
 #: Every route is under ``<base_url>/compute-servers/api/``.
 API_PREFIX = "/compute-servers/api"
 _ID = r"(?P<server_id>[0-9]{1,18})"
+_TERMINAL = r"(?P<terminal_name>[^/]+)"
 
 
 def api_handlers() -> list[tuple[str, type]]:
@@ -29,4 +36,11 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/servers/{_ID}/actions/(?P<action>[a-z_]+)", ServerActionHandler),
         (rf"{API_PREFIX}/servers/{_ID}/kernels", ServerKernelsHandler),
         (rf"{API_PREFIX}/servers/{_ID}/kernels/(?P<kernel_id>[^/]+)", ServerKernelHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/terminals", ServerTerminalsHandler),
+        (
+            rf"{API_PREFIX}/servers/{_ID}/terminals/websocket/{_TERMINAL}",
+            TerminalWebSocketHandler,
+        ),
+        (rf"{API_PREFIX}/servers/{_ID}/terminals/{_TERMINAL}", ServerTerminalHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/ssh-access", ServerSSHAccessHandler),
     ]

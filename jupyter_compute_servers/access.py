@@ -1,0 +1,63 @@
+"""SSH access from the user's own tools: an ssh config snippet for a running server, with a
+known_hosts file holding its pinned host key (so ``ssh`` never asks to trust it)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import ConflictError
+from .manager import ComputeServerManager
+from .models import State
+
+
+def host_alias(name: str) -> str:
+    return "compute-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-").lower() or "server")
+
+
+def _quoted(path: Path) -> str:
+    return f'"{path}"' if " " in str(path) else str(path)
+
+
+async def ssh_access(manager: ComputeServerManager, server_id: int) -> dict[str, Any]:
+    server = manager.get_server(server_id)
+    if server.state is not State.RUNNING:
+        raise ConflictError(
+            f"Server {server.name!r} is {server.state.value}; SSH access needs it running.",
+            state=server.state.value,
+        )
+    endpoint = await manager.endpoint(server_id)
+    directory = manager.keys.keys_dir.parent / "ssh-access" / str(server_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    host = endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
+    known_hosts_line = f"{host} {endpoint.host_key}"
+    known_hosts = directory / "known_hosts"
+    known_hosts.write_text(known_hosts_line + "\n")
+    identity = manager.keys.private_key_path(server_id)
+    alias = host_alias(server.name)
+    config = (
+        f"Host {alias}\n"
+        f"    HostName {endpoint.host}\n"
+        f"    Port {endpoint.port}\n"
+        f"    User {endpoint.username}\n"
+        f"    IdentityFile {_quoted(identity)}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {_quoted(known_hosts)}\n"
+        "    StrictHostKeyChecking yes\n"
+    )
+    return {
+        "host_alias": alias,
+        "config": config,
+        "known_hosts": known_hosts_line,
+        "known_hosts_file": str(known_hosts),
+        "identity_file": str(identity),
+        "workspace": endpoint.workspace,
+        "examples": [
+            f"ssh {alias}",
+            f"scp data.csv {alias}:",
+            f"rsync -a project/ {alias}:project/",
+        ],
+    }

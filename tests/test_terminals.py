@@ -1,0 +1,250 @@
+"""Terminals on compute servers: the REST API, the terminado websocket with real PTY output,
+resizing, reattaching after a reload and after an SSH drop, ending shells, and SSH access
+from the user's own OpenSSH client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from jupyter_compute_servers.handlers.base import AUTH_RESOURCE
+
+from .kernel_helpers import process_alive
+
+
+async def running_server(api, wait_for_state, name: str = "box") -> dict[str, Any]:
+    code, server = await api("POST", "servers", {"name": name})
+    assert code == 201
+    await api("POST", f"servers/{server['id']}/actions/start")
+    server = await wait_for_state(server["id"], "running", "error")
+    assert server["state"] == "running", server["state_reason"]
+    return server
+
+
+class Screen:
+    """A websocket client that keeps everything the terminal printed."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.text = ""
+        self.messages: list[list[Any]] = []
+
+    def send(self, *message: Any) -> None:
+        self.ws.write_message(json.dumps(list(message)))
+
+    def type(self, keys: str) -> None:
+        self.send("stdin", keys)
+
+    async def until(self, expected: str, timeout: float = 20) -> str:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while expected not in self.text:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(f"{expected!r} never appeared in {self.text[-2000:]!r}")
+            raw = await asyncio.wait_for(self.ws.read_message(), left)
+            if raw is None:
+                raise AssertionError(f"closed before {expected!r}: {self.text[-2000:]!r}")
+            message = json.loads(raw)
+            self.messages.append(message)
+            if message[0] == "stdout":
+                self.text += message[1]
+        return self.text
+
+    async def closed(self, timeout: float = 20) -> None:
+        while True:
+            raw = await asyncio.wait_for(self.ws.read_message(), timeout)
+            if raw is None:
+                return
+            self.messages.append(json.loads(raw))
+
+
+async def open_screen(jp_ws_fetch, server_id: int, name: str, **kwargs: Any) -> Screen:
+    ws = await jp_ws_fetch(
+        "compute-servers",
+        "api",
+        "servers",
+        str(server_id),
+        "terminals",
+        "websocket",
+        name,
+        **kwargs,
+    )
+    screen = Screen(ws)
+    assert json.loads(await ws.read_message()) == ["setup", {}]
+    return screen
+
+
+async def test_terminals_rest_api_validates_and_needs_a_running_server(api, wait_for_state):
+    code, idle = await api("POST", "servers", {"name": "idle"})
+    code, listed = await api("GET", f"servers/{idle['id']}/terminals")
+    assert code == 200 and listed == {"terminals": []}
+    code, error = await api("POST", f"servers/{idle['id']}/terminals")
+    assert code == 409 and "start it" in error["message"]
+
+    server = await running_server(api, wait_for_state)
+    base = f"servers/{server['id']}/terminals"
+    for body, field in (
+        ({"rows": 0}, "rows"),
+        ({"cols": "80"}, "cols"),
+        ({"cwd": "../outside"}, "cwd"),
+        ({"name": "no spaces"}, "terminal_name"),
+        ({"shell": "/bin/sh"}, "shell"),
+    ):
+        code, error = await api("POST", base, body)
+        assert code == 400 and error["field"] == field, (body, error)
+
+    code, first = await api("POST", base)
+    assert code == 201 and first["name"] == "1"
+    code, second = await api("POST", base, {"name": "build", "rows": 40, "cols": 120})
+    assert code == 201 and second["name"] == "build"
+    code, error = await api("POST", base, {"name": "build"})
+    assert code == 409 and error["field"] == "name"
+    code, listed = await api("GET", base)
+    assert [t["name"] for t in listed["terminals"]] == ["1", "build"]
+
+    code, _ = await api("DELETE", f"{base}/build")
+    assert code == 204
+    assert not process_alive(second["pid"])
+    code, error = await api("DELETE", f"{base}/build")
+    assert code == 404 and error["field"] == "terminal_name"
+
+
+async def test_a_remote_terminal_runs_a_real_shell_in_the_workspace(
+    api, wait_for_state, jp_ws_fetch, compute_data_dir
+):
+    server = await running_server(api, wait_for_state)
+    _, terminal = await api("POST", f"servers/{server['id']}/terminals")
+    screen = await open_screen(jp_ws_fetch, server["id"], terminal["name"])
+    screen.type("echo hello-$((6 * 7)); pwd\r")
+    await screen.until("hello-42")
+    workspace = compute_data_dir / "local" / str(server["id"]) / "disk"
+    await screen.until(str(workspace))
+    screen.send("set_size", 33, 111, 600, 900)
+    screen.type("stty size\r")
+    await screen.until("33 111")
+    screen.ws.close()
+
+    # A reload: a new websocket to the same name finds the same shell and what it printed.
+    screen = await open_screen(jp_ws_fetch, server["id"], terminal["name"])
+    await screen.until("hello-42")
+    screen.type("echo still-$((1 + 1))\r")
+    await screen.until("still-2")
+
+    # Ending it: the shell goes, and the browser is told.
+    code, _ = await api("DELETE", f"servers/{server['id']}/terminals/{terminal['name']}")
+    assert code == 204
+    await screen.closed()
+    assert screen.messages[-1] == ["disconnect", 1]
+    assert not process_alive(terminal["pid"])
+
+
+async def test_a_terminal_survives_an_ssh_drop(api, wait_for_state, jp_ws_fetch, jp_serverapp):
+    server = await running_server(api, wait_for_state)
+    _, terminal = await api("POST", f"servers/{server['id']}/terminals")
+    screen = await open_screen(jp_ws_fetch, server["id"], terminal["name"])
+    screen.type("export MARK=kept-$((20 + 1))\r")
+    await screen.until("$")
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    (await manager.connection(server["id"])).connection.abort()
+    await asyncio.sleep(0.5)
+    screen.type("echo $MARK\r")
+    await screen.until("kept-21")
+    assert process_alive(terminal["pid"])
+
+
+async def test_exiting_the_shell_or_stopping_the_server_ends_the_terminal(
+    api, wait_for_state, jp_ws_fetch
+):
+    server = await running_server(api, wait_for_state)
+    _, terminal = await api("POST", f"servers/{server['id']}/terminals")
+    screen = await open_screen(jp_ws_fetch, server["id"], terminal["name"])
+    screen.type("exit\r")
+    await screen.closed()
+    assert screen.messages[-1] == ["disconnect", 1]
+    _, listed = await api("GET", f"servers/{server['id']}/terminals")
+    assert listed["terminals"] == []
+
+    _, terminal = await api("POST", f"servers/{server['id']}/terminals")
+    screen = await open_screen(jp_ws_fetch, server["id"], terminal["name"])
+    await api("POST", f"servers/{server['id']}/actions/stop")
+    await wait_for_state(server["id"], "off")
+    assert not process_alive(terminal["pid"])
+    await screen.closed()
+    assert screen.messages[-1] == ["disconnect", 1]
+
+
+async def login_cookie(jp_http_port: int, jp_base_url: str, token: str) -> str:
+    """Log in with the token as a browser does; answer the session cookie header."""
+    client = AsyncHTTPClient()
+    url = f"http://localhost:{jp_http_port}{jp_base_url}login"
+    page = await client.fetch(url)
+    xsrf = page.headers["Set-Cookie"].split("_xsrf=", 1)[1].split(";", 1)[0]
+    response = await client.fetch(
+        url,
+        method="POST",
+        body=urlencode({"password": token, "_xsrf": xsrf}),
+        headers={"Cookie": f"_xsrf={xsrf}"},
+        follow_redirects=False,
+        raise_error=False,
+    )
+    cookies = [c.split(";", 1)[0] for c in response.headers.get_list("Set-Cookie")]
+    return "; ".join([*cookies, f"_xsrf={xsrf}"])
+
+
+async def test_the_websocket_checks_origin_and_permission(
+    api, wait_for_state, jp_ws_fetch, authorizer, jp_http_port, jp_base_url, jp_serverapp
+):
+    server = await running_server(api, wait_for_state)
+    _, terminal = await api("POST", f"servers/{server['id']}/terminals")
+    # With a browser's cookie (no token: Jupyter skips origin checks for token requests).
+    cookie = await login_cookie(jp_http_port, jp_base_url, jp_serverapp.identity_provider.token)
+    browser = {"Cookie": cookie, "Authorization": ""}
+    host = f"localhost:{jp_http_port}"
+    screen = await open_screen(
+        jp_ws_fetch, server["id"], terminal["name"], headers={**browser, "Origin": f"http://{host}"}
+    )
+    screen.ws.close()
+    with pytest.raises(HTTPClientError) as refused:
+        await open_screen(
+            jp_ws_fetch,
+            server["id"],
+            terminal["name"],
+            headers={**browser, "Origin": "http://evil.example"},
+        )
+    assert refused.value.code == 403
+    authorizer.denied = {("execute", AUTH_RESOURCE)}
+    with pytest.raises(HTTPClientError) as refused:
+        await open_screen(jp_ws_fetch, server["id"], terminal["name"])
+    assert refused.value.code == 403
+    authorizer.denied = set()
+    with pytest.raises(HTTPClientError) as refused:
+        await open_screen(jp_ws_fetch, server["id"], "no-such-terminal")
+    assert refused.value.code == 404
+
+
+async def test_ssh_access_works_with_openssh(api, wait_for_state, tmp_path, compute_data_dir):
+    server = await running_server(api, wait_for_state, name="GPU-Box")
+    code, access = await api("GET", f"servers/{server['id']}/ssh-access")
+    assert code == 200
+    assert access["host_alias"] == "compute-gpu-box"
+    assert "StrictHostKeyChecking yes" in access["config"]
+    config = tmp_path / "ssh_config"
+    config.write_text(access["config"])
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["ssh", "-F", str(config), "-o", "BatchMode=yes", access["host_alias"], "pwd"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(compute_data_dir / "local" / str(server["id"]) / "disk")
+    code, idle = await api("POST", "servers", {"name": "idle"})
+    code, _ = await api("GET", f"servers/{idle['id']}/ssh-access")
+    assert code == 409
