@@ -33,6 +33,10 @@ c.ServerApp.port = int(os.environ.get("UI_TESTS_PORT", "8899"))  # noqa: F821
 c.ServerApp.root_dir = _temp_dirs["root"]  # noqa: F821
 c.LabApp.user_settings_dir = _temp_dirs["settings"]  # noqa: F821
 
+# The compute servers' kernel specs (compute-<id>-<kernel>) go to the data dir above, never to
+# the developer's ~/.local/share/jupyter/kernels; said explicitly, whatever the default is.
+c.ComputeServersApp.kernel_specs_dir = os.path.join(_temp_dirs["data"], "kernels")  # noqa: F821
+
 # The clouds the status banner lists (and the screenshots show), whatever the default is.
 c.ComputeServersApp.enabled_clouds = ["local"]  # noqa: F821
 # A test that fails half-way must not leave a sandbox running after the server stops.

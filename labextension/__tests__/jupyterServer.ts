@@ -1,10 +1,10 @@
 /**
  * A real `jupyter server` with the compute servers extension, for the tests that talk to the
- * REST API: one per test file (its own port, token, root and data dir), started in `beforeAll`
- * and stopped in `afterAll`. `settings` are what the code under test gets; they use Node's own
- * fetch, through a wrapper that records what the code under test sent (`requests`). The
- * helpers (`create`, `act`, `get`, `cleanup`, ...) talk to the server directly, as another
- * client (the CLI, another browser tab) would, and are not recorded.
+ * REST API: one per test file (its own port, token, root, data dirs and kernel specs dir),
+ * started in `beforeAll` and stopped in `afterAll`. `settings` are what the code under test
+ * gets; they use Node's own fetch, through a wrapper that records what the code under test sent
+ * (`requests`). The helpers (`create`, `act`, `get`, `cleanup`, ...) talk to the server
+ * directly, as another client (the CLI, another browser tab) would, and are not recorded.
  */
 import { ServerConnection } from '@jupyterlab/services';
 import { ChildProcess, spawn } from 'child_process';
@@ -52,11 +52,18 @@ export function sleep(ms: number): Promise<void> {
 const SETTLED: ServerState[] = ['deprovisioned', 'off', 'running', 'error'];
 
 export class JupyterServer {
+  /**
+   * @param options.dataDir the compute servers' data dir (store, keys, sandboxes), to start
+   *   a second Jupyter server on another one's servers; default a fresh one
+   */
+  constructor(private readonly options: { dataDir?: string } = {}) {}
+
   settings!: ServerConnection.ISettings;
   /** What the code under test sent through `settings` since the last `cleanup`. */
   requests: IRequestLog[] = [];
   private _process: ChildProcess | null = null;
   private _dir = '';
+  private _dataDir = '';
   private _baseUrl = '';
   private _token = '';
   private _log = '';
@@ -64,9 +71,10 @@ export class JupyterServer {
   async start(): Promise<void> {
     this._dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jcs-jest-'));
     const root = path.join(this._dir, 'root');
-    const data = path.join(this._dir, 'data');
+    const data = this.options.dataDir ?? path.join(this._dir, 'data');
+    this._dataDir = data;
     fs.mkdirSync(root);
-    fs.mkdirSync(data);
+    fs.mkdirSync(data, { recursive: true });
     const port = await freePort();
     this._token = crypto.randomBytes(16).toString('hex');
     this._baseUrl = `http://127.0.0.1:${port}/`;
@@ -82,6 +90,9 @@ export class JupyterServer {
         `--IdentityProvider.token=${this._token}`,
         `--ServerApp.root_dir=${root}`,
         `--ComputeServersApp.data_dir=${data}`,
+        // The compute servers' kernel specs, which would otherwise go to the user's Jupyter
+        // data dir (~/.local/share/jupyter/kernels).
+        `--ComputeServersApp.kernel_specs_dir=${path.join(data, 'kernels')}`,
         '--ServerApp.jpserver_extensions=jupyter_compute_servers=True'
       ],
       {
@@ -89,6 +100,8 @@ export class JupyterServer {
         env: {
           ...process.env,
           JUPYTER_CONFIG_DIR: path.join(this._dir, 'config'),
+          // Its own data dir: no kernel specs from the user's (stale compute-* ones included).
+          JUPYTER_DATA_DIR: path.join(this._dir, 'jupyter-data'),
           JUPYTER_RUNTIME_DIR: path.join(this._dir, 'runtime')
         },
         stdio: ['ignore', 'pipe', 'pipe']
@@ -149,6 +162,11 @@ export class JupyterServer {
     }
   }
 
+  /** The compute servers' data dir (for a second server on the same servers). */
+  get dataDir(): string {
+    return this._dataDir;
+  }
+
   /** Stop every sandbox, then the server (SIGTERM, then wait), and remove its files. */
   async stop(): Promise<void> {
     const child = this._process;
@@ -165,13 +183,35 @@ export class JupyterServer {
       clearTimeout(timer);
     }
     this._process = null;
+    this.removeFiles();
+  }
+
+  /**
+   * Kill the server (SIGKILL), as a crash would: its compute servers and their kernels keep
+   * running, and its files stay for another Jupyter server (`removeFiles` afterwards).
+   */
+  async kill(): Promise<void> {
+    const child = this._process;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>(resolve => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+    }
+    this._process = null;
+  }
+
+  removeFiles(): void {
     if (this._dir) {
       fs.rmSync(this._dir, { recursive: true, force: true });
     }
   }
 
   private _fetch(method: string, endPoint: string, body?: unknown) {
-    return globalThis.fetch(`${this._baseUrl}compute-servers/api/${endPoint}`, {
+    return this._fetchUrl(method, `compute-servers/api/${endPoint}`, body);
+  }
+
+  private _fetchUrl(method: string, urlPath: string, body?: unknown) {
+    return globalThis.fetch(`${this._baseUrl}${urlPath}`, {
       method,
       headers: {
         Authorization: `token ${this._token}`,
@@ -197,6 +237,28 @@ export class JupyterServer {
       );
     }
     return { status: response.status, body: data };
+  }
+
+  /** Call Jupyter Server's own REST API (`api/...`) directly; throw on an unexpected status. */
+  async jupyter<T = any>(
+    method: string,
+    urlPath: string,
+    body?: unknown,
+    expected?: number
+  ): Promise<T> {
+    const response = await this._fetchUrl(method, urlPath, body);
+    const text = await response.text();
+    if (expected !== undefined && response.status !== expected) {
+      throw new Error(
+        `${method} ${urlPath}: ${response.status} ${text} (wanted ${expected})`
+      );
+    }
+    return text ? JSON.parse(text) : null;
+  }
+
+  /** Start a kernel through Jupyter's kernels API (a compute server kernel runs there). */
+  async startKernel(name: string): Promise<{ id: string; name: string }> {
+    return this.jupyter('POST', 'api/kernels', { name }, 201);
   }
 
   async clouds(): Promise<ICloud[]> {
@@ -254,10 +316,14 @@ export class JupyterServer {
   }
 
   /**
-   * Deprovision and delete every server (so that no sandbox SSH server is left running), and
-   * forget the recorded requests: the next test starts from an empty list.
+   * Shut down every kernel, deprovision and delete every server (so that no sandbox SSH
+   * server is left running), and forget the recorded requests: the next test starts from an
+   * empty list.
    */
   async cleanup(): Promise<void> {
+    for (const kernel of await this.jupyter('GET', 'api/kernels')) {
+      await this.jupyter('DELETE', `api/kernels/${kernel.id}`);
+    }
     for (const { id } of await this.list()) {
       let server = await this.settle(id);
       if (server.state !== 'deprovisioned') {
