@@ -1,6 +1,7 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { commandsPlugin } from './plugins/commands';
+import { kernelSpecsPlugin, launcherPlugin } from './plugins/kernels';
 import { serversPlugin } from './plugins/servers';
 import { sidebarPlugin } from './plugins/sidebar';
 import { statusPlugin } from './plugins/status';
@@ -9,7 +10,9 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   statusPlugin,
   serversPlugin,
   commandsPlugin,
-  sidebarPlugin
+  sidebarPlugin,
+  kernelSpecsPlugin,
+  launcherPlugin
 ];
 
 export default plugins;
