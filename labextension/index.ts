@@ -1,7 +1,11 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { commandsPlugin } from './plugins/commands';
-import { kernelSpecsPlugin, launcherPlugin } from './plugins/kernels';
+import {
+  kernelPickerPlugin,
+  kernelSpecsPlugin,
+  launcherPlugin
+} from './plugins/kernels';
 import { serversPlugin } from './plugins/servers';
 import { sidebarPlugin } from './plugins/sidebar';
 import { statusPlugin } from './plugins/status';
@@ -12,7 +16,8 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   commandsPlugin,
   sidebarPlugin,
   kernelSpecsPlugin,
-  launcherPlugin
+  launcherPlugin,
+  kernelPickerPlugin
 ];
 
 export default plugins;

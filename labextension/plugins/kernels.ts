@@ -9,6 +9,7 @@ import {
   addLauncherCommands,
   ServerLauncherSections
 } from '../kernels/launcher';
+import { groupKernelPickerByServer } from '../kernels/picker';
 import { KernelSpecsSync } from '../kernels/specs';
 import { SETTINGS_PLUGIN_ID } from './servers';
 
@@ -71,6 +72,29 @@ export const launcherPlugin: JupyterFrontEndPlugin<void> = {
     });
     followSetting(settingRegistry, 'groupKernelsByServer', value => {
       sections.enabled = value !== false;
+    });
+  }
+};
+
+/** The kernel picker ("Select Kernel") groups the compute servers' kernels by server. */
+export const kernelPickerPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-compute-servers:kernel-picker',
+  description:
+    "Groups the compute servers' kernels by server in the kernel picker.",
+  autoStart: true,
+  optional: [ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    settingRegistry: ISettingRegistry | null
+  ): void => {
+    let grouping = groupKernelPickerByServer();
+    followSetting(settingRegistry, 'groupKernelsByServer', value => {
+      const wanted = value !== false;
+      if (wanted && grouping.isDisposed) {
+        grouping = groupKernelPickerByServer();
+      } else if (!wanted) {
+        grouping.dispose();
+      }
     });
   }
 };
