@@ -37,12 +37,18 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         self.channel = chan
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.local.transport is not None:
+        if self.local.transport is not None and not self.local.transport.is_closing():
             self.local.transport.write(data)
 
     def eof_received(self) -> bool:
-        if self.local.transport is not None and self.local.transport.can_write_eof():
-            self.local.transport.write_eof()
+        # These callbacks run inside asyncssh's packet loop: an exception here would take the
+        # whole shared connection down, so a local socket that is already gone just closes.
+        transport = self.local.transport
+        try:
+            if transport is not None and not transport.is_closing() and transport.can_write_eof():
+                transport.write_eof()
+        except OSError:
+            self.local.close()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -104,14 +110,20 @@ class _LocalSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None and self.peer.channel is not None:
-            self.peer.channel.write(data)
+            try:
+                self.peer.channel.write(data)
+            except (OSError, asyncssh.Error):
+                self.close()  # the channel is gone; ZeroMQ will connect again
         else:
             self.pending.append(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         if self.peer is not None and self.peer.channel is not None:
-            self.peer.channel.write_eof()
+            try:
+                self.peer.channel.write_eof()
+            except (OSError, asyncssh.Error):
+                self.close()
         return True
 
     # The local socket's buffer is full: stop reading from the channel until it drains.

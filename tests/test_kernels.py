@@ -389,3 +389,20 @@ async def test_kernels_of_a_server_that_is_not_running(api):
     assert code == 200 and listed == {"kernels": []}
     code, _ = await api("GET", "servers/999/kernels")
     assert code == 404
+
+
+async def test_kernel_changes_are_published_as_events(api, wait_for_state, jp_fetch, jp_serverapp):
+    from jupyter_compute_servers.app import EVENT_SCHEMA_ID
+
+    kinds: list[str] = []
+
+    async def listener(logger, schema_id, data):
+        kinds.append(data["kind"])
+
+    jp_serverapp.event_logger.add_listener(schema_id=EVENT_SCHEMA_ID, listener=listener)
+    server = await running_server(api, wait_for_state)
+    await wait_until(lambda: "kernelspecs" in kinds)  # found on the server once it ran
+    kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-python3")
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    await asyncio.sleep(0.2)  # listeners run as tasks
+    assert kinds.count("kernels") == 2, kinds

@@ -248,3 +248,19 @@ async def test_ssh_access_works_with_openssh(api, wait_for_state, tmp_path, comp
     code, idle = await api("POST", "servers", {"name": "idle"})
     code, _ = await api("GET", f"servers/{idle['id']}/ssh-access")
     assert code == 409
+
+
+async def test_terminal_changes_are_published_as_events(api, wait_for_state, jp_serverapp):
+    from jupyter_compute_servers.app import EVENT_SCHEMA_ID
+
+    kinds: list[str] = []
+
+    async def listener(logger, schema_id, data):
+        kinds.append(data["kind"])
+
+    jp_serverapp.event_logger.add_listener(schema_id=EVENT_SCHEMA_ID, listener=listener)
+    server = await running_server(api, wait_for_state)
+    _, terminal = await api("POST", f"servers/{server['id']}/terminals")
+    await api("DELETE", f"servers/{server['id']}/terminals/{terminal['name']}")
+    await asyncio.sleep(0.2)  # listeners run as tasks
+    assert kinds.count("terminals") == 2, kinds

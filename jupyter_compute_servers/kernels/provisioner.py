@@ -359,7 +359,11 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         if signum == 0:
             await self.poll()
             return
-        await self.runtime.run(self._signal(int(signum)))
+        try:
+            await self.runtime.run(self._signal(int(signum)))
+        except (ComputeServersError, OSError, asyncssh.Error) as e:
+            # Unreachable right now: poll() tells whether the kernel is still there.
+            self.log.warning("Could not signal kernel %s on its server: %s", self.kernel_id, e)
 
     async def _signal(self, signum: int) -> None:
         try:
@@ -371,16 +375,10 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         await self._agent_call("kernel_signal", kernel_id=self.kernel_id, signum=signum)
 
     async def kill(self, restart: bool = False) -> None:
-        await self._signal_quietly(signal.SIGKILL)
+        await self.send_signal(signal.SIGKILL)
 
     async def terminate(self, restart: bool = False) -> None:
-        await self._signal_quietly(signal.SIGTERM)
-
-    async def _signal_quietly(self, signum: int) -> None:
-        try:
-            await self.send_signal(signum)
-        except ComputeServersError as e:
-            self.log.warning("Could not signal kernel %s on its server: %s", self.kernel_id, e)
+        await self.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
         await self.runtime.run(self._cleanup(restart))
