@@ -2,6 +2,7 @@ import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { commandsPlugin } from './plugins/commands';
 import {
+  kernelIndicatorPlugin,
   kernelPickerPlugin,
   kernelSpecsPlugin,
   launcherPlugin
@@ -17,7 +18,8 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   sidebarPlugin,
   kernelSpecsPlugin,
   launcherPlugin,
-  kernelPickerPlugin
+  kernelPickerPlugin,
+  kernelIndicatorPlugin
 ];
 
 export default plugins;

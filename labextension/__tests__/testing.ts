@@ -55,3 +55,17 @@ export function mountReactPerTest(): IReactMount {
     }
   };
 }
+
+/**
+ * For the tests of the calling `describe` that render Lumino widgets (ReactWidget), which
+ * render on their own schedule as in a browser: the tests wait for what they expect (`until`)
+ * instead of wrapping renders in act(), so React is told it is not in an act() environment.
+ */
+export function renderOutsideAct(): void {
+  beforeAll(() => {
+    (globalThis as any).IS_REACT_ACT_ENVIRONMENT = false;
+  });
+  afterAll(() => {
+    (globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
+  });
+}

@@ -2,16 +2,23 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
+import { ISessionContext, IToolbarWidgetRegistry } from '@jupyterlab/apputils';
 import { ILauncher } from '@jupyterlab/launcher';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { Widget } from '@lumino/widgets';
 
+import { ComputeServerIndicator } from '../kernels/indicator';
 import {
   addLauncherCommands,
   ServerLauncherSections
 } from '../kernels/launcher';
 import { groupKernelPickerByServer } from '../kernels/picker';
 import { KernelSpecsSync } from '../kernels/specs';
+import { IComputeServersModel } from '../tokens';
 import { SETTINGS_PLUGIN_ID } from './servers';
+
+/** The name of the notebook toolbar item (schema/plugin.json places it). */
+export const INDICATOR_TOOLBAR_ITEM = 'computeServer';
 
 /** Call `apply` with a setting of the panel's settings now and whenever it changes. */
 function followSetting(
@@ -96,5 +103,36 @@ export const kernelPickerPlugin: JupyterFrontEndPlugin<void> = {
         grouping.dispose();
       }
     });
+  }
+};
+
+/** The notebook toolbar says which compute server runs the kernel. */
+export const kernelIndicatorPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-compute-servers:kernel-indicator',
+  description:
+    'A notebook toolbar item naming the compute server that runs the kernel.',
+  autoStart: true,
+  requires: [IToolbarWidgetRegistry],
+  optional: [IComputeServersModel],
+  activate: (
+    app: JupyterFrontEnd,
+    toolbarRegistry: IToolbarWidgetRegistry,
+    servers: IComputeServersModel | null
+  ): void => {
+    toolbarRegistry.addFactory<Widget & { sessionContext?: ISessionContext }>(
+      'Notebook',
+      INDICATOR_TOOLBAR_ITEM,
+      panel => {
+        if (!panel.sessionContext) {
+          const empty = new Widget();
+          empty.hide();
+          return empty;
+        }
+        return new ComputeServerIndicator({
+          sessionContext: panel.sessionContext,
+          model: servers
+        });
+      }
+    );
   }
 };
