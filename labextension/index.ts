@@ -5,6 +5,7 @@ import {
   kernelIndicatorPlugin,
   kernelPickerPlugin,
   kernelSpecsPlugin,
+  kernelsPlugin,
   launcherPlugin
 } from './plugins/kernels';
 import { serversPlugin } from './plugins/servers';
@@ -17,6 +18,7 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   commandsPlugin,
   sidebarPlugin,
   kernelSpecsPlugin,
+  kernelsPlugin,
   launcherPlugin,
   kernelPickerPlugin,
   kernelIndicatorPlugin

@@ -1,13 +1,16 @@
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { computeServerIcon } from './icons';
+import { ServerKernels } from './kernels/list';
 import { ServerList } from './servers/list';
 import {
   AllowedAction,
   IComputeServersModel,
   IComputeServersStatus,
   IServer,
+  IServerKernelsModel,
   IStatusSnapshot
 } from './tokens';
 
@@ -79,6 +82,8 @@ export class ComputeServersSidebar extends ReactWidget {
     this._model = options.model ?? null;
     this._onCreate = options.onCreate ?? null;
     this._onAction = options.onAction ?? null;
+    this._kernels = options.kernels ?? null;
+    this._sessionPath = options.sessionPath ?? null;
     this.id = 'jp-compute-servers-sidebar';
     this.addClass('jp-ComputeServers-sidebar');
     this.title.icon = computeServerIcon;
@@ -98,8 +103,74 @@ export class ComputeServersSidebar extends ReactWidget {
     });
   };
 
+  /** The running kernels of a running server. */
+  private _renderKernels = (server: IServer): React.ReactNode => {
+    const kernels = this._kernels;
+    if (!kernels || server.state !== 'running') {
+      return null;
+    }
+    return (
+      <ServerKernels
+        serverName={server.name}
+        entry={kernels.kernels(server.id)}
+        onShutdown={kernel => kernels.shutdown(server.id, kernel.kernel_id)}
+        onRetry={() => void kernels.refresh(server.id)}
+        sessionPath={this._sessionPath ?? undefined}
+      />
+    );
+  };
+
+  /** The kernels are read only while the panel shows. */
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    if (this._kernels) {
+      this._kernels.watched = true;
+    }
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    if (this._kernels) {
+      this._kernels.watched = false;
+    }
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    if (this._kernels) {
+      this._kernels.watched = false;
+    }
+    super.onBeforeDetach(msg);
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    if (this._kernels && this.isVisible) {
+      this._kernels.watched = true;
+    }
+  }
+
+  private _renderList(
+    model: IComputeServersModel,
+    kernels: IServerKernelsModel | null
+  ): JSX.Element {
+    return (
+      <ServerList
+        servers={model.servers}
+        loaded={model.loaded}
+        error={model.error}
+        cloudLabels={Object.fromEntries(
+          model.clouds.map(c => [c.name, c.label])
+        )}
+        pending={this._pending}
+        onAction={this._act}
+        renderDetails={kernels ? this._renderKernels : undefined}
+      />
+    );
+  }
+
   protected render(): JSX.Element {
     const model = this._model;
+    const kernels = this._kernels;
     return (
       <div className="jp-ComputeServers-panel">
         <header className="jp-ComputeServers-header">
@@ -126,18 +197,15 @@ export class ComputeServersSidebar extends ReactWidget {
               </button>
             </div>
             <UseSignal signal={model.changed}>
-              {() => (
-                <ServerList
-                  servers={model.servers}
-                  loaded={model.loaded}
-                  error={model.error}
-                  cloudLabels={Object.fromEntries(
-                    model.clouds.map(c => [c.name, c.label])
-                  )}
-                  pending={this._pending}
-                  onAction={this._act}
-                />
-              )}
+              {() =>
+                kernels ? (
+                  <UseSignal signal={kernels.changed}>
+                    {() => this._renderList(model, kernels)}
+                  </UseSignal>
+                ) : (
+                  this._renderList(model, null)
+                )
+              }
             </UseSignal>
           </>
         )}
@@ -150,6 +218,8 @@ export class ComputeServersSidebar extends ReactWidget {
   private _onCreate: (() => void) | null;
   private _onAction:
     ((server: IServer, action: AllowedAction) => Promise<unknown>) | null;
+  private _kernels: IServerKernelsModel | null;
+  private _sessionPath: ((kernelId: string) => string | null) | null;
   private _pending = new Set<number>();
 }
 
@@ -162,5 +232,9 @@ export namespace ComputeServersSidebar {
     onCreate?: () => void;
     /** Called by a row's action buttons. */
     onAction?: (server: IServer, action: AllowedAction) => Promise<unknown>;
+    /** The running kernels to list under each running server; without, none are listed. */
+    kernels?: IServerKernelsModel | null;
+    /** The notebook or console a kernel of this Jupyter server belongs to, if known. */
+    sessionPath?: (kernelId: string) => string | null;
   }
 }

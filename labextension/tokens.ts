@@ -9,8 +9,10 @@ import {
   IServerUpdate,
   ServerAction
 } from './servers/types';
+import { IRemoteKernel } from './kernels/types';
 
 export * from './servers/types';
+export * from './kernels/types';
 
 /** What `GET compute-servers/api/status` answers. */
 export interface IExtensionStatus {
@@ -83,4 +85,39 @@ export interface IComputeServersModel {
 export const IComputeServersModel = new Token<IComputeServersModel>(
   'jupyter-compute-servers:IComputeServersModel',
   'The compute servers and clouds, with create, edit, delete and lifecycle actions.'
+);
+
+/** The kernels of one compute server, as the kernels model last read them. */
+export interface IServerKernels {
+  /** The running kernels, orphans first, then oldest first. */
+  readonly kernels: ReadonlyArray<IRemoteKernel>;
+  /** Whether an answer has come (the list is empty before). */
+  readonly loaded: boolean;
+  /** The error of the last failed read, or null. */
+  readonly error: string | null;
+}
+
+/**
+ * The kernels running on the compute servers (orphans included), read on demand: the sidebar
+ * lists them under each running server and shuts them down.
+ */
+export interface IServerKernelsModel {
+  /** Emitted with a server's id whenever its kernels (or their error) change. */
+  readonly changed: ISignal<IServerKernelsModel, number>;
+  /**
+   * Whether anything shows the kernels now (the sidebar is visible). Live updates only read
+   * them meanwhile, and catch up when this turns true.
+   */
+  watched: boolean;
+  readonly watchedChanged: ISignal<IServerKernelsModel, boolean>;
+
+  kernels(serverId: number): IServerKernels;
+  refresh(serverId: number): Promise<void>;
+  shutdown(serverId: number, kernelId: string): Promise<void>;
+  forget(serverId: number): void;
+}
+
+export const IServerKernelsModel = new Token<IServerKernelsModel>(
+  'jupyter-compute-servers:IServerKernelsModel',
+  'The kernels running on each compute server, with shut down.'
 );

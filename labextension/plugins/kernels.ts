@@ -12,9 +12,11 @@ import {
   addLauncherCommands,
   ServerLauncherSections
 } from '../kernels/launcher';
+import { KernelsLiveUpdates } from '../kernels/live';
+import { ServerKernelsModel } from '../kernels/model';
 import { groupKernelPickerByServer } from '../kernels/picker';
 import { KernelSpecsSync } from '../kernels/specs';
-import { IComputeServersModel } from '../tokens';
+import { IComputeServersModel, IServerKernelsModel } from '../tokens';
 import { SETTINGS_PLUGIN_ID } from './servers';
 
 /** The name of the notebook toolbar item (schema/plugin.json places it). */
@@ -55,6 +57,35 @@ export const kernelSpecsPlugin: JupyterFrontEndPlugin<void> = {
       specs: app.serviceManager.kernelspecs,
       events: app.serviceManager.events
     });
+  }
+};
+
+/** The kernels running on each compute server, for the sidebar. */
+export const kernelsPlugin: JupyterFrontEndPlugin<IServerKernelsModel> = {
+  id: 'jupyter-compute-servers:kernels',
+  description: 'The kernels running on the compute servers, kept up to date.',
+  autoStart: true,
+  provides: IServerKernelsModel,
+  requires: [IComputeServersModel],
+  optional: [ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    servers: IComputeServersModel,
+    settingRegistry: ISettingRegistry | null
+  ): IServerKernelsModel => {
+    const kernels = new ServerKernelsModel(app.serviceManager.serverSettings);
+    const live = new KernelsLiveUpdates({
+      kernels,
+      servers,
+      events: app.serviceManager.events,
+      interval: 30 * 1000
+    });
+    followSetting(settingRegistry, 'refreshInterval', seconds => {
+      if (typeof seconds === 'number' && seconds > 0) {
+        live.interval = seconds * 1000;
+      }
+    });
+    return kernels;
   }
 };
 

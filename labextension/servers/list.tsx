@@ -62,6 +62,8 @@ export interface IServerRowProps {
   /** A request for this server is in flight: its buttons are disabled meanwhile. */
   pending?: boolean;
   onAction: (server: IServer, action: AllowedAction) => void;
+  /** More about the server, under its buttons (its running kernels). */
+  children?: React.ReactNode;
 }
 
 /** One compute server: who it is, its state, its hardware and what may be done to it now. */
@@ -124,6 +126,7 @@ export function ServerRow(props: IServerRowProps): JSX.Element {
           </button>
         ))}
       </div>
+      {props.children}
     </li>
   );
 }
@@ -138,6 +141,8 @@ export interface IServerListProps {
   /** Ids of servers with a request in flight. */
   pending?: ReadonlySet<number>;
   onAction: (server: IServer, action: AllowedAction) => void;
+  /** What to show under a server's buttons (its running kernels), if anything. */
+  renderDetails?: (server: IServer) => React.ReactNode;
 }
 
 /** Every compute server, one row each. */
@@ -167,7 +172,9 @@ export function ServerList(props: IServerListProps): JSX.Element {
               cloudLabel={props.cloudLabels?.[server.cloud]}
               pending={props.pending?.has(server.id) ?? false}
               onAction={props.onAction}
-            />
+            >
+              {props.renderDetails?.(server)}
+            </ServerRow>
           ))}
         </ul>
       )}
