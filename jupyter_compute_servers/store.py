@@ -59,6 +59,45 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE servers ADD COLUMN kernel_specs TEXT;
     """,
+    # 3: on-prem hosts (the ssh cloud), the slices of them given to servers, and the queue of
+    # servers waiting for GPUs there.
+    """
+    CREATE TABLE hosts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        hostname TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        username TEXT NOT NULL,
+        identity_file TEXT,
+        use_agent INTEGER NOT NULL DEFAULT 0,
+        host_key TEXT,
+        host_key_source TEXT,
+        pending_host_key TEXT,
+        python TEXT NOT NULL DEFAULT 'python3',
+        hourly_rate REAL,
+        gpu_rates TEXT NOT NULL DEFAULT '{}',
+        gpu_wait_minutes REAL NOT NULL DEFAULT 30,
+        inventory TEXT,
+        inventory_error TEXT NOT NULL DEFAULT '',
+        inventoried REAL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE host_slices (
+        server_id INTEGER PRIMARY KEY,
+        host_id INTEGER NOT NULL REFERENCES hosts (id),
+        cpu INTEGER NOT NULL,
+        memory_gb REAL NOT NULL,
+        gpu_uuids TEXT NOT NULL DEFAULT '[]',
+        token TEXT NOT NULL,
+        allocated REAL NOT NULL
+    );
+    CREATE TABLE gpu_queue (
+        server_id INTEGER PRIMARY KEY,
+        host_id INTEGER NOT NULL REFERENCES hosts (id),
+        requested REAL NOT NULL
+    );
+    """,
 ]
 
 
