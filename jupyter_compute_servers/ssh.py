@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -42,8 +43,18 @@ class HostKeyMismatchError(SSHConnectError):
     """The server presented a host key other than the pinned one."""
 
 
+#: A compute server's id, or ``"host:<id>"`` for a registered host's own connection.
+ConnectionKey = int | str
+
+
 def fingerprint(public_key: str) -> str:
     return asyncssh.import_public_key(public_key).get_fingerprint("sha256")
+
+
+def user_ssh_config() -> list[str]:
+    """The user's ``~/.ssh/config``, as asyncssh's ``config=`` wants it (none if missing)."""
+    path = os.path.expanduser("~/.ssh/config")
+    return [path] if os.path.exists(path) else []
 
 
 def quote_command(*argv: str) -> str:
@@ -86,7 +97,7 @@ class KeyStore:
 class ServerConnection:
     """The live connection to one server and the agent riding on it."""
 
-    server_id: int
+    server_id: ConnectionKey
     endpoint: SSHEndpoint
     connection: asyncssh.SSHClientConnection
     agent: AgentClient | None = None
@@ -117,14 +128,14 @@ class SSHConnections:
         self.keepalive_interval = keepalive_interval
         self.connect_timeout = connect_timeout
         self.retries = retries
-        self._connections: dict[int, ServerConnection] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._connections: dict[ConnectionKey, ServerConnection] = {}
+        self._locks: dict[ConnectionKey, asyncio.Lock] = {}
 
-    def _lock(self, server_id: int) -> asyncio.Lock:
+    def _lock(self, server_id: ConnectionKey) -> asyncio.Lock:
         return self._locks.setdefault(server_id, asyncio.Lock())
 
     async def get(
-        self, server_id: int, endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]
+        self, server_id: ConnectionKey, endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]
     ) -> ServerConnection:
         """The server's connection, opened (with retries and backoff) if it is not open."""
         async with self._lock(server_id):
@@ -150,39 +161,51 @@ class SSHConnections:
             return connection
 
     async def agent(
-        self, server_id: int, endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]
+        self, server_id: ConnectionKey, endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]
     ) -> AgentClient:
         """The agent on the server, started on its connection when first needed."""
         connection = await self.get(server_id, endpoint)
         async with self._lock(server_id):
             if connection.agent is None or not connection.agent.is_open:
-                connection.agent = await AgentClient.start(
-                    connection.connection, connection.endpoint.python
-                )
+                agent = await AgentClient.start(connection.connection, connection.endpoint.python)
+                if connection.endpoint.environment:
+                    await agent.call("set_environment", env=dict(connection.endpoint.environment))
+                connection.agent = agent
             return connection.agent
 
-    async def _connect(self, server_id: int, endpoint: SSHEndpoint) -> ServerConnection:
+    async def _connect(self, server_id: ConnectionKey, endpoint: SSHEndpoint) -> ServerConnection:
         try:
             host_key = asyncssh.import_public_key(endpoint.host_key)
         except (asyncssh.KeyImportError, ValueError) as e:
             raise HostKeyMismatchError(
                 f"The pinned host key of server {server_id} is unreadable: {e}"
             ) from e
-        key_path = self.keys.private_key_path(server_id)
+        options: dict[str, Any] = {}
+        if endpoint.identity_file or endpoint.use_agent:
+            # A host the user registered: their own key file or ssh-agent.
+            options["client_keys"] = [endpoint.identity_file] if endpoint.identity_file else None
+            if not endpoint.use_agent:
+                options["agent_path"] = None
+        elif isinstance(server_id, int):
+            options["client_keys"] = [str(self.keys.private_key_path(server_id))]
+            options["agent_path"] = None
+        else:
+            raise SSHConnectError(f"No credentials to log in to {server_id}.")
+        options["config"] = user_ssh_config() if endpoint.use_ssh_config else []
+        if endpoint.port:
+            options["port"] = endpoint.port
+        if endpoint.username:
+            options["username"] = endpoint.username
         try:
             # A connection that dies is replaced by the next get(), which checks is_open.
             connection = await asyncio.wait_for(
                 asyncssh.connect(
                     endpoint.host,
-                    endpoint.port,
-                    username=endpoint.username,
-                    client_keys=[str(key_path)],
                     known_hosts=([host_key], [], []),
-                    agent_path=None,
-                    config=[],
                     keepalive_interval=self.keepalive_interval,
                     keepalive_count_max=3,
                     encryption_algs=PREFERRED_CIPHERS,
+                    **options,
                 ),
                 self.connect_timeout,
             )
@@ -206,7 +229,7 @@ class SSHConnections:
         connection.connection.close()
         await connection.connection.wait_closed()
 
-    async def close(self, server_id: int) -> None:
+    async def close(self, server_id: ConnectionKey) -> None:
         async with self._lock(server_id):
             connection = self._connections.pop(server_id, None)
             if connection is not None:
@@ -216,6 +239,6 @@ class SSHConnections:
         for server_id in list(self._connections):
             await self.close(server_id)
 
-    def is_connected(self, server_id: int) -> bool:
+    def is_connected(self, server_id: ConnectionKey) -> bool:
         connection = self._connections.get(server_id)
         return connection is not None and connection.is_open

@@ -709,6 +709,184 @@ def terminal_kill(params):
     return {"killed": True}
 
 
+# --- environment, processes, workspaces, metrics ----------------------------------------------
+
+
+def set_environment(params):
+    """Environment for everything this agent starts from now on (a slice's GPUs, its token)."""
+    env = params.get("env") or {}
+    if not isinstance(env, dict):
+        raise ValueError("env must be an object")
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+    return {"set": sorted(env)}
+
+
+def _environ_has(pid, entry):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return entry in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _processes_with(name, value):
+    entry = f"{name}={value}".encode()
+    me = os.getpid()
+    return [
+        int(pid)
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and int(pid) != me and _environ_has(pid, entry)
+    ]
+
+
+def end_processes(params):
+    """End every process carrying a compute server's token (SIGTERM, then SIGKILL)."""
+    token = params.get("token")
+    if not isinstance(token, str) or not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", token):
+        raise ValueError("invalid token")
+    name = "JUPYTER_COMPUTE_SERVER_TOKEN"
+    found = _processes_with(name, token)
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _processes_with(name, token):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+        deadline = time.time() + 3
+        while _processes_with(name, token) and time.time() < deadline:
+            time.sleep(0.05)
+    return {"ended": len(found), "left": len(_processes_with(name, token))}
+
+
+WORKSPACES_ROOT = "~/jupyter-compute-servers"
+
+
+def _workspace_path(params):
+    """A server's workspace: a child of the workspaces root, by a simple name, nothing else."""
+    root = os.path.realpath(os.path.expanduser(WORKSPACES_ROOT))
+    name = params.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name):
+        raise ValueError(f"invalid workspace name {name!r}")
+    return root, os.path.join(root, name)
+
+
+def workspace_prepare(params):
+    root, path = _workspace_path(params)
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.path.realpath(path) != path:
+        raise ValueError("the workspace is a link; refusing to use it")
+    return {"path": path}
+
+
+def workspace_remove(params):
+    _, path = _workspace_path(params)
+    if os.path.islink(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+    return {"removed": path}
+
+
+_CPU_SAMPLE: dict = {}
+
+
+def _cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields), idle
+
+
+def _cpu_percent():
+    try:
+        total, idle = _cpu_times()
+        if "last" not in _CPU_SAMPLE:
+            time.sleep(0.1)
+            _CPU_SAMPLE["last"] = (total, idle)
+            total, idle = _cpu_times()
+        last_total, last_idle = _CPU_SAMPLE["last"]
+        _CPU_SAMPLE["last"] = (total, idle)
+        spent = total - last_total
+        return round(100.0 * (1 - (idle - last_idle) / spent), 1) if spent > 0 else 0.0
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _visible(uuid, index, visible):
+    if visible is None:
+        return True
+    wanted = [v.strip() for v in visible.split(",") if v.strip()]
+    return uuid in wanted or str(index) in wanted
+
+
+def _gpu_readings(pynvml, handle):
+    """Utilization, temperature and power; None for what this GPU (or MIG mode) cannot say."""
+
+    def read(call, *args):
+        try:
+            return call(handle, *args)
+        except pynvml.NVMLError:
+            return None
+
+    rates = read(pynvml.nvmlDeviceGetUtilizationRates)
+    power = read(pynvml.nvmlDeviceGetPowerUsage)
+    limit = read(pynvml.nvmlDeviceGetEnforcedPowerLimit)
+    return {
+        "utilization": rates.gpu if rates is not None else None,
+        "temperature": read(pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU),
+        "power_watts": power / 1000 if power is not None else None,
+        "power_limit_watts": limit / 1000 if limit is not None else None,
+    }
+
+
+def metrics(params):
+    """GPU, CPU and memory use now, for the GPUs this server may use."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = []
+    reason = ""
+    try:
+        import pynvml
+    except ImportError:
+        pynvml = None
+        reason = "nvidia-ml-py is not installed on this machine"
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+        except Exception as e:
+            reason = f"no NVIDIA driver or GPU found ({e})"
+        else:
+            try:
+                for index in range(pynvml.nvmlDeviceGetCount()):
+                    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                    uuid = pynvml.nvmlDeviceGetUUID(handle)
+                    uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+                    if not _visible(uuid, index, visible):
+                        continue
+                    name = pynvml.nvmlDeviceGetName(handle)
+                    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                    gpu = {
+                        "index": index,
+                        "uuid": uuid,
+                        "name": name.decode() if isinstance(name, bytes) else name,
+                        "memory_used": int(memory.used),
+                        "memory_total": int(memory.total),
+                    }
+                    gpu.update(_gpu_readings(pynvml, handle))
+                    gpus.append(gpu)
+            finally:
+                pynvml.nvmlShutdown()
+    memory_total = _meminfo_bytes("MemTotal")
+    available = _meminfo_bytes("MemAvailable")
+    return {
+        "time": time.time(),
+        "gpus": gpus,
+        "gpu_reason": reason,
+        "cpu_percent": _cpu_percent(),
+        "cpu_count": os.cpu_count(),
+        "memory_total": memory_total,
+        "memory_used": memory_total - available if memory_total and available else None,
+    }
+
+
 def ping(params):
     return {"pong": True, "pid": os.getpid()}
 
@@ -727,6 +905,11 @@ METHODS = {
     "terminal_list": terminal_list,
     "terminal_connect": terminal_connect,
     "terminal_kill": terminal_kill,
+    "set_environment": set_environment,
+    "end_processes": end_processes,
+    "workspace_prepare": workspace_prepare,
+    "workspace_remove": workspace_remove,
+    "metrics": metrics,
 }
 
 

@@ -8,7 +8,7 @@ its private bookkeeping in ``cloud_data`` through the ``Operation`` it is handed
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from traitlets import Unicode
@@ -33,6 +33,15 @@ class SSHEndpoint:
     #: Where the agent keeps kernels' connection files and records on the server (private,
     #: never synced); empty means ``~/.jupyter-compute-servers``.
     runtime_dir: str = ""
+    #: The user's own credentials for hosts they registered (a key file, or their ssh-agent),
+    #: instead of the per-server key the extension generates.
+    identity_file: str = ""
+    use_agent: bool = False
+    #: Honour ``~/.ssh/config`` for this host (HostName, ProxyJump...).
+    use_ssh_config: bool = False
+    #: Environment for everything started on the server for this compute server (kernels,
+    #: terminals): its GPUs (CUDA_VISIBLE_DEVICES) and the token its processes are found by.
+    environment: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
