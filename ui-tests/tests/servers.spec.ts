@@ -2,76 +2,17 @@
  * A compute server's whole life through the sidebar, on the local cloud: create (with a
  * refusal shown in the dialog first), start, stop, deprovision, delete.
  */
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
-import { Locator } from '@playwright/test';
+import { expect, test } from '@jupyterlab/galata';
 
-const SIDEBAR_ID = 'jp-compute-servers-sidebar';
-// Starting a local server boots its own SSH server: allow for a slow machine.
-const TRANSITION_TIMEOUT = 60 * 1000;
-
-function panel(page: IJupyterLabPageFixture): Locator {
-  return page.locator(`#${SIDEBAR_ID}`);
-}
-
-function row(page: IJupyterLabPageFixture, name: string): Locator {
-  return panel(page).locator(
-    `.jp-ComputeServers-server[data-server-name="${name}"]`
-  );
-}
-
-async function waitForState(
-  page: IJupyterLabPageFixture,
-  name: string,
-  state: string
-): Promise<void> {
-  await expect(
-    row(page, name).locator('.jp-ComputeServers-badge')
-  ).toHaveAttribute('data-state', state, { timeout: TRANSITION_TIMEOUT });
-}
-
-async function actionButtons(
-  page: IJupyterLabPageFixture,
-  name: string
-): Promise<string[]> {
-  return row(page, name)
-    .locator('button[data-action]')
-    .evaluateAll(buttons =>
-      buttons.map(b => (b as HTMLElement).dataset.action ?? '')
-    );
-}
-
-/**
- * Deprovision and delete what a test left behind (after a failure), through the REST API, so
- * that later tests (and the sidebar's screenshot) start from an empty list.
- */
-async function removeTestServers(page: IJupyterLabPageFixture): Promise<void> {
-  const api = '/compute-servers/api/servers';
-  const deadline = Date.now() + TRANSITION_TIMEOUT;
-  for (;;) {
-    const servers = (
-      (await (await page.request.get(api)).json()).servers as any[]
-    ).filter(s => String(s.name).startsWith('ui-'));
-    if (servers.length === 0) {
-      return;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `Could not remove: ${servers.map(s => `${s.name} (${s.state})`)}`
-      );
-    }
-    for (const server of servers) {
-      // A server in the middle of a transition allows nothing: wait for it.
-      if (server.allowed_actions.includes('delete')) {
-        await page.request.delete(`${api}/${server.id}`);
-      } else if (server.allowed_actions.includes('deprovision')) {
-        await page.request.post(`${api}/${server.id}/actions/deprovision`, {
-          data: { confirm: true }
-        });
-      }
-    }
-    await page.waitForTimeout(250);
-  }
-}
+import {
+  actionButtons,
+  panel,
+  removeTestServers,
+  row,
+  SIDEBAR_ID,
+  TRANSITION_TIMEOUT,
+  waitForState
+} from './helpers';
 
 test.describe('Compute servers', () => {
   test.setTimeout(4 * TRANSITION_TIMEOUT);
