@@ -139,6 +139,8 @@ class ComputeServersApp(ExtensionApp):
             log=self.log,
             **kwargs,
         )
+        for cloud in manager.clouds.values():
+            cloud.bind(manager)
         publisher = KernelSpecPublisher(manager, self.kernel_specs_dir, str(data_dir))
         manager.kernel_specs = publisher
         manager.listeners.append(publisher.on_event)

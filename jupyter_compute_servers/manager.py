@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clouds.base import Cloud, Operation, SSHEndpoint
 from .errors import ComputeServersError, ConflictError, NotFoundError, ValidationError
+from .hosts import HostRegistry
 from .models import (
     CREATE_FIELDS,
     DEPROVISION_WARNING,
@@ -94,6 +95,8 @@ class ComputeServerManager:
         self.listeners: list[EventCallback] = []
         #: Publishes the servers' kernel specs (set by the app that builds the manager).
         self.kernel_specs: KernelSpecPublisher | None = None
+        #: The registered on-prem hosts (the ssh cloud's machines).
+        self.hosts = HostRegistry(store, ssh)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self.owner = this_process()

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..errors import ValidationError
 from ..models import CONFIG_FIELDS, ServerConfig, State, parse_config_fields
+
+if TYPE_CHECKING:
+    from ..manager import ComputeServerManager
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,9 @@ class Cloud(LoggingConfigurable):
     data_dir = Unicode(
         help="Directory for this cloud's files (sandboxes, caches). Set by the extension."
     ).tag(config=True)
+
+    def bind(self, manager: ComputeServerManager) -> None:
+        """Called once the manager exists, for clouds that use its services (hosts)."""
 
     # --- what it offers -------------------------------------------------------------------
 

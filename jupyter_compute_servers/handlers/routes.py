@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .hosts import HostHandler, HostInventoryHandler, HostsHandler, ServerMetricsHandler
 from .kernels import ServerKernelHandler, ServerKernelsHandler
 from .openapi import OpenAPIHandler
 from .servers import (
@@ -23,6 +24,7 @@ from .terminals import (
 API_PREFIX = "/compute-servers/api"
 _ID = r"(?P<server_id>[0-9]{1,18})"
 _TERMINAL = r"(?P<terminal_name>[^/]+)"
+_HOST = r"(?P<host_id>[0-9]{1,18})"
 
 
 def api_handlers() -> list[tuple[str, type]]:
@@ -43,4 +45,8 @@ def api_handlers() -> list[tuple[str, type]]:
         ),
         (rf"{API_PREFIX}/servers/{_ID}/terminals/{_TERMINAL}", ServerTerminalHandler),
         (rf"{API_PREFIX}/servers/{_ID}/ssh-access", ServerSSHAccessHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/metrics", ServerMetricsHandler),
+        (rf"{API_PREFIX}/hosts", HostsHandler),
+        (rf"{API_PREFIX}/hosts/{_HOST}", HostHandler),
+        (rf"{API_PREFIX}/hosts/{_HOST}/inventory", HostInventoryHandler),
     ]

@@ -1,0 +1,232 @@
+"""The ``ssh`` cloud: compute servers as slices of on-prem hosts the user registered.
+
+A server on a host is a slice of it: CPUs and RAM (bookkeeping, never oversubscribed) and whole
+GPUs by UUID (exclusive). Starting allocates the slice, or waits in the host's FIFO queue for
+GPUs to free (its position shown) until ``gpu_wait_minutes`` runs out. Everything started for
+the server on the host carries its token and sees only its GPUs (``CUDA_VISIBLE_DEVICES`` by
+UUID); stopping ends those processes and releases the slice; deprovisioning also removes its
+workspace (``~/jupyter-compute-servers/<server id>`` on the host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CloudError, NotFoundError, ValidationError
+from ..hosts import HostRecord, HostRegistry
+from ..models import ServerConfig, State
+from .base import Cloud, CloudStatus, Operation, SSHEndpoint
+
+if TYPE_CHECKING:
+    from ..manager import ComputeServerManager
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+class SSHCloud(Cloud):
+    """On-prem hosts reached over SSH, shared fairly."""
+
+    name = "ssh"
+    label = "On-prem hosts (SSH)"
+    description = "Machines you already have (a lab server, a workstation), shared by slices."
+    config_fields = frozenset({"cpu", "memory_gb", "gpu", "disk_gb"})
+
+    registry: HostRegistry | None = None
+
+    def bind(self, manager: ComputeServerManager) -> None:
+        self.registry = manager.hosts
+
+    @property
+    def hosts(self) -> HostRegistry:
+        if self.registry is None:
+            raise CloudError("The ssh cloud is not bound to a host registry.")
+        return self.registry
+
+    # --- offerings --------------------------------------------------------------------------
+
+    async def availability(self) -> tuple[bool, str]:
+        if not any(h.trusted and h.inventory for h in self.hosts.hosts.hosts()):
+            return False, "Register a host (and confirm its key) to create servers on it."
+        return True, ""
+
+    def defaults(self) -> dict[str, Any]:
+        return {"cpu": 1, "memory_gb": 1.0, "gpu": None, "disk_gb": 10}
+
+    def offerings(self) -> dict[str, Any]:
+        hosts = []
+        for host in self.hosts.hosts.hosts():
+            if not (host.trusted and host.inventory):
+                continue
+            taken = {u for s in self.hosts.hosts.slices_on(host.id) for u in s.gpu_uuids}
+            types: dict[str, dict[str, int]] = {}
+            for gpu in host.gpus():
+                entry = types.setdefault(gpu["name"], {"count": 0, "free": 0})
+                entry["count"] += 1
+                entry["free"] += gpu["uuid"] not in taken
+            inventory = host.inventory or {}
+            hosts.append(
+                {
+                    "id": host.id,
+                    "name": host.name,
+                    "cpu": inventory.get("cpu_count"),
+                    "memory_gb": round((inventory.get("memory_total") or 0) / 2**30, 1),
+                    "gpus": [{"type": t, **counts} for t, counts in types.items()],
+                }
+            )
+        return {"hosts": hosts}
+
+    def _host_of(self, config: ServerConfig) -> HostRecord:
+        host_id = config.extra.get("host")
+        if not isinstance(host_id, int) or isinstance(host_id, bool):
+            raise ValidationError(
+                "config.extra.host must be the id of a registered host.", field="config.extra.host"
+            )
+        return self.hosts.hosts.get(host_id)
+
+    def check_config(self, config: ServerConfig) -> None:
+        unknown = sorted(set(config.extra) - {"host"})
+        if unknown:
+            raise ValidationError(
+                f"config.extra.{unknown[0]} is not an option of the ssh cloud; it takes "
+                f"config.extra.host.",
+                field=f"config.extra.{unknown[0]}",
+            )
+        try:
+            host = self._host_of(config)
+        except NotFoundError as e:
+            raise ValidationError(e.message, field="config.extra.host") from None
+        if not host.trusted or not host.inventory:
+            raise ValidationError(
+                f"Host {host.name!r} is not ready: {host.inventory_error or 'no inventory yet'}",
+                field="config.extra.host",
+            )
+        inventory = host.inventory
+        if config.cpu is not None and config.cpu > (inventory.get("cpu_count") or 0):
+            raise ValidationError(
+                f"config.cpu is {config.cpu}, but {host.name} has {inventory.get('cpu_count')}.",
+                field="config.cpu",
+            )
+        memory = (inventory.get("memory_total") or 0) / 2**30
+        if config.memory_gb is not None and config.memory_gb > memory:
+            raise ValidationError(
+                f"config.memory_gb is {config.memory_gb}, but {host.name} has {memory:.1f} GB.",
+                field="config.memory_gb",
+            )
+        if config.gpu is not None:
+            counts: dict[str, int] = {}
+            for gpu in host.gpus():
+                counts[gpu["name"]] = counts.get(gpu["name"], 0) + 1
+            if config.gpu.type not in counts:
+                have = ", ".join(counts) or "none"
+                reason = inventory.get("gpu_reason") or ""
+                raise ValidationError(
+                    f"config.gpu.type {config.gpu.type!r} is not on {host.name} (it has {have}"
+                    + (f"; {reason}" if reason and not counts else "")
+                    + ").",
+                    field="config.gpu.type",
+                )
+            if config.gpu.count > counts[config.gpu.type]:
+                raise ValidationError(
+                    f"config.gpu.count is {config.gpu.count}, but {host.name} has "
+                    f"{counts[config.gpu.type]} {config.gpu.type}.",
+                    field="config.gpu.count",
+                )
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def create(self, op: Operation) -> None:
+        host = self._host_of(op.config)
+        op.progress(f"Preparing a workspace on {host.name}", 0.1)
+        agent = await self.hosts.host_agent(host.id)
+        answer = await agent.call("workspace_prepare", name=str(op.server_id))
+        op.remember(host_id=host.id, workspace=answer["path"])
+        await self.start(op)
+
+    async def start(self, op: Operation) -> None:
+        host = self._host_of(op.config)
+        if op.cloud_data.get("host_id") not in (None, host.id):
+            raise CloudError("The server's workspace is on another host; deprovision it first.")
+        config = op.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + host.gpu_wait_minutes * 60
+        store = self.hosts.hosts
+        try:
+            while True:
+                granted = store.allocate(
+                    op.server_id, host, config.cpu or 1, config.memory_gb or 1.0, config.gpu
+                )
+                if not isinstance(granted, str):
+                    break
+                if loop.time() > deadline:
+                    raise CloudError(
+                        f"Nothing freed on {host.name} within {host.gpu_wait_minutes:g} minutes "
+                        f"({granted}). Try again later, ask fewer GPUs, or another host."
+                    )
+                position = store.queue_position(op.server_id) or 1
+                op.progress(
+                    f"Waiting on {host.name}: {_ordinal(position)} in line ({granted})", None
+                )
+                await asyncio.sleep(1.0)
+        except BaseException:
+            store.leave_queue(op.server_id)
+            raise
+        assert not isinstance(granted, str)
+        gpus = f", GPUs {', '.join(granted.gpu_uuids)}" if granted.gpu_uuids else ""
+        op.progress(f"Allocated {granted.cpu} CPUs, {granted.memory_gb:g} GB{gpus}", 0.6)
+
+    async def _end_processes(self, op: Operation) -> None:
+        current = self.hosts.hosts.slice_of(op.server_id)
+        if current is None:
+            return
+        op.progress("Ending the server's processes", 0.3)
+        agent = await self.hosts.host_agent(current.host_id)
+        await agent.call("end_processes", token=current.token)
+
+    async def stop(self, op: Operation) -> None:
+        await self._end_processes(op)
+        self.hosts.hosts.release(op.server_id)
+
+    async def reboot(self, op: Operation) -> None:
+        await self._end_processes(op)
+
+    async def deprovision(self, op: Operation) -> None:
+        await self.stop(op)
+        host_id = op.cloud_data.get("host_id")
+        if host_id is not None:
+            op.progress("Removing the workspace", 0.6)
+            agent = await self.hosts.host_agent(int(host_id))
+            await agent.call("workspace_remove", name=str(op.server_id))
+        op.remember(host_id=None, workspace=None)
+
+    async def reconfigure(self, op: Operation, config: ServerConfig) -> None:
+        if op.cloud_data.get("host_id") not in (None, config.extra.get("host")):
+            raise ValidationError(
+                "The server's workspace is on another host; deprovision it to move it.",
+                field="config.extra.host",
+            )
+
+    async def status(self, server_id: int, cloud_data: dict[str, Any]) -> CloudStatus:
+        if self.hosts.hosts.slice_of(server_id) is not None:
+            return CloudStatus(State.RUNNING)
+        self.hosts.hosts.leave_queue(server_id)
+        if cloud_data.get("workspace"):
+            return CloudStatus(State.OFF, "no slice of its host is allocated")
+        return CloudStatus(State.DEPROVISIONED)
+
+    async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
+        current = self.hosts.hosts.slice_of(server_id)
+        if current is None or not cloud_data.get("workspace"):
+            raise CloudError("The server is not running on its host.")
+        host = self.hosts.hosts.get(current.host_id)
+        return host.endpoint(
+            workspace=cloud_data["workspace"],
+            runtime_dir=f"~/.jupyter-compute-servers/servers/{server_id}",
+            environment={
+                "CUDA_VISIBLE_DEVICES": ",".join(current.gpu_uuids),
+                "JUPYTER_COMPUTE_SERVER_TOKEN": current.token,
+            },
+        )
