@@ -284,13 +284,53 @@ def parse_spend_limit(value: Any) -> SpendLimit | None:
     )
 
 
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def parse_daily_stop(value: Any) -> DailyStop | None:
+    if value is None:
+        return None
+    data = parse_object(value, "daily_stop")
+    check_no_unknown(data, ("time", "timezone"), "daily_stop")
+    if "time" not in data:
+        raise ValidationError("daily_stop.time is required.", field="daily_stop.time")
+    time = parse_str(
+        data["time"],
+        "daily_stop.time",
+        pattern=_CLOCK_TIME,
+        max_length=5,
+        hint="Use 24-hour HH:MM, such as 19:00.",
+    )
+    timezone = data.get("timezone")
+    if timezone is not None:
+        timezone = parse_str(timezone, "daily_stop.timezone", max_length=64)
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValidationError(
+                f"daily_stop.timezone {timezone!r} is not a known time zone; use an IANA name "
+                f"such as Europe/Berlin.",
+                field="daily_stop.timezone",
+            ) from None
+    return DailyStop(time=time, timezone=timezone)
+
+
 # Fields of a server a PATCH may carry, and when each may change (see also ServerConfig below).
-EDITABLE_ANY_TIME = ("name", "color", "notes", "idle_timeout_minutes", "spend_limit")
+EDITABLE_ANY_TIME = (
+    "name",
+    "color",
+    "notes",
+    "idle_timeout_minutes",
+    "spend_limit",
+    "daily_stop",
+)
 CREATE_FIELDS = ("cloud", "config", *EDITABLE_ANY_TIME)
 PATCH_FIELDS = ("config", *EDITABLE_ANY_TIME)
 
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+# NVML names GPUs with spaces ("NVIDIA A100-SXM4-80GB"); hosts and the local cloud offer those.
+_GPU_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/@+()-]*$")
 _NAME_HINT = "Use letters, digits and . _ : / @ + -, starting with a letter or digit."
 
 
@@ -330,9 +370,9 @@ def parse_config_fields(data: Any, path: str = "config") -> dict[str, Any]:
                 type=parse_str(
                     gpu["type"],
                     f"{where}.type",
-                    pattern=_IDENTIFIER,
+                    pattern=_GPU_TYPE,
                     max_length=64,
-                    hint=_NAME_HINT,
+                    hint="Use a GPU type as offered, e.g. nvidia-tesla-t4 or NVIDIA A100 80GB.",
                 ),
                 count=parse_int(gpu.get("count", 1), f"{where}.count", minimum=1, maximum=16),
             )

@@ -24,7 +24,10 @@ class OpenSSHServer:
     process: subprocess.Popen[bytes]
 
 
-def start_sshd(directory: Path, authorized_public_key: str) -> OpenSSHServer:
+def start_sshd(
+    directory: Path, authorized_public_key: str, env: dict[str, str] | None = None
+) -> OpenSSHServer:
+    """``env``: extra environment for every session (HOME, PYTHONPATH...; no spaces)."""
     if not os.path.exists(SSHD):
         raise RuntimeError("OpenSSH's sshd is not installed: apt-get install openssh-server")
     os.makedirs("/run/sshd", exist_ok=True)
@@ -43,7 +46,8 @@ def start_sshd(directory: Path, authorized_public_key: str) -> OpenSSHServer:
         f"AuthorizedKeysFile {authorized}\nPidFile {directory / 'sshd.pid'}\n"
         "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nAllowTcpForwarding yes\nPermitRootLogin yes\n"
-        "SetEnv SHLVL=1\nSubsystem sftp /usr/lib/openssh/sftp-server\n"
+        f"SetEnv {' '.join(f'{k}={v}' for k, v in {'SHLVL': '1', **(env or {})}.items())}\n"
+        "Subsystem sftp /usr/lib/openssh/sftp-server\n"
     )
     subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
     process = subprocess.Popen(
