@@ -25,6 +25,17 @@ class RecordingAuthorizer(Authorizer):
         return (action, resource) not in type(self).denied
 
 
+@pytest.fixture(autouse=True)
+def private_jupyter_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """No test writes into the real Jupyter dirs (kernel specs!), not even from a subprocess
+    (the CLI, a Jupyter server): each test gets its own data, config and runtime dirs."""
+    base = tmp_path_factory.mktemp("jupyter-paths")
+    for name in ("data", "config", "runtime"):
+        path = base / name
+        path.mkdir()
+        monkeypatch.setenv(f"JUPYTER_{name.upper()}_DIR", str(path))
+
+
 @pytest.fixture
 def authorizer() -> type[RecordingAuthorizer]:
     RecordingAuthorizer.asked = []

@@ -181,10 +181,11 @@ async def test_gpus_are_exclusive_queued_fairly_and_never_oversubscribed(
     assert (await wait_for_state(both["id"], "running", "error"))["state"] == "running"
 
     await api("POST", f"servers/{one['id']}/actions/start")
-    waiting = await wait_until(
-        lambda: api("GET", f"servers/{one['id']}"),
-        predicate=lambda answer: "1st in line" in ((answer[1]["progress"] or {}).get("message", "")),
-    )
+
+    def first_in_line(answer: tuple[int, Any]) -> bool:
+        return "1st in line" in (answer[1]["progress"] or {}).get("message", "")
+
+    waiting = await wait_until(lambda: api("GET", f"servers/{one['id']}"), predicate=first_in_line)
     assert waiting[1]["state"] == "starting"
     hosts = jp_serverapp.web_app.settings["compute_servers_manager"].hosts.hosts
     assert hosts.slice_of(one["id"]) is None  # nothing left to give
@@ -232,8 +233,6 @@ async def test_stop_ends_the_servers_processes_and_deprovision_its_workspace(
     assert workspace.is_dir()
 
     manager = jp_serverapp.web_app.settings["compute_servers_manager"]
-    connection = await manager.connection(server["id"])
-    await manager.ssh.agent(server["id"], await manager.endpoint(server["id"]))
     # Started through the agent (which carries the server's token), detached from SSH.
     agent = await manager.ssh.agent(server["id"], await manager.endpoint(server["id"]))
     terminal = await agent.call(
@@ -243,7 +242,6 @@ async def test_stop_ends_the_servers_processes_and_deprovision_its_workspace(
         workspace=str(workspace),
     )
     assert process_alive(terminal["pid"])
-    del connection
 
     await api("POST", f"servers/{server['id']}/actions/stop")
     await wait_for_state(server["id"], "off")
@@ -276,7 +274,7 @@ async def test_metrics_show_the_servers_own_gpus(api, wait_for_state, host):
     assert code == 200 and metrics["gpus"] == []
 
     code, idle = await api("POST", "servers", {"name": "idle"})
-    code, error = await api("GET", f"servers/{idle['id']}/metrics")
+    code, _ = await api("GET", f"servers/{idle['id']}/metrics")
     assert code == 409
 
 

@@ -259,6 +259,7 @@ def test_kernels_can_be_kept_running_across_a_clean_shutdown(jupyter_env):
         server_id = start_server(jupyter)
         _, pid = jupyter_kernel(jupyter, server_id)
         jupyter.stop()
+        assert jupyter.process.returncode == 0  # a clean, prompt exit
         assert process_alive(pid)
     finally:
         jupyter.stop()

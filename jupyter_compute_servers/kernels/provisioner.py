@@ -317,10 +317,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
     # --- the process ----------------------------------------------------------------------
 
     async def poll(self) -> int | None:
-        if self._remote is None:
-            return 0
-        if self.detached:
-            return None
+        if self._remote is None or self.detached:
+            return 0  # detached: left running on its server, no longer ours to watch
         return await self.runtime.run(self._poll())
 
     async def _poll(self) -> int | None:
@@ -396,7 +394,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 self._tunnel = None
             if self.runtime.kernels.get(self.kernel_id) is self:
                 del self.runtime.kernels[self.kernel_id]
-            self.runtime.manager.notify("kernels", self.server_id)
+            if not self.detached:  # detached happens as Jupyter stops: nobody is listening
+                self.runtime.manager.notify("kernels", self.server_id)
 
     async def shutdown_remote(self) -> None:
         """End the kernel on its server now and release everything here (no message to the
