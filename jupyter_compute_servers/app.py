@@ -12,6 +12,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, List, Type, Unicode, default
 
 from . import __version__
+from .billing.service import ComputeServerCosts
 from .clouds import Cloud, load_cloud_class
 from .handlers.routes import api_handlers
 from .kernels.provisioner import ComputeServerProvisioner
@@ -141,6 +142,8 @@ class ComputeServersApp(ExtensionApp):
         )
         for cloud in manager.clouds.values():
             cloud.bind(manager)
+        manager.billing = ComputeServerCosts(manager, parent=self)
+        manager.listeners.append(manager.billing.on_event)
         publisher = KernelSpecPublisher(manager, self.kernel_specs_dir, str(data_dir))
         manager.kernel_specs = publisher
         manager.listeners.append(publisher.on_event)
@@ -170,7 +173,13 @@ class ComputeServersApp(ExtensionApp):
         )
         set_server_runtime(self.kernel_runtime)
         self.settings["compute_servers_kernel_runtime"] = self.kernel_runtime
-        self.settings["compute_servers_terminals"] = RemoteTerminals(self.manager)
+        terminals = RemoteTerminals(self.manager)
+        self.settings["compute_servers_terminals"] = terminals
+        costs = self.manager.billing
+        assert costs is not None
+        costs.attach(self.serverapp.kernel_manager, self.kernel_runtime)
+        terminals.on_input = costs.activity.terminal_input
+        costs.start()
         self._reconcile_task: asyncio.Task[Any] | None = None
         if self.reconcile_on_start:
             self._reconcile_task = asyncio.get_event_loop().create_task(self.manager.reconcile())
@@ -216,6 +225,8 @@ class ComputeServersApp(ExtensionApp):
         if self.kernel_specs is not None:
             await self.kernel_specs.close()
         set_server_runtime(None)
+        if self.manager.billing is not None:
+            await self.manager.billing.close()
         await self.manager.shutdown(
             stop_servers=lambda cloud: bool(getattr(cloud, "stop_on_shutdown", False))
         )

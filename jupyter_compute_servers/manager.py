@@ -8,6 +8,7 @@ the store before anyone is told about it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -30,6 +31,7 @@ from .models import (
     check_no_unknown,
     parse_bool,
     parse_color,
+    parse_daily_stop,
     parse_idle_timeout,
     parse_name,
     parse_notes,
@@ -41,6 +43,7 @@ from .ssh import KeyStore, ServerConnection, SSHConnections
 from .store import HistoryEntry, ServerRecord, ServerStore
 
 if TYPE_CHECKING:
+    from .billing.service import ComputeServerCosts
     from .kernels.specs import KernelSpecPublisher
 
 #: A palette for servers created without a colour, so each new one looks different.
@@ -97,6 +100,8 @@ class ComputeServerManager:
         self.kernel_specs: KernelSpecPublisher | None = None
         #: The registered on-prem hosts (the ssh cloud's machines).
         self.hosts = HostRegistry(store, ssh)
+        #: Prices, metering, spend limits and idle shutdown (set by the app; see billing/).
+        self.billing: ComputeServerCosts | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self.owner = this_process()
@@ -131,6 +136,7 @@ class ComputeServerManager:
                 if server.spend_limit
                 else None
             ),
+            "daily_stop": server.daily_stop.to_json() if server.daily_stop else None,
             "created": server.created,
             "updated": server.updated,
             "operation": server.operation,
@@ -140,15 +146,19 @@ class ComputeServerManager:
                 if cloud
                 else (["delete"] if server.state is State.DEPROVISIONED else [])
             ),
+            **(self.billing.server_json(server) if self.billing is not None else {}),
         }
 
-    def _emit(self, kind: str, server: ServerRecord | None, server_id: int) -> None:
+    def _emit(
+        self, kind: str, server: ServerRecord | None, server_id: int | None, **extra: Any
+    ) -> None:
         event = {
             "kind": kind,
             "server_id": server_id,
             "state": server.state.value if server else None,
             "state_reason": server.state_reason if server else "",
             "progress": (server.progress or {}).get("message", "") if server else "",
+            **extra,
         }
         for observer in [*self.listeners, self.on_event]:
             if observer is None:
@@ -158,14 +168,15 @@ class ComputeServerManager:
             except Exception:  # an observer must never break an operation
                 self.log.exception("Failed to publish a compute server event")
 
-    def notify(self, kind: str, server_id: int) -> None:
+    def notify(self, kind: str, server_id: int | None, **extra: Any) -> None:
         """Tell observers that something about a server changed (its kernels, its kernel
-        specs) that they should read again."""
-        try:
-            server: ServerRecord | None = self.store.get(server_id)
-        except NotFoundError:
-            server = None
-        self._emit(kind, server, server_id)
+        specs) that they should read again; ``extra`` goes into the event. A cost alert about
+        all servers (the budget) has ``server_id`` None."""
+        server: ServerRecord | None = None
+        if server_id is not None:
+            with contextlib.suppress(NotFoundError):
+                server = self.store.get(server_id)
+        self._emit(kind, server, server_id, **extra)
 
     # --- CRUD -----------------------------------------------------------------------------
 
@@ -208,6 +219,7 @@ class ComputeServerManager:
             config=config,
             idle_timeout_minutes=parse_idle_timeout(data.get("idle_timeout_minutes")),
             spend_limit=parse_spend_limit(data.get("spend_limit")),
+            daily_stop=parse_daily_stop(data.get("daily_stop")),
         )
         self._emit("created", server, server.id)
         return server
@@ -228,6 +240,8 @@ class ComputeServerManager:
                 changes["idle_timeout_minutes"] = parse_idle_timeout(data["idle_timeout_minutes"])
             if "spend_limit" in data:
                 changes["spend_limit"] = parse_spend_limit(data["spend_limit"])
+            if "daily_stop" in data:
+                changes["daily_stop"] = parse_daily_stop(data["daily_stop"])
             grow_disk_to: int | None = None
             if "config" in data:
                 cloud = self.cloud_for(server)
@@ -279,10 +293,14 @@ class ComputeServerManager:
             save=save,
         )
 
-    def request_action(self, server_id: int, action_name: str, body: Any = None) -> ServerRecord:
+    def request_action(
+        self, server_id: int, action_name: str, body: Any = None, *, reason: str = ""
+    ) -> ServerRecord:
         """Begin an action: record the transitional state now, run the work in the background.
 
         Returns the server as recorded; the caller answers 202 and watches for events.
+        ``reason`` says why, when it is not the user's request (an automatic stop): it is
+        recorded in the history and stays the server's ``state_reason`` once it is done.
         """
         try:
             action = Action(action_name)
@@ -311,19 +329,21 @@ class ComputeServerManager:
                 f"Another action ({server.operation}) is still running on {server.name!r}.",
                 state=server.state.value,
             )
+        if self.billing is not None and action in (Action.START, Action.RESUME):
+            self.billing.check_start(server)  # 409 when a spend limit or the budget is spent
         previous = server.state
         server = self.store.transition(
             server_id,
             to=transition.during,
             expected=transition.from_states,
-            reason=f"{action.value} requested",
+            reason=reason or f"{action.value} requested",
             action=action.value,
             operation=action.value,
             owner=self.owner,
         )
         self._emit("state", server, server_id)
         self._tasks[server_id] = asyncio.create_task(
-            self._run_action(server, action, previous, transition.to)
+            self._run_action(server, action, previous, transition.to, reason)
         )
         return server
 
@@ -333,7 +353,7 @@ class ComputeServerManager:
             await asyncio.shield(task)
 
     async def _run_action(
-        self, server: ServerRecord, action: Action, previous: State, target: State
+        self, server: ServerRecord, action: Action, previous: State, target: State, reason: str = ""
     ) -> None:
         cloud = self.cloud_for(server)
         async with self._lock(server.id):
@@ -385,7 +405,9 @@ class ComputeServerManager:
                 )
                 self._emit("state", failed, server.id)
                 return
-            done = self.store.transition(server.id, to=target, reason=f"{action.value} finished")
+            done = self.store.transition(
+                server.id, to=target, reason=reason or f"{action.value} finished"
+            )
             self._emit("state", done, server.id)
 
     async def _wait_ssh(self, server_id: int, cloud: Cloud, op: Operation) -> None:

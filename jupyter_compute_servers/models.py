@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -125,6 +126,18 @@ class SpendLimit:
 
     amount: float
     period_days: int
+
+
+@dataclass(frozen=True)
+class DailyStop:
+    """Stop the server every day at ``time`` (``HH:MM``) in ``timezone`` (an IANA name; None
+    means the time zone of costs, ``c.ComputeServerCosts.timezone``)."""
+
+    time: str
+    timezone: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": self.time, "timezone": self.timezone}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .errors import ConflictError, NotFoundError, ValidationError
-from .models import ServerConfig, SpendLimit, State
+from .models import DailyStop, ServerConfig, SpendLimit, State
 
 MIGRATIONS: list[str] = [
     # 1: servers and their state history.
@@ -98,6 +98,23 @@ MIGRATIONS: list[str] = [
         requested REAL NOT NULL
     );
     """,
+    # 4: costs: each server's daily stop time, the hourly rates in effect over time (so that
+    # spend already incurred never changes with a new configuration or price table), and the
+    # cost alerts already given (so each is given once, across restarts and processes).
+    """
+    ALTER TABLE servers ADD COLUMN daily_stop TEXT;
+    CREATE TABLE rate_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        server_id INTEGER NOT NULL,
+        at REAL NOT NULL,
+        rates TEXT NOT NULL
+    );
+    CREATE INDEX rate_history_server ON rate_history (server_id, at);
+    CREATE TABLE cost_alerts (
+        key TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -124,6 +141,7 @@ class ServerRecord:
     progress: dict[str, Any] | None = None
     #: Kernel specs found on the server (name -> spec), or None before it was first asked.
     kernel_specs: dict[str, Any] | None = None
+    daily_stop: DailyStop | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,15 @@ class HistoryEntry:
     state: State
     reason: str
     action: str | None
+
+
+@dataclass(frozen=True)
+class RatesEntry:
+    """The hourly rates of a server's configuration from ``at`` on (see ``billing``)."""
+
+    server_id: int
+    at: float
+    rates: dict[str, Any]
 
 
 def sqlite_path_from_url(url: str) -> Path:
@@ -169,11 +196,16 @@ def _row_to_record(row: sqlite3.Row) -> ServerRecord:
         operation_owner=row["operation_owner"],
         progress=json.loads(row["progress"]) if row["progress"] else None,
         kernel_specs=json.loads(row["kernel_specs"]) if row["kernel_specs"] else None,
+        daily_stop=DailyStop(**json.loads(row["daily_stop"])) if row["daily_stop"] else None,
     )
 
 
 def _spend_json(limit: SpendLimit | None) -> str | None:
     return json.dumps({"amount": limit.amount, "period_days": limit.period_days}) if limit else None
+
+
+def _daily_stop_json(daily_stop: DailyStop | None) -> str | None:
+    return json.dumps(daily_stop.to_json()) if daily_stop else None
 
 
 class ServerStore:
@@ -281,14 +313,15 @@ class ServerStore:
         config: ServerConfig,
         idle_timeout_minutes: int | None,
         spend_limit: SpendLimit | None,
+        daily_stop: DailyStop | None = None,
     ) -> ServerRecord:
         now = self.clock()
         with self._transaction() as db:
             self._check_name_free(db, name, None)
             cursor = db.execute(
                 "INSERT INTO servers (name, color, notes, cloud, state, state_reason, config,"
-                " idle_timeout_minutes, spend_limit, created, updated)"
-                " VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
+                " idle_timeout_minutes, spend_limit, daily_stop, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)",
                 (
                     name,
                     color,
@@ -298,6 +331,7 @@ class ServerStore:
                     json.dumps(config.to_json()),
                     idle_timeout_minutes,
                     _spend_json(spend_limit),
+                    _daily_stop_json(daily_stop),
                     now,
                     now,
                 ),
@@ -331,6 +365,8 @@ class ServerStore:
                 columns[key] = json.dumps(value.to_json())
             elif key == "spend_limit":
                 columns[key] = _spend_json(value)
+            elif key == "daily_stop":
+                columns[key] = _daily_stop_json(value)
             elif key in ("cloud_data", "progress", "kernel_specs"):
                 columns[key] = None if value is None else json.dumps(value)
             elif key in ("name", "color", "notes", "idle_timeout_minutes", "cloud"):
@@ -424,3 +460,45 @@ class ServerStore:
                 " VALUES (?, ?, ?, 'deleted', 'delete')",
                 (server_id, self.clock(), State.DEPROVISIONED.value),
             )
+
+    # --- costs (see billing/) ---------------------------------------------------------------
+
+    def record_rates(
+        self, server_id: int, rates: dict[str, Any], *, at: float | None = None
+    ) -> None:
+        """The server's hourly rates from now on (its configuration or the prices changed)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO rate_history (server_id, at, rates) VALUES (?, ?, ?)",
+                (server_id, self.clock() if at is None else at, json.dumps(rates)),
+            )
+
+    def rates_history(self, server_id: int | None = None) -> list[RatesEntry]:
+        """Every recorded change of rates (of one server, or of all), oldest first."""
+        with self._lock:
+            if server_id is None:
+                rows = self._db.execute("SELECT * FROM rate_history ORDER BY id").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM rate_history WHERE server_id = ? ORDER BY id", (server_id,)
+                ).fetchall()
+        return [RatesEntry(r["server_id"], r["at"], json.loads(r["rates"])) for r in rows]
+
+    def cost_alerts(self) -> set[str]:
+        """The keys of the cost alerts already given."""
+        with self._lock:
+            return {r["key"] for r in self._db.execute("SELECT key FROM cost_alerts")}
+
+    def add_cost_alert(self, key: str) -> bool:
+        """Record that an alert was given; False if it had been already (by any process)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO cost_alerts (key, at) VALUES (?, ?)", (key, self.clock())
+            )
+            return cursor.rowcount == 1
+
+    def remove_cost_alerts(self, keys: list[str]) -> None:
+        """Re-arm alerts (their condition ended)."""
+        if keys:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM cost_alerts WHERE key = ?", [(k,) for k in keys])

@@ -42,6 +42,8 @@ class RemoteTerminals:
 
     def __init__(self, manager: ComputeServerManager) -> None:
         self.manager = manager
+        #: Called with the server's id on every keystroke a user sends (idle shutdown).
+        self.on_input: Callable[[int], None] | None = None
 
     async def _call(self, server_id: int, method: str, **params: Any) -> Any:
         manager = self.manager
@@ -135,6 +137,8 @@ class TerminalSession:
             return
         if message[0] == "stdin" and len(message) >= 2 and isinstance(message[1], str):
             line = ["stdin", message[1]]
+            if self.terminals.on_input is not None:
+                self.terminals.on_input(self.server_id)
         elif (
             message[0] == "set_size"
             and len(message) >= 3

@@ -18,6 +18,7 @@ from ..errors import ValidationError
 from ..models import CONFIG_FIELDS, ServerConfig, State, parse_config_fields
 
 if TYPE_CHECKING:
+    from ..billing.prices import StateRates
     from ..manager import ComputeServerManager
 
 
@@ -113,6 +114,13 @@ class Cloud(LoggingConfigurable):
 
     def check_config(self, config: ServerConfig) -> None:
         """Check a complete configuration against what this cloud offers (400 if not)."""
+
+    def price(self, config: ServerConfig) -> StateRates | None:
+        """What ``config`` costs per hour running, off and suspended, for a cloud that knows
+        its own prices (a configured rate, per-host rates): e.g. ``StateRates.flat(...)``
+        from ``billing.prices``. None (the default) prices it from the price table named
+        after the cloud. A table in ``c.ComputeServerCosts.price_tables`` overrides both."""
+        return None
 
     def make_config(self, data: Any, base: ServerConfig | None = None) -> ServerConfig:
         """Validate a (possibly partial) configuration from a request.

@@ -32,6 +32,7 @@ import asyncssh
 from traitlets import Bool, Float
 
 from ..agent.remote import detect_gpus
+from ..billing.prices import StateRates
 from ..errors import CloudError, ValidationError
 from ..models import ServerConfig, State
 from .base import Cloud, CloudStatus, Operation, SSHEndpoint
@@ -100,6 +101,10 @@ class LocalCloud(Cloud):
         0.0,
         help="What a running local server costs per hour, for internal charge-back.",
     ).tag(config=True)
+
+    def price(self, config: ServerConfig) -> StateRates:
+        """``hourly_rate`` while running; nothing while off (its disk is this machine's)."""
+        return StateRates.flat(self.hourly_rate, source="c.LocalCloud.hourly_rate")
 
     # --- offerings ------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .costs import CostsHandler, EstimateHandler
 from .hosts import HostHandler, HostInventoryHandler, HostsHandler, ServerMetricsHandler
 from .kernels import ServerKernelHandler, ServerKernelsHandler
 from .openapi import OpenAPIHandler
@@ -32,6 +33,8 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/status", StatusHandler),
         (rf"{API_PREFIX}/openapi.json", OpenAPIHandler),
         (rf"{API_PREFIX}/clouds", CloudsHandler),
+        (rf"{API_PREFIX}/estimate", EstimateHandler),
+        (rf"{API_PREFIX}/costs", CostsHandler),
         (rf"{API_PREFIX}/servers", ServersHandler),
         (rf"{API_PREFIX}/servers/{_ID}", ServerHandler),
         (rf"{API_PREFIX}/servers/{_ID}/history", ServerHistoryHandler),

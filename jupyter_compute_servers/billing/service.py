@@ -1,0 +1,864 @@
+"""``ComputeServerCosts``: the configuration of costs, what the manager and the API ask of
+them, and the watcher that stops servers when a limit, the budget, a daily stop time or an
+idle timeout says so.
+
+The watcher's work is ``evaluate()``: look at the servers' activity, ``plan()`` what is due
+from the store and the clock (a pure function of them and the activity seen), then act: stop
+servers (through ``manager.request_action`` with the reason, which the history and
+``state_reason`` keep) and give each alert once (``cost_alerts`` in the store). Tests call
+``evaluate()`` step by step with a controllable clock; in Jupyter a background task calls it
+every ``check_interval`` seconds, and sooner when something is due sooner (a limit about to
+be reached, an idle timeout ending), so a stop happens at its second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from traitlets import Bool, Dict, Float, TraitError, Unicode, validate
+from traitlets.config import LoggingConfigurable
+
+from ..errors import ComputeServersError, ConflictError
+from ..models import Action, State
+from ..store import HistoryEntry, ServerRecord
+from .estimate import estimate_json, parse_estimate
+from .idle import ActivityTracker, GpuProbe, KernelSource, UnattachedKernels
+from .limits import (
+    LimitStatus,
+    daily_stop_due,
+    describe_limit,
+    fmt,
+    next_daily_stop,
+    spend_limit_window,
+)
+from .metering import (
+    Spend,
+    day_start,
+    local_zone,
+    meter,
+    month_name,
+    month_start,
+    rate_timeline,
+)
+from .prices import CURRENCY, PriceBook, Rate, StateRates, money
+
+if TYPE_CHECKING:
+    from ..manager import ComputeServerManager
+
+#: Which automatic stop wins when several are due at once.
+TRIGGERS = ("spend_limit", "budget", "daily_stop", "idle")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """An automatic stop that is due."""
+
+    server_id: int
+    trigger: str
+    reason: str
+    #: For an idle stop: since when the server has been idle.
+    idle_since: float | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A cost alert to give once (``key`` is remembered in the store)."""
+
+    key: str
+    server_id: int | None
+    scope: str
+    threshold: float
+    spent: Decimal
+    limit: Decimal
+    message: str
+    period_days: int | None = None
+    month: str | None = None
+    #: Recorded without an event (a stop of the same server says it).
+    silent: bool = False
+
+    def event(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "scope": self.scope,
+            "threshold": self.threshold,
+            "spent": money(self.spent),
+            "limit": money(self.limit),
+            "message": self.message,
+        }
+        if self.period_days is not None:
+            data["period_days"] = self.period_days
+        if self.month is not None:
+            data["month"] = self.month
+        return data
+
+
+@dataclass
+class Plan:
+    """What ``plan()`` found due at one instant."""
+
+    now: float
+    stops: list[Stop] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    #: Alerts whose condition ended: given again when it comes back.
+    rearm: list[str] = field(default_factory=list)
+    #: The next instant something may become due (a limit reached, an idle timeout).
+    next_at: float | None = None
+
+    def wake_at(self, at: float | None) -> None:
+        if at is not None and at > self.now and (self.next_at is None or at < self.next_at):
+            self.next_at = at
+
+
+@dataclass
+class Evaluation:
+    """What one ``evaluate()`` did."""
+
+    plan: Plan
+    stopped: list[Stop] = field(default_factory=list)
+    alerted: list[Alert] = field(default_factory=list)
+    #: Stops that were due but not done now (another action under way, kernels not driven
+    #: by this Jupyter server): tried again on the next evaluation.
+    deferred: list[tuple[Stop, str]] = field(default_factory=list)
+
+
+class ComputeServerCosts(LoggingConfigurable):
+    """Prices, metering, spend limits, the monthly budget, daily stop times and idle
+    shutdown of compute servers. Configured as ``c.ComputeServerCosts.<option>``."""
+
+    price_tables = Dict(
+        value_trait=Unicode(),
+        help=(
+            "Price tables replacing the built-in ones, by cloud name: a path or an http(s) URL "
+            "of a JSON table (see jupyter_compute_servers/billing/price_tables/"
+            "price-table.schema.json), e.g. {'gcp': '/etc/jupyter/gcp-prices.json', 'local': "
+            "'https://intranet/chargeback.json'}. A table that cannot be read or is invalid is "
+            "logged and that cloud's prices show as unknown."
+        ),
+    ).tag(config=True)
+
+    price_table_timeout = Float(
+        10.0, help="Seconds to wait for a price table at a URL when Jupyter starts."
+    ).tag(config=True)
+
+    monthly_budget = Float(
+        0.0,
+        help=(
+            "Dollars all compute servers together may cost per calendar month (in `timezone`); "
+            "0 means no budget. At `warning_fraction` of it everyone is warned once; reaching "
+            "it stops every server that costs money while running, and none can start until "
+            "the next month or a higher budget."
+        ),
+    ).tag(config=True)
+
+    warning_fraction = Float(
+        0.8,
+        help="The fraction of a spend limit or of the budget at which a warning is given.",
+    ).tag(config=True)
+
+    timezone = Unicode(
+        "",
+        help=(
+            "The IANA time zone of days and months for spend (today, this month, the monthly "
+            "budget) and of daily stop times that name none, e.g. 'Europe/Berlin'. Empty: the "
+            "time zone of the machine running Jupyter."
+        ),
+    ).tag(config=True)
+
+    check_interval = Float(
+        60.0,
+        help=(
+            "Seconds between evaluations of spend limits, the budget, daily stop times and "
+            "idleness in the Jupyter server (sooner when something is due sooner). 0 turns "
+            "the automatic stops off."
+        ),
+    ).tag(config=True)
+
+    idle_gpu_threshold = Float(
+        10.0,
+        help=(
+            "GPU utilization (percent) at or above which a server counts as in use, when its "
+            "GPU utilization is known."
+        ),
+    ).tag(config=True)
+
+    gcp_catalog_refresh = Bool(
+        False,
+        help=(
+            "When Jupyter starts, refresh the gcp price table from the Cloud Billing Catalog "
+            "API (needs google-cloud-billing and Google credentials). A configured gcp table "
+            "in price_tables wins over it."
+        ),
+    ).tag(config=True)
+
+    @validate("monthly_budget")
+    def _check_budget(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= 1e9:
+            raise TraitError(f"monthly_budget must be >= 0 (0: no budget); got {value}.")
+        return value
+
+    @validate("warning_fraction")
+    def _check_warning(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 < value < 1:
+            raise TraitError(f"warning_fraction must be between 0 and 1; got {value}.")
+        return value
+
+    @validate("timezone")
+    def _check_timezone(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if value:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise TraitError(
+                    f"timezone {value!r} is not a known IANA time zone (e.g. Europe/Berlin)."
+                ) from None
+        return value
+
+    @validate("check_interval", "price_table_timeout")
+    def _check_seconds(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= 86400:
+            raise TraitError(f"{proposal['trait'].name} must be 0-86400 seconds; got {value}.")
+        return value
+
+    @validate("idle_gpu_threshold")
+    def _check_threshold(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= 100:
+            raise TraitError(f"idle_gpu_threshold must be 0-100 percent; got {value}.")
+        return value
+
+    def __init__(
+        self,
+        manager: ComputeServerManager,
+        *,
+        clock: Callable[[], float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.manager = manager
+        self._clock = clock
+        self.book = PriceBook.load(self.price_tables, self.price_table_timeout)
+        for cloud, error in self.book.errors.items():
+            self.log.error("Prices of the %s cloud are unknown: %s", cloud, error)
+        self.activity = ActivityTracker(self.now)
+        #: The Jupyter server's remote kernels (set by the app; None elsewhere).
+        self.kernels: KernelSource | None = None
+        #: Counts kernels on a server that this Jupyter server does not drive.
+        self.unattached_kernels: UnattachedKernels | None = None
+        #: GPU utilization of a server, when something can tell it (see ``idle``).
+        self.gpu_probe: GpuProbe | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Task[None] | None = None
+
+    # --- time -----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The costs clock: the store's unless one was given."""
+        return (self._clock or self.manager.store.clock)()
+
+    @property
+    def zone(self) -> dt.tzinfo:
+        return zoneinfo.ZoneInfo(self.timezone) if self.timezone else local_zone()
+
+    @property
+    def watching(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # --- rates ----------------------------------------------------------------------------
+
+    def rates_of(self, server: ServerRecord) -> StateRates:
+        return self.book.rates(server.cloud, self.manager.clouds.get(server.cloud), server.config)
+
+    def sync_rates(self, server_ids: list[int] | None = None) -> None:
+        """Record each server's rates where they differ from the last recorded ones (its
+        configuration changed, or the price tables did), effective now."""
+        store = self.manager.store
+        servers = store.servers() if server_ids is None else []
+        for server_id in server_ids or []:
+            with contextlib.suppress(ComputeServersError):
+                servers.append(store.get(server_id))
+        recorded = _by_server(store.rates_history() if server_ids is None else [])
+        for server in servers:
+            snapshot = self.rates_of(server).snapshot()
+            history = (
+                recorded.get(server.id, [])
+                if server_ids is None
+                else store.rates_history(server.id)
+            )
+            if not history or history[-1].rates != snapshot:
+                store.record_rates(server.id, snapshot)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """A manager event: a new or edited server may have new rates."""
+        if event.get("kind") in ("created", "updated") and isinstance(event.get("server_id"), int):
+            self.sync_rates([event["server_id"]])
+        elif event.get("kind") == "deleted" and isinstance(event.get("server_id"), int):
+            self.activity.forget(event["server_id"])
+
+    # --- metering -------------------------------------------------------------------------
+
+    def _windows(self, now: float, server: ServerRecord | None) -> dict[str, tuple[float, float]]:
+        zone = self.zone
+        windows = {
+            "today": (day_start(now, zone), now),
+            "month": (month_start(now, zone), now),
+            "total": (0.0, now),
+        }
+        if server is not None and server.spend_limit is not None:
+            windows["limit"] = spend_limit_window(server.spend_limit, now)
+        return windows
+
+    def spend_of(self, server: ServerRecord, now: float | None = None) -> dict[str, Spend]:
+        """One server's spend today, this month, in total and in its limit's window."""
+        now = self.now() if now is None else now
+        store = self.manager.store
+        return meter(
+            store.history(server.id),
+            rate_timeline(store.rates_history(server.id)),
+            self.rates_of(server),
+            self._windows(now, server),
+            now,
+        )
+
+    def _spends(
+        self, now: float, servers: list[ServerRecord]
+    ) -> tuple[dict[int, dict[str, Spend]], dict[int, list[HistoryEntry]]]:
+        """Every server's spend (deleted ones too, by id) and history, two queries in all."""
+        store = self.manager.store
+        histories = _by_server(store.history())
+        recorded = _by_server(store.rates_history())
+        by_id = {s.id: s for s in servers}
+        spends = {}
+        for server_id, history in histories.items():
+            server = by_id.get(server_id)
+            spends[server_id] = meter(
+                history,
+                rate_timeline(recorded.get(server_id, [])),
+                self.rates_of(server) if server is not None else None,
+                self._windows(now, server),
+                now,
+            )
+        return spends, histories
+
+    def _limit_status(self, server: ServerRecord, spend: dict[str, Spend]) -> LimitStatus | None:
+        if server.spend_limit is None:
+            return None
+        return LimitStatus(
+            spend["limit"].amount, Decimal(str(server.spend_limit.amount)), self.warning_fraction
+        )
+
+    def _budget_status(self, month_spent: Decimal) -> LimitStatus | None:
+        if not self.monthly_budget:
+            return None
+        return LimitStatus(month_spent, Decimal(str(self.monthly_budget)), self.warning_fraction)
+
+    def server_cost(
+        self, server: ServerRecord, spend: dict[str, Spend], now: float
+    ) -> dict[str, Any]:
+        rates = self.rates_of(server)
+        current = rates.for_state(server.state.value)
+        cost: dict[str, Any] = {
+            "currency": CURRENCY,
+            "rates": rates.to_json(),
+            "hourly": current.to_json(),
+            "spent": {
+                "today": money(spend["today"].amount),
+                "month": money(spend["month"].amount),
+                "total": money(spend["total"].amount),
+                "unknown": sorted(spend["total"].unknown),
+            },
+            "spend_limit": None,
+        }
+        status = self._limit_status(server, spend)
+        if status is not None and server.spend_limit is not None:
+            until = status.seconds_until(1.0, current.hourly)
+            cost["spend_limit"] = {
+                "amount": server.spend_limit.amount,
+                "period_days": server.spend_limit.period_days,
+                "spent": money(status.spent),
+                "fraction": round(status.fraction, 6),
+                "status": status.status,
+                "reached_at": None if until is None else now + until,
+            }
+        return cost
+
+    def auto_stop(self, server: ServerRecord, history: list[HistoryEntry], now: float) -> Any:
+        """When the server will stop by itself, as far as can be told now (while running)."""
+        idle = None
+        daily = None
+        if server.state is State.RUNNING:
+            if server.idle_timeout_minutes and self.watching:
+                since = self.activity.idle_since(server, history[-1].at if history else 0.0)
+                last = self.activity.last(server.id)
+                idle = {
+                    "timeout_minutes": server.idle_timeout_minutes,
+                    "idle_since": since,
+                    "stops_at": since + server.idle_timeout_minutes * 60,
+                    "last_activity": None if last is None else {"at": last.at, "what": last.what},
+                }
+            if server.daily_stop is not None:
+                daily = next_daily_stop(server.daily_stop, now, self.zone)
+        return {"watching": self.watching, "idle": idle, "daily_stop_at": daily}
+
+    def server_json(self, server: ServerRecord) -> dict[str, Any]:
+        """The ``cost`` and ``auto_stop`` fields of a server in the API."""
+        now = self.now()
+        try:
+            spend = self.spend_of(server, now)
+            history = self.manager.store.history(server.id)
+            return {
+                "cost": self.server_cost(server, spend, now),
+                "auto_stop": self.auto_stop(server, history, now),
+            }
+        except Exception:  # a cost must never hide a server from its user
+            self.log.exception("Could not work out the cost of %s", server.name)
+            return {"cost": None, "auto_stop": None}
+
+    def costs_json(self) -> dict[str, Any]:
+        """``GET costs``: spend of every server and in total, the current rate, the budget."""
+        now = self.now()
+        servers = self.manager.store.servers()
+        spends, _ = self._spends(now, servers)
+        total = {name: Spend() for name in ("today", "month", "total")}
+        deleted = {name: Spend() for name in ("today", "month", "total")}
+        live = {s.id for s in servers}
+        for server_id, spend in spends.items():
+            for name in total:
+                total[name].add(spend[name])
+                if server_id not in live:
+                    deleted[name].add(spend[name])
+        hourly = Rate(
+            tuple(
+                part
+                for server in servers
+                for part in self.rates_of(server).for_state(server.state.value).parts
+            )
+        )
+        budget = self._budget_status(total["month"].amount)
+        return {
+            "currency": CURRENCY,
+            "at": now,
+            "timezone": self.timezone or str(getattr(self.zone, "key", "") or "UTC"),
+            "month": month_name(now, self.zone),
+            "spent": _spent_json(total),
+            "hourly": hourly.to_json(),
+            "budget": None
+            if budget is None
+            else {
+                "monthly": self.monthly_budget,
+                "spent": money(budget.spent),
+                "fraction": round(budget.fraction, 6),
+                "status": budget.status,
+                "warning_fraction": self.warning_fraction,
+            },
+            "servers": [
+                {
+                    "id": server.id,
+                    "name": server.name,
+                    "cloud": server.cloud,
+                    "state": server.state.value,
+                    "cost": self.server_cost(
+                        server,
+                        spends.get(server.id) or _empty(self._windows(now, server)),
+                        now,
+                    ),
+                }
+                for server in servers
+            ],
+            "deleted_servers": {"spent": _spent_json(deleted)},
+        }
+
+    def estimate(self, body: Any) -> dict[str, Any]:
+        """``POST estimate``."""
+        cloud_name, cloud, config, hours = parse_estimate(self.manager, body)
+        return estimate_json(cloud_name, config, self.book.rates(cloud_name, cloud, config), hours)
+
+    # --- limits at start ------------------------------------------------------------------
+
+    def check_start(self, server: ServerRecord) -> None:
+        """Refuse (409) to start a server whose spend limit, or the budget, is spent."""
+        now = self.now()
+        if server.spend_limit is not None:
+            status = self._limit_status(server, self.spend_of(server, now))
+            if status is not None and status.reached:
+                raise ConflictError(
+                    f"{server.name!r} has reached its spend limit of "
+                    f"{describe_limit(server.spend_limit)}: {fmt(status.spent)} in the last "
+                    f"{server.spend_limit.period_days} days. Raise its spend limit to start it.",
+                    field="spend_limit",
+                    state=server.state.value,
+                )
+        if self.monthly_budget and not self.rates_of(server).running.is_known_zero:
+            spends, _ = self._spends(now, self.manager.store.servers())
+            month = sum((s["month"].amount for s in spends.values()), Decimal(0))
+            budget = self._budget_status(month)
+            if budget is not None and budget.reached:
+                raise ConflictError(
+                    f"The monthly budget of {fmt(self.monthly_budget)} is spent "
+                    f"({fmt(month)} in {month_name(now, self.zone)}): servers that cost money "
+                    f"cannot start until next month, or until the budget "
+                    f"(c.ComputeServerCosts.monthly_budget) is raised.",
+                    state=server.state.value,
+                )
+
+    # --- automatic stops ------------------------------------------------------------------
+
+    def plan(
+        self,
+        now: float,
+        servers: list[ServerRecord],
+        spends: dict[int, dict[str, Spend]],
+        histories: dict[int, list[HistoryEntry]],
+        given: set[str],
+    ) -> Plan:
+        """What is due at ``now``: stops (one per server, by ``TRIGGERS`` order), alerts not
+        given yet, alerts to re-arm, and when to look again. Changes nothing."""
+        plan = Plan(now)
+        due: dict[int, Stop] = {}
+
+        def propose(stop: Stop) -> None:
+            current = due.get(stop.server_id)
+            if current is None or TRIGGERS.index(stop.trigger) < TRIGGERS.index(current.trigger):
+                due[stop.server_id] = stop
+
+        def stoppable(server: ServerRecord, *states: State) -> bool:
+            return server.state in states and server.operation is None
+
+        warn = self.warning_fraction
+        rates = {server.id: self.rates_of(server) for server in servers}
+        for server in servers:
+            spend = spends.get(server.id)
+            history = histories.get(server.id, [])
+            rate_now = rates[server.id].for_state(server.state.value)
+            status = self._limit_status(server, spend) if spend else None
+            limit = server.spend_limit
+            if status is not None and limit is not None:
+                base = f"spend_limit:{server.id}:{limit.amount}:{limit.period_days}"
+                warn_key, reached_key = f"{base}:warning", f"{base}:reached"
+                stopping = stoppable(server, State.RUNNING, State.SUSPENDED)
+                described = describe_limit(limit)
+                if status.reached:
+                    if stopping:
+                        propose(
+                            Stop(
+                                server.id,
+                                "spend_limit",
+                                f"Stopped automatically: its spend limit of {described} was "
+                                f"reached ({fmt(status.spent)} spent).",
+                            )
+                        )
+                    message = (
+                        f"{server.name} has reached its spend limit of {described} "
+                        f"({fmt(status.spent)} spent). It cannot start until its spend in the "
+                        f"last {limit.period_days} days falls below the limit, or the limit is "
+                        f"raised."
+                    )
+                    for key, threshold in ((warn_key, warn), (reached_key, 1.0)):
+                        if key not in given:
+                            plan.alerts.append(
+                                Alert(
+                                    key,
+                                    server.id,
+                                    "spend_limit",
+                                    threshold,
+                                    status.spent,
+                                    status.limit,
+                                    message,
+                                    period_days=limit.period_days,
+                                    silent=threshold < 1.0 or stopping,
+                                )
+                            )
+                elif status.warned:
+                    if reached_key in given:
+                        plan.rearm.append(reached_key)
+                    if warn_key not in given:
+                        plan.alerts.append(
+                            Alert(
+                                warn_key,
+                                server.id,
+                                "spend_limit",
+                                warn,
+                                status.spent,
+                                status.limit,
+                                f"{server.name} has spent {fmt(status.spent)} of its spend limit "
+                                f"of {described} ({status.fraction:.0%}); it stops when it "
+                                f"reaches the limit.",
+                                period_days=limit.period_days,
+                            )
+                        )
+                    plan.wake_at(_after(now, status.seconds_until(1.0, rate_now.hourly)))
+                else:
+                    plan.rearm.extend(key for key in (warn_key, reached_key) if key in given)
+                    plan.wake_at(_after(now, status.seconds_until(warn, rate_now.hourly)))
+            if server.state is State.RUNNING and server.daily_stop is not None:
+                if server.operation is None:
+                    stop_at = daily_stop_due(server.daily_stop, history, now, self.zone)
+                    if stop_at is not None:
+                        zone = (
+                            f" ({server.daily_stop.timezone})" if server.daily_stop.timezone else ""
+                        )
+                        propose(
+                            Stop(
+                                server.id,
+                                "daily_stop",
+                                f"Stopped automatically at its daily stop time, "
+                                f"{server.daily_stop.time}{zone}.",
+                            )
+                        )
+                plan.wake_at(next_daily_stop(server.daily_stop, now, self.zone))
+            timeout = server.idle_timeout_minutes
+            if timeout and stoppable(server, State.RUNNING):
+                since = self.activity.idle_since(server, history[-1].at if history else 0.0)
+                stops_at = since + timeout * 60
+                if now >= stops_at:
+                    minutes = "1 minute" if timeout == 1 else f"{timeout} minutes"
+                    propose(
+                        Stop(
+                            server.id,
+                            "idle",
+                            f"Stopped automatically after {minutes} idle (no kernel activity, "
+                            f"terminal input or GPU use).",
+                            idle_since=since,
+                        )
+                    )
+                else:
+                    plan.wake_at(stops_at)
+        budget = self._budget_status(
+            sum((spend["month"].amount for spend in spends.values()), Decimal(0))
+        )
+        if budget is not None:
+            month = month_name(now, self.zone)
+            base = f"budget:{month}:{self.monthly_budget}"
+            hourly = sum((rates[s.id].for_state(s.state.value).hourly for s in servers), Decimal(0))
+            described = fmt(self.monthly_budget)
+            if budget.reached:
+                for server in servers:
+                    costs = rates[server.id].for_state(server.state.value)
+                    if (
+                        stoppable(server, State.RUNNING, State.SUSPENDED)
+                        and not costs.is_known_zero
+                    ):
+                        propose(
+                            Stop(
+                                server.id,
+                                "budget",
+                                f"Stopped automatically: the monthly budget of {described} was "
+                                f"reached ({fmt(budget.spent)} spent in {month}).",
+                            )
+                        )
+                message = (
+                    f"The monthly budget of {described} is reached ({fmt(budget.spent)} spent in "
+                    f"{month}). Servers that cost money were stopped and cannot start until next "
+                    f"month or a higher budget."
+                )
+                for key, threshold in ((f"{base}:warning", warn), (f"{base}:reached", 1.0)):
+                    if key not in given:
+                        plan.alerts.append(
+                            Alert(
+                                key,
+                                None,
+                                "budget",
+                                threshold,
+                                budget.spent,
+                                budget.limit,
+                                message,
+                                month=month,
+                                silent=threshold < 1.0,
+                            )
+                        )
+            elif budget.warned:
+                key = f"{base}:warning"
+                if key not in given:
+                    plan.alerts.append(
+                        Alert(
+                            key,
+                            None,
+                            "budget",
+                            warn,
+                            budget.spent,
+                            budget.limit,
+                            f"Compute servers have spent {fmt(budget.spent)} of the monthly "
+                            f"budget of {described} ({budget.fraction:.0%}) in {month}; servers "
+                            f"that cost money stop when it is reached.",
+                            month=month,
+                        )
+                    )
+                plan.wake_at(_after(now, budget.seconds_until(1.0, hourly)))
+            else:
+                plan.wake_at(_after(now, budget.seconds_until(warn, hourly)))
+        plan.stops = sorted(due.values(), key=lambda stop: stop.server_id)
+        return plan
+
+    async def watch_activity(self, servers: list[ServerRecord]) -> None:
+        """Look at the activity of running servers that have an idle timeout."""
+        now = self.now()
+        for server in servers:
+            if server.state is not State.RUNNING:
+                self.activity.forget(server.id)
+                continue
+            if not server.idle_timeout_minutes:
+                continue
+            if self.kernels is not None:
+                self.activity.observe_kernels(server.id, self.kernels.kernels(server.id), now)
+            if self.gpu_probe is not None and server.config.gpu is not None:
+                try:
+                    utilization = await self.gpu_probe(server)
+                except Exception as e:
+                    self.log.debug("GPU probe of %s failed: %s", server.name, e)
+                    utilization = None
+                if utilization is not None and utilization >= self.idle_gpu_threshold:
+                    self.activity.touch(server.id, f"GPU {utilization:.0f}% busy", now)
+
+    async def evaluate(self) -> Evaluation:
+        """One step of the watcher: observe, plan, stop what is due, give new alerts."""
+        store = self.manager.store
+        servers = store.servers()
+        await self.watch_activity(servers)
+        now = self.now()
+        spends, histories = self._spends(now, servers)
+        plan = self.plan(now, servers, spends, histories, store.cost_alerts())
+        result = Evaluation(plan)
+        store.remove_cost_alerts(plan.rearm)
+        by_id = {server.id: server for server in servers}
+        for stop in plan.stops:
+            blocker = await self._idle_blocker(stop, by_id[stop.server_id], now)
+            if blocker:
+                result.deferred.append((stop, blocker))
+                continue
+            try:
+                server = self.manager.request_action(
+                    stop.server_id, Action.STOP.value, reason=stop.reason
+                )
+            except ComputeServersError as e:
+                result.deferred.append((stop, e.message))
+                continue
+            self.log.info("Compute server %s: %s", server.name, stop.reason)
+            self.manager.notify(
+                "auto_stopped", server.id, trigger=stop.trigger, message=stop.reason
+            )
+            result.stopped.append(stop)
+        for alert in plan.alerts:
+            if not store.add_cost_alert(alert.key) or alert.silent:
+                continue  # given already (by another process), or said by a stop
+            self.manager.notify("cost_warning", alert.server_id, **alert.event())
+            result.alerted.append(alert)
+        for stop, why in result.deferred:
+            self.log.info("Automatic stop of server %s deferred: %s", stop.server_id, why)
+        return result
+
+    async def _idle_blocker(self, stop: Stop, server: ServerRecord, now: float) -> str:
+        """Why an idle stop must wait: kernels this Jupyter server cannot watch run there."""
+        if stop.trigger != "idle" or self.unattached_kernels is None:
+            return ""
+        try:
+            count = await self.unattached_kernels(server.id)
+        except Exception as e:
+            timeout = (server.idle_timeout_minutes or 0) * 60
+            if stop.idle_since is not None and now - stop.idle_since >= 2 * timeout:
+                return ""  # unreachable for twice its timeout: idle as far as can be told
+            return f"could not ask the server for its kernels: {e}"
+        if count:
+            what = f"{count} kernel{'s' if count > 1 else ''} not driven by this Jupyter server"
+            self.activity.touch(server.id, what, now)
+            return what
+        return ""
+
+    # --- the watcher ----------------------------------------------------------------------
+
+    def attach(self, kernel_manager: Any, runtime: Any) -> None:
+        """In the Jupyter server: watch its remote kernels."""
+        from .idle import JupyterKernels
+
+        self.kernels = JupyterKernels(kernel_manager, runtime)
+
+        async def unattached(server_id: int) -> int:
+            kernels = await runtime.list_kernels(server_id)
+            return sum(1 for kernel in kernels if not kernel["attached"])
+
+        self.unattached_kernels = unattached
+
+    def start(self) -> None:
+        """In the Jupyter server: record rates as they are now, refresh prices if asked,
+        and start the watcher (unless ``check_interval`` is 0)."""
+        self.sync_rates()
+        loop = asyncio.get_event_loop()
+        if self.gcp_catalog_refresh:
+            self._refresh = loop.create_task(self.refresh_gcp())
+        if self.check_interval > 0:
+            self._task = loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            delay = self.check_interval
+            try:
+                result = await self.evaluate()
+                if result.plan.next_at is not None:
+                    delay = min(delay, max(result.plan.next_at - self.now(), 0.0) + 0.01)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("Evaluating compute server costs failed")
+            await asyncio.sleep(delay)
+
+    async def refresh_gcp(self) -> None:
+        """Replace the built-in gcp table by the Cloud Billing Catalog's prices, if it can."""
+        from .catalog import refresh_gcp_table
+
+        if "gcp" in self.book.configured:
+            self.log.info("A gcp price table is configured; not refreshing from the catalog.")
+            return
+        base = self.book.builtin.get("gcp")
+        table, why = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: refresh_gcp_table(base)
+        )
+        if table is None:
+            self.log.warning("GCP prices not refreshed from the Cloud Billing Catalog: %s", why)
+            return
+        self.book.builtin["gcp"] = table
+        self.log.info("GCP prices refreshed from the Cloud Billing Catalog: %s", why)
+        self.sync_rates()
+
+    async def close(self) -> None:
+        for task in (self._task, self._refresh):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = None
+
+
+def _after(now: float, seconds: float | None) -> float | None:
+    return None if seconds is None else now + seconds
+
+
+def _by_server(entries: list[Any]) -> dict[int, list[Any]]:
+    grouped: dict[int, list[Any]] = defaultdict(list)
+    for entry in entries:
+        grouped[entry.server_id].append(entry)
+    return grouped
+
+
+def _spent_json(spends: dict[str, Spend]) -> dict[str, Any]:
+    return {
+        "today": money(spends["today"].amount),
+        "month": money(spends["month"].amount),
+        "total": money(spends["total"].amount),
+        "unknown": sorted(spends["total"].unknown),
+    }
+
+
+def _empty(windows: dict[str, tuple[float, float]]) -> dict[str, Spend]:
+    return {name: Spend() for name in windows}
+
+
+__all__ = ["ComputeServerCosts", "Evaluation", "Plan"]
