@@ -15,6 +15,7 @@ from . import __version__
 from .billing.service import ComputeServerCosts
 from .clouds import Cloud, load_cloud_class
 from .handlers.routes import api_handlers
+from .images.catalog import ImageCatalog
 from .kernels.provisioner import ComputeServerProvisioner
 from .kernels.runtime import KernelRuntime, set_server_runtime
 from .kernels.specs import KernelSpecPublisher
@@ -115,6 +116,15 @@ class ComputeServersApp(ExtensionApp):
         ),
     ).tag(config=True)
 
+    image_catalog = Unicode(
+        "",
+        help=(
+            "The image catalogue: a path or an http(s) URL of a JSON document (see "
+            "jupyter_compute_servers/images/catalog.schema.json). Empty: the one shipped with "
+            "the package. Reload it with POST compute-servers/api/images/reload."
+        ),
+    ).tag(config=True)
+
     def build_clouds(self) -> dict[str, Cloud]:
         clouds: dict[str, Cloud] = {}
         for name in self.enabled_clouds:
@@ -140,6 +150,10 @@ class ComputeServersApp(ExtensionApp):
             log=self.log,
             **kwargs,
         )
+        manager.images = ImageCatalog(self.image_catalog, data_dir / "images-tested.json")
+        manager.images.load_or_default()
+        if manager.images.load_error:
+            self.log.error("%s; using the built-in catalogue.", manager.images.load_error)
         for cloud in manager.clouds.values():
             cloud.bind(manager)
         manager.billing = ComputeServerCosts(manager, parent=self)

@@ -26,6 +26,7 @@ from traitlets.config import Application, Config
 from .app import ComputeServersApp
 from .clouds.base import SSHEndpoint
 from .errors import ComputeServersError
+from .images.testing import smoke_test_image
 from .kernels.specs import spec_name
 from .manager import ComputeServerManager
 from .models import DEPROVISION_WARNING, State
@@ -162,6 +163,22 @@ async def main_async(args: argparse.Namespace) -> int:
             server = manager.store.find(args.server)
             await manager.delete_server(server.id)
             print(f"Deleted {server.name}.", file=sys.stderr)
+        elif args.command == "images":
+            if args.images_command == "list":
+                for image in manager.images.images(include_untested=True):
+                    for version in image["versions"]:
+                        mark = "tested" if version["tested"] else "untested"
+                        print(f"{image['id']}:{version['tag']}  {image['label']}  ({mark})")
+            else:
+                passed = await smoke_test_image(
+                    manager,
+                    app.kernel_specs_dir,
+                    args.image,
+                    args.cloud,
+                    mark_tested=args.mark_tested,
+                    report=lambda line: print(line, file=sys.stderr),
+                )
+                return 0 if passed else 1
         elif args.command == "ssh":
             server = manager.store.find(args.server)
             if server.state is not State.RUNNING:
@@ -210,6 +227,17 @@ def parser() -> argparse.ArgumentParser:
     deprovision = sub.add_parser("deprovision", help="delete a server's machine and disk")
     deprovision.add_argument("server", help="name or id")
     deprovision.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    images = sub.add_parser("images", help="the image catalogue")
+    images_sub = images.add_subparsers(dest="images_command", required=True)
+    images_sub.add_parser("list", help="every image version, tested or not")
+    image_test = images_sub.add_parser(
+        "test", help="start a server with an image version, smoke-test it, and clean up"
+    )
+    image_test.add_argument("image", help="IMAGE[:TAG] (default tag: its first tested version)")
+    image_test.add_argument("--cloud", default="local")
+    image_test.add_argument(
+        "--mark-tested", action="store_true", help="record a pass in the local override file"
+    )
     ssh = sub.add_parser("ssh", help="open a shell (or run a command) on a running server")
     ssh.add_argument("server", help="name or id")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from .clouds.base import Cloud, Operation, SSHEndpoint
 from .errors import ComputeServersError, ConflictError, NotFoundError, ValidationError
 from .hosts import HostRegistry
+from .images.catalog import ImageCatalog
+from .images.runtime import container_for
 from .models import (
     CREATE_FIELDS,
     DEPROVISION_WARNING,
@@ -100,6 +102,9 @@ class ComputeServerManager:
         self.kernel_specs: KernelSpecPublisher | None = None
         #: The registered on-prem hosts (the ssh cloud's machines).
         self.hosts = HostRegistry(store, ssh)
+        #: The software images servers may run (the app replaces it with the configured one).
+        self.images = ImageCatalog()
+        self.images.load()
         #: Prices, metering, spend limits and idle shutdown (set by the app; see billing/).
         self.billing: ComputeServerCosts | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -206,6 +211,7 @@ class ComputeServerManager:
             )
         cloud = self.clouds[cloud_name]
         config = cloud.make_config(data.get("config"))
+        self.images.check(config, arch=cloud.arch(config))
         color = (
             parse_color(data["color"])
             if "color" in data
@@ -246,6 +252,7 @@ class ComputeServerManager:
             if "config" in data:
                 cloud = self.cloud_for(server)
                 config = cloud.make_config(data["config"], base=server.config)
+                self.images.check(config, arch=cloud.arch(config))
                 changed = check_config_change(server.config, config, server.state)
                 if changed:
                     changes["config"] = config
@@ -411,10 +418,21 @@ class ComputeServerManager:
             self._emit("state", done, server.id)
 
     async def _wait_ssh(self, server_id: int, cloud: Cloud, op: Operation) -> None:
-        """A server is running when we can log in and talk to its agent."""
+        """A server is running when we can log in and talk to its agent (and its image is
+        there: a container image is pulled on first use, its progress shown)."""
         op.progress("Connecting over SSH", 0.9)
         agent = await self.ssh.agent(server_id, lambda: self.endpoint(server_id))
         await agent.call("ping", timeout=20)
+        container = container_for(self, self.store.get(server_id))
+        if container is not None and container["engine"] in ("docker", "podman"):
+            image = container["image"]
+            op.progress(f"Pulling {image}", 0.95)
+            await agent.call(
+                "container_pull",
+                timeout=3600,
+                container=container,
+                progress=lambda line: op.progress(f"Pulling {image}: {line}", 0.95),
+            )
 
     # --- SSH ------------------------------------------------------------------------------
 

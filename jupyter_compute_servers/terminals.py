@@ -19,6 +19,7 @@ from typing import Any
 import asyncssh
 
 from .errors import ComputeServersError, ConflictError, NotFoundError, ValidationError
+from .images.runtime import container_for
 from .manager import ComputeServerManager
 from .models import State
 
@@ -82,7 +83,10 @@ class RemoteTerminals:
                 raise ConflictError(f"Terminal {name!r} exists on this server.", field="name")
         else:
             name = next(str(n) for n in range(1, len(existing) + 2) if str(n) not in existing)
-        terminal = await self._call(server_id, "terminal_start", name=name, cwd=cwd, **size)
+        container = container_for(self.manager, self.manager.get_server(server_id))
+        terminal = await self._call(
+            server_id, "terminal_start", name=name, cwd=cwd, container=container, **size
+        )
         self.manager.notify("terminals", server_id)
         return dict(terminal)
 

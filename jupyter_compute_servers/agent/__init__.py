@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import shlex
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -43,6 +45,7 @@ class AgentClient:
         self._process = process
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._progress: dict[int, Callable[[str], None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self.hello: dict[str, Any] = {}
@@ -79,12 +82,21 @@ class AgentClient:
     def is_open(self) -> bool:
         return self._reader is not None and not self._reader.done()
 
-    async def call(self, method: str, timeout: float = 60, **params: Any) -> Any:
+    async def call(
+        self,
+        method: str,
+        timeout: float = 60,
+        progress: Callable[[str], None] | None = None,
+        **params: Any,
+    ) -> Any:
+        """Call a method; ``progress`` receives the lines a long one reports meanwhile."""
         if not self.is_open:
             raise AgentError("The agent channel is closed.")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        if progress is not None:
+            self._progress[request_id] = progress
         try:
             async with self._write_lock:
                 self._process.stdin.write(
@@ -93,12 +105,21 @@ class AgentClient:
             return await asyncio.wait_for(future, timeout)
         finally:
             self._pending.pop(request_id, None)
+            self._progress.pop(request_id, None)
 
     async def _read_answers(self) -> None:
         error: BaseException = AgentError("The agent channel closed.")
         try:
             async for line in self._process.stdout:
                 answer = json.loads(line)
+                if "progress" in answer:
+                    report = self._progress.get(answer.get("id"))
+                    if report is not None:
+                        try:
+                            report(str(answer["progress"]))
+                        except Exception:  # a display problem must not break the channel
+                            logging.getLogger(__name__).exception("Progress callback failed")
+                    continue
                 future = self._pending.get(answer.get("id"))
                 if future is None or future.done():
                     continue

@@ -12,6 +12,7 @@ Requests are handled one after another, in order.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -253,7 +254,19 @@ def kernel_launch(params):
     env.update({str(k): str(v) for k, v in (params.get("env") or {}).items()})
     env["PWD"] = cwd
     command = [arg.replace("{connection_file}", connection_file) for arg in argv]
-    if BARE_PYTHON.fullmatch(command[0]):
+    container = _container(params)
+    if container is not None:
+        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+        spec_env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
+        command = container_command(
+            container,
+            command,
+            name=f"jcs-kernel-{kernel_id}",
+            cwd=cwd,
+            mounts=[workspace, os.path.realpath(kernels)],
+            env=spec_env,
+        )
+    elif BARE_PYTHON.fullmatch(command[0]):
         command[0] = sys.executable  # as jupyter_client does locally: the Python we run on
     log_path = os.path.join(kernels, f"kernel-{kernel_id}.log")
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -287,6 +300,8 @@ def kernel_launch(params):
         "cwd": os.path.relpath(cwd, os.path.realpath(os.path.expanduser(params["workspace"]))),
         "owner": str(params.get("owner") or ""),
         "started": time.time(),
+        "container_engine": container["engine"] if container else None,
+        "container_name": f"jcs-kernel-{kernel_id}" if container else None,
     }
     _write_private(_record_path(kernels, kernel_id), json.dumps(record))
     return _public(record)
@@ -316,6 +331,8 @@ def kernel_signal(params):
             os.kill(target, signum)
     except ProcessLookupError:
         return {"sent": False}
+    if signum == signal.SIGKILL:
+        container_stop(record)
     return {"sent": True}
 
 
@@ -370,28 +387,35 @@ def kernelspecs(params):
     """The kernels installed on this server, as ``jupyter kernelspec list --json`` says, or
     the ipykernel of ``python`` when Jupyter's tools are not installed here."""
     python = params.get("python") or sys.executable
+    container = _container(params)
     specs = {}
     reason = ""
-    try:
-        listed = subprocess.run(
-            [python, "-m", "jupyter_client.kernelspecapp", "list", "--json"],
-            capture_output=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
+    listing = [python, "-m", "jupyter_client.kernelspecapp", "list", "--json"]
+    if container is not None:
+        # Asked inside the image: its kernels, its Python ("python" there stays "python").
+        listing = container_command(
+            container,
+            ["python3", "-m", "jupyter_client.kernelspecapp", "list", "--json"],
+            name=f"jcs-kernelspecs-{os.getpid()}",
+            cwd="/",
+            mounts=[],
+            env={},
         )
+    try:
+        listed = subprocess.run(listing, capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
         if listed.returncode == 0:
             for name, entry in json.loads(listed.stdout)["kernelspecs"].items():
                 spec = entry.get("spec") or {}
                 argv = spec.get("argv") or []
                 # As jupyter_client does locally: a bare "python" means the listing Python.
-                if argv and BARE_PYTHON.fullmatch(argv[0]):
+                if container is None and argv and BARE_PYTHON.fullmatch(argv[0]):
                     spec["argv"] = [python, *argv[1:]]
                 specs[name] = spec
         else:
             reason = listed.stderr.decode("utf-8", "replace").strip()[-300:]
     except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
         reason = str(e)
-    if not specs:
+    if not specs and container is None:
         probe = subprocess.run(
             [python, "-c", "import ipykernel"], capture_output=True, stdin=subprocess.DEVNULL
         )
@@ -466,7 +490,7 @@ class _TerminalClient:
         self.decoder: Any = None
 
 
-def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd):
+def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd, command=None):
     """The host process: owns the PTY, serves clients, ends when the shell ends."""
     import codecs
     import hmac
@@ -491,7 +515,8 @@ def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd):
     if shell_pid == 0:
         try:
             os.chdir(cwd)
-            os.execvpe(shell, [shell, "-l"], shell_env)  # noqa: S606 - the user's own shell
+            argv = command or [shell, "-l"]
+            os.execvpe(argv[0], argv, shell_env)  # noqa: S606 - the user's own shell
         finally:
             os._exit(127)
     _window_size(master, rows, cols)
@@ -627,6 +652,19 @@ def terminal_start(params):
     cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
     env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
     record_path = os.path.join(terminals, f"{name}.json")
+    container = _container(params)
+    command = None
+    if container is not None:
+        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+        command = container_command(
+            container,
+            ["bash", "-l"],
+            name=f"jcs-terminal-{name}-{os.getpid()}",
+            cwd=cwd,
+            mounts=[workspace],
+            env={},
+            interactive=True,
+        )
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the forked host
@@ -643,6 +681,7 @@ def terminal_start(params):
                 params.get("cols") or 80,
                 env,
                 write_fd,
+                command,
             )
         except BaseException as e:
             with contextlib.suppress(OSError):
@@ -887,6 +926,115 @@ def metrics(params):
     }
 
 
+# --- containers ---------------------------------------------------------------------------
+#
+# An image whose kernels run in a container: docker or podman with the host's network (the
+# kernel's ports stay on loopback), the workspace and the kernels' runtime dir mounted at the
+# same paths, this server's GPUs passed in; or Apptainer on HPC-style hosts; or a conda env.
+
+CONTAINER_ENGINES = ("docker", "podman", "apptainer", "conda")
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,255}$")
+
+
+def _container(params):
+    container = params.get("container")
+    if not container:
+        return None
+    engine = container.get("engine")
+    if engine not in CONTAINER_ENGINES:
+        raise ValueError(f"unknown container engine {engine!r}")
+    ref = container.get("env") if engine == "conda" else container.get("image")
+    if not isinstance(ref, str) or not _IMAGE_REF.match(ref.replace("docker://", "", 1)):
+        raise ValueError(f"invalid image {ref!r}")
+    executable = shutil.which(engine)
+    if executable is None:
+        raise RuntimeError(f"{engine} is not installed on this server (needed by the image)")
+    return dict(container, executable=executable)
+
+
+def _gpu_options(engine, wants_gpu):
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = [d for d in (visible or "").split(",") if d]
+    if engine == "docker":
+        if devices:
+            return ["--gpus", f'"device={",".join(devices)}"']
+        return ["--gpus", "all"] if visible is None and wants_gpu else []
+    if engine == "podman":  # CDI names
+        if devices:
+            return [arg for d in devices for arg in ("--device", f"nvidia.com/gpu={d}")]
+        return ["--device", "nvidia.com/gpu=all"] if visible is None and wants_gpu else []
+    if engine == "apptainer":
+        return ["--nv"] if devices or (visible is None and wants_gpu) else []
+    return []
+
+
+def container_command(container, command, *, name, cwd, mounts, env, interactive=False):
+    """``command`` wrapped to run inside the image (argument vectors, no shell)."""
+    engine = container["engine"]
+    executable = container["executable"]
+    wants_gpu = container.get("gpu", "optional") != "none"
+    if engine == "conda":
+        return [executable, "run", "--no-capture-output", "-n", container["env"], *command]
+    if engine == "apptainer":
+        argv = [executable, "exec", "--pwd", cwd, "--bind", ",".join(mounts)]
+        argv += _gpu_options(engine, wants_gpu)
+        return [*argv, container["image"], *command]
+    argv = [executable, "run", "--rm", "--init", "--network", "host", "--name", name]
+    if interactive:
+        argv += ["--interactive", "--tty"]
+    argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--workdir", cwd]
+    for mount in mounts:
+        argv += ["--volume", f"{mount}:{mount}"]
+    for key, value in env.items():
+        argv += ["--env", f"{key}={value}"]
+    argv += _gpu_options(engine, wants_gpu)
+    return [*argv, container["image"], *command]
+
+
+def container_stop(record):
+    """SIGKILL reaches only the engine's client: stop the container itself too."""
+    engine, name = record.get("container_engine"), record.get("container_name")
+    if engine in ("docker", "podman") and name and shutil.which(engine):
+        subprocess.run(
+            [shutil.which(engine), "kill", name],
+            capture_output=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def container_pull(params):
+    """Fetch an image before first use, reporting the engine's progress lines."""
+    container = _container(params)
+    if container is None or container["engine"] == "conda":
+        return {"pulled": False}
+    engine, image = container["engine"], container["image"]
+    if engine == "apptainer":
+        return {"pulled": False}  # apptainer fetches docker:// images itself on first exec
+    process = subprocess.Popen(
+        [container["executable"], "pull", image],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+    )
+    last = 0.0
+    tail: list = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.strip()
+        if not line:
+            continue
+        tail = [*tail[-20:], line]
+        if time.time() - last > 0.5:
+            report_progress(line[:200])
+            last = time.time()
+    if process.wait() != 0:
+        raise RuntimeError(f"{engine} pull {image} failed: {' / '.join(tail[-3:])}")
+    return {"pulled": True}
+
+
 def ping(params):
     return {"pong": True, "pid": os.getpid()}
 
@@ -910,7 +1058,16 @@ METHODS = {
     "workspace_prepare": workspace_prepare,
     "workspace_remove": workspace_remove,
     "metrics": metrics,
+    "container_pull": container_pull,
 }
+
+
+#: Where a long method reports progress (the client shows it); set for each request.
+_PROGRESS: dict = {"report": lambda text: None}
+
+
+def report_progress(text):
+    _PROGRESS["report"](text)
 
 
 def serve(stdin, stdout):
@@ -929,6 +1086,7 @@ def serve(stdin, stdout):
             method = METHODS.get(request.get("method"))
             if method is None:
                 raise LookupError(f"unknown method {request.get('method')!r}")
+            _PROGRESS["report"] = lambda text, rid=request_id: send({"id": rid, "progress": text})
             send({"id": request_id, "result": method(request.get("params") or {})})
         except Exception as e:
             send({"id": request_id, "error": {"type": type(e).__name__, "message": str(e)}})

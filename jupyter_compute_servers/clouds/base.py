@@ -96,7 +96,12 @@ class Cloud(LoggingConfigurable):
     ).tag(config=True)
 
     def bind(self, manager: ComputeServerManager) -> None:
-        """Called once the manager exists, for clouds that use its services (hosts)."""
+        """Called once the manager exists, for clouds that use its services (hosts, images)."""
+
+    def arch(self, config: ServerConfig) -> str | None:
+        """The CPU architecture a server with this configuration has (x86_64, arm64), if known
+        before it runs; images built for another are refused."""
+        return None
 
     # --- what it offers -------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import contextlib
 import getpass
 import json
 import os
+import platform
 import secrets
 import shutil
 import signal
@@ -26,7 +27,7 @@ import threading
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import asyncssh
 from traitlets import Bool, Float
@@ -34,8 +35,12 @@ from traitlets import Bool, Float
 from ..agent.remote import detect_gpus
 from ..billing.prices import StateRates
 from ..errors import CloudError, ValidationError
+from ..images.catalog import ImageCatalog, normalize_arch
 from ..models import ServerConfig, State
 from .base import Cloud, CloudStatus, Operation, SSHEndpoint
+
+if TYPE_CHECKING:
+    from ..manager import ComputeServerManager
 
 TOKEN_VARIABLE = "JUPYTER_COMPUTE_SERVER_SANDBOX"  # noqa: S105 - a name, not a secret
 START_TIMEOUT = 20.0
@@ -140,7 +145,13 @@ class LocalCloud(Cloud):
     def offerings(self) -> dict[str, Any]:
         return {
             "images": [
-                {"id": "python", "label": "Python 3 (this machine's python3)", "tags": ["system"]}
+                {
+                    "id": image["id"],
+                    "label": image["label"],
+                    "tags": [v["tag"] for v in image["versions"]],
+                }
+                for image in self.catalog.images(include_untested=True)
+                if self._runnable(image["runtime"]) is None
             ],
             "cpu": {"min": 1, "max": os.cpu_count() or 1},
             "memory_gb": {"min": 0.25, "max": _memory_total_gb()},
@@ -157,14 +168,13 @@ class LocalCloud(Cloud):
                 f"config.extra.{key} is not an option of the local cloud; it has no extra options.",
                 field=f"config.extra.{key}",
             )
-        if config.image != "python":
+        if config.image is None:
+            raise ValidationError("config.image is required.", field="config.image")
+        problem = self._runnable(self.catalog.get(config.image)["runtime"])
+        if problem is not None:
             raise ValidationError(
-                f"config.image {config.image!r} is not offered by the local cloud; use 'python'.",
+                f"config.image {config.image!r} cannot run on the local cloud: {problem}.",
                 field="config.image",
-            )
-        if config.image_tag not in (None, "system"):
-            raise ValidationError(
-                "config.image_tag must be 'system' on the local cloud.", field="config.image_tag"
             )
         cpus = os.cpu_count() or 1
         if config.cpu is not None and config.cpu > cpus:
@@ -195,6 +205,29 @@ class LocalCloud(Cloud):
                     f"{types[config.gpu.type]} {config.gpu.type}.",
                     field="config.gpu.count",
                 )
+
+    def bind(self, manager: ComputeServerManager) -> None:
+        self.catalog = manager.images
+
+    @cached_property
+    def catalog(self) -> ImageCatalog:
+        catalog = ImageCatalog()  # until bound to the manager's (configured) one
+        catalog.load()
+        return catalog
+
+    def arch(self, config: ServerConfig) -> str | None:
+        return normalize_arch(platform.machine())
+
+    @staticmethod
+    def _runnable(runtime: dict[str, Any]) -> str | None:
+        """Why this machine cannot run an image's kernels, or None if it can."""
+        kind = runtime["kind"]
+        if kind == "python":
+            return None
+        engine = "conda" if kind == "conda" else kind
+        if shutil.which(engine) is None:
+            return f"it needs {engine}, which is not installed here"
+        return None
 
     # --- sandboxes ------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CloudError, NotFoundError, ValidationError
 from ..hosts import HostRecord, HostRegistry
+from ..images.catalog import normalize_arch
 from ..models import ServerConfig, State
 from .base import Cloud, CloudStatus, Operation, SSHEndpoint
 
@@ -33,12 +34,19 @@ class SSHCloud(Cloud):
     name = "ssh"
     label = "On-prem hosts (SSH)"
     description = "Machines you already have (a lab server, a workstation), shared by slices."
-    config_fields = frozenset({"cpu", "memory_gb", "gpu", "disk_gb"})
+    config_fields = frozenset({"image", "image_tag", "cpu", "memory_gb", "gpu", "disk_gb"})
 
     registry: HostRegistry | None = None
 
     def bind(self, manager: ComputeServerManager) -> None:
         self.registry = manager.hosts
+
+    def arch(self, config: ServerConfig) -> str | None:
+        try:
+            host = self._host_of(config)
+        except (ValidationError, NotFoundError):
+            return None
+        return normalize_arch((host.inventory or {}).get("arch"))
 
     @property
     def hosts(self) -> HostRegistry:
@@ -54,7 +62,14 @@ class SSHCloud(Cloud):
         return True, ""
 
     def defaults(self) -> dict[str, Any]:
-        return {"cpu": 1, "memory_gb": 1.0, "gpu": None, "disk_gb": 10}
+        return {
+            "image": "python",
+            "image_tag": "system",
+            "cpu": 1,
+            "memory_gb": 1.0,
+            "gpu": None,
+            "disk_gb": 10,
+        }
 
     def offerings(self) -> dict[str, Any]:
         hosts = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .costs import CostsHandler, EstimateHandler
 from .hosts import HostHandler, HostInventoryHandler, HostsHandler, ServerMetricsHandler
+from .images import ImagesHandler, ImagesReloadHandler
 from .kernels import ServerKernelHandler, ServerKernelsHandler
 from .openapi import OpenAPIHandler
 from .servers import (
@@ -49,6 +50,8 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/servers/{_ID}/terminals/{_TERMINAL}", ServerTerminalHandler),
         (rf"{API_PREFIX}/servers/{_ID}/ssh-access", ServerSSHAccessHandler),
         (rf"{API_PREFIX}/servers/{_ID}/metrics", ServerMetricsHandler),
+        (rf"{API_PREFIX}/images", ImagesHandler),
+        (rf"{API_PREFIX}/images/reload", ImagesReloadHandler),
         (rf"{API_PREFIX}/hosts", HostsHandler),
         (rf"{API_PREFIX}/hosts/{_HOST}", HostHandler),
         (rf"{API_PREFIX}/hosts/{_HOST}/inventory", HostInventoryHandler),

@@ -28,6 +28,7 @@ from jupyter_client.session import Session
 from traitlets import Bool, Float, Int, Unicode
 
 from ..errors import ComputeServersError, ConflictError, NotFoundError
+from ..images.runtime import container_for
 from ..models import Action, State
 from ..tunnel import Tunnel
 from .runtime import KernelRuntime, runtime_for
@@ -160,6 +161,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 kernel=self.kernel,
                 display_name=self.kernel_spec.display_name,
                 owner=manager.owner,
+                container=container_for(manager, server),
             )
         except ComputeServersError as e:
             raise KernelStartError(

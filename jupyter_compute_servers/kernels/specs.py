@@ -20,6 +20,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..images.runtime import container_for
 from ..store import ServerRecord
 
 if TYPE_CHECKING:
@@ -192,7 +193,8 @@ class KernelSpecPublisher:
         manager = self.manager
         try:
             agent = await manager.ssh.agent(server_id, lambda: manager.endpoint(server_id))
-            answer = await agent.call("kernelspecs", timeout=120)
+            container = container_for(manager, manager.get_server(server_id))
+            answer = await agent.call("kernelspecs", timeout=900, container=container)
         except Exception as e:
             log.warning("Could not list the kernels on compute server %s: %s", server_id, e)
             return {}

@@ -1,0 +1,1 @@
+"""Images: the catalogue of software servers run, and how kernels run in them."""

@@ -1,0 +1,232 @@
+"""The image catalogue: which software images servers can run, and which versions are tested.
+
+A JSON document (``catalog.schema.json``) shipped with the package, replaceable by a path or
+URL in configuration and reloadable without a restart. Versions an admin verified with
+``jupyter compute-servers images test`` are recorded in a local override file, so the tested
+flag survives catalogue updates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import urllib.request
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ..errors import ValidationError
+from ..models import ServerConfig
+
+SCHEMA = json.loads(files(__package__).joinpath("catalog.schema.json").read_text())
+DEFAULT_SOURCE = "(built in)"
+CONTAINER_KINDS = ("docker", "podman", "apptainer")
+
+
+class CatalogError(ValidationError):
+    """The catalogue is not valid; the message names the entry and the field."""
+
+
+def _where(document: Any, path: list[Any]) -> str:
+    """``images[2] (pytorch).versions[0].tag`` for a path into the document."""
+    parts: list[str] = []
+    node = document
+    for step in path:
+        if isinstance(step, int):
+            parts[-1] += f"[{step}]"
+            node = node[step] if isinstance(node, list) and step < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("id"), str) and len(parts) == 1:
+                parts[-1] += f" ({node['id']})"
+        else:
+            parts.append(str(step))
+            node = node.get(step) if isinstance(node, dict) else None
+    return ".".join(parts) or "(the document)"
+
+
+def validate(document: Any) -> list[dict[str, Any]]:
+    """The catalogue's images, or a CatalogError naming the first problem's entry and field."""
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        raise CatalogError(
+            f"Image catalogue: {_where(document, list(error.absolute_path))}: {error.message}",
+            field=_where(document, list(error.absolute_path)),
+        )
+    seen: set[str] = set()
+    for index, image in enumerate(document["images"]):
+        where = f"images[{index}] ({image['id']})"
+        if image["id"] in seen:
+            raise CatalogError(f"Image catalogue: {where}.id: {image['id']!r} is listed twice.")
+        seen.add(image["id"])
+        tags = [v["tag"] for v in image["versions"]]
+        if len(set(tags)) != len(tags):
+            raise CatalogError(f"Image catalogue: {where}.versions: a tag is listed twice.")
+        kind = image["runtime"]["kind"]
+        if kind in CONTAINER_KINDS and "image" not in image["runtime"]:
+            raise CatalogError(f"Image catalogue: {where}.runtime.image: required for {kind}.")
+        if kind == "conda" and "conda_env" not in image["runtime"]:
+            raise CatalogError(f"Image catalogue: {where}.runtime.conda_env: required for conda.")
+    return list(document["images"])
+
+
+class ImageCatalog:
+    """The loaded catalogue plus the local record of tested versions."""
+
+    def __init__(self, source: str = "", tested_file: str | Path | None = None) -> None:
+        #: A path or an http(s) URL; empty for the catalogue shipped with the package.
+        self.source = source
+        self.tested_file = Path(tested_file) if tested_file else None
+        self._lock = threading.Lock()
+        self._images: list[dict[str, Any]] = []
+        self.loaded_from = ""
+        self.load_error = ""
+
+    def _read(self) -> Any:
+        if not self.source:
+            return json.loads(files(__package__).joinpath("catalog.json").read_text())
+        if re.match(r"^https?://", self.source):
+            with urllib.request.urlopen(self.source, timeout=30) as response:  # noqa: S310
+                return json.loads(response.read())
+        return json.loads(Path(os.path.expanduser(self.source)).read_text())
+
+    def load(self) -> None:
+        """(Re)load; on any error keep what was loaded before and raise a CatalogError."""
+        try:
+            document = self._read()
+        except (OSError, ValueError) as e:
+            raise CatalogError(
+                f"Cannot read the image catalogue {self.source or DEFAULT_SOURCE}: {e}",
+                field="image_catalog",
+            ) from None
+        images = validate(document)
+        tested = self._tested()
+        for image in images:
+            for version in image["versions"]:
+                version["tested"] = bool(
+                    version.get("tested") or tested.get(image["id"], {}).get(version["tag"])
+                )
+        images.sort(key=lambda i: (-i.get("priority", 0), i["label"]))
+        with self._lock:
+            self._images = images
+            self.loaded_from = self.source or DEFAULT_SOURCE
+            self.load_error = ""
+
+    def load_or_default(self) -> None:
+        """At start-up: a broken configured catalogue must not stop Jupyter; fall back to the
+        built-in one and keep the error for the API to show."""
+        try:
+            self.load()
+        except CatalogError as e:
+            source, self.source = self.source, ""
+            self.load()
+            self.source = source
+            self.load_error = e.message
+
+    def _tested(self) -> dict[str, dict[str, bool]]:
+        if self.tested_file is None or not self.tested_file.exists():
+            return {}
+        try:
+            data = json.loads(self.tested_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def mark_tested(self, image_id: str, tag: str, tested: bool = True) -> None:
+        self.version(image_id, tag)
+        if self.tested_file is None:
+            raise CatalogError("No file to record tested versions in.", field="tested_file")
+        data = self._tested()
+        data.setdefault(image_id, {})[tag] = tested
+        self.tested_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.tested_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, self.tested_file)
+        self.load()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def images(self, include_untested: bool = False) -> list[dict[str, Any]]:
+        with self._lock:
+            images = json.loads(json.dumps(self._images))
+        if include_untested:
+            return images
+        shown = []
+        for image in images:
+            image["versions"] = [v for v in image["versions"] if v["tested"]]
+            if image["versions"]:
+                shown.append(image)
+        return shown
+
+    def get(self, image_id: str) -> dict[str, Any]:
+        with self._lock:
+            for image in self._images:
+                if image["id"] == image_id:
+                    return dict(image)
+        known = ", ".join(i["id"] for i in self._images)
+        raise ValidationError(
+            f"config.image {image_id!r} is not in the image catalogue (it has: {known}).",
+            field="config.image",
+        )
+
+    def version(self, image_id: str, tag: str) -> dict[str, Any]:
+        image = self.get(image_id)
+        for version in image["versions"]:
+            if version["tag"] == tag:
+                return dict(version)
+        tags = ", ".join(v["tag"] for v in image["versions"])
+        raise ValidationError(
+            f"config.image_tag {tag!r} is not a version of {image_id} (it has: {tags}).",
+            field="config.image_tag",
+        )
+
+    def runtime(self, image_id: str | None, tag: str | None) -> dict[str, Any]:
+        """How kernels of this image run: the runtime with ``{tag}`` filled in."""
+        if not image_id:
+            return {"kind": "python"}
+        image = self.get(image_id)
+        runtime = dict(image["runtime"])
+        if "image" in runtime:
+            runtime["image"] = runtime["image"].replace("{tag}", tag or "")
+        runtime["gpu"] = image.get("gpu", "optional")
+        return runtime
+
+    def check(self, config: ServerConfig, *, arch: str | None) -> None:
+        """Refuse an image the hardware cannot run (400 naming the field)."""
+        if config.image is None:
+            return
+        image = self.get(config.image)
+        if config.image_tag is None:
+            raise ValidationError("config.image_tag is required.", field="config.image_tag")
+        self.version(config.image, config.image_tag)
+        needs = image.get("gpu", "optional")
+        if needs == "required" and config.gpu is None:
+            raise ValidationError(
+                f"{image['label']} needs a GPU: choose a GPU in config.gpu.", field="config.gpu"
+            )
+        if needs == "none" and config.gpu is not None:
+            raise ValidationError(
+                f"{image['label']} cannot use a GPU; set config.gpu to null.", field="config.gpu"
+            )
+        if arch and arch not in image.get("arch", ["x86_64", "arm64"]):
+            raise ValidationError(
+                f"{image['label']} is not built for {arch} machines.", field="config.image"
+            )
+        minimum = image.get("min_disk_gb")
+        if minimum and config.disk_gb is not None and config.disk_gb < minimum:
+            raise ValidationError(
+                f"config.disk_gb is {config.disk_gb}, but {image['label']} needs at least "
+                f"{minimum} GB.",
+                field="config.disk_gb",
+            )
+
+
+def normalize_arch(machine: str | None) -> str | None:
+    """``uname -m`` spellings to the catalogue's."""
+    if not machine:
+        return None
+    return {"amd64": "x86_64", "aarch64": "arm64"}.get(machine.lower(), machine.lower())

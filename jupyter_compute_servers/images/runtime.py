@@ -1,0 +1,28 @@
+"""How a server's image runs its kernels and terminals: the agent's ``container`` parameter."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ValidationError
+from .catalog import CONTAINER_KINDS
+
+if TYPE_CHECKING:
+    from ..manager import ComputeServerManager
+    from ..store import ServerRecord
+
+
+def container_for(manager: ComputeServerManager, server: ServerRecord) -> dict[str, Any] | None:
+    """None when kernels run on the server's own Python; else what to run them in."""
+    if not server.config.image:
+        return None
+    try:
+        runtime = manager.images.runtime(server.config.image, server.config.image_tag)
+    except ValidationError:
+        # Dropped from the catalogue since: the server keeps running on its own Python.
+        return None
+    if runtime["kind"] in CONTAINER_KINDS:
+        return {"engine": runtime["kind"], "image": runtime["image"], "gpu": runtime["gpu"]}
+    if runtime["kind"] == "conda":
+        return {"engine": "conda", "env": runtime["conda_env"]}
+    return None
