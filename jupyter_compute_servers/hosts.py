@@ -248,16 +248,7 @@ class HostStore:
             row = db.execute(
                 "SELECT * FROM host_slices WHERE server_id = ?", (server_id,)
             ).fetchone()
-        if row is None:
-            return None
-        return Slice(
-            row["server_id"],
-            row["host_id"],
-            row["cpu"],
-            row["memory_gb"],
-            json.loads(row["gpu_uuids"]),
-            row["token"],
-        )
+        return None if row is None else _slice(row)
 
     def allocate(
         self, server_id: int, host: HostRecord, cpu: int, memory_gb: float, gpu: Any
@@ -272,14 +263,7 @@ class HostStore:
             ).fetchone()
             if row is not None:
                 db.execute("DELETE FROM gpu_queue WHERE server_id = ?", (server_id,))
-                return Slice(
-                    row["server_id"],
-                    row["host_id"],
-                    row["cpu"],
-                    row["memory_gb"],
-                    json.loads(row["gpu_uuids"]),
-                    row["token"],
-                )
+                return _slice(row)
             if (
                 db.execute("SELECT 1 FROM gpu_queue WHERE server_id = ?", (server_id,)).fetchone()
                 is None
@@ -354,17 +338,18 @@ class HostStore:
     def slices_on(self, host_id: int) -> list[Slice]:
         with self.store._transaction() as db:
             rows = db.execute("SELECT * FROM host_slices WHERE host_id = ?", (host_id,)).fetchall()
-        return [
-            Slice(
-                r["server_id"],
-                r["host_id"],
-                r["cpu"],
-                r["memory_gb"],
-                json.loads(r["gpu_uuids"]),
-                r["token"],
-            )
-            for r in rows
-        ]
+        return [_slice(row) for row in rows]
+
+
+def _slice(row: sqlite3.Row) -> Slice:
+    return Slice(
+        row["server_id"],
+        row["host_id"],
+        row["cpu"],
+        row["memory_gb"],
+        json.loads(row["gpu_uuids"]),
+        row["token"],
+    )
 
 
 def _column(value: Any) -> Any:
