@@ -204,64 +204,64 @@ def start_server(jupyter: JupyterProcess) -> int:
     return int(server["id"])
 
 
+class JupyterWithServer:
+    """A Jupyter server process with a running local compute server "box" and one remote
+    kernel on it; the compute server is stopped at the end whatever happened."""
+
+    def __init__(self, jupyter_env: Path, *args: str) -> None:
+        self.data_dir, self.root = jupyter_env / "data", jupyter_env / "root"
+        self.data_dir.mkdir()
+        self.root.mkdir()
+        self.args = args
+
+    def __enter__(self) -> JupyterWithServer:
+        self.jupyter = JupyterProcess(self.data_dir, self.root, *self.args)
+        self.server_id = start_server(self.jupyter)
+        self.kernel_id, self.pid = jupyter_kernel(self.jupyter, self.server_id)
+        return self
+
+    def restart(self) -> JupyterProcess:
+        self.jupyter = JupyterProcess(self.data_dir, self.root, *self.args)
+        return self.jupyter
+
+    def __exit__(self, *exc: object) -> None:
+        self.jupyter.stop()
+        cli(self.data_dir, "stop", "box", check=False)
+
+
 def test_a_clean_jupyter_shutdown_shuts_its_remote_kernels_down(jupyter_env):
-    data_dir, root = jupyter_env / "data", jupyter_env / "root"
-    data_dir.mkdir()
-    root.mkdir()
-    jupyter = JupyterProcess(data_dir, root)
-    try:
-        server_id = start_server(jupyter)
-        _, pid = jupyter_kernel(jupyter, server_id)
-        jupyter.stop()  # SIGTERM: a clean shutdown
-        assert jupyter.process.returncode == 0
-        assert not process_alive(pid)
-        assert kernel_pids(data_dir, server_id) == []
-    finally:
-        jupyter.stop()
-        cli(data_dir, "stop", "box", check=False)
+    with JupyterWithServer(jupyter_env) as setup:
+        setup.jupyter.stop()  # SIGTERM: a clean shutdown
+        assert setup.jupyter.process.returncode == 0
+        assert not process_alive(setup.pid)
+        assert kernel_pids(setup.data_dir, setup.server_id) == []
 
 
 def test_kernels_left_running_are_listed_as_orphans_and_can_be_shut_down(jupyter_env):
-    data_dir, root = jupyter_env / "data", jupyter_env / "root"
-    data_dir.mkdir()
-    root.mkdir()
-    jupyter = JupyterProcess(data_dir, root)
-    try:
-        server_id = start_server(jupyter)
-        kernel_id, pid = jupyter_kernel(jupyter, server_id)
-        jupyter.kill()  # kill -9: nobody shuts anything down
-        assert process_alive(pid)  # detached: it outlives its Jupyter and its SSH channel
+    with JupyterWithServer(jupyter_env) as setup:
+        setup.jupyter.kill()  # kill -9: nobody shuts anything down
+        assert process_alive(setup.pid)  # detached: it outlives its Jupyter and its channel
 
-        jupyter = JupyterProcess(data_dir, root)
-        code, listed = jupyter.call("GET", f"servers/{server_id}/kernels")
+        jupyter = setup.restart()
+        code, listed = jupyter.call("GET", f"servers/{setup.server_id}/kernels")
         assert code == 200
         (orphan,) = listed["kernels"]
-        assert orphan["kernel_id"] == kernel_id and orphan["attached"] is False
-        code, _ = jupyter.call("DELETE", f"servers/{server_id}/kernels/{kernel_id}")
+        assert orphan["kernel_id"] == setup.kernel_id and orphan["attached"] is False
+        code, _ = jupyter.call("DELETE", f"servers/{setup.server_id}/kernels/{setup.kernel_id}")
         assert code == 204
         deadline = time.monotonic() + 10
-        while process_alive(pid) and time.monotonic() < deadline:
+        while process_alive(setup.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not process_alive(pid)
-        code, listed = jupyter.call("GET", f"servers/{server_id}/kernels")
+        assert not process_alive(setup.pid)
+        code, listed = jupyter.call("GET", f"servers/{setup.server_id}/kernels")
         assert listed["kernels"] == []
-    finally:
-        jupyter.stop()
-        cli(data_dir, "stop", "box", check=False)
 
 
 def test_kernels_can_be_kept_running_across_a_clean_shutdown(jupyter_env):
-    data_dir, root = jupyter_env / "data", jupyter_env / "root"
-    data_dir.mkdir()
-    root.mkdir()
-    jupyter = JupyterProcess(data_dir, root, "--ComputeServersApp.shutdown_kernels_on_exit=False")
-    try:
-        server_id = start_server(jupyter)
-        _, pid = jupyter_kernel(jupyter, server_id)
-        jupyter.stop()
-        assert jupyter.process.returncode == 0  # a clean, prompt exit
-        assert process_alive(pid)
-    finally:
-        jupyter.stop()
-        cli(data_dir, "stop", "box", check=False)
-    assert not process_alive(pid)  # stopping the server ends it
+    with JupyterWithServer(
+        jupyter_env, "--ComputeServersApp.shutdown_kernels_on_exit=False"
+    ) as setup:
+        setup.jupyter.stop()
+        assert setup.jupyter.process.returncode == 0  # a clean, prompt exit
+        assert process_alive(setup.pid)
+    assert not process_alive(setup.pid)  # stopping the server ends it
