@@ -303,6 +303,8 @@ class RegionalTable(PriceTable):
 
     def __init__(self, data: Mapping[str, Any], where: str) -> None:
         reader = _Reader(data, where)
+        #: The table as read (the catalog refresh builds on it).
+        self.data: dict[str, Any] = dict(data)
         self.cloud = data["cloud"]
         self.default_disk_type: str | None = data.get("default_disk_type")
         self.families: dict[str, dict[str, float]] = {
@@ -519,11 +521,13 @@ def parse_table(data: Any, where: str) -> PriceTable:
     import jsonschema  # a dependency of jupyter_server (jupyter_events); imported when used
 
     validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.path))
+    # The deepest error names the entry most precisely ("...price" rather than its figure).
+    errors = sorted(
+        validator.iter_errors(data),
+        key=lambda e: (-len(e.absolute_path), [str(p) for p in e.absolute_path]),
+    )
     if errors:
-        # The deepest error of the first branch names the entry most precisely.
-        error = errors[0]
-        best = jsonschema.exceptions.best_match([error])
+        best = jsonschema.exceptions.best_match([errors[0]])
         path = _json_path(best.absolute_path) or "(the table)"
         raise PriceTableError(f"{where}: {path}: {best.message}", field=path)
     if data["kind"] == "regional":

@@ -259,6 +259,7 @@ class ComputeServerCosts(LoggingConfigurable):
         self.gpu_probe: GpuProbe | None = None
         self._task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
+        self._evaluated = False
 
     # --- time -----------------------------------------------------------------------------
 
@@ -397,7 +398,8 @@ class ComputeServerCosts(LoggingConfigurable):
         idle = None
         daily = None
         if server.state is State.RUNNING:
-            if server.idle_timeout_minutes and self.watching:
+            # Idleness is known only where activity is watched (not in the CLI's process).
+            if server.idle_timeout_minutes and (self.watching or self._evaluated):
                 since = self.activity.idle_since(server, history[-1].at if history else 0.0)
                 last = self.activity.last(server.id)
                 idle = {
@@ -724,6 +726,7 @@ class ComputeServerCosts(LoggingConfigurable):
         store = self.manager.store
         servers = store.servers()
         await self.watch_activity(servers)
+        self._evaluated = True
         now = self.now()
         spends, histories = self._spends(now, servers)
         plan = self.plan(now, servers, spends, histories, store.cost_alerts())

@@ -1,0 +1,402 @@
+"""Price tables: the shipped GCP table, rate cards, tables replaced by configuration (a path or
+a URL) and checked on load, the Cloud.price hook, and the Cloud Billing Catalog refresh
+against a stand-in of its REST API."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import threading
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_compute_servers.billing import catalog
+from jupyter_compute_servers.billing.prices import (
+    HOURS_PER_MONTH,
+    PriceBook,
+    PriceTableError,
+    StateRates,
+    builtin_tables,
+    load_table,
+    parse_table,
+)
+from jupyter_compute_servers.clouds.local import LocalCloud
+from jupyter_compute_servers.models import GpuSpec, ServerConfig
+
+GCP = json.loads(
+    (
+        Path(__file__).parents[1] / "jupyter_compute_servers/billing/price_tables/gcp.json"
+    ).read_text()
+)
+
+
+def gcp_rates(**config: Any) -> StateRates:
+    return PriceBook(builtin_tables(), {}).rates("gcp", None, ServerConfig(**config))
+
+
+def parts(rate: Any) -> dict[str, Decimal | None]:
+    return {part.name: part.hourly for part in rate.parts}
+
+
+def test_the_gcp_table_prices_a_gpu_machine_part_by_part():
+    rates = gcp_rates(
+        machine_type="n1-standard-4",
+        gpu=GpuSpec("nvidia-tesla-t4", 1),
+        disk_gb=100,
+        disk_type="pd-ssd",
+        region="us-central1",
+    )
+    disk = Decimal("0.17") * 100 / HOURS_PER_MONTH
+    assert parts(rates.running) == {
+        "vCPU": Decimal("0.031611") * 4,
+        "memory": Decimal("0.004237") * 15,  # n1-standard: 3.75 GB per vCPU
+        "GPU": Decimal("0.35"),
+        "external IP": Decimal("0.005"),
+        "disk": disk,
+    }
+    assert (
+        rates.running.hourly == Decimal("0.126444") + Decimal("0.063555") + Decimal("0.355") + disk
+    )
+    assert rates.off.hourly == disk and rates.off.unknown == []
+    assert rates.for_state("deprovisioned").hourly == 0
+    # Each figure says where it comes from and when.
+    vcpu = rates.running.parts[0]
+    assert vcpu.source == "https://cloud.google.com/compute/vm-instance-pricing"
+    assert vcpu.as_of == "2024-06-01"
+
+
+def test_shared_core_machines_zones_and_default_disks():
+    rates = gcp_rates(machine_type="e2-medium", disk_gb=10, zone="us-east1-b")
+    disk = Decimal("0.10") * 10 / HOURS_PER_MONTH  # pd-balanced by default
+    assert (
+        rates.running.hourly
+        == Decimal("0.021811") + Decimal("0.002923") * 4 + Decimal("0.005") + disk
+    )
+    assert rates.running.unknown == []
+
+
+def test_unknown_prices_are_named_never_guessed():
+    spot = gcp_rates(machine_type="n2-standard-8", disk_gb=50, region="us-central1", spot=True)
+    assert spot.running.unknown == [
+        "vCPU (8 x n2 in us-central1, spot)",
+        "memory (32 GB x n2 in us-central1, spot)",
+    ]
+    # What is known still counts: the spot external IP and the disk.
+    assert spot.running.hourly == Decimal("0.0025") + Decimal("0.10") * 50 / HOURS_PER_MONTH
+    note = spot.running.parts[0].note
+    assert "Spot prices change" in note
+    l4 = gcp_rates(machine_type="n1-standard-4", gpu=GpuSpec("nvidia-l4", 2), region="us-central1")
+    assert l4.running.unknown == ["GPU (2 x nvidia-l4)"]
+    nowhere = gcp_rates(machine_type="n1-standard-4", region="mars-north1")
+    assert nowhere.running.unknown == ["price"] and "mars-north1" in nowhere.running.parts[0].note
+    custom = gcp_rates(cpu=6, memory_gb=20, region="us-central1")
+    assert custom.running.unknown == ["machine (custom)"]
+    odd = gcp_rates(machine_type="z9-standard-4", region="us-central1")
+    assert "not in the price table" in odd.running.parts[0].note
+
+
+def write(tmp_path: Path, data: Any, name: str = "table.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+RATE_CARD = {
+    "cloud": "local",
+    "kind": "rate_card",
+    "currency": "USD",
+    "sources": {"chargeback": {"url": "https://intranet/chargeback", "as_of": "2025-01-01"}},
+    "rates": {
+        "running_hour": {"price": 0.38, "source": "chargeback"},
+        "disk_gb_month": {"price": 0.1, "source": "chargeback"},
+        "gpu_hour": {"A100": {"price": 1.5, "source": "chargeback"}},
+    },
+}
+
+
+def test_a_configured_rate_card_replaces_the_clouds_own_prices(tmp_path):
+    cloud = LocalCloud(hourly_rate=9.0)
+    config = ServerConfig(cpu=2, memory_gb=4, disk_gb=10)
+    assert PriceBook.load({}).rates("local", cloud, config).running.hourly == 9  # the hook
+    book = PriceBook.load({"local": write(tmp_path, RATE_CARD)})
+    rates = book.rates("local", cloud, config)
+    disk = Decimal("0.1") * 10 / HOURS_PER_MONTH
+    assert rates.running.hourly == Decimal("0.38") + disk
+    assert rates.off.hourly == disk
+    assert rates.running.parts[0].source == "https://intranet/chargeback"
+    gpu = book.rates("local", cloud, ServerConfig(gpu=GpuSpec("T4", 1)))
+    assert gpu.running.unknown == ["GPU (1 x T4)"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda t: t["rates"]["running_hour"].update(price=-1), "rates.running_hour.price"),
+        (
+            lambda t: t["rates"]["running_hour"].update(source="nowhere"),
+            "rates.running_hour.source",
+        ),
+        (lambda t: t["rates"]["running_hour"].pop("source"), "rates.running_hour"),
+        (lambda t: t["rates"].update(disk_gb_month={"price": "unknown"}), "rates.disk_gb_month"),
+        (
+            lambda t: t["rates"].update(gpu_hour={"A100": {"price": "free"}}),
+            "rates.gpu_hour.A100.price",
+        ),
+        (lambda t: t.update(currency="EUR"), "currency"),
+        (lambda t: t.update(kind="flat"), "kind"),
+        (lambda t: t.update(bogus=1), "(the table)"),
+        (
+            lambda t: t["sources"]["chargeback"].update(as_of="last year"),
+            "sources.chargeback.as_of",
+        ),
+        (lambda t: t.update(cloud="gcp"), "cloud"),
+    ],
+)
+def test_a_table_is_checked_on_load_naming_the_entry_at_fault(tmp_path, change, field):
+    table = copy.deepcopy(RATE_CARD)
+    change(table)
+    with pytest.raises(PriceTableError) as raised:
+        load_table(write(tmp_path, table), "local")
+    assert raised.value.field == field, raised.value.message
+    assert "price table for local" in raised.value.message
+
+
+def test_regional_tables_are_checked_too():
+    table = copy.deepcopy(GCP)
+    table["regions"]["us-central1"]["gpus"]["nvidia-tesla-t4"]["on_demand"]["price"] = -0.35
+    with pytest.raises(PriceTableError) as raised:
+        parse_table(table, "gcp.json")
+    assert raised.value.field == "regions.us-central1.gpus.nvidia-tesla-t4.on_demand.price"
+    table = copy.deepcopy(GCP)
+    table["regions"]["us-central1"]["machines"]["z9"] = {}
+    with pytest.raises(PriceTableError) as raised:
+        parse_table(table, "gcp.json")
+    assert raised.value.field == "regions.us-central1.machines.z9"
+
+
+def test_a_table_that_cannot_be_used_makes_its_clouds_prices_unknown(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    book = PriceBook.load(
+        {"gcp": str(tmp_path / "bad.json"), "local": str(tmp_path / "missing.json")}
+    )
+    rates = book.rates(
+        "gcp", None, ServerConfig(machine_type="n1-standard-4", region="us-central1")
+    )
+    assert rates.running.unknown == ["price"]
+    assert "is not valid JSON" in rates.running.parts[0].note
+    local = book.rates("local", LocalCloud(), ServerConfig())
+    assert "cannot be read" in local.running.parts[0].note and local.off.unknown
+
+
+class _Files(BaseHTTPRequestHandler):
+    pages: dict[str, tuple[int, bytes]] = {}
+    requests: list[str] = []
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        path, _, query = self.path.partition("?")
+        # The most specific page first: a path with its query's key=value pairs.
+        candidates = [
+            (k, v)
+            for k, v in self.pages.items()
+            if path.startswith(k.partition("?")[0])
+            and all(pair in query.split("&") for pair in k.partition("?")[2].split("&") if pair)
+        ]
+        candidates.sort(key=lambda kv: -len(kv[0]))
+        status, body = candidates[0][1] if candidates else (404, b"{}")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def web():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    _Files.pages, _Files.requests = {}, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _Files
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_table_can_be_read_from_a_url(web):
+    url, files = web
+    files.pages["/prices/local.json"] = (200, json.dumps(RATE_CARD).encode())
+    book = PriceBook.load({"local": f"{url}/prices/local.json", "gcp": f"{url}/gone.json"})
+    assert book.rates("local", None, ServerConfig()).running.hourly == Decimal("0.38")
+    assert "HTTP Error 404" in book.errors["gcp"]
+
+
+# --- the Cloud Billing Catalog ------------------------------------------------------------
+
+
+def sku(description: str, regions: list[str], unit: str, price: str, usage: str = "OnDemand"):
+    units, _, fraction = price.partition(".")
+    nanos = int((fraction + "000000000")[:9])
+    return {
+        "name": f"services/6F81-5844-456A/skus/{abs(hash(description)) % 10**8}",
+        "skuId": "X",
+        "description": description,
+        "category": {
+            "serviceDisplayName": "Compute Engine",
+            "resourceFamily": "Compute",
+            "resourceGroup": "Stand-in",
+            "usageType": usage,
+        },
+        "serviceRegions": regions,
+        "pricingInfo": [
+            {
+                "pricingExpression": {
+                    "usageUnit": unit,
+                    "tieredRates": [
+                        {"startUsageAmount": 0, "unitPrice": {"currencyCode": "USD", "units": "0"}},
+                        {
+                            "startUsageAmount": 1,
+                            "unitPrice": {"currencyCode": "USD", "units": units, "nanos": nanos},
+                        },
+                    ],
+                }
+            }
+        ],
+        "serviceProviderName": "Google",
+    }
+
+
+CATALOG_PAGES = [
+    [
+        sku("N1 Predefined Instance Core running in Americas", ["us-central1"], "h", "0.0400"),
+        sku("N1 Predefined Instance Ram running in Americas", ["us-central1"], "GiBy.h", "0.0050"),
+        sku(
+            "Spot Preemptible N1 Predefined Instance Core running in Americas",
+            ["us-central1", "us-south1"],
+            "h",
+            "0.0070",
+            "Preemptible",
+        ),
+        sku(
+            "Commitment v1: N1 Core in Americas for 1 Year",
+            ["us-central1"],
+            "h",
+            "0.02",
+            "Commit1Yr",
+        ),
+    ],
+    [
+        sku(
+            "Spot Preemptible N1 Predefined Instance Ram running in Americas",
+            ["us-central1"],
+            "GiBy.h",
+            "0.0009",
+            "Preemptible",
+        ),
+        sku("Nvidia L4 GPU running in Americas", ["us-central1"], "h", "0.56"),
+        sku("SSD backed PD Capacity", ["us-central1"], "GiBy.mo", "0.18"),
+        sku("External IP Charge on a Standard VM", ["global"], "h", "0.005"),
+        sku("A description nobody recognises", ["us-central1"], "h", "99"),
+    ],
+]
+
+
+def test_prices_are_refreshed_from_the_catalog_at_the_wire(web):
+    """The real google-cloud-billing client, over REST, against a stand-in of the API."""
+    pytest.importorskip("google.cloud.billing_v1")
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import billing_v1
+
+    url, files = web
+    path = "/v1/services/6F81-5844-456A/skus"
+    files.pages[f"{path}?pageToken=2"] = (
+        200,
+        json.dumps({"skus": CATALOG_PAGES[1]}).encode(),
+    )
+    files.pages[path] = (
+        200,
+        json.dumps({"skus": CATALOG_PAGES[0], "nextPageToken": "2"}).encode(),
+    )
+    client = billing_v1.CloudCatalogClient(
+        credentials=AnonymousCredentials(),
+        transport="rest",
+        client_options={"api_endpoint": url},
+    )
+    base = builtin_tables()["gcp"]
+    table, why = catalog.refresh_gcp_table(base, client=client, today="2030-01-02")
+    assert table is not None, why
+    # 6 regional figures (one SKU in two regions), and the global IP in all 5 regions.
+    assert why == "12 prices from 9 SKUs, as of 2030-01-02"
+    assert len(files.requests) == 2 and "currencyCode=USD" in files.requests[0]
+    book = PriceBook({"gcp": table}, {})
+    config = ServerConfig(
+        machine_type="n1-standard-2",
+        gpu=GpuSpec("nvidia-l4", 1),
+        disk_gb=10,
+        disk_type="pd-ssd",
+        region="us-central1",
+    )
+    running = book.rates("gcp", None, config).running
+    assert parts(running) == {
+        "vCPU": Decimal("0.04") * 2,
+        "memory": Decimal("0.005") * Decimal("7.5"),
+        "GPU": Decimal("0.56"),
+        "external IP": Decimal("0.005"),  # a "global" SKU: every region's
+        "disk": Decimal("0.18") * 10 / HOURS_PER_MONTH,
+    }
+    assert running.parts[0].as_of == "2030-01-02" and "Catalog" in running.parts[0].source
+    assert running.parts[3].as_of == "2030-01-02"
+    assert book.rates("gcp", None, config).off.parts[0].as_of == "2030-01-02"
+    # What the catalog did not give keeps the built-in figure, source and date.
+    t4 = book.rates(
+        "gcp", None, ServerConfig(gpu=GpuSpec("nvidia-tesla-t4", 1), region="us-central1")
+    )
+    assert [(p.hourly, p.as_of) for p in t4.running.parts if p.name == "GPU"] == [
+        (Decimal("0.35"), "2024-06-01")
+    ]
+    spot = book.rates(
+        "gcp", None, ServerConfig(machine_type="n1-standard-2", region="us-central1", spot=True)
+    )
+    assert parts(spot.running)["vCPU"] == Decimal("0.014") and not spot.running.unknown
+    # A region only the catalog knows gets what the catalog gives, and unknown for the rest.
+    south = book.rates(
+        "gcp", None, ServerConfig(machine_type="n1-standard-2", region="us-south1", spot=True)
+    )
+    assert south.running.unknown == [
+        "memory (7.5 GB x n1 in us-south1, spot)",
+        "external IP (us-south1, spot)",  # the catalog gave the on-demand IP only
+    ]
+
+
+def test_the_catalog_refresh_says_why_it_cannot_run(monkeypatch, web):
+    base = builtin_tables()["gcp"]
+    # No credentials anywhere (and no metadata server to ask): the built-in table stays.
+    for variable in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    monkeypatch.setenv("HOME", "/nonexistent")
+    pytest.importorskip("google.cloud.billing_v1")
+    table, why = catalog.refresh_gcp_table(base)
+    assert table is None and why.startswith("no Google credentials")
+    # The API answers an error: the built-in table stays.
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import billing_v1
+
+    url, files = web
+    files.pages["/v1/"] = (403, b'{"error": {"code": 403, "message": "denied"}}')
+    client = billing_v1.CloudCatalogClient(
+        credentials=AnonymousCredentials(), transport="rest", client_options={"api_endpoint": url}
+    )
+    table, why = catalog.refresh_gcp_table(base, client=client)
+    assert table is None and why.startswith("the Cloud Billing Catalog could not be read")
+    # google-cloud-billing not installed.
+    monkeypatch.setitem(sys.modules, "google.cloud.billing_v1", None)
+    table, why = catalog.refresh_gcp_table(base)
+    assert table is None and "google-cloud-billing is not installed" in why
