@@ -484,6 +484,23 @@ class ServerStore:
                 ).fetchall()
         return [RatesEntry(r["server_id"], r["at"], json.loads(r["rates"])) for r in rows]
 
+    def history_counts(self, server_id: int | None = None) -> dict[int, tuple[int, int]]:
+        """How many state changes and rate records each server has (both tables only ever
+        grow), by server id: a cheap check that a server's spend must be worked out again."""
+        where, args = ("WHERE server_id = ?", (server_id,)) if server_id is not None else ("", ())
+        with self._lock:
+            states = self._db.execute(
+                f"SELECT server_id, count(*) FROM state_history {where} GROUP BY server_id",  # noqa: S608
+                args,
+            ).fetchall()
+            rates = dict(
+                self._db.execute(
+                    f"SELECT server_id, count(*) FROM rate_history {where} GROUP BY server_id",  # noqa: S608
+                    args,
+                ).fetchall()
+            )
+        return {row[0]: (row[1], rates.get(row[0], 0)) for row in states}
+
     def cost_alerts(self) -> set[str]:
         """The keys of the cost alerts already given."""
         with self._lock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import zoneinfo
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,106 @@ def rate_timeline(entries: Iterable[RatesEntry]) -> list[tuple[Decimal, StateRat
     )
 
 
+@dataclass(frozen=True)
+class _Piece:
+    start: Decimal
+    hourly: Decimal
+    unknown: tuple[str, ...]
+
+
+class Ledger:
+    """One server's spend as a function of time.
+
+    Its history and recorded rates make a piecewise constant rate: a piece starts at each
+    state change and each change of rates, and the last one runs on (the server is still in
+    that state). With the cumulative spend at the start of every piece, the spend in any
+    window is a difference of two look-ups, so a ledger, built once, answers "today", "this
+    month" and "the last 7 days" in O(log n) however long the history is.
+    """
+
+    def __init__(
+        self,
+        history: Sequence[HistoryEntry],
+        timeline: Sequence[tuple[Decimal, StateRates]],
+        current: StateRates | None,
+    ) -> None:
+        pieces: list[_Piece] = []
+        ats = [at for at, _ in timeline]
+        for index, entry in enumerate(history):
+            start = _d(entry.at)
+            end = _d(history[index + 1].at) if index + 1 < len(history) else None
+            if end is not None and end <= start:
+                continue
+            state = entry.state.value
+            unknown: tuple[str, ...]
+            for piece_start, rates in _cut(start, end, timeline, ats, current):
+                if rates is None:
+                    if state in ("deprovisioned", "deprovisioning"):
+                        hourly, unknown = ZERO, ()
+                    else:
+                        hourly, unknown = ZERO, ("the recorded rates of this deleted server",)
+                else:
+                    rate = rates.for_state(state)
+                    hourly, unknown = rate.hourly, tuple(rate.unknown)
+                if pieces and pieces[-1].hourly == hourly and pieces[-1].unknown == unknown:
+                    continue  # the same rate goes on
+                pieces.append(_Piece(piece_start, hourly, unknown))
+        self.starts = [piece.start for piece in pieces]
+        self.pieces = pieces
+        #: Dollar-seconds per hour spent before each piece (divided by 3600 at the end, so
+        #: that whole seconds at a rate in cents give exact amounts).
+        self.before: list[Decimal] = []
+        total = ZERO
+        for index, piece in enumerate(pieces):
+            self.before.append(total)
+            if index + 1 < len(pieces):
+                total += piece.hourly * (pieces[index + 1].start - piece.start)
+
+    def _cumulative(self, t: Decimal) -> Decimal:
+        index = bisect_right(self.starts, t) - 1
+        if index < 0:
+            return ZERO
+        piece = self.pieces[index]
+        return self.before[index] + piece.hourly * (t - piece.start)
+
+    def spend(self, start: float, end: float) -> Spend:
+        """What was spent in ``[start, end)`` (``end`` no later than now)."""
+        a, b = _d(start), _d(end)
+        if b <= a:
+            return Spend()
+        amount = (self._cumulative(b) - self._cumulative(a)) / SECONDS_PER_HOUR
+        unknown: set[str] = set()
+        first = max(bisect_right(self.starts, a) - 1, 0)
+        for index in range(first, len(self.pieces)):
+            piece = self.pieces[index]
+            if piece.start >= b:
+                break
+            piece_end = self.starts[index + 1] if index + 1 < len(self.pieces) else None
+            if piece.unknown and (piece_end is None or piece_end > a):
+                unknown.update(piece.unknown)
+        return Spend(amount, unknown)
+
+
+def _cut(
+    start: Decimal,
+    end: Decimal | None,
+    timeline: Sequence[tuple[Decimal, StateRates]],
+    ats: list[Decimal],
+    current: StateRates | None,
+) -> list[tuple[Decimal, StateRates | None]]:
+    """``[start, end)`` cut where the recorded rates change: each piece's start and rates."""
+    if not timeline:
+        return [(start, current)]
+    index = max(bisect_right(ats, start) - 1, 0)
+    pieces: list[tuple[Decimal, StateRates | None]] = [(start, timeline[index][1])]
+    for at, rates in timeline[index + 1 :]:
+        if end is not None and at >= end:
+            break
+        if at > start:
+            pieces.append((at, rates))
+    return pieces
+
+
 def meter(
     history: Sequence[HistoryEntry],
     timeline: Sequence[tuple[Decimal, StateRates]],
@@ -66,57 +167,8 @@ def meter(
     oldest first (the first applies before it too); ``current`` the rates to use when none
     were recorded (None: a deleted server with none recorded, whose spend is unknown).
     """
-    spends = {name: Spend() for name in windows}
-    bounds = {name: (_d(a), _d(b)) for name, (a, b) in windows.items()}
-    end_of_time = _d(now)
-    for index, entry in enumerate(history):
-        start = _d(entry.at)
-        end = _d(history[index + 1].at) if index + 1 < len(history) else end_of_time
-        end = min(end, end_of_time)
-        if end <= start:
-            continue
-        state = entry.state.value
-        for seg_start, seg_end, rates in _segments(start, end, timeline, current):
-            if rates is None:
-                rate_hourly, unknown = ZERO, ["the recorded rates of this deleted server"]
-                if state in ("deprovisioned", "deprovisioning"):
-                    continue
-            else:
-                rate = rates.for_state(state)
-                rate_hourly, unknown = rate.hourly, rate.unknown
-                if rate_hourly == 0 and not unknown:
-                    continue
-            for name, (w_start, w_end) in bounds.items():
-                overlap = min(seg_end, w_end) - max(seg_start, w_start)
-                if overlap > 0:
-                    spend = spends[name]
-                    spend.amount += rate_hourly * overlap / SECONDS_PER_HOUR
-                    spend.unknown.update(unknown)
-    return spends
-
-
-def _segments(
-    start: Decimal,
-    end: Decimal,
-    timeline: Sequence[tuple[Decimal, StateRates]],
-    current: StateRates | None,
-) -> list[tuple[Decimal, Decimal, StateRates | None]]:
-    """``[start, end)`` cut where the recorded rates change, each piece with its rates."""
-    if not timeline:
-        return [(start, end, current)]
-    pieces: list[tuple[Decimal, Decimal, StateRates | None]] = []
-    rates = timeline[0][1]
-    cut = start
-    for at, next_rates in timeline:
-        if at <= start:
-            rates = next_rates
-            continue
-        if at >= end:
-            break
-        pieces.append((cut, at, rates))
-        cut, rates = at, next_rates
-    pieces.append((cut, end, rates))
-    return pieces
+    ledger = Ledger(history, timeline, current)
+    return {name: ledger.spend(a, min(b, now)) for name, (a, b) in windows.items()}
 
 
 def meter_all(

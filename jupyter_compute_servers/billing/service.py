@@ -40,10 +40,10 @@ from .limits import (
     spend_limit_window,
 )
 from .metering import (
+    Ledger,
     Spend,
     day_start,
     local_zone,
-    meter,
     month_name,
     month_start,
     rate_timeline,
@@ -260,6 +260,8 @@ class ComputeServerCosts(LoggingConfigurable):
         self._task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._evaluated = False
+        #: Ledgers by server id, with the counts (and fallback rates) they were built from.
+        self._ledgers: dict[int, tuple[tuple[int, int], Any, Ledger, list[HistoryEntry]]] = {}
 
     # --- time -----------------------------------------------------------------------------
 
@@ -319,36 +321,47 @@ class ComputeServerCosts(LoggingConfigurable):
             windows["limit"] = spend_limit_window(server.spend_limit, now)
         return windows
 
+    def ledger(
+        self,
+        server_id: int,
+        server: ServerRecord | None,
+        counts: tuple[int, int] | None = None,
+    ) -> tuple[Ledger, list[HistoryEntry]]:
+        """A server's ledger and history, built again only when its history or its recorded
+        rates grew (``counts``: how many of each, if the caller has them)."""
+        store = self.manager.store
+        if counts is None:
+            counts = store.history_counts(server_id).get(server_id, (0, 0))
+        current = self.rates_of(server) if server is not None else None
+        # The current rates matter only to a server with none recorded.
+        fallback = None if counts[1] or current is None else current.snapshot()
+        cached = self._ledgers.get(server_id)
+        if cached is not None and cached[0] == counts and cached[1] == fallback:
+            return cached[2], cached[3]
+        history = store.history(server_id)
+        ledger = Ledger(history, rate_timeline(store.rates_history(server_id)), current)
+        self._ledgers[server_id] = (counts, fallback, ledger, history)
+        return ledger, history
+
     def spend_of(self, server: ServerRecord, now: float | None = None) -> dict[str, Spend]:
         """One server's spend today, this month, in total and in its limit's window."""
         now = self.now() if now is None else now
-        store = self.manager.store
-        return meter(
-            store.history(server.id),
-            rate_timeline(store.rates_history(server.id)),
-            self.rates_of(server),
-            self._windows(now, server),
-            now,
-        )
+        ledger, _ = self.ledger(server.id, server)
+        return {name: ledger.spend(a, b) for name, (a, b) in self._windows(now, server).items()}
 
     def _spends(
         self, now: float, servers: list[ServerRecord]
     ) -> tuple[dict[int, dict[str, Spend]], dict[int, list[HistoryEntry]]]:
-        """Every server's spend (deleted ones too, by id) and history, two queries in all."""
-        store = self.manager.store
-        histories = _by_server(store.history())
-        recorded = _by_server(store.rates_history())
+        """Every server's spend (deleted ones too, by id) and history."""
         by_id = {s.id: s for s in servers}
         spends = {}
-        for server_id, history in histories.items():
+        histories = {}
+        for server_id, counts in self.manager.store.history_counts().items():
             server = by_id.get(server_id)
-            spends[server_id] = meter(
-                history,
-                rate_timeline(recorded.get(server_id, [])),
-                self.rates_of(server) if server is not None else None,
-                self._windows(now, server),
-                now,
-            )
+            ledger, histories[server_id] = self.ledger(server_id, server, counts)
+            spends[server_id] = {
+                name: ledger.spend(a, b) for name, (a, b) in self._windows(now, server).items()
+            }
         return spends, histories
 
     def _limit_status(self, server: ServerRecord, spend: dict[str, Spend]) -> LimitStatus | None:
@@ -416,8 +429,8 @@ class ComputeServerCosts(LoggingConfigurable):
         """The ``cost`` and ``auto_stop`` fields of a server in the API."""
         now = self.now()
         try:
-            spend = self.spend_of(server, now)
-            history = self.manager.store.history(server.id)
+            ledger, history = self.ledger(server.id, server)
+            spend = {n: ledger.spend(a, b) for n, (a, b) in self._windows(now, server).items()}
             return {
                 "cost": self.server_cost(server, spend, now),
                 "auto_stop": self.auto_stop(server, history, now),
