@@ -539,37 +539,6 @@ async def test_terminal_input_counts_as_activity(api, wait_for_state, jp_servera
     await wait_for_state(server["id"], "off")
 
 
-async def test_a_busy_gpu_counts_as_activity_when_a_probe_can_tell(
-    api, wait_for_state, manager, costs, clock
-):
-    server = await create(api, idle_timeout_minutes=1)
-    await start(api, wait_for_state, server["id"])
-    # The local server has no GPU here; give it one in the store, as a GPU server would.
-    record = manager.get_server(server["id"])
-    from jupyter_compute_servers.models import GpuSpec
-
-    manager.store.update_fields(
-        server["id"],
-        config=type(record.config)(**{**record.config.__dict__, "gpu": GpuSpec("A100", 1)}),
-    )
-    utilization: list[float | None] = [None]
-
-    async def probe(_: Any) -> float | None:
-        return utilization[0]
-
-    costs.gpu_probe = probe
-    clock.advance(30)
-    utilization[0] = 95.0
-    await costs.evaluate()
-    utilization[0] = 3.0  # under the threshold
-    clock.advance(59)
-    assert not (await costs.evaluate()).stopped
-    assert costs.activity.last(server["id"]).what == "GPU 95% busy"
-    clock.advance(1)
-    assert [s.trigger for s in (await costs.evaluate()).stopped] == ["idle"]
-    await wait_for_state(server["id"], "off")
-
-
 # --- the watcher in the Jupyter server ---------------------------------------------------
 
 

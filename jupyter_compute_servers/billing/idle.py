@@ -6,8 +6,9 @@ A server is idle when, for its ``idle_timeout_minutes``, none of these happened:
   loop is busy the whole time, so it is never idle), or did anything Jupyter counts as
   activity (its ``last_activity`` moved: executing, output, widgets; not kernel_info pings);
 - **terminal input**: someone typed into one of its terminals;
-- **GPU use**: its GPUs were more than ``idle_gpu_threshold`` percent utilized, when a GPU
-  probe can tell (``gpu_probe`` answers None when it cannot: then GPUs are not considered);
+- **GPU use**: its GPUs were at least ``idle_gpu_threshold`` percent utilized when looked at
+  (in the Jupyter server ``agent_gpu_probe``: NVML on the server, through its agent; a probe
+  answers None when it cannot tell, and then GPUs are not considered);
 - a **state change** (it was started, rebooted), or this Jupyter server (re)started: idleness
   before a restart is not known, so the countdown begins again.
 
@@ -52,6 +53,21 @@ class KernelSource(Protocol):
 GpuProbe = Callable[[ServerRecord], Awaitable[float | None]]
 #: How many kernels run on a server that this Jupyter server does not drive.
 UnattachedKernels = Callable[[int], Awaitable[int]]
+
+
+def agent_gpu_probe(manager: Any) -> GpuProbe:
+    """Utilization of a running server's GPUs as its agent reads them from NVML (``metrics``),
+    the busiest one; None when the server reports none (no driver, MIG, an older agent)."""
+
+    async def probe(server: ServerRecord) -> float | None:
+        endpoint = await manager.endpoint(server.id)
+        agent = await manager.ssh.agent(server.id, endpoint)
+        answer = await agent.call("metrics", timeout=20)
+        readings = [gpu.get("utilization") for gpu in answer.get("gpus") or []]
+        known = [float(u) for u in readings if isinstance(u, (int, float))]
+        return max(known) if known else None
+
+    return probe
 
 
 class JupyterKernels:

@@ -247,9 +247,7 @@ class ComputeServerCosts(LoggingConfigurable):
         super().__init__(**kwargs)
         self.manager = manager
         self._clock = clock
-        self.book = PriceBook.load(self.price_tables, self.price_table_timeout)
-        for cloud, error in self.book.errors.items():
-            self.log.error("Prices of the %s cloud are unknown: %s", cloud, error)
+        self._book: PriceBook | None = None
         self.activity = ActivityTracker(self.now)
         #: The Jupyter server's remote kernels (set by the app; None elsewhere).
         self.kernels: KernelSource | None = None
@@ -262,6 +260,20 @@ class ComputeServerCosts(LoggingConfigurable):
         self._evaluated = False
         #: Ledgers by server id, with the counts (and fallback rates) they were built from.
         self._ledgers: dict[int, tuple[tuple[int, int], Any, Ledger, list[HistoryEntry]]] = {}
+
+    @property
+    def book(self) -> PriceBook:
+        """The price tables, read when first needed (the CLI may never need them; a table at
+        a URL is fetched once)."""
+        if self._book is None:
+            self._book = PriceBook.load(self.price_tables, self.price_table_timeout)
+            for cloud, error in self._book.errors.items():
+                self.log.error("Prices of the %s cloud are unknown: %s", cloud, error)
+        return self._book
+
+    @book.setter
+    def book(self, book: PriceBook) -> None:
+        self._book = book
 
     # --- time -----------------------------------------------------------------------------
 
@@ -792,10 +804,12 @@ class ComputeServerCosts(LoggingConfigurable):
     # --- the watcher ----------------------------------------------------------------------
 
     def attach(self, kernel_manager: Any, runtime: Any) -> None:
-        """In the Jupyter server: watch its remote kernels."""
-        from .idle import JupyterKernels
+        """In the Jupyter server: watch its remote kernels, and GPUs through the agents."""
+        from .idle import JupyterKernels, agent_gpu_probe
 
         self.kernels = JupyterKernels(kernel_manager, runtime)
+        if self.gpu_probe is None:
+            self.gpu_probe = agent_gpu_probe(self.manager)
 
         async def unattached(server_id: int) -> int:
             kernels = await runtime.list_kernels(server_id)
