@@ -110,6 +110,14 @@ class Plan:
     rearm: list[str] = field(default_factory=list)
     #: The next instant something may become due (a limit reached, an idle timeout).
     next_at: float | None = None
+    #: The stop due for each server so far.
+    due: dict[int, Stop] = field(default_factory=dict)
+
+    def propose(self, stop: Stop) -> None:
+        """A stop is due; of several for one server, the first in ``TRIGGERS`` wins."""
+        current = self.due.get(stop.server_id)
+        if current is None or TRIGGERS.index(stop.trigger) < TRIGGERS.index(current.trigger):
+            self.due[stop.server_id] = stop
 
     def wake_at(self, at: float | None) -> None:
         if at is not None and at > self.now and (self.next_at is None or at < self.next_at):
@@ -295,22 +303,22 @@ class ComputeServerCosts(LoggingConfigurable):
         return self.book.rates(server.cloud, self.manager.clouds.get(server.cloud), server.config)
 
     def sync_rates(self, server_ids: list[int] | None = None) -> None:
-        """Record each server's rates where they differ from the last recorded ones (its
-        configuration changed, or the price tables did), effective now."""
+        """Record the rates of servers (all, or these) where they differ from the last ones
+        recorded (their configuration changed, or the price tables did), effective now."""
         store = self.manager.store
-        servers = store.servers() if server_ids is None else []
-        for server_id in server_ids or []:
-            with contextlib.suppress(ComputeServersError):
-                servers.append(store.get(server_id))
-        recorded = _by_server(store.rates_history() if server_ids is None else [])
+        if server_ids is None:
+            servers = store.servers()
+            recorded = _by_server(store.rates_history())
+        else:
+            servers = []
+            for server_id in server_ids:
+                with contextlib.suppress(ComputeServersError):  # deleted meanwhile
+                    servers.append(store.get(server_id))
+            recorded = {s.id: store.rates_history(s.id) for s in servers}
         for server in servers:
             snapshot = self.rates_of(server).snapshot()
-            history = (
-                recorded.get(server.id, [])
-                if server_ids is None
-                else store.rates_history(server.id)
-            )
-            if not history or history[-1].rates != snapshot:
+            last = recorded.get(server.id)
+            if not last or last[-1].rates != snapshot:
                 store.record_rates(server.id, snapshot)
 
     def on_event(self, event: dict[str, Any]) -> None:
@@ -549,182 +557,202 @@ class ComputeServerCosts(LoggingConfigurable):
         given: set[str],
     ) -> Plan:
         """What is due at ``now``: stops (one per server, by ``TRIGGERS`` order), alerts not
-        given yet, alerts to re-arm, and when to look again. Changes nothing."""
+        given yet (``given``: the keys of those that were), alerts to re-arm, and when to look
+        again. A pure function of its arguments, the activity seen and the prices: it changes
+        nothing."""
         plan = Plan(now)
-        due: dict[int, Stop] = {}
-
-        def propose(stop: Stop) -> None:
-            current = due.get(stop.server_id)
-            if current is None or TRIGGERS.index(stop.trigger) < TRIGGERS.index(current.trigger):
-                due[stop.server_id] = stop
-
-        def stoppable(server: ServerRecord, *states: State) -> bool:
-            return server.state in states and server.operation is None
-
-        warn = self.warning_fraction
         rates = {server.id: self.rates_of(server) for server in servers}
         for server in servers:
-            spend = spends.get(server.id)
             history = histories.get(server.id, [])
-            rate_now = rates[server.id].for_state(server.state.value)
-            status = self._limit_status(server, spend) if spend else None
-            limit = server.spend_limit
-            if status is not None and limit is not None:
-                base = f"spend_limit:{server.id}:{limit.amount}:{limit.period_days}"
-                warn_key, reached_key = f"{base}:warning", f"{base}:reached"
-                stopping = stoppable(server, State.RUNNING, State.SUSPENDED)
-                described = describe_limit(limit)
-                if status.reached:
-                    if stopping:
-                        propose(
-                            Stop(
-                                server.id,
-                                "spend_limit",
-                                f"Stopped automatically: its spend limit of {described} was "
-                                f"reached ({fmt(status.spent)} spent).",
-                            )
-                        )
-                    message = (
-                        f"{server.name} has reached its spend limit of {described} "
-                        f"({fmt(status.spent)} spent). It cannot start until its spend in the "
-                        f"last {limit.period_days} days falls below the limit, or the limit is "
-                        f"raised."
+            spend = spends.get(server.id)
+            if spend is not None:
+                self._plan_spend_limit(plan, server, spend, rates[server.id], given)
+            self._plan_daily_stop(plan, server, history)
+            self._plan_idle(plan, server, history)
+        self._plan_budget(plan, servers, spends, rates, given)
+        plan.stops = sorted(plan.due.values(), key=lambda stop: stop.server_id)
+        return plan
+
+    def _plan_spend_limit(
+        self,
+        plan: Plan,
+        server: ServerRecord,
+        spend: dict[str, Spend],
+        rates: StateRates,
+        given: set[str],
+    ) -> None:
+        status = self._limit_status(server, spend)
+        limit = server.spend_limit
+        if status is None or limit is None:
+            return
+        warn = self.warning_fraction
+        base = f"spend_limit:{server.id}:{limit.amount}:{limit.period_days}"
+        warn_key, reached_key = f"{base}:warning", f"{base}:reached"
+        described = describe_limit(limit)
+        hourly = rates.for_state(server.state.value).hourly
+        if status.reached:
+            stopping = _stoppable(server, State.RUNNING, State.SUSPENDED)
+            if stopping:
+                plan.propose(
+                    Stop(
+                        server.id,
+                        "spend_limit",
+                        f"Stopped automatically: its spend limit of {described} was reached "
+                        f"({fmt(status.spent)} spent).",
                     )
-                    for key, threshold in ((warn_key, warn), (reached_key, 1.0)):
-                        if key not in given:
-                            plan.alerts.append(
-                                Alert(
-                                    key,
-                                    server.id,
-                                    "spend_limit",
-                                    threshold,
-                                    status.spent,
-                                    status.limit,
-                                    message,
-                                    period_days=limit.period_days,
-                                    silent=threshold < 1.0 or stopping,
-                                )
-                            )
-                elif status.warned:
-                    if reached_key in given:
-                        plan.rearm.append(reached_key)
-                    if warn_key not in given:
-                        plan.alerts.append(
-                            Alert(
-                                warn_key,
-                                server.id,
-                                "spend_limit",
-                                warn,
-                                status.spent,
-                                status.limit,
-                                f"{server.name} has spent {fmt(status.spent)} of its spend limit "
-                                f"of {described} ({status.fraction:.0%}); it stops when it "
-                                f"reaches the limit.",
-                                period_days=limit.period_days,
-                            )
+                )
+            message = (
+                f"{server.name} has reached its spend limit of {described} "
+                f"({fmt(status.spent)} spent). It cannot start until its spend in the last "
+                f"{limit.period_days} days falls below the limit, or the limit is raised."
+            )
+            for key, threshold in ((warn_key, warn), (reached_key, 1.0)):
+                if key not in given:
+                    plan.alerts.append(
+                        Alert(
+                            key,
+                            server.id,
+                            "spend_limit",
+                            threshold,
+                            status.spent,
+                            status.limit,
+                            message,
+                            period_days=limit.period_days,
+                            # Said by the stop, or passed on the way to the limit.
+                            silent=threshold < 1.0 or stopping,
                         )
-                    plan.wake_at(_after(now, status.seconds_until(1.0, rate_now.hourly)))
-                else:
-                    plan.rearm.extend(key for key in (warn_key, reached_key) if key in given)
-                    plan.wake_at(_after(now, status.seconds_until(warn, rate_now.hourly)))
-            if server.state is State.RUNNING and server.daily_stop is not None:
-                if server.operation is None:
-                    stop_at = daily_stop_due(server.daily_stop, history, now, self.zone)
-                    if stop_at is not None:
-                        zone = (
-                            f" ({server.daily_stop.timezone})" if server.daily_stop.timezone else ""
-                        )
-                        propose(
-                            Stop(
-                                server.id,
-                                "daily_stop",
-                                f"Stopped automatically at its daily stop time, "
-                                f"{server.daily_stop.time}{zone}.",
-                            )
-                        )
-                plan.wake_at(next_daily_stop(server.daily_stop, now, self.zone))
-            timeout = server.idle_timeout_minutes
-            if timeout and stoppable(server, State.RUNNING):
-                since = self.activity.idle_since(server, history[-1].at if history else 0.0)
-                stops_at = since + timeout * 60
-                if now >= stops_at:
-                    minutes = "1 minute" if timeout == 1 else f"{timeout} minutes"
-                    propose(
+                    )
+        elif status.warned:
+            if reached_key in given:
+                plan.rearm.append(reached_key)
+            if warn_key not in given:
+                plan.alerts.append(
+                    Alert(
+                        warn_key,
+                        server.id,
+                        "spend_limit",
+                        warn,
+                        status.spent,
+                        status.limit,
+                        f"{server.name} has spent {fmt(status.spent)} of its spend limit of "
+                        f"{described} ({status.fraction:.0%}); it stops when it reaches the "
+                        f"limit.",
+                        period_days=limit.period_days,
+                    )
+                )
+            plan.wake_at(_after(plan.now, status.seconds_until(1.0, hourly)))
+        else:
+            plan.rearm.extend(key for key in (warn_key, reached_key) if key in given)
+            plan.wake_at(_after(plan.now, status.seconds_until(warn, hourly)))
+
+    def _plan_daily_stop(
+        self, plan: Plan, server: ServerRecord, history: list[HistoryEntry]
+    ) -> None:
+        daily = server.daily_stop
+        if daily is None or server.state is not State.RUNNING:
+            return
+        due = daily_stop_due(daily, history, plan.now, self.zone)
+        if due is not None and server.operation is None:
+            zone = f" ({daily.timezone})" if daily.timezone else ""
+            plan.propose(
+                Stop(
+                    server.id,
+                    "daily_stop",
+                    f"Stopped automatically at its daily stop time, {daily.time}{zone}.",
+                )
+            )
+        plan.wake_at(next_daily_stop(daily, plan.now, self.zone))
+
+    def _plan_idle(self, plan: Plan, server: ServerRecord, history: list[HistoryEntry]) -> None:
+        timeout = server.idle_timeout_minutes
+        if not timeout or not _stoppable(server, State.RUNNING):
+            return
+        since = self.activity.idle_since(server, history[-1].at if history else 0.0)
+        stops_at = since + timeout * 60
+        if plan.now < stops_at:
+            plan.wake_at(stops_at)
+            return
+        minutes = "1 minute" if timeout == 1 else f"{timeout} minutes"
+        plan.propose(
+            Stop(
+                server.id,
+                "idle",
+                f"Stopped automatically after {minutes} idle (no kernel activity, terminal "
+                f"input or GPU use).",
+                idle_since=since,
+            )
+        )
+
+    def _plan_budget(
+        self,
+        plan: Plan,
+        servers: list[ServerRecord],
+        spends: dict[int, dict[str, Spend]],
+        rates: dict[int, StateRates],
+        given: set[str],
+    ) -> None:
+        month_spent = sum((spend["month"].amount for spend in spends.values()), Decimal(0))
+        budget = self._budget_status(month_spent)
+        if budget is None:
+            return
+        warn = self.warning_fraction
+        month = month_name(plan.now, self.zone)
+        base = f"budget:{month}:{self.monthly_budget}"
+        now_rates = {s.id: rates[s.id].for_state(s.state.value) for s in servers}
+        hourly = sum((rate.hourly for rate in now_rates.values()), Decimal(0))
+        described = fmt(self.monthly_budget)
+        if budget.reached:
+            for server in servers:
+                costs_money = not now_rates[server.id].is_known_zero
+                if costs_money and _stoppable(server, State.RUNNING, State.SUSPENDED):
+                    plan.propose(
                         Stop(
                             server.id,
-                            "idle",
-                            f"Stopped automatically after {minutes} idle (no kernel activity, "
-                            f"terminal input or GPU use).",
-                            idle_since=since,
+                            "budget",
+                            f"Stopped automatically: the monthly budget of {described} was "
+                            f"reached ({fmt(budget.spent)} spent in {month}).",
                         )
                     )
-                else:
-                    plan.wake_at(stops_at)
-        budget = self._budget_status(
-            sum((spend["month"].amount for spend in spends.values()), Decimal(0))
-        )
-        if budget is not None:
-            month = month_name(now, self.zone)
-            base = f"budget:{month}:{self.monthly_budget}"
-            hourly = sum((rates[s.id].for_state(s.state.value).hourly for s in servers), Decimal(0))
-            described = fmt(self.monthly_budget)
-            if budget.reached:
-                for server in servers:
-                    costs = rates[server.id].for_state(server.state.value)
-                    if (
-                        stoppable(server, State.RUNNING, State.SUSPENDED)
-                        and not costs.is_known_zero
-                    ):
-                        propose(
-                            Stop(
-                                server.id,
-                                "budget",
-                                f"Stopped automatically: the monthly budget of {described} was "
-                                f"reached ({fmt(budget.spent)} spent in {month}).",
-                            )
-                        )
-                message = (
-                    f"The monthly budget of {described} is reached ({fmt(budget.spent)} spent in "
-                    f"{month}). Servers that cost money were stopped and cannot start until next "
-                    f"month or a higher budget."
-                )
-                for key, threshold in ((f"{base}:warning", warn), (f"{base}:reached", 1.0)):
-                    if key not in given:
-                        plan.alerts.append(
-                            Alert(
-                                key,
-                                None,
-                                "budget",
-                                threshold,
-                                budget.spent,
-                                budget.limit,
-                                message,
-                                month=month,
-                                silent=threshold < 1.0,
-                            )
-                        )
-            elif budget.warned:
-                key = f"{base}:warning"
+            message = (
+                f"The monthly budget of {described} is reached ({fmt(budget.spent)} spent in "
+                f"{month}). Servers that cost money were stopped and cannot start until next "
+                f"month or a higher budget."
+            )
+            for key, threshold in ((f"{base}:warning", warn), (f"{base}:reached", 1.0)):
                 if key not in given:
                     plan.alerts.append(
                         Alert(
                             key,
                             None,
                             "budget",
-                            warn,
+                            threshold,
                             budget.spent,
                             budget.limit,
-                            f"Compute servers have spent {fmt(budget.spent)} of the monthly "
-                            f"budget of {described} ({budget.fraction:.0%}) in {month}; servers "
-                            f"that cost money stop when it is reached.",
+                            message,
                             month=month,
+                            silent=threshold < 1.0,
                         )
                     )
-                plan.wake_at(_after(now, budget.seconds_until(1.0, hourly)))
-            else:
-                plan.wake_at(_after(now, budget.seconds_until(warn, hourly)))
-        plan.stops = sorted(due.values(), key=lambda stop: stop.server_id)
-        return plan
+        elif budget.warned:
+            key = f"{base}:warning"
+            if key not in given:
+                plan.alerts.append(
+                    Alert(
+                        key,
+                        None,
+                        "budget",
+                        warn,
+                        budget.spent,
+                        budget.limit,
+                        f"Compute servers have spent {fmt(budget.spent)} of the monthly budget "
+                        f"of {described} ({budget.fraction:.0%}) in {month}; servers that cost "
+                        f"money stop when it is reached.",
+                        month=month,
+                    )
+                )
+            plan.wake_at(_after(plan.now, budget.seconds_until(1.0, hourly)))
+        else:
+            plan.wake_at(_after(plan.now, budget.seconds_until(warn, hourly)))
 
     async def watch_activity(self, servers: list[ServerRecord]) -> None:
         """Look at the activity of running servers that have an idle timeout."""
@@ -865,6 +893,11 @@ class ComputeServerCosts(LoggingConfigurable):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._task = None
+
+
+def _stoppable(server: ServerRecord, *states: State) -> bool:
+    """In one of ``states`` with no action under way (one would refuse a stop)."""
+    return server.state in states and server.operation is None
 
 
 def _after(now: float, seconds: float | None) -> float | None:
