@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from .kernels.specs import KernelSpecPublisher
 from .manager import ComputeServerManager
 from .ssh import KeyStore, SSHConnections
 from .store import ServerStore
+from .sync.service import SyncService
 from .terminals import RemoteTerminals
 
 EVENT_SCHEMA_PATH = Path(__file__).parent / "event_schemas" / "server-v1.json"
@@ -132,8 +134,10 @@ class ComputeServersApp(ExtensionApp):
             clouds[name] = cls(parent=self, data_dir=str(Path(self.data_dir) / name))
         return clouds
 
-    def build_manager(self, **kwargs: Any) -> ComputeServerManager:
-        """The manager over this configuration's store and clouds; the CLI uses it too."""
+    def build_manager(self, *, sync_root: str | None = None, **kwargs: Any) -> ComputeServerManager:
+        """The manager over this configuration's store and clouds; the CLI uses it too.
+        ``sync_root`` is the tree servers sync with (the Jupyter root; default: the current
+        directory)."""
         data_dir = Path(self.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         keys = KeyStore(data_dir / "keys")
@@ -161,6 +165,14 @@ class ComputeServersApp(ExtensionApp):
         publisher = KernelSpecPublisher(manager, self.kernel_specs_dir, str(data_dir))
         manager.kernel_specs = publisher
         manager.listeners.append(publisher.on_event)
+        # Kernels are synced before they start only where the root is known: the Jupyter
+        # server's root_dir (elsewhere, jupyter execute or nbclient, the root would be a guess).
+        manager.sync = SyncService(
+            manager,
+            sync_root or os.getcwd(),
+            data_dir / "sync",
+            before_kernels=sync_root is not None,
+        )
         return manager
 
     def initialize_settings(self) -> None:
@@ -171,7 +183,7 @@ class ComputeServersApp(ExtensionApp):
         def publish(data: dict[str, Any]) -> None:
             event_logger.emit(schema_id=EVENT_SCHEMA_ID, data=data)
 
-        self.manager = self.build_manager(on_event=publish)
+        self.manager = self.build_manager(on_event=publish, sync_root=self.serverapp.root_dir)
         self.settings["compute_servers_manager"] = self.manager
         self.kernel_specs = self.manager.kernel_specs
         assert self.kernel_specs is not None
@@ -197,6 +209,8 @@ class ComputeServersApp(ExtensionApp):
         self._reconcile_task: asyncio.Task[Any] | None = None
         if self.reconcile_on_start:
             self._reconcile_task = asyncio.get_event_loop().create_task(self.manager.reconcile())
+        assert self.manager.sync is not None
+        self.manager.sync.start_schedule()
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(api_handlers())
@@ -239,6 +253,8 @@ class ComputeServersApp(ExtensionApp):
         if self.kernel_specs is not None:
             await self.kernel_specs.close()
         set_server_runtime(None)
+        if self.manager.sync is not None:
+            await self.manager.sync.close()
         if self.manager.billing is not None:
             await self.manager.billing.close()
         await self.manager.shutdown(

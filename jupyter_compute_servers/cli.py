@@ -4,6 +4,7 @@
     jupyter compute-servers create NAME [--cloud local] [--config '{"cpu": 2}']
     jupyter compute-servers start|stop|deprovision|delete NAME_OR_ID
     jupyter compute-servers ssh NAME_OR_ID [COMMAND...]
+    jupyter compute-servers sync NAME_OR_ID [--push|--pull] [PATH] [--root DIR]
 
 It reads the Jupyter Server configuration (``c.ComputeServersApp.*``), so it works on the store
 the Jupyter server uses. Actions run in this process and wait until they finish.
@@ -31,6 +32,7 @@ from .kernels.specs import spec_name
 from .manager import ComputeServerManager
 from .models import DEPROVISION_WARNING, State
 from .store import ServerRecord
+from .sync.settings import parse_tree_path
 
 
 def load_app(extra_config: list[str]) -> ComputeServersApp:
@@ -124,9 +126,73 @@ def openssh_options(key_path: Path, endpoint: SSHEndpoint, directory: str) -> li
     return argv
 
 
+async def run_sync(manager: ComputeServerManager, args: argparse.Namespace) -> int:
+    """``sync``: sync this directory (or --root) with a server, showing progress; 1 when the
+    sync failed or some file did not sync."""
+    assert manager.sync is not None
+    server = manager.store.find(args.server)
+    direction = "push" if args.push else "pull" if args.pull else "both"
+    path = parse_tree_path(args.path or "", "path")
+    tty = sys.stderr.isatty()
+    seen = ""
+
+    def show(event: dict[str, Any]) -> None:
+        nonlocal seen
+        line = event.get("progress") or ""
+        if event.get("kind") == "sync" and line and line != seen and not args.json:
+            seen = line
+            print(f"\r{line:<79}" if tty else f"  {line}", end="" if tty else "\n", file=sys.stderr)
+
+    manager.on_event = show
+    where = f" {path}" if path else ""
+    print(f"sync ({direction}){where}: {manager.sync.root_dir} <-> {server.name}", file=sys.stderr)
+    run = await manager.sync.run(server.id, direction, path, "cli")
+    if tty and seen:
+        print(file=sys.stderr)
+    summary = run["summary"] or {}
+    if args.json:
+        print(json.dumps(run, indent=2))
+    else:
+        sent, received = summary.get("sent", {}), summary.get("received", {})
+        deleted = summary.get("deleted", {})
+        print(
+            f"{run['state']}: sent {sent.get('files', 0)} files ({sent.get('bytes', 0) / 1e6:.1f}"
+            f" MB), received {received.get('files', 0)} ({received.get('bytes', 0) / 1e6:.1f} MB),"
+            f" deleted {deleted.get('local', 0)} here and {deleted.get('remote', 0)} there"
+            f" in {(run['progress'] or {}).get('elapsed', 0):.1f} s",
+            file=sys.stderr,
+        )
+        for conflict in summary.get("conflicts", []):
+            kept = conflict["conflict_path"]
+            print(
+                f"  conflict: {conflict['path']}: "
+                + (
+                    f"the server's version is kept as {kept!r}"
+                    if kept
+                    else "not synced (sync both ways to keep both)"
+                ),
+                file=sys.stderr,
+            )
+        for skipped in summary.get("skipped", []):
+            print(
+                f"  skipped: {skipped['path']} ({skipped['side']}): {skipped['reason']}",
+                file=sys.stderr,
+            )
+        for error in summary.get("errors", []):
+            print(f"  not synced: {error['path']}: {error['message']}", file=sys.stderr)
+        if summary.get("pending"):
+            print(
+                f"  {summary['pending']} change(s) left for a sync the other way", file=sys.stderr
+            )
+        if run["error"]:
+            print(f"error: {run['error']}", file=sys.stderr)
+    return 0 if run["state"] == "completed" and not summary.get("errors") else 1
+
+
 async def main_async(args: argparse.Namespace) -> int:
     app = load_app(args.set or [])
-    manager = app.build_manager()
+    root = (args.root or os.getcwd()) if args.command == "sync" else None
+    manager = app.build_manager(sync_root=root)
     try:
         if args.command == "list":
             servers = manager.list_servers()
@@ -179,6 +245,8 @@ async def main_async(args: argparse.Namespace) -> int:
                     report=lambda line: print(line, file=sys.stderr),
                 )
                 return 0 if passed else 1
+        elif args.command == "sync":
+            return await run_sync(manager, args)
         elif args.command == "ssh":
             server = manager.store.find(args.server)
             if server.state is not State.RUNNING:
@@ -198,6 +266,8 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"error: {e.message}", file=sys.stderr)
         return 1
     finally:
+        if manager.sync is not None:
+            await manager.sync.close()
         await manager.ssh.close_all()
     return 0
 
@@ -241,6 +311,16 @@ def parser() -> argparse.ArgumentParser:
     ssh = sub.add_parser("ssh", help="open a shell (or run a command) on a running server")
     ssh.add_argument("server", help="name or id")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER)
+    sync = sub.add_parser(
+        "sync", help="sync this directory (the Jupyter root) with a running server's workspace"
+    )
+    sync.add_argument("server", help="name or id")
+    sync.add_argument("path", nargs="?", default="", help="only this file or directory")
+    way = sync.add_mutually_exclusive_group()
+    way.add_argument("--push", action="store_true", help="only send changes made here")
+    way.add_argument("--pull", action="store_true", help="only fetch changes made there")
+    sync.add_argument("--root", help="the local tree (default: the current directory)")
+    sync.add_argument("--json", action="store_true", help="print the finished sync as JSON")
     return p
 
 

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .clouds.base import Cloud, Operation, SSHEndpoint
@@ -43,10 +43,13 @@ from .models import (
 )
 from .ssh import KeyStore, ServerConnection, SSHConnections
 from .store import HistoryEntry, ServerRecord, ServerStore
+from .sync.settings import SyncSettings
+from .sync.settings import parse_settings as parse_sync_settings
 
 if TYPE_CHECKING:
     from .billing.service import ComputeServerCosts
     from .kernels.specs import KernelSpecPublisher
+    from .sync.service import SyncService
 
 #: A palette for servers created without a colour, so each new one looks different.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -110,6 +113,11 @@ class ComputeServerManager:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self.owner = this_process()
+        #: File sync (set by the app that builds the manager; see sync/).
+        self.sync: SyncService | None = None
+        #: Awaited with (server id, the kernel's directory relative to the Jupyter root)
+        #: before a kernel is launched there (sync pushes that directory).
+        self.before_kernel_launch: list[Callable[[int, str], Awaitable[None]]] = []
 
     # --- presentation ---------------------------------------------------------------------
 
@@ -145,6 +153,7 @@ class ComputeServerManager:
             "created": server.created,
             "updated": server.updated,
             "operation": server.operation,
+            "sync": self.sync_settings(server.id).to_json(),
             "progress": server.progress,
             "allowed_actions": (
                 allowed_actions(server.state, supports_suspend=supports_suspend)
@@ -217,6 +226,7 @@ class ComputeServerManager:
             if "color" in data
             else PALETTE[len(self.store.servers()) % len(PALETTE)]
         )
+        sync_settings = self._parse_sync_settings(data, None)
         server = self.store.create(
             name=name,
             color=color,
@@ -227,6 +237,8 @@ class ComputeServerManager:
             spend_limit=parse_spend_limit(data.get("spend_limit")),
             daily_stop=parse_daily_stop(data.get("daily_stop")),
         )
+        if sync_settings is not None:
+            self._save_sync_settings(server.id, sync_settings)
         self._emit("created", server, server.id)
         return server
 
@@ -248,6 +260,7 @@ class ComputeServerManager:
                 changes["spend_limit"] = parse_spend_limit(data["spend_limit"])
             if "daily_stop" in data:
                 changes["daily_stop"] = parse_daily_stop(data["daily_stop"])
+            sync_settings = self._parse_sync_settings(data, server_id)
             grow_disk_to: int | None = None
             if "config" in data:
                 cloud = self.cloud_for(server)
@@ -263,8 +276,30 @@ class ComputeServerManager:
             if grow_disk_to is not None:
                 await self.cloud_for(server).resize_disk(self._operation(server), grow_disk_to)
             server = self.store.update_fields(server_id, expected_state=server.state, **changes)
+            if sync_settings is not None:
+                self._save_sync_settings(server_id, sync_settings)
         self._emit("updated", server, server_id)
         return server
+
+    # --- sync settings (the ``sync`` object of a server; see sync/settings.py) ---------------
+
+    def sync_settings(self, server_id: int) -> SyncSettings:
+        return self.sync.settings(server_id) if self.sync is not None else SyncSettings()
+
+    def _parse_sync_settings(
+        self, data: dict[str, Any], server_id: int | None
+    ) -> SyncSettings | None:
+        if "sync" not in data:
+            return None
+        if self.sync is None:
+            raise ConflictError("File sync is not set up in this process.", field="sync")
+        return parse_sync_settings(
+            data["sync"], self.sync_settings(server_id) if server_id is not None else None
+        )
+
+    def _save_sync_settings(self, server_id: int, settings: SyncSettings) -> None:
+        assert self.sync is not None
+        self.sync.save_settings(server_id, settings)
 
     async def delete_server(self, server_id: int) -> None:
         async with self._lock(server_id):

@@ -336,6 +336,7 @@ EDITABLE_ANY_TIME = (
     "idle_timeout_minutes",
     "spend_limit",
     "daily_stop",
+    "sync",
 )
 CREATE_FIELDS = ("cloud", "config", *EDITABLE_ANY_TIME)
 PATCH_FIELDS = ("config", *EDITABLE_ANY_TIME)

@@ -115,6 +115,54 @@ MIGRATIONS: list[str] = [
         at REAL NOT NULL
     );
     """,
+    # 5: file sync: each server's settings, the record of the last synced state of each pair
+    # of trees (see sync/records.py), and every sync's progress and summary.
+    """
+    CREATE TABLE sync_settings (
+        server_id INTEGER PRIMARY KEY REFERENCES servers (id) ON DELETE CASCADE,
+        settings TEXT NOT NULL
+    );
+    CREATE TABLE sync_trees (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+        local_root TEXT NOT NULL,
+        remote_root TEXT NOT NULL,
+        remote_tree_id TEXT NOT NULL,
+        UNIQUE (server_id, local_root, remote_root, remote_tree_id)
+    );
+    CREATE TABLE sync_files (
+        tree_id INTEGER NOT NULL REFERENCES sync_trees (id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        mode INTEGER NOT NULL,
+        local_size INTEGER,
+        local_mtime_ns INTEGER,
+        local_ino INTEGER,
+        local_ctime_ns INTEGER,
+        remote_size INTEGER,
+        remote_mtime_ns INTEGER,
+        remote_ino INTEGER,
+        remote_ctime_ns INTEGER,
+        PRIMARY KEY (tree_id, path)
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+        direction TEXT NOT NULL,
+        path TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started REAL NOT NULL,
+        finished REAL,
+        owner TEXT,
+        progress TEXT,
+        summary TEXT,
+        error TEXT
+    );
+    CREATE INDEX sync_runs_server ON sync_runs (server_id, id);
+    """,
 ]
 
 

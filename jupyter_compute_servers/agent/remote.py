@@ -12,16 +12,20 @@ Requests are handled one after another, in order.
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import platform
 import re
+import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -1035,6 +1039,992 @@ def container_pull(params):
     return {"pulled": True}
 
 
+# --- sync ---------------------------------------------------------------------------------
+#
+# File sync between the Jupyter root and this server's workspace (``jupyter_compute_servers.sync``
+# plans it). The Jupyter server imports these same functions for its own tree, so both sides
+# scan, hash, read and write by one set of rules:
+#
+# - A path is relative, "/"-separated, valid UTF-8, with no empty, "." or ".." component.
+# - Directories are opened one component at a time with O_NOFOLLOW (``SyncTree.dir_fd``), so a
+#   symbolic link never leads a read or a write out of the tree. Links are never synced.
+# - A file is written to a temporary file in its directory and then put in place, and only if
+#   the target is still what the caller saw (``expect``: its signature, or None for "absent"):
+#   the old file is first renamed aside and checked, so a change made meanwhile is kept.
+# - A signature is (size, mtime_ns, inode, ctime_ns). Any write or chmod sets ctime, which
+#   cannot be set back, so an unchanged signature means unchanged content. A signature taken
+#   within SYNC_RACY_NS of a change is not "trusted" (a change in the same clock tick could
+#   hide behind it); the caller hashes such a file again next time.
+#
+# On the server this runs as its own process (argument ``sync-session``) so that a long scan or
+# transfer never holds up the agent's kernel calls. Its protocol, on stdin and stdout: every
+# message is one JSON line, followed by exactly ``size`` raw bytes when the line has a "size";
+# answers come in the order of the requests. See ``jupyter_compute_servers.sync.transfer``.
+
+SYNC_MARKER = ".jupyter-compute-servers-sync.json"
+SYNC_TEMP = re.compile(r"^\..*\.jcs-sync-[0-9a-f]{12}\.(tmp|old)$", re.DOTALL)
+SYNC_RACY_NS = 2_000_000_000
+SYNC_STALE_NS = 600_000_000_000
+SYNC_CHUNK = 1 << 20
+SYNC_SMALL = 1 << 16
+_SYNC_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SYNC_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_SYNC_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+# What a scan leaves out of a tree, by reason: the side keeps these and sync never touches them.
+SYNC_PRUNED_VENV = "virtual environment"
+SYNC_PRUNED_CONDA = "conda environment"
+SYNC_PRUNED_SERVER_ONLY = "server-only directory"
+SYNC_PRUNED_EXCLUDED = "excluded"
+
+
+def _sync_umask():
+    """This process's umask, read without setting it (a set, even undone at once, would race
+    with other threads creating files); all bits when it cannot be read (then fchmod)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777
+
+
+_SYNC_UMASK = _sync_umask()
+
+
+class SyncChanged(Exception):
+    """The file is no longer what the caller saw: it changed on this side during the sync."""
+
+
+def sync_parts(path):
+    """The components of a relative tree path; ValueError when it is not one."""
+    if not isinstance(path, str) or not path or len(path) > 4096:
+        raise ValueError(f"invalid path {path!r}")
+    parts = path.split("/")
+    for part in parts:
+        # encode() refuses names that are not valid UTF-8 (surrogate escapes).
+        if part in ("", ".", "..") or "\x00" in part or len(part.encode("utf-8")) > 255:
+            raise ValueError(f"invalid path {path!r}")
+    return parts
+
+
+def _sync_sig(st):
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _sync_mode(st):
+    return stat.S_IMODE(st.st_mode) & 0o777
+
+
+# --- sync: excludes in gitignore syntax ----------------------------------------------------
+
+
+def _sync_glob(text):
+    """A regular expression for one gitignore glob (no "**" handling: see below)."""
+    out = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            out.append(re.escape(text[i + 1]))
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i + 1
+            if j < len(text) and text[j] in "!^":
+                j += 1
+            if j < len(text) and text[j] == "]":
+                j += 1
+            while j < len(text) and text[j] != "]":
+                j += 1
+            if j >= len(text):  # no closing bracket: a literal "["
+                out.append(re.escape(c))
+            else:
+                body = text[i + 1 : j]
+                if "[:" in body:
+                    raise ValueError("character classes such as [:alpha:] are not supported")
+                negate = body[:1] in ("!", "^")
+                if negate:
+                    body = body[1:]
+                body = body.replace("\\", "\\\\").replace("[", "\\[")
+                out.append(f"[^/{body}]" if negate else f"(?!/)[{body}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def sync_pattern(line):
+    """One gitignore line as (regex over the relative path, negated, directories only), or None
+    for a blank line or a comment."""
+    if line.startswith("#"):
+        return None
+    # Trailing spaces go, unless escaped with a backslash.
+    stripped = line.rstrip(" ")
+    if stripped.endswith("\\") and len(stripped) < len(line):
+        stripped += " "
+    line = stripped
+    negate = line.startswith("!")
+    if negate or line.startswith("\\!") or line.startswith("\\#"):
+        line = line[1:]
+    dir_only = line.endswith("/")
+    line = line.rstrip("/")
+    if not line:
+        return None
+    anchored = "/" in line
+    line = line.lstrip("/")
+    segments = line.split("/")
+    parts = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            if last:
+                parts.append(".*")
+            elif index == 0:
+                parts.append("(?:.*/)?")
+            else:
+                parts.append("(?:[^/]+/)*")
+            continue
+        parts.append(_sync_glob(segment) + ("" if last else "/"))
+    body = "".join(parts)
+    if segments[-1] == "**" and len(segments) > 1:
+        # "a/**" matches everything inside a, not a itself.
+        body = "".join(parts[:-1]).rstrip("/") + "/.+"
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(f"^{prefix}{body}$", re.DOTALL), negate, dir_only
+
+
+class SyncExcludes:
+    """Decides what a scan leaves out: gitignore-syntax patterns (later lines win; "!" brings
+    back), server-only directories, and the tree's own bookkeeping files."""
+
+    def __init__(self, patterns=(), server_only=()):
+        self.rules = [rule for rule in (sync_pattern(p) for p in patterns) if rule is not None]
+        self.server_only = {p.strip("/") for p in server_only}
+        self._fast = None
+        if not any(negate for _, negate, _ in self.rules):
+            # Without negations, one combined expression per kind answers at once.
+            files = [r.pattern for r, _, dir_only in self.rules if not dir_only]
+            dirs = [r.pattern for r, _, _ in self.rules]
+            self._fast = (
+                re.compile("|".join(files), re.DOTALL) if files else None,
+                re.compile("|".join(dirs), re.DOTALL) if dirs else None,
+            )
+
+    def excluded(self, path, is_dir):
+        """Why ``path`` is left out, or None when it syncs."""
+        name = path.rpartition("/")[2]
+        if SYNC_TEMP.match(name) or path == SYNC_MARKER:
+            return SYNC_PRUNED_EXCLUDED
+        if is_dir and path in self.server_only:
+            return SYNC_PRUNED_SERVER_ONLY
+        if self._fast is not None:
+            regex = self._fast[1] if is_dir else self._fast[0]
+            return SYNC_PRUNED_EXCLUDED if regex is not None and regex.match(path) else None
+        for regex, negate, dir_only in reversed(self.rules):
+            if (is_dir or not dir_only) and regex.match(path):
+                return None if negate else SYNC_PRUNED_EXCLUDED
+        return None
+
+
+# --- sync: one tree ------------------------------------------------------------------------
+
+
+class SyncTree:
+    """One side's tree: the Jupyter root, or the server's workspace."""
+
+    def __init__(self, root, create=False):
+        root = os.path.expanduser(root)
+        if create:
+            os.makedirs(root, exist_ok=True)
+        self.root = os.path.realpath(root)
+        self._root_fd = os.open(self.root, _SYNC_DIR_FLAGS)
+        self._fds = {"": self._root_fd}
+        self._lock = threading.Lock()
+
+    def close(self):
+        with self._lock:
+            for fd in self._fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds = {}
+
+    def tree_id(self):
+        """This tree's identity, kept in a marker file at its root (created on first use). A
+        new identity means a new disk: nothing recorded about the old one applies."""
+        try:
+            fd = os.open(SYNC_MARKER, _SYNC_READ_FLAGS, dir_fd=self._root_fd)
+            with os.fdopen(fd, "rb") as f:
+                value = json.loads(f.read(4096))["id"]
+            if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{32}", value):
+                return value
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        value = os.urandom(16).hex()
+        tmp = f".{SYNC_MARKER}.jcs-sync-{os.urandom(6).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=self._root_fd)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"id": value, "about": "jupyter-compute-servers file sync"}, f)
+        os.replace(tmp, SYNC_MARKER, src_dir_fd=self._root_fd, dst_dir_fd=self._root_fd)
+        return value
+
+    def dir_fd(self, parts, create=False):
+        """The directory ``parts`` (a list of components) opened without following links."""
+        key = "/".join(parts)
+        with self._lock:
+            fd = self._fds.get(key)
+        if fd is not None:
+            return fd
+        parent = self.dir_fd(parts[:-1], create)
+        name = parts[-1]
+        try:
+            fd = os.open(name, _SYNC_DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o777, dir_fd=parent)
+            fd = os.open(name, _SYNC_DIR_FLAGS, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise ValueError(
+                    f"{key} is not a directory (a link or a file is in the way)"
+                ) from None
+            raise
+        with self._lock:
+            if key in self._fds:
+                os.close(fd)
+                return self._fds[key]
+            self._fds[key] = fd
+        return fd
+
+    def _forget_dir(self, key):
+        with self._lock:
+            for cached in [k for k in self._fds if k == key or k.startswith(key + "/")]:
+                if cached:
+                    with contextlib.suppress(OSError):
+                        os.close(self._fds.pop(cached))
+
+    def _parent(self, path, create=False):
+        parts = sync_parts(path)
+        return self.dir_fd(parts[:-1], create), parts[-1], parts
+
+    # --- scanning ----------------------------------------------------------------------
+
+    def scan(self, path="", patterns=(), server_only=(), max_size=None):
+        """The files under ``path`` ("" for all): ``{"files": [[path, size, mtime_ns, mode,
+        ino, ctime_ns]...], "skipped": [[path, reason, size]...], "pruned": [[dir, reason]...]}``.
+
+        Skipped files exist but do not sync (links, special files, too large, unreadable
+        names); pruned directories are left out whole. Stale temporary files of an
+        interrupted sync are removed on the way.
+        """
+        excludes = SyncExcludes(patterns, server_only)
+        result: dict = {"files": [], "skipped": [], "pruned": []}
+        now = time.time_ns()
+        parts = sync_parts(path) if path else []
+        # The way down to ``path`` must itself be a synced directory.
+        for depth in range(len(parts)):
+            below = "/".join(parts[: depth + 1])
+            try:
+                fd = self.dir_fd(parts[:depth])
+                st = os.stat(parts[depth], dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return result
+            except ValueError:
+                result["skipped"].append([below, "a link or file is in the way", 0])
+                return result
+            is_last = depth == len(parts) - 1
+            if stat.S_ISLNK(st.st_mode):
+                result["skipped"].append([below, "symbolic link", 0])
+                return result
+            if is_last and stat.S_ISREG(st.st_mode):
+                if not excludes.excluded(below, False):
+                    self._scan_file(below, st, max_size, result)
+                return result
+            if not stat.S_ISDIR(st.st_mode):
+                result["skipped"].append([below, "not a regular file", 0])
+                return result
+            reason = excludes.excluded(below, True) or self._environment(parts[: depth + 1])
+            if reason:
+                result["pruned"].append([below, reason])
+                return result
+        self._walk(self.dir_fd(parts), path, excludes, max_size, now, result, 0)
+        return result
+
+    def _environment(self, parts):
+        try:
+            names = set(os.listdir(self.dir_fd(parts)))
+        except OSError:
+            return None
+        return _sync_environment(names)
+
+    def _scan_file(self, path, st, max_size, result):
+        if max_size is not None and st.st_size > max_size:
+            result["skipped"].append([path, "too large", st.st_size])
+        else:
+            result["files"].append(
+                [path, st.st_size, st.st_mtime_ns, _sync_mode(st), st.st_ino, st.st_ctime_ns]
+            )
+
+    def _walk(self, fd, prefix, excludes, max_size, now, result, depth):
+        with os.scandir(fd) as listing:
+            entries = list(listing)
+        if depth:
+            reason = _sync_environment({entry.name for entry in entries})
+            if reason:
+                result["pruned"].append([prefix, reason])
+                return
+        for entry in entries:
+            name = entry.name
+            path = f"{prefix}/{name}" if prefix else name
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                result["skipped"].append([shown, "name is not valid UTF-8", 0])
+                continue
+            if SYNC_TEMP.match(name):
+                self._clean_temp(fd, name, now)
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    reason = excludes.excluded(path, True)
+                    if reason == SYNC_PRUNED_EXCLUDED:
+                        continue
+                    if reason:
+                        result["pruned"].append([path, reason])
+                    elif depth >= 200:
+                        result["skipped"].append([path, "too deep", 0])
+                    else:
+                        sub = os.open(name, _SYNC_DIR_FLAGS, dir_fd=fd)
+                        try:
+                            self._walk(sub, path, excludes, max_size, now, result, depth + 1)
+                        finally:
+                            os.close(sub)
+                    continue
+                if excludes.excluded(path, False):
+                    continue
+                if entry.is_symlink():
+                    result["skipped"].append([path, "symbolic link", 0])
+                elif entry.is_file(follow_symlinks=False):
+                    self._scan_file(path, entry.stat(follow_symlinks=False), max_size, result)
+                else:
+                    result["skipped"].append([path, "not a regular file", 0])
+            except FileNotFoundError:
+                continue  # gone since the listing
+            except OSError as e:
+                result["skipped"].append([path, f"unreadable: {e.strerror or e}", 0])
+
+    def _clean_temp(self, fd, name, now):
+        """A temporary file left by an interrupted sync, once stale: a new file that was never
+        put in place is removed; an old one set aside goes back to its name if that is free,
+        and otherwise stays (hidden, never synced, never deleted)."""
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if st.st_ctime_ns > now - SYNC_STALE_NS or not stat.S_ISREG(st.st_mode):
+                return
+            if name.endswith(".tmp"):
+                os.unlink(name, dir_fd=fd)
+                return
+            original = name[1:].rsplit(".jcs-sync-", 1)[0]
+            if len(original.encode("utf-8")) < 200:  # else it may have been shortened
+                _sync_move_noreplace(fd, name, original)
+        except (OSError, SyncChanged):
+            pass
+
+    # --- hashing -----------------------------------------------------------------------
+
+    def hash(self, paths, threads=4):
+        """``{path: {"hash", "sig", "mode", "trusted"} or {"error"}}``, hashed in parallel."""
+
+        def one(path):
+            try:
+                reader = self.open_read(path)
+            except (OSError, ValueError, SyncChanged) as e:
+                return path, {"error": _sync_error(e)}
+            try:
+                while reader.read(SYNC_CHUNK):
+                    pass
+                return path, reader.finish()
+            except (OSError, SyncChanged) as e:
+                return path, {"error": _sync_error(e)}
+            finally:
+                reader.close()
+
+        if len(paths) < 2 or threads < 2:
+            return dict(one(p) for p in paths)
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            return dict(pool.map(one, paths))
+
+    # --- reading and writing -----------------------------------------------------------
+
+    def open_read(self, path, digest=True):
+        return _SyncRead(self, path, digest)
+
+    def open_write(self, path, expect, size, mode, mtime_ns):
+        return _SyncWrite(self, path, expect, size, mode, mtime_ns)
+
+    def delete(self, path, expect):
+        """Remove a file that is still ``expect``; then its directories that became empty."""
+        try:
+            fd, name, parts = self._parent(path)
+            os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return {}  # gone already
+        aside = _sync_set_aside(fd, name, expect)
+        if aside is not None:
+            os.unlink(aside, dir_fd=fd)
+        self._remove_empty(parts[:-1])
+        return {}
+
+    def chmod(self, path, mode, expect):
+        """Set the permissions of a file that is still ``expect``."""
+        fd, name, _ = self._parent(path)
+        _sync_expect(fd, name, expect)
+        file_fd = os.open(name, _SYNC_READ_FLAGS, dir_fd=fd)
+        try:
+            os.fchmod(file_fd, mode & 0o777)
+            st = os.fstat(file_fd)
+        finally:
+            os.close(file_fd)
+        _sync_check_same(st, expect)
+        return _sync_written(st)
+
+    def rename(self, path, to, expect):
+        """Move a file that is still ``expect`` to ``to``, which must not exist."""
+        fd, name, _ = self._parent(path)
+        to_fd, to_name, _ = self._parent(to, create=True)
+        _sync_expect(fd, name, expect)
+        _sync_move_noreplace(fd, name, to_name, to_fd)
+        st = os.stat(to_name, dir_fd=to_fd, follow_symlinks=False)
+        _sync_check_same(st, expect)
+        return _sync_written(st)
+
+    def flush(self):
+        """Make every write so far durable (the file system's, at once: cheaper than one
+        fsync per file)."""
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.syncfs(self._root_fd) == 0:
+                return {}
+        except (OSError, AttributeError):
+            pass
+        os.sync()
+        return {}
+
+    def _remove_empty(self, parts):
+        while parts:
+            fd = self.dir_fd(parts[:-1])
+            try:
+                os.rmdir(parts[-1], dir_fd=fd)
+            except OSError:
+                return
+            self._forget_dir("/".join(parts))
+            parts = parts[:-1]
+
+
+def _sync_environment(names):
+    if "pyvenv.cfg" in names:
+        return SYNC_PRUNED_VENV
+    if "conda-meta" in names:
+        return SYNC_PRUNED_CONDA
+    return None
+
+
+def _sync_error(e):
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return str(e)
+
+
+def _sync_temp(name, suffix="tmp"):
+    stem = name.encode("utf-8")[:200].decode("utf-8", "ignore")
+    return f".{stem}.jcs-sync-{os.urandom(6).hex()}.{suffix}"
+
+
+def _sync_check_same(st, expect):
+    """After an operation that sets ctime: the rest must still be what the caller saw."""
+    if [st.st_size, st.st_mtime_ns, st.st_ino] != list(expect)[:3]:
+        raise SyncChanged("it changed on this side during the sync")
+
+
+def _sync_written(st):
+    """What the caller records about a file this side just wrote, renamed or chmodded. Its
+    ctime is "now"; a later change of the same size would set a new mtime, so the signature
+    can be trusted unless that mtime is itself recent."""
+    return {
+        "sig": _sync_sig(st),
+        "mode": _sync_mode(st),
+        "trusted": st.st_mtime_ns < time.time_ns() - SYNC_RACY_NS,
+    }
+
+
+def _sync_expect(fd, name, expect):
+    """Raise SyncChanged unless ``name`` is what the caller saw (``expect``)."""
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        if expect is None:
+            return None
+        raise SyncChanged("it was deleted on this side during the sync") from None
+    if expect is None:
+        raise SyncChanged("it was created on this side during the sync")
+    if not stat.S_ISREG(st.st_mode) or _sync_sig(st) != list(expect):
+        raise SyncChanged("it changed on this side during the sync")
+    return st
+
+
+def _sync_renameat2():
+    """Linux's renameat2, for RENAME_NOREPLACE in one system call (None elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.renameat2
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+        function.argtypes += [ctypes.c_uint]
+        return function, ctypes.get_errno
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNC_RENAMEAT2 = _sync_renameat2()
+
+
+def _sync_start_writeback():
+    """Linux's sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a file out without
+    waiting, so that the flush at the end of a sync has little left to do (None elsewhere)."""
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        return lambda fd: function(fd, 0, 0, 2)
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNC_WRITEBACK = _sync_start_writeback()
+
+
+def _sync_move_noreplace(fd, name, to, to_fd=None):
+    """Rename ``name`` to ``to``, failing with SyncChanged if ``to`` exists: renameat2 with
+    RENAME_NOREPLACE where the system and file system have it, else a hard link then an
+    unlink (also atomic), else (no hard links either) a check then a rename."""
+    to_fd = fd if to_fd is None else to_fd
+    if _SYNC_RENAMEAT2 is not None:
+        renameat2, get_errno = _SYNC_RENAMEAT2
+        if renameat2(fd, os.fsencode(name), to_fd, os.fsencode(to), 1) == 0:
+            return
+        code = get_errno()
+        if code == errno.EEXIST:
+            raise SyncChanged("it was created on this side during the sync")
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), name)
+    try:
+        os.link(name, to, src_dir_fd=fd, dst_dir_fd=to_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise SyncChanged("it was created on this side during the sync") from None
+    except OSError as e:
+        if e.errno not in _SYNC_NO_HARD_LINKS:
+            raise
+        try:
+            os.stat(to, dir_fd=to_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(name, to, src_dir_fd=fd, dst_dir_fd=to_fd)
+            return
+        raise SyncChanged("it was created on this side during the sync") from None
+    os.unlink(name, dir_fd=fd)
+
+
+def _sync_set_aside(fd, name, expect):
+    """Rename ``name`` to a temporary name if it is still ``expect`` (None: it must not exist)
+    and answer that name; put it back and raise SyncChanged if it changed meanwhile."""
+    st = _sync_expect(fd, name, expect)
+    if st is None:
+        return None
+    aside = _sync_temp(name, "old")
+    os.rename(name, aside, src_dir_fd=fd, dst_dir_fd=fd)
+    moved = os.stat(aside, dir_fd=fd, follow_symlinks=False)
+    # A rename sets ctime; anything else about it must be as expected.
+    if (moved.st_size, moved.st_mtime_ns, moved.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+        _sync_restore(fd, aside, name)
+        raise SyncChanged("it changed on this side during the sync")
+    return aside
+
+
+def _sync_restore(fd, aside, name):
+    """Put a file set aside back under its name, or, if that name was taken meanwhile, next to
+    it as a visible copy: a user's file is never dropped."""
+    try:
+        _sync_move_noreplace(fd, aside, name)
+    except SyncChanged:
+        stem, _, ext = name.rpartition(".")
+        kept = f"{stem} (kept {os.urandom(3).hex()}).{ext}" if stem else f"{name} (kept)"
+        _sync_move_noreplace(fd, aside, kept)
+
+
+class _SyncRead:
+    """Reads one file of the tree; ``finish`` tells whether it stayed the same while read, and
+    its hash (unless ``digest`` is False: a copy is hashed by its writer, once)."""
+
+    def __init__(self, tree, path, digest=True):
+        fd, name, _ = tree._parent(path)
+        self.since = time.time_ns()
+        self.fd = os.open(name, _SYNC_READ_FLAGS, dir_fd=fd)
+        try:
+            self.before = os.fstat(self.fd)
+            if not stat.S_ISREG(self.before.st_mode):
+                raise SyncChanged("it is no longer a regular file")
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.size = self.before.st_size
+        self.mode = _sync_mode(self.before)
+        self.mtime_ns = self.before.st_mtime_ns
+        self.done = 0
+        self.digest = hashlib.sha256() if digest else None
+
+    def read(self, n):
+        """Up to ``n`` bytes; b"" at the end (reading stops at the size it had when opened)."""
+        n = min(n, self.size - self.done)
+        if n <= 0:
+            return b""
+        data = os.read(self.fd, n)
+        self.done += len(data)
+        if self.digest is not None:
+            self.digest.update(data)
+        return data
+
+    def finish(self):
+        """``{"hash", "sig", "mode", "trusted"}``; SyncChanged if it changed while read."""
+        after = os.fstat(self.fd)
+        if self.done != self.size or _sync_sig(after) != _sync_sig(self.before):
+            raise SyncChanged("it changed while it was being read")
+        answer = {
+            "sig": _sync_sig(after),
+            "mode": _sync_mode(after),
+            "trusted": after.st_ctime_ns < self.since - SYNC_RACY_NS,
+        }
+        if self.digest is not None:
+            answer["hash"] = self.digest.hexdigest()
+        return answer
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _SyncWrite:
+    """Writes one file: a temporary file in the target's directory, put in place by finish()."""
+
+    def __init__(self, tree, path, expect, size, mode, mtime_ns):
+        if not isinstance(size, int) or size < 0 or not isinstance(mtime_ns, int):
+            raise ValueError("invalid size or mtime")
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError("invalid mode")
+        self.tree = tree
+        self.dir_fd, self.name, self.parts = tree._parent(path, create=True)
+        self.expect = expect
+        self.size, self.mode, self.mtime_ns = size, mode, mtime_ns
+        self.tmp = _sync_temp(self.name)
+        # Created with its final mode when the umask leaves that alone (else fchmod'ed).
+        self.chmod = bool(mode & _SYNC_UMASK)
+        self.fd = os.open(
+            self.tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600 if self.chmod else mode,
+            dir_fd=self.dir_fd,
+        )
+        self.done = 0
+        self.digest = hashlib.sha256()
+
+    def write(self, data):
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.done += len(data)
+        self.digest.update(data)
+
+    def abort(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp, dir_fd=self.dir_fd)
+            self.tmp = ""
+
+    def finish(self, source_hash=None):
+        """Put the file in place if it is complete (and its hash is ``source_hash``, when
+        given): ``{"hash", "sig", "mode", "trusted"}``."""
+        try:
+            digest = self.digest.hexdigest()
+            if self.done != self.size:
+                raise SyncChanged(f"only {self.done} of {self.size} bytes arrived")
+            if source_hash is not None and source_hash != digest:
+                raise SyncChanged("what arrived is not what was sent")
+            if self.chmod:
+                os.fchmod(self.fd, self.mode)
+            os.utime(self.fd, ns=(self.mtime_ns, self.mtime_ns))
+            if self.size >= SYNC_CHUNK and _SYNC_WRITEBACK is not None:
+                _SYNC_WRITEBACK(self.fd)
+            written = os.fstat(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            # A new file needs no check first: putting it in place fails if one appeared.
+            aside = None
+            if self.expect is not None:
+                aside = _sync_set_aside(self.dir_fd, self.name, self.expect)
+            try:
+                _sync_move_noreplace(self.dir_fd, self.tmp, self.name)
+            except BaseException:
+                if aside is not None:
+                    _sync_restore(self.dir_fd, aside, self.name)
+                raise
+            self.tmp = ""
+            if aside is not None:
+                os.unlink(aside, dir_fd=self.dir_fd)
+        except BaseException:
+            self.abort()
+            raise
+        st = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        _sync_check_same(st, [written.st_size, written.st_mtime_ns, written.st_ino])
+        return dict(_sync_written(st), hash=digest)
+
+
+# --- sync: the session process -------------------------------------------------------------
+
+
+class _SyncChannel:
+    """Framed messages in from a buffered binary reader, out to a file descriptor (see the
+    protocol above). Answers are buffered and written out whenever no request is waiting to be
+    read. (The reader is stdin's own buffer: the bootstrap read the agent's source through it,
+    and it may hold the first requests already.)"""
+
+    def __init__(self, reader, wfd):
+        self.reader, self.wfd = reader, wfd
+        self.buf = bytearray()
+        self.pos = 0
+        self.out = bytearray()
+
+    def _fill(self):
+        if self.out and not select.select([self.reader], [], [], 0)[0]:
+            self.flush()
+        data = self.reader.read1(SYNC_CHUNK)
+        if not data:
+            raise EOFError
+        if self.pos:
+            del self.buf[: self.pos]
+            self.pos = 0
+        self.buf += data
+
+    def read_message(self):
+        """The next message's JSON line as a dict; None at the end of input."""
+        while True:
+            end = self.buf.find(b"\n", self.pos)
+            if end >= 0:
+                line = bytes(self.buf[self.pos : end])
+                self.pos = end + 1
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError("a message must be a JSON object")
+                return message
+            try:
+                self._fill()
+            except EOFError:
+                return None
+
+    def read_some(self, n):
+        """Up to ``n`` payload bytes (at least one)."""
+        if self.pos >= len(self.buf):
+            self._fill()
+        chunk = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += len(chunk)
+        return chunk
+
+    def send(self, message, payload=b""):
+        self.out += json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        self.send_raw(payload)
+
+    def send_raw(self, data):
+        self.out += data
+        if len(self.out) >= SYNC_CHUNK:
+            self.flush()
+
+    def flush(self):
+        view = memoryview(self.out)
+        while view:
+            view = view[os.write(self.wfd, view) :]
+        self.out = bytearray()
+
+
+def _sync_failure(e):
+    return {"ok": False, "error": _sync_error(e), "changed": isinstance(e, SyncChanged)}
+
+
+def _sync_serve_put(tree, request, channel):
+    size = request.get("size")
+    if not isinstance(size, int) or size < 0:
+        raise EOFError  # the framing is lost: end the session
+    writer = None
+    error: Exception | None = None
+    try:
+        writer = tree.open_write(
+            request.get("path"),
+            request.get("expect"),
+            size,
+            request.get("mode"),
+            request.get("mtime_ns"),
+        )
+    except Exception as e:
+        error = e
+    remaining = size
+    while remaining:
+        chunk = channel.read_some(min(remaining, SYNC_CHUNK))
+        remaining -= len(chunk)
+        if writer is not None:
+            try:
+                writer.write(chunk)
+            except Exception as e:
+                writer.abort()
+                writer, error = None, e
+    trailer = channel.read_message()
+    if trailer is None:
+        if writer is not None:
+            writer.abort()
+        raise EOFError
+    if writer is not None:
+        if trailer.get("ok"):
+            try:
+                channel.send(dict(writer.finish(trailer.get("hash")), ok=True))
+                return
+            except Exception as e:
+                error = e
+        else:
+            writer.abort()
+            error = SyncChanged(str(trailer.get("error") or "the source changed"))
+    channel.send(_sync_failure(error))
+
+
+def _sync_serve_get(tree, request, channel):
+    try:
+        reader = tree.open_read(request.get("path"), digest=False)
+    except Exception as e:
+        channel.send(_sync_failure(e))
+        return
+    try:
+        size = reader.size
+        channel.send({"ok": True, "size": size, "mode": reader.mode, "mtime_ns": reader.mtime_ns})
+        sent = 0
+        error: Exception | None = None
+        while sent < size:
+            try:
+                chunk = reader.read(min(SYNC_CHUNK, size - sent))
+            except OSError as e:
+                chunk, error = b"", e
+            if not chunk:
+                # The promised size must still arrive: pad, and say it is not good.
+                error = error or SyncChanged("it shrank while it was being read")
+                while sent < size:
+                    pad = min(SYNC_CHUNK, size - sent)
+                    channel.send_raw(bytes(pad))
+                    sent += pad
+                break
+            channel.send_raw(chunk)
+            sent += len(chunk)
+        if error is None:
+            try:
+                channel.send(dict(reader.finish(), ok=True))
+                return
+            except (OSError, SyncChanged) as e:
+                error = e
+        channel.send(_sync_failure(error))
+    finally:
+        reader.close()
+
+
+def sync_session(reader, wfd):
+    """Serve one sync client (requests from ``reader``, answers to ``wfd``) until it closes
+    its end."""
+    channel = _SyncChannel(reader, wfd)
+    tree = None
+    try:
+        while True:
+            request = channel.read_message()
+            if request is None:
+                break
+            op = request.get("op")
+            try:
+                if op == "put":
+                    _sync_serve_put(tree, request, channel)
+                    continue
+                if op == "get":
+                    _sync_serve_get(tree, request, channel)
+                    continue
+                if op == "open":
+                    if tree is not None:
+                        tree.close()
+                    tree = SyncTree(request.get("root") or "~", create=True)
+                    answer = {"root": tree.root, "pid": os.getpid()}
+                    if request.get("marker"):
+                        answer["tree_id"] = tree.tree_id()
+                elif tree is None:
+                    raise ValueError("no tree is open")
+                elif op in ("scan", "hash"):
+                    if op == "scan":
+                        result = tree.scan(
+                            request.get("path") or "",
+                            request.get("excludes") or (),
+                            request.get("server_only") or (),
+                            request.get("max_size"),
+                        )
+                    else:
+                        result = tree.hash(list(request.get("paths") or ()))
+                    payload = json.dumps(result, separators=(",", ":")).encode()
+                    channel.send({"ok": True, "size": len(payload)}, payload)
+                    continue
+                elif op == "delete":
+                    answer = tree.delete(request.get("path"), request.get("expect"))
+                elif op == "chmod":
+                    answer = tree.chmod(
+                        request.get("path"), request.get("mode"), request.get("expect")
+                    )
+                elif op == "rename":
+                    answer = tree.rename(
+                        request.get("path"), request.get("to"), request.get("expect")
+                    )
+                elif op == "flush":
+                    answer = tree.flush()
+                else:
+                    raise ValueError(f"unknown operation {op!r}")
+                channel.send(dict(answer, ok=True))
+            except EOFError:
+                raise
+            except Exception as e:
+                channel.send(_sync_failure(e))
+    except EOFError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            channel.flush()
+        if tree is not None:
+            tree.close()
+
+
 def ping(params):
     return {"pong": True, "pid": os.getpid()}
 
@@ -1093,4 +2083,7 @@ def serve(stdin, stdout):
 
 
 if __name__ == "__main__":
-    serve(sys.stdin, sys.stdout)
+    if sys.argv[1:] == ["sync-session"]:  # file sync's own process (see "sync" above)
+        sync_session(sys.stdin.buffer, sys.stdout.fileno())
+    else:
+        serve(sys.stdin, sys.stdout)

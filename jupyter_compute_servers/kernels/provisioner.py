@@ -149,6 +149,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
     async def _launch(self, argv: list[str], cwd: str, env: dict[str, str]) -> KernelConnectionInfo:
         manager = self.runtime.manager
         server = await self._ensure_running()
+        for hook in manager.before_kernel_launch:  # file sync: push the notebook's directory
+            await hook(self.server_id, cwd)
         try:
             record = await self._agent_call(
                 "kernel_launch",
