@@ -15,6 +15,12 @@ from .servers import (
     ServersHandler,
 )
 from .status import StatusHandler
+from .sync import (
+    ServerSyncCancelHandler,
+    ServerSyncHandler,
+    ServerSyncRunHandler,
+    ServerSyncsHandler,
+)
 from .terminals import (
     ServerSSHAccessHandler,
     ServerTerminalHandler,
@@ -27,6 +33,8 @@ API_PREFIX = "/compute-servers/api"
 _ID = r"(?P<server_id>[0-9]{1,18})"
 _TERMINAL = r"(?P<terminal_name>[^/]+)"
 _HOST = r"(?P<host_id>[0-9]{1,18})"
+# Any segment: the handler answers 404 for a bad one, after authorization.
+_SYNC = r"(?P<sync_id>[^/]+)"
 
 
 def api_handlers() -> list[tuple[str, type]]:
@@ -50,6 +58,10 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/servers/{_ID}/terminals/{_TERMINAL}", ServerTerminalHandler),
         (rf"{API_PREFIX}/servers/{_ID}/ssh-access", ServerSSHAccessHandler),
         (rf"{API_PREFIX}/servers/{_ID}/metrics", ServerMetricsHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/sync", ServerSyncHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/syncs", ServerSyncsHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/syncs/{_SYNC}", ServerSyncRunHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/syncs/{_SYNC}/cancel", ServerSyncCancelHandler),
         (rf"{API_PREFIX}/images", ImagesHandler),
         (rf"{API_PREFIX}/images/reload", ImagesReloadHandler),
         (rf"{API_PREFIX}/hosts", HostsHandler),

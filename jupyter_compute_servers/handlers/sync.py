@@ -1,0 +1,65 @@
+"""REST handlers for file sync between the Jupyter root and a server's workspace."""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..errors import ConflictError
+from ..sync.service import SyncService
+from ..sync.settings import DEFAULT_EXCLUDES
+from .base import ComputeServersAPIHandler
+
+
+class _SyncHandler(ComputeServersAPIHandler):
+    @property
+    def sync(self) -> SyncService:
+        service = self.app.manager.sync
+        if service is None:
+            raise ConflictError("File sync is not set up in this process.")
+        return service
+
+
+class ServerSyncHandler(_SyncHandler):
+    """``POST /servers/{id}/sync``: start a sync; 202 with it (its id), progress follows."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, server_id: str) -> None:
+        run = self.sync.start(int(server_id), self.get_json_object())
+        self.set_header("Location", self.request.path.rstrip("/") + f"s/{run['id']}")
+        self.write_json(run, status=202)
+
+
+class ServerSyncsHandler(_SyncHandler):
+    """``GET /servers/{id}/syncs``: the latest syncs, newest first."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, server_id: str) -> None:
+        service = self.sync
+        self.write_json(
+            {
+                "syncs": service.history(int(server_id)),
+                "running": service.running(int(server_id)),
+                "default_excludes": list(DEFAULT_EXCLUDES),
+            }
+        )
+
+
+class ServerSyncRunHandler(_SyncHandler):
+    """``GET /servers/{id}/syncs/{sync_id}``: one sync's progress, or its summary."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, server_id: str, sync_id: str) -> None:
+        self.write_json(self.sync.get(int(server_id), sync_id))
+
+
+class ServerSyncCancelHandler(_SyncHandler):
+    """``POST /servers/{id}/syncs/{sync_id}/cancel``: stop a running sync (202)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, server_id: str, sync_id: str) -> None:
+        self.write_json(self.sync.cancel(int(server_id), sync_id), status=202)
