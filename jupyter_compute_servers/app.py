@@ -211,6 +211,8 @@ class ComputeServersApp(ExtensionApp):
             self._reconcile_task = asyncio.get_event_loop().create_task(self.manager.reconcile())
         assert self.manager.sync is not None
         self.manager.sync.start_schedule()
+        # Running servers that stop on their own (preempted spot VMs) are noticed and recorded.
+        self.manager.start_watching()
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(api_handlers())

@@ -50,3 +50,16 @@ class CloudError(ComputeServersError):
     """A cloud could not do what was asked (quota, unreachable API, missing binary): 502."""
 
     status = 502
+
+
+class OperationFailed(CloudError):
+    """A lifecycle operation failed, and the cloud knows what the server is after it: a VM that
+    could not be created leaves it ``deprovisioned``, one that could not boot leaves it
+    ``off``. The manager records that state (``state``, a ``State`` value) with the message as
+    its reason, instead of ``error``, so the user can change the configuration and try again."""
+
+    def __init__(
+        self, message: str, *, state: str, field: str | None = None, **details: Any
+    ) -> None:
+        super().__init__(message, field=field, **details)
+        self.state = state

@@ -17,7 +17,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .clouds.base import Cloud, Operation, SSHEndpoint
-from .errors import ComputeServersError, ConflictError, NotFoundError, ValidationError
+from .errors import (
+    ComputeServersError,
+    ConflictError,
+    NotFoundError,
+    OperationFailed,
+    ValidationError,
+)
 from .hosts import HostRegistry
 from .images.catalog import ImageCatalog
 from .images.runtime import container_for
@@ -111,6 +117,7 @@ class ComputeServerManager:
         #: Prices, metering, spend limits and idle shutdown (set by the app; see billing/).
         self.billing: ComputeServerCosts | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._watch_task: asyncio.Task[None] | None = None
         self._locks: dict[int, asyncio.Lock] = {}
         self.owner = this_process()
         #: File sync (set by the app that builds the manager; see sync/).
@@ -156,7 +163,11 @@ class ComputeServerManager:
             "sync": self.sync_settings(server.id).to_json(),
             "progress": server.progress,
             "allowed_actions": (
-                allowed_actions(server.state, supports_suspend=supports_suspend)
+                [
+                    action
+                    for action in allowed_actions(server.state, supports_suspend=supports_suspend)
+                    if not cloud.refuse_action(action, server.config)
+                ]
                 if cloud
                 else (["delete"] if server.state is State.DEPROVISIONED else [])
             ),
@@ -360,6 +371,13 @@ class ComputeServerManager:
         transition = check_action_allowed(
             action, server.state, supports_suspend=cloud.supports_suspend
         )
+        refusal = cloud.refuse_action(action.value, server.config)
+        if refusal:
+            raise ConflictError(
+                f"Cannot {action.value} {server.name!r}: {refusal}.",
+                field="action",
+                state=server.state.value,
+            )
         if action is Action.DEPROVISION and not confirmed:
             raise ValidationError(
                 f'Deprovisioning needs "confirm": true. {DEPROVISION_WARNING}',
@@ -441,7 +459,9 @@ class ComputeServerManager:
                 )
                 failed = self.store.transition(
                     server.id,
-                    to=State.ERROR,
+                    # A cloud that knows where a failure left the server says so (a VM that
+                    # could not be created: deprovisioned), so it can be edited and retried.
+                    to=State(e.state) if isinstance(e, OperationFailed) else State.ERROR,
                     action=action.value,
                     reason=f"{action.value} failed: {message}",
                 )
@@ -525,9 +545,89 @@ class ComputeServerManager:
             settled.append(server)
         return settled
 
+    # --- the watch: running servers that stop on their own (spot preemption) ---------------
+
+    def start_watching(self) -> None:
+        """Check running servers of clouds with a ``watch_interval`` periodically."""
+        intervals = [c.watch_interval() for c in self.clouds.values() if c.watch_interval() > 0]
+        if intervals and self._watch_task is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # the Jupyter server builds us before its loop runs
+                loop = asyncio.get_event_loop()
+            self._watch_task = loop.create_task(self._watch(min(intervals)))
+
+    async def _watch(self, interval: float) -> None:
+        last: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            due = {
+                name
+                for name, cloud in self.clouds.items()
+                if cloud.watch_interval() > 0
+                and now - last.get(name, 0.0) >= cloud.watch_interval() * 0.99
+            }
+            last.update(dict.fromkeys(due, now))
+            try:
+                await self.watch_once(due)
+            except Exception:  # the watch goes on whatever one round met
+                self.log.exception("Checking running compute servers failed")
+
+    async def watch_once(self, cloud_names: set[str] | None = None) -> list[ServerRecord]:
+        """Ask the clouds about their running servers (no action in flight); record each one
+        found stopped, with the cloud's reason and a ``preempted`` event when the provider
+        took it back, and start it again when the cloud says so. Answers those recorded."""
+        changed = []
+        for server in self.store.servers():
+            cloud = self.clouds.get(server.cloud)
+            if (
+                cloud is None
+                or server.state is not State.RUNNING
+                or cloud.watch_interval() <= 0
+                or (cloud_names is not None and server.cloud not in cloud_names)
+                or server.operation is not None
+                or (server.id in self._tasks and not self._tasks[server.id].done())
+            ):
+                continue
+            try:
+                status = await cloud.status(server.id, server.cloud_data)
+            except Exception as e:
+                self.log.warning("Could not ask %s's cloud how it is: %s", server.name, e)
+                continue
+            if status.state is State.RUNNING:
+                continue
+            try:
+                server = self.store.transition(
+                    server.id,
+                    to=status.state,
+                    expected=frozenset({State.RUNNING}),
+                    reason=status.reason or f"found {status.state.value}",
+                    action="preempted" if status.preempted else "found",
+                )
+            except ConflictError:
+                continue  # an action began meanwhile: its outcome stands
+            await self.ssh.close(server.id)
+            self.log.warning("Compute server %s: %s", server.name, server.state_reason)
+            self._emit("preempted" if status.preempted else "state", server, server.id)
+            changed.append(server)
+            if status.restart:
+                try:
+                    self.request_action(
+                        server.id, Action.START.value, reason="started again after preemption"
+                    )
+                except ComputeServersError as e:
+                    self.log.warning("Could not start %s again: %s", server.name, e.message)
+        return changed
+
     async def shutdown(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
         """Jupyter is stopping: let operations finish briefly, stop servers whose cloud asks
         for it, and close every connection."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
         pending = [task for task in self._tasks.values() if not task.done()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=10)

@@ -50,10 +50,15 @@ class SSHEndpoint:
 
 @dataclass(frozen=True)
 class CloudStatus:
-    """What the cloud says a server really is, for reconciling after a crash."""
+    """What the cloud says a server really is, for reconciling after a crash and for the
+    manager's watch of running servers (``Cloud.watch_interval``)."""
 
     state: State
     reason: str = ""
+    #: The provider stopped the running server on its own (a spot VM was preempted).
+    preempted: bool = False
+    #: Start it again at once (the cloud is configured to restart preempted servers).
+    restart: bool = False
 
 
 @dataclass
@@ -119,6 +124,18 @@ class Cloud(LoggingConfigurable):
 
     def check_config(self, config: ServerConfig) -> None:
         """Check a complete configuration against what this cloud offers (400 if not)."""
+
+    def refuse_action(self, action: str, config: ServerConfig) -> str:
+        """Why a server with ``config`` cannot take ``action`` (an ``Action`` value) although
+        the cloud supports it (no suspend with GPUs), or "". A refused action is answered 409
+        before anything is recorded, and left out of the server's ``allowed_actions``."""
+        return ""
+
+    def watch_interval(self) -> float:
+        """Seconds between checks that this cloud's running servers still run (0: never), for
+        clouds whose machines can stop on their own (spot preemption). The manager asks
+        ``status`` and records a server found stopped, with the cloud's reason."""
+        return 0.0
 
     def price(self, config: ServerConfig) -> StateRates | None:
         """What ``config`` costs per hour running, off and suspended, for a cloud that knows
