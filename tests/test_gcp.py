@@ -244,6 +244,9 @@ async def test_boot_images_follow_the_table_and_explicit_source_images(fake, key
     assert cloud.boot_image(cloud.make_config({"image": "scipy"}))["source"].endswith(
         "family/debian-12"
     )
+    arm = cloud.make_config({"machine_type": "t2a-standard-4"})
+    assert cloud.arch(arm) == "arm64" and cloud.arch(cloud.make_config({})) == "x86_64"
+    assert cloud.boot_image(arm)["source"].endswith("family/debian-12-arm64")
     with pytest.raises(TraitError, match="boot_images"):
         cloud.boot_images = {"x": {"source": "debian-12"}}
     with pytest.raises(TraitError, match="label key"):

@@ -92,11 +92,16 @@ esac
 df -h /"""
 
 #: Boot disk images by the server's image (the image catalogue's id, or "id:tag"), with "*"
-#: for servers without GPUs and "*gpu" for servers with GPUs. ``min_disk_gb`` is the image's
-#: own size. Deep Learning VM images carry the NVIDIA driver (installed at first boot with the
-#: metadata install-nvidia-driver=True) and a conda Python with ipykernel.
+#: for servers without GPUs, "*gpu" for servers with GPUs and "*arm64" for Arm machine types.
+#: ``min_disk_gb`` is the image's own size. Deep Learning VM images carry the NVIDIA driver
+#: (installed at first boot with the metadata install-nvidia-driver=True) and a conda Python
+#: with ipykernel.
 DEFAULT_BOOT_IMAGES: dict[str, dict[str, Any]] = {
     "*": {"source": "projects/debian-cloud/global/images/family/debian-12", "min_disk_gb": 10},
+    "*arm64": {
+        "source": "projects/debian-cloud/global/images/family/debian-12-arm64",
+        "min_disk_gb": 10,
+    },
     "*gpu": {
         "source": (
             "projects/deeplearning-platform-release/global/images/family/"
@@ -753,7 +758,8 @@ class GCPCloud(Cloud):
         if image.startswith("projects/"):
             return {"source": image, "min_disk_gb": catalog.DISK_MIN_GB}
         table = self._boot_image_table()
-        for key in (f"{image}:{config.image_tag}", image, "*gpu" if config.gpu else "*"):
+        fallback = "*gpu" if config.gpu else "*arm64" if self.arch(config) == "arm64" else "*"
+        for key in (f"{image}:{config.image_tag}", image, fallback):
             if key in table:
                 return {"min_disk_gb": catalog.DISK_MIN_GB, **table[key]}
         return {"min_disk_gb": catalog.DISK_MIN_GB, **DEFAULT_BOOT_IMAGES["*"]}
@@ -842,6 +848,11 @@ class GCPCloud(Cloud):
                 f"image; got {config.disk_gb}.",
                 field="config.disk_gb",
             )
+
+    def arch(self, config: ServerConfig) -> str | None:
+        if not config.machine_type:
+            return None
+        return catalog.machine_arch(config.machine_type)
 
     def refuse_action(self, action: str, config: ServerConfig) -> str:
         if action == "suspend" and config.gpu is not None:

@@ -128,6 +128,14 @@ def machine_family(machine_type: str) -> str:
     return machine_type.split("-", 1)[0]
 
 
+#: Machine families with Arm CPUs (Ampere Altra, Google Axion); all others are x86_64.
+ARM_FAMILIES = frozenset({"t2a", "c4a"})
+
+
+def machine_arch(machine_type: str) -> str:
+    return "arm64" if machine_family(machine_type) in ARM_FAMILIES else "x86_64"
+
+
 def machine_vcpus(machine_type: str) -> int | None:
     if machine_type in _BUNDLED_SHAPES:
         return _BUNDLED_SHAPES[machine_type][0]
