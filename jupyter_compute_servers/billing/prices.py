@@ -421,7 +421,7 @@ class RegionalTable(PriceTable):
                     *disk,
                     kept.part(
                         "suspended memory",
-                        f"{_num(memory or ZERO)} GB",
+                        f"{_num(memory)} GB" if memory is not None else "the machine's",
                         memory or ZERO,
                         per_month=True,
                     ),
