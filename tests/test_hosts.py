@@ -307,3 +307,26 @@ async def test_a_host_without_nvidia_reports_why(api, tmp_path, home):
         sshd.process.terminate()
         sshd.process.wait()
     await asyncio.sleep(0)
+
+
+async def test_servers_on_a_host_cost_its_charge_back_rates(api, host):
+    registered = await trusted_host(api, host, hourly_rate=0.5, gpu_rates={A100: 2.25})
+    code, estimate = await api(
+        "POST",
+        "estimate",
+        {
+            "cloud": "ssh",
+            "config": {
+                "cpu": 1,
+                "memory_gb": 0.5,
+                "gpu": {"type": A100, "count": 2},
+                "extra": {"host": registered["id"]},
+            },
+        },
+    )
+    assert code == 200, estimate
+    assert (
+        estimate["rates"]["running"]["hourly"] == 5.0
+        and estimate["rates"]["running"]["unknown"] == []
+    )
+    assert estimate["rates"]["off"]["hourly"] == 0.0

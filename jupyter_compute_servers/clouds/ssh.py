@@ -11,8 +11,10 @@ workspace (``~/jupyter-compute-servers/<server id>`` on the host).
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ..billing.prices import Part, Rate, StateRates
 from ..errors import CloudError, NotFoundError, ValidationError
 from ..hosts import HostRecord, HostRegistry
 from ..images.catalog import normalize_arch
@@ -53,6 +55,39 @@ class SSHCloud(Cloud):
         if self.registry is None:
             raise CloudError("The ssh cloud is not bound to a host registry.")
         return self.registry
+
+    def price(self, config: ServerConfig) -> StateRates | None:
+        """Internal charge-back: the host's rate per running slice plus its rate per GPU of
+        the slice's type (none set: no charge); nothing while off (the workspace is on the
+        host's own disk)."""
+        try:
+            host = self._host_of(config)
+        except (ValidationError, NotFoundError):
+            return None
+        source = f"host {host.name}'s charge-back rates"
+        unset = "no charge-back rate is set for this host"
+        parts = [
+            Part(
+                "slice",
+                host.name,
+                Decimal(str(host.hourly_rate or 0)),
+                source,
+                note="" if host.hourly_rate is not None else unset,
+            )
+        ]
+        if config.gpu is not None:
+            rate = host.gpu_rates.get(config.gpu.type)
+            parts.append(
+                Part(
+                    "GPU",
+                    f"{config.gpu.count} x {config.gpu.type}",
+                    Decimal(str(rate or 0)) * config.gpu.count,
+                    source,
+                    note="" if rate is not None else f"no gpu_rates entry for {config.gpu.type}",
+                )
+            )
+        off = Part("workspace", host.name, Decimal(0), source)
+        return StateRates(running=Rate(tuple(parts)), off=Rate((off,)))
 
     # --- offerings --------------------------------------------------------------------------
 
