@@ -1098,3 +1098,43 @@ async def test_a_start_checks_the_configuration_again_before_any_call(fake, key_
         assert f"Zone {ZONE} has no nvidia-tesla-t4 GPUs" in server.state_reason
         assert "us-central1-b" in server.state_reason
         assert fake.calls("insert") == []
+
+
+async def test_slow_operations_are_waited_for_through_a_flaky_connection(fake, key_file, tmp_path):
+    fake.operation_delay = 1.5  # longer than one zoneOperations.wait of the fake (1 s)
+    fake.fail("wait", http_status=503, reason="backendError", message="Try again.")
+    cloud = make_cloud(fake, key_file, tmp_path)
+    async with gcp_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager).id, "start")
+        assert server.state is State.RUNNING, server.state_reason
+        waits = [r for r in fake.calls("wait") if r.path.endswith("-insert/wait")]
+        assert len(waits) >= 3  # the failed one, one that timed out, the one that saw it done
+        assert all(r.path.startswith("/compute/v1/projects/test-project/zones/") for r in waits)
+
+
+async def test_status_follows_the_instance_status(fake, key_file, tmp_path):
+    cloud = make_cloud(fake, key_file, tmp_path)
+    async with gcp_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager).id, "start")
+        vm = fake.vm()
+        expected = {
+            "PROVISIONING": State.RUNNING,
+            "STAGING": State.RUNNING,
+            "RUNNING": State.RUNNING,
+            "REPAIRING": State.RUNNING,
+            "STOPPING": State.OFF,
+            "TERMINATED": State.OFF,
+            "SUSPENDING": State.SUSPENDED,
+            "SUSPENDED": State.SUSPENDED,
+        }
+        for status, state in expected.items():
+            vm.status = status
+            found = await cloud.status(server.id, server.cloud_data)
+            assert found.state is state, status
+            assert found.preempted is False
+        vm.status = "RUNNING"
+        fake.vms.clear()
+        found = await cloud.status(server.id, server.cloud_data)
+        assert found.state is State.DEPROVISIONED
+        assert f"there is no VM {vm.name}" in found.reason
+        assert (await cloud.status(server.id, {})).state is State.DEPROVISIONED

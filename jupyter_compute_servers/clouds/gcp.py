@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -531,6 +533,7 @@ class GCPCloud(Cloud):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._manager: ComputeServerManager | None = None
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gcp")
         self._lock = threading.Lock()
         self._auth: tuple[Any, str] | None = None
         self._auth_error: tuple[float, str] | None = None
@@ -589,15 +592,22 @@ class GCPCloud(Cloud):
             return self._auth
 
     async def _api(self) -> tuple[_Clients, str]:
-        _, project = await asyncio.to_thread(self._credentials)
+        _, project = await self._thread(self._credentials)
         assert self._clients is not None
         return self._clients, project
+
+    async def _thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking library code on this cloud's own threads (an operation's wait holds
+        one for up to two minutes; the loop's default executor is for everyone)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(fn, *args, **kwargs)
+        )
 
     async def _call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """One API call in a thread; its failure as a GoogleError saying what we were doing."""
         kwargs.setdefault("timeout", 60.0)
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await self._thread(fn, *args, **kwargs)
         except Exception as e:
             raise _from_api_exception(e, doing) from None
 
@@ -619,13 +629,22 @@ class GCPCloud(Cloud):
                     f"Could not {doing}: Compute Engine's operation {operation.name} did not "
                     f"finish within {self.operation_timeout:g} s."
                 )
-            operation = await self._call(
-                doing,
-                clients.operations.wait,
-                project=where.project,
-                zone=where.zone,
-                operation=operation.name,
-            )
+            try:
+                # Google answers a wait when the operation is done, or after about 2 minutes.
+                operation = await self._call(
+                    doing,
+                    clients.operations.wait,
+                    project=where.project,
+                    zone=where.zone,
+                    operation=operation.name,
+                    timeout=150.0,
+                )
+            except GoogleError as e:
+                if e.http_status is not None and e.http_status < 500:
+                    raise
+                # A dropped connection or a 5xx says nothing about the operation: ask again.
+                self.log.warning("Waiting for %s: %s; asking again", operation.name, e.message)
+                await asyncio.sleep(min(self.poll_interval * 5, 10))
         if operation.error.errors:
             raise _operation_error(operation, doing)
 
@@ -633,7 +652,7 @@ class GCPCloud(Cloud):
 
     async def availability(self) -> tuple[bool, str]:
         try:
-            await asyncio.to_thread(self._credentials)
+            await self._thread(self._credentials)
         except CloudError as e:
             return False, e.message
         error = await self.refresh_catalog()
@@ -653,7 +672,7 @@ class GCPCloud(Cloud):
         try:
             clients, project = await self._api()
             zones_pager = await self._call("list zones", clients.zones.list, project=project)
-            zones = await asyncio.to_thread(
+            zones = await self._thread(
                 lambda: {
                     z.name: z.region.rsplit("/", 1)[-1] for z in zones_pager if z.status == "UP"
                 }
@@ -672,7 +691,7 @@ class GCPCloud(Cloud):
                         )
                 return found
 
-            self._gpu_zones = await asyncio.to_thread(gpu_zones)
+            self._gpu_zones = await self._thread(gpu_zones)
             self._zones = zones
         except GoogleError as e:
             message = e.message
