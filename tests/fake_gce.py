@@ -342,7 +342,14 @@ class FakeGCE:
     ) -> tuple[int, Any, str]:
         json_type = "application/json"
         if rest == ["zones"]:
-            return 200, {"items": [self._zone_json(z) for z in self.zones]}, json_type
+            # Two zones a page, as Google pages long lists (the client follows nextPageToken).
+            start = int(query.get("pageToken") or 0)
+            page: dict[str, Any] = {
+                "items": [self._zone_json(z) for z in list(self.zones)[start : start + 2]]
+            }
+            if start + 2 < len(self.zones):
+                page["nextPageToken"] = str(start + 2)
+            return 200, page, json_type
         if rest == ["aggregated", "acceleratorTypes"]:
             items: dict[str, Any] = {}
             for gpu, zones in self.accelerators.items():

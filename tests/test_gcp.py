@@ -638,6 +638,15 @@ async def test_a_startup_script_that_fails_stops_the_vm_and_says_why(fake, key_f
         assert "startup script failed: could not install python3-ipykernel" in server.state_reason
         assert fake.vm().status == "TERMINATED"
 
+        # Fixed on the VM: the next boot is ready, and that old error is never taken for news.
+        fake.script_env = {"JCS_PYTHON_CANDIDATES": sys.executable}
+        server = await act(manager, server.id, "start")
+        assert server.state is State.RUNNING, server.state_reason
+        assert "error" in "".join(fake.vm().attributes)  # still there, from the failed boot
+        assert (await act(manager, server.id, "suspend")).state is State.SUSPENDED
+        server = await act(manager, server.id, "resume")
+        assert server.state is State.RUNNING, server.state_reason
+
 
 async def test_the_startup_script_installs_ipykernel_when_the_image_lacks_it(
     fake, key_file, tmp_path

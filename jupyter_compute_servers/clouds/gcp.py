@@ -671,19 +671,16 @@ class GCPCloud(Cloud):
                 return self._catalog_error[1]
         try:
             clients, project = await self._api()
-            zones_pager = await self._call("list zones", clients.zones.list, project=project)
-            zones = await self._thread(
-                lambda: {
-                    z.name: z.region.rsplit("/", 1)[-1] for z in zones_pager if z.status == "UP"
-                }
-            )
-            gpus_pager = await self._call(
-                "list GPU types", clients.accelerators.aggregated_list, project=project
-            )
 
-            def gpu_zones() -> dict[str, dict[str, int]]:
+            # Pages are fetched while iterating: all of it runs in _call, so errors are worded.
+            def list_zones(timeout: float) -> dict[str, str]:
+                pages = clients.zones.list(project=project, timeout=timeout)
+                return {z.name: z.region.rsplit("/", 1)[-1] for z in pages if z.status == "UP"}
+
+            def list_gpus(timeout: float) -> dict[str, dict[str, int]]:
                 found: dict[str, dict[str, int]] = {}
-                for _, scoped in gpus_pager:
+                pages = clients.accelerators.aggregated_list(project=project, timeout=timeout)
+                for _, scoped in pages:
                     for accelerator in scoped.accelerator_types:
                         zone = accelerator.zone.rsplit("/", 1)[-1]
                         found.setdefault(accelerator.name, {})[zone] = (
@@ -691,7 +688,8 @@ class GCPCloud(Cloud):
                         )
                 return found
 
-            self._gpu_zones = await self._thread(gpu_zones)
+            zones = await self._call("list zones", list_zones)
+            self._gpu_zones = await self._call("list GPU types", list_gpus)
             self._zones = zones
         except GoogleError as e:
             message = e.message
@@ -1093,7 +1091,7 @@ class GCPCloud(Cloud):
         """The boot id of the last boot that reported (so its answers are not taken for the
         next boot's)."""
         ours = await self._attributes(clients, where, f"{NAMESPACE}/")
-        return self._boot_of(ours.get("ready") or ours.get("status"))
+        return self._boot_of(ours.get("status") or ours.get("ready"))
 
     async def _wait_ready(
         self, op: Operation, clients: _Clients, where: _Where, previous_boot: str
@@ -1124,8 +1122,11 @@ class GCPCloud(Cloud):
                 address = self._address(instance)
                 host_key = self.host_key(await self._attributes(clients, where, "hostkeys/"))
                 ours = await self._attributes(clients, where, f"{NAMESPACE}/")
+                # The boot the startup script last ran in (it says "status" first thing).
+                current = self._boot_of(ours.get("status"))
+                fresh = bool(current) and current != previous_boot
                 error = ours.get("error", "")
-                if error and self._boot_of(error) != previous_boot:
+                if error and fresh and self._boot_of(error) == current:
                     await self._stop_quietly(clients, where)
                     raise OperationFailed(
                         f"The VM's startup script failed: {error.split(' ', 1)[-1]}. The VM was "
@@ -1133,6 +1134,8 @@ class GCPCloud(Cloud):
                         state=State.OFF.value,
                     )
                 ready = self._boot_of(ours.get("ready"))
+                if current and ready != current:
+                    ready = ""  # an earlier boot's
                 if not address:
                     raise CloudError(
                         f"VM {where.instance} has no "
@@ -1151,9 +1154,8 @@ class GCPCloud(Cloud):
                 if not host_key:
                     message, fraction = "Waiting for the VM to publish its SSH host key", 0.6
                 else:
-                    status_line = ours.get("status", "")
-                    if status_line and self._boot_of(status_line) != previous_boot:
-                        message = f"On the VM: {status_line.split(' ', 1)[-1]}"
+                    if fresh:
+                        message = f"On the VM: {ours['status'].split(' ', 1)[-1]}"
                     else:
                         message = "Waiting for the VM's startup script"
                     fraction = 0.7
