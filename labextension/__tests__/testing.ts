@@ -1,9 +1,35 @@
 /** Helpers shared by the jest tests (not a test file: jest only runs `*.spec.ts[x]`). */
+import { Event } from '@jupyterlab/services';
+import { Signal } from '@lumino/signaling';
 import * as React from 'react';
 import { act } from 'react';
 import { createRoot, Root } from 'react-dom/client';
 
 import { sleep } from './jupyterServer';
+import { SERVER_EVENT_SCHEMA } from '../servers/types';
+
+/** Jupyter Server's event stream, as the tests drive it (the real one needs a websocket). */
+export class FakeEvents {
+  stream = new Signal<FakeEvents, Event.Emission>(this);
+  isDisposed = false;
+  async emit(): Promise<void> {
+    // Not used: the server's events are emitted through `stream`.
+  }
+  dispose(): void {
+    this.isDisposed = true;
+  }
+  /** Emit a compute server event of `kind` for a server. */
+  server(kind: string, serverId: number): void {
+    this.stream.emit({
+      schema_id: SERVER_EVENT_SCHEMA,
+      kind,
+      server_id: serverId
+    });
+  }
+  get manager(): Event.IManager {
+    return this as unknown as Event.IManager;
+  }
+}
 
 // Tell React this is a test environment that supports act().
 (globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;

@@ -17,34 +17,10 @@ import { ServerKernelsModel } from '../kernels/model';
 import { groupKernelPickerByServer } from '../kernels/picker';
 import { KernelSpecsSync } from '../kernels/specs';
 import { IComputeServersModel, IServerKernelsModel } from '../tokens';
-import { SETTINGS_PLUGIN_ID } from './servers';
+import { followSetting } from './servers';
 
 /** The name of the notebook toolbar item (schema/plugin.json places it). */
 export const INDICATOR_TOOLBAR_ITEM = 'computeServer';
-
-/** Call `apply` with a setting of the panel's settings now and whenever it changes. */
-function followSetting(
-  settingRegistry: ISettingRegistry | null,
-  key: string,
-  apply: (value: unknown) => void
-): void {
-  if (!settingRegistry) {
-    return;
-  }
-  settingRegistry
-    .load(SETTINGS_PLUGIN_ID)
-    .then(settings => {
-      const update = () => apply(settings.get(key).composite);
-      update();
-      settings.changed.connect(update);
-    })
-    .catch(reason => {
-      console.error(
-        `Failed to load the setting ${key} of jupyter-compute-servers.`,
-        reason
-      );
-    });
-}
 
 /** Kernel specs follow the compute servers (created, renamed, deleted) without a reload. */
 export const kernelSpecsPlugin: JupyterFrontEndPlugin<void> = {

@@ -14,6 +14,30 @@ export const SETTINGS_PLUGIN_ID = 'jupyter-compute-servers:plugin';
 /** The fallback poll's interval when the settings cannot be read, in seconds. */
 const DEFAULT_REFRESH_SECONDS = 30;
 
+/** Call `apply` with a setting of the panel's settings now and whenever it changes. */
+export function followSetting(
+  settingRegistry: ISettingRegistry | null,
+  key: string,
+  apply: (value: unknown) => void
+): void {
+  if (!settingRegistry) {
+    return;
+  }
+  settingRegistry
+    .load(SETTINGS_PLUGIN_ID)
+    .then(settings => {
+      const update = () => apply(settings.get(key).composite);
+      update();
+      settings.changed.connect(update);
+    })
+    .catch(reason => {
+      console.error(
+        `Failed to load the setting ${key} of jupyter-compute-servers.`,
+        reason
+      );
+    });
+}
+
 /** The compute servers list, kept up to date by events and a poll. */
 export const serversPlugin: JupyterFrontEndPlugin<IComputeServersModel> = {
   id: 'jupyter-compute-servers:servers',
