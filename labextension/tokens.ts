@@ -10,9 +10,17 @@ import {
   ServerAction
 } from './servers/types';
 import { IRemoteKernel } from './kernels/types';
+import { IHost, IHostFields, IHostUpdate } from './hosts/types';
+import { IServerMetrics } from './metrics/types';
+import { IServerDetailsModel, IServerEntry } from './servers/details';
+import { IRemoteTerminal, ITerminalCreate } from './terminals/types';
 
 export * from './servers/types';
 export * from './kernels/types';
+export * from './terminals/types';
+export * from './hosts/types';
+export * from './metrics/types';
+export type { IServerDetailsModel, IServerEntry } from './servers/details';
 
 /** What `GET compute-servers/api/status` answers. */
 export interface IExtensionStatus {
@@ -120,4 +128,68 @@ export interface IServerKernelsModel {
 export const IServerKernelsModel = new Token<IServerKernelsModel>(
   'jupyter-compute-servers:IServerKernelsModel',
   'The kernels running on each compute server, with shut down.'
+);
+
+/**
+ * The terminals of the compute servers, read on demand: the sidebar lists them under each
+ * running server, and the terminal commands start and end them.
+ */
+export interface IServerTerminalsModel extends IServerDetailsModel {
+  /** Emitted with a server's id whenever its terminals (or their error) change. */
+  readonly changed: ISignal<IServerTerminalsModel, number>;
+  /** A server's terminals as last read (by name; empty before the first answer). */
+  entry(serverId: number): IServerEntry<ReadonlyArray<IRemoteTerminal>>;
+  /** Start a shell on a running server. */
+  create(serverId: number, body?: ITerminalCreate): Promise<IRemoteTerminal>;
+  /** End a terminal's shell. */
+  shutdown(serverId: number, name: string): Promise<void>;
+}
+
+export const IServerTerminalsModel = new Token<IServerTerminalsModel>(
+  'jupyter-compute-servers:IServerTerminalsModel',
+  'The terminals on each compute server, with start and end.'
+);
+
+/**
+ * The GPU, CPU and memory use of the running compute servers, sampled every few seconds while
+ * something shows it (`watched`) and the page is visible.
+ */
+export interface IServerMetricsModel extends IServerDetailsModel {
+  /** Emitted with a server's id whenever its sample (or its error) changes. */
+  readonly changed: ISignal<IServerMetricsModel, number>;
+  /** A server's last sample (null before the first answer). */
+  entry(serverId: number): IServerEntry<IServerMetrics | null>;
+}
+
+export const IServerMetricsModel = new Token<IServerMetricsModel>(
+  'jupyter-compute-servers:IServerMetricsModel',
+  'GPU, CPU and memory use of the running compute servers.'
+);
+
+/** The on-prem hosts of the ssh cloud: register, confirm their keys, inventory, edit, forget. */
+export interface IHostsModel {
+  readonly hosts: ReadonlyArray<IHost>;
+  /** Whether the first list has arrived. */
+  readonly loaded: boolean;
+  /** The error of the last failed refresh, or null. */
+  readonly error: string | null;
+  /** Emitted whenever the hosts or the error change. */
+  readonly changed: ISignal<IHostsModel, void>;
+  /** Whether anything shows the hosts now (the sidebar is visible); shown again: re-read. */
+  watched: boolean;
+
+  host(id: number): IHost | undefined;
+  refresh(): Promise<void>;
+  create(body: IHostFields): Promise<IHost>;
+  update(id: number, body: IHostUpdate): Promise<IHost>;
+  /** Confirm the host key whose fingerprint was shown; the inventory is taken then. */
+  trust(id: number, fingerprint: string): Promise<IHost>;
+  /** Log in and take the inventory again. */
+  inventory(id: number): Promise<IHost>;
+  remove(id: number): Promise<void>;
+}
+
+export const IHostsModel = new Token<IHostsModel>(
+  'jupyter-compute-servers:IHostsModel',
+  'The on-prem hosts of the ssh cloud.'
 );

@@ -55,8 +55,19 @@ export class JupyterServer {
   /**
    * @param options.dataDir the compute servers' data dir (store, keys, sandboxes), to start
    *   a second Jupyter server on another one's servers; default a fresh one
+   * @param options.clouds the enabled clouds (default: the extension's default, local)
+   * @param options.home a HOME of its own (its ~/.ssh: no known_hosts, no keys, no agent)
+   * @param options.allowOrigin an Origin its websockets accept besides its own, e.g. the
+   *   test page's (`http://localhost`), for jsdom's WebSocket
    */
-  constructor(private readonly options: { dataDir?: string } = {}) {}
+  constructor(
+    private readonly options: {
+      dataDir?: string;
+      clouds?: string[];
+      home?: boolean;
+      allowOrigin?: string;
+    } = {}
+  ) {}
 
   settings!: ServerConnection.ISettings;
   /** What the code under test sent through `settings` since the last `cleanup`. */
@@ -77,6 +88,22 @@ export class JupyterServer {
     fs.mkdirSync(data, { recursive: true });
     const port = await freePort();
     this._token = crypto.randomBytes(16).toString('hex');
+    const extraArgs = (this.options.clouds ?? []).map(
+      cloud => `--ComputeServersApp.enabled_clouds=${cloud}`
+    );
+    if (this.options.allowOrigin) {
+      extraArgs.push(`--ServerApp.allow_origin=${this.options.allowOrigin}`);
+    }
+    const extraEnv: Record<string, string> = {};
+    if (this.options.home) {
+      const home = path.join(this._dir, 'home');
+      fs.mkdirSync(path.join(home, '.ssh'), { recursive: true, mode: 0o700 });
+      extraEnv.HOME = home;
+    }
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    if (this.options.home) {
+      delete env.SSH_AUTH_SOCK; // no agent: only the keys a host names
+    }
     this._baseUrl = `http://127.0.0.1:${port}/`;
     this._process = spawn(
       jupyterExecutable(),
@@ -93,16 +120,18 @@ export class JupyterServer {
         // The compute servers' kernel specs, which would otherwise go to the user's Jupyter
         // data dir (~/.local/share/jupyter/kernels).
         `--ComputeServersApp.kernel_specs_dir=${path.join(data, 'kernels')}`,
-        '--ServerApp.jpserver_extensions=jupyter_compute_servers=True'
+        '--ServerApp.jpserver_extensions=jupyter_compute_servers=True',
+        ...extraArgs
       ],
       {
         cwd: this._dir,
         env: {
-          ...process.env,
+          ...env,
           JUPYTER_CONFIG_DIR: path.join(this._dir, 'config'),
           // Its own data dir: no kernel specs from the user's (stale compute-* ones included).
           JUPYTER_DATA_DIR: path.join(this._dir, 'jupyter-data'),
-          JUPYTER_RUNTIME_DIR: path.join(this._dir, 'runtime')
+          JUPYTER_RUNTIME_DIR: path.join(this._dir, 'runtime'),
+          ...extraEnv
         },
         stdio: ['ignore', 'pipe', 'pipe']
       }
@@ -330,6 +359,10 @@ export class JupyterServer {
         server = await this.act(id, 'deprovision');
       }
       await this.call('DELETE', `servers/${id}`, undefined, 204);
+    }
+    const hosts = await this.call('GET', 'hosts');
+    for (const { id } of hosts.status === 200 ? hosts.body.hosts : []) {
+      await this.call('DELETE', `hosts/${id}`, undefined, 204);
     }
     this.requests = [];
   }

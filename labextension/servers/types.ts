@@ -2,6 +2,7 @@
  * The shapes of the compute servers REST API (`compute-servers/api/servers`, `.../clouds`),
  * as the server extension writes them.
  */
+import { IHostOffering } from '../hosts/types';
 
 /** Every state a server can be in. */
 export type ServerState =
@@ -91,6 +92,8 @@ export interface IOfferings {
   memory_gb?: IRange;
   gpus?: { type: string; max_count: number }[];
   disk_gb?: IRange;
+  /** The ssh cloud's hosts (trusted and inventoried), with their GPUs and how many are free. */
+  hosts?: IHostOffering[];
 }
 
 /** One enabled cloud, as `GET clouds` answers. */
