@@ -1,6 +1,7 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { commandsPlugin } from './plugins/commands';
+import { hostsPlugin, metricsPlugin } from './plugins/hosts';
 import {
   kernelIndicatorPlugin,
   kernelPickerPlugin,
@@ -11,11 +12,15 @@ import {
 import { serversPlugin } from './plugins/servers';
 import { sidebarPlugin } from './plugins/sidebar';
 import { statusPlugin } from './plugins/status';
+import { terminalsPlugin } from './plugins/terminals';
 
 const plugins: JupyterFrontEndPlugin<any>[] = [
   statusPlugin,
   serversPlugin,
   commandsPlugin,
+  terminalsPlugin,
+  metricsPlugin,
+  hostsPlugin,
   sidebarPlugin,
   kernelSpecsPlugin,
   kernelsPlugin,

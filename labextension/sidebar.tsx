@@ -1,16 +1,24 @@
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
+import { ISignal } from '@lumino/signaling';
 import * as React from 'react';
 
+import { HostsSection } from './hosts/list';
 import { computeServerIcon } from './icons';
 import { ServerKernels } from './kernels/list';
+import { ServerMetricsView } from './metrics/bars';
 import { ServerList } from './servers/list';
+import { ServerTerminals } from './terminals/list';
 import {
   AllowedAction,
   IComputeServersModel,
   IComputeServersStatus,
+  IHost,
+  IHostsModel,
   IServer,
   IServerKernelsModel,
+  IServerMetricsModel,
+  IServerTerminalsModel,
   IStatusSnapshot
 } from './tokens';
 
@@ -74,103 +82,202 @@ export function StatusBanner(props: {
   }
 }
 
-/** The "Compute Servers" panel in the left sidebar. */
+/** Whether the ssh cloud (on-prem hosts) is enabled: the Hosts section shows then. */
+export function sshCloudEnabled(model: IComputeServersModel | null): boolean {
+  return !!model && model.clouds.some(c => c.name === 'ssh');
+}
+
+/**
+ * The "Compute Servers" panel in the left sidebar: the servers with their lifecycle buttons,
+ * and under each running one its metrics, kernels and terminals (read only while the panel
+ * shows); the Hosts section when the ssh cloud is enabled.
+ */
 export class ComputeServersSidebar extends ReactWidget {
   constructor(options: ComputeServersSidebar.IOptions) {
     super();
+    this._options = options;
     this._status = options.status;
     this._model = options.model ?? null;
-    this._onCreate = options.onCreate ?? null;
-    this._onAction = options.onAction ?? null;
     this._kernels = options.kernels ?? null;
-    this._sessionPath = options.sessionPath ?? null;
+    this._terminals = options.terminals ?? null;
+    this._metrics = options.metrics ?? null;
+    this._hosts = options.hosts ?? null;
     this.id = 'jp-compute-servers-sidebar';
     this.addClass('jp-ComputeServers-sidebar');
     this.title.icon = computeServerIcon;
     this.title.caption = 'Compute Servers';
+    const signals: (ISignal<any, any> | undefined)[] = [
+      this._model?.changed,
+      this._kernels?.changed,
+      this._terminals?.changed,
+      this._metrics?.changed,
+      this._hosts?.changed
+    ];
+    for (const signal of signals) {
+      signal?.connect(this._changed, this);
+    }
+  }
+
+  /** What reads only while the panel shows. */
+  private get _watched(): { watched: boolean }[] {
+    return [this._kernels, this._terminals, this._metrics, this._hosts].filter(
+      (m): m is NonNullable<typeof m> => m !== null
+    );
+  }
+
+  private _setWatched(watched: boolean): void {
+    for (const model of this._watched) {
+      model.watched = watched;
+    }
+  }
+
+  private _changed(): void {
+    this.update();
   }
 
   /** Run an action from a row's button; the row's buttons are disabled until it is done. */
   private _act = (server: IServer, action: AllowedAction): void => {
-    if (!this._onAction || this._pending.has(server.id)) {
+    const onAction = this._options.onAction;
+    if (!onAction || this._pending.has(server.id)) {
       return;
     }
     this._pending.add(server.id);
     this.update();
-    void this._onAction(server, action).finally(() => {
+    void onAction(server, action).finally(() => {
       this._pending.delete(server.id);
       this.update();
     });
   };
 
-  /** The running kernels of a running server. */
-  private _renderKernels = (server: IServer): React.ReactNode => {
-    const kernels = this._kernels;
-    if (!kernels || server.state !== 'running') {
+  /** A running server's terminal and SSH access buttons. */
+  private _renderActions = (server: IServer): React.ReactNode => {
+    const { onNewTerminal, onSSHAccess } = this._options;
+    if (server.state !== 'running' || (!onNewTerminal && !onSSHAccess)) {
       return null;
     }
+    const pending = this._pending.has(server.id);
     return (
-      <ServerKernels
-        serverName={server.name}
-        entry={kernels.kernels(server.id)}
-        onShutdown={kernel => kernels.shutdown(server.id, kernel.kernel_id)}
-        onRetry={() => void kernels.refresh(server.id)}
-        sessionPath={this._sessionPath ?? undefined}
-      />
+      <>
+        {onNewTerminal && (
+          <button
+            type="button"
+            className="jp-ComputeServers-action jp-ComputeServers-newTerminal"
+            data-tool="terminal"
+            title={`Open a new terminal on ${server.name}`}
+            disabled={pending}
+            onClick={() => onNewTerminal(server)}
+          >
+            Terminal
+          </button>
+        )}
+        {onSSHAccess && (
+          <button
+            type="button"
+            className="jp-ComputeServers-action jp-ComputeServers-sshAccessButton"
+            data-tool="ssh-access"
+            title={`An ssh config snippet for ${server.name}, for ssh, scp, rsync or an editor`}
+            disabled={pending}
+            onClick={() => onSSHAccess(server)}
+          >
+            SSH access
+          </button>
+        )}
+      </>
     );
   };
 
-  /** The kernels are read only while the panel shows. */
+  /** A running server's metrics, kernels and terminals. */
+  private _renderDetails = (server: IServer): React.ReactNode => {
+    if (server.state !== 'running') {
+      return null;
+    }
+    const kernels = this._kernels;
+    const terminals = this._terminals;
+    const metrics = this._metrics;
+    const onOpen = this._options.onOpenTerminal;
+    return (
+      <>
+        {metrics && (
+          <ServerMetricsView
+            serverName={server.name}
+            entry={metrics.entry(server.id)}
+            wantsGpu={!!server.config.gpu && server.config.gpu.count > 0}
+          />
+        )}
+        {kernels && (
+          <ServerKernels
+            serverName={server.name}
+            entry={kernels.kernels(server.id)}
+            onShutdown={kernel => kernels.shutdown(server.id, kernel.kernel_id)}
+            onRetry={() => void kernels.refresh(server.id)}
+            sessionPath={this._options.sessionPath ?? undefined}
+          />
+        )}
+        {terminals && (
+          <ServerTerminals
+            serverName={server.name}
+            entry={terminals.entry(server.id)}
+            onOpen={terminal => onOpen?.(server, terminal.name)}
+            onEnd={terminal => terminals.shutdown(server.id, terminal.name)}
+            onRetry={() => void terminals.refresh(server.id)}
+          />
+        )}
+      </>
+    );
+  };
+
+  /** The metrics, kernels, terminals and hosts are read only while the panel shows. */
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
-    if (this._kernels) {
-      this._kernels.watched = true;
-    }
+    this._setWatched(true);
   }
 
   protected onAfterHide(msg: Message): void {
     super.onAfterHide(msg);
-    if (this._kernels) {
-      this._kernels.watched = false;
-    }
+    this._setWatched(false);
   }
 
   protected onBeforeDetach(msg: Message): void {
-    if (this._kernels) {
-      this._kernels.watched = false;
-    }
+    this._setWatched(false);
     super.onBeforeDetach(msg);
   }
 
   protected onAfterAttach(msg: Message): void {
     super.onAfterAttach(msg);
-    if (this._kernels && this.isVisible) {
-      this._kernels.watched = true;
+    if (this.isVisible) {
+      this._setWatched(true);
     }
   }
 
-  private _renderList(
-    model: IComputeServersModel,
-    kernels: IServerKernelsModel | null
-  ): JSX.Element {
+  private _renderHosts(hosts: IHostsModel): JSX.Element {
+    const o = this._options;
     return (
-      <ServerList
-        servers={model.servers}
-        loaded={model.loaded}
-        error={model.error}
-        cloudLabels={Object.fromEntries(
-          model.clouds.map(c => [c.name, c.label])
-        )}
-        pending={this._pending}
-        onAction={this._act}
-        renderDetails={kernels ? this._renderKernels : undefined}
+      <HostsSection
+        hosts={hosts.hosts}
+        loaded={hosts.loaded}
+        error={hosts.error}
+        onAdd={() => o.onAddHost?.()}
+        onRefresh={() => void hosts.refresh()}
+        onEdit={host => o.onEditHost?.(host)}
+        onTrust={host => {
+          if (!host.pending_host_key_fingerprint) {
+            return Promise.resolve();
+          }
+          return hosts.trust(host.id, host.pending_host_key_fingerprint);
+        }}
+        onInventory={host => hosts.inventory(host.id)}
+        onDelete={host =>
+          o.onDeleteHost ? o.onDeleteHost(host) : hosts.remove(host.id)
+        }
       />
     );
   }
 
   protected render(): JSX.Element {
     const model = this._model;
-    const kernels = this._kernels;
+    const onCreate = this._options.onCreate;
+    const showDetails =
+      this._kernels || this._terminals || this._metrics ? true : false;
     return (
       <div className="jp-ComputeServers-panel">
         <header className="jp-ComputeServers-header">
@@ -190,36 +297,40 @@ export class ComputeServersSidebar extends ReactWidget {
               <button
                 type="button"
                 className="jp-ComputeServers-new jp-mod-styled jp-mod-accept"
-                onClick={() => this._onCreate?.()}
-                disabled={!this._onCreate}
+                onClick={() => onCreate?.()}
+                disabled={!onCreate}
               >
                 + New compute server
               </button>
             </div>
-            <UseSignal signal={model.changed}>
-              {() =>
-                kernels ? (
-                  <UseSignal signal={kernels.changed}>
-                    {() => this._renderList(model, kernels)}
-                  </UseSignal>
-                ) : (
-                  this._renderList(model, null)
-                )
-              }
-            </UseSignal>
+            <ServerList
+              servers={model.servers}
+              loaded={model.loaded}
+              error={model.error}
+              cloudLabels={Object.fromEntries(
+                model.clouds.map(c => [c.name, c.label])
+              )}
+              pending={this._pending}
+              onAction={this._act}
+              renderDetails={showDetails ? this._renderDetails : undefined}
+              renderActions={this._renderActions}
+            />
           </>
         )}
+        {this._hosts &&
+          sshCloudEnabled(model) &&
+          this._renderHosts(this._hosts)}
       </div>
     );
   }
 
+  private _options: ComputeServersSidebar.IOptions;
   private _status: IComputeServersStatus;
   private _model: IComputeServersModel | null;
-  private _onCreate: (() => void) | null;
-  private _onAction:
-    ((server: IServer, action: AllowedAction) => Promise<unknown>) | null;
   private _kernels: IServerKernelsModel | null;
-  private _sessionPath: ((kernelId: string) => string | null) | null;
+  private _terminals: IServerTerminalsModel | null;
+  private _metrics: IServerMetricsModel | null;
+  private _hosts: IHostsModel | null;
   private _pending = new Set<number>();
 }
 
@@ -236,5 +347,23 @@ export namespace ComputeServersSidebar {
     kernels?: IServerKernelsModel | null;
     /** The notebook or console a kernel of this Jupyter server belongs to, if known. */
     sessionPath?: (kernelId: string) => string | null;
+    /** The terminals to list under each running server; without, none are listed. */
+    terminals?: IServerTerminalsModel | null;
+    /** The metrics to show under each running server; without, none are shown. */
+    metrics?: IServerMetricsModel | null;
+    /** The ssh cloud's hosts: a Hosts section when that cloud is enabled. */
+    hosts?: IHostsModel | null;
+    /** Called by a running server's Terminal button (without, there is none). */
+    onNewTerminal?: (server: IServer) => void;
+    /** Called by a listed terminal's Open button. */
+    onOpenTerminal?: (server: IServer, name: string) => void;
+    /** Called by a running server's SSH access button (without, there is none). */
+    onSSHAccess?: (server: IServer) => void;
+    /** Called by the Hosts section's Add button. */
+    onAddHost?: () => void;
+    /** Called by a host's Edit button. */
+    onEditHost?: (host: IHost) => void;
+    /** Called by a host's Delete button (it asks first); default: delete at once. */
+    onDeleteHost?: (host: IHost) => Promise<unknown>;
   }
 }

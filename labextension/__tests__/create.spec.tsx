@@ -76,7 +76,9 @@ describe('create form values', () => {
       memory_gb: '4',
       disk_gb: '10',
       gpu_type: '',
-      gpu_count: '1'
+      gpu_count: '1',
+      // No host: only the ssh cloud has hosts.
+      host: ''
     });
   });
 

@@ -181,6 +181,54 @@ describe('ServerList', () => {
     expect(buttons('busy')).toEqual([]);
   });
 
+  it("says plainly that a server waits in a host's GPU queue", () => {
+    const message =
+      'Waiting on lab: 2nd in line (1 free NVIDIA A100 needed, 0 free)';
+    render([
+      makeServer({
+        name: 'queued',
+        cloud: 'ssh',
+        state: 'starting',
+        operation: 'start',
+        progress: { message, fraction: null, at: 1 },
+        allowed_actions: []
+      })
+    ]);
+    const progress = row('queued').querySelector<HTMLElement>(
+      '.jp-ComputeServers-progress'
+    )!;
+    expect(progress.classList).toContain('jp-mod-waiting');
+    expect(progress.getAttribute('role')).toBe('status');
+    expect(
+      progress.querySelector<HTMLElement>('.jp-ComputeServers-progressMessage')!
+        .title
+    ).toBe(message);
+    expect(progress.textContent).toBe(message);
+    expect(progress.querySelector('progress')).toBeNull();
+  });
+
+  it('adds the buttons given for a server after its actions', () => {
+    mount.render(
+      <ServerList
+        servers={[makeServer({ name: 'up', ...RUNNING })]}
+        loaded={true}
+        onAction={() => undefined}
+        renderActions={server => (
+          <button data-tool="terminal">Terminal on {server.name}</button>
+        )}
+      />
+    );
+    const buttons = Array.from(
+      row('up').querySelectorAll('.jp-ComputeServers-actions button')
+    ).map(b => b.textContent);
+    expect(buttons).toEqual([
+      'Stop',
+      'Reboot',
+      'Deprovision',
+      'Terminal on up'
+    ]);
+  });
+
   it('names the operation when it has no progress message yet', () => {
     render([
       makeServer({

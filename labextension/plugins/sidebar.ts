@@ -4,12 +4,17 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 
+import { deleteHost, openHostDialog } from '../hosts/form';
 import { runServerAction } from '../servers/actions';
 import { ComputeServersSidebar } from '../sidebar';
+import { TerminalCommandIDs } from '../terminals/commands';
 import {
   IComputeServersModel,
   IComputeServersStatus,
-  IServerKernelsModel
+  IHostsModel,
+  IServerKernelsModel,
+  IServerMetricsModel,
+  IServerTerminalsModel
 } from '../tokens';
 import { CommandIDs } from './commands';
 import { SETTINGS_PLUGIN_ID } from './servers';
@@ -20,19 +25,34 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
   description: 'The Compute Servers panel in the left sidebar.',
   autoStart: true,
   requires: [IComputeServersStatus, IComputeServersModel],
-  optional: [ILayoutRestorer, IServerKernelsModel],
+  optional: [
+    ILayoutRestorer,
+    IServerKernelsModel,
+    IServerTerminalsModel,
+    IServerMetricsModel,
+    IHostsModel
+  ],
   activate: (
     app: JupyterFrontEnd,
     status: IComputeServersStatus,
     model: IComputeServersModel,
     restorer: ILayoutRestorer | null,
-    kernels: IServerKernelsModel | null
+    kernels: IServerKernelsModel | null,
+    terminals: IServerTerminalsModel | null,
+    metrics: IServerMetricsModel | null,
+    hosts: IHostsModel | null
   ): void => {
+    const { commands } = app;
     const sessions = app.serviceManager.sessions;
+    // The terminal and SSH access commands come with the terminals plugin.
+    const hasTerminals = terminals !== null;
     const sidebar = new ComputeServersSidebar({
       status,
       model,
       kernels,
+      terminals,
+      metrics,
+      hosts,
       sessionPath: kernelId => {
         for (const session of sessions.running()) {
           if (session.kernel?.id === kernelId) {
@@ -41,8 +61,33 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
         }
         return null;
       },
-      onCreate: () => void app.commands.execute(CommandIDs.create),
-      onAction: (server, action) => runServerAction(model, server, action)
+      onCreate: () => void commands.execute(CommandIDs.create),
+      onAction: (server, action) => runServerAction(model, server, action),
+      onNewTerminal: hasTerminals
+        ? server =>
+            void commands.execute(TerminalCommandIDs.newTerminal, {
+              serverId: server.id
+            })
+        : undefined,
+      onOpenTerminal: (server, name) =>
+        void commands
+          .execute(TerminalCommandIDs.openTerminal, {
+            serverId: server.id,
+            name
+          })
+          .catch(reason => {
+            console.warn(`Could not open terminal ${name}.`, reason);
+            void terminals?.refresh(server.id);
+          }),
+      onSSHAccess: hasTerminals
+        ? server =>
+            void commands.execute(TerminalCommandIDs.sshAccess, {
+              serverId: server.id
+            })
+        : undefined,
+      onAddHost: hosts ? () => void openHostDialog(hosts) : undefined,
+      onEditHost: hosts ? host => void openHostDialog(hosts, host) : undefined,
+      onDeleteHost: hosts ? host => deleteHost(hosts, host) : undefined
     });
     app.shell.add(sidebar, 'left', { rank: 600 });
     if (restorer) {

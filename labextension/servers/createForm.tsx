@@ -1,6 +1,7 @@
 import * as React from 'react';
 
 import { formatNumber } from './format';
+import { IHostOffering } from '../hosts/types';
 import { ICloud, IServerConfig, IServerCreate } from './types';
 
 /** What the create form holds: text as typed, so that nothing typed is lost on an error. */
@@ -16,6 +17,8 @@ export interface ICreateFormValues {
   /** '' for no GPU. */
   gpu_type: string;
   gpu_count: string;
+  /** The ssh cloud's host, by id ('' for none, or for other clouds). */
+  host: string;
 }
 
 /** Where the form shows an error: an input's key, or `general` above the inputs. */
@@ -65,6 +68,13 @@ export function valuesForCloud(
   const gpu = defaults.gpu;
   next.gpu_type = gpu ? gpu.type : '';
   next.gpu_count = gpu ? String(gpu.count) : '1';
+  const hosts = cloud?.offerings.hosts ?? [];
+  next.host = hosts.length > 0 ? String(hosts[0].id) : '';
+  if (next.gpu_type && hosts.length > 0) {
+    next.gpu_type = hostGpus(hosts[0]).some(g => g.type === next.gpu_type)
+      ? next.gpu_type
+      : '';
+  }
   if (!next.image && cloud?.offerings.images?.length) {
     next.image = cloud.offerings.images[0].id;
   }
@@ -87,8 +97,35 @@ export function initialValues(
     memory_gb: '',
     disk_gb: '',
     gpu_type: '',
-    gpu_count: '1'
+    gpu_count: '1',
+    host: ''
   });
+}
+
+/** The GPU types of an ssh-cloud host, as the GPU select offers them. */
+export function hostGpus(
+  host: IHostOffering | undefined
+): { type: string; max_count: number; free: number }[] {
+  return (host?.gpus ?? []).map(g => ({
+    type: g.type,
+    max_count: g.count,
+    free: g.free
+  }));
+}
+
+/** A host as the host select offers it: "lab (8 CPU · 31.2 GB · 2× NVIDIA A100, 1 free)". */
+export function hostOptionLabel(host: IHostOffering): string {
+  const parts: string[] = [];
+  if (typeof host.cpu === 'number') {
+    parts.push(`${host.cpu} CPU`);
+  }
+  if (typeof host.memory_gb === 'number') {
+    parts.push(`${formatNumber(host.memory_gb)} GB`);
+  }
+  for (const gpu of host.gpus) {
+    parts.push(`${gpu.count}× ${gpu.type}, ${gpu.free} free`);
+  }
+  return parts.length > 0 ? `${host.name} (${parts.join(' · ')})` : host.name;
 }
 
 /** A typed number as a number; what is not one is sent as typed, for the server to explain. */
@@ -125,6 +162,10 @@ export function buildCreateRequest(
       ? { type: values.gpu_type, count: numberOrText(values.gpu_count) ?? 1 }
       : null;
   }
+  if (cloud?.offerings.hosts !== undefined) {
+    const host = numberOrText(values.host);
+    config.extra = host === undefined ? {} : { host };
+  }
   const body: IServerCreate = {
     name: values.name.trim(),
     cloud: values.cloud,
@@ -142,6 +183,9 @@ export function errorKeyFor(field: string | null): FormErrorKey {
     return 'general';
   }
   const path = field.startsWith('config.') ? field.slice(7) : field;
+  if (path === 'extra.host' || path === 'host') {
+    return 'host';
+  }
   if (path === 'gpu' || path.startsWith('gpu.')) {
     return path === 'gpu.count' ? 'gpu_count' : 'gpu';
   }
@@ -230,8 +274,29 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
     />
   );
   const image = offerings.images?.find(i => i.id === values.image);
-  const gpus = offerings.gpus ?? [];
+  const hosts = offerings.hosts;
+  const host = hosts?.find(h => String(h.id) === values.host);
+  // On the ssh cloud, what the chosen host has: its GPU types, CPUs and memory.
+  const gpus: { type: string; max_count: number; free?: number }[] = hosts
+    ? hostGpus(host)
+    : (offerings.gpus ?? []);
   const gpu = gpus.find(g => g.type === values.gpu_type);
+  const range = (key: 'cpu' | 'memory_gb' | 'disk_gb') => {
+    if (!hosts || key === 'disk_gb') {
+      return offerings[key];
+    }
+    if (key === 'cpu') {
+      return typeof host?.cpu === 'number'
+        ? { min: 1, max: host.cpu }
+        : undefined;
+    }
+    return host ? { min: 0.25, max: host.memory_gb } : undefined;
+  };
+  const wanted = Number(values.gpu_count);
+  const queued =
+    gpu && typeof gpu.free === 'number' && Number.isFinite(wanted)
+      ? wanted > gpu.free
+      : false;
 
   return (
     <div className="jp-ComputeServers-createForm">
@@ -328,11 +393,41 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
               )}
             </Field>
           )}
+          {hosts !== undefined && (
+            <Field name="host" label="Host" error={errors.host}>
+              <select
+                className="jp-mod-styled"
+                name="host"
+                value={values.host}
+                disabled={disabled}
+                onChange={event => {
+                  const id = event.target.value;
+                  const next = hosts.find(h => String(h.id) === id);
+                  props.onChange(latest => ({
+                    ...latest,
+                    host: id,
+                    gpu_type: hostGpus(next).some(
+                      g => g.type === latest.gpu_type
+                    )
+                      ? latest.gpu_type
+                      : ''
+                  }));
+                }}
+              >
+                {hosts.length === 0 && <option value="">No host ready</option>}
+                {hosts.map(h => (
+                  <option key={h.id} value={String(h.id)}>
+                    {hostOptionLabel(h)}
+                  </option>
+                ))}
+              </select>
+            </Field>
+          )}
           {SIZE_FIELDS.filter(f => fields.has(f.key)).map(f => (
             <Field
               key={f.key}
               name={f.key}
-              label={`${f.label}${rangeHint(offerings[f.key])}`}
+              label={`${f.label}${rangeHint(range(f.key))}`}
               error={errors[f.key]}
             >
               {input(f.key, { inputMode: f.inputMode })}
@@ -351,7 +446,9 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
                   <option value="">None</option>
                   {gpus.map(g => (
                     <option key={g.type} value={g.type}>
-                      {g.type}
+                      {typeof g.free === 'number'
+                        ? `${g.type} (${g.free} of ${g.max_count} free)`
+                        : g.type}
                     </option>
                   ))}
                 </select>
@@ -363,6 +460,13 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
                   error={errors.gpu_count}
                 >
                   {input('gpu_count', { inputMode: 'numeric' })}
+                  {queued && (
+                    <div className="jp-ComputeServers-fieldHint">
+                      Only {gpu?.free} free now: the server waits in{' '}
+                      {host?.name ?? 'the host'}&apos;s queue until enough free
+                      up.
+                    </div>
+                  )}
                 </Field>
               )}
             </>

@@ -39,10 +39,18 @@ function Progress(props: { server: IServer }): JSX.Element | null {
     progress && typeof progress.fraction === 'number'
       ? Math.min(1, Math.max(0, progress.fraction))
       : null;
+  const message = progress?.message || `${stateLabel(operation ?? '')}…`;
+  // Waiting in a host's GPU queue can last long: say so plainly, not as a passing step.
+  const waiting = /^Waiting\b/.test(message);
   return (
-    <div className="jp-ComputeServers-progress" role="status">
-      <span className="jp-ComputeServers-progressMessage">
-        {progress?.message || `${stateLabel(operation ?? '')}…`}
+    <div
+      className={
+        'jp-ComputeServers-progress' + (waiting ? ' jp-mod-waiting' : '')
+      }
+      role="status"
+    >
+      <span className="jp-ComputeServers-progressMessage" title={message}>
+        {message}
       </span>
       {fraction !== null && (
         <progress
@@ -62,6 +70,8 @@ export interface IServerRowProps {
   /** A request for this server is in flight: its buttons are disabled meanwhile. */
   pending?: boolean;
   onAction: (server: IServer, action: AllowedAction) => void;
+  /** More buttons, after the lifecycle actions (a running server's terminal, SSH access). */
+  extraActions?: React.ReactNode;
   /** More about the server, under its buttons (its running kernels). */
   children?: React.ReactNode;
 }
@@ -125,6 +135,7 @@ export function ServerRow(props: IServerRowProps): JSX.Element {
             {ACTION_LABELS[action]}
           </button>
         ))}
+        {props.extraActions}
       </div>
       {props.children}
     </li>
@@ -143,6 +154,8 @@ export interface IServerListProps {
   onAction: (server: IServer, action: AllowedAction) => void;
   /** What to show under a server's buttons (its running kernels), if anything. */
   renderDetails?: (server: IServer) => React.ReactNode;
+  /** More buttons for a server, after its lifecycle actions, if any. */
+  renderActions?: (server: IServer) => React.ReactNode;
 }
 
 /** Every compute server, one row each. */
@@ -172,6 +185,7 @@ export function ServerList(props: IServerListProps): JSX.Element {
               cloudLabel={props.cloudLabels?.[server.cloud]}
               pending={props.pending?.has(server.id) ?? false}
               onAction={props.onAction}
+              extraActions={props.renderActions?.(server)}
             >
               {props.renderDetails?.(server)}
             </ServerRow>
