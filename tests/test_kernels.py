@@ -295,10 +295,12 @@ async def test_a_network_blip_never_kills_a_kernel(
             os.kill(sshd["pid"], signal.SIGCONT)
 
         # The kernel process really dies: now poll says so.
+        manager.autorestart = False  # (the restarter would bring a new one up meanwhile)
         os.kill(provisioner.remote_kernel["pid"], signal.SIGKILL)
         assert await wait_until(provisioner.poll, predicate=lambda code: code is not None)
     finally:
         kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
 
 
 async def test_a_kernel_on_a_stopped_server_starts_it_first(api, jp_fetch, jp_serverapp):
