@@ -295,7 +295,7 @@ async def test_a_network_blip_never_kills_a_kernel(
             os.kill(sshd["pid"], signal.SIGCONT)
 
         # The kernel process really dies: now poll says so.
-        manager.autorestart = False  # (the restarter would bring a new one up meanwhile)
+        manager.stop_restarter()  # (it would bring a new kernel up meanwhile)
         os.kill(provisioner.remote_kernel["pid"], signal.SIGKILL)
         assert await wait_until(provisioner.poll, predicate=lambda code: code is not None)
     finally:
