@@ -342,6 +342,7 @@ async def test_stopping_the_server_ends_its_kernels_and_it_stays_stopped(
     kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-python3")
     manager = jp_serverapp.kernel_manager.get_kernel(kernel_id)
     pid = manager.provisioner.remote_kernel["pid"]
+    manager.stop_restarter()  # the test plays the restarter itself, below
     await api("POST", f"servers/{server['id']}/actions/stop")
     await wait_for_state(server["id"], "off")
     assert not process_alive(pid)
