@@ -1893,20 +1893,24 @@ def _sync_serve_put(tree, request, channel):
     except Exception as e:
         error = e
     remaining = size
-    while remaining:
-        chunk = channel.read_some(min(remaining, SYNC_CHUNK))
-        remaining -= len(chunk)
-        if writer is not None:
-            try:
-                writer.write(chunk)
-            except Exception as e:
-                writer.abort()
-                writer, error = None, e
-    trailer = channel.read_message()
-    if trailer is None:
+    try:
+        while remaining:
+            chunk = channel.read_some(min(remaining, SYNC_CHUNK))
+            remaining -= len(chunk)
+            if writer is not None:
+                try:
+                    writer.write(chunk)
+                except Exception as e:
+                    writer.abort()
+                    writer, error = None, e
+        trailer = channel.read_message()
+        if trailer is None:
+            raise EOFError
+    except BaseException:
+        # The client went away mid-file: no temporary file stays behind.
         if writer is not None:
             writer.abort()
-        raise EOFError
+        raise
     if writer is not None:
         if trailer.get("ok"):
             try:

@@ -180,6 +180,9 @@ class _Pending:
     path: str = ""
     read: dict[str, Any] | None = None  # put: what was read and sent
     size: int = 0
+    #: get: the request on the server whose write the copy depends on (a conflict's rename,
+    #: a pull's chmod there), so its record waits for that to be durable; 0 for none.
+    after: int = 0
 
 
 def _message(e: BaseException) -> str:
@@ -627,11 +630,13 @@ class SyncEngine:
         elif kind is Kind.PULL:
             remote = action.remote
             assert remote is not None and action.mode is not None
+            after = 0
             if action.mode != remote.mode:
                 # Set the merged mode on the server first, so both sides end with it.
+                chmod = _Pending("chmod_source", action, path=action.path)
                 self._request(
                     queue,
-                    _Pending("chmod_source", action, path=action.path),
+                    chmod,
                     {
                         "op": "chmod",
                         "path": action.path,
@@ -639,9 +644,10 @@ class SyncEngine:
                         "expect": list(remote.sig),
                     },
                 )
+                after = chmod.seq
             self._request(
                 queue,
-                _Pending("get", action, path=action.path),
+                _Pending("get", action, path=action.path, after=after),
                 {"op": "get", "path": action.path},
             )
         elif kind is Kind.DELETE_REMOTE:
@@ -668,9 +674,10 @@ class SyncEngine:
             # takes the name there, and the server's comes here under the conflict name.
             assert action.remote is not None and action.local is not None
             assert action.conflict_path is not None
+            rename = _Pending("rename", action, path=action.path)
             self._request(
                 queue,
-                _Pending("rename", action, path=action.path),
+                rename,
                 {
                     "op": "rename",
                     "path": action.path,
@@ -681,7 +688,7 @@ class SyncEngine:
             await self._send_file(action, action.path, None, action.local.mode, queue)
             self._request(
                 queue,
-                _Pending("get", action, path=action.conflict_path),
+                _Pending("get", action, path=action.conflict_path, after=rename.seq),
                 {"op": "get", "path": action.conflict_path},
             )
 
@@ -868,18 +875,24 @@ class SyncEngine:
             except (OSError, ValueError, SyncChanged) as e:
                 error = e
         left = size
-        while left:
-            chunk = await self.session.receive_payload(min(SYNC_CHUNK, left))
-            left -= len(chunk)
-            self.progress.moved(len(chunk))
-            self.on_progress()
+        try:
+            while left:
+                chunk = await self.session.receive_payload(min(SYNC_CHUNK, left))
+                left -= len(chunk)
+                self.progress.moved(len(chunk))
+                self.on_progress()
+                if writer is not None:
+                    try:
+                        await self._write_thread(partial(writer.write, chunk))
+                    except OSError as e:
+                        await self._write_thread(writer.abort)
+                        writer, error = None, e
+            trailer = await self.session.receive()
+        except BaseException:
+            # Cut off mid-file (cancelled, the connection dropped): no temporary file stays.
             if writer is not None:
-                try:
-                    await self._write_thread(partial(writer.write, chunk))
-                except OSError as e:
-                    await self._write_thread(writer.abort)
-                    writer, error = None, e
-        trailer = await self.session.receive()
+                await asyncio.shield(self._write_thread(writer.abort))
+            raise
         if writer is not None and not trailer.get("ok"):
             await self._write_thread(writer.abort)
             writer, error = None, SyncChanged(_trailer_error(trailer))
@@ -927,7 +940,7 @@ class SyncEngine:
             local_sig if result.get("trusted") else None,
             remote_sig if trailer.get("trusted") else None,
         )
-        self._rows.append(_Row(path, base, remote_seq=pending.seq, local_seq=self._local_seq))
+        self._rows.append(_Row(path, base, remote_seq=pending.after, local_seq=self._local_seq))
         self.summary.received_files += 1
         self.summary.received_bytes += size
         if action.kind is Kind.CONFLICT:

@@ -140,10 +140,14 @@ class SyncSession:
     # --- framing ----------------------------------------------------------------------------
 
     def send(self, message: dict[str, Any], payload: bytes = b"") -> None:
-        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n" + payload)
+        self.send_raw(json.dumps(message, separators=(",", ":")).encode() + b"\n" + payload)
 
     def send_raw(self, data: bytes) -> None:
-        self._writer.write(data)
+        try:
+            self._writer.write(data)
+        except (asyncssh.Error, OSError, ConnectionError, RuntimeError) as e:
+            self.broken = True
+            raise SyncChannelError(f"The connection to the server broke: {e}") from e
 
     async def drain(self) -> None:
         try:
