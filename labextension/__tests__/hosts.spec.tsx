@@ -125,6 +125,25 @@ describeWithSshd('hosts with a real server and an sshd host', () => {
     expect(model.host(created.id)).toEqual(trusted);
   });
 
+  it('reads the hosts when shown, unless the ssh cloud is off', async () => {
+    let enabled = false;
+    const shown = new HostsModel(api.settings, undefined, () => enabled);
+    const reads = () =>
+      api.requests.filter(r => r.method === 'GET' && r.path.endsWith('/hosts'))
+        .length;
+    shown.watched = true;
+    await sleep(100);
+    expect(reads()).toBe(0);
+    expect(shown.loaded).toBe(false);
+
+    shown.watched = false;
+    enabled = true;
+    shown.watched = true;
+    await until(() => shown.loaded);
+    expect(reads()).toBe(1);
+    shown.dispose();
+  });
+
   it('says when a host cannot be reached', async () => {
     const created = await model.create({
       name: 'gone',

@@ -12,9 +12,15 @@ import { IHost, IHostFields, IHostUpdate } from './types';
  * hosts change rarely, and only through this API or the command line.
  */
 export class HostsModel implements IHostsModel {
+  /**
+   * @param onChange called after every change made through the model
+   * @param isEnabled whether the hosts are of use now (the ssh cloud is enabled); shown while
+   *   they are not, they are not read
+   */
   constructor(
     private readonly serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings(),
-    private readonly onChange: () => void = () => undefined
+    private readonly onChange: () => void = () => undefined,
+    private readonly isEnabled: () => boolean = () => true
   ) {}
 
   get hosts(): ReadonlyArray<IHost> {
@@ -42,7 +48,7 @@ export class HostsModel implements IHostsModel {
       return;
     }
     this._watched = value;
-    if (value) {
+    if (value && this.isEnabled()) {
       void this.refresh();
     }
   }

@@ -38,11 +38,22 @@ export const hostsPlugin: JupyterFrontEndPlugin<IHostsModel> = {
     servers: IComputeServersModel,
     palette: ICommandPalette | null
   ): IHostsModel => {
+    const sshEnabled = () => servers.clouds.some(c => c.name === 'ssh');
     // What the ssh cloud offers (and whether it can be used) follows its hosts.
-    const hosts = new HostsModel(app.serviceManager.serverSettings, () => {
-      void servers.refreshClouds().catch(reason => {
-        console.warn('Could not read the compute servers clouds.', reason);
-      });
+    const hosts = new HostsModel(
+      app.serviceManager.serverSettings,
+      () => {
+        void servers.refreshClouds().catch(reason => {
+          console.warn('Could not read the compute servers clouds.', reason);
+        });
+      },
+      sshEnabled
+    );
+    // The clouds may come after the sidebar shows: read the hosts once they say ssh is on.
+    servers.changed.connect(() => {
+      if (hosts.watched && sshEnabled() && !hosts.loaded && !hosts.error) {
+        void hosts.refresh();
+      }
     });
     app.commands.addCommand(HostCommandIDs.add, {
       label: args => (args['isPalette'] ? 'Add On-Prem Host…' : 'Add host…'),
