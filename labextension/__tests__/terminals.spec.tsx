@@ -8,6 +8,7 @@
 import { Clipboard, WidgetTracker } from '@jupyterlab/apputils';
 import { ServerConnection, Terminal as TerminalNS } from '@jupyterlab/services';
 import { CommandRegistry } from '@lumino/commands';
+import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 import * as React from 'react';
 import { act } from 'react';
@@ -752,6 +753,51 @@ describe('choosing a server', () => {
     ).rejects.toThrow('deprovision it');
     expect(model.act).not.toHaveBeenCalled();
     await expect(ensureRunning(model, running, 'x')).resolves.toBe(running);
+  });
+
+  it('waits for a server that is starting or rebooting, without asking again', async () => {
+    const changed = new Signal<unknown, void>({});
+    let current = makeServer({
+      state: 'running',
+      operation: 'reboot',
+      allowed_actions: []
+    });
+    const model = {
+      act: jest.fn(),
+      changed,
+      server: () => current
+    } as any;
+    const done = ensureRunning(model, current, 'for a terminal');
+    await sleep(10);
+    current = makeServer({ state: 'running' });
+    changed.emit();
+    await expect(done).resolves.toBe(current);
+    expect(model.act).not.toHaveBeenCalled();
+  });
+
+  it('says why a start failed', async () => {
+    const changed = new Signal<unknown, void>({});
+    let current = off;
+    const model = {
+      act: jest.fn(async () => {
+        current = { ...off, state: 'starting', operation: 'start' };
+        return current;
+      }),
+      changed,
+      server: () => current
+    } as any;
+    const done = ensureRunning(model, off, 'for a terminal');
+    await until(() => model.act.mock.calls.length === 1);
+    current = {
+      ...off,
+      state: 'error',
+      state_reason: 'start failed: no GPU freed within 1 minutes'
+    };
+    changed.emit();
+    await expect(done).rejects.toThrow(
+      'off is in error: start failed: no GPU freed within 1 minutes'
+    );
+    expect(model.act).toHaveBeenCalledWith(2, 'start');
   });
 });
 

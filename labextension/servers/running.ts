@@ -62,8 +62,9 @@ export function waitUntilRunning(
         model.changed.disconnect(check);
         reject(
           new Error(
-            `${server.name} is ${server.state}` +
-              (server.state_reason ? `: ${server.state_reason}` : '.')
+            `${server.name} is ${
+              server.state === 'error' ? 'in error' : server.state
+            }` + (server.state_reason ? `: ${server.state_reason}` : '.')
           )
         );
       }
@@ -98,7 +99,8 @@ export async function ensureRunning(
     { autoClose: false }
   );
   try {
-    if (server.state !== 'starting') {
+    // A server already starting (or running, a reboot under way) is only waited for.
+    if (server.state !== 'starting' && server.state !== 'running') {
       const action = server.allowed_actions.includes('resume')
         ? 'resume'
         : 'start';
