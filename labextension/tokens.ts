@@ -9,6 +9,7 @@ import {
   IServerUpdate,
   ServerAction
 } from './servers/types';
+import { IEstimate, IEstimateRequest, IImageCatalog } from './create/types';
 import { IRemoteKernel } from './kernels/types';
 import { IHost, IHostFields, IHostUpdate } from './hosts/types';
 import { IServerMetrics } from './metrics/types';
@@ -20,6 +21,7 @@ export * from './kernels/types';
 export * from './terminals/types';
 export * from './hosts/types';
 export * from './metrics/types';
+export * from './create/types';
 export type { IServerDetailsModel, IServerEntry } from './servers/details';
 
 /** What `GET compute-servers/api/status` answers. */
@@ -88,6 +90,10 @@ export interface IComputeServersModel {
     body?: Record<string, unknown>
   ): Promise<IServer>;
   history(id: number): Promise<IHistoryEntry[]>;
+  /** The image catalogue: tested versions, or every version with `includeUntested`. */
+  images(includeUntested?: boolean): Promise<IImageCatalog>;
+  /** What a configuration (a new server's, or an edit of one) would cost. */
+  estimate(body: IEstimateRequest): Promise<IEstimate>;
 }
 
 export const IComputeServersModel = new Token<IComputeServersModel>(

@@ -78,7 +78,13 @@ describe('create form values', () => {
       gpu_type: '',
       gpu_count: '1',
       // No host: only the ssh cloud has hosts.
-      host: ''
+      host: '',
+      // Only the gcp cloud has machine types, regions, zones, disk types and spot.
+      machine_type: '',
+      region: '',
+      zone: '',
+      disk_type: '',
+      spot: false
     });
   });
 
@@ -151,7 +157,9 @@ describe('create form values', () => {
     expect(errorKeyFor('config.gpu')).toBe('gpu');
     expect(errorKeyFor('config.gpu.type')).toBe('gpu');
     expect(errorKeyFor('config.gpu.count')).toBe('gpu_count');
-    expect(errorKeyFor('config.zone')).toBe('general');
+    expect(errorKeyFor('config.zone')).toBe('zone');
+    expect(errorKeyFor('config.machine_type')).toBe('machine_type');
+    expect(errorKeyFor('config.extra.foo')).toBe('general');
     expect(errorKeyFor(null)).toBe('general');
   });
 });
@@ -194,7 +202,8 @@ describe('CreateServerForm', () => {
     expect(names).toEqual([
       'name',
       'cloud',
-      'image',
+      // The image picker: its Advanced switch, and the chosen card's version.
+      'advanced',
       'image_tag',
       'cpu',
       'memory_gb',
@@ -358,7 +367,9 @@ describe('CreateServerDialog', () => {
     expect(result!.value).toMatchObject({ name: 'gpu-box' });
     expect(result!.value!.config.cpu).toBe(cpus);
     expect(model.servers.map(s => s.name)).toEqual(['gpu-box']);
-    const posts = api.requests.filter(r => r.method === 'POST');
+    const posts = api.requests.filter(
+      r => r.method === 'POST' && r.path.endsWith('/servers')
+    );
     expect(posts).toHaveLength(2);
     expect(posts.map(p => p.body.config.cpu)).toEqual([cpus + 7, cpus]);
     expect((await api.list()).map(s => [s.name, s.config.cpu])).toEqual([
@@ -387,7 +398,7 @@ describe('CreateServerDialog', () => {
     dialog.reject();
   });
 
-  it('sends nothing when cancelled', async () => {
+  it('creates nothing when cancelled', async () => {
     const dialog = open();
     const done = dialog.launch();
     await until(() => document.querySelector('.jp-Dialog') !== null);
@@ -397,7 +408,12 @@ describe('CreateServerDialog', () => {
     const result = await done;
 
     expect(result.button.accept).toBe(false);
-    expect(api.requests.filter(r => r.method === 'POST')).toHaveLength(0);
+    // Only estimates were asked for (they change nothing).
+    expect(
+      api.requests.filter(
+        r => r.method === 'POST' && !r.path.endsWith('/estimate')
+      )
+    ).toHaveLength(0);
     expect(await api.list()).toEqual([]);
   });
 });

@@ -59,6 +59,8 @@ export class JupyterServer {
    * @param options.home a HOME of its own (its ~/.ssh: no known_hosts, no keys, no agent)
    * @param options.allowOrigin an Origin its websockets accept besides its own, e.g. the
    *   test page's (`http://localhost`), for jsdom's WebSocket
+   * @param options.config more configuration, as jupyter_server_config.json holds it (e.g.
+   *   `{ComputeServerCosts: {price_tables: {...}}}`)
    */
   constructor(
     private readonly options: {
@@ -66,6 +68,7 @@ export class JupyterServer {
       clouds?: string[];
       home?: boolean;
       allowOrigin?: string;
+      config?: Record<string, unknown>;
     } = {}
   ) {}
 
@@ -93,6 +96,14 @@ export class JupyterServer {
     );
     if (this.options.allowOrigin) {
       extraArgs.push(`--ServerApp.allow_origin=${this.options.allowOrigin}`);
+    }
+    if (this.options.config) {
+      const configDir = path.join(this._dir, 'config');
+      fs.mkdirSync(configDir, { recursive: true });
+      fs.writeFileSync(
+        path.join(configDir, 'jupyter_server_config.json'),
+        JSON.stringify(this.options.config)
+      );
     }
     const extraEnv: Record<string, string> = {};
     if (this.options.home) {

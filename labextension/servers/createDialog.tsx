@@ -2,9 +2,12 @@ import { Dialog, showErrorMessage } from '@jupyterlab/apputils';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import { ImageCatalogState } from '../create/catalogState';
+import { EstimateTracker, parseHoursPerDay } from '../create/estimate';
 import { ApiError } from '../request';
 import { IComputeServersModel } from '../tokens';
 import {
+  buildConfig,
   buildCreateRequest,
   CreateServerForm,
   errorKeyFor,
@@ -17,10 +20,24 @@ import { IServer } from './types';
 
 /** The create dialog's body: holds what was typed, and the server's complaints about it. */
 export class CreateServerBody extends ReactWidget {
-  constructor(private readonly model: IComputeServersModel) {
+  constructor(
+    private readonly model: IComputeServersModel,
+    options: { estimateDelay?: number } = {}
+  ) {
     super();
     this.addClass('jp-ComputeServers-createBody');
     this.values = initialValues(model.clouds, model.servers.length);
+    this.catalog = new ImageCatalogState({
+      fetch: includeUntested => model.images(includeUntested),
+      changed: () => this._catalogChanged()
+    });
+    this.estimate = new EstimateTracker({
+      fetch: body => model.estimate(body),
+      delay: options.estimateDelay,
+      changed: () => this._changed()
+    });
+    void this.catalog.load();
+    this._estimate();
   }
 
   values: ICreateFormValues;
@@ -28,9 +45,61 @@ export class CreateServerBody extends ReactWidget {
   busy = false;
   /** The server once created: the dialog's value. */
   created: IServer | null = null;
+  /** The image catalogue the picker shows. */
+  readonly catalog: ImageCatalogState;
+  /** The live cost estimate of the options chosen. */
+  readonly estimate: EstimateTracker;
+  /** Hours running per day for the estimate's projection, as typed. */
+  hoursPerDay = '24';
+
+  /** Re-render, unless closed (an answer may arrive after the dialog is gone). */
+  private _changed(): void {
+    if (!this.isDisposed) {
+      this.update();
+    }
+  }
 
   getValue(): IServer | null {
     return this.created;
+  }
+
+  dispose(): void {
+    this.estimate.dispose();
+    super.dispose();
+  }
+
+  /** Ask for the estimate of the options as they are now (debounced). */
+  private _estimate(): void {
+    const cloud = this.model.clouds.find(c => c.name === this.values.cloud);
+    if (!cloud?.available) {
+      this.estimate.request(null);
+      return;
+    }
+    this.estimate.request({
+      cloud: cloud.name,
+      config: buildConfig(this.values, cloud),
+      hours_per_day: parseHoursPerDay(this.hoursPerDay) ?? 24
+    });
+  }
+
+  /**
+   * The catalogue changed (read, or the Advanced switch flipped): a version chosen that is no
+   * longer shown (untested, with the switch off) becomes the image's first one shown.
+   */
+  private _catalogChanged(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    const image = this.catalog.images?.find(i => i.id === this.values.image);
+    if (
+      image &&
+      image.versions.length > 0 &&
+      !image.versions.some(v => v.tag === this.values.image_tag)
+    ) {
+      this.values = { ...this.values, image_tag: image.versions[0].tag };
+      this._estimate();
+    }
+    this.update();
   }
 
   /** Send the form; on a refusal, show why next to the input at fault and answer false. */
@@ -59,13 +128,31 @@ export class CreateServerBody extends ReactWidget {
     }
   }
 
+  /** The server's errors about the form: from creating, else from the live estimate. */
+  private _errors(): FormErrors {
+    // An estimate still on its way may say otherwise: only a settled one's error shows.
+    const { error, field, pending } = this.estimate.state;
+    if (error === null || field === null || pending) {
+      return this.errors;
+    }
+    return { [errorKeyFor(field)]: error, ...this.errors };
+  }
+
   protected render(): JSX.Element {
     return (
       <CreateServerForm
         clouds={this.model.clouds}
         values={this.values}
-        errors={this.errors}
+        errors={this._errors()}
         disabled={this.busy}
+        catalog={this.catalog}
+        estimate={this.estimate.state}
+        hoursPerDay={this.hoursPerDay}
+        onHoursPerDay={text => {
+          this.hoursPerDay = text;
+          this._estimate();
+          this.update();
+        }}
         onChange={change => {
           const previous = this.values;
           this.values = change(previous);
@@ -81,6 +168,7 @@ export class CreateServerBody extends ReactWidget {
               }
             }
           }
+          this._estimate();
           this.update();
         }}
       />

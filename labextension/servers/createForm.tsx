@@ -1,24 +1,21 @@
 import * as React from 'react';
 
+import { IImageCatalogView, ServerConfigFields } from '../create/configFields';
+import { IEstimateState } from '../create/estimate';
+import { EstimateView } from '../create/estimateView';
+import { Field } from '../create/field';
+import { gcpOfferings, IHardwareValues } from '../create/hardware';
+import { hostGpus } from '../create/hardwarePicker';
 import { formatNumber } from './format';
-import { IHostOffering } from '../hosts/types';
 import { ICloud, IServerConfig, IServerCreate } from './types';
 
+export { hostGpus, hostOptionLabel } from '../create/hardwarePicker';
+
 /** What the create form holds: text as typed, so that nothing typed is lost on an error. */
-export interface ICreateFormValues {
+export interface ICreateFormValues extends IHardwareValues {
   name: string;
   cloud: string;
   color: string;
-  image: string;
-  image_tag: string;
-  cpu: string;
-  memory_gb: string;
-  disk_gb: string;
-  /** '' for no GPU. */
-  gpu_type: string;
-  gpu_count: string;
-  /** The ssh cloud's host, by id ('' for none, or for other clouds). */
-  host: string;
 }
 
 /** Where the form shows an error: an input's key, or `general` above the inputs. */
@@ -40,13 +37,28 @@ export const SERVER_COLORS = [
   '#17becf'
 ];
 
+/** The configuration fields typed as text (numbers included), in the order of the form. */
 const CONFIG_INPUTS = [
   'image',
   'image_tag',
+  'region',
+  'zone',
+  'machine_type',
   'cpu',
   'memory_gb',
+  'disk_type',
   'disk_gb'
 ] as const;
+
+/** Those sent as strings; the others are numbers. */
+const TEXT_INPUTS: ReadonlySet<string> = new Set([
+  'image',
+  'image_tag',
+  'region',
+  'zone',
+  'machine_type',
+  'disk_type'
+]);
 
 function text(value: unknown): string {
   if (value === null || value === undefined) {
@@ -56,18 +68,19 @@ function text(value: unknown): string {
 }
 
 /** The form's configuration inputs set to a cloud's defaults. */
-export function valuesForCloud(
+export function valuesForCloud<V extends ICreateFormValues>(
   cloud: ICloud | undefined,
-  base: ICreateFormValues
-): ICreateFormValues {
+  base: V
+): V {
   const defaults: Partial<IServerConfig> = cloud?.defaults ?? {};
-  const next: ICreateFormValues = { ...base, cloud: cloud?.name ?? base.cloud };
+  const next: V = { ...base, cloud: cloud?.name ?? base.cloud };
   for (const key of CONFIG_INPUTS) {
     next[key] = text(defaults[key]);
   }
   const gpu = defaults.gpu;
   next.gpu_type = gpu ? gpu.type : '';
   next.gpu_count = gpu ? String(gpu.count) : '1';
+  next.spot = defaults.spot === true;
   const hosts = cloud?.offerings.hosts ?? [];
   next.host = hosts.length > 0 ? String(hosts[0].id) : '';
   if (next.gpu_type && hosts.length > 0) {
@@ -77,6 +90,12 @@ export function valuesForCloud(
   }
   if (!next.image && cloud?.offerings.images?.length) {
     next.image = cloud.offerings.images[0].id;
+  }
+  const gcp = gcpOfferings(cloud);
+  if (gcp) {
+    next.region = next.region || gcp.default_region;
+    const zones = gcp.regions.find(r => r.name === next.region)?.zones ?? [];
+    next.zone = next.zone || gcp.default_zone || zones[0] || '';
   }
   return next;
 }
@@ -98,34 +117,13 @@ export function initialValues(
     disk_gb: '',
     gpu_type: '',
     gpu_count: '1',
-    host: ''
+    host: '',
+    machine_type: '',
+    region: '',
+    zone: '',
+    disk_type: '',
+    spot: false
   });
-}
-
-/** The GPU types of an ssh-cloud host, as the GPU select offers them. */
-export function hostGpus(
-  host: IHostOffering | undefined
-): { type: string; max_count: number; free: number }[] {
-  return (host?.gpus ?? []).map(g => ({
-    type: g.type,
-    max_count: g.count,
-    free: g.free
-  }));
-}
-
-/** A host as the host select offers it: "lab (8 CPU · 31.2 GB · 2× NVIDIA A100, 1 free)". */
-export function hostOptionLabel(host: IHostOffering): string {
-  const parts: string[] = [];
-  if (typeof host.cpu === 'number') {
-    parts.push(`${host.cpu} CPU`);
-  }
-  if (typeof host.memory_gb === 'number') {
-    parts.push(`${formatNumber(host.memory_gb)} GB`);
-  }
-  for (const gpu of host.gpus) {
-    parts.push(`${gpu.count}× ${gpu.type}, ${gpu.free} free`);
-  }
-  return parts.length > 0 ? `${host.name} (${parts.join(' · ')})` : host.name;
 }
 
 /** A typed number as a number; what is not one is sent as typed, for the server to explain. */
@@ -138,21 +136,20 @@ function numberOrText(value: string): number | string | undefined {
   return Number.isFinite(parsed) ? parsed : trimmed;
 }
 
-/** The `POST servers` body for the form: only the configuration fields the cloud uses. */
-export function buildCreateRequest(
-  values: ICreateFormValues,
+/** The configuration the form describes: only the fields the cloud uses. */
+export function buildConfig(
+  values: IHardwareValues,
   cloud: ICloud | undefined
-): IServerCreate {
+): Partial<IServerConfig> {
   const fields = new Set(cloud?.config_fields ?? []);
   const config: Record<string, unknown> = {};
   for (const key of CONFIG_INPUTS) {
     if (!fields.has(key)) {
       continue;
     }
-    const value =
-      key === 'image' || key === 'image_tag'
-        ? values[key].trim() || undefined
-        : numberOrText(values[key]);
+    const value = TEXT_INPUTS.has(key)
+      ? values[key].trim() || undefined
+      : numberOrText(values[key]);
     if (value !== undefined) {
       config[key] = value;
     }
@@ -162,14 +159,25 @@ export function buildCreateRequest(
       ? { type: values.gpu_type, count: numberOrText(values.gpu_count) ?? 1 }
       : null;
   }
+  if (fields.has('spot')) {
+    config.spot = values.spot;
+  }
   if (cloud?.offerings.hosts !== undefined) {
     const host = numberOrText(values.host);
     config.extra = host === undefined ? {} : { host };
   }
+  return config as Partial<IServerConfig>;
+}
+
+/** The `POST servers` body for the form: only the configuration fields the cloud uses. */
+export function buildCreateRequest(
+  values: ICreateFormValues,
+  cloud: ICloud | undefined
+): IServerCreate {
   const body: IServerCreate = {
     name: values.name.trim(),
     cloud: values.cloud,
-    config: config as Partial<IServerConfig>
+    config: buildConfig(values, cloud)
   };
   if (values.color) {
     body.color = values.color;
@@ -189,16 +197,16 @@ export function errorKeyFor(field: string | null): FormErrorKey {
   if (path === 'gpu' || path.startsWith('gpu.')) {
     return path === 'gpu.count' ? 'gpu_count' : 'gpu';
   }
-  const known: FormErrorKey[] = ['name', 'cloud', 'color', ...CONFIG_INPUTS];
+  const known: FormErrorKey[] = [
+    'name',
+    'cloud',
+    'color',
+    'spot',
+    ...CONFIG_INPUTS
+  ];
   return known.includes(path as FormErrorKey)
     ? (path as FormErrorKey)
     : 'general';
-}
-
-function rangeHint(range: { min: number; max: number } | undefined): string {
-  return range
-    ? ` (${formatNumber(range.min)}–${formatNumber(range.max)})`
-    : '';
 }
 
 export interface ICreateFormProps {
@@ -206,6 +214,13 @@ export interface ICreateFormProps {
   values: ICreateFormValues;
   errors: FormErrors;
   disabled?: boolean;
+  /** The image catalogue (without it, the cloud's `offerings.images`). */
+  catalog?: IImageCatalogView;
+  /** The live cost estimate (without it, none is shown). */
+  estimate?: IEstimateState;
+  /** Hours running per day for the estimate's projection, as typed. */
+  hoursPerDay?: string;
+  onHoursPerDay?: (text: string) => void;
   /**
    * Called with how to change the values: a function of the latest values, since several
    * edits may come before the next render.
@@ -213,54 +228,16 @@ export interface ICreateFormProps {
   onChange: (update: (values: ICreateFormValues) => ICreateFormValues) => void;
 }
 
-/** One labelled input with its error below. */
-function Field(props: {
-  name: FormErrorKey;
-  label: string;
-  error?: string;
-  children: React.ReactNode;
-}): JSX.Element {
-  return (
-    <div
-      className={
-        // Not jp-mod-error: a Dialog refuses to accept while its body holds one.
-        'jp-ComputeServers-field' +
-        (props.error ? ' jp-ComputeServers-fieldInvalid' : '')
-      }
-      data-field={props.name}
-    >
-      <label>
-        <span className="jp-ComputeServers-fieldLabel">{props.label}</span>
-        {props.children}
-      </label>
-      {props.error && (
-        <div className="jp-ComputeServers-fieldError" role="alert">
-          {props.error}
-        </div>
-      )}
-    </div>
-  );
-}
-
-/** The sizes a cloud may let one choose, each a number typed into a text input. */
-const SIZE_FIELDS = [
-  { key: 'cpu', label: 'CPUs', inputMode: 'numeric' },
-  { key: 'memory_gb', label: 'Memory, GB', inputMode: 'decimal' },
-  { key: 'disk_gb', label: 'Disk, GB', inputMode: 'numeric' }
-] as const;
-
-/** The create dialog's body: name, cloud, and what that cloud lets one choose. */
+/** The create dialog's body: name, cloud, what that cloud lets one choose, and its cost. */
 export function CreateServerForm(props: ICreateFormProps): JSX.Element {
   const { clouds, values, errors, disabled } = props;
   const cloud = clouds.find(c => c.name === values.cloud);
-  const fields = new Set(cloud?.config_fields ?? []);
-  const offerings = cloud?.offerings ?? {};
-  const set = (key: keyof ICreateFormValues, value: string) =>
+  const set = (key: 'name' | 'color', value: string) =>
     props.onChange(latest => ({ ...latest, [key]: value }));
   // Plain text inputs, no native constraints (min, max, required): a Dialog will not accept
   // while an input is :invalid, and would not say why. The server checks and explains.
   const input = (
-    key: keyof ICreateFormValues,
+    key: 'name' | 'color',
     extra: React.InputHTMLAttributes<HTMLInputElement> = {}
   ) => (
     <input
@@ -273,30 +250,6 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
       {...extra}
     />
   );
-  const image = offerings.images?.find(i => i.id === values.image);
-  const hosts = offerings.hosts;
-  const host = hosts?.find(h => String(h.id) === values.host);
-  // On the ssh cloud, what the chosen host has: its GPU types, CPUs and memory.
-  const gpus: { type: string; max_count: number; free?: number }[] = hosts
-    ? hostGpus(host)
-    : (offerings.gpus ?? []);
-  const gpu = gpus.find(g => g.type === values.gpu_type);
-  const range = (key: 'cpu' | 'memory_gb' | 'disk_gb') => {
-    if (!hosts || key === 'disk_gb') {
-      return offerings[key];
-    }
-    if (key === 'cpu') {
-      return typeof host?.cpu === 'number'
-        ? { min: 1, max: host.cpu }
-        : undefined;
-    }
-    return host ? { min: 0.25, max: host.memory_gb } : undefined;
-  };
-  const wanted = Number(values.gpu_count);
-  const queued =
-    gpu && typeof gpu.free === 'number' && Number.isFinite(wanted)
-      ? wanted > gpu.free
-      : false;
 
   return (
     <div className="jp-ComputeServers-createForm">
@@ -340,142 +293,26 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
         </div>
       )}
       {cloud?.available && (
-        <>
-          {fields.has('image') && (
-            <Field name="image" label="Image" error={errors.image}>
-              {offerings.images && offerings.images.length > 0 ? (
-                <select
-                  className="jp-mod-styled"
-                  name="image"
-                  value={values.image}
-                  disabled={disabled}
-                  onChange={event => {
-                    const id = event.target.value;
-                    const next = offerings.images?.find(i => i.id === id);
-                    props.onChange(latest => ({
-                      ...latest,
-                      image: id,
-                      image_tag: next?.tags.includes(latest.image_tag)
-                        ? latest.image_tag
-                        : (next?.tags[0] ?? '')
-                    }));
-                  }}
-                >
-                  {offerings.images.map(i => (
-                    <option key={i.id} value={i.id}>
-                      {i.label || i.id}
-                    </option>
-                  ))}
-                </select>
-              ) : (
-                input('image')
-              )}
-            </Field>
-          )}
-          {fields.has('image_tag') && (
-            <Field name="image_tag" label="Image tag" error={errors.image_tag}>
-              {image && image.tags.length > 0 ? (
-                <select
-                  className="jp-mod-styled"
-                  name="image_tag"
-                  value={values.image_tag}
-                  disabled={disabled}
-                  onChange={event => set('image_tag', event.target.value)}
-                >
-                  {image.tags.map(tag => (
-                    <option key={tag} value={tag}>
-                      {tag}
-                    </option>
-                  ))}
-                </select>
-              ) : (
-                input('image_tag')
-              )}
-            </Field>
-          )}
-          {hosts !== undefined && (
-            <Field name="host" label="Host" error={errors.host}>
-              <select
-                className="jp-mod-styled"
-                name="host"
-                value={values.host}
-                disabled={disabled}
-                onChange={event => {
-                  const id = event.target.value;
-                  const next = hosts.find(h => String(h.id) === id);
-                  props.onChange(latest => ({
-                    ...latest,
-                    host: id,
-                    gpu_type: hostGpus(next).some(
-                      g => g.type === latest.gpu_type
-                    )
-                      ? latest.gpu_type
-                      : ''
-                  }));
-                }}
-              >
-                {hosts.length === 0 && <option value="">No host ready</option>}
-                {hosts.map(h => (
-                  <option key={h.id} value={String(h.id)}>
-                    {hostOptionLabel(h)}
-                  </option>
-                ))}
-              </select>
-            </Field>
-          )}
-          {SIZE_FIELDS.filter(f => fields.has(f.key)).map(f => (
-            <Field
-              key={f.key}
-              name={f.key}
-              label={`${f.label}${rangeHint(range(f.key))}`}
-              error={errors[f.key]}
-            >
-              {input(f.key, { inputMode: f.inputMode })}
-            </Field>
-          ))}
-          {fields.has('gpu') && gpus.length > 0 && (
-            <>
-              <Field name="gpu_type" label="GPU" error={errors.gpu}>
-                <select
-                  className="jp-mod-styled"
-                  name="gpu_type"
-                  value={values.gpu_type}
-                  disabled={disabled}
-                  onChange={event => set('gpu_type', event.target.value)}
-                >
-                  <option value="">None</option>
-                  {gpus.map(g => (
-                    <option key={g.type} value={g.type}>
-                      {typeof g.free === 'number'
-                        ? `${g.type} (${g.free} of ${g.max_count} free)`
-                        : g.type}
-                    </option>
-                  ))}
-                </select>
-              </Field>
-              {values.gpu_type && (
-                <Field
-                  name="gpu_count"
-                  label={`GPU count${gpu ? ` (1–${gpu.max_count})` : ''}`}
-                  error={errors.gpu_count}
-                >
-                  {input('gpu_count', { inputMode: 'numeric' })}
-                  {queued && (
-                    <div className="jp-ComputeServers-fieldHint">
-                      Only {gpu?.free} free now: the server waits in{' '}
-                      {host?.name ?? 'the host'}&apos;s queue until enough free
-                      up.
-                    </div>
-                  )}
-                </Field>
-              )}
-            </>
-          )}
-        </>
+        <ServerConfigFields
+          cloud={cloud}
+          values={values}
+          errors={errors}
+          disabled={disabled}
+          catalog={props.catalog}
+          onChange={props.onChange}
+        />
       )}
       <Field name="color" label="Colour" error={errors.color}>
         {input('color', { type: 'color' })}
       </Field>
+      {cloud?.available && props.estimate && (
+        <EstimateView
+          state={props.estimate}
+          hoursPerDay={props.hoursPerDay ?? '24'}
+          onHoursPerDay={text => props.onHoursPerDay?.(text)}
+          disabled={disabled}
+        />
+      )}
     </div>
   );
 }

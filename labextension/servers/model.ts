@@ -1,6 +1,7 @@
 import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
+import { IEstimate, IEstimateRequest, IImageCatalog } from '../create/types';
 import { requestAPI } from '../request';
 import { IComputeServersModel } from '../tokens';
 import {
@@ -136,6 +137,17 @@ export class ServersModel implements IComputeServersModel {
       `servers/${id}/history`
     );
     return data.history;
+  }
+
+  async images(includeUntested = false): Promise<IImageCatalog> {
+    return this._request<IImageCatalog>(
+      includeUntested ? 'images?include_untested=true' : 'images'
+    );
+  }
+
+  /** `POST estimate`: changes nothing; a 400 names the input at fault. */
+  async estimate(body: IEstimateRequest): Promise<IEstimate> {
+    return this._request<IEstimate>('estimate', { method: 'POST', body });
   }
 
   dispose(): void {

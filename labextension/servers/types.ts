@@ -49,6 +49,12 @@ export interface ISpendLimit {
   period_days: number;
 }
 
+/** Stop the server every day at this time (24-hour HH:MM) in `timezone` (null: the costs one). */
+export interface IDailyStop {
+  time: string;
+  timezone: string | null;
+}
+
 export interface IProgress {
   message: string;
   fraction: number | null;
@@ -67,6 +73,7 @@ export interface IServer {
   config: IServerConfig;
   idle_timeout_minutes: number | null;
   spend_limit: ISpendLimit | null;
+  daily_stop?: IDailyStop | null;
   created: number;
   updated: number;
   operation: string | null;
@@ -118,6 +125,7 @@ export interface IServerCreate {
   config?: Partial<IServerConfig>;
   idle_timeout_minutes?: number | null;
   spend_limit?: ISpendLimit | null;
+  daily_stop?: IDailyStop | null;
 }
 
 export type IServerUpdate = Partial<Omit<IServerCreate, 'cloud'>>;
