@@ -149,16 +149,17 @@ export class ComputeServersSidebar extends ReactWidget {
     });
   };
 
-  /** A running server's terminal and SSH access buttons. */
+  /** A running server's terminal and SSH access buttons; every server's Edit button. */
   private _renderActions = (server: IServer): React.ReactNode => {
-    const { onNewTerminal, onSSHAccess } = this._options;
-    if (server.state !== 'running' || (!onNewTerminal && !onSSHAccess)) {
+    const { onNewTerminal, onSSHAccess, onEdit } = this._options;
+    const running = server.state === 'running';
+    if (!onEdit && (!running || (!onNewTerminal && !onSSHAccess))) {
       return null;
     }
     const pending = this._pending.has(server.id);
     return (
       <>
-        {onNewTerminal && (
+        {running && onNewTerminal && (
           <button
             type="button"
             className="jp-ComputeServers-action jp-ComputeServers-newTerminal"
@@ -170,7 +171,7 @@ export class ComputeServersSidebar extends ReactWidget {
             Terminal
           </button>
         )}
-        {onSSHAccess && (
+        {running && onSSHAccess && (
           <button
             type="button"
             className="jp-ComputeServers-action jp-ComputeServers-sshAccessButton"
@@ -180,6 +181,18 @@ export class ComputeServersSidebar extends ReactWidget {
             onClick={() => onSSHAccess(server)}
           >
             SSH access
+          </button>
+        )}
+        {onEdit && (
+          <button
+            type="button"
+            className="jp-ComputeServers-action jp-ComputeServers-editButton"
+            data-tool="edit"
+            title={`Edit ${server.name}: name, image and hardware, spend limit, idle timeout, daily stop`}
+            disabled={pending}
+            onClick={() => onEdit(server)}
+          >
+            Edit
           </button>
         )}
       </>
@@ -359,6 +372,8 @@ export namespace ComputeServersSidebar {
     onOpenTerminal?: (server: IServer, name: string) => void;
     /** Called by a running server's SSH access button (without, there is none). */
     onSSHAccess?: (server: IServer) => void;
+    /** Called by a server's Edit button (without, there is none). */
+    onEdit?: (server: IServer) => void;
     /** Called by the Hosts section's Add button. */
     onAddHost?: () => void;
     /** Called by a host's Edit button. */

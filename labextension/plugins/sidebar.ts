@@ -85,6 +85,8 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
               serverId: server.id
             })
         : undefined,
+      onEdit: server =>
+        void commands.execute(CommandIDs.edit, { serverId: server.id }),
       onAddHost: hosts ? () => void openHostDialog(hosts) : undefined,
       onEditHost: hosts ? host => void openHostDialog(hosts, host) : undefined,
       onDeleteHost: hosts ? host => deleteHost(hosts, host) : undefined

@@ -1,5 +1,6 @@
 import * as React from 'react';
 
+import { formatUsd } from '../create/estimate';
 import {
   ACTION_CAPTIONS,
   ACTION_LABELS,
@@ -107,6 +108,20 @@ export function ServerRow(props: IServerRowProps): JSX.Element {
           <>
             {' · '}
             <span className="jp-ComputeServers-hardware">{hardware}</span>
+          </>
+        )}
+        {server.spend_limit && (
+          <>
+            {' · '}
+            <span
+              className="jp-ComputeServers-spendLimit"
+              title="Reaching it stops the server"
+            >
+              limit {formatUsd(server.spend_limit.amount)} per{' '}
+              {server.spend_limit.period_days === 1
+                ? 'day'
+                : `${server.spend_limit.period_days} days`}
+            </span>
           </>
         )}
       </div>
