@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -417,9 +418,21 @@ def _parse_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
 class HostRegistry:
     """The service over hosts: registration, trust, inventory (used by the API and the cloud)."""
 
-    def __init__(self, store: ServerStore, ssh: SSHConnections) -> None:
+    def __init__(
+        self,
+        store: ServerStore,
+        ssh: SSHConnections,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
         self.hosts = HostStore(store)
         self.ssh = ssh
+        #: Told the id of a host that was registered, edited, trusted, inventoried or deleted.
+        self.on_change = on_change
+
+    def _changed(self, host: HostRecord) -> HostRecord:
+        if self.on_change is not None:
+            self.on_change(host.id)
+        return host
 
     def _key(self, host_id: int) -> str:
         return f"host:{host_id}"
@@ -431,7 +444,7 @@ class HostRegistry:
         values.setdefault("port", 22)
         values.setdefault("username", "")
         host = self.hosts.create(**values)
-        return await self._first_contact(host)
+        return self._changed(await self._first_contact(host))
 
     async def update(self, host_id: int, body: Any) -> HostRecord:
         data = parse_object(body, "body")
@@ -453,8 +466,8 @@ class HostRegistry:
         if "trust_host_key" in data:
             return await self.trust(host_id, data["trust_host_key"])
         if where:
-            return await self._first_contact(host)
-        return host
+            host = await self._first_contact(host)
+        return self._changed(host)
 
     async def trust(self, host_id: int, confirmed: Any) -> HostRecord:
         """The user confirms the fingerprint shown: pin that key, then take the inventory."""
@@ -475,7 +488,7 @@ class HostRegistry:
             host_key_source="confirmed by the user",
             pending_host_key=None,
         )
-        return await self.inventory(host_id)
+        return self._changed(await self.inventory(host_id))
 
     async def _first_contact(self, host: HostRecord) -> HostRecord:
         """Pin the key from known_hosts, or fetch it to be confirmed; never trust it silently."""
@@ -520,6 +533,10 @@ class HostRegistry:
             host_id, inventory=info, inventory_error="", inventoried=self.hosts.store.clock()
         )
 
+    async def refresh(self, host_id: int) -> HostRecord:
+        """Take the inventory again (the user asked), and tell observers."""
+        return self._changed(await self.inventory(host_id))
+
     async def host_agent(self, host_id: int) -> Any:
         host = self.hosts.get(host_id)
         return await self.ssh.agent(self._key(host_id), host.endpoint())
@@ -527,6 +544,8 @@ class HostRegistry:
     async def delete(self, host_id: int) -> None:
         self.hosts.delete(host_id)
         await self.ssh.close(self._key(host_id))
+        if self.on_change is not None:
+            self.on_change(host_id)
 
 
 def _known_host_key(host: HostRecord) -> str | None:

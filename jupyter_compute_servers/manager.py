@@ -110,7 +110,9 @@ class ComputeServerManager:
         #: Publishes the servers' kernel specs (set by the app that builds the manager).
         self.kernel_specs: KernelSpecPublisher | None = None
         #: The registered on-prem hosts (the ssh cloud's machines).
-        self.hosts = HostRegistry(store, ssh)
+        self.hosts = HostRegistry(
+            store, ssh, on_change=lambda host_id: self.notify("hosts", None, host_id=host_id)
+        )
         #: The software images servers may run (the app replaces it with the configured one).
         self.images = ImageCatalog()
         self.images.load()

@@ -330,3 +330,19 @@ async def test_servers_on_a_host_cost_its_charge_back_rates(api, host):
         and estimate["rates"]["running"]["unknown"] == []
     )
     assert estimate["rates"]["off"]["hourly"] == 0.0
+
+
+async def test_host_changes_are_published_as_events(api, host, jp_serverapp):
+    from jupyter_compute_servers.app import EVENT_SCHEMA_ID
+
+    seen: list[tuple[str, Any]] = []
+
+    async def listener(logger, schema_id, data):
+        seen.append((data["kind"], data.get("host_id")))
+
+    jp_serverapp.event_logger.add_listener(schema_id=EVENT_SCHEMA_ID, listener=listener)
+    registered = await trusted_host(api, host)
+    await api("POST", f"hosts/{registered['id']}/inventory")
+    await api("DELETE", f"hosts/{registered['id']}")
+    await asyncio.sleep(0.2)  # listeners run as tasks
+    assert seen.count(("hosts", registered["id"])) >= 4, seen  # created, trusted, refreshed, gone

@@ -55,7 +55,7 @@ class HostInventoryHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, host_id: str) -> None:
-        host = await self.app.manager.hosts.inventory(int(host_id))
+        host = await self.app.manager.hosts.refresh(int(host_id))
         self.write_json(host.to_json())
 
 
