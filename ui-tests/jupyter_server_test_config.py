@@ -8,8 +8,10 @@ developer's files, workspaces, settings or compute servers state.
 """
 
 import atexit
+import json
 import os
 import shutil
+from importlib.resources import files
 from tempfile import mkdtemp
 
 from jupyterlab.galata import configure_jupyter_server
@@ -41,6 +43,38 @@ c.ComputeServersApp.kernel_specs_dir = os.path.join(_temp_dirs["data"], "kernels
 c.ComputeServersApp.enabled_clouds = ["local"]  # noqa: F821
 # A test that fails half-way must not leave a sandbox running after the server stops.
 c.LocalCloud.stop_on_shutdown = True  # noqa: F821
+
+# Prices and images the create and edit dialogs' tests can see change: the local cloud at
+# $0.05 a vCPU-hour and $0.73 a disk GB-month (free by default), and the built-in image
+# catalogue with an untested version of the machine's own Python (the "Advanced" switch).
+_prices = os.path.join(_temp_dirs["data"], "local-prices.json")
+with open(_prices, "w") as f:
+    json.dump(
+        {
+            "cloud": "local",
+            "kind": "rate_card",
+            "currency": "USD",
+            "sources": {"ui-tests": {"url": __file__, "as_of": "2030-01-01"}},
+            "rates": {
+                "vcpu_hour": {"price": 0.05, "source": "ui-tests"},
+                "disk_gb_month": {"price": 0.73, "source": "ui-tests"},
+            },
+        },
+        f,
+    )
+c.ComputeServerCosts.price_tables = {"local": _prices}  # noqa: F821
+_catalog = json.loads(
+    files("jupyter_compute_servers").joinpath("images", "catalog.json").read_text()
+)
+for _image in _catalog["images"]:
+    if _image["id"] == "python":
+        _image["versions"].append(
+            {"tag": "preview", "label": "Python preview (ui-tests)", "tested": False}
+        )
+_catalog_path = os.path.join(_temp_dirs["data"], "images.json")
+with open(_catalog_path, "w") as f:
+    json.dump(_catalog, f)
+c.ComputeServersApp.image_catalog = _catalog_path  # noqa: F821
 
 # Only errors in the test output; set UI_TESTS_LOG_LEVEL=DEBUG to see everything.
 c.ServerApp.log_level = c.LabApp.log_level = os.environ.get(  # noqa: F821
