@@ -163,6 +163,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sync_runs_server ON sync_runs (server_id, id);
     """,
+    # 6: file sync: a generation per pair of trees, bumped by every change to its record, so a
+    # process can keep the record in memory and know when another process changed it.
+    """
+    ALTER TABLE sync_trees ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

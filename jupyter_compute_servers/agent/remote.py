@@ -1066,6 +1066,7 @@ SYNC_TEMP = re.compile(r"^\..*\.jcs-sync-[0-9a-f]{12}\.(tmp|old)$", re.DOTALL)
 SYNC_RACY_NS = 2_000_000_000
 SYNC_STALE_NS = 600_000_000_000
 SYNC_CHUNK = 1 << 20
+SYNC_FSYNC_MAX = 64
 SYNC_SMALL = 1 << 16
 _SYNC_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SYNC_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -1194,8 +1195,8 @@ def sync_pattern(line):
         parts.append(_sync_glob(segment) + ("" if last else "/"))
     body = "".join(parts)
     if segments[-1] == "**" and len(segments) > 1:
-        # "a/**" matches everything inside a, not a itself.
-        body = "".join(parts[:-1]).rstrip("/") + "/.+"
+        # "a/**" matches everything inside a, not a itself (what precedes ends with a "/").
+        body = "".join(parts[:-1]) + ".+"
     prefix = "" if anchored else "(?:.*/)?"
     return re.compile(f"^{prefix}{body}$", re.DOTALL), negate, dir_only
 
@@ -1219,8 +1220,9 @@ class SyncExcludes:
 
     def excluded(self, path, is_dir):
         """Why ``path`` is left out, or None when it syncs."""
-        name = path.rpartition("/")[2]
-        if SYNC_TEMP.match(name) or path == SYNC_MARKER:
+        if path == SYNC_MARKER or (
+            ".jcs-sync-" in path and SYNC_TEMP.match(path.rpartition("/")[2])
+        ):
             return SYNC_PRUNED_EXCLUDED
         if is_dir and path in self.server_only:
             return SYNC_PRUNED_SERVER_ONLY
@@ -1247,6 +1249,9 @@ class SyncTree:
         self._root_fd = os.open(self.root, _SYNC_DIR_FLAGS)
         self._fds = {"": self._root_fd}
         self._lock = threading.Lock()
+        #: What changed since the last flush: files written (directory, name) and directories
+        #: whose entries changed; None once there are too many to fsync one by one.
+        self._dirty: set | None = set()
 
     def close(self):
         with self._lock:
@@ -1290,6 +1295,7 @@ class SyncTree:
                 raise
             with contextlib.suppress(FileExistsError):
                 os.mkdir(name, 0o777, dir_fd=parent)
+                self._changed(parts[:-1])
             fd = os.open(name, _SYNC_DIR_FLAGS, dir_fd=parent)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -1370,7 +1376,7 @@ class SyncTree:
             result["skipped"].append([path, "too large", st.st_size])
         else:
             result["files"].append(
-                [path, st.st_size, st.st_mtime_ns, _sync_mode(st), st.st_ino, st.st_ctime_ns]
+                [path, st.st_size, st.st_mtime_ns, st.st_mode & 0o777, st.st_ino, st.st_ctime_ns]
             )
 
     def _walk(self, fd, prefix, excludes, max_size, now, result, depth):
@@ -1390,7 +1396,7 @@ class SyncTree:
                 shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                 result["skipped"].append([shown, "name is not valid UTF-8", 0])
                 continue
-            if SYNC_TEMP.match(name):
+            if ".jcs-sync-" in name and SYNC_TEMP.match(name):
                 self._clean_temp(fd, name, now)
                 continue
             try:
@@ -1483,12 +1489,13 @@ class SyncTree:
         aside = _sync_set_aside(fd, name, expect)
         if aside is not None:
             os.unlink(aside, dir_fd=fd)
+        self._changed(parts[:-1])
         self._remove_empty(parts[:-1])
         return {}
 
     def chmod(self, path, mode, expect):
         """Set the permissions of a file that is still ``expect``."""
-        fd, name, _ = self._parent(path)
+        fd, name, parts = self._parent(path)
         _sync_expect(fd, name, expect)
         file_fd = os.open(name, _SYNC_READ_FLAGS, dir_fd=fd)
         try:
@@ -1496,22 +1503,53 @@ class SyncTree:
             st = os.fstat(file_fd)
         finally:
             os.close(file_fd)
+        self._changed(parts[:-1], name)
         _sync_check_same(st, expect)
         return _sync_written(st)
 
     def rename(self, path, to, expect):
         """Move a file that is still ``expect`` to ``to``, which must not exist."""
-        fd, name, _ = self._parent(path)
-        to_fd, to_name, _ = self._parent(to, create=True)
+        fd, name, parts = self._parent(path)
+        to_fd, to_name, to_parts = self._parent(to, create=True)
         _sync_expect(fd, name, expect)
         _sync_move_noreplace(fd, name, to_name, to_fd)
+        self._changed(parts[:-1])
+        self._changed(to_parts[:-1])
         st = os.stat(to_name, dir_fd=to_fd, follow_symlinks=False)
         _sync_check_same(st, expect)
         return _sync_written(st)
 
+    def _changed(self, parts, name=None):
+        """Note a change to flush: a file written (``name`` in directory ``parts``), or an
+        entry added or removed in that directory."""
+        if self._dirty is not None:
+            self._dirty.add((tuple(parts), name))
+            if len(self._dirty) > SYNC_FSYNC_MAX:
+                self._dirty = None
+
     def flush(self):
-        """Make every write so far durable (the file system's, at once: cheaper than one
-        fsync per file)."""
+        """Make every change so far durable: a few files and their directories one fsync at a
+        time; many, with one syncfs of the file system (cheaper than an fsync per file, but
+        it also waits for everyone else's writes there)."""
+        dirty, self._dirty = self._dirty, set()
+        if dirty is not None:
+            try:
+                for parts, name in sorted(dirty, key=lambda d: d[1] is None):
+                    fd = self.dir_fd(list(parts))
+                    if name is None:
+                        os.fsync(fd)
+                        continue
+                    try:
+                        file_fd = os.open(name, _SYNC_READ_FLAGS, dir_fd=fd)
+                    except FileNotFoundError:
+                        continue  # replaced or removed since: nothing of ours to keep
+                    try:
+                        os.fsync(file_fd)
+                    finally:
+                        os.close(file_fd)
+                return {}
+            except (OSError, ValueError):
+                pass  # fall back on the whole file system
         try:
             import ctypes
 
@@ -1531,7 +1569,10 @@ class SyncTree:
             except OSError:
                 return
             self._forget_dir("/".join(parts))
+            if self._dirty is not None:
+                self._dirty.discard((tuple(parts), None))
             parts = parts[:-1]
+            self._changed(parts)
 
 
 def _sync_environment(names):
@@ -1798,6 +1839,8 @@ class _SyncWrite:
             self.tmp = ""
             if aside is not None:
                 os.unlink(aside, dir_fd=self.dir_fd)
+            self.tree._changed(self.parts[:-1], self.name)
+            self.tree._changed(self.parts[:-1])
         except BaseException:
             self.abort()
             raise
@@ -1961,11 +2004,38 @@ def _sync_serve_get(tree, request, channel):
         reader.close()
 
 
+def _sync_scan_answer(tree, request, last):
+    """A scan, whole, or as the changes since the scan answered last (when the client says it
+    has that one, by its token, and asks with the same parameters)."""
+    key = json.dumps(
+        [request.get(k) for k in ("path", "excludes", "server_only", "max_size")], sort_keys=True
+    )
+    result = tree.scan(
+        request.get("path") or "",
+        request.get("excludes") or (),
+        request.get("server_only") or (),
+        request.get("max_size"),
+    )
+    files = {entry[0]: entry for entry in result["files"]}
+    token = os.urandom(8).hex()
+    since = request.get("since")
+    if since and last.get("token") == since and last.get("key") == key:
+        previous = last["files"]
+        result["since"] = since
+        result["changed"] = [e for p, e in files.items() if previous.get(p) != e]
+        result["removed"] = [p for p in previous if p not in files]
+        del result["files"]
+    last.update(token=token, key=key, files=files)
+    result["token"] = token
+    return result
+
+
 def sync_session(reader, wfd):
     """Serve one sync client (requests from ``reader``, answers to ``wfd``) until it closes
     its end."""
     channel = _SyncChannel(reader, wfd)
     tree = None
+    last_scan: dict = {}  # what the last scan answered, for the next one to send only changes
     try:
         while True:
             request = channel.read_message()
@@ -1983,6 +2053,7 @@ def sync_session(reader, wfd):
                     if tree is not None:
                         tree.close()
                     tree = SyncTree(request.get("root") or "~", create=True)
+                    last_scan.clear()
                     answer = {"root": tree.root, "pid": os.getpid()}
                     if request.get("marker"):
                         answer["tree_id"] = tree.tree_id()
@@ -1990,12 +2061,7 @@ def sync_session(reader, wfd):
                     raise ValueError("no tree is open")
                 elif op in ("scan", "hash"):
                     if op == "scan":
-                        result = tree.scan(
-                            request.get("path") or "",
-                            request.get("excludes") or (),
-                            request.get("server_only") or (),
-                            request.get("max_size"),
-                        )
+                        result = _sync_scan_answer(tree, request, last_scan)
                     else:
                         result = tree.hash(list(request.get("paths") or ()))
                     payload = json.dumps(result, separators=(",", ":")).encode()

@@ -228,6 +228,7 @@ class SyncEngine:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sync-write")
         self.tree: SyncTree | None = None
         self._tree_key = 0
+        self._settled: set[str] = set()
         self._rows: list[_Row] = []
         self._remote_seq = 0
         self._remote_durable = 0
@@ -271,7 +272,8 @@ class SyncEngine:
             self.tree = await self._read_thread(lambda: SyncTree(self.local_root))
             local, remote, base = await self._scan()
             self._phase("comparing")
-            await self._hash(base, local, remote)
+            paths = sorted((base.keys() | local.files.keys() | remote.files.keys()) - self._settled)
+            await self._hash(base, local, remote, paths)
             try:
                 the_plan = plan(
                     base,
@@ -279,6 +281,7 @@ class SyncEngine:
                     remote,
                     direction=self.direction,
                     server=self.server_name,
+                    paths=paths,
                 )
             except MassDeletion as e:
                 where = "the Jupyter root" if e.side == LOCAL else "the server's workspace"
@@ -309,29 +312,44 @@ class SyncEngine:
         key = self._tree_key = store.tree(
             self.server_id, tree.root, self.session.root, self.session.tree_id
         )
+        # The server's sync process answers with only what changed since the scan it sent
+        # last, if this end still has that one (for the same parameters).
+        session = self.session
+        parameters = json.dumps([scope, patterns, list(server_only), max_size])
+        previous = session.last_scan if session.last_scan[1] == parameters else None
         # Both scans and the record's load at once.
         local_raw, remote_answer, base = await asyncio.gather(
             self._read_thread(lambda: tree.scan(scope, patterns, server_only, max_size)),
-            self.session.request(
+            session.request(
                 {
                     "op": "scan",
                     "path": scope,
                     "excludes": patterns,
                     "server_only": list(server_only),
                     "max_size": max_size,
+                    "since": previous[0] if previous else None,
                 }
             ),
             self._read_thread(lambda: store.load(key, scope)),
         )
         local = side_from_local(local_raw)
+        payload = remote_answer.get("payload")
         remote = side_from_scan(
-            remote_answer.get("payload"), scope, settings.excludes_matcher(), known=local.files
+            payload,
+            scope,
+            settings.excludes_matcher(),
+            known=local.files,
+            previous=(previous[0], previous[2]) if previous else None,
         )
-        inherit_hashes(base, local, remote)
+        token = payload.get("token") if isinstance(payload, dict) else None
+        session.last_scan = (token, parameters, dict(remote.files)) if token else ("", "", {})
+        self._settled = inherit_hashes(base, local, remote)
         return local, remote, base
 
-    async def _hash(self, base: dict[str, Base], local: Side, remote: Side) -> None:
-        need_local, need_remote = needed_hashes(base, local, remote)
+    async def _hash(
+        self, base: dict[str, Base], local: Side, remote: Side, paths: list[str]
+    ) -> None:
+        need_local, need_remote = needed_hashes(base, local, remote, paths)
         if not need_local and not need_remote:
             return
         assert self.tree is not None

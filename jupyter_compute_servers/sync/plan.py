@@ -23,6 +23,7 @@ directory either side left out (``pruned``), or a file either side could not syn
 
 from __future__ import annotations
 
+import bisect
 import enum
 import time
 from collections.abc import Iterable
@@ -285,8 +286,20 @@ def _blocked(path: str, local: Side, remote: Side) -> tuple[str, str] | None:
     return None
 
 
-def _directories(files: Iterable[str]) -> set[str]:
-    return {ancestor for path in files for ancestor in _ancestors(path)}
+class _Directories:
+    """Whether a path is a directory of a side (some file of it lies below): by bisection in
+    the side's sorted paths, made on first use."""
+
+    def __init__(self, files: dict[str, FileState]) -> None:
+        self.files = files
+        self.sorted: list[str] | None = None
+
+    def __contains__(self, path: object) -> bool:
+        if self.sorted is None:
+            self.sorted = sorted(self.files)
+        prefix = f"{path}/"
+        i = bisect.bisect_left(self.sorted, prefix)
+        return i < len(self.sorted) and self.sorted[i].startswith(prefix)
 
 
 def paths_in_play(base: dict[str, Base], local: Side, remote: Side) -> list[str]:
@@ -310,11 +323,14 @@ def paths_in_play(base: dict[str, Base], local: Side, remote: Side) -> list[str]
     return sorted(every - settled)
 
 
-def needed_hashes(base: dict[str, Base], local: Side, remote: Side) -> tuple[set[str], set[str]]:
-    """The files each side must hash before ``plan`` can decide."""
+def needed_hashes(
+    base: dict[str, Base], local: Side, remote: Side, paths: list[str] | None = None
+) -> tuple[set[str], set[str]]:
+    """The files each side must hash before ``plan`` can decide (``paths``: those in play,
+    when the caller has them)."""
     need_local: set[str] = set()
     need_remote: set[str] = set()
-    for path in paths_in_play(base, local, remote):
+    for path in paths_in_play(base, local, remote) if paths is None else paths:
         if _blocked(path, local, remote):
             continue
         decision = decide(path, base.get(path), local.files.get(path), remote.files.get(path))
@@ -354,6 +370,7 @@ def plan(
     direction: str = "both",
     server: str = "server",
     now: float | None = None,
+    paths: list[str] | None = None,
 ) -> Plan:
     """Every action of a sync. Files whose hash was needed must carry it by now.
 
@@ -369,9 +386,9 @@ def plan(
             result.skipped.append((path, side, reason))
         for path, reason in sorted(scan.pruned.items()):
             result.skipped.append((path, side, reason))
-    paths = paths_in_play(base, local, remote)
-    if paths:
-        local_dirs, remote_dirs = _directories(local.files), _directories(remote.files)
+    if paths is None:
+        paths = paths_in_play(base, local, remote)
+    local_dirs, remote_dirs = _Directories(local.files), _Directories(remote.files)
     for path in paths:
         if _blocked(path, local, remote):
             continue

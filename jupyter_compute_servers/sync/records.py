@@ -11,6 +11,10 @@
   or changed, never deleted where they were not);
 - ``sync_runs``: every sync, with its progress and final summary.
 
+The record of a pair is also kept in memory after it was read, with the pair's generation
+(bumped by every commit to it, in the same transaction): a later sync reads one number, not
+every row, unless another process changed the record meanwhile.
+
 It has its own connection to the store's database file (WAL, synchronous=FULL), like the CLI in
 another process would.
 """
@@ -63,6 +67,8 @@ class SyncStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        #: tree id -> (generation, the whole record of that pair).
+        self._cache: dict[int, tuple[int, dict[str, Base]]] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -113,6 +119,7 @@ class SyncStore:
                 "DELETE FROM sync_trees WHERE server_id = ? AND local_root = ? AND remote_root = ?",
                 (server_id, local_root, remote_root),
             )
+            self._cache.clear()
             cursor = db.execute(
                 "INSERT INTO sync_trees (server_id, local_root, remote_root, remote_tree_id)"
                 " VALUES (?, ?, ?, ?)",
@@ -121,6 +128,26 @@ class SyncStore:
             return int(cursor.lastrowid or 0)
 
     def load(self, tree: int, scope: str = "") -> dict[str, Base]:
+        """The record of a pair (at or below ``scope``): a copy, from memory when the pair's
+        generation says it is current."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT generation FROM sync_trees WHERE id = ?", (tree,)
+            ).fetchone()
+            generation = row["generation"] if row else -1
+            cached = self._cache.get(tree)
+            if cached is not None and cached[0] == generation:
+                record = cached[1]
+                if not scope:
+                    return dict(record)
+                inside = scope + "/"
+                return {p: b for p, b in record.items() if p == scope or p.startswith(inside)}
+            loaded = self._load(tree, scope)
+            if not scope:
+                self._cache[tree] = (generation, dict(loaded))
+            return loaded
+
+    def _load(self, tree: int, scope: str) -> dict[str, Base]:
         clause, params = scope_clause(scope)
         with self._lock:
             cursor = self._db.cursor()
@@ -137,6 +164,9 @@ class SyncStore:
         if not changes:
             return
         with self._transaction() as db:
+            row = db.execute("SELECT generation FROM sync_trees WHERE id = ?", (tree,)).fetchone()
+            generation = row["generation"] if row else -1
+            db.execute("UPDATE sync_trees SET generation = ? WHERE id = ?", (generation + 1, tree))
             db.executemany(
                 "INSERT OR REPLACE INTO sync_files (tree_id, path, hash, size, mtime_ns, mode,"
                 " local_size, local_mtime_ns, local_ino, local_ctime_ns, remote_size,"
@@ -161,6 +191,17 @@ class SyncStore:
                 "DELETE FROM sync_files WHERE tree_id = ? AND path = ?",
                 [(tree, path) for path, base in changes if base is None],
             )
+            cached = self._cache.pop(tree, None)
+        # Committed: the copy in memory follows, if it was current.
+        if cached is not None and cached[0] == generation:
+            record = cached[1]
+            for path, base in changes:
+                if base is None:
+                    record.pop(path, None)
+                else:
+                    record[path] = base
+            with self._lock:
+                self._cache[tree] = (generation + 1, record)
 
     # --- runs -----------------------------------------------------------------------------
 

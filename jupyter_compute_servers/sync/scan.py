@@ -119,18 +119,38 @@ def side_from_scan(
     *,
     where: str = "server's",
     known: Container[str] = (),
+    previous: tuple[str, dict[str, FileState]] | None = None,
 ) -> Side:
     """The server's scan answer as a ``Side``; SyncChannelError when malformed. Paths in
-    ``known`` (the local scan's) are known to be well-formed, in scope and not excluded."""
+    ``known`` (the local scan's) are known to be well-formed, in scope and not excluded.
+
+    The answer may be only the changes (``changed``, ``removed``) since an earlier one, whose
+    token and files (as checked then) are ``previous``.
+    """
     try:
         if not isinstance(raw, dict):
             raise ValueError("not an object")
-        files, skipped, pruned = raw.get("files"), raw.get("skipped"), raw.get("pruned")
+        skipped, pruned = raw.get("skipped"), raw.get("pruned")
+        side = Side()
+        if "since" in raw:
+            if previous is None or raw["since"] != previous[0]:
+                raise ValueError("changes since a scan this end does not have")
+            files, removed = raw.get("changed"), raw.get("removed")
+            if not isinstance(removed, list):
+                raise ValueError("removed must be a list")
+            side.files = dict(previous[1])
+            for path in removed:
+                if not isinstance(path, str):
+                    raise ValueError(f"bad removed entry {path!r}")
+                side.files.pop(path, None)
+            listed: set[str] = set()
+        else:
+            files, listed = raw.get("files"), set()
         if not (isinstance(files, list) and isinstance(skipped, list) and isinstance(pruned, list)):
             raise ValueError("files, skipped and pruned must be lists")
         excluded = _Excluded(excludes)
-        side = Side()
         states = side.files
+        delta = "since" in raw
         for entry in files:
             try:
                 path, size, mtime_ns, mode, ino, ctime_ns = entry
@@ -149,9 +169,11 @@ def side_from_scan(
             if path not in known:
                 _path(path, scope)
                 if excluded(path):
+                    states.pop(path, None)
                     continue  # not ours to sync, whatever the other side thinks
-            if path in states:
+            if path in (listed if delta else states):
                 raise ValueError(f"{path!r} is listed twice")
+            listed.add(path)
             states[path] = FileState(size, mtime_ns, mode, (size, mtime_ns, ino, ctime_ns))
         for entry in skipped:
             if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[1], str):
@@ -188,12 +210,23 @@ def state_from_hash(answer: Any) -> FileState:
     )
 
 
-def inherit_hashes(base: dict[str, Base], local: Side, remote: Side) -> None:
+def inherit_hashes(base: dict[str, Base], local: Side, remote: Side) -> set[str]:
     """Files whose signature is the recorded one have the recorded content: give them its hash
-    (and keep trusting the signature)."""
-    for side, index in ((local, 4), (remote, 5)):  # Base.local_sig, Base.remote_sig
-        files = side.files
-        for path, record in base.items():
-            state = files.get(path)
-            if state is not None and state.sig == record[index]:
-                files[path] = state._replace(hash=record.hash, trusted=True)
+    (and keep trusting the signature). Answers the paths settled on both sides (signatures and
+    mode as recorded), which need nothing at all."""
+    settled = set()
+    local_files, remote_files = local.files, remote.files
+    for path, record in base.items():
+        here, there = local_files.get(path), remote_files.get(path)
+        if here is not None and here.sig == record.local_sig:
+            if (
+                there is not None
+                and there.sig == record.remote_sig
+                and here.mode == record.mode == there.mode
+            ):
+                settled.add(path)
+                continue
+            local_files[path] = here._replace(hash=record.hash, trusted=True)
+        if there is not None and there.sig == record.remote_sig:
+            remote_files[path] = there._replace(hash=record.hash, trusted=True)
+    return settled

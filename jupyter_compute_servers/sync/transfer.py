@@ -70,6 +70,9 @@ class SyncSession:
         #: What ``open`` answered: the tree's real path, and its identity (marker file).
         self.root = ""
         self.tree_id = ""
+        #: The last scan the server sent: (its token, the scan's parameters, its files as
+        #: checked), so the next answer can be only the changes since.
+        self.last_scan: tuple[str, str, dict[str, Any]] = ("", "", {})
 
     @classmethod
     async def over_ssh(
@@ -214,4 +217,6 @@ class SyncSession:
         real, tree_id = answer.get("root"), answer.get("tree_id")
         if not isinstance(real, str) or not real.startswith("/") or not isinstance(tree_id, str):
             raise SyncChannelError("The server's sync process did not say where its tree is.")
+        if (real, tree_id) != (self.root, self.tree_id):
+            self.last_scan = ("", "", {})
         self.root, self.tree_id = real, tree_id
