@@ -31,14 +31,7 @@ export interface IServerConfigFieldsProps<
   catalog?: IImageCatalogView;
 }
 
-/** The image chosen, as the catalogue (or the cloud's offerings) describes it. */
-export function chosenImage(
-  props: Pick<IServerConfigFieldsProps<IHardwareValues>, 'catalog' | 'cloud'>,
-  imageId: string
-): IImage | undefined {
-  return availableImages(props)?.find(i => i.id === imageId);
-}
-
+/** The images to pick from: the catalogue, or the cloud's own list when it cannot be read. */
 function availableImages(
   props: Pick<IServerConfigFieldsProps<IHardwareValues>, 'catalog' | 'cloud'>
 ): ReadonlyArray<IImage> | null {

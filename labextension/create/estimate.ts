@@ -72,15 +72,6 @@ export class EstimateTracker {
     }, this._delay);
   }
 
-  /** Ask again for the same options (after the server's prices may have changed). */
-  refresh(): void {
-    const wanted = this._wanted;
-    this._wanted = null;
-    if (wanted !== null) {
-      this.request(JSON.parse(wanted));
-    }
-  }
-
   dispose(): void {
     if (this._timer !== null) {
       clearTimeout(this._timer);
