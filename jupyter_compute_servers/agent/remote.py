@@ -122,12 +122,17 @@ BARE_PYTHON = re.compile(r"python(\d(\.\d+)?)?")
 _CHILDREN: dict = {}
 
 
-def _kernels_dir(params):
+def _private_dir(params, name):
+    """``<runtime dir>/<name>``, created private (0700): records there hold keys and tokens."""
     root = os.path.expanduser(params.get("runtime_dir") or "~/.jupyter-compute-servers")
-    path = os.path.join(root, "kernels")
+    path = os.path.join(root, name)
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
     return path
+
+
+def _kernels_dir(params):
+    return _private_dir(params, "kernels")
 
 
 def _kernel_id(params):
@@ -446,11 +451,7 @@ CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024
 
 
 def _terminals_dir(params):
-    root = os.path.expanduser(params.get("runtime_dir") or "~/.jupyter-compute-servers")
-    path = os.path.join(root, "terminals")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
+    return _private_dir(params, "terminals")
 
 
 def _terminal_name(params):
