@@ -1,6 +1,7 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { commandsPlugin } from './plugins/commands';
+import { costsPlugin, notificationsPlugin } from './plugins/costs';
 import { hostsPlugin, metricsPlugin } from './plugins/hosts';
 import {
   kernelIndicatorPlugin,
@@ -12,6 +13,7 @@ import {
 import { serversPlugin } from './plugins/servers';
 import { sidebarPlugin } from './plugins/sidebar';
 import { statusPlugin } from './plugins/status';
+import { syncPlugin } from './plugins/sync';
 import { terminalsPlugin } from './plugins/terminals';
 
 const plugins: JupyterFrontEndPlugin<any>[] = [
@@ -21,6 +23,9 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   terminalsPlugin,
   metricsPlugin,
   hostsPlugin,
+  syncPlugin,
+  costsPlugin,
+  notificationsPlugin,
   sidebarPlugin,
   kernelSpecsPlugin,
   kernelsPlugin,

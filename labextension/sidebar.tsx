@@ -3,14 +3,17 @@ import { Message } from '@lumino/messaging';
 import { ISignal } from '@lumino/signaling';
 import * as React from 'react';
 
+import { CostsTotal } from './costs/view';
 import { HostsSection } from './hosts/list';
 import { computeServerIcon } from './icons';
 import { ServerKernels } from './kernels/list';
 import { ServerMetricsView } from './metrics/bars';
 import { ServerList } from './servers/list';
+import { ServerSync, SyncButton } from './sync/view';
 import { ServerTerminals } from './terminals/list';
 import {
   AllowedAction,
+  ICostsModel,
   IComputeServersModel,
   IComputeServersStatus,
   IHost,
@@ -19,7 +22,9 @@ import {
   IServerKernelsModel,
   IServerMetricsModel,
   IServerTerminalsModel,
-  IStatusSnapshot
+  IStatusSnapshot,
+  ISyncModel,
+  SyncDirection
 } from './tokens';
 
 /** The banner at the top of the sidebar: says plainly when the backend cannot serve us. */
@@ -102,6 +107,8 @@ export class ComputeServersSidebar extends ReactWidget {
     this._terminals = options.terminals ?? null;
     this._metrics = options.metrics ?? null;
     this._hosts = options.hosts ?? null;
+    this._sync = options.sync ?? null;
+    this._costs = options.costs ?? null;
     this.id = 'jp-compute-servers-sidebar';
     this.addClass('jp-ComputeServers-sidebar');
     this.title.icon = computeServerIcon;
@@ -111,7 +118,9 @@ export class ComputeServersSidebar extends ReactWidget {
       this._kernels?.changed,
       this._terminals?.changed,
       this._metrics?.changed,
-      this._hosts?.changed
+      this._hosts?.changed,
+      this._sync?.changed,
+      this._costs?.changed
     ];
     for (const signal of signals) {
       signal?.connect(this._changed, this);
@@ -120,9 +129,14 @@ export class ComputeServersSidebar extends ReactWidget {
 
   /** What reads only while the panel shows. */
   private get _watched(): { watched: boolean }[] {
-    return [this._kernels, this._terminals, this._metrics, this._hosts].filter(
-      (m): m is NonNullable<typeof m> => m !== null
-    );
+    return [
+      this._kernels,
+      this._terminals,
+      this._metrics,
+      this._hosts,
+      this._sync,
+      this._costs
+    ].filter((m): m is NonNullable<typeof m> => m !== null);
   }
 
   private _setWatched(watched: boolean): void {
@@ -149,16 +163,35 @@ export class ComputeServersSidebar extends ReactWidget {
     });
   };
 
-  /** A running server's terminal and SSH access buttons; every server's Edit button. */
+  /**
+   * A running server's terminal and SSH access buttons; every server's Sync (with its menu:
+   * directions and sync settings) and Edit buttons.
+   */
   private _renderActions = (server: IServer): React.ReactNode => {
-    const { onNewTerminal, onSSHAccess, onEdit } = this._options;
+    const { onNewTerminal, onSSHAccess, onEdit, onSync, onSyncSettings } =
+      this._options;
     const running = server.state === 'running';
-    if (!onEdit && (!running || (!onNewTerminal && !onSSHAccess))) {
+    const canSync = !!this._sync && (!!onSync || !!onSyncSettings);
+    if (!onEdit && !canSync && (!running || (!onNewTerminal && !onSSHAccess))) {
       return null;
     }
     const pending = this._pending.has(server.id);
     return (
       <>
+        {canSync && (
+          <SyncButton
+            serverName={server.name}
+            running={running && !!onSync}
+            busy={
+              pending ||
+              (this._sync?.entry(server.id).value.running ?? null) !== null
+            }
+            onSync={direction => onSync?.(server, direction)}
+            onSettings={
+              onSyncSettings ? () => onSyncSettings(server) : undefined
+            }
+          />
+        )}
         {running && onNewTerminal && (
           <button
             type="button"
@@ -208,8 +241,20 @@ export class ComputeServersSidebar extends ReactWidget {
     const terminals = this._terminals;
     const metrics = this._metrics;
     const onOpen = this._options.onOpenTerminal;
+    const sync = this._sync;
     return (
       <>
+        {sync && (
+          <ServerSync
+            serverName={server.name}
+            entry={sync.entry(server.id)}
+            actionError={sync.actionError(server.id)}
+            onCancel={run => {
+              void sync.cancel(server.id, run.id).catch(() => undefined);
+            }}
+            onOpenFile={this._options.onOpenFile}
+          />
+        )}
         {metrics && (
           <ServerMetricsView
             serverName={server.name}
@@ -290,7 +335,10 @@ export class ComputeServersSidebar extends ReactWidget {
     const model = this._model;
     const onCreate = this._options.onCreate;
     const showDetails =
-      this._kernels || this._terminals || this._metrics ? true : false;
+      this._kernels || this._terminals || this._metrics || this._sync
+        ? true
+        : false;
+    const costs = this._costs;
     return (
       <div className="jp-ComputeServers-panel">
         <header className="jp-ComputeServers-header">
@@ -316,6 +364,9 @@ export class ComputeServersSidebar extends ReactWidget {
                 + New compute server
               </button>
             </div>
+            {costs && (model.servers.length > 0 || !!costs.costs?.budget) && (
+              <CostsTotal costs={costs.costs} error={costs.error} />
+            )}
             <ServerList
               servers={model.servers}
               loaded={model.loaded}
@@ -344,6 +395,8 @@ export class ComputeServersSidebar extends ReactWidget {
   private _terminals: IServerTerminalsModel | null;
   private _metrics: IServerMetricsModel | null;
   private _hosts: IHostsModel | null;
+  private _sync: ISyncModel | null;
+  private _costs: ICostsModel | null;
   private _pending = new Set<number>();
 }
 
@@ -374,6 +427,16 @@ export namespace ComputeServersSidebar {
     onSSHAccess?: (server: IServer) => void;
     /** Called by a server's Edit button (without, there is none). */
     onEdit?: (server: IServer) => void;
+    /** The file syncs: a Sync button per server, progress and summary per running one. */
+    sync?: ISyncModel | null;
+    /** Called by a running server's Sync button and its direction menu. */
+    onSync?: (server: IServer, direction: SyncDirection) => void;
+    /** Called by the Sync menu's "Sync settings…". */
+    onSyncSettings?: (server: IServer) => void;
+    /** Open a file of the Jupyter root (a sync conflict's two versions). */
+    onOpenFile?: (path: string) => void;
+    /** The spend of all servers and the monthly budget, shown above the list. */
+    costs?: ICostsModel | null;
     /** Called by the Hosts section's Add button. */
     onAddHost?: () => void;
     /** Called by a host's Edit button. */

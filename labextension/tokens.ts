@@ -15,6 +15,8 @@ import { IHost, IHostFields, IHostUpdate } from './hosts/types';
 import { IServerMetrics } from './metrics/types';
 import { IServerDetailsModel, IServerEntry } from './servers/details';
 import { IRemoteTerminal, ITerminalCreate } from './terminals/types';
+import { ISyncEventData, ISyncRequest, ISyncRun } from './sync/types';
+import { ICosts } from './costs/types';
 
 export * from './servers/types';
 export * from './kernels/types';
@@ -22,6 +24,8 @@ export * from './terminals/types';
 export * from './hosts/types';
 export * from './metrics/types';
 export * from './create/types';
+export * from './sync/types';
+export * from './costs/types';
 export type { IServerDetailsModel, IServerEntry } from './servers/details';
 
 /** What `GET compute-servers/api/status` answers. */
@@ -198,4 +202,65 @@ export interface IHostsModel {
 export const IHostsModel = new Token<IHostsModel>(
   'jupyter-compute-servers:IHostsModel',
   'The on-prem hosts of the ssh cloud.'
+);
+
+/** A compute server's file syncs, as the sync model last read or heard them. */
+export interface IServerSyncs {
+  /** Its latest syncs, newest first (the running one, if any, among them). */
+  readonly runs: ReadonlyArray<ISyncRun>;
+  /** The id of the sync running now, or null. */
+  readonly running: number | null;
+  /** The gitignore lines every sync excludes before the server's own. */
+  readonly defaultExcludes: ReadonlyArray<string>;
+}
+
+/**
+ * File sync between the Jupyter root and the compute servers: each running server's latest
+ * syncs (read while the sidebar shows them, followed live by `sync` events), with start and
+ * cancel.
+ */
+export interface ISyncModel extends IServerDetailsModel {
+  /** Emitted with a server's id whenever its syncs (or its last start's error) change. */
+  readonly changed: ISignal<ISyncModel, number>;
+  /** Emitted with a sync when it ends, once its summary has been read. */
+  readonly ended: ISignal<ISyncModel, ISyncRun>;
+  entry(serverId: number): IServerEntry<IServerSyncs>;
+  /** The server's latest sync (running or not), or null. */
+  latest(serverId: number): ISyncRun | null;
+  /** Why the last start or cancel of a sync of the server failed, or null. */
+  actionError(serverId: number): string | null;
+  /** Start a sync (202: it runs in the background); a refusal is kept and thrown. */
+  start(serverId: number, request?: ISyncRequest): Promise<ISyncRun>;
+  /** Ask a running sync to stop. */
+  cancel(serverId: number, syncId: number): Promise<ISyncRun>;
+  /** Read one sync again. Never rejects. */
+  refreshRun(serverId: number, syncId: number): Promise<void>;
+  /** Take in what a `sync` event says. */
+  applyEvent(serverId: number, data: ISyncEventData): void;
+}
+
+export const ISyncModel = new Token<ISyncModel>(
+  'jupyter-compute-servers:ISyncModel',
+  'File sync between the Jupyter root and the compute servers.'
+);
+
+/**
+ * The spend of all compute servers and the monthly budget (`GET costs`), read while the
+ * sidebar shows them and again on the servers' events.
+ */
+export interface ICostsModel {
+  /** The last answer, or null before the first. */
+  readonly costs: ICosts | null;
+  /** The error of the last failed read, or null. */
+  readonly error: string | null;
+  readonly changed: ISignal<ICostsModel, void>;
+  /** Whether anything shows the costs now; shown again: read again. */
+  watched: boolean;
+  readonly watchedChanged: ISignal<ICostsModel, boolean>;
+  refresh(): Promise<void>;
+}
+
+export const ICostsModel = new Token<ICostsModel>(
+  'jupyter-compute-servers:ICostsModel',
+  'The spend of all compute servers and the monthly budget.'
 );

@@ -207,6 +207,16 @@ export class JupyterServer {
     return this._dataDir;
   }
 
+  /** The Jupyter root (what file sync syncs with a server's workspace). */
+  get rootDir(): string {
+    return path.join(this._dir, 'root');
+  }
+
+  /** A local server's workspace (its disk), where sync writes on the server's side. */
+  workspace(serverId: number): string {
+    return path.join(this._dataDir, 'local', String(serverId), 'disk');
+  }
+
   /** Stop every sandbox, then the server (SIGTERM, then wait), and remove its files. */
   async stop(): Promise<void> {
     const child = this._process;

@@ -9,14 +9,17 @@ import { runServerAction } from '../servers/actions';
 import { ComputeServersSidebar } from '../sidebar';
 import { TerminalCommandIDs } from '../terminals/commands';
 import {
+  ICostsModel,
   IComputeServersModel,
   IComputeServersStatus,
   IHostsModel,
   IServerKernelsModel,
   IServerMetricsModel,
-  IServerTerminalsModel
+  IServerTerminalsModel,
+  ISyncModel
 } from '../tokens';
 import { CommandIDs } from './commands';
+import { SyncCommandIDs } from './sync';
 import { SETTINGS_PLUGIN_ID } from './servers';
 
 /** The Compute Servers panel in the left sidebar (its settings: schema/plugin.json). */
@@ -30,7 +33,9 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
     IServerKernelsModel,
     IServerTerminalsModel,
     IServerMetricsModel,
-    IHostsModel
+    IHostsModel,
+    ISyncModel,
+    ICostsModel
   ],
   activate: (
     app: JupyterFrontEnd,
@@ -40,7 +45,9 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
     kernels: IServerKernelsModel | null,
     terminals: IServerTerminalsModel | null,
     metrics: IServerMetricsModel | null,
-    hosts: IHostsModel | null
+    hosts: IHostsModel | null,
+    sync: ISyncModel | null,
+    costs: ICostsModel | null
   ): void => {
     const { commands } = app;
     const sessions = app.serviceManager.sessions;
@@ -53,6 +60,8 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       terminals,
       metrics,
       hosts,
+      sync,
+      costs,
       sessionPath: kernelId => {
         for (const session of sessions.running()) {
           if (session.kernel?.id === kernelId) {
@@ -87,6 +96,21 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
         : undefined,
       onEdit: server =>
         void commands.execute(CommandIDs.edit, { serverId: server.id }),
+      onSync: sync
+        ? (server, direction) =>
+            void commands.execute(SyncCommandIDs.sync, {
+              serverId: server.id,
+              direction
+            })
+        : undefined,
+      onSyncSettings: sync
+        ? server =>
+            void commands.execute(SyncCommandIDs.settings, {
+              serverId: server.id
+            })
+        : undefined,
+      onOpenFile: path =>
+        void commands.execute(SyncCommandIDs.openFile, { path }),
       onAddHost: hosts ? () => void openHostDialog(hosts) : undefined,
       onEditHost: hosts ? host => void openHostDialog(hosts, host) : undefined,
       onDeleteHost: hosts ? host => deleteHost(hosts, host) : undefined

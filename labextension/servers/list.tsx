@@ -1,5 +1,6 @@
 import * as React from 'react';
 
+import { ServerCostView } from '../costs/view';
 import { formatUsd } from '../create/estimate';
 import {
   ACTION_CAPTIONS,
@@ -125,6 +126,7 @@ export function ServerRow(props: IServerRowProps): JSX.Element {
           </>
         )}
       </div>
+      <ServerCostView server={server} />
       {server.state === 'error' && server.state_reason && (
         <div className="jp-ComputeServers-reason" role="alert">
           {server.state_reason}

@@ -2,7 +2,9 @@
  * The shapes of the compute servers REST API (`compute-servers/api/servers`, `.../clouds`),
  * as the server extension writes them.
  */
+import { IAutoStop, IServerCost } from '../costs/types';
 import { IHostOffering } from '../hosts/types';
+import { ISyncSettings } from '../sync/types';
 
 /** Every state a server can be in. */
 export type ServerState =
@@ -79,6 +81,12 @@ export interface IServer {
   operation: string | null;
   progress: IProgress | null;
   allowed_actions: AllowedAction[];
+  /** What it costs per hour in each state, and what it has cost (null: not worked out). */
+  cost?: IServerCost | null;
+  /** When it will stop by itself, while it runs. */
+  auto_stop?: IAutoStop | null;
+  /** How it syncs files with the Jupyter root. */
+  sync?: ISyncSettings;
 }
 
 export interface IRange {
@@ -126,6 +134,8 @@ export interface IServerCreate {
   idle_timeout_minutes?: number | null;
   spend_limit?: ISpendLimit | null;
   daily_stop?: IDailyStop | null;
+  /** The fields given replace the current ones. */
+  sync?: Partial<ISyncSettings>;
 }
 
 export type IServerUpdate = Partial<Omit<IServerCreate, 'cloud'>>;

@@ -1,2 +1,4 @@
 import './base.css';
 import './create.css';
+import './sync.css';
+import './costs.css';
