@@ -279,3 +279,14 @@ def test_images_test_reports_a_failing_import(tmp_path):
     )
     assert result.returncode == 1
     assert "FAILED python:system" in result.stderr and "no_such_module_anywhere" in result.stderr
+
+
+async def test_offerings_say_the_machines_architecture(api):
+    import platform
+
+    from jupyter_compute_servers.images.catalog import normalize_arch
+
+    code, clouds = await api("GET", "clouds")
+    assert code == 200
+    local = next(c for c in clouds["clouds"] if c["name"] == "local")
+    assert local["offerings"]["arch"] == normalize_arch(platform.machine())

@@ -152,7 +152,9 @@ class LocalCloud(Cloud):
                 }
                 for image in self.catalog.images(include_untested=True)
                 if self._runnable(image["runtime"]) is None
+                and normalize_arch(platform.machine()) in image.get("arch", ["x86_64", "arm64"])
             ],
+            "arch": normalize_arch(platform.machine()),
             "cpu": {"min": 1, "max": os.cpu_count() or 1},
             "memory_gb": {"min": 0.25, "max": _memory_total_gb()},
             "gpus": [

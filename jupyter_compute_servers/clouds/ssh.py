@@ -124,6 +124,7 @@ class SSHCloud(Cloud):
                     "name": host.name,
                     "cpu": inventory.get("cpu_count"),
                     "memory_gb": round((inventory.get("memory_total") or 0) / 2**30, 1),
+                    "arch": normalize_arch(inventory.get("arch")),
                     "gpus": [{"type": t, **counts} for t, counts in types.items()],
                 }
             )
