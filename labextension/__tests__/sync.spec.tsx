@@ -4,12 +4,15 @@
  * menu, the progress and summary view, and the sync settings dialog.
  */
 import { Event, EventManager } from '@jupyterlab/services';
+import { Widget } from '@lumino/widgets';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as React from 'react';
 import { act } from 'react';
 
 import { ServersModel } from '../servers/model';
+import { ComputeServersSidebar } from '../sidebar';
+import { StatusModel } from '../status';
 import {
   formatDuration,
   formatSize,
@@ -796,6 +799,58 @@ describe('sync against a real server', () => {
       { sync: { server_only: [], auto_sync_minutes: null } },
       200
     );
+  });
+
+  it('in the sidebar: press Sync, see it run, then "1 sent"; a conflict opens both files', async () => {
+    follow();
+    write('from-lab.txt', 'lab');
+    const opened: string[] = [];
+    const sidebar = new ComputeServersSidebar({
+      status: new StatusModel(api.settings),
+      model: servers,
+      sync: model,
+      onSync: (server, direction) =>
+        void model.start(server.id, { direction }).catch(() => undefined),
+      onOpenFile: p => opened.push(p)
+    });
+    Widget.attach(sidebar, document.body);
+    expect(model.watched).toBe(true);
+    const row = () =>
+      sidebar.node.querySelector<HTMLElement>(
+        `.jp-ComputeServers-server[data-server-id="${serverId}"]`
+      )!;
+    await until(() => !!row()?.querySelector('.jp-ComputeServers-syncButton'));
+    row()
+      .querySelector<HTMLButtonElement>('.jp-ComputeServers-syncButton')!
+      .click();
+    const summary = () =>
+      row().querySelector('.jp-ComputeServers-syncSummary')?.textContent ?? '';
+    await until(() => summary().startsWith('1 sent'), 10000);
+    expect(summary()).toBe(
+      '1 sent · 0 received · 0 deleted · 0 conflicts · 0 skipped'
+    );
+    expect(
+      row().querySelector('.jp-ComputeServers-syncHeadline')!.textContent
+    ).toMatch(/^Synced at \d\d:\d\d$/);
+
+    // Changed on both sides: both versions kept, each a link.
+    write('from-lab.txt', 'lab 2');
+    write('from-lab.txt', 'server 2', 'server');
+    row()
+      .querySelector<HTMLButtonElement>('.jp-ComputeServers-syncButton')!
+      .click();
+    await until(() => summary().includes('1 conflict'), 10000);
+    const links = Array.from(
+      row().querySelectorAll<HTMLAnchorElement>('.jp-ComputeServers-syncOpen')
+    );
+    expect(links.map(a => a.dataset.path)).toEqual([
+      'from-lab.txt',
+      expect.stringMatching(/^from-lab \(conflict box .*\)\.txt$/)
+    ]);
+    links[1].click();
+    expect(opened).toEqual([links[1].dataset.path]);
+    sidebar.dispose();
+    expect(model.watched).toBe(false);
   });
 
   it('a server that is not running cannot sync: the model keeps why', async () => {
