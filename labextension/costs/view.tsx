@@ -91,22 +91,21 @@ export function ServerCostView(props: { server: IServer }): JSX.Element | null {
   return (
     <div className="jp-ComputeServers-costs">
       {cost && (
-        <div className="jp-ComputeServers-costLine">
-          <span
+        <>
+          <div
             className="jp-ComputeServers-rates"
             data-unknown={unknown.length > 0 || undefined}
             title={ratesTitle(cost)}
           >
             {ratesLine(cost)}
-          </span>
-          {' · '}
-          <span
+          </div>
+          <div
             className="jp-ComputeServers-spent"
             title={spentTitle(cost.spent)}
           >
             {spentLine(cost.spent)}
-          </span>
-        </div>
+          </div>
+        </>
       )}
       {limit && (
         <LimitBar
