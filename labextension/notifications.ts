@@ -52,6 +52,9 @@ export class ServerNotifier {
     this._events?.stream.connect(this._onEvent, this);
   }
 
+  /** Whether events become notifications (the `notifications` setting); default true. */
+  enabled = true;
+
   get isDisposed(): boolean {
     return this._isDisposed;
   }
@@ -164,7 +167,7 @@ export class ServerNotifier {
   }
 
   private _onEvent(_: Event.IManager, event: Event.Emission): void {
-    const notification = this.describe(event);
+    const notification = this.enabled ? this.describe(event) : null;
     if (!notification) {
       return;
     }

@@ -431,6 +431,10 @@ describe('ServerNotifier', () => {
     emit(event);
     emit({ kind: 'state', server_id: 3, state: 'off' });
     emit({ kind: 'sync', server_id: 3, sync: { id: 1, state: 'running' } });
+    // Turned off by the setting: none.
+    notifier.enabled = false;
+    emit({ kind: 'preempted', server_id: 3, state_reason: 'Preempted.' });
+    notifier.enabled = true;
     events.stream.emit({
       schema_id: 'other',
       kind: 'auto_stopped',

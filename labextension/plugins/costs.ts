@@ -57,8 +57,13 @@ export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
     'Notifications for cost warnings, automatic stops and preemptions of compute servers.',
   autoStart: true,
   requires: [IComputeServersModel],
-  activate: (app: JupyterFrontEnd, servers: IComputeServersModel): void => {
-    new ServerNotifier({
+  optional: [ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    servers: IComputeServersModel,
+    settingRegistry: ISettingRegistry | null
+  ): void => {
+    const notifier = new ServerNotifier({
       servers,
       events: app.serviceManager.events,
       actions: {
@@ -78,6 +83,9 @@ export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
         edit: serverId =>
           void app.commands.execute(CommandIDs.edit, { serverId })
       }
+    });
+    followSetting(settingRegistry, 'notifications', value => {
+      notifier.enabled = value !== false;
     });
   }
 };
