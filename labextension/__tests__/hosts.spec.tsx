@@ -205,6 +205,7 @@ describeWithSshd('hosts with a real server and an sshd host', () => {
       {
         id: trusted.id,
         name: 'lab',
+        arch: trusted.inventory!.arch,
         cpu: trusted.inventory!.cpu_count,
         memory_gb: expect.any(Number),
         gpus: [{ type: A100, count: 2, free: 2 }]
