@@ -91,7 +91,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         card = Path(tmp) / "card.json"
         card.write_text(json.dumps(CARD))
-        app = load_app([f"data_dir={tmp}"])
+        # Kernel specs of the benchmark's servers go with it, not into the user's data dir.
+        app = load_app([f"data_dir={tmp}", f"kernel_specs_dir={tmp}/kernels"])
         app.config.ComputeServerCosts.price_tables = {"local": str(card)}
         manager = app.build_manager()
         costs = manager.billing
