@@ -10,8 +10,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
+
+from jupyter_compute_servers.clouds.base import Cloud, CloudStatus, Operation, SSHEndpoint
+from jupyter_compute_servers.models import State
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -66,3 +70,36 @@ def start_sshd(
     return OpenSSHServer(
         port, host_key.export_public_key().decode().strip(), getpass.getuser(), process
     )
+
+
+class OpenSSHHost(Cloud):
+    """A test cloud: one machine that is always there, reached through OpenSSH."""
+
+    name = "openssh"
+    label = "A host behind OpenSSH"
+    config_fields = frozenset()
+    endpoint: SSHEndpoint
+
+    def defaults(self) -> dict[str, Any]:
+        return {}
+
+    def offerings(self) -> dict[str, Any]:
+        return {}
+
+    async def create(self, op: Operation) -> None:
+        pass
+
+    async def start(self, op: Operation) -> None:
+        pass
+
+    async def stop(self, op: Operation) -> None:
+        pass
+
+    async def deprovision(self, op: Operation) -> None:
+        pass
+
+    async def status(self, server_id: int, cloud_data: dict[str, Any]) -> CloudStatus:
+        return CloudStatus(State.RUNNING)
+
+    async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
+        return self.endpoint

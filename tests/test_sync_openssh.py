@@ -9,49 +9,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from jupyter_compute_servers.clouds.base import Cloud, CloudStatus, Operation, SSHEndpoint
+from jupyter_compute_servers.clouds.base import SSHEndpoint
 from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
 from jupyter_compute_servers.ssh import KeyStore, SSHConnections
 from jupyter_compute_servers.store import ServerStore
 from jupyter_compute_servers.sync.service import SyncService
 
-from .sshd import start_sshd
-
-
-class OpenSSHHost(Cloud):
-    """A test cloud: one machine that is always there, reached through OpenSSH."""
-
-    name = "openssh"
-    label = "A host behind OpenSSH"
-    config_fields = frozenset()
-    endpoint: SSHEndpoint
-
-    def defaults(self) -> dict[str, Any]:
-        return {}
-
-    def offerings(self) -> dict[str, Any]:
-        return {}
-
-    async def create(self, op: Operation) -> None:
-        pass
-
-    async def start(self, op: Operation) -> None:
-        pass
-
-    async def stop(self, op: Operation) -> None:
-        pass
-
-    async def deprovision(self, op: Operation) -> None:
-        pass
-
-    async def status(self, server_id: int, cloud_data: dict[str, Any]) -> CloudStatus:
-        return CloudStatus(State.RUNNING)
-
-    async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
-        return self.endpoint
+from .sshd import OpenSSHHost, start_sshd
 
 
 @contextlib.asynccontextmanager

@@ -648,6 +648,21 @@ class GCPCloud(Cloud):
         if operation.error.errors:
             raise _operation_error(operation, doing)
 
+    async def _operate(
+        self,
+        clients: _Clients,
+        where: _Where,
+        doing: str,
+        method: Callable[..., compute_v1.Operation],
+        op: Operation | None,
+        **fields: Any,
+    ) -> None:
+        """One call on the server's VM or disk (in its project and zone), waited for."""
+        operation = await self._call(
+            doing, method, project=where.project, zone=where.zone, **fields
+        )
+        await self._wait(clients, where, operation, doing, op)
+
     # --- offerings ----------------------------------------------------------------------------
 
     async def availability(self) -> tuple[bool, str]:
@@ -1304,10 +1319,7 @@ class GCPCloud(Cloud):
         doing = f"{'resume' if resume else 'start'} VM {where.instance}"
         op.progress(f"{'Resuming' if resume else 'Starting'} VM {where.instance}", 0.2)
         try:
-            operation = await self._call(
-                doing, method, project=where.project, zone=where.zone, instance=where.instance
-            )
-            await self._wait(clients, where, operation, doing, op)
+            await self._operate(clients, where, doing, method, op, instance=where.instance)
         except GoogleError as e:
             raise await self._settle_failure(op, clients, where, e, doing) from None
 
@@ -1341,14 +1353,14 @@ class GCPCloud(Cloud):
         if instance.status != "TERMINATED":
             op.progress(f"Stopping VM {where.instance}", 0.3)
             doing = f"stop VM {where.instance}"
-            operation = await self._call(
+            await self._operate(
+                clients,
+                where,
                 doing,
                 clients.instances.stop_unary,
-                project=where.project,
-                zone=where.zone,
+                op,
                 instance=where.instance,
             )
-            await self._wait(clients, where, operation, doing, op)
         op.remember(address=None)
         self._endpoints.pop(op.server_id, None)
 
@@ -1360,14 +1372,14 @@ class GCPCloud(Cloud):
         where, _ = await self._existing(op, clients)
         op.progress(f"Suspending VM {where.instance}", 0.3)
         doing = f"suspend VM {where.instance}"
-        operation = await self._call(
+        await self._operate(
+            clients,
+            where,
             doing,
             clients.instances.suspend_unary,
-            project=where.project,
-            zone=where.zone,
+            op,
             instance=where.instance,
         )
-        await self._wait(clients, where, operation, doing, op)
         op.remember(address=None)
         self._endpoints.pop(op.server_id, None)
 
@@ -1385,14 +1397,14 @@ class GCPCloud(Cloud):
         previous_boot = await self._boot_before(clients, where)
         op.progress(f"Resetting VM {where.instance}", 0.3)
         doing = f"reset VM {where.instance}"
-        operation = await self._call(
+        await self._operate(
+            clients,
+            where,
             doing,
             clients.instances.reset_unary,
-            project=where.project,
-            zone=where.zone,
+            op,
             instance=where.instance,
         )
-        await self._wait(clients, where, operation, doing, op)
         await self._wait_ready(op, clients, where, previous_boot)
 
     async def deprovision(self, op: Operation) -> None:
@@ -1402,14 +1414,14 @@ class GCPCloud(Cloud):
             op.progress(f"Deleting VM {where.instance} and its disk", 0.3)
             doing = f"delete VM {where.instance}"
             try:
-                operation = await self._call(
+                await self._operate(
+                    clients,
+                    where,
                     doing,
                     clients.instances.delete_unary,
-                    project=where.project,
-                    zone=where.zone,
+                    op,
                     instance=where.instance,
                 )
-                await self._wait(clients, where, operation, doing, op)
             except GoogleError as e:
                 if not e.not_found:
                     raise
@@ -1445,14 +1457,14 @@ class GCPCloud(Cloud):
             raise CloudError(f"Disk {where.disk} is still attached to {', '.join(disk.users)}.")
         op.progress(f"Deleting disk {where.disk}", 0.8)
         try:
-            operation = await self._call(
+            await self._operate(
+                clients,
+                where,
                 doing,
                 clients.disks.delete_unary,
-                project=where.project,
-                zone=where.zone,
+                op,
                 disk=where.disk,
             )
-            await self._wait(clients, where, operation, doing, op)
         except GoogleError as e:
             if not e.not_found:
                 raise
@@ -1518,15 +1530,15 @@ class GCPCloud(Cloud):
                         )
                     ]
                 )
-                operation = await self._call(
+                await self._operate(
+                    clients,
+                    where,
                     doing,
                     clients.instances.set_machine_resources_unary,
-                    project=where.project,
-                    zone=where.zone,
+                    op,
                     instance=where.instance,
                     instances_set_machine_resources_request_resource=body,
                 )
-                await self._wait(clients, where, operation, doing, op)
             if bool(config.spot) != bool(old.spot):
                 await self._set_scheduling(clients, where, config, op)
             if (config.disk_gb or 0) > (old.disk_gb or 0):
@@ -1544,17 +1556,17 @@ class GCPCloud(Cloud):
         from google.cloud import compute_v1
 
         doing = f"change VM {where.instance} to {machine_type}"
-        operation = await self._call(
+        await self._operate(
+            clients,
+            where,
             doing,
             clients.instances.set_machine_type_unary,
-            project=where.project,
-            zone=where.zone,
+            op,
             instance=where.instance,
             instances_set_machine_type_request_resource=compute_v1.InstancesSetMachineTypeRequest(
                 machine_type=f"zones/{where.zone}/machineTypes/{machine_type}"
             ),
         )
-        await self._wait(clients, where, operation, doing, op)
 
     async def _set_scheduling(
         self, clients: _Clients, where: _Where, config: ServerConfig, op: Operation
@@ -1569,30 +1581,30 @@ class GCPCloud(Cloud):
         if config.spot:
             scheduling.instance_termination_action = "STOP"
         doing = f"make VM {where.instance} {'spot' if config.spot else 'on-demand'}"
-        operation = await self._call(
+        await self._operate(
+            clients,
+            where,
             doing,
             clients.instances.set_scheduling_unary,
-            project=where.project,
-            zone=where.zone,
+            op,
             instance=where.instance,
             scheduling_resource=scheduling,
         )
-        await self._wait(clients, where, operation, doing, op)
 
     async def _resize(self, clients: _Clients, where: _Where, disk_gb: int, op: Operation) -> None:
         from google.cloud import compute_v1
 
         doing = f"grow disk {where.disk} to {disk_gb} GB"
         op.progress(f"Growing the disk to {disk_gb} GB", 0.3)
-        operation = await self._call(
+        await self._operate(
+            clients,
+            where,
             doing,
             clients.disks.resize_unary,
-            project=where.project,
-            zone=where.zone,
+            op,
             disk=where.disk,
             disks_resize_request_resource=compute_v1.DisksResizeRequest(size_gb=disk_gb),
         )
-        await self._wait(clients, where, operation, doing, op)
 
     async def resize_disk(self, op: Operation, disk_gb: int) -> None:
         """Grow the disk of a running (or suspended) VM, then its filesystem over SSH. The

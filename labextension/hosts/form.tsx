@@ -6,6 +6,7 @@ import { ApiError } from '../request';
 import { formatNumber } from '../servers/format';
 import { IHostsModel } from '../tokens';
 import { IHost, IHostFields, IHostUpdate } from './types';
+import { FormDialog } from '../formDialog';
 
 /** What the host form holds: text as typed, so that nothing typed is lost on an error. */
 export interface IHostFormValues {
@@ -403,42 +404,16 @@ export class HostFormBody extends ReactWidget {
 }
 
 /** A dialog that stays open until the server accepts the host (refusals show in the form). */
-export class HostDialog extends Dialog<IHost | null> {
-  constructor(private readonly form: HostFormBody) {
-    const buttons = [
-      Dialog.cancelButton(),
-      Dialog.okButton({
-        label: form.original ? 'Save' : 'Add',
-        className: 'jp-ComputeServers-hostSave'
-      })
-    ];
-    super({
+export class HostDialog extends FormDialog<IHost | null> {
+  constructor(form: HostFormBody) {
+    super(form, {
       title: form.original ? `Edit ${form.original.name}` : 'Add a host',
-      body: form,
-      buttons,
-      defaultButton: buttons.length - 1,
+      acceptLabel: form.original ? 'Save' : 'Add',
+      acceptClass: 'jp-ComputeServers-hostSave',
+      dialogClass: 'jp-ComputeServers-hostDialog',
       focusNodeSelector: 'input[name="name"]'
     });
-    this._buttonList = buttons;
-    this.addClass('jp-ComputeServers-hostDialog');
   }
-
-  resolve(index?: number): void {
-    const button = this._buttonList[index ?? this._buttonList.length - 1];
-    if (!button || !button.accept || this._accepted) {
-      super.resolve(index);
-      return;
-    }
-    void this.form.submit().then(ok => {
-      if (ok && !this.isDisposed) {
-        this._accepted = true;
-        super.resolve(index);
-      }
-    });
-  }
-
-  private _buttonList: ReadonlyArray<Dialog.IButton>;
-  private _accepted = false;
 }
 
 /** Ask for a new host, or edit one; resolves with it as saved, or null when cancelled. */

@@ -1,4 +1,4 @@
-import { Dialog, showErrorMessage } from '@jupyterlab/apputils';
+import { showErrorMessage } from '@jupyterlab/apputils';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
@@ -17,6 +17,7 @@ import {
   initialValues
 } from './createForm';
 import { IServer } from './types';
+import { FormDialog } from '../formDialog';
 
 /** The create dialog's body: holds what was typed, and the server's complaints about it. */
 export class CreateServerBody extends ReactWidget {
@@ -180,42 +181,16 @@ export class CreateServerBody extends ReactWidget {
  * A dialog that stays open until the server accepts the new server: its accept button sends
  * the form, and a refusal is shown in the form instead of closing it.
  */
-export class CreateServerDialog extends Dialog<IServer | null> {
-  constructor(private readonly form: CreateServerBody) {
-    const buttons = [
-      Dialog.cancelButton(),
-      Dialog.okButton({
-        label: 'Create',
-        className: 'jp-ComputeServers-createButton'
-      })
-    ];
-    super({
+export class CreateServerDialog extends FormDialog<IServer | null> {
+  constructor(form: CreateServerBody) {
+    super(form, {
       title: 'New compute server',
-      body: form,
-      buttons,
-      defaultButton: buttons.length - 1,
+      acceptLabel: 'Create',
+      acceptClass: 'jp-ComputeServers-createButton',
+      dialogClass: 'jp-ComputeServers-createDialog',
       focusNodeSelector: 'input[name="name"]'
     });
-    this._buttonList = buttons;
-    this.addClass('jp-ComputeServers-createDialog');
   }
-
-  resolve(index?: number): void {
-    const button = this._buttonList[index ?? this._buttonList.length - 1];
-    if (!button || !button.accept || this._accepted) {
-      super.resolve(index);
-      return;
-    }
-    void this.form.submit().then(ok => {
-      if (ok && !this.isDisposed) {
-        this._accepted = true;
-        super.resolve(index);
-      }
-    });
-  }
-
-  private _buttonList: ReadonlyArray<Dialog.IButton>;
-  private _accepted = false;
 }
 
 /** Ask for a new compute server; resolves with it, or null when cancelled. */

@@ -1,4 +1,3 @@
-import { Dialog } from '@jupyterlab/apputils';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
@@ -17,6 +16,7 @@ import {
   IEditFormValues
 } from './editForm';
 import { IServer } from './types';
+import { FormDialog } from '../formDialog';
 
 /** The edit dialog's body: what was typed, the server's complaints, the live estimate. */
 export class EditServerBody extends ReactWidget {
@@ -177,42 +177,16 @@ export class EditServerBody extends ReactWidget {
  * them, and a refusal (a 400, or a 409 when a change needs the server off) is shown by the
  * field at fault instead of closing it.
  */
-export class EditServerDialog extends Dialog<IServer | null> {
-  constructor(private readonly form: EditServerBody) {
-    const buttons = [
-      Dialog.cancelButton(),
-      Dialog.okButton({
-        label: 'Save',
-        className: 'jp-ComputeServers-editSave'
-      })
-    ];
-    super({
+export class EditServerDialog extends FormDialog<IServer | null> {
+  constructor(form: EditServerBody) {
+    super(form, {
       title: `Edit ${form.original.name}`,
-      body: form,
-      buttons,
-      defaultButton: buttons.length - 1,
+      acceptLabel: 'Save',
+      acceptClass: 'jp-ComputeServers-editSave',
+      dialogClass: 'jp-ComputeServers-editDialog',
       focusNodeSelector: 'input[name="name"]'
     });
-    this._buttonList = buttons;
-    this.addClass('jp-ComputeServers-editDialog');
   }
-
-  resolve(index?: number): void {
-    const button = this._buttonList[index ?? this._buttonList.length - 1];
-    if (!button || !button.accept || this._accepted) {
-      super.resolve(index);
-      return;
-    }
-    void this.form.submit().then(ok => {
-      if (ok && !this.isDisposed) {
-        this._accepted = true;
-        super.resolve(index);
-      }
-    });
-  }
-
-  private _buttonList: ReadonlyArray<Dialog.IButton>;
-  private _accepted = false;
 }
 
 /** Edit a compute server; resolves with it as saved, or null when cancelled. */

@@ -3,7 +3,6 @@
  * excludes, server-only directories, size cap. Saved with `PATCH servers/{id}` `{sync: {...}}`
  * (only what changed); a refusal shows by its field and the dialog stays open.
  */
-import { Dialog } from '@jupyterlab/apputils';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
@@ -11,6 +10,7 @@ import { Field } from '../create/field';
 import { ApiError } from '../request';
 import { IComputeServersModel, IServer } from '../tokens';
 import { ISyncSettings } from './types';
+import { FormDialog } from '../formDialog';
 
 /** The defaults of a server that says nothing about its sync (the API's). */
 export const DEFAULT_SYNC_SETTINGS: ISyncSettings = {
@@ -362,42 +362,16 @@ export class SyncSettingsBody extends ReactWidget {
 }
 
 /** A dialog that closes only once the server accepted the settings. */
-export class SyncSettingsDialog extends Dialog<IServer | null> {
-  constructor(private readonly form: SyncSettingsBody) {
-    const buttons = [
-      Dialog.cancelButton(),
-      Dialog.okButton({
-        label: 'Save',
-        className: 'jp-ComputeServers-syncSettingsSave'
-      })
-    ];
-    super({
+export class SyncSettingsDialog extends FormDialog<IServer | null> {
+  constructor(form: SyncSettingsBody) {
+    super(form, {
       title: `Sync settings of ${form.server.name}`,
-      body: form,
-      buttons,
-      defaultButton: buttons.length - 1,
+      acceptLabel: 'Save',
+      acceptClass: 'jp-ComputeServers-syncSettingsSave',
+      dialogClass: 'jp-ComputeServers-syncSettingsDialog',
       focusNodeSelector: 'input[name="auto_sync"]'
     });
-    this._buttonList = buttons;
-    this.addClass('jp-ComputeServers-syncSettingsDialog');
   }
-
-  resolve(index?: number): void {
-    const button = this._buttonList[index ?? this._buttonList.length - 1];
-    if (!button || !button.accept || this._accepted) {
-      super.resolve(index);
-      return;
-    }
-    void this.form.submit().then(ok => {
-      if (ok && !this.isDisposed) {
-        this._accepted = true;
-        super.resolve(index);
-      }
-    });
-  }
-
-  private _buttonList: ReadonlyArray<Dialog.IButton>;
-  private _accepted = false;
 }
 
 /** Edit a server's sync settings; resolves with the server as saved, or null when cancelled. */
