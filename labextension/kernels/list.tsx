@@ -5,6 +5,7 @@ import { ApiError } from '../request';
 import { describeError } from '../servers/actions';
 import { IServerKernels } from '../tokens';
 import { IRemoteKernel } from './types';
+import { useItemActions } from '../servers/itemActions';
 
 /** The orphan marker's tooltip. */
 export const ORPHAN_CAPTION =
@@ -78,45 +79,15 @@ export interface IServerKernelsProps {
 /** The kernels running on one compute server, each with its age and a Shut down button. */
 export function ServerKernels(props: IServerKernelsProps): JSX.Element {
   const { entry, serverName } = props;
-  const [pending, setPending] = React.useState<ReadonlySet<string>>(new Set());
-  const [errors, setErrors] = React.useState<Readonly<Record<string, string>>>(
-    {}
+  const {
+    pending,
+    errors,
+    run: shutdown
+  } = useItemActions<IRemoteKernel>(
+    kernel => kernel.kernel_id,
+    item => props.onShutdown(item),
+    error => describeShutdownError(error, serverName)
   );
-  const mounted = React.useRef(true);
-  React.useEffect(() => {
-    mounted.current = true;
-    return () => {
-      mounted.current = false;
-    };
-  }, []);
-
-  const shutdown = (kernel: IRemoteKernel) => {
-    const id = kernel.kernel_id;
-    if (pending.has(id)) {
-      return;
-    }
-    setPending(current => new Set(current).add(id));
-    setErrors(({ [id]: _, ...rest }) => rest);
-    props
-      .onShutdown(kernel)
-      .catch(error => {
-        if (mounted.current) {
-          setErrors(current => ({
-            ...current,
-            [id]: describeShutdownError(error, serverName)
-          }));
-        }
-      })
-      .finally(() => {
-        if (mounted.current) {
-          setPending(current => {
-            const next = new Set(current);
-            next.delete(id);
-            return next;
-          });
-        }
-      });
-  };
 
   const now = props.now ?? Date.now() / 1000;
   const count = entry.kernels.length;

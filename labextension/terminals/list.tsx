@@ -5,6 +5,7 @@ import { ApiError } from '../request';
 import { describeError } from '../servers/actions';
 import { IServerEntry } from '../servers/details';
 import { IRemoteTerminal } from './types';
+import { useItemActions } from '../servers/itemActions';
 
 /** Why ending a terminal failed, and what to do about it. */
 export function describeEndError(error: unknown, serverName: string): string {
@@ -39,45 +40,15 @@ export interface IServerTerminalsProps {
 /** The terminals of one running compute server, each with Open and End. */
 export function ServerTerminals(props: IServerTerminalsProps): JSX.Element {
   const { entry, serverName } = props;
-  const [pending, setPending] = React.useState<ReadonlySet<string>>(new Set());
-  const [errors, setErrors] = React.useState<Readonly<Record<string, string>>>(
-    {}
+  const {
+    pending,
+    errors,
+    run: end
+  } = useItemActions<IRemoteTerminal>(
+    terminal => terminal.name,
+    item => props.onEnd(item),
+    error => describeEndError(error, serverName)
   );
-  const mounted = React.useRef(true);
-  React.useEffect(() => {
-    mounted.current = true;
-    return () => {
-      mounted.current = false;
-    };
-  }, []);
-
-  const end = (terminal: IRemoteTerminal) => {
-    const name = terminal.name;
-    if (pending.has(name)) {
-      return;
-    }
-    setPending(current => new Set(current).add(name));
-    setErrors(({ [name]: _, ...rest }) => rest);
-    props
-      .onEnd(terminal)
-      .catch(error => {
-        if (mounted.current) {
-          setErrors(current => ({
-            ...current,
-            [name]: describeEndError(error, serverName)
-          }));
-        }
-      })
-      .finally(() => {
-        if (mounted.current) {
-          setPending(current => {
-            const next = new Set(current);
-            next.delete(name);
-            return next;
-          });
-        }
-      });
-  };
 
   const now = props.now ?? Date.now() / 1000;
   const terminals = entry.value;
