@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -409,3 +410,37 @@ async def test_kernel_changes_are_published_as_events(api, wait_for_state, jp_fe
     await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     await asyncio.sleep(0.2)  # listeners run as tasks
     assert kinds.count("kernels") == 2, kinds
+
+
+FIRST_PORT_TAKEN = """
+import os, runpy, sys
+marker = os.path.join(os.path.dirname(sys.argv[1]), "port-taken-once")
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    sys.exit("zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:1')")
+sys.argv = ["ipykernel_launcher", "-f", sys.argv[1]]
+runpy.run_module("ipykernel_launcher", run_name="__main__")
+"""
+
+
+async def test_a_port_taken_before_the_kernel_binds_it_is_retried(
+    api, wait_for_state, jp_fetch, jp_serverapp
+):
+    server = await running_server(api, wait_for_state)
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    await wait_until(lambda: manager.get_server(server["id"]).kernel_specs)
+    specs = dict(manager.get_server(server["id"]).kernel_specs)
+    specs["unlucky"] = {
+        **specs["python3"],
+        "argv": [sys.executable, "-c", FIRST_PORT_TAKEN, "{connection_file}"],
+    }
+    manager.store.update_fields(server["id"], kernel_specs=specs)
+    manager.kernel_specs.sync()
+    kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-unlucky")
+    _, kernel_client = client(jp_serverapp, kernel_id)
+    try:
+        await kernel_client.wait_for_ready(timeout=30)
+        _, out = await execute(kernel_client, "print('second ports')")
+        assert out.strip() == "second ports"
+    finally:
+        kernel_client.stop_channels()

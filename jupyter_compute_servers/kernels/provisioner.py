@@ -42,6 +42,14 @@ class KernelStartError(RuntimeError):
     """A remote kernel could not be started; the message says why and what to do."""
 
 
+class PortTakenError(KernelStartError):
+    """A port chosen for the kernel was taken by another process before the kernel bound it."""
+
+
+#: Launches tried with fresh ports when one was taken meanwhile.
+PORT_ATTEMPTS = 3
+
+
 class ComputeServerProvisioner(KernelProvisionerBase):
     """Runs a kernel on a compute server and tunnels its channels here over SSH."""
 
@@ -151,6 +159,24 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         server = await self._ensure_running()
         for hook in manager.before_kernel_launch:  # file sync: push the notebook's directory
             await hook(self.server_id, cwd)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return await self._launch_once(server, argv, cwd, env)
+            except PortTakenError:
+                # Ports are chosen free on the server, then bound by the kernel a moment
+                # later; another process can take one in between. Other ports, then.
+                if attempt == PORT_ATTEMPTS:
+                    await self._discard_failed_launch()
+                    raise
+                self.log.info(
+                    "A port of kernel %s was taken meanwhile; trying others", self.kernel_id
+                )
+        raise AssertionError("unreachable")
+
+    async def _launch_once(
+        self, server: Any, argv: list[str], cwd: str, env: dict[str, str]
+    ) -> KernelConnectionInfo:
+        manager = self.runtime.manager
         try:
             record = await self._agent_call(
                 "kernel_launch",
@@ -188,6 +214,11 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             for name, port in self._tunnel.local_ports.items():
                 info[f"{name}_port"] = port  # type: ignore[literal-required]
             await self._wait_until_ready(info, server.name)
+        except PortTakenError:
+            with contextlib.suppress(ComputeServersError):
+                await self._agent_call("kernel_cleanup", kernel_id=self.kernel_id)
+            self._remote = None
+            raise
         except BaseException:
             await self._discard_failed_launch()
             raise
@@ -305,6 +336,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 status = await self._agent_call("kernel_status", kernel_id=self.kernel_id)
                 if not status["alive"]:
                     log = (await self._agent_call("kernel_log", kernel_id=self.kernel_id))["log"]
+                    if "Address already in use" in log:
+                        raise PortTakenError(log.strip()[-300:])
                     raise KernelStartError(
                         f"The kernel {self.kernel!r} exited on {server_name!r} before it was "
                         f"ready (exit code {status['exit_code']}). Its output:\n"
