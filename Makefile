@@ -2,12 +2,21 @@
 #   make lab    JupyterLab with the extension and the local cloud
 #   make test   the linters, then every test: pytest, jest, and the browser tests in ui-tests/
 # Set-up steps are file targets under .make/ so that they rerun only when their inputs change.
+# The Python environment is exactly requirements.lock (made by `make lock`); `make test-newest`
+# runs pytest under the newest releases instead, to find a breaking upstream release on purpose.
 
 SHELL := /bin/bash
+comma := ,
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
-VENV := .venv
-STAMPS := .make
+VENV ?= .venv
+STAMPS ?= .make
+LOCK := requirements.lock
+# The extras the lock covers (and that the newest-releases check installs).
+EXTRAS := test,dev,gcp-billing
+# Python environment's own pip, and uv, which installs and makes the lock (both in the lock too).
+PIP_VERSION := 26.3
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ;]*\).*/\1/p' $(LOCK))
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Never let Playwright download a browser: the tests use Debian's chromium.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
@@ -16,7 +25,7 @@ LAB_PORT ?= 8888
 DEBIAN_PACKAGES := chromium openssh-server openssh-client rsync
 FRONTEND_SOURCES := $(shell find labextension schema -type f 2>/dev/null) package.json tsconfig.json
 
-.PHONY: lab test test-python test-js test-ui lint setup system-deps clean
+.PHONY: lab test test-python test-js test-ui lint setup system-deps clean lock test-newest
 
 lab: $(STAMPS)/frontend
 	@echo "Starting JupyterLab with jupyter-compute-servers; open the URL printed below."
@@ -42,10 +51,25 @@ lint: $(STAMPS)/python $(STAMPS)/npm
 
 setup: $(STAMPS)/frontend $(STAMPS)/ui-npm
 
+# Refresh the lock on purpose: after changing a dependency in pyproject.toml, or to move to
+# newer releases once `make test-newest` passes. Pins already in the lock are kept unless
+# UPGRADE=1 (all) or UPGRADE_PACKAGE=name (one) asks for newer ones.
+lock: $(STAMPS)/venv
+	$(VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip compile pyproject.toml $(foreach extra,$(subst $(comma), ,$(EXTRAS)),--extra $(extra)) \
+	  --universal --python-version 3.10 --quiet -o $(LOCK) \
+	  $(if $(filter 1,$(UPGRADE)),--upgrade) $(if $(UPGRADE_PACKAGE),--upgrade-package $(UPGRADE_PACKAGE))
+	@echo "$(LOCK) written: run make test, then commit it."
+
+# pytest under the newest releases of every dependency (not the lock), in an environment of its
+# own (.venv-newest), so that the locked one is left alone. Not part of `make test`.
+test-newest:
+	$(MAKE) VENV=.venv-newest STAMPS=.make-newest NEWEST=1 test-python
+
 $(STAMPS)/venv:
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet "pip==$(PIP_VERSION)"
 	@touch $@
 
 $(STAMPS)/npm: package.json package-lock.json
@@ -53,13 +77,30 @@ $(STAMPS)/npm: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+# The environment is made exactly the lock (uv pip sync also removes what the lock does not
+# list), then the package is installed in editable mode without resolving anything, built by
+# the locked build backend. pip check fails when pyproject.toml needs a package the lock lacks.
 # The editable install skips its own npm install and build (HATCH_JUPYTER_BUILDER_SKIP_NPM):
 # the npm and frontend steps do them, and npm install there would touch package-lock.json
 # and make the next run redo everything.
+ifeq ($(NEWEST),1)
 $(STAMPS)/python: pyproject.toml $(STAMPS)/venv
-	HATCH_JUPYTER_BUILDER_SKIP_NPM=1 $(VENV)/bin/python -m pip install --quiet -e ".[test,dev]"
+	HATCH_JUPYTER_BUILDER_SKIP_NPM=1 $(VENV)/bin/python -m pip install --quiet --upgrade \
+	  --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	$(VENV)/bin/python -m pip list --format=freeze > $(STAMPS)/newest-releases.txt
+	@echo "Newest releases installed: $(STAMPS)/newest-releases.txt"
 	jupyter server extension enable --sys-prefix jupyter_compute_servers
 	@touch $@
+else
+$(STAMPS)/python: pyproject.toml $(LOCK) $(STAMPS)/venv
+	$(VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip sync --quiet --python $(VENV)/bin/python $(LOCK)
+	HATCH_JUPYTER_BUILDER_SKIP_NPM=1 $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python \
+	  --no-deps --no-build-isolation -e .
+	$(VENV)/bin/python -m pip check || { echo "$(LOCK) is out of date with pyproject.toml: run make lock" >&2; exit 1; }
+	jupyter server extension enable --sys-prefix jupyter_compute_servers
+	@touch $@
+endif
 
 $(STAMPS)/frontend: $(FRONTEND_SOURCES) $(STAMPS)/npm $(STAMPS)/python
 	npm run build
@@ -88,4 +129,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(STAMPS) lib tsconfig.tsbuildinfo jupyter_compute_servers/labextension
+	rm -rf $(STAMPS) .make-newest .venv-newest lib tsconfig.tsbuildinfo jupyter_compute_servers/labextension

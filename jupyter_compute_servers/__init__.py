@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._quiet import install_warning_filters
+
+install_warning_filters()
+
 try:
     from ._version import __version__
 except ImportError:  # pragma: no cover - only in a source tree that was never built

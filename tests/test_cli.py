@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+# What a user's shell gives: no PYTHONWARNINGS that would hide warnings the user would see.
+USER_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+VENV_BIN = Path(sys.executable).parent
 
 
-def cli(data_dir, *args, check=True, input=None):
+def cli(data_dir, *args, check=True, input=None, command=None):
+    command = command or [sys.executable, "-m", "jupyter_compute_servers.cli"]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jupyter_compute_servers.cli",
-            "--set",
-            f"data_dir={data_dir}",
-            *args,
-        ],
+        [*command, "--set", f"data_dir={data_dir}", *args],
         capture_output=True,
         text=True,
         timeout=120,
         input=input,
+        env=USER_ENV,
     )
     if check and result.returncode != 0:
         raise AssertionError(result.stderr)
@@ -62,6 +63,55 @@ def test_cli_lifecycle_and_ssh(tmp_path):
 def test_cli_reports_bad_input_plainly(tmp_path):
     result = cli(tmp_path, "create", "bad name", check=False)
     assert result.returncode == 1
+    # Exactly our one line: no third-party warning before it.
+    assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("error: name is not valid")
     result = cli(tmp_path, "stop", "nothing", check=False)
     assert "No compute server named 'nothing'" in result.stderr
+
+
+def test_installed_commands_print_nothing_on_stderr(tmp_path):
+    """Both installed entry points, as a user types them, are quiet on stderr."""
+    for command in (
+        [str(VENV_BIN / "jupyter"), "compute-servers"],
+        [str(VENV_BIN / "jupyter-compute-servers")],
+    ):
+        listed = cli(tmp_path, "list", command=command)
+        assert listed.stderr == ""
+        assert listed.stdout.split() == ["ID", "NAME", "CLOUD", "STATE", "HARDWARE"]
+        refused = cli(tmp_path, "create", "bad name", command=command, check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.splitlines() == [refused.stderr.splitlines()[0]]
+        assert refused.stderr.startswith("error: name is not valid")
+
+
+WARN_FROM = """
+import warnings
+import jupyter_compute_servers
+import asyncssh  # warns on import under cryptography 47+ unless filtered
+from cryptography.utils import CryptographyDeprecationWarning
+
+for module in ("asyncssh.crypto.misc", "jupyter_compute_servers.sample", "othertool"):
+    warnings.warn_explicit(
+        f"raised in {module}", CryptographyDeprecationWarning, module + ".py", 1, module=module
+    )
+warnings.warn("our own deprecation", DeprecationWarning)
+"""
+
+
+def test_only_known_third_party_warnings_are_hidden():
+    """The filter names the category and the module: the same category from our code, or
+    from any other library, still shows, and so do other categories."""
+    result = subprocess.run(
+        [sys.executable, "-W", "default::DeprecationWarning", "-c", WARN_FROM],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=USER_ENV,
+        check=True,
+    )
+    assert "DSA" not in result.stderr
+    assert "raised in asyncssh" not in result.stderr
+    assert "raised in jupyter_compute_servers.sample" in result.stderr
+    assert "raised in othertool" in result.stderr
+    assert "our own deprecation" in result.stderr
