@@ -25,12 +25,12 @@ from jupyter_core.paths import jupyter_config_path
 from traitlets.config import Application, Config
 
 from .app import ComputeServersApp
-from .clouds.base import SSHEndpoint
 from .errors import ComputeServersError
 from .images.testing import smoke_test_image
 from .kernels.specs import spec_name
 from .manager import ComputeServerManager
 from .models import DEPROVISION_WARNING, State
+from .ssh_endpoint import SSHEndpoint
 from .store import ServerRecord
 from .sync.settings import parse_tree_path
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import asyncssh
 
-from .clouds.base import SSHEndpoint
 from .errors import CloudError, ConflictError, NotFoundError, ValidationError
 from .models import check_no_unknown, parse_number, parse_object, parse_str
 from .ssh import SSHConnections, fingerprint, user_ssh_config
+from .ssh_endpoint import SSHEndpoint
 from .store import ServerStore
 
 HOST_FIELDS = (

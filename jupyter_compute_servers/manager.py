@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .clouds.base import Cloud, Operation, SSHEndpoint
+from .clouds.base import Cloud, Operation
 from .errors import (
     ComputeServersError,
     ConflictError,
@@ -48,6 +48,7 @@ from .models import (
     parse_str,
 )
 from .ssh import KeyStore, ServerConnection, SSHConnections
+from .ssh_endpoint import SSHEndpoint
 from .store import HistoryEntry, ServerRecord, ServerStore
 from .sync.settings import SyncSettings
 from .sync.settings import parse_settings as parse_sync_settings

@@ -21,8 +21,10 @@ from typing import Any
 import asyncssh
 
 from .agent import AgentClient
-from .clouds.base import SSHEndpoint
 from .errors import CloudError
+from .ssh_endpoint import SSHEndpoint
+
+__all__ = ["HostKeyMismatchError", "KeyStore", "SSHConnectError", "SSHConnections", "SSHEndpoint"]
 
 #: AES-GCM first: asyncssh's chacha20-poly1305 builds cipher contexts per packet and costs
 #: several times more per message (benchmarks/kernels.py), which kernels' round trips feel.

@@ -13,12 +13,12 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-from jupyter_compute_servers.clouds.base import SSHEndpoint
 from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
 from jupyter_compute_servers.kernels.specs import KernelSpecPublisher
 from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
 from jupyter_compute_servers.ssh import KeyStore, SSHConnections
+from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 from jupyter_compute_servers.store import ServerStore
 
 from .kernel_helpers import execute, process_alive, until_iopub_live, wait_until

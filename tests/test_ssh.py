@@ -8,8 +8,8 @@ import stat
 import asyncssh
 import pytest
 
-from jupyter_compute_servers.clouds.base import SSHEndpoint
 from jupyter_compute_servers.ssh import HostKeyMismatchError, KeyStore, SSHConnections
+from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
 from .sshd import start_sshd
 

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from jupyter_compute_servers.clouds.base import SSHEndpoint
 from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
 from jupyter_compute_servers.ssh import KeyStore, SSHConnections
+from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 from jupyter_compute_servers.store import ServerStore
 from jupyter_compute_servers.sync.service import SyncService
 

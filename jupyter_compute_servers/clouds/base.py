@@ -8,7 +8,7 @@ its private bookkeeping in ``cloud_data`` through the ``Operation`` it is handed
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from traitlets import Unicode
@@ -16,36 +16,11 @@ from traitlets.config import LoggingConfigurable
 
 from ..errors import ValidationError
 from ..models import CONFIG_FIELDS, ServerConfig, State, parse_config_fields
+from ..ssh_endpoint import SSHEndpoint
 
 if TYPE_CHECKING:
     from ..billing.prices import StateRates
     from ..manager import ComputeServerManager
-
-
-@dataclass(frozen=True)
-class SSHEndpoint:
-    """How to reach a running server over SSH. ``host_key`` is the pinned public host key in
-    OpenSSH format; no other key is ever accepted for this server."""
-
-    host: str
-    port: int
-    username: str
-    host_key: str
-    workspace: str
-    #: The Python that runs the agent (and, by default, kernels) on the server.
-    python: str = "python3"
-    #: Where the agent keeps kernels' connection files and records on the server (private,
-    #: never synced); empty means ``~/.jupyter-compute-servers``.
-    runtime_dir: str = ""
-    #: The user's own credentials for hosts they registered (a key file, or their ssh-agent),
-    #: instead of the per-server key the extension generates.
-    identity_file: str = ""
-    use_agent: bool = False
-    #: Honour ``~/.ssh/config`` for this host (HostName, ProxyJump...).
-    use_ssh_config: bool = False
-    #: Environment for everything started on the server for this compute server (kernels,
-    #: terminals): its GPUs (CUDA_VISIBLE_DEVICES) and the token its processes are found by.
-    environment: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
