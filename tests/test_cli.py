@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-# What a user's shell gives: no PYTHONWARNINGS that would hide warnings the user would see.
-USER_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
 VENV_BIN = Path(sys.executable).parent
+
+
+def user_env() -> dict[str, str]:
+    """This process's environment as a user's shell gives it: no PYTHONWARNINGS that would
+    hide warnings the user would see. Read at each call: tests set JUPYTER_* paths."""
+    return {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
 
 
 def cli(data_dir, *args, check=True, input=None, command=None):
@@ -21,7 +25,7 @@ def cli(data_dir, *args, check=True, input=None, command=None):
         text=True,
         timeout=120,
         input=input,
-        env=USER_ENV,
+        env=user_env(),
     )
     if check and result.returncode != 0:
         raise AssertionError(result.stderr)
@@ -107,7 +111,7 @@ def test_only_known_third_party_warnings_are_hidden():
         capture_output=True,
         text=True,
         timeout=60,
-        env=USER_ENV,
+        env=user_env(),
         check=True,
     )
     assert "DSA" not in result.stderr
