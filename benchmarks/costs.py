@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_compute_servers.billing.prices import StateRates
-from jupyter_compute_servers.cli import load_app
+from jupyter_compute_servers.config import load_settings
 from jupyter_compute_servers.models import ServerConfig, SpendLimit, State
+from jupyter_compute_servers.presenter import ServerPresenter
+from jupyter_compute_servers.services import build_services
 
 CARD = {
     "cloud": "local",
@@ -53,8 +55,8 @@ def median_ms(action: Any, repeat: int) -> float:
     return statistics.median(times) * 1000
 
 
-def populate(manager: Any, servers: int, cycles: int) -> None:
-    store = manager.store
+def populate(services: Any, servers: int, cycles: int) -> None:
+    store = services.store
     clock = [time.time() - cycles * 2 * 3600.0]
     store.clock = lambda: clock[0]
     for n in range(servers):
@@ -67,7 +69,7 @@ def populate(manager: Any, servers: int, cycles: int) -> None:
             idle_timeout_minutes=30,
             spend_limit=SpendLimit(amount=1000.0, period_days=7),
         )
-        store.record_rates(record.id, manager.billing.rates_of(record).snapshot())
+        store.record_rates(record.id, services.costs.rates_of(record).snapshot())
     start = clock[0]
     for n in range(servers):
         clock[0] = start
@@ -92,34 +94,33 @@ def main() -> int:
         card = Path(tmp) / "card.json"
         card.write_text(json.dumps(CARD))
         # Kernel specs of the benchmark's servers go with it, not into the user's data dir.
-        app = load_app([f"data_dir={tmp}", f"kernel_specs_dir={tmp}/kernels"])
-        app.config.ComputeServerCosts.price_tables = {"local": str(card)}
-        manager = app.build_manager()
-        costs = manager.billing
-        populate(manager, args.servers, args.cycles)
+        settings = load_settings({"data_dir": tmp, "kernel_specs_dir": f"{tmp}/kernels"})
+        settings.config.ComputeServerCosts.price_tables = {"local": str(card)}
+        services = build_services(settings)
+        manager, costs, present = services.manager, services.costs, services.presenter.to_json
+        populate(services, args.servers, args.cycles)
         entries = len(manager.store.history())
         servers = manager.list_servers()
-        billing = manager.billing
+
+        class NoCosts:
+            def server_json(self, server: object) -> dict[str, object]:
+                return {}
+
+        without_costs = ServerPresenter(services.clouds, NoCosts(), services.sync.store)  # type: ignore[arg-type]
 
         def list_without_costs() -> None:
-            manager.billing = None
-            try:
-                [manager.to_json(s) for s in manager.list_servers()]
-            finally:
-                manager.billing = billing
+            [without_costs.to_json(s) for s in manager.list_servers()]
 
         def cold() -> None:
             costs._ledgers.clear()
-            [manager.to_json(s) for s in manager.list_servers()]
+            [present(s) for s in manager.list_servers()]
 
         rows = [
             ("GET servers without costs", median_ms(list_without_costs, args.repeat)),
             ("GET servers, ledgers rebuilt", median_ms(cold, args.repeat)),
             (
                 "GET servers with costs",
-                median_ms(
-                    lambda: [manager.to_json(s) for s in manager.list_servers()], args.repeat
-                ),
+                median_ms(lambda: [present(s) for s in manager.list_servers()], args.repeat),
             ),
             ("GET costs", median_ms(costs.costs_json, args.repeat)),
             (

@@ -498,7 +498,9 @@ async def python_of(res: Resources, target: Target) -> str:
 
 
 async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resources) -> Results:
-    from jupyter_compute_servers.cli import load_app, openssh_options
+    from jupyter_compute_servers.cli import openssh_options
+    from jupyter_compute_servers.config import load_settings
+    from jupyter_compute_servers.services import build_services
 
     results = Results()
     remote_spec = f"compute-{server_id}-python3"
@@ -506,8 +508,7 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
     try:
         # The server's SSH endpoint and our key, for the OpenSSH baseline. This manager is
         # only for that: the kernels' provisioner builds its own (in its runtime thread).
-        app = load_app([f"data_dir={work.data_dir}"])
-        manager = app.build_manager()
+        manager = build_services(load_settings({"data_dir": str(work.data_dir)})).manager
         try:
             endpoint = await manager.endpoint(server_id)
             key_path = manager.keys.private_key_path(server_id)

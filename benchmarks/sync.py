@@ -83,7 +83,9 @@ def same_trees(a: Path, b: Path) -> bool:
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> None:
-    from jupyter_compute_servers.cli import load_app, openssh_options
+    from jupyter_compute_servers.cli import openssh_options
+    from jupyter_compute_servers.config import load_settings
+    from jupyter_compute_servers.services import build_services
 
     root = tmp / "root"
     root.mkdir()
@@ -91,9 +93,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     total = make_tree(root, args.small, args.large, args.large_mb)
     files = args.small + args.large
     print(f"  {files} files, {total / 1e6:.0f} MB")
-    app = load_app([f"data_dir={tmp / 'data'}"])
-    manager = app.build_manager(sync_root=str(root))
-    assert manager.sync is not None
+    services = build_services(load_settings({"data_dir": str(tmp / "data")}), sync_root=str(root))
+    manager = services.manager
     server = manager.create_server({"name": SERVER_NAME})
     try:
         manager.request_action(server.id, "start")
@@ -115,7 +116,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         async def ours() -> tuple[float, dict]:
             os.sync()
             start = time.perf_counter()
-            result = await manager.sync.run(server.id, args.direction, "", "cli")  # type: ignore[union-attr]
+            result = await services.sync.run(server.id, args.direction, "", "cli")
             elapsed = time.perf_counter() - start
             if result["state"] != "completed" or result["summary"]["errors"]:
                 raise SystemExit(f"sync failed: {result['error'] or result['summary']['errors']}")
@@ -153,7 +154,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             "sync copy complete": same_trees(root, workspace),
         }
     finally:
-        await manager.sync.close()
+        await services.sync.close()
         if manager.get_server(server.id).state.value == "running":
             manager.request_action(server.id, "stop")
             await manager.wait_for_action(server.id)

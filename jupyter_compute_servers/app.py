@@ -1,179 +1,40 @@
-"""The Jupyter Server extension: configuration (``c.ComputeServersApp.*``) and wiring."""
+"""The Jupyter Server extension: turns the services into handler settings and routes.
+
+Everything is built by ``services.build_services`` from the settings (``config.py``), the same
+way the CLI and the standalone kernel runtime build them; this module adds only what needs the
+Jupyter server: its event bus, its kernel manager and root directory, the routes, and shutdown.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, List, Type, Unicode, default
 
 from . import __version__
-from .billing.service import ComputeServerCosts
-from .clouds import Cloud, load_cloud_class
+from .config import ComputeServersSettings
 from .handlers.routes import api_handlers
-from .images.catalog import ImageCatalog
 from .kernels.provisioner import ComputeServerProvisioner
 from .kernels.runtime import KernelRuntime, set_server_runtime
-from .kernels.specs import KernelSpecPublisher
-from .manager import ComputeServerManager
-from .ssh import KeyStore, SSHConnections
-from .store import ServerStore
-from .sync.service import SyncService
-from .terminals import RemoteTerminals
+from .services import Services, build_services
 
 EVENT_SCHEMA_PATH = Path(__file__).parent / "event_schemas" / "server-v1.json"
 EVENT_SCHEMA_ID = "https://events.jupyter.org/jupyter_compute_servers/server/v1"
 
 
-class ComputeServersApp(ExtensionApp):
-    """Compute servers for Jupyter: machines that run kernels, terminals and file sync."""
+class ComputeServersApp(ComputeServersSettings, ExtensionApp):
+    """Compute servers for Jupyter: machines that run kernels, terminals and file sync.
+
+    Its options are ``ComputeServersSettings``' (``c.ComputeServersApp.*``); the settings come
+    first so that their ``data_dir`` is ours, not JupyterApp's."""
 
     name = "jupyter_compute_servers"
     app_name = "Compute Servers"
     description = __doc__
     version = __version__
     load_other_extensions = True
-
-    data_dir = Unicode(
-        help=(
-            "Where compute servers keep their files: the database (unless db_url says "
-            "otherwise), SSH keys, and the local cloud's sandboxes. Defaults to "
-            "<jupyter data dir>/compute_servers."
-        ),
-    ).tag(config=True)
-
-    @default("data_dir")
-    def _default_data_dir(self) -> str:
-        return str(Path(jupyter_data_dir()) / "compute_servers")
-
-    db_url = Unicode(
-        help=(
-            "Database URL of the server store, e.g. sqlite:////shared/team/servers.db for one "
-            "store shared by a team. Defaults to a SQLite file in data_dir."
-        ),
-    ).tag(config=True)
-
-    @default("db_url")
-    def _default_db_url(self) -> str:
-        return f"sqlite:///{Path(self.data_dir) / 'servers.db'}"
-
-    enabled_clouds = List(
-        Unicode(),
-        default_value=["local"],
-        help=(
-            "Names of the clouds users may create compute servers on, in the order the UI "
-            "offers them (the first is the default). Each is an entry point in the "
-            "'jupyter_compute_servers.clouds' group."
-        ),
-    ).tag(config=True)
-
-    manager_class = Type(
-        default_value=ComputeServerManager,
-        klass=ComputeServerManager,
-        help="The service class that owns the servers' lifecycle; replace to customise it.",
-    ).tag(config=True)
-
-    ssh_keepalive_interval = Float(
-        15.0,
-        help="Seconds between SSH keep-alives on each server's connection.",
-    ).tag(config=True)
-
-    ssh_connect_timeout = Float(
-        15.0,
-        help="Seconds to wait for one SSH connection attempt to a server.",
-    ).tag(config=True)
-
-    reconcile_on_start = Bool(
-        True,
-        help=(
-            "When Jupyter starts, settle servers that a crash left mid-operation by asking "
-            "their clouds what they really are."
-        ),
-    ).tag(config=True)
-
-    kernel_specs_dir = Unicode(
-        help=(
-            "Where the kernel specs of compute servers (compute-<id>-<kernel>) are written. "
-            "Defaults to the kernels directory of the Jupyter data dir, which every "
-            "jupyter_client finds, so `jupyter console --kernel compute-1-python3` works too; "
-            "the extension also adds it to the Jupyter server's kernel search path."
-        ),
-    ).tag(config=True)
-
-    @default("kernel_specs_dir")
-    def _default_kernel_specs_dir(self) -> str:
-        return str(Path(jupyter_data_dir()) / "kernels")
-
-    shutdown_kernels_on_exit = Bool(
-        True,
-        help=(
-            "When Jupyter stops cleanly, shut down the kernels it started on compute servers. "
-            "When False they keep running there (and keep their GPUs); the sidebar lists them "
-            "so they can be shut down later."
-        ),
-    ).tag(config=True)
-
-    image_catalog = Unicode(
-        "",
-        help=(
-            "The image catalogue: a path or an http(s) URL of a JSON document (see "
-            "jupyter_compute_servers/images/catalog.schema.json). Empty: the one shipped with "
-            "the package. Reload it with POST compute-servers/api/images/reload."
-        ),
-    ).tag(config=True)
-
-    def build_clouds(self) -> dict[str, Cloud]:
-        clouds: dict[str, Cloud] = {}
-        for name in self.enabled_clouds:
-            cls = load_cloud_class(name)
-            clouds[name] = cls(parent=self, data_dir=str(Path(self.data_dir) / name))
-        return clouds
-
-    def build_manager(self, *, sync_root: str | None = None, **kwargs: Any) -> ComputeServerManager:
-        """The manager over this configuration's store and clouds; the CLI uses it too.
-        ``sync_root`` is the tree servers sync with (the Jupyter root; default: the current
-        directory)."""
-        data_dir = Path(self.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        keys = KeyStore(data_dir / "keys")
-        ssh = SSHConnections(
-            keys,
-            keepalive_interval=self.ssh_keepalive_interval,
-            connect_timeout=self.ssh_connect_timeout,
-        )
-        manager = self.manager_class(
-            ServerStore(self.db_url, clock=time.time),
-            self.build_clouds(),
-            keys,
-            ssh,
-            log=self.log,
-            **kwargs,
-        )
-        manager.images = ImageCatalog(self.image_catalog, data_dir / "images-tested.json")
-        manager.images.load_or_default()
-        if manager.images.load_error:
-            self.log.error("%s; using the built-in catalogue.", manager.images.load_error)
-        for cloud in manager.clouds.values():
-            cloud.bind(manager)
-        manager.billing = ComputeServerCosts(manager, parent=self)
-        manager.listeners.append(manager.billing.on_event)
-        publisher = KernelSpecPublisher(manager, self.kernel_specs_dir, str(data_dir))
-        manager.kernel_specs = publisher
-        manager.listeners.append(publisher.on_event)
-        # Kernels are synced before they start only where the root is known: the Jupyter
-        # server's root_dir (elsewhere, jupyter execute or nbclient, the root would be a guess).
-        manager.sync = SyncService(
-            manager,
-            sync_root or os.getcwd(),
-            data_dir / "sync",
-            before_kernels=sync_root is not None,
-        )
-        return manager
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None and self.serverapp.event_logger is not None
@@ -183,12 +44,13 @@ class ComputeServersApp(ExtensionApp):
         def publish(data: dict[str, Any]) -> None:
             event_logger.emit(schema_id=EVENT_SCHEMA_ID, data=data)
 
-        self.manager = self.build_manager(on_event=publish, sync_root=self.serverapp.root_dir)
-        self.settings["compute_servers_manager"] = self.manager
-        self.kernel_specs = self.manager.kernel_specs
-        assert self.kernel_specs is not None
+        services = build_services(
+            self, on_event=publish, sync_root=self.serverapp.root_dir, logger=self.log
+        )
+        self.services = services
+        self.manager = services.manager
         try:
-            self.kernel_specs.sync()
+            services.kernel_specs.sync()
         except OSError as e:
             self.log.error(
                 "Cannot write compute servers' kernel specs to %s: %s", self.kernel_specs_dir, e
@@ -198,19 +60,13 @@ class ComputeServersApp(ExtensionApp):
             self.manager, asyncio.get_event_loop(), self.serverapp.root_dir
         )
         set_server_runtime(self.kernel_runtime)
-        self.settings["compute_servers_kernel_runtime"] = self.kernel_runtime
-        terminals = RemoteTerminals(self.manager)
-        self.settings["compute_servers_terminals"] = terminals
-        costs = self.manager.billing
-        assert costs is not None
-        costs.attach(self.serverapp.kernel_manager, self.kernel_runtime)
-        terminals.on_input = costs.activity.terminal_input
-        costs.start()
+        self.settings.update(handler_settings(services, self.kernel_runtime))
+        services.costs.attach(self.serverapp.kernel_manager, self.kernel_runtime)
+        services.costs.start()
         self._reconcile_task: asyncio.Task[Any] | None = None
         if self.reconcile_on_start:
             self._reconcile_task = asyncio.get_event_loop().create_task(self.manager.reconcile())
-        assert self.manager.sync is not None
-        self.manager.sync.start_schedule()
+        services.sync.start_schedule()
         # Running servers that stop on their own (preempted spot VMs) are noticed and recorded.
         self.manager.start_watching()
 
@@ -252,14 +108,23 @@ class ComputeServersApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         await self._end_remote_kernels()
-        if self.kernel_specs is not None:
-            await self.kernel_specs.close()
         set_server_runtime(None)
-        if self.manager.sync is not None:
-            await self.manager.sync.close()
-        if self.manager.billing is not None:
-            await self.manager.billing.close()
-        await self.manager.shutdown(
+        await self.services.close(
             stop_servers=lambda cloud: bool(getattr(cloud, "stop_on_shutdown", False))
         )
-        self.manager.store.close()
+
+
+def handler_settings(services: Services, kernel_runtime: KernelRuntime) -> dict[str, Any]:
+    """What the handlers read from ``self.settings``: one key per service they use."""
+    return {
+        "compute_servers_manager": services.manager,
+        "compute_servers_presenter": services.presenter,
+        "compute_servers_costs": services.costs,
+        "compute_servers_sync": services.sync,
+        "compute_servers_hosts": services.hosts,
+        "compute_servers_images": services.images,
+        "compute_servers_clouds": services.clouds,
+        "compute_servers_terminals": services.terminals,
+        "compute_servers_kernel_specs": services.kernel_specs,
+        "compute_servers_kernel_runtime": kernel_runtime,
+    }

@@ -21,35 +21,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jupyter_core.paths import jupyter_config_path
-from traitlets.config import Application, Config
-
-from .app import ComputeServersApp
+from .config import load_settings, parse_assignments
 from .errors import ComputeServersError
 from .images.testing import smoke_test_image
 from .kernels.specs import spec_name
-from .manager import ComputeServerManager
 from .models import DEPROVISION_WARNING, State
+from .services import Services, build_services
 from .ssh_endpoint import SSHEndpoint
 from .store import ServerRecord
 from .sync.settings import parse_tree_path
-
-
-def load_app(extra_config: list[str]) -> ComputeServersApp:
-    """A ComputeServersApp configured from the Jupyter Server config files and ``--set``."""
-    config = Config()
-    for loaded in Application._load_config_files(
-        "jupyter_server_config", path=jupyter_config_path()
-    ):
-        config.merge(loaded)
-    for assignment in extra_config:
-        name, _, value = assignment.partition("=")
-        try:
-            parsed: Any = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        config.ComputeServersApp[name] = parsed
-    return ComputeServersApp(config=config)
 
 
 def hardware_summary(server: ServerRecord) -> str:
@@ -79,7 +59,7 @@ def print_table(servers: list[ServerRecord]) -> None:
 
 
 async def run_action(
-    manager: ComputeServerManager,
+    services: Services,
     server: ServerRecord,
     action: str,
     body: dict[str, Any] | None = None,
@@ -93,7 +73,8 @@ async def run_action(
             seen = message
             print(f"  {message}", file=sys.stderr)
 
-    manager.on_event = show
+    manager = services.manager
+    services.events.sink = show
     manager.request_action(server.id, action, body)
     print(f"{action}: {server.name}...", file=sys.stderr)
     await manager.wait_for_action(server.id)
@@ -101,8 +82,8 @@ async def run_action(
     if result.state is State.ERROR:
         raise ComputeServersError(result.state_reason)
     print(f"{server.name} is {result.state.value}", file=sys.stderr)
-    if result.state is State.RUNNING and manager.kernel_specs is not None:
-        await manager.kernel_specs.settle()
+    if result.state is State.RUNNING:
+        await services.kernel_specs.settle()
         for kernel in sorted((manager.get_server(server.id).kernel_specs or {}).keys()):
             print(f"  kernel: {spec_name(server.id, kernel)}", file=sys.stderr)
     return result
@@ -126,11 +107,11 @@ def openssh_options(key_path: Path, endpoint: SSHEndpoint, directory: str) -> li
     return argv
 
 
-async def run_sync(manager: ComputeServerManager, args: argparse.Namespace) -> int:
+async def run_sync(services: Services, args: argparse.Namespace) -> int:
     """``sync``: sync this directory (or --root) with a server, showing progress; 1 when the
     sync failed or some file did not sync."""
-    assert manager.sync is not None
-    server = manager.store.find(args.server)
+    sync = services.sync
+    server = services.store.find(args.server)
     direction = "push" if args.push else "pull" if args.pull else "both"
     path = parse_tree_path(args.path or "", "path")
     tty = sys.stderr.isatty()
@@ -143,10 +124,10 @@ async def run_sync(manager: ComputeServerManager, args: argparse.Namespace) -> i
             seen = line
             print(f"\r{line:<79}" if tty else f"  {line}", end="" if tty else "\n", file=sys.stderr)
 
-    manager.on_event = show
+    services.events.sink = show
     where = f" {path}" if path else ""
-    print(f"sync ({direction}){where}: {manager.sync.root_dir} <-> {server.name}", file=sys.stderr)
-    run = await manager.sync.run(server.id, direction, path, "cli")
+    print(f"sync ({direction}){where}: {sync.root_dir} <-> {server.name}", file=sys.stderr)
+    run = await sync.run(server.id, direction, path, "cli")
     if tty and seen:
         print(file=sys.stderr)
     summary = run["summary"] or {}
@@ -190,14 +171,15 @@ async def run_sync(manager: ComputeServerManager, args: argparse.Namespace) -> i
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    app = load_app(args.set or [])
+    settings = load_settings(parse_assignments(args.set or []))
     root = (args.root or os.getcwd()) if args.command == "sync" else None
-    manager = app.build_manager(sync_root=root)
+    services = build_services(settings, sync_root=root)
+    manager, present = services.manager, services.presenter.to_json
     try:
         if args.command == "list":
             servers = manager.list_servers()
             if args.json:
-                print(json.dumps([manager.to_json(s) for s in servers], indent=2))
+                print(json.dumps([present(s) for s in servers], indent=2))
             else:
                 print_table(servers)
         elif args.command == "create":
@@ -208,12 +190,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 body["config"] = json.loads(args.config)
             server = manager.create_server(body)
             print(
-                json.dumps(manager.to_json(server), indent=2)
+                json.dumps(present(server), indent=2)
                 if args.json
                 else f"Created {server.name} (id {server.id}) on {server.cloud}."
             )
         elif args.command in ("start", "stop", "suspend", "resume", "reboot"):
-            await run_action(manager, manager.store.find(args.server), args.command)
+            await run_action(services, manager.store.find(args.server), args.command)
         elif args.command == "deprovision":
             server = manager.store.find(args.server)
             if not args.yes:
@@ -224,7 +206,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 if answer.strip() != server.name:
                     print("Not deprovisioned.", file=sys.stderr)
                     return 1
-            await run_action(manager, server, "deprovision", {"confirm": True})
+            await run_action(services, server, "deprovision", {"confirm": True})
         elif args.command == "delete":
             server = manager.store.find(args.server)
             await manager.delete_server(server.id)
@@ -238,7 +220,8 @@ async def main_async(args: argparse.Namespace) -> int:
             else:
                 passed = await smoke_test_image(
                     manager,
-                    app.kernel_specs_dir,
+                    services.kernel_specs,
+                    settings.kernel_specs_dir,
                     args.image,
                     args.cloud,
                     mark_tested=args.mark_tested,
@@ -246,7 +229,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 )
                 return 0 if passed else 1
         elif args.command == "sync":
-            return await run_sync(manager, args)
+            return await run_sync(services, args)
         elif args.command == "ssh":
             server = manager.store.find(args.server)
             if server.state is not State.RUNNING:
@@ -266,9 +249,8 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"error: {e.message}", file=sys.stderr)
         return 1
     finally:
-        if manager.sync is not None:
-            await manager.sync.close()
-        await manager.ssh.close_all()
+        await services.sync.close()
+        await services.ssh.close_all()
     return 0
 
 

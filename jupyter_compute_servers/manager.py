@@ -14,8 +14,10 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from .agent import AgentClient
 from .clouds.base import Cloud, Operation
 from .errors import (
     ComputeServersError,
@@ -24,6 +26,7 @@ from .errors import (
     OperationFailed,
     ValidationError,
 )
+from .events import ServerEvents
 from .hosts import HostRegistry
 from .images.catalog import ImageCatalog
 from .images.runtime import container_for
@@ -33,7 +36,6 @@ from .models import (
     PATCH_FIELDS,
     Action,
     State,
-    allowed_actions,
     check_action_allowed,
     check_config_change,
     check_no_unknown,
@@ -53,15 +55,8 @@ from .store import HistoryEntry, ServerRecord, ServerStore
 from .sync.settings import SyncSettings
 from .sync.settings import parse_settings as parse_sync_settings
 
-if TYPE_CHECKING:
-    from .billing.service import ComputeServerCosts
-    from .kernels.specs import KernelSpecPublisher
-    from .sync.service import SyncService
-
 #: A palette for servers created without a colour, so each new one looks different.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-
-EventCallback = Callable[[dict[str, Any]], None]
 
 
 def this_process() -> str:
@@ -89,6 +84,27 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class ServerAgent:
+    """A running server's agent, with the endpoint it was reached at (its workspace and
+    runtime directory are what most calls need beside it)."""
+
+    client: AgentClient
+    endpoint: SSHEndpoint
+
+    async def call(self, method: str, timeout: float = 60, **params: Any) -> Any:
+        return await self.client.call(method, timeout=timeout, **params)
+
+
+class SyncSettingsStore(Protocol):
+    """Where a server's sync settings are kept (sync/records.py); the manager reads and saves
+    the ``sync`` field of create and edit requests through it."""
+
+    def settings(self, server_id: int) -> SyncSettings: ...
+
+    def save_settings(self, server_id: int, settings: SyncSettings) -> None: ...
+
+
 class ComputeServerManager:
     def __init__(
         self,
@@ -97,34 +113,30 @@ class ComputeServerManager:
         keys: KeyStore,
         ssh: SSHConnections,
         *,
+        images: ImageCatalog,
+        hosts: HostRegistry,
+        events: ServerEvents,
+        sync_settings: SyncSettingsStore,
         log: logging.Logger | None = None,
-        on_event: EventCallback | None = None,
     ) -> None:
         self.store = store
         self.clouds = clouds
         self.keys = keys
         self.ssh = ssh
-        self.log = log or logging.getLogger(__name__)
-        self.on_event = on_event
-        #: In-process observers of the same events (kernel specs follow servers through one).
-        self.listeners: list[EventCallback] = []
-        #: Publishes the servers' kernel specs (set by the app that builds the manager).
-        self.kernel_specs: KernelSpecPublisher | None = None
+        #: The software images servers may run.
+        self.images = images
         #: The registered on-prem hosts (the ssh cloud's machines).
-        self.hosts = HostRegistry(
-            store, ssh, on_change=lambda host_id: self.notify("hosts", None, host_id=host_id)
-        )
-        #: The software images servers may run (the app replaces it with the configured one).
-        self.images = ImageCatalog()
-        self.images.load()
-        #: Prices, metering, spend limits and idle shutdown (set by the app; see billing/).
-        self.billing: ComputeServerCosts | None = None
+        self.hosts = hosts
+        self.events = events
+        self.sync_settings_store = sync_settings
+        self.log = log or logging.getLogger(__name__)
+        #: Checks run before a start or resume is recorded; each raises ConflictError to
+        #: refuse (costs registers its spend limits and budget here).
+        self.admission_checks: list[Callable[[ServerRecord], None]] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._watch_task: asyncio.Task[None] | None = None
         self._locks: dict[int, asyncio.Lock] = {}
         self.owner = this_process()
-        #: File sync (set by the app that builds the manager; see sync/).
-        self.sync: SyncService | None = None
         #: Awaited with (server id, the kernel's directory relative to the Jupyter root)
         #: before a kernel is launched there (sync pushes that directory).
         self.before_kernel_launch: list[Callable[[int, str], Awaitable[None]]] = []
@@ -141,60 +153,10 @@ class ComputeServerManager:
             )
         return cloud
 
-    def to_json(self, server: ServerRecord) -> dict[str, Any]:
-        cloud = self.clouds.get(server.cloud)
-        supports_suspend = cloud.supports_suspend if cloud else False
-        return {
-            "id": server.id,
-            "name": server.name,
-            "color": server.color,
-            "notes": server.notes,
-            "cloud": server.cloud,
-            "state": server.state.value,
-            "state_reason": server.state_reason,
-            "config": server.config.to_json(),
-            "idle_timeout_minutes": server.idle_timeout_minutes,
-            "spend_limit": (
-                {"amount": server.spend_limit.amount, "period_days": server.spend_limit.period_days}
-                if server.spend_limit
-                else None
-            ),
-            "daily_stop": server.daily_stop.to_json() if server.daily_stop else None,
-            "created": server.created,
-            "updated": server.updated,
-            "operation": server.operation,
-            "sync": self.sync_settings(server.id).to_json(),
-            "progress": server.progress,
-            "allowed_actions": (
-                [
-                    action
-                    for action in allowed_actions(server.state, supports_suspend=supports_suspend)
-                    if not cloud.refuse_action(action, server.config)
-                ]
-                if cloud
-                else (["delete"] if server.state is State.DEPROVISIONED else [])
-            ),
-            **(self.billing.server_json(server) if self.billing is not None else {}),
-        }
-
     def _emit(
         self, kind: str, server: ServerRecord | None, server_id: int | None, **extra: Any
     ) -> None:
-        event = {
-            "kind": kind,
-            "server_id": server_id,
-            "state": server.state.value if server else None,
-            "state_reason": server.state_reason if server else "",
-            "progress": (server.progress or {}).get("message", "") if server else "",
-            **extra,
-        }
-        for observer in [*self.listeners, self.on_event]:
-            if observer is None:
-                continue
-            try:
-                observer(event)
-            except Exception:  # an observer must never break an operation
-                self.log.exception("Failed to publish a compute server event")
+        self.events.publish(kind, server, server_id, **extra)
 
     def notify(self, kind: str, server_id: int | None, **extra: Any) -> None:
         """Tell observers that something about a server changed (its kernels, its kernel
@@ -298,22 +260,19 @@ class ComputeServerManager:
     # --- sync settings (the ``sync`` object of a server; see sync/settings.py) ---------------
 
     def sync_settings(self, server_id: int) -> SyncSettings:
-        return self.sync.settings(server_id) if self.sync is not None else SyncSettings()
+        return self.sync_settings_store.settings(server_id)
 
     def _parse_sync_settings(
         self, data: dict[str, Any], server_id: int | None
     ) -> SyncSettings | None:
         if "sync" not in data:
             return None
-        if self.sync is None:
-            raise ConflictError("File sync is not set up in this process.", field="sync")
         return parse_sync_settings(
             data["sync"], self.sync_settings(server_id) if server_id is not None else None
         )
 
     def _save_sync_settings(self, server_id: int, settings: SyncSettings) -> None:
-        assert self.sync is not None
-        self.sync.save_settings(server_id, settings)
+        self.sync_settings_store.save_settings(server_id, settings)
 
     async def delete_server(self, server_id: int) -> None:
         async with self._lock(server_id):
@@ -392,8 +351,9 @@ class ComputeServerManager:
                 f"Another action ({server.operation}) is still running on {server.name!r}.",
                 state=server.state.value,
             )
-        if self.billing is not None and action in (Action.START, Action.RESUME):
-            self.billing.check_start(server)  # 409 when a spend limit or the budget is spent
+        if action in (Action.START, Action.RESUME):
+            for check in self.admission_checks:
+                check(server)  # 409 when, say, a spend limit or the budget is spent
         previous = server.state
         server = self.store.transition(
             server_id,
@@ -498,27 +458,32 @@ class ComputeServerManager:
         server = self.store.get(server_id)
         return await self.cloud_for(server).ssh_endpoint(server_id, server.cloud_data)
 
-    async def connection(self, server_id: int) -> ServerConnection:
-        """The running server's shared SSH connection (kernels, terminals and sync use it)."""
+    def running(self, server_id: int, hint: str = "start it first.") -> ServerRecord:
+        """The server, if it is running; else one 409 saying what it is, then ``hint``."""
         server = self.store.get(server_id)
         if server.state is not State.RUNNING:
             raise ConflictError(
-                f"Server {server.name!r} is {server.state.value}, not running.",
+                f"Server {server.name!r} is {server.state.value}; {hint}",
                 state=server.state.value,
             )
+        return server
+
+    async def connection(self, server_id: int) -> ServerConnection:
+        """The running server's shared SSH connection (kernels, terminals and sync use it)."""
+        self.running(server_id)
         return await self.ssh.get(server_id, lambda: self.endpoint(server_id))
+
+    async def agent_for(self, server_id: int, hint: str = "start it first.") -> ServerAgent:
+        """The running server's agent over its one SSH connection: the one way every service
+        reaches a server's agent (409, naming the state and ``hint``, when it is not running)."""
+        self.running(server_id, hint)
+        endpoint = await self.endpoint(server_id)
+        return ServerAgent(await self.ssh.agent(server_id, endpoint), endpoint)
 
     async def info(self, server_id: int) -> dict[str, Any]:
         """Hardware and software of a running server, as its agent reports them."""
-        server = self.store.get(server_id)
-        if server.state is not State.RUNNING:
-            raise ConflictError(
-                f"Server {server.name!r} is {server.state.value}, not running.",
-                state=server.state.value,
-            )
-        endpoint = await self.endpoint(server_id)
-        agent = await self.ssh.agent(server_id, endpoint)
-        return dict(await agent.call("info", workspace=endpoint.workspace))
+        agent = await self.agent_for(server_id)
+        return dict(await agent.call("info", workspace=agent.endpoint.workspace))
 
     # --- start-up and shutdown ------------------------------------------------------------
 

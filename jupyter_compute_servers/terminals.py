@@ -41,21 +41,19 @@ def check_terminal_name(name: Any) -> str:
 class RemoteTerminals:
     """Creates, lists, ends and attaches to the terminals of compute servers."""
 
-    def __init__(self, manager: ComputeServerManager) -> None:
+    def __init__(
+        self,
+        manager: ComputeServerManager,
+        *,
+        on_input: Callable[[int], None] | None = None,
+    ) -> None:
         self.manager = manager
         #: Called with the server's id on every keystroke a user sends (idle shutdown).
-        self.on_input: Callable[[int], None] | None = None
+        self.on_input = on_input
 
     async def _call(self, server_id: int, method: str, **params: Any) -> Any:
-        manager = self.manager
-        server = manager.get_server(server_id)
-        if server.state is not State.RUNNING:
-            raise ConflictError(
-                f"Server {server.name!r} is {server.state.value}; start it to use terminals.",
-                state=server.state.value,
-            )
-        endpoint = await manager.endpoint(server_id)
-        agent = await manager.ssh.agent(server_id, endpoint)
+        agent = await self.manager.agent_for(server_id, "start it to use terminals.")
+        endpoint = agent.endpoint
         return await agent.call(
             method, runtime_dir=endpoint.runtime_dir, workspace=endpoint.workspace, **params
         )

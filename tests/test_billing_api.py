@@ -75,8 +75,8 @@ def manager(jp_serverapp):
 
 
 @pytest.fixture
-def costs(manager) -> ComputeServerCosts:
-    return manager.billing
+def costs(jp_serverapp) -> ComputeServerCosts:
+    return jp_serverapp.web_app.settings["compute_servers_costs"]
 
 
 @pytest.fixture
@@ -332,15 +332,15 @@ async def test_a_spend_limit_stops_the_server_at_its_second_after_one_warning(
 
 
 async def test_limits_are_evaluated_again_after_a_restart(
-    api, wait_for_state, manager, clock, events
+    api, wait_for_state, manager, costs, clock, events
 ):
     server = await create(api, spend_limit={"amount": 0.37, "period_days": 1})
     await start(api, wait_for_state, server["id"])
     clock.advance(0.9 * HOUR)
-    assert len((await manager.billing.evaluate()).alerted) == 1
+    assert len((await costs.evaluate()).alerted) == 1
     # Jupyter restarts (nothing of the old watcher is left) while the limit is passed.
     clock.advance(HOUR)
-    fresh = ComputeServerCosts(manager, parent=manager.billing.parent)
+    fresh = ComputeServerCosts(manager, parent=costs.parent)
     result = await fresh.evaluate()
     assert [s.trigger for s in result.stopped] == ["spend_limit"]
     assert not result.alerted  # the 80 % warning was given before the restart

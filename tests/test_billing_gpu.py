@@ -71,12 +71,16 @@ def manager(jp_serverapp, gpus: Path, monkeypatch: pytest.MonkeyPatch):
     return jp_serverapp.web_app.settings["compute_servers_manager"]
 
 
+@pytest.fixture
+def costs(jp_serverapp):
+    return jp_serverapp.web_app.settings["compute_servers_costs"]
+
+
 def set_utilization(path: Path, percent: int) -> None:
     path.write_text(json.dumps([{**GPU, "utilization": percent}]))
 
 
-async def test_a_busy_gpu_holds_idle_shutdown_off(api, wait_for_state, manager, gpus):
-    costs = manager.billing
+async def test_a_busy_gpu_holds_idle_shutdown_off(api, wait_for_state, manager, costs, gpus):
     clock = Clock(START)
     manager.store.clock = clock
     server = await create(
@@ -102,8 +106,7 @@ async def test_a_busy_gpu_holds_idle_shutdown_off(api, wait_for_state, manager, 
     await wait_for_state(server["id"], "off")
 
 
-async def test_a_gpu_that_cannot_say_is_not_counted(api, wait_for_state, manager, gpus):
-    costs = manager.billing
+async def test_a_gpu_that_cannot_say_is_not_counted(api, wait_for_state, manager, costs, gpus):
     clock = Clock(START)
     manager.store.clock = clock
     server = await create(

@@ -28,12 +28,11 @@ from jupyter_compute_servers.clouds import gcp_catalog
 from jupyter_compute_servers.clouds.gcp import STARTUP_SCRIPT, GCPCloud
 from jupyter_compute_servers.errors import ConflictError, ValidationError
 from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
-from jupyter_compute_servers.kernels.specs import KernelSpecPublisher
 from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
-from jupyter_compute_servers.ssh import KeyStore, SSHConnections
 from jupyter_compute_servers.store import ServerStore
 
+from .composition import services_for
 from .fake_gce import FakeGCE
 from .kernel_helpers import execute, wait_until
 
@@ -83,21 +82,23 @@ def make_cloud(fake: FakeGCE, key_file: Path | None, tmp_path: Path, **traits: A
 
 
 @contextlib.asynccontextmanager
-async def gcp_manager(tmp_path: Path, cloud: GCPCloud):
-    store = ServerStore(f"sqlite:///{tmp_path / 'servers.db'}", clock=time.time)
-    keys = KeyStore(tmp_path / "keys")
-    manager = ComputeServerManager(store, {"gcp": cloud}, keys, SSHConnections(keys))
-    cloud.bind(manager)
+async def gcp_services(tmp_path: Path, cloud: GCPCloud):
+    services = services_for(tmp_path, {"gcp": cloud})
     try:
-        yield manager
+        yield services
     finally:
-        await manager.shutdown()
-        store.close()
+        await services.close()
+
+
+@contextlib.asynccontextmanager
+async def gcp_manager(tmp_path: Path, cloud: GCPCloud):
+    async with gcp_services(tmp_path, cloud) as services:
+        yield services.manager
 
 
 def recorded_events(manager: ComputeServerManager) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    manager.listeners.append(events.append)
+    manager.events.listeners.append(events.append)
     return events
 
 
@@ -327,13 +328,14 @@ async def test_a_leftover_disk_is_deleted_with_the_vm(fake, key_file, tmp_path):
 
 async def test_suspend_is_refused_with_gpus_before_anything_happens(fake, key_file, tmp_path):
     cloud = make_cloud(fake, key_file, tmp_path)
-    async with gcp_manager(tmp_path, cloud) as manager:
+    async with gcp_services(tmp_path, cloud) as services:
+        manager, present = services.manager, services.presenter.to_json
         server = create(
             manager, machine_type="n1-standard-4", gpu={"type": "nvidia-tesla-t4", "count": 1}
         )
         server = await act(manager, server.id, "start")
-        assert "suspend" not in manager.to_json(server)["allowed_actions"]
-        assert "stop" in manager.to_json(server)["allowed_actions"]
+        assert "suspend" not in present(server)["allowed_actions"]
+        assert "stop" in present(server)["allowed_actions"]
         with pytest.raises(ConflictError, match="cannot suspend a VM with GPUs") as refused:
             manager.request_action(server.id, "suspend")
         assert refused.value.status == 409 and refused.value.field == "action"
@@ -892,9 +894,6 @@ def test_the_catalogue_is_consistent():
 async def test_a_kernel_runs_on_a_gcp_server_from_start_to_deprovision(fake, key_file, tmp_path):
     cloud = make_cloud(fake, key_file, tmp_path)
     async with gcp_manager(tmp_path, cloud) as manager:
-        publisher = KernelSpecPublisher(manager, str(tmp_path / "kernels"), str(tmp_path))
-        manager.kernel_specs = publisher
-        manager.listeners.append(publisher.on_event)
         root = tmp_path / "root"
         root.mkdir()
         set_server_runtime(KernelRuntime(manager, asyncio.get_running_loop(), str(root)))
@@ -923,7 +922,6 @@ async def test_a_kernel_runs_on_a_gcp_server_from_start_to_deprovision(fake, key
             assert server.state is State.DEPROVISIONED and fake.vms == {}
         finally:
             set_server_runtime(None)
-            await publisher.close()
 
 
 def test_the_startup_script_is_valid_shell():

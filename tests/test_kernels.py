@@ -180,7 +180,7 @@ async def test_interrupts_by_signal_and_by_message(
     specs = dict(manager.get_server(server["id"]).kernel_specs)
     specs["python3-msg"] = {**specs["python3"], "interrupt_mode": "message"}
     manager.store.update_fields(server["id"], kernel_specs=specs)
-    manager.kernel_specs.sync()
+    jp_serverapp.web_app.settings["compute_servers_kernel_specs"].sync()
 
     for kernel in ("python3", "python3-msg"):
         kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-{kernel}")
@@ -435,7 +435,7 @@ async def test_a_port_taken_before_the_kernel_binds_it_is_retried(
         "argv": [sys.executable, "-c", FIRST_PORT_TAKEN, "{connection_file}"],
     }
     manager.store.update_fields(server["id"], kernel_specs=specs)
-    manager.kernel_specs.sync()
+    jp_serverapp.web_app.settings["compute_servers_kernel_specs"].sync()
     kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-unlucky")
     _, kernel_client = client(jp_serverapp, kernel_id)
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,11 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
-from jupyter_compute_servers.kernels.specs import KernelSpecPublisher
-from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
-from jupyter_compute_servers.ssh import KeyStore, SSHConnections
+from jupyter_compute_servers.ssh import KeyStore
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
-from jupyter_compute_servers.store import ServerStore
 
+from .composition import services_for
 from .kernel_helpers import execute, process_alive, until_iopub_live, wait_until
 from .sshd import OpenSSHHost, start_sshd
 
@@ -52,11 +49,8 @@ async def openssh_host(tmp_path: Path, keys: KeyStore, endpoint: SSHEndpoint):
     would be: (manager, kernel spec manager)."""
     cloud = OpenSSHHost(data_dir=str(tmp_path / "cloud"))
     cloud.endpoint = endpoint
-    store = ServerStore(f"sqlite:///{tmp_path / 'servers.db'}", clock=time.time)
-    manager = ComputeServerManager(store, {"openssh": cloud}, keys, SSHConnections(keys))
-    publisher = KernelSpecPublisher(manager, str(tmp_path / "kernels"), str(tmp_path))
-    manager.kernel_specs = publisher
-    manager.listeners.append(publisher.on_event)
+    services = services_for(tmp_path, {"openssh": cloud})
+    manager = services.manager
     root = tmp_path / "root"
     root.mkdir()
     set_server_runtime(KernelRuntime(manager, asyncio.get_running_loop(), str(root)))
@@ -69,9 +63,7 @@ async def openssh_host(tmp_path: Path, keys: KeyStore, endpoint: SSHEndpoint):
         yield manager, KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
     finally:
         set_server_runtime(None)
-        await publisher.close()
-        await manager.ssh.close_all()
-        store.close()
+        await services.close()
 
 
 async def test_a_kernel_over_openssh_runs_interrupts_restarts_and_leaves_nothing(sshd_host):

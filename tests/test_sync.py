@@ -541,7 +541,7 @@ async def test_a_hostile_servers_paths_are_refused_before_anything_is_written(
     engine = SyncEngine(
         local_root=str(jp_root_dir),
         session=HostileSession([["ok.txt", 2, 1, 0o644, 1, 1], [path, 2, 1, 0o644, 1, 1]]),
-        store=manager.sync.store,
+        store=jp_serverapp.web_app.settings["compute_servers_sync"].store,
         server_id=server.id,
         server_name=server.name,
         settings=SyncSettings(),
@@ -559,7 +559,7 @@ async def test_a_hostile_servers_excluded_paths_are_ignored(jp_serverapp, jp_roo
     engine = SyncEngine(
         local_root=str(jp_root_dir),
         session=HostileSession([*files, ["ok.txt", 3, 1, 0o644, 1, 1]]),
-        store=manager.sync.store,
+        store=jp_serverapp.web_app.settings["compute_servers_sync"].store,
         server_id=server.id,
         server_name=server.name,
         settings=SyncSettings(),
@@ -569,7 +569,7 @@ async def test_a_hostile_servers_excluded_paths_are_ignored(jp_serverapp, jp_roo
     engine = SyncEngine(
         local_root=str(jp_root_dir),
         session=HostileSession(files[:2]),
-        store=manager.sync.store,
+        store=jp_serverapp.web_app.settings["compute_servers_sync"].store,
         server_id=server.id,
         server_name=server.name,
         settings=SyncSettings(),

@@ -7,16 +7,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from pathlib import Path
 
-from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
-from jupyter_compute_servers.ssh import KeyStore, SSHConnections
+from jupyter_compute_servers.ssh import KeyStore
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
-from jupyter_compute_servers.store import ServerStore
-from jupyter_compute_servers.sync.service import SyncService
 
+from .composition import services_for
 from .sshd import OpenSSHHost, start_sshd
 
 
@@ -37,21 +34,18 @@ async def openssh_host(tmp_path: Path):
         python=sys.executable,
         runtime_dir=str(tmp_path / "remote-runtime"),
     )
-    store = ServerStore(f"sqlite:///{tmp_path / 'servers.db'}", clock=time.time)
-    manager = ComputeServerManager(store, {"openssh": cloud}, keys, SSHConnections(keys))
     root = tmp_path / "root"
     root.mkdir()
-    manager.sync = SyncService(manager, str(root), tmp_path / "locks")
+    services = services_for(tmp_path, {"openssh": cloud}, sync_root=root)
+    manager = services.manager
     server = manager.create_server({"name": "lab-host", "cloud": "openssh"})
     manager.request_action(server.id, "start")
     await manager.wait_for_action(server.id)
     assert manager.get_server(server.id).state is State.RUNNING
     try:
-        yield manager, root, workspace
+        yield services, root, workspace
     finally:
-        await manager.sync.close()
-        await manager.ssh.close_all()
-        store.close()
+        await services.close()
         sshd.process.terminate()
         sshd.process.wait()
 
@@ -65,17 +59,17 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 async def test_sync_over_openssh_both_ways(tmp_path):
-    async with openssh_host(tmp_path) as (manager, root, workspace):
-        await sync_both_ways(manager, root, workspace, tmp_path)
+    async with openssh_host(tmp_path) as (services, root, workspace):
+        await sync_both_ways(services, root, workspace, tmp_path)
 
 
-async def sync_both_ways(manager, root: Path, workspace: Path, tmp_path: Path) -> None:
+async def sync_both_ways(services, root: Path, workspace: Path, tmp_path: Path) -> None:
     (root / "src").mkdir()
     (root / "src" / "train.py").write_text("print('train')\n")
     (root / "run.sh").write_text("#!/bin/sh\n")
     (root / "run.sh").chmod(0o755)
     (root / "data.bin").write_bytes(os.urandom(3 * 1024 * 1024))
-    run = await manager.sync.run(1)
+    run = await services.sync.run(1)
     assert run["state"] == "completed", run
     assert run["summary"]["sent"]["files"] == 3
     assert files(workspace) == files(root)
@@ -92,7 +86,7 @@ async def sync_both_ways(manager, root: Path, workspace: Path, tmp_path: Path) -
     (workspace / "escape").symlink_to(outside)
     (root / "escape").mkdir()
     (root / "escape" / "x.txt").write_text("stays here")
-    run = await manager.sync.run(1)
+    run = await services.sync.run(1)
     assert run["state"] == "completed", run
     summary = run["summary"]
     assert summary["deleted"] == {"local": 0, "remote": 1}
@@ -109,5 +103,5 @@ async def sync_both_ways(manager, root: Path, workspace: Path, tmp_path: Path) -
     }
     assert files(workspace) == expected
     assert files(root) == {**expected, "escape/x.txt": b"stays here"}
-    again = await manager.sync.run(1)
+    again = await services.sync.run(1)
     assert again["summary"]["changes"] == []

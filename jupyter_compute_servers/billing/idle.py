@@ -60,8 +60,7 @@ def agent_gpu_probe(manager: Any) -> GpuProbe:
     the busiest one; None when the server reports none (no driver, MIG, an older agent)."""
 
     async def probe(server: ServerRecord) -> float | None:
-        endpoint = await manager.endpoint(server.id)
-        agent = await manager.ssh.agent(server.id, endpoint)
+        agent = await manager.agent_for(server.id)
         answer = await agent.call("metrics", timeout=20)
         readings = [gpu.get("utilization") for gpu in answer.get("gpus") or []]
         known = [float(u) for u in readings if isinstance(u, (int, float))]

@@ -20,7 +20,25 @@ from ..ssh_endpoint import SSHEndpoint
 
 if TYPE_CHECKING:
     from ..billing.prices import StateRates
-    from ..manager import ComputeServerManager
+    from ..hosts import HostRegistry
+    from ..images.catalog import ImageCatalog
+    from ..ssh import SSHConnections
+    from ..store import ServerStore
+
+
+@dataclass(frozen=True)
+class CloudServices:
+    """What a cloud may use of the extension's own services, handed to ``Cloud.bind`` once by
+    the composition root (``services.build_services``): never the manager itself."""
+
+    #: The configured image catalogue (which images a machine can run, their runtimes).
+    images: ImageCatalog
+    #: The registered on-prem hosts (the ssh cloud's machines).
+    hosts: HostRegistry
+    #: Read-only use: a server's recorded state (gcp grows a filesystem only while running).
+    store: ServerStore
+    #: The servers' shared SSH connections.
+    ssh: SSHConnections
 
 
 @dataclass(frozen=True)
@@ -75,8 +93,9 @@ class Cloud(LoggingConfigurable):
         help="Directory for this cloud's files (sandboxes, caches). Set by the extension."
     ).tag(config=True)
 
-    def bind(self, manager: ComputeServerManager) -> None:
-        """Called once the manager exists, for clouds that use its services (hosts, images)."""
+    def bind(self, services: CloudServices) -> None:
+        """Called once, right after construction, for clouds that use the extension's own
+        services (hosts, images, SSH)."""
 
     def arch(self, config: ServerConfig) -> str | None:
         """The CPU architecture a server with this configuration has (x86_64, arm64), if known

@@ -55,12 +55,10 @@ from ..errors import (
 )
 from ..models import ServerConfig, State
 from . import gcp_catalog as catalog
-from .base import Cloud, CloudStatus, Operation, SSHEndpoint
+from .base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
-
-    from ..manager import ComputeServerManager
 
 T = TypeVar("T")
 
@@ -532,7 +530,7 @@ class GCPCloud(Cloud):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._manager: ComputeServerManager | None = None
+        self._services: CloudServices | None = None
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gcp")
         self._lock = threading.Lock()
         self._auth: tuple[Any, str] | None = None
@@ -546,8 +544,8 @@ class GCPCloud(Cloud):
         #: Endpoints of servers found running by a reconcile (address and key asked of Google).
         self._endpoints: dict[int, SSHEndpoint] = {}
 
-    def bind(self, manager: ComputeServerManager) -> None:
-        self._manager = manager
+    def bind(self, services: CloudServices) -> None:
+        self._services = services
 
     # --- credentials and clients -------------------------------------------------------------
 
@@ -927,7 +925,7 @@ class GCPCloud(Cloud):
 
     def _container_engine(self, config: ServerConfig) -> str:
         """The engine the server's image runs kernels in (docker, podman...), or ''."""
-        images = getattr(self._manager, "images", None)
+        images = self._services.images if self._services is not None else None
         if images is None or not config.image or config.image.startswith("projects/"):
             return ""
         try:
@@ -1625,15 +1623,15 @@ class GCPCloud(Cloud):
 
     async def _grow_pending(self, op: Operation) -> None:
         """Grow the root filesystem over SSH if a disk resize asked for it."""
-        if not op.cloud_data.get("grow_filesystem") or self._manager is None:
+        if not op.cloud_data.get("grow_filesystem") or self._services is None:
             return
-        manager = self._manager
-        server = manager.store.get(op.server_id)
+        services = self._services
+        server = services.store.get(op.server_id)
         if server.state is not State.RUNNING and server.operation is None:
             return  # suspended: at the resume
         op.progress("Growing the filesystem to fill the disk", 0.9)
         try:
-            connection = await manager.ssh.get(
+            connection = await services.ssh.get(
                 op.server_id,
                 lambda: self.ssh_endpoint(op.server_id, dict(op.cloud_data)),
             )

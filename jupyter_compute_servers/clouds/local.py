@@ -27,7 +27,7 @@ import threading
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import asyncssh
 from traitlets import Bool, Float
@@ -37,10 +37,7 @@ from ..billing.prices import StateRates
 from ..errors import CloudError, ValidationError
 from ..images.catalog import ImageCatalog, normalize_arch
 from ..models import ServerConfig, State
-from .base import Cloud, CloudStatus, Operation, SSHEndpoint
-
-if TYPE_CHECKING:
-    from ..manager import ComputeServerManager
+from .base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 
 TOKEN_VARIABLE = "JUPYTER_COMPUTE_SERVER_SANDBOX"  # noqa: S105 - a name, not a secret
 START_TIMEOUT = 20.0
@@ -208,12 +205,12 @@ class LocalCloud(Cloud):
                     field="config.gpu.count",
                 )
 
-    def bind(self, manager: ComputeServerManager) -> None:
-        self.catalog = manager.images
+    def bind(self, services: CloudServices) -> None:
+        self.catalog = services.images
 
     @cached_property
     def catalog(self) -> ImageCatalog:
-        catalog = ImageCatalog()  # until bound to the manager's (configured) one
+        catalog = ImageCatalog()  # until bound to the configured one
         catalog.load()
         return catalog
 

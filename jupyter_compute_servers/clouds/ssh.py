@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..billing.prices import Part, Rate, StateRates
 from ..errors import CloudError, NotFoundError, ValidationError
 from ..hosts import HostRecord, HostRegistry
 from ..images.catalog import normalize_arch
 from ..models import ServerConfig, State
-from .base import Cloud, CloudStatus, Operation, SSHEndpoint
-
-if TYPE_CHECKING:
-    from ..manager import ComputeServerManager
+from .base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 
 
 def _ordinal(n: int) -> str:
@@ -40,8 +37,8 @@ class SSHCloud(Cloud):
 
     registry: HostRegistry | None = None
 
-    def bind(self, manager: ComputeServerManager) -> None:
-        self.registry = manager.hosts
+    def bind(self, services: CloudServices) -> None:
+        self.registry = services.hosts
 
     def arch(self, config: ServerConfig) -> str | None:
         try:

@@ -11,7 +11,13 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from ..errors import ComputeServersError, ValidationError
 
 if TYPE_CHECKING:
-    from ..app import ComputeServersApp
+    from ..billing.service import ComputeServerCosts
+    from ..clouds.base import Cloud
+    from ..hosts import HostRegistry
+    from ..images.catalog import ImageCatalog
+    from ..manager import ComputeServerManager
+    from ..presenter import ServerPresenter
+    from ..sync.service import SyncService
 
 #: The resource name that authorizers see for every compute servers endpoint.
 AUTH_RESOURCE = "compute_servers"
@@ -22,9 +28,35 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
 
     auth_resource = AUTH_RESOURCE
 
+    # The services, as the extension put them in the web app's settings (app.handler_settings).
+
     @property
-    def app(self) -> ComputeServersApp:
-        return self.extensionapp  # type: ignore[return-value]
+    def manager(self) -> ComputeServerManager:
+        return self.settings["compute_servers_manager"]
+
+    @property
+    def presenter(self) -> ServerPresenter:
+        return self.settings["compute_servers_presenter"]
+
+    @property
+    def costs(self) -> ComputeServerCosts:
+        return self.settings["compute_servers_costs"]
+
+    @property
+    def sync(self) -> SyncService:
+        return self.settings["compute_servers_sync"]
+
+    @property
+    def hosts(self) -> HostRegistry:
+        return self.settings["compute_servers_hosts"]
+
+    @property
+    def images(self) -> ImageCatalog:
+        return self.settings["compute_servers_images"]
+
+    @property
+    def clouds(self) -> dict[str, Cloud]:
+        return self.settings["compute_servers_clouds"]
 
     def get_json_object(self) -> dict[str, Any]:
         """The request body as a JSON object, or a 400 that says what is wrong with it."""

@@ -5,21 +5,10 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..billing.service import ComputeServerCosts
-from ..errors import ConflictError
 from .base import ComputeServersAPIHandler
 
 
-class _CostsHandler(ComputeServersAPIHandler):
-    @property
-    def costs(self) -> ComputeServerCosts:
-        costs = self.app.manager.billing
-        if costs is None:
-            raise ConflictError("Costs are not set up in this process.")
-        return costs
-
-
-class EstimateHandler(_CostsHandler):
+class EstimateHandler(ComputeServersAPIHandler):
     """``POST /estimate``: what a configuration costs per hour in each state, and a month."""
 
     @web.authenticated
@@ -28,7 +17,7 @@ class EstimateHandler(_CostsHandler):
         self.write_json(self.costs.estimate(self.get_json_object()))
 
 
-class CostsHandler(_CostsHandler):
+class CostsHandler(ComputeServersAPIHandler):
     """``GET /costs``: spend of every server and in total, the current rate, the budget."""
 
     @web.authenticated

@@ -20,7 +20,7 @@ class ImagesHandler(ComputeServersAPIHandler):
             raise ValidationError(
                 "include_untested must be true or false.", field="include_untested"
             )
-        catalog = self.app.manager.images
+        catalog = self.images
         self.write_json(
             {
                 "images": catalog.images(include_untested=flag == "true"),
@@ -36,7 +36,7 @@ class ImagesReloadHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        catalog = self.app.manager.images
+        catalog = self.images
         catalog.load()
         self.write_json(
             {"images": catalog.images(include_untested=True), "source": catalog.loaded_from}

@@ -15,16 +15,16 @@ class ServersHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        manager = self.app.manager
-        self.write_json({"servers": [manager.to_json(s) for s in manager.list_servers()]})
+        manager = self.manager
+        self.write_json({"servers": [self.presenter.to_json(s) for s in manager.list_servers()]})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        manager = self.app.manager
+        manager = self.manager
         server = manager.create_server(self.get_json_object())
         self.set_header("Location", self.request.path.rstrip("/") + f"/{server.id}")
-        self.write_json(manager.to_json(server), status=201)
+        self.write_json(self.presenter.to_json(server), status=201)
 
 
 class ServerHandler(ComputeServersAPIHandler):
@@ -33,20 +33,20 @@ class ServerHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        manager = self.app.manager
-        self.write_json(manager.to_json(manager.get_server(int(server_id))))
+        manager = self.manager
+        self.write_json(self.presenter.to_json(manager.get_server(int(server_id))))
 
     @web.authenticated
     @authorized
     async def patch(self, server_id: str) -> None:
-        manager = self.app.manager
+        manager = self.manager
         server = await manager.update_server(int(server_id), self.get_json_object())
-        self.write_json(manager.to_json(server))
+        self.write_json(self.presenter.to_json(server))
 
     @web.authenticated
     @authorized
     async def delete(self, server_id: str) -> None:
-        await self.app.manager.delete_server(int(server_id))
+        await self.manager.delete_server(int(server_id))
         self.set_status(204)
         self.finish()
 
@@ -57,9 +57,9 @@ class ServerActionHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, server_id: str, action: str) -> None:
-        manager = self.app.manager
+        manager = self.manager
         server = manager.request_action(int(server_id), action, self.get_json_object())
-        self.write_json(manager.to_json(server), status=202)
+        self.write_json(self.presenter.to_json(server), status=202)
 
 
 class ServerHistoryHandler(ComputeServersAPIHandler):
@@ -68,7 +68,7 @@ class ServerHistoryHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        history = self.app.manager.history(int(server_id))
+        history = self.manager.history(int(server_id))
         self.write_json(
             {
                 "history": [
@@ -86,7 +86,7 @@ class CloudsHandler(ComputeServersAPIHandler):
     @authorized
     async def get(self) -> None:
         clouds = []
-        for cloud in self.app.manager.clouds.values():
+        for cloud in self.clouds.values():
             available, reason = await cloud.availability()
             entry = cloud.summary()
             entry.update(

@@ -13,4 +13,4 @@ class StatusHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.write_json({"version": __version__, "clouds": list(self.app.enabled_clouds)})
+        self.write_json({"version": __version__, "clouds": list(self.clouds)})

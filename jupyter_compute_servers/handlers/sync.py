@@ -5,22 +5,11 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..errors import ConflictError
-from ..sync.service import SyncService
 from ..sync.settings import DEFAULT_EXCLUDES
 from .base import ComputeServersAPIHandler
 
 
-class _SyncHandler(ComputeServersAPIHandler):
-    @property
-    def sync(self) -> SyncService:
-        service = self.app.manager.sync
-        if service is None:
-            raise ConflictError("File sync is not set up in this process.")
-        return service
-
-
-class ServerSyncHandler(_SyncHandler):
+class ServerSyncHandler(ComputeServersAPIHandler):
     """``POST /servers/{id}/sync``: start a sync; 202 with it (its id), progress follows."""
 
     @web.authenticated
@@ -31,7 +20,7 @@ class ServerSyncHandler(_SyncHandler):
         self.write_json(run, status=202)
 
 
-class ServerSyncsHandler(_SyncHandler):
+class ServerSyncsHandler(ComputeServersAPIHandler):
     """``GET /servers/{id}/syncs``: the latest syncs, newest first."""
 
     @web.authenticated
@@ -47,7 +36,7 @@ class ServerSyncsHandler(_SyncHandler):
         )
 
 
-class ServerSyncRunHandler(_SyncHandler):
+class ServerSyncRunHandler(ComputeServersAPIHandler):
     """``GET /servers/{id}/syncs/{sync_id}``: one sync's progress, or its summary."""
 
     @web.authenticated
@@ -56,7 +45,7 @@ class ServerSyncRunHandler(_SyncHandler):
         self.write_json(self.sync.get(int(server_id), sync_id))
 
 
-class ServerSyncCancelHandler(_SyncHandler):
+class ServerSyncCancelHandler(ComputeServersAPIHandler):
     """``POST /servers/{id}/syncs/{sync_id}/cancel``: stop a running sync (202)."""
 
     @web.authenticated

@@ -54,7 +54,7 @@ class ServerSSHAccessHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        self.write_json(await ssh_access(self.app.manager, int(server_id)))
+        self.write_json(await ssh_access(self.manager, int(server_id)))
 
 
 class TerminalWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):

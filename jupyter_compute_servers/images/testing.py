@@ -16,7 +16,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from ..errors import ComputeServersError, ValidationError
-from ..kernels.specs import spec_name
+from ..kernels.specs import KernelSpecPublisher, spec_name
 from ..manager import ComputeServerManager
 from ..models import State
 
@@ -87,6 +87,7 @@ async def _run(
 
 async def smoke_test_image(
     manager: ComputeServerManager,
+    kernel_specs: KernelSpecPublisher,
     kernel_specs_dir: str,
     reference: str,
     cloud_name: str,
@@ -108,8 +109,7 @@ async def smoke_test_image(
         started = manager.get_server(server.id)
         if started.state is not State.RUNNING:
             raise ComputeServersError(f"the server did not start: {started.state_reason}")
-        if manager.kernel_specs is not None:
-            await manager.kernel_specs.settle()
+        await kernel_specs.settle()
         kernels = manager.get_server(server.id).kernel_specs or {"python3": {}}
         kernel = "python3" if "python3" in kernels else sorted(kernels)[0]
         report(f"  kernel {kernel} starts")

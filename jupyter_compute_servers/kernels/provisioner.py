@@ -120,10 +120,10 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         return self._tunnel
 
     async def _agent_call(self, method: str, timeout: float = 60, **params: Any) -> Any:
-        manager = self.runtime.manager
-        endpoint = await manager.endpoint(self.server_id)
-        agent = await manager.ssh.agent(self.server_id, endpoint)
-        return await agent.call(method, timeout=timeout, runtime_dir=endpoint.runtime_dir, **params)
+        agent = await self.runtime.manager.agent_for(self.server_id)
+        return await agent.call(
+            method, timeout=timeout, runtime_dir=agent.endpoint.runtime_dir, **params
+        )
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         return (await self.runtime.manager.connection(self.server_id)).connection

@@ -96,13 +96,10 @@ class KernelRuntime:
     async def list_kernels(self, server_id: int) -> list[dict[str, Any]]:
         """Kernels running on a server, each marked ``attached`` when a kernel manager of this
         process drives it (else it is an orphan: its Jupyter server is gone)."""
-        manager = self.manager
-        server = manager.get_server(server_id)
-        if server.state is not State.RUNNING:
+        if self.manager.get_server(server_id).state is not State.RUNNING:
             return []
-        endpoint = await manager.endpoint(server_id)
-        agent = await manager.ssh.agent(server_id, endpoint)
-        answer = await agent.call("kernel_list", runtime_dir=endpoint.runtime_dir)
+        agent = await self.manager.agent_for(server_id)
+        answer = await agent.call("kernel_list", runtime_dir=agent.endpoint.runtime_dir)
         kernels = []
         for record in answer["kernels"]:
             kernel = {field: record.get(field) for field in KERNEL_FIELDS}
@@ -122,18 +119,16 @@ class KernelRuntime:
             else:
                 await provisioner.shutdown_remote()
             return
-        manager = self.manager
-        server = manager.get_server(server_id)
+        server = self.manager.get_server(server_id)
         if server.state is not State.RUNNING:
             raise NotFoundError(
                 f"No kernel {kernel_id} runs on {server.name!r}.", field="kernel_id"
             )
-        endpoint = await manager.endpoint(server_id)
-        agent = await manager.ssh.agent(server_id, endpoint)
+        agent = await self.manager.agent_for(server_id)
 
         async def call(method: str, **params: Any) -> Any:
             return await agent.call(
-                method, runtime_dir=endpoint.runtime_dir, kernel_id=kernel_id, **params
+                method, runtime_dir=agent.endpoint.runtime_dir, kernel_id=kernel_id, **params
             )
 
         status = await call("kernel_status")
@@ -152,7 +147,7 @@ class KernelRuntime:
                 await asyncio.sleep(0.1)
         with contextlib.suppress(ComputeServersError):
             await call("kernel_cleanup")
-        manager.notify("kernels", server_id)
+        self.manager.notify("kernels", server_id)
 
 
 _server_runtime: KernelRuntime | None = None
@@ -185,15 +180,17 @@ def runtime_for(data_dir: str, db_url: str) -> KernelRuntime:
 
 
 def _start_standalone(data_dir: str, db_url: str) -> KernelRuntime:
-    # Imported here: the CLI module imports the app, which imports this package.
-    from ..cli import load_app
+    # Imported here: the services import the provisioner's package (kernel specs), and a
+    # process that only lists kernel specs never needs them.
+    from ..config import load_settings
+    from ..services import build_services
 
-    settings = []
+    overrides = {}
     if data_dir:
-        settings.append(f"data_dir={data_dir}")
+        overrides["data_dir"] = data_dir
     if db_url:
-        settings.append(f"db_url={db_url}")
-    app = load_app(settings)
+        overrides["db_url"] = db_url
+    settings = load_settings(overrides)
     loop = asyncio.new_event_loop()
     ready: concurrent.futures.Future[KernelRuntime] = concurrent.futures.Future()
 
@@ -201,8 +198,10 @@ def _start_standalone(data_dir: str, db_url: str) -> KernelRuntime:
         asyncio.set_event_loop(loop)
         try:
             # Built on its own thread: the store's SQLite connection belongs to this thread.
-            manager = app.build_manager()
-            runtime = KernelRuntime(manager, loop, os.getcwd(), thread=threading.current_thread())
+            services = build_services(settings)
+            runtime = KernelRuntime(
+                services.manager, loop, os.getcwd(), thread=threading.current_thread()
+            )
         except BaseException as e:
             ready.set_exception(e)
             return

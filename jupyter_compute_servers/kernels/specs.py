@@ -192,7 +192,7 @@ class KernelSpecPublisher:
         """Ask a running server for its kernels, cache them, and republish the specs."""
         manager = self.manager
         try:
-            agent = await manager.ssh.agent(server_id, lambda: manager.endpoint(server_id))
+            agent = await manager.agent_for(server_id)
             container = container_for(manager, manager.get_server(server_id))
             answer = await agent.call("kernelspecs", timeout=900, container=container)
         except Exception as e:

@@ -1,0 +1,146 @@
+"""The extension's settings: one ``Configurable`` read the same way everywhere.
+
+The Jupyter server extension (``ComputeServersApp`` derives from it), the CLI and the standalone
+kernel runtime (``jupyter execute`` on a compute-server kernel) all read ``c.ComputeServersApp.*``
+from the Jupyter Server configuration files through this class, and hand it to
+``services.build_services``. It imports nothing of the web app.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
+from traitlets import Bool, Float, List, Type, Unicode, default
+from traitlets.config import Application, Config, LoggingConfigurable
+
+#: The configuration section users write (``c.ComputeServersApp.data_dir = ...``): the name of
+#: the server extension, kept for the standalone settings too.
+SECTION = "ComputeServersApp"
+
+
+class ComputeServersSettings(LoggingConfigurable):
+    """Where the store and keys live, which clouds are enabled, SSH timings, kernel specs."""
+
+    @classmethod
+    def section_names(cls) -> list[str]:
+        # Standalone, read the extension's own section too: users configure one place.
+        names = [SECTION, *super().section_names()]
+        return [name for i, name in enumerate(names) if name not in names[i + 1 :]]
+
+    data_dir = Unicode(
+        help=(
+            "Where compute servers keep their files: the database (unless db_url says "
+            "otherwise), SSH keys, and the local cloud's sandboxes. Defaults to "
+            "<jupyter data dir>/compute_servers."
+        ),
+    ).tag(config=True)
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return str(Path(jupyter_data_dir()) / "compute_servers")
+
+    db_url = Unicode(
+        help=(
+            "Database URL of the server store, e.g. sqlite:////shared/team/servers.db for one "
+            "store shared by a team. Defaults to a SQLite file in data_dir."
+        ),
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return f"sqlite:///{Path(self.data_dir) / 'servers.db'}"
+
+    enabled_clouds = List(
+        Unicode(),
+        default_value=["local"],
+        help=(
+            "Names of the clouds users may create compute servers on, in the order the UI "
+            "offers them (the first is the default). Each is an entry point in the "
+            "'jupyter_compute_servers.clouds' group."
+        ),
+    ).tag(config=True)
+
+    manager_class = Type(
+        # Named by string so that reading the settings imports no service.
+        default_value="jupyter_compute_servers.manager.ComputeServerManager",
+        klass="jupyter_compute_servers.manager.ComputeServerManager",
+        help="The service class that owns the servers' lifecycle; replace to customise it.",
+    ).tag(config=True)
+
+    ssh_keepalive_interval = Float(
+        15.0,
+        help="Seconds between SSH keep-alives on each server's connection.",
+    ).tag(config=True)
+
+    ssh_connect_timeout = Float(
+        15.0,
+        help="Seconds to wait for one SSH connection attempt to a server.",
+    ).tag(config=True)
+
+    reconcile_on_start = Bool(
+        True,
+        help=(
+            "When Jupyter starts, settle servers that a crash left mid-operation by asking "
+            "their clouds what they really are."
+        ),
+    ).tag(config=True)
+
+    kernel_specs_dir = Unicode(
+        help=(
+            "Where the kernel specs of compute servers (compute-<id>-<kernel>) are written. "
+            "Defaults to the kernels directory of the Jupyter data dir, which every "
+            "jupyter_client finds, so `jupyter console --kernel compute-1-python3` works too; "
+            "the extension also adds it to the Jupyter server's kernel search path."
+        ),
+    ).tag(config=True)
+
+    @default("kernel_specs_dir")
+    def _default_kernel_specs_dir(self) -> str:
+        return str(Path(jupyter_data_dir()) / "kernels")
+
+    shutdown_kernels_on_exit = Bool(
+        True,
+        help=(
+            "When Jupyter stops cleanly, shut down the kernels it started on compute servers. "
+            "When False they keep running there (and keep their GPUs); the sidebar lists them "
+            "so they can be shut down later."
+        ),
+    ).tag(config=True)
+
+    image_catalog = Unicode(
+        "",
+        help=(
+            "The image catalogue: a path or an http(s) URL of a JSON document (see "
+            "jupyter_compute_servers/images/catalog.schema.json). Empty: the one shipped with "
+            "the package. Reload it with POST compute-servers/api/images/reload."
+        ),
+    ).tag(config=True)
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> ComputeServersSettings:
+    """The settings from the Jupyter Server configuration files (as ``jupyter server`` reads
+    them), then ``overrides`` (trait name to value) on top; for the CLI and the standalone
+    kernel runtime."""
+    config = Config()
+    for loaded in Application._load_config_files(
+        "jupyter_server_config", path=jupyter_config_path()
+    ):
+        config.merge(loaded)
+    for name, value in (overrides or {}).items():
+        config[SECTION][name] = value
+    return ComputeServersSettings(config=config)
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """``name=value`` pairs (the CLI's ``--set``), each value JSON where it parses as JSON."""
+    parsed: dict[str, Any] = {}
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        try:
+            parsed[name] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[name] = value
+    return parsed

@@ -1,0 +1,65 @@
+"""``ServerPresenter``: a compute server as the API answers it.
+
+The record, the actions its state and cloud allow, its sync settings and its costs, assembled
+here so that the manager knows nothing of costs or sync.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .models import State, allowed_actions
+
+if TYPE_CHECKING:
+    from .billing.service import ComputeServerCosts
+    from .clouds.base import Cloud
+    from .manager import SyncSettingsStore
+    from .store import ServerRecord
+
+
+class ServerPresenter:
+    def __init__(
+        self,
+        clouds: dict[str, Cloud],
+        costs: ComputeServerCosts,
+        sync_settings: SyncSettingsStore,
+    ) -> None:
+        self.clouds = clouds
+        self.costs = costs
+        self.sync_settings = sync_settings
+
+    def to_json(self, server: ServerRecord) -> dict[str, Any]:
+        cloud = self.clouds.get(server.cloud)
+        supports_suspend = cloud.supports_suspend if cloud else False
+        return {
+            "id": server.id,
+            "name": server.name,
+            "color": server.color,
+            "notes": server.notes,
+            "cloud": server.cloud,
+            "state": server.state.value,
+            "state_reason": server.state_reason,
+            "config": server.config.to_json(),
+            "idle_timeout_minutes": server.idle_timeout_minutes,
+            "spend_limit": (
+                {"amount": server.spend_limit.amount, "period_days": server.spend_limit.period_days}
+                if server.spend_limit
+                else None
+            ),
+            "daily_stop": server.daily_stop.to_json() if server.daily_stop else None,
+            "created": server.created,
+            "updated": server.updated,
+            "operation": server.operation,
+            "sync": self.sync_settings.settings(server.id).to_json(),
+            "progress": server.progress,
+            "allowed_actions": (
+                [
+                    action
+                    for action in allowed_actions(server.state, supports_suspend=supports_suspend)
+                    if not cloud.refuse_action(action, server.config)
+                ]
+                if cloud
+                else (["delete"] if server.state is State.DEPROVISIONED else [])
+            ),
+            **self.costs.server_json(server),
+        }

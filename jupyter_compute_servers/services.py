@@ -1,0 +1,168 @@
+"""The composition root: ``build_services`` builds every service of the extension, each
+constructed with what it depends on, in one place.
+
+The Jupyter server extension (``app.py``), the CLI (``cli.py``) and the standalone kernel
+runtime (``kernels/runtime.py``, used by ``jupyter execute`` and nbclient) all call it with the
+same settings, so the three see the same store, clouds and rules. Nothing here imports web code.
+
+The order is the dependency order: events, store, keys and SSH, images, hosts and sync records,
+the clouds (given the services they may use), the manager, then the services over it (costs,
+kernel specs, sync, terminals) and the presenter that assembles a server's JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .billing.service import ComputeServerCosts
+from .clouds import Cloud, load_cloud_class
+from .clouds.base import CloudServices
+from .events import EventCallback, ServerEvents
+from .hosts import HostRegistry
+from .images.catalog import ImageCatalog
+from .kernels.specs import KernelSpecPublisher
+from .presenter import ServerPresenter
+from .ssh import KeyStore, SSHConnections
+from .store import ServerStore
+from .sync.records import SyncStore
+from .sync.service import SyncService
+from .terminals import RemoteTerminals
+
+if TYPE_CHECKING:
+    from .config import ComputeServersSettings
+    from .manager import ComputeServerManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything ``build_services`` built; ``close`` ends them in the reverse order."""
+
+    settings: ComputeServersSettings
+    events: ServerEvents
+    store: ServerStore
+    keys: KeyStore
+    ssh: SSHConnections
+    images: ImageCatalog
+    hosts: HostRegistry
+    clouds: dict[str, Cloud]
+    manager: ComputeServerManager
+    costs: ComputeServerCosts
+    kernel_specs: KernelSpecPublisher
+    sync: SyncService
+    terminals: RemoteTerminals
+    presenter: ServerPresenter
+
+    async def close(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
+        """End background work, stop servers whose cloud asks for it (``stop_servers``), and
+        close every connection and the store."""
+        await self.kernel_specs.close()
+        await self.sync.close()
+        await self.costs.close()
+        await self.manager.shutdown(stop_servers=stop_servers)
+        self.store.close()
+
+
+def build_clouds(settings: ComputeServersSettings, services: CloudServices) -> dict[str, Cloud]:
+    """The enabled clouds, in the configured order, each bound to the services it may use."""
+    clouds: dict[str, Cloud] = {}
+    for name in settings.enabled_clouds:
+        cls = load_cloud_class(name)
+        cloud = cls(parent=settings, data_dir=str(Path(settings.data_dir) / name))
+        cloud.bind(services)
+        clouds[name] = cloud
+    return clouds
+
+
+def build_services(
+    settings: ComputeServersSettings,
+    *,
+    on_event: EventCallback | None = None,
+    sync_root: str | None = None,
+    clouds: dict[str, Cloud] | None = None,
+    logger: logging.Logger | None = None,
+) -> Services:
+    """Build the extension's services from its settings.
+
+    ``on_event`` receives every event (the Jupyter server's event logger). ``sync_root`` is
+    the tree servers sync with (the Jupyter root); kernels are synced before they start only
+    where it is given, since elsewhere (jupyter execute, nbclient) the root would be a guess
+    (the current directory is used for explicit syncs). ``clouds`` replaces the configured
+    clouds with ready ones (tests, embedding applications); they are bound here too.
+    """
+    logger = logger or log
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    events = ServerEvents(on_event)
+    store = ServerStore(settings.db_url, clock=time.time)
+    keys = KeyStore(data_dir / "keys")
+    ssh = SSHConnections(
+        keys,
+        keepalive_interval=settings.ssh_keepalive_interval,
+        connect_timeout=settings.ssh_connect_timeout,
+    )
+    images = ImageCatalog(settings.image_catalog, data_dir / "images-tested.json")
+    images.load_or_default()
+    if images.load_error:
+        logger.error("%s; using the built-in catalogue.", images.load_error)
+    hosts = HostRegistry(
+        store, ssh, on_change=lambda host_id: events.publish("hosts", None, None, host_id=host_id)
+    )
+    sync_records = SyncStore(store.path)
+
+    cloud_services = CloudServices(images=images, hosts=hosts, store=store, ssh=ssh)
+    if clouds is None:
+        clouds = build_clouds(settings, cloud_services)
+    else:
+        for cloud in clouds.values():
+            cloud.bind(cloud_services)
+
+    manager = settings.manager_class(
+        store,
+        clouds,
+        keys,
+        ssh,
+        images=images,
+        hosts=hosts,
+        events=events,
+        sync_settings=sync_records,
+        log=logger,
+    )
+    costs = ComputeServerCosts(manager, parent=settings)
+    events.listeners.append(costs.on_event)
+    manager.admission_checks.append(costs.check_start)
+    kernel_specs = KernelSpecPublisher(manager, settings.kernel_specs_dir, str(data_dir))
+    events.listeners.append(kernel_specs.on_event)
+    sync = SyncService(
+        manager,
+        sync_records,
+        sync_root or os.getcwd(),
+        data_dir / "sync",
+        before_kernels=sync_root is not None,
+    )
+    terminals = RemoteTerminals(manager, on_input=costs.activity.terminal_input)
+    presenter = ServerPresenter(clouds, costs, sync_records)
+    return Services(
+        settings=settings,
+        events=events,
+        store=store,
+        keys=keys,
+        ssh=ssh,
+        images=images,
+        hosts=hosts,
+        clouds=clouds,
+        manager=manager,
+        costs=costs,
+        kernel_specs=kernel_specs,
+        sync=sync,
+        terminals=terminals,
+        presenter=presenter,
+    )
