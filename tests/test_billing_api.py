@@ -251,7 +251,7 @@ async def test_a_server_running_3_hours_then_off_21_is_priced_exactly(
     assert running["cost"]["spent"]["total"] == 1.11
     await stop(api, wait_for_state, server["id"])
     clock.advance(21 * HOUR)
-    record = costs.manager.get_server(server["id"])
+    record = costs.servers.get_server(server["id"])
     exact = costs.spend_of(record)["total"].amount
     assert exact == RUNNING * 3 + OFF * 21 == Decimal("1.32")
     _, got = await api("GET", f"servers/{server['id']}")

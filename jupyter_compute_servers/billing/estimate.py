@@ -25,15 +25,13 @@ from .prices import CURRENCY, HOURS_PER_MONTH, StateRates, money
 
 if TYPE_CHECKING:
     from ..clouds.base import Cloud
-    from ..manager import ComputeServerManager
+    from .service import ServerControl
 
 ESTIMATE_FIELDS = ("cloud", "config", "server_id", "hours_per_day")
 PROJECTION_DAYS = 30
 
 
-def parse_estimate(
-    manager: ComputeServerManager, body: Any
-) -> tuple[str, Cloud, ServerConfig, float]:
+def parse_estimate(manager: ServerControl, body: Any) -> tuple[str, Cloud, ServerConfig, float]:
     """(cloud name, cloud, complete configuration, hours running per day) of a request."""
     data = parse_object(body, "body")
     check_no_unknown(data, ESTIMATE_FIELDS, "")

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..store import ServerRecord
+
+if TYPE_CHECKING:
+    from .service import ServerControl
 
 #: Execution states in which a kernel is working (or being brought up) for its user.
 BUSY_STATES = frozenset({"busy", "starting", "restarting"})
@@ -55,7 +58,7 @@ GpuProbe = Callable[[ServerRecord], Awaitable[float | None]]
 UnattachedKernels = Callable[[int], Awaitable[int]]
 
 
-def agent_gpu_probe(manager: Any) -> GpuProbe:
+def agent_gpu_probe(manager: ServerControl) -> GpuProbe:
     """Utilization of a running server's GPUs as its agent reads them from NVML (``metrics``),
     the busiest one; None when the server reports none (no driver, MIG, an older agent)."""
 

@@ -4,7 +4,7 @@ idle timeout says so.
 
 The watcher's work is ``evaluate()``: look at the servers' activity, ``plan()`` what is due
 from the store and the clock (a pure function of them and the activity seen), then act: stop
-servers (through ``manager.request_action`` with the reason, which the history and
+servers (through ``ServerControl.request_action`` with the reason, which the history and
 ``state_reason`` keep) and give each alert once (``cost_alerts`` in the store). Tests call
 ``evaluate()`` step by step with a controllable clock; in Jupyter a background task calls it
 every ``check_interval`` seconds, and sooner when something is due sooner (a limit about to
@@ -21,14 +21,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from traitlets import Bool, Dict, Float, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from ..errors import ComputeServersError, ConflictError
 from ..models import Action, State
-from ..store import HistoryEntry, ServerRecord
+from ..store import HistoryEntry, ServerRecord, ServerStore
 from .estimate import estimate_json, parse_estimate
 from .idle import ActivityTracker, GpuProbe, KernelSource, UnattachedKernels
 from .limits import (
@@ -51,7 +51,8 @@ from .metering import (
 from .prices import CURRENCY, PriceBook, Rate, StateRates, money
 
 if TYPE_CHECKING:
-    from ..manager import ComputeServerManager
+    from ..clouds.base import Cloud
+    from ..manager import ServerAgent
 
 #: Which automatic stop wins when several are due at once.
 TRIGGERS = ("spend_limit", "budget", "daily_stop", "idle")
@@ -134,6 +135,25 @@ class Evaluation:
     #: Stops that were due but not done now (another action under way, kernels not driven
     #: by this Jupyter server): tried again on the next evaluation.
     deferred: list[tuple[Stop, str]] = field(default_factory=list)
+
+
+class ServerControl(Protocol):
+    """What costs use of the servers' lifecycle: the manager, seen through this much only."""
+
+    store: ServerStore
+    clouds: dict[str, Cloud]
+
+    def get_server(self, server_id: int) -> ServerRecord: ...
+
+    def cloud_for(self, server: ServerRecord) -> Cloud: ...
+
+    def request_action(
+        self, server_id: int, action_name: str, body: Any = None, *, reason: str = ""
+    ) -> ServerRecord: ...
+
+    def notify(self, kind: str, server_id: int | None, **extra: Any) -> None: ...
+
+    async def agent_for(self, server_id: int, hint: str = ...) -> ServerAgent: ...
 
 
 class ComputeServerCosts(LoggingConfigurable):
@@ -247,13 +267,13 @@ class ComputeServerCosts(LoggingConfigurable):
 
     def __init__(
         self,
-        manager: ComputeServerManager,
+        servers: ServerControl,
         *,
         clock: Callable[[], float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.manager = manager
+        self.servers = servers
         self._clock = clock
         self._book: PriceBook | None = None
         self.activity = ActivityTracker(self.now)
@@ -287,7 +307,7 @@ class ComputeServerCosts(LoggingConfigurable):
 
     def now(self) -> float:
         """The costs clock: the store's unless one was given."""
-        return (self._clock or self.manager.store.clock)()
+        return (self._clock or self.servers.store.clock)()
 
     @property
     def zone(self) -> dt.tzinfo:
@@ -300,12 +320,12 @@ class ComputeServerCosts(LoggingConfigurable):
     # --- rates ----------------------------------------------------------------------------
 
     def rates_of(self, server: ServerRecord) -> StateRates:
-        return self.book.rates(server.cloud, self.manager.clouds.get(server.cloud), server.config)
+        return self.book.rates(server.cloud, self.servers.clouds.get(server.cloud), server.config)
 
     def sync_rates(self, server_ids: list[int] | None = None) -> None:
         """Record the rates of servers (all, or these) where they differ from the last ones
         recorded (their configuration changed, or the price tables did), effective now."""
-        store = self.manager.store
+        store = self.servers.store
         if server_ids is None:
             servers = store.servers()
             recorded = _by_server(store.rates_history())
@@ -349,7 +369,7 @@ class ComputeServerCosts(LoggingConfigurable):
     ) -> tuple[Ledger, list[HistoryEntry]]:
         """A server's ledger and history, built again only when its history or its recorded
         rates grew (``counts``: how many of each, if the caller has them)."""
-        store = self.manager.store
+        store = self.servers.store
         if counts is None:
             counts = store.history_counts(server_id).get(server_id, (0, 0))
         current = self.rates_of(server) if server is not None else None
@@ -376,7 +396,7 @@ class ComputeServerCosts(LoggingConfigurable):
         by_id = {s.id: s for s in servers}
         spends = {}
         histories = {}
-        for server_id, counts in self.manager.store.history_counts().items():
+        for server_id, counts in self.servers.store.history_counts().items():
             server = by_id.get(server_id)
             ledger, histories[server_id] = self.ledger(server_id, server, counts)
             spends[server_id] = {
@@ -462,7 +482,7 @@ class ComputeServerCosts(LoggingConfigurable):
     def costs_json(self) -> dict[str, Any]:
         """``GET costs``: spend of every server and in total, the current rate, the budget."""
         now = self.now()
-        servers = self.manager.store.servers()
+        servers = self.servers.store.servers()
         spends, _ = self._spends(now, servers)
         total = {name: Spend() for name in ("today", "month", "total")}
         deleted = {name: Spend() for name in ("today", "month", "total")}
@@ -515,7 +535,7 @@ class ComputeServerCosts(LoggingConfigurable):
 
     def estimate(self, body: Any) -> dict[str, Any]:
         """``POST estimate``."""
-        cloud_name, cloud, config, hours = parse_estimate(self.manager, body)
+        cloud_name, cloud, config, hours = parse_estimate(self.servers, body)
         return estimate_json(cloud_name, config, self.book.rates(cloud_name, cloud, config), hours)
 
     # --- limits at start ------------------------------------------------------------------
@@ -534,7 +554,7 @@ class ComputeServerCosts(LoggingConfigurable):
                     state=server.state.value,
                 )
         if self.monthly_budget and not self.rates_of(server).running.is_known_zero:
-            spends, _ = self._spends(now, self.manager.store.servers())
+            spends, _ = self._spends(now, self.servers.store.servers())
             month = sum((s["month"].amount for s in spends.values()), Decimal(0))
             budget = self._budget_status(month)
             if budget is not None and budget.reached:
@@ -776,7 +796,7 @@ class ComputeServerCosts(LoggingConfigurable):
 
     async def evaluate(self) -> Evaluation:
         """One step of the watcher: observe, plan, stop what is due, give new alerts."""
-        store = self.manager.store
+        store = self.servers.store
         servers = store.servers()
         await self.watch_activity(servers)
         self._evaluated = True
@@ -792,21 +812,21 @@ class ComputeServerCosts(LoggingConfigurable):
                 result.deferred.append((stop, blocker))
                 continue
             try:
-                server = self.manager.request_action(
+                server = self.servers.request_action(
                     stop.server_id, Action.STOP.value, reason=stop.reason
                 )
             except ComputeServersError as e:
                 result.deferred.append((stop, e.message))
                 continue
             self.log.info("Compute server %s: %s", server.name, stop.reason)
-            self.manager.notify(
+            self.servers.notify(
                 "auto_stopped", server.id, trigger=stop.trigger, message=stop.reason
             )
             result.stopped.append(stop)
         for alert in plan.alerts:
             if not store.add_cost_alert(alert.key) or alert.silent:
                 continue  # given already (by another process), or said by a stop
-            self.manager.notify("cost_warning", alert.server_id, **alert.event())
+            self.servers.notify("cost_warning", alert.server_id, **alert.event())
             result.alerted.append(alert)
         for stop, why in result.deferred:
             self.log.info("Automatic stop of server %s deferred: %s", stop.server_id, why)
@@ -837,7 +857,7 @@ class ComputeServerCosts(LoggingConfigurable):
 
         self.kernels = JupyterKernels(kernel_manager, runtime)
         if self.gpu_probe is None:
-            self.gpu_probe = agent_gpu_probe(self.manager)
+            self.gpu_probe = agent_gpu_probe(self.servers)
 
         async def unattached(server_id: int) -> int:
             kernels = await runtime.list_kernels(server_id)
