@@ -5,7 +5,7 @@ in the zone of its configuration, labelled as a compute server. Its life:
 
 - **start** from deprovisioned inserts the VM; from off, starts it. Either way the VM is ready
   only once Google publishes its SSH host key (guest attributes ``hostkeys/``, the instance has
-  ``enable-guest-attributes=TRUE``) and our startup script (``gcp_startup.sh``) reports
+  ``enable-guest-attributes=TRUE``) and our startup script (``startup.sh``) reports
   ``jupyter-compute-servers/ready`` for this boot; the host key is pinned from there, so SSH
   never trusts a key on first use. The server's own client key goes into the ``ssh-keys``
   metadata.
@@ -46,21 +46,21 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import asyncssh
 from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
-from ..errors import (
+from ...errors import (
     CloudError,
     ComputeServersError,
     ConflictError,
     OperationFailed,
     ValidationError,
 )
-from ..models import ServerConfig, State
-from . import gcp_catalog as catalog
-from .base import Cloud, CloudStatus, Operation, SSHEndpoint
+from ...models import ServerConfig, State
+from ..base import Cloud, CloudStatus, Operation, SSHEndpoint
+from . import catalog
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
 
-    from ..manager import ComputeServerManager
+    from ...manager import ComputeServerManager
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ SOURCE_IMAGE = re.compile(
 )
 USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
-STARTUP_SCRIPT = files(__package__).joinpath("gcp_startup.sh").read_text()
+STARTUP_SCRIPT = files(__package__).joinpath("startup.sh").read_text()
 
 #: Grows the root partition and filesystem to fill a disk that was resized while the VM runs.
 #: Run as root over SSH (``sudo -n``; the guest environment gives the ``ssh-keys`` user
