@@ -1,7 +1,7 @@
 """Terminals on compute servers: shells that live on the server, watched from the Lab.
 
 The agent starts each shell on a PTY held by a host process on the server (see the terminals
-section of ``agent/remote.py``), detached, so it survives the SSH connection and the browser.
+section of ``agent/rpc_agent.py``), detached, so it survives the SSH connection and the browser.
 A ``TerminalSession`` is one browser tab's view of it: it attaches over the server's shared
 SSH connection and, when that drops, attaches again and resumes from the last byte it saw.
 """

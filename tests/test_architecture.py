@@ -59,7 +59,10 @@ def run_time_imports(path: Path, modules: set[str]) -> set[str]:
                 found.update(f"{target}.{alias.name}" for alias in node.names)
 
     visit(ast.parse(path.read_text()).body)
-    return {m for m in found if m in modules and m != name}
+    # A module's own packages are always initialised before it (``from . import catalog``
+    # inside a package is no cycle), so edges to them are left out.
+    ancestors = {name.rsplit(".", depth)[0] for depth in range(1, name.count(".") + 1)}
+    return {m for m in found if m in modules and m != name and m not in ancestors}
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -24,8 +24,8 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import TraitError
 
 from jupyter_compute_servers.app import EVENT_SCHEMA_PATH
-from jupyter_compute_servers.clouds import gcp_catalog
 from jupyter_compute_servers.clouds.gcp import STARTUP_SCRIPT, GCPCloud
+from jupyter_compute_servers.clouds.gcp import catalog as gcp_catalog
 from jupyter_compute_servers.errors import ConflictError, ValidationError
 from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
 from jupyter_compute_servers.manager import ComputeServerManager
@@ -929,7 +929,7 @@ def test_the_startup_script_is_valid_shell():
 
     subprocess.run(["bash", "-n", "-c", STARTUP_SCRIPT], check=True)
     assert os.access(
-        Path(__file__).parents[1] / "jupyter_compute_servers" / "clouds" / "gcp_startup.sh",
+        Path(__file__).parents[1] / "jupyter_compute_servers" / "clouds" / "gcp" / "startup.sh",
         os.R_OK,
     )
 

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from jupyter_compute_servers.agent import remote
+from jupyter_compute_servers.agent import rpc_agent
 from jupyter_compute_servers.images.catalog import CatalogError, ImageCatalog, validate
 
 from .kernel_helpers import execute, wait_until
 
 FAKE_ENGINE = Path(__file__).parent / "fake_engine"
-BUILT_IN = json.loads((Path(remote.__file__).parent.parent / "images" / "catalog.json").read_text())
+BUILT_IN = json.loads(
+    (Path(rpc_agent.__file__).parent.parent / "images" / "catalog.json").read_text()
+)
 
 
 def catalogue(**changes: Any) -> dict[str, Any]:
@@ -65,10 +67,10 @@ def test_tested_versions_are_recorded_locally(tmp_path):
 
 def test_container_commands_pass_exactly_the_servers_gpus(monkeypatch, engine_log):
     def command(engine: str, gpu: str = "optional", **extra: Any) -> list[str]:
-        container = remote._container(
+        container = rpc_agent._container(
             {"container": {"engine": engine, "image": "img:1", "gpu": gpu}}
         )
-        return remote.container_command(
+        return rpc_agent.container_command(
             container, ["python", "-m", "k"], name="n", cwd="/w", mounts=["/w"], env={}, **extra
         )
 
@@ -89,7 +91,7 @@ def test_container_commands_pass_exactly_the_servers_gpus(monkeypatch, engine_lo
     assert "--gpus" not in command("docker", gpu="none")
     assert "--interactive" in command("docker", interactive=True)
     with pytest.raises(ValueError, match="invalid image"):
-        remote._container({"container": {"engine": "docker", "image": "--privileged"}})
+        rpc_agent._container({"container": {"engine": "docker", "image": "--privileged"}})
 
 
 @pytest.fixture

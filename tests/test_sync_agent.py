@@ -1,4 +1,4 @@
-"""The file-level part of sync (``agent/remote.py``, the same code on both sides), on real
+"""The file-level part of sync (``agent/sync_agent.py``, the same code on both sides), on real
 files: excludes against git's own, what a scan reports, writes that never overwrite a change,
 paths kept inside the tree, and the session process's protocol."""
 
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_compute_servers.agent import _BOOTSTRAP, AGENT_SOURCE
-from jupyter_compute_servers.agent import remote as agent
-from jupyter_compute_servers.agent.remote import SyncChanged, SyncTree, sync_parts
+from jupyter_compute_servers.agent import SYNC_AGENT_SOURCE, bootstrap
+from jupyter_compute_servers.agent import sync_agent as agent
+from jupyter_compute_servers.agent.sync_agent import SyncChanged, SyncTree, sync_parts
 
 # --- excludes: the same answers as git ----------------------------------------------------
 
@@ -309,11 +309,11 @@ def test_links_never_lead_a_write_or_a_read_out_of_the_tree(tmp_path):
 class Session:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-u", "-c", _BOOTSTRAP, "sync-session"],
+            [sys.executable, "-u", "-c", bootstrap(SYNC_AGENT_SOURCE)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        self.process.stdin.write(AGENT_SOURCE)
+        self.process.stdin.write(SYNC_AGENT_SOURCE)
 
     def send(self, message, payload: bytes = b"") -> None:
         self.process.stdin.write(json.dumps(message).encode() + b"\n" + payload)

@@ -25,7 +25,7 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_compute_servers.agent import remote as agent
+from jupyter_compute_servers.agent import sync_agent as agent
 from jupyter_compute_servers.models import ServerConfig
 from jupyter_compute_servers.store import ServerStore
 from jupyter_compute_servers.sync.engine import SyncEngine, SyncRefused

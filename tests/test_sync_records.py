@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from jupyter_compute_servers.agent.remote import SyncExcludes
+from jupyter_compute_servers.agent.sync_agent import SyncExcludes
 from jupyter_compute_servers.models import ServerConfig
 from jupyter_compute_servers.store import ServerStore
 from jupyter_compute_servers.sync.plan import Base, FileState

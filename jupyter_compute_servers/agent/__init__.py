@@ -1,6 +1,9 @@
-"""The agent: one process per server connection that does every operation on the server.
+"""The agents: programs sent to a server over SSH, each one stdlib-only file run by its python.
 
-``remote.py`` is what runs there; ``AgentClient`` is our end of its channel.
+``rpc_agent.py`` is the RPC agent, one process per server connection that does every operation
+on the server (info, kernels, terminals, processes, containers, metrics); ``AgentClient`` is our
+end of its channel. ``sync_agent.py`` is file sync's own process (its client end is
+``sync.transfer``). Each session sends only its own file.
 """
 
 from __future__ import annotations
@@ -19,19 +22,24 @@ import asyncssh
 
 from ..errors import CloudError
 
-AGENT_SOURCE: bytes = files(__name__).joinpath("remote.py").read_bytes()
+RPC_AGENT_SOURCE: bytes = files(__name__).joinpath("rpc_agent.py").read_bytes()
+SYNC_AGENT_SOURCE: bytes = files(__name__).joinpath("sync_agent.py").read_bytes()
 PROTOCOL = 1
 
-# Reads exactly the agent's source from stdin and runs it; the rest of stdin is the protocol.
-_BOOTSTRAP = (
-    "import sys;"
-    f"src=sys.stdin.buffer.read({len(AGENT_SOURCE)});"
-    "exec(compile(src,'jupyter_compute_servers_agent','exec'),{'__name__':'__main__'})"
-)
+
+def bootstrap(source: bytes) -> str:
+    """Python code that reads exactly ``source`` from stdin and runs it; the rest of stdin is
+    the protocol."""
+    return (
+        "import sys;"
+        f"src=sys.stdin.buffer.read({len(source)});"
+        "exec(compile(src,'jupyter_compute_servers_agent','exec'),{'__name__':'__main__'})"
+    )
 
 
-def agent_command(python: str = "python3") -> str:
-    return f"{shlex.quote(python)} -u -c {shlex.quote(_BOOTSTRAP)}"
+def agent_command(source: bytes, python: str = "python3") -> str:
+    """The command that runs the agent whose source is then written to its stdin."""
+    return f"{shlex.quote(python)} -u -c {shlex.quote(bootstrap(source))}"
 
 
 class AgentError(CloudError):
@@ -55,9 +63,9 @@ class AgentClient:
         cls, connection: asyncssh.SSHClientConnection, python: str = "python3"
     ) -> AgentClient:
         process = await connection.create_process(
-            agent_command(python), encoding="utf-8", errors="strict"
+            agent_command(RPC_AGENT_SOURCE, python), encoding="utf-8", errors="strict"
         )
-        process.stdin.write(AGENT_SOURCE.decode())
+        process.stdin.write(RPC_AGENT_SOURCE.decode())
         client = cls(process)
         line = await process.stdout.readline()
         try:

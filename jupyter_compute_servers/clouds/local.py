@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import asyncssh
 from traitlets import Bool, Float
 
-from ..agent.remote import detect_gpus
+from ..agent.rpc_agent import detect_gpus
 from ..billing.prices import StateRates
 from ..errors import CloudError, ValidationError
 from ..images.catalog import ImageCatalog, normalize_arch

@@ -9,5 +9,5 @@
 - ``records``: what is kept in the store (settings, the record, the runs);
 - ``service``: syncs for the API, the CLI, kernel launches and the schedule.
 
-The file-level work on both sides is the "sync" part of ``agent/remote.py``.
+The file-level work on both sides is the sync agent, ``agent/sync_agent.py``.
 """

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from ..agent.remote import SYNC_CHUNK, SYNC_SMALL, SyncChanged, SyncTree
+from ..agent.sync_agent import SYNC_CHUNK, SYNC_SMALL, SyncChanged, SyncTree
 from ..errors import ConflictError
 from .plan import (
     LOCAL,

@@ -46,7 +46,7 @@ class FileState(NamedTuple):
     sig: Sig
     #: Its content hash, when known (hashed, or the record's for an unchanged signature).
     hash: str | None = None
-    #: Whether ``sig`` may later stand for ``hash`` (see ``agent.remote``: racy signatures).
+    #: Whether ``sig`` may later stand for ``hash`` (see ``agent.sync_agent``: racy signatures).
     trusted: bool = False
 
 

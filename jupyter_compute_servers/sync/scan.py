@@ -1,6 +1,6 @@
 """Scans of both sides, as the planner takes them.
 
-Both sides are scanned by the same code (``SyncTree.scan`` in ``agent/remote.py``): the Jupyter
+Both sides are scanned by the same code (``SyncTree.scan`` in ``agent/sync_agent.py``): the Jupyter
 root on a thread here, the workspace by the sync process on the server. What it does:
 
 - walks the tree without following links (a link is reported, never followed or synced);
@@ -23,7 +23,7 @@ import re
 from collections.abc import Container
 from typing import Any
 
-from ..agent.remote import SyncExcludes
+from ..agent.sync_agent import SyncExcludes
 from .plan import Base, FileState, Side
 from .transfer import SyncChannelError
 
@@ -45,7 +45,7 @@ def _int(value: Any, minimum: int | None = None) -> int:
 
 def valid_path(path: Any) -> bool:
     """A relative tree path: "/"-separated, no empty, "." or ".." part, no NUL, UTF-8, parts of
-    at most 255 bytes (the rules of ``agent.remote.sync_parts``, checked faster)."""
+    at most 255 bytes (the rules of ``agent.sync_agent.sync_parts``, checked faster)."""
     if type(path) is not str or not path or len(path) > 4096:
         return False
     if "\x00" in path or _BAD_PART.search(path):

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..agent.remote import SyncExcludes, sync_parts, sync_pattern
+from ..agent.sync_agent import SyncExcludes, sync_parts, sync_pattern
 from ..errors import ValidationError
 from ..models import check_no_unknown, parse_bool, parse_int, parse_object, parse_str
 

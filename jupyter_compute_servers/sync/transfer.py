@@ -1,11 +1,11 @@
 """The channel to the server's sync process, over the server's one SSH connection.
 
-The agent's source runs on the server with the argument ``sync-session`` (see the "sync" part
-of ``agent/remote.py``): a process of its own, so that scanning, hashing and copying never hold
-up the agent's kernel and terminal calls, and a binary channel, so file contents travel as
-they are. Every message is one JSON line, followed by exactly ``size`` raw bytes when the line
-has a "size"; answers come in the order of requests, so many requests (and files) are in flight
-at once with no round trip per file: the SSH channel's window is the only flow control.
+The sync agent (``agent/sync_agent.py``, sent alone) runs on the server as a process of its
+own, so that scanning, hashing and copying never hold up the agent's kernel and terminal calls,
+and a binary channel, so file contents travel as they are. Every message is one JSON line,
+followed by exactly ``size`` raw bytes when the line has a "size"; answers come in the order of
+requests, so many requests (and files) are in flight at once with no round trip per file: the
+SSH channel's window is the only flow control.
 
 Why not SFTP: a file costs five SFTP requests (open, write, setstat, close, rename) whose
 answers are all awaited, about 2 ms per small file here (benchmarks/sync.py); and SFTP cannot
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from ..agent import AGENT_SOURCE, agent_command
+from ..agent import SYNC_AGENT_SOURCE, agent_command, bootstrap
 from ..errors import CloudError
 
 #: Answers larger than this (a scan of millions of files) are refused.
@@ -81,12 +81,12 @@ class SyncSession:
         """Start the sync process on the server, on the shared SSH connection."""
         try:
             process = await connection.create_process(
-                f"{agent_command(python)} sync-session", encoding=None
+                agent_command(SYNC_AGENT_SOURCE, python), encoding=None
             )
         except (asyncssh.Error, OSError) as e:
             raise SyncChannelError(f"Could not start file sync on the server: {e}") from e
         process.stdin.channel.set_write_buffer_limits(high=WRITE_BUFFER)
-        process.stdin.write(AGENT_SOURCE)
+        process.stdin.write(SYNC_AGENT_SOURCE)
 
         async def close() -> None:
             with contextlib.suppress(asyncssh.Error, OSError):
@@ -105,20 +105,17 @@ class SyncSession:
     async def in_subprocess(cls, python: str = sys.executable) -> SyncSession:
         """The same sync process on this machine over pipes: a second tree with no SSH in
         between (tests of the engine; ``benchmarks/sync.py``)."""
-        from ..agent import _BOOTSTRAP
-
         process = await asyncio.create_subprocess_exec(
             python,
             "-u",
             "-c",
-            _BOOTSTRAP,
-            "sync-session",
+            bootstrap(SYNC_AGENT_SOURCE),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 20,
         )
         assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(AGENT_SOURCE)
+        process.stdin.write(SYNC_AGENT_SOURCE)
         stdin = process.stdin
 
         async def close() -> None:

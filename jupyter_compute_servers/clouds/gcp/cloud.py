@@ -5,7 +5,7 @@ in the zone of its configuration, labelled as a compute server. Its life:
 
 - **start** from deprovisioned inserts the VM; from off, starts it. Either way the VM is ready
   only once Google publishes its SSH host key (guest attributes ``hostkeys/``, the instance has
-  ``enable-guest-attributes=TRUE``) and our startup script (``gcp_startup.sh``) reports
+  ``enable-guest-attributes=TRUE``) and our startup script (``startup.sh``) reports
   ``jupyter-compute-servers/ready`` for this boot; the host key is pinned from there, so SSH
   never trusts a key on first use. The server's own client key goes into the ``ssh-keys``
   metadata.
@@ -30,39 +30,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import re
-import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from importlib.resources import files
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import asyncssh
 from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
-from ..errors import (
+from ...errors import (
     CloudError,
-    ComputeServersError,
     ConflictError,
     OperationFailed,
     ValidationError,
 )
-from ..models import ServerConfig, State
-from . import gcp_catalog as catalog
-from .base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
+from ...models import ServerConfig, State
+from ..base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
+from . import catalog
+from .api import ApiAccess, _Clients, _Where
+from .errors import GoogleError, explain
+from .instance import InstanceDescription
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
 
-T = TypeVar("T")
 
-SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 #: The guest-attribute namespace our startup script writes.
 NAMESPACE = "jupyter-compute-servers"
 #: Host key types taken from guest attributes, most preferred first.
@@ -74,7 +69,6 @@ SOURCE_IMAGE = re.compile(
 )
 USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
-STARTUP_SCRIPT = files(__package__).joinpath("gcp_startup.sh").read_text()
 
 #: Grows the root partition and filesystem to fill a disk that was resized while the VM runs.
 #: Run as root over SSH (``sudo -n``; the guest environment gives the ``ssh-keys`` user
@@ -91,266 +85,15 @@ case "$(findmnt -n -o FSTYPE /)" in
 esac
 df -h /"""
 
-#: Boot disk images by the server's image (the image catalogue's id, or "id:tag"), with "*"
-#: for servers without GPUs, "*gpu" for servers with GPUs and "*arm64" for Arm machine types.
-#: ``min_disk_gb`` is the image's own size. Deep Learning VM images carry the NVIDIA driver
-#: (installed at first boot with the metadata install-nvidia-driver=True) and a conda Python
-#: with ipykernel.
-DEFAULT_BOOT_IMAGES: dict[str, dict[str, Any]] = {
-    "*": {"source": "projects/debian-cloud/global/images/family/debian-12", "min_disk_gb": 10},
-    "*arm64": {
-        "source": "projects/debian-cloud/global/images/family/debian-12-arm64",
-        "min_disk_gb": 10,
-    },
-    "*gpu": {
-        "source": (
-            "projects/deeplearning-platform-release/global/images/family/"
-            "common-cu124-debian-11-py310"
-        ),
-        "min_disk_gb": 50,
-    },
-}
-
 _RUNNING_STATUSES = ("PROVISIONING", "STAGING", "RUNNING", "REPAIRING")
 _OFF_STATUSES = ("STOPPING", "TERMINATED")
 _SUSPENDED_STATUSES = ("SUSPENDING", "SUSPENDED")
 
 
-# --- Google's errors, in words ------------------------------------------------------------------
-
-
-class GoogleError(CloudError):
-    """The Compute Engine API refused or failed a call. ``codes`` are Google's reasons
-    (``QUOTA_EXCEEDED``, ``quotaExceeded``, ``ZONE_RESOURCE_POOL_EXHAUSTED``...)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        codes: tuple[str, ...] = (),
-        google_message: str = "",
-        quota: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.http_status = status
-        self.codes = codes
-        self.google_message = google_message or message
-        self.quota = quota or {}
-
-    @property
-    def not_found(self) -> bool:
-        return self.http_status == 404 or "notFound" in self.codes
-
-    @property
-    def exhausted(self) -> bool:
-        return any("RESOURCE_POOL_EXHAUSTED" in code or "STOCKOUT" in code for code in self.codes)
-
-    @property
-    def quota_exceeded(self) -> bool:
-        return any(c in ("QUOTA_EXCEEDED", "quotaExceeded") for c in self.codes) or bool(
-            _QUOTA_MESSAGE.search(self.google_message)
-        )
-
-
-_QUOTA_MESSAGE = re.compile(
-    r"Quota '(?P<metric>[A-Z0-9_]+)' exceeded\.\s+Limit: (?P<limit>[\d.]+)"
-    r"(?:\s+in region (?P<region>[a-z0-9-]+)|\s+globally)?"
-)
-
-
-def _from_api_exception(e: Exception, doing: str) -> GoogleError:
-    """A GoogleError from what the client library raised."""
-    from google.api_core import exceptions as api_exceptions
-
-    if isinstance(e, api_exceptions.GoogleAPICallError):
-        codes: list[str] = []
-        for error in e.errors or []:
-            if isinstance(error, dict) and error.get("reason"):
-                codes.append(str(error["reason"]))
-        if e.reason:
-            codes.append(str(e.reason))
-        status = int(e.code) if isinstance(e.code, int) else None
-        text = e.message or str(e)
-        return GoogleError(
-            f"Could not {doing}: Compute Engine answered {status}: {text}",
-            status=status,
-            codes=tuple(codes),
-            google_message=text,
-        )
-    if isinstance(e, api_exceptions.RetryError):
-        return GoogleError(f"Could not {doing}: the Compute Engine API did not answer ({e}).")
-    # requests' connection errors, google.auth's refresh errors: no secret is in their text.
-    return GoogleError(
-        f"Could not {doing}: cannot reach the Compute Engine API ({type(e).__name__}: {e})."
-    )
-
-
-def _operation_error(operation: compute_v1.Operation, doing: str) -> GoogleError:
-    codes = tuple(error.code for error in operation.error.errors)
-    text = "; ".join(error.message for error in operation.error.errors if error.message)
-    quota: dict[str, Any] = {}
-    for error in operation.error.errors:
-        for detail in error.error_details:
-            info = detail.quota_info
-            if info.metric_name or info.limit_name:
-                quota = {
-                    "metric": info.metric_name,
-                    "limit": info.limit,
-                    "region": dict(info.dimensions).get("region", ""),
-                }
-    status = operation.http_error_status_code or None
-    return GoogleError(
-        f"Could not {doing}: {text or ', '.join(codes) or 'the operation failed'}",
-        status=status,
-        codes=codes,
-        google_message=text,
-        quota=quota,
-    )
-
-
-def _gpu_words(config: ServerConfig) -> str:
-    if config.gpu is None:
-        return ""
-    model = catalog.GPUS.get(config.gpu.type)
-    return f"{config.gpu.count} x {model.label if model else config.gpu.type}"
-
-
-def explain(
-    error: GoogleError, config: ServerConfig, zone: str, project: str, *, exists: bool
-) -> str:
-    """What a user should read for a failed create/start: the resource, the zone, what to try.
-    ``exists`` says whether the VM (and its zonal disk) exists, so moving means deprovisioning."""
-    region = catalog.ZONE_PATTERN.match(zone)
-    region_name = region["region"] if region else zone
-    spot = bool(config.spot)
-    what = " ".join(
-        part
-        for part in (
-            "spot" if spot else "",
-            _gpu_words(config) + " on" if config.gpu else "",
-            config.machine_type or "",
-        )
-        if part
-    )
-    if error.exhausted:
-        move = (
-            "deprovision the server (its disk is deleted), set config.zone and start it"
-            if exists
-            else "set config.zone and start it again"
-        )
-        zones = ""
-        if config.gpu is not None:
-            zones = f" (zones with {config.gpu.type} in {region_name}: see the zones offered)"
-        tries = [f"another zone{zones}: {move}"]
-        if spot:
-            tries.append("on-demand instead of spot (config.spot false), which has more capacity")
-        tries.append("or try again later")
-        return (
-            f"Zone {zone} has no capacity for {what} right now "
-            f"(Compute Engine: {' '.join(dict.fromkeys(error.codes))}). Try "
-            + "; ".join(tries)
-            + "."
-        )
-    if error.quota_exceeded:
-        quota = dict(error.quota)
-        match = _QUOTA_MESSAGE.search(error.google_message)
-        if match:
-            quota.setdefault("metric", match["metric"])
-            quota.setdefault("limit", float(match["limit"]))
-            if match["region"]:
-                quota.setdefault("region", match["region"])
-        metric = quota.get("metric") or "a resource quota"
-        where = f"region {quota['region']}" if quota.get("region") else "this project"
-        limit = quota.get("limit")
-        limit_words = f" (limit {float(limit):g})" if limit is not None else ""
-        spot_words = (
-            " Spot VMs count against the PREEMPTIBLE_* quotas; on-demand (config.spot false) uses "
-            "the regular ones."
-            if spot
-            else ""
-        )
-        return (
-            f"Quota {metric} is used up in {where}{limit_words} for project {project}, needed for "
-            f"{what} in zone {zone}. Ask Google for more "
-            f"(https://console.cloud.google.com/iam-admin/quotas?project={project}), or use "
-            f"another region, fewer GPUs or a smaller machine type.{spot_words}"
-        )
-    if error.http_status == 401:
-        return (
-            f"Google refused the credentials ({error.google_message}). Renew them "
-            f"(gcloud auth application-default login) or check c.GCPCloud.credentials_file."
-        )
-    if error.http_status == 403:
-        return (
-            f"{error.message} The credentials need the Compute Instance Admin role "
-            f"(roles/compute.instanceAdmin.v1) in project {project}."
-        )
-    return error.message
-
-
-def _load_credentials_file(path: str) -> tuple[Any, str]:
-    """Credentials and project from a service account key or an authorized-user file (what
-    ``gcloud auth application-default login`` writes). Other kinds (workload identity
-    federation) go through Application Default Credentials: GOOGLE_APPLICATION_CREDENTIALS."""
-    import json
-
-    from google.oauth2 import credentials as user_credentials
-    from google.oauth2 import service_account
-
-    with open(path) as f:
-        info = json.load(f)
-    kind = info.get("type") if isinstance(info, dict) else None
-    if kind == "service_account":
-        credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
-        return credentials, str(info.get("project_id") or "")
-    if kind == "authorized_user":
-        credentials = user_credentials.Credentials.from_authorized_user_info(info, scopes=SCOPES)
-        return credentials, str(info.get("quota_project_id") or "")
-    raise ValueError(
-        f"it is a {kind!r} file; c.GCPCloud.credentials_file takes a service account key or an "
-        f"authorized-user file (point GOOGLE_APPLICATION_CREDENTIALS at other kinds instead)"
-    )
-
-
 # --- the cloud -------------------------------------------------------------------------------
 
 
-@dataclass
-class _Where:
-    """The VM a server has: project, zone and instance name (from ``cloud_data``)."""
-
-    project: str
-    zone: str
-    instance: str
-
-    @property
-    def disk(self) -> str:
-        return self.instance
-
-
-class _Clients:
-    """The compute_v1 clients, over REST, on one endpoint with one set of credentials."""
-
-    def __init__(self, credentials: Any, endpoint: str) -> None:
-        from google.cloud import compute_v1
-
-        options = {"api_endpoint": endpoint} if endpoint else None
-        kwargs: dict[str, Any] = {
-            "credentials": credentials,
-            "client_options": options,
-            "transport": "rest",
-        }
-        self.instances = compute_v1.InstancesClient(**kwargs)
-        # Operations are waited for here, on the same endpoint (the library's own polling
-        # would ask Google's default endpoint).
-        self.operations = compute_v1.ZoneOperationsClient(**kwargs)
-        self.disks = compute_v1.DisksClient(**kwargs)
-        self.zones = compute_v1.ZonesClient(**kwargs)
-        self.accelerators = compute_v1.AcceleratorTypesClient(**kwargs)
-
-
-class GCPCloud(Cloud):
+class GCPCloud(ApiAccess, InstanceDescription, Cloud):
     """Google Compute Engine VMs, with GPUs, spot and persistent disks."""
 
     name: ClassVar[str] = "gcp"
@@ -547,120 +290,6 @@ class GCPCloud(Cloud):
     def bind(self, services: CloudServices) -> None:
         self._services = services
 
-    # --- credentials and clients -------------------------------------------------------------
-
-    def _credentials(self) -> tuple[Any, str]:
-        """(credentials, project), or a CloudError saying what is missing. Blocking."""
-        import google.auth
-        from google.auth import exceptions as auth_exceptions
-
-        with self._lock:
-            if self._auth is not None:
-                return self._auth
-            if self._auth_error is not None and time.monotonic() - self._auth_error[0] < 30:
-                raise CloudError(self._auth_error[1])
-            project: str | None
-            try:
-                if self.credentials_file:
-                    credentials, project = _load_credentials_file(self.credentials_file)
-                else:
-                    credentials, project = google.auth.default(scopes=SCOPES)
-            except (auth_exceptions.GoogleAuthError, OSError, ValueError, KeyError) as e:
-                source = (
-                    f"the credentials file {self.credentials_file}"
-                    if self.credentials_file
-                    else "Application Default Credentials"
-                )
-                reason = (
-                    f"No Google Cloud credentials: {source} could not be loaded ({e}). Run "
-                    f"`gcloud auth application-default login`, or set "
-                    f"c.GCPCloud.credentials_file to a service account key file."
-                )
-                self._auth_error = (time.monotonic(), reason)
-                raise CloudError(reason) from None
-            project = self.project or project or ""
-            if not project:
-                reason = (
-                    "No Google Cloud project: set c.GCPCloud.project (or GOOGLE_CLOUD_PROJECT)."
-                )
-                self._auth_error = (time.monotonic(), reason)
-                raise CloudError(reason)
-            self._auth = (credentials, project)
-            self._clients = _Clients(credentials, self.api_endpoint)
-            return self._auth
-
-    async def _api(self) -> tuple[_Clients, str]:
-        _, project = await self._thread(self._credentials)
-        assert self._clients is not None
-        return self._clients, project
-
-    async def _thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run blocking library code on this cloud's own threads (an operation's wait holds
-        one for up to two minutes; the loop's default executor is for everyone)."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(fn, *args, **kwargs)
-        )
-
-    async def _call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """One API call in a thread; its failure as a GoogleError saying what we were doing."""
-        kwargs.setdefault("timeout", 60.0)
-        try:
-            return await self._thread(fn, *args, **kwargs)
-        except Exception as e:
-            raise _from_api_exception(e, doing) from None
-
-    async def _wait(
-        self,
-        clients: _Clients,
-        where: _Where,
-        operation: compute_v1.Operation,
-        doing: str,
-        op: Operation | None = None,
-    ) -> None:
-        """Wait for a zone operation (``zoneOperations.wait``) and raise its errors."""
-        from google.cloud import compute_v1
-
-        deadline = time.monotonic() + self.operation_timeout
-        while operation.status != compute_v1.Operation.Status.DONE:
-            if time.monotonic() > deadline:
-                raise CloudError(
-                    f"Could not {doing}: Compute Engine's operation {operation.name} did not "
-                    f"finish within {self.operation_timeout:g} s."
-                )
-            try:
-                # Google answers a wait when the operation is done, or after about 2 minutes.
-                operation = await self._call(
-                    doing,
-                    clients.operations.wait,
-                    project=where.project,
-                    zone=where.zone,
-                    operation=operation.name,
-                    timeout=150.0,
-                )
-            except GoogleError as e:
-                if e.http_status is not None and e.http_status < 500:
-                    raise
-                # A dropped connection or a 5xx says nothing about the operation: ask again.
-                self.log.warning("Waiting for %s: %s; asking again", operation.name, e.message)
-                await asyncio.sleep(min(self.poll_interval * 5, 10))
-        if operation.error.errors:
-            raise _operation_error(operation, doing)
-
-    async def _operate(
-        self,
-        clients: _Clients,
-        where: _Where,
-        doing: str,
-        method: Callable[..., compute_v1.Operation],
-        op: Operation | None,
-        **fields: Any,
-    ) -> None:
-        """One call on the server's VM or disk (in its project and zone), waited for."""
-        operation = await self._call(
-            doing, method, project=where.project, zone=where.zone, **fields
-        )
-        await self._wait(clients, where, operation, doing, op)
-
     # --- offerings ----------------------------------------------------------------------------
 
     async def availability(self) -> tuple[bool, str]:
@@ -779,21 +408,6 @@ class GCPCloud(Cloud):
             "suspend": {"supported": True, "with_gpus": False},
         }
 
-    def _boot_image_table(self) -> dict[str, dict[str, Any]]:
-        return {**DEFAULT_BOOT_IMAGES, **self.boot_images}
-
-    def boot_image(self, config: ServerConfig) -> dict[str, Any]:
-        """The boot disk image for ``config``: {"source", "min_disk_gb"}."""
-        image = config.image or ""
-        if image.startswith("projects/"):
-            return {"source": image, "min_disk_gb": catalog.DISK_MIN_GB}
-        table = self._boot_image_table()
-        fallback = "*gpu" if config.gpu else "*arm64" if self.arch(config) == "arm64" else "*"
-        for key in (f"{image}:{config.image_tag}", image, fallback):
-            if key in table:
-                return {"min_disk_gb": catalog.DISK_MIN_GB, **table[key]}
-        return {"min_disk_gb": catalog.DISK_MIN_GB, **DEFAULT_BOOT_IMAGES["*"]}
-
     def check_config(self, config: ServerConfig) -> None:
         """Everything Google would refuse that can be known without asking it."""
         if config.extra:
@@ -895,140 +509,6 @@ class GCPCloud(Cloud):
     def watch_interval(self) -> float:
         return max(0.0, self.preemption_check_interval)
 
-    # --- the VM's description --------------------------------------------------------------------
-
-    def _installation_id(self) -> str:
-        """A random id of this store's data directory, labelling the VMs it owns."""
-        path = Path(self.data_dir) / "installation-id"
-        try:
-            return path.read_text().strip()
-        except OSError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            value = secrets.token_hex(4)
-            path.write_text(value)
-            return value
-
-    def _labels(self, op: Operation) -> dict[str, str]:
-        slug = re.sub(r"[^a-z0-9_-]", "-", op.server_name.lower())[:63]
-        return {
-            **self.labels,
-            "managed-by": "jupyter-compute-servers",
-            "compute-server-id": str(op.server_id),
-            "compute-server-name": slug,
-            "compute-server-owner": self._installation_id(),
-        }
-
-    def _new_instance_name(self, op: Operation) -> str:
-        slug = re.sub(r"[^a-z0-9-]+", "-", op.server_name.lower()).strip("-")[:30].strip("-")
-        parts = [self.instance_prefix, slug, str(op.server_id), secrets.token_hex(3)]
-        return "-".join(part for part in parts if part)[:63]
-
-    def _container_engine(self, config: ServerConfig) -> str:
-        """The engine the server's image runs kernels in (docker, podman...), or ''."""
-        images = self._services.images if self._services is not None else None
-        if images is None or not config.image or config.image.startswith("projects/"):
-            return ""
-        try:
-            runtime = images.runtime(config.image, config.image_tag)
-        except ComputeServersError:
-            return ""
-        kind = runtime.get("kind") if isinstance(runtime, dict) else None
-        return str(kind) if kind in ("docker", "podman", "apptainer") else ""
-
-    def _ssh_keys_value(self, public_key: str) -> str:
-        """``user:ssh-ed25519 AAAA... user``: the server's client key, for Google's guest
-        environment to authorize for ``ssh_username``."""
-        kind, blob = public_key.split()[:2]
-        return f"{self.ssh_username}:{kind} {blob} {self.ssh_username}"
-
-    def instance_resource(self, op: Operation, where: _Where) -> compute_v1.Instance:
-        """The instances.insert body for ``op.config``."""
-        from google.cloud import compute_v1
-
-        config = op.config
-        assert config.machine_type and config.region and config.disk_type
-        zone = where.zone
-        labels = self._labels(op)
-        gpu = config.gpu
-        model = catalog.GPUS.get(gpu.type) if gpu else None
-        scheduling = compute_v1.Scheduling(
-            # GPUs (and spot VMs) cannot live-migrate during host maintenance.
-            on_host_maintenance="TERMINATE" if gpu or config.spot else "MIGRATE",
-            automatic_restart=not config.spot,
-        )
-        if config.spot:
-            scheduling.provisioning_model = "SPOT"
-            scheduling.instance_termination_action = "STOP"
-        metadata = {
-            "ssh-keys": self._ssh_keys_value(op.client_public_key),
-            "enable-guest-attributes": "TRUE",
-            # Our key is in instance metadata: OS Login would ignore it.
-            "enable-oslogin": "FALSE",
-            "startup-script": STARTUP_SCRIPT,
-            "jupyter-compute-servers-user": self.ssh_username,
-        }
-        engine = self._container_engine(config)
-        if engine:
-            metadata["jupyter-compute-servers-container-engine"] = engine
-        if gpu:
-            metadata["install-nvidia-driver"] = "True"
-        interface = compute_v1.NetworkInterface()
-        if self.subnetwork:
-            interface.subnetwork = (
-                self.subnetwork
-                if "/" in self.subnetwork
-                else f"projects/{where.project}/regions/{config.region}/subnetworks/"
-                f"{self.subnetwork}"
-            )
-        else:
-            interface.network = (
-                self.network
-                if "/" in self.network
-                else f"projects/{where.project}/global/networks/{self.network}"
-            )
-        if self.external_ip:
-            interface.access_configs = [
-                compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")
-            ]
-        instance = compute_v1.Instance(
-            name=where.instance,
-            description=f"Jupyter compute server {op.server_name!r} (id {op.server_id})",
-            machine_type=f"zones/{zone}/machineTypes/{config.machine_type}",
-            labels=labels,
-            disks=[
-                compute_v1.AttachedDisk(
-                    boot=True,
-                    auto_delete=True,
-                    initialize_params=compute_v1.AttachedDiskInitializeParams(
-                        disk_name=where.disk,
-                        disk_size_gb=config.disk_gb,
-                        disk_type=f"zones/{zone}/diskTypes/{config.disk_type}",
-                        source_image=self.boot_image(config)["source"],
-                        labels=labels,
-                    ),
-                )
-            ],
-            metadata=compute_v1.Metadata(
-                items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]
-            ),
-            network_interfaces=[interface],
-            scheduling=scheduling,
-        )
-        if gpu and model is not None and model.attachable:
-            instance.guest_accelerators = [
-                compute_v1.AcceleratorConfig(
-                    accelerator_type=f"zones/{zone}/acceleratorTypes/{gpu.type}",
-                    accelerator_count=gpu.count,
-                )
-            ]
-        if self.network_tags:
-            instance.tags = compute_v1.Tags(items=list(self.network_tags))
-        if self.vm_service_account:
-            instance.service_accounts = [
-                compute_v1.ServiceAccount(email=self.vm_service_account, scopes=SCOPES)
-            ]
-        return instance
-
     # --- looking at the VM -----------------------------------------------------------------------
 
     def _where(self, op_or_data: Operation | dict[str, Any]) -> _Where | None:
@@ -1036,40 +516,6 @@ class GCPCloud(Cloud):
         if not data.get("instance") or not data.get("zone") or not data.get("project"):
             return None
         return _Where(str(data["project"]), str(data["zone"]), str(data["instance"]))
-
-    async def _get(self, clients: _Clients, where: _Where) -> compute_v1.Instance | None:
-        """The instance, or None when it does not exist."""
-        try:
-            return await self._call(
-                f"look at VM {where.instance}",
-                clients.instances.get,
-                project=where.project,
-                zone=where.zone,
-                instance=where.instance,
-            )
-        except GoogleError as e:
-            if e.not_found:
-                return None
-            raise
-
-    async def _attributes(self, clients: _Clients, where: _Where, path: str) -> dict[str, str]:
-        """Guest attributes under ``path`` (``hostkeys/``), key -> value; none yet is {}."""
-        from google.cloud import compute_v1
-
-        request = compute_v1.GetGuestAttributesInstanceRequest(
-            project=where.project, zone=where.zone, instance=where.instance, query_path=path
-        )
-        try:
-            answer = await self._call(
-                "read the VM's guest attributes",
-                clients.instances.get_guest_attributes,
-                request=request,
-            )
-        except GoogleError as e:
-            if e.not_found:
-                return {}
-            raise
-        return {item.key: item.value for item in answer.query_value.items}
 
     def _address(self, instance: compute_v1.Instance) -> str:
         for interface in instance.network_interfaces:

@@ -1,0 +1,1097 @@
+"""The RPC agent that runs on a compute server (standard library only; nvidia-ml-py if present).
+
+It is not installed there: the client sends this file's source over SSH to ``python3`` on the
+server each time it opens the agent channel (see ``agent/__init__.py``), so the agent always
+matches the client's version and nothing is left behind on the server. File sync has an agent
+of its own (``sync_agent.py``), started as a separate process and sharing nothing with this one.
+
+Protocol (version 1), newline-delimited JSON over the channel's stdin and stdout:
+- the agent first writes ``{"agent": "jupyter-compute-servers", "protocol": 1}``;
+- a request is ``{"id": N, "method": "...", "params": {...}}``;
+- an answer is ``{"id": N, "result": ...}`` or ``{"id": N, "error": {"type", "message"}}``.
+Requests are handled one after another, in order.
+"""
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+PROTOCOL = 1
+
+
+def _meminfo_bytes(key):
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def detect_gpus():
+    """GPUs via NVML: ``(gpus, reason)``, reason saying why there are none when it can."""
+    try:
+        import pynvml
+    except ImportError:
+        return [], "nvidia-ml-py is not installed on this machine"
+    try:
+        pynvml.nvmlInit()
+    except Exception as e:
+        return [], f"no NVIDIA driver or GPU found ({e})"
+    try:
+        gpus = []
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            try:
+                mig = pynvml.nvmlDeviceGetMigMode(handle)[0] == pynvml.NVML_DEVICE_MIG_ENABLE
+            except pynvml.NVMLError:
+                mig = False
+            name = pynvml.nvmlDeviceGetName(handle)
+            uuid = pynvml.nvmlDeviceGetUUID(handle)
+            gpus.append(
+                {
+                    "index": index,
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
+                    "memory_total": int(memory.total),
+                    "driver_version": driver.decode() if isinstance(driver, bytes) else driver,
+                    "cuda_version": f"{cuda // 1000}.{(cuda % 1000) // 10}",
+                    "mig": mig,
+                }
+            )
+        return gpus, ""
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def info(params):
+    workspace = os.path.expanduser(params.get("workspace") or "~")
+    gpus, gpu_reason = detect_gpus()
+    try:
+        disk_free = shutil.disk_usage(workspace).free
+    except OSError:
+        disk_free = None
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.system(),
+        "os_release": platform.release(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "cpu_count": os.cpu_count(),
+        "memory_total": _meminfo_bytes("MemTotal"),
+        "disk_free": disk_free,
+        "gpus": gpus,
+        "gpu_reason": gpu_reason,
+    }
+
+
+# --- kernels ------------------------------------------------------------------------------
+#
+# A kernel runs detached (its own session and process group), so neither a dropped SSH
+# connection nor the end of this agent stops it. What is needed to find it again lives in
+# ``<runtime dir>/kernels/kernel-<id>.record.json``; its connection file (with the HMAC key)
+# sits beside it, mode 0600, and the key arrives on this channel, never on a command line.
+
+KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+SIGNALS = {
+    int(s): s
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGQUIT)
+}
+BARE_PYTHON = re.compile(r"python(\d(\.\d+)?)?")
+# Kernels this agent started, so their exit codes can be collected (and zombies reaped).
+_CHILDREN: dict = {}
+
+
+def _private_dir(params, name):
+    """``<runtime dir>/<name>``, created private (0700): records there hold keys and tokens."""
+    root = os.path.expanduser(params.get("runtime_dir") or "~/.jupyter-compute-servers")
+    path = os.path.join(root, name)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _kernels_dir(params):
+    return _private_dir(params, "kernels")
+
+
+def _kernel_id(params):
+    kernel_id = params.get("kernel_id")
+    if not isinstance(kernel_id, str) or not KERNEL_ID.match(kernel_id):
+        raise ValueError(f"invalid kernel_id {kernel_id!r}")
+    return kernel_id
+
+
+def _write_private(path, text):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _loopback_ports(count):
+    """Free ports on this machine's loopback, chosen here (held together so they differ)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _start_time(pid):
+    """The process's start time in clock ticks (tells a live kernel from a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _workspace_dir(workspace, relative):
+    """``relative`` under ``workspace``, created if missing; never outside it."""
+    root = os.path.realpath(os.path.expanduser(workspace))
+    if not isinstance(relative, str) or relative.startswith("/") or "\x00" in relative:
+        raise ValueError(f"invalid working directory {relative!r}")
+    path = os.path.normpath(os.path.join(root, relative))
+    if path != root and not path.startswith(root + os.sep):
+        raise ValueError(f"working directory {relative!r} is outside the workspace")
+    os.makedirs(path, exist_ok=True)
+    if os.path.realpath(path) != path:
+        raise ValueError(f"working directory {relative!r} leads out of the workspace by a link")
+    return path
+
+
+def _record_path(kernels, kernel_id):
+    return os.path.join(kernels, f"kernel-{kernel_id}.record.json")
+
+
+def _read_record(kernels, kernel_id):
+    try:
+        with open(_record_path(kernels, kernel_id)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _exit_code(record):
+    """None while the kernel runs; its exit code (or -1 when unknown) once it is gone."""
+    pid = record["pid"]
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        code = child.poll()
+        if code is not None:
+            _CHILDREN.pop(pid, None)
+            record["exit_code"] = code
+        return code
+    if "exit_code" in record:
+        return record["exit_code"]
+    started = _start_time(pid)
+    if started is not None:
+        return None if started == record.get("start_time") else -1
+    if os.path.exists("/proc/self/stat"):
+        return -1
+    try:  # no /proc (macOS): the pid alone has to do
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return -1
+    except PermissionError:
+        pass
+    return None
+
+
+def _public(record):
+    return {key: value for key, value in record.items() if key != "env"}
+
+
+def kernel_launch(params):
+    kernels = _kernels_dir(params)
+    kernel_id = _kernel_id(params)
+    argv = params.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv must be a non-empty list of strings")
+    key = params.get("key")
+    if not isinstance(key, str) or len(key) < 32:
+        raise ValueError("key must be a string of at least 32 characters")
+    cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    previous = _read_record(kernels, kernel_id)
+    if previous is not None and _exit_code(previous) is None:
+        raise RuntimeError(f"kernel {kernel_id} is already running (pid {previous['pid']})")
+    ports = dict(zip(CHANNELS, _loopback_ports(len(CHANNELS)), strict=True))
+    connection_file = os.path.join(kernels, f"kernel-{kernel_id}.json")
+    connection = dict(
+        ports,
+        ip="127.0.0.1",
+        transport="tcp",
+        key=key,
+        signature_scheme=params.get("signature_scheme") or "hmac-sha256",
+        kernel_name=params.get("kernel") or "",
+    )
+    _write_private(connection_file, json.dumps(connection, indent=1))
+    env = dict(os.environ)
+    # A parent pid would make ipykernel exit with this agent; the kernel must outlive it.
+    env.pop("JPY_PARENT_PID", None)
+    env.update({str(k): str(v) for k, v in (params.get("env") or {}).items()})
+    env["PWD"] = cwd
+    command = [arg.replace("{connection_file}", connection_file) for arg in argv]
+    container = _container(params)
+    if container is not None:
+        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+        spec_env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
+        command = container_command(
+            container,
+            command,
+            name=f"jcs-kernel-{kernel_id}",
+            cwd=cwd,
+            mounts=[workspace, os.path.realpath(kernels)],
+            env=spec_env,
+        )
+    elif BARE_PYTHON.fullmatch(command[0]):
+        command[0] = sys.executable  # as jupyter_client does locally: the Python we run on
+    log_path = os.path.join(kernels, f"kernel-{kernel_id}.log")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        child = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as e:
+        os.unlink(connection_file)
+        raise RuntimeError(f"cannot run {command[0]!r}: {e.strerror or e}") from None
+    finally:
+        os.close(log_fd)
+    _CHILDREN[child.pid] = child
+    record = {
+        "kernel_id": kernel_id,
+        "kernel": params.get("kernel") or "",
+        "display_name": params.get("display_name") or "",
+        "pid": child.pid,
+        "pgid": child.pid,
+        "start_time": _start_time(child.pid),
+        "ports": ports,
+        "connection_file": connection_file,
+        "log_file": log_path,
+        "cwd": os.path.relpath(cwd, os.path.realpath(os.path.expanduser(params["workspace"]))),
+        "owner": str(params.get("owner") or ""),
+        "started": time.time(),
+        "container_engine": container["engine"] if container else None,
+        "container_name": f"jcs-kernel-{kernel_id}" if container else None,
+    }
+    _write_private(_record_path(kernels, kernel_id), json.dumps(record))
+    return _public(record)
+
+
+def kernel_status(params):
+    record = _read_record(_kernels_dir(params), _kernel_id(params))
+    if record is None:
+        return {"alive": False, "exit_code": -1, "known": False}
+    code = _exit_code(record)
+    return {"alive": code is None, "exit_code": code, "known": True, "pid": record["pid"]}
+
+
+def kernel_signal(params):
+    kernels = _kernels_dir(params)
+    record = _read_record(kernels, _kernel_id(params))
+    signum = params.get("signum")
+    if signum not in SIGNALS:
+        raise ValueError(f"signal {signum!r} is not one the agent sends")
+    if record is None or _exit_code(record) is not None:
+        return {"sent": False}
+    target = record["pgid"] if params.get("group", True) else record["pid"]
+    try:
+        if params.get("group", True):
+            os.killpg(target, signum)
+        else:
+            os.kill(target, signum)
+    except ProcessLookupError:
+        return {"sent": False}
+    if signum == signal.SIGKILL:
+        container_stop(record)
+    return {"sent": True}
+
+
+def kernel_cleanup(params):
+    """Forget a kernel that has ended: its record, connection file and log."""
+    kernels = _kernels_dir(params)
+    kernel_id = _kernel_id(params)
+    record = _read_record(kernels, kernel_id)
+    if record is not None and _exit_code(record) is None:
+        raise RuntimeError(f"kernel {kernel_id} is still running")
+    for name in (f"kernel-{kernel_id}.json", f"kernel-{kernel_id}.log"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(kernels, name))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_record_path(kernels, kernel_id))
+    return {"removed": record is not None}
+
+
+def kernel_log(params):
+    """The end of a kernel's output, to explain why it did not start."""
+    kernels = _kernels_dir(params)
+    path = os.path.join(kernels, f"kernel-{_kernel_id(params)}.log")
+    limit = min(int(params.get("max_bytes") or 4000), 64000)
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return {"log": f.read().decode("utf-8", "replace")}
+    except OSError:
+        return {"log": ""}
+
+
+def kernel_list(params):
+    """Kernels running on this server (dead ones are forgotten on the way)."""
+    kernels = _kernels_dir(params)
+    running = []
+    for name in sorted(os.listdir(kernels)):
+        if not name.endswith(".record.json"):
+            continue
+        kernel_id = name[len("kernel-") : -len(".record.json")]
+        record = _read_record(kernels, kernel_id)
+        if record is None:
+            continue
+        if _exit_code(record) is None:
+            running.append(_public(record))
+        else:
+            kernel_cleanup({"runtime_dir": params.get("runtime_dir"), "kernel_id": kernel_id})
+    return {"kernels": running}
+
+
+def kernelspecs(params):
+    """The kernels installed on this server, as ``jupyter kernelspec list --json`` says, or
+    the ipykernel of ``python`` when Jupyter's tools are not installed here."""
+    python = params.get("python") or sys.executable
+    container = _container(params)
+    specs = {}
+    reason = ""
+    listing = [python, "-m", "jupyter_client.kernelspecapp", "list", "--json"]
+    if container is not None:
+        # Asked inside the image: its kernels, its Python ("python" there stays "python").
+        listing = container_command(
+            container,
+            ["python3", "-m", "jupyter_client.kernelspecapp", "list", "--json"],
+            name=f"jcs-kernelspecs-{os.getpid()}",
+            cwd="/",
+            mounts=[],
+            env={},
+        )
+    try:
+        listed = subprocess.run(listing, capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
+        if listed.returncode == 0:
+            for name, entry in json.loads(listed.stdout)["kernelspecs"].items():
+                spec = entry.get("spec") or {}
+                argv = spec.get("argv") or []
+                # As jupyter_client does locally: a bare "python" means the listing Python.
+                if container is None and argv and BARE_PYTHON.fullmatch(argv[0]):
+                    spec["argv"] = [python, *argv[1:]]
+                specs[name] = spec
+        else:
+            reason = listed.stderr.decode("utf-8", "replace").strip()[-300:]
+    except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+        reason = str(e)
+    if not specs and container is None:
+        probe = subprocess.run(
+            [python, "-c", "import ipykernel"], capture_output=True, stdin=subprocess.DEVNULL
+        )
+        if probe.returncode == 0:
+            specs["python3"] = {
+                "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+                "metadata": {"debugger": True},
+            }
+    return {"kernelspecs": specs, "reason": reason}
+
+
+# --- terminals ----------------------------------------------------------------------------
+#
+# A terminal is a shell on a PTY held by a small host process, detached like a kernel, so it
+# outlives the SSH connection that started it and any browser watching it. Clients reach the
+# host on the server's loopback (through the SSH connection), prove themselves with the token
+# kept in its 0600 record, and are sent what they missed from its scrollback.
+
+TERMINAL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SCROLLBACK_BYTES = 256 * 1024
+CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024
+
+
+def _terminals_dir(params):
+    return _private_dir(params, "terminals")
+
+
+def _terminal_name(params):
+    name = params.get("name")
+    if not isinstance(name, str) or not TERMINAL_NAME.match(name):
+        raise ValueError(f"invalid terminal name {name!r}")
+    return name
+
+
+def _terminal_record(terminals, name):
+    try:
+        with open(os.path.join(terminals, f"{name}.json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if _start_time(record["pid"]) != record.get("start_time"):
+        return None  # its host is gone (or the pid is someone else's now)
+    return record
+
+
+def _terminal_public(record):
+    return {key: record[key] for key in ("name", "pid", "cwd", "started") if key in record}
+
+
+def _window_size(fd, rows, cols):
+    import fcntl
+    import struct
+    import termios
+
+    rows = max(1, min(int(rows), 1000))
+    cols = max(1, min(int(cols), 1000))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class _TerminalClient:
+    def __init__(self, sock):
+        self.sock = sock
+        self.inbox = b""
+        self.outbox = bytearray()
+        self.attached = False
+        self.decoder: Any = None
+
+
+def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd, command=None):
+    """The host process: owns the PTY, serves clients, ends when the shell ends."""
+    import codecs
+    import hmac
+    import pty
+    import secrets
+    import selectors
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    token = secrets.token_hex(32)
+    shell = os.environ.get("SHELL") or ("/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh")
+    shell_env = dict(os.environ)
+    shell_env.pop("JPY_PARENT_PID", None)
+    shell_env.update(env)
+    shell_env.update(TERM="xterm-256color", PWD=cwd)
+    shell_pid, master = pty.fork()
+    if shell_pid == 0:
+        try:
+            os.chdir(cwd)
+            argv = command or [shell, "-l"]
+            os.execvpe(argv[0], argv, shell_env)  # noqa: S606 - the user's own shell
+        finally:
+            os._exit(127)
+    _window_size(master, rows, cols)
+    record = {
+        "name": name,
+        "pid": os.getpid(),
+        "start_time": _start_time(os.getpid()),
+        "shell_pid": shell_pid,
+        "port": listener.getsockname()[1],
+        "token": token,
+        "cwd": cwd,
+        "started": time.time(),
+    }
+    _write_private(record_path, json.dumps(record))
+    os.write(ready_fd, b"ok")
+    os.close(ready_fd)
+
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "listen")
+    selector.register(master, selectors.EVENT_READ, "pty")
+    clients: dict = {}
+    scrollback = bytearray()
+    produced = 0  # bytes the shell ever wrote: offsets let a client resume where it left off
+
+    def send(client, message):
+        client.outbox += (json.dumps(message) + "\n").encode()
+        if len(client.outbox) > CLIENT_BACKLOG_BYTES:
+            drop(client)  # too slow: it reattaches and resumes from its offset
+            return
+        selector.modify(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+
+    def drop(client):
+        clients.pop(client.sock, None)
+        with contextlib.suppress(Exception):
+            selector.unregister(client.sock)
+        client.sock.close()
+
+    def attach(client, hello):
+        if not hmac.compare_digest(str(hello.get("token", "")), token):
+            drop(client)
+            return
+        client.attached = True
+        client.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        start = produced - len(scrollback)
+        offset = min(max(int(hello.get("offset") or 0), start), produced)
+        missed = bytes(scrollback[offset - start :])
+        send(client, ["stdout", client.decoder.decode(missed), produced])
+
+    def handle(client, line):
+        if not client.attached:
+            attach(client, json.loads(line))
+            return
+        message = json.loads(line)
+        if message[0] == "stdin":
+            data = str(message[1]).encode()
+            while data:
+                data = data[os.write(master, data) :]
+        elif message[0] == "set_size":
+            _window_size(master, message[1], message[2])
+
+    exit_code = None
+    while exit_code is None:
+        for key, events in selector.select():
+            if key.data == "listen":
+                with contextlib.suppress(OSError):
+                    sock, _ = listener.accept()
+                    sock.setblocking(False)
+                    client = _TerminalClient(sock)
+                    clients[sock] = client
+                    selector.register(sock, selectors.EVENT_READ, client)
+            elif key.data == "pty":
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    _, status = os.waitpid(shell_pid, 0)
+                    exit_code = os.waitstatus_to_exitcode(status)
+                    break
+                produced += len(chunk)
+                scrollback += chunk
+                del scrollback[: max(0, len(scrollback) - SCROLLBACK_BYTES)]
+                for client in list(clients.values()):
+                    if client.attached:
+                        send(client, ["stdout", client.decoder.decode(chunk), produced])
+            else:
+                client = key.data
+                if events & selectors.EVENT_WRITE and client.outbox:
+                    try:
+                        sent = client.sock.send(client.outbox)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:
+                        drop(client)
+                        continue
+                    del client.outbox[:sent]
+                    if not client.outbox:
+                        selector.modify(client.sock, selectors.EVENT_READ, client)
+                if events & selectors.EVENT_READ:
+                    try:
+                        data = client.sock.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        drop(client)
+                        continue
+                    client.inbox += data
+                    while b"\n" in client.inbox and client.sock in clients:
+                        line, client.inbox = client.inbox.split(b"\n", 1)
+                        try:
+                            handle(client, line)
+                        except (ValueError, TypeError, IndexError, KeyError):
+                            drop(client)  # not our protocol: not our client
+    for client in list(clients.values()):
+        if client.attached:
+            client.outbox += (json.dumps(["exit", exit_code]) + "\n").encode()
+            with contextlib.suppress(OSError):
+                client.sock.setblocking(True)
+                client.sock.settimeout(2)
+                client.sock.sendall(client.outbox)
+        client.sock.close()
+    with contextlib.suppress(OSError):
+        os.unlink(record_path)
+
+
+def terminal_start(params):
+    terminals = _terminals_dir(params)
+    name = _terminal_name(params)
+    if _terminal_record(terminals, name) is not None:
+        raise RuntimeError(f"terminal {name} exists")
+    cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
+    record_path = os.path.join(terminals, f"{name}.json")
+    container = _container(params)
+    command = None
+    if container is not None:
+        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+        command = container_command(
+            container,
+            ["bash", "-l"],
+            name=f"jcs-terminal-{name}-{os.getpid()}",
+            cwd=cwd,
+            mounts=[workspace],
+            env={},
+            interactive=True,
+        )
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked host
+        try:
+            os.close(read_fd)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            _terminal_host(
+                name,
+                record_path,
+                cwd,
+                params.get("rows") or 24,
+                params.get("cols") or 80,
+                env,
+                write_fd,
+                command,
+            )
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                os.write(write_fd, f"error {type(e).__name__}: {e}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    answer = b""
+    while True:
+        chunk = os.read(read_fd, 4096)
+        if not chunk:
+            break
+        answer += chunk
+    os.close(read_fd)
+    if answer != b"ok":
+        raise RuntimeError(f"the terminal did not start: {answer.decode('utf-8', 'replace')}")
+    record = _terminal_record(terminals, name)
+    if record is None:
+        raise RuntimeError("the terminal ended at once")
+    return _terminal_public(record)
+
+
+def terminal_list(params):
+    terminals = _terminals_dir(params)
+    found = []
+    for entry in sorted(os.listdir(terminals)):
+        if entry.endswith(".json") and TERMINAL_NAME.match(entry[:-5]):
+            record = _terminal_record(terminals, entry[:-5])
+            if record is not None:
+                found.append(_terminal_public(record))
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(terminals, entry))
+    return {"terminals": found}
+
+
+def terminal_connect(params):
+    """Where a terminal's host listens and the token it wants (for our end of SSH only)."""
+    record = _terminal_record(_terminals_dir(params), _terminal_name(params))
+    if record is None:
+        return {"exists": False}
+    return {"exists": True, "port": record["port"], "token": record["token"]}
+
+
+def terminal_kill(params):
+    """End a terminal: hang its shell up, then make sure its host and children are gone."""
+    terminals = _terminals_dir(params)
+    record = _terminal_record(terminals, _terminal_name(params))
+    if record is None:
+        return {"killed": False}
+    for signum, grace in ((signal.SIGHUP, 2.0), (signal.SIGKILL, 2.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record["shell_pid"], signum)
+        deadline = time.time() + grace
+        while time.time() < deadline and _start_time(record["pid"]) == record["start_time"]:
+            time.sleep(0.02)
+        if _start_time(record["pid"]) != record["start_time"]:
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(record["pid"], signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(terminals, f"{record['name']}.json"))
+    return {"killed": True}
+
+
+# --- environment, processes, workspaces, metrics ----------------------------------------------
+
+
+def set_environment(params):
+    """Environment for everything this agent starts from now on (a slice's GPUs, its token)."""
+    env = params.get("env") or {}
+    if not isinstance(env, dict):
+        raise ValueError("env must be an object")
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+    return {"set": sorted(env)}
+
+
+def _environ_has(pid, entry):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return entry in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _processes_with(name, value):
+    entry = f"{name}={value}".encode()
+    me = os.getpid()
+    return [
+        int(pid)
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and int(pid) != me and _environ_has(pid, entry)
+    ]
+
+
+def end_processes(params):
+    """End every process carrying a compute server's token (SIGTERM, then SIGKILL)."""
+    token = params.get("token")
+    if not isinstance(token, str) or not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", token):
+        raise ValueError("invalid token")
+    name = "JUPYTER_COMPUTE_SERVER_TOKEN"
+    found = _processes_with(name, token)
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _processes_with(name, token):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+        deadline = time.time() + 3
+        while _processes_with(name, token) and time.time() < deadline:
+            time.sleep(0.05)
+    return {"ended": len(found), "left": len(_processes_with(name, token))}
+
+
+WORKSPACES_ROOT = "~/jupyter-compute-servers"
+
+
+def _workspace_path(params):
+    """A server's workspace: a child of the workspaces root, by a simple name, nothing else."""
+    root = os.path.realpath(os.path.expanduser(WORKSPACES_ROOT))
+    name = params.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name):
+        raise ValueError(f"invalid workspace name {name!r}")
+    return root, os.path.join(root, name)
+
+
+def workspace_prepare(params):
+    root, path = _workspace_path(params)
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.path.realpath(path) != path:
+        raise ValueError("the workspace is a link; refusing to use it")
+    return {"path": path}
+
+
+def workspace_remove(params):
+    _, path = _workspace_path(params)
+    if os.path.islink(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+    return {"removed": path}
+
+
+_CPU_SAMPLE: dict = {}
+
+
+def _cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields), idle
+
+
+def _cpu_percent():
+    try:
+        total, idle = _cpu_times()
+        if "last" not in _CPU_SAMPLE:
+            time.sleep(0.1)
+            _CPU_SAMPLE["last"] = (total, idle)
+            total, idle = _cpu_times()
+        last_total, last_idle = _CPU_SAMPLE["last"]
+        _CPU_SAMPLE["last"] = (total, idle)
+        spent = total - last_total
+        return round(100.0 * (1 - (idle - last_idle) / spent), 1) if spent > 0 else 0.0
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _visible(uuid, index, visible):
+    if visible is None:
+        return True
+    wanted = [v.strip() for v in visible.split(",") if v.strip()]
+    return uuid in wanted or str(index) in wanted
+
+
+def _gpu_readings(pynvml, handle):
+    """Utilization, temperature and power; None for what this GPU (or MIG mode) cannot say."""
+
+    def read(call, *args):
+        try:
+            return call(handle, *args)
+        except pynvml.NVMLError:
+            return None
+
+    rates = read(pynvml.nvmlDeviceGetUtilizationRates)
+    power = read(pynvml.nvmlDeviceGetPowerUsage)
+    limit = read(pynvml.nvmlDeviceGetEnforcedPowerLimit)
+    return {
+        "utilization": rates.gpu if rates is not None else None,
+        "temperature": read(pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU),
+        "power_watts": power / 1000 if power is not None else None,
+        "power_limit_watts": limit / 1000 if limit is not None else None,
+    }
+
+
+def metrics(params):
+    """GPU, CPU and memory use now, for the GPUs this server may use."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = []
+    reason = ""
+    try:
+        import pynvml
+    except ImportError:
+        pynvml = None
+        reason = "nvidia-ml-py is not installed on this machine"
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+        except Exception as e:
+            reason = f"no NVIDIA driver or GPU found ({e})"
+        else:
+            try:
+                for index in range(pynvml.nvmlDeviceGetCount()):
+                    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                    uuid = pynvml.nvmlDeviceGetUUID(handle)
+                    uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+                    if not _visible(uuid, index, visible):
+                        continue
+                    name = pynvml.nvmlDeviceGetName(handle)
+                    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                    gpu = {
+                        "index": index,
+                        "uuid": uuid,
+                        "name": name.decode() if isinstance(name, bytes) else name,
+                        "memory_used": int(memory.used),
+                        "memory_total": int(memory.total),
+                    }
+                    gpu.update(_gpu_readings(pynvml, handle))
+                    gpus.append(gpu)
+            finally:
+                pynvml.nvmlShutdown()
+    memory_total = _meminfo_bytes("MemTotal")
+    available = _meminfo_bytes("MemAvailable")
+    return {
+        "time": time.time(),
+        "gpus": gpus,
+        "gpu_reason": reason,
+        "cpu_percent": _cpu_percent(),
+        "cpu_count": os.cpu_count(),
+        "memory_total": memory_total,
+        "memory_used": memory_total - available if memory_total and available else None,
+    }
+
+
+# --- containers ---------------------------------------------------------------------------
+#
+# An image whose kernels run in a container: docker or podman with the host's network (the
+# kernel's ports stay on loopback), the workspace and the kernels' runtime dir mounted at the
+# same paths, this server's GPUs passed in; or Apptainer on HPC-style hosts; or a conda env.
+
+CONTAINER_ENGINES = ("docker", "podman", "apptainer", "conda")
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,255}$")
+
+
+def _container(params):
+    container = params.get("container")
+    if not container:
+        return None
+    engine = container.get("engine")
+    if engine not in CONTAINER_ENGINES:
+        raise ValueError(f"unknown container engine {engine!r}")
+    ref = container.get("env") if engine == "conda" else container.get("image")
+    if not isinstance(ref, str) or not _IMAGE_REF.match(ref.replace("docker://", "", 1)):
+        raise ValueError(f"invalid image {ref!r}")
+    executable = shutil.which(engine)
+    if executable is None:
+        raise RuntimeError(f"{engine} is not installed on this server (needed by the image)")
+    return dict(container, executable=executable)
+
+
+def _gpu_options(engine, wants_gpu):
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = [d for d in (visible or "").split(",") if d]
+    if engine == "docker":
+        if devices:
+            return ["--gpus", f'"device={",".join(devices)}"']
+        return ["--gpus", "all"] if visible is None and wants_gpu else []
+    if engine == "podman":  # CDI names
+        if devices:
+            return [arg for d in devices for arg in ("--device", f"nvidia.com/gpu={d}")]
+        return ["--device", "nvidia.com/gpu=all"] if visible is None and wants_gpu else []
+    if engine == "apptainer":
+        return ["--nv"] if devices or (visible is None and wants_gpu) else []
+    return []
+
+
+def container_command(container, command, *, name, cwd, mounts, env, interactive=False):
+    """``command`` wrapped to run inside the image (argument vectors, no shell)."""
+    engine = container["engine"]
+    executable = container["executable"]
+    wants_gpu = container.get("gpu", "optional") != "none"
+    if engine == "conda":
+        return [executable, "run", "--no-capture-output", "-n", container["env"], *command]
+    if engine == "apptainer":
+        argv = [executable, "exec", "--pwd", cwd, "--bind", ",".join(mounts)]
+        argv += _gpu_options(engine, wants_gpu)
+        return [*argv, container["image"], *command]
+    argv = [executable, "run", "--rm", "--init", "--network", "host", "--name", name]
+    if interactive:
+        argv += ["--interactive", "--tty"]
+    argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--workdir", cwd]
+    for mount in mounts:
+        argv += ["--volume", f"{mount}:{mount}"]
+    for key, value in env.items():
+        argv += ["--env", f"{key}={value}"]
+    argv += _gpu_options(engine, wants_gpu)
+    return [*argv, container["image"], *command]
+
+
+def container_stop(record):
+    """SIGKILL reaches only the engine's client: stop the container itself too."""
+    engine, name = record.get("container_engine"), record.get("container_name")
+    if engine in ("docker", "podman") and name and shutil.which(engine):
+        subprocess.run(
+            [shutil.which(engine), "kill", name],
+            capture_output=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def container_pull(params):
+    """Fetch an image before first use, reporting the engine's progress lines."""
+    container = _container(params)
+    if container is None or container["engine"] == "conda":
+        return {"pulled": False}
+    engine, image = container["engine"], container["image"]
+    if engine == "apptainer":
+        return {"pulled": False}  # apptainer fetches docker:// images itself on first exec
+    process = subprocess.Popen(
+        [container["executable"], "pull", image],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+    )
+    last = 0.0
+    tail: list = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.strip()
+        if not line:
+            continue
+        tail = [*tail[-20:], line]
+        if time.time() - last > 0.5:
+            report_progress(line[:200])
+            last = time.time()
+    if process.wait() != 0:
+        raise RuntimeError(f"{engine} pull {image} failed: {' / '.join(tail[-3:])}")
+    return {"pulled": True}
+
+
+def ping(params):
+    return {"pong": True, "pid": os.getpid()}
+
+
+METHODS = {
+    "info": info,
+    "ping": ping,
+    "kernelspecs": kernelspecs,
+    "kernel_launch": kernel_launch,
+    "kernel_status": kernel_status,
+    "kernel_signal": kernel_signal,
+    "kernel_cleanup": kernel_cleanup,
+    "kernel_log": kernel_log,
+    "kernel_list": kernel_list,
+    "terminal_start": terminal_start,
+    "terminal_list": terminal_list,
+    "terminal_connect": terminal_connect,
+    "terminal_kill": terminal_kill,
+    "set_environment": set_environment,
+    "end_processes": end_processes,
+    "workspace_prepare": workspace_prepare,
+    "workspace_remove": workspace_remove,
+    "metrics": metrics,
+    "container_pull": container_pull,
+}
+
+
+#: Where a long method reports progress (the client shows it); set for each request.
+_PROGRESS: dict = {"report": lambda text: None}
+
+
+def report_progress(text):
+    _PROGRESS["report"](text)
+
+
+def serve(stdin, stdout):
+    def send(message):
+        stdout.write(json.dumps(message) + "\n")
+        stdout.flush()
+
+    send({"agent": "jupyter-compute-servers", "protocol": PROTOCOL, "pid": os.getpid()})
+    for line in stdin:
+        if not line.strip():
+            continue
+        request_id = None
+        try:
+            request = json.loads(line)
+            request_id = request.get("id")
+            method = METHODS.get(request.get("method"))
+            if method is None:
+                raise LookupError(f"unknown method {request.get('method')!r}")
+            _PROGRESS["report"] = lambda text, rid=request_id: send({"id": rid, "progress": text})
+            send({"id": request_id, "result": method(request.get("params") or {})})
+        except Exception as e:
+            send({"id": request_id, "error": {"type": type(e).__name__, "message": str(e)}})
+
+
+if __name__ == "__main__":
+    serve(sys.stdin, sys.stdout)
