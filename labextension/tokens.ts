@@ -13,7 +13,6 @@ import { IEstimate, IEstimateRequest, IImageCatalog } from './create/types';
 import { IRemoteKernel } from './kernels/types';
 import { IHost, IHostFields, IHostUpdate } from './hosts/types';
 import { IServerMetrics } from './metrics/types';
-import { IServerDetailsModel, IServerEntry } from './servers/details';
 import { IRemoteTerminal, ITerminalCreate } from './terminals/types';
 import { ISyncEventData, ISyncRequest, ISyncRun } from './sync/types';
 import { ICosts } from './costs/types';
@@ -26,7 +25,32 @@ export * from './metrics/types';
 export * from './create/types';
 export * from './sync/types';
 export * from './costs/types';
-export type { IServerDetailsModel, IServerEntry } from './servers/details';
+
+/**
+ * Something read per running compute server (its kernels, terminals or metrics) and shown in
+ * the sidebar under the server: read only while something shows it (`watched`).
+ */
+export interface IServerDetailsModel {
+  /** Whether anything shows it now; live updates read only meanwhile. */
+  watched: boolean;
+  readonly watchedChanged: ISignal<any, boolean>;
+  /** Read a server's entry again. Never rejects: a failure is kept in the entry. */
+  refresh(serverId: number): Promise<void>;
+  /** Forget a server's entry (it stopped, or was deleted). */
+  forget(serverId: number): void;
+}
+
+/** One server's entry: the value read last, or why reading it failed. */
+export interface IServerEntry<T> {
+  /** The value read last (`empty` before the first answer). */
+  readonly value: T;
+  /** Whether an answer has come. */
+  readonly loaded: boolean;
+  /** The error of the last failed read, or null. */
+  readonly error: string | null;
+  /** When the value was read, in ms since the epoch (0 before). */
+  readonly at: number;
+}
 
 /** What `GET compute-servers/api/status` answers. */
 export interface IExtensionStatus {

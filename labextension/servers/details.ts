@@ -2,34 +2,12 @@ import { Event } from '@jupyterlab/services';
 import { Debouncer, Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IComputeServersModel } from '../tokens';
+import {
+  IComputeServersModel,
+  IServerDetailsModel,
+  IServerEntry
+} from '../tokens';
 import { SERVER_EVENT_SCHEMA } from './types';
-
-/**
- * Something read per running compute server (its kernels, terminals or metrics) and shown in
- * the sidebar under the server: read only while something shows it (`watched`).
- */
-export interface IServerDetailsModel {
-  /** Whether anything shows it now; live updates read only meanwhile. */
-  watched: boolean;
-  readonly watchedChanged: ISignal<any, boolean>;
-  /** Read a server's entry again. Never rejects: a failure is kept in the entry. */
-  refresh(serverId: number): Promise<void>;
-  /** Forget a server's entry (it stopped, or was deleted). */
-  forget(serverId: number): void;
-}
-
-/** One server's entry: the value read last, or why reading it failed. */
-export interface IServerEntry<T> {
-  /** The value read last (`empty` before the first answer). */
-  readonly value: T;
-  /** Whether an answer has come. */
-  readonly loaded: boolean;
-  /** The error of the last failed read, or null. */
-  readonly error: string | null;
-  /** When the value was read, in ms since the epoch (0 before). */
-  readonly at: number;
-}
 
 /**
  * Entries read per compute server from the REST API (`read`), with the bookkeeping the sidebar

@@ -3,8 +3,8 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { ApiError, requestAPI } from '../request';
 import { describeError } from '../servers/actions';
-import { IServerEntry, ServerDetailsStore } from '../servers/details';
-import { IServerSyncs, ISyncModel } from '../tokens';
+import { ServerDetailsStore } from '../servers/details';
+import { IServerEntry, IServerSyncs, ISyncModel } from '../tokens';
 import { ISyncEventData, ISyncList, ISyncRun, ISyncRequest } from './types';
 
 /** How many syncs a server's entry keeps (the API answers the last 20). */
