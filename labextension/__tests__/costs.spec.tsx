@@ -92,6 +92,14 @@ function makeServer(overrides: Partial<IServer> = {}): IServer {
     allowed_actions: ['stop', 'reboot', 'deprovision'],
     cost: makeCost(),
     auto_stop: { watching: true, idle: null, daily_stop_at: null },
+    daily_stop: null,
+    sync: {
+      excludes: [],
+      server_only: [],
+      max_file_size_mb: 1024,
+      auto_sync_minutes: null,
+      before_kernel: true
+    },
     ...overrides
   };
 }
@@ -131,7 +139,8 @@ describe('cost wording', () => {
       period_days: 7,
       spent: 20,
       fraction: 0.8,
-      status: 'warning' as const
+      status: 'warning' as const,
+      reached_at: null
     };
     expect(limitLine(limit)).toBe('$20.00 of $25.00 per 7 days (80%)');
     expect(
@@ -153,7 +162,8 @@ describe('cost wording', () => {
     const idle = {
       timeout_minutes: 30,
       idle_since: 1000,
-      stops_at: new Date(2030, 0, 1, 14, 32).getTime() / 1000
+      stops_at: new Date(2030, 0, 1, 14, 32).getTime() / 1000,
+      last_activity: null
     };
     const daily = new Date(2030, 0, 1, 19, 0).getTime() / 1000;
     expect(
@@ -198,7 +208,8 @@ describe('ServerCostView and CostsTotal', () => {
             idle: {
               timeout_minutes: 30,
               idle_since: stopsAt - 1800,
-              stops_at: stopsAt
+              stops_at: stopsAt,
+              last_activity: null
             },
             daily_stop_at: null
           }

@@ -104,7 +104,7 @@ describe('sync wording', () => {
 
   it('says how far a transfer is: files, bytes, rate, time left', () => {
     const progress = {
-      phase: 'transferring',
+      phase: 'transferring' as const,
       files_total: 10,
       files_done: 3,
       bytes_total: 5 * 2 ** 20,
