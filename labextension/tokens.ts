@@ -16,6 +16,7 @@ import { IServerMetrics } from './metrics/types';
 import { IRemoteTerminal, ITerminalCreate } from './terminals/types';
 import { ISyncEventData, ISyncRequest, ISyncRun } from './sync/types';
 import { ICosts } from './costs/types';
+import { IServerEvent } from './events/types';
 
 export * from './servers/types';
 export * from './kernels/types';
@@ -25,6 +26,21 @@ export * from './metrics/types';
 export * from './create/types';
 export * from './sync/types';
 export * from './costs/types';
+export * from './events/types';
+
+/**
+ * The server extension's events, parsed once from Jupyter Server's event stream: what every
+ * model that follows the servers listens to.
+ */
+export interface IServerEvents {
+  /** Emitted with each event of the server extension's schema. */
+  readonly stream: ISignal<IServerEvents, IServerEvent>;
+}
+
+export const IServerEvents = new Token<IServerEvents>(
+  'jupyter-compute-servers:IServerEvents',
+  "The compute servers extension's events, parsed."
+);
 
 /**
  * Something read per running compute server (its kernels, terminals or metrics) and shown in

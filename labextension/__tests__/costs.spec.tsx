@@ -7,7 +7,7 @@
  * servers within a second.
  */
 import { Notification } from '@jupyterlab/apputils';
-import { Event, EventManager } from '@jupyterlab/services';
+import { EventManager } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -25,9 +25,10 @@ import {
 import { CostsLiveUpdates, CostsModel } from '../costs/model';
 import { IServerCost } from '../costs/types';
 import { CostsTotal, ServerCostView } from '../costs/view';
+import { ServerEvents } from '../events/service';
 import { IServerNotification, ServerNotifier } from '../notifications';
 import { ServersModel } from '../servers/model';
-import { IServer, SERVER_EVENT_SCHEMA } from '../servers/types';
+import { IServer } from '../servers/types';
 import { ComputeServersSidebar } from '../sidebar';
 import { StatusModel } from '../status';
 import { formatClock } from '../sync/format';
@@ -331,7 +332,7 @@ describe('ServerNotifier', () => {
     opened = 0;
     notifier = new ServerNotifier({
       servers: servers as any,
-      events: events.manager,
+      events: events.service,
       actions: {
         openPanel: () => opened++,
         start: id => started.push(id),
@@ -344,10 +345,8 @@ describe('ServerNotifier', () => {
   afterEach(() => notifier.dispose());
 
   function emit(event: Record<string, unknown>): void {
-    events.stream.emit({
-      schema_id: SERVER_EVENT_SCHEMA,
-      ...event
-    } as Event.Emission);
+    const { kind, server_id, ...extra } = event;
+    events.server(kind as string, server_id as number | null, extra);
   }
 
   it('warns of a spend limit, with "Edit limit"; an error once reached', () => {
@@ -446,11 +445,7 @@ describe('ServerNotifier', () => {
     notifier.enabled = false;
     emit({ kind: 'preempted', server_id: 3, state_reason: 'Preempted.' });
     notifier.enabled = true;
-    events.stream.emit({
-      schema_id: 'other',
-      kind: 'auto_stopped',
-      server_id: 3
-    } as any);
+    events.other('other', { kind: 'auto_stopped', server_id: 3 });
     expect(shown).toHaveLength(1);
   });
 
@@ -458,7 +453,7 @@ describe('ServerNotifier', () => {
     notifier.dispose();
     notifier = new ServerNotifier({
       servers: servers as any,
-      events: events.manager,
+      events: events.service,
       actions: { openPanel: () => opened++ }
     });
     emit({
@@ -606,7 +601,7 @@ describe('costs from a real server', () => {
     const shown: IServerNotification[] = [];
     const notifier = new ServerNotifier({
       servers,
-      events,
+      events: new ServerEvents(events),
       actions: { openPanel: () => undefined, start: () => undefined },
       notify: n => shown.push(n)
     });
@@ -663,7 +658,7 @@ describe('costs from a real server', () => {
     const events = new FakeEvents();
     const live = new CostsLiveUpdates({
       model: costs,
-      events: events.manager,
+      events: events.service,
       interval: 600000
     });
     await servers.refresh();

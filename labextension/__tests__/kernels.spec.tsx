@@ -4,8 +4,6 @@
  * local compute servers, an orphan left by a Jupyter server that went away, and the sidebar's
  * list of them.
  */
-import { Event } from '@jupyterlab/services';
-import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 import * as React from 'react';
 import { act } from 'react';
@@ -22,25 +20,18 @@ import { ServerKernelsModel } from '../kernels/model';
 import { IRemoteKernel } from '../kernels/types';
 import { ApiError } from '../request';
 import { ServersModel } from '../servers/model';
-import { SERVER_EVENT_SCHEMA } from '../servers/types';
 import { ComputeServersSidebar } from '../sidebar';
 import { StatusModel } from '../status';
 import { IServerKernels } from '../tokens';
 import { JupyterServer, sleep } from './jupyterServer';
-import { mountReactPerTest, renderOutsideAct, until } from './testing';
+import {
+  FakeEvents,
+  mountReactPerTest,
+  renderOutsideAct,
+  until
+} from './testing';
 
 jest.setTimeout(60000);
-
-class FakeEvents {
-  stream = new Signal<FakeEvents, Event.Emission>(this);
-  isDisposed = false;
-  async emit(): Promise<void> {
-    // Not used: the server's events are emitted through `stream`.
-  }
-  dispose(): void {
-    this.isDisposed = true;
-  }
-}
 
 describe('with a real server', () => {
   const api = new JupyterServer();
@@ -200,6 +191,7 @@ describe('with a real server', () => {
 
     afterEach(() => {
       live?.dispose();
+      events.dispose();
       kernels.dispose();
       servers.dispose();
     });
@@ -208,18 +200,14 @@ describe('with a real server', () => {
       live = new KernelsLiveUpdates({
         kernels,
         servers,
-        events: events as unknown as Event.IManager,
+        events: events.service,
         interval,
         auto: interval < 60 * 1000
       });
     }
 
     function emit(kind: string, serverId: number): void {
-      events.stream.emit({
-        schema_id: SERVER_EVENT_SCHEMA,
-        kind,
-        server_id: serverId
-      });
+      events.server(kind, serverId);
     }
 
     it('re-reads a server once after a burst of its kernels events, while watched', async () => {

@@ -358,7 +358,7 @@ describe('with a real server', () => {
       const live = new ServerDetailsLiveUpdates({
         model,
         servers,
-        events: events.manager,
+        events: events.service,
         kind: 'terminals',
         interval: 60 * 1000,
         auto: false,
@@ -387,6 +387,7 @@ describe('with a real server', () => {
       await sleep(300);
       expect(gets()).toBe(2);
       live.dispose();
+      events.dispose();
       servers.dispose();
     });
   });

@@ -7,7 +7,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { CostsLiveUpdates, CostsModel } from '../costs/model';
 import { ServerNotifier } from '../notifications';
 import { runServerAction } from '../servers/actions';
-import { ICostsModel, IComputeServersModel } from '../tokens';
+import { IComputeServersModel, ICostsModel, IServerEvents } from '../tokens';
 import { CommandIDs } from './commands';
 import { followSetting } from './servers';
 
@@ -26,15 +26,17 @@ export const costsPlugin: JupyterFrontEndPlugin<ICostsModel> = {
   description: 'The spend of all compute servers and the monthly budget.',
   autoStart: true,
   provides: ICostsModel,
+  requires: [IServerEvents],
   optional: [ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     settingRegistry: ISettingRegistry | null
   ): ICostsModel => {
     const model = new CostsModel(app.serviceManager.serverSettings);
     const live = new CostsLiveUpdates({
       model,
-      events: app.serviceManager.events,
+      events,
       interval: DEFAULT_REFRESH_SECONDS * 1000
     });
     followSetting(settingRegistry, 'refreshInterval', seconds => {
@@ -56,16 +58,17 @@ export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
   description:
     'Notifications for cost warnings, automatic stops and preemptions of compute servers.',
   autoStart: true,
-  requires: [IComputeServersModel],
+  requires: [IServerEvents, IComputeServersModel],
   optional: [ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     servers: IComputeServersModel,
     settingRegistry: ISettingRegistry | null
   ): void => {
     const notifier = new ServerNotifier({
       servers,
-      events: app.serviceManager.events,
+      events,
       actions: {
         openPanel: () => app.shell.activateById(SIDEBAR_ID),
         // The list first: the server may not be off in it yet.

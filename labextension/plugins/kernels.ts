@@ -16,7 +16,11 @@ import { KernelsLiveUpdates } from '../kernels/live';
 import { ServerKernelsModel } from '../kernels/model';
 import { groupKernelPickerByServer } from '../kernels/picker';
 import { KernelSpecsSync } from '../kernels/specs';
-import { IComputeServersModel, IServerKernelsModel } from '../tokens';
+import {
+  IComputeServersModel,
+  IServerEvents,
+  IServerKernelsModel
+} from '../tokens';
 import { followSetting } from './servers';
 
 /** The name of the notebook toolbar item (schema/plugin.json places it). */
@@ -28,10 +32,11 @@ export const kernelSpecsPlugin: JupyterFrontEndPlugin<void> = {
   description:
     "Refreshes the kernel specs when compute servers' kernels change.",
   autoStart: true,
-  activate: (app: JupyterFrontEnd): void => {
+  requires: [IServerEvents],
+  activate: (app: JupyterFrontEnd, events: IServerEvents): void => {
     new KernelSpecsSync({
       specs: app.serviceManager.kernelspecs,
-      events: app.serviceManager.events
+      events
     });
   }
 };
@@ -42,10 +47,11 @@ export const kernelsPlugin: JupyterFrontEndPlugin<IServerKernelsModel> = {
   description: 'The kernels running on the compute servers, kept up to date.',
   autoStart: true,
   provides: IServerKernelsModel,
-  requires: [IComputeServersModel],
+  requires: [IServerEvents, IComputeServersModel],
   optional: [ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     servers: IComputeServersModel,
     settingRegistry: ISettingRegistry | null
   ): IServerKernelsModel => {
@@ -53,7 +59,7 @@ export const kernelsPlugin: JupyterFrontEndPlugin<IServerKernelsModel> = {
     const live = new KernelsLiveUpdates({
       kernels,
       servers,
-      events: app.serviceManager.events,
+      events,
       interval: 30 * 1000
     });
     followSetting(settingRegistry, 'refreshInterval', seconds => {

@@ -12,7 +12,12 @@ import { SyncLiveUpdates } from '../sync/live';
 import { SyncModel, syncsEndPoint } from '../sync/model';
 import { openSyncSettingsDialog } from '../sync/settingsDialog';
 import { ISyncList, SyncDirection } from '../sync/types';
-import { IComputeServersModel, IServer, ISyncModel } from '../tokens';
+import {
+  IComputeServersModel,
+  IServer,
+  IServerEvents,
+  ISyncModel
+} from '../tokens';
 import { CommandIDs, PALETTE_CATEGORY } from './commands';
 import { followSetting } from './servers';
 
@@ -39,10 +44,11 @@ export const syncPlugin: JupyterFrontEndPlugin<ISyncModel> = {
   description: 'File sync between the Jupyter root and the compute servers.',
   autoStart: true,
   provides: ISyncModel,
-  requires: [IComputeServersModel],
+  requires: [IServerEvents, IComputeServersModel],
   optional: [ICommandPalette, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     servers: IComputeServersModel,
     palette: ICommandPalette | null,
     settingRegistry: ISettingRegistry | null
@@ -52,7 +58,7 @@ export const syncPlugin: JupyterFrontEndPlugin<ISyncModel> = {
     const live = new SyncLiveUpdates({
       model,
       servers,
-      events: app.serviceManager.events,
+      events,
       interval: DEFAULT_REFRESH_SECONDS * 1000
     });
     followSetting(settingRegistry, 'refreshInterval', seconds => {

@@ -22,7 +22,11 @@ import {
 } from '../terminals/commands';
 import { ServerTerminalsModel } from '../terminals/model';
 import { RemoteTerminalPanel } from '../terminals/widget';
-import { IComputeServersModel, IServerTerminalsModel } from '../tokens';
+import {
+  IComputeServersModel,
+  IServerEvents,
+  IServerTerminalsModel
+} from '../tokens';
 import { PALETTE_CATEGORY } from './commands';
 import { followSetting } from './servers';
 
@@ -37,7 +41,7 @@ export const terminalsPlugin: JupyterFrontEndPlugin<IServerTerminalsModel> = {
     'Terminals on compute servers, their list per server, and SSH access.',
   autoStart: true,
   provides: IServerTerminalsModel,
-  requires: [IComputeServersModel],
+  requires: [IServerEvents, IComputeServersModel],
   optional: [
     ICommandPalette,
     ILayoutRestorer,
@@ -47,6 +51,7 @@ export const terminalsPlugin: JupyterFrontEndPlugin<IServerTerminalsModel> = {
   ],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     servers: IComputeServersModel,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
@@ -59,7 +64,7 @@ export const terminalsPlugin: JupyterFrontEndPlugin<IServerTerminalsModel> = {
     const live = new ServerDetailsLiveUpdates({
       model: terminals,
       servers,
-      events: app.serviceManager.events,
+      events,
       kind: 'terminals',
       interval: 30 * 1000,
       name: 'jupyter-compute-servers:terminals'

@@ -1,13 +1,13 @@
-import { Event } from '@jupyterlab/services';
 import { Debouncer, Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import {
   IComputeServersModel,
   IServerDetailsModel,
-  IServerEntry
+  IServerEntry,
+  IServerEvent,
+  IServerEvents
 } from '../tokens';
-import { SERVER_EVENT_SCHEMA } from './types';
 
 /**
  * Entries read per compute server from the REST API (`read`), with the bookkeeping the sidebar
@@ -186,11 +186,10 @@ export class ServerDetailsLiveUpdates {
     );
   }
 
-  private _onEvent(_: Event.IManager, event: Event.Emission): void {
+  private _onEvent(_: IServerEvents, event: IServerEvent): void {
     if (
-      event.schema_id !== SERVER_EVENT_SCHEMA ||
       event.kind !== this._kind ||
-      typeof event.server_id !== 'number' ||
+      event.server_id === null ||
       !this._model.watched
     ) {
       return;
@@ -237,7 +236,7 @@ export class ServerDetailsLiveUpdates {
 
   private _model: IServerDetailsModel;
   private _servers: IComputeServersModel;
-  private _events: Event.IManager | null;
+  private _events: IServerEvents | null;
   private _kind: string | null;
   private _backoff: boolean;
   private _debouncer: Debouncer;
@@ -251,8 +250,8 @@ export namespace ServerDetailsLiveUpdates {
     model: IServerDetailsModel;
     /** The compute servers, for which of them are running. */
     servers: IComputeServersModel;
-    /** The Jupyter Server events to listen to; without, only the poll runs. */
-    events?: Event.IManager | null;
+    /** The server extension's events; without, only the poll runs. */
+    events?: IServerEvents | null;
     /** The kind of the server events that say a server's entry changed; none by default. */
     kind?: string | null;
     /** The poll's interval in milliseconds. */

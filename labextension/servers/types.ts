@@ -59,7 +59,3 @@ export type IServerUpdate = Schemas['ServerUpdate'];
 
 /** One state change, from `GET servers/{id}/history`. */
 export type IHistoryEntry = Schemas['HistoryEntry'];
-
-/** The schema of the server extension's Jupyter Server events. */
-export const SERVER_EVENT_SCHEMA =
-  'https://events.jupyter.org/jupyter_compute_servers/server/v1';
