@@ -265,7 +265,7 @@ export class ComputeServersSidebar extends ReactWidget {
         {kernels && (
           <ServerKernels
             serverName={server.name}
-            entry={kernels.kernels(server.id)}
+            entry={kernels.entry(server.id)}
             onShutdown={kernel => kernels.shutdown(server.id, kernel.kernel_id)}
             onRetry={() => void kernels.refresh(server.id)}
             sessionPath={this._options.sessionPath ?? undefined}

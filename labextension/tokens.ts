@@ -145,34 +145,17 @@ export const IComputeServersModel = new Token<IComputeServersModel>(
   'The compute servers and clouds, with create, edit, delete and lifecycle actions.'
 );
 
-/** The kernels of one compute server, as the kernels model last read them. */
-export interface IServerKernels {
-  /** The running kernels, orphans first, then oldest first. */
-  readonly kernels: ReadonlyArray<IRemoteKernel>;
-  /** Whether an answer has come (the list is empty before). */
-  readonly loaded: boolean;
-  /** The error of the last failed read, or null. */
-  readonly error: string | null;
-}
-
 /**
  * The kernels running on the compute servers (orphans included), read on demand: the sidebar
  * lists them under each running server and shuts them down.
  */
-export interface IServerKernelsModel {
+export interface IServerKernelsModel extends IServerDetailsModel {
   /** Emitted with a server's id whenever its kernels (or their error) change. */
   readonly changed: ISignal<IServerKernelsModel, number>;
-  /**
-   * Whether anything shows the kernels now (the sidebar is visible). Live updates only read
-   * them meanwhile, and catch up when this turns true.
-   */
-  watched: boolean;
-  readonly watchedChanged: ISignal<IServerKernelsModel, boolean>;
-
-  kernels(serverId: number): IServerKernels;
-  refresh(serverId: number): Promise<void>;
+  /** A server's running kernels as last read: orphans first, then oldest first. */
+  entry(serverId: number): IServerEntry<ReadonlyArray<IRemoteKernel>>;
+  /** Shut a kernel down (its sessions end too). */
   shutdown(serverId: number, kernelId: string): Promise<void>;
-  forget(serverId: number): void;
 }
 
 export const IServerKernelsModel = new Token<IServerKernelsModel>(
