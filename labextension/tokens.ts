@@ -1,5 +1,7 @@
 import { Token } from '@lumino/coreutils';
+import { IDisposable } from '@lumino/disposable';
 import { ISignal } from '@lumino/signaling';
+import { ReactNode } from 'react';
 
 import {
   ICloud,
@@ -286,4 +288,38 @@ export interface ICostsModel {
 export const ICostsModel = new Token<ICostsModel>(
   'jupyter-compute-servers:ICostsModel',
   'The spend of all compute servers and the monthly budget.'
+);
+
+/**
+ * A part of the Compute Servers panel, which a plugin adds (`IComputeServersSidebar`): what it
+ * shows above the servers, in a server's row, under a running server and below the servers.
+ * In each place, sections show by rank, lowest first. The extension's own: in a row and under
+ * it, sync 10, metrics 20, kernels 30, terminals 40 and Edit 100; above the servers, the costs
+ * (10); below them, the hosts (10).
+ */
+export interface ISidebarSection {
+  readonly rank: number;
+  /** Emitted when what it shows changed: the panel renders again. */
+  readonly changed?: ISignal<any, any>;
+  /** Told whether the panel shows: what it reads, it reads only meanwhile. */
+  setWatched?(watched: boolean): void;
+  /** Above the list of servers. */
+  renderHeader?(servers: IComputeServersModel): ReactNode;
+  /** Buttons in a server's row; `pending`: an action of the row is under way. */
+  renderActions?(server: IServer, pending: boolean): ReactNode;
+  /** Under a running server's row. */
+  renderDetails?(server: IServer): ReactNode;
+  /** Below the list of servers. */
+  renderFooter?(servers: IComputeServersModel): ReactNode;
+}
+
+/** The Compute Servers panel in the left sidebar, to which plugins add their sections. */
+export interface IComputeServersSidebar {
+  /** Show a section until the returned disposable is disposed. */
+  addSection(section: ISidebarSection): IDisposable;
+}
+
+export const IComputeServersSidebar = new Token<IComputeServersSidebar>(
+  'jupyter-compute-servers:IComputeServersSidebar',
+  'The Compute Servers panel, to which plugins add sections.'
 );

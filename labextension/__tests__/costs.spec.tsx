@@ -23,6 +23,7 @@ import {
   spentTitle
 } from '../costs/format';
 import { CostsLiveUpdates, CostsModel } from '../costs/model';
+import { CostsSection } from '../costs/section';
 import { IServerCost } from '../costs/types';
 import { CostsTotal, ServerCostView } from '../costs/view';
 import { ServerEvents } from '../events/service';
@@ -33,6 +34,7 @@ import { ComputeServersSidebar } from '../sidebar';
 import { StatusModel } from '../status';
 import { formatClock } from '../sync/format';
 import { SyncModel } from '../sync/model';
+import { SyncSection } from '../sync/section';
 import { JupyterServer, sleep } from './jupyterServer';
 import {
   FakeEvents,
@@ -664,11 +666,15 @@ describe('costs from a real server', () => {
     await servers.refresh();
     const sidebar = new ComputeServersSidebar({
       status: new StatusModel(api.settings),
-      model: servers,
-      costs,
-      sync: new SyncModel(api.settings),
-      onSync: () => undefined
+      model: servers
     });
+    sidebar.addSection(new CostsSection(costs));
+    sidebar.addSection(
+      new SyncSection({
+        sync: new SyncModel(api.settings),
+        onSync: () => undefined
+      })
+    );
     const reads = () =>
       api.requests.filter(r => r.path === '/compute-servers/api/costs').length;
     sidebar.hide();

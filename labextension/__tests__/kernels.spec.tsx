@@ -17,6 +17,7 @@ import {
   ServerKernels
 } from '../kernels/list';
 import { ServerKernelsModel } from '../kernels/model';
+import { KernelsSection } from '../kernels/section';
 import { IRemoteKernel } from '../kernels/types';
 import { ApiError } from '../request';
 import { ServersModel } from '../servers/model';
@@ -318,10 +319,14 @@ describe('with a real server', () => {
       await servers.refresh();
       sidebar = new ComputeServersSidebar({
         status: new StatusModel(api.settings),
-        model: servers,
-        kernels,
-        sessionPath: id => (id === kernel.id ? 'work/a.ipynb' : null)
+        model: servers
       });
+      sidebar.addSection(
+        new KernelsSection({
+          kernels,
+          sessionPath: id => (id === kernel.id ? 'work/a.ipynb' : null)
+        })
+      );
       sidebar.hide();
       Widget.attach(sidebar, document.body);
       expect(kernels.watched).toBe(false);

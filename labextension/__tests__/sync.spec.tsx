@@ -24,6 +24,7 @@ import {
   summaryCounts
 } from '../sync/format';
 import { SyncLiveUpdates } from '../sync/live';
+import { SyncSection } from '../sync/section';
 import { mergeSyncs, newerRun, runFromEvent, SyncModel } from '../sync/model';
 import {
   buildSyncUpdate,
@@ -811,12 +812,16 @@ describe('sync against a real server', () => {
     const opened: string[] = [];
     const sidebar = new ComputeServersSidebar({
       status: new StatusModel(api.settings),
-      model: servers,
-      sync: model,
-      onSync: (server, direction) =>
-        void model.start(server.id, { direction }).catch(() => undefined),
-      onOpenFile: p => opened.push(p)
+      model: servers
     });
+    sidebar.addSection(
+      new SyncSection({
+        sync: model,
+        onSync: (server, direction) =>
+          void model.start(server.id, { direction }).catch(() => undefined),
+        onOpenFile: p => opened.push(p)
+      })
+    );
     Widget.attach(sidebar, document.body);
     expect(model.watched).toBe(true);
     const row = () =>

@@ -7,9 +7,15 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { CostsLiveUpdates, CostsModel } from '../costs/model';
 import { ServerNotifier } from '../notifications';
 import { runServerAction } from '../servers/actions';
-import { IComputeServersModel, ICostsModel, IServerEvents } from '../tokens';
+import {
+  IComputeServersModel,
+  IComputeServersSidebar,
+  ICostsModel,
+  IServerEvents
+} from '../tokens';
 import { CommandIDs } from './commands';
 import { followSetting } from './servers';
+import { CostsSection } from '../costs/section';
 
 /** The sidebar's id (see sidebar.tsx). */
 const SIDEBAR_ID = 'jp-compute-servers-sidebar';
@@ -27,11 +33,12 @@ export const costsPlugin: JupyterFrontEndPlugin<ICostsModel> = {
   autoStart: true,
   provides: ICostsModel,
   requires: [IServerEvents],
-  optional: [ISettingRegistry],
+  optional: [ISettingRegistry, IComputeServersSidebar],
   activate: (
     app: JupyterFrontEnd,
     events: IServerEvents,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    sidebar: IComputeServersSidebar | null
   ): ICostsModel => {
     const model = new CostsModel(app.serviceManager.serverSettings);
     const live = new CostsLiveUpdates({
@@ -44,6 +51,7 @@ export const costsPlugin: JupyterFrontEndPlugin<ICostsModel> = {
         live.interval = seconds * 1000;
       }
     });
+    sidebar?.addSection(new CostsSection(model));
     return model;
   }
 };

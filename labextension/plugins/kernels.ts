@@ -18,10 +18,12 @@ import { groupKernelPickerByServer } from '../kernels/picker';
 import { KernelSpecsSync } from '../kernels/specs';
 import {
   IComputeServersModel,
+  IComputeServersSidebar,
   IServerEvents,
   IServerKernelsModel
 } from '../tokens';
 import { followSetting } from './servers';
+import { KernelsSection } from '../kernels/section';
 
 /** The name of the notebook toolbar item (schema/plugin.json places it). */
 export const INDICATOR_TOOLBAR_ITEM = 'computeServer';
@@ -48,12 +50,13 @@ export const kernelsPlugin: JupyterFrontEndPlugin<IServerKernelsModel> = {
   autoStart: true,
   provides: IServerKernelsModel,
   requires: [IServerEvents, IComputeServersModel],
-  optional: [ISettingRegistry],
+  optional: [ISettingRegistry, IComputeServersSidebar],
   activate: (
     app: JupyterFrontEnd,
     events: IServerEvents,
     servers: IComputeServersModel,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    sidebar: IComputeServersSidebar | null
   ): IServerKernelsModel => {
     const kernels = new ServerKernelsModel(app.serviceManager.serverSettings);
     const live = new KernelsLiveUpdates({
@@ -67,6 +70,20 @@ export const kernelsPlugin: JupyterFrontEndPlugin<IServerKernelsModel> = {
         live.interval = seconds * 1000;
       }
     });
+    const sessions = app.serviceManager.sessions;
+    sidebar?.addSection(
+      new KernelsSection({
+        kernels,
+        sessionPath: kernelId => {
+          for (const session of sessions.running()) {
+            if (session.kernel?.id === kernelId) {
+              return session.path;
+            }
+          }
+          return null;
+        }
+      })
+    );
     return kernels;
   }
 };

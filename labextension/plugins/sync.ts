@@ -14,12 +14,14 @@ import { openSyncSettingsDialog } from '../sync/settingsDialog';
 import { ISyncList, SyncDirection } from '../sync/types';
 import {
   IComputeServersModel,
+  IComputeServersSidebar,
   IServer,
   IServerEvents,
   ISyncModel
 } from '../tokens';
 import { CommandIDs, PALETTE_CATEGORY } from './commands';
 import { followSetting } from './servers';
+import { SyncSection } from '../sync/section';
 
 export namespace SyncCommandIDs {
   export const sync = 'compute-servers:sync';
@@ -45,13 +47,14 @@ export const syncPlugin: JupyterFrontEndPlugin<ISyncModel> = {
   autoStart: true,
   provides: ISyncModel,
   requires: [IServerEvents, IComputeServersModel],
-  optional: [ICommandPalette, ISettingRegistry],
+  optional: [ICommandPalette, ISettingRegistry, IComputeServersSidebar],
   activate: (
     app: JupyterFrontEnd,
     events: IServerEvents,
     servers: IComputeServersModel,
     palette: ICommandPalette | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    sidebar: IComputeServersSidebar | null
   ): ISyncModel => {
     const serverSettings = app.serviceManager.serverSettings;
     const model = new SyncModel(serverSettings);
@@ -190,6 +193,22 @@ export const syncPlugin: JupyterFrontEndPlugin<ISyncModel> = {
         args: { isPalette: true }
       });
     }
+    sidebar?.addSection(
+      new SyncSection({
+        sync: model,
+        onSync: (server, direction) =>
+          void app.commands.execute(SyncCommandIDs.sync, {
+            serverId: server.id,
+            direction
+          }),
+        onSyncSettings: server =>
+          void app.commands.execute(SyncCommandIDs.settings, {
+            serverId: server.id
+          }),
+        onOpenFile: path =>
+          void app.commands.execute(SyncCommandIDs.openFile, { path })
+      })
+    );
     return model;
   }
 };

@@ -24,11 +24,13 @@ import { ServerTerminalsModel } from '../terminals/model';
 import { RemoteTerminalPanel } from '../terminals/widget';
 import {
   IComputeServersModel,
+  IComputeServersSidebar,
   IServerEvents,
   IServerTerminalsModel
 } from '../tokens';
 import { PALETTE_CATEGORY } from './commands';
 import { followSetting } from './servers';
+import { TerminalsSection } from '../terminals/section';
 
 /**
  * Terminals on compute servers: JupyterLab's Terminal widget on a shell held on the server,
@@ -47,7 +49,8 @@ export const terminalsPlugin: JupyterFrontEndPlugin<IServerTerminalsModel> = {
     ILayoutRestorer,
     ISettingRegistry,
     IThemeManager,
-    ITranslator
+    ITranslator,
+    IComputeServersSidebar
   ],
   activate: (
     app: JupyterFrontEnd,
@@ -57,7 +60,8 @@ export const terminalsPlugin: JupyterFrontEndPlugin<IServerTerminalsModel> = {
     restorer: ILayoutRestorer | null,
     settingRegistry: ISettingRegistry | null,
     themeManager: IThemeManager | null,
-    translator: ITranslator | null
+    translator: ITranslator | null,
+    sidebar: IComputeServersSidebar | null
   ): IServerTerminalsModel => {
     const serverSettings = app.serviceManager.serverSettings;
     const terminals = new ServerTerminalsModel(serverSettings);
@@ -143,6 +147,30 @@ export const terminalsPlugin: JupyterFrontEndPlugin<IServerTerminalsModel> = {
         args: { isPalette: true }
       });
     }
+    const { commands } = app;
+    sidebar?.addSection(
+      new TerminalsSection({
+        terminals,
+        onNewTerminal: server =>
+          void commands.execute(TerminalCommandIDs.newTerminal, {
+            serverId: server.id
+          }),
+        onOpenTerminal: (server, name) =>
+          void commands
+            .execute(TerminalCommandIDs.openTerminal, {
+              serverId: server.id,
+              name
+            })
+            .catch(reason => {
+              console.warn(`Could not open terminal ${name}.`, reason);
+              void terminals.refresh(server.id);
+            }),
+        onSSHAccess: server =>
+          void commands.execute(TerminalCommandIDs.sshAccess, {
+            serverId: server.id
+          })
+      })
+    );
     return terminals;
   }
 };
