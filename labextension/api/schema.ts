@@ -877,7 +877,7 @@ export interface components {
                 [key: string]: number;
             };
             gpu_wait_minutes: number;
-            inventory: components["schemas"]["HostInventory"] | null;
+            inventory: components["schemas"]["HostInventory"];
             inventory_error: string;
             inventoried: number | null;
             created: number;
@@ -1109,8 +1109,8 @@ export interface components {
             /** @description Whether MIG mode is on. */
             mig?: boolean;
         };
-        /** @description What the agent found on a host. */
-        HostInventory: {
+        /** @description What the agent found on a host (null before the first inventory). */
+        HostInventory: ({
             hostname?: string;
             os?: string;
             os_release?: string;
@@ -1127,7 +1127,7 @@ export interface components {
             gpu_reason?: string;
         } & {
             [key: string]: unknown;
-        };
+        }) | null;
         /** @description A host the ssh cloud offers (trusted and inventoried), with its GPUs and how many are free. */
         HostOffering: {
             id: number;

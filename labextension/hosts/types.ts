@@ -11,7 +11,7 @@ type Schemas = components['schemas'];
 export type IHostGpu = Schemas['HostGpu'];
 
 /** What the agent found on a host. */
-export type IHostInventory = Schemas['HostInventory'];
+export type IHostInventory = NonNullable<Schemas['HostInventory']>;
 
 /** What a host's registration holds: the body of `POST hosts` (and `PATCH hosts/{id}`). */
 export type IHostFields =
