@@ -2,6 +2,7 @@ import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { commandsPlugin } from './plugins/commands';
 import { costsPlugin, notificationsPlugin } from './plugins/costs';
+import { eventsPlugin } from './plugins/events';
 import { hostsPlugin, metricsPlugin } from './plugins/hosts';
 import {
   kernelIndicatorPlugin,
@@ -18,6 +19,7 @@ import { terminalsPlugin } from './plugins/terminals';
 
 const plugins: JupyterFrontEndPlugin<any>[] = [
   statusPlugin,
+  eventsPlugin,
   serversPlugin,
   commandsPlugin,
   terminalsPlugin,

@@ -6,10 +6,7 @@
  * with an action or two.
  */
 import { Notification } from '@jupyterlab/apputils';
-import { Event } from '@jupyterlab/services';
-
-import { SERVER_EVENT_SCHEMA } from './servers/types';
-import { IComputeServersModel } from './tokens';
+import { IComputeServersModel, IServerEvent, IServerEvents } from './tokens';
 
 /** The event kinds that become notifications. */
 export const NOTIFIED_KINDS = ['cost_warning', 'auto_stopped', 'preempted'];
@@ -68,16 +65,12 @@ export class ServerNotifier {
   }
 
   /** The notification for an event, or null when it gives none (exported for tests). */
-  describe(event: Event.Emission): IServerNotification | null {
-    if (
-      event.schema_id !== SERVER_EVENT_SCHEMA ||
-      !NOTIFIED_KINDS.includes(String(event.kind))
-    ) {
+  describe(event: IServerEvent): IServerNotification | null {
+    if (!NOTIFIED_KINDS.includes(event.kind)) {
       return null;
     }
-    const kind = String(event.kind);
-    const serverId =
-      typeof event.server_id === 'number' ? event.server_id : null;
+    const kind = event.kind;
+    const serverId = event.server_id;
     const name =
       serverId === null
         ? null
@@ -166,7 +159,7 @@ export class ServerNotifier {
     return null;
   }
 
-  private _onEvent(_: Event.IManager, event: Event.Emission): void {
+  private _onEvent(_: IServerEvents, event: IServerEvent): void {
     const notification = this.enabled ? this.describe(event) : null;
     if (!notification) {
       return;
@@ -187,7 +180,7 @@ export class ServerNotifier {
   }
 
   private _servers: IComputeServersModel;
-  private _events: Event.IManager | null;
+  private _events: IServerEvents | null;
   private _actions: INotifierActions;
   private _notify: (notification: IServerNotification) => void;
   private _shown = new Map<string, number>();
@@ -198,7 +191,8 @@ export class ServerNotifier {
 export namespace ServerNotifier {
   export interface IOptions {
     servers: IComputeServersModel;
-    events?: Event.IManager | null;
+    /** The server extension's events. */
+    events?: IServerEvents | null;
     actions: INotifierActions;
     /** How to show one (default: a JupyterLab notification that stays until closed). */
     notify?: (notification: IServerNotification) => void;

@@ -1,30 +1,18 @@
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
+import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { Message } from '@lumino/messaging';
-import { ISignal } from '@lumino/signaling';
 import * as React from 'react';
 
-import { CostsTotal } from './costs/view';
-import { HostsSection } from './hosts/list';
 import { computeServerIcon } from './icons';
-import { ServerKernels } from './kernels/list';
-import { ServerMetricsView } from './metrics/bars';
 import { ServerList } from './servers/list';
-import { ServerSync, SyncButton } from './sync/view';
-import { ServerTerminals } from './terminals/list';
 import {
   AllowedAction,
-  ICostsModel,
   IComputeServersModel,
+  IComputeServersSidebar,
   IComputeServersStatus,
-  IHost,
-  IHostsModel,
   IServer,
-  IServerKernelsModel,
-  IServerMetricsModel,
-  IServerTerminalsModel,
-  IStatusSnapshot,
-  ISyncModel,
-  SyncDirection
+  ISidebarSection,
+  IStatusSnapshot
 } from './tokens';
 
 /** The banner at the top of the sidebar: says plainly when the backend cannot serve us. */
@@ -87,61 +75,50 @@ export function StatusBanner(props: {
   }
 }
 
-/** Whether the ssh cloud (on-prem hosts) is enabled: the Hosts section shows then. */
-export function sshCloudEnabled(model: IComputeServersModel | null): boolean {
-  return !!model && model.clouds.some(c => c.name === 'ssh');
-}
-
 /**
- * The "Compute Servers" panel in the left sidebar: the servers with their lifecycle buttons,
- * and under each running one its metrics, kernels and terminals (read only while the panel
- * shows); the Hosts section when the ssh cloud is enabled.
+ * The "Compute Servers" panel in the left sidebar: the status banner, the New button and the
+ * servers with their lifecycle buttons. The rest comes in sections that plugins add
+ * (`addSection`): a server's other buttons, what shows under a running server (its sync,
+ * metrics, kernels and terminals), above the list (the costs) and below it (the hosts). What
+ * sections read, they read only while the panel shows (`setWatched`).
  */
-export class ComputeServersSidebar extends ReactWidget {
+export class ComputeServersSidebar
+  extends ReactWidget
+  implements IComputeServersSidebar
+{
   constructor(options: ComputeServersSidebar.IOptions) {
     super();
     this._options = options;
     this._status = options.status;
     this._model = options.model ?? null;
-    this._kernels = options.kernels ?? null;
-    this._terminals = options.terminals ?? null;
-    this._metrics = options.metrics ?? null;
-    this._hosts = options.hosts ?? null;
-    this._sync = options.sync ?? null;
-    this._costs = options.costs ?? null;
     this.id = 'jp-compute-servers-sidebar';
     this.addClass('jp-ComputeServers-sidebar');
     this.title.icon = computeServerIcon;
     this.title.caption = 'Compute Servers';
-    const signals: (ISignal<any, any> | undefined)[] = [
-      this._model?.changed,
-      this._kernels?.changed,
-      this._terminals?.changed,
-      this._metrics?.changed,
-      this._hosts?.changed,
-      this._sync?.changed,
-      this._costs?.changed
-    ];
-    for (const signal of signals) {
-      signal?.connect(this._changed, this);
-    }
+    this._model?.changed.connect(this._changed, this);
   }
 
-  /** What reads only while the panel shows. */
-  private get _watched(): { watched: boolean }[] {
-    return [
-      this._kernels,
-      this._terminals,
-      this._metrics,
-      this._hosts,
-      this._sync,
-      this._costs
-    ].filter((m): m is NonNullable<typeof m> => m !== null);
+  addSection(section: ISidebarSection): IDisposable {
+    this._sections = [...this._sections, section].sort(
+      (a, b) => a.rank - b.rank
+    );
+    section.changed?.connect(this._changed, this);
+    if (this._watched) {
+      section.setWatched?.(true);
+    }
+    this.update();
+    return new DisposableDelegate(() => {
+      this._sections = this._sections.filter(s => s !== section);
+      section.changed?.disconnect(this._changed, this);
+      section.setWatched?.(false);
+      this.update();
+    });
   }
 
   private _setWatched(watched: boolean): void {
-    for (const model of this._watched) {
-      model.watched = watched;
+    this._watched = watched;
+    for (const section of this._sections) {
+      section.setWatched?.(watched);
     }
   }
 
@@ -163,128 +140,44 @@ export class ComputeServersSidebar extends ReactWidget {
     });
   };
 
-  /**
-   * A running server's terminal and SSH access buttons; every server's Sync (with its menu:
-   * directions and sync settings) and Edit buttons.
-   */
+  /** The sections' buttons in a server's row. */
   private _renderActions = (server: IServer): React.ReactNode => {
-    const { onNewTerminal, onSSHAccess, onEdit, onSync, onSyncSettings } =
-      this._options;
-    const running = server.state === 'running';
-    const canSync = !!this._sync && (!!onSync || !!onSyncSettings);
-    if (!onEdit && !canSync && (!running || (!onNewTerminal && !onSSHAccess))) {
-      return null;
-    }
     const pending = this._pending.has(server.id);
-    return (
-      <>
-        {canSync && (
-          <SyncButton
-            serverName={server.name}
-            running={running && !!onSync}
-            busy={
-              pending ||
-              (this._sync?.entry(server.id).value.running ?? null) !== null
-            }
-            onSync={direction => onSync?.(server, direction)}
-            onSettings={
-              onSyncSettings ? () => onSyncSettings(server) : undefined
-            }
-          />
-        )}
-        {running && onNewTerminal && (
-          <button
-            type="button"
-            className="jp-ComputeServers-action jp-ComputeServers-newTerminal"
-            data-tool="terminal"
-            title={`Open a new terminal on ${server.name}`}
-            disabled={pending}
-            onClick={() => onNewTerminal(server)}
-          >
-            Terminal
-          </button>
-        )}
-        {running && onSSHAccess && (
-          <button
-            type="button"
-            className="jp-ComputeServers-action jp-ComputeServers-sshAccessButton"
-            data-tool="ssh-access"
-            title={`An ssh config snippet for ${server.name}, for ssh, scp, rsync or an editor`}
-            disabled={pending}
-            onClick={() => onSSHAccess(server)}
-          >
-            SSH access
-          </button>
-        )}
-        {onEdit && (
-          <button
-            type="button"
-            className="jp-ComputeServers-action jp-ComputeServers-editButton"
-            data-tool="edit"
-            title={`Edit ${server.name}: name, image and hardware, spend limit, idle timeout, daily stop`}
-            disabled={pending}
-            onClick={() => onEdit(server)}
-          >
-            Edit
-          </button>
-        )}
-      </>
+    return this._renderEach(section =>
+      section.renderActions?.(server, pending)
     );
   };
 
-  /** A running server's metrics, kernels and terminals. */
+  /** What the sections show under a running server. */
   private _renderDetails = (server: IServer): React.ReactNode => {
     if (server.state !== 'running') {
       return null;
     }
-    const kernels = this._kernels;
-    const terminals = this._terminals;
-    const metrics = this._metrics;
-    const onOpen = this._options.onOpenTerminal;
-    const sync = this._sync;
-    return (
-      <>
-        {sync && (
-          <ServerSync
-            serverName={server.name}
-            entry={sync.entry(server.id)}
-            actionError={sync.actionError(server.id)}
-            onCancel={run => {
-              void sync.cancel(server.id, run.id).catch(() => undefined);
-            }}
-            onOpenFile={this._options.onOpenFile}
-          />
-        )}
-        {metrics && (
-          <ServerMetricsView
-            serverName={server.name}
-            entry={metrics.entry(server.id)}
-            wantsGpu={!!server.config.gpu && server.config.gpu.count > 0}
-          />
-        )}
-        {kernels && (
-          <ServerKernels
-            serverName={server.name}
-            entry={kernels.kernels(server.id)}
-            onShutdown={kernel => kernels.shutdown(server.id, kernel.kernel_id)}
-            onRetry={() => void kernels.refresh(server.id)}
-            sessionPath={this._options.sessionPath ?? undefined}
-          />
-        )}
-        {terminals && (
-          <ServerTerminals
-            serverName={server.name}
-            entry={terminals.entry(server.id)}
-            onOpen={terminal => onOpen?.(server, terminal.name)}
-            onEnd={terminal => terminals.shutdown(server.id, terminal.name)}
-            onRetry={() => void terminals.refresh(server.id)}
-          />
-        )}
-      </>
-    );
+    return this._renderEach(section => section.renderDetails?.(server));
   };
 
-  /** The metrics, kernels, terminals and hosts are read only while the panel shows. */
+  /** What each section renders, by rank; null when none renders anything. */
+  private _renderEach(
+    render: (section: ISidebarSection) => React.ReactNode
+  ): React.ReactNode {
+    const nodes = this._sections
+      .map((section, index) => [index, render(section)] as const)
+      .filter(
+        ([, node]) => node !== null && node !== undefined && node !== false
+      );
+    if (nodes.length === 0) {
+      return null;
+    }
+    return (
+      <>
+        {nodes.map(([index, node]) => (
+          <React.Fragment key={index}>{node}</React.Fragment>
+        ))}
+      </>
+    );
+  }
+
+  /** The sections read only while the panel shows. */
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     this._setWatched(true);
@@ -307,38 +200,10 @@ export class ComputeServersSidebar extends ReactWidget {
     }
   }
 
-  private _renderHosts(hosts: IHostsModel): JSX.Element {
-    const o = this._options;
-    return (
-      <HostsSection
-        hosts={hosts.hosts}
-        loaded={hosts.loaded}
-        error={hosts.error}
-        onAdd={() => o.onAddHost?.()}
-        onRefresh={() => void hosts.refresh()}
-        onEdit={host => o.onEditHost?.(host)}
-        onTrust={host => {
-          if (!host.pending_host_key_fingerprint) {
-            return Promise.resolve();
-          }
-          return hosts.trust(host.id, host.pending_host_key_fingerprint);
-        }}
-        onInventory={host => hosts.inventory(host.id)}
-        onDelete={host =>
-          o.onDeleteHost ? o.onDeleteHost(host) : hosts.remove(host.id)
-        }
-      />
-    );
-  }
-
   protected render(): JSX.Element {
     const model = this._model;
     const onCreate = this._options.onCreate;
-    const showDetails =
-      this._kernels || this._terminals || this._metrics || this._sync
-        ? true
-        : false;
-    const costs = this._costs;
+    const showDetails = this._sections.some(s => !!s.renderDetails);
     return (
       <div className="jp-ComputeServers-panel">
         <header className="jp-ComputeServers-header">
@@ -364,9 +229,7 @@ export class ComputeServersSidebar extends ReactWidget {
                 + New compute server
               </button>
             </div>
-            {costs && (model.servers.length > 0 || !!costs.costs?.budget) && (
-              <CostsTotal costs={costs.costs} error={costs.error} />
-            )}
+            {this._renderEach(section => section.renderHeader?.(model))}
             <ServerList
               servers={model.servers}
               loaded={model.loaded}
@@ -379,11 +242,9 @@ export class ComputeServersSidebar extends ReactWidget {
               renderDetails={showDetails ? this._renderDetails : undefined}
               renderActions={this._renderActions}
             />
+            {this._renderEach(section => section.renderFooter?.(model))}
           </>
         )}
-        {this._hosts &&
-          sshCloudEnabled(model) &&
-          this._renderHosts(this._hosts)}
       </div>
     );
   }
@@ -391,12 +252,8 @@ export class ComputeServersSidebar extends ReactWidget {
   private _options: ComputeServersSidebar.IOptions;
   private _status: IComputeServersStatus;
   private _model: IComputeServersModel | null;
-  private _kernels: IServerKernelsModel | null;
-  private _terminals: IServerTerminalsModel | null;
-  private _metrics: IServerMetricsModel | null;
-  private _hosts: IHostsModel | null;
-  private _sync: ISyncModel | null;
-  private _costs: ICostsModel | null;
+  private _sections: ISidebarSection[] = [];
+  private _watched = false;
   private _pending = new Set<number>();
 }
 
@@ -409,39 +266,5 @@ export namespace ComputeServersSidebar {
     onCreate?: () => void;
     /** Called by a row's action buttons. */
     onAction?: (server: IServer, action: AllowedAction) => Promise<unknown>;
-    /** The running kernels to list under each running server; without, none are listed. */
-    kernels?: IServerKernelsModel | null;
-    /** The notebook or console a kernel of this Jupyter server belongs to, if known. */
-    sessionPath?: (kernelId: string) => string | null;
-    /** The terminals to list under each running server; without, none are listed. */
-    terminals?: IServerTerminalsModel | null;
-    /** The metrics to show under each running server; without, none are shown. */
-    metrics?: IServerMetricsModel | null;
-    /** The ssh cloud's hosts: a Hosts section when that cloud is enabled. */
-    hosts?: IHostsModel | null;
-    /** Called by a running server's Terminal button (without, there is none). */
-    onNewTerminal?: (server: IServer) => void;
-    /** Called by a listed terminal's Open button. */
-    onOpenTerminal?: (server: IServer, name: string) => void;
-    /** Called by a running server's SSH access button (without, there is none). */
-    onSSHAccess?: (server: IServer) => void;
-    /** Called by a server's Edit button (without, there is none). */
-    onEdit?: (server: IServer) => void;
-    /** The file syncs: a Sync button per server, progress and summary per running one. */
-    sync?: ISyncModel | null;
-    /** Called by a running server's Sync button and its direction menu. */
-    onSync?: (server: IServer, direction: SyncDirection) => void;
-    /** Called by the Sync menu's "Sync settings…". */
-    onSyncSettings?: (server: IServer) => void;
-    /** Open a file of the Jupyter root (a sync conflict's two versions). */
-    onOpenFile?: (path: string) => void;
-    /** The spend of all servers and the monthly budget, shown above the list. */
-    costs?: ICostsModel | null;
-    /** Called by the Hosts section's Add button. */
-    onAddHost?: () => void;
-    /** Called by a host's Edit button. */
-    onEditHost?: (host: IHost) => void;
-    /** Called by a host's Delete button (it asks first); default: delete at once. */
-    onDeleteHost?: (host: IHost) => Promise<unknown>;
   }
 }

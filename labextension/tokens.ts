@@ -1,5 +1,7 @@
 import { Token } from '@lumino/coreutils';
+import { IDisposable } from '@lumino/disposable';
 import { ISignal } from '@lumino/signaling';
+import { ReactNode } from 'react';
 
 import {
   ICloud,
@@ -13,10 +15,10 @@ import { IEstimate, IEstimateRequest, IImageCatalog } from './create/types';
 import { IRemoteKernel } from './kernels/types';
 import { IHost, IHostFields, IHostUpdate } from './hosts/types';
 import { IServerMetrics } from './metrics/types';
-import { IServerDetailsModel, IServerEntry } from './servers/details';
 import { IRemoteTerminal, ITerminalCreate } from './terminals/types';
 import { ISyncEventData, ISyncRequest, ISyncRun } from './sync/types';
 import { ICosts } from './costs/types';
+import { IServerEvent } from './events/types';
 
 export * from './servers/types';
 export * from './kernels/types';
@@ -26,7 +28,47 @@ export * from './metrics/types';
 export * from './create/types';
 export * from './sync/types';
 export * from './costs/types';
-export type { IServerDetailsModel, IServerEntry } from './servers/details';
+export * from './events/types';
+
+/**
+ * The server extension's events, parsed once from Jupyter Server's event stream: what every
+ * model that follows the servers listens to.
+ */
+export interface IServerEvents {
+  /** Emitted with each event of the server extension's schema. */
+  readonly stream: ISignal<IServerEvents, IServerEvent>;
+}
+
+export const IServerEvents = new Token<IServerEvents>(
+  'jupyter-compute-servers:IServerEvents',
+  "The compute servers extension's events, parsed."
+);
+
+/**
+ * Something read per running compute server (its kernels, terminals or metrics) and shown in
+ * the sidebar under the server: read only while something shows it (`watched`).
+ */
+export interface IServerDetailsModel {
+  /** Whether anything shows it now; live updates read only meanwhile. */
+  watched: boolean;
+  readonly watchedChanged: ISignal<any, boolean>;
+  /** Read a server's entry again. Never rejects: a failure is kept in the entry. */
+  refresh(serverId: number): Promise<void>;
+  /** Forget a server's entry (it stopped, or was deleted). */
+  forget(serverId: number): void;
+}
+
+/** One server's entry: the value read last, or why reading it failed. */
+export interface IServerEntry<T> {
+  /** The value read last (`empty` before the first answer). */
+  readonly value: T;
+  /** Whether an answer has come. */
+  readonly loaded: boolean;
+  /** The error of the last failed read, or null. */
+  readonly error: string | null;
+  /** When the value was read, in ms since the epoch (0 before). */
+  readonly at: number;
+}
 
 /** What `GET compute-servers/api/status` answers. */
 export interface IExtensionStatus {
@@ -105,34 +147,17 @@ export const IComputeServersModel = new Token<IComputeServersModel>(
   'The compute servers and clouds, with create, edit, delete and lifecycle actions.'
 );
 
-/** The kernels of one compute server, as the kernels model last read them. */
-export interface IServerKernels {
-  /** The running kernels, orphans first, then oldest first. */
-  readonly kernels: ReadonlyArray<IRemoteKernel>;
-  /** Whether an answer has come (the list is empty before). */
-  readonly loaded: boolean;
-  /** The error of the last failed read, or null. */
-  readonly error: string | null;
-}
-
 /**
  * The kernels running on the compute servers (orphans included), read on demand: the sidebar
  * lists them under each running server and shuts them down.
  */
-export interface IServerKernelsModel {
+export interface IServerKernelsModel extends IServerDetailsModel {
   /** Emitted with a server's id whenever its kernels (or their error) change. */
   readonly changed: ISignal<IServerKernelsModel, number>;
-  /**
-   * Whether anything shows the kernels now (the sidebar is visible). Live updates only read
-   * them meanwhile, and catch up when this turns true.
-   */
-  watched: boolean;
-  readonly watchedChanged: ISignal<IServerKernelsModel, boolean>;
-
-  kernels(serverId: number): IServerKernels;
-  refresh(serverId: number): Promise<void>;
+  /** A server's running kernels as last read: orphans first, then oldest first. */
+  entry(serverId: number): IServerEntry<ReadonlyArray<IRemoteKernel>>;
+  /** Shut a kernel down (its sessions end too). */
   shutdown(serverId: number, kernelId: string): Promise<void>;
-  forget(serverId: number): void;
 }
 
 export const IServerKernelsModel = new Token<IServerKernelsModel>(
@@ -263,4 +288,38 @@ export interface ICostsModel {
 export const ICostsModel = new Token<ICostsModel>(
   'jupyter-compute-servers:ICostsModel',
   'The spend of all compute servers and the monthly budget.'
+);
+
+/**
+ * A part of the Compute Servers panel, which a plugin adds (`IComputeServersSidebar`): what it
+ * shows above the servers, in a server's row, under a running server and below the servers.
+ * In each place, sections show by rank, lowest first. The extension's own: in a row and under
+ * it, sync 10, metrics 20, kernels 30, terminals 40 and Edit 100; above the servers, the costs
+ * (10); below them, the hosts (10).
+ */
+export interface ISidebarSection {
+  readonly rank: number;
+  /** Emitted when what it shows changed: the panel renders again. */
+  readonly changed?: ISignal<any, any>;
+  /** Told whether the panel shows: what it reads, it reads only meanwhile. */
+  setWatched?(watched: boolean): void;
+  /** Above the list of servers. */
+  renderHeader?(servers: IComputeServersModel): ReactNode;
+  /** Buttons in a server's row; `pending`: an action of the row is under way. */
+  renderActions?(server: IServer, pending: boolean): ReactNode;
+  /** Under a running server's row. */
+  renderDetails?(server: IServer): ReactNode;
+  /** Below the list of servers. */
+  renderFooter?(servers: IComputeServersModel): ReactNode;
+}
+
+/** The Compute Servers panel in the left sidebar, to which plugins add their sections. */
+export interface IComputeServersSidebar {
+  /** Show a section until the returned disposable is disposed. */
+  addSection(section: ISidebarSection): IDisposable;
+}
+
+export const IComputeServersSidebar = new Token<IComputeServersSidebar>(
+  'jupyter-compute-servers:IComputeServersSidebar',
+  'The Compute Servers panel, to which plugins add sections.'
 );

@@ -7,7 +7,7 @@
  * servers within a second.
  */
 import { Notification } from '@jupyterlab/apputils';
-import { Event, EventManager } from '@jupyterlab/services';
+import { EventManager } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -23,15 +23,18 @@ import {
   spentTitle
 } from '../costs/format';
 import { CostsLiveUpdates, CostsModel } from '../costs/model';
+import { CostsSection } from '../costs/section';
 import { IServerCost } from '../costs/types';
 import { CostsTotal, ServerCostView } from '../costs/view';
+import { ServerEvents } from '../events/service';
 import { IServerNotification, ServerNotifier } from '../notifications';
 import { ServersModel } from '../servers/model';
-import { IServer, SERVER_EVENT_SCHEMA } from '../servers/types';
+import { IServer } from '../servers/types';
 import { ComputeServersSidebar } from '../sidebar';
 import { StatusModel } from '../status';
 import { formatClock } from '../sync/format';
 import { SyncModel } from '../sync/model';
+import { SyncSection } from '../sync/section';
 import { JupyterServer, sleep } from './jupyterServer';
 import {
   FakeEvents,
@@ -92,6 +95,14 @@ function makeServer(overrides: Partial<IServer> = {}): IServer {
     allowed_actions: ['stop', 'reboot', 'deprovision'],
     cost: makeCost(),
     auto_stop: { watching: true, idle: null, daily_stop_at: null },
+    daily_stop: null,
+    sync: {
+      excludes: [],
+      server_only: [],
+      max_file_size_mb: 1024,
+      auto_sync_minutes: null,
+      before_kernel: true
+    },
     ...overrides
   };
 }
@@ -131,7 +142,8 @@ describe('cost wording', () => {
       period_days: 7,
       spent: 20,
       fraction: 0.8,
-      status: 'warning' as const
+      status: 'warning' as const,
+      reached_at: null
     };
     expect(limitLine(limit)).toBe('$20.00 of $25.00 per 7 days (80%)');
     expect(
@@ -153,7 +165,8 @@ describe('cost wording', () => {
     const idle = {
       timeout_minutes: 30,
       idle_since: 1000,
-      stops_at: new Date(2030, 0, 1, 14, 32).getTime() / 1000
+      stops_at: new Date(2030, 0, 1, 14, 32).getTime() / 1000,
+      last_activity: null
     };
     const daily = new Date(2030, 0, 1, 19, 0).getTime() / 1000;
     expect(
@@ -198,7 +211,8 @@ describe('ServerCostView and CostsTotal', () => {
             idle: {
               timeout_minutes: 30,
               idle_since: stopsAt - 1800,
-              stops_at: stopsAt
+              stops_at: stopsAt,
+              last_activity: null
             },
             daily_stop_at: null
           }
@@ -320,7 +334,7 @@ describe('ServerNotifier', () => {
     opened = 0;
     notifier = new ServerNotifier({
       servers: servers as any,
-      events: events.manager,
+      events: events.service,
       actions: {
         openPanel: () => opened++,
         start: id => started.push(id),
@@ -333,10 +347,8 @@ describe('ServerNotifier', () => {
   afterEach(() => notifier.dispose());
 
   function emit(event: Record<string, unknown>): void {
-    events.stream.emit({
-      schema_id: SERVER_EVENT_SCHEMA,
-      ...event
-    } as Event.Emission);
+    const { kind, server_id, ...extra } = event;
+    events.server(kind as string, server_id as number | null, extra);
   }
 
   it('warns of a spend limit, with "Edit limit"; an error once reached', () => {
@@ -435,11 +447,7 @@ describe('ServerNotifier', () => {
     notifier.enabled = false;
     emit({ kind: 'preempted', server_id: 3, state_reason: 'Preempted.' });
     notifier.enabled = true;
-    events.stream.emit({
-      schema_id: 'other',
-      kind: 'auto_stopped',
-      server_id: 3
-    } as any);
+    events.other('other', { kind: 'auto_stopped', server_id: 3 });
     expect(shown).toHaveLength(1);
   });
 
@@ -447,7 +455,7 @@ describe('ServerNotifier', () => {
     notifier.dispose();
     notifier = new ServerNotifier({
       servers: servers as any,
-      events: events.manager,
+      events: events.service,
       actions: { openPanel: () => opened++ }
     });
     emit({
@@ -595,7 +603,7 @@ describe('costs from a real server', () => {
     const shown: IServerNotification[] = [];
     const notifier = new ServerNotifier({
       servers,
-      events,
+      events: new ServerEvents(events),
       actions: { openPanel: () => undefined, start: () => undefined },
       notify: n => shown.push(n)
     });
@@ -652,17 +660,21 @@ describe('costs from a real server', () => {
     const events = new FakeEvents();
     const live = new CostsLiveUpdates({
       model: costs,
-      events: events.manager,
+      events: events.service,
       interval: 600000
     });
     await servers.refresh();
     const sidebar = new ComputeServersSidebar({
       status: new StatusModel(api.settings),
-      model: servers,
-      costs,
-      sync: new SyncModel(api.settings),
-      onSync: () => undefined
+      model: servers
     });
+    sidebar.addSection(new CostsSection(costs));
+    sidebar.addSection(
+      new SyncSection({
+        sync: new SyncModel(api.settings),
+        onSync: () => undefined
+      })
+    );
     const reads = () =>
       api.requests.filter(r => r.path === '/compute-servers/api/costs').length;
     sidebar.hide();

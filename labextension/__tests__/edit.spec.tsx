@@ -20,6 +20,7 @@ import {
 import { ServerList } from '../servers/list';
 import { ServersModel } from '../servers/model';
 import { ICloud, IServer } from '../servers/types';
+import { EditSection } from '../servers/editSection';
 import { ComputeServersSidebar } from '../sidebar';
 import { JupyterServer, sleep } from './jupyterServer';
 import { mountReactPerTest, renderOutsideAct, until } from './testing';
@@ -55,6 +56,15 @@ function makeServer(overrides: Partial<IServer> = {}): IServer {
     operation: null,
     progress: null,
     allowed_actions: ['start', 'delete'],
+    cost: null,
+    auto_stop: null,
+    sync: {
+      excludes: [],
+      server_only: [],
+      max_file_size_mb: 1024,
+      auto_sync_minutes: null,
+      before_kernel: true
+    },
     ...overrides
   };
 }
@@ -493,11 +503,8 @@ describe('the Edit button', () => {
       changed: { connect: () => true, disconnect: () => true }
     } as any;
     const edited: string[] = [];
-    const sidebar = new ComputeServersSidebar({
-      status,
-      model: servers,
-      onEdit: s => edited.push(s.name)
-    });
+    const sidebar = new ComputeServersSidebar({ status, model: servers });
+    sidebar.addSection(new EditSection(s => edited.push(s.name)));
     Widget.attach(sidebar, document.body);
     await until(
       () => sidebar.node.querySelector('.jp-ComputeServers-editButton') !== null

@@ -43,6 +43,7 @@ import {
 import { ServerList } from '../servers/list';
 import { ServersModel } from '../servers/model';
 import { ICloud } from '../servers/types';
+import { HostsSidebarSection } from '../hosts/section';
 import { ComputeServersSidebar } from '../sidebar';
 import { StatusModel } from '../status';
 import { JupyterServer, sleep } from './jupyterServer';
@@ -339,9 +340,9 @@ describeWithSshd('hosts with a real server and an sshd host', () => {
       const created = await model.create(host.body() as any);
       const sidebar = new ComputeServersSidebar({
         status: new StatusModel(api.settings),
-        model: servers,
-        hosts: model
+        model: servers
       });
+      sidebar.addSection(new HostsSidebarSection({ hosts: model }));
       Widget.attach(sidebar, document.body);
       const row = () =>
         sidebar.node.querySelector<HTMLElement>(
@@ -391,11 +392,8 @@ describe('hosts in the sidebar without the ssh cloud', () => {
       },
       changed: { connect: () => true, disconnect: () => true }
     } as any;
-    const sidebar = new ComputeServersSidebar({
-      status,
-      model: servers,
-      hosts
-    });
+    const sidebar = new ComputeServersSidebar({ status, model: servers });
+    sidebar.addSection(new HostsSidebarSection({ hosts }));
     Widget.attach(sidebar, document.body);
     await until(
       () => sidebar.node.querySelector('.jp-ComputeServers-servers') !== null

@@ -3,8 +3,7 @@
  * the extension, see jupyterServer.ts): what a spec says about its server, the badges, and
  * the kernel specs following the servers on their events.
  */
-import { Event, KernelSpec, KernelSpecManager } from '@jupyterlab/services';
-import { Signal } from '@lumino/signaling';
+import { KernelSpec, KernelSpecManager } from '@jupyterlab/services';
 
 import { launcherCardSvg } from '../kernels/icons';
 import {
@@ -14,9 +13,8 @@ import {
   serverSpecs,
   specServer
 } from '../kernels/specs';
-import { SERVER_EVENT_SCHEMA } from '../servers/types';
 import { JupyterServer, sleep } from './jupyterServer';
-import { until } from './testing';
+import { FakeEvents, until } from './testing';
 
 jest.setTimeout(30000);
 
@@ -37,18 +35,6 @@ async function readSpecs(): Promise<KernelSpec.ISpecModels> {
   const specs = manager.specs!;
   manager.dispose();
   return specs;
-}
-
-/** Events from the server, as Lab's event manager passes them on (the tests emit them). */
-class FakeEvents {
-  stream = new Signal<FakeEvents, Event.Emission>(this);
-  isDisposed = false;
-  async emit(): Promise<void> {
-    // Not used: the server's events are emitted through `stream`.
-  }
-  dispose(): void {
-    this.isDisposed = true;
-  }
 }
 
 describe('specServer', () => {
@@ -149,22 +135,19 @@ describe('KernelSpecsSync', () => {
     events = new FakeEvents();
     sync = new KernelSpecsSync({
       specs,
-      events: events as unknown as Event.IManager,
+      events: events.service,
       debounce: 50
     });
   });
 
   afterEach(() => {
     sync.dispose();
+    events.dispose();
     specs.dispose();
   });
 
   function emit(kind: string, serverId: number): void {
-    events.stream.emit({
-      schema_id: SERVER_EVENT_SCHEMA,
-      kind,
-      server_id: serverId
-    });
+    events.server(kind, serverId);
   }
 
   function names(): string[] {
@@ -206,10 +189,7 @@ describe('KernelSpecsSync', () => {
     emit('state', 1);
     emit('progress', 1);
     emit('kernels', 1);
-    events.stream.emit({
-      schema_id: 'https://example.org/other',
-      kind: 'created'
-    });
+    events.other('https://example.org/other', { kind: 'created' });
     await sleep(200);
     expect(specGets()).toBe(0);
 

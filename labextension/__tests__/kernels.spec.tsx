@@ -4,8 +4,6 @@
  * local compute servers, an orphan left by a Jupyter server that went away, and the sidebar's
  * list of them.
  */
-import { Event } from '@jupyterlab/services';
-import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 import * as React from 'react';
 import { act } from 'react';
@@ -19,28 +17,22 @@ import {
   ServerKernels
 } from '../kernels/list';
 import { ServerKernelsModel } from '../kernels/model';
+import { KernelsSection } from '../kernels/section';
 import { IRemoteKernel } from '../kernels/types';
 import { ApiError } from '../request';
 import { ServersModel } from '../servers/model';
-import { SERVER_EVENT_SCHEMA } from '../servers/types';
 import { ComputeServersSidebar } from '../sidebar';
 import { StatusModel } from '../status';
-import { IServerKernels } from '../tokens';
+import { IServerEntry } from '../tokens';
 import { JupyterServer, sleep } from './jupyterServer';
-import { mountReactPerTest, renderOutsideAct, until } from './testing';
+import {
+  FakeEvents,
+  mountReactPerTest,
+  renderOutsideAct,
+  until
+} from './testing';
 
 jest.setTimeout(60000);
-
-class FakeEvents {
-  stream = new Signal<FakeEvents, Event.Emission>(this);
-  isDisposed = false;
-  async emit(): Promise<void> {
-    // Not used: the server's events are emitted through `stream`.
-  }
-  dispose(): void {
-    this.isDisposed = true;
-  }
-}
 
 describe('with a real server', () => {
   const api = new JupyterServer();
@@ -74,18 +66,19 @@ describe('with a real server', () => {
       const kernel = await api.startKernel(`compute-${server.id}-python3`);
       const changes: number[] = [];
       model.changed.connect((_, id) => changes.push(id));
-      expect(model.kernels(server.id)).toEqual({
-        kernels: [],
+      expect(model.entry(server.id)).toEqual({
+        value: [],
         loaded: false,
-        error: null
+        error: null,
+        at: 0
       });
 
       await model.refresh(server.id);
 
-      const entry = model.kernels(server.id);
+      const entry = model.entry(server.id);
       expect(entry.loaded).toBe(true);
       expect(entry.error).toBeNull();
-      expect(entry.kernels).toEqual([
+      expect(entry.value).toEqual([
         {
           kernel_id: kernel.id,
           kernel: 'python3',
@@ -97,12 +90,12 @@ describe('with a real server', () => {
           attached: true
         }
       ]);
-      expect(Date.now() / 1000 - entry.kernels[0].started!).toBeLessThan(60);
+      expect(Date.now() / 1000 - entry.value[0].started!).toBeLessThan(60);
       expect(changes).toEqual([server.id]);
 
       await model.shutdown(server.id, kernel.id);
 
-      expect(model.kernels(server.id).kernels).toEqual([]);
+      expect(model.entry(server.id).value).toEqual([]);
       expect(api.requests.map(r => `${r.method} ${r.path}`)).toContain(
         `DELETE /compute-servers/api/servers/${server.id}/kernels/${kernel.id}`
       );
@@ -114,17 +107,18 @@ describe('with a real server', () => {
     it('has no kernels for a server that is not running', async () => {
       const server = await api.create('off', 'deprovisioned');
       await model.refresh(server.id);
-      expect(model.kernels(server.id)).toEqual({
-        kernels: [],
+      expect(model.entry(server.id)).toEqual({
+        value: [],
         loaded: true,
-        error: null
+        error: null,
+        at: expect.any(Number)
       });
     });
 
     it('keeps what it had and says why when reading fails', async () => {
       await model.refresh(999);
-      expect(model.kernels(999).loaded).toBe(false);
-      expect(model.kernels(999).error).toMatch(/999/);
+      expect(model.entry(999).loaded).toBe(false);
+      expect(model.entry(999).error).toMatch(/999/);
     });
 
     it("passes on the server's refusal to shut down an unknown kernel", async () => {
@@ -148,7 +142,7 @@ describe('with a real server', () => {
       model.forget(server.id);
       model.forget(server.id);
 
-      expect(model.kernels(server.id).loaded).toBe(false);
+      expect(model.entry(server.id).loaded).toBe(false);
       expect(changes).toBe(1);
     });
   });
@@ -169,15 +163,15 @@ describe('with a real server', () => {
         await second.start();
         const model = new ServerKernelsModel(second.settings);
         await model.refresh(server.id);
-        expect(model.kernels(server.id).kernels).toEqual([
+        expect(model.entry(server.id).value).toEqual([
           expect.objectContaining({ kernel_id: kernel.id, attached: false })
         ]);
 
         await model.shutdown(server.id, kernel.id);
 
-        expect(model.kernels(server.id).kernels).toEqual([]);
+        expect(model.entry(server.id).value).toEqual([]);
         await model.refresh(server.id);
-        expect(model.kernels(server.id).kernels).toEqual([]);
+        expect(model.entry(server.id).value).toEqual([]);
         model.dispose();
       } finally {
         await second?.stop();
@@ -200,6 +194,7 @@ describe('with a real server', () => {
 
     afterEach(() => {
       live?.dispose();
+      events.dispose();
       kernels.dispose();
       servers.dispose();
     });
@@ -208,18 +203,14 @@ describe('with a real server', () => {
       live = new KernelsLiveUpdates({
         kernels,
         servers,
-        events: events as unknown as Event.IManager,
+        events: events.service,
         interval,
         auto: interval < 60 * 1000
       });
     }
 
     function emit(kind: string, serverId: number): void {
-      events.stream.emit({
-        schema_id: SERVER_EVENT_SCHEMA,
-        kind,
-        server_id: serverId
-      });
+      events.server(kind, serverId);
     }
 
     it('re-reads a server once after a burst of its kernels events, while watched', async () => {
@@ -232,7 +223,7 @@ describe('with a real server', () => {
       expect(gets(server.id)).toBe(0);
 
       kernels.watched = true;
-      await until(() => kernels.kernels(server.id).loaded);
+      await until(() => kernels.entry(server.id).loaded);
       expect(gets(server.id)).toBe(1);
 
       await api.startKernel(`compute-${server.id}-python3`);
@@ -240,7 +231,7 @@ describe('with a real server', () => {
         emit('kernels', server.id);
       }
       emit('state', server.id);
-      await until(() => kernels.kernels(server.id).kernels.length === 1);
+      await until(() => kernels.entry(server.id).value.length === 1);
       await sleep(300);
       expect(gets(server.id)).toBe(2);
     });
@@ -255,11 +246,11 @@ describe('with a real server', () => {
 
       await api.act(server.id, 'start');
       await servers.refresh();
-      await until(() => kernels.kernels(server.id).loaded);
+      await until(() => kernels.entry(server.id).loaded);
 
       await api.act(server.id, 'stop');
       await servers.refresh();
-      expect(kernels.kernels(server.id).loaded).toBe(false);
+      expect(kernels.entry(server.id).loaded).toBe(false);
     });
 
     it('does not read while not watched, not even when a server starts', async () => {
@@ -328,10 +319,14 @@ describe('with a real server', () => {
       await servers.refresh();
       sidebar = new ComputeServersSidebar({
         status: new StatusModel(api.settings),
-        model: servers,
-        kernels,
-        sessionPath: id => (id === kernel.id ? 'work/a.ipynb' : null)
+        model: servers
       });
+      sidebar.addSection(
+        new KernelsSection({
+          kernels,
+          sessionPath: id => (id === kernel.id ? 'work/a.ipynb' : null)
+        })
+      );
       sidebar.hide();
       Widget.attach(sidebar, document.body);
       expect(kernels.watched).toBe(false);
@@ -386,13 +381,13 @@ describe('the kernel list', () => {
   }
 
   function render(
-    entry: Partial<IServerKernels>,
+    entry: Partial<IServerEntry<ReadonlyArray<IRemoteKernel>>>,
     props: Partial<React.ComponentProps<typeof ServerKernels>> = {}
   ): void {
     mount.render(
       <ServerKernels
         serverName="gpu-box"
-        entry={{ kernels: [], loaded: true, error: null, ...entry }}
+        entry={{ value: [], loaded: true, error: null, at: 0, ...entry }}
         onShutdown={async () => undefined}
         now={1000 + 754}
         {...props}
@@ -407,7 +402,7 @@ describe('the kernel list', () => {
   }
 
   it('shows each kernel with its name, age and a Shut down button', () => {
-    render({ kernels: [kernel()] });
+    render({ value: [kernel()] });
 
     expect(
       mount.container.querySelector('.jp-ComputeServers-kernelsHeader')!
@@ -434,7 +429,7 @@ describe('the kernel list', () => {
 
   it('marks orphans, and says what they are', () => {
     render({
-      kernels: [kernel({ kernel_id: 'k2', attached: false }), kernel()]
+      value: [kernel({ kernel_id: 'k2', attached: false }), kernel()]
     });
 
     expect(
@@ -455,7 +450,7 @@ describe('the kernel list', () => {
     let fail: (error: unknown) => void = () => undefined;
     const asked: string[] = [];
     render(
-      { kernels: [kernel()] },
+      { value: [kernel()] },
       {
         onShutdown: k => {
           asked.push(k.kernel_id);

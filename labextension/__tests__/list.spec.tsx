@@ -41,6 +41,16 @@ function makeServer(overrides: Partial<IServer> = {}): IServer {
     operation: null,
     progress: null,
     allowed_actions: ['start', 'delete'],
+    daily_stop: null,
+    cost: null,
+    auto_stop: null,
+    sync: {
+      excludes: [],
+      server_only: [],
+      max_file_size_mb: 1024,
+      auto_sync_minutes: null,
+      before_kernel: true
+    },
     ...overrides
   };
 }

@@ -17,6 +17,7 @@ import { MetricsLiveUpdates } from '../metrics/live';
 import { ServerMetricsModel } from '../metrics/model';
 import { IServerMetrics } from '../metrics/types';
 import { ServersModel } from '../servers/model';
+import { MetricsSection } from '../metrics/section';
 import { ComputeServersSidebar } from '../sidebar';
 import { StatusModel } from '../status';
 import { JupyterServer, sleep } from './jupyterServer';
@@ -176,9 +177,9 @@ describe('with a real server', () => {
       await servers.refresh();
       const sidebar = new ComputeServersSidebar({
         status: new StatusModel(api.settings),
-        model: servers,
-        metrics
+        model: servers
       });
+      sidebar.addSection(new MetricsSection(metrics));
       sidebar.hide();
       Widget.attach(sidebar, document.body);
       expect(metrics.watched).toBe(false);

@@ -2,15 +2,11 @@
  * ServersModel and LiveUpdates against a real `jupyter server` with the compute servers
  * extension (see jupyterServer.ts); servers are really started and stopped on the local cloud.
  */
-import { Event } from '@jupyterlab/services';
-import { Signal } from '@lumino/signaling';
-
 import { ApiError } from '../request';
 import { LiveUpdates } from '../servers/live';
 import { ServersModel } from '../servers/model';
-import { SERVER_EVENT_SCHEMA } from '../servers/types';
 import { JupyterServer, sleep, WARNING } from './jupyterServer';
-import { until } from './testing';
+import { FakeEvents, until } from './testing';
 
 jest.setTimeout(30000);
 
@@ -241,18 +237,6 @@ describe('ServersModel', () => {
 });
 
 describe('LiveUpdates', () => {
-  class FakeEvents {
-    readonly serverSettings = api.settings;
-    readonly stream = new Signal<FakeEvents, Event.Emission>(this);
-    isDisposed = false;
-    emit(): Promise<void> {
-      return Promise.resolve();
-    }
-    dispose(): void {
-      this.isDisposed = true;
-    }
-  }
-
   let model: ServersModel;
   let events: FakeEvents;
   let live: LiveUpdates;
@@ -264,6 +248,7 @@ describe('LiveUpdates', () => {
 
   afterEach(() => {
     live?.dispose();
+    events.dispose();
     model.dispose();
   });
 
@@ -276,18 +261,14 @@ describe('LiveUpdates', () => {
   it('re-reads the list, once, after a burst of server events', async () => {
     live = new LiveUpdates({
       model,
-      events: events as unknown as Event.IManager,
+      events: events.service,
       interval: 60 * 1000,
       auto: false
     });
     const { id } = await api.create('new');
 
     for (let i = 0; i < 5; i++) {
-      events.stream.emit({
-        schema_id: SERVER_EVENT_SCHEMA,
-        kind: 'state',
-        server_id: id
-      });
+      events.server('state', id, { state: 'starting' });
     }
     await until(() => model.loaded);
     await sleep(300);
@@ -299,14 +280,14 @@ describe('LiveUpdates', () => {
   it('ignores the events of other schemas', async () => {
     live = new LiveUpdates({
       model,
-      events: events as unknown as Event.IManager,
+      events: events.service,
       interval: 60 * 1000,
       auto: false
     });
 
-    events.stream.emit({
-      schema_id: 'https://events.jupyter.org/jupyter_server/contents_service/v1'
-    });
+    events.other(
+      'https://events.jupyter.org/jupyter_server/contents_service/v1'
+    );
     await sleep(400);
 
     expect(gets()).toBe(0);
@@ -352,13 +333,13 @@ describe('LiveUpdates', () => {
   it('stops listening when disposed', async () => {
     live = new LiveUpdates({
       model,
-      events: events as unknown as Event.IManager,
+      events: events.service,
       interval: 60 * 1000,
       auto: false
     });
     live.dispose();
 
-    events.stream.emit({ schema_id: SERVER_EVENT_SCHEMA, kind: 'created' });
+    events.server('created', 1, { state: 'deprovisioned' });
     await sleep(300);
 
     expect(live.isDisposed).toBe(true);

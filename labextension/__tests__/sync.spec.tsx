@@ -10,6 +10,7 @@ import * as path from 'path';
 import * as React from 'react';
 import { act } from 'react';
 
+import { ServerEvents } from '../events/service';
 import { ServersModel } from '../servers/model';
 import { ComputeServersSidebar } from '../sidebar';
 import { StatusModel } from '../status';
@@ -23,6 +24,7 @@ import {
   summaryCounts
 } from '../sync/format';
 import { SyncLiveUpdates } from '../sync/live';
+import { SyncSection } from '../sync/section';
 import { mergeSyncs, newerRun, runFromEvent, SyncModel } from '../sync/model';
 import {
   buildSyncUpdate,
@@ -104,7 +106,7 @@ describe('sync wording', () => {
 
   it('says how far a transfer is: files, bytes, rate, time left', () => {
     const progress = {
-      phase: 'transferring',
+      phase: 'transferring' as const,
       files_total: 10,
       files_done: 3,
       bytes_total: 5 * 2 ** 20,
@@ -566,6 +568,7 @@ describe('sync against a real server', () => {
   let servers: ServersModel;
   let model: SyncModel;
   let events: EventManager;
+  let service: ServerEvents;
   let heard: Event.Emission[];
   let live: SyncLiveUpdates | null = null;
   let serverId: number;
@@ -574,11 +577,13 @@ describe('sync against a real server', () => {
   beforeAll(async () => {
     await api.start();
     events = new EventManager({ serverSettings: api.settings });
+    service = new ServerEvents(events);
     await until(() => (events as any)._socket?.readyState === 1, 20000);
     serverId = (await api.create('box', 'running')).id;
   }, 90000);
 
   afterAll(async () => {
+    service.dispose();
     events.dispose();
     await api.stop();
   }, 90000);
@@ -613,7 +618,7 @@ describe('sync against a real server', () => {
     live = new SyncLiveUpdates({
       model,
       servers,
-      events: options.events === false ? null : events,
+      events: options.events === false ? null : service,
       interval: 600000,
       runningInterval: options.runningInterval ?? 600000
     });
@@ -807,12 +812,16 @@ describe('sync against a real server', () => {
     const opened: string[] = [];
     const sidebar = new ComputeServersSidebar({
       status: new StatusModel(api.settings),
-      model: servers,
-      sync: model,
-      onSync: (server, direction) =>
-        void model.start(server.id, { direction }).catch(() => undefined),
-      onOpenFile: p => opened.push(p)
+      model: servers
     });
+    sidebar.addSection(
+      new SyncSection({
+        sync: model,
+        onSync: (server, direction) =>
+          void model.start(server.id, { direction }).catch(() => undefined),
+        onOpenFile: p => opened.push(p)
+      })
+    );
     Widget.attach(sidebar, document.body);
     expect(model.watched).toBe(true);
     const row = () =>
@@ -876,18 +885,12 @@ describe('sync live updates with fake events', () => {
     const live = new SyncLiveUpdates({
       model,
       servers: servers as any,
-      events: events.manager,
+      events: events.service,
       interval: 600000,
       auto: false
     });
     const emit = (sync: Record<string, unknown>) =>
-      events.stream.emit({
-        schema_id:
-          'https://events.jupyter.org/jupyter_compute_servers/server/v1',
-        kind: 'sync',
-        server_id: 5,
-        sync: sync as any
-      });
+      events.server('sync', 5, { sync });
     emit({
       id: 9,
       state: 'running',

@@ -358,7 +358,7 @@ describe('with a real server', () => {
       const live = new ServerDetailsLiveUpdates({
         model,
         servers,
-        events: events.manager,
+        events: events.service,
         kind: 'terminals',
         interval: 60 * 1000,
         auto: false,
@@ -387,6 +387,7 @@ describe('with a real server', () => {
       await sleep(300);
       expect(gets()).toBe(2);
       live.dispose();
+      events.dispose();
       servers.dispose();
     });
   });
@@ -683,6 +684,16 @@ function makeServer(overrides: Partial<IServer> = {}): IServer {
     operation: null,
     progress: null,
     allowed_actions: ['stop'],
+    daily_stop: null,
+    cost: null,
+    auto_stop: null,
+    sync: {
+      excludes: [],
+      server_only: [],
+      max_file_size_mb: 1024,
+      auto_sync_minutes: null,
+      before_kernel: true
+    },
     ...overrides
   };
 }

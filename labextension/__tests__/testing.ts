@@ -1,31 +1,102 @@
 /** Helpers shared by the jest tests (not a test file: jest only runs `*.spec.ts[x]`). */
 import { Event } from '@jupyterlab/services';
+import Ajv from 'ajv';
+import * as fs from 'fs';
+import * as path from 'path';
 import { Signal } from '@lumino/signaling';
 import * as React from 'react';
 import { act } from 'react';
 import { createRoot, Root } from 'react-dom/client';
 
 import { sleep } from './jupyterServer';
-import { SERVER_EVENT_SCHEMA } from '../servers/types';
+import { SERVER_EVENT_SCHEMA, ServerEvents } from '../events/service';
 
-/** Jupyter Server's event stream, as the tests drive it (the real one needs a websocket). */
+/** The server extension's event schema (what `jupyter_events` validates each event against). */
+const EVENT_SCHEMA = JSON.parse(
+  fs.readFileSync(
+    path.join(
+      __dirname,
+      '..',
+      '..',
+      'jupyter_compute_servers',
+      'event_schemas',
+      'server-v1.json'
+    ),
+    'utf8'
+  )
+);
+// The schema's own keywords (`version`, `personal-data`) are jupyter_events', not JSON Schema's.
+const validateEvent = new Ajv({ strict: false }).compile(EVENT_SCHEMA);
+
+/**
+ * The payload the server extension sends for an event of `kind` about a server, as the
+ * manager builds it (`kind`, `server_id`, `state`, `state_reason`, `progress`, then the event's
+ * own fields), checked against the event schema: a test cannot send what the backend would
+ * refuse to emit.
+ */
+export function serverEventPayload(
+  kind: string,
+  serverId: number | null,
+  extra: Record<string, unknown> = {}
+): Record<string, unknown> {
+  const payload = {
+    kind,
+    server_id: serverId,
+    state: null,
+    state_reason: '',
+    progress: '',
+    ...extra
+  };
+  if (!validateEvent(payload)) {
+    throw new Error(
+      `Not an event the server extension sends: ${JSON.stringify(payload)}: ` +
+        new Ajv({ strict: false }).errorsText(validateEvent.errors)
+    );
+  }
+  return payload;
+}
+
+/**
+ * Jupyter Server's event stream, as the tests drive it (the real one needs a websocket): what
+ * comes through it is what Jupyter Server writes to the event websocket, `{schema_id,
+ * ...payload}`. `service` is the extension's real events service listening to it.
+ */
 export class FakeEvents {
-  stream = new Signal<FakeEvents, Event.Emission>(this);
+  constructor() {
+    this.service = new ServerEvents(this.manager);
+  }
+
+  readonly stream = new Signal<FakeEvents, Event.Emission>(this);
+  /** The events service the models listen to, parsing what comes through `stream`. */
+  readonly service: ServerEvents;
   isDisposed = false;
+
   async emit(): Promise<void> {
     // Not used: the server's events are emitted through `stream`.
   }
+
   dispose(): void {
     this.isDisposed = true;
+    this.service.dispose();
   }
-  /** Emit a compute server event of `kind` for a server. */
-  server(kind: string, serverId: number): void {
+
+  /** Send the server extension's event of `kind` about a server (see `serverEventPayload`). */
+  server(
+    kind: string,
+    serverId: number | null,
+    extra: Record<string, unknown> = {}
+  ): void {
     this.stream.emit({
       schema_id: SERVER_EVENT_SCHEMA,
-      kind,
-      server_id: serverId
+      ...serverEventPayload(kind, serverId, extra)
     });
   }
+
+  /** Send an event of another schema (Jupyter Server's own, another extension's). */
+  other(schemaId: string, payload: Record<string, unknown> = {}): void {
+    this.stream.emit({ schema_id: schemaId, ...payload });
+  }
+
   get manager(): Event.IManager {
     return this as unknown as Event.IManager;
   }

@@ -1,10 +1,9 @@
-import { Event, ServerConnection } from '@jupyterlab/services';
+import { ServerConnection } from '@jupyterlab/services';
 import { Debouncer, Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { requestAPI } from '../request';
-import { SERVER_EVENT_SCHEMA } from '../servers/types';
-import { ICostsModel } from '../tokens';
+import { ICostsModel, IServerEvent, IServerEvents } from '../tokens';
 import { ICosts } from './types';
 
 /**
@@ -151,11 +150,8 @@ export class CostsLiveUpdates {
     return { interval, backoff: true, max: Math.max(interval, 300 * 1000) };
   }
 
-  private _onEvent(_: Event.IManager, event: Event.Emission): void {
-    if (
-      event.schema_id !== SERVER_EVENT_SCHEMA ||
-      !COST_EVENT_KINDS.has(String(event.kind))
-    ) {
+  private _onEvent(_: IServerEvents, event: IServerEvent): void {
+    if (!COST_EVENT_KINDS.has(event.kind)) {
       return;
     }
     // Not shown now: showing them again reads them anyway.
@@ -171,7 +167,7 @@ export class CostsLiveUpdates {
   }
 
   private _model: ICostsModel;
-  private _events: Event.IManager | null;
+  private _events: IServerEvents | null;
   private _debouncer: Debouncer;
   private _poll: Poll;
 }
@@ -180,7 +176,7 @@ export namespace CostsLiveUpdates {
   export interface IOptions {
     model: ICostsModel;
     /** The Jupyter Server events to listen to; without, only the poll runs. */
-    events?: Event.IManager | null;
+    events?: IServerEvents | null;
     /** The poll's interval in milliseconds. */
     interval: number;
     /** Start polling at once (default true). */

@@ -103,7 +103,8 @@ export function imagesFromOfferings(
   return offered.map(o => ({
     id: o.id,
     label: o.label || o.id,
-    runtime: { kind: '' },
+    // Not known from the offerings (nothing reads it).
+    runtime: { kind: '' } as unknown as IImage['runtime'],
     versions: o.tags.map(tag => ({ tag, label: tag, tested: true }))
   }));
 }

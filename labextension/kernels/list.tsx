@@ -3,7 +3,7 @@ import * as React from 'react';
 
 import { ApiError } from '../request';
 import { describeError } from '../servers/actions';
-import { IServerKernels } from '../tokens';
+import { IServerEntry } from '../tokens';
 import { IRemoteKernel } from './types';
 import { useItemActions } from '../servers/itemActions';
 
@@ -65,7 +65,7 @@ export function describeShutdownError(
 export interface IServerKernelsProps {
   /** The server's name, for messages. */
   serverName: string;
-  entry: IServerKernels;
+  entry: IServerEntry<ReadonlyArray<IRemoteKernel>>;
   /** Shut a kernel down; a rejection is shown under the kernel. */
   onShutdown: (kernel: IRemoteKernel) => Promise<void>;
   /** Read the kernels again (offered when reading them failed). */
@@ -90,7 +90,7 @@ export function ServerKernels(props: IServerKernelsProps): JSX.Element {
   );
 
   const now = props.now ?? Date.now() / 1000;
-  const count = entry.kernels.length;
+  const count = entry.value.length;
   return (
     <div
       className="jp-ComputeServers-kernels"
@@ -121,7 +121,7 @@ export function ServerKernels(props: IServerKernelsProps): JSX.Element {
       )}
       {count > 0 && (
         <ul className="jp-ComputeServers-kernelList">
-          {entry.kernels.map(kernel => {
+          {entry.value.map(kernel => {
             const id = kernel.kernel_id;
             const label = kernelLabel(kernel, serverName);
             const path = kernel.attached ? props.sessionPath?.(id) : null;

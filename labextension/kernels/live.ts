@@ -1,7 +1,9 @@
-import { Event } from '@jupyterlab/services';
-
 import { ServerDetailsLiveUpdates } from '../servers/details';
-import { IComputeServersModel, IServerKernelsModel } from '../tokens';
+import {
+  IComputeServersModel,
+  IServerEvents,
+  IServerKernelsModel
+} from '../tokens';
 
 /**
  * Keeps a kernels model up to date for the running compute servers, while something shows
@@ -32,8 +34,8 @@ export namespace KernelsLiveUpdates {
     kernels: IServerKernelsModel;
     /** The compute servers, for which of them are running. */
     servers: IComputeServersModel;
-    /** The Jupyter Server events to listen to; without, only the poll runs. */
-    events?: Event.IManager | null;
+    /** The server extension's events; without, only the poll runs. */
+    events?: IServerEvents | null;
     /** The fallback poll's interval in milliseconds. */
     interval: number;
     /** Start polling at once (default true). */

@@ -1,7 +1,7 @@
-import { Event, KernelSpec } from '@jupyterlab/services';
+import { KernelSpec } from '@jupyterlab/services';
 import { Debouncer } from '@lumino/polling';
 
-import { SERVER_EVENT_SCHEMA } from '../servers/types';
+import { IServerEvent, IServerEvents } from '../tokens';
 import { ISpecServer } from './types';
 
 /** Kernel specs of compute servers are named `compute-<server id>-<kernel>`. */
@@ -112,11 +112,8 @@ export class KernelSpecsSync {
     this._debouncer.dispose();
   }
 
-  private _onEvent(_: Event.IManager, event: Event.Emission): void {
-    if (
-      event.schema_id === SERVER_EVENT_SCHEMA &&
-      SPEC_EVENT_KINDS.has(String(event.kind))
-    ) {
+  private _onEvent(_: IServerEvents, event: IServerEvent): void {
+    if (SPEC_EVENT_KINDS.has(event.kind)) {
       void this._debouncer.invoke().catch(reason => {
         console.warn('Could not refresh the kernel specs.', reason);
       });
@@ -124,7 +121,7 @@ export class KernelSpecsSync {
   }
 
   private _specs: KernelSpec.IManager;
-  private _events: Event.IManager;
+  private _events: IServerEvents;
   private _debouncer: Debouncer;
   private _isDisposed = false;
 }
@@ -133,8 +130,8 @@ export namespace KernelSpecsSync {
   export interface IOptions {
     /** The page's kernel specs (`app.serviceManager.kernelspecs`). */
     specs: KernelSpec.IManager;
-    /** The Jupyter Server events (`app.serviceManager.events`). */
-    events: Event.IManager;
+    /** The server extension's events. */
+    events: IServerEvents;
     /** How long to wait for more events before refreshing, in ms (default 200). */
     debounce?: number;
   }

@@ -2,6 +2,7 @@
  * The shapes of remote kernels: what a compute server's kernel spec says about its server, and
  * what `GET compute-servers/api/servers/{id}/kernels` answers.
  */
+import { components } from '../api/schema';
 
 /** `metadata.compute_server` of a kernel spec `compute-<server id>-<kernel>`. */
 export interface ISpecServer {
@@ -19,24 +20,5 @@ export interface ISpecServer {
   kernel_display_name: string;
 }
 
-/** One kernel running on a compute server. */
-export interface IRemoteKernel {
-  /** The Jupyter kernel id. */
-  kernel_id: string;
-  /** The kernel's name on the server, e.g. `python3`. */
-  kernel: string;
-  display_name: string;
-  /** Its process id on the server. */
-  pid: number | null;
-  /** Its working directory, relative to the server's workspace. */
-  cwd: string;
-  /** Which Jupyter server started it. */
-  owner: string;
-  /** When it started, in seconds since the epoch. */
-  started: number | null;
-  /**
-   * Whether this Jupyter server drives it. When false it is an orphan: it still runs (and may
-   * hold GPUs) although the Jupyter server that started it is gone.
-   */
-  attached: boolean;
-}
+/** One kernel running on a compute server (`RemoteKernel` of openapi.json). */
+export type IRemoteKernel = components['schemas']['RemoteKernel'];

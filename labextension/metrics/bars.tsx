@@ -1,6 +1,6 @@
 import * as React from 'react';
 
-import { IServerEntry } from '../servers/details';
+import { IServerEntry } from '../tokens';
 import { formatBytes, percentOf } from './format';
 import { IGpuMetrics, IServerMetrics } from './types';
 

@@ -7,7 +7,8 @@ import { ICommandPalette } from '@jupyterlab/apputils';
 import { computeServerIcon } from '../icons';
 import { openCreateDialog } from '../servers/createDialog';
 import { openEditDialog } from '../servers/editDialog';
-import { IComputeServersModel } from '../tokens';
+import { IComputeServersModel, IComputeServersSidebar } from '../tokens';
+import { EditSection } from '../servers/editSection';
 
 export namespace CommandIDs {
   export const create = 'compute-servers:create';
@@ -24,11 +25,12 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
   description: 'Commands to create, edit and refresh compute servers.',
   autoStart: true,
   requires: [IComputeServersModel],
-  optional: [ICommandPalette],
+  optional: [ICommandPalette, IComputeServersSidebar],
   activate: (
     app: JupyterFrontEnd,
     model: IComputeServersModel,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    sidebar: IComputeServersSidebar | null
   ): void => {
     app.commands.addCommand(CommandIDs.create, {
       label: 'New Compute Server',
@@ -63,5 +65,11 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
         });
       }
     }
+    sidebar?.addSection(
+      new EditSection(
+        server =>
+          void app.commands.execute(CommandIDs.edit, { serverId: server.id })
+      )
+    );
   }
 };

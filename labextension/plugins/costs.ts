@@ -7,9 +7,15 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { CostsLiveUpdates, CostsModel } from '../costs/model';
 import { ServerNotifier } from '../notifications';
 import { runServerAction } from '../servers/actions';
-import { ICostsModel, IComputeServersModel } from '../tokens';
+import {
+  IComputeServersModel,
+  IComputeServersSidebar,
+  ICostsModel,
+  IServerEvents
+} from '../tokens';
 import { CommandIDs } from './commands';
 import { followSetting } from './servers';
+import { CostsSection } from '../costs/section';
 
 /** The sidebar's id (see sidebar.tsx). */
 const SIDEBAR_ID = 'jp-compute-servers-sidebar';
@@ -26,15 +32,18 @@ export const costsPlugin: JupyterFrontEndPlugin<ICostsModel> = {
   description: 'The spend of all compute servers and the monthly budget.',
   autoStart: true,
   provides: ICostsModel,
-  optional: [ISettingRegistry],
+  requires: [IServerEvents],
+  optional: [ISettingRegistry, IComputeServersSidebar],
   activate: (
     app: JupyterFrontEnd,
-    settingRegistry: ISettingRegistry | null
+    events: IServerEvents,
+    settingRegistry: ISettingRegistry | null,
+    sidebar: IComputeServersSidebar | null
   ): ICostsModel => {
     const model = new CostsModel(app.serviceManager.serverSettings);
     const live = new CostsLiveUpdates({
       model,
-      events: app.serviceManager.events,
+      events,
       interval: DEFAULT_REFRESH_SECONDS * 1000
     });
     followSetting(settingRegistry, 'refreshInterval', seconds => {
@@ -42,6 +51,7 @@ export const costsPlugin: JupyterFrontEndPlugin<ICostsModel> = {
         live.interval = seconds * 1000;
       }
     });
+    sidebar?.addSection(new CostsSection(model));
     return model;
   }
 };
@@ -56,16 +66,17 @@ export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
   description:
     'Notifications for cost warnings, automatic stops and preemptions of compute servers.',
   autoStart: true,
-  requires: [IComputeServersModel],
+  requires: [IServerEvents, IComputeServersModel],
   optional: [ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     servers: IComputeServersModel,
     settingRegistry: ISettingRegistry | null
   ): void => {
     const notifier = new ServerNotifier({
       servers,
-      events: app.serviceManager.events,
+      events,
       actions: {
         openPanel: () => app.shell.activateById(SIDEBAR_ID),
         // The list first: the server may not be off in it yet.

@@ -5,17 +5,20 @@ import {
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
-import { openHostDialog } from '../hosts/form';
+import { deleteHost, openHostDialog } from '../hosts/form';
 import { HostsModel } from '../hosts/model';
 import { MetricsLiveUpdates } from '../metrics/live';
 import { ServerMetricsModel } from '../metrics/model';
 import {
   IComputeServersModel,
+  IComputeServersSidebar,
   IHostsModel,
   IServerMetricsModel
 } from '../tokens';
 import { PALETTE_CATEGORY } from './commands';
 import { followSetting } from './servers';
+import { MetricsSection } from '../metrics/section';
+import { HostsSidebarSection } from '../hosts/section';
 
 export namespace HostCommandIDs {
   export const add = 'compute-servers:add-host';
@@ -32,11 +35,12 @@ export const hostsPlugin: JupyterFrontEndPlugin<IHostsModel> = {
   autoStart: true,
   provides: IHostsModel,
   requires: [IComputeServersModel],
-  optional: [ICommandPalette],
+  optional: [ICommandPalette, IComputeServersSidebar],
   activate: (
     app: JupyterFrontEnd,
     servers: IComputeServersModel,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    sidebar: IComputeServersSidebar | null
   ): IHostsModel => {
     const sshEnabled = () => servers.clouds.some(c => c.name === 'ssh');
     // What the ssh cloud offers (and whether it can be used) follows its hosts.
@@ -75,6 +79,14 @@ export const hostsPlugin: JupyterFrontEndPlugin<IHostsModel> = {
         });
       }
     }
+    sidebar?.addSection(
+      new HostsSidebarSection({
+        hosts,
+        onAddHost: () => void openHostDialog(hosts),
+        onEditHost: host => void openHostDialog(hosts, host),
+        onDeleteHost: host => deleteHost(hosts, host)
+      })
+    );
     return hosts;
   }
 };
@@ -89,11 +101,12 @@ export const metricsPlugin: JupyterFrontEndPlugin<IServerMetricsModel> = {
   autoStart: true,
   provides: IServerMetricsModel,
   requires: [IComputeServersModel],
-  optional: [ISettingRegistry],
+  optional: [ISettingRegistry, IComputeServersSidebar],
   activate: (
     app: JupyterFrontEnd,
     servers: IComputeServersModel,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    sidebar: IComputeServersSidebar | null
   ): IServerMetricsModel => {
     const metrics = new ServerMetricsModel(app.serviceManager.serverSettings);
     const live = new MetricsLiveUpdates({
@@ -107,6 +120,7 @@ export const metricsPlugin: JupyterFrontEndPlugin<IServerMetricsModel> = {
           ? seconds
           : DEFAULT_METRICS_SECONDS) * 1000;
     });
+    sidebar?.addSection(new MetricsSection(metrics));
     return metrics;
   }
 };

@@ -16,8 +16,14 @@ import { KernelsLiveUpdates } from '../kernels/live';
 import { ServerKernelsModel } from '../kernels/model';
 import { groupKernelPickerByServer } from '../kernels/picker';
 import { KernelSpecsSync } from '../kernels/specs';
-import { IComputeServersModel, IServerKernelsModel } from '../tokens';
+import {
+  IComputeServersModel,
+  IComputeServersSidebar,
+  IServerEvents,
+  IServerKernelsModel
+} from '../tokens';
 import { followSetting } from './servers';
+import { KernelsSection } from '../kernels/section';
 
 /** The name of the notebook toolbar item (schema/plugin.json places it). */
 export const INDICATOR_TOOLBAR_ITEM = 'computeServer';
@@ -28,10 +34,11 @@ export const kernelSpecsPlugin: JupyterFrontEndPlugin<void> = {
   description:
     "Refreshes the kernel specs when compute servers' kernels change.",
   autoStart: true,
-  activate: (app: JupyterFrontEnd): void => {
+  requires: [IServerEvents],
+  activate: (app: JupyterFrontEnd, events: IServerEvents): void => {
     new KernelSpecsSync({
       specs: app.serviceManager.kernelspecs,
-      events: app.serviceManager.events
+      events
     });
   }
 };
@@ -42,18 +49,20 @@ export const kernelsPlugin: JupyterFrontEndPlugin<IServerKernelsModel> = {
   description: 'The kernels running on the compute servers, kept up to date.',
   autoStart: true,
   provides: IServerKernelsModel,
-  requires: [IComputeServersModel],
-  optional: [ISettingRegistry],
+  requires: [IServerEvents, IComputeServersModel],
+  optional: [ISettingRegistry, IComputeServersSidebar],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     servers: IComputeServersModel,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    sidebar: IComputeServersSidebar | null
   ): IServerKernelsModel => {
     const kernels = new ServerKernelsModel(app.serviceManager.serverSettings);
     const live = new KernelsLiveUpdates({
       kernels,
       servers,
-      events: app.serviceManager.events,
+      events,
       interval: 30 * 1000
     });
     followSetting(settingRegistry, 'refreshInterval', seconds => {
@@ -61,6 +70,20 @@ export const kernelsPlugin: JupyterFrontEndPlugin<IServerKernelsModel> = {
         live.interval = seconds * 1000;
       }
     });
+    const sessions = app.serviceManager.sessions;
+    sidebar?.addSection(
+      new KernelsSection({
+        kernels,
+        sessionPath: kernelId => {
+          for (const session of sessions.running()) {
+            if (session.kernel?.id === kernelId) {
+              return session.path;
+            }
+          }
+          return null;
+        }
+      })
+    );
     return kernels;
   }
 };

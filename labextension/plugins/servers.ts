@@ -6,7 +6,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { LiveUpdates } from '../servers/live';
 import { ServersModel } from '../servers/model';
-import { IComputeServersModel } from '../tokens';
+import { IComputeServersModel, IServerEvents } from '../tokens';
 
 /** The plugin whose settings (schema/plugin.json) hold the refresh interval. */
 export const SETTINGS_PLUGIN_ID = 'jupyter-compute-servers:plugin';
@@ -44,15 +44,17 @@ export const serversPlugin: JupyterFrontEndPlugin<IComputeServersModel> = {
   description: 'The compute servers and clouds, kept up to date.',
   autoStart: true,
   provides: IComputeServersModel,
+  requires: [IServerEvents],
   optional: [ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     settingRegistry: ISettingRegistry | null
   ): IComputeServersModel => {
     const model = new ServersModel(app.serviceManager.serverSettings);
     const live = new LiveUpdates({
       model,
-      events: app.serviceManager.events,
+      events,
       interval: DEFAULT_REFRESH_SECONDS * 1000
     });
     void model.refreshClouds().catch(reason => {

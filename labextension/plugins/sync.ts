@@ -12,9 +12,16 @@ import { SyncLiveUpdates } from '../sync/live';
 import { SyncModel, syncsEndPoint } from '../sync/model';
 import { openSyncSettingsDialog } from '../sync/settingsDialog';
 import { ISyncList, SyncDirection } from '../sync/types';
-import { IComputeServersModel, IServer, ISyncModel } from '../tokens';
+import {
+  IComputeServersModel,
+  IComputeServersSidebar,
+  IServer,
+  IServerEvents,
+  ISyncModel
+} from '../tokens';
 import { CommandIDs, PALETTE_CATEGORY } from './commands';
 import { followSetting } from './servers';
+import { SyncSection } from '../sync/section';
 
 export namespace SyncCommandIDs {
   export const sync = 'compute-servers:sync';
@@ -39,20 +46,22 @@ export const syncPlugin: JupyterFrontEndPlugin<ISyncModel> = {
   description: 'File sync between the Jupyter root and the compute servers.',
   autoStart: true,
   provides: ISyncModel,
-  requires: [IComputeServersModel],
-  optional: [ICommandPalette, ISettingRegistry],
+  requires: [IServerEvents, IComputeServersModel],
+  optional: [ICommandPalette, ISettingRegistry, IComputeServersSidebar],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     servers: IComputeServersModel,
     palette: ICommandPalette | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    sidebar: IComputeServersSidebar | null
   ): ISyncModel => {
     const serverSettings = app.serviceManager.serverSettings;
     const model = new SyncModel(serverSettings);
     const live = new SyncLiveUpdates({
       model,
       servers,
-      events: app.serviceManager.events,
+      events,
       interval: DEFAULT_REFRESH_SECONDS * 1000
     });
     followSetting(settingRegistry, 'refreshInterval', seconds => {
@@ -184,6 +193,22 @@ export const syncPlugin: JupyterFrontEndPlugin<ISyncModel> = {
         args: { isPalette: true }
       });
     }
+    sidebar?.addSection(
+      new SyncSection({
+        sync: model,
+        onSync: (server, direction) =>
+          void app.commands.execute(SyncCommandIDs.sync, {
+            serverId: server.id,
+            direction
+          }),
+        onSyncSettings: server =>
+          void app.commands.execute(SyncCommandIDs.settings, {
+            serverId: server.id
+          }),
+        onOpenFile: path =>
+          void app.commands.execute(SyncCommandIDs.openFile, { path })
+      })
+    );
     return model;
   }
 };

@@ -22,9 +22,15 @@ import {
 } from '../terminals/commands';
 import { ServerTerminalsModel } from '../terminals/model';
 import { RemoteTerminalPanel } from '../terminals/widget';
-import { IComputeServersModel, IServerTerminalsModel } from '../tokens';
+import {
+  IComputeServersModel,
+  IComputeServersSidebar,
+  IServerEvents,
+  IServerTerminalsModel
+} from '../tokens';
 import { PALETTE_CATEGORY } from './commands';
 import { followSetting } from './servers';
+import { TerminalsSection } from '../terminals/section';
 
 /**
  * Terminals on compute servers: JupyterLab's Terminal widget on a shell held on the server,
@@ -37,29 +43,32 @@ export const terminalsPlugin: JupyterFrontEndPlugin<IServerTerminalsModel> = {
     'Terminals on compute servers, their list per server, and SSH access.',
   autoStart: true,
   provides: IServerTerminalsModel,
-  requires: [IComputeServersModel],
+  requires: [IServerEvents, IComputeServersModel],
   optional: [
     ICommandPalette,
     ILayoutRestorer,
     ISettingRegistry,
     IThemeManager,
-    ITranslator
+    ITranslator,
+    IComputeServersSidebar
   ],
   activate: (
     app: JupyterFrontEnd,
+    events: IServerEvents,
     servers: IComputeServersModel,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
     settingRegistry: ISettingRegistry | null,
     themeManager: IThemeManager | null,
-    translator: ITranslator | null
+    translator: ITranslator | null,
+    sidebar: IComputeServersSidebar | null
   ): IServerTerminalsModel => {
     const serverSettings = app.serviceManager.serverSettings;
     const terminals = new ServerTerminalsModel(serverSettings);
     const live = new ServerDetailsLiveUpdates({
       model: terminals,
       servers,
-      events: app.serviceManager.events,
+      events,
       kind: 'terminals',
       interval: 30 * 1000,
       name: 'jupyter-compute-servers:terminals'
@@ -138,6 +147,30 @@ export const terminalsPlugin: JupyterFrontEndPlugin<IServerTerminalsModel> = {
         args: { isPalette: true }
       });
     }
+    const { commands } = app;
+    sidebar?.addSection(
+      new TerminalsSection({
+        terminals,
+        onNewTerminal: server =>
+          void commands.execute(TerminalCommandIDs.newTerminal, {
+            serverId: server.id
+          }),
+        onOpenTerminal: (server, name) =>
+          void commands
+            .execute(TerminalCommandIDs.openTerminal, {
+              serverId: server.id,
+              name
+            })
+            .catch(reason => {
+              console.warn(`Could not open terminal ${name}.`, reason);
+              void terminals.refresh(server.id);
+            }),
+        onSSHAccess: server =>
+          void commands.execute(TerminalCommandIDs.sshAccess, {
+            serverId: server.id
+          })
+      })
+    );
     return terminals;
   }
 };

@@ -7,7 +7,12 @@ import { Field } from '../create/field';
 import { gcpOfferings, IHardwareValues } from '../create/hardware';
 import { hostGpus } from '../create/hardwarePicker';
 import { formatNumber } from './format';
-import { ICloud, IServerConfig, IServerCreate } from './types';
+import {
+  ICloud,
+  IServerConfig,
+  IServerConfigFields,
+  IServerCreate
+} from './types';
 
 export { hostGpus, hostOptionLabel } from '../create/hardwarePicker';
 
@@ -72,7 +77,7 @@ export function valuesForCloud<V extends ICreateFormValues>(
   cloud: ICloud | undefined,
   base: V
 ): V {
-  const defaults: Partial<IServerConfig> = cloud?.defaults ?? {};
+  const defaults: IServerConfigFields = cloud?.defaults ?? {};
   const next: V = { ...base, cloud: cloud?.name ?? base.cloud };
   for (const key of CONFIG_INPUTS) {
     next[key] = text(defaults[key]);

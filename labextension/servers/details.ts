@@ -1,35 +1,13 @@
-import { Event } from '@jupyterlab/services';
 import { Debouncer, Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IComputeServersModel } from '../tokens';
-import { SERVER_EVENT_SCHEMA } from './types';
-
-/**
- * Something read per running compute server (its kernels, terminals or metrics) and shown in
- * the sidebar under the server: read only while something shows it (`watched`).
- */
-export interface IServerDetailsModel {
-  /** Whether anything shows it now; live updates read only meanwhile. */
-  watched: boolean;
-  readonly watchedChanged: ISignal<any, boolean>;
-  /** Read a server's entry again. Never rejects: a failure is kept in the entry. */
-  refresh(serverId: number): Promise<void>;
-  /** Forget a server's entry (it stopped, or was deleted). */
-  forget(serverId: number): void;
-}
-
-/** One server's entry: the value read last, or why reading it failed. */
-export interface IServerEntry<T> {
-  /** The value read last (`empty` before the first answer). */
-  readonly value: T;
-  /** Whether an answer has come. */
-  readonly loaded: boolean;
-  /** The error of the last failed read, or null. */
-  readonly error: string | null;
-  /** When the value was read, in ms since the epoch (0 before). */
-  readonly at: number;
-}
+import {
+  IComputeServersModel,
+  IServerDetailsModel,
+  IServerEntry,
+  IServerEvent,
+  IServerEvents
+} from '../tokens';
 
 /**
  * Entries read per compute server from the REST API (`read`), with the bookkeeping the sidebar
@@ -208,11 +186,10 @@ export class ServerDetailsLiveUpdates {
     );
   }
 
-  private _onEvent(_: Event.IManager, event: Event.Emission): void {
+  private _onEvent(_: IServerEvents, event: IServerEvent): void {
     if (
-      event.schema_id !== SERVER_EVENT_SCHEMA ||
       event.kind !== this._kind ||
-      typeof event.server_id !== 'number' ||
+      event.server_id === null ||
       !this._model.watched
     ) {
       return;
@@ -259,7 +236,7 @@ export class ServerDetailsLiveUpdates {
 
   private _model: IServerDetailsModel;
   private _servers: IComputeServersModel;
-  private _events: Event.IManager | null;
+  private _events: IServerEvents | null;
   private _kind: string | null;
   private _backoff: boolean;
   private _debouncer: Debouncer;
@@ -273,8 +250,8 @@ export namespace ServerDetailsLiveUpdates {
     model: IServerDetailsModel;
     /** The compute servers, for which of them are running. */
     servers: IComputeServersModel;
-    /** The Jupyter Server events to listen to; without, only the poll runs. */
-    events?: Event.IManager | null;
+    /** The server extension's events; without, only the poll runs. */
+    events?: IServerEvents | null;
     /** The kind of the server events that say a server's entry changed; none by default. */
     kind?: string | null;
     /** The poll's interval in milliseconds. */

@@ -1,9 +1,7 @@
-import { Event } from '@jupyterlab/services';
 import { Debouncer, IPoll, Poll } from '@lumino/polling';
 
-import { IComputeServersModel } from '../tokens';
+import { IComputeServersModel, IServerEvents } from '../tokens';
 import { isTransitional } from './format';
-import { SERVER_EVENT_SCHEMA } from './types';
 
 /** How soon after an event the list is re-read (events come in bursts). */
 const EVENT_DEBOUNCE_MS = 200;
@@ -12,7 +10,7 @@ const BUSY_INTERVAL_MS = 2000;
 
 /**
  * Keeps a servers model up to date: re-reads the list (debounced) on the server extension's
- * Jupyter Server events, and polls as a fallback, for changes the events do not carry (the
+ * events, and polls as a fallback, for changes the events do not carry (the
  * command line, another Jupyter server on the same store). The poll stands by while the page
  * is hidden, and runs faster while a server is starting, stopping and so on.
  */
@@ -65,10 +63,8 @@ export class LiveUpdates {
     this._poll.dispose();
   }
 
-  private _onEvent(_: Event.IManager, event: Event.Emission): void {
-    if (event.schema_id === SERVER_EVENT_SCHEMA) {
-      void this._debouncer.invoke();
-    }
+  private _onEvent(): void {
+    void this._debouncer.invoke();
   }
 
   private _onModelChanged(): void {
@@ -92,7 +88,7 @@ export class LiveUpdates {
   }
 
   private _model: IComputeServersModel;
-  private _events: Event.IManager | null;
+  private _events: IServerEvents | null;
   private _interval: number;
   private _debouncer: Debouncer;
   private _poll: Poll;
@@ -101,8 +97,8 @@ export class LiveUpdates {
 export namespace LiveUpdates {
   export interface IOptions {
     model: IComputeServersModel;
-    /** The Jupyter Server events to listen to; without, only the poll runs. */
-    events?: Event.IManager | null;
+    /** The server extension's events; without, only the poll runs. */
+    events?: IServerEvents | null;
     /** The poll's interval in milliseconds. */
     interval: number;
     /** Start polling at once (default true). */

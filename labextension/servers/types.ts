@@ -1,153 +1,61 @@
 /**
- * The shapes of the compute servers REST API (`compute-servers/api/servers`, `.../clouds`),
- * as the server extension writes them.
+ * The shapes of the compute servers REST API (`compute-servers/api/servers`, `.../clouds`):
+ * names for the schemas of openapi.json, from the types generated from it (`../api/schema`).
  */
-import { IAutoStop, IServerCost } from '../costs/types';
-import { IHostOffering } from '../hosts/types';
-import { ISyncSettings } from '../sync/types';
+import { components, operations } from '../api/schema';
+
+type Schemas = components['schemas'];
 
 /** Every state a server can be in. */
-export type ServerState =
-  | 'deprovisioned'
-  | 'starting'
-  | 'running'
-  | 'stopping'
-  | 'off'
-  | 'suspending'
-  | 'suspended'
-  | 'deprovisioning'
-  | 'error';
+export type ServerState = Schemas['Server']['state'];
 
 /** The lifecycle actions (`POST servers/{id}/actions/{action}`). */
 export type ServerAction =
-  'start' | 'stop' | 'suspend' | 'resume' | 'reboot' | 'deprovision';
+  operations['serverAction']['parameters']['path']['action'];
 
 /** What `allowed_actions` may list: the actions and `delete`. */
-export type AllowedAction = ServerAction | 'delete';
+export type AllowedAction = Schemas['Server']['allowed_actions'][number];
 
-export interface IGpuSpec {
-  type: string;
-  count: number;
-}
+export type IGpuSpec = NonNullable<Schemas['ServerConfig']['gpu']>;
 
 /** A server's configuration; fields its cloud does not use are null. */
-export interface IServerConfig {
-  image: string | null;
-  image_tag: string | null;
-  machine_type: string | null;
-  cpu: number | null;
-  memory_gb: number | null;
-  gpu: IGpuSpec | null;
-  disk_gb: number | null;
-  disk_type: string | null;
-  spot: boolean | null;
-  region: string | null;
-  zone: string | null;
-  extra: Record<string, unknown>;
-}
+export type IServerConfig = Schemas['ServerConfig'];
 
-export interface ISpendLimit {
-  amount: number;
-  period_days: number;
-}
+/** The configuration fields a request gives (create, edit, estimate, a cloud's defaults). */
+export type IServerConfigFields = Schemas['ServerConfigFields'];
+
+export type ISpendLimit = NonNullable<Schemas['SpendLimit']>;
 
 /** Stop the server every day at this time (24-hour HH:MM) in `timezone` (null: the costs one). */
-export interface IDailyStop {
-  time: string;
-  timezone: string | null;
-}
+export type IDailyStop = NonNullable<Schemas['DailyStop']>;
 
-export interface IProgress {
-  message: string;
-  fraction: number | null;
-  at: number;
-}
+export type IProgress = NonNullable<Schemas['Server']['progress']>;
 
 /** One compute server, as `GET servers/{id}` answers. */
-export interface IServer {
-  id: number;
-  name: string;
-  color: string;
-  notes: string;
-  cloud: string;
-  state: ServerState;
-  state_reason: string;
-  config: IServerConfig;
-  idle_timeout_minutes: number | null;
-  spend_limit: ISpendLimit | null;
-  daily_stop?: IDailyStop | null;
-  created: number;
-  updated: number;
-  operation: string | null;
-  progress: IProgress | null;
-  allowed_actions: AllowedAction[];
-  /** What it costs per hour in each state, and what it has cost (null: not worked out). */
-  cost?: IServerCost | null;
-  /** When it will stop by itself, while it runs. */
-  auto_stop?: IAutoStop | null;
-  /** How it syncs files with the Jupyter root. */
-  sync?: ISyncSettings;
-}
+export type IServer = Schemas['Server'];
 
-export interface IRange {
-  min: number;
-  max: number;
-}
+export type IRange = Schemas['Range'];
 
-export interface IImageOffering {
-  id: string;
-  label: string;
-  tags: string[];
-}
+export type IImageOffering = NonNullable<
+  Schemas['Offerings']['images']
+>[number];
 
-/** What a cloud offers; empty when the cloud is not available. */
-export interface IOfferings {
-  images?: IImageOffering[];
-  cpu?: IRange;
-  memory_gb?: IRange;
-  gpus?: { type: string; max_count: number }[];
-  disk_gb?: IRange;
-  /** The ssh cloud's hosts (trusted and inventoried), with their GPUs and how many are free. */
-  hosts?: IHostOffering[];
-}
+/** What the local and ssh clouds offer; empty when the cloud is not available. */
+export type IOfferings = Schemas['Offerings'];
 
-/** One enabled cloud, as `GET clouds` answers. */
-export interface ICloud {
-  name: string;
-  label: string;
-  description: string;
-  supports_suspend: boolean;
-  config_fields: string[];
-  defaults: Partial<IServerConfig>;
-  available: boolean;
-  reason: string;
+/**
+ * One enabled cloud, as `GET clouds` answers. Its `offerings` are free-form in the document
+ * (each cloud has its own: `Offerings`, or `GcpOfferings` read by `gcpOfferings()`).
+ */
+export type ICloud = Omit<Schemas['Cloud'], 'offerings'> & {
   offerings: IOfferings;
-}
+};
 
-/** The body of `POST servers`; `PATCH servers/{id}` takes the same fields but `cloud`. */
-export interface IServerCreate {
-  name: string;
-  cloud?: string;
-  color?: string;
-  notes?: string;
-  config?: Partial<IServerConfig>;
-  idle_timeout_minutes?: number | null;
-  spend_limit?: ISpendLimit | null;
-  daily_stop?: IDailyStop | null;
-  /** The fields given replace the current ones. */
-  sync?: Partial<ISyncSettings>;
-}
+/** The body of `POST servers`. */
+export type IServerCreate = Schemas['ServerCreate'];
 
-export type IServerUpdate = Partial<Omit<IServerCreate, 'cloud'>>;
-
-/** The schema of the server extension's Jupyter Server events. */
-export const SERVER_EVENT_SCHEMA =
-  'https://events.jupyter.org/jupyter_compute_servers/server/v1';
+/** The body of `PATCH servers/{id}`: the fields of `POST servers` but `cloud`. */
+export type IServerUpdate = Schemas['ServerUpdate'];
 
 /** One state change, from `GET servers/{id}/history`. */
-export interface IHistoryEntry {
-  at: number;
-  state: ServerState;
-  reason: string;
-  action: string | null;
-}
+export type IHistoryEntry = Schemas['HistoryEntry'];

@@ -1,10 +1,12 @@
-import { Event } from '@jupyterlab/services';
 import { Poll } from '@lumino/polling';
 
 import { ServerDetailsLiveUpdates } from '../servers/details';
-import { SERVER_EVENT_SCHEMA } from '../servers/types';
-import { IComputeServersModel, ISyncModel } from '../tokens';
-import { ISyncEventData } from './types';
+import {
+  IComputeServersModel,
+  IServerEvent,
+  IServerEvents,
+  ISyncModel
+} from '../tokens';
 
 /** How often a running sync is read when its events stop coming, in ms. */
 const RUNNING_INTERVAL_MS = 2000;
@@ -66,16 +68,9 @@ export class SyncLiveUpdates {
     this._running.dispose();
   }
 
-  private _onEvent(_: Event.IManager, event: Event.Emission): void {
-    if (
-      event.schema_id !== SERVER_EVENT_SCHEMA ||
-      event.kind !== 'sync' ||
-      typeof event.server_id !== 'number'
-    ) {
-      return;
-    }
-    const data = event.sync as unknown as ISyncEventData | undefined;
-    if (!data || typeof data.id !== 'number') {
+  private _onEvent(_: IServerEvents, event: IServerEvent): void {
+    const data = event.sync;
+    if (event.kind !== 'sync' || event.server_id === null || !data) {
       return;
     }
     const serverId = event.server_id;
@@ -125,7 +120,7 @@ export class SyncLiveUpdates {
 
   private _model: ISyncModel;
   private _servers: IComputeServersModel;
-  private _events: Event.IManager | null;
+  private _events: IServerEvents | null;
   private _details: ServerDetailsLiveUpdates;
   private _running: Poll;
   /** When each running sync (`serverId/syncId`) was last heard of. */
@@ -137,8 +132,8 @@ export namespace SyncLiveUpdates {
     model: ISyncModel;
     /** The compute servers, for which of them are running. */
     servers: IComputeServersModel;
-    /** The Jupyter Server events to listen to; without, only the polls run. */
-    events?: Event.IManager | null;
+    /** The server extension's events; without, only the polls run. */
+    events?: IServerEvents | null;
     /** The slow poll's interval in milliseconds (the panel's refresh interval). */
     interval: number;
     /** How often a running sync is read while no event comes, in ms (default 2000). */

@@ -3,9 +3,15 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { ApiError, requestAPI } from '../request';
 import { describeError } from '../servers/actions';
-import { IServerEntry, ServerDetailsStore } from '../servers/details';
-import { IServerSyncs, ISyncModel } from '../tokens';
-import { ISyncEventData, ISyncList, ISyncRun, ISyncRequest } from './types';
+import { ServerDetailsStore } from '../servers/details';
+import { IServerEntry, IServerSyncs, ISyncModel } from '../tokens';
+import {
+  ISyncEventData,
+  ISyncList,
+  ISyncRun,
+  ISyncRequest,
+  SyncPhase
+} from './types';
 
 /** How many syncs a server's entry keeps (the API answers the last 20). */
 const KEEP = 20;
@@ -72,7 +78,7 @@ export function runFromEvent(
   const hasProgress = typeof data.phase === 'string';
   const progress = hasProgress
     ? {
-        phase: data.phase as string,
+        phase: data.phase as SyncPhase,
         files_total: data.files_total ?? 0,
         files_done: data.files_done ?? 0,
         bytes_total: data.bytes_total ?? 0,

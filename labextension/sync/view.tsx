@@ -1,8 +1,7 @@
 /** The sidebar's file sync: a Sync button with its direction menu, progress and summaries. */
 import * as React from 'react';
 
-import { IServerEntry } from '../servers/details';
-import { IServerSyncs } from '../tokens';
+import { IServerEntry, IServerSyncs } from '../tokens';
 import {
   advice,
   DIRECTION_CAPTIONS,

@@ -3,7 +3,7 @@ import * as React from 'react';
 import { formatAge } from '../kernels/list';
 import { ApiError } from '../request';
 import { describeError } from '../servers/actions';
-import { IServerEntry } from '../servers/details';
+import { IServerEntry } from '../tokens';
 import { IRemoteTerminal } from './types';
 import { useItemActions } from '../servers/itemActions';
 
