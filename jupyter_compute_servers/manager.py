@@ -24,7 +24,7 @@ from .errors import (
     OperationFailed,
     ValidationError,
 )
-from .hosts import HostRegistry
+from .hosts import HostRegistry, HostStore
 from .images.catalog import ImageCatalog
 from .images.runtime import container_for
 from .models import (
@@ -111,7 +111,9 @@ class ComputeServerManager:
         self.kernel_specs: KernelSpecPublisher | None = None
         #: The registered on-prem hosts (the ssh cloud's machines).
         self.hosts = HostRegistry(
-            store, ssh, on_change=lambda host_id: self.notify("hosts", None, host_id=host_id)
+            HostStore(store.database, clock=store.clock),
+            ssh,
+            on_change=lambda host_id: self.notify("hosts", None, host_id=host_id),
         )
         #: The software images servers may run (the app replaces it with the configured one).
         self.images = ImageCatalog()

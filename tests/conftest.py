@@ -102,3 +102,30 @@ def wait_for_state(api):
             await asyncio.sleep(0.05)
 
     return wait
+
+
+# --- the database: every store's tests run on SQLite and on PostgreSQL ----------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Debian's PostgreSQL 15, started once for the session (see tests/postgres.py). A test
+    that needs it fails, and never skips, when it cannot be started."""
+    from .postgres import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """A new, empty database of each kind: a SQLite file, or a database of its own on the
+    session's PostgreSQL (dropped after the test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'servers.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    yield url
+    server.drop_database(url)

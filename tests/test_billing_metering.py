@@ -1,12 +1,11 @@
-"""Metering by the second from the durable state history, on a real SQLite store driven by a
-controllable clock."""
+"""Metering by the second from the durable state history, on a real store (SQLite and
+PostgreSQL) driven by a controllable clock."""
 
 from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -44,8 +43,10 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> ServerStore:
-    return ServerStore(f"sqlite:///{tmp_path / 'servers.db'}", clock=clock)
+def store(db_url: str, clock: Clock):
+    store = ServerStore(db_url, clock=clock)
+    yield store
+    store.close()
 
 
 def new_server(store: ServerStore, name: str = "box", running: str = "0.38", off: str = "0.012"):
@@ -198,11 +199,12 @@ def test_deleted_servers_keep_their_spend(store, clock):
     assert spends[gone.id]["total"].amount == 2
 
 
-def test_the_same_history_gives_the_same_spend_after_a_restart(tmp_path, store, clock):
+def test_the_same_history_gives_the_same_spend_after_a_restart(db_url, store, clock):
     server, _ = new_server(store)
     go(store, server.id, State.STARTING, State.RUNNING)
     clock.advance(HOUR)
     first = spend(store, server.id, clock.now)["total"].amount
     store.close()
-    reopened = ServerStore(f"sqlite:///{tmp_path / 'servers.db'}", clock=clock)
+    reopened = ServerStore(db_url, clock=clock)
     assert spend(reopened, server.id, clock.now)["total"].amount == first == Decimal("0.38")
+    reopened.close()

@@ -96,7 +96,7 @@ class SyncService:
         self.manager = manager
         self.root_dir = os.path.realpath(root_dir)
         self.lock_dir = Path(lock_dir)
-        self.store = SyncStore(manager.store.path)
+        self.store = SyncStore(manager.store.database)
         self._jobs: dict[int, _Job] = {}
         self._sessions: dict[int, tuple[Any, SyncSession]] = {}
         self._seen_running: dict[int, float] = {}
