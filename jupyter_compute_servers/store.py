@@ -75,26 +75,6 @@ state_history = Table(
     sqlite_autoincrement=True,
 )
 
-#: The hourly rates in effect for each server over time (see ``billing``).
-rate_history = Table(
-    "rate_history",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("server_id", Integer, nullable=False),
-    Column("at", Double, nullable=False),
-    Column("rates", Text, nullable=False),
-    Index("rate_history_server", "server_id", "at"),
-    sqlite_autoincrement=True,
-)
-
-#: The cost alerts already given (each once, across restarts and processes).
-cost_alerts = Table(
-    "cost_alerts",
-    metadata,
-    Column("key", Text, primary_key=True),
-    Column("at", Double, nullable=False),
-)
-
 
 @dataclass
 class ServerRecord:
@@ -129,15 +109,6 @@ class HistoryEntry:
     state: State
     reason: str
     action: str | None
-
-
-@dataclass(frozen=True)
-class RatesEntry:
-    """The hourly rates of a server's configuration from ``at`` on (see ``billing``)."""
-
-    server_id: int
-    at: float
-    rates: dict[str, Any]
 
 
 def _row_to_record(row: RowMapping) -> ServerRecord:
@@ -388,65 +359,15 @@ class ServerStore:
                 )
             )
 
-    # --- costs (see billing/) ---------------------------------------------------------------
-
-    def record_rates(
-        self, server_id: int, rates: dict[str, Any], *, at: float | None = None
-    ) -> None:
-        """The server's hourly rates from now on (its configuration or the prices changed)."""
-        with self.database.transaction() as db:
-            db.execute(
-                insert(rate_history).values(
-                    server_id=server_id,
-                    at=self.clock() if at is None else at,
-                    rates=json.dumps(rates),
-                )
-            )
-
-    def rates_history(self, server_id: int | None = None) -> list[RatesEntry]:
-        """Every recorded change of rates (of one server, or of all), oldest first."""
-        query = select(rate_history).order_by(rate_history.c.id)
+    def state_counts(self, server_id: int | None = None) -> dict[int, int]:
+        """How many state changes each server has (the history only ever grows), by server
+        id: with ``billing.records.CostRecords.rate_counts``, a cheap check that a server's
+        spend must be worked out again."""
+        query = select(state_history.c.server_id, func.count()).group_by(state_history.c.server_id)
         if server_id is not None:
-            query = query.where(rate_history.c.server_id == server_id)
+            query = query.where(state_history.c.server_id == server_id)
         with self.database.read() as db:
-            rows = db.execute(query).mappings().all()
-        return [RatesEntry(r["server_id"], r["at"], json.loads(r["rates"])) for r in rows]
-
-    def history_counts(self, server_id: int | None = None) -> dict[int, tuple[int, int]]:
-        """How many state changes and rate records each server has (both tables only ever
-        grow), by server id: a cheap check that a server's spend must be worked out again."""
-
-        def counts(table: Table) -> Any:
-            query = select(table.c.server_id, func.count()).group_by(table.c.server_id)
-            if server_id is not None:
-                query = query.where(table.c.server_id == server_id)
-            return query
-
-        with self.database.read() as db:
-            states = db.execute(counts(state_history)).all()
-            rates = {row[0]: row[1] for row in db.execute(counts(rate_history))}
-        return {row[0]: (row[1], rates.get(row[0], 0)) for row in states}
-
-    def cost_alerts(self) -> set[str]:
-        """The keys of the cost alerts already given."""
-        with self.database.read() as db:
-            return set(db.execute(select(cost_alerts.c.key)).scalars())
-
-    def add_cost_alert(self, key: str) -> bool:
-        """Record that an alert was given; False if it had been already (by any process)."""
-        with self.database.transaction() as db:
-            result = db.execute(
-                self.database.insert(cost_alerts)
-                .values(key=key, at=self.clock())
-                .on_conflict_do_nothing(index_elements=["key"])
-            )
-            return result.rowcount == 1
-
-    def remove_cost_alerts(self, keys: list[str]) -> None:
-        """Re-arm alerts (their condition ended)."""
-        if keys:
-            with self.database.transaction() as db:
-                db.execute(delete(cost_alerts).where(cost_alerts.c.key.in_(keys)))
+            return {row[0]: row[1] for row in db.execute(query)}
 
 
 def _named(name: str) -> Any:

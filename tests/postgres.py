@@ -60,9 +60,8 @@ class PostgresServer:
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "
             "-c fsync=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-o", options, "-w", "start"
-        )
+        log = str(self.dir / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(BIN / tool), *args]
