@@ -79,10 +79,10 @@ def sqlite_path_from_url(url: str) -> Path:
     parsed = urlparse(url)
     if parsed.scheme != "sqlite":
         raise ValidationError(f"{url!r} is not a sqlite:/// URL.", field="db_url")
-    path = unquote(parsed.path)
-    if not path or path == "/":
+    path = unquote(parsed.path).lstrip("/")
+    if not path:
         raise ValidationError(f"The database URL {url!r} names no file.", field="db_url")
-    return Path(path)
+    return Path("/" + path)
 
 
 def engine_url(url: str) -> tuple[URL, Path | None]:
