@@ -119,13 +119,9 @@ def postgres_server():
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path):
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A new, empty database of each kind: a SQLite file, or a database of its own on the
-    session's PostgreSQL (dropped after the test)."""
+    session's PostgreSQL."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'servers.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    url = server.create_database()
-    yield url
-    server.drop_database(url)
+        return f"sqlite:///{tmp_path / 'servers.db'}"
+    return str(request.getfixturevalue("postgres_server").create_database())

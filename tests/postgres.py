@@ -45,6 +45,7 @@ class PostgresServer:
         self.data = self.dir / "data"
         self.port = free_port()
         self.names = itertools.count(1)
+        self.databases: list[str] = []
         self._run(
             "initdb",
             "-D",
@@ -54,6 +55,11 @@ class PostgresServer:
             "--auth=trust",
             "--encoding=UTF8",
             "--no-sync",
+            # A database whose default collation is not bytewise (ICU, English), as many are:
+            # the synced paths must compare byte by byte all the same.
+            "--locale=C.UTF-8",
+            "--locale-provider=icu",
+            "--icu-locale=en-US",
         )
         # fsync off: the tests never crash PostgreSQL, and the machine is shared and slow.
         options = (
@@ -84,16 +90,16 @@ class PostgresServer:
         )
 
     def create_database(self) -> str:
-        """A new, empty database: its URL."""
-        name = f"test_{os.getpid()}_{next(self.names)}"
+        """A new, empty database: its URL. The databases made before are dropped first: a
+        test's database outlives the test a little (a Jupyter server stops after the fixtures
+        that made its configuration), but not the next test's start."""
+        name = f"test_{next(self.names)}"
         with self._admin() as admin:
+            for old in self.databases:
+                admin.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+            self.databases = [name]
             admin.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
-
-    def drop_database(self, url: str) -> None:
-        name = url.rsplit("/", 1)[1]
-        with self._admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def stop(self) -> None:
         try:

@@ -66,6 +66,28 @@ def test_the_record_in_memory_follows_commits_from_another_process(database):
     there_db.close()
 
 
+def test_a_scope_is_the_paths_below_it_byte_by_byte(database):
+    """ "a/b" holds "a/b" and "a/b/..." only, whatever the database's collation (the test
+    PostgreSQL's default is ICU English, where "a/B/x" sorts between "a/b/" and "a/b0")."""
+    servers, server_id = database
+    store = SyncStore(servers.database)
+    tree = store.tree(server_id, "/root", "/ws", "a" * 32)
+    paths = ["a/b", "a/b/x", "a/b/é/y", "a/B/x", "a/b-c", "a/b.txt", "a/b0", "a/bé", "a/b c"]
+    store.commit(tree, [(path, base("1")) for path in paths])
+    assert set(store.load(tree, "a/b")) == {"a/b", "a/b/x", "a/b/é/y"}
+    # From the database, not from the copy in memory.
+    fresh = SyncStore(servers.database)
+    assert set(fresh.load(tree, "a/b")) == {"a/b", "a/b/x", "a/b/é/y"}
+    assert set(fresh.load(tree, "a/B")) == {"a/B/x"}
+    assert set(fresh.load(tree)) == set(paths)
+    # Sizes, times in nanoseconds and inode numbers of 64 bits come back whole.
+    big = Base(
+        "f" * 64, 5 * 2**40, 1_900_000_000_123_456_789, 0o755, (2**62, 2**61, 2**63 - 1, 1), None
+    )
+    store.commit(tree, [("big", big)])
+    assert SyncStore(servers.database).load(tree, "big") == {"big": big}
+
+
 EXCLUDES = SyncExcludes([".git/"])
 
 
