@@ -38,7 +38,12 @@ class PostgresServer:
                     f"(apt-get install postgresql), or set POSTGRES_BIN."
                 )
         self.as_root = os.geteuid() == 0
-        self.dir = Path(tempfile.mkdtemp(prefix="compute-servers-postgres-"))
+        # As root, under /tmp whatever TMPDIR says: the postgres user must reach it.
+        self.dir = Path(
+            tempfile.mkdtemp(
+                prefix="compute-servers-postgres-", dir="/tmp" if self.as_root else None
+            )
+        )
         if self.as_root:
             account = pwd.getpwnam(USER)
             os.chown(self.dir, account.pw_uid, account.pw_gid)
