@@ -40,7 +40,6 @@ from sqlalchemy import (
     delete,
     insert,
     select,
-    true,
     update,
 )
 
@@ -119,9 +118,8 @@ sync_runs = Table(
 )
 
 
-def _sig_values(side: str, sig: Sig | None) -> dict[str, int | None]:
-    values = (None, None, None, None) if sig is None else sig
-    return {f"{side}_{name}": value for name, value in zip(_SIG_FIELDS, values, strict=True)}
+def _sig_columns(sig: Sig | None) -> tuple[int | None, ...]:
+    return (None, None, None, None) if sig is None else sig
 
 
 def _sig(row: tuple[Any, ...], start: int) -> Sig | None:
@@ -130,29 +128,31 @@ def _sig(row: tuple[Any, ...], start: int) -> Sig | None:
     return (row[start], row[start + 1], row[start + 2], row[start + 3])
 
 
-_RECORD_COLUMNS = (
-    sync_files.c.path,
-    sync_files.c.hash,
-    sync_files.c.size,
-    sync_files.c.mtime_ns,
-    sync_files.c.mode,
-    *(sync_files.c[f"local_{name}"] for name in _SIG_FIELDS),
-    *(sync_files.c[f"remote_{name}"] for name in _SIG_FIELDS),
+_FILE_COLUMNS = [column.name for column in sync_files.columns]
+# The same SQL on SQLite and PostgreSQL, but for the parameters' marks (see SyncStore._mark).
+_UPSERT = (
+    f"INSERT INTO sync_files ({', '.join(_FILE_COLUMNS)})"  # noqa: S608 - our column names
+    f" VALUES ({', '.join('?' for _ in _FILE_COLUMNS)})"
+    " ON CONFLICT (tree_id, path) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _FILE_COLUMNS[2:])
 )
+_DELETE = "DELETE FROM sync_files WHERE tree_id = ? AND path = ?"
+_SELECT = f"SELECT {', '.join(_FILE_COLUMNS[1:])} FROM sync_files"  # noqa: S608
 
 
-def scope_clause(scope: str) -> Any:
-    """The paths at or below ``scope`` ("" for all)."""
+def scope_clause(scope: str) -> tuple[str, tuple[str, ...]]:
+    """SQL (and its parameters) for the paths at or below ``scope`` ("" for all)."""
     if not scope:
-        return true()
+        return "1 = 1", ()
     # Everything below "a/b" sorts between "a/b/" and "a/b0" ("0" follows "/").
-    path = sync_files.c.path
-    return (path == scope) | and_(path > scope + "/", path < scope + "0")
+    return "(path = ? OR (path > ? AND path < ?))", (scope, scope + "/", scope + "0")
 
 
 class SyncStore:
     def __init__(self, database: Database) -> None:
         self.database = database
+        #: The driver's mark of a parameter, in the SQL run by the driver itself.
+        self._mark = "?" if database.is_sqlite else "%s"
         self._lock = threading.RLock()
         #: tree id -> (generation, the whole record of that pair).
         self._cache: dict[int, tuple[int, dict[str, Base]]] = {}
@@ -231,10 +231,16 @@ class SyncStore:
                     return dict(record)
                 inside = scope + "/"
                 return {p: b for p, b in record.items() if p == scope or p.startswith(inside)}
-            # Read in the same transaction as the generation: the two agree.
-            rows = db.execute(
-                select(*_RECORD_COLUMNS).where(sync_files.c.tree_id == tree, scope_clause(scope))
-            ).all()
+            # Read in the same transaction as the generation: the two agree. Maybe many rows:
+            # read as the driver's plain tuples.
+            clause, params = scope_clause(scope)
+            query = f"{_SELECT} WHERE tree_id = ? AND {clause}"
+            cursor = db.connection.cursor()
+            try:
+                cursor.execute(query.replace("?", self._mark), (tree, *params))
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
         loaded = {
             row[0]: Base(row[1], row[2], row[3], row[4], _sig(row, 5), _sig(row, 9)) for row in rows
         }
@@ -248,21 +254,23 @@ class SyncStore:
         transaction."""
         if not changes:
             return
+        # Many rows at a time (a first sync records every file): one prepared statement
+        # executed for all of them by the driver, as tuples, not a statement built per row.
         kept = [
-            {
-                "tree_id": tree,
-                "path": path,
-                "hash": base.hash,
-                "size": base.size,
-                "mtime_ns": base.mtime_ns,
-                "mode": base.mode,
-                **_sig_values("local", base.local_sig),
-                **_sig_values("remote", base.remote_sig),
-            }
+            (
+                tree,
+                path,
+                base.hash,
+                base.size,
+                base.mtime_ns,
+                base.mode,
+                *_sig_columns(base.local_sig),
+                *_sig_columns(base.remote_sig),
+            )
             for path, base in changes
             if base is not None
         ]
-        gone = [path for path, base in changes if base is None]
+        gone = [(tree, path) for path, base in changes if base is None]
         with self.database.transaction() as db:
             value = db.execute(
                 select(sync_trees.c.generation).where(sync_trees.c.id == tree).with_for_update()
@@ -272,25 +280,9 @@ class SyncStore:
                 update(sync_trees).where(sync_trees.c.id == tree).values(generation=generation + 1)
             )
             if kept:
-                upsert = self.database.insert(sync_files)
-                db.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=["tree_id", "path"],
-                        set_={
-                            name: upsert.excluded[name]
-                            for name in kept[0]
-                            if name not in ("tree_id", "path")
-                        },
-                    ),
-                    kept,
-                )
-            for start in range(0, len(gone), 500):
-                db.execute(
-                    delete(sync_files).where(
-                        sync_files.c.tree_id == tree,
-                        sync_files.c.path.in_(gone[start : start + 500]),
-                    )
-                )
+                db.exec_driver_sql(_UPSERT.replace("?", self._mark), kept)
+            if gone:
+                db.exec_driver_sql(_DELETE.replace("?", self._mark), gone)
             with self._lock:
                 cached = self._cache.pop(tree, None)
         # Committed: the copy in memory follows, if it was current.
