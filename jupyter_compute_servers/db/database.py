@@ -29,7 +29,6 @@ transaction, by whichever process opens the database first.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,8 +68,6 @@ BASELINE_REVISION = "0001"
 
 #: Execution option that makes a connection's transaction a write transaction.
 _WRITE = "compute_servers_write"
-
-log = logging.getLogger(__name__)
 
 
 def sqlite_path_from_url(url: str) -> Path:
