@@ -22,7 +22,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 LAB_PORT ?= 8888
-DEBIAN_PACKAGES := chromium openssh-server openssh-client rsync
+DEBIAN_PACKAGES := chromium openssh-server openssh-client rsync postgresql
 FRONTEND_SOURCES := $(shell find labextension schema -type f 2>/dev/null) package.json tsconfig.json
 
 .PHONY: lab test test-python test-js test-ui lint setup system-deps clean lock test-newest
@@ -112,14 +112,16 @@ $(STAMPS)/ui-npm: ui-tests/package.json ui-tests/package-lock.json
 	cd ui-tests && npm ci --no-audit --no-fund
 	@touch $@
 
-# Debian packages the tests need (a real browser, a real sshd). Installed when missing and
-# running as root; otherwise named, so a developer knows what to install.
+# Debian packages the tests need (a real browser, a real sshd, a real PostgreSQL 15 that the
+# tests start in a temp dir of their own). Installed when missing and running as root;
+# otherwise named, so a developer knows what to install.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

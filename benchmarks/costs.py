@@ -57,6 +57,7 @@ def median_ms(action: Any, repeat: int) -> float:
 
 def populate(services: Any, servers: int, cycles: int) -> None:
     store = services.store
+    records = services.costs.records
     clock = [time.time() - cycles * 2 * 3600.0]
     store.clock = lambda: clock[0]
     for n in range(servers):
@@ -69,7 +70,7 @@ def populate(services: Any, servers: int, cycles: int) -> None:
             idle_timeout_minutes=30,
             spend_limit=SpendLimit(amount=1000.0, period_days=7),
         )
-        store.record_rates(record.id, services.costs.rates_of(record).snapshot())
+        records.record_rates(record.id, services.costs.rates_of(record).snapshot(), at=clock[0])
     start = clock[0]
     for n in range(servers):
         clock[0] = start
@@ -80,7 +81,7 @@ def populate(services: Any, servers: int, cycles: int) -> None:
             clock[0] += 3600
             if cycle % 10 == 9:
                 rates = StateRates.flat(0.36 + cycle / 1000, 0.01, source="bench")
-                store.record_rates(n + 1, rates.snapshot())
+                records.record_rates(n + 1, rates.snapshot(), at=clock[0])
     store.clock = time.time
 
 
@@ -130,11 +131,12 @@ def main() -> int:
         ]
         print(
             f"{len(servers)} servers, {entries} history entries, "
-            f"{len(manager.store.rates_history())} recorded rates; medians of {args.repeat}"
+            f"{len(costs.records.rates_history())} recorded rates; "
+            f"medians of {args.repeat}"
         )
         for name, ms in rows:
             print(f"  {name:32} {ms:9.1f} ms")
-        manager.store.close()
+        services.store.database.close()
     return 0
 
 

@@ -188,7 +188,7 @@ class Resources:
                 with contextlib.suppress(Exception):
                     await provisioner.shutdown_remote()
             await runtime.manager.ssh.close_all()
-            runtime.manager.store.close()
+            runtime.manager.store.database.close()
 
         with contextlib.suppress(Exception):
             runtime.run_blocking(close(), timeout=30)
@@ -514,7 +514,7 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
             key_path = manager.keys.private_key_path(server_id)
         finally:
             await manager.ssh.close_all()
-            manager.store.close()
+            manager.store.database.close()
         ssh = SSHTarget(
             f"{endpoint.username}@{endpoint.host}",
             openssh_options(key_path, endpoint, str(work.root)),

@@ -159,7 +159,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             manager.request_action(server.id, "stop")
             await manager.wait_for_action(server.id)
         await manager.ssh.close_all()
-        manager.store.close()
+        manager.store.database.close()
 
     targets = {"(a)": 1.2, "(b)": 1.0, "(c)": 1.0}
     print()

@@ -243,7 +243,7 @@ async def main_async(args: argparse.Namespace) -> int:
             else:
                 argv.insert(1, "-t")
             await manager.ssh.close_all()
-            manager.store.close()
+            services.database.close()
             os.execvp("ssh", argv)  # noqa: S606 - replaces this process by design
     except ComputeServersError as e:
         print(f"error: {e.message}", file=sys.stderr)

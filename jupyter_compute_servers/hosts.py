@@ -5,8 +5,11 @@ servers of the ``ssh`` cloud.
   fingerprint for the user to confirm. Until then nothing logs in to it.
 - Its inventory (CPUs, RAM, disk, OS, Python, GPUs by NVML) comes from the agent over SSH.
 - ``HostSlices`` hands out slices of a host (CPUs, RAM and whole GPUs by UUID) to servers in
-  one SQLite transaction, so two processes never give the same GPU twice, and keeps the FIFO
-  queue of servers waiting for GPUs.
+  one transaction that holds the host's row locked, so two processes never give the same GPU
+  twice, and keeps the FIFO queue of servers waiting for GPUs.
+
+The tables ``hosts``, ``host_slices`` and ``gpu_queue`` are this module's, in the database every
+store shares (``db.Database``).
 """
 
 from __future__ import annotations
@@ -16,18 +19,36 @@ import json
 import os
 import re
 import secrets
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
+from sqlalchemy import (
+    Column,
+    Connection,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    RowMapping,
+    Table,
+    Text,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
+from .db import Database, inserted_id, metadata
 from .errors import CloudError, ConflictError, NotFoundError, ValidationError
 from .models import check_no_unknown, parse_number, parse_object, parse_str
 from .ssh import SSHConnections, fingerprint, user_ssh_config
 from .ssh_endpoint import SSHEndpoint
-from .store import ServerStore
+from .store import servers
 
 HOST_FIELDS = (
     "name",
@@ -45,6 +66,55 @@ PATCH_FIELDS = (*HOST_FIELDS, "trust_host_key")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,253}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # Unique regardless of case (SQLite: COLLATE NOCASE; PostgreSQL: an index on lower(name)).
+    Column("name", Text, nullable=False),
+    Column("hostname", Text, nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("username", Text, nullable=False),
+    Column("identity_file", Text),
+    Column("use_agent", Integer, nullable=False, server_default="0"),
+    Column("host_key", Text),
+    Column("host_key_source", Text),
+    Column("pending_host_key", Text),
+    Column("python", Text, nullable=False, server_default="python3"),
+    Column("hourly_rate", Double),
+    Column("gpu_rates", Text, nullable=False, server_default="{}"),
+    Column("gpu_wait_minutes", Double, nullable=False, server_default="30"),
+    Column("inventory", Text),
+    Column("inventory_error", Text, nullable=False, server_default=""),
+    Column("inventoried", Double),
+    Column("created", Double, nullable=False),
+    Column("updated", Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+Index("hosts_name_nocase", func.lower(hosts.c.name), unique=True)
+
+#: The part of a host given to each running server (CPUs, memory, whole GPUs by UUID).
+host_slices = Table(
+    "host_slices",
+    metadata,
+    Column("server_id", Integer, primary_key=True, autoincrement=False),
+    Column("host_id", Integer, ForeignKey("hosts.id"), nullable=False),
+    Column("cpu", Integer, nullable=False),
+    Column("memory_gb", Double, nullable=False),
+    Column("gpu_uuids", Text, nullable=False, server_default="[]"),
+    Column("token", Text, nullable=False),
+    Column("allocated", Double, nullable=False),
+)
+
+#: The servers waiting for a slice of a host, first come first served.
+gpu_queue = Table(
+    "gpu_queue",
+    metadata,
+    Column("server_id", Integer, primary_key=True, autoincrement=False),
+    Column("host_id", Integer, ForeignKey("hosts.id"), nullable=False),
+    Column("requested", Double, nullable=False),
+)
 
 
 @dataclass
@@ -125,7 +195,7 @@ class HostRecord:
         }
 
 
-def _host(row: sqlite3.Row) -> HostRecord:
+def _host(row: RowMapping) -> HostRecord:
     return HostRecord(
         id=row["id"],
         name=row["name"],
@@ -160,95 +230,106 @@ class Slice:
 
 
 class HostStore:
-    """Hosts, slices and the GPU queue, in the servers' database."""
+    """Hosts, slices and the GPU queue, in the shared database."""
 
-    def __init__(self, store: ServerStore) -> None:
-        self.store = store
+    def __init__(self, database: Database, *, clock: Callable[[], float]) -> None:
+        self.database = database
+        self.clock = clock
 
     def hosts(self) -> list[HostRecord]:
-        with self.store._transaction() as db:
-            return [_host(r) for r in db.execute("SELECT * FROM hosts ORDER BY id").fetchall()]
+        with self.database.read() as db:
+            rows = db.execute(select(hosts).order_by(hosts.c.id)).mappings().all()
+        return [_host(r) for r in rows]
 
     def get(self, host_id: int) -> HostRecord:
-        with self.store._transaction() as db:
-            row = db.execute("SELECT * FROM hosts WHERE id = ?", (host_id,)).fetchone()
+        with self.database.read() as db:
+            row = db.execute(select(hosts).where(hosts.c.id == host_id)).mappings().first()
         if row is None:
             raise NotFoundError(f"No host with id {host_id}.", field="id")
         return _host(row)
 
     def find(self, id_or_name: Any) -> HostRecord:
-        with self.store._transaction() as db:
-            row = db.execute(
-                "SELECT * FROM hosts WHERE name = ? OR CAST(id AS TEXT) = ?",
-                (str(id_or_name), str(id_or_name)),
-            ).fetchone()
+        key = str(id_or_name)
+        with self.database.read() as db:
+            row = (
+                db.execute(
+                    select(hosts)
+                    .where(or_(_named(key), cast(hosts.c.id, Text) == key))
+                    .order_by(hosts.c.id)
+                )
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFoundError(f"No host named {id_or_name!r}.", field="host")
         return _host(row)
 
     def create(self, **values: Any) -> HostRecord:
-        now = self.store.clock()
+        now = self.clock()
         values = {**values, "created": now, "updated": now}
-        columns = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        with self.store._transaction() as db:
+        with self.database.transaction() as db:
             self._check_name_free(db, values["name"], None)
-            cursor = db.execute(
-                f"INSERT INTO hosts ({columns}) VALUES ({marks})",  # noqa: S608 - our column names
-                [_column(v) for v in values.values()],
+            result = db.execute(
+                insert(hosts).values({key: _column(value) for key, value in values.items()})
             )
-            host_id = cursor.lastrowid
-        assert host_id is not None
+            host_id = inserted_id(result)
         return self.get(host_id)
 
     def update(self, host_id: int, **values: Any) -> HostRecord:
         if not values:
             return self.get(host_id)
-        values["updated"] = self.store.clock()
-        assignments = ", ".join(f"{key} = ?" for key in values)
-        with self.store._transaction() as db:
-            if db.execute("SELECT 1 FROM hosts WHERE id = ?", (host_id,)).fetchone() is None:
-                raise NotFoundError(f"No host with id {host_id}.", field="id")
+        values["updated"] = self.clock()
+        with self.database.transaction() as db:
+            _lock_host(db, host_id)
             if "name" in values:
                 self._check_name_free(db, values["name"], host_id)
             db.execute(
-                f"UPDATE hosts SET {assignments} WHERE id = ?",  # noqa: S608 - our column names
-                [*(_column(v) for v in values.values()), host_id],
+                update(hosts)
+                .where(hosts.c.id == host_id)
+                .values({key: _column(value) for key, value in values.items()})
             )
         return self.get(host_id)
 
     def delete(self, host_id: int) -> None:
-        with self.store._transaction() as db:
-            if db.execute("SELECT 1 FROM host_slices WHERE host_id = ?", (host_id,)).fetchone():
+        with self.database.transaction() as db:
+            _lock_host(db, host_id)
+            if db.execute(
+                select(host_slices.c.server_id).where(host_slices.c.host_id == host_id)
+            ).first():
                 raise ConflictError(
                     "Servers are running on this host; stop them first.", field="id"
                 )
-            servers = [
-                row["name"]
-                for row in db.execute("SELECT name, config FROM servers WHERE cloud = 'ssh'")
-                if json.loads(row["config"]).get("extra", {}).get("host") == host_id
+            # The servers' table is the store's: read here, in the same transaction, so that
+            # a host is never deleted from under a server that names it.
+            using = [
+                row.name
+                for row in db.execute(
+                    select(servers.c.name, servers.c.config).where(servers.c.cloud == "ssh")
+                )
+                if json.loads(row.config).get("extra", {}).get("host") == host_id
             ]
-            if servers:
+            if using:
                 raise ConflictError(
-                    f"Servers use this host ({', '.join(servers)}); delete them first.",
+                    f"Servers use this host ({', '.join(using)}); delete them first.",
                     field="id",
                 )
-            if db.execute("DELETE FROM hosts WHERE id = ?", (host_id,)).rowcount == 0:
-                raise NotFoundError(f"No host with id {host_id}.", field="id")
+            db.execute(delete(hosts).where(hosts.c.id == host_id))
 
-    @staticmethod
-    def _check_name_free(db: sqlite3.Connection, name: str, host_id: int | None) -> None:
-        row = db.execute("SELECT id FROM hosts WHERE name = ?", (name,)).fetchone()
-        if row is not None and row["id"] != host_id:
+    def _check_name_free(self, db: Connection, name: str, host_id: int | None) -> None:
+        self.database.lock(db, "hosts.name")
+        row = db.execute(select(hosts.c.id).where(_named(name))).first()
+        if row is not None and row.id != host_id:
             raise ConflictError(f"A host named {name!r} exists.", field="name")
 
     # --- slices and the queue ---------------------------------------------------------------
 
     def slice_of(self, server_id: int) -> Slice | None:
-        with self.store._transaction() as db:
-            row = db.execute(
-                "SELECT * FROM host_slices WHERE server_id = ?", (server_id,)
-            ).fetchone()
+        with self.database.read() as db:
+            row = (
+                db.execute(select(host_slices).where(host_slices.c.server_id == server_id))
+                .mappings()
+                .first()
+            )
         return None if row is None else _slice(row)
 
     def allocate(
@@ -256,39 +337,45 @@ class HostStore:
     ) -> Slice | str:
         """Give the server its slice now, or answer why not (it then waits in the queue).
 
-        One transaction: the check and the claim cannot interleave with another process's.
+        One transaction, with the host's row locked: the check and the claim cannot
+        interleave with another process's, on the same host.
         """
-        with self.store._transaction() as db:
-            row = db.execute(
-                "SELECT * FROM host_slices WHERE server_id = ?", (server_id,)
-            ).fetchone()
+        with self.database.transaction() as db:
+            _lock_host(db, host.id)
+            row = (
+                db.execute(select(host_slices).where(host_slices.c.server_id == server_id))
+                .mappings()
+                .first()
+            )
             if row is not None:
-                db.execute("DELETE FROM gpu_queue WHERE server_id = ?", (server_id,))
+                db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
                 return _slice(row)
-            if (
-                db.execute("SELECT 1 FROM gpu_queue WHERE server_id = ?", (server_id,)).fetchone()
-                is None
-            ):
+            queued = select(gpu_queue.c.server_id).where(gpu_queue.c.server_id == server_id)
+            if db.execute(queued).first() is None:
                 db.execute(
-                    "INSERT INTO gpu_queue (server_id, host_id, requested) VALUES (?, ?, ?)",
-                    (server_id, host.id, self.store.clock()),
+                    insert(gpu_queue).values(
+                        server_id=server_id, host_id=host.id, requested=self.clock()
+                    )
                 )
             first = db.execute(
-                "SELECT server_id FROM gpu_queue WHERE host_id = ? ORDER BY requested, server_id "
-                "LIMIT 1",
-                (host.id,),
-            ).fetchone()
-            if first["server_id"] != server_id:
+                select(gpu_queue.c.server_id)
+                .where(gpu_queue.c.host_id == host.id)
+                .order_by(gpu_queue.c.requested, gpu_queue.c.server_id)
+                .limit(1)
+            ).scalar()
+            if first != server_id:
                 return "waiting for the servers ahead of it"
             slices = db.execute(
-                "SELECT cpu, memory_gb, gpu_uuids FROM host_slices WHERE host_id = ?", (host.id,)
-            ).fetchall()
+                select(host_slices.c.cpu, host_slices.c.memory_gb, host_slices.c.gpu_uuids).where(
+                    host_slices.c.host_id == host.id
+                )
+            ).all()
             inventory = host.inventory or {}
-            cpus_free = int(inventory.get("cpu_count") or 0) - sum(r["cpu"] for r in slices)
+            cpus_free = int(inventory.get("cpu_count") or 0) - sum(r.cpu for r in slices)
             memory_free = (inventory.get("memory_total") or 0) / 2**30 - sum(
-                r["memory_gb"] for r in slices
+                r.memory_gb for r in slices
             )
-            taken = {uuid for r in slices for uuid in json.loads(r["gpu_uuids"])}
+            taken = {uuid for r in slices for uuid in json.loads(r.gpu_uuids)}
             gpus: list[str] = []
             if gpu is not None:
                 free = [
@@ -305,44 +392,73 @@ class HostStore:
                 return f"{memory_gb:g} GB of memory needed, {memory_free:.1f} GB free"
             token = secrets.token_urlsafe(24)
             db.execute(
-                "INSERT INTO host_slices (server_id, host_id, cpu, memory_gb, gpu_uuids, token, "
-                "allocated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (server_id, host.id, cpu, memory_gb, json.dumps(gpus), token, self.store.clock()),
+                insert(host_slices).values(
+                    server_id=server_id,
+                    host_id=host.id,
+                    cpu=cpu,
+                    memory_gb=memory_gb,
+                    gpu_uuids=json.dumps(gpus),
+                    token=token,
+                    allocated=self.clock(),
+                )
             )
-            db.execute("DELETE FROM gpu_queue WHERE server_id = ?", (server_id,))
+            db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
             return Slice(server_id, host.id, cpu, memory_gb, gpus, token)
 
     def queue_position(self, server_id: int) -> int | None:
         """1 for the next in line on its host; None when not waiting."""
-        with self.store._transaction() as db:
+        with self.database.read() as db:
             row = db.execute(
-                "SELECT host_id, requested FROM gpu_queue WHERE server_id = ?", (server_id,)
-            ).fetchone()
+                select(gpu_queue.c.host_id, gpu_queue.c.requested).where(
+                    gpu_queue.c.server_id == server_id
+                )
+            ).first()
             if row is None:
                 return None
             ahead = db.execute(
-                "SELECT COUNT(*) FROM gpu_queue WHERE host_id = ? AND "
-                "(requested < ? OR (requested = ? AND server_id < ?))",
-                (row["host_id"], row["requested"], row["requested"], server_id),
-            ).fetchone()[0]
+                select(func.count()).where(
+                    gpu_queue.c.host_id == row.host_id,
+                    or_(
+                        gpu_queue.c.requested < row.requested,
+                        (gpu_queue.c.requested == row.requested)
+                        & (gpu_queue.c.server_id < server_id),
+                    ),
+                )
+            ).scalar_one()
         return int(ahead) + 1
 
     def leave_queue(self, server_id: int) -> None:
-        with self.store._transaction() as db:
-            db.execute("DELETE FROM gpu_queue WHERE server_id = ?", (server_id,))
+        with self.database.transaction() as db:
+            db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
 
     def release(self, server_id: int) -> None:
-        with self.store._transaction() as db:
-            db.execute("DELETE FROM host_slices WHERE server_id = ?", (server_id,))
-            db.execute("DELETE FROM gpu_queue WHERE server_id = ?", (server_id,))
+        with self.database.transaction() as db:
+            db.execute(delete(host_slices).where(host_slices.c.server_id == server_id))
+            db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
 
     def slices_on(self, host_id: int) -> list[Slice]:
-        with self.store._transaction() as db:
-            rows = db.execute("SELECT * FROM host_slices WHERE host_id = ?", (host_id,)).fetchall()
+        with self.database.read() as db:
+            rows = (
+                db.execute(select(host_slices).where(host_slices.c.host_id == host_id))
+                .mappings()
+                .all()
+            )
         return [_slice(row) for row in rows]
 
 
-def _slice(row: sqlite3.Row) -> Slice:
+def _named(name: str) -> Any:
+    """Hosts of this name, in any case (as the unique index compares them)."""
+    return func.lower(hosts.c.name) == func.lower(name)
+
+
+def _lock_host(db: Connection, host_id: int) -> None:
+    """Lock the host's row until the transaction ends; 404 if there is no such host."""
+    found = db.execute(select(hosts.c.id).where(hosts.c.id == host_id).with_for_update()).first()
+    if found is None:
+        raise NotFoundError(f"No host with id {host_id}.", field="id")
+
+
+def _slice(row: RowMapping) -> Slice:
     return Slice(
         row["server_id"],
         row["host_id"],
@@ -420,11 +536,11 @@ class HostRegistry:
 
     def __init__(
         self,
-        store: ServerStore,
+        hosts: HostStore,
         ssh: SSHConnections,
         on_change: Callable[[int], None] | None = None,
     ) -> None:
-        self.hosts = HostStore(store)
+        self.hosts = hosts
         self.ssh = ssh
         #: Told the id of a host that was registered, edited, trusted, inventoried or deleted.
         self.on_change = on_change
@@ -530,7 +646,7 @@ class HostRegistry:
             message = getattr(e, "message", None) or str(e)
             return self.hosts.update(host_id, inventory_error=message)
         return self.hosts.update(
-            host_id, inventory=info, inventory_error="", inventoried=self.hosts.store.clock()
+            host_id, inventory=info, inventory_error="", inventoried=self.hosts.clock()
         )
 
     async def refresh(self, host_id: int) -> HostRecord:

@@ -5,9 +5,10 @@ The Jupyter server extension (``app.py``), the CLI (``cli.py``) and the standalo
 runtime (``kernels/runtime.py``, used by ``jupyter execute`` and nbclient) all call it with the
 same settings, so the three see the same store, clouds and rules. Nothing here imports web code.
 
-The order is the dependency order: events, store, keys and SSH, images, hosts and sync records,
-the clouds (given the services they may use), the manager, then the services over it (costs,
-kernel specs, sync, terminals) and the presenter that assembles a server's JSON.
+The order is the dependency order: events, the database (the one owner of it) and the stores
+over it, keys and SSH, images, hosts and sync records, the clouds (given the services they may
+use), the manager, then the services over it (costs, kernel specs, sync, terminals) and the
+presenter that assembles a server's JSON.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .billing.records import CostRecords
 from .billing.service import ComputeServerCosts
 from .clouds import Cloud, load_cloud_class
 from .clouds.base import CloudServices
+from .db import Database
 from .events import EventCallback, ServerEvents
-from .hosts import HostRegistry
+from .hosts import HostRegistry, HostStore
 from .images.catalog import ImageCatalog
 from .kernels.specs import KernelSpecPublisher
 from .presenter import ServerPresenter
@@ -47,6 +50,7 @@ class Services:
 
     settings: ComputeServersSettings
     events: ServerEvents
+    database: Database
     store: ServerStore
     keys: KeyStore
     ssh: SSHConnections
@@ -67,7 +71,7 @@ class Services:
         await self.sync.close()
         await self.costs.close()
         await self.manager.shutdown(stop_servers=stop_servers)
-        self.store.close()
+        self.database.close()
 
 
 def build_clouds(settings: ComputeServersSettings, services: CloudServices) -> dict[str, Cloud]:
@@ -102,7 +106,9 @@ def build_services(
     data_dir.mkdir(parents=True, exist_ok=True)
 
     events = ServerEvents(on_event)
-    store = ServerStore(settings.db_url, clock=time.time)
+    # The one owner of the database: every store below shares its engine and pool.
+    database = Database(settings.db_url)
+    store = ServerStore(database, clock=time.time)
     keys = KeyStore(data_dir / "keys")
     ssh = SSHConnections(
         keys,
@@ -114,9 +120,11 @@ def build_services(
     if images.load_error:
         logger.error("%s; using the built-in catalogue.", images.load_error)
     hosts = HostRegistry(
-        store, ssh, on_change=lambda host_id: events.publish("hosts", None, None, host_id=host_id)
+        HostStore(database, clock=time.time),
+        ssh,
+        on_change=lambda host_id: events.publish("hosts", None, None, host_id=host_id),
     )
-    sync_records = SyncStore(store.path)
+    sync_records = SyncStore(database)
 
     cloud_services = CloudServices(images=images, hosts=hosts, store=store, ssh=ssh)
     if clouds is None:
@@ -136,7 +144,9 @@ def build_services(
         sync_settings=sync_records,
         log=logger,
     )
-    costs = ComputeServerCosts(manager, parent=settings)
+    costs = ComputeServerCosts(
+        manager, records=CostRecords(database, clock=time.time), parent=settings
+    )
     events.listeners.append(costs.on_event)
     manager.admission_checks.append(costs.check_start)
     kernel_specs = KernelSpecPublisher(manager, settings.kernel_specs_dir, str(data_dir))
@@ -153,6 +163,7 @@ def build_services(
     return Services(
         settings=settings,
         events=events,
+        database=database,
         store=store,
         keys=keys,
         ssh=ssh,

@@ -1,174 +1,79 @@
-"""Persistence of compute servers and their state history, in SQLite.
+"""Persistence of compute servers and their state history.
 
-Durability: WAL journal with ``synchronous=FULL``, and every change is one transaction that is
-committed before the API answers, so a kill -9 loses nothing that was acknowledged. Schema
-changes are versioned migrations (``MIGRATIONS``), applied in order on open.
-
-The database is named by a URL (``sqlite:///absolute/path.db``) so a deployment can point every
-user at one file on shared storage; other backends would plug in here.
+The tables ``servers`` and ``state_history`` are this module's; they live in the one database
+every store shares (``db.Database``: SQLite or PostgreSQL, its transactions, its migrations).
+Every change is one transaction, committed before the API answers, so a kill -9 loses nothing
+that was acknowledged. A change decided from the server's current state locks its row first
+(``FOR UPDATE``), so two processes never both win the same compare-and-swap.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-from .errors import ConflictError, NotFoundError, ValidationError
+from sqlalchemy import (
+    Column,
+    Connection,
+    Double,
+    Index,
+    Integer,
+    RowMapping,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from .db import Database, inserted_id, metadata
+from .errors import ConflictError, NotFoundError
 from .models import DailyStop, ServerConfig, SpendLimit, State
 
-MIGRATIONS: list[str] = [
-    # 1: servers and their state history.
-    """
-    CREATE TABLE servers (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        color TEXT NOT NULL,
-        notes TEXT NOT NULL DEFAULT '',
-        cloud TEXT NOT NULL,
-        state TEXT NOT NULL,
-        state_reason TEXT NOT NULL DEFAULT '',
-        config TEXT NOT NULL,
-        idle_timeout_minutes INTEGER,
-        spend_limit TEXT,
-        created REAL NOT NULL,
-        updated REAL NOT NULL,
-        cloud_data TEXT NOT NULL DEFAULT '{}',
-        operation TEXT,
-        operation_owner TEXT,
-        progress TEXT
-    );
-    CREATE TABLE state_history (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        server_id INTEGER NOT NULL,
-        at REAL NOT NULL,
-        state TEXT NOT NULL,
-        reason TEXT NOT NULL DEFAULT '',
-        action TEXT
-    );
-    CREATE INDEX state_history_server ON state_history (server_id, at);
-    """,
-    # 2: the kernels found on each server (cached, so kernel specs exist while it is off).
-    """
-    ALTER TABLE servers ADD COLUMN kernel_specs TEXT;
-    """,
-    # 3: on-prem hosts (the ssh cloud), the slices of them given to servers, and the queue of
-    # servers waiting for GPUs there.
-    """
-    CREATE TABLE hosts (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        hostname TEXT NOT NULL,
-        port INTEGER NOT NULL,
-        username TEXT NOT NULL,
-        identity_file TEXT,
-        use_agent INTEGER NOT NULL DEFAULT 0,
-        host_key TEXT,
-        host_key_source TEXT,
-        pending_host_key TEXT,
-        python TEXT NOT NULL DEFAULT 'python3',
-        hourly_rate REAL,
-        gpu_rates TEXT NOT NULL DEFAULT '{}',
-        gpu_wait_minutes REAL NOT NULL DEFAULT 30,
-        inventory TEXT,
-        inventory_error TEXT NOT NULL DEFAULT '',
-        inventoried REAL,
-        created REAL NOT NULL,
-        updated REAL NOT NULL
-    );
-    CREATE TABLE host_slices (
-        server_id INTEGER PRIMARY KEY,
-        host_id INTEGER NOT NULL REFERENCES hosts (id),
-        cpu INTEGER NOT NULL,
-        memory_gb REAL NOT NULL,
-        gpu_uuids TEXT NOT NULL DEFAULT '[]',
-        token TEXT NOT NULL,
-        allocated REAL NOT NULL
-    );
-    CREATE TABLE gpu_queue (
-        server_id INTEGER PRIMARY KEY,
-        host_id INTEGER NOT NULL REFERENCES hosts (id),
-        requested REAL NOT NULL
-    );
-    """,
-    # 4: costs: each server's daily stop time, the hourly rates in effect over time (so that
-    # spend already incurred never changes with a new configuration or price table), and the
-    # cost alerts already given (so each is given once, across restarts and processes).
-    """
-    ALTER TABLE servers ADD COLUMN daily_stop TEXT;
-    CREATE TABLE rate_history (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        server_id INTEGER NOT NULL,
-        at REAL NOT NULL,
-        rates TEXT NOT NULL
-    );
-    CREATE INDEX rate_history_server ON rate_history (server_id, at);
-    CREATE TABLE cost_alerts (
-        key TEXT PRIMARY KEY,
-        at REAL NOT NULL
-    );
-    """,
-    # 5: file sync: each server's settings, the record of the last synced state of each pair
-    # of trees (see sync/records.py), and every sync's progress and summary.
-    """
-    CREATE TABLE sync_settings (
-        server_id INTEGER PRIMARY KEY REFERENCES servers (id) ON DELETE CASCADE,
-        settings TEXT NOT NULL
-    );
-    CREATE TABLE sync_trees (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
-        local_root TEXT NOT NULL,
-        remote_root TEXT NOT NULL,
-        remote_tree_id TEXT NOT NULL,
-        UNIQUE (server_id, local_root, remote_root, remote_tree_id)
-    );
-    CREATE TABLE sync_files (
-        tree_id INTEGER NOT NULL REFERENCES sync_trees (id) ON DELETE CASCADE,
-        path TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        mode INTEGER NOT NULL,
-        local_size INTEGER,
-        local_mtime_ns INTEGER,
-        local_ino INTEGER,
-        local_ctime_ns INTEGER,
-        remote_size INTEGER,
-        remote_mtime_ns INTEGER,
-        remote_ino INTEGER,
-        remote_ctime_ns INTEGER,
-        PRIMARY KEY (tree_id, path)
-    ) WITHOUT ROWID;
-    CREATE TABLE sync_runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
-        direction TEXT NOT NULL,
-        path TEXT NOT NULL,
-        trigger TEXT NOT NULL,
-        state TEXT NOT NULL,
-        started REAL NOT NULL,
-        finished REAL,
-        owner TEXT,
-        progress TEXT,
-        summary TEXT,
-        error TEXT
-    );
-    CREATE INDEX sync_runs_server ON sync_runs (server_id, id);
-    """,
-    # 6: file sync: a generation per pair of trees, bumped by every change to its record, so a
-    # process can keep the record in memory and know when another process changed it.
-    """
-    ALTER TABLE sync_trees ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
-    """,
-]
+servers = Table(
+    "servers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # Unique regardless of case (SQLite: COLLATE NOCASE; PostgreSQL: an index on lower(name)).
+    Column("name", Text, nullable=False),
+    Column("color", Text, nullable=False),
+    Column("notes", Text, nullable=False, server_default=""),
+    Column("cloud", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("state_reason", Text, nullable=False, server_default=""),
+    Column("config", Text, nullable=False),
+    Column("idle_timeout_minutes", Integer),
+    Column("spend_limit", Text),
+    Column("created", Double, nullable=False),
+    Column("updated", Double, nullable=False),
+    Column("cloud_data", Text, nullable=False, server_default="{}"),
+    Column("operation", Text),
+    Column("operation_owner", Text),
+    Column("progress", Text),
+    Column("kernel_specs", Text),
+    Column("daily_stop", Text),
+    sqlite_autoincrement=True,
+)
+Index("servers_name_nocase", func.lower(servers.c.name), unique=True)
+
+#: Every state change of every server, kept after the server is deleted (for cost reports).
+state_history = Table(
+    "state_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server_id", Integer, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("action", Text),
+    Index("state_history_server", "server_id", "at"),
+    sqlite_autoincrement=True,
+)
 
 
 @dataclass
@@ -206,30 +111,7 @@ class HistoryEntry:
     action: str | None
 
 
-@dataclass(frozen=True)
-class RatesEntry:
-    """The hourly rates of a server's configuration from ``at`` on (see ``billing``)."""
-
-    server_id: int
-    at: float
-    rates: dict[str, Any]
-
-
-def sqlite_path_from_url(url: str) -> Path:
-    """``sqlite:////abs/path.db`` or ``sqlite:///abs/path.db`` -> a Path."""
-    parsed = urlparse(url)
-    if parsed.scheme != "sqlite":
-        raise ValidationError(
-            f"Unsupported database URL {url!r}: only sqlite:///path/to/file.db is supported.",
-            field="db_url",
-        )
-    path = unquote(parsed.path)
-    if not path or path == "/":
-        raise ValidationError(f"The database URL {url!r} names no file.", field="db_url")
-    return Path(path)
-
-
-def _row_to_record(row: sqlite3.Row) -> ServerRecord:
+def _row_to_record(row: RowMapping) -> ServerRecord:
     spend = json.loads(row["spend_limit"]) if row["spend_limit"] else None
     return ServerRecord(
         id=row["id"],
@@ -261,94 +143,67 @@ def _daily_stop_json(daily_stop: DailyStop | None) -> str | None:
     return json.dumps(daily_stop.to_json()) if daily_stop else None
 
 
+def _state_for_update(db: Connection, server_id: int) -> str:
+    """The server's state, its row locked until the transaction ends; 404 if it is gone."""
+    state = db.execute(
+        select(servers.c.state).where(servers.c.id == server_id).with_for_update()
+    ).scalar()
+    if state is None:
+        raise NotFoundError(f"No compute server with id {server_id}.", field="id")
+    return str(state)
+
+
 class ServerStore:
     """All reads and writes of servers go through here. Thread-safe; cheap enough (well under
-    a millisecond a call) to call from the event loop."""
+    a millisecond a call on SQLite) to call from the event loop.
 
-    def __init__(self, url: str, *, clock: Callable[[], float]) -> None:
-        self.url = url
-        self.path = sqlite_path_from_url(url)
+    ``database`` is the shared ``Database``, or a ``db_url`` to open one of its own (closed
+    with the store).
+    """
+
+    def __init__(self, database: Database | str, *, clock: Callable[[], float]) -> None:
+        self._owns_database = isinstance(database, str)
+        self.database = Database(database) if isinstance(database, str) else database
+        self.url = self.database.url
+        #: The SQLite file (None on PostgreSQL).
+        self.path: Path | None = self.database.path
         self.clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        os.chmod(self.path, 0o600)
-        self._migrate()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            # IMMEDIATE takes the write lock up front, so two processes (the Jupyter server and
-            # the CLI) never interleave a read-check-write on the same row.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        with self._transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise RuntimeError(
-                    f"The database {self.path} has schema version {version}, newer than this "
-                    f"jupyter_compute_servers knows ({len(MIGRATIONS)}). Upgrade the package."
-                )
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
-
-    @property
-    def schema_version(self) -> int:
-        with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        """Close the database if the store opened it (a shared one is its owner's to close)."""
+        if self._owns_database:
+            self.database.close()
 
     # --- reads ----------------------------------------------------------------------------
 
     def servers(self) -> list[ServerRecord]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM servers ORDER BY id").fetchall()
+        with self.database.read() as db:
+            rows = db.execute(select(servers).order_by(servers.c.id)).mappings().all()
         return [_row_to_record(row) for row in rows]
 
     def get(self, server_id: int) -> ServerRecord:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM servers WHERE id = ?", (server_id,)).fetchone()
+        with self.database.read() as db:
+            row = db.execute(select(servers).where(servers.c.id == server_id)).mappings().first()
         if row is None:
             raise NotFoundError(f"No compute server with id {server_id}.", field="id")
         return _row_to_record(row)
 
     def find(self, id_or_name: str) -> ServerRecord:
-        """A server by id (digits) or by name, for the CLI."""
+        """A server by id (digits) or by name (in any case), for the CLI."""
         if id_or_name.isdigit():
             return self.get(int(id_or_name))
-        with self._lock:
-            row = self._db.execute("SELECT * FROM servers WHERE name = ?", (id_or_name,)).fetchone()
+        with self.database.read() as db:
+            row = db.execute(select(servers).where(_named(id_or_name))).mappings().first()
         if row is None:
             raise NotFoundError(f"No compute server named {id_or_name!r}.", field="name")
         return _row_to_record(row)
 
     def history(self, server_id: int | None = None) -> list[HistoryEntry]:
-        with self._lock:
-            if server_id is None:
-                rows = self._db.execute("SELECT * FROM state_history ORDER BY id").fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT * FROM state_history WHERE server_id = ? ORDER BY id", (server_id,)
-                ).fetchall()
+        query = select(state_history).order_by(state_history.c.id)
+        if server_id is not None:
+            query = query.where(state_history.c.server_id == server_id)
+        with self.database.read() as db:
+            rows = db.execute(query).mappings().all()
         return [
             HistoryEntry(r["server_id"], r["at"], State(r["state"]), r["reason"], r["action"])
             for r in rows
@@ -369,38 +224,43 @@ class ServerStore:
         daily_stop: DailyStop | None = None,
     ) -> ServerRecord:
         now = self.clock()
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             self._check_name_free(db, name, None)
-            cursor = db.execute(
-                "INSERT INTO servers (name, color, notes, cloud, state, state_reason, config,"
-                " idle_timeout_minutes, spend_limit, daily_stop, created, updated)"
-                " VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    color,
-                    notes,
-                    cloud,
-                    State.DEPROVISIONED.value,
-                    json.dumps(config.to_json()),
-                    idle_timeout_minutes,
-                    _spend_json(spend_limit),
-                    _daily_stop_json(daily_stop),
-                    now,
-                    now,
-                ),
+            result = db.execute(
+                insert(servers).values(
+                    name=name,
+                    color=color,
+                    notes=notes,
+                    cloud=cloud,
+                    state=State.DEPROVISIONED.value,
+                    state_reason="",
+                    config=json.dumps(config.to_json()),
+                    idle_timeout_minutes=idle_timeout_minutes,
+                    spend_limit=_spend_json(spend_limit),
+                    daily_stop=_daily_stop_json(daily_stop),
+                    created=now,
+                    updated=now,
+                )
             )
-            server_id = int(cursor.lastrowid or 0)
+            server_id = inserted_id(result)
             db.execute(
-                "INSERT INTO state_history (server_id, at, state, reason, action)"
-                " VALUES (?, ?, ?, 'created', NULL)",
-                (server_id, now, State.DEPROVISIONED.value),
+                insert(state_history).values(
+                    server_id=server_id,
+                    at=now,
+                    state=State.DEPROVISIONED.value,
+                    reason="created",
+                    action=None,
+                )
             )
         return self.get(server_id)
 
-    def _check_name_free(self, db: sqlite3.Connection, name: str, server_id: int | None) -> None:
+    def _check_name_free(self, db: Connection, name: str, server_id: int | None) -> None:
+        # Two creations of one name must not both find it free (the unique index is the last
+        # word, but it would answer with a 500).
+        self.database.lock(db, "servers.name")
         row = db.execute(
-            "SELECT id FROM servers WHERE name = ? AND id IS NOT ?", (name, server_id)
-        ).fetchone()
+            select(servers.c.id).where(_named(name), servers.c.id.is_distinct_from(server_id))
+        ).first()
         if row is not None:
             raise ConflictError(f"A compute server named {name!r} already exists.", field="name")
 
@@ -426,24 +286,17 @@ class ServerStore:
                 columns[key] = value
             else:
                 raise ValueError(f"not an updatable column: {key}")
-        with self._transaction() as db:
-            row = db.execute("SELECT state FROM servers WHERE id = ?", (server_id,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"No compute server with id {server_id}.", field="id")
-            if expected_state is not None and row["state"] != expected_state.value:
+        with self.database.transaction() as db:
+            state = _state_for_update(db, server_id)
+            if expected_state is not None and state != expected_state.value:
                 raise ConflictError(
-                    f"The server changed state to {row['state']} meanwhile; try again.",
-                    state=row["state"],
+                    f"The server changed state to {state} meanwhile; try again.", state=state
                 )
             if "name" in columns:
                 self._check_name_free(db, columns["name"], server_id)
             if columns:
                 columns["updated"] = self.clock()
-                assignments = ", ".join(f"{key} = ?" for key in columns)
-                db.execute(
-                    f"UPDATE servers SET {assignments} WHERE id = ?",  # noqa: S608
-                    (*columns.values(), server_id),
-                )
+                db.execute(update(servers).where(servers.c.id == server_id).values(**columns))
         return self.get(server_id)
 
     def transition(
@@ -464,111 +317,59 @@ class ServerStore:
         states the change is refused with a 409 (another action got there first).
         """
         now = self.clock()
-        with self._transaction() as db:
-            row = db.execute("SELECT state FROM servers WHERE id = ?", (server_id,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"No compute server with id {server_id}.", field="id")
-            current = State(row["state"])
+        with self.database.transaction() as db:
+            current = State(_state_for_update(db, server_id))
             if expected is not None and current not in expected:
                 raise ConflictError(
                     f"The server is {current.value}; another action is under way or finished "
                     f"first.",
                     state=current.value,
                 )
-            if keep_operation:
-                db.execute(
-                    "UPDATE servers SET state = ?, state_reason = ?, updated = ? WHERE id = ?",
-                    (to.value, reason, now, server_id),
-                )
-            else:
-                db.execute(
-                    "UPDATE servers SET state = ?, state_reason = ?, updated = ?, operation = ?,"
-                    " operation_owner = ?, progress = NULL WHERE id = ?",
-                    (to.value, reason, now, operation, owner, server_id),
-                )
+            changes: dict[str, Any] = {"state": to.value, "state_reason": reason, "updated": now}
+            if not keep_operation:
+                changes.update(operation=operation, operation_owner=owner, progress=None)
+            db.execute(update(servers).where(servers.c.id == server_id).values(**changes))
             if current is not to or action is not None:
                 db.execute(
-                    "INSERT INTO state_history (server_id, at, state, reason, action)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (server_id, now, to.value, reason, action),
+                    insert(state_history).values(
+                        server_id=server_id, at=now, state=to.value, reason=reason, action=action
+                    )
                 )
         return self.get(server_id)
 
     def delete(self, server_id: int) -> None:
         """Remove a deprovisioned server. Its history stays, for cost reports."""
-        with self._transaction() as db:
-            row = db.execute("SELECT state FROM servers WHERE id = ?", (server_id,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"No compute server with id {server_id}.", field="id")
-            if row["state"] != State.DEPROVISIONED.value:
+        with self.database.transaction() as db:
+            state = _state_for_update(db, server_id)
+            if state != State.DEPROVISIONED.value:
                 raise ConflictError(
-                    f"Only a deprovisioned server can be deleted (this one is {row['state']}), "
+                    f"Only a deprovisioned server can be deleted (this one is {state}), "
                     f"so that no billed disk is left behind. Deprovision it first.",
-                    state=row["state"],
+                    state=state,
                     allowed_actions=[],
                 )
-            db.execute("DELETE FROM servers WHERE id = ?", (server_id,))
+            db.execute(delete(servers).where(servers.c.id == server_id))
             db.execute(
-                "INSERT INTO state_history (server_id, at, state, reason, action)"
-                " VALUES (?, ?, ?, 'deleted', 'delete')",
-                (server_id, self.clock(), State.DEPROVISIONED.value),
+                insert(state_history).values(
+                    server_id=server_id,
+                    at=self.clock(),
+                    state=State.DEPROVISIONED.value,
+                    reason="deleted",
+                    action="delete",
+                )
             )
 
-    # --- costs (see billing/) ---------------------------------------------------------------
+    def state_counts(self, server_id: int | None = None) -> dict[int, int]:
+        """How many state changes each server has (the history only ever grows), by server
+        id: with ``billing.records.CostRecords.rate_counts``, a cheap check that a server's
+        spend must be worked out again."""
+        query = select(state_history.c.server_id, func.count()).group_by(state_history.c.server_id)
+        if server_id is not None:
+            query = query.where(state_history.c.server_id == server_id)
+        with self.database.read() as db:
+            return {row[0]: row[1] for row in db.execute(query)}
 
-    def record_rates(
-        self, server_id: int, rates: dict[str, Any], *, at: float | None = None
-    ) -> None:
-        """The server's hourly rates from now on (its configuration or the prices changed)."""
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO rate_history (server_id, at, rates) VALUES (?, ?, ?)",
-                (server_id, self.clock() if at is None else at, json.dumps(rates)),
-            )
 
-    def rates_history(self, server_id: int | None = None) -> list[RatesEntry]:
-        """Every recorded change of rates (of one server, or of all), oldest first."""
-        with self._lock:
-            if server_id is None:
-                rows = self._db.execute("SELECT * FROM rate_history ORDER BY id").fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT * FROM rate_history WHERE server_id = ? ORDER BY id", (server_id,)
-                ).fetchall()
-        return [RatesEntry(r["server_id"], r["at"], json.loads(r["rates"])) for r in rows]
-
-    def history_counts(self, server_id: int | None = None) -> dict[int, tuple[int, int]]:
-        """How many state changes and rate records each server has (both tables only ever
-        grow), by server id: a cheap check that a server's spend must be worked out again."""
-        where, args = ("WHERE server_id = ?", (server_id,)) if server_id is not None else ("", ())
-        with self._lock:
-            states = self._db.execute(
-                f"SELECT server_id, count(*) FROM state_history {where} GROUP BY server_id",  # noqa: S608
-                args,
-            ).fetchall()
-            rates = dict(
-                self._db.execute(
-                    f"SELECT server_id, count(*) FROM rate_history {where} GROUP BY server_id",  # noqa: S608
-                    args,
-                ).fetchall()
-            )
-        return {row[0]: (row[1], rates.get(row[0], 0)) for row in states}
-
-    def cost_alerts(self) -> set[str]:
-        """The keys of the cost alerts already given."""
-        with self._lock:
-            return {r["key"] for r in self._db.execute("SELECT key FROM cost_alerts")}
-
-    def add_cost_alert(self, key: str) -> bool:
-        """Record that an alert was given; False if it had been already (by any process)."""
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO cost_alerts (key, at) VALUES (?, ?)", (key, self.clock())
-            )
-            return cursor.rowcount == 1
-
-    def remove_cost_alerts(self, keys: list[str]) -> None:
-        """Re-arm alerts (their condition ended)."""
-        if keys:
-            with self._transaction() as db:
-                db.executemany("DELETE FROM cost_alerts WHERE key = ?", [(k,) for k in keys])
+def _named(name: str) -> Any:
+    """Servers of this name, in any case (as the unique index compares them)."""
+    return func.lower(servers.c.name) == func.lower(name)

@@ -102,3 +102,26 @@ def wait_for_state(api):
             await asyncio.sleep(0.05)
 
     return wait
+
+
+# --- the database: every store's tests run on SQLite and on PostgreSQL ----------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Debian's PostgreSQL 15, started once for the session (see tests/postgres.py). A test
+    that needs it fails, and never skips, when it cannot be started."""
+    from .postgres import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database of each kind: a SQLite file, or a database of its own on the
+    session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'servers.db'}"
+    return str(request.getfixturevalue("postgres_server").create_database())

@@ -3,6 +3,7 @@ from known_hosts or confirmed by fingerprint, inventory, exclusive GPU slices wi
 processes ended on stop, workspaces removed on deprovision, and live metrics.
 
 CI has no GPU: the host side runs a stand-in NVML module (tests/fake_nvml) describing its GPUs.
+Every test runs with the store on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -72,9 +73,12 @@ def host(tmp_path: Path, home: Path):
 
 
 @pytest.fixture
-def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
+def jp_server_config(jp_server_config: dict[str, Any], db_url: str) -> dict[str, Any]:
+    """The ssh cloud enabled; the store on SQLite and on PostgreSQL (every test runs on
+    both)."""
     config = copy.deepcopy(jp_server_config)
     config["ComputeServersApp"]["enabled_clouds"] = ["local", "ssh"]
+    config["ComputeServersApp"]["db_url"] = db_url
     return config
 
 

@@ -141,7 +141,7 @@ async def run(tmp: Path, operations: list[tuple], trusted: bool = False) -> None
         idle_timeout_minutes=None,
         spend_limit=None,
     )
-    store = SyncStore(servers.path)
+    store = SyncStore(servers.database)
     session = await SyncSession.in_subprocess()
     try:
         for op in [*operations, ("sync", "both")]:

@@ -1,5 +1,6 @@
-"""The sync record in SQLite (kept in memory between syncs, but never stale across processes)
-and the checks on a server's scan answers, whole or as changes since the last one."""
+"""The sync record in the database, SQLite and PostgreSQL (kept in memory between syncs, but
+never stale across processes), and the checks on a server's scan answers, whole or as changes
+since the last one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import pytest
 
 from jupyter_compute_servers.agent.sync_agent import SyncExcludes
+from jupyter_compute_servers.db import Database
 from jupyter_compute_servers.models import ServerConfig
 from jupyter_compute_servers.store import ServerStore
 from jupyter_compute_servers.sync.plan import Base, FileState
@@ -17,8 +19,8 @@ from jupyter_compute_servers.sync.transfer import SyncChannelError
 
 
 @pytest.fixture
-def database(tmp_path):
-    servers = ServerStore(f"sqlite:///{tmp_path / 'servers.db'}", clock=time.time)
+def database(db_url):
+    servers = ServerStore(db_url, clock=time.time)
     server = servers.create(
         name="box",
         color="#000000",
@@ -38,7 +40,9 @@ def base(digest: str) -> Base:
 
 def test_the_record_in_memory_follows_commits_from_another_process(database):
     servers, server_id = database
-    here, there = SyncStore(servers.path), SyncStore(servers.path)  # two processes' views
+    # Two processes' views: each its own Database (engine and pool) on the same database.
+    here_db, there_db = Database(servers.url), Database(servers.url)
+    here, there = SyncStore(here_db), SyncStore(there_db)
     tree = here.tree(server_id, "/root", "/ws", "a" * 32)
     assert there.tree(server_id, "/root", "/ws", "a" * 32) == tree
     here.commit(tree, [("x", base("1")), ("d/y", base("2"))])
@@ -54,10 +58,34 @@ def test_the_record_in_memory_follows_commits_from_another_process(database):
     assert fresh != tree and here.load(fresh) == {} and there.load(tree) == {}
     # Deleting the server deletes its records (foreign keys).
     here.commit(fresh, [("x", base("1"))])
-    servers._db.execute("DELETE FROM servers WHERE id = ?", (server_id,))
+    servers.delete(server_id)
     assert here.load(fresh) == {}
     here.close()
     there.close()
+    here_db.close()
+    there_db.close()
+
+
+def test_a_scope_is_the_paths_below_it_byte_by_byte(database):
+    """ "a/b" holds "a/b" and "a/b/..." only, whatever the database's collation (the test
+    PostgreSQL's default is ICU English, where "a/B/x" sorts between "a/b/" and "a/b0")."""
+    servers, server_id = database
+    store = SyncStore(servers.database)
+    tree = store.tree(server_id, "/root", "/ws", "a" * 32)
+    paths = ["a/b", "a/b/x", "a/b/é/y", "a/B/x", "a/b-c", "a/b.txt", "a/b0", "a/bé", "a/b c"]
+    store.commit(tree, [(path, base("1")) for path in paths])
+    assert set(store.load(tree, "a/b")) == {"a/b", "a/b/x", "a/b/é/y"}
+    # From the database, not from the copy in memory.
+    fresh = SyncStore(servers.database)
+    assert set(fresh.load(tree, "a/b")) == {"a/b", "a/b/x", "a/b/é/y"}
+    assert set(fresh.load(tree, "a/B")) == {"a/B/x"}
+    assert set(fresh.load(tree)) == set(paths)
+    # Sizes, times in nanoseconds and inode numbers of 64 bits come back whole.
+    big = Base(
+        "f" * 64, 5 * 2**40, 1_900_000_000_123_456_789, 0o755, (2**62, 2**61, 2**63 - 1, 1), None
+    )
+    store.commit(tree, [("big", big)])
+    assert SyncStore(servers.database).load(tree, "big") == {"big": big}
 
 
 EXCLUDES = SyncExcludes([".git/"])

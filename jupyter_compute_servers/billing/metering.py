@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..store import HistoryEntry, RatesEntry
+from ..store import HistoryEntry
 from .prices import ZERO, StateRates, money
+from .records import RatesEntry
 
 SECONDS_PER_HOUR = Decimal(3600)
 

@@ -5,7 +5,7 @@ idle timeout says so.
 The watcher's work is ``evaluate()``: look at the servers' activity, ``plan()`` what is due
 from the store and the clock (a pure function of them and the activity seen), then act: stop
 servers (through ``ServerControl.request_action`` with the reason, which the history and
-``state_reason`` keep) and give each alert once (``cost_alerts`` in the store). Tests call
+``state_reason`` keep) and give each alert once (``cost_alerts``, see ``records``). Tests call
 ``evaluate()`` step by step with a controllable clock; in Jupyter a background task calls it
 every ``check_interval`` seconds, and sooner when something is due sooner (a limit about to
 be reached, an idle timeout ending), so a stop happens at its second.
@@ -49,6 +49,7 @@ from .metering import (
     rate_timeline,
 )
 from .prices import CURRENCY, PriceBook, Rate, StateRates, money
+from .records import CostRecords
 
 if TYPE_CHECKING:
     from ..clouds.base import Cloud
@@ -270,11 +271,13 @@ class ComputeServerCosts(LoggingConfigurable):
         servers: ServerControl,
         *,
         clock: Callable[[], float] | None = None,
+        records: CostRecords | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.servers = servers
         self._clock = clock
+        self._records = records
         self._book: PriceBook | None = None
         self.activity = ActivityTracker(self.now)
         #: The Jupyter server's remote kernels (set by the app; None elsewhere).
@@ -288,6 +291,14 @@ class ComputeServerCosts(LoggingConfigurable):
         self._evaluated = False
         #: Ledgers by server id, with the counts (and fallback rates) they were built from.
         self._ledgers: dict[int, tuple[tuple[int, int], Any, Ledger, list[HistoryEntry]]] = {}
+
+    @property
+    def records(self) -> CostRecords:
+        """The recorded rates and the alerts given (default: in the store's database)."""
+        if self._records is None:
+            store = self.servers.store
+            self._records = CostRecords(store.database, clock=store.clock)
+        return self._records
 
     @property
     def book(self) -> PriceBook:
@@ -328,18 +339,18 @@ class ComputeServerCosts(LoggingConfigurable):
         store = self.servers.store
         if server_ids is None:
             servers = store.servers()
-            recorded = _by_server(store.rates_history())
+            recorded = _by_server(self.records.rates_history())
         else:
             servers = []
             for server_id in server_ids:
                 with contextlib.suppress(ComputeServersError):  # deleted meanwhile
                     servers.append(store.get(server_id))
-            recorded = {s.id: store.rates_history(s.id) for s in servers}
+            recorded = {s.id: self.records.rates_history(s.id) for s in servers}
         for server in servers:
             snapshot = self.rates_of(server).snapshot()
             last = recorded.get(server.id)
             if not last or last[-1].rates != snapshot:
-                store.record_rates(server.id, snapshot)
+                self.records.record_rates(server.id, snapshot)
 
     def on_event(self, event: dict[str, Any]) -> None:
         """A manager event: a new or edited server may have new rates."""
@@ -371,7 +382,7 @@ class ComputeServerCosts(LoggingConfigurable):
         rates grew (``counts``: how many of each, if the caller has them)."""
         store = self.servers.store
         if counts is None:
-            counts = store.history_counts(server_id).get(server_id, (0, 0))
+            counts = self.history_counts(server_id).get(server_id, (0, 0))
         current = self.rates_of(server) if server is not None else None
         # The current rates matter only to a server with none recorded.
         fallback = None if counts[1] or current is None else current.snapshot()
@@ -379,9 +390,18 @@ class ComputeServerCosts(LoggingConfigurable):
         if cached is not None and cached[0] == counts and cached[1] == fallback:
             return cached[2], cached[3]
         history = store.history(server_id)
-        ledger = Ledger(history, rate_timeline(store.rates_history(server_id)), current)
+        ledger = Ledger(history, rate_timeline(self.records.rates_history(server_id)), current)
         self._ledgers[server_id] = (counts, fallback, ledger, history)
         return ledger, history
+
+    def history_counts(self, server_id: int | None = None) -> dict[int, tuple[int, int]]:
+        """How many state changes and rate records each server has (both only ever grow), by
+        server id: a cheap check that a server's spend must be worked out again."""
+        rates = self.records.rate_counts(server_id)
+        return {
+            sid: (states, rates.get(sid, 0))
+            for sid, states in self.servers.store.state_counts(server_id).items()
+        }
 
     def spend_of(self, server: ServerRecord, now: float | None = None) -> dict[str, Spend]:
         """One server's spend today, this month, in total and in its limit's window."""
@@ -396,7 +416,7 @@ class ComputeServerCosts(LoggingConfigurable):
         by_id = {s.id: s for s in servers}
         spends = {}
         histories = {}
-        for server_id, counts in self.servers.store.history_counts().items():
+        for server_id, counts in self.history_counts().items():
             server = by_id.get(server_id)
             ledger, histories[server_id] = self.ledger(server_id, server, counts)
             spends[server_id] = {
@@ -802,9 +822,9 @@ class ComputeServerCosts(LoggingConfigurable):
         self._evaluated = True
         now = self.now()
         spends, histories = self._spends(now, servers)
-        plan = self.plan(now, servers, spends, histories, store.cost_alerts())
+        plan = self.plan(now, servers, spends, histories, self.records.cost_alerts())
         result = Evaluation(plan)
-        store.remove_cost_alerts(plan.rearm)
+        self.records.remove_cost_alerts(plan.rearm)
         by_id = {server.id: server for server in servers}
         for stop in plan.stops:
             blocker = await self._idle_blocker(stop, by_id[stop.server_id], now)
@@ -824,7 +844,7 @@ class ComputeServerCosts(LoggingConfigurable):
             )
             result.stopped.append(stop)
         for alert in plan.alerts:
-            if not store.add_cost_alert(alert.key) or alert.silent:
+            if not self.records.add_cost_alert(alert.key) or alert.silent:
                 continue  # given already (by another process), or said by a stop
             self.servers.notify("cost_warning", alert.server_id, **alert.event())
             result.alerted.append(alert)

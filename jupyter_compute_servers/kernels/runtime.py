@@ -238,7 +238,7 @@ def _close_standalone(runtime: KernelRuntime) -> None:
             with contextlib.suppress(Exception):
                 await provisioner.shutdown_remote()
         await runtime.manager.ssh.close_all()
-        runtime.manager.store.close()
+        runtime.manager.store.database.close()
 
     if runtime.loop.is_running():
         with contextlib.suppress(Exception):

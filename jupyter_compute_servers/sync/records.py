@@ -1,4 +1,4 @@
-"""What sync keeps in the store's SQLite database (tables made by a migration in ``store.py``):
+"""What sync keeps in the database every store shares (``db.Database``), in its own tables:
 
 - ``sync_settings``: each server's settings (``SyncSettings``);
 - ``sync_trees``: one row per pair of synced trees: a server, the Jupyter root (its real path),
@@ -15,22 +15,107 @@ The record of a pair is also kept in memory after it was read, with the pair's g
 (bumped by every commit to it, in the same transaction): a later sync reads one number, not
 every row, unless another process changed the record meanwhile.
 
-It has its own connection to the store's database file (WAL, synchronous=FULL), like the CLI in
-another process would.
+A process's copy is checked against the generation, so another process (the CLI, another
+Jupyter server on the same database) is never missed.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    RowMapping,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    delete,
+    insert,
+    select,
+    update,
+)
+
+from ..db import Database, inserted_id, metadata
 from .plan import Base, Sig
 from .settings import SyncSettings
+
+
+def _server_id(**kwargs: Any) -> Column[int]:
+    return Column(
+        "server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False, **kwargs
+    )
+
+
+sync_settings = Table(
+    "sync_settings",
+    metadata,
+    _server_id(primary_key=True, autoincrement=False),
+    Column("settings", Text, nullable=False),
+)
+
+sync_trees = Table(
+    "sync_trees",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    _server_id(),
+    Column("local_root", Text, nullable=False),
+    Column("remote_root", Text, nullable=False),
+    Column("remote_tree_id", Text, nullable=False),
+    Column("generation", BigInteger, nullable=False, server_default="0"),
+    UniqueConstraint("server_id", "local_root", "remote_root", "remote_tree_id"),
+    sqlite_autoincrement=True,
+)
+
+_SIG_FIELDS = ("size", "mtime_ns", "ino", "ctime_ns")
+
+# Paths compare byte by byte (SQLite's BINARY; PostgreSQL: COLLATE "C", see the baseline
+# migration), which ``scope_clause`` relies on.
+sync_files = Table(
+    "sync_files",
+    metadata,
+    Column(
+        "tree_id",
+        Integer,
+        ForeignKey("sync_trees.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("path", Text, primary_key=True),
+    Column("hash", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("mode", Integer, nullable=False),
+    *(Column(f"local_{name}", BigInteger) for name in _SIG_FIELDS),
+    *(Column(f"remote_{name}", BigInteger) for name in _SIG_FIELDS),
+    sqlite_with_rowid=False,
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    _server_id(),
+    Column("direction", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("trigger", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("started", Double, nullable=False),
+    Column("finished", Double),
+    Column("owner", Text),
+    Column("progress", Text),
+    Column("summary", Text),
+    Column("error", Text),
+    Index("sync_runs_server", "server_id", "id"),
+    sqlite_autoincrement=True,
+)
 
 
 def _sig_columns(sig: Sig | None) -> tuple[int | None, ...]:
@@ -43,63 +128,58 @@ def _sig(row: tuple[Any, ...], start: int) -> Sig | None:
     return (row[start], row[start + 1], row[start + 2], row[start + 3])
 
 
-_COLUMNS = (
-    "path, hash, size, mtime_ns, mode, local_size, local_mtime_ns, local_ino, local_ctime_ns,"
-    " remote_size, remote_mtime_ns, remote_ino, remote_ctime_ns"
+_FILE_COLUMNS = [column.name for column in sync_files.columns]
+# The same SQL on SQLite and PostgreSQL, but for the parameters' marks (see SyncStore._mark).
+_UPSERT = (
+    f"INSERT INTO sync_files ({', '.join(_FILE_COLUMNS)})"  # noqa: S608 - our column names
+    f" VALUES ({', '.join('?' for _ in _FILE_COLUMNS)})"
+    " ON CONFLICT (tree_id, path) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _FILE_COLUMNS[2:])
 )
+_DELETE = "DELETE FROM sync_files WHERE tree_id = ? AND path = ?"
+_SELECT = f"SELECT {', '.join(_FILE_COLUMNS[1:])} FROM sync_files"  # noqa: S608
 
 
 def scope_clause(scope: str) -> tuple[str, tuple[str, ...]]:
     """SQL (and its parameters) for the paths at or below ``scope`` ("" for all)."""
     if not scope:
-        return "1", ()
+        return "1 = 1", ()
     # Everything below "a/b" sorts between "a/b/" and "a/b0" ("0" follows "/").
     return "(path = ? OR (path > ? AND path < ?))", (scope, scope + "/", scope + "0")
 
 
 class SyncStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        #: The driver's mark of a parameter, in the SQL run by the driver itself.
+        self._mark = "?" if database.is_sqlite else "%s"
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=30
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
         #: tree id -> (generation, the whole record of that pair).
         self._cache: dict[int, tuple[int, dict[str, Base]]] = {}
 
     def close(self) -> None:
+        """Forget the records kept in memory (the database is its owner's to close)."""
         with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            self._cache.clear()
 
     # --- settings -------------------------------------------------------------------------
 
     def settings(self, server_id: int) -> SyncSettings:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT settings FROM sync_settings WHERE server_id = ?", (server_id,)
-            ).fetchone()
-        return SyncSettings.from_json(json.loads(row["settings"]) if row else None)
+        with self.database.read() as db:
+            value = db.execute(
+                select(sync_settings.c.settings).where(sync_settings.c.server_id == server_id)
+            ).scalar()
+        return SyncSettings.from_json(json.loads(value) if value else None)
 
     def save_settings(self, server_id: int, settings: SyncSettings) -> None:
-        with self._transaction() as db:
+        upsert = self.database.insert(sync_settings).values(
+            server_id=server_id, settings=json.dumps(settings.to_json())
+        )
+        with self.database.transaction() as db:
             db.execute(
-                "INSERT INTO sync_settings (server_id, settings) VALUES (?, ?)"
-                " ON CONFLICT (server_id) DO UPDATE SET settings = excluded.settings",
-                (server_id, json.dumps(settings.to_json())),
+                upsert.on_conflict_do_update(
+                    index_elements=["server_id"], set_={"settings": upsert.excluded.settings}
+                )
             )
 
     # --- the record -----------------------------------------------------------------------
@@ -107,91 +187,104 @@ class SyncStore:
     def tree(self, server_id: int, local_root: str, remote_root: str, remote_tree_id: str) -> int:
         """The pair's id, made on first use. Pairs of the same roots on an older disk of the
         server are dropped with their records."""
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT id FROM sync_trees WHERE server_id = ? AND local_root = ?"
-                " AND remote_root = ? AND remote_tree_id = ?",
-                (server_id, local_root, remote_root, remote_tree_id),
-            ).fetchone()
-            if row is not None:
-                return int(row["id"])
-            db.execute(
-                "DELETE FROM sync_trees WHERE server_id = ? AND local_root = ? AND remote_root = ?",
-                (server_id, local_root, remote_root),
+        same_roots = and_(
+            sync_trees.c.server_id == server_id,
+            sync_trees.c.local_root == local_root,
+            sync_trees.c.remote_root == remote_root,
+        )
+        with self.database.transaction() as db:
+            # Two processes must not both find the pair missing and make it.
+            self.database.lock(db, f"sync_trees:{server_id}")
+            found = db.execute(
+                select(sync_trees.c.id).where(
+                    same_roots, sync_trees.c.remote_tree_id == remote_tree_id
+                )
+            ).scalar()
+            if found is not None:
+                return int(found)
+            db.execute(delete(sync_trees).where(same_roots))
+            with self._lock:
+                self._cache.clear()
+            result = db.execute(
+                insert(sync_trees).values(
+                    server_id=server_id,
+                    local_root=local_root,
+                    remote_root=remote_root,
+                    remote_tree_id=remote_tree_id,
+                )
             )
-            self._cache.clear()
-            cursor = db.execute(
-                "INSERT INTO sync_trees (server_id, local_root, remote_root, remote_tree_id)"
-                " VALUES (?, ?, ?, ?)",
-                (server_id, local_root, remote_root, remote_tree_id),
-            )
-            return int(cursor.lastrowid or 0)
+            return inserted_id(result)
 
     def load(self, tree: int, scope: str = "") -> dict[str, Base]:
         """The record of a pair (at or below ``scope``): a copy, from memory when the pair's
         generation says it is current."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT generation FROM sync_trees WHERE id = ?", (tree,)
-            ).fetchone()
-            generation = row["generation"] if row else -1
-            cached = self._cache.get(tree)
+        with self.database.read() as db:
+            value = db.execute(
+                select(sync_trees.c.generation).where(sync_trees.c.id == tree)
+            ).scalar()
+            generation = -1 if value is None else int(value)
+            with self._lock:
+                cached = self._cache.get(tree)
             if cached is not None and cached[0] == generation:
                 record = cached[1]
                 if not scope:
                     return dict(record)
                 inside = scope + "/"
                 return {p: b for p, b in record.items() if p == scope or p.startswith(inside)}
-            loaded = self._load(tree, scope)
-            if not scope:
-                self._cache[tree] = (generation, dict(loaded))
-            return loaded
-
-    def _load(self, tree: int, scope: str) -> dict[str, Base]:
-        clause, params = scope_clause(scope)
-        with self._lock:
-            cursor = self._db.cursor()
-            cursor.row_factory = None  # plain tuples: this may be many rows
-            query = f"SELECT {_COLUMNS} FROM sync_files WHERE tree_id = ? AND {clause}"  # noqa: S608
-            rows = cursor.execute(query, (tree, *params)).fetchall()
-        return {
+            # Read in the same transaction as the generation: the two agree. Maybe many rows:
+            # read as the driver's plain tuples.
+            clause, params = scope_clause(scope)
+            query = f"{_SELECT} WHERE tree_id = ? AND {clause}"
+            cursor = db.connection.cursor()
+            try:
+                cursor.execute(query.replace("?", self._mark), (tree, *params))
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        loaded = {
             row[0]: Base(row[1], row[2], row[3], row[4], _sig(row, 5), _sig(row, 9)) for row in rows
         }
+        if not scope:
+            with self._lock:
+                self._cache[tree] = (generation, dict(loaded))
+        return loaded
 
     def commit(self, tree: int, changes: list[tuple[str, Base | None]]) -> None:
         """Record files as synced (a Base) or gone from both sides (None), in one
         transaction."""
         if not changes:
             return
-        with self._transaction() as db:
-            row = db.execute("SELECT generation FROM sync_trees WHERE id = ?", (tree,)).fetchone()
-            generation = row["generation"] if row else -1
-            db.execute("UPDATE sync_trees SET generation = ? WHERE id = ?", (generation + 1, tree))
-            db.executemany(
-                "INSERT OR REPLACE INTO sync_files (tree_id, path, hash, size, mtime_ns, mode,"
-                " local_size, local_mtime_ns, local_ino, local_ctime_ns, remote_size,"
-                " remote_mtime_ns, remote_ino, remote_ctime_ns)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        tree,
-                        path,
-                        base.hash,
-                        base.size,
-                        base.mtime_ns,
-                        base.mode,
-                        *_sig_columns(base.local_sig),
-                        *_sig_columns(base.remote_sig),
-                    )
-                    for path, base in changes
-                    if base is not None
-                ],
+        # Many rows at a time (a first sync records every file): one prepared statement
+        # executed for all of them by the driver, as tuples, not a statement built per row.
+        kept = [
+            (
+                tree,
+                path,
+                base.hash,
+                base.size,
+                base.mtime_ns,
+                base.mode,
+                *_sig_columns(base.local_sig),
+                *_sig_columns(base.remote_sig),
             )
-            db.executemany(
-                "DELETE FROM sync_files WHERE tree_id = ? AND path = ?",
-                [(tree, path) for path, base in changes if base is None],
+            for path, base in changes
+            if base is not None
+        ]
+        gone = [(tree, path) for path, base in changes if base is None]
+        with self.database.transaction() as db:
+            value = db.execute(
+                select(sync_trees.c.generation).where(sync_trees.c.id == tree).with_for_update()
+            ).scalar()
+            generation = -1 if value is None else int(value)
+            db.execute(
+                update(sync_trees).where(sync_trees.c.id == tree).values(generation=generation + 1)
             )
-            cached = self._cache.pop(tree, None)
+            if kept:
+                db.exec_driver_sql(_UPSERT.replace("?", self._mark), kept)
+            if gone:
+                db.exec_driver_sql(_DELETE.replace("?", self._mark), gone)
+            with self._lock:
+                cached = self._cache.pop(tree, None)
         # Committed: the copy in memory follows, if it was current.
         if cached is not None and cached[0] == generation:
             record = cached[1]
@@ -208,13 +301,19 @@ class SyncStore:
     def create_run(
         self, server_id: int, direction: str, path: str, trigger: str, owner: str, at: float
     ) -> int:
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO sync_runs (server_id, direction, path, trigger, state, started,"
-                " owner) VALUES (?, ?, ?, ?, 'running', ?, ?)",
-                (server_id, direction, path, trigger, at, owner),
+        with self.database.transaction() as db:
+            result = db.execute(
+                insert(sync_runs).values(
+                    server_id=server_id,
+                    direction=direction,
+                    path=path,
+                    trigger=trigger,
+                    state="running",
+                    started=at,
+                    owner=owner,
+                )
             )
-            return int(cursor.lastrowid or 0)
+            return inserted_id(result)
 
     def update_run(self, run_id: int, **values: Any) -> None:
         columns = {}
@@ -225,35 +324,43 @@ class SyncStore:
                 columns[key] = value
             else:
                 raise ValueError(f"not a column of sync_runs: {key}")
-        assignments = ", ".join(f"{key} = ?" for key in columns)
-        with self._transaction() as db:
-            db.execute(
-                f"UPDATE sync_runs SET {assignments} WHERE id = ?",  # noqa: S608
-                (*columns.values(), run_id),
-            )
+        with self.database.transaction() as db:
+            db.execute(update(sync_runs).where(sync_runs.c.id == run_id).values(**columns))
 
     def run(self, server_id: int, run_id: int) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM sync_runs WHERE id = ? AND server_id = ?", (run_id, server_id)
-            ).fetchone()
+        with self.database.read() as db:
+            row = (
+                db.execute(
+                    select(sync_runs).where(
+                        sync_runs.c.id == run_id, sync_runs.c.server_id == server_id
+                    )
+                )
+                .mappings()
+                .first()
+            )
         return _run_json(row) if row else None
 
     def runs(self, server_id: int, limit: int = 20) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM sync_runs WHERE server_id = ? ORDER BY id DESC LIMIT ?",
-                (server_id, limit),
-            ).fetchall()
+        with self.database.read() as db:
+            rows = (
+                db.execute(
+                    select(sync_runs)
+                    .where(sync_runs.c.server_id == server_id)
+                    .order_by(sync_runs.c.id.desc())
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
         return [_run_json(row) for row in rows]
 
     def unfinished(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM sync_runs WHERE state = 'running'").fetchall()
-        return [_run_json(row) for row in rows]
+        with self.database.read() as db:
+            rows = db.execute(select(sync_runs).where(sync_runs.c.state == "running")).mappings()
+            return [_run_json(row) for row in rows]
 
 
-def _run_json(row: sqlite3.Row) -> dict[str, Any]:
+def _run_json(row: RowMapping) -> dict[str, Any]:
     return {
         "id": row["id"],
         "server_id": row["server_id"],

@@ -1,0 +1,273 @@
+"""The one owner of the database: its engine and connection pool, its transactions, and its
+migration history.
+
+``db_url`` names it:
+
+- ``sqlite:///absolute/path.db`` (the default: a file in ``data_dir``). Every pooled
+  connection is set up the same way: WAL journal, ``synchronous=FULL``, foreign keys on, a
+  30-second busy timeout. A write transaction is ``BEGIN IMMEDIATE``: it takes the database's
+  write lock up front, so two processes (the Jupyter server and the CLI) never interleave a
+  read-check-write. Reads run in a deferred transaction (a consistent snapshot, never blocked by
+  a writer).
+- ``postgresql://user@host:port/dbname`` (run by psycopg 3; ``postgresql+psycopg://`` also
+  works). Write transactions run at READ COMMITTED: a transaction that decides from a row it
+  read locks that row (``SELECT ... FOR UPDATE``, ``with_for_update()``), and one that decides
+  from the absence of a row (a free name, a new pair of synced trees) takes a named lock first
+  (``Database.lock``, a transaction-scoped advisory lock). Both are no-ops on SQLite, where the
+  write lock already covers them.
+
+Every change is one transaction, committed before the caller returns, so an answer the API
+gave is durable (SQLite: ``synchronous=FULL``; PostgreSQL: its default
+``synchronous_commit=on``).
+
+The stores (``store.ServerStore``, ``hosts.HostStore``, ``sync.records.SyncStore``,
+``billing.records.CostRecords``) each define their own tables on ``metadata`` and share one
+``Database``. The schema's history is Alembic's (``db/migrations``), run on open, in one
+transaction, by whichever process opens the database first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from ..errors import ValidationError
+from . import legacy
+
+#: The tables of every store (each module adds its own).
+metadata = MetaData()
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: The Alembic revision that is the schema of the last release migrated by ``PRAGMA
+#: user_version`` (see ``legacy``).
+BASELINE_REVISION = "0001"
+
+#: Execution option that makes a connection's transaction a write transaction.
+_WRITE = "compute_servers_write"
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """``sqlite:////abs/path.db`` or ``sqlite:///abs/path.db`` -> a Path (always absolute,
+    as this extension has always read it)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "sqlite":
+        raise ValidationError(f"{url!r} is not a sqlite:/// URL.", field="db_url")
+    path = unquote(parsed.path).lstrip("/")
+    if not path:
+        raise ValidationError(f"The database URL {url!r} names no file.", field="db_url")
+    return Path("/" + path)
+
+
+def engine_url(url: str) -> tuple[URL, Path | None]:
+    """The SQLAlchemy URL of a ``db_url``, and the file for SQLite (None for PostgreSQL)."""
+    scheme = url.partition(":")[0].lower()
+    if scheme == "sqlite":
+        path = sqlite_path_from_url(url)
+        return URL.create("sqlite+pysqlite", database=str(path)), path
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        try:
+            parsed = make_url("postgresql+psycopg" + url[len(scheme) :])
+        except ArgumentError:
+            raise ValidationError(
+                "db_url is not a valid postgresql:// URL.", field="db_url"
+            ) from None
+        if not parsed.database:
+            raise ValidationError(
+                f"The database URL {redacted(url)} names no database.", field="db_url"
+            )
+        return parsed, None
+    raise ValidationError(
+        f"Unsupported database URL {redacted(url)}: use sqlite:///path/to/file.db or "
+        f"postgresql://user@host/dbname.",
+        field="db_url",
+    )
+
+
+def redacted(url: str) -> str:
+    """The URL as it may be shown or logged: without its password."""
+    try:
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except ArgumentError:
+        return repr(url.partition(":")[0] + ":...")
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The id an INSERT of one row gave it."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL's advisory locks."""
+    digest = hashlib.blake2b(f"jupyter_compute_servers:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are begun by us (_sqlite_begin), not by the sqlite3 module's guesses.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    write = connection.get_execution_options().get(_WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Database:
+    """The engine and pool over ``db_url``, migrated to the newest schema on open.
+
+    Thread-safe: each transaction takes a connection of the pool for its duration.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        #: As configured (``db_url``); may hold a password: never show it, see ``redacted``.
+        self.url = url
+        sa_url, self.path = engine_url(url)
+        self.dialect = sa_url.get_backend_name()
+        self.engine: Engine
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Made private before SQLite writes anything into it.
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.chmod(self.path, 0o600)
+            self.engine = create_engine(
+                sa_url, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.engine = create_engine(sa_url, pool_pre_ping=True)
+        if migrate:
+            try:
+                self.migrate()
+            except BaseException:
+                self.engine.dispose()
+                raise
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def close(self) -> None:
+        """Close every pooled connection (the Database may not be used afterwards)."""
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({redacted(self.url)})"
+
+    # --- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: committed when the block ends, rolled back if it raises.
+
+        Never open one inside another on the same thread: on SQLite the inner one would wait
+        for the outer one's write lock.
+        """
+        with self.engine.connect() as connection:
+            connection.execution_options(**{_WRITE: True})
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction: one consistent view for the statements of the block."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    def lock(self, connection: Connection, name: str) -> None:
+        """Hold the lock ``name`` until the transaction ends: for a decision made from rows
+        that are not there (no row to lock with ``FOR UPDATE``). SQLite's write transactions
+        hold the whole database already."""
+        if not self.is_sqlite:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
+
+    def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
+        """An INSERT with this database's ``on_conflict_do_nothing`` / ``_do_update``."""
+        if self.is_sqlite:
+            return sqlite.insert(table)
+        return postgresql.insert(table)
+
+    # --- migrations -----------------------------------------------------------------------
+
+    def _alembic(self, connection: Connection) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        config.attributes["connection"] = connection
+        return config
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision, in one transaction.
+
+        A SQLite store from before Alembic (``user_version`` set, no ``alembic_version``)
+        first runs the legacy scripts it lacks, then is stamped at the baseline: its tables
+        and rows stay as they are.
+        """
+        with self.transaction() as connection:
+            self.lock(connection, "migrations")
+            config = self._alembic(connection)
+            if (
+                self.is_sqlite
+                and not _has_alembic_version(connection)
+                and legacy.user_version(connection) > 0
+            ):
+                legacy.upgrade(connection)
+                command.stamp(config, BASELINE_REVISION)
+            try:
+                command.upgrade(config, "head")
+            except CommandError as e:
+                raise RuntimeError(
+                    f"The database {redacted(self.url)} has a schema revision this "
+                    f"jupyter_compute_servers does not know ({e}). Upgrade the package."
+                ) from None
+
+    @property
+    def revision(self) -> str | None:
+        """The schema's Alembic revision (None before ``migrate``)."""
+        with self.read() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    @staticmethod
+    def head_revision() -> str | None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        return ScriptDirectory.from_config(config).get_current_head()
+
+
+def _has_alembic_version(connection: Connection) -> bool:
+    row = connection.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+    ).first()
+    return row is not None

@@ -1,0 +1,306 @@
+"""The database owner: db_url, the set-up of every pooled connection, and the migrations.
+
+Stores made by the releases before it (tests/legacy_stores: SQLite files made by that code,
+with PRAGMA user_version and no alembic_version) migrate forward with every row kept; a new
+SQLite store has exactly their schema; the tables the modules define are the tables the
+migrations make, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import OperationalError
+
+from jupyter_compute_servers.billing.records import CostRecords
+from jupyter_compute_servers.db import BASELINE_REVISION, Database, engine_url, metadata
+from jupyter_compute_servers.errors import ValidationError
+from jupyter_compute_servers.hosts import HostStore
+from jupyter_compute_servers.models import DailyStop, GpuSpec, SpendLimit, State
+from jupyter_compute_servers.store import ServerStore
+from jupyter_compute_servers.sync.plan import Base
+from jupyter_compute_servers.sync.records import SyncStore
+
+LEGACY = Path(__file__).parent / "legacy_stores"
+ROOT = Path(__file__).parent.parent
+#: The clock of tests/legacy_stores/make.py: T0, then each call 1.000001 s later.
+T0 = 1_900_000_000.123456
+
+
+def tick(n: int) -> float:
+    return T0 + n * 1.000001
+
+
+def rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table (but Alembic's), as SQLite has it."""
+    with sqlite3.connect(path) as db:
+        tables = [
+            r[0]
+            for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+            if r[0] != "alembic_version"
+        ]
+        return {t: db.execute(f'SELECT * FROM "{t}" ORDER BY 1, 2').fetchall() for t in tables}
+
+
+def schema(path: Path) -> list[tuple[str, ...]]:
+    """sqlite_master (but Alembic's table) and user_version: the schema, to the byte."""
+    with sqlite3.connect(path) as db:
+        master = db.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master"
+            " WHERE tbl_name != 'alembic_version' ORDER BY type, name"
+        ).fetchall()
+        return [*master, ("user_version", str(db.execute("PRAGMA user_version").fetchone()[0]))]
+
+
+def legacy_copy(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "servers.db"
+    shutil.copy(LEGACY / name, path)
+    return path
+
+
+def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
+    path = legacy_copy(tmp_path, "v6.db")
+    before_rows, before_schema = rows(path), schema(path)
+    assert sum(map(len, before_rows.values())) > 20 and all(
+        before_rows[t] for t in before_rows if t != "sqlite_sequence"
+    )
+    store = ServerStore(f"sqlite:///{path}", clock=time.time)
+    database = store.database
+    assert database.revision == Database.head_revision()
+    # Stamped, not made again: the same tables, the same rows.
+    assert rows(path) == before_rows
+    assert schema(path) == before_schema
+
+    # And each store reads its rows as they were written.
+    first, plain, queued = store.servers()
+    assert first.name == "Ünïcode box" and first.notes.startswith("notes\nwith 'quotes'")
+    assert first.state is State.RUNNING and first.state_reason == "up"
+    assert first.config.cpu == 4 and first.config.memory_gb == 16.5
+    assert first.config.gpu == GpuSpec("NVIDIA A100-SXM4-80GB", 1)
+    assert first.config.extra == {"host": 1}
+    assert first.idle_timeout_minutes == 45 and first.spend_limit == SpendLimit(12.5, 7)
+    assert (first.operation, first.operation_owner) == ("start", "h:1")
+    assert first.cloud_data == {"pid": 4242, "token": "t"} and first.progress == {"step": 2}
+    assert first.kernel_specs == {"python3": {"display_name": "Python 3", "argv": ["python", "-m"]}}
+    assert first.daily_stop == DailyStop("19:30", "Europe/Paris")
+    assert first.created == tick(1)
+    assert (plain.name, plain.state, queued.name) == ("plain", State.DEPROVISIONED, "queued")
+    assert [h.action for h in store.history(first.id)] == [None, "start", None]
+    assert store.history()[-1].reason == "deleted"  # server 4's history outlives it
+
+    hosts = HostStore(database, clock=time.time)
+    rack, spare = hosts.hosts()
+    assert (rack.name, rack.port, rack.use_agent, rack.hourly_rate) == (
+        "gpu-host",
+        2222,
+        True,
+        1.25,
+    )
+    assert rack.gpu_rates == {"NVIDIA A100-SXM4-80GB": 2.5} and rack.gpu_wait_minutes == 12.5
+    assert [g["uuid"] for g in rack.gpus()] == ["GPU-0", "GPU-1"] and rack.trusted
+    assert (spare.python, spare.inventory, spare.use_agent) == ("python3", None, False)
+    slice_ = hosts.slice_of(first.id)
+    assert slice_ is not None and (slice_.cpu, slice_.memory_gb, slice_.gpu_uuids) == (
+        2,
+        8.0,
+        ["GPU-0"],
+    )
+    assert hosts.queue_position(queued.id) == 1
+
+    sync = SyncStore(database)
+    settings = sync.settings(first.id)
+    assert settings.excludes == ("*.tmp",) and settings.auto_sync_minutes == 15
+    tree = sync.tree(first.id, "/home/u/work", "~/work", "f" * 32)
+    big = 5 * 2**32
+    assert sync.load(tree) == {
+        "a.txt": Base("a" * 64, 10, 1_900_000_000_123_456_789, 0o644, (10, 1, 2, 3), None),
+        "dir/é b.bin": Base(
+            "b" * 64,
+            big,
+            1_900_000_001_000_000_001,
+            0o755,
+            (big, 1_900_000_001_000_000_001, 2**40 + 7, 1_900_000_002_000_000_002),
+            (big, 1_900_000_003_000_000_003, 99, 1_900_000_004_000_000_004),
+        ),
+    }
+    newest, done = sync.runs(first.id)
+    assert (done["state"], done["summary"], done["progress"]) == (
+        "done",
+        {"sent": 1, "conflicts": []},
+        {"phase": "done"},
+    )
+    assert [run["id"] for run in sync.unfinished()] == [newest["id"]]
+
+    costs = CostRecords(database, clock=time.time)
+    assert [(r.server_id, r.rates) for r in costs.rates_history()] == [
+        (1, {"running": {"hourly": "3.75"}, "off": {"hourly": "0.01"}}),
+        (2, {"running": {"hourly": "0.1"}}),
+        (4, {"running": {"hourly": "1"}}),
+    ]
+    assert costs.rates_history(2)[0].at == T0 + 0.5
+    assert costs.cost_alerts() == {"spend:1:80", "budget:2030-03:100"}
+
+    # Life goes on: ids are never reused (server 4 was deleted).
+    created = store.create(
+        name="after",
+        color="#000000",
+        notes="",
+        cloud="local",
+        config=first.config,
+        idle_timeout_minutes=None,
+        spend_limit=None,
+    )
+    assert created.id == 5
+    store.close()
+    assert ServerStore(f"sqlite:///{path}", clock=time.time).get(5).name == "after"
+
+
+def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
+    path = legacy_copy(tmp_path, "v3.db")
+    before = rows(path)
+    store = ServerStore(f"sqlite:///{path}", clock=time.time)
+    assert store.database.revision == Database.head_revision()
+    after = rows(path)
+    # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty).
+    assert after["servers"] == [(*row, None) for row in before["servers"]]
+    for table in ("state_history", "hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
+        assert after[table] == before[table]
+    assert set(after) - set(before) == {
+        "rate_history",
+        "cost_alerts",
+        "sync_settings",
+        "sync_trees",
+        "sync_files",
+        "sync_runs",
+    }
+    assert not any(after[t] for t in set(after) - set(before))
+    assert schema(path) == schema(LEGACY / "v6.db")
+    old = store.get(1)
+    assert old.spend_limit == SpendLimit(5.0, 1) and old.config.gpu == GpuSpec("T4", 1)
+    assert old.kernel_specs is None and old.daily_stop is None
+    hosts = HostStore(store.database, clock=time.time)
+    assert hosts.slice_of(1) is not None and hosts.queue_position(2) == 1
+    store.close()
+
+
+def test_a_new_sqlite_store_has_exactly_the_last_releases_schema(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'new.db'}")
+    assert database.revision == Database.head_revision() == BASELINE_REVISION
+    database.close()
+    assert schema(tmp_path / "new.db") == schema(LEGACY / "v6.db")
+
+
+def test_the_tables_the_modules_define_are_the_tables_the_migrations_make(db_url):
+    database = Database(db_url)
+    with database.engine.connect() as connection:
+        if database.is_sqlite:
+            # SQLite reflects its loose types and defaults loosely: tables and columns only
+            # (the schema itself is checked to the byte above).
+            found = inspect(connection)
+            for table in metadata.sorted_tables:
+                assert [c["name"] for c in found.get_columns(table.name)] == [
+                    c.name for c in table.columns
+                ], table.name
+            assert set(found.get_table_names()) == {*metadata.tables, "alembic_version"}
+        else:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "compare_server_default": True}
+            )
+            assert compare_metadata(context, metadata) == []
+    database.close()
+
+
+def test_every_pooled_connection_is_set_up_for_durability(tmp_path):
+    path = tmp_path / "servers.db"
+    database = Database(f"sqlite:///{path}")
+    connections = [database.engine.connect() for _ in range(4)]  # four of the pool, at once
+    try:
+        for connection in connections:
+            pragma = connection.exec_driver_sql
+            assert pragma("PRAGMA journal_mode").scalar() == "wal"
+            assert pragma("PRAGMA synchronous").scalar() == 2  # FULL
+            assert pragma("PRAGMA foreign_keys").scalar() == 1
+            assert pragma("PRAGMA busy_timeout").scalar() == 30000
+    finally:
+        for connection in connections:
+            connection.close()
+        database.close()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_store_newer_than_this_package_is_refused(tmp_path, db_url):
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 7")
+    with pytest.raises(RuntimeError, match="newer than this"):
+        Database(f"sqlite:///{path}")
+    database = Database(db_url)
+    with database.transaction() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    database.close()
+    with pytest.raises(RuntimeError, match="Upgrade the package"):
+        Database(db_url)
+
+
+OPEN = """
+import sys
+from jupyter_compute_servers.db import Database
+Database(sys.argv[1]).close()
+"""
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(db_url):
+    openers = [
+        subprocess.Popen([sys.executable, "-c", OPEN, db_url], cwd=ROOT, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for opener in openers:
+        _, err = opener.communicate(timeout=120)
+        assert opener.returncode == 0, err.decode()
+    database = Database(db_url)
+    assert database.revision == Database.head_revision()
+    database.close()
+
+
+def test_db_urls(tmp_path):
+    url, path = engine_url(f"sqlite:///{tmp_path}/a.db")
+    assert path == tmp_path / "a.db" and url.drivername == "sqlite+pysqlite"
+    assert url.database == str(tmp_path / "a.db")
+    # Three slashes and four both name an absolute path (as db_url always did).
+    assert engine_url("sqlite:///srv/a.db")[1] == Path("/srv/a.db")
+    assert engine_url("sqlite:////srv/a.db")[1] == Path("/srv/a.db")
+    for given in ("postgresql", "postgres", "postgresql+psycopg"):
+        url, path = engine_url(f"{given}://me:secret@db.example:6543/servers?sslmode=require")
+        assert path is None and url.drivername == "postgresql+psycopg"
+        assert (url.username, url.password, url.host, url.port, url.database) == (
+            "me",
+            "secret",
+            "db.example",
+            6543,
+            "servers",
+        )
+        assert url.query == {"sslmode": "require"}
+    for bad in ("mysql://me:secret@host/db", "postgresql://me:secret@host", "sqlite://", "x"):
+        with pytest.raises(ValidationError) as error:
+            engine_url(bad)
+        assert error.value.field == "db_url" and "secret" not in error.value.message
+
+
+def test_the_database_url_keeps_its_password_to_itself(postgres_server):
+    url = postgres_server.create_database().replace("postgres@", "postgres:hunter2@")
+    database = Database(url)
+    assert "hunter2" not in repr(database)
+    database.close()
+    with pytest.raises(OperationalError) as error:
+        Database(url.replace(f":{postgres_server.port}/", ":1/"))
+    assert "hunter2" not in str(error.value)
