@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
-from traitlets import Bool, Float, List, Type, Unicode, default
+from traitlets import Bool, Float, Int, List, Type, Unicode, default
 from traitlets.config import Application, Config, LoggingConfigurable
 
 #: The configuration section users write (``c.ComputeServersApp.data_dir = ...``): the name of
@@ -107,6 +107,14 @@ class ComputeServersSettings(LoggingConfigurable):
             "When Jupyter stops cleanly, shut down the kernels it started on compute servers. "
             "When False they keep running there (and keep their GPUs); the sidebar lists them "
             "so they can be shut down later."
+        ),
+    ).tag(config=True)
+
+    max_servers = Int(
+        100,
+        help=(
+            "The most compute servers the store may hold (each user's, in team mode); a create "
+            "beyond it is refused with 409. 0: no limit."
         ),
     ).tag(config=True)
 

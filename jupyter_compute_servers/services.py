@@ -134,6 +134,7 @@ def build_services(
         hosts=hosts,
         events=events,
         sync_settings=sync_records,
+        max_servers=settings.max_servers,
         log=logger,
     )
     costs = ComputeServerCosts(manager, parent=settings)

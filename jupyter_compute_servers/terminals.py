@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def check_terminal_name(name: Any) -> str:
-    if not isinstance(name, str) or not TERMINAL_NAME.match(name):
+    if not isinstance(name, str) or not TERMINAL_NAME.fullmatch(name):
         raise ValidationError(
             "A terminal name is 1-64 letters, digits, '-' or '_'.", field="terminal_name"
         )

@@ -11,7 +11,7 @@ from importlib.resources import files
 import pytest
 
 from jupyter_compute_servers.clouds.local import processes_with_token
-from jupyter_compute_servers.handlers.base import AUTH_RESOURCE
+from jupyter_compute_servers.handlers.base import AUTH_RESOURCE, NotFoundHandler
 from jupyter_compute_servers.handlers.routes import API_PREFIX, api_handlers
 
 
@@ -264,6 +264,8 @@ def _openapi_operations() -> set[tuple[str, str]]:
 def _handler_operations() -> set[tuple[str, str]]:
     operations = set()
     for pattern, handler in api_handlers():
+        if handler is NotFoundHandler:  # any other path: a JSON 404, no operation
+            continue
         path = pattern[len(API_PREFIX) :]
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
         # The methods a handler class defines itself are the operations it serves.

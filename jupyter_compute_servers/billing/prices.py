@@ -357,7 +357,7 @@ class RegionalTable(PriceTable):
                 Decimal(str(known["vcpu"])),
                 Decimal(str(known["memory_gb"])),
             )
-        match = _MACHINE_TYPE.match(machine_type)
+        match = _MACHINE_TYPE.fullmatch(machine_type)
         if match is None or match["family"] not in self.families:
             return f"machine type {machine_type} is not in the price table"
         ratio = self.families[match["family"]].get(match["shape"])

@@ -20,7 +20,7 @@ class HostsHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        host = await self.hosts.create(self.get_json_object())
+        host = await self.hosts.create(self.get_json_object(required=True))
         self.set_header("Location", self.request.path.rstrip("/") + f"/{host.id}")
         self.write_json(host.to_json(), status=201)
 
@@ -31,18 +31,20 @@ class HostHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, host_id: str) -> None:
-        self.write_json(self.hosts.hosts.get(int(host_id)).to_json())
+        self.write_json(self.hosts.hosts.get(self.path_id(host_id, "host_id", "host")).to_json())
 
     @web.authenticated
     @authorized
     async def patch(self, host_id: str) -> None:
-        host = await self.hosts.update(int(host_id), self.get_json_object())
+        host = await self.hosts.update(
+            self.path_id(host_id, "host_id", "host"), self.get_json_object(required=True)
+        )
         self.write_json(host.to_json())
 
     @web.authenticated
     @authorized
     async def delete(self, host_id: str) -> None:
-        await self.hosts.delete(int(host_id))
+        await self.hosts.delete(self.path_id(host_id, "host_id", "host"))
         self.set_status(204)
         self.finish()
 
@@ -53,7 +55,7 @@ class HostInventoryHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, host_id: str) -> None:
-        host = await self.hosts.refresh(int(host_id))
+        host = await self.hosts.refresh(self.path_id(host_id, "host_id", "host"))
         self.write_json(host.to_json())
 
 
@@ -63,5 +65,5 @@ class ServerMetricsHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        agent = await self.manager.agent_for(int(server_id), "metrics need it running.")
+        agent = await self.manager.agent_for(self.path_id(server_id), "metrics need it running.")
         self.write_json(await agent.call("metrics", timeout=20))

@@ -22,7 +22,7 @@ class ServerKernelsHandler(_KernelsHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        self.write_json({"kernels": await self.runtime.list_kernels(int(server_id))})
+        self.write_json({"kernels": await self.runtime.list_kernels(self.path_id(server_id))})
 
 
 class ServerKernelHandler(_KernelsHandler):
@@ -31,6 +31,6 @@ class ServerKernelHandler(_KernelsHandler):
     @web.authenticated
     @authorized
     async def delete(self, server_id: str, kernel_id: str) -> None:
-        await self.runtime.shutdown_kernel(int(server_id), kernel_id, self.kernel_manager)
+        await self.runtime.shutdown_kernel(self.path_id(server_id), kernel_id, self.kernel_manager)
         self.set_status(204)
         self.finish()

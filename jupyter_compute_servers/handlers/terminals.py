@@ -13,6 +13,7 @@ from tornado import web, websocket
 
 from ..access import ssh_access
 from ..errors import ComputeServersError
+from ..models import parse_path_id
 from ..terminals import RemoteTerminals, TerminalSession, check_terminal_name
 from .base import AUTH_RESOURCE, ComputeServersAPIHandler
 
@@ -28,12 +29,12 @@ class ServerTerminalsHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        self.write_json({"terminals": await _terminals(self).list(int(server_id))})
+        self.write_json({"terminals": await _terminals(self).list(self.path_id(server_id))})
 
     @web.authenticated
     @authorized
     async def post(self, server_id: str) -> None:
-        terminal = await _terminals(self).create(int(server_id), self.get_json_object())
+        terminal = await _terminals(self).create(self.path_id(server_id), self.get_json_object())
         self.write_json(terminal, status=201)
 
 
@@ -43,7 +44,7 @@ class ServerTerminalHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def delete(self, server_id: str, terminal_name: str) -> None:
-        await _terminals(self).delete(int(server_id), terminal_name)
+        await _terminals(self).delete(self.path_id(server_id), terminal_name)
         self.set_status(204)
         self.finish()
 
@@ -54,7 +55,7 @@ class ServerSSHAccessHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        self.write_json(await ssh_access(self.manager, int(server_id)))
+        self.write_json(await ssh_access(self.manager, self.path_id(server_id)))
 
 
 class TerminalWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
@@ -72,7 +73,9 @@ class TerminalWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSock
             raise web.HTTPError(403)
         try:
             check_terminal_name(terminal_name)
-            await _terminals(self).connect_info(int(server_id), terminal_name)
+            await _terminals(self).connect_info(
+                parse_path_id(server_id, "server_id", "compute server"), terminal_name
+            )
         except ComputeServersError as e:
             raise web.HTTPError(e.status, e.message) from None
         await super().get(server_id, terminal_name)
