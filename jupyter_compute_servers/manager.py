@@ -598,9 +598,10 @@ class ComputeServerManager:
                 )
             except ConflictError:
                 continue  # an action began meanwhile: its outcome stands
-            await self.ssh.close(server.id)
+            # Told at once, as recorded; then its connection is closed.
             self.log.warning("Compute server %s: %s", server.name, server.state_reason)
             self._emit("preempted" if status.preempted else "state", server, server.id)
+            await self.ssh.close(server.id)
             changed.append(server)
             if status.restart:
                 try:
