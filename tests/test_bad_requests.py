@@ -86,21 +86,29 @@ async def test_a_missing_body_is_a_400_where_the_operation_needs_one(api, method
         ("GET", "servers/abc/terminals", "server_id"),
         ("GET", "servers/abc/syncs", "server_id"),
         ("GET", "hosts/abc", "host_id"),
+        ("GET", "servers/{id}/syncs/%C2%B3", "sync_id"),  # "³" is a digit to str.isdigit
+        ("GET", "servers/{id}/syncs/abc", "sync_id"),
         ("GET", "no/such/endpoint", "path"),
     ],
 )
 async def test_a_path_that_names_nothing_is_a_json_404(api, method, path, field):
+    server = await create(api, "there")
+    path = path.format(id=server["id"])
     code, error = await api(method, path, {} if method in ("POST", "PATCH") else None)
     assert code == 404, error
     assert error["field"] == field and error["reason"] == "NotFoundError", error
 
 
-async def test_jupyters_own_refusals_say_their_reason_in_json(api, authorizer):
+async def test_jupyters_own_refusals_say_their_reason_in_json(api, authorizer, jp_fetch):
     code, error = await api("PUT", "servers", {})
     assert code == 405 and error == {
         "message": "Method Not Allowed",
         "reason": "Method Not Allowed",
     }
+    response = await jp_fetch(
+        "compute-servers", "api", "servers", method="PUT", body="{}", raise_error=False
+    )
+    assert response.headers["Allow"] == "GET, POST, OPTIONS"
     authorizer.denied = {("write", "compute_servers")}
     code, error = await api("POST", "servers", {"name": "denied"})
     assert code == 403 and error["reason"] == "Forbidden" and isinstance(error["message"], str)

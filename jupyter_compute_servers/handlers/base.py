@@ -113,12 +113,23 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
         # Jupyter's own answers (401, 403, 405, an unexpected 500) in the same shape, with the
         # status's name as the reason; never a traceback.
         reason = responses.get(status_code, "Error")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         message = reason
         if isinstance(error, web.HTTPError) and error.log_message:
             message = error.log_message % error.args if error.args else error.log_message
         elif status_code >= 500:
             message = "Internal error; the Jupyter server's log has the details."
         self.finish(json.dumps({"message": message, "reason": reason}))
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this handler serves (for a 405's ``Allow`` header)."""
+        return [
+            method
+            for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+            if getattr(cls, method.lower()) is not getattr(web.RequestHandler, method.lower())
+        ]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Expected errors (a 409 for a wrong state, a 400 for bad input) are answers, not bugs:
