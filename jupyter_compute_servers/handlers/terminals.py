@@ -97,7 +97,11 @@ class TerminalWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSock
             return
         self.write_message(json.dumps(message))
         if message[0] == "disconnect":
-            self.close()
+            reason = self.session.close_reason if self.session is not None else None
+            if reason is None:
+                self.close()
+            else:  # 1011: the server end failed; a close reason is at most 123 bytes
+                self.close(1011, reason.encode()[:120].decode("utf-8", "ignore"))
 
     def on_message(self, message: str | bytes) -> None:
         if self.session is None:
