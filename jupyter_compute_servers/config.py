@@ -127,6 +127,14 @@ class ComputeServersSettings(LoggingConfigurable):
         ),
     ).tag(config=True)
 
+    image_catalog_timeout = Float(
+        30.0, help="Seconds to wait for all of an image catalogue at an http(s) URL."
+    ).tag(config=True)
+
+    image_catalog_max_bytes = Int(
+        16 * 1024 * 1024, help="The largest image catalogue read from an http(s) URL (bytes)."
+    ).tag(config=True)
+
 
 def load_settings(overrides: dict[str, Any] | None = None) -> ComputeServersSettings:
     """The settings from the Jupyter Server configuration files (as ``jupyter server`` reads

@@ -10,10 +10,14 @@ from .base import ComputeServersAPIHandler
 
 
 class ServerSyncHandler(ComputeServersAPIHandler):
-    """``POST /servers/{id}/sync``: start a sync; 202 with it (its id), progress follows."""
+    """``POST /servers/{id}/sync``: start a sync; 202 with it (its id), progress follows.
+
+    It runs a process on the server and writes into the Jupyter root, so it needs ``execute``
+    on compute servers and ``write`` on ``contents`` (what saving a file in Jupyter needs)."""
 
     @web.authenticated
-    @authorized
+    @authorized("execute")
+    @authorized("write", resource="contents")
     async def post(self, server_id: str) -> None:
         run = self.sync.start(self.path_id(server_id), self.get_json_object())
         self.set_header("Location", self.request.path.rstrip("/") + f"s/{run['id']}")
