@@ -188,7 +188,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 body["cloud"] = args.cloud
             if args.config:
                 body["config"] = json.loads(args.config)
-            server = manager.create_server(body)
+            server = await manager.create_server_on_available_cloud(body)
             print(
                 json.dumps(present(server), indent=2)
                 if args.json

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
-from traitlets import Bool, Float, List, Type, Unicode, default
+from traitlets import Bool, Float, Int, List, Type, Unicode, default
 from traitlets.config import Application, Config, LoggingConfigurable
 
 #: The configuration section users write (``c.ComputeServersApp.data_dir = ...``): the name of
@@ -110,6 +110,14 @@ class ComputeServersSettings(LoggingConfigurable):
         ),
     ).tag(config=True)
 
+    max_servers = Int(
+        100,
+        help=(
+            "The most compute servers the store may hold (each user's, in team mode); a create "
+            "beyond it is refused with 409. 0: no limit."
+        ),
+    ).tag(config=True)
+
     image_catalog = Unicode(
         "",
         help=(
@@ -117,6 +125,14 @@ class ComputeServersSettings(LoggingConfigurable):
             "jupyter_compute_servers/images/catalog.schema.json). Empty: the one shipped with "
             "the package. Reload it with POST compute-servers/api/images/reload."
         ),
+    ).tag(config=True)
+
+    image_catalog_timeout = Float(
+        30.0, help="Seconds to wait for all of an image catalogue at an http(s) URL."
+    ).tag(config=True)
+
+    image_catalog_max_bytes = Int(
+        16 * 1024 * 1024, help="The largest image catalogue read from an http(s) URL (bytes)."
     ).tag(config=True)
 
 

@@ -40,6 +40,12 @@ class NotFoundError(ComputeServersError):
     status = 404
 
 
+class PayloadTooLargeError(ComputeServersError):
+    """The request body is larger than any request of this API needs: 413."""
+
+    status = 413
+
+
 class ConflictError(ComputeServersError):
     """The request is well formed but not allowed in the current state: 409."""
 

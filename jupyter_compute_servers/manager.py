@@ -117,6 +117,7 @@ class ComputeServerManager:
         hosts: HostRegistry,
         events: ServerEvents,
         sync_settings: SyncSettingsStore,
+        max_servers: int = 0,
         log: logging.Logger | None = None,
     ) -> None:
         self.store = store
@@ -129,6 +130,8 @@ class ComputeServerManager:
         self.hosts = hosts
         self.events = events
         self.sync_settings_store = sync_settings
+        #: The most servers the store may hold (0: no limit).
+        self.max_servers = max_servers
         self.log = log or logging.getLogger(__name__)
         #: Checks run before a start or resume is recorded; each raises ConflictError to
         #: refuse (costs registers its spend limits and budget here).
@@ -203,6 +206,11 @@ class ComputeServerManager:
             else PALETTE[len(self.store.servers()) % len(PALETTE)]
         )
         sync_settings = self._parse_sync_settings(data, None)
+        if self.max_servers and len(self.store.servers()) >= self.max_servers:
+            raise ConflictError(
+                f"There are {self.max_servers} compute servers, the most allowed here "
+                f"(c.ComputeServersApp.max_servers); delete one first."
+            )
         server = self.store.create(
             name=name,
             color=color,
@@ -217,6 +225,21 @@ class ComputeServerManager:
             self._save_sync_settings(server.id, sync_settings)
         self._emit("created", server, server.id)
         return server
+
+    async def create_server_on_available_cloud(self, body: Any) -> ServerRecord:
+        """``create_server`` for a request (the API, the CLI): a cloud that cannot be used now
+        (no credentials, its API unreachable) is refused with why (409), before anything is
+        recorded, rather than left to fail at the first start."""
+        data = parse_object(body, "body")
+        name = data.get("cloud", next(iter(self.clouds), None))
+        cloud = self.clouds.get(name) if isinstance(name, str) else None
+        if cloud is not None:
+            available, reason = await cloud.availability()
+            if not available:
+                raise ConflictError(
+                    f"The {cloud.name} cloud cannot be used now: {reason}", field="cloud"
+                )
+        return self.create_server(data)
 
     async def update_server(self, server_id: int, body: Any) -> ServerRecord:
         data = parse_object(body, "body")

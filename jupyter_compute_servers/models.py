@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import ConflictError, ValidationError
+from .errors import ConflictError, NotFoundError, ValidationError
 
 
 class State(str, enum.Enum):
@@ -218,9 +218,31 @@ def parse_str(
     _check_type(value, (str,), path, "a string")
     if len(value) > max_length:
         raise ValidationError(f"{path} must be at most {max_length} characters.", field=path)
-    if pattern is not None and not pattern.match(value):
+    # fullmatch: a pattern's "$" would also accept a trailing newline ("a\n").
+    if pattern is not None and not pattern.fullmatch(value):
         raise ValidationError(f"{path} is not valid: {value!r}. {hint}".strip(), field=path)
     return value
+
+
+#: The largest id the store can hold (a signed 64-bit integer); larger ones name nothing.
+MAX_ID = 2**63 - 1
+
+
+def parse_id(value: Any, path: str, what: str) -> int:
+    """An id given in a request (``server_id``): an integer >= 1; one beyond any the store can
+    hold is simply not found (404), like any other unknown id."""
+    number = parse_int(value, path, minimum=1)
+    if number > MAX_ID:
+        raise NotFoundError(f"No {what} with id {number}.", field=path)
+    return number
+
+
+def parse_path_id(segment: str, path: str, what: str) -> int:
+    """An id from a URL segment: a 404 naming it when it is not one (``servers/abc``)."""
+    valid = len(segment) <= 19 and segment.isascii() and segment.isdigit()
+    if not valid or not 1 <= int(segment) <= MAX_ID:
+        raise NotFoundError(f"No {what} {segment[:40]!r}: ids are positive integers.", field=path)
+    return int(segment)
 
 
 def parse_bool(value: Any, path: str) -> bool:

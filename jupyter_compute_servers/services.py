@@ -115,7 +115,12 @@ def build_services(
         keepalive_interval=settings.ssh_keepalive_interval,
         connect_timeout=settings.ssh_connect_timeout,
     )
-    images = ImageCatalog(settings.image_catalog, data_dir / "images-tested.json")
+    images = ImageCatalog(
+        settings.image_catalog,
+        data_dir / "images-tested.json",
+        timeout=settings.image_catalog_timeout,
+        max_bytes=settings.image_catalog_max_bytes,
+    )
     images.load_or_default()
     if images.load_error:
         logger.error("%s; using the built-in catalogue.", images.load_error)
@@ -142,6 +147,7 @@ def build_services(
         hosts=hosts,
         events=events,
         sync_settings=sync_records,
+        max_servers=settings.max_servers,
         log=logger,
     )
     costs = ComputeServerCosts(

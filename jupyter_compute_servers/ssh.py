@@ -184,8 +184,10 @@ class SSHConnections:
             ) from e
         options: dict[str, Any] = {}
         if endpoint.identity_file or endpoint.use_agent:
-            # A host the user registered: their own key file or ssh-agent.
-            options["client_keys"] = [endpoint.identity_file] if endpoint.identity_file else None
+            # A host the user registered: their own key file or ssh-agent (whose keys asyncssh
+            # offers when client_keys is left out; None would turn key authentication off).
+            if endpoint.identity_file:
+                options["client_keys"] = [endpoint.identity_file]
             if not endpoint.use_agent:
                 options["agent_path"] = None
         elif isinstance(server_id, int):
@@ -207,6 +209,9 @@ class SSHConnections:
                     keepalive_interval=self.keepalive_interval,
                     keepalive_count_max=3,
                     encryption_algs=PREFERRED_CIPHERS,
+                    # Never hand the user's ssh-agent (all their keys) to a compute server,
+                    # whatever ForwardAgent in ~/.ssh/config says for a registered host.
+                    agent_forwarding=False,
                     **options,
                 ),
                 self.connect_timeout,

@@ -167,6 +167,10 @@ async def test_host_fields_are_validated(api, host):
         (host_body(host, identity_file="/no/such/key"), "identity_file"),
         (host_body(host, gpu_rates={"A100": -1}), "gpu_rates.A100"),
         (host_body(host, colour="red"), "colour"),
+        # A trailing newline passes a "$" pattern; these are full matches.
+        (host_body(host, hostname="127.0.0.1\n"), "hostname"),
+        (host_body(host, username="root\n"), "username"),
+        (host_body(host, name="lab\n"), "name"),
     ):
         code, error = await api("POST", "hosts", body)
         assert code == 400 and error["field"] == field, (body, error)

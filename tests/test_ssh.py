@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import stat
 
@@ -92,3 +94,41 @@ async def test_an_unknown_client_key_is_refused(sshd, tmp_path):
     connections = SSHConnections(other_keys, retries=0)
     with pytest.raises(Exception, match="Cannot connect"):
         await connections.get(1, endpoint_for(sshd))
+
+
+@pytest.mark.parametrize("use_agent", [True, False])
+async def test_the_users_agent_is_never_forwarded(sshd, keys, tmp_path, monkeypatch, use_agent):
+    """A registered host honours ~/.ssh/config, whose ``ForwardAgent yes`` would hand the
+    user's ssh-agent (all their keys) to whoever controls the compute server."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host *\n  ForwardAgent yes\n")
+    monkeypatch.setenv("HOME", str(home))
+    socket_path = tmp_path / "agent.sock"
+    agent = await asyncio.create_subprocess_exec(
+        "ssh-agent", "-D", "-a", str(socket_path), stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        while not socket_path.exists():
+            assert agent.returncode is None
+            await asyncio.sleep(0.02)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        key = str(keys.private_key_path(1))
+        add = await asyncio.create_subprocess_exec("ssh-add", "-q", key)
+        assert await add.wait() == 0
+        endpoint = dataclasses.replace(
+            endpoint_for(sshd),
+            use_ssh_config=True,
+            use_agent=use_agent,
+            identity_file="" if use_agent else key,
+        )
+        connections = SSHConnections(keys)
+        try:
+            connection = await connections.get(1, endpoint)
+            result = await connection.run("sh", "-c", "echo agent=${SSH_AUTH_SOCK:-none}")
+            assert result.stdout == "agent=none\n"
+        finally:
+            await connections.close_all()
+    finally:
+        agent.terminate()
+        await agent.wait()

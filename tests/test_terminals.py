@@ -5,6 +5,7 @@ from the user's own OpenSSH client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from typing import Any
@@ -93,7 +94,7 @@ async def test_terminals_rest_api_validates_and_needs_a_running_server(api, wait
         ({"rows": 0}, "rows"),
         ({"cols": "80"}, "cols"),
         ({"cwd": "../outside"}, "cwd"),
-        ({"name": "no spaces"}, "terminal_name"),
+        ({"name": "no spaces"}, "name"),
         ({"shell": "/bin/sh"}, "shell"),
     ):
         code, error = await api("POST", base, body)
@@ -264,3 +265,142 @@ async def test_terminal_changes_are_published_as_events(api, wait_for_state, jp_
     await api("DELETE", f"servers/{server['id']}/terminals/{terminal['name']}")
     await asyncio.sleep(0.2)  # listeners run as tasks
     assert kinds.count("terminals") == 2, kinds
+
+
+async def test_terminal_input_is_checked_before_anything_starts(
+    api, wait_for_state, compute_data_dir, tmp_path
+):
+    server = await running_server(api, wait_for_state)
+    base = f"servers/{server['id']}/terminals"
+    workspace = compute_data_dir / "local" / str(server["id"]) / "disk"
+    (workspace / "a-file").write_text("not a directory")
+    (tmp_path / "elsewhere").mkdir()
+    (workspace / "away").symlink_to(tmp_path / "elsewhere")
+    for body, field in (
+        ({"cwd": "a\u0000b"}, "cwd"),
+        ({"cwd": "x" * 5000}, "cwd"),
+        ({"cwd": "x" * 300}, "cwd"),  # one part longer than a file name may be
+        ({"cwd": "a\nb"}, "cwd"),
+        ({"cwd": "a\u007fb"}, "cwd"),
+        ({"cwd": "\ud800"}, "cwd"),
+        ({"cwd": ["a"]}, "cwd"),
+        ({"cwd": "/etc"}, "cwd"),
+        ({"cwd": "a/../../b"}, "cwd"),
+        ({"cwd": "a-file"}, "cwd"),  # exists on the server, as a file
+        ({"cwd": "away/in"}, "cwd"),  # leads out of the workspace by a link
+        ({"name": "a\n"}, "name"),
+        ({"name": "x" * 65}, "name"),
+        ({"name": 7}, "name"),
+        ({"rows": 100000}, "rows"),
+        ({"cols": True}, "cols"),
+        ({"rows": 24.5}, "rows"),
+    ):
+        code, error = await api("POST", base, body)
+        assert code == 400, (body, code, error)
+        assert error["field"] == field, (body, error)
+    _, listed = await api("GET", base)
+    assert listed == {"terminals": []}
+    assert not (tmp_path / "elsewhere" / "in").exists()
+    code, error = await api("DELETE", f"{base}/a%0A")
+    assert code == 400 and error["field"] == "terminal_name"
+    # A good cwd below the workspace is made and used.
+    code, terminal = await api("POST", base, {"cwd": "deep/er"})
+    assert code == 201 and terminal["cwd"] == str(workspace / "deep" / "er")
+
+
+class HostileHost:
+    """A terminal host that answers each attaching client with the next of ``lines``."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+        self.hellos: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _client(self, reader, writer) -> None:
+        self.hellos.append(await reader.readline())
+        writer.write(self.lines.pop(0))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            await reader.read()  # until our end closes
+        writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"{}\n", "malformed message"),
+        (b"not json\n", "not JSON"),
+        (b'["stdout", 5, 1]\n', "malformed message"),
+        (b'["stdout", "x", -1]\n', "malformed message"),
+        (b"[]\n", "malformed message"),
+        (b"\xff\xfe\n", "not JSON"),
+        (b"x" * 300_000, "longer than the limit of 100000 bytes"),
+    ],
+)
+async def test_a_malformed_line_from_the_server_closes_the_terminal_with_a_message(
+    api, wait_for_state, jp_ws_fetch, jp_serverapp, monkeypatch, line, expected
+):
+    server = await running_server(api, wait_for_state)
+    ok = b'["stdout", "before-", 7]\n'
+    host = HostileHost([ok + line])
+    port = await host.start()
+    terminals = jp_serverapp.web_app.settings["compute_servers_terminals"]
+
+    async def connect_info(server_id: int, name: str) -> dict[str, Any]:
+        return {"exists": True, "port": port, "token": "t0ken"}
+
+    monkeypatch.setattr(terminals, "connect_info", connect_info)
+    monkeypatch.setattr(terminals, "max_message_bytes", 100_000)
+    try:
+        screen = await open_screen(jp_ws_fetch, server["id"], "hostile")
+        await screen.until("Terminal closed")
+        await screen.closed()
+    finally:
+        host.close()
+    assert screen.text.startswith("before-")
+    assert expected in screen.text, screen.text
+    assert screen.messages[-1] == ["disconnect", 1]
+    assert screen.ws.close_code == 1011 and expected.split()[0] in (screen.ws.close_reason or "")
+    assert json.loads(host.hellos[0]) == {"token": "t0ken", "offset": 0}
+    assert len(host.hellos) == 1  # not retried: it would only do it again
+
+
+async def test_the_terminal_host_bounds_what_unauthenticated_clients_send(
+    api, wait_for_state, jp_ws_fetch, jp_serverapp
+):
+    server = await running_server(api, wait_for_state)
+    _, terminal = await api("POST", f"servers/{server['id']}/terminals")
+    terminals = jp_serverapp.web_app.settings["compute_servers_terminals"]
+    info = await terminals.connect_info(server["id"], terminal["name"])
+
+    async def refused(*chunks: bytes) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", info["port"])
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+            # The host hangs up (it would otherwise keep buffering, or answer).
+            with contextlib.suppress(ConnectionError):
+                assert await asyncio.wait_for(reader.read(), 30) == b""
+        finally:
+            writer.close()
+
+    await refused(b"x" * 200_000)  # no newline, no token: not buffered without end
+    await refused(b"[]\n")  # a hello that is not an object
+    await refused(b'{"token": 5}\n')
+    await refused(json.dumps({"token": info["token"]}).encode() + b"\n{}\n")
+    await refused(json.dumps({"token": info["token"], "offset": "x"}).encode() + b"\n")
+    assert process_alive(terminal["pid"])
+    # The terminal still works for a client that speaks the protocol.
+    screen = await open_screen(jp_ws_fetch, server["id"], terminal["name"])
+    screen.type("echo fine-$((40 + 2))\r")
+    await screen.until("fine-42")

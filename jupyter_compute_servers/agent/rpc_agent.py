@@ -173,17 +173,39 @@ def _start_time(pid):
     return None if fields[0] == "Z" else int(fields[19])
 
 
+class WorkingDirectoryError(ValueError):
+    """A working directory that cannot be used (the client answers it as bad input)."""
+
+
 def _workspace_dir(workspace, relative):
     """``relative`` under ``workspace``, created if missing; never outside it."""
     root = os.path.realpath(os.path.expanduser(workspace))
     if not isinstance(relative, str) or relative.startswith("/") or "\x00" in relative:
-        raise ValueError(f"invalid working directory {relative!r}")
+        raise WorkingDirectoryError(f"invalid working directory {relative!r}")
     path = os.path.normpath(os.path.join(root, relative))
     if path != root and not path.startswith(root + os.sep):
-        raise ValueError(f"working directory {relative!r} is outside the workspace")
-    os.makedirs(path, exist_ok=True)
+        raise WorkingDirectoryError(f"working directory {relative!r} is outside the workspace")
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    real = os.path.realpath(existing)
+    if real != root and not real.startswith(root + os.sep):
+        # Checked before creating anything: a link must not lead makedirs out either.
+        raise WorkingDirectoryError(
+            f"working directory {relative!r} leads out of the workspace by a link"
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (OSError, UnicodeError) as e:
+        raise WorkingDirectoryError(
+            f"cannot create working directory {relative!r}: {e.strerror or e}"
+            if isinstance(e, OSError)
+            else f"invalid working directory {relative!r}: {e}"
+        ) from None
     if os.path.realpath(path) != path:
-        raise ValueError(f"working directory {relative!r} leads out of the workspace by a link")
+        raise WorkingDirectoryError(
+            f"working directory {relative!r} leads out of the workspace by a link"
+        )
     return path
 
 
@@ -441,9 +463,17 @@ def kernelspecs(params):
 # host on the server's loopback (through the SSH connection), prove themselves with the token
 # kept in its 0600 record, and are sent what they missed from its scrollback.
 
-TERMINAL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TERMINAL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SCROLLBACK_BYTES = 256 * 1024
 CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024
+# Anyone on the server's loopback may connect to a host: before a client proves itself with the
+# token it may send this much and take this long, and only so many clients are kept at once.
+HELLO_BYTES = 4096
+HELLO_SECONDS = 10.0
+MAX_CLIENTS = 32
+# The longest line an attached client may send (our end sends at most 16 Ki characters of
+# input per line: at most about 100 KiB as JSON).
+CLIENT_LINE_BYTES = 1024 * 1024
 
 
 def _terminals_dir(params):
@@ -452,7 +482,7 @@ def _terminals_dir(params):
 
 def _terminal_name(params):
     name = params.get("name")
-    if not isinstance(name, str) or not TERMINAL_NAME.match(name):
+    if not isinstance(name, str) or not TERMINAL_NAME.fullmatch(name):
         raise ValueError(f"invalid terminal name {name!r}")
     return name
 
@@ -489,6 +519,7 @@ class _TerminalClient:
         self.outbox = bytearray()
         self.attached = False
         self.decoder: Any = None
+        self.since = time.monotonic()
 
 
 def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd, command=None):
@@ -556,13 +587,15 @@ def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd, command=No
         client.sock.close()
 
     def attach(client, hello):
-        if not hmac.compare_digest(str(hello.get("token", "")), token):
+        if not isinstance(hello, dict) or not hmac.compare_digest(
+            str(hello.get("token", "")).encode(), token.encode()
+        ):
             drop(client)
             return
-        client.attached = True
-        client.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         start = produced - len(scrollback)
         offset = min(max(int(hello.get("offset") or 0), start), produced)
+        client.attached = True
+        client.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         missed = bytes(scrollback[offset - start :])
         send(client, ["stdout", client.decoder.decode(missed), produced])
 
@@ -571,6 +604,8 @@ def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd, command=No
             attach(client, json.loads(line))
             return
         message = json.loads(line)
+        if not isinstance(message, list) or not message:
+            raise ValueError("not a message")
         if message[0] == "stdin":
             data = str(message[1]).encode()
             while data:
@@ -580,10 +615,18 @@ def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd, command=No
 
     exit_code = None
     while exit_code is None:
-        for key, events in selector.select():
+        waiting = [c for c in clients.values() if not c.attached]
+        for client in waiting:
+            if time.monotonic() - client.since > HELLO_SECONDS:
+                drop(client)  # never said who it is
+        timeout = 1.0 if waiting else None
+        for key, events in selector.select(timeout):
             if key.data == "listen":
                 with contextlib.suppress(OSError):
                     sock, _ = listener.accept()
+                    if len(clients) >= MAX_CLIENTS:
+                        sock.close()
+                        continue
                     sock.setblocking(False)
                     client = _TerminalClient(sock)
                     clients[sock] = client
@@ -631,8 +674,11 @@ def _terminal_host(name, record_path, cwd, rows, cols, env, ready_fd, command=No
                         line, client.inbox = client.inbox.split(b"\n", 1)
                         try:
                             handle(client, line)
-                        except (ValueError, TypeError, IndexError, KeyError):
-                            drop(client)  # not our protocol: not our client
+                        except Exception:  # not our protocol: not our client
+                            drop(client)
+                    limit = CLIENT_LINE_BYTES if client.attached else HELLO_BYTES
+                    if client.sock in clients and len(client.inbox) > limit:
+                        drop(client)  # a line longer than any of ours
     for client in list(clients.values()):
         if client.attached:
             client.outbox += (json.dumps(["exit", exit_code]) + "\n").encode()
@@ -710,7 +756,7 @@ def terminal_list(params):
     terminals = _terminals_dir(params)
     found = []
     for entry in sorted(os.listdir(terminals)):
-        if entry.endswith(".json") and TERMINAL_NAME.match(entry[:-5]):
+        if entry.endswith(".json") and TERMINAL_NAME.fullmatch(entry[:-5]):
             record = _terminal_record(terminals, entry[:-5])
             if record is not None:
                 found.append(_terminal_public(record))

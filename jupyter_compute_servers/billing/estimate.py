@@ -16,7 +16,7 @@ from ..errors import NotFoundError, ValidationError
 from ..models import (
     ServerConfig,
     check_no_unknown,
-    parse_int,
+    parse_id,
     parse_number,
     parse_object,
     parse_str,
@@ -36,7 +36,7 @@ def parse_estimate(manager: ServerControl, body: Any) -> tuple[str, Cloud, Serve
     data = parse_object(body, "body")
     check_no_unknown(data, ESTIMATE_FIELDS, "")
     if "server_id" in data:
-        server_id = parse_int(data["server_id"], "server_id", minimum=1)
+        server_id = parse_id(data["server_id"], "server_id", "compute server")
         try:
             server = manager.get_server(server_id)
         except NotFoundError:

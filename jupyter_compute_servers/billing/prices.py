@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
+from ..fetch import read_url
 from ..models import ServerConfig
 
 if TYPE_CHECKING:
@@ -357,7 +357,7 @@ class RegionalTable(PriceTable):
                 Decimal(str(known["vcpu"])),
                 Decimal(str(known["memory_gb"])),
             )
-        match = _MACHINE_TYPE.match(machine_type)
+        match = _MACHINE_TYPE.fullmatch(machine_type)
         if match is None or match["family"] not in self.families:
             return f"machine type {machine_type} is not in the price table"
         ratio = self.families[match["family"]].get(match["shape"])
@@ -535,20 +535,34 @@ def parse_table(data: Any, where: str) -> PriceTable:
     return RateCard(data, where)
 
 
-def read_location(location: str, timeout: float = 10.0) -> bytes:
-    """The bytes at a path or an http(s) URL."""
-    if location.startswith(("http://", "https://")):
-        with urllib.request.urlopen(location, timeout=timeout) as response:  # noqa: S310
-            body: bytes = response.read()
-            return body
+#: The largest price table read from a URL, unless configured otherwise.
+MAX_TABLE_BYTES = 16 * 1024 * 1024
+
+
+def is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def read_location(location: str, timeout: float = 10.0, max_bytes: int = MAX_TABLE_BYTES) -> bytes:
+    """The bytes at a path or an http(s) URL (at most ``max_bytes``, within ``timeout``)."""
+    if is_url(location):
+        return read_url(
+            location,
+            timeout=timeout,
+            max_bytes=max_bytes,
+            timeout_setting="price_table_timeout",
+            size_setting="price_table_max_bytes",
+        )
     return Path(location).expanduser().read_bytes()
 
 
-def load_table(location: str, cloud: str, timeout: float = 10.0) -> PriceTable:
+def load_table(
+    location: str, cloud: str, timeout: float = 10.0, max_bytes: int = MAX_TABLE_BYTES
+) -> PriceTable:
     """Read and check the table configured for ``cloud`` at a path or URL."""
     where = f"price table for {cloud} ({location})"
     try:
-        raw = read_location(location, timeout)
+        raw = read_location(location, timeout, max_bytes)
     except OSError as e:
         raise PriceTableError(f"{where}: cannot be read: {e}", field="price_tables") from e
     try:
@@ -588,12 +602,23 @@ class PriceBook:
         self.errors = dict(errors or {})
 
     @classmethod
-    def load(cls, locations: Mapping[str, str], timeout: float = 10.0) -> PriceBook:
+    def load(
+        cls,
+        locations: Mapping[str, str],
+        timeout: float = 10.0,
+        max_bytes: int = MAX_TABLE_BYTES,
+        *,
+        pending: Mapping[str, str] | None = None,
+    ) -> PriceBook:
+        """The book of the tables at ``locations``; those in ``pending`` (by cloud, the reason)
+        are not read and their prices show as unknown for that reason."""
         configured: dict[str, PriceTable] = {}
-        errors: dict[str, str] = {}
+        errors: dict[str, str] = dict(pending or {})
         for cloud, location in locations.items():
+            if cloud in errors:
+                continue
             try:
-                configured[cloud] = load_table(location, cloud, timeout)
+                configured[cloud] = load_table(location, cloud, timeout, max_bytes)
             except PriceTableError as e:
                 errors[cloud] = e.message
         return cls(builtin_tables(), configured, errors)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
-from traitlets import Bool, Dict, Float, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from ..errors import ComputeServersError, ConflictError
@@ -48,7 +48,7 @@ from .metering import (
     month_start,
     rate_timeline,
 )
-from .prices import CURRENCY, PriceBook, Rate, StateRates, money
+from .prices import CURRENCY, MAX_TABLE_BYTES, PriceBook, Rate, StateRates, is_url, money
 from .records import CostRecords
 
 if TYPE_CHECKING:
@@ -173,7 +173,11 @@ class ComputeServerCosts(LoggingConfigurable):
     ).tag(config=True)
 
     price_table_timeout = Float(
-        10.0, help="Seconds to wait for a price table at a URL when Jupyter starts."
+        10.0, help="Seconds to wait for all of a price table at a URL when Jupyter starts."
+    ).tag(config=True)
+
+    price_table_max_bytes = Int(
+        MAX_TABLE_BYTES, help="The largest price table read from an http(s) URL (bytes)."
     ).tag(config=True)
 
     monthly_budget = Float(
@@ -288,6 +292,9 @@ class ComputeServerCosts(LoggingConfigurable):
         self.gpu_probe: GpuProbe | None = None
         self._task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
+        #: Fetching price tables at URLs (start), and the book used until they are here.
+        self._loading: asyncio.Task[None] | None = None
+        self._provisional: PriceBook | None = None
         self._evaluated = False
         #: Ledgers by server id, with the counts (and fallback rates) they were built from.
         self._ledgers: dict[int, tuple[tuple[int, int], Any, Ledger, list[HistoryEntry]]] = {}
@@ -305,14 +312,46 @@ class ComputeServerCosts(LoggingConfigurable):
         """The price tables, read when first needed (the CLI may never need them; a table at
         a URL is fetched once)."""
         if self._book is None:
-            self._book = PriceBook.load(self.price_tables, self.price_table_timeout)
-            for cloud, error in self._book.errors.items():
-                self.log.error("Prices of the %s cloud are unknown: %s", cloud, error)
+            if self._loading is not None and not self._loading.done():
+                # Tables at URLs are still being fetched (start): unknown until they are here.
+                if self._provisional is None:
+                    self._provisional = PriceBook.load(
+                        self.price_tables,
+                        self.price_table_timeout,
+                        self.price_table_max_bytes,
+                        pending=self._fetching(),
+                    )
+                return self._provisional
+            self._book = self._load_book()
         return self._book
 
     @book.setter
     def book(self, book: PriceBook) -> None:
         self._book = book
+
+    def _fetching(self) -> dict[str, str]:
+        return {
+            cloud: f"the price table at {location} is being fetched"
+            for cloud, location in self.price_tables.items()
+            if is_url(location)
+        }
+
+    def _load_book(self) -> PriceBook:
+        book = PriceBook.load(
+            self.price_tables, self.price_table_timeout, self.price_table_max_bytes
+        )
+        for cloud, error in book.errors.items():
+            self.log.error("Prices of the %s cloud are unknown: %s", cloud, error)
+        return book
+
+    async def _load_book_in_background(self) -> None:
+        """Fetch tables at URLs on a thread (the event loop serves requests meanwhile), then
+        record the rates they give."""
+        book = await asyncio.to_thread(self._load_book)
+        if self._book is None:  # (unless one was set meanwhile)
+            self._book = book
+        self._provisional = None
+        self.sync_rates()
 
     # --- time -----------------------------------------------------------------------------
 
@@ -887,9 +926,13 @@ class ComputeServerCosts(LoggingConfigurable):
 
     def start(self) -> None:
         """In the Jupyter server: record rates as they are now, refresh prices if asked,
-        and start the watcher (unless ``check_interval`` is 0)."""
-        self.sync_rates()
+        and start the watcher (unless ``check_interval`` is 0). Tables at URLs are fetched
+        in the background; their clouds' prices are unknown until they are here."""
         loop = asyncio.get_event_loop()
+        if self._book is None and self._fetching():
+            self._loading = loop.create_task(self._load_book_in_background())
+        else:
+            self.sync_rates()
         if self.gcp_catalog_refresh:
             self._refresh = loop.create_task(self.refresh_gcp())
         if self.check_interval > 0:
@@ -912,6 +955,9 @@ class ComputeServerCosts(LoggingConfigurable):
         """Replace the built-in gcp table by the Cloud Billing Catalog's prices, if it can."""
         from .catalog import refresh_gcp_table
 
+        if self._loading is not None:
+            with contextlib.suppress(Exception):
+                await self._loading  # the configured tables first
         if "gcp" in self.book.configured:
             self.log.info("A gcp price table is configured; not refreshing from the catalog.")
             return
@@ -927,7 +973,7 @@ class ComputeServerCosts(LoggingConfigurable):
         self.sync_rates()
 
     async def close(self) -> None:
-        for task in (self._task, self._refresh):
+        for task in (self._task, self._refresh, self._loading):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -41,6 +41,8 @@ from .base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 
 TOKEN_VARIABLE = "JUPYTER_COMPUTE_SERVER_SANDBOX"  # noqa: S105 - a name, not a secret
 START_TIMEOUT = 20.0
+#: The least memory a local server may be given (a kernel needs about this much).
+MIN_MEMORY_GB = 0.25
 STOP_GRACE = 3.0
 
 
@@ -124,6 +126,10 @@ class LocalCloud(Cloud):
     def root(self) -> Path:
         return Path(self.data_dir)
 
+    def _disk_size_gb(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return max(1, shutil.disk_usage(self.root).total // 2**30)
+
     def _disk_free_gb(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
         return max(1, shutil.disk_usage(self.root).free // 2**30)
@@ -153,7 +159,7 @@ class LocalCloud(Cloud):
             ],
             "arch": normalize_arch(platform.machine()),
             "cpu": {"min": 1, "max": os.cpu_count() or 1},
-            "memory_gb": {"min": 0.25, "max": _memory_total_gb()},
+            "memory_gb": {"min": MIN_MEMORY_GB, "max": _memory_total_gb()},
             "gpus": [
                 {"type": name, "max_count": count} for name, count in self._gpu_types().items()
             ],
@@ -179,6 +185,19 @@ class LocalCloud(Cloud):
         if config.cpu is not None and config.cpu > cpus:
             raise ValidationError(
                 f"config.cpu is {config.cpu}, but this machine has {cpus} CPUs.", field="config.cpu"
+            )
+        if config.memory_gb is not None and config.memory_gb < MIN_MEMORY_GB:
+            raise ValidationError(
+                f"config.memory_gb is {config.memory_gb}; a local server needs at least "
+                f"{MIN_MEMORY_GB} GB.",
+                field="config.memory_gb",
+            )
+        # The offerings say what is free now; the hard limit is the disk itself, so that a
+        # server made earlier stays editable when the disk fills up.
+        if config.disk_gb is not None and config.disk_gb > (size := self._disk_size_gb()):
+            raise ValidationError(
+                f"config.disk_gb is {config.disk_gb}, but this machine's disk has {size} GB.",
+                field="config.disk_gb",
             )
         memory = _memory_total_gb()
         if config.memory_gb is not None and config.memory_gb > memory:

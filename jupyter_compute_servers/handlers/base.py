@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from http.client import responses
 from typing import TYPE_CHECKING, Any
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
 
-from ..errors import ComputeServersError, ValidationError
+from ..errors import ComputeServersError, NotFoundError, PayloadTooLargeError, ValidationError
+from ..models import parse_path_id
 
 if TYPE_CHECKING:
     from ..billing.service import ComputeServerCosts
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
 
 #: The resource name that authorizers see for every compute servers endpoint.
 AUTH_RESOURCE = "compute_servers"
+#: No request of this API needs more (a create with every option is about 1 KB).
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
@@ -58,14 +64,35 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
     def clouds(self) -> dict[str, Cloud]:
         return self.settings["compute_servers_clouds"]
 
-    def get_json_object(self) -> dict[str, Any]:
-        """The request body as a JSON object, or a 400 that says what is wrong with it."""
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        # No request of this API needs a large body: refuse one before anything parses it.
+        if len(self.request.body or b"") > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(
+                f"The request body is {len(self.request.body)} bytes; this API takes at most "
+                f"{MAX_BODY_BYTES}.",
+                field="body",
+            )
+
+    def path_id(self, segment: str, field: str = "server_id", what: str = "compute server") -> int:
+        """An id from the URL, or a JSON 404 naming it (``servers/abc``)."""
+        return parse_path_id(segment, field, what)
+
+    def get_json_object(self, *, required: bool = False) -> dict[str, Any]:
+        """The request body as a JSON object, or a 400 that says what is wrong with it.
+        Without a body: ``{}``, or a 400 when the operation needs one (``required``)."""
         if not self.request.body:
+            if required:
+                raise ValidationError("This request needs a JSON object as its body.", field="body")
             return {}
         try:
             body = json.loads(self.request.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValidationError(f"The request body is not valid JSON: {e}", field="body") from e
+        except RecursionError:
+            raise ValidationError(
+                "The request body is nested too deeply to be a request of this API.", field="body"
+            ) from None
         if not isinstance(body, dict):
             raise ValidationError("The request body must be a JSON object.", field="body")
         return body
@@ -78,12 +105,31 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")
         error = exc_info[1] if exc_info else None
+        self.set_header("Content-Type", "application/json")
         if isinstance(error, ComputeServersError):
             self.set_status(error.status)
-            self.set_header("Content-Type", "application/json")
             self.finish(json.dumps(error.to_json()))
             return
-        super().write_error(status_code, **kwargs)
+        # Jupyter's own answers (401, 403, 405, an unexpected 500) in the same shape, with the
+        # status's name as the reason; never a traceback.
+        reason = responses.get(status_code, "Error")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        message = reason
+        if isinstance(error, web.HTTPError) and error.log_message:
+            message = error.log_message % error.args if error.args else error.log_message
+        elif status_code >= 500:
+            message = "Internal error; the Jupyter server's log has the details."
+        self.finish(json.dumps({"message": message, "reason": reason}))
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this handler serves (for a 405's ``Allow`` header)."""
+        return [
+            method
+            for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+            if getattr(cls, method.lower()) is not getattr(web.RequestHandler, method.lower())
+        ]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Expected errors (a 409 for a wrong state, a 400 for bad input) are answers, not bugs:
@@ -101,3 +147,14 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
             self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
+
+
+class NotFoundHandler(ComputeServersAPIHandler):
+    """Any other path under the API: a JSON 404 rather than Jupyter's HTML page."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, path: str) -> None:
+        raise NotFoundError(f"No such endpoint: {path[:100]!r}.", field="path")
+
+    post = patch = put = delete = get

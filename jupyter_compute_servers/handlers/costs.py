@@ -14,7 +14,7 @@ class EstimateHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized("read")  # it changes nothing
     async def post(self) -> None:
-        self.write_json(self.costs.estimate(self.get_json_object()))
+        self.write_json(self.costs.estimate(self.get_json_object(required=True)))
 
 
 class CostsHandler(ComputeServersAPIHandler):

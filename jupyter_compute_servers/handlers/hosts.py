@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .base import ComputeServersAPIHandler
+from .base import AUTH_RESOURCE, ComputeServersAPIHandler
+
+
+async def _python_needs_execute(handler: ComputeServersAPIHandler, body: dict[str, Any]) -> None:
+    """A host's ``python`` is the program run there with the user's login: choosing it is
+    running code, so it needs ``execute`` besides ``write``."""
+    if "python" not in body:
+        return
+    allowed = await ensure_async(
+        handler.authorizer.is_authorized(handler, handler.current_user, "execute", AUTH_RESOURCE)
+    )
+    if not allowed:
+        raise web.HTTPError(
+            403, f"Setting a host's python needs permission to execute on {AUTH_RESOURCE}."
+        )
 
 
 class HostsHandler(ComputeServersAPIHandler):
@@ -20,7 +37,9 @@ class HostsHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        host = await self.hosts.create(self.get_json_object())
+        body = self.get_json_object(required=True)
+        await _python_needs_execute(self, body)
+        host = await self.hosts.create(body)
         self.set_header("Location", self.request.path.rstrip("/") + f"/{host.id}")
         self.write_json(host.to_json(), status=201)
 
@@ -31,18 +50,20 @@ class HostHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, host_id: str) -> None:
-        self.write_json(self.hosts.hosts.get(int(host_id)).to_json())
+        self.write_json(self.hosts.hosts.get(self.path_id(host_id, "host_id", "host")).to_json())
 
     @web.authenticated
     @authorized
     async def patch(self, host_id: str) -> None:
-        host = await self.hosts.update(int(host_id), self.get_json_object())
+        body = self.get_json_object(required=True)
+        await _python_needs_execute(self, body)
+        host = await self.hosts.update(self.path_id(host_id, "host_id", "host"), body)
         self.write_json(host.to_json())
 
     @web.authenticated
     @authorized
     async def delete(self, host_id: str) -> None:
-        await self.hosts.delete(int(host_id))
+        await self.hosts.delete(self.path_id(host_id, "host_id", "host"))
         self.set_status(204)
         self.finish()
 
@@ -53,15 +74,16 @@ class HostInventoryHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, host_id: str) -> None:
-        host = await self.hosts.refresh(int(host_id))
+        host = await self.hosts.refresh(self.path_id(host_id, "host_id", "host"))
         self.write_json(host.to_json())
 
 
 class ServerMetricsHandler(ComputeServersAPIHandler):
-    """``GET /servers/{id}/metrics``: GPU, CPU and memory use, sampled on the server now."""
+    """``GET /servers/{id}/metrics``: GPU, CPU and memory use, sampled on the server now (by
+    its agent, started there if it is not running yet)."""
 
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        agent = await self.manager.agent_for(int(server_id), "metrics need it running.")
+        agent = await self.manager.agent_for(self.path_id(server_id), "metrics need it running.")
         self.write_json(await agent.call("metrics", timeout=20))

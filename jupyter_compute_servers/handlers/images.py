@@ -31,13 +31,14 @@ class ImagesHandler(ComputeServersAPIHandler):
 
 
 class ImagesReloadHandler(ComputeServersAPIHandler):
-    """``POST /images/reload``: read the catalogue again (400 naming the entry if invalid)."""
+    """``POST /images/reload``: read the catalogue again (400 naming the entry if invalid, or
+    saying which limit a catalogue at a URL exceeded), off the event loop."""
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         catalog = self.images
-        catalog.load()
+        await catalog.reload()
         self.write_json(
             {"images": catalog.images(include_untested=True), "source": catalog.loaded_from}
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .base import NotFoundHandler
 from .costs import CostsHandler, EstimateHandler
 from .hosts import HostHandler, HostInventoryHandler, HostsHandler, ServerMetricsHandler
 from .images import ImagesHandler, ImagesReloadHandler
@@ -30,9 +31,10 @@ from .terminals import (
 
 #: Every route is under ``<base_url>/compute-servers/api/``.
 API_PREFIX = "/compute-servers/api"
-_ID = r"(?P<server_id>[0-9]{1,18})"
+# Ids match any segment: the handler answers a JSON 404 for one that is not an id.
+_ID = r"(?P<server_id>[^/]+)"
 _TERMINAL = r"(?P<terminal_name>[^/]+)"
-_HOST = r"(?P<host_id>[0-9]{1,18})"
+_HOST = r"(?P<host_id>[^/]+)"
 # Any segment: the handler answers 404 for a bad one, after authorization.
 _SYNC = r"(?P<sync_id>[^/]+)"
 
@@ -67,4 +69,6 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/hosts", HostsHandler),
         (rf"{API_PREFIX}/hosts/{_HOST}", HostHandler),
         (rf"{API_PREFIX}/hosts/{_HOST}/inventory", HostInventoryHandler),
+        # Last: any other path under the API is a JSON 404.
+        (rf"{API_PREFIX}/(?P<path>.*)", NotFoundHandler),
     ]

@@ -22,7 +22,7 @@ class ServersHandler(ComputeServersAPIHandler):
     @authorized
     async def post(self) -> None:
         manager = self.manager
-        server = manager.create_server(self.get_json_object())
+        server = await manager.create_server_on_available_cloud(self.get_json_object(required=True))
         self.set_header("Location", self.request.path.rstrip("/") + f"/{server.id}")
         self.write_json(self.presenter.to_json(server), status=201)
 
@@ -34,19 +34,21 @@ class ServerHandler(ComputeServersAPIHandler):
     @authorized
     async def get(self, server_id: str) -> None:
         manager = self.manager
-        self.write_json(self.presenter.to_json(manager.get_server(int(server_id))))
+        self.write_json(self.presenter.to_json(manager.get_server(self.path_id(server_id))))
 
     @web.authenticated
     @authorized
     async def patch(self, server_id: str) -> None:
         manager = self.manager
-        server = await manager.update_server(int(server_id), self.get_json_object())
+        server = await manager.update_server(
+            self.path_id(server_id), self.get_json_object(required=True)
+        )
         self.write_json(self.presenter.to_json(server))
 
     @web.authenticated
     @authorized
     async def delete(self, server_id: str) -> None:
-        await self.manager.delete_server(int(server_id))
+        await self.manager.delete_server(self.path_id(server_id))
         self.set_status(204)
         self.finish()
 
@@ -58,7 +60,7 @@ class ServerActionHandler(ComputeServersAPIHandler):
     @authorized
     async def post(self, server_id: str, action: str) -> None:
         manager = self.manager
-        server = manager.request_action(int(server_id), action, self.get_json_object())
+        server = manager.request_action(self.path_id(server_id), action, self.get_json_object())
         self.write_json(self.presenter.to_json(server), status=202)
 
 
@@ -68,7 +70,7 @@ class ServerHistoryHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        history = self.manager.history(int(server_id))
+        history = self.manager.history(self.path_id(server_id))
         self.write_json(
             {
                 "history": [

@@ -10,12 +10,16 @@ from .base import ComputeServersAPIHandler
 
 
 class ServerSyncHandler(ComputeServersAPIHandler):
-    """``POST /servers/{id}/sync``: start a sync; 202 with it (its id), progress follows."""
+    """``POST /servers/{id}/sync``: start a sync; 202 with it (its id), progress follows.
+
+    It runs a process on the server and writes into the Jupyter root, so it needs ``execute``
+    on compute servers and ``write`` on ``contents`` (what saving a file in Jupyter needs)."""
 
     @web.authenticated
-    @authorized
+    @authorized("execute")
+    @authorized("write", resource="contents")
     async def post(self, server_id: str) -> None:
-        run = self.sync.start(int(server_id), self.get_json_object())
+        run = self.sync.start(self.path_id(server_id), self.get_json_object())
         self.set_header("Location", self.request.path.rstrip("/") + f"s/{run['id']}")
         self.write_json(run, status=202)
 
@@ -29,8 +33,8 @@ class ServerSyncsHandler(ComputeServersAPIHandler):
         service = self.sync
         self.write_json(
             {
-                "syncs": service.history(int(server_id)),
-                "running": service.running(int(server_id)),
+                "syncs": service.history(self.path_id(server_id)),
+                "running": service.running(self.path_id(server_id)),
                 "default_excludes": list(DEFAULT_EXCLUDES),
             }
         )
@@ -42,7 +46,7 @@ class ServerSyncRunHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str, sync_id: str) -> None:
-        self.write_json(self.sync.get(int(server_id), sync_id))
+        self.write_json(self.sync.get(self.path_id(server_id), sync_id))
 
 
 class ServerSyncCancelHandler(ComputeServersAPIHandler):
@@ -51,4 +55,4 @@ class ServerSyncCancelHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, server_id: str, sync_id: str) -> None:
-        self.write_json(self.sync.cancel(int(server_id), sync_id), status=202)
+        self.write_json(self.sync.cancel(self.path_id(server_id), sync_id), status=202)

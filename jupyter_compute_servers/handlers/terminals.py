@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
@@ -13,6 +14,7 @@ from tornado import web, websocket
 
 from ..access import ssh_access
 from ..errors import ComputeServersError
+from ..models import parse_path_id
 from ..terminals import RemoteTerminals, TerminalSession, check_terminal_name
 from .base import AUTH_RESOURCE, ComputeServersAPIHandler
 
@@ -23,38 +25,40 @@ def _terminals(handler: web.RequestHandler) -> RemoteTerminals:
 
 
 class ServerTerminalsHandler(ComputeServersAPIHandler):
-    """``GET /servers/{id}/terminals``: its terminals. ``POST``: start one."""
+    """``GET /servers/{id}/terminals``: its terminals (asks the server's agent, starting it on
+    the server if it is not running yet). ``POST``: start one (a shell: ``execute``)."""
 
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        self.write_json({"terminals": await _terminals(self).list(int(server_id))})
+        self.write_json({"terminals": await _terminals(self).list(self.path_id(server_id))})
 
     @web.authenticated
-    @authorized
+    @authorized("execute")
     async def post(self, server_id: str) -> None:
-        terminal = await _terminals(self).create(int(server_id), self.get_json_object())
+        terminal = await _terminals(self).create(self.path_id(server_id), self.get_json_object())
         self.write_json(terminal, status=201)
 
 
 class ServerTerminalHandler(ComputeServersAPIHandler):
-    """``DELETE /servers/{id}/terminals/{name}``: end its shell."""
+    """``DELETE /servers/{id}/terminals/{name}``: end its shell (``execute``, as starting one)."""
 
     @web.authenticated
-    @authorized
+    @authorized("execute")
     async def delete(self, server_id: str, terminal_name: str) -> None:
-        await _terminals(self).delete(int(server_id), terminal_name)
+        await _terminals(self).delete(self.path_id(server_id), terminal_name)
         self.set_status(204)
         self.finish()
 
 
 class ServerSSHAccessHandler(ComputeServersAPIHandler):
-    """``GET /servers/{id}/ssh-access``: an ssh config snippet for the user's own tools."""
+    """``GET /servers/{id}/ssh-access``: an ssh config snippet for the user's own tools. It
+    hands out a login to the server (the path of its key), so it needs ``execute``."""
 
     @web.authenticated
-    @authorized
+    @authorized("execute")
     async def get(self, server_id: str) -> None:
-        self.write_json(await ssh_access(self.manager, int(server_id)))
+        self.write_json(await ssh_access(self.manager, self.path_id(server_id)))
 
 
 class TerminalWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
@@ -67,12 +71,19 @@ class TerminalWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSock
     @ws_authenticated
     @authorized
     async def get(self, server_id: str, terminal_name: str) -> None:
-        # A terminal runs commands: reading is not enough.
-        if not self.authorizer.is_authorized(self, self.current_user, "execute", AUTH_RESOURCE):
-            raise web.HTTPError(403)
+        # A terminal runs commands: reading is not enough. (An authorizer may be async.)
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "execute", AUTH_RESOURCE)
+        )
+        if not allowed:
+            raise web.HTTPError(
+                403, f"User is not authorized to execute on resource: {AUTH_RESOURCE}."
+            )
         try:
             check_terminal_name(terminal_name)
-            await _terminals(self).connect_info(int(server_id), terminal_name)
+            await _terminals(self).connect_info(
+                parse_path_id(server_id, "server_id", "compute server"), terminal_name
+            )
         except ComputeServersError as e:
             raise web.HTTPError(e.status, e.message) from None
         await super().get(server_id, terminal_name)
@@ -97,7 +108,11 @@ class TerminalWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSock
             return
         self.write_message(json.dumps(message))
         if message[0] == "disconnect":
-            self.close()
+            reason = self.session.close_reason if self.session is not None else None
+            if reason is None:
+                self.close()
+            else:  # 1011: the server end failed; a close reason is at most 123 bytes
+                self.close(1011, reason.encode()[:120].decode("utf-8", "ignore"))
 
     def on_message(self, message: str | bytes) -> None:
         if self.session is None:

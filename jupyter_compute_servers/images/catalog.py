@@ -8,11 +8,11 @@ flag survives catalogue updates.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import threading
-import urllib.request
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 
 from ..errors import ValidationError
+from ..fetch import read_url
 from ..models import ServerConfig
 
 SCHEMA = json.loads(files(__package__).joinpath("catalog.schema.json").read_text())
@@ -77,10 +78,20 @@ def validate(document: Any) -> list[dict[str, Any]]:
 class ImageCatalog:
     """The loaded catalogue plus the local record of tested versions."""
 
-    def __init__(self, source: str = "", tested_file: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        source: str = "",
+        tested_file: str | Path | None = None,
+        *,
+        timeout: float = 30.0,
+        max_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         #: A path or an http(s) URL; empty for the catalogue shipped with the package.
         self.source = source
         self.tested_file = Path(tested_file) if tested_file else None
+        #: Bounds on reading a catalogue at a URL: seconds for all of it, and its size.
+        self.timeout = timeout
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._images: list[dict[str, Any]] = []
         self.loaded_from = ""
@@ -90,8 +101,15 @@ class ImageCatalog:
         if not self.source:
             return json.loads(files(__package__).joinpath("catalog.json").read_text())
         if re.match(r"^https?://", self.source):
-            with urllib.request.urlopen(self.source, timeout=30) as response:  # noqa: S310
-                return json.loads(response.read())
+            return json.loads(
+                read_url(
+                    self.source,
+                    timeout=self.timeout,
+                    max_bytes=self.max_bytes,
+                    timeout_setting="image_catalog_timeout",
+                    size_setting="image_catalog_max_bytes",
+                )
+            )
         return json.loads(Path(os.path.expanduser(self.source)).read_text())
 
     def load(self) -> None:
@@ -115,6 +133,10 @@ class ImageCatalog:
             self._images = images
             self.loaded_from = self.source or DEFAULT_SOURCE
             self.load_error = ""
+
+    async def reload(self) -> None:
+        """``load`` off the event loop: reading a URL and validating never hold Jupyter up."""
+        await asyncio.to_thread(self.load)
 
     def load_or_default(self) -> None:
         """At start-up: a broken configured catalogue must not stop Jupyter; fall back to the

@@ -110,7 +110,7 @@ class KernelRuntime:
     async def shutdown_kernel(self, server_id: int, kernel_id: str, kernel_manager: Any) -> None:
         """Shut a kernel down: through its kernel manager when this Jupyter drives it (so its
         sessions end too), else on the server directly (an orphan)."""
-        if not isinstance(kernel_id, str) or not KERNEL_ID.match(kernel_id):
+        if not isinstance(kernel_id, str) or not KERNEL_ID.fullmatch(kernel_id):
             raise ValidationError(f"Invalid kernel id {kernel_id!r}.", field="kernel_id")
         provisioner = self.kernels.get(kernel_id)
         if provisioner is not None and provisioner.server_id == server_id:

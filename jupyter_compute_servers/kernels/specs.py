@@ -201,7 +201,7 @@ class KernelSpecPublisher:
         found: dict[str, Any] = {}
         for kernel, spec in dict(answer.get("kernelspecs") or {}).items():
             cleaned = clean_remote_spec(spec)
-            if cleaned is not None and KERNEL_NAME.match(kernel):
+            if cleaned is not None and KERNEL_NAME.fullmatch(kernel):
                 found[kernel.lower()] = cleaned
             if len(found) >= MAX_SPECS_PER_SERVER:
                 break

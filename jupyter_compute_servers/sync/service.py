@@ -177,7 +177,7 @@ class SyncService:
 
     def get(self, server_id: int, sync_id: int | str) -> dict[str, Any]:
         if isinstance(sync_id, str):
-            if not sync_id.isdigit() or len(sync_id) > 18:
+            if not (sync_id.isascii() and sync_id.isdigit()) or len(sync_id) > 18:
                 raise NotFoundError(f"No sync {sync_id!r}.", field="sync_id")
             sync_id = int(sync_id)
         self.manager.get_server(server_id)

@@ -140,7 +140,7 @@ def machine_vcpus(machine_type: str) -> int | None:
     if machine_type in _BUNDLED_SHAPES:
         return _BUNDLED_SHAPES[machine_type][0]
     for pattern in (_GENERAL, _CUSTOM):
-        match = pattern.match(machine_type)
+        match = pattern.fullmatch(machine_type)
         if match:
             return int(match["cpus"])
     return None

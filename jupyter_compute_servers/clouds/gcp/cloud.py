@@ -234,9 +234,9 @@ class GCPCloud(ApiAccess, InstanceDescription, Cloud):
     def _check_labels(self, proposal: Any) -> dict[str, str]:
         labels = proposal["value"]
         for key, value in labels.items():
-            if not isinstance(key, str) or not LABEL.match(key):
+            if not isinstance(key, str) or not LABEL.fullmatch(key):
                 raise TraitError(f"GCPCloud.labels: key {key!r} is not a valid label key.")
-            if not isinstance(value, str) or not LABEL_VALUE.match(value):
+            if not isinstance(value, str) or not LABEL_VALUE.fullmatch(value):
                 raise TraitError(f"GCPCloud.labels[{key!r}]: {value!r} is not a valid value.")
         return dict(labels)
 
@@ -244,7 +244,7 @@ class GCPCloud(ApiAccess, InstanceDescription, Cloud):
     def _check_boot_images(self, proposal: Any) -> dict[str, dict[str, Any]]:
         images = proposal["value"]
         for key, entry in images.items():
-            if not isinstance(entry, dict) or not SOURCE_IMAGE.match(str(entry.get("source"))):
+            if not isinstance(entry, dict) or not SOURCE_IMAGE.fullmatch(str(entry.get("source"))):
                 raise TraitError(
                     f"GCPCloud.boot_images[{key!r}] needs 'source': "
                     f"'projects/P/global/images/family/F' or 'projects/P/global/images/NAME'."
@@ -256,13 +256,13 @@ class GCPCloud(ApiAccess, InstanceDescription, Cloud):
 
     @validate("ssh_username")
     def _check_username(self, proposal: Any) -> str:
-        if not USERNAME.match(proposal["value"]):
+        if not USERNAME.fullmatch(proposal["value"]):
             raise TraitError("GCPCloud.ssh_username must be a Linux user name.")
         return str(proposal["value"])
 
     @validate("instance_prefix")
     def _check_prefix(self, proposal: Any) -> str:
-        if not re.match(r"^[a-z][a-z0-9-]{0,19}$", proposal["value"]):
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", proposal["value"]):
             raise TraitError("GCPCloud.instance_prefix: 1-20 lowercase letters, digits or '-'.")
         return str(proposal["value"])
 
@@ -421,25 +421,25 @@ class GCPCloud(ApiAccess, InstanceDescription, Cloud):
                 raise ValidationError(f"config.{name} is required.", field=f"config.{name}")
         assert config.image and config.machine_type and config.disk_type
         assert config.region and config.zone and config.disk_gb
-        if config.image.startswith("projects/") and not SOURCE_IMAGE.match(config.image):
+        if config.image.startswith("projects/") and not SOURCE_IMAGE.fullmatch(config.image):
             raise ValidationError(
                 f"config.image {config.image!r} is not a source image: use "
                 f"projects/P/global/images/family/F or projects/P/global/images/NAME, or an "
                 f"image of the catalogue.",
                 field="config.image",
             )
-        if not catalog.MACHINE_TYPE_PATTERN.match(config.machine_type):
+        if not catalog.MACHINE_TYPE_PATTERN.fullmatch(config.machine_type):
             raise ValidationError(
                 f"config.machine_type {config.machine_type!r} is not a machine type name "
                 f"(such as n1-standard-4).",
                 field="config.machine_type",
             )
-        if not catalog.REGION_PATTERN.match(config.region):
+        if not catalog.REGION_PATTERN.fullmatch(config.region):
             raise ValidationError(
                 f"config.region {config.region!r} is not a region (such as us-central1).",
                 field="config.region",
             )
-        zone = catalog.ZONE_PATTERN.match(config.zone)
+        zone = catalog.ZONE_PATTERN.fullmatch(config.zone)
         if not zone:
             raise ValidationError(
                 f"config.zone {config.zone!r} is not a zone (such as us-central1-a).",

@@ -116,7 +116,7 @@ def explain(
 ) -> str:
     """What a user should read for a failed create/start: the resource, the zone, what to try.
     ``exists`` says whether the VM (and its zonal disk) exists, so moving means deprovisioning."""
-    region = catalog.ZONE_PATTERN.match(zone)
+    region = catalog.ZONE_PATTERN.fullmatch(zone)
     region_name = region["region"] if region else zone
     spot = bool(config.spot)
     what = " ".join(

@@ -1,0 +1,82 @@
+"""The REST API against its OpenAPI document: the document is valid OpenAPI 3.0, and a bounded
+schemathesis run over every operation (all checks, positive and negative data, a fixed seed)
+finds no server error and no answer the document does not describe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+from openapi_spec_validator import validate
+
+from .test_recovery import TOKEN, JupyterProcess
+
+DOCUMENT = files("jupyter_compute_servers").joinpath("openapi.json")
+#: Examples per operation and the time budget: the whole run stays within about 3 minutes.
+MAX_EXAMPLES = 25
+MAX_SECONDS = 150
+
+
+def test_the_document_is_valid_openapi():
+    validate(json.loads(DOCUMENT.read_text()))
+
+
+@pytest.fixture
+def jupyter(tmp_path: Path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    server = JupyterProcess(
+        data_dir,
+        root,
+        # Servers the fuzzer starts are stopped with Jupyter.
+        "--LocalCloud.stop_on_shutdown=True",
+        "--ComputeServersApp.max_servers=20",
+    )
+    yield server, tmp_path
+    server.stop()
+
+
+@pytest.mark.timeout(MAX_SECONDS + 120)
+def test_schemathesis_finds_no_server_error_nor_undocumented_answer(jupyter):
+    server, tmp_path = jupyter
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "st"),
+            "run",
+            str(DOCUMENT),
+            "--url",
+            f"http://127.0.0.1:{server.port}/compute-servers/api",
+            "--header",
+            f"Authorization: token {TOKEN}",
+            "--checks",
+            "all",
+            "--mode",
+            "all",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--seed",
+            "20261205",
+            "--generation-deterministic",
+            "--max-time",
+            str(MAX_SECONDS),
+            "--request-timeout",
+            "30",
+            "--workers",
+            "1",
+            "--no-color",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=MAX_SECONDS + 90,
+    )
+    assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]
