@@ -10,6 +10,7 @@ nothing with the RPC agent (``rpc_agent.py``), and a sync session sends only thi
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -101,8 +102,20 @@ def _sync_mode(st):
 # --- sync: excludes in gitignore syntax ----------------------------------------------------
 
 
-def _sync_glob(text):
-    """A regular expression for one gitignore glob (no "**" handling: see below)."""
+_SYNC_GROUP_IDS = itertools.count(1)  # names of back-referenced groups, unique in a process
+
+
+def _sync_atomic(body):
+    """``body`` matched once, never revisited by backtracking (a lookahead, which Python's re
+    never re-enters, then a back-reference): what keeps a glob's matching polynomial. Atomic
+    groups (``(?>...)``) would do, but need Python 3.11 on the server too."""
+    name = f"jcs{next(_SYNC_GROUP_IDS)}"
+    return f"(?=(?P<{name}>{body}))(?P={name})"
+
+
+def _sync_glob_tokens(text):
+    """One gitignore glob (a path component) as a list of regular expressions, each matching
+    one character, and None for each "*"."""
     out = []
     i = 0
     while i < len(text):
@@ -112,7 +125,7 @@ def _sync_glob(text):
             i += 2
             continue
         if c == "*":
-            out.append("[^/]*")
+            out.append(None)
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
@@ -138,12 +151,35 @@ def _sync_glob(text):
         else:
             out.append(re.escape(c))
         i += 1
+    return out
+
+
+def _sync_glob(text):
+    """A regular expression for one gitignore glob (a path component), matched in polynomial
+    time whatever the pattern and the name: the glob is its pieces between stars, each of a
+    fixed length, and a piece followed by another star is taken at its first place after the
+    previous one (atomically), which is always right: a later place only leaves less room for
+    the rest. Only the last piece, anchored at the component's end, is searched for."""
+    pieces = [[]]
+    for token in _sync_glob_tokens(text):
+        if token is None:
+            pieces.append([])
+        else:
+            pieces[-1].append(token)
+    if len(pieces) == 1:
+        return "".join(pieces[0])
+    out = ["".join(pieces[0])]
+    for piece in pieces[1:-1]:
+        if piece:
+            out.append(_sync_atomic("[^/]*?" + "".join(piece)))
+    out.append("[^/]*" + "".join(pieces[-1]))
     return "".join(out)
 
 
 def sync_pattern(line):
     """One gitignore line as (regex over the relative path, negated, directories only), or None
-    for a blank line or a comment."""
+    for a blank line or a comment. The regex runs in polynomial time (see ``_sync_glob``; a
+    "**" followed by more components is taken the same way, a component sequence at a time)."""
     if line.startswith("#"):
         return None
     # Trailing spaces go, unless escaped with a backslash.
@@ -161,24 +197,35 @@ def sync_pattern(line):
     anchored = "/" in line
     line = line.lstrip("/")
     segments = line.split("/")
-    parts = []
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            if last:
-                parts.append(".*")
-            elif index == 0:
-                parts.append("(?:.*/)?")
+    if segments == ["**"]:
+        body = ".*"
+    elif not anchored:
+        # One component, matched against a path's last component.
+        body = "(?:.*/)?" + _sync_glob(segments[0])
+    else:
+        # Runs of components between "**"s: the first anchored at the start, the last at the
+        # end; one between two "**"s is taken at its first place (atomically), like a piece
+        # of a glob between stars.
+        runs = [[]]
+        for segment in segments:
+            if segment == "**":
+                runs.append([])
             else:
-                parts.append("(?:[^/]+/)*")
-            continue
-        parts.append(_sync_glob(segment) + ("" if last else "/"))
-    body = "".join(parts)
-    if segments[-1] == "**" and len(segments) > 1:
-        # "a/**" matches everything inside a, not a itself (what precedes ends with a "/").
-        body = "".join(parts[:-1]) + ".+"
-    prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(f"^{prefix}{body}$", re.DOTALL), negate, dir_only
+                runs[-1].append(_sync_glob(segment))
+        if len(runs) == 1:
+            body = "/".join(runs[0])
+        else:
+            out = ["".join(glob + "/" for glob in runs[0])]
+            for run in runs[1:-1]:
+                if run:
+                    out.append(_sync_atomic("(?:[^/]+/)*?" + "".join(g + "/" for g in run)))
+            if runs[-1]:
+                out.append("(?:[^/]+/)*" + "/".join(runs[-1]))
+            else:
+                # "a/**" matches everything inside a, not a itself.
+                out.append(".+")
+            body = "".join(out)
+    return re.compile(f"^{body}\\Z", re.DOTALL), negate, dir_only
 
 
 class SyncExcludes:
