@@ -160,7 +160,7 @@ def _sync_glob(text):
     fixed length, and a piece followed by another star is taken at its first place after the
     previous one (atomically), which is always right: a later place only leaves less room for
     the rest. Only the last piece, anchored at the component's end, is searched for."""
-    pieces = [[]]
+    pieces: list = [[]]
     for token in _sync_glob_tokens(text):
         if token is None:
             pieces.append([])
@@ -206,7 +206,7 @@ def sync_pattern(line):
         # Runs of components between "**"s: the first anchored at the start, the last at the
         # end; one between two "**"s is taken at its first place (atomically), like a piece
         # of a glob between stars.
-        runs = [[]]
+        runs: list = [[]]
         for segment in segments:
             if segment == "**":
                 runs.append([])
