@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from ..agent.sync_agent import SYNC_CHUNK, SYNC_SMALL, SyncChanged, SyncTree
 from ..errors import ConflictError
+from .holdback import MESSAGE, HoldBack
 from .plan import (
     LOCAL,
     REMOTE,
@@ -138,9 +139,11 @@ class Summary:
     skipped: _Capped = field(default_factory=_Capped)
     errors: _Capped = field(default_factory=_Capped)
     changes: _Capped = field(default_factory=_Capped)
+    held_back: _Capped = field(default_factory=_Capped)
     pending: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        held = len(self.held_back) + self.held_back.dropped
         return {
             "sent": {"files": self.sent_files, "bytes": self.sent_bytes},
             "received": {"files": self.received_files, "bytes": self.received_bytes},
@@ -151,11 +154,17 @@ class Summary:
             "errors": list(self.errors),
             "changes": list(self.changes),
             "pending": self.pending,
+            "held_back": {
+                "files": held,
+                "paths": list(self.held_back),
+                "message": MESSAGE.format(n=held) if held else None,
+            },
             "truncated": bool(
                 self.conflicts.dropped
                 or self.skipped.dropped
                 or self.errors.dropped
                 or self.changes.dropped
+                or self.held_back.dropped
             ),
         }
 
@@ -282,6 +291,7 @@ class SyncEngine:
                     direction=self.direction,
                     server=self.server_name,
                     paths=paths,
+                    hold_back=HoldBack(self.settings.pull_executable_config).held,
                 )
             except MassDeletion as e:
                 where = "the Jupyter root" if e.side == LOCAL else "the server's workspace"
@@ -389,6 +399,8 @@ class SyncEngine:
         for path in the_plan.unresolved:
             self.summary.conflicts.add({"path": path, "conflict_path": None, "resolved": False})
         self.summary.pending = the_plan.pending
+        for action in the_plan.held_back:
+            self.summary.held_back.add({"path": action.path, "action": action.kind.value})
         moving = [a for a in the_plan.actions if a.kind not in (Kind.RECORD, Kind.FORGET)]
         self.progress.files_total = len(moving)
         self.progress.bytes_total = sum(a.size for a in moving)

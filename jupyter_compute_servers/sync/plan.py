@@ -24,9 +24,10 @@ directory either side left out (``pruned``), or a file either side could not syn
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import enum
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -75,6 +76,9 @@ class Kind(str, enum.Enum):
 
 
 #: What each direction may do; the rest waits for a sync in the other direction.
+#: What changes the Jupyter root (and so waits, at a held-back path, for the user to allow it).
+LOCAL_WRITES = frozenset({Kind.PULL, Kind.DELETE_LOCAL, Kind.CHMOD_LOCAL, Kind.CONFLICT})
+
 ALLOWED = {
     "both": frozenset(Kind),
     "push": frozenset({Kind.PUSH, Kind.DELETE_REMOTE, Kind.CHMOD_REMOTE, Kind.RECORD, Kind.FORGET}),
@@ -133,6 +137,9 @@ class Plan:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     #: Changes left for a sync in the other direction.
     pending: int = 0
+    #: What would have changed the Jupyter root at a path held back (see ``holdback.py``):
+    #: nothing is done for them on either side.
+    held_back: list[Action] = field(default_factory=list)
 
 
 class MassDeletion(Exception):
@@ -371,8 +378,11 @@ def plan(
     server: str = "server",
     now: float | None = None,
     paths: list[str] | None = None,
+    hold_back: Callable[[str], bool] | None = None,
 ) -> Plan:
-    """Every action of a sync. Files whose hash was needed must carry it by now.
+    """Every action of a sync. Files whose hash was needed must carry it by now. An action
+    that would change the Jupyter root at a path ``hold_back`` answers True for goes to
+    ``held_back`` instead.
 
     Raises MassDeletion when one side has no files at all where the record has some and the
     plan would delete them on the other side (an unmounted disk looks like that).
@@ -411,6 +421,18 @@ def plan(
             else:
                 result.pending += 1
             continue
+        if hold_back is not None and action.kind in LOCAL_WRITES and hold_back(path):
+            result.held_back.append(action)
+            continue
+        if (
+            hold_back is not None
+            and action.kind is Kind.PUSH
+            and action.local is not None
+            and action.mode != action.local.mode
+            and hold_back(path)
+        ):
+            # The server's mode would be set here first: keep ours, and send it.
+            action = dataclasses.replace(action, mode=action.local.mode)
         if action.kind is Kind.CONFLICT:
             if not taken:
                 taken.update(base, local.files, remote.files, local.skipped, remote.skipped)

@@ -70,6 +70,7 @@ SETTINGS_FIELDS = (
     "max_file_size_mb",
     "auto_sync_minutes",
     "before_kernel",
+    "pull_executable_config",
 )
 REQUEST_FIELDS = ("direction", "path")
 
@@ -80,13 +81,16 @@ class SyncSettings:
     ``server_only`` are directories (relative to the workspace) that never sync either way;
     files over ``max_file_size_mb`` are skipped and reported (None: no limit);
     ``auto_sync_minutes`` syncs both ways on that schedule while the server runs (None: off);
-    ``before_kernel`` pushes the notebook's directory before a kernel starts there."""
+    ``before_kernel`` pushes the notebook's directory before a kernel starts there;
+    ``pull_executable_config`` are gitignore lines naming files that may come from the server
+    although they could run code here (dotfiles and the like, see ``holdback.py``)."""
 
     excludes: tuple[str, ...] = ()
     server_only: tuple[str, ...] = ()
     max_file_size_mb: int | None = DEFAULT_MAX_FILE_SIZE_MB
     auto_sync_minutes: int | None = None
     before_kernel: bool = True
+    pull_executable_config: tuple[str, ...] = ()
 
     @property
     def patterns(self) -> list[str]:
@@ -107,6 +111,7 @@ class SyncSettings:
             "max_file_size_mb": self.max_file_size_mb,
             "auto_sync_minutes": self.auto_sync_minutes,
             "before_kernel": self.before_kernel,
+            "pull_executable_config": list(self.pull_executable_config),
         }
 
     @classmethod
@@ -120,6 +125,7 @@ class SyncSettings:
             max_file_size_mb=data.get("max_file_size_mb", DEFAULT_MAX_FILE_SIZE_MB),
             auto_sync_minutes=data.get("auto_sync_minutes"),
             before_kernel=bool(data.get("before_kernel", True)),
+            pull_executable_config=tuple(data.get("pull_executable_config") or ()),
         )
 
 
@@ -194,12 +200,21 @@ def parse_settings(value: Any, base: SyncSettings | None = None) -> SyncSettings
         )
     if "before_kernel" in data:
         changes["before_kernel"] = parse_bool(data["before_kernel"], "sync.before_kernel")
+    if "pull_executable_config" in data:
+        where = "sync.pull_executable_config"
+        items = _parse_list(data["pull_executable_config"], where, MAX_PATTERNS)
+        changes["pull_executable_config"] = tuple(
+            _parse_pattern(item, f"{where}[{i}]") for i, item in enumerate(items)
+        )
     return SyncSettings(
         excludes=changes.get("excludes", current.excludes),
         server_only=changes.get("server_only", current.server_only),
         max_file_size_mb=changes.get("max_file_size_mb", current.max_file_size_mb),
         auto_sync_minutes=changes.get("auto_sync_minutes", current.auto_sync_minutes),
         before_kernel=changes.get("before_kernel", current.before_kernel),
+        pull_executable_config=changes.get(
+            "pull_executable_config", current.pull_executable_config
+        ),
     )
 
 
