@@ -7,6 +7,7 @@ server (pytest-jupyter) with the extension."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,34 @@ async def test_a_chmod_or_conflict_from_the_server_never_changes_a_held_back_fil
     assert sorted(files(local)) == [".env", ".envrc"]
     held = {entry["path"]: entry["action"] for entry in summary["held_back"]["paths"]}
     assert held == {".envrc": "chmod_local", ".env": "conflict"}
+
+
+# --- permissions -----------------------------------------------------------------------------
+
+
+async def test_pulled_files_get_the_local_umask_and_the_server_keeps_its_modes(pair):
+    remote = pair.remote
+    write(remote, {"shared.txt": "x", "tool.sh": "#!/bin/sh\n", "private.txt": "p"})
+    (remote / "shared.txt").chmod(0o666)
+    (remote / "tool.sh").chmod(0o777)
+    (remote / "private.txt").chmod(0o600)
+    old = os.umask(0o027)
+    try:
+        summary = await pair.sync()
+        assert summary["received"]["files"] == 3
+        modes = {p.name: p.stat().st_mode & 0o777 for p in pair.local.iterdir() if p.is_file()}
+        assert modes["shared.txt"] == 0o640
+        assert modes["tool.sh"] == 0o750
+        assert modes["private.txt"] == 0o600
+        # Nothing to do next time, and the server's modes were left alone.
+        again = await pair.sync()
+        assert again["changes"] == [] and again["chmod"] == {"local": 0, "remote": 0}
+        assert (remote / "shared.txt").stat().st_mode & 0o777 == 0o666
+        assert (remote / "tool.sh").stat().st_mode & 0o777 == 0o777
+        # A mode the server changes comes through the umask too.
+        (remote / "private.txt").chmod(0o777)
+        chmod = await pair.sync()
+        assert chmod["chmod"] == {"local": 1, "remote": 0}
+        assert (pair.local / "private.txt").stat().st_mode & 0o777 == 0o750
+    finally:
+        os.umask(old)

@@ -59,9 +59,9 @@ SYNC_PRUNED_SERVER_ONLY = "server-only directory"
 SYNC_PRUNED_EXCLUDED = "excluded"
 
 
-def _sync_umask():
+def _sync_read_umask():
     """This process's umask, read without setting it (a set, even undone at once, would race
-    with other threads creating files); all bits when it cannot be read (then fchmod)."""
+    with other threads creating files); None when it cannot be read."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -69,10 +69,19 @@ def _sync_umask():
                     return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    return 0o777
+    return None
 
 
-_SYNC_UMASK = _sync_umask()
+def sync_umask():
+    """The permission bits a file written here must not have: this process's umask, or 0o077
+    (owner only) when it cannot be read."""
+    umask = _sync_read_umask()
+    return 0o077 if umask is None else umask
+
+
+_SYNC_READ_UMASK = _sync_read_umask()
+# Bits a new file cannot get from os.open's mode (all, when unknown: then it is fchmod'ed).
+_SYNC_UMASK = 0o777 if _SYNC_READ_UMASK is None else _SYNC_READ_UMASK
 
 
 class SyncChanged(Exception):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from ..agent.sync_agent import SYNC_CHUNK, SYNC_SMALL, SyncChanged, SyncTree
+from ..agent.sync_agent import SYNC_CHUNK, SYNC_SMALL, SyncChanged, SyncTree, sync_umask
 from ..errors import ConflictError
 from .holdback import MESSAGE, HoldBack
 from .plan import (
@@ -236,6 +236,9 @@ class SyncEngine:
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="sync-read")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sync-write")
         self.tree: SyncTree | None = None
+        #: Permission bits no file written here gets (this process's umask): modes are seen
+        #: through it on both sides (see ``scan.side_from_scan``).
+        self.umask = sync_umask()
         self._tree_key = 0
         self._settled: set[str] = set()
         self._rows: list[_Row] = []
@@ -342,7 +345,7 @@ class SyncEngine:
             ),
             self._read_thread(lambda: store.load(key, scope)),
         )
-        local = side_from_local(local_raw)
+        local = side_from_local(local_raw, self.umask)
         payload = remote_answer.get("payload")
         remote = side_from_scan(
             payload,
@@ -350,6 +353,7 @@ class SyncEngine:
             settings.excludes_matcher(),
             known=local.files,
             previous=(previous[0], previous[2]) if previous else None,
+            umask=self.umask,
         )
         token = payload.get("token") if isinstance(payload, dict) else None
         session.last_scan = (token, parameters, dict(remote.files)) if token else ("", "", {})
@@ -389,7 +393,7 @@ class SyncEngine:
                     side.skipped[path] = f"unreadable: {str(answer['error'])[:200]}"
                     continue
                 try:
-                    side.files[path] = state_from_hash(answer)
+                    side.files[path] = state_from_hash(answer, self.umask)
                 except ValueError as e:
                     raise SyncChannelError(f"A hash answer is malformed: {e}") from None
 
@@ -484,7 +488,7 @@ class SyncEngine:
                 else:
                     assert action.mode is not None
                     result = await self._write_thread(
-                        partial(tree.chmod, action.path, action.mode, list(local.sig))
+                        partial(tree.chmod, action.path, action.mode & ~self.umask, list(local.sig))
                     )
                     self._rows.append(
                         _Row(
@@ -837,7 +841,7 @@ class SyncEngine:
             digest,
             read["size"],
             read["mtime_ns"],
-            mode if isinstance(mode, int) else 0,
+            mode & ~self.umask if isinstance(mode, int) else 0,
             local_sig if read.get("trusted") else None,
             remote_sig if answer.get("trusted") else None,
         )
@@ -867,6 +871,7 @@ class SyncEngine:
         expect = None if conflict or action.local is None else list(action.local.sig)
         if not conflict and action.mode is not None:
             mode = action.mode
+        mode &= ~self.umask  # never more than a file made here may have
         assert self.tree is not None
         tree = self.tree
         if size <= SYNC_SMALL:
@@ -966,7 +971,7 @@ class SyncEngine:
             result["hash"],
             size,
             mtime_ns,
-            result["mode"],
+            result["mode"] & ~self.umask,
             local_sig if result.get("trusted") else None,
             remote_sig if trailer.get("trusted") else None,
         )
