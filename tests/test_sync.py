@@ -252,6 +252,10 @@ async def test_a_chmod_alone_and_a_change_hidden_behind_size_and_mtime_are_found
         ("POST", "sync", {"path": "a/./b"}, "path"),
         ("POST", "sync", {"path": 5}, "path"),
         ("POST", "sync", {"paths": "x"}, "paths"),
+        ("POST", "sync", {"confirm_deletions": "yes"}, "confirm_deletions"),
+        ("PATCH", "", {"sync": {"max_delete_percent": 0}}, "sync.max_delete_percent"),
+        ("PATCH", "", {"sync": {"max_delete_percent": 101}}, "sync.max_delete_percent"),
+        ("PATCH", "", {"sync": {"max_delete_percent": 50.5}}, "sync.max_delete_percent"),
         ("PATCH", "", {"sync": []}, "sync"),
         ("PATCH", "", {"sync": {"exclude": []}}, "sync.exclude"),
         ("PATCH", "", {"sync": {"excludes": "*.csv"}}, "sync.excludes"),
@@ -308,6 +312,7 @@ async def test_settings_are_kept_and_merged(api):
         "auto_sync_minutes": None,
         "before_kernel": False,
         "pull_executable_config": [],
+        "max_delete_percent": 50,
     }
     code, server = await api(
         "PATCH", f"servers/{server['id']}", {"sync": {"pull_executable_config": [".gitignore"]}}

@@ -16,7 +16,7 @@ import pytest
 
 from jupyter_compute_servers.models import ServerConfig
 from jupyter_compute_servers.store import ServerStore
-from jupyter_compute_servers.sync.engine import SyncEngine
+from jupyter_compute_servers.sync.engine import SyncEngine, SyncRefused
 from jupyter_compute_servers.sync.records import SyncStore
 from jupyter_compute_servers.sync.settings import SyncSettings
 from jupyter_compute_servers.sync.transfer import SyncSession
@@ -168,6 +168,40 @@ async def test_a_chmod_or_conflict_from_the_server_never_changes_a_held_back_fil
     assert sorted(files(local)) == [".env", ".envrc"]
     held = {entry["path"]: entry["action"] for entry in summary["held_back"]["paths"]}
     assert held == {".envrc": "chmod_local", ".env": "conflict"}
+
+
+# --- mass deletions -------------------------------------------------------------------------
+
+
+async def test_a_server_that_keeps_one_file_cannot_delete_every_copy_here_unasked(pair):
+    names = {f"paper-{i}.tex": f"chapter {i}" for i in range(6)}
+    write(pair.local, names)
+    await pair.sync()
+    for name in list(names)[1:]:
+        (pair.remote / name).unlink()
+    with pytest.raises(SyncRefused) as refused:
+        await pair.sync()
+    message = str(refused.value)
+    assert "would delete 5 of the 6 synced file(s) on the Jupyter root" in message
+    assert "limit of 50%" in message and "confirm_deletions" in message
+    assert files(pair.local) == {k: v.encode() for k, v in names.items()}
+    # A higher limit for this server, or a confirmation, lets it through.
+    assert await pair.sync(SyncSettings(max_delete_percent=90)) is not None
+    write(pair.remote, dict(list(names.items())[1:]))
+    await pair.sync()
+    for name in list(names)[1:]:
+        (pair.remote / name).unlink()
+    summary = await pair.sync(confirm_deletions=True)
+    assert summary["deleted"] == {"local": 5, "remote": 0}
+    assert summary["deletion_guard"] == {
+        "local": 5,
+        "remote": 0,
+        "synced": 6,
+        "max_percent": 50,
+        "empty_side": None,
+        "confirmed": True,
+    }
+    assert list(files(pair.local)) == ["paper-0.tex"]
 
 
 # --- permissions -----------------------------------------------------------------------------

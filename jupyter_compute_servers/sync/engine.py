@@ -141,6 +141,9 @@ class Summary:
     changes: _Capped = field(default_factory=_Capped)
     held_back: _Capped = field(default_factory=_Capped)
     pending: int = 0
+    #: When a plan would delete many files (see ``plan.MassDeletion``): what, and whether the
+    #: request confirmed it (else the sync was refused).
+    deletion_guard: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         held = len(self.held_back) + self.held_back.dropped
@@ -159,6 +162,7 @@ class Summary:
                 "paths": list(self.held_back),
                 "message": MESSAGE.format(n=held) if held else None,
             },
+            "deletion_guard": self.deletion_guard,
             "truncated": bool(
                 self.conflicts.dropped
                 or self.skipped.dropped
@@ -221,6 +225,7 @@ class SyncEngine:
         direction: str = "both",
         scope: str = "",
         on_progress: Callable[[], None] | None = None,
+        confirm_deletions: bool = False,
     ) -> None:
         self.local_root = local_root
         self.session = session
@@ -230,6 +235,7 @@ class SyncEngine:
         self.settings = settings
         self.direction = direction
         self.scope = scope
+        self.confirm_deletions = confirm_deletions
         self.on_progress = on_progress or (lambda: None)
         self.progress = Progress()
         self.summary = Summary()
@@ -295,16 +301,12 @@ class SyncEngine:
                     server=self.server_name,
                     paths=paths,
                     hold_back=HoldBack(self.settings.pull_executable_config).held,
+                    max_delete_fraction=self.settings.max_delete_percent / 100,
+                    confirm_deletions=self.confirm_deletions,
                 )
             except MassDeletion as e:
-                where = "the Jupyter root" if e.side == LOCAL else "the server's workspace"
-                other = "the server" if e.side == LOCAL else "the Jupyter root"
-                raise SyncRefused(
-                    f"Refusing to sync: {where} has no files here at all, where the last sync "
-                    f"left some, and syncing would delete {e.count} file(s) on {other}. If it "
-                    f"is not mounted, mount it; if they were deleted on purpose, delete them "
-                    f"on {other} too."
-                ) from None
+                self.summary.deletion_guard = self._guard_json(e, confirmed=False)
+                raise SyncRefused(self._refusal(e)) from None
             self._report_plan(the_plan)
             await self._execute(the_plan)
             self._phase("done")
@@ -397,7 +399,41 @@ class SyncEngine:
                 except ValueError as e:
                     raise SyncChannelError(f"A hash answer is malformed: {e}") from None
 
+    def _guard_json(self, e: MassDeletion, *, confirmed: bool) -> dict[str, Any]:
+        return {
+            "local": e.deletions[LOCAL],
+            "remote": e.deletions[REMOTE],
+            "synced": e.synced,
+            "max_percent": self.settings.max_delete_percent,
+            "empty_side": e.side if e.empty else None,
+            "confirmed": confirmed,
+        }
+
+    def _refusal(self, e: MassDeletion) -> str:
+        where = "the Jupyter root" if e.side == LOCAL else "the server's workspace"
+        other = "the server" if e.side == LOCAL else "the Jupyter root"
+        confirm = (
+            "If that is what you want, sync again confirming the deletions "
+            "(confirm_deletions in the request)."
+        )
+        if e.empty:
+            return (
+                f"Refusing to sync: {where} has no files here at all, where the last sync "
+                f"left some, and syncing would delete {e.count} file(s) on {other}. If it "
+                f"is not mounted, mount it; if they were deleted on purpose, delete them "
+                f"on {other} too, or {confirm[0].lower()}{confirm[1:]}"
+            )
+        share = 100 * e.count / max(e.synced, 1)
+        return (
+            f"Refusing to sync: it would delete {e.count} of the {e.synced} synced file(s) on "
+            f"{other} ({share:.0f}%, more than this server's limit of "
+            f"{self.settings.max_delete_percent}%), because they are gone from {where}. "
+            f"{confirm} If not, find out why they are gone from {where}."
+        )
+
     def _report_plan(self, the_plan: Plan) -> None:
+        if the_plan.confirmed is not None:
+            self.summary.deletion_guard = self._guard_json(the_plan.confirmed, confirmed=True)
         for path, side, reason in the_plan.skipped:
             self.summary.skipped.add({"path": path, "side": side, "reason": reason})
         for path in the_plan.unresolved:

@@ -49,6 +49,7 @@ class _Job:
     trigger: str
     started: float
     lock_fd: int
+    confirm_deletions: bool = False
     task: asyncio.Task[None] | None = None
     engine: SyncEngine | None = None
     last_event: float = 0.0
@@ -119,12 +120,15 @@ class SyncService:
     # --- runs -----------------------------------------------------------------------------
 
     def start(self, server_id: int, body: Any, trigger: str = "api") -> dict[str, Any]:
-        """Begin a sync (body: direction, path); answer it as recorded, at once."""
+        """Begin a sync (body: direction, path, confirm_deletions); answer it as recorded, at
+        once."""
         self.manager.get_server(server_id)  # 404 first
-        direction, path = parse_request(body)
-        return self._start(server_id, direction, path, trigger)
+        direction, path, confirm = parse_request(body)
+        return self._start(server_id, direction, path, trigger, confirm)
 
-    def _start(self, server_id: int, direction: str, path: str, trigger: str) -> dict[str, Any]:
+    def _start(
+        self, server_id: int, direction: str, path: str, trigger: str, confirm: bool = False
+    ) -> dict[str, Any]:
         server = self.manager.get_server(server_id)
         if server.state is not State.RUNNING or server.operation is not None:
             what = server.operation or server.state.value
@@ -146,7 +150,7 @@ class SyncService:
         except BaseException:
             os.close(lock_fd)
             raise
-        job = _Job(run_id, server_id, direction, path, trigger, time.time(), lock_fd)
+        job = _Job(run_id, server_id, direction, path, trigger, time.time(), lock_fd, confirm)
         self._jobs[server_id] = job
         job.task = asyncio.create_task(self._run(job))
         self._publish(job, force=True)
@@ -260,6 +264,7 @@ class SyncService:
                 direction=job.direction,
                 scope=job.path,
                 on_progress=lambda: self._publish(job),
+                confirm_deletions=job.confirm_deletions,
             )
             await job.engine.run()
         except asyncio.CancelledError:
