@@ -7,6 +7,9 @@ server (pytest-jupyter) with the extension."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 
 from jupyter_compute_servers.models import ServerConfig
 from jupyter_compute_servers.store import ServerStore
+from jupyter_compute_servers.sync import engine, transfer
 from jupyter_compute_servers.sync.engine import SyncEngine, SyncRefused
 from jupyter_compute_servers.sync.records import SyncStore
 from jupyter_compute_servers.sync.settings import SyncSettings
@@ -233,3 +237,242 @@ async def test_pulled_files_get_the_local_umask_and_the_server_keeps_its_modes(p
         assert (pair.local / "private.txt").stat().st_mode & 0o777 == 0o750
     finally:
         os.umask(old)
+
+
+# --- a hostile sync agent against a real Jupyter server ------------------------------------
+
+
+class _Source:
+    """What the hostile agent sends: bytes, or an endless stream of them."""
+
+    def __init__(self, data: bytes = b"", endless: bytes = b"") -> None:
+        self.data, self.endless = data, endless
+
+
+class HostileAgent:
+    """A stand-in for the server's sync process, on the wire: it reads the engine's requests
+    and answers, per operation, with what ``answers`` says (bytes, or an endless stream), so
+    the real framing, limits and checks on our side meet it. Counts what was read of it."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.queue: list[_Source] = []
+        self.pending = b""
+        self.read_bytes = 0
+        self.requests: list[dict[str, Any]] = []
+        self.put: dict[str, Any] | None = None
+        self.more = asyncio.Event()
+
+    # The engine's end of the channel: requests in.
+    def write(self, data: bytes) -> None:
+        self.pending += data
+        while True:
+            if self.put is not None:
+                # A put's data and trailer: taken, and answered as written.
+                size = self.put["size"]
+                if len(self.pending) < size or b"\n" not in self.pending[size:]:
+                    return
+                content, self.pending = self.pending[:size], self.pending[size:]
+                self.pending = self.pending.partition(b"\n")[2]
+                self.put = None
+                digest = hashlib.sha256(content).hexdigest()
+                sig = [size, 1, 99, 1]
+                self.queue.append(_Source(line({"ok": True, "hash": digest, "sig": sig})))
+                self.more.set()
+                continue
+            if b"\n" not in self.pending:
+                return
+            request_line, _, self.pending = self.pending.partition(b"\n")
+            request = json.loads(request_line)
+            self.requests.append(request)
+            if request.get("op") == "put":
+                self.put = request
+                continue
+            answer = self.answers.get(request.get("op"), b'{"ok":true}\n')
+            if callable(answer):
+                answer = answer(request)
+            self.queue.append(answer if isinstance(answer, _Source) else _Source(answer))
+            self.more.set()
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
+    # Answers out.
+    async def read(self, n: int) -> bytes:
+        while True:
+            while self.queue and not self.queue[0].data and not self.queue[0].endless:
+                self.queue.pop(0)
+            if self.queue:
+                break
+            self.more.clear()
+            await self.more.wait()
+        source = self.queue[0]
+        await asyncio.sleep(0)  # a network: other tasks run between reads
+        if source.data:
+            chunk, source.data = source.data[:n], source.data[n:]
+        else:
+            chunk = (source.endless * (n // len(source.endless) + 1))[:n]
+        self.read_bytes += len(chunk)
+        return chunk
+
+    async def readexactly(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += await self.read(n - len(out))
+        return out
+
+    def session(self) -> SyncSession:
+        async def close() -> None:
+            return None
+
+        return SyncSession(self, self, close, lambda: True)
+
+
+def line(message: Any) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def scan_answer(files: list[list[Any]], lists: dict[str, int] | None = None) -> bytes:
+    head = {"token": "t", "lists": lists or {"files": len(files), "skipped": 0, "pruned": 0}}
+    payload = line(head) + b"".join(
+        line(["files", files[i : i + 1000]]) for i in range(0, len(files), 1000)
+    )
+    return line({"ok": True, "size": len(payload)}) + payload
+
+
+OPEN = line({"ok": True, "root": "/srv/workspace", "tree_id": "f" * 32})
+
+
+async def test_jupyter_stays_responsive_and_writes_nothing_against_a_hostile_sync_agent(
+    api, wait_for_state, jp_serverapp, jp_root_dir, monkeypatch
+):
+    service = jp_serverapp.web_app.settings["compute_servers_sync"]
+    _, server = await api("POST", "servers", {"name": "box"})
+    await api("POST", f"servers/{server['id']}/actions/start")
+    server = await wait_for_state(server["id"], "running", "error")
+    assert server["state"] == "running", server
+    (jp_root_dir / "mine.txt").write_text("mine")
+    before = files(jp_root_dir)
+    agent: list[HostileAgent] = []
+
+    async def hostile_session(server_id: int, python: str) -> SyncSession:
+        return agent[-1].session()
+
+    monkeypatch.setattr(service, "_session", hostile_session)
+
+    # Parsing and checking the server's answers, watched: status answers that come while
+    # it is under way are counted (none could, were it done on the event loop).
+    checking = {"now": 0}
+
+    def watched(function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            checking["now"] += 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                checking["now"] -= 1
+
+        return call
+
+    monkeypatch.setattr(transfer, "parse_payload", watched(transfer.parse_payload))
+    monkeypatch.setattr(engine, "side_from_scan", watched(engine.side_from_scan))
+    answered_while_checking: list[int] = []
+
+    async def run(answers: dict[str, Any], body: dict | None = None) -> dict[str, Any]:
+        """A sync against such an agent; Jupyter's status answers all along."""
+        agent.append(HostileAgent({"open": OPEN, **answers}))
+        code, started = await api("POST", f"servers/{server['id']}/sync", body or {})
+        assert code == 202, started
+        answered_while_checking.append(0)
+        while True:
+            code, status = await api("GET", "status")
+            assert code == 200, status
+            if checking["now"]:
+                answered_while_checking[-1] += 1
+            code, sync = await api("GET", f"servers/{server['id']}/syncs/{started['id']}")
+            assert code == 200
+            if sync["state"] != "running":
+                return sync
+
+    # An answer announced as 10 GiB: refused before it is read.
+    sync = await run({"scan": line({"ok": True, "size": 10 << 30})})
+    assert sync["state"] == "failed"
+    assert "server 'box'" in sync["error"] and "SyncService.max_answer_mb" in sync["error"]
+    assert "more than the limit of 268435456 bytes" in sync["error"]
+    assert agent[-1].read_bytes < 1 << 20
+
+    # One endless line: refused once it is longer than a message line may be.
+    sync = await run({"scan": _Source(endless=b"x" * 4096)})
+    assert sync["state"] == "failed", sync
+    assert "server 'box'" in sync["error"] and "longer than the limit of 65536" in sync["error"]
+    assert agent[-1].read_bytes < 1 << 20
+
+    # More entries than allowed (the limit lowered for the test).
+    monkeypatch.setattr(service, "max_scan_entries", 1000)
+    many = [[f"f{i}.txt", 1, 1, 0o644, i, 1] for i in range(1500)]
+    sync = await run({"scan": scan_answer(many)})
+    assert sync["state"] == "failed"
+    assert "1500 entries, more than the limit of 1000" in sync["error"]
+    assert "server 'box'" in sync["error"]
+    monkeypatch.setattr(service, "max_scan_entries", 1_000_000)
+
+    # Malformed: JSON nested too deep for a parser, a line that is not JSON, counts that lie,
+    # paths out of the tree.
+    deep = b"[" * 30000 + b"]" * 30000 + b"\n"
+    for answers, expected in [
+        ({"scan": deep}, "answered nonsense"),
+        ({"scan": line({"ok": True, "size": 8}) + b"{nope}\n\n"}, "malformed answer"),
+        ({"scan": line({"ok": True, "size": 12}) + b'{"lists":{}}'}, "does not end"),
+        ({"scan": scan_answer([], {"files": 3})}, "fewer files than it announced"),
+        ({"scan": scan_answer([["../../.bashrc", 1, 1, 0o644, 1, 1]])}, "invalid path"),
+        ({"scan": scan_answer([["/etc/cron.d/x", 1, 1, 0o644, 1, 1]])}, "invalid path"),
+        ({"scan": scan_answer([["a.txt", 1, 1, 0o7777, 1, 1]])}, "bad file entry"),
+    ]:
+        sync = await run(answers)
+        assert sync["state"] == "failed", (answers, sync)
+        assert expected in sync["error"] and "server 'box'" in sync["error"], sync["error"]
+
+    # A large answer, well-formed until its last entry: parsed and checked on a thread while
+    # the status keeps answering; then refused.
+    large = [[f"d{i // 1000}/f{i}.txt", 10, 1, 0o644, i, 1] for i in range(150_000)]
+    large.append(["../escape", 1, 1, 0o644, 1, 1])
+    sync = await run({"scan": scan_answer(large)})
+    assert sync["state"] == "failed" and "invalid path" in sync["error"]
+    assert answered_while_checking[-1] > 0
+
+    # Executable configuration among ordinary files: only the ordinary ones arrive, with
+    # the local umask, and the rest is listed as held back.
+    served = {
+        "ok.txt": b"fine",
+        ".bash_aliases": b"evil",
+        ".gitconfig": b"evil",
+        "proj/.envrc": b"evil",
+        "bin/ls": b"evil",
+        "sitecustomize.py": b"evil",
+    }
+
+    def get(request: dict[str, Any]) -> bytes:
+        data = served[request["path"]]
+        header = {"ok": True, "size": len(data), "mode": 0o777, "mtime_ns": 10**18}
+        return line(header) + data + line({"ok": True, "sig": [len(data), 10**18, 7, 1]})
+
+    listing = [
+        [path, len(data), 10**18, 0o777, i, 1] for i, (path, data) in enumerate(served.items())
+    ]
+    sync = await run({"scan": scan_answer(listing), "get": get})
+    assert sync["state"] == "completed", sync
+    assert [r["path"] for r in agent[-1].requests if r["op"] == "get"] == ["ok.txt"]
+    assert files(jp_root_dir) == {**before, "ok.txt": b"fine"}
+    assert (jp_root_dir / "ok.txt").stat().st_mode & 0o777 == 0o777 & ~_umask()
+    assert sync["summary"]["held_back"]["files"] == 5
+    # Nothing else anywhere: no temporary files left, nothing outside the root.
+    assert files(jp_root_dir) == {**before, "ok.txt": b"fine"}
+    assert not [p for p in jp_root_dir.parent.rglob("*escape*")]
+    await api("POST", f"servers/{server['id']}/actions/stop")
+    await wait_for_state(server["id"], "off", "error")
+
+
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old

@@ -1066,6 +1066,30 @@ def _sync_scan_answer(tree, request, last):
     return result
 
 
+def _sync_payload(result):
+    """A large answer as JSON lines, so that the client parses it a line at a time: a head
+    with the other fields and ``"lists": {name: count}``, then ``[name, [entries...]]`` lines
+    of about 256 KiB at most."""
+    lists = {k: v for k, v in result.items() if isinstance(v, list)}
+    head = {k: v for k, v in result.items() if k not in lists}
+    head["lists"] = {k: len(v) for k, v in lists.items()}
+    out = [json.dumps(head, separators=(",", ":")).encode()]
+
+    def add(name, entries):
+        line = json.dumps([name, entries], separators=(",", ":")).encode()
+        if len(line) > 1 << 18 and len(entries) > 1:
+            half = len(entries) // 2
+            add(name, entries[:half])
+            add(name, entries[half:])
+        else:
+            out.append(line)
+
+    for name, entries in lists.items():
+        for i in range(0, len(entries), 1000):
+            add(name, entries[i : i + 1000])
+    return b"\n".join(out) + b"\n"
+
+
 def sync_session(reader, wfd):
     """Serve one sync client (requests from ``reader``, answers to ``wfd``) until it closes
     its end."""
@@ -1099,8 +1123,9 @@ def sync_session(reader, wfd):
                     if op == "scan":
                         result = _sync_scan_answer(tree, request, last_scan)
                     else:
-                        result = tree.hash(list(request.get("paths") or ()))
-                    payload = json.dumps(result, separators=(",", ":")).encode()
+                        hashes = tree.hash(list(request.get("paths") or ()))
+                        result = {"hashes": [[p, h] for p, h in hashes.items()]}
+                    payload = _sync_payload(result)
                     channel.send({"ok": True, "size": len(payload)}, payload)
                     continue
                 elif op == "delete":

@@ -290,19 +290,27 @@ class SyncEngine:
             self.tree = await self._read_thread(lambda: SyncTree(self.local_root))
             local, remote, base = await self._scan()
             self._phase("comparing")
-            paths = sorted((base.keys() | local.files.keys() | remote.files.keys()) - self._settled)
+            settled = self._settled
+            # Comparing and planning a large tree takes a while: on a thread, like every
+            # check of what the server sent (the event loop serves Jupyter meanwhile).
+            paths = await asyncio.to_thread(
+                lambda: sorted((base.keys() | local.files.keys() | remote.files.keys()) - settled)
+            )
             await self._hash(base, local, remote, paths)
             try:
-                the_plan = plan(
-                    base,
-                    local,
-                    remote,
-                    direction=self.direction,
-                    server=self.server_name,
-                    paths=paths,
-                    hold_back=HoldBack(self.settings.pull_executable_config).held,
-                    max_delete_fraction=self.settings.max_delete_percent / 100,
-                    confirm_deletions=self.confirm_deletions,
+                the_plan = await asyncio.to_thread(
+                    partial(
+                        plan,
+                        base,
+                        local,
+                        remote,
+                        direction=self.direction,
+                        server=self.server_name,
+                        paths=paths,
+                        hold_back=HoldBack(self.settings.pull_executable_config).held,
+                        max_delete_fraction=self.settings.max_delete_percent / 100,
+                        confirm_deletions=self.confirm_deletions,
+                    )
                 )
             except MassDeletion as e:
                 self.summary.deletion_guard = self._guard_json(e, confirmed=False)
@@ -347,25 +355,33 @@ class SyncEngine:
             ),
             self._read_thread(lambda: store.load(key, scope)),
         )
-        local = side_from_local(local_raw, self.umask)
         payload = remote_answer.get("payload")
-        remote = side_from_scan(
-            payload,
-            scope,
-            settings.excludes_matcher(),
-            known=local.files,
-            previous=(previous[0], previous[2]) if previous else None,
-            umask=self.umask,
-        )
+        umask = self.umask
+
+        def check() -> tuple[Side, Side, set[str]]:
+            local = side_from_local(local_raw, umask)
+            remote = side_from_scan(
+                payload,
+                scope,
+                settings.excludes_matcher(),
+                where=session.where,
+                known=local.files,
+                previous=(previous[0], previous[2]) if previous else None,
+                umask=umask,
+            )
+            return local, remote, inherit_hashes(base, local, remote)
+
+        local, remote, self._settled = await asyncio.to_thread(check)
         token = payload.get("token") if isinstance(payload, dict) else None
-        session.last_scan = (token, parameters, dict(remote.files)) if token else ("", "", {})
-        self._settled = inherit_hashes(base, local, remote)
+        session.last_scan = (
+            (token, parameters, dict(remote.files)) if isinstance(token, str) else ("", "", {})
+        )
         return local, remote, base
 
     async def _hash(
         self, base: dict[str, Base], local: Side, remote: Side, paths: list[str]
     ) -> None:
-        need_local, need_remote = needed_hashes(base, local, remote, paths)
+        need_local, need_remote = await asyncio.to_thread(needed_hashes, base, local, remote, paths)
         if not need_local and not need_remote:
             return
         assert self.tree is not None
@@ -376,28 +392,39 @@ class SyncEngine:
                 return {}
             answer = await self.session.request({"op": "hash", "paths": sorted(need_remote)})
             payload = answer.get("payload")
-            if not isinstance(payload, dict):
-                raise SyncChannelError("The server's hash answer is malformed.")
-            return payload
+            hashes = payload.get("hashes") if isinstance(payload, dict) else None
+            if not isinstance(hashes, list) or not all(
+                isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                for entry in hashes
+            ):
+                raise SyncChannelError(f"The hash answer from {self.session.where} is malformed.")
+            return dict(hashes)
 
         local_answers, remote_answers = await asyncio.gather(
             self._read_thread(lambda: tree.hash(sorted(need_local))) if need_local else _none(),
             remote_hashes(),
         )
-        for side, need, answers in (
-            (local, need_local, local_answers),
-            (remote, need_remote, remote_answers),
-        ):
-            for path in need:
-                answer = answers.get(path)
-                if isinstance(answer, dict) and "error" in answer:
-                    side.files.pop(path, None)
-                    side.skipped[path] = f"unreadable: {str(answer['error'])[:200]}"
-                    continue
-                try:
-                    side.files[path] = state_from_hash(answer, self.umask)
-                except ValueError as e:
-                    raise SyncChannelError(f"A hash answer is malformed: {e}") from None
+        umask, where = self.umask, self.session.where
+
+        def check() -> None:
+            for side, need, answers, whose in (
+                (local, need_local, local_answers, "this side"),
+                (remote, need_remote, remote_answers, where),
+            ):
+                for path in need:
+                    answer = answers.get(path)
+                    if isinstance(answer, dict) and "error" in answer:
+                        side.files.pop(path, None)
+                        side.skipped[path] = f"unreadable: {str(answer['error'])[:200]}"
+                        continue
+                    try:
+                        side.files[path] = state_from_hash(answer, umask)
+                    except ValueError as e:
+                        raise SyncChannelError(
+                            f"A hash answer from {whose} is malformed: {e}"
+                        ) from None
+
+        await asyncio.to_thread(check)
 
     def _guard_json(self, e: MassDeletion, *, confirmed: bool) -> dict[str, Any]:
         return {
@@ -899,7 +926,9 @@ class SyncEngine:
                 self._done(action)
             return
         limit = self.settings.max_size
-        size = self.session.size_of(header, limit if limit is not None else 1 << 62)
+        size = self.session.size_of(
+            header, limit if limit is not None else 1 << 62, "a file", "sync.max_file_size_mb"
+        )
         mode, mtime_ns = header.get("mode"), header.get("mtime_ns")
         if not isinstance(mode, int) or not 0 <= mode <= 0o777 or not isinstance(mtime_ns, int):
             raise SyncChannelError("The server sent a file without a valid mode or mtime.")

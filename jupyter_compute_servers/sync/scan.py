@@ -119,7 +119,7 @@ def side_from_scan(
     scope: str,
     excludes: SyncExcludes,
     *,
-    where: str = "server's",
+    where: str = "the server",
     known: Container[str] = (),
     previous: tuple[str, dict[str, FileState]] | None = None,
     umask: int = 0,
@@ -201,7 +201,7 @@ def side_from_scan(
             side.pruned[_path(entry[0], scope)] = entry[1][:MAX_REASON]
         return side
     except ValueError as e:
-        raise SyncChannelError(f"The {where} scan is malformed: {e}") from None
+        raise SyncChannelError(f"The scan from {where} is malformed: {e}") from None
 
 
 def state_from_hash(answer: Any, umask: int = 0) -> FileState:

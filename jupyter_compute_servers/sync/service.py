@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from traitlets import Int
+from traitlets.config import Configurable, LoggingConfigurable
+
 from ..errors import ComputeServersError, ConflictError, NotFoundError
 from ..models import State
 from .engine import Progress, SyncEngine
 from .records import SyncStore
 from .settings import DEFAULT_EXCLUDES, SyncSettings, parse_request, parse_settings
-from .transfer import SyncSession
+from .transfer import SyncLimits, SyncSession
 
 if TYPE_CHECKING:
     from ..manager import ComputeServerManager
@@ -80,7 +83,28 @@ def describe(progress: dict[str, Any] | None, state: str) -> str:
     )
 
 
-class SyncService:
+class SyncService(LoggingConfigurable):
+    """Configured as ``c.SyncService.<option>``: the bounds of what a server's sync process
+    may answer (a compute server is not trusted: see ``transfer.py``)."""
+
+    max_answer_mb = Int(
+        256,
+        help=(
+            "The largest answer (a scan of the workspace, or hashes) a server's sync process "
+            "may send, in MiB; a larger one fails the sync with an error that says so. About "
+            "100 bytes a file: 256 MiB is a scan of some two million files."
+        ),
+    ).tag(config=True)
+
+    max_scan_entries = Int(
+        1_000_000,
+        help=(
+            "The most entries (files, skipped files, left-out directories; hashes) one answer "
+            "of a server's sync process may have; more fails the sync with an error that says "
+            "so. Raise it to sync larger trees."
+        ),
+    ).tag(config=True)
+
     #: Seconds in a "minute" of auto_sync_minutes (tests shorten it).
     minute = 60.0
     #: How often the schedule is looked at.
@@ -94,7 +118,9 @@ class SyncService:
         lock_dir: str | Path,
         *,
         before_kernels: bool = True,
+        parent: Configurable | None = None,
     ) -> None:
+        super().__init__(parent=parent)
         self.manager = manager
         self.root_dir = os.path.realpath(root_dir)
         self.lock_dir = Path(lock_dir)
@@ -105,6 +131,13 @@ class SyncService:
         self._auto: asyncio.Task[None] | None = None
         if before_kernels:
             manager.before_kernel_launch.append(self.before_kernel_launch)
+
+    @property
+    def limits(self) -> SyncLimits:
+        return SyncLimits(
+            max_answer_bytes=max(self.max_answer_mb, 1) << 20,
+            max_entries=max(self.max_scan_entries, 1),
+        )
 
     # --- settings -------------------------------------------------------------------------
 
@@ -253,6 +286,8 @@ class SyncService:
             server = self.manager.get_server(server_id)
             endpoint = await self.manager.endpoint(server_id)
             session = await self._session(server_id, endpoint.python)
+            session.where = f"server {server.name!r}"
+            session.limits = self.limits
             await session.open(endpoint.workspace)
             job.engine = SyncEngine(
                 local_root=self.root_dir,
