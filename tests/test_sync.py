@@ -645,7 +645,7 @@ async def test_a_kernel_start_pushes_its_notebooks_directory_first(
 async def test_the_schedule_syncs_running_servers_both_ways(
     api, wait_for_state, jp_root_dir, compute_data_dir, jp_serverapp
 ):
-    service = jp_serverapp.web_app.settings["compute_servers_manager"].sync
+    service = jp_serverapp.web_app.settings["compute_servers_sync"]
     server = await started(api, wait_for_state)
     (jp_root_dir / "notes.md").write_text("notes")
     assert service.auto_sync_due(time.time()) == []  # off by default
