@@ -163,6 +163,7 @@ def build_services(
         sync_root or os.getcwd(),
         data_dir / "sync",
         before_kernels=sync_root is not None,
+        parent=settings,
     )
     terminals = RemoteTerminals(manager, on_input=costs.activity.terminal_input)
     presenter = ServerPresenter(clouds, costs, sync_records)

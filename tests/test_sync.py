@@ -252,6 +252,10 @@ async def test_a_chmod_alone_and_a_change_hidden_behind_size_and_mtime_are_found
         ("POST", "sync", {"path": "a/./b"}, "path"),
         ("POST", "sync", {"path": 5}, "path"),
         ("POST", "sync", {"paths": "x"}, "paths"),
+        ("POST", "sync", {"confirm_deletions": "yes"}, "confirm_deletions"),
+        ("PATCH", "", {"sync": {"max_delete_percent": 0}}, "sync.max_delete_percent"),
+        ("PATCH", "", {"sync": {"max_delete_percent": 101}}, "sync.max_delete_percent"),
+        ("PATCH", "", {"sync": {"max_delete_percent": 50.5}}, "sync.max_delete_percent"),
         ("PATCH", "", {"sync": []}, "sync"),
         ("PATCH", "", {"sync": {"exclude": []}}, "sync.exclude"),
         ("PATCH", "", {"sync": {"excludes": "*.csv"}}, "sync.excludes"),
@@ -263,6 +267,24 @@ async def test_a_chmod_alone_and_a_change_hidden_behind_size_and_mtime_are_found
         ("PATCH", "", {"sync": {"max_file_size_mb": "1"}}, "sync.max_file_size_mb"),
         ("PATCH", "", {"sync": {"auto_sync_minutes": True}}, "sync.auto_sync_minutes"),
         ("PATCH", "", {"sync": {"before_kernel": "yes"}}, "sync.before_kernel"),
+        (
+            "PATCH",
+            "",
+            {"sync": {"pull_executable_config": ".bashrc"}},
+            "sync.pull_executable_config",
+        ),
+        (
+            "PATCH",
+            "",
+            {"sync": {"pull_executable_config": [".env", "[[:alpha:]]"]}},
+            "sync.pull_executable_config[1]",
+        ),
+        (
+            "PATCH",
+            "",
+            {"sync": {"pull_executable_config": ["a\nb"]}},
+            "sync.pull_executable_config[0]",
+        ),
     ],
 )
 async def test_bad_input_is_refused_with_the_field_named(api, method, path, body, field):
@@ -289,7 +311,13 @@ async def test_settings_are_kept_and_merged(api):
         "max_file_size_mb": 1024,
         "auto_sync_minutes": None,
         "before_kernel": False,
+        "pull_executable_config": [],
+        "max_delete_percent": 50,
     }
+    code, server = await api(
+        "PATCH", f"servers/{server['id']}", {"sync": {"pull_executable_config": [".gitignore"]}}
+    )
+    assert code == 200 and server["sync"]["pull_executable_config"] == [".gitignore"]
 
 
 async def test_what_cannot_sync_now_says_why(api, wait_for_state, jp_root_dir):

@@ -22,7 +22,21 @@ from jupyter_compute_servers.agent.sync_agent import SyncChanged, SyncTree, sync
 # --- excludes: the same answers as git ----------------------------------------------------
 
 NAMES = ["a", "b", "c.py", "d.txt", "e f", "x1"]
-GLOB_PARTS = ["a", "b", "c", "*", "?", "*.py", "d.*", "[ab]", "[!a]*", "x?", "e f"]
+GLOB_PARTS = [
+    "a",
+    "b",
+    "c",
+    "*",
+    "?",
+    "*.py",
+    "d.*",
+    "[ab]",
+    "[!a]*",
+    "x?",
+    "e f",
+    "*.*y",
+    "*[a-c]*",
+]
 
 
 @st.composite
@@ -102,6 +116,29 @@ def test_pattern_syntax_details():
     assert excludes.excluded("only-dir", True) and not excludes.excluded("only-dir", False)
     with pytest.raises(ValueError, match="character classes"):
         agent.sync_pattern("[[:alpha:]]")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("pattern", "path", "matching"),
+    [
+        ("*a*a*a*a*a*ab", "a" * 200, "a" * 200 + "b"),
+        ("*a*a*a*a*a*ab", "x/" + "a" * 200, "x/" + "a" * 199 + "b"),
+        ("/*a*a*a*a*a*ab", "a" * 200, "aaaaaab"),
+        ("*[ab]*[ab]*[ab]*[ab]*[ab]*[ab]*c", "ab" * 100, "ab" * 100 + "c"),
+        ("a*a*a*a*a*a*a*a*a*a*a*c/**", "a" * 250 + "/x", "a" * 250 + "c/x"),
+        ("**/a/**/a/**/a/**/a/**/a/**/a/**/b", "/".join(["a"] * 200), "/".join(["a"] * 200) + "/b"),
+        ("**/*a*a*a*a*a*/**/*a*a*a*a*ab", "/".join(["a" * 50] * 40), "aaaaa/x/aaaaab"),
+    ],
+)
+def test_a_pathological_pattern_is_decided_at_once(pattern, path, matching):
+    """Patterns that take a backtracking matcher exponential time (the first one did not end in
+    60 s against a 200-character name): bounded by the timeout, no timing asserted."""
+    for rules in ([pattern], [pattern, "!unrelated"]):
+        excludes = agent.SyncExcludes(rules)
+        assert excludes.excluded(path, False) is None and excludes.excluded(path, True) is None
+        assert excludes.excluded(matching, False) == agent.SYNC_PRUNED_EXCLUDED
+    assert agent.SyncExcludes([pattern + "/"]).excluded(path, True) is None
 
 
 # --- scans --------------------------------------------------------------------------------

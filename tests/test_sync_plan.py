@@ -203,6 +203,36 @@ def test_an_empty_side_never_deletes_everything_on_the_other():
     assert kinds(plan(b, Side({"a": state()}), remote).actions) == {"b": Kind.DELETE_REMOTE}
 
 
+def test_deleting_more_than_the_allowed_share_of_the_synced_files_needs_a_confirmation():
+    b = {name: base() for name in "abcd"}
+    everything = {name: state() for name in "abcd"}
+    # The server kept one file: three of four (75%) would go here.
+    with pytest.raises(MassDeletion) as refused:
+        plan(b, Side(dict(everything)), Side({"a": state()}), max_delete_fraction=0.5)
+    assert not refused.value.empty and refused.value.side == "remote"
+    assert refused.value.deletions == {"local": 3, "remote": 0} and refused.value.synced == 4
+    confirmed = plan(
+        b,
+        Side(dict(everything)),
+        Side({"a": state()}),
+        max_delete_fraction=0.5,
+        confirm_deletions=True,
+    )
+    assert confirmed.confirmed is not None and confirmed.confirmed.count == 3
+    assert sorted(a.path for a in confirmed.actions if a.kind is Kind.DELETE_LOCAL) == list("bcd")
+    # Half is not more than half; a pull never deletes on the server.
+    two = plan(
+        b, Side(dict(everything)), Side({"a": state(), "b": state()}), max_delete_fraction=0.5
+    )
+    assert two.confirmed is None and len(two.actions) == 2
+    assert plan(b, Side({"a": state()}), Side(dict(everything)), direction="pull").actions == []
+    # An empty side is refused whatever the share allowed, unless confirmed.
+    with pytest.raises(MassDeletion) as empty:
+        plan(b, Side(dict(everything)), Side(), max_delete_fraction=1.0)
+    assert empty.value.empty
+    assert len(plan(b, Side(dict(everything)), Side(), confirm_deletions=True).actions) == 4
+
+
 def test_plan_refuses_to_guess_without_a_needed_hash():
     with pytest.raises(ValueError, match="needs a hash"):
         plan({"a": base()}, Side({"a": state(ctime=9)}), Side({"a": state()}))

@@ -47,7 +47,7 @@ operation = st.one_of(
     ),
     st.tuples(st.just("chmod"), st.sampled_from(SIDES), st.integers(0, 20)),
     st.tuples(st.just("sneaky"), st.sampled_from(SIDES), st.integers(0, 20)),
-    st.tuples(st.just("sync"), st.sampled_from(["both", "both", "push", "pull"])),
+    st.tuples(st.just("sync"), st.sampled_from(["both", "both", "push", "pull"]), st.booleans()),
 )
 
 
@@ -92,7 +92,13 @@ def apply(op: tuple, roots: dict[str, Path]) -> None:
             os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
-async def sync(session: SyncSession, store: SyncStore, roots: dict[str, Path], direction: str):
+async def sync(
+    session: SyncSession,
+    store: SyncStore,
+    roots: dict[str, Path],
+    direction: str,
+    confirm: bool = False,
+):
     await session.open(str(roots["remote"]))
     engine = SyncEngine(
         local_root=str(roots["local"]),
@@ -102,6 +108,7 @@ async def sync(session: SyncSession, store: SyncStore, roots: dict[str, Path], d
         server_name="box",
         settings=SyncSettings(),
         direction=direction,
+        confirm_deletions=confirm,
     )
     return await engine.run()
 
@@ -144,7 +151,7 @@ async def run(tmp: Path, operations: list[tuple], trusted: bool = False) -> None
     store = SyncStore(servers.database)
     session = await SyncSession.in_subprocess()
     try:
-        for op in [*operations, ("sync", "both")]:
+        for op in [*operations, ("sync", "both", True)]:
             if op[0] != "sync":
                 apply(op, roots)
                 continue
@@ -155,9 +162,9 @@ async def run(tmp: Path, operations: list[tuple], trusted: bool = False) -> None
             await session.open(str(roots["remote"]))
             recorded = record(store, roots, session)
             try:
-                summary = await sync(session, store, roots, direction)
+                summary = await sync(session, store, roots, direction, op[2])
             except SyncRefused:
-                # An empty side with a record behind: nothing may have been touched.
+                # Many deletions, unconfirmed: nothing may have been touched.
                 assert {side: files(root) for side, root in roots.items()} == before
                 continue
             after = {side: files(root) for side, root in roots.items()}

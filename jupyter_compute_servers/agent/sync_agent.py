@@ -10,6 +10,7 @@ nothing with the RPC agent (``rpc_agent.py``), and a sync session sends only thi
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -58,9 +59,9 @@ SYNC_PRUNED_SERVER_ONLY = "server-only directory"
 SYNC_PRUNED_EXCLUDED = "excluded"
 
 
-def _sync_umask():
+def _sync_read_umask():
     """This process's umask, read without setting it (a set, even undone at once, would race
-    with other threads creating files); all bits when it cannot be read (then fchmod)."""
+    with other threads creating files); None when it cannot be read."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -68,10 +69,19 @@ def _sync_umask():
                     return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    return 0o777
+    return None
 
 
-_SYNC_UMASK = _sync_umask()
+def sync_umask():
+    """The permission bits a file written here must not have: this process's umask, or 0o077
+    (owner only) when it cannot be read."""
+    umask = _sync_read_umask()
+    return 0o077 if umask is None else umask
+
+
+_SYNC_READ_UMASK = _sync_read_umask()
+# Bits a new file cannot get from os.open's mode (all, when unknown: then it is fchmod'ed).
+_SYNC_UMASK = 0o777 if _SYNC_READ_UMASK is None else _SYNC_READ_UMASK
 
 
 class SyncChanged(Exception):
@@ -101,8 +111,20 @@ def _sync_mode(st):
 # --- sync: excludes in gitignore syntax ----------------------------------------------------
 
 
-def _sync_glob(text):
-    """A regular expression for one gitignore glob (no "**" handling: see below)."""
+_SYNC_GROUP_IDS = itertools.count(1)  # names of back-referenced groups, unique in a process
+
+
+def _sync_atomic(body):
+    """``body`` matched once, never revisited by backtracking (a lookahead, which Python's re
+    never re-enters, then a back-reference): what keeps a glob's matching polynomial. Atomic
+    groups (``(?>...)``) would do, but need Python 3.11 on the server too."""
+    name = f"jcs{next(_SYNC_GROUP_IDS)}"
+    return f"(?=(?P<{name}>{body}))(?P={name})"
+
+
+def _sync_glob_tokens(text):
+    """One gitignore glob (a path component) as a list of regular expressions, each matching
+    one character, and None for each "*"."""
     out = []
     i = 0
     while i < len(text):
@@ -112,7 +134,7 @@ def _sync_glob(text):
             i += 2
             continue
         if c == "*":
-            out.append("[^/]*")
+            out.append(None)
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
@@ -138,12 +160,35 @@ def _sync_glob(text):
         else:
             out.append(re.escape(c))
         i += 1
+    return out
+
+
+def _sync_glob(text):
+    """A regular expression for one gitignore glob (a path component), matched in polynomial
+    time whatever the pattern and the name: the glob is its pieces between stars, each of a
+    fixed length, and a piece followed by another star is taken at its first place after the
+    previous one (atomically), which is always right: a later place only leaves less room for
+    the rest. Only the last piece, anchored at the component's end, is searched for."""
+    pieces: list = [[]]
+    for token in _sync_glob_tokens(text):
+        if token is None:
+            pieces.append([])
+        else:
+            pieces[-1].append(token)
+    if len(pieces) == 1:
+        return "".join(pieces[0])
+    out = ["".join(pieces[0])]
+    for piece in pieces[1:-1]:
+        if piece:
+            out.append(_sync_atomic("[^/]*?" + "".join(piece)))
+    out.append("[^/]*" + "".join(pieces[-1]))
     return "".join(out)
 
 
 def sync_pattern(line):
     """One gitignore line as (regex over the relative path, negated, directories only), or None
-    for a blank line or a comment."""
+    for a blank line or a comment. The regex runs in polynomial time (see ``_sync_glob``; a
+    "**" followed by more components is taken the same way, a component sequence at a time)."""
     if line.startswith("#"):
         return None
     # Trailing spaces go, unless escaped with a backslash.
@@ -161,24 +206,35 @@ def sync_pattern(line):
     anchored = "/" in line
     line = line.lstrip("/")
     segments = line.split("/")
-    parts = []
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            if last:
-                parts.append(".*")
-            elif index == 0:
-                parts.append("(?:.*/)?")
+    if segments == ["**"]:
+        body = ".*"
+    elif not anchored:
+        # One component, matched against a path's last component.
+        body = "(?:.*/)?" + _sync_glob(segments[0])
+    else:
+        # Runs of components between "**"s: the first anchored at the start, the last at the
+        # end; one between two "**"s is taken at its first place (atomically), like a piece
+        # of a glob between stars.
+        runs: list = [[]]
+        for segment in segments:
+            if segment == "**":
+                runs.append([])
             else:
-                parts.append("(?:[^/]+/)*")
-            continue
-        parts.append(_sync_glob(segment) + ("" if last else "/"))
-    body = "".join(parts)
-    if segments[-1] == "**" and len(segments) > 1:
-        # "a/**" matches everything inside a, not a itself (what precedes ends with a "/").
-        body = "".join(parts[:-1]) + ".+"
-    prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(f"^{prefix}{body}$", re.DOTALL), negate, dir_only
+                runs[-1].append(_sync_glob(segment))
+        if len(runs) == 1:
+            body = "/".join(runs[0])
+        else:
+            out = ["".join(glob + "/" for glob in runs[0])]
+            for run in runs[1:-1]:
+                if run:
+                    out.append(_sync_atomic("(?:[^/]+/)*?" + "".join(g + "/" for g in run)))
+            if runs[-1]:
+                out.append("(?:[^/]+/)*" + "/".join(runs[-1]))
+            else:
+                # "a/**" matches everything inside a, not a itself.
+                out.append(".+")
+            body = "".join(out)
+    return re.compile(f"^{body}\\Z", re.DOTALL), negate, dir_only
 
 
 class SyncExcludes:
@@ -1010,6 +1066,30 @@ def _sync_scan_answer(tree, request, last):
     return result
 
 
+def _sync_payload(result):
+    """A large answer as JSON lines, so that the client parses it a line at a time: a head
+    with the other fields and ``"lists": {name: count}``, then ``[name, [entries...]]`` lines
+    of about 256 KiB at most."""
+    lists = {k: v for k, v in result.items() if isinstance(v, list)}
+    head = {k: v for k, v in result.items() if k not in lists}
+    head["lists"] = {k: len(v) for k, v in lists.items()}
+    out = [json.dumps(head, separators=(",", ":")).encode()]
+
+    def add(name, entries):
+        line = json.dumps([name, entries], separators=(",", ":")).encode()
+        if len(line) > 1 << 18 and len(entries) > 1:
+            half = len(entries) // 2
+            add(name, entries[:half])
+            add(name, entries[half:])
+        else:
+            out.append(line)
+
+    for name, entries in lists.items():
+        for i in range(0, len(entries), 1000):
+            add(name, entries[i : i + 1000])
+    return b"\n".join(out) + b"\n"
+
+
 def sync_session(reader, wfd):
     """Serve one sync client (requests from ``reader``, answers to ``wfd``) until it closes
     its end."""
@@ -1043,8 +1123,9 @@ def sync_session(reader, wfd):
                     if op == "scan":
                         result = _sync_scan_answer(tree, request, last_scan)
                     else:
-                        result = tree.hash(list(request.get("paths") or ()))
-                    payload = json.dumps(result, separators=(",", ":")).encode()
+                        hashes = tree.hash(list(request.get("paths") or ()))
+                        result = {"hashes": [[p, h] for p, h in hashes.items()]}
+                    payload = _sync_payload(result)
                     channel.send({"ok": True, "size": len(payload)}, payload)
                     continue
                 elif op == "delete":

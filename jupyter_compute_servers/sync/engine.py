@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from ..agent.sync_agent import SYNC_CHUNK, SYNC_SMALL, SyncChanged, SyncTree
+from ..agent.sync_agent import SYNC_CHUNK, SYNC_SMALL, SyncChanged, SyncTree, sync_umask
 from ..errors import ConflictError
+from .holdback import MESSAGE, HoldBack
 from .plan import (
     LOCAL,
     REMOTE,
@@ -138,9 +139,14 @@ class Summary:
     skipped: _Capped = field(default_factory=_Capped)
     errors: _Capped = field(default_factory=_Capped)
     changes: _Capped = field(default_factory=_Capped)
+    held_back: _Capped = field(default_factory=_Capped)
     pending: int = 0
+    #: When a plan would delete many files (see ``plan.MassDeletion``): what, and whether the
+    #: request confirmed it (else the sync was refused).
+    deletion_guard: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        held = len(self.held_back) + self.held_back.dropped
         return {
             "sent": {"files": self.sent_files, "bytes": self.sent_bytes},
             "received": {"files": self.received_files, "bytes": self.received_bytes},
@@ -151,11 +157,18 @@ class Summary:
             "errors": list(self.errors),
             "changes": list(self.changes),
             "pending": self.pending,
+            "held_back": {
+                "files": held,
+                "paths": list(self.held_back),
+                "message": MESSAGE.format(n=held) if held else None,
+            },
+            "deletion_guard": self.deletion_guard,
             "truncated": bool(
                 self.conflicts.dropped
                 or self.skipped.dropped
                 or self.errors.dropped
                 or self.changes.dropped
+                or self.held_back.dropped
             ),
         }
 
@@ -212,6 +225,7 @@ class SyncEngine:
         direction: str = "both",
         scope: str = "",
         on_progress: Callable[[], None] | None = None,
+        confirm_deletions: bool = False,
     ) -> None:
         self.local_root = local_root
         self.session = session
@@ -221,12 +235,16 @@ class SyncEngine:
         self.settings = settings
         self.direction = direction
         self.scope = scope
+        self.confirm_deletions = confirm_deletions
         self.on_progress = on_progress or (lambda: None)
         self.progress = Progress()
         self.summary = Summary()
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="sync-read")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sync-write")
         self.tree: SyncTree | None = None
+        #: Permission bits no file written here gets (this process's umask): modes are seen
+        #: through it on both sides (see ``scan.side_from_scan``).
+        self.umask = sync_umask()
         self._tree_key = 0
         self._settled: set[str] = set()
         self._rows: list[_Row] = []
@@ -272,26 +290,31 @@ class SyncEngine:
             self.tree = await self._read_thread(lambda: SyncTree(self.local_root))
             local, remote, base = await self._scan()
             self._phase("comparing")
-            paths = sorted((base.keys() | local.files.keys() | remote.files.keys()) - self._settled)
+            settled = self._settled
+            # Comparing and planning a large tree takes a while: on a thread, like every
+            # check of what the server sent (the event loop serves Jupyter meanwhile).
+            paths = await asyncio.to_thread(
+                lambda: sorted((base.keys() | local.files.keys() | remote.files.keys()) - settled)
+            )
             await self._hash(base, local, remote, paths)
             try:
-                the_plan = plan(
-                    base,
-                    local,
-                    remote,
-                    direction=self.direction,
-                    server=self.server_name,
-                    paths=paths,
+                the_plan = await asyncio.to_thread(
+                    partial(
+                        plan,
+                        base,
+                        local,
+                        remote,
+                        direction=self.direction,
+                        server=self.server_name,
+                        paths=paths,
+                        hold_back=HoldBack(self.settings.pull_executable_config).held,
+                        max_delete_fraction=self.settings.max_delete_percent / 100,
+                        confirm_deletions=self.confirm_deletions,
+                    )
                 )
             except MassDeletion as e:
-                where = "the Jupyter root" if e.side == LOCAL else "the server's workspace"
-                other = "the server" if e.side == LOCAL else "the Jupyter root"
-                raise SyncRefused(
-                    f"Refusing to sync: {where} has no files here at all, where the last sync "
-                    f"left some, and syncing would delete {e.count} file(s) on {other}. If it "
-                    f"is not mounted, mount it; if they were deleted on purpose, delete them "
-                    f"on {other} too."
-                ) from None
+                self.summary.deletion_guard = self._guard_json(e, confirmed=False)
+                raise SyncRefused(self._refusal(e)) from None
             self._report_plan(the_plan)
             await self._execute(the_plan)
             self._phase("done")
@@ -332,24 +355,33 @@ class SyncEngine:
             ),
             self._read_thread(lambda: store.load(key, scope)),
         )
-        local = side_from_local(local_raw)
         payload = remote_answer.get("payload")
-        remote = side_from_scan(
-            payload,
-            scope,
-            settings.excludes_matcher(),
-            known=local.files,
-            previous=(previous[0], previous[2]) if previous else None,
-        )
+        umask = self.umask
+
+        def check() -> tuple[Side, Side, set[str]]:
+            local = side_from_local(local_raw, umask)
+            remote = side_from_scan(
+                payload,
+                scope,
+                settings.excludes_matcher(),
+                where=session.where,
+                known=local.files,
+                previous=(previous[0], previous[2]) if previous else None,
+                umask=umask,
+            )
+            return local, remote, inherit_hashes(base, local, remote)
+
+        local, remote, self._settled = await asyncio.to_thread(check)
         token = payload.get("token") if isinstance(payload, dict) else None
-        session.last_scan = (token, parameters, dict(remote.files)) if token else ("", "", {})
-        self._settled = inherit_hashes(base, local, remote)
+        session.last_scan = (
+            (token, parameters, dict(remote.files)) if isinstance(token, str) else ("", "", {})
+        )
         return local, remote, base
 
     async def _hash(
         self, base: dict[str, Base], local: Side, remote: Side, paths: list[str]
     ) -> None:
-        need_local, need_remote = needed_hashes(base, local, remote, paths)
+        need_local, need_remote = await asyncio.to_thread(needed_hashes, base, local, remote, paths)
         if not need_local and not need_remote:
             return
         assert self.tree is not None
@@ -360,35 +392,82 @@ class SyncEngine:
                 return {}
             answer = await self.session.request({"op": "hash", "paths": sorted(need_remote)})
             payload = answer.get("payload")
-            if not isinstance(payload, dict):
-                raise SyncChannelError("The server's hash answer is malformed.")
-            return payload
+            hashes = payload.get("hashes") if isinstance(payload, dict) else None
+            if not isinstance(hashes, list) or not all(
+                isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                for entry in hashes
+            ):
+                raise SyncChannelError(f"The hash answer from {self.session.where} is malformed.")
+            return dict(hashes)
 
         local_answers, remote_answers = await asyncio.gather(
             self._read_thread(lambda: tree.hash(sorted(need_local))) if need_local else _none(),
             remote_hashes(),
         )
-        for side, need, answers in (
-            (local, need_local, local_answers),
-            (remote, need_remote, remote_answers),
-        ):
-            for path in need:
-                answer = answers.get(path)
-                if isinstance(answer, dict) and "error" in answer:
-                    side.files.pop(path, None)
-                    side.skipped[path] = f"unreadable: {str(answer['error'])[:200]}"
-                    continue
-                try:
-                    side.files[path] = state_from_hash(answer)
-                except ValueError as e:
-                    raise SyncChannelError(f"A hash answer is malformed: {e}") from None
+        umask, where = self.umask, self.session.where
+
+        def check() -> None:
+            for side, need, answers, whose in (
+                (local, need_local, local_answers, "this side"),
+                (remote, need_remote, remote_answers, where),
+            ):
+                for path in need:
+                    answer = answers.get(path)
+                    if isinstance(answer, dict) and "error" in answer:
+                        side.files.pop(path, None)
+                        side.skipped[path] = f"unreadable: {str(answer['error'])[:200]}"
+                        continue
+                    try:
+                        side.files[path] = state_from_hash(answer, umask)
+                    except ValueError as e:
+                        raise SyncChannelError(
+                            f"A hash answer from {whose} is malformed: {e}"
+                        ) from None
+
+        await asyncio.to_thread(check)
+
+    def _guard_json(self, e: MassDeletion, *, confirmed: bool) -> dict[str, Any]:
+        return {
+            "local": e.deletions[LOCAL],
+            "remote": e.deletions[REMOTE],
+            "synced": e.synced,
+            "max_percent": self.settings.max_delete_percent,
+            "empty_side": e.side if e.empty else None,
+            "confirmed": confirmed,
+        }
+
+    def _refusal(self, e: MassDeletion) -> str:
+        where = "the Jupyter root" if e.side == LOCAL else "the server's workspace"
+        other = "the server" if e.side == LOCAL else "the Jupyter root"
+        confirm = (
+            "If that is what you want, sync again confirming the deletions "
+            "(confirm_deletions in the request)."
+        )
+        if e.empty:
+            return (
+                f"Refusing to sync: {where} has no files here at all, where the last sync "
+                f"left some, and syncing would delete {e.count} file(s) on {other}. If it "
+                f"is not mounted, mount it; if they were deleted on purpose, delete them "
+                f"on {other} too, or {confirm[0].lower()}{confirm[1:]}"
+            )
+        share = 100 * e.count / max(e.synced, 1)
+        return (
+            f"Refusing to sync: it would delete {e.count} of the {e.synced} synced file(s) on "
+            f"{other} ({share:.0f}%, more than this server's limit of "
+            f"{self.settings.max_delete_percent}%), because they are gone from {where}. "
+            f"{confirm} If not, find out why they are gone from {where}."
+        )
 
     def _report_plan(self, the_plan: Plan) -> None:
+        if the_plan.confirmed is not None:
+            self.summary.deletion_guard = self._guard_json(the_plan.confirmed, confirmed=True)
         for path, side, reason in the_plan.skipped:
             self.summary.skipped.add({"path": path, "side": side, "reason": reason})
         for path in the_plan.unresolved:
             self.summary.conflicts.add({"path": path, "conflict_path": None, "resolved": False})
         self.summary.pending = the_plan.pending
+        for action in the_plan.held_back:
+            self.summary.held_back.add({"path": action.path, "action": action.kind.value})
         moving = [a for a in the_plan.actions if a.kind not in (Kind.RECORD, Kind.FORGET)]
         self.progress.files_total = len(moving)
         self.progress.bytes_total = sum(a.size for a in moving)
@@ -472,7 +551,7 @@ class SyncEngine:
                 else:
                     assert action.mode is not None
                     result = await self._write_thread(
-                        partial(tree.chmod, action.path, action.mode, list(local.sig))
+                        partial(tree.chmod, action.path, action.mode & ~self.umask, list(local.sig))
                     )
                     self._rows.append(
                         _Row(
@@ -825,7 +904,7 @@ class SyncEngine:
             digest,
             read["size"],
             read["mtime_ns"],
-            mode if isinstance(mode, int) else 0,
+            mode & ~self.umask if isinstance(mode, int) else 0,
             local_sig if read.get("trusted") else None,
             remote_sig if answer.get("trusted") else None,
         )
@@ -847,7 +926,9 @@ class SyncEngine:
                 self._done(action)
             return
         limit = self.settings.max_size
-        size = self.session.size_of(header, limit if limit is not None else 1 << 62)
+        size = self.session.size_of(
+            header, limit if limit is not None else 1 << 62, "a file", "sync.max_file_size_mb"
+        )
         mode, mtime_ns = header.get("mode"), header.get("mtime_ns")
         if not isinstance(mode, int) or not 0 <= mode <= 0o777 or not isinstance(mtime_ns, int):
             raise SyncChannelError("The server sent a file without a valid mode or mtime.")
@@ -855,6 +936,7 @@ class SyncEngine:
         expect = None if conflict or action.local is None else list(action.local.sig)
         if not conflict and action.mode is not None:
             mode = action.mode
+        mode &= ~self.umask  # never more than a file made here may have
         assert self.tree is not None
         tree = self.tree
         if size <= SYNC_SMALL:
@@ -954,7 +1036,7 @@ class SyncEngine:
             result["hash"],
             size,
             mtime_ns,
-            result["mode"],
+            result["mode"] & ~self.umask,
             local_sig if result.get("trusted") else None,
             remote_sig if trailer.get("trusted") else None,
         )

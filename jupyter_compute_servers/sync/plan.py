@@ -24,9 +24,10 @@ directory either side left out (``pruned``), or a file either side could not syn
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import enum
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -75,6 +76,9 @@ class Kind(str, enum.Enum):
 
 
 #: What each direction may do; the rest waits for a sync in the other direction.
+#: What changes the Jupyter root (and so waits, at a held-back path, for the user to allow it).
+LOCAL_WRITES = frozenset({Kind.PULL, Kind.DELETE_LOCAL, Kind.CHMOD_LOCAL, Kind.CONFLICT})
+
 ALLOWED = {
     "both": frozenset(Kind),
     "push": frozenset({Kind.PUSH, Kind.DELETE_REMOTE, Kind.CHMOD_REMOTE, Kind.RECORD, Kind.FORGET}),
@@ -133,15 +137,29 @@ class Plan:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     #: Changes left for a sync in the other direction.
     pending: int = 0
+    #: What would have changed the Jupyter root at a path held back (see ``holdback.py``):
+    #: nothing is done for them on either side.
+    held_back: list[Action] = field(default_factory=list)
+    #: The mass deletion the request confirmed (see ``MassDeletion``), if any.
+    confirmed: MassDeletion | None = None
 
 
 class MassDeletion(Exception):
-    """A side is empty where the record has files: refusing to delete them all elsewhere."""
+    """A plan would delete many of the synced files on a side: all of them because the other
+    side is empty (``empty``: an unmounted disk looks like that), or more than the allowed
+    share. ``side`` is the side where the files are gone; ``deletions`` counts, by side
+    deleted on (LOCAL, REMOTE), what the plan would delete; ``synced`` is how many the record
+    has."""
 
-    def __init__(self, side: str, count: int) -> None:
+    def __init__(
+        self, side: str, count: int, *, empty: bool, deletions: dict[str, int], synced: int
+    ) -> None:
         super().__init__(side, count)
         self.side = side
         self.count = count
+        self.empty = empty
+        self.deletions = deletions
+        self.synced = synced
 
 
 def merge_mode(local: int, remote: int, base: int | None) -> int:
@@ -371,11 +389,18 @@ def plan(
     server: str = "server",
     now: float | None = None,
     paths: list[str] | None = None,
+    hold_back: Callable[[str], bool] | None = None,
+    max_delete_fraction: float = 1.0,
+    confirm_deletions: bool = False,
 ) -> Plan:
-    """Every action of a sync. Files whose hash was needed must carry it by now.
+    """Every action of a sync. Files whose hash was needed must carry it by now. An action
+    that would change the Jupyter root at a path ``hold_back`` answers True for goes to
+    ``held_back`` instead.
 
     Raises MassDeletion when one side has no files at all where the record has some and the
-    plan would delete them on the other side (an unmounted disk looks like that).
+    plan would delete them on the other side (an unmounted disk looks like that), or when it
+    would delete more than ``max_delete_fraction`` of the synced files (the record's) on a side;
+    unless ``confirm_deletions``: then the plan carries it as ``confirmed``.
     """
     result = Plan()
     allowed = ALLOWED[direction]
@@ -411,6 +436,18 @@ def plan(
             else:
                 result.pending += 1
             continue
+        if hold_back is not None and action.kind in LOCAL_WRITES and hold_back(path):
+            result.held_back.append(action)
+            continue
+        if (
+            hold_back is not None
+            and action.kind is Kind.PUSH
+            and action.local is not None
+            and action.mode != action.local.mode
+            and hold_back(path)
+        ):
+            # The server's mode would be set here first: keep ours, and send it.
+            action = dataclasses.replace(action, mode=action.local.mode)
         if action.kind is Kind.CONFLICT:
             if not taken:
                 taken.update(base, local.files, remote.files, local.skipped, remote.skipped)
@@ -423,15 +460,28 @@ def plan(
                 conflict_path=conflict_name(path, server, when, taken),
             )
         result.actions.append(action)
-    _check_mass_deletion(result, base, local, remote)
+    guard = _check_mass_deletion(result, base, local, remote, max_delete_fraction)
+    if guard is not None:
+        if not confirm_deletions:
+            raise guard
+        result.confirmed = guard
     return result
 
 
-def _check_mass_deletion(result: Plan, base: dict[str, Base], local: Side, remote: Side) -> None:
-    for side, scan, kind in (
-        (LOCAL, local, Kind.DELETE_REMOTE),
-        (REMOTE, remote, Kind.DELETE_LOCAL),
-    ):
-        deletions = sum(1 for action in result.actions if action.kind is kind)
-        if deletions and not scan.files and not scan.skipped and not scan.pruned and base:
-            raise MassDeletion(side, deletions)
+def _check_mass_deletion(
+    result: Plan, base: dict[str, Base], local: Side, remote: Side, max_fraction: float
+) -> MassDeletion | None:
+    deletions = {
+        LOCAL: sum(1 for action in result.actions if action.kind is Kind.DELETE_LOCAL),
+        REMOTE: sum(1 for action in result.actions if action.kind is Kind.DELETE_REMOTE),
+    }
+    # (side where the files are gone, side they would be deleted on)
+    for gone, there, scan in ((LOCAL, REMOTE, local), (REMOTE, LOCAL, remote)):
+        count = deletions[there]
+        if count and not scan.files and not scan.skipped and not scan.pruned and base:
+            return MassDeletion(gone, count, empty=True, deletions=deletions, synced=len(base))
+    for gone, there in ((LOCAL, REMOTE), (REMOTE, LOCAL)):
+        count = deletions[there]
+        if count and count > max_fraction * len(base):
+            return MassDeletion(gone, count, empty=False, deletions=deletions, synced=len(base))
+    return None

@@ -100,11 +100,13 @@ def _reason(entry: list[Any]) -> str:
     return str(entry[1])[:MAX_REASON]
 
 
-def side_from_local(raw: dict[str, Any]) -> Side:
-    """Our own scan of the Jupyter root (made by our code: no checks needed)."""
+def side_from_local(raw: dict[str, Any], umask: int = 0) -> Side:
+    """Our own scan of the Jupyter root (made by our code: no checks needed). Modes are seen
+    through ``umask``, like the server's (see ``side_from_scan``)."""
     side = Side()
+    keep = 0o777 & ~umask
     side.files = {
-        path: FileState(size, mtime, mode, (size, mtime, ino, ctime))
+        path: FileState(size, mtime, mode & keep, (size, mtime, ino, ctime))
         for path, size, mtime, mode, ino, ctime in raw["files"]
     }
     side.skipped = {entry[0]: _reason(entry) for entry in raw["skipped"]}
@@ -117,12 +119,18 @@ def side_from_scan(
     scope: str,
     excludes: SyncExcludes,
     *,
-    where: str = "server's",
+    where: str = "the server",
     known: Container[str] = (),
     previous: tuple[str, dict[str, FileState]] | None = None,
+    umask: int = 0,
 ) -> Side:
     """The server's scan answer as a ``Side``; SyncChannelError when malformed. Paths in
     ``known`` (the local scan's) are known to be well-formed, in scope and not excluded.
+
+    Modes are seen through ``umask`` (the Jupyter server's): sync carries only the permission
+    bits a file created here may have, so a file pulled from the server is never group- or
+    world-writable (or executable) unless our umask allows it, and a server's 0o777 looks
+    like the 0o755 its copy here has (nothing to do next time).
 
     The answer may be only the changes (``changed``, ``removed``) since an earlier one, whose
     token and files (as checked then) are ``previous``.
@@ -149,6 +157,7 @@ def side_from_scan(
         if not (isinstance(files, list) and isinstance(skipped, list) and isinstance(pruned, list)):
             raise ValueError("files, skipped and pruned must be lists")
         excluded = _Excluded(excludes)
+        keep = 0o777 & ~umask
         states = side.files
         delta = "since" in raw
         for entry in files:
@@ -174,7 +183,7 @@ def side_from_scan(
             if path in (listed if delta else states):
                 raise ValueError(f"{path!r} is listed twice")
             listed.add(path)
-            states[path] = FileState(size, mtime_ns, mode, (size, mtime_ns, ino, ctime_ns))
+            states[path] = FileState(size, mtime_ns, mode & keep, (size, mtime_ns, ino, ctime_ns))
         for entry in skipped:
             if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[1], str):
                 raise ValueError(f"bad skipped entry {entry!r}")
@@ -192,11 +201,12 @@ def side_from_scan(
             side.pruned[_path(entry[0], scope)] = entry[1][:MAX_REASON]
         return side
     except ValueError as e:
-        raise SyncChannelError(f"The {where} scan is malformed: {e}") from None
+        raise SyncChannelError(f"The scan from {where} is malformed: {e}") from None
 
 
-def state_from_hash(answer: Any) -> FileState:
-    """A hash answer (``SyncTree.hash``) as a FileState; ValueError when malformed."""
+def state_from_hash(answer: Any, umask: int = 0) -> FileState:
+    """A hash answer (``SyncTree.hash``) as a FileState, its mode seen through ``umask``;
+    ValueError when malformed."""
     if not isinstance(answer, dict) or not isinstance(answer.get("hash"), str):
         raise ValueError(f"bad hash answer {answer!r}")
     if not HASH.match(answer["hash"]):
@@ -206,7 +216,12 @@ def state_from_hash(answer: Any) -> FileState:
     if mode > 0o777:
         raise ValueError(f"bad mode {mode!r}")
     return FileState(
-        sig[0], sig[1], mode, sig, hash=answer["hash"], trusted=answer.get("trusted") is True
+        sig[0],
+        sig[1],
+        mode & ~umask,
+        sig,
+        hash=answer["hash"],
+        trusted=answer.get("trusted") is True,
     )
 
 

@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from traitlets import Int
+from traitlets.config import Configurable, LoggingConfigurable
+
 from ..errors import ComputeServersError, ConflictError, NotFoundError
 from ..models import State
 from .engine import Progress, SyncEngine
 from .records import SyncStore
 from .settings import DEFAULT_EXCLUDES, SyncSettings, parse_request, parse_settings
-from .transfer import SyncSession
+from .transfer import SyncLimits, SyncSession
 
 if TYPE_CHECKING:
     from ..manager import ComputeServerManager
@@ -49,6 +52,7 @@ class _Job:
     trigger: str
     started: float
     lock_fd: int
+    confirm_deletions: bool = False
     task: asyncio.Task[None] | None = None
     engine: SyncEngine | None = None
     last_event: float = 0.0
@@ -79,7 +83,28 @@ def describe(progress: dict[str, Any] | None, state: str) -> str:
     )
 
 
-class SyncService:
+class SyncService(LoggingConfigurable):
+    """Configured as ``c.SyncService.<option>``: the bounds of what a server's sync process
+    may answer (a compute server is not trusted: see ``transfer.py``)."""
+
+    max_answer_mb = Int(
+        256,
+        help=(
+            "The largest answer (a scan of the workspace, or hashes) a server's sync process "
+            "may send, in MiB; a larger one fails the sync with an error that says so. About "
+            "100 bytes a file: 256 MiB is a scan of some two million files."
+        ),
+    ).tag(config=True)
+
+    max_scan_entries = Int(
+        1_000_000,
+        help=(
+            "The most entries (files, skipped files, left-out directories; hashes) one answer "
+            "of a server's sync process may have; more fails the sync with an error that says "
+            "so. Raise it to sync larger trees."
+        ),
+    ).tag(config=True)
+
     #: Seconds in a "minute" of auto_sync_minutes (tests shorten it).
     minute = 60.0
     #: How often the schedule is looked at.
@@ -93,7 +118,9 @@ class SyncService:
         lock_dir: str | Path,
         *,
         before_kernels: bool = True,
+        parent: Configurable | None = None,
     ) -> None:
+        super().__init__(parent=parent)
         self.manager = manager
         self.root_dir = os.path.realpath(root_dir)
         self.lock_dir = Path(lock_dir)
@@ -104,6 +131,13 @@ class SyncService:
         self._auto: asyncio.Task[None] | None = None
         if before_kernels:
             manager.before_kernel_launch.append(self.before_kernel_launch)
+
+    @property
+    def limits(self) -> SyncLimits:
+        return SyncLimits(
+            max_answer_bytes=max(self.max_answer_mb, 1) << 20,
+            max_entries=max(self.max_scan_entries, 1),
+        )
 
     # --- settings -------------------------------------------------------------------------
 
@@ -119,12 +153,15 @@ class SyncService:
     # --- runs -----------------------------------------------------------------------------
 
     def start(self, server_id: int, body: Any, trigger: str = "api") -> dict[str, Any]:
-        """Begin a sync (body: direction, path); answer it as recorded, at once."""
+        """Begin a sync (body: direction, path, confirm_deletions); answer it as recorded, at
+        once."""
         self.manager.get_server(server_id)  # 404 first
-        direction, path = parse_request(body)
-        return self._start(server_id, direction, path, trigger)
+        direction, path, confirm = parse_request(body)
+        return self._start(server_id, direction, path, trigger, confirm)
 
-    def _start(self, server_id: int, direction: str, path: str, trigger: str) -> dict[str, Any]:
+    def _start(
+        self, server_id: int, direction: str, path: str, trigger: str, confirm: bool = False
+    ) -> dict[str, Any]:
         server = self.manager.get_server(server_id)
         if server.state is not State.RUNNING or server.operation is not None:
             what = server.operation or server.state.value
@@ -146,7 +183,7 @@ class SyncService:
         except BaseException:
             os.close(lock_fd)
             raise
-        job = _Job(run_id, server_id, direction, path, trigger, time.time(), lock_fd)
+        job = _Job(run_id, server_id, direction, path, trigger, time.time(), lock_fd, confirm)
         self._jobs[server_id] = job
         job.task = asyncio.create_task(self._run(job))
         self._publish(job, force=True)
@@ -249,6 +286,8 @@ class SyncService:
             server = self.manager.get_server(server_id)
             endpoint = await self.manager.endpoint(server_id)
             session = await self._session(server_id, endpoint.python)
+            session.where = f"server {server.name!r}"
+            session.limits = self.limits
             await session.open(endpoint.workspace)
             job.engine = SyncEngine(
                 local_root=self.root_dir,
@@ -260,6 +299,7 @@ class SyncService:
                 direction=job.direction,
                 scope=job.path,
                 on_progress=lambda: self._publish(job),
+                confirm_deletions=job.confirm_deletions,
             )
             await job.engine.run()
         except asyncio.CancelledError:

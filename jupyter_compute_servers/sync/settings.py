@@ -62,6 +62,8 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
 
 DIRECTIONS = ("both", "push", "pull")
 DEFAULT_MAX_FILE_SIZE_MB = 1024
+#: A sync that would delete more than this share of the synced files on a side asks first.
+DEFAULT_MAX_DELETE_PERCENT = 50
 MAX_PATTERNS = 200
 MAX_SERVER_ONLY = 100
 SETTINGS_FIELDS = (
@@ -70,8 +72,10 @@ SETTINGS_FIELDS = (
     "max_file_size_mb",
     "auto_sync_minutes",
     "before_kernel",
+    "pull_executable_config",
+    "max_delete_percent",
 )
-REQUEST_FIELDS = ("direction", "path")
+REQUEST_FIELDS = ("direction", "path", "confirm_deletions")
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,19 @@ class SyncSettings:
     ``server_only`` are directories (relative to the workspace) that never sync either way;
     files over ``max_file_size_mb`` are skipped and reported (None: no limit);
     ``auto_sync_minutes`` syncs both ways on that schedule while the server runs (None: off);
-    ``before_kernel`` pushes the notebook's directory before a kernel starts there."""
+    ``before_kernel`` pushes the notebook's directory before a kernel starts there;
+    ``pull_executable_config`` are gitignore lines naming files that may come from the server
+    although they could run code here (dotfiles and the like, see ``holdback.py``); a sync
+    that would delete more than ``max_delete_percent`` of the synced files on a side is
+    refused unless the request confirms the deletions."""
 
     excludes: tuple[str, ...] = ()
     server_only: tuple[str, ...] = ()
     max_file_size_mb: int | None = DEFAULT_MAX_FILE_SIZE_MB
     auto_sync_minutes: int | None = None
     before_kernel: bool = True
+    pull_executable_config: tuple[str, ...] = ()
+    max_delete_percent: int = DEFAULT_MAX_DELETE_PERCENT
 
     @property
     def patterns(self) -> list[str]:
@@ -107,6 +117,8 @@ class SyncSettings:
             "max_file_size_mb": self.max_file_size_mb,
             "auto_sync_minutes": self.auto_sync_minutes,
             "before_kernel": self.before_kernel,
+            "pull_executable_config": list(self.pull_executable_config),
+            "max_delete_percent": self.max_delete_percent,
         }
 
     @classmethod
@@ -120,6 +132,8 @@ class SyncSettings:
             max_file_size_mb=data.get("max_file_size_mb", DEFAULT_MAX_FILE_SIZE_MB),
             auto_sync_minutes=data.get("auto_sync_minutes"),
             before_kernel=bool(data.get("before_kernel", True)),
+            pull_executable_config=tuple(data.get("pull_executable_config") or ()),
+            max_delete_percent=data.get("max_delete_percent", DEFAULT_MAX_DELETE_PERCENT),
         )
 
 
@@ -194,17 +208,31 @@ def parse_settings(value: Any, base: SyncSettings | None = None) -> SyncSettings
         )
     if "before_kernel" in data:
         changes["before_kernel"] = parse_bool(data["before_kernel"], "sync.before_kernel")
+    if "pull_executable_config" in data:
+        where = "sync.pull_executable_config"
+        items = _parse_list(data["pull_executable_config"], where, MAX_PATTERNS)
+        changes["pull_executable_config"] = tuple(
+            _parse_pattern(item, f"{where}[{i}]") for i, item in enumerate(items)
+        )
+    if "max_delete_percent" in data:
+        changes["max_delete_percent"] = parse_int(
+            data["max_delete_percent"], "sync.max_delete_percent", minimum=1, maximum=100
+        )
     return SyncSettings(
         excludes=changes.get("excludes", current.excludes),
         server_only=changes.get("server_only", current.server_only),
         max_file_size_mb=changes.get("max_file_size_mb", current.max_file_size_mb),
         auto_sync_minutes=changes.get("auto_sync_minutes", current.auto_sync_minutes),
         before_kernel=changes.get("before_kernel", current.before_kernel),
+        pull_executable_config=changes.get(
+            "pull_executable_config", current.pull_executable_config
+        ),
+        max_delete_percent=changes.get("max_delete_percent", current.max_delete_percent),
     )
 
 
-def parse_request(body: Any) -> tuple[str, str]:
-    """``(direction, path)`` from the body of ``POST servers/{id}/sync``."""
+def parse_request(body: Any) -> tuple[str, str, bool]:
+    """``(direction, path, confirm_deletions)`` from the body of ``POST servers/{id}/sync``."""
     data = parse_object(body if body is not None else {}, "body")
     check_no_unknown(data, REQUEST_FIELDS, "")
     direction = data.get("direction", "both")
@@ -213,4 +241,5 @@ def parse_request(body: Any) -> tuple[str, str]:
             f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}.",
             field="direction",
         )
-    return direction, parse_tree_path(data.get("path", ""), "path")
+    confirm = parse_bool(data.get("confirm_deletions", False), "confirm_deletions")
+    return direction, parse_tree_path(data.get("path", ""), "path"), confirm

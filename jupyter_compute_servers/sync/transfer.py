@@ -13,6 +13,11 @@ put a file in place only if the target is still what the scan saw, which is what
 made during a sync from being overwritten.
 
 Everything the server answers is checked here: it may be hostile (see ``scan.py`` for paths).
+Every answer is bounded: a message line at MAX_LINE, an answer with a payload (a scan, hashes)
+at ``SyncLimits.max_answer_bytes`` and ``max_entries``; such a payload comes as JSON lines of
+at most MAX_PAYLOAD_LINE each, parsed on a thread one line at a time (so that the event loop,
+which needs the GIL too, runs between them). Anything over a limit or malformed fails the sync
+with an error that names the server and the limit.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncssh
@@ -29,8 +35,14 @@ import asyncssh
 from ..agent import SYNC_AGENT_SOURCE, agent_command, bootstrap
 from ..errors import CloudError
 
-#: Answers larger than this (a scan of millions of files) are refused.
-MAX_ANSWER = 1 << 30
+#: The default bound of an answer's payload (a scan of about two million files).
+MAX_ANSWER = 256 << 20
+#: The default bound of the entries of one answer (files, skipped, pruned; hashes).
+MAX_ENTRIES = 1_000_000
+#: A message line (a header, a short answer): parsed on the event loop, so kept short.
+MAX_LINE = 64 << 10
+#: One line of a payload (the agent sends at most about 256 KiB).
+MAX_PAYLOAD_LINE = 1 << 20
 #: The SSH channel's write buffer: how much is queued before writes wait for the network.
 WRITE_BUFFER = 4 << 20
 
@@ -39,8 +51,121 @@ class SyncChannelError(CloudError):
     """The channel to the server's sync process broke, or it answered nonsense."""
 
 
+@dataclass(frozen=True)
+class SyncLimits:
+    """What an answer of the server's sync process may be (``SyncService``'s settings)."""
+
+    max_answer_bytes: int = MAX_ANSWER
+    max_entries: int = MAX_ENTRIES
+
+
+class _BoundedReader:
+    """Lines of at most a given length and exact reads, over a stream reader (asyncio's or
+    asyncssh's, whose readline has no bound: a server could send one endless line)."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._buf = bytearray()
+        self._pos = 0
+
+    async def readline(self, limit: int) -> bytes:
+        """A line with its newline; without one at the end of the stream; ValueError when
+        longer than ``limit``."""
+        start = self._pos
+        while True:
+            end = self._buf.find(b"\n", start)
+            if end >= 0:
+                line = bytes(self._buf[self._pos : end + 1])
+                self._pos = end + 1
+                return line
+            if len(self._buf) - self._pos > limit:
+                raise _TooLong
+            start = len(self._buf)
+            data = await self._reader.read(1 << 16)
+            if not data:
+                line = bytes(self._buf[self._pos :])
+                self._buf, self._pos = bytearray(), 0
+                return line
+            if self._pos:
+                del self._buf[: self._pos]
+                start -= self._pos
+                self._pos = 0
+            self._buf += data
+
+    async def readexactly(self, n: int) -> bytes:
+        have = len(self._buf) - self._pos
+        if have >= n:
+            data = bytes(self._buf[self._pos : self._pos + n])
+            self._pos += n
+            return data
+        head = bytes(self._buf[self._pos :])
+        self._buf, self._pos = bytearray(), 0
+        return head + await self._reader.readexactly(n - len(head))
+
+
+class _TooLong(Exception):
+    pass
+
+
+def parse_payload(data: bytes, limits: SyncLimits, where: str) -> dict[str, Any]:
+    """A payload of JSON lines (see ``_sync_payload`` in the agent): a head, ``{"lists":
+    {name: count}, ...}``, then ``[name, [entries...]]`` lines; answers the head's other
+    fields and each list whole. Runs on a thread; SyncChannelError when malformed or over
+    a limit."""
+
+    def bad(why: str) -> SyncChannelError:
+        return SyncChannelError(f"The sync process on {where} sent a malformed answer: {why}")
+
+    if not data.endswith(b"\n"):
+        raise bad("it does not end with a line end")
+    lines = data[:-1].split(b"\n")
+    for line in lines:
+        if len(line) > MAX_PAYLOAD_LINE:
+            raise SyncChannelError(
+                f"The sync process on {where} sent an answer with a line of {len(line)} "
+                f"bytes, more than the limit of {MAX_PAYLOAD_LINE} bytes per line."
+            )
+    try:
+        head = json.loads(lines[0])
+    except (ValueError, RecursionError):
+        raise bad("its first line is not JSON") from None
+    if not isinstance(head, dict) or not isinstance(head.get("lists"), dict):
+        raise bad("no list of lists")
+    counts = head.pop("lists")
+    if not all(isinstance(k, str) and type(v) is int and v >= 0 for k, v in counts.items()):
+        raise bad("bad list counts")
+    total = sum(counts.values())
+    if total > limits.max_entries:
+        raise SyncChannelError(
+            f"The sync process on {where} answered with {total} entries, more than the limit "
+            f"of {limits.max_entries} (SyncService.max_scan_entries)."
+        )
+    result: dict[str, Any] = {name: [] for name in counts}
+    for line in lines[1:]:
+        try:
+            item = json.loads(line)
+        except (ValueError, RecursionError):
+            raise bad(f"not JSON: {line[:100]!r}") from None
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or item[0] not in counts
+            or not isinstance(item[1], list)
+        ):
+            raise bad(f"not a part of a list: {line[:100]!r}")
+        entries = result[item[0]]
+        entries.extend(item[1])
+        if len(entries) > counts[item[0]]:
+            raise bad(f"more {item[0]} than it announced")
+    for name, count in counts.items():
+        if len(result[name]) != count:
+            raise bad(f"fewer {name} than it announced")
+    head.update(result)
+    return head
+
+
 class Reader(Protocol):
-    async def readline(self) -> bytes: ...
+    async def read(self, n: int) -> bytes: ...
 
     async def readexactly(self, n: int) -> bytes: ...
 
@@ -62,11 +187,14 @@ class SyncSession:
         close: Callable[[], Awaitable[None]],
         is_open: Callable[[], bool],
     ) -> None:
-        self._reader = reader
+        self._reader = _BoundedReader(reader)
         self._writer = writer
         self._close = close
         self._is_open = is_open
         self.broken = False
+        #: Who answers, for errors ("server 'gpu-box'"), and the bounds of its answers.
+        self.where = "the server"
+        self.limits = SyncLimits()
         #: What ``open`` answered: the tree's real path, and its identity (marker file).
         self.root = ""
         self.tree_id = ""
@@ -159,20 +287,28 @@ class SyncSession:
     async def receive(self) -> dict[str, Any]:
         """The next message's line, as a dict."""
         try:
-            line = await self._reader.readline()
+            line = await self._reader.readline(MAX_LINE)
+        except _TooLong:
+            self.broken = True
+            raise SyncChannelError(
+                f"The sync process on {self.where} sent a message line longer than the limit "
+                f"of {MAX_LINE} bytes."
+            ) from None
         except (asyncssh.Error, OSError, ConnectionError, ValueError) as e:
             self.broken = True
-            raise SyncChannelError(f"The connection to the server broke: {e}") from e
+            raise SyncChannelError(f"The connection to {self.where} broke: {e}") from e
         if not line.endswith(b"\n"):
             self.broken = True
-            raise SyncChannelError("The server's sync process ended unexpectedly.")
+            raise SyncChannelError(f"The sync process on {self.where} ended unexpectedly.")
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             message = None
         if not isinstance(message, dict):
             self.broken = True
-            raise SyncChannelError(f"The server's sync process answered nonsense: {line[:200]!r}")
+            raise SyncChannelError(
+                f"The sync process on {self.where} answered nonsense: {line[:200]!r}"
+            )
         return message
 
     async def receive_payload(self, size: int) -> bytes:
@@ -182,27 +318,42 @@ class SyncSession:
             self.broken = True
             raise SyncChannelError(f"The connection to the server broke: {e}") from e
 
-    @staticmethod
-    def size_of(message: dict[str, Any], limit: int = MAX_ANSWER) -> int:
+    def size_of(
+        self, message: dict[str, Any], limit: int, what: str = "a file", setting: str = ""
+    ) -> int:
         size = message.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= limit:
-            raise SyncChannelError(f"The server's sync process sent a bad size: {size!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            self.broken = True
+            raise SyncChannelError(f"The sync process on {self.where} sent a bad size: {size!r}")
+        if size > limit:
+            self.broken = True
+            raise SyncChannelError(
+                f"The sync process on {self.where} sent {what} of {size} bytes, more than the "
+                f"limit of {limit} bytes{f' ({setting})' if setting else ''}."
+            )
         return size
 
     # --- single requests (nothing else in flight) --------------------------------------------
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and read its answer (and its JSON payload, as "payload")."""
+        """Send one request and read its answer (and its payload, as "payload": JSON lines,
+        parsed on a thread, see ``parse_payload``)."""
         self.send(message)
         await self.drain()
         answer = await self.receive()
         if "size" in answer:
-            data = await self.receive_payload(self.size_of(answer))
+            limit = self.limits.max_answer_bytes
+            what = f"a {message.get('op')} answer"
+            data = await self.receive_payload(
+                self.size_of(answer, limit, what, "SyncService.max_answer_mb")
+            )
             try:
-                answer["payload"] = json.loads(data)
-            except ValueError:
+                answer["payload"] = await asyncio.to_thread(
+                    parse_payload, data, self.limits, self.where
+                )
+            except SyncChannelError:
                 self.broken = True
-                raise SyncChannelError("The server's sync process sent a bad answer.") from None
+                raise
         if not answer.get("ok"):
             raise SyncChannelError(
                 f"The server could not {message.get('op')}: {answer.get('error') or 'no reason'}"

