@@ -332,8 +332,9 @@ def test_prices_are_refreshed_from_the_catalog_at_the_wire(web):
     base = builtin_tables()["gcp"]
     table, why = catalog.refresh_gcp_table(base, client=client, today="2030-01-02")
     assert table is not None, why
-    # 6 regional figures (one SKU in two regions), and the global IP in all 5 regions.
-    assert why == "12 prices from 9 SKUs, as of 2030-01-02"
+    # 7 regional figures (one SKU in two regions), and the global IP in each of the table's 10
+    # regions and the catalog's us-south1.
+    assert why == "18 prices from 9 SKUs, as of 2030-01-02"
     assert len(files.requests) == 2 and "currencyCode=USD" in files.requests[0]
     book = PriceBook({"gcp": table}, {})
     config = ServerConfig(
@@ -400,3 +401,152 @@ def test_the_catalog_refresh_says_why_it_cannot_run(monkeypatch, web):
     monkeypatch.setitem(sys.modules, "google.cloud.billing_v1", None)
     table, why = catalog.refresh_gcp_table(base)
     assert table is None and "google-cloud-billing is not installed" in why
+
+
+# --- accelerator-optimized machine types, and what the gcp cloud offers ----------------------
+
+
+def _whole(region: str, machine_type: str) -> Decimal:
+    """The table's own on-demand figure for a machine type priced as a whole."""
+    figure = GCP["regions"][region]["machine_types"][machine_type]["on_demand"]
+    return Decimal(str(figure["price"]))
+
+
+def test_a_g2_machine_with_its_l4_is_priced_as_the_table_gives_it():
+    from jupyter_compute_servers.billing.estimate import estimate_json
+
+    config = ServerConfig(
+        machine_type="g2-standard-4",
+        gpu=GpuSpec("nvidia-l4", 1),
+        disk_gb=50,
+        disk_type="pd-balanced",
+        region="us-central1",
+    )
+    rates = gcp_rates(**config.__dict__)
+    region = GCP["regions"]["us-central1"]
+    disk = Decimal(str(region["disks"]["pd-balanced"]["gb_month"]["price"])) * 50 / HOURS_PER_MONTH
+    ip = Decimal(str(region["external_ip"]["on_demand"]["price"]))
+    machine = _whole("us-central1", "g2-standard-4")
+    assert parts(rates.running) == {"machine": machine, "GPU": 0, "external IP": ip, "disk": disk}
+    assert rates.running.unknown == [] and rates.running.hourly == machine + ip + disk
+    gpu = next(p for p in rates.running.parts if p.name == "GPU")
+    assert gpu.note == "included in the price of g2-standard-4"
+    source = GCP["sources"]["accelerator-optimized"]
+    whole = rates.running.parts[0]
+    assert (whole.source, whole.as_of) == (source["url"], source["as_of"])
+    answer = estimate_json("gcp", config, rates, 24)
+    assert answer["projection"]["unknown"] == []
+    assert Decimal(str(answer["rates"]["running"]["hourly"])) == (machine + ip + disk).quantize(
+        Decimal("0.000001")
+    )
+
+
+def test_accelerator_optimized_prices_stay_unknown_where_none_is_published():
+    # A size whose price is not in the table: unknown, never derived from another size.
+    eight = gcp_rates(
+        machine_type="g2-standard-8", gpu=GpuSpec("nvidia-l4", 1), region="us-central1"
+    )
+    assert eight.running.unknown == ["machine (g2-standard-8)", "GPU (1 x nvidia-l4)"]
+    # A region with the machine type's price only: the rest stays unknown.
+    taiwan = gcp_rates(
+        machine_type="g2-standard-4", gpu=GpuSpec("nvidia-l4", 1), disk_gb=10, region="asia-east1"
+    )
+    assert taiwan.running.unknown == [
+        "external IP (asia-east1, on demand)",
+        "disk (10 GB pd-balanced)",
+    ]
+    assert parts(taiwan.running)["machine"] == _whole("asia-east1", "g2-standard-4")
+    # Spot prices are not shipped.
+    spot = gcp_rates(
+        machine_type="a3-highgpu-1g",
+        gpu=GpuSpec("nvidia-h100-80gb", 1),
+        region="us-central1",
+        spot=True,
+    )
+    assert spot.running.unknown == ["machine (a3-highgpu-1g in us-central1, spot)"]
+
+
+#: What the create dialog offers for gcp (clouds/gcp/catalog.py) and the table does not price,
+#: per region, with why. A catalog change that adds a machine type, GPU or region fails
+#: test_every_offered_configuration_is_priced_or_listed until it is priced or listed here.
+_ALL = (
+    "us-central1",
+    "us-east1",
+    "us-east4",
+    "us-west1",
+    "us-west4",
+    "europe-west1",
+    "europe-west4",
+    "asia-east1",
+    "asia-northeast1",
+    "asia-southeast1",
+)
+_NOT_TRANSCRIBED = (
+    "published in the Cloud Billing Catalog (and in the source the table cites) but not yet "
+    "transcribed into the table"
+)
+_NO_SOURCE = "no public page read for this table gives the price"
+NO_PUBLISHED_PRICE: dict[str, tuple[str, tuple[str, ...]]] = {
+    **{family: (_NO_SOURCE, _ALL[2:3] + _ALL[4:]) for family in ("e2", "n1", "n2", "n2d")},
+    **{f"g2-standard-{cpus}": (_NOT_TRANSCRIBED, _ALL) for cpus in (8, 12, 16, 24, 48, 96)},
+    "g2-standard-32": (_NOT_TRANSCRIBED, _ALL[7:]),
+    "a3-highgpu-2g": (_NOT_TRANSCRIBED, _ALL[:7]),
+    "a3-highgpu-4g": (_NOT_TRANSCRIBED, _ALL),
+    "a3-highgpu-8g": (_NOT_TRANSCRIBED, _ALL),
+    "nvidia-tesla-t4": (_NO_SOURCE, _ALL[2:3] + _ALL[3:]),
+    "nvidia-tesla-v100": (_NO_SOURCE, _ALL[1:]),
+    "nvidia-tesla-p100": (_NO_SOURCE, _ALL[2:]),
+    "nvidia-tesla-p4": (_NO_SOURCE, _ALL[1:]),
+}
+
+
+def _offered() -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
+    """(item, configuration, parts that must be known) for each thing the dialog offers."""
+    from jupyter_compute_servers.clouds.gcp import catalog as gcp
+
+    offered: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
+    general = [m for m in gcp.machine_types() if m["gpu"] is None]
+    for family in dict.fromkeys(m["family"] for m in general):
+        name = next(m["name"] for m in general if m["family"] == family)
+        offered.append((family, {"machine_type": name}, ("vCPU", "memory")))
+    for m in gcp.machine_types():
+        if m["gpu"] is not None:
+            gpu = GpuSpec(m["gpu"]["type"], m["gpu"]["count"])
+            offered.append((m["name"], {"machine_type": m["name"], "gpu": gpu}, ("machine", "GPU")))
+    for model in gcp.GPUS.values():
+        if model.attachable:
+            config = {"machine_type": "n1-standard-4", "gpu": GpuSpec(model.type, 1)}
+            offered.append((model.type, config, ("GPU",)))
+    return offered
+
+
+def test_every_offered_configuration_is_priced_or_listed():
+    from jupyter_compute_servers.clouds.gcp import catalog as gcp
+
+    assert tuple(gcp.REGIONS) == _ALL
+    unpriced: dict[str, list[str]] = {}
+    for item, config, needed in _offered():
+        for region in gcp.REGIONS:
+            running = gcp_rates(region=region, **config).running
+            if any(p.hourly is None for p in running.parts if p.name in needed):
+                unpriced.setdefault(item, []).append(region)
+    listed = {item: list(regions) for item, (_, regions) in NO_PUBLISHED_PRICE.items()}
+    assert unpriced == listed
+    assert all(reason for reason, _ in NO_PUBLISHED_PRICE.values())
+
+
+def test_each_price_in_the_gcp_table_names_a_source_and_a_date():
+    def figures(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "price" in node:
+                yield node
+            else:
+                for value in node.values():
+                    yield from figures(value)
+
+    for figure in figures(GCP["regions"]):
+        if figure["price"] == "unknown":
+            assert figure["note"]
+        else:
+            source = GCP["sources"][figure["source"]]
+            assert source["url"] and source["as_of"]

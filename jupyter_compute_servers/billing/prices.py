@@ -289,6 +289,8 @@ _MACHINE_TYPE = re.compile(r"^(?P<family>[a-z0-9]+)-(?P<shape>[a-z]+)-(?P<vcpus>
 @dataclass
 class _RegionPrices:
     machines: dict[str, dict[str, dict[str, Figure]]] = field(default_factory=dict)
+    #: Machine types priced as a whole (their GPUs included), by type and tier.
+    machine_types: dict[str, dict[str, Figure]] = field(default_factory=dict)
     gpus: dict[str, dict[str, Figure]] = field(default_factory=dict)
     disks: dict[str, Figure] = field(default_factory=dict)
     external_ip: dict[str, Figure] = field(default_factory=dict)
@@ -329,6 +331,11 @@ class RegionalTable(PriceTable):
                         for unit, value in units.items()
                     }
                     for tier, units in tiers.items()
+                }
+            for name, tiers in entry.get("machine_types", {}).items():
+                prices.machine_types[name] = {
+                    tier: reader.figure(value, f"{at}.machine_types.{name}.{tier}")
+                    for tier, value in tiers.items()
                 }
             for gpu, tiers in entry.get("gpus", {}).items():
                 prices.gpus[gpu] = {
@@ -381,9 +388,14 @@ class RegionalTable(PriceTable):
         tier = "spot" if config.spot else "on_demand"
         where = f"{region}, {'spot' if config.spot else 'on demand'}"
         running: list[Part] = []
-        shape = self._shape(config)
+        whole = prices.machine_types.get(config.machine_type or "")
         memory: Decimal | None = None
-        if isinstance(shape, str):
+        if whole is not None:
+            figure = whole.get(
+                tier, _missing(f"no {tier.replace('_', '-')} price for {config.machine_type}")
+            )
+            running.append(figure.part("machine", f"{config.machine_type} in {where}", Decimal(1)))
+        elif isinstance(shape := self._shape(config), str):
             running.append(Part("machine", config.machine_type or "custom", None, note=shape))
         else:
             family, vcpus, memory = shape
@@ -393,7 +405,13 @@ class RegionalTable(PriceTable):
             ram = figures.get("memory_gb_hour", missing)
             running.append(vcpu.part("vCPU", f"{_num(vcpus)} x {family} in {where}", vcpus))
             running.append(ram.part("memory", f"{_num(memory)} GB x {family} in {where}", memory))
-        if config.gpu is not None:
+        if config.gpu is not None and whole is not None:
+            # The machine type's price includes its GPUs: shown, at no extra charge.
+            included = Figure(ZERO, note=f"included in the price of {config.machine_type}")
+            running.append(
+                included.part("GPU", f"{config.gpu.count} x {config.gpu.type}", Decimal(1))
+            )
+        elif config.gpu is not None:
             count = Decimal(config.gpu.count)
             gpu = prices.gpus.get(config.gpu.type, {}).get(
                 tier, _missing(f"no price for GPU {config.gpu.type} in {where}")
