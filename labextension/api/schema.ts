@@ -194,7 +194,7 @@ export interface paths {
         };
         /**
          * The kernels running on a server, including orphans whose Jupyter server is gone
-         * @description Empty while the server is not running. A kernel is attached when this Jupyter server drives it; an unattached one keeps running (and holding its GPUs) until shut down.
+         * @description Empty while the server is not running. A kernel is attached when this Jupyter server drives it; an unattached one keeps running (and holding its GPUs) until shut down. Asks the server: starts the agent there (over its SSH connection) if it is not running yet.
          */
         get: operations["listServerKernels"];
         put?: never;
@@ -222,7 +222,7 @@ export interface paths {
         post?: never;
         /**
          * Shut down a kernel on a server
-         * @description A kernel of this Jupyter server is shut down through its kernel manager (its sessions end too); an orphan is sent SIGTERM, then SIGKILL after 3 s.
+         * @description A kernel of this Jupyter server is shut down through its kernel manager (its sessions end too); an orphan is sent SIGTERM, then SIGKILL after 3 s. Needs the `execute` permission.
          */
         delete: operations["shutdownServerKernel"];
         options?: never;
@@ -240,12 +240,15 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** The terminals of a server (empty while it is not running) */
+        /**
+         * The terminals of a server (empty while it is not running)
+         * @description Asks the server: starts the agent there (over its SSH connection) if it is not running yet.
+         */
         get: operations["listServerTerminals"];
         put?: never;
         /**
          * Start a shell on a running server
-         * @description The shell runs on a PTY held on the server, so it survives SSH drops and browser reloads; attach to it with the websocket.
+         * @description The shell runs on a PTY held on the server, so it survives SSH drops and browser reloads; attach to it with the websocket. Needs the `execute` permission. `cwd` is a relative path inside the workspace (at most 1024 characters, no control characters, no `..`); one the server cannot use is a 400 naming `cwd`.
          */
         post: operations["createServerTerminal"];
         delete?: never;
@@ -269,7 +272,10 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** End a terminal's shell (SIGHUP to its process group, then SIGKILL) */
+        /**
+         * End a terminal's shell (SIGHUP to its process group, then SIGKILL)
+         * @description Needs the `execute` permission.
+         */
         delete: operations["deleteServerTerminal"];
         options?: never;
         head?: never;
@@ -290,7 +296,7 @@ export interface paths {
         };
         /**
          * Attach to a terminal (WebSocket, terminado protocol)
-         * @description Upgrade to a WebSocket speaking terminado's JSON messages, like Jupyter's own terminals: the server sends ["setup", {}], then ["stdout", text] and finally ["disconnect", 1] when the shell ends; the client sends ["stdin", text] and ["set_size", rows, cols, height, width]. On attaching, the recent output (scrollback) is replayed. A dropped SSH connection is reattached without losing output. Needs the `execute` permission besides `read`; the origin is checked as for Jupyter's websockets.
+         * @description Upgrade to a WebSocket speaking terminado's JSON messages, like Jupyter's own terminals: the server sends ["setup", {}], then ["stdout", text] and finally ["disconnect", 1] when the shell ends; the client sends ["stdin", text] and ["set_size", rows, cols, height, width]. On attaching, the recent output (scrollback) is replayed. A dropped SSH connection is reattached without losing output. Needs the `execute` permission besides `read`; the origin is checked as for Jupyter's websockets. If the server sends something that is not this protocol, the client is sent a `["stdout", "[Terminal closed: ...]"]` line saying so, then `["disconnect", 1]`, and the WebSocket closes with code 1011.
          */
         get: operations["attachServerTerminal"];
         put?: never;
@@ -313,7 +319,7 @@ export interface paths {
         };
         /**
          * SSH access from your own tools (ssh, scp, rsync, an editor's remote-SSH)
-         * @description An ssh config snippet for the running server, with a known_hosts file (written on this machine) holding its pinned host key and the path of its private key (the key itself never leaves this machine's disk).
+         * @description An ssh config snippet for the running server, with a known_hosts file (written on this machine) holding its pinned host key and the path of its private key (the key itself never leaves this machine's disk). Needs the `execute` permission: it hands out a login to the server.
          */
         get: operations["getServerSSHAccess"];
         put?: never;
@@ -336,7 +342,7 @@ export interface paths {
         put?: never;
         /**
          * Register a host
-         * @description Its host key is pinned from ~/.ssh/known_hosts when it is there (then the inventory is taken at once); otherwise the key the host offers is kept as pending_host_key_fingerprint for the user to confirm with PATCH trust_host_key. Nothing logs in before that.
+         * @description Its host key is pinned from ~/.ssh/known_hosts when it is there (then the inventory is taken at once); otherwise the key the host offers is kept as pending_host_key_fingerprint for the user to confirm with PATCH trust_host_key. Nothing logs in before that. Setting `python` needs the `execute` permission (it is the program run on the host).
          */
         post: operations["createHost"];
         delete?: never;
@@ -365,7 +371,7 @@ export interface paths {
         head?: never;
         /**
          * Edit a host, or confirm its host key
-         * @description Changing hostname or port forgets the pinned key (it must be confirmed again). trust_host_key must be exactly the pending fingerprint shown; the key is then pinned and the inventory taken.
+         * @description Changing hostname or port forgets the pinned key (it must be confirmed again). trust_host_key must be exactly the pending fingerprint shown; the key is then pinned and the inventory taken. Setting `python` needs the `execute` permission (it is the program run on the host).
          */
         patch: operations["updateHost"];
         trace?: never;
@@ -402,7 +408,7 @@ export interface paths {
         };
         /**
          * GPU, CPU and memory use of a running server, sampled there now
-         * @description Sampled by the agent over the server's existing SSH connection (NVML for GPUs), for the GPUs this server may use.
+         * @description Sampled by the agent over the server's existing SSH connection (NVML for GPUs), for the GPUs this server may use. Starts the agent on the server if it is not running yet.
          */
         get: operations["getServerMetrics"];
         put?: never;
@@ -427,7 +433,7 @@ export interface paths {
         put?: never;
         /**
          * Sync the Jupyter root and the server's workspace
-         * @description Starts a sync and answers 202 with it at once (its `id` names it; `Location` points at it); it runs in the background. Its progress arrives as `sync` events on the server events schema (at most two a second, and one when it ends) and in `GET servers/{id}/syncs/{sync_id}`, which also has the summary once it is done. Three-way: a record of the last synced state tells what changed on each side since. Changed on one side: copied to the other. Deleted on one side and unchanged on the other: deleted there (and a file changed on one side and deleted on the other is copied back). Changed on both, differently: a conflict; with `direction` both, the Jupyter root's version keeps the name on both sides and the server's version is kept next to it on both sides, as `name (conflict <server> <YYYY-MM-DD HHMMSS>).ext`; push and pull leave conflicts for a two-way sync (reported with `resolved: false`). push only writes the server, pull only writes the Jupyter root. `path` limits the sync to one file or directory (relative to the Jupyter root; the same path in the server's workspace). Excludes, server-only directories, the size limit and the schedule are the server's `sync` settings (see `PATCH servers/{id}`). Writes are atomic (a temporary file renamed into place, only if the target is still what the scan saw) and recorded only once durable, so an interrupted sync can simply be run again.
+         * @description Starts a sync and answers 202 with it at once (its `id` names it; `Location` points at it); it runs in the background. Its progress arrives as `sync` events on the server events schema (at most two a second, and one when it ends) and in `GET servers/{id}/syncs/{sync_id}`, which also has the summary once it is done. Three-way: a record of the last synced state tells what changed on each side since. Changed on one side: copied to the other. Deleted on one side and unchanged on the other: deleted there (and a file changed on one side and deleted on the other is copied back). Changed on both, differently: a conflict; with `direction` both, the Jupyter root's version keeps the name on both sides and the server's version is kept next to it on both sides, as `name (conflict <server> <YYYY-MM-DD HHMMSS>).ext`; push and pull leave conflicts for a two-way sync (reported with `resolved: false`). push only writes the server, pull only writes the Jupyter root. `path` limits the sync to one file or directory (relative to the Jupyter root; the same path in the server's workspace). Excludes, server-only directories, the size limit and the schedule are the server's `sync` settings (see `PATCH servers/{id}`). Writes are atomic (a temporary file renamed into place, only if the target is still what the scan saw) and recorded only once durable, so an interrupted sync can simply be run again. Needs the `execute` permission (it runs the sync agent on the server) and `write` on `contents` (it writes into the Jupyter root).
          */
         post: operations["startSync"];
         delete?: never;
@@ -559,6 +565,10 @@ export interface components {
             auto_sync_minutes?: number | null;
             /** @description Before a kernel starts on this server, push the notebook's directory (direction push, the notebook's directory as path); a failure is recorded as that sync's error and the kernel starts anyway. Default true. */
             before_kernel?: boolean;
+            /** @description gitignore-syntax lines naming files a sync may bring from the server although they could run code in the Jupyter root (which is often the home directory). Without them a sync never writes, deletes or chmods, from the server's side, a path with a component starting with '.' (dotfiles and everything in dot-directories, at any depth), sitecustomize.py, usercustomize.py, jupyter_*_config.py/.json, ipython_*config.py, _vimrc, _gvimrc anywhere, nor bin/ and Library/ at the root; such paths are listed in the sync summary's held_back. A line matching a directory allows everything in it (`.gitignore`, `proj/.env`, `.config/fish/`). Default: none. */
+            pull_executable_config?: string[];
+            /** @description A sync that would delete more than this share (percent) of the synced files on one side (files gone from the other side since the last sync) is refused, its run failing with an error that says so and its summary's deletion_guard saying what it would have deleted, unless the request has confirm_deletions. Default 50. */
+            max_delete_percent?: number;
         };
         SyncRequest: {
             /**
@@ -572,6 +582,11 @@ export interface components {
              * @default
              */
             path?: string;
+            /**
+             * @description Confirm that this sync may delete many files: more than the server's max_delete_percent of the synced files on a side, or every file of a side because the other side has none (which an unmounted disk looks like). Without it such a sync is refused.
+             * @default false
+             */
+            confirm_deletions?: boolean;
         };
         SyncRun: {
             id: number;
@@ -585,7 +600,7 @@ export interface components {
              */
             trigger: "api" | "cli" | "kernel" | "auto";
             /**
-             * @description completed may still have per-file `errors` in its summary; failed has `error` (e.g. the server became unreachable, or the sync refused to delete every file of a side that looks unmounted); interrupted: the process running it stopped.
+             * @description completed may still have per-file `errors` in its summary; failed has `error` (e.g. the server became unreachable, or the sync refused to delete many files unconfirmed: see the summary's deletion_guard); interrupted: the process running it stopped.
              * @enum {string}
              */
             state: "running" | "completed" | "failed" | "cancelled" | "interrupted";
@@ -658,6 +673,39 @@ export interface components {
                 }[];
                 /** @description Changes left for a sync in the other direction (push and pull). */
                 pending?: number;
+                /** @description What the sync did not do because it would have changed, from the server's side, a file of the Jupyter root that could run code there (see SyncSettings.pull_executable_config); nothing was done for them on either side. */
+                held_back?: {
+                    /** @description How many. */
+                    files?: number;
+                    /** @description The first 1000. */
+                    paths?: {
+                        path?: string;
+                        /**
+                         * @description What was held back: a copy from the server, a deletion here, a mode change here, a conflict's copy.
+                         * @enum {string}
+                         */
+                        action?: "pull" | "delete_local" | "chmod_local" | "conflict";
+                    }[];
+                    /** @description For people: 'held back: N file(s) that could run code here; allow them by name in Sync settings'; null when none. */
+                    message?: string | null;
+                };
+                /** @description Set when the plan would delete many files (see SyncSettings.max_delete_percent and SyncRequest.confirm_deletions): refused (the run failed) unless confirmed. null otherwise. */
+                deletion_guard?: {
+                    /** @description Files the plan would delete in the Jupyter root. */
+                    local?: number;
+                    /** @description Files the plan would delete on the server. */
+                    remote?: number;
+                    /** @description Files the last sync left synced (in the synced path). */
+                    synced?: number;
+                    max_percent?: number;
+                    /**
+                     * @description The side that has no files at all, when that is why.
+                     * @enum {string|null}
+                     */
+                    empty_side?: "local" | "remote" | null;
+                    /** @description The request confirmed the deletions (and they were done). */
+                    confirmed?: boolean;
+                } | null;
                 truncated?: boolean;
             } | null;
         };
