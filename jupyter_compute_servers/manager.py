@@ -198,7 +198,9 @@ class ComputeServerManager:
                 f"cloud {cloud_name!r} is not enabled here (enabled: {enabled}).", field="cloud"
             )
         cloud = self.clouds[cloud_name]
-        config = cloud.make_config(data.get("config"))
+        config = cloud.make_config(
+            parse_object(data["config"], "config") if "config" in data else None
+        )
         self.images.check(config, arch=cloud.arch(config))
         color = (
             parse_color(data["color"])
@@ -263,7 +265,9 @@ class ComputeServerManager:
             grow_disk_to: int | None = None
             if "config" in data:
                 cloud = self.cloud_for(server)
-                config = cloud.make_config(data["config"], base=server.config)
+                config = cloud.make_config(
+                    parse_object(data["config"], "config"), base=server.config
+                )
                 self.images.check(config, arch=cloud.arch(config))
                 changed = check_config_change(server.config, config, server.state)
                 if changed:
@@ -482,11 +486,17 @@ class ComputeServerManager:
         return await self.cloud_for(server).ssh_endpoint(server_id, server.cloud_data)
 
     def running(self, server_id: int, hint: str = "start it first.") -> ServerRecord:
-        """The server, if it is running; else one 409 saying what it is, then ``hint``."""
+        """The server, if it is running and no action is under way (a reboot keeps the state
+        ``running`` while its SSH server restarts); else one 409 saying what it is."""
         server = self.store.get(server_id)
         if server.state is not State.RUNNING:
             raise ConflictError(
                 f"Server {server.name!r} is {server.state.value}; {hint}",
+                state=server.state.value,
+            )
+        if server.operation is not None:
+            raise ConflictError(
+                f"Server {server.name!r} is busy ({server.operation}); try again when it is done.",
                 state=server.state.value,
             )
         return server

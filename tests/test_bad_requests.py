@@ -64,6 +64,16 @@ async def test_a_name_with_a_line_break_or_control_character_is_refused(api, nam
     assert [s["name"] for s in await servers(api)] == ["fine"]
 
 
+async def test_a_config_that_is_not_an_object_is_refused(api):
+    server = await create(api, "kept")
+    for method, path in (("PATCH", f"servers/{server['id']}"), ("POST", "estimate")):
+        code, error = await api(method, path, {"config": None})
+        assert code == 400 and error["field"] == "config", error
+    code, error = await api("POST", "servers", {"name": "other", "config": None})
+    assert code == 400 and error["field"] == "config", error
+    assert await servers(api) == [server]
+
+
 @pytest.mark.parametrize(("method", "path"), [("PATCH", "servers/{id}"), ("POST", "estimate")])
 async def test_a_missing_body_is_a_400_where_the_operation_needs_one(api, method, path):
     server = await create(api, "kept")

@@ -56,6 +56,12 @@ def test_schemathesis_finds_no_server_error_nor_undocumented_answer(jupyter):
             f"Authorization: token {TOKEN}",
             "--checks",
             "all",
+            # Whether a schema-valid request is accepted depends on state the document cannot
+            # express (the enabled clouds and what each offers, files on this machine, a
+            # server's workspace): such requests get a 400 naming the field, which the other
+            # checks still hold to the document.
+            "--exclude-checks",
+            "positive_data_acceptance",
             "--mode",
             "all",
             "--max-examples",
@@ -78,5 +84,9 @@ def test_schemathesis_finds_no_server_error_nor_undocumented_answer(jupyter):
         capture_output=True,
         text=True,
         timeout=MAX_SECONDS + 90,
+        cwd=tmp_path,  # schemathesis keeps a cache in its working directory
     )
-    assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]
+    # The failures section names each operation, the check and how to reproduce it.
+    report = result.stdout
+    failures = report[report.find("FAILURES") :] if "FAILURES" in report else report
+    assert result.returncode == 0, failures[:20000] + result.stderr[-3000:]

@@ -50,7 +50,10 @@ def parse_estimate(manager: ServerControl, body: Any) -> tuple[str, Cloud, Serve
             )
         cloud = manager.cloud_for(server)
         cloud_name = server.cloud
-        config = cloud.make_config(data.get("config"), base=server.config)
+        config = cloud.make_config(
+            parse_object(data["config"], "config") if "config" in data else None,
+            base=server.config,
+        )
     else:
         requested = data.get("cloud", next(iter(manager.clouds), None))
         cloud_name = parse_str(requested, "cloud", max_length=64) if requested else ""
@@ -60,7 +63,9 @@ def parse_estimate(manager: ServerControl, body: Any) -> tuple[str, Cloud, Serve
                 f"cloud {cloud_name!r} is not enabled here (enabled: {enabled}).", field="cloud"
             )
         cloud = manager.clouds[cloud_name]
-        config = cloud.make_config(data.get("config"))
+        config = cloud.make_config(
+            parse_object(data["config"], "config") if "config" in data else None
+        )
     hours = parse_number(data.get("hours_per_day", 24), "hours_per_day", minimum=0, maximum=24)
     return cloud_name, cloud, config, hours
 

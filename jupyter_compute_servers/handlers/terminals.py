@@ -79,6 +79,9 @@ class TerminalWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSock
             raise web.HTTPError(
                 403, f"User is not authorized to execute on resource: {AUTH_RESOURCE}."
             )
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            # Tornado would answer this in plain text; the API answers in JSON.
+            raise web.HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
         try:
             check_terminal_name(terminal_name)
             await _terminals(self).connect_info(
@@ -93,6 +96,8 @@ class TerminalWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSock
         error = kwargs.get("exc_info", (None, None))[1]
         message = getattr(error, "log_message", None) or self._reason
         self.set_header("Content-Type", "application/json")
+        if status_code == 405:
+            self.set_header("Allow", "GET")
         self.finish(json.dumps({"message": message, "reason": self._reason}))
 
     def open(self, server_id: str, terminal_name: str) -> None:

@@ -1272,6 +1272,15 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
+        /** @description The compute server could not be reached or answered wrongly (its SSH server or agent is down); the message names the server and the cause. */
+        ServerUnreachable: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
     };
     parameters: never;
     requestBodies: never;
@@ -1956,6 +1965,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            502: components["responses"]["ServerUnreachable"];
         };
     };
     attachServerTerminal: {
@@ -2007,6 +2017,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            502: components["responses"]["ServerUnreachable"];
         };
     };
     getServerSSHAccess: {
@@ -2049,6 +2060,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            502: components["responses"]["ServerUnreachable"];
         };
     };
     listHosts: {
@@ -2288,6 +2300,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            502: components["responses"]["ServerUnreachable"];
         };
     };
     getServerMetrics: {
@@ -2394,6 +2407,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            502: components["responses"]["ServerUnreachable"];
         };
     };
     listSyncs: {
