@@ -60,7 +60,7 @@ class Pair:
             idle_timeout_minutes=None,
             spend_limit=None,
         )
-        self.store = SyncStore(self.servers.path)
+        self.store = SyncStore(self.servers.database)
         self.session: SyncSession | None = None
 
     async def sync(self, settings: SyncSettings | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -185,6 +185,14 @@ def _workspace_dir(workspace, relative):
     path = os.path.normpath(os.path.join(root, relative))
     if path != root and not path.startswith(root + os.sep):
         raise WorkingDirectoryError(f"working directory {relative!r} is outside the workspace")
+    try:
+        # The workspace itself is the server's own (a new VM's may not exist yet): made first,
+        # so that the walk below stops at it and only what lies under it is checked for links.
+        os.makedirs(root, exist_ok=True)
+    except OSError as e:
+        raise WorkingDirectoryError(
+            f"cannot create the workspace {root!r}: {e.strerror or e}"
+        ) from None
     existing = path
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
