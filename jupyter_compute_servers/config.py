@@ -118,6 +118,18 @@ class ComputeServersSettings(LoggingConfigurable):
         ),
     ).tag(config=True)
 
+    max_hosts = Int(
+        50,
+        help="The most on-prem hosts that may be registered; beyond it a register is a 409. "
+        "0: no limit.",
+    ).tag(config=True)
+
+    max_terminals_per_server = Int(
+        20,
+        help="The most terminals one compute server may have open; beyond it a new one is a "
+        "409. 0: no limit.",
+    ).tag(config=True)
+
     image_catalog = Unicode(
         "",
         help=(

@@ -539,9 +539,13 @@ class HostRegistry:
         hosts: HostStore,
         ssh: SSHConnections,
         on_change: Callable[[int], None] | None = None,
+        *,
+        max_hosts: int = 0,
     ) -> None:
         self.hosts = hosts
         self.ssh = ssh
+        #: The most hosts that may be registered (0: no limit).
+        self.max_hosts = max_hosts
         #: Told the id of a host that was registered, edited, trusted, inventoried or deleted.
         self.on_change = on_change
 
@@ -557,6 +561,11 @@ class HostRegistry:
         data = parse_object(body, "body")
         check_no_unknown(data, HOST_FIELDS, "")
         values = _parse_fields(data, creating=True)
+        if self.max_hosts and len(self.hosts.hosts()) >= self.max_hosts:
+            raise ConflictError(
+                f"There are {self.max_hosts} hosts, the most allowed here "
+                "(c.ComputeServersApp.max_hosts); delete one first."
+            )
         values.setdefault("port", 22)
         values.setdefault("username", "")
         host = self.hosts.create(**values)

@@ -128,6 +128,7 @@ def build_services(
         HostStore(database, clock=time.time),
         ssh,
         on_change=lambda host_id: events.publish("hosts", None, None, host_id=host_id),
+        max_hosts=settings.max_hosts,
     )
     sync_records = SyncStore(database)
 
@@ -165,7 +166,11 @@ def build_services(
         before_kernels=sync_root is not None,
         parent=settings,
     )
-    terminals = RemoteTerminals(manager, on_input=costs.activity.terminal_input)
+    terminals = RemoteTerminals(
+        manager,
+        on_input=costs.activity.terminal_input,
+        max_terminals=settings.max_terminals_per_server,
+    )
     presenter = ServerPresenter(clouds, costs, sync_records)
     return Services(
         settings=settings,

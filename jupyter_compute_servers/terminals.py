@@ -100,8 +100,11 @@ class RemoteTerminals:
         *,
         on_input: Callable[[int], None] | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_terminals: int = 0,
     ) -> None:
         self.manager = manager
+        #: The most terminals one server may have open (0: no limit).
+        self.max_terminals = max_terminals
         #: Called with the server's id on every keystroke a user sends (idle shutdown).
         self.on_input = on_input
         #: The longest line a server's terminal host may send (a longer one closes it).
@@ -131,6 +134,11 @@ class RemoteTerminals:
         if "name" in body:
             check_terminal_name(body["name"], field="name")
         existing = {t["name"] for t in await self.list(server_id)}
+        if self.max_terminals and len(existing) >= self.max_terminals:
+            raise ConflictError(
+                f"This server has {len(existing)} terminals open, the most allowed "
+                "(c.ComputeServersApp.max_terminals_per_server); close one first."
+            )
         if "name" in body:
             name = body["name"]
             if name in existing:

@@ -73,12 +73,14 @@ def host(tmp_path: Path, home: Path):
 
 
 @pytest.fixture
-def jp_server_config(jp_server_config: dict[str, Any], db_url: str) -> dict[str, Any]:
+def jp_server_config(request, jp_server_config: dict[str, Any], db_url: str) -> dict[str, Any]:
     """The ssh cloud enabled; the store on SQLite and on PostgreSQL (every test runs on
     both)."""
     config = copy.deepcopy(jp_server_config)
     config["ComputeServersApp"]["enabled_clouds"] = ["local", "ssh"]
     config["ComputeServersApp"]["db_url"] = db_url
+    if request.node.name.startswith("test_the_count_of_hosts"):
+        config["ComputeServersApp"]["max_hosts"] = 1
     return config
 
 
@@ -354,3 +356,11 @@ async def test_host_changes_are_published_as_events(api, host, jp_serverapp):
     await api("DELETE", f"hosts/{registered['id']}")
     await asyncio.sleep(0.2)  # listeners run as tasks
     assert seen.count(("hosts", registered["id"])) >= 4, seen  # created, trusted, refreshed, gone
+
+
+async def test_the_count_of_hosts_is_bounded(api, host):
+    await trusted_host(api, host)
+    code, error = await api("POST", "hosts", host_body(host, name="second"))
+    assert code == 409 and "max_hosts" in error["message"], error
+    code, listing = await api("GET", "hosts")
+    assert [h["name"] for h in listing["hosts"]] == ["lab"]

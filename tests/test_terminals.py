@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import subprocess
 from typing import Any
@@ -404,3 +405,26 @@ async def test_the_terminal_host_bounds_what_unauthenticated_clients_send(
     screen = await open_screen(jp_ws_fetch, server["id"], terminal["name"])
     screen.type("echo fine-$((40 + 2))\r")
     await screen.until("fine-42")
+
+
+@pytest.fixture
+def jp_server_config(request, jp_server_config: dict[str, Any]) -> dict[str, Any]:
+    if request.node.name.startswith("test_the_count_of_terminals"):
+        jp_server_config = copy.deepcopy(jp_server_config)
+        jp_server_config["ComputeServersApp"]["max_terminals_per_server"] = 2
+    return jp_server_config
+
+
+async def test_the_count_of_terminals_on_a_server_is_bounded(api, wait_for_state):
+    server = await running_server(api, wait_for_state)
+    base = f"servers/{server['id']}/terminals"
+    for _ in range(2):
+        code, _terminal = await api("POST", base)
+        assert code == 201
+    code, error = await api("POST", base)
+    assert code == 409 and "max_terminals_per_server" in error["message"], error
+    code, listed = await api("GET", base)
+    assert [t["name"] for t in listed["terminals"]] == ["1", "2"]
+    await api("DELETE", f"{base}/2")
+    code, _terminal = await api("POST", base)
+    assert code == 201

@@ -1659,6 +1659,7 @@ export interface operations {
             };
             cookie?: never;
         };
+        /** @description Only deprovision takes a body: {"confirm": true} is required to delete the disk (400 naming confirm otherwise). */
         requestBody?: {
             content: {
                 "application/json": {
