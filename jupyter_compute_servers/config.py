@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
-from traitlets import Bool, Float, List, Type, Unicode, default
+from traitlets import Bool, Float, Int, List, Type, Unicode, default
 from traitlets.config import Application, Config, LoggingConfigurable
 
 #: The configuration section users write (``c.ComputeServersApp.data_dir = ...``): the name of
@@ -75,9 +75,22 @@ class ComputeServersSettings(LoggingConfigurable):
         help="Seconds between SSH keep-alives on each server's connection.",
     ).tag(config=True)
 
+    ssh_keepalive_count_max = Int(
+        3,
+        help=(
+            "Keep-alives a server may leave unanswered before its connection is dropped (and "
+            "replaced on next use): the connection goes after about interval x count seconds "
+            "of silence."
+        ),
+    ).tag(config=True)
+
     ssh_connect_timeout = Float(
-        15.0,
-        help="Seconds to wait for one SSH connection attempt to a server.",
+        5.0,
+        help=(
+            "Seconds to wait for a server to answer over SSH: one attempt to connect, and all "
+            "attempts of one request together. With the connection down, kernel actions, "
+            "listings and metrics answer within this time, saying why."
+        ),
     ).tag(config=True)
 
     reconcile_on_start = Bool(

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .agent import AgentClient
+from .agent import AgentChannelError, AgentClient
 from .clouds.base import Cloud, Operation
 from .errors import (
     ComputeServersError,
@@ -49,7 +49,14 @@ from .models import (
     parse_spend_limit,
     parse_str,
 )
-from .ssh import KeyStore, ServerConnection, SSHConnections
+from .ssh import (
+    HostKeyMismatchError,
+    KeyStore,
+    ServerConnection,
+    ServerUnreachableError,
+    SSHConnectError,
+    SSHConnections,
+)
 from .ssh_endpoint import SSHEndpoint
 from .store import HistoryEntry, ServerRecord, ServerStore
 from .sync.settings import SyncSettings
@@ -84,16 +91,82 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
+#: What each agent method does, in words, for the errors users read.
+DOING = {
+    "kernel_launch": "start a kernel",
+    "kernel_status": "ask about a kernel",
+    "kernel_signal": "signal a kernel",
+    "kernel_cleanup": "clean up after a kernel",
+    "kernel_log": "read a kernel's log",
+    "kernel_list": "list its kernels",
+    "kernelspecs": "list its kernel specs",
+    "metrics": "read its metrics",
+    "info": "read its hardware",
+    "terminal_start": "start a terminal",
+    "terminal_list": "list its terminals",
+    "ping": "reach its agent",
+}
+
+
+def unreachable(
+    name: str, doing: str, cause: str, *, interval: float = 0
+) -> ServerUnreachableError:
+    """The error users see when a running server does not answer: the server, what failed,
+    why, and what to do."""
+    again = f"It is checked again every {interval:g} s; if" if interval > 0 else "If"
+    return ServerUnreachableError(
+        f"Could not {doing} on compute server {name!r}: it is not answering over SSH "
+        f"({cause}). Its kernels keep running there and reconnect when it answers again. "
+        f"{again} it stays unreachable, stop it and start it again from the Compute Servers "
+        f"panel (or: jupyter compute-servers stop {name})."
+    )
+
+
 @dataclass(frozen=True)
 class ServerAgent:
     """A running server's agent, with the endpoint it was reached at (its workspace and
-    runtime directory are what most calls need beside it)."""
+    runtime directory are what most calls need beside it).
+
+    A call that has no answer after half the connect timeout checks the SSH link itself (one
+    round trip): a dead link is dropped and the call fails at once with a message naming the
+    server, so nothing waits for a busy agent's full timeout on a server that is gone."""
 
     client: AgentClient
     endpoint: SSHEndpoint
+    server_name: str = ""
+    connection: ServerConnection | None = None
+    check_after: float = 2.5
+    interval: float = 0
 
     async def call(self, method: str, timeout: float = 60, **params: Any) -> Any:
-        return await self.client.call(method, timeout=timeout, **params)
+        doing = DOING.get(method, f"run {method}")
+        task = asyncio.ensure_future(self.client.call(method, timeout=timeout, **params))
+        try:
+            if self.connection is not None and timeout > self.check_after:
+                done, _ = await asyncio.wait({task}, timeout=self.check_after)
+                if not done:
+                    try:
+                        await self.connection.ping(self.check_after)
+                    except (asyncio.TimeoutError, ConnectionError, OSError) as e:
+                        self.connection.connection.abort()
+                        raise unreachable(
+                            self.server_name,
+                            doing,
+                            f"no answer within {2 * self.check_after:g} s"
+                            if isinstance(e, asyncio.TimeoutError)
+                            else "its connection closed",
+                            interval=self.interval,
+                        ) from None
+            return await task
+        except AgentChannelError as e:
+            raise unreachable(self.server_name, doing, e.message, interval=self.interval) from None
+        except asyncio.TimeoutError:
+            raise unreachable(
+                self.server_name, doing, f"no answer within {timeout:g} s", interval=self.interval
+            ) from None
+        finally:
+            if not task.done():
+                task.cancel()
 
 
 class SyncSettingsStore(Protocol):
@@ -135,6 +208,8 @@ class ComputeServerManager:
         self.admission_checks: list[Callable[[ServerRecord], None]] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._watch_task: asyncio.Task[None] | None = None
+        #: Seconds between health checks of running servers (0: none); see ``start_watching``.
+        self.health_interval = 0.0
         self._locks: dict[int, asyncio.Lock] = {}
         self.owner = this_process()
         #: Awaited with (server id, the kernel's directory relative to the Jupyter root)
@@ -439,7 +514,7 @@ class ComputeServerManager:
         """A server is running when we can log in and talk to its agent (and its image is
         there: a container image is pulled on first use, its progress shown)."""
         op.progress("Connecting over SSH", 0.9)
-        agent = await self.ssh.agent(server_id, lambda: self.endpoint(server_id))
+        agent = await self.ssh.agent(server_id, lambda: self.endpoint(server_id), patient=True)
         await agent.call("ping", timeout=20)
         container = container_for(self, self.store.get(server_id))
         if container is not None and container["engine"] in ("docker", "podman"):
@@ -468,17 +543,41 @@ class ComputeServerManager:
             )
         return server
 
-    async def connection(self, server_id: int) -> ServerConnection:
-        """The running server's shared SSH connection (kernels, terminals and sync use it)."""
-        self.running(server_id)
-        return await self.ssh.get(server_id, lambda: self.endpoint(server_id))
+    async def connection(self, server_id: int, doing: str = "connect") -> ServerConnection:
+        """The running server's shared SSH connection (kernels, terminals and sync use it);
+        within the connect timeout, or a ``ServerUnreachableError`` that says why."""
+        server = self.running(server_id)
+        try:
+            return await self.ssh.get(server_id, lambda: self.endpoint(server_id))
+        except HostKeyMismatchError:
+            raise
+        except SSHConnectError as e:
+            raise unreachable(
+                server.name, doing, e.message, interval=self.health_interval
+            ) from None
 
     async def agent_for(self, server_id: int, hint: str = "start it first.") -> ServerAgent:
         """The running server's agent over its one SSH connection: the one way every service
-        reaches a server's agent (409, naming the state and ``hint``, when it is not running)."""
-        self.running(server_id, hint)
-        endpoint = await self.endpoint(server_id)
-        return ServerAgent(await self.ssh.agent(server_id, endpoint), endpoint)
+        reaches a server's agent (409, naming the state and ``hint``, when it is not running;
+        a ``ServerUnreachableError`` within the connect timeout when it does not answer)."""
+        server = self.running(server_id, hint)
+        try:
+            endpoint = await self.endpoint(server_id)
+            client = await self.ssh.agent(server_id, endpoint)
+        except HostKeyMismatchError:
+            raise
+        except (SSHConnectError, AgentChannelError) as e:
+            raise unreachable(
+                server.name, "reach its agent", e.message, interval=self.health_interval
+            ) from None
+        return ServerAgent(
+            client,
+            endpoint,
+            server.name,
+            self.ssh.current(server_id),
+            check_after=self.ssh.connect_timeout / 2,
+            interval=self.health_interval,
+        )
 
     async def info(self, server_id: int) -> dict[str, Any]:
         """Hardware and software of a running server, as its agent reports them."""

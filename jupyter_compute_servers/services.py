@@ -107,6 +107,7 @@ def build_services(
     ssh = SSHConnections(
         keys,
         keepalive_interval=settings.ssh_keepalive_interval,
+        keepalive_count_max=settings.ssh_keepalive_count_max,
         connect_timeout=settings.ssh_connect_timeout,
     )
     images = ImageCatalog(settings.image_catalog, data_dir / "images-tested.json")

@@ -94,6 +94,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         self._tunnel: Tunnel | None = None
         self._key = secrets.token_hex(32)
         self._launched = False
+        #: Why the interrupt that began a shutdown or restart could not reach the server.
+        self._unreachable: str | None = None
         #: Set when the kernel is to be left running on the server (the Jupyter server stops
         #: and was told to keep remote kernels): then nothing is sent to the server any more.
         self.detached = False
@@ -150,13 +152,47 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         spec_env = self.kernel_spec.env
         remote_env = {name: str(env.get(name, value)) for name, value in spec_env.items()}
         cwd = runtime.relative_cwd(kwargs.get("cwd"))
-        info = await runtime.run(self._launch(cmd, cwd, remote_env))
+        try:
+            info = await runtime.run(self._launch(cmd, cwd, remote_env))
+        except KernelStartError as e:
+            raise self._explained(e) from None
+        except ComputeServersError as e:
+            raise self._explained(
+                KernelStartError(
+                    f"Could not start the kernel {self.kernel!r} on {self._server_name()!r}: "
+                    f"{e.message}"
+                )
+            ) from None
         self.connection_info = info
         return info
+
+    def _explained(self, error: KernelStartError) -> Exception:
+        """The error as the runtime passes it on (an HTTP error in the Jupyter server)."""
+        if self.runtime.error_factory is None:
+            return error
+        return self.runtime.error(str(error))
+
+    def _failed(self, doing: str, message: str) -> KernelStartError:
+        """``Could not <doing> on compute server 'box': <why>``, from an error's message
+        (``doing``: "restart the kernel 'python3'")."""
+        head, found, rest = message.partition(" on compute server ")
+        if found and head.startswith("Could not "):
+            return KernelStartError(f"Could not {doing} on compute server {rest}")
+        return KernelStartError(f"Could not {doing} on {self._server_name()!r}: {message}")
+
+    async def _check_reachable(self, doing: str) -> None:
+        """Fail within the connect timeout, saying why, when the server does not answer."""
+        timeout = self.runtime.manager.ssh.connect_timeout
+        try:
+            await self._agent_call("ping", timeout=timeout)
+        except ComputeServersError as e:
+            raise self._failed(doing, e.message) from None
 
     async def _launch(self, argv: list[str], cwd: str, env: dict[str, str]) -> KernelConnectionInfo:
         manager = self.runtime.manager
         server = await self._ensure_running()
+        # A server that does not answer is said so now, not after the hooks' own timeouts.
+        await self._check_reachable(f"start the kernel {self.kernel!r}")
         for hook in manager.before_kernel_launch:  # file sync: push the notebook's directory
             await hook(self.server_id, cwd)
         for attempt in range(1, PORT_ATTEMPTS + 1):
@@ -397,8 +433,51 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         try:
             await self.runtime.run(self._signal(int(signum)))
         except (ComputeServersError, OSError, asyncssh.Error) as e:
+            message = getattr(e, "message", None) or str(e)
+            if signum == signal.SIGINT:
+                if getattr(self.parent, "shutting_down", False):
+                    # The interrupt that begins a shutdown or restart: a restart says why it
+                    # cannot happen (shutdown_requested), a shutdown goes on here.
+                    self._unreachable = message
+                    return
+                # An interrupt the user asked for: say that it did not happen, and why.
+                raise self._explained(self._failed("interrupt the kernel", message)) from None
             # Unreachable right now: poll() tells whether the kernel is still there.
-            self.log.warning("Could not signal kernel %s on its server: %s", self.kernel_id, e)
+            self.log.warning(
+                "Could not signal kernel %s on its server: %s", self.kernel_id, message
+            )
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """A restart on a server that does not answer fails now, saying why (the kernel there
+        is untouched and keeps running), instead of after every shutdown timeout."""
+        await super().shutdown_requested(restart=restart)
+        unreachable, self._unreachable = self._unreachable, None
+        if restart and self._remote is not None and not self.detached:
+            doing = f"restart the kernel {self.kernel!r}"
+            try:
+                if unreachable is not None:
+                    raise self._failed(doing, unreachable)
+                await self.runtime.run(self._check_reachable(doing))
+            except KernelStartError as e:
+                self._restart_abandoned()
+                raise self._explained(e) from None
+
+    def _restart_abandoned(self) -> None:
+        """The kernel manager queued a shutdown request on the control channel before asking
+        us: drop it unsent (else the kernel would get it when the server answers again and
+        end, state and all), and let the manager watch the kernel again as before."""
+        parent: Any = self.parent
+        if parent is None:
+            return
+        control = getattr(parent, "_control_socket", None)
+        if control is not None:
+            control.close(linger=0)
+            parent._control_socket = None
+        if getattr(parent, "shutting_down", False):
+            parent.shutting_down = False
+            start_restarter = getattr(parent, "start_restarter", None)
+            if start_restarter is not None:
+                start_restarter()
 
     async def _signal(self, signum: int) -> None:
         try:

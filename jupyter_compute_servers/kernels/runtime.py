@@ -21,7 +21,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -57,6 +57,18 @@ class KernelRuntime:
         self.thread = thread
         #: Live kernels by kernel id (only touched on ``loop``).
         self.kernels: dict[str, ComputeServerProvisioner] = {}
+        #: Makes the exception a kernel action raises to jupyter_client from a message that
+        #: says why (the server, what failed, what to do). The Jupyter server installs one
+        #: whose errors its REST API passes on as they are (an HTTP error with the message),
+        #: rather than "Unhandled error"; elsewhere it is a ``KernelStartError``.
+        self.error_factory: Callable[[str], Exception] | None = None
+
+    def error(self, message: str) -> Exception:
+        if self.error_factory is not None:
+            return self.error_factory(message)
+        from .provisioner import KernelStartError
+
+        return KernelStartError(message)
 
     @property
     def data_dir(self) -> str:
