@@ -93,6 +93,16 @@ class ComputeServersSettings(LoggingConfigurable):
         ),
     ).tag(config=True)
 
+    health_check_interval = Float(
+        10.0,
+        help=(
+            "Seconds between health checks of running compute servers, on every cloud: at "
+            "Jupyter start all of them, then those in use. One whose SSH daemon, agent or "
+            "machine is gone is recorded with a reason (a local server's dead SSH daemon is "
+            "restarted); 0 turns the checks off."
+        ),
+    ).tag(config=True)
+
     reconcile_on_start = Bool(
         True,
         help=(

@@ -122,6 +122,17 @@ def unreachable(
     )
 
 
+#: How the reason of a server that stopped answering begins (the health watch records it, and
+#: looks again at servers in ``error`` with it).
+UNREACHABLE = "the server's SSH daemon is not answering since "
+
+
+def is_unreachable(server: ServerRecord) -> bool:
+    """Whether the server is in ``error`` only because it stopped answering (it may come
+    back: its kernels are not dead)."""
+    return server.state is State.ERROR and (server.state_reason or "").startswith(UNREACHABLE)
+
+
 @dataclass(frozen=True)
 class ServerAgent:
     """A running server's agent, with the endpoint it was reached at (its workspace and
@@ -210,6 +221,9 @@ class ComputeServerManager:
         self._watch_task: asyncio.Task[None] | None = None
         #: Seconds between health checks of running servers (0: none); see ``start_watching``.
         self.health_interval = 0.0
+        self._health_task: asyncio.Task[None] | None = None
+        #: When each server last answered a health check (time.time()).
+        self._answered: dict[int, float] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self.owner = this_process()
         #: Awaited with (server id, the kernel's directory relative to the Jupyter root)
@@ -537,8 +551,9 @@ class ComputeServerManager:
         """The server, if it is running; else one 409 saying what it is, then ``hint``."""
         server = self.store.get(server_id)
         if server.state is not State.RUNNING:
+            why = f" ({server.state_reason})" if server.state is State.ERROR else ""
             raise ConflictError(
-                f"Server {server.name!r} is {server.state.value}; {hint}",
+                f"Server {server.name!r} is {server.state.value}{why}; {hint}",
                 state=server.state.value,
             )
         return server
@@ -615,14 +630,141 @@ class ComputeServerManager:
     # --- the watch: running servers that stop on their own (spot preemption) ---------------
 
     def start_watching(self) -> None:
-        """Check running servers of clouds with a ``watch_interval`` periodically."""
+        """Check running servers of clouds with a ``watch_interval`` periodically, and the
+        health of every cloud's running servers every ``health_interval``."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the Jupyter server builds us before its loop runs
+            loop = asyncio.get_event_loop()
         intervals = [c.watch_interval() for c in self.clouds.values() if c.watch_interval() > 0]
         if intervals and self._watch_task is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # the Jupyter server builds us before its loop runs
-                loop = asyncio.get_event_loop()
             self._watch_task = loop.create_task(self._watch(min(intervals)))
+        if self.health_interval > 0 and self._health_task is None:
+            self._health_task = loop.create_task(self._watch_health())
+
+    # --- health: running servers whose SSH daemon, agent or machine is gone ------------------
+
+    async def _watch_health(self) -> None:
+        everything = True  # at start: every running server; then those in use
+        while True:
+            try:
+                await self.check_health(every_running=everything)
+            except Exception:  # the watch goes on whatever one round met
+                self.log.exception("Checking the health of compute servers failed")
+            everything = False
+            await asyncio.sleep(self.health_interval)
+
+    async def check_health(self, *, every_running: bool = True) -> list[ServerRecord]:
+        """Check running servers (every one, or those this process uses: it holds their
+        connection) and servers that had stopped answering; record what changed. A server
+        that does not answer is asked of its cloud: a daemon that died on an intact machine
+        is revived, a machine that is gone is recorded as it is found, and one that is there
+        but silent goes to ``error`` saying since when, until it answers again."""
+        checks = []
+        for server in self.store.servers():
+            unreachable = is_unreachable(server)
+            if (server.state is not State.RUNNING and not unreachable) or (
+                server.operation is not None
+                or (server.id in self._tasks and not self._tasks[server.id].done())
+                or server.cloud not in self.clouds
+            ):
+                continue
+            if every_running or unreachable or self.ssh.known(server.id):
+                checks.append(self._check_health(server))
+        results = await asyncio.gather(*checks, return_exceptions=True)
+        changed = []
+        for result in results:
+            if isinstance(result, ServerRecord):
+                changed.append(result)
+            elif isinstance(result, BaseException):
+                self.log.warning("A health check failed: %s", result)
+        return changed
+
+    async def _probe(self, server_id: int) -> str | None:
+        """None when the server answers one SSH round trip within the connect timeout, else
+        why not."""
+        timeout = self.ssh.connect_timeout
+        connection: ServerConnection | None = None
+        try:
+            connection = await self.ssh.get(server_id, lambda: self.endpoint(server_id))
+            await connection.ping(timeout)
+        except ComputeServersError as e:
+            return e.message
+        except asyncio.TimeoutError:
+            if connection is not None:
+                connection.connection.abort()
+            return f"no answer within {timeout:g} s"
+        except (ConnectionError, OSError) as e:
+            return str(e) or type(e).__name__
+        self._answered[server_id] = time.time()
+        return None
+
+    async def _check_health(self, server: ServerRecord) -> ServerRecord | None:
+        cloud = self.clouds[server.cloud]
+        unreachable = is_unreachable(server)
+        problem = await self._probe(server.id)
+        if problem is None:
+            if not unreachable:
+                return None
+            since = (server.state_reason or "")[len(UNREACHABLE) :].split(" ", 1)[0]
+            return self._record_health(
+                server,
+                State.RUNNING,
+                f"answering again over SSH (it had not answered since {since})",
+                "answering",
+            )
+        try:
+            status = await cloud.status(server.id, server.cloud_data)
+        except Exception as e:
+            self.log.warning("Could not ask %s's cloud how it is: %s", server.name, e)
+            status = None
+        if status is not None and status.state is not State.RUNNING:
+            # The daemon or the whole machine is gone: bring the daemon back if the cloud
+            # can (the machine is intact), else record what the cloud found.
+            try:
+                revived = await cloud.revive(self._operation(server))
+            except Exception as e:
+                self.log.warning("Could not revive %s: %s", server.name, e)
+                revived = None
+            await self.ssh.close(server.id)
+            if revived:
+                self.log.warning("Compute server %s: %s", server.name, revived)
+                recorded = self._record_health(server, State.RUNNING, revived, "revived")
+                self.notify("kernels", server.id)
+                return recorded
+            return self._record_health(
+                server, status.state, status.reason or f"found {status.state.value}", "found"
+            )
+        if unreachable:
+            return None  # still silent: recorded already
+        since = time.strftime(
+            "%H:%M:%S", time.localtime(self._answered.get(server.id) or time.time())
+        )
+        return self._record_health(
+            server,
+            State.ERROR,
+            f"{UNREACHABLE}{since} ({problem}). Its kernels keep running there and are found "
+            f"again when it answers; it is checked every {self.health_interval:g} s. If it "
+            f"stays so, stop it and start it again.",
+            "unreachable",
+        )
+
+    def _record_health(
+        self, server: ServerRecord, state: State, reason: str, action: str
+    ) -> ServerRecord | None:
+        try:
+            recorded = self.store.transition(
+                server.id,
+                to=state,
+                expected=frozenset({server.state}),
+                reason=reason,
+                action=action,
+            )
+        except ConflictError:
+            return None  # an action began meanwhile: its outcome stands
+        self.log.warning("Compute server %s: %s", server.name, reason)
+        self._emit("state", recorded, server.id)
+        return recorded
 
     async def _watch(self, interval: float) -> None:
         last: dict[str, float] = {}
@@ -691,11 +833,12 @@ class ComputeServerManager:
     async def shutdown(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
         """Jupyter is stopping: let operations finish briefly, stop servers whose cloud asks
         for it, and close every connection."""
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
-            self._watch_task = None
+        for task in (self._watch_task, self._health_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watch_task = self._health_task = None
         pending = [task for task in self._tasks.values() if not task.done()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=10)

@@ -137,6 +137,7 @@ def build_services(
         sync_settings=sync_records,
         log=logger,
     )
+    manager.health_interval = settings.health_check_interval
     costs = ComputeServerCosts(manager, parent=settings)
     events.listeners.append(costs.on_event)
     manager.admission_checks.append(costs.check_start)

@@ -214,6 +214,10 @@ class SSHConnections:
             self._connections[server_id] = connection
             return connection
 
+    def known(self, server_id: ConnectionKey) -> bool:
+        """Whether this process has used the server (a connection was opened, live or not)."""
+        return server_id in self._connections or server_id in self._failures
+
     def current(self, server_id: ConnectionKey) -> ServerConnection | None:
         """The server's connection if one is open now (nothing is opened)."""
         connection = self._connections.get(server_id)
@@ -318,6 +322,7 @@ class SSHConnections:
     async def close(self, server_id: ConnectionKey) -> None:
         async with self._lock(server_id):
             connection = self._connections.pop(server_id, None)
+            self._failures.pop(server_id, None)
             if connection is not None:
                 await self._close(connection)
 

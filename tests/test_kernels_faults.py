@@ -32,6 +32,8 @@ def jp_server_config(jp_server_config: dict[str, Any], tmp_path: Path) -> dict[s
         ssh_connect_timeout=CONNECT_TIMEOUT,
         ssh_keepalive_interval=1.0,
         ssh_keepalive_count_max=2,
+        # Off unless a test turns it on (watch_health): its verdicts would change the answers.
+        health_check_interval=0.0,
     )
     config["ComputeServerProvisioner"] = {"poll_timeout": 2.0}
     return config
@@ -175,3 +177,102 @@ async def test_stopping_a_server_whose_daemon_died_is_prompt(
     # Everything of the sandbox ended with it, the detached kernel included.
     await wait_until(lambda: not process_alive(remote_pid))
     await asyncio.sleep(0)
+
+
+async def start_kernel_client(jp_fetch, jp_serverapp, server_id: int):
+    code, kernel, _ = await kernels_call(
+        jp_fetch, method="POST", body={"name": f"compute-{server_id}-python3"}
+    )
+    assert code == 201, kernel
+    manager = jp_serverapp.kernel_manager.get_kernel(kernel["id"])
+    kernel_client = manager.client()
+    kernel_client.start_channels()
+    await kernel_client.wait_for_ready(timeout=60)
+    return kernel["id"], manager, kernel_client
+
+
+def watch_health(jp_serverapp, interval: float = 1.0):
+    servers = jp_serverapp.web_app.settings["compute_servers_manager"]
+    servers.health_interval = interval
+    servers.start_watching()
+    return servers
+
+
+async def test_a_killed_daemon_is_restarted_and_its_kernel_found_again(
+    api, wait_for_state, jp_fetch, jp_serverapp, compute_data_dir
+):
+    from jupyter_compute_servers.clouds.local import sshd_pids
+
+    server = await running_server(api, wait_for_state)
+    kernel_id, manager, kernel_client = await start_kernel_client(
+        jp_fetch, jp_serverapp, server["id"]
+    )
+    try:
+        _, out = await execute(kernel_client, "x = 42; print('set')")
+        assert out.strip() == "set"
+        remote_pid = manager.provisioner.remote_kernel["pid"]
+        servers = watch_health(jp_serverapp)
+        old = sshd_pid(compute_data_dir, server["id"])
+        os.kill(old, signal.SIGKILL)
+        history = await wait_until(
+            lambda: [h.action for h in servers.history(server["id"])],
+            predicate=lambda actions: "revived" in actions,
+            timeout=60,
+        )
+        assert "unreachable" not in history
+        _, now = await api("GET", f"servers/{server['id']}")
+        assert now["state"] == "running"
+        assert "its SSH server had died; started another one" in now["state_reason"]
+        new = sshd_pid(compute_data_dir, server["id"])
+        assert new != old
+        token = servers.get_server(server["id"]).cloud_data["token"]
+        assert sshd_pids(token) == [new]  # one daemon, never two
+        # The kernel ran on, detached, and is reached through the new daemon.
+        assert process_alive(remote_pid)
+        await until_iopub_live(kernel_client)
+        _, out = await execute(kernel_client, "print(x)", timeout=60)
+        assert out.strip() == "42"
+        assert manager.provisioner.remote_kernel["pid"] == remote_pid
+    finally:
+        kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
+
+
+async def test_a_silent_server_is_recorded_with_since_when_and_comes_back(
+    api, wait_for_state, jp_fetch, jp_serverapp, compute_data_dir
+):
+    server = await running_server(api, wait_for_state)
+    kernel_id, _, kernel_client = await start_kernel_client(jp_fetch, jp_serverapp, server["id"])
+    pid = sshd_pid(compute_data_dir, server["id"])
+    try:
+        _, out = await execute(kernel_client, "x = 42; print('set')")
+        servers = watch_health(jp_serverapp)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            silent = await wait_for_state(server["id"], "error", timeout=60)
+            reason = silent["state_reason"]
+            assert reason.startswith("the server's SSH daemon is not answering since "), reason
+            assert "stop it and start it again" in reason
+            assert "stop" in silent["allowed_actions"]
+            # Its kernel is not dead: Jupyter's model of it says why it does not answer.
+            await wait_until(
+                lambda: jp_serverapp.kernel_manager.get_kernel(kernel_id).reason,
+                predicate=lambda text: text == reason,
+                timeout=30,
+            )
+            code, error = await api("GET", f"servers/{server['id']}/kernels")
+            assert code == 409 and "not answering since" in error["message"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        back = await wait_for_state(server["id"], "running", timeout=60)
+        assert back["state_reason"].startswith("answering again over SSH")
+        assert [h.action for h in servers.history(server["id"])][-2:] == [
+            "unreachable",
+            "answering",
+        ]
+        await until_iopub_live(kernel_client)
+        _, out = await execute(kernel_client, "print(x)", timeout=60)
+        assert out.strip() == "42"
+    finally:
+        kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)

@@ -29,6 +29,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 from ..errors import ComputeServersError, ConflictError, NotFoundError
 from ..images.runtime import container_for
+from ..manager import is_unreachable
 from ..models import Action, State
 from ..tunnel import Tunnel
 from .runtime import KernelRuntime, runtime_for
@@ -408,14 +409,28 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 server = self.runtime.manager.get_server(self.server_id)
             except NotFoundError:
                 return -1
-            if server.state is State.RUNNING:
+            if server.state is State.RUNNING or is_unreachable(server):
+                # A server that stopped answering may come back with its kernels: they are
+                # not dead, but the kernel's model says why it does not answer.
                 self.log.debug("No answer about kernel %s (%s); assuming alive", self.kernel_id, e)
+                self._set_reason(server.state_reason if is_unreachable(server) else "")
                 return None
+            self._set_reason(
+                f"Compute server {server.name!r} is {server.state.value}: {server.state_reason}"
+            )
             return -1
+        self._set_reason("")
         if status["alive"]:
             return None
         code = status.get("exit_code")
         return code if isinstance(code, int) else -1
+
+    def _set_reason(self, reason: str) -> None:
+        """Shown as the kernel's ``reason`` by Jupyter's kernels API."""
+        parent: Any = self.parent
+        if parent is not None and getattr(parent, "reason", None) != reason:
+            with contextlib.suppress(Exception):
+                parent.reason = reason
 
     async def wait(self) -> int | None:
         while True:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ComputeServersError, NotFoundError, ValidationError
+from ..manager import is_unreachable
 from ..models import State
 
 if TYPE_CHECKING:
@@ -108,7 +109,10 @@ class KernelRuntime:
     async def list_kernels(self, server_id: int) -> list[dict[str, Any]]:
         """Kernels running on a server, each marked ``attached`` when a kernel manager of this
         process drives it (else it is an orphan: its Jupyter server is gone)."""
-        if self.manager.get_server(server_id).state is not State.RUNNING:
+        server = self.manager.get_server(server_id)
+        if is_unreachable(server):
+            self.manager.running(server_id, "its kernels are listed once it answers again.")
+        if server.state is not State.RUNNING:
             return []
         agent = await self.manager.agent_for(server_id)
         answer = await agent.call("kernel_list", runtime_dir=agent.endpoint.runtime_dir)
