@@ -560,8 +560,12 @@ class ComputeServerManager:
 
     async def connection(self, server_id: int, doing: str = "connect") -> ServerConnection:
         """The running server's shared SSH connection (kernels, terminals and sync use it);
-        within the connect timeout, or a ``ServerUnreachableError`` that says why."""
-        server = self.running(server_id)
+        within the connect timeout, or a ``ServerUnreachableError`` that says why. A server
+        recorded as not answering is tried too: its kernels' channels come back the moment
+        it answers, not at the next health check."""
+        server = self.store.get(server_id)
+        if not is_unreachable(server):
+            server = self.running(server_id)
         try:
             return await self.ssh.get(server_id, lambda: self.endpoint(server_id))
         except HostKeyMismatchError:
@@ -847,7 +851,8 @@ class ComputeServerManager:
         if stop_servers is not None:
             for server in self.store.servers():
                 cloud = self.clouds.get(server.cloud)
-                if cloud is not None and server.state is State.RUNNING and stop_servers(cloud):
+                up = server.state is State.RUNNING or is_unreachable(server)
+                if cloud is not None and up and stop_servers(cloud):
                     try:
                         self.request_action(server.id, Action.STOP.value)
                         await self.wait_for_action(server.id)

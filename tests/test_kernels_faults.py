@@ -276,3 +276,154 @@ async def test_a_silent_server_is_recorded_with_since_when_and_comes_back(
     finally:
         kernel_client.stop_channels()
         await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
+
+
+COUNTER = """
+import time
+for i in range({count}):
+    print(i, flush=True)
+    time.sleep({pause})
+"""
+
+
+async def run_counter(kernel_client, count: int, pause: float, fault) -> list[str]:
+    """Run a cell printing 0..count-1, one message each; inject ``fault`` meanwhile; answer
+    the lines that arrived."""
+    printed: list[str] = []
+
+    def on_output(message: dict) -> None:
+        if message["msg_type"] == "stream":
+            printed.append(message["content"]["text"])
+
+    cell = asyncio.ensure_future(
+        kernel_client.execute_interactive(
+            COUNTER.format(count=count, pause=pause), output_hook=on_output, timeout=300
+        )
+    )
+    await wait_until(lambda: len(printed), predicate=lambda n: n >= 20, timeout=60)
+    await fault()
+    reply = await cell
+    assert reply["content"]["status"] == "ok", reply
+    return "".join(printed).splitlines()
+
+
+def sshd_port(compute_data_dir: Path, server_id: int) -> int:
+    run = compute_data_dir / "local" / str(server_id) / "run" / "sshd.json"
+    return int(json.loads(run.read_text())["port"])
+
+
+async def test_no_output_is_lost_when_the_link_is_cut(
+    api, wait_for_state, jp_fetch, jp_serverapp, compute_data_dir
+):
+    server = await running_server(api, wait_for_state)
+    kernel_id, manager, kernel_client = await start_kernel_client(
+        jp_fetch, jp_serverapp, server["id"]
+    )
+    port = sshd_port(compute_data_dir, server["id"])
+
+    async def cut_twice() -> None:
+        for _ in range(2):
+            cut = await asyncio.create_subprocess_exec(
+                "ss", "-K", "dst", "127.0.0.1", "dport", "=", f":{port}"
+            )
+            assert await cut.wait() == 0
+            await asyncio.sleep(1.0)
+
+    try:
+        lines = await run_counter(kernel_client, 400, 0.01, cut_twice)
+        assert lines == [str(i) for i in range(400)]  # each once, in order
+        assert manager.provisioner.iopub.stats["connects"] >= 2
+        assert manager.provisioner.iopub.stats["lost_messages"] == 0
+    finally:
+        kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
+
+
+async def test_no_output_is_lost_when_the_daemon_stalls_past_the_keepalive(
+    api, wait_for_state, jp_fetch, jp_serverapp, compute_data_dir
+):
+    server = await running_server(api, wait_for_state)
+    kernel_id, manager, kernel_client = await start_kernel_client(
+        jp_fetch, jp_serverapp, server["id"]
+    )
+    pid = sshd_pid(compute_data_dir, server["id"])
+    servers = jp_serverapp.web_app.settings["compute_servers_manager"]
+
+    async def stall() -> None:
+        before = servers.ssh.current(server["id"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # Past the keep-alive limit (1 s x 2): the connection is given up and replaced.
+            await wait_until(lambda: not before.is_open, timeout=30)
+            await asyncio.sleep(2)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    try:
+        lines = await run_counter(kernel_client, 600, 0.01, stall)
+        assert lines == [str(i) for i in range(600)]
+        assert manager.provisioner.iopub.stats["lost_messages"] == 0
+        # The kernel's state is untouched.
+        _, out = await execute(kernel_client, "print(i)")
+        assert out.strip() == "599"
+    finally:
+        kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
+
+
+async def test_the_notebook_is_told_exactly_what_an_overflow_dropped(
+    api, wait_for_state, jp_fetch, jp_serverapp, compute_data_dir
+):
+    server = await running_server(api, wait_for_state)
+    # A kernel whose relay keeps only 100 messages.
+    jp_serverapp.kernel_manager.config.ComputeServerProvisioner.iopub_buffer_messages = 100
+    kernel_id, manager, kernel_client = await start_kernel_client(
+        jp_fetch, jp_serverapp, server["id"]
+    )
+    assert manager.provisioner.remote_kernel["relay"]["buffer_messages"] == 100
+    pid = sshd_pid(compute_data_dir, server["id"])
+    printed: list[str] = []
+
+    def on_output(message: dict) -> None:
+        if message["msg_type"] == "stream":
+            printed.append(message["content"]["text"])
+
+    # The cell stalls the server's SSH daemon itself, prints 300 messages while nothing can
+    # leave the server, then lets the daemon go and waits for the link to come back.
+    cell = (
+        "import os, signal, time\n"
+        f"os.kill({pid}, signal.SIGSTOP)\n"
+        "for i in range(300):\n"
+        "    print(i, flush=True)\n"
+        "    time.sleep(0.005)\n"
+        "time.sleep(4)\n"
+        f"os.kill({pid}, signal.SIGCONT)\n"
+        "time.sleep(3)\n"
+        "print('done')"
+    )
+    try:
+        reply = await kernel_client.execute_interactive(cell, output_hook=on_output, timeout=300)
+        assert reply["content"]["status"] == "ok", reply
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
+    text = "".join(printed).splitlines()
+    notices = [line for line in text if line.startswith("[compute server 'box'")]
+    assert len(notices) == 1, text
+    (notice,) = notices
+    stats = manager.provisioner.iopub.stats if manager.provisioner.iopub else None
+    missing = int(notice.split(": ", 1)[1].split(" ", 1)[0].replace(",", ""))
+    assert missing > 0 and "bytes) of this kernel were lost" in notice, notice
+    assert "latest 64 MB or 100 messages per kernel" in notice, notice
+    # What arrived: the count up to the gap, the notice where the gap is, then the rest of
+    # the count, each line once, in order; one message per line, so the notice's count is
+    # exactly the numbers missing.
+    at = text.index(notice)
+    before = [int(line) for line in text[:at]]
+    after = [int(line) for line in text[at + 1 : -1]]
+    assert before == list(range(len(before)))
+    assert after == list(range(len(before) + missing, 300))
+    assert text[-1] == "done"
+    if stats is not None:
+        assert stats["lost_messages"] == missing

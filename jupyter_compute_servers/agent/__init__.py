@@ -33,7 +33,8 @@ def bootstrap(source: bytes) -> str:
     return (
         "import sys;"
         f"src=sys.stdin.buffer.read({len(source)});"
-        "exec(compile(src,'jupyter_compute_servers_agent','exec'),{'__name__':'__main__'})"
+        "exec(compile(src,'jupyter_compute_servers_agent','exec'),"
+        "{'__name__':'__main__','__agent_source__':src})"
     )
 
 

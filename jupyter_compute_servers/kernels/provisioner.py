@@ -32,6 +32,7 @@ from ..images.runtime import container_for
 from ..manager import is_unreachable
 from ..models import Action, State
 from ..tunnel import Tunnel
+from .iopub import IOPubResume
 from .runtime import KernelRuntime, runtime_for
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
@@ -88,11 +89,28 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         ),
     ).tag(config=True)
 
+    iopub_buffer_bytes = Int(
+        64 * 1024 * 1024,
+        help=(
+            "Bytes of output (IOPub messages) the server keeps per kernel for a connection "
+            "that drops, so that nothing published meanwhile is lost. When more is published "
+            "while the link is down, the oldest goes first and the notebook is told how much."
+        ),
+    ).tag(config=True)
+
+    iopub_buffer_messages = Int(
+        100_000,
+        help="IOPub messages the server keeps per kernel (see iopub_buffer_bytes).",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._runtime: KernelRuntime | None = None
         self._remote: dict[str, Any] | None = None
         self._tunnel: Tunnel | None = None
+        #: IOPub here, fed from the kernel's relay on the server (None: tunnelled directly,
+        #: for a kernel whose agent had no relay).
+        self._iopub: IOPubResume | None = None
         self._key = secrets.token_hex(32)
         self._launched = False
         #: Why the interrupt that began a shutdown or restart could not reach the server.
@@ -121,6 +139,10 @@ class ComputeServerProvisioner(KernelProvisionerBase):
     @property
     def tunnel(self) -> Tunnel | None:
         return self._tunnel
+
+    @property
+    def iopub(self) -> IOPubResume | None:
+        return self._iopub
 
     async def _agent_call(self, method: str, timeout: float = 60, **params: Any) -> Any:
         agent = await self.runtime.manager.agent_for(self.server_id)
@@ -227,6 +249,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 display_name=self.kernel_spec.display_name,
                 owner=manager.owner,
                 container=container_for(manager, server),
+                iopub_buffer_bytes=self.iopub_buffer_bytes,
+                iopub_buffer_messages=self.iopub_buffer_messages,
             )
         except ComputeServersError as e:
             raise KernelStartError(
@@ -234,13 +258,20 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             ) from None
         self._remote = record
         self._launched = True
-        remote_ports = {name: int(record["ports"][f"{name}_port"]) for name in CHANNELS}
+        remote_ports = self._tunnelled_ports(record)
         try:
             if self._tunnel is None or not self._tunnel.is_open:
                 self._tunnel = Tunnel(self._connection)
                 await self._tunnel.open(remote_ports)
             else:  # a restart: the same local ports, now leading to the new kernel
                 self._tunnel.retarget(remote_ports)
+            if record.get("relay"):
+                if self._iopub is None:
+                    self._iopub = self._new_iopub()
+                    self._iopub.bind()
+                    self._iopub.start(record["relay"], 0)
+                else:
+                    self._iopub.retarget(record["relay"])
             info: KernelConnectionInfo = {
                 "transport": "tcp",
                 "ip": "127.0.0.1",
@@ -248,7 +279,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 "key": self._key.encode(),  # type: ignore[typeddict-item]
                 "signature_scheme": "hmac-sha256",
             }
-            for name, port in self._tunnel.local_ports.items():
+            for name, port in self._local_ports().items():
                 info[f"{name}_port"] = port  # type: ignore[literal-required]
             await self._wait_until_ready(info, server.name)
         except PortTakenError:
@@ -270,6 +301,27 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         )
         return info
 
+    def _tunnelled_ports(self, record: dict[str, Any]) -> dict[str, int]:
+        """The kernel's ports that the tunnel carries: all but IOPub when it has a relay."""
+        relayed = {"iopub"} if record.get("relay") else set()
+        return {
+            name: int(record["ports"][f"{name}_port"]) for name in CHANNELS if name not in relayed
+        }
+
+    def _local_ports(self) -> dict[str, int]:
+        ports = dict(self._tunnel.local_ports) if self._tunnel is not None else {}
+        if self._iopub is not None:
+            ports["iopub"] = self._iopub.port
+        return ports
+
+    def _new_iopub(self) -> IOPubResume:
+        return IOPubResume(self._connection, self._key.encode(), server_name=self._server_name())
+
+    async def _close_iopub(self) -> None:
+        if self._iopub is not None:
+            await self._iopub.close()
+            self._iopub = None
+
     async def _discard_failed_launch(self) -> None:
         try:
             await self._agent_call("kernel_signal", kernel_id=self.kernel_id, signum=signal.SIGKILL)
@@ -281,6 +333,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         if self._tunnel is not None:
             await self._tunnel.close()
             self._tunnel = None
+        await self._close_iopub()
 
     async def _ensure_running(self) -> Any:
         """The server, running: started or resumed first when it is off (if allowed)."""
@@ -523,6 +576,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             if self._tunnel is not None:
                 await self._tunnel.close()
                 self._tunnel = None
+            await self._close_iopub()
             if self.runtime.kernels.get(self.kernel_id) is self:
                 del self.runtime.kernels[self.kernel_id]
             if not self.detached:  # detached happens as Jupyter stops: nobody is listening
@@ -555,7 +609,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             data_dir=self.data_dir,
             db_url=self.db_url,
             remote=self._remote,
-            local_ports=dict(self._tunnel.local_ports) if self._tunnel else {},
+            local_ports=self._local_ports(),
+            # Where IOPub resumes when another process takes the kernel over.
+            iopub_seq=self._iopub.next_seq if self._iopub is not None else -1,
         )
         if isinstance(info.get("connection_info", {}).get("key"), bytes):
             info["connection_info"] = {
@@ -577,17 +633,26 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         self._remote = provisioner_info.get("remote")
         self._launched = True
         if self._remote is not None:
-            await self.runtime.run(self._reattach(provisioner_info.get("local_ports") or {}))
+            await self.runtime.run(
+                self._reattach(
+                    provisioner_info.get("local_ports") or {},
+                    int(provisioner_info.get("iopub_seq", -1)),
+                )
+            )
 
-    async def _reattach(self, local_ports: dict[str, int]) -> None:
+    async def _reattach(self, local_ports: dict[str, int], iopub_seq: int = -1) -> None:
         assert self._remote is not None
-        remote_ports = {name: int(self._remote["ports"][f"{name}_port"]) for name in CHANNELS}
+        remote_ports = self._tunnelled_ports(self._remote)
         self._tunnel = Tunnel(self._connection)
         try:
             await self._tunnel.open(remote_ports, local_ports)
         except OSError:
             self._tunnel = Tunnel(self._connection)
             await self._tunnel.open(remote_ports)
-        for name, port in self._tunnel.local_ports.items():
+        if self._remote.get("relay"):
+            self._iopub = self._new_iopub()
+            self._iopub.bind(local_ports.get("iopub", 0))
+            self._iopub.start(self._remote["relay"], iopub_seq)
+        for name, port in self._local_ports().items():
             self.connection_info[f"{name}_port"] = port  # type: ignore[literal-required]
         self.runtime.kernels[self.kernel_id] = self
