@@ -15,6 +15,7 @@ from jupyter_server.extension.application import ExtensionApp
 
 from . import __version__
 from .config import ComputeServersSettings
+from .handlers.kernels import kernel_action_handlers, remote_kernel_error
 from .handlers.routes import api_handlers
 from .kernels.provisioner import ComputeServerProvisioner
 from .kernels.runtime import KernelRuntime, set_server_runtime
@@ -59,6 +60,8 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
         self.kernel_runtime = KernelRuntime(
             self.manager, asyncio.get_event_loop(), self.serverapp.root_dir
         )
+        # Errors of remote kernels reach Jupyter's REST API (and so the Lab) with their reason.
+        self.kernel_runtime.error_factory = remote_kernel_error
         set_server_runtime(self.kernel_runtime)
         self.settings.update(handler_settings(services, self.kernel_runtime))
         services.costs.attach(self.serverapp.kernel_manager, self.kernel_runtime)
@@ -72,6 +75,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(api_handlers())
+        self.handlers.extend(kernel_action_handlers())
 
     def _add_kernel_specs_dir(self) -> None:
         """Put the specs' directory on the server's kernel search path, if it is not."""

@@ -75,9 +75,32 @@ class ComputeServersSettings(LoggingConfigurable):
         help="Seconds between SSH keep-alives on each server's connection.",
     ).tag(config=True)
 
+    ssh_keepalive_count_max = Int(
+        3,
+        help=(
+            "Keep-alives a server may leave unanswered before its connection is dropped (and "
+            "replaced on next use): the connection goes after about interval x count seconds "
+            "of silence."
+        ),
+    ).tag(config=True)
+
     ssh_connect_timeout = Float(
-        15.0,
-        help="Seconds to wait for one SSH connection attempt to a server.",
+        5.0,
+        help=(
+            "Seconds to wait for a server to answer over SSH: one attempt to connect, and all "
+            "attempts of one request together. With the connection down, kernel actions, "
+            "listings and metrics answer within this time, saying why."
+        ),
+    ).tag(config=True)
+
+    health_check_interval = Float(
+        10.0,
+        help=(
+            "Seconds between health checks of running compute servers, on every cloud: at "
+            "Jupyter start all of them, then those in use. One whose SSH daemon, agent or "
+            "machine is gone is recorded with a reason (a local server's dead SSH daemon is "
+            "restarted); 0 turns the checks off."
+        ),
     ).tag(config=True)
 
     reconcile_on_start = Bool(

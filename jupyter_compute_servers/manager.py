@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .agent import AgentClient
+from .agent import AgentChannelError, AgentClient
 from .clouds.base import Cloud, Operation
 from .errors import (
     ComputeServersError,
@@ -49,7 +49,14 @@ from .models import (
     parse_spend_limit,
     parse_str,
 )
-from .ssh import KeyStore, ServerConnection, SSHConnections
+from .ssh import (
+    HostKeyMismatchError,
+    KeyStore,
+    ServerConnection,
+    ServerUnreachableError,
+    SSHConnectError,
+    SSHConnections,
+)
 from .ssh_endpoint import SSHEndpoint
 from .store import HistoryEntry, ServerRecord, ServerStore
 from .sync.settings import SyncSettings
@@ -84,16 +91,93 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
+#: What each agent method does, in words, for the errors users read.
+DOING = {
+    "kernel_launch": "start a kernel",
+    "kernel_status": "ask about a kernel",
+    "kernel_signal": "signal a kernel",
+    "kernel_cleanup": "clean up after a kernel",
+    "kernel_log": "read a kernel's log",
+    "kernel_list": "list its kernels",
+    "kernelspecs": "list its kernel specs",
+    "metrics": "read its metrics",
+    "info": "read its hardware",
+    "terminal_start": "start a terminal",
+    "terminal_list": "list its terminals",
+    "ping": "reach its agent",
+}
+
+
+def unreachable(
+    name: str, doing: str, cause: str, *, interval: float = 0
+) -> ServerUnreachableError:
+    """The error users see when a running server does not answer: the server, what failed,
+    why, and what to do."""
+    again = f"It is checked again every {interval:g} s; if" if interval > 0 else "If"
+    return ServerUnreachableError(
+        f"Could not {doing} on compute server {name!r}: it is not answering over SSH "
+        f"({cause}). Its kernels keep running there and reconnect when it answers again. "
+        f"{again} it stays unreachable, stop it and start it again from the Compute Servers "
+        f"panel (or: jupyter compute-servers stop {name})."
+    )
+
+
+#: How the reason of a server that stopped answering begins (the health watch records it, and
+#: looks again at servers in ``error`` with it).
+UNREACHABLE = "the server's SSH daemon is not answering since "
+
+
+def is_unreachable(server: ServerRecord) -> bool:
+    """Whether the server is in ``error`` only because it stopped answering (it may come
+    back: its kernels are not dead)."""
+    return server.state is State.ERROR and (server.state_reason or "").startswith(UNREACHABLE)
+
+
 @dataclass(frozen=True)
 class ServerAgent:
     """A running server's agent, with the endpoint it was reached at (its workspace and
-    runtime directory are what most calls need beside it)."""
+    runtime directory are what most calls need beside it).
+
+    A call that has no answer after half the connect timeout checks the SSH link itself (one
+    round trip): a dead link is dropped and the call fails at once with a message naming the
+    server, so nothing waits for a busy agent's full timeout on a server that is gone."""
 
     client: AgentClient
     endpoint: SSHEndpoint
+    server_name: str = ""
+    connection: ServerConnection | None = None
+    check_after: float = 2.5
+    interval: float = 0
 
     async def call(self, method: str, timeout: float = 60, **params: Any) -> Any:
-        return await self.client.call(method, timeout=timeout, **params)
+        doing = DOING.get(method, f"run {method}")
+        task = asyncio.ensure_future(self.client.call(method, timeout=timeout, **params))
+        try:
+            if self.connection is not None and timeout > self.check_after:
+                done, _ = await asyncio.wait({task}, timeout=self.check_after)
+                if not done:
+                    try:
+                        await self.connection.ping(self.check_after)
+                    except (asyncio.TimeoutError, ConnectionError, OSError) as e:
+                        self.connection.connection.abort()
+                        raise unreachable(
+                            self.server_name,
+                            doing,
+                            f"no answer within {2 * self.check_after:g} s"
+                            if isinstance(e, asyncio.TimeoutError)
+                            else "its connection closed",
+                            interval=self.interval,
+                        ) from None
+            return await task
+        except AgentChannelError as e:
+            raise unreachable(self.server_name, doing, e.message, interval=self.interval) from None
+        except asyncio.TimeoutError:
+            raise unreachable(
+                self.server_name, doing, f"no answer within {timeout:g} s", interval=self.interval
+            ) from None
+        finally:
+            if not task.done():
+                task.cancel()
 
 
 class SyncSettingsStore(Protocol):
@@ -118,6 +202,7 @@ class ComputeServerManager:
         events: ServerEvents,
         sync_settings: SyncSettingsStore,
         max_servers: int = 0,
+        health_interval: float = 0.0,
         log: logging.Logger | None = None,
     ) -> None:
         self.store = store
@@ -138,6 +223,11 @@ class ComputeServerManager:
         self.admission_checks: list[Callable[[ServerRecord], None]] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._watch_task: asyncio.Task[None] | None = None
+        #: Seconds between health checks of running servers (0: none); see ``start_watching``.
+        self.health_interval = health_interval
+        self._health_task: asyncio.Task[None] | None = None
+        #: When each server last answered a health check (time.time()).
+        self._answered: dict[int, float] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self.owner = this_process()
         #: Awaited with (server id, the kernel's directory relative to the Jupyter root)
@@ -466,7 +556,7 @@ class ComputeServerManager:
         """A server is running when we can log in and talk to its agent (and its image is
         there: a container image is pulled on first use, its progress shown)."""
         op.progress("Connecting over SSH", 0.9)
-        agent = await self.ssh.agent(server_id, lambda: self.endpoint(server_id))
+        agent = await self.ssh.agent(server_id, lambda: self.endpoint(server_id), patient=True)
         await agent.call("ping", timeout=20)
         container = container_for(self, self.store.get(server_id))
         if container is not None and container["engine"] in ("docker", "podman"):
@@ -490,8 +580,9 @@ class ComputeServerManager:
         ``running`` while its SSH server restarts); else one 409 saying what it is."""
         server = self.store.get(server_id)
         if server.state is not State.RUNNING:
+            why = f" ({server.state_reason})" if server.state is State.ERROR else ""
             raise ConflictError(
-                f"Server {server.name!r} is {server.state.value}; {hint}",
+                f"Server {server.name!r} is {server.state.value}{why}; {hint}",
                 state=server.state.value,
             )
         if server.operation is not None:
@@ -501,17 +592,45 @@ class ComputeServerManager:
             )
         return server
 
-    async def connection(self, server_id: int) -> ServerConnection:
-        """The running server's shared SSH connection (kernels, terminals and sync use it)."""
-        self.running(server_id)
-        return await self.ssh.get(server_id, lambda: self.endpoint(server_id))
+    async def connection(self, server_id: int, doing: str = "connect") -> ServerConnection:
+        """The running server's shared SSH connection (kernels, terminals and sync use it);
+        within the connect timeout, or a ``ServerUnreachableError`` that says why. A server
+        recorded as not answering is tried too: its kernels' channels come back the moment
+        it answers, not at the next health check."""
+        server = self.store.get(server_id)
+        if not is_unreachable(server):
+            server = self.running(server_id)
+        try:
+            return await self.ssh.get(server_id, lambda: self.endpoint(server_id))
+        except HostKeyMismatchError:
+            raise
+        except SSHConnectError as e:
+            raise unreachable(
+                server.name, doing, e.message, interval=self.health_interval
+            ) from None
 
     async def agent_for(self, server_id: int, hint: str = "start it first.") -> ServerAgent:
         """The running server's agent over its one SSH connection: the one way every service
-        reaches a server's agent (409, naming the state and ``hint``, when it is not running)."""
-        self.running(server_id, hint)
-        endpoint = await self.endpoint(server_id)
-        return ServerAgent(await self.ssh.agent(server_id, endpoint), endpoint)
+        reaches a server's agent (409, naming the state and ``hint``, when it is not running;
+        a ``ServerUnreachableError`` within the connect timeout when it does not answer)."""
+        server = self.running(server_id, hint)
+        try:
+            endpoint = await self.endpoint(server_id)
+            client = await self.ssh.agent(server_id, endpoint)
+        except HostKeyMismatchError:
+            raise
+        except (SSHConnectError, AgentChannelError) as e:
+            raise unreachable(
+                server.name, "reach its agent", e.message, interval=self.health_interval
+            ) from None
+        return ServerAgent(
+            client,
+            endpoint,
+            server.name,
+            self.ssh.current(server_id),
+            check_after=self.ssh.connect_timeout / 2,
+            interval=self.health_interval,
+        )
 
     async def info(self, server_id: int) -> dict[str, Any]:
         """Hardware and software of a running server, as its agent reports them."""
@@ -549,14 +668,141 @@ class ComputeServerManager:
     # --- the watch: running servers that stop on their own (spot preemption) ---------------
 
     def start_watching(self) -> None:
-        """Check running servers of clouds with a ``watch_interval`` periodically."""
+        """Check running servers of clouds with a ``watch_interval`` periodically, and the
+        health of every cloud's running servers every ``health_interval``."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the Jupyter server builds us before its loop runs
+            loop = asyncio.get_event_loop()
         intervals = [c.watch_interval() for c in self.clouds.values() if c.watch_interval() > 0]
         if intervals and self._watch_task is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # the Jupyter server builds us before its loop runs
-                loop = asyncio.get_event_loop()
             self._watch_task = loop.create_task(self._watch(min(intervals)))
+        if self.health_interval > 0 and self._health_task is None:
+            self._health_task = loop.create_task(self._watch_health())
+
+    # --- health: running servers whose SSH daemon, agent or machine is gone ------------------
+
+    async def _watch_health(self) -> None:
+        everything = True  # at start: every running server; then those in use
+        while True:
+            try:
+                await self.check_health(every_running=everything)
+            except Exception:  # the watch goes on whatever one round met
+                self.log.exception("Checking the health of compute servers failed")
+            everything = False
+            await asyncio.sleep(self.health_interval)
+
+    async def check_health(self, *, every_running: bool = True) -> list[ServerRecord]:
+        """Check running servers (every one, or those this process uses: it holds their
+        connection) and servers that had stopped answering; record what changed. A server
+        that does not answer is asked of its cloud: a daemon that died on an intact machine
+        is revived, a machine that is gone is recorded as it is found, and one that is there
+        but silent goes to ``error`` saying since when, until it answers again."""
+        checks = []
+        for server in self.store.servers():
+            unreachable = is_unreachable(server)
+            if (server.state is not State.RUNNING and not unreachable) or (
+                server.operation is not None
+                or (server.id in self._tasks and not self._tasks[server.id].done())
+                or server.cloud not in self.clouds
+            ):
+                continue
+            if every_running or unreachable or self.ssh.known(server.id):
+                checks.append(self._check_health(server))
+        results = await asyncio.gather(*checks, return_exceptions=True)
+        changed = []
+        for result in results:
+            if isinstance(result, ServerRecord):
+                changed.append(result)
+            elif isinstance(result, BaseException):
+                self.log.warning("A health check failed: %s", result)
+        return changed
+
+    async def _probe(self, server_id: int) -> str | None:
+        """None when the server answers one SSH round trip within the connect timeout, else
+        why not."""
+        timeout = self.ssh.connect_timeout
+        connection: ServerConnection | None = None
+        try:
+            connection = await self.ssh.get(server_id, lambda: self.endpoint(server_id))
+            await connection.ping(timeout)
+        except ComputeServersError as e:
+            return e.message
+        except asyncio.TimeoutError:
+            if connection is not None:
+                connection.connection.abort()
+            return f"no answer within {timeout:g} s"
+        except (ConnectionError, OSError) as e:
+            return str(e) or type(e).__name__
+        self._answered[server_id] = time.time()
+        return None
+
+    async def _check_health(self, server: ServerRecord) -> ServerRecord | None:
+        cloud = self.clouds[server.cloud]
+        unreachable = is_unreachable(server)
+        problem = await self._probe(server.id)
+        if problem is None:
+            if not unreachable:
+                return None
+            since = (server.state_reason or "")[len(UNREACHABLE) :].split(" ", 1)[0]
+            return self._record_health(
+                server,
+                State.RUNNING,
+                f"answering again over SSH (it had not answered since {since})",
+                "answering",
+            )
+        try:
+            status = await cloud.status(server.id, server.cloud_data)
+        except Exception as e:
+            self.log.warning("Could not ask %s's cloud how it is: %s", server.name, e)
+            status = None
+        if status is not None and status.state is not State.RUNNING:
+            # The daemon or the whole machine is gone: bring the daemon back if the cloud
+            # can (the machine is intact), else record what the cloud found.
+            try:
+                revived = await cloud.revive(self._operation(server))
+            except Exception as e:
+                self.log.warning("Could not revive %s: %s", server.name, e)
+                revived = None
+            await self.ssh.close(server.id)
+            if revived:
+                self.log.warning("Compute server %s: %s", server.name, revived)
+                recorded = self._record_health(server, State.RUNNING, revived, "revived")
+                self.notify("kernels", server.id)
+                return recorded
+            return self._record_health(
+                server, status.state, status.reason or f"found {status.state.value}", "found"
+            )
+        if unreachable:
+            return None  # still silent: recorded already
+        since = time.strftime(
+            "%H:%M:%S", time.localtime(self._answered.get(server.id) or time.time())
+        )
+        return self._record_health(
+            server,
+            State.ERROR,
+            f"{UNREACHABLE}{since} ({problem}). Its kernels keep running there and are found "
+            f"again when it answers; it is checked every {self.health_interval:g} s. If it "
+            f"stays so, stop it and start it again.",
+            "unreachable",
+        )
+
+    def _record_health(
+        self, server: ServerRecord, state: State, reason: str, action: str
+    ) -> ServerRecord | None:
+        try:
+            recorded = self.store.transition(
+                server.id,
+                to=state,
+                expected=frozenset({server.state}),
+                reason=reason,
+                action=action,
+            )
+        except ConflictError:
+            return None  # an action began meanwhile: its outcome stands
+        self.log.warning("Compute server %s: %s", server.name, reason)
+        self._emit("state", recorded, server.id)
+        return recorded
 
     async def _watch(self, interval: float) -> None:
         last: dict[str, float] = {}
@@ -625,11 +871,12 @@ class ComputeServerManager:
     async def shutdown(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
         """Jupyter is stopping: let operations finish briefly, stop servers whose cloud asks
         for it, and close every connection."""
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
-            self._watch_task = None
+        for task in (self._watch_task, self._health_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watch_task = self._health_task = None
         pending = [task for task in self._tasks.values() if not task.done()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=10)
@@ -638,7 +885,8 @@ class ComputeServerManager:
         if stop_servers is not None:
             for server in self.store.servers():
                 cloud = self.clouds.get(server.cloud)
-                if cloud is not None and server.state is State.RUNNING and stop_servers(cloud):
+                up = server.state is State.RUNNING or is_unreachable(server)
+                if cloud is not None and up and stop_servers(cloud):
                     try:
                         self.request_action(server.id, Action.STOP.value)
                         await self.wait_for_action(server.id)

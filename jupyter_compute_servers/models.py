@@ -59,7 +59,11 @@ TRANSITIONS: dict[Action, Transition] = {
     Action.START: Transition(
         frozenset({State.DEPROVISIONED, State.OFF}), State.STARTING, State.RUNNING
     ),
-    Action.STOP: Transition(frozenset({State.RUNNING, State.SUSPENDED}), State.STOPPING, State.OFF),
+    # From error too: a server that stopped answering can be stopped (its processes ended) and
+    # started again.
+    Action.STOP: Transition(
+        frozenset({State.RUNNING, State.SUSPENDED, State.ERROR}), State.STOPPING, State.OFF
+    ),
     Action.SUSPEND: Transition(frozenset({State.RUNNING}), State.SUSPENDING, State.SUSPENDED),
     Action.RESUME: Transition(frozenset({State.SUSPENDED}), State.STARTING, State.RUNNING),
     # A reboot keeps the server running throughout, as far as anyone outside can tell.

@@ -113,6 +113,7 @@ def build_services(
     ssh = SSHConnections(
         keys,
         keepalive_interval=settings.ssh_keepalive_interval,
+        keepalive_count_max=settings.ssh_keepalive_count_max,
         connect_timeout=settings.ssh_connect_timeout,
     )
     images = ImageCatalog(
@@ -149,6 +150,7 @@ def build_services(
         events=events,
         sync_settings=sync_records,
         max_servers=settings.max_servers,
+        health_interval=settings.health_check_interval,
         log=logger,
     )
     costs = ComputeServerCosts(

@@ -24,7 +24,14 @@ from .agent import AgentClient
 from .errors import CloudError
 from .ssh_endpoint import SSHEndpoint
 
-__all__ = ["HostKeyMismatchError", "KeyStore", "SSHConnectError", "SSHConnections", "SSHEndpoint"]
+__all__ = [
+    "HostKeyMismatchError",
+    "KeyStore",
+    "SSHConnectError",
+    "SSHConnections",
+    "SSHEndpoint",
+    "ServerUnreachableError",
+]
 
 #: AES-GCM first: asyncssh's chacha20-poly1305 builds cipher contexts per packet and costs
 #: several times more per message (benchmarks/kernels.py), which kernels' round trips feel.
@@ -43,6 +50,11 @@ class SSHConnectError(CloudError):
 
 class HostKeyMismatchError(SSHConnectError):
     """The server presented a host key other than the pinned one."""
+
+
+class ServerUnreachableError(SSHConnectError):
+    """A running server does not answer over SSH now: the message names the server, what
+    failed, and what to do."""
 
 
 #: A compute server's id, or ``"host:<id>"`` for a registered host's own connection.
@@ -108,6 +120,18 @@ class ServerConnection:
     def is_open(self) -> bool:
         return not self.connection.is_closed()
 
+    async def ping(self, timeout: float) -> None:
+        """One SSH round trip (a ``keepalive@openssh.com`` global request, which every server
+        answers, if only with a failure): raises ``asyncio.TimeoutError`` when none comes back
+        in time, ``ConnectionError`` when the connection is closed."""
+        if not self.is_open:
+            raise ConnectionError("the SSH connection is closed")
+        request = getattr(self.connection, "_make_global_request", None)
+        if request is None:  # an asyncssh without it: a session is a round trip too
+            await asyncio.wait_for(self.connection.run("true", check=False), timeout)
+            return
+        await asyncio.wait_for(request(b"keepalive@openssh.com"), timeout)
+
     async def run(
         self, *argv: str, check: bool = True, timeout: float = 60
     ) -> asyncssh.SSHCompletedProcess:
@@ -123,59 +147,114 @@ class SSHConnections:
         keys: KeyStore,
         *,
         keepalive_interval: float = 15,
-        connect_timeout: float = 15,
+        keepalive_count_max: int = 3,
+        connect_timeout: float = 5,
         retries: int = 4,
     ) -> None:
         self.keys = keys
         self.keepalive_interval = keepalive_interval
+        self.keepalive_count_max = keepalive_count_max
+        #: Seconds one attempt to reach a server may take, and (unless a caller allows more
+        #: ``patience``) all attempts of one ``get`` together.
         self.connect_timeout = connect_timeout
+        #: Attempts of a patient ``get`` (a server that is starting).
         self.retries = retries
         self._connections: dict[ConnectionKey, ServerConnection] = {}
         self._locks: dict[ConnectionKey, asyncio.Lock] = {}
+        #: The last failed attempt per server: (when it ended, loop time; the error). Callers
+        #: that waited for that attempt get its answer instead of trying again at once.
+        self._failures: dict[ConnectionKey, tuple[float, SSHConnectError]] = {}
 
     def _lock(self, server_id: ConnectionKey) -> asyncio.Lock:
         return self._locks.setdefault(server_id, asyncio.Lock())
 
     async def get(
-        self, server_id: ConnectionKey, endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]
+        self,
+        server_id: ConnectionKey,
+        endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]],
+        *,
+        patient: bool = False,
     ) -> ServerConnection:
-        """The server's connection, opened (with retries and backoff) if it is not open."""
+        """The server's connection, opened if it is not open. Attempts (with backoff) go on
+        for ``connect_timeout`` seconds in all, so a server that is down is said to be down at
+        once; ``patient`` (a server that is starting) allows ``retries`` full attempts."""
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
         async with self._lock(server_id):
             current = self._connections.get(server_id)
             if current is not None and current.is_open:
                 return current
             if current is not None:
                 await self._close(current)
+            failure = self._failures.get(server_id)
+            if failure is not None and failure[0] >= asked and not patient:
+                raise failure[1]  # the attempt we waited for has just failed
             delay = 0.2
-            for attempt in range(self.retries + 1):
+            attempts = self.retries + 1 if patient else 1_000_000
+            deadline = asked + self.connect_timeout
+            for attempt in range(attempts):
                 where = endpoint if isinstance(endpoint, SSHEndpoint) else await endpoint()
+                timeout = self.connect_timeout
+                if not patient:
+                    timeout = max(0.2, min(timeout, deadline - loop.time()))
                 try:
-                    connection = await self._connect(server_id, where)
+                    connection = await self._connect(server_id, where, timeout)
                     break
                 except HostKeyMismatchError:
                     raise
-                except SSHConnectError:
-                    if attempt == self.retries:
+                except SSHConnectError as e:
+                    out_of_time = not patient and loop.time() + delay >= deadline
+                    refused = isinstance(e.__cause__, asyncssh.PermissionDenied)
+                    if attempt == attempts - 1 or out_of_time or refused:
+                        self._failures[server_id] = (loop.time(), e)
                         raise
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5)
+                    delay = min(delay * 2, 5 if patient else 1)
+            self._failures.pop(server_id, None)
             self._connections[server_id] = connection
             return connection
 
+    def known(self, server_id: ConnectionKey) -> bool:
+        """Whether this process has used the server (a connection was opened, live or not)."""
+        return server_id in self._connections or server_id in self._failures
+
+    def current(self, server_id: ConnectionKey) -> ServerConnection | None:
+        """The server's connection if one is open now (nothing is opened)."""
+        connection = self._connections.get(server_id)
+        return connection if connection is not None and connection.is_open else None
+
     async def agent(
-        self, server_id: ConnectionKey, endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]]
+        self,
+        server_id: ConnectionKey,
+        endpoint: SSHEndpoint | Callable[[], Awaitable[SSHEndpoint]],
+        *,
+        patient: bool = False,
     ) -> AgentClient:
-        """The agent on the server, started on its connection when first needed."""
-        connection = await self.get(server_id, endpoint)
+        """The agent on the server, started on its connection when first needed (within
+        ``connect_timeout``: an agent that does not say hello means the server is not
+        answering)."""
+        connection = await self.get(server_id, endpoint, patient=patient)
         async with self._lock(server_id):
             if connection.agent is None or not connection.agent.is_open:
-                agent = await AgentClient.start(connection.connection, connection.endpoint.python)
+                try:
+                    agent = await asyncio.wait_for(
+                        AgentClient.start(connection.connection, connection.endpoint.python),
+                        self.connect_timeout * (3 if patient else 1),
+                    )
+                except (asyncio.TimeoutError, asyncssh.Error, OSError) as e:
+                    connection.connection.abort()
+                    raise SSHConnectError(
+                        f"The agent on server {server_id} did not start over SSH: "
+                        f"{e or f'no answer within {self.connect_timeout:g} s'}"
+                    ) from None
                 if connection.endpoint.environment:
                     await agent.call("set_environment", env=dict(connection.endpoint.environment))
                 connection.agent = agent
             return connection.agent
 
-    async def _connect(self, server_id: ConnectionKey, endpoint: SSHEndpoint) -> ServerConnection:
+    async def _connect(
+        self, server_id: ConnectionKey, endpoint: SSHEndpoint, timeout: float | None = None
+    ) -> ServerConnection:
         try:
             host_key = asyncssh.import_public_key(endpoint.host_key)
         except (asyncssh.KeyImportError, ValueError) as e:
@@ -207,14 +286,14 @@ class SSHConnections:
                     endpoint.host,
                     known_hosts=([host_key], [], []),
                     keepalive_interval=self.keepalive_interval,
-                    keepalive_count_max=3,
+                    keepalive_count_max=self.keepalive_count_max,
                     encryption_algs=PREFERRED_CIPHERS,
                     # Never hand the user's ssh-agent (all their keys) to a compute server,
                     # whatever ForwardAgent in ~/.ssh/config says for a registered host.
                     agent_forwarding=False,
                     **options,
                 ),
-                self.connect_timeout,
+                timeout or self.connect_timeout,
             )
         except asyncssh.HostKeyNotVerifiable as e:
             raise HostKeyMismatchError(
@@ -223,7 +302,12 @@ class SSHConnections:
                 f"Someone may be intercepting the connection, or the machine was replaced; "
                 f"deprovision and start the server to pin a new key."
             ) from e
-        except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+        except asyncio.TimeoutError as e:
+            raise SSHConnectError(
+                f"Cannot connect to server {server_id} at {endpoint.host}:{endpoint.port} over "
+                f"SSH: no answer within {self.connect_timeout:g} s"
+            ) from e
+        except (OSError, asyncssh.Error) as e:
             raise SSHConnectError(
                 f"Cannot connect to server {server_id} at {endpoint.host}:{endpoint.port} over "
                 f"SSH: {e or type(e).__name__}"
@@ -234,11 +318,16 @@ class SSHConnections:
         if connection.agent is not None:
             await connection.agent.close()
         connection.connection.close()
-        await connection.connection.wait_closed()
+        try:
+            # A server that stopped answering never acknowledges the close: drop it then.
+            await asyncio.wait_for(connection.connection.wait_closed(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            connection.connection.abort()
 
     async def close(self, server_id: ConnectionKey) -> None:
         async with self._lock(server_id):
             connection = self._connections.pop(server_id, None)
+            self._failures.pop(server_id, None)
             if connection is not None:
                 await self._close(connection)
 

@@ -22,7 +22,7 @@ from jupyter_compute_servers.models import (
 # The contract, written out independently of TRANSITIONS: action -> (from states, during, to).
 CONTRACT = {
     "start": ({"deprovisioned", "off"}, "starting", "running"),
-    "stop": ({"running", "suspended"}, "stopping", "off"),
+    "stop": ({"running", "suspended", "error"}, "stopping", "off"),
     "suspend": ({"running"}, "suspending", "suspended"),
     "resume": ({"suspended"}, "starting", "running"),
     "reboot": ({"running"}, "running", "running"),

@@ -33,7 +33,8 @@ def bootstrap(source: bytes) -> str:
     return (
         "import sys;"
         f"src=sys.stdin.buffer.read({len(source)});"
-        "exec(compile(src,'jupyter_compute_servers_agent','exec'),{'__name__':'__main__'})"
+        "exec(compile(src,'jupyter_compute_servers_agent','exec'),"
+        "{'__name__':'__main__','__agent_source__':src})"
     )
 
 
@@ -44,6 +45,11 @@ def agent_command(source: bytes, python: str = "python3") -> str:
 
 class AgentError(CloudError):
     """The agent on the server answered with an error, or its channel broke."""
+
+
+class AgentChannelError(AgentError):
+    """The agent's channel is closed or broke (the SSH connection dropped): no answer will
+    come, whatever was asked."""
 
 
 class AgentClient:
@@ -99,7 +105,7 @@ class AgentClient:
     ) -> Any:
         """Call a method; ``progress`` receives the lines a long one reports meanwhile."""
         if not self.is_open:
-            raise AgentError("The agent channel is closed.")
+            raise AgentChannelError("The agent channel is closed.")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -116,7 +122,7 @@ class AgentClient:
             self._progress.pop(request_id, None)
 
     async def _read_answers(self) -> None:
-        error: BaseException = AgentError("The agent channel closed.")
+        error: BaseException = AgentChannelError("The agent channel closed.")
         try:
             async for line in self._process.stdout:
                 answer = json.loads(line)
@@ -137,7 +143,7 @@ class AgentClient:
                 else:
                     future.set_result(answer.get("result"))
         except (asyncssh.Error, OSError, json.JSONDecodeError) as e:
-            error = AgentError(f"The agent channel broke: {e}")
+            error = AgentChannelError(f"The agent channel broke: {e}")
         finally:
             for future in self._pending.values():
                 if not future.done():

@@ -13,6 +13,7 @@ Requests are handled one after another, in order.
 """
 
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -272,6 +273,8 @@ def kernel_launch(params):
     previous = _read_record(kernels, kernel_id)
     if previous is not None and _exit_code(previous) is None:
         raise RuntimeError(f"kernel {kernel_id} is already running (pid {previous['pid']})")
+    if previous is not None:
+        _stop_relay(previous)
     ports = dict(zip(CHANNELS, _loopback_ports(len(CHANNELS)), strict=True))
     connection_file = os.path.join(kernels, f"kernel-{kernel_id}.json")
     connection = dict(
@@ -322,6 +325,14 @@ def kernel_launch(params):
     finally:
         os.close(log_fd)
     _CHILDREN[child.pid] = child
+    try:
+        relay = _start_relay(
+            kernels, kernel_id, ports["iopub_port"], child.pid, _start_time(child.pid), params
+        )
+    except Exception:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        raise
     record = {
         "kernel_id": kernel_id,
         "kernel": params.get("kernel") or "",
@@ -337,6 +348,8 @@ def kernel_launch(params):
         "started": time.time(),
         "container_engine": container["engine"] if container else None,
         "container_name": f"jcs-kernel-{kernel_id}" if container else None,
+        # The IOPub relay (see below): its pid, start time, port and token.
+        "relay": relay,
     }
     _write_private(_record_path(kernels, kernel_id), json.dumps(record))
     return _public(record)
@@ -378,7 +391,13 @@ def kernel_cleanup(params):
     record = _read_record(kernels, kernel_id)
     if record is not None and _exit_code(record) is None:
         raise RuntimeError(f"kernel {kernel_id} is still running")
-    for name in (f"kernel-{kernel_id}.json", f"kernel-{kernel_id}.log"):
+    if record is not None:
+        _stop_relay(record)
+    for name in (
+        f"kernel-{kernel_id}.json",
+        f"kernel-{kernel_id}.log",
+        f"kernel-{kernel_id}.relay.log",
+    ):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(kernels, name))
     with contextlib.suppress(FileNotFoundError):
@@ -416,6 +435,355 @@ def kernel_list(params):
         else:
             kernel_cleanup({"runtime_dir": params.get("runtime_dir"), "kernel_id": kernel_id})
     return {"kernels": running}
+
+
+# --- the IOPub relay ----------------------------------------------------------------------
+#
+# A kernel publishes its output on IOPub, a ZeroMQ PUB socket that drops what no subscriber
+# takes. Through a tunnel, a link that is down for a while (a network partition, a stalled SSH
+# daemon) would lose everything published meanwhile. So next to each kernel runs a relay (a
+# detached process, this file with --iopub-relay): it subscribes to the kernel's IOPub on the
+# server's loopback, speaking ZeroMQ's wire protocol (ZMTP 3.0, NULL mechanism) with the
+# standard library, numbers every message and keeps the latest in a bounded buffer. Our side
+# connects to it (a channel of the SSH connection), says the number of the next message it
+# wants, and gets everything from there; after a drop it connects again and resumes. When the
+# buffer had to let go of messages it was asked for, the answer says how many and how many
+# bytes, which our side tells the notebook.
+#
+# Protocol on the relay's socket: the client sends one JSON line {"token", "from"} ("from": the
+# next message number it wants, -1 for "from now on"); the relay answers one JSON line
+# {"first", "first_offset", "limits"} (the number of the first message it will send and the
+# bytes published before it), then records: seq (8 bytes), frame count (4), and each frame as
+# its length (4) and bytes, big-endian.
+
+RELAY_BUFFER_BYTES = 64 * 1024 * 1024
+RELAY_BUFFER_MESSAGES = 100_000
+
+
+def _agent_source():
+    source = globals().get("__agent_source__")
+    if source is None:
+        with open(__file__, "rb") as f:
+            source = f.read()
+    return source
+
+
+def _zmtp_frame(body, command=False, more=False):
+    flags = (0x04 if command else 0) | (0x01 if more else 0)
+    if len(body) > 255:
+        return bytes([flags | 0x02]) + len(body).to_bytes(8, "big") + body
+    return bytes([flags, len(body)]) + body
+
+
+class _ZmtpSubscriber:
+    """A ZeroMQ SUB peer (ZMTP 3.0, NULL security) on a plain socket: subscribes to all."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\x00")
+        self.sock.sendall(greeting + b"\x00" + b"\x00" * 31)
+        self.buffer = b""
+        self._read_exactly(64)
+        body = b"\x05READY" + b"\x0bSocket-Type" + (3).to_bytes(4, "big") + b"SUB"
+        self.sock.sendall(_zmtp_frame(body, command=True))
+        self.sock.sendall(_zmtp_frame(b"\x01"))  # subscribe to everything (ZMTP 3.0)
+        self.sock.settimeout(None)
+        self.sock.setblocking(False)
+        self.parts = []
+
+    def _read_exactly(self, count):
+        while len(self.buffer) < count:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the kernel closed its IOPub socket")
+            self.buffer += data
+        chunk, self.buffer = self.buffer[:count], self.buffer[count:]
+        return chunk
+
+    def feed(self, read=True):
+        """Read what is there; answer the complete messages (lists of frames)."""
+        if read:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("the kernel closed its IOPub socket")
+            self.buffer += data
+        messages = []
+        buffer = self.buffer
+        pos = 0
+        while True:
+            if len(buffer) - pos < 2:
+                break
+            flags = buffer[pos]
+            if flags & 0x02:
+                if len(buffer) - pos < 9:
+                    break
+                size = int.from_bytes(buffer[pos + 1 : pos + 9], "big")
+                start = pos + 9
+            else:
+                size = buffer[pos + 1]
+                start = pos + 2
+            if len(buffer) - start < size:
+                break
+            body = buffer[start : start + size]
+            pos = start + size
+            if flags & 0x04:
+                continue  # a command (READY, PING): nothing to relay
+            self.parts.append(body)
+            if not flags & 0x01:
+                messages.append(self.parts)
+                self.parts = []
+        self.buffer = buffer[pos:]
+        return messages
+
+
+class _RelayClient:
+    def __init__(self, sock):
+        self.sock = sock
+        self.inbox = b""
+        self.outbox = bytearray()
+        self.cursor = None  # the next seq to send, once the client said where to start
+
+
+def _record(seq, frames):
+    parts = [seq.to_bytes(8, "big"), len(frames).to_bytes(4, "big")]
+    for frame in frames:
+        parts.append(len(frame).to_bytes(4, "big"))
+        parts.append(frame)
+    return b"".join(parts)
+
+
+def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes, max_messages):
+    """Relay a kernel's IOPub until the kernel ends (see above)."""
+    import collections
+    import selectors
+
+    buffer: Any = collections.deque()  # (seq, record, size)
+    first_seq = 0  # the seq of buffer[0] (or of the next message when empty)
+    first_offset = 0  # bytes published before first_seq
+    total = 0
+    next_seq = 0
+    selector = selectors.DefaultSelector()
+    listener.setblocking(False)
+    selector.register(listener, selectors.EVENT_READ, "listener")
+    subscriber: Any = None
+    clients: dict = {}
+    next_check = 0.0
+    limits = {"bytes": max_bytes, "messages": max_messages}
+
+    def drop(client):
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(client.sock)
+        client.sock.close()
+        clients.pop(client.sock, None)
+
+    def fill(client):
+        # Queue records until the socket's buffer would be the limit: a slow client reads
+        # at its pace, and one that fell behind the buffer is dropped (it comes back with a
+        # "from" the buffer answers with a gap).
+        if client.cursor is None:
+            return
+        if client.cursor < first_seq:
+            drop(client)
+            return
+        index = client.cursor - first_seq
+        while index < len(buffer) and len(client.outbox) < (1 << 20):
+            client.outbox += buffer[index][1]
+            index += 1
+        client.cursor = first_seq + index
+
+    def flush(client):
+        if client.outbox:
+            try:
+                sent = client.sock.send(client.outbox)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                drop(client)
+                return
+            del client.outbox[:sent]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbox else 0)
+        if client.sock in clients:
+            selector.modify(client.sock, events, client)
+
+    while True:
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + 0.5
+            if _start_time(kernel_pid) != kernel_start:
+                return  # the kernel is gone; so is its output
+            if subscriber is None:
+                try:
+                    subscriber = _ZmtpSubscriber(iopub_port)
+                    selector.register(subscriber.sock, selectors.EVENT_READ, "iopub")
+                except OSError:
+                    subscriber = None  # not listening yet: the kernel is starting
+                    next_check = now + 0.05
+        ready = selector.select(timeout=0.5 if subscriber else 0.05)
+        if subscriber is not None and subscriber.buffer and not ready:
+            # What came with the handshake is relayed at once, not with the next data.
+            ready = [(selector.get_key(subscriber.sock), 0)]
+        for key, events in ready:
+            if key.data == "listener":
+                try:
+                    sock, _ = listener.accept()
+                except OSError:
+                    continue
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                client = _RelayClient(sock)
+                clients[sock] = client
+                selector.register(sock, selectors.EVENT_READ, client)
+            elif key.data == "iopub":
+                try:
+                    messages = subscriber.feed(read=bool(events))
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    selector.unregister(subscriber.sock)
+                    subscriber.sock.close()
+                    subscriber = None
+                    continue
+                for frames in messages:
+                    size = sum(len(frame) for frame in frames)
+                    buffer.append((next_seq, _record(next_seq, frames), size))
+                    next_seq += 1
+                    total += size
+                    while buffer and (total > max_bytes or len(buffer) > max_messages):
+                        _, _, evicted = buffer.popleft()
+                        total -= evicted
+                        first_seq += 1
+                        first_offset += evicted
+                for client in list(clients.values()):
+                    fill(client)
+                    if client.sock in clients:
+                        flush(client)
+            else:
+                client = key.data
+                if events & selectors.EVENT_READ:
+                    try:
+                        data = client.sock.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        data = None
+                    except OSError:
+                        data = b""
+                    if data == b"":
+                        drop(client)
+                        continue
+                    if data and client.cursor is None:
+                        client.inbox += data
+                        if b"\n" in client.inbox:
+                            line = client.inbox.split(b"\n", 1)[0]
+                            try:
+                                hello = json.loads(line)
+                                wanted = int(hello.get("from", -1))
+                                good = hello.get("token") == token
+                            except (ValueError, TypeError, AttributeError):
+                                good = False
+                            if not good:
+                                drop(client)
+                                continue
+                            start = next_seq if wanted < 0 else max(wanted, first_seq)
+                            start = min(start, next_seq)
+                            offset = first_offset + sum(
+                                entry[2] for entry in itertools.islice(buffer, start - first_seq)
+                            )
+                            answer = {"first": start, "first_offset": offset, "limits": limits}
+                            client.outbox += (json.dumps(answer) + "\n").encode()
+                            client.cursor = start
+                            fill(client)
+                if client.sock in clients:
+                    fill(client)
+                    if client.sock in clients:
+                        flush(client)
+
+
+def _start_relay(kernels, kernel_id, iopub_port, pid, start_time, params):
+    """Start the kernel's IOPub relay, detached; answer its part of the kernel's record."""
+    source_path = os.path.join(kernels, "relay-agent.py")
+    source = _agent_source()
+    try:
+        with open(source_path, "rb") as f:
+            current = f.read() == source
+    except OSError:
+        current = False
+    if not current:
+        tmp = f"{source_path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(source)
+        os.replace(tmp, source_path)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    token = os.urandom(16).hex()
+    env = dict(os.environ)
+    env["JCS_RELAY_TOKEN"] = token
+    max_bytes = int(params.get("iopub_buffer_bytes") or RELAY_BUFFER_BYTES)
+    max_messages = int(params.get("iopub_buffer_messages") or RELAY_BUFFER_MESSAGES)
+    log_fd = os.open(
+        os.path.join(kernels, f"kernel-{kernel_id}.relay.log"),
+        os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+        0o600,
+    )
+    try:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                source_path,
+                "--iopub-relay",
+                str(listener.fileno()),
+                str(iopub_port),
+                str(pid),
+                str(start_time),
+                str(max_bytes),
+                str(max_messages),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(listener.fileno(),),
+        )
+    finally:
+        os.close(log_fd)
+        port = listener.getsockname()[1]
+        listener.close()
+    _CHILDREN[child.pid] = child
+    return {
+        "pid": child.pid,
+        "start_time": _start_time(child.pid),
+        "port": port,
+        "token": token,
+        "buffer_bytes": max_bytes,
+        "buffer_messages": max_messages,
+    }
+
+
+def _stop_relay(record):
+    relay = record.get("relay") or {}
+    pid = relay.get("pid")
+    if pid and _start_time(pid) == relay.get("start_time"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    child = _CHILDREN.pop(pid, None) if pid else None
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(2)
+
+
+def relay_main(argv):
+    listener = socket.socket(fileno=int(argv[0]))
+    iopub_relay(
+        listener,
+        int(argv[1]),
+        os.environ.pop("JCS_RELAY_TOKEN", ""),
+        int(argv[2]),
+        None if argv[3] == "None" else int(argv[3]),
+        int(argv[4]),
+        int(argv[5]),
+    )
 
 
 def kernelspecs(params):
@@ -1148,4 +1516,7 @@ def serve(stdin, stdout):
 
 
 if __name__ == "__main__":
-    serve(sys.stdin, sys.stdout)
+    if sys.argv[1:2] == ["--iopub-relay"]:
+        relay_main(sys.argv[2:])
+    else:
+        serve(sys.stdin, sys.stdout)

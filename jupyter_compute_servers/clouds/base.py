@@ -131,6 +131,12 @@ class Cloud(LoggingConfigurable):
         ``status`` and records a server found stopped, with the cloud's reason."""
         return 0.0
 
+    async def revive(self, op: Operation) -> str | None:
+        """A running server's SSH daemon died while its machine is intact: bring the daemon
+        back (its kernels, still running, are found again through it) and say what was done;
+        None when this cloud cannot (the manager then records what ``status`` finds)."""
+        return None
+
     def price(self, config: ServerConfig) -> StateRates | None:
         """What ``config`` costs per hour running, off and suspended, for a cloud that knows
         its own prices (a configured rate, per-host rates): e.g. ``StateRates.flat(...)``

@@ -70,6 +70,20 @@ def processes_with_token(token: str) -> list[int]:
     return pids
 
 
+def sshd_pids(token: str) -> list[int]:
+    """Pids of the sandbox's SSH servers (normally one) among its processes."""
+    found = []
+    for pid in processes_with_token(token):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"jupyter_compute_servers.clouds.local_sshd" in argv and _alive(pid):
+            found.append(pid)
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -374,6 +388,18 @@ class LocalCloud(Cloud):
         if pid and token and port and pid in processes_with_token(token):
             return CloudStatus(State.RUNNING)
         return CloudStatus(State.OFF, "the sandbox's SSH server is not running")
+
+    async def revive(self, op: Operation) -> str | None:
+        """The sandbox's SSH server died (killed, crashed) while the sandbox is intact: start
+        another one. Kernels and terminals it had started run on (detached) and are reached
+        through the new one. Never a second daemon: one still alive (stalled) is left be."""
+        token = op.cloud_data.get("token")
+        if not token or not (self.sandbox(op.server_id) / "disk").is_dir():
+            return None
+        if sshd_pids(token):
+            return None
+        await self._spawn(op)
+        return f"its SSH server had died; started another one (pid {op.cloud_data.get('pid')})"
 
     async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
         if not cloud_data.get("port") or not cloud_data.get("host_key"):

@@ -3,10 +3,58 @@
 from __future__ import annotations
 
 from jupyter_server.auth.decorator import authorized
+from jupyter_server.services.kernels.handlers import KernelActionHandler
 from tornado import web
 
+from ..kernels.provisioner import KernelStartError
 from ..kernels.runtime import KernelRuntime
 from .base import ComputeServersAPIHandler
+
+
+class RemoteKernelError(KernelStartError, web.HTTPError):
+    """A remote kernel's action failed: Jupyter's REST API answers with this message (the
+    server, what failed, what to do) instead of "Unhandled error"."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        KernelStartError.__init__(self, message)
+        web.HTTPError.__init__(self, status, message)
+        self.args = ()  # the message is not a format string
+
+    def __str__(self) -> str:
+        return str(self.log_message)
+
+
+def remote_kernel_error(message: str) -> Exception:
+    return RemoteKernelError(message)
+
+
+class ExplainedKernelActionHandler(KernelActionHandler):
+    """Jupyter's ``POST /api/kernels/{id}/{restart|interrupt}``, except that a restart that
+    failed for a reason we know answers with that reason, not "Exception restarting kernel".
+    (Added by the extension, its route comes before Jupyter's own.)"""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str, action: str) -> None:
+        try:
+            result = super().post(kernel_id=kernel_id, action=action)
+            if result is not None:
+                await result
+        except web.HTTPError as e:
+            cause = e.__cause__
+            if isinstance(cause, RemoteKernelError):
+                raise cause from None
+            raise
+
+
+def kernel_action_handlers() -> list[tuple[str, type]]:
+    from jupyter_server.services.kernels.handlers import default_handlers
+
+    return [
+        (pattern, ExplainedKernelActionHandler)
+        for pattern, handler in default_handlers
+        if handler is KernelActionHandler
+    ]
 
 
 class _KernelsHandler(ComputeServersAPIHandler):

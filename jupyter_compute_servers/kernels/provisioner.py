@@ -29,8 +29,10 @@ from traitlets import Bool, Float, Int, Unicode
 
 from ..errors import ComputeServersError, ConflictError, NotFoundError
 from ..images.runtime import container_for
+from ..manager import is_unreachable
 from ..models import Action, State
 from ..tunnel import Tunnel
+from .iopub import IOPubResume
 from .runtime import KernelRuntime, runtime_for
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
@@ -87,13 +89,32 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         ),
     ).tag(config=True)
 
+    iopub_buffer_bytes = Int(
+        64 * 1024 * 1024,
+        help=(
+            "Bytes of output (IOPub messages) the server keeps per kernel for a connection "
+            "that drops, so that nothing published meanwhile is lost. When more is published "
+            "while the link is down, the oldest goes first and the notebook is told how much."
+        ),
+    ).tag(config=True)
+
+    iopub_buffer_messages = Int(
+        100_000,
+        help="IOPub messages the server keeps per kernel (see iopub_buffer_bytes).",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._runtime: KernelRuntime | None = None
         self._remote: dict[str, Any] | None = None
         self._tunnel: Tunnel | None = None
+        #: IOPub here, fed from the kernel's relay on the server (None: tunnelled directly,
+        #: for a kernel whose agent had no relay).
+        self._iopub: IOPubResume | None = None
         self._key = secrets.token_hex(32)
         self._launched = False
+        #: Why the interrupt that began a shutdown or restart could not reach the server.
+        self._unreachable: str | None = None
         #: Set when the kernel is to be left running on the server (the Jupyter server stops
         #: and was told to keep remote kernels): then nothing is sent to the server any more.
         self.detached = False
@@ -118,6 +139,10 @@ class ComputeServerProvisioner(KernelProvisionerBase):
     @property
     def tunnel(self) -> Tunnel | None:
         return self._tunnel
+
+    @property
+    def iopub(self) -> IOPubResume | None:
+        return self._iopub
 
     async def _agent_call(self, method: str, timeout: float = 60, **params: Any) -> Any:
         agent = await self.runtime.manager.agent_for(self.server_id)
@@ -150,13 +175,47 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         spec_env = self.kernel_spec.env
         remote_env = {name: str(env.get(name, value)) for name, value in spec_env.items()}
         cwd = runtime.relative_cwd(kwargs.get("cwd"))
-        info = await runtime.run(self._launch(cmd, cwd, remote_env))
+        try:
+            info = await runtime.run(self._launch(cmd, cwd, remote_env))
+        except KernelStartError as e:
+            raise self._explained(e) from None
+        except ComputeServersError as e:
+            raise self._explained(
+                KernelStartError(
+                    f"Could not start the kernel {self.kernel!r} on {self._server_name()!r}: "
+                    f"{e.message}"
+                )
+            ) from None
         self.connection_info = info
         return info
+
+    def _explained(self, error: KernelStartError) -> Exception:
+        """The error as the runtime passes it on (an HTTP error in the Jupyter server)."""
+        if self.runtime.error_factory is None:
+            return error
+        return self.runtime.error(str(error))
+
+    def _failed(self, doing: str, message: str) -> KernelStartError:
+        """``Could not <doing> on compute server 'box': <why>``, from an error's message
+        (``doing``: "restart the kernel 'python3'")."""
+        head, found, rest = message.partition(" on compute server ")
+        if found and head.startswith("Could not "):
+            return KernelStartError(f"Could not {doing} on compute server {rest}")
+        return KernelStartError(f"Could not {doing} on {self._server_name()!r}: {message}")
+
+    async def _check_reachable(self, doing: str) -> None:
+        """Fail within the connect timeout, saying why, when the server does not answer."""
+        timeout = self.runtime.manager.ssh.connect_timeout
+        try:
+            await self._agent_call("ping", timeout=timeout)
+        except ComputeServersError as e:
+            raise self._failed(doing, e.message) from None
 
     async def _launch(self, argv: list[str], cwd: str, env: dict[str, str]) -> KernelConnectionInfo:
         manager = self.runtime.manager
         server = await self._ensure_running()
+        # A server that does not answer is said so now, not after the hooks' own timeouts.
+        await self._check_reachable(f"start the kernel {self.kernel!r}")
         for hook in manager.before_kernel_launch:  # file sync: push the notebook's directory
             await hook(self.server_id, cwd)
         for attempt in range(1, PORT_ATTEMPTS + 1):
@@ -190,6 +249,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 display_name=self.kernel_spec.display_name,
                 owner=manager.owner,
                 container=container_for(manager, server),
+                iopub_buffer_bytes=self.iopub_buffer_bytes,
+                iopub_buffer_messages=self.iopub_buffer_messages,
             )
         except ComputeServersError as e:
             raise KernelStartError(
@@ -197,13 +258,20 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             ) from None
         self._remote = record
         self._launched = True
-        remote_ports = {name: int(record["ports"][f"{name}_port"]) for name in CHANNELS}
+        remote_ports = self._tunnelled_ports(record)
         try:
             if self._tunnel is None or not self._tunnel.is_open:
                 self._tunnel = Tunnel(self._connection)
                 await self._tunnel.open(remote_ports)
             else:  # a restart: the same local ports, now leading to the new kernel
                 self._tunnel.retarget(remote_ports)
+            if record.get("relay"):
+                if self._iopub is None:
+                    self._iopub = self._new_iopub()
+                    self._iopub.bind()
+                    self._iopub.start(record["relay"], 0)
+                else:
+                    self._iopub.retarget(record["relay"])
             info: KernelConnectionInfo = {
                 "transport": "tcp",
                 "ip": "127.0.0.1",
@@ -211,7 +279,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 "key": self._key.encode(),  # type: ignore[typeddict-item]
                 "signature_scheme": "hmac-sha256",
             }
-            for name, port in self._tunnel.local_ports.items():
+            for name, port in self._local_ports().items():
                 info[f"{name}_port"] = port  # type: ignore[literal-required]
             await self._wait_until_ready(info, server.name)
         except PortTakenError:
@@ -233,6 +301,27 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         )
         return info
 
+    def _tunnelled_ports(self, record: dict[str, Any]) -> dict[str, int]:
+        """The kernel's ports that the tunnel carries: all but IOPub when it has a relay."""
+        relayed = {"iopub"} if record.get("relay") else set()
+        return {
+            name: int(record["ports"][f"{name}_port"]) for name in CHANNELS if name not in relayed
+        }
+
+    def _local_ports(self) -> dict[str, int]:
+        ports = dict(self._tunnel.local_ports) if self._tunnel is not None else {}
+        if self._iopub is not None:
+            ports["iopub"] = self._iopub.port
+        return ports
+
+    def _new_iopub(self) -> IOPubResume:
+        return IOPubResume(self._connection, self._key.encode(), server_name=self._server_name())
+
+    async def _close_iopub(self) -> None:
+        if self._iopub is not None:
+            await self._iopub.close()
+            self._iopub = None
+
     async def _discard_failed_launch(self) -> None:
         try:
             await self._agent_call("kernel_signal", kernel_id=self.kernel_id, signum=signal.SIGKILL)
@@ -244,6 +333,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         if self._tunnel is not None:
             await self._tunnel.close()
             self._tunnel = None
+        await self._close_iopub()
 
     async def _ensure_running(self) -> Any:
         """The server, running: started or resumed first when it is off (if allowed)."""
@@ -372,14 +462,28 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 server = self.runtime.manager.get_server(self.server_id)
             except NotFoundError:
                 return -1
-            if server.state is State.RUNNING:
+            if server.state is State.RUNNING or is_unreachable(server):
+                # A server that stopped answering may come back with its kernels: they are
+                # not dead, but the kernel's model says why it does not answer.
                 self.log.debug("No answer about kernel %s (%s); assuming alive", self.kernel_id, e)
+                self._set_reason(server.state_reason if is_unreachable(server) else "")
                 return None
+            self._set_reason(
+                f"Compute server {server.name!r} is {server.state.value}: {server.state_reason}"
+            )
             return -1
+        self._set_reason("")
         if status["alive"]:
             return None
         code = status.get("exit_code")
         return code if isinstance(code, int) else -1
+
+    def _set_reason(self, reason: str) -> None:
+        """Shown as the kernel's ``reason`` by Jupyter's kernels API."""
+        parent: Any = self.parent
+        if parent is not None and getattr(parent, "reason", None) != reason:
+            with contextlib.suppress(Exception):
+                parent.reason = reason
 
     async def wait(self) -> int | None:
         while True:
@@ -397,8 +501,51 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         try:
             await self.runtime.run(self._signal(int(signum)))
         except (ComputeServersError, OSError, asyncssh.Error) as e:
+            message = getattr(e, "message", None) or str(e)
+            if signum == signal.SIGINT:
+                if getattr(self.parent, "shutting_down", False):
+                    # The interrupt that begins a shutdown or restart: a restart says why it
+                    # cannot happen (shutdown_requested), a shutdown goes on here.
+                    self._unreachable = message
+                    return
+                # An interrupt the user asked for: say that it did not happen, and why.
+                raise self._explained(self._failed("interrupt the kernel", message)) from None
             # Unreachable right now: poll() tells whether the kernel is still there.
-            self.log.warning("Could not signal kernel %s on its server: %s", self.kernel_id, e)
+            self.log.warning(
+                "Could not signal kernel %s on its server: %s", self.kernel_id, message
+            )
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """A restart on a server that does not answer fails now, saying why (the kernel there
+        is untouched and keeps running), instead of after every shutdown timeout."""
+        await super().shutdown_requested(restart=restart)
+        unreachable, self._unreachable = self._unreachable, None
+        if restart and self._remote is not None and not self.detached:
+            doing = f"restart the kernel {self.kernel!r}"
+            try:
+                if unreachable is not None:
+                    raise self._failed(doing, unreachable)
+                await self.runtime.run(self._check_reachable(doing))
+            except KernelStartError as e:
+                self._restart_abandoned()
+                raise self._explained(e) from None
+
+    def _restart_abandoned(self) -> None:
+        """The kernel manager queued a shutdown request on the control channel before asking
+        us: drop it unsent (else the kernel would get it when the server answers again and
+        end, state and all), and let the manager watch the kernel again as before."""
+        parent: Any = self.parent
+        if parent is None:
+            return
+        control = getattr(parent, "_control_socket", None)
+        if control is not None:
+            control.close(linger=0)
+            parent._control_socket = None
+        if getattr(parent, "shutting_down", False):
+            parent.shutting_down = False
+            start_restarter = getattr(parent, "start_restarter", None)
+            if start_restarter is not None:
+                start_restarter()
 
     async def _signal(self, signum: int) -> None:
         try:
@@ -429,6 +576,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             if self._tunnel is not None:
                 await self._tunnel.close()
                 self._tunnel = None
+            await self._close_iopub()
             if self.runtime.kernels.get(self.kernel_id) is self:
                 del self.runtime.kernels[self.kernel_id]
             if not self.detached:  # detached happens as Jupyter stops: nobody is listening
@@ -461,7 +609,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             data_dir=self.data_dir,
             db_url=self.db_url,
             remote=self._remote,
-            local_ports=dict(self._tunnel.local_ports) if self._tunnel else {},
+            local_ports=self._local_ports(),
+            # Where IOPub resumes when another process takes the kernel over.
+            iopub_seq=self._iopub.next_seq if self._iopub is not None else -1,
         )
         if isinstance(info.get("connection_info", {}).get("key"), bytes):
             info["connection_info"] = {
@@ -483,17 +633,26 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         self._remote = provisioner_info.get("remote")
         self._launched = True
         if self._remote is not None:
-            await self.runtime.run(self._reattach(provisioner_info.get("local_ports") or {}))
+            await self.runtime.run(
+                self._reattach(
+                    provisioner_info.get("local_ports") or {},
+                    int(provisioner_info.get("iopub_seq", -1)),
+                )
+            )
 
-    async def _reattach(self, local_ports: dict[str, int]) -> None:
+    async def _reattach(self, local_ports: dict[str, int], iopub_seq: int = -1) -> None:
         assert self._remote is not None
-        remote_ports = {name: int(self._remote["ports"][f"{name}_port"]) for name in CHANNELS}
+        remote_ports = self._tunnelled_ports(self._remote)
         self._tunnel = Tunnel(self._connection)
         try:
             await self._tunnel.open(remote_ports, local_ports)
         except OSError:
             self._tunnel = Tunnel(self._connection)
             await self._tunnel.open(remote_ports)
-        for name, port in self._tunnel.local_ports.items():
+        if self._remote.get("relay"):
+            self._iopub = self._new_iopub()
+            self._iopub.bind(local_ports.get("iopub", 0))
+            self._iopub.start(self._remote["relay"], iopub_seq)
+        for name, port in self._local_ports().items():
             self.connection_info[f"{name}_port"] = port  # type: ignore[literal-required]
         self.runtime.kernels[self.kernel_id] = self

@@ -21,11 +21,12 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ComputeServersError, NotFoundError, ValidationError
+from ..manager import is_unreachable
 from ..models import State
 
 if TYPE_CHECKING:
@@ -57,6 +58,18 @@ class KernelRuntime:
         self.thread = thread
         #: Live kernels by kernel id (only touched on ``loop``).
         self.kernels: dict[str, ComputeServerProvisioner] = {}
+        #: Makes the exception a kernel action raises to jupyter_client from a message that
+        #: says why (the server, what failed, what to do). The Jupyter server installs one
+        #: whose errors its REST API passes on as they are (an HTTP error with the message),
+        #: rather than "Unhandled error"; elsewhere it is a ``KernelStartError``.
+        self.error_factory: Callable[[str], Exception] | None = None
+
+    def error(self, message: str) -> Exception:
+        if self.error_factory is not None:
+            return self.error_factory(message)
+        from .provisioner import KernelStartError
+
+        return KernelStartError(message)
 
     @property
     def data_dir(self) -> str:
@@ -96,7 +109,10 @@ class KernelRuntime:
     async def list_kernels(self, server_id: int) -> list[dict[str, Any]]:
         """Kernels running on a server, each marked ``attached`` when a kernel manager of this
         process drives it (else it is an orphan: its Jupyter server is gone)."""
-        if self.manager.get_server(server_id).state is not State.RUNNING:
+        server = self.manager.get_server(server_id)
+        if is_unreachable(server):
+            self.manager.running(server_id, "its kernels are listed once it answers again.")
+        if server.state is not State.RUNNING:
             return []
         agent = await self.manager.agent_for(server_id)
         answer = await agent.call("kernel_list", runtime_dir=agent.endpoint.runtime_dir)

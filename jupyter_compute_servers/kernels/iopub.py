@@ -1,0 +1,211 @@
+"""Our end of a remote kernel's IOPub: a local PUB socket fed from the kernel's relay.
+
+The relay (``iopub_relay`` in ``agent/rpc_agent.py``) runs next to the kernel on the server,
+numbers every message the kernel publishes and keeps the latest in a bounded buffer. Here a
+task reads them through a channel of the server's SSH connection and publishes each, frames
+untouched (the kernel signed them), on a ZeroMQ PUB socket bound to the kernel's local IOPub
+port, which Jupyter and every other client subscribe to as they would to a local kernel.
+
+When the channel breaks (a partition, a stalled or replaced SSH daemon, a dropped connection)
+the task connects again and asks for the message after the last one it published: nothing is
+lost or doubled, for partitions as long as the relay's buffer lasts. When the relay no longer
+has what was asked for, the notebook is told in a stream message exactly how many messages and
+bytes are missing, then output goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncssh
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+log = logging.getLogger(__name__)
+
+ConnectionGetter = Callable[[], Awaitable[asyncssh.SSHClientConnection]]
+
+#: Local subscribers that fall this many messages behind lose messages (ZeroMQ's high-water
+#: mark); far above what Jupyter's own subscriber ever lags.
+LOCAL_HWM = 1_000_000
+
+
+class IOPubResume:
+    """A kernel's IOPub here: a PUB on 127.0.0.1, fed from its relay with resumption."""
+
+    def __init__(
+        self,
+        get_connection: ConnectionGetter,
+        key: bytes,
+        *,
+        server_name: str,
+        remote_host: str = "127.0.0.1",
+    ) -> None:
+        self.get_connection = get_connection
+        self.session = Session(key=key, signature_scheme="hmac-sha256", username="kernel")
+        self.server_name = server_name
+        self.remote_host = remote_host
+        self.context = zmq.asyncio.Context()
+        self.socket = self.context.socket(zmq.PUB)
+        self.socket.linger = 0
+        self.socket.sndhwm = LOCAL_HWM
+        self.port = 0
+        self.relay: dict[str, Any] = {}
+        #: The next message wanted from the relay (-1: whatever comes next).
+        self.next_seq = 0
+        #: Bytes of IOPub published before ``next_seq`` (to count what a gap lost).
+        self.next_offset = 0
+        self._known_offset = True
+        #: What happened, for tests and benchmarks: resumptions, messages and bytes lost.
+        self.stats = {"connects": 0, "published": 0, "lost_messages": 0, "lost_bytes": 0}
+        #: Set each time a connection to the relay is established (benchmarks wait on it).
+        self.on_connect: Callable[[], None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._writer: asyncssh.SSHWriter[bytes] | None = None
+        self._closed = False
+
+    def bind(self, port: int = 0) -> int:
+        """Listen on 127.0.0.1 (the given port if free, else any); answer the port."""
+        if port:
+            try:
+                self.socket.bind(f"tcp://127.0.0.1:{port}")
+                self.port = port
+                return port
+            except zmq.ZMQError:
+                pass
+        self.port = self.socket.bind_to_random_port("tcp://127.0.0.1")
+        return self.port
+
+    def start(self, relay: dict[str, Any], from_seq: int = 0) -> None:
+        """Feed from ``relay`` (its port and token), from message ``from_seq``."""
+        self.relay = dict(relay)
+        self.next_seq = from_seq
+        self.next_offset = 0
+        self._known_offset = from_seq == 0
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            self._break()
+
+    def retarget(self, relay: dict[str, Any]) -> None:
+        """A restarted kernel has a new relay: everything of it, from its first message."""
+        self.start(relay, 0)
+
+    def _break(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.channel.abort()
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while not self._closed:
+            relay = self.relay
+            try:
+                connection = await self.get_connection()
+                reader, writer = await connection.open_connection(
+                    self.remote_host, int(relay["port"])
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("IOPub relay on %s: not reachable (%s)", self.server_name, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                continue
+            self._writer = writer
+            try:
+                await self._stream(relay, reader, writer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("IOPub relay on %s: stream ended (%s)", self.server_name, e)
+            finally:
+                self._writer = None
+                with contextlib.suppress(Exception):
+                    writer.close()
+            delay = 0.05
+            await asyncio.sleep(0.02)
+
+    async def _stream(
+        self,
+        relay: dict[str, Any],
+        reader: asyncssh.SSHReader[bytes],
+        writer: asyncssh.SSHWriter[bytes],
+    ) -> None:
+        hello = {"token": relay["token"], "from": self.next_seq}
+        writer.write(json.dumps(hello).encode() + b"\n")
+        answer = json.loads(await reader.readline())
+        first, first_offset = int(answer["first"]), int(answer["first_offset"])
+        self.stats["connects"] += 1
+        if self.on_connect is not None:
+            self.on_connect()
+        gap: tuple[int, int] | None = None
+        if self.next_seq >= 0 and first > self.next_seq:
+            lost_bytes = first_offset - self.next_offset if self._known_offset else -1
+            gap = (first - self.next_seq, lost_bytes)
+        self.next_seq, self.next_offset, self._known_offset = first, first_offset, True
+        limits = answer.get("limits") or {}
+        while relay is self.relay:
+            seq, count = struct.unpack(">QI", await reader.readexactly(12))
+            frames = []
+            for _ in range(count):
+                (size,) = struct.unpack(">I", await reader.readexactly(4))
+                frames.append(await reader.readexactly(size))
+            if gap is not None:
+                self._tell_gap(gap, limits, frames)
+                gap = None
+            await self.socket.send_multipart(frames)
+            self.next_seq = seq + 1
+            self.next_offset += sum(len(frame) for frame in frames)
+            self.stats["published"] += 1
+
+    def _tell_gap(self, gap: tuple[int, int], limits: dict[str, Any], frames: list[bytes]) -> None:
+        """Tell the notebook what the relay could not keep, in the cell the output was for."""
+        messages, lost_bytes = gap
+        self.stats["lost_messages"] += messages
+        self.stats["lost_bytes"] += max(lost_bytes, 0)
+        parent: dict[str, Any] = {}
+        topic = b"kernel.stream"
+        with contextlib.suppress(ValueError, IndexError, json.JSONDecodeError):
+            delimiter = frames.index(b"<IDS|MSG>")
+            parent = json.loads(frames[delimiter + 3]) or json.loads(frames[delimiter + 2])
+            if delimiter:
+                topic = frames[0].rsplit(b".", 1)[0] + b".stream"
+        size = f"{lost_bytes:,} bytes" if lost_bytes >= 0 else "size unknown"
+        keeps = ""
+        if limits:
+            keeps = (
+                f" (it keeps the latest {int(limits.get('bytes', 0)) // 2**20} MB or "
+                f"{int(limits.get('messages', 0)):,} messages per kernel)"
+            )
+        text = (
+            f"[compute server {self.server_name!r}: {messages:,} output messages ({size}) of "
+            f"this kernel were lost while the connection was down: more than the server "
+            f"keeps{keeps}.]\n"
+        )
+        log.warning("Kernel output lost on %s: %s", self.server_name, text.strip())
+        self.session.send(
+            self.socket,
+            "stream",
+            {"name": "stderr", "text": text},
+            parent=parent,
+            ident=topic,
+        )
+
+    async def close(self) -> None:
+        self._closed = True
+        self._break()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        self.socket.close(linger=0)
+        self.context.destroy(linger=0)
