@@ -52,8 +52,9 @@ class IOPubResume:
         self.session = Session(key=key, signature_scheme="hmac-sha256", username="kernel")
         self.server_name = server_name
         self.remote_host = remote_host
-        self.context = zmq.asyncio.Context()
-        self.socket = self.context.socket(zmq.PUB)
+        # The process's shared context: a context of its own, if ever left to the garbage
+        # collector with a socket open, would block that collection in zmq_ctx_term forever.
+        self.socket = zmq.asyncio.Context.instance().socket(zmq.PUB)
         self.socket.linger = 0
         self.socket.sndhwm = LOCAL_HWM
         self.port = 0
@@ -208,4 +209,3 @@ class IOPubResume:
                 await self._task
             self._task = None
         self.socket.close(linger=0)
-        self.context.destroy(linger=0)
