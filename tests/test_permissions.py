@@ -6,6 +6,7 @@ authorizer's ``is_authorized`` may be a coroutine), and nothing starts."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,34 @@ async def test_kernels_sync_and_a_hosts_python_need_execute(api, authorizer, jp_
     assert code == 200
     code, again = await api("GET", f"hosts/{host['id']}")
     assert again["python"] == host["python"] and again["name"] == "lab2"
+
+
+async def test_starting_a_kernel_on_a_compute_server_needs_execute(
+    api, authorizer, wait_for_state, jp_fetch, jp_serverapp
+):
+    """Jupyter's own kernel and session APIs ask only for ``write``: a compute server's
+    kernel needs ``execute`` too, while a local kernel still starts with ``write``."""
+    server = await running_server(api, wait_for_state)
+    name = f"compute-{server['id']}-python3"
+    kernel_manager = jp_serverapp.kernel_manager
+    authorizer.denied = {EXECUTE}
+
+    async def answer(method: str, path: str, body: dict[str, Any]) -> int:
+        response = await jp_fetch(
+            *path.split("/"), method=method, body=json.dumps(body), raise_error=False
+        )
+        return response.code
+
+    assert await answer("POST", "api/kernels", {"name": name}) == 403
+    session = {"path": "a.ipynb", "type": "notebook", "name": "a.ipynb", "kernel": {"name": name}}
+    assert await answer("POST", "api/sessions", session) == 403
+    assert list(kernel_manager.list_kernel_ids()) == []
+
+    # A local kernel: write is enough; then moving its session to a remote kernel is not.
+    session["kernel"] = {"name": "python3"}
+    response = await jp_fetch("api", "sessions", method="POST", body=json.dumps(session))
+    created = json.loads(response.body)
+    assert len(list(kernel_manager.list_kernel_ids())) == 1
+    patch = {"kernel": {"name": name}}
+    assert await answer("PATCH", f"api/sessions/{created['id']}", patch) == 403
+    await jp_fetch("api", "sessions", created["id"], method="DELETE")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.services.kernels.handlers import KernelActionHandler
+from jupyter_server.services.kernels.handlers import KernelActionHandler, MainKernelHandler
+from jupyter_server.services.sessions.handlers import SessionHandler, SessionRootHandler
+from jupyter_server.utils import ensure_async
 from tornado import web
 
 from ..kernels.provisioner import KernelStartError
 from ..kernels.runtime import KernelRuntime
-from .base import ComputeServersAPIHandler
+from ..kernels.specs import SPEC_PREFIX
+from .base import AUTH_RESOURCE, ComputeServersAPIHandler
 
 
 class RemoteKernelError(KernelStartError, web.HTTPError):
@@ -47,13 +52,88 @@ class ExplainedKernelActionHandler(KernelActionHandler):
             raise
 
 
-def kernel_action_handlers() -> list[tuple[str, type]]:
-    from jupyter_server.services.kernels.handlers import default_handlers
+async def check_may_run_code_there(handler: Any, kernel_name: Any) -> None:
+    """A kernel on a compute server runs code there: starting one needs ``execute`` on the
+    compute servers, not only Jupyter's ``write`` on kernels (or sessions)."""
+    if not (isinstance(kernel_name, str) and kernel_name.startswith(SPEC_PREFIX)):
+        return
+    allowed = await ensure_async(
+        handler.authorizer.is_authorized(handler, handler.current_user, "execute", AUTH_RESOURCE)
+    )
+    if not allowed:
+        raise web.HTTPError(
+            403,
+            f"Starting the kernel {kernel_name[:80]!r} runs code on a compute server: it needs "
+            f"the execute permission on {AUTH_RESOURCE}.",
+        )
 
+
+def _json_body(handler: Any) -> dict[str, Any]:
+    try:
+        body = handler.get_json_body()
+    except web.HTTPError:
+        return {}  # Jupyter's own handler answers the bad body
+    return body if isinstance(body, dict) else {}
+
+
+class GuardedMainKernelHandler(MainKernelHandler):
+    """Jupyter's ``POST /api/kernels``, refusing a compute server's kernel without
+    ``execute``. (Added by the extension, its route comes before Jupyter's own.)"""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        await check_may_run_code_there(self, _json_body(self).get("name"))
+        result = super().post()
+        if result is not None:
+            await result
+
+
+def _session_kernel_name(body: dict[str, Any]) -> Any:
+    kernel = body.get("kernel")
+    return kernel.get("name") if isinstance(kernel, dict) else None
+
+
+class GuardedSessionRootHandler(SessionRootHandler):
+    """Jupyter's ``POST /api/sessions`` (which starts a kernel), guarded the same way."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        await check_may_run_code_there(self, _session_kernel_name(_json_body(self)))
+        result = super().post()
+        if result is not None:
+            await result
+
+
+class GuardedSessionHandler(SessionHandler):
+    """Jupyter's ``PATCH /api/sessions/{id}`` (which may start a kernel), guarded the same
+    way."""
+
+    @web.authenticated
+    @authorized
+    async def patch(self, session_id: str) -> None:
+        await check_may_run_code_there(self, _session_kernel_name(_json_body(self)))
+        result = super().patch(session_id)
+        if result is not None:
+            await result
+
+
+def kernel_action_handlers() -> list[tuple[str, type]]:
+    """Jupyter's kernel and session routes that start or restart a kernel, in our versions."""
+    from jupyter_server.services.kernels.handlers import default_handlers as kernel_routes
+    from jupyter_server.services.sessions.handlers import default_handlers as session_routes
+
+    ours: dict[type, type] = {
+        KernelActionHandler: ExplainedKernelActionHandler,
+        MainKernelHandler: GuardedMainKernelHandler,
+        SessionRootHandler: GuardedSessionRootHandler,
+        SessionHandler: GuardedSessionHandler,
+    }
     return [
-        (pattern, ExplainedKernelActionHandler)
-        for pattern, handler in default_handlers
-        if handler is KernelActionHandler
+        (pattern, ours[handler])
+        for pattern, handler in [*kernel_routes, *session_routes]
+        if handler in ours
     ]
 
 
