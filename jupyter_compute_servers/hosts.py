@@ -64,7 +64,8 @@ HOST_FIELDS = (
 )
 PATCH_FIELDS = (*HOST_FIELDS, "trust_host_key")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,253}$")
+# No empty label (a leading dot, two dots): the resolver refuses those with a UnicodeError.
+_HOSTNAME = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,252}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 hosts = Table(
@@ -633,7 +634,8 @@ class HostRegistry:
                 ),
                 self.ssh.connect_timeout,
             )
-        except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+        except (OSError, ValueError, asyncssh.Error, asyncio.TimeoutError) as e:
+            # ValueError: the resolver's UnicodeError for a name it cannot encode.
             return self.hosts.update(
                 host.id, inventory_error=f"Cannot reach {host.hostname}: {e or type(e).__name__}"
             )
@@ -651,7 +653,7 @@ class HostRegistry:
         try:
             agent = await self.ssh.agent(self._key(host_id), host.endpoint())
             info = await agent.call("info", workspace="~")
-        except (CloudError, OSError, asyncssh.Error) as e:
+        except (CloudError, OSError, ValueError, asyncssh.Error) as e:
             message = getattr(e, "message", None) or str(e)
             return self.hosts.update(host_id, inventory_error=message)
         return self.hosts.update(

@@ -171,6 +171,8 @@ async def test_host_fields_are_validated(api, host):
         (host_body(host, colour="red"), "colour"),
         # A trailing newline passes a "$" pattern; these are full matches.
         (host_body(host, hostname="127.0.0.1\n"), "hostname"),
+        (host_body(host, hostname=".BZ05tzl.k0."), "hostname"),  # an empty label
+        (host_body(host, hostname="a..b"), "hostname"),
         (host_body(host, username="root\n"), "username"),
         (host_body(host, name="lab\n"), "name"),
     ):

@@ -890,7 +890,7 @@ export interface components {
             /** @description Default 22; 0: from ~/.ssh/config. */
             port?: number;
             /** @description Default: from ~/.ssh/config, else the local user. */
-            username?: string;
+            username?: string | null;
             /** @description A private key file on the Jupyter machine; default: the ssh-agent and ~/.ssh keys. */
             identity_file?: string | null;
             use_agent?: boolean;

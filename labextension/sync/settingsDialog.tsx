@@ -18,7 +18,9 @@ export const DEFAULT_SYNC_SETTINGS: ISyncSettings = {
   server_only: [],
   max_file_size_mb: 1024,
   auto_sync_minutes: null,
-  before_kernel: true
+  before_kernel: true,
+  pull_executable_config: [],
+  max_delete_percent: 50
 };
 
 /** The dialog's inputs, as typed. */
