@@ -202,7 +202,9 @@ test.describe('File sync and costs', () => {
       server_only: [],
       max_file_size_mb: 5,
       auto_sync_minutes: 10,
-      before_kernel: true
+      before_kernel: true,
+      pull_executable_config: [],
+      max_delete_percent: 50
     });
 
     for (const path of [file, theirs!]) {
