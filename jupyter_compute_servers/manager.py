@@ -651,6 +651,10 @@ class ComputeServerManager:
             try:
                 status = await cloud.status(server.id, server.cloud_data)
                 state, reason = status.state, status.reason
+                if status.found:
+                    self.store.update_fields(
+                        server.id, cloud_data={**server.cloud_data, **status.found}
+                    )
             except Exception as e:
                 state, reason = State.ERROR, f"could not ask the cloud: {e}"
             interrupted = f"{server.operation or 'an action'} was interrupted by a restart"
