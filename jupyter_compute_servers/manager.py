@@ -71,7 +71,8 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_alive(owner: str | None) -> bool:
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process an ``owner`` string (host:pid) names still runs here."""
     if not owner or ":" not in owner:
         return False
     host, _, pid = owner.rpartition(":")
@@ -643,7 +644,7 @@ class ComputeServerManager:
         """Settle servers left mid-operation by a process that died, from the clouds' truth."""
         settled = []
         for server in self.store.servers():
-            if not server.state.is_transitional or _owner_alive(server.operation_owner):
+            if not server.state.is_transitional or owner_alive(server.operation_owner):
                 continue
             cloud = self.clouds.get(server.cloud)
             if cloud is None:
