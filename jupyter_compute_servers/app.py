@@ -201,6 +201,7 @@ def handler_settings(services: Services, kernel_runtime: KernelRuntime) -> dict[
         "compute_servers_presenter": services.presenter,
         "compute_servers_costs": services.costs,
         "compute_servers_sync": services.sync,
+        "compute_servers_mounts": services.mounts,
         "compute_servers_hosts": services.hosts,
         "compute_servers_images": services.images,
         "compute_servers_clouds": services.clouds,

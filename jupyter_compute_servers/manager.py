@@ -234,6 +234,9 @@ class ComputeServerManager:
         #: Awaited with (server id, the kernel's directory relative to the Jupyter root)
         #: before a kernel is launched there (sync pushes that directory).
         self.before_kernel_launch: list[Callable[[int, str], Awaitable[None]]] = []
+        #: Awaited with the server id before an action closes its connection (stop, suspend,
+        #: reboot, deprovision), while it still answers (mounts unmount there).
+        self.before_disconnect: list[Callable[[int], Awaitable[None]]] = []
 
     # --- presentation ---------------------------------------------------------------------
 
@@ -500,6 +503,12 @@ class ComputeServerManager:
         async with self._lock(server.id):
             op = self._operation(server)
             try:
+                if action in (Action.STOP, Action.SUSPEND, Action.REBOOT, Action.DEPROVISION):
+                    for hook in self.before_disconnect:
+                        try:
+                            await hook(server.id)
+                        except Exception:  # a hook must never keep a server from stopping
+                            self.log.exception("Before %s of %s", action.value, server.name)
                 if action is Action.START:
                     await self.ssh.close(server.id)
                     if previous is State.DEPROVISIONED:

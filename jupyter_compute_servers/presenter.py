@@ -1,11 +1,12 @@
 """``ServerPresenter``: a compute server as the API answers it.
 
-The record, the actions its state and cloud allow, its sync settings and its costs, assembled
-here so that the manager knows nothing of costs or sync.
+The record, the actions its state and cloud allow, its sync settings, its costs and its
+workspace mount, assembled here so that the manager knows nothing of costs or sync.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .models import State, allowed_actions
@@ -23,10 +24,13 @@ class ServerPresenter:
         clouds: dict[str, Cloud],
         costs: ComputeServerCosts,
         sync_settings: SyncSettingsStore,
+        mount_state: Callable[[int], dict[str, Any] | None] = lambda server_id: None,
     ) -> None:
         self.clouds = clouds
         self.costs = costs
         self.sync_settings = sync_settings
+        #: The server's live workspace mount in this process (mount/service.py), or None.
+        self.mount_state = mount_state
 
     def to_json(self, server: ServerRecord) -> dict[str, Any]:
         cloud = self.clouds.get(server.cloud)
@@ -51,6 +55,7 @@ class ServerPresenter:
             "updated": server.updated,
             "operation": server.operation,
             "sync": self.sync_settings.settings(server.id).to_json(),
+            "mount": self.mount_state(server.id),
             "progress": server.progress,
             "allowed_actions": (
                 [

@@ -30,6 +30,7 @@ from .events import EventCallback, ServerEvents
 from .hosts import HostRegistry, HostStore
 from .images.catalog import ImageCatalog
 from .kernels.specs import KernelSpecPublisher
+from .mount.service import MountService
 from .presenter import ServerPresenter
 from .ssh import KeyStore, SSHConnections
 from .store import ServerStore
@@ -62,6 +63,7 @@ class Services:
     kernel_specs: KernelSpecPublisher
     sync: SyncService
     terminals: RemoteTerminals
+    mounts: MountService
     presenter: ServerPresenter
 
     async def close(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
@@ -69,6 +71,7 @@ class Services:
         close every connection and the store."""
         await self.kernel_specs.close()
         await self.sync.close()
+        await self.mounts.close()
         await self.costs.close()
         await self.manager.shutdown(stop_servers=stop_servers)
         self.database.close()
@@ -173,7 +176,10 @@ def build_services(
         on_input=costs.activity.terminal_input,
         max_terminals=settings.max_terminals_per_server,
     )
-    presenter = ServerPresenter(clouds, costs, sync_records)
+    mounts = MountService(manager, sync_root or os.getcwd())
+    manager.before_disconnect.append(mounts.before_disconnect)
+    sync.server_only_extra.append(mounts.server_only)
+    presenter = ServerPresenter(clouds, costs, sync_records, mounts.state)
     return Services(
         settings=settings,
         events=events,
@@ -189,5 +195,6 @@ def build_services(
         kernel_specs=kernel_specs,
         sync=sync,
         terminals=terminals,
+        mounts=mounts,
         presenter=presenter,
     )

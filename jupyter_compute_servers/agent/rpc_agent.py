@@ -1282,6 +1282,12 @@ def workspace_remove(params):
     if os.path.islink(path):
         os.unlink(path)
     elif os.path.isdir(path):
+        # Never delete through a live workspace mount: that would be the Jupyter root.
+        with open("/proc/mounts", encoding="utf-8", errors="replace") as f:
+            points = [line.split(" ")[1] for line in f if " " in line]
+        for point in points:
+            if point.startswith(path + "/"):
+                _unmount(point)
         shutil.rmtree(path)
     return {"removed": path}
 
@@ -1521,7 +1527,141 @@ METHODS = {
     "workspace_remove": workspace_remove,
     "metrics": metrics,
     "container_pull": container_pull,
+    "mount_check": mount_check,
+    "mount_prepare": mount_prepare,
+    "mount_state": mount_state,
+    "unmount": unmount,
 }
+
+
+# --- the live workspace: sshfs in passive mode, its SFTP served by the Jupyter server ------
+
+
+def _mount_point(params):
+    """The mount point: a path inside the workspace, no link on the way, never the workspace."""
+    workspace = os.path.realpath(os.path.expanduser(params["workspace"]))
+    relative = params.get("path")
+    if not isinstance(relative, str) or not relative or relative.startswith("/"):
+        raise ValueError(f"invalid mount path {relative!r}")
+    parts = relative.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"invalid mount path {relative!r}")
+    return workspace, os.path.join(workspace, *parts)
+
+
+def _mounted(path):
+    """Whether a file system is mounted at ``path`` (from /proc/mounts: never touches the
+    mount itself, which may be dead or served by a busy peer)."""
+    try:
+        with open("/proc/mounts", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 1 and fields[1].replace("\\040", " ") == path:
+            return True
+    return False
+
+
+def _fusermount():
+    return shutil.which("fusermount3") or shutil.which("fusermount")
+
+
+def mount_check(params):
+    """What mounting needs here: sshfs, /dev/fuse and fusermount. ``missing`` names what is
+    not there and ``install`` the package that brings it."""
+    sshfs = shutil.which("sshfs")
+    missing = []
+    if sshfs is None:
+        missing.append("sshfs")
+    if not os.path.exists("/dev/fuse"):
+        missing.append("/dev/fuse")
+    if _fusermount() is None:
+        missing.append("fusermount")
+    version = ""
+    if sshfs is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [sshfs, "--version"], capture_output=True, text=True, timeout=10
+            )
+            match = re.search(r"SSHFS version (\d+)\.(\d+)", out.stdout + out.stderr)
+            if match:
+                version = f"{match.group(1)}.{match.group(2)}"
+    # sshfs 3 calls SFTP over stdin/stdout "passive"; 2.x called it "slave".
+    passive = "slave" if version.startswith("2.") else "passive"
+    return {"missing": missing, "sshfs": sshfs, "version": version, "passive": passive}
+
+
+def mount_prepare(params):
+    """Make the mount point (inside the workspace), lazily unmounting a mount left there
+    (a dead one after a dropped connection: its processes got errors meanwhile)."""
+    workspace, path = _mount_point(params)
+    if _mounted(path):
+        _unmount(path)
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    if os.path.realpath(path) != path or not path.startswith(workspace + "/"):
+        raise ValueError("the mount point is a link or outside the workspace; refusing it")
+    if os.listdir(path):
+        raise ValueError(f"the mount point {path} is not empty; choose another path")
+    return {"path": path}
+
+
+def _unmount(path):
+    fusermount = _fusermount()
+    argv = [fusermount, "-u", "-z", path] if fusermount else ["umount", "-l", path]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if out.returncode != 0 and _mounted(path):
+        raise OSError(f"could not unmount {path}: {out.stderr.strip()}")
+
+
+def unmount(params):
+    """Unmount the mount point (lazily: a process inside keeps working on what it has
+    open, and nothing new goes through)."""
+    _, path = _mount_point(params)
+    was = _mounted(path)
+    if was:
+        _unmount(path)
+    return {"path": path, "unmounted": was, "mounted": _mounted(path)}
+
+
+def mount_state(params):
+    _, path = _mount_point(params)
+    return {"path": path, "mounted": _mounted(path)}
+
+
+def mount_relay_main(argv):
+    """Run sshfs (``argv``) with its SFTP stream relayed to this process's stdin/stdout (the
+    exec channel). When the channel ends (the connection dropped, or our side closed it),
+    sshfs is killed before it can see the end: a clean exit would unmount and leave an
+    empty directory where the files were, which a program would take for "no files". Killed,
+    the mount stays and every access fails ("Transport endpoint is not connected") until the
+    Jupyter server mounts it again or unmounts it."""
+    import select
+
+    child = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, start_new_session=True
+    )
+    signal.signal(signal.SIGHUP, lambda *_: (child.kill(), os._exit(0)))
+    signal.signal(signal.SIGTERM, lambda *_: (child.kill(), os._exit(0)))
+    stdin, stdout = sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno()
+    child_in, child_out = child.stdin.fileno(), child.stdout.fileno()
+    # Nothing follows the agent's source in stdin's buffer: our side sends nothing until
+    # sshfs has spoken (SFTP's init comes from the client).
+    while True:
+        ready, _, _ = select.select([stdin, child_out], [], [])
+        if stdin in ready:
+            data = os.read(stdin, 1 << 18)
+            if not data:
+                child.kill()
+                child.wait()
+                return
+            os.write(child_in, data)
+        if child_out in ready:
+            data = os.read(child_out, 1 << 18)
+            if not data:  # sshfs ended (unmounted, or failed to mount)
+                sys.exit(child.wait())
+            os.write(stdout, data)
 
 
 #: Where a long method reports progress (the client shows it); set for each request.
@@ -1557,5 +1697,7 @@ def serve(stdin, stdout):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--iopub-relay"]:
         relay_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["--mount-relay"]:
+        mount_relay_main(sys.argv[2:])
     else:
         serve(sys.stdin, sys.stdout)

@@ -93,6 +93,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+
+def unmount_under(directory: Path) -> None:
+    """Lazily unmount every file system mounted under ``directory`` (a sandbox's live
+    workspace mount, dead once its sshfs was ended), so that nothing stays mounted in a
+    stopped server and a deprovision never deletes through a mount."""
+    top = os.path.realpath(directory)
+    points: list[str] = []
+    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as f:
+        points = [line.split(" ")[1].replace("\\040", " ") for line in f if " " in line]
+    fusermount = shutil.which("fusermount3") or shutil.which("fusermount")
+    for point in sorted((p for p in points if p.startswith(top + os.sep)), reverse=True):
+        argv = [fusermount, "-u", "-z", point] if fusermount else ["umount", "-l", point]
+        subprocess.run(argv, capture_output=True, check=False, timeout=30)
+
 class LocalCloud(Cloud):
     """Sandboxes on this machine, each with its own SSH server on 127.0.0.1."""
 
@@ -380,6 +394,9 @@ class LocalCloud(Cloud):
     async def stop(self, op: Operation) -> None:
         op.progress("Ending the server's processes", 0.3)
         await self._end_processes(op.cloud_data.get("token"))
+        await asyncio.get_running_loop().run_in_executor(
+            None, unmount_under, self.sandbox(op.server_id)
+        )
         op.remember(pid=None, port=None)
 
     async def reboot(self, op: Operation) -> None:

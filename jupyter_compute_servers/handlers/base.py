@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ..images.catalog import ImageCatalog
     from ..manager import ComputeServerManager
     from ..presenter import ServerPresenter
+    from ..mount.service import MountService
     from ..sync.service import SyncService
 
 #: The resource name that authorizers see for every compute servers endpoint.
@@ -51,6 +52,10 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
     @property
     def sync(self) -> SyncService:
         return self.settings["compute_servers_sync"]
+
+    @property
+    def mounts(self) -> MountService:
+        return self.settings["compute_servers_mounts"]
 
     @property
     def hosts(self) -> HostRegistry:

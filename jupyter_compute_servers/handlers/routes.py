@@ -6,6 +6,7 @@ from .base import NotFoundHandler
 from .costs import CostsHandler, EstimateHandler
 from .hosts import HostHandler, HostInventoryHandler, HostsHandler, ServerMetricsHandler
 from .images import ImagesHandler, ImagesReloadHandler
+from .mount import ServerMountHandler
 from .kernels import ServerKernelHandler, ServerKernelsHandler
 from .openapi import OpenAPIHandler
 from .servers import (
@@ -50,6 +51,7 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/servers/{_ID}", ServerHandler),
         (rf"{API_PREFIX}/servers/{_ID}/history", ServerHistoryHandler),
         (rf"{API_PREFIX}/servers/{_ID}/actions/(?P<action>[a-z_]+)", ServerActionHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/mount", ServerMountHandler),
         (rf"{API_PREFIX}/servers/{_ID}/kernels", ServerKernelsHandler),
         (rf"{API_PREFIX}/servers/{_ID}/kernels/(?P<kernel_id>[^/]+)", ServerKernelHandler),
         (rf"{API_PREFIX}/servers/{_ID}/terminals", ServerTerminalsHandler),

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import fcntl
 import logging
@@ -125,6 +126,9 @@ class SyncService(LoggingConfigurable):
         self.root_dir = os.path.realpath(root_dir)
         self.lock_dir = Path(lock_dir)
         self.store = records
+        #: Directories of a server's workspace that never sync, beside its settings' own
+        #: (the live workspace's mount point, which is the Jupyter root again).
+        self.server_only_extra: list[Callable[[int], tuple[str, ...]]] = []
         self._jobs: dict[int, _Job] = {}
         self._sessions: dict[int, tuple[Any, SyncSession]] = {}
         self._seen_running: dict[int, float] = {}
@@ -143,6 +147,13 @@ class SyncService(LoggingConfigurable):
 
     def settings(self, server_id: int) -> SyncSettings:
         return self.store.settings(server_id)
+
+    def _with_extra(self, server_id: int) -> SyncSettings:
+        settings = self.settings(server_id)
+        extra = tuple(p for hook in self.server_only_extra for p in hook(server_id))
+        if not extra:
+            return settings
+        return dataclasses.replace(settings, server_only=settings.server_only + extra)
 
     def parse_settings(self, value: Any, server_id: int | None) -> SyncSettings:
         return parse_settings(value, self.settings(server_id) if server_id else None)
@@ -295,7 +306,7 @@ class SyncService(LoggingConfigurable):
                 store=self.store,
                 server_id=server_id,
                 server_name=server.name,
-                settings=self.settings(server_id),
+                settings=self._with_extra(server_id),
                 direction=job.direction,
                 scope=job.path,
                 on_progress=lambda: self._publish(job),

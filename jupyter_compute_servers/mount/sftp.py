@@ -1,0 +1,340 @@
+"""An SFTP server confined to one tree of the Jupyter root, run over any byte stream (the
+stdin/stdout of the server's ``sshfs -o passive`` on an exec channel).
+
+The compute server is untrusted: every path it sends is mapped into the tree (``..`` stops at
+the tree's top, an absolute path is taken from the tree's top) and then resolved here with
+``os.path.realpath``; whatever resolves outside the tree is refused with "permission denied".
+So a link in the tree that points outside is never followed (reading it as a link, ``lstat``,
+and removing it are allowed; ``readlink`` is refused, since its target names a place outside),
+no link may be made that points outside, and a rename cannot move a link somewhere from which
+its relative target leaves the tree (it is refused). asyncssh's handler serves one request at a
+time, so nothing the client sends can change the tree between a check and the use of its
+result. Blocking file system calls run on a thread, so a slow disk never stalls the event loop;
+reads are at most ``MAX_READ`` bytes each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import posixpath
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import asyncssh
+from asyncssh.sftp import SFTPAttrs, SFTPName
+
+T = TypeVar("T")
+
+#: The most bytes one read request gets (sshfs asks for 64 KiB at a time by default).
+MAX_READ = 1024 * 1024
+
+_WRITE_FLAGS = (
+    asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
+)
+
+
+class Refused(asyncssh.SFTPPermissionDenied):
+    pass
+
+
+def _os_error(e: OSError) -> asyncssh.SFTPError:
+    """An OSError as the SFTP status sshfs turns back into the same errno."""
+    if e.errno == errno.ENOENT:
+        return asyncssh.SFTPNoSuchFile(e.strerror or "No such file")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.ELOOP):
+        return asyncssh.SFTPPermissionDenied(e.strerror or "Permission denied")
+    if e.errno == errno.EEXIST:
+        return asyncssh.SFTPFileAlreadyExists(e.strerror or "File exists")
+    if e.errno == errno.ENOTEMPTY:
+        return asyncssh.SFTPDirNotEmpty(e.strerror or "Directory not empty")
+    if e.errno == errno.ENOTDIR:
+        return asyncssh.SFTPNotADirectory(e.strerror or "Not a directory")
+    if e.errno == errno.EISDIR:
+        return asyncssh.SFTPFileIsADirectory(e.strerror or "Is a directory")
+    if e.errno == errno.ENOSPC:
+        return asyncssh.SFTPNoSpaceOnFilesystem(e.strerror or "No space left")
+    return asyncssh.SFTPFailure(e.strerror or str(e))
+
+
+class _Handle:
+    """An open file (asyncssh tests handles for truth, and a descriptor may be 0)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+
+def _fd(file_obj: object) -> int:
+    assert isinstance(file_obj, _Handle)
+    return file_obj.fd
+
+
+class ConfinedSFTPServer(asyncssh.SFTPServer):
+    """asyncssh's SFTP server with every path checked against ``root`` (an absolute,
+    resolved directory) and, when ``read_only``, every change refused."""
+
+    def __init__(self, chan: Any, root: str, *, read_only: bool = False) -> None:
+        super().__init__(chan)
+        self.root = os.fsencode(os.path.realpath(root))
+        self.read_only = read_only
+
+    # --- paths ------------------------------------------------------------------------------
+
+    def _inside(self, local: bytes) -> bool:
+        return local == self.root or local.startswith(self.root + b"/")
+
+    def map_path(self, path: bytes) -> bytes:
+        """The client's path inside the tree, lexically (``..`` cannot climb above the top)."""
+        if b"\0" in path:
+            raise Refused("NUL in a path")
+        normal = posixpath.normpath(posixpath.join(b"/", path)).lstrip(b"/")
+        return posixpath.join(self.root, normal) if normal else self.root
+
+    def reverse_map_path(self, path: bytes) -> bytes:
+        if path == self.root:
+            return b"/"
+        if path.startswith(self.root + b"/"):
+            return path[len(self.root) :]
+        raise Refused("outside the mounted tree")
+
+    def resolve(self, path: bytes) -> bytes:
+        """The local path, every link followed, refused if it leaves the tree."""
+        local = os.path.realpath(self.map_path(path))
+        if not self._inside(local):
+            raise Refused("the path leads outside the mounted tree")
+        return local
+
+    def resolve_entry(self, path: bytes) -> bytes:
+        """The local path of the entry itself (a link is not followed): its directory
+        resolved and refused if outside, the last component kept."""
+        mapped = self.map_path(path)
+        if mapped == self.root:
+            return self.root
+        parent, name = posixpath.split(mapped)
+        local_parent = os.path.realpath(parent)
+        if not self._inside(local_parent):
+            raise Refused("the path leads outside the mounted tree")
+        return posixpath.join(local_parent, name)
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise Refused("the mount is read-only")
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as e:
+            raise _os_error(e) from None
+
+    # --- files --------------------------------------------------------------------------------
+
+    async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:  # type: ignore[override]
+        if pflags & _WRITE_FLAGS:
+            self._writable()
+        local = self.resolve(path)
+        if local == self.root:
+            raise asyncssh.SFTPFileIsADirectory("Is a directory")
+        if pflags & asyncssh.FXF_READ and pflags & asyncssh.FXF_WRITE:
+            flags = os.O_RDWR
+        elif pflags & asyncssh.FXF_WRITE:
+            flags = os.O_WRONLY
+        else:
+            flags = os.O_RDONLY
+        for bit, flag in (
+            (asyncssh.FXF_APPEND, os.O_APPEND),
+            (asyncssh.FXF_CREAT, os.O_CREAT),
+            (asyncssh.FXF_TRUNC, os.O_TRUNC),
+            (asyncssh.FXF_EXCL, os.O_EXCL),
+        ):
+            if pflags & bit:
+                flags |= flag
+        perms = 0o666 if attrs.permissions is None else attrs.permissions & 0o7777
+        # O_NOFOLLOW: the resolved path has no link left; one appearing now is refused.
+        fd = await self._io(os.open, local, flags | os.O_NOFOLLOW | os.O_CLOEXEC, perms)
+        return _Handle(fd)
+
+    async def open56(self, *args: Any) -> object:  # type: ignore[override]
+        raise asyncssh.SFTPOpUnsupported("SFTP v5/v6 opens are not served")
+
+    async def close(self, file_obj: object) -> None:  # type: ignore[override]
+        await self._io(os.close, _fd(file_obj))
+
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:  # type: ignore[override]
+        return await self._io(os.pread, _fd(file_obj), min(size, MAX_READ), offset)
+
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:  # type: ignore[override]
+        self._writable()
+        return await self._io(os.pwrite, _fd(file_obj), data, offset)
+
+    async def fstat(self, file_obj: object) -> os.stat_result:  # type: ignore[override]
+        return await self._io(os.fstat, _fd(file_obj))
+
+    async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:  # type: ignore[override]
+        self._writable()
+        await self._io(_setstat, _fd(file_obj), attrs)
+
+    async def fsync(self, file_obj: object) -> None:  # type: ignore[override]
+        await self._io(os.fsync, _fd(file_obj))
+
+    async def fstatvfs(self, file_obj: object) -> os.statvfs_result:  # type: ignore[override]
+        return await self._io(os.fstatvfs, _fd(file_obj))
+
+    async def lock(self, *args: Any) -> None:  # type: ignore[override]
+        raise asyncssh.SFTPOpUnsupported("locks are not served")
+
+    async def unlock(self, *args: Any) -> None:  # type: ignore[override]
+        raise asyncssh.SFTPOpUnsupported("locks are not served")
+
+    # --- metadata -----------------------------------------------------------------------------
+
+    async def stat(self, path: bytes) -> os.stat_result:  # type: ignore[override]
+        return await self._io(os.stat, self.resolve(path))
+
+    async def lstat(self, path: bytes) -> os.stat_result:  # type: ignore[override]
+        return await self._io(os.lstat, self.resolve_entry(path))
+
+    async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:  # type: ignore[override]
+        self._writable()
+        await self._io(_setstat, self.resolve(path), attrs)
+
+    async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:  # type: ignore[override]
+        self._writable()
+        local = self.resolve_entry(path)
+        if os.path.islink(local):
+            raise Refused("the attributes of a link are not changed")
+        await self._io(_setstat, local, attrs)
+
+    async def statvfs(self, path: bytes) -> os.statvfs_result:  # type: ignore[override]
+        return await self._io(os.statvfs, self.resolve(path))
+
+    async def realpath(self, path: bytes) -> bytes:  # type: ignore[override]
+        return self.reverse_map_path(self.resolve(path))
+
+    async def readlink(self, path: bytes) -> bytes:  # type: ignore[override]
+        local = self.resolve_entry(path)
+        target = await self._io(os.readlink, local)
+        # Only a link that stays inside is shown, as the client would name its target.
+        where = os.path.realpath(posixpath.join(posixpath.dirname(local), target))
+        if not self._inside(where):
+            raise Refused("the link points outside the mounted tree")
+        if posixpath.isabs(target):
+            return self.reverse_map_path(where)
+        return target
+
+    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:  # type: ignore[override]
+        local = self.resolve(path)
+        entries = await self._io(_listdir, local)
+        for name, st in entries:
+            yield SFTPName(name, attrs=SFTPAttrs.from_local(st))
+
+    # --- changes ------------------------------------------------------------------------------
+
+    async def remove(self, path: bytes) -> None:  # type: ignore[override]
+        self._writable()
+        await self._io(os.remove, self._changeable(path))
+
+    async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:  # type: ignore[override]
+        self._writable()
+        mode = 0o777 if attrs.permissions is None else attrs.permissions & 0o7777
+        await self._io(os.mkdir, self._changeable(path), mode)
+
+    async def rmdir(self, path: bytes) -> None:  # type: ignore[override]
+        self._writable()
+        await self._io(os.rmdir, self._changeable(path))
+
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
+        await self._rename(oldpath, newpath, replace=False)
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
+        await self._rename(oldpath, newpath, replace=True)
+
+    async def _rename(self, oldpath: bytes, newpath: bytes, *, replace: bool) -> None:
+        self._writable()
+        old, new = self._changeable(oldpath), self._changeable(newpath)
+        await self._io(self._check_links_moved, old, new)
+        if not replace and os.path.lexists(new):
+            raise asyncssh.SFTPFileAlreadyExists("File already exists")
+        await self._io(os.rename, old, new)
+
+    def _check_links_moved(self, old: bytes, new: bytes) -> None:
+        """A relative link that is inside at its place may lead out from another: refuse a
+        rename that would make any link under ``old`` point outside."""
+        links = [old] if os.path.islink(old) else []
+        if not links and os.path.isdir(old):
+            for top, dirs, files in os.walk(old):
+                links += [posixpath.join(top, n) for n in dirs + files]
+            links = [p for p in links if os.path.islink(p)]
+        for link in links:
+            moved = new + link[len(old) :]
+            target = os.readlink(link)
+            where = os.path.realpath(posixpath.join(posixpath.dirname(moved), target))
+            if posixpath.isabs(target) or not self._inside(where):
+                raise Refused("a link moved there would point outside the mounted tree")
+
+    async def symlink(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
+        self._writable()
+        local = self._changeable(newpath)
+        # Only relative targets that resolve inside: an absolute one means a place on the
+        # server's machine to the server, and a place here to us.
+        if posixpath.isabs(oldpath) or b"\0" in oldpath:
+            raise Refused("a link must be relative and stay inside the mounted tree")
+        where = os.path.realpath(posixpath.join(posixpath.dirname(local), oldpath))
+        if not self._inside(where):
+            raise Refused("a link must be relative and stay inside the mounted tree")
+        await self._io(os.symlink, oldpath, local)
+
+    async def link(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
+        self._writable()
+        source = self.resolve_entry(oldpath)
+        if os.path.islink(source):
+            raise Refused("hard links to links are not made")
+        await self._io(os.link, source, self._changeable(newpath), follow_symlinks=False)
+
+    def _changeable(self, path: bytes) -> bytes:
+        local = self.resolve_entry(path)
+        if local == self.root:
+            raise Refused("the mounted tree's top cannot be changed")
+        return local
+
+
+def _listdir(local: bytes) -> list[tuple[bytes, os.stat_result]]:
+    out = [(b".", os.stat(local)), (b"..", os.stat(local))]
+    with os.scandir(local) as entries:
+        for entry in entries:
+            try:
+                out.append((entry.name, entry.stat(follow_symlinks=False)))
+            except FileNotFoundError:
+                continue
+    return out
+
+
+def _setstat(target: bytes | int, attrs: SFTPAttrs) -> None:
+    if attrs.size is not None:
+        os.truncate(target, attrs.size)
+    if attrs.permissions is not None:
+        os.chmod(target, attrs.permissions & 0o7777)
+    if attrs.atime is not None and attrs.mtime is not None:
+        atime_ns = attrs.atime * 1_000_000_000 + (attrs.atime_ns or 0)
+        mtime_ns = attrs.mtime * 1_000_000_000 + (attrs.mtime_ns or 0)
+        os.utime(target, ns=(atime_ns, mtime_ns))
+    # uid/gid changes are ignored: the files stay the Jupyter user's.
+
+
+async def serve(
+    reader: asyncssh.SSHReader[bytes],
+    writer: asyncssh.SSHWriter[bytes],
+    channel: Any,
+    root: str,
+    *,
+    read_only: bool = False,
+) -> None:
+    """Serve SFTP for ``root`` on a byte stream until the client goes away."""
+    from asyncssh.sftp import SFTPServerHandler
+
+    server = ConfinedSFTPServer(channel, root, read_only=read_only)
+    handler = SFTPServerHandler(server, reader, writer, 3)
+    # sshfs sends a symlink's target first, as OpenSSH's sftp-server expects (asyncssh finds
+    # that out from the SSH client's version, which here is our own).
+    handler._nonstandard_symlink = True
+    await handler.run()
