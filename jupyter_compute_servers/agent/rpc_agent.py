@@ -1527,10 +1527,6 @@ METHODS = {
     "workspace_remove": workspace_remove,
     "metrics": metrics,
     "container_pull": container_pull,
-    "mount_check": mount_check,
-    "mount_prepare": mount_prepare,
-    "mount_state": mount_state,
-    "unmount": unmount,
 }
 
 
@@ -1662,6 +1658,11 @@ def mount_relay_main(argv):
             if not data:  # sshfs ended (unmounted, or failed to mount)
                 sys.exit(child.wait())
             os.write(stdout, data)
+
+
+METHODS.update(
+    mount_check=mount_check, mount_prepare=mount_prepare, mount_state=mount_state, unmount=unmount
+)
 
 
 #: Where a long method reports progress (the client shows it); set for each request.
