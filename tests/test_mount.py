@@ -10,7 +10,6 @@ import contextlib
 import errno
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -143,7 +142,10 @@ async def test_a_cut_connection_errors_then_remounts_with_fresh_data(
 
     manager = jp_serverapp.web_app.settings["compute_servers_manager"]
     port = (await manager.endpoint(sid)).port
-    subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", f":{port}"], check=True)
+    cut = await asyncio.create_subprocess_exec(
+        "ss", "-K", "dst", "127.0.0.1", "dport", "=", f":{port}"
+    )
+    assert await cut.wait() == 0
     await wait_until(lambda: mounts.state(sid)["state"] == "remounting", timeout=10)
     (jp_root_dir / "a.txt").write_text("after")
 

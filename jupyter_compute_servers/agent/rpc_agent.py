@@ -1578,9 +1578,7 @@ def mount_check(params):
     version = ""
     if sshfs is not None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(
-                [sshfs, "--version"], capture_output=True, text=True, timeout=10
-            )
+            out = subprocess.run([sshfs, "--version"], capture_output=True, text=True, timeout=10)
             match = re.search(r"SSHFS version (\d+)\.(\d+)", out.stdout + out.stderr)
             if match:
                 version = f"{match.group(1)}.{match.group(2)}"
@@ -1638,10 +1636,15 @@ def mount_relay_main(argv):
     child = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, start_new_session=True
     )
-    signal.signal(signal.SIGHUP, lambda *_: (child.kill(), os._exit(0)))
-    signal.signal(signal.SIGTERM, lambda *_: (child.kill(), os._exit(0)))
+
+    def end(*_):
+        child.kill()
+        os._exit(0)
+
+    signal.signal(signal.SIGHUP, end)
+    signal.signal(signal.SIGTERM, end)
     stdin, stdout = sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno()
-    child_in, child_out = child.stdin.fileno(), child.stdout.fileno()
+    child_in, child_out = child.stdin.fileno(), child.stdout.fileno()  # type: ignore[union-attr]
     # Nothing follows the agent's source in stdin's buffer: our side sends nothing until
     # sshfs has spoken (SFTP's init comes from the client).
     while True:

@@ -93,7 +93,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-
 def unmount_under(directory: Path) -> None:
     """Lazily unmount every file system mounted under ``directory`` (a sandbox's live
     workspace mount, dead once its sshfs was ended), so that nothing stays mounted in a
@@ -106,6 +105,7 @@ def unmount_under(directory: Path) -> None:
     for point in sorted((p for p in points if p.startswith(top + os.sep)), reverse=True):
         argv = [fusermount, "-u", "-z", point] if fusermount else ["umount", "-l", point]
         subprocess.run(argv, capture_output=True, check=False, timeout=30)
+
 
 class LocalCloud(Cloud):
     """Sandboxes on this machine, each with its own SSH server on 127.0.0.1."""

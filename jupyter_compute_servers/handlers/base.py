@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from ..hosts import HostRegistry
     from ..images.catalog import ImageCatalog
     from ..manager import ComputeServerManager
-    from ..presenter import ServerPresenter
     from ..mount.service import MountService
+    from ..presenter import ServerPresenter
     from ..sync.service import SyncService
 
 #: The resource name that authorizers see for every compute servers endpoint.

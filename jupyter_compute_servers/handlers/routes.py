@@ -6,8 +6,8 @@ from .base import NotFoundHandler
 from .costs import CostsHandler, EstimateHandler
 from .hosts import HostHandler, HostInventoryHandler, HostsHandler, ServerMetricsHandler
 from .images import ImagesHandler, ImagesReloadHandler
-from .mount import ServerMountHandler
 from .kernels import ServerKernelHandler, ServerKernelsHandler
+from .mount import ServerMountHandler
 from .openapi import OpenAPIHandler
 from .servers import (
     CloudsHandler,

@@ -19,10 +19,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import posixpath
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -238,7 +236,9 @@ class MountService:
                 missing=missing,
             )
         workspace = agent.endpoint.workspace
-        prepared = await agent.call("mount_prepare", workspace=workspace, path=mount.request.mount_point)
+        prepared = await agent.call(
+            "mount_prepare", workspace=workspace, path=mount.request.mount_point
+        )
         mount.remote_path = str(prepared["path"])
         sshfs = quote_command(
             str(check["sshfs"]),
@@ -255,13 +255,20 @@ class MountService:
         process.stdin.write(RPC_AGENT_SOURCE)
         mount.process = process
         mount.serving = asyncio.ensure_future(
-            serve(process.stdout, process.stdin, process.channel, local,
-                  read_only=mount.request.read_only)
+            serve(
+                process.stdout,
+                process.stdin,
+                process.channel,
+                local,
+                read_only=mount.request.read_only,
+            )
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.mount_timeout
         while True:
-            state = await agent.call("mount_state", workspace=workspace, path=mount.request.mount_point)
+            state = await agent.call(
+                "mount_state", workspace=workspace, path=mount.request.mount_point
+            )
             if state.get("mounted"):
                 return
             if mount.serving.done() or process.exit_status is not None or loop.time() > deadline:
@@ -286,8 +293,12 @@ class MountService:
             mount.watch.cancel()
         try:
             agent = await self._agent(server_id)
-            await agent.call("unmount", timeout=30, workspace=agent.endpoint.workspace,
-                             path=mount.request.mount_point)
+            await agent.call(
+                "unmount",
+                timeout=30,
+                workspace=agent.endpoint.workspace,
+                path=mount.request.mount_point,
+            )
         finally:
             if mount.process is not None:
                 mount.process.close()
@@ -323,10 +334,3 @@ class MountService:
                     return
                 except (ComputeServersError, asyncssh.Error, OSError) as e:
                     mount.reason = getattr(e, "message", str(e))
-
-
-def extra_server_only(service: MountService) -> Callable[[int], tuple[str, ...]]:
-    return service.server_only
-
-
-__all__ = ["MountError", "MountRequest", "MountService", "parse_request", "posixpath"]

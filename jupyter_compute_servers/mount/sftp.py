@@ -30,9 +30,7 @@ T = TypeVar("T")
 #: The most bytes one read request gets (sshfs asks for 64 KiB at a time by default).
 MAX_READ = 1024 * 1024
 
-_WRITE_FLAGS = (
-    asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
-)
+_WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
 
 
 class Refused(asyncssh.SFTPPermissionDenied):
@@ -128,8 +126,12 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
             raise _os_error(e) from None
 
     # --- files --------------------------------------------------------------------------------
+    # Each request runs wholly on a thread (path checks included: realpath reads the disk).
 
-    async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:  # type: ignore[override]
+    async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        return _Handle(await self._io(self._open, path, pflags, attrs))
+
+    def _open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> int:
         if pflags & _WRITE_FLAGS:
             self._writable()
         local = self.resolve(path)
@@ -151,69 +153,74 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 flags |= flag
         perms = 0o666 if attrs.permissions is None else attrs.permissions & 0o7777
         # O_NOFOLLOW: the resolved path has no link left; one appearing now is refused.
-        fd = await self._io(os.open, local, flags | os.O_NOFOLLOW | os.O_CLOEXEC, perms)
-        return _Handle(fd)
+        return os.open(local, flags | os.O_NOFOLLOW | os.O_CLOEXEC, perms)
 
-    async def open56(self, *args: Any) -> object:  # type: ignore[override]
+    async def open56(self, *args: Any) -> object:
         raise asyncssh.SFTPOpUnsupported("SFTP v5/v6 opens are not served")
 
-    async def close(self, file_obj: object) -> None:  # type: ignore[override]
+    async def close(self, file_obj: object) -> None:
         await self._io(os.close, _fd(file_obj))
 
-    async def read(self, file_obj: object, offset: int, size: int) -> bytes:  # type: ignore[override]
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         return await self._io(os.pread, _fd(file_obj), min(size, MAX_READ), offset)
 
-    async def write(self, file_obj: object, offset: int, data: bytes) -> int:  # type: ignore[override]
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         self._writable()
         return await self._io(os.pwrite, _fd(file_obj), data, offset)
 
-    async def fstat(self, file_obj: object) -> os.stat_result:  # type: ignore[override]
+    async def fstat(self, file_obj: object) -> os.stat_result:
         return await self._io(os.fstat, _fd(file_obj))
 
-    async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:  # type: ignore[override]
+    async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
         self._writable()
         await self._io(_setstat, _fd(file_obj), attrs)
 
-    async def fsync(self, file_obj: object) -> None:  # type: ignore[override]
+    async def fsync(self, file_obj: object) -> None:
         await self._io(os.fsync, _fd(file_obj))
 
-    async def fstatvfs(self, file_obj: object) -> os.statvfs_result:  # type: ignore[override]
+    async def fstatvfs(self, file_obj: object) -> os.statvfs_result:
         return await self._io(os.fstatvfs, _fd(file_obj))
 
-    async def lock(self, *args: Any) -> None:  # type: ignore[override]
+    async def lock(self, *args: Any) -> None:
         raise asyncssh.SFTPOpUnsupported("locks are not served")
 
-    async def unlock(self, *args: Any) -> None:  # type: ignore[override]
+    async def unlock(self, *args: Any) -> None:
         raise asyncssh.SFTPOpUnsupported("locks are not served")
 
     # --- metadata -----------------------------------------------------------------------------
 
-    async def stat(self, path: bytes) -> os.stat_result:  # type: ignore[override]
-        return await self._io(os.stat, self.resolve(path))
+    async def stat(self, path: bytes) -> os.stat_result:
+        return await self._io(lambda: os.stat(self.resolve(path)))
 
-    async def lstat(self, path: bytes) -> os.stat_result:  # type: ignore[override]
-        return await self._io(os.lstat, self.resolve_entry(path))
+    async def lstat(self, path: bytes) -> os.stat_result:
+        return await self._io(lambda: os.lstat(self.resolve_entry(path)))
 
-    async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:  # type: ignore[override]
+    async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         self._writable()
-        await self._io(_setstat, self.resolve(path), attrs)
+        await self._io(lambda: _setstat(self.resolve(path), attrs))
 
-    async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:  # type: ignore[override]
+    async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         self._writable()
+        await self._io(self._lsetstat, path, attrs)
+
+    def _lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         local = self.resolve_entry(path)
         if os.path.islink(local):
             raise Refused("the attributes of a link are not changed")
-        await self._io(_setstat, local, attrs)
+        _setstat(local, attrs)
 
-    async def statvfs(self, path: bytes) -> os.statvfs_result:  # type: ignore[override]
-        return await self._io(os.statvfs, self.resolve(path))
+    async def statvfs(self, path: bytes) -> os.statvfs_result:
+        return await self._io(lambda: os.statvfs(self.resolve(path)))
 
-    async def realpath(self, path: bytes) -> bytes:  # type: ignore[override]
-        return self.reverse_map_path(self.resolve(path))
+    async def realpath(self, path: bytes) -> bytes:
+        return self.reverse_map_path(await self._io(self.resolve, path))
 
-    async def readlink(self, path: bytes) -> bytes:  # type: ignore[override]
+    async def readlink(self, path: bytes) -> bytes:
+        return await self._io(self._readlink, path)
+
+    def _readlink(self, path: bytes) -> bytes:
         local = self.resolve_entry(path)
-        target = await self._io(os.readlink, local)
+        target = os.readlink(local)
         # Only a link that stays inside is shown, as the client would name its target.
         where = os.path.realpath(posixpath.join(posixpath.dirname(local), target))
         if not self._inside(where):
@@ -222,40 +229,40 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
             return self.reverse_map_path(where)
         return target
 
-    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:  # type: ignore[override]
-        local = self.resolve(path)
-        entries = await self._io(_listdir, local)
+    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
+        entries = await self._io(lambda: _listdir(self.resolve(path)))
         for name, st in entries:
             yield SFTPName(name, attrs=SFTPAttrs.from_local(st))
 
     # --- changes ------------------------------------------------------------------------------
 
-    async def remove(self, path: bytes) -> None:  # type: ignore[override]
+    async def remove(self, path: bytes) -> None:
         self._writable()
-        await self._io(os.remove, self._changeable(path))
+        await self._io(lambda: os.remove(self._changeable(path)))
 
-    async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:  # type: ignore[override]
+    async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
         self._writable()
         mode = 0o777 if attrs.permissions is None else attrs.permissions & 0o7777
-        await self._io(os.mkdir, self._changeable(path), mode)
+        await self._io(lambda: os.mkdir(self._changeable(path), mode))
 
-    async def rmdir(self, path: bytes) -> None:  # type: ignore[override]
+    async def rmdir(self, path: bytes) -> None:
         self._writable()
-        await self._io(os.rmdir, self._changeable(path))
+        await self._io(lambda: os.rmdir(self._changeable(path)))
 
-    async def rename(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
-        await self._rename(oldpath, newpath, replace=False)
-
-    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
-        await self._rename(oldpath, newpath, replace=True)
-
-    async def _rename(self, oldpath: bytes, newpath: bytes, *, replace: bool) -> None:
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         self._writable()
+        await self._io(self._rename, oldpath, newpath, False)
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._writable()
+        await self._io(self._rename, oldpath, newpath, True)
+
+    def _rename(self, oldpath: bytes, newpath: bytes, replace: bool) -> None:
         old, new = self._changeable(oldpath), self._changeable(newpath)
-        await self._io(self._check_links_moved, old, new)
+        self._check_links_moved(old, new)
         if not replace and os.path.lexists(new):
             raise asyncssh.SFTPFileAlreadyExists("File already exists")
-        await self._io(os.rename, old, new)
+        os.rename(old, new)
 
     def _check_links_moved(self, old: bytes, new: bytes) -> None:
         """A relative link that is inside at its place may lead out from another: refuse a
@@ -272,8 +279,11 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
             if posixpath.isabs(target) or not self._inside(where):
                 raise Refused("a link moved there would point outside the mounted tree")
 
-    async def symlink(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
+    async def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         self._writable()
+        await self._io(self._symlink, oldpath, newpath)
+
+    def _symlink(self, oldpath: bytes, newpath: bytes) -> None:
         local = self._changeable(newpath)
         # Only relative targets that resolve inside: an absolute one means a place on the
         # server's machine to the server, and a place here to us.
@@ -282,14 +292,17 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         where = os.path.realpath(posixpath.join(posixpath.dirname(local), oldpath))
         if not self._inside(where):
             raise Refused("a link must be relative and stay inside the mounted tree")
-        await self._io(os.symlink, oldpath, local)
+        os.symlink(oldpath, local)
 
-    async def link(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
+    async def link(self, oldpath: bytes, newpath: bytes) -> None:
         self._writable()
+        await self._io(self._link, oldpath, newpath)
+
+    def _link(self, oldpath: bytes, newpath: bytes) -> None:
         source = self.resolve_entry(oldpath)
         if os.path.islink(source):
             raise Refused("hard links to links are not made")
-        await self._io(os.link, source, self._changeable(newpath), follow_symlinks=False)
+        os.link(source, self._changeable(newpath), follow_symlinks=False)
 
     def _changeable(self, path: bytes) -> bytes:
         local = self.resolve_entry(path)
