@@ -442,6 +442,37 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/servers/{server_id}/mount": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        /**
+         * The server's live workspace mount
+         * @description The mount made by this Jupyter server (null when none).
+         */
+        get: operations["getMount"];
+        put?: never;
+        /**
+         * Mount a tree of the Jupyter root on the server
+         * @description Mounts `path` of the Jupyter root (the root itself by default) at `mount_point` in the server's workspace and answers once it is mounted. The server runs `sshfs` in passive mode on an exec channel of its one SSH connection; this Jupyter server answers its SFTP requests, confined to the tree: no path, `..` or link leads outside it, and no link pointing outside can be made. `read_only` refuses every change. The agent first checks that sshfs, /dev/fuse and fusermount are on the server; when one is missing the answer is 502 with `missing` and the package to install (`apt-get install sshfs`). A mount that drops with the connection is mounted again when the server answers (state `remounting` meanwhile; its files then fail with an error, never stale or empty). Stopping the server and Jupyter's shutdown unmount it. Mounting again replaces the mount. Needs `execute` and `write` on `contents`.
+         */
+        post: operations["mount"];
+        /**
+         * Unmount the live workspace
+         * @description Unmounts (lazily: what a process has open stays usable until closed) and answers with what was mounted, or null when nothing was. Needs `execute`.
+         */
+        delete: operations["unmount"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/servers/{server_id}/syncs": {
         parameters: {
             query?: never;
@@ -822,6 +853,8 @@ export interface components {
             allowed_actions: ("start" | "stop" | "suspend" | "resume" | "reboot" | "deprovision" | "delete")[];
             cost: components["schemas"]["ServerCost"];
             auto_stop: components["schemas"]["AutoStop"];
+            /** @description The live workspace mount made by this Jupyter server, or null. */
+            mount: components["schemas"]["Mount"] | null;
         };
         HistoryEntry: {
             at: number;
@@ -1260,6 +1293,38 @@ export interface components {
                 supported: boolean;
                 with_gpus: boolean;
             };
+        };
+        MountRequest: {
+            /**
+             * @description The tree to mount, relative to the Jupyter root ('' is the root).
+             * @default
+             */
+            path?: string;
+            /**
+             * @description Refuse every change through the mount.
+             * @default false
+             */
+            read_only?: boolean;
+            /**
+             * @description Where in the server's workspace (relative; never synced).
+             * @default jupyter
+             */
+            mount_point?: string;
+        };
+        Mount: {
+            path: string;
+            read_only: boolean;
+            mount_point: string;
+            /**
+             * @description failed: it could not be mounted again (reason says why).
+             * @enum {string}
+             */
+            state: "mounting" | "mounted" | "remounting" | "failed";
+            reason: string;
+            /** @description The mount point on the server, absolute. */
+            remote_path: string;
+            /** @description When the state began (Unix time). */
+            since: number;
         };
     };
     responses: {
@@ -2400,6 +2465,144 @@ export interface operations {
                 };
             };
             /** @description The server is not running, or a sync of it is already running (then the body has `sync_id`), here or in another process. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    getMount: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The mount, or null. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        mount: components["schemas"]["Mount"] | null;
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    mount: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["MountRequest"];
+            };
+        };
+        responses: {
+            /** @description Mounted. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        mount: components["schemas"]["Mount"] | null;
+                    };
+                };
+            };
+            /** @description Invalid body; `field` names the input (`path`, `read_only`, `mount_point`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server is not running. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    unmount: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Unmounted (or nothing was mounted). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        mount: components["schemas"]["Mount"] | null;
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server is not running. */
             409: {
                 headers: {
                     [name: string]: unknown;
