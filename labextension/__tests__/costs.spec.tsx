@@ -95,6 +95,7 @@ function makeServer(overrides: Partial<IServer> = {}): IServer {
     allowed_actions: ['stop', 'reboot', 'deprovision'],
     cost: makeCost(),
     auto_stop: { watching: true, idle: null, daily_stop_at: null },
+    mount: null,
     daily_stop: null,
     sync: {
       excludes: [],

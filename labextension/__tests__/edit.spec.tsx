@@ -58,6 +58,7 @@ function makeServer(overrides: Partial<IServer> = {}): IServer {
     allowed_actions: ['start', 'delete'],
     cost: null,
     auto_stop: null,
+    mount: null,
     sync: {
       excludes: [],
       server_only: [],

@@ -44,6 +44,7 @@ function makeServer(overrides: Partial<IServer> = {}): IServer {
     daily_stop: null,
     cost: null,
     auto_stop: null,
+    mount: null,
     sync: {
       excludes: [],
       server_only: [],
