@@ -11,6 +11,7 @@ import {
   kernelsPlugin,
   launcherPlugin
 } from './plugins/kernels';
+import { mountPlugin } from './plugins/mount';
 import { serversPlugin } from './plugins/servers';
 import { sidebarPlugin } from './plugins/sidebar';
 import { statusPlugin } from './plugins/status';
@@ -26,6 +27,7 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   metricsPlugin,
   hostsPlugin,
   syncPlugin,
+  mountPlugin,
   costsPlugin,
   notificationsPlugin,
   sidebarPlugin,

@@ -294,7 +294,7 @@ export const ICostsModel = new Token<ICostsModel>(
  * A part of the Compute Servers panel, which a plugin adds (`IComputeServersSidebar`): what it
  * shows above the servers, in a server's row, under a running server and below the servers.
  * In each place, sections show by rank, lowest first. The extension's own: in a row and under
- * it, sync 10, metrics 20, kernels 30, terminals 40 and Edit 100; above the servers, the costs
+ * it, sync 10, mount 15, metrics 20, kernels 30, terminals 40 and Edit 100; above the servers, the costs
  * (10); below them, the hosts (10).
  */
 export interface ISidebarSection {

@@ -21,7 +21,8 @@ const KINDS: ReadonlySet<string> = new Set<ServerEventKind>([
   'auto_stopped',
   'sync',
   'preempted',
-  'hosts'
+  'hosts',
+  'mount'
 ]);
 
 const STRINGS = [

@@ -18,7 +18,8 @@ export type ServerEventKind =
   | 'auto_stopped'
   | 'sync'
   | 'preempted'
-  | 'hosts';
+  | 'hosts'
+  | 'mount';
 
 /** One event of the server extension, parsed: fields of the wrong type are left out. */
 export interface IServerEvent {
