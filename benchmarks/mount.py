@@ -42,12 +42,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jupyter_compute_servers.models import State  # noqa: E402
-from jupyter_compute_servers.mount.service import SSHFS_OPTIONS, MountRequest  # noqa: E402
-from jupyter_compute_servers.ssh import KeyStore  # noqa: E402
-from jupyter_compute_servers.ssh_endpoint import SSHEndpoint  # noqa: E402
-from tests.composition import services_for  # noqa: E402
-from tests.sshd import OpenSSHHost, start_sshd  # noqa: E402
+from jupyter_compute_servers.models import State
+from jupyter_compute_servers.mount.service import SSHFS_OPTIONS, MountRequest
+from jupyter_compute_servers.ssh import KeyStore
+from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
+from tests.composition import services_for
+from tests.sshd import OpenSSHHost, start_sshd
 
 
 def make_root(root: Path, large_mb: int, small: int) -> None:
@@ -123,7 +123,8 @@ async def main() -> None:
         key = keys.private_key_path(1)
         known = tmp / "known_hosts"
         known.write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_key}\n")
-        subprocess.run(
+        await asyncio.to_thread(
+            subprocess.run,
             [
                 "sshfs",
                 f"{sshd.username}@127.0.0.1:{root}",
@@ -187,7 +188,9 @@ async def main() -> None:
         if services is not None:
             await services.close()
         for point in mounted:
-            subprocess.run(["fusermount3", "-u", "-z", str(point)], capture_output=True)
+            await asyncio.to_thread(
+                subprocess.run, ["fusermount3", "-u", "-z", str(point)], capture_output=True
+            )
         if sshd is not None:
             sshd.process.terminate()
             sshd.process.wait()
