@@ -237,6 +237,10 @@ class ComputeServerManager:
         #: Awaited with the server id before an action closes its connection (stop, suspend,
         #: reboot, deprovision), while it still answers (mounts unmount there).
         self.before_disconnect: list[Callable[[int], Awaitable[None]]] = []
+        #: Asked with (server id, a kernel's directory relative to the Jupyter root) for the
+        #: directory to start it in, relative to the workspace, or None: the first answer
+        #: wins (a live workspace mount answers for directories inside its tree).
+        self.kernel_directory: list[Callable[[int, str], str | None]] = []
 
     # --- presentation ---------------------------------------------------------------------
 

@@ -178,6 +178,7 @@ def build_services(
     )
     mounts = MountService(manager, sync_root or os.getcwd())
     manager.before_disconnect.append(mounts.before_disconnect)
+    manager.kernel_directory.append(mounts.kernel_directory)
     sync.server_only_extra.append(mounts.server_only)
     presenter = ServerPresenter(clouds, costs, sync_records, mounts.state)
     return Services(

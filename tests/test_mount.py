@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ import pytest
 
 from jupyter_compute_servers.mount.sftp import ConfinedSFTPServer
 
-from .kernel_helpers import wait_until
+from .kernel_helpers import execute, until_iopub_live, wait_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sshfs") is None or not os.path.exists("/dev/fuse"),
@@ -313,3 +314,53 @@ async def check_read_only(root: Path, sftp: asyncssh.SFTPClient) -> None:
 def test_nothing_is_left_mounted_by_these_tests():
     # Mount points of this module's servers live under pytest's temp dirs.
     assert not [p for p in mounted_under(Path(tempfile.gettempdir())) if "pytest" in p]
+
+
+async def test_a_kernel_of_a_notebook_in_the_mounted_tree_starts_there(
+    api, wait_for_state, jp_fetch, jp_root_dir, compute_data_dir, jp_serverapp
+):
+    (jp_root_dir / "proj" / "data").mkdir(parents=True)
+    (jp_root_dir / "proj" / "data" / "train.csv").write_text("x\n1\n2\n")
+    (jp_root_dir / "other").mkdir()
+    server = await started(api, wait_for_state)
+    sid = server["id"]
+    code, body = await api("POST", f"servers/{sid}/mount", {"path": "proj"})
+    assert code == 200, body
+    name = f"compute-{sid}-python3"
+    await wait_until(lambda: name in jp_serverapp.kernel_spec_manager.find_kernel_specs())
+
+    kernel_id = await start_kernel(jp_fetch, name, "proj/analysis.ipynb")
+    client = jp_serverapp.kernel_manager.get_kernel(kernel_id).client()
+    client.start_channels()
+    try:
+        await until_iopub_live(client)
+        # The kernel reads the Jupyter root's data and writes its results back through the
+        # mount: no sync (none ran), seen here at once.
+        reply, printed = await execute(
+            client,
+            "import os\n"
+            "print(os.getcwd())\n"
+            "rows = open('data/train.csv').read().split()\n"
+            "open('results.txt', 'w').write(str(len(rows)))\n",
+        )
+        assert reply["content"]["status"] == "ok", reply
+        assert printed.strip() == body["mount"]["remote_path"]
+        assert (jp_root_dir / "proj" / "results.txt").read_text() == "3"
+    finally:
+        client.stop_channels()
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+    _, listing = await api("GET", f"servers/{sid}/syncs")
+    assert listing["syncs"] == []
+
+    # A notebook outside the mounted tree: its kernel starts in the workspace, after a sync.
+    kernel_id = await start_kernel(jp_fetch, name, "other/b.ipynb")
+    await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+    _, listing = await api("GET", f"servers/{sid}/syncs")
+    assert [run["path"] for run in listing["syncs"]] == ["other"]
+    await api("DELETE", f"servers/{sid}/mount")
+
+
+async def start_kernel(jp_fetch, name: str, path: str) -> str:
+    body = {"path": path, "type": "notebook", "name": "", "kernel": {"name": name}}
+    response = await jp_fetch("api", "sessions", method="POST", body=json.dumps(body))
+    return str(json.loads(response.body)["kernel"]["id"])

@@ -220,8 +220,14 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         server = await self._ensure_running()
         # A server that does not answer is said so now, not after the hooks' own timeouts.
         await self._check_reachable(f"start the kernel {self.kernel!r}")
-        for hook in manager.before_kernel_launch:  # file sync: push the notebook's directory
-            await hook(self.server_id, cwd)
+        for mapper in manager.kernel_directory:  # a mount: start in the mounted tree
+            mapped = mapper(self.server_id, cwd)
+            if mapped is not None:
+                cwd = mapped
+                break
+        else:
+            for hook in manager.before_kernel_launch:  # file sync: push its directory
+                await hook(self.server_id, cwd)
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
                 return await self._launch_once(server, argv, cwd, env)

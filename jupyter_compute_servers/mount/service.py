@@ -156,6 +156,18 @@ class MountService:
         mount = self._mounts.get(server_id)
         return (mount.request.mount_point,) if mount else ()
 
+    def kernel_directory(self, server_id: int, relative: str) -> str | None:
+        """Where a kernel whose notebook is in ``relative`` (of the Jupyter root) starts: in
+        the mounted tree when the mount holds that directory and is mounted, else None."""
+        mount = self._mounts.get(server_id)
+        if mount is None or mount.state != "mounted":
+            return None
+        base, relative = mount.request.path, relative.strip("/")
+        if base and relative != base and not relative.startswith(base + "/"):
+            return None
+        inside = relative[len(base) :].strip("/") if base else relative
+        return f"{mount.request.mount_point}/{inside}" if inside else mount.request.mount_point
+
     def _lock(self, server_id: int) -> asyncio.Lock:
         return self._locks.setdefault(server_id, asyncio.Lock())
 
