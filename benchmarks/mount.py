@@ -156,11 +156,17 @@ async def main() -> None:
             for what, command in (("read", read), ("list", listing)):
                 times.setdefault((what, "mount"), []).append(await on_server(command.format(ours)))
                 times.setdefault((what, "sshfs"), []).append(await on_server(command.format(plain)))
-                # sync: a fresh workspace copy each round (remove what the last round pushed)
-                target = "large" if what == "read" else "tree"
-                shutil.rmtree(workspace / target, ignore_errors=True)
-                pushed = await sync_push(target)
-                local = await on_server(command.format(workspace))
+                # sync: a path new to sync each round (hard links of the same files), so
+                # every round copies it all
+                source = "large" if what == "read" else "tree"
+                fresh = f"round{attempt}-{what}"
+                await asyncio.to_thread(
+                    subprocess.run, ["cp", "-al", str(root / source), str(root / fresh)], check=True
+                )
+                pushed = await sync_push(fresh)
+                local = await on_server(
+                    command.replace("{}/" + source, "{}/" + fresh).format(workspace)
+                )
                 times.setdefault((what, "sync"), []).append(pushed + local)
                 times.setdefault((what, "sync (push only)"), []).append(pushed)
 

