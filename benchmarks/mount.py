@@ -43,7 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jupyter_compute_servers.models import State
-from jupyter_compute_servers.mount.service import SSHFS_OPTIONS, MountRequest
+from jupyter_compute_servers.mount import service as mount_service
+from jupyter_compute_servers.mount.service import MountRequest
 from jupyter_compute_servers.ssh import KeyStore
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 from tests.composition import services_for
@@ -70,8 +71,14 @@ async def main() -> None:
     parser.add_argument("--full", action="store_true", help="a 1 GB file")
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--sshfs-options",
+        default=mount_service.SSHFS_OPTIONS,
+        help="sshfs's cache options, for both mounts (default: the mount service's)",
+    )
     args = parser.parse_args()
     large_mb = 1024 if args.full else args.large_mb
+    mount_service.SSHFS_OPTIONS = args.sshfs_options
     for tool in ("sshfs", "sshd" if shutil.which("sshd") else "/usr/sbin/sshd"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed: apt-get install sshfs openssh-server")
@@ -133,7 +140,7 @@ async def main() -> None:
                 str(sshd.port),
                 "-o",
                 f"IdentityFile={key},UserKnownHostsFile={known},StrictHostKeyChecking=yes,"
-                f"BatchMode=yes,{SSHFS_OPTIONS}",
+                f"BatchMode=yes,{args.sshfs_options}",
             ],
             check=True,
         )
@@ -171,6 +178,7 @@ async def main() -> None:
                 times.setdefault((what, "sync (push only)"), []).append(pushed)
 
         print()
+        print(f"sshfs options: {args.sshfs_options}")
         print(f"{'':28}{'best s':>10}{'vs sshfs':>10}   all runs")
         for what, label in (("read", f"read {large_mb} MB"), ("list", f"list {args.small} files")):
             base = min(times[(what, "sshfs")])
