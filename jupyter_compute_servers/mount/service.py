@@ -44,8 +44,9 @@ DEFAULT_MOUNT_POINT = "jupyter"
 #: about a second: sshfs keeps directory listings (with their entries' attributes) for 1 s, the
 #: kernel keeps attributes and names for half a second, no negative entries. Without sshfs's
 #: own cache (``cache=no``) every ``stat`` after a listing is one more round trip: listing
-#: 2,000 files took 2.7x as long (benchmarks/mount.py --sshfs-options). The page cache stays on and is dropped
-#: at each open (sshfs's default), so a saved file is read afresh and large reads stream.
+#: 2,000 files took 2.7x as long (``benchmarks/mount.py --sshfs-options``). The page cache
+#: stays on and is dropped at each open (sshfs's default), so a saved file is read afresh and
+#: large reads stream.
 SSHFS_OPTIONS = "dcache_timeout=1,attr_timeout=0.5,entry_timeout=0.5,negative_timeout=0"
 
 _NAME = re.compile(r"[^\x00/]{1,255}")
