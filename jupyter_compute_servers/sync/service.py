@@ -190,10 +190,16 @@ class SyncService(LoggingConfigurable):
         return self.get(server_id, run_id)
 
     async def run(
-        self, server_id: int, direction: str = "both", path: str = "", trigger: str = "api"
+        self,
+        server_id: int,
+        direction: str = "both",
+        path: str = "",
+        trigger: str = "api",
+        *,
+        confirm_deletions: bool = False,
     ) -> dict[str, Any]:
         """Sync and wait for the end (the CLI, kernel launches); answer the finished run."""
-        run = self._start(server_id, direction, path, trigger)
+        run = self._start(server_id, direction, path, trigger, confirm_deletions)
         await self.wait(server_id, run["id"])
         return self.get(server_id, run["id"])
 
