@@ -9,6 +9,7 @@ this process as nbclient and papermill drive it: outside any Jupyter server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -264,22 +265,46 @@ def test_nbclients_notebooks_give_the_same_outputs_on_a_remote_kernel(
     assert any(cell["outputs"] for cell in local) or name == "Check History in Memory.ipynb"
 
 
+def test_the_specs_env_is_filled_in_from_the_servers_environment(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's kernel spec may say ``"PATH": "/opt/x/bin:${PATH}"``: jupyter_client fills
+    that in from the environment the kernel starts from, which on a server is the server's."""
+    specs = Path(os.environ["JUPYTER_DATA_DIR"]) / "kernels"
+    spec = json.loads((specs / REMOTE / "kernel.json").read_text())
+    spec["env"] = {"PATH": "/opt/x/bin:${PATH}", "FIDELITY_SPEC": "${FIDELITY_GIVEN}!"}
+    (specs / "fidelity-templated").mkdir(exist_ok=True)
+    (specs / "fidelity-templated" / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("PATH", f"/fidelity-local-bin:{os.environ['PATH']}")
+    code = (
+        "import os\n"
+        "path = os.environ['PATH']\n"
+        "print(path.startswith('/opt/x/bin:'), '/fidelity-local-bin' in path,"
+        " os.environ['FIDELITY_SPEC'])\n"
+    )
+    env = {**os.environ, "FIDELITY_GIVEN": "given"}
+    printed = asyncio.run(run_in_kernel(code, "fidelity-templated", env=env))
+    assert printed.split() == ["True", "False", "given!"]
+
+
 def test_the_rule_for_the_environment() -> None:
-    """The rule on its own: the spec's variables, and the caller's that differ from this
-    process's; nothing inherited; names and values Popen takes."""
+    """The rule on its own: the caller's variables that differ from this process's, not the
+    spec's (they go as templates), nothing inherited; names and values Popen takes."""
     here = {"PATH": "/here/bin", "HOME": "/root", "SAME": "1"}
-    given = {"PATH": "/here/bin", "HOME": "/other", "SAME": "1", "NEW": "x", "JPY_PARENT_PID": "9"}
-    spec = {"SAME": "spec", "SPEC_ONLY": "s"}
-    assert launch.remote_env(given, spec, here) == {
-        "SAME": "1",  # the spec's name, the caller's value (as jupyter_client substitutes it)
-        "SPEC_ONLY": "s",
+    given = {
+        "PATH": "/here/bin",
         "HOME": "/other",
+        "SAME": "1",
         "NEW": "x",
+        "JPY_PARENT_PID": "9",
+        "SPEC": "filled in here",
     }
+    assert launch.remote_env(given, {"SPEC": "${HOME}"}, here) == {"HOME": "/other", "NEW": "x"}
     assert launch.remote_env(None, {}, here) == {}
     for bad in ({"A=B": "1"}, {"": "1"}, {"A": 1}):
         with pytest.raises(launch.LaunchArgumentError, match="env"):
             launch.remote_env(bad, {}, here)
+    assert launch.spec_templates({"P": "/x:${PATH}"}) == {"P": "/x:${PATH}"}
     assert launch.extra_arguments(None) == []
     assert launch.extra_arguments(("--a", "b c")) == ["--a", "b c"]
     with pytest.raises(launch.LaunchArgumentError, match="more than"):

@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -296,11 +297,15 @@ def kernel_launch(params):
         raise ValueError("key must be a string of at least 32 characters")
     cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
     workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
-    # The variables the caller of start_kernel set (and the spec's), on top of this server's
-    # own environment, as a local kernel gets them on top of its Jupyter's.
+    # The variables the caller of start_kernel set, on top of this server's own environment,
+    # as a local kernel gets them on top of its Jupyter's; then the spec's, filled in from
+    # that environment as jupyter_client fills them locally.
     given = _env_param(params.get("env"), "env")
     for name, relative in _env_param(params.get("workspace_env"), "workspace_env").items():
         given[name] = _in_workspace(workspace, relative)
+    base = {**os.environ, **given}
+    for name, template in _env_param(params.get("env_templates"), "env_templates").items():
+        given[name] = string.Template(template).safe_substitute(base)
     previous = _read_record(kernels, kernel_id)
     if previous is not None and _exit_code(previous) is None:
         raise RuntimeError(f"kernel {kernel_id} is already running (pid {previous['pid']})")

@@ -10,10 +10,15 @@ on top of a copy of this process's ``os.environ`` (the Jupyter server passes
 ``{**os.environ, "JPY_SESSION_NAME": path}``, nbclient nothing). This machine's PATH, HOME,
 virtualenv, Jupyter paths and credentials must not reach the server, and a name list cannot
 tell them apart (any variable may hold a secret or a local path). So the rule is by origin:
-a variable travels when the kernel spec sets it, or when the caller set it to something
-other than this process has, i.e. its value differs from ``os.environ``'s (or it is not
-there). What the caller merely inherited is indistinguishable from this process's own and
-stays here; the kernel gets the server's own environment for it instead (its PATH, HOME...).
+a variable travels when the caller set it to something other than this process has, i.e.
+its value differs from ``os.environ``'s (or it is not there). What the caller merely
+inherited is indistinguishable from this process's own and stays here; the kernel gets the
+server's own environment for it instead (its PATH, HOME...).
+
+The spec's ``env`` (the server's own kernel spec's) goes as written, templates and all: as
+jupyter_client fills ``${PATH}`` from the environment the kernel starts from, the agent fills
+it from the server's (with the caller's variables on top), not from this machine's. Like
+jupyter_client, the spec's variables win over the caller's.
 
 ``JPY_SESSION_NAME`` (the notebook's path, which ipykernel shows as ``__session__``) is a
 path on this machine: inside the Jupyter root it is mapped into the server's workspace, as
@@ -73,29 +78,40 @@ def remote_env(
     spec_env: Mapping[str, Any],
     local: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The variables of ``env`` (as jupyter_client built it) that travel to the server: the
-    spec's, and those whose value differs from this process's (``local``, ``os.environ``).
-    ``WORKSPACE_PATHS`` are left in; ``workspace_env`` maps them."""
+    """The variables of ``env`` (as jupyter_client built it) that the caller set: those whose
+    value differs from this process's (``local``, ``os.environ``), but not the spec's (they go
+    as templates, see ``spec_templates``). ``WORKSPACE_PATHS`` are left in for
+    ``workspace_env``."""
     local = os.environ if local is None else local
-    given = dict(env or {})
-    chosen: dict[str, Any] = {name: given.get(name, value) for name, value in spec_env.items()}
-    for name, value in given.items():
-        if name not in chosen and name not in LOCAL_ONLY and local.get(name) != value:
-            chosen[name] = value
+    chosen = {
+        name: value
+        for name, value in (env or {}).items()
+        if name not in spec_env and name not in LOCAL_ONLY and local.get(name) != value
+    }
+    return _checked(chosen, "env")
+
+
+def spec_templates(spec_env: Mapping[str, Any]) -> dict[str, str]:
+    """The spec's variables as written, for the agent to fill in from the server's
+    environment (``string.Template``, as jupyter_client does locally)."""
+    return _checked(dict(spec_env), "the kernel spec's env")
+
+
+def _checked(env: dict[Any, Any], field: str) -> dict[str, str]:
     total = 0
-    for name, value in chosen.items():
+    for name, value in env.items():
         if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
-            raise LaunchArgumentError(f"env: invalid variable name {name!r}.")
+            raise LaunchArgumentError(f"{field}: invalid variable name {name!r}.")
         if not isinstance(value, str):
             raise LaunchArgumentError(
-                f"env[{name!r}] must be a string, not {type(value).__name__}."
+                f"{field}[{name!r}] must be a string, not {type(value).__name__}."
             )
         if "\x00" in value:
-            raise LaunchArgumentError(f"env[{name!r}] holds a NUL character.")
+            raise LaunchArgumentError(f"{field}[{name!r}] holds a NUL character.")
         total += len(name) + len(value)
     if total > MAX_ENV_CHARS:
-        raise LaunchArgumentError(f"env: more than {MAX_ENV_CHARS} characters.")
-    return chosen
+        raise LaunchArgumentError(f"{field}: more than {MAX_ENV_CHARS} characters.")
+    return env
 
 
 def workspace_env(env: dict[str, str], relative_path: Any) -> dict[str, str]:

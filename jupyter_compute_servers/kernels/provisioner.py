@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncssh
 import zmq
@@ -39,6 +39,17 @@ from .runtime import KernelRuntime, runtime_for
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 STARTABLE = {State.OFF: Action.START, State.DEPROVISIONED: Action.START}
 RESUMABLE = {State.SUSPENDED: Action.RESUME}
+
+
+class RemoteEnv(NamedTuple):
+    """A kernel's environment as the agent gets it (see ``launch.py``)."""
+
+    #: The variables the caller of start_kernel set.
+    given: dict[str, str]
+    #: Paths relative to the Jupyter root, made absolute in the workspace.
+    paths: dict[str, str]
+    #: The spec's variables, filled in from the server's environment.
+    templates: dict[str, str]
 
 
 class KernelStartError(RuntimeError):
@@ -187,12 +198,13 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         # machine's own environment stays here.
         try:
             env = launch.remote_env(kwargs.get("env"), self.kernel_spec.env)
+            templates = launch.spec_templates(self.kernel_spec.env)
         except launch.LaunchArgumentError as e:
             raise self._explained(self._refused(str(e))) from None
-        paths = launch.workspace_env(env, runtime.relative_path)
+        remote = RemoteEnv(env, launch.workspace_env(env, runtime.relative_path), templates)
         cwd = runtime.relative_cwd(kwargs.get("cwd"))
         try:
-            info = await runtime.run(self._launch(cmd, cwd, env, paths))
+            info = await runtime.run(self._launch(cmd, cwd, remote))
         except KernelStartError as e:
             raise self._explained(e) from None
         except ComputeServersError as e:
@@ -227,9 +239,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         except ComputeServersError as e:
             raise self._failed(doing, e.message) from None
 
-    async def _launch(
-        self, argv: list[str], cwd: str, env: dict[str, str], paths: dict[str, str]
-    ) -> KernelConnectionInfo:
+    async def _launch(self, argv: list[str], cwd: str, env: RemoteEnv) -> KernelConnectionInfo:
         manager = self.runtime.manager
         server = await self._ensure_running()
         # A server that does not answer is said so now, not after the hooks' own timeouts.
@@ -238,7 +248,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             await hook(self.server_id, cwd)
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
-                return await self._launch_once(server, argv, cwd, env, paths)
+                return await self._launch_once(server, argv, cwd, env)
             except PortTakenError:
                 # Ports are chosen free on the server, then bound by the kernel a moment
                 # later; another process can take one in between. Other ports, then.
@@ -251,7 +261,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         raise AssertionError("unreachable")
 
     async def _launch_once(
-        self, server: Any, argv: list[str], cwd: str, env: dict[str, str], paths: dict[str, str]
+        self, server: Any, argv: list[str], cwd: str, env: RemoteEnv
     ) -> KernelConnectionInfo:
         manager = self.runtime.manager
         try:
@@ -262,8 +272,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 key=self._key,
                 workspace=(await manager.endpoint(self.server_id)).workspace,
                 cwd=cwd,
-                env=env,
-                workspace_env=paths,
+                env=env.given,
+                workspace_env=env.paths,
+                env_templates=env.templates,
                 kernel=self.kernel,
                 display_name=self.kernel_spec.display_name,
                 owner=manager.owner,
