@@ -128,8 +128,8 @@ class ComputeServersSettings(LoggingConfigurable):
         True,
         help=(
             "When Jupyter stops cleanly, shut down the kernels it started on compute servers. "
-            "When False they keep running there (and keep their GPUs); the sidebar lists them "
-            "so they can be shut down later."
+            "When False they keep running there (and keep their GPUs), and the next Jupyter "
+            "started with the same store takes them over (adopt_orphan_kernels)."
         ),
     ).tag(config=True)
 

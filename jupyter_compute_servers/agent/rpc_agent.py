@@ -453,6 +453,22 @@ def kernel_log(params):
         return {"log": ""}
 
 
+def kernel_key(params):
+    """The key of a running kernel's connection file, for a Jupyter that takes the kernel
+    over after the one that launched it died (it made the key and sent it here)."""
+    kernels = _kernels_dir(params)
+    kernel_id = _kernel_id(params)
+    record = _read_record(kernels, kernel_id)
+    if record is None or _exit_code(record) is not None:
+        raise RuntimeError(f"kernel {kernel_id} is not running")
+    with open(record["connection_file"]) as f:
+        connection = json.load(f)
+    return {
+        "key": connection["key"],
+        "signature_scheme": connection.get("signature_scheme") or "hmac-sha256",
+    }
+
+
 def kernel_list(params):
     """Kernels running on this server (dead ones are forgotten on the way)."""
     kernels = _kernels_dir(params)
@@ -485,10 +501,12 @@ def kernel_list(params):
 # bytes, which our side tells the notebook.
 #
 # Protocol on the relay's socket: the client sends one JSON line {"token", "from"} ("from": the
-# next message number it wants, -1 for "from now on"); the relay answers one JSON line
-# {"first", "first_offset", "limits"} (the number of the first message it will send and the
-# bytes published before it), then records: seq (8 bytes), frame count (4), and each frame as
-# its length (4) and bytes, big-endian.
+# next message number it wants, -1 for "from now on", -2 for "after the last one a client
+# acknowledged"); the relay answers one JSON line {"first", "first_offset", "limits"} (the
+# number of the first message it will send and the bytes published before it), then records:
+# seq (8 bytes), frame count (4), and each frame as its length (4) and bytes, big-endian.
+# The client then sends JSON lines {"ack": N} as it publishes: N is the next message it wants.
+# A Jupyter that takes the kernel over after the one reading it died resumes from there.
 
 RELAY_BUFFER_BYTES = 64 * 1024 * 1024
 RELAY_BUFFER_MESSAGES = 100_000
@@ -597,6 +615,7 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
     first_offset = 0  # bytes published before first_seq
     total = 0
     next_seq = 0
+    acked = 0  # the next message after the last one a client acknowledged
     selector = selectors.DefaultSelector()
     listener.setblocking(False)
     selector.register(listener, selectors.EVENT_READ, "listener")
@@ -704,28 +723,47 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
                     if data == b"":
                         drop(client)
                         continue
-                    if data and client.cursor is None:
+                    if data:
                         client.inbox += data
-                        if b"\n" in client.inbox:
-                            line = client.inbox.split(b"\n", 1)[0]
+                    while client.sock in clients and b"\n" in client.inbox:
+                        line, client.inbox = client.inbox.split(b"\n", 1)
+                        if client.cursor is not None:
+                            # An acknowledgement: {"ack": N}; anything else ends the client.
                             try:
-                                hello = json.loads(line)
-                                wanted = int(hello.get("from", -1))
-                                good = hello.get("token") == token
-                            except (ValueError, TypeError, AttributeError):
-                                good = False
-                            if not good:
+                                ack = int(json.loads(line)["ack"])
+                            except (ValueError, TypeError, KeyError):
                                 drop(client)
-                                continue
-                            start = next_seq if wanted < 0 else max(wanted, first_seq)
-                            start = min(start, next_seq)
-                            offset = first_offset + sum(
-                                entry[2] for entry in itertools.islice(buffer, start - first_seq)
-                            )
-                            answer = {"first": start, "first_offset": offset, "limits": limits}
-                            client.outbox += (json.dumps(answer) + "\n").encode()
-                            client.cursor = start
-                            fill(client)
+                                break
+                            acked = max(acked, min(ack, next_seq))
+                            continue
+                        try:
+                            hello = json.loads(line)
+                            wanted = int(hello.get("from", -1))
+                            good = hello.get("token") == token
+                        except (ValueError, TypeError, AttributeError):
+                            good = False
+                        if not good:
+                            drop(client)
+                            break
+                        if wanted == -2:
+                            wanted = acked
+                        start = next_seq if wanted < 0 else max(wanted, first_seq)
+                        start = min(start, next_seq)
+                        offset = first_offset + sum(
+                            entry[2] for entry in itertools.islice(buffer, start - first_seq)
+                        )
+                        answer = {
+                            "first": start,
+                            "first_offset": offset,
+                            "limits": limits,
+                            "asked": wanted,
+                        }
+                        client.outbox += (json.dumps(answer) + "\n").encode()
+                        client.cursor = start
+                        fill(client)
+                    if client.sock in clients and len(client.inbox) > 4096:
+                        drop(client)  # no line is that long: not our client
+                        continue
                 if client.sock in clients:
                     fill(client)
                     if client.sock in clients:
@@ -1506,6 +1544,7 @@ METHODS = {
     "kernel_cleanup": kernel_cleanup,
     "kernel_log": kernel_log,
     "kernel_list": kernel_list,
+    "kernel_key": kernel_key,
     "terminal_start": terminal_start,
     "terminal_list": terminal_list,
     "terminal_connect": terminal_connect,

@@ -203,8 +203,12 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             raise self._explained(self._refused(str(e))) from None
         remote = RemoteEnv(env, launch.workspace_env(env, runtime.relative_path), templates)
         cwd = runtime.relative_cwd(kwargs.get("cwd"))
+        adoption = runtime.adoptions.pop(self.kernel_id, None) if not self._launched else None
         try:
-            info = await runtime.run(self._launch(cmd, cwd, remote))
+            if adoption is not None:
+                info = await runtime.run(self._adopt(adoption))
+            else:
+                info = await runtime.run(self._launch(cmd, cwd, remote))
         except KernelStartError as e:
             raise self._explained(e) from None
         except ComputeServersError as e:
@@ -302,15 +306,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                     self._iopub.start(record["relay"], 0)
                 else:
                     self._iopub.retarget(record["relay"])
-            info: KernelConnectionInfo = {
-                "transport": "tcp",
-                "ip": "127.0.0.1",
-                # bytes, as KernelManager.get_connection_info() gives it, or they never match
-                "key": self._key.encode(),  # type: ignore[typeddict-item]
-                "signature_scheme": "hmac-sha256",
-            }
-            for name, port in self._local_ports().items():
-                info[f"{name}_port"] = port  # type: ignore[literal-required]
+            info = self._connection_info()
             await self._wait_until_ready(info, server.name)
         except PortTakenError:
             with contextlib.suppress(ComputeServersError):
@@ -330,6 +326,49 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             record["pid"],
         )
         return info
+
+    def _connection_info(self) -> KernelConnectionInfo:
+        """How clients here reach the kernel: the tunnel's and IOPub's local ports."""
+        info: KernelConnectionInfo = {
+            "transport": "tcp",
+            "ip": "127.0.0.1",
+            # bytes, as KernelManager.get_connection_info() gives it, or they never match
+            "key": self._key.encode(),  # type: ignore[typeddict-item]
+            "signature_scheme": "hmac-sha256",
+        }
+        for name, port in self._local_ports().items():
+            info[f"{name}_port"] = port  # type: ignore[literal-required]
+        return info
+
+    async def _adopt(self, record: dict[str, Any]) -> KernelConnectionInfo:
+        """Take over a kernel a Jupyter that is gone had launched (``adoption.py``): tunnel
+        to it, and hold its output for the first client, resuming after the last message the
+        dead Jupyter acknowledged."""
+        self._key = record["key"]
+        self._remote = {k: v for k, v in record.items() if k != "key"}
+        self._launched = True
+        self._tunnel = Tunnel(self._connection)
+        try:
+            await self._tunnel.open(self._tunnelled_ports(self._remote))
+            if self._remote.get("relay"):
+                self._iopub = self._new_iopub()
+                self._iopub.bind()
+                self._iopub.start(self._remote["relay"], -2, hold=True)
+        except BaseException:
+            await self._tunnel.close()
+            self._tunnel = None
+            self._remote = None
+            await self._close_iopub()
+            raise
+        self.runtime.kernels[self.kernel_id] = self
+        self.runtime.manager.notify("kernels", self.server_id)
+        self.log.info(
+            "Kernel %s (%s) on compute server %s adopted: its Jupyter had gone",
+            self.kernel_id,
+            self.kernel,
+            self._server_name(),
+        )
+        return self._connection_info()
 
     def _tunnelled_ports(self, record: dict[str, Any]) -> dict[str, int]:
         """The kernel's ports that the tunnel carries: all but IOPub when it has a relay."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ComputeServersError, NotFoundError, ValidationError
-from ..manager import is_unreachable
+from ..manager import is_unreachable, owner_alive
 from ..models import State
 
 if TYPE_CHECKING:
@@ -58,6 +58,9 @@ class KernelRuntime:
         self.thread = thread
         #: Live kernels by kernel id (only touched on ``loop``).
         self.kernels: dict[str, ComputeServerProvisioner] = {}
+        #: Kernels being taken over (see ``adoption.py``): the agent's record of each, with
+        #: its key, by kernel id. The provisioner launching that id tunnels to it instead.
+        self.adoptions: dict[str, dict[str, Any]] = {}
         #: Makes the exception a kernel action raises to jupyter_client from a message that
         #: says why (the server, what failed, what to do). The Jupyter server installs one
         #: whose errors its REST API passes on as they are (an HTTP error with the message),
@@ -130,6 +133,27 @@ class KernelRuntime:
             kernel["attached"] = record.get("kernel_id") in self.kernels
             kernels.append(kernel)
         return kernels
+
+    async def orphans(self, server_id: int) -> list[dict[str, Any]]:
+        """The agent's records of kernels running on a server whose owner (the process that
+        launched them) is gone, each with its connection key: what a new Jupyter adopts."""
+        agent = await self.manager.agent_for(server_id)
+        answer = await agent.call("kernel_list", runtime_dir=agent.endpoint.runtime_dir)
+        found = []
+        for record in answer["kernels"]:
+            kernel_id = record.get("kernel_id")
+            if (
+                not isinstance(kernel_id, str)
+                or not KERNEL_ID.fullmatch(kernel_id)
+                or kernel_id in self.kernels
+                or owner_alive(record.get("owner"))
+            ):
+                continue
+            key = await agent.call(
+                "kernel_key", runtime_dir=agent.endpoint.runtime_dir, kernel_id=kernel_id
+            )
+            found.append({**record, "key": str(key["key"])})
+        return found
 
     async def shutdown_kernel(self, server_id: int, kernel_id: str, kernel_manager: Any) -> None:
         """Shut a kernel down: through its kernel manager when this Jupyter drives it (so its

@@ -62,7 +62,7 @@ class _Job:
 def _owner_alive(owner: str | None) -> bool:
     # Imported here: the manager module imports this one (through TYPE_CHECKING only) and the
     # rule is the manager's own (one process, one host).
-    from ..manager import _owner_alive as alive
+    from ..manager import owner_alive as alive
 
     return alive(owner)
 
