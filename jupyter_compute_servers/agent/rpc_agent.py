@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -256,6 +257,29 @@ def _exit_code(record):
     return None
 
 
+def _env_param(value, field):
+    """Environment variables from a request: names and values strings that Popen (and a
+    container's ``--env NAME=VALUE``) take as they are."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{field} must be an object")
+    for name, item in value.items():
+        if not isinstance(name, str) or not name or "=" in name or "\x00" in name:
+            raise ValueError(f"{field}: invalid variable name {name!r}")
+        if not isinstance(item, str) or "\x00" in item:
+            raise ValueError(f"{field}[{name!r}] must be a string without NUL characters")
+    return dict(value)
+
+
+def _in_workspace(workspace, relative):
+    """A path relative to the Jupyter root, at the same place in the workspace (not made)."""
+    path = os.path.normpath(os.path.join(workspace, relative))
+    if relative.startswith("/") or (path != workspace and not path.startswith(workspace + os.sep)):
+        raise ValueError(f"path {relative!r} is outside the workspace")
+    return path
+
+
 def _public(record):
     return {key: value for key, value in record.items() if key != "env"}
 
@@ -266,10 +290,22 @@ def kernel_launch(params):
     argv = params.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError("argv must be a non-empty list of strings")
+    if any("\x00" in a for a in argv):
+        raise ValueError("argv must not hold NUL characters")
     key = params.get("key")
     if not isinstance(key, str) or len(key) < 32:
         raise ValueError("key must be a string of at least 32 characters")
     cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+    # The variables the caller of start_kernel set, on top of this server's own environment,
+    # as a local kernel gets them on top of its Jupyter's; then the spec's, filled in from
+    # that environment as jupyter_client fills them locally.
+    given = _env_param(params.get("env"), "env")
+    for name, relative in _env_param(params.get("workspace_env"), "workspace_env").items():
+        given[name] = _in_workspace(workspace, relative)
+    base = {**os.environ, **given}
+    for name, template in _env_param(params.get("env_templates"), "env_templates").items():
+        given[name] = string.Template(template).safe_substitute(base)
     previous = _read_record(kernels, kernel_id)
     if previous is not None and _exit_code(previous) is None:
         raise RuntimeError(f"kernel {kernel_id} is already running (pid {previous['pid']})")
@@ -289,20 +325,18 @@ def kernel_launch(params):
     env = dict(os.environ)
     # A parent pid would make ipykernel exit with this agent; the kernel must outlive it.
     env.pop("JPY_PARENT_PID", None)
-    env.update({str(k): str(v) for k, v in (params.get("env") or {}).items()})
+    env.update(given)
     env["PWD"] = cwd
     command = [arg.replace("{connection_file}", connection_file) for arg in argv]
     container = _container(params)
     if container is not None:
-        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
-        spec_env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
         command = container_command(
             container,
             command,
             name=f"jcs-kernel-{kernel_id}",
             cwd=cwd,
             mounts=[workspace, os.path.realpath(kernels)],
-            env=spec_env,
+            env=given,
         )
     elif BARE_PYTHON.fullmatch(command[0]):
         command[0] = sys.executable  # as jupyter_client does locally: the Python we run on

@@ -101,13 +101,21 @@ class KernelRuntime:
 
     def relative_cwd(self, cwd: str | None) -> str:
         """The working directory, relative to the Jupyter root ('' for the root itself or for
-        anything outside it)."""
+        anything outside it). A relative one is taken from this process's working directory,
+        as a local kernel's would be (nbclient passes ``resources['metadata']['path']``)."""
         if not cwd:
             return ""
-        path = os.path.realpath(cwd)
-        if path == self.root_dir or not path.startswith(self.root_dir + os.sep):
+        return self.relative_path(cwd) or ""
+
+    def relative_path(self, path: str) -> str | None:
+        """A path on this machine relative to the Jupyter root ('' for the root itself), or
+        None when it lies outside (links resolved first: a link out of the root is out)."""
+        real = os.path.realpath(path)
+        if real == self.root_dir:
             return ""
-        return Path(os.path.relpath(path, self.root_dir)).as_posix()
+        if not real.startswith(self.root_dir + os.sep):
+            return None
+        return Path(os.path.relpath(real, self.root_dir)).as_posix()
 
     # --- the kernels running on a server, whoever started them ------------------------------
 
