@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -98,6 +99,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
             self._reconcile_task = asyncio.get_event_loop().create_task(self.manager.reconcile())
         loop = asyncio.get_event_loop()
         self._adopted: asyncio.Future[list[str]] = loop.create_future()
+        self._sessions_lock: int | None = None
         self._keep_sessions()
         # A task, not the extension's start hook: it runs wherever the server's loop runs
         # (test fixtures never call that hook).
@@ -133,8 +135,22 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
             name = hashlib.sha256(root.encode()).hexdigest()[:16]
             path = Path(self.data_dir) / "sessions" / f"{name}.db"
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-            sessions.database_filepath = str(path)
+            # One Jupyter at a time per file: another one running on the same root would
+            # judge this one's sessions stale (their kernels are not its own) and delete them.
+            lock = os.open(path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(lock)
+                self.log.warning(
+                    "Another Jupyter server keeps the sessions of %s; this one keeps its own "
+                    "in memory (they do not survive a restart).",
+                    root,
+                )
+            else:
+                self._sessions_lock = lock  # held (open) for the server's life
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+                sessions.database_filepath = str(path)
         judge = sessions.kernel_culled
         adopted = self._adopted
 
@@ -187,6 +203,9 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
     async def stop_extension(self) -> None:
         if not self._adoption_task.done():
             self._adoption_task.cancel()
+        if self._sessions_lock is not None:
+            os.close(self._sessions_lock)
+            self._sessions_lock = None
         await self._end_remote_kernels()
         set_server_runtime(None)
         await self.services.close(
