@@ -16,7 +16,8 @@ from jupyter_server.extension.application import ExtensionApp
 from . import __version__
 from .config import ComputeServersSettings
 from .handlers.kernels import kernel_action_handlers, remote_kernel_error
-from .handlers.routes import api_handlers
+from .handlers.apps import close_proxy_session
+from .handlers.routes import api_handlers, proxy_handlers
 from .kernels.provisioner import ComputeServerProvisioner
 from .kernels.runtime import KernelRuntime, set_server_runtime
 from .services import Services, build_services
@@ -49,6 +50,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
             self, on_event=publish, sync_root=self.serverapp.root_dir, logger=self.log
         )
         self.services = services
+        services.apps.base_url = self.serverapp.base_url
         self.manager = services.manager
         try:
             services.kernel_specs.sync()
@@ -75,6 +77,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(api_handlers())
+        self.handlers.extend(proxy_handlers())
         self.handlers.extend(kernel_action_handlers())
 
     def _add_kernel_specs_dir(self) -> None:
@@ -113,6 +116,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
     async def stop_extension(self) -> None:
         await self._end_remote_kernels()
         set_server_runtime(None)
+        await close_proxy_session(self.settings)
         await self.services.close(
             stop_servers=lambda cloud: bool(getattr(cloud, "stop_on_shutdown", False))
         )
@@ -129,6 +133,7 @@ def handler_settings(services: Services, kernel_runtime: KernelRuntime) -> dict[
         "compute_servers_images": services.images,
         "compute_servers_clouds": services.clouds,
         "compute_servers_terminals": services.terminals,
+        "compute_servers_apps": services.apps,
         "compute_servers_kernel_specs": services.kernel_specs,
         "compute_servers_kernel_runtime": kernel_runtime,
     }
