@@ -15,8 +15,8 @@ from jupyter_server.extension.application import ExtensionApp
 
 from . import __version__
 from .config import ComputeServersSettings
-from .handlers.kernels import kernel_action_handlers, remote_kernel_error
 from .handlers.apps import close_proxy_session
+from .handlers.kernels import kernel_action_handlers, remote_kernel_error
 from .handlers.routes import api_handlers, proxy_handlers
 from .kernels.provisioner import ComputeServerProvisioner
 from .kernels.runtime import KernelRuntime, set_server_runtime
@@ -116,7 +116,8 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
     async def stop_extension(self) -> None:
         await self._end_remote_kernels()
         set_server_runtime(None)
-        await close_proxy_session(self.settings)
+        if self.serverapp is not None:
+            await close_proxy_session(self.serverapp.web_app.settings)
         await self.services.close(
             stop_servers=lambda cloud: bool(getattr(cloud, "stop_on_shutdown", False))
         )

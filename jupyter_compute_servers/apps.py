@@ -142,7 +142,7 @@ class ServerApps:
             "url": self.app_url(server_id, app["name"]) + str(app.get("path", "")).lstrip("/"),
         }
 
-    async def list(self, server_id: int) -> list[dict[str, Any]]:
+    async def listing(self, server_id: int) -> list[dict[str, Any]]:
         """The image's apps, each with its state on the server (none run while it is off)."""
         declared = self.declared(server_id)
         running: dict[str, dict[str, Any]] = {}

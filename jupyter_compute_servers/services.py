@@ -7,8 +7,8 @@ same settings, so the three see the same store, clouds and rules. Nothing here i
 
 The order is the dependency order: events, the database (the one owner of it) and the stores
 over it, keys and SSH, images, hosts and sync records, the clouds (given the services they may
-use), the manager, then the services over it (costs, kernel specs, sync, terminals, web apps) and the
-presenter that assembles a server's JSON.
+use), the manager, then the services over it (costs, kernel specs, sync, terminals, web apps)
+and the presenter that assembles a server's JSON.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ servers, fetched through a real Jupyter server."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import sys
 from pathlib import Path
@@ -19,6 +20,27 @@ from jupyter_compute_servers.handlers.base import AUTH_RESOURCE
 from .app_helpers import ECHO_APP, run_on_server, until_listening
 from .kernel_helpers import process_alive, wait_until
 from .test_terminals import running_server
+
+CATALOG = Path(__file__).parent.parent / "jupyter_compute_servers" / "images" / "catalog.json"
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """The built-in catalogue, plus an app that fails at once on the machine's own Python."""
+    catalog = json.loads(CATALOG.read_text())
+    python = next(image for image in catalog["images"] if image["id"] == "python")
+    python["apps"].append(
+        {
+            "name": "broken",
+            "label": "Broken app",
+            "command": ["python3", "-c", "print('cannot bind: no GPU here'); raise SystemExit(3)"],
+        }
+    )
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    config = copy.deepcopy(jp_server_config)
+    config["ComputeServersApp"]["image_catalog"] = str(path)
+    return config
 
 
 def services(jp_serverapp) -> tuple[Any, Any]:
@@ -100,14 +122,14 @@ async def test_websockets_streaming_and_what_the_app_is_told(
     assert "authorization" not in headers
     assert headers.get("cookie") == "app_session=mine"
     assert token not in seen["uri"] and "keep=1" in seen["uri"]
-    assert headers["x-forwarded-prefix"] == f"{jp_base_url}compute-servers/servers/{sid}/proxy/{port}"
+    assert (
+        headers["x-forwarded-prefix"] == f"{jp_base_url}compute-servers/servers/{sid}/proxy/{port}"
+    )
 
     # A body goes through; a redirect to an absolute path stays under the proxy's prefix.
     response = await proxied(jp_fetch, sid, "proxy", str(port), "headers", method="POST", body="hi")
     assert json.loads(response.body) == {"body": "hi", "method": "POST"}
-    response = await proxied(
-        jp_fetch, sid, "proxy", str(port), "redirect", follow_redirects=False
-    )
+    response = await proxied(jp_fetch, sid, "proxy", str(port), "redirect", follow_redirects=False)
     assert response.code == 302
     assert response.headers["Location"] == (
         f"{jp_base_url}compute-servers/servers/{sid}/proxy/{port}/headers"
@@ -144,7 +166,13 @@ async def test_websockets_streaming_and_what_the_app_is_told(
 
 
 async def test_the_proxy_refuses_unauthenticated_unauthorized_and_other_servers_ports(
-    api, wait_for_state, jp_fetch, jp_serverapp, compute_data_dir, jp_http_port, jp_base_url,
+    api,
+    wait_for_state,
+    jp_fetch,
+    jp_serverapp,
+    compute_data_dir,
+    jp_http_port,
+    jp_base_url,
     authorizer,
 ):
     first = await running_server(api, wait_for_state, name="first")
@@ -160,7 +188,9 @@ async def test_the_proxy_refuses_unauthenticated_unauthorized_and_other_servers_
     assert response.code in (302, 403)
     assert b"headers" not in response.body
     with pytest.raises(HTTPClientError) as refused:
-        await websocket_connect(f"ws://127.0.0.1:{jp_http_port}{jp_base_url}compute-servers/servers/{second['id']}/proxy/{port}/ws")
+        await websocket_connect(
+            f"ws://127.0.0.1:{jp_http_port}{jp_base_url}compute-servers/servers/{second['id']}/proxy/{port}/ws"
+        )
     assert refused.value.code == 403
 
     # Read and write are not enough: an app acts with the server user's rights.
@@ -202,7 +232,10 @@ async def test_tensorboard_from_the_image_starts_is_proxied_and_stops(
 
     code, listed = await api("GET", f"servers/{sid}/apps")
     assert code == 200
-    assert [(a["name"], a["state"]) for a in listed["apps"]] == [("tensorboard", "stopped")]
+    assert [(a["name"], a["state"]) for a in listed["apps"]] == [
+        ("tensorboard", "stopped"),
+        ("broken", "stopped"),
+    ]
 
     code, app = await api("POST", f"servers/{sid}/apps/tensorboard")
     assert code == 201, app
@@ -232,10 +265,17 @@ async def test_tensorboard_from_the_image_starts_is_proxied_and_stops(
     assert "loss" in json.loads(response.body)["runs/first"]
 
     manager, _ = services(jp_serverapp)
-    pid = next(a for a in (await api("GET", f"servers/{sid}/apps"))[1]["apps"])
-    assert pid["state"] == "running"
+    agent = await manager.agent_for(sid)
+
+    async def running_pid() -> int:
+        runs = (await agent.call("app_list", runtime_dir=agent.endpoint.runtime_dir))["apps"]
+        return int(next(r for r in runs if r["name"] == "tensorboard")["pid"])
+
+    pid = await running_pid()
+    assert process_alive(pid)
     code, _ = await api("DELETE", f"servers/{sid}/apps/tensorboard")
     assert code == 204
+    assert not process_alive(pid)
     code, listed = await api("GET", f"servers/{sid}/apps")
     assert listed["apps"][0]["state"] == "stopped"
     response = await proxied(jp_fetch, sid, "apps", "tensorboard", "")
@@ -243,11 +283,11 @@ async def test_tensorboard_from_the_image_starts_is_proxied_and_stops(
 
     # Started again, it stops with the server.
     code, app = await api("POST", f"servers/{sid}/apps/tensorboard")
-    agent = await manager.agent_for(sid)
-    run = (await agent.call("app_list", runtime_dir=agent.endpoint.runtime_dir))["apps"][0]
+    assert code == 201
+    pid = await running_pid()
     await api("POST", f"servers/{sid}/actions/stop")
     await wait_for_state(sid, "off")
-    await wait_until(lambda: not process_alive(run["pid"]))
+    await wait_until(lambda: not process_alive(pid))
 
 
 async def test_an_app_that_exits_shows_the_end_of_its_log(
@@ -255,26 +295,15 @@ async def test_an_app_that_exits_shows_the_end_of_its_log(
 ):
     server = await running_server(api, wait_for_state)
     sid = server["id"]
-    # TensorBoard's command, with a logdir option it refuses.
-    manager, apps = services(jp_serverapp)
-    apps.declared = lambda server_id: [  # type: ignore[method-assign]
-        {
-            "name": "broken",
-            "label": "Broken app",
-            "command": ["python3", "-c", "import sys; print('cannot bind: no GPU here'); sys.exit(3)"],
-        }
-    ]
-    code, app = await api("POST", f"servers/{sid}/apps/broken")
+    code, _ = await api("POST", f"servers/{sid}/apps/broken")
     assert code == 201
-    await wait_until(
-        lambda: asyncio.ensure_future(api("GET", f"servers/{sid}/apps")),
-    ) if False else None
     for _ in range(100):
         code, listed = await api("GET", f"servers/{sid}/apps")
-        if listed["apps"][0]["state"] == "exited":
+        broken = next(a for a in listed["apps"] if a["name"] == "broken")
+        if broken["state"] == "exited":
             break
         await asyncio.sleep(0.1)
-    assert listed["apps"][0]["exit_code"] == 3
+    assert broken["exit_code"] == 3
     response = await proxied(jp_fetch, sid, "apps", "broken", "", headers={"Accept": "text/html"})
     assert response.code == 502
     assert b"Broken app has exited" in response.body
@@ -306,12 +335,14 @@ async def test_apps_rest_api_validates_and_needs_execute(
 
 def write_event_file(logdir: Path) -> None:
     """A TensorBoard event file with a scalar, written with TensorBoard's own writer."""
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
     from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     logdir.mkdir(parents=True, exist_ok=True)
     writer = EventFileWriter(str(logdir))
     for step, value in enumerate((1.0, 0.5, 0.25)):
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss", simple_value=value)])
+        summary = summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag="loss", simple_value=value)]
+        )
         writer.add_event(event_pb2.Event(step=step, wall_time=1.0 + step, summary=summary))
     writer.close()

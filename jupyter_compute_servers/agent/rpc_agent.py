@@ -1654,7 +1654,7 @@ def _listening_inodes():
 
 def _machinery_ports(params):
     """Ports of our own processes (kernels' channels, IOPub relays, terminal hosts): not apps."""
-    ports = set()
+    ports: set = set()
     for name in ("kernels", "terminals"):
         directory = _private_dir(params, name)
         for entry in os.listdir(directory):
@@ -1697,11 +1697,7 @@ def listening_ports(params):
     inodes = _listening_inodes()
     # A host's slice has a token; a local sandbox has its own variable.
     marker = next(
-        (
-            f"{name}={os.environ[name]}".encode()
-            for name in TOKEN_VARIABLES
-            if os.environ.get(name)
-        ),
+        (f"{name}={os.environ[name]}".encode() for name in TOKEN_VARIABLES if os.environ.get(name)),
         None,
     )
     uid = os.getuid()

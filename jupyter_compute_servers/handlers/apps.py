@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, iostream, web
 
@@ -73,7 +74,7 @@ class ServerAppsHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        self.write_json({"apps": await _apps(self).list(self.path_id(server_id))})
+        self.write_json({"apps": await _apps(self).listing(self.path_id(server_id))})
 
 
 class ServerAppHandler(ComputeServersAPIHandler):
@@ -123,7 +124,14 @@ class ServerProxyHandler(ProxyHandler):
         super().__init__(*args, **kwargs)
 
     async def prepare(self, *args: Any, **kwargs: Any) -> None:
-        await super().prepare(*args, **kwargs)  # authentication (403 for a websocket)
+        # Jupyter's authentication (jupyter-server-proxy's prepare() would redirect a second
+        # time): a login redirect for a page, 403 for a websocket.
+        websocket = self.request.headers.get("Upgrade", "").lower() == "websocket"
+        await JupyterHandler.prepare(self, _redirect_to_login=not websocket)
+        if self._finished:  # redirected to the login page
+            return
+        if self.current_user is None:
+            raise web.HTTPError(403)
         allowed = await ensure_async(
             self.authorizer.is_authorized(self, self.current_user, "execute", AUTH_RESOURCE)
         )
@@ -208,7 +216,7 @@ class ServerProxyHandler(ProxyHandler):
             self._not_answering(e)
             return
         except ComputeServersError as e:
-            self._error(e.status, e.message, e.reason, e.field)
+            self._error(e.status, e.to_json())
             return
         path = proxied_path or "/"
         if self.app_name is not None:
@@ -216,7 +224,7 @@ class ServerProxyHandler(ProxyHandler):
             path = self.prefix.rstrip("/") + path
         await self.proxy("127.0.0.1", self.local_port, path)
 
-    async def proxy(self, host: str, port: int, proxied_path: str) -> None:  # type: ignore[override]
+    async def proxy(self, host: str, port: int, proxied_path: str) -> None:
         """Stream the request's answer from the app, chunk by chunk, with flow control."""
         if not self._check_host_allowlist(host):
             raise web.HTTPError(403, f"Host {host!r} is not allowed.")
@@ -243,12 +251,15 @@ class ServerProxyHandler(ProxyHandler):
             if self.app_name is not None:
                 self._not_answering(AppNotAnswering(self.app, "", exited=False, cause=str(e)))
             else:
+                port = self._server_and_port()[1]
                 self._error(
                     502,
-                    f"Port {self._server_and_port()[1]} on the server did not answer: "
-                    f"{e or type(e).__name__}.",
-                    "Bad Gateway",
-                    "port",
+                    {
+                        "message": f"Port {port} on the server did not answer: "
+                        f"{e or type(e).__name__}.",
+                        "reason": "Bad Gateway",
+                        "field": "port",
+                    },
                 )
             return
         async with response:
@@ -258,9 +269,10 @@ class ServerProxyHandler(ProxyHandler):
                 lowered = name.lower()
                 if lowered in HOP_BY_HOP:
                     continue
-                if lowered == "location" and response.status in (301, 302, 303, 307, 308):
-                    if self.app_name is None:
-                        value = self._rewrite_location_header(value, host, port, proxied_path)
+                # A raw port's app does not know its prefix: its redirects get it added.
+                redirect = lowered == "location" and response.status in (301, 302, 303, 307, 308)
+                if redirect and self.app_name is None:
+                    value = self._rewrite_location_header(value, host, port, proxied_path)
                 self.add_header(name, value)
             try:
                 async for chunk in response.content.iter_any():
@@ -293,7 +305,7 @@ class ServerProxyHandler(ProxyHandler):
     # --- websockets -----------------------------------------------------------------------
 
     @web.authenticated
-    async def get(self, server_id: str, target: str, proxied_path: str = "") -> None:  # type: ignore[override]
+    async def get(self, server_id: str, target: str, proxied_path: str = "") -> None:
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             await self.http_get(server_id, target, proxied_path)
             return
@@ -305,7 +317,7 @@ class ServerProxyHandler(ProxyHandler):
             raise web.HTTPError(e.status, e.message) from None
         await super().get(server_id, target, proxied_path)
 
-    async def open(self, server_id: str, target: str, proxied_path: str = "") -> None:  # type: ignore[override]
+    async def open(self, server_id: str, target: str, proxied_path: str = "") -> None:
         path = proxied_path or "/"
         if self.app_name is not None:
             path = self.prefix.rstrip("/") + path
@@ -316,17 +328,16 @@ class ServerProxyHandler(ProxyHandler):
     def _wants_html(self) -> bool:
         return "text/html" in self.request.headers.get("Accept", "")
 
-    def _error(self, status: int, message: str, reason: str, field: str | None = None) -> None:
+    def _error(self, status: int, body: dict[str, Any]) -> None:
+        """An error as the API answers it (JSON), or as a page for a browser's page load."""
         self.clear()
         self.set_status(status)
         if self._wants_html():
             self.set_header("Content-Type", "text/html; charset=utf-8")
-            self.finish(_page("Cannot open the app", f"<p>{html.escape(message)}</p>"))
+            message = html.escape(str(body.get("message")))
+            self.finish(_page("Cannot open the app", f"<p>{message}</p>"))
             return
         self.set_header("Content-Type", "application/json")
-        body: dict[str, Any] = {"message": message, "reason": reason}
-        if field:
-            body["field"] = field
         self.finish(json.dumps(body))
 
     def _not_answering(self, e: AppNotAnswering) -> None:
@@ -372,7 +383,7 @@ class ServerProxyHandler(ProxyHandler):
         message = self._reason
         if isinstance(error, web.HTTPError) and error.log_message:
             message = error.log_message % error.args if error.args else error.log_message
-        self._error(status_code, message, self._reason)
+        self._error(status_code, {"message": message, "reason": self._reason})
 
 
 class ServerAppProxyHandler(ServerProxyHandler):
