@@ -34,7 +34,13 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_apps_on_a_host_behind_openssh(
-    api, wait_for_state, host, jp_fetch, jp_serverapp, jp_http_port, jp_base_url
+    api,
+    wait_for_state,
+    host,  # noqa: F811 - the fixture imported above
+    jp_fetch,
+    jp_serverapp,
+    jp_http_port,
+    jp_base_url,
 ):
     registered = await trusted_host(api, host)
     first = await running_on(api, wait_for_state, registered["id"], "first")
