@@ -78,6 +78,8 @@ class ServerApps:
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
         self._opening: dict[tuple[int, int], asyncio.Lock] = {}
         self._verified: dict[tuple[int, int], float] = {}
+        #: Apps found running, for the proxy: (server, name) -> (the app, when asked).
+        self._running: dict[tuple[int, str], tuple[dict[str, Any], float]] = {}
         manager.events.listeners.append(self._on_event)
 
     # --- URLs -----------------------------------------------------------------------------
@@ -176,6 +178,7 @@ class ServerApps:
 
     async def stop(self, server_id: int, name: str) -> None:
         self._declared_app(server_id, name)
+        self.forget_app(server_id, name)
         self.manager.running(server_id, "its apps stopped with it.")
         answer = await self._call(server_id, "app_stop", name=name)
         if not isinstance(answer, dict) or not isinstance(answer.get("stopped"), bool):
@@ -199,6 +202,27 @@ class ServerApps:
             answer = await self._call(server_id, "app_log", name=name, max_bytes=LOG_TAIL_BYTES)
             log_tail = str(answer.get("log", "")) if isinstance(answer, dict) else ""
         return dict(self._present(server_id, app, run), started=run.get("started")), log_tail
+
+    async def app_target(self, server_id: int, name: str) -> tuple[dict[str, Any], int | None]:
+        """For the proxy: the app and its tunnel's local port (None when it is not running;
+        the app then carries ``log_tail``). A running app is asked about again only after
+        ``VERIFIED_SECONDS``, or after ``forget_app``: not one agent call per request."""
+        key = (server_id, name)
+        cached = self._running.get(key)
+        if cached is None or time.monotonic() - cached[1] >= VERIFIED_SECONDS:
+            app, log_tail = await self.app_status(server_id, name)
+            if app["state"] != "running":
+                self._running.pop(key, None)
+                return dict(app, log_tail=log_tail), None
+            cached = (app, time.monotonic())
+            self._running[key] = cached
+        else:
+            self.manager.running(server_id, "start it to use its web apps.")
+        app = cached[0]
+        return app, await self.target(server_id, int(app["port"]), verified=True)
+
+    def forget_app(self, server_id: int, name: str) -> None:
+        self._running.pop((server_id, name), None)
 
     # --- ports ----------------------------------------------------------------------------
 
@@ -253,6 +277,8 @@ class ServerApps:
         self._verified.pop((server_id, port), None)
 
     async def close_server(self, server_id: int) -> None:
+        for app in [k for k in self._running if k[0] == server_id]:
+            self._running.pop(app, None)
         for key in [k for k in self._tunnels if k[0] == server_id]:
             self._verified.pop(key, None)
             tunnel = self._tunnels.pop(key)

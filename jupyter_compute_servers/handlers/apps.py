@@ -151,12 +151,12 @@ class ServerProxyHandler(ProxyHandler):
             self.prefix = apps.port_url(sid, port)
             self.local_port = await apps.target(sid, port)
             return
-        app, log_tail = await apps.app_status(sid, check_app_name(target))
+        app, local_port = await apps.app_target(sid, check_app_name(target))
         self.prefix = apps.app_url(sid, app["name"])
-        if app["state"] != "running":
-            raise AppNotAnswering(app, log_tail, exited=True)
         self.app = app
-        self.local_port = await apps.target(sid, int(app["port"]), verified=True)
+        if local_port is None:
+            raise AppNotAnswering(app, str(app.get("log_tail", "")), exited=True)
+        self.local_port = local_port
 
     def _get_context_path(self, host: str, port: int) -> str:
         # Where the app is seen from (X-Forwarded-Prefix; redirects): our URL, not the tunnel.
@@ -249,6 +249,7 @@ class ServerProxyHandler(ProxyHandler):
         except (aiohttp.ClientError, OSError) as e:
             _apps(self).forget(*self._server_and_port())
             if self.app_name is not None:
+                _apps(self).forget_app(self._server_and_port()[0], self.app_name)
                 self._not_answering(AppNotAnswering(self.app, "", exited=False, cause=str(e)))
             else:
                 port = self._server_and_port()[1]
