@@ -223,14 +223,14 @@ async def run(work: Path, opts: argparse.Namespace) -> dict[str, dict[str, float
             config = work / "ssh_config"
             config.write_text(access["config"])
             forwarded = free_port()
-            ssh = subprocess.Popen(
-                ["ssh", "-F", str(config), "-tt", "-o", "BatchMode=yes"]
-                + ["-L", f"127.0.0.1:{forwarded}:127.0.0.1:{port}"]
-                + [access["host_alias"], "sleep 86400"],
+            forward = f"127.0.0.1:{forwarded}:127.0.0.1:{port}"
+            argv = ["ssh", "-F", str(config), "-tt", "-o", "BatchMode=yes", "-L", forward]
+            ssh = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+                [*argv, access["host_alias"], "sleep 86400"],
                 # Kept open: with -tt, an end of input would end the remote command and ssh.
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
-                stderr=open(work / "ssh.log", "wb"),  # noqa: SIM115
+                stderr=open(work / "ssh.log", "wb"),  # noqa: SIM115, ASYNC230
                 start_new_session=True,
             )
             ways = {

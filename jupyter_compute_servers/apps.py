@@ -216,8 +216,6 @@ class ServerApps:
                 return dict(app, log_tail=log_tail), None
             cached = (app, time.monotonic())
             self._running[key] = cached
-        else:
-            self.manager.running(server_id, "start it to use its web apps.")
         app = cached[0]
         return app, await self.target(server_id, int(app["port"]), verified=True)
 
@@ -248,9 +246,15 @@ class ServerApps:
         """The local port of a tunnel to ``port`` on the server's loopback: only a port that
         one of the server's processes listens on (``verified``: the caller knows it is the
         server's, an app it started)."""
-        server = self.manager.running(server_id, "start it to open its web apps.")
         key = (server_id, port)
         now = time.monotonic()
+        tunnel = self._tunnels.get(key)
+        fresh = verified or now - self._verified.get(key, -VERIFIED_SECONDS) < VERIFIED_SECONDS
+        if tunnel is not None and tunnel.is_open and fresh:
+            # The fast path of every proxied request: no store read, no agent call. A server
+            # leaving ``running`` closes its tunnels (``_on_event``).
+            return tunnel.local_ports["app"]
+        server = self.manager.running(server_id, "start it to open its web apps.")
         if not verified and now - self._verified.get(key, -VERIFIED_SECONDS) >= VERIFIED_SECONDS:
             listening = {item["port"] for item in await self.ports(server_id)}
             if port not in listening:
@@ -288,6 +292,10 @@ class ServerApps:
         server_id = event.get("server_id")
         if server_id is None or event.get("state") == State.RUNNING.value:
             return
+        for app in [k for k in self._running if k[0] == server_id]:
+            self._running.pop(app, None)
+        for port in [k for k in self._verified if k[0] == server_id]:
+            self._verified.pop(port, None)
         if any(key[0] == server_id for key in self._tunnels):
             with contextlib.suppress(RuntimeError):  # no loop: nothing was opened
                 asyncio.get_running_loop().create_task(self.close_server(server_id))
