@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import CloudError, NotFoundError, ValidationError
@@ -71,8 +72,16 @@ def _checked(answer: Any, key: str, method: str) -> list[dict[str, Any]]:
 class ServerApps:
     """Lists, starts and stops a server's web apps, and opens tunnels to its ports."""
 
-    def __init__(self, manager: ComputeServerManager, *, base_url: str = "/") -> None:
+    def __init__(
+        self,
+        manager: ComputeServerManager,
+        *,
+        base_url: str = "/",
+        on_activity: Callable[[int], None] | None = None,
+    ) -> None:
         self.manager = manager
+        #: Called with the server's id on every proxied request (idle shutdown).
+        self.on_activity = on_activity
         #: The Jupyter server's base URL (apps' URLs and ``{base_url}`` start with it).
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
@@ -246,6 +255,8 @@ class ServerApps:
         """The local port of a tunnel to ``port`` on the server's loopback: only a port that
         one of the server's processes listens on (``verified``: the caller knows it is the
         server's, an app it started)."""
+        if self.on_activity is not None:
+            self.on_activity(server_id)  # someone uses the server through its app
         key = (server_id, port)
         now = time.monotonic()
         tunnel = self._tunnels.get(key)

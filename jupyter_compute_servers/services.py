@@ -176,7 +176,9 @@ def build_services(
         on_input=costs.activity.terminal_input,
         max_terminals=settings.max_terminals_per_server,
     )
-    apps = ServerApps(manager)
+    apps = ServerApps(
+        manager, on_activity=lambda server_id: costs.activity.touch(server_id, "web app use")
+    )
     presenter = ServerPresenter(clouds, costs, sync_records)
     return Services(
         settings=settings,

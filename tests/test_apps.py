@@ -92,6 +92,9 @@ async def test_http_server_is_listed_and_fetched_through_the_proxy(
     response = await proxied(jp_fetch, sid, "proxy", str(port), "hello.txt")
     assert response.code == 200
     assert response.body == b"hello from the server\n"
+    # Using the server's app is using the server (idle shutdown waits).
+    activity = jp_serverapp.web_app.settings["compute_servers_costs"].activity.last(sid)
+    assert activity is not None and activity.what == "web app use"
     # The directory listing: the app's relative links work under the proxy's prefix.
     response = await proxied(jp_fetch, sid, "proxy", str(port), "")
     assert response.code == 200 and b'href="hello.txt"' in response.body
