@@ -36,6 +36,20 @@ def jp_server_config(jp_server_config: dict[str, Any], tmp_path: Path) -> dict[s
             "command": ["python3", "-c", "print('cannot bind: no GPU here'); raise SystemExit(3)"],
         }
     )
+    python["apps"].append(
+        {
+            "name": "slow",
+            "label": "Slow app",
+            # Listens only after 3 s, as a big app does while it loads.
+            "command": [
+                "python3",
+                "-c",
+                "import runpy, sys, time; time.sleep(3); "
+                "sys.argv = ['x', '--bind', '127.0.0.1', '{port}']; "
+                "runpy.run_module('http.server', run_name='__main__')",
+            ],
+        }
+    )
     path = tmp_path / "catalog.json"
     path.write_text(json.dumps(catalog))
     config = copy.deepcopy(jp_server_config)
@@ -238,6 +252,7 @@ async def test_tensorboard_from_the_image_starts_is_proxied_and_stops(
     assert [(a["name"], a["state"]) for a in listed["apps"]] == [
         ("tensorboard", "stopped"),
         ("broken", "stopped"),
+        ("slow", "stopped"),
     ]
 
     code, app = await api("POST", f"servers/{sid}/apps/tensorboard")
@@ -349,3 +364,27 @@ def write_event_file(logdir: Path) -> None:
         )
         writer.add_event(event_pb2.Event(step=step, wall_time=1.0 + step, summary=summary))
     writer.close()
+
+
+async def test_an_app_not_answering_yet_gets_a_page_that_waits(
+    api, wait_for_state, jp_fetch, jp_serverapp
+):
+    server = await running_server(api, wait_for_state)
+    sid = server["id"]
+    code, _ = await api("POST", f"servers/{sid}/apps/slow")
+    assert code == 201
+    response = await proxied(jp_fetch, sid, "apps", "slow", "", headers={"Accept": "text/html"})
+    assert response.code == 503
+    assert response.headers["Retry-After"] == "2"
+    assert b"Waiting for Slow app" in response.body
+    assert b'http-equiv="refresh"' in response.body
+    # An API client gets the same as JSON.
+    response = await proxied(jp_fetch, sid, "apps", "slow", "")
+    assert response.code == 503 and json.loads(response.body)["field"] == "app_name"
+    for _ in range(100):
+        response = await proxied(jp_fetch, sid, "apps", "slow", "", headers={"Accept": "text/html"})
+        if response.code != 503:
+            break
+        await asyncio.sleep(0.2)
+    # Now the app answers itself (http.server, which knows no prefix: its own 404 page).
+    assert response.code == 404 and b"Error response" in response.body

@@ -105,6 +105,10 @@ def _without_jupyter_cookies(header: str, jupyter_cookies: set[str]) -> str:
     return "; ".join(kept)
 
 
+def _cookie_name(set_cookie: str) -> str:
+    return set_cookie.split("=", 1)[0].strip()
+
+
 class ServerProxyHandler(ProxyHandler):
     """Proxies HTTP and websockets to a port on a server's loopback, through its tunnel.
 
@@ -266,15 +270,21 @@ class ServerProxyHandler(ProxyHandler):
         async with response:
             self.set_status(response.status, response.reason)
             self._headers = httputil.HTTPHeaders()
+            jupyter_cookies = self._jupyter_cookie_names()
             for name, value in response.headers.items():
                 lowered = name.lower()
                 if lowered in HOP_BY_HOP:
                     continue
+                if lowered == "set-cookie" and _cookie_name(value) in jupyter_cookies:
+                    continue  # an app may not replace Jupyter's login or XSRF cookie
                 # A raw port's app does not know its prefix: its redirects get it added.
                 redirect = lowered == "location" and response.status in (301, 302, 303, 307, 308)
                 if redirect and self.app_name is None:
                     value = self._rewrite_location_header(value, host, port, proxied_path)
                 self.add_header(name, value)
+            if "Content-Security-Policy" not in self._headers:
+                # As Jupyter's own pages: framed only by the Lab (no clickjacking).
+                self.set_header("Content-Security-Policy", "frame-ancestors 'self'")
             try:
                 async for chunk in response.content.iter_any():
                     self.write(chunk)

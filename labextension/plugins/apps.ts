@@ -66,8 +66,11 @@ export const appsPlugin: JupyterFrontEndPlugin<void> = {
 
     // The catalogue says which apps each image offers (read once; every version).
     let images: ReadonlyArray<IImage> = [];
+    // An app that needs a GPU is offered only on a server with one (as the API checks).
     const declared = (server: IServer): ReadonlyArray<IImageApp> =>
-      declaredApps(images, server.config.image);
+      declaredApps(images, server.config.image).filter(
+        a => !a.gpu || !!server.config.gpu
+      );
 
     addAppCommands({ app, servers, model, declared });
 
