@@ -24,6 +24,12 @@ class Headers(web.RequestHandler):
     def post(self):
         self.write({"body": self.request.body.decode(), "method": "POST"})
 
+class SetCookies(web.RequestHandler):
+    def get(self):
+        self.set_cookie("_xsrf", "chosen-by-the-app")
+        self.set_cookie("app_session", "fine")
+        self.write("ok")
+
 class Redirect(web.RequestHandler):
     def get(self):
         self.redirect("/headers")
@@ -39,6 +45,7 @@ class Big(web.RequestHandler):
             await self.flush()
 
 app = web.Application([("/ws", Echo), ("/headers", Headers), ("/redirect", Redirect),
+                       ("/cookies", SetCookies),
                        ("/big", Big)])
 app.listen(int(sys.argv[1]), address="127.0.0.1")
 print("listening", sys.argv[1], flush=True)

@@ -143,6 +143,13 @@ async def test_websockets_streaming_and_what_the_app_is_told(
         headers["x-forwarded-prefix"] == f"{jp_base_url}compute-servers/servers/{sid}/proxy/{port}"
     )
 
+    # The app may set its own cookies, not Jupyter's; its pages are framed only by the Lab.
+    response = await proxied(jp_fetch, sid, "proxy", str(port), "cookies")
+    cookies = response.headers.get_list("Set-Cookie")
+    assert any(c.startswith("app_session=") for c in cookies)
+    assert not any(c.startswith("_xsrf=") for c in cookies)
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+
     # A body goes through; a redirect to an absolute path stays under the proxy's prefix.
     response = await proxied(jp_fetch, sid, "proxy", str(port), "headers", method="POST", body="hi")
     assert json.loads(response.body) == {"body": "hi", "method": "POST"}
