@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from .app_helpers import ECHO_APP, run_on_server, until_listening
-from .test_apps import proxied, services
+from .test_apps import proxied, services, write_event_file
 from .test_hosts import home, host, server_on, trusted_host  # noqa: F401 - fixtures
 
 
@@ -88,3 +90,19 @@ async def test_apps_on_a_host_behind_openssh(
         assert await asyncio.wait_for(ws.read_message(), 10) == "over openssh"
     finally:
         ws.close()
+
+    # TensorBoard from the image, with an event file in the workspace on the host.
+    endpoint = await manager.endpoint(first["id"])
+    workspace = Path(os.path.expanduser(endpoint.workspace.replace("~", str(host["home"]), 1)))
+    await asyncio.to_thread(write_event_file, workspace / "runs" / "over-openssh")
+    code, app = await api("POST", f"servers/{first['id']}/apps/tensorboard")
+    assert code == 201, app
+    for _ in range(150):
+        response = await proxied(jp_fetch, first["id"], "apps", "tensorboard", "data", "runs")
+        if response.code == 200:
+            break
+        assert response.code == 503, response.body
+        await asyncio.sleep(0.2)
+    assert json.loads(response.body) == ["runs/over-openssh"]
+    code, _ = await api("DELETE", f"servers/{first['id']}/apps/tensorboard")
+    assert code == 204
