@@ -1,10 +1,11 @@
 """Web apps on compute servers: what listens on a server's loopback, the apps its image
 declares (started detached by the agent, like kernels), and the tunnels the proxy uses.
 
-A proxied request reaches the app through a ``Tunnel`` (``tunnel.py``): a listener on this
-machine's 127.0.0.1 whose connections ride the server's one SSH connection as ``direct-tcpip``
-channels to ``127.0.0.1:<port>`` on the server, never to another host. One tunnel per server
-and port, opened on first use and closed when the server leaves ``running``.
+A proxied request reaches the app through a ``Tunnel`` (``tunnel.py``): a listener on a Unix
+socket of this machine, in a private directory, whose connections ride the server's one SSH
+connection as ``direct-tcpip`` channels to ``127.0.0.1:<port>`` on the server, never to another
+host. One tunnel per server and port, opened on first use and closed when the server leaves
+``running``.
 
 A port is proxied only if a process of this server listens on it (the agent's
 ``listening_ports``, which on a shared machine counts only the server's own processes), or an
@@ -17,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -87,6 +91,7 @@ class ServerApps:
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
         self._opening: dict[tuple[int, int], asyncio.Lock] = {}
         self._verified: dict[tuple[int, int], float] = {}
+        self._socket_dir: str | None = None
         #: Apps found running, for the proxy: (server, name) -> (the app, when asked).
         self._running: dict[tuple[int, str], tuple[dict[str, Any], float]] = {}
         manager.events.listeners.append(self._on_event)
@@ -212,8 +217,8 @@ class ServerApps:
             log_tail = str(answer.get("log", "")) if isinstance(answer, dict) else ""
         return dict(self._present(server_id, app, run), started=run.get("started")), log_tail
 
-    async def app_target(self, server_id: int, name: str) -> tuple[dict[str, Any], int | None]:
-        """For the proxy: the app and its tunnel's local port (None when it is not running;
+    async def app_target(self, server_id: int, name: str) -> tuple[dict[str, Any], str | None]:
+        """For the proxy: the app and its tunnel's local end (None when it is not running;
         the app then carries ``log_tail``). A running app is asked about again only after
         ``VERIFIED_SECONDS``, or after ``forget_app``: not one agent call per request."""
         key = (server_id, name)
@@ -251,10 +256,11 @@ class ServerApps:
             )
         return found
 
-    async def target(self, server_id: int, port: int, *, verified: bool = False) -> int:
-        """The local port of a tunnel to ``port`` on the server's loopback: only a port that
-        one of the server's processes listens on (``verified``: the caller knows it is the
-        server's, an app it started)."""
+    async def target(self, server_id: int, port: int, *, verified: bool = False) -> str:
+        """The local end of a tunnel to ``port`` on the server's loopback, a Unix socket in a
+        private directory (a TCP port here would let any local user reach the app without
+        Jupyter's authentication): only a port that one of the server's processes listens
+        on (``verified``: the caller knows it is the server's, an app it started)."""
         if self.on_activity is not None:
             self.on_activity(server_id)  # someone uses the server through its app
         key = (server_id, port)
@@ -264,7 +270,7 @@ class ServerApps:
         if tunnel is not None and tunnel.is_open and fresh:
             # The fast path of every proxied request: no store read, no agent call. A server
             # leaving ``running`` closes its tunnels (``_on_event``).
-            return tunnel.local_ports["app"]
+            return self._socket_path(key)
         server = self.manager.running(server_id, "start it to open its web apps.")
         if not verified and now - self._verified.get(key, -VERIFIED_SECONDS) >= VERIFIED_SECONDS:
             listening = {item["port"] for item in await self.ports(server_id)}
@@ -283,9 +289,15 @@ class ServerApps:
                     return (await self.manager.connection(server_id, "open a web app")).connection
 
                 tunnel = Tunnel(connection, "127.0.0.1")
-                await tunnel.open({"app": port})
+                await tunnel.open_unix("app", self._socket_path(key), port)
                 self._tunnels[key] = tunnel
-            return tunnel.local_ports["app"]
+            return self._socket_path(key)
+
+    def _socket_path(self, key: tuple[int, int]) -> str:
+        if self._socket_dir is None:
+            # Short (a socket's path is at most 107 bytes) and private (0700).
+            self._socket_dir = tempfile.mkdtemp(prefix="jcs-apps-")
+        return os.path.join(self._socket_dir, f"{key[0]}-{key[1]}.sock")
 
     def forget(self, server_id: int, port: int) -> None:
         """The port did not answer: ask the server again next time."""
@@ -319,3 +331,6 @@ class ServerApps:
             self.manager.events.listeners.remove(self._on_event)
         for server_id in {key[0] for key in self._tunnels}:
             await self.close_server(server_id)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None

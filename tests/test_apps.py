@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,11 @@ async def test_http_server_is_listed_and_fetched_through_the_proxy(
     response = await proxied(jp_fetch, sid, "proxy", str(port), "hello.txt")
     assert response.code == 200
     assert response.body == b"hello from the server\n"
+    # The tunnel's local end is a Unix socket only this user reaches (not a TCP port that
+    # any local user could use to reach the app without Jupyter's authentication).
+    local_end = Path(await apps.target(sid, port))
+    assert stat.S_IMODE(local_end.stat().st_mode) == 0o600
+    assert stat.S_IMODE(local_end.parent.stat().st_mode) == 0o700
     # Using the server's app is using the server (idle shutdown waits).
     activity = jp_serverapp.web_app.settings["compute_servers_costs"].activity.last(sid)
     assert activity is not None and activity.what == "web app use"

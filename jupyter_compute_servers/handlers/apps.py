@@ -50,7 +50,7 @@ HOP_BY_HOP = frozenset(
 CREDENTIAL_HEADERS = frozenset(("authorization", "x-xsrftoken", "x-csrftoken"))
 #: Seconds a starting app's page keeps retrying before it says the app does not answer.
 WAIT_SECONDS = 60
-#: A client session for all proxied requests (its pool keeps connections to the tunnels).
+#: The proxy's client sessions, one per tunnel, in the web app's settings.
 _SESSION_KEY = "compute_servers_proxy_session"
 
 
@@ -113,18 +113,19 @@ class ServerProxyHandler(ProxyHandler):
     """Proxies HTTP and websockets to a port on a server's loopback, through its tunnel.
 
     Needs ``execute``: an app on the server acts with the server's user's rights. The target
-    is always ``127.0.0.1`` here, the local end of a tunnel whose far end is ``127.0.0.1`` on
-    the server; the port must be one of the server's (``ServerApps.target``)."""
+    is always the local end of a tunnel (a private Unix socket) whose far end is ``127.0.0.1``
+    on the server; the port must be one of the server's (``ServerApps.target``)."""
 
     auth_resource = AUTH_RESOURCE
-    #: Set by ``_resolve``: the tunnel's local port, the URL prefix, the app's name if any.
-    local_port = 0
+    #: Set by ``_resolve``: the tunnel's local end, the URL prefix, the app's name if any.
+    socket_path = ""
     prefix = ""
     app_name: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Only our tunnels' local ends, never another host.
-        kwargs.setdefault("host_allowlist", ["127.0.0.1"])
+        # Only our tunnels' local ends (Unix sockets, which jupyter-server-proxy names
+        # "localhost"), never another host.
+        kwargs.setdefault("host_allowlist", ["localhost"])
         super().__init__(*args, **kwargs)
 
     async def prepare(self, *args: Any, **kwargs: Any) -> None:
@@ -153,14 +154,14 @@ class ServerProxyHandler(ProxyHandler):
         if self.app_name is None:
             port = check_port(target)
             self.prefix = apps.port_url(sid, port)
-            self.local_port = await apps.target(sid, port)
+            self.socket_path = await apps.target(sid, port)
             return
-        app, local_port = await apps.app_target(sid, check_app_name(target))
+        app, socket_path = await apps.app_target(sid, check_app_name(target))
         self.prefix = apps.app_url(sid, app["name"])
         self.app = app
-        if local_port is None:
+        if socket_path is None:
             raise AppNotAnswering(app, str(app.get("log_tail", "")), exited=True)
-        self.local_port = local_port
+        self.socket_path = socket_path
 
     def _get_context_path(self, host: str, port: int) -> str:
         # Where the app is seen from (X-Forwarded-Prefix; redirects): our URL, not the tunnel.
@@ -226,7 +227,7 @@ class ServerProxyHandler(ProxyHandler):
         if self.app_name is not None:
             # Apps are told their prefix ({base_url}) and serve under it.
             path = self.prefix.rstrip("/") + path
-        await self.proxy("127.0.0.1", self.local_port, path)
+        await self.proxy("localhost", 80, path)
 
     async def proxy(self, host: str, port: int, proxied_path: str) -> None:
         """Stream the request's answer from the app, chunk by chunk, with flow control."""
@@ -240,7 +241,7 @@ class ServerProxyHandler(ProxyHandler):
             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"
         ]
         body = self.request.body if self.request.method not in ("GET", "HEAD") else None
-        session = self._session()
+        session = self._session(self.socket_path)
         try:
             response = await session.request(
                 self.request.method or "GET",
@@ -301,16 +302,18 @@ class ServerProxyHandler(ProxyHandler):
             return server_id, int(self.app.get("port") or 0)
         return server_id, int(self.path_kwargs.get("target") or self.path_args[1])
 
-    def _session(self) -> aiohttp.ClientSession:
-        session: aiohttp.ClientSession | None = self.settings.get(_SESSION_KEY)
+    def _session(self, socket_path: str) -> aiohttp.ClientSession:
+        """A client session per tunnel (its pool keeps connections, each a channel)."""
+        sessions: dict[str, aiohttp.ClientSession] = self.settings.setdefault(_SESSION_KEY, {})
+        session = sessions.get(socket_path)
         if session is None or session.closed:
             session = aiohttp.ClientSession(
                 auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None),
-                connector=aiohttp.TCPConnector(limit=0, force_close=False),
+                connector=aiohttp.UnixConnector(path=socket_path, limit=0),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
-            self.settings[_SESSION_KEY] = session
+            sessions[socket_path] = session
         return session
 
     # --- websockets -----------------------------------------------------------------------
@@ -332,7 +335,9 @@ class ServerProxyHandler(ProxyHandler):
         path = proxied_path or "/"
         if self.app_name is not None:
             path = self.prefix.rstrip("/") + path
-        await self.proxy_open("127.0.0.1", self.local_port, path)
+        # jupyter-server-proxy's websocket client connects to ``unix_socket``.
+        self.unix_socket = self.socket_path
+        await self.proxy_open("localhost", 80, path)
 
     # --- errors ---------------------------------------------------------------------------
 
@@ -420,9 +425,8 @@ class AppNotAnswering(Exception):
 
 
 async def close_proxy_session(settings: dict[str, Any]) -> None:
-    """Close the proxy's client session (the Jupyter server is stopping)."""
-    session = settings.pop(_SESSION_KEY, None)
-    if session is not None:
+    """Close the proxy's client sessions (the Jupyter server is stopping)."""
+    for session in settings.pop(_SESSION_KEY, {}).values():
         await session.close()
 
 
