@@ -95,12 +95,17 @@ class ServerAppHandler(ComputeServersAPIHandler):
         self.finish()
 
 
+def _is_jupyter_cookie(name: str, jupyter_cookies: set[str]) -> bool:
+    # Jupyter's login cookies are "username-<host>-<port>"; the current one is in the set.
+    return name in jupyter_cookies or name.startswith("username-")
+
+
 def _without_jupyter_cookies(header: str, jupyter_cookies: set[str]) -> str:
     """The Cookie header less Jupyter's own cookies (its login and XSRF cookies)."""
     kept = []
     for part in header.split(";"):
         name = part.split("=", 1)[0].strip()
-        if name and name not in jupyter_cookies and not name.startswith("username-"):
+        if name and not _is_jupyter_cookie(name, jupyter_cookies):
             kept.append(part.strip())
     return "; ".join(kept)
 
@@ -276,7 +281,9 @@ class ServerProxyHandler(ProxyHandler):
                 lowered = name.lower()
                 if lowered in HOP_BY_HOP:
                     continue
-                if lowered == "set-cookie" and _cookie_name(value) in jupyter_cookies:
+                if lowered == "set-cookie" and _is_jupyter_cookie(
+                    _cookie_name(value), jupyter_cookies
+                ):
                     continue  # an app may not replace Jupyter's login or XSRF cookie
                 # A raw port's app does not know its prefix: its redirects get it added.
                 redirect = lowered == "location" and response.status in (301, 302, 303, 307, 308)
