@@ -142,7 +142,9 @@ class Jupyter:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            # SIGTERM: Jupyter stops cleanly (SIGINT would ask for a confirmation first), and
+            # c.LocalCloud.stop_on_shutdown stops a server left running by an error.
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -270,6 +272,11 @@ async def run(work: Path, opts: argparse.Namespace) -> dict[str, dict[str, float
                         )
             await jupyter.api(session, "DELETE", f"servers/{sid}/apps/bench")
             await jupyter.api(session, "POST", f"servers/{sid}/actions/stop")
+
+            async def off() -> bool:
+                return bool((await jupyter.api(session, "GET", f"servers/{sid}"))["state"] == "off")
+
+            await wait_for(off, "the server to stop")
             return {
                 label: {k: statistics.median(v) for k, v in values.items()}
                 for label, values in results.items()
