@@ -21,8 +21,9 @@ from traitlets import Bool
 
 from . import __version__
 from .config import ComputeServersSettings
+from .handlers.apps import close_proxy_session
 from .handlers.kernels import kernel_action_handlers, remote_kernel_error
-from .handlers.routes import api_handlers
+from .handlers.routes import api_handlers, proxy_handlers
 from .kernels.adoption import adopt_orphan_kernels
 from .kernels.provisioner import ComputeServerProvisioner
 from .kernels.runtime import KernelRuntime, set_server_runtime
@@ -77,6 +78,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
             self, on_event=publish, sync_root=self.serverapp.root_dir, logger=self.log
         )
         self.services = services
+        services.apps.base_url = self.serverapp.base_url
         self.manager = services.manager
         try:
             services.kernel_specs.sync()
@@ -165,6 +167,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(api_handlers())
+        self.handlers.extend(proxy_handlers())
         self.handlers.extend(kernel_action_handlers())
 
     def _add_kernel_specs_dir(self) -> None:
@@ -208,6 +211,8 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
             self._sessions_lock = None
         await self._end_remote_kernels()
         set_server_runtime(None)
+        if self.serverapp is not None:
+            await close_proxy_session(self.serverapp.web_app.settings)
         await self.services.close(
             stop_servers=lambda cloud: bool(getattr(cloud, "stop_on_shutdown", False))
         )
@@ -224,6 +229,7 @@ def handler_settings(services: Services, kernel_runtime: KernelRuntime) -> dict[
         "compute_servers_images": services.images,
         "compute_servers_clouds": services.clouds,
         "compute_servers_terminals": services.terminals,
+        "compute_servers_apps": services.apps,
         "compute_servers_kernel_specs": services.kernel_specs,
         "compute_servers_kernel_runtime": kernel_runtime,
     }

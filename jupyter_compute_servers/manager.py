@@ -105,6 +105,11 @@ DOING = {
     "info": "read its hardware",
     "terminal_start": "start a terminal",
     "terminal_list": "list its terminals",
+    "app_start": "start a web app",
+    "app_list": "list its web apps",
+    "app_log": "read a web app's log",
+    "app_stop": "stop a web app",
+    "listening_ports": "list its open ports",
     "ping": "reach its agent",
 }
 

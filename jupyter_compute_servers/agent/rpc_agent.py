@@ -1530,6 +1530,282 @@ def container_pull(params):
     return {"pulled": True}
 
 
+# --- web apps -----------------------------------------------------------------------------
+#
+# Web apps (TensorBoard, an MLflow UI...) run detached like kernels: their own session, a log
+# beside a record in ``<runtime dir>/apps/app-<name>.record.json``, a port on this machine's
+# loopback chosen here and put into the command as ``{port}``. The Jupyter side reaches them
+# through a tunnel of the SSH connection. ``listening_ports`` says what this server's processes
+# listen on, so that a port can be opened by number, and only a port of this server's.
+
+APP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: How long a stopped app has after SIGTERM before SIGKILL.
+APP_STOP_SECONDS = 3.0
+
+
+def _apps_dir(params):
+    return _private_dir(params, "apps")
+
+
+def _app_name(params):
+    name = params.get("name")
+    if not isinstance(name, str) or not APP_NAME.match(name):
+        raise ValueError(f"invalid app name {name!r}")
+    return name
+
+
+def _app_record_path(apps, name):
+    return os.path.join(apps, f"app-{name}.record.json")
+
+
+def _read_app(apps, name):
+    try:
+        with open(_app_record_path(apps, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _app_public(record):
+    code = _exit_code(record)
+    public = {
+        key: record.get(key) for key in ("name", "pid", "port", "started", "base_url", "log_file")
+    }
+    public.update(running=code is None, exit_code=code)
+    return public
+
+
+def _log_tail(path, limit):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def app_start(params):
+    """Start an app (unless it runs already): ``argv`` with ``{port}`` and ``{base_url}``."""
+    apps = _apps_dir(params)
+    name = _app_name(params)
+    argv = params.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv must be a non-empty list of strings")
+    base_url = params.get("base_url") or "/"
+    if not isinstance(base_url, str):
+        raise ValueError("base_url must be a string")
+    previous = _read_app(apps, name)
+    if previous is not None and _exit_code(previous) is None:
+        return dict(_app_public(previous), already=True)
+    cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    port = _loopback_ports(1)[0]
+    command = [arg.replace("{port}", str(port)).replace("{base_url}", base_url) for arg in argv]
+    env = dict(os.environ)
+    env.pop("JPY_PARENT_PID", None)
+    env["PWD"] = cwd
+    container = _container(params)
+    if container is not None:
+        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+        command = container_command(
+            container, command, name=f"jcs-app-{name}", cwd=cwd, mounts=[workspace], env={}
+        )
+    elif BARE_PYTHON.fullmatch(command[0]):
+        command[0] = sys.executable
+    log_path = os.path.join(apps, f"app-{name}.log")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        child = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as e:
+        raise RuntimeError(f"cannot run {command[0]!r}: {e.strerror or e}") from None
+    finally:
+        os.close(log_fd)
+    _CHILDREN[child.pid] = child
+    record = {
+        "name": name,
+        "pid": child.pid,
+        "pgid": child.pid,
+        "start_time": _start_time(child.pid),
+        "port": port,
+        "base_url": base_url,
+        "log_file": log_path,
+        "started": time.time(),
+        "container_engine": container["engine"] if container else None,
+        "container_name": f"jcs-app-{name}" if container else None,
+    }
+    _write_private(_app_record_path(apps, name), json.dumps(record))
+    return dict(_app_public(record), already=False)
+
+
+def app_list(params):
+    """Every app started here and not stopped since: running, or ended (with its exit code)."""
+    apps = _apps_dir(params)
+    found = []
+    for entry in sorted(os.listdir(apps)):
+        if entry.startswith("app-") and entry.endswith(".record.json"):
+            record = _read_app(apps, entry[len("app-") : -len(".record.json")])
+            if record is not None:
+                found.append(_app_public(record))
+    return {"apps": found}
+
+
+def app_log(params):
+    """The end of an app's output (why it exited, or what it is doing)."""
+    apps = _apps_dir(params)
+    limit = min(int(params.get("max_bytes") or 4000), 64000)
+    return {"log": _log_tail(os.path.join(apps, f"app-{_app_name(params)}.log"), limit)}
+
+
+def app_stop(params):
+    """End an app's process group (SIGTERM, then SIGKILL) and forget it."""
+    apps = _apps_dir(params)
+    name = _app_name(params)
+    record = _read_app(apps, name)
+    if record is None:
+        return {"stopped": False}
+    was_running = _exit_code(record) is None
+    if was_running:
+        deadline = time.time() + APP_STOP_SECONDS
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record["pgid"], signal.SIGTERM)
+        while _exit_code(record) is None and time.time() < deadline:
+            time.sleep(0.05)
+        if _exit_code(record) is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record["pgid"], signal.SIGKILL)
+            container_stop(record)
+    for path in (_app_record_path(apps, name), os.path.join(apps, f"app-{name}.log")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return {"stopped": was_running}
+
+
+_LOOPBACK6 = "00000000000000000000000001000000"
+_MAPPED4 = "0000000000000000FFFF0000"
+
+
+def _on_loopback(address):
+    """Whether a /proc/net/tcp(6) local address (hex) is reachable on the loopback: 127/8,
+    ::1, ::ffff:127.x, or every address (0.0.0.0, ::)."""
+    if len(address) == 8:  # IPv4, the bytes of a little-endian word
+        return address == "00000000" or address[6:8] == "7F"
+    return (
+        address in ("0" * 32, _LOOPBACK6)
+        or (address.startswith(_MAPPED4) and address[30:32] == "7F")
+        or address == _MAPPED4 + "00000000"
+    )
+
+
+def _listening_inodes():
+    """inode -> port of the TCP sockets listening where the loopback reaches them."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            address, _, port = fields[1].partition(":")
+            if _on_loopback(address):
+                found[int(fields[9])] = int(port, 16)
+    return found
+
+
+def _machinery_ports(params):
+    """Ports of our own processes (kernels' channels, IOPub relays, terminal hosts): not apps."""
+    ports: set = set()
+    for name in ("kernels", "terminals"):
+        directory = _private_dir(params, name)
+        for entry in os.listdir(directory):
+            if not entry.endswith(".record.json"):
+                continue
+            try:
+                with open(os.path.join(directory, entry)) as f:
+                    record = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict):
+                continue
+            values = list((record.get("ports") or {}).values())
+            values += [record.get("port"), (record.get("relay") or {}).get("port")]
+            ports.update(v for v in values if isinstance(v, int))
+    return ports
+
+
+TOKEN_VARIABLES = ("JUPYTER_COMPUTE_SERVER_TOKEN", "JUPYTER_COMPUTE_SERVER_SANDBOX")
+
+
+def _ancestors():
+    """This process and its parents (up to, not including, init)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def listening_ports(params):
+    """TCP ports that this server's processes listen on, reachable on the loopback: those of
+    processes carrying the server's token where it has one (a host shares its machine with
+    other servers), else of this user's processes; our own machinery left out."""
+    inodes = _listening_inodes()
+    # A host's slice has a token; a local sandbox has its own variable.
+    marker = next(
+        (f"{name}={os.environ[name]}".encode() for name in TOKEN_VARIABLES if os.environ.get(name)),
+        None,
+    )
+    uid = os.getuid()
+    skipped = _ancestors()  # this agent and the SSH daemon serving it
+    ours = _machinery_ports(params)
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) in skipped:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            if marker and not _environ_has(pid, marker):
+                continue
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if not target.startswith("socket:["):
+                continue
+            port = inodes.get(int(target[8:-1]))
+            if port is None or port in ours or port in found:
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+            except OSError:
+                argv = []
+            found[port] = {"port": port, "pid": int(pid), "command": " ".join(argv)[:300]}
+    return {"ports": [found[port] for port in sorted(found)]}
+
+
 def ping(params):
     return {"pong": True, "pid": os.getpid()}
 
@@ -1555,6 +1831,11 @@ METHODS = {
     "workspace_remove": workspace_remove,
     "metrics": metrics,
     "container_pull": container_pull,
+    "app_start": app_start,
+    "app_list": app_list,
+    "app_log": app_log,
+    "app_stop": app_stop,
+    "listening_ports": listening_ports,
 }
 
 
