@@ -561,7 +561,7 @@ class ComputeServerManager:
         container = container_for(self, self.store.get(server_id))
         if container is not None and container["engine"] in ("docker", "podman"):
             image = container["image"]
-            op.progress(f"Pulling {image}", 0.95)
+            op.progress(f"Looking for the image {image}", 0.95)
             await agent.call(
                 "container_pull",
                 timeout=3600,

@@ -239,7 +239,7 @@ def test_images_test_smoke_tests_and_marks_a_version(tmp_path):
         timeout=180,
     )
     assert result.returncode == 0, result.stderr
-    assert "imports: json, ipykernel" in result.stderr and "PASSED python:system" in result.stderr
+    assert "import json, ipykernel" in result.stderr and "PASSED python:system" in result.stderr
     assert json.loads((data_dir / "images-tested.json").read_text()) == {"python": {"system": True}}
     listed = subprocess.run(
         [
@@ -280,7 +280,8 @@ def test_images_test_reports_a_failing_import(tmp_path):
         timeout=180,
     )
     assert result.returncode == 1
-    assert "FAILED python:system" in result.stderr and "no_such_module_anywhere" in result.stderr
+    assert "FAILED python:system at the step 'import json, no_such_module_anywhere'" in result.stderr
+    assert "No module named 'no_such_module_anywhere'" in result.stderr
 
 
 async def test_offerings_say_the_machines_architecture(api):

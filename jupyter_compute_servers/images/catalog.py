@@ -26,6 +26,8 @@ from ..models import ServerConfig
 SCHEMA = json.loads(files(__package__).joinpath("catalog.schema.json").read_text())
 DEFAULT_SOURCE = "(built in)"
 CONTAINER_KINDS = ("docker", "podman", "apptainer")
+#: Tags that move unless the catalogue says otherwise: pulled again at each start.
+MOVING_TAGS = frozenset({"latest", "stable", "edge", "nightly", "main", "master"})
 
 
 class CatalogError(ValidationError):
@@ -215,6 +217,8 @@ class ImageCatalog:
         if "image" in runtime:
             runtime["image"] = runtime["image"].replace("{tag}", tag or "")
         runtime["gpu"] = image.get("gpu", "optional")
+        version = next((v for v in image["versions"] if v["tag"] == tag), {})
+        runtime["moving"] = bool(version.get("moving", tag in MOVING_TAGS))
         return runtime
 
     def check(self, config: ServerConfig, *, arch: str | None) -> None:

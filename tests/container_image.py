@@ -1,0 +1,134 @@
+"""Real container images for the tests, built here from Debian's packages (no registry is
+reachable from CI): ``mmdebstrap`` makes a root file system with the packages, ``podman
+import`` turns it into an image.
+
+An image is named by a hash of what goes into it (packages, suite, mirror, hooks), so a
+second run finds it in podman's storage, or imports the tar kept under the cache dir
+(``$JCS_TEST_CACHE``, else ``~/.cache/jupyter-compute-servers-tests``), and builds nothing.
+
+The engine runs with the settings in ``tests/containers.conf`` (through ``CONTAINERS_CONF``):
+this machine's kernel needs runc, cgroupfs and lowered ulimits (see TOOLCHAIN.md). The
+product itself is never given them; it runs whatever engine the machine has, as configured.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+CONTAINERS_CONF = Path(__file__).parent / "containers.conf"
+SUITE = "bookworm"
+#: The test image: python3 with ipykernel (and its kernel spec), ps for the terminal tests.
+KERNEL_PACKAGES = ("python3-ipykernel", "procps")
+#: A file only the test images have: proof that a process runs in one.
+MARKER = "/etc/jcs-test-image"
+BUILD_TIMEOUT = 600
+
+
+def cache_dir() -> Path:
+    path = Path(
+        os.environ.get("JCS_TEST_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "jupyter-compute-servers-tests"
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def engine_env() -> dict[str, str]:
+    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+
+
+def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["podman", *args],
+        capture_output=True,
+        text=True,
+        env=engine_env(),
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"podman {' '.join(args)} failed: {result.stderr.strip()[-800:]}")
+    return result
+
+
+def image_exists(reference: str) -> bool:
+    return podman("image", "exists", reference, check=False).returncode == 0
+
+
+def mirror() -> str:
+    """The Debian mirror apt uses here (CI machines have their own)."""
+    for source in Path("/etc/apt/sources.list.d").glob("*.sources"):
+        for line in source.read_text().splitlines():
+            if line.startswith("URIs:"):
+                return line.split()[1]
+    for line in Path("/etc/apt/sources.list").read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == ["deb"]:
+            return next(p for p in parts[1:] if "://" in p)
+    raise RuntimeError("no Debian mirror found in /etc/apt")
+
+
+def debian_image(name: str, packages: tuple[str, ...]) -> str:
+    """``localhost/NAME:HASH`` with these Debian packages, built once per machine and kept."""
+    url = mirror()
+    recipe = f"{SUITE} {url} {' '.join(sorted(packages))} marker-v1"
+    tag = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    reference = f"localhost/{name}:{tag}"
+    if image_exists(reference):
+        return reference
+    tar = cache_dir() / f"{name}-{tag}.tar"
+    # Two test processes (or engineers) may ask at once: one builds, the other waits.
+    with open(cache_dir() / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image_exists(reference):
+            return reference
+        if not tar.exists():
+            if shutil.which("mmdebstrap") is None:
+                raise RuntimeError("mmdebstrap is not installed (apt-get install mmdebstrap)")
+            partial = tar.with_suffix(".partial.tar")
+            started = time.monotonic()
+            subprocess.run(
+                [
+                    "mmdebstrap",
+                    "--quiet",
+                    "--variant=apt",
+                    f"--include={','.join(packages)}",
+                    # Documentation, manuals and translations: a third of the size, unused.
+                    "--dpkgopt=path-exclude=/usr/share/doc/*",
+                    "--dpkgopt=path-exclude=/usr/share/man/*",
+                    "--dpkgopt=path-exclude=/usr/share/locale/*",
+                    f"--customize-hook=echo {reference} > \"$1{MARKER}\"",
+                    SUITE,
+                    str(partial),
+                    f"deb {url} {SUITE} main",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=BUILD_TIMEOUT,
+            )
+            partial.rename(tar)
+            print(f"built {reference} in {time.monotonic() - started:.0f} s")
+        podman("import", "--quiet", str(tar), reference)
+    return reference
+
+
+def without_module(base: str, name: str, paths: tuple[str, ...]) -> str:
+    """``base`` with these paths deleted, committed as ``localhost/NAME:<base's tag>``: a
+    broken image in seconds, without a second bootstrap."""
+    reference = f"localhost/{name}:{base.rsplit(':', 1)[1]}"
+    if image_exists(reference):
+        return reference
+    container = f"jcs-derive-{os.getpid()}"
+    podman("run", "--name", container, base, "rm", "-rf", *paths)
+    try:
+        podman("commit", "--quiet", container, reference)
+    finally:
+        podman("rm", "--force", container, check=False)
+    return reference
