@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -104,7 +105,7 @@ def debian_image(name: str, packages: tuple[str, ...]) -> str:
                     "--dpkgopt=path-exclude=/usr/share/doc/*",
                     "--dpkgopt=path-exclude=/usr/share/man/*",
                     "--dpkgopt=path-exclude=/usr/share/locale/*",
-                    f"--customize-hook=echo {reference} > \"$1{MARKER}\"",
+                    f'--customize-hook=echo {reference} > "$1{MARKER}"',
                     SUITE,
                     str(partial),
                     f"deb {url} {SUITE} main",
@@ -132,3 +133,72 @@ def without_module(base: str, name: str, paths: tuple[str, ...]) -> str:
     finally:
         podman("rm", "--force", container, check=False)
     return reference
+
+
+class Registry:
+    """Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1: something
+    real to pull from, as no registry outside is reachable. The engine is told it speaks
+    plain HTTP through a registries.conf of the test's (``CONTAINERS_REGISTRIES_CONF``)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.registries_conf = directory / "registries.conf"
+        self.registries_conf.write_text(
+            f'[[registry]]\nlocation = "{self.address}"\ninsecure = true\n'
+        )
+        self.config = directory / "config.yml"
+        self.config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {directory / 'data'}\n"
+            f"http:\n  addr: {self.address}\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if shutil.which("docker-registry") is None:
+            raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
+        with open(self.directory / "registry.log", "ab") as log:
+            self.process = subprocess.Popen(
+                ["docker-registry", "serve", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while not _listening(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = (self.directory / "registry.log").read_text()[-800:]
+                raise RuntimeError(f"docker-registry did not start: {log}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def push(self, local: str, name: str) -> str:
+        """``local`` into the registry as ``ADDRESS/NAME``, not tagged so here."""
+        remote = f"{self.address}/{name}"
+        env = {**engine_env(), "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf)}
+        subprocess.run(
+            ["podman", "push", "--quiet", local, remote],
+            check=True,
+            capture_output=True,
+            env=env,
+            timeout=300,
+        )
+        return remote
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

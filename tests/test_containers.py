@@ -118,21 +118,20 @@ async def start(api, wait_for_state, name: str, tag: str) -> dict[str, Any]:
     return await wait_for_state(server["id"], "running", "error", timeout=120)
 
 
-PROBE = """
+PROBE = f"""
 import json, os, sys
-print(json.dumps({
+print(json.dumps({{
     "os_release": open("/etc/os-release").read(),
-    "marker": open(%r).read().strip(),
+    "marker": open({MARKER!r}).read().strip(),
     "containerenv": os.path.exists("/run/.containerenv"),
     "prefix": sys.prefix,
-    "executable": sys.executable,
     "cwd": os.getcwd(),
     "uid": os.getuid(),
     "synced": open("from-jupyter.txt").read(),
-}))
+}}))
 with open("from-the-kernel.txt", "w") as f:
     f.write("written in the container")
-""" % MARKER
+"""
 
 
 async def test_a_local_server_runs_its_kernels_and_terminals_in_the_container(
@@ -163,7 +162,7 @@ async def test_a_local_server_runs_its_kernels_and_terminals_in_the_container(
     finally:
         client.stop_channels()
     seen = json.loads(out)
-    assert 'ID=debian' in seen["os_release"] and seen["marker"] == kernel_image
+    assert "ID=debian" in seen["os_release"] and seen["marker"] == kernel_image
     assert seen["containerenv"]  # podman's mark on its containers
     assert seen["prefix"] == "/usr" != sys.prefix  # Debian's Python, not Jupyter's
     workspace = Path(os.path.realpath(compute_data_dir / "local" / str(server_id) / "disk"))
@@ -246,3 +245,123 @@ def test_images_test_marks_the_built_image_and_refuses_one_without_ipykernel(
     listed = run_cli(tmp_path, path, "list")
     assert "image-test" not in listed.stdout  # the throw-away servers are gone
     assert not [c for c in containers() if "image-test" in json.dumps(c)]
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch, kernel_image: str):
+    """A registry of our own on loopback holding the test image as v1, latest and nothing
+    else; the engine (and so the local servers) told to speak plain HTTP to it."""
+    from .container_image import Registry
+
+    directory = tmp_path / "registry"
+    directory.mkdir()
+    running = Registry(directory)
+    running.start()
+    try:
+        for tag in ("v1", "latest"):
+            remote = running.push(kernel_image, f"jcs/ipykernel:{tag}")
+            podman("rmi", remote, check=False)  # not here: it must be pulled
+        monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(running.registries_conf))
+        yield running
+    finally:
+        running.stop()
+        for tag in ("v1", "latest"):
+            podman("rmi", f"{running.address}/jcs/ipykernel:{tag}", check=False)
+
+
+@pytest.fixture
+def progress_events(jp_serverapp) -> list[str]:
+    seen: list[str] = []
+
+    class Listener:
+        async def __call__(self, logger, schema_id, data):
+            if data.get("kind") == "progress" and data.get("progress"):
+                seen.append(data["progress"])
+
+    jp_serverapp.event_logger.add_listener(
+        schema_id="https://events.jupyter.org/jupyter_compute_servers/server/v1",
+        listener=Listener(),
+    )
+    return seen
+
+
+async def test_pulls_only_what_is_missing_with_the_engines_progress(
+    api, wait_for_state, jp_serverapp, registry, progress_events, tmp_path
+):
+    pulled = f"{registry.address}/jcs/ipykernel"
+    document = {
+        "version": 1,
+        "images": [
+            {
+                "id": "pulled",
+                "label": "From a registry",
+                "gpu": "none",
+                "runtime": {"kind": "podman", "image": f"{pulled}:{{tag}}"},
+                # latest moves (by default); v1 does not, nor does "gone" (never pushed).
+                "versions": [{"tag": "v1"}, {"tag": "latest"}, {"tag": "gone"}],
+            }
+        ],
+    }
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    catalogue_path = Path(manager.images.source)
+    catalogue_path.write_text(json.dumps(document))
+    await manager.images.reload()
+
+    async def start_on(tag: str) -> tuple[dict[str, Any], list[str]]:
+        progress_events.clear()
+        code, server = await api(
+            "POST",
+            "servers",
+            {"name": f"on-{tag}", "config": {"image": "pulled", "image_tag": tag}},
+        )
+        assert code == 201, server
+        await api("POST", f"servers/{server['id']}/actions/start")
+        server = await wait_for_state(server["id"], "running", "error", timeout=180)
+        return server, list(progress_events)
+
+    async def stop_and_delete(server: dict[str, Any]) -> None:
+        if server["state"] == "running":
+            await api("POST", f"servers/{server['id']}/actions/stop")
+            await wait_for_state(server["id"], "off", "error", timeout=60)
+        await api("POST", f"servers/{server['id']}/actions/deprovision", {"confirm": True})
+        await wait_for_state(server["id"], "deprovisioned", "error", timeout=60)
+        code, _ = await api("DELETE", f"servers/{server['id']}")
+        assert code == 204
+
+    # A tag the registry does not have: the error names the image, the cause, what to do.
+    server, _ = await start_on("gone")
+    assert server["state"] == "error"
+    assert (
+        f"podman cannot pull {pulled}:gone: the registry has no such image or tag"
+        in (server["state_reason"])
+    )
+    assert "check the image and tag in the catalogue" in server["state_reason"]
+    await stop_and_delete(server)
+
+    # Missing here: pulled, the engine's own lines in the server's progress.
+    assert podman("image", "exists", f"{pulled}:v1", check=False).returncode == 1
+    server, progress = await start_on("v1")
+    assert server["state"] == "running", server["state_reason"]
+    said = [p for p in progress if p.startswith(f"Pulling {pulled}:v1: ")]
+    assert any(": 0 of 1 layers (Copying blob " in p for p in said), progress
+    assert any(": 1 of 1 layers (Copying config " in p for p in said), progress
+    assert podman("image", "exists", f"{pulled}:v1", check=False).returncode == 0
+    await stop_and_delete(server)
+    server, _ = await start_on("latest")
+    assert server["state"] == "running", server["state_reason"]
+    await stop_and_delete(server)
+
+    # The registry away: what is here runs. A fixed tag asks nobody; a moving one tries,
+    # and says it runs the copy it has.
+    registry.stop()
+    server, progress = await start_on("v1")
+    assert server["state"] == "running", server["state_reason"]
+    assert not [p for p in progress if p.startswith("Pulling")], progress
+    await stop_and_delete(server)
+    server, progress = await start_on("latest")
+    assert server["state"] == "running", server["state_reason"]
+    assert any(
+        "using the copy already here" in p and "the registry cannot be reached" in p
+        for p in progress
+    ), progress
+    await stop_and_delete(server)

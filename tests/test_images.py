@@ -280,7 +280,9 @@ def test_images_test_reports_a_failing_import(tmp_path):
         timeout=180,
     )
     assert result.returncode == 1
-    assert "FAILED python:system at the step 'import json, no_such_module_anywhere'" in result.stderr
+    assert (
+        "FAILED python:system at the step 'import json, no_such_module_anywhere'" in result.stderr
+    )
     assert "No module named 'no_such_module_anywhere'" in result.stderr
 
 

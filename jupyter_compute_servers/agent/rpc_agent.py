@@ -1474,7 +1474,14 @@ def remove_containers(owner):
             continue
         try:
             listed = subprocess.run(
-                [executable, "ps", "--all", "--quiet", "--filter", f"label={CONTAINER_LABEL}={owner}"],
+                [
+                    executable,
+                    "ps",
+                    "--all",
+                    "--quiet",
+                    "--filter",
+                    f"label={CONTAINER_LABEL}={owner}",
+                ],
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -1499,7 +1506,14 @@ def image_present(container):
     if container["engine"] == "podman":
         probe = [container["executable"], "image", "exists", container["image"]]
     else:
-        probe = [container["executable"], "image", "inspect", "--format", "{{.Id}}", container["image"]]
+        probe = [
+            container["executable"],
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            container["image"],
+        ]
     try:
         found = subprocess.run(probe, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -1510,7 +1524,9 @@ def image_present(container):
 #: What an engine's failed pull says, and what the user can do about it (first match wins).
 PULL_FAILURES = (
     (
-        re.compile(r"manifest unknown|not found|name unknown|does not exist|repository .* not found", re.I),
+        re.compile(
+            r"manifest unknown|not found|name unknown|does not exist|repository .* not found", re.I
+        ),
         "the registry has no such image or tag",
         "check the image and tag in the catalogue, or build the image on the server",
     ),
@@ -1520,8 +1536,11 @@ PULL_FAILURES = (
         "log in to the registry on the server ({engine} login REGISTRY) or use a public image",
     ),
     (
-        re.compile(r"no image found in .*architecture|does not match the specified platform|"
-                   r"no matching manifest", re.I),
+        re.compile(
+            r"no image found in .*architecture|does not match the specified platform|"
+            r"no matching manifest",
+            re.I,
+        ),
         "the image is not built for this server's architecture",
         "pick a version built for {arch}",
     ),
@@ -1531,9 +1550,12 @@ PULL_FAILURES = (
         "give the server a larger disk or remove unused images ({engine} image prune)",
     ),
     (
-        re.compile(r"connection refused|no such host|i/o timeout|network is unreachable|"
-                   r"pinging container registry|dial tcp|TLS handshake|connection reset|"
-                   r"temporary failure in name resolution|could not resolve", re.I),
+        re.compile(
+            r"connection refused|no such host|i/o timeout|network is unreachable|"
+            r"pinging container registry|dial tcp|TLS handshake|connection reset|"
+            r"temporary failure in name resolution|could not resolve",
+            re.I,
+        ),
         "the registry cannot be reached",
         "check the server's network, or put the image on the server ({engine} load/import)",
     ),
@@ -1560,15 +1582,21 @@ class PullProgress:
     _DOCKER = re.compile(r"^([0-9a-f]{12}): (.+)$")
 
     def __init__(self):
-        self.layers = {}
+        self.layers: dict[str, bool] = {}
+
+    def counts(self):
+        return len(self.layers), sum(self.layers.values())
 
     def feed(self, line):
-        """The line as progress text, or None when it says nothing worth showing."""
+        """The line as progress text: the layers so far, and what the engine said."""
         match = self._PODMAN.match(line)
         if match:
             layer, rest = match.group(1)[:12], match.group(2)
             done = "done" in rest or "skipped" in rest or "already exists" in rest
             self.layers[layer] = self.layers.get(layer, False) or done
+        elif line.startswith(("Copying config", "Writing manifest")):
+            # podman without a terminal says no "done" per blob: the config comes after all.
+            self.layers = dict.fromkeys(self.layers, True)
         else:
             match = self._DOCKER.match(line)
             if match:
@@ -1579,8 +1607,8 @@ class PullProgress:
                 )
         if not self.layers:
             return line[:200]
-        done = sum(self.layers.values())
-        return f"{done} of {len(self.layers)} layers ({line[:120]})"
+        seen, done = self.counts()
+        return f"{done} of {seen} layers ({line[:120]})"
 
 
 def container_pull(params):
@@ -1611,8 +1639,8 @@ def container_pull(params):
     except OSError as e:
         raise RuntimeError(f"cannot run {engine}: {e.strerror or e}") from None
     progress = PullProgress()
-    last = 0.0
-    tail = []
+    last, counts = 0.0, (0, 0)
+    tail: list[str] = []
     assert process.stdout is not None
     for line in process.stdout:
         line = line.strip()
@@ -1620,9 +1648,10 @@ def container_pull(params):
             continue
         tail = [*tail[-20:], line]
         text = progress.feed(line)
-        if text and time.time() - last > 0.5:
+        # Each layer started or done is shown; other lines at most twice a second.
+        if progress.counts() != counts or time.time() - last > 0.5:
             report_progress(text)
-            last = time.time()
+            last, counts = time.time(), progress.counts()
     if process.wait() != 0:
         message = pull_failure(engine, image, tail)
         if present:

@@ -87,11 +87,7 @@ class Sandbox:
         self.shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 
     def env_for(self, process: asyncssh.SSHServerProcess[bytes]) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key in PASSED_THROUGH
-        }
+        env = {key: value for key, value in os.environ.items() if key in PASSED_THROUGH}
         env.update(
             HOME=str(self.disk), USER=os.environ.get("USER", "root"), SHELL=self.shell, SHLVL="1"
         )

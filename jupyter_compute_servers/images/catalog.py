@@ -217,7 +217,7 @@ class ImageCatalog:
         if "image" in runtime:
             runtime["image"] = runtime["image"].replace("{tag}", tag or "")
         runtime["gpu"] = image.get("gpu", "optional")
-        version = next((v for v in image["versions"] if v["tag"] == tag), {})
+        version: dict[str, Any] = next((v for v in image["versions"] if v["tag"] == tag), {})
         runtime["moving"] = bool(version.get("moving", tag in MOVING_TAGS))
         return runtime
 
