@@ -365,3 +365,44 @@ async def test_pulls_only_what_is_missing_with_the_engines_progress(
         for p in progress
     ), progress
     await stop_and_delete(server)
+
+
+def test_images_build_adds_an_untested_version_that_images_test_then_marks(tmp_path, kernel_image):
+    """A Containerfile directory on top of the test image (no registry: FROM the local
+    image), built by podman, offered as untested, then tested and marked."""
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalogue(kernel_image)))
+    directory = tmp_path / "debian"
+    directory.mkdir()
+    (directory / "Containerfile").write_text(
+        f"FROM {kernel_image}\nRUN echo built-by-images-build > /etc/jcs-built\n"
+    )
+    tag = f"built-{os.getpid()}"
+    built = f"{IMAGE_REPOSITORY}:{tag}"
+    try:
+        result = run_cli(
+            tmp_path, path, "images", "build", str(directory), "--image", "debian", "--tag", tag
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"debian:{tag} is in the catalogue as untested" in result.stderr
+        ran = podman("run", "--rm", built, "cat", "/etc/jcs-built")
+        assert ran.stdout.strip() == "built-by-images-build"
+        listed = run_cli(tmp_path, path, "images", "list")
+        assert f"debian:{tag}  Debian's Python (test image)  (untested)" in listed.stdout
+
+        tested = run_cli(tmp_path, path, "images", "test", f"debian:{tag}", "--mark-tested")
+        assert tested.returncode == 0, tested.stderr
+        listed = run_cli(tmp_path, path, "images", "list")
+        assert f"debian:{tag}  Debian's Python (test image)  (tested)" in listed.stdout
+
+        # What cannot be built is refused before the engine runs, naming the argument.
+        refused = run_cli(
+            tmp_path, path, "images", "build", str(tmp_path), "--image", "debian", "--tag", "x"
+        )
+        assert refused.returncode == 1 and "has no Containerfile or Dockerfile" in refused.stderr
+        refused = run_cli(
+            tmp_path, path, "images", "build", str(directory), "--image", "python", "--tag", "x"
+        )
+        assert refused.returncode == 1 and "not a container engine" in refused.stderr
+    finally:
+        podman("rmi", built, check=False)
