@@ -179,6 +179,33 @@ class Registry:
             self.process.wait(timeout=30)
             self.process = None
 
+    def push_other_architecture(self, name: str, arch: str = "arm64") -> str:
+        """A manifest list with one tiny image for ``arch`` alone (FROM scratch, nothing to
+        run, so no emulation needed): what a registry answers for an image not built for
+        this machine."""
+        directory = self.directory / f"only-{arch}"
+        directory.mkdir()
+        (directory / "hello").write_text("hello\n")
+        (directory / "Containerfile").write_text("FROM scratch\nCOPY hello /hello\n")
+        local = f"localhost/jcs-test-only-{arch}:{os.getpid()}"
+        listed = f"localhost/jcs-test-only-{arch}-list:{os.getpid()}"
+        remote = f"{self.address}/{name}"
+        env = {**engine_env(), "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf)}
+        try:
+            for argv in (
+                ["build", "--quiet", "--platform", f"linux/{arch}", "--tag", local, str(directory)],
+                ["manifest", "create", listed],
+                ["manifest", "add", listed, f"containers-storage:{local}"],
+                ["manifest", "push", "--all", listed, f"docker://{remote}"],
+            ):
+                subprocess.run(
+                    ["podman", *argv], check=True, capture_output=True, env=env, timeout=120
+                )
+        finally:
+            podman("manifest", "rm", listed, check=False)
+            podman("rmi", local, check=False)
+        return remote
+
     def push(self, local: str, name: str) -> str:
         """``local`` into the registry as ``ADDRESS/NAME``, not tagged so here."""
         remote = f"{self.address}/{name}"

@@ -1,6 +1,7 @@
 """The image catalogue (validation naming entry and field, tested versions, reload), the
-checks on server configurations, container kernels and terminals through a stand-in container
-engine (CI runs none), and `jupyter compute-servers images test`."""
+checks on server configurations, docker's command lines and GPU flags through a stand-in
+container engine (no docker daemon and no GPU here; podman runs for real in
+test_containers.py), and `jupyter compute-servers images test` on the machine's own Python."""
 
 from __future__ import annotations
 
