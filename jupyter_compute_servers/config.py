@@ -179,8 +179,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> ComputeServersSett
     for loaded in Application._load_config_files(
         "jupyter_server_config", path=jupyter_config_path()
     ):
-        # traitlets 5.10+ yields (config, file name); earlier ones the config alone.
-        config.merge(loaded[0] if isinstance(loaded, tuple) else loaded)
+        config.merge(loaded)
     for name, value in (overrides or {}).items():
         config[SECTION][name] = value
     return ComputeServersSettings(config=config)

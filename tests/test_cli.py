@@ -119,19 +119,3 @@ def test_only_known_third_party_warnings_are_hidden():
     assert "raised in jupyter_compute_servers.sample" in result.stderr
     assert "raised in othertool" in result.stderr
     assert "our own deprecation" in result.stderr
-
-
-def test_settings_come_from_the_jupyter_server_config_files(tmp_path, monkeypatch):
-    """The CLI and the kernels' standalone runtime read jupyter_server_config.json as the
-    Jupyter server does (found by the container benchmark: every traitlets since 5.10 yields
-    (config, file name) pairs, which made any config file a crash)."""
-    from jupyter_compute_servers.config import load_settings
-
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    (config_dir / "jupyter_server_config.json").write_text(
-        json.dumps({"ComputeServersApp": {"image_catalog": "/somewhere/catalog.json"}})
-    )
-    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config_dir))
-    assert load_settings().image_catalog == "/somewhere/catalog.json"
-    assert load_settings({"image_catalog": "/other.json"}).image_catalog == "/other.json"
