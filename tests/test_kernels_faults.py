@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .kernel_helpers import execute, process_alive, until_iopub_live, wait_until
+from .kernel_helpers import execute, process_alive, run_counter, until_iopub_live, wait_until
 
 #: The test's SSH connect timeout. No duration is asserted (the machine is shared): each call
 #: must answer, with the cause, while the daemon stays stalled; the times are printed.
@@ -273,35 +273,6 @@ async def test_a_silent_server_is_recorded_with_since_when_and_comes_back(
     finally:
         kernel_client.stop_channels()
         await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
-
-
-COUNTER = """
-import time
-for i in range({count}):
-    print(i, flush=True)
-    time.sleep({pause})
-"""
-
-
-async def run_counter(kernel_client, count: int, pause: float, fault) -> list[str]:
-    """Run a cell printing 0..count-1, one message each; inject ``fault`` meanwhile; answer
-    the lines that arrived."""
-    printed: list[str] = []
-
-    def on_output(message: dict) -> None:
-        if message["msg_type"] == "stream":
-            printed.append(message["content"]["text"])
-
-    cell = asyncio.ensure_future(
-        kernel_client.execute_interactive(
-            COUNTER.format(count=count, pause=pause), output_hook=on_output, timeout=300
-        )
-    )
-    await wait_until(lambda: len(printed), predicate=lambda n: n >= 20, timeout=60)
-    await fault()
-    reply = await cell
-    assert reply["content"]["status"] == "ok", reply
-    return "".join(printed).splitlines()
 
 
 def sshd_port(compute_data_dir: Path, server_id: int) -> int:

@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -257,6 +258,29 @@ def _exit_code(record):
     return None
 
 
+def _env_param(value, field):
+    """Environment variables from a request: names and values strings that Popen (and a
+    container's ``--env NAME=VALUE``) take as they are."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{field} must be an object")
+    for name, item in value.items():
+        if not isinstance(name, str) or not name or "=" in name or "\x00" in name:
+            raise ValueError(f"{field}: invalid variable name {name!r}")
+        if not isinstance(item, str) or "\x00" in item:
+            raise ValueError(f"{field}[{name!r}] must be a string without NUL characters")
+    return dict(value)
+
+
+def _in_workspace(workspace, relative):
+    """A path relative to the Jupyter root, at the same place in the workspace (not made)."""
+    path = os.path.normpath(os.path.join(workspace, relative))
+    if relative.startswith("/") or (path != workspace and not path.startswith(workspace + os.sep)):
+        raise ValueError(f"path {relative!r} is outside the workspace")
+    return path
+
+
 def _public(record):
     return {key: value for key, value in record.items() if key != "env"}
 
@@ -267,10 +291,22 @@ def kernel_launch(params):
     argv = params.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError("argv must be a non-empty list of strings")
+    if any("\x00" in a for a in argv):
+        raise ValueError("argv must not hold NUL characters")
     key = params.get("key")
     if not isinstance(key, str) or len(key) < 32:
         raise ValueError("key must be a string of at least 32 characters")
     cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+    # The variables the caller of start_kernel set, on top of this server's own environment,
+    # as a local kernel gets them on top of its Jupyter's; then the spec's, filled in from
+    # that environment as jupyter_client fills them locally.
+    given = _env_param(params.get("env"), "env")
+    for name, relative in _env_param(params.get("workspace_env"), "workspace_env").items():
+        given[name] = _in_workspace(workspace, relative)
+    base = {**os.environ, **given}
+    for name, template in _env_param(params.get("env_templates"), "env_templates").items():
+        given[name] = string.Template(template).safe_substitute(base)
     previous = _read_record(kernels, kernel_id)
     if previous is not None and _exit_code(previous) is None:
         raise RuntimeError(f"kernel {kernel_id} is already running (pid {previous['pid']})")
@@ -290,20 +326,18 @@ def kernel_launch(params):
     env = dict(os.environ)
     # A parent pid would make ipykernel exit with this agent; the kernel must outlive it.
     env.pop("JPY_PARENT_PID", None)
-    env.update({str(k): str(v) for k, v in (params.get("env") or {}).items()})
+    env.update(given)
     env["PWD"] = cwd
     command = [arg.replace("{connection_file}", connection_file) for arg in argv]
     container = _container(params)
     if container is not None:
-        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
-        spec_env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
         command = container_command(
             container,
             command,
             name=f"jcs-kernel-{kernel_id}",
             cwd=cwd,
             mounts=[workspace, os.path.realpath(kernels)],
-            env=spec_env,
+            env=given,
         )
     elif BARE_PYTHON.fullmatch(command[0]):
         command[0] = sys.executable  # as jupyter_client does locally: the Python we run on
@@ -420,6 +454,22 @@ def kernel_log(params):
         return {"log": ""}
 
 
+def kernel_key(params):
+    """The key of a running kernel's connection file, for a Jupyter that takes the kernel
+    over after the one that launched it died (it made the key and sent it here)."""
+    kernels = _kernels_dir(params)
+    kernel_id = _kernel_id(params)
+    record = _read_record(kernels, kernel_id)
+    if record is None or _exit_code(record) is not None:
+        raise RuntimeError(f"kernel {kernel_id} is not running")
+    with open(record["connection_file"]) as f:
+        connection = json.load(f)
+    return {
+        "key": connection["key"],
+        "signature_scheme": connection.get("signature_scheme") or "hmac-sha256",
+    }
+
+
 def kernel_list(params):
     """Kernels running on this server (dead ones are forgotten on the way)."""
     kernels = _kernels_dir(params)
@@ -452,10 +502,12 @@ def kernel_list(params):
 # bytes, which our side tells the notebook.
 #
 # Protocol on the relay's socket: the client sends one JSON line {"token", "from"} ("from": the
-# next message number it wants, -1 for "from now on"); the relay answers one JSON line
-# {"first", "first_offset", "limits"} (the number of the first message it will send and the
-# bytes published before it), then records: seq (8 bytes), frame count (4), and each frame as
-# its length (4) and bytes, big-endian.
+# next message number it wants, -1 for "from now on", -2 for "after the last one a client
+# acknowledged"); the relay answers one JSON line {"first", "first_offset", "limits"} (the
+# number of the first message it will send and the bytes published before it), then records:
+# seq (8 bytes), frame count (4), and each frame as its length (4) and bytes, big-endian.
+# The client then sends JSON lines {"ack": N} as it publishes: N is the next message it wants.
+# A Jupyter that takes the kernel over after the one reading it died resumes from there.
 
 RELAY_BUFFER_BYTES = 64 * 1024 * 1024
 RELAY_BUFFER_MESSAGES = 100_000
@@ -564,6 +616,7 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
     first_offset = 0  # bytes published before first_seq
     total = 0
     next_seq = 0
+    acked = 0  # the next message after the last one a client acknowledged
     selector = selectors.DefaultSelector()
     listener.setblocking(False)
     selector.register(listener, selectors.EVENT_READ, "listener")
@@ -671,28 +724,47 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
                     if data == b"":
                         drop(client)
                         continue
-                    if data and client.cursor is None:
+                    if data:
                         client.inbox += data
-                        if b"\n" in client.inbox:
-                            line = client.inbox.split(b"\n", 1)[0]
+                    while client.sock in clients and b"\n" in client.inbox:
+                        line, client.inbox = client.inbox.split(b"\n", 1)
+                        if client.cursor is not None:
+                            # An acknowledgement: {"ack": N}; anything else ends the client.
                             try:
-                                hello = json.loads(line)
-                                wanted = int(hello.get("from", -1))
-                                good = hello.get("token") == token
-                            except (ValueError, TypeError, AttributeError):
-                                good = False
-                            if not good:
+                                ack = int(json.loads(line)["ack"])
+                            except (ValueError, TypeError, KeyError):
                                 drop(client)
-                                continue
-                            start = next_seq if wanted < 0 else max(wanted, first_seq)
-                            start = min(start, next_seq)
-                            offset = first_offset + sum(
-                                entry[2] for entry in itertools.islice(buffer, start - first_seq)
-                            )
-                            answer = {"first": start, "first_offset": offset, "limits": limits}
-                            client.outbox += (json.dumps(answer) + "\n").encode()
-                            client.cursor = start
-                            fill(client)
+                                break
+                            acked = max(acked, min(ack, next_seq))
+                            continue
+                        try:
+                            hello = json.loads(line)
+                            wanted = int(hello.get("from", -1))
+                            good = hello.get("token") == token
+                        except (ValueError, TypeError, AttributeError):
+                            good = False
+                        if not good:
+                            drop(client)
+                            break
+                        if wanted == -2:
+                            wanted = acked
+                        start = next_seq if wanted < 0 else max(wanted, first_seq)
+                        start = min(start, next_seq)
+                        offset = first_offset + sum(
+                            entry[2] for entry in itertools.islice(buffer, start - first_seq)
+                        )
+                        answer = {
+                            "first": start,
+                            "first_offset": offset,
+                            "limits": limits,
+                            "asked": wanted,
+                        }
+                        client.outbox += (json.dumps(answer) + "\n").encode()
+                        client.cursor = start
+                        fill(client)
+                    if client.sock in clients and len(client.inbox) > 4096:
+                        drop(client)  # no line is that long: not our client
+                        continue
                 if client.sock in clients:
                     fill(client)
                     if client.sock in clients:
@@ -1676,6 +1748,7 @@ METHODS = {
     "kernel_cleanup": kernel_cleanup,
     "kernel_log": kernel_log,
     "kernel_list": kernel_list,
+    "kernel_key": kernel_key,
     "terminal_start": terminal_start,
     "terminal_list": terminal_list,
     "terminal_connect": terminal_connect,

@@ -8,7 +8,7 @@ its private bookkeeping in ``cloud_data`` through the ``Operation`` it is handed
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from traitlets import Unicode
@@ -52,6 +52,9 @@ class CloudStatus:
     preempted: bool = False
     #: Start it again at once (the cloud is configured to restart preempted servers).
     restart: bool = False
+    #: What the cloud found that its record lacks (an operation interrupted before it could
+    #: record it: the port of a daemon it had spawned); merged into ``cloud_data``.
+    found: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
