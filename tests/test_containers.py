@@ -205,6 +205,11 @@ async def test_a_missing_image_is_an_error_naming_it_and_what_to_do(
     reason = server["state_reason"]
     assert reason.startswith(f"start failed: podman cannot pull {IMAGE_REPOSITORY}:no-such-tag")
     assert "the registry cannot be reached" in reason and "podman load/import" in reason, reason
+    # A failed start leaves the sandbox's SSH server running (as any failure after the cloud
+    # started it does): deprovisioning ends it.
+    await api("POST", f"servers/{server['id']}/actions/deprovision", {"confirm": True})
+    gone = await wait_for_state(server["id"], "deprovisioned", "error", timeout=60)
+    assert gone["state"] == "deprovisioned", gone["state_reason"]
 
 
 def run_cli(tmp_path: Path, catalogue_path: Path, *args: str) -> subprocess.CompletedProcess:
