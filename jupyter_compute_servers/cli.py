@@ -5,6 +5,8 @@
     jupyter compute-servers start|stop|deprovision|delete NAME_OR_ID
     jupyter compute-servers ssh NAME_OR_ID [COMMAND...]
     jupyter compute-servers sync NAME_OR_ID [--push|--pull] [PATH] [--root DIR]
+    jupyter compute-servers images list|test IMAGE[:TAG] [--cloud C] [--mark-tested]
+    jupyter compute-servers images build DIR --image ID --tag TAG [--arch x86_64|arm64]
 
 It reads the Jupyter Server configuration (``c.ComputeServersApp.*``), so it works on the store
 the Jupyter server uses. Actions run in this process and wait until they finish.
@@ -23,6 +25,7 @@ from typing import Any
 
 from .config import load_settings, parse_assignments
 from .errors import ComputeServersError
+from .images.building import build_image
 from .images.testing import smoke_test_image
 from .kernels.specs import spec_name
 from .models import DEPROVISION_WARNING, State
@@ -230,6 +233,15 @@ async def main_async(args: argparse.Namespace) -> int:
                     for version in image["versions"]:
                         mark = "tested" if version["tested"] else "untested"
                         print(f"{image['id']}:{version['tag']}  {image['label']}  ({mark})")
+            elif args.images_command == "build":
+                await build_image(
+                    manager.images,
+                    Path(args.directory),
+                    args.image,
+                    args.tag,
+                    arch=args.arch,
+                    report=lambda line: print(line, file=sys.stderr),
+                )
             else:
                 passed = await smoke_test_image(
                     manager,
@@ -302,6 +314,16 @@ def parser() -> argparse.ArgumentParser:
     image_test.add_argument("--cloud", default="local")
     image_test.add_argument(
         "--mark-tested", action="store_true", help="record a pass in the local override file"
+    )
+    image_build = images_sub.add_parser(
+        "build",
+        help="build an image version from a Containerfile directory; added as untested",
+    )
+    image_build.add_argument("directory", help="holds a Containerfile or Dockerfile")
+    image_build.add_argument("--image", required=True, help="the catalogue's image id")
+    image_build.add_argument("--tag", required=True, help="the version's tag")
+    image_build.add_argument(
+        "--arch", help="x86_64 or arm64 (another than this machine's needs qemu-user-static)"
     )
     ssh = sub.add_parser("ssh", help="open a shell (or run a command) on a running server")
     ssh.add_argument("server", help="name or id")

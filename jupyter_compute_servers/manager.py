@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .agent import AgentChannelError, AgentClient
+from .agent import AgentChannelError, AgentClient, AgentError
 from .clouds.base import Cloud, Operation
 from .errors import (
     ComputeServersError,
@@ -567,13 +567,20 @@ class ComputeServerManager:
         container = container_for(self, self.store.get(server_id))
         if container is not None and container["engine"] in ("docker", "podman"):
             image = container["image"]
-            op.progress(f"Pulling {image}", 0.95)
-            await agent.call(
-                "container_pull",
-                timeout=3600,
-                container=container,
-                progress=lambda line: op.progress(f"Pulling {image}: {line}", 0.95),
-            )
+            op.progress(f"Looking for the image {image}", 0.95)
+            try:
+                await agent.call(
+                    "container_pull",
+                    timeout=3600,
+                    container=container,
+                    progress=lambda line: op.progress(f"Pulling {image}: {line}", 0.95),
+                )
+            except AgentChannelError:
+                raise
+            except AgentError as e:
+                # The agent's message already names the image, the cause and what to do;
+                # the exception's type ("RuntimeError: ") says nothing to a user.
+                raise AgentError(e.message.removeprefix("RuntimeError: ")) from None
 
     # --- SSH ------------------------------------------------------------------------------
 

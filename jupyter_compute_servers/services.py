@@ -122,6 +122,7 @@ def build_services(
     images = ImageCatalog(
         settings.image_catalog,
         data_dir / "images-tested.json",
+        built_file=data_dir / "images-built.json",
         timeout=settings.image_catalog_timeout,
         max_bytes=settings.image_catalog_max_bytes,
     )

@@ -11,7 +11,9 @@ import atexit
 import json
 import os
 import shutil
+import sys
 from importlib.resources import files
+from pathlib import Path
 from tempfile import mkdtemp
 
 from jupyterlab.galata import configure_jupyter_server
@@ -71,6 +73,32 @@ for _image in _catalog["images"]:
         _image["versions"].append(
             {"tag": "preview", "label": "Python preview (ui-tests)", "tested": False}
         )
+# A container image that really runs (tests/container_image.py: Debian's python3-ipykernel,
+# built once per machine with mmdebstrap and kept by podman), for the test that picks it in
+# the create dialog. The engine gets this machine's settings (runc, cgroupfs, ulimits) for the
+# tests only. Without podman or mmdebstrap the image is not offered, and that test fails
+# saying so; the others run.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.container_image import CONTAINERS_CONF, KERNEL_PACKAGES, debian_image  # noqa: E402
+
+os.environ["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
+try:
+    _image = debian_image("jcs-test-ipykernel", KERNEL_PACKAGES)
+except Exception as e:  # noqa: BLE001 - said on stderr; the test that needs it fails
+    print(f"ui-tests: no container image for the container test: {e}", file=sys.stderr)
+else:
+    _repository, _tag = _image.rsplit(":", 1)
+    _catalog["images"].append(
+        {
+            "id": "debian-test",
+            "label": "Debian Python (ui-tests container)",
+            "description": "Debian's python3-ipykernel in a podman container, built here.",
+            "priority": 10,
+            "gpu": "none",
+            "runtime": {"kind": "podman", "image": f"{_repository}:{{tag}}"},
+            "versions": [{"tag": _tag, "label": "bookworm (built here)", "tested": True}],
+        }
+    )
 _catalog_path = os.path.join(_temp_dirs["data"], "images.json")
 with open(_catalog_path, "w") as f:
     json.dump(_catalog, f)

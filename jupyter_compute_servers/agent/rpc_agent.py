@@ -13,6 +13,7 @@ Requests are handled one after another, in order.
 """
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -1274,11 +1275,14 @@ def _processes_with(name, value):
 
 
 def end_processes(params):
-    """End every process carrying a compute server's token (SIGTERM, then SIGKILL)."""
+    """End every process carrying a compute server's token (SIGTERM, then SIGKILL), and
+    remove its containers."""
     token = params.get("token")
     if not isinstance(token, str) or not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", token):
         raise ValueError("invalid token")
     name = "JUPYTER_COMPUTE_SERVER_TOKEN"
+    # Containers first: killing an engine's client leaves its container running.
+    containers = remove_containers(container_owner(token))
     found = _processes_with(name, token)
     for signum in (signal.SIGTERM, signal.SIGKILL):
         for pid in _processes_with(name, token):
@@ -1287,7 +1291,11 @@ def end_processes(params):
         deadline = time.time() + 3
         while _processes_with(name, token) and time.time() < deadline:
             time.sleep(0.05)
-    return {"ended": len(found), "left": len(_processes_with(name, token))}
+    return {
+        "ended": len(found),
+        "left": len(_processes_with(name, token)),
+        "containers": containers,
+    }
 
 
 WORKSPACES_ROOT = "~/jupyter-compute-servers"
@@ -1463,6 +1471,28 @@ def _gpu_options(engine, wants_gpu):
     return []
 
 
+#: Every container we start carries this label, valued with a digest of its server's token
+#: (the token itself must not show in ``podman ps``), so that stopping the server finds and
+#: removes its containers even when their engine clients were killed.
+CONTAINER_LABEL = "io.jupyter.compute-server"
+_TOKEN_VARIABLES = ("JUPYTER_COMPUTE_SERVER_TOKEN", "JUPYTER_COMPUTE_SERVER_SANDBOX")
+
+
+def container_owner(token=None):
+    """The label value for this server's containers (from the token in our environment)."""
+    token = token or next((os.environ[v] for v in _TOKEN_VARIABLES if os.environ.get(v)), None)
+    return hashlib.sha256(token.encode()).hexdigest()[:32] if token else None
+
+
+def _user_options(engine):
+    """Run as the user who owns the workspace, so what a kernel writes there is theirs.
+    Rootless podman maps the user's own id into the container with keep-id (a plain --user
+    would land on a subordinate id, owned by nobody on the host); everywhere else --user."""
+    if engine == "podman" and os.getuid() != 0:
+        return ["--userns", "keep-id"]
+    return ["--user", f"{os.getuid()}:{os.getgid()}"]
+
+
 def container_command(container, command, *, name, cwd, mounts, env, interactive=False):
     """``command`` wrapped to run inside the image (argument vectors, no shell)."""
     engine = container["engine"]
@@ -1474,10 +1504,17 @@ def container_command(container, command, *, name, cwd, mounts, env, interactive
         argv = [executable, "exec", "--pwd", cwd, "--bind", ",".join(mounts)]
         argv += _gpu_options(engine, wants_gpu)
         return [*argv, container["image"], *command]
-    argv = [executable, "run", "--rm", "--init", "--network", "host", "--name", name]
+    # --pull never: the image was made present when the server started (container_pull); a
+    # registry is never asked again behind the user's back on each kernel start.
+    argv = [executable, "run", "--rm", "--init", "--pull", "never", "--network", "host"]
+    argv += ["--name", name]
+    owner = container_owner()
+    if owner:
+        argv += ["--label", f"{CONTAINER_LABEL}={owner}"]
     if interactive:
         argv += ["--interactive", "--tty"]
-    argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--workdir", cwd]
+    argv += _user_options(engine)
+    argv += ["--workdir", cwd]
     for mount in mounts:
         argv += ["--volume", f"{mount}:{mount}"]
     for key, value in env.items():
@@ -1498,36 +1535,203 @@ def container_stop(record):
         )
 
 
+def remove_containers(owner):
+    """Remove (killing) every container labelled as this server's, with each engine here.
+    Answers how many were removed. An engine that cannot answer (docker without its daemon)
+    has none of ours."""
+    removed = 0
+    for engine in ("podman", "docker"):
+        executable = shutil.which(engine)
+        if executable is None:
+            continue
+        try:
+            listed = subprocess.run(
+                [
+                    executable,
+                    "ps",
+                    "--all",
+                    "--quiet",
+                    "--filter",
+                    f"label={CONTAINER_LABEL}={owner}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        ids = listed.stdout.split() if listed.returncode == 0 else []
+        if ids:
+            subprocess.run(
+                [executable, "rm", "--force", *ids],
+                capture_output=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+            removed += len(ids)
+    return removed
+
+
+def image_present(container):
+    """Whether the engine has the image locally (asks no registry)."""
+    if container["engine"] == "podman":
+        probe = [container["executable"], "image", "exists", container["image"]]
+    else:
+        probe = [
+            container["executable"],
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            container["image"],
+        ]
+    try:
+        found = subprocess.run(probe, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return False
+    return found.returncode == 0
+
+
+#: What an engine's failed pull says, and what the user can do about it (first match wins).
+PULL_FAILURES = (
+    (
+        re.compile(
+            r"manifest unknown|not found|name unknown|does not exist|repository .* not found", re.I
+        ),
+        "the registry has no such image or tag",
+        "check the image and tag in the catalogue, or build the image on the server",
+    ),
+    (
+        re.compile(r"unauthorized|denied|authentication required|forbidden", re.I),
+        "the registry refused access",
+        "log in to the registry on the server ({engine} login REGISTRY) or use a public image",
+    ),
+    (
+        re.compile(
+            r"no image found in .*architecture|does not match the specified platform|"
+            r"no matching manifest",
+            re.I,
+        ),
+        "the image is not built for this server's architecture",
+        "pick a version built for {arch}",
+    ),
+    (
+        re.compile(r"no space left on device", re.I),
+        "the server's disk is full",
+        "give the server a larger disk or remove unused images ({engine} image prune)",
+    ),
+    (
+        re.compile(
+            r"connection refused|no such host|i/o timeout|network is unreachable|"
+            r"pinging container registry|dial tcp|TLS handshake|connection reset|"
+            r"temporary failure in name resolution|could not resolve",
+            re.I,
+        ),
+        "the registry cannot be reached",
+        "check the server's network, or put the image on the server ({engine} load/import)",
+    ),
+)
+
+
+def pull_failure(engine, image, output):
+    """A failed pull, said as the cause and what to do, the engine's last words after."""
+    lines = [line for line in output if line.strip()]
+    said = " / ".join(lines[-3:])[-600:] or "no output"
+    for pattern, cause, todo in PULL_FAILURES:
+        if any(pattern.search(line) for line in lines):
+            todo = todo.format(engine=engine, arch=platform.machine())
+            return f"{engine} cannot pull {image}: {cause}; {todo}. ({engine} said: {said})"
+    return f"{engine} pull {image} failed. ({engine} said: {said})"
+
+
+class PullProgress:
+    """Layers seen and done from an engine's pull output. Without a terminal podman prints
+    "Copying blob sha256:ID" per layer (then "done" or "skipped: already exists" on the same or
+    a later line), docker "ID: Pulling fs layer" ... "ID: Pull complete"."""
+
+    _PODMAN = re.compile(r"^Copying blob (?:sha256:)?([0-9a-f]{6,})\s*(.*)$")
+    _DOCKER = re.compile(r"^([0-9a-f]{12}): (.+)$")
+
+    def __init__(self):
+        self.layers: dict[str, bool] = {}
+
+    def counts(self):
+        return len(self.layers), sum(self.layers.values())
+
+    def feed(self, line):
+        """The line as progress text: the layers so far, and what the engine said."""
+        match = self._PODMAN.match(line)
+        if match:
+            layer, rest = match.group(1)[:12], match.group(2)
+            done = "done" in rest or "skipped" in rest or "already exists" in rest
+            self.layers[layer] = self.layers.get(layer, False) or done
+        elif line.startswith(("Copying config", "Writing manifest")):
+            # podman without a terminal says no "done" per blob: the config comes after all.
+            self.layers = dict.fromkeys(self.layers, True)
+        else:
+            match = self._DOCKER.match(line)
+            if match:
+                layer, status = match.groups()
+                self.layers[layer] = self.layers.get(layer, False) or status in (
+                    "Pull complete",
+                    "Already exists",
+                )
+        if not self.layers:
+            return line[:200]
+        seen, done = self.counts()
+        return f"{done} of {seen} layers ({line[:120]})"
+
+
 def container_pull(params):
-    """Fetch an image before first use, reporting the engine's progress lines."""
+    """Make the image present before first use. An image already here is used as it is (no
+    registry asked) unless its tag moves ("pull": "always"); then a failed pull only warns.
+    A missing image is pulled, reporting the engine's progress; failing, the error says why
+    and what to do."""
     container = _container(params)
     if container is None or container["engine"] == "conda":
         return {"pulled": False}
     engine, image = container["engine"], container["image"]
     if engine == "apptainer":
         return {"pulled": False}  # apptainer fetches docker:// images itself on first exec
-    process = subprocess.Popen(
-        [container["executable"], "pull", image],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-    )
-    last = 0.0
-    tail: list = []
+    policy = container.get("pull") or "missing"
+    present = image_present(container)
+    if present and policy != "always":
+        return {"pulled": False, "present": True}
+    report_progress("asking the registry for a newer version" if present else "starting")
+    try:
+        process = subprocess.Popen(
+            [container["executable"], "pull", image],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        )
+    except OSError as e:
+        raise RuntimeError(f"cannot run {engine}: {e.strerror or e}") from None
+    progress = PullProgress()
+    last, counts = 0.0, (0, 0)
+    tail: list[str] = []
     assert process.stdout is not None
     for line in process.stdout:
         line = line.strip()
         if not line:
             continue
         tail = [*tail[-20:], line]
-        if time.time() - last > 0.5:
-            report_progress(line[:200])
-            last = time.time()
+        text = progress.feed(line)
+        # Each layer started or done is shown; other lines at most twice a second.
+        if progress.counts() != counts or time.time() - last > 0.5:
+            report_progress(text)
+            last, counts = time.time(), progress.counts()
     if process.wait() != 0:
-        raise RuntimeError(f"{engine} pull {image} failed: {' / '.join(tail[-3:])}")
-    return {"pulled": True}
+        message = pull_failure(engine, image, tail)
+        if present:
+            # A moving tag whose registry is away: the copy here still runs.
+            report_progress(f"using the copy already here; {message}")
+            return {"pulled": False, "present": True, "warning": message}
+        raise RuntimeError(message)
+    return {"pulled": True, "present": True, "layers": len(progress.layers)}
 
 
 # --- web apps -----------------------------------------------------------------------------

@@ -22,7 +22,13 @@ def container_for(manager: ComputeServerManager, server: ServerRecord) -> dict[s
         # Dropped from the catalogue since: the server keeps running on its own Python.
         return None
     if runtime["kind"] in CONTAINER_KINDS:
-        return {"engine": runtime["kind"], "image": runtime["image"], "gpu": runtime["gpu"]}
+        return {
+            "engine": runtime["kind"],
+            "image": runtime["image"],
+            "gpu": runtime["gpu"],
+            # A tag that moves is pulled at each start; any other only when missing.
+            "pull": "always" if runtime["moving"] else "missing",
+        }
     if runtime["kind"] == "conda":
         return {"engine": "conda", "env": runtime["conda_env"]}
     return None

@@ -1063,6 +1063,8 @@ export interface components {
                 tag: string;
                 label: string;
                 tested: boolean;
+                /** @description Present when the catalogue says so: the tag moves (like latest) and is pulled again at each start. Tags named latest, stable, edge, nightly, main or master move unless it says false. */
+                moving?: boolean;
             }[];
         };
         /** @description Stop the server every day at this time if it has been running since before it (one started later runs until the next day's). */
