@@ -71,6 +71,10 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+#: Seconds a failed start may take to stop what it had started.
+FAILED_START_STOP_TIMEOUT = 120.0
+
+
 def owner_alive(owner: str | None) -> bool:
     """Whether the process an ``owner`` string (host:pid) names still runs here."""
     if not owner or ":" not in owner:
@@ -543,20 +547,37 @@ class ComputeServerManager:
                     message,
                     exc_info=not isinstance(e, ComputeServersError),
                 )
-                failed = self.store.transition(
-                    server.id,
+                to, reason = State.ERROR, f"{action.value} failed: {message}"
+                if isinstance(e, OperationFailed):
                     # A cloud that knows where a failure left the server says so (a VM that
                     # could not be created: deprovisioned), so it can be edited and retried.
-                    to=State(e.state) if isinstance(e, OperationFailed) else State.ERROR,
-                    action=action.value,
-                    reason=f"{action.value} failed: {message}",
-                )
+                    to = State(e.state)
+                elif action in (Action.START, Action.RESUME, Action.REBOOT):
+                    to, reason = await self._stop_after_failed_start(server, cloud, op, reason)
+                failed = self.store.transition(server.id, to=to, action=action.value, reason=reason)
                 self._emit("state", failed, server.id)
                 return
             done = self.store.transition(
                 server.id, to=target, reason=reason or f"{action.value} finished"
             )
             self._emit("state", done, server.id)
+
+    async def _stop_after_failed_start(
+        self, server: ServerRecord, cloud: Cloud, op: Operation, reason: str
+    ) -> tuple[State, str]:
+        """A start that failed after the cloud had started the machine (its image could not
+        be pulled, its agent did not answer) leaves nothing running, or costing, behind: the
+        machine is stopped again and the server is ``off``, saying why. When even that fails,
+        it is ``error`` with both reasons (stop it once the cause is fixed)."""
+        try:
+            await self.ssh.close(server.id)
+            await asyncio.wait_for(cloud.stop(op), FAILED_START_STOP_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            stop_message = e.message if isinstance(e, ComputeServersError) else str(e)
+            return State.ERROR, f"{reason}; stopping it again failed too: {stop_message}"
+        return State.OFF, f"{reason}. It was stopped again; fix the cause and start it again."
 
     async def _wait_ssh(self, server_id: int, cloud: Cloud, op: Operation) -> None:
         """A server is running when we can log in and talk to its agent (and its image is

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from jupyter_compute_servers.agent.rpc_agent import CONTAINER_LABEL
+from jupyter_compute_servers.clouds.local import processes_with_token
 
 from . import container_image
 from .container_image import KERNEL_PACKAGES, MARKER, debian_image, podman, without_module
@@ -117,7 +118,7 @@ async def start(api, wait_for_state, name: str, tag: str) -> dict[str, Any]:
     assert code == 201, server
     code, answer = await api("POST", f"servers/{server['id']}/actions/start")
     assert code == 202, answer
-    return await wait_for_state(server["id"], "running", "error", timeout=120)
+    return await wait_for_state(server["id"], "running", "error", "off", timeout=120)
 
 
 PROBE = f"""
@@ -198,15 +199,18 @@ async def test_a_local_server_runs_its_kernels_and_terminals_in_the_container(
 
 
 async def test_a_missing_image_is_an_error_naming_it_and_what_to_do(
-    api, wait_for_state, kernel_image
+    api, wait_for_state, kernel_image, jp_serverapp
 ):
     server = await start(api, wait_for_state, "missing", "no-such-tag")
-    assert server["state"] == "error"
     reason = server["state_reason"]
+    # A failed start leaves nothing running: the sandbox's SSH server is stopped again.
+    assert server["state"] == "off", reason
     assert reason.startswith(f"start failed: podman cannot pull {IMAGE_REPOSITORY}:no-such-tag")
     assert "the registry cannot be reached" in reason and "podman load/import" in reason, reason
-    # A failed start leaves the sandbox's SSH server running (as any failure after the cloud
-    # started it does): deprovisioning ends it.
+    assert reason.endswith("It was stopped again; fix the cause and start it again.")
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    token = manager.get_server(server["id"]).cloud_data["token"]
+    assert processes_with_token(token) == []
     await api("POST", f"servers/{server['id']}/actions/deprovision", {"confirm": True})
     gone = await wait_for_state(server["id"], "deprovisioned", "error", timeout=60)
     assert gone["state"] == "deprovisioned", gone["state_reason"]
@@ -330,7 +334,7 @@ async def test_pulls_only_what_is_missing_with_the_engines_progress(
         )
         assert code == 201, server
         await api("POST", f"servers/{server['id']}/actions/start")
-        server = await wait_for_state(server["id"], "running", "error", timeout=180)
+        server = await wait_for_state(server["id"], "running", "error", "off", timeout=180)
         return server, list(progress_events)
 
     async def stop_and_delete(server: dict[str, Any]) -> None:
@@ -344,7 +348,7 @@ async def test_pulls_only_what_is_missing_with_the_engines_progress(
 
     # A tag the registry does not have: the error names the image, the cause, what to do.
     server, _ = await start_on("gone")
-    assert server["state"] == "error"
+    assert server["state"] == "off"
     assert (
         f"podman cannot pull {pulled}:gone: the registry has no such image or tag"
         in (server["state_reason"])
@@ -354,7 +358,7 @@ async def test_pulls_only_what_is_missing_with_the_engines_progress(
 
     # Built only for another architecture: said so, with what to do.
     server, _ = await start_on("arm64-only")
-    assert server["state"] == "error"
+    assert server["state"] == "off"
     assert (
         f"podman cannot pull {pulled}:arm64-only: the image is not built for this server's "
         f"architecture; pick a version built for {platform.machine()}"
