@@ -17,6 +17,7 @@ import { ICloud } from '../servers/types';
 import {
   EstimateTracker,
   estimateSummary,
+  formatPartPrice,
   formatRate,
   formatUsd,
   parseHoursPerDay,
@@ -87,6 +88,22 @@ describe('how an estimate reads', () => {
       'GPU (1 x nvidia-tesla-t4)',
       'suspended memory (15 GB)'
     ]);
+  });
+
+  it('says a shipped spot price as "about", with its date', () => {
+    const [vcpu, ...rest] = COMPLETE.rates.running.parts!;
+    const dated = {
+      ...vcpu,
+      note: 'spot price of 2026-07-30; may have changed'
+    };
+    const running = { ...COMPLETE.rates.running, parts: [dated, ...rest] };
+    expect(formatPartPrice(dated)).toBe(
+      'about $0.13/h (spot price of 2026-07-30; may have changed)'
+    );
+    expect(formatRate(running)).toBe('about $0.55/h');
+    // Other notes are not a date: the price reads as it is.
+    expect(formatPartPrice(rest[2])).toBe('$0.005/h');
+    expect(formatRate(COMPLETE.rates.running)).toBe('$0.55/h');
   });
 
   it('takes hours per day from 0 to 24', () => {
@@ -365,7 +382,7 @@ describe('estimates from a real server', () => {
     expect(await api.list()).toEqual([]);
   });
 
-  it('accepts every gcp combination the picker offers, and prices spot as unknown', async () => {
+  it('accepts every gcp combination the picker offers, and prices spot as published', async () => {
     // The gcp cloud cannot be used here (no credentials), but it checks and prices configurations.
     const gcpCloud = model.clouds.find(c => c.name === 'gcp')!;
     expect(gcpCloud.available).toBe(false);
@@ -413,7 +430,21 @@ describe('estimates from a real server', () => {
         spot: true
       }
     });
+    // No spot price is shipped for a T4 attached to an N1 machine.
     expect(estimateSummary(spot)).toContain('price unknown running');
     expect(unknownParts(spot)).toContain('GPU (1 x nvidia-tesla-t4)');
+    // A G2 machine's is, with its date.
+    const g2 = await model.estimate({
+      cloud: 'gcp',
+      config: {
+        machine_type: 'g2-standard-4',
+        gpu: { type: 'nvidia-l4', count: 1 },
+        spot: true
+      }
+    });
+    expect(estimateSummary(g2)).toMatch(/^about \$0\.\d+\/h running/);
+    expect(formatPartPrice(g2.rates.running.parts![0])).toMatch(
+      /^about \$0\.\d+\/h \(spot price of \d{4}-\d{2}-\d{2}; may have changed\)$/
+    );
   });
 });
