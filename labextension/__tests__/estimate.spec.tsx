@@ -1,9 +1,10 @@
 /**
  * The live cost estimate: how it reads (from `POST estimate` answers recorded from the real
- * server, fixtures/estimates.json: a gcp VM on demand, and the same as spot, whose prices the
- * shipped table does not know), how it is asked for as options change, and, against a real
- * `jupyter server` with a rate card for the local cloud, the create dialog's line following
- * the CPUs; every gcp combination the picker offers is one the server accepts.
+ * server, fixtures/estimates.json: a gcp VM with a T4 on demand, and the same as spot, whose
+ * machine has a dated spot price and whose T4 has none), how it is asked for as options change,
+ * and, against a real `jupyter server` with a rate card for the local cloud, the create
+ * dialog's line following the CPUs; every gcp combination the picker offers is one the server
+ * accepts.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -83,8 +84,6 @@ describe('how an estimate reads', () => {
       'price unknown running · $0.0068/h off · price unknown suspended · price unknown for 30 days'
     );
     expect(unknownParts(SPOT)).toEqual([
-      'vCPU (4 x n1 in us-central1, spot)',
-      'memory (15 GB x n1 in us-central1, spot)',
       'GPU (1 x nvidia-tesla-t4)',
       'suspended memory (15 GB)'
     ]);
@@ -170,8 +169,18 @@ describe('EstimateView', () => {
     const unknown = mount.container.querySelector(
       '.jp-ComputeServers-estimateDetails tr.jp-mod-unknown'
     )!;
-    expect(unknown.textContent).toContain('price unknown: Spot prices change');
-    expect(mount.container.textContent).not.toMatch(/\$0\.0093/);
+    expect(unknown.textContent).toContain(
+      'price unknown: No spot price for this GPU is shipped'
+    );
+    // The sum of the known parts is never shown as the rate.
+    expect(mount.container.textContent).not.toMatch(/\$0\.076|\$0\.08/);
+    // The machine's spot price reads as what it is: dated.
+    const rows = Array.from(
+      mount.container.querySelectorAll('.jp-ComputeServers-estimateDetails td')
+    ).map(td => td.textContent);
+    expect(rows).toContain(
+      'about $0.04/h (spot price of 2026-07-30; may have changed)'
+    );
   });
 
   it('says when it is on its way, or why there is none', () => {
