@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from jupyter_compute_servers.agent import rpc_agent
+from jupyter_compute_servers.errors import ConflictError
 from jupyter_compute_servers.images.catalog import CatalogError, ImageCatalog, validate
+from jupyter_compute_servers.images.runtime import container_for
 
 from .kernel_helpers import execute, wait_until
 
@@ -305,3 +307,31 @@ async def test_offerings_say_the_machines_architecture(api):
     assert code == 200
     local = next(c for c in clouds["clouds"] if c["name"] == "local")
     assert local["offerings"]["arch"] == normalize_arch(platform.machine())
+
+
+async def test_a_server_whose_image_left_the_catalogue_never_runs_on_its_own_python(
+    api, engine_log, jp_serverapp, tmp_path
+):
+    """Its kernels would run elsewhere than the user chose (other packages, other results):
+    a kernel or terminal asked for on it is refused, saying why and what to do."""
+    code, server = await api(
+        "POST",
+        "servers",
+        {"name": "scipy", "config": {"image": "scipy", "image_tag": "2025-03-14"}},
+    )
+    assert code == 201, server
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    assert container_for(manager, manager.get_server(server["id"])) is not None
+    path = tmp_path / "catalog.json"
+    document = catalogue()
+    document["images"] = [i for i in document["images"] if i["id"] != "scipy"]
+    path.write_text(json.dumps(document))
+    manager.images.source = str(path)
+    assert (await api("POST", "images/reload"))[0] == 200
+    with pytest.raises(ConflictError) as refused:
+        container_for(manager, manager.get_server(server["id"]))
+    message = refused.value.message
+    assert "scipy:2025-03-14 of compute server 'scipy' is no longer in the image catalogue" in (
+        message
+    )
+    assert "edit the server to pick another image" in message
