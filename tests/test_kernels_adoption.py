@@ -139,8 +139,8 @@ async def test_kernel_and_its_output_survive_jupyter(dirs: tuple[Path, Path], le
         # The kernel is back under its own id, and the notebook's session still names it.
         deadline = time.monotonic() + 30
         while True:
-            _, kernels = jupyter.request("GET", "api/kernels")
-            if any(k["id"] == kernel_id for k in kernels):  # type: ignore[union-attr]
+            code, kernels = jupyter.request("GET", "api/kernels")
+            if code == 200 and any(k["id"] == kernel_id for k in kernels):  # type: ignore[union-attr]
                 break
             assert time.monotonic() < deadline, kernels
             await asyncio.sleep(0.1)
