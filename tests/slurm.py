@@ -78,8 +78,10 @@ class SlurmCluster:
                 check=False,
             )
             states = done.stdout.split()
-            if done.returncode == 0 and states and all(
-                s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states
+            if (
+                done.returncode == 0
+                and states
+                and all(s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states)
             ):
                 return
             if time.monotonic() > deadline:

@@ -159,7 +159,10 @@ async def test_the_create_dialog_offers_what_the_cluster_has(api, login, cluster
         ({"extra": {"cluster": "hpc", "partition": "debug", "time_minutes": 121}}, "time_minutes"),
         ({"extra": {"cluster": "nope", "partition": "debug", "time_minutes": 5}}, "cluster"),
         ({"extra": {"cluster": "hpc", "partition": "debug;id", "time_minutes": 5}}, "partition"),
-        ({"extra": {"cluster": "hpc", "partition": "debug", "time_minutes": 5, "qos": "high"}}, "qos"),
+        (
+            {"extra": {"cluster": "hpc", "partition": "debug", "time_minutes": 5, "qos": "high"}},
+            "qos",
+        ),
         ({"extra": {"cluster": "hpc", "partition": "debug", "time_minutes": 5, "x": 1}}, "x"),
         ({"cpu": cluster.cpus + 1}, "cpu"),
         ({"gpu": {"type": "h100", "count": 1}}, "gpu.type"),
@@ -179,8 +182,13 @@ async def test_a_server_is_a_job_pending_then_running_then_cancelled(
     await register_login(api, login)
     # A first job holds every CPU of the node: ours must wait for it.
     blocker = cluster.run(
-        "sbatch", "--parsable", f"--cpus-per-task={cluster.cpus}", "--mem=500M",
-        "--output=/dev/null", "--wrap", "sleep 600",
+        "sbatch",
+        "--parsable",
+        f"--cpus-per-task={cluster.cpus}",
+        "--mem=500M",
+        "--output=/dev/null",
+        "--wrap",
+        "sleep 600",
     ).strip()
     server = await job_server(api, "queued", gpu={"type": GPU_TYPE, "count": 1})
     await api("POST", f"servers/{server['id']}/actions/start")
@@ -188,7 +196,9 @@ async def test_a_server_is_a_job_pending_then_running_then_cancelled(
     def waiting(answer: tuple[int, Any]) -> bool:
         return "waiting: Resources" in ((answer[1]["progress"] or {}).get("message") or "")
 
-    code, pending = await wait_until(lambda: api("GET", f"servers/{server['id']}"), predicate=waiting)
+    code, pending = await wait_until(
+        lambda: api("GET", f"servers/{server['id']}"), predicate=waiting
+    )
     assert pending["state"] == "starting"
     assert "0 jobs ahead" in pending["progress"]["message"]
     job_id = job_of(jp_serverapp, server["id"])["job_id"]
@@ -292,9 +302,7 @@ async def test_a_job_at_its_time_limit_turns_the_server_off_with_the_reason(
     job_id = job_of(jp_serverapp, server["id"])["job_id"]
     # Slurm checks time limits about every 30 s: the job ends within a minute and a half.
     off = await wait_for_state(server["id"], "off", timeout=150)
-    assert off["state_reason"] == (
-        f"the server's job {job_id} reached its time limit (00:01:00)"
-    )
+    assert off["state_reason"] == (f"the server's job {job_id} reached its time limit (00:01:00)")
 
 
 async def test_slurmctld_down_for_30_s_loses_nothing(

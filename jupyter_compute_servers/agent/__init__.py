@@ -38,9 +38,7 @@ def bootstrap(source: bytes) -> str:
     )
 
 
-def agent_command(
-    source: bytes, python: str = "python3", launcher: tuple[str, ...] = ()
-) -> str:
+def agent_command(source: bytes, python: str = "python3", launcher: tuple[str, ...] = ()) -> str:
     """The command that runs the agent whose source is then written to its stdin, behind
     ``launcher`` (an argument vector, e.g. Slurm's ``srun --jobid=...``) if one is given."""
     prefix = "".join(f"{shlex.quote(arg)} " for arg in launcher)

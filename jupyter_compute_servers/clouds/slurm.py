@@ -139,12 +139,8 @@ def _duration_minutes(text: str) -> int | None:
         head, text = text.split("-", 1)
         days = int(head)
     parts = [int(p) for p in text.split(":")]
-    if len(parts) == 1:
-        minutes = parts[0]
-    elif len(parts) == 2:
-        minutes = parts[0]
-    else:
-        minutes = parts[0] * 60 + parts[1]
+    # hours:minutes:seconds, minutes:seconds or minutes
+    minutes = parts[0] * 60 + parts[1] if len(parts) == 3 else parts[0]
     return days * 1440 + minutes
 
 
@@ -378,7 +374,9 @@ class SlurmCloud(Cloud):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
 
-    async def _job(self, cluster: Cluster, job_id: str, patience: float | None = None) -> Job | None:
+    async def _job(
+        self, cluster: Cluster, job_id: str, patience: float | None = None
+    ) -> Job | None:
         """The job as Slurm knows it, None when Slurm says there is no such job."""
         try:
             out = await self._slurm(
@@ -398,9 +396,7 @@ class SlurmCloud(Cloud):
         if cached is not None and now - cached[0] < self.discovery_seconds and cached[1]:
             return cached[1]
         try:
-            out = await self._slurm(
-                cluster, "sinfo", "-h", "-o", "%R|%l|%c|%m|%G|%a", patience=10
-            )
+            out = await self._slurm(cluster, "sinfo", "-h", "-o", "%R|%l|%c|%m|%G|%a", patience=10)
             partitions = parse_sinfo(out)
             error = "" if partitions else "sinfo showed no partitions"
         except CloudError as e:
@@ -409,7 +405,9 @@ class SlurmCloud(Cloud):
             partitions = {k: v for k, v in partitions.items() if k in cluster.partitions}
         for entry in partitions.values():
             limit = entry["max_time_minutes"]
-            entry["max_time_minutes"] = min(limit or cluster.max_time_minutes, cluster.max_time_minutes)
+            entry["max_time_minutes"] = min(
+                limit or cluster.max_time_minutes, cluster.max_time_minutes
+            )
         self._offered[cluster.name] = (now, partitions, error)
         return partitions
 
@@ -565,7 +563,9 @@ class SlurmCloud(Cloud):
                     f"{config.gpu.count} x {config.gpu.type}",
                     Decimal(str(rate or 0)) * config.gpu.count,
                     source,
-                    note="" if rate is not None else f"no gpu_hour_rates entry for {config.gpu.type}",
+                    note=""
+                    if rate is not None
+                    else f"no gpu_hour_rates entry for {config.gpu.type}",
                 )
             )
         off = Part("workspace", cluster.name, Decimal(0), source)
@@ -601,7 +601,7 @@ class SlurmCloud(Cloud):
             timeout=60,
         )
         if done.exit_status != 0:
-            raise CloudError(f"Could not make the workspace {workspace}: {done.stderr}")
+            raise CloudError(f"Could not make the workspace {workspace}: {done.stderr!s}")
         op.remember(cluster=cluster.name, workspace=str(done.stdout).strip())
         await self.start(op)
 
@@ -683,7 +683,7 @@ class SlurmCloud(Cloud):
             raise
 
     async def _pending_words(self, cluster: Cluster, job: Job) -> str:
-        """"waiting: Resources, 1 job ahead, estimated start 14:20"."""
+        """ "waiting: Resources, 1 job ahead, estimated start 14:20"."""
         words = f"Job {job.id} waiting: {job.reason}"
         try:
             queue = await self._slurm(
