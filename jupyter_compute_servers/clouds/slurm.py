@@ -539,7 +539,8 @@ class SlurmCloud(Cloud):
 
     def price(self, config: ServerConfig) -> StateRates | None:
         """The cluster's service-unit rates: per CPU-hour times the CPUs, per GPU-hour of the
-        type times the GPUs; nothing while off (no job)."""
+        type times the GPUs; nothing while off (no job) nor while starting (the job waits in
+        the queue: HPC centres charge a job from its start)."""
         try:
             cluster = self._cluster_of(config)
         except (ValidationError, CloudError):
@@ -569,7 +570,8 @@ class SlurmCloud(Cloud):
                 )
             )
         off = Part("workspace", cluster.name, Decimal(0), source)
-        return StateRates(running=Rate(tuple(parts)), off=Rate((off,)))
+        queued = Part("queued job", cluster.name, Decimal(0), source)
+        return StateRates(running=Rate(tuple(parts)), off=Rate((off,)), starting=Rate((queued,)))
 
     def watch_interval(self) -> float:
         return self.watch_seconds
