@@ -176,7 +176,8 @@ def load_settings(overrides: dict[str, Any] | None = None) -> ComputeServersSett
     them), then ``overrides`` (trait name to value) on top; for the CLI and the standalone
     kernel runtime."""
     config = Config()
-    for loaded in Application._load_config_files(
+    # Each file's config comes with its file name.
+    for loaded, _filename in Application._load_config_files(
         "jupyter_server_config", path=jupyter_config_path()
     ):
         config.merge(loaded)

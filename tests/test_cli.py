@@ -119,3 +119,17 @@ def test_only_known_third_party_warnings_are_hidden():
     assert "raised in jupyter_compute_servers.sample" in result.stderr
     assert "raised in othertool" in result.stderr
     assert "our own deprecation" in result.stderr
+
+
+def test_the_settings_are_read_from_jupyter_server_config_files(tmp_path):
+    """The CLI and the standalone kernel runtime read the same configuration files as
+    ``jupyter server`` (each traitlets yields with its file name), overrides on top."""
+    from jupyter_compute_servers.config import load_settings
+
+    config_dir = Path(os.environ["JUPYTER_CONFIG_DIR"])
+    (config_dir / "jupyter_server_config.json").write_text(
+        json.dumps({"ComputeServersApp": {"enabled_clouds": ["local", "slurm"], "max_hosts": 3}})
+    )
+    settings = load_settings({"max_hosts": 5})
+    assert settings.enabled_clouds == ["local", "slurm"]
+    assert settings.max_hosts == 5
