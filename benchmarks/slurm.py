@@ -164,7 +164,7 @@ def report(
     cold: dict[str, float],
     trips: dict[str, list[float]],
 ) -> None:
-    print("\n(a) start to running (median of %d)" % len(starts["slurm"]))
+    print(f"\n(a) start to running (median of {len(starts['slurm'])})")
     for label, values in starts.items():
         print(f"  {label:38s} {median(values):8.3f} s")
     ratio = median(starts["slurm"]) / median(starts["local"])

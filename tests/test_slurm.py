@@ -76,6 +76,8 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
         },
         "watch_seconds": 1.0,
         "poll_seconds": 0.3,
+        # A one-minute job is told at once that it ends soon; 30-minute ones are not.
+        "warn_minutes": 5,
     }
     return config
 
@@ -295,6 +297,16 @@ async def test_a_job_cancelled_from_outside_turns_the_server_off_with_the_reason
 async def test_a_job_at_its_time_limit_turns_the_server_off_with_the_reason(
     api, wait_for_state, login, cluster, jp_serverapp
 ):
+    events: list[dict[str, Any]] = []
+
+    class Listener:
+        async def __call__(self, logger, schema_id, data):
+            events.append(dict(data))
+
+    jp_serverapp.event_logger.add_listener(
+        schema_id="https://events.jupyter.org/jupyter_compute_servers/server/v1",
+        listener=Listener(),
+    )
     await register_login(api, login)
     server = await running(
         api, wait_for_state, await job_server(api, "short", extra={"time_minutes": 1})
@@ -302,7 +314,13 @@ async def test_a_job_at_its_time_limit_turns_the_server_off_with_the_reason(
     job_id = job_of(jp_serverapp, server["id"])["job_id"]
     # Slurm checks time limits about every 30 s: the job ends within a minute and a half.
     off = await wait_for_state(server["id"], "off", timeout=150)
-    assert off["state_reason"] == (f"the server's job {job_id} reached its time limit (00:01:00)")
+    assert off["state_reason"] == f"the server's job {job_id} reached its time limit (00:01:00)"
+    # The user was told before, once, in words.
+    told = [e for e in events if e["kind"] == "ending_soon"]
+    assert len(told) == 1, told
+    assert told[0]["server_id"] == server["id"] and told[0]["state"] == "running"
+    assert told[0]["message"].startswith(f"Job {job_id} reaches its time limit at ")
+    assert "left): save your work" in told[0]["message"]
 
 
 async def test_slurmctld_down_for_30_s_loses_nothing(

@@ -257,6 +257,10 @@ class SlurmCloud(Cloud):
         60.0, help="Seconds what a cluster offers (sinfo) is kept before it is read again."
     ).tag(config=True)
     poll_seconds = Float(2.0, help="Seconds between looks at a pending job.").tag(config=True)
+    warn_minutes = Float(
+        15.0,
+        help="Minutes before a job's time limit when the user is told that it ends soon.",
+    ).tag(config=True)
 
     registry: HostRegistry | None = None
     connections: SSHConnections | None = None
@@ -713,6 +717,22 @@ class SlurmCloud(Cloud):
             pass  # the reason alone is still worth showing
         return words
 
+    def _ending_soon(self, job: Job) -> str:
+        """"Job 12 reaches its time limit at 14:20 (15 minutes left)..." within
+        ``warn_minutes`` of the end, else ""."""
+        end = _slurm_time(job.end_time)
+        if end is None:
+            return ""
+        left = end - time.time()
+        if left > self.warn_minutes * 60:
+            return ""
+        minutes = max(0, round(left / 60))
+        at = time.strftime("%H:%M", time.localtime(end))
+        return (
+            f"Job {job.id} reaches its time limit at {at} ({_plural(minutes, 'minute')} "
+            "left): save your work; the server stops then."
+        )
+
     @staticmethod
     def _ended(job_id: str, job: Job | None) -> str:
         if job is None:
@@ -791,7 +811,7 @@ class SlurmCloud(Cloud):
         # One quick try: the watch asks again at its next round.
         job = await self._job(cluster, str(job_id), patience=0)
         if job is not None and job.state == "RUNNING":
-            return CloudStatus(State.RUNNING)
+            return CloudStatus(State.RUNNING, ending_soon=self._ending_soon(job))
         if job is not None and job.active:
             # Pending (after a restart of this process) or being suspended/requeued.
             return CloudStatus(State.OFF, f"job {job_id} is {job.state.lower()} ({job.reason})")

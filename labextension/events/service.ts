@@ -21,6 +21,7 @@ const KINDS: ReadonlySet<string> = new Set<ServerEventKind>([
   'auto_stopped',
   'sync',
   'preempted',
+  'ending_soon',
   'hosts'
 ]);
 
