@@ -718,7 +718,7 @@ class SlurmCloud(Cloud):
         return words
 
     def _ending_soon(self, job: Job) -> str:
-        """"Job 12 reaches its time limit at 14:20 (15 minutes left)..." within
+        """ "Job 12 reaches its time limit at 14:20 (15 minutes left)..." within
         ``warn_minutes`` of the end, else ""."""
         end = _slurm_time(job.end_time)
         if end is None:
