@@ -689,7 +689,8 @@ class SlurmCloud(Cloud):
             raise
 
     async def _pending_words(self, cluster: Cluster, job: Job) -> str:
-        """ "waiting: Resources, 1 job ahead, estimated start 14:20"."""
+        """The pending job in words: "Job 12 waiting: Resources, 1 job ahead, estimated
+        start 14:20"."""
         words = f"Job {job.id} waiting: {job.reason}"
         try:
             queue = await self._slurm(
@@ -718,8 +719,8 @@ class SlurmCloud(Cloud):
         return words
 
     def _ending_soon(self, job: Job) -> str:
-        """ "Job 12 reaches its time limit at 14:20 (15 minutes left)..." within
-        ``warn_minutes`` of the end, else ""."""
+        """Within ``warn_minutes`` of the job's end, what to tell the user ("Job 12 reaches
+        its time limit at 14:20 (15 minutes left)..."); else ""."""
         end = _slurm_time(job.end_time)
         if end is None:
             return ""
