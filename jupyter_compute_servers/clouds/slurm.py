@@ -814,8 +814,13 @@ class SlurmCloud(Cloud):
         if job is not None and job.state == "RUNNING":
             return CloudStatus(State.RUNNING, ending_soon=self._ending_soon(job))
         if job is not None and job.active:
-            # Pending (after a restart of this process) or being suspended/requeued.
-            return CloudStatus(State.OFF, f"job {job_id} is {job.state.lower()} ({job.reason})")
+            # Pending with no start waiting for it (this process restarted), suspended or
+            # requeued: the job still holds its place, so say how to end it.
+            return CloudStatus(
+                State.ERROR,
+                f"job {job_id} is {job.state.lower()} ({job.reason}); stop the server to "
+                "cancel it, then start it again",
+            )
         return CloudStatus(State.OFF, f"the server's {self._ended(str(job_id), job)}")
 
     async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
