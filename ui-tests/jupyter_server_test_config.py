@@ -88,6 +88,7 @@ c.ServerApp.log_level = c.LabApp.log_level = os.environ.get(  # noqa: F821
 # reach it is written to UI_TESTS_SLURM_INFO for the test to register it.
 _slurm_info = os.environ.get("UI_TESTS_SLURM_INFO")
 if _slurm_info:
+    import contextlib
     import sys
     from pathlib import Path
 
@@ -118,9 +119,10 @@ if _slurm_info:
     def _stop_slurm() -> None:
         _sshd.process.terminate()
         _sshd.process.wait()
-        _cluster.cancel_all()
-        _cluster.stop()
+        _cluster.stop()  # its jobs end with slurmd
         shutil.rmtree(_base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.remove(_slurm_info)
 
     atexit.register(_stop_slurm)
     with open(_slurm_info, "w") as f:

@@ -73,7 +73,8 @@ module.exports = {
       },
       timeout: 120 * 1000,
       reuseExistingServer: false,
-      gracefulShutdown: { signal: 'SIGTERM', timeout: 10000 },
+      // Slurm's daemons take a few seconds to stop.
+      gracefulShutdown: { signal: 'SIGTERM', timeout: 30000 },
       stdout: 'ignore',
       stderr: 'pipe'
     }

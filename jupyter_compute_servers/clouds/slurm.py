@@ -39,7 +39,7 @@ from ..billing.prices import Part, Rate, StateRates
 from ..errors import CloudError, NotFoundError, ValidationError
 from ..hosts import HostRecord, HostRegistry
 from ..models import ServerConfig, State, parse_int, parse_str
-from ..ssh import ServerConnection, SSHConnections
+from ..ssh import HostKeyMismatchError, ServerConnection, SSHConnectError, SSHConnections
 from .base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 
 #: Partition, account and QOS names, GRES types: what Slurm itself accepts, and nothing a
@@ -360,7 +360,11 @@ class SlurmCloud(Cloud):
             try:
                 connection = await self._connection(cluster)
                 done = await connection.run(*argv, check=False, timeout=60)
-            except (CloudError, asyncssh.Error, OSError, asyncio.TimeoutError) as e:
+            except HostKeyMismatchError:
+                raise  # never retried: someone may be in the way
+            except (SSHConnectError, asyncssh.Error, OSError, asyncio.TimeoutError) as e:
+                # The login node is unreachable for now; a cluster that is not set up (its
+                # login node unregistered or untrusted) fails at once with what to do.
                 problem = getattr(e, "message", None) or str(e) or type(e).__name__
             else:
                 out, err = str(done.stdout or ""), str(done.stderr or "")
