@@ -52,6 +52,9 @@ def login(tmp_path: Path, cluster: SlurmCluster, monkeypatch) -> Iterator[dict[s
         sshd_dir,
         key.export_public_key().decode().strip(),
         env={"HOME": str(cluster_home), "SLURM_CONF": str(cluster.conf)},
+        # As on many clusters: no port forwarding on the login node. Kernels' channels reach
+        # the job's node through srun instead.
+        tcp_forwarding=False,
     )
     yield {"sshd": server, "identity": str(identity), "home": cluster_home}
     cluster.cancel_all()

@@ -28,6 +28,8 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
+from ..tunnel import RouteGetter, relay_command
+
 log = logging.getLogger(__name__)
 
 ConnectionGetter = Callable[[], Awaitable[asyncssh.SSHClientConnection]]
@@ -47,8 +49,11 @@ class IOPubResume:
         *,
         server_name: str,
         remote_host: str = "127.0.0.1",
+        route: RouteGetter = tuple,
     ) -> None:
         self.get_connection = get_connection
+        #: How to reach the relay's port (see ``tunnel.RouteGetter``).
+        self.route = route
         self.session = Session(key=key, signature_scheme="hmac-sha256", username="kernel")
         self.server_name = server_name
         self.remote_host = remote_host
@@ -110,9 +115,15 @@ class IOPubResume:
             relay = self.relay
             try:
                 connection = await self.get_connection()
-                reader, writer = await connection.open_connection(
-                    self.remote_host, int(relay["port"])
-                )
+                route = self.route()
+                if route:
+                    writer, reader, _ = await connection.open_session(
+                        relay_command(route, int(relay["port"])), encoding=None
+                    )
+                else:
+                    reader, writer = await connection.open_connection(
+                        self.remote_host, int(relay["port"])
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as e:
