@@ -21,6 +21,8 @@ from typing import Any
 
 import asyncssh
 
+from .ssh_endpoint import SSHEndpoint
+
 #: Returns the server's live SSH connection, opening it again if it dropped.
 ConnectionGetter = Callable[[], Awaitable[asyncssh.SSHClientConnection]]
 #: Returns how channels reach the server's loopback now: () for ``direct-tcpip`` channels of
@@ -50,6 +52,28 @@ while True:
     while data:
         data = data[os.write(1, data):]
 """
+
+
+async def open_stream(
+    connection: asyncssh.SSHClientConnection,
+    route: tuple[str, ...],
+    port: int,
+    remote_host: str = "127.0.0.1",
+) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
+    """A byte stream to ``port`` on the server's loopback: a ``direct-tcpip`` channel, or a
+    session running ``PORT_RELAY`` behind ``route`` (see ``RouteGetter``)."""
+    if route:
+        writer, reader, _ = await connection.open_session(relay_command(route, port), encoding=None)
+        return reader, writer
+    return await connection.open_connection(remote_host, port)
+
+
+def route_of(endpoint: SSHEndpoint | None) -> tuple[str, ...]:
+    """How channels reach a server's loopback (see ``RouteGetter``): through its launcher and
+    Python when it has a launcher, else ``direct-tcpip`` (an empty route)."""
+    if endpoint is None or not endpoint.launcher:
+        return ()
+    return (*endpoint.launcher, endpoint.python)
 
 
 def relay_command(route: tuple[str, ...], port: int) -> str:

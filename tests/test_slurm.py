@@ -23,6 +23,7 @@ import pytest
 from .kernel_helpers import execute, process_alive, wait_until
 from .slurm import GPU_TYPE, SlurmCluster, start_cluster
 from .sshd import start_sshd
+from .test_terminals import open_screen
 
 
 @pytest.fixture(scope="session")
@@ -231,7 +232,7 @@ async def test_a_server_is_a_job_pending_then_running_then_cancelled(
 
 
 async def test_kernels_terminals_and_sync_run_inside_the_allocation(
-    api, wait_for_state, login, cluster, jp_serverapp, jp_root_dir
+    api, wait_for_state, login, cluster, jp_serverapp, jp_root_dir, jp_ws_fetch
 ):
     await register_login(api, login)
     server = await running(
@@ -254,17 +255,16 @@ async def test_kernels_terminals_and_sync_run_inside_the_allocation(
     assert step != "batch"  # a step of the job (srun --overlap), not the batch script
     kernel.stop_channels()
 
-    compute = jp_serverapp.web_app.settings["compute_servers_manager"]
-    agent = await compute.ssh.agent(server["id"], await compute.endpoint(server["id"]))
+    # A terminal in the Lab: its shell is in the job, attached through srun too.
     data = job_of(jp_serverapp, server["id"])
-    terminal = await agent.call(
-        "terminal_start",
-        name="t",
-        runtime_dir=str(login["home"] / "rt"),
-        workspace=data["workspace"],
-    )
-    environ = Path(f"/proc/{terminal['pid']}/environ").read_bytes().split(b"\0")
-    assert f"SLURM_JOB_ID={job_id}".encode() in environ
+    code, terminal = await api("POST", f"servers/{server['id']}/terminals")
+    assert code == 201, terminal
+    screen = await open_screen(jp_ws_fetch, server["id"], terminal["name"])
+    screen.type("echo job-$SLURM_JOB_ID gpus-$CUDA_VISIBLE_DEVICES pid-$$; pwd\r")
+    text = await screen.until(f"job-{job_id} gpus-0,1 pid-")
+    shell = int(text.split(f"job-{job_id} gpus-0,1 pid-")[-1].split()[0])
+    await screen.until(data["workspace"])
+    screen.ws.close()
 
     # Sync reaches the workspace on the shared filesystem.
     (jp_root_dir / "notes.txt").write_text("on the cluster")
@@ -282,7 +282,7 @@ async def test_kernels_terminals_and_sync_run_inside_the_allocation(
     await manager.shutdown_kernel(kernel_id, now=True)
     await api("POST", f"servers/{server['id']}/actions/stop")
     assert (await wait_for_state(server["id"], "off", "error", timeout=60))["state"] == "off"
-    assert not process_alive(terminal["pid"])
+    assert not process_alive(shell)
     assert squeue(cluster, job_id) in ("", "CANCELLED")
 
 

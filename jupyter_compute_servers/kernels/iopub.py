@@ -28,7 +28,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
-from ..tunnel import RouteGetter, relay_command
+from ..tunnel import RouteGetter, open_stream
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +115,9 @@ class IOPubResume:
             relay = self.relay
             try:
                 connection = await self.get_connection()
-                route = self.route()
-                if route:
-                    writer, reader, _ = await connection.open_session(
-                        relay_command(route, int(relay["port"])), encoding=None
-                    )
-                else:
-                    reader, writer = await connection.open_connection(
-                        self.remote_host, int(relay["port"])
-                    )
+                reader, writer = await open_stream(
+                    connection, self.route(), int(relay["port"]), self.remote_host
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as e:

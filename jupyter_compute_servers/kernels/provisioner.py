@@ -32,7 +32,7 @@ from ..images.runtime import container_for
 from ..manager import is_unreachable
 from ..models import Action, State
 from ..ssh_endpoint import SSHEndpoint
-from ..tunnel import Tunnel
+from ..tunnel import Tunnel, route_of
 from .iopub import IOPubResume
 from .runtime import KernelRuntime, runtime_for
 
@@ -161,10 +161,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
     def _route(self) -> tuple[str, ...]:
         """How channels reach the kernel's ports: through the endpoint's launcher (a Slurm
         job's node, via ``srun``) when it has one, else ``direct-tcpip`` (see Tunnel)."""
-        endpoint = self._endpoint
-        if endpoint is None or not endpoint.launcher:
-            return ()
-        return (*endpoint.launcher, endpoint.python)
+        return route_of(self._endpoint)
 
     def _server_name(self) -> str:
         try:
