@@ -331,12 +331,18 @@ async def test_slurmctld_down_for_30_s_loses_nothing(
 ):
     await register_login(api, login)
     server = await running(api, wait_for_state, await job_server(api, "steady"))
+    late = await job_server(api, "late")
     job_id = job_of(jp_serverapp, server["id"])["job_id"]
     cluster.stop_ctld()
     try:
+        # A start asked meanwhile waits for Slurm to answer, then submits once.
+        code, answer = await api("POST", f"servers/{late['id']}/actions/start")
+        assert code == 202, answer
         await asyncio.sleep(30)  # the watch asks Slurm every second meanwhile
         code, now = await api("GET", f"servers/{server['id']}")
         assert now["state"] == "running", now["state_reason"]
+        code, waiting = await api("GET", f"servers/{late['id']}")
+        assert waiting["state"] == "starting", waiting
         # A stop asked meanwhile waits for Slurm (retries with backoff) instead of failing.
         code, answer = await api("POST", f"servers/{server['id']}/actions/stop")
         assert code == 202, answer
@@ -348,6 +354,12 @@ async def test_slurmctld_down_for_30_s_loses_nothing(
     stopped = await wait_for_state(server["id"], "off", "error", timeout=120)
     assert stopped["state"] == "off", stopped["state_reason"]
     assert squeue(cluster, job_id) in ("", "CANCELLED")
+    started = await wait_for_state(late["id"], "running", "error", timeout=120)
+    assert started["state"] == "running", started["state_reason"]
+    jobs = cluster.run(
+        "squeue", "-h", f"--name=jupyter-compute-server-{late['id']}", "-o", "%i"
+    ).split()
+    assert jobs == [job_of(jp_serverapp, late["id"])["job_id"]]
 
 
 @pytest.fixture(autouse=True)

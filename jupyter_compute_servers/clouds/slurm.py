@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import shlex
@@ -658,12 +659,39 @@ class SlurmCloud(Cloud):
             raise CloudError(f"Could not write the job script on {cluster.name}: {e}") from e
         # Everything started for the server in the job carries this token: stop ends those.
         op.remember(token=secrets.token_hex(16))
-        out = await self._slurm(cluster, "sbatch", *self._sbatch_options(op, cluster), script)
+        out = await self._submit(op, cluster, script)
         job_id = out.strip().split(";")[0]
         if not _JOB_ID.fullmatch(job_id):
             raise CloudError(f"sbatch on {cluster.name} answered no job id: {out.strip()!r}")
         op.remember(job_id=job_id, node=None, job_started=None, job_ended=None, job_end="")
         await self._wait_running(op, cluster, job_id)
+
+    async def _submit(self, op: Operation, cluster: Cluster, script: str) -> str:
+        """``sbatch``, retried while slurmctld does not answer; before each retry, the job is
+        looked for by its name, since a submission whose answer was lost may have been
+        accepted: a server never gets two jobs."""
+        name = f"jupyter-compute-server-{op.server_id}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.controller_patience
+        delay = 0.5
+        while True:
+            try:
+                return await self._slurm(
+                    cluster, "sbatch", *self._sbatch_options(op, cluster), script, patience=0
+                )
+            except SlurmUnavailableError as e:
+                problem = e
+            with contextlib.suppress(SlurmUnavailableError):
+                found = await self._slurm(
+                    cluster, "squeue", "-h", f"--name={name}", "-o", "%i", patience=0
+                )
+                if found.split():
+                    return found.split()[-1]
+            if loop.time() + delay > deadline:
+                raise problem
+            op.progress(f"Waiting for Slurm on {cluster.name} to answer", None)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
 
     async def _wait_running(self, op: Operation, cluster: Cluster, job_id: str) -> None:
         loop = asyncio.get_running_loop()
