@@ -441,7 +441,10 @@ class SlurmCloud(Cloud):
         return True, ""
 
     def defaults(self) -> dict[str, Any]:
-        clusters = self._clusters() if self.clusters else {}
+        try:
+            clusters = self._clusters()
+        except CloudError:
+            clusters = {}  # availability() says what is wrong with the setting
         first = next(iter(clusters.values()), None)
         extra: dict[str, Any] = {"time_minutes": 60}
         if first is not None:
@@ -635,7 +638,9 @@ class SlurmCloud(Cloud):
         if extra.get("qos"):
             options.append(f"--qos={extra['qos']}")
         if config.gpu is not None:
-            options.append(f"--gres=gpu:{config.gpu.type}:{int(config.gpu.count)}")
+            # A node's GPUs without a type in its GRES are offered as type "gpu".
+            kind = "" if config.gpu.type == "gpu" else f"{config.gpu.type}:"
+            options.append(f"--gres=gpu:{kind}{int(config.gpu.count)}")
         return options
 
     async def start(self, op: Operation) -> None:
