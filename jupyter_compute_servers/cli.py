@@ -127,7 +127,9 @@ async def run_sync(services: Services, args: argparse.Namespace) -> int:
     services.events.sink = show
     where = f" {path}" if path else ""
     print(f"sync ({direction}){where}: {sync.root_dir} <-> {server.name}", file=sys.stderr)
-    run = await sync.run(server.id, direction, path, "cli")
+    run = await sync.run(
+        server.id, direction, path, "cli", confirm_deletions=args.confirm_deletions
+    )
     if tty and seen:
         print(file=sys.stderr)
     summary = run["summary"] or {}
@@ -161,12 +163,23 @@ async def run_sync(services: Services, args: argparse.Namespace) -> int:
             )
         for error in summary.get("errors", []):
             print(f"  not synced: {error['path']}: {error['message']}", file=sys.stderr)
+        held = summary.get("held_back") or {}
+        if held.get("files"):
+            print(f"  {held['message']}:", file=sys.stderr)
+            for item in held.get("paths", []):
+                print(f"    {item['path']}", file=sys.stderr)
         if summary.get("pending"):
             print(
                 f"  {summary['pending']} change(s) left for a sync the other way", file=sys.stderr
             )
         if run["error"]:
-            print(f"error: {run['error']}", file=sys.stderr)
+            error = run["error"]
+            if (summary.get("deletion_guard") or {}).get("confirmed") is False:
+                error = error.replace(
+                    "confirm_deletions in the request",
+                    "jupyter compute-servers sync --confirm-deletions",
+                )
+            print(f"error: {error}", file=sys.stderr)
     return 0 if run["state"] == "completed" and not summary.get("errors") else 1
 
 
@@ -303,6 +316,11 @@ def parser() -> argparse.ArgumentParser:
     way.add_argument("--pull", action="store_true", help="only fetch changes made there")
     sync.add_argument("--root", help="the local tree (default: the current directory)")
     sync.add_argument("--json", action="store_true", help="print the finished sync as JSON")
+    sync.add_argument(
+        "--confirm-deletions",
+        action="store_true",
+        help="go ahead when the sync would delete more files than the server's limit allows",
+    )
     return p
 
 

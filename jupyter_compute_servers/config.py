@@ -128,8 +128,8 @@ class ComputeServersSettings(LoggingConfigurable):
         True,
         help=(
             "When Jupyter stops cleanly, shut down the kernels it started on compute servers. "
-            "When False they keep running there (and keep their GPUs); the sidebar lists them "
-            "so they can be shut down later."
+            "When False they keep running there (and keep their GPUs), and the next Jupyter "
+            "started with the same store takes them over (adopt_orphan_kernels)."
         ),
     ).tag(config=True)
 
@@ -176,7 +176,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> ComputeServersSett
     them), then ``overrides`` (trait name to value) on top; for the CLI and the standalone
     kernel runtime."""
     config = Config()
-    # Each file's config comes with its file name.
+    # Lowest precedence first, as ``jupyter server`` loads them; each comes with its file name.
     for loaded, _filename in Application._load_config_files(
         "jupyter_server_config", path=jupyter_config_path()
     ):

@@ -71,7 +71,8 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_alive(owner: str | None) -> bool:
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process an ``owner`` string (host:pid) names still runs here."""
     if not owner or ":" not in owner:
         return False
     host, _, pid = owner.rpartition(":")
@@ -104,6 +105,11 @@ DOING = {
     "info": "read its hardware",
     "terminal_start": "start a terminal",
     "terminal_list": "list its terminals",
+    "app_start": "start a web app",
+    "app_list": "list its web apps",
+    "app_log": "read a web app's log",
+    "app_stop": "stop a web app",
+    "listening_ports": "list its open ports",
     "ping": "reach its agent",
 }
 
@@ -645,7 +651,7 @@ class ComputeServerManager:
         """Settle servers left mid-operation by a process that died, from the clouds' truth."""
         settled = []
         for server in self.store.servers():
-            if not server.state.is_transitional or _owner_alive(server.operation_owner):
+            if not server.state.is_transitional or owner_alive(server.operation_owner):
                 continue
             cloud = self.clouds.get(server.cloud)
             if cloud is None:
@@ -653,6 +659,10 @@ class ComputeServerManager:
             try:
                 status = await cloud.status(server.id, server.cloud_data)
                 state, reason = status.state, status.reason
+                if status.found:
+                    self.store.update_fields(
+                        server.id, cloud_data={**server.cloud_data, **status.found}
+                    )
             except Exception as e:
                 state, reason = State.ERROR, f"could not ask the cloud: {e}"
             interrupted = f"{server.operation or 'an action'} was interrupted by a restart"

@@ -7,8 +7,8 @@ same settings, so the three see the same store, clouds and rules. Nothing here i
 
 The order is the dependency order: events, the database (the one owner of it) and the stores
 over it, keys and SSH, images, hosts and sync records, the clouds (given the services they may
-use), the manager, then the services over it (costs, kernel specs, sync, terminals) and the
-presenter that assembles a server's JSON.
+use), the manager, then the services over it (costs, kernel specs, sync, terminals, web apps)
+and the presenter that assembles a server's JSON.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .apps import ServerApps
 from .billing.records import CostRecords
 from .billing.service import ComputeServerCosts
 from .clouds import Cloud, load_cloud_class
@@ -62,12 +63,14 @@ class Services:
     kernel_specs: KernelSpecPublisher
     sync: SyncService
     terminals: RemoteTerminals
+    apps: ServerApps
     presenter: ServerPresenter
 
     async def close(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
         """End background work, stop servers whose cloud asks for it (``stop_servers``), and
         close every connection and the store."""
         await self.kernel_specs.close()
+        await self.apps.close()
         await self.sync.close()
         await self.costs.close()
         await self.manager.shutdown(stop_servers=stop_servers)
@@ -173,6 +176,9 @@ def build_services(
         on_input=costs.activity.terminal_input,
         max_terminals=settings.max_terminals_per_server,
     )
+    apps = ServerApps(
+        manager, on_activity=lambda server_id: costs.activity.touch(server_id, "web app use")
+    )
     presenter = ServerPresenter(clouds, costs, sync_records)
     return Services(
         settings=settings,
@@ -189,5 +195,6 @@ def build_services(
         kernel_specs=kernel_specs,
         sync=sync,
         terminals=terminals,
+        apps=apps,
         presenter=presenter,
     )

@@ -7,7 +7,8 @@ connection to a port on the server's loopback. No process per port, and no new l
 The local ports stay the same for the tunnel's life, whatever happens to the SSH connection:
 each accepted connection asks for the connection afresh, so after a drop the next one (ZeroMQ
 reconnects by itself) rides the replacement. ``retarget()`` points the same local ports at new
-remote ports, which is how a restarted kernel keeps its clients.
+remote ports, which is how a restarted kernel keeps its clients. A listener may also be a Unix
+socket (``open_unix``), for what has no authentication of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -240,6 +242,7 @@ class Tunnel:
         self.remote_ports: dict[str, int] = {}
         self.local_ports: dict[str, int] = {}
         self._servers: list[asyncio.Server] = []
+        self._paths: list[str] = []
         self._connections: set[_LocalSide] = set()
 
     async def open(
@@ -263,6 +266,24 @@ class Tunnel:
             await self.close()
             raise
         return dict(self.local_ports)
+
+    async def open_unix(self, name: str, path: str, remote_port: int) -> str:
+        """Listen on a Unix socket at ``path`` (made 0600; its directory should be private)
+        instead of a TCP port: only this user reaches it, which matters for what carries no
+        authentication of its own (a web app). Answers the path."""
+        loop = asyncio.get_running_loop()
+        self.remote_ports[name] = remote_port
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            server = await loop.create_unix_server(lambda: _LocalSide(self, name), path)
+            os.chmod(path, 0o600)
+        except BaseException:
+            await self.close()
+            raise
+        self._servers.append(server)
+        self._paths.append(path)
+        return path
 
     def retarget(self, remote_ports: dict[str, int]) -> None:
         """Send new connections to other remote ports; drop the ones to the old ports."""
@@ -293,3 +314,7 @@ class Tunnel:
         for server in servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
+        paths, self._paths = self._paths, []
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)

@@ -81,3 +81,32 @@ async def until_iopub_live(kernel_client: Any, timeout: float = 60) -> None:
         except Exception:  # queue.Empty: not yet
             continue
     raise AssertionError("IOPub never came back")
+
+
+COUNTER = """
+import time
+for i in range({count}):
+    print(i, flush=True)
+    time.sleep({pause})
+"""
+
+
+async def run_counter(kernel_client, count: int, pause: float, fault) -> list[str]:
+    """Run a cell printing 0..count-1, one message each; inject ``fault`` meanwhile; answer
+    the lines that arrived."""
+    printed: list[str] = []
+
+    def on_output(message: dict) -> None:
+        if message["msg_type"] == "stream":
+            printed.append(message["content"]["text"])
+
+    cell = asyncio.ensure_future(
+        kernel_client.execute_interactive(
+            COUNTER.format(count=count, pause=pause), output_hook=on_output, timeout=300
+        )
+    )
+    await wait_until(lambda: len(printed), predicate=lambda n: n >= 20, timeout=60)
+    await fault()
+    reply = await cell
+    assert reply["content"]["status"] == "ok", reply
+    return "".join(printed).splitlines()

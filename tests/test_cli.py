@@ -121,15 +121,24 @@ def test_only_known_third_party_warnings_are_hidden():
     assert "our own deprecation" in result.stderr
 
 
-def test_the_settings_are_read_from_jupyter_server_config_files(tmp_path):
-    """The CLI and the standalone kernel runtime read the same configuration files as
-    ``jupyter server`` (each traitlets yields with its file name), overrides on top."""
-    from jupyter_compute_servers.config import load_settings
-
+def test_settings_come_from_the_jupyter_server_config_files(tmp_path):
+    """The CLI (and the standalone kernel runtime) read ``c.ComputeServersApp.*`` from the
+    same files as ``jupyter server``; the command line's ``--set`` wins over them."""
     config_dir = Path(os.environ["JUPYTER_CONFIG_DIR"])
     (config_dir / "jupyter_server_config.json").write_text(
-        json.dumps({"ComputeServersApp": {"enabled_clouds": ["local", "slurm"], "max_hosts": 3}})
+        json.dumps({"ComputeServersApp": {"data_dir": str(tmp_path / "from-json")}})
     )
-    settings = load_settings({"max_hosts": 5})
-    assert settings.enabled_clouds == ["local", "slurm"]
-    assert settings.max_hosts == 5
+    (config_dir / "jupyter_server_config.py").write_text("c.ComputeServersApp.max_servers = 1\n")
+    command = [sys.executable, "-m", "jupyter_compute_servers.cli"]
+    created = subprocess.run(
+        [*command, "create", "one"], capture_output=True, text=True, env=user_env(), timeout=120
+    )
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "from-json" / "servers.db").exists()
+    refused = subprocess.run(
+        [*command, "create", "two"], capture_output=True, text=True, env=user_env(), timeout=120
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert "There are 1 compute servers, the most allowed here" in refused.stderr
+    elsewhere = cli(tmp_path / "from-set", "create", "three")
+    assert (tmp_path / "from-set" / "servers.db").exists(), elsewhere.stderr

@@ -197,7 +197,12 @@ async def test_kernels_and_terminals_run_in_the_container(
     await wait_until(lambda: manager.get_server(server["id"]).kernel_specs)  # asked in the image
 
     kernel_manager = jp_serverapp.kernel_manager
-    kernel_id = await kernel_manager.start_kernel(kernel_name=f"compute-{server['id']}-python3")
+    # What the caller of start_kernel gives reaches the kernel inside the container too.
+    kernel_id = await kernel_manager.start_kernel(
+        kernel_name=f"compute-{server['id']}-python3",
+        env={**os.environ, "SEED": "7 8"},
+        extra_arguments=["--HistoryManager.hist_file=:memory:"],
+    )
     client = kernel_manager.get_kernel(kernel_id).client()
     client.start_channels()
     try:
@@ -209,6 +214,10 @@ async def test_kernels_and_terminals_run_in_the_container(
     run = next(c for c in calls(engine_log) if c[1] == "run" and f"jcs-kernel-{kernel_id}" in c)
     assert run[run.index("--network") + 1] == "host"
     assert run[run.index(image) + 1 :][:3] == ["python", "-m", "ipykernel_launcher"]
+    assert run[-1] == "--HistoryManager.hist_file=:memory:"
+    passed = [run[i + 1] for i, arg in enumerate(run[: run.index(image)]) if arg == "--env"]
+    assert "SEED=7 8" in passed
+    assert not [v for v in passed if v.startswith(("PATH=", "HOME=", "JUPYTER_"))], passed
     workspace = os.path.realpath(compute_data_dir / "local" / str(server["id"]) / "disk")
     assert f"{workspace}:{workspace}" in run  # the workspace, at the same path inside
     await kernel_manager.shutdown_kernel(kernel_id, now=True)

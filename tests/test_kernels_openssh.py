@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
@@ -18,7 +21,7 @@ from jupyter_compute_servers.ssh import KeyStore
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
 from .composition import services_for
-from .kernel_helpers import execute, process_alive, until_iopub_live, wait_until
+from .kernel_helpers import execute, process_alive, run_counter, until_iopub_live, wait_until
 from .sshd import OpenSSHHost, start_sshd
 
 
@@ -44,12 +47,12 @@ def sshd_host(tmp_path: Path):
 
 
 @contextlib.asynccontextmanager
-async def openssh_host(tmp_path: Path, keys: KeyStore, endpoint: SSHEndpoint):
+async def openssh_host(tmp_path: Path, keys: KeyStore, endpoint: SSHEndpoint, **settings: Any):
     """A running compute server on that host, and this process set up as a Jupyter server
-    would be: (manager, kernel spec manager)."""
+    would be: (manager, kernel spec manager). ``settings``: the extension's, for the test."""
     cloud = OpenSSHHost(data_dir=str(tmp_path / "cloud"))
     cloud.endpoint = endpoint
-    services = services_for(tmp_path, {"openssh": cloud})
+    services = services_for(tmp_path, {"openssh": cloud}, **settings)
     manager = services.manager
     root = tmp_path / "root"
     root.mkdir()
@@ -113,3 +116,84 @@ async def run_kernel_through_its_paces(manager, specs, workspace):
     endpoint = await manager.endpoint(1)
     listed = await agent.call("kernel_list", runtime_dir=endpoint.runtime_dir)
     assert listed["kernels"] == []
+
+
+def session_daemons(listener: int) -> list[int]:
+    """The sshd processes serving connections (the listener's descendants named sshd); the
+    agent, the kernels and their relays are not among them."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parents[int(entry.name)] = (int(stat[stat.rindex(")") + 2 :].split()[1]), name)
+    found, frontier = [], [listener]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, name) in parents.items():
+            if ppid == parent:
+                frontier.append(pid)
+                if name == "sshd":
+                    found.append(pid)
+    return found
+
+
+@pytest.mark.parametrize("fault", ["cut", "stall past the keep-alive", "kill -9 of its sshd"])
+async def test_no_output_is_lost_over_openssh(sshd_host, fault):
+    """The faults of test_kernels_faults.py, with OpenSSH's sshd as the server: every line of
+    a cell's output arrives once, in order, and the kernel's state is intact."""
+    tmp_path, keys, endpoint = sshd_host
+    listener = int((tmp_path / "sshd.pid").read_text())
+    settings = {"ssh_keepalive_interval": 1.0, "ssh_keepalive_count_max": 2}
+    async with openssh_host(tmp_path, keys, endpoint, **settings) as (manager, specs):
+        kernel_manager = AsyncKernelManager(
+            kernel_name="compute-1-python3", kernel_spec_manager=specs
+        )
+        await kernel_manager.start_kernel()
+        client = kernel_manager.client()
+        client.start_channels()
+
+        async def inject() -> None:
+            before = (await manager.connection(1)).connection
+            daemons = session_daemons(listener)
+            assert daemons
+            if fault == "cut":
+                for _ in range(2):
+                    cut = await asyncio.create_subprocess_exec(
+                        "ss", "-K", "dst", "127.0.0.1", "dport", "=", f":{endpoint.port}"
+                    )
+                    assert await cut.wait() == 0
+                    await asyncio.sleep(1.0)
+            elif fault == "stall past the keep-alive":
+                for pid in daemons:
+                    os.kill(pid, signal.SIGSTOP)
+                try:
+                    await wait_until(lambda: before.is_closed(), timeout=30)
+                    await asyncio.sleep(2)
+                finally:
+                    for pid in daemons:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGCONT)
+            else:
+                for pid in daemons:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                await asyncio.sleep(1.0)
+
+        try:
+            await client.wait_for_ready(timeout=30)
+            lines = await run_counter(client, 400, 0.01, inject)
+            assert lines == [str(i) for i in range(400)]  # each once, in order
+            iopub = kernel_manager.provisioner.iopub
+            assert iopub.stats["connects"] >= 2
+            assert iopub.stats["lost_messages"] == 0
+            _, out = await execute(client, "print(i)", timeout=60)
+            assert out.strip() == "399"
+        finally:
+            client.stop_channels()
+            await kernel_manager.shutdown_kernel(now=True)

@@ -6,104 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from jupyter_compute_servers.clouds.local import processes_with_token
+from jupyter_compute_servers.clouds.local import processes_with_token, sshd_pids
 from jupyter_compute_servers.store import ServerStore
 
-TOKEN = "recovery-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class JupyterProcess:
-    """A real ``jupyter server`` with the extension, in its own process."""
-
-    def __init__(self, data_dir: Path, root_dir: Path, *extra_args: str) -> None:
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_server",
-                "--no-browser",
-                "--allow-root",
-                f"--port={self.port}",
-                "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={TOKEN}",
-                f"--ServerApp.root_dir={root_dir}",
-                f"--ComputeServersApp.data_dir={data_dir}",
-                "--ServerApp.jpserver_extensions=jupyter_compute_servers=True",
-                *extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(data_dir / "jupyter.log", "ab"),  # noqa: SIM115
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.call("GET", "status")
-                return
-            except (urllib.error.URLError, ConnectionError):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((data_dir / "jupyter.log").read_text()[-2000:]) from None
-                time.sleep(0.1)
-
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, object]:
-        """Call the compute servers API."""
-        return self.request(method, f"compute-servers/api/{path}", body)
-
-    def request(self, method: str, path: str, body: object = None) -> tuple[int, object]:
-        """Call any of the Jupyter server's endpoints (``api/kernels``...)."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"token {TOKEN}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
-
-    def wait_settled(self, server_id: int, timeout: float = 30) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            _, server = self.call("GET", f"servers/{server_id}")
-            assert isinstance(server, dict)
-            if (
-                server["state"] not in ("starting", "stopping", "deprovisioning")
-                and server["operation"] is None
-            ):
-                return server
-            assert time.monotonic() < deadline, server
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.kill()
+from .jupyter_process import JupyterProcess
 
 
 @pytest.fixture
@@ -126,7 +40,10 @@ def db_cloud_data(data_dir: Path, server_id: int) -> dict:
     return json.loads(row[0])
 
 
-def test_kill_during_start_is_reconciled_on_restart(dirs):
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.5])
+def test_kill_during_start_is_reconciled_on_restart(dirs, delay):
+    """kill -9 of Jupyter at any moment of a start leaves one truth: the state recorded after
+    the restart is what really runs, with never two SSH daemons for one server."""
     data_dir, root_dir = dirs
     jupyter = JupyterProcess(data_dir, root_dir)
     try:
@@ -135,34 +52,83 @@ def test_kill_during_start_is_reconciled_on_restart(dirs):
         server_id = server["id"]  # type: ignore[index]
         code, _ = jupyter.call("POST", f"servers/{server_id}/actions/start")
         assert code == 202
+        time.sleep(delay)
         jupyter.kill()
         assert db_state(data_dir, server_id) == "starting"
     finally:
         if jupyter.process.poll() is None:
             jupyter.kill()
+    token = db_cloud_data(data_dir, server_id).get("token")
+    # What the killed start left behind, before anyone looks at it again.
+    daemons_before = sshd_pids(token) if token else []
+    assert len(daemons_before) <= 1
 
     jupyter = JupyterProcess(data_dir, root_dir)
     try:
         settled = jupyter.wait_settled(server_id)
-        assert "interrupted by a restart" in settled["state_reason"]
-        # The recorded state is what the cloud really has: a live SSH server means running.
-        cloud_data = db_cloud_data(data_dir, server_id)
-        token = cloud_data.get("token")
-        alive = bool(token and cloud_data.get("port") and processes_with_token(token))
-        if alive:
-            assert settled["state"] == "running"
+        reason = settled["state_reason"]
+        assert "interrupted by a restart" in reason
+        token = db_cloud_data(data_dir, server_id).get("token")
+        daemons = sshd_pids(token) if token else []
+        if daemons_before:
+            # The daemon the start had spawned is found and adopted, whatever was recorded.
+            assert settled["state"] == "running", reason
+            assert daemons == daemons_before
+            assert db_cloud_data(data_dir, server_id)["pid"] == daemons[0]
+            # ... and reached: its agent answers.
+            assert jupyter.call("GET", f"servers/{server_id}/kernels")[0] == 200
         else:
-            assert settled["state"] in ("off", "deprovisioned")
-        # Whatever it became, the user can carry on from there.
+            assert settled["state"] in ("off", "deprovisioned"), reason
+            assert "not running" in reason or "does not exist" in reason
+        # Whatever it became, the user can carry on from there, still with one daemon.
         action = "stop" if settled["state"] == "running" else "start"
         assert jupyter.call("POST", f"servers/{server_id}/actions/{action}")[0] == 202
-        jupyter.wait_settled(server_id)
+        after = jupyter.wait_settled(server_id)
+        token = db_cloud_data(data_dir, server_id)["token"]
+        assert len(sshd_pids(token)) == (1 if after["state"] == "running" else 0)
         if action == "start":
             assert jupyter.call("POST", f"servers/{server_id}/actions/stop")[0] == 202
             jupyter.wait_settled(server_id)
         _, final = jupyter.call("GET", f"servers/{server_id}")
         assert final["state"] == "off"  # type: ignore[index]
-        assert processes_with_token(db_cloud_data(data_dir, server_id)["token"]) == []
+        assert processes_with_token(token) == []
+    finally:
+        jupyter.stop()
+
+
+def test_second_start_adopts_a_daemon_an_interrupted_start_left(dirs):
+    """A start whose daemon outlived a crash that left the server recorded ``off`` (as older
+    versions did) adopts that daemon rather than spawning a second one."""
+    data_dir, root_dir = dirs
+    jupyter = JupyterProcess(data_dir, root_dir)
+    try:
+        _, server = jupyter.call("POST", "servers", {"name": "twice"})
+        server_id = server["id"]  # type: ignore[index]
+        jupyter.call("POST", f"servers/{server_id}/actions/start")
+        assert jupyter.wait_settled(server_id)["state"] == "running"
+    finally:
+        jupyter.kill()
+    token = db_cloud_data(data_dir, server_id)["token"]
+    daemons = sshd_pids(token)
+    assert len(daemons) == 1
+    # The record as a start killed right after spawning left it in older versions.
+    with sqlite3.connect(data_dir / "servers.db") as db:
+        cloud_data = {
+            k: v for k, v in db_cloud_data(data_dir, server_id).items() if k not in ("pid", "port")
+        }
+        db.execute(
+            "UPDATE servers SET state = 'off', cloud_data = ? WHERE id = ?",
+            (json.dumps(cloud_data), server_id),
+        )
+    jupyter = JupyterProcess(data_dir, root_dir)
+    try:
+        assert jupyter.call("POST", f"servers/{server_id}/actions/start")[0] == 202
+        assert jupyter.wait_settled(server_id)["state"] == "running"
+        assert sshd_pids(token) == daemons
+        assert jupyter.call("GET", f"servers/{server_id}/kernels")[0] == 200
+        assert jupyter.call("POST", f"servers/{server_id}/actions/stop")[0] == 202
+        assert jupyter.wait_settled(server_id)["state"] == "off"
+        assert processes_with_token(token) == []
     finally:
         jupyter.stop()
 

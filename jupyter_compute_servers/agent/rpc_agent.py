@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -256,6 +257,29 @@ def _exit_code(record):
     return None
 
 
+def _env_param(value, field):
+    """Environment variables from a request: names and values strings that Popen (and a
+    container's ``--env NAME=VALUE``) take as they are."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{field} must be an object")
+    for name, item in value.items():
+        if not isinstance(name, str) or not name or "=" in name or "\x00" in name:
+            raise ValueError(f"{field}: invalid variable name {name!r}")
+        if not isinstance(item, str) or "\x00" in item:
+            raise ValueError(f"{field}[{name!r}] must be a string without NUL characters")
+    return dict(value)
+
+
+def _in_workspace(workspace, relative):
+    """A path relative to the Jupyter root, at the same place in the workspace (not made)."""
+    path = os.path.normpath(os.path.join(workspace, relative))
+    if relative.startswith("/") or (path != workspace and not path.startswith(workspace + os.sep)):
+        raise ValueError(f"path {relative!r} is outside the workspace")
+    return path
+
+
 def _public(record):
     return {key: value for key, value in record.items() if key != "env"}
 
@@ -266,10 +290,22 @@ def kernel_launch(params):
     argv = params.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError("argv must be a non-empty list of strings")
+    if any("\x00" in a for a in argv):
+        raise ValueError("argv must not hold NUL characters")
     key = params.get("key")
     if not isinstance(key, str) or len(key) < 32:
         raise ValueError("key must be a string of at least 32 characters")
     cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+    # The variables the caller of start_kernel set, on top of this server's own environment,
+    # as a local kernel gets them on top of its Jupyter's; then the spec's, filled in from
+    # that environment as jupyter_client fills them locally.
+    given = _env_param(params.get("env"), "env")
+    for name, relative in _env_param(params.get("workspace_env"), "workspace_env").items():
+        given[name] = _in_workspace(workspace, relative)
+    base = {**os.environ, **given}
+    for name, template in _env_param(params.get("env_templates"), "env_templates").items():
+        given[name] = string.Template(template).safe_substitute(base)
     previous = _read_record(kernels, kernel_id)
     if previous is not None and _exit_code(previous) is None:
         raise RuntimeError(f"kernel {kernel_id} is already running (pid {previous['pid']})")
@@ -289,20 +325,18 @@ def kernel_launch(params):
     env = dict(os.environ)
     # A parent pid would make ipykernel exit with this agent; the kernel must outlive it.
     env.pop("JPY_PARENT_PID", None)
-    env.update({str(k): str(v) for k, v in (params.get("env") or {}).items()})
+    env.update(given)
     env["PWD"] = cwd
     command = [arg.replace("{connection_file}", connection_file) for arg in argv]
     container = _container(params)
     if container is not None:
-        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
-        spec_env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
         command = container_command(
             container,
             command,
             name=f"jcs-kernel-{kernel_id}",
             cwd=cwd,
             mounts=[workspace, os.path.realpath(kernels)],
-            env=spec_env,
+            env=given,
         )
     elif BARE_PYTHON.fullmatch(command[0]):
         command[0] = sys.executable  # as jupyter_client does locally: the Python we run on
@@ -419,6 +453,22 @@ def kernel_log(params):
         return {"log": ""}
 
 
+def kernel_key(params):
+    """The key of a running kernel's connection file, for a Jupyter that takes the kernel
+    over after the one that launched it died (it made the key and sent it here)."""
+    kernels = _kernels_dir(params)
+    kernel_id = _kernel_id(params)
+    record = _read_record(kernels, kernel_id)
+    if record is None or _exit_code(record) is not None:
+        raise RuntimeError(f"kernel {kernel_id} is not running")
+    with open(record["connection_file"]) as f:
+        connection = json.load(f)
+    return {
+        "key": connection["key"],
+        "signature_scheme": connection.get("signature_scheme") or "hmac-sha256",
+    }
+
+
 def kernel_list(params):
     """Kernels running on this server (dead ones are forgotten on the way)."""
     kernels = _kernels_dir(params)
@@ -451,10 +501,12 @@ def kernel_list(params):
 # bytes, which our side tells the notebook.
 #
 # Protocol on the relay's socket: the client sends one JSON line {"token", "from"} ("from": the
-# next message number it wants, -1 for "from now on"); the relay answers one JSON line
-# {"first", "first_offset", "limits"} (the number of the first message it will send and the
-# bytes published before it), then records: seq (8 bytes), frame count (4), and each frame as
-# its length (4) and bytes, big-endian.
+# next message number it wants, -1 for "from now on", -2 for "after the last one a client
+# acknowledged"); the relay answers one JSON line {"first", "first_offset", "limits"} (the
+# number of the first message it will send and the bytes published before it), then records:
+# seq (8 bytes), frame count (4), and each frame as its length (4) and bytes, big-endian.
+# The client then sends JSON lines {"ack": N} as it publishes: N is the next message it wants.
+# A Jupyter that takes the kernel over after the one reading it died resumes from there.
 
 RELAY_BUFFER_BYTES = 64 * 1024 * 1024
 RELAY_BUFFER_MESSAGES = 100_000
@@ -563,6 +615,7 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
     first_offset = 0  # bytes published before first_seq
     total = 0
     next_seq = 0
+    acked = 0  # the next message after the last one a client acknowledged
     selector = selectors.DefaultSelector()
     listener.setblocking(False)
     selector.register(listener, selectors.EVENT_READ, "listener")
@@ -670,28 +723,47 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
                     if data == b"":
                         drop(client)
                         continue
-                    if data and client.cursor is None:
+                    if data:
                         client.inbox += data
-                        if b"\n" in client.inbox:
-                            line = client.inbox.split(b"\n", 1)[0]
+                    while client.sock in clients and b"\n" in client.inbox:
+                        line, client.inbox = client.inbox.split(b"\n", 1)
+                        if client.cursor is not None:
+                            # An acknowledgement: {"ack": N}; anything else ends the client.
                             try:
-                                hello = json.loads(line)
-                                wanted = int(hello.get("from", -1))
-                                good = hello.get("token") == token
-                            except (ValueError, TypeError, AttributeError):
-                                good = False
-                            if not good:
+                                ack = int(json.loads(line)["ack"])
+                            except (ValueError, TypeError, KeyError):
                                 drop(client)
-                                continue
-                            start = next_seq if wanted < 0 else max(wanted, first_seq)
-                            start = min(start, next_seq)
-                            offset = first_offset + sum(
-                                entry[2] for entry in itertools.islice(buffer, start - first_seq)
-                            )
-                            answer = {"first": start, "first_offset": offset, "limits": limits}
-                            client.outbox += (json.dumps(answer) + "\n").encode()
-                            client.cursor = start
-                            fill(client)
+                                break
+                            acked = max(acked, min(ack, next_seq))
+                            continue
+                        try:
+                            hello = json.loads(line)
+                            wanted = int(hello.get("from", -1))
+                            good = hello.get("token") == token
+                        except (ValueError, TypeError, AttributeError):
+                            good = False
+                        if not good:
+                            drop(client)
+                            break
+                        if wanted == -2:
+                            wanted = acked
+                        start = next_seq if wanted < 0 else max(wanted, first_seq)
+                        start = min(start, next_seq)
+                        offset = first_offset + sum(
+                            entry[2] for entry in itertools.islice(buffer, start - first_seq)
+                        )
+                        answer = {
+                            "first": start,
+                            "first_offset": offset,
+                            "limits": limits,
+                            "asked": wanted,
+                        }
+                        client.outbox += (json.dumps(answer) + "\n").encode()
+                        client.cursor = start
+                        fill(client)
+                    if client.sock in clients and len(client.inbox) > 4096:
+                        drop(client)  # no line is that long: not our client
+                        continue
                 if client.sock in clients:
                     fill(client)
                     if client.sock in clients:
@@ -1458,6 +1530,282 @@ def container_pull(params):
     return {"pulled": True}
 
 
+# --- web apps -----------------------------------------------------------------------------
+#
+# Web apps (TensorBoard, an MLflow UI...) run detached like kernels: their own session, a log
+# beside a record in ``<runtime dir>/apps/app-<name>.record.json``, a port on this machine's
+# loopback chosen here and put into the command as ``{port}``. The Jupyter side reaches them
+# through a tunnel of the SSH connection. ``listening_ports`` says what this server's processes
+# listen on, so that a port can be opened by number, and only a port of this server's.
+
+APP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: How long a stopped app has after SIGTERM before SIGKILL.
+APP_STOP_SECONDS = 3.0
+
+
+def _apps_dir(params):
+    return _private_dir(params, "apps")
+
+
+def _app_name(params):
+    name = params.get("name")
+    if not isinstance(name, str) or not APP_NAME.match(name):
+        raise ValueError(f"invalid app name {name!r}")
+    return name
+
+
+def _app_record_path(apps, name):
+    return os.path.join(apps, f"app-{name}.record.json")
+
+
+def _read_app(apps, name):
+    try:
+        with open(_app_record_path(apps, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _app_public(record):
+    code = _exit_code(record)
+    public = {
+        key: record.get(key) for key in ("name", "pid", "port", "started", "base_url", "log_file")
+    }
+    public.update(running=code is None, exit_code=code)
+    return public
+
+
+def _log_tail(path, limit):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def app_start(params):
+    """Start an app (unless it runs already): ``argv`` with ``{port}`` and ``{base_url}``."""
+    apps = _apps_dir(params)
+    name = _app_name(params)
+    argv = params.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv must be a non-empty list of strings")
+    base_url = params.get("base_url") or "/"
+    if not isinstance(base_url, str):
+        raise ValueError("base_url must be a string")
+    previous = _read_app(apps, name)
+    if previous is not None and _exit_code(previous) is None:
+        return dict(_app_public(previous), already=True)
+    cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    port = _loopback_ports(1)[0]
+    command = [arg.replace("{port}", str(port)).replace("{base_url}", base_url) for arg in argv]
+    env = dict(os.environ)
+    env.pop("JPY_PARENT_PID", None)
+    env["PWD"] = cwd
+    container = _container(params)
+    if container is not None:
+        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+        command = container_command(
+            container, command, name=f"jcs-app-{name}", cwd=cwd, mounts=[workspace], env={}
+        )
+    elif BARE_PYTHON.fullmatch(command[0]):
+        command[0] = sys.executable
+    log_path = os.path.join(apps, f"app-{name}.log")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        child = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as e:
+        raise RuntimeError(f"cannot run {command[0]!r}: {e.strerror or e}") from None
+    finally:
+        os.close(log_fd)
+    _CHILDREN[child.pid] = child
+    record = {
+        "name": name,
+        "pid": child.pid,
+        "pgid": child.pid,
+        "start_time": _start_time(child.pid),
+        "port": port,
+        "base_url": base_url,
+        "log_file": log_path,
+        "started": time.time(),
+        "container_engine": container["engine"] if container else None,
+        "container_name": f"jcs-app-{name}" if container else None,
+    }
+    _write_private(_app_record_path(apps, name), json.dumps(record))
+    return dict(_app_public(record), already=False)
+
+
+def app_list(params):
+    """Every app started here and not stopped since: running, or ended (with its exit code)."""
+    apps = _apps_dir(params)
+    found = []
+    for entry in sorted(os.listdir(apps)):
+        if entry.startswith("app-") and entry.endswith(".record.json"):
+            record = _read_app(apps, entry[len("app-") : -len(".record.json")])
+            if record is not None:
+                found.append(_app_public(record))
+    return {"apps": found}
+
+
+def app_log(params):
+    """The end of an app's output (why it exited, or what it is doing)."""
+    apps = _apps_dir(params)
+    limit = min(int(params.get("max_bytes") or 4000), 64000)
+    return {"log": _log_tail(os.path.join(apps, f"app-{_app_name(params)}.log"), limit)}
+
+
+def app_stop(params):
+    """End an app's process group (SIGTERM, then SIGKILL) and forget it."""
+    apps = _apps_dir(params)
+    name = _app_name(params)
+    record = _read_app(apps, name)
+    if record is None:
+        return {"stopped": False}
+    was_running = _exit_code(record) is None
+    if was_running:
+        deadline = time.time() + APP_STOP_SECONDS
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record["pgid"], signal.SIGTERM)
+        while _exit_code(record) is None and time.time() < deadline:
+            time.sleep(0.05)
+        if _exit_code(record) is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record["pgid"], signal.SIGKILL)
+            container_stop(record)
+    for path in (_app_record_path(apps, name), os.path.join(apps, f"app-{name}.log")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return {"stopped": was_running}
+
+
+_LOOPBACK6 = "00000000000000000000000001000000"
+_MAPPED4 = "0000000000000000FFFF0000"
+
+
+def _on_loopback(address):
+    """Whether a /proc/net/tcp(6) local address (hex) is reachable on the loopback: 127/8,
+    ::1, ::ffff:127.x, or every address (0.0.0.0, ::)."""
+    if len(address) == 8:  # IPv4, the bytes of a little-endian word
+        return address == "00000000" or address[6:8] == "7F"
+    return (
+        address in ("0" * 32, _LOOPBACK6)
+        or (address.startswith(_MAPPED4) and address[30:32] == "7F")
+        or address == _MAPPED4 + "00000000"
+    )
+
+
+def _listening_inodes():
+    """inode -> port of the TCP sockets listening where the loopback reaches them."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            address, _, port = fields[1].partition(":")
+            if _on_loopback(address):
+                found[int(fields[9])] = int(port, 16)
+    return found
+
+
+def _machinery_ports(params):
+    """Ports of our own processes (kernels' channels, IOPub relays, terminal hosts): not apps."""
+    ports: set = set()
+    for name in ("kernels", "terminals"):
+        directory = _private_dir(params, name)
+        for entry in os.listdir(directory):
+            if not entry.endswith(".record.json"):
+                continue
+            try:
+                with open(os.path.join(directory, entry)) as f:
+                    record = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict):
+                continue
+            values = list((record.get("ports") or {}).values())
+            values += [record.get("port"), (record.get("relay") or {}).get("port")]
+            ports.update(v for v in values if isinstance(v, int))
+    return ports
+
+
+TOKEN_VARIABLES = ("JUPYTER_COMPUTE_SERVER_TOKEN", "JUPYTER_COMPUTE_SERVER_SANDBOX")
+
+
+def _ancestors():
+    """This process and its parents (up to, not including, init)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def listening_ports(params):
+    """TCP ports that this server's processes listen on, reachable on the loopback: those of
+    processes carrying the server's token where it has one (a host shares its machine with
+    other servers), else of this user's processes; our own machinery left out."""
+    inodes = _listening_inodes()
+    # A host's slice has a token; a local sandbox has its own variable.
+    marker = next(
+        (f"{name}={os.environ[name]}".encode() for name in TOKEN_VARIABLES if os.environ.get(name)),
+        None,
+    )
+    uid = os.getuid()
+    skipped = _ancestors()  # this agent and the SSH daemon serving it
+    ours = _machinery_ports(params)
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) in skipped:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            if marker and not _environ_has(pid, marker):
+                continue
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if not target.startswith("socket:["):
+                continue
+            port = inodes.get(int(target[8:-1]))
+            if port is None or port in ours or port in found:
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+            except OSError:
+                argv = []
+            found[port] = {"port": port, "pid": int(pid), "command": " ".join(argv)[:300]}
+    return {"ports": [found[port] for port in sorted(found)]}
+
+
 def ping(params):
     return {"pong": True, "pid": os.getpid()}
 
@@ -1472,6 +1820,7 @@ METHODS = {
     "kernel_cleanup": kernel_cleanup,
     "kernel_log": kernel_log,
     "kernel_list": kernel_list,
+    "kernel_key": kernel_key,
     "terminal_start": terminal_start,
     "terminal_list": terminal_list,
     "terminal_connect": terminal_connect,
@@ -1482,6 +1831,11 @@ METHODS = {
     "workspace_remove": workspace_remove,
     "metrics": metrics,
     "container_pull": container_pull,
+    "app_start": app_start,
+    "app_list": app_list,
+    "app_log": app_log,
+    "app_stop": app_stop,
+    "listening_ports": listening_ports,
 }
 
 

@@ -8,7 +8,7 @@ its private bookkeeping in ``cloud_data`` through the ``Operation`` it is handed
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from traitlets import Unicode
@@ -55,6 +55,9 @@ class CloudStatus:
     #: A running server the provider will stop soon (a job's time limit): what to tell the
     #: user, once ("15 minutes left").
     ending_soon: str = ""
+    #: What the cloud found that its record lacks (an operation interrupted before it could
+    #: record it: the port of a daemon it had spawned); merged into ``cloud_data``.
+    found: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -297,11 +297,25 @@ class LocalCloud(Cloud):
 
     async def _spawn(self, op: Operation) -> None:
         sandbox = self._prepare_sandbox(op)
+        # The token is recorded before anything is spawned: every process of the sandbox
+        # carries it in its environment, so a start interrupted at any moment (kill -9 of
+        # Jupyter) leaves nothing that cannot be found again by it.
         token = op.cloud_data.get("token") or secrets.token_hex(16)
         host_key = (sandbox / "ssh" / "host_key.pub").read_text().strip()
         op.remember(token=token, host_key=host_key, sandbox=str(sandbox))
-        environment = self._environment(op, token)
         run = sandbox / "run"
+        found = await self._running_sshd(op.server_id, token)
+        if found is not None and "hung" not in found:
+            # A start that was interrupted had spawned it: never a second daemon.
+            op.remember(**found)
+            op.progress("The SSH server is listening", 0.8)
+            return
+        for pid in (found or {}).get("hung", []):
+            # Alive but never listening: it is ended (it alone; kernels live on), and a new
+            # one takes its place.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        environment = self._environment(op, token)
         (run / "environment.json").write_text(json.dumps(environment))
         ready_file = run / "sshd.json"
         ready_file.unlink(missing_ok=True)
@@ -381,13 +395,40 @@ class LocalCloud(Cloud):
         )
         op.remember(token=None, host_key=None, sandbox=None)
 
+    async def _running_sshd(self, server_id: int, token: str) -> dict[str, Any] | None:
+        """The sandbox's SSH server if one runs (its pid and port), waiting while one that
+        was just spawned comes up; None when there is none. ``{"hung": [pids]}`` when one
+        runs but never said it listens."""
+        ready_file = self.sandbox(server_id) / "run" / "sshd.json"
+        deadline = time.monotonic() + START_TIMEOUT
+        while pids := sshd_pids(token):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                ready = json.loads(ready_file.read_text())
+                if int(ready["pid"]) in pids:
+                    return {"pid": int(ready["pid"]), "port": int(ready["port"])}
+            if time.monotonic() > deadline:
+                return {"hung": pids}
+            await asyncio.sleep(0.05)
+        return None
+
     async def status(self, server_id: int, cloud_data: dict[str, Any]) -> CloudStatus:
         if not (self.sandbox(server_id) / "disk").is_dir():
             return CloudStatus(State.DEPROVISIONED, "the sandbox directory does not exist")
-        pid, token, port = cloud_data.get("pid"), cloud_data.get("token"), cloud_data.get("port")
-        if pid and token and port and pid in processes_with_token(token):
-            return CloudStatus(State.RUNNING)
-        return CloudStatus(State.OFF, "the sandbox's SSH server is not running")
+        token = cloud_data.get("token")
+        found = await self._running_sshd(server_id, token) if token else None
+        if found is None:
+            return CloudStatus(State.OFF, "the sandbox's SSH server is not running")
+        if "hung" in found:
+            pids = ", ".join(map(str, found["hung"]))
+            return CloudStatus(
+                State.ERROR,
+                f"the sandbox's SSH server (pid {pids}) runs but does not listen; stop the "
+                f"server and start it again",
+            )
+        recorded = {"pid": cloud_data.get("pid"), "port": cloud_data.get("port")}
+        # A start interrupted before it recorded the daemon's pid or port: found by the
+        # sandbox's token and the port file the daemon writes once it listens.
+        return CloudStatus(State.RUNNING, found=found if found != recorded else {})
 
     async def revive(self, op: Operation) -> str | None:
         """The sandbox's SSH server died (killed, crashed) while the sandbox is intact: start

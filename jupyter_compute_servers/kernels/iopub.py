@@ -11,6 +11,12 @@ the task connects again and asks for the message after the last one it published
 lost or doubled, for partitions as long as the relay's buffer lasts. When the relay no longer
 has what was asked for, the notebook is told in a stream message exactly how many messages and
 bytes are missing, then output goes on.
+
+It acknowledges to the relay what it published, so that a Jupyter taking the kernel over after
+this one died resumes after the last message published here (``from_seq=-2``). Such a takeover
+*holds* the output until a client subscribes: the notebook that reconnects gets what the kernel
+published while no Jupyter was there, rather than nobody (the socket is an XPUB, which sees
+subscriptions).
 """
 
 from __future__ import annotations
@@ -59,9 +65,19 @@ class IOPubResume:
         self.remote_host = remote_host
         # The process's shared context: a context of its own, if ever left to the garbage
         # collector with a socket open, would block that collection in zmq_ctx_term forever.
-        self.socket = zmq.asyncio.Context.instance().socket(zmq.PUB)
+        self.socket = zmq.asyncio.Context.instance().socket(zmq.XPUB)
         self.socket.linger = 0
         self.socket.sndhwm = LOCAL_HWM
+        # Every subscription is seen, also a second one to the same topic.
+        self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        #: Subscriptions seen so far (each client's IOPub socket subscribes once).
+        self.subscriptions = 0
+        self._release_after: int | None = None
+        self._released = asyncio.Event()
+        self._released.set()
+        self._subscribed = asyncio.Event()
+        self._subscription_task: asyncio.Task[None] | None = None
+        self._ack_pending = False
         self.port = 0
         self.relay: dict[str, Any] = {}
         #: The next message wanted from the relay (-1: whatever comes next).
@@ -89,16 +105,56 @@ class IOPubResume:
         self.port = self.socket.bind_to_random_port("tcp://127.0.0.1")
         return self.port
 
-    def start(self, relay: dict[str, Any], from_seq: int = 0) -> None:
-        """Feed from ``relay`` (its port and token), from message ``from_seq``."""
+    def start(self, relay: dict[str, Any], from_seq: int = 0, *, hold: bool = False) -> None:
+        """Feed from ``relay`` (its port and token), from message ``from_seq`` (-1: what
+        comes next; -2: after the last one acknowledged). ``hold``: not before ``arm()`` was
+        called and then a client subscribed."""
         self.relay = dict(relay)
         self.next_seq = from_seq
         self.next_offset = 0
         self._known_offset = from_seq == 0
+        if hold:
+            self._released.clear()
+        loop = asyncio.get_running_loop()
+        if self._subscription_task is None:
+            self._subscription_task = loop.create_task(self._watch_subscriptions())
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
         else:
             self._break()
+
+    async def arm(self, settle: float = 1.0) -> None:
+        """Release held output at the next subscription. Subscriptions already under way
+        (Jupyter's own activity watcher) are let in first: up to ``settle`` seconds."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), settle)
+        self._release_after = self.subscriptions
+
+    @property
+    def held(self) -> bool:
+        return not self._released.is_set()
+
+    async def wait_released(self) -> None:
+        await self._released.wait()
+
+    async def _watch_subscriptions(self) -> None:
+        while not self._closed:
+            try:
+                message = await self.socket.recv()
+            except asyncio.CancelledError:
+                raise
+            except zmq.ZMQError:
+                return
+            if message[:1] != b"\x01":
+                continue  # an unsubscription
+            self.subscriptions += 1
+            self._subscribed.set()
+            if self._release_after is not None and self.subscriptions > self._release_after:
+                self._release_after = None
+                log.info(
+                    "IOPub of a kernel on %s: a client is back; output flows", self.server_name
+                )
+                self._released.set()
 
     def retarget(self, relay: dict[str, Any]) -> None:
         """A restarted kernel has a new relay: everything of it, from its first message."""
@@ -112,6 +168,7 @@ class IOPubResume:
     async def _run(self) -> None:
         delay = 0.05
         while not self._closed:
+            await self._released.wait()
             relay = self.relay
             try:
                 connection = await self.get_connection()
@@ -153,9 +210,10 @@ class IOPubResume:
         if self.on_connect is not None:
             self.on_connect()
         gap: tuple[int, int] | None = None
-        if self.next_seq >= 0 and first > self.next_seq:
-            lost_bytes = first_offset - self.next_offset if self._known_offset else -1
-            gap = (first - self.next_seq, lost_bytes)
+        asked = self.next_seq if self.next_seq != -2 else int(answer.get("asked", -1))
+        if asked >= 0 and first > asked:
+            known = self._known_offset and asked == self.next_seq
+            gap = (first - asked, first_offset - self.next_offset if known else -1)
         self.next_seq, self.next_offset, self._known_offset = first, first_offset, True
         limits = answer.get("limits") or {}
         while relay is self.relay:
@@ -171,6 +229,20 @@ class IOPubResume:
             self.next_seq = seq + 1
             self.next_offset += sum(len(frame) for frame in frames)
             self.stats["published"] += 1
+            self._acknowledge_soon(writer)
+
+    def _acknowledge_soon(self, writer: asyncssh.SSHWriter[bytes]) -> None:
+        """Tell the relay what was published, once per turn of the loop (not per message)."""
+        if self._ack_pending:
+            return
+        self._ack_pending = True
+
+        def send() -> None:
+            self._ack_pending = False
+            with contextlib.suppress(Exception):
+                writer.write(json.dumps({"ack": self.next_seq}).encode() + b"\n")
+
+        asyncio.get_running_loop().call_soon(send)
 
     def _tell_gap(self, gap: tuple[int, int], limits: dict[str, Any], frames: list[bytes]) -> None:
         """Tell the notebook what the relay could not keep, in the cell the output was for."""
@@ -208,9 +280,10 @@ class IOPubResume:
     async def close(self) -> None:
         self._closed = True
         self._break()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        for task in (self._task, self._subscription_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._subscription_task = None
         self.socket.close(linger=0)

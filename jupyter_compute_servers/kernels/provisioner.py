@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncssh
 import zmq
@@ -33,12 +33,24 @@ from ..manager import is_unreachable
 from ..models import Action, State
 from ..ssh_endpoint import SSHEndpoint
 from ..tunnel import Tunnel, route_of
+from . import launch
 from .iopub import IOPubResume
 from .runtime import KernelRuntime, runtime_for
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 STARTABLE = {State.OFF: Action.START, State.DEPROVISIONED: Action.START}
 RESUMABLE = {State.SUSPENDED: Action.RESUME}
+
+
+class RemoteEnv(NamedTuple):
+    """A kernel's environment as the agent gets it (see ``launch.py``)."""
+
+    #: The variables the caller of start_kernel set.
+    given: dict[str, str]
+    #: Paths relative to the Jupyter root, made absolute in the workspace.
+    paths: dict[str, str]
+    #: The spec's variables, filled in from the server's environment.
+    templates: dict[str, str]
 
 
 class KernelStartError(RuntimeError):
@@ -173,20 +185,40 @@ class ComputeServerProvisioner(KernelProvisionerBase):
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs = await super().pre_launch(**kwargs)
-        # The command runs on the server: the agent fills in its connection file's path there.
-        kwargs["cmd"] = list(self.kernel_spec.argv)
+        # As jupyter_client's format_kernel_cmd: the spec's argv, then the caller's
+        # extra_arguments (nbclient's --HistoryManager.hist_file=:memory:). The command runs on
+        # the server, which fills in its connection file's path there. Kept in the kernel
+        # manager's launch arguments, they come again on a restart.
+        try:
+            extra = launch.extra_arguments(kwargs.pop("extra_arguments", None))
+        except launch.LaunchArgumentError as e:
+            raise self._explained(self._refused(str(e))) from None
+        kwargs["cmd"] = [*self.kernel_spec.argv, *extra]
         return kwargs
+
+    def _refused(self, why: str) -> KernelStartError:
+        """A launch refused for its arguments, before anything is asked of the server (named
+        by the spec: the store may be another thread's here)."""
+        name = self.kernel_spec.display_name or self.kernel
+        return KernelStartError(f"Could not start the kernel {name!r}: {why}")
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         runtime = self.runtime
-        env = kwargs.get("env") or {}
-        # Only the spec's own variables travel: this machine's PATH and the like mean
-        # nothing on the server.
-        spec_env = self.kernel_spec.env
-        remote_env = {name: str(env.get(name, value)) for name, value in spec_env.items()}
-        cwd = runtime.relative_cwd(kwargs.get("cwd"))
+        # The spec's variables and those the caller set (see launch.py for the rule); this
+        # machine's own environment stays here.
         try:
-            info = await runtime.run(self._launch(cmd, cwd, remote_env))
+            env = launch.remote_env(kwargs.get("env"), self.kernel_spec.env)
+            templates = launch.spec_templates(self.kernel_spec.env)
+        except launch.LaunchArgumentError as e:
+            raise self._explained(self._refused(str(e))) from None
+        remote = RemoteEnv(env, launch.workspace_env(env, runtime.relative_path), templates)
+        cwd = runtime.relative_cwd(kwargs.get("cwd"))
+        adoption = runtime.adoptions.pop(self.kernel_id, None) if not self._launched else None
+        try:
+            if adoption is not None:
+                info = await runtime.run(self._adopt(adoption))
+            else:
+                info = await runtime.run(self._launch(cmd, cwd, remote))
         except KernelStartError as e:
             raise self._explained(e) from None
         except ComputeServersError as e:
@@ -221,7 +253,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         except ComputeServersError as e:
             raise self._failed(doing, e.message) from None
 
-    async def _launch(self, argv: list[str], cwd: str, env: dict[str, str]) -> KernelConnectionInfo:
+    async def _launch(self, argv: list[str], cwd: str, env: RemoteEnv) -> KernelConnectionInfo:
         manager = self.runtime.manager
         server = await self._ensure_running()
         # A server that does not answer is said so now, not after the hooks' own timeouts.
@@ -243,7 +275,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         raise AssertionError("unreachable")
 
     async def _launch_once(
-        self, server: Any, argv: list[str], cwd: str, env: dict[str, str]
+        self, server: Any, argv: list[str], cwd: str, env: RemoteEnv
     ) -> KernelConnectionInfo:
         manager = self.runtime.manager
         try:
@@ -254,7 +286,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 key=self._key,
                 workspace=(await manager.endpoint(self.server_id)).workspace,
                 cwd=cwd,
-                env=env,
+                env=env.given,
+                workspace_env=env.paths,
+                env_templates=env.templates,
                 kernel=self.kernel,
                 display_name=self.kernel_spec.display_name,
                 owner=manager.owner,
@@ -282,15 +316,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                     self._iopub.start(record["relay"], 0)
                 else:
                     self._iopub.retarget(record["relay"])
-            info: KernelConnectionInfo = {
-                "transport": "tcp",
-                "ip": "127.0.0.1",
-                # bytes, as KernelManager.get_connection_info() gives it, or they never match
-                "key": self._key.encode(),  # type: ignore[typeddict-item]
-                "signature_scheme": "hmac-sha256",
-            }
-            for name, port in self._local_ports().items():
-                info[f"{name}_port"] = port  # type: ignore[literal-required]
+            info = self._connection_info()
             await self._wait_until_ready(info, server.name)
         except PortTakenError:
             with contextlib.suppress(ComputeServersError):
@@ -310,6 +336,49 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             record["pid"],
         )
         return info
+
+    def _connection_info(self) -> KernelConnectionInfo:
+        """How clients here reach the kernel: the tunnel's and IOPub's local ports."""
+        info: KernelConnectionInfo = {
+            "transport": "tcp",
+            "ip": "127.0.0.1",
+            # bytes, as KernelManager.get_connection_info() gives it, or they never match
+            "key": self._key.encode(),  # type: ignore[typeddict-item]
+            "signature_scheme": "hmac-sha256",
+        }
+        for name, port in self._local_ports().items():
+            info[f"{name}_port"] = port  # type: ignore[literal-required]
+        return info
+
+    async def _adopt(self, record: dict[str, Any]) -> KernelConnectionInfo:
+        """Take over a kernel a Jupyter that is gone had launched (``adoption.py``): tunnel
+        to it, and hold its output for the first client, resuming after the last message the
+        dead Jupyter acknowledged."""
+        self._key = record["key"]
+        self._remote = {k: v for k, v in record.items() if k != "key"}
+        self._launched = True
+        self._tunnel = Tunnel(self._connection, route=self._route)
+        try:
+            await self._tunnel.open(self._tunnelled_ports(self._remote))
+            if self._remote.get("relay"):
+                self._iopub = self._new_iopub()
+                self._iopub.bind()
+                self._iopub.start(self._remote["relay"], -2, hold=True)
+        except BaseException:
+            await self._tunnel.close()
+            self._tunnel = None
+            self._remote = None
+            await self._close_iopub()
+            raise
+        self.runtime.kernels[self.kernel_id] = self
+        self.runtime.manager.notify("kernels", self.server_id)
+        self.log.info(
+            "Kernel %s (%s) on compute server %s adopted: its Jupyter had gone",
+            self.kernel_id,
+            self.kernel,
+            self._server_name(),
+        )
+        return self._connection_info()
 
     def _tunnelled_ports(self, record: dict[str, Any]) -> dict[str, int]:
         """The kernel's ports that the tunnel carries: all but IOPub when it has a relay."""

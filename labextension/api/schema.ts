@@ -549,6 +549,81 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/servers/{server_id}/ports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        /**
+         * What the server's processes listen on, on its loopback
+         * @description Asks the server's agent: TCP ports its processes listen on where the loopback reaches them (on a shared host, only this server's processes; the processes of kernels, their relays and terminals left out). Each can be opened through the proxy at `url` (needs `execute`). Empty while the server is not running.
+         */
+        get: operations["listServerPorts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/servers/{server_id}/apps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        /**
+         * The web apps the server's image offers, each with its state
+         * @description The apps of the server's image (a server without an image: those of the catalogue's image of the machine's own Python). Their states are asked of the server while it runs.
+         */
+        get: operations["listServerApps"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/servers/{server_id}/apps/{app_name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+                /** @description The app's name in the server's image (`tensorboard`). */
+                app_name: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start one of the image's web apps (if it is not running)
+         * @description Runs the app's command detached on the server (as kernels run), in its workspace, on a free port of its loopback; it stops with the server or when deleted. Needs the `execute` permission. 201 when started now, 200 when it was running.
+         */
+        post: operations["startServerApp"];
+        /**
+         * Stop a web app (SIGTERM to its process group, then SIGKILL)
+         * @description Needs the `execute` permission.
+         */
+        delete: operations["stopServerApp"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -975,8 +1050,14 @@ export interface components {
                 [key: string]: unknown;
             }[];
             imports?: string[];
+            /** @description Web apps the image offers. */
             apps?: {
-                [key: string]: unknown;
+                name: string;
+                label?: string;
+                command: string[];
+                icon?: string;
+                path?: string;
+                gpu?: boolean;
             }[];
             versions: {
                 tag: string;
@@ -1292,6 +1373,32 @@ export interface components {
                 count: number;
             }[];
             up: boolean;
+        };
+        ListeningPort: {
+            port: number;
+            /** @description The process that listens. */
+            pid: number | null;
+            /** @description Its command line (at most 300 characters). */
+            command: string;
+            /** @description Where the Lab opens it: `<base_url>/compute-servers/servers/<id>/proxy/<port>/`. */
+            url: string;
+        };
+        ServerApp: {
+            name: string;
+            label: string;
+            icon: string | null;
+            /** @description Whether it needs a GPU. */
+            gpu: boolean;
+            /**
+             * @description exited: it ended on its own (open its URL for the end of its log).
+             * @enum {string}
+             */
+            state: "stopped" | "running" | "exited";
+            /** @description Its port on the server's loopback while it runs. */
+            port: number | null;
+            exit_code: number | null;
+            /** @description Where the Lab opens it: `<base_url>/compute-servers/servers/<id>/apps/<name>/` and the image's path. */
+            url: string;
         };
     };
     responses: {
@@ -2633,6 +2740,193 @@ export interface operations {
                 };
             };
             403: components["responses"]["Forbidden"];
+        };
+    };
+    listServerPorts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The ports. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        ports: components["schemas"]["ListeningPort"][];
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    listServerApps: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The apps. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        apps: components["schemas"]["ServerApp"][];
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    startServerApp: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+                /** @description The app's name in the server's image (`tensorboard`). */
+                app_name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description It was running. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerApp"];
+                };
+            };
+            /** @description Started. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerApp"];
+                };
+            };
+            /** @description An app that needs a GPU on a server without one, or an invalid name (`field`: app_name). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server, or its image offers no such app. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server is not running. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    stopServerApp: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+                /** @description The app's name in the server's image (`tensorboard`). */
+                app_name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Stopped (or it was not running). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid name. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server, or its image offers no such app. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server is not running. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
         };
     };
 }

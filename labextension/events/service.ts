@@ -17,6 +17,7 @@ const KINDS: ReadonlySet<string> = new Set<ServerEventKind>([
   'kernels',
   'kernelspecs',
   'terminals',
+  'apps',
   'cost_warning',
   'auto_stopped',
   'sync',

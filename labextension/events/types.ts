@@ -14,6 +14,7 @@ export type ServerEventKind =
   | 'kernels'
   | 'kernelspecs'
   | 'terminals'
+  | 'apps'
   | 'cost_warning'
   | 'auto_stopped'
   | 'sync'

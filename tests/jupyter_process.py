@@ -1,0 +1,98 @@
+"""A real ``jupyter server`` with the extension in its own process, to kill -9 and start again."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+TOKEN = "recovery-test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class JupyterProcess:
+    """A real ``jupyter server`` with the extension, in its own process."""
+
+    def __init__(self, data_dir: Path, root_dir: Path, *extra_args: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter_server",
+                "--no-browser",
+                "--allow-root",
+                f"--port={self.port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={TOKEN}",
+                f"--ServerApp.root_dir={root_dir}",
+                f"--ComputeServersApp.data_dir={data_dir}",
+                "--ServerApp.jpserver_extensions=jupyter_compute_servers=True",
+                *extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(data_dir / "jupyter.log", "ab"),  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.call("GET", "status")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((data_dir / "jupyter.log").read_text()[-2000:]) from None
+                time.sleep(0.1)
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, object]:
+        """Call the compute servers API."""
+        return self.request(method, f"compute-servers/api/{path}", body)
+
+    def request(self, method: str, path: str, body: object = None) -> tuple[int, object]:
+        """Call any of the Jupyter server's endpoints (``api/kernels``...)."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {TOKEN}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def wait_settled(self, server_id: int, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            _, server = self.call("GET", f"servers/{server_id}")
+            assert isinstance(server, dict)
+            if (
+                server["state"] not in ("starting", "stopping", "deprovisioning")
+                and server["operation"] is None
+            ):
+                return server
+            assert time.monotonic() < deadline, server
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.kill()
