@@ -127,6 +127,8 @@ system-deps:
 	[ -x /usr/sbin/runc ] || missing="$$missing runc"; \
 	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	[ -x /usr/sbin/slurmctld ] || missing="$$missing slurm-wlm"; \
+	[ -x /usr/sbin/munged ] || missing="$$missing munge"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -233,6 +233,8 @@ class ComputeServerManager:
         self.admission_checks: list[Callable[[ServerRecord], None]] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._watch_task: asyncio.Task[None] | None = None
+        #: Running servers whose cloud said they end soon, and who were told (``watch_once``).
+        self._ending_told: set[int] = set()
         #: Seconds between health checks of running servers (0: none); see ``start_watching``.
         self.health_interval = health_interval
         self._health_task: asyncio.Task[None] | None = None
@@ -881,6 +883,12 @@ class ComputeServerManager:
                 self.log.warning("Could not ask %s's cloud how it is: %s", server.name, e)
                 continue
             if status.state is State.RUNNING:
+                # Told once per run: a server started again may be told again.
+                if not status.ending_soon:
+                    self._ending_told.discard(server.id)
+                elif server.id not in self._ending_told:
+                    self._ending_told.add(server.id)
+                    self._emit("ending_soon", server, server.id, message=status.ending_soon)
                 continue
             try:
                 server = self.store.transition(

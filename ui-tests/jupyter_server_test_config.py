@@ -108,3 +108,64 @@ c.ComputeServersApp.image_catalog = _catalog_path  # noqa: F821
 c.ServerApp.log_level = c.LabApp.log_level = os.environ.get(  # noqa: F821
     "UI_TESTS_LOG_LEVEL", "ERROR"
 )
+
+# The slurm cloud's server (UI_TESTS_SLURM_INFO set: playwright.config.js starts a second
+# server for slurm.spec.ts): the tests' one-node Slurm cluster and a real OpenSSH sshd as its
+# login node (tests/slurm.py, tests/sshd.py), stopped when this server exits. The login node's
+# key is in the known_hosts of this server's own HOME, so registering it pins that key; how to
+# reach it is written to UI_TESTS_SLURM_INFO for the test to register it.
+_slurm_info = os.environ.get("UI_TESTS_SLURM_INFO")
+if _slurm_info:
+    import contextlib
+    import sys
+    from pathlib import Path
+
+    import asyncssh
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.slurm import start_cluster
+    from tests.sshd import start_sshd
+
+    _base = Path(mkdtemp(prefix="jcs-ui-slurm-"))
+    _cluster = start_cluster(_base / "slurm")
+    _key = asyncssh.generate_private_key("ssh-ed25519")
+    _home = _base / "home"
+    (_home / ".ssh").mkdir(parents=True)
+    _identity = _home / ".ssh" / "id_cluster"
+    _identity.write_bytes(_key.export_private_key())
+    _identity.chmod(0o600)
+    (_base / "cluster-home").mkdir()
+    (_base / "sshd").mkdir()
+    _sshd = start_sshd(
+        _base / "sshd",
+        _key.export_public_key().decode().strip(),
+        env={"HOME": str(_base / "cluster-home"), "SLURM_CONF": str(_cluster.conf)},
+    )
+    (_home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{_sshd.port} {_sshd.host_key}\n")
+    os.environ["HOME"] = str(_home)
+
+    def _stop_slurm() -> None:
+        _sshd.process.terminate()
+        _sshd.process.wait()
+        _cluster.stop()  # its jobs end with slurmd
+        shutil.rmtree(_base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.remove(_slurm_info)
+
+    atexit.register(_stop_slurm)
+    with open(_slurm_info, "w") as f:
+        json.dump(
+            {
+                "name": "login",
+                "hostname": "127.0.0.1",
+                "port": _sshd.port,
+                "username": _sshd.username,
+                "identity_file": str(_identity),
+                "python": sys.executable,
+            },
+            f,
+        )
+    c.ComputeServersApp.enabled_clouds = ["local", "slurm"]  # noqa: F821
+    c.SlurmCloud.clusters = {  # noqa: F821
+        "hpc": {"host": "login", "partitions": ["debug", "long"], "max_time_minutes": 600}
+    }

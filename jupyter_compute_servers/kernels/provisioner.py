@@ -31,7 +31,8 @@ from ..errors import ComputeServersError, ConflictError, NotFoundError
 from ..images.runtime import container_for
 from ..manager import is_unreachable
 from ..models import Action, State
-from ..tunnel import Tunnel
+from ..ssh_endpoint import SSHEndpoint
+from ..tunnel import Tunnel, route_of
 from . import launch
 from .iopub import IOPubResume
 from .runtime import KernelRuntime, runtime_for
@@ -123,6 +124,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         #: IOPub here, fed from the kernel's relay on the server (None: tunnelled directly,
         #: for a kernel whose agent had no relay).
         self._iopub: IOPubResume | None = None
+        #: The server's endpoint as last connected (its launcher routes the channels).
+        self._endpoint: SSHEndpoint | None = None
         self._key = secrets.token_hex(32)
         self._launched = False
         #: Why the interrupt that began a shutdown or restart could not reach the server.
@@ -163,7 +166,14 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         )
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
-        return (await self.runtime.manager.connection(self.server_id)).connection
+        connection = await self.runtime.manager.connection(self.server_id)
+        self._endpoint = connection.endpoint
+        return connection.connection
+
+    def _route(self) -> tuple[str, ...]:
+        """How channels reach the kernel's ports: through the endpoint's launcher (a Slurm
+        job's node, via ``srun``) when it has one, else ``direct-tcpip`` (see Tunnel)."""
+        return route_of(self._endpoint)
 
     def _server_name(self) -> str:
         try:
@@ -295,7 +305,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         remote_ports = self._tunnelled_ports(record)
         try:
             if self._tunnel is None or not self._tunnel.is_open:
-                self._tunnel = Tunnel(self._connection)
+                self._tunnel = Tunnel(self._connection, route=self._route)
                 await self._tunnel.open(remote_ports)
             else:  # a restart: the same local ports, now leading to the new kernel
                 self._tunnel.retarget(remote_ports)
@@ -347,7 +357,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         self._key = record["key"]
         self._remote = {k: v for k, v in record.items() if k != "key"}
         self._launched = True
-        self._tunnel = Tunnel(self._connection)
+        self._tunnel = Tunnel(self._connection, route=self._route)
         try:
             await self._tunnel.open(self._tunnelled_ports(self._remote))
             if self._remote.get("relay"):
@@ -384,7 +394,12 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         return ports
 
     def _new_iopub(self) -> IOPubResume:
-        return IOPubResume(self._connection, self._key.encode(), server_name=self._server_name())
+        return IOPubResume(
+            self._connection,
+            self._key.encode(),
+            server_name=self._server_name(),
+            route=self._route,
+        )
 
     async def _close_iopub(self) -> None:
         if self._iopub is not None:
@@ -712,11 +727,11 @@ class ComputeServerProvisioner(KernelProvisionerBase):
     async def _reattach(self, local_ports: dict[str, int], iopub_seq: int = -1) -> None:
         assert self._remote is not None
         remote_ports = self._tunnelled_ports(self._remote)
-        self._tunnel = Tunnel(self._connection)
+        self._tunnel = Tunnel(self._connection, route=self._route)
         try:
             await self._tunnel.open(remote_ports, local_ports)
         except OSError:
-            self._tunnel = Tunnel(self._connection)
+            self._tunnel = Tunnel(self._connection, route=self._route)
             await self._tunnel.open(remote_ports)
         if self._remote.get("relay"):
             self._iopub = self._new_iopub()

@@ -915,7 +915,7 @@ export interface components {
             available: boolean;
             /** @description Why it is unavailable. */
             reason: string;
-            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local and ssh clouds, GcpOfferings for the gcp cloud. */
+            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local and ssh clouds, GcpOfferings for the gcp cloud, SlurmOfferings for the slurm cloud. */
             offerings: {
                 [key: string]: unknown;
             };
@@ -1343,6 +1343,38 @@ export interface components {
                 supported: boolean;
                 with_gpus: boolean;
             };
+        };
+        /** @description Cloud.offerings of the slurm cloud: each configured cluster with what sinfo read over its login node (partitions within what the admin allows). */
+        SlurmOfferings: {
+            clusters: {
+                name: string;
+                /** @description The registered host that is the cluster's login node. */
+                login_host: string;
+                partitions: components["schemas"]["SlurmPartition"][];
+                /** @description Accounts users may charge (empty: none is given). */
+                accounts: string[];
+                /** @description QOS users may ask (empty: none is given). */
+                qos: string[];
+                /** @description The admin's longest job. */
+                max_time_minutes: number;
+                /** @description Why the cluster's partitions could not be read now (empty when they were). */
+                error: string;
+            }[];
+        };
+        /** @description A partition of a Slurm cluster: its time limit (within the admin's) and its largest node. */
+        SlurmPartition: {
+            name: string;
+            max_time_minutes: number;
+            /** @description CPUs of its largest node. */
+            cpu: number;
+            /** @description Memory of its largest node. */
+            memory_gb: number;
+            gpus: {
+                type: string;
+                /** @description GPUs of the type on one node (GRES). */
+                count: number;
+            }[];
+            up: boolean;
         };
         ListeningPort: {
             port: number;

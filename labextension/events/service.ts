@@ -22,6 +22,7 @@ const KINDS: ReadonlySet<string> = new Set<ServerEventKind>([
   'auto_stopped',
   'sync',
   'preempted',
+  'ending_soon',
   'hosts'
 ]);
 

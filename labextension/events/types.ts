@@ -19,6 +19,7 @@ export type ServerEventKind =
   | 'auto_stopped'
   | 'sync'
   | 'preempted'
+  | 'ending_soon'
   | 'hosts';
 
 /** One event of the server extension, parsed: fields of the wrong type are left out. */
