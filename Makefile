@@ -113,7 +113,8 @@ $(STAMPS)/ui-npm: ui-tests/package.json ui-tests/package-lock.json
 	@touch $@
 
 # Debian packages the tests need (a real browser, a real sshd, a real PostgreSQL 15 that the
-# tests start in a temp dir of their own). Installed when missing and running as root;
+# tests start in a temp dir of their own, a real container engine (podman with runc), and
+# mmdebstrap to build its test images from Debian's packages, and a registry to pull from). Installed when missing and running as root;
 # otherwise named, so a developer knows what to install.
 system-deps:
 	@missing=""; \
@@ -123,6 +124,12 @@ system-deps:
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	command -v sshfs >/dev/null || missing="$$missing sshfs"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
+	[ -x /usr/sbin/runc ] || missing="$$missing runc"; \
+	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	[ -x /usr/sbin/slurmctld ] || missing="$$missing slurm-wlm"; \
+	[ -x /usr/sbin/munged ] || missing="$$missing munge"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -98,9 +98,15 @@ async def partition(kc: Any, pid: int, seconds: float) -> Partition:
     loop = asyncio.get_running_loop()
     stalled_at = resumed_at = None
     last_before = -1
-    deadline = loop.time() + 1 + seconds + 4 + 30
+    # The cell sleeps a little longer than TICK each time (more on a busy machine): wait for
+    # its idle status, or for 30 s of silence after the link is back (a baseline that lost
+    # the rest, the status included). What never arrived then counts as lost.
+    heard = loop.time()
+    deadline = loop.time() + 3 * (1 + seconds + 4) + 60
     while loop.time() < deadline:
         now = loop.time()
+        if resumed_at is not None and now - max(heard, resumed_at) > 30:
+            break
         if stalled_at is None and received and received[-1][1] * TICK >= 1.0:
             os.kill(pid, signal.SIGSTOP)
             stalled_at = now
@@ -114,6 +120,7 @@ async def partition(kc: Any, pid: int, seconds: float) -> Partition:
             continue
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
+        heard = loop.time()
         if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
             for line in msg["content"]["text"].splitlines():
                 if line.isdigit():

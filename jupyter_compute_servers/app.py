@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -20,8 +21,9 @@ from traitlets import Bool
 
 from . import __version__
 from .config import ComputeServersSettings
+from .handlers.apps import close_proxy_session
 from .handlers.kernels import kernel_action_handlers, remote_kernel_error
-from .handlers.routes import api_handlers
+from .handlers.routes import api_handlers, proxy_handlers
 from .kernels.adoption import adopt_orphan_kernels
 from .kernels.provisioner import ComputeServerProvisioner
 from .kernels.runtime import KernelRuntime, set_server_runtime
@@ -76,6 +78,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
             self, on_event=publish, sync_root=self.serverapp.root_dir, logger=self.log
         )
         self.services = services
+        services.apps.base_url = self.serverapp.base_url
         self.manager = services.manager
         try:
             services.kernel_specs.sync()
@@ -98,6 +101,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
             self._reconcile_task = asyncio.get_event_loop().create_task(self.manager.reconcile())
         loop = asyncio.get_event_loop()
         self._adopted: asyncio.Future[list[str]] = loop.create_future()
+        self._sessions_lock: int | None = None
         self._keep_sessions()
         # A task, not the extension's start hook: it runs wherever the server's loop runs
         # (test fixtures never call that hook).
@@ -133,8 +137,22 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
             name = hashlib.sha256(root.encode()).hexdigest()[:16]
             path = Path(self.data_dir) / "sessions" / f"{name}.db"
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-            sessions.database_filepath = str(path)
+            # One Jupyter at a time per file: another one running on the same root would
+            # judge this one's sessions stale (their kernels are not its own) and delete them.
+            lock = os.open(path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(lock)
+                self.log.warning(
+                    "Another Jupyter server keeps the sessions of %s; this one keeps its own "
+                    "in memory (they do not survive a restart).",
+                    root,
+                )
+            else:
+                self._sessions_lock = lock  # held (open) for the server's life
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+                sessions.database_filepath = str(path)
         judge = sessions.kernel_culled
         adopted = self._adopted
 
@@ -149,6 +167,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(api_handlers())
+        self.handlers.extend(proxy_handlers())
         self.handlers.extend(kernel_action_handlers())
 
     def _add_kernel_specs_dir(self) -> None:
@@ -187,8 +206,13 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
     async def stop_extension(self) -> None:
         if not self._adoption_task.done():
             self._adoption_task.cancel()
+        if self._sessions_lock is not None:
+            os.close(self._sessions_lock)
+            self._sessions_lock = None
         await self._end_remote_kernels()
         set_server_runtime(None)
+        if self.serverapp is not None:
+            await close_proxy_session(self.serverapp.web_app.settings)
         await self.services.close(
             stop_servers=lambda cloud: bool(getattr(cloud, "stop_on_shutdown", False))
         )
@@ -206,6 +230,7 @@ def handler_settings(services: Services, kernel_runtime: KernelRuntime) -> dict[
         "compute_servers_images": services.images,
         "compute_servers_clouds": services.clouds,
         "compute_servers_terminals": services.terminals,
+        "compute_servers_apps": services.apps,
         "compute_servers_kernel_specs": services.kernel_specs,
         "compute_servers_kernel_runtime": kernel_runtime,
     }

@@ -5,6 +5,8 @@
     jupyter compute-servers start|stop|deprovision|delete NAME_OR_ID
     jupyter compute-servers ssh NAME_OR_ID [COMMAND...]
     jupyter compute-servers sync NAME_OR_ID [--push|--pull] [PATH] [--root DIR]
+    jupyter compute-servers images list|test IMAGE[:TAG] [--cloud C] [--mark-tested]
+    jupyter compute-servers images build DIR --image ID --tag TAG [--arch x86_64|arm64]
 
 It reads the Jupyter Server configuration (``c.ComputeServersApp.*``), so it works on the store
 the Jupyter server uses. Actions run in this process and wait until they finish.
@@ -23,6 +25,7 @@ from typing import Any
 
 from .config import load_settings, parse_assignments
 from .errors import ComputeServersError
+from .images.building import build_image
 from .images.testing import smoke_test_image
 from .kernels.specs import spec_name
 from .models import DEPROVISION_WARNING, State
@@ -127,7 +130,9 @@ async def run_sync(services: Services, args: argparse.Namespace) -> int:
     services.events.sink = show
     where = f" {path}" if path else ""
     print(f"sync ({direction}){where}: {sync.root_dir} <-> {server.name}", file=sys.stderr)
-    run = await sync.run(server.id, direction, path, "cli")
+    run = await sync.run(
+        server.id, direction, path, "cli", confirm_deletions=args.confirm_deletions
+    )
     if tty and seen:
         print(file=sys.stderr)
     summary = run["summary"] or {}
@@ -161,12 +166,23 @@ async def run_sync(services: Services, args: argparse.Namespace) -> int:
             )
         for error in summary.get("errors", []):
             print(f"  not synced: {error['path']}: {error['message']}", file=sys.stderr)
+        held = summary.get("held_back") or {}
+        if held.get("files"):
+            print(f"  {held['message']}:", file=sys.stderr)
+            for item in held.get("paths", []):
+                print(f"    {item['path']}", file=sys.stderr)
         if summary.get("pending"):
             print(
                 f"  {summary['pending']} change(s) left for a sync the other way", file=sys.stderr
             )
         if run["error"]:
-            print(f"error: {run['error']}", file=sys.stderr)
+            error = run["error"]
+            if (summary.get("deletion_guard") or {}).get("confirmed") is False:
+                error = error.replace(
+                    "confirm_deletions in the request",
+                    "jupyter compute-servers sync --confirm-deletions",
+                )
+            print(f"error: {error}", file=sys.stderr)
     return 0 if run["state"] == "completed" and not summary.get("errors") else 1
 
 
@@ -217,6 +233,15 @@ async def main_async(args: argparse.Namespace) -> int:
                     for version in image["versions"]:
                         mark = "tested" if version["tested"] else "untested"
                         print(f"{image['id']}:{version['tag']}  {image['label']}  ({mark})")
+            elif args.images_command == "build":
+                await build_image(
+                    manager.images,
+                    Path(args.directory),
+                    args.image,
+                    args.tag,
+                    arch=args.arch,
+                    report=lambda line: print(line, file=sys.stderr),
+                )
             else:
                 passed = await smoke_test_image(
                     manager,
@@ -290,6 +315,16 @@ def parser() -> argparse.ArgumentParser:
     image_test.add_argument(
         "--mark-tested", action="store_true", help="record a pass in the local override file"
     )
+    image_build = images_sub.add_parser(
+        "build",
+        help="build an image version from a Containerfile directory; added as untested",
+    )
+    image_build.add_argument("directory", help="holds a Containerfile or Dockerfile")
+    image_build.add_argument("--image", required=True, help="the catalogue's image id")
+    image_build.add_argument("--tag", required=True, help="the version's tag")
+    image_build.add_argument(
+        "--arch", help="x86_64 or arm64 (another than this machine's needs qemu-user-static)"
+    )
     ssh = sub.add_parser("ssh", help="open a shell (or run a command) on a running server")
     ssh.add_argument("server", help="name or id")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER)
@@ -303,6 +338,11 @@ def parser() -> argparse.ArgumentParser:
     way.add_argument("--pull", action="store_true", help="only fetch changes made there")
     sync.add_argument("--root", help="the local tree (default: the current directory)")
     sync.add_argument("--json", action="store_true", help="print the finished sync as JSON")
+    sync.add_argument(
+        "--confirm-deletions",
+        action="store_true",
+        help="go ahead when the sync would delete more files than the server's limit allows",
+    )
     return p
 
 

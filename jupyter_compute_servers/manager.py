@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .agent import AgentChannelError, AgentClient
+from .agent import AgentChannelError, AgentClient, AgentError
 from .clouds.base import Cloud, Operation
 from .errors import (
     ComputeServersError,
@@ -71,6 +71,10 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+#: Seconds a failed start may take to stop what it had started.
+FAILED_START_STOP_TIMEOUT = 120.0
+
+
 def owner_alive(owner: str | None) -> bool:
     """Whether the process an ``owner`` string (host:pid) names still runs here."""
     if not owner or ":" not in owner:
@@ -105,6 +109,11 @@ DOING = {
     "info": "read its hardware",
     "terminal_start": "start a terminal",
     "terminal_list": "list its terminals",
+    "app_start": "start a web app",
+    "app_list": "list its web apps",
+    "app_log": "read a web app's log",
+    "app_stop": "stop a web app",
+    "listening_ports": "list its open ports",
     "ping": "reach its agent",
 }
 
@@ -224,6 +233,8 @@ class ComputeServerManager:
         self.admission_checks: list[Callable[[ServerRecord], None]] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._watch_task: asyncio.Task[None] | None = None
+        #: Running servers whose cloud said they end soon, and who were told (``watch_once``).
+        self._ending_told: set[int] = set()
         #: Seconds between health checks of running servers (0: none); see ``start_watching``.
         self.health_interval = health_interval
         self._health_task: asyncio.Task[None] | None = None
@@ -551,20 +562,37 @@ class ComputeServerManager:
                     message,
                     exc_info=not isinstance(e, ComputeServersError),
                 )
-                failed = self.store.transition(
-                    server.id,
+                to, reason = State.ERROR, f"{action.value} failed: {message}"
+                if isinstance(e, OperationFailed):
                     # A cloud that knows where a failure left the server says so (a VM that
                     # could not be created: deprovisioned), so it can be edited and retried.
-                    to=State(e.state) if isinstance(e, OperationFailed) else State.ERROR,
-                    action=action.value,
-                    reason=f"{action.value} failed: {message}",
-                )
+                    to = State(e.state)
+                elif action in (Action.START, Action.RESUME, Action.REBOOT):
+                    to, reason = await self._stop_after_failed_start(server, cloud, op, reason)
+                failed = self.store.transition(server.id, to=to, action=action.value, reason=reason)
                 self._emit("state", failed, server.id)
                 return
             done = self.store.transition(
                 server.id, to=target, reason=reason or f"{action.value} finished"
             )
             self._emit("state", done, server.id)
+
+    async def _stop_after_failed_start(
+        self, server: ServerRecord, cloud: Cloud, op: Operation, reason: str
+    ) -> tuple[State, str]:
+        """A start that failed after the cloud had started the machine (its image could not
+        be pulled, its agent did not answer) leaves nothing running, or costing, behind: the
+        machine is stopped again and the server is ``off``, saying why. When even that fails,
+        it is ``error`` with both reasons (stop it once the cause is fixed)."""
+        try:
+            await self.ssh.close(server.id)
+            await asyncio.wait_for(cloud.stop(op), FAILED_START_STOP_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            stop_message = e.message if isinstance(e, ComputeServersError) else str(e)
+            return State.ERROR, f"{reason}; stopping it again failed too: {stop_message}"
+        return State.OFF, f"{reason}. It was stopped again; fix the cause and start it again."
 
     async def _wait_ssh(self, server_id: int, cloud: Cloud, op: Operation) -> None:
         """A server is running when we can log in and talk to its agent (and its image is
@@ -575,13 +603,20 @@ class ComputeServerManager:
         container = container_for(self, self.store.get(server_id))
         if container is not None and container["engine"] in ("docker", "podman"):
             image = container["image"]
-            op.progress(f"Pulling {image}", 0.95)
-            await agent.call(
-                "container_pull",
-                timeout=3600,
-                container=container,
-                progress=lambda line: op.progress(f"Pulling {image}: {line}", 0.95),
-            )
+            op.progress(f"Looking for the image {image}", 0.95)
+            try:
+                await agent.call(
+                    "container_pull",
+                    timeout=3600,
+                    container=container,
+                    progress=lambda line: op.progress(f"Pulling {image}: {line}", 0.95),
+                )
+            except AgentChannelError:
+                raise
+            except AgentError as e:
+                # The agent's message already names the image, the cause and what to do;
+                # the exception's type ("RuntimeError: ") says nothing to a user.
+                raise AgentError(e.message.removeprefix("RuntimeError: ")) from None
 
     # --- SSH ------------------------------------------------------------------------------
 
@@ -861,6 +896,12 @@ class ComputeServerManager:
                 self.log.warning("Could not ask %s's cloud how it is: %s", server.name, e)
                 continue
             if status.state is State.RUNNING:
+                # Told once per run: a server started again may be told again.
+                if not status.ending_soon:
+                    self._ending_told.discard(server.id)
+                elif server.id not in self._ending_told:
+                    self._ending_told.add(server.id)
+                    self._emit("ending_soon", server, server.id, message=status.ending_soon)
                 continue
             try:
                 server = self.store.transition(

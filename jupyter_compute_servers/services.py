@@ -7,8 +7,8 @@ same settings, so the three see the same store, clouds and rules. Nothing here i
 
 The order is the dependency order: events, the database (the one owner of it) and the stores
 over it, keys and SSH, images, hosts and sync records, the clouds (given the services they may
-use), the manager, then the services over it (costs, kernel specs, sync, terminals) and the
-presenter that assembles a server's JSON.
+use), the manager, then the services over it (costs, kernel specs, sync, terminals, web apps)
+and the presenter that assembles a server's JSON.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .apps import ServerApps
 from .billing.records import CostRecords
 from .billing.service import ComputeServerCosts
 from .clouds import Cloud, load_cloud_class
@@ -64,12 +65,14 @@ class Services:
     sync: SyncService
     terminals: RemoteTerminals
     mounts: MountService
+    apps: ServerApps
     presenter: ServerPresenter
 
     async def close(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
         """End background work, stop servers whose cloud asks for it (``stop_servers``), and
         close every connection and the store."""
         await self.kernel_specs.close()
+        await self.apps.close()
         await self.sync.close()
         await self.mounts.close()
         await self.costs.close()
@@ -122,6 +125,7 @@ def build_services(
     images = ImageCatalog(
         settings.image_catalog,
         data_dir / "images-tested.json",
+        built_file=data_dir / "images-built.json",
         timeout=settings.image_catalog_timeout,
         max_bytes=settings.image_catalog_max_bytes,
     )
@@ -180,6 +184,9 @@ def build_services(
     manager.before_disconnect.append(mounts.before_disconnect)
     manager.kernel_directory.append(mounts.kernel_directory)
     sync.server_only_extra.append(mounts.server_only)
+    apps = ServerApps(
+        manager, on_activity=lambda server_id: costs.activity.touch(server_id, "web app use")
+    )
     presenter = ServerPresenter(clouds, costs, sync_records, mounts.state)
     return Services(
         settings=settings,
@@ -197,5 +204,6 @@ def build_services(
         sync=sync,
         terminals=terminals,
         mounts=mounts,
+        apps=apps,
         presenter=presenter,
     )

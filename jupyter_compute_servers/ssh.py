@@ -238,7 +238,11 @@ class SSHConnections:
             if connection.agent is None or not connection.agent.is_open:
                 try:
                     agent = await asyncio.wait_for(
-                        AgentClient.start(connection.connection, connection.endpoint.python),
+                        AgentClient.start(
+                            connection.connection,
+                            connection.endpoint.python,
+                            connection.endpoint.launcher,
+                        ),
                         self.connect_timeout * (3 if patient else 1),
                     )
                 except (asyncio.TimeoutError, asyncssh.Error, OSError) as e:

@@ -34,3 +34,7 @@ class SSHEndpoint:
     #: Environment for everything started on the server for this compute server (kernels,
     #: terminals): its GPUs (CUDA_VISIBLE_DEVICES) and the token its processes are found by.
     environment: dict[str, str] = field(default_factory=dict, hash=False)
+    #: An argument vector the RPC agent is started behind (Slurm's ``srun --jobid=<job>
+    #: --overlap``: the agent, and so kernels and terminals, run inside a job's allocation
+    #: while the connection is to the cluster's login node). File sync runs without it.
+    launcher: tuple[str, ...] = ()

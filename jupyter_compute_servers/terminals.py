@@ -30,6 +30,7 @@ from .errors import (
 from .images.runtime import container_for
 from .manager import ComputeServerManager
 from .models import State
+from .tunnel import open_stream, route_of
 
 TERMINAL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: How long a session keeps trying to reattach after its SSH connection dropped.
@@ -348,7 +349,9 @@ class TerminalSession:
         """Attach and relay until the connection ends; answer whether the shell ended."""
         info = await self.terminals.connect_info(self.server_id, self.name)
         connection = await self.terminals.manager.connection(self.server_id)
-        reader, writer = await connection.connection.open_connection("127.0.0.1", info["port"])
+        reader, writer = await open_stream(
+            connection.connection, route_of(connection.endpoint), int(info["port"])
+        )
         try:
             hello = {"token": info["token"], "offset": self.offset}
             writer.write((json.dumps(hello) + "\n").encode())

@@ -7,7 +7,8 @@ connection to a port on the server's loopback. No process per port, and no new l
 The local ports stay the same for the tunnel's life, whatever happens to the SSH connection:
 each accepted connection asks for the connection afresh, so after a drop the next one (ZeroMQ
 reconnects by itself) rides the replacement. ``retarget()`` points the same local ports at new
-remote ports, which is how a restarted kernel keeps its clients.
+remote ports, which is how a restarted kernel keeps its clients. A listener may also be a Unix
+socket (``open_unix``), for what has no authentication of its own.
 """
 
 from __future__ import annotations
@@ -15,13 +16,73 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncssh
 
+from .ssh_endpoint import SSHEndpoint
+
 #: Returns the server's live SSH connection, opening it again if it dropped.
 ConnectionGetter = Callable[[], Awaitable[asyncssh.SSHClientConnection]]
+#: Returns how channels reach the server's loopback now: () for ``direct-tcpip`` channels of
+#: the connection; else the argument vector of a Python behind a launcher (Slurm's ``srun
+#: --jobid=<job> --overlap ... python3``) that runs ``PORT_RELAY`` in a session of the
+#: connection, so that a port on a compute node's loopback is reached through the login node
+#: with no port opened on the cluster's network (nor TCP forwarding allowed there).
+RouteGetter = Callable[[], tuple[str, ...]]
+
+#: Joins its standard input and output to 127.0.0.1:<argv[1]> (standard library only).
+PORT_RELAY = """
+import os, socket, sys, threading
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def up():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            s.shutdown(socket.SHUT_WR)
+            return
+        s.sendall(data)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    data = s.recv(65536)
+    if not data:
+        break
+    while data:
+        data = data[os.write(1, data):]
+"""
+
+
+async def open_stream(
+    connection: asyncssh.SSHClientConnection,
+    route: tuple[str, ...],
+    port: int,
+    remote_host: str = "127.0.0.1",
+) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
+    """A byte stream to ``port`` on the server's loopback: a ``direct-tcpip`` channel, or a
+    session running ``PORT_RELAY`` behind ``route`` (see ``RouteGetter``)."""
+    if route:
+        writer, reader, _ = await connection.open_session(relay_command(route, port), encoding=None)
+        return reader, writer
+    return await connection.open_connection(remote_host, port)
+
+
+def route_of(endpoint: SSHEndpoint | None) -> tuple[str, ...]:
+    """How channels reach a server's loopback (see ``RouteGetter``): through its launcher and
+    Python when it has a launcher, else ``direct-tcpip`` (an empty route)."""
+    if endpoint is None or not endpoint.launcher:
+        return ()
+    return (*endpoint.launcher, endpoint.python)
+
+
+def relay_command(route: tuple[str, ...], port: int) -> str:
+    """The remote command that joins a session to ``port`` on the loopback where ``route``
+    runs (every argument quoted)."""
+    return " ".join(shlex.quote(arg) for arg in (*route, "-u", "-c", PORT_RELAY, str(port)))
+
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +98,9 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         self.channel = chan
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype is not None:  # a relay's stderr (srun's messages): never the stream's
+            log.debug("Tunnel %s: %s", self.local.name, data[:500])
+            return
         if self.local.transport is not None and not self.local.transport.is_closing():
             self.local.transport.write(data)
 
@@ -64,6 +128,10 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
             self.local.transport.resume_reading()
 
 
+class _RelaySide(_ChannelSide, asyncssh.SSHClientSession[bytes]):  # type: ignore[misc]
+    """The same, for a session running ``PORT_RELAY`` (a route through a launcher)."""
+
+
 class _LocalSide(asyncio.Protocol):
     """A connection accepted on the local listener, joined to a new SSH channel."""
 
@@ -89,8 +157,16 @@ class _LocalSide(asyncio.Protocol):
             if port is None:
                 raise ConnectionError(f"no remote port for {self.name}")
             connection = await self.tunnel.get_connection()
-            peer = _ChannelSide(self)
-            await connection.create_connection(lambda: peer, self.tunnel.remote_host, port)
+            route = self.tunnel.route()
+            peer: _ChannelSide
+            if route:
+                relay = peer = _RelaySide(self)
+                await connection.create_session(
+                    lambda: relay, relay_command(route, port), encoding=None
+                )
+            else:
+                peer = _ChannelSide(self)
+                await connection.create_connection(lambda: peer, self.tunnel.remote_host, port)
         except Exception as e:  # unreachable, refused, not running: all end the same way
             # ZeroMQ will connect again; by then the server may be back.
             log.debug("Tunnel %s to port %s: no channel (%s)", self.name, port, e)
@@ -154,12 +230,19 @@ class _LocalSide(asyncio.Protocol):
 class Tunnel:
     """Local listeners on 127.0.0.1 forwarding to ports on a server's loopback."""
 
-    def __init__(self, get_connection: ConnectionGetter, remote_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        get_connection: ConnectionGetter,
+        remote_host: str = "127.0.0.1",
+        route: RouteGetter = tuple,
+    ) -> None:
         self.get_connection = get_connection
         self.remote_host = remote_host
+        self.route = route
         self.remote_ports: dict[str, int] = {}
         self.local_ports: dict[str, int] = {}
         self._servers: list[asyncio.Server] = []
+        self._paths: list[str] = []
         self._connections: set[_LocalSide] = set()
 
     async def open(
@@ -183,6 +266,24 @@ class Tunnel:
             await self.close()
             raise
         return dict(self.local_ports)
+
+    async def open_unix(self, name: str, path: str, remote_port: int) -> str:
+        """Listen on a Unix socket at ``path`` (made 0600; its directory should be private)
+        instead of a TCP port: only this user reaches it, which matters for what carries no
+        authentication of its own (a web app). Answers the path."""
+        loop = asyncio.get_running_loop()
+        self.remote_ports[name] = remote_port
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            server = await loop.create_unix_server(lambda: _LocalSide(self, name), path)
+            os.chmod(path, 0o600)
+        except BaseException:
+            await self.close()
+            raise
+        self._servers.append(server)
+        self._paths.append(path)
+        return path
 
     def retarget(self, remote_ports: dict[str, int]) -> None:
         """Send new connections to other remote ports; drop the ones to the old ports."""
@@ -213,3 +314,7 @@ class Tunnel:
         for server in servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
+        paths, self._paths = self._paths, []
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)

@@ -1,5 +1,6 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
+import { appsPlugin } from './plugins/apps';
 import { commandsPlugin } from './plugins/commands';
 import { costsPlugin, notificationsPlugin } from './plugins/costs';
 import { eventsPlugin } from './plugins/events';
@@ -24,6 +25,7 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   serversPlugin,
   commandsPlugin,
   terminalsPlugin,
+  appsPlugin,
   metricsPlugin,
   hostsPlugin,
   syncPlugin,

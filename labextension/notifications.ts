@@ -1,7 +1,8 @@
 /**
  * JupyterLab notifications for what happens to compute servers without the user asking: a
  * cost warning (a spend limit or the monthly budget at 80%, or reached), an automatic stop
- * (spend limit, budget, daily stop, idle), a preemption (a spot VM taken back). Each comes
+ * (spend limit, budget, daily stop, idle), a preemption (a spot VM taken back), a server that
+ * ends soon (a Slurm job's time limit, 15 minutes before). Each comes
  * from one server event and is shown once (the same event heard twice is not shown twice),
  * with an action or two.
  */
@@ -9,7 +10,12 @@ import { Notification } from '@jupyterlab/apputils';
 import { IComputeServersModel, IServerEvent, IServerEvents } from './tokens';
 
 /** The event kinds that become notifications. */
-export const NOTIFIED_KINDS = ['cost_warning', 'auto_stopped', 'preempted'];
+export const NOTIFIED_KINDS = [
+  'cost_warning',
+  'auto_stopped',
+  'preempted',
+  'ending_soon'
+];
 
 /** What a notification's buttons do. */
 export interface INotifierActions {
@@ -153,6 +159,16 @@ export class ServerNotifier {
           ),
           type: 'warning',
           actions
+        };
+      }
+      case 'ending_soon': {
+        return {
+          key,
+          message: withName(
+            text(event.message) || 'It will be stopped soon: save your work.'
+          ),
+          type: 'warning',
+          actions: [openPanel]
         };
       }
     }

@@ -29,9 +29,15 @@ class OpenSSHServer:
 
 
 def start_sshd(
-    directory: Path, authorized_public_key: str, env: dict[str, str] | None = None
+    directory: Path,
+    authorized_public_key: str,
+    env: dict[str, str] | None = None,
+    *,
+    tcp_forwarding: bool = True,
 ) -> OpenSSHServer:
-    """``env``: extra environment for every session (HOME, PYTHONPATH...; no spaces)."""
+    """``env``: extra environment for every session (HOME, PYTHONPATH...; no spaces).
+    ``tcp_forwarding``: False refuses ``direct-tcpip`` channels (as many clusters' login
+    nodes do)."""
     if not os.path.exists(SSHD):
         raise RuntimeError("OpenSSH's sshd is not installed: apt-get install openssh-server")
     os.makedirs("/run/sshd", exist_ok=True)
@@ -49,7 +55,8 @@ def start_sshd(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key_path}\n"
         f"AuthorizedKeysFile {authorized}\nPidFile {directory / 'sshd.pid'}\n"
         "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "PubkeyAuthentication yes\nAllowTcpForwarding yes\nPermitRootLogin yes\n"
+        f"PubkeyAuthentication yes\nAllowTcpForwarding {'yes' if tcp_forwarding else 'no'}\n"
+        "PermitRootLogin yes\n"
         f"SetEnv {' '.join(f'{k}={v}' for k, v in {'SHLVL': '1', **(env or {})}.items())}\n"
         "Subsystem sftp /usr/lib/openssh/sftp-server\n"
     )

@@ -225,13 +225,18 @@ async def test_the_estimate_of_a_gcp_configuration_names_unknown_prices(api, man
     assert estimate["rates"]["suspended"]["unknown"] == ["suspended memory (15 GB)"]
     assert estimate["complete"] is False
     assert estimate["projection"]["unknown"] == []  # running and off are all known
-    code, spot = await api("POST", "estimate", {"cloud": "gcp", "config": {"spot": True}})
-    assert spot["projection"]["unknown"] == [
-        "vCPU (4 x n1 in us-central1, spot)",
-        "memory (15 GB x n1 in us-central1, spot)",
-    ]
-    note = spot["rates"]["running"]["parts"][0]["note"]
-    assert "Spot prices change" in note
+    # Spot: the machine at the spot price shipped with its date; no spot price for the T4.
+    body = {
+        "cloud": "gcp",
+        "config": {"spot": True, "gpu": {"type": "nvidia-tesla-t4", "count": 1}},
+    }
+    code, spot = await api("POST", "estimate", body)
+    assert code == 200, spot
+    assert spot["projection"]["unknown"] == ["GPU (1 x nvidia-tesla-t4)"]
+    vcpu = spot["rates"]["running"]["parts"][0]
+    assert vcpu["name"] == "vCPU" and vcpu["hourly"] > 0
+    assert vcpu["note"] == f"spot price of {vcpu['as_of']}; may have changed"
+    assert "No spot price" in spot["rates"]["running"]["parts"][2]["note"]
 
 
 # --- metering ----------------------------------------------------------------------------

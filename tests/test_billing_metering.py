@@ -228,3 +228,31 @@ def test_the_same_history_gives_the_same_spend_after_a_restart(db_url, store, re
     again = spend(reopened, CostRecords(reopened.database, clock=clock), server.id, clock.now)
     assert again["total"].amount == first == Decimal("0.38")
     reopened.close()
+
+
+def test_a_starting_rate_of_its_own_charges_a_queued_job_nothing():
+    """The slurm cloud's rates: a job waiting in the queue (the server starting) costs
+    nothing; once it runs, the running rate; stored and read back as recorded."""
+    from jupyter_compute_servers.billing.prices import Part, Rate
+    from jupyter_compute_servers.store import HistoryEntry
+
+    running = Rate((Part("CPU", "4 CPU", Decimal("0.08"), "cluster hpc's rates"),))
+    nothing = Rate((Part("queued job", "hpc", Decimal(0), "cluster hpc's rates"),))
+    rates = StateRates(running=running, off=Rate(()), starting=nothing)
+    restored = StateRates.from_snapshot(rates.snapshot())  # as rate_history keeps it
+    assert restored.for_state("starting").hourly == 0
+    assert restored.for_state("running").hourly == Decimal("0.08")
+    older = rates.snapshot()
+    del older["starting"]  # recorded before starting rates existed
+    assert StateRates.from_snapshot(older).starting is None
+    history = [
+        HistoryEntry(1, START, State.STARTING, "", "start"),
+        HistoryEntry(1, START + 3 * HOUR, State.RUNNING, "", None),
+        HistoryEntry(1, START + 5 * HOUR, State.OFF, "job ended", "found"),
+    ]
+    spent = meter(history, [], rates, {"all": (START, START + 10 * HOUR)}, START + 10 * HOUR)
+    assert spent["all"].amount == Decimal("0.16")  # 2 h running; the 3 h queued are free
+    # Without a starting rate of its own, starting is charged as running (other clouds).
+    plain = StateRates(running=running, off=Rate(()))
+    spent = meter(history, [], plain, {"all": (START, START + 10 * HOUR)}, START + 10 * HOUR)
+    assert spent["all"].amount == Decimal("0.40")

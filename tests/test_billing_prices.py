@@ -66,8 +66,9 @@ def test_the_gcp_table_prices_a_gpu_machine_part_by_part():
     assert rates.for_state("deprovisioned").hourly == 0
     # Each figure says where it comes from and when.
     vcpu = rates.running.parts[0]
-    assert vcpu.source == "https://cloud.google.com/compute/vm-instance-pricing"
-    assert vcpu.as_of == "2024-06-01"
+    source = GCP["sources"]["general-purpose"]
+    assert (vcpu.source, vcpu.as_of) == (source["url"], source["as_of"])
+    assert "pricing.yml" in vcpu.source and vcpu.as_of == "2026-07-30"
 
 
 def test_shared_core_machines_zones_and_default_disks():
@@ -75,16 +76,16 @@ def test_shared_core_machines_zones_and_default_disks():
     disk = Decimal("0.10") * 10 / HOURS_PER_MONTH  # pd-balanced by default
     assert (
         rates.running.hourly
-        == Decimal("0.021811") + Decimal("0.002923") * 4 + Decimal("0.005") + disk
+        == Decimal("0.02181159") + Decimal("0.00292353") * 4 + Decimal("0.005") + disk
     )
     assert rates.running.unknown == []
 
 
 def test_unknown_prices_are_named_never_guessed():
-    spot = gcp_rates(machine_type="n2-standard-8", disk_gb=50, region="us-central1", spot=True)
+    spot = gcp_rates(machine_type="c2-standard-8", disk_gb=50, region="us-central1", spot=True)
     assert spot.running.unknown == [
-        "vCPU (8 x n2 in us-central1, spot)",
-        "memory (32 GB x n2 in us-central1, spot)",
+        "vCPU (8 x c2 in us-central1, spot)",
+        "memory (32 GB x c2 in us-central1, spot)",
     ]
     # What is known still counts: the spot external IP and the disk.
     assert spot.running.hourly == Decimal("0.0025") + Decimal("0.10") * 50 / HOURS_PER_MONTH
@@ -443,27 +444,46 @@ def test_a_g2_machine_with_its_l4_is_priced_as_the_table_gives_it():
 
 def test_accelerator_optimized_prices_stay_unknown_where_none_is_published():
     # A size whose price is not in the table: unknown, never derived from another size.
-    eight = gcp_rates(
+    data = copy.deepcopy(GCP)
+    del data["regions"]["us-central1"]["machine_types"]["g2-standard-8"]
+    book = PriceBook({"gcp": parse_table(data, "test")}, {})
+    config = ServerConfig(
         machine_type="g2-standard-8", gpu=GpuSpec("nvidia-l4", 1), region="us-central1"
     )
-    assert eight.running.unknown == ["machine (g2-standard-8)", "GPU (1 x nvidia-l4)"]
-    # A region with the machine type's price only: the rest stays unknown.
-    taiwan = gcp_rates(
-        machine_type="g2-standard-4", gpu=GpuSpec("nvidia-l4", 1), disk_gb=10, region="asia-east1"
-    )
-    assert taiwan.running.unknown == [
-        "external IP (asia-east1, on demand)",
-        "disk (10 GB pd-balanced)",
+    assert book.rates("gcp", None, config).running.unknown == [
+        "machine (g2-standard-8)",
+        "GPU (1 x nvidia-l4)",
     ]
-    assert parts(taiwan.running)["machine"] == _whole("asia-east1", "g2-standard-4")
-    # Spot prices are not shipped.
+    # Every region the cloud offers has the whole price, its disk and its IP.
+    taiwan = gcp_rates(
+        machine_type="g2-standard-8", gpu=GpuSpec("nvidia-l4", 1), disk_gb=10, region="asia-east1"
+    )
+    assert taiwan.running.unknown == []
+    assert parts(taiwan.running)["machine"] == _whole("asia-east1", "g2-standard-8")
+
+
+def test_spot_prices_are_shipped_with_their_date():
     spot = gcp_rates(
         machine_type="a3-highgpu-1g",
         gpu=GpuSpec("nvidia-h100-80gb", 1),
         region="us-central1",
         spot=True,
     )
-    assert spot.running.unknown == ["machine (a3-highgpu-1g in us-central1, spot)"]
+    figure = GCP["regions"]["us-central1"]["machine_types"]["a3-highgpu-1g"]["spot"]
+    machine = spot.running.parts[0]
+    assert spot.running.unknown == []
+    assert machine.hourly == Decimal(str(figure["price"])) < _whole("us-central1", "a3-highgpu-1g")
+    source = GCP["sources"]["spot"]
+    assert (machine.source, machine.as_of) == (source["url"], source["as_of"])
+    assert machine.note == f"spot price of {source['as_of']}; may have changed"
+    # General-purpose families too, per vCPU and GB.
+    n2 = gcp_rates(machine_type="n2-standard-8", region="asia-east1", spot=True)
+    units = GCP["regions"]["asia-east1"]["machines"]["n2"]["spot"]
+    assert parts(n2.running)["vCPU"] == Decimal(str(units["vcpu_hour"]["price"])) * 8
+    assert parts(n2.running)["memory"] == Decimal(str(units["memory_gb_hour"]["price"])) * 32
+    assert "may have changed" in n2.running.parts[0].note
+    # The spot IP of a region the shipped source does not give stays unknown.
+    assert n2.running.unknown == ["external IP (asia-east1, spot)"]
 
 
 #: What the create dialog offers for gcp (clouds/gcp/catalog.py) and the table does not price,
@@ -481,22 +501,33 @@ _ALL = (
     "asia-northeast1",
     "asia-southeast1",
 )
-_NOT_TRANSCRIBED = (
-    "published in the Cloud Billing Catalog (and in the source the table cites) but not yet "
-    "transcribed into the table"
+_NO_GPU_PRICE = (
+    "offered there, but the table's sources give no price for it: pricing.yml prices machine "
+    "types only, not GPUs attached to n1, and no stored copy of Google's GPU pricing page has "
+    "the figure"
 )
-_NO_SOURCE = "no public page read for this table gives the price"
-NO_PUBLISHED_PRICE: dict[str, tuple[str, tuple[str, ...]]] = {
-    **{family: (_NO_SOURCE, _ALL[2:3] + _ALL[4:]) for family in ("e2", "n1", "n2", "n2d")},
-    **{f"g2-standard-{cpus}": (_NOT_TRANSCRIBED, _ALL) for cpus in (8, 12, 16, 24, 48, 96)},
-    "g2-standard-32": (_NOT_TRANSCRIBED, _ALL[7:]),
-    "a3-highgpu-2g": (_NOT_TRANSCRIBED, _ALL[:7]),
-    "a3-highgpu-4g": (_NOT_TRANSCRIBED, _ALL),
-    "a3-highgpu-8g": (_NOT_TRANSCRIBED, _ALL),
-    "nvidia-tesla-t4": (_NO_SOURCE, _ALL[2:3] + _ALL[3:]),
-    "nvidia-tesla-v100": (_NO_SOURCE, _ALL[1:]),
-    "nvidia-tesla-p100": (_NO_SOURCE, _ALL[2:]),
-    "nvidia-tesla-p4": (_NO_SOURCE, _ALL[1:]),
+_NOT_OFFERED = "not offered in the region (tools/acceleratortyperegion.csv of the table's source)"
+#: item -> {region: why it has no price there}.
+NO_PUBLISHED_PRICE: dict[str, dict[str, str]] = {
+    "nvidia-tesla-t4": {region: _NO_GPU_PRICE for region in _ALL if region not in _ALL[:2]},
+    "nvidia-tesla-v100": {
+        region: _NO_GPU_PRICE
+        if region in ("us-east1", "us-west1", "europe-west4", "asia-east1")
+        else _NOT_OFFERED
+        for region in _ALL[1:]
+    },
+    "nvidia-tesla-p100": {
+        region: _NO_GPU_PRICE
+        if region in ("us-west1", "europe-west1", "europe-west4", "asia-east1")
+        else _NOT_OFFERED
+        for region in _ALL[2:]
+    },
+    "nvidia-tesla-p4": {
+        region: _NO_GPU_PRICE
+        if region in ("us-east4", "europe-west4", "asia-southeast1")
+        else _NOT_OFFERED
+        for region in _ALL[1:]
+    },
 }
 
 
@@ -530,9 +561,13 @@ def test_every_offered_configuration_is_priced_or_listed():
             running = gcp_rates(region=region, **config).running
             if any(p.hourly is None for p in running.parts if p.name in needed):
                 unpriced.setdefault(item, []).append(region)
-    listed = {item: list(regions) for item, (_, regions) in NO_PUBLISHED_PRICE.items()}
+    listed = {item: list(regions) for item, regions in NO_PUBLISHED_PRICE.items()}
     assert unpriced == listed
-    assert all(reason for reason, _ in NO_PUBLISHED_PRICE.values())
+    # Where a GPU is not offered, the table says so to the user.
+    for item, regions in NO_PUBLISHED_PRICE.items():
+        for region, why in regions.items():
+            note = GCP["regions"][region]["gpus"][item]["on_demand"]["note"]
+            assert ("not offered" in note) == (why == _NOT_OFFERED)
 
 
 def test_each_price_in_the_gcp_table_names_a_source_and_a_date():

@@ -8,6 +8,8 @@ migrations make, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -23,10 +25,14 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import OperationalError
 
 from jupyter_compute_servers.billing.records import CostRecords
+from jupyter_compute_servers.config import ComputeServersSettings
 from jupyter_compute_servers.db import BASELINE_REVISION, Database, engine_url, metadata
+from jupyter_compute_servers.db.database import without_password
 from jupyter_compute_servers.errors import ValidationError
 from jupyter_compute_servers.hosts import HostStore
+from jupyter_compute_servers.kernels.runtime import close_standalone_runtimes, runtime_for
 from jupyter_compute_servers.models import DailyStop, GpuSpec, SpendLimit, State
+from jupyter_compute_servers.services import build_services
 from jupyter_compute_servers.store import ServerStore
 from jupyter_compute_servers.sync.plan import Base
 from jupyter_compute_servers.sync.records import SyncStore
@@ -304,3 +310,41 @@ def test_the_database_url_keeps_its_password_to_itself(postgres_server):
     with pytest.raises(OperationalError) as error:
         Database(url.replace(f":{postgres_server.port}/", ":1/"))
     assert "hunter2" not in str(error.value)
+
+
+def test_kernel_specs_carry_no_database_password(tmp_path, postgres_server):
+    """Kernel specs are readable files: the store's URL is written without its password, and a
+    process started from a spec (nbclient, papermill) takes the configured URL, password and
+    all, when it names the same database."""
+    url = postgres_server.create_database()
+    scheme, rest = url.split("://", 1)
+    user, at_host = rest.split("@", 1)
+    with_password = f"{scheme}://{user}:s3cret-pw@{at_host}"  # trust auth: any password works
+    settings = ComputeServersSettings(
+        data_dir=str(tmp_path), kernel_specs_dir=str(tmp_path / "kernels"), db_url=with_password
+    )
+    services = build_services(settings)
+    try:
+        services.manager.create_server({"name": "box"})
+        services.kernel_specs.sync()
+        spec_text = (tmp_path / "kernels" / "compute-1-python3" / "kernel.json").read_text()
+    finally:
+        services.manager.store.database.close()
+    assert "s3cret-pw" not in spec_text
+    spec_url = json.loads(spec_text)["metadata"]["kernel_provisioner"]["config"]["db_url"]
+    assert spec_url == without_password(with_password) == url
+
+    # A process running the spec's kernel, with the configuration of a user whose Jupyter
+    # uses that database: its runtime connects with the configured URL.
+    config_dir = Path(os.environ["JUPYTER_CONFIG_DIR"])
+    (config_dir / "jupyter_server_config.json").write_text(
+        json.dumps({"ComputeServersApp": {"db_url": with_password}})
+    )
+    runtime = runtime_for(str(tmp_path), spec_url)
+    try:
+        assert runtime.manager.store.url == with_password
+        assert runtime.manager.get_server(1).name == "box"
+        assert runtime.matches(str(tmp_path), spec_url)
+        assert not runtime.matches(str(tmp_path), url.rsplit("/", 1)[0] + "/another")
+    finally:
+        close_standalone_runtimes()

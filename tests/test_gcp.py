@@ -1021,7 +1021,7 @@ def test_a_crash_around_the_insert_leaves_the_store_consistent(
     """Jupyter is killed while its insert is on the way. Either the insert never got to Google
     (nothing exists: the server is found deprovisioned) or it did (the VM exists: found running,
     usable, and deprovisioning deletes it). Either way nothing is left that nobody knows of."""
-    from .test_recovery import JupyterProcess
+    from .jupyter_process import JupyterProcess
 
     data, root = tmp_path / "data", tmp_path / "root"
     data.mkdir()

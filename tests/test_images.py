@@ -1,6 +1,7 @@
 """The image catalogue (validation naming entry and field, tested versions, reload), the
-checks on server configurations, container kernels and terminals through a stand-in container
-engine (CI runs none), and `jupyter compute-servers images test`."""
+checks on server configurations, docker's command lines and GPU flags through a stand-in
+container engine (no docker daemon and no GPU here; podman runs for real in
+test_containers.py), and `jupyter compute-servers images test` on the machine's own Python."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from typing import Any
 import pytest
 
 from jupyter_compute_servers.agent import rpc_agent
+from jupyter_compute_servers.errors import ConflictError
 from jupyter_compute_servers.images.catalog import CatalogError, ImageCatalog, validate
+from jupyter_compute_servers.images.runtime import container_for
 
 from .kernel_helpers import execute, wait_until
 
@@ -197,7 +200,12 @@ async def test_kernels_and_terminals_run_in_the_container(
     await wait_until(lambda: manager.get_server(server["id"]).kernel_specs)  # asked in the image
 
     kernel_manager = jp_serverapp.kernel_manager
-    kernel_id = await kernel_manager.start_kernel(kernel_name=f"compute-{server['id']}-python3")
+    # What the caller of start_kernel gives reaches the kernel inside the container too.
+    kernel_id = await kernel_manager.start_kernel(
+        kernel_name=f"compute-{server['id']}-python3",
+        env={**os.environ, "SEED": "7 8"},
+        extra_arguments=["--HistoryManager.hist_file=:memory:"],
+    )
     client = kernel_manager.get_kernel(kernel_id).client()
     client.start_channels()
     try:
@@ -209,6 +217,10 @@ async def test_kernels_and_terminals_run_in_the_container(
     run = next(c for c in calls(engine_log) if c[1] == "run" and f"jcs-kernel-{kernel_id}" in c)
     assert run[run.index("--network") + 1] == "host"
     assert run[run.index(image) + 1 :][:3] == ["python", "-m", "ipykernel_launcher"]
+    assert run[-1] == "--HistoryManager.hist_file=:memory:"
+    passed = [run[i + 1] for i, arg in enumerate(run[: run.index(image)]) if arg == "--env"]
+    assert "SEED=7 8" in passed
+    assert not [v for v in passed if v.startswith(("PATH=", "HOME=", "JUPYTER_"))], passed
     workspace = os.path.realpath(compute_data_dir / "local" / str(server["id"]) / "disk")
     assert f"{workspace}:{workspace}" in run  # the workspace, at the same path inside
     await kernel_manager.shutdown_kernel(kernel_id, now=True)
@@ -239,7 +251,7 @@ def test_images_test_smoke_tests_and_marks_a_version(tmp_path):
         timeout=180,
     )
     assert result.returncode == 0, result.stderr
-    assert "imports: json, ipykernel" in result.stderr and "PASSED python:system" in result.stderr
+    assert "import json, ipykernel" in result.stderr and "PASSED python:system" in result.stderr
     assert json.loads((data_dir / "images-tested.json").read_text()) == {"python": {"system": True}}
     listed = subprocess.run(
         [
@@ -280,7 +292,10 @@ def test_images_test_reports_a_failing_import(tmp_path):
         timeout=180,
     )
     assert result.returncode == 1
-    assert "FAILED python:system" in result.stderr and "no_such_module_anywhere" in result.stderr
+    assert (
+        "FAILED python:system at the step 'import json, no_such_module_anywhere'" in result.stderr
+    )
+    assert "No module named 'no_such_module_anywhere'" in result.stderr
 
 
 async def test_offerings_say_the_machines_architecture(api):
@@ -292,3 +307,31 @@ async def test_offerings_say_the_machines_architecture(api):
     assert code == 200
     local = next(c for c in clouds["clouds"] if c["name"] == "local")
     assert local["offerings"]["arch"] == normalize_arch(platform.machine())
+
+
+async def test_a_server_whose_image_left_the_catalogue_never_runs_on_its_own_python(
+    api, engine_log, jp_serverapp, tmp_path
+):
+    """Its kernels would run elsewhere than the user chose (other packages, other results):
+    a kernel or terminal asked for on it is refused, saying why and what to do."""
+    code, server = await api(
+        "POST",
+        "servers",
+        {"name": "scipy", "config": {"image": "scipy", "image_tag": "2025-03-14"}},
+    )
+    assert code == 201, server
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    assert container_for(manager, manager.get_server(server["id"])) is not None
+    path = tmp_path / "catalog.json"
+    document = catalogue()
+    document["images"] = [i for i in document["images"] if i["id"] != "scipy"]
+    path.write_text(json.dumps(document))
+    manager.images.source = str(path)
+    assert (await api("POST", "images/reload"))[0] == 200
+    with pytest.raises(ConflictError) as refused:
+        container_for(manager, manager.get_server(server["id"]))
+    message = refused.value.message
+    assert "scipy:2025-03-14 of compute server 'scipy' is no longer in the image catalogue" in (
+        message
+    )
+    assert "edit the server to pick another image" in message

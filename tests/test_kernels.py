@@ -131,12 +131,22 @@ async def test_a_remote_kernel_runs_in_the_notebooks_directory(
     _, kernel_client = client(jp_serverapp, kernel_id)
     try:
         await kernel_client.wait_for_ready(timeout=30)
-        reply, out = await execute(kernel_client, "import os; print(os.getcwd(), os.getpid())")
+        reply, out = await execute(
+            kernel_client,
+            "import os; print(os.getcwd(), os.getpid(), os.environ.get('JPY_SESSION_NAME'),"
+            " os.environ.get('JUPYTER_DATA_DIR'))",
+        )
         assert reply["content"]["status"] == "ok"
-        cwd, pid = out.split()
+        cwd, pid, session, data_dir = out.split()
         workspace = compute_data_dir / "local" / str(server["id"]) / "disk"
         assert cwd == str(workspace / "project" / "data")
         assert int(pid) != os.getpid() and process_alive(int(pid))
+        # The session's path, which Jupyter sets (the notebook's directory joined with the
+        # session's name, "" here), is the same place on the server...
+        assert session == str(workspace / "project" / "data")
+        # ...while the rest of the environment Jupyter passes on (all of its own, such as the
+        # JUPYTER_DATA_DIR the tests set) stays here.
+        assert data_dir == "None"
     finally:
         kernel_client.stop_channels()
 

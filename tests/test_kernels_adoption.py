@@ -139,8 +139,8 @@ async def test_kernel_and_its_output_survive_jupyter(dirs: tuple[Path, Path], le
         # The kernel is back under its own id, and the notebook's session still names it.
         deadline = time.monotonic() + 30
         while True:
-            _, kernels = jupyter.request("GET", "api/kernels")
-            if any(k["id"] == kernel_id for k in kernels):  # type: ignore[union-attr]
+            code, kernels = jupyter.request("GET", "api/kernels")
+            if code == 200 and any(k["id"] == kernel_id for k in kernels):  # type: ignore[union-attr]
                 break
             assert time.monotonic() < deadline, kernels
             await asyncio.sleep(0.1)
@@ -187,14 +187,28 @@ async def test_kernels_of_a_live_jupyter_are_not_adopted(dirs: tuple[Path, Path]
         _, server = first.call("POST", "servers", {"name": "shared"})
         server_id = server["id"]  # type: ignore[index]
         wait_running(first, server_id)
-        code, kernel = first.request(
-            "POST", "api/kernels", {"name": f"compute-{server_id}-python3"}
+        (root_dir / "nb.ipynb").write_text(
+            json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
         )
-        assert code == 201, kernel
+        code, session = first.request(
+            "POST",
+            "api/sessions",
+            {
+                "path": "nb.ipynb",
+                "type": "notebook",
+                "kernel": {"name": f"compute-{server_id}-python3"},
+            },
+        )
+        assert code == 201, session
+        kernel = session["kernel"]  # type: ignore[index]
         second = JupyterProcess(data_dir, root_dir)
         await asyncio.sleep(2)  # adoption has run by now
         _, kernels = second.request("GET", "api/kernels")
         assert kernels == []
+        # The second keeps its sessions apart: the first's are neither listed nor deleted.
+        assert second.request("GET", "api/sessions") == (200, [])
+        _, sessions = first.request("GET", "api/sessions")
+        assert [s["id"] for s in sessions] == [session["id"]]  # type: ignore[index]
         _, listed = second.call("GET", f"servers/{server_id}/kernels")
         found = [(k["kernel_id"], k["attached"]) for k in listed["kernels"]]  # type: ignore[index]
         assert found == [(kernel["id"], False)]  # type: ignore[index]

@@ -22,9 +22,10 @@ from jupyter_compute_servers.clouds.local import processes_with_token
 from jupyter_compute_servers.kernels.runtime import close_standalone_runtimes
 
 from .conformance import IPythonKernelConformance
+from .jupyter_process import JupyterProcess
 from .kernel_helpers import process_alive
 from .test_cli import cli
-from .test_recovery import JupyterProcess, db_cloud_data
+from .test_recovery import db_cloud_data
 
 
 def kernel_pids(data_dir: Path, server_id: int) -> list[int]:
@@ -238,7 +239,8 @@ def test_a_clean_jupyter_shutdown_shuts_its_remote_kernels_down(jupyter_env):
 
 
 def test_kernels_left_running_are_listed_as_orphans_and_can_be_shut_down(jupyter_env):
-    with JupyterWithServer(jupyter_env) as setup:
+    # With adoption off: else the next Jupyter takes them over (test_kernels_adoption.py).
+    with JupyterWithServer(jupyter_env, "--ComputeServersApp.adopt_orphan_kernels=False") as setup:
         setup.jupyter.kill()  # kill -9: nobody shuts anything down
         assert process_alive(setup.pid)  # detached: it outlives its Jupyter and its channel
 

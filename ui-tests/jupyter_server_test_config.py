@@ -11,7 +11,9 @@ import atexit
 import json
 import os
 import shutil
+import sys
 from importlib.resources import files
+from pathlib import Path
 from tempfile import mkdtemp
 
 from jupyterlab.galata import configure_jupyter_server
@@ -71,6 +73,32 @@ for _image in _catalog["images"]:
         _image["versions"].append(
             {"tag": "preview", "label": "Python preview (ui-tests)", "tested": False}
         )
+# A container image that really runs (tests/container_image.py: Debian's python3-ipykernel,
+# built once per machine with mmdebstrap and kept by podman), for the test that picks it in
+# the create dialog. The engine gets this machine's settings (runc, cgroupfs, ulimits) for the
+# tests only. Without podman or mmdebstrap the image is not offered, and that test fails
+# saying so; the others run.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.container_image import CONTAINERS_CONF, KERNEL_PACKAGES, debian_image  # noqa: E402
+
+os.environ["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
+try:
+    _image = debian_image("jcs-test-ipykernel", KERNEL_PACKAGES)
+except Exception as e:  # noqa: BLE001 - said on stderr; the test that needs it fails
+    print(f"ui-tests: no container image for the container test: {e}", file=sys.stderr)
+else:
+    _repository, _tag = _image.rsplit(":", 1)
+    _catalog["images"].append(
+        {
+            "id": "debian-test",
+            "label": "Debian Python (ui-tests container)",
+            "description": "Debian's python3-ipykernel in a podman container, built here.",
+            "priority": 10,
+            "gpu": "none",
+            "runtime": {"kind": "podman", "image": f"{_repository}:{{tag}}"},
+            "versions": [{"tag": _tag, "label": "bookworm (built here)", "tested": True}],
+        }
+    )
 _catalog_path = os.path.join(_temp_dirs["data"], "images.json")
 with open(_catalog_path, "w") as f:
     json.dump(_catalog, f)
@@ -80,3 +108,64 @@ c.ComputeServersApp.image_catalog = _catalog_path  # noqa: F821
 c.ServerApp.log_level = c.LabApp.log_level = os.environ.get(  # noqa: F821
     "UI_TESTS_LOG_LEVEL", "ERROR"
 )
+
+# The slurm cloud's server (UI_TESTS_SLURM_INFO set: playwright.config.js starts a second
+# server for slurm.spec.ts): the tests' one-node Slurm cluster and a real OpenSSH sshd as its
+# login node (tests/slurm.py, tests/sshd.py), stopped when this server exits. The login node's
+# key is in the known_hosts of this server's own HOME, so registering it pins that key; how to
+# reach it is written to UI_TESTS_SLURM_INFO for the test to register it.
+_slurm_info = os.environ.get("UI_TESTS_SLURM_INFO")
+if _slurm_info:
+    import contextlib
+    import sys
+    from pathlib import Path
+
+    import asyncssh
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.slurm import start_cluster
+    from tests.sshd import start_sshd
+
+    _base = Path(mkdtemp(prefix="jcs-ui-slurm-"))
+    _cluster = start_cluster(_base / "slurm")
+    _key = asyncssh.generate_private_key("ssh-ed25519")
+    _home = _base / "home"
+    (_home / ".ssh").mkdir(parents=True)
+    _identity = _home / ".ssh" / "id_cluster"
+    _identity.write_bytes(_key.export_private_key())
+    _identity.chmod(0o600)
+    (_base / "cluster-home").mkdir()
+    (_base / "sshd").mkdir()
+    _sshd = start_sshd(
+        _base / "sshd",
+        _key.export_public_key().decode().strip(),
+        env={"HOME": str(_base / "cluster-home"), "SLURM_CONF": str(_cluster.conf)},
+    )
+    (_home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{_sshd.port} {_sshd.host_key}\n")
+    os.environ["HOME"] = str(_home)
+
+    def _stop_slurm() -> None:
+        _sshd.process.terminate()
+        _sshd.process.wait()
+        _cluster.stop()  # its jobs end with slurmd
+        shutil.rmtree(_base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.remove(_slurm_info)
+
+    atexit.register(_stop_slurm)
+    with open(_slurm_info, "w") as f:
+        json.dump(
+            {
+                "name": "login",
+                "hostname": "127.0.0.1",
+                "port": _sshd.port,
+                "username": _sshd.username,
+                "identity_file": str(_identity),
+                "python": sys.executable,
+            },
+            f,
+        )
+    c.ComputeServersApp.enabled_clouds = ["local", "slurm"]  # noqa: F821
+    c.SlurmCloud.clusters = {  # noqa: F821
+        "hpc": {"host": "login", "partitions": ["debug", "long"], "max_time_minutes": 600}
+    }

@@ -4,7 +4,16 @@
  */
 const baseConfig = require('@jupyterlab/galata/lib/playwright-config');
 
+const os = require('os');
+const path = require('path');
+
 const port = process.env.UI_TESTS_PORT || '8899';
+// A second server with the slurm cloud and a one-node Slurm cluster, for slurm.spec.ts only;
+// it writes how to reach the cluster's login node to this file.
+const slurmPort = process.env.UI_TESTS_SLURM_PORT || '8898';
+process.env.UI_TESTS_SLURM_INFO =
+  process.env.UI_TESTS_SLURM_INFO ||
+  path.join(os.tmpdir(), `jcs-ui-slurm-${slurmPort}.json`);
 
 module.exports = {
   ...baseConfig,
@@ -33,19 +42,49 @@ module.exports = {
       ]
     }
   },
+  // Screenshots named without the project (there were none before the slurm project).
+  snapshotPathTemplate:
+    '{testDir}/{testFilePath}-snapshots/{arg}{-snapshotSuffix}{ext}',
   expect: {
     toHaveScreenshot: { maxDiffPixelRatio: 0.01 },
     toMatchSnapshot: { maxDiffPixelRatio: 0.01 }
   },
-  webServer: {
-    command: 'jupyter lab --config jupyter_server_test_config.py --allow-root',
-    url: `http://127.0.0.1:${port}/lab`,
-    env: { ...process.env, UI_TESTS_PORT: port },
-    timeout: 120 * 1000,
-    reuseExistingServer: false,
-    // Let the server exit cleanly, so that it removes its temporary directories.
-    gracefulShutdown: { signal: 'SIGTERM', timeout: 10000 },
-    stdout: 'ignore',
-    stderr: 'pipe'
-  }
+  webServer: [
+    {
+      command:
+        'jupyter lab --config jupyter_server_test_config.py --allow-root',
+      url: `http://127.0.0.1:${port}/lab`,
+      env: { ...process.env, UI_TESTS_PORT: port, UI_TESTS_SLURM_INFO: '' },
+      timeout: 120 * 1000,
+      reuseExistingServer: false,
+      // Let the server exit cleanly, so that it removes its temporary directories.
+      gracefulShutdown: { signal: 'SIGTERM', timeout: 10000 },
+      stdout: 'ignore',
+      stderr: 'pipe'
+    },
+    {
+      command:
+        'jupyter lab --config jupyter_server_test_config.py --allow-root',
+      url: `http://127.0.0.1:${slurmPort}/lab`,
+      env: {
+        ...process.env,
+        UI_TESTS_PORT: slurmPort,
+        UI_TESTS_SLURM_INFO: process.env.UI_TESTS_SLURM_INFO
+      },
+      timeout: 120 * 1000,
+      reuseExistingServer: false,
+      // Slurm's daemons take a few seconds to stop.
+      gracefulShutdown: { signal: 'SIGTERM', timeout: 30000 },
+      stdout: 'ignore',
+      stderr: 'pipe'
+    }
+  ],
+  projects: [
+    { name: 'lab', testIgnore: /slurm\.spec\.ts/ },
+    {
+      name: 'slurm',
+      testMatch: /slurm\.spec\.ts/,
+      use: { baseURL: `http://127.0.0.1:${slurmPort}` }
+    }
+  ]
 };

@@ -38,9 +38,11 @@ def bootstrap(source: bytes) -> str:
     )
 
 
-def agent_command(source: bytes, python: str = "python3") -> str:
-    """The command that runs the agent whose source is then written to its stdin."""
-    return f"{shlex.quote(python)} -u -c {shlex.quote(bootstrap(source))}"
+def agent_command(source: bytes, python: str = "python3", launcher: tuple[str, ...] = ()) -> str:
+    """The command that runs the agent whose source is then written to its stdin, behind
+    ``launcher`` (an argument vector, e.g. Slurm's ``srun --jobid=...``) if one is given."""
+    prefix = "".join(f"{shlex.quote(arg)} " for arg in launcher)
+    return f"{prefix}{shlex.quote(python)} -u -c {shlex.quote(bootstrap(source))}"
 
 
 class AgentError(CloudError):
@@ -66,10 +68,13 @@ class AgentClient:
 
     @classmethod
     async def start(
-        cls, connection: asyncssh.SSHClientConnection, python: str = "python3"
+        cls,
+        connection: asyncssh.SSHClientConnection,
+        python: str = "python3",
+        launcher: tuple[str, ...] = (),
     ) -> AgentClient:
         process = await connection.create_process(
-            agent_command(RPC_AGENT_SOURCE, python), encoding="utf-8", errors="strict"
+            agent_command(RPC_AGENT_SOURCE, python, launcher), encoding="utf-8", errors="strict"
         )
         process.stdin.write(RPC_AGENT_SOURCE.decode())
         client = cls(process)

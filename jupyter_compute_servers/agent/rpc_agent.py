@@ -13,6 +13,7 @@ Requests are handled one after another, in order.
 """
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -21,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -256,6 +258,29 @@ def _exit_code(record):
     return None
 
 
+def _env_param(value, field):
+    """Environment variables from a request: names and values strings that Popen (and a
+    container's ``--env NAME=VALUE``) take as they are."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{field} must be an object")
+    for name, item in value.items():
+        if not isinstance(name, str) or not name or "=" in name or "\x00" in name:
+            raise ValueError(f"{field}: invalid variable name {name!r}")
+        if not isinstance(item, str) or "\x00" in item:
+            raise ValueError(f"{field}[{name!r}] must be a string without NUL characters")
+    return dict(value)
+
+
+def _in_workspace(workspace, relative):
+    """A path relative to the Jupyter root, at the same place in the workspace (not made)."""
+    path = os.path.normpath(os.path.join(workspace, relative))
+    if relative.startswith("/") or (path != workspace and not path.startswith(workspace + os.sep)):
+        raise ValueError(f"path {relative!r} is outside the workspace")
+    return path
+
+
 def _public(record):
     return {key: value for key, value in record.items() if key != "env"}
 
@@ -266,10 +291,22 @@ def kernel_launch(params):
     argv = params.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError("argv must be a non-empty list of strings")
+    if any("\x00" in a for a in argv):
+        raise ValueError("argv must not hold NUL characters")
     key = params.get("key")
     if not isinstance(key, str) or len(key) < 32:
         raise ValueError("key must be a string of at least 32 characters")
     cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+    # The variables the caller of start_kernel set, on top of this server's own environment,
+    # as a local kernel gets them on top of its Jupyter's; then the spec's, filled in from
+    # that environment as jupyter_client fills them locally.
+    given = _env_param(params.get("env"), "env")
+    for name, relative in _env_param(params.get("workspace_env"), "workspace_env").items():
+        given[name] = _in_workspace(workspace, relative)
+    base = {**os.environ, **given}
+    for name, template in _env_param(params.get("env_templates"), "env_templates").items():
+        given[name] = string.Template(template).safe_substitute(base)
     previous = _read_record(kernels, kernel_id)
     if previous is not None and _exit_code(previous) is None:
         raise RuntimeError(f"kernel {kernel_id} is already running (pid {previous['pid']})")
@@ -289,20 +326,18 @@ def kernel_launch(params):
     env = dict(os.environ)
     # A parent pid would make ipykernel exit with this agent; the kernel must outlive it.
     env.pop("JPY_PARENT_PID", None)
-    env.update({str(k): str(v) for k, v in (params.get("env") or {}).items()})
+    env.update(given)
     env["PWD"] = cwd
     command = [arg.replace("{connection_file}", connection_file) for arg in argv]
     container = _container(params)
     if container is not None:
-        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
-        spec_env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
         command = container_command(
             container,
             command,
             name=f"jcs-kernel-{kernel_id}",
             cwd=cwd,
             mounts=[workspace, os.path.realpath(kernels)],
-            env=spec_env,
+            env=given,
         )
     elif BARE_PYTHON.fullmatch(command[0]):
         command[0] = sys.executable  # as jupyter_client does locally: the Python we run on
@@ -1240,11 +1275,14 @@ def _processes_with(name, value):
 
 
 def end_processes(params):
-    """End every process carrying a compute server's token (SIGTERM, then SIGKILL)."""
+    """End every process carrying a compute server's token (SIGTERM, then SIGKILL), and
+    remove its containers."""
     token = params.get("token")
     if not isinstance(token, str) or not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", token):
         raise ValueError("invalid token")
     name = "JUPYTER_COMPUTE_SERVER_TOKEN"
+    # Containers first: killing an engine's client leaves its container running.
+    containers = remove_containers(container_owner(token))
     found = _processes_with(name, token)
     for signum in (signal.SIGTERM, signal.SIGKILL):
         for pid in _processes_with(name, token):
@@ -1253,7 +1291,11 @@ def end_processes(params):
         deadline = time.time() + 3
         while _processes_with(name, token) and time.time() < deadline:
             time.sleep(0.05)
-    return {"ended": len(found), "left": len(_processes_with(name, token))}
+    return {
+        "ended": len(found),
+        "left": len(_processes_with(name, token)),
+        "containers": containers,
+    }
 
 
 WORKSPACES_ROOT = "~/jupyter-compute-servers"
@@ -1435,6 +1477,28 @@ def _gpu_options(engine, wants_gpu):
     return []
 
 
+#: Every container we start carries this label, valued with a digest of its server's token
+#: (the token itself must not show in ``podman ps``), so that stopping the server finds and
+#: removes its containers even when their engine clients were killed.
+CONTAINER_LABEL = "io.jupyter.compute-server"
+_TOKEN_VARIABLES = ("JUPYTER_COMPUTE_SERVER_TOKEN", "JUPYTER_COMPUTE_SERVER_SANDBOX")
+
+
+def container_owner(token=None):
+    """The label value for this server's containers (from the token in our environment)."""
+    token = token or next((os.environ[v] for v in _TOKEN_VARIABLES if os.environ.get(v)), None)
+    return hashlib.sha256(token.encode()).hexdigest()[:32] if token else None
+
+
+def _user_options(engine):
+    """Run as the user who owns the workspace, so what a kernel writes there is theirs.
+    Rootless podman maps the user's own id into the container with keep-id (a plain --user
+    would land on a subordinate id, owned by nobody on the host); everywhere else --user."""
+    if engine == "podman" and os.getuid() != 0:
+        return ["--userns", "keep-id"]
+    return ["--user", f"{os.getuid()}:{os.getgid()}"]
+
+
 def container_command(container, command, *, name, cwd, mounts, env, interactive=False):
     """``command`` wrapped to run inside the image (argument vectors, no shell)."""
     engine = container["engine"]
@@ -1446,10 +1510,17 @@ def container_command(container, command, *, name, cwd, mounts, env, interactive
         argv = [executable, "exec", "--pwd", cwd, "--bind", ",".join(mounts)]
         argv += _gpu_options(engine, wants_gpu)
         return [*argv, container["image"], *command]
-    argv = [executable, "run", "--rm", "--init", "--network", "host", "--name", name]
+    # --pull never: the image was made present when the server started (container_pull); a
+    # registry is never asked again behind the user's back on each kernel start.
+    argv = [executable, "run", "--rm", "--init", "--pull", "never", "--network", "host"]
+    argv += ["--name", name]
+    owner = container_owner()
+    if owner:
+        argv += ["--label", f"{CONTAINER_LABEL}={owner}"]
     if interactive:
         argv += ["--interactive", "--tty"]
-    argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--workdir", cwd]
+    argv += _user_options(engine)
+    argv += ["--workdir", cwd]
     for mount in mounts:
         argv += ["--volume", f"{mount}:{mount}"]
     for key, value in env.items():
@@ -1470,36 +1541,479 @@ def container_stop(record):
         )
 
 
+def remove_containers(owner):
+    """Remove (killing) every container labelled as this server's, with each engine here.
+    Answers how many were removed. An engine that cannot answer (docker without its daemon)
+    has none of ours."""
+    removed = 0
+    for engine in ("podman", "docker"):
+        executable = shutil.which(engine)
+        if executable is None:
+            continue
+        try:
+            listed = subprocess.run(
+                [
+                    executable,
+                    "ps",
+                    "--all",
+                    "--quiet",
+                    "--filter",
+                    f"label={CONTAINER_LABEL}={owner}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        ids = listed.stdout.split() if listed.returncode == 0 else []
+        if ids:
+            subprocess.run(
+                [executable, "rm", "--force", *ids],
+                capture_output=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+            removed += len(ids)
+    return removed
+
+
+def image_present(container):
+    """Whether the engine has the image locally (asks no registry)."""
+    if container["engine"] == "podman":
+        probe = [container["executable"], "image", "exists", container["image"]]
+    else:
+        probe = [
+            container["executable"],
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            container["image"],
+        ]
+    try:
+        found = subprocess.run(probe, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return False
+    return found.returncode == 0
+
+
+#: What an engine's failed pull says, and what the user can do about it (first match wins).
+PULL_FAILURES = (
+    (
+        re.compile(
+            r"manifest unknown|not found|name unknown|does not exist|repository .* not found", re.I
+        ),
+        "the registry has no such image or tag",
+        "check the image and tag in the catalogue, or build the image on the server",
+    ),
+    (
+        re.compile(r"unauthorized|denied|authentication required|forbidden", re.I),
+        "the registry refused access",
+        "log in to the registry on the server ({engine} login REGISTRY) or use a public image",
+    ),
+    (
+        re.compile(
+            r"no image found in .*architecture|does not match the specified platform|"
+            r"no matching manifest",
+            re.I,
+        ),
+        "the image is not built for this server's architecture",
+        "pick a version built for {arch}",
+    ),
+    (
+        re.compile(r"no space left on device", re.I),
+        "the server's disk is full",
+        "give the server a larger disk or remove unused images ({engine} image prune)",
+    ),
+    (
+        re.compile(
+            r"connection refused|no such host|i/o timeout|network is unreachable|"
+            r"pinging container registry|dial tcp|TLS handshake|connection reset|"
+            r"temporary failure in name resolution|could not resolve",
+            re.I,
+        ),
+        "the registry cannot be reached",
+        "check the server's network, or put the image on the server ({engine} load/import)",
+    ),
+)
+
+
+def pull_failure(engine, image, output):
+    """A failed pull, said as the cause and what to do, the engine's last words after."""
+    lines = [line for line in output if line.strip()]
+    said = " / ".join(lines[-3:])[-600:] or "no output"
+    for pattern, cause, todo in PULL_FAILURES:
+        if any(pattern.search(line) for line in lines):
+            todo = todo.format(engine=engine, arch=platform.machine())
+            return f"{engine} cannot pull {image}: {cause}; {todo}. ({engine} said: {said})"
+    return f"{engine} pull {image} failed. ({engine} said: {said})"
+
+
+class PullProgress:
+    """Layers seen and done from an engine's pull output. Without a terminal podman prints
+    "Copying blob sha256:ID" per layer (then "done" or "skipped: already exists" on the same or
+    a later line), docker "ID: Pulling fs layer" ... "ID: Pull complete"."""
+
+    _PODMAN = re.compile(r"^Copying blob (?:sha256:)?([0-9a-f]{6,})\s*(.*)$")
+    _DOCKER = re.compile(r"^([0-9a-f]{12}): (.+)$")
+
+    def __init__(self):
+        self.layers: dict[str, bool] = {}
+
+    def counts(self):
+        return len(self.layers), sum(self.layers.values())
+
+    def feed(self, line):
+        """The line as progress text: the layers so far, and what the engine said."""
+        match = self._PODMAN.match(line)
+        if match:
+            layer, rest = match.group(1)[:12], match.group(2)
+            done = "done" in rest or "skipped" in rest or "already exists" in rest
+            self.layers[layer] = self.layers.get(layer, False) or done
+        elif line.startswith(("Copying config", "Writing manifest")):
+            # podman without a terminal says no "done" per blob: the config comes after all.
+            self.layers = dict.fromkeys(self.layers, True)
+        else:
+            match = self._DOCKER.match(line)
+            if match:
+                layer, status = match.groups()
+                self.layers[layer] = self.layers.get(layer, False) or status in (
+                    "Pull complete",
+                    "Already exists",
+                )
+        if not self.layers:
+            return line[:200]
+        seen, done = self.counts()
+        return f"{done} of {seen} layers ({line[:120]})"
+
+
 def container_pull(params):
-    """Fetch an image before first use, reporting the engine's progress lines."""
+    """Make the image present before first use. An image already here is used as it is (no
+    registry asked) unless its tag moves ("pull": "always"); then a failed pull only warns.
+    A missing image is pulled, reporting the engine's progress; failing, the error says why
+    and what to do."""
     container = _container(params)
     if container is None or container["engine"] == "conda":
         return {"pulled": False}
     engine, image = container["engine"], container["image"]
     if engine == "apptainer":
         return {"pulled": False}  # apptainer fetches docker:// images itself on first exec
-    process = subprocess.Popen(
-        [container["executable"], "pull", image],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-    )
-    last = 0.0
-    tail: list = []
+    policy = container.get("pull") or "missing"
+    present = image_present(container)
+    if present and policy != "always":
+        return {"pulled": False, "present": True}
+    report_progress("asking the registry for a newer version" if present else "starting")
+    try:
+        process = subprocess.Popen(
+            [container["executable"], "pull", image],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        )
+    except OSError as e:
+        raise RuntimeError(f"cannot run {engine}: {e.strerror or e}") from None
+    progress = PullProgress()
+    last, counts = 0.0, (0, 0)
+    tail: list[str] = []
     assert process.stdout is not None
     for line in process.stdout:
         line = line.strip()
         if not line:
             continue
         tail = [*tail[-20:], line]
-        if time.time() - last > 0.5:
-            report_progress(line[:200])
-            last = time.time()
+        text = progress.feed(line)
+        # Each layer started or done is shown; other lines at most twice a second.
+        if progress.counts() != counts or time.time() - last > 0.5:
+            report_progress(text)
+            last, counts = time.time(), progress.counts()
     if process.wait() != 0:
-        raise RuntimeError(f"{engine} pull {image} failed: {' / '.join(tail[-3:])}")
-    return {"pulled": True}
+        message = pull_failure(engine, image, tail)
+        if present:
+            # A moving tag whose registry is away: the copy here still runs.
+            report_progress(f"using the copy already here; {message}")
+            return {"pulled": False, "present": True, "warning": message}
+        raise RuntimeError(message)
+    return {"pulled": True, "present": True, "layers": len(progress.layers)}
+
+
+# --- web apps -----------------------------------------------------------------------------
+#
+# Web apps (TensorBoard, an MLflow UI...) run detached like kernels: their own session, a log
+# beside a record in ``<runtime dir>/apps/app-<name>.record.json``, a port on this machine's
+# loopback chosen here and put into the command as ``{port}``. The Jupyter side reaches them
+# through a tunnel of the SSH connection. ``listening_ports`` says what this server's processes
+# listen on, so that a port can be opened by number, and only a port of this server's.
+
+APP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: How long a stopped app has after SIGTERM before SIGKILL.
+APP_STOP_SECONDS = 3.0
+
+
+def _apps_dir(params):
+    return _private_dir(params, "apps")
+
+
+def _app_name(params):
+    name = params.get("name")
+    if not isinstance(name, str) or not APP_NAME.match(name):
+        raise ValueError(f"invalid app name {name!r}")
+    return name
+
+
+def _app_record_path(apps, name):
+    return os.path.join(apps, f"app-{name}.record.json")
+
+
+def _read_app(apps, name):
+    try:
+        with open(_app_record_path(apps, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _app_public(record):
+    code = _exit_code(record)
+    public = {
+        key: record.get(key) for key in ("name", "pid", "port", "started", "base_url", "log_file")
+    }
+    public.update(running=code is None, exit_code=code)
+    return public
+
+
+def _log_tail(path, limit):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def app_start(params):
+    """Start an app (unless it runs already): ``argv`` with ``{port}`` and ``{base_url}``."""
+    apps = _apps_dir(params)
+    name = _app_name(params)
+    argv = params.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv must be a non-empty list of strings")
+    base_url = params.get("base_url") or "/"
+    if not isinstance(base_url, str):
+        raise ValueError("base_url must be a string")
+    previous = _read_app(apps, name)
+    if previous is not None and _exit_code(previous) is None:
+        return dict(_app_public(previous), already=True)
+    cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    port = _loopback_ports(1)[0]
+    command = [arg.replace("{port}", str(port)).replace("{base_url}", base_url) for arg in argv]
+    env = dict(os.environ)
+    env.pop("JPY_PARENT_PID", None)
+    env["PWD"] = cwd
+    container = _container(params)
+    if container is not None:
+        workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+        command = container_command(
+            container, command, name=f"jcs-app-{name}", cwd=cwd, mounts=[workspace], env={}
+        )
+    elif BARE_PYTHON.fullmatch(command[0]):
+        command[0] = sys.executable
+    log_path = os.path.join(apps, f"app-{name}.log")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        child = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as e:
+        raise RuntimeError(f"cannot run {command[0]!r}: {e.strerror or e}") from None
+    finally:
+        os.close(log_fd)
+    _CHILDREN[child.pid] = child
+    record = {
+        "name": name,
+        "pid": child.pid,
+        "pgid": child.pid,
+        "start_time": _start_time(child.pid),
+        "port": port,
+        "base_url": base_url,
+        "log_file": log_path,
+        "started": time.time(),
+        "container_engine": container["engine"] if container else None,
+        "container_name": f"jcs-app-{name}" if container else None,
+    }
+    _write_private(_app_record_path(apps, name), json.dumps(record))
+    return dict(_app_public(record), already=False)
+
+
+def app_list(params):
+    """Every app started here and not stopped since: running, or ended (with its exit code)."""
+    apps = _apps_dir(params)
+    found = []
+    for entry in sorted(os.listdir(apps)):
+        if entry.startswith("app-") and entry.endswith(".record.json"):
+            record = _read_app(apps, entry[len("app-") : -len(".record.json")])
+            if record is not None:
+                found.append(_app_public(record))
+    return {"apps": found}
+
+
+def app_log(params):
+    """The end of an app's output (why it exited, or what it is doing)."""
+    apps = _apps_dir(params)
+    limit = min(int(params.get("max_bytes") or 4000), 64000)
+    return {"log": _log_tail(os.path.join(apps, f"app-{_app_name(params)}.log"), limit)}
+
+
+def app_stop(params):
+    """End an app's process group (SIGTERM, then SIGKILL) and forget it."""
+    apps = _apps_dir(params)
+    name = _app_name(params)
+    record = _read_app(apps, name)
+    if record is None:
+        return {"stopped": False}
+    was_running = _exit_code(record) is None
+    if was_running:
+        deadline = time.time() + APP_STOP_SECONDS
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record["pgid"], signal.SIGTERM)
+        while _exit_code(record) is None and time.time() < deadline:
+            time.sleep(0.05)
+        if _exit_code(record) is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record["pgid"], signal.SIGKILL)
+            container_stop(record)
+    for path in (_app_record_path(apps, name), os.path.join(apps, f"app-{name}.log")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return {"stopped": was_running}
+
+
+_LOOPBACK6 = "00000000000000000000000001000000"
+_MAPPED4 = "0000000000000000FFFF0000"
+
+
+def _on_loopback(address):
+    """Whether a /proc/net/tcp(6) local address (hex) is reachable on the loopback: 127/8,
+    ::1, ::ffff:127.x, or every address (0.0.0.0, ::)."""
+    if len(address) == 8:  # IPv4, the bytes of a little-endian word
+        return address == "00000000" or address[6:8] == "7F"
+    return (
+        address in ("0" * 32, _LOOPBACK6)
+        or (address.startswith(_MAPPED4) and address[30:32] == "7F")
+        or address == _MAPPED4 + "00000000"
+    )
+
+
+def _listening_inodes():
+    """inode -> port of the TCP sockets listening where the loopback reaches them."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            address, _, port = fields[1].partition(":")
+            if _on_loopback(address):
+                found[int(fields[9])] = int(port, 16)
+    return found
+
+
+def _machinery_ports(params):
+    """Ports of our own processes (kernels' channels, IOPub relays, terminal hosts): not apps."""
+    ports: set = set()
+    for name in ("kernels", "terminals"):
+        directory = _private_dir(params, name)
+        for entry in os.listdir(directory):
+            if not entry.endswith(".record.json"):
+                continue
+            try:
+                with open(os.path.join(directory, entry)) as f:
+                    record = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict):
+                continue
+            values = list((record.get("ports") or {}).values())
+            values += [record.get("port"), (record.get("relay") or {}).get("port")]
+            ports.update(v for v in values if isinstance(v, int))
+    return ports
+
+
+TOKEN_VARIABLES = ("JUPYTER_COMPUTE_SERVER_TOKEN", "JUPYTER_COMPUTE_SERVER_SANDBOX")
+
+
+def _ancestors():
+    """This process and its parents (up to, not including, init)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def listening_ports(params):
+    """TCP ports that this server's processes listen on, reachable on the loopback: those of
+    processes carrying the server's token where it has one (a host shares its machine with
+    other servers), else of this user's processes; our own machinery left out."""
+    inodes = _listening_inodes()
+    # A host's slice has a token; a local sandbox has its own variable.
+    marker = next(
+        (f"{name}={os.environ[name]}".encode() for name in TOKEN_VARIABLES if os.environ.get(name)),
+        None,
+    )
+    uid = os.getuid()
+    skipped = _ancestors()  # this agent and the SSH daemon serving it
+    ours = _machinery_ports(params)
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) in skipped:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            if marker and not _environ_has(pid, marker):
+                continue
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if not target.startswith("socket:["):
+                continue
+            port = inodes.get(int(target[8:-1]))
+            if port is None or port in ours or port in found:
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+            except OSError:
+                argv = []
+            found[port] = {"port": port, "pid": int(pid), "command": " ".join(argv)[:300]}
+    return {"ports": [found[port] for port in sorted(found)]}
 
 
 def ping(params):
@@ -1527,6 +2041,11 @@ METHODS = {
     "workspace_remove": workspace_remove,
     "metrics": metrics,
     "container_pull": container_pull,
+    "app_start": app_start,
+    "app_list": app_list,
+    "app_log": app_log,
+    "app_stop": app_stop,
+    "listening_ports": listening_ports,
 }
 
 

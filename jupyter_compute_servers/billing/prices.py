@@ -157,8 +157,13 @@ class StateRates:
     running: Rate
     off: Rate
     suspended: Rate | None = None
+    #: The rate while starting, where it is not the running one: a Slurm job waiting in the
+    #: queue costs nothing until it runs. None: starting is charged as running.
+    starting: Rate | None = None
 
     def for_state(self, state: str) -> Rate:
+        if state == "starting" and self.starting is not None:
+            return self.starting
         key = STATE_RATE[state]
         if key is None:
             return Rate()
@@ -175,19 +180,24 @@ class StateRates:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        snapshot = {
             "running": self.running.snapshot(),
             "off": self.off.snapshot(),
             "suspended": None if self.suspended is None else self.suspended.snapshot(),
         }
+        if self.starting is not None:
+            snapshot["starting"] = self.starting.snapshot()
+        return snapshot
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> StateRates:
         suspended = data.get("suspended")
+        starting = data.get("starting")
         return cls(
             running=Rate.from_snapshot(data["running"]),
             off=Rate.from_snapshot(data["off"]),
             suspended=None if suspended is None else Rate.from_snapshot(suspended),
+            starting=None if starting is None else Rate.from_snapshot(starting),
         )
 
     @classmethod

@@ -52,6 +52,9 @@ class CloudStatus:
     preempted: bool = False
     #: Start it again at once (the cloud is configured to restart preempted servers).
     restart: bool = False
+    #: A running server the provider will stop soon (a job's time limit): what to tell the
+    #: user, once ("15 minutes left").
+    ending_soon: str = ""
     #: What the cloud found that its record lacks (an operation interrupted before it could
     #: record it: the port of a daemon it had spawned); merged into ``cloud_data``.
     found: dict[str, Any] = field(default_factory=dict)

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import asyncssh
 from traitlets import Bool, Float
 
-from ..agent.rpc_agent import detect_gpus
+from ..agent.rpc_agent import container_owner, detect_gpus, remove_containers
 from ..billing.prices import StateRates
 from ..errors import CloudError, ValidationError
 from ..images.catalog import ImageCatalog, normalize_arch
@@ -365,6 +365,11 @@ class LocalCloud(Cloud):
     async def _end_processes(self, token: str | None) -> None:
         if not token:
             return
+        # Its containers first: their engine clients carry the token, the containers do not,
+        # and a killed client leaves its container running.
+        await asyncio.get_running_loop().run_in_executor(
+            None, remove_containers, container_owner(token)
+        )
         pids = processes_with_token(token)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in pids:

@@ -30,6 +30,26 @@ from typing import Any
 import asyncssh
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+#: What the sandbox's processes inherit from Jupyter's environment: the basics, and how this
+#: machine's container engines are configured (a local server uses Jupyter's own engine, as
+#: its admin set it up).
+PASSED_THROUGH = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "CONTAINERS_CONF",
+        "CONTAINERS_REGISTRIES_CONF",
+        "CONTAINERS_STORAGE_CONF",
+        "CONTAINER_HOST",
+        "DOCKER_HOST",
+        "DOCKER_CONFIG",
+        "XDG_RUNTIME_DIR",
+    }
+)
 
 
 def exit_status(returncode: int) -> int:
@@ -67,11 +87,7 @@ class Sandbox:
         self.shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 
     def env_for(self, process: asyncssh.SSHServerProcess[bytes]) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key in ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
-        }
+        env = {key: value for key, value in os.environ.items() if key in PASSED_THROUGH}
         env.update(
             HOME=str(self.disk), USER=os.environ.get("USER", "root"), SHELL=self.shell, SHLVL="1"
         )

@@ -115,6 +115,20 @@ def redacted(url: str) -> str:
         return repr(url.partition(":")[0] + ":...")
 
 
+def without_password(url: str) -> str:
+    """The URL with no password in it, for what is written where others may read it (kernel
+    specs): a process given it finds the password in the configuration (``db_url``) or where
+    libpq looks (PGPASSWORD, ~/.pgpass)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.password is None:
+        return url
+    # (``URL.set(password=None)`` leaves the password: None there means "unchanged".)
+    return parsed._replace(password=None).render_as_string(hide_password=False)
+
+
 def inserted_id(result: CursorResult[Any]) -> int:
     """The id an INSERT of one row gave it."""
     key = result.inserted_primary_key

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from .apps import (
+    ServerAppHandler,
+    ServerAppProxyHandler,
+    ServerAppsHandler,
+    ServerPortsHandler,
+    ServerProxyHandler,
+)
 from .base import NotFoundHandler
 from .costs import CostsHandler, EstimateHandler
 from .hosts import HostHandler, HostInventoryHandler, HostsHandler, ServerMetricsHandler
@@ -36,6 +43,7 @@ API_PREFIX = "/compute-servers/api"
 _ID = r"(?P<server_id>[^/]+)"
 _TERMINAL = r"(?P<terminal_name>[^/]+)"
 _HOST = r"(?P<host_id>[^/]+)"
+_APP = r"(?P<app_name>[^/]+)"
 # Any segment: the handler answers 404 for a bad one, after authorization.
 _SYNC = r"(?P<sync_id>[^/]+)"
 
@@ -62,6 +70,9 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/servers/{_ID}/terminals/{_TERMINAL}", ServerTerminalHandler),
         (rf"{API_PREFIX}/servers/{_ID}/ssh-access", ServerSSHAccessHandler),
         (rf"{API_PREFIX}/servers/{_ID}/metrics", ServerMetricsHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/ports", ServerPortsHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/apps", ServerAppsHandler),
+        (rf"{API_PREFIX}/servers/{_ID}/apps/{_APP}", ServerAppHandler),
         (rf"{API_PREFIX}/servers/{_ID}/sync", ServerSyncHandler),
         (rf"{API_PREFIX}/servers/{_ID}/syncs", ServerSyncsHandler),
         (rf"{API_PREFIX}/servers/{_ID}/syncs/{_SYNC}", ServerSyncRunHandler),
@@ -73,4 +84,17 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/hosts/{_HOST}/inventory", HostInventoryHandler),
         # Last: any other path under the API is a JSON 404.
         (rf"{API_PREFIX}/(?P<path>.*)", NotFoundHandler),
+    ]
+
+
+#: The proxy to servers' web apps: not part of the API (it answers what the app answers).
+PROXY_PREFIX = "/compute-servers/servers"
+
+
+def proxy_handlers() -> list[tuple[str, type]]:
+    # The path after the port (or app) is optional: ".../proxy/8000" serves the app's root.
+    rest = r"(?P<proxied_path>/.*)?"
+    return [
+        (rf"{PROXY_PREFIX}/{_ID}/proxy/(?P<target>[^/]+){rest}", ServerProxyHandler),
+        (rf"{PROXY_PREFIX}/{_ID}/apps/(?P<target>[^/]+){rest}", ServerAppProxyHandler),
     ]

@@ -46,7 +46,9 @@ class ServerSyncRunHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str, sync_id: str) -> None:
-        self.write_json(self.sync.get(self.path_id(server_id), sync_id))
+        self.write_json(
+            self.sync.get(self.path_id(server_id), self.path_id(sync_id, "sync_id", "sync"))
+        )
 
 
 class ServerSyncCancelHandler(ComputeServersAPIHandler):
@@ -55,4 +57,5 @@ class ServerSyncCancelHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, server_id: str, sync_id: str) -> None:
-        self.write_json(self.sync.cancel(self.path_id(server_id), sync_id), status=202)
+        run_id = self.path_id(sync_id, "sync_id", "sync")
+        self.write_json(self.sync.cancel(self.path_id(server_id), run_id), status=202)

@@ -26,6 +26,12 @@ from ..models import ServerConfig
 SCHEMA = json.loads(files(__package__).joinpath("catalog.schema.json").read_text())
 DEFAULT_SOURCE = "(built in)"
 CONTAINER_KINDS = ("docker", "podman", "apptainer")
+#: A version's tag, as the schema says.
+TAG = re.compile(
+    SCHEMA["$defs"]["image"]["properties"]["versions"]["items"]["properties"]["tag"]["pattern"]
+)
+#: Tags that move unless the catalogue says otherwise: pulled again at each start.
+MOVING_TAGS = frozenset({"latest", "stable", "edge", "nightly", "main", "master"})
 
 
 class CatalogError(ValidationError):
@@ -83,12 +89,15 @@ class ImageCatalog:
         source: str = "",
         tested_file: str | Path | None = None,
         *,
+        built_file: str | Path | None = None,
         timeout: float = 30.0,
         max_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         #: A path or an http(s) URL; empty for the catalogue shipped with the package.
         self.source = source
         self.tested_file = Path(tested_file) if tested_file else None
+        #: Versions an admin built here (``images build``), added to the catalogue's untested.
+        self.built_file = Path(built_file) if built_file else None
         #: Bounds on reading a catalogue at a URL: seconds for all of it, and its size.
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -122,6 +131,12 @@ class ImageCatalog:
                 field="image_catalog",
             ) from None
         images = validate(document)
+        built = self._read_json(self.built_file)
+        for image in images:
+            tags = {v["tag"] for v in image["versions"]}
+            for tag, label in (built.get(image["id"]) or {}).items():
+                if tag not in tags and isinstance(label, str) and TAG.fullmatch(tag):
+                    image["versions"].append({"tag": tag, "label": label, "tested": False})
         tested = self._tested()
         for image in images:
             for version in image["versions"]:
@@ -149,14 +164,40 @@ class ImageCatalog:
             self.source = source
             self.load_error = e.message
 
-    def _tested(self) -> dict[str, dict[str, bool]]:
-        if self.tested_file is None or not self.tested_file.exists():
+    @staticmethod
+    def _read_json(path: Path | None) -> dict[str, Any]:
+        if path is None or not path.exists():
             return {}
         try:
-            data = json.loads(self.tested_file.read_text())
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    @staticmethod
+    def _write_json(path: Path, data: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    def _tested(self) -> dict[str, dict[str, bool]]:
+        return self._read_json(self.tested_file)
+
+    def add_built(self, image_id: str, tag: str, label: str) -> None:
+        """Record a version built here; it is untested until ``images test`` passes."""
+        self.get(image_id)
+        if not TAG.fullmatch(tag):
+            raise ValidationError(
+                f"tag {tag!r} is not a valid image tag (letters, digits, '.', '_', '-').",
+                field="tag",
+            )
+        if self.built_file is None:
+            raise CatalogError("No file to record built versions in.", field="built_file")
+        data = self._read_json(self.built_file)
+        data.setdefault(image_id, {})[tag] = label
+        self._write_json(self.built_file, data)
+        self.load()
 
     def mark_tested(self, image_id: str, tag: str, tested: bool = True) -> None:
         self.version(image_id, tag)
@@ -164,10 +205,7 @@ class ImageCatalog:
             raise CatalogError("No file to record tested versions in.", field="tested_file")
         data = self._tested()
         data.setdefault(image_id, {})[tag] = tested
-        self.tested_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.tested_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.tested_file)
+        self._write_json(self.tested_file, data)
         self.load()
 
     # --- reading ----------------------------------------------------------------------------
@@ -215,6 +253,8 @@ class ImageCatalog:
         if "image" in runtime:
             runtime["image"] = runtime["image"].replace("{tag}", tag or "")
         runtime["gpu"] = image.get("gpu", "optional")
+        version: dict[str, Any] = next((v for v in image["versions"] if v["tag"] == tag), {})
+        runtime["moving"] = bool(version.get("moving", tag in MOVING_TAGS))
         return runtime
 
     def check(self, config: ServerConfig, *, arch: str | None) -> None:

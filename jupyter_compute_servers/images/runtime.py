@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ValidationError
+from ..errors import ConflictError, ValidationError
 from .catalog import CONTAINER_KINDS
 
 if TYPE_CHECKING:
@@ -19,10 +19,22 @@ def container_for(manager: ComputeServerManager, server: ServerRecord) -> dict[s
     try:
         runtime = manager.images.runtime(server.config.image, server.config.image_tag)
     except ValidationError:
-        # Dropped from the catalogue since: the server keeps running on its own Python.
-        return None
+        # Dropped from the catalogue since. Its kernels must not quietly run on the server's
+        # own Python instead (other packages, other results): say so.
+        raise ConflictError(
+            f"The image {server.config.image}:{server.config.image_tag} of compute server "
+            f"{server.name!r} is no longer in the image catalogue; edit the server to pick "
+            f"another image, or put it back in the catalogue.",
+            field="config.image",
+        ) from None
     if runtime["kind"] in CONTAINER_KINDS:
-        return {"engine": runtime["kind"], "image": runtime["image"], "gpu": runtime["gpu"]}
+        return {
+            "engine": runtime["kind"],
+            "image": runtime["image"],
+            "gpu": runtime["gpu"],
+            # A tag that moves is pulled at each start; any other only when missing.
+            "pull": "always" if runtime["moving"] else "missing",
+        }
     if runtime["kind"] == "conda":
         return {"engine": "conda", "env": runtime["conda_env"]}
     return None

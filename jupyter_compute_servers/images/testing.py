@@ -8,6 +8,8 @@ recorded in the local override file, so the version shows in the picker without 
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +18,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from ..errors import ComputeServersError, ValidationError
+from ..kernels.runtime import KernelRuntime, server_runtime, set_server_runtime
 from ..kernels.specs import KernelSpecPublisher, spec_name
 from ..manager import ComputeServerManager
 from ..models import State
@@ -103,37 +106,59 @@ async def smoke_test_image(
     server = manager.create_server({"name": name, "cloud": cloud_name, "config": config})
     report(f"Testing {image_id}:{tag} on a new {cloud_name} server {name}")
     passed = False
+    # The kernel's provisioner must use this manager (its catalogue, its settings), not a
+    # standalone one built from the configuration files: as the Jupyter server does.
+    previous_runtime = server_runtime()
+    set_server_runtime(KernelRuntime(manager, asyncio.get_running_loop(), os.getcwd()))
+    # The step under way, so that a failure says which one failed.
+    step = "start the server (and pull the image)"
     try:
+        report(f"  {step}")
         manager.request_action(server.id, "start")
         await manager.wait_for_action(server.id)
         started = manager.get_server(server.id)
         if started.state is not State.RUNNING:
             raise ComputeServersError(f"the server did not start: {started.state_reason}")
+        step = "list the image's kernels"
+        report(f"  {step}")
         await kernel_specs.settle()
-        kernels = manager.get_server(server.id).kernel_specs or {"python3": {}}
+        kernels = manager.get_server(server.id).kernel_specs or {}
+        if not kernels:
+            raise ComputeServersError(
+                "the image offers no Jupyter kernel (`jupyter kernelspec list` there lists none)"
+            )
         kernel = "python3" if "python3" in kernels else sorted(kernels)[0]
-        report(f"  kernel {kernel} starts")
+        step = f"start the kernel {kernel}"
+        report(f"  {step}")
         kernel_manager = AsyncKernelManager(
             kernel_name=spec_name(server.id, kernel),
             kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernel_specs_dir]),
         )
         await kernel_manager.start_kernel()
         try:
+            client = kernel_manager.client()
+            client.start_channels()
+            try:
+                await client.wait_for_ready(timeout=120)
+            finally:
+                client.stop_channels()
             modules = image.get("imports") or []
             if modules:
-                report(f"  imports: {', '.join(modules)}")
+                step = f"import {', '.join(modules)}"
+                report(f"  {step}")
                 await _run(kernel_manager, "".join(f"import {m}\n" for m in modules), report)
             if image.get("gpu") == "required":
-                report("  a GPU is visible")
+                step = "see a GPU (nvidia-smi -L)"
+                report(f"  {step}")
                 await _run(kernel_manager, GPU_CHECK, report)
         finally:
             await kernel_manager.shutdown_kernel(now=True)
         passed = True
         report(f"PASSED {image_id}:{tag}")
     except ComputeServersError as e:
-        report(f"FAILED {image_id}:{tag}: {e.message}")
+        report(f"FAILED {image_id}:{tag} at the step '{step}': {e.message}")
     except Exception as e:
-        report(f"FAILED {image_id}:{tag}: {type(e).__name__}: {e}")
+        report(f"FAILED {image_id}:{tag} at the step '{step}': {type(e).__name__}: {e}")
     finally:
         for action, body, wanted in (
             ("stop", None, lambda state: state is State.RUNNING),
@@ -149,7 +174,10 @@ async def smoke_test_image(
             await manager.delete_server(server.id)
         except ComputeServersError as e:
             report(f"  clean-up: the server {name} is left: {e.message}")
+    set_server_runtime(previous_runtime)
     if passed and mark_tested:
         manager.images.mark_tested(image_id, tag)
         report(f"Marked {image_id}:{tag} as tested in {manager.images.tested_file}")
+    elif mark_tested:
+        report(f"Not marked as tested: {image_id}:{tag} failed a step.")
     return passed

@@ -34,6 +34,8 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
+from ..tunnel import RouteGetter, open_stream
+
 log = logging.getLogger(__name__)
 
 ConnectionGetter = Callable[[], Awaitable[asyncssh.SSHClientConnection]]
@@ -53,8 +55,11 @@ class IOPubResume:
         *,
         server_name: str,
         remote_host: str = "127.0.0.1",
+        route: RouteGetter = tuple,
     ) -> None:
         self.get_connection = get_connection
+        #: How to reach the relay's port (see ``tunnel.RouteGetter``).
+        self.route = route
         self.session = Session(key=key, signature_scheme="hmac-sha256", username="kernel")
         self.server_name = server_name
         self.remote_host = remote_host
@@ -167,8 +172,8 @@ class IOPubResume:
             relay = self.relay
             try:
                 connection = await self.get_connection()
-                reader, writer = await connection.open_connection(
-                    self.remote_host, int(relay["port"])
+                reader, writer = await open_stream(
+                    connection, self.route(), int(relay["port"]), self.remote_host
                 )
             except asyncio.CancelledError:
                 raise

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncssh
 import zmq
@@ -31,13 +31,26 @@ from ..errors import ComputeServersError, ConflictError, NotFoundError
 from ..images.runtime import container_for
 from ..manager import is_unreachable
 from ..models import Action, State
-from ..tunnel import Tunnel
+from ..ssh_endpoint import SSHEndpoint
+from ..tunnel import Tunnel, route_of
+from . import launch
 from .iopub import IOPubResume
 from .runtime import KernelRuntime, runtime_for
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 STARTABLE = {State.OFF: Action.START, State.DEPROVISIONED: Action.START}
 RESUMABLE = {State.SUSPENDED: Action.RESUME}
+
+
+class RemoteEnv(NamedTuple):
+    """A kernel's environment as the agent gets it (see ``launch.py``)."""
+
+    #: The variables the caller of start_kernel set.
+    given: dict[str, str]
+    #: Paths relative to the Jupyter root, made absolute in the workspace.
+    paths: dict[str, str]
+    #: The spec's variables, filled in from the server's environment.
+    templates: dict[str, str]
 
 
 class KernelStartError(RuntimeError):
@@ -111,6 +124,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         #: IOPub here, fed from the kernel's relay on the server (None: tunnelled directly,
         #: for a kernel whose agent had no relay).
         self._iopub: IOPubResume | None = None
+        #: The server's endpoint as last connected (its launcher routes the channels).
+        self._endpoint: SSHEndpoint | None = None
         self._key = secrets.token_hex(32)
         self._launched = False
         #: Why the interrupt that began a shutdown or restart could not reach the server.
@@ -151,7 +166,14 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         )
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
-        return (await self.runtime.manager.connection(self.server_id)).connection
+        connection = await self.runtime.manager.connection(self.server_id)
+        self._endpoint = connection.endpoint
+        return connection.connection
+
+    def _route(self) -> tuple[str, ...]:
+        """How channels reach the kernel's ports: through the endpoint's launcher (a Slurm
+        job's node, via ``srun``) when it has one, else ``direct-tcpip`` (see Tunnel)."""
+        return route_of(self._endpoint)
 
     def _server_name(self) -> str:
         try:
@@ -163,24 +185,40 @@ class ComputeServerProvisioner(KernelProvisionerBase):
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs = await super().pre_launch(**kwargs)
-        # The command runs on the server: the agent fills in its connection file's path there.
-        kwargs["cmd"] = list(self.kernel_spec.argv)
+        # As jupyter_client's format_kernel_cmd: the spec's argv, then the caller's
+        # extra_arguments (nbclient's --HistoryManager.hist_file=:memory:). The command runs on
+        # the server, which fills in its connection file's path there. Kept in the kernel
+        # manager's launch arguments, they come again on a restart.
+        try:
+            extra = launch.extra_arguments(kwargs.pop("extra_arguments", None))
+        except launch.LaunchArgumentError as e:
+            raise self._explained(self._refused(str(e))) from None
+        kwargs["cmd"] = [*self.kernel_spec.argv, *extra]
         return kwargs
+
+    def _refused(self, why: str) -> KernelStartError:
+        """A launch refused for its arguments, before anything is asked of the server (named
+        by the spec: the store may be another thread's here)."""
+        name = self.kernel_spec.display_name or self.kernel
+        return KernelStartError(f"Could not start the kernel {name!r}: {why}")
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         runtime = self.runtime
-        env = kwargs.get("env") or {}
-        # Only the spec's own variables travel: this machine's PATH and the like mean
-        # nothing on the server.
-        spec_env = self.kernel_spec.env
-        remote_env = {name: str(env.get(name, value)) for name, value in spec_env.items()}
+        # The spec's variables and those the caller set (see launch.py for the rule); this
+        # machine's own environment stays here.
+        try:
+            env = launch.remote_env(kwargs.get("env"), self.kernel_spec.env)
+            templates = launch.spec_templates(self.kernel_spec.env)
+        except launch.LaunchArgumentError as e:
+            raise self._explained(self._refused(str(e))) from None
+        remote = RemoteEnv(env, launch.workspace_env(env, runtime.relative_path), templates)
         cwd = runtime.relative_cwd(kwargs.get("cwd"))
         adoption = runtime.adoptions.pop(self.kernel_id, None) if not self._launched else None
         try:
             if adoption is not None:
                 info = await runtime.run(self._adopt(adoption))
             else:
-                info = await runtime.run(self._launch(cmd, cwd, remote_env))
+                info = await runtime.run(self._launch(cmd, cwd, remote))
         except KernelStartError as e:
             raise self._explained(e) from None
         except ComputeServersError as e:
@@ -215,7 +253,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         except ComputeServersError as e:
             raise self._failed(doing, e.message) from None
 
-    async def _launch(self, argv: list[str], cwd: str, env: dict[str, str]) -> KernelConnectionInfo:
+    async def _launch(self, argv: list[str], cwd: str, env: RemoteEnv) -> KernelConnectionInfo:
         manager = self.runtime.manager
         server = await self._ensure_running()
         # A server that does not answer is said so now, not after the hooks' own timeouts.
@@ -243,7 +281,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         raise AssertionError("unreachable")
 
     async def _launch_once(
-        self, server: Any, argv: list[str], cwd: str, env: dict[str, str]
+        self, server: Any, argv: list[str], cwd: str, env: RemoteEnv
     ) -> KernelConnectionInfo:
         manager = self.runtime.manager
         try:
@@ -254,7 +292,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 key=self._key,
                 workspace=(await manager.endpoint(self.server_id)).workspace,
                 cwd=cwd,
-                env=env,
+                env=env.given,
+                workspace_env=env.paths,
+                env_templates=env.templates,
                 kernel=self.kernel,
                 display_name=self.kernel_spec.display_name,
                 owner=manager.owner,
@@ -271,7 +311,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         remote_ports = self._tunnelled_ports(record)
         try:
             if self._tunnel is None or not self._tunnel.is_open:
-                self._tunnel = Tunnel(self._connection)
+                self._tunnel = Tunnel(self._connection, route=self._route)
                 await self._tunnel.open(remote_ports)
             else:  # a restart: the same local ports, now leading to the new kernel
                 self._tunnel.retarget(remote_ports)
@@ -323,7 +363,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         self._key = record["key"]
         self._remote = {k: v for k, v in record.items() if k != "key"}
         self._launched = True
-        self._tunnel = Tunnel(self._connection)
+        self._tunnel = Tunnel(self._connection, route=self._route)
         try:
             await self._tunnel.open(self._tunnelled_ports(self._remote))
             if self._remote.get("relay"):
@@ -360,7 +400,12 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         return ports
 
     def _new_iopub(self) -> IOPubResume:
-        return IOPubResume(self._connection, self._key.encode(), server_name=self._server_name())
+        return IOPubResume(
+            self._connection,
+            self._key.encode(),
+            server_name=self._server_name(),
+            route=self._route,
+        )
 
     async def _close_iopub(self) -> None:
         if self._iopub is not None:
@@ -688,11 +733,11 @@ class ComputeServerProvisioner(KernelProvisionerBase):
     async def _reattach(self, local_ports: dict[str, int], iopub_seq: int = -1) -> None:
         assert self._remote is not None
         remote_ports = self._tunnelled_ports(self._remote)
-        self._tunnel = Tunnel(self._connection)
+        self._tunnel = Tunnel(self._connection, route=self._route)
         try:
             await self._tunnel.open(remote_ports, local_ports)
         except OSError:
-            self._tunnel = Tunnel(self._connection)
+            self._tunnel = Tunnel(self._connection, route=self._route)
             await self._tunnel.open(remote_ports)
         if self._remote.get("relay"):
             self._iopub = self._new_iopub()

@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..db.database import without_password
 from ..errors import ComputeServersError, NotFoundError, ValidationError
 from ..manager import is_unreachable, owner_alive
 from ..models import State
@@ -80,7 +81,8 @@ class KernelRuntime:
 
     def matches(self, data_dir: str, db_url: str) -> bool:
         same_dir = not data_dir or os.path.realpath(data_dir) == os.path.realpath(self.data_dir)
-        return same_dir and (not db_url or db_url == self.manager.store.url)
+        url = self.manager.store.url
+        return same_dir and (not db_url or without_password(db_url) == without_password(url))
 
     async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the runtime's loop, from whichever loop the caller is on."""
@@ -99,13 +101,21 @@ class KernelRuntime:
 
     def relative_cwd(self, cwd: str | None) -> str:
         """The working directory, relative to the Jupyter root ('' for the root itself or for
-        anything outside it)."""
+        anything outside it). A relative one is taken from this process's working directory,
+        as a local kernel's would be (nbclient passes ``resources['metadata']['path']``)."""
         if not cwd:
             return ""
-        path = os.path.realpath(cwd)
-        if path == self.root_dir or not path.startswith(self.root_dir + os.sep):
+        return self.relative_path(cwd) or ""
+
+    def relative_path(self, path: str) -> str | None:
+        """A path on this machine relative to the Jupyter root ('' for the root itself), or
+        None when it lies outside (links resolved first: a link out of the root is out)."""
+        real = os.path.realpath(path)
+        if real == self.root_dir:
             return ""
-        return Path(os.path.relpath(path, self.root_dir)).as_posix()
+        if not real.startswith(self.root_dir + os.sep):
+            return None
+        return Path(os.path.relpath(real, self.root_dir)).as_posix()
 
     # --- the kernels running on a server, whoever started them ------------------------------
 
@@ -228,9 +238,11 @@ def _start_standalone(data_dir: str, db_url: str) -> KernelRuntime:
     overrides = {}
     if data_dir:
         overrides["data_dir"] = data_dir
-    if db_url:
-        overrides["db_url"] = db_url
     settings = load_settings(overrides)
+    # The spec's URL has no password (see specs.py): the configured one, if it is the same
+    # database, has it.
+    if db_url and without_password(settings.db_url) != without_password(db_url):
+        settings.db_url = db_url
     loop = asyncio.new_event_loop()
     ready: concurrent.futures.Future[KernelRuntime] = concurrent.futures.Future()
 

@@ -20,6 +20,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..db.database import without_password
 from ..images.runtime import container_for
 from ..store import ServerRecord
 
@@ -170,7 +171,8 @@ class KernelSpecPublisher:
             if spec_dir.name not in wanted and self._owned(spec_dir):
                 shutil.rmtree(spec_dir, ignore_errors=True)
                 changed = True
-        db_url = self.manager.store.url
+        # Kernel specs are readable files: the database's password stays in the configuration.
+        db_url = without_password(self.manager.store.url)
         for name, (server, kernel, remote) in wanted.items():
             spec_dir = self.kernels_dir / name
             spec_dir.mkdir(exist_ok=True)

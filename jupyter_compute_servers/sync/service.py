@@ -202,10 +202,16 @@ class SyncService(LoggingConfigurable):
         return self.get(server_id, run_id)
 
     async def run(
-        self, server_id: int, direction: str = "both", path: str = "", trigger: str = "api"
+        self,
+        server_id: int,
+        direction: str = "both",
+        path: str = "",
+        trigger: str = "api",
+        *,
+        confirm_deletions: bool = False,
     ) -> dict[str, Any]:
         """Sync and wait for the end (the CLI, kernel launches); answer the finished run."""
-        run = self._start(server_id, direction, path, trigger)
+        run = self._start(server_id, direction, path, trigger, confirm_deletions)
         await self.wait(server_id, run["id"])
         return self.get(server_id, run["id"])
 
@@ -214,7 +220,7 @@ class SyncService(LoggingConfigurable):
         if job is not None and job.run_id == run_id and job.task is not None:
             await asyncio.shield(job.task)
 
-    def cancel(self, server_id: int, sync_id: str) -> dict[str, Any]:
+    def cancel(self, server_id: int, sync_id: int) -> dict[str, Any]:
         run = self.get(server_id, sync_id)
         job = self._jobs.get(server_id)
         if job is None or job.run_id != run["id"] or job.task is None:
@@ -224,11 +230,7 @@ class SyncService(LoggingConfigurable):
         job.task.cancel()
         return run
 
-    def get(self, server_id: int, sync_id: int | str) -> dict[str, Any]:
-        if isinstance(sync_id, str):
-            if not (sync_id.isascii() and sync_id.isdigit()) or len(sync_id) > 18:
-                raise NotFoundError(f"No sync {sync_id!r}.", field="sync_id")
-            sync_id = int(sync_id)
+    def get(self, server_id: int, sync_id: int) -> dict[str, Any]:
         self.manager.get_server(server_id)
         run = self.store.run(server_id, sync_id)
         if run is None:

@@ -433,6 +433,25 @@ describe('ServerNotifier', () => {
     ]);
   });
 
+  it('says a job that reaches its time limit soon, once', () => {
+    const event = {
+      kind: 'ending_soon',
+      server_id: 3,
+      state: 'running',
+      message:
+        'Job 12 reaches its time limit at 14:20 (15 minutes left): save your work; the server stops then.'
+    };
+    emit(event);
+    emit(event);
+    expect(shown).toHaveLength(1);
+    expect(shown[0]).toMatchObject({
+      type: 'warning',
+      message:
+        'gpu-box: Job 12 reaches its time limit at 14:20 (15 minutes left): save your work; the server stops then.'
+    });
+    expect(shown[0].actions.map(a => a.label)).toEqual(['Open panel']);
+  });
+
   it('shows each once, and nothing for other events', () => {
     const event = {
       kind: 'auto_stopped',

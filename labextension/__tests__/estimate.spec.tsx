@@ -1,9 +1,10 @@
 /**
  * The live cost estimate: how it reads (from `POST estimate` answers recorded from the real
- * server, fixtures/estimates.json: a gcp VM on demand, and the same as spot, whose prices the
- * shipped table does not know), how it is asked for as options change, and, against a real
- * `jupyter server` with a rate card for the local cloud, the create dialog's line following
- * the CPUs; every gcp combination the picker offers is one the server accepts.
+ * server, fixtures/estimates.json: a gcp VM with a T4 on demand, and the same as spot, whose
+ * machine has a dated spot price and whose T4 has none), how it is asked for as options change,
+ * and, against a real `jupyter server` with a rate card for the local cloud, the create
+ * dialog's line following the CPUs; every gcp combination the picker offers is one the server
+ * accepts.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -17,6 +18,7 @@ import { ICloud } from '../servers/types';
 import {
   EstimateTracker,
   estimateSummary,
+  formatPartPrice,
   formatRate,
   formatUsd,
   parseHoursPerDay,
@@ -82,11 +84,25 @@ describe('how an estimate reads', () => {
       'price unknown running · $0.0068/h off · price unknown suspended · price unknown for 30 days'
     );
     expect(unknownParts(SPOT)).toEqual([
-      'vCPU (4 x n1 in us-central1, spot)',
-      'memory (15 GB x n1 in us-central1, spot)',
       'GPU (1 x nvidia-tesla-t4)',
       'suspended memory (15 GB)'
     ]);
+  });
+
+  it('says a shipped spot price as "about", with its date', () => {
+    const [vcpu, ...rest] = COMPLETE.rates.running.parts!;
+    const dated = {
+      ...vcpu,
+      note: 'spot price of 2026-07-30; may have changed'
+    };
+    const running = { ...COMPLETE.rates.running, parts: [dated, ...rest] };
+    expect(formatPartPrice(dated)).toBe(
+      'about $0.13/h (spot price of 2026-07-30; may have changed)'
+    );
+    expect(formatRate(running)).toBe('about $0.55/h');
+    // Other notes are not a date: the price reads as it is.
+    expect(formatPartPrice(rest[2])).toBe('$0.005/h');
+    expect(formatRate(COMPLETE.rates.running)).toBe('$0.55/h');
   });
 
   it('takes hours per day from 0 to 24', () => {
@@ -153,8 +169,18 @@ describe('EstimateView', () => {
     const unknown = mount.container.querySelector(
       '.jp-ComputeServers-estimateDetails tr.jp-mod-unknown'
     )!;
-    expect(unknown.textContent).toContain('price unknown: Spot prices change');
-    expect(mount.container.textContent).not.toMatch(/\$0\.0093/);
+    expect(unknown.textContent).toContain(
+      'price unknown: No spot price for this GPU is shipped'
+    );
+    // The sum of the known parts is never shown as the rate.
+    expect(mount.container.textContent).not.toMatch(/\$0\.076|\$0\.08/);
+    // The machine's spot price reads as what it is: dated.
+    const rows = Array.from(
+      mount.container.querySelectorAll('.jp-ComputeServers-estimateDetails td')
+    ).map(td => td.textContent);
+    expect(rows).toContain(
+      'about $0.04/h (spot price of 2026-07-30; may have changed)'
+    );
   });
 
   it('says when it is on its way, or why there is none', () => {
@@ -365,7 +391,7 @@ describe('estimates from a real server', () => {
     expect(await api.list()).toEqual([]);
   });
 
-  it('accepts every gcp combination the picker offers, and prices spot as unknown', async () => {
+  it('accepts every gcp combination the picker offers, and prices spot as published', async () => {
     // The gcp cloud cannot be used here (no credentials), but it checks and prices configurations.
     const gcpCloud = model.clouds.find(c => c.name === 'gcp')!;
     expect(gcpCloud.available).toBe(false);
@@ -413,7 +439,21 @@ describe('estimates from a real server', () => {
         spot: true
       }
     });
+    // No spot price is shipped for a T4 attached to an N1 machine.
     expect(estimateSummary(spot)).toContain('price unknown running');
     expect(unknownParts(spot)).toContain('GPU (1 x nvidia-tesla-t4)');
+    // A G2 machine's is, with its date.
+    const g2 = await model.estimate({
+      cloud: 'gcp',
+      config: {
+        machine_type: 'g2-standard-4',
+        gpu: { type: 'nvidia-l4', count: 1 },
+        spot: true
+      }
+    });
+    expect(estimateSummary(g2)).toMatch(/^about \$0\.\d+\/h running/);
+    expect(formatPartPrice(g2.rates.running.parts![0])).toMatch(
+      /^about \$0\.\d+\/h \(spot price of \d{4}-\d{2}-\d{2}; may have changed\)$/
+    );
   });
 });

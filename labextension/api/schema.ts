@@ -442,37 +442,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/servers/{server_id}/mount": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description The server's id. */
-                server_id: number;
-            };
-            cookie?: never;
-        };
-        /**
-         * The server's live workspace mount
-         * @description The mount made by this Jupyter server (null when none).
-         */
-        get: operations["getMount"];
-        put?: never;
-        /**
-         * Mount a tree of the Jupyter root on the server
-         * @description Mounts `path` of the Jupyter root (the root itself by default) at `mount_point` in the server's workspace and answers once it is mounted. The server runs `sshfs` in passive mode on an exec channel of its one SSH connection; this Jupyter server answers its SFTP requests, confined to the tree: no path, `..` or link leads outside it, and no link pointing outside can be made. `read_only` refuses every change. The agent first checks that sshfs, /dev/fuse and fusermount are on the server; when one is missing the answer is 502 with `missing` and the package to install (`apt-get install sshfs`). A mount that drops with the connection is mounted again when the server answers (state `remounting` meanwhile; its files then fail with an error, never stale or empty). Stopping the server and Jupyter's shutdown unmount it. Mounting again replaces the mount. Needs `execute` and `write` on `contents`.
-         */
-        post: operations["mount"];
-        /**
-         * Unmount the live workspace
-         * @description Unmounts (lazily: what a process has open stays usable until closed) and answers with what was mounted, or null when nothing was. Needs `execute`.
-         */
-        delete: operations["unmount"];
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/servers/{server_id}/syncs": {
         parameters: {
             query?: never;
@@ -575,6 +544,112 @@ export interface paths {
         /** Read the image catalogue again, without restarting */
         post: operations["reloadImages"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/servers/{server_id}/ports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        /**
+         * What the server's processes listen on, on its loopback
+         * @description Asks the server's agent: TCP ports its processes listen on where the loopback reaches them (on a shared host, only this server's processes; the processes of kernels, their relays and terminals left out). Each can be opened through the proxy at `url` (needs `execute`). Empty while the server is not running.
+         */
+        get: operations["listServerPorts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/servers/{server_id}/apps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        /**
+         * The web apps the server's image offers, each with its state
+         * @description The apps of the server's image (a server without an image: those of the catalogue's image of the machine's own Python). Their states are asked of the server while it runs.
+         */
+        get: operations["listServerApps"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/servers/{server_id}/apps/{app_name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+                /** @description The app's name in the server's image (`tensorboard`). */
+                app_name: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start one of the image's web apps (if it is not running)
+         * @description Runs the app's command detached on the server (as kernels run), in its workspace, on a free port of its loopback; it stops with the server or when deleted. Needs the `execute` permission. 201 when started now, 200 when it was running.
+         */
+        post: operations["startServerApp"];
+        /**
+         * Stop a web app (SIGTERM to its process group, then SIGKILL)
+         * @description Needs the `execute` permission.
+         */
+        delete: operations["stopServerApp"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/servers/{server_id}/mount": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        /**
+         * The server's live workspace mount
+         * @description The mount made by this Jupyter server (null when none).
+         */
+        get: operations["getMount"];
+        put?: never;
+        /**
+         * Mount a tree of the Jupyter root on the server
+         * @description Mounts `path` of the Jupyter root (the root itself by default) at `mount_point` in the server's workspace and answers once it is mounted. The server runs `sshfs` in passive mode on an exec channel of its one SSH connection; this Jupyter server answers its SFTP requests, confined to the tree: no path, `..` or link leads outside it, and no link pointing outside can be made. `read_only` refuses every change. The agent first checks that sshfs, /dev/fuse and fusermount are on the server; when one is missing the answer is 502 with `missing` and the package to install (`apt-get install sshfs`). A mount that drops with the connection is mounted again when the server answers (state `remounting` meanwhile; its files then fail with an error, never stale or empty). Stopping the server and Jupyter's shutdown unmount it. Mounting again replaces the mount. Needs `execute` and `write` on `contents`.
+         */
+        post: operations["mount"];
+        /**
+         * Unmount the live workspace
+         * @description Unmounts (lazily: what a process has open stays usable until closed) and answers with what was mounted, or null when nothing was. Needs `execute`.
+         */
+        delete: operations["unmount"];
         options?: never;
         head?: never;
         patch?: never;
@@ -873,7 +948,7 @@ export interface components {
             available: boolean;
             /** @description Why it is unavailable. */
             reason: string;
-            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local and ssh clouds, GcpOfferings for the gcp cloud. */
+            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local and ssh clouds, GcpOfferings for the gcp cloud, SlurmOfferings for the slurm cloud. */
             offerings: {
                 [key: string]: unknown;
             };
@@ -1008,13 +1083,21 @@ export interface components {
                 [key: string]: unknown;
             }[];
             imports?: string[];
+            /** @description Web apps the image offers. */
             apps?: {
-                [key: string]: unknown;
+                name: string;
+                label?: string;
+                command: string[];
+                icon?: string;
+                path?: string;
+                gpu?: boolean;
             }[];
             versions: {
                 tag: string;
                 label: string;
                 tested: boolean;
+                /** @description Present when the catalogue says so: the tag moves (like latest) and is pulled again at each start. Tags named latest, stable, edge, nightly, main or master move unless it says false. */
+                moving?: boolean;
             }[];
         };
         /** @description Stop the server every day at this time if it has been running since before it (one started later runs until the next day's). */
@@ -1293,6 +1376,64 @@ export interface components {
                 supported: boolean;
                 with_gpus: boolean;
             };
+        };
+        /** @description Cloud.offerings of the slurm cloud: each configured cluster with what sinfo read over its login node (partitions within what the admin allows). */
+        SlurmOfferings: {
+            clusters: {
+                name: string;
+                /** @description The registered host that is the cluster's login node. */
+                login_host: string;
+                partitions: components["schemas"]["SlurmPartition"][];
+                /** @description Accounts users may charge (empty: none is given). */
+                accounts: string[];
+                /** @description QOS users may ask (empty: none is given). */
+                qos: string[];
+                /** @description The admin's longest job. */
+                max_time_minutes: number;
+                /** @description Why the cluster's partitions could not be read now (empty when they were). */
+                error: string;
+            }[];
+        };
+        /** @description A partition of a Slurm cluster: its time limit (within the admin's) and its largest node. */
+        SlurmPartition: {
+            name: string;
+            max_time_minutes: number;
+            /** @description CPUs of its largest node. */
+            cpu: number;
+            /** @description Memory of its largest node. */
+            memory_gb: number;
+            gpus: {
+                type: string;
+                /** @description GPUs of the type on one node (GRES). */
+                count: number;
+            }[];
+            up: boolean;
+        };
+        ListeningPort: {
+            port: number;
+            /** @description The process that listens. */
+            pid: number | null;
+            /** @description Its command line (at most 300 characters). */
+            command: string;
+            /** @description Where the Lab opens it: `<base_url>/compute-servers/servers/<id>/proxy/<port>/`. */
+            url: string;
+        };
+        ServerApp: {
+            name: string;
+            label: string;
+            icon: string | null;
+            /** @description Whether it needs a GPU. */
+            gpu: boolean;
+            /**
+             * @description exited: it ended on its own (open its URL for the end of its log).
+             * @enum {string}
+             */
+            state: "stopped" | "running" | "exited";
+            /** @description Its port on the server's loopback while it runs. */
+            port: number | null;
+            exit_code: number | null;
+            /** @description Where the Lab opens it: `<base_url>/compute-servers/servers/<id>/apps/<name>/` and the image's path. */
+            url: string;
         };
         MountRequest: {
             /**
@@ -2476,144 +2617,6 @@ export interface operations {
             502: components["responses"]["ServerUnreachable"];
         };
     };
-    getMount: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description The server's id. */
-                server_id: number;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The mount, or null. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        mount: components["schemas"]["Mount"] | null;
-                    };
-                };
-            };
-            403: components["responses"]["Forbidden"];
-            /** @description No such server. */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-        };
-    };
-    mount: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description The server's id. */
-                server_id: number;
-            };
-            cookie?: never;
-        };
-        requestBody?: {
-            content: {
-                "application/json": components["schemas"]["MountRequest"];
-            };
-        };
-        responses: {
-            /** @description Mounted. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        mount: components["schemas"]["Mount"] | null;
-                    };
-                };
-            };
-            /** @description Invalid body; `field` names the input (`path`, `read_only`, `mount_point`). */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            403: components["responses"]["Forbidden"];
-            /** @description No such server. */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description The server is not running. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            502: components["responses"]["ServerUnreachable"];
-        };
-    };
-    unmount: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description The server's id. */
-                server_id: number;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Unmounted (or nothing was mounted). */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        mount: components["schemas"]["Mount"] | null;
-                    };
-                };
-            };
-            403: components["responses"]["Forbidden"];
-            /** @description No such server. */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description The server is not running. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            502: components["responses"]["ServerUnreachable"];
-        };
-    };
     listSyncs: {
         parameters: {
             query?: never;
@@ -2804,6 +2807,331 @@ export interface operations {
                 };
             };
             403: components["responses"]["Forbidden"];
+        };
+    };
+    listServerPorts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The ports. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        ports: components["schemas"]["ListeningPort"][];
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    listServerApps: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The apps. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        apps: components["schemas"]["ServerApp"][];
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    startServerApp: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+                /** @description The app's name in the server's image (`tensorboard`). */
+                app_name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description It was running. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerApp"];
+                };
+            };
+            /** @description Started. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerApp"];
+                };
+            };
+            /** @description An app that needs a GPU on a server without one, or an invalid name (`field`: app_name). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server, or its image offers no such app. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server is not running. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    stopServerApp: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+                /** @description The app's name in the server's image (`tensorboard`). */
+                app_name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Stopped (or it was not running). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid name. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server, or its image offers no such app. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server is not running. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    getMount: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The mount, or null. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        mount: components["schemas"]["Mount"] | null;
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    mount: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["MountRequest"];
+            };
+        };
+        responses: {
+            /** @description Mounted. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        mount: components["schemas"]["Mount"] | null;
+                    };
+                };
+            };
+            /** @description Invalid body; `field` names the input (`path`, `read_only`, `mount_point`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server is not running. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    unmount: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Unmounted (or nothing was mounted). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        mount: components["schemas"]["Mount"] | null;
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No such server. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server is not running. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            502: components["responses"]["ServerUnreachable"];
         };
     };
 }

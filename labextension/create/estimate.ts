@@ -5,7 +5,7 @@
  * wherever a price is not known, never a guess.
  */
 import { ApiError } from '../request';
-import { IEstimate, IEstimateRequest, IRate } from './types';
+import { ICostPart, IEstimate, IEstimateRequest, IRate } from './types';
 
 /** What the dialog shows: the last estimate, and whether a newer one is on its way. */
 export interface IEstimateState {
@@ -144,11 +144,33 @@ export function formatUsd(amount: number): string {
   return `${sign}$${Number(value.toPrecision(2))}`;
 }
 
-/** A rate per hour: "$0.38/h", or "price unknown" when any part's price is unknown. */
+/**
+ * A price shipped with its date that may no longer be the price (the spot prices of the gcp
+ * table: Google changes them up to once every 30 days): its note says "...; may have changed".
+ */
+export function isDatedPrice(part: ICostPart): boolean {
+  return part.hourly !== null && /may have changed/.test(part.note ?? '');
+}
+
+/** One part's price: "$0.35/h", or "about $0.40/h (spot price of <date>; may have changed)". */
+export function formatPartPrice(part: ICostPart): string {
+  if (part.hourly === null) {
+    return `price unknown${part.note ? `: ${part.note}` : ''}`;
+  }
+  const price = `${formatUsd(part.hourly)}/h`;
+  return isDatedPrice(part) ? `about ${price} (${part.note})` : price;
+}
+
+/**
+ * A rate per hour: "$0.38/h", "about $0.38/h" when a part's price may have changed since its
+ * date, or "price unknown" when any part's price is unknown.
+ */
 export function formatRate(rate: IRate): string {
-  return rate.unknown.length > 0
-    ? 'price unknown'
-    : `${formatUsd(rate.hourly)}/h`;
+  if (rate.unknown.length > 0) {
+    return 'price unknown';
+  }
+  const about = (rate.parts ?? []).some(isDatedPrice) ? 'about ' : '';
+  return `${about}${formatUsd(rate.hourly)}/h`;
 }
 
 /** The parts whose price is not known, anywhere in the estimate, each named once. */

@@ -2,7 +2,7 @@ import * as React from 'react';
 
 import {
   estimateSummary,
-  formatUsd,
+  formatPartPrice,
   IEstimateState,
   unknownParts
 } from './estimate';
@@ -33,11 +33,7 @@ function RateParts(props: { title: string; rate: IRate }): JSX.Element | null {
             {part.name}
             {part.detail ? ` (${part.detail})` : ''}
           </td>
-          <td>
-            {part.hourly === null
-              ? `price unknown${part.note ? `: ${part.note}` : ''}`
-              : `${formatUsd(part.hourly)}/h`}
-          </td>
+          <td>{formatPartPrice(part)}</td>
         </tr>
       ))}
     </>

@@ -9,6 +9,12 @@ import { formatNumber } from '../servers/format';
 import { ICloud, IOfferings } from '../servers/types';
 import { GpuAvailability, imageGpu } from './images';
 import {
+  chosenPartition,
+  ISlurmValues,
+  partitionGpus,
+  slurmOfferings
+} from './slurm';
+import {
   IGcpDiskType,
   IGcpGpu,
   IGcpMachineType,
@@ -17,7 +23,7 @@ import {
 } from './types';
 
 /** The configuration part of a server's form: text as typed. */
-export interface IHardwareValues {
+export interface IHardwareValues extends ISlurmValues {
   image: string;
   image_tag: string;
   cpu: string;
@@ -377,6 +383,10 @@ export function offeredGpuTypes(
   if (offerings.hosts) {
     const host = offerings.hosts.find(h => String(h.id) === values.host);
     return (host?.gpus ?? []).map(g => ({ type: g.type, free: g.free }));
+  }
+  const slurm = slurmOfferings(cloud);
+  if (slurm) {
+    return partitionGpus(chosenPartition(slurm, values));
   }
   return (offerings.gpus ?? []).map(g => ({ type: g.type }));
 }

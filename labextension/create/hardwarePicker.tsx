@@ -23,6 +23,13 @@ import {
   zoneOptions
 } from './hardware';
 import { imageGpu } from './images';
+import {
+  chosenPartition,
+  partitionGpus,
+  SlurmFields,
+  slurmOfferings,
+  slurmRange
+} from './slurm';
 import { IGcpOfferings, IImage } from './types';
 
 /**
@@ -168,10 +175,15 @@ function SizesAndGpus<V extends IHardwareValues>(
     props.onChange(latest => ({ ...latest, [key]: value }));
   const hosts = offerings.hosts;
   const host = hosts?.find(h => String(h.id) === values.host);
+  // On the slurm cloud, what the chosen partition's nodes have.
+  const slurm = slurmOfferings(cloud);
+  const partition = slurm ? chosenPartition(slurm, values) : undefined;
   // On the ssh cloud, what the chosen host has: its GPU types, CPUs and memory.
-  const gpus: { type: string; max_count: number; free?: number }[] = hosts
-    ? hostGpus(host)
-    : (offerings.gpus ?? []);
+  const gpus: { type: string; max_count: number; free?: number }[] = slurm
+    ? partitionGpus(partition)
+    : hosts
+      ? hostGpus(host)
+      : (offerings.gpus ?? []);
   const gpu = gpus.find(g => g.type === values.gpu_type);
   const minimum = minDiskGb(cloud, values, image);
   const range = (key: 'cpu' | 'memory_gb' | 'disk_gb') => {
@@ -179,6 +191,9 @@ function SizesAndGpus<V extends IHardwareValues>(
       return offerings.disk_gb
         ? { min: minimum, max: offerings.disk_gb.max }
         : undefined;
+    }
+    if (slurm) {
+      return slurmRange(partition, key);
     }
     if (!hosts) {
       return offerings[key];
@@ -200,6 +215,16 @@ function SizesAndGpus<V extends IHardwareValues>(
 
   return (
     <>
+      {slurm && (
+        <SlurmFields
+          offerings={slurm}
+          values={values}
+          errors={errors}
+          disabled={disabled}
+          locks={locks}
+          onChange={props.onChange}
+        />
+      )}
       {hosts !== undefined && (
         <Field name="host" label="Host" error={errors.host} hint={locks.host}>
           <select

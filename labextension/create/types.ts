@@ -34,6 +34,14 @@ export type IGcpGpu = IGcpOfferings['gpus'][number];
 
 export type IGcpDiskType = IGcpOfferings['disk_types'][number];
 
+/** What the slurm cloud offers: its clusters, each with the partitions sinfo read. */
+export type ISlurmOfferings = Schemas['SlurmOfferings'];
+
+export type ISlurmCluster = ISlurmOfferings['clusters'][number];
+
+/** A partition of a cluster: its time limit and its largest node. */
+export type ISlurmPartition = Schemas['SlurmPartition'];
+
 /** One charge of a configuration in one state. */
 export type ICostPart = Schemas['CostPart'];
 

@@ -17,10 +17,12 @@ const KINDS: ReadonlySet<string> = new Set<ServerEventKind>([
   'kernels',
   'kernelspecs',
   'terminals',
+  'apps',
   'cost_warning',
   'auto_stopped',
   'sync',
   'preempted',
+  'ending_soon',
   'hosts',
   'mount'
 ]);

@@ -14,10 +14,12 @@ export type ServerEventKind =
   | 'kernels'
   | 'kernelspecs'
   | 'terminals'
+  | 'apps'
   | 'cost_warning'
   | 'auto_stopped'
   | 'sync'
   | 'preempted'
+  | 'ending_soon'
   | 'hosts'
   | 'mount';
 

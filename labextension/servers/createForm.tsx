@@ -6,6 +6,12 @@ import { EstimateView } from '../create/estimateView';
 import { Field } from '../create/field';
 import { gcpOfferings, IHardwareValues } from '../create/hardware';
 import { hostGpus } from '../create/hardwarePicker';
+import {
+  SLURM_INPUTS,
+  slurmDefaults,
+  slurmExtra,
+  slurmOfferings
+} from '../create/slurm';
 import { formatNumber } from './format';
 import {
   ICloud,
@@ -96,6 +102,9 @@ export function valuesForCloud<V extends ICreateFormValues>(
   if (!next.image && cloud?.offerings.images?.length) {
     next.image = cloud.offerings.images[0].id;
   }
+  if (slurmOfferings(cloud)) {
+    Object.assign(next, slurmDefaults(defaults));
+  }
   const gcp = gcpOfferings(cloud);
   if (gcp) {
     next.region = next.region || gcp.default_region;
@@ -171,6 +180,9 @@ export function buildConfig(
     const host = numberOrText(values.host);
     config.extra = host === undefined ? {} : { host };
   }
+  if (slurmOfferings(cloud)) {
+    config.extra = slurmExtra(values);
+  }
   return config as Partial<IServerConfig>;
 }
 
@@ -198,6 +210,10 @@ export function errorKeyFor(field: string | null): FormErrorKey {
   const path = field.startsWith('config.') ? field.slice(7) : field;
   if (path === 'extra.host' || path === 'host') {
     return 'host';
+  }
+  const slurmKey = SLURM_INPUTS.find(key => path === `extra.${key}`);
+  if (slurmKey) {
+    return slurmKey;
   }
   if (path === 'gpu' || path.startsWith('gpu.')) {
     return path === 'gpu.count' ? 'gpu_count' : 'gpu';

@@ -5,6 +5,7 @@ import { IEstimateState } from '../create/estimate';
 import { EstimateView } from '../create/estimateView';
 import { Field } from '../create/field';
 import { HardwareLocks } from '../create/hardwarePicker';
+import { slurmDefaults } from '../create/slurm';
 import {
   buildConfig,
   errorKeyFor,
@@ -78,6 +79,7 @@ export function editFormValues(server: IServer): IEditFormValues {
     zone: text(config.zone),
     disk_type: text(config.disk_type),
     spot: config.spot === true,
+    ...(server.cloud === 'slurm' ? slurmDefaults(config) : {}),
     notes: server.notes ?? '',
     idle_timeout_minutes: text(server.idle_timeout_minutes),
     spend_amount: text(server.spend_limit?.amount),

@@ -795,18 +795,10 @@ class GCPCloud(ApiAccess, InstanceDescription, Cloud):
         clients, _ = await self._api()
         where, instance = await self._existing(op, clients)
         if instance.status != "TERMINATED":
-            op.progress(f"Stopping VM {where.instance}", 0.3)
-            doing = f"stop VM {where.instance}"
-            await self._operate(
-                clients,
-                where,
-                doing,
-                clients.instances.stop_unary,
-                op,
-                instance=where.instance,
+            await self._power_off(
+                op, clients, where, clients.instances.stop_unary, "stop", "Stopping"
             )
-        op.remember(address=None)
-        self._endpoints.pop(op.server_id, None)
+        self._forget_address(op)
 
     async def suspend(self, op: Operation) -> None:
         refusal = self.refuse_action("suspend", op.config)
@@ -814,16 +806,28 @@ class GCPCloud(ApiAccess, InstanceDescription, Cloud):
             raise ConflictError(refusal + ".", field="action")
         clients, _ = await self._api()
         where, _ = await self._existing(op, clients)
-        op.progress(f"Suspending VM {where.instance}", 0.3)
-        doing = f"suspend VM {where.instance}"
-        await self._operate(
-            clients,
-            where,
-            doing,
-            clients.instances.suspend_unary,
-            op,
-            instance=where.instance,
+        await self._power_off(
+            op, clients, where, clients.instances.suspend_unary, "suspend", "Suspending"
         )
+        self._forget_address(op)
+
+    async def _power_off(
+        self,
+        op: Operation,
+        clients: _Clients,
+        where: _Where,
+        call: Callable[..., compute_v1.Operation],
+        verb: str,
+        progress: str,
+    ) -> None:
+        """Stop or suspend the VM with the instances API's ``call`` ("stop", "Stopping")."""
+        op.progress(f"{progress} VM {where.instance}", 0.3)
+        await self._operate(
+            clients, where, f"{verb} VM {where.instance}", call, op, instance=where.instance
+        )
+
+    def _forget_address(self, op: Operation) -> None:
+        """A VM that is not running keeps no address (an ephemeral one is released)."""
         op.remember(address=None)
         self._endpoints.pop(op.server_id, None)
 
