@@ -141,6 +141,7 @@ class FakeGCE:
         self.release = threading.Event()
         self.discard_held = False
         self._lock = threading.RLock()
+        self._closed = False
         self._addresses = itertools.count(2)
         self._ops = itertools.count(1)
         with socket.socket() as s:
@@ -161,6 +162,8 @@ class FakeGCE:
         self._server.shutdown()
         self._server.server_close()
         with self._lock:
+            # A guest still booting must not start an sshd after this (nobody would end it).
+            self._closed = True
             for vm in self.vms.values():
                 self._halt(vm)
 
@@ -653,8 +656,10 @@ class FakeGCE:
         """What the guest does as it boots: sshd up, host key published, startup script."""
         time.sleep(self.boot_delay)
         with self._lock:
-            if vm.status != "RUNNING" or (vm.zone, vm.name) not in self.vms:
+            if self._closed or vm.status != "RUNNING" or (vm.zone, vm.name) not in self.vms:
                 return
+            if vm.sshd is not None and vm.sshd.poll() is None:
+                return  # an earlier boot of this run got here first
             metadata = self.metadata(vm)
             vm.sshd = _start_sshd(vm, self.ssh_port, metadata.get("ssh-keys", ""), self.vm_env)
             host_key = (vm.disk_dir / "ssh_host_ed25519_key.pub").read_text().split()
@@ -705,12 +710,26 @@ class FakeGCE:
                 return 200, b"", "text/plain"
         return 404, b"not found", "text/plain"
 
+    def vanish(self) -> None:
+        """Every VM is gone, as if deleted outside the API (its guest ends with it)."""
+        with self._lock:
+            for vm in self.vms.values():
+                self._halt(vm)
+            self.vms.clear()
+
     def _halt(self, vm: VM) -> None:
+        with self._lock:  # not while a booting guest is starting its sshd
+            self._halt_guest(vm)
+
+    def _halt_guest(self, vm: VM) -> None:
         for process in (vm.sshd, vm.script):
             if process is not None and process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()  # a power cut: nothing of the guest outlives its VM
                     process.wait(5)
         vm.sshd = vm.script = None
 

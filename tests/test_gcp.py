@@ -1140,7 +1140,7 @@ async def test_status_follows_the_instance_status(fake, key_file, tmp_path):
             assert found.state is state, status
             assert found.preempted is False
         vm.status = "RUNNING"
-        fake.vms.clear()
+        fake.vanish()
         found = await cloud.status(server.id, server.cloud_data)
         assert found.state is State.DEPROVISIONED
         assert f"there is no VM {vm.name}" in found.reason
