@@ -303,7 +303,7 @@ async def test_stop_start_suspend_resume_reboot_and_deprovision(fake, key_file, 
         assert server.state is State.RUNNING
         second = fake.vm().name
         assert second != vm.name
-        fake.vms.clear()
+        fake.vanish()
         fake.disks.clear()
         server = await act(manager, server.id, "deprovision", confirm=True)
         assert server.state is State.DEPROVISIONED, server.state_reason
