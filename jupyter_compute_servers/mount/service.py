@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,14 +30,12 @@ from ..errors import CloudError, ComputeServersError, ConflictError, ValidationE
 from ..ssh import quote_command
 from ..sync.holdback import HoldBack
 from .sftp import serve
+from .workspace import MountRequest
 
 if TYPE_CHECKING:
     from ..manager import ComputeServerManager, ServerAgent
 
 log = logging.getLogger(__name__)
-
-#: Where a mount goes in the workspace unless the request says otherwise.
-DEFAULT_MOUNT_POINT = "jupyter"
 
 #: sshfs's caches, short enough that a file saved in the Lab is seen on the server within
 #: about a second: sshfs keeps directory listings (with their entries' attributes) for 1 s, the
@@ -49,61 +46,9 @@ DEFAULT_MOUNT_POINT = "jupyter"
 #: large reads stream.
 SSHFS_OPTIONS = "dcache_timeout=1,attr_timeout=0.5,entry_timeout=0.5,negative_timeout=0"
 
-_NAME = re.compile(r"[^\x00/]{1,255}")
-
 
 class MountError(CloudError):
     """A mount could not be made on the server (the message says why and what to do)."""
-
-
-@dataclass
-class MountRequest:
-    """What to mount: ``path`` (relative to the Jupyter root; '' is the root), whether
-    read-only, and where in the workspace (``mount_point``, relative)."""
-
-    path: str = ""
-    read_only: bool = False
-    mount_point: str = DEFAULT_MOUNT_POINT
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "read_only": self.read_only, "mount_point": self.mount_point}
-
-
-def _relative(value: Any, name: str, *, allow_empty: bool) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(f"{name} must be a string", field=name)
-    value = value.strip("/") if value not in ("", "/") else ""
-    if not value:
-        if allow_empty:
-            return ""
-        raise ValidationError(f"{name} must not be empty", field=name)
-    parts = value.split("/")
-    if len(value) > 1024 or any(p in (".", "..") or not _NAME.fullmatch(p) for p in parts):
-        raise ValidationError(
-            f"{name} must be a relative path without '.', '..' or empty parts", field=name
-        )
-    return value
-
-
-def parse_request(body: Any) -> MountRequest:
-    """A mount request's body, each field checked (errors name the field)."""
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise ValidationError("The request body must be a JSON object")
-    unknown = sorted(set(body) - {"path", "read_only", "mount_point"})
-    if unknown:
-        raise ValidationError(f"Unknown field {unknown[0]!r}", field=unknown[0])
-    read_only = body.get("read_only", False)
-    if not isinstance(read_only, bool):
-        raise ValidationError("read_only must be true or false", field="read_only")
-    return MountRequest(
-        path=_relative(body.get("path", ""), "path", allow_empty=True),
-        read_only=read_only,
-        mount_point=_relative(
-            body.get("mount_point", DEFAULT_MOUNT_POINT), "mount_point", allow_empty=False
-        ),
-    )
 
 
 @dataclass
