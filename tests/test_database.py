@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from jupyter_compute_servers.billing.records import CostRecords
 from jupyter_compute_servers.config import ComputeServersSettings
-from jupyter_compute_servers.db import BASELINE_REVISION, Database, engine_url, metadata
+from jupyter_compute_servers.db import Database, engine_url, metadata
 from jupyter_compute_servers.db.database import without_password
 from jupyter_compute_servers.errors import ValidationError
 from jupyter_compute_servers.hosts import HostStore
@@ -83,9 +83,14 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
     store = ServerStore(f"sqlite:///{path}", clock=time.time)
     database = store.database
     assert database.revision == Database.head_revision()
-    # Stamped, not made again: the same tables, the same rows.
-    assert rows(path) == before_rows
-    assert schema(path) == before_schema
+    # Stamped at the baseline, not made again: the same tables, the same rows; then the
+    # revisions since (0002: the servers' workspace setting, NULL in old rows).
+    after_rows = rows(path)
+    assert after_rows["servers"] == [(*row, None) for row in before_rows["servers"]]
+    assert {t: r for t, r in after_rows.items() if t != "servers"} == {
+        t: r for t, r in before_rows.items() if t != "servers"
+    }
+    assert schema(path) == since_baseline(before_schema)
 
     # And each store reads its rows as they were written.
     first, plain, queued = store.servers()
@@ -178,7 +183,8 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     assert store.database.revision == Database.head_revision()
     after = rows(path)
     # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty).
-    assert after["servers"] == [(*row, None) for row in before["servers"]]
+    # Then 0002 added the workspace setting (empty too).
+    assert after["servers"] == [(*row, None, None) for row in before["servers"]]
     for table in ("state_history", "hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
         assert after[table] == before[table]
     assert set(after) - set(before) == {
@@ -190,7 +196,7 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
         "sync_runs",
     }
     assert not any(after[t] for t in set(after) - set(before))
-    assert schema(path) == schema(LEGACY / "v6.db")
+    assert schema(path) == since_baseline(schema(LEGACY / "v6.db"))
     old = store.get(1)
     assert old.spend_limit == SpendLimit(5.0, 1) and old.config.gpu == GpuSpec("T4", 1)
     assert old.kernel_specs is None and old.daily_stop is None
@@ -201,9 +207,22 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
 
 def test_a_new_sqlite_store_has_exactly_the_last_releases_schema(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'new.db'}")
-    assert database.revision == Database.head_revision() == BASELINE_REVISION
+    assert database.revision == Database.head_revision()
     database.close()
-    assert schema(tmp_path / "new.db") == schema(LEGACY / "v6.db")
+    assert schema(tmp_path / "new.db") == since_baseline(schema(LEGACY / "v6.db"))
+
+
+def since_baseline(baseline: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The schema a store of the baseline (BASELINE_REVISION: the last release's) has after the
+    revisions since: 0002 added ``servers.workspace``."""
+    changed = []
+    for entry in baseline:
+        if entry[:2] == ("table", "servers"):
+            kind, name, table, sql = entry
+            assert sql.endswith(")")
+            entry = (kind, name, table, sql[:-1] + ", workspace TEXT)")
+        changed.append(entry)
+    return changed
 
 
 def test_the_tables_the_modules_define_are_the_tables_the_migrations_make(db_url):
