@@ -84,7 +84,11 @@ describe('create form values', () => {
       region: '',
       zone: '',
       disk_type: '',
-      spot: false
+      spot: false,
+      // Synced, as before mounts: a copy works offline.
+      workspace_mode: 'synced',
+      mount_path: '',
+      mount_read_only: false
     });
   });
 
@@ -210,6 +214,8 @@ describe('CreateServerForm', () => {
       'disk_gb',
       'gpu_type',
       'gpu_count',
+      // The workspace: synced, so no mount inputs.
+      'workspace_mode',
       'color'
     ]);
     const cpu =

@@ -12,6 +12,13 @@ import {
   slurmExtra,
   slurmOfferings
 } from '../create/slurm';
+import {
+  buildWorkspace,
+  IWorkspaceValues,
+  WorkspaceFields,
+  workspaceErrorKey,
+  workspaceValues
+} from '../mount/workspaceFields';
 import { formatNumber } from './format';
 import {
   ICloud,
@@ -23,7 +30,7 @@ import {
 export { hostGpus, hostOptionLabel } from '../create/hardwarePicker';
 
 /** What the create form holds: text as typed, so that nothing typed is lost on an error. */
-export interface ICreateFormValues extends IHardwareValues {
+export interface ICreateFormValues extends IHardwareValues, IWorkspaceValues {
   name: string;
   cloud: string;
   color: string;
@@ -136,7 +143,8 @@ export function initialValues(
     region: '',
     zone: '',
     disk_type: '',
-    spot: false
+    spot: false,
+    ...workspaceValues()
   });
 }
 
@@ -199,6 +207,9 @@ export function buildCreateRequest(
   if (values.color) {
     body.color = values.color;
   }
+  if (values.workspace_mode !== 'synced') {
+    body.workspace = buildWorkspace(values);
+  }
   return body;
 }
 
@@ -206,6 +217,10 @@ export function buildCreateRequest(
 export function errorKeyFor(field: string | null): FormErrorKey {
   if (!field) {
     return 'general';
+  }
+  const workspaceKey = workspaceErrorKey(field);
+  if (workspaceKey) {
+    return workspaceKey;
   }
   const path = field.startsWith('config.') ? field.slice(7) : field;
   if (path === 'extra.host' || path === 'host') {
@@ -323,6 +338,12 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
           onChange={props.onChange}
         />
       )}
+      <WorkspaceFields
+        values={values}
+        errors={errors}
+        disabled={disabled}
+        onChange={props.onChange}
+      />
       <Field name="color" label="Colour" error={errors.color}>
         {input('color', { type: 'color' })}
       </Field>
