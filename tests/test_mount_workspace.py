@@ -90,6 +90,18 @@ async def test_a_mounted_workspace_is_mounted_at_each_start_and_never_synced(
     finally:
         client.stop_channels()
         await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+    # A notebook at the root: its kernel starts at the mount point.
+    kernel_id = await start_kernel(jp_fetch, name, "root.ipynb")
+    client = jp_serverapp.kernel_manager.get_kernel(kernel_id).client()
+    client.start_channels()
+    try:
+        await until_iopub_live(client)
+        reply, printed = await execute(client, "import os\nprint(os.getcwd())")
+        assert reply["content"]["status"] == "ok", reply
+        assert printed.strip() == point
+    finally:
+        client.stop_channels()
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
     _, listing = await api("GET", f"servers/{sid}/syncs")
     assert listing["syncs"] == []
 
