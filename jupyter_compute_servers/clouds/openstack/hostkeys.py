@@ -1,0 +1,42 @@
+"""A VM's SSH host keys, read from its console log.
+
+cloud-init's ``keys_to_console`` module prints the host's public keys to the serial console at
+the end of the first boot (and of every boot after), between ``-----BEGIN SSH HOST KEY
+KEYS-----`` and ``-----END SSH HOST KEY KEYS-----``. The console log is read over Nova's
+authenticated API, not over the network the VM is reached by, so a key taken from there is not
+trusted on first use: a machine in the middle of the SSH connection cannot have printed it.
+"""
+
+from __future__ import annotations
+
+import asyncssh
+
+BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
+END = "-----END SSH HOST KEY KEYS-----"
+#: Host key types, most preferred first.
+KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa")
+
+
+def host_key_from_console(output: str) -> str:
+    """The preferred host key of the last complete block in ``output`` (an OpenSSH public key
+    line, without comment), or "" when the console has printed none (yet)."""
+    start = output.rfind(BEGIN)
+    if start < 0:
+        return ""
+    end = output.find(END, start)
+    if end < 0:
+        return ""  # still being printed
+    found: dict[str, str] = {}
+    for line in output[start + len(BEGIN) : end].splitlines():
+        words = line.strip().split()
+        if len(words) < 2 or words[0] not in KEY_TYPES:
+            continue
+        try:
+            key = asyncssh.import_public_key(f"{words[0]} {words[1]}")
+        except (asyncssh.KeyImportError, ValueError):
+            continue
+        found.setdefault(words[0], key.export_public_key().decode().strip())
+    for kind in KEY_TYPES:
+        if kind in found:
+            return found[kind]
+    return ""
