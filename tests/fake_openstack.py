@@ -340,7 +340,10 @@ class FakeOpenStack:
         path = path.rstrip("/") or "/"
         if path.startswith("/identity"):
             return self._identity(method, path[len("/identity") :], body)
-        if headers.get("x-auth-token") not in self.tokens:
+        discovery = path in ("/compute", "/compute/v2.1", "/image", "/network")
+        if not discovery and headers.get("x-auth-token") not in self.tokens:
+            # Version documents are public (as Nova's, Glance's and Neutron's are); the rest
+            # needs a token Keystone issued.
             # ASSUMED: the services answer a missing or unknown token as Keystone does.
             return (
                 401,

@@ -20,12 +20,11 @@ KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa")
 def host_key_from_console(output: str) -> str:
     """The preferred host key of the last complete block in ``output`` (an OpenSSH public key
     line, without comment), or "" when the console has printed none (yet)."""
-    start = output.rfind(BEGIN)
+    # A block still being printed (a BEGIN without its END) is not read.
+    end = output.rfind(END)
+    start = output.rfind(BEGIN, 0, end) if end >= 0 else -1
     if start < 0:
         return ""
-    end = output.find(END, start)
-    if end < 0:
-        return ""  # still being printed
     found: dict[str, str] = {}
     for line in output[start + len(BEGIN) : end].splitlines():
         words = line.strip().split()
