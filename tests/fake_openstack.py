@@ -248,7 +248,7 @@ class FakeOpenStack:
     def add_flavor(
         self, name: str, vcpus: int, ram: int, disk: int, extra_specs: dict[str, str]
     ) -> dict[str, Any]:
-        flavor = {
+        flavor: dict[str, Any] = {
             "id": f"{len(self.flavors) + 1}0{secrets.token_hex(2)}",
             "name": name,
             "vcpus": vcpus,
@@ -957,8 +957,8 @@ class FakeOpenStack:
             if spec.get("port_id"):
                 self._associate(ip, spec["port_id"])
             return 201, {"floatingip": ip}, {}
-        ip = self.floating_ips.get(rest[0]) if rest else None
-        if ip is None:
+        found = self.floating_ips.get(rest[0]) if rest else None
+        if found is None:
             return (
                 404,
                 {
@@ -970,6 +970,7 @@ class FakeOpenStack:
                 },
                 {},
             )
+        ip = found
         if method == "GET":
             return 200, {"floatingip": ip}, {}
         if method == "PUT":
