@@ -27,6 +27,7 @@ import base64
 import contextlib
 import itertools
 import json
+import re
 import secrets
 import shutil
 import signal
@@ -181,6 +182,8 @@ class FakeOpenStack:
         self._forwarders: dict[str, _Forwarder] = {}
         #: GPUs (PCI or vGPU devices) the hypervisors can expose at once (issue 24: 4).
         self.gpu_capacity = 4
+        #: No hypervisor has room for any flavor (the scheduler's NoValidHost for everything).
+        self.no_room = False
         #: The project's quota (Nova's os-quota-sets names; RAM in MiB).
         self.quota = {"instances": 10, "cores": 64, "ram": 256 * 1024}
         self.quota_status = 403
@@ -535,8 +538,12 @@ class FakeOpenStack:
         if method == "POST" and not rest:
             return self._create(body["server"])
         if method == "GET" and rest in ([], ["detail"]):
+            # Nova matches ``name`` as a regular expression (api-ref: "filter by server name,
+            # in regular expression format").
             found = [
-                s for s in self.servers.values() if not query.get("name") or query["name"] in s.name
+                s
+                for s in self.servers.values()
+                if not query.get("name") or re.search(query["name"], s.name)
             ]
             return 200, {"servers": [self._server_json(s) for s in found]}, {}
         server = self.servers.get(rest[0]) if rest else None
@@ -645,7 +652,7 @@ class FakeOpenStack:
                 return
             wanted = gpus_of(server.flavor["extra_specs"])
             in_use = self.gpus_in_use() - wanted  # this one counts itself while in BUILD
-            if wanted and in_use + wanted > self.gpu_capacity:
+            if self.no_room or (wanted and in_use + wanted > self.gpu_capacity):
                 # The scheduler's NoValidHost, as a server's fault (Nova's documented shape:
                 # code, created, message; details only for admins).
                 server.status, server.task_state = "ERROR", None

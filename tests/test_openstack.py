@@ -18,6 +18,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import TraitError
 
+from jupyter_compute_servers.clouds.base import Operation
 from jupyter_compute_servers.clouds.openstack import OpenStackCloud
 from jupyter_compute_servers.clouds.openstack.catalog import gpus_of
 from jupyter_compute_servers.clouds.openstack.hostkeys import host_key_from_console
@@ -231,6 +232,46 @@ async def test_quota_exceeded_is_explained_and_leaves_nothing(fake, clouds_yaml,
         assert "Quota exceeded for cores: Requested 8, but already used 0 of 6 cores" in reason
         assert "smaller flavor" in reason and "administrators" in reason
         assert fake.servers == {}
+
+
+async def test_no_valid_host_for_a_flavor_without_gpus_is_explained(fake, clouds_yaml, tmp_path):
+    fake.no_room = True
+    cloud = await make_cloud(fake, clouds_yaml, tmp_path)
+    async with openstack_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager, machine_type="ci_large").id, "start")
+        assert server.state is State.DEPROVISIONED
+        reason = server.state_reason
+        assert "no hypervisor with room for flavor ci_large" in reason
+        assert "No valid host was found" in reason and "smaller flavor" in reason
+        # The errored server was deleted, not left to count against the quota.
+        assert fake.servers == {} and len(cloud.queue) == 0
+
+
+async def test_an_interrupted_create_carries_on_with_its_server(fake, clouds_yaml, tmp_path):
+    cloud = await make_cloud(fake, clouds_yaml, tmp_path)
+    async with openstack_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager, machine_type="ci_medium").id, "start")
+        nova_id = server.cloud_data["nova_id"]
+        # As if Jupyter died right after Nova's create call, before recording its answer.
+        lost = {k: v for k, v in server.cloud_data.items() if k in ("instance", "keypair")}
+        status = await cloud.status(server.id, lost)
+        assert status.state is State.RUNNING and status.found == {"nova_id": nova_id}
+        progress: list[str] = []
+        op = Operation(
+            server_id=server.id,
+            server_name=server.name,
+            config=server.config,
+            cloud_data=dict(lost),
+            client_public_key=manager.keys.ensure(server.id),
+            report=lambda message, _: progress.append(message),
+            save=lambda _: None,
+        )
+        await cloud.create(op)
+        assert op.cloud_data["nova_id"] == nova_id and len(fake.servers) == 1
+        assert op.cloud_data["host_key"] == server.cloud_data["host_key"]
+        assert any("from an interrupted start" in p for p in progress)
+        # A namesake that is another server's (its metadata says so) is never taken for ours.
+        assert (await cloud.status(server.id + 1, lost)).state is State.DEPROVISIONED
 
 
 async def test_wrong_credentials_make_the_cloud_unavailable_without_showing_them(fake, tmp_path):

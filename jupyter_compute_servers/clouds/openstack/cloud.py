@@ -426,6 +426,30 @@ class OpenStackCloud(ApiAccess, Cloud):
 
         return await self._call(f"look at server {nova_id}", get)
 
+    async def _find_ours(self, server_id: int, cloud_data: dict[str, Any]) -> Any | None:
+        """This server's VM: by its recorded id, else by the name remembered before the create
+        call (and our metadata, so a namesake of someone else's is never taken)."""
+        nova_id = cloud_data.get("nova_id")
+        if nova_id:
+            return await self._get(str(nova_id))
+        name = cloud_data.get("instance")
+        if not name:
+            return None
+        owner = self._installation_id()
+
+        def find(connection: Connection) -> Any | None:
+            for server in connection.compute.servers(details=True, name=f"^{re.escape(name)}$"):
+                metadata = server.metadata or {}
+                if (
+                    server.name == name
+                    and metadata.get("compute-server-id") == str(server_id)
+                    and metadata.get("compute-server-owner") == owner
+                ):
+                    return server
+            return None
+
+        return await self._call(f"look for server {name}", find)
+
     async def _existing(self, op: Operation) -> Any:
         nova_id = op.cloud_data.get("nova_id")
         server = await self._get(str(nova_id)) if nova_id else None
@@ -505,9 +529,21 @@ class OpenStackCloud(ApiAccess, Cloud):
                 state=State.DEPROVISIONED.value,
             )
         keypair = f"{self.instance_prefix}-{self._installation_id()}-{op.server_id}"
-        name = f"{self.instance_prefix}-{re.sub(r'[^a-z0-9-]+', '-', op.server_name.lower())}"
-        name = f"{name[:40].strip('-')}-{op.server_id}"
-        # Remembered before anything is created: a crash leaves names to clean up by.
+        name = str(op.cloud_data.get("instance") or "")
+        if not name:
+            slug = re.sub(r"[^a-z0-9-]+", "-", op.server_name.lower())
+            name = f"{self.instance_prefix}-{slug}"[:40].strip("-") + f"-{op.server_id}"
+        # A server left by an interrupted create (its id maybe never recorded) is carried on.
+        found = await self._find_ours(op.server_id, op.cloud_data)
+        if found is not None and found.status != "ERROR":
+            op.remember(nova_id=found.id)
+            op.progress(f"Found server {found.name} from an interrupted start", 0.2)
+            await self.start(op)
+            return
+        if found is not None:
+            op.remember(nova_id=found.id)
+            await self._delete_quietly(op)
+        # Remembered before anything is created: a crash leaves names to look for.
         op.remember(keypair=keypair, instance=name, nova_id=None, address=None, host_key=None)
         await self._ensure_keypair(op, keypair)
         if flavor.gpu_type:
@@ -817,27 +853,31 @@ class OpenStackCloud(ApiAccess, Cloud):
         op.remember(nova_id=None, instance=None, keypair=None, address=None, host_key=None)
 
     async def status(self, server_id: int, cloud_data: dict[str, Any]) -> CloudStatus:
-        nova_id = cloud_data.get("nova_id")
-        if not nova_id:
+        if not cloud_data.get("nova_id") and not cloud_data.get("instance"):
             return CloudStatus(State.DEPROVISIONED, "it has no VM")
         try:
-            server = await self._get(str(nova_id))
+            server = await self._find_ours(server_id, cloud_data)
         except OpenStackError as e:
             raise CloudError(e.message) from None
         if server is None:
-            return CloudStatus(State.DEPROVISIONED, f"there is no server {nova_id}")
+            name = cloud_data.get("nova_id") or cloud_data.get("instance")
+            return CloudStatus(State.DEPROVISIONED, f"there is no server {name}")
+        found = {} if cloud_data.get("nova_id") else {"nova_id": server.id}
         status = str(server.status)
         if status in _RUNNING:
-            return CloudStatus(State.RUNNING, f"OpenStack reports it {status}")
+            return CloudStatus(State.RUNNING, f"OpenStack reports it {status}", found=found)
         if status in _SUSPENDED:
-            return CloudStatus(State.SUSPENDED, f"OpenStack reports it {status}")
+            return CloudStatus(State.SUSPENDED, f"OpenStack reports it {status}", found=found)
         if status == "ERROR":
             fault = (server.fault or {}).get("message") or "no fault recorded"
-            return CloudStatus(State.OFF, f"OpenStack put the server in ERROR: {fault}")
+            return CloudStatus(
+                State.OFF, f"OpenStack put the server in ERROR: {fault}", found=found
+            )
         return CloudStatus(
             State.OFF,
             f"OpenStack reports it {status}: stopped outside Jupyter (Horizon, the openstack "
             f"CLI, or a shutdown inside it)",
+            found=found,
         )
 
     # --- edits ----------------------------------------------------------------------------------
