@@ -283,6 +283,26 @@ async def test_wrong_credentials_make_the_cloud_unavailable_without_showing_them
     assert "not-the-password" not in reason
 
 
+async def test_credentials_may_come_from_the_auth_setting_instead(fake, tmp_path):
+    cloud = OpenStackCloud(
+        data_dir=str(tmp_path),
+        clouds_yaml=str(tmp_path / "none.yaml"),
+        region_name=fake.region,
+        auth={
+            "auth_url": fake.auth_url,
+            "username": fake.username,
+            "password": fake.password,
+            "project_name": fake.project,
+            "user_domain_name": "Default",
+            "project_domain_name": "Default",
+        },
+    )
+    assert await cloud.availability() == (True, "")
+    assert "gpu_medium" in {m["name"] for m in cloud.offerings()["machine_types"]}
+    assert cloud.offerings()["project"] == fake.project
+    assert fake.password not in json.dumps(cloud.offerings())
+
+
 async def test_a_missing_clouds_yaml_is_explained(tmp_path):
     cloud = OpenStackCloud(
         data_dir=str(tmp_path), clouds_yaml=str(tmp_path / "none.yaml"), cloud="nowhere"
