@@ -68,7 +68,7 @@ test.describe('The openstack cloud', () => {
     await row(page, name).locator('button[data-action="start"]').click();
     await waitForState(page, name, 'running');
 
-    // A notebook on its kernel runs in the VM's workspace.
+    // A notebook on its kernel runs in the VM's workspace (in the notebook's folder there).
     await openLauncher(page);
     const section = page.locator('.jp-Launcher-section', {
       has: page.locator('.jp-Launcher-sectionTitle', {
@@ -89,7 +89,8 @@ test.describe('The openstack cloud', () => {
       .poll(async () => (await page.notebook.getCellTextOutput(0))?.join(''), {
         timeout: TRANSITION_TIMEOUT
       })
-      .toMatch(/\/home\/work 42/);
+      // The notebook's folder under the VM's workspace (the fake VM's home is on its disk).
+      .toMatch(/jcs-ui-openstack-.*\/home\/work\/\S* 42/);
     await page.notebook.close(true);
   });
 });
