@@ -27,6 +27,7 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import re
 import secrets
 import shutil
@@ -930,8 +931,8 @@ class FakeOpenStack:
         self, method: str, rest: list[str], query: dict[str, str], body: Any
     ) -> tuple[int, Any, dict[str, str]]:
         if method == "GET" and not rest:
-            found = [ip for ip in self.floating_ips.values() if _matches(ip, query)]
-            return 200, {"floatingips": found}, {}
+            listed = [ip for ip in self.floating_ips.values() if _matches(ip, query)]
+            return 200, {"floatingips": listed}, {}
         if method == "POST" and not rest:
             spec = body["floatingip"]
             network = spec.get("floating_network_id")
@@ -1015,6 +1016,7 @@ class FakeOpenStack:
                 process.kill()
                 process.wait(5)
         server.sshd = None
+        _power_cut(server.disk_dir / "home")
 
     def _delete(self, server: Server) -> None:
         self._halt(server)
@@ -1040,3 +1042,19 @@ def _matches(item: dict[str, Any], query: dict[str, str]) -> bool:
 def _fault(kind: str, code: int, message: str) -> dict[str, Any]:
     """Nova's error body: ``{"<kind>": {"code": N, "message": "..."}}``."""
     return {kind: {"code": code, "message": message}}
+
+
+def _power_cut(home: Path) -> None:
+    """End every process of a guest (its sessions have HOME on the VM's disk), as powering a
+    VM off does: kernels and agents started detached from the SSH session included."""
+    marker = f"HOME={home}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), signal.SIGKILL)
