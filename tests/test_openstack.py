@@ -22,7 +22,7 @@ from jupyter_compute_servers.clouds.base import Operation
 from jupyter_compute_servers.clouds.openstack import OpenStackCloud
 from jupyter_compute_servers.clouds.openstack.catalog import gpus_of
 from jupyter_compute_servers.clouds.openstack.hostkeys import host_key_from_console
-from jupyter_compute_servers.errors import ValidationError
+from jupyter_compute_servers.errors import ConflictError, ValidationError
 from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
 from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
@@ -152,12 +152,13 @@ async def test_a_kernel_runs_on_a_gpu_medium_server_through_every_action(
             assert (await act(manager, server.id, "stop")).state is State.OFF
             assert vm.status == "SHUTOFF" and vm.sshd is None
             assert (await act(manager, server.id, "start")).state is State.RUNNING
-            assert (await act(manager, server.id, "suspend")).state is State.SUSPENDED
-            assert vm.status == "SUSPENDED"
-            assert (await act(manager, server.id, "resume")).state is State.RUNNING
+            # Nova cannot suspend a VM with GPUs (managed save): refused before anything.
+            with pytest.raises(ConflictError, match="cannot suspend a VM with GPUs") as refused:
+                manager.request_action(server.id, "suspend")
+            assert refused.value.status == 409 and fake.actions("suspend") == []
             assert (await act(manager, server.id, "reboot")).state is State.RUNNING
             assert (await manager.info(server.id))["python_executable"] == sys.executable
-            for action in ("os-stop", "os-start", "suspend", "resume", "reboot"):
+            for action in ("os-stop", "os-start", "reboot"):
                 assert fake.actions(action), action
             assert fake.actions("reboot")[0].body == {"reboot": {"type": "SOFT"}}
 
@@ -166,6 +167,17 @@ async def test_a_kernel_runs_on_a_gpu_medium_server_through_every_action(
             assert fake.servers == {} and fake.keypairs == {}
         finally:
             set_server_runtime(None)
+
+
+async def test_a_server_without_gpus_suspends_and_resumes(fake, clouds_yaml, tmp_path):
+    cloud = await make_cloud(fake, clouds_yaml, tmp_path)
+    async with openstack_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager, machine_type="ci_medium").id, "start")
+        assert (await act(manager, server.id, "suspend")).state is State.SUSPENDED
+        assert fake.server().status == "SUSPENDED" and fake.actions("suspend")
+        assert (await act(manager, server.id, "resume")).state is State.RUNNING
+        assert fake.actions("resume")
+        assert (await manager.info(server.id))["python_executable"] == sys.executable
 
 
 async def test_a_floating_ip_is_allocated_used_and_released(fake, clouds_yaml, tmp_path):

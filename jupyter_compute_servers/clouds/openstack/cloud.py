@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from traitlets import Dict, Float, Int, TraitError, Unicode, validate
 
 from ...billing.prices import Part, Rate, StateRates
-from ...errors import CloudError, OperationFailed, ValidationError
+from ...errors import CloudError, ConflictError, OperationFailed, ValidationError
 from ...models import ServerConfig, State
 from ..base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 from .api import ApiAccess
@@ -299,7 +299,7 @@ class OpenStackCloud(ApiAccess, Cloud):
             "disk_gb": {"min": 1, "max": max((f.disk_gb for f in flavors), default=1) or 1},
             "boot_images": boot_images,
             "spot": False,
-            "suspend": {"supported": True, "with_gpus": True},
+            "suspend": {"supported": True, "with_gpus": False},
             # OpenStack's own.
             "glance_images": sorted(catalog.images.values(), key=lambda i: i["name"]),
             "networks": sorted(catalog.networks.values(), key=lambda n: n["name"]),
@@ -377,6 +377,17 @@ class OpenStackCloud(ApiAccess, Cloud):
 
     def arch(self, config: ServerConfig) -> str | None:
         return "x86_64" if config.machine_type else None
+
+    def refuse_action(self, action: str, config: ServerConfig) -> str:
+        if action == "suspend" and config.gpu is not None:
+            # Nova's suspend is libvirt's managed save, which neither PCI passthrough GPUs nor
+            # vGPUs support (NVIDIA: "Suspend, hibernate and managed-save operations are not
+            # supported with GPU passthrough"; Nova's vGPU docs say the same of vGPUs).
+            return (
+                "OpenStack cannot suspend a VM with GPUs; stop it instead (its disk is kept, "
+                "its memory is not)"
+            )
+        return ""
 
     def watch_interval(self) -> float:
         return max(0.0, self.status_check_interval)
@@ -812,6 +823,9 @@ class OpenStackCloud(ApiAccess, Cloud):
             await self._wait_for(op, server.id, ("SHUTOFF",), "stop")
 
     async def suspend(self, op: Operation) -> None:
+        refusal = self.refuse_action("suspend", op.config)
+        if refusal:
+            raise ConflictError(refusal + ".", field="action")
         server = await self._existing(op)
         op.progress(f"Suspending server {server.name}", 0.3)
         await self._act(
