@@ -192,7 +192,11 @@ class FakeOpenStack:
         self.build_delay = 0.05
         self.boot_delay = 0.0
         #: The guest prints its host keys to the console (cloud-init's keys_to_console).
-        self.print_host_keys = True
+        #: True: keys and fingerprints; "fingerprints": only those (cloud-init's
+        #: ssh_key_console_blacklist covering every type); False: nothing.
+        self.print_host_keys: bool | str = True
+        #: A fingerprint the console prints instead of the real one (a VM that lies).
+        self.console_fingerprint = ""
         self.vm_env: dict[str, str] = {}
         self._lock = threading.RLock()
         self._closed = False
@@ -680,7 +684,14 @@ class FakeOpenStack:
             public = (server.disk_dir / "ssh_host_ed25519_key.pub").read_text().split()
             key = asyncssh.import_public_key(" ".join(public[:2]))
             server.console.append("Cloud-init v. 23.2.2 running 'modules:final'")
-            if self.print_host_keys:
+            if self.print_host_keys == "fingerprints":
+                server.console += [
+                    "-----BEGIN SSH HOST KEY FINGERPRINTS-----",
+                    f"256 {self.console_fingerprint or key.get_fingerprint()} root@{server.name}"
+                    " (ED25519)",
+                    "-----END SSH HOST KEY FINGERPRINTS-----",
+                ]
+            elif self.print_host_keys:
                 # cloud-init's cc_keys_to_console: fingerprints, then the keys themselves.
                 server.console += [
                     "ci-info: no authorized SSH keys fingerprints found for user ubuntu.",

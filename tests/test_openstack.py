@@ -209,6 +209,26 @@ async def test_no_host_key_on_the_console_means_no_ssh_and_the_vm_is_stopped(
         assert fake.server().status == "SHUTOFF"
 
 
+async def test_a_console_with_fingerprints_only_pins_the_key_that_matches(
+    fake, clouds_yaml, tmp_path
+):
+    fake.print_host_keys = "fingerprints"
+    cloud = await make_cloud(fake, clouds_yaml, tmp_path, boot_timeout=2.0)
+    async with openstack_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager, "one", machine_type="ci_medium").id, "start")
+        assert server.state is State.RUNNING, server.state_reason
+        host_key = (fake.server().disk_dir / "ssh_host_ed25519_key.pub").read_text().split()
+        assert server.cloud_data["host_key"] == f"{host_key[0]} {host_key[1]}"
+        assert (await manager.info(server.id))["python_executable"] == sys.executable
+
+        # A key whose fingerprint the console did not print is never trusted.
+        fake.console_fingerprint = "SHA256:" + "A" * 43
+        other = await act(manager, create(manager, "two", machine_type="ci_medium").id, "start")
+        assert other.state is State.OFF
+        assert "is not one server" in other.state_reason and "not trusted" in other.state_reason
+        assert not other.cloud_data.get("host_key")
+
+
 def test_host_keys_come_from_the_last_complete_console_block():
     old = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMXSpK8/KX/SADHvCDPQo3wPu/QQn4lt5DD3G+vlR9NP"
     new = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK64LhTz1UlUTY2p7kKYQL2sD9i7Gz+TtlAV1HuYaIYv"

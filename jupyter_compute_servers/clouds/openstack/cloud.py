@@ -32,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import asyncssh
 from traitlets import Dict, Float, Int, TraitError, Unicode, validate
 
 from ...billing.prices import Part, Rate, StateRates
@@ -41,7 +42,7 @@ from ..base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 from .api import ApiAccess
 from .catalog import Catalog, Flavor, flavor_from
 from .errors import NO_VALID_HOST, OpenStackError, no_valid_host
-from .hostkeys import host_key_from_console
+from .hostkeys import fingerprints_from_console, host_key_from_console
 from .queue import GPUQueue, ordinal
 
 if TYPE_CHECKING:
@@ -700,13 +701,23 @@ class OpenStackCloud(ApiAccess, Cloud):
                 answer = connection.compute.get_server_console_output(server.id, length=200)
                 return str(answer.get("output") or "")
 
-            host_key = host_key_from_console(
-                await self._call(f"read the console log of {server.id}", console)
+            output = await self._call(f"read the console log of {server.id}", console)
+            fingerprints = fingerprints_from_console(output)
+            host_key = host_key_from_console(output) or await self._key_matching(
+                address, fingerprints
             )
             if host_key:
                 break
             if time.monotonic() > deadline:
                 await self._stop_quietly(server.id)
+                if fingerprints:
+                    raise OperationFailed(
+                        f"The SSH host key at {address} is not one server {server.name} printed "
+                        f"to its console ({', '.join(sorted(fingerprints))}), so it is not "
+                        f"trusted and the server was stopped: something else may answer at "
+                        f"that address. Ask the cloud's administrators.",
+                        state=State.OFF.value,
+                    )
                 raise OperationFailed(
                     f"Server {server.name} printed no SSH host key to its console within "
                     f"{self.boot_timeout:g} s, so it was stopped (its image needs cloud-init "
@@ -721,6 +732,28 @@ class OpenStackCloud(ApiAccess, Cloud):
             if time.monotonic() > deadline:
                 raise CloudError(f"SSH on {address}:{self.ssh_port} does not answer.")
             await asyncio.sleep(self.poll_interval)
+
+    async def _key_matching(self, address: str, fingerprints: set[str]) -> str:
+        """The host key sshd offers, if its fingerprint is one the console printed ("" if
+        none was printed, sshd does not answer yet, or it offers another key)."""
+        if not fingerprints:
+            return ""
+        try:
+            key = await asyncio.wait_for(
+                asyncssh.get_server_host_key(address, self.ssh_port), timeout=10
+            )
+        except (OSError, asyncssh.Error, asyncio.TimeoutError):
+            return ""
+        if key is None or key.get_fingerprint("sha256") not in fingerprints:
+            if key is not None:
+                self.log.warning(
+                    "The SSH host key at %s:%s (%s) is not one its console printed; not trusted.",
+                    address,
+                    self.ssh_port,
+                    key.get_fingerprint("sha256"),
+                )
+            return ""
+        return key.export_public_key().decode().strip()
 
     async def _port_open(self, address: str) -> bool:
         try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncssh
 
+FINGERPRINTS_BEGIN = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
+FINGERPRINTS_END = "-----END SSH HOST KEY FINGERPRINTS-----"
 BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
 END = "-----END SSH HOST KEY KEYS-----"
 #: Host key types, most preferred first.
@@ -39,3 +41,20 @@ def host_key_from_console(output: str) -> str:
         if kind in found:
             return found[kind]
     return ""
+
+
+def _last_block(output: str, begin: str, end: str) -> str:
+    stop = output.rfind(end)
+    start = output.rfind(begin, 0, stop) if stop >= 0 else -1
+    return output[start + len(begin) : stop] if start >= 0 else ""
+
+
+def fingerprints_from_console(output: str) -> set[str]:
+    """The SHA256 fingerprints of the last complete fingerprints block (lines such as ``256
+    SHA256:abc... root@host (ED25519)``)."""
+    found = set()
+    for line in _last_block(output, FINGERPRINTS_BEGIN, FINGERPRINTS_END).splitlines():
+        for word in line.split():
+            if word.startswith("SHA256:") and len(word) > len("SHA256:"):
+                found.add(word)
+    return found
