@@ -520,6 +520,10 @@ async def test_the_api_offers_the_flavors_and_runs_a_gpu_medium_server(fake, api
         "POST", "estimate", {"cloud": "openstack", "config": {"machine_type": "gpu_medium"}}
     )
     assert code == 200, estimate
+    # The configured rate of the flavor (private clouds charge internally, or not at all).
+    assert estimate["config"]["gpu"] == {"type": "v100", "count": 1}
+    assert estimate["rates"]["running"]["hourly"] == 0.75
+    assert estimate["rates"]["off"]["hourly"] == 0
     code, server = await api("POST", f"servers/{server['id']}/actions/start")
     assert code == 202, server
     server = await wait_for_state(server["id"], "running", timeout=60)
