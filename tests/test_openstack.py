@@ -263,7 +263,7 @@ async def test_quota_exceeded_is_explained_and_leaves_nothing(fake, clouds_yaml,
         assert "quota is used up" in reason
         assert "Quota exceeded for cores: Requested 8, but already used 0 of 6 cores" in reason
         assert "smaller flavor" in reason and "administrators" in reason
-        assert fake.servers == {}
+        assert fake.servers == {} and fake.keypairs == {}  # nothing half-made is left
 
 
 async def test_no_valid_host_for_a_flavor_without_gpus_is_explained(fake, clouds_yaml, tmp_path):
@@ -414,7 +414,7 @@ async def test_a_gpu_start_that_waits_too_long_fails_with_what_to_try(fake, clou
         assert "No GPU freed within 0.01 minutes" in server.state_reason
         assert "No valid host was found" in server.state_reason
         assert "all its GPUs are in use" in server.state_reason
-        assert fake.servers == {} and len(cloud.queue) == 0
+        assert fake.servers == {} and fake.keypairs == {} and len(cloud.queue) == 0
 
 
 # --- resize while off, and the status watch -------------------------------------------------

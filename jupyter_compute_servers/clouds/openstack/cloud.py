@@ -558,14 +558,34 @@ class OpenStackCloud(ApiAccess, Cloud):
         # Remembered before anything is created: a crash leaves names to look for.
         op.remember(keypair=keypair, instance=name, nova_id=None, address=None, host_key=None)
         await self._ensure_keypair(op, keypair)
-        if flavor.gpu_type:
-            server = await self._place_in_queue(op, flavor, image, network, name, keypair)
-        else:
-            server = await self._place(op, flavor, image, network, name, keypair)
-            if isinstance(server, str):
-                await self._delete_quietly(op)
-                raise OperationFailed(server, state=State.DEPROVISIONED.value)
+        try:
+            if flavor.gpu_type:
+                server = await self._place_in_queue(op, flavor, image, network, name, keypair)
+            else:
+                server = await self._place(op, flavor, image, network, name, keypair)
+                if isinstance(server, str):
+                    await self._delete_quietly(op)
+                    raise OperationFailed(server, state=State.DEPROVISIONED.value)
+        except OperationFailed as e:
+            if e.state == State.DEPROVISIONED.value:
+                # Nothing was made: the key pair goes too (a deprovisioned server owns none).
+                await self._delete_keypair_quietly(op)
+            raise
         await self._ready(op, server)
+
+    async def _delete_keypair_quietly(self, op: Operation) -> None:
+        keypair = op.cloud_data.get("keypair")
+        if not keypair:
+            return
+        try:
+            await self._call(
+                f"delete key pair {keypair}",
+                lambda c: c.compute.delete_keypair(keypair, ignore_missing=True),
+            )
+        except OpenStackError as e:
+            self.log.warning("Could not delete key pair %s: %s", keypair, e.message)
+            return
+        op.remember(keypair=None)
 
     async def _ensure_keypair(self, op: Operation, name: str) -> None:
         """The server's own client key as a Nova key pair (replaced if it differs)."""
