@@ -33,7 +33,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncssh
 
@@ -765,7 +765,17 @@ def _error(status: int, message: str, reason: str) -> tuple[int, Any, str]:
     return status, body, "application/json"
 
 
-def _start_sshd(vm: VM, port: int, ssh_keys: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+class Guest(Protocol):
+    """What a guest's sshd needs of its machine (a GCE VM here, a Nova server in the OpenStack
+    fake): its address and its disk."""
+
+    address: str
+    disk_dir: Path
+
+
+def _start_sshd(
+    vm: Guest, port: int, ssh_keys: str, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     """OpenSSH's sshd on the VM's address, with the VM's (persistent) host key and the keys of
     its ssh-keys metadata ("user:key" lines)."""
     os.makedirs("/run/sshd", exist_ok=True)

@@ -169,3 +169,37 @@ if _slurm_info:
     c.SlurmCloud.clusters = {  # noqa: F821
         "hpc": {"host": "login", "partitions": ["debug", "long"], "max_time_minutes": 600}
     }
+
+# The openstack cloud's server (UI_TESTS_OPENSTACK set: playwright.config.js starts a third
+# server for openstack.spec.ts): the fake OpenStack of the Python tests (tests/fake_openstack.py:
+# Keystone, Nova, Glance and Neutron at the wire, each VM a real OpenSSH sshd on loopback),
+# reached by openstacksdk through a clouds.yaml, closed (its VMs with it) when this server exits.
+if os.environ.get("UI_TESTS_OPENSTACK"):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.fake_openstack import FakeOpenStack
+
+    _openstack_dir = Path(mkdtemp(prefix="jcs-ui-openstack-"))
+    _openstack = FakeOpenStack(_openstack_dir / "cloud").start()
+
+    def _stop_openstack() -> None:
+        _openstack.close()
+        shutil.rmtree(_openstack_dir, ignore_errors=True)
+
+    atexit.register(_stop_openstack)
+    c.ComputeServersApp.enabled_clouds = ["local", "openstack"]  # noqa: F821
+    c.OpenStackCloud.clouds_yaml = str(  # noqa: F821
+        _openstack.clouds_yaml(_openstack_dir / "clouds.yaml")
+    )
+    c.OpenStackCloud.cloud = "opengpu"  # noqa: F821
+    c.OpenStackCloud.boot_images = {  # noqa: F821
+        "*": "ubuntu-2204-20230914",
+        "*gpu": "ubuntu-2204-nvidia-20230914",
+    }
+    c.OpenStackCloud.ssh_port = _openstack.ssh_port  # noqa: F821
+    c.OpenStackCloud.ssh_username = __import__("getpass").getuser()  # noqa: F821
+    c.OpenStackCloud.python = sys.executable  # noqa: F821
+    c.OpenStackCloud.poll_interval = 0.1  # noqa: F821
+    c.OpenStackCloud.flavor_rates = {"gpu_medium": 1.2}  # noqa: F821

@@ -14,6 +14,8 @@ const slurmPort = process.env.UI_TESTS_SLURM_PORT || '8898';
 process.env.UI_TESTS_SLURM_INFO =
   process.env.UI_TESTS_SLURM_INFO ||
   path.join(os.tmpdir(), `jcs-ui-slurm-${slurmPort}.json`);
+// A third server with the openstack cloud on the fake OpenStack, for openstack.spec.ts only.
+const openstackPort = process.env.UI_TESTS_OPENSTACK_PORT || '8897';
 
 module.exports = {
   ...baseConfig,
@@ -77,14 +79,35 @@ module.exports = {
       gracefulShutdown: { signal: 'SIGTERM', timeout: 30000 },
       stdout: 'ignore',
       stderr: 'pipe'
+    },
+    {
+      command:
+        'jupyter lab --config jupyter_server_test_config.py --allow-root',
+      url: `http://127.0.0.1:${openstackPort}/lab`,
+      env: {
+        ...process.env,
+        UI_TESTS_PORT: openstackPort,
+        UI_TESTS_SLURM_INFO: '',
+        UI_TESTS_OPENSTACK: '1'
+      },
+      timeout: 120 * 1000,
+      reuseExistingServer: false,
+      gracefulShutdown: { signal: 'SIGTERM', timeout: 10000 },
+      stdout: 'ignore',
+      stderr: 'pipe'
     }
   ],
   projects: [
-    { name: 'lab', testIgnore: /slurm\.spec\.ts/ },
+    { name: 'lab', testIgnore: /(slurm|openstack)\.spec\.ts/ },
     {
       name: 'slurm',
       testMatch: /slurm\.spec\.ts/,
       use: { baseURL: `http://127.0.0.1:${slurmPort}` }
+    },
+    {
+      name: 'openstack',
+      testMatch: /openstack\.spec\.ts/,
+      use: { baseURL: `http://127.0.0.1:${openstackPort}` }
     }
   ]
 };
