@@ -233,6 +233,8 @@ class ComputeServerManager:
         #: refuse (costs registers its spend limits and budget here).
         self.admission_checks: list[Callable[[ServerRecord], None]] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        #: Servers whose start the user cancelled (stopped while starting).
+        self._cancelling: set[int] = set()
         self._watch_task: asyncio.Task[None] | None = None
         #: Running servers whose cloud said they end soon, and who were told (``watch_once``).
         self._ending_told: set[int] = set()
@@ -485,6 +487,8 @@ class ComputeServerManager:
         confirmed = parse_bool(data["confirm"], "confirm") if "confirm" in data else False
         server = self.store.get(server_id)
         cloud = self.cloud_for(server)
+        if action is Action.STOP and server.state is State.STARTING:
+            return self._cancel_start(server)
         transition = check_action_allowed(
             action, server.state, supports_suspend=cloud.supports_suspend
         )
@@ -523,6 +527,22 @@ class ComputeServerManager:
         self._tasks[server_id] = asyncio.create_task(
             self._run_action(server, action, previous, transition.to, reason)
         )
+        return server
+
+    def _cancel_start(self, server: ServerRecord) -> ServerRecord:
+        """Stop a server that is still starting (waiting in a GPU queue, a Slurm job
+        pending, a machine booting): the start is cancelled, what it made is stopped, and the
+        server is ``off``. Only the process running the start can cancel it."""
+        task = self._tasks.get(server.id)
+        if task is None or task.done():
+            raise ConflictError(
+                f"Server {server.name!r} is being started by another process "
+                f"({server.operation_owner or 'unknown'}); stop it once it is running.",
+                state=server.state.value,
+            )
+        if server.id not in self._cancelling:
+            self._cancelling.add(server.id)
+            task.cancel()
         return server
 
     async def wait_for_action(self, server_id: int) -> None:
@@ -567,9 +587,21 @@ class ComputeServerManager:
                     await self.ssh.close(server.id)
                     await cloud.deprovision(op)
             except asyncio.CancelledError:
-                # The Jupyter server is going down mid-operation: leave the transitional state
-                # for reconcile() to settle against the cloud on the next start.
-                raise
+                if server.id not in self._cancelling:
+                    # The Jupyter server is going down mid-operation: leave the transitional
+                    # state for reconcile() to settle against the cloud on the next start.
+                    raise
+                # The user stopped it while it was starting (_cancel_start).
+                self._cancelling.discard(server.id)
+                # Carry on (Python 3.11+ counts cancellations; asyncio.timeout would see it).
+                uncancel = getattr(asyncio.current_task(), "uncancel", None)
+                if uncancel is not None:
+                    uncancel()
+                op.progress(f"Cancelling the {action.value}", None)
+                to, reason = await self._stop_cancelled_start(server, cloud, op, action, previous)
+                stopped = self.store.transition(server.id, to=to, action="stop", reason=reason)
+                self._emit("state", stopped, server.id)
+                return
             except Exception as e:
                 message = (
                     e.message if isinstance(e, ComputeServersError) else f"{type(e).__name__}: {e}"
@@ -612,6 +644,34 @@ class ComputeServerManager:
             stop_message = e.message if isinstance(e, ComputeServersError) else str(e)
             return State.ERROR, f"{reason}; stopping it again failed too: {stop_message}"
         return State.OFF, f"{reason}. It was stopped again; fix the cause and start it again."
+
+    async def _stop_cancelled_start(
+        self, server: ServerRecord, cloud: Cloud, op: Operation, action: Action, previous: State
+    ) -> tuple[State, str]:
+        """After a cancelled start, whatever it had made (a queued job, a booting machine, a
+        place in a GPU queue) is stopped: nothing keeps running or costing. A server that had
+        no machine and still has none is deprovisioned again, else off."""
+        reason = f"{action.value} cancelled (stopped while starting)"
+        try:
+            await self.ssh.close(server.id)
+            await asyncio.wait_for(cloud.stop(op), FAILED_START_STOP_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            message = e.message if isinstance(e, ComputeServersError) else str(e)
+            return State.ERROR, (
+                f"{action.value} cancelled, but stopping what it had started failed: {message}. "
+                "Stop it again once the cause is fixed."
+            )
+        if previous is State.DEPROVISIONED:
+            with contextlib.suppress(Exception):
+                status = await asyncio.wait_for(
+                    cloud.status(server.id, self.store.get(server.id).cloud_data),
+                    FAILED_START_STOP_TIMEOUT,
+                )
+                if status.state is State.DEPROVISIONED:
+                    return State.DEPROVISIONED, reason
+        return State.OFF, reason
 
     async def _wait_ssh(self, server_id: int, cloud: Cloud, op: Operation) -> None:
         """A server is running when we can log in and talk to its agent (and its image is

@@ -90,6 +90,10 @@ def allowed_actions(state: State, *, supports_suspend: bool) -> list[str]:
         for action, transition in TRANSITIONS.items()
         if state in transition.from_states and (supports_suspend or action is not Action.SUSPEND)
     ]
+    if state is State.STARTING:
+        # Cancels the start (a job still queued, a GPU still awaited, a machine booting) and
+        # stops what it made (ComputeServerManager._cancel_start).
+        actions.append(Action.STOP.value)
     if state is State.DEPROVISIONED:
         actions.append("delete")
     return actions
@@ -98,7 +102,9 @@ def allowed_actions(state: State, *, supports_suspend: bool) -> list[str]:
 def check_action_allowed(action: Action, state: State, *, supports_suspend: bool) -> Transition:
     """The transition for ``action`` from ``state``, or a 409 that names what is allowed."""
     allowed = allowed_actions(state, supports_suspend=supports_suspend)
-    if action.value not in allowed:
+    transition = TRANSITIONS[action]
+    # From the table: a stop while starting is no transition but a cancel (the manager's).
+    if state not in transition.from_states or (action is Action.SUSPEND and not supports_suspend):
         if action is Action.SUSPEND and not supports_suspend:
             reason = "this server's cloud does not support suspend"
         else:
@@ -108,7 +114,7 @@ def check_action_allowed(action: Action, state: State, *, supports_suspend: bool
             state=state.value,
             allowed_actions=allowed,
         )
-    return TRANSITIONS[action]
+    return transition
 
 
 # --- configuration -------------------------------------------------------------------------

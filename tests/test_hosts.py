@@ -224,6 +224,23 @@ async def test_gpus_are_exclusive_queued_fairly_and_never_oversubscribed(
     assert "Nothing freed on lab" in failed["state_reason"]
     assert hosts.queue_position(third["id"]) is None
 
+    # Stopped while it waits in line: it leaves the line with nothing allocated, and is off
+    # (its workspace was made before it queued).
+    await api("PATCH", f"hosts/{registered['id']}", {"gpu_wait_minutes": 10})
+    fourth = await server_on(api, registered["id"], "fourth", gpus=2)
+    await api("POST", f"servers/{fourth['id']}/actions/start")
+    waiting = await wait_until(
+        lambda: api("GET", f"servers/{fourth['id']}"), predicate=first_in_line
+    )
+    assert "stop" in waiting[1]["allowed_actions"]
+    code, answer = await api("POST", f"servers/{fourth['id']}/actions/stop")
+    assert code == 202, answer
+    cancelled = await wait_for_state(fourth["id"], "off", "deprovisioned", "error")
+    assert cancelled["state"] == "off", cancelled["state_reason"]
+    assert "start cancelled" in cancelled["state_reason"]
+    assert hosts.queue_position(fourth["id"]) is None and hosts.slice_of(fourth["id"]) is None
+    assert (await api("GET", f"servers/{one['id']}"))[1]["state"] == "running"
+
 
 async def jp_kernel(jp_serverapp, server_id: int):
     manager = jp_serverapp.kernel_manager

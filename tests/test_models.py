@@ -60,9 +60,11 @@ def test_delete_only_when_deprovisioned():
         )
 
 
-def test_transitional_states_allow_nothing():
-    for state in (State.STARTING, State.STOPPING, State.SUSPENDING, State.DEPROVISIONING):
+def test_transitional_states_allow_nothing_but_stopping_a_start():
+    for state in (State.STOPPING, State.SUSPENDING, State.DEPROVISIONING):
         assert allowed_actions(state, supports_suspend=True) == []
+    # A start that waits (a GPU queue, a pending job) can be given up.
+    assert allowed_actions(State.STARTING, supports_suspend=True) == ["stop"]
 
 
 def test_transitions_table_matches_contract():

@@ -215,6 +215,25 @@ async def test_a_server_is_a_job_pending_then_running_then_cancelled(
     assert "Partition=debug" in shown and "TimeLimit=00:30:00" in shown
     assert f"gres:gpu:{GPU_TYPE}:1" in shown
 
+    # Another one, stopped while its job waits: the job is cancelled, the server is off.
+    given_up = await job_server(api, "given-up")
+    await api("POST", f"servers/{given_up['id']}/actions/start")
+    await wait_until(
+        lambda: api("GET", f"servers/{given_up['id']}"),
+        # Behind the first (its reason is Priority, not Resources).
+        predicate=lambda answer: (
+            " waiting: " in ((answer[1]["progress"] or {}).get("message") or "")
+        ),
+    )
+    given_up_job = job_of(jp_serverapp, given_up["id"])["job_id"]
+    assert squeue(cluster, given_up_job) == "PENDING"
+    code, answer = await api("POST", f"servers/{given_up['id']}/actions/stop")
+    assert code == 202, answer
+    stopped = await wait_for_state(given_up["id"], "off", "deprovisioned", "error", timeout=60)
+    assert stopped["state"] == "off", stopped["state_reason"]
+    assert "start cancelled" in stopped["state_reason"]
+    assert squeue(cluster, given_up_job) in ("", "CANCELLED")
+
     cluster.run("scancel", blocker)
     started = await wait_for_state(server["id"], "running", "error", timeout=60)
     assert started["state"] == "running", started["state_reason"]

@@ -173,7 +173,7 @@ export interface paths {
         put?: never;
         /**
          * Start, stop, suspend, resume, reboot or deprovision a server
-         * @description Records the transitional state and answers 202 at once; the operation runs in the background and its progress and outcome arrive as events (and in GET). start: deprovisioned or off -> starting -> running. stop: running or suspended -> stopping -> off. suspend: running -> suspending -> suspended (clouds that support it). resume: suspended -> starting -> running. reboot: running -> running. deprovision: off, running, suspended or error -> deprovisioning -> deprovisioned; needs `{"confirm": true}` because everything on the server's disk that was not synced back is lost.
+         * @description Records the transitional state and answers 202 at once; the operation runs in the background and its progress and outcome arrive as events (and in GET). start: deprovisioned or off -> starting -> running. stop: running, suspended or error -> stopping -> off; a stop while starting cancels the start (a GPU still awaited, a Slurm job still pending, a machine booting), stops what it made, and ends off (or deprovisioned when nothing was made), the reason saying so; only the Jupyter server running the start can cancel it (409 otherwise). suspend: running -> suspending -> suspended (clouds that support it). resume: suspended -> starting -> running. reboot: running -> running. deprovision: off, running, suspended or error -> deprovisioning -> deprovisioned; needs `{"confirm": true}` because everything on the server's disk that was not synced back is lost.
          */
         post: operations["serverAction"];
         delete?: never;
