@@ -68,6 +68,32 @@ def schema(path: Path) -> list[tuple[str, ...]]:
         return [*master, ("user_version", str(db.execute("PRAGMA user_version").fetchone()[0]))]
 
 
+#: What the revisions after the baseline add to the last release's schema (ALTER TABLE ADD
+#: COLUMN appends to the table's SQL), and to its rows (the new columns' defaults).
+ADDED_SQL = {
+    "hosts": ", gpu_fractions TEXT DEFAULT '{}' NOT NULL)",
+    "host_slices": ", gpu_fraction DOUBLE, unix_user TEXT DEFAULT '' NOT NULL)",
+}
+ADDED_VALUES: dict[str, tuple[Any, ...]] = {"hosts": ("{}",), "host_slices": (None, "")}
+
+
+def since_release(schema_: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The last release's schema as the revisions after the baseline change it."""
+    return [
+        (*entry[:3], entry[3][:-1].rstrip() + "\n    " + ADDED_SQL[entry[1]])
+        if entry[0] == "table" and entry[1] in ADDED_SQL
+        else entry
+        for entry in schema_
+    ]
+
+
+def rows_since_release(before: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[Any]]:
+    return {
+        table: [(*row, *ADDED_VALUES.get(table, ())) for row in table_rows]
+        for table, table_rows in before.items()
+    }
+
+
 def legacy_copy(tmp_path: Path, name: str) -> Path:
     path = tmp_path / "servers.db"
     shutil.copy(LEGACY / name, path)
@@ -83,9 +109,9 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
     store = ServerStore(f"sqlite:///{path}", clock=time.time)
     database = store.database
     assert database.revision == Database.head_revision()
-    # Stamped, not made again: the same tables, the same rows.
-    assert rows(path) == before_rows
-    assert schema(path) == before_schema
+    # Stamped, not made again: the same tables, the same rows (and what later revisions add).
+    assert rows(path) == rows_since_release(before_rows)
+    assert schema(path) == since_release(before_schema)
 
     # And each store reads its rows as they were written.
     first, plain, queued = store.servers()
@@ -179,8 +205,9 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     after = rows(path)
     # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty).
     assert after["servers"] == [(*row, None) for row in before["servers"]]
+    since = rows_since_release(before)
     for table in ("state_history", "hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
-        assert after[table] == before[table]
+        assert after[table] == since[table]
     assert set(after) - set(before) == {
         "rate_history",
         "cost_alerts",
@@ -190,7 +217,7 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
         "sync_runs",
     }
     assert not any(after[t] for t in set(after) - set(before))
-    assert schema(path) == schema(LEGACY / "v6.db")
+    assert schema(path) == since_release(schema(LEGACY / "v6.db"))
     old = store.get(1)
     assert old.spend_limit == SpendLimit(5.0, 1) and old.config.gpu == GpuSpec("T4", 1)
     assert old.kernel_specs is None and old.daily_stop is None
@@ -199,11 +226,11 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     store.close()
 
 
-def test_a_new_sqlite_store_has_exactly_the_last_releases_schema(tmp_path):
+def test_a_new_sqlite_store_has_exactly_the_last_releases_schema_and_what_came_since(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'new.db'}")
-    assert database.revision == Database.head_revision() == BASELINE_REVISION
+    assert database.revision == Database.head_revision() != BASELINE_REVISION
     database.close()
-    assert schema(tmp_path / "new.db") == schema(LEGACY / "v6.db")
+    assert schema(tmp_path / "new.db") == since_release(schema(LEGACY / "v6.db"))
 
 
 def test_the_tables_the_modules_define_are_the_tables_the_migrations_make(db_url):
