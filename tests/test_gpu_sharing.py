@@ -405,6 +405,7 @@ async def test_gpu_use_and_idleness_are_the_slices_own(api, wait_for_state, host
     host["gpus"].write_text(json.dumps(layout))
 
     code, metrics = await api("GET", f"servers/{busy['id']}/metrics")
+    assert code == 200, metrics
     (gpu,) = metrics["gpus"]
     assert gpu["shared"] and gpu["utilization"] == 40
     assert gpu["own"] == {"memory_used": 6 * GIB, "utilization": 40, "processes": 1}
