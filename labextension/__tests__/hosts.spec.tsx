@@ -32,6 +32,7 @@ import { IHost } from '../hosts/types';
 import { ServerMetricsView } from '../metrics/bars';
 import { ServerMetricsModel } from '../metrics/model';
 import { ApiError } from '../request';
+import { MPS_LIMITS } from '../create/hardwarePicker';
 import { CreateServerBody } from '../servers/createDialog';
 import {
   buildCreateRequest,
@@ -420,6 +421,7 @@ function makeHost(overrides: Partial<IHost> = {}): IHost {
     pending_host_key_fingerprint: null,
     hourly_rate: null,
     gpu_rates: {},
+    gpu_fractions: {},
     gpu_wait_minutes: 30,
     inventory: {
       hostname: 'lab',
@@ -875,5 +877,91 @@ describe('the create form on the ssh cloud', () => {
     render();
     expect(mount.container.querySelector('select[name="gpu_type"]')).toBeNull();
     expect(label('cpu')).toBe('CPUs (1–4)');
+  });
+
+  it('offers the shares of a GPU its admin allows, with what MPS does not give', () => {
+    const mig = `${A100} MIG 1g.10gb`;
+    const cloud: ICloud = {
+      ...SSH_CLOUD,
+      offerings: {
+        hosts: [
+          {
+            id: 7,
+            name: 'lab',
+            cpu: 8,
+            memory_gb: 31.2,
+            gpus: [
+              { type: A100, count: 2, free: 1, fractions: [0.25, 0.5] },
+              {
+                type: mig,
+                count: 2,
+                free: 2,
+                mig_profile: '1g.10gb',
+                fractions: []
+              }
+            ]
+          }
+        ]
+      }
+    };
+    let values = { ...initialValues([cloud]), gpu_type: A100 };
+    const render = () =>
+      mount.render(
+        <CreateServerForm
+          clouds={[cloud]}
+          values={values}
+          errors={{}}
+          onChange={change => {
+            values = change(values);
+            render();
+          }}
+        />
+      );
+    render();
+    const field = (name: string) =>
+      mount.container.querySelector(`[data-field="${name}"]`);
+    const select = (name: string) =>
+      mount.container.querySelector<HTMLSelectElement>(
+        `select[name="${name}"]`
+      )!;
+    const choose = (name: string, value: string) =>
+      act(() => {
+        select(name).value = value;
+        select(name).dispatchEvent(new Event('change', { bubbles: true }));
+      });
+    expect(
+      Array.from(select('gpu_fraction').options).map(o => o.textContent)
+    ).toEqual(['Whole GPU', '1/4 of the GPU (25%)', '1/2 of the GPU (50%)']);
+    expect(field('gpu_count')).not.toBeNull();
+    expect(field('gpu_fraction')!.textContent).not.toContain('MPS');
+
+    choose('gpu_fraction', '0.25');
+    expect(values.gpu_fraction).toBe('0.25');
+    // One GPU's share: no count, and the limits said plainly.
+    expect(field('gpu_count')).toBeNull();
+    expect(field('gpu_fraction')!.textContent).toContain(MPS_LIMITS);
+    expect(MPS_LIMITS).toContain(
+      'one MPS server serves one Unix user at a time'
+    );
+    expect(MPS_LIMITS).toContain('a fatal GPU fault in one server');
+    expect(
+      buildCreateRequest({ ...values, name: 'x' }, cloud).config?.gpu
+    ).toEqual({
+      type: A100,
+      count: 1,
+      fraction: 0.25
+    });
+    expect(errorKeyFor('config.gpu.fraction')).toBe('gpu_fraction');
+
+    // A MIG instance type offers no shares: the share is dropped with the type.
+    choose('gpu_type', mig);
+    expect(values).toMatchObject({ gpu_type: mig, gpu_fraction: '' });
+    expect(select('gpu_fraction')).toBeNull();
+    expect(
+      buildCreateRequest({ ...values, name: 'x' }, cloud).config?.gpu
+    ).toEqual({
+      type: mig,
+      count: 1
+    });
   });
 });
