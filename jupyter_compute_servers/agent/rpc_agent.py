@@ -1458,7 +1458,7 @@ def _own_use(pynvml, handle, own_pids):
         except pynvml.NVMLError:
             samples = None
         if samples is not None:
-            busiest = {}
+            busiest: dict = {}
             for sample in samples:
                 if sample.pid in own_pids:
                     busiest[sample.pid] = max(busiest.get(sample.pid, 0), sample.smUtil)
