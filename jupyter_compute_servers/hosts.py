@@ -163,9 +163,9 @@ class HostRecord:
         split (a GPU in MIG mode is not usable whole). Each has name (its type), uuid and
         memory_total; a MIG instance also parent (its GPU's UUID) and mig_profile."""
         units: list[dict[str, Any]] = []
-        for gpu in (self.inventory or {}).get("gpus") or []:
+        for gpu in _entries((self.inventory or {}).get("gpus")):
             if gpu.get("mig"):
-                units.extend(gpu.get("mig_devices") or [])
+                units.extend(_entries(gpu.get("mig_devices")))
             else:
                 units.append(gpu)
         return units
@@ -506,6 +506,19 @@ class HostStore:
                 .all()
             )
         return [_slice(row) for row in rows]
+
+
+def _entries(value: Any) -> list[dict[str, Any]]:
+    """The well-formed GPU entries of an inventory (the host's answer: not trusted)."""
+    if not isinstance(value, list):
+        return []
+    return [
+        entry
+        for entry in value
+        if isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("uuid"), str)
+    ]
 
 
 def _named(name: str) -> Any:

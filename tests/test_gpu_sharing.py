@@ -74,8 +74,9 @@ def home(tmp_path: Path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def host(tmp_path: Path, home: Path):
-    """An OpenSSH sshd standing for a GPU host (stand-in NVML and MPS daemon on its paths)."""
+def host(request, tmp_path: Path, home: Path):
+    """An OpenSSH sshd standing for a GPU host (stand-in NVML and MPS daemon on its paths; a
+    test named ``test_without_mps_tools...`` gets no MPS daemon)."""
     key = asyncssh.generate_private_key("ssh-ed25519")
     identity = home / ".ssh" / "id_lab"
     identity.write_bytes(key.export_private_key())
@@ -93,7 +94,11 @@ def host(tmp_path: Path, home: Path):
             "HOME": str(host_home),
             "PYTHONPATH": str(FAKE_NVML),
             "FAKE_NVML_GPUS": str(gpus),
-            "PATH": f"{FAKE_NVML / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+            "PATH": (
+                "/usr/local/bin:/usr/bin:/bin"
+                if request.node.name.startswith("test_without_mps_tools")
+                else f"{FAKE_NVML / 'bin'}:/usr/local/bin:/usr/bin:/bin"
+            ),
         },
     )
     (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{server.port} {server.host_key}\n")
@@ -430,3 +435,17 @@ async def test_gpu_use_and_idleness_are_the_slices_own(api, wait_for_state, host
     kernel.stop_channels()
     await api("POST", f"servers/{busy['id']}/actions/stop")
     await wait_for_state(busy["id"], "off")
+
+
+async def test_without_mps_tools_a_share_fails_to_start_saying_why(
+    api, wait_for_state, host, jp_serverapp
+):
+    registered = await register(api, host, gpu_fractions={"GPU-a100-1": [0.5]})
+    server = await server_on(api, registered["id"], "half", {"type": A100, "fraction": 0.5})
+    await api("POST", f"servers/{server['id']}/actions/start")
+    failed = await wait_for_state(server["id"], "running", "error", "off")
+    assert failed["state"] != "running"
+    assert "nvidia-cuda-mps-control is not on this host's PATH" in failed["state_reason"]
+    # The share is given back: nothing holds the GPU.
+    hosts = jp_serverapp.web_app.settings["compute_servers_manager"].hosts.hosts
+    assert hosts.slice_of(server["id"]) is None and hosts.shares_on("GPU-a100-1") == []

@@ -137,8 +137,15 @@ def info(params):
         "disk_free": disk_free,
         "gpus": gpus,
         "gpu_reason": gpu_reason,
-        "user": getpass.getuser(),
+        "user": _user(),
     }
+
+
+def _user():
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment nor in the password file
+        return str(os.getuid())
 
 
 # --- kernels ------------------------------------------------------------------------------
