@@ -17,6 +17,7 @@ import {
   HostFormBody,
   hostErrorKey,
   hostFormValues,
+  parseGpuFractions,
   parseGpuRates
 } from '../hosts/form';
 import {
@@ -704,9 +705,33 @@ describe('the host form', () => {
         python: 'python3',
         hourly_rate: 1,
         gpu_rates: { T4: 0.4 },
-        gpu_wait_minutes: 30
+        gpu_wait_minutes: 30,
+        gpu_fractions: {}
       }
     });
+  });
+
+  it('parses and sends the GPU shares the admin allows', () => {
+    expect(parseGpuFractions('')).toEqual({ fractions: {} });
+    expect(parseGpuFractions(`${A100} = 0.25, 0.5\n GPU-a100-1=0.5`)).toEqual({
+      fractions: { [A100]: [0.25, 0.5], 'GPU-a100-1': [0.5] }
+    });
+    expect(parseGpuFractions('T4 = half')).toEqual({
+      error:
+        'Line 1 ("T4 = half") is not GPU type or UUID = shares, e.g. NVIDIA A100-SXM4-80GB = 0.25, 0.5.'
+    });
+    expect(parseGpuFractions('T4 = 0.5,')).toHaveProperty('error');
+    const host = makeHost({ gpu_fractions: { [A100]: [0.25, 0.5] } });
+    const values = hostFormValues(host);
+    expect(values.gpu_fractions).toBe(`${A100} = 0.25, 0.5`);
+    expect(buildHostRequest(values, host)).toEqual({ body: {} });
+    expect(
+      buildHostRequest({ ...values, gpu_fractions: `${A100} = 0.5` }, host)
+    ).toEqual({ body: { gpu_fractions: { [A100]: [0.5] } } });
+    expect(buildHostRequest({ ...values, gpu_fractions: 'x' }, host)).toEqual({
+      errors: { gpu_fractions: expect.stringContaining('Line 1') }
+    });
+    expect(hostErrorKey(`gpu_fractions.${A100}`)).toBe('gpu_fractions');
   });
 
   it('sends only what changed for an edited host', () => {
@@ -750,7 +775,8 @@ describe('the host form', () => {
       'python',
       'hourly_rate',
       'gpu_rates',
-      'gpu_wait_minutes'
+      'gpu_wait_minutes',
+      'gpu_fractions'
     ]);
     expect(
       mount.container.querySelector(
