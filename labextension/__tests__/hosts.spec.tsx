@@ -211,7 +211,10 @@ describeWithSshd('hosts with a real server and an sshd host', () => {
         arch: trusted.inventory!.arch,
         cpu: trusted.inventory!.cpu_count,
         memory_gb: expect.any(Number),
-        gpus: [{ type: A100, count: 2, free: 2 }]
+        // Whole GPUs (no MIG profile), no shares allowed by the admin.
+        gpus: [
+          { type: A100, count: 2, free: 2, mig_profile: null, fractions: [] }
+        ]
       }
     ]);
     servers.dispose();
