@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jupyter_compute_servers.models import State
 from jupyter_compute_servers.mount import service as mount_service
-from jupyter_compute_servers.mount.service import MountRequest
+from jupyter_compute_servers.mount.workspace import MountRequest
 from jupyter_compute_servers.ssh import KeyStore
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 from tests.composition import services_for

@@ -112,7 +112,8 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
 
     async def _adopt_orphan_kernels(self) -> None:
         """Once the server's loop runs: settle interrupted operations, then take over the
-        kernels whose Jupyter is gone (``kernels/adoption.py``)."""
+        kernels whose Jupyter is gone (``kernels/adoption.py``), and mount the workspaces of
+        running servers that have them mounted."""
         assert self.serverapp is not None
         adopted: list[str] = []
         try:
@@ -126,6 +127,9 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
         finally:
             if not self._adopted.done():
                 self._adopted.set_result(adopted)
+        # Servers whose workspace is mounted are mounted again (their mounts ended with the
+        # Jupyter that served them).
+        self.services.mounts.restore()
 
     def _keep_sessions(self) -> None:
         """Sessions in a file (``persist_sessions``); and until the kernels are adopted, a

@@ -49,6 +49,7 @@ from .models import (
     parse_spend_limit,
     parse_str,
 )
+from .mount.workspace import parse_workspace
 from .ssh import (
     HostKeyMismatchError,
     KeyStore,
@@ -252,6 +253,21 @@ class ComputeServerManager:
         #: directory to start it in, relative to the workspace, or None: the first answer
         #: wins (a live workspace mount answers for directories inside its tree).
         self.kernel_directory: list[Callable[[int, str], str | None]] = []
+        #: Awaited with the server id before a kernel's or terminal's directory is chosen
+        #: (a workspace mount being made for the server's setting is waited for).
+        self.before_directory_choice: list[Callable[[int], Awaitable[None]]] = []
+
+    async def working_directory(self, server_id: int, relative: str) -> str | None:
+        """Where on the server (relative to its workspace) a kernel or terminal for the
+        Jupyter root's directory ``relative`` starts, when something other than the synced
+        copy answers for it (a mount), else None."""
+        for hook in self.before_directory_choice:
+            await hook(server_id)
+        for mapper in self.kernel_directory:
+            mapped = mapper(server_id, relative)
+            if mapped is not None:
+                return mapped
+        return None
 
     # --- presentation ---------------------------------------------------------------------
 
@@ -331,6 +347,7 @@ class ComputeServerManager:
             idle_timeout_minutes=parse_idle_timeout(data.get("idle_timeout_minutes")),
             spend_limit=parse_spend_limit(data.get("spend_limit")),
             daily_stop=parse_daily_stop(data.get("daily_stop")),
+            workspace=parse_workspace(data["workspace"]) if "workspace" in data else None,
         )
         if sync_settings is not None:
             self._save_sync_settings(server.id, sync_settings)
@@ -370,6 +387,8 @@ class ComputeServerManager:
                 changes["spend_limit"] = parse_spend_limit(data["spend_limit"])
             if "daily_stop" in data:
                 changes["daily_stop"] = parse_daily_stop(data["daily_stop"])
+            if "workspace" in data:
+                changes["workspace"] = parse_workspace(data["workspace"], server.workspace)
             sync_settings = self._parse_sync_settings(data, server_id)
             grow_disk_to: int | None = None
             if "config" in data:

@@ -369,6 +369,7 @@ EDITABLE_ANY_TIME = (
     "spend_limit",
     "daily_stop",
     "sync",
+    "workspace",
 )
 CREATE_FIELDS = ("cloud", "config", *EDITABLE_ANY_TIME)
 PATCH_FIELDS = ("config", *EDITABLE_ANY_TIME)

@@ -55,6 +55,7 @@ class ServerPresenter:
             "updated": server.updated,
             "operation": server.operation,
             "sync": self.sync_settings.settings(server.id).to_json(),
+            "workspace": server.workspace.to_json(),
             "mount": self.mount_state(server.id),
             "progress": server.progress,
             "allowed_actions": (

@@ -183,6 +183,8 @@ def build_services(
     mounts = MountService(manager, sync_root or os.getcwd())
     manager.before_disconnect.append(mounts.before_disconnect)
     manager.kernel_directory.append(mounts.kernel_directory)
+    manager.before_directory_choice.append(mounts.ready)
+    events.listeners.append(mounts.on_event)
     sync.server_only_extra.append(mounts.server_only)
     apps = ServerApps(
         manager, on_activity=lambda server_id: costs.activity.touch(server_id, "web app use")

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from .db import Database, inserted_id, metadata
 from .errors import ConflictError, NotFoundError
 from .models import DailyStop, ServerConfig, SpendLimit, State
+from .mount.workspace import Workspace
 
 servers = Table(
     "servers",
@@ -57,6 +58,8 @@ servers = Table(
     Column("progress", Text),
     Column("kernel_specs", Text),
     Column("daily_stop", Text),
+    # Revision 0002: the workspace setting (mount/workspace.py), None for the default.
+    Column("workspace", Text),
     sqlite_autoincrement=True,
 )
 Index("servers_name_nocase", func.lower(servers.c.name), unique=True)
@@ -100,6 +103,7 @@ class ServerRecord:
     #: Kernel specs found on the server (name -> spec), or None before it was first asked.
     kernel_specs: dict[str, Any] | None = None
     daily_stop: DailyStop | None = None
+    workspace: Workspace = field(default_factory=Workspace)
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ def _row_to_record(row: RowMapping) -> ServerRecord:
         progress=json.loads(row["progress"]) if row["progress"] else None,
         kernel_specs=json.loads(row["kernel_specs"]) if row["kernel_specs"] else None,
         daily_stop=DailyStop(**json.loads(row["daily_stop"])) if row["daily_stop"] else None,
+        workspace=Workspace.from_json(json.loads(row["workspace"]) if row["workspace"] else None),
     )
 
 
@@ -141,6 +146,10 @@ def _spend_json(limit: SpendLimit | None) -> str | None:
 
 def _daily_stop_json(daily_stop: DailyStop | None) -> str | None:
     return json.dumps(daily_stop.to_json()) if daily_stop else None
+
+
+def _workspace_json(workspace: Workspace) -> str | None:
+    return None if workspace == Workspace() else json.dumps(workspace.to_json())
 
 
 def _state_for_update(db: Connection, server_id: int) -> str:
@@ -222,6 +231,7 @@ class ServerStore:
         idle_timeout_minutes: int | None,
         spend_limit: SpendLimit | None,
         daily_stop: DailyStop | None = None,
+        workspace: Workspace | None = None,
     ) -> ServerRecord:
         now = self.clock()
         with self.database.transaction() as db:
@@ -238,6 +248,7 @@ class ServerStore:
                     idle_timeout_minutes=idle_timeout_minutes,
                     spend_limit=_spend_json(spend_limit),
                     daily_stop=_daily_stop_json(daily_stop),
+                    workspace=_workspace_json(workspace or Workspace()),
                     created=now,
                     updated=now,
                 )
@@ -280,6 +291,8 @@ class ServerStore:
                 columns[key] = _spend_json(value)
             elif key == "daily_stop":
                 columns[key] = _daily_stop_json(value)
+            elif key == "workspace":
+                columns[key] = _workspace_json(value)
             elif key in ("cloud_data", "progress", "kernel_specs"):
                 columns[key] = None if value is None else json.dumps(value)
             elif key in ("name", "color", "notes", "idle_timeout_minutes", "cloud"):

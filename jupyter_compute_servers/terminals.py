@@ -146,7 +146,12 @@ class RemoteTerminals:
                 raise ConflictError(f"Terminal {name!r} exists on this server.", field="name")
         else:
             name = next(str(n) for n in range(1, len(existing) + 2) if str(n) not in existing)
-        container = container_for(self.manager, self.manager.get_server(server_id))
+        server = self.manager.get_server(server_id)
+        # A server whose workspace is only mounted opens its shells in the mounted tree (``cwd``
+        # is relative to the workspace, where the mount point is, so it is taken as given).
+        if not cwd and not server.workspace.syncs:
+            cwd = await self.manager.working_directory(server_id, "") or ""
+        container = container_for(self.manager, server)
         try:
             terminal = await self._call(
                 server_id, "terminal_start", name=name, cwd=cwd, container=container, **size

@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from jupyter_compute_servers.billing.records import CostRecords
 from jupyter_compute_servers.config import ComputeServersSettings
-from jupyter_compute_servers.db import BASELINE_REVISION, Database, engine_url, metadata
+from jupyter_compute_servers.db import Database, engine_url, metadata
 from jupyter_compute_servers.db.database import without_password
 from jupyter_compute_servers.errors import ValidationError
 from jupyter_compute_servers.hosts import HostStore
@@ -68,32 +68,6 @@ def schema(path: Path) -> list[tuple[str, ...]]:
         return [*master, ("user_version", str(db.execute("PRAGMA user_version").fetchone()[0]))]
 
 
-#: What the revisions after the baseline add to the last release's schema (ALTER TABLE ADD
-#: COLUMN appends to the table's SQL), and to its rows (the new columns' defaults).
-ADDED_SQL = {
-    "hosts": ", gpu_fractions TEXT DEFAULT '{}' NOT NULL)",
-    "host_slices": ", gpu_fraction DOUBLE, unix_user TEXT DEFAULT '' NOT NULL)",
-}
-ADDED_VALUES: dict[str, tuple[Any, ...]] = {"hosts": ("{}",), "host_slices": (None, "")}
-
-
-def since_release(schema_: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-    """The last release's schema as the revisions after the baseline change it."""
-    return [
-        (*entry[:3], entry[3][:-1].rstrip() + "\n    " + ADDED_SQL[entry[1]])
-        if entry[0] == "table" and entry[1] in ADDED_SQL
-        else entry
-        for entry in schema_
-    ]
-
-
-def rows_since_release(before: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[Any]]:
-    return {
-        table: [(*row, *ADDED_VALUES.get(table, ())) for row in table_rows]
-        for table, table_rows in before.items()
-    }
-
-
 def legacy_copy(tmp_path: Path, name: str) -> Path:
     path = tmp_path / "servers.db"
     shutil.copy(LEGACY / name, path)
@@ -109,9 +83,11 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
     store = ServerStore(f"sqlite:///{path}", clock=time.time)
     database = store.database
     assert database.revision == Database.head_revision()
-    # Stamped, not made again: the same tables, the same rows (and what later revisions add).
-    assert rows(path) == rows_since_release(before_rows)
-    assert schema(path) == since_release(before_schema)
+    # Stamped at the baseline, not made again: the same tables, the same rows; then the
+    # revisions since (0002: the servers' workspace setting, NULL in old rows; 0003: the GPU
+    # shares a host allows, none, and a slice's share and Unix user, whole and unknown).
+    assert rows(path) == rows_since_baseline(before_rows)
+    assert schema(path) == since_baseline(before_schema)
 
     # And each store reads its rows as they were written.
     first, plain, queued = store.servers()
@@ -204,8 +180,9 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     assert store.database.revision == Database.head_revision()
     after = rows(path)
     # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty).
-    assert after["servers"] == [(*row, None) for row in before["servers"]]
-    since = rows_since_release(before)
+    # Then 0002 added the workspace setting (empty too), 0003 the GPU shares.
+    assert after["servers"] == [(*row, None, None) for row in before["servers"]]
+    since = rows_since_baseline(before)
     for table in ("state_history", "hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
         assert after[table] == since[table]
     assert set(after) - set(before) == {
@@ -217,7 +194,7 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
         "sync_runs",
     }
     assert not any(after[t] for t in set(after) - set(before))
-    assert schema(path) == since_release(schema(LEGACY / "v6.db"))
+    assert schema(path) == since_baseline(schema(LEGACY / "v6.db"))
     old = store.get(1)
     assert old.spend_limit == SpendLimit(5.0, 1) and old.config.gpu == GpuSpec("T4", 1)
     assert old.kernel_specs is None and old.daily_stop is None
@@ -226,11 +203,42 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     store.close()
 
 
-def test_a_new_sqlite_store_has_exactly_the_last_releases_schema_and_what_came_since(tmp_path):
+def test_a_new_sqlite_store_has_exactly_the_last_releases_schema(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'new.db'}")
-    assert database.revision == Database.head_revision() != BASELINE_REVISION
+    assert database.revision == Database.head_revision()
     database.close()
-    assert schema(tmp_path / "new.db") == since_release(schema(LEGACY / "v6.db"))
+    assert schema(tmp_path / "new.db") == since_baseline(schema(LEGACY / "v6.db"))
+
+
+#: The columns the revisions since the baseline add (SQL as ALTER TABLE ADD COLUMN appends it)
+#: and their values in existing rows: 0002 ``servers.workspace``; 0003 ``hosts.gpu_fractions``,
+#: ``host_slices.gpu_fraction`` and ``host_slices.unix_user``.
+ADDED_COLUMNS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "servers": (", workspace TEXT", (None,)),
+    "hosts": (", gpu_fractions TEXT DEFAULT '{}' NOT NULL", ("{}",)),
+    "host_slices": (", gpu_fraction DOUBLE, unix_user TEXT DEFAULT '' NOT NULL", (None, "")),
+}
+
+
+def since_baseline(baseline: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The schema a store of the baseline (BASELINE_REVISION: the last release's) has after the
+    revisions since (``ADDED_COLUMNS``)."""
+    changed = []
+    for entry in baseline:
+        if entry[0] == "table" and entry[1] in ADDED_COLUMNS:
+            kind, name, table, sql = entry
+            assert sql.endswith(")")
+            entry = (kind, name, table, sql[:-1] + ADDED_COLUMNS[name][0] + ")")
+        changed.append(entry)
+    return changed
+
+
+def rows_since_baseline(before: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """A baseline store's rows after the revisions since: the added columns' values appended."""
+    return {
+        table: [(*row, *ADDED_COLUMNS.get(table, ("", ()))[1]) for row in table_rows]
+        for table, table_rows in before.items()
+    }
 
 
 def test_the_tables_the_modules_define_are_the_tables_the_migrations_make(db_url):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_compute_servers.models import State
-from jupyter_compute_servers.mount.service import MountRequest
+from jupyter_compute_servers.mount.workspace import MountRequest
 from jupyter_compute_servers.ssh import KeyStore
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 

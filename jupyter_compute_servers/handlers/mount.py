@@ -6,7 +6,7 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..mount.service import parse_request
+from ..mount.workspace import parse_request
 from .base import ComputeServersAPIHandler
 
 

@@ -258,11 +258,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         server = await self._ensure_running()
         # A server that does not answer is said so now, not after the hooks' own timeouts.
         await self._check_reachable(f"start the kernel {self.kernel!r}")
-        for mapper in manager.kernel_directory:  # a mount: start in the mounted tree
-            mapped = mapper(self.server_id, cwd)
-            if mapped is not None:
-                cwd = mapped
-                break
+        mapped = await manager.working_directory(self.server_id, cwd)
+        if mapped is not None:  # a mount: start in the mounted tree
+            cwd = mapped
         else:
             for hook in manager.before_kernel_launch:  # file sync: push its directory
                 await hook(self.server_id, cwd)

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,18 +26,23 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from ..agent import RPC_AGENT_SOURCE, agent_command
-from ..errors import CloudError, ComputeServersError, ConflictError, ValidationError
+from ..errors import (
+    CloudError,
+    ComputeServersError,
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+)
+from ..models import State
 from ..ssh import quote_command
 from ..sync.holdback import HoldBack
 from .sftp import serve
+from .workspace import MountRequest, Workspace
 
 if TYPE_CHECKING:
     from ..manager import ComputeServerManager, ServerAgent
 
 log = logging.getLogger(__name__)
-
-#: Where a mount goes in the workspace unless the request says otherwise.
-DEFAULT_MOUNT_POINT = "jupyter"
 
 #: sshfs's caches, short enough that a file saved in the Lab is seen on the server within
 #: about a second: sshfs keeps directory listings (with their entries' attributes) for 1 s, the
@@ -49,61 +53,9 @@ DEFAULT_MOUNT_POINT = "jupyter"
 #: large reads stream.
 SSHFS_OPTIONS = "dcache_timeout=1,attr_timeout=0.5,entry_timeout=0.5,negative_timeout=0"
 
-_NAME = re.compile(r"[^\x00/]{1,255}")
-
 
 class MountError(CloudError):
     """A mount could not be made on the server (the message says why and what to do)."""
-
-
-@dataclass
-class MountRequest:
-    """What to mount: ``path`` (relative to the Jupyter root; '' is the root), whether
-    read-only, and where in the workspace (``mount_point``, relative)."""
-
-    path: str = ""
-    read_only: bool = False
-    mount_point: str = DEFAULT_MOUNT_POINT
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "read_only": self.read_only, "mount_point": self.mount_point}
-
-
-def _relative(value: Any, name: str, *, allow_empty: bool) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(f"{name} must be a string", field=name)
-    value = value.strip("/") if value not in ("", "/") else ""
-    if not value:
-        if allow_empty:
-            return ""
-        raise ValidationError(f"{name} must not be empty", field=name)
-    parts = value.split("/")
-    if len(value) > 1024 or any(p in (".", "..") or not _NAME.fullmatch(p) for p in parts):
-        raise ValidationError(
-            f"{name} must be a relative path without '.', '..' or empty parts", field=name
-        )
-    return value
-
-
-def parse_request(body: Any) -> MountRequest:
-    """A mount request's body, each field checked (errors name the field)."""
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise ValidationError("The request body must be a JSON object")
-    unknown = sorted(set(body) - {"path", "read_only", "mount_point"})
-    if unknown:
-        raise ValidationError(f"Unknown field {unknown[0]!r}", field=unknown[0])
-    read_only = body.get("read_only", False)
-    if not isinstance(read_only, bool):
-        raise ValidationError("read_only must be true or false", field="read_only")
-    return MountRequest(
-        path=_relative(body.get("path", ""), "path", allow_empty=True),
-        read_only=read_only,
-        mount_point=_relative(
-            body.get("mount_point", DEFAULT_MOUNT_POINT), "mount_point", allow_empty=False
-        ),
-    )
 
 
 @dataclass
@@ -122,6 +74,8 @@ class Mount:
     watch: asyncio.Task[None] | None = None
     #: Set when the user (or a stop) asked for the unmount: no remount then.
     ending: bool = False
+    #: Made for the server's workspace setting (``mounted``/``both``), not by the Mount button.
+    automatic: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +102,9 @@ class MountService:
         self.retry_interval = retry_interval
         self._mounts: dict[int, Mount] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        #: The workspace setting last applied to each server, and the task applying it.
+        self._applied: dict[int, Workspace] = {}
+        self._applying: dict[int, asyncio.Task[None]] = {}
 
     # --- what others read -------------------------------------------------------------------
 
@@ -191,23 +148,34 @@ class MountService:
             )
         return local
 
-    async def mount(self, server_id: int, request: MountRequest) -> dict[str, Any]:
+    async def mount(
+        self, server_id: int, request: MountRequest, *, automatic: bool = False
+    ) -> dict[str, Any]:
         """Mount ``request`` on the running server; answers once it is mounted (or raises
-        with the reason). A server already mounted is unmounted first."""
+        with the reason). A server already mounted is unmounted first. A mount ``automatic``
+        (for the workspace setting) that fails stays shown as failed, with the reason."""
         self.manager.running(server_id, "start it before mounting the workspace.")
-        local = self.local_tree(request)
+        # Asked for now: a bad path is refused before anything changes. Automatic: the tree
+        # may have been removed since it was chosen, which shows as the mount's failure.
+        local = None if automatic else self.local_tree(request)
         async with self._lock(server_id):
             old = self._mounts.get(server_id)
             if old is not None:
                 await self._end(server_id, old)
-            mount = Mount(request)
+            mount = Mount(request, automatic=automatic)
             self._mounts[server_id] = mount
             self._set(server_id, mount, "mounting")
             try:
+                if local is None:
+                    local = self.local_tree(request)
                 await self._attach(server_id, mount, local)
             except ComputeServersError as e:
-                self._mounts.pop(server_id, None)
-                self.manager.notify("mount", server_id, mount=None)
+                if automatic:
+                    mount.ending = True
+                    self._set(server_id, mount, "failed", e.message)
+                else:
+                    self._mounts.pop(server_id, None)
+                    self.manager.notify("mount", server_id, mount=None)
                 raise e
             self._set(server_id, mount, "mounted")
             mount.watch = asyncio.ensure_future(self._watch(server_id, mount, local))
@@ -222,6 +190,76 @@ class MountService:
             self.manager.notify("mount", server_id, mount=None)
             return mount.to_json()
 
+    # --- the workspace setting ---------------------------------------------------------------
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Apply a server's workspace setting when it comes up running and when it is edited
+        (a server event observer, see ``services.py``)."""
+        server_id = event.get("server_id")
+        if server_id is None:
+            return
+        if event.get("kind") == "state" and event.get("state") == "running":
+            self._applied.pop(server_id, None)  # a new machine: mount afresh
+            self._schedule(server_id)
+        elif event.get("kind") == "updated" and event.get("state") == "running":
+            self._schedule(server_id)
+        elif event.get("kind") == "deleted":
+            self._applied.pop(server_id, None)
+
+    def restore(self) -> None:
+        """Jupyter (re)started: mount on each running server whose setting asks for it."""
+        for server in self.manager.store.servers():
+            if server.state is State.RUNNING and server.workspace.mounts:
+                self._schedule(server.id)
+
+    async def ready(self, server_id: int) -> None:
+        """Wait for the workspace setting to be applied (a kernel or terminal about to start
+        there would otherwise miss the mount being made)."""
+        task = self._applying.get(server_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def _schedule(self, server_id: int) -> None:
+        previous = self._applying.get(server_id)
+
+        async def apply() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            await self._apply(server_id)
+
+        task = asyncio.get_running_loop().create_task(apply())
+        self._applying[server_id] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            if self._applying.get(server_id) is task:
+                del self._applying[server_id]
+
+        task.add_done_callback(done)
+
+    async def _apply(self, server_id: int) -> None:
+        try:
+            server = self.manager.get_server(server_id)
+        except NotFoundError:
+            return
+        wanted = server.workspace
+        if server.state is not State.RUNNING or self._applied.get(server_id) == wanted:
+            return
+        self._applied[server_id] = wanted
+        current = self._mounts.get(server_id)
+        try:
+            if wanted.mounts:
+                if current is None or current.request != wanted.mount or current.state == "failed":
+                    await self.mount(server_id, wanted.mount, automatic=True)
+            elif current is not None and current.automatic:
+                await self.unmount(server_id)
+        except ComputeServersError as e:
+            # Shown on the server's row (the failed mount's reason); tried again at its next
+            # start, the next edit of the setting, or by the Mount button.
+            log.warning("Could not mount the workspace of compute server %s: %s", server_id, e)
+        except Exception:
+            log.exception("Applying the workspace setting of compute server %s failed", server_id)
+
     async def before_disconnect(self, server_id: int) -> None:
         """The manager is about to close the server's connection (stop, suspend, reboot,
         deprovision): unmount while the server still answers."""
@@ -231,6 +269,8 @@ class MountService:
 
     async def close(self) -> None:
         """Jupyter is shutting down: unmount everything."""
+        for task in list(self._applying.values()):
+            task.cancel()
         for server_id in list(self._mounts):
             with contextlib.suppress(ComputeServersError, asyncio.TimeoutError):
                 await asyncio.wait_for(self.unmount(server_id), 10)

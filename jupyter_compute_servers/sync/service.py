@@ -175,6 +175,13 @@ class SyncService(LoggingConfigurable):
         self, server_id: int, direction: str, path: str, trigger: str, confirm: bool = False
     ) -> dict[str, Any]:
         server = self.manager.get_server(server_id)
+        if not server.workspace.syncs:
+            raise ConflictError(
+                f"Server {server.name!r} has its workspace mounted, not synced: its code reads "
+                f"and writes the files here directly. To sync it too, set its workspace mode "
+                f"to 'both' (or 'synced') in the server's settings.",
+                field="workspace.mode",
+            )
         if server.state is not State.RUNNING or server.operation is not None:
             what = server.operation or server.state.value
             raise ConflictError(
@@ -379,6 +386,8 @@ class SyncService(LoggingConfigurable):
         the kernel starts anyway: the run's record says what went wrong."""
         if not self.settings(server_id).before_kernel:
             return
+        if not self.manager.get_server(server_id).workspace.syncs:
+            return  # mounted only: nothing is copied
         job = self._jobs.get(server_id)
         if job is not None and job.task is not None:
             with contextlib.suppress(BaseException):
@@ -417,7 +426,7 @@ class SyncService(LoggingConfigurable):
                 continue
             seen = self._seen_running.setdefault(server.id, now)
             minutes = self.settings(server.id).auto_sync_minutes
-            if not minutes or server.id in self._jobs:
+            if not minutes or server.id in self._jobs or not server.workspace.syncs:
                 continue
             runs = self.store.runs(server.id, 1)
             last = max(seen, (runs[0]["finished"] or runs[0]["started"]) if runs else 0)

@@ -38,6 +38,7 @@ import { SyncSection } from '../sync/section';
 import { JupyterServer, sleep } from './jupyterServer';
 import {
   FakeEvents,
+  makeServer as baseServer,
   mountReactPerTest,
   renderOutsideAct,
   until
@@ -64,48 +65,13 @@ function makeCost(overrides: Partial<IServerCost> = {}): IServerCost {
 }
 
 function makeServer(overrides: Partial<IServer> = {}): IServer {
-  return {
-    id: 1,
-    name: 'box',
-    color: '#1f77b4',
-    notes: '',
-    cloud: 'local',
+  return baseServer({
     state: 'running',
-    state_reason: '',
-    config: {
-      image: 'python',
-      image_tag: 'system',
-      machine_type: null,
-      cpu: 2,
-      memory_gb: 4,
-      gpu: null,
-      disk_gb: 10,
-      disk_type: null,
-      spot: null,
-      region: null,
-      zone: null,
-      extra: {}
-    },
-    idle_timeout_minutes: null,
-    spend_limit: null,
-    created: 1700000000,
-    updated: 1700000000,
-    operation: null,
-    progress: null,
     allowed_actions: ['stop', 'reboot', 'deprovision'],
     cost: makeCost(),
     auto_stop: { watching: true, idle: null, daily_stop_at: null },
-    mount: null,
-    daily_stop: null,
-    sync: {
-      excludes: [],
-      server_only: [],
-      max_file_size_mb: 1024,
-      auto_sync_minutes: null,
-      before_kernel: true
-    },
     ...overrides
-  };
+  });
 }
 
 describe('cost wording', () => {

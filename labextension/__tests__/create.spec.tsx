@@ -86,7 +86,11 @@ describe('create form values', () => {
       region: '',
       zone: '',
       disk_type: '',
-      spot: false
+      spot: false,
+      // Synced, as before mounts: a copy works offline.
+      workspace_mode: 'synced',
+      mount_path: '',
+      mount_read_only: false
     });
   });
 
@@ -212,6 +216,8 @@ describe('CreateServerForm', () => {
       'disk_gb',
       'gpu_type',
       'gpu_count',
+      // The workspace: synced, so no mount inputs.
+      'workspace_mode',
       'color'
     ]);
     const cpu =

@@ -23,51 +23,20 @@ import { ICloud, IServer } from '../servers/types';
 import { EditSection } from '../servers/editSection';
 import { ComputeServersSidebar } from '../sidebar';
 import { JupyterServer, sleep } from './jupyterServer';
-import { mountReactPerTest, renderOutsideAct, until } from './testing';
+import {
+  makeServer as baseServer,
+  mountReactPerTest,
+  renderOutsideAct,
+  until
+} from './testing';
 
 function makeServer(overrides: Partial<IServer> = {}): IServer {
-  return {
+  return baseServer({
     id: 7,
-    name: 'box',
-    color: '#1f77b4',
     notes: 'for the paper',
-    cloud: 'local',
-    state: 'deprovisioned',
-    state_reason: '',
-    config: {
-      image: 'python',
-      image_tag: 'system',
-      machine_type: null,
-      cpu: 2,
-      memory_gb: 4,
-      gpu: null,
-      disk_gb: 10,
-      disk_type: null,
-      spot: null,
-      region: null,
-      zone: null,
-      extra: {}
-    },
     idle_timeout_minutes: 30,
-    spend_limit: null,
-    daily_stop: null,
-    created: 1700000000,
-    updated: 1700000000,
-    operation: null,
-    progress: null,
-    allowed_actions: ['start', 'delete'],
-    cost: null,
-    auto_stop: null,
-    mount: null,
-    sync: {
-      excludes: [],
-      server_only: [],
-      max_file_size_mb: 1024,
-      auto_sync_minutes: null,
-      before_kernel: true
-    },
     ...overrides
-  };
+  });
 }
 
 const LOCAL: ICloud = {

@@ -5,52 +5,7 @@ import { act } from 'react';
 import { parseServerEvent, SERVER_EVENT_SCHEMA } from '../events/service';
 import { IMount, MountSection } from '../mount/section';
 import { IServer } from '../servers/types';
-import { mountReactPerTest } from './testing';
-
-function makeServer(overrides: Partial<IServer> = {}): IServer {
-  return {
-    id: 1,
-    name: 'box',
-    color: '#1f77b4',
-    notes: '',
-    cloud: 'local',
-    state: 'deprovisioned',
-    state_reason: '',
-    config: {
-      image: 'python',
-      image_tag: 'system',
-      machine_type: null,
-      cpu: 2,
-      memory_gb: 4,
-      gpu: null,
-      disk_gb: 10,
-      disk_type: null,
-      spot: null,
-      region: null,
-      zone: null,
-      extra: {}
-    },
-    idle_timeout_minutes: null,
-    spend_limit: null,
-    created: 1700000000,
-    updated: 1700000000,
-    operation: null,
-    progress: null,
-    allowed_actions: ['start', 'delete'],
-    daily_stop: null,
-    cost: null,
-    auto_stop: null,
-    mount: null,
-    sync: {
-      excludes: [],
-      server_only: [],
-      max_file_size_mb: 1024,
-      auto_sync_minutes: null,
-      before_kernel: true
-    },
-    ...overrides
-  };
-}
+import { makeServer, mountReactPerTest } from './testing';
 
 const MOUNTED: IMount = {
   path: '',

@@ -52,6 +52,7 @@ import {
 import { JupyterServer, sleep } from './jupyterServer';
 import {
   FakeEvents,
+  makeServer as baseServer,
   mountReactPerTest,
   renderOutsideAct,
   until
@@ -668,35 +669,14 @@ describe('terminal connection settings', () => {
 
 /** A server as the API answers, for the picker. */
 function makeServer(overrides: Partial<IServer> = {}): IServer {
-  return {
-    id: 1,
-    name: 'box',
-    color: '#1f77b4',
-    notes: '',
-    cloud: 'local',
+  return baseServer({
     state: 'running',
-    state_reason: '',
     config: {} as IServer['config'],
-    idle_timeout_minutes: null,
-    spend_limit: null,
     created: 0,
     updated: 0,
-    operation: null,
-    progress: null,
     allowed_actions: ['stop'],
-    daily_stop: null,
-    cost: null,
-    auto_stop: null,
-    mount: null,
-    sync: {
-      excludes: [],
-      server_only: [],
-      max_file_size_mb: 1024,
-      auto_sync_minutes: null,
-      before_kernel: true
-    },
     ...overrides
-  };
+  });
 }
 
 describe('choosing a server', () => {

@@ -10,6 +10,7 @@ import { createRoot, Root } from 'react-dom/client';
 
 import { sleep } from './jupyterServer';
 import { SERVER_EVENT_SCHEMA, ServerEvents } from '../events/service';
+import { IServer } from '../servers/types';
 
 /** The server extension's event schema (what `jupyter_events` validates each event against). */
 const EVENT_SCHEMA = JSON.parse(
@@ -165,4 +166,55 @@ export function renderOutsideAct(): void {
   afterAll(() => {
     (globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
   });
+}
+
+/** A server as `GET servers/{id}` answers it: deprovisioned on the local cloud, every field
+ * set (`overrides` replace them). */
+export function makeServer(overrides: Partial<IServer> = {}): IServer {
+  return {
+    id: 1,
+    name: 'box',
+    color: '#1f77b4',
+    notes: '',
+    cloud: 'local',
+    state: 'deprovisioned',
+    state_reason: '',
+    config: {
+      image: 'python',
+      image_tag: 'system',
+      machine_type: null,
+      cpu: 2,
+      memory_gb: 4,
+      gpu: null,
+      disk_gb: 10,
+      disk_type: null,
+      spot: null,
+      region: null,
+      zone: null,
+      extra: {}
+    },
+    idle_timeout_minutes: null,
+    spend_limit: null,
+    created: 1700000000,
+    updated: 1700000000,
+    operation: null,
+    progress: null,
+    allowed_actions: ['start', 'delete'],
+    daily_stop: null,
+    cost: null,
+    auto_stop: null,
+    workspace: {
+      mode: 'synced',
+      mount: { path: '', read_only: false, mount_point: 'jupyter' }
+    },
+    mount: null,
+    sync: {
+      excludes: [],
+      server_only: [],
+      max_file_size_mb: 1024,
+      auto_sync_minutes: null,
+      before_kernel: true
+    },
+    ...overrides
+  };
 }

@@ -892,6 +892,7 @@ export interface components {
             /** @description Defaults to the first enabled cloud. */
             cloud?: string;
             config?: components["schemas"]["ServerConfigFields"];
+            workspace?: components["schemas"]["WorkspaceUpdate"];
         };
         ServerUpdate: {
             sync?: components["schemas"]["SyncSettings"];
@@ -902,6 +903,7 @@ export interface components {
             spend_limit?: components["schemas"]["SpendLimit"];
             daily_stop?: components["schemas"]["DailyStop"];
             config?: components["schemas"]["ServerConfigFields"];
+            workspace?: components["schemas"]["WorkspaceUpdate"];
         };
         Server: {
             id: number;
@@ -934,6 +936,7 @@ export interface components {
             auto_stop: components["schemas"]["AutoStop"];
             /** @description The live workspace mount made by this Jupyter server, or null. */
             mount: components["schemas"]["Mount"] | null;
+            workspace: components["schemas"]["Workspace"];
         };
         HistoryEntry: {
             at: number;
@@ -1504,6 +1507,21 @@ export interface components {
             remote_path: string;
             /** @description When the state began (Unix time). */
             since: number;
+        };
+        /** @description How the server's code reaches the Jupyter root's files, each time it runs: copied by file sync ('synced', the default), mounted live with no copy ('mounted': nothing is synced; shells and kernels start in the mounted tree), or 'both' (a mount beside a synced working tree). A mount that cannot be made shows as the server's failed mount with the reason. */
+        Workspace: {
+            /**
+             * @default synced
+             * @enum {string}
+             */
+            mode: "synced" | "mounted" | "both";
+            mount: components["schemas"]["MountRequest"];
+        };
+        /** @description A workspace setting to set: what is given replaces the server's (a mount's fields given replace its own; the rest stay). */
+        WorkspaceUpdate: {
+            /** @enum {string} */
+            mode?: "synced" | "mounted" | "both";
+            mount?: components["schemas"]["MountRequest"];
         };
     };
     responses: {

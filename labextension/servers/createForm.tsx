@@ -12,6 +12,13 @@ import {
   slurmExtra,
   slurmOfferings
 } from '../create/slurm';
+import {
+  buildWorkspace,
+  IWorkspaceValues,
+  WorkspaceFields,
+  workspaceErrorKey,
+  workspaceValues
+} from '../mount/workspaceFields';
 import { formatNumber } from './format';
 import {
   ICloud,
@@ -23,7 +30,7 @@ import {
 export { hostGpus, hostOptionLabel } from '../create/hardwarePicker';
 
 /** What the create form holds: text as typed, so that nothing typed is lost on an error. */
-export interface ICreateFormValues extends IHardwareValues {
+export interface ICreateFormValues extends IHardwareValues, IWorkspaceValues {
   name: string;
   cloud: string;
   color: string;
@@ -137,7 +144,8 @@ export function initialValues(
     region: '',
     zone: '',
     disk_type: '',
-    spot: false
+    spot: false,
+    ...workspaceValues()
   });
 }
 
@@ -203,6 +211,9 @@ export function buildCreateRequest(
   if (values.color) {
     body.color = values.color;
   }
+  if (values.workspace_mode !== 'synced') {
+    body.workspace = buildWorkspace(values);
+  }
   return body;
 }
 
@@ -210,6 +221,10 @@ export function buildCreateRequest(
 export function errorKeyFor(field: string | null): FormErrorKey {
   if (!field) {
     return 'general';
+  }
+  const workspaceKey = workspaceErrorKey(field);
+  if (workspaceKey) {
+    return workspaceKey;
   }
   const path = field.startsWith('config.') ? field.slice(7) : field;
   if (path === 'extra.host' || path === 'host') {
@@ -331,6 +346,12 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
           onChange={props.onChange}
         />
       )}
+      <WorkspaceFields
+        values={values}
+        errors={errors}
+        disabled={disabled}
+        onChange={props.onChange}
+      />
       <Field name="color" label="Colour" error={errors.color}>
         {input('color', { type: 'color' })}
       </Field>

@@ -12,6 +12,11 @@ import {
   FormErrorKey,
   ICreateFormValues
 } from './createForm';
+import {
+  buildWorkspace,
+  WorkspaceFields,
+  workspaceValues
+} from '../mount/workspaceFields';
 import { formatNumber, isTransitional, stateLabel } from './format';
 import {
   ICloud,
@@ -81,6 +86,7 @@ export function editFormValues(server: IServer): IEditFormValues {
     disk_type: text(config.disk_type),
     spot: config.spot === true,
     ...(server.cloud === 'slurm' ? slurmDefaults(config) : {}),
+    ...workspaceValues(server),
     notes: server.notes ?? '',
     idle_timeout_minutes: text(server.idle_timeout_minutes),
     spend_amount: text(server.spend_limit?.amount),
@@ -192,6 +198,10 @@ export function buildUpdateRequest(
     : null;
   if (!same(stop, oldStop)) {
     body.daily_stop = stop;
+  }
+  const workspace = buildWorkspace(values);
+  if (!same(workspace, buildWorkspace(workspaceValues(server)))) {
+    body.workspace = workspace;
   }
   if (cloud) {
     const config = changedConfig(values, server, cloud);
@@ -348,6 +358,12 @@ export function EditServerForm(props: IEditFormProps): JSX.Element {
           onChange={props.onChange}
         />
       )}
+      <WorkspaceFields
+        values={values}
+        errors={errors}
+        disabled={disabled}
+        onChange={props.onChange}
+      />
       <h3 className="jp-ComputeServers-sectionTitle">Automatic stops</h3>
       <Field
         name="idle_timeout_minutes"

@@ -32,7 +32,12 @@ export class SyncSection implements ISidebarSection {
     return (
       <SyncButton
         serverName={server.name}
-        running={server.state === 'running' && !!onSync}
+        // A workspace mounted only is never synced (the API refuses, saying so).
+        running={
+          server.state === 'running' &&
+          !!onSync &&
+          server.workspace?.mode !== 'mounted'
+        }
         busy={pending || this._sync.entry(server.id).value.running !== null}
         onSync={direction => onSync?.(server, direction)}
         onSettings={onSyncSettings ? () => onSyncSettings(server) : undefined}

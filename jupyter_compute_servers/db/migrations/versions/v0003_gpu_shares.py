@@ -1,8 +1,8 @@
 """GPU shares: the shares of each GPU a host's admin allows (MPS), and each slice's share of
 its GPU and the Unix user its processes run as (one MPS server serves one user at a time).
 
-Revision ID: 0002_gpu_shares
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-06
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_gpu_shares"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
