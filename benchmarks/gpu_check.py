@@ -70,10 +70,13 @@ print(json.dumps({"pid": os.getpid(), "visible": os.environ.get("CUDA_VISIBLE_DE
 CUDA_ALLOCATE = r"""
 import ctypes
 _cuda = ctypes.CDLL("libcuda.so.1")
+_cuda.cuInit(0)
 _ctx = ctypes.c_void_p()
 _device = ctypes.c_int()
 _cuda.cuDeviceGet(ctypes.byref(_device), 0)
-assert _cuda.cuCtxCreate_v2(ctypes.byref(_ctx), 0, _device) == 0, "cuCtxCreate failed"
+# The device's primary context (what CUDA runtimes use), kept for the kernel's life.
+assert _cuda.cuDevicePrimaryCtxRetain(ctypes.byref(_ctx), _device) == 0, "no context"
+assert _cuda.cuCtxSetCurrent(_ctx) == 0, "cuCtxSetCurrent failed"
 _ptr = ctypes.c_uint64()
 _err = _cuda.cuMemAlloc_v2(ctypes.byref(_ptr), {size})
 assert _err == 0, f"cuMemAlloc failed: {{_err}}"
