@@ -632,7 +632,12 @@ def _parse_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
                 )
             values[key] = value
         elif key == "username":
-            values[key] = parse_str(value, key, pattern=_USERNAME, max_length=64) if value else ""
+            # None or "": ~/.ssh/config's user; anything else must be a name (not false, 0).
+            values[key] = (
+                ""
+                if value is None or value == ""
+                else parse_str(value, key, pattern=_USERNAME, max_length=64)
+            )
         elif key == "identity_file":
             if value in (None, ""):
                 values[key] = None
