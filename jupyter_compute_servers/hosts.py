@@ -4,9 +4,15 @@ servers of the ``ssh`` cloud.
 - A host's SSH host key is pinned from ``~/.ssh/known_hosts`` or, on first contact, shown as a
   fingerprint for the user to confirm. Until then nothing logs in to it.
 - Its inventory (CPUs, RAM, disk, OS, Python, GPUs by NVML) comes from the agent over SSH.
-- ``HostSlices`` hands out slices of a host (CPUs, RAM and whole GPUs by UUID) to servers in
-  one transaction that holds the host's row locked, so two processes never give the same GPU
-  twice, and keeps the FIFO queue of servers waiting for GPUs.
+- ``HostStore.allocate`` hands out slices of a host (CPUs, RAM, and GPUs by UUID: whole GPUs,
+  MIG instances an admin made, or shares of a GPU through MPS where the host's
+  ``gpu_fractions`` allow them) to servers in one transaction that holds the host's row locked,
+  so two processes never give the same GPU (or more than all of it) twice, and keeps the FIFO
+  queue of servers waiting for GPUs.
+
+Shares of one GPU run under one MPS server, which serves one Unix user at a time: a GPU's
+shares go to one user's slices at a time (checked across every host record, GPU UUIDs being
+unique), and a share for another user waits in the queue until they end.
 
 The tables ``hosts``, ``host_slices`` and ``gpu_queue`` are this module's, in the database every
 store shares (``db.Database``).
@@ -61,6 +67,7 @@ HOST_FIELDS = (
     "hourly_rate",
     "gpu_rates",
     "gpu_wait_minutes",
+    "gpu_fractions",
 )
 PATCH_FIELDS = (*HOST_FIELDS, "trust_host_key")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -91,6 +98,8 @@ hosts = Table(
     Column("inventoried", Double),
     Column("created", Double, nullable=False),
     Column("updated", Double, nullable=False),
+    # GPU UUID or type -> the shares (MPS) its admin allows, e.g. {"NVIDIA A100": [0.25, 0.5]}.
+    Column("gpu_fractions", Text, nullable=False, server_default="{}"),
     sqlite_autoincrement=True,
 )
 Index("hosts_name_nocase", func.lower(hosts.c.name), unique=True)
@@ -106,6 +115,10 @@ host_slices = Table(
     Column("gpu_uuids", Text, nullable=False, server_default="[]"),
     Column("token", Text, nullable=False),
     Column("allocated", Double, nullable=False),
+    # A share of its one GPU (MPS); None: its GPUs are whole (or MIG instances).
+    Column("gpu_fraction", Double),
+    # The Unix user its processes run as: the one user a GPU's MPS server serves.
+    Column("unix_user", Text, nullable=False, server_default=""),
 )
 
 #: The servers waiting for a slice of a host, first come first served.
@@ -134,6 +147,7 @@ class HostRecord:
     hourly_rate: float | None
     gpu_rates: dict[str, float]
     gpu_wait_minutes: float
+    gpu_fractions: dict[str, list[float]]
     inventory: dict[str, Any] | None
     inventory_error: str
     inventoried: float | None
@@ -145,7 +159,28 @@ class HostRecord:
         return self.host_key is not None
 
     def gpus(self) -> list[dict[str, Any]]:
-        return list((self.inventory or {}).get("gpus") or [])
+        """The GPUs a slice can be given: whole GPUs, and the MIG instances of GPUs an admin
+        split (a GPU in MIG mode is not usable whole). Each has name (its type), uuid and
+        memory_total; a MIG instance also parent (its GPU's UUID) and mig_profile."""
+        units: list[dict[str, Any]] = []
+        for gpu in _entries((self.inventory or {}).get("gpus")):
+            if gpu.get("mig"):
+                units.extend(_entries(gpu.get("mig_devices")))
+            else:
+                units.append(gpu)
+        return units
+
+    def fractions_of(self, gpu: dict[str, Any]) -> list[float]:
+        """The shares this GPU's admin allows (by its UUID, else its type); none on a MIG
+        instance (the product does not run MPS inside MIG)."""
+        if gpu.get("parent"):
+            return []
+        return list(self.gpu_fractions.get(gpu["uuid"], self.gpu_fractions.get(gpu["name"], [])))
+
+    @property
+    def unix_user(self) -> str:
+        """Who the host's processes run as: the agent's answer, else the login name."""
+        return str((self.inventory or {}).get("user") or self.username or "")
 
     def endpoint(self, **overrides: Any) -> SSHEndpoint:
         """How to log in to the host itself (its key pinned; the user's credentials)."""
@@ -188,6 +223,7 @@ class HostRecord:
             "hourly_rate": self.hourly_rate,
             "gpu_rates": self.gpu_rates,
             "gpu_wait_minutes": self.gpu_wait_minutes,
+            "gpu_fractions": self.gpu_fractions,
             "inventory": self.inventory,
             "inventory_error": self.inventory_error,
             "inventoried": self.inventoried,
@@ -212,6 +248,7 @@ def _host(row: RowMapping) -> HostRecord:
         hourly_rate=row["hourly_rate"],
         gpu_rates=json.loads(row["gpu_rates"] or "{}"),
         gpu_wait_minutes=row["gpu_wait_minutes"],
+        gpu_fractions=json.loads(row["gpu_fractions"] or "{}"),
         inventory=json.loads(row["inventory"]) if row["inventory"] else None,
         inventory_error=row["inventory_error"],
         inventoried=row["inventoried"],
@@ -228,6 +265,8 @@ class Slice:
     memory_gb: float
     gpu_uuids: list[str] = field(default_factory=list)
     token: str = ""
+    gpu_fraction: float | None = None
+    unix_user: str = ""
 
 
 class HostStore:
@@ -367,7 +406,7 @@ class HostStore:
             if first != server_id:
                 return "waiting for the servers ahead of it"
             slices = db.execute(
-                select(host_slices.c.cpu, host_slices.c.memory_gb, host_slices.c.gpu_uuids).where(
+                select(host_slices.c.cpu, host_slices.c.memory_gb).where(
                     host_slices.c.host_id == host.id
                 )
             ).all()
@@ -376,17 +415,27 @@ class HostStore:
             memory_free = (inventory.get("memory_total") or 0) / 2**30 - sum(
                 r.memory_gb for r in slices
             )
-            taken = {uuid for r in slices for uuid in json.loads(r.gpu_uuids)}
+            fraction = None if gpu is None else gpu.fraction
             gpus: list[str] = []
             if gpu is not None:
-                free = [
-                    g["uuid"]
-                    for g in host.gpus()
-                    if g["name"] == gpu.type and g["uuid"] not in taken
-                ]
-                if len(free) < gpu.count:
-                    return f"{gpu.count} free {gpu.type} needed, {len(free)} free"
-                gpus = free[: gpu.count]
+                # Every slice of these GPUs, whichever host record gave it (UUIDs are unique;
+                # two records may name one machine): shares are decided under one lock.
+                self.database.lock(db, "gpu_shares")
+                uses = _gpu_uses(db)
+                if fraction is None:
+                    free = [
+                        g["uuid"]
+                        for g in host.gpus()
+                        if g["name"] == gpu.type and g["uuid"] not in uses
+                    ]
+                    if len(free) < gpu.count:
+                        return f"{gpu.count} free {gpu.type} needed, {len(free)} free"
+                    gpus = free[: gpu.count]
+                else:
+                    chosen, why = _place_share(host, gpu.type, fraction, uses)
+                    if chosen is None:
+                        return why
+                    gpus = [chosen]
             if cpu > cpus_free:
                 return f"{cpu} CPUs needed, {cpus_free} free"
             if memory_gb > memory_free + 1e-9:
@@ -401,10 +450,22 @@ class HostStore:
                     gpu_uuids=json.dumps(gpus),
                     token=token,
                     allocated=self.clock(),
+                    gpu_fraction=fraction,
+                    unix_user=host.unix_user,
                 )
             )
             db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
-            return Slice(server_id, host.id, cpu, memory_gb, gpus, token)
+            return Slice(server_id, host.id, cpu, memory_gb, gpus, token, fraction, host.unix_user)
+
+    def shares_on(self, gpu_uuid: str) -> list[Slice]:
+        """The slices holding a share of this GPU, on any host record."""
+        with self.database.read() as db:
+            rows = (
+                db.execute(select(host_slices).where(host_slices.c.gpu_fraction.is_not(None)))
+                .mappings()
+                .all()
+            )
+        return [s for s in map(_slice, rows) if gpu_uuid in s.gpu_uuids]
 
     def queue_position(self, server_id: int) -> int | None:
         """1 for the next in line on its host; None when not waiting."""
@@ -447,6 +508,19 @@ class HostStore:
         return [_slice(row) for row in rows]
 
 
+def _entries(value: Any) -> list[dict[str, Any]]:
+    """The well-formed GPU entries of an inventory (the host's answer: not trusted)."""
+    if not isinstance(value, list):
+        return []
+    return [
+        entry
+        for entry in value
+        if isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("uuid"), str)
+    ]
+
+
 def _named(name: str) -> Any:
     """Hosts of this name, in any case (as the unique index compares them)."""
     return func.lower(hosts.c.name) == func.lower(name)
@@ -467,7 +541,67 @@ def _slice(row: RowMapping) -> Slice:
         row["memory_gb"],
         json.loads(row["gpu_uuids"]),
         row["token"],
+        row["gpu_fraction"],
+        row["unix_user"],
     )
+
+
+@dataclass
+class GpuUse:
+    """How a GPU is given out now: whole (or a MIG instance) to one slice, or in shares."""
+
+    whole: bool = False
+    shares: float = 0.0
+    users: set[str] = field(default_factory=set)
+
+
+def _gpu_uses(db: Connection) -> dict[str, GpuUse]:
+    uses: dict[str, GpuUse] = {}
+    rows = db.execute(
+        select(host_slices.c.gpu_uuids, host_slices.c.gpu_fraction, host_slices.c.unix_user)
+    ).all()
+    for row in rows:
+        for uuid in json.loads(row.gpu_uuids):
+            use = uses.setdefault(uuid, GpuUse())
+            if row.gpu_fraction is None:
+                use.whole = True
+            else:
+                use.shares += row.gpu_fraction
+                use.users.add(row.unix_user)
+    return uses
+
+
+def _place_share(
+    host: HostRecord, gpu_type: str, fraction: float, uses: dict[str, GpuUse]
+) -> tuple[str | None, str]:
+    """The UUID of the GPU to take a share from, packed onto the fullest that fits (so whole
+    GPUs stay free for whole requests), or why none fits now."""
+    user = host.unix_user
+    fits: list[tuple[float, str]] = []
+    other_user = ""
+    room = 0.0
+    for gpu in host.gpus():
+        if gpu["name"] != gpu_type or not any(
+            abs(step - fraction) < 1e-9 for step in host.fractions_of(gpu)
+        ):
+            continue
+        use = uses.get(gpu["uuid"], GpuUse())
+        if use.whole:
+            continue
+        if use.users - {user}:
+            other_user = ", ".join(sorted(use.users - {user}))
+            continue
+        room = max(room, 1 - use.shares)
+        if use.shares + fraction <= 1 + 1e-9:
+            fits.append((use.shares, gpu["uuid"]))
+    if fits:
+        return max(fits)[1], ""
+    if other_user:
+        return None, (
+            f"a {fraction:g} share of a {gpu_type} needed; the shared ones serve {other_user}'s "
+            f"servers now (one MPS server serves one Unix user at a time), {room:g} free for {user}"
+        )
+    return None, f"a {fraction:g} share of a {gpu_type} needed, {room:g} of one free"
 
 
 def _column(value: Any) -> Any:
@@ -498,7 +632,12 @@ def _parse_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
                 )
             values[key] = value
         elif key == "username":
-            values[key] = parse_str(value, key, pattern=_USERNAME, max_length=64) if value else ""
+            # None or "": ~/.ssh/config's user; anything else must be a name (not false, 0).
+            values[key] = (
+                ""
+                if value is None or value == ""
+                else parse_str(value, key, pattern=_USERNAME, max_length=64)
+            )
         elif key == "identity_file":
             if value in (None, ""):
                 values[key] = None
@@ -529,7 +668,31 @@ def _parse_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
             }
         elif key == "gpu_wait_minutes":
             values[key] = parse_number(value, key, minimum=0, maximum=7 * 24 * 60)
+        elif key == "gpu_fractions":
+            values[key] = _parse_fractions(value, key)
     return values
+
+
+def _parse_fractions(value: Any, key: str) -> dict[str, list[float]]:
+    """``{GPU UUID or type: [shares]}``: the shares of each GPU an admin allows through MPS."""
+    allowed = parse_object(value, key)
+    if len(allowed) > 64:
+        raise ValidationError(f"{key} may name at most 64 GPUs or types.", field=key)
+    parsed: dict[str, list[float]] = {}
+    for gpu, steps in allowed.items():
+        where = f"{key}.{gpu}"
+        parse_str(gpu, where, max_length=128)
+        if not isinstance(steps, list) or not 1 <= len(steps) <= 16:
+            raise ValidationError(
+                f"{where} must be a list of 1 to 16 shares, e.g. [0.25, 0.5].", field=where
+            )
+        parsed[gpu] = sorted(
+            {
+                parse_number(step, where, minimum=0, exclusive_minimum=True, maximum=0.99)
+                for step in steps
+            }
+        )
+    return parsed
 
 
 class HostRegistry:

@@ -128,6 +128,8 @@ MAX_NOTES_LENGTH = 10_000
 class GpuSpec:
     type: str
     count: int
+    #: A share of one GPU (MPS, on hosts whose admin allows it), e.g. 0.25; None: whole GPUs.
+    fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,11 @@ class ServerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Whole GPUs read as before shares existed: {"type", "count"}.
+        if data["gpu"] is not None and data["gpu"]["fraction"] is None:
+            del data["gpu"]["fraction"]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServerConfig:
@@ -410,7 +416,7 @@ def parse_config_fields(data: Any, path: str = "config") -> dict[str, Any]:
             parsed[key] = parse_bool(value, where)
         elif key == "gpu":
             gpu = parse_object(value, where)
-            check_no_unknown(gpu, ("type", "count"), where)
+            check_no_unknown(gpu, ("type", "count", "fraction"), where)
             if "type" not in gpu:
                 raise ValidationError(f"{where}.type is required.", field=f"{where}.type")
             parsed[key] = GpuSpec(
@@ -422,7 +428,23 @@ def parse_config_fields(data: Any, path: str = "config") -> dict[str, Any]:
                     hint="Use a GPU type as offered, e.g. nvidia-tesla-t4 or NVIDIA A100 80GB.",
                 ),
                 count=parse_int(gpu.get("count", 1), f"{where}.count", minimum=1, maximum=16),
+                fraction=(
+                    None
+                    if gpu.get("fraction") is None
+                    else parse_number(
+                        gpu["fraction"],
+                        f"{where}.fraction",
+                        minimum=0,
+                        exclusive_minimum=True,
+                        maximum=1,
+                    )
+                ),
             )
+            if parsed[key].fraction is not None and parsed[key].count != 1:
+                raise ValidationError(
+                    f"{where}.count must be 1 with {where}.fraction (a share of one GPU).",
+                    field=f"{where}.count",
+                )
         elif key == "extra":
             parsed[key] = dict(parse_object(value, where))
     return parsed

@@ -84,12 +84,9 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
     database = store.database
     assert database.revision == Database.head_revision()
     # Stamped at the baseline, not made again: the same tables, the same rows; then the
-    # revisions since (0002: the servers' workspace setting, NULL in old rows).
-    after_rows = rows(path)
-    assert after_rows["servers"] == [(*row, None) for row in before_rows["servers"]]
-    assert {t: r for t, r in after_rows.items() if t != "servers"} == {
-        t: r for t, r in before_rows.items() if t != "servers"
-    }
+    # revisions since (0002: the servers' workspace setting, NULL in old rows; 0003: the GPU
+    # shares a host allows, none, and a slice's share and Unix user, whole and unknown).
+    assert rows(path) == rows_since_baseline(before_rows)
     assert schema(path) == since_baseline(before_schema)
 
     # And each store reads its rows as they were written.
@@ -183,10 +180,11 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     assert store.database.revision == Database.head_revision()
     after = rows(path)
     # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty).
-    # Then 0002 added the workspace setting (empty too).
+    # Then 0002 added the workspace setting (empty too), 0003 the GPU shares.
     assert after["servers"] == [(*row, None, None) for row in before["servers"]]
+    since = rows_since_baseline(before)
     for table in ("state_history", "hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
-        assert after[table] == before[table]
+        assert after[table] == since[table]
     assert set(after) - set(before) == {
         "rate_history",
         "cost_alerts",
@@ -212,17 +210,35 @@ def test_a_new_sqlite_store_has_exactly_the_last_releases_schema(tmp_path):
     assert schema(tmp_path / "new.db") == since_baseline(schema(LEGACY / "v6.db"))
 
 
+#: The columns the revisions since the baseline add (SQL as ALTER TABLE ADD COLUMN appends it)
+#: and their values in existing rows: 0002 ``servers.workspace``; 0003 ``hosts.gpu_fractions``,
+#: ``host_slices.gpu_fraction`` and ``host_slices.unix_user``.
+ADDED_COLUMNS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "servers": (", workspace TEXT", (None,)),
+    "hosts": (", gpu_fractions TEXT DEFAULT '{}' NOT NULL", ("{}",)),
+    "host_slices": (", gpu_fraction DOUBLE, unix_user TEXT DEFAULT '' NOT NULL", (None, "")),
+}
+
+
 def since_baseline(baseline: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     """The schema a store of the baseline (BASELINE_REVISION: the last release's) has after the
-    revisions since: 0002 added ``servers.workspace``."""
+    revisions since (``ADDED_COLUMNS``)."""
     changed = []
     for entry in baseline:
-        if entry[:2] == ("table", "servers"):
+        if entry[0] == "table" and entry[1] in ADDED_COLUMNS:
             kind, name, table, sql = entry
             assert sql.endswith(")")
-            entry = (kind, name, table, sql[:-1] + ", workspace TEXT)")
+            entry = (kind, name, table, sql[:-1] + ADDED_COLUMNS[name][0] + ")")
         changed.append(entry)
     return changed
+
+
+def rows_since_baseline(before: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """A baseline store's rows after the revisions since: the added columns' values appended."""
+    return {
+        table: [(*row, *ADDED_COLUMNS.get(table, ("", ()))[1]) for row in table_rows]
+        for table, table_rows in before.items()
+    }
 
 
 def test_the_tables_the_modules_define_are_the_tables_the_migrations_make(db_url):

@@ -174,6 +174,7 @@ async def test_host_fields_are_validated(api, host):
         (host_body(host, hostname=".BZ05tzl.k0."), "hostname"),  # an empty label
         (host_body(host, hostname="a..b"), "hostname"),
         (host_body(host, username="root\n"), "username"),
+        (host_body(host, username=False), "username"),
         (host_body(host, name="lab\n"), "name"),
     ):
         code, error = await api("POST", "hosts", body)

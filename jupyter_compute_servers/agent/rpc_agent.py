@@ -13,6 +13,7 @@ Requests are handled one after another, in order.
 """
 
 import contextlib
+import getpass
 import hashlib
 import itertools
 import json
@@ -63,22 +64,58 @@ def detect_gpus():
                 mig = pynvml.nvmlDeviceGetMigMode(handle)[0] == pynvml.NVML_DEVICE_MIG_ENABLE
             except pynvml.NVMLError:
                 mig = False
-            name = pynvml.nvmlDeviceGetName(handle)
-            uuid = pynvml.nvmlDeviceGetUUID(handle)
-            gpus.append(
-                {
-                    "index": index,
-                    "name": name.decode() if isinstance(name, bytes) else name,
-                    "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
-                    "memory_total": int(memory.total),
-                    "driver_version": driver.decode() if isinstance(driver, bytes) else driver,
-                    "cuda_version": f"{cuda // 1000}.{(cuda % 1000) // 10}",
-                    "mig": mig,
-                }
-            )
+            name = _text(pynvml.nvmlDeviceGetName(handle))
+            uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+            gpu = {
+                "index": index,
+                "name": name,
+                "uuid": uuid,
+                "memory_total": int(memory.total),
+                "driver_version": _text(driver),
+                "cuda_version": f"{cuda // 1000}.{(cuda % 1000) // 10}",
+                "mig": mig,
+            }
+            if mig:
+                # Read only: the instances an admin made (never created or changed here).
+                gpu["mig_devices"] = [
+                    _mig_device(pynvml, child, uuid) for child in _mig_handles(pynvml, handle)
+                ]
+            gpus.append(gpu)
         return gpus, ""
     finally:
         pynvml.nvmlShutdown()
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _mig_handles(pynvml, handle):
+    """The MIG instances of a GPU in MIG mode (the slots the admin filled)."""
+    try:
+        slots = pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)
+    except pynvml.NVMLError:
+        return []
+    handles = []
+    for slot in range(slots):
+        try:
+            handles.append(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot))
+        except pynvml.NVMLError:
+            continue  # an empty slot
+    return handles
+
+
+def _mig_device(pynvml, child, parent_uuid):
+    """A MIG instance as an allocatable GPU: its type is the name NVML gives it, which names
+    the parent and the profile (e.g. ``NVIDIA A100-SXM4-80GB MIG 1g.10gb``)."""
+    name = _text(pynvml.nvmlDeviceGetName(child))
+    return {
+        "name": name,
+        "uuid": _text(pynvml.nvmlDeviceGetUUID(child)),
+        "memory_total": int(pynvml.nvmlDeviceGetMemoryInfo(child).total),
+        "parent": parent_uuid,
+        "mig_profile": name.rsplit(" MIG ", 1)[1] if " MIG " in name else name,
+    }
 
 
 def info(params):
@@ -100,7 +137,15 @@ def info(params):
         "disk_free": disk_free,
         "gpus": gpus,
         "gpu_reason": gpu_reason,
+        "user": _user(),
     }
+
+
+def _user():
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment nor in the password file
+        return str(os.getuid())
 
 
 # --- kernels ------------------------------------------------------------------------------
@@ -1386,9 +1431,60 @@ def _gpu_readings(pynvml, handle):
     }
 
 
+def _devices(pynvml):
+    """Every GPU and MIG instance NVML shows: ``(index, handle, uuid)``."""
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        yield index, handle, _text(pynvml.nvmlDeviceGetUUID(handle))
+        try:
+            mig = pynvml.nvmlDeviceGetMigMode(handle)[0] == pynvml.NVML_DEVICE_MIG_ENABLE
+        except pynvml.NVMLError:
+            mig = False
+        if mig:
+            for child in _mig_handles(pynvml, handle):
+                yield index, child, _text(pynvml.nvmlDeviceGetUUID(child))
+
+
+def _own_use(pynvml, handle, own_pids):
+    """The GPU memory and utilization of this server's own processes on a device (NVML's
+    running compute processes; utilization from per-process samples, None where the driver
+    gives none, as on MIG instances)."""
+    try:
+        processes = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+    except pynvml.NVMLError:
+        return None
+    mine = [p for p in processes if p.pid in own_pids]
+    used = [p.usedGpuMemory for p in mine if isinstance(p.usedGpuMemory, int)]
+    utilization = None
+    if not mine:
+        utilization = 0
+    else:
+        try:
+            # Samples of the last 10 seconds (NVML's timestamps are in microseconds).
+            samples = pynvml.nvmlDeviceGetProcessUtilization(handle, int((time.time() - 10) * 1e6))
+        except pynvml.NVMLError:
+            samples = None
+        if samples is not None:
+            busiest: dict = {}
+            for sample in samples:
+                if sample.pid in own_pids:
+                    busiest[sample.pid] = max(busiest.get(sample.pid, 0), sample.smUtil)
+            utilization = min(100, sum(busiest.values()))
+    return {
+        "memory_used": sum(used),
+        "utilization": utilization,
+        "processes": len(mine),
+    }
+
+
 def metrics(params):
-    """GPU, CPU and memory use now, for the GPUs this server may use."""
+    """GPU, CPU and memory use now, for the GPUs (or MIG instances) this server may use: the
+    whole device's readings, and under ``own`` those of this server's own processes (found by
+    the token they carry)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    token = os.environ.get("JUPYTER_COMPUTE_SERVER_TOKEN")
+    # A share of a GPU (MPS): its neighbours' work is on the same device.
+    shared = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" in os.environ
     gpus = []
     reason = ""
     try:
@@ -1403,20 +1499,21 @@ def metrics(params):
             reason = f"no NVIDIA driver or GPU found ({e})"
         else:
             try:
-                for index in range(pynvml.nvmlDeviceGetCount()):
-                    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                    uuid = pynvml.nvmlDeviceGetUUID(handle)
-                    uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+                own_pids = (
+                    set(_processes_with("JUPYTER_COMPUTE_SERVER_TOKEN", token)) if token else None
+                )
+                for index, handle, uuid in _devices(pynvml):
                     if not _visible(uuid, index, visible):
                         continue
-                    name = pynvml.nvmlDeviceGetName(handle)
                     memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
                     gpu = {
                         "index": index,
                         "uuid": uuid,
-                        "name": name.decode() if isinstance(name, bytes) else name,
+                        "name": _text(pynvml.nvmlDeviceGetName(handle)),
                         "memory_used": int(memory.used),
                         "memory_total": int(memory.total),
+                        "shared": shared,
+                        "own": None if own_pids is None else _own_use(pynvml, handle, own_pids),
                     }
                     gpu.update(_gpu_readings(pynvml, handle))
                     gpus.append(gpu)
@@ -1433,6 +1530,108 @@ def metrics(params):
         "memory_total": memory_total,
         "memory_used": memory_total - available if memory_total and available else None,
     }
+
+
+# --- MPS ----------------------------------------------------------------------------------
+#
+# A GPU whose shares are given out runs one MPS control daemon, started here as the host's
+# user with only that GPU visible, its pipe and log directories private under
+# ``~/.jupyter-compute-servers/mps/<GPU UUID>``. The clients (a slice's processes) find it by
+# ``CUDA_MPS_PIPE_DIRECTORY`` and bring their own limits in their environment. The GPU's
+# compute mode and MIG layout are never touched.
+
+GPU_UUID = re.compile(r"GPU-[A-Za-z0-9-]{1,80}")
+MPS_CONTROL = "nvidia-cuda-mps-control"
+
+
+def _mps_dirs(uuid):
+    if not isinstance(uuid, str) or not GPU_UUID.fullmatch(uuid):
+        raise ValueError("uuid must be a GPU UUID (GPU-...)")
+    root = os.path.expanduser(os.path.join("~/.jupyter-compute-servers/mps", uuid))
+    dirs = {
+        "pipe_directory": os.path.join(root, "pipe"),
+        "log_directory": os.path.join(root, "log"),
+    }
+    for path in dirs.values():
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+    return dirs
+
+
+def _mps_daemons(pipe_directory):
+    """The MPS processes (control daemon, server) serving this pipe directory."""
+    found = []
+    for pid in _processes_with("CUDA_MPS_PIPE_DIRECTORY", pipe_directory):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().startswith("nvidia-cuda-mps"):
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _mps_env(uuid, dirs):
+    env = {k: v for k, v in os.environ.items() if k != "JUPYTER_COMPUTE_SERVER_TOKEN"}
+    env.update(
+        CUDA_VISIBLE_DEVICES=uuid,
+        CUDA_MPS_PIPE_DIRECTORY=dirs["pipe_directory"],
+        CUDA_MPS_LOG_DIRECTORY=dirs["log_directory"],
+    )
+    return env
+
+
+def mps_ensure(params):
+    """Start the GPU's MPS control daemon unless it runs; say where its clients find it."""
+    uuid = params.get("uuid")
+    dirs = _mps_dirs(uuid)
+    running = _mps_daemons(dirs["pipe_directory"])
+    if running:
+        return {**dirs, "started": False, "pids": running}
+    control = shutil.which(MPS_CONTROL)
+    if control is None:
+        raise RuntimeError(
+            f"{MPS_CONTROL} is not on this host's PATH: shares of a GPU need the NVIDIA "
+            "driver's MPS tools; install them, or remove the GPU from the host's gpu_fractions."
+        )
+    done = subprocess.run(
+        [control, "-d"],
+        env=_mps_env(uuid, dirs),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=20,
+        start_new_session=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{MPS_CONTROL} -d failed ({done.returncode}): "
+            f"{(done.stderr or done.stdout).decode(errors='replace').strip()[-500:]}"
+        )
+    deadline = time.time() + 5
+    while not _mps_daemons(dirs["pipe_directory"]) and time.time() < deadline:
+        time.sleep(0.05)
+    return {**dirs, "started": True, "pids": _mps_daemons(dirs["pipe_directory"])}
+
+
+def mps_stop(params):
+    """Ask the GPU's MPS control daemon to quit (its way of ending), if it runs."""
+    uuid = params.get("uuid")
+    dirs = _mps_dirs(uuid)
+    if not _mps_daemons(dirs["pipe_directory"]):
+        return {"stopped": False}
+    control = shutil.which(MPS_CONTROL) or MPS_CONTROL
+    subprocess.run(
+        [control],
+        env=_mps_env(uuid, dirs),
+        input=b"quit\n",
+        capture_output=True,
+        timeout=20,
+        start_new_session=True,
+    )
+    deadline = time.time() + 10
+    while _mps_daemons(dirs["pipe_directory"]) and time.time() < deadline:
+        time.sleep(0.05)
+    return {"stopped": not _mps_daemons(dirs["pipe_directory"])}
 
 
 # --- containers ---------------------------------------------------------------------------
@@ -2040,6 +2239,8 @@ METHODS = {
     "workspace_prepare": workspace_prepare,
     "workspace_remove": workspace_remove,
     "metrics": metrics,
+    "mps_ensure": mps_ensure,
+    "mps_stop": mps_stop,
     "container_pull": container_pull,
     "app_start": app_start,
     "app_list": app_list,

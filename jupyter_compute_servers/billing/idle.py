@@ -7,8 +7,9 @@ A server is idle when, for its ``idle_timeout_minutes``, none of these happened:
   activity (its ``last_activity`` moved: executing, output, widgets; not kernel_info pings);
 - **terminal input**: someone typed into one of its terminals;
 - **GPU use**: its GPUs were at least ``idle_gpu_threshold`` percent utilized when looked at
-  (in the Jupyter server ``agent_gpu_probe``: NVML on the server, through its agent; a probe
-  answers None when it cannot tell, and then GPUs are not considered);
+  (in the Jupyter server ``agent_gpu_probe``: NVML on the server, through its agent; on a GPU
+  shared with other servers only its own processes count, see ``gpu_use``; a probe answers
+  None when it cannot tell, and then GPUs are not considered);
 - a **state change** (it was started, rebooted), or this Jupyter server (re)started: idleness
   before a restart is not known, so the countdown begins again.
 
@@ -58,15 +59,34 @@ GpuProbe = Callable[[ServerRecord], Awaitable[float | None]]
 UnattachedKernels = Callable[[int], Awaitable[int]]
 
 
+def gpu_use(gpu: dict[str, Any]) -> Any:
+    """The utilization that is this server's on one GPU of its ``metrics``: on a shared GPU
+    (a share through MPS) its own processes' (a neighbour's job is not its use); on a GPU of
+    its own the whole GPU's (a job it started outside this product's reach is still its use);
+    on a MIG instance, which has no utilization reading, its own processes': none on it is
+    idle, any is unknown use."""
+    own = gpu.get("own")
+    whole = gpu.get("utilization")
+    if gpu.get("shared") or (whole is None and isinstance(own, dict)):
+        if not isinstance(own, dict):
+            return None
+        if own.get("processes") == 0:
+            return 0.0
+        return own.get("utilization")
+    return whole
+
+
 def agent_gpu_probe(manager: ServerControl) -> GpuProbe:
     """Utilization of a running server's GPUs as its agent reads them from NVML (``metrics``),
-    the busiest one; None when the server reports none (no driver, MIG, an older agent)."""
+    the busiest one (see ``gpu_use``); None when the server can say nothing of any."""
 
     async def probe(server: ServerRecord) -> float | None:
         agent = await manager.agent_for(server.id)
         answer = await agent.call("metrics", timeout=20)
-        readings = [gpu.get("utilization") for gpu in answer.get("gpus") or []]
-        known = [float(u) for u in readings if isinstance(u, (int, float))]
+        readings = [gpu_use(gpu) for gpu in answer.get("gpus") or [] if isinstance(gpu, dict)]
+        known = [
+            float(u) for u in readings if isinstance(u, (int, float)) and not isinstance(u, bool)
+        ]
         return max(known) if known else None
 
     return probe

@@ -94,6 +94,8 @@ class Cloud(LoggingConfigurable):
     supports_suspend: ClassVar[bool] = False
     #: The configuration fields this cloud uses; others are refused with a 400.
     config_fields: ClassVar[frozenset[str]]
+    #: Whether a server may ask for a share of a GPU (``config.gpu.fraction``).
+    gpu_fractions: ClassVar[bool] = False
 
     data_dir = Unicode(
         help="Directory for this cloud's files (sandboxes, caches). Set by the extension."
@@ -177,6 +179,12 @@ class Cloud(LoggingConfigurable):
             values = {key: getattr(base, key) for key in CONFIG_FIELDS}
         values.update(parsed)
         config = ServerConfig(**values)
+        if config.gpu is not None and config.gpu.fraction is not None and not self.gpu_fractions:
+            raise ValidationError(
+                f"config.gpu.fraction: the {self.name} cloud gives whole GPUs only (shares of a "
+                "GPU are offered on on-prem hosts whose admin allows MPS); leave it out.",
+                field="config.gpu.fraction",
+            )
         self.check_config(config)
         return config
 

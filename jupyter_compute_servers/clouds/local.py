@@ -142,7 +142,8 @@ class LocalCloud(Cloud):
 
     @cached_property
     def _gpus(self) -> list[dict[str, Any]]:
-        return detect_gpus()[0]
+        # A GPU in MIG mode runs no CUDA work as a whole: not offered here.
+        return [gpu for gpu in detect_gpus()[0] if not gpu.get("mig")]
 
     def _gpu_types(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -1,11 +1,15 @@
 """The ``ssh`` cloud: compute servers as slices of on-prem hosts the user registered.
 
-A server on a host is a slice of it: CPUs and RAM (bookkeeping, never oversubscribed) and whole
-GPUs by UUID (exclusive). Starting allocates the slice, or waits in the host's FIFO queue for
-GPUs to free (its position shown) until ``gpu_wait_minutes`` runs out. Everything started for
-the server on the host carries its token and sees only its GPUs (``CUDA_VISIBLE_DEVICES`` by
-UUID); stopping ends those processes and releases the slice; deprovisioning also removes its
-workspace (``~/jupyter-compute-servers/<server id>`` on the host).
+A server on a host is a slice of it: CPUs and RAM (bookkeeping, never oversubscribed) and GPUs
+by UUID: whole GPUs and MIG instances (exclusive; the admin makes the MIG layout, never this
+product), or a share of one GPU through MPS where the host's ``gpu_fractions`` allow it.
+Starting allocates the slice, or waits in the host's FIFO queue (its position shown) until
+``gpu_wait_minutes`` runs out. Everything started for the server on the host carries its token
+and sees only its GPUs (``CUDA_VISIBLE_DEVICES`` by UUID, ``MIG-...`` for an instance); a share
+also gets the GPU's MPS control daemon (started by the host's agent) and its limits
+(``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``, ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT``). Stopping ends
+those processes and releases the slice (and the GPU's MPS daemon once no share is left);
+deprovisioning also removes its workspace (``~/jupyter-compute-servers/<server id>``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class SSHCloud(Cloud):
     label = "On-prem hosts (SSH)"
     description = "Machines you already have (a lab server, a workstation), shared by slices."
     config_fields = frozenset({"image", "image_tag", "cpu", "memory_gb", "gpu", "disk_gb"})
+    gpu_fractions = True
 
     registry: HostRegistry | None = None
 
@@ -74,11 +79,21 @@ class SSHCloud(Cloud):
         ]
         if config.gpu is not None:
             rate = host.gpu_rates.get(config.gpu.type)
+            # A share is priced as that share of the GPU's rate.
+            amount = (
+                Decimal(str(config.gpu.fraction))
+                if config.gpu.fraction is not None
+                else Decimal(config.gpu.count)
+            )
             parts.append(
                 Part(
                     "GPU",
-                    f"{config.gpu.count} x {config.gpu.type}",
-                    Decimal(str(rate or 0)) * config.gpu.count,
+                    (
+                        f"{config.gpu.fraction:g} of a {config.gpu.type}"
+                        if config.gpu.fraction is not None
+                        else f"{config.gpu.count} x {config.gpu.type}"
+                    ),
+                    Decimal(str(rate or 0)) * amount,
                     source,
                     note="" if rate is not None else f"no gpu_rates entry for {config.gpu.type}",
                 )
@@ -109,11 +124,20 @@ class SSHCloud(Cloud):
             if not (host.trusted and host.inventory):
                 continue
             taken = {u for s in self.hosts.hosts.slices_on(host.id) for u in s.gpu_uuids}
-            types: dict[str, dict[str, int]] = {}
+            types: dict[str, dict[str, Any]] = {}
             for gpu in host.gpus():
-                entry = types.setdefault(gpu["name"], {"count": 0, "free": 0})
+                entry = types.setdefault(
+                    gpu["name"],
+                    {
+                        "count": 0,
+                        "free": 0,
+                        "mig_profile": gpu.get("mig_profile"),
+                        "fractions": [],
+                    },
+                )
                 entry["count"] += 1
                 entry["free"] += gpu["uuid"] not in taken
+                entry["fractions"] = sorted({*entry["fractions"], *host.fractions_of(gpu)})
             inventory = host.inventory or {}
             hosts.append(
                 {
@@ -169,6 +193,8 @@ class SSHCloud(Cloud):
             for gpu in host.gpus():
                 counts[gpu["name"]] = counts.get(gpu["name"], 0) + 1
             if config.gpu.type not in counts:
+                # A MIG profile the admin has not made is such a type too: the message lists
+                # the instances (and whole GPUs) there are.
                 have = ", ".join(counts) or "none"
                 reason = inventory.get("gpu_reason") or ""
                 raise ValidationError(
@@ -177,12 +203,33 @@ class SSHCloud(Cloud):
                     + ").",
                     field="config.gpu.type",
                 )
+            if config.gpu.fraction is not None:
+                self._check_fraction(host, config.gpu.type, config.gpu.fraction)
             if config.gpu.count > counts[config.gpu.type]:
                 raise ValidationError(
                     f"config.gpu.count is {config.gpu.count}, but {host.name} has "
                     f"{counts[config.gpu.type]} {config.gpu.type}.",
                     field="config.gpu.count",
                 )
+
+    def _check_fraction(self, host: HostRecord, gpu_type: str, fraction: float) -> None:
+        offered = sorted(
+            {step for g in host.gpus() if g["name"] == gpu_type for step in host.fractions_of(g)}
+        )
+        if not offered:
+            shared = sorted({g["name"] for g in host.gpus() if host.fractions_of(g)})
+            raise ValidationError(
+                f"config.gpu.fraction: {host.name}'s admin does not allow shares (MPS) of its "
+                f"{gpu_type} GPUs; ask for a whole GPU (leave fraction out)"
+                + (f", or a share of {', '.join(shared)}." if shared else "."),
+                field="config.gpu.fraction",
+            )
+        if not any(abs(step - fraction) < 1e-9 for step in offered):
+            raise ValidationError(
+                f"config.gpu.fraction is {fraction:g}; {host.name} offers shares of its "
+                f"{gpu_type} of {', '.join(f'{s:g}' for s in offered)}.",
+                field="config.gpu.fraction",
+            )
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -224,7 +271,18 @@ class SSHCloud(Cloud):
             raise
         assert not isinstance(granted, str)
         gpus = f", GPUs {', '.join(granted.gpu_uuids)}" if granted.gpu_uuids else ""
+        if granted.gpu_fraction is not None:
+            gpus = f", {granted.gpu_fraction:g} of GPU {granted.gpu_uuids[0]}"
         op.progress(f"Allocated {granted.cpu} CPUs, {granted.memory_gb:g} GB{gpus}", 0.6)
+        if granted.gpu_fraction is not None:
+            op.progress(f"Starting the MPS control daemon of {granted.gpu_uuids[0]}", 0.7)
+            try:
+                agent = await self.hosts.host_agent(host.id)
+                mps = await agent.call("mps_ensure", uuid=granted.gpu_uuids[0])
+            except BaseException:
+                store.release(op.server_id)
+                raise
+            op.remember(mps=mps)
 
     async def _end_processes(self, op: Operation) -> None:
         current = self.hosts.hosts.slice_of(op.server_id)
@@ -236,7 +294,23 @@ class SSHCloud(Cloud):
 
     async def stop(self, op: Operation) -> None:
         await self._end_processes(op)
-        self.hosts.hosts.release(op.server_id)
+        store = self.hosts.hosts
+        current = store.slice_of(op.server_id)
+        store.release(op.server_id)
+        if current is not None and current.gpu_fraction is not None:
+            # The last share of the GPU gone: its MPS daemon goes too, so that the GPU serves
+            # whole requests (and another user's MPS server) as a plain GPU again.
+            uuid = current.gpu_uuids[0]
+            if not store.shares_on(uuid):
+                op.progress(f"Stopping the MPS control daemon of {uuid}", 0.8)
+                try:
+                    agent = await self.hosts.host_agent(current.host_id)
+                    await agent.call("mps_stop", uuid=uuid)
+                except (CloudError, OSError) as e:
+                    # The slice is released: a daemon left running serves nobody, and the
+                    # next share of this GPU finds it (mps_ensure) rather than starting another.
+                    op.progress(f"The MPS control daemon of {uuid} was not stopped: {e}", 0.9)
+        op.remember(mps=None)
 
     async def reboot(self, op: Operation) -> None:
         await self._end_processes(op)
@@ -270,11 +344,27 @@ class SSHCloud(Cloud):
         if current is None or not cloud_data.get("workspace"):
             raise CloudError("The server is not running on its host.")
         host = self.hosts.hosts.get(current.host_id)
+        environment = {
+            "CUDA_VISIBLE_DEVICES": ",".join(current.gpu_uuids),
+            "JUPYTER_COMPUTE_SERVER_TOKEN": current.token,
+        }
+        mps = cloud_data.get("mps") or {}
+        if current.gpu_fraction is not None and mps:
+            environment.update(mps_environment(host, current.gpu_uuids[0], current.gpu_fraction))
+            environment["CUDA_MPS_PIPE_DIRECTORY"] = str(mps["pipe_directory"])
+            environment["CUDA_MPS_LOG_DIRECTORY"] = str(mps["log_directory"])
         return host.endpoint(
             workspace=cloud_data["workspace"],
             runtime_dir=f"~/.jupyter-compute-servers/servers/{server_id}",
-            environment={
-                "CUDA_VISIBLE_DEVICES": ",".join(current.gpu_uuids),
-                "JUPYTER_COMPUTE_SERVER_TOKEN": current.token,
-            },
+            environment=environment,
         )
+
+
+def mps_environment(host: HostRecord, uuid: str, fraction: float) -> dict[str, str]:
+    """The MPS client limits of a share: that share of the GPU's SMs and of its memory (the
+    GPU is device 0 to the client, the only one it sees)."""
+    total = next((g.get("memory_total") or 0 for g in host.gpus() if g["uuid"] == uuid), 0)
+    limits = {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": str(max(1, round(fraction * 100)))}
+    if total:
+        limits["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = f"0={int(total * fraction) // 2**20}M"
+    return limits

@@ -77,6 +77,8 @@ describe('create form values', () => {
       disk_gb: '10',
       gpu_type: '',
       gpu_count: '1',
+      // Whole GPUs: shares are only the ssh cloud's, where a host allows them.
+      gpu_fraction: '',
       // No host: only the ssh cloud has hosts.
       host: '',
       // Only the gcp cloud has machine types, regions, zones, disk types and spot.

@@ -17,6 +17,7 @@ import {
   HostFormBody,
   hostErrorKey,
   hostFormValues,
+  parseGpuFractions,
   parseGpuRates
 } from '../hosts/form';
 import {
@@ -32,6 +33,7 @@ import { IHost } from '../hosts/types';
 import { ServerMetricsView } from '../metrics/bars';
 import { ServerMetricsModel } from '../metrics/model';
 import { ApiError } from '../request';
+import { MPS_LIMITS } from '../create/hardwarePicker';
 import { CreateServerBody } from '../servers/createDialog';
 import {
   buildCreateRequest,
@@ -209,7 +211,10 @@ describeWithSshd('hosts with a real server and an sshd host', () => {
         arch: trusted.inventory!.arch,
         cpu: trusted.inventory!.cpu_count,
         memory_gb: expect.any(Number),
-        gpus: [{ type: A100, count: 2, free: 2 }]
+        // Whole GPUs (no MIG profile), no shares allowed by the admin.
+        gpus: [
+          { type: A100, count: 2, free: 2, mig_profile: null, fractions: [] }
+        ]
       }
     ]);
     servers.dispose();
@@ -420,6 +425,7 @@ function makeHost(overrides: Partial<IHost> = {}): IHost {
     pending_host_key_fingerprint: null,
     hourly_rate: null,
     gpu_rates: {},
+    gpu_fractions: {},
     gpu_wait_minutes: 30,
     inventory: {
       hostname: 'lab',
@@ -702,9 +708,33 @@ describe('the host form', () => {
         python: 'python3',
         hourly_rate: 1,
         gpu_rates: { T4: 0.4 },
-        gpu_wait_minutes: 30
+        gpu_wait_minutes: 30,
+        gpu_fractions: {}
       }
     });
+  });
+
+  it('parses and sends the GPU shares the admin allows', () => {
+    expect(parseGpuFractions('')).toEqual({ fractions: {} });
+    expect(parseGpuFractions(`${A100} = 0.25, 0.5\n GPU-a100-1=0.5`)).toEqual({
+      fractions: { [A100]: [0.25, 0.5], 'GPU-a100-1': [0.5] }
+    });
+    expect(parseGpuFractions('T4 = half')).toEqual({
+      error:
+        'Line 1 ("T4 = half") is not GPU type or UUID = shares, e.g. NVIDIA A100-SXM4-80GB = 0.25, 0.5.'
+    });
+    expect(parseGpuFractions('T4 = 0.5,')).toHaveProperty('error');
+    const host = makeHost({ gpu_fractions: { [A100]: [0.25, 0.5] } });
+    const values = hostFormValues(host);
+    expect(values.gpu_fractions).toBe(`${A100} = 0.25, 0.5`);
+    expect(buildHostRequest(values, host)).toEqual({ body: {} });
+    expect(
+      buildHostRequest({ ...values, gpu_fractions: `${A100} = 0.5` }, host)
+    ).toEqual({ body: { gpu_fractions: { [A100]: [0.5] } } });
+    expect(buildHostRequest({ ...values, gpu_fractions: 'x' }, host)).toEqual({
+      errors: { gpu_fractions: expect.stringContaining('Line 1') }
+    });
+    expect(hostErrorKey(`gpu_fractions.${A100}`)).toBe('gpu_fractions');
   });
 
   it('sends only what changed for an edited host', () => {
@@ -748,7 +778,8 @@ describe('the host form', () => {
       'python',
       'hourly_rate',
       'gpu_rates',
-      'gpu_wait_minutes'
+      'gpu_wait_minutes',
+      'gpu_fractions'
     ]);
     expect(
       mount.container.querySelector(
@@ -875,5 +906,91 @@ describe('the create form on the ssh cloud', () => {
     render();
     expect(mount.container.querySelector('select[name="gpu_type"]')).toBeNull();
     expect(label('cpu')).toBe('CPUs (1–4)');
+  });
+
+  it('offers the shares of a GPU its admin allows, with what MPS does not give', () => {
+    const mig = `${A100} MIG 1g.10gb`;
+    const cloud: ICloud = {
+      ...SSH_CLOUD,
+      offerings: {
+        hosts: [
+          {
+            id: 7,
+            name: 'lab',
+            cpu: 8,
+            memory_gb: 31.2,
+            gpus: [
+              { type: A100, count: 2, free: 1, fractions: [0.25, 0.5] },
+              {
+                type: mig,
+                count: 2,
+                free: 2,
+                mig_profile: '1g.10gb',
+                fractions: []
+              }
+            ]
+          }
+        ]
+      }
+    };
+    let values = { ...initialValues([cloud]), gpu_type: A100 };
+    const render = () =>
+      mount.render(
+        <CreateServerForm
+          clouds={[cloud]}
+          values={values}
+          errors={{}}
+          onChange={change => {
+            values = change(values);
+            render();
+          }}
+        />
+      );
+    render();
+    const field = (name: string) =>
+      mount.container.querySelector(`[data-field="${name}"]`);
+    const select = (name: string) =>
+      mount.container.querySelector<HTMLSelectElement>(
+        `select[name="${name}"]`
+      )!;
+    const choose = (name: string, value: string) =>
+      act(() => {
+        select(name).value = value;
+        select(name).dispatchEvent(new Event('change', { bubbles: true }));
+      });
+    expect(
+      Array.from(select('gpu_fraction').options).map(o => o.textContent)
+    ).toEqual(['Whole GPU', '1/4 of the GPU (25%)', '1/2 of the GPU (50%)']);
+    expect(field('gpu_count')).not.toBeNull();
+    expect(field('gpu_fraction')!.textContent).not.toContain('MPS');
+
+    choose('gpu_fraction', '0.25');
+    expect(values.gpu_fraction).toBe('0.25');
+    // One GPU's share: no count, and the limits said plainly.
+    expect(field('gpu_count')).toBeNull();
+    expect(field('gpu_fraction')!.textContent).toContain(MPS_LIMITS);
+    expect(MPS_LIMITS).toContain(
+      'one MPS server serves one Unix user at a time'
+    );
+    expect(MPS_LIMITS).toContain('a fatal GPU fault in one server');
+    expect(
+      buildCreateRequest({ ...values, name: 'x' }, cloud).config?.gpu
+    ).toEqual({
+      type: A100,
+      count: 1,
+      fraction: 0.25
+    });
+    expect(errorKeyFor('config.gpu.fraction')).toBe('gpu_fraction');
+
+    // A MIG instance type offers no shares: the share is dropped with the type.
+    choose('gpu_type', mig);
+    expect(values).toMatchObject({ gpu_type: mig, gpu_fraction: '' });
+    expect(select('gpu_fraction')).toBeNull();
+    expect(
+      buildCreateRequest({ ...values, name: 'x' }, cloud).config?.gpu
+    ).toEqual({
+      type: mig,
+      count: 1
+    });
   });
 });

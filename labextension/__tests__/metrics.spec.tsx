@@ -298,6 +298,47 @@ describe('the metrics bars', () => {
     expect(meter.getAttribute('aria-valuetext')).toBe('3.2 GB / 16 GB');
   });
 
+  it("show this server's own use beside a shared GPU's figures", () => {
+    const shared: IServerMetrics = {
+      ...SAMPLE,
+      gpus: [
+        {
+          ...SAMPLE.gpus[0],
+          utilization: 70,
+          shared: true,
+          own: { memory_used: 6.1 * 2 ** 30, utilization: 40, processes: 2 }
+        },
+        // A GPU of its own: nothing more to say than the whole GPU's figures.
+        {
+          ...SAMPLE.gpus[1],
+          shared: false,
+          own: { memory_used: 0, utilization: 0, processes: 0 }
+        }
+      ]
+    };
+    mount.render(<MetricsBars metrics={shared} />);
+    expect(value('gpu-0-util')).toBe('70%');
+    expect(value('gpu-0-own')).toBe('this server: 6.1 GB, 40%');
+    expect(fill('gpu-0-own')!.style.width).toBe('40%');
+    expect(bar('gpu-0-own').title).toContain('2 processes');
+    expect(
+      mount.container.querySelector('[data-metric="gpu-1-own"]')
+    ).toBeNull();
+    // Per-process samples the driver does not give: said, not shown as 0.
+    const unknown: IServerMetrics = {
+      ...shared,
+      gpus: [
+        {
+          ...shared.gpus[0],
+          own: { memory_used: 2 ** 30, utilization: null, processes: 1 }
+        }
+      ]
+    };
+    mount.render(<MetricsBars metrics={unknown} />);
+    expect(value('gpu-0-own')).toBe('this server: 1 GB, use unknown');
+    expect(fill('gpu-0-own')).toBeNull();
+  });
+
   it('say why there are no GPU figures for a server that asked for GPUs', () => {
     const noGpu = { ...SAMPLE, gpus: [], gpu_reason: 'no NVIDIA driver' };
     const entry = { value: noGpu, loaded: true, error: null, at: 1 };

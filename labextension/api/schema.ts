@@ -841,6 +841,8 @@ export interface components {
             gpu?: {
                 type: string;
                 count?: number;
+                /** @description A share of one GPU (MPS), on ssh hosts whose admin allows it (host gpu_fractions); count must then be 1. Other clouds give whole GPUs only (400). */
+                fraction?: number | null;
             } | null;
             disk_gb?: number | null;
             disk_type?: string | null;
@@ -862,6 +864,8 @@ export interface components {
             gpu: {
                 type: string;
                 count: number;
+                /** @description A share of one GPU (MPS), on ssh hosts whose admin allows it (host gpu_fractions); count must then be 1. Other clouds give whole GPUs only (400). */
+                fraction?: number | null;
             } | null;
             disk_gb: number | null;
             disk_type: string | null;
@@ -1015,6 +1019,10 @@ export interface components {
             };
             /** @description How long a start waits in the queue for GPUs (default 30). */
             gpu_wait_minutes?: number;
+            /** @description The shares of a GPU its admin allows through MPS, by GPU UUID or GPU type, e.g. {"NVIDIA A100-SXM4-80GB": [0.25, 0.5]}. A GPU not named is given whole only. */
+            gpu_fractions?: {
+                [key: string]: number[];
+            };
         };
         Host: {
             id: number;
@@ -1041,11 +1049,15 @@ export interface components {
             inventoried: number | null;
             created: number;
             updated: number;
+            gpu_fractions: {
+                [key: string]: number[];
+            };
         };
         Metrics: {
             time?: number;
             gpus: {
                 index: number;
+                /** @description GPU-... or, for a MIG instance, MIG-... */
                 uuid: string;
                 name: string;
                 /** @description Percent. */
@@ -1056,6 +1068,16 @@ export interface components {
                 temperature: number | null;
                 power_watts: number | null;
                 power_limit_watts: number | null;
+                /** @description Whether this server has a share of the GPU (MPS), other servers' work running on it too. */
+                shared?: boolean;
+                /** @description This server's own processes on the GPU (NVML's running compute processes carrying its token); null where it cannot be told. */
+                own?: {
+                    /** @description Bytes. */
+                    memory_used: number;
+                    /** @description Percent of the GPU's SMs, from NVML's per-process samples; null where the driver gives none (MIG instances, some drivers). */
+                    utilization: number | null;
+                    processes: number;
+                } | null;
             }[];
             /** @description Why there are no GPU figures, when there are none. */
             gpu_reason?: string;
@@ -1273,8 +1295,18 @@ export interface components {
             memory_total: number;
             driver_version?: string;
             cuda_version?: string;
-            /** @description Whether MIG mode is on. */
+            /** @description Whether MIG mode is on: then the GPU is given only as its instances (mig_devices). */
             mig?: boolean;
+            /** @description The MIG instances an admin made on this GPU (read only; the product never changes MIG mode or layout), each an allocatable GPU whose type is its name. */
+            mig_devices?: {
+                /** @description NVML's name, e.g. NVIDIA A100-SXM4-80GB MIG 1g.10gb: the type to ask for. */
+                name: string;
+                /** @description MIG-..., given as CUDA_VISIBLE_DEVICES. */
+                uuid: string;
+                memory_total: number;
+                parent: string;
+                mig_profile: string;
+            }[];
         };
         /** @description What the agent found on a host (null before the first inventory). */
         HostInventory: ({
@@ -1292,6 +1324,8 @@ export interface components {
             gpus?: components["schemas"]["HostGpu"][];
             /** @description Why no GPU was found, when none was. */
             gpu_reason?: string;
+            /** @description The Unix user the host's processes run as (one MPS server serves one user at a time). */
+            user?: string;
         } & {
             [key: string]: unknown;
         }) | null;
@@ -1306,6 +1340,10 @@ export interface components {
                 type: string;
                 count: number;
                 free: number;
+                /** @description For a MIG instance type, its profile (e.g. 1g.10gb). */
+                mig_profile?: string | null;
+                /** @description The shares (MPS) of one GPU of this type that may be asked for; empty: whole GPUs only. */
+                fractions?: number[];
             }[];
         };
         /** @description Cloud.offerings of the local cloud (images, cpu, memory_gb, gpus, disk_gb, arch) and of the ssh cloud (hosts); empty when the cloud is not available. The gcp cloud's are GcpOfferings. */

@@ -32,6 +32,8 @@ export interface IHardwareValues extends ISlurmValues {
   /** '' for no GPU. */
   gpu_type: string;
   gpu_count: string;
+  /** A share of one GPU (MPS) on an ssh host, e.g. '0.25'; '' or absent for whole GPUs. */
+  gpu_fraction?: string;
   /** The ssh cloud's host, by id ('' for none, or for other clouds). */
   host: string;
   /** The gcp cloud's machine type, region, zone and disk type ('' on other clouds). */

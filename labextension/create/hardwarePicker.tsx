@@ -43,12 +43,31 @@ export type HardwareLocks = Partial<
 /** The GPU types of an ssh-cloud host, as the GPU select offers them. */
 export function hostGpus(
   host: IHostOffering | undefined
-): { type: string; max_count: number; free: number }[] {
+): { type: string; max_count: number; free: number; fractions: number[] }[] {
   return (host?.gpus ?? []).map(g => ({
     type: g.type,
     max_count: g.count,
-    free: g.free
+    free: g.free,
+    fractions: g.fractions ?? []
   }));
+}
+
+/** What MPS does not give, said where a share is chosen. */
+export const MPS_LIMITS =
+  'A share runs through NVIDIA MPS: a fatal GPU fault in one server ends the work of every ' +
+  'server sharing that GPU, and one MPS server serves one Unix user at a time, so shares of a ' +
+  "GPU held by another user's servers wait in the queue. Use a MIG instance where isolation " +
+  'matters.';
+
+/** A share as the share select shows it: "1/4 of the GPU (25%)". */
+export function fractionLabel(fraction: number): string {
+  const quarters: Record<string, string> = {
+    '0.25': '1/4',
+    '0.5': '1/2',
+    '0.75': '3/4'
+  };
+  const name = quarters[String(fraction)] ?? String(fraction);
+  return `${name} of the GPU (${Math.round(fraction * 100)}%)`;
 }
 
 /** A host as the host select offers it: "lab (8 CPU · 31.2 GB · 2× NVIDIA A100, 1 free)". */
@@ -179,7 +198,12 @@ function SizesAndGpus<V extends IHardwareValues>(
   const slurm = slurmOfferings(cloud);
   const partition = slurm ? chosenPartition(slurm, values) : undefined;
   // On the ssh cloud, what the chosen host has: its GPU types, CPUs and memory.
-  const gpus: { type: string; max_count: number; free?: number }[] = slurm
+  const gpus: {
+    type: string;
+    max_count: number;
+    free?: number;
+    fractions?: number[];
+  }[] = slurm
     ? partitionGpus(partition)
     : hosts
       ? hostGpus(host)
@@ -205,6 +229,8 @@ function SizesAndGpus<V extends IHardwareValues>(
     }
     return host ? { min: 0.25, max: host.memory_gb } : undefined;
   };
+  const fractions = gpu?.fractions ?? [];
+  const share = fractions.length > 0 ? (values.gpu_fraction ?? '') : '';
   const wanted = Number(values.gpu_count);
   const queued =
     gpu && typeof gpu.free === 'number' && Number.isFinite(wanted)
@@ -240,7 +266,9 @@ function SizesAndGpus<V extends IHardwareValues>(
                 host: id,
                 gpu_type: hostGpus(next).some(g => g.type === latest.gpu_type)
                   ? latest.gpu_type
-                  : ''
+                  : '',
+                // The shares a host offers are its own.
+                gpu_fraction: ''
               }));
             }}
           >
@@ -283,7 +311,20 @@ function SizesAndGpus<V extends IHardwareValues>(
               name="gpu_type"
               value={values.gpu_type}
               disabled={disabled || !!locks.gpu_type}
-              onChange={event => set('gpu_type', event.target.value)}
+              onChange={event => {
+                const type = event.target.value;
+                const offered =
+                  gpus.find(g => g.type === type)?.fractions ?? [];
+                props.onChange(latest => ({
+                  ...latest,
+                  gpu_type: type,
+                  gpu_fraction: offered.some(
+                    f => String(f) === (latest.gpu_fraction ?? '')
+                  )
+                    ? latest.gpu_fraction
+                    : ''
+                }));
+              }}
             >
               <option
                 value=""
@@ -309,7 +350,30 @@ function SizesAndGpus<V extends IHardwareValues>(
               ))}
             </select>
           </Field>
-          {values.gpu_type && (
+          {values.gpu_type && fractions.length > 0 && (
+            <Field
+              name="gpu_fraction"
+              label="GPU share"
+              error={errors.gpu_fraction}
+              hint={hints(locks.gpu_fraction, share !== '' && MPS_LIMITS)}
+            >
+              <select
+                className="jp-mod-styled"
+                name="gpu_fraction"
+                value={share}
+                disabled={disabled || !!locks.gpu_fraction}
+                onChange={event => set('gpu_fraction', event.target.value)}
+              >
+                <option value="">Whole GPU</option>
+                {fractions.map(f => (
+                  <option key={f} value={String(f)}>
+                    {fractionLabel(f)}
+                  </option>
+                ))}
+              </select>
+            </Field>
+          )}
+          {values.gpu_type && share === '' && (
             <Field
               name="gpu_count"
               label={`GPU count${gpu ? ` (1–${gpu.max_count})` : ''}`}

@@ -21,6 +21,8 @@ export interface IHostFormValues {
   /** One `GPU type = rate` per line. */
   gpu_rates: string;
   gpu_wait_minutes: string;
+  /** One `GPU type or UUID = share, share...` per line: the shares (MPS) allowed. */
+  gpu_fractions: string;
 }
 
 export type HostFormErrorKey = keyof IHostFormValues | 'general';
@@ -39,7 +41,8 @@ export function hostFormValues(host?: IHost | null): IHostFormValues {
       python: 'python3',
       hourly_rate: '',
       gpu_rates: '',
-      gpu_wait_minutes: '30'
+      gpu_wait_minutes: '30',
+      gpu_fractions: ''
     };
   }
   return {
@@ -57,8 +60,41 @@ export function hostFormValues(host?: IHost | null): IHostFormValues {
     gpu_rates: Object.entries(host.gpu_rates ?? {})
       .map(([type, rate]) => `${type} = ${formatNumber(rate)}`)
       .join('\n'),
-    gpu_wait_minutes: formatNumber(host.gpu_wait_minutes)
+    gpu_wait_minutes: formatNumber(host.gpu_wait_minutes),
+    gpu_fractions: Object.entries(host.gpu_fractions ?? {})
+      .map(([gpu, shares]) => `${gpu} = ${shares.join(', ')}`)
+      .join('\n')
   };
+}
+
+/**
+ * `GPU type or UUID = share, share` lines as an object; the line at fault when one is not
+ * like that (the server checks the shares themselves: each above 0 and below 1).
+ */
+export function parseGpuFractions(
+  text: string
+): { fractions: Record<string, number[]> } | { error: string } {
+  const fractions: Record<string, number[]> = {};
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (!line) {
+      continue;
+    }
+    const at = line.lastIndexOf('=');
+    const gpu = at > 0 ? line.slice(0, at).trim() : '';
+    const shares = line
+      .slice(at + 1)
+      .split(',')
+      .map(s => s.trim());
+    if (!gpu || shares.some(s => s === '' || !Number.isFinite(Number(s)))) {
+      return {
+        error: `Line ${i + 1} ("${line}") is not GPU type or UUID = shares, e.g. NVIDIA A100-SXM4-80GB = 0.25, 0.5.`
+      };
+    }
+    fractions[gpu] = shares.map(Number);
+  }
+  return { fractions };
 }
 
 /** A typed number as a number; what is not one is sent as typed, for the server to explain. */
@@ -110,6 +146,10 @@ export function buildHostRequest(
   if ('error' in rates) {
     return { errors: { gpu_rates: rates.error } };
   }
+  const fractions = parseGpuFractions(values.gpu_fractions);
+  if ('error' in fractions) {
+    return { errors: { gpu_fractions: fractions.error } };
+  }
   const full: Record<string, unknown> = {
     name: values.name.trim(),
     hostname: values.hostname.trim(),
@@ -120,7 +160,8 @@ export function buildHostRequest(
     python: values.python.trim() || 'python3',
     hourly_rate: numberOrText(values.hourly_rate) ?? null,
     gpu_rates: rates.rates,
-    gpu_wait_minutes: numberOrText(values.gpu_wait_minutes) ?? 30
+    gpu_wait_minutes: numberOrText(values.gpu_wait_minutes) ?? 30,
+    gpu_fractions: fractions.fractions
   };
   if (!original) {
     return { body: full as unknown as IHostFields };
@@ -144,6 +185,9 @@ export function hostErrorKey(field: string | null): HostFormErrorKey {
   }
   if (field.startsWith('gpu_rates')) {
     return 'gpu_rates';
+  }
+  if (field.startsWith('gpu_fractions')) {
+    return 'gpu_fractions';
   }
   const known: HostFormErrorKey[] = [
     'name',
@@ -316,6 +360,26 @@ export function HostForm(props: IHostFormProps): JSX.Element {
         error={errors.gpu_wait_minutes}
       >
         {input('gpu_wait_minutes', { inputMode: 'decimal' })}
+      </Field>
+      <Field
+        name="gpu_fractions"
+        label="GPU shares through MPS (optional)"
+        hint={
+          'One GPU type or UUID = the shares a server may take, per line, e.g. ' +
+          'NVIDIA A100-SXM4-80GB = 0.25, 0.5. Shares of a GPU serve one Unix user at a ' +
+          "time, and a fatal fault in one share's work ends its neighbours' (MPS)."
+        }
+        error={errors.gpu_fractions}
+      >
+        <textarea
+          className="jp-mod-styled"
+          name="gpu_fractions"
+          rows={2}
+          value={values.gpu_fractions}
+          disabled={disabled}
+          spellCheck={false}
+          onChange={event => set('gpu_fractions', event.target.value)}
+        />
       </Field>
     </div>
   );

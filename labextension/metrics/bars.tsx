@@ -76,6 +76,32 @@ function gpuTitle(gpu: IGpuMetrics): string {
   return parts.join(', ');
 }
 
+/** This server's own use of a GPU it shares, beside the whole GPU's figures:
+ * "this server: 6.1 GB, 40%". */
+function OwnUse(props: {
+  gpu: IGpuMetrics;
+  own: NonNullable<IGpuMetrics['own']>;
+}): JSX.Element {
+  const { gpu, own } = props;
+  const utilization =
+    typeof own.utilization === 'number'
+      ? `${Math.round(own.utilization)}%`
+      : 'use unknown';
+  const value = `this server: ${formatBytes(own.memory_used)}, ${utilization}`;
+  return (
+    <MetricBar
+      name={`gpu-${gpu.index}-own`}
+      label={`GPU ${gpu.index} own`}
+      percent={typeof own.utilization === 'number' ? own.utilization : null}
+      value={value}
+      title={
+        `${value} (${own.processes} process${own.processes === 1 ? '' : 'es'}); ` +
+        'the GPU is shared with other servers (MPS), whose use the bars above include'
+      }
+    />
+  );
+}
+
 /** The bars of one sample: per GPU its utilization and memory, then CPU and RAM. */
 export function MetricsBars(props: { metrics: IServerMetrics }): JSX.Element {
   const { metrics } = props;
@@ -109,6 +135,7 @@ export function MetricsBars(props: { metrics: IServerMetrics }): JSX.Element {
               )}`}
               title={title}
             />
+            {gpu.shared && gpu.own && <OwnUse gpu={gpu} own={gpu.own} />}
           </React.Fragment>
         );
       })}

@@ -138,6 +138,7 @@ export function initialValues(
     disk_gb: '',
     gpu_type: '',
     gpu_count: '1',
+    gpu_fraction: '',
     host: '',
     machine_type: '',
     region: '',
@@ -177,9 +178,12 @@ export function buildConfig(
     }
   }
   if (fields.has('gpu')) {
-    config.gpu = values.gpu_type
-      ? { type: values.gpu_type, count: numberOrText(values.gpu_count) ?? 1 }
-      : null;
+    const fraction = numberOrText(values.gpu_fraction ?? '');
+    config.gpu = !values.gpu_type
+      ? null
+      : fraction !== undefined
+        ? { type: values.gpu_type, count: 1, fraction }
+        : { type: values.gpu_type, count: numberOrText(values.gpu_count) ?? 1 };
   }
   if (fields.has('spot')) {
     config.spot = values.spot;
@@ -231,7 +235,11 @@ export function errorKeyFor(field: string | null): FormErrorKey {
     return slurmKey;
   }
   if (path === 'gpu' || path.startsWith('gpu.')) {
-    return path === 'gpu.count' ? 'gpu_count' : 'gpu';
+    return path === 'gpu.count'
+      ? 'gpu_count'
+      : path === 'gpu.fraction'
+        ? 'gpu_fraction'
+        : 'gpu';
   }
   const known: FormErrorKey[] = [
     'name',

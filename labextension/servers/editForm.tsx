@@ -78,6 +78,7 @@ export function editFormValues(server: IServer): IEditFormValues {
     disk_gb: text(config.disk_gb),
     gpu_type: config.gpu ? config.gpu.type : '',
     gpu_count: config.gpu ? String(config.gpu.count) : '1',
+    gpu_fraction: text(config.gpu?.fraction),
     host: host === undefined || host === null ? '' : String(host),
     machine_type: text(config.machine_type),
     region: text(config.region),
@@ -260,6 +261,7 @@ export function editLocks(state: ServerState | string): HardwareLocks {
       'memory_gb',
       'gpu_type',
       'gpu_count',
+      'gpu_fraction',
       'spot',
       'host'
     ] as const) {
