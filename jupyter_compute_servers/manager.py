@@ -61,6 +61,7 @@ from .ssh_endpoint import SSHEndpoint
 from .store import HistoryEntry, ServerRecord, ServerStore
 from .sync.settings import SyncSettings
 from .sync.settings import parse_settings as parse_sync_settings
+from .team import Team
 
 #: A palette for servers created without a colour, so each new one looks different.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -211,6 +212,7 @@ class ComputeServerManager:
         hosts: HostRegistry,
         events: ServerEvents,
         sync_settings: SyncSettingsStore,
+        team: Team | None = None,
         max_servers: int = 0,
         health_interval: float = 0.0,
         log: logging.Logger | None = None,
@@ -225,6 +227,8 @@ class ComputeServerManager:
         self.hosts = hosts
         self.events = events
         self.sync_settings_store = sync_settings
+        #: Team mode's quotas (standalone: a Team that limits nothing).
+        self.team = team or Team(enabled=False, owner=store.owner)
         #: The most servers the store may hold (0: no limit).
         self.max_servers = max_servers
         self.log = log or logging.getLogger(__name__)
@@ -491,6 +495,7 @@ class ComputeServerManager:
             for check in self.admission_checks:
                 check(server)  # 409 when, say, a spend limit or the budget is spent
         previous = server.state
+        starting = action in (Action.START, Action.RESUME)
         server = self.store.transition(
             server_id,
             to=transition.during,
@@ -499,6 +504,12 @@ class ComputeServerManager:
             action=action.value,
             operation=action.value,
             owner=self.owner,
+            # The team's quotas, checked in the transaction that commits the start.
+            admit=(
+                (lambda db, owner, config: self.team.check_start(db, self.store, owner, config))
+                if starting and self.team.enabled
+                else None
+            ),
         )
         self._emit("state", server, server_id)
         self._tasks[server_id] = asyncio.create_task(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -83,9 +84,16 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
     store = ServerStore(f"sqlite:///{path}", clock=time.time)
     database = store.database
     assert database.revision == Database.head_revision()
-    # Stamped, not made again: the same tables, the same rows.
-    assert rows(path) == before_rows
-    assert schema(path) == before_schema
+    # Stamped, not made again: the same tables, the same rows; 0002 then added the owner
+    # ('' before owners were kept) and the empty audit log, and changed nothing else.
+    after = rows(path)
+    assert after.pop("audit_log") == []
+    owned = ("servers", "state_history")
+    assert after == {t: [(*r, "") if t in owned else r for r in v] for t, v in before_rows.items()}
+    after_schema = schema(path)
+    assert [e for e in before_schema if e[2:3] not in [(t,) for t in owned]] == [
+        e for e in after_schema if e[2:3] not in [(t,) for t in (*owned, "audit_log")]
+    ]
 
     # And each store reads its rows as they were written.
     first, plain, queued = store.servers()
@@ -177,11 +185,14 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     store = ServerStore(f"sqlite:///{path}", clock=time.time)
     assert store.database.revision == Database.head_revision()
     after = rows(path)
-    # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty).
-    assert after["servers"] == [(*row, None) for row in before["servers"]]
-    for table in ("state_history", "hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
+    # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty);
+    # Alembic's 0002 the owners ('' before owners were kept) and the audit log.
+    assert after["servers"] == [(*row, None, "") for row in before["servers"]]
+    assert after["state_history"] == [(*row, "") for row in before["state_history"]]
+    for table in ("hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
         assert after[table] == before[table]
     assert set(after) - set(before) == {
+        "audit_log",
         "rate_history",
         "cost_alerts",
         "sync_settings",
@@ -190,7 +201,11 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
         "sync_runs",
     }
     assert not any(after[t] for t in set(after) - set(before))
-    assert schema(path) == schema(LEGACY / "v6.db")
+    # The same schema as the last release's store migrated to the head.
+    (tmp_path / "v6").mkdir()
+    v6 = legacy_copy(tmp_path / "v6", "v6.db")
+    ServerStore(f"sqlite:///{v6}", clock=time.time).close()
+    assert schema(path) == schema(v6)
     old = store.get(1)
     assert old.spend_limit == SpendLimit(5.0, 1) and old.config.gpu == GpuSpec("T4", 1)
     assert old.kernel_specs is None and old.daily_stop is None
@@ -199,11 +214,16 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     store.close()
 
 
-def test_a_new_sqlite_store_has_exactly_the_last_releases_schema(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'new.db'}")
-    assert database.revision == Database.head_revision() == BASELINE_REVISION
+def test_a_new_sqlite_store_has_exactly_the_last_releases_schema_migrated(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'new.db'}", migrate=False)
+    with database.transaction() as connection:
+        command.upgrade(database._alembic(connection), BASELINE_REVISION)
     database.close()
     assert schema(tmp_path / "new.db") == schema(LEGACY / "v6.db")
+    # At the head, a new store and the last release's migrated are alike to the byte.
+    Database(f"sqlite:///{tmp_path / 'new.db'}").close()
+    Database(f"sqlite:///{legacy_copy(tmp_path, 'v6.db')}").close()
+    assert schema(tmp_path / "new.db") == schema(tmp_path / "servers.db")
 
 
 def test_the_tables_the_modules_define_are_the_tables_the_migrations_make(db_url):

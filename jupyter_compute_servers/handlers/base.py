@@ -11,8 +11,15 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from ..errors import ComputeServersError, NotFoundError, PayloadTooLargeError, ValidationError
+from ..errors import (
+    ComputeServersError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ValidationError,
+)
 from ..models import parse_path_id
+from ..team import Identity, current_actor
 
 if TYPE_CHECKING:
     from ..billing.service import ComputeServerCosts
@@ -22,7 +29,9 @@ if TYPE_CHECKING:
     from ..manager import ComputeServerManager
     from ..mount.service import MountService
     from ..presenter import ServerPresenter
+    from ..store import ServerStore
     from ..sync.service import SyncService
+    from ..team import Team
 
 #: The resource name that authorizers see for every compute servers endpoint.
 AUTH_RESOURCE = "compute_servers"
@@ -69,8 +78,35 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
     def clouds(self) -> dict[str, Cloud]:
         return self.settings["compute_servers_clouds"]
 
+    @property
+    def team(self) -> Team:
+        return self.settings["compute_servers_team"]
+
+    @property
+    def store(self) -> ServerStore:
+        return self.settings["compute_servers_store"]
+
+    @property
+    def identity(self) -> Identity:
+        """Who is asking: the Hub user (team mode) or the local user (standalone)."""
+        return self.team.identity(self.current_user)
+
+    def require_admin(self, what: str) -> Identity:
+        """The caller, if a compute servers admin (always so standalone); else a 403."""
+        identity = self.identity
+        if not identity.admin:
+            raise ForbiddenError(
+                f"Only a compute servers admin may {what}; ask one (team_admin_users, "
+                f"team_admin_groups).",
+                field="user",
+            )
+        return identity
+
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
+        if self.current_user is not None:
+            # The audit's actor for what this request changes, and the work it begins.
+            current_actor.set(self.identity.name)
         # No request of this API needs a large body: refuse one before anything parses it.
         if len(self.request.body or b"") > MAX_BODY_BYTES:
             raise PayloadTooLargeError(
