@@ -70,6 +70,5 @@ class AuditHandler(ComputeServersAPIHandler):
                     for k, v in entry.items()
                 }
             )
-        self.set_header("Content-Type", "text/csv; charset=utf-8")
         self.set_header("Content-Disposition", 'attachment; filename="compute-servers-audit.csv"')
-        self.finish(out.getvalue())
+        self.finish(out.getvalue(), set_content_type="text/csv; charset=utf-8")

@@ -21,6 +21,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/team": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Who is asking, whose servers these are, and the owner's quota and use
+         * @description Standalone: the local user, an admin, with no limits. In team mode (JupyterHub): the Hub user, their groups, whether they are an admin, and what the owner may still start (shown before a create).
+         */
+        get: operations["getTeam"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The audit log: who did what to which server (admins)
+         * @description The newest `limit` lines, oldest first, kept after the servers are deleted. `format=csv` answers the same lines as CSV.
+         */
+        get: operations["getAudit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -102,7 +142,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List compute servers */
+        /**
+         * List compute servers
+         * @description The caller's servers. In team mode an admin may ask for everyone's (`scope=all`), each with its `owner`; anyone else is refused with 403.
+         */
         get: operations["listServers"];
         put?: never;
         /** Create a compute server (it starts deprovisioned: configuration only, no cost) */
@@ -123,7 +166,10 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** One compute server */
+        /**
+         * One compute server
+         * @description In team mode another user's server is the same 404 as an unknown id, except for an admin, who sees it (with its owner).
+         */
         get: operations["getServer"];
         put?: never;
         post?: never;
@@ -342,7 +388,7 @@ export interface paths {
         put?: never;
         /**
          * Register a host
-         * @description Its host key is pinned from ~/.ssh/known_hosts when it is there (then the inventory is taken at once); otherwise the key the host offers is kept as pending_host_key_fingerprint for the user to confirm with PATCH trust_host_key. Nothing logs in before that. Setting `python` needs the `execute` permission (it is the program run on the host).
+         * @description Its host key is pinned from ~/.ssh/known_hosts when it is there (then the inventory is taken at once); otherwise the key the host offers is kept as pending_host_key_fingerprint for the user to confirm with PATCH trust_host_key. Nothing logs in before that. Setting `python` needs the `execute` permission (it is the program run on the host). In team mode only an admin may do this (403 otherwise).
          */
         post: operations["createHost"];
         delete?: never;
@@ -365,13 +411,16 @@ export interface paths {
         get: operations["getHost"];
         put?: never;
         post?: never;
-        /** Forget a host (no servers may use it) */
+        /**
+         * Forget a host (no servers may use it)
+         * @description In team mode only an admin may do this (403 otherwise).
+         */
         delete: operations["deleteHost"];
         options?: never;
         head?: never;
         /**
          * Edit a host, or confirm its host key
-         * @description Changing hostname or port forgets the pinned key (it must be confirmed again). trust_host_key must be exactly the pending fingerprint shown; the key is then pinned and the inventory taken. Setting `python` needs the `execute` permission (it is the program run on the host).
+         * @description Changing hostname or port forgets the pinned key (it must be confirmed again). trust_host_key must be exactly the pending fingerprint shown; the key is then pinned and the inventory taken. Setting `python` needs the `execute` permission (it is the program run on the host). In team mode only an admin may do this (403 otherwise).
          */
         patch: operations["updateHost"];
         trace?: never;
@@ -903,6 +952,8 @@ export interface components {
             id: number;
             sync: WithRequired<components["schemas"]["SyncSettings"], "excludes" | "server_only" | "max_file_size_mb" | "auto_sync_minutes" | "before_kernel">;
             name: string;
+            /** @description Who owns it: the JupyterHub user (team mode) or the local user who created it; empty for servers made before owners were kept. */
+            owner: string;
             color: string;
             notes: string;
             idle_timeout_minutes: number | null;
@@ -1467,6 +1518,40 @@ export interface components {
             /** @description When the state began (Unix time). */
             since: number;
         };
+        /** @description Per field: a number, or null for no limit. */
+        Quota: {
+            running_servers: number | null;
+            gpus: number | null;
+        };
+        Team: {
+            team_mode: boolean;
+            /** @description Who is asking (from JupyterHub in team mode). */
+            user: {
+                name: string;
+                groups: string[];
+                admin: boolean;
+            };
+            /** @description Whose servers this Jupyter server manages. */
+            owner: string;
+            quota: components["schemas"]["Quota"];
+            used: {
+                running_servers: number;
+                gpus: number;
+            };
+            left: components["schemas"]["Quota"];
+        };
+        AuditEntry: {
+            /** @description Unix time. */
+            at: number;
+            /** @description Who did it. */
+            actor: string;
+            owner: string;
+            server_id: number | null;
+            server_name: string;
+            /** @description create, edit, delete, or a lifecycle action (start, stop, ...). */
+            action: string;
+            detail: string;
+        };
     };
     responses: {
         /** @description Not authenticated or not authorized. */
@@ -1511,6 +1596,63 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Status"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+        };
+    };
+    getTeam: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller and the quota. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Team"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+        };
+    };
+    getAudit: {
+        parameters: {
+            query?: {
+                limit?: number;
+                format?: "json" | "csv";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The lines. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        entries: components["schemas"]["AuditEntry"][];
+                    };
+                    "text/csv": string;
+                };
+            };
+            /** @description Invalid `limit` or `format`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             403: components["responses"]["Forbidden"];
@@ -1627,7 +1769,10 @@ export interface operations {
     };
     listServers: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description `mine` (the caller's servers) or `all` (every user's: admins only). */
+                scope?: "mine" | "all";
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1643,6 +1788,15 @@ export interface operations {
                     "application/json": {
                         servers: components["schemas"]["Server"][];
                     };
+                };
+            };
+            /** @description Invalid `scope`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             403: components["responses"]["Forbidden"];
