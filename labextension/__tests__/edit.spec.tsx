@@ -29,6 +29,7 @@ function makeServer(overrides: Partial<IServer> = {}): IServer {
   return {
     id: 7,
     name: 'box',
+    owner: 'me',
     color: '#1f77b4',
     notes: 'for the paper',
     cloud: 'local',
