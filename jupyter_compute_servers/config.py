@@ -94,6 +94,15 @@ class ComputeServersSettings(LoggingConfigurable):
         ),
     ).tag(config=True)
 
+    access = Dict(
+        help=(
+            'Team mode: access lists, by "cloud:NAME", "host:NAME", "image:ID" or "gpu:TYPE", '
+            'each a list of Hub user names and "group:NAME"s, e.g. {"gpu:NVIDIA A100-SXM4-80GB": '
+            '["group:gpu-users"]}. A resource listed is kept for them (and admins); one not '
+            "listed is open to everyone."
+        ),
+    ).tag(config=True)
+
     enabled_clouds = List(
         Unicode(),
         default_value=["local"],

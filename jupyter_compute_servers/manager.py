@@ -35,6 +35,7 @@ from .models import (
     DEPROVISION_WARNING,
     PATCH_FIELDS,
     Action,
+    ServerConfig,
     State,
     check_action_allowed,
     check_config_change,
@@ -310,11 +311,13 @@ class ComputeServerManager:
             raise ValidationError(
                 f"cloud {cloud_name!r} is not enabled here (enabled: {enabled}).", field="cloud"
             )
+        self.team.check_access("cloud", cloud_name, "cloud")
         cloud = self.clouds[cloud_name]
         config = cloud.make_config(
             parse_object(data["config"], "config") if "config" in data else None
         )
         self.images.check(config, arch=cloud.arch(config))
+        self._check_access(config)
         color = (
             parse_color(data["color"])
             if "color" in data
@@ -349,6 +352,7 @@ class ComputeServerManager:
         name = data.get("cloud", next(iter(self.clouds), None))
         cloud = self.clouds.get(name) if isinstance(name, str) else None
         if cloud is not None:
+            self.team.check_access("cloud", cloud.name, "cloud")
             available, reason = await cloud.availability()
             if not available:
                 raise ConflictError(
@@ -382,6 +386,7 @@ class ComputeServerManager:
                     parse_object(data["config"], "config"), base=server.config
                 )
                 self.images.check(config, arch=cloud.arch(config))
+                self._check_access(config)
                 changed = check_config_change(server.config, config, server.state)
                 if changed:
                     changes["config"] = config
@@ -396,6 +401,20 @@ class ComputeServerManager:
                 self._save_sync_settings(server_id, sync_settings)
         self._emit("updated", server, server_id)
         return server
+
+    def _check_access(self, config: ServerConfig) -> None:
+        """The team's access lists for what a configuration uses: its image, GPU type and
+        host (403 naming the field; standalone nothing is checked)."""
+        if not self.team.enabled:
+            return
+        if config.image:
+            self.team.check_access("image", config.image, "config.image")
+        if config.gpu is not None:
+            self.team.check_access("gpu", config.gpu.type, "config.gpu.type")
+        host_id = config.extra.get("host")
+        if isinstance(host_id, int) and self.hosts is not None:
+            host = self.hosts.hosts.get(host_id)
+            self.team.check_access("host", host.name, "config.extra.host")
 
     # --- sync settings (the ``sync`` object of a server; see sync/settings.py) ---------------
 
@@ -492,6 +511,9 @@ class ComputeServerManager:
                 state=server.state.value,
             )
         if action in (Action.START, Action.RESUME):
+            # An access list may have changed since the server was made.
+            self.team.check_access("cloud", server.cloud, "cloud")
+            self._check_access(server.config)
             for check in self.admission_checks:
                 check(server)  # 409 when, say, a spend limit or the budget is spent
         previous = server.state

@@ -37,7 +37,7 @@ from .ssh import KeyStore, SSHConnections
 from .store import ServerStore
 from .sync.records import SyncStore
 from .sync.service import SyncService
-from .team import Team, parse_quotas
+from .team import Team, parse_access, parse_quotas
 from .terminals import RemoteTerminals
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ def build_services(
         admin_users=frozenset(settings.team_admin_users),
         admin_groups=frozenset(settings.team_admin_groups),
         quotas=parse_quotas(settings.quotas),
+        access=parse_access(settings.access),
     )
     # The one owner of the database: every store below shares its engine and pool.
     database = Database(settings.db_url)

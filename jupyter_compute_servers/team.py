@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from .errors import ConflictError, ValidationError
+from .errors import ConflictError, ForbiddenError, ValidationError
 from .models import State
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 HOLDING_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING, State.SUSPENDING})
 
 QUOTA_FIELDS = ("running_servers", "gpus")
+#: What an access list may keep for some users: ``"<kind>:<name>"``.
+ACCESS_KINDS = ("cloud", "host", "image", "gpu")
 
 
 def local_user() -> str:
@@ -111,6 +113,30 @@ def parse_quotas(value: Any) -> dict[str, Quota]:
     return quotas
 
 
+def parse_access(value: Any) -> dict[str, frozenset[str]]:
+    """``c.ComputeServersApp.access``: ``{"cloud:gcp": ["alice", "group:staff"], "host:lab":
+    [...], "image:ID": [...], "gpu:TYPE": [...]}``. A resource listed is kept for the users
+    and Hub groups its list names (and admins); one not listed is open to everyone."""
+    if not isinstance(value, dict):
+        raise ValidationError("access must be an object.", field="access")
+    lists: dict[str, frozenset[str]] = {}
+    for key, allowed in value.items():
+        kind, _, name = str(key).partition(":")
+        if kind not in ACCESS_KINDS or not name:
+            raise ValidationError(
+                f"access key {key!r} must be KIND:NAME with KIND one of {', '.join(ACCESS_KINDS)}.",
+                field="access",
+            )
+        if not isinstance(allowed, list) or not all(
+            isinstance(a, str) and a and a != "group:" for a in allowed
+        ):
+            raise ValidationError(
+                f'access[{key!r}] must be a list of user names and "group:NAME"s.', field="access"
+            )
+        lists[key] = frozenset(allowed)
+    return lists
+
+
 def _most(values: list[int | None]) -> int | None:
     return None if any(v is None for v in values) else max(v for v in values if v is not None)
 
@@ -125,6 +151,9 @@ class Team:
     admin_users: frozenset[str] = frozenset()
     admin_groups: frozenset[str] = frozenset()
     quotas: dict[str, Quota] = field(default_factory=dict)
+    access: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Whether the owner is an admin, as their last request said.
+    owner_admin: bool = False
     #: The owner's Hub groups, as the last request of the owner carried them (the quotas of a
     #: start that a request began, checked later in the background, use them).
     owner_groups: tuple[str, ...] = ()
@@ -144,7 +173,24 @@ class Team:
         )
         if name == self.owner:
             self.owner_groups = groups
+            self.owner_admin = admin
         return Identity(name, groups, admin)
+
+    def check_access(self, kind: str, name: str, field: str) -> None:
+        """403 when the access list of ``kind:name`` does not name the owner or one of
+        their groups (admins, and anything not listed, are open)."""
+        if not self.enabled or self.owner_admin:
+            return
+        allowed = self.access.get(f"{kind}:{name}")
+        if allowed is None or self.owner in allowed:
+            return
+        if any(f"group:{group}" in allowed for group in self.owner_groups):
+            return
+        raise ForbiddenError(
+            f"{self.owner} may not use the {kind} {name!r}: its access list keeps it for "
+            f"others. Ask an admin to add you or one of your groups.",
+            field=field,
+        )
 
     def quota_for(self, user: str, groups: tuple[str, ...]) -> Quota:
         """A user's own entry, else the most generous of their groups', else ``"*"``'s."""

@@ -35,7 +35,8 @@ ADMIN_GROUP = "compute-admins"
 
 
 class Hub:
-    def __init__(self, db_url: str, *, quotas: dict[str, Any] | None = None) -> None:
+    def __init__(self, db_url: str, **settings: Any) -> None:
+        """``settings``: more ``c.ComputeServersApp`` settings of every user's server."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run npm install (make setup).")
         self.dir = Path(tempfile.mkdtemp(prefix="compute-servers-hub-"))
@@ -52,8 +53,11 @@ class Hub:
                     "c.ComputeServersApp.team_mode = True",
                     f"c.ComputeServersApp.db_url = {db_url!r}",
                     f"c.ComputeServersApp.team_admin_groups = [{ADMIN_GROUP!r}]",
-                    f"c.ComputeServersApp.quotas = {json.dumps(quotas or {})}",
                     "c.ComputeServersApp.health_check_interval = 0",
+                    *(
+                        f"c.ComputeServersApp.{name} = {json.dumps(value)}"
+                        for name, value in settings.items()
+                    ),
                     "",
                 ]
             )

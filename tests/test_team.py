@@ -16,11 +16,23 @@ import pytest
 from sqlalchemy import text
 
 from jupyter_compute_servers.db import Database
-from jupyter_compute_servers.errors import ConflictError, NotFoundError, ValidationError
+from jupyter_compute_servers.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
 from jupyter_compute_servers.hosts import HostStore, Slice
 from jupyter_compute_servers.models import GpuSpec, ServerConfig, State
 from jupyter_compute_servers.store import ServerStore
-from jupyter_compute_servers.team import Identity, Quota, Team, current_actor, parse_quotas
+from jupyter_compute_servers.team import (
+    Identity,
+    Quota,
+    Team,
+    current_actor,
+    parse_access,
+    parse_quotas,
+)
 
 GPU = "NVIDIA A100-SXM4-80GB"
 
@@ -278,3 +290,30 @@ def test_admins_come_from_the_settings_or_the_hub():
     assert team.identity(HubUser({"name": "eve", "groups": [], "admin": True})).admin
     assert team.owner_groups == ("course",)  # others' requests do not change them
     assert Team(enabled=False, owner="me").identity(None) == Identity("me", (), True)
+
+
+def test_access_lists_keep_a_resource_for_the_users_and_groups_they_name():
+    access = parse_access(
+        {"cloud:gcp": ["alice", "group:staff"], "gpu:T4": ["group:course"], "host:lab": []}
+    )
+    team = Team(enabled=True, owner="bob", access=access)
+    team.check_access("cloud", "local", "cloud")  # not listed: open
+    with pytest.raises(ForbiddenError) as refused:
+        team.check_access("cloud", "gcp", "cloud")
+    assert refused.value.status == 403 and refused.value.field == "cloud"
+    assert refused.value.message == (
+        "bob may not use the cloud 'gcp': its access list keeps it for others. Ask an admin "
+        "to add you or one of your groups."
+    )
+    team.owner_groups = ("staff",)
+    team.check_access("cloud", "gcp", "cloud")  # by a group
+    with pytest.raises(ForbiddenError):
+        team.check_access("gpu", "T4", "config.gpu.type")
+    Team(enabled=True, owner="alice", access=access).check_access("cloud", "gcp", "cloud")
+    team.owner_admin = True
+    team.check_access("host", "lab", "config.extra.host")  # admins: everything
+    Team(enabled=False, owner="bob", access=access).check_access("host", "lab", "x")
+    for bad in ([], {"disk:x": []}, {"gpu:": []}, {"gpu:T4": "alice"}, {"gpu:T4": ["group:"]}):
+        with pytest.raises(ValidationError) as invalid:
+            parse_access(bad)
+        assert invalid.value.field == "access"

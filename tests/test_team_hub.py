@@ -20,6 +20,8 @@ def hub(postgres_server) -> Iterator[Hub]:
     hub = Hub(
         postgres_server.create_database(),
         quotas={"*": {"running_servers": 2}, "user:bob": {"running_servers": 0}},
+        enabled_clouds=["local", "ssh"],
+        access={"cloud:ssh": ["group:compute-admins"]},
     )
     try:
         for user in ("alice", "bob", ADMIN):
@@ -79,6 +81,20 @@ def test_two_users_through_the_hub_each_see_their_own_and_the_admin_sees_all(hub
     ]
     assert hub.call(ADMIN, "GET", f"/servers/{alice_id}").json()["owner"] == "alice"
     assert hub.call(ADMIN, "GET", "/servers").json()["servers"] == []  # their own: none
+
+    # The ssh cloud's access list keeps it for the admins' group.
+    refused = hub.call("alice", "POST", "/servers", body={"name": "on-ssh", "cloud": "ssh"})
+    assert refused.status_code == 403, refused.text
+    assert refused.json() == {
+        "message": "alice may not use the cloud 'ssh': its access list keeps it for others. "
+        "Ask an admin to add you or one of your groups.",
+        "reason": "ForbiddenError",
+        "field": "cloud",
+    }
+    let_in = hub.call(ADMIN, "POST", "/servers", body={"name": "on-ssh", "cloud": "ssh"})
+    # (past the access list, the admin is told what the cloud needs first)
+    assert let_in.status_code == 409, let_in.text
+    assert let_in.json()["message"].startswith("The ssh cloud cannot be used now: Register a host")
 
     # Shared hosts are the admin's: a user cannot register one (nor change or trust one).
     host = {"name": "lab-gpu", "hostname": "127.0.0.1", "username": "u"}
