@@ -148,7 +148,10 @@ export interface paths {
          */
         get: operations["listServers"];
         put?: never;
-        /** Create a compute server (it starts deprovisioned: configuration only, no cost) */
+        /**
+         * Create a compute server (it starts deprovisioned: configuration only, no cost)
+         * @description In team mode an access list (`access`) may keep the cloud, host, image or GPU type for other users: 403 naming the field.
+         */
         post: operations["createServer"];
         delete?: never;
         options?: never;
@@ -179,7 +182,7 @@ export interface paths {
         head?: never;
         /**
          * Edit a compute server
-         * @description Name, color, notes, idle timeout, spend limit and daily stop time change any time. Machine type, CPU, memory, GPU type and count, and spot only when off or deprovisioned. Cloud, image, region and zone, and adding or removing GPUs only when deprovisioned. The disk may grow at any time (also while running) and shrinks only when deprovisioned.
+         * @description Name, color, notes, idle timeout, spend limit and daily stop time change any time. Machine type, CPU, memory, GPU type and count, and spot only when off or deprovisioned. Cloud, image, region and zone, and adding or removing GPUs only when deprovisioned. The disk may grow at any time (also while running) and shrinks only when deprovisioned. In team mode an access list (`access`) may keep the cloud, host, image or GPU type for other users: 403 naming the field.
          */
         patch: operations["updateServer"];
         trace?: never;
@@ -219,7 +222,7 @@ export interface paths {
         put?: never;
         /**
          * Start, stop, suspend, resume, reboot or deprovision a server
-         * @description Records the transitional state and answers 202 at once; the operation runs in the background and its progress and outcome arrive as events (and in GET). start: deprovisioned or off -> starting -> running. stop: running or suspended -> stopping -> off. suspend: running -> suspending -> suspended (clouds that support it). resume: suspended -> starting -> running. reboot: running -> running. deprovision: off, running, suspended or error -> deprovisioning -> deprovisioned; needs `{"confirm": true}` because everything on the server's disk that was not synced back is lost.
+         * @description Records the transitional state and answers 202 at once; the operation runs in the background and its progress and outcome arrive as events (and in GET). start: deprovisioned or off -> starting -> running. stop: running or suspended -> stopping -> off. suspend: running -> suspending -> suspended (clouds that support it). resume: suspended -> starting -> running. reboot: running -> running. deprovision: off, running, suspended or error -> deprovisioning -> deprovisioned; needs `{"confirm": true}` because everything on the server's disk that was not synced back is lost. In team mode an access list (`access`) may keep the cloud, host, image or GPU type for other users: 403 naming the field. A start or resume beyond the owner's quota is a 409 whose `field` names the quota (`quota.running_servers`, `quota.gpus`).
          */
         post: operations["serverAction"];
         delete?: never;
