@@ -54,6 +54,13 @@ def test_two_users_through_the_hub_each_see_their_own_and_the_admin_sees_all(hub
             ("PATCH", f"/servers/{server_id}", {"notes": "bob was here"}),
             ("POST", f"/servers/{server_id}/actions/start", None),
             ("GET", f"/servers/{server_id}/history", None),
+            ("GET", f"/servers/{server_id}/syncs", None),
+            ("GET", f"/servers/{server_id}/syncs/1", None),
+            ("GET", f"/servers/{server_id}/terminals", None),
+            ("GET", f"/servers/{server_id}/kernels", None),
+            ("GET", f"/servers/{server_id}/ssh-access", None),
+            ("GET", f"/servers/{server_id}/mount", None),
+            ("GET", f"/servers/{server_id}/apps", None),
             ("DELETE", f"/servers/{server_id}", None),
         ):
             response = hub.call("bob", method, path, body=body)

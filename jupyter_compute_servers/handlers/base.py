@@ -115,9 +115,23 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
                 field="body",
             )
 
-    def path_id(self, segment: str, field: str = "server_id", what: str = "compute server") -> int:
-        """An id from the URL, or a JSON 404 naming it (``servers/abc``)."""
-        return parse_path_id(segment, field, what)
+    def path_id(
+        self,
+        segment: str,
+        field: str = "server_id",
+        what: str = "compute server",
+        *,
+        owned: bool = True,
+    ) -> int:
+        """An id from the URL, or a JSON 404 naming it (``servers/abc``).
+
+        In team mode a server's id must also be the caller's own (``owned``): another user's
+        is the 404 of an unknown one here, before any service reads the tables keyed by it
+        (syncs, kernels, terminals), though the scoped store refuses it there too."""
+        number = parse_path_id(segment, field, what)
+        if owned and field == "server_id" and self.team.enabled:
+            self.manager.get_server(number)
+        return number
 
     def get_json_object(self, *, required: bool = False) -> dict[str, Any]:
         """The request body as a JSON object, or a 400 that says what is wrong with it.

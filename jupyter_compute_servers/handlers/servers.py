@@ -42,7 +42,7 @@ class ServerHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        server_number = self.path_id(server_id)
+        server_number = self.path_id(server_id, owned=False)
         try:
             server = self.manager.get_server(server_number)
         except NotFoundError:
