@@ -226,6 +226,8 @@ def handler_settings(services: Services, kernel_runtime: KernelRuntime) -> dict[
     """What the handlers read from ``self.settings``: one key per service they use."""
     return {
         "compute_servers_manager": services.manager,
+        "compute_servers_team": services.team,
+        "compute_servers_store": services.store,
         "compute_servers_presenter": services.presenter,
         "compute_servers_costs": services.costs,
         "compute_servers_sync": services.sync,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
-from traitlets import Bool, Float, Int, List, Type, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, Type, Unicode, default
 from traitlets.config import Application, Config, LoggingConfigurable
 
 #: The configuration section users write (``c.ComputeServersApp.data_dir = ...``): the name of
@@ -52,6 +52,56 @@ class ComputeServersSettings(LoggingConfigurable):
     @default("db_url")
     def _default_db_url(self) -> str:
         return f"sqlite:///{Path(self.data_dir) / 'servers.db'}"
+
+    team_mode = Bool(
+        False,
+        help=(
+            "Team mode, for JupyterHub: each user's Jupyter server runs the extension on one "
+            "shared database (db_url, PostgreSQL), sees and acts on only its user's compute "
+            "servers (another user's id is a 404), and is limited by quotas. Admins "
+            "(team_admin_users, team_admin_groups) also see everyone's servers and the audit "
+            "log, and alone change shared hosts. Off: one person, no owners checked."
+        ),
+    ).tag(config=True)
+
+    user = Unicode(
+        help=(
+            "Who owns the servers this process creates: JUPYTERHUB_USER under JupyterHub, "
+            "else the local account."
+        ),
+    ).tag(config=True)
+
+    @default("user")
+    def _default_user(self) -> str:
+        from .team import local_user
+
+        return local_user()
+
+    team_admin_users = List(
+        Unicode(), help="Team mode: Hub users who are compute servers admins."
+    ).tag(config=True)
+
+    team_admin_groups = List(
+        Unicode(), help="Team mode: Hub groups whose members are compute servers admins."
+    ).tag(config=True)
+
+    quotas = Dict(
+        help=(
+            'Team mode: the most each user may hold at once, by "user:NAME", "group:NAME" '
+            '(a user in several groups gets the most generous) or "*" (everyone else), e.g. '
+            '{"*": {"running_servers": 2, "gpus": 1}, "group:staff": {"gpus": 4}}. A missing '
+            "field or null: no limit. Checked in the transaction that commits a start."
+        ),
+    ).tag(config=True)
+
+    access = Dict(
+        help=(
+            'Team mode: access lists, by "cloud:NAME", "host:NAME", "image:ID" or "gpu:TYPE", '
+            'each a list of Hub user names and "group:NAME"s, e.g. {"gpu:NVIDIA A100-SXM4-80GB": '
+            '["group:gpu-users"]}. A resource listed is kept for them (and admins); one not '
+            "listed is open to everyone."
+        ),
+    ).tag(config=True)
 
     enabled_clouds = List(
         Unicode(),

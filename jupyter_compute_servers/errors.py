@@ -40,6 +40,12 @@ class NotFoundError(ComputeServersError):
     status = 404
 
 
+class ForbiddenError(ComputeServersError):
+    """The caller is known but may not do this (team mode: an admin's action): 403."""
+
+    status = 403
+
+
 class PayloadTooLargeError(ComputeServersError):
     """The request body is larger than any request of this API needs: 413."""
 

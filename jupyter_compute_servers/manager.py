@@ -35,6 +35,7 @@ from .models import (
     DEPROVISION_WARNING,
     PATCH_FIELDS,
     Action,
+    ServerConfig,
     State,
     check_action_allowed,
     check_config_change,
@@ -62,6 +63,7 @@ from .ssh_endpoint import SSHEndpoint
 from .store import HistoryEntry, ServerRecord, ServerStore
 from .sync.settings import SyncSettings
 from .sync.settings import parse_settings as parse_sync_settings
+from .team import Team
 
 #: A palette for servers created without a colour, so each new one looks different.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -212,6 +214,7 @@ class ComputeServerManager:
         hosts: HostRegistry,
         events: ServerEvents,
         sync_settings: SyncSettingsStore,
+        team: Team | None = None,
         max_servers: int = 0,
         health_interval: float = 0.0,
         log: logging.Logger | None = None,
@@ -226,6 +229,8 @@ class ComputeServerManager:
         self.hosts = hosts
         self.events = events
         self.sync_settings_store = sync_settings
+        #: Team mode's quotas (standalone: a Team that limits nothing).
+        self.team = team or Team(enabled=False, owner=store.owner)
         #: The most servers the store may hold (0: no limit).
         self.max_servers = max_servers
         self.log = log or logging.getLogger(__name__)
@@ -324,11 +329,13 @@ class ComputeServerManager:
             raise ValidationError(
                 f"cloud {cloud_name!r} is not enabled here (enabled: {enabled}).", field="cloud"
             )
+        self.team.check_access("cloud", cloud_name, "cloud")
         cloud = self.clouds[cloud_name]
         config = cloud.make_config(
             parse_object(data["config"], "config") if "config" in data else None
         )
         self.images.check(config, arch=cloud.arch(config))
+        self._check_access(config)
         color = (
             parse_color(data["color"])
             if "color" in data
@@ -364,6 +371,7 @@ class ComputeServerManager:
         name = data.get("cloud", next(iter(self.clouds), None))
         cloud = self.clouds.get(name) if isinstance(name, str) else None
         if cloud is not None:
+            self.team.check_access("cloud", cloud.name, "cloud")
             available, reason = await cloud.availability()
             if not available:
                 raise ConflictError(
@@ -399,6 +407,7 @@ class ComputeServerManager:
                     parse_object(data["config"], "config"), base=server.config
                 )
                 self.images.check(config, arch=cloud.arch(config))
+                self._check_access(config)
                 changed = check_config_change(server.config, config, server.state)
                 if changed:
                     changes["config"] = config
@@ -413,6 +422,20 @@ class ComputeServerManager:
                 self._save_sync_settings(server_id, sync_settings)
         self._emit("updated", server, server_id)
         return server
+
+    def _check_access(self, config: ServerConfig) -> None:
+        """The team's access lists for what a configuration uses: its image, GPU type and
+        host (403 naming the field; standalone nothing is checked)."""
+        if not self.team.enabled:
+            return
+        if config.image:
+            self.team.check_access("image", config.image, "config.image")
+        if config.gpu is not None:
+            self.team.check_access("gpu", config.gpu.type, "config.gpu.type")
+        host_id = config.extra.get("host")
+        if isinstance(host_id, int) and self.hosts is not None:
+            host = self.hosts.hosts.get(host_id)
+            self.team.check_access("host", host.name, "config.extra.host")
 
     # --- sync settings (the ``sync`` object of a server; see sync/settings.py) ---------------
 
@@ -511,9 +534,13 @@ class ComputeServerManager:
                 state=server.state.value,
             )
         if action in (Action.START, Action.RESUME):
+            # An access list may have changed since the server was made.
+            self.team.check_access("cloud", server.cloud, "cloud")
+            self._check_access(server.config)
             for check in self.admission_checks:
                 check(server)  # 409 when, say, a spend limit or the budget is spent
         previous = server.state
+        starting = action in (Action.START, Action.RESUME)
         server = self.store.transition(
             server_id,
             to=transition.during,
@@ -522,6 +549,12 @@ class ComputeServerManager:
             action=action.value,
             operation=action.value,
             owner=self.owner,
+            # The team's quotas, checked in the transaction that commits the start.
+            admit=(
+                (lambda db, owner, config: self.team.check_start(db, self.store, owner, config))
+                if starting and self.team.enabled
+                else None
+            ),
         )
         self._emit("state", server, server_id)
         self._tasks[server_id] = asyncio.create_task(

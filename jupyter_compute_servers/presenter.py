@@ -38,6 +38,7 @@ class ServerPresenter:
         return {
             "id": server.id,
             "name": server.name,
+            "owner": server.owner,
             "color": server.color,
             "notes": server.notes,
             "cloud": server.cloud,

@@ -37,6 +37,7 @@ from .ssh import KeyStore, SSHConnections
 from .store import ServerStore
 from .sync.records import SyncStore
 from .sync.service import SyncService
+from .team import Team, parse_access, parse_quotas
 from .terminals import RemoteTerminals
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class Services:
     settings: ComputeServersSettings
     events: ServerEvents
     database: Database
+    team: Team
     store: ServerStore
     keys: KeyStore
     ssh: SSHConnections
@@ -112,9 +114,18 @@ def build_services(
     data_dir.mkdir(parents=True, exist_ok=True)
 
     events = ServerEvents(on_event)
+    team = Team(
+        enabled=settings.team_mode,
+        owner=settings.user,
+        admin_users=frozenset(settings.team_admin_users),
+        admin_groups=frozenset(settings.team_admin_groups),
+        quotas=parse_quotas(settings.quotas),
+        access=parse_access(settings.access),
+    )
     # The one owner of the database: every store below shares its engine and pool.
     database = Database(settings.db_url)
-    store = ServerStore(database, clock=time.time)
+    # In team mode the store sees its user's servers only: so does every service over it.
+    store = ServerStore(database, clock=time.time, owner=team.owner, scoped=team.enabled)
     keys = KeyStore(data_dir / "keys")
     ssh = SSHConnections(
         keys,
@@ -156,6 +167,7 @@ def build_services(
         hosts=hosts,
         events=events,
         sync_settings=sync_records,
+        team=team,
         max_servers=settings.max_servers,
         health_interval=settings.health_check_interval,
         log=logger,
@@ -194,6 +206,7 @@ def build_services(
         settings=settings,
         events=events,
         database=database,
+        team=team,
         store=store,
         keys=keys,
         ssh=ssh,

@@ -35,6 +35,7 @@ from .db import Database, inserted_id, metadata
 from .errors import ConflictError, NotFoundError
 from .models import DailyStop, ServerConfig, SpendLimit, State
 from .mount.workspace import Workspace
+from .team import HOLDING_STATES, current_actor, gpu_count, local_user
 
 servers = Table(
     "servers",
@@ -60,9 +61,12 @@ servers = Table(
     Column("daily_stop", Text),
     # Revision 0002: the workspace setting (mount/workspace.py), None for the default.
     Column("workspace", Text),
+    # The Hub user (team mode) or the local user who created it; '' before owners were kept.
+    Column("owner", Text, nullable=False, server_default=""),
     sqlite_autoincrement=True,
 )
 Index("servers_name_nocase", func.lower(servers.c.name), unique=True)
+Index("servers_owner", servers.c.owner)
 
 #: Every state change of every server, kept after the server is deleted (for cost reports).
 state_history = Table(
@@ -74,8 +78,32 @@ state_history = Table(
     Column("state", Text, nullable=False),
     Column("reason", Text, nullable=False, server_default=""),
     Column("action", Text),
+    # The server's owner, kept here so that spend per user outlives the server.
+    Column("owner", Text, nullable=False, server_default=""),
     Index("state_history_server", "server_id", "at"),
     sqlite_autoincrement=True,
+)
+
+#: Who did what to which server, and when: kept after the server is deleted (team mode's
+#: audit; standalone it records the local user's own actions the same way).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Double, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("server_id", Integer),
+    Column("server_name", Text, nullable=False, server_default=""),
+    Column("action", Text, nullable=False),
+    Column("detail", Text, nullable=False, server_default=""),
+    Index("audit_log_at", "at"),
+    sqlite_autoincrement=True,
+)
+
+#: The fields whose change is the user's (audited as an "edit"), not the bookkeeping's.
+_AUDITED_FIELDS = frozenset(
+    {"name", "color", "notes", "config", "idle_timeout_minutes", "spend_limit", "daily_stop"}
 )
 
 
@@ -104,6 +132,7 @@ class ServerRecord:
     kernel_specs: dict[str, Any] | None = None
     daily_stop: DailyStop | None = None
     workspace: Workspace = field(default_factory=Workspace)
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,7 +166,30 @@ def _row_to_record(row: RowMapping) -> ServerRecord:
         kernel_specs=json.loads(row["kernel_specs"]) if row["kernel_specs"] else None,
         daily_stop=DailyStop(**json.loads(row["daily_stop"])) if row["daily_stop"] else None,
         workspace=Workspace.from_json(json.loads(row["workspace"]) if row["workspace"] else None),
+        owner=row["owner"],
     )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float
+    actor: str
+    owner: str
+    server_id: int | None
+    server_name: str
+    action: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "actor": self.actor,
+            "owner": self.owner,
+            "server_id": self.server_id,
+            "server_name": self.server_name,
+            "action": self.action,
+            "detail": self.detail,
+        }
 
 
 def _spend_json(limit: SpendLimit | None) -> str | None:
@@ -152,14 +204,18 @@ def _workspace_json(workspace: Workspace) -> str | None:
     return None if workspace == Workspace() else json.dumps(workspace.to_json())
 
 
-def _state_for_update(db: Connection, server_id: int) -> str:
-    """The server's state, its row locked until the transaction ends; 404 if it is gone."""
-    state = db.execute(
-        select(servers.c.state).where(servers.c.id == server_id).with_for_update()
-    ).scalar()
-    if state is None:
+def _row_for_update(db: Connection, server_id: int, owner: str | None) -> Any:
+    """The server's state, owner, name and config, its row locked until the transaction
+    ends; 404 if it is gone (or, with ``owner``, someone else's: the same answer)."""
+    query = select(servers.c.state, servers.c.owner, servers.c.name, servers.c.config).where(
+        servers.c.id == server_id
+    )
+    if owner is not None:
+        query = query.where(servers.c.owner == owner)
+    row = db.execute(query.with_for_update()).first()
+    if row is None:
         raise NotFoundError(f"No compute server with id {server_id}.", field="id")
-    return str(state)
+    return row
 
 
 class ServerStore:
@@ -168,15 +224,30 @@ class ServerStore:
 
     ``database`` is the shared ``Database``, or a ``db_url`` to open one of its own (closed
     with the store).
+
+    ``owner`` is who creates servers through this store (the Hub user or the local user).
+    ``scoped`` (team mode) makes it see only that owner's servers: every read, change and
+    action of another's is the 404 of an unknown id; ``all_servers``/``get_any`` are the
+    admin's unscoped reads.
     """
 
-    def __init__(self, database: Database | str, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        database: Database | str,
+        *,
+        clock: Callable[[], float],
+        owner: str | None = None,
+        scoped: bool = False,
+    ) -> None:
         self._owns_database = isinstance(database, str)
         self.database = Database(database) if isinstance(database, str) else database
         self.url = self.database.url
         #: The SQLite file (None on PostgreSQL).
         self.path: Path | None = self.database.path
         self.clock = clock
+        self.owner = owner if owner is not None else local_user()
+        self.scoped = scoped
+        self._scope = self.owner if scoped else None
 
     def close(self) -> None:
         """Close the database if the store opened it (a shared one is its owner's to close)."""
@@ -185,12 +256,34 @@ class ServerStore:
 
     # --- reads ----------------------------------------------------------------------------
 
+    def _mine(self, query: Any) -> Any:
+        return query if self._scope is None else query.where(servers.c.owner == self._scope)
+
     def servers(self) -> list[ServerRecord]:
+        """This store's servers (scoped: its owner's only)."""
+        with self.database.read() as db:
+            rows = db.execute(self._mine(select(servers).order_by(servers.c.id))).mappings().all()
+        return [_row_to_record(row) for row in rows]
+
+    def all_servers(self) -> list[ServerRecord]:
+        """Every owner's servers (an admin's view)."""
         with self.database.read() as db:
             rows = db.execute(select(servers).order_by(servers.c.id)).mappings().all()
         return [_row_to_record(row) for row in rows]
 
     def get(self, server_id: int) -> ServerRecord:
+        with self.database.read() as db:
+            row = (
+                db.execute(self._mine(select(servers).where(servers.c.id == server_id)))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFoundError(f"No compute server with id {server_id}.", field="id")
+        return _row_to_record(row)
+
+    def get_any(self, server_id: int) -> ServerRecord:
+        """A server whoever owns it (an admin's view)."""
         with self.database.read() as db:
             row = db.execute(select(servers).where(servers.c.id == server_id)).mappings().first()
         if row is None:
@@ -202,7 +295,9 @@ class ServerStore:
         if id_or_name.isdigit():
             return self.get(int(id_or_name))
         with self.database.read() as db:
-            row = db.execute(select(servers).where(_named(id_or_name))).mappings().first()
+            row = (
+                db.execute(self._mine(select(servers).where(_named(id_or_name)))).mappings().first()
+            )
         if row is None:
             raise NotFoundError(f"No compute server named {id_or_name!r}.", field="name")
         return _row_to_record(row)
@@ -211,6 +306,8 @@ class ServerStore:
         query = select(state_history).order_by(state_history.c.id)
         if server_id is not None:
             query = query.where(state_history.c.server_id == server_id)
+        if self._scope is not None:
+            query = query.where(state_history.c.owner == self._scope)
         with self.database.read() as db:
             rows = db.execute(query).mappings().all()
         return [
@@ -251,6 +348,7 @@ class ServerStore:
                     workspace=_workspace_json(workspace or Workspace()),
                     created=now,
                     updated=now,
+                    owner=self.owner,
                 )
             )
             server_id = inserted_id(result)
@@ -261,9 +359,54 @@ class ServerStore:
                     state=State.DEPROVISIONED.value,
                     reason="created",
                     action=None,
+                    owner=self.owner,
                 )
             )
+            self._audit(db, now, self.owner, server_id, name, "create", cloud)
         return self.get(server_id)
+
+    def _audit(
+        self,
+        db: Connection,
+        at: float,
+        owner: str,
+        server_id: int | None,
+        server_name: str,
+        action: str,
+        detail: str = "",
+    ) -> None:
+        """One line of the audit log, in the transaction of the change it records."""
+        db.execute(
+            insert(audit_log).values(
+                at=at,
+                actor=current_actor.get() or self.owner,
+                owner=owner,
+                server_id=server_id,
+                server_name=server_name,
+                action=action,
+                detail=detail[:1000],
+            )
+        )
+
+    def audit(self, *, limit: int = 1000, owner: str | None = None) -> list[AuditEntry]:
+        """The newest ``limit`` lines of the audit log, oldest first (``owner``: one user's)."""
+        query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if owner is not None:
+            query = query.where(audit_log.c.owner == owner)
+        with self.database.read() as db:
+            rows = db.execute(query).mappings().all()
+        return [
+            AuditEntry(
+                r["at"],
+                r["actor"],
+                r["owner"],
+                r["server_id"],
+                r["server_name"],
+                r["action"],
+                r["detail"],
+            )
+            for r in reversed(rows)
+        ]
 
     def _check_name_free(self, db: Connection, name: str, server_id: int | None) -> None:
         # Two creations of one name must not both find it free (the unique index is the last
@@ -300,7 +443,8 @@ class ServerStore:
             else:
                 raise ValueError(f"not an updatable column: {key}")
         with self.database.transaction() as db:
-            state = _state_for_update(db, server_id)
+            row = _row_for_update(db, server_id, self._scope)
+            state = row.state
             if expected_state is not None and state != expected_state.value:
                 raise ConflictError(
                     f"The server changed state to {state} meanwhile; try again.", state=state
@@ -310,6 +454,17 @@ class ServerStore:
             if columns:
                 columns["updated"] = self.clock()
                 db.execute(update(servers).where(servers.c.id == server_id).values(**columns))
+                edited = sorted(_AUDITED_FIELDS.intersection(columns))
+                if edited:
+                    self._audit(
+                        db,
+                        columns["updated"],
+                        row.owner,
+                        server_id,
+                        columns.get("name", row.name),
+                        "edit",
+                        ", ".join(edited),
+                    )
         return self.get(server_id)
 
     def transition(
@@ -323,21 +478,27 @@ class ServerStore:
         operation: str | None = None,
         owner: str | None = None,
         keep_operation: bool = False,
+        admit: Callable[[Connection, str, str], None] | None = None,
     ) -> ServerRecord:
         """Move a server to ``to`` and record it in the history, atomically.
 
         ``expected`` makes this a compare-and-swap: when the server is not in one of those
-        states the change is refused with a 409 (another action got there first).
+        states the change is refused with a 409 (another action got there first). ``admit``
+        (the connection, the owner, the config's JSON) may refuse it from inside the same
+        transaction (the team quotas), so that its check and this change are one.
         """
         now = self.clock()
         with self.database.transaction() as db:
-            current = State(_state_for_update(db, server_id))
+            row = _row_for_update(db, server_id, self._scope)
+            current = State(row.state)
             if expected is not None and current not in expected:
                 raise ConflictError(
                     f"The server is {current.value}; another action is under way or finished "
                     f"first.",
                     state=current.value,
                 )
+            if admit is not None:
+                admit(db, row.owner, row.config)
             changes: dict[str, Any] = {"state": to.value, "state_reason": reason, "updated": now}
             if not keep_operation:
                 changes.update(operation=operation, operation_owner=owner, progress=None)
@@ -345,15 +506,23 @@ class ServerStore:
             if current is not to or action is not None:
                 db.execute(
                     insert(state_history).values(
-                        server_id=server_id, at=now, state=to.value, reason=reason, action=action
+                        server_id=server_id,
+                        at=now,
+                        state=to.value,
+                        reason=reason,
+                        action=action,
+                        owner=row.owner,
                     )
                 )
+            if action is not None:
+                self._audit(db, now, row.owner, server_id, row.name, action, reason or to.value)
         return self.get(server_id)
 
     def delete(self, server_id: int) -> None:
         """Remove a deprovisioned server. Its history stays, for cost reports."""
         with self.database.transaction() as db:
-            state = _state_for_update(db, server_id)
+            row = _row_for_update(db, server_id, self._scope)
+            state = row.state
             if state != State.DEPROVISIONED.value:
                 raise ConflictError(
                     f"Only a deprovisioned server can be deleted (this one is {state}), "
@@ -362,15 +531,32 @@ class ServerStore:
                     allowed_actions=[],
                 )
             db.execute(delete(servers).where(servers.c.id == server_id))
+            now = self.clock()
             db.execute(
                 insert(state_history).values(
                     server_id=server_id,
-                    at=self.clock(),
+                    at=now,
                     state=State.DEPROVISIONED.value,
                     reason="deleted",
                     action="delete",
+                    owner=row.owner,
                 )
             )
+            self._audit(db, now, row.owner, server_id, row.name, "delete")
+
+    def holding(self, db: Connection, owner: str) -> dict[str, int]:
+        """What ``owner`` holds now (in the caller's transaction): servers in a state that
+        holds resources, and the GPUs they asked for."""
+        rows = db.execute(
+            select(servers.c.config).where(
+                servers.c.owner == owner, servers.c.state.in_([s.value for s in HOLDING_STATES])
+            )
+        ).all()
+        return {"running_servers": len(rows), "gpus": sum(gpu_count(r.config) for r in rows)}
+
+    def usage(self, owner: str) -> dict[str, int]:
+        with self.database.read() as db:
+            return self.holding(db, owner)
 
     def state_counts(self, server_id: int | None = None) -> dict[int, int]:
         """How many state changes each server has (the history only ever grows), by server
@@ -379,6 +565,8 @@ class ServerStore:
         query = select(state_history.c.server_id, func.count()).group_by(state_history.c.server_id)
         if server_id is not None:
             query = query.where(state_history.c.server_id == server_id)
+        if self._scope is not None:
+            query = query.where(state_history.c.owner == self._scope)
         with self.database.read() as db:
             return {row[0]: row[1] for row in db.execute(query)}
 

@@ -9,6 +9,7 @@ import {
   IServer,
   IServerCreate,
   IServerUpdate,
+  ITeam,
   ServerAction
 } from './servers/types';
 import { IEstimate, IEstimateRequest, IImageCatalog } from './create/types';
@@ -140,6 +141,8 @@ export interface IComputeServersModel {
   images(includeUntested?: boolean): Promise<IImageCatalog>;
   /** What a configuration (a new server's, or an edit of one) would cost. */
   estimate(body: IEstimateRequest): Promise<IEstimate>;
+  /** Who is asking and the owner's quota (team mode on JupyterHub). */
+  team(): Promise<ITeam>;
 }
 
 export const IComputeServersModel = new Token<IComputeServersModel>(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -26,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 
 from jupyter_compute_servers.billing.records import CostRecords
 from jupyter_compute_servers.config import ComputeServersSettings
-from jupyter_compute_servers.db import Database, engine_url, metadata
+from jupyter_compute_servers.db import BASELINE_REVISION, Database, engine_url, metadata
 from jupyter_compute_servers.db.database import without_password
 from jupyter_compute_servers.errors import ValidationError
 from jupyter_compute_servers.hosts import HostStore
@@ -84,10 +85,17 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
     database = store.database
     assert database.revision == Database.head_revision()
     # Stamped at the baseline, not made again: the same tables, the same rows; then the
-    # revisions since (0002: the servers' workspace setting, NULL in old rows; 0003: the GPU
-    # shares a host allows, none, and a slice's share and Unix user, whole and unknown).
-    assert rows(path) == rows_since_baseline(before_rows)
-    assert schema(path) == since_baseline(before_schema)
+    # revisions since (ADDED_COLUMNS: 0002 the servers' workspace setting, NULL in old rows;
+    # 0003 the GPU shares a host allows, none, and a slice's share and Unix user, whole and
+    # unknown; 0004 the owners, '' before owners were kept) and the empty audit log (0004).
+    after = rows(path)
+    assert after.pop("audit_log") == []
+    assert after == rows_since_baseline(before_rows)
+    # The baseline's schema with those columns; the tables and indexes the revisions add are
+    # checked against a new store's below.
+    assert [
+        e for e in schema(path) if e[2] != "audit_log" and e[1] != "servers_owner"
+    ] == since_baseline(before_schema)
 
     # And each store reads its rows as they were written.
     first, plain, queued = store.servers()
@@ -179,13 +187,15 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     store = ServerStore(f"sqlite:///{path}", clock=time.time)
     assert store.database.revision == Database.head_revision()
     after = rows(path)
-    # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty).
-    # Then 0002 added the workspace setting (empty too), 0003 the GPU shares.
-    assert after["servers"] == [(*row, None, None) for row in before["servers"]]
+    # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty);
+    # then Alembic's 0002 the workspace setting (empty too), 0003 the GPU shares, 0004 the
+    # owners ('' before owners were kept) and the audit log.
+    assert after["servers"] == [(*row, None, None, "") for row in before["servers"]]
     since = rows_since_baseline(before)
     for table in ("state_history", "hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
         assert after[table] == since[table]
     assert set(after) - set(before) == {
+        "audit_log",
         "rate_history",
         "cost_alerts",
         "sync_settings",
@@ -194,7 +204,11 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
         "sync_runs",
     }
     assert not any(after[t] for t in set(after) - set(before))
-    assert schema(path) == since_baseline(schema(LEGACY / "v6.db"))
+    # The same schema as the last release's store migrated to the head.
+    (tmp_path / "v6").mkdir()
+    v6 = legacy_copy(tmp_path / "v6", "v6.db")
+    ServerStore(f"sqlite:///{v6}", clock=time.time).close()
+    assert schema(path) == schema(v6)
     old = store.get(1)
     assert old.spend_limit == SpendLimit(5.0, 1) and old.config.gpu == GpuSpec("T4", 1)
     assert old.kernel_specs is None and old.daily_stop is None
@@ -203,18 +217,25 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     store.close()
 
 
-def test_a_new_sqlite_store_has_exactly_the_last_releases_schema(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'new.db'}")
-    assert database.revision == Database.head_revision()
+def test_a_new_sqlite_store_has_exactly_the_last_releases_schema_migrated(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'new.db'}", migrate=False)
+    with database.transaction() as connection:
+        command.upgrade(database._alembic(connection), BASELINE_REVISION)
     database.close()
-    assert schema(tmp_path / "new.db") == since_baseline(schema(LEGACY / "v6.db"))
+    assert schema(tmp_path / "new.db") == schema(LEGACY / "v6.db")
+    # At the head, a new store and the last release's migrated are alike to the byte.
+    Database(f"sqlite:///{tmp_path / 'new.db'}").close()
+    Database(f"sqlite:///{legacy_copy(tmp_path, 'v6.db')}").close()
+    assert schema(tmp_path / "new.db") == schema(tmp_path / "servers.db")
 
 
 #: The columns the revisions since the baseline add (SQL as ALTER TABLE ADD COLUMN appends it)
 #: and their values in existing rows: 0002 ``servers.workspace``; 0003 ``hosts.gpu_fractions``,
-#: ``host_slices.gpu_fraction`` and ``host_slices.unix_user``.
+#: ``host_slices.gpu_fraction`` and ``host_slices.unix_user``; 0004 ``servers.owner`` and
+#: ``state_history.owner``.
 ADDED_COLUMNS: dict[str, tuple[str, tuple[Any, ...]]] = {
-    "servers": (", workspace TEXT", (None,)),
+    "servers": (", workspace TEXT, owner TEXT DEFAULT '' NOT NULL", (None, "")),
+    "state_history": (", owner TEXT DEFAULT '' NOT NULL", ("",)),
     "hosts": (", gpu_fractions TEXT DEFAULT '{}' NOT NULL", ("{}",)),
     "host_slices": (", gpu_fraction DOUBLE, unix_user TEXT DEFAULT '' NOT NULL", (None, "")),
 }

@@ -11,8 +11,15 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from ..errors import ComputeServersError, NotFoundError, PayloadTooLargeError, ValidationError
+from ..errors import (
+    ComputeServersError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ValidationError,
+)
 from ..models import parse_path_id
+from ..team import Identity, current_actor
 
 if TYPE_CHECKING:
     from ..billing.service import ComputeServerCosts
@@ -22,7 +29,9 @@ if TYPE_CHECKING:
     from ..manager import ComputeServerManager
     from ..mount.service import MountService
     from ..presenter import ServerPresenter
+    from ..store import ServerStore
     from ..sync.service import SyncService
+    from ..team import Team
 
 #: The resource name that authorizers see for every compute servers endpoint.
 AUTH_RESOURCE = "compute_servers"
@@ -69,8 +78,35 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
     def clouds(self) -> dict[str, Cloud]:
         return self.settings["compute_servers_clouds"]
 
+    @property
+    def team(self) -> Team:
+        return self.settings["compute_servers_team"]
+
+    @property
+    def store(self) -> ServerStore:
+        return self.settings["compute_servers_store"]
+
+    @property
+    def identity(self) -> Identity:
+        """Who is asking: the Hub user (team mode) or the local user (standalone)."""
+        return self.team.identity(self.current_user)
+
+    def require_admin(self, what: str) -> Identity:
+        """The caller, if a compute servers admin (always so standalone); else a 403."""
+        identity = self.identity
+        if not identity.admin:
+            raise ForbiddenError(
+                f"Only a compute servers admin may {what}; ask one (team_admin_users, "
+                f"team_admin_groups).",
+                field="user",
+            )
+        return identity
+
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
+        if self.current_user is not None:
+            # The audit's actor for what this request changes, and the work it begins.
+            current_actor.set(self.identity.name)
         # No request of this API needs a large body: refuse one before anything parses it.
         if len(self.request.body or b"") > MAX_BODY_BYTES:
             raise PayloadTooLargeError(
@@ -79,9 +115,23 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
                 field="body",
             )
 
-    def path_id(self, segment: str, field: str = "server_id", what: str = "compute server") -> int:
-        """An id from the URL, or a JSON 404 naming it (``servers/abc``)."""
-        return parse_path_id(segment, field, what)
+    def path_id(
+        self,
+        segment: str,
+        field: str = "server_id",
+        what: str = "compute server",
+        *,
+        owned: bool = True,
+    ) -> int:
+        """An id from the URL, or a JSON 404 naming it (``servers/abc``).
+
+        In team mode a server's id must also be the caller's own (``owned``): another user's
+        is the 404 of an unknown one here, before any service reads the tables keyed by it
+        (syncs, kernels, terminals), though the scoped store refuses it there too."""
+        number = parse_path_id(segment, field, what)
+        if owned and field == "server_id" and self.team.enabled:
+            self.manager.get_server(number)
+        return number
 
     def get_json_object(self, *, required: bool = False) -> dict[str, Any]:
         """The request body as a JSON object, or a 400 that says what is wrong with it.

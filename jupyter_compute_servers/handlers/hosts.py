@@ -11,6 +11,14 @@ from tornado import web
 from .base import AUTH_RESOURCE, ComputeServersAPIHandler
 
 
+class _SharedHostsMixin(ComputeServersAPIHandler):
+    def _shared_host_change(self, what: str) -> None:
+        """In team mode hosts are shared: only an admin changes them, or confirms the key a
+        machine answered with (a user could point a shared host at a machine they control)."""
+        if self.team.enabled:
+            self.require_admin(what)
+
+
 async def _python_needs_execute(handler: ComputeServersAPIHandler, body: dict[str, Any]) -> None:
     """A host's ``python`` is the program run there with the user's login: choosing it is
     running code, so it needs ``execute`` besides ``write``."""
@@ -25,7 +33,7 @@ async def _python_needs_execute(handler: ComputeServersAPIHandler, body: dict[st
         )
 
 
-class HostsHandler(ComputeServersAPIHandler):
+class HostsHandler(_SharedHostsMixin):
     """``GET /hosts``: registered hosts. ``POST /hosts``: register one."""
 
     @web.authenticated
@@ -37,6 +45,7 @@ class HostsHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
+        self._shared_host_change("register a host")
         body = self.get_json_object(required=True)
         await _python_needs_execute(self, body)
         host = await self.hosts.create(body)
@@ -44,7 +53,7 @@ class HostsHandler(ComputeServersAPIHandler):
         self.write_json(host.to_json(), status=201)
 
 
-class HostHandler(ComputeServersAPIHandler):
+class HostHandler(_SharedHostsMixin):
     """``GET``/``PATCH``/``DELETE /hosts/{id}`` (PATCH ``trust_host_key`` confirms its key)."""
 
     @web.authenticated
@@ -55,6 +64,7 @@ class HostHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def patch(self, host_id: str) -> None:
+        self._shared_host_change("change a host or confirm its key")
         body = self.get_json_object(required=True)
         await _python_needs_execute(self, body)
         host = await self.hosts.update(self.path_id(host_id, "host_id", "host"), body)
@@ -63,6 +73,7 @@ class HostHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def delete(self, host_id: str) -> None:
+        self._shared_host_change("delete a host")
         await self.hosts.delete(self.path_id(host_id, "host_id", "host"))
         self.set_status(204)
         self.finish()

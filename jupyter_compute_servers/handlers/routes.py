@@ -30,6 +30,7 @@ from .sync import (
     ServerSyncRunHandler,
     ServerSyncsHandler,
 )
+from .team import AuditHandler, TeamHandler
 from .terminals import (
     ServerSSHAccessHandler,
     ServerTerminalHandler,
@@ -51,6 +52,8 @@ _SYNC = r"(?P<sync_id>[^/]+)"
 def api_handlers() -> list[tuple[str, type]]:
     return [
         (rf"{API_PREFIX}/status", StatusHandler),
+        (rf"{API_PREFIX}/team", TeamHandler),
+        (rf"{API_PREFIX}/audit", AuditHandler),
         (rf"{API_PREFIX}/openapi.json", OpenAPIHandler),
         (rf"{API_PREFIX}/clouds", CloudsHandler),
         (rf"{API_PREFIX}/estimate", EstimateHandler),

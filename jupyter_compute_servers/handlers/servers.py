@@ -5,18 +5,27 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..errors import NotFoundError, ValidationError
 from ..models import DEPROVISION_WARNING
 from .base import ComputeServersAPIHandler
 
 
 class ServersHandler(ComputeServersAPIHandler):
-    """``GET /servers``: every server. ``POST /servers``: create one (deprovisioned)."""
+    """``GET /servers``: the caller's servers (``?scope=all``: everyone's, for an admin in
+    team mode, each with its owner). ``POST /servers``: create one (deprovisioned)."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        manager = self.manager
-        self.write_json({"servers": [self.presenter.to_json(s) for s in manager.list_servers()]})
+        scope = self.get_query_argument("scope", "mine")
+        if scope not in ("mine", "all"):
+            raise ValidationError("scope must be mine or all.", field="scope")
+        if scope == "all":
+            self.require_admin("list every user's compute servers")
+            servers = self.store.all_servers()
+        else:
+            servers = self.manager.list_servers()
+        self.write_json({"servers": [self.presenter.to_json(s) for s in servers]})
 
     @web.authenticated
     @authorized
@@ -33,8 +42,16 @@ class ServerHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        manager = self.manager
-        self.write_json(self.presenter.to_json(manager.get_server(self.path_id(server_id))))
+        server_number = self.path_id(server_id, owned=False)
+        try:
+            server = self.manager.get_server(server_number)
+        except NotFoundError:
+            # An admin sees another user's server too (only its owner acts on it); anyone
+            # else gets the same 404 for it as for an unknown id.
+            if not (self.team.enabled and self.identity.admin):
+                raise
+            server = self.store.get_any(server_number)
+        self.write_json(self.presenter.to_json(server))
 
     @web.authenticated
     @authorized

@@ -14,6 +14,7 @@ import {
   FormErrors,
   ICreateFormValues,
   initialValues,
+  quotaText,
   valuesForCloud
 } from '../servers/createForm';
 import { ServersModel } from '../servers/model';
@@ -423,5 +424,75 @@ describe('CreateServerDialog', () => {
       )
     ).toHaveLength(0);
     expect(await api.list()).toEqual([]);
+  });
+});
+
+describe('the quota before a create (team mode)', () => {
+  const TEAM = {
+    team_mode: true,
+    user: { name: 'alice', groups: ['course'], admin: false },
+    owner: 'alice',
+    quota: { running_servers: 2, gpus: 2 },
+    used: { running_servers: 1, gpus: 1 },
+    left: { running_servers: 1, gpus: 1 }
+  };
+
+  it('says what the owner may still start, and nothing without limits', () => {
+    expect(quotaText(TEAM)).toBe(
+      'You may start 1 more compute server (1 of 2 running); 1 of 2 GPUs left.'
+    );
+    expect(
+      quotaText({
+        ...TEAM,
+        quota: { running_servers: null, gpus: 1 },
+        left: { running_servers: null, gpus: 0 }
+      })
+    ).toBe('0 of 1 GPU left.');
+    const unlimited = { running_servers: null, gpus: null };
+    expect(quotaText({ ...TEAM, quota: unlimited, left: unlimited })).toBe(
+      null
+    );
+    expect(quotaText({ ...TEAM, team_mode: false })).toBe(null);
+  });
+
+  describe('in the dialog, from a real team-mode server', () => {
+    const api = new JupyterServer({
+      config: {
+        ComputeServersApp: {
+          team_mode: true,
+          quotas: { '*': { running_servers: 2, gpus: 1 } }
+        }
+      }
+    });
+    let model: ServersModel;
+
+    beforeAll(async () => {
+      (globalThis as any).IS_REACT_ACT_ENVIRONMENT = false;
+      await api.start();
+      model = new ServersModel(api.settings);
+      await model.refreshClouds();
+    }, 90000);
+    afterAll(async () => {
+      (globalThis as any).IS_REACT_ACT_ENVIRONMENT = true;
+      model.dispose();
+      await api.stop();
+    }, 90000);
+
+    it('shows it above the estimate', async () => {
+      const dialog = new CreateServerDialog(new CreateServerBody(model));
+      void dialog.launch();
+      try {
+        await until(
+          () =>
+            document.querySelector('.jp-Dialog .jp-ComputeServers-quota')
+              ?.textContent ===
+            'You may start 2 more compute servers (0 of 2 running); 1 of 1 GPU left.',
+          30000
+        );
+      } finally {
+        dialog.reject();
+        dialog.dispose();
+      }
+    });
   });
 });

@@ -174,6 +174,7 @@ export function makeServer(overrides: Partial<IServer> = {}): IServer {
   return {
     id: 1,
     name: 'box',
+    owner: 'me',
     color: '#1f77b4',
     notes: '',
     cloud: 'local',

@@ -102,10 +102,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List compute servers */
+        /**
+         * List compute servers
+         * @description The caller's servers. In team mode an admin may ask for everyone's (`scope=all`), each with its `owner`; anyone else is refused with 403.
+         */
         get: operations["listServers"];
         put?: never;
-        /** Create a compute server (it starts deprovisioned: configuration only, no cost) */
+        /**
+         * Create a compute server (it starts deprovisioned: configuration only, no cost)
+         * @description In team mode an access list (`access`) may keep the cloud, host, image or GPU type for other users: 403 naming the field.
+         */
         post: operations["createServer"];
         delete?: never;
         options?: never;
@@ -123,7 +129,10 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** One compute server */
+        /**
+         * One compute server
+         * @description In team mode another user's server is the same 404 as an unknown id, except for an admin, who sees it (with its owner).
+         */
         get: operations["getServer"];
         put?: never;
         post?: never;
@@ -133,7 +142,7 @@ export interface paths {
         head?: never;
         /**
          * Edit a compute server
-         * @description Name, color, notes, idle timeout, spend limit and daily stop time change any time. Machine type, CPU, memory, GPU type and count, and spot only when off or deprovisioned. Cloud, image, region and zone, and adding or removing GPUs only when deprovisioned. The disk may grow at any time (also while running) and shrinks only when deprovisioned.
+         * @description Name, color, notes, idle timeout, spend limit and daily stop time change any time. Machine type, CPU, memory, GPU type and count, and spot only when off or deprovisioned. Cloud, image, region and zone, and adding or removing GPUs only when deprovisioned. The disk may grow at any time (also while running) and shrinks only when deprovisioned. In team mode an access list (`access`) may keep the cloud, host, image or GPU type for other users: 403 naming the field.
          */
         patch: operations["updateServer"];
         trace?: never;
@@ -173,7 +182,7 @@ export interface paths {
         put?: never;
         /**
          * Start, stop, suspend, resume, reboot or deprovision a server
-         * @description Records the transitional state and answers 202 at once; the operation runs in the background and its progress and outcome arrive as events (and in GET). start: deprovisioned or off -> starting -> running. stop: running, suspended or error -> stopping -> off; a stop while starting cancels the start (a GPU still awaited, a Slurm job still pending, a machine booting), stops what it made, and ends off (or deprovisioned when nothing was made), the reason saying so; only the Jupyter server running the start can cancel it (409 otherwise). suspend: running -> suspending -> suspended (clouds that support it). resume: suspended -> starting -> running. reboot: running -> running. deprovision: off, running, suspended or error -> deprovisioning -> deprovisioned; needs `{"confirm": true}` because everything on the server's disk that was not synced back is lost.
+         * @description Records the transitional state and answers 202 at once; the operation runs in the background and its progress and outcome arrive as events (and in GET). start: deprovisioned or off -> starting -> running. stop: running, suspended or error -> stopping -> off; a stop while starting cancels the start (a GPU still awaited, a Slurm job still pending, a machine booting), stops what it made, and ends off (or deprovisioned when nothing was made), the reason saying so; only the Jupyter server running the start can cancel it (409 otherwise). suspend: running -> suspending -> suspended (clouds that support it). resume: suspended -> starting -> running. reboot: running -> running. deprovision: off, running, suspended or error -> deprovisioning -> deprovisioned; needs `{"confirm": true}` because everything on the server's disk that was not synced back is lost. In team mode an access list (`access`) may keep the cloud, host, image or GPU type for other users: 403 naming the field. A start or resume beyond the owner's quota is a 409 whose `field` names the quota (`quota.running_servers`, `quota.gpus`).
          */
         post: operations["serverAction"];
         delete?: never;
@@ -342,7 +351,7 @@ export interface paths {
         put?: never;
         /**
          * Register a host
-         * @description Its host key is pinned from ~/.ssh/known_hosts when it is there (then the inventory is taken at once); otherwise the key the host offers is kept as pending_host_key_fingerprint for the user to confirm with PATCH trust_host_key. Nothing logs in before that. Setting `python` needs the `execute` permission (it is the program run on the host).
+         * @description Its host key is pinned from ~/.ssh/known_hosts when it is there (then the inventory is taken at once); otherwise the key the host offers is kept as pending_host_key_fingerprint for the user to confirm with PATCH trust_host_key. Nothing logs in before that. Setting `python` needs the `execute` permission (it is the program run on the host). In team mode only an admin may do this (403 otherwise).
          */
         post: operations["createHost"];
         delete?: never;
@@ -365,13 +374,16 @@ export interface paths {
         get: operations["getHost"];
         put?: never;
         post?: never;
-        /** Forget a host (no servers may use it) */
+        /**
+         * Forget a host (no servers may use it)
+         * @description In team mode only an admin may do this (403 otherwise).
+         */
         delete: operations["deleteHost"];
         options?: never;
         head?: never;
         /**
          * Edit a host, or confirm its host key
-         * @description Changing hostname or port forgets the pinned key (it must be confirmed again). trust_host_key must be exactly the pending fingerprint shown; the key is then pinned and the inventory taken. Setting `python` needs the `execute` permission (it is the program run on the host).
+         * @description Changing hostname or port forgets the pinned key (it must be confirmed again). trust_host_key must be exactly the pending fingerprint shown; the key is then pinned and the inventory taken. Setting `python` needs the `execute` permission (it is the program run on the host). In team mode only an admin may do this (403 otherwise).
          */
         patch: operations["updateHost"];
         trace?: never;
@@ -650,6 +662,46 @@ export interface paths {
          * @description Unmounts (lazily: what a process has open stays usable until closed) and answers with what was mounted, or null when nothing was. Needs `execute`.
          */
         delete: operations["unmount"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/team": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Who is asking, whose servers these are, and the owner's quota and use
+         * @description Standalone: the local user, an admin, with no limits. In team mode (JupyterHub): the Hub user, their groups, whether they are an admin, and what the owner may still start (shown before a create).
+         */
+        get: operations["getTeam"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The audit log: who did what to which server (admins)
+         * @description The newest `limit` lines, oldest first, kept after the servers are deleted. `format=csv` answers the same lines as CSV.
+         */
+        get: operations["getAudit"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -937,6 +989,8 @@ export interface components {
             /** @description The live workspace mount made by this Jupyter server, or null. */
             mount: components["schemas"]["Mount"] | null;
             workspace: components["schemas"]["Workspace"];
+            /** @description Who owns it: the JupyterHub user (team mode) or the local user who created it; empty for servers made before owners were kept. */
+            owner: string;
         };
         HistoryEntry: {
             at: number;
@@ -1523,6 +1577,40 @@ export interface components {
             mode?: "synced" | "mounted" | "both";
             mount?: components["schemas"]["MountRequest"];
         };
+        /** @description Per field: a number, or null for no limit. */
+        Quota: {
+            running_servers: number | null;
+            gpus: number | null;
+        };
+        Team: {
+            team_mode: boolean;
+            /** @description Who is asking (from JupyterHub in team mode). */
+            user: {
+                name: string;
+                groups: string[];
+                admin: boolean;
+            };
+            /** @description Whose servers this Jupyter server manages. */
+            owner: string;
+            quota: components["schemas"]["Quota"];
+            used: {
+                running_servers: number;
+                gpus: number;
+            };
+            left: components["schemas"]["Quota"];
+        };
+        AuditEntry: {
+            /** @description Unix time. */
+            at: number;
+            /** @description Who did it. */
+            actor: string;
+            owner: string;
+            server_id: number | null;
+            server_name: string;
+            /** @description create, edit, delete, or a lifecycle action (start, stop, ...). */
+            action: string;
+            detail: string;
+        };
     };
     responses: {
         /** @description Not authenticated or not authorized. */
@@ -1683,7 +1771,10 @@ export interface operations {
     };
     listServers: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description `mine` (the caller's servers) or `all` (every user's: admins only). */
+                scope?: "mine" | "all";
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1699,6 +1790,15 @@ export interface operations {
                     "application/json": {
                         servers: components["schemas"]["Server"][];
                     };
+                };
+            };
+            /** @description Invalid `scope`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             403: components["responses"]["Forbidden"];
@@ -3188,6 +3288,63 @@ export interface operations {
                 };
             };
             502: components["responses"]["ServerUnreachable"];
+        };
+    };
+    getTeam: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller and the quota. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Team"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+        };
+    };
+    getAudit: {
+        parameters: {
+            query?: {
+                limit?: number;
+                format?: "json" | "csv";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The lines. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        entries: components["schemas"]["AuditEntry"][];
+                    };
+                    "text/csv": string;
+                };
+            };
+            /** @description Invalid `limit` or `format`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
         };
     };
 }

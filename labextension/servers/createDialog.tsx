@@ -16,7 +16,7 @@ import {
   ICreateFormValues,
   initialValues
 } from './createForm';
-import { IServer } from './types';
+import { IServer, ITeam } from './types';
 import { FormDialog } from '../formDialog';
 
 /** The create dialog's body: holds what was typed, and the server's complaints about it. */
@@ -39,7 +39,18 @@ export class CreateServerBody extends ReactWidget {
     });
     void this.catalog.load();
     this._estimate();
+    // The quota is a hint shown before a create: without it the form works the same.
+    void model.team().then(
+      team => {
+        this.team = team;
+        this._changed();
+      },
+      () => undefined
+    );
   }
+
+  /** Team mode's quota and use, once read. */
+  team: ITeam | null = null;
 
   values: ICreateFormValues;
   errors: FormErrors = {};
@@ -148,6 +159,7 @@ export class CreateServerBody extends ReactWidget {
         disabled={this.busy}
         catalog={this.catalog}
         estimate={this.estimate.state}
+        team={this.team}
         hoursPerDay={this.hoursPerDay}
         onHoursPerDay={text => {
           this.hoursPerDay = text;

@@ -24,7 +24,8 @@ import {
   ICloud,
   IServerConfig,
   IServerConfigFields,
-  IServerCreate
+  IServerCreate,
+  ITeam
 } from './types';
 
 export { hostGpus, hostOptionLabel } from '../create/hardwarePicker';
@@ -265,6 +266,8 @@ export interface ICreateFormProps {
   /** Hours running per day for the estimate's projection, as typed. */
   hoursPerDay?: string;
   onHoursPerDay?: (text: string) => void;
+  /** Team mode: the owner's quota and use (without it, or standalone, none is shown). */
+  team?: ITeam | null;
   /**
    * Called with how to change the values: a function of the latest values, since several
    * edits may come before the next render.
@@ -355,6 +358,7 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
       <Field name="color" label="Colour" error={errors.color}>
         {input('color', { type: 'color' })}
       </Field>
+      {props.team && <QuotaLine team={props.team} />}
       {cloud?.available && props.estimate && (
         <EstimateView
           state={props.estimate}
@@ -365,4 +369,35 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
       )}
     </div>
   );
+}
+
+/**
+ * Team mode's quota, shown before a create: "You may start 1 more compute server (1 of 2
+ * running); 1 of 2 GPUs left." Nothing standalone or without limits.
+ */
+export function quotaText(team: ITeam): string | null {
+  if (!team.team_mode) {
+    return null;
+  }
+  const parts: string[] = [];
+  const servers = team.quota.running_servers;
+  if (servers !== null) {
+    const left = team.left.running_servers ?? 0;
+    parts.push(
+      `You may start ${left} more compute server${left === 1 ? '' : 's'} ` +
+        `(${team.used.running_servers} of ${servers} running)`
+    );
+  }
+  const gpus = team.quota.gpus;
+  if (gpus !== null) {
+    parts.push(
+      `${team.left.gpus ?? 0} of ${gpus} GPU${gpus === 1 ? '' : 's'} left`
+    );
+  }
+  return parts.length ? parts.join('; ') + '.' : null;
+}
+
+function QuotaLine(props: { team: ITeam }): JSX.Element | null {
+  const text = quotaText(props.team);
+  return text ? <p className="jp-ComputeServers-quota">{text}</p> : null;
 }

@@ -10,6 +10,7 @@ import {
   IServer,
   IServerCreate,
   IServerUpdate,
+  ITeam,
   ServerAction
 } from './types';
 
@@ -143,6 +144,11 @@ export class ServersModel implements IComputeServersModel {
     return this._request<IImageCatalog>(
       includeUntested ? 'images?include_untested=true' : 'images'
     );
+  }
+
+  /** `GET team`: who is asking, and what the owner may still start. */
+  async team(): Promise<ITeam> {
+    return this._request<ITeam>('team');
   }
 
   /** `POST estimate`: changes nothing; a 400 names the input at fault. */

@@ -33,6 +33,8 @@ export type IProgress = NonNullable<Schemas['Server']['progress']>;
 
 /** One compute server, as `GET servers/{id}` answers. */
 export type IServer = Schemas['Server'];
+/** Who is asking, whose servers these are, and the owner's quota (`GET team`). */
+export type ITeam = Schemas['Team'];
 
 export type IRange = Schemas['Range'];
 

@@ -1,0 +1,248 @@
+"""Team mode: who a request comes from, who owns what, and each user's quotas.
+
+Standalone (the default) one person uses the extension: every server is owned by the local
+user, who is its admin, and nothing is limited beyond the existing settings.
+
+In team mode (``c.ComputeServersApp.team_mode = True``) each user's Jupyter server, spawned by
+JupyterHub, runs the extension on one shared database (``db_url``, PostgreSQL). The process
+belongs to one user (``JUPYTERHUB_USER``): its store sees only that user's servers, so every
+list, cost, kernel spec, health check and action is that user's alone, and another user's id is
+the same 404 as an unknown one. Who is asking, and in which Hub groups, comes from Jupyter's
+``current_user``, which ``jupyterhub.singleuser`` fills from the Hub's OAuth token (its
+``identify`` scope gives the name and groups). Admins are the users named in
+``team_admin_users``, the members of a Hub group of ``team_admin_groups``, or a Hub admin
+where the Hub says so: they also see everyone's servers (owner shown) and the audit log, and
+they alone change shared hosts.
+
+Quotas are checked inside the transaction that commits a start (the owner's named lock held),
+so two starts cannot both take the last of a quota; the host's GPUs themselves are claimed
+under the host's row lock (``hosts.HostStore.allocate``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import getpass
+import json
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from .errors import ConflictError, ForbiddenError, ValidationError
+from .models import State
+
+if TYPE_CHECKING:
+    from .store import ServerStore
+
+#: Who the current request (or the background work it began) acts for: the audit's actor.
+#: Tasks started by a request copy it, so an action's end is recorded as the same person's.
+current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "compute_servers_actor", default=None
+)
+
+#: States in which a server holds its resources (counts against ``running_servers``/``gpus``).
+HOLDING_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING, State.SUSPENDING})
+
+QUOTA_FIELDS = ("running_servers", "gpus")
+#: What an access list may keep for some users: ``"<kind>:<name>"``.
+ACCESS_KINDS = ("cloud", "host", "image", "gpu")
+
+
+def local_user() -> str:
+    """The owner of this process's servers: the Hub user, or the local account standalone."""
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The person behind a request."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    admin: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "groups": list(self.groups), "admin": self.admin}
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The most a user may hold at once; None: no limit."""
+
+    running_servers: int | None = None
+    gpus: int | None = None
+
+    def to_json(self) -> dict[str, int | None]:
+        return {"running_servers": self.running_servers, "gpus": self.gpus}
+
+
+def parse_quotas(value: Any) -> dict[str, Quota]:
+    """``c.ComputeServersApp.quotas``: ``{"*": {...}, "user:NAME": {...}, "group:NAME":
+    {...}}``, each ``{"running_servers": n, "gpus": n}`` (a missing field or null: no limit)."""
+    if not isinstance(value, dict):
+        raise ValidationError("quotas must be an object.", field="quotas")
+    quotas: dict[str, Quota] = {}
+    for key, entry in value.items():
+        if not isinstance(key, str) or not (
+            key == "*" or (key.startswith(("user:", "group:")) and len(key.split(":", 1)[1]) > 0)
+        ):
+            raise ValidationError(
+                f'quotas key {key!r} must be "*", "user:NAME" or "group:NAME".', field="quotas"
+            )
+        if not isinstance(entry, dict):
+            raise ValidationError(f"quotas[{key!r}] must be an object.", field="quotas")
+        limits: dict[str, int | None] = {}
+        for name, limit in entry.items():
+            if name not in QUOTA_FIELDS:
+                raise ValidationError(
+                    f"quotas[{key!r}] has an unknown field {name!r} (known: "
+                    f"{', '.join(QUOTA_FIELDS)}).",
+                    field="quotas",
+                )
+            if limit is not None and (
+                not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+            ):
+                raise ValidationError(
+                    f"quotas[{key!r}].{name} must be a whole number >= 0 or null.",
+                    field="quotas",
+                )
+            limits[name] = limit
+        quotas[key] = Quota(**limits)
+    return quotas
+
+
+def parse_access(value: Any) -> dict[str, frozenset[str]]:
+    """``c.ComputeServersApp.access``: ``{"cloud:gcp": ["alice", "group:staff"], "host:lab":
+    [...], "image:ID": [...], "gpu:TYPE": [...]}``. A resource listed is kept for the users
+    and Hub groups its list names (and admins); one not listed is open to everyone."""
+    if not isinstance(value, dict):
+        raise ValidationError("access must be an object.", field="access")
+    lists: dict[str, frozenset[str]] = {}
+    for key, allowed in value.items():
+        kind, _, name = str(key).partition(":")
+        if kind not in ACCESS_KINDS or not name:
+            raise ValidationError(
+                f"access key {key!r} must be KIND:NAME with KIND one of {', '.join(ACCESS_KINDS)}.",
+                field="access",
+            )
+        if not isinstance(allowed, list) or not all(
+            isinstance(a, str) and a and a != "group:" for a in allowed
+        ):
+            raise ValidationError(
+                f'access[{key!r}] must be a list of user names and "group:NAME"s.', field="access"
+            )
+        lists[key] = frozenset(allowed)
+    return lists
+
+
+def _most(values: list[int | None]) -> int | None:
+    return None if any(v is None for v in values) else max(v for v in values if v is not None)
+
+
+@dataclass
+class Team:
+    """This process's owner, the team settings, and the quota checks made inside the store's
+    transactions. One per process (``services.build_services``)."""
+
+    enabled: bool
+    owner: str
+    admin_users: frozenset[str] = frozenset()
+    admin_groups: frozenset[str] = frozenset()
+    quotas: dict[str, Quota] = field(default_factory=dict)
+    access: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Whether the owner is an admin, as their last request said.
+    owner_admin: bool = False
+    #: The owner's Hub groups, as the last request of the owner carried them (the quotas of a
+    #: start that a request began, checked later in the background, use them).
+    owner_groups: tuple[str, ...] = ()
+
+    def identity(self, user: Any) -> Identity:
+        """The Identity of Jupyter's ``current_user``: a ``JupyterHubUser`` under the Hub
+        (``hub_user`` is the Hub's user model), a plain ``User`` standalone."""
+        if not self.enabled:
+            return Identity(self.owner, (), True)
+        hub_user = getattr(user, "hub_user", None) or {}
+        name = str(hub_user.get("name") or getattr(user, "username", "") or "")
+        groups = tuple(sorted(str(g) for g in hub_user.get("groups") or ()))
+        admin = (
+            bool(hub_user.get("admin"))
+            or name in self.admin_users
+            or bool(self.admin_groups.intersection(groups))
+        )
+        if name == self.owner:
+            self.owner_groups = groups
+            self.owner_admin = admin
+        return Identity(name, groups, admin)
+
+    def check_access(self, kind: str, name: str, field: str) -> None:
+        """403 when the access list of ``kind:name`` does not name the owner or one of
+        their groups (admins, and anything not listed, are open)."""
+        if not self.enabled or self.owner_admin:
+            return
+        allowed = self.access.get(f"{kind}:{name}")
+        if allowed is None or self.owner in allowed:
+            return
+        if any(f"group:{group}" in allowed for group in self.owner_groups):
+            return
+        raise ForbiddenError(
+            f"{self.owner} may not use the {kind} {name!r}: its access list keeps it for "
+            f"others. Ask an admin to add you or one of your groups.",
+            field=field,
+        )
+
+    def quota_for(self, user: str, groups: tuple[str, ...]) -> Quota:
+        """A user's own entry, else the most generous of their groups', else ``"*"``'s."""
+        if not self.enabled:
+            return Quota()
+        if f"user:{user}" in self.quotas:
+            return self.quotas[f"user:{user}"]
+        mine = [self.quotas[f"group:{g}"] for g in groups if f"group:{g}" in self.quotas]
+        if mine:
+            return Quota(
+                running_servers=_most([q.running_servers for q in mine]),
+                gpus=_most([q.gpus for q in mine]),
+            )
+        return self.quotas.get("*", Quota())
+
+    def owner_quota(self) -> Quota:
+        return self.quota_for(self.owner, self.owner_groups)
+
+    def check_start(self, db: Connection, store: ServerStore, owner: str, config_json: str) -> None:
+        """Refuse (409, saying which quota and how much is left) a start that would go past
+        the owner's quota. Run in the transaction that commits the start, under the owner's
+        named lock, so two starts at once cannot both take the last of it."""
+        if not self.enabled:
+            return
+        quota = self.owner_quota() if owner == self.owner else self.quota_for(owner, ())
+        if quota.running_servers is None and quota.gpus is None:
+            return
+        store.database.lock(db, f"quota:{owner}")
+        used = store.holding(db, owner)
+        if quota.running_servers is not None and used["running_servers"] >= quota.running_servers:
+            raise ConflictError(
+                f"Quota reached: {owner} may have {quota.running_servers} compute server(s) "
+                f"running at once and has {used['running_servers']}. Stop one first, or ask an "
+                f"admin for a larger quota.",
+                field="quota.running_servers",
+                quota=quota.to_json(),
+                used=used,
+            )
+        wanted = gpu_count(config_json)
+        if quota.gpus is not None and wanted and used["gpus"] + wanted > quota.gpus:
+            left = max(quota.gpus - used["gpus"], 0)
+            raise ConflictError(
+                f"Quota reached: this server needs {wanted} GPU(s); {owner} has {left} of "
+                f"{quota.gpus} GPU(s) left. Stop a server with GPUs first, or ask an admin for "
+                f"a larger quota.",
+                field="quota.gpus",
+                quota=quota.to_json(),
+                used=used,
+            )
+
+
+def gpu_count(config_json: str) -> int:
+    """The GPUs a server's stored configuration asks for."""
+    gpu = json.loads(config_json).get("gpu") or {}
+    return int(gpu.get("count") or 0) if isinstance(gpu, dict) else 0

@@ -1,0 +1,191 @@
+"""A real JupyterHub for the team-mode tests: JupyterHub from PyPI, its proxy
+``configurable-http-proxy`` from npm (node_modules, see package.json), the DummyAuthenticator
+with two users (alice, bob) and an admin (root, in the Hub group ``compute-admins``), and
+the SimpleLocalProcessSpawner running each user's ``jupyterhub-singleuser`` with this
+extension in team mode on one PostgreSQL database.
+
+Users reach their servers through the proxy with Hub tokens, as the Lab does with its cookie:
+the singleuser server checks each token with the Hub, which answers who it is and in which
+groups. Everything runs on 127.0.0.1, in a temp dir; ``close`` ends the Hub, which ends the
+proxy and the user servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .postgres import free_port
+
+ROOT = Path(__file__).parent.parent
+PROXY = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+USERS = ("alice", "bob")
+ADMIN = "root"
+ADMIN_GROUP = "compute-admins"
+
+
+class Hub:
+    def __init__(self, db_url: str, **settings: Any) -> None:
+        """``settings``: more ``c.ComputeServersApp`` settings of every user's server."""
+        if not PROXY.exists():
+            raise RuntimeError(f"{PROXY} is missing: run npm install (make setup).")
+        self.dir = Path(tempfile.mkdtemp(prefix="compute-servers-hub-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(32)
+        self.tokens: dict[str, str] = {}
+        user_config = self.dir / "user-config"
+        user_config.mkdir()
+        (user_config / "jupyter_server_config.py").write_text(
+            "\n".join(
+                [
+                    "c.ServerApp.allow_root = True",
+                    "c.ComputeServersApp.team_mode = True",
+                    f"c.ComputeServersApp.db_url = {db_url!r}",
+                    f"c.ComputeServersApp.team_admin_groups = [{ADMIN_GROUP!r}]",
+                    "c.ComputeServersApp.health_check_interval = 0",
+                    *(
+                        f"c.ComputeServersApp.{name} = {json.dumps(value)}"
+                        for name, value in settings.items()
+                    ),
+                    "",
+                ]
+            )
+        )
+        config = self.dir / "jupyterhub_config.py"
+        config.write_text(
+            "\n".join(
+                [
+                    "import sys",
+                    "c.JupyterHub.ip = '127.0.0.1'",
+                    f"c.JupyterHub.port = {self.port}",
+                    "c.JupyterHub.hub_ip = '127.0.0.1'",
+                    f"c.JupyterHub.hub_port = {free_port()}",
+                    f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{free_port()}'",
+                    f"c.ConfigurableHTTPProxy.command = [{str(PROXY)!r}]",
+                    f"c.JupyterHub.db_url = 'sqlite:///{self.dir / 'hub.sqlite'}'",
+                    f"c.JupyterHub.cookie_secret_file = {str(self.dir / 'cookie_secret')!r}",
+                    f"c.JupyterHub.pid_file = {str(self.dir / 'hub.pid')!r}",
+                    "c.JupyterHub.authenticator_class = 'dummy'",
+                    f"c.Authenticator.allowed_users = {set(USERS)!r}",
+                    f"c.Authenticator.admin_users = {{{ADMIN!r}}}",
+                    f"c.JupyterHub.load_groups = {{{ADMIN_GROUP!r}: {{'users': [{ADMIN!r}]}}}}",
+                    "c.JupyterHub.spawner_class = 'simple'",
+                    f"c.SimpleLocalProcessSpawner.home_dir_template = "
+                    f"{str(self.dir / 'home' / '{username}')!r}",
+                    "c.Spawner.cmd = [sys.executable, '-m', 'jupyterhub.singleuser']",
+                    f"c.Spawner.environment = {{'JUPYTER_CONFIG_DIR': {str(user_config)!r}}}",
+                    "c.Spawner.start_timeout = 120",
+                    "c.Spawner.http_timeout = 120",
+                    f"c.JupyterHub.services = [{{'name': 'tests', 'api_token': {self.token!r}}}]",
+                    "c.JupyterHub.load_roles = [{'name': 'tests', 'services': ['tests'], "
+                    "'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', "
+                    "'admin:groups', 'read:users', 'read:hub']}]",
+                    "",
+                ]
+            )
+        )
+        self.log = open(self.dir / "hub.log", "wb")  # noqa: SIM115 (open while the Hub runs)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            cwd=self.dir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            self._wait(lambda: self.api("GET", "/info").ok, "the Hub to answer")
+        except BaseException:
+            self.close()
+            raise
+
+    # --- the Hub's REST API, as the tests' service ------------------------------------------
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return requests.request(
+                method,
+                f"{self.url}/hub/api{path}",
+                headers={"Authorization": f"token {self.token}"},
+                timeout=60,
+                **kwargs,
+            )
+        except requests.ConnectionError:
+            response = requests.Response()
+            response.status_code = 599
+            return response
+
+    def _wait(self, ready: Any, what: str, timeout: float = 150) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"JupyterHub exited waiting for {what}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Timed out waiting for {what}:\n{self.tail()}")
+            time.sleep(0.25)
+
+    def tail(self) -> str:
+        return (self.dir / "hub.log").read_text(errors="replace")[-4000:]
+
+    def start_server(self, user: str) -> str:
+        """Start ``user``'s server through the Hub; a token of theirs that reaches it."""
+        if user == ADMIN:
+            self.api("POST", f"/users/{user}")  # (admins are made at start, but harmless)
+        response = self.api("POST", f"/users/{user}/server")
+        assert response.status_code in (201, 202), (response.status_code, response.text)
+
+        def ready() -> bool:
+            model = self.api("GET", f"/users/{user}").json()
+            return bool((model.get("servers") or {}).get("", {}).get("ready"))
+
+        self._wait(ready, f"{user}'s server to start")
+        response = self.api(
+            "POST",
+            f"/users/{user}/tokens",
+            json={
+                "note": "tests",
+                "scopes": [
+                    f"access:servers!user={user}",
+                    f"read:users:name!user={user}",
+                    f"read:users:groups!user={user}",
+                ],
+            },
+        )
+        assert response.status_code == 201, (response.status_code, response.text)
+        self.tokens[user] = response.json()["token"]
+        return self.tokens[user]
+
+    def call(
+        self, user: str, method: str, path: str, *, body: Any = None, server: str | None = None
+    ) -> requests.Response:
+        """``user`` calling the compute servers API of ``server``'s (their own) Jupyter."""
+        return requests.request(
+            method,
+            f"{self.url}/user/{server or user}/compute-servers/api{path}",
+            headers={"Authorization": f"token {self.tokens[user]}"},
+            json=body,
+            timeout=60,
+            allow_redirects=False,
+        )
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            for user in (*USERS, ADMIN):
+                self.api("DELETE", f"/users/{user}/server")
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self.log.close()

@@ -1,0 +1,319 @@
+"""Team mode in the store, on one shared database: owners, quotas checked in the start's
+transaction (two starts racing for the last of a quota), the last GPU of a shared host raced
+for by two users, and an audit log that outlives the servers.
+
+Two processes are two ``ServerStore``s, each with its own ``Database`` (engine and pool), as
+two users' Jupyter servers have. The Hub's part (who is asking) is tests/test_team_hub.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from jupyter_compute_servers.db import Database
+from jupyter_compute_servers.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
+from jupyter_compute_servers.hosts import HostStore, Slice
+from jupyter_compute_servers.models import GpuSpec, ServerConfig, State
+from jupyter_compute_servers.store import ServerStore
+from jupyter_compute_servers.team import (
+    Identity,
+    Quota,
+    Team,
+    current_actor,
+    parse_access,
+    parse_quotas,
+)
+
+GPU = "NVIDIA A100-SXM4-80GB"
+
+
+def scoped(url: str, owner: str) -> ServerStore:
+    return ServerStore(Database(url), clock=time.time, owner=owner, scoped=True)
+
+
+def make(store: ServerStore, name: str, gpus: int = 0) -> int:
+    config = ServerConfig(cpu=1, memory_gb=1.0, gpu=GpuSpec(GPU, gpus) if gpus else None)
+    record = store.create(
+        name=name,
+        color="#1f77b4",
+        notes="",
+        cloud="ssh",
+        config=config,
+        idle_timeout_minutes=None,
+        spend_limit=None,
+    )
+    return record.id
+
+
+def test_each_user_sees_and_changes_only_their_own_servers(db_url):
+    alice, bob = scoped(db_url, "alice"), scoped(db_url, "bob")
+    mine = make(alice, "alice-box")
+    theirs = make(bob, "bob-box")
+    assert [s.name for s in alice.servers()] == ["alice-box"]
+    assert [s.owner for s in bob.servers()] == ["bob"]
+    # Another's id is the very answer an unknown id gets, for every read and change.
+    unknown = max(mine, theirs) + 100
+    for server_id in (mine, unknown):
+        for call in (
+            lambda i=server_id: bob.get(i),
+            lambda i=server_id: bob.transition(i, to=State.STARTING, action="start"),
+            lambda i=server_id: bob.update_fields(i, notes="mine now"),
+            lambda i=server_id: bob.delete(i),
+        ):
+            with pytest.raises(NotFoundError) as refused:
+                call()
+            assert refused.value.message == f"No compute server with id {server_id}."
+    assert alice.get(mine).notes == "" and alice.get(mine).state is State.DEPROVISIONED
+    assert [h.server_id for h in bob.history()] == [theirs]  # the history is scoped too
+    # The admin's view (unscoped reads) has everyone's, each with its owner.
+    assert [(s.name, s.owner) for s in bob.all_servers()] == [
+        ("alice-box", "alice"),
+        ("bob-box", "bob"),
+    ]
+    assert bob.get_any(mine).owner == "alice"
+    # Standalone (unscoped), a store sees everything as before, and stamps its owner.
+    plain = ServerStore(db_url, clock=time.time, owner="me")
+    assert {s.name for s in plain.servers()} == {"alice-box", "bob-box"}
+    assert plain.get(make(plain, "local")).owner == "me"
+    for store in (alice, bob, plain):
+        store.close()
+        store.database.close()
+
+
+def _waiter_blocked(url: str) -> bool:
+    """Whether a session of this database waits for an advisory lock (PostgreSQL)."""
+    probe = Database(url, migrate=False)
+    try:
+        with probe.read() as db:
+            return bool(
+                db.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    )
+                ).scalar()
+            )
+    finally:
+        probe.close()
+
+
+def test_two_starts_racing_for_the_last_of_a_quota_one_wins_one_is_told_why(postgres_server):
+    url = postgres_server.create_database()
+    team = Team(enabled=True, owner="alice", quotas={"*": Quota(running_servers=1, gpus=2)})
+    one, two = scoped(url, "alice"), scoped(url, "alice")  # two processes of one user
+    first, second = make(one, "first", gpus=1), make(one, "second", gpus=1)
+    outcomes: dict[str, Any] = {}
+
+    def admit_then_hold(store: ServerStore) -> Any:
+        def admit(db: Any, owner: str, config: str) -> None:
+            team.check_start(db, store, owner, config)
+            # Hold the decision open until the other start is waiting for the owner's
+            # lock: without that lock both would read "none running" and both would start.
+            deadline = time.monotonic() + 10
+            while not _waiter_blocked(url) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        return admit
+
+    def start(label: str, store: ServerStore, server_id: int, hold: bool) -> None:
+        try:
+            admit = (
+                admit_then_hold(store)
+                if hold
+                else (lambda db, owner, config: team.check_start(db, store, owner, config))
+            )
+            outcomes[label] = store.transition(
+                server_id, to=State.STARTING, action="start", admit=admit
+            )
+        except ConflictError as e:
+            outcomes[label] = e
+
+    holder = threading.Thread(target=start, args=("first", one, first, True))
+    holder.start()
+    time.sleep(0.2)  # (not a timing assertion: only lets the holder take the lock first)
+    racer = threading.Thread(target=start, args=("second", two, second, False))
+    racer.start()
+    holder.join(30)
+    racer.join(30)
+    assert outcomes["first"].state is State.STARTING
+    refusal = outcomes["second"]
+    assert isinstance(refusal, ConflictError), refusal
+    assert refusal.status == 409 and refusal.field == "quota.running_servers"
+    assert refusal.message.startswith(
+        "Quota reached: alice may have 1 compute server(s) running at once and has 1."
+    )
+    assert one.get(second).state is State.DEPROVISIONED
+    assert one.usage("alice") == {"running_servers": 1, "gpus": 1}
+    # The GPU quota says how many are left.
+    team.quotas = {"*": Quota(running_servers=5, gpus=2)}
+    third = make(one, "third", gpus=2)
+    with pytest.raises(ConflictError) as refused:
+        one.transition(
+            third,
+            to=State.STARTING,
+            action="start",
+            admit=lambda db, owner, config: team.check_start(db, one, owner, config),
+        )
+    assert "needs 2 GPU(s); alice has 1 of 2 GPU(s) left" in refused.value.message
+    for store in (one, two):
+        store.close()
+        store.database.close()
+
+
+def test_two_users_racing_for_a_hosts_last_gpu_one_gets_it_the_other_queues(postgres_server):
+    url = postgres_server.create_database()
+    alice, bob = scoped(url, "alice"), scoped(url, "bob")
+    inventory = {
+        "cpu_count": 8,
+        "memory_total": 32 * 2**30,
+        "gpus": [{"uuid": "GPU-0", "name": GPU}, {"uuid": "GPU-1", "name": GPU}],
+    }
+    hosts_a = HostStore(alice.database, clock=time.time)
+    hosts_b = HostStore(bob.database, clock=time.time)
+    host = hosts_a.create(
+        name="lab", hostname="127.0.0.1", port=22, username="u", inventory=inventory
+    )
+    held = make(alice, "holder", gpus=1)
+    assert isinstance(hosts_a.allocate(held, host, 1, 1.0, GpuSpec(GPU, 1)), Slice)
+    racers = {"alice": (hosts_a, make(alice, "a", gpus=1)), "bob": (hosts_b, make(bob, "b", 1))}
+    barrier = threading.Barrier(2)
+    results: dict[str, Any] = {}
+
+    def claim(user: str) -> None:
+        hosts, server_id = racers[user]
+        barrier.wait()
+        results[user] = hosts.allocate(server_id, host, 1, 1.0, GpuSpec(GPU, 1))
+
+    threads = [threading.Thread(target=claim, args=(user,)) for user in racers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    winners = [u for u, r in results.items() if isinstance(r, Slice)]
+    assert len(winners) == 1, results
+    loser = "bob" if winners == ["alice"] else "alice"
+    assert results[winners[0]].gpu_uuids == ["GPU-1"]
+    assert results[loser] == f"1 free {GPU} needed, 0 free"
+    assert hosts_a.queue_position(racers[loser][1]) == 1  # it waits, first in line
+    for store in (alice, bob):
+        store.close()
+        store.database.close()
+
+
+def test_the_audit_log_says_who_did_what_and_outlives_the_server(db_url):
+    store = scoped(db_url, "alice")
+    server_id = make(store, "short-lived")
+    store.update_fields(server_id, notes="for a paper")
+    store.update_fields(server_id, progress={"step": 1})  # bookkeeping: not audited
+    token = current_actor.set("root-admin")
+    try:
+        store.transition(server_id, to=State.STARTING, action="start", reason="start requested")
+    finally:
+        current_actor.reset(token)
+    store.transition(server_id, to=State.DEPROVISIONED, action="deprovision")
+    store.delete(server_id)
+    with pytest.raises(NotFoundError):
+        store.get(server_id)
+    entries = [(e.actor, e.owner, e.server_id, e.server_name, e.action) for e in store.audit()]
+    assert entries == [
+        ("alice", "alice", server_id, "short-lived", "create"),
+        ("alice", "alice", server_id, "short-lived", "edit"),
+        ("root-admin", "alice", server_id, "short-lived", "start"),
+        ("alice", "alice", server_id, "short-lived", "deprovision"),
+        ("alice", "alice", server_id, "short-lived", "delete"),
+    ]
+    assert store.audit()[1].detail == "notes"
+    # The history keeps the owner too, so a deleted server's spend stays its owner's.
+    assert {h.server_id for h in store.history()} == {server_id}
+    store.close()
+    store.database.close()
+
+
+def test_quotas_are_validated_and_the_most_generous_group_counts():
+    quotas = parse_quotas(
+        {
+            "*": {"running_servers": 1, "gpus": 0},
+            "group:staff": {"gpus": 4},
+            "group:course": {"running_servers": 2, "gpus": 1},
+            "user:carol": {"running_servers": 3},
+        }
+    )
+    team = Team(enabled=True, owner="alice", quotas=quotas)
+    assert team.quota_for("alice", ()) == Quota(1, 0)
+    assert team.quota_for("dave", ("course", "staff")) == Quota(None, 4)
+    assert team.quota_for("erin", ("course",)) == Quota(2, 1)
+    assert team.quota_for("carol", ("staff",)) == Quota(3, None)
+    assert Team(enabled=False, owner="me", quotas=quotas).quota_for("me", ()) == Quota()
+    for bad, says in (
+        ([], "quotas must be an object."),
+        ({"users:x": {}}, 'quotas key \'users:x\' must be "*", "user:NAME" or "group:NAME".'),
+        (
+            {"*": {"gpu": 1}},
+            "quotas['*'] has an unknown field 'gpu' (known: running_servers, gpus).",
+        ),
+        ({"*": {"gpus": -1}}, "quotas['*'].gpus must be a whole number >= 0 or null."),
+        ({"*": {"gpus": True}}, "quotas['*'].gpus must be a whole number >= 0 or null."),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            parse_quotas(bad)
+        assert (refused.value.message, refused.value.field) == (says, "quotas")
+
+
+def test_admins_come_from_the_settings_or_the_hub():
+    team = Team(
+        enabled=True,
+        owner="alice",
+        admin_users=frozenset({"root"}),
+        admin_groups=frozenset({"compute-admins"}),
+    )
+
+    class HubUser:
+        def __init__(self, model: dict[str, Any]) -> None:
+            self.hub_user = model
+            self.username = model["name"]
+
+    assert team.identity(HubUser({"name": "alice", "groups": ["course"]})) == Identity(
+        "alice", ("course",), False
+    )
+    assert team.owner_groups == ("course",)  # the owner's groups, for their quotas
+    assert team.identity(HubUser({"name": "bob", "groups": ["compute-admins"]})).admin
+    assert team.identity(HubUser({"name": "root", "groups": []})).admin
+    assert team.identity(HubUser({"name": "eve", "groups": [], "admin": True})).admin
+    assert team.owner_groups == ("course",)  # others' requests do not change them
+    assert Team(enabled=False, owner="me").identity(None) == Identity("me", (), True)
+
+
+def test_access_lists_keep_a_resource_for_the_users_and_groups_they_name():
+    access = parse_access(
+        {"cloud:gcp": ["alice", "group:staff"], "gpu:T4": ["group:course"], "host:lab": []}
+    )
+    team = Team(enabled=True, owner="bob", access=access)
+    team.check_access("cloud", "local", "cloud")  # not listed: open
+    with pytest.raises(ForbiddenError) as refused:
+        team.check_access("cloud", "gcp", "cloud")
+    assert refused.value.status == 403 and refused.value.field == "cloud"
+    assert refused.value.message == (
+        "bob may not use the cloud 'gcp': its access list keeps it for others. Ask an admin "
+        "to add you or one of your groups."
+    )
+    team.owner_groups = ("staff",)
+    team.check_access("cloud", "gcp", "cloud")  # by a group
+    with pytest.raises(ForbiddenError):
+        team.check_access("gpu", "T4", "config.gpu.type")
+    Team(enabled=True, owner="alice", access=access).check_access("cloud", "gcp", "cloud")
+    team.owner_admin = True
+    team.check_access("host", "lab", "config.extra.host")  # admins: everything
+    Team(enabled=False, owner="bob", access=access).check_access("host", "lab", "x")
+    for bad in ([], {"disk:x": []}, {"gpu:": []}, {"gpu:T4": "alice"}, {"gpu:T4": ["group:"]}):
+        with pytest.raises(ValidationError) as invalid:
+            parse_access(bad)
+        assert invalid.value.field == "access"
