@@ -5,6 +5,7 @@ finds no server error and no answer the document does not describe."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from importlib.resources import files
@@ -40,6 +41,23 @@ def jupyter(tmp_path: Path):
     )
     yield server, tmp_path
     server.stop()
+    # Mounts the fuzzer made on its servers and that outlived a Jupyter that had to be killed
+    # (dead, as a mount is after its Jupyter dies): unmounted, so the temp dir can go.
+    for point in mount_points_under(tmp_path):
+        subprocess.run(["fusermount3", "-u", "-z", point], check=False, capture_output=True)
+
+
+def mount_points_under(path: Path) -> list[str]:
+    with open("/proc/mounts", "rb") as f:
+        points = [line.split()[1] for line in f]
+    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
+    decoded = [
+        re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), p).decode(
+            "utf-8", "surrogateescape"
+        )
+        for p in points
+    ]
+    return [p for p in decoded if p.startswith(str(path) + "/")]
 
 
 @pytest.mark.timeout(MAX_SECONDS + 120)
