@@ -94,6 +94,9 @@ class Cloud(LoggingConfigurable):
     supports_suspend: ClassVar[bool] = False
     #: The configuration fields this cloud uses; others are refused with a 400.
     config_fields: ClassVar[frozenset[str]]
+    #: The catalogue's container image is the machine itself (a Kubernetes pod runs it):
+    #: kernels and terminals run in it directly, not in a container engine on it.
+    image_is_machine: ClassVar[bool] = False
 
     data_dir = Unicode(
         help="Directory for this cloud's files (sandboxes, caches). Set by the extension."
