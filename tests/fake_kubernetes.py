@@ -117,14 +117,20 @@ class FakeKubernetes:
         self.node_labels: dict[str, str] = {"kubernetes.io/hostname": "node-1"}
         self.gpus = 0
         self.unpullable: set[str] = set()
+        #: The StorageClass allows volume expansion.
+        self.expandable = True
         #: A ResourceQuota: {"name": ..., "hard": {"limits.nvidia.com/gpu": 2}}.
         self.quota: dict[str, Any] | None = None
         #: (verb, resource) pairs RBAC refuses: ("create", "pods").
         self.forbidden: set[tuple[str, str]] = set()
         #: Seconds a scheduled pod takes before its process runs (pulling the image).
         self.pull_delay = 0.0
-        #: PATH of the pods' containers (the image's: here, the test's Python first).
-        self.container_path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+        #: PATH of the pods' containers: Docker's default, with the test's Python first (the
+        #: image's Python with ipykernel).
+        self.container_path = (
+            f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+            "/sbin:/bin"
+        )
         self._rv = 0
         self._watchers: list[tuple[str, str, asyncio.Queue[dict[str, Any] | None]]] = []
         self._loop = asyncio.new_event_loop()
@@ -133,7 +139,7 @@ class FakeKubernetes:
         self._thread: threading.Thread | None = None
         self.port = 0
 
-    # --- running it ------------------------------------------------------------------------
+    # --- running it ------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
@@ -173,6 +179,11 @@ class FakeKubernetes:
                     await ws.close()
                 assert self._runner is not None
                 await self._runner.cleanup()
+                current = asyncio.current_task()
+                others = [t for t in asyncio.all_tasks() if t is not current]
+                for task in others:
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
 
             asyncio.run_coroutine_threadsafe(shut(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -230,7 +241,7 @@ class FakeKubernetes:
 
         self.run(evict)
 
-    # --- HTTP --------------------------------------------------------------------------------
+    # --- HTTP ------------------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -250,13 +261,16 @@ class FakeKubernetes:
             return status_error(404, "NotFound", "the server could not find the requested resource")
         namespace, resource, name, sub = match.groups()
         verb = {
-            "GET": "watch" if request.query.get("watch") in ("true", "True", "1") else
-            ("get" if name else "list"),
+            "GET": "watch"
+            if request.query.get("watch") in ("true", "True", "1")
+            else ("get" if name else "list"),
             "POST": "create",
             "DELETE": "delete",
             "PATCH": "patch",
         }.get(request.method, "")
-        if (verb, resource) in self.forbidden or (sub and ("create", f"pods/{sub}") in self.forbidden):
+        if (verb, resource) in self.forbidden or (
+            sub and ("create", f"pods/{sub}") in self.forbidden
+        ):
             return status_error(
                 403,
                 "Forbidden",
@@ -266,8 +280,13 @@ class FakeKubernetes:
                 kind=resource,
             )
         if namespace not in self.namespaces:
-            return status_error(404, "NotFound", f'namespaces "{namespace}" not found',
-                                name=namespace, kind="namespaces")
+            return status_error(
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
+                name=namespace,
+                kind="namespaces",
+            )
         if sub == "portforward":
             return await self._portforward(request, namespace, name)
         handler = getattr(self, f"_{resource}")
@@ -287,7 +306,7 @@ class FakeKubernetes:
         )
         return metadata
 
-    # --- claims and secrets -------------------------------------------------------------------
+    # --- claims and secrets ----------------------------------------------------------------------
 
     async def _persistentvolumeclaims(
         self, request: web.Request, verb: str, namespace: str, name: str | None, body: Any
@@ -295,9 +314,13 @@ class FakeKubernetes:
         if verb == "create":
             name = body["metadata"]["name"]
             if (namespace, name) in self.claims:
-                return status_error(409, "AlreadyExists",
-                                    f'persistentvolumeclaims "{name}" already exists',
-                                    name=name, kind="persistentvolumeclaims")
+                return status_error(
+                    409,
+                    "AlreadyExists",
+                    f'persistentvolumeclaims "{name}" already exists',
+                    name=name,
+                    kind="persistentvolumeclaims",
+                )
             self._metadata(body, namespace)
             # Assumed: a StorageClass that binds at once (volumeBindingMode Immediate).
             body["status"] = {
@@ -310,8 +333,30 @@ class FakeKubernetes:
             return web.json_response(body, status=201)
         claim = self.claims.get((namespace, str(name)))
         if claim is None:
-            return status_error(404, "NotFound", f'persistentvolumeclaims "{name}" not found',
-                                name=name, kind="persistentvolumeclaims")
+            return status_error(
+                404,
+                "NotFound",
+                f'persistentvolumeclaims "{name}" not found',
+                name=name,
+                kind="persistentvolumeclaims",
+            )
+        if verb == "patch":
+            size = (((body or {}).get("spec") or {}).get("resources") or {}).get("requests", {})
+            if "storage" in size:
+                if not self.expandable:
+                    return status_error(
+                        403,
+                        "Forbidden",
+                        f'persistentvolumeclaims "{name}" is forbidden: only dynamically '
+                        f"provisioned pvc can be resized and the storageclass that provisions "
+                        f"the pvc must support resize",
+                        name=name,
+                        kind="persistentvolumeclaims",
+                    )
+                claim["spec"]["resources"]["requests"]["storage"] = size["storage"]
+                # Assumed: the driver expands at once (real ones pass through Resizing).
+                claim["status"]["capacity"] = {"storage": size["storage"]}
+            return web.json_response(claim)
         if verb == "delete":
             # The pvc-protection finalizer: a claim a pod uses is deleted when the pod is.
             claim["metadata"]["deletionTimestamp"] = _now()
@@ -342,8 +387,13 @@ class FakeKubernetes:
         if verb == "create":
             name = body["metadata"]["name"]
             if (namespace, name) in self.secrets:
-                return status_error(409, "AlreadyExists", f'secrets "{name}" already exists',
-                                    name=name, kind="secrets")
+                return status_error(
+                    409,
+                    "AlreadyExists",
+                    f'secrets "{name}" already exists',
+                    name=name,
+                    kind="secrets",
+                )
             self._metadata(body, namespace)
             data = dict(body.get("data") or {})
             for key, value in (body.pop("stringData", None) or {}).items():
@@ -353,14 +403,15 @@ class FakeKubernetes:
             return web.json_response(body, status=201)
         secret = self.secrets.get((namespace, str(name)))
         if secret is None:
-            return status_error(404, "NotFound", f'secrets "{name}" not found',
-                                name=name, kind="secrets")
+            return status_error(
+                404, "NotFound", f'secrets "{name}" not found', name=name, kind="secrets"
+            )
         if verb == "delete":
             del self.secrets[(namespace, str(name))]
             return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
         return web.json_response(secret)
 
-    # --- events --------------------------------------------------------------------------------
+    # --- events ----------------------------------------------------------------------------------
 
     def _event(self, pod: FakePod, kind: str, reason: str, message: str, source: str) -> None:
         self.events.append(
@@ -397,8 +448,12 @@ class FakeKubernetes:
             and all(_field(e, k) == v for k, v in selector.items())
         ]
         return web.json_response(
-            {"kind": "EventList", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)},
-             "items": items}
+            {
+                "kind": "EventList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": items,
+            }
         )
 
     # --- pods ------------------------------------------------------------------------------------
@@ -440,8 +495,9 @@ class FakeKubernetes:
     def _create_pod(self, namespace: str, body: dict[str, Any]) -> web.StreamResponse:
         name = body["metadata"]["name"]
         if (namespace, name) in self.pods:
-            return status_error(409, "AlreadyExists", f'pods "{name}" already exists',
-                                name=name, kind="pods")
+            return status_error(
+                409, "AlreadyExists", f'pods "{name}" already exists', name=name, kind="pods"
+            )
         container = body["spec"]["containers"][0]
         gpus = int(container.get("resources", {}).get("limits", {}).get(GPU, 0))
         if self.quota is not None:
@@ -512,8 +568,11 @@ class FakeKubernetes:
             }
         ]
         self._event(
-            pod, "Normal", "Scheduled",
-            f"Successfully assigned {pod.namespace}/{pod.name} to node-1", "default-scheduler",
+            pod,
+            "Normal",
+            "Scheduled",
+            f"Successfully assigned {pod.namespace}/{pod.name} to node-1",
+            "default-scheduler",
         )
         self._changed("MODIFIED", pod)
         asyncio.get_running_loop().create_task(self._kubelet(pod))
@@ -538,8 +597,9 @@ class FakeKubernetes:
                 f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": '
                 f'failed to resolve reference "{image}": {image}: not found'
             )
-            self._event(pod, "Warning", "Failed", f'Failed to pull image "{image}": {detail}',
-                        "kubelet")
+            self._event(
+                pod, "Warning", "Failed", f'Failed to pull image "{image}": {detail}', "kubelet"
+            )
             state["state"] = {"waiting": {"reason": "ErrImagePull", "message": detail}}
             self._changed("MODIFIED", pod)
             await asyncio.sleep(0.2)
@@ -553,8 +613,9 @@ class FakeKubernetes:
         env = {"PATH": self.container_path, "TMPDIR": str(pod.directory)}
         mounts = self._mount(pod, container)
         if isinstance(mounts, str):
-            state["state"] = {"waiting": {"reason": "CreateContainerConfigError",
-                                          "message": mounts}}
+            state["state"] = {
+                "waiting": {"reason": "CreateContainerConfigError", "message": mounts}
+            }
             self._changed("MODIFIED", pod)
             return
         for variable in container.get("env", []):
@@ -566,7 +627,7 @@ class FakeKubernetes:
                 pod.ports[int(env[PORT_VARIABLE])] = s.getsockname()[1]
             env[PORT_VARIABLE] = str(pod.ports[int(env[PORT_VARIABLE])])
         log = open(pod.directory / "container.log", "ab")  # noqa: SIM115 - the process keeps it
-        pod.process = subprocess.Popen(
+        pod.process = subprocess.Popen(  # noqa: ASYNC220 - the fake kubelet starts it at once
             container["command"],
             env=env,
             cwd=mounts.get(container.get("workingDir", ""), str(pod.directory)),
@@ -574,9 +635,7 @@ class FakeKubernetes:
             stderr=log,
             start_new_session=True,
         )
-        state.update(
-            ready=True, started=True, state={"running": {"startedAt": _now()}}
-        )
+        state.update(ready=True, started=True, state={"running": {"startedAt": _now()}})
         pod.status.update(phase="Running", podIP="10.0.0.2", startTime=_now())
         pod.status["conditions"].append({"type": "Ready", "status": "True"})
         self._changed("MODIFIED", pod)
@@ -608,8 +667,7 @@ class FakeKubernetes:
 
     async def _reap(self, pod: FakePod, process: subprocess.Popen[bytes]) -> None:
         """The container's process ended by itself: the pod fails (restartPolicy Never)."""
-        while process.poll() is None:
-            await asyncio.sleep(0.1)
+        await asyncio.get_running_loop().run_in_executor(None, process.wait)
         if pod.process is not process or self._gone(pod):
             return
         pod.process = None
@@ -633,9 +691,8 @@ class FakeKubernetes:
         self._schedule_pending()
 
     def _gone(self, pod: FakePod) -> bool:
-        return (
-            self.pods.get((pod.namespace, pod.name)) is not pod
-            or bool(pod.body["metadata"].get("deletionTimestamp"))
+        return self.pods.get((pod.namespace, pod.name)) is not pod or bool(
+            pod.body["metadata"].get("deletionTimestamp")
         )
 
     def _free(self, pod: FakePod) -> None:
@@ -665,7 +722,7 @@ class FakeKubernetes:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
 
-    # --- watch ---------------------------------------------------------------------------------
+    # --- watch -----------------------------------------------------------------------------------
 
     def _changed(self, kind: str, pod: FakePod) -> None:
         pod.body["metadata"]["resourceVersion"] = self._next_rv()
@@ -711,7 +768,7 @@ class FakeKubernetes:
             await response.write_eof()
         return response
 
-    # --- port-forward ------------------------------------------------------------------------------
+    # --- port-forward ----------------------------------------------------------------------------
 
     async def _portforward(
         self, request: web.Request, namespace: str, name: str
@@ -721,7 +778,8 @@ class FakeKubernetes:
             return status_error(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
         if pod.status.get("phase") != "Running":
             return status_error(
-                400, "BadRequest",
+                400,
+                "BadRequest",
                 f"unable to upgrade connection: pod {name} is not running",
             )
         port = int(request.query.get("ports", "0"))

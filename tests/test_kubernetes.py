@@ -121,7 +121,10 @@ async def test_a_kernel_runs_in_a_pod_and_the_disk_outlives_a_stop(fake, tmp_pat
                 "limits": {"cpu": "2", "memory": "1536Mi"},
             }
             assert spec["automountServiceAccountToken"] is False
-            assert spec["volumes"][0] == {"name": "disk", "persistentVolumeClaim": {"claimName": name}}
+            assert spec["volumes"][0] == {
+                "name": "disk",
+                "persistentVolumeClaim": {"claimName": name},
+            }
             assert "nodeSelector" not in spec and "tolerations" not in spec
 
             await wait_until(lambda: manager.get_server(server.id).kernel_specs)
@@ -177,3 +180,254 @@ async def test_a_kernel_runs_in_a_pod_and_the_disk_outlives_a_stop(fake, tmp_pat
 
 def test_the_pod_command_is_valid_shell():
     subprocess.run(["sh", "-n", "-c", SSHD_SCRIPT], check=True)
+
+
+# --- GPUs: node selector, tolerations, limits; waiting for a free GPU -------------------------
+
+
+async def test_a_gpu_server_waits_for_a_free_gpu_saying_why_then_runs(fake, tmp_path):
+    fake.node_labels["nvidia.com/gpu.product"] = "Tesla-T4"
+    fake.gpus = 0  # every GPU of the node is taken: the scheduler leaves the pod Pending
+    cloud = make_cloud(fake, tmp_path)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        events = recorded_events(manager)
+        server = create(manager, "gpu", gpu={"type": "nvidia-t4", "count": 1})
+        manager.request_action(server.id, "start")
+        waiting = "Waiting for a node: No node can take the pod now: 1 node(s) lack the free GPU"
+        await wait_until(lambda: any(p.startswith(waiting) for p in progress_of(events)))
+        spec = fake.pod().body["spec"]
+        assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "Tesla-T4"}
+        assert spec["tolerations"] == T4["tolerations"]
+        assert spec["containers"][0]["resources"]["limits"][GPU] == "1"
+        assert manager.get_server(server.id).state is not State.RUNNING
+
+        def free_a_gpu() -> None:  # another user's pod ends: the scheduler retries
+            fake.gpus = 1
+            fake._schedule_pending()
+
+        fake.run(free_a_gpu)
+        await manager.wait_for_action(server.id)
+        server = manager.get_server(server.id)
+        assert server.state is State.RUNNING, server.state_reason
+        assert fake.gpus == 0
+        await act(manager, server.id, "stop")
+        assert fake.gpus == 1  # the pod's GPU is given back with the pod; the disk stays
+        assert len(fake.claims) == 1
+
+
+async def test_a_pod_unschedulable_past_the_timeout_fails_with_the_reason_and_advice(
+    fake, tmp_path
+):
+    fake.node_labels["nvidia.com/gpu.product"] = "Tesla-T4"
+    cloud = make_cloud(fake, tmp_path, schedule_timeout=0.3)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        server = create(manager, "gpu", gpu={"type": "nvidia-t4", "count": 2})
+        server = await act(manager, server.id, "start")
+        assert server.state is State.OFF
+        assert "1 node(s) lack the free GPU it asks for (nvidia.com/gpu)" in server.state_reason
+        assert "Waited 0.3 s" in server.state_reason
+        assert "try later, fewer GPUs or another GPU type" in server.state_reason
+        # The pending pod is deleted (it would take the GPU whenever one frees); the disk stays.
+        assert fake.pods == {} and len(fake.claims) == 1
+
+
+async def test_a_node_selector_no_node_matches_is_said(fake, tmp_path):
+    cloud = make_cloud(fake, tmp_path, schedule_timeout=0.2)
+    fake.gpus = 4  # GPUs, but the node is not labelled as a T4 node
+    async with k8s_manager(tmp_path, cloud) as manager:
+        server = create(manager, "gpu", gpu={"type": "nvidia-t4", "count": 1})
+        server = await act(manager, server.id, "start")
+        assert server.state is State.OFF
+        assert "1 node(s) are not of its GPU type (node selector)" in server.state_reason
+
+
+# --- errors in words -----------------------------------------------------------------------
+
+
+async def test_an_image_that_cannot_be_pulled_fails_the_start_with_the_registry_s_answer(
+    fake, tmp_path
+):
+    fake.unpullable.add("registry.example/missing:1")
+    cloud = make_cloud(fake, tmp_path, default_image="registry.example/missing:1")
+    async with k8s_manager(tmp_path, cloud) as manager:
+        events = recorded_events(manager)
+        server = create(manager)
+        server = await act(manager, server.id, "start")
+        assert server.state is State.OFF
+        reason = server.state_reason
+        assert (
+            "The cluster cannot pull image registry.example/missing:1 (ImagePullBackOff" in reason
+        )
+        # The kubelet's event says what the registry answered.
+        assert (
+            'Failed to pull image "registry.example/missing:1"' in reason and "not found" in reason
+        )
+        assert "imagePullSecret" in reason
+        assert any(
+            p.startswith("Pulling image registry.example/missing:1 failed once")
+            for p in progress_of(events)
+        ), progress_of(events)
+        assert fake.pods == {}
+
+
+async def test_an_exceeded_quota_names_the_quota_and_what_to_do(fake, tmp_path):
+    fake.node_labels["nvidia.com/gpu.product"] = "Tesla-T4"
+    fake.gpus = 8
+    fake.quota = {"name": "gpu-quota", "hard": {f"limits.{GPU}": 1}}
+    cloud = make_cloud(fake, tmp_path)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        server = create(manager, "gpu", gpu={"type": "nvidia-t4", "count": 2})
+        server = await act(manager, server.id, "start")
+        assert server.state is State.OFF
+        assert server.state_reason == "start failed: " + (
+            f"Could not create pod {server.cloud_data['name']}: namespace {fake.namespace} has "
+            f"no room left in its ResourceQuota gpu-quota (requested limits.nvidia.com/gpu=2, in "
+            f"use limits.nvidia.com/gpu=0, limit limits.nvidia.com/gpu=1). Stop or deprovision "
+            f"another server there, ask for less, or ask the cluster's administrators to raise "
+            f"the quota."
+        )
+        assert fake.pods == {}
+        # Within the quota it starts.
+        server = await manager.update_server(
+            server.id, {"config": {"gpu": {"type": "nvidia-t4", "count": 1}}}
+        )
+        server = await act(manager, server.id, "start")
+        assert server.state is State.RUNNING, server.state_reason
+
+
+async def test_rbac_refusals_and_bad_credentials_make_the_cloud_unavailable_with_why(
+    fake, tmp_path
+):
+    fake.forbidden.add(("list", "pods"))
+    cloud = make_cloud(fake, tmp_path)
+    try:
+        available, reason = await cloud.availability()
+        assert not available
+        assert reason.startswith(
+            f"Could not list pods in namespace {fake.namespace}: the Kubernetes API forbids it"
+        )
+        assert 'cannot list resource "pods"' in reason and "Role in the README" in reason
+    finally:
+        await cloud.close()
+    fake.forbidden.clear()
+    stale = make_cloud(
+        fake, tmp_path, kubeconfig=str(fake.kubeconfig(tmp_path / "stale", token="expired"))
+    )
+    try:
+        available, reason = await stale.availability()
+        assert not available and "did not accept the credentials" in reason
+    finally:
+        await stale.close()
+    missing = make_cloud(fake, tmp_path, namespace="nowhere")
+    try:
+        available, reason = await missing.availability()
+        assert not available and "namespace nowhere does not exist" in reason
+    finally:
+        await missing.close()
+    absent = make_cloud(fake, tmp_path, kubeconfig=str(tmp_path / "no-such-kubeconfig"))
+    try:
+        available, reason = await absent.availability()
+        assert not available and reason.startswith("Cannot load the Kubernetes configuration")
+    finally:
+        await absent.close()
+
+
+async def test_an_evicted_pod_is_recorded_off_with_the_kubelet_s_reason(fake, tmp_path):
+    cloud = make_cloud(fake, tmp_path)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager).id, "start")
+        assert server.state is State.RUNNING, server.state_reason
+        fake.evict(server.cloud_data["name"])
+        status = await cloud.status(server.id, server.cloud_data)
+        assert status.state is State.OFF
+        assert status.reason == (
+            "Kubernetes ended the pod: Evicted: The node was low on resource: memory."
+        )
+        # Starting again replaces the failed pod.
+        await act(manager, server.id, "stop")
+        server = await act(manager, server.id, "start")
+        assert server.state is State.RUNNING, server.state_reason
+
+
+async def test_an_image_without_sshd_fails_the_start_with_the_pod_s_own_words(fake, tmp_path):
+    # The container cannot find sshd (an image without openssh-server): the pod fails, and its
+    # log (terminationMessagePolicy FallbackToLogsOnError) is the reason.
+    cloud = make_cloud(fake, tmp_path)
+    fake.container_path = "/usr/bin:/bin"  # no sbin directories: no sshd on PATH
+    async with k8s_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager).id, "start")
+        assert server.state is State.OFF
+        assert "this image has no OpenSSH server (sshd): install openssh-server" in (
+            server.state_reason
+        )
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "words"),
+    [
+        ({"gpu": {"type": "a100", "count": 1}}, "config.gpu.type", "offered: nvidia-t4"),
+        ({"gpu": {"type": "nvidia-t4", "count": 3}}, "config.gpu.count", "at most 2"),
+        ({"cpu": 65}, "config.cpu", "at most 64"),
+        ({"memory_gb": 0.1}, "config.memory_gb", "between 0.25"),
+        ({"disk_gb": 4096}, "config.disk_gb", "at most 2048"),
+        ({"zone": "x"}, "config.zone", "does not apply to the kubernetes cloud"),
+        ({"extra": {"node": "a"}}, "config.extra.node", "has none"),
+    ],
+)
+async def test_configuration_errors_name_the_field(fake, tmp_path, config, field, words):
+    cloud = make_cloud(fake, tmp_path)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        with pytest.raises(ValidationError) as raised:
+            create(manager, **config)
+        assert raised.value.field == field and words in raised.value.message
+
+
+async def test_offerings_and_prices(fake, tmp_path):
+    cloud = make_cloud(
+        fake,
+        tmp_path,
+        cpu_hourly_rate=0.02,
+        memory_gb_hourly_rate=0.005,
+        disk_gb_hourly_rate=0.0001,
+    )
+    async with k8s_manager(tmp_path, cloud):
+        offerings = cloud.offerings()
+        assert offerings["gpus"] == [{"type": "nvidia-t4", "label": "NVIDIA T4", "max_count": 2}]
+        ids = {image["id"] for image in offerings["images"]}
+        assert {"python", "scipy", "pytorch"} <= ids  # container images are pods' images
+        config = cloud.make_config(
+            {
+                "cpu": 4,
+                "memory_gb": 16,
+                "disk_gb": 100,
+                "gpu": {"type": "nvidia-t4", "count": 2},
+                "image": "pytorch",
+                "image_tag": cloud._services.images.get("pytorch")["versions"][0]["tag"],
+            }
+        )
+        rates = cloud.price(config)
+        assert rates is not None
+        assert float(rates.running.hourly) == pytest.approx(
+            4 * 0.02 + 16 * 0.005 + 100 * 0.0001 + 2 * 0.5
+        )
+        assert float(rates.off.hourly) == pytest.approx(100 * 0.0001)
+
+
+async def test_a_bigger_disk_grows_the_claim_and_a_class_without_expansion_says_so(fake, tmp_path):
+    cloud = make_cloud(fake, tmp_path)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager, disk_gb=5).id, "start")
+        server = await act(manager, server.id, "stop")
+        name = server.cloud_data["name"]
+        server = await manager.update_server(server.id, {"config": {"disk_gb": 8}})
+        assert server.config.disk_gb == 8
+        claim = fake.claims[(fake.namespace, name)]
+        assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+        fake.expandable = False
+        with pytest.raises(Exception) as raised:
+            await manager.update_server(server.id, {"config": {"disk_gb": 9}})
+        assert "must allow volume expansion (allowVolumeExpansion: true)" in str(raised.value)
+        assert manager.get_server(server.id).config.disk_gb == 8

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -64,6 +65,14 @@ class KubeAPI:
             ) from None
 
 
+def _pod_namespace() -> str:
+    """The namespace of the pod Jupyter runs in ("" when unknown)."""
+    try:
+        return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
+    except OSError:
+        return ""
+
+
 async def connect(
     *, kubeconfig: str, context: str, in_cluster: bool | None, namespace: str
 ) -> KubeAPI:
@@ -79,12 +88,7 @@ async def connect(
         if use_cluster:
             config.load_incluster_config(client_configuration=configuration)
             where = "this cluster (in-cluster service account)"
-            if not namespace:
-                try:
-                    with open(SERVICE_ACCOUNT_NAMESPACE) as f:
-                        namespace = f.read().strip()
-                except OSError:
-                    namespace = ""
+            namespace = namespace or _pod_namespace()
         else:
             path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
             await config.load_kube_config(

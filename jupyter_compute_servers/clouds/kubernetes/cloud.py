@@ -67,7 +67,7 @@ class KubernetesCloud(Cloud):
     )
     image_is_machine: ClassVar[bool] = True
 
-    # --- where -----------------------------------------------------------------------------
+    # --- where -----------------------------------------------------------------------------------
 
     kubeconfig = Unicode(
         "",
@@ -90,7 +90,7 @@ class KubernetesCloud(Cloud):
         "'default'.",
     ).tag(config=True)
 
-    # --- what a server is ----------------------------------------------------------------------
+    # --- what a server is ------------------------------------------------------------------------
 
     name_prefix = Unicode("jcs", help="The start of pod, claim and secret names.").tag(config=True)
     default_image = Unicode(
@@ -137,12 +137,10 @@ class KubernetesCloud(Cloud):
         ),
     ).tag(config=True)
     max_cpu = Int(64, help="The most CPUs a server may ask for.").tag(config=True)
-    max_memory_gb = Float(512.0, help="The most memory (GB) a server may ask for.").tag(
-        config=True
-    )
+    max_memory_gb = Float(512.0, help="The most memory (GB) a server may ask for.").tag(config=True)
     max_disk_gb = Int(2048, help="The largest disk (GB) a server may ask for.").tag(config=True)
 
-    # --- prices (a private cluster charges internally, or not at all) ---------------------------
+    # --- prices (a private cluster charges internally, or not at all) ----------------------------
 
     cpu_hourly_rate = Float(0.0, help="Charged per CPU and hour while running.").tag(config=True)
     memory_gb_hourly_rate = Float(0.0, help="Charged per GB of memory and hour while running.").tag(
@@ -152,7 +150,7 @@ class KubernetesCloud(Cloud):
         config=True
     )
 
-    # --- time ----------------------------------------------------------------------------------
+    # --- time ------------------------------------------------------------------------------------
 
     schedule_timeout = Float(
         600.0,
@@ -233,7 +231,7 @@ class KubernetesCloud(Cloud):
                 )
             return self._api
 
-    # --- offerings -------------------------------------------------------------------------
+    # --- offerings -------------------------------------------------------------------------------
 
     async def availability(self) -> tuple[bool, str]:
         now = time.monotonic()
@@ -289,7 +287,7 @@ class KubernetesCloud(Cloud):
                 if tags:
                     images.append({"id": image["id"], "label": image["label"], "tags": tags})
         return {
-            "namespace": self.namespace or None,
+            "namespace": self._api.namespace if self._api else (self.namespace or None),
             "images": images,
             "cpu": {"min": 1, "max": self.max_cpu},
             "memory_gb": {"min": 0.25, "max": self.max_memory_gb},
@@ -397,7 +395,7 @@ class KubernetesCloud(Cloud):
     def _labels(self, server_id: int) -> dict[str, str]:
         return pod.labels(server_id, self._installation_id())
 
-    # --- lifecycle ---------------------------------------------------------------------------------
+    # --- lifecycle -------------------------------------------------------------------------------
 
     async def create(self, op: Operation) -> None:
         await self._start(op, new=True)
@@ -478,7 +476,9 @@ class KubernetesCloud(Cloud):
             name,
             config,
             image=image,
-            pull_policy="Always" if image.endswith(":latest") or ":" not in image else "IfNotPresent",
+            pull_policy="Always"
+            if image.endswith(":latest") or ":" not in image
+            else "IfNotPresent",
             home=self.home,
             ssh_port=self.ssh_port,
             gpu_resource=self.gpu_resource,
@@ -608,8 +608,11 @@ class KubernetesCloud(Cloud):
             c.get("type") == "PodScheduled" and c.get("status") == "True"
             for c in status["conditions"]
         ):
-            return f"Pod {name} is on node {body.get('spec', {}).get('nodeName') or '?'}: " \
-                f"pulling image {image} and starting it", False
+            return (
+                f"Pod {name} is on node {body.get('spec', {}).get('nodeName') or '?'}: "
+                f"pulling image {image} and starting it",
+                False,
+            )
         return f"Waiting for the cluster to schedule pod {name}", False
 
     async def _last_event(self, api: KubeAPI, name: str, namespace: str, reason: str) -> str:
@@ -653,8 +656,7 @@ class KubernetesCloud(Cloud):
             body = await self._read_pod(api, name, namespace)
             if body is None or (body.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
                 raise OperationFailed(
-                    f"Pod {name} ended before its SSH server answered: "
-                    f"{errors.ended(body or {})}",
+                    f"Pod {name} ended before its SSH server answered: {errors.ended(body or {})}",
                     state=State.OFF.value,
                 )
             await asyncio.sleep(self.poll_interval)
@@ -691,6 +693,42 @@ class KubernetesCloud(Cloud):
             await asyncio.sleep(self.poll_interval)
         await self._delete(api, f"delete Secret {name}", api.core.delete_namespaced_secret, op)
         op.remember(host_key=None)
+
+    # --- the disk grows --------------------------------------------------------------------------
+
+    async def reconfigure(self, op: Operation, config: ServerConfig) -> None:
+        """CPUs, memory, GPUs and image apply at the next start (a new pod is made from the
+        configuration); a bigger disk grows the claim now."""
+        self.check_config(config)
+        if op.cloud_data.get("name") and (config.disk_gb or 0) > (op.config.disk_gb or 0):
+            await self._grow_claim(op, int(config.disk_gb or 0))
+
+    async def resize_disk(self, op: Operation, disk_gb: int) -> None:
+        """Grow the claim of a running server. Volume expansion is the storage driver's: most
+        CSI drivers grow the filesystem online; others at the next start of the pod."""
+        if op.cloud_data.get("name"):
+            await self._grow_claim(op, disk_gb)
+
+    async def _grow_claim(self, op: Operation, disk_gb: int) -> None:
+        api = await self.api()
+        name = str(op.cloud_data["name"])
+        op.progress(f"Growing disk (PersistentVolumeClaim {name}) to {disk_gb} GB", 0.3)
+        try:
+            await api.call(
+                f"grow PersistentVolumeClaim {name} to {disk_gb} GB",
+                api.core.patch_namespaced_persistent_volume_claim,
+                name,
+                self._namespace(op, api),
+                {"spec": {"resources": {"requests": {"storage": f"{disk_gb}Gi"}}}},
+            )
+        except KubeError as e:
+            if e.http_status in (403, 422) and "resize" in e.message:
+                raise CloudError(
+                    f"{e.message} The disk's StorageClass must allow volume expansion "
+                    f"(allowVolumeExpansion: true); ask the cluster's administrators, or keep "
+                    f"the size."
+                ) from None
+            raise
 
     # --- status and SSH --------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ _QUOTA = re.compile(
 )
 #: Parts of the scheduler's "0/3 nodes are available: 2 Insufficient nvidia.com/gpu, 1 node(s)
 #: had untolerated taint {...}. preemption: ..." message.
-_INSUFFICIENT = re.compile(r"(\d+) Insufficient ([\w./-]+)")
+_INSUFFICIENT = re.compile(r"(\d+) Insufficient ([\w./-]*\w)")
 _NOT_MATCHING = re.compile(r"(\d+) node\(s\) didn't match Pod's node affinity/selector")
 _TAINTED = re.compile(r"(\d+) node\(s\) had untolerated taint \{([^}]*)\}")
 _UNBOUND = re.compile(r"unbound immediate PersistentVolumeClaims|pod has unbound")

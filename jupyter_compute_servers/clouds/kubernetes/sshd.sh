@@ -15,10 +15,8 @@ mkdir -m 700 -p "$dir"
 cp "$JCS_SSH_DIR/ssh_host_ed25519_key" "$dir/ssh_host_ed25519_key"
 cp "$JCS_SSH_DIR/authorized_keys" "$dir/authorized_keys"
 chmod 600 "$dir/ssh_host_ed25519_key" "$dir/authorized_keys"
+# On PATH: images' default PATH has /usr/sbin (Docker's and the Jupyter Docker Stacks' do).
 sshd="$(command -v sshd || true)"
-[ -n "$sshd" ] || for candidate in /usr/sbin/sshd /usr/local/sbin/sshd; do
-    [ -x "$candidate" ] && sshd="$candidate" && break
-done
 if [ -z "$sshd" ]; then
     echo "jupyter-compute-servers: this image has no OpenSSH server (sshd): install openssh-server in it" >&2
     exit 127
