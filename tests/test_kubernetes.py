@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import getpass
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from jupyter_compute_servers.clouds.kubernetes import SSHD_SCRIPT, KubernetesCloud
 from jupyter_compute_servers.errors import ValidationError
+from jupyter_compute_servers.images.runtime import container_for
 from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
 from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
@@ -431,3 +433,65 @@ async def test_a_bigger_disk_grows_the_claim_and_a_class_without_expansion_says_
             await manager.update_server(server.id, {"config": {"disk_gb": 9}})
         assert "must allow volume expansion (allowVolumeExpansion: true)" in str(raised.value)
         assert manager.get_server(server.id).config.disk_gb == 8
+
+
+async def test_a_container_image_of_the_catalogue_is_the_pod_and_kernels_run_in_it(fake, tmp_path):
+    cloud = make_cloud(fake, tmp_path)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        tag = cloud._services.images.get("scipy")["versions"][0]["tag"]
+        server = create(manager, "sci", image="scipy", image_tag=tag)
+        # No container engine inside the pod: the image is the machine.
+        assert container_for(manager, server) is None
+        server = await act(manager, server.id, "start")
+        assert server.state is State.RUNNING, server.state_reason
+        image = fake.pod().body["spec"]["containers"][0]
+        assert image["image"] == f"quay.io/jupyter/scipy-notebook:{tag}"
+        assert image["imagePullPolicy"] == "IfNotPresent"
+
+
+# --- through the Jupyter server: the REST API and the manager's watch -------------------------
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config, fake, tmp_path):
+    config = json.loads(json.dumps(jp_server_config, default=str))
+    config["ServerApp"]["authorizer_class"] = jp_server_config["ServerApp"]["authorizer_class"]
+    config["ComputeServersApp"]["enabled_clouds"] = ["local", "kubernetes"]
+    config["KubernetesCloud"] = {
+        "kubeconfig": str(fake.kubeconfig(tmp_path / "kubeconfig")),
+        "ssh_username": getpass.getuser(),
+        "poll_interval": 0.05,
+        "check_interval": 0.2,
+        "gpu_types": {"nvidia-t4": T4},
+    }
+    return config
+
+
+async def test_a_server_through_the_api_from_create_to_eviction(fake, api, wait_for_state):
+    code, answer = await api("GET", "clouds")
+    assert code == 200
+    kubernetes = next(c for c in answer["clouds"] if c["name"] == "kubernetes")
+    assert kubernetes["available"] is True, kubernetes["reason"]
+    assert kubernetes["offerings"]["namespace"] == fake.namespace
+    assert kubernetes["offerings"]["gpus"][0]["type"] == "nvidia-t4"
+
+    code, error = await api(
+        "POST",
+        "servers",
+        {"name": "big", "cloud": "kubernetes", "config": {"gpu": {"type": "h100", "count": 1}}},
+    )
+    assert code == 400 and error["field"] == "config.gpu.type", error
+    assert fake.calls("POST", "/pods") == []
+
+    code, server = await api("POST", "servers", {"name": "api-box", "cloud": "kubernetes"})
+    assert code == 201, server
+    code, server = await api("POST", f"servers/{server['id']}/actions/start")
+    assert code == 202, server
+    server = await wait_for_state(server["id"], "running", timeout=60)
+    assert "cloud_data" not in server
+    secret = next(iter(fake.secrets.values()))
+    assert secret["data"]["ssh_host_ed25519_key"] not in json.dumps(server)
+
+    fake.evict(fake.pod().name)  # the Jupyter server's own watch notices
+    server = await wait_for_state(server["id"], "off", timeout=30)
+    assert "Evicted" in server["state_reason"]

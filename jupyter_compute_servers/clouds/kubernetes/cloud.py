@@ -425,7 +425,7 @@ class KubernetesCloud(Cloud):
                     name,
                     self._namespace(op, api),
                 )
-        op.remember(name=None, namespace=None, host_key=None)
+        op.remember(name=None, namespace=None, host_key=None, image=None)
 
     async def _start(self, op: Operation, *, new: bool) -> None:
         self.check_config(op.config)
@@ -453,7 +453,26 @@ class KubernetesCloud(Cloud):
                     raise OperationFailed(
                         e.message, state=State.DEPROVISIONED.value if new else State.OFF.value
                     ) from None
-        failed_state = State.OFF.value
+        try:
+            await self._make_pod(op, api, name, namespace, label)
+        except KubeError as e:
+            # The claim exists (kept or just made): the server is off, and can be retried.
+            raise OperationFailed(e.message, state=State.OFF.value) from None
+        image = str(op.cloud_data.get("image") or self.default_image)
+        try:
+            await self._wait_running(op, api, name, namespace, image)
+            await self._wait_ssh(op, api, name, namespace)
+        except OperationFailed:
+            await self._remove_pod(op)
+            raise
+        op.progress("The pod is ready", 1.0)
+
+    async def _make_pod(
+        self, op: Operation, api: KubeAPI, name: str, namespace: str, label: dict[str, str]
+    ) -> None:
+        """A new pinned host key in the server's Secret, then its pod."""
+        config = op.config
+        image = self._pod_image(config.image, config.image_tag) or self.default_image
         # A new host key at each start, made here: the pinned key is never learned from the pod.
         host_key = asyncssh.generate_private_key("ssh-ed25519")
         host_public = host_key.export_public_key().decode().strip()
@@ -469,8 +488,7 @@ class KubernetesCloud(Cloud):
                 label,
             ),
         )
-        op.remember(host_key=host_public)
-        image = self._pod_image(config.image, config.image_tag) or self.default_image
+        op.remember(host_key=host_public, image=image)
         gpu_type = self.gpu_types.get(config.gpu.type) if config.gpu else None
         manifest = pod.pod(
             name,
@@ -493,15 +511,8 @@ class KubernetesCloud(Cloud):
                 f"create pod {name}", api.core.create_namespaced_pod, namespace, manifest
             )
         except KubeError as e:
-            if not e.conflict:
-                raise OperationFailed(e.message, state=failed_state) from None
-        try:
-            await self._wait_running(op, api, name, namespace, image)
-            await self._wait_ssh(op, api, name, namespace)
-        except OperationFailed:
-            await self._remove_pod(op)
-            raise
-        op.progress("The pod is ready", 1.0)
+            if not e.conflict:  # already there (a retried start): watch that one
+                raise
 
     async def _wait_running(
         self, op: Operation, api: KubeAPI, name: str, namespace: str, image: str
