@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
@@ -30,6 +31,7 @@ from .composition import services_for
 from .fake_kubernetes import GPU, FakeKubernetes
 from .kernel_helpers import execute, wait_until
 
+OPENAPI = Path(__file__).parent.parent / "jupyter_compute_servers" / "openapi.json"
 T4 = {
     "label": "NVIDIA T4",
     "max_count": 2,
@@ -474,6 +476,11 @@ async def test_a_server_through_the_api_from_create_to_eviction(fake, api, wait_
     assert kubernetes["available"] is True, kubernetes["reason"]
     assert kubernetes["offerings"]["namespace"] == fake.namespace
     assert kubernetes["offerings"]["gpus"][0]["type"] == "nvidia-t4"
+    # The offerings are what the OpenAPI document says (its Offerings schema).
+    document = json.loads(OPENAPI.read_text())
+    jsonschema.Draft7Validator(
+        {"$ref": "#/components/schemas/Offerings", "components": document["components"]}
+    ).validate(kubernetes["offerings"])
 
     code, error = await api(
         "POST",
