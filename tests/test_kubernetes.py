@@ -502,3 +502,21 @@ async def test_a_server_through_the_api_from_create_to_eviction(fake, api, wait_
     fake.evict(fake.pod().name)  # the Jupyter server's own watch notices
     server = await wait_for_state(server["id"], "off", timeout=30)
     assert "Evicted" in server["state_reason"]
+
+
+async def test_reboot_replaces_the_pod_on_the_same_disk_with_a_new_pinned_key(fake, tmp_path):
+    cloud = make_cloud(fake, tmp_path)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager).id, "start")
+        first_uid = fake.pod().body["metadata"]["uid"]
+        first_key = server.cloud_data["host_key"]
+        (fake.claim_dir(server.cloud_data["name"]) / "note").write_text("kept")
+        server = await act(manager, server.id, "reboot")
+        assert server.state is State.RUNNING, server.state_reason
+        assert fake.pod().body["metadata"]["uid"] != first_uid
+        assert server.cloud_data["host_key"] != first_key
+        connection = await manager.ssh.get(
+            server.id, lambda: cloud.ssh_endpoint(server.id, server.cloud_data)
+        )
+        result = await connection.run("sh", "-c", 'cat "$HOME/note"', check=True)
+        assert result.stdout == "kept"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ from .portforward import PortForward
 if TYPE_CHECKING:
     from ...billing.prices import StateRates
 
+WAITING_FOR_A_NODE = "Waiting for a node: "
 _GPU_TYPE_KEYS = {"label", "max_count", "node_selector", "tolerations", "hourly_rate"}
 
 
@@ -532,13 +534,17 @@ class KubernetesCloud(Cloud):
                 )
             # A watch with no resourceVersion begins with the pod as it is (a synthetic
             # ADDED event), then each change; it ends after timeoutSeconds and is renewed.
+            window = min(remaining, 60.0)
+            if shown.startswith(WAITING_FOR_A_NODE):
+                # No event may come while nothing frees up: look again at the deadline.
+                window = min(window, started + self.schedule_timeout - time.monotonic() + 0.5)
             stream = watch.Watch()
             try:
                 async with stream.stream(
                     api.core.list_namespaced_pod,
                     namespace,
                     field_selector=f"metadata.name={name}",
-                    timeout_seconds=max(1, int(min(remaining, 60))),
+                    timeout_seconds=max(1, math.ceil(window)),
                 ) as events:
                     async for event in events:
                         body = event["raw_object"]
@@ -598,7 +604,7 @@ class KubernetesCloud(Cloud):
                         f"{errors.pending_advice(message, self.gpu_resource)}",
                         state=State.OFF.value,
                     )
-                return f"Waiting for a node: {words}", False
+                return f"{WAITING_FOR_A_NODE}{words}", False
         reason, message, fatal = errors.container_trouble(body)
         if reason in ("ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"):
             # ErrImagePull alone may be a registry's hiccup that the next pull survives; the
