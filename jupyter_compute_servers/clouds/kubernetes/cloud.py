@@ -560,6 +560,9 @@ class KubernetesCloud(Cloud):
                             op.progress(message, None)
                         if running:
                             return
+                        until = started + self.schedule_timeout - time.monotonic()
+                        if shown.startswith(WAITING_FOR_A_NODE) and window > until + 1.5:
+                            break  # watch again, ending at the schedule deadline
             except KubeError:
                 raise
             except ComputeServersError:
