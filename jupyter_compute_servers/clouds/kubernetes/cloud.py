@@ -657,7 +657,8 @@ class KubernetesCloud(Cloud):
         container does)."""
         op.progress("Waiting for the pod's SSH server", 0.8)
         forward = await self._forward(op.server_id, name, namespace)
-        deadline = time.monotonic() + max(30.0, self.start_timeout / 10)
+        # Long enough for an image's first start that installs OpenSSH into the disk (sshd.sh).
+        deadline = time.monotonic() + max(30.0, self.start_timeout / 2)
         last = ""
         while time.monotonic() < deadline:
             try:

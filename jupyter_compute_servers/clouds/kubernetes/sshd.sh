@@ -17,12 +17,21 @@ cp "$JCS_SSH_DIR/authorized_keys" "$dir/authorized_keys"
 chmod 600 "$dir/ssh_host_ed25519_key" "$dir/authorized_keys"
 # On PATH: images' default PATH has /usr/sbin (Docker's and the Jupyter Docker Stacks' do).
 sshd="$(command -v sshd || true)"
+# An image without it but with conda (the Jupyter Docker Stacks, as their unprivileged user):
+# OpenSSH from conda-forge, installed once into the disk, so later starts find it there.
+openssh="$HOME/.jupyter-compute-servers/openssh"
+[ -n "$sshd" ] || [ ! -x "$openssh/bin/sshd" ] || sshd="$openssh/bin/sshd"
+conda="$(command -v mamba || command -v conda || true)"
+if [ -z "$sshd" ] && [ -n "$conda" ]; then
+    echo "jupyter-compute-servers: installing OpenSSH from conda-forge into $openssh" >&2
+    "$conda" create -y -q -p "$openssh" -c conda-forge openssh >&2 && sshd="$openssh/bin/sshd"
+fi
 if [ -z "$sshd" ]; then
     echo "jupyter-compute-servers: this image has no OpenSSH server (sshd): install openssh-server in it" >&2
     exit 127
 fi
 sftp=""
-for candidate in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server; do
+for candidate in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server "$openssh/libexec/sftp-server"; do
     [ -x "$candidate" ] && sftp="$candidate" && break
 done
 environment="PATH=$PATH HOME=$HOME"
