@@ -520,3 +520,15 @@ async def test_reboot_replaces_the_pod_on_the_same_disk_with_a_new_pinned_key(fa
         )
         result = await connection.run("sh", "-c", 'cat "$HOME/note"', check=True)
         assert result.stdout == "kept"
+
+
+async def test_a_role_without_port_forward_fails_the_start_saying_so(fake, tmp_path):
+    fake.forbidden.add(("create", "pods/portforward"))
+    cloud = make_cloud(fake, tmp_path)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager).id, "start")
+        assert server.state is State.OFF
+        assert f"Could not port-forward to pod {server.cloud_data['name']}" in server.state_reason
+        assert "the Kubernetes API forbids it" in server.state_reason
+        assert "pods/portforward" in server.state_reason
+        assert fake.pods == {}  # the pod nobody can reach is not left running

@@ -56,6 +56,13 @@ class KubeAPI:
             return await method(*args, **kwargs)
         except ApiException as e:
             raise KubeError.from_api(e, doing, self.namespace) from None
+        except aiohttp.WSServerHandshakeError as e:
+            # A websocket upgrade the API server answered with an error (RBAC, no such pod):
+            # aiohttp keeps the status, not the Status body.
+            message = f"HTTP {e.status} to the websocket upgrade"
+            raise KubeError(
+                e.status, explain(e.status, "", message, doing, self.namespace)
+            ) from None
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             raise KubeError(
                 0,

@@ -671,9 +671,13 @@ class KubernetesCloud(Cloud):
                         await writer.wait_closed()
                 if banner == b"SSH-":
                     return
-                last = "the port-forward closed without an SSH greeting"
+                last = str(forward.last_error or "the port-forward closed without an SSH greeting")
             except (OSError, asyncio.TimeoutError) as e:
                 last = str(e) or type(e).__name__
+            refused = forward.last_error
+            if isinstance(refused, KubeError) and refused.http_status in (401, 403):
+                # Permissions do not come by waiting.
+                raise OperationFailed(refused.message, state=State.OFF.value)
             body = await self._read_pod(api, name, namespace)
             if body is None or (body.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
                 raise OperationFailed(
@@ -791,15 +795,16 @@ class KubernetesCloud(Cloud):
         if forward is None:
             api = await self.api()
 
-            async def open_websocket() -> Any:
-                return await api.call(
-                    f"port-forward to pod {name}",
-                    api.ws.connect_get_namespaced_pod_portforward,
-                    name,
-                    namespace,
-                    ports=str(self.ssh_port),
-                    _preload_content=False,
+            async def upgrade() -> Any:
+                # The client answers aiohttp's ws_connect context, not yet connected: awaiting
+                # it makes the upgrade, whose refusal api.call then words.
+                context: Any = await api.ws.connect_get_namespaced_pod_portforward(
+                    name, namespace, ports=self.ssh_port, _preload_content=False
                 )
+                return await context
+
+            async def open_websocket() -> Any:
+                return await api.call(f"port-forward to pod {name}", upgrade)
 
             forward = await PortForward(
                 open_websocket, self.ssh_port, f"pod {name} port {self.ssh_port}"

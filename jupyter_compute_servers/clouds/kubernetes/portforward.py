@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from ...errors import CloudError
+
 log = logging.getLogger(__name__)
 
 DATA, ERROR = 0, 1
@@ -39,12 +41,14 @@ class PortForward:
     def __init__(
         self, open_websocket: Callable[[], Awaitable[Any]], port: int, describe: str
     ) -> None:
-        #: Returns the ``async with`` context manager of one port-forward websocket.
+        #: Opens one port-forward websocket (an aiohttp ``ClientWebSocketResponse``).
         self._open = open_websocket
         self.port = port
         self.describe = describe
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Why the last forwarded connection ended early, if it did (shown by a start).
+        self.last_error: Exception | None = None
 
     @property
     def local_port(self) -> int:
@@ -71,7 +75,9 @@ class PortForward:
         self._tasks.add(task)
         try:
             await self._forward(reader, writer)
-        except (PortForwardError, aiohttp.ClientError, OSError) as e:
+        except (PortForwardError, aiohttp.ClientError, OSError, CloudError) as e:
+            # CloudError: the API server refused the upgrade (RBAC, no such pod), in words.
+            self.last_error = e
             log.info("Port-forward to %s ended: %s", self.describe, e)
         except asyncio.CancelledError:
             pass  # closed (the server stopped): this connection's task ends quietly
@@ -82,45 +88,51 @@ class PortForward:
                 await writer.wait_closed()
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with await self._open() as ws:
-            seen_port = {DATA: False, ERROR: False}
+        ws = await self._open()
+        try:
+            await self._relay(ws, reader, writer)
+        finally:
+            await ws.close()
 
-            async def from_pod() -> None:
-                async for message in ws:
-                    if message.type != aiohttp.WSMsgType.BINARY or not message.data:
-                        if message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
-                            break
-                        continue
-                    channel, payload = message.data[0], message.data[1:]
-                    if channel in seen_port and not seen_port[channel]:
-                        # The first frame on a channel is its port number.
-                        seen_port[channel] = True
-                        payload = payload[2:]
-                    if not payload:
-                        continue
-                    if channel == ERROR:
-                        raise PortForwardError(
-                            f"{self.describe}: {payload.decode('utf-8', 'replace')}"
-                        )
-                    if channel == DATA:
-                        writer.write(payload)
-                        await writer.drain()
+    async def _relay(
+        self, ws: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        seen_port = {DATA: False, ERROR: False}
 
-            async def to_pod() -> None:
-                while True:
-                    data = await reader.read(CHUNK)
-                    if not data:
+        async def from_pod() -> None:
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.BINARY or not message.data:
+                    if message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                         break
-                    await ws.send_bytes(bytes([DATA]) + data)
+                    continue
+                channel, payload = message.data[0], message.data[1:]
+                if channel in seen_port and not seen_port[channel]:
+                    # The first frame on a channel is its port number.
+                    seen_port[channel] = True
+                    payload = payload[2:]
+                if not payload:
+                    continue
+                if channel == ERROR:
+                    raise PortForwardError(f"{self.describe}: {payload.decode('utf-8', 'replace')}")
+                if channel == DATA:
+                    writer.write(payload)
+                    await writer.drain()
 
-            pump_in = asyncio.ensure_future(from_pod())
-            pump_out = asyncio.ensure_future(to_pod())
-            try:
-                await asyncio.wait({pump_in, pump_out}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (pump_in, pump_out):
-                    task.cancel()
-                results = await asyncio.gather(pump_in, pump_out, return_exceptions=True)
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
+        async def to_pod() -> None:
+            while True:
+                data = await reader.read(CHUNK)
+                if not data:
+                    break
+                await ws.send_bytes(bytes([DATA]) + data)
+
+        pump_in = asyncio.ensure_future(from_pod())
+        pump_out = asyncio.ensure_future(to_pod())
+        try:
+            await asyncio.wait({pump_in, pump_out}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump_in, pump_out):
+                task.cancel()
+            results = await asyncio.gather(pump_in, pump_out, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
