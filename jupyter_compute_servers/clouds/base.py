@@ -96,6 +96,9 @@ class Cloud(LoggingConfigurable):
     config_fields: ClassVar[frozenset[str]]
     #: Whether a server may ask for a share of a GPU (``config.gpu.fraction``).
     gpu_fractions: ClassVar[bool] = False
+    #: The catalogue's container image is the machine itself (a Kubernetes pod runs it):
+    #: kernels and terminals run in it directly, not in a container engine on it.
+    image_is_machine: ClassVar[bool] = False
 
     data_dir = Unicode(
         help="Directory for this cloud's files (sandboxes, caches). Set by the extension."

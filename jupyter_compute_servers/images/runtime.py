@@ -27,6 +27,9 @@ def container_for(manager: ComputeServerManager, server: ServerRecord) -> dict[s
             f"another image, or put it back in the catalogue.",
             field="config.image",
         ) from None
+    cloud = manager.clouds.get(server.cloud)
+    if cloud is not None and cloud.image_is_machine:
+        return None  # the server is the image (a pod): kernels run on its own Python
     if runtime["kind"] in CONTAINER_KINDS:
         return {
             "engine": runtime["kind"],

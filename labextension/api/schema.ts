@@ -1009,7 +1009,7 @@ export interface components {
             available: boolean;
             /** @description Why it is unavailable. */
             reason: string;
-            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local and ssh clouds, GcpOfferings for the gcp cloud, SlurmOfferings for the slurm cloud. */
+            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local, ssh and kubernetes clouds, GcpOfferings for the gcp cloud, SlurmOfferings for the slurm cloud. */
             offerings: {
                 [key: string]: unknown;
             };
@@ -1400,7 +1400,7 @@ export interface components {
                 fractions?: number[];
             }[];
         };
-        /** @description Cloud.offerings of the local cloud (images, cpu, memory_gb, gpus, disk_gb, arch) and of the ssh cloud (hosts); empty when the cloud is not available. The gcp cloud's are GcpOfferings. */
+        /** @description Cloud.offerings of the local cloud (images, cpu, memory_gb, gpus, disk_gb, arch), of the kubernetes cloud (the same, without arch, with its namespace and each GPU type's label) and of the ssh cloud (hosts); empty when the cloud is not available. The gcp cloud's are GcpOfferings. */
         Offerings: {
             images?: {
                 id: string;
@@ -1412,8 +1412,12 @@ export interface components {
             gpus?: {
                 type: string;
                 max_count: number;
+                /** @description The GPU type's name for people (kubernetes cloud). */
+                label?: string;
             }[];
             disk_gb?: components["schemas"]["Range"];
+            /** @description The namespace servers are created in (kubernetes cloud); null: the kubeconfig context's. */
+            namespace?: string | null;
             /** @description x86_64 or arm64. */
             arch?: string;
             hosts?: components["schemas"]["HostOffering"][];
