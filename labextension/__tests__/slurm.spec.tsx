@@ -128,6 +128,7 @@ describe('the create form on the slurm cloud', () => {
       'cpu',
       'memory_gb',
       'gpu_type',
+      'workspace_mode',
       'color'
     ]);
     expect(options('partition')).toEqual([
