@@ -54,7 +54,10 @@ def test_kill_during_start_is_reconciled_on_restart(dirs, delay):
         assert code == 202
         time.sleep(delay)
         jupyter.kill()
-        assert db_state(data_dir, server_id) == "starting"
+        # On a quick machine the longest delays may outlast the start: then the kill came
+        # just after it, which must come back running just the same.
+        state_at_kill = db_state(data_dir, server_id)
+        assert state_at_kill in ("starting", "running")
     finally:
         if jupyter.process.poll() is None:
             jupyter.kill()
@@ -67,7 +70,10 @@ def test_kill_during_start_is_reconciled_on_restart(dirs, delay):
     try:
         settled = jupyter.wait_settled(server_id)
         reason = settled["state_reason"]
-        assert "interrupted by a restart" in reason
+        if state_at_kill == "starting":
+            assert "interrupted by a restart" in reason
+        else:
+            assert settled["state"] == "running", reason
         token = db_cloud_data(data_dir, server_id).get("token")
         daemons = sshd_pids(token) if token else []
         if daemons_before:
