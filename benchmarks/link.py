@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import functools
+import math
 import os
 import shutil
 import signal
@@ -218,12 +219,10 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             }
             info = km.get_connection_info(session=False)
             ports = await kb.open_openssh(res, ssh, remote_ports, "tt")
-            targets = {
-                "ours": lambda: km.get_connection_info(session=False),
-                "openssh": lambda: {**info, **{f"{c}_port": ports[c] for c in kb.CHANNELS}},
-            }
+            tunnelled = {**info, **{f"{c}_port": ports[c] for c in kb.CHANNELS}}
+            targets = {"ours": km.get_connection_info(session=False), "openssh": tunnelled}
             for label, connection in targets.items():
-                client = await kb.Target(label, connection).connect(res)
+                client = await kb.Target(label, functools.partial(dict, connection)).connect(res)
                 times = [(await kb.execute(client, "pass"))[0] for _ in range(args.round_trips + 2)]
                 row[f"execute_{label}"] = statistics.median(times[2:])
                 kb.Target.disconnect(res, client)
@@ -257,59 +256,65 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> None:
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
-
-    print()
-    print(
-        f"local ipykernel start to ready: {rows[0]['local_start'] * 1000:.0f} ms (median of {args.repeat})"
-    )
+    local = rows[0]["local_start"]
+    print(f"\nlocal ipykernel start to ready: {local * 1000:.0f} ms (median of {args.repeat})")
     print(f"{'':34}{'ours':>9}{'OpenSSH/rsync':>15}{'ratio':>8}{'ours in RTTs':>14}  target")
+
+    def line(
+        label: str, ours: float | None, theirs: float | None, rtts: float, target: str = ""
+    ) -> None:
+        mine = f"{ours * 1000:>7.1f}ms" if ours is not None else " " * 9
+        base = f"{theirs * 1000:>13.1f}ms" if theirs is not None else " " * 15
+        ratio = f"{ours / theirs:>7.2f}x" if ours is not None and theirs else " " * 8
+        print(f"{label:34}{mine}{base}{ratio}{rtts:>14.2f}  {target}")
+
     for row in rows:
-        rtt = row["rtt"]
-        ms = 1000
-        rtts = (lambda t: t / rtt) if rtt else (lambda t: float("nan"))
-        print(f"-- link round trip {rtt * ms:g} ms " + "-" * 60)
-        login = row["login"]
-        print(
-            f"{'OpenSSH login (ssh host true)':34}{'':>9}{login * ms:>13.0f}ms{'':>8}{rtts(login):>14.1f}"
+        rtt, login = row["rtt"], row["login"]
+        in_rtts = (lambda t, rtt=rtt: t / rtt) if rtt else (lambda t: math.nan)
+        print(f"-- link round trip {rtt * 1000:g} ms " + "-" * 70)
+        line("OpenSSH login (ssh host true)", None, login, in_rtts(login), "(OpenSSH's RTTs)")
+        target = local + 4 * rtt
+        line(
+            "(a) kernel start to ready",
+            row["start"],
+            local + login,
+            in_rtts(row["start"] - local),
+            f"<= local + 4 RTT ({target * 1000:.0f} ms) {verdict(row['start'] <= target)}",
         )
-        extra = row["start"] - row["local_start"]
-        target = row["local_start"] + 4 * rtt
-        print(
-            f"{'(a) kernel start to ready':34}{row['start'] * ms:>7.0f}ms"
-            f"{(row['local_start'] + login) * ms:>13.0f}ms{row['start'] / (row['local_start'] + login):>7.2f}x"
-            f"{rtts(extra):>14.1f}  <= local + 4 RTT ({target * ms:.0f} ms) {verdict(row['start'] <= target)}"
-        )
-        ours, theirs = row["execute_ours"], row["execute_openssh"]
         target = rtt + 0.002
-        print(
-            f"{'(b) execute(pass) round trip':34}{ours * ms:>7.1f}ms{theirs * ms:>13.1f}ms"
-            f"{ours / theirs:>7.2f}x{rtts(ours):>14.2f}  <= RTT + 2 ms ({target * ms:.0f} ms) {verdict(ours <= target)}"
+        ours = row["execute_ours"]
+        line(
+            "(b) execute('pass') round trip",
+            ours,
+            row["execute_openssh"],
+            in_rtts(ours),
+            f"<= RTT + 2 ms ({target * 1000:.0f} ms) {verdict(ours <= target)}",
         )
-        ours, theirs = row["noop"], row["rsync_noop"]
-        print(
-            f"{'(c) no-op sync':34}{ours * ms:>7.0f}ms{theirs * ms:>13.0f}ms{ours / theirs:>7.2f}x"
-            f"{rtts(ours):>14.1f}  <= 2 RTT ({2 * rtt * ms:.0f} ms) {verdict(ours <= 2 * rtt)}"
-        )
-        print(
-            f"{'    rsync minus its login':34}{'':>9}{(theirs - login) * ms:>13.0f}ms"
-            f"{ours / max(theirs - login, 1e-9):>7.2f}x{rtts(theirs - login):>14.1f}  (rsync's RTTs)"
-        )
-        ours, theirs = row["first"], row["rsync_first"]
-        print(
-            f"{f'(d) first sync, {args.files} files':34}{ours * ms:>7.0f}ms{theirs * ms:>13.0f}ms"
-            f"{ours / theirs:>7.2f}x{rtts(ours):>14.1f}"
-        )
-        print(
-            f"{'    rsync minus its login':34}{'':>9}{(theirs - login) * ms:>13.0f}ms"
-            f"{ours / max(theirs - login, 1e-9):>7.2f}x{rtts(theirs - login):>14.1f}  (rsync's RTTs)"
-        )
+        line("    OpenSSH ssh -tt -L", None, None, in_rtts(row["execute_openssh"]))
+        for key, label, goal in (
+            ("noop", "(c) no-op sync", 2),
+            ("first", f"(d) first sync, {args.files} files", None),
+        ):
+            ours, theirs = row[key], row[f"rsync_{key}"]
+            met = "" if goal is None else verdict(ours <= goal * rtt)
+            line(
+                label,
+                ours,
+                theirs,
+                in_rtts(ours),
+                "" if goal is None else f"<= {goal} RTT ({goal * rtt * 1000:.0f} ms) {met}",
+            )
+            line("    rsync minus its login", ours, theirs - login, in_rtts(theirs - login))
         print(f"{'    copies complete':34}{'yes' if row['complete'] else 'NO'}")
     print(
-        "\n(a)'s baseline is a local start plus one OpenSSH login; (b) OpenSSH is `ssh -tt -L`;"
-        f" (c), (d) rsync -a logs in each run. Times: (a), (b) medians, (c), (d) best of {args.repeat}."
+        "\n(a): OpenSSH's column is a local start plus one OpenSSH login, and ours in RTTs is the"
+        " time beyond a local start; (b): `ssh -tt -L`; (c), (d): rsync -a, which logs in each"
+        f" run. (a), (b): medians; (c), (d), logins: best of {args.repeat}."
     )
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 def main() -> int:
