@@ -108,8 +108,19 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
     from jupyter_compute_servers.services import build_services
     from jupyter_compute_servers.ssh import KeyStore
     from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
+    from jupyter_compute_servers.sync.transfer import SyncSession
     from tests.sshd import OpenSSHHost, start_sshd
 
+    # What our no-op sync asks the server's sync process, in order: each request whose answer
+    # is awaited before the next is sent is one link round trip.
+    sent_ops: list[str] = []
+    send = SyncSession.send
+
+    def counting_send(self: SyncSession, message: dict[str, Any], payload: bytes = b"") -> None:
+        sent_ops.append(str(message.get("op")))
+        send(self, message, payload)
+
+    SyncSession.send = counting_send  # type: ignore[method-assign]
     data = tmp / "compute_servers"
     keys = KeyStore(data / "keys")
     sshd = start_sshd(tmp, keys.ensure(1))
@@ -174,6 +185,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
         local_start = statistics.median(local_starts)
 
         async def sync(direction: str = "both") -> float:
+            sent_ops.clear()
             start = time.perf_counter()
             result = await services.sync.run(server.id, direction, "", "cli")
             took = time.perf_counter() - start
@@ -242,6 +254,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                 rsync_noops.append(seconds(rsync))
                 noops.append(await sync())
             row["noop"], row["rsync_noop"] = min(noops), min(rsync_noops)
+            row["noop_ops"] = list(sent_ops)
             row["complete"] = sb.same_trees(root, workspace) and sb.same_trees(root, target)
             rows.append(row)
     finally:
@@ -263,11 +276,14 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     def line(
         label: str, ours: float | None, theirs: float | None, rtts: float, target: str = ""
     ) -> None:
+        if not rtt:
+            target = ""  # no link: the row shows what the proxy and this machine cost
         mine = f"{ours * 1000:>7.1f}ms" if ours is not None else " " * 9
         base = f"{theirs * 1000:>13.1f}ms" if theirs is not None else " " * 15
         ratio = f"{ours / theirs:>7.2f}x" if ours is not None and theirs else " " * 8
         print(f"{label:34}{mine}{base}{ratio}{rtts:>14.2f}  {target}")
 
+    rtt = 0.0
     for row in rows:
         rtt, login = row["rtt"], row["login"]
         in_rtts = (lambda t, rtt=rtt: t / rtt) if rtt else (lambda t: math.nan)
@@ -305,6 +321,8 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
                 "" if goal is None else f"<= {goal} RTT ({goal * rtt * 1000:.0f} ms) {met}",
             )
             line("    rsync minus its login", ours, theirs - login, in_rtts(theirs - login))
+            if key == "noop":
+                print(f"{'    ours asked the server':34}{', '.join(row['noop_ops'])}")
         print(f"{'    copies complete':34}{'yes' if row['complete'] else 'NO'}")
     print(
         "\n(a): OpenSSH's column is a local start plus one OpenSSH login, and ours in RTTs is the"
@@ -313,13 +331,36 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     )
 
 
+def slopes(rows: list[dict]) -> None:
+    """Round trips per operation from the two longest links: (t2 - t1) / (rtt2 - rtt1), free of
+    what the operation costs on this machine."""
+    linked = sorted((row for row in rows if row["rtt"]), key=lambda row: row["rtt"])
+    if len(linked) < 2:
+        return
+    a, b = linked[-2], linked[-1]
+    span = b["rtt"] - a["rtt"]
+    print(
+        f"\nlink round trips per operation, from the {a['rtt'] * 1000:g} and "
+        f"{b['rtt'] * 1000:g} ms runs ((t2 - t1) / (rtt2 - rtt1)):"
+    )
+    print(f"{'':34}{'ours':>9}{'baseline':>10}  target")
+    for label, ours, theirs, target in (
+        ("(a) kernel start to ready", "start", "login", "<= 4 (OpenSSH: a login)"),
+        ("(b) execute('pass') round trip", "execute_ours", "execute_openssh", "<= 1 (ssh -tt -L)"),
+        ("(c) no-op sync", "noop", "rsync_noop", "<= 2 (rsync -a)"),
+        ("(d) first sync", "first", "rsync_first", "(rsync -a)"),
+    ):
+        mine, base = (b[ours] - a[ours]) / span, (b[theirs] - a[theirs]) / span
+        print(f"{label:34}{mine:>9.1f}{base:>10.1f}  {target}")
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rtt-ms", default="50,100", help="round trips to run, comma-separated")
+    parser.add_argument("--rtt-ms", default="0,50,100", help="round trips to run, comma-separated")
     parser.add_argument("--round-trips", type=int, default=20, help="execute('pass') per target")
     parser.add_argument("--files", type=int, default=200, help="files of the tree to sync")
     parser.add_argument("--repeat", type=int, default=3, help="kernel starts, syncs, logins")
@@ -335,6 +376,7 @@ def main() -> int:
     try:
         rows = asyncio.run(measure(args, work.root, res))
         report(rows, args)
+        slopes(rows)
     except KeyboardInterrupt:
         print("interrupted")
     finally:
