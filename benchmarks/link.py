@@ -101,6 +101,7 @@ def seconds(argv: list[str]) -> float:
 
 
 async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> list[dict]:
+    from jupyter_compute_servers.agent import AgentClient
     from jupyter_compute_servers.cli import openssh_options
     from jupyter_compute_servers.config import ComputeServersSettings
     from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
@@ -111,16 +112,21 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
     from jupyter_compute_servers.sync.transfer import SyncSession
     from tests.sshd import OpenSSHHost, start_sshd
 
-    # What our no-op sync asks the server's sync process, in order: each request whose answer
-    # is awaited before the next is sent is one link round trip.
+    # What ours asks the server (the agent's methods, the sync process's requests), in order:
+    # each request whose answer is awaited before the next is sent is one link round trip.
     sent_ops: list[str] = []
-    send = SyncSession.send
+    send, call = SyncSession.send, AgentClient.call
 
     def counting_send(self: SyncSession, message: dict[str, Any], payload: bytes = b"") -> None:
-        sent_ops.append(str(message.get("op")))
+        sent_ops.append(f"sync {message.get('op')}")
         send(self, message, payload)
 
+    async def counting_call(self: AgentClient, method: str, *args: Any, **kwargs: Any) -> Any:
+        sent_ops.append(f"agent {method}")
+        return await call(self, method, *args, **kwargs)
+
     SyncSession.send = counting_send  # type: ignore[method-assign]
+    AgentClient.call = counting_call  # type: ignore[method-assign]
     data = tmp / "compute_servers"
     keys = KeyStore(data / "keys")
     sshd = start_sshd(tmp, keys.ensure(1))
