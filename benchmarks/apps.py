@@ -80,8 +80,9 @@ def free_port() -> int:
 class Jupyter:
     """A Jupyter server with the extension, in ``work``; its REST API with the token."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.work = work
+        self.extra_args = extra_args  # more command-line options for jupyter server
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.base = f"http://127.0.0.1:{self.port}/"
@@ -119,6 +120,7 @@ class Jupyter:
                 f"--ComputeServersApp.image_catalog={self.work / 'catalog.json'}",
                 "--LocalCloud.stop_on_shutdown=True",
                 "--ServerApp.jpserver_extensions={'jupyter_compute_servers': True}",
+                *self.extra_args,
             ],
             env=env,
             stdout=subprocess.DEVNULL,

@@ -178,7 +178,8 @@ async def kernels_on_a_server(
 
 
 async def run(args: argparse.Namespace, work: Path) -> None:
-    jupyter = ab.Jupyter(work)
+    # room for the servers of (a) and the one of (b), above the default limit
+    jupyter = ab.Jupyter(work, (f"--ComputeServersApp.max_servers={args.servers + 10}",))
     jupyter.start()
     server_rows: list[dict[str, Any]] = []
     kernel_rows: list[dict[str, Any]] = []
