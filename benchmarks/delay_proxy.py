@@ -42,6 +42,8 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
         with contextlib.suppress(OSError):
             writer.write_eof()
 
+    # The queue is unbounded (no backpressure beyond the writer's): fine for the benchmarks'
+    # sizes, where the link's latency, not its buffer, is what is measured.
     sender = asyncio.create_task(send())
     try:
         while True:
