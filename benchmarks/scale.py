@@ -178,8 +178,13 @@ async def kernels_on_a_server(
 
 
 async def run(args: argparse.Namespace, work: Path) -> None:
-    # room for the servers of (a) and the one of (b), above the default limit
-    jupyter = ab.Jupyter(work, (f"--ComputeServersApp.max_servers={args.servers + 10}",))
+    # Room for the servers of (a) and the one of (b), above the default limit; a Jupyter root
+    # of its own (apps.py's is the run's directory, which holds the store and the local
+    # cloud's sandboxes: each kernel's push of its directory would scan them).
+    (work / "root").mkdir()
+    jupyter = ab.Jupyter(
+        work, (f"--ComputeServersApp.max_servers={args.servers + 10}",), work / "root"
+    )
     jupyter.start()
     server_rows: list[dict[str, Any]] = []
     kernel_rows: list[dict[str, Any]] = []
