@@ -1,9 +1,10 @@
 """Scale: many servers in the store, many kernels on one server, through a real Jupyter server.
 
-    python benchmarks/scale.py [--servers 500] [--kernels 16] [--local-kernels 8] [--requests 30]
+    python benchmarks/scale.py [--servers 500] [--kernels 32] [--local-kernels 8] [--requests 30]
 
 In one run, against one ``jupyter server`` with the extension (its own process, its own store in
-a temporary directory, as benchmarks/apps.py starts it), over its REST API with the token:
+a temporary directory, as benchmarks/apps.py starts it, with a Jupyter root of its own), over its
+REST API with the token:
 
 (a) servers in the store: ``local`` servers are created (``POST servers``, deprovisioned) up to
     1, 100 and ``--servers``; at each count ``GET servers`` is timed (median and p95 of
@@ -261,7 +262,7 @@ def report(server_rows: list[dict[str, Any]], kernel_rows: list[dict[str, Any]])
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", type=int, default=500)
-    parser.add_argument("--kernels", type=int, default=16, help="32: the issue's; 0: skip (b)")
+    parser.add_argument("--kernels", type=int, default=32, help="0: skip (b)")
     parser.add_argument("--local-kernels", type=int, default=8)
     parser.add_argument("--requests", type=int, default=30, help="GETs timed per count")
     args = parser.parse_args()
