@@ -101,6 +101,8 @@ def seconds(argv: list[str]) -> float:
 
 
 async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> list[dict]:
+    import asyncssh
+
     from jupyter_compute_servers.agent import AgentClient
     from jupyter_compute_servers.cli import openssh_options
     from jupyter_compute_servers.config import ComputeServersSettings
@@ -127,6 +129,18 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
 
     SyncSession.send = counting_send  # type: ignore[method-assign]
     AgentClient.call = counting_call  # type: ignore[method-assign]
+    # SSH channels opened (a round trip each, before anything goes through them): tunnels'
+    # connections (direct-tcpip) and sessions (a relay, a command).
+    for name, label in (("create_connection", "tcp"), ("create_session", "session")):
+        original = getattr(asyncssh.SSHClientConnection, name)
+
+        async def counting_open(
+            self: Any, *args: Any, _original: Any = original, _label: str = label, **kwargs: Any
+        ) -> Any:
+            sent_ops.append(f"channel {_label}")
+            return await _original(self, *args, **kwargs)
+
+        setattr(asyncssh.SSHClientConnection, name, counting_open)
     data = tmp / "compute_servers"
     keys = KeyStore(data / "keys")
     sshd = start_sshd(tmp, keys.ensure(1))
@@ -306,7 +320,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             in_rtts(row["start"] - local),
             f"<= local + 4 RTT ({target * 1000:.0f} ms) {verdict(row['start'] <= target)}",
         )
-        print(f"{'    ours asked the server':34}{', '.join(row['start_ops'])}")
+        print(f"{'    ours asked the server':34}{asked(row['start_ops'])}")
         target = rtt + 0.002
         ours = row["execute_ours"]
         line(
@@ -332,7 +346,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             )
             line("    rsync minus its login", ours, theirs - login, in_rtts(theirs - login))
             if key == "noop":
-                print(f"{'    ours asked the server':34}{', '.join(row['noop_ops'])}")
+                print(f"{'    ours asked the server':34}{asked(row['noop_ops'])}")
         print(f"{'    copies complete':34}{'yes' if row['complete'] else 'NO'}")
     print(
         "\n(a): OpenSSH's column is a local start plus one OpenSSH login, and ours in RTTs is the"
@@ -362,6 +376,17 @@ def slopes(rows: list[dict]) -> None:
     ):
         mine, base = (b[ours] - a[ours]) / span, (b[theirs] - a[theirs]) / span
         print(f"{label:34}{mine:>9.1f}{base:>10.1f}  {target}")
+
+
+def asked(ops: list[str]) -> str:
+    """The requests in order, a run of the same one as ``name xN``."""
+    runs: list[list[Any]] = []
+    for op in ops:
+        if runs and runs[-1][0] == op:
+            runs[-1][1] += 1
+        else:
+            runs.append([op, 1])
+    return ", ".join(op if n == 1 else f"{op} x{n}" for op, n in runs)
 
 
 def verdict(ok: bool) -> str:
