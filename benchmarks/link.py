@@ -101,9 +101,8 @@ def seconds(argv: list[str]) -> float:
 
 
 async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> list[dict]:
-    import asyncssh
-
-    from jupyter_compute_servers.agent import AgentClient
+    # asyncssh after the package, whose _quiet silences asyncssh's DSA warnings at import
+    from jupyter_compute_servers.agent import AgentClient  # noqa: I001
     from jupyter_compute_servers.cli import openssh_options
     from jupyter_compute_servers.config import ComputeServersSettings
     from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
@@ -113,6 +112,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
     from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
     from jupyter_compute_servers.sync.transfer import SyncSession
     from tests.sshd import OpenSSHHost, start_sshd
+    import asyncssh
 
     # What ours asks the server (the agent's methods, the sync process's requests), in order:
     # each request whose answer is awaited before the next is sent is one link round trip.
