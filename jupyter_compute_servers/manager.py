@@ -199,6 +199,8 @@ class SyncSettingsStore(Protocol):
 
     def settings(self, server_id: int) -> SyncSettings: ...
 
+    def all_settings(self) -> dict[int, SyncSettings]: ...
+
     def save_settings(self, server_id: int, settings: SyncSettings) -> None: ...
 
 
@@ -339,10 +341,10 @@ class ComputeServerManager:
         color = (
             parse_color(data["color"])
             if "color" in data
-            else PALETTE[len(self.store.servers()) % len(PALETTE)]
+            else PALETTE[self.store.count() % len(PALETTE)]
         )
         sync_settings = self._parse_sync_settings(data, None)
-        if self.max_servers and len(self.store.servers()) >= self.max_servers:
+        if self.max_servers and self.store.count() >= self.max_servers:
             raise ConflictError(
                 f"There are {self.max_servers} compute servers, the most allowed here "
                 f"(c.ComputeServersApp.max_servers); delete one first."

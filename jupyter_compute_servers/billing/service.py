@@ -524,11 +524,21 @@ class ComputeServerCosts(LoggingConfigurable):
                 daily = next_daily_stop(server.daily_stop, now, self.zone)
         return {"watching": self.watching, "idle": idle, "daily_stop_at": daily}
 
-    def server_json(self, server: ServerRecord) -> dict[str, Any]:
-        """The ``cost`` and ``auto_stop`` fields of a server in the API."""
+    def servers_json(self, servers: list[ServerRecord]) -> dict[int, dict[str, Any]]:
+        """``server_json`` of many servers (a list), by id: the counts that tell whether a
+        ledger must be built again are read once for all (two grouped queries), not twice per
+        server."""
+        counts = self.history_counts()
+        return {s.id: self.server_json(s, counts.get(s.id, (0, 0))) for s in servers}
+
+    def server_json(
+        self, server: ServerRecord, counts: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        """The ``cost`` and ``auto_stop`` fields of a server in the API (``counts``: its
+        history and rate counts, when the caller has them)."""
         now = self.now()
         try:
-            ledger, history = self.ledger(server.id, server)
+            ledger, history = self.ledger(server.id, server, counts)
             spend = {n: ledger.spend(a, b) for n, (a, b) in self._windows(now, server).items()}
             return {
                 "cost": self.server_cost(server, spend, now),
