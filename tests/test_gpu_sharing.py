@@ -526,9 +526,7 @@ async def test_a_share_starting_while_the_last_one_stops_keeps_its_daemon(
     # allocated (as another Jupyter process sharing the database would, its start's
     # ``mps_ensure`` perhaps answered by the daemon about to quit).
     await api("POST", f"servers/{leaving['id']}/actions/stop")
-    await wait_until(
-        lambda: [e for e in mps_log(host, "GPU-a100-1") if e.get("command") == "quit"]
-    )
+    await wait_until(lambda: [e for e in mps_log(host, "GPU-a100-1") if e.get("command") == "quit"])
     granted = store.allocate(coming["id"], host_record, 1, 0.25, GpuSpec(A100, 1, 0.5))
     assert granted.gpu_uuids == ["GPU-a100-1"], granted
     await wait_for_state(leaving["id"], "off")
