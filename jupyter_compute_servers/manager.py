@@ -795,6 +795,24 @@ class ComputeServerManager:
             interval=self.health_interval,
         )
 
+    async def metrics(self, server_id: int) -> dict[str, Any]:
+        """GPU, CPU and memory use now, as the running server's agent samples them, with what
+        its cloud has to tell of its GPUs (``mps_warning``)."""
+        agent = await self.agent_for(server_id, "metrics need it running.")
+        answer = dict(await agent.call("metrics", timeout=20))
+        server = self.store.get(server_id)
+        cloud = self.clouds.get(server.cloud)
+        warnings = cloud.gpu_warnings(server_id) if cloud is not None else {}
+        gpus = answer.get("gpus")
+        if warnings and isinstance(gpus, list):
+            answer["gpus"] = [
+                {**gpu, "mps_warning": warnings[gpu["uuid"]]}
+                if isinstance(gpu, dict) and gpu.get("uuid") in warnings
+                else gpu
+                for gpu in gpus
+            ]
+        return answer
+
     async def info(self, server_id: int) -> dict[str, Any]:
         """Hardware and software of a running server, as its agent reports them."""
         agent = await self.agent_for(server_id)

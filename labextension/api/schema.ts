@@ -1124,6 +1124,8 @@ export interface components {
                 power_limit_watts: number | null;
                 /** @description Whether this server has a share of the GPU (MPS), other servers' work running on it too. */
                 shared?: boolean;
+                /** @description Only on a shared GPU whose MPS control daemon the host's watch found dead while this server ran and started again: what happened and when (processes started before may have lost their GPU context). Absent otherwise. */
+                mps_warning?: string;
                 /** @description This server's own processes on the GPU (NVML's running compute processes carrying its token); null where it cannot be told. */
                 own?: {
                     /** @description Bytes. */
