@@ -1,8 +1,10 @@
 """The ``openstack`` cloud: compute servers as Nova servers (VMs) of an OpenStack project.
 
 A compute server is one Nova server booted from a Glance image with a flavor (its vCPUs, RAM,
-root disk, and the GPUs its extra specs ask), on the configured network, with a key pair of the
-server's own client key (``jcs-<installation>-<server id>``). Its life:
+root disk, and the GPUs its extra specs ask), on the network the server chose
+(``config.extra.network``, fixed at create) or else the configured one, with a key pair of the
+server's own client key (``jcs-<installation>-<server id>``; the project's other key pairs are
+never used, so no server shares a key with another). Its life:
 
 - **start** from deprovisioned creates the key pair and the server, waits for ACTIVE, gives it a
   floating IP when ``floating_ip_network`` is set (else it is reached at its fixed IP), and pins
@@ -106,7 +108,12 @@ class OpenStackCloud(ApiAccess, Cloud):
         ),
     ).tag(config=True)
     network = Unicode(
-        "", help="The network (name or id) servers join. Empty: the project's first internal one."
+        "",
+        help=(
+            "The network (name or id) servers join unless they choose another of the project's "
+            "(config.extra.network, offered in the create dialog). Empty: the project's first "
+            "internal one."
+        ),
     ).tag(config=True)
     floating_ip_network = Unicode(
         "",
