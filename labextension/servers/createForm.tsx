@@ -120,7 +120,9 @@ export function valuesForCloud<V extends ICreateFormValues>(
     Object.assign(next, slurmDefaults(defaults));
   }
   const openstack = openstackOfferings(cloud);
-  next.network = openstack ? openstackDefaults(openstack).network : '';
+  if (openstack) {
+    Object.assign(next, openstackDefaults(openstack));
+  }
   const gcp = gcpOfferings(cloud);
   if (gcp) {
     next.region = next.region || gcp.default_region;
