@@ -393,9 +393,7 @@ async def test_a_server_created_on_a_chosen_network_gets_its_port_there(
         assert fake.server().network_id == fake.networks[0]["id"] != lan["id"]
 
 
-async def test_a_network_the_project_lacks_is_refused_naming_the_field(
-    fake, clouds_yaml, tmp_path
-):
+async def test_a_network_the_project_lacks_is_refused_naming_the_field(fake, clouds_yaml, tmp_path):
     cloud = await make_cloud(fake, clouds_yaml, tmp_path)
     with pytest.raises(ValidationError, match="its networks: private, public") as e:
         cloud.make_config({"machine_type": "ci_medium", "extra": {"network": "elsewhere"}})
@@ -403,7 +401,7 @@ async def test_a_network_the_project_lacks_is_refused_naming_the_field(
     with pytest.raises(ValidationError, match="name or id of a network") as e:
         cloud.make_config({"machine_type": "ci_medium", "extra": {"network": 7}})
     assert e.value.field == "config.extra.network"
-    with pytest.raises(ValidationError, match="takes config.extra.network") as e:
+    with pytest.raises(ValidationError, match=r"takes config\.extra\.network") as e:
         cloud.make_config({"machine_type": "ci_medium", "extra": {"key_pair": "mine"}})
     assert e.value.field == "config.extra.key_pair"
     # By id as well as by name.
