@@ -1009,7 +1009,7 @@ export interface components {
             available: boolean;
             /** @description Why it is unavailable. */
             reason: string;
-            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local, ssh and kubernetes clouds, GcpOfferings for the gcp cloud, SlurmOfferings for the slurm cloud. */
+            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local, ssh and kubernetes clouds, GcpOfferings for the gcp cloud, SlurmOfferings for the slurm cloud, OpenStackOfferings for the openstack cloud. */
             offerings: {
                 [key: string]: unknown;
             };
@@ -1494,6 +1494,30 @@ export interface components {
                 /** @description Why the cluster's partitions could not be read now (empty when they were). */
                 error: string;
             }[];
+        };
+        /** @description Cloud.offerings of the openstack cloud: GcpOfferings' shape (flavors as machine_types, the GPUs they bring) with what the project has besides. */
+        OpenStackOfferings: components["schemas"]["GcpOfferings"] & {
+            glance_images: {
+                id: string;
+                name: string;
+                /** @description GB. */
+                min_disk: number;
+            }[];
+            /** @description The project's networks; a server chooses one as config.extra.network. */
+            networks: {
+                id: string;
+                name: string;
+                /** @description Neutron's router:external. */
+                external: boolean;
+            }[];
+            /** @description The network a server joins without config.extra.network (c.OpenStackCloud.network, else the first internal one). */
+            network: string;
+            /** @description The external network servers get a floating IP from; empty: they are reached at their fixed IP. */
+            floating_ip_network: string;
+            /** @description The project's key pairs, for information: each server gets a key pair of its own client key instead. */
+            key_pairs: string[];
+            /** @description Starts waiting for GPUs. */
+            gpu_queue: number;
         };
         /** @description A partition of a Slurm cluster: its time limit (within the admin's) and its largest node. */
         SlurmPartition: {
