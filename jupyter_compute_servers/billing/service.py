@@ -467,7 +467,10 @@ class ComputeServerCosts(LoggingConfigurable):
         if server.spend_limit is None:
             return None
         return LimitStatus(
-            spend["limit"].amount, Decimal(str(server.spend_limit.amount)), self.warning_fraction
+            # What limits count: a snapshot's spot price at the on-demand price (``Rate``).
+            spend["limit"].limit_amount,
+            Decimal(str(server.spend_limit.amount)),
+            self.warning_fraction,
         )
 
     def _budget_status(self, month_spent: Decimal) -> LimitStatus | None:
@@ -494,7 +497,7 @@ class ComputeServerCosts(LoggingConfigurable):
         }
         status = self._limit_status(server, spend)
         if status is not None and server.spend_limit is not None:
-            until = status.seconds_until(1.0, current.hourly)
+            until = status.seconds_until(1.0, current.limit_hourly)
             cost["spend_limit"] = {
                 "amount": server.spend_limit.amount,
                 "period_days": server.spend_limit.period_days,
@@ -558,7 +561,7 @@ class ComputeServerCosts(LoggingConfigurable):
                 for part in self.rates_of(server).for_state(server.state.value).parts
             )
         )
-        budget = self._budget_status(total["month"].amount)
+        budget = self._budget_status(total["month"].limit_amount)
         return {
             "currency": CURRENCY,
             "at": now,
@@ -614,7 +617,7 @@ class ComputeServerCosts(LoggingConfigurable):
                 )
         if self.monthly_budget and not self.rates_of(server).running.is_known_zero:
             spends, _ = self._spends(now, self.servers.store.servers())
-            month = sum((s["month"].amount for s in spends.values()), Decimal(0))
+            month = sum((s["month"].limit_amount for s in spends.values()), Decimal(0))
             budget = self._budget_status(month)
             if budget is not None and budget.reached:
                 raise ConflictError(
@@ -668,7 +671,7 @@ class ComputeServerCosts(LoggingConfigurable):
         base = f"spend_limit:{server.id}:{limit.amount}:{limit.period_days}"
         warn_key, reached_key = f"{base}:warning", f"{base}:reached"
         described = describe_limit(limit)
-        hourly = rates.for_state(server.state.value).hourly
+        hourly = rates.for_state(server.state.value).limit_hourly
         if status.reached:
             stopping = _stoppable(server, State.RUNNING, State.SUSPENDED)
             if stopping:
@@ -770,7 +773,7 @@ class ComputeServerCosts(LoggingConfigurable):
         rates: dict[int, StateRates],
         given: set[str],
     ) -> None:
-        month_spent = sum((spend["month"].amount for spend in spends.values()), Decimal(0))
+        month_spent = sum((spend["month"].limit_amount for spend in spends.values()), Decimal(0))
         budget = self._budget_status(month_spent)
         if budget is None:
             return
@@ -778,7 +781,7 @@ class ComputeServerCosts(LoggingConfigurable):
         month = month_name(plan.now, self.zone)
         base = f"budget:{month}:{self.monthly_budget}"
         now_rates = {s.id: rates[s.id].for_state(s.state.value) for s in servers}
-        hourly = sum((rate.hourly for rate in now_rates.values()), Decimal(0))
+        hourly = sum((rate.limit_hourly for rate in now_rates.values()), Decimal(0))
         described = fmt(self.monthly_budget)
         if budget.reached:
             for server in servers:
