@@ -55,6 +55,8 @@ ZERO = Decimal(0)
 LIVE_SOURCE = "catalog"
 #: Amounts the API answers are rounded to a millionth of a dollar.
 _MICRO = Decimal("0.000001")
+#: Rates in words are said to a hundredth of a cent ($0.2018/h).
+_CENT_HUNDREDTH = Decimal("0.0001")
 
 TABLES_DIR = files("jupyter_compute_servers").joinpath("billing").joinpath("price_tables")
 SCHEMA_NAME = "price-table.schema.json"
@@ -139,10 +141,10 @@ class Rate:
         """Why limits count more than ``hourly`` ("" where they count the same)."""
         if self.limit_hourly == self.hourly:
             return ""
+        counted = _usd(self.limit_hourly.quantize(_CENT_HUNDREDTH))
         return (
-            f"spend limits and the budget count {_usd(self.limit_hourly.quantize(_MICRO))}/h, "
-            f"the on-demand price, while the spot price is not refreshed "
-            f"(c.ComputeServerCosts.gcp_catalog_refresh)"
+            f"spend limits and the budget count {counted}/h, the on-demand price, while the "
+            f"spot price is not refreshed (c.ComputeServerCosts.gcp_catalog_refresh)"
         )
 
     @property
