@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from jupyter_compute_servers.billing.limits import fmt
 from jupyter_compute_servers.billing.prices import PriceBook, builtin_tables, parse_table
 from jupyter_compute_servers.billing.service import ComputeServerCosts
 from jupyter_compute_servers.clouds.base import Cloud
@@ -429,6 +430,11 @@ async def test_a_shipped_spot_price_counts_at_on_demand_for_the_spend_limit(
     result = await costs.evaluate()
     assert [(s.server_id, s.trigger) for s in result.stopped] == [(server["id"], "spend_limit")]
     off = await wait_for_state(server["id"], "off")
+    assert off["state_reason"] == (
+        f"Stopped automatically: its spend limit of {fmt(limit)} per day was reached "
+        f"({fmt(limit)} spent; dated spot prices counted at the on-demand price, "
+        f"{fmt(spot)} at the prices shown)."
+    )
     # Shown: an hour at the spot price. Counted by the limit: an hour at the on-demand one.
     assert off["cost"]["spent"]["total"] == pytest.approx(float(spot), abs=1e-6)
     assert off["cost"]["spend_limit"]["spent"] == pytest.approx(limit, abs=1e-6)

@@ -606,12 +606,15 @@ class ComputeServerCosts(LoggingConfigurable):
         """Refuse (409) to start a server whose spend limit, or the budget, is spent."""
         now = self.now()
         if server.spend_limit is not None:
-            status = self._limit_status(server, self.spend_of(server, now))
+            spend = self.spend_of(server, now)
+            status = self._limit_status(server, spend)
             if status is not None and status.reached:
+                counted = _counted(status.spent, spend["limit"].amount)
                 raise ConflictError(
                     f"{server.name!r} has reached its spend limit of "
                     f"{describe_limit(server.spend_limit)}: {fmt(status.spent)} in the last "
-                    f"{server.spend_limit.period_days} days. Raise its spend limit to start it.",
+                    f"{server.spend_limit.period_days} days{counted}. Raise its spend limit to "
+                    f"start it.",
                     field="spend_limit",
                     state=server.state.value,
                 )
@@ -672,6 +675,7 @@ class ComputeServerCosts(LoggingConfigurable):
         warn_key, reached_key = f"{base}:warning", f"{base}:reached"
         described = describe_limit(limit)
         hourly = rates.for_state(server.state.value).limit_hourly
+        counted = _counted(status.spent, spend["limit"].amount)
         if status.reached:
             stopping = _stoppable(server, State.RUNNING, State.SUSPENDED)
             if stopping:
@@ -680,13 +684,13 @@ class ComputeServerCosts(LoggingConfigurable):
                         server.id,
                         "spend_limit",
                         f"Stopped automatically: its spend limit of {described} was reached "
-                        f"({fmt(status.spent)} spent).",
+                        f"({fmt(status.spent)} spent{counted}).",
                     )
                 )
             message = (
                 f"{server.name} has reached its spend limit of {described} "
-                f"({fmt(status.spent)} spent). It cannot start until its spend in the last "
-                f"{limit.period_days} days falls below the limit, or the limit is raised."
+                f"({fmt(status.spent)} spent{counted}). It cannot start until its spend in "
+                f"the last {limit.period_days} days falls below the limit, or the limit is raised."
             )
             for key, threshold in ((warn_key, warn), (reached_key, 1.0)):
                 if key not in given:
@@ -717,8 +721,8 @@ class ComputeServerCosts(LoggingConfigurable):
                         status.spent,
                         status.limit,
                         f"{server.name} has spent {fmt(status.spent)} of its spend limit of "
-                        f"{described} ({status.fraction:.0%}); it stops when it reaches the "
-                        f"limit.",
+                        f"{described} ({status.fraction:.0%}{counted}); it stops when it "
+                        f"reaches the limit.",
                         period_days=limit.period_days,
                     )
                 )
@@ -777,6 +781,9 @@ class ComputeServerCosts(LoggingConfigurable):
         budget = self._budget_status(month_spent)
         if budget is None:
             return
+        counted = _counted(
+            month_spent, sum((spend["month"].amount for spend in spends.values()), Decimal(0))
+        )
         warn = self.warning_fraction
         month = month_name(plan.now, self.zone)
         base = f"budget:{month}:{self.monthly_budget}"
@@ -792,13 +799,13 @@ class ComputeServerCosts(LoggingConfigurable):
                             server.id,
                             "budget",
                             f"Stopped automatically: the monthly budget of {described} was "
-                            f"reached ({fmt(budget.spent)} spent in {month}).",
+                            f"reached ({fmt(budget.spent)} spent in {month}{counted}).",
                         )
                     )
             message = (
                 f"The monthly budget of {described} is reached ({fmt(budget.spent)} spent in "
-                f"{month}). Servers that cost money were stopped and cannot start until next "
-                f"month or a higher budget."
+                f"{month}{counted}). Servers that cost money were stopped and cannot start "
+                f"until next month or a higher budget."
             )
             for key, threshold in ((f"{base}:warning", warn), (f"{base}:reached", 1.0)):
                 if key not in given:
@@ -827,8 +834,8 @@ class ComputeServerCosts(LoggingConfigurable):
                         budget.spent,
                         budget.limit,
                         f"Compute servers have spent {fmt(budget.spent)} of the monthly budget "
-                        f"of {described} ({budget.fraction:.0%}) in {month}; servers that cost "
-                        f"money stop when it is reached.",
+                        f"of {described} ({budget.fraction:.0%}{counted}) in {month}; servers "
+                        f"that cost money stop when it is reached.",
                         month=month,
                     )
                 )
@@ -982,6 +989,14 @@ class ComputeServerCosts(LoggingConfigurable):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._task = None
+
+
+def _counted(counted: Decimal, shown: Decimal) -> str:
+    """Where a limit counted more than the cost shown (dated spot prices at the on-demand
+    price, see ``prices.Rate.limit_hourly``), the words that say so; else nothing."""
+    if counted == shown:
+        return ""
+    return f"; dated spot prices counted at the on-demand price, {fmt(shown)} at the prices shown"
 
 
 def _stoppable(server: ServerRecord, *states: State) -> bool:
