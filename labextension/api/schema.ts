@@ -1207,6 +1207,10 @@ export interface components {
             hourly: number;
             /** @description The parts whose price is not known; when not empty, show "price unknown" (naming them), not the number alone. */
             unknown: string[];
+            /** @description Present only where spend limits and the budget count more per hour than `hourly`: a spot price of the shipped gcp table (dated; it may have risen since) counted at the on-demand price. Limits and the budget count this; the cost shown counts `hourly`. */
+            limit_hourly?: number;
+            /** @description With `limit_hourly`: why, in words, to show where the limit is shown, e.g. 'spend limits and the budget count $0.19/h, the on-demand price, while the spot price is not refreshed (c.ComputeServerCosts.gcp_catalog_refresh)'. */
+            limit_note?: string;
             /** @description In estimates only. */
             parts?: components["schemas"]["CostPart"][];
         };
