@@ -80,8 +80,12 @@ def free_port() -> int:
 class Jupyter:
     """A Jupyter server with the extension, in ``work``; its REST API with the token."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(
+        self, work: Path, extra_args: tuple[str, ...] = (), root_dir: Path | None = None
+    ) -> None:
         self.work = work
+        self.extra_args = extra_args  # more command-line options for jupyter server
+        self.root_dir = root_dir or work
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.base = f"http://127.0.0.1:{self.port}/"
@@ -114,11 +118,12 @@ class Jupyter:
                 f"--port={self.port}",
                 "--ServerApp.port_retries=0",
                 f"--IdentityProvider.token={self.token}",
-                f"--ServerApp.root_dir={self.work}",
+                f"--ServerApp.root_dir={self.root_dir}",
                 f"--ComputeServersApp.data_dir={self.work / 'compute'}",
                 f"--ComputeServersApp.image_catalog={self.work / 'catalog.json'}",
                 "--LocalCloud.stop_on_shutdown=True",
                 "--ServerApp.jpserver_extensions={'jupyter_compute_servers': True}",
+                *self.extra_args,
             ],
             env=env,
             stdout=subprocess.DEVNULL,

@@ -460,12 +460,7 @@ class HostStore:
     def shares_on(self, gpu_uuid: str) -> list[Slice]:
         """The slices holding a share of this GPU, on any host record."""
         with self.database.read() as db:
-            rows = (
-                db.execute(select(host_slices).where(host_slices.c.gpu_fraction.is_not(None)))
-                .mappings()
-                .all()
-            )
-        return [s for s in map(_slice, rows) if gpu_uuid in s.gpu_uuids]
+            return _shares_in(db, gpu_uuid)
 
     def queue_position(self, server_id: int) -> int | None:
         """1 for the next in line on its host; None when not waiting."""
@@ -498,6 +493,32 @@ class HostStore:
             db.execute(delete(host_slices).where(host_slices.c.server_id == server_id))
             db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
 
+    def release_share(self, server_id: int) -> str | None:
+        """Release the server's slice; when it held a share of a GPU that no other slice holds
+        a share of now, that GPU's UUID (its MPS daemon may go). The release and that check
+        are one transaction under the ``gpu_shares`` lock that ``allocate`` takes: a share
+        allocated (starting) concurrently is either seen here or allocated after the release,
+        never lost between them."""
+        with self.database.transaction() as db:
+            self.database.lock(db, "gpu_shares")
+            row = (
+                db.execute(select(host_slices).where(host_slices.c.server_id == server_id))
+                .mappings()
+                .first()
+            )
+            db.execute(delete(host_slices).where(host_slices.c.server_id == server_id))
+            db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
+            if row is None or row["gpu_fraction"] is None:
+                return None
+            uuid = _slice(row).gpu_uuids[0]
+            return None if _shares_in(db, uuid) else uuid
+
+    def shares_locked(self, gpu_uuid: str) -> list[Slice]:
+        """``shares_on``, read under the ``gpu_shares`` lock (after any allocation in flight)."""
+        with self.database.transaction() as db:
+            self.database.lock(db, "gpu_shares")
+            return _shares_in(db, gpu_uuid)
+
     def slices_on(self, host_id: int) -> list[Slice]:
         with self.database.read() as db:
             rows = (
@@ -506,6 +527,15 @@ class HostStore:
                 .all()
             )
         return [_slice(row) for row in rows]
+
+
+def _shares_in(db: Connection, gpu_uuid: str) -> list[Slice]:
+    rows = (
+        db.execute(select(host_slices).where(host_slices.c.gpu_fraction.is_not(None)))
+        .mappings()
+        .all()
+    )
+    return [s for s in map(_slice, rows) if gpu_uuid in s.gpu_uuids]
 
 
 def _entries(value: Any) -> list[dict[str, Any]]:

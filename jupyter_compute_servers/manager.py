@@ -199,6 +199,8 @@ class SyncSettingsStore(Protocol):
 
     def settings(self, server_id: int) -> SyncSettings: ...
 
+    def all_settings(self) -> dict[int, SyncSettings]: ...
+
     def save_settings(self, server_id: int, settings: SyncSettings) -> None: ...
 
 
@@ -339,10 +341,10 @@ class ComputeServerManager:
         color = (
             parse_color(data["color"])
             if "color" in data
-            else PALETTE[len(self.store.servers()) % len(PALETTE)]
+            else PALETTE[self.store.count() % len(PALETTE)]
         )
         sync_settings = self._parse_sync_settings(data, None)
-        if self.max_servers and len(self.store.servers()) >= self.max_servers:
+        if self.max_servers and self.store.count() >= self.max_servers:
             raise ConflictError(
                 f"There are {self.max_servers} compute servers, the most allowed here "
                 f"(c.ComputeServersApp.max_servers); delete one first."
@@ -792,6 +794,24 @@ class ComputeServerManager:
             check_after=self.ssh.connect_timeout / 2,
             interval=self.health_interval,
         )
+
+    async def metrics(self, server_id: int) -> dict[str, Any]:
+        """GPU, CPU and memory use now, as the running server's agent samples them, with what
+        its cloud has to tell of its GPUs (``mps_warning``)."""
+        agent = await self.agent_for(server_id, "metrics need it running.")
+        answer = dict(await agent.call("metrics", timeout=20))
+        server = self.store.get(server_id)
+        cloud = self.clouds.get(server.cloud)
+        warnings = cloud.gpu_warnings(server_id) if cloud is not None else {}
+        gpus = answer.get("gpus")
+        if warnings and isinstance(gpus, list):
+            answer["gpus"] = [
+                {**gpu, "mps_warning": warnings[gpu["uuid"]]}
+                if isinstance(gpu, dict) and gpu.get("uuid") in warnings
+                else gpu
+                for gpu in gpus
+            ]
+        return answer
 
     async def info(self, server_id: int) -> dict[str, Any]:
         """Hardware and software of a running server, as its agent reports them."""

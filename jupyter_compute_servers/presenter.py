@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .models import State, allowed_actions
+from .sync.settings import SyncSettings
 
 if TYPE_CHECKING:
     from .billing.service import ComputeServerCosts
@@ -32,8 +33,26 @@ class ServerPresenter:
         #: The server's live workspace mount in this process (mount/service.py), or None.
         self.mount_state = mount_state
 
-    def to_json(self, server: ServerRecord) -> dict[str, Any]:
+    def list_json(self, servers: list[ServerRecord]) -> list[dict[str, Any]]:
+        """Many servers (``GET servers``): what each needs from the database read once for
+        all, not per server."""
+        costs = self.costs.servers_json(servers)
+        settings = self.sync_settings.all_settings()
+        return [
+            self.to_json(s, costs=costs[s.id], sync=settings.get(s.id, SyncSettings()))
+            for s in servers
+        ]
+
+    def to_json(
+        self,
+        server: ServerRecord,
+        *,
+        costs: dict[str, Any] | None = None,
+        sync: SyncSettings | None = None,
+    ) -> dict[str, Any]:
         cloud = self.clouds.get(server.cloud)
+        if sync is None:
+            sync = self.sync_settings.settings(server.id)
         supports_suspend = cloud.supports_suspend if cloud else False
         return {
             "id": server.id,
@@ -55,7 +74,7 @@ class ServerPresenter:
             "created": server.created,
             "updated": server.updated,
             "operation": server.operation,
-            "sync": self.sync_settings.settings(server.id).to_json(),
+            "sync": sync.to_json(),
             "workspace": server.workspace.to_json(),
             "mount": self.mount_state(server.id),
             "progress": server.progress,
@@ -68,5 +87,5 @@ class ServerPresenter:
                 if cloud
                 else (["delete"] if server.state is State.DEPROVISIONED else [])
             ),
-            **self.costs.server_json(server),
+            **(costs if costs is not None else self.costs.server_json(server)),
         }

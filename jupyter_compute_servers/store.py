@@ -265,6 +265,13 @@ class ServerStore:
             rows = db.execute(self._mine(select(servers).order_by(servers.c.id))).mappings().all()
         return [_row_to_record(row) for row in rows]
 
+    def count(self) -> int:
+        """How many servers this store has (scoped: its owner's)."""
+        with self.database.read() as db:
+            return int(
+                db.execute(self._mine(select(func.count()).select_from(servers))).scalar() or 0
+            )
+
     def all_servers(self) -> list[ServerRecord]:
         """Every owner's servers (an admin's view)."""
         with self.database.read() as db:

@@ -887,6 +887,12 @@ class FakeOpenStack:
                     return 200, image, {}
         return 404, _fault("itemNotFound", 404, "not found"), {}
 
+    def add_network(self, name: str, *, external: bool = False) -> dict[str, Any]:
+        """Another network of the project (after ``private`` and ``public``)."""
+        network = self._network(name, external=external)
+        self.networks.append(network)
+        return network
+
     def _network(self, name: str, *, external: bool) -> dict[str, Any]:
         return {
             "id": str(uuid.uuid4()),

@@ -21,6 +21,30 @@ async def create(api, name="box", **body):
     return server
 
 
+async def test_the_list_answers_each_server_as_its_own_get_does(api, wait_for_state):
+    """``GET servers`` reads costs and sync settings once for all servers: each entry is what
+    ``GET servers/{id}`` answers (history, rates and settings told apart by server)."""
+    plain = await create(api, "plain")
+    synced = await create(api, "synced", sync={"excludes": ["*.csv"], "auto_sync_minutes": 5})
+    limited = await create(api, "limited", spend_limit={"amount": 3, "period_days": 7})
+    await api("POST", f"servers/{limited['id']}/actions/start")
+    assert (await wait_for_state(limited["id"], "running", "error"))["state"] == "running"
+    await api("POST", f"servers/{limited['id']}/actions/stop")
+    await wait_for_state(limited["id"], "off")
+
+    _, listing = await api("GET", "servers")
+    for entry in listing["servers"]:
+        _, own = await api("GET", f"servers/{entry['id']}")
+        for answer in (entry, own):  # spend moves on by the second: compare what does not
+            answer["cost"].pop("spent")
+        assert entry == own, entry["name"]
+    by_name = {s["name"]: s for s in listing["servers"]}
+    assert by_name["synced"]["sync"]["excludes"] == ["*.csv"]
+    assert by_name["plain"]["sync"]["excludes"] == [] and plain["id"] != synced["id"]
+    assert by_name["limited"]["cost"]["spend_limit"] is not None
+    assert by_name["plain"]["cost"]["spend_limit"] is None
+
+
 async def test_create_list_get_patch_delete(api):
     server = await create(api, "alpha", notes="for tests")
     assert server["state"] == "deprovisioned"

@@ -15,9 +15,11 @@ from typing import Any, ClassVar
 
 import pytest
 
+from jupyter_compute_servers.billing.limits import fmt
 from jupyter_compute_servers.billing.prices import PriceBook, builtin_tables, parse_table
 from jupyter_compute_servers.billing.service import ComputeServerCosts
 from jupyter_compute_servers.clouds.base import Cloud
+from jupyter_compute_servers.clouds.local import LocalCloud
 from jupyter_compute_servers.terminals import TerminalSession
 
 from .kernel_helpers import execute, wait_until
@@ -359,6 +361,121 @@ async def test_limits_are_evaluated_again_after_a_restart(
     ]
     await start(api, wait_for_state, server["id"])
     await stop(api, wait_for_state, server["id"])
+
+
+class SpotSandbox(LocalCloud):
+    """Real local sandboxes (they start, run and stop) under the name gcp, configured as a
+    spot n1-standard-4 in us-central1 and priced by the gcp table (shipped or refreshed), as
+    a spot GCE VM would be: the pricing is what is under test, not Compute Engine."""
+
+    name: ClassVar[str] = "gcp"
+    config_fields: ClassVar[frozenset[str]] = LocalCloud.config_fields | {
+        "machine_type",
+        "spot",
+        "region",
+    }
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            **super().defaults(),
+            "machine_type": "n1-standard-4",
+            "region": "us-central1",
+            "spot": True,
+        }
+
+    def price(self, config: Any) -> None:
+        return None  # the gcp table prices it
+
+
+def _n1_us_central1(table: Any, tier: str) -> Decimal:
+    """An n1-standard-4 with 10 GB of the default disk, running, per hour in us-central1."""
+    region = table.data["regions"]["us-central1"]
+    machines = region["machines"]["n1"][tier]
+    disk = Decimal(str(region["disks"][table.default_disk_type]["gb_month"]["price"]))
+    return (
+        4 * Decimal(str(machines["vcpu_hour"]["price"]))
+        + 15 * Decimal(str(machines["memory_gb_hour"]["price"]))
+        + Decimal(str(region["external_ip"][tier]["price"]))
+        + 10 * disk / 730
+    )
+
+
+@pytest.fixture
+def spot_gcp(manager, tmp_path) -> SpotSandbox:
+    local = manager.clouds["local"]
+    cloud = SpotSandbox(parent=local.parent, data_dir=str(tmp_path / "gcp"))
+    cloud.catalog = local.catalog  # (what bind() gives a local cloud)
+    manager.clouds["gcp"] = cloud
+    return cloud
+
+
+async def test_a_shipped_spot_price_counts_at_on_demand_for_the_spend_limit(
+    api, wait_for_state, costs, clock, spot_gcp
+):
+    table = builtin_tables()["gcp"]
+    spot = _n1_us_central1(table, "spot")
+    demand = _n1_us_central1(table, "on_demand")
+    assert spot < demand  # what the test is about
+    limit = float(demand)  # one hour at the on-demand price
+    server = await create(api, cloud="gcp", spend_limit={"amount": limit, "period_days": 1})
+    running = server["cost"]["rates"]["running"]
+    assert running["hourly"] == pytest.approx(float(spot), abs=1e-6)
+    assert running["limit_hourly"] == pytest.approx(float(demand), abs=1e-6)
+    assert "on-demand price, while the spot price is not refreshed" in running["limit_note"]
+    await start(api, wait_for_state, server["id"])
+    clock.advance(HOUR - 1)
+    result = await costs.evaluate()
+    assert not result.stopped and result.plan.next_at == pytest.approx(START + HOUR, abs=1e-3)
+    clock.advance(1)
+    result = await costs.evaluate()
+    assert [(s.server_id, s.trigger) for s in result.stopped] == [(server["id"], "spend_limit")]
+    off = await wait_for_state(server["id"], "off")
+    assert off["state_reason"] == (
+        f"Stopped automatically: its spend limit of {fmt(limit)} per day was reached "
+        f"({fmt(limit)} spent; dated spot prices counted at the on-demand price, "
+        f"{fmt(spot)} at the prices shown)."
+    )
+    # Shown: an hour at the spot price. Counted by the limit: an hour at the on-demand one.
+    assert off["cost"]["spent"]["total"] == pytest.approx(float(spot), abs=1e-6)
+    assert off["cost"]["spend_limit"]["spent"] == pytest.approx(limit, abs=1e-6)
+    assert off["cost"]["spend_limit"]["status"] == "reached"
+    # The budget counts the same way.
+    costs.monthly_budget = limit
+    code, total = await api("GET", "costs")
+    assert code == 200, total
+    assert total["spent"]["month"] == pytest.approx(float(spot), abs=1e-6)
+    assert total["budget"]["spent"] == pytest.approx(limit, abs=1e-6)
+    assert total["budget"]["status"] == "reached"
+
+
+async def test_a_live_spot_price_counts_as_it_is_for_the_spend_limit(
+    api, wait_for_state, costs, clock, spot_gcp
+):
+    # The Billing Catalog refresh gave a current spot price: limits count it, not on-demand.
+    from jupyter_compute_servers.billing.catalog import CATALOG_SOURCE
+
+    data = copy.deepcopy(builtin_tables()["gcp"].data)
+    data["sources"][CATALOG_SOURCE] = {"url": "Cloud Billing Catalog API", "as_of": "2030-03-14"}
+    region = data["regions"]["us-central1"]
+    for unit in ("vcpu_hour", "memory_gb_hour"):
+        region["machines"]["n1"]["spot"][unit]["source"] = CATALOG_SOURCE
+    region["external_ip"]["spot"]["source"] = CATALOG_SOURCE
+    costs.book.builtin["gcp"] = parse_table(data, "refreshed gcp table")
+    table = costs.book.builtin["gcp"]
+    spot = _n1_us_central1(table, "spot")
+    server = await create(api, cloud="gcp", spend_limit={"amount": float(spot), "period_days": 1})
+    running = server["cost"]["rates"]["running"]
+    assert running["hourly"] == pytest.approx(float(spot), abs=1e-6)
+    assert "limit_hourly" not in running and "limit_note" not in running
+    await start(api, wait_for_state, server["id"])
+    clock.advance(HOUR - 1)
+    assert not (await costs.evaluate()).stopped  # an on-demand count would have stopped it
+    clock.advance(1)
+    result = await costs.evaluate()
+    assert [(s.server_id, s.trigger) for s in result.stopped] == [(server["id"], "spend_limit")]
+    off = await wait_for_state(server["id"], "off")
+    assert off["cost"]["spend_limit"]["spent"] == pytest.approx(float(spot), abs=1e-6)
+    assert off["cost"]["spent"]["total"] == pytest.approx(float(spot), abs=1e-6)
 
 
 # --- the monthly budget ------------------------------------------------------------------

@@ -25,6 +25,8 @@ from typing import Any
 import asyncssh
 import pytest
 
+from jupyter_compute_servers.models import GpuSpec
+
 from .kernel_helpers import execute, wait_until
 from .sshd import start_sshd
 from .test_billing_api import Clock
@@ -449,3 +451,97 @@ async def test_without_mps_tools_a_share_fails_to_start_saying_why(
     # The share is given back: nothing holds the GPU.
     hosts = jp_serverapp.web_app.settings["compute_servers_manager"].hosts.hosts
     assert hosts.slice_of(server["id"]) is None and hosts.shares_on("GPU-a100-1") == []
+
+
+def mps_daemon_pid(host: dict[str, Any], uuid: str) -> int | None:
+    """The GPU's stand-in MPS control daemon's pid, if that process is alive (not a zombie)."""
+    pid_file = host["home"] / ".jupyter-compute-servers" / "mps" / uuid / "pipe"
+    pid_file = pid_file / "nvidia-cuda-mps-control.pid"
+    try:
+        pid = int(pid_file.read_text())
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, ValueError):
+        return None
+    return None if state == "Z" else pid
+
+
+async def test_the_watch_restarts_a_dead_mps_daemon_and_says_so(
+    api, wait_for_state, host, jp_serverapp
+):
+    registered = await register(api, host, gpu_fractions={"GPU-a100-1": [0.5]})
+    share = {"type": A100, "fraction": 0.5}
+    one = await server_on(api, registered["id"], "one", share)
+    two = await server_on(api, registered["id"], "two", share)
+    for server in (one, two):
+        await start(api, wait_for_state, server["id"])
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    first = mps_daemon_pid(host, "GPU-a100-1")
+    assert first is not None
+    _, metrics = await api("GET", f"servers/{one['id']}/metrics")
+    assert "mps_warning" not in metrics["gpus"][0]
+
+    # The daemon dies under the running shares: the watch finds it gone and starts it again.
+    os.kill(first, signal.SIGKILL)
+    await wait_until(lambda: mps_daemon_pid(host, "GPU-a100-1") is None)
+    await manager.watch_once({"ssh"})
+    second = mps_daemon_pid(host, "GPU-a100-1")
+    assert second is not None and second != first
+    started = [e for e in mps_log(host, "GPU-a100-1") if e["event"] == "started"]
+    assert len(started) == 2 and started[1]["CUDA_VISIBLE_DEVICES"] == "GPU-a100-1"
+
+    # Both servers holding a share of that GPU say so in their metrics (as of now).
+    for server in (one, two):
+        code, metrics = await api("GET", f"servers/{server['id']}/metrics")
+        assert code == 200, metrics
+        (gpu,) = metrics["gpus"]
+        assert gpu["mps_warning"].startswith(
+            "The MPS daemon of GPU GPU-a100-1 stopped and was restarted at "
+        )
+        assert "may have lost their GPU context" in gpu["mps_warning"]
+
+    # A daemon that answers is left alone.
+    await manager.watch_once({"ssh"})
+    assert mps_daemon_pid(host, "GPU-a100-1") == second
+    for server in (one, two):
+        await api("POST", f"servers/{server['id']}/actions/stop")
+        await wait_for_state(server["id"], "off")
+    assert mps_daemon_pid(host, "GPU-a100-1") is None
+
+
+async def test_a_share_starting_while_the_last_one_stops_keeps_its_daemon(
+    api, wait_for_state, host, jp_serverapp
+):
+    registered = await register(api, host, gpu_fractions={"GPU-a100-1": [0.5]})
+    share = {"type": A100, "fraction": 0.5}
+    leaving = await server_on(api, registered["id"], "leaving", share)
+    coming = await server_on(api, registered["id"], "coming", share)
+    await start(api, wait_for_state, leaving["id"])
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    store = manager.hosts.hosts
+    host_record = store.get(registered["id"])
+    log_dir = host["home"] / ".jupyter-compute-servers" / "mps" / "GPU-a100-1" / "log"
+    (log_dir / "quit_delay").write_text("2")
+
+    # The last share stops; while its daemon is quitting, another share of the GPU is
+    # allocated (as another Jupyter process sharing the database would, its start's
+    # ``mps_ensure`` perhaps answered by the daemon about to quit).
+    await api("POST", f"servers/{leaving['id']}/actions/stop")
+    await wait_until(lambda: [e for e in mps_log(host, "GPU-a100-1") if e.get("command") == "quit"])
+    granted = store.allocate(coming["id"], host_record, 1, 0.25, GpuSpec(A100, 1, 0.5))
+    assert granted.gpu_uuids == ["GPU-a100-1"], granted
+    await wait_for_state(leaving["id"], "off")
+    (log_dir / "quit_delay").unlink()
+    assert mps_daemon_pid(host, "GPU-a100-1") is not None  # the new share has its daemon
+    assert (await start(api, wait_for_state, coming["id"]))["state"] == "running"
+
+    # And the other way round: a share allocated before the stop's release keeps the daemon
+    # (no quit at all).
+    await start(api, wait_for_state, leaving["id"])
+    quits = len([e for e in mps_log(host, "GPU-a100-1") if e.get("command") == "quit"])
+    await api("POST", f"servers/{coming['id']}/actions/stop")
+    await wait_for_state(coming["id"], "off")
+    assert len([e for e in mps_log(host, "GPU-a100-1") if e.get("command") == "quit"]) == quits
+    assert mps_daemon_pid(host, "GPU-a100-1") is not None
+    await api("POST", f"servers/{leaving['id']}/actions/stop")
+    await wait_for_state(leaving["id"], "off")
+    assert mps_daemon_pid(host, "GPU-a100-1") is None

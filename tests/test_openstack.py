@@ -359,6 +359,56 @@ async def test_configuration_errors_name_the_field(fake, clouds_yaml, tmp_path):
         OpenStackCloud(flavor_rates={"gpu_tiny": -1})
 
 
+# --- the network: chosen per server, else the admin's --------------------------------------
+
+
+async def test_a_server_created_on_a_chosen_network_gets_its_port_there(
+    fake, clouds_yaml, tmp_path
+):
+    lan = fake.add_network("gpu-lan")
+    cloud = await make_cloud(fake, clouds_yaml, tmp_path)
+    assert [n["name"] for n in cloud.offerings()["networks"]] == ["gpu-lan", "private", "public"]
+    assert cloud.offerings()["network"] == "private"  # the admin's default: the first internal
+    async with openstack_manager(tmp_path, cloud) as manager:
+        chosen = create(manager, "lan", machine_type="ci_medium", extra={"network": "gpu-lan"})
+        assert chosen.config.extra == {"network": "gpu-lan"}
+        server = await act(manager, chosen.id, "start")
+        assert server.state is State.RUNNING, server.state_reason
+        # Nova was asked for that network, and Neutron's port of the VM is on it.
+        assert fake.server().network_id == lan["id"]
+        nova_id = fake.server().id
+        (port,) = await cloud._call(
+            "list ports", lambda c: list(c.network.ports(device_id=nova_id))
+        )
+        assert port.network_id == lan["id"]
+        assert (await manager.info(server.id))["python_executable"] == sys.executable
+        # The network is the server's for life: an edit may not move it.
+        with pytest.raises(ValidationError, match="chosen when the server is created") as e:
+            await manager.update_server(server.id, {"config": {"extra": {"network": "private"}}})
+        assert e.value.field == "config.extra.network"
+        await act(manager, server.id, "deprovision", confirm=True)
+        # Without a choice, the admin's network (here the first internal one).
+        plain = await act(manager, create(manager, "plain", machine_type="ci_medium").id, "start")
+        assert plain.state is State.RUNNING, plain.state_reason
+        assert fake.server().network_id == fake.networks[0]["id"] != lan["id"]
+
+
+async def test_a_network_the_project_lacks_is_refused_naming_the_field(fake, clouds_yaml, tmp_path):
+    cloud = await make_cloud(fake, clouds_yaml, tmp_path)
+    with pytest.raises(ValidationError, match="its networks: private, public") as e:
+        cloud.make_config({"machine_type": "ci_medium", "extra": {"network": "elsewhere"}})
+    assert e.value.field == "config.extra.network"
+    with pytest.raises(ValidationError, match="name or id of a network") as e:
+        cloud.make_config({"machine_type": "ci_medium", "extra": {"network": 7}})
+    assert e.value.field == "config.extra.network"
+    with pytest.raises(ValidationError, match=r"takes config\.extra\.network") as e:
+        cloud.make_config({"machine_type": "ci_medium", "extra": {"key_pair": "mine"}})
+    assert e.value.field == "config.extra.key_pair"
+    # By id as well as by name.
+    by_id = {"network": fake.networks[0]["id"]}
+    assert cloud.make_config({"machine_type": "ci_medium", "extra": by_id}).extra == by_id
+
+
 # --- GPUs: exhausted GPUs queue, with positions ----------------------------------------------
 
 
@@ -508,6 +558,17 @@ async def test_the_api_offers_the_flavors_and_runs_a_gpu_medium_server(fake, api
         "POST", "servers", {"name": "x", "cloud": "openstack", "config": {"machine_type": "nope"}}
     )
     assert code == 400 and error["field"] == "config.machine_type", error
+    code, error = await api(
+        "POST",
+        "servers",
+        {
+            "name": "x",
+            "cloud": "openstack",
+            "config": {"machine_type": "ci_medium", "extra": {"network": "nope"}},
+        },
+    )
+    assert code == 400 and error["field"] == "config.extra.network", error
+    assert "its networks: private, public" in error["message"]
 
     code, server = await api(
         "POST",

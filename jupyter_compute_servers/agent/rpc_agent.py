@@ -1558,14 +1558,25 @@ def _mps_dirs(uuid):
     return dirs
 
 
-def _mps_daemons(pipe_directory):
-    """The MPS processes (control daemon, server) serving this pipe directory."""
+def _mps_daemons(pipe_directory, control_only=False):
+    """The live MPS processes (control daemon, server) serving this pipe directory; only the
+    control daemon with ``control_only`` (a server left by a dead control daemon serves no new
+    client). A zombie (dead, not yet reaped) is not alive."""
     found = []
     for pid in _processes_with("CUDA_MPS_PIPE_DIRECTORY", pipe_directory):
         try:
             with open(f"/proc/{pid}/comm") as f:
-                if f.read().startswith("nvidia-cuda-mps"):
-                    found.append(pid)
+                if not f.read().startswith("nvidia-cuda-mps"):
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rpartition(")")[2].split()[:1] == ["Z"]:
+                    continue
+            if control_only:
+                # comm is cut to 15 characters: both daemons read "nvidia-cuda-mps".
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"nvidia-cuda-mps-control" not in f.read():
+                        continue
+            found.append(pid)
         except OSError:
             continue
     return found
@@ -1582,10 +1593,11 @@ def _mps_env(uuid, dirs):
 
 
 def mps_ensure(params):
-    """Start the GPU's MPS control daemon unless it runs; say where its clients find it."""
+    """Start the GPU's MPS control daemon unless it runs (its process alive); say where its
+    clients find it, and whether it had to be started (``started``)."""
     uuid = params.get("uuid")
     dirs = _mps_dirs(uuid)
-    running = _mps_daemons(dirs["pipe_directory"])
+    running = _mps_daemons(dirs["pipe_directory"], control_only=True)
     if running:
         return {**dirs, "started": False, "pids": running}
     control = shutil.which(MPS_CONTROL)

@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from .prices import PriceTable, PriceTableError, RegionalTable, parse_table
+from .prices import LIVE_SOURCE, PriceTable, PriceTableError, RegionalTable, parse_table
 
 COMPUTE_ENGINE_SERVICE = "services/6F81-5844-456A"
-CATALOG_SOURCE = "catalog"
+CATALOG_SOURCE = LIVE_SOURCE
 
 _SPOT = r"(?P<spot>(?:Spot )?Preemptible )?"
 _REGION_SUFFIX = r" running in .+$"

@@ -36,8 +36,17 @@ class Spend:
 
     amount: Decimal = ZERO
     unknown: set[str] = field(default_factory=set)
+    #: What spend limits and the budget count: ``amount`` with a snapshot's spot prices at
+    #: the on-demand price (``Rate.limit_hourly``); None: the same as ``amount``.
+    limit: Decimal | None = None
+
+    @property
+    def limit_amount(self) -> Decimal:
+        return self.amount if self.limit is None else self.limit
 
     def add(self, other: Spend) -> None:
+        if self.limit is not None or other.limit is not None:
+            self.limit = self.limit_amount + other.limit_amount
         self.amount += other.amount
         self.unknown |= other.unknown
 
@@ -60,6 +69,7 @@ class _Piece:
     start: Decimal
     hourly: Decimal
     unknown: tuple[str, ...]
+    limit_hourly: Decimal
 
 
 class Ledger:
@@ -93,28 +103,43 @@ class Ledger:
                         hourly, unknown = ZERO, ()
                     else:
                         hourly, unknown = ZERO, ("the recorded rates of this deleted server",)
+                    limit = hourly
                 else:
                     rate = rates.for_state(state)
                     hourly, unknown = rate.hourly, tuple(rate.unknown)
-                if pieces and pieces[-1].hourly == hourly and pieces[-1].unknown == unknown:
+                    limit = rate.limit_hourly
+                if pieces and (pieces[-1].hourly, pieces[-1].unknown, pieces[-1].limit_hourly) == (
+                    hourly,
+                    unknown,
+                    limit,
+                ):
                     continue  # the same rate goes on
-                pieces.append(_Piece(piece_start, hourly, unknown))
+                pieces.append(_Piece(piece_start, hourly, unknown, limit))
         self.starts = [piece.start for piece in pieces]
         self.pieces = pieces
         #: Dollar-seconds per hour spent before each piece (divided by 3600 at the end, so
         #: that whole seconds at a rate in cents give exact amounts).
         self.before: list[Decimal] = []
-        total = ZERO
+        #: The same at the rates limits count (``limit_hourly``).
+        self.limit_before: list[Decimal] = []
+        #: Whether limits count anything other than what is spent.
+        self.limits_differ = any(piece.limit_hourly != piece.hourly for piece in pieces)
+        total = limit_total = ZERO
         for index, piece in enumerate(pieces):
             self.before.append(total)
+            self.limit_before.append(limit_total)
             if index + 1 < len(pieces):
-                total += piece.hourly * (pieces[index + 1].start - piece.start)
+                seconds = pieces[index + 1].start - piece.start
+                total += piece.hourly * seconds
+                limit_total += piece.limit_hourly * seconds
 
-    def _cumulative(self, t: Decimal) -> Decimal:
+    def _cumulative(self, t: Decimal, *, limit: bool = False) -> Decimal:
         index = bisect_right(self.starts, t) - 1
         if index < 0:
             return ZERO
         piece = self.pieces[index]
+        if limit:
+            return self.limit_before[index] + piece.limit_hourly * (t - piece.start)
         return self.before[index] + piece.hourly * (t - piece.start)
 
     def spend(self, start: float, end: float) -> Spend:
@@ -123,6 +148,11 @@ class Ledger:
         if b <= a:
             return Spend()
         amount = (self._cumulative(b) - self._cumulative(a)) / SECONDS_PER_HOUR
+        limit = None
+        if self.limits_differ:
+            limit = (
+                self._cumulative(b, limit=True) - self._cumulative(a, limit=True)
+            ) / SECONDS_PER_HOUR
         unknown: set[str] = set()
         first = max(bisect_right(self.starts, a) - 1, 0)
         for index in range(first, len(self.pieces)):
@@ -132,7 +162,7 @@ class Ledger:
             piece_end = self.starts[index + 1] if index + 1 < len(self.pieces) else None
             if piece.unknown and (piece_end is None or piece_end > a):
                 unknown.update(piece.unknown)
-        return Spend(amount, unknown)
+        return Spend(amount, unknown, limit)
 
 
 def _cut(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cache
 from importlib.resources import files
@@ -50,8 +50,13 @@ HOURS_PER_MONTH = Decimal(730)
 CURRENCY = "USD"
 UNKNOWN = "unknown"
 ZERO = Decimal(0)
+#: The source name of the figures read from Google's Cloud Billing Catalog (``catalog``): the
+#: current prices, not a published snapshot.
+LIVE_SOURCE = "catalog"
 #: Amounts the API answers are rounded to a millionth of a dollar.
 _MICRO = Decimal("0.000001")
+#: Rates in words are said to a hundredth of a cent ($0.2018/h).
+_CENT_HUNDREDTH = Decimal("0.0001")
 
 TABLES_DIR = files("jupyter_compute_servers").joinpath("billing").joinpath("price_tables")
 SCHEMA_NAME = "price-table.schema.json"
@@ -80,6 +85,12 @@ class Part:
     source: str = ""
     as_of: str = ""
     note: str = ""
+    #: The hourly that spend limits and the budget count, where it is higher than ``hourly``:
+    #: a spot price from a published snapshot (it may have risen since, up to the on-demand
+    #: price) counts at the on-demand price. None: limits count ``hourly``.
+    limit_hourly: Decimal | None = None
+    #: From a source of current prices (the Billing Catalog), not a dated snapshot.
+    live: bool = False
 
     @property
     def label(self) -> str:
@@ -113,22 +124,62 @@ class Rate:
         return [p.label for p in self.parts if p.hourly is None]
 
     @property
+    def limit_hourly(self) -> Decimal:
+        """What spend limits and the budget count per hour: ``hourly``, with each spot price of
+        a published snapshot at the on-demand price where that is higher (see ``Part``)."""
+        return sum(
+            (
+                p.hourly if p.limit_hourly is None else p.limit_hourly
+                for p in self.parts
+                if p.hourly is not None
+            ),
+            ZERO,
+        )
+
+    @property
+    def limit_note(self) -> str:
+        """Why limits count more than ``hourly`` ("" where they count the same)."""
+        if self.limit_hourly == self.hourly:
+            return ""
+        counted = _usd(self.limit_hourly.quantize(_CENT_HUNDREDTH))
+        return (
+            f"spend limits and the budget count {counted}/h, the on-demand price, while the "
+            f"spot price is not refreshed (c.ComputeServerCosts.gcp_catalog_refresh)"
+        )
+
+    @property
     def is_known_zero(self) -> bool:
         return not self.unknown and self.hourly == 0
 
     def to_json(self, *, parts: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {"hourly": money(self.hourly), "unknown": self.unknown}
+        if self.limit_hourly != self.hourly:
+            data["limit_hourly"] = money(self.limit_hourly)
+            data["limit_note"] = self.limit_note
         if parts:
             data["parts"] = [p.to_json() for p in self.parts]
         return data
 
     def snapshot(self) -> dict[str, Any]:
-        """Exact, for the rate history (see ``metering``)."""
-        return {"hourly": str(self.hourly), "unknown": self.unknown}
+        """Exact, for the rate history (see ``metering``); ``limit_hourly`` only where limits
+        count more than is shown, so the rates recorded before it existed read the same."""
+        snapshot: dict[str, Any] = {"hourly": str(self.hourly), "unknown": self.unknown}
+        if self.limit_hourly != self.hourly:
+            snapshot["limit_hourly"] = str(self.limit_hourly)
+        return snapshot
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> Rate:
-        parts = [Part("recorded rate", "", Decimal(str(data.get("hourly", "0"))))]
+        hourly = Decimal(str(data.get("hourly", "0")))
+        limit = data.get("limit_hourly")
+        parts = [
+            Part(
+                "recorded rate",
+                "",
+                hourly,
+                limit_hourly=None if limit is None else Decimal(str(limit)),
+            )
+        ]
         parts.extend(Part(label, "", None) for label in data.get("unknown", []))
         return cls(tuple(parts))
 
@@ -245,12 +296,14 @@ class Figure:
     source: str = ""
     as_of: str = ""
     note: str = ""
+    #: From the Billing Catalog (``LIVE_SOURCE``): a current price.
+    live: bool = False
 
     def part(self, name: str, detail: str, quantity: Decimal, per_month: bool = False) -> Part:
         hourly = None
         if self.price is not None:
             hourly = self.price * quantity / (HOURS_PER_MONTH if per_month else 1)
-        return Part(name, detail, hourly, self.source, self.as_of, self.note)
+        return Part(name, detail, hourly, self.source, self.as_of, self.note, live=self.live)
 
 
 def _missing(note: str) -> Figure:
@@ -279,7 +332,11 @@ class _Reader:
                 f"names no entry of sources ({value.get('source')!r}; sources: {known})",
             )
         return Figure(
-            Decimal(str(value["price"])), source["url"], source["as_of"], value.get("note", "")
+            Decimal(str(value["price"])),
+            source["url"],
+            source["as_of"],
+            value.get("note", ""),
+            live=value.get("source") == LIVE_SOURCE,
         )
 
 
@@ -384,6 +441,28 @@ class RegionalTable(PriceTable):
         return match["family"], vcpus, vcpus * Decimal(str(ratio))
 
     def rates(self, config: ServerConfig, *, supports_suspend: bool) -> StateRates:
+        rates = self._rates(config, supports_suspend=supports_suspend)
+        if not config.spot:
+            return rates
+        # A spot price of a published snapshot may have risen since (Google changes them up
+        # to once every 30 days), never above the on-demand price: spend limits and the budget
+        # count the on-demand price for it, so that they stop a server no later than its
+        # real spend says. A live (catalog) spot price counts as it is.
+        demand = self._rates(replace(config, spot=False), supports_suspend=supports_suspend)
+        running = []
+        for part, other in zip(rates.running.parts, demand.running.parts, strict=False):
+            if (
+                not part.live
+                and part.name == other.name
+                and part.hourly is not None
+                and other.hourly is not None
+                and other.hourly > part.hourly
+            ):
+                part = replace(part, limit_hourly=other.hourly)
+            running.append(part)
+        return replace(rates, running=Rate(tuple(running)))
+
+    def _rates(self, config: ServerConfig, *, supports_suspend: bool) -> StateRates:
         region = config.region or (config.zone.rsplit("-", 1)[0] if config.zone else None)
         if region is None:
             return StateRates.unknown(

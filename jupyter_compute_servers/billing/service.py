@@ -467,7 +467,10 @@ class ComputeServerCosts(LoggingConfigurable):
         if server.spend_limit is None:
             return None
         return LimitStatus(
-            spend["limit"].amount, Decimal(str(server.spend_limit.amount)), self.warning_fraction
+            # What limits count: a snapshot's spot price at the on-demand price (``Rate``).
+            spend["limit"].limit_amount,
+            Decimal(str(server.spend_limit.amount)),
+            self.warning_fraction,
         )
 
     def _budget_status(self, month_spent: Decimal) -> LimitStatus | None:
@@ -494,7 +497,7 @@ class ComputeServerCosts(LoggingConfigurable):
         }
         status = self._limit_status(server, spend)
         if status is not None and server.spend_limit is not None:
-            until = status.seconds_until(1.0, current.hourly)
+            until = status.seconds_until(1.0, current.limit_hourly)
             cost["spend_limit"] = {
                 "amount": server.spend_limit.amount,
                 "period_days": server.spend_limit.period_days,
@@ -524,11 +527,21 @@ class ComputeServerCosts(LoggingConfigurable):
                 daily = next_daily_stop(server.daily_stop, now, self.zone)
         return {"watching": self.watching, "idle": idle, "daily_stop_at": daily}
 
-    def server_json(self, server: ServerRecord) -> dict[str, Any]:
-        """The ``cost`` and ``auto_stop`` fields of a server in the API."""
+    def servers_json(self, servers: list[ServerRecord]) -> dict[int, dict[str, Any]]:
+        """``server_json`` of many servers (a list), by id: the counts that tell whether a
+        ledger must be built again are read once for all (two grouped queries), not twice per
+        server."""
+        counts = self.history_counts()
+        return {s.id: self.server_json(s, counts.get(s.id, (0, 0))) for s in servers}
+
+    def server_json(
+        self, server: ServerRecord, counts: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        """The ``cost`` and ``auto_stop`` fields of a server in the API (``counts``: its
+        history and rate counts, when the caller has them)."""
         now = self.now()
         try:
-            ledger, history = self.ledger(server.id, server)
+            ledger, history = self.ledger(server.id, server, counts)
             spend = {n: ledger.spend(a, b) for n, (a, b) in self._windows(now, server).items()}
             return {
                 "cost": self.server_cost(server, spend, now),
@@ -558,7 +571,7 @@ class ComputeServerCosts(LoggingConfigurable):
                 for part in self.rates_of(server).for_state(server.state.value).parts
             )
         )
-        budget = self._budget_status(total["month"].amount)
+        budget = self._budget_status(total["month"].limit_amount)
         return {
             "currency": CURRENCY,
             "at": now,
@@ -603,18 +616,21 @@ class ComputeServerCosts(LoggingConfigurable):
         """Refuse (409) to start a server whose spend limit, or the budget, is spent."""
         now = self.now()
         if server.spend_limit is not None:
-            status = self._limit_status(server, self.spend_of(server, now))
+            spend = self.spend_of(server, now)
+            status = self._limit_status(server, spend)
             if status is not None and status.reached:
+                counted = _counted(status.spent, spend["limit"].amount)
                 raise ConflictError(
                     f"{server.name!r} has reached its spend limit of "
                     f"{describe_limit(server.spend_limit)}: {fmt(status.spent)} in the last "
-                    f"{server.spend_limit.period_days} days. Raise its spend limit to start it.",
+                    f"{server.spend_limit.period_days} days{counted}. Raise its spend limit to "
+                    f"start it.",
                     field="spend_limit",
                     state=server.state.value,
                 )
         if self.monthly_budget and not self.rates_of(server).running.is_known_zero:
             spends, _ = self._spends(now, self.servers.store.servers())
-            month = sum((s["month"].amount for s in spends.values()), Decimal(0))
+            month = sum((s["month"].limit_amount for s in spends.values()), Decimal(0))
             budget = self._budget_status(month)
             if budget is not None and budget.reached:
                 raise ConflictError(
@@ -668,7 +684,8 @@ class ComputeServerCosts(LoggingConfigurable):
         base = f"spend_limit:{server.id}:{limit.amount}:{limit.period_days}"
         warn_key, reached_key = f"{base}:warning", f"{base}:reached"
         described = describe_limit(limit)
-        hourly = rates.for_state(server.state.value).hourly
+        hourly = rates.for_state(server.state.value).limit_hourly
+        counted = _counted(status.spent, spend["limit"].amount)
         if status.reached:
             stopping = _stoppable(server, State.RUNNING, State.SUSPENDED)
             if stopping:
@@ -677,13 +694,13 @@ class ComputeServerCosts(LoggingConfigurable):
                         server.id,
                         "spend_limit",
                         f"Stopped automatically: its spend limit of {described} was reached "
-                        f"({fmt(status.spent)} spent).",
+                        f"({fmt(status.spent)} spent{counted}).",
                     )
                 )
             message = (
                 f"{server.name} has reached its spend limit of {described} "
-                f"({fmt(status.spent)} spent). It cannot start until its spend in the last "
-                f"{limit.period_days} days falls below the limit, or the limit is raised."
+                f"({fmt(status.spent)} spent{counted}). It cannot start until its spend in "
+                f"the last {limit.period_days} days falls below the limit, or the limit is raised."
             )
             for key, threshold in ((warn_key, warn), (reached_key, 1.0)):
                 if key not in given:
@@ -714,8 +731,8 @@ class ComputeServerCosts(LoggingConfigurable):
                         status.spent,
                         status.limit,
                         f"{server.name} has spent {fmt(status.spent)} of its spend limit of "
-                        f"{described} ({status.fraction:.0%}); it stops when it reaches the "
-                        f"limit.",
+                        f"{described} ({status.fraction:.0%}{counted}); it stops when it "
+                        f"reaches the limit.",
                         period_days=limit.period_days,
                     )
                 )
@@ -770,15 +787,18 @@ class ComputeServerCosts(LoggingConfigurable):
         rates: dict[int, StateRates],
         given: set[str],
     ) -> None:
-        month_spent = sum((spend["month"].amount for spend in spends.values()), Decimal(0))
+        month_spent = sum((spend["month"].limit_amount for spend in spends.values()), Decimal(0))
         budget = self._budget_status(month_spent)
         if budget is None:
             return
+        counted = _counted(
+            month_spent, sum((spend["month"].amount for spend in spends.values()), Decimal(0))
+        )
         warn = self.warning_fraction
         month = month_name(plan.now, self.zone)
         base = f"budget:{month}:{self.monthly_budget}"
         now_rates = {s.id: rates[s.id].for_state(s.state.value) for s in servers}
-        hourly = sum((rate.hourly for rate in now_rates.values()), Decimal(0))
+        hourly = sum((rate.limit_hourly for rate in now_rates.values()), Decimal(0))
         described = fmt(self.monthly_budget)
         if budget.reached:
             for server in servers:
@@ -789,13 +809,13 @@ class ComputeServerCosts(LoggingConfigurable):
                             server.id,
                             "budget",
                             f"Stopped automatically: the monthly budget of {described} was "
-                            f"reached ({fmt(budget.spent)} spent in {month}).",
+                            f"reached ({fmt(budget.spent)} spent in {month}{counted}).",
                         )
                     )
             message = (
                 f"The monthly budget of {described} is reached ({fmt(budget.spent)} spent in "
-                f"{month}). Servers that cost money were stopped and cannot start until next "
-                f"month or a higher budget."
+                f"{month}{counted}). Servers that cost money were stopped and cannot start "
+                f"until next month or a higher budget."
             )
             for key, threshold in ((f"{base}:warning", warn), (f"{base}:reached", 1.0)):
                 if key not in given:
@@ -824,8 +844,8 @@ class ComputeServerCosts(LoggingConfigurable):
                         budget.spent,
                         budget.limit,
                         f"Compute servers have spent {fmt(budget.spent)} of the monthly budget "
-                        f"of {described} ({budget.fraction:.0%}) in {month}; servers that cost "
-                        f"money stop when it is reached.",
+                        f"of {described} ({budget.fraction:.0%}{counted}) in {month}; servers "
+                        f"that cost money stop when it is reached.",
                         month=month,
                     )
                 )
@@ -979,6 +999,14 @@ class ComputeServerCosts(LoggingConfigurable):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._task = None
+
+
+def _counted(counted: Decimal, shown: Decimal) -> str:
+    """Where a limit counted more than the cost shown (dated spot prices at the on-demand
+    price, see ``prices.Rate.limit_hourly``), the words that say so; else nothing."""
+    if counted == shown:
+        return ""
+    return f"; dated spot prices counted at the on-demand price, {fmt(shown)} at the prices shown"
 
 
 def _stoppable(server: ServerRecord, *states: State) -> bool:

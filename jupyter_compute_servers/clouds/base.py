@@ -142,6 +142,11 @@ class Cloud(LoggingConfigurable):
         ``status`` and records a server found stopped, with the cloud's reason."""
         return 0.0
 
+    def gpu_warnings(self, server_id: int) -> dict[str, str]:
+        """GPU UUID -> what happened to that GPU under the running server (its MPS daemon
+        restarted), added to the server's metrics."""
+        return {}
+
     async def revive(self, op: Operation) -> str | None:
         """A running server's SSH daemon died while its machine is intact: bring the daemon
         back (its kernels, still running, are found again through it) and say what was done;

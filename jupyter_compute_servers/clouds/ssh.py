@@ -15,8 +15,11 @@ deprovisioning also removes its workspace (``~/jupyter-compute-servers/<server i
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from typing import Any
+
+from traitlets import Float
 
 from ..billing.prices import Part, Rate, StateRates
 from ..errors import CloudError, NotFoundError, ValidationError
@@ -42,8 +45,29 @@ class SSHCloud(Cloud):
 
     registry: HostRegistry | None = None
 
+    mps_watch_seconds = Float(
+        30.0,
+        help="Seconds between checks that the MPS control daemon of each GPU with shares "
+        "running is alive (restarted when it is not); 0: never.",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # One lock per shared GPU, held from a stop's release to its ``quit`` and around each
+        # ``mps_ensure``: a share starting meanwhile waits for the quit, then starts the
+        # daemon again, rather than finding a daemon that is about to quit.
+        self._mps_locks: dict[str, asyncio.Lock] = {}
+        #: server id -> what happened to its GPU's MPS daemon while it ran (told in metrics).
+        self.mps_warnings: dict[int, dict[str, str]] = {}
+
     def bind(self, services: CloudServices) -> None:
         self.registry = services.hosts
+
+    def _mps_lock(self, uuid: str) -> asyncio.Lock:
+        return self._mps_locks.setdefault(uuid, asyncio.Lock())
+
+    def watch_interval(self) -> float:
+        return self.mps_watch_seconds
 
     def arch(self, config: ServerConfig) -> str | None:
         try:
@@ -278,7 +302,8 @@ class SSHCloud(Cloud):
             op.progress(f"Starting the MPS control daemon of {granted.gpu_uuids[0]}", 0.7)
             try:
                 agent = await self.hosts.host_agent(host.id)
-                mps = await agent.call("mps_ensure", uuid=granted.gpu_uuids[0])
+                async with self._mps_lock(granted.gpu_uuids[0]):
+                    mps = await agent.call("mps_ensure", uuid=granted.gpu_uuids[0])
             except BaseException:
                 store.release(op.server_id)
                 raise
@@ -296,21 +321,63 @@ class SSHCloud(Cloud):
         await self._end_processes(op)
         store = self.hosts.hosts
         current = store.slice_of(op.server_id)
-        store.release(op.server_id)
-        if current is not None and current.gpu_fraction is not None:
-            # The last share of the GPU gone: its MPS daemon goes too, so that the GPU serves
-            # whole requests (and another user's MPS server) as a plain GPU again.
-            uuid = current.gpu_uuids[0]
-            if not store.shares_on(uuid):
+        self.mps_warnings.pop(op.server_id, None)
+        if current is None or current.gpu_fraction is None:
+            store.release(op.server_id)
+            op.remember(mps=None)
+            return
+        uuid = current.gpu_uuids[0]
+        async with self._mps_lock(uuid):
+            # The last share of the GPU gone (decided with the release, under the lock that
+            # allocation takes): its MPS daemon goes too, so that the GPU serves whole
+            # requests (and another user's MPS server) as a plain GPU again.
+            if store.release_share(op.server_id) is not None:
                 op.progress(f"Stopping the MPS control daemon of {uuid}", 0.8)
                 try:
                     agent = await self.hosts.host_agent(current.host_id)
                     await agent.call("mps_stop", uuid=uuid)
+                    # A share allocated by another Jupyter process while this one quit (its
+                    # lock is not ours) gets its daemon back now, not at the next watch.
+                    if store.shares_locked(uuid):
+                        await agent.call("mps_ensure", uuid=uuid)
                 except (CloudError, OSError) as e:
                     # The slice is released: a daemon left running serves nobody, and the
                     # next share of this GPU finds it (mps_ensure) rather than starting another.
                     op.progress(f"The MPS control daemon of {uuid} was not stopped: {e}", 0.9)
         op.remember(mps=None)
+
+    async def watch_mps(self, server_id: int) -> None:
+        """The watch of a running share: its GPU's MPS control daemon is alive, or is started
+        again (``mps_ensure``), and every server holding a share of that GPU is told so."""
+        store = self.hosts.hosts
+        current = store.slice_of(server_id)
+        if current is None or current.gpu_fraction is None:
+            return
+        uuid = current.gpu_uuids[0]
+        async with self._mps_lock(uuid):
+            holders = store.shares_locked(uuid)
+            if not holders:
+                return  # stopped meanwhile: no daemon is wanted
+            agent = await self.hosts.host_agent(current.host_id)
+            answer = await agent.call("mps_ensure", uuid=uuid)
+        if not answer.get("started"):
+            return
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        warning = (
+            f"The MPS daemon of GPU {uuid} stopped and was restarted at {at}; processes "
+            "started before may have lost their GPU context."
+        )
+        self.log.warning(
+            "%s (found not running by the watch of server %d; shares held by servers %s)",
+            warning,
+            server_id,
+            ", ".join(str(s.server_id) for s in holders),
+        )
+        for holder in holders:
+            self.mps_warnings.setdefault(holder.server_id, {})[uuid] = warning
+
+    def gpu_warnings(self, server_id: int) -> dict[str, str]:
+        return dict(self.mps_warnings.get(server_id, {}))
 
     async def reboot(self, op: Operation) -> None:
         await self._end_processes(op)
@@ -332,7 +399,15 @@ class SSHCloud(Cloud):
             )
 
     async def status(self, server_id: int, cloud_data: dict[str, Any]) -> CloudStatus:
-        if self.hosts.hosts.slice_of(server_id) is not None:
+        current = self.hosts.hosts.slice_of(server_id)
+        if current is not None:
+            if current.gpu_fraction is not None:
+                # The manager's watch asks this every ``watch_interval``: the share's daemon
+                # is checked with it. Failing to reach the host is not the slice's end.
+                try:
+                    await self.watch_mps(server_id)
+                except Exception as e:
+                    self.log.warning("Could not check the MPS daemon of %s: %s", server_id, e)
             return CloudStatus(State.RUNNING)
         self.hosts.hosts.leave_queue(server_id)
         if cloud_data.get("workspace"):

@@ -96,5 +96,4 @@ class ServerMetricsHandler(ComputeServersAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
-        agent = await self.manager.agent_for(self.path_id(server_id), "metrics need it running.")
-        self.write_json(await agent.call("metrics", timeout=20))
+        self.write_json(await self.manager.metrics(self.path_id(server_id)))

@@ -25,7 +25,7 @@ class ServersHandler(ComputeServersAPIHandler):
             servers = self.store.all_servers()
         else:
             servers = self.manager.list_servers()
-        self.write_json({"servers": [self.presenter.to_json(s) for s in servers]})
+        self.write_json({"servers": self.presenter.list_json(servers)})
 
     @web.authenticated
     @authorized

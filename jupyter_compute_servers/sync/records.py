@@ -171,6 +171,12 @@ class SyncStore:
             ).scalar()
         return SyncSettings.from_json(json.loads(value) if value else None)
 
+    def all_settings(self) -> dict[int, SyncSettings]:
+        """Every server's settings that were saved, by server id (one query, for lists)."""
+        with self.database.read() as db:
+            rows = db.execute(select(sync_settings.c.server_id, sync_settings.c.settings)).all()
+        return {row[0]: SyncSettings.from_json(json.loads(row[1])) for row in rows}
+
     def save_settings(self, server_id: int, settings: SyncSettings) -> None:
         upsert = self.database.insert(sync_settings).values(
             server_id=server_id, settings=json.dumps(settings.to_json())

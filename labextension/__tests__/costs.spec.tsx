@@ -238,6 +238,50 @@ describe('ServerCostView and CostsTotal', () => {
     ).toMatch(/^Stopped automatically: its spend limit/);
   });
 
+  it('says what its limit counts when a dated spot price counts at on-demand', () => {
+    const note =
+      'spend limits and the budget count $0.2018/h, the on-demand price, while the spot ' +
+      'price is not refreshed (c.ComputeServerCosts.gcp_catalog_refresh)';
+    const spotRate = {
+      hourly: 0.08,
+      unknown: [],
+      limit_hourly: 0.2018,
+      limit_note: note
+    };
+    const limit = {
+      amount: 5,
+      period_days: 1,
+      spent: 2,
+      fraction: 0.4,
+      status: 'ok' as const,
+      reached_at: null
+    };
+    const base = makeCost();
+    mount.render(
+      <ServerCostView
+        server={makeServer({
+          cost: makeCost({
+            rates: { ...base.rates, running: spotRate },
+            hourly: spotRate,
+            spend_limit: limit
+          })
+        })}
+      />
+    );
+    const c = mount.container;
+    // The rate shown is the spot one; under the limit, what the limit counts.
+    expect(c.querySelector('.jp-ComputeServers-rates')!.textContent).toBe(
+      '$0.08/h running · $0.01/h off'
+    );
+    expect(c.querySelector('.jp-ComputeServers-limitNote')!.textContent).toBe(
+      'Spend limits and the budget count $0.2018/h, the on-demand price, while the spot ' +
+        'price is not refreshed (c.ComputeServerCosts.gcp_catalog_refresh).'
+    );
+    // Without a limit, or where limits count what is shown, nothing is said.
+    mount.render(<ServerCostView server={makeServer()} />);
+    expect(c.querySelector('.jp-ComputeServers-limitNote')).toBeNull();
+  });
+
   it('shows nothing for a server without costs', () => {
     mount.render(
       <ServerCostView

@@ -1,7 +1,7 @@
 /**
  * The live cost estimate: how it reads (from `POST estimate` answers recorded from the real
  * server, fixtures/estimates.json: a gcp VM with a T4 on demand, and the same as spot, whose
- * machine has a dated spot price and whose T4 has none), how it is asked for as options change,
+ * machine has a dated spot price (limits count it at on-demand) and whose T4 has none), how it is asked for as options change,
  * and, against a real `jupyter server` with a rate card for the local cloud, the create
  * dialog's line following the CPUs; every gcp combination the picker offers is one the server
  * accepts.
@@ -21,6 +21,7 @@ import {
   formatPartPrice,
   formatRate,
   formatUsd,
+  limitCountNote,
   parseHoursPerDay,
   unknownParts
 } from '../create/estimate';
@@ -181,6 +182,24 @@ describe('EstimateView', () => {
     expect(rows).toContain(
       'about $0.04/h (spot price of 2026-07-30; may have changed)'
     );
+  });
+
+  it('says what spend limits count when a dated spot price counts at on-demand', () => {
+    // As the server answers for the spot VM: its machine's spot price is a dated one.
+    render({ estimate: SPOT });
+    expect(
+      mount.container.querySelector('.jp-ComputeServers-estimateLimit')!
+        .textContent
+    ).toBe(
+      'Spend limits and the budget count $0.2018/h, the on-demand price, while the spot ' +
+        'price is not refreshed (c.ComputeServerCosts.gcp_catalog_refresh).'
+    );
+    // On demand, limits count what is shown: nothing said.
+    expect(limitCountNote(ON_DEMAND.rates.running)).toBeNull();
+    render({ estimate: ON_DEMAND });
+    expect(
+      mount.container.querySelector('.jp-ComputeServers-estimateLimit')
+    ).toBeNull();
   });
 
   it('says when it is on its way, or why there is none', () => {

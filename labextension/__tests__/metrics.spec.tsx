@@ -337,6 +337,22 @@ describe('the metrics bars', () => {
     mount.render(<MetricsBars metrics={unknown} />);
     expect(value('gpu-0-own')).toBe('this server: 1 GB, use unknown');
     expect(fill('gpu-0-own')).toBeNull();
+    expect(mount.container.querySelector('[data-note="gpu-0-mps"]')).toBeNull();
+    // The host's watch restarted the GPU's MPS daemon under this server: said beside it.
+    const warning =
+      'The MPS daemon of GPU GPU-1 stopped and was restarted at 2026-12-06 05:00:00 UTC; ' +
+      'processes started before may have lost their GPU context.';
+    mount.render(
+      <MetricsBars
+        metrics={{
+          ...shared,
+          gpus: [{ ...shared.gpus[0], mps_warning: warning }]
+        }}
+      />
+    );
+    expect(
+      mount.container.querySelector('[data-note="gpu-0-mps"]')!.textContent
+    ).toBe(warning);
   });
 
   it('say why there are no GPU figures for a server that asked for GPUs', () => {

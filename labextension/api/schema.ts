@@ -1009,7 +1009,7 @@ export interface components {
             available: boolean;
             /** @description Why it is unavailable. */
             reason: string;
-            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local, ssh and kubernetes clouds, GcpOfferings for the gcp cloud, SlurmOfferings for the slurm cloud. */
+            /** @description What the create dialog offers; empty when the cloud is not available: Offerings for the local, ssh and kubernetes clouds, GcpOfferings for the gcp cloud, SlurmOfferings for the slurm cloud, OpenStackOfferings for the openstack cloud. */
             offerings: {
                 [key: string]: unknown;
             };
@@ -1124,6 +1124,8 @@ export interface components {
                 power_limit_watts: number | null;
                 /** @description Whether this server has a share of the GPU (MPS), other servers' work running on it too. */
                 shared?: boolean;
+                /** @description Only on a shared GPU whose MPS control daemon the host's watch found dead while this server ran and started again: what happened and when (processes started before may have lost their GPU context). Absent otherwise. */
+                mps_warning?: string;
                 /** @description This server's own processes on the GPU (NVML's running compute processes carrying its token); null where it cannot be told. */
                 own?: {
                     /** @description Bytes. */
@@ -1205,6 +1207,10 @@ export interface components {
             hourly: number;
             /** @description The parts whose price is not known; when not empty, show "price unknown" (naming them), not the number alone. */
             unknown: string[];
+            /** @description Present only where spend limits and the budget count more per hour than `hourly`: a spot price of the shipped gcp table (dated; it may have risen since) counted at the on-demand price. Limits and the budget count this; the cost shown counts `hourly`. */
+            limit_hourly?: number;
+            /** @description With `limit_hourly`: why, in words, to show where the limit is shown, e.g. 'spend limits and the budget count $0.19/h, the on-demand price, while the spot price is not refreshed (c.ComputeServerCosts.gcp_catalog_refresh)'. */
+            limit_note?: string;
             /** @description In estimates only. */
             parts?: components["schemas"]["CostPart"][];
         };
@@ -1492,6 +1498,30 @@ export interface components {
                 /** @description Why the cluster's partitions could not be read now (empty when they were). */
                 error: string;
             }[];
+        };
+        /** @description Cloud.offerings of the openstack cloud: GcpOfferings' shape (flavors as machine_types, the GPUs they bring) with what the project has besides. */
+        OpenStackOfferings: components["schemas"]["GcpOfferings"] & {
+            glance_images: {
+                id: string;
+                name: string;
+                /** @description GB. */
+                min_disk: number;
+            }[];
+            /** @description The project's networks; a server chooses one as config.extra.network. */
+            networks: {
+                id: string;
+                name: string;
+                /** @description Neutron's router:external. */
+                external: boolean;
+            }[];
+            /** @description The network a server joins without config.extra.network (c.OpenStackCloud.network, else the first internal one). */
+            network: string;
+            /** @description The external network servers get a floating IP from; empty: they are reached at their fixed IP. */
+            floating_ip_network: string;
+            /** @description The project's key pairs, for information: each server gets a key pair of its own client key instead. */
+            key_pairs: string[];
+            /** @description Starts waiting for GPUs. */
+            gpu_queue: number;
         };
         /** @description A partition of a Slurm cluster: its time limit (within the admin's) and its largest node. */
         SlurmPartition: {

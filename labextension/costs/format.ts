@@ -3,7 +3,7 @@
  * off"), what it has cost, its spend limit, when it will stop by itself. A price that is not
  * known reads "price unknown", never a guess.
  */
-import { formatUsd } from '../create/estimate';
+import { formatUsd, limitCountNote } from '../create/estimate';
 import { IRate } from '../create/types';
 import { formatClock } from '../sync/format';
 import {
@@ -14,7 +14,7 @@ import {
   ISpent
 } from './types';
 
-export { formatUsd };
+export { formatUsd, limitCountNote };
 
 /** "$0.38/h", or "price unknown" when any part's price is unknown. */
 export function rateText(rate: IRate): string {

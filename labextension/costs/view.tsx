@@ -7,6 +7,7 @@ import {
   comingStop,
   comingStopTitle,
   formatUsd,
+  limitCountNote,
   limitLine,
   periodText,
   rateText,
@@ -88,6 +89,7 @@ export function ServerCostView(props: { server: IServer }): JSX.Element | null {
   }
   const unknown = cost ? unknownOf(cost) : [];
   const limit = cost?.spend_limit ?? null;
+  const limitNote = cost ? limitCountNote(cost.rates.running) : null;
   return (
     <div className="jp-ComputeServers-costs">
       {cost && (
@@ -124,6 +126,11 @@ export function ServerCostView(props: { server: IServer }): JSX.Element | null {
               : '')
           }
         />
+      )}
+      {limit && limitNote && (
+        <div className="jp-ComputeServers-limitNote" role="note">
+          {limitNote}
+        </div>
       )}
       {stop && server.auto_stop && (
         <div

@@ -173,6 +173,20 @@ export function formatRate(rate: IRate): string {
   return `${about}${formatUsd(rate.hourly)}/h`;
 }
 
+/**
+ * Where spend limits and the budget count more than the rate shown (a spot price shipped with
+ * its date counts at the on-demand price, as it may have risen up to it), the server's words
+ * as a sentence: "Spend limits and the budget count $0.19/h, the on-demand price, ..."; null
+ * where they count what is shown.
+ */
+export function limitCountNote(rate: IRate): string | null {
+  const note = rate.limit_note;
+  if (rate.limit_hourly === undefined || !note) {
+    return null;
+  }
+  return `${note.charAt(0).toUpperCase()}${note.slice(1)}.`;
+}
+
 /** The parts whose price is not known, anywhere in the estimate, each named once. */
 export function unknownParts(estimate: IEstimate): string[] {
   const { running, off, suspended } = estimate.rates;

@@ -4,6 +4,7 @@ import {
   estimateSummary,
   formatPartPrice,
   IEstimateState,
+  limitCountNote,
   unknownParts
 } from './estimate';
 import { ICostPart, IEstimate, IRate } from './types';
@@ -75,6 +76,7 @@ export function EstimateView(props: IEstimateViewProps): JSX.Element {
   const { estimate, error, field, pending } = props.state;
   const shown = error === null ? estimate : null;
   const unknown = shown ? unknownParts(shown) : [];
+  const limitNote = shown ? limitCountNote(shown.rates.running) : null;
   return (
     <div
       className={
@@ -98,6 +100,11 @@ export function EstimateView(props: IEstimateViewProps): JSX.Element {
       {unknown.length > 0 && (
         <div className="jp-ComputeServers-estimateUnknown" role="note">
           Price unknown: {unknown.join(', ')}.
+        </div>
+      )}
+      {limitNote && (
+        <div className="jp-ComputeServers-estimateLimit" role="note">
+          {limitNote}
         </div>
       )}
       <label className="jp-ComputeServers-hoursPerDay">

@@ -14,6 +14,7 @@ import {
   partitionGpus,
   slurmOfferings
 } from './slurm';
+import { IOpenStackValues } from './openstack';
 import {
   IGcpDiskType,
   IGcpGpu,
@@ -23,7 +24,7 @@ import {
 } from './types';
 
 /** The configuration part of a server's form: text as typed. */
-export interface IHardwareValues extends ISlurmValues {
+export interface IHardwareValues extends ISlurmValues, IOpenStackValues {
   image: string;
   image_tag: string;
   cpu: string;

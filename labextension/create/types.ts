@@ -42,6 +42,9 @@ export type ISlurmCluster = ISlurmOfferings['clusters'][number];
 /** A partition of a cluster: its time limit and its largest node. */
 export type ISlurmPartition = Schemas['SlurmPartition'];
 
+/** What the openstack cloud offers: gcp's shape (flavors) with the project's networks. */
+export type IOpenStackOfferings = Schemas['OpenStackOfferings'];
+
 /** One charge of a configuration in one state. */
 export type ICostPart = Schemas['CostPart'];
 

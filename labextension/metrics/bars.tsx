@@ -136,6 +136,15 @@ export function MetricsBars(props: { metrics: IServerMetrics }): JSX.Element {
               title={title}
             />
             {gpu.shared && gpu.own && <OwnUse gpu={gpu} own={gpu.own} />}
+            {gpu.mps_warning && (
+              <div
+                className="jp-ComputeServers-metricsNote"
+                data-note={`gpu-${gpu.index}-mps`}
+                role="status"
+              >
+                {gpu.mps_warning}
+              </div>
+            )}
           </React.Fragment>
         );
       })}

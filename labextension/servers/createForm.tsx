@@ -7,6 +7,12 @@ import { Field } from '../create/field';
 import { gcpOfferings, IHardwareValues } from '../create/hardware';
 import { hostGpus } from '../create/hardwarePicker';
 import {
+  openstackDefaults,
+  openstackExtra,
+  OpenStackFields,
+  openstackOfferings
+} from '../create/openstack';
+import {
   SLURM_INPUTS,
   slurmDefaults,
   slurmExtra,
@@ -113,6 +119,10 @@ export function valuesForCloud<V extends ICreateFormValues>(
   if (slurmOfferings(cloud)) {
     Object.assign(next, slurmDefaults(defaults));
   }
+  const openstack = openstackOfferings(cloud);
+  if (openstack) {
+    Object.assign(next, openstackDefaults(openstack));
+  }
   const gcp = gcpOfferings(cloud);
   if (gcp) {
     next.region = next.region || gcp.default_region;
@@ -196,6 +206,10 @@ export function buildConfig(
   if (slurmOfferings(cloud)) {
     config.extra = slurmExtra(values);
   }
+  const openstackExtras = openstackOfferings(cloud) && openstackExtra(values);
+  if (openstackExtras) {
+    config.extra = openstackExtras;
+  }
   return config as Partial<IServerConfig>;
 }
 
@@ -230,6 +244,9 @@ export function errorKeyFor(field: string | null): FormErrorKey {
   const path = field.startsWith('config.') ? field.slice(7) : field;
   if (path === 'extra.host' || path === 'host') {
     return 'host';
+  }
+  if (path === 'extra.network') {
+    return 'network';
   }
   const slurmKey = SLURM_INPUTS.find(key => path === `extra.${key}`);
   if (slurmKey) {
@@ -279,6 +296,7 @@ export interface ICreateFormProps {
 export function CreateServerForm(props: ICreateFormProps): JSX.Element {
   const { clouds, values, errors, disabled } = props;
   const cloud = clouds.find(c => c.name === values.cloud);
+  const openstack = openstackOfferings(cloud);
   const set = (key: 'name' | 'color', value: string) =>
     props.onChange(latest => ({ ...latest, [key]: value }));
   // Plain text inputs, no native constraints (min, max, required): a Dialog will not accept
@@ -346,6 +364,15 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
           errors={errors}
           disabled={disabled}
           catalog={props.catalog}
+          onChange={props.onChange}
+        />
+      )}
+      {cloud?.available && openstack && (
+        <OpenStackFields
+          offerings={openstack}
+          values={values}
+          errors={errors}
+          disabled={disabled}
           onChange={props.onChange}
         />
       )}

@@ -1,8 +1,10 @@
 """The ``openstack`` cloud: compute servers as Nova servers (VMs) of an OpenStack project.
 
 A compute server is one Nova server booted from a Glance image with a flavor (its vCPUs, RAM,
-root disk, and the GPUs its extra specs ask), on the configured network, with a key pair of the
-server's own client key (``jcs-<installation>-<server id>``). Its life:
+root disk, and the GPUs its extra specs ask), on the network the server chose
+(``config.extra.network``, fixed at create) or else the configured one, with a key pair of the
+server's own client key (``jcs-<installation>-<server id>``; the project's other key pairs are
+never used, so no server shares a key with another). Its life:
 
 - **start** from deprovisioned creates the key pair and the server, waits for ACTIVE, gives it a
   floating IP when ``floating_ip_network`` is set (else it is reached at its fixed IP), and pins
@@ -106,7 +108,12 @@ class OpenStackCloud(ApiAccess, Cloud):
         ),
     ).tag(config=True)
     network = Unicode(
-        "", help="The network (name or id) servers join. Empty: the project's first internal one."
+        "",
+        help=(
+            "The network (name or id) servers join unless they choose another of the project's "
+            "(config.extra.network, offered in the create dialog). Empty: the project's first "
+            "internal one."
+        ),
     ).tag(config=True)
     floating_ip_network = Unicode(
         "",
@@ -311,12 +318,21 @@ class OpenStackCloud(ApiAccess, Cloud):
         }
 
     def make_config(self, data: Any, base: ServerConfig | None = None) -> ServerConfig:
-        """A flavor brings its GPUs: a request naming a flavor but no GPU gets the flavor's."""
+        """A flavor brings its GPUs: a request naming a flavor but no GPU gets the flavor's.
+        The network is chosen at create: Nova plugs the server's port in then, and moving it
+        (detach, attach, a new address, a new floating IP) is not something we do."""
         if isinstance(data, dict) and isinstance(data.get("machine_type"), str):
             flavor = self._catalog.flavors.get(data["machine_type"])
             if flavor is not None and "gpu" not in data:
                 data = {**data, "gpu": self._gpu_json(flavor)}
-        return super().make_config(data, base)
+        config = super().make_config(data, base)
+        if base is not None and config.extra.get("network") != base.extra.get("network"):
+            raise ValidationError(
+                "config.extra.network is chosen when the server is created; to use another "
+                "network, create a new server on it.",
+                field="config.extra.network",
+            )
+        return config
 
     @staticmethod
     def _gpu_json(flavor: Flavor) -> dict[str, Any] | None:
@@ -325,11 +341,19 @@ class OpenStackCloud(ApiAccess, Cloud):
         return {"type": flavor.gpu_type, "count": flavor.gpu_count}
 
     def check_config(self, config: ServerConfig) -> None:
-        if config.extra:
-            key = sorted(config.extra)[0]
+        unknown = sorted(set(config.extra) - {"network"})
+        if unknown:
             raise ValidationError(
-                f"config.extra.{key} is not an option of the openstack cloud; it has none.",
-                field=f"config.extra.{key}",
+                f"config.extra.{unknown[0]} is not an option of the openstack cloud; it takes "
+                "config.extra.network.",
+                field=f"config.extra.{unknown[0]}",
+            )
+        chosen = config.extra.get("network")
+        if chosen is not None and (not isinstance(chosen, str) or not chosen.strip()):
+            raise ValidationError(
+                "config.extra.network must be the name or id of a network of the project (or "
+                "left out for the admin's c.OpenStackCloud.network).",
+                field="config.extra.network",
             )
         if not config.machine_type:
             raise ValidationError(
@@ -337,6 +361,13 @@ class OpenStackCloud(ApiAccess, Cloud):
             )
         if self._catalog_at is None:
             return  # not read yet: checked again at the start
+        if chosen is not None and self._catalog.network(chosen) is None:
+            offered = ", ".join(sorted(self._catalog.networks)) or "none"
+            raise ValidationError(
+                f"config.extra.network {chosen!r} is not a network of project "
+                f"{self._project}; its networks: {offered}.",
+                field="config.extra.network",
+            )
         flavor = self._catalog.flavors.get(config.machine_type)
         if flavor is None:
             offered = ", ".join(sorted(self._catalog.flavors)) or "none"
@@ -532,10 +563,12 @@ class OpenStackCloud(ApiAccess, Cloud):
         flavor = self._catalog.flavors[str(op.config.machine_type)]
         image = self._catalog.image(self.boot_image_name(op.config))
         assert image is not None
-        network = self._catalog.network(self.network) if self.network else self._default_network()
+        # The server's own choice (checked above), else the admin's, else the first internal.
+        wanted = str(op.config.extra.get("network") or self.network)
+        network = self._catalog.network(wanted) if wanted else self._default_network()
         if network is None:
             raise OperationFailed(
-                f"Network {self.network or '(an internal one)'} is not visible to project "
+                f"Network {wanted or '(an internal one)'} is not visible to project "
                 f"{self._project}: set c.OpenStackCloud.network to one of "
                 f"{', '.join(self._catalog.networks) or 'none'}.",
                 state=State.DEPROVISIONED.value,

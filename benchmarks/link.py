@@ -1,0 +1,424 @@
+"""Kernels and sync over a long link (a delaying proxy), side by side with OpenSSH and rsync.
+
+    python benchmarks/link.py [--rtt-ms 50,100] [--round-trips N] [--files N] [--repeat N]
+
+No netem here (see ../shared/TOOLCHAIN.md), so the link is ``benchmarks/delay_proxy.py``: a TCP
+proxy in its own process between this process (Jupyter's side) and a real OpenSSH sshd on
+127.0.0.1 (tests/sshd.py), holding every byte for half the round trip each way. One compute
+server (the OpenSSH test cloud: this machine, a workspace of its own) is reached only through
+the proxy, by us and by the baselines alike. For each round trip (default 50 and 100 ms; 0 is
+the proxy without delay), with the kernel runtime on this process's loop as in Jupyter:
+
+(a) kernel start to ready (``start_kernel()`` then ``wait_for_ready()``) of the server's
+    ``compute-1-python3`` kernel, median of ``--repeat`` after a first (not counted: it may
+    open the SSH connection), against a local ipykernel's start and OpenSSH's login
+    (``ssh host true`` through the proxy: what any tool that logs in pays);
+(b) the round trip of ``execute('pass')`` (shell reply and IOPub idle), median, through the
+    provisioner's tunnel and through OpenSSH's ``ssh -tt -L`` (as benchmarks/kernels.py);
+(c) a sync when nothing changed (the Sync button's, both ways, on the server's one connection)
+    against ``rsync -a`` through the proxy (which logs in each time; rsync minus its login is
+    given too);
+(d) a first sync of a small tree (``--files``, 1-8 KiB each) to an empty workspace, against
+    ``rsync -a`` to an empty directory.
+
+For each of ours it gives the link round trips it took (time over the round trip; for (a) the
+time beyond a local start), and checks the issue's targets: start <= local + 4 round trips,
+execute <= round trip + 2 ms, no-op sync <= 2 round trips. It prints a table and exits 0 (a
+report). Everything it starts is stopped and its temporary directory removed at the end. The
+machine is shared and noisy: compare figures within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import kernels as kb  # noqa: E402 - benchmarks/kernels.py: kernel and OpenSSH tunnel helpers
+import sync as sb  # noqa: E402 - benchmarks/sync.py: the tree and rsync helpers
+
+SYNC_RECORD = ".jupyter-compute-servers-sync.json"
+
+
+class Proxy:
+    """benchmarks/delay_proxy.py in its own process, on one port kept across restarts."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, rtt_ms: float) -> None:
+        self.stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "delay_proxy.py"),
+                str(self.target_port),
+                f"--delay-ms={rtt_ms / 2}",
+                f"--port={self.port}",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("listening "):
+            raise RuntimeError(f"the delay proxy did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+
+def seconds(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> list[dict]:
+    # asyncssh after the package, whose _quiet silences asyncssh's DSA warnings at import
+    from jupyter_compute_servers.agent import AgentClient  # noqa: I001
+    from jupyter_compute_servers.cli import openssh_options
+    from jupyter_compute_servers.config import ComputeServersSettings
+    from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
+    from jupyter_compute_servers.models import State
+    from jupyter_compute_servers.services import build_services
+    from jupyter_compute_servers.ssh import KeyStore
+    from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
+    from jupyter_compute_servers.sync.transfer import SyncSession
+    from tests.sshd import OpenSSHHost, start_sshd
+    import asyncssh
+
+    # What ours asks the server (the agent's methods, the sync process's requests), in order:
+    # each request whose answer is awaited before the next is sent is one link round trip.
+    sent_ops: list[str] = []
+    send, call = SyncSession.send, AgentClient.call
+
+    def counting_send(self: SyncSession, message: dict[str, Any], payload: bytes = b"") -> None:
+        sent_ops.append(f"sync {message.get('op')}")
+        send(self, message, payload)
+
+    async def counting_call(self: AgentClient, method: str, *args: Any, **kwargs: Any) -> Any:
+        sent_ops.append(f"agent {method}")
+        return await call(self, method, *args, **kwargs)
+
+    SyncSession.send = counting_send  # type: ignore[method-assign]
+    AgentClient.call = counting_call  # type: ignore[method-assign]
+    # SSH channels opened (a round trip each, before anything goes through them): tunnels'
+    # connections (direct-tcpip) and sessions (a relay, a command).
+    for name, label in (("create_connection", "tcp"), ("create_session", "session")):
+        original = getattr(asyncssh.SSHClientConnection, name)
+
+        async def counting_open(
+            self: Any, *args: Any, _original: Any = original, _label: str = label, **kwargs: Any
+        ) -> Any:
+            sent_ops.append(f"channel {_label}")
+            return await _original(self, *args, **kwargs)
+
+        setattr(asyncssh.SSHClientConnection, name, counting_open)
+    data = tmp / "compute_servers"
+    keys = KeyStore(data / "keys")
+    sshd = start_sshd(tmp, keys.ensure(1))
+    proxy = Proxy(sshd.port)
+    services = None
+    rows: list[dict] = []
+    try:
+        proxy.start(args.rtts[0])
+        root, workspace, target = tmp / "root", tmp / "workspace", tmp / "rsync-target"
+        for path in (root, workspace):
+            path.mkdir(exist_ok=True)
+        sb.make_tree(root, args.files, 0, 0)
+        endpoint = SSHEndpoint(
+            host="127.0.0.1",
+            port=proxy.port,
+            username=sshd.username,
+            host_key=sshd.host_key,
+            workspace=str(workspace),
+            python=sys.executable,
+            runtime_dir=str(tmp / "remote-runtime"),
+        )
+        cloud = OpenSSHHost(data_dir=str(tmp / "cloud"))
+        cloud.endpoint = endpoint
+        # The kernel specs where jupyter_client looks (JUPYTER_DATA_DIR points into tmp).
+        settings = ComputeServersSettings(
+            data_dir=str(data),
+            kernel_specs_dir=os.path.join(os.environ["JUPYTER_DATA_DIR"], "kernels"),
+        )
+        services = build_services(settings, clouds={"openssh": cloud}, sync_root=str(root))
+        manager = services.manager
+        set_server_runtime(KernelRuntime(manager, asyncio.get_running_loop(), str(root)))
+        server = manager.create_server({"name": "link", "cloud": "openssh"})
+        manager.request_action(server.id, "start")
+        await manager.wait_for_action(server.id)
+        assert manager.get_server(server.id).state is State.RUNNING
+        for _ in range(600):
+            if manager.get_server(server.id).kernel_specs:
+                break
+            await asyncio.sleep(0.1)
+        spec = f"compute-{server.id}-python3"
+        ssh = kb.SSHTarget(
+            f"{endpoint.username}@{endpoint.host}",
+            openssh_options(keys.private_key_path(server.id), endpoint, str(tmp)),
+            tmp,
+        )
+        rsync = [
+            "rsync",
+            "-a",
+            "-e",
+            " ".join(["ssh", *ssh.options]),
+            f"{root}/",
+            f"{ssh.user_host}:{target}/",
+        ]
+
+        print("local kernel starts...", file=sys.stderr)
+        local_starts = []
+        for i in range(args.repeat + 1):
+            km, kc, _, ready = await kb.start_kernel(res, "python3", workspace)
+            await kb.stop_kernel(res, km, kc)
+            if i:
+                local_starts.append(ready)
+        local_start = statistics.median(local_starts)
+
+        async def sync(direction: str = "both") -> float:
+            sent_ops.clear()
+            start = time.perf_counter()
+            result = await services.sync.run(server.id, direction, "", "cli")
+            took = time.perf_counter() - start
+            if result["state"] != "completed" or result["summary"]["errors"]:
+                raise RuntimeError(f"sync failed: {result['error'] or result['summary']['errors']}")
+            return took
+
+        def empty_targets() -> None:
+            shutil.rmtree(target, ignore_errors=True)
+            for entry in workspace.iterdir():
+                if not entry.name.startswith(".") or entry.name == SYNC_RECORD:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+
+        for n, rtt_ms in enumerate(args.rtts):
+            if n:
+                # the same port, a new delay: every connection is made again through it
+                await manager.ssh.close_all()
+                proxy.start(rtt_ms)
+            print(f"round trip {rtt_ms:g} ms...", file=sys.stderr)
+            row: dict[str, Any] = {"rtt": rtt_ms / 1000, "local_start": local_start}
+            row["login"] = min(
+                seconds(["ssh", *ssh.options, ssh.user_host, "true"]) for _ in range(args.repeat)
+            )
+
+            # (a) kernel starts; the first one is not counted
+            starts = []
+            for i in range(args.repeat + 1):
+                sent_ops.clear()
+                # in the Jupyter root, as a notebook there: the push of its directory included
+                km, kc, _, ready = await kb.start_kernel(res, spec, root)
+                if i < args.repeat:
+                    await kb.stop_kernel(res, km, kc)
+                if i:
+                    starts.append(ready)
+            row["start"] = statistics.median(starts)
+            row["start_ops"] = list(sent_ops)
+
+            # (b) execute round trips: the provisioner's tunnel, then OpenSSH's
+            kb.Target.disconnect(res, kc)
+            remote_ports = {
+                name: int(km.provisioner.remote_kernel["ports"][f"{name}_port"])
+                for name in kb.CHANNELS
+            }
+            info = km.get_connection_info(session=False)
+            ports = await kb.open_openssh(res, ssh, remote_ports, "tt")
+            tunnelled = {**info, **{f"{c}_port": ports[c] for c in kb.CHANNELS}}
+            targets = {"ours": km.get_connection_info(session=False), "openssh": tunnelled}
+            for label, connection in targets.items():
+                client = await kb.Target(label, functools.partial(dict, connection)).connect(res)
+                times = [(await kb.execute(client, "pass"))[0] for _ in range(args.round_trips + 2)]
+                row[f"execute_{label}"] = statistics.median(times[2:])
+                kb.Target.disconnect(res, client)
+            kb.Resources.kill_ssh(res)
+            await kb.stop_kernel(res, km, kc)
+
+            # (d) first syncs (before (c), which needs a synced tree)
+            firsts, rsync_firsts = [], []
+            for _ in range(args.repeat):
+                empty_targets()
+                rsync_firsts.append(seconds(rsync))
+                firsts.append(await sync())
+            row["first"], row["rsync_first"] = min(firsts), min(rsync_firsts)
+            # (c) nothing changed
+            noops, rsync_noops = [], []
+            for _ in range(args.repeat):
+                rsync_noops.append(seconds(rsync))
+                noops.append(await sync())
+            row["noop"], row["rsync_noop"] = min(noops), min(rsync_noops)
+            row["noop_ops"] = list(sent_ops)
+            row["complete"] = sb.same_trees(root, workspace) and sb.same_trees(root, target)
+            rows.append(row)
+    finally:
+        await res.close_async()
+        if services is not None:
+            set_server_runtime(None)
+            await services.close()
+        proxy.stop()
+        sshd.process.terminate()
+        sshd.process.wait()
+    return rows
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> None:
+    local = rows[0]["local_start"]
+    print(f"\nlocal ipykernel start to ready: {local * 1000:.0f} ms (median of {args.repeat})")
+    print(f"{'':34}{'ours':>9}{'OpenSSH/rsync':>15}{'ratio':>8}{'ours in RTTs':>14}  target")
+
+    def line(
+        label: str, ours: float | None, theirs: float | None, rtts: float, target: str = ""
+    ) -> None:
+        if not rtt:
+            target = ""  # no link: the row shows what the proxy and this machine cost
+        mine = f"{ours * 1000:>7.1f}ms" if ours is not None else " " * 9
+        base = f"{theirs * 1000:>13.1f}ms" if theirs is not None else " " * 15
+        ratio = f"{ours / theirs:>7.2f}x" if ours is not None and theirs else " " * 8
+        print(f"{label:34}{mine}{base}{ratio}{rtts:>14.2f}  {target}")
+
+    rtt = 0.0
+    for row in rows:
+        rtt, login = row["rtt"], row["login"]
+        in_rtts = (lambda t, rtt=rtt: t / rtt) if rtt else (lambda t: math.nan)
+        print(f"-- link round trip {rtt * 1000:g} ms " + "-" * 70)
+        line("OpenSSH login (ssh host true)", None, login, in_rtts(login), "(OpenSSH's RTTs)")
+        target = local + 4 * rtt
+        line(
+            "(a) kernel start to ready",
+            row["start"],
+            local + login,
+            in_rtts(row["start"] - local),
+            f"<= local + 4 RTT ({target * 1000:.0f} ms) {verdict(row['start'] <= target)}",
+        )
+        print(f"{'    ours asked the server':34}{asked(row['start_ops'])}")
+        target = rtt + 0.002
+        ours = row["execute_ours"]
+        line(
+            "(b) execute('pass') round trip",
+            ours,
+            row["execute_openssh"],
+            in_rtts(ours),
+            f"<= RTT + 2 ms ({target * 1000:.0f} ms) {verdict(ours <= target)}",
+        )
+        line("    OpenSSH ssh -tt -L", None, None, in_rtts(row["execute_openssh"]))
+        for key, label, goal in (
+            ("noop", "(c) no-op sync", 2),
+            ("first", f"(d) first sync, {args.files} files", None),
+        ):
+            ours, theirs = row[key], row[f"rsync_{key}"]
+            met = "" if goal is None else verdict(ours <= goal * rtt)
+            line(
+                label,
+                ours,
+                theirs,
+                in_rtts(ours),
+                "" if goal is None else f"<= {goal} RTT ({goal * rtt * 1000:.0f} ms) {met}",
+            )
+            line("    rsync minus its login", ours, theirs - login, in_rtts(theirs - login))
+            if key == "noop":
+                print(f"{'    ours asked the server':34}{asked(row['noop_ops'])}")
+        print(f"{'    copies complete':34}{'yes' if row['complete'] else 'NO'}")
+    print(
+        "\n(a): OpenSSH's column is a local start plus one OpenSSH login, and ours in RTTs is the"
+        " time beyond a local start; (b): `ssh -tt -L`; (c), (d): rsync -a, which logs in each"
+        f" run. (a), (b): medians; (c), (d), logins: best of {args.repeat}."
+    )
+
+
+def slopes(rows: list[dict]) -> None:
+    """Round trips per operation from the two longest links: (t2 - t1) / (rtt2 - rtt1), free of
+    what the operation costs on this machine."""
+    linked = sorted((row for row in rows if row["rtt"]), key=lambda row: row["rtt"])
+    if len(linked) < 2:
+        return
+    a, b = linked[-2], linked[-1]
+    span = b["rtt"] - a["rtt"]
+    print(
+        f"\nlink round trips per operation, from the {a['rtt'] * 1000:g} and "
+        f"{b['rtt'] * 1000:g} ms runs ((t2 - t1) / (rtt2 - rtt1)):"
+    )
+    print(f"{'':34}{'ours':>9}{'baseline':>10}  target")
+    for label, ours, theirs, target in (
+        ("(a) kernel start to ready", "start", "login", "<= 4 (OpenSSH: a login)"),
+        ("(b) execute('pass') round trip", "execute_ours", "execute_openssh", "<= 1 (ssh -tt -L)"),
+        ("(c) no-op sync", "noop", "rsync_noop", "<= 2 (rsync -a)"),
+        ("(d) first sync", "first", "rsync_first", "(rsync -a)"),
+    ):
+        mine, base = (b[ours] - a[ours]) / span, (b[theirs] - a[theirs]) / span
+        print(f"{label:34}{mine:>9.1f}{base:>10.1f}  {target}")
+
+
+def asked(ops: list[str]) -> str:
+    """The requests in order, a run of the same one as ``name xN``."""
+    runs: list[list[Any]] = []
+    for op in ops:
+        if runs and runs[-1][0] == op:
+            runs[-1][1] += 1
+        else:
+            runs.append([op, 1])
+    return ", ".join(op if n == 1 else f"{op} x{n}" for op, n in runs)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rtt-ms", default="0,50,100", help="round trips to run, comma-separated")
+    parser.add_argument("--round-trips", type=int, default=20, help="execute('pass') per target")
+    parser.add_argument("--files", type=int, default=200, help="files of the tree to sync")
+    parser.add_argument("--repeat", type=int, default=3, help="kernel starts, syncs, logins")
+    args = parser.parse_args()
+    args.rtts = [float(v) for v in args.rtt_ms.split(",")]
+    for tool in ("rsync", "ssh"):
+        if not shutil.which(tool):
+            print(f"{tool} is not installed (apt-get install rsync openssh-client)")
+            return 0
+    tmp = Path(tempfile.mkdtemp(prefix="jcs-bench-link-"))
+    work = kb.Workdir(tmp)  # JUPYTER_* into tmp, before jupyter is imported
+    res = kb.Resources()
+    try:
+        rows = asyncio.run(measure(args, work.root, res))
+        report(rows, args)
+        slopes(rows)
+    except KeyboardInterrupt:
+        print("interrupted")
+    finally:
+        res.kill_leftovers()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
