@@ -252,6 +252,7 @@ describe('the create form on the gcp cloud', () => {
       'disk_type',
       'disk_gb',
       'spot',
+      'workspace_mode',
       'color'
     ]);
     const machine = mount.container.querySelector<HTMLSelectElement>(

@@ -148,7 +148,8 @@ describe('ServersModel', () => {
 
     expect(server.state).toBe('starting');
     expect(model.server(id)?.state).toBe('starting');
-    expect(model.server(id)?.allowed_actions).toEqual([]);
+    // Only a stop, which gives up the start.
+    expect(model.server(id)?.allowed_actions).toEqual(['stop']);
     expect(api.requests.find(r => r.method === 'POST')).toMatchObject({
       path: `/compute-servers/api/servers/${id}/actions/start`,
       body: {}
