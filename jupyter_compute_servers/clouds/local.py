@@ -72,25 +72,34 @@ def processes_with_token(token: str) -> list[int]:
 
 def sshd_pids(token: str) -> list[int]:
     """Pids of the sandbox's SSH servers (normally one) among its processes."""
-    found = []
+    found: dict[int, int] = {}
     for pid in processes_with_token(token):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"jupyter_compute_servers.clouds.local_sshd" in argv and _alive(pid):
-            found.append(pid)
-    return found
+        stat = _stat(pid)
+        if b"jupyter_compute_servers.clouds.local_sshd" in argv and stat and stat[0] != "Z":
+            found[pid] = int(stat[1])
+    # A command the daemon starts looks like the daemon between its fork and its exec (the
+    # same command line and environment): a child of a daemon is not another daemon.
+    return [pid for pid, parent in found.items() if parent not in found]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command's name: state, parent pid, ..."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # A zombie has finished; only its parent has not collected it yet.
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    stat = _stat(pid)
+    # A zombie has finished; only its parent has not collected it yet.
+    return stat is not None and stat[0] != "Z"
 
 
 def unmount_under(directory: Path) -> None:
