@@ -158,8 +158,12 @@ describe('with a real server', () => {
         // Its Jupyter server goes away: nobody shuts the kernel down.
         await first.kill();
 
-        // Another Jupyter server on the same compute servers.
-        second = new JupyterServer({ dataDir: first.dataDir });
+        // Another Jupyter server on the same compute servers, one that does not adopt the
+        // kernels it finds (else, once adopted, the kernel is its own: attached).
+        second = new JupyterServer({
+          dataDir: first.dataDir,
+          config: { ComputeServersApp: { adopt_orphan_kernels: false } }
+        });
         await second.start();
         const model = new ServerKernelsModel(second.settings);
         await model.refresh(server.id);
