@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import json
 import os
@@ -28,11 +29,10 @@ from jupyter_compute_servers.clouds.gcp import STARTUP_SCRIPT, GCPCloud
 from jupyter_compute_servers.clouds.gcp import catalog as gcp_catalog
 from jupyter_compute_servers.errors import ConflictError, ValidationError
 from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
-from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
 from jupyter_compute_servers.store import ServerStore
 
-from .composition import services_for
+from .composition import act, create_server, recorded_events, services_over
 from .fake_gce import FakeGCE
 from .kernel_helpers import execute, wait_until
 
@@ -81,13 +81,8 @@ def make_cloud(fake: FakeGCE, key_file: Path | None, tmp_path: Path, **traits: A
     return GCPCloud(**values)
 
 
-@contextlib.asynccontextmanager
-async def gcp_services(tmp_path: Path, cloud: GCPCloud):
-    services = services_for(tmp_path, {"gcp": cloud})
-    try:
-        yield services
-    finally:
-        await services.close()
+def gcp_services(tmp_path: Path, cloud: GCPCloud):
+    return services_over(tmp_path, "gcp", cloud)
 
 
 @contextlib.asynccontextmanager
@@ -96,20 +91,7 @@ async def gcp_manager(tmp_path: Path, cloud: GCPCloud):
         yield services.manager
 
 
-def recorded_events(manager: ComputeServerManager) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    manager.events.listeners.append(events.append)
-    return events
-
-
-async def act(manager: ComputeServerManager, server_id: int, action: str, **body: Any):
-    manager.request_action(server_id, action, body or None)
-    await manager.wait_for_action(server_id)
-    return manager.get_server(server_id)
-
-
-def create(manager: ComputeServerManager, name: str = "box", **config: Any):
-    return manager.create_server({"name": name, "cloud": "gcp", "config": config})
+create = functools.partial(create_server, cloud="gcp")
 
 
 def metadata(body: dict[str, Any]) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import getpass
 import json
 import subprocess
@@ -24,10 +25,9 @@ from jupyter_compute_servers.clouds.kubernetes import SSHD_SCRIPT, KubernetesClo
 from jupyter_compute_servers.errors import ValidationError
 from jupyter_compute_servers.images.runtime import container_for
 from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
-from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
 
-from .composition import services_for
+from .composition import act, create_server, recorded_events, services_over
 from .fake_kubernetes import GPU, FakeKubernetes
 from .kernel_helpers import execute, wait_until
 
@@ -63,28 +63,14 @@ def make_cloud(fake: FakeKubernetes, tmp_path: Path, **traits: Any) -> Kubernete
 
 @contextlib.asynccontextmanager
 async def k8s_manager(tmp_path: Path, cloud: KubernetesCloud):
-    services = services_for(tmp_path, {"kubernetes": cloud})
     try:
-        yield services.manager
+        async with services_over(tmp_path, "kubernetes", cloud) as services:
+            yield services.manager
     finally:
-        await services.close()
         await cloud.close()
 
 
-def recorded_events(manager: ComputeServerManager) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    manager.events.listeners.append(events.append)
-    return events
-
-
-async def act(manager: ComputeServerManager, server_id: int, action: str, **body: Any):
-    manager.request_action(server_id, action, body or None)
-    await manager.wait_for_action(server_id)
-    return manager.get_server(server_id)
-
-
-def create(manager: ComputeServerManager, name: str = "box", **config: Any):
-    return manager.create_server({"name": name, "cloud": "kubernetes", "config": config})
+create = functools.partial(create_server, cloud="kubernetes")
 
 
 def progress_of(events: list[dict[str, Any]]) -> list[str]:

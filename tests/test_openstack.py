@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import json
 import sys
@@ -24,10 +25,9 @@ from jupyter_compute_servers.clouds.openstack.catalog import gpus_of
 from jupyter_compute_servers.clouds.openstack.hostkeys import host_key_from_console
 from jupyter_compute_servers.errors import ConflictError, ValidationError
 from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
-from jupyter_compute_servers.manager import ComputeServerManager
 from jupyter_compute_servers.models import State
 
-from .composition import services_for
+from .composition import act, create_server, recorded_events, services_over
 from .fake_openstack import FakeOpenStack
 from .kernel_helpers import execute, wait_until
 
@@ -71,27 +71,11 @@ async def make_cloud(
 
 @contextlib.asynccontextmanager
 async def openstack_manager(tmp_path: Path, cloud: OpenStackCloud):
-    services = services_for(tmp_path, {"openstack": cloud})
-    try:
+    async with services_over(tmp_path, "openstack", cloud) as services:
         yield services.manager
-    finally:
-        await services.close()
 
 
-def recorded_events(manager: ComputeServerManager) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    manager.events.listeners.append(events.append)
-    return events
-
-
-async def act(manager: ComputeServerManager, server_id: int, action: str, **body: Any):
-    manager.request_action(server_id, action, body or None)
-    await manager.wait_for_action(server_id)
-    return manager.get_server(server_id)
-
-
-def create(manager: ComputeServerManager, name: str = "box", **config: Any):
-    return manager.create_server({"name": name, "cloud": "openstack", "config": config})
+create = functools.partial(create_server, cloud="openstack")
 
 
 # --- a whole server: a kernel on a gpu_medium VM, through every action ------------------------

@@ -7,11 +7,12 @@ its private bookkeeping in ``cloud_data`` through the ``Operation`` it is handed
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from traitlets import Unicode
+from traitlets import TraitError, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..errors import ValidationError
@@ -247,3 +248,26 @@ class Cloud(LoggingConfigurable):
     async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
         """Where a running server's SSH server is, with its pinned host key."""
         raise NotImplementedError
+
+
+# What clouds that create VMs check in their settings: a user the image has, and a name prefix
+# every provider accepts (GCE's and Nova's rules meet at lowercase letters, digits and '-').
+LINUX_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+RESOURCE_PREFIX = re.compile(r"[a-z][a-z0-9-]{0,19}")
+
+
+def check_linux_user_name(owner: object, trait: str, value: str) -> str:
+    """``value`` if it is a Linux user name; else a TraitError naming ``owner``'s setting."""
+    if not LINUX_USER_NAME.fullmatch(value):
+        raise TraitError(f"{type(owner).__name__}.{trait} must be a Linux user name.")
+    return value
+
+
+def check_resource_prefix(owner: object, trait: str, value: str) -> str:
+    """``value`` if it can start the names of a cloud's VMs, keys and disks."""
+    if not RESOURCE_PREFIX.fullmatch(value):
+        raise TraitError(
+            f"{type(owner).__name__}.{trait}: 1-20 lowercase letters, digits or '-', "
+            "starting with a letter."
+        )
+    return value

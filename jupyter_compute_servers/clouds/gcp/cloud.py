@@ -48,7 +48,15 @@ from ...errors import (
     ValidationError,
 )
 from ...models import ServerConfig, State
-from ..base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
+from ..base import (
+    Cloud,
+    CloudServices,
+    CloudStatus,
+    Operation,
+    SSHEndpoint,
+    check_linux_user_name,
+    check_resource_prefix,
+)
 from . import catalog
 from .api import ApiAccess, _Clients, _Where
 from .errors import GoogleError, explain
@@ -67,7 +75,6 @@ LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 SOURCE_IMAGE = re.compile(
     r"^projects/[a-z][a-z0-9-]*[a-z0-9]/global/images/(family/)?[a-z][a-z0-9-]*$"
 )
-USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 #: Grows the root partition and filesystem to fill a disk that was resized while the VM runs.
@@ -256,15 +263,11 @@ class GCPCloud(ApiAccess, InstanceDescription, Cloud):
 
     @validate("ssh_username")
     def _check_username(self, proposal: Any) -> str:
-        if not USERNAME.fullmatch(proposal["value"]):
-            raise TraitError("GCPCloud.ssh_username must be a Linux user name.")
-        return str(proposal["value"])
+        return check_linux_user_name(self, "ssh_username", proposal["value"])
 
     @validate("instance_prefix")
     def _check_prefix(self, proposal: Any) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", proposal["value"]):
-            raise TraitError("GCPCloud.instance_prefix: 1-20 lowercase letters, digits or '-'.")
-        return str(proposal["value"])
+        return check_resource_prefix(self, "instance_prefix", proposal["value"])
 
     @default("zone")
     def _default_zone(self) -> str:

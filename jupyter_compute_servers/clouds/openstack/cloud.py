@@ -40,7 +40,15 @@ from traitlets import Dict, Float, Int, TraitError, Unicode, validate
 from ...billing.prices import Part, Rate, StateRates
 from ...errors import CloudError, ConflictError, OperationFailed, ValidationError
 from ...models import ServerConfig, State
-from ..base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
+from ..base import (
+    Cloud,
+    CloudServices,
+    CloudStatus,
+    Operation,
+    SSHEndpoint,
+    check_linux_user_name,
+    check_resource_prefix,
+)
 from .api import ApiAccess
 from .catalog import Catalog, Flavor, flavor_from
 from .errors import NO_VALID_HOST, OpenStackError, no_valid_host
@@ -50,7 +58,6 @@ from .queue import GPUQueue, ordinal
 if TYPE_CHECKING:
     from openstack.connection import Connection
 
-USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 #: Nova statuses, as our states. Transitional ones count as what they lead to.
 _RUNNING = ("ACTIVE", "BUILD", "REBOOT", "HARD_REBOOT", "PASSWORD", "REBUILD", "MIGRATING")
 _OFF = ("SHUTOFF", "SHELVED", "SHELVED_OFFLOADED", "STOPPED")
@@ -170,15 +177,11 @@ class OpenStackCloud(ApiAccess, Cloud):
 
     @validate("ssh_username")
     def _check_username(self, proposal: Any) -> str:
-        if not USERNAME.fullmatch(proposal["value"]):
-            raise TraitError("OpenStackCloud.ssh_username must be a Linux user name.")
-        return str(proposal["value"])
+        return check_linux_user_name(self, "ssh_username", proposal["value"])
 
     @validate("instance_prefix")
     def _check_prefix(self, proposal: Any) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", proposal["value"]):
-            raise TraitError("OpenStackCloud.instance_prefix: 1-20 lowercase letters, digits, '-'.")
-        return str(proposal["value"])
+        return check_resource_prefix(self, "instance_prefix", proposal["value"])
 
     @validate("flavor_rates")
     def _check_rates(self, proposal: Any) -> dict[str, Any]:
