@@ -1084,3 +1084,8 @@ class ComputeServerManager:
                     except ComputeServersError as e:
                         self.log.warning("Could not stop %s at shutdown: %s", server.name, e)
         await self.ssh.close_all()
+        for name, cloud in self.clouds.items():
+            try:
+                await cloud.close()
+            except Exception as e:  # one cloud's failure must not keep the others open
+                self.log.warning("Could not close the %s cloud: %s", name, e)

@@ -63,11 +63,8 @@ def make_cloud(fake: FakeKubernetes, tmp_path: Path, **traits: Any) -> Kubernete
 
 @contextlib.asynccontextmanager
 async def k8s_manager(tmp_path: Path, cloud: KubernetesCloud):
-    try:
-        async with services_over(tmp_path, "kubernetes", cloud) as services:
-            yield services.manager
-    finally:
-        await cloud.close()
+    async with services_over(tmp_path, "kubernetes", cloud) as services:
+        yield services.manager
 
 
 create = functools.partial(create_server, cloud="kubernetes")
@@ -168,6 +165,21 @@ async def test_a_kernel_runs_in_a_pod_and_the_disk_outlives_a_stop(fake, tmp_pat
             set_server_runtime(None)
 
 
+async def test_jupyter_stopping_closes_the_port_forwards_and_leaves_the_pod(fake, tmp_path):
+    cloud = make_cloud(fake, tmp_path)
+    async with k8s_manager(tmp_path, cloud) as manager:
+        server = await act(manager, create(manager).id, "start")
+        assert server.state is State.RUNNING, server.state_reason
+        port = (await cloud.ssh_endpoint(server.id, server.cloud_data)).port
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+    # The services closed the cloud too: nothing listens on Jupyter's loopback any more, and
+    # the pod is left running for the next Jupyter.
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    assert len(fake.pods) == 1
+
+
 def test_the_pod_command_is_valid_shell():
     subprocess.run(["sh", "-n", "-c", SSHD_SCRIPT], check=True)
 
@@ -190,6 +202,11 @@ async def test_a_gpu_server_waits_for_a_free_gpu_saying_why_then_runs(fake, tmp_
         assert spec["tolerations"] == T4["tolerations"]
         assert spec["containers"][0]["resources"]["limits"][GPU] == "1"
         assert manager.get_server(server.id).state is not State.RUNNING
+        # Asked while it waits (what a restarted Jupyter would find): not running, and how
+        # to end it.
+        status = await cloud.status(server.id, manager.get_server(server.id).cloud_data)
+        assert status.state is State.ERROR
+        assert "is still Pending; stop the server to delete the pod" in status.reason
 
         def free_a_gpu() -> None:  # another user's pod ends: the scheduler retries
             fake.gpus = 1

@@ -249,6 +249,10 @@ class Cloud(LoggingConfigurable):
         """Where a running server's SSH server is, with its pinned host key."""
         raise NotImplementedError
 
+    async def close(self) -> None:
+        """Release what the cloud holds open (API clients, port-forwards): Jupyter is stopping,
+        after every server's SSH connection is closed."""
+
 
 # What clouds that create VMs check in their settings: a user the image has, and a name prefix
 # every provider accepts (GCE's and Nova's rules meet at lowercase letters, digits and '-').

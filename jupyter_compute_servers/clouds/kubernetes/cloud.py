@@ -766,8 +766,16 @@ class KubernetesCloud(Cloud):
         body = await self._read_pod(api, str(name), namespace)
         if body is not None:
             phase = (body.get("status") or {}).get("phase") or "Pending"
-            if phase in ("Running", "Pending"):
-                return CloudStatus(State.RUNNING, f"the pod is {phase}")
+            if phase == "Running":
+                return CloudStatus(State.RUNNING, "the pod is Running")
+            if phase == "Pending":
+                # No start is waiting for it (this process restarted while it waited): the
+                # pod still holds its claim on a node or GPU, so say how to end it.
+                return CloudStatus(
+                    State.ERROR,
+                    f"pod {name} is still Pending; stop the server to delete the pod, then "
+                    "start it again",
+                )
             return CloudStatus(State.OFF, errors.ended(body))
         if await self._exists(
             api, api.core.read_namespaced_persistent_volume_claim, str(name), namespace
