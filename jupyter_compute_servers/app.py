@@ -127,6 +127,7 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
         finally:
             if not self._adopted.done():
                 self._adopted.set_result(adopted)
+            self.log.info("Compute servers: adoption of orphan kernels done (%d)", len(adopted))
         # Servers whose workspace is mounted are mounted again (their mounts ended with the
         # Jupyter that served them).
         self.services.mounts.restore()

@@ -19,8 +19,11 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from .jupyter_process import TOKEN, JupyterProcess
+from .kernel_helpers import wait_until
 
 LINES = 40
+#: What a Jupyter logs once it has looked for orphan kernels to adopt.
+ADOPTION_DONE = "Compute servers: adoption of orphan kernels done"
 
 
 @pytest.fixture
@@ -201,8 +204,9 @@ async def test_kernels_of_a_live_jupyter_are_not_adopted(dirs: tuple[Path, Path]
         )
         assert code == 201, session
         kernel = session["kernel"]  # type: ignore[index]
+        log = data_dir / "jupyter.log"  # both write here: the second says so once it is done
         second = JupyterProcess(data_dir, root_dir)
-        await asyncio.sleep(2)  # adoption has run by now
+        await wait_until(lambda: log.read_text().count(ADOPTION_DONE) >= 2, timeout=60)
         _, kernels = second.request("GET", "api/kernels")
         assert kernels == []
         # The second keeps its sessions apart: the first's are neither listed nor deleted.
