@@ -4,8 +4,7 @@
  * through the proxy; listed under the server with Stop, which ends it. The server is removed
  * at the end.
  */
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
-import { Locator } from '@playwright/test';
+import { expect, test } from '@jupyterlab/galata';
 
 import {
   createServer,
@@ -13,25 +12,9 @@ import {
   row,
   SIDEBAR_ID,
   TRANSITION_TIMEOUT,
-  waitForState
+  waitForState,
+  launcherSection
 } from './helpers';
-
-/** The launcher's section of a compute server (opening a launcher if none is open). */
-async function launcherSection(
-  page: IJupyterLabPageFixture,
-  name: string
-): Promise<Locator> {
-  if ((await page.locator('.jp-Launcher').count()) === 0) {
-    await page.evaluate(() =>
-      window.jupyterapp.commands.execute('launcher:create')
-    );
-  }
-  return page.locator('.jp-Launcher-section', {
-    has: page.locator('.jp-Launcher-sectionTitle', {
-      hasText: `Compute server: ${name}`
-    })
-  });
-}
 
 test.describe('Web apps on compute servers', () => {
   test.setTimeout(5 * TRANSITION_TIMEOUT);

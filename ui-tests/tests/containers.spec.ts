@@ -4,7 +4,7 @@
  * and run a cell whose kernel is in the container (Debian's Python under /usr, podman's mark
  * /run/.containerenv, the image's own marker file).
  */
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { expect, test } from '@jupyterlab/galata';
 
 import {
   panel,
@@ -12,28 +12,9 @@ import {
   row,
   SIDEBAR_ID,
   TRANSITION_TIMEOUT,
-  waitForState
+  waitForState,
+  launchNotebook
 } from './helpers';
-
-async function launchNotebook(
-  page: IJupyterLabPageFixture,
-  name: string
-): Promise<void> {
-  if ((await page.locator('.jp-Launcher').count()) === 0) {
-    await page.evaluate(() =>
-      window.jupyterapp.commands.execute('launcher:create')
-    );
-  }
-  const section = page.locator('.jp-Launcher-section', {
-    has: page.locator('.jp-Launcher-sectionTitle', {
-      hasText: `Compute server: ${name}`
-    })
-  });
-  await section
-    .locator('.jp-LauncherCard', { hasText: 'Notebook' })
-    .first()
-    .click({ timeout: TRANSITION_TIMEOUT });
-}
 
 test.describe('Container images', () => {
   test.setTimeout(5 * TRANSITION_TIMEOUT);
@@ -63,7 +44,7 @@ test.describe('Container images', () => {
     await row(page, name).locator('button[data-action="start"]').click();
     await waitForState(page, name, 'running');
 
-    await launchNotebook(page, name);
+    await launchNotebook(page, name, 'Notebook');
     await expect(page.locator('.jp-NotebookPanel')).toBeVisible();
     await page.notebook.setCell(
       0,

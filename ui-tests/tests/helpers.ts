@@ -85,3 +85,35 @@ export async function removeTestServers(
     await page.waitForTimeout(250);
   }
 }
+
+/** The launcher's section of a compute server (opening a launcher if none is open). */
+export async function launcherSection(
+  page: IJupyterLabPageFixture,
+  name: string
+): Promise<Locator> {
+  if ((await page.locator('.jp-Launcher').count()) === 0) {
+    await page.evaluate(() =>
+      window.jupyterapp.commands.execute('launcher:create')
+    );
+  }
+  return page.locator('.jp-Launcher-section', {
+    has: page.locator('.jp-Launcher-sectionTitle', {
+      hasText: `Compute server: ${name}`
+    })
+  });
+}
+
+/** Open a notebook on the compute server's kernel from its launcher card. */
+export async function launchNotebook(
+  page: IJupyterLabPageFixture,
+  name: string,
+  card = 'Python 3 (ipykernel) Notebook'
+): Promise<void> {
+  await (
+    await launcherSection(page, name)
+  )
+    .locator('.jp-LauncherCard', { hasText: card })
+    .first()
+    .click({ timeout: TRANSITION_TIMEOUT });
+  await expect(page.locator('.jp-NotebookPanel')).toBeVisible();
+}

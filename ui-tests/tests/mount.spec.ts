@@ -13,7 +13,8 @@ import {
   row,
   SIDEBAR_ID,
   TRANSITION_TIMEOUT,
-  waitForState
+  waitForState,
+  launchNotebook
 } from './helpers';
 
 const CONTENTS = '/api/contents';
@@ -72,21 +73,7 @@ test.describe('Live workspace', () => {
     ).toBeDisabled();
 
     // A notebook on its kernel: in the mounted tree, reading and writing the root's files.
-    if ((await page.locator('.jp-Launcher').count()) === 0) {
-      await page.evaluate(async () => {
-        await window.jupyterapp.commands.execute('launcher:create');
-      });
-    }
-    await page
-      .locator('.jp-Launcher-section', {
-        has: page.locator('.jp-Launcher-sectionTitle', {
-          hasText: `Compute server: ${name}`
-        })
-      })
-      .locator('.jp-LauncherCard', { hasText: 'Python 3 (ipykernel) Notebook' })
-      .first()
-      .click();
-    await expect(page.locator('.jp-NotebookPanel')).toBeVisible();
+    await launchNotebook(page, name);
     await page.notebook.setCell(
       0,
       'code',

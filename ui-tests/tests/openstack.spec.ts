@@ -4,7 +4,7 @@
  * the create dialog offers the project's flavors with their GPUs, a gpu_medium server is created
  * and started, and a notebook cell runs on its kernel.
  */
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { expect, test } from '@jupyterlab/galata';
 
 import {
   panel,
@@ -12,16 +12,9 @@ import {
   row,
   SIDEBAR_ID,
   TRANSITION_TIMEOUT,
-  waitForState
+  waitForState,
+  launchNotebook
 } from './helpers';
-
-async function openLauncher(page: IJupyterLabPageFixture): Promise<void> {
-  if ((await page.locator('.jp-Launcher').count()) === 0) {
-    await page.evaluate(() =>
-      window.jupyterapp.commands.execute('launcher:create')
-    );
-  }
-}
 
 test.describe('The openstack cloud', () => {
   test.setTimeout(5 * TRANSITION_TIMEOUT);
@@ -69,16 +62,7 @@ test.describe('The openstack cloud', () => {
     await waitForState(page, name, 'running');
 
     // A notebook on its kernel runs in the VM's workspace (in the notebook's folder there).
-    await openLauncher(page);
-    const section = page.locator('.jp-Launcher-section', {
-      has: page.locator('.jp-Launcher-sectionTitle', {
-        hasText: `Compute server: ${name}`
-      })
-    });
-    await section
-      .locator('.jp-LauncherCard', { hasText: 'Python 3 (ipykernel) Notebook' })
-      .click();
-    await expect(page.locator('.jp-NotebookPanel')).toBeVisible();
+    await launchNotebook(page, name);
     await page.notebook.setCell(
       0,
       'code',
