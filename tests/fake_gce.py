@@ -31,11 +31,12 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
 import asyncssh
+
+from .fake_http import Answer, Drop, FakeHTTPServer, Incoming
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 API = "https://www.googleapis.com/compute/v1"
@@ -147,20 +148,17 @@ class FakeGCE:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.ssh_port = s.getsockname()[1]
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = FakeHTTPServer(self._answer)
+        self.url = self._http.url
 
     # --- running ------------------------------------------------------------------------------
 
     def start(self) -> FakeGCE:
-        self._thread.start()
+        self._http.start()
         return self
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
         with self._lock:
             # A guest still booting must not start an sshd after this (nobody would end it).
             self._closed = True
@@ -224,48 +222,21 @@ class FakeGCE:
 
     # --- the HTTP side --------------------------------------------------------------------------
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                parsed = urllib.parse.urlsplit(self.path)
-                query = dict(urllib.parse.parse_qsl(parsed.query))
-                try:
-                    status, body, content_type = fake._route(
-                        self.command, parsed.path, query, raw, self.headers
-                    )
-                except _Drop:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
-
-        return Handler
+    def _answer(self, request: Incoming) -> Answer:
+        status, body, content_type = self._route(
+            request.method, request.path, request.query, request.raw, request.headers
+        )
+        return Answer(status, body, {"Content-Type": content_type})
 
     def _route(
-        self, method: str, path: str, query: dict[str, str], raw: bytes, headers: Any
+        self, method: str, path: str, query: dict[str, str], raw: bytes, headers: dict[str, str]
     ) -> tuple[int, Any, str]:
         if path == "/token":
             return self._token(raw)
         if path.startswith("/vm/"):
             return self._metadata_server(method, path, raw)
         body = json.loads(raw) if raw else None
-        authorized = self._authorized(headers.get("Authorization", ""))
+        authorized = self._authorized(headers.get("authorization", ""))
         with self._lock:
             self.requests.append(Request(method, path, query, body, authorized))
         if self.require_auth and not authorized:
@@ -274,7 +245,7 @@ class FakeGCE:
             self.held.set()
             self.release.wait(60)
             if self.discard_held:
-                raise _Drop()
+                raise Drop()
         prefix = f"/compute/v1/projects/{self.project}/"
         if not path.startswith(prefix):
             return _error(404, f"The resource '{path}' was not found", "notFound")
@@ -465,7 +436,7 @@ class FakeGCE:
         )
         if failure is not None and failure.after_creating:
             self._operation(zone, "insert", name, lambda: self._boot(vm))
-            raise _Drop()
+            raise Drop()
         if failure is not None and failure.operation_code:
             # Compute Engine gives up on the insert: nothing is left of it.
             self.vms.pop((zone, name))
@@ -747,10 +718,6 @@ class FakeGCE:
                 if vm.body["disks"][0].get("autoDelete"):
                     del self.disks[key]
         shutil.rmtree(vm.disk_dir, ignore_errors=True)
-
-
-class _Drop(Exception):
-    """Close the connection without an answer."""
 
 
 def _error(status: int, message: str, reason: str) -> tuple[int, Any, str]:

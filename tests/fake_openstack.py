@@ -36,18 +36,16 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
 from .fake_gce import _start_sshd
+from .fake_http import JSON, Answer, FakeHTTPServer, Incoming
 
-JSON = "application/json"
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
 
 #: The open-gpu-server's flavors (issue 24): name -> (vCPUs, RAM MiB, disk GB, extra specs).
@@ -204,21 +202,18 @@ class FakeOpenStack:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.ssh_port = s.getsockname()[1]
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._http = FakeHTTPServer(self._answer)
+        self.url = self._http.url
         self.auth_url = f"{self.url}/identity/v3"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # --- running ------------------------------------------------------------------------------
 
     def start(self) -> FakeOpenStack:
-        self._thread.start()
+        self._http.start()
         return self
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
         with self._lock:
             self._closed = True
             for server in self.servers.values():
@@ -306,39 +301,11 @@ class FakeOpenStack:
 
     # --- HTTP -------------------------------------------------------------------------------------
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                parsed = urllib.parse.urlsplit(self.path)
-                query = dict(urllib.parse.parse_qsl(parsed.query))
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = None
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                status, answer, extra = fake._route(self.command, parsed.path, query, body, headers)
-                data = b"" if answer is None else json.dumps(answer).encode()
-                self.send_response(status)
-                if answer is not None:
-                    self.send_header("Content-Type", JSON)
-                for key, value in extra.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = do_PUT = _serve
-
-        return Handler
+    def _answer(self, request: Incoming) -> Answer:
+        status, body, headers = self._route(
+            request.method, request.path, request.query, request.json(), request.headers
+        )
+        return Answer(status, body, headers)
 
     def _route(
         self, method: str, path: str, query: dict[str, str], body: Any, headers: dict[str, str]
