@@ -487,9 +487,6 @@ def test_spot_prices_are_shipped_with_their_date():
     assert n2.running.unknown == ["external IP (asia-east1, spot)"]
 
 
-#: What the create dialog offers for gcp (clouds/gcp/catalog.py) and the table does not price,
-#: per region, with why. A catalog change that adds a machine type, GPU or region fails
-#: test_every_offered_configuration_is_priced_or_listed until it is priced or listed here.
 _ALL = (
     "us-central1",
     "us-east1",
@@ -502,51 +499,67 @@ _ALL = (
     "asia-northeast1",
     "asia-southeast1",
 )
-_NOT_OFFERED = (
-    "not offered in the region (tools/acceleratortyperegion.csv of the table's source; "
-    "SkyPilot's catalog has no row for it there either)"
-)
-#: item -> {region: why it has no price there}.
-NO_PUBLISHED_PRICE: dict[str, dict[str, str]] = {
-    "nvidia-tesla-v100": {
-        region: _NOT_OFFERED
-        for region in ("us-east4", "us-west4", "europe-west1", "asia-northeast1", "asia-southeast1")
-    },
-    "nvidia-tesla-p100": {
-        region: _NOT_OFFERED
-        for region in ("us-east4", "us-west4", "asia-northeast1", "asia-southeast1")
-    },
-    "nvidia-tesla-p4": {
-        region: _NOT_OFFERED
-        for region in (
-            "us-east1",
-            "us-west1",
-            "us-west4",
-            "europe-west1",
-            "asia-east1",
-            "asia-northeast1",
-        )
-    },
+#: What the create dialog offers for gcp (clouds/gcp/catalog.py) and the table does not price,
+#: per region, with why: nothing. A catalog change that adds a machine type, GPU or region
+#: fails test_every_offered_configuration_is_priced_or_listed until it is priced or listed here.
+NO_PUBLISHED_PRICE: dict[str, dict[str, str]] = {}
+#: The regions without a GPU that attaches to N1: Google offers none there (no row in SkyPilot's
+#: catalog; not in Cyclenerd's tools/acceleratortyperegion.csv). The dialog does not offer it
+#: there and the table says so; every other region has its price.
+NOT_OFFERED: dict[str, tuple[str, ...]] = {
+    "nvidia-tesla-t4": (),
+    "nvidia-tesla-v100": (
+        "us-east4",
+        "us-west4",
+        "europe-west1",
+        "asia-northeast1",
+        "asia-southeast1",
+    ),
+    "nvidia-tesla-p100": ("us-east4", "us-west4", "asia-northeast1", "asia-southeast1"),
+    "nvidia-tesla-p4": (
+        "us-east1",
+        "us-west1",
+        "us-west4",
+        "europe-west1",
+        "asia-east1",
+        "asia-northeast1",
+    ),
 }
 
 
-def _offered() -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
-    """(item, configuration, parts that must be known) for each thing the dialog offers."""
+def _dialog_regions(gpu_type: str | None = None) -> list[str]:
+    """The regions the create dialog offers (for a GPU: those with a zone that has it, as the
+    gcp cloud's offerings give them before the live list is read; every region where that is
+    not known)."""
     from jupyter_compute_servers.clouds.gcp import catalog as gcp
 
-    offered: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
+    zones = gcp.BUILTIN_GPU_ZONES.get(gpu_type or "")
+    return [
+        region
+        for region, region_zones in gcp.REGIONS.items()
+        if zones is None or set(region_zones) & set(zones)
+    ]
+
+
+def _offered() -> list[tuple[str, dict[str, Any], tuple[str, ...], list[str]]]:
+    """(item, configuration, parts that must be known, regions) for each thing the dialog
+    offers."""
+    from jupyter_compute_servers.clouds.gcp import catalog as gcp
+
+    offered: list[tuple[str, dict[str, Any], tuple[str, ...], list[str]]] = []
     general = [m for m in gcp.machine_types() if m["gpu"] is None]
     for family in dict.fromkeys(m["family"] for m in general):
         name = next(m["name"] for m in general if m["family"] == family)
-        offered.append((family, {"machine_type": name}, ("vCPU", "memory")))
+        offered.append((family, {"machine_type": name}, ("vCPU", "memory"), _dialog_regions()))
     for m in gcp.machine_types():
         if m["gpu"] is not None:
             gpu = GpuSpec(m["gpu"]["type"], m["gpu"]["count"])
-            offered.append((m["name"], {"machine_type": m["name"], "gpu": gpu}, ("machine", "GPU")))
+            config = {"machine_type": m["name"], "gpu": gpu}
+            offered.append((m["name"], config, ("machine", "GPU"), _dialog_regions(gpu.type)))
     for model in gcp.GPUS.values():
         if model.attachable:
             config = {"machine_type": "n1-standard-4", "gpu": GpuSpec(model.type, 1)}
-            offered.append((model.type, config, ("GPU",)))
+            offered.append((model.type, config, ("GPU",), _dialog_regions(model.type)))
     return offered
 
 
@@ -558,8 +571,8 @@ def test_every_offered_configuration_is_priced_or_listed():
     # On demand and spot alike: a spot price is shipped with its date for everything offered.
     for spot in (False, True):
         unpriced: dict[str, list[str]] = {}
-        for item, config, needed in _offered():
-            for region in gcp.REGIONS:
+        for item, config, needed, regions in _offered():
+            for region in regions:
                 running = gcp_rates(region=region, spot=spot, **config).running
                 known = [p for p in running.parts if p.name in needed and p.hourly is not None]
                 if len(known) < len(needed):
@@ -569,12 +582,31 @@ def test_every_offered_configuration_is_priced_or_listed():
                         continue  # a g2/a2/a3 machine's GPUs: its spot price has the date
                     assert "may have changed" in part.note and part.as_of, (item, region, part)
         assert unpriced == listed, "spot" if spot else "on demand"
-    # Where a GPU is not offered, the table says so to the user, and why.
-    for item, regions in NO_PUBLISHED_PRICE.items():
-        for region in regions:
+
+
+def test_a_gpu_google_does_not_offer_in_a_region_is_neither_offered_nor_priced_there():
+    from jupyter_compute_servers.clouds.gcp import catalog as gcp
+
+    assert set(NOT_OFFERED) == {m.type for m in gcp.GPUS.values() if m.attachable}
+    for gpu, absent in NOT_OFFERED.items():
+        # The dialog offers it exactly where Google does...
+        assert _dialog_regions(gpu) == [r for r in _ALL if r not in absent], gpu
+        # ... and the table prices it there and nowhere else, saying why.
+        for region in _ALL:
+            figures = GCP["regions"][region]["gpus"][gpu]
             for tier in ("on_demand", "spot"):
-                note = GCP["regions"][region]["gpus"][item][tier]["note"]
-                assert f"is not offered in {region}" in note and "SkyPilot" in note
+                if region in absent:
+                    assert figures[tier]["price"] == "unknown"
+                    assert f"{gpu} is not offered in {region}" in figures[tier]["note"]
+                    assert "SkyPilot" in figures[tier]["note"]
+                else:
+                    assert figures[tier]["source"] == "n1-gpus", (gpu, region, tier)
+        if absent:
+            rates = gcp_rates(
+                machine_type="n1-standard-4", gpu=GpuSpec(gpu, 1), region=absent[0]
+            ).running
+            assert rates.unknown == [f"GPU (1 x {gpu})"]
+            assert "is not offered in" in rates.parts[2].note
 
 
 def test_gpus_attached_to_n1_are_priced_per_gpu_in_every_region_that_offers_them():
@@ -585,7 +617,7 @@ def test_gpus_attached_to_n1_are_priced_per_gpu_in_every_region_that_offers_them
     assert "Cloud Billing Catalog" in source["note"] and "sustained-use" in source["note"]
     for model in (m for m in gcp.GPUS.values() if m.attachable):
         for region in gcp.REGIONS:
-            if region in NO_PUBLISHED_PRICE.get(model.type, {}):
+            if region in NOT_OFFERED[model.type]:
                 continue
             figures = GCP["regions"][region]["gpus"][model.type]
             demand = Decimal(str(figures["on_demand"]["price"]))
@@ -599,7 +631,8 @@ def test_gpus_attached_to_n1_are_priced_per_gpu_in_every_region_that_offers_them
             assert (gpu.source, gpu.as_of) == (source["url"], source["as_of"])
             # Spot: "about $X/h (spot price ...; may have changed)"; limits count on demand.
             spot_gpu = next(
-                p for p in gcp_rates(region=region, spot=True, **config).running.parts
+                p
+                for p in gcp_rates(region=region, spot=True, **config).running.parts
                 if p.name == "GPU"
             )
             assert spot_gpu.hourly == spot * count and spot_gpu.limit_hourly == demand * count
@@ -609,14 +642,17 @@ def test_gpus_attached_to_n1_are_priced_per_gpu_in_every_region_that_offers_them
         "price": 2.48,
         "source": "n1-gpus",
     }
-    assert parts(
-        gcp_rates(
-            machine_type="n1-standard-8",
-            gpu=GpuSpec("nvidia-tesla-t4", 2),
-            region="asia-northeast1",
-            spot=True,
-        ).running
-    )["GPU"] == Decimal("0.1342") * 2
+    assert (
+        parts(
+            gcp_rates(
+                machine_type="n1-standard-8",
+                gpu=GpuSpec("nvidia-tesla-t4", 2),
+                region="asia-northeast1",
+                spot=True,
+            ).running
+        )["GPU"]
+        == Decimal("0.1342") * 2
+    )
 
 
 def test_each_price_in_the_gcp_table_names_a_source_and_a_date():
