@@ -227,18 +227,21 @@ async def test_the_estimate_of_a_gcp_configuration_names_unknown_prices(api, man
     assert estimate["rates"]["suspended"]["unknown"] == ["suspended memory (15 GB)"]
     assert estimate["complete"] is False
     assert estimate["projection"]["unknown"] == []  # running and off are all known
-    # Spot: the machine at the spot price shipped with its date; no spot price for the T4.
+    # Spot: the machine and the T4 at the spot prices shipped with their dates.
     body = {
         "cloud": "gcp",
         "config": {"spot": True, "gpu": {"type": "nvidia-tesla-t4", "count": 1}},
     }
     code, spot = await api("POST", "estimate", body)
     assert code == 200, spot
-    assert spot["projection"]["unknown"] == ["GPU (1 x nvidia-tesla-t4)"]
+    assert spot["projection"]["unknown"] == []
     vcpu = spot["rates"]["running"]["parts"][0]
     assert vcpu["name"] == "vCPU" and vcpu["hourly"] > 0
     assert vcpu["note"] == f"spot price of {vcpu['as_of']}; may have changed"
-    assert "No spot price" in spot["rates"]["running"]["parts"][2]["note"]
+    gpu = spot["rates"]["running"]["parts"][2]
+    assert gpu["name"] == "GPU" and gpu["hourly"] == pytest.approx(0.14)
+    assert gpu["note"].endswith("; may have changed") and gpu["as_of"] in gpu["note"]
+    assert "skypilot-catalog" in gpu["source"]
 
 
 # --- metering ----------------------------------------------------------------------------

@@ -360,8 +360,9 @@ def test_prices_are_refreshed_from_the_catalog_at_the_wire(web):
     t4 = book.rates(
         "gcp", None, ServerConfig(gpu=GpuSpec("nvidia-tesla-t4", 1), region="us-central1")
     )
-    assert [(p.hourly, p.as_of) for p in t4.running.parts if p.name == "GPU"] == [
-        (Decimal("0.35"), "2024-06-01")
+    built_in = GCP["sources"]["n1-gpus"]
+    assert [(p.hourly, p.source, p.as_of) for p in t4.running.parts if p.name == "GPU"] == [
+        (Decimal("0.35"), built_in["url"], built_in["as_of"])
     ]
     spot = book.rates(
         "gcp", None, ServerConfig(machine_type="n1-standard-2", region="us-central1", spot=True)
@@ -486,9 +487,6 @@ def test_spot_prices_are_shipped_with_their_date():
     assert n2.running.unknown == ["external IP (asia-east1, spot)"]
 
 
-#: What the create dialog offers for gcp (clouds/gcp/catalog.py) and the table does not price,
-#: per region, with why. A catalog change that adds a machine type, GPU or region fails
-#: test_every_offered_configuration_is_priced_or_listed until it is priced or listed here.
 _ALL = (
     "us-central1",
     "us-east1",
@@ -501,53 +499,67 @@ _ALL = (
     "asia-northeast1",
     "asia-southeast1",
 )
-_NO_GPU_PRICE = (
-    "offered there, but the table's sources give no price for it: pricing.yml prices machine "
-    "types only, not GPUs attached to n1, and no stored copy of Google's GPU pricing page has "
-    "the figure"
-)
-_NOT_OFFERED = "not offered in the region (tools/acceleratortyperegion.csv of the table's source)"
-#: item -> {region: why it has no price there}.
-NO_PUBLISHED_PRICE: dict[str, dict[str, str]] = {
-    "nvidia-tesla-t4": {region: _NO_GPU_PRICE for region in _ALL if region not in _ALL[:2]},
-    "nvidia-tesla-v100": {
-        region: _NO_GPU_PRICE
-        if region in ("us-east1", "us-west1", "europe-west4", "asia-east1")
-        else _NOT_OFFERED
-        for region in _ALL[1:]
-    },
-    "nvidia-tesla-p100": {
-        region: _NO_GPU_PRICE
-        if region in ("us-west1", "europe-west1", "europe-west4", "asia-east1")
-        else _NOT_OFFERED
-        for region in _ALL[2:]
-    },
-    "nvidia-tesla-p4": {
-        region: _NO_GPU_PRICE
-        if region in ("us-east4", "europe-west4", "asia-southeast1")
-        else _NOT_OFFERED
-        for region in _ALL[1:]
-    },
+#: What the create dialog offers for gcp (clouds/gcp/catalog.py) and the table does not price,
+#: per region, with why: nothing. A catalog change that adds a machine type, GPU or region
+#: fails test_every_offered_configuration_is_priced_or_listed until it is priced or listed here.
+NO_PUBLISHED_PRICE: dict[str, dict[str, str]] = {}
+#: The regions without a GPU that attaches to N1: Google offers none there (no row in SkyPilot's
+#: catalog; not in Cyclenerd's tools/acceleratortyperegion.csv). The dialog does not offer it
+#: there and the table says so; every other region has its price.
+NOT_OFFERED: dict[str, tuple[str, ...]] = {
+    "nvidia-tesla-t4": (),
+    "nvidia-tesla-v100": (
+        "us-east4",
+        "us-west4",
+        "europe-west1",
+        "asia-northeast1",
+        "asia-southeast1",
+    ),
+    "nvidia-tesla-p100": ("us-east4", "us-west4", "asia-northeast1", "asia-southeast1"),
+    "nvidia-tesla-p4": (
+        "us-east1",
+        "us-west1",
+        "us-west4",
+        "europe-west1",
+        "asia-east1",
+        "asia-northeast1",
+    ),
 }
 
 
-def _offered() -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
-    """(item, configuration, parts that must be known) for each thing the dialog offers."""
+def _dialog_regions(gpu_type: str | None = None) -> list[str]:
+    """The regions the create dialog offers (for a GPU: those with a zone that has it, as the
+    gcp cloud's offerings give them before the live list is read; every region where that is
+    not known)."""
     from jupyter_compute_servers.clouds.gcp import catalog as gcp
 
-    offered: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
+    zones = gcp.BUILTIN_GPU_ZONES.get(gpu_type or "")
+    return [
+        region
+        for region, region_zones in gcp.REGIONS.items()
+        if zones is None or set(region_zones) & set(zones)
+    ]
+
+
+def _offered() -> list[tuple[str, dict[str, Any], tuple[str, ...], list[str]]]:
+    """(item, configuration, parts that must be known, regions) for each thing the dialog
+    offers."""
+    from jupyter_compute_servers.clouds.gcp import catalog as gcp
+
+    offered: list[tuple[str, dict[str, Any], tuple[str, ...], list[str]]] = []
     general = [m for m in gcp.machine_types() if m["gpu"] is None]
     for family in dict.fromkeys(m["family"] for m in general):
         name = next(m["name"] for m in general if m["family"] == family)
-        offered.append((family, {"machine_type": name}, ("vCPU", "memory")))
+        offered.append((family, {"machine_type": name}, ("vCPU", "memory"), _dialog_regions()))
     for m in gcp.machine_types():
         if m["gpu"] is not None:
             gpu = GpuSpec(m["gpu"]["type"], m["gpu"]["count"])
-            offered.append((m["name"], {"machine_type": m["name"], "gpu": gpu}, ("machine", "GPU")))
+            config = {"machine_type": m["name"], "gpu": gpu}
+            offered.append((m["name"], config, ("machine", "GPU"), _dialog_regions(gpu.type)))
     for model in gcp.GPUS.values():
         if model.attachable:
             config = {"machine_type": "n1-standard-4", "gpu": GpuSpec(model.type, 1)}
-            offered.append((model.type, config, ("GPU",)))
+            offered.append((model.type, config, ("GPU",), _dialog_regions(model.type)))
     return offered
 
 
@@ -555,19 +567,92 @@ def test_every_offered_configuration_is_priced_or_listed():
     from jupyter_compute_servers.clouds.gcp import catalog as gcp
 
     assert tuple(gcp.REGIONS) == _ALL
-    unpriced: dict[str, list[str]] = {}
-    for item, config, needed in _offered():
-        for region in gcp.REGIONS:
-            running = gcp_rates(region=region, **config).running
-            if any(p.hourly is None for p in running.parts if p.name in needed):
-                unpriced.setdefault(item, []).append(region)
     listed = {item: list(regions) for item, regions in NO_PUBLISHED_PRICE.items()}
-    assert unpriced == listed
-    # Where a GPU is not offered, the table says so to the user.
-    for item, regions in NO_PUBLISHED_PRICE.items():
-        for region, why in regions.items():
-            note = GCP["regions"][region]["gpus"][item]["on_demand"]["note"]
-            assert ("not offered" in note) == (why == _NOT_OFFERED)
+    # On demand and spot alike: a spot price is shipped with its date for everything offered.
+    for spot in (False, True):
+        unpriced: dict[str, list[str]] = {}
+        for item, config, needed, regions in _offered():
+            for region in regions:
+                running = gcp_rates(region=region, spot=spot, **config).running
+                known = [p for p in running.parts if p.name in needed and p.hourly is not None]
+                if len(known) < len(needed):
+                    unpriced.setdefault(item, []).append(region)
+                for part in known if spot else ():
+                    if part.note.startswith("included in the price of"):
+                        continue  # a g2/a2/a3 machine's GPUs: its spot price has the date
+                    assert "may have changed" in part.note and part.as_of, (item, region, part)
+        assert unpriced == listed, "spot" if spot else "on demand"
+
+
+def test_a_gpu_google_does_not_offer_in_a_region_is_neither_offered_nor_priced_there():
+    from jupyter_compute_servers.clouds.gcp import catalog as gcp
+
+    assert set(NOT_OFFERED) == {m.type for m in gcp.GPUS.values() if m.attachable}
+    for gpu, absent in NOT_OFFERED.items():
+        # The dialog offers it exactly where Google does...
+        assert _dialog_regions(gpu) == [r for r in _ALL if r not in absent], gpu
+        # ... and the table prices it there and nowhere else, saying why.
+        for region in _ALL:
+            figures = GCP["regions"][region]["gpus"][gpu]
+            for tier in ("on_demand", "spot"):
+                if region in absent:
+                    assert figures[tier]["price"] == "unknown"
+                    assert f"{gpu} is not offered in {region}" in figures[tier]["note"]
+                    assert "SkyPilot" in figures[tier]["note"]
+                else:
+                    assert figures[tier]["source"] == "n1-gpus", (gpu, region, tier)
+        if absent:
+            rates = gcp_rates(
+                machine_type="n1-standard-4", gpu=GpuSpec(gpu, 1), region=absent[0]
+            ).running
+            assert rates.unknown == [f"GPU (1 x {gpu})"]
+            assert "is not offered in" in rates.parts[2].note
+
+
+def test_gpus_attached_to_n1_are_priced_per_gpu_in_every_region_that_offers_them():
+    from jupyter_compute_servers.clouds.gcp import catalog as gcp
+
+    source = GCP["sources"]["n1-gpus"]
+    assert "skypilot-catalog/blob/" in source["url"] and source["url"].endswith("vms.csv")
+    assert "Cloud Billing Catalog" in source["note"] and "sustained-use" in source["note"]
+    for model in (m for m in gcp.GPUS.values() if m.attachable):
+        for region in gcp.REGIONS:
+            if region in NOT_OFFERED[model.type]:
+                continue
+            figures = GCP["regions"][region]["gpus"][model.type]
+            demand = Decimal(str(figures["on_demand"]["price"]))
+            spot = Decimal(str(figures["spot"]["price"]))
+            count = model.counts()[-1]
+            config = {"machine_type": "n1-standard-4", "gpu": GpuSpec(model.type, count)}
+            running = gcp_rates(region=region, **config).running
+            gpu = next(p for p in running.parts if p.name == "GPU")
+            # Priced per GPU, from the source named, with its date.
+            assert gpu.hourly == demand * count and 0 < spot < demand
+            assert (gpu.source, gpu.as_of) == (source["url"], source["as_of"])
+            # Spot: "about $X/h (spot price ...; may have changed)"; limits count on demand.
+            spot_gpu = next(
+                p
+                for p in gcp_rates(region=region, spot=True, **config).running.parts
+                if p.name == "GPU"
+            )
+            assert spot_gpu.hourly == spot * count and spot_gpu.limit_hourly == demand * count
+            assert spot_gpu.note.endswith("; may have changed") and source["as_of"] in spot_gpu.note
+    # Where the older figures (source "gpu") overlapped, the new source gives the same price.
+    assert GCP["regions"]["us-central1"]["gpus"]["nvidia-tesla-v100"]["on_demand"] == {
+        "price": 2.48,
+        "source": "n1-gpus",
+    }
+    assert (
+        parts(
+            gcp_rates(
+                machine_type="n1-standard-8",
+                gpu=GpuSpec("nvidia-tesla-t4", 2),
+                region="asia-northeast1",
+                spot=True,
+            ).running
+        )["GPU"]
+        == Decimal("0.1342") * 2
+    )
 
 
 def test_each_price_in_the_gcp_table_names_a_source_and_a_date():

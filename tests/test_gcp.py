@@ -734,7 +734,17 @@ async def test_a_project_is_required(fake, tmp_path, no_google_credentials):
 
 async def test_offerings_come_from_the_live_zones_and_gpus(fake, key_file, tmp_path):
     cloud = make_cloud(fake, key_file, tmp_path)
-    assert cloud.offerings()["live"] is False  # before the API was asked: the built-in table
+    builtin = cloud.offerings()
+    assert builtin["live"] is False  # before the API was asked: the built-in table
+    # Its GPUs attached to N1 only in the zones that have them (not a V100 in us-west4); the
+    # zones of the accelerator-optimized types' GPUs are not known without the API.
+    zones = {g["type"]: g["zones"] for g in builtin["gpus"]}
+    assert zones["nvidia-tesla-v100"] == sorted(gcp_catalog.BUILTIN_GPU_ZONES["nvidia-tesla-v100"])
+    assert "us-east1-c" in zones["nvidia-tesla-t4"] and "us-east1-b" not in zones["nvidia-tesla-t4"]
+    assert not any(zone.startswith("us-west4-") for zone in zones["nvidia-tesla-v100"])
+    assert zones["nvidia-l4"] is None and zones["nvidia-h100-80gb"] is None
+    every = {zone for region in builtin["regions"] for zone in region["zones"]}
+    assert all(set(z) <= every for z in zones.values() if z is not None)
     assert await cloud.availability() == (True, "")
     offerings = cloud.offerings()
     assert offerings["regions"] == [

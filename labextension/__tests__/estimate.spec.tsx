@@ -458,10 +458,14 @@ describe('estimates from a real server', () => {
         spot: true
       }
     });
-    // No spot price is shipped for a T4 attached to an N1 machine.
-    expect(estimateSummary(spot)).toContain('price unknown running');
-    expect(unknownParts(spot)).toContain('GPU (1 x nvidia-tesla-t4)');
-    // A G2 machine's is, with its date.
+    // A T4 attached to an N1 machine has its shipped spot price too, dated.
+    expect(unknownParts(spot)).not.toContain('GPU (1 x nvidia-tesla-t4)');
+    expect(estimateSummary(spot)).toMatch(/^about \$0\.\d+\/h running/);
+    const t4 = spot.rates.running.parts!.find(p => p.name === 'GPU')!;
+    expect(formatPartPrice(t4)).toMatch(
+      /^about \$0\.14\/h \(spot price in SkyPilot's catalog as read \d{4}-\d{2}-\d{2}; may have changed\)$/
+    );
+    // A G2 machine's too, with its date.
     const g2 = await model.estimate({
       cloud: 'gcp',
       config: {

@@ -22,6 +22,7 @@ import {
   machineTypeLabel,
   machineTypeOptions,
   minDiskGb,
+  regionsWithGpu,
   withGcpGpuCount,
   withGcpGpuType,
   withGcpMachineType,
@@ -169,11 +170,35 @@ describe('the gcp hardware rules', () => {
       ['us-central1-f', false]
     ]);
     expect(withGcpRegion(LIVE, t4, 'us-east1').zone).toBe('us-east1-c');
-    // From the built-in table nothing is known per zone: every zone is offered.
+    // From the built-in table: the zones that have a GPU attached to N1...
     expect(
-      zoneOptions(OFFERINGS, 'us-central1', 'nvidia-tesla-t4').every(
-        z => z.hasGpu
-      )
+      zoneOptions(OFFERINGS, 'us-central1', 'nvidia-tesla-p100').map(z => [
+        z.zone,
+        z.hasGpu
+      ])
+    ).toEqual([
+      ['us-central1-a', false],
+      ['us-central1-b', false],
+      ['us-central1-c', true],
+      ['us-central1-f', true]
+    ]);
+    // ... and no region without one (Google has no V100 in us-west4, no P4 in us-east1).
+    expect(regionsWithGpu(OFFERINGS, 'nvidia-tesla-v100')).toEqual([
+      'asia-east1',
+      'europe-west4',
+      'us-central1',
+      'us-east1',
+      'us-west1'
+    ]);
+    expect(regionsWithGpu(OFFERINGS, 'nvidia-tesla-p4')).not.toContain(
+      'us-east1'
+    );
+    expect(regionsWithGpu(OFFERINGS, 'nvidia-tesla-t4')).toHaveLength(10);
+    const p100 = withGcpGpuType(OFFERINGS, values(), 'nvidia-tesla-p100');
+    expect(p100.zone).toBe('us-central1-c');
+    // The accelerator-optimized types' GPUs: not known per zone, every zone is offered.
+    expect(
+      zoneOptions(OFFERINGS, 'us-central1', 'nvidia-l4').every(z => z.hasGpu)
     ).toBe(true);
   });
 

@@ -1461,6 +1461,7 @@ export interface components {
                 attachable: boolean;
                 counts: number[];
                 machine_types: string[] | null;
+                /** @description Zones that have this GPU: read from the API when `live`; else, for GPUs attached to N1, the built-in zones that have them; null where not known (the accelerator-optimized types' GPUs before the API was read). */
                 zones: string[] | null;
             }[];
             disk_types: {

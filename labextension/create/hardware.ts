@@ -1,7 +1,8 @@
 /**
  * The hardware a server's form may choose, per cloud, kept to valid combinations: on the gcp
  * cloud GPU types only with machine types they go with (attached to N1, or bundled with their
- * accelerator-optimized type), zones that have the GPU (when the cloud read them live), disk
+ * accelerator-optimized type), zones that have the GPU (read live, else built in for GPUs
+ * attached to N1), disk
  * types the machine family can use; on every cloud a disk no smaller than the image needs.
  * The server checks everything again and has the last word.
  */
@@ -137,7 +138,10 @@ export function gpuCountOptions(
   return findGcpGpu(offerings, gpuType)?.counts ?? [];
 }
 
-/** The zones of a region, each with whether it has the GPU chosen (known only when live). */
+/**
+ * The zones of a region, each with whether it has the GPU chosen (read live, or built in for
+ * GPUs attached to N1; every zone where that is not known).
+ */
 export function zoneOptions(
   offerings: IGcpOfferings,
   region: string,

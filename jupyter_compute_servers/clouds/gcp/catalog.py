@@ -212,6 +212,37 @@ REGIONS: dict[str, list[str]] = {
     "asia-northeast1": ["asia-northeast1-a", "asia-northeast1-b", "asia-northeast1-c"],
     "asia-southeast1": ["asia-southeast1-a", "asia-southeast1-b", "asia-southeast1-c"],
 }
+#: Zones of ``REGIONS`` that have each GPU attached to N1, for when the live list is not known,
+#: so that the create dialog does not offer one where Google does not: the zones of the rows for
+#: one GPU in SkyPilot's catalog (skypilot-org/skypilot-catalog catalogs/v7/gcp/vms.csv at
+#: 017e2502, generated from Google's Cloud Billing Catalog and accelerator types), the source of
+#: these GPUs' prices in the gcp price table. The regions match Cyclenerd's
+#: tools/acceleratortyperegion.csv, the table's other source. The accelerator-optimized types'
+#: GPUs are not listed: without the API their zones are not known.
+BUILTIN_GPU_ZONES: dict[str, tuple[str, ...]] = {
+    "nvidia-tesla-t4": (
+        *("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"),
+        *("us-east1-c", "us-east1-d", "us-east4-a", "us-east4-b", "us-east4-c"),
+        *("us-west1-a", "us-west1-b", "us-west4-a", "us-west4-b"),
+        *("europe-west1-b", "europe-west1-c", "europe-west1-d"),
+        *("europe-west4-a", "europe-west4-b", "europe-west4-c"),
+        *("asia-east1-a", "asia-east1-c", "asia-northeast1-a", "asia-northeast1-c"),
+        *("asia-southeast1-a", "asia-southeast1-b", "asia-southeast1-c"),
+    ),
+    "nvidia-tesla-v100": (
+        *("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"),
+        *("us-east1-c", "us-west1-a", "us-west1-b"),
+        *("europe-west4-a", "europe-west4-b", "europe-west4-c", "asia-east1-c"),
+    ),
+    "nvidia-tesla-p100": (
+        *("us-central1-c", "us-central1-f", "us-east1-b", "us-east1-c", "us-west1-a", "us-west1-b"),
+        *("europe-west1-b", "europe-west1-d", "europe-west4-a", "asia-east1-a", "asia-east1-c"),
+    ),
+    "nvidia-tesla-p4": (
+        *("us-central1-a", "us-central1-c", "us-east4-a", "us-east4-b", "us-east4-c"),
+        *("europe-west4-b", "europe-west4-c", "asia-southeast1-b", "asia-southeast1-c"),
+    ),
+}
 ZONE_PATTERN = re.compile(r"^(?P<region>[a-z]+-[a-z]+\d+)-[a-z]$")
 REGION_PATTERN = re.compile(r"^[a-z]+-[a-z]+\d+$")
 

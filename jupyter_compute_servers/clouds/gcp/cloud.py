@@ -34,7 +34,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -380,7 +380,12 @@ class GCPCloud(ApiAccess, InstanceDescription, Cloud):
         live = self._catalog_at is not None
         gpus = []
         for model in catalog.GPUS.values():
-            zones = self._gpu_zones.get(model.type, {}) if live else None
+            # Not live: the built-in zones of the GPUs attached to N1 (unknown for the rest).
+            zones: Iterable[str] | None = (
+                self._gpu_zones.get(model.type, {})
+                if live
+                else catalog.BUILTIN_GPU_ZONES.get(model.type)
+            )
             gpus.append(
                 {
                     "type": model.type,
