@@ -473,7 +473,10 @@ class SlurmCloud(Cloud):
         End where it keeps accounting, else scontrol's EndTime. sacct also knows a job that
         scontrol has forgotten (after ``MinJobAge``, while Jupyter was down)."""
         accounted = await self._accounted(cluster, job_id)
-        if job is None and accounted is not None and accounted.state.split()[:1] != ["RUNNING"]:
+        if job is None and accounted is not None and accounted.state.strip():
+            # A record still active in accounting while slurmctld forgot the job is stale.
+            if accounted.state.split()[0] in _ACTIVE:
+                return self._ended(job_id, None), None
             job = Job(job_id, accounted.state, "None", "", "", "", accounted.time_limit, "")
         end = accounted.end if accounted is not None else None
         if end is None and job is not None:
