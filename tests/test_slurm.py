@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -485,6 +486,14 @@ async def test_a_web_app_in_the_job_is_reached_through_the_proxy(
         "compute-servers", "servers", str(sid), "proxy", str(port), "", raise_error=False
     )
     assert response.code in (404, 409), response.code
+    # The app ended with the server (the node is this machine: its loopback is ours).
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        assert time.monotonic() < deadline, f"the app still listens on port {port}"
+        await asyncio.sleep(0.2)
 
 
 def test_a_server_is_edited_after_jupyter_restarts(login, cluster, tmp_path):
