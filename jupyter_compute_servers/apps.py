@@ -4,8 +4,9 @@ declares (started detached by the agent, like kernels), and the tunnels the prox
 A proxied request reaches the app through a ``Tunnel`` (``tunnel.py``): a listener on a Unix
 socket of this machine, in a private directory, whose connections ride the server's one SSH
 connection as ``direct-tcpip`` channels to ``127.0.0.1:<port>`` on the server, never to another
-host. One tunnel per server and port, opened on first use and closed when the server leaves
-``running``.
+host; on a server with a launcher (a Slurm job), as relay sessions behind the launcher, the
+route its kernels' channels take to the compute node's loopback. One tunnel per server and
+port, opened on first use and closed when the server leaves ``running``.
 
 A port is proxied only if a process of this server listens on it (the agent's
 ``listening_ports``, which on a shared machine counts only the server's own processes), or an
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import CloudError, NotFoundError, ValidationError
 from .images.runtime import container_for
 from .models import State
-from .tunnel import Tunnel
+from .tunnel import Tunnel, route_of
 
 if TYPE_CHECKING:
     from .manager import ComputeServerManager
@@ -89,6 +90,8 @@ class ServerApps:
         #: The Jupyter server's base URL (apps' URLs and ``{base_url}`` start with it).
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
+        #: How each tunnel's channels reach the server's loopback (``tunnel.route_of``).
+        self._routes: dict[tuple[int, int], tuple[str, ...]] = {}
         self._opening: dict[tuple[int, int], asyncio.Lock] = {}
         self._verified: dict[tuple[int, int], float] = {}
         self._socket_dir: str | None = None
@@ -285,10 +288,18 @@ class ServerApps:
             tunnel = self._tunnels.get(key)
             if tunnel is None or not tunnel.is_open:
 
-                async def connection() -> Any:
-                    return (await self.manager.connection(server_id, "open a web app")).connection
+                async def connection(key: tuple[int, int] = key) -> Any:
+                    opened = await self.manager.connection(server_id, "open a web app")
+                    # The route of the connection just got: a Slurm job's node is reached
+                    # through srun, as its kernels' channels are.
+                    self._routes[key] = route_of(opened.endpoint)
+                    return opened.connection
 
-                tunnel = Tunnel(connection, "127.0.0.1")
+                tunnel = Tunnel(
+                    connection,
+                    "127.0.0.1",
+                    route=lambda key=key: self._routes.get(key, ()),  # type: ignore[misc]
+                )
                 await tunnel.open_unix("app", self._socket_path(key), port)
                 self._tunnels[key] = tunnel
             return self._socket_path(key)
@@ -308,6 +319,7 @@ class ServerApps:
             self._running.pop(app, None)
         for key in [k for k in self._tunnels if k[0] == server_id]:
             self._verified.pop(key, None)
+            self._routes.pop(key, None)
             tunnel = self._tunnels.pop(key)
             await tunnel.close()
 

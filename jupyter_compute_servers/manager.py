@@ -405,6 +405,7 @@ class ComputeServerManager:
             grow_disk_to: int | None = None
             if "config" in data:
                 cloud = self.cloud_for(server)
+                await cloud.load_offerings()
                 config = cloud.make_config(
                     parse_object(data["config"], "config"), base=server.config
                 )
@@ -659,7 +660,10 @@ class ComputeServerManager:
                 self._emit("state", failed, server.id)
                 return
             done = self.store.transition(
-                server.id, to=target, reason=reason or f"{action.value} finished"
+                server.id,
+                to=target,
+                reason=reason or f"{action.value} finished",
+                at=op.happened_at,
             )
             self._emit("state", done, server.id)
 
@@ -829,9 +833,10 @@ class ComputeServerManager:
             cloud = self.clouds.get(server.cloud)
             if cloud is None:
                 continue
+            since = None
             try:
                 status = await cloud.status(server.id, server.cloud_data)
-                state, reason = status.state, status.reason
+                state, reason, since = status.state, status.reason, status.since
                 if status.found:
                     self.store.update_fields(
                         server.id, cloud_data={**server.cloud_data, **status.found}
@@ -844,6 +849,7 @@ class ComputeServerManager:
                 to=state,
                 reason=f"{interrupted}; found {state.value}" + (f" ({reason})" if reason else ""),
                 action="reconcile",
+                at=since,
             )
             self.log.info("Reconciled compute server %s: %s", server.name, server.state_reason)
             self._emit("state", server, server.id)
@@ -956,7 +962,11 @@ class ComputeServerManager:
                 self.notify("kernels", server.id)
                 return recorded
             return self._record_health(
-                server, status.state, status.reason or f"found {status.state.value}", "found"
+                server,
+                status.state,
+                status.reason or f"found {status.state.value}",
+                "found",
+                at=status.since,
             )
         if unreachable:
             return None  # still silent: recorded already
@@ -973,7 +983,7 @@ class ComputeServerManager:
         )
 
     def _record_health(
-        self, server: ServerRecord, state: State, reason: str, action: str
+        self, server: ServerRecord, state: State, reason: str, action: str, at: float | None = None
     ) -> ServerRecord | None:
         try:
             recorded = self.store.transition(
@@ -982,6 +992,7 @@ class ComputeServerManager:
                 expected=frozenset({server.state}),
                 reason=reason,
                 action=action,
+                at=at,
             )
         except ConflictError:
             return None  # an action began meanwhile: its outcome stands
@@ -1042,6 +1053,7 @@ class ComputeServerManager:
                     expected=frozenset({State.RUNNING}),
                     reason=status.reason or f"found {status.state.value}",
                     action="preempted" if status.preempted else "found",
+                    at=status.since,
                 )
             except ConflictError:
                 continue  # an action began meanwhile: its outcome stands

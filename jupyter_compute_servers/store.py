@@ -486,8 +486,14 @@ class ServerStore:
         owner: str | None = None,
         keep_operation: bool = False,
         admit: Callable[[Connection, str, str], None] | None = None,
+        at: float | None = None,
     ) -> ServerRecord:
         """Move a server to ``to`` and record it in the history, atomically.
+
+        ``at`` is when the change really happened, where the provider recorded it (a Slurm
+        job's StartTime or EndTime) and it was noticed later: the history, which metering
+        charges from, gets that time, kept between the server's previous change and now so
+        that the history stays in order.
 
         ``expected`` makes this a compare-and-swap: when the server is not in one of those
         states the change is refused with a 409 (another action got there first). ``admit``
@@ -511,10 +517,18 @@ class ServerStore:
                 changes.update(operation=operation, operation_owner=owner, progress=None)
             db.execute(update(servers).where(servers.c.id == server_id).values(**changes))
             if current is not to or action is not None:
+                when = now
+                if at is not None:
+                    last = db.execute(
+                        select(func.max(state_history.c.at)).where(
+                            state_history.c.server_id == server_id
+                        )
+                    ).scalar()
+                    when = min(now, max(at, last if last is not None else at))
                 db.execute(
                     insert(state_history).values(
                         server_id=server_id,
-                        at=now,
+                        at=when,
                         state=to.value,
                         reason=reason,
                         action=action,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from typing import Any
 import asyncssh
 import pytest
 
+from .app_helpers import run_on_server, until_listening
+from .jupyter_process import JupyterProcess
 from .kernel_helpers import execute, process_alive, wait_until
 from .slurm import GPU_TYPE, SlurmCluster, start_cluster
 from .sshd import start_sshd
@@ -140,6 +143,38 @@ def squeue(cluster: SlurmCluster, job_id: str) -> str:
     return cluster.run("squeue", "-h", "-j", job_id, "-o", "%T", check=False).strip()
 
 
+def job_times(cluster: SlurmCluster, job_id: str) -> tuple[float, float]:
+    """The job's StartTime and EndTime as Slurm recorded them, in seconds since the epoch."""
+    shown = cluster.run("env", "SLURM_TIME_FORMAT=%s", "scontrol", "show", "job", "-o", job_id)
+    fields = dict(item.split("=", 1) for item in shown.split() if "=" in item)
+    return float(fields["StartTime"]), float(fields["EndTime"])
+
+
+async def assert_metered_from_slurm(
+    api, server_id: int, job_id: str, cluster: SlurmCluster, hourly: float
+) -> None:
+    """The server's history has the job's running time exactly as Slurm's StartTime and
+    EndTime (not when we noticed them), and its spend is that time at the hourly rate."""
+    start, end = job_times(cluster, job_id)
+    code, answer = await api("GET", f"servers/{server_id}/history")
+    history = answer["history"]
+    index = max(i for i, h in enumerate(history) if h["state"] == "running")
+    # Slurm's times are whole seconds: one within the second of the change before it is
+    # recorded as that change's time, so that the history stays in order.
+    assert history[index]["at"] == max(start, history[index - 1]["at"]), (history, start)
+    assert history[-1]["state"] == "off", history
+    assert history[-1]["at"] == max(end, history[-2]["at"]), (history, end)
+    code, costs = await api("GET", "costs")
+    assert code == 200, costs
+    (cost,) = [s["cost"] for s in costs["servers"] if s["id"] == server_id]
+    # Within a second's worth (the amount is rounded to a millionth of a dollar).
+    assert abs(cost["spent"]["total"] - (end - start) * hourly / 3600) <= hourly / 3600, (
+        cost,
+        start,
+        end,
+    )
+
+
 async def test_the_create_dialog_offers_what_the_cluster_has(api, login, cluster):
     code, clouds = await api("GET", "clouds")
     slurm = next(c for c in clouds["clouds"] if c["name"] == "slurm")
@@ -248,6 +283,9 @@ async def test_a_server_is_a_job_pending_then_running_then_cancelled(
     assert stopped["state"] == "off", stopped["state_reason"]
     assert squeue(cluster, job_id) in ("", "CANCELLED")
     assert job_of(jp_serverapp, server["id"])["job_id"] is None
+    # Charged from the job's start (not its time in the queue) to its end, at 1 CPU and 1
+    # a100 (stopping included: the job held its allocation until scancel ended it).
+    await assert_metered_from_slurm(api, server["id"], job_id, cluster, 0.02 + 1.5)
 
 
 async def test_kernels_terminals_and_sync_run_inside_the_allocation(
@@ -330,13 +368,38 @@ async def test_a_job_at_its_time_limit_turns_the_server_off_with_the_reason(
         listener=Listener(),
     )
     await register_login(api, login)
-    server = await running(
-        api, wait_for_state, await job_server(api, "short", extra={"time_minutes": 1})
+    # Held in the queue behind a job that has the whole node, for a few seconds.
+    blocker = cluster.run(
+        "sbatch",
+        "--parsable",
+        f"--cpus-per-task={cluster.cpus}",
+        "--mem=500M",
+        "--output=/dev/null",
+        "--wrap",
+        "sleep 600",
+    ).strip()
+    server = await job_server(api, "short", extra={"time_minutes": 1})
+    await api("POST", f"servers/{server['id']}/actions/start")
+    await wait_until(
+        lambda: api("GET", f"servers/{server['id']}"),
+        predicate=lambda answer: (
+            "waiting: Resources" in ((answer[1]["progress"] or {}).get("message") or "")
+        ),
     )
+    await asyncio.sleep(4)
+    cluster.run("scancel", blocker)
+    started = await wait_for_state(server["id"], "running", "error", timeout=60)
+    assert started["state"] == "running", started["state_reason"]
     job_id = job_of(jp_serverapp, server["id"])["job_id"]
     # Slurm checks time limits about every 30 s: the job ends within a minute and a half.
     off = await wait_for_state(server["id"], "off", timeout=150)
     assert off["state_reason"] == f"the server's job {job_id} reached its time limit (00:01:00)"
+    # Its 4 s and more in the queue cost nothing: charged from Slurm's StartTime to EndTime.
+    code, answer = await api("GET", f"servers/{server['id']}/history")
+    assert code == 200, answer
+    queued = [h for h in answer["history"] if h["state"] == "starting"][-1]
+    assert job_times(cluster, job_id)[0] - queued["at"] >= 4
+    await assert_metered_from_slurm(api, server["id"], job_id, cluster, 0.02)
     # The user was told before, once, in words.
     told = [e for e in events if e["kind"] == "ending_soon"]
     assert len(told) == 1, told
@@ -379,6 +442,113 @@ async def test_slurmctld_down_for_30_s_loses_nothing(
         "squeue", "-h", f"--name=jupyter-compute-server-{late['id']}", "-o", "%i"
     ).split()
     assert jobs == [job_of(jp_serverapp, late["id"])["job_id"]]
+
+
+#: A web app that says which Slurm job it runs in.
+JOB_APP = """
+import http.server, os, sys
+class Job(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("job " + os.environ.get("SLURM_JOB_ID", "none")).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Job).serve_forever()
+"""
+
+
+async def test_a_web_app_in_the_job_is_reached_through_the_proxy(
+    api, wait_for_state, login, cluster, jp_serverapp, jp_fetch
+):
+    """The app binds the compute node's loopback; the login node allows no port forwarding,
+    so the proxy reaches it through srun, as kernels' channels do."""
+    await register_login(api, login)
+    server = await running(api, wait_for_state, await job_server(api, "apps"))
+    sid = server["id"]
+    job_id = job_of(jp_serverapp, sid)["job_id"]
+    settings = jp_serverapp.web_app.settings
+    manager, apps = settings["compute_servers_manager"], settings["compute_servers_apps"]
+    port = await run_on_server(manager, sid, "job", [sys.executable, "-c", JOB_APP, "{port}"])
+    await until_listening(apps, sid, port)
+    code, listed = await api("GET", f"servers/{sid}/ports")
+    assert code == 200 and port in {p["port"] for p in listed["ports"]}
+    for _ in range(3):  # each request its own relay (the proxy's pool may keep one)
+        response = await jp_fetch(
+            "compute-servers", "servers", str(sid), "proxy", str(port), "", raise_error=False
+        )
+        assert response.code == 200, response.body
+        assert response.body == f"job {job_id}".encode()
+
+    await api("POST", f"servers/{sid}/actions/stop")
+    assert (await wait_for_state(sid, "off", "error", timeout=60))["state"] == "off"
+    response = await jp_fetch(
+        "compute-servers", "servers", str(sid), "proxy", str(port), "", raise_error=False
+    )
+    assert response.code in (404, 409), response.code
+    # The app ended with the server (the node is this machine: its loopback is ours).
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        assert time.monotonic() < deadline, f"the app still listens on port {port}"
+        await asyncio.sleep(0.2)
+
+
+def test_a_server_is_edited_after_jupyter_restarts(login, cluster, tmp_path):
+    """After a restart nothing has read the cluster's partitions yet: an edit reads them
+    and is checked against them."""
+    config = tmp_path / "jupyter_config.py"
+    config.write_text(
+        "c.ComputeServersApp.enabled_clouds = ['slurm']\n"
+        "c.SlurmCloud.clusters = {'hpc': {'host': 'login', 'partitions': ['debug', 'long'], "
+        "'max_time_minutes': 600}}\n"
+    )
+    data, root = tmp_path / "data", tmp_path / "root"
+    data.mkdir()
+    root.mkdir()
+    first = JupyterProcess(data, root, f"--config={config}")
+    try:
+        code, host = first.call(
+            "POST",
+            "hosts",
+            {
+                "name": "login",
+                "hostname": "127.0.0.1",
+                "port": login["sshd"].port,
+                "username": login["sshd"].username,
+                "identity_file": login["identity"],
+                "python": sys.executable,
+            },
+        )
+        assert code == 201, host
+        assert isinstance(host, dict)
+        code, trusted = first.call(
+            "PATCH", f"hosts/{host['id']}", {"trust_host_key": host["pending_host_key_fingerprint"]}
+        )
+        assert code == 200, trusted
+        extra = {"cluster": "hpc", "partition": "debug", "time_minutes": 30}
+        code, server = first.call(
+            "POST", "servers", {"name": "edited", "cloud": "slurm", "config": {"extra": extra}}
+        )
+        assert code == 201, server
+        assert isinstance(server, dict)
+    finally:
+        first.stop()
+    second = JupyterProcess(data, root, f"--config={config}")
+    try:
+        extra = {"cluster": "hpc", "partition": "long", "time_minutes": 300}
+        code, edited = second.call("PATCH", f"servers/{server['id']}", {"config": {"extra": extra}})
+        assert code == 200, edited
+        assert isinstance(edited, dict) and edited["config"]["extra"] == extra
+        # Checked against what the cluster offers: debug's limit is 120 minutes.
+        extra = {"cluster": "hpc", "partition": "debug", "time_minutes": 300}
+        code, error = second.call("PATCH", f"servers/{server['id']}", {"config": {"extra": extra}})
+        assert code == 400 and isinstance(error, dict), error
+        assert error["field"] == "config.extra.time_minutes", error
+    finally:
+        second.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,9 @@
 """What the slurm cloud reads from Slurm's commands and from its configuration, without a
 cluster: sinfo lines as Slurm prints them (several node kinds in a partition, GRES with
-socket affinity, unlimited time), scontrol's one-line job records, and a misconfigured cluster
-said as such (never a failure of GET /clouds)."""
+socket affinity, unlimited time), scontrol's one-line job records, sacct's accounting records
+(the tests' cluster keeps no accounting: its sacct answers that accounting is disabled, and
+scontrol's times are used there), and a misconfigured cluster said as such (never a failure of
+GET /clouds)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import asyncio
 from jupyter_compute_servers.clouds.slurm import (
     SlurmCloud,
     _duration_minutes,
+    _slurm_time,
     parse_gres,
     parse_job,
+    parse_sacct,
     parse_sinfo,
 )
 
@@ -73,3 +77,27 @@ def test_a_misconfigured_cluster_is_said_not_raised():
     assert not available and "c.SlurmCloud.clusters" in reason
     cloud = SlurmCloud(clusters={"hpc": {"host": "login", "workspace_root": "/scratch/../etc"}})
     assert "workspace_root" in asyncio.run(cloud.availability())[1]
+
+
+def test_times_are_seconds_since_the_epoch_and_sacct_records_are_read():
+    # Every Slurm command runs with SLURM_TIME_FORMAT=%s: no local time to guess a zone for.
+    assert _slurm_time("1796541319") == 1796541319.0
+    for nothing in ("Unknown", "None", "N/A", "0", "", "2026-12-06T01:03:40"):
+        assert _slurm_time(nothing) is None
+    # `sacct -n -X -P -j 12,... -o JobID,State,Start,End,Timelimit` as Slurm 22.05 prints it
+    # with SLURM_TIME_FORMAT=%s; a requeued job has a line per run, the latest last.
+    out = (
+        "12|REQUEUED|1796541000|1796541100|01:00:00\n"
+        "12|CANCELLED by 1000|1796541319|1796541380|01:00:00\n"
+        "13|RUNNING|1796541400|Unknown|00:30:00\n"
+    )
+    ended = parse_sacct(out, "12")
+    assert ended is not None
+    assert (ended.state, ended.start, ended.end) == (
+        "CANCELLED by 1000",
+        1796541319.0,
+        1796541380.0,
+    )
+    running = parse_sacct(out, "13")
+    assert running is not None and running.end is None and running.time_limit == "00:30:00"
+    assert parse_sacct(out, "1") is None and parse_sacct("", "12") is None

@@ -105,6 +105,38 @@ def test_transitions_are_a_compare_and_swap_and_keep_the_history(store):
     assert store.state_counts() == {server_id: 5}
 
 
+def test_a_change_recorded_at_the_providers_time_stays_in_order(db_url):
+    """A cloud may give when a change really happened (a Slurm job's StartTime, EndTime):
+    the history gets that time, kept between the previous change and now."""
+    now = [1000.0]
+    store = ServerStore(db_url, clock=lambda: now[0])
+    try:
+        server_id = create(store, "job")
+        store.transition(server_id, to=State.STARTING, action="start")
+        now[0] = 1010.0
+        store.transition(server_id, to=State.RUNNING, at=1004.0)
+        assert store.history(server_id)[-1].at == 1004.0
+        now[0] = 1020.0
+        store.transition(server_id, to=State.STOPPING)
+        # Whole seconds may fall before the previous change: recorded at that change's time.
+        now[0] = 1030.0
+        store.transition(server_id, to=State.OFF, at=1019.0)
+        assert store.history(server_id)[-1].at == 1020.0
+        # Never after now.
+        store.transition(server_id, to=State.STARTING, at=5000.0)
+        assert store.history(server_id)[-1].at == 1030.0
+        assert [h.at for h in store.history(server_id)] == [
+            1000.0,
+            1000.0,
+            1004.0,
+            1020.0,
+            1020.0,
+            1030.0,
+        ]
+    finally:
+        store.close()
+
+
 # --- between processes ------------------------------------------------------------------------
 
 # Each worker opens its own Database (its own engine and pool, as another process would), says

@@ -211,10 +211,15 @@ class StateRates:
     #: The rate while starting, where it is not the running one: a Slurm job waiting in the
     #: queue costs nothing until it runs. None: starting is charged as running.
     starting: Rate | None = None
+    #: The rate while stopping, where it is not the off one: a Slurm job holds (and is
+    #: charged for) its allocation until it ends. None: stopping is charged as off.
+    stopping: Rate | None = None
 
     def for_state(self, state: str) -> Rate:
         if state == "starting" and self.starting is not None:
             return self.starting
+        if state == "stopping" and self.stopping is not None:
+            return self.stopping
         key = STATE_RATE[state]
         if key is None:
             return Rate()
@@ -238,17 +243,21 @@ class StateRates:
         }
         if self.starting is not None:
             snapshot["starting"] = self.starting.snapshot()
+        if self.stopping is not None:
+            snapshot["stopping"] = self.stopping.snapshot()
         return snapshot
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> StateRates:
         suspended = data.get("suspended")
         starting = data.get("starting")
+        stopping = data.get("stopping")
         return cls(
             running=Rate.from_snapshot(data["running"]),
             off=Rate.from_snapshot(data["off"]),
             suspended=None if suspended is None else Rate.from_snapshot(suspended),
             starting=None if starting is None else Rate.from_snapshot(starting),
+            stopping=None if stopping is None else Rate.from_snapshot(stopping),
         )
 
     @classmethod

@@ -59,6 +59,9 @@ class CloudStatus:
     #: What the cloud found that its record lacks (an operation interrupted before it could
     #: record it: the port of a daemon it had spawned); merged into ``cloud_data``.
     found: dict[str, Any] = field(default_factory=dict)
+    #: When the server entered ``state``, where the provider recorded it (a Slurm job's
+    #: EndTime): the history, and so metering, gets that time rather than when it was found.
+    since: float | None = None
 
 
 @dataclass
@@ -72,6 +75,10 @@ class Operation:
     client_public_key: str
     report: Callable[[str, float | None], None]
     save: Callable[[dict[str, Any]], None]
+    #: When the transition this operation makes really happened, where the provider recorded
+    #: it (a Slurm job's StartTime for a start, its EndTime for a stop): the history, and so
+    #: metering, gets that time rather than when the operation finished. None: now.
+    happened_at: float | None = None
 
     def progress(self, message: str, fraction: float | None = None) -> None:
         """Tell the user what is happening now (shown in the sidebar and the CLI)."""
@@ -130,6 +137,11 @@ class Cloud(LoggingConfigurable):
 
     def check_config(self, config: ServerConfig) -> None:
         """Check a complete configuration against what this cloud offers (400 if not)."""
+
+    async def load_offerings(self) -> None:
+        """Read what ``check_config`` checks against where this process has not read it yet
+        (a Slurm cluster's partitions after Jupyter restarted), before an edit is checked.
+        Default: nothing to read (the offerings are configuration or read when asked)."""
 
     def refuse_action(self, action: str, config: ServerConfig) -> str:
         """Why a server with ``config`` cannot take ``action`` (an ``Action`` value) although

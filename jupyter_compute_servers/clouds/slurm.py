@@ -17,6 +17,12 @@
   ``srun --jobid=<job> --overlap`` over the server's connection to the login node; Slurm sets
   ``CUDA_VISIBLE_DEVICES`` for the job's GPUs. File sync runs on the login node: the workspace
   is on the shared filesystem, the same whichever node the job lands on.
+- **Metering from Slurm's own times**: a server is charged from its job's StartTime to its
+  EndTime, as the cluster accounts them (``sacct`` where the cluster keeps accounting, else
+  ``scontrol show job``, which keeps an ended job for ``MinJobAge``), not from when we noticed:
+  the state history gets those times (``Operation.happened_at``, ``CloudStatus.since``).
+  Every Slurm command runs with ``SLURM_TIME_FORMAT=%s``, so times come as seconds since the
+  epoch, whatever the cluster's time zone.
 - **The scheduler may blip**: Slurm commands that cannot reach slurmctld are retried with
   backoff; a job is declared gone only when Slurm answers that it ended or does not know it.
 """
@@ -56,6 +62,11 @@ _UNREACHABLE = re.compile(
     re.IGNORECASE,
 )
 _GONE = re.compile(r"Invalid job id", re.IGNORECASE)
+#: What sacct says on a cluster without accounting storage (``accounting_storage/none``).
+_NO_ACCOUNTING = re.compile(r"accounting storage is disabled", re.IGNORECASE)
+_EPOCH = re.compile(r"[0-9]{1,12}")
+#: Slurm prints times as seconds since the epoch (strftime's %s): no time zone to guess.
+TIME_FORMAT = "SLURM_TIME_FORMAT=%s"
 
 CLUSTER_KEYS = frozenset(
     {
@@ -128,6 +139,16 @@ class Job:
     @property
     def active(self) -> bool:
         return self.state in _ACTIVE
+
+
+@dataclass(frozen=True)
+class Accounted:
+    """A job's accounting record (``sacct``): its state and real start and end."""
+
+    state: str
+    start: float | None
+    end: float | None
+    time_limit: str
 
 
 def _duration_minutes(text: str) -> int | None:
@@ -214,11 +235,28 @@ def _plural(n: int, word: str) -> str:
 
 
 def _slurm_time(text: str) -> float | None:
-    """A Slurm timestamp (``2026-12-06T01:03:40``, local time) as a Unix time."""
-    try:
-        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None
+    """A Slurm timestamp as a Unix time. Slurm's commands run here with ``TIME_FORMAT``, so
+    they print seconds since the epoch; "Unknown", "None", "N/A" (no time yet) are None."""
+    text = text.strip()
+    return float(text) if _EPOCH.fullmatch(text) and text != "0" else None
+
+
+def parse_sacct(text: str, job_id: str) -> Accounted | None:
+    """The job's record from ``sacct -n -X -P -o JobID,State,Start,End,Timelimit`` (with
+    ``TIME_FORMAT``): ``12|CANCELLED by 0|1796541319|1796541320|00:30:00``. A requeued job
+    has a line per run: the last is the latest. None when sacct does not list the job."""
+    found = None
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 5 or fields[0] != job_id:
+            continue
+        found = Accounted(
+            state=fields[1].strip(),
+            start=_slurm_time(fields[2]),
+            end=_slurm_time(fields[3]),
+            time_limit=fields[4].strip(),
+        )
+    return found
 
 
 class SlurmCloud(Cloud):
@@ -270,6 +308,8 @@ class SlurmCloud(Cloud):
         self.registry = services.hosts
         self.connections = services.ssh
         self._offered: dict[str, tuple[float, dict[str, dict[str, Any]], str]] = {}
+        #: Clusters whose sacct said they keep no accounting: scontrol's times are used.
+        self._unaccounted: set[str] = set()
 
     # --- clusters ---------------------------------------------------------------------------
 
@@ -360,7 +400,7 @@ class SlurmCloud(Cloud):
         while True:
             try:
                 connection = await self._connection(cluster)
-                done = await connection.run(*argv, check=False, timeout=60)
+                done = await connection.run("env", TIME_FORMAT, *argv, check=False, timeout=60)
             except HostKeyMismatchError:
                 raise  # never retried: someone may be in the way
             except (SSHConnectError, asyncssh.Error, OSError, asyncio.TimeoutError) as e:
@@ -397,6 +437,52 @@ class SlurmCloud(Cloud):
             return None
         return parse_job(out)
 
+    async def _accounted(self, cluster: Cluster, job_id: str) -> Accounted | None:
+        """The job's accounting record (``sacct``), None where the cluster keeps none
+        (``accounting_storage/none``: then asked no more), where sacct does not list the job
+        (yet), or where the accounting daemon does not answer: scontrol's times stand then."""
+        if cluster.name in self._unaccounted:
+            return None
+        try:
+            out = await self._slurm(
+                cluster,
+                "sacct",
+                "-n",
+                "-X",
+                "-P",
+                "-j",
+                job_id,
+                "-o",
+                "JobID,State,Start,End,Timelimit",
+                patience=5,
+            )
+        except SlurmUnavailableError:
+            return None
+        except CloudError as e:
+            if _NO_ACCOUNTING.search(e.message):
+                self._unaccounted.add(cluster.name)
+            else:
+                self.log.info("sacct on %s: %s", cluster.name, e.message)
+            return None
+        return parse_sacct(out, job_id)
+
+    async def _end_of(
+        self, cluster: Cluster, job_id: str, job: Job | None
+    ) -> tuple[str, float | None]:
+        """Why an ended job ended, in words, and when, as the cluster accounts it: sacct's
+        End where it keeps accounting, else scontrol's EndTime. sacct also knows a job that
+        scontrol has forgotten (after ``MinJobAge``, while Jupyter was down)."""
+        accounted = await self._accounted(cluster, job_id)
+        if job is None and accounted is not None and accounted.state.strip():
+            # A record still active in accounting while slurmctld forgot the job is stale.
+            if accounted.state.split()[0] in _ACTIVE:
+                return self._ended(job_id, None), None
+            job = Job(job_id, accounted.state, "None", "", "", "", accounted.time_limit, "")
+        end = accounted.end if accounted is not None else None
+        if end is None and job is not None:
+            end = _slurm_time(job.end_time)
+        return self._ended(job_id, job), end
+
     # --- what it offers ---------------------------------------------------------------------
 
     async def _discover(self, cluster: Cluster) -> dict[str, dict[str, Any]]:
@@ -419,6 +505,20 @@ class SlurmCloud(Cloud):
             )
         self._offered[cluster.name] = (now, partitions, error)
         return partitions
+
+    async def load_offerings(self) -> None:
+        """After a restart nothing has asked for the clouds yet: read the partitions an edit
+        is checked against (a cluster that cannot be read says why in the 400)."""
+        try:
+            clusters = self._clusters()
+        except CloudError:
+            return  # the edit's check says what is wrong with the setting
+        for cluster in clusters.values():
+            if not self._offered.get(cluster.name, (0, {}, ""))[1]:
+                try:
+                    await self._discover(cluster)
+                except CloudError as e:
+                    self._offered[cluster.name] = (time.monotonic(), {}, e.message)
 
     async def availability(self) -> tuple[bool, str]:
         try:
@@ -583,7 +683,11 @@ class SlurmCloud(Cloud):
             )
         off = Part("workspace", cluster.name, Decimal(0), source)
         queued = Part("queued job", cluster.name, Decimal(0), source)
-        return StateRates(running=Rate(tuple(parts)), off=Rate((off,)), starting=Rate((queued,)))
+        running = Rate(tuple(parts))
+        # Stopping, the job still holds its allocation until scancel ends it.
+        return StateRates(
+            running=running, off=Rate((off,)), starting=Rate((queued,)), stopping=running
+        )
 
     def watch_interval(self) -> float:
         return self.watch_seconds
@@ -709,7 +813,10 @@ class SlurmCloud(Cloud):
                     op.remember(job_id=None, job_end=why)
                     raise CloudError(f"The server's {why} before it ran.")
                 if job.state == "RUNNING":
-                    op.remember(node=job.node, job_started=_slurm_time(job.start_time))
+                    started = _slurm_time(job.start_time)
+                    op.remember(node=job.node, job_started=started)
+                    # Charged from when Slurm started it, not from when it was seen running.
+                    op.happened_at = started
                     op.progress(f"Job {job_id} is running on {job.node}", 0.8)
                     return
                 op.progress(await self._pending_words(cluster, job), None)
@@ -809,11 +916,14 @@ class SlurmCloud(Cloud):
         while job is not None and job.state in ("RUNNING", "COMPLETING", "PENDING"):
             await asyncio.sleep(0.5)
             job = await self._job(cluster, str(job_id))
+        _, ended = await self._end_of(cluster, str(job_id), job)
         op.remember(
             job_id=None,
             job_end=f"job {job_id} was cancelled (stopped)",
-            job_ended=_slurm_time(job.end_time) if job is not None else time.time(),
+            job_ended=ended if ended is not None else time.time(),
         )
+        # The allocation was held (and is charged) until Slurm ended the job.
+        op.happened_at = ended
 
     async def reboot(self, op: Operation) -> None:
         job_id = op.cloud_data.get("job_id")
@@ -822,6 +932,7 @@ class SlurmCloud(Cloud):
 
     async def deprovision(self, op: Operation) -> None:
         await self.stop(op)
+        op.happened_at = None  # deprovisioned when the workspace is gone too
         workspace = op.cloud_data.get("workspace")
         if workspace:
             cluster = self._cluster_of(op.config)
@@ -849,7 +960,11 @@ class SlurmCloud(Cloud):
         # One quick try: the watch asks again at its next round.
         job = await self._job(cluster, str(job_id), patience=0)
         if job is not None and job.state == "RUNNING":
-            return CloudStatus(State.RUNNING, ending_soon=self._ending_soon(job))
+            return CloudStatus(
+                State.RUNNING,
+                ending_soon=self._ending_soon(job),
+                since=_slurm_time(job.start_time),
+            )
         if job is not None and job.active:
             # Pending with no start waiting for it (this process restarted), suspended or
             # requeued: the job still holds its place, so say how to end it.
@@ -858,7 +973,8 @@ class SlurmCloud(Cloud):
                 f"job {job_id} is {job.state.lower()} ({job.reason}); stop the server to "
                 "cancel it, then start it again",
             )
-        return CloudStatus(State.OFF, f"the server's {self._ended(str(job_id), job)}")
+        why, ended = await self._end_of(cluster, str(job_id), job)
+        return CloudStatus(State.OFF, f"the server's {why}", since=ended)
 
     async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
         job_id = cloud_data.get("job_id")

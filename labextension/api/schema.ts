@@ -993,6 +993,7 @@ export interface components {
             owner: string;
         };
         HistoryEntry: {
+            /** @description When the change happened (Unix time): when it was recorded, or the provider's own time of it where the cloud knows it (a Slurm job's StartTime or EndTime). Metering charges each state from this time. */
             at: number;
             /** @enum {string} */
             state: "deprovisioned" | "starting" | "running" | "stopping" | "off" | "suspending" | "suspended" | "deprovisioning" | "error";
