@@ -405,6 +405,14 @@ class HostStore:
         waits even with GPUs free, and the next user's is served first. An entry cancelled
         by someone else (``cancel_queued``) raises a ``CloudError`` saying who cancelled it.
         """
+        granted = self._claim(server_id, host, cpu, memory_gb, gpu)
+        if isinstance(granted, CloudError):
+            raise granted  # after its transaction removed the cancelled entry
+        return granted
+
+    def _claim(
+        self, server_id: int, host: HostRecord, cpu: int, memory_gb: float, gpu: Any
+    ) -> Slice | str | CloudError:
         with self.database.transaction() as db:
             _lock_host(db, host.id)
             row = (
@@ -420,7 +428,7 @@ class HostStore:
             ).first()
             if queued is not None and queued.cancelled_by is not None:
                 db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
-                raise CloudError(
+                return CloudError(
                     f"{queued.cancelled_by} cancelled this server's place in {host.name}'s "
                     f"queue. Start it again to queue anew."
                 )
