@@ -342,7 +342,8 @@ def test_spend_per_user_and_group_outlives_a_deleted_server_and_limits_starts(te
     _run(bob, clock, kept, 2, delete=False)  # $1
     name, rows = spend_rows(alice.costs, "2026-01")
     assert name == "2026-01"
-    assert [(r["kind"], r["name"], r["spent"], r["servers"], r["deleted_servers"]) for r in rows] == [
+    columns = ("kind", "name", "spent", "servers", "deleted_servers")
+    assert [tuple(r[c] for c in columns) for r in rows] == [
         ("user", "alice", 5.0, 1, 1),
         ("user", "bob", 1.0, 1, 0),
         ("group", "course", 6.0, 2, 1),
