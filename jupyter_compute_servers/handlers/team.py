@@ -58,21 +58,17 @@ class TeamHandler(ComputeServersAPIHandler):
         used["monthly_spend"] = (
             round(month_spend_of(self.costs, team.owner), 2) if team.enabled else 0.0
         )
-        used["gpus_per_host"] = None  # per host: each queue entry says what its owner holds
-        left = team.left({k: v for k, v in used.items() if v is not None})
-        left["gpus_per_host"] = quota.gpus_per_host
+        # The queue's per-user cap holds per host: each queue entry says what its owner holds.
+        cap = team.queue_cap(team.owner)
+        limits = {**quota.to_json(), "gpus_per_host": None if cap is None else int(cap)}
+        left = {**team.left(used), "gpus_per_host": limits["gpus_per_host"]}
         self.write_json(
             {
                 "team_mode": team.enabled,
                 "user": identity.to_json(),
                 "owner": team.owner,
                 "month": month,
-                "quota": {
-                    **quota.to_json(),
-                    "gpus_per_host": team.queue_cap(team.owner)
-                    if quota.gpus_per_host is None
-                    else quota.gpus_per_host,
-                },
+                "quota": limits,
                 "used": used,
                 "left": left,
             }
