@@ -64,7 +64,8 @@ export class TeamModel {
       return;
     }
     this._watched = value;
-    if (value) {
+    // Standalone (no team mode) there is nothing more to read once it is known.
+    if (value && !(this._team && !this._team.team_mode)) {
       void this.refresh();
     }
   }
