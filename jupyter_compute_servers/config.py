@@ -92,8 +92,9 @@ class ComputeServersSettings(LoggingConfigurable):
             '{"*": {"running_servers": 2, "gpus": 1}, "group:staff": {"gpus": 4}}. Fields: '
             "running_servers, gpus (at once), gpus_per_host (the fair queue's per-user cap), "
             "cpu and memory_gb (held on shared hosts at once), monthly_spend (US dollars this "
-            "month). A missing field or null: no limit. Checked in the transaction that "
-            "commits a start."
+            'month); a "group:NAME" entry may also give group_monthly_spend, what all its '
+            "members together may spend in a month. A missing field or null: no limit. "
+            "Checked in the transaction that commits a start."
         ),
     ).tag(config=True)
 

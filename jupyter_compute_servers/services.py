@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from .apps import ServerApps
 from .billing.records import CostRecords
 from .billing.service import ComputeServerCosts
-from .billing.team_spend import month_spend_of
+from .billing.team_spend import costs_money, group_month_spend, month_spend_of
 from .clouds import Cloud, load_cloud_class
 from .clouds.base import CloudServices
 from .db import Database
@@ -117,12 +117,14 @@ def build_services(
     data_dir.mkdir(parents=True, exist_ok=True)
 
     events = ServerEvents(on_event)
+    quotas, group_budgets = parse_quotas(settings.quotas)
     team = Team(
         enabled=settings.team_mode,
         owner=settings.user,
         admin_users=frozenset(settings.team_admin_users),
         admin_groups=frozenset(settings.team_admin_groups),
-        quotas=parse_quotas(settings.quotas),
+        quotas=quotas,
+        group_budgets=group_budgets,
         access=parse_access(settings.access),
         queue_user_cap=settings.team_queue_user_cap,
     )
@@ -186,6 +188,8 @@ def build_services(
     manager.admission_checks.append(costs.check_start)
     # The monthly_spend quota counts the owner's spend by the costs' ledger.
     team.month_spend = lambda owner: month_spend_of(costs, owner)
+    team.group_spend = lambda group: group_month_spend(costs, group)
+    team.costs_money = lambda cloud, config: costs_money(costs, cloud, config)
     queue = TeamQueue(host_store, store, team, costs)
     # A waiting start's progress says when it may start, as far as is known.
     host_store.wait_note = queue.note

@@ -54,8 +54,11 @@ QUOTA_FIELDS = (
     "memory_gb",
     "monthly_spend",
 )
+#: A group's own budget: what all its members together may spend in a month (a
+#: ``"group:NAME"`` entry's only; not a limit each member gets).
+GROUP_FIELDS = ("group_monthly_spend",)
 #: The quotas that may be fractions (the rest are whole numbers).
-_DECIMAL_FIELDS = frozenset({"memory_gb", "monthly_spend"})
+_DECIMAL_FIELDS = frozenset({"memory_gb", "monthly_spend", "group_monthly_spend"})
 #: The clouds whose servers are slices of shared hosts: what the cpu and memory_gb quotas count.
 SHARED_HOST_CLOUDS = frozenset({"ssh"})
 #: What an access list may keep for some users: ``"<kind>:<name>"``.
@@ -100,13 +103,15 @@ class Quota:
         return {name: getattr(self, name) for name in QUOTA_FIELDS}
 
 
-def parse_quotas(value: Any) -> dict[str, Quota]:
+def parse_quotas(value: Any) -> tuple[dict[str, Quota], dict[str, float]]:
     """``c.ComputeServersApp.quotas``: ``{"*": {...}, "user:NAME": {...}, "group:NAME":
     {...}}``, each of ``QUOTA_FIELDS`` (``{"running_servers": n, "gpus": n, "monthly_spend":
-    50.0}``; a missing field or null: no limit)."""
+    50.0}``; a missing field or null: no limit), and a group's ``group_monthly_spend``: the
+    quotas by key, and the groups' own monthly budgets by group name."""
     if not isinstance(value, dict):
         raise ValidationError("quotas must be an object.", field="quotas")
     quotas: dict[str, Quota] = {}
+    budgets: dict[str, float] = {}
     for key, entry in value.items():
         if not isinstance(key, str) or not (
             key == "*" or (key.startswith(("user:", "group:")) and len(key.split(":", 1)[1]) > 0)
@@ -118,10 +123,16 @@ def parse_quotas(value: Any) -> dict[str, Quota]:
             raise ValidationError(f"quotas[{key!r}] must be an object.", field="quotas")
         limits: dict[str, Any] = {}
         for name, limit in entry.items():
-            if name not in QUOTA_FIELDS:
+            if name in GROUP_FIELDS and not key.startswith("group:"):
+                raise ValidationError(
+                    f"quotas[{key!r}].{name} is a group's budget: give it in a "
+                    f'"group:NAME" entry.',
+                    field="quotas",
+                )
+            if name not in QUOTA_FIELDS + GROUP_FIELDS:
                 raise ValidationError(
                     f"quotas[{key!r}] has an unknown field {name!r} (known: "
-                    f"{', '.join(QUOTA_FIELDS)}).",
+                    f"{', '.join(QUOTA_FIELDS + GROUP_FIELDS)}).",
                     field="quotas",
                 )
             kinds: tuple[type, ...] = (int, float) if name in _DECIMAL_FIELDS else (int,)
@@ -136,8 +147,11 @@ def parse_quotas(value: Any) -> dict[str, Quota]:
                     field="quotas",
                 )
             limits[name] = limit
+        budget = limits.pop("group_monthly_spend", None)
         quotas[key] = Quota(**limits)
-    return quotas
+        if budget is not None:
+            budgets[key.split(":", 1)[1]] = float(budget)
+    return quotas, budgets
 
 
 def parse_access(value: Any) -> dict[str, frozenset[str]]:
@@ -190,6 +204,13 @@ class Team:
     #: What an owner has spent this month, in dollars (the costs service's ledger); None
     #: where costs are not wired (the ``monthly_spend`` quota is then not checked).
     month_spend: Callable[[str], float] | None = None
+    #: Each Hub group's own monthly budget (``group_monthly_spend``), by group name.
+    group_budgets: dict[str, float] = field(default_factory=dict)
+    #: What a group's members have spent this month, in dollars (``billing.team_spend``).
+    group_spend: Callable[[str], float] | None = None
+    #: Whether a server of this cloud and configuration costs money while running: the spend
+    #: quotas let one that is free start (as the costs' budget does).
+    costs_money: Callable[[str, str], bool] | None = None
     _remembered: tuple[str, ...] | None = None
 
     def identity(self, user: Any) -> Identity:
@@ -281,7 +302,9 @@ class Team:
         if not self.enabled:
             return
         quota = self.owner_quota() if owner == self.owner else self.quota_for(owner, ())
-        if all(value is None for value in quota.to_json().values()):
+        groups = self.owner_groups if owner == self.owner else ()
+        budgets = [g for g in groups if g in self.group_budgets]
+        if all(value is None for value in quota.to_json().values()) and not budgets:
             return
         store.database.lock(db, f"quota:{owner}")
         used = store.holding(db, owner)
@@ -323,6 +346,8 @@ class Team:
                         f"this server needs {need:g} {unit} of a shared host; {owner} has "
                         f"{left:g} of {limit:g} left.",
                     )
+        if self.costs_money is not None and not self.costs_money(cloud, config_json):
+            return
         if quota.monthly_spend is not None and self.month_spend is not None:
             spent = self.month_spend(owner)
             if spent >= quota.monthly_spend:
@@ -330,7 +355,19 @@ class Team:
                 raise refuse(
                     "monthly_spend",
                     f"{owner} has spent ${spent:,.2f} of ${quota.monthly_spend:,.2f} this month; "
-                    f"servers start again next month.",
+                    f"servers that cost money start again next month.",
+                )
+        for group in budgets:
+            budget = self.group_budgets[group]
+            if self.group_spend is None:
+                continue
+            spent = self.group_spend(group)
+            if spent >= budget:
+                used = {**used, "group_monthly_spend": spent}
+                raise refuse(
+                    "group_monthly_spend",
+                    f"the group {group} has spent ${spent:,.2f} of its ${budget:,.2f} this "
+                    f"month; its servers that cost money start again next month.",
                 )
 
 

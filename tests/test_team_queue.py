@@ -20,6 +20,7 @@ import pytest
 
 from jupyter_compute_servers.billing.prices import StateRates
 from jupyter_compute_servers.billing.team_spend import spend_rows
+from jupyter_compute_servers.clouds.local import LocalCloud
 from jupyter_compute_servers.errors import (
     CloudError,
     ConflictError,
@@ -54,9 +55,11 @@ def team(tmp_path: Path, db_url: str) -> Iterator[Any]:
     made: list[Services] = []
 
     def build(user: str, **settings: Any) -> Services:
+        # The local cloud (free by default): a server that costs nothing.
+        local = LocalCloud(data_dir=str(tmp_path / user / "local"))
         services = services_for(
             tmp_path / user,
-            {},
+            {"local": local},
             db_url=db_url,
             team_mode=True,
             user=user,
@@ -326,6 +329,7 @@ def _priced(services: Services, server_id: int, hourly: str) -> None:
 
 
 def test_spend_per_user_and_group_outlives_a_deleted_server_and_limits_starts(team):
+    # (each user's and each group's: monthly_spend and a group's group_monthly_spend)
     clock = Clock(JANUARY)
     alice = team("alice", quotas={"*": {"monthly_spend": 4}})
     bob = team("bob", quotas={"*": {"monthly_spend": 4}})
@@ -358,3 +362,24 @@ def test_spend_per_user_and_group_outlives_a_deleted_server_and_limits_starts(te
         "Quota reached: alice has spent $5.00 of $4.00 this month;"
     )
     _start(bob, make(bob, "more"))
+    # A server that costs nothing (the local cloud, free by default) still starts.
+    free = alice.store.create(
+        name="free",
+        color="#1f77b4",
+        notes="",
+        cloud="local",
+        config=ServerConfig(),
+        idle_timeout_minutes=None,
+        spend_limit=None,
+    ).id
+    _start(alice, free)
+    # A group's own budget counts all its members: course has spent $6 of $5.50 between
+    # Alice and Bob, so Bob (under his own $4) may not start another.
+    bob.team.group_budgets = {"course": 5.5}
+    bob.team.owner_groups = ("course", "staff")  # (as his requests carry them)
+    with pytest.raises(ConflictError) as refused:
+        _start(bob, make(bob, "over-the-group"))
+    assert refused.value.field == "quota.group_monthly_spend"
+    assert refused.value.message.startswith(
+        "Quota reached: the group course has spent $6.00 of its $5.50 this month;"
+    )

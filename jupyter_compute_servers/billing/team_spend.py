@@ -10,12 +10,15 @@ spend is the sum of its members' (each user's groups as their last request carri
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from ..errors import ValidationError
+from ..models import ServerConfig
 from .metering import Spend, meter_all, month_name
 from .prices import money
 
@@ -92,6 +95,28 @@ def month_spend_of(costs: ComputeServerCosts, owner: str) -> float:
     _, start, end = month_window(costs, None)
     mine = spend_by_owner(costs, start, end, owner).get(owner)
     return float(mine.spend.limit_amount) if mine else 0.0
+
+
+def group_month_spend(costs: ComputeServerCosts, group: str) -> float:
+    """What the members of a Hub group have spent this month, in dollars (what limits count),
+    for the group's ``group_monthly_spend`` budget."""
+    _, start, end = month_window(costs, None)
+    members = costs.servers.store.members()
+    spent = spend_by_owner(costs, start, end)
+    return float(
+        sum(
+            (s.spend.limit_amount for o, s in spent.items() if group in members.get(o, ())),
+            Decimal(0),
+        )
+    )
+
+
+def costs_money(costs: ComputeServerCosts, cloud: str, config_json: str) -> bool:
+    """Whether a server of this cloud and configuration costs money while running (an unknown
+    price counts as money)."""
+    config = ServerConfig.from_json(json.loads(config_json))
+    rates = costs.book.rates(cloud, costs.servers.clouds.get(cloud), config)
+    return not rates.running.is_known_zero
 
 
 def by_group(
