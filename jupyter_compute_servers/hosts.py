@@ -387,12 +387,7 @@ class HostStore:
         return None if row is None else _slice(row)
 
     def allocate(
-        self,
-        server_id: int,
-        host: HostRecord,
-        cpu: int,
-        memory_gb: float,
-        gpu: Any,
+        self, server_id: int, host: HostRecord, cpu: int, memory_gb: float, gpu: Any
     ) -> Slice | str:
         """Give the server its slice now, or answer why not (it then waits in the queue).
 
