@@ -89,8 +89,23 @@ class ComputeServersSettings(LoggingConfigurable):
         help=(
             'Team mode: the most each user may hold at once, by "user:NAME", "group:NAME" '
             '(a user in several groups gets the most generous) or "*" (everyone else), e.g. '
-            '{"*": {"running_servers": 2, "gpus": 1}, "group:staff": {"gpus": 4}}. A missing '
-            "field or null: no limit. Checked in the transaction that commits a start."
+            '{"*": {"running_servers": 2, "gpus": 1}, "group:staff": {"gpus": 4}}. Fields: '
+            "running_servers, gpus (at once), gpus_per_host (the fair queue's per-user cap), "
+            "cpu and memory_gb (held on shared hosts at once), monthly_spend (US dollars this "
+            'month); a "group:NAME" entry may also give group_monthly_spend, what all its '
+            "members together may spend in a month. A missing field or null: no limit. "
+            "Checked in the transaction that commits a start."
+        ),
+    ).tag(config=True)
+
+    team_queue_user_cap = Int(
+        None,
+        allow_none=True,
+        min=0,
+        help=(
+            "Team mode: the most GPUs of one shared host a user may hold at once (the fair "
+            "GPU queue's per-user cap; a quota's gpus_per_host overrides it). A request over it "
+            "waits even with GPUs free, and the next user's is served first. None: no cap."
         ),
     ).tag(config=True)
 

@@ -121,13 +121,22 @@ host_slices = Table(
     Column("unix_user", Text, nullable=False, server_default=""),
 )
 
-#: The servers waiting for a slice of a host, first come first served.
+#: The servers waiting for a slice of a host, first come first served, with a per-user cap
+#: (``allocate``) that an admin's reorder (``place``) or cancel (``cancelled_by``) can change.
 gpu_queue = Table(
     "gpu_queue",
     metadata,
     Column("server_id", Integer, primary_key=True, autoincrement=False),
     Column("host_id", Integer, ForeignKey("hosts.id"), nullable=False),
     Column("requested", Double, nullable=False),
+    # Revision 0005. Its place in line (None: ``requested``); an admin's move changes it.
+    Column("place", Double),
+    # The most GPUs its owner may hold on the host at once (None: no cap), as the owner's
+    # process worked it out (it alone knows the owner's Hub groups): the others' processes
+    # read it here to pass over an entry that is over its cap.
+    Column("user_cap", Double),
+    # Who cancelled it (an admin, or its owner elsewhere): its start ends saying so.
+    Column("cancelled_by", Text),
 )
 
 
@@ -275,6 +284,11 @@ class HostStore:
     def __init__(self, database: Database, *, clock: Callable[[], float]) -> None:
         self.database = database
         self.clock = clock
+        #: The most GPUs of one host a user may hold at once (None: no cap), by owner: team
+        #: mode's per-user cap of the fair queue (``team.Team.queue_cap``).
+        self.user_cap: Callable[[str], float | None] = lambda owner: None
+        #: When a waiting server may start, in words ("" when unknown): ``TeamQueue.note``.
+        self.wait_note: Callable[[int], str] = lambda server_id: ""
 
     def hosts(self) -> list[HostRecord]:
         with self.database.read() as db:
@@ -379,7 +393,21 @@ class HostStore:
 
         One transaction, with the host's row locked: the check and the claim cannot
         interleave with another process's, on the same host.
+
+        The queue is served first come first served (an admin may move an entry), passing
+        over an entry whose owner holds their cap of this host's GPUs already (each entry's
+        cap is its owner's, as ``user_cap`` of the owner's process gave it): such a request
+        waits even with GPUs free, and the next user's is served first. An entry cancelled
+        by someone else (``cancel_queued``) raises a ``CloudError`` saying who cancelled it.
         """
+        granted = self._claim(server_id, host, cpu, memory_gb, gpu)
+        if isinstance(granted, CloudError):
+            raise granted  # after its transaction removed the cancelled entry
+        return granted
+
+    def _claim(
+        self, server_id: int, host: HostRecord, cpu: int, memory_gb: float, gpu: Any
+    ) -> Slice | str | CloudError:
         with self.database.transaction() as db:
             _lock_host(db, host.id)
             row = (
@@ -390,20 +418,44 @@ class HostStore:
             if row is not None:
                 db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
                 return _slice(row)
-            queued = select(gpu_queue.c.server_id).where(gpu_queue.c.server_id == server_id)
-            if db.execute(queued).first() is None:
+            queued = db.execute(
+                select(gpu_queue.c.cancelled_by).where(gpu_queue.c.server_id == server_id)
+            ).first()
+            if queued is not None and queued.cancelled_by is not None:
+                db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
+                return CloudError(
+                    f"{queued.cancelled_by} cancelled this server's place in {host.name}'s "
+                    f"queue. Start it again to queue anew."
+                )
+            owner = db.execute(select(servers.c.owner).where(servers.c.id == server_id)).scalar()
+            user_cap = self.user_cap(owner or "")
+            if queued is None:
+                now = self.clock()
                 db.execute(
                     insert(gpu_queue).values(
-                        server_id=server_id, host_id=host.id, requested=self.clock()
+                        server_id=server_id,
+                        host_id=host.id,
+                        requested=now,
+                        place=now,
+                        user_cap=user_cap,
                     )
                 )
-            first = db.execute(
-                select(gpu_queue.c.server_id)
-                .where(gpu_queue.c.host_id == host.id)
-                .order_by(gpu_queue.c.requested, gpu_queue.c.server_id)
-                .limit(1)
-            ).scalar()
-            if first != server_id:
+            else:
+                db.execute(
+                    update(gpu_queue)
+                    .where(gpu_queue.c.server_id == server_id)
+                    .values(user_cap=user_cap)
+                )
+            line = _line(db, host.id)
+            first = next((entry for entry in line if not entry.over_cap), None)
+            mine = next(entry for entry in line if entry.server_id == server_id)
+            if mine.over_cap:
+                return (
+                    f"{mine.owner or 'its owner'} holds {mine.held:g} of this host's GPUs, the "
+                    f"most one user may hold at once ({mine.cap:g}): the next user's request "
+                    f"is served first"
+                )
+            if first is None or first.server_id != server_id:
                 return "waiting for the servers ahead of it"
             slices = db.execute(
                 select(host_slices.c.cpu, host_slices.c.memory_gb).where(
@@ -464,25 +516,68 @@ class HostStore:
 
     def queue_position(self, server_id: int) -> int | None:
         """1 for the next in line on its host; None when not waiting."""
+        entry = self.queue_entry(server_id)
+        return None if entry is None else entry.position
+
+    def queue_entry(self, server_id: int) -> QueueEntry | None:
+        """The server's entry in its host's queue, with its place; None when not waiting."""
         with self.database.read() as db:
-            row = db.execute(
-                select(gpu_queue.c.host_id, gpu_queue.c.requested).where(
-                    gpu_queue.c.server_id == server_id
-                )
-            ).first()
-            if row is None:
+            host_id = db.execute(
+                select(gpu_queue.c.host_id).where(gpu_queue.c.server_id == server_id)
+            ).scalar()
+            if host_id is None:
                 return None
-            ahead = db.execute(
-                select(func.count()).where(
-                    gpu_queue.c.host_id == row.host_id,
-                    or_(
-                        gpu_queue.c.requested < row.requested,
-                        (gpu_queue.c.requested == row.requested)
-                        & (gpu_queue.c.server_id < server_id),
-                    ),
-                )
-            ).scalar_one()
-        return int(ahead) + 1
+            return next((e for e in _line(db, host_id) if e.server_id == server_id), None)
+
+    def queue(self, host_id: int | None = None) -> list[QueueEntry]:
+        """Every host's queue (or one host's), each in the order it is served."""
+        with self.database.read() as db:
+            query = select(gpu_queue.c.host_id).distinct().order_by(gpu_queue.c.host_id)
+            if host_id is not None:
+                query = query.where(gpu_queue.c.host_id == host_id)
+            return [entry for h in db.execute(query).scalars() for entry in _line(db, h)]
+
+    def move_in_queue(self, server_id: int, position: int) -> QueueEntry:
+        """Put a waiting server at ``position`` (1: first) of its host's queue (an admin's
+        reorder); 404 when it is not waiting."""
+        with self.database.transaction() as db:
+            host_id = db.execute(
+                select(gpu_queue.c.host_id).where(gpu_queue.c.server_id == server_id)
+            ).scalar()
+            if host_id is None:
+                raise NotFoundError(f"Compute server {server_id} is not in a queue.", field="id")
+            _lock_host(db, host_id)
+            others = [e for e in _line(db, host_id) if e.server_id != server_id]
+            index = min(position, len(others) + 1) - 1
+            if not others:
+                place = self.clock()
+            elif index == 0:
+                place = others[0].place - 1.0
+            elif index >= len(others):
+                place = others[-1].place + 1.0
+            else:
+                place = (others[index - 1].place + others[index].place) / 2
+            db.execute(
+                update(gpu_queue).where(gpu_queue.c.server_id == server_id).values(place=place)
+            )
+            return next(e for e in _line(db, host_id) if e.server_id == server_id)
+
+    def cancel_queued(self, server_id: int, by: str) -> QueueEntry:
+        """Mark a waiting server's entry cancelled: the process running its start ends the
+        start at its next try, saying who cancelled it (``allocate``)."""
+        with self.database.transaction() as db:
+            host_id = db.execute(
+                select(gpu_queue.c.host_id).where(gpu_queue.c.server_id == server_id)
+            ).scalar()
+            if host_id is None:
+                raise NotFoundError(f"Compute server {server_id} is not in a queue.", field="id")
+            _lock_host(db, host_id)
+            db.execute(
+                update(gpu_queue)
+                .where(gpu_queue.c.server_id == server_id)
+                .values(cancelled_by=by[:200] or "an admin")
+            )
+            return next(e for e in _line(db, host_id) if e.server_id == server_id)
 
     def leave_queue(self, server_id: int) -> None:
         with self.database.transaction() as db:
@@ -527,6 +622,90 @@ class HostStore:
                 .all()
             )
         return [_slice(row) for row in rows]
+
+
+@dataclass
+class QueueEntry:
+    """A server waiting for a slice of a host, where it stands in line."""
+
+    server_id: int
+    host_id: int
+    owner: str
+    server_name: str
+    requested: float
+    place: float
+    #: 1 for the next in line (the order an admin's move changed, if one did).
+    position: int
+    #: GPUs it asks for (a share counts as its fraction).
+    gpus: float
+    #: GPUs of the host its owner holds now, and the most they may hold at once.
+    held: float
+    cap: float | None
+    cancelled_by: str | None
+
+    @property
+    def over_cap(self) -> bool:
+        """Whether serving it now would put its owner over their cap: it is passed over."""
+        return self.cap is not None and self.gpus > 0 and self.held + self.gpus > self.cap + 1e-9
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "server_id": self.server_id,
+            "host_id": self.host_id,
+            "owner": self.owner,
+            "server_name": self.server_name,
+            "requested": self.requested,
+            "position": self.position,
+            "gpus": self.gpus,
+            "held": self.held,
+            "cap": self.cap,
+            "over_cap": self.over_cap,
+            "cancelled_by": self.cancelled_by,
+        }
+
+
+def _wanted_gpus(config_json: str | None) -> float:
+    gpu = (json.loads(config_json) if config_json else {}).get("gpu") or {}
+    if not isinstance(gpu, dict):
+        return 0.0
+    fraction = gpu.get("fraction")
+    count = float(gpu.get("count") or 0)
+    return float(fraction) * count if isinstance(fraction, int | float) else count
+
+
+def _line(db: Connection, host_id: int) -> list[QueueEntry]:
+    """A host's queue in the order it is served (``place``, then id), each entry with what
+    its owner holds on the host now."""
+    held: dict[str, float] = {}
+    for row in db.execute(
+        select(host_slices.c.gpu_uuids, host_slices.c.gpu_fraction, servers.c.owner)
+        .select_from(host_slices.outerjoin(servers, servers.c.id == host_slices.c.server_id))
+        .where(host_slices.c.host_id == host_id)
+    ):
+        count = len(json.loads(row.gpu_uuids)) * (row.gpu_fraction or 1.0)
+        held[row.owner or ""] = held.get(row.owner or "", 0.0) + count
+    rows = db.execute(
+        select(gpu_queue, servers.c.owner, servers.c.name, servers.c.config)
+        .select_from(gpu_queue.outerjoin(servers, servers.c.id == gpu_queue.c.server_id))
+        .where(gpu_queue.c.host_id == host_id)
+        .order_by(func.coalesce(gpu_queue.c.place, gpu_queue.c.requested), gpu_queue.c.server_id)
+    ).all()
+    return [
+        QueueEntry(
+            server_id=row.server_id,
+            host_id=host_id,
+            owner=row.owner or "",
+            server_name=row.name or "",
+            requested=row.requested,
+            place=row.place if row.place is not None else row.requested,
+            position=index + 1,
+            gpus=_wanted_gpus(row.config),
+            held=held.get(row.owner or "", 0.0),
+            cap=row.user_cap,
+            cancelled_by=row.cancelled_by,
+        )
+        for index, row in enumerate(rows)
+    ]
 
 
 def _shares_in(db: Connection, gpu_uuid: str) -> list[Slice]:

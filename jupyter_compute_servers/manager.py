@@ -554,7 +554,11 @@ class ComputeServerManager:
             owner=self.owner,
             # The team's quotas, checked in the transaction that commits the start.
             admit=(
-                (lambda db, owner, config: self.team.check_start(db, self.store, owner, config))
+                (
+                    lambda db, owner, config: self.team.check_start(
+                        db, self.store, owner, config, server.cloud
+                    )
+                )
                 if starting and self.team.enabled
                 else None
             ),

@@ -26,20 +26,29 @@ class ServerPresenter:
         costs: ComputeServerCosts,
         sync_settings: SyncSettingsStore,
         mount_state: Callable[[int], dict[str, Any] | None] = lambda server_id: None,
+        queue_of: Callable[[set[int]], dict[int, dict[str, Any]]] = lambda server_ids: {},
     ) -> None:
         self.clouds = clouds
         self.costs = costs
         self.sync_settings = sync_settings
         #: The server's live workspace mount in this process (mount/service.py), or None.
         self.mount_state = mount_state
+        #: The GPU queue entries of waiting servers (``TeamQueue.by_server``), by id.
+        self.queue_of = queue_of
 
     def list_json(self, servers: list[ServerRecord]) -> list[dict[str, Any]]:
         """Many servers (``GET servers``): what each needs from the database read once for
         all, not per server."""
         costs = self.costs.servers_json(servers)
         settings = self.sync_settings.all_settings()
+        queue = self.queue_of({s.id for s in servers if s.state is State.STARTING})
         return [
-            self.to_json(s, costs=costs[s.id], sync=settings.get(s.id, SyncSettings()))
+            self.to_json(
+                s,
+                costs=costs[s.id],
+                sync=settings.get(s.id, SyncSettings()),
+                queue=queue.get(s.id),
+            )
             for s in servers
         ]
 
@@ -49,10 +58,13 @@ class ServerPresenter:
         *,
         costs: dict[str, Any] | None = None,
         sync: SyncSettings | None = None,
+        queue: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         cloud = self.clouds.get(server.cloud)
         if sync is None:
             sync = self.sync_settings.settings(server.id)
+        if queue is None and server.state is State.STARTING:
+            queue = self.queue_of({server.id}).get(server.id)
         supports_suspend = cloud.supports_suspend if cloud else False
         return {
             "id": server.id,
@@ -78,6 +90,8 @@ class ServerPresenter:
             "workspace": server.workspace.to_json(),
             "mount": self.mount_state(server.id),
             "progress": server.progress,
+            # Where it waits in a shared host's GPU queue (position, estimate); None if not.
+            "queue": queue,
             "allowed_actions": (
                 [
                     action

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from .apps import ServerApps
 from .billing.records import CostRecords
 from .billing.service import ComputeServerCosts
+from .billing.team_spend import costs_money, group_month_spend, month_spend_of
 from .clouds import Cloud, load_cloud_class
 from .clouds.base import CloudServices
 from .db import Database
@@ -38,6 +39,7 @@ from .store import ServerStore
 from .sync.records import SyncStore
 from .sync.service import SyncService
 from .team import Team, parse_access, parse_quotas
+from .team_queue import TeamQueue
 from .terminals import RemoteTerminals
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class Services:
     mounts: MountService
     apps: ServerApps
     presenter: ServerPresenter
+    queue: TeamQueue
 
     async def close(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
         """End background work, stop servers whose cloud asks for it (``stop_servers``), and
@@ -114,13 +117,16 @@ def build_services(
     data_dir.mkdir(parents=True, exist_ok=True)
 
     events = ServerEvents(on_event)
+    quotas, group_budgets = parse_quotas(settings.quotas)
     team = Team(
         enabled=settings.team_mode,
         owner=settings.user,
         admin_users=frozenset(settings.team_admin_users),
         admin_groups=frozenset(settings.team_admin_groups),
-        quotas=parse_quotas(settings.quotas),
+        quotas=quotas,
+        group_budgets=group_budgets,
         access=parse_access(settings.access),
+        queue_user_cap=settings.team_queue_user_cap,
     )
     # The one owner of the database: every store below shares its engine and pool.
     database = Database(settings.db_url)
@@ -143,8 +149,11 @@ def build_services(
     images.load_or_default()
     if images.load_error:
         logger.error("%s; using the built-in catalogue.", images.load_error)
+    host_store = HostStore(database, clock=time.time)
+    # The fair queue's per-user cap of each entry's owner.
+    host_store.user_cap = team.queue_cap
     hosts = HostRegistry(
-        HostStore(database, clock=time.time),
+        host_store,
         ssh,
         on_change=lambda host_id: events.publish("hosts", None, None, host_id=host_id),
         max_hosts=settings.max_hosts,
@@ -177,6 +186,13 @@ def build_services(
     )
     events.listeners.append(costs.on_event)
     manager.admission_checks.append(costs.check_start)
+    # The monthly_spend quota counts the owner's spend by the costs' ledger.
+    team.month_spend = lambda owner: month_spend_of(costs, owner)
+    team.group_spend = lambda group: group_month_spend(costs, group)
+    team.costs_money = lambda cloud, config: costs_money(costs, cloud, config)
+    queue = TeamQueue(host_store, store, team, costs)
+    # A waiting start's progress says when it may start, as far as is known.
+    host_store.wait_note = queue.note
     kernel_specs = KernelSpecPublisher(manager, settings.kernel_specs_dir, str(data_dir))
     events.listeners.append(kernel_specs.on_event)
     sync = SyncService(
@@ -201,7 +217,7 @@ def build_services(
     apps = ServerApps(
         manager, on_activity=lambda server_id: costs.activity.touch(server_id, "web app use")
     )
-    presenter = ServerPresenter(clouds, costs, sync_records, mounts.state)
+    presenter = ServerPresenter(clouds, costs, sync_records, mounts.state, queue.by_server)
     return Services(
         settings=settings,
         events=events,
@@ -221,4 +237,5 @@ def build_services(
         mounts=mounts,
         apps=apps,
         presenter=presenter,
+        queue=queue,
     )

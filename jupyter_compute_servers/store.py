@@ -35,7 +35,7 @@ from .db import Database, inserted_id, metadata
 from .errors import ConflictError, NotFoundError
 from .models import DailyStop, ServerConfig, SpendLimit, State
 from .mount.workspace import Workspace
-from .team import HOLDING_STATES, current_actor, gpu_count, local_user
+from .team import HOLDING_STATES, SHARED_HOST_CLOUDS, current_actor, gpu_count, local_user
 
 servers = Table(
     "servers",
@@ -99,6 +99,16 @@ audit_log = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Index("audit_log_at", "at"),
     sqlite_autoincrement=True,
+)
+
+#: Team mode: each Hub user's groups as their last request carried them (a user's groups are
+#: known only to their own process), for spend per group (``billing.team_spend``).
+team_members = Table(
+    "team_members",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("groups", Text, nullable=False, server_default="[]"),
+    Column("seen", Double, nullable=False),
 )
 
 #: The fields whose change is the user's (audited as an "edit"), not the bookkeeping's.
@@ -415,6 +425,47 @@ class ServerStore:
             for r in reversed(rows)
         ]
 
+    def record(
+        self, owner: str, server_id: int | None, server_name: str, action: str, detail: str = ""
+    ) -> None:
+        """One line of the audit log for an action outside a server's own changes (an
+        admin's move or cancel of a queue entry)."""
+        with self.database.transaction() as db:
+            self._audit(db, self.clock(), owner, server_id, server_name, action, detail)
+
+    def owned_history(self) -> list[tuple[HistoryEntry, str]]:
+        """Every state change of every owner's servers (deleted ones too), oldest first,
+        each with the owner it was recorded for: spend per user outlives the servers."""
+        with self.database.read() as db:
+            rows = db.execute(select(state_history).order_by(state_history.c.id)).mappings().all()
+        return [
+            (
+                HistoryEntry(r["server_id"], r["at"], State(r["state"]), r["reason"], r["action"]),
+                r["owner"],
+            )
+            for r in rows
+        ]
+
+    def remember_member(self, name: str, groups: tuple[str, ...]) -> None:
+        """Keep a Hub user's groups (team mode), for spend per group."""
+        with self.database.transaction() as db:
+            db.execute(
+                self.database.insert(team_members)
+                .values(name=name, groups=json.dumps(list(groups)), seen=self.clock())
+                .on_conflict_do_update(
+                    index_elements=["name"],
+                    set_={"groups": json.dumps(list(groups)), "seen": self.clock()},
+                )
+            )
+
+    def members(self) -> dict[str, tuple[str, ...]]:
+        """Each Hub user's groups as last seen, by name."""
+        with self.database.read() as db:
+            return {
+                row.name: tuple(json.loads(row.groups))
+                for row in db.execute(select(team_members.c.name, team_members.c.groups))
+            }
+
     def _check_name_free(self, db: Connection, name: str, server_id: int | None) -> None:
         # Two creations of one name must not both find it free (the unique index is the last
         # word, but it would answer with a 500).
@@ -565,17 +616,24 @@ class ServerStore:
             )
             self._audit(db, now, row.owner, server_id, row.name, "delete")
 
-    def holding(self, db: Connection, owner: str) -> dict[str, int]:
+    def holding(self, db: Connection, owner: str) -> dict[str, Any]:
         """What ``owner`` holds now (in the caller's transaction): servers in a state that
-        holds resources, and the GPUs they asked for."""
+        holds resources, the GPUs they asked for, and the CPUs and GB of RAM of those that are
+        slices of shared hosts."""
         rows = db.execute(
-            select(servers.c.config).where(
+            select(servers.c.config, servers.c.cloud).where(
                 servers.c.owner == owner, servers.c.state.in_([s.value for s in HOLDING_STATES])
             )
         ).all()
-        return {"running_servers": len(rows), "gpus": sum(gpu_count(r.config) for r in rows)}
+        shared = [json.loads(r.config) for r in rows if r.cloud in SHARED_HOST_CLOUDS]
+        return {
+            "running_servers": len(rows),
+            "gpus": sum(gpu_count(r.config) for r in rows),
+            "cpu": sum(int(c.get("cpu") or 1) for c in shared),
+            "memory_gb": round(sum(float(c.get("memory_gb") or 1.0) for c in shared), 6),
+        }
 
-    def usage(self, owner: str) -> dict[str, int]:
+    def usage(self, owner: str) -> dict[str, Any]:
         with self.database.read() as db:
             return self.holding(db, owner)
 

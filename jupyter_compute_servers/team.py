@@ -25,6 +25,7 @@ import contextvars
 import getpass
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,21 @@ current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 #: States in which a server holds its resources (counts against ``running_servers``/``gpus``).
 HOLDING_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING, State.SUSPENDING})
 
-QUOTA_FIELDS = ("running_servers", "gpus")
+QUOTA_FIELDS = (
+    "running_servers",
+    "gpus",
+    "gpus_per_host",
+    "cpu",
+    "memory_gb",
+    "monthly_spend",
+)
+#: A group's own budget: what all its members together may spend in a month (a
+#: ``"group:NAME"`` entry's only; not a limit each member gets).
+GROUP_FIELDS = ("group_monthly_spend",)
+#: The quotas that may be fractions (the rest are whole numbers).
+_DECIMAL_FIELDS = frozenset({"memory_gb", "monthly_spend", "group_monthly_spend"})
+#: The clouds whose servers are slices of shared hosts: what the cpu and memory_gb quotas count.
+SHARED_HOST_CLOUDS = frozenset({"ssh"})
 #: What an access list may keep for some users: ``"<kind>:<name>"``.
 ACCESS_KINDS = ("cloud", "host", "image", "gpu")
 
@@ -69,21 +84,34 @@ class Identity:
 
 @dataclass(frozen=True)
 class Quota:
-    """The most a user may hold at once; None: no limit."""
+    """The most a user may hold at once (and spend in a month); None: no limit.
+
+    ``gpus_per_host``: the most GPUs of one shared host the user may hold at once, the fair
+    queue's per-user cap (a request over it waits, even with GPUs free, and the next user's is
+    served first). ``cpu``/``memory_gb``: CPUs and GB of RAM held on shared hosts at once.
+    ``monthly_spend``: US dollars spent this calendar month (the costs' time zone) past which
+    no server that costs money starts."""
 
     running_servers: int | None = None
     gpus: int | None = None
+    gpus_per_host: int | None = None
+    cpu: int | None = None
+    memory_gb: float | None = None
+    monthly_spend: float | None = None
 
-    def to_json(self) -> dict[str, int | None]:
-        return {"running_servers": self.running_servers, "gpus": self.gpus}
+    def to_json(self) -> dict[str, float | None]:
+        return {name: getattr(self, name) for name in QUOTA_FIELDS}
 
 
-def parse_quotas(value: Any) -> dict[str, Quota]:
+def parse_quotas(value: Any) -> tuple[dict[str, Quota], dict[str, float]]:
     """``c.ComputeServersApp.quotas``: ``{"*": {...}, "user:NAME": {...}, "group:NAME":
-    {...}}``, each ``{"running_servers": n, "gpus": n}`` (a missing field or null: no limit)."""
+    {...}}``, each of ``QUOTA_FIELDS`` (``{"running_servers": n, "gpus": n, "monthly_spend":
+    50.0}``; a missing field or null: no limit), and a group's ``group_monthly_spend``: the
+    quotas by key, and the groups' own monthly budgets by group name."""
     if not isinstance(value, dict):
         raise ValidationError("quotas must be an object.", field="quotas")
     quotas: dict[str, Quota] = {}
+    budgets: dict[str, float] = {}
     for key, entry in value.items():
         if not isinstance(key, str) or not (
             key == "*" or (key.startswith(("user:", "group:")) and len(key.split(":", 1)[1]) > 0)
@@ -93,24 +121,37 @@ def parse_quotas(value: Any) -> dict[str, Quota]:
             )
         if not isinstance(entry, dict):
             raise ValidationError(f"quotas[{key!r}] must be an object.", field="quotas")
-        limits: dict[str, int | None] = {}
+        limits: dict[str, Any] = {}
         for name, limit in entry.items():
-            if name not in QUOTA_FIELDS:
+            if name in GROUP_FIELDS and not key.startswith("group:"):
                 raise ValidationError(
-                    f"quotas[{key!r}] has an unknown field {name!r} (known: "
-                    f"{', '.join(QUOTA_FIELDS)}).",
+                    f"quotas[{key!r}].{name} is a group's budget: give it in a "
+                    f'"group:NAME" entry.',
                     field="quotas",
                 )
-            if limit is not None and (
-                not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
-            ):
+            if name not in QUOTA_FIELDS + GROUP_FIELDS:
                 raise ValidationError(
-                    f"quotas[{key!r}].{name} must be a whole number >= 0 or null.",
+                    f"quotas[{key!r}] has an unknown field {name!r} (known: "
+                    f"{', '.join(QUOTA_FIELDS + GROUP_FIELDS)}).",
+                    field="quotas",
+                )
+            kinds: tuple[type, ...] = (int, float) if name in _DECIMAL_FIELDS else (int,)
+            if limit is not None and (
+                not isinstance(limit, kinds)
+                or isinstance(limit, bool)
+                or not 0 <= float(limit) < float("inf")  # type: ignore[arg-type]  # NaN too
+            ):
+                what = "a number" if name in _DECIMAL_FIELDS else "a whole number"
+                raise ValidationError(
+                    f"quotas[{key!r}].{name} must be {what} >= 0 or null.",
                     field="quotas",
                 )
             limits[name] = limit
+        budget = limits.pop("group_monthly_spend", None)
         quotas[key] = Quota(**limits)
-    return quotas
+        if budget is not None:
+            budgets[key.split(":", 1)[1]] = float(budget)
+    return quotas, budgets
 
 
 def parse_access(value: Any) -> dict[str, frozenset[str]]:
@@ -137,7 +178,7 @@ def parse_access(value: Any) -> dict[str, frozenset[str]]:
     return lists
 
 
-def _most(values: list[int | None]) -> int | None:
+def _most(values: list[Any]) -> Any:
     return None if any(v is None for v in values) else max(v for v in values if v is not None)
 
 
@@ -157,6 +198,20 @@ class Team:
     #: The owner's Hub groups, as the last request of the owner carried them (the quotas of a
     #: start that a request began, checked later in the background, use them).
     owner_groups: tuple[str, ...] = ()
+    #: ``c.ComputeServersApp.team_queue_user_cap``: the fair queue's per-user cap for those
+    #: whose quota sets no ``gpus_per_host`` (None: no cap).
+    queue_user_cap: int | None = None
+    #: What an owner has spent this month, in dollars (the costs service's ledger); None
+    #: where costs are not wired (the ``monthly_spend`` quota is then not checked).
+    month_spend: Callable[[str], float] | None = None
+    #: Each Hub group's own monthly budget (``group_monthly_spend``), by group name.
+    group_budgets: dict[str, float] = field(default_factory=dict)
+    #: What a group's members have spent this month, in dollars (``billing.team_spend``).
+    group_spend: Callable[[str], float] | None = None
+    #: Whether a server of this cloud and configuration costs money while running: the spend
+    #: quotas let one that is free start (as the costs' budget does).
+    costs_money: Callable[[str, str], bool] | None = None
+    _remembered: tuple[str, ...] | None = None
 
     def identity(self, user: Any) -> Identity:
         """The Identity of Jupyter's ``current_user``: a ``JupyterHubUser`` under the Hub
@@ -175,6 +230,16 @@ class Team:
             self.owner_groups = groups
             self.owner_admin = admin
         return Identity(name, groups, admin)
+
+    def remember(self, identity: Identity) -> bool:
+        """Whether the owner's groups are to be written down now (team mode, the owner's
+        request, groups not written yet by this process or changed since)."""
+        if not self.enabled or identity.name != self.owner:
+            return False
+        if self._remembered == identity.groups:
+            return False
+        self._remembered = identity.groups
+        return True
 
     def check_access(self, kind: str, name: str, field: str) -> None:
         """403 when the access list of ``kind:name`` does not name the owner or one of
@@ -200,46 +265,110 @@ class Team:
             return self.quotas[f"user:{user}"]
         mine = [self.quotas[f"group:{g}"] for g in groups if f"group:{g}" in self.quotas]
         if mine:
-            return Quota(
-                running_servers=_most([q.running_servers for q in mine]),
-                gpus=_most([q.gpus for q in mine]),
-            )
+            return Quota(**{name: _most([getattr(q, name) for q in mine]) for name in QUOTA_FIELDS})
         return self.quotas.get("*", Quota())
 
     def owner_quota(self) -> Quota:
         return self.quota_for(self.owner, self.owner_groups)
 
-    def check_start(self, db: Connection, store: ServerStore, owner: str, config_json: str) -> None:
+    def queue_cap(self, owner: str) -> float | None:
+        """The most GPUs of one shared host ``owner`` may hold at once (the fair queue's
+        per-user cap): their quota's ``gpus_per_host``, else ``team_queue_user_cap``."""
+        if not self.enabled:
+            return None
+        quota = self.owner_quota() if owner == self.owner else self.quota_for(owner, ())
+        cap = quota.gpus_per_host if quota.gpus_per_host is not None else self.queue_user_cap
+        return None if cap is None else float(cap)
+
+    def left(self, used: dict[str, float]) -> dict[str, float | None]:
+        """What the owner has left of each quota (None: no limit), from ``used``."""
+        return {
+            name: (None if limit is None else max(round(limit - used.get(name, 0), 6), 0))
+            for name, limit in self.owner_quota().to_json().items()
+        }
+
+    def check_start(
+        self,
+        db: Connection,
+        store: ServerStore,
+        owner: str,
+        config_json: str,
+        cloud: str = "",
+    ) -> None:
         """Refuse (409, saying which quota and how much is left) a start that would go past
         the owner's quota. Run in the transaction that commits the start, under the owner's
-        named lock, so two starts at once cannot both take the last of it."""
+        named lock, so two starts at once cannot both take the last of it. ``cloud``: the
+        server's (its CPUs and RAM count against ``cpu``/``memory_gb`` on shared hosts)."""
         if not self.enabled:
             return
         quota = self.owner_quota() if owner == self.owner else self.quota_for(owner, ())
-        if quota.running_servers is None and quota.gpus is None:
+        groups = self.owner_groups if owner == self.owner else ()
+        budgets = [g for g in groups if g in self.group_budgets]
+        if all(value is None for value in quota.to_json().values()) and not budgets:
             return
         store.database.lock(db, f"quota:{owner}")
         used = store.holding(db, owner)
-        if quota.running_servers is not None and used["running_servers"] >= quota.running_servers:
-            raise ConflictError(
-                f"Quota reached: {owner} may have {quota.running_servers} compute server(s) "
-                f"running at once and has {used['running_servers']}. Stop one first, or ask an "
-                f"admin for a larger quota.",
-                field="quota.running_servers",
+
+        def refuse(name: str, message: str) -> ConflictError:
+            return ConflictError(
+                f"Quota reached: {message} Stop a server first, or ask an admin for a larger "
+                f"quota.",
+                field=f"quota.{name}",
                 quota=quota.to_json(),
                 used=used,
             )
+
+        if quota.running_servers is not None and used["running_servers"] >= quota.running_servers:
+            raise refuse(
+                "running_servers",
+                f"{owner} may have {quota.running_servers} compute server(s) running at once "
+                f"and has {used['running_servers']}.",
+            )
+        config = json.loads(config_json)
         wanted = gpu_count(config_json)
         if quota.gpus is not None and wanted and used["gpus"] + wanted > quota.gpus:
             left = max(quota.gpus - used["gpus"], 0)
-            raise ConflictError(
-                f"Quota reached: this server needs {wanted} GPU(s); {owner} has {left} of "
-                f"{quota.gpus} GPU(s) left. Stop a server with GPUs first, or ask an admin for "
-                f"a larger quota.",
-                field="quota.gpus",
-                quota=quota.to_json(),
-                used=used,
+            raise refuse(
+                "gpus",
+                f"this server needs {wanted} GPU(s); {owner} has {left} of {quota.gpus} GPU(s) "
+                f"left.",
             )
+        if cloud in SHARED_HOST_CLOUDS:
+            for name, unit, need in (
+                ("cpu", "CPU(s)", float(config.get("cpu") or 1)),
+                ("memory_gb", "GB of RAM", float(config.get("memory_gb") or 1.0)),
+            ):
+                limit = getattr(quota, name)
+                if limit is not None and used[name] + need > limit + 1e-9:
+                    left = max(limit - used[name], 0)
+                    raise refuse(
+                        name,
+                        f"this server needs {need:g} {unit} of a shared host; {owner} has "
+                        f"{left:g} of {limit:g} left.",
+                    )
+        if self.costs_money is not None and not self.costs_money(cloud, config_json):
+            return
+        if quota.monthly_spend is not None and self.month_spend is not None:
+            spent = self.month_spend(owner)
+            if spent >= quota.monthly_spend:
+                used = {**used, "monthly_spend": spent}
+                raise refuse(
+                    "monthly_spend",
+                    f"{owner} has spent ${spent:,.2f} of ${quota.monthly_spend:,.2f} this month; "
+                    f"servers that cost money start again next month.",
+                )
+        for group in budgets:
+            budget = self.group_budgets[group]
+            if self.group_spend is None:
+                continue
+            spent = self.group_spend(group)
+            if spent >= budget:
+                used = {**used, "group_monthly_spend": spent}
+                raise refuse(
+                    "group_monthly_spend",
+                    f"the group {group} has spent ${spent:,.2f} of its ${budget:,.2f} this "
+                    f"month; its servers that cost money start again next month.",
+                )
 
 
 def gpu_count(config_json: str) -> int:

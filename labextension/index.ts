@@ -17,6 +17,7 @@ import { serversPlugin } from './plugins/servers';
 import { sidebarPlugin } from './plugins/sidebar';
 import { statusPlugin } from './plugins/status';
 import { syncPlugin } from './plugins/sync';
+import { teamPlugin } from './plugins/team';
 import { terminalsPlugin } from './plugins/terminals';
 
 const plugins: JupyterFrontEndPlugin<any>[] = [
@@ -31,6 +32,7 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   syncPlugin,
   mountPlugin,
   costsPlugin,
+  teamPlugin,
   notificationsPlugin,
   sidebarPlugin,
   kernelSpecsPlugin,

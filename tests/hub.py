@@ -39,6 +39,7 @@ class Hub:
         """``settings``: more ``c.ComputeServersApp`` settings of every user's server."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run npm install (make setup).")
+        self.db_url = db_url
         self.dir = Path(tempfile.mkdtemp(prefix="compute-servers-hub-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -89,12 +89,14 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
     # 0003 the GPU shares a host allows, none, and a slice's share and Unix user, whole and
     # unknown; 0004 the owners, '' before owners were kept) and the empty audit log (0004).
     after = rows(path)
-    assert after.pop("audit_log") == []
+    assert after.pop("audit_log") == [] and after.pop("team_members") == []
     assert after == rows_since_baseline(before_rows)
     # The baseline's schema with those columns; the tables and indexes the revisions add are
     # checked against a new store's below.
     assert [
-        e for e in schema(path) if e[2:3] != ("audit_log",) and e[1] != "servers_owner"
+        e
+        for e in schema(path)
+        if e[2:3] not in (("audit_log",), ("team_members",)) and e[1] != "servers_owner"
     ] == since_baseline(before_schema)
 
     # And each store reads its rows as they were written.
@@ -189,13 +191,15 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     after = rows(path)
     # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty);
     # then Alembic's 0002 the workspace setting (empty too), 0003 the GPU shares, 0004 the
-    # owners ('' before owners were kept) and the audit log.
+    # owners ('' before owners were kept) and the audit log, 0005 the queue's places, caps and
+    # cancellations (none) and the team's members.
     assert after["servers"] == [(*row, None, None, "") for row in before["servers"]]
     since = rows_since_baseline(before)
     for table in ("state_history", "hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
         assert after[table] == since[table]
     assert set(after) - set(before) == {
         "audit_log",
+        "team_members",
         "rate_history",
         "cost_alerts",
         "sync_settings",
@@ -232,12 +236,13 @@ def test_a_new_sqlite_store_has_exactly_the_last_releases_schema_migrated(tmp_pa
 #: The columns the revisions since the baseline add (SQL as ALTER TABLE ADD COLUMN appends it)
 #: and their values in existing rows: 0002 ``servers.workspace``; 0003 ``hosts.gpu_fractions``,
 #: ``host_slices.gpu_fraction`` and ``host_slices.unix_user``; 0004 ``servers.owner`` and
-#: ``state_history.owner``.
+#: ``state_history.owner``; 0005 ``gpu_queue.place``, ``.user_cap`` and ``.cancelled_by``.
 ADDED_COLUMNS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "servers": (", workspace TEXT, owner TEXT DEFAULT '' NOT NULL", (None, "")),
     "state_history": (", owner TEXT DEFAULT '' NOT NULL", ("",)),
     "hosts": (", gpu_fractions TEXT DEFAULT '{}' NOT NULL", ("{}",)),
     "host_slices": (", gpu_fraction DOUBLE, unix_user TEXT DEFAULT '' NOT NULL", (None, "")),
+    "gpu_queue": (", place DOUBLE, user_cap DOUBLE, cancelled_by TEXT", (None, None, None)),
 }
 
 

@@ -152,7 +152,7 @@ def test_two_starts_racing_for_the_last_of_a_quota_one_wins_one_is_told_why(post
         "Quota reached: alice may have 1 compute server(s) running at once and has 1."
     )
     assert one.get(second).state is State.DEPROVISIONED
-    assert one.usage("alice") == {"running_servers": 1, "gpus": 1}
+    assert one.usage("alice") == {"running_servers": 1, "gpus": 1, "cpu": 1, "memory_gb": 1.0}
     # The GPU quota says how many are left.
     team.quotas = {"*": Quota(running_servers=5, gpus=2)}
     third = make(one, "third", gpus=2)
@@ -239,16 +239,20 @@ def test_the_audit_log_says_who_did_what_and_outlives_the_server(db_url):
 
 
 def test_quotas_are_validated_and_the_most_generous_group_counts():
-    quotas = parse_quotas(
+    quotas, budgets = parse_quotas(
         {
             "*": {"running_servers": 1, "gpus": 0},
-            "group:staff": {"gpus": 4},
+            "group:staff": {"gpus": 4, "group_monthly_spend": 100},
             "group:course": {"running_servers": 2, "gpus": 1},
             "user:carol": {"running_servers": 3},
         }
     )
     team = Team(enabled=True, owner="alice", quotas=quotas)
     assert team.quota_for("alice", ()) == Quota(1, 0)
+    assert budgets == {"staff": 100.0}  # the group's own, not each member's
+    assert parse_quotas({"*": {"monthly_spend": 12.5, "memory_gb": 0.5, "cpu": 2}})[0][
+        "*"
+    ] == Quota(cpu=2, memory_gb=0.5, monthly_spend=12.5)
     assert team.quota_for("dave", ("course", "staff")) == Quota(None, 4)
     assert team.quota_for("erin", ("course",)) == Quota(2, 1)
     assert team.quota_for("carol", ("staff",)) == Quota(3, None)
@@ -258,10 +262,22 @@ def test_quotas_are_validated_and_the_most_generous_group_counts():
         ({"users:x": {}}, 'quotas key \'users:x\' must be "*", "user:NAME" or "group:NAME".'),
         (
             {"*": {"gpu": 1}},
-            "quotas['*'] has an unknown field 'gpu' (known: running_servers, gpus).",
+            "quotas['*'] has an unknown field 'gpu' (known: running_servers, gpus, "
+            "gpus_per_host, cpu, memory_gb, monthly_spend, group_monthly_spend).",
         ),
         ({"*": {"gpus": -1}}, "quotas['*'].gpus must be a whole number >= 0 or null."),
         ({"*": {"gpus": True}}, "quotas['*'].gpus must be a whole number >= 0 or null."),
+        ({"*": {"cpu": 1.5}}, "quotas['*'].cpu must be a whole number >= 0 or null."),
+        (
+            {"*": {"monthly_spend": float("nan")}},
+            "quotas['*'].monthly_spend must be a number >= 0 or null.",
+        ),
+        ({"*": {"memory_gb": "8"}}, "quotas['*'].memory_gb must be a number >= 0 or null."),
+        (
+            {"user:x": {"group_monthly_spend": 5}},
+            "quotas['user:x'].group_monthly_spend is a group's budget: give it in a "
+            '"group:NAME" entry.',
+        ),
     ):
         with pytest.raises(ValidationError) as refused:
             parse_quotas(bad)

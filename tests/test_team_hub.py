@@ -7,9 +7,15 @@ server went through.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
+
+from jupyter_compute_servers.db import Database
+from jupyter_compute_servers.hosts import HostStore, Slice
+from jupyter_compute_servers.models import GpuSpec, State
+from jupyter_compute_servers.store import ServerStore
 
 from .hub import ADMIN, Hub
 
@@ -119,8 +125,10 @@ def test_a_quota_refuses_a_start_saying_why_and_the_audit_outlives_a_deletion(hu
         "groups": [],
         "admin": False,
     }
-    assert team["quota"] == {"running_servers": 0, "gpus": None}
-    assert team["left"] == {"running_servers": 0, "gpus": None}
+    unlimited = dict.fromkeys(("gpus", "gpus_per_host", "cpu", "memory_gb", "monthly_spend"))
+    assert team["quota"] == {"running_servers": 0, **unlimited}
+    assert team["left"] == {"running_servers": 0, **unlimited}
+    assert team["used"]["monthly_spend"] == 0.0
     server = hub.call("bob", "POST", "/servers", body={"name": "bob-quota"}).json()
     refused = hub.call("bob", "POST", f"/servers/{server['id']}/actions/start")
     assert refused.status_code == 409, refused.text
@@ -154,3 +162,84 @@ def test_a_quota_refuses_a_start_saying_why_and_the_audit_outlives_a_deletion(hu
     lines = csv.text.splitlines()
     assert lines[0] == "at,actor,owner,server_id,server_name,action,detail"
     assert lines[-1].endswith(f",alice,alice,{made['id']},scratch-2,delete,")
+
+
+@pytest.mark.timeout(600)
+def test_the_gpu_queue_through_the_hub_own_entries_foreign_404_admin_reorders(hub: Hub) -> None:
+    # The host and the queue's entries are made on the shared database (no GPU host here):
+    # what is tested is what each user's Jupyter answers about them, and the admin's changes.
+    database = Database(hub.db_url)
+    hosts = HostStore(database, clock=time.time)
+    gpu = "NVIDIA A100-SXM4-80GB"
+    host = hosts.create(
+        name="queue-lab",
+        hostname="127.0.0.1",
+        port=22,
+        username="u",
+        inventory={"cpu_count": 8, "memory_total": 2**35, "gpus": [{"uuid": "G0", "name": gpu}]},
+    )
+    ids = {}
+    for user in ("alice", "bob", ADMIN):
+        response = hub.call(user, "POST", "/servers", body={"name": f"{user}-queued"})
+        assert response.status_code == 201, response.text
+        ids[user] = response.json()["id"]
+    assert isinstance(hosts.allocate(ids[ADMIN], host, 1, 1.0, GpuSpec(gpu, 1)), Slice)
+    for user in ("alice", "bob"):
+        assert isinstance(hosts.allocate(ids[user], host, 1, 1.0, GpuSpec(gpu, 1)), str)
+
+    # Each user sees their own entry, with its position.
+    for user, position in (("alice", 1), ("bob", 2)):
+        [entry] = hub.call(user, "GET", "/queue").json()["entries"]
+        assert (entry["server_id"], entry["owner"], entry["position"]) == (
+            ids[user],
+            user,
+            position,
+        )
+        assert entry["host_name"] == "queue-lab" and entry["queue_length"] == 2
+        assert entry["estimated_start"]["at"] is None  # the holder has no known end
+    # A waiting server's own status says where it stands.
+    ServerStore(database, clock=time.time).transition(ids["alice"], to=State.STARTING)
+    status = hub.call("alice", "GET", f"/servers/{ids['alice']}").json()
+    assert status["queue"]["position"] == 1 and status["queue"]["queue_length"] == 2
+
+    # Bob asking about Alice's entry: the 404 of one that is not there.
+    for server_id in (ids["alice"], ids["alice"] + 1000):
+        for method, body in (("GET", None), ("PATCH", {"position": 1}), ("DELETE", None)):
+            response = hub.call("bob", method, f"/queue/{server_id}", body=body)
+            assert response.status_code == 404, (method, response.text)
+            assert response.json() == {
+                "message": f"Compute server {server_id} is not in a queue.",
+                "reason": "NotFoundError",
+                "field": "id",
+            }
+    refused = hub.call("bob", "PATCH", f"/queue/{ids['bob']}", body={"position": 1})
+    assert refused.status_code == 403 and refused.json()["field"] == "position"
+    bad = hub.call(ADMIN, "PATCH", f"/queue/{ids['bob']}", body={"position": 0})
+    assert bad.status_code == 400 and bad.json()["field"] == "position"
+
+    # The admin sees the whole line, moves Bob to the front and cancels Alice's entry.
+    line = hub.call(ADMIN, "GET", "/queue").json()["entries"]
+    assert [(e["owner"], e["position"]) for e in line] == [("alice", 1), ("bob", 2)]
+    moved = hub.call(ADMIN, "PATCH", f"/queue/{ids['bob']}", body={"position": 1})
+    assert moved.status_code == 200 and moved.json()["position"] == 1, moved.text
+    assert hub.call("alice", "GET", "/queue").json()["entries"][0]["position"] == 2
+    cancelled = hub.call(ADMIN, "DELETE", f"/queue/{ids['alice']}")
+    assert cancelled.json()["cancelled_by"] == ADMIN
+    audit = hub.call(ADMIN, "GET", "/audit").json()["entries"]
+    assert [(e["actor"], e["owner"], e["action"]) for e in audit if "queue" in e["action"]] == [
+        (ADMIN, "bob", "queue_move"),
+        (ADMIN, "alice", "queue_cancel"),
+    ]
+
+    # Spend per user and group: the admin's, as CSV; a user is refused; a bad month named.
+    assert hub.call("alice", "GET", "/audit/spend").status_code == 403
+    spend = hub.call(ADMIN, "GET", "/audit/spend?format=csv&month=2026-12")
+    assert spend.status_code == 200 and spend.headers["Content-Type"].startswith("text/csv")
+    assert spend.text.splitlines()[0] == (
+        "month,kind,name,currency,spent,servers,deleted_servers,unknown"
+    )
+    bad = hub.call(ADMIN, "GET", "/audit/spend?month=2026-13")
+    assert bad.status_code == 400 and bad.json()["field"] == "month"
+    for server_id in ids.values():
+        hosts.release(server_id)
+    database.close()

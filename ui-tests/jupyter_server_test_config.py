@@ -203,3 +203,39 @@ if os.environ.get("UI_TESTS_OPENSTACK"):
     c.OpenStackCloud.python = sys.executable  # noqa: F821
     c.OpenStackCloud.poll_interval = 0.1  # noqa: F821
     c.OpenStackCloud.flavor_rates = {"gpu_medium": 1.2}  # noqa: F821
+
+# The team-mode server (UI_TESTS_TEAM_INFO set: playwright.config.js starts it for team.spec.ts
+# only): one Jupyter in team mode whose every request is the admin "root" (galata turns
+# authentication off; the identity provider below names the user), on a store of its own. A
+# second owner's server is made by the test through the command line as "alice", on the same
+# store: where it is is written to UI_TESTS_TEAM_INFO.
+_team_info = os.environ.get("UI_TESTS_TEAM_INFO")
+if _team_info:
+    from jupyter_server.auth.identity import PasswordIdentityProvider, User
+    from jupyter_server.utils import ensure_async
+
+    class _Admin(PasswordIdentityProvider):
+        """Every request is root's (an admin by team_admin_users); galata's settings (no
+        token, no password) still apply, as they do to Jupyter's default provider."""
+
+        async def get_user(self, handler):  # type: ignore[no-untyped-def]
+            user = await ensure_async(super().get_user(handler))
+            return None if user is None else User(username="root", name="root")
+
+    _team_data = os.path.join(_temp_dirs["data"], "team")
+    c.ServerApp.identity_provider_class = _Admin  # noqa: F821
+    c.ComputeServersApp.data_dir = _team_data  # noqa: F821
+    c.ComputeServersApp.team_mode = True  # noqa: F821
+    c.ComputeServersApp.user = "root"  # noqa: F821
+    c.ComputeServersApp.team_admin_users = ["root"]  # noqa: F821
+    c.ComputeServersApp.quotas = {"*": {"running_servers": 2, "monthly_spend": 25}}  # noqa: F821
+    c.ComputeServersApp.team_queue_user_cap = 1  # noqa: F821
+    with open(_team_info, "w") as f:
+        json.dump(
+            {
+                "data_dir": _team_data,
+                "cli": os.path.join(os.path.dirname(sys.executable), "jupyter-compute-servers"),
+                "env": {"JUPYTER_DATA_DIR": _temp_dirs["data"]},
+            },
+            f,
+        )

@@ -16,6 +16,12 @@ process.env.UI_TESTS_SLURM_INFO =
   path.join(os.tmpdir(), `jcs-ui-slurm-${slurmPort}.json`);
 // A third server with the openstack cloud on the fake OpenStack, for openstack.spec.ts only.
 const openstackPort = process.env.UI_TESTS_OPENSTACK_PORT || '8897';
+// A fourth in team mode, its user an admin, for team.spec.ts only; it writes where its store
+// is (for the test's second owner) to this file.
+const teamPort = process.env.UI_TESTS_TEAM_PORT || '8896';
+process.env.UI_TESTS_TEAM_INFO =
+  process.env.UI_TESTS_TEAM_INFO ||
+  path.join(os.tmpdir(), `jcs-ui-team-${teamPort}.json`);
 
 module.exports = {
   ...baseConfig,
@@ -56,7 +62,12 @@ module.exports = {
       command:
         'jupyter lab --config jupyter_server_test_config.py --allow-root',
       url: `http://127.0.0.1:${port}/lab`,
-      env: { ...process.env, UI_TESTS_PORT: port, UI_TESTS_SLURM_INFO: '' },
+      env: {
+        ...process.env,
+        UI_TESTS_PORT: port,
+        UI_TESTS_SLURM_INFO: '',
+        UI_TESTS_TEAM_INFO: ''
+      },
       timeout: 120 * 1000,
       reuseExistingServer: false,
       // Let the server exit cleanly, so that it removes its temporary directories.
@@ -71,7 +82,8 @@ module.exports = {
       env: {
         ...process.env,
         UI_TESTS_PORT: slurmPort,
-        UI_TESTS_SLURM_INFO: process.env.UI_TESTS_SLURM_INFO
+        UI_TESTS_SLURM_INFO: process.env.UI_TESTS_SLURM_INFO,
+        UI_TESTS_TEAM_INFO: ''
       },
       timeout: 120 * 1000,
       reuseExistingServer: false,
@@ -88,7 +100,24 @@ module.exports = {
         ...process.env,
         UI_TESTS_PORT: openstackPort,
         UI_TESTS_SLURM_INFO: '',
+        UI_TESTS_TEAM_INFO: '',
         UI_TESTS_OPENSTACK: '1'
+      },
+      timeout: 120 * 1000,
+      reuseExistingServer: false,
+      gracefulShutdown: { signal: 'SIGTERM', timeout: 10000 },
+      stdout: 'ignore',
+      stderr: 'pipe'
+    },
+    {
+      command:
+        'jupyter lab --config jupyter_server_test_config.py --allow-root',
+      url: `http://127.0.0.1:${teamPort}/lab`,
+      env: {
+        ...process.env,
+        UI_TESTS_PORT: teamPort,
+        UI_TESTS_SLURM_INFO: '',
+        UI_TESTS_TEAM_INFO: process.env.UI_TESTS_TEAM_INFO
       },
       timeout: 120 * 1000,
       reuseExistingServer: false,
@@ -98,7 +127,7 @@ module.exports = {
     }
   ],
   projects: [
-    { name: 'lab', testIgnore: /(slurm|openstack)\.spec\.ts/ },
+    { name: 'lab', testIgnore: /(slurm|openstack|team)\.spec\.ts/ },
     {
       name: 'slurm',
       testMatch: /slurm\.spec\.ts/,
@@ -108,6 +137,11 @@ module.exports = {
       name: 'openstack',
       testMatch: /openstack\.spec\.ts/,
       use: { baseURL: `http://127.0.0.1:${openstackPort}` }
+    },
+    {
+      name: 'team',
+      testMatch: /team\.spec\.ts/,
+      use: { baseURL: `http://127.0.0.1:${teamPort}` }
     }
   ]
 };

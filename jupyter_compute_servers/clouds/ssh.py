@@ -286,8 +286,11 @@ class SSHCloud(Cloud):
                         f"({granted}). Try again later, ask fewer GPUs, or another host."
                     )
                 position = store.queue_position(op.server_id) or 1
+                note = store.wait_note(op.server_id)
                 op.progress(
-                    f"Waiting on {host.name}: {_ordinal(position)} in line ({granted})", None
+                    f"Waiting on {host.name}: {_ordinal(position)} in line ({granted})"
+                    + (f"; {note}" if note else ""),
+                    None,
                 )
                 await asyncio.sleep(1.0)
         except BaseException:

@@ -105,8 +105,12 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
         if self.current_user is not None:
+            identity = self.identity
             # The audit's actor for what this request changes, and the work it begins.
-            current_actor.set(self.identity.name)
+            current_actor.set(identity.name)
+            if self.team.remember(identity):
+                # The owner's Hub groups as their requests carry them, for spend per group.
+                self.store.remember_member(identity.name, identity.groups)
         # No request of this API needs a large body: refuse one before anything parses it.
         if len(self.request.body or b"") > MAX_BODY_BYTES:
             raise PayloadTooLargeError(

@@ -30,7 +30,7 @@ from .sync import (
     ServerSyncRunHandler,
     ServerSyncsHandler,
 )
-from .team import AuditHandler, TeamHandler
+from .team import AuditHandler, QueueEntryHandler, QueueHandler, SpendHandler, TeamHandler
 from .terminals import (
     ServerSSHAccessHandler,
     ServerTerminalHandler,
@@ -54,6 +54,9 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/status", StatusHandler),
         (rf"{API_PREFIX}/team", TeamHandler),
         (rf"{API_PREFIX}/audit", AuditHandler),
+        (rf"{API_PREFIX}/audit/spend", SpendHandler),
+        (rf"{API_PREFIX}/queue", QueueHandler),
+        (rf"{API_PREFIX}/queue/{_ID}", QueueEntryHandler),
         (rf"{API_PREFIX}/openapi.json", OpenAPIHandler),
         (rf"{API_PREFIX}/clouds", CloudsHandler),
         (rf"{API_PREFIX}/estimate", EstimateHandler),

@@ -1,16 +1,46 @@
-"""Team mode's REST handlers: who the caller is with their quota, and the admin's audit log."""
+"""Team mode's REST handlers: who the caller is with their quota, the fair GPU queue, and the
+admin's audit log and spend report."""
 
 from __future__ import annotations
 
 import csv
 import io
+from typing import TYPE_CHECKING, Any
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..billing.team_spend import month_spend_of, month_window, spend_rows
 from ..errors import ValidationError
 from ..models import parse_int
 from .base import ComputeServersAPIHandler
+
+if TYPE_CHECKING:
+    from ..team_queue import TeamQueue
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: one that starts with = + - @ (or a tab or
+    carriage return, which some strip first) is quoted with a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def _format(handler: ComputeServersAPIHandler) -> str:
+    fmt = handler.get_query_argument("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ValidationError("format must be json or csv.", field="format")
+    return fmt
 
 
 class TeamHandler(ComputeServersAPIHandler):
@@ -23,18 +53,24 @@ class TeamHandler(ComputeServersAPIHandler):
         team = self.team
         identity = self.identity
         quota = team.owner_quota()
-        used = self.store.usage(team.owner)
+        used: dict[str, Any] = dict(self.store.usage(team.owner))
+        month, _, _ = month_window(self.costs, None)
+        used["monthly_spend"] = (
+            round(month_spend_of(self.costs, team.owner), 2) if team.enabled else 0.0
+        )
+        # The queue's per-user cap holds per host: each queue entry says what its owner holds.
+        cap = team.queue_cap(team.owner)
+        limits = {**quota.to_json(), "gpus_per_host": None if cap is None else int(cap)}
+        left = {**team.left(used), "gpus_per_host": limits["gpus_per_host"]}
         self.write_json(
             {
                 "team_mode": team.enabled,
                 "user": identity.to_json(),
                 "owner": team.owner,
-                "quota": quota.to_json(),
+                "month": month,
+                "quota": limits,
                 "used": used,
-                "left": {
-                    name: (None if limit is None else max(limit - used[name], 0))
-                    for name, limit in quota.to_json().items()
-                },
+                "left": left,
             }
         )
 
@@ -51,24 +87,87 @@ class AuditHandler(ComputeServersAPIHandler):
         if not limit_text.isdigit():
             raise ValidationError("limit must be a whole number.", field="limit")
         limit = parse_int(int(limit_text), "limit", minimum=1, maximum=100000)
-        fmt = self.get_query_argument("format", "json")
-        if fmt not in ("json", "csv"):
-            raise ValidationError("format must be json or csv.", field="format")
+        fmt = _format(self)
         entries = [entry.to_json() for entry in self.store.audit(limit=limit)]
         if fmt == "json":
             self.write_json({"entries": entries})
             return
-        out = io.StringIO()
         columns = ["at", "actor", "owner", "server_id", "server_name", "action", "detail"]
-        writer = csv.DictWriter(out, fieldnames=columns)
-        writer.writeheader()
-        for entry in entries:
-            # A spreadsheet runs a cell that starts with = + - @ as a formula: quote it.
-            writer.writerow(
-                {
-                    k: ("'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v)
-                    for k, v in entry.items()
-                }
-            )
         self.set_header("Content-Disposition", 'attachment; filename="compute-servers-audit.csv"')
-        self.finish(out.getvalue(), set_content_type="text/csv; charset=utf-8")
+        self.finish(_csv(columns, entries), set_content_type="text/csv; charset=utf-8")
+
+
+class SpendHandler(ComputeServersAPIHandler):
+    """``GET /audit/spend``: spend per user and per Hub group in a month (``?month=YYYY-MM``,
+    default this month), deleted servers' included (admins only; ``?format=csv``)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.require_admin("read the spend of every user")
+        fmt = _format(self)
+        month = self.get_query_argument("month", None)
+        name, rows = spend_rows(self.costs, month)
+        if fmt == "json":
+            self.write_json({"month": name, "currency": "USD", "rows": rows})
+            return
+        columns = [
+            "month",
+            "kind",
+            "name",
+            "currency",
+            "spent",
+            "servers",
+            "deleted_servers",
+            "unknown",
+        ]
+        self.set_header(
+            "Content-Disposition", f'attachment; filename="compute-servers-spend-{name}.csv"'
+        )
+        self.finish(_csv(columns, rows), set_content_type="text/csv; charset=utf-8")
+
+
+class QueueHandler(ComputeServersAPIHandler):
+    """``GET /queue``: the GPU queues of shared hosts in the order they are served: every
+    entry for an admin, the caller's own for a user."""
+
+    @property
+    def queue(self) -> TeamQueue:
+        return self.settings["compute_servers_queue"]
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.write_json({"entries": self.queue.entries_json(self.identity)})
+
+
+class QueueEntryHandler(QueueHandler):
+    """``/queue/{server_id}``: one waiting server's entry. ``PATCH {"position": n}`` moves it
+    (admins); ``DELETE`` cancels it (admins, or its owner): its start ends saying who did.
+    Another user's entry is the 404 of one that is not there."""
+
+    def _id(self, server_id: str) -> int:
+        return self.path_id(server_id, owned=False)
+
+    @web.authenticated
+    @authorized
+    async def get(self, server_id: str) -> None:
+        self.write_json(self.queue.get_json(self._id(server_id), self.identity))
+
+    @web.authenticated
+    @authorized
+    async def patch(self, server_id: str) -> None:
+        number = self._id(server_id)
+        body = self.get_json_object(required=True)
+        unknown = sorted(set(body) - {"position"})
+        if unknown:
+            raise ValidationError(f"Unknown field {unknown[0]!r}.", field=unknown[0])
+        if "position" not in body:
+            raise ValidationError("position is required.", field="position")
+        position = parse_int(body["position"], "position", minimum=1, maximum=100000)
+        self.write_json(self.queue.move(number, position, self.identity))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, server_id: str) -> None:
+        self.write_json(self.queue.cancel(self._id(server_id), self.identity))

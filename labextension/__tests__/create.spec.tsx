@@ -428,13 +428,28 @@ describe('CreateServerDialog', () => {
 });
 
 describe('the quota before a create (team mode)', () => {
+  const NO_LIMITS = {
+    running_servers: null,
+    gpus: null,
+    gpus_per_host: null,
+    cpu: null,
+    memory_gb: null,
+    monthly_spend: null
+  };
   const TEAM = {
     team_mode: true,
     user: { name: 'alice', groups: ['course'], admin: false },
     owner: 'alice',
-    quota: { running_servers: 2, gpus: 2 },
-    used: { running_servers: 1, gpus: 1 },
-    left: { running_servers: 1, gpus: 1 }
+    month: '2026-12',
+    quota: { ...NO_LIMITS, running_servers: 2, gpus: 2 },
+    used: {
+      running_servers: 1,
+      gpus: 1,
+      cpu: 0,
+      memory_gb: 0,
+      monthly_spend: 0
+    },
+    left: { ...NO_LIMITS, running_servers: 1, gpus: 1 }
   };
 
   it('says what the owner may still start, and nothing without limits', () => {
@@ -444,12 +459,34 @@ describe('the quota before a create (team mode)', () => {
     expect(
       quotaText({
         ...TEAM,
-        quota: { running_servers: null, gpus: 1 },
-        left: { running_servers: null, gpus: 0 }
+        quota: { ...NO_LIMITS, gpus: 1 },
+        left: { ...NO_LIMITS, gpus: 0 }
       })
     ).toBe('0 of 1 GPU left.');
-    const unlimited = { running_servers: null, gpus: null };
-    expect(quotaText({ ...TEAM, quota: unlimited, left: unlimited })).toBe(
+    // Shared hosts' CPUs and RAM, this month's spend, and the queue's per-user cap.
+    expect(
+      quotaText({
+        ...TEAM,
+        quota: {
+          ...NO_LIMITS,
+          cpu: 8,
+          memory_gb: 32,
+          monthly_spend: 50,
+          gpus_per_host: 1
+        },
+        left: {
+          ...NO_LIMITS,
+          cpu: 4,
+          memory_gb: 10.5,
+          monthly_spend: 12.5,
+          gpus_per_host: 1
+        }
+      })
+    ).toBe(
+      '4 of 8 CPUs left on shared hosts; 10.5 of 32 GB of RAM left on shared hosts; ' +
+        '$12.50 of $50.00 left this month; at most 1 GPU of one shared host at once.'
+    );
+    expect(quotaText({ ...TEAM, quota: NO_LIMITS, left: NO_LIMITS })).toBe(
       null
     );
     expect(quotaText({ ...TEAM, team_mode: false })).toBe(null);

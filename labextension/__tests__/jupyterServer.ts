@@ -61,6 +61,7 @@ export class JupyterServer {
    *   test page's (`http://localhost`), for jsdom's WebSocket
    * @param options.config more configuration, as jupyter_server_config.json holds it (e.g.
    *   `{ComputeServerCosts: {price_tables: {...}}}`)
+   * @param options.env more environment variables of the server (e.g. a PYTHONPATH)
    */
   constructor(
     private readonly options: {
@@ -69,6 +70,7 @@ export class JupyterServer {
       home?: boolean;
       allowOrigin?: string;
       config?: Record<string, unknown>;
+      env?: Record<string, string>;
     } = {}
   ) {}
 
@@ -105,7 +107,7 @@ export class JupyterServer {
         JSON.stringify(this.options.config)
       );
     }
-    const extraEnv: Record<string, string> = {};
+    const extraEnv: Record<string, string> = { ...(this.options.env ?? {}) };
     if (this.options.home) {
       const home = path.join(this._dir, 'home');
       fs.mkdirSync(path.join(home, '.ssh'), { recursive: true, mode: 0o700 });

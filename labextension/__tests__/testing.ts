@@ -209,6 +209,7 @@ export function makeServer(overrides: Partial<IServer> = {}): IServer {
       mount: { path: '', read_only: false, mount_point: 'jupyter' }
     },
     mount: null,
+    queue: null,
     sync: {
       excludes: [],
       server_only: [],

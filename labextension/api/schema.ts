@@ -707,6 +707,74 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/queue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The GPU queues of shared hosts (admins: all; users: their own entries)
+         * @description Each host's queue in the order it is served: first come first served, an admin's moves, and entries over their owner's per-user cap passed over.
+         */
+        get: operations["getQueue"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/queue/{server_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The waiting server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        /** One waiting server's queue entry */
+        get: operations["getQueueEntry"];
+        put?: never;
+        post?: never;
+        /**
+         * Cancel a queue entry (admins, or its owner)
+         * @description Its start ends at its next try, saying who cancelled it. Audited.
+         */
+        delete: operations["cancelQueueEntry"];
+        options?: never;
+        head?: never;
+        /**
+         * Move a queue entry (admins)
+         * @description Puts the entry at `position` (1: first; past the end: last). Audited.
+         */
+        patch: operations["moveQueueEntry"];
+        trace?: never;
+    };
+    "/audit/spend": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Spend per user and per Hub group in a month (admins)
+         * @description From the state history and the recorded rates, both kept after deletions: a deleted server's spend stays its owner's. A group's spend is its members' (each user's groups as their last request carried them). `format=csv` answers the same rows as CSV, cells a spreadsheet would run quoted.
+         */
+        get: operations["getSpend"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -991,6 +1059,8 @@ export interface components {
             workspace: components["schemas"]["Workspace"];
             /** @description Who owns it: the JupyterHub user (team mode) or the local user who created it; empty for servers made before owners were kept. */
             owner: string;
+            /** @description Where the server waits in a shared host's GPU queue (starting), or null. */
+            queue: components["schemas"]["QueueEntry"] | null;
         };
         HistoryEntry: {
             /** @description When the change happened (Unix time): when it was recorded, or the provider's own time of it where the cloud knows it (a Slurm job's StartTime or EndTime). Metering charges each state from this time. */
@@ -1617,6 +1687,14 @@ export interface components {
         Quota: {
             running_servers: number | null;
             gpus: number | null;
+            /** @description The most GPUs of one shared host the user may hold at once: the fair GPU queue's per-user cap (a request over it waits even with GPUs free; the next user's is served first). */
+            gpus_per_host: number | null;
+            /** @description CPUs held on shared hosts (the ssh cloud) at once. */
+            cpu: number | null;
+            /** @description GB of RAM held on shared hosts at once. */
+            memory_gb: number | null;
+            /** @description US dollars spent this calendar month (the costs' time zone), past which no server starts. */
+            monthly_spend: number | null;
         };
         Team: {
             team_mode: boolean;
@@ -1632,8 +1710,14 @@ export interface components {
             used: {
                 running_servers: number;
                 gpus: number;
+                cpu: number;
+                memory_gb: number;
+                /** @description Dollars spent this month (deleted servers' included). */
+                monthly_spend: number;
             };
             left: components["schemas"]["Quota"];
+            /** @description This month (YYYY-MM), of monthly_spend. */
+            month: string;
         };
         AuditEntry: {
             /** @description Unix time. */
@@ -1646,6 +1730,46 @@ export interface components {
             /** @description create, edit, delete, or a lifecycle action (start, stop, ...). */
             action: string;
             detail: string;
+        };
+        QueueEntry: {
+            server_id: number;
+            host_id: number;
+            host_name: string;
+            owner: string;
+            server_name: string;
+            /** @description When it joined the queue (seconds since the epoch). */
+            requested: number;
+            /** @description 1: the next in line. */
+            position: number;
+            queue_length: number;
+            /** @description GPUs it asks for (a share counts as its fraction). */
+            gpus: number;
+            /** @description GPUs of this host its owner holds now. */
+            held: number;
+            /** @description The most GPUs of this host its owner may hold at once; null: no cap. */
+            cap: number | null;
+            /** @description Its owner holds their cap: it is passed over, and the next user's request is served first. */
+            over_cap: boolean;
+            /** @description Who cancelled it; its start ends at its next try. */
+            cancelled_by: string | null;
+            estimated_start: {
+                /** @description About when it may start; null: unknown. */
+                at: number | null;
+                /** @description What the estimate rests on, or why it is unknown. */
+                basis: string;
+            };
+        };
+        SpendRow: {
+            month: string;
+            /** @enum {string} */
+            kind: "user" | "group";
+            name: string;
+            currency: string;
+            spent: number;
+            servers: number;
+            deleted_servers: number;
+            /** @description Parts whose price was not known for some of the month (the amount is then a lower bound). */
+            unknown: string;
         };
     };
     responses: {
@@ -3372,6 +3496,182 @@ export interface operations {
                 };
             };
             /** @description Invalid `limit` or `format`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+        };
+    };
+    getQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The entries. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        entries: components["schemas"]["QueueEntry"][];
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+        };
+    };
+    getQueueEntry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The waiting server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The entry. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueEntry"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description Not in a queue, or another user's entry (the same answer). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    cancelQueueEntry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The waiting server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The entry. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueEntry"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description Not in a queue, or another user's entry (the same answer). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    moveQueueEntry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The waiting server's id. */
+                server_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    position: number;
+                };
+            };
+        };
+        responses: {
+            /** @description The entry. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueEntry"];
+                };
+            };
+            /** @description Invalid body. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description Not in a queue, or another user's entry (the same answer). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getSpend: {
+        parameters: {
+            query?: {
+                /** @description YYYY-MM; this month if left out. */
+                month?: string;
+                format?: "json" | "csv";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The rows. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        month: string;
+                        currency: string;
+                        rows: components["schemas"]["SpendRow"][];
+                    };
+                    "text/csv": string;
+                };
+            };
+            /** @description Invalid `month` or `format`. */
             400: {
                 headers: {
                     [name: string]: unknown;

@@ -400,7 +400,8 @@ export function CreateServerForm(props: ICreateFormProps): JSX.Element {
 
 /**
  * Team mode's quota, shown before a create: "You may start 1 more compute server (1 of 2
- * running); 1 of 2 GPUs left." Nothing standalone or without limits.
+ * running); 1 of 2 GPUs left; 4 of 8 CPUs and 10 of 32 GB of RAM left on shared hosts; $12.50
+ * of $50.00 left this month." Nothing standalone or without limits.
  */
 export function quotaText(team: ITeam): string | null {
   if (!team.team_mode) {
@@ -421,7 +422,33 @@ export function quotaText(team: ITeam): string | null {
       `${team.left.gpus ?? 0} of ${gpus} GPU${gpus === 1 ? '' : 's'} left`
     );
   }
+  const cpu = team.quota.cpu;
+  if (cpu !== null) {
+    parts.push(`${team.left.cpu ?? 0} of ${cpu} CPUs left on shared hosts`);
+  }
+  const memory = team.quota.memory_gb;
+  if (memory !== null) {
+    parts.push(
+      `${team.left.memory_gb ?? 0} of ${memory} GB of RAM left on shared hosts`
+    );
+  }
+  const spend = team.quota.monthly_spend;
+  if (spend !== null) {
+    parts.push(
+      `${dollars(team.left.monthly_spend ?? 0)} of ${dollars(spend)} left this month`
+    );
+  }
+  const cap = team.quota.gpus_per_host;
+  if (cap !== null) {
+    parts.push(
+      `at most ${cap} GPU${cap === 1 ? '' : 's'} of one shared host at once`
+    );
+  }
   return parts.length ? parts.join('; ') + '.' : null;
+}
+
+function dollars(amount: number): string {
+  return `$${amount.toFixed(2)}`;
 }
 
 function QuotaLine(props: { team: ITeam }): JSX.Element | null {

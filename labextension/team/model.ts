@@ -1,0 +1,192 @@
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { API_NAMESPACE, requestAPI } from '../request';
+import { IServer, ITeam } from '../servers/types';
+import { IQueueEntry, ISpendRow } from './types';
+
+/**
+ * Team mode as the panel shows it: who is asking and their quota (`GET team`), their place in
+ * the GPU queues (`GET queue`: their own entries; an admin's, every host's line) and, for
+ * admins, everyone's servers by owner (`GET servers?scope=all`) and this month's spend per
+ * user (`GET audit/spend`). Read while the panel shows (`watched`), and again when the
+ * servers change (`scheduleRefresh`: the queue moves as servers start and stop).
+ */
+export class TeamModel {
+  constructor(
+    private readonly serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings()
+  ) {}
+
+  get team(): ITeam | null {
+    return this._team;
+  }
+
+  /** Whether the caller is an admin in team mode (the admin view shows then). */
+  get isAdmin(): boolean {
+    return !!this._team?.team_mode && this._team.user.admin;
+  }
+
+  get queue(): ReadonlyArray<IQueueEntry> {
+    return this._queue;
+  }
+
+  get servers(): ReadonlyArray<IServer> {
+    return this._servers;
+  }
+
+  get spend(): ReadonlyArray<ISpendRow> {
+    return this._spend;
+  }
+
+  get month(): string | null {
+    return this._month;
+  }
+
+  get loaded(): boolean {
+    return this._loaded;
+  }
+
+  get error(): string | null {
+    return this._error;
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get watched(): boolean {
+    return this._watched;
+  }
+
+  set watched(value: boolean) {
+    if (value === this._watched) {
+      return;
+    }
+    this._watched = value;
+    // Standalone (no team mode) there is nothing more to read once it is known.
+    if (value && !(this._team && !this._team.team_mode)) {
+      void this.refresh();
+    }
+  }
+
+  /** Where the CSV of this month's spend per user and group downloads from. */
+  get spendCsvUrl(): string {
+    const month = this._month
+      ? `&month=${encodeURIComponent(this._month)}`
+      : '';
+    return (
+      URLExt.join(
+        this.serverSettings.baseUrl,
+        API_NAMESPACE,
+        'audit',
+        'spend'
+      ) + `?format=csv${month}`
+    );
+  }
+
+  /** Re-read everything the caller may see. Answers after a newer request's are dropped. */
+  async refresh(): Promise<void> {
+    const ticket = ++this._ticket;
+    try {
+      const team = await this._request<ITeam>('team');
+      const queue = await this._request<{ entries: IQueueEntry[] }>('queue');
+      let servers: IServer[] = [];
+      let spend: ISpendRow[] = [];
+      if (team.team_mode && team.user.admin) {
+        servers = (
+          await this._request<{ servers: IServer[] }>('servers?scope=all')
+        ).servers;
+        spend = (
+          await this._request<{ rows: ISpendRow[] }>(
+            `audit/spend?month=${encodeURIComponent(team.month)}`
+          )
+        ).rows;
+      }
+      if (ticket !== this._ticket || this._disposed) {
+        return;
+      }
+      this._team = team;
+      this._queue = queue.entries;
+      this._servers = servers;
+      this._spend = spend;
+      this._month = team.month;
+      this._error = null;
+      this._loaded = true;
+    } catch (error) {
+      if (ticket !== this._ticket || this._disposed) {
+        return;
+      }
+      this._error = error instanceof Error ? error.message : String(error);
+    }
+    this._changed.emit();
+  }
+
+  /** Refresh soon (once for a burst of server events), while watched; standalone (no team
+   * mode), nothing is read again. */
+  scheduleRefresh(delay = 500): void {
+    if (!this._watched || this._timer !== null || this._disposed) {
+      return;
+    }
+    if (this._team && !this._team.team_mode) {
+      return;
+    }
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      void this.refresh();
+    }, delay);
+  }
+
+  /** Move a waiting server to the front of its host's queue (admins). */
+  async moveToFront(serverId: number): Promise<void> {
+    await this._change(`queue/${serverId}`, {
+      method: 'PATCH',
+      body: { position: 1 }
+    });
+  }
+
+  /** Cancel a waiting server's place in its queue (admins, or its owner). */
+  async cancel(serverId: number): Promise<void> {
+    await this._change(`queue/${serverId}`, { method: 'DELETE' });
+  }
+
+  dispose(): void {
+    this._disposed = true;
+    if (this._timer !== null) {
+      clearTimeout(this._timer);
+      this._timer = null;
+    }
+    Signal.clearData(this);
+  }
+
+  private async _change(
+    endPoint: string,
+    init: Parameters<typeof requestAPI>[1]
+  ): Promise<void> {
+    try {
+      await this._request(endPoint, init);
+    } finally {
+      await this.refresh();
+    }
+  }
+
+  private _request<T>(
+    endPoint: string,
+    init: Parameters<typeof requestAPI>[1] = {}
+  ): Promise<T> {
+    return requestAPI<T>(endPoint, init, this.serverSettings);
+  }
+
+  private _team: ITeam | null = null;
+  private _queue: IQueueEntry[] = [];
+  private _servers: IServer[] = [];
+  private _spend: ISpendRow[] = [];
+  private _month: string | null = null;
+  private _loaded = false;
+  private _error: string | null = null;
+  private _watched = false;
+  private _ticket = 0;
+  private _timer: ReturnType<typeof setTimeout> | null = null;
+  private _disposed = false;
+  private _changed = new Signal<this, void>(this);
+}

@@ -1,0 +1,13 @@
+/**
+ * Team mode's shapes (`compute-servers/api/team`, `/queue`, `/audit/spend`): names for the
+ * schemas of openapi.json, from the types generated from it (`../api/schema`).
+ */
+import { components } from '../api/schema';
+
+type Schemas = components['schemas'];
+
+/** A server waiting in a shared host's GPU queue: its position and an estimate. */
+export type IQueueEntry = Schemas['QueueEntry'];
+
+/** One user's or Hub group's spend in a month. */
+export type ISpendRow = Schemas['SpendRow'];
