@@ -735,9 +735,13 @@ class HostRegistry:
         on_change: Callable[[int], None] | None = None,
         *,
         max_hosts: int = 0,
+        certificates: bool = False,
     ) -> None:
         self.hosts = hosts
         self.ssh = ssh
+        #: Team mode with a control plane: hosts are logged in to with the user's short-lived
+        #: certificate, as the user's own Unix account, never with a host's stored credentials.
+        self.certificates = certificates
         #: The most hosts that may be registered (0: no limit).
         self.max_hosts = max_hosts
         #: Told the id of a host that was registered, edited, trusted, inventoried or deleted.
@@ -750,6 +754,20 @@ class HostRegistry:
 
     def _key(self, host_id: int) -> str:
         return f"host:{host_id}"
+
+    def endpoint(self, host: HostRecord, **overrides: Any) -> SSHEndpoint:
+        """How this process logs in to ``host`` (for itself or a slice of it): with the
+        host's registered credentials, or in team mode with the user's certificate (no key
+        file, no ssh-agent, no ~/.ssh/config: the account is the certificate's)."""
+        if self.certificates:
+            overrides = {
+                **overrides,
+                "identity_file": "",
+                "use_agent": False,
+                "use_ssh_config": False,
+                "certificate": True,
+            }
+        return host.endpoint(**overrides)
 
     async def create(self, body: Any) -> HostRecord:
         data = parse_object(body, "body")
@@ -844,7 +862,7 @@ class HostRegistry:
         """Log in (pinned key) and ask the agent what the host has."""
         host = self.hosts.get(host_id)
         try:
-            agent = await self.ssh.agent(self._key(host_id), host.endpoint())
+            agent = await self.ssh.agent(self._key(host_id), self.endpoint(host))
             info = await agent.call("info", workspace="~")
         except (CloudError, OSError, ValueError, asyncssh.Error) as e:
             message = getattr(e, "message", None) or str(e)
@@ -859,7 +877,7 @@ class HostRegistry:
 
     async def host_agent(self, host_id: int) -> Any:
         host = self.hosts.get(host_id)
-        return await self.ssh.agent(self._key(host_id), host.endpoint())
+        return await self.ssh.agent(self._key(host_id), self.endpoint(host))
 
     async def delete(self, host_id: int) -> None:
         self.hosts.delete(host_id)

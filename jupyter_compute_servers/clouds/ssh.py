@@ -428,7 +428,8 @@ class SSHCloud(Cloud):
             environment.update(mps_environment(host, current.gpu_uuids[0], current.gpu_fraction))
             environment["CUDA_MPS_PIPE_DIRECTORY"] = str(mps["pipe_directory"])
             environment["CUDA_MPS_LOG_DIRECTORY"] = str(mps["log_directory"])
-        return host.endpoint(
+        return self.hosts.endpoint(
+            host,
             workspace=cloud_data["workspace"],
             runtime_dir=f"~/.jupyter-compute-servers/servers/{server_id}",
             environment=environment,
