@@ -59,7 +59,11 @@ def create(name: str) -> pwd.struct_passwd:
     if os.geteuid() != 0:
         raise RuntimeError("These tests make Unix accounts: run them as root (CI does).")
     subprocess.run(
-        ["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True
+        # Password "*": none can be used, yet the account is not locked ("!"), which sshd
+        # without PAM would refuse every login to.
+        ["useradd", "--create-home", "--shell", "/bin/sh", "--password", "*", name],
+        check=True,
+        capture_output=True,
     )
     entry = pwd.getpwnam(name)
     # A private home, as an admin makes them on a shared host: the workspaces are under it.
