@@ -7,6 +7,7 @@ Their names carry a prefix (``jcst-``) so that no account of the machine's own i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -38,10 +39,8 @@ def _end_processes(uid: int) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         time.sleep(0.1)
 
 
