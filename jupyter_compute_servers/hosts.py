@@ -373,13 +373,22 @@ class HostStore:
         return None if row is None else _slice(row)
 
     def allocate(
-        self, server_id: int, host: HostRecord, cpu: int, memory_gb: float, gpu: Any
+        self,
+        server_id: int,
+        host: HostRecord,
+        cpu: int,
+        memory_gb: float,
+        gpu: Any,
+        *,
+        unix_user: str | None = None,
     ) -> Slice | str:
         """Give the server its slice now, or answer why not (it then waits in the queue).
 
         One transaction, with the host's row locked: the check and the claim cannot
-        interleave with another process's, on the same host.
+        interleave with another process's, on the same host. ``unix_user``: the account the
+        slice's processes run as, when it is not the host's (team mode: the certificate's).
         """
+        user = unix_user or host.unix_user
         with self.database.transaction() as db:
             _lock_host(db, host.id)
             row = (
@@ -432,7 +441,7 @@ class HostStore:
                         return f"{gpu.count} free {gpu.type} needed, {len(free)} free"
                     gpus = free[: gpu.count]
                 else:
-                    chosen, why = _place_share(host, gpu.type, fraction, uses)
+                    chosen, why = _place_share(host, gpu.type, fraction, uses, user)
                     if chosen is None:
                         return why
                     gpus = [chosen]
@@ -451,11 +460,11 @@ class HostStore:
                     token=token,
                     allocated=self.clock(),
                     gpu_fraction=fraction,
-                    unix_user=host.unix_user,
+                    unix_user=user,
                 )
             )
             db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
-            return Slice(server_id, host.id, cpu, memory_gb, gpus, token, fraction, host.unix_user)
+            return Slice(server_id, host.id, cpu, memory_gb, gpus, token, fraction, user)
 
     def shares_on(self, gpu_uuid: str) -> list[Slice]:
         """The slices holding a share of this GPU, on any host record."""
@@ -602,11 +611,10 @@ def _gpu_uses(db: Connection) -> dict[str, GpuUse]:
 
 
 def _place_share(
-    host: HostRecord, gpu_type: str, fraction: float, uses: dict[str, GpuUse]
+    host: HostRecord, gpu_type: str, fraction: float, uses: dict[str, GpuUse], user: str
 ) -> tuple[str | None, str]:
-    """The UUID of the GPU to take a share from, packed onto the fullest that fits (so whole
-    GPUs stay free for whole requests), or why none fits now."""
-    user = host.unix_user
+    """The UUID of the GPU to take a share from for ``user``'s slice, packed onto the fullest
+    that fits (so whole GPUs stay free for whole requests), or why none fits now."""
     fits: list[tuple[float, str]] = []
     other_user = ""
     room = 0.0
@@ -874,6 +882,13 @@ class HostRegistry:
     async def refresh(self, host_id: int) -> HostRecord:
         """Take the inventory again (the user asked), and tell observers."""
         return self._changed(await self.inventory(host_id))
+
+    async def login_user(self) -> str | None:
+        """The Unix account this process's slices run as on every host, when that is not each
+        host's own (team mode: the one the user's certificate names)."""
+        if not self.certificates or self.ssh.certificates is None:
+            return None
+        return (await self.ssh.certificates.credentials()).principal
 
     async def host_agent(self, host_id: int) -> Any:
         host = self.hosts.get(host_id)

@@ -44,6 +44,8 @@ from jupyter_compute_servers.control_plane.ca import (
     PrincipalRule,
     load_or_create_key,
 )
+from jupyter_compute_servers.db import Database
+from jupyter_compute_servers.hosts import HostStore
 from jupyter_compute_servers.ssh import KeyStore, SSHConnectError, SSHConnections
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
@@ -179,6 +181,7 @@ def shared_host(accounts, ca_key: Path) -> Iterator[OpenSSHServer]:
 @pytest.fixture(scope="module")
 def hub(postgres_server, ca_key: Path, shared_host: OpenSSHServer) -> Iterator[Hub]:
     port = free_port()
+    db_url = postgres_server.create_database()
     control_plane = [
         sys.executable,
         "-m",
@@ -191,7 +194,7 @@ def hub(postgres_server, ca_key: Path, shared_host: OpenSSHServer) -> Iterator[H
         f"{ADMIN}=jcst-admin",
     ]
     hub = Hub(
-        postgres_server.create_database(),
+        db_url,
         hub_config=(
             # The control plane: a service the Hub starts and authenticates for.
             f"c.JupyterHub.services.append({{'name': {SERVICE!r}, "
@@ -213,6 +216,7 @@ def hub(postgres_server, ca_key: Path, shared_host: OpenSSHServer) -> Iterator[H
         )
         for user in ACCOUNTS:
             hub.start_server(user)
+        hub.db_url = db_url  # type: ignore[attr-defined]
         yield hub
     finally:
         hub.close()
@@ -394,8 +398,12 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
                 "facts",
             )
         )
+    store = HostStore(Database(hub.db_url, migrate=False), clock=time.time)  # type: ignore[attr-defined]
     for user in ("alice", "bob"):
         account = accounts[user]
+        # The slice is the account's (what one GPU's MPS server is kept to), and it runs as it.
+        held = store.slice_of(servers[user])
+        assert held is not None and held.unix_user == account.pw_name
         assert facts[user]["user"] == account.pw_name
         assert os.stat(f"/proc/{facts[user]['pid']}").st_uid == account.pw_uid
         assert facts[user]["cwd"].startswith(account.pw_dir + "/")
@@ -462,6 +470,7 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
     for user in ("alice", "bob"):
         assert hub.call(user, "POST", f"/servers/{servers[user]}/actions/stop").status_code == 202
         _wait_state(hub, user, servers[user], "off")
+    store.database.close()
 
 
 async def _login(

@@ -273,10 +273,17 @@ class SSHCloud(Cloud):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + host.gpu_wait_minutes * 60
         store = self.hosts.hosts
+        # Team mode: the slice is the user's account's (one MPS server serves one account).
+        unix_user = await self.hosts.login_user()
         try:
             while True:
                 granted = store.allocate(
-                    op.server_id, host, config.cpu or 1, config.memory_gb or 1.0, config.gpu
+                    op.server_id,
+                    host,
+                    config.cpu or 1,
+                    config.memory_gb or 1.0,
+                    config.gpu,
+                    unix_user=unix_user,
                 )
                 if not isinstance(granted, str):
                     break
