@@ -438,6 +438,21 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
     # (and Alice's kernel is alive and well)
     assert asyncio.run(_evaluate(hub, "alice", kernels["alice"], "", "1 + 1")) == 2
 
+    # SSH access from Alice's own tools (OpenSSH's client): her current certificate, as her
+    # account, to her slice's workspace.
+    access = hub.call("alice", "GET", f"/servers/{servers['alice']}/ssh-access")
+    assert access.status_code == 200, access.text
+    config = hub.dir / "alice-ssh-config"
+    config.write_text(access.json()["config"])
+    assert f"User {ACCOUNTS['alice']}" in access.json()["config"]
+    done = subprocess.run(
+        ["ssh", "-F", str(config), "-o", "BatchMode=yes", access.json()["host_alias"], "id -un"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == ACCOUNTS["alice"], done.stderr
+
     # Every login was a certificate of the CA, each for its own account.
     log = shared_host.log.read_text()  # type: ignore[attr-defined]
     for user in ("alice", "bob", ADMIN):
@@ -445,14 +460,15 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
         assert f"ID {user} as {ACCOUNTS[user]} (jupyter-compute-servers #" in log
     assert "ED25519-CERT" in log
 
-    # Alice's Jupyter server holds no shared credential: its environment has no key, and no
-    # private key in any file it wrote (its home, its data) logs in to the host as anyone.
+    # Alice's Jupyter server holds no shared credential: its environment has no key, no
+    # private key in any file it wrote (its home, its data) logs in to the host as anyone by
+    # itself, and the only certificate there (SSH access's) is hers, for an hour at most.
     pid = _user_server_pid("alice")
     environ = Path(f"/proc/{pid}/environ").read_bytes()
     assert b"PRIVATE KEY" not in environ and str(ca_key).encode() not in environ
     ca_private = ca_key.read_bytes()
     home = hub.dir / "home" / "alice"
-    private_keys = []
+    private_keys, certificates = [], 0
     for root, _dirs, files in os.walk(home):
         for name in files:
             path = Path(root) / name
@@ -460,8 +476,14 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
                 continue
             data = path.read_bytes()
             assert ca_private not in data
+            if name.endswith("-cert.pub"):
+                cert = asyncssh.import_certificate(data)
+                assert cert.principals == [ACCOUNTS["alice"]]
+                assert cert._valid_before <= time.time() + 3600  # type: ignore[attr-defined]
+                certificates += 1
             if b"PRIVATE KEY" in data:
                 private_keys.append(asyncssh.import_private_key(data))
+    assert certificates == 1  # (the walk reads SSH access's files)
     for key in private_keys:
         for account in (*ACCOUNTS.values(), "root"):
             with pytest.raises(asyncssh.PermissionDenied):
