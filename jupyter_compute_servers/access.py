@@ -37,12 +37,26 @@ async def ssh_access(manager: ComputeServerManager, server_id: int) -> dict[str,
     known_hosts = directory / "known_hosts"
     known_hosts.write_text(known_hosts_line + "\n")
     identity = manager.keys.private_key_path(server_id)
+    user = endpoint.username
+    if endpoint.certificate and manager.ssh.certificates is not None:
+        # A shared host (team mode): the user's current certificate (an hour at most) and its
+        # key, 0600 in this private directory; ssh reads <IdentityFile>-cert.pub by itself.
+        # Asking for SSH access again writes a fresh one.
+        credentials = await manager.ssh.certificates.credentials()
+        identity = directory / "id_ed25519"
+        fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(credentials.key.export_private_key())
+        (directory / "id_ed25519-cert.pub").write_bytes(
+            credentials.certificate.export_certificate()
+        )
+        user = credentials.principal
     alias = host_alias(server.name)
     config = (
         f"Host {alias}\n"
         f"    HostName {endpoint.host}\n"
         f"    Port {endpoint.port}\n"
-        f"    User {endpoint.username}\n"
+        f"    User {user}\n"
         f"    IdentityFile {_quoted(identity)}\n"
         "    IdentitiesOnly yes\n"
         f"    UserKnownHostsFile {_quoted(known_hosts)}\n"

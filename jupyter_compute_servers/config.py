@@ -77,6 +77,17 @@ class ComputeServersSettings(LoggingConfigurable):
 
         return local_user()
 
+    control_plane_url = Unicode(
+        help=(
+            "Team mode: the URL of the team's control plane, the JupyterHub service that is the "
+            "SSH certificate authority of the shared hosts (e.g. "
+            "http://127.0.0.1:10101/services/compute-control/). Set: this user's Jupyter server "
+            "logs in to shared hosts as the user's own Unix account with short-lived "
+            "certificates it asks for with its Hub token (JUPYTERHUB_API_TOKEN), and never with "
+            "a host's stored key file or ssh-agent. Empty: hosts' registered credentials."
+        ),
+    ).tag(config=True)
+
     team_admin_users = List(
         Unicode(), help="Team mode: Hub users who are compute servers admins."
     ).tag(config=True)

@@ -387,7 +387,14 @@ class HostStore:
         return None if row is None else _slice(row)
 
     def allocate(
-        self, server_id: int, host: HostRecord, cpu: int, memory_gb: float, gpu: Any
+        self,
+        server_id: int,
+        host: HostRecord,
+        cpu: int,
+        memory_gb: float,
+        gpu: Any,
+        *,
+        unix_user: str | None = None,
     ) -> Slice | str:
         """Give the server its slice now, or answer why not (it then waits in the queue).
 
@@ -399,14 +406,17 @@ class HostStore:
         cap is its owner's, as ``user_cap`` of the owner's process gave it): such a request
         waits even with GPUs free, and the next user's is served first. An entry cancelled
         by someone else (``cancel_queued``) raises a ``CloudError`` saying who cancelled it.
+        ``unix_user``: the account the slice's processes run as, when it is not the host's
+        (team mode: the certificate's).
         """
-        granted = self._claim(server_id, host, cpu, memory_gb, gpu)
+        user = unix_user or host.unix_user
+        granted = self._claim(server_id, host, cpu, memory_gb, gpu, user)
         if isinstance(granted, CloudError):
             raise granted  # after its transaction removed the cancelled entry
         return granted
 
     def _claim(
-        self, server_id: int, host: HostRecord, cpu: int, memory_gb: float, gpu: Any
+        self, server_id: int, host: HostRecord, cpu: int, memory_gb: float, gpu: Any, user: str
     ) -> Slice | str | CloudError:
         with self.database.transaction() as db:
             _lock_host(db, host.id)
@@ -484,7 +494,7 @@ class HostStore:
                         return f"{gpu.count} free {gpu.type} needed, {len(free)} free"
                     gpus = free[: gpu.count]
                 else:
-                    chosen, why = _place_share(host, gpu.type, fraction, uses)
+                    chosen, why = _place_share(host, gpu.type, fraction, uses, user)
                     if chosen is None:
                         return why
                     gpus = [chosen]
@@ -503,11 +513,11 @@ class HostStore:
                     token=token,
                     allocated=self.clock(),
                     gpu_fraction=fraction,
-                    unix_user=host.unix_user,
+                    unix_user=user,
                 )
             )
             db.execute(delete(gpu_queue).where(gpu_queue.c.server_id == server_id))
-            return Slice(server_id, host.id, cpu, memory_gb, gpus, token, fraction, host.unix_user)
+            return Slice(server_id, host.id, cpu, memory_gb, gpus, token, fraction, user)
 
     def shares_on(self, gpu_uuid: str) -> list[Slice]:
         """The slices holding a share of this GPU, on any host record."""
@@ -781,11 +791,10 @@ def _gpu_uses(db: Connection) -> dict[str, GpuUse]:
 
 
 def _place_share(
-    host: HostRecord, gpu_type: str, fraction: float, uses: dict[str, GpuUse]
+    host: HostRecord, gpu_type: str, fraction: float, uses: dict[str, GpuUse], user: str
 ) -> tuple[str | None, str]:
-    """The UUID of the GPU to take a share from, packed onto the fullest that fits (so whole
-    GPUs stay free for whole requests), or why none fits now."""
-    user = host.unix_user
+    """The UUID of the GPU to take a share from for ``user``'s slice, packed onto the fullest
+    that fits (so whole GPUs stay free for whole requests), or why none fits now."""
     fits: list[tuple[float, str]] = []
     other_user = ""
     room = 0.0
@@ -914,9 +923,13 @@ class HostRegistry:
         on_change: Callable[[int], None] | None = None,
         *,
         max_hosts: int = 0,
+        certificates: bool = False,
     ) -> None:
         self.hosts = hosts
         self.ssh = ssh
+        #: Team mode with a control plane: hosts are logged in to with the user's short-lived
+        #: certificate, as the user's own Unix account, never with a host's stored credentials.
+        self.certificates = certificates
         #: The most hosts that may be registered (0: no limit).
         self.max_hosts = max_hosts
         #: Told the id of a host that was registered, edited, trusted, inventoried or deleted.
@@ -929,6 +942,20 @@ class HostRegistry:
 
     def _key(self, host_id: int) -> str:
         return f"host:{host_id}"
+
+    def endpoint(self, host: HostRecord, **overrides: Any) -> SSHEndpoint:
+        """How this process logs in to ``host`` (for itself or a slice of it): with the
+        host's registered credentials, or in team mode with the user's certificate (no key
+        file, no ssh-agent, no ~/.ssh/config: the account is the certificate's)."""
+        if self.certificates:
+            overrides = {
+                **overrides,
+                "identity_file": "",
+                "use_agent": False,
+                "use_ssh_config": False,
+                "certificate": True,
+            }
+        return host.endpoint(**overrides)
 
     async def create(self, body: Any) -> HostRecord:
         data = parse_object(body, "body")
@@ -1023,7 +1050,7 @@ class HostRegistry:
         """Log in (pinned key) and ask the agent what the host has."""
         host = self.hosts.get(host_id)
         try:
-            agent = await self.ssh.agent(self._key(host_id), host.endpoint())
+            agent = await self.ssh.agent(self._key(host_id), self.endpoint(host))
             info = await agent.call("info", workspace="~")
         except (CloudError, OSError, ValueError, asyncssh.Error) as e:
             message = getattr(e, "message", None) or str(e)
@@ -1036,9 +1063,16 @@ class HostRegistry:
         """Take the inventory again (the user asked), and tell observers."""
         return self._changed(await self.inventory(host_id))
 
+    async def login_user(self) -> str | None:
+        """The Unix account this process's slices run as on every host, when that is not each
+        host's own (team mode: the one the user's certificate names)."""
+        if not self.certificates or self.ssh.certificates is None:
+            return None
+        return (await self.ssh.certificates.credentials()).principal
+
     async def host_agent(self, host_id: int) -> Any:
         host = self.hosts.get(host_id)
-        return await self.ssh.agent(self._key(host_id), host.endpoint())
+        return await self.ssh.agent(self._key(host_id), self.endpoint(host))
 
     async def delete(self, host_id: int) -> None:
         self.hosts.delete(host_id)

@@ -25,9 +25,11 @@ from .apps import ServerApps
 from .billing.records import CostRecords
 from .billing.service import ComputeServerCosts
 from .billing.team_spend import costs_money, group_month_spend, month_spend_of
+from .certificates import CertificateClient
 from .clouds import Cloud, load_cloud_class
 from .clouds.base import CloudServices
 from .db import Database
+from .errors import ValidationError
 from .events import EventCallback, ServerEvents
 from .hosts import HostRegistry, HostStore
 from .images.catalog import ImageCatalog
@@ -96,6 +98,21 @@ def build_clouds(settings: ComputeServersSettings, services: CloudServices) -> d
     return clouds
 
 
+def team_certificates(settings: ComputeServersSettings) -> CertificateClient | None:
+    """Team mode with a control plane: the client of its certificate authority, which this
+    user's server logs in to shared hosts with (its Hub token is the only credential)."""
+    if not (settings.team_mode and settings.control_plane_url):
+        return None
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not token:
+        raise ValidationError(
+            "control_plane_url is set but this server has no JUPYTERHUB_API_TOKEN: team mode "
+            "with a control plane runs in a Jupyter server spawned by JupyterHub.",
+            field="control_plane_url",
+        )
+    return CertificateClient(settings.control_plane_url, token)
+
+
 def build_services(
     settings: ComputeServersSettings,
     *,
@@ -133,11 +150,13 @@ def build_services(
     # In team mode the store sees its user's servers only: so does every service over it.
     store = ServerStore(database, clock=time.time, owner=team.owner, scoped=team.enabled)
     keys = KeyStore(data_dir / "keys")
+    certificates = team_certificates(settings)
     ssh = SSHConnections(
         keys,
         keepalive_interval=settings.ssh_keepalive_interval,
         keepalive_count_max=settings.ssh_keepalive_count_max,
         connect_timeout=settings.ssh_connect_timeout,
+        certificates=certificates,
     )
     images = ImageCatalog(
         settings.image_catalog,
@@ -157,6 +176,7 @@ def build_services(
         ssh,
         on_change=lambda host_id: events.publish("hosts", None, None, host_id=host_id),
         max_hosts=settings.max_hosts,
+        certificates=certificates is not None,
     )
     sync_records = SyncStore(database)
 

@@ -4,7 +4,9 @@
   (the agent, kernels, terminals, sync), opened on first use and kept alive.
 - Host keys are pinned: the cloud says which key the server has, and any other key is refused.
   Nothing is ever trusted on first use.
-- Client keys are generated per server and kept as 0600 files under ``keys_dir``.
+- Client keys are generated per server and kept as 0600 files under ``keys_dir``; in team
+  mode a shared host is logged in to with a short-lived certificate from the team's control
+  plane instead (``certificates.py``), for the user's own Unix account there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import asyncssh
 
 from .agent import AgentClient
+from .certificates import CertificateClient
 from .errors import CloudError
 from .ssh_endpoint import SSHEndpoint
 
@@ -150,8 +153,11 @@ class SSHConnections:
         keepalive_count_max: int = 3,
         connect_timeout: float = 5,
         retries: int = 4,
+        certificates: CertificateClient | None = None,
     ) -> None:
         self.keys = keys
+        #: Team mode: where endpoints with ``certificate`` get their login from.
+        self.certificates = certificates
         self.keepalive_interval = keepalive_interval
         self.keepalive_count_max = keepalive_count_max
         #: Seconds one attempt to reach a server may take, and (unless a caller allows more
@@ -191,6 +197,7 @@ class SSHConnections:
                 raise failure[1]  # the attempt we waited for has just failed
             delay = 0.2
             attempts = self.retries + 1 if patient else 1_000_000
+            renewed = False
             deadline = asked + self.connect_timeout
             for attempt in range(attempts):
                 where = endpoint if isinstance(endpoint, SSHEndpoint) else await endpoint()
@@ -205,6 +212,13 @@ class SSHConnections:
                 except SSHConnectError as e:
                     out_of_time = not patient and loop.time() + delay >= deadline
                     refused = isinstance(e.__cause__, asyncssh.PermissionDenied)
+                    if refused and where.certificate and self.certificates is not None:
+                        # A host that refused the certificate (a CA rotated, one that ran out
+                        # between asking and logging in) is tried once with a new one.
+                        self.certificates.drop()
+                        if not renewed and attempt < attempts - 1:
+                            renewed = True
+                            continue
                     if attempt == attempts - 1 or out_of_time or refused:
                         self._failures[server_id] = (loop.time(), e)
                         raise
@@ -266,7 +280,18 @@ class SSHConnections:
                 f"The pinned host key of server {server_id} is unreadable: {e}"
             ) from e
         options: dict[str, Any] = {}
-        if endpoint.identity_file or endpoint.use_agent:
+        if endpoint.certificate:
+            if self.certificates is None:
+                raise SSHConnectError(
+                    f"{server_id} is a shared host, logged in to with certificates from the "
+                    f"team's control plane, and none is configured "
+                    f"(c.ComputeServersApp.control_plane_url)."
+                )
+            credentials = await self.certificates.credentials()
+            # The ephemeral key and its certificate only: never the user's agent or files.
+            options["client_keys"] = [(credentials.key, credentials.certificate)]
+            options["agent_path"] = None
+        elif endpoint.identity_file or endpoint.use_agent:
             # A host the user registered: their own key file or ssh-agent (whose keys asyncssh
             # offers when client_keys is left out; None would turn key authentication off).
             if endpoint.identity_file:
@@ -278,10 +303,14 @@ class SSHConnections:
             options["agent_path"] = None
         else:
             raise SSHConnectError(f"No credentials to log in to {server_id}.")
-        options["config"] = user_ssh_config() if endpoint.use_ssh_config else []
+        options["config"] = (
+            user_ssh_config() if endpoint.use_ssh_config and not endpoint.certificate else []
+        )
         if endpoint.port:
             options["port"] = endpoint.port
-        if endpoint.username:
+        if endpoint.certificate:
+            options["username"] = credentials.principal
+        elif endpoint.username:
             options["username"] = endpoint.username
         try:
             # A connection that dies is replaced by the next get(), which checks is_open.
@@ -310,6 +339,18 @@ class SSHConnections:
             raise SSHConnectError(
                 f"Cannot connect to server {server_id} at {endpoint.host}:{endpoint.port} over "
                 f"SSH: no answer within {self.connect_timeout:g} s"
+            ) from e
+        except asyncssh.PermissionDenied as e:
+            if not endpoint.certificate:
+                raise SSHConnectError(
+                    f"Cannot connect to server {server_id} at {endpoint.host}:{endpoint.port} "
+                    f"over SSH: {e or type(e).__name__}"
+                ) from e
+            raise SSHConnectError(
+                f"{endpoint.host}:{endpoint.port} refused the team's SSH certificate for the "
+                f"Unix account {options['username']!r} ({e.reason}). The host's admin must "
+                f"trust the team's CA (TrustedUserCAKeys in sshd_config) and create that "
+                f"account there."
             ) from e
         except (OSError, asyncssh.Error) as e:
             raise SSHConnectError(

@@ -29,6 +29,9 @@ class SSHEndpoint:
     #: instead of the per-server key the extension generates.
     identity_file: str = ""
     use_agent: bool = False
+    #: Team mode's shared hosts: log in with a short-lived certificate from the team's control
+    #: plane (``certificates.py``), as the Unix account it names (``username`` is ignored).
+    certificate: bool = False
     #: Honour ``~/.ssh/config`` for this host (HostName, ProxyJump...).
     use_ssh_config: bool = False
     #: Environment for everything started on the server for this compute server (kernels,

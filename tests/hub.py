@@ -35,8 +35,9 @@ ADMIN_GROUP = "compute-admins"
 
 
 class Hub:
-    def __init__(self, db_url: str, **settings: Any) -> None:
-        """``settings``: more ``c.ComputeServersApp`` settings of every user's server."""
+    def __init__(self, db_url: str, hub_config: tuple[str, ...] = (), **settings: Any) -> None:
+        """``settings``: more ``c.ComputeServersApp`` settings of every user's server;
+        ``hub_config``: more lines of jupyterhub_config.py (after the others)."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run npm install (make setup).")
         self.db_url = db_url
@@ -92,6 +93,7 @@ class Hub:
                     "c.JupyterHub.load_roles = [{'name': 'tests', 'services': ['tests'], "
                     "'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', "
                     "'admin:groups', 'read:users', 'read:hub']}]",
+                    *hub_config,
                     "",
                 ]
             )

@@ -34,10 +34,11 @@ def start_sshd(
     env: dict[str, str] | None = None,
     *,
     tcp_forwarding: bool = True,
+    extra_config: str = "",
 ) -> OpenSSHServer:
     """``env``: extra environment for every session (HOME, PYTHONPATH...; no spaces).
     ``tcp_forwarding``: False refuses ``direct-tcpip`` channels (as many clusters' login
-    nodes do)."""
+    nodes do). ``extra_config``: more sshd_config lines (e.g. ``TrustedUserCAKeys``)."""
     if not os.path.exists(SSHD):
         raise RuntimeError("OpenSSH's sshd is not installed: apt-get install openssh-server")
     os.makedirs("/run/sshd", exist_ok=True)
@@ -58,7 +59,7 @@ def start_sshd(
         f"PubkeyAuthentication yes\nAllowTcpForwarding {'yes' if tcp_forwarding else 'no'}\n"
         "PermitRootLogin yes\n"
         f"SetEnv {' '.join(f'{k}={v}' for k, v in {'SHLVL': '1', **(env or {})}.items())}\n"
-        "Subsystem sftp /usr/lib/openssh/sftp-server\n"
+        "Subsystem sftp /usr/lib/openssh/sftp-server\n" + extra_config
     )
     subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
     process = subprocess.Popen(

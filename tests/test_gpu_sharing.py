@@ -350,6 +350,30 @@ async def test_one_unix_user_per_gpu_mps_server(api, host, jp_serverapp):
     assert not isinstance(granted, str) and granted.gpu_uuids == first.gpu_uuids
 
 
+async def test_in_team_mode_a_share_is_the_account_of_the_user_s_certificate(
+    api, host, jp_serverapp
+):
+    """Team mode: every user's slices of one host record run as their own account (the
+    certificate's), so the one-account-per-MPS-server rule is kept per user, not per host."""
+    registered = await register(api, host, gpu_fractions={A100: [0.25]})
+    hosts = jp_serverapp.web_app.settings["compute_servers_manager"].hosts.hosts
+    record = hosts.get(registered["id"])
+    quarter = dataclasses.make_dataclass("Gpu", ["type", "count", "fraction"])(A100, 1, 0.25)
+    alice = hosts.allocate(201, record, 0, 0.01, quarter, unix_user="jcst-alice")
+    bob = hosts.allocate(202, record, 0, 0.01, quarter, unix_user="jcst-bob")
+    assert not isinstance(alice, str) and not isinstance(bob, str)
+    assert (alice.unix_user, bob.unix_user) == ("jcst-alice", "jcst-bob")
+    assert hosts.slice_of(202).unix_user == "jcst-bob"
+    assert alice.gpu_uuids != bob.gpu_uuids  # never one MPS server for both
+    # Both shareable GPUs serve someone else now: a third user's share waits.
+    carol = hosts.allocate(203, record, 0, 0.01, quarter, unix_user="jcst-carol")
+    assert isinstance(carol, str) and "one MPS server serves one Unix user" in carol
+    assert "jcst-alice" in carol or "jcst-bob" in carol
+    hosts.leave_queue(203)  # (first come, first served: Carol gives up her place)
+    more = hosts.allocate(204, record, 0, 0.01, quarter, unix_user="jcst-alice")
+    assert not isinstance(more, str) and more.gpu_uuids == alice.gpu_uuids
+
+
 async def test_what_is_not_offered_is_refused_naming_the_field(api, host):
     registered = await register(api, host, gpu_fractions={"GPU-a100-1": [0.25, 0.5]})
     host_id = registered["id"]

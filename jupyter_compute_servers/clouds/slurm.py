@@ -385,7 +385,8 @@ class SlurmCloud(Cloud):
     async def _connection(self, cluster: Cluster) -> ServerConnection:
         assert self.connections is not None
         host = self._login(cluster)
-        return await self.connections.get(f"host:{host.id}", host.endpoint())
+        # (team mode: the user's certificate, so jobs are the user's own account's)
+        return await self.connections.get(f"host:{host.id}", self.hosts.endpoint(host))
 
     async def _slurm(
         self, cluster: Cluster, *argv: str, patience: float | None = None, check: bool = True
@@ -982,7 +983,8 @@ class SlurmCloud(Cloud):
         if not job_id or cluster is None or not cloud_data.get("workspace"):
             raise CloudError("The server has no running job.")
         host = self._login(cluster)
-        return host.endpoint(
+        return self.hosts.endpoint(
+            host,
             workspace=cloud_data["workspace"],
             # In the home directory, shared by the cluster's nodes; never synced.
             runtime_dir=f"~/.jupyter-compute-servers/servers/{server_id}",

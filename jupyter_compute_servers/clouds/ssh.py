@@ -273,10 +273,17 @@ class SSHCloud(Cloud):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + host.gpu_wait_minutes * 60
         store = self.hosts.hosts
+        # Team mode: the slice is the user's account's (one MPS server serves one account).
+        unix_user = await self.hosts.login_user()
         try:
             while True:
                 granted = store.allocate(
-                    op.server_id, host, config.cpu or 1, config.memory_gb or 1.0, config.gpu
+                    op.server_id,
+                    host,
+                    config.cpu or 1,
+                    config.memory_gb or 1.0,
+                    config.gpu,
+                    unix_user=unix_user,
                 )
                 if not isinstance(granted, str):
                     break
@@ -431,7 +438,8 @@ class SSHCloud(Cloud):
             environment.update(mps_environment(host, current.gpu_uuids[0], current.gpu_fraction))
             environment["CUDA_MPS_PIPE_DIRECTORY"] = str(mps["pipe_directory"])
             environment["CUDA_MPS_LOG_DIRECTORY"] = str(mps["log_directory"])
-        return host.endpoint(
+        return self.hosts.endpoint(
+            host,
             workspace=cloud_data["workspace"],
             runtime_dir=f"~/.jupyter-compute-servers/servers/{server_id}",
             environment=environment,
