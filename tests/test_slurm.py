@@ -66,9 +66,9 @@ def login(tmp_path: Path, cluster: SlurmCluster, monkeypatch) -> Iterator[dict[s
     server.process.wait()
 
 
-@pytest.fixture
-def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
-    config = copy.deepcopy(jp_server_config)
+def slurm_server_config(base: dict[str, Any]) -> dict[str, Any]:
+    """Jupyter's config with the slurm cloud on the test cluster as ``hpc``."""
+    config = copy.deepcopy(base)
     config["ComputeServersApp"]["enabled_clouds"] = ["local", "slurm"]
     config["SlurmCloud"] = {
         "clusters": {
@@ -87,6 +87,11 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
         "warn_minutes": 5,
     }
     return config
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
+    return slurm_server_config(jp_server_config)
 
 
 async def register_login(api, login: dict[str, Any]) -> dict[str, Any]:
@@ -151,11 +156,17 @@ def job_times(cluster: SlurmCluster, job_id: str) -> tuple[float, float]:
 
 
 async def assert_metered_from_slurm(
-    api, server_id: int, job_id: str, cluster: SlurmCluster, hourly: float
+    api,
+    server_id: int,
+    job_id: str,
+    cluster: SlurmCluster,
+    hourly: float,
+    times: tuple[float, float] | None = None,
 ) -> None:
     """The server's history has the job's running time exactly as Slurm's StartTime and
-    EndTime (not when we noticed them), and its spend is that time at the hourly rate."""
-    start, end = job_times(cluster, job_id)
+    EndTime (``times``, else as scontrol shows them), not when we noticed them, and its spend
+    is that time at the hourly rate."""
+    start, end = times or job_times(cluster, job_id)
     code, answer = await api("GET", f"servers/{server_id}/history")
     history = answer["history"]
     index = max(i for i, h in enumerate(history) if h["state"] == "running")
