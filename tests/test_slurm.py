@@ -360,8 +360,28 @@ async def test_a_job_cancelled_from_outside_turns_the_server_off_with_the_reason
     await register_login(api, login)
     server = await running(api, wait_for_state, await job_server(api, "outside"))
     job_id = job_of(jp_serverapp, server["id"])["job_id"]
-    cluster.run("scancel", job_id)
-    off = await wait_for_state(server["id"], "off", timeout=30)
+    # A step that ignores SIGTERM: the cancelled job stays COMPLETING until Slurm kills it
+    # (KillWait, 2 s), longer than a watch round. It is ending, not in error.
+    lingering = await asyncio.create_subprocess_exec(
+        *("srun", f"--jobid={job_id}", "--overlap", "--unbuffered", "sh", "-c"),
+        "trap '' TERM; echo started; exec sleep 601",
+        env=cluster.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert lingering.stdout is not None
+        assert await asyncio.wait_for(lingering.stdout.readline(), 30) == b"started\n"
+        cluster.run("scancel", job_id)
+        await wait_until(
+            lambda: squeue(cluster, job_id), predicate=lambda state: state == "COMPLETING"
+        )
+        off = await wait_for_state(server["id"], "off", "error", timeout=30)
+    finally:
+        if lingering.returncode is None:
+            lingering.kill()
+        await lingering.wait()
+    assert off["state"] == "off", off["state_reason"]
     assert off["state_reason"] == f"the server's job {job_id} was cancelled"
 
 
