@@ -114,8 +114,10 @@ $(STAMPS)/ui-npm: ui-tests/package.json ui-tests/package-lock.json
 
 # Debian packages the tests need (a real browser, a real sshd, a real PostgreSQL 15 that the
 # tests start in a temp dir of their own, a real container engine (podman with runc), and
-# mmdebstrap to build its test images from Debian's packages, and a registry to pull from). Installed when missing and running as root;
-# otherwise named, so a developer knows what to install.
+# mmdebstrap to build its test images from Debian's packages, and a registry to pull from;
+# Slurm with munge, slurmdbd and MariaDB for the slurm cloud). Installed when missing and
+# running as root, with policy-rc.d telling the packages not to start their own services (the
+# tests start theirs); otherwise named, so a developer knows what to install.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -130,9 +132,17 @@ system-deps:
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	[ -x /usr/sbin/slurmctld ] || missing="$$missing slurm-wlm"; \
 	[ -x /usr/sbin/munged ] || missing="$$missing munge"; \
+	[ -x /usr/sbin/slurmdbd ] || missing="$$missing slurmdbd"; \
+	[ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    made_policy=""; \
+	    if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1; \
+	    fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; rc=$$?; \
+	    [ -z "$$made_policy" ] || rm -f /usr/sbin/policy-rc.d; \
+	    [ $$rc = 0 ] || exit $$rc; \
 	  else \
 	    echo "Missing Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; \
 	  fi; \

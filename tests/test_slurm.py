@@ -66,9 +66,9 @@ def login(tmp_path: Path, cluster: SlurmCluster, monkeypatch) -> Iterator[dict[s
     server.process.wait()
 
 
-@pytest.fixture
-def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
-    config = copy.deepcopy(jp_server_config)
+def slurm_server_config(base: dict[str, Any]) -> dict[str, Any]:
+    """Jupyter's config with the slurm cloud on the test cluster as ``hpc``."""
+    config = copy.deepcopy(base)
     config["ComputeServersApp"]["enabled_clouds"] = ["local", "slurm"]
     config["SlurmCloud"] = {
         "clusters": {
@@ -87,6 +87,11 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
         "warn_minutes": 5,
     }
     return config
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
+    return slurm_server_config(jp_server_config)
 
 
 async def register_login(api, login: dict[str, Any]) -> dict[str, Any]:
@@ -151,11 +156,17 @@ def job_times(cluster: SlurmCluster, job_id: str) -> tuple[float, float]:
 
 
 async def assert_metered_from_slurm(
-    api, server_id: int, job_id: str, cluster: SlurmCluster, hourly: float
+    api,
+    server_id: int,
+    job_id: str,
+    cluster: SlurmCluster,
+    hourly: float,
+    times: tuple[float, float] | None = None,
 ) -> None:
     """The server's history has the job's running time exactly as Slurm's StartTime and
-    EndTime (not when we noticed them), and its spend is that time at the hourly rate."""
-    start, end = job_times(cluster, job_id)
+    EndTime (``times``, else as scontrol shows them), not when we noticed them, and its spend
+    is that time at the hourly rate."""
+    start, end = times or job_times(cluster, job_id)
     code, answer = await api("GET", f"servers/{server_id}/history")
     history = answer["history"]
     index = max(i for i, h in enumerate(history) if h["state"] == "running")
@@ -349,8 +360,28 @@ async def test_a_job_cancelled_from_outside_turns_the_server_off_with_the_reason
     await register_login(api, login)
     server = await running(api, wait_for_state, await job_server(api, "outside"))
     job_id = job_of(jp_serverapp, server["id"])["job_id"]
-    cluster.run("scancel", job_id)
-    off = await wait_for_state(server["id"], "off", timeout=30)
+    # A step that ignores SIGTERM: the cancelled job stays COMPLETING until Slurm kills it
+    # (KillWait, 2 s), longer than a watch round. It is ending, not in error.
+    lingering = await asyncio.create_subprocess_exec(
+        *("srun", f"--jobid={job_id}", "--overlap", "--unbuffered", "sh", "-c"),
+        "trap '' TERM; echo started; exec sleep 601",
+        env=cluster.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert lingering.stdout is not None
+        assert await asyncio.wait_for(lingering.stdout.readline(), 30) == b"started\n"
+        cluster.run("scancel", job_id)
+        await wait_until(
+            lambda: squeue(cluster, job_id), predicate=lambda state: state == "COMPLETING"
+        )
+        off = await wait_for_state(server["id"], "off", "error", timeout=30)
+    finally:
+        if lingering.returncode is None:
+            lingering.kill()
+        await lingering.wait()
+    assert off["state"] == "off", off["state_reason"]
     assert off["state_reason"] == f"the server's job {job_id} was cancelled"
 
 

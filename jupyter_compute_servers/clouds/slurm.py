@@ -966,6 +966,10 @@ class SlurmCloud(Cloud):
                 ending_soon=self._ending_soon(job),
                 since=_slurm_time(job.start_time),
             )
+        if job is not None and job.state == "COMPLETING":
+            # Ending (time limit, scancel): slurmd is ending its processes, up to KillWait.
+            # The allocation is still held; a later round finds the job ended and its end.
+            return CloudStatus(State.RUNNING, since=_slurm_time(job.start_time))
         if job is not None and job.active:
             # Pending with no start waiting for it (this process restarted), suspended or
             # requeued: the job still holds its place, so say how to end it.
