@@ -15,7 +15,12 @@ a real GPU can show, with the real nvidia-ml-py:
 4. the kernel allocates ``--allocate-mb`` MiB on the GPU (the CUDA driver API through ctypes
    on ``libcuda.so.1``, which the driver installs: nothing to install from PyPI) and NVML's
    running compute processes show its pid with that memory, read by the agent's own
-   per-process function (``own``: memory, utilization samples if the driver gives them).
+   per-process function (``own``: memory, utilization samples if the driver gives them);
+5. a kernel on a ``slurm`` compute server: the tests' one-node Slurm cluster (tests/slurm.py;
+   needs slurm-wlm and munge) is started with the first whole GPU's ``/dev/nvidiaN`` as its
+   ``gpu`` GRES, a server asking for that GPU is started as a job, and its kernel (a step of
+   the job, ``srun --overlap``) sees exactly that GPU through ``CUDA_VISIBLE_DEVICES`` as Slurm
+   set it, and reads it through NVML inside the job. Without Slurm installed it says so.
 
 It only reads the GPU: it never changes its settings, compute mode, MIG mode or layout, and
 never resets it. Without a GPU (no nvidia-ml-py, no driver, no device) it says so, lists the
@@ -38,13 +43,31 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+#: The GRES type the Slurm check gives the real GPU (any name Slurm accepts).
+SLURM_GPU_TYPE = "real"
+
 CHECKS = (
     "inventory: the agent's info through real NVML",
     "metrics: the agent's metrics through real NVML",
     "MIG: the listing of existing MIG instances",
     "kernel: a local server's kernel sees exactly the GPU of its CUDA_VISIBLE_DEVICES",
     "per-process memory: NVML shows the kernel's own allocation",
+    "slurm: a job's kernel sees the GPU Slurm allocated, by CUDA and NVML",
 )
+
+#: Run in a Slurm job's kernel after CUDA_DEVICES: the allocated GPU as NVML reads it there.
+NVML_OF_CUDA_DEVICE = r"""
+import json, os, pynvml
+pynvml.nvmlInit()
+_handle = pynvml.nvmlDeviceGetHandleByUUID("GPU-" + uuids[0])
+_name = pynvml.nvmlDeviceGetName(_handle)
+print(json.dumps({
+    "job": os.environ.get("SLURM_JOB_ID"), "step": os.environ.get("SLURM_STEP_ID"),
+    "nvml_name": _name.decode() if isinstance(_name, bytes) else _name,
+    "memory_total": pynvml.nvmlDeviceGetMemoryInfo(_handle).total,
+}))
+pynvml.nvmlShutdown()
+"""
 
 #: Run in the kernel: the CUDA devices it sees and their UUIDs, by the driver API (ctypes).
 CUDA_DEVICES = r"""
@@ -223,6 +246,103 @@ async def check_kernel(
         shutil.rmtree(work.root, ignore_errors=True)
 
 
+async def check_slurm_kernel(
+    inventory: dict[str, Any], results: dict[str, str], work: Any, login: dict[str, Any]
+) -> None:
+    """A slurm server's kernel on the cluster whose GRES is the first whole GPU."""
+    from kernels import Resources, execute, start_kernel
+    from slurm import register_login, wait_state
+
+    from jupyter_compute_servers.config import load_settings
+    from jupyter_compute_servers.services import build_services
+
+    gpu = next(g for g in inventory["gpus"] if not g["mig"])
+    heading(f"{CHECKS[5]} ({gpu['uuid']})")
+    services = build_services(load_settings())
+    res = Resources()
+    server_id = None
+    try:
+        await register_login(services, login)
+        body = {
+            "name": "gpu-check-job",
+            "cloud": "slurm",
+            "config": {
+                "cpu": 1,
+                "memory_gb": 0.5,
+                "gpu": {"type": SLURM_GPU_TYPE, "count": 1},
+                "extra": {"cluster": "hpc", "partition": "debug", "time_minutes": 30},
+            },
+        }
+        server_id = (await services.manager.create_server_on_available_cloud(body)).id
+        services.manager.request_action(server_id, "start")
+        state = await wait_state(services.manager, server_id)
+        if state != "running":
+            reason = services.manager.store.get(server_id).state_reason
+            results[CHECKS[5]] = f"FAILED: the job's server is {state}: {reason}"
+            return
+        _, kc, _, _ = await start_kernel(res, f"compute-{server_id}-python3", work.workspace)
+        text: list[str] = []
+        await execute(kc, CUDA_DEVICES + NVML_OF_CUDA_DEVICE, timeout=120, text=text)
+        lines = "".join(text).strip().splitlines()
+        seen, nvml = json.loads(lines[-2]), json.loads(lines[-1])
+        print(json.dumps(seen))
+        print(json.dumps(nvml))
+        wanted = gpu["uuid"].removeprefix("GPU-")
+        if seen["count"] == 1 and seen["uuids"] == [wanted] and nvml["job"]:
+            results[CHECKS[5]] = (
+                f"passed: job {nvml['job']} step {nvml['step']}, "
+                f"CUDA_VISIBLE_DEVICES={seen['visible']}, {nvml['nvml_name']}"
+            )
+        else:
+            results[CHECKS[5]] = (
+                f"FAILED: CUDA_VISIBLE_DEVICES={seen['visible']}, CUDA saw {seen['uuids']} "
+                f"(wanted {wanted}), job {nvml['job']}"
+            )
+    finally:
+        await res.close_async()
+        if server_id is not None:
+            services.manager.request_action(server_id, "stop")
+            await services.manager.wait_for_action(server_id)
+        await services.close()
+
+
+def run_slurm_check(inventory: dict[str, Any], results: dict[str, str]) -> None:
+    """Start the cluster on the first whole GPU's device file, then check its kernel."""
+    from kernels import Workdir
+    from slurm import start_cluster_and_login
+
+    whole = [g for g in inventory["gpus"] if not g["mig"]]
+    if not whole:
+        results[CHECKS[5]] = "not done: every GPU is in MIG mode"
+        return
+    if not shutil.which("slurmctld") and not os.path.exists("/usr/sbin/slurmctld"):
+        results[CHECKS[5]] = "not done: Slurm is not installed (apt-get install slurm-wlm munge)"
+        return
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        minor = pynvml.nvmlDeviceGetMinorNumber(pynvml.nvmlDeviceGetHandleByUUID(whole[0]["uuid"]))
+    finally:
+        pynvml.nvmlShutdown()
+    device = f"/dev/nvidia{minor}"
+    work = Workdir(Path(tempfile.mkdtemp(prefix="jcs-gpu-check-slurm-")))
+    cluster = sshd = None
+    try:
+        cluster, sshd, login = start_cluster_and_login(
+            work, gpu_devices=[device], gpu_type=SLURM_GPU_TYPE
+        )
+        asyncio.run(check_slurm_kernel(inventory, results, work, login))
+    finally:
+        if cluster is not None:
+            cluster.cancel_all()
+            cluster.stop()
+        if sshd is not None:
+            sshd.process.terminate()
+            sshd.process.wait()
+        shutil.rmtree(work.root, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--allocate-mb", type=int, default=256)
@@ -236,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             inventory = check_agent(results)
             asyncio.run(check_kernel(inventory, results, opts.allocate_mb))
+            run_slurm_check(inventory, results)
         except Exception as e:
             print(f"\nThe checks stopped: {type(e).__name__}: {e}", file=sys.stderr)
     heading("Summary")

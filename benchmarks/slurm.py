@@ -51,6 +51,77 @@ from kernels import (  # noqa: E402  (benchmarks/kernels.py: the shared helpers)
 )
 
 
+def start_cluster_and_login(
+    work: Workdir, *, gpu_devices: list[str] | None = None, gpu_type: str | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The tests' one-node cluster (``gpu_devices``: real GPUs as its GRES) and an OpenSSH
+    login node whose key is pinned in ``known_hosts``; Jupyter's config (in
+    ``JUPYTER_CONFIG_DIR``) enables the slurm cloud on it as ``hpc``. Answers the cluster, the
+    sshd and what registering the login node as a host needs. The caller stops both."""
+    import asyncssh
+
+    from tests.slurm import GPU_TYPE, start_cluster
+    from tests.sshd import start_sshd
+
+    os.environ["PATH"] = os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+    )
+    home = work.root / "home"
+    (home / ".ssh").mkdir(parents=True)
+    os.environ["HOME"] = str(home)
+    cluster = start_cluster(
+        work.root / "slurm", gpu_devices=gpu_devices, gpu_type=gpu_type or GPU_TYPE
+    )
+    try:
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        identity = home / ".ssh" / "id_cluster"
+        identity.write_bytes(key.export_private_key())
+        identity.chmod(0o600)
+        cluster_home = work.root / "cluster-home"
+        cluster_home.mkdir()
+        (work.root / "sshd").mkdir()
+        sshd = start_sshd(
+            work.root / "sshd",
+            key.export_public_key().decode().strip(),
+            env={"HOME": str(cluster_home), "SLURM_CONF": str(cluster.conf)},
+        )
+    except BaseException:
+        cluster.stop()
+        raise
+    # The login node's key, pinned from known_hosts as an admin would have it.
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_key}\n")
+    config = {
+        "ComputeServersApp": {
+            "enabled_clouds": ["local", "slurm"],
+            "data_dir": str(work.data_dir),
+        },
+        "SlurmCloud": {
+            "clusters": {"hpc": {"host": "login", "partitions": ["debug"]}},
+            "poll_seconds": 0.1,
+        },
+    }
+    config_dir = Path(os.environ["JUPYTER_CONFIG_DIR"])
+    (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
+    login = {"port": sshd.port, "username": sshd.username, "identity": str(identity)}
+    return cluster, sshd, login
+
+
+async def register_login(services: Any, login: dict[str, Any]) -> None:
+    """Register the login node as the host ``login`` (its key pinned from known_hosts)."""
+    host = await services.hosts.create(
+        {
+            "name": "login",
+            "hostname": "127.0.0.1",
+            "port": login["port"],
+            "username": login["username"],
+            "identity_file": login["identity"],
+            "python": sys.executable,
+        }
+    )
+    if not host.trusted or not host.inventory:
+        raise RuntimeError(f"the login node is not ready: {host.inventory_error}")
+
+
 async def wait_state(manager: Any, server_id: int, timeout: float = 300) -> str:
     deadline = time.monotonic() + timeout
     while True:
@@ -73,18 +144,7 @@ async def measure_starts(
     services = build_services(load_settings())
     manager = services.manager
     try:
-        host = await services.hosts.create(
-            {
-                "name": "login",
-                "hostname": "127.0.0.1",
-                "port": login["port"],
-                "username": login["username"],
-                "identity_file": login["identity"],
-                "python": sys.executable,
-            }
-        )
-        if not host.trusted or not host.inventory:
-            raise RuntimeError(f"the login node is not ready: {host.inventory_error}")
+        await register_login(services, login)
         ids = {}
         for label, body in (
             (
@@ -191,53 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-trips", type=int, default=200)
     opts = parser.parse_args(argv)
 
-    import asyncssh
-
-    from tests.slurm import start_cluster
-    from tests.sshd import start_sshd
-
     work = Workdir(Path(tempfile.mkdtemp(prefix="jcs-bench-slurm-")))
-    os.environ["PATH"] = os.pathsep.join(
-        [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
-    )
-    home = work.root / "home"
-    (home / ".ssh").mkdir(parents=True)
-    os.environ["HOME"] = str(home)
     cluster = sshd = None
     res = Resources()
     ids: dict[str, int] = {}
     status = 1
     try:
         print("Starting a one-node Slurm cluster and its login node...", file=sys.stderr)
-        cluster = start_cluster(work.root / "slurm")
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        identity = home / ".ssh" / "id_cluster"
-        identity.write_bytes(key.export_private_key())
-        identity.chmod(0o600)
-        cluster_home = work.root / "cluster-home"
-        cluster_home.mkdir()
-        (work.root / "sshd").mkdir()
-        sshd = start_sshd(
-            work.root / "sshd",
-            key.export_public_key().decode().strip(),
-            env={"HOME": str(cluster_home), "SLURM_CONF": str(cluster.conf)},
-        )
-        # The login node's key, pinned from known_hosts as an admin would have it.
-        (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_key}\n")
-        config = {
-            "ComputeServersApp": {
-                "enabled_clouds": ["local", "slurm"],
-                "data_dir": str(work.data_dir),
-            },
-            "SlurmCloud": {
-                "clusters": {"hpc": {"host": "login", "partitions": ["debug"]}},
-                "poll_seconds": 0.1,
-            },
-        }
-        config_dir = Path(os.environ["JUPYTER_CONFIG_DIR"])
-        (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
-        login = {"port": sshd.port, "username": sshd.username, "identity": str(identity)}
-
+        cluster, sshd, login = start_cluster_and_login(work)
         print(f"(a) {opts.repeat} starts of each server...", file=sys.stderr)
         starts, ids = asyncio.run(measure_starts(login, opts.repeat))
         specs = {

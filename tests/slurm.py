@@ -235,11 +235,18 @@ def _start_accounting(cluster: SlurmCluster, munge_socket: Path) -> None:
 
 
 def start_cluster(
-    directory: Path, *, accounting: bool = False, min_job_age: int = 600
+    directory: Path,
+    *,
+    accounting: bool = False,
+    min_job_age: int = 600,
+    gpu_devices: list[str] | None = None,
+    gpu_type: str = GPU_TYPE,
 ) -> SlurmCluster:
     """Start munged, (with ``accounting``: MariaDB and slurmdbd,) slurmctld and slurmd under
     ``directory``; the caller stops them. slurmctld forgets an ended job ``min_job_age``
-    seconds after it ended (at its next purge of old jobs)."""
+    seconds after it ended (at its next purge of old jobs). The node's ``gpu`` GRES of type
+    ``gpu_type`` is placeholder device files, or ``gpu_devices`` (real ``/dev/nvidiaN``, for
+    benchmarks/gpu_check.py on a machine with GPUs)."""
     for tool in (MUNGED, SLURMCTLD, SLURMD):
         if not os.path.exists(tool):
             raise RuntimeError("Slurm is not installed: apt-get install slurm-wlm munge")
@@ -252,8 +259,8 @@ def start_cluster(
     munge_socket = directory / "munge.socket"
     for sub in ("state", "spool", "dev"):
         (directory / sub).mkdir(exist_ok=True)
-    devices = []
-    for i in range(GPU_COUNT):
+    devices = list(gpu_devices or [])
+    for i in range(0 if gpu_devices else GPU_COUNT):
         device = directory / "dev" / f"nvidia{i}"
         # A character device (/dev/null's numbers) that stands for a GPU: Slurm checks the
         # type and derives the index it puts in CUDA_VISIBLE_DEVICES; nothing opens it.
@@ -293,12 +300,12 @@ def start_cluster(
         f"MinJobAge={min_job_age}\n"
         "ReturnToService=2\nSlurmctldTimeout=120\nSlurmdTimeout=300\n"
         f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} "
-        f"Gres=gpu:{GPU_TYPE}:{GPU_COUNT} State=UNKNOWN\n"
+        f"Gres=gpu:{gpu_type}:{len(devices)} State=UNKNOWN\n"
         f"PartitionName=debug Nodes={node} Default=YES MaxTime=120 State=UP\n"
         f"PartitionName=long Nodes={node} MaxTime=1440 State=UP\n"
     )
     (directory / "gres.conf").write_text(
-        f"AutoDetect=off\nNodeName={node} Name=gpu Type={GPU_TYPE} File={','.join(devices)}\n"
+        f"AutoDetect=off\nNodeName={node} Name=gpu Type={gpu_type} File={','.join(devices)}\n"
     )
     cluster = SlurmCluster(directory, conf, node, cpus, memory_mb, dbd_port)
     cluster.processes["munged"] = subprocess.Popen(
