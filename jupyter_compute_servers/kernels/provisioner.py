@@ -343,8 +343,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             else:  # a restart: the same local ports, now leading to the new kernel
                 self._tunnel.retarget(remote_ports)
             # The kernel listens now: its channels open at once, while it finishes starting,
-            # one for each of its client's sockets and one more for the readiness check's shell.
-            self._tunnel.prepare({"shell": 1})
+            # one for each of its client's sockets, one more for the readiness check's shell
+            # and one for the kernel manager's own control socket.
+            self._tunnel.prepare({"shell": 1, "control": 1})
             if record.get("relay"):
                 if self._iopub is None:
                     self._iopub = self._new_iopub()
