@@ -164,30 +164,34 @@ async def start_kernels_at_once(
         # Ready as a notebook sees it: a kernel_info reply through Jupyter's websocket (a local
         # kernel's POST answers before it is ready; a remote one's once it is).
         url = f"{jupyter.base.replace('http', 'ws', 1)}api/kernels/{kernel_id}/channels"
-        async with session.ws_connect(url, headers=jupyter.headers) as ws:
-            msg_id = secrets.token_hex(8)
-            header = {
-                "msg_id": msg_id,
-                "msg_type": "kernel_info_request",
-                "session": secrets.token_hex(8),
-                "username": "bench",
-                "date": "2026-01-01T00:00:00Z",
-                "version": "5.3",
-            }
-            message = {"header": header, "parent_header": {}, "metadata": {}, "content": {}}
-            while True:
-                await ws.send_json({**message, "channel": "shell"})
-                try:
-                    reply = await ws.receive_json(timeout=1)
-                except asyncio.TimeoutError:
-                    continue  # not up yet: ask again, as jupyter_client's wait_for_ready does
-                while (
-                    reply.get("parent_header", {}).get("msg_id") != msg_id
-                    or reply.get("msg_type") != "kernel_info_reply"
-                ):
-                    reply = await ws.receive_json(timeout=60)
-                break
-        return kernel_id
+        msg_id = secrets.token_hex(8)
+        header = {
+            "msg_id": msg_id,
+            "msg_type": "kernel_info_request",
+            "session": secrets.token_hex(8),
+            "username": "bench",
+            "date": "2026-01-01T00:00:00Z",
+            "version": "5.3",
+        }
+        message = {"header": header, "parent_header": {}, "metadata": {}, "content": {}}
+        deadline = time.monotonic() + 120
+        while True:
+            # Jupyter closes a kernel's websocket when the kernel is slow to answer its own
+            # nudge (many starting at once on 2 cores): connect again, as the Lab does.
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, TypeError):
+                async with session.ws_connect(url, headers=jupyter.headers) as ws:
+                    while True:
+                        await ws.send_json({**message, "channel": "shell"})
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            reply = await ws.receive_json(timeout=1)
+                            while reply.get("parent_header", {}).get("msg_id") != msg_id or (
+                                reply.get("msg_type") != "kernel_info_reply"
+                            ):
+                                reply = await ws.receive_json(timeout=60)
+                            return kernel_id
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kernel {kernel_id} ({name}) never answered kernel_info")
+            await asyncio.sleep(0.2)
 
     start = time.perf_counter()
     ids = await asyncio.gather(*(one() for _ in range(n)))
