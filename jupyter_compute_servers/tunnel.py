@@ -274,11 +274,11 @@ class Tunnel:
         #: Channels opened ahead, per name, each with the remote port it leads to.
         self._spares: dict[str, list[tuple[int, asyncio.Task[_ChannelSide | None]]]] = {}
 
-    def prepare(self, extra: dict[str, int] | None = None) -> None:
-        """Open a channel per name ahead (``extra`` more for some names), in the background,
-        all at once: the next local connections for that name get them without waiting a round
-        trip (a kernel's readiness check and its client connect right after the launch). Only
-        for ``direct-tcpip`` routes; a channel that fails, or that the server closes meanwhile
+    def prepare(self, counts: dict[str, int]) -> None:
+        """Open ``counts[name]`` channels for each name ahead, in the background, all at once:
+        the next local connections for that name get them without waiting a round trip (a
+        kernel's readiness check and its client connect right after the launch). Only for
+        ``direct-tcpip`` routes; a channel that fails, or that the server closes meanwhile
         (ZeroMQ drops a peer that stays silent past its handshake interval), is not used."""
         if self.route():
             return
@@ -286,8 +286,7 @@ class Tunnel:
         loop = asyncio.get_running_loop()
         for name, port in self.remote_ports.items():
             self._spares[name] = [
-                (port, loop.create_task(self._open_spare(port)))
-                for _ in range(1 + (extra or {}).get(name, 0))
+                (port, loop.create_task(self._open_spare(port))) for _ in range(counts.get(name, 0))
             ]
 
     async def _open_spare(self, port: int) -> _ChannelSide | None:

@@ -79,7 +79,7 @@ async def test_channels_opened_ahead_carry_the_next_connections(tmp_path: Path) 
     tunnel = Tunnel(get_connection)
     try:
         local = (await tunnel.open({"a": port}))["a"]
-        tunnel.prepare({"a": 2})
+        tunnel.prepare({"a": 3})
         # Three channels reach the far end before anything connects here.
         await until(lambda: len(greeter.open()) == 3)
         # The far end drops the third spare (as ZeroMQ drops a silent peer): not used.
@@ -90,7 +90,7 @@ async def test_channels_opened_ahead_carry_the_next_connections(tmp_path: Path) 
         assert await talk(local, b"two\n") == (b"hello 2\n", b"two\n")
         assert await talk(local, b"three\n") == (b"hello 4\n", b"three\n")
         # A retarget (a restarted kernel) drops the spares not taken.
-        tunnel.prepare()
+        tunnel.prepare({"a": 1})
         await until(lambda: len(greeter.writers) == 5 and len(greeter.open()) == 1)
         tunnel.retarget({"a": port})
         await until(lambda: not greeter.open())

@@ -38,6 +38,8 @@ from .iopub import IOPubResume
 from .runtime import KernelRuntime, runtime_for
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+#: Channels opened ahead for a kernel's first connections (see ``Tunnel.prepare``).
+SPARE_CHANNELS = {"shell": 2, "control": 2, "stdin": 1, "iopub": 1}
 #: The longest a launch waits on the server for the kernel to listen before it answers.
 LISTEN_WAIT = 20.0
 STARTABLE = {State.OFF: Action.START, State.DEPROVISIONED: Action.START}
@@ -342,10 +344,11 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 await self._tunnel.open(remote_ports)
             else:  # a restart: the same local ports, now leading to the new kernel
                 self._tunnel.retarget(remote_ports)
-            # The kernel listens now: its channels open at once, while it finishes starting,
-            # one for each of its client's sockets, one more for the readiness check's shell
-            # and one for the kernel manager's own control socket.
-            self._tunnel.prepare({"shell": 1, "control": 1})
+            # The kernel listens now: its channels open at once, while it finishes starting:
+            # the readiness check's shell, the kernel manager's own control, and its client's
+            # shell, control, stdin (and IOPub when not relayed). None for heartbeat, which
+            # Jupyter's clients do not use.
+            self._tunnel.prepare(SPARE_CHANNELS)
             if record.get("relay"):
                 if self._iopub is None:
                     self._iopub = self._new_iopub()
