@@ -21,11 +21,13 @@ the proxy without delay), with the kernel runtime on this process's loop as in J
 (d) a first sync of a small tree (``--files``, 1-8 KiB each) to an empty workspace, against
     ``rsync -a`` to an empty directory.
 
-For each of ours it gives the link round trips it took (time over the round trip; for (a) the
-time beyond a local start), and checks the issue's targets: start <= local + 4 round trips,
-execute <= round trip + 2 ms, no-op sync <= 2 round trips. It prints a table and exits 0 (a
-report). Everything it starts is stopped and its temporary directory removed at the end. The
-machine is shared and noisy: compare figures within one run.
+The kernel start also gives when each request was sent and answered (ms from the start of
+the last one timed), so what overlaps shows. For each of ours it gives the link round trips it
+took (time over the round trip; for (a) the time beyond a local start), and checks the issue's
+targets: start <= local + 4 round trips, execute <= round trip + 2 ms, no-op sync <= 2 round
+trips. It prints a table and exits 0 (a report). Everything it starts is stopped and its
+temporary directory removed at the end. The machine is shared and noisy: compare figures within
+one run.
 """
 
 from __future__ import annotations
@@ -117,15 +119,30 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
     # What ours asks the server (the agent's methods, the sync process's requests), in order:
     # each request whose answer is awaited before the next is sent is one link round trip.
     sent_ops: list[str] = []
+    # when each was sent (seconds since the operation began) and, for awaited ones, answered
+    sent_at: list[tuple[float, float | None]] = []
+    began = [0.0]
     send, call = SyncSession.send, AgentClient.call
 
+    def sent(op: str) -> int:
+        sent_ops.append(op)
+        sent_at.append((time.perf_counter() - began[0], None))
+        return len(sent_at) - 1
+
+    def answered(i: int) -> None:
+        if i < len(sent_at):
+            sent_at[i] = (sent_at[i][0], time.perf_counter() - began[0])
+
     def counting_send(self: SyncSession, message: dict[str, Any], payload: bytes = b"") -> None:
-        sent_ops.append(f"sync {message.get('op')}")
+        sent(f"sync {message.get('op')}")
         send(self, message, payload)
 
     async def counting_call(self: AgentClient, method: str, *args: Any, **kwargs: Any) -> Any:
-        sent_ops.append(f"agent {method}")
-        return await call(self, method, *args, **kwargs)
+        i = sent(f"agent {method}")
+        try:
+            return await call(self, method, *args, **kwargs)
+        finally:
+            answered(i)
 
     SyncSession.send = counting_send  # type: ignore[method-assign]
     AgentClient.call = counting_call  # type: ignore[method-assign]
@@ -137,8 +154,11 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
         async def counting_open(
             self: Any, *args: Any, _original: Any = original, _label: str = label, **kwargs: Any
         ) -> Any:
-            sent_ops.append(f"channel {_label}")
-            return await _original(self, *args, **kwargs)
+            i = sent(f"channel {_label}")
+            try:
+                return await _original(self, *args, **kwargs)
+            finally:
+                answered(i)
 
         setattr(asyncssh.SSHClientConnection, name, counting_open)
     data = tmp / "compute_servers"
@@ -237,6 +257,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             starts = []
             for i in range(args.repeat + 1):
                 sent_ops.clear()
+                sent_at.clear()
+                began[0] = time.perf_counter()
                 # in the Jupyter root, as a notebook there: the push of its directory included
                 km, kc, _, ready = await kb.start_kernel(res, spec, root)
                 if i < args.repeat:
@@ -245,6 +267,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                     starts.append(ready)
             row["start"] = statistics.median(starts)
             row["start_ops"] = list(sent_ops)
+            row["start_timeline"] = list(zip(sent_ops, sent_at, strict=True))
 
             # (b) execute round trips: the provisioner's tunnel, then OpenSSH's
             kb.Target.disconnect(res, kc)
@@ -321,6 +344,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             f"<= local + 4 RTT ({target * 1000:.0f} ms) {verdict(row['start'] <= target)}",
         )
         print(f"{'    ours asked the server':34}{asked(row['start_ops'])}")
+        print(f"{'    when (ms: sent-answered)':34}{timeline(row['start_timeline'])}")
         target = rtt + 0.002
         ours = row["execute_ours"]
         line(
@@ -387,6 +411,16 @@ def asked(ops: list[str]) -> str:
         else:
             runs.append([op, 1])
     return ", ".join(op if n == 1 else f"{op} x{n}" for op, n in runs)
+
+
+def timeline(events: list[tuple[str, tuple[float, float | None]]]) -> str:
+    """The last kernel start's requests with when each was sent and answered (ms from the
+    start): overlapping spans cost one round trip together."""
+    parts = []
+    for op, (at, done) in events:
+        span = f"{at * 1000:.0f}" + (f"-{done * 1000:.0f}" if done is not None else "")
+        parts.append(f"{op.split()[-1]} {span}")
+    return ", ".join(parts)
 
 
 def verdict(ok: bool) -> str:

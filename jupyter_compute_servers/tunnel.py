@@ -90,21 +90,29 @@ log = logging.getLogger(__name__)
 class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
     """The SSH channel's end of one forwarded connection."""
 
-    def __init__(self, local: _LocalSide) -> None:
+    def __init__(self, local: _LocalSide | None) -> None:
+        #: None while a spare (``Tunnel.prepare``): what arrives waits in ``early``.
         self.local = local
         self.channel: asyncssh.SSHTCPChannel[bytes] | None = None
+        self.early: list[bytes] = []
+        self.ended = False
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.channel = chan
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if datatype is not None:  # a relay's stderr (srun's messages): never the stream's
-            log.debug("Tunnel %s: %s", self.local.name, data[:500])
+            log.debug("Tunnel: %s", data[:500])
             return
-        if self.local.transport is not None and not self.local.transport.is_closing():
+        if self.local is None:
+            self.early.append(data)  # a spare: the kernel's ZeroMQ greeting, kept for its client
+        elif self.local.transport is not None and not self.local.transport.is_closing():
             self.local.transport.write(data)
 
     def eof_received(self) -> bool:
+        if self.local is None:  # a spare the server closed: never handed out
+            self.ended = True
+            return False
         # These callbacks run inside asyncssh's packet loop: an exception here would take the
         # whole shared connection down, so a local socket that is already gone just closes.
         transport = self.local.transport
@@ -116,16 +124,19 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.local.close()
+        self.ended = True
+        if self.local is not None:
+            self.local.close()
 
     # The channel's window is full: stop reading from the local socket until it opens.
     def pause_writing(self) -> None:
-        if self.local.transport is not None:
+        if self.local is not None and self.local.transport is not None:
             self.local.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.local.transport is not None and not self.local.transport.is_closing():
-            self.local.transport.resume_reading()
+        local = self.local
+        if local is not None and local.transport is not None and not local.transport.is_closing():
+            local.transport.resume_reading()
 
 
 class _RelaySide(_ChannelSide, asyncssh.SSHClientSession[bytes]):  # type: ignore[misc]
@@ -156,9 +167,22 @@ class _LocalSide(asyncio.Protocol):
         try:
             if port is None:
                 raise ConnectionError(f"no remote port for {self.name}")
+            spare = await self.tunnel._take_spare(self.name, port)
+            peer: _ChannelSide
+            if spare is not None:
+                # Opened ahead (``Tunnel.prepare``): no round trip now. What the kernel sent
+                # meanwhile goes first.
+                peer, spare.local = spare, self
+                assert self.transport is not None
+                for data in spare.early:
+                    self.transport.write(data)
+                spare.early.clear()
+                if spare.ended:
+                    raise ConnectionError("the spare channel ended")  # ZeroMQ connects again
+                self._joined(peer)
+                return
             connection = await self.tunnel.get_connection()
             route = self.tunnel.route()
-            peer: _ChannelSide
             if route:
                 relay = peer = _RelaySide(self)
                 await connection.create_session(
@@ -172,6 +196,9 @@ class _LocalSide(asyncio.Protocol):
             log.debug("Tunnel %s to port %s: no channel (%s)", self.name, port, e)
             self.close()
             return
+        self._joined(peer)
+
+    def _joined(self, peer: _ChannelSide) -> None:
         if self.closed:
             if peer.channel is not None:
                 peer.channel.close()
@@ -244,6 +271,56 @@ class Tunnel:
         self._servers: list[asyncio.Server] = []
         self._paths: list[str] = []
         self._connections: set[_LocalSide] = set()
+        #: Channels opened ahead, per name, each with the remote port it leads to.
+        self._spares: dict[str, list[tuple[int, asyncio.Task[_ChannelSide | None]]]] = {}
+
+    def prepare(self, counts: dict[str, int]) -> None:
+        """Open ``counts[name]`` channels for each name ahead, in the background, all at once:
+        the next local connections for that name get them without waiting a round trip (a
+        kernel's readiness check and its client connect right after the launch). Only for
+        ``direct-tcpip`` routes; a channel that fails, or that the server closes meanwhile
+        (ZeroMQ drops a peer that stays silent past its handshake interval), is not used."""
+        if self.route():
+            return
+        self._drop_spares()
+        loop = asyncio.get_running_loop()
+        for name, port in self.remote_ports.items():
+            self._spares[name] = [
+                (port, loop.create_task(self._open_spare(port))) for _ in range(counts.get(name, 0))
+            ]
+
+    async def _open_spare(self, port: int) -> _ChannelSide | None:
+        try:
+            connection = await self.get_connection()
+            peer = _ChannelSide(None)
+            await connection.create_connection(lambda: peer, self.remote_host, port)
+            return peer
+        except Exception as e:
+            log.debug("Tunnel: no spare channel to port %s (%s)", port, e)
+            return None
+
+    async def _take_spare(self, name: str, port: int) -> _ChannelSide | None:
+        spares = self._spares.get(name)
+        if not spares:
+            return None
+        spare_port, task = spares.pop(0)
+        if spare_port != port:
+            task.cancel()
+            return None
+        peer = await task
+        if peer is None or peer.ended or peer.channel is None:
+            return None
+        return peer
+
+    def _drop_spares(self) -> None:
+        spares, self._spares = self._spares, {}
+        for _, task in (spare for per_name in spares.values() for spare in per_name):
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled() and task.exception() is None:
+                peer = task.result()
+                if peer is not None and peer.channel is not None:
+                    peer.channel.close()
 
     async def open(
         self, remote_ports: dict[str, int], local_ports: dict[str, int] | None = None
@@ -288,6 +365,7 @@ class Tunnel:
     def retarget(self, remote_ports: dict[str, int]) -> None:
         """Send new connections to other remote ports; drop the ones to the old ports."""
         self.remote_ports = dict(remote_ports)
+        self._drop_spares()
         for connection in list(self._connections):
             connection.close()
 
@@ -307,6 +385,7 @@ class Tunnel:
 
     async def close(self) -> None:
         servers, self._servers = self._servers, []
+        self._drop_spares()
         for server in servers:
             server.close()
         for connection in list(self._connections):

@@ -406,3 +406,52 @@ def test_the_session_answers_in_order_and_survives_bad_requests(tmp_path):
         assert sorted(p.name for p in (tmp_path / "ws").iterdir()) == [agent.SYNC_MARKER, "ok.txt"]
     finally:
         assert session.close() == 0
+
+
+def _scan(since: str | None = None) -> dict:
+    return {"op": "scan", "path": "", "excludes": [], "server_only": [], "max_size": None,
+            "since": since}  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_an_open_sent_with_the_scan_is_checked_and_a_reopened_tree_answers_only_changes(
+    tmp_path,
+):
+    # The sync's open goes in the same write as its scan (one round trip for a no-op sync):
+    # the tree's identity still comes first, and only the same tree's last scan is a base for
+    # an answer of changes, however often it is opened (each sync opens it again).
+    from jupyter_compute_servers.sync.transfer import SyncChannelError, SyncSession
+
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "a.txt").write_text("a")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "a-file").write_text("not a directory")
+    session = await SyncSession.in_subprocess()
+    try:
+        session.open_with_next(str(tmp_path / "ws"))
+        first = (await session.request(_scan()))["payload"]
+        assert session.root == str(tmp_path / "ws") and len(session.tree_id) == 32
+        assert "since" not in first and [f[0] for f in first["files"]] == ["a.txt"]
+        session.last_scan = (first["token"], "params", {"a.txt": "as checked"})
+
+        (tmp_path / "ws" / "b.txt").write_text("b")
+        session.open_with_next(str(tmp_path / "ws"))
+        again = (await session.request(_scan(first["token"])))["payload"]
+        assert again["since"] == first["token"] and "files" not in again
+        assert [f[0] for f in again["changed"]] == ["b.txt"] and again["removed"] == []
+        assert session.last_scan[0] == first["token"]  # the same tree: still the base
+
+        # Another tree: the answer is whole, and this end forgets the scan it had.
+        session.open_with_next(str(tmp_path / "other"))
+        other = (await session.request(_scan(again["token"])))["payload"]
+        assert "since" not in other and other["files"] == []
+        assert session.root == str(tmp_path / "other") and session.last_scan == ("", "", {})
+
+        # An open that fails surfaces with its cause; the scan's answer behind it is unread,
+        # so the session is not used again.
+        session.open_with_next(str(tmp_path / "a-file"))
+        with pytest.raises(SyncChannelError, match="could not open"):
+            await session.request(_scan())
+        assert not session.is_open
+    finally:
+        await session.close()

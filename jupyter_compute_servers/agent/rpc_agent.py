@@ -26,6 +26,7 @@ import socket
 import string
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -432,7 +433,34 @@ def kernel_launch(params):
         "relay": relay,
     }
     _write_private(_record_path(kernels, kernel_id), json.dumps(record))
+    wait = params.get("wait_listening")
+    if isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait > 0:
+        # Answered once the kernel listens on its ports (or exits, or after ``wait`` s), from
+        # a thread: the readiness check that follows then does not cross the link to find
+        # nothing there yet, and the agent serves other calls meanwhile.
+        return Later(
+            lambda: (_wait_listening(child, set(ports.values()), min(wait, 60)), _public(record))[1]
+        )
     return _public(record)
+
+
+class Later:
+    """An answer that takes a while: ``serve`` sends what ``compute()`` returns from a thread
+    of its own, so that the agent answers other calls meanwhile."""
+
+    def __init__(self, compute):
+        self.compute = compute
+
+
+def _wait_listening(child, ports, timeout):
+    """Wait until every one of ``ports`` listens on the loopback, the child exited, or
+    ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and child.poll() is None:
+        if ports <= set(_listening_inodes().values()):
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def kernel_status(params):
@@ -2409,9 +2437,19 @@ def report_progress(text):
 
 
 def serve(stdin, stdout):
+    lock = threading.Lock()
+
     def send(message):
-        stdout.write(json.dumps(message) + "\n")
-        stdout.flush()
+        line = json.dumps(message) + "\n"
+        with lock:  # answers may come from threads (``Later``): one line at a time
+            stdout.write(line)
+            stdout.flush()
+
+    def later(request_id, result):
+        try:
+            send({"id": request_id, "result": result.compute()})
+        except Exception as e:
+            send({"id": request_id, "error": {"type": type(e).__name__, "message": str(e)}})
 
     send({"agent": "jupyter-compute-servers", "protocol": PROTOCOL, "pid": os.getpid()})
     for line in stdin:
@@ -2425,7 +2463,11 @@ def serve(stdin, stdout):
             if method is None:
                 raise LookupError(f"unknown method {request.get('method')!r}")
             _PROGRESS["report"] = lambda text, rid=request_id: send({"id": rid, "progress": text})
-            send({"id": request_id, "result": method(request.get("params") or {})})
+            result = method(request.get("params") or {})
+            if isinstance(result, Later):
+                threading.Thread(target=later, args=(request_id, result), daemon=True).start()
+                continue
+            send({"id": request_id, "result": result})
         except Exception as e:
             send({"id": request_id, "error": {"type": type(e).__name__, "message": str(e)}})
 

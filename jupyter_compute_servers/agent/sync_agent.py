@@ -1112,11 +1112,17 @@ def sync_session(reader, wfd):
                 if op == "open":
                     if tree is not None:
                         tree.close()
+                        tree = None
                     tree = SyncTree(request.get("root") or "~", create=True)
-                    last_scan.clear()
                     answer = {"root": tree.root, "pid": os.getpid()}
                     if request.get("marker"):
                         answer["tree_id"] = tree.tree_id()
+                    # The last scan stays the base of the next one's changes only for the
+                    # same tree (path and identity): every sync opens the tree again.
+                    opened = (tree.root, answer.get("tree_id"))
+                    if last_scan.get("tree") != opened:
+                        last_scan.clear()
+                        last_scan["tree"] = opened
                 elif tree is None:
                     raise ValueError("no tree is open")
                 elif op in ("scan", "hash"):

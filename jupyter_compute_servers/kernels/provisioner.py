@@ -38,6 +38,10 @@ from .iopub import IOPubResume
 from .runtime import KernelRuntime, runtime_for
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+#: Channels opened ahead for a kernel's first connections (see ``Tunnel.prepare``).
+SPARE_CHANNELS = {"shell": 2, "control": 2, "stdin": 1, "iopub": 1}
+#: The longest a launch waits on the server for the kernel to listen before it answers.
+LISTEN_WAIT = 20.0
 STARTABLE = {State.OFF: Action.START, State.DEPROVISIONED: Action.START}
 RESUMABLE = {State.SUSPENDED: Action.RESUME}
 
@@ -254,16 +258,24 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             raise self._failed(doing, e.message) from None
 
     async def _launch(self, argv: list[str], cwd: str, env: RemoteEnv) -> KernelConnectionInfo:
-        manager = self.runtime.manager
         server = await self._ensure_running()
-        # A server that does not answer is said so now, not after the hooks' own timeouts.
-        await self._check_reachable(f"start the kernel {self.kernel!r}")
-        mapped = await manager.working_directory(self.server_id, cwd)
-        if mapped is not None:  # a mount: start in the mounted tree
-            cwd = mapped
-        else:
-            for hook in manager.before_kernel_launch:  # file sync: push its directory
-                await hook(self.server_id, cwd)
+        # A server that does not answer is said so within the connect timeout, not after the
+        # hooks' own timeouts; the check runs beside the push (no round trip of its own), and
+        # a failure of it cancels the push.
+        reachable = asyncio.ensure_future(
+            self._check_reachable(f"start the kernel {self.kernel!r}")
+        )
+        prepared = asyncio.ensure_future(self._prepare_cwd(cwd))
+        try:
+            await asyncio.wait({reachable, prepared}, return_when=asyncio.FIRST_EXCEPTION)
+            await reachable
+            cwd = await prepared
+        finally:
+            for task in (reachable, prepared):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
                 return await self._launch_once(server, argv, cwd, env)
@@ -278,17 +290,36 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 )
         raise AssertionError("unreachable")
 
+    async def _prepare_cwd(self, cwd: str) -> str:
+        """The kernel's directory on the server: the mounted tree's, or ``cwd`` pushed first
+        (file sync's hook)."""
+        manager = self.runtime.manager
+        mapped = await manager.working_directory(self.server_id, cwd)
+        if mapped is not None:  # a mount: start in the mounted tree
+            return mapped
+        for hook in manager.before_kernel_launch:  # file sync: push its directory
+            await hook(self.server_id, cwd)
+        return cwd
+
     async def _launch_once(
         self, server: Any, argv: list[str], cwd: str, env: RemoteEnv
     ) -> KernelConnectionInfo:
         manager = self.runtime.manager
         try:
+            endpoint = await manager.endpoint(self.server_id)
+            # The agent answers once the kernel listens (when its ports are on the agent's own
+            # loopback: not behind a launcher), or exited, or after ``wait`` s (then the
+            # readiness check below goes on as before): that check then finds the ports at
+            # once rather than retrying across the link while the kernel imports.
+            wait = 0.0 if route_of(endpoint) else min(self.ready_timeout, LISTEN_WAIT)
             record = await self._agent_call(
                 "kernel_launch",
+                timeout=60 + wait,
+                wait_listening=wait,
                 kernel_id=self.kernel_id,
                 argv=argv,
                 key=self._key,
-                workspace=(await manager.endpoint(self.server_id)).workspace,
+                workspace=endpoint.workspace,
                 cwd=cwd,
                 env=env.given,
                 workspace_env=env.paths,
@@ -313,6 +344,11 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 await self._tunnel.open(remote_ports)
             else:  # a restart: the same local ports, now leading to the new kernel
                 self._tunnel.retarget(remote_ports)
+            # The kernel listens now: its channels open at once, while it finishes starting:
+            # the readiness check's shell, the kernel manager's own control, and its client's
+            # shell, control, stdin (and IOPub when not relayed). None for heartbeat, which
+            # Jupyter's clients do not use.
+            self._tunnel.prepare(SPARE_CHANNELS)
             if record.get("relay"):
                 if self._iopub is None:
                     self._iopub = self._new_iopub()

@@ -332,18 +332,17 @@ class SyncEngine:
         assert self.tree is not None
         tree, store, scope = self.tree, self.store, self.scope
         patterns, server_only, max_size = settings.patterns, settings.server_only, settings.max_size
-        key = self._tree_key = store.tree(
-            self.server_id, tree.root, self.session.root, self.session.tree_id
-        )
         # The server's sync process answers with only what changed since the scan it sent
         # last, if this end still has that one (for the same parameters).
         session = self.session
         parameters = json.dumps([scope, patterns, list(server_only), max_size])
         previous = session.last_scan if session.last_scan[1] == parameters else None
-        # Both scans and the record's load at once.
-        local_raw, remote_answer, base = await asyncio.gather(
-            self._read_thread(lambda: tree.scan(scope, patterns, server_only, max_size)),
-            session.request(
+
+        async def remote_then_base() -> tuple[dict[str, Any], dict[str, Base]]:
+            # The scan request carries the tree's ``open`` when one is pending (the service's
+            # ``open_with_next``): the record's key needs the tree's identity, so the record
+            # loads once that answer is here.
+            answer = await session.request(
                 {
                     "op": "scan",
                     "path": scope,
@@ -352,9 +351,19 @@ class SyncEngine:
                     "max_size": max_size,
                     "since": previous[0] if previous else None,
                 }
-            ),
-            self._read_thread(lambda: store.load(key, scope)),
+            )
+            key = self._tree_key = store.tree(
+                self.server_id, tree.root, session.root, session.tree_id
+            )
+            return answer, await self._read_thread(lambda: store.load(key, scope))
+
+        # Both scans (and the record's load) at once.
+        local_raw, (remote_answer, base) = await asyncio.gather(
+            self._read_thread(lambda: tree.scan(scope, patterns, server_only, max_size)),
+            remote_then_base(),
         )
+        if previous is not None and session.last_scan[0] != previous[0]:
+            previous = None  # the open found another tree: no answer of changes is taken
         payload = remote_answer.get("payload")
         umask = self.umask
 

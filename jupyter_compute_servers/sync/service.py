@@ -309,7 +309,8 @@ class SyncService(LoggingConfigurable):
             session = await self._session(server_id, endpoint.python)
             session.where = f"server {server.name!r}"
             session.limits = self.limits
-            await session.open(endpoint.workspace)
+            # Sent with the engine's first request (its scan): a no-op sync is one round trip.
+            session.open_with_next(endpoint.workspace)
             job.engine = SyncEngine(
                 local_root=self.root_dir,
                 session=session,

@@ -201,6 +201,9 @@ class SyncSession:
         #: The last scan the server sent: (its token, the scan's parameters, its files as
         #: checked), so the next answer can be only the changes since.
         self.last_scan: tuple[str, str, dict[str, Any]] = ("", "", {})
+        #: An ``open`` not sent yet: it goes in front of the next request, in the same
+        #: write, so that opening the tree costs no round trip of its own (``open_with_next``).
+        self._pending_open = ""
 
     @classmethod
     async def over_ssh(
@@ -337,9 +340,23 @@ class SyncSession:
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one request and read its answer (and its payload, as "payload": JSON lines,
-        parsed on a thread, see ``parse_payload``)."""
+        parsed on a thread, see ``parse_payload``). An ``open`` asked for by ``open_with_next``
+        goes first, in the same write: the server answers both in order, one round trip."""
+        root, self._pending_open = self._pending_open, ""
+        if root:
+            self.send(self._open_message(root))
         self.send(message)
         await self.drain()
+        if root:
+            try:
+                self._opened(await self._answer({"op": "open"}))
+            except SyncChannelError:
+                # The answer to ``message`` is still on its way: the framing is lost.
+                self.broken = True
+                raise
+        return await self._answer(message)
+
+    async def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
         answer = await self.receive()
         if "size" in answer:
             limit = self.limits.max_answer_bytes
@@ -361,10 +378,27 @@ class SyncSession:
         return answer
 
     async def open(self, root: str) -> None:
-        answer = await self.request({"op": "open", "root": root, "marker": True})
+        """Open the server's tree now (a round trip of its own)."""
+        self._pending_open = ""
+        self._opened(await self.request(self._open_message(root)))
+
+    def open_with_next(self, root: str) -> None:
+        """Open the server's tree with the next request (a sync's scan): the same guarantees
+        as ``open`` (the tree's real path and identity are checked before the next answer is
+        used; a scan answered only as changes is refused if the tree is not the one scanned
+        before, see ``_opened``), without waiting a round trip for it."""
+        self._pending_open = root
+
+    @staticmethod
+    def _open_message(root: str) -> dict[str, Any]:
+        return {"op": "open", "root": root, "marker": True}
+
+    def _opened(self, answer: dict[str, Any]) -> None:
         real, tree_id = answer.get("root"), answer.get("tree_id")
         if not isinstance(real, str) or not real.startswith("/") or not isinstance(tree_id, str):
             raise SyncChannelError("The server's sync process did not say where its tree is.")
         if (real, tree_id) != (self.root, self.tree_id):
+            # Another tree (or the first open): no scan of it is known here, so an answer of
+            # only changes since one is refused (``scan.side_from_scan`` with no previous).
             self.last_scan = ("", "", {})
         self.root, self.tree_id = real, tree_id

@@ -1,0 +1,104 @@
+"""The tunnel's channels opened ahead (``Tunnel.prepare``), through a real OpenSSH sshd: the
+next local connections ride them with what the far end sent first kept, a spare the far end
+closed is not used, and a retarget drops them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from jupyter_compute_servers.ssh import KeyStore
+from jupyter_compute_servers.tunnel import Tunnel
+
+from .sshd import start_sshd
+
+
+class Greeter:
+    """A TCP server on the loopback that greets each connection first (as a ZeroMQ socket
+    does), then echoes; it keeps its connections to count and close them."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+            writer.write(f"hello {len(self.writers)}\n".encode())
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(1024):
+                    writer.write(data)
+            writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def open(self) -> list[asyncio.StreamWriter]:
+        return [w for w in self.writers if not w.is_closing()]
+
+
+async def until(check, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def talk(port: int, line: bytes) -> tuple[bytes, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        greeting = await asyncio.wait_for(reader.readline(), 10)
+        writer.write(line)
+        echo = await asyncio.wait_for(reader.readline(), 10)
+        return greeting, echo
+    finally:
+        writer.close()
+
+
+@pytest.mark.asyncio
+async def test_channels_opened_ahead_carry_the_next_connections(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path / "keys")
+    sshd = start_sshd(tmp_path, keys.ensure(1))
+    greeter = Greeter()
+    port = await greeter.start()
+    connection = await asyncssh.connect(
+        "127.0.0.1",
+        sshd.port,
+        username=sshd.username,
+        client_keys=[str(keys.private_key_path(1))],
+        known_hosts=([asyncssh.import_public_key(sshd.host_key)], [], []),
+    )
+
+    async def get_connection() -> asyncssh.SSHClientConnection:
+        return connection
+
+    tunnel = Tunnel(get_connection)
+    try:
+        local = (await tunnel.open({"a": port}))["a"]
+        tunnel.prepare({"a": 3})
+        # Three channels reach the far end before anything connects here.
+        await until(lambda: len(greeter.open()) == 3)
+        # The far end drops the third spare (as ZeroMQ drops a silent peer): not used.
+        greeter.open()[2].close()
+        await asyncio.sleep(0.2)
+        # The first two connections ride the spares, greeting kept; the third a new channel.
+        assert await talk(local, b"one\n") == (b"hello 1\n", b"one\n")
+        assert await talk(local, b"two\n") == (b"hello 2\n", b"two\n")
+        assert await talk(local, b"three\n") == (b"hello 4\n", b"three\n")
+        # A retarget (a restarted kernel) drops the spares not taken.
+        tunnel.prepare({"a": 1})
+        await until(lambda: len(greeter.writers) == 5 and len(greeter.open()) == 1)
+        tunnel.retarget({"a": port})
+        await until(lambda: not greeter.open())
+        assert await talk(local, b"four\n") == (b"hello 6\n", b"four\n")
+    finally:
+        await tunnel.close()
+        connection.close()
+        assert greeter.server is not None
+        greeter.server.close()
+        sshd.process.terminate()
+        sshd.process.wait()
