@@ -664,6 +664,15 @@ async def test_the_schedule_syncs_running_servers_both_ways(
 
     await wait_until(auto_runs, timeout=30)
     assert (workspace(compute_data_dir, server["id"]) / "notes.md").read_text() == "notes"
+    # The next is due a minute after the last sync ended, not before.
+    service._auto.cancel()
+    service._auto = None
+    service.minute = 60
+    await wait_until(lambda: server["id"] not in service._jobs)
+    last = max(r["finished"] for r in await auto_runs())
+    service._seen_running[server["id"]] = last - 500  # running long before: the sync counts
+    assert service.due_for_auto_sync(last + 59) == []
+    assert service.due_for_auto_sync(last + 61) == [server["id"]]
     await api("PATCH", f"servers/{server['id']}", {"sync": {"auto_sync_minutes": None}})
     await stop(api, wait_for_state, server["id"])
 

@@ -38,6 +38,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     delete,
+    func,
     insert,
     select,
     update,
@@ -359,6 +360,13 @@ class SyncStore:
                 .all()
             )
         return [_run_json(row) for row in rows]
+
+    def last_run_times(self) -> dict[int, float]:
+        """By server id, when its latest sync ended (or began, while it runs): one query."""
+        when = func.max(func.coalesce(sync_runs.c.finished, sync_runs.c.started))
+        with self.database.read() as db:
+            rows = db.execute(select(sync_runs.c.server_id, when).group_by(sync_runs.c.server_id))
+            return {row[0]: float(row[1]) for row in rows if row[1] is not None}
 
     def unfinished(self) -> list[dict[str, Any]]:
         with self.database.read() as db:

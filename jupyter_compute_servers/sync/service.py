@@ -414,31 +414,47 @@ class SyncService(LoggingConfigurable):
         while True:
             await asyncio.sleep(self.auto_check_seconds)
             try:
-                self.auto_sync_due(time.time())
+                due = self.due_for_auto_sync(time.time())
             except Exception:
                 log.exception("The sync schedule failed; it goes on")
+                continue
+            for server_id in due:
+                self._start_auto_sync(server_id)
+                # Many servers due at once: let the notebook server's other work run between
+                # the starts rather than after all of them.
+                await asyncio.sleep(0)
 
     def auto_sync_due(self, now: float) -> list[int]:
         """Start the syncs the schedule wants now; answer their server ids."""
-        started = []
+        return [s for s in self.due_for_auto_sync(now) if self._start_auto_sync(s)]
+
+    def due_for_auto_sync(self, now: float) -> list[int]:
+        """The running servers whose automatic sync is due at ``now``. Two queries whatever
+        the number of servers (their settings, the time of their last sync)."""
+        settings = self.store.all_settings()
+        last_runs = self.store.last_run_times()
+        due = []
         for server in self.manager.list_servers():
             if server.state is not State.RUNNING or server.operation is not None:
                 self._seen_running.pop(server.id, None)
                 continue
             seen = self._seen_running.setdefault(server.id, now)
-            minutes = self.settings(server.id).auto_sync_minutes
+            chosen = settings.get(server.id)
+            minutes = chosen.auto_sync_minutes if chosen is not None else None
             if not minutes or server.id in self._jobs or not server.workspace.syncs:
                 continue
-            runs = self.store.runs(server.id, 1)
-            last = max(seen, (runs[0]["finished"] or runs[0]["started"]) if runs else 0)
-            if now - last < minutes * self.minute:
+            if now - max(seen, last_runs.get(server.id, 0)) < minutes * self.minute:
                 continue
-            try:
-                self._start(server.id, "both", "", "auto")
-                started.append(server.id)
-            except ComputeServersError as e:
-                log.info("No scheduled sync of %s now: %s", server.name, e.message)
-        return started
+            due.append(server.id)
+        return due
+
+    def _start_auto_sync(self, server_id: int) -> bool:
+        try:
+            self._start(server_id, "both", "", "auto")
+        except ComputeServersError as e:
+            log.info("No scheduled sync of server %s now: %s", server_id, e.message)
+            return False
+        return True
 
     async def close(self) -> None:
         """Stop the schedule and every sync (a stopped sync is safe to run again)."""
