@@ -356,15 +356,21 @@ class HostStore:
             # The servers' table is the store's: read here, in the same transaction, so that
             # a host is never deleted from under a server that names it.
             using = [
-                row.name
+                (row.name, row.owner)
                 for row in db.execute(
-                    select(servers.c.name, servers.c.config).where(servers.c.cloud == "ssh")
+                    select(servers.c.name, servers.c.owner, servers.c.config).where(
+                        servers.c.cloud == "ssh"
+                    )
                 )
                 if json.loads(row.config).get("extra", {}).get("host") == host_id
             ]
             if using:
+                # Names are unique per owner: where several own them (team mode, an admin
+                # asking), each is named with its owner.
+                owners = {owner for _, owner in using}
+                named = [f"{n} ({o or 'no owner'})" if len(owners) > 1 else n for n, o in using]
                 raise ConflictError(
-                    f"Servers use this host ({', '.join(using)}); delete them first.",
+                    f"Servers use this host ({', '.join(named)}); delete them first.",
                     field="id",
                 )
             db.execute(delete(hosts).where(hosts.c.id == host_id))
