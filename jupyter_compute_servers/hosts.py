@@ -630,6 +630,39 @@ class HostStore:
             self.database.lock(db, "gpu_shares")
             return _shares_in(db, gpu_uuid)
 
+    def holders(self) -> dict[int, list[dict[str, Any]]]:
+        """Who holds which slice of each host now, by host id: each slice's server, its
+        owner and Unix account, CPUs, RAM and GPUs (an admin's view: ``GET /hosts``)."""
+        with self.database.read() as db:
+            rows = (
+                db.execute(
+                    select(host_slices, servers.c.name, servers.c.owner)
+                    .select_from(
+                        host_slices.outerjoin(servers, servers.c.id == host_slices.c.server_id)
+                    )
+                    .order_by(host_slices.c.host_id, host_slices.c.allocated)
+                )
+                .mappings()
+                .all()
+            )
+        held: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            piece = _slice(row)
+            held.setdefault(piece.host_id, []).append(
+                {
+                    "server_id": piece.server_id,
+                    "server_name": row["name"] or "",
+                    "owner": row["owner"] or "",
+                    "unix_user": piece.unix_user,
+                    "cpu": piece.cpu,
+                    "memory_gb": piece.memory_gb,
+                    "gpu_uuids": piece.gpu_uuids,
+                    "gpu_fraction": piece.gpu_fraction,
+                    "allocated": row["allocated"],
+                }
+            )
+        return held
+
     def slices_on(self, host_id: int) -> list[Slice]:
         with self.database.read() as db:
             rows = (
