@@ -18,6 +18,7 @@ import { ITeam } from '../servers/types';
 import { TeamModel } from '../team/model';
 import { IAuditEntry, IQueueEntry, ISpendRow } from '../team/types';
 import {
+  auditText,
   auditWhat,
   byOwner,
   capText,
@@ -379,6 +380,9 @@ describe('the Team section', () => {
     );
     expect(auditWhat(AUDIT[0])).toBe('queue_move (to 1)');
     expect(auditWhat(AUDIT[1])).toBe('create');
+    expect(auditText({ ...AUDIT[1], server_id: null, owner: '' })).toBe(
+      'alice: create, gpu-box of no owner'
+    );
   });
 
   it('shows an admin the shared hosts, who holds which slice, and the audit log with its CSV', () => {
@@ -424,18 +428,22 @@ describe('the Team section', () => {
       ['4', 'gpu-box of bob (as jh-bob): 1 CPU, 2 GB, 0.5 of NVIDIA T4']
     ]);
     expect(hosts[1].textContent).toContain('No slice is held.');
-    const rows = section.querySelectorAll('.jp-ComputeServers-audit tbody tr');
+    // The audit log, newest first: who did what to which server, and whose it is.
+    const lines = section.querySelectorAll('.jp-ComputeServers-audit-entry');
     expect(
-      [...rows].map(tr =>
-        [...tr.querySelectorAll('td')].slice(1).map(td => td.textContent)
-      )
+      [...lines].map(li => [
+        li.getAttribute('data-server-id'),
+        li.querySelector('.jp-ComputeServers-audit-line')!.textContent,
+        li.querySelector('time')!.getAttribute('dateTime')
+      ])
     ).toEqual([
-      ['root', 'queue_move (to 1)', 'gpu-box (4)', 'bob'],
-      ['alice', 'create', 'gpu-box (3)', 'alice']
+      [
+        '4',
+        'root: queue_move (to 1), gpu-box (4) of bob',
+        '2026-12-06T09:30:00.000Z'
+      ],
+      ['3', 'alice: create, gpu-box (3) of alice', '2026-12-06T09:00:00.000Z']
     ]);
-    expect(rows[0].querySelector('time')!.getAttribute('dateTime')).toBe(
-      '2026-12-06T09:30:00.000Z'
-    );
     expect(
       section
         .querySelector('.jp-ComputeServers-audit-csv')!

@@ -119,6 +119,13 @@ export function auditWhat(entry: IAuditEntry): string {
   return entry.detail ? `${entry.action} (${entry.detail})` : entry.action;
 }
 
+/** An audit line in words: "root: queue_move (to 1), gpu-box (4) of bob". */
+export function auditText(entry: IAuditEntry): string {
+  const id = entry.server_id === null ? '' : ` (${entry.server_id})`;
+  const server = `${entry.server_name || 'a server'}${id}`;
+  return `${entry.actor}: ${auditWhat(entry)}, ${server} of ${entry.owner || 'no owner'}`;
+}
+
 export interface ITeamViewProps {
   team: ITeam | null;
   queue: ReadonlyArray<IQueueEntry>;
@@ -365,35 +372,25 @@ export function TeamView(props: ITeamViewProps): JSX.Element | null {
               Nothing recorded yet.
             </p>
           ) : (
-            <table className="jp-ComputeServers-audit">
-              <thead>
-                <tr>
-                  <th scope="col">When</th>
-                  <th scope="col">Who</th>
-                  <th scope="col">What</th>
-                  <th scope="col">Server</th>
-                  <th scope="col">Owner</th>
-                </tr>
-              </thead>
-              <tbody>
-                {props.audit.map((entry, index) => (
-                  <tr key={index}>
-                    <td>
-                      <time dateTime={new Date(entry.at * 1000).toISOString()}>
-                        {new Date(entry.at * 1000).toLocaleString()}
-                      </time>
-                    </td>
-                    <td>{entry.actor}</td>
-                    <td>{auditWhat(entry)}</td>
-                    <td>
-                      {entry.server_name}
-                      {entry.server_id === null ? '' : ` (${entry.server_id})`}
-                    </td>
-                    <td>{entry.owner || 'no owner'}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <ul className="jp-ComputeServers-audit">
+              {props.audit.map((entry, index) => (
+                <li
+                  key={index}
+                  className="jp-ComputeServers-audit-entry"
+                  data-server-id={entry.server_id ?? undefined}
+                >
+                  <div className="jp-ComputeServers-audit-line">
+                    {auditText(entry)}
+                  </div>
+                  <time
+                    className="jp-ComputeServers-audit-when"
+                    dateTime={new Date(entry.at * 1000).toISOString()}
+                  >
+                    {new Date(entry.at * 1000).toLocaleString()}
+                  </time>
+                </li>
+              ))}
+            </ul>
           )}
           <a
             className="jp-ComputeServers-audit-csv"
