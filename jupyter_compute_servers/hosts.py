@@ -358,9 +358,9 @@ class HostStore:
             using = [
                 (row.name, row.owner)
                 for row in db.execute(
-                    select(servers.c.name, servers.c.owner, servers.c.config).where(
-                        servers.c.cloud == "ssh"
-                    )
+                    select(servers.c.name, servers.c.owner, servers.c.config)
+                    .where(servers.c.cloud == "ssh")
+                    .order_by(servers.c.id)
                 )
                 if json.loads(row.config).get("extra", {}).get("host") == host_id
             ]

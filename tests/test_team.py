@@ -162,6 +162,30 @@ def test_names_are_unique_per_owner_and_no_answer_tells_another_users(db_url):
         store.database.close()
 
 
+def test_a_host_delete_refused_names_each_users_server_with_its_owner(db_url):
+    alice, bob = scoped(db_url, "alice"), scoped(db_url, "bob")
+    hosts = HostStore(alice.database, clock=time.time)
+    host = hosts.create(name="lab-gpu", hostname="127.0.0.1", port=22, username="")
+    for store in (alice, bob):
+        store.create(
+            name="gpu-box",
+            color="#1f77b4",
+            notes="",
+            cloud="ssh",
+            config=ServerConfig(cpu=1, memory_gb=1.0, extra={"host": host.id}),
+            idle_timeout_minutes=None,
+            spend_limit=None,
+        )
+    with pytest.raises(ConflictError) as refused:
+        hosts.delete(host.id)
+    assert refused.value.message == (
+        "Servers use this host (gpu-box (alice), gpu-box (bob)); delete them first."
+    )
+    for store in (alice, bob):
+        store.close()
+        store.database.close()
+
+
 def _waiter_blocked(url: str) -> bool:
     """Whether a session of this database waits for an advisory lock (PostgreSQL)."""
     probe = Database(url, migrate=False)
