@@ -356,15 +356,21 @@ class HostStore:
             # The servers' table is the store's: read here, in the same transaction, so that
             # a host is never deleted from under a server that names it.
             using = [
-                row.name
+                (row.name, row.owner)
                 for row in db.execute(
-                    select(servers.c.name, servers.c.config).where(servers.c.cloud == "ssh")
+                    select(servers.c.name, servers.c.owner, servers.c.config)
+                    .where(servers.c.cloud == "ssh")
+                    .order_by(servers.c.id)
                 )
                 if json.loads(row.config).get("extra", {}).get("host") == host_id
             ]
             if using:
+                # Names are unique per owner: where several own them (team mode, an admin
+                # asking), each is named with its owner.
+                owners = {owner for _, owner in using}
+                named = [f"{n} ({o or 'no owner'})" if len(owners) > 1 else n for n, o in using]
                 raise ConflictError(
-                    f"Servers use this host ({', '.join(using)}); delete them first.",
+                    f"Servers use this host ({', '.join(named)}); delete them first.",
                     field="id",
                 )
             db.execute(delete(hosts).where(hosts.c.id == host_id))
@@ -623,6 +629,39 @@ class HostStore:
         with self.database.transaction() as db:
             self.database.lock(db, "gpu_shares")
             return _shares_in(db, gpu_uuid)
+
+    def holders(self) -> dict[int, list[dict[str, Any]]]:
+        """Who holds which slice of each host now, by host id: each slice's server, its
+        owner and Unix account, CPUs, RAM and GPUs (an admin's view: ``GET /hosts``)."""
+        with self.database.read() as db:
+            rows = (
+                db.execute(
+                    select(host_slices, servers.c.name, servers.c.owner)
+                    .select_from(
+                        host_slices.outerjoin(servers, servers.c.id == host_slices.c.server_id)
+                    )
+                    .order_by(host_slices.c.host_id, host_slices.c.allocated)
+                )
+                .mappings()
+                .all()
+            )
+        held: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            piece = _slice(row)
+            held.setdefault(piece.host_id, []).append(
+                {
+                    "server_id": piece.server_id,
+                    "server_name": row["name"] or "",
+                    "owner": row["owner"] or "",
+                    "unix_user": piece.unix_user,
+                    "cpu": piece.cpu,
+                    "memory_gb": piece.memory_gb,
+                    "gpu_uuids": piece.gpu_uuids,
+                    "gpu_fraction": piece.gpu_fraction,
+                    "allocated": row["allocated"],
+                }
+            )
+        return held
 
     def slices_on(self, host_id: int) -> list[Slice]:
         with self.database.read() as db:

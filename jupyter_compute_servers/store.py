@@ -41,7 +41,9 @@ servers = Table(
     "servers",
     metadata,
     Column("id", Integer, primary_key=True),
-    # Unique regardless of case (SQLite: COLLATE NOCASE; PostgreSQL: an index on lower(name)).
+    # Unique among its owner's servers regardless of case (revision 0006): one user's names
+    # are no other user's business. Standalone there is one owner, and names stay unique
+    # across the store (``ServerStore._check_name_free``).
     Column("name", Text, nullable=False),
     Column("color", Text, nullable=False),
     Column("notes", Text, nullable=False, server_default=""),
@@ -65,7 +67,7 @@ servers = Table(
     Column("owner", Text, nullable=False, server_default=""),
     sqlite_autoincrement=True,
 )
-Index("servers_name_nocase", func.lower(servers.c.name), unique=True)
+Index("servers_owner_name_nocase", servers.c.owner, func.lower(servers.c.name), unique=True)
 Index("servers_owner", servers.c.owner)
 
 #: Every state change of every server, kept after the server is deleted (for cost reports).
@@ -308,16 +310,27 @@ class ServerStore:
         return _row_to_record(row)
 
     def find(self, id_or_name: str) -> ServerRecord:
-        """A server by id (digits) or by name (in any case), for the CLI."""
+        """A server by id (digits) or by name (in any case), for the CLI: scoped, the
+        owner's own of that name. Unscoped a name is unique unless the store was a team's
+        (names are unique per owner): one of several owners' is refused, naming them."""
         if id_or_name.isdigit():
             return self.get(int(id_or_name))
         with self.database.read() as db:
-            row = (
-                db.execute(self._mine(select(servers).where(_named(id_or_name)))).mappings().first()
+            rows = (
+                db.execute(self._mine(select(servers).where(_named(id_or_name))).limit(20))
+                .mappings()
+                .all()
             )
-        if row is None:
+        if not rows:
             raise NotFoundError(f"No compute server named {id_or_name!r}.", field="name")
-        return _row_to_record(row)
+        if len(rows) > 1:
+            which = ", ".join(f"{r['id']} ({r['owner'] or 'no owner'})" for r in rows)
+            raise ConflictError(
+                f"{len(rows)} compute servers are named {id_or_name!r}, of different owners: "
+                f"give the id of the one you mean ({which}).",
+                field="name",
+            )
+        return _row_to_record(rows[0])
 
     def history(self, server_id: int | None = None) -> list[HistoryEntry]:
         query = select(state_history).order_by(state_history.c.id)
@@ -349,7 +362,7 @@ class ServerStore:
     ) -> ServerRecord:
         now = self.clock()
         with self.database.transaction() as db:
-            self._check_name_free(db, name, None)
+            self._check_name_free(db, name, None, self.owner)
             result = db.execute(
                 insert(servers).values(
                     name=name,
@@ -466,13 +479,20 @@ class ServerStore:
                 for row in db.execute(select(team_members.c.name, team_members.c.groups))
             }
 
-    def _check_name_free(self, db: Connection, name: str, server_id: int | None) -> None:
+    def _check_name_free(
+        self, db: Connection, name: str, server_id: int | None, owner: str
+    ) -> None:
+        """Refuse a name ``owner`` already gives another server. Scoped (team mode) only the
+        owner's own servers count, so the answer says nothing of other users' names;
+        standalone every server of the store counts, as always (one owner, though rows from
+        before owners were kept have none)."""
         # Two creations of one name must not both find it free (the unique index is the last
         # word, but it would answer with a 500).
         self.database.lock(db, "servers.name")
-        row = db.execute(
-            select(servers.c.id).where(_named(name), servers.c.id.is_distinct_from(server_id))
-        ).first()
+        query = select(servers.c.id).where(_named(name), servers.c.id.is_distinct_from(server_id))
+        if self.scoped:
+            query = query.where(servers.c.owner == owner)
+        row = db.execute(query).first()
         if row is not None:
             raise ConflictError(f"A compute server named {name!r} already exists.", field="name")
 
@@ -508,7 +528,7 @@ class ServerStore:
                     f"The server changed state to {state} meanwhile; try again.", state=state
                 )
             if "name" in columns:
-                self._check_name_free(db, columns["name"], server_id)
+                self._check_name_free(db, columns["name"], server_id, row.owner)
             if columns:
                 columns["updated"] = self.clock()
                 db.execute(update(servers).where(servers.c.id == server_id).values(**columns))

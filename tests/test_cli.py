@@ -142,3 +142,44 @@ def test_settings_come_from_the_jupyter_server_config_files(tmp_path):
     assert "There are 1 compute servers, the most allowed here" in refused.stderr
     elsewhere = cli(tmp_path / "from-set", "create", "three")
     assert (tmp_path / "from-set" / "servers.db").exists(), elsewhere.stderr
+
+
+def test_cli_in_team_mode_resolves_names_among_the_users_own(tmp_path):
+    """Two users of a team's database each have a "gpu-box": each one's CLI finds their own;
+    standalone on that database the name is refused, naming its owners."""
+    shared = f"db_url=sqlite:///{tmp_path / 'team.db'}"
+
+    def as_user(user, *args, check=True):
+        return cli(
+            tmp_path / user,
+            "--set",
+            shared,
+            "--set",
+            "team_mode=true",
+            "--set",
+            f"user={user}",
+            *args,
+            check=check,
+        )
+
+    for user in ("alice", "bob"):
+        assert "Created gpu-box" in as_user(user, "create", "gpu-box").stdout
+    refused = as_user("alice", "create", "GPU-box", check=False)
+    assert refused.returncode == 1
+    assert "A compute server named 'GPU-box' already exists." in refused.stderr
+    ids = {}
+    for user in ("alice", "bob"):
+        [mine] = json.loads(as_user(user, "list", "--json").stdout)
+        assert (mine["name"], mine["owner"]) == ("gpu-box", user)
+        ids[user] = mine["id"]
+    assert "Deleted gpu-box." in as_user("bob", "delete", "gpu-box").stderr
+    assert [s["id"] for s in json.loads(as_user("alice", "list", "--json").stdout)] == [
+        ids["alice"]
+    ]
+    assert json.loads(as_user("bob", "list", "--json").stdout) == []
+
+    as_user("bob", "create", "gpu-box")
+    standalone = cli(tmp_path / "admin", "--set", shared, "delete", "gpu-box", check=False)
+    assert standalone.returncode == 1
+    assert "2 compute servers are named 'gpu-box', of different owners" in standalone.stderr
+    assert f"{ids['alice']} (alice)" in standalone.stderr and "(bob)" in standalone.stderr

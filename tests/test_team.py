@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from jupyter_compute_servers.db import Database
 from jupyter_compute_servers.errors import (
@@ -86,6 +87,101 @@ def test_each_user_sees_and_changes_only_their_own_servers(db_url):
     assert {s.name for s in plain.servers()} == {"alice-box", "bob-box"}
     assert plain.get(make(plain, "local")).owner == "me"
     for store in (alice, bob, plain):
+        store.close()
+        store.database.close()
+
+
+def test_names_are_unique_per_owner_and_no_answer_tells_another_users(db_url):
+    alice, bob = scoped(db_url, "alice"), scoped(db_url, "bob")
+    mine = make(alice, "gpu-box")
+    theirs = make(bob, "gpu-box")  # Alice's "gpu-box" is none of Bob's business
+    assert [(s.id, s.name, s.owner) for s in alice.servers()] == [(mine, "gpu-box", "alice")]
+    assert [(s.id, s.name, s.owner) for s in bob.servers()] == [(theirs, "gpu-box", "bob")]
+    # Each one's lookup by name (the CLI's) finds their own, in any case.
+    assert alice.find("gpu-box").id == mine and bob.find("GPU-BOX").id == theirs
+
+    # A duplicate of one's own name: refused as it always was, at create and at a rename.
+    spare = make(alice, "alice-only")
+    for attempt in (
+        lambda: make(alice, "GPU-Box"),
+        lambda: alice.update_fields(spare, name="GPU-Box"),
+    ):
+        with pytest.raises(ConflictError) as refused:
+            attempt()
+        assert refused.value.message == "A compute server named 'GPU-Box' already exists."
+        assert refused.value.field == "name"
+    # Another user's name is free to take, by a rename too; and Bob asking for Alice's
+    # other server by name gets the answer of a name nobody has.
+    bob_spare = make(bob, "bob-box")
+    assert bob.update_fields(bob_spare, name="alice-only").name == "alice-only"
+    bob.update_fields(bob_spare, name="bob-box")
+    for name in ("alice-only", "no-such-box"):
+        with pytest.raises(NotFoundError) as missing:
+            bob.find(name)
+        assert missing.value.message == f"No compute server named {name!r}."
+
+    # The database's own unique index (revision 0006) is per owner: a second row of one
+    # owner's name is refused by it even past the store's check; another owner's is not.
+    row = {"color": "#000000", "cloud": "ssh", "state": "deprovisioned", "config": "{}"}
+    row |= {"created": 1.0, "updated": 1.0}
+    insert = text(
+        "INSERT INTO servers (name, owner, color, cloud, state, config, created, updated) "
+        "VALUES (:name, :owner, :color, :cloud, :state, :config, :created, :updated)"
+    )
+    with pytest.raises(IntegrityError), alice.database.transaction() as db:
+        db.execute(insert, {**row, "name": "GPU-BOX", "owner": "alice"})
+    with alice.database.transaction() as db:
+        db.execute(insert, {**row, "name": "GPU-BOX", "owner": "carol"})
+
+    [carols] = [s.id for s in alice.all_servers() if s.owner == "carol"]
+    # The admin's view has each with its owner; so has the audit log.
+    assert [(s.name, s.owner) for s in alice.all_servers() if s.name.lower() == "gpu-box"] == [
+        ("gpu-box", "alice"),
+        ("gpu-box", "bob"),
+        ("GPU-BOX", "carol"),
+    ]
+    assert [(e.owner, e.server_id) for e in alice.audit() if e.server_name == "gpu-box"] == [
+        ("alice", mine),
+        ("bob", theirs),
+    ]
+    # Standalone (unscoped: one owner) names stay unique across the store, and a name that
+    # several owners of a team's database give is refused by name, naming them; ids work.
+    plain = ServerStore(db_url, clock=time.time, owner="me")
+    with pytest.raises(ConflictError) as refused:
+        make(plain, "gpu-box")
+    assert refused.value.message == "A compute server named 'gpu-box' already exists."
+    with pytest.raises(ConflictError) as ambiguous:
+        plain.find("gpu-box")
+    assert ambiguous.value.message == (
+        f"3 compute servers are named 'gpu-box', of different owners: give the id of the one "
+        f"you mean ({mine} (alice), {theirs} (bob), {carols} (carol))."
+    )
+    assert plain.find(str(theirs)).owner == "bob"
+    for store in (alice, bob, plain):
+        store.close()
+        store.database.close()
+
+
+def test_a_host_delete_refused_names_each_users_server_with_its_owner(db_url):
+    alice, bob = scoped(db_url, "alice"), scoped(db_url, "bob")
+    hosts = HostStore(alice.database, clock=time.time)
+    host = hosts.create(name="lab-gpu", hostname="127.0.0.1", port=22, username="")
+    for store in (alice, bob):
+        store.create(
+            name="gpu-box",
+            color="#1f77b4",
+            notes="",
+            cloud="ssh",
+            config=ServerConfig(cpu=1, memory_gb=1.0, extra={"host": host.id}),
+            idle_timeout_minutes=None,
+            spend_limit=None,
+        )
+    with pytest.raises(ConflictError) as refused:
+        hosts.delete(host.id)
+    assert refused.value.message == (
+        "Servers use this host (gpu-box (alice), gpu-box (bob)); delete them first."
+    )
+    for store in (alice, bob):
         store.close()
         store.database.close()
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from jupyter_compute_servers.db import Database
 from jupyter_compute_servers.hosts import HostStore, Slice
@@ -187,6 +188,16 @@ def test_the_gpu_queue_through_the_hub_own_entries_foreign_404_admin_reorders(hu
     for user in ("alice", "bob"):
         assert isinstance(hosts.allocate(ids[user], host, 1, 1.0, GpuSpec(gpu, 1)), str)
 
+    # The shared host as an admin sees it: who holds which slice; a user sees no one's.
+    [lab] = [h for h in hub.call(ADMIN, "GET", "/hosts").json()["hosts"] if h["id"] == host.id]
+    assert [
+        (s["server_id"], s["server_name"], s["owner"], s["gpu_uuids"], s["cpu"])
+        for s in lab["slices"]
+    ] == [(ids[ADMIN], f"{ADMIN}-queued", ADMIN, ["G0"], 1)]
+    assert hub.call(ADMIN, "GET", f"/hosts/{host.id}").json()["slices"] == lab["slices"]
+    assert all("slices" not in h for h in hub.call("alice", "GET", "/hosts").json()["hosts"])
+    assert "slices" not in hub.call("alice", "GET", f"/hosts/{host.id}").json()
+
     # Each user sees their own entry, with its position.
     for user, position in (("alice", 1), ("bob", 2)):
         [entry] = hub.call(user, "GET", "/queue").json()["entries"]
@@ -243,3 +254,44 @@ def test_the_gpu_queue_through_the_hub_own_entries_foreign_404_admin_reorders(hu
     for server_id in ids.values():
         hosts.release(server_id)
     database.close()
+
+
+@pytest.mark.timeout(600)
+def test_two_users_each_name_a_server_gpu_box_and_see_only_their_own(hub: Hub) -> None:
+    made = {}
+    for user in ("alice", "bob"):
+        response = hub.call(user, "POST", "/servers", body={"name": "gpu-box"})
+        assert response.status_code == 201, response.text
+        made[user] = response.json()["id"]
+    # A duplicate of one's own name: the refusal it always was, about one's own server.
+    again = hub.call("alice", "POST", "/servers", body={"name": "GPU-Box"})
+    assert again.status_code == 409 and again.json() == {
+        "message": "A compute server named 'GPU-Box' already exists.",
+        "reason": "ConflictError",
+        "field": "name",
+    }
+    for user, other in (("alice", "bob"), ("bob", "alice")):
+        listed = hub.call(user, "GET", "/servers").json()["servers"]
+        assert [s["id"] for s in listed if s["name"] == "gpu-box"] == [made[user]]
+        # The launcher's kernel specs: "Python 3 on gpu-box" is the user's own server's.
+        specs = requests.get(
+            f"{hub.url}/user/{user}/api/kernelspecs",
+            headers={"Authorization": f"token {hub.tokens[user]}"},
+            timeout=60,
+        ).json()["kernelspecs"]
+        ours = [
+            spec["spec"]["metadata"]["compute_server"]["id"]
+            for spec in specs.values()
+            if spec["spec"]["display_name"].endswith(" on gpu-box")
+        ]
+        assert ours and set(ours) == {made[user]}, specs.keys()
+        assert made[other] not in {
+            (spec["spec"]["metadata"].get("compute_server") or {}).get("id")
+            for spec in specs.values()
+        }
+    # The admin sees both, each with its owner.
+    everyone = hub.call(ADMIN, "GET", "/servers?scope=all").json()["servers"]
+    assert [(s["id"], s["owner"]) for s in everyone if s["name"] == "gpu-box"] == [
+        (made["alice"], "alice"),
+        (made["bob"], "bob"),
+    ]

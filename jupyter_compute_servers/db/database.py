@@ -249,7 +249,7 @@ class Database:
         first runs the legacy scripts it lacks, then is stamped at the baseline: its tables
         and rows stay as they are.
         """
-        with self.transaction() as connection:
+        with self._schema_transaction() as connection:
             self.lock(connection, "migrations")
             config = self._alembic(connection)
             if (
@@ -266,6 +266,33 @@ class Database:
                     f"The database {redacted(self.url)} has a schema revision this "
                     f"jupyter_compute_servers does not know ({e}). Upgrade the package."
                 ) from None
+
+    @contextmanager
+    def _schema_transaction(self) -> Iterator[Connection]:
+        """The migrations' write transaction. On SQLite its foreign keys are off (they cannot
+        be switched inside a transaction) and checked before the commit: SQLite's way to make
+        a table again (revision 0006) drops the old one, which with foreign keys on would
+        delete the rows of the tables that reference it."""
+        if not self.is_sqlite:
+            with self.transaction() as connection:
+                yield connection
+            return
+        with self.engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys=OFF")
+            try:
+                connection.execution_options(**{_WRITE: True})
+                with connection.begin():
+                    yield connection
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    if broken is not None:
+                        raise RuntimeError(
+                            f"The migration left a row of {broken[0]} that references a "
+                            f"missing row of {broken[2]}; nothing was changed."
+                        )
+            finally:
+                raw.execute("PRAGMA foreign_keys=ON")
 
     @property
     def revision(self) -> str | None:

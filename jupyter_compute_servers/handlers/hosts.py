@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from .base import AUTH_RESOURCE, ComputeServersAPIHandler
+
+if TYPE_CHECKING:
+    from ..hosts import HostRecord
 
 
 class _SharedHostsMixin(ComputeServersAPIHandler):
@@ -33,14 +36,25 @@ async def _python_needs_execute(handler: ComputeServersAPIHandler, body: dict[st
         )
 
 
+def _hosts_json(handler: ComputeServersAPIHandler, records: list[HostRecord]) -> list[Any]:
+    """Hosts as the caller may see them: an admin (always so standalone) also sees who holds
+    which slice (``slices``: server, owner, account); a team's user does not see the others'
+    servers there."""
+    found = [host.to_json() for host in records]
+    if handler.identity.admin:
+        held = handler.hosts.hosts.holders()
+        for host in found:
+            host["slices"] = held.get(host["id"], [])
+    return found
+
+
 class HostsHandler(_SharedHostsMixin):
     """``GET /hosts``: registered hosts. ``POST /hosts``: register one."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        hosts = self.hosts.hosts.hosts()
-        self.write_json({"hosts": [host.to_json() for host in hosts]})
+        self.write_json({"hosts": _hosts_json(self, self.hosts.hosts.hosts())})
 
     @web.authenticated
     @authorized
@@ -59,7 +73,8 @@ class HostHandler(_SharedHostsMixin):
     @web.authenticated
     @authorized
     async def get(self, host_id: str) -> None:
-        self.write_json(self.hosts.hosts.get(self.path_id(host_id, "host_id", "host")).to_json())
+        host = self.hosts.hosts.get(self.path_id(host_id, "host_id", "host"))
+        self.write_json(_hosts_json(self, [host])[0])
 
     @web.authenticated
     @authorized

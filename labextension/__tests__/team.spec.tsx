@@ -1,25 +1,32 @@
 /**
  * Team mode in the panel: the Team section's wording (queue positions, estimates, the per-user
  * cap), its buttons (an admin's move to front and cancel, a user's cancel of their own), and
- * the admin view (everyone's servers by owner, spend per user with its CSV); then the team
- * model against two real `jupyter server`s in team mode on one store, as an admin (root) and a
- * second owner (alice) whose server the admin sees.
+ * the admin view (everyone's servers by owner, spend per user with its CSV, the shared hosts
+ * with who holds which slice, the audit log with its CSV); then the team model against two
+ * real `jupyter server`s in team mode on one store, as an admin (root) and a second owner
+ * (alice) whose server, slice of a shared host and audit lines the admin sees.
  */
+import { execFileSync } from 'child_process';
 import * as path from 'path';
 import * as React from 'react';
 import { act } from 'react';
 
+import { IHost } from '../hosts/types';
 import { ApiError } from '../request';
 import { ServersModel } from '../servers/model';
 import { ITeam } from '../servers/types';
 import { TeamModel } from '../team/model';
-import { IQueueEntry, ISpendRow } from '../team/types';
+import { IAuditEntry, IQueueEntry, ISpendRow } from '../team/types';
 import {
+  auditText,
+  auditWhat,
   byOwner,
   capText,
   estimateText,
+  hostGpusText,
   ITeamViewProps,
   positionText,
+  sliceText,
   TeamView
 } from '../team/view';
 import { JupyterServer } from './jupyterServer';
@@ -103,6 +110,99 @@ const SPEND: ISpendRow[] = [
   }
 ];
 
+const A100 = 'NVIDIA A100-SXM4-80GB';
+
+function makeHost(overrides: Partial<IHost> = {}): IHost {
+  return {
+    id: 1,
+    name: 'lab-gpu',
+    hostname: 'gpu1.example.org',
+    port: 22,
+    username: '',
+    identity_file: null,
+    use_agent: false,
+    python: 'python3',
+    trusted: true,
+    host_key_fingerprint: 'SHA256:pinned',
+    host_key_source: 'confirmed',
+    pending_host_key_fingerprint: null,
+    hourly_rate: null,
+    gpu_rates: {},
+    gpu_fractions: {},
+    gpu_wait_minutes: 30,
+    inventory: {
+      hostname: 'gpu1',
+      os: 'Linux',
+      arch: 'x86_64',
+      python: '3.11.2',
+      cpu_count: 32,
+      memory_total: 256 * 2 ** 30,
+      disk_free: 2 ** 40,
+      gpus: [
+        { index: 0, name: A100, uuid: 'GPU-0', memory_total: 80 * 2 ** 30 },
+        { index: 1, name: A100, uuid: 'GPU-1', memory_total: 80 * 2 ** 30 },
+        {
+          index: 2,
+          name: 'NVIDIA T4',
+          uuid: 'GPU-2',
+          memory_total: 16 * 2 ** 30
+        }
+      ],
+      gpu_reason: ''
+    },
+    inventory_error: '',
+    inventoried: 1700000000,
+    created: 1700000000,
+    updated: 1700000000,
+    slices: [
+      {
+        server_id: 3,
+        server_name: 'gpu-box',
+        owner: 'alice',
+        unix_user: 'alice',
+        cpu: 4,
+        memory_gb: 16,
+        gpu_uuids: ['GPU-0'],
+        gpu_fraction: null,
+        allocated: 1700000100
+      },
+      {
+        server_id: 4,
+        server_name: 'gpu-box',
+        owner: 'bob',
+        unix_user: 'jh-bob',
+        cpu: 1,
+        memory_gb: 2,
+        gpu_uuids: ['GPU-2'],
+        gpu_fraction: 0.5,
+        allocated: 1700000200
+      }
+    ],
+    ...overrides
+  };
+}
+
+const AUDIT: IAuditEntry[] = [
+  {
+    at: Date.UTC(2026, 11, 6, 9, 30) / 1000,
+    actor: 'root',
+    owner: 'bob',
+    server_id: 4,
+    server_name: 'gpu-box',
+    action: 'queue_move',
+    detail: 'to 1'
+  },
+  {
+    at: Date.UTC(2026, 11, 6, 9, 0) / 1000,
+    actor: 'alice',
+    owner: 'alice',
+    server_id: 3,
+    server_name: 'gpu-box',
+    action: 'create',
+    detail: ''
+  }
+];
+
 /** Click a button, and let the state changes it makes settle (inside act()). */
 async function click(button: Element | null): Promise<void> {
   expect(button).not.toBe(null);
@@ -122,6 +222,9 @@ describe('the Team section', () => {
       spend: [],
       month: '2026-12',
       spendCsvUrl: '/compute-servers/api/audit/spend?format=csv&month=2026-12',
+      audit: [],
+      auditCsvUrl: '/compute-servers/api/audit?format=csv',
+      hosts: [],
       loaded: true,
       error: null,
       onMoveToFront: jest.fn(() => Promise.resolve()),
@@ -184,6 +287,9 @@ describe('the Team section', () => {
     expect(section.querySelector('.jp-ComputeServers-queue-front')).toBe(null);
     expect(section.querySelector('.jp-ComputeServers-spend-csv')).toBe(null);
     expect(section.textContent).not.toContain('Servers by user');
+    expect(section.textContent).not.toContain('Shared hosts');
+    expect(section.textContent).not.toContain('Audit log');
+    expect(section.querySelector('.jp-ComputeServers-audit-csv')).toBe(null);
     await click(section.querySelector('.jp-ComputeServers-queue-cancel'));
     expect(onCancel).toHaveBeenCalledWith(entry);
   });
@@ -254,6 +360,104 @@ describe('the Team section', () => {
     ).toBe('/compute-servers/api/audit/spend?format=csv&month=2026-12');
   });
 
+  it('words hosts, slices and audit lines', () => {
+    const host = makeHost();
+    expect(hostGpusText(host)).toBe(`2x ${A100}, 1x NVIDIA T4`);
+    expect(hostGpusText(makeHost({ inventory: null }))).toBe(
+      'not inventoried yet'
+    );
+    expect(
+      hostGpusText(
+        makeHost({ inventory: null, inventory_error: 'Permission denied' })
+      )
+    ).toBe('not inventoried: Permission denied');
+    const [whole, share] = host.slices!;
+    expect(sliceText(whole, host)).toBe(
+      `gpu-box of alice: 4 CPUs, 16 GB, ${A100}`
+    );
+    expect(sliceText(share, host)).toBe(
+      'gpu-box of bob (as jh-bob): 1 CPU, 2 GB, 0.5 of NVIDIA T4'
+    );
+    expect(auditWhat(AUDIT[0])).toBe('queue_move (to 1)');
+    expect(auditWhat(AUDIT[1])).toBe('create');
+    expect(auditText({ ...AUDIT[1], server_id: null, owner: '' })).toBe(
+      'alice: create, gpu-box of no owner'
+    );
+  });
+
+  it('shows an admin the shared hosts, who holds which slice, and the audit log with its CSV', () => {
+    mount.render(
+      <TeamView
+        {...props({
+          team: makeTeam(true),
+          hosts: [
+            makeHost(),
+            makeHost({
+              id: 2,
+              name: 'spare',
+              hostname: '10.0.0.9',
+              port: 2222,
+              trusted: false,
+              inventory: null,
+              slices: []
+            })
+          ],
+          audit: AUDIT
+        })}
+      />
+    );
+    const section = mount.container.querySelector('.jp-ComputeServers-team')!;
+    const hosts = section.querySelectorAll(
+      '.jp-ComputeServers-team-hosts > li'
+    );
+    expect(
+      [...hosts].map(
+        li => li.querySelector('.jp-ComputeServers-team-host')!.textContent
+      )
+    ).toEqual([
+      `lab-gpu (gpu1.example.org): 2x ${A100}, 1x NVIDIA T4`,
+      'spare (10.0.0.9:2222): not inventoried yet; its key is not confirmed yet'
+    ]);
+    // Two users' servers named alike are told apart by their owners.
+    expect(
+      [...hosts[0].querySelectorAll('.jp-ComputeServers-team-slices li')].map(
+        li => [li.getAttribute('data-server-id'), li.textContent]
+      )
+    ).toEqual([
+      ['3', `gpu-box of alice: 4 CPUs, 16 GB, ${A100}`],
+      ['4', 'gpu-box of bob (as jh-bob): 1 CPU, 2 GB, 0.5 of NVIDIA T4']
+    ]);
+    expect(hosts[1].textContent).toContain('No slice is held.');
+    // The audit log, newest first: who did what to which server, and whose it is.
+    const lines = section.querySelectorAll('.jp-ComputeServers-audit-entry');
+    expect(
+      [...lines].map(li => [
+        li.getAttribute('data-server-id'),
+        li.querySelector('.jp-ComputeServers-audit-line')!.textContent,
+        li.querySelector('time')!.getAttribute('dateTime')
+      ])
+    ).toEqual([
+      [
+        '4',
+        'root: queue_move (to 1), gpu-box (4) of bob',
+        '2026-12-06T09:30:00.000Z'
+      ],
+      ['3', 'alice: create, gpu-box (3) of alice', '2026-12-06T09:00:00.000Z']
+    ]);
+    expect(
+      section
+        .querySelector('.jp-ComputeServers-audit-csv')!
+        .getAttribute('href')
+    ).toBe('/compute-servers/api/audit?format=csv');
+  });
+
+  it('says an admin has no host and no audit line yet', () => {
+    mount.render(<TeamView {...props({ team: makeTeam(true) })} />);
+    const text = mount.container.textContent;
+    expect(text).toContain('No host is registered.');
+    expect(text).toContain('Nothing recorded yet.');
+  });
+
   it('says why a move failed, and shows nothing standalone', async () => {
     const refused = new Error('Compute server 7 is not in a queue.');
     mount.render(
@@ -277,6 +481,22 @@ describe('the Team section', () => {
     expect(mount.container.innerHTML).toBe('');
   });
 });
+
+/** Register a shared host on the store and give a server a slice of it with a GPU, as the
+ * ssh cloud's start does (no SSH host needed to see who holds what). */
+const GIVE_SLICE = `
+import sys, time
+from jupyter_compute_servers.db import Database
+from jupyter_compute_servers.hosts import HostStore
+from jupyter_compute_servers.models import GpuSpec
+database = Database(sys.argv[1])
+hosts = HostStore(database, clock=time.time)
+gpu = {"index": 0, "uuid": "GPU-0", "name": "${A100}", "memory_total": 2**36}
+host = hosts.create(name="lab-gpu", hostname="127.0.0.1", port=22, username="",
+                    inventory={"cpu_count": 8, "memory_total": 2**35, "gpus": [gpu]})
+hosts.allocate(int(sys.argv[2]), host, 2, 4.0, GpuSpec("${A100}", 1))
+database.close()
+`;
 
 describe('the team model with two real team-mode servers on one store', () => {
   const fixtures = path.join(__dirname, 'fixtures');
@@ -319,6 +539,18 @@ describe('the team model with two real team-mode servers on one store', () => {
     await servers.create({ name: 'alice-box' });
     servers.dispose();
     await model.refresh();
+    const [aliceBox] = model.servers;
+    execFileSync(
+      path.join(__dirname, '..', '..', '.venv', 'bin', 'python'),
+      [
+        '-c',
+        GIVE_SLICE,
+        `sqlite:///${path.join(admin.dataDir, 'servers.db')}`,
+        String(aliceBox.id)
+      ],
+      { stdio: 'pipe' }
+    );
+    await model.refresh();
     expect(model.error).toBe(null);
     expect(model.isAdmin).toBe(true);
     expect(model.team!.user.name).toBe('root');
@@ -329,6 +561,29 @@ describe('the team model with two real team-mode servers on one store', () => {
     expect(model.servers.map(s => [s.name, s.owner])).toEqual([
       ['alice-box', 'alice']
     ]);
+    // The shared host, with who holds its slice; the audit log's line of Alice's create.
+    expect(model.hosts.map(h => [h.name, hostGpusText(h)])).toEqual([
+      ['lab-gpu', `1x ${A100}`]
+    ]);
+    expect(
+      model.hosts[0].slices!.map(s => sliceText(s, model.hosts[0]))
+    ).toEqual([`alice-box of alice: 2 CPUs, 4 GB, ${A100}`]);
+    // (the actor is whoever Alice's Jupyter says asked: an anonymous user there)
+    expect(model.audit.map(e => [e.action, e.server_name, e.owner])).toEqual([
+      ['create', 'alice-box', 'alice']
+    ]);
+    expect(model.auditCsvUrl).toBe(
+      `${admin.settings.baseUrl}compute-servers/api/audit?format=csv`
+    );
+    const auditCsv = await fetch(model.auditCsvUrl, {
+      headers: { Authorization: `token ${admin.settings.token}` }
+    });
+    expect(auditCsv.headers.get('Content-Type')).toMatch(/^text\/csv/);
+    const lines = (await auditCsv.text()).trim().split('\r\n');
+    expect(lines[0]).toBe('at,actor,owner,server_id,server_name,action,detail');
+    expect(lines[1]).toMatch(
+      new RegExp(`^[\\d.]+,[^,]+,alice,${aliceBox.id},alice-box,create,local$`)
+    );
     expect(model.spendCsvUrl).toBe(
       `${admin.settings.baseUrl}compute-servers/api/audit/spend?format=csv&month=${model.month}`
     );
@@ -355,6 +610,8 @@ describe('the team model with two real team-mode servers on one store', () => {
       expect(own.team!.owner).toBe('alice');
       expect(own.servers).toEqual([]);
       expect(own.spend).toEqual([]);
+      expect(own.audit).toEqual([]);
+      expect(own.hosts).toEqual([]);
     } finally {
       own.dispose();
     }

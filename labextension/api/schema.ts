@@ -1177,6 +1177,25 @@ export interface components {
             gpu_fractions: {
                 [key: string]: number[];
             };
+            /** @description Who holds which slice of the host now. Only for admins (always so standalone): in team mode a user does not see other users' servers here. */
+            slices?: components["schemas"]["HostSlice"][];
+        };
+        /** @description A slice of a shared host a server holds: its CPUs, RAM and GPUs, whose server it is and the Unix account its processes run as. */
+        HostSlice: {
+            server_id: number;
+            server_name: string;
+            /** @description The server's owner (the Hub user in team mode); '' before owners were kept. */
+            owner: string;
+            /** @description The account the slice's processes run as on the host ('' when not known). */
+            unix_user: string;
+            cpu: number;
+            memory_gb: number;
+            /** @description The UUIDs of the GPUs (or MIG instances) it holds. */
+            gpu_uuids: string[];
+            /** @description Its share of its one GPU; null for whole GPUs. */
+            gpu_fraction: number | null;
+            /** @description When it was given (seconds since the epoch). */
+            allocated: number;
         };
         Metrics: {
             time?: number;

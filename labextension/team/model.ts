@@ -3,14 +3,19 @@ import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { API_NAMESPACE, requestAPI } from '../request';
+import { IHost } from '../hosts/types';
 import { IServer, ITeam } from '../servers/types';
-import { IQueueEntry, ISpendRow } from './types';
+import { IAuditEntry, IQueueEntry, ISpendRow } from './types';
+
+/** How many of the audit log's newest lines the admin view shows (the CSV has them all). */
+export const AUDIT_LINES = 50;
 
 /**
  * Team mode as the panel shows it: who is asking and their quota (`GET team`), their place in
  * the GPU queues (`GET queue`: their own entries; an admin's, every host's line) and, for
- * admins, everyone's servers by owner (`GET servers?scope=all`) and this month's spend per
- * user (`GET audit/spend`). Read while the panel shows (`watched`), and again when the
+ * admins, everyone's servers by owner (`GET servers?scope=all`), this month's spend per
+ * user (`GET audit/spend`), the audit log's newest lines (`GET audit`) and the shared hosts
+ * with who holds which slice (`GET hosts`). Read while the panel shows (`watched`), and again when the
  * servers change (`scheduleRefresh`: the queue moves as servers start and stop).
  */
 export class TeamModel {
@@ -37,6 +42,16 @@ export class TeamModel {
 
   get spend(): ReadonlyArray<ISpendRow> {
     return this._spend;
+  }
+
+  /** The audit log's newest lines, newest first (admins). */
+  get audit(): ReadonlyArray<IAuditEntry> {
+    return this._audit;
+  }
+
+  /** The registered hosts, each with who holds which slice (admins). */
+  get hosts(): ReadonlyArray<IHost> {
+    return this._hosts;
   }
 
   get month(): string | null {
@@ -85,6 +100,14 @@ export class TeamModel {
     );
   }
 
+  /** Where the CSV of the whole audit log downloads from. */
+  get auditCsvUrl(): string {
+    return (
+      URLExt.join(this.serverSettings.baseUrl, API_NAMESPACE, 'audit') +
+      '?format=csv'
+    );
+  }
+
   /** Re-read everything the caller may see. Answers after a newer request's are dropped. */
   async refresh(): Promise<void> {
     const ticket = ++this._ticket;
@@ -93,6 +116,8 @@ export class TeamModel {
       const queue = await this._request<{ entries: IQueueEntry[] }>('queue');
       let servers: IServer[] = [];
       let spend: ISpendRow[] = [];
+      let audit: IAuditEntry[] = [];
+      let hosts: IHost[] = [];
       if (team.team_mode && team.user.admin) {
         servers = (
           await this._request<{ servers: IServer[] }>('servers?scope=all')
@@ -102,6 +127,13 @@ export class TeamModel {
             `audit/spend?month=${encodeURIComponent(team.month)}`
           )
         ).rows;
+        // The API answers the newest lines oldest first; the view shows the newest first.
+        audit = (
+          await this._request<{ entries: IAuditEntry[] }>(
+            `audit?limit=${AUDIT_LINES}`
+          )
+        ).entries.reverse();
+        hosts = (await this._request<{ hosts: IHost[] }>('hosts')).hosts;
       }
       if (ticket !== this._ticket || this._disposed) {
         return;
@@ -110,6 +142,8 @@ export class TeamModel {
       this._queue = queue.entries;
       this._servers = servers;
       this._spend = spend;
+      this._audit = audit;
+      this._hosts = hosts;
       this._month = team.month;
       this._error = null;
       this._loaded = true;
@@ -181,6 +215,8 @@ export class TeamModel {
   private _queue: IQueueEntry[] = [];
   private _servers: IServer[] = [];
   private _spend: ISpendRow[] = [];
+  private _audit: IAuditEntry[] = [];
+  private _hosts: IHost[] = [];
   private _month: string | null = null;
   private _loaded = false;
   private _error: string | null = null;

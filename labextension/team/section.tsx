@@ -28,6 +28,9 @@ export class TeamSidebarSection implements ISidebarSection {
         spend={team.spend}
         month={team.month}
         spendCsvUrl={team.spendCsvUrl}
+        audit={team.audit}
+        auditCsvUrl={team.auditCsvUrl}
+        hosts={team.hosts}
         loaded={team.loaded}
         error={team.error}
         onMoveToFront={entry => team.moveToFront(entry.server_id)}

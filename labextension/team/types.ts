@@ -1,5 +1,6 @@
 /**
- * Team mode's shapes (`compute-servers/api/team`, `/queue`, `/audit/spend`): names for the
+ * Team mode's shapes (`compute-servers/api/team`, `/queue`, `/audit`, `/audit/spend`, the
+ * slices of `/hosts`): names for the
  * schemas of openapi.json, from the types generated from it (`../api/schema`).
  */
 import { components } from '../api/schema';
@@ -11,3 +12,9 @@ export type IQueueEntry = Schemas['QueueEntry'];
 
 /** One user's or Hub group's spend in a month. */
 export type ISpendRow = Schemas['SpendRow'];
+
+/** One line of the audit log: who did what to which server (and whose), when. */
+export type IAuditEntry = Schemas['AuditEntry'];
+
+/** A slice of a shared host a server holds (admins see them in `GET hosts`). */
+export type IHostSlice = Schemas['HostSlice'];

@@ -1,8 +1,9 @@
 import * as React from 'react';
 
+import { IHost } from '../hosts/types';
 import { quotaText } from '../servers/createForm';
 import { IServer, ITeam } from '../servers/types';
-import { IQueueEntry, ISpendRow } from './types';
+import { IAuditEntry, IHostSlice, IQueueEntry, ISpendRow } from './types';
 
 /** "2nd of 3 on lab-gpu": where an entry stands in its host's line. */
 export function positionText(entry: IQueueEntry): string {
@@ -60,6 +61,71 @@ export function byOwner(
   return [...groups.entries()].sort(([a], [b]) => a.localeCompare(b));
 }
 
+/** A host's GPUs by type: "2x NVIDIA A100-SXM4-80GB, 1x NVIDIA T4", or why there are none. */
+export function hostGpusText(host: IHost): string {
+  const gpus = host.inventory?.gpus ?? [];
+  if (!host.inventory) {
+    return host.inventory_error
+      ? `not inventoried: ${host.inventory_error}`
+      : 'not inventoried yet';
+  }
+  if (gpus.length === 0) {
+    return 'no GPUs';
+  }
+  const counts = new Map<string, number>();
+  for (const gpu of gpus) {
+    counts.set(gpu.name, (counts.get(gpu.name) ?? 0) + 1);
+  }
+  return [...counts.entries()].map(([name, n]) => `${n}x ${name}`).join(', ');
+}
+
+/** The GPU (or MIG instance) names of a host's inventory, by UUID. */
+function gpuNames(host: IHost): Map<string, string> {
+  const names = new Map<string, string>();
+  for (const gpu of host.inventory?.gpus ?? []) {
+    names.set(gpu.uuid, gpu.name);
+    for (const device of gpu.mig_devices ?? []) {
+      names.set(device.uuid, device.name);
+    }
+  }
+  return names;
+}
+
+/** Who holds a slice and what it holds: "gpu-box of alice (as alice): 2 CPUs, 8 GB, NVIDIA T4". */
+export function sliceText(slice: IHostSlice, host: IHost): string {
+  const names = gpuNames(host);
+  const server = slice.server_name || `server ${slice.server_id}`;
+  const account =
+    slice.unix_user && slice.unix_user !== slice.owner
+      ? ` (as ${slice.unix_user})`
+      : '';
+  const gpus = slice.gpu_uuids.map(uuid => names.get(uuid) ?? uuid);
+  const share =
+    slice.gpu_fraction !== null && gpus.length
+      ? [`${slice.gpu_fraction} of ${gpus[0]}`]
+      : gpus;
+  return (
+    `${server} of ${slice.owner || 'no owner'}${account}: ` +
+    [
+      `${slice.cpu} CPU${slice.cpu === 1 ? '' : 's'}`,
+      `${slice.memory_gb} GB`,
+      ...share
+    ].join(', ')
+  );
+}
+
+/** What an audit line records: "edit (name, notes)". */
+export function auditWhat(entry: IAuditEntry): string {
+  return entry.detail ? `${entry.action} (${entry.detail})` : entry.action;
+}
+
+/** An audit line in words: "root: queue_move (to 1), gpu-box (4) of bob". */
+export function auditText(entry: IAuditEntry): string {
+  const id = entry.server_id === null ? '' : ` (${entry.server_id})`;
+  const server = `${entry.server_name || 'a server'}${id}`;
+  return `${entry.actor}: ${auditWhat(entry)}, ${server} of ${entry.owner || 'no owner'}`;
+}
+
 export interface ITeamViewProps {
   team: ITeam | null;
   queue: ReadonlyArray<IQueueEntry>;
@@ -67,6 +133,11 @@ export interface ITeamViewProps {
   spend: ReadonlyArray<ISpendRow>;
   month: string | null;
   spendCsvUrl: string;
+  /** The audit log's newest lines, newest first (admins). */
+  audit: ReadonlyArray<IAuditEntry>;
+  auditCsvUrl: string;
+  /** The shared hosts, with who holds which slice (admins). */
+  hosts: ReadonlyArray<IHost>;
   loaded: boolean;
   error: string | null;
   /** Move an entry to the front of its host's queue (admins). */
@@ -77,8 +148,9 @@ export interface ITeamViewProps {
 
 /**
  * Team mode's section of the panel: a user's quota and their places in the GPU queues; for an
- * admin, also everyone's servers by owner, every queue with move-to-front and cancel, and this
- * month's spend per user and group with its CSV.
+ * admin, also everyone's servers by owner, every queue with move-to-front and cancel, this
+ * month's spend per user and group with its CSV, the shared hosts with who holds which slice,
+ * and the audit log's newest lines with the CSV of all of it.
  */
 export function TeamView(props: ITeamViewProps): JSX.Element | null {
   const { team } = props;
@@ -258,6 +330,74 @@ export function TeamView(props: ITeamViewProps): JSX.Element | null {
             download
           >
             Download spend per user and group (CSV)
+          </a>
+          <h4>Shared hosts</h4>
+          {props.hosts.length === 0 ? (
+            <p className="jp-ComputeServers-team-empty">
+              No host is registered.
+            </p>
+          ) : (
+            <ul className="jp-ComputeServers-team-hosts">
+              {props.hosts.map(host => (
+                <li key={host.id} data-host-id={host.id}>
+                  <div className="jp-ComputeServers-team-host">
+                    <strong>{host.name}</strong> ({host.hostname}
+                    {host.port === 22 ? '' : `:${host.port}`}):{' '}
+                    {hostGpusText(host)}
+                    {host.trusted ? '' : '; its key is not confirmed yet'}
+                  </div>
+                  {(host.slices ?? []).length === 0 ? (
+                    <div className="jp-ComputeServers-team-empty">
+                      No slice is held.
+                    </div>
+                  ) : (
+                    <ul className="jp-ComputeServers-team-slices">
+                      {(host.slices ?? []).map(slice => (
+                        <li
+                          key={slice.server_id}
+                          data-server-id={slice.server_id}
+                        >
+                          {sliceText(slice, host)}
+                        </li>
+                      ))}
+                    </ul>
+                  )}
+                </li>
+              ))}
+            </ul>
+          )}
+          <h4>Audit log</h4>
+          {props.audit.length === 0 ? (
+            <p className="jp-ComputeServers-team-empty">
+              Nothing recorded yet.
+            </p>
+          ) : (
+            <ul className="jp-ComputeServers-audit">
+              {props.audit.map((entry, index) => (
+                <li
+                  key={index}
+                  className="jp-ComputeServers-audit-entry"
+                  data-server-id={entry.server_id ?? undefined}
+                >
+                  <div className="jp-ComputeServers-audit-line">
+                    {auditText(entry)}
+                  </div>
+                  <time
+                    className="jp-ComputeServers-audit-when"
+                    dateTime={new Date(entry.at * 1000).toISOString()}
+                  >
+                    {new Date(entry.at * 1000).toLocaleString()}
+                  </time>
+                </li>
+              ))}
+            </ul>
+          )}
+          <a
+            className="jp-ComputeServers-audit-csv"
+            href={props.auditCsvUrl}
+            download
+          >
+            Download the audit log (CSV)
           </a>
         </>
       )}
