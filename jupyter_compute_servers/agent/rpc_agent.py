@@ -266,13 +266,15 @@ def _workspace_dir(workspace, relative):
     return path
 
 
-def _record_path(kernels, kernel_id):
-    return os.path.join(kernels, f"kernel-{kernel_id}.record.json")
+def _record_path(kernels, kernel_id, kind="kernel"):
+    """Where the agent keeps what it started (a kernel's record; ``kind="app"``: a web app's),
+    so that a later agent finds it after a restart."""
+    return os.path.join(kernels, f"{kind}-{kernel_id}.record.json")
 
 
-def _read_record(kernels, kernel_id):
+def _read_record(kernels, kernel_id, kind="kernel"):
     try:
-        with open(_record_path(kernels, kernel_id)) as f:
+        with open(_record_path(kernels, kernel_id, kind)) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
@@ -2003,18 +2005,6 @@ def _app_name(params):
     return name
 
 
-def _app_record_path(apps, name):
-    return os.path.join(apps, f"app-{name}.record.json")
-
-
-def _read_app(apps, name):
-    try:
-        with open(_app_record_path(apps, name)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _app_public(record):
     code = _exit_code(record)
     public = {
@@ -2044,7 +2034,7 @@ def app_start(params):
     base_url = params.get("base_url") or "/"
     if not isinstance(base_url, str):
         raise ValueError("base_url must be a string")
-    previous = _read_app(apps, name)
+    previous = _read_record(apps, name, "app")
     if previous is not None and _exit_code(previous) is None:
         return dict(_app_public(previous), already=True)
     cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
@@ -2091,7 +2081,7 @@ def app_start(params):
         "container_engine": container["engine"] if container else None,
         "container_name": f"jcs-app-{name}" if container else None,
     }
-    _write_private(_app_record_path(apps, name), json.dumps(record))
+    _write_private(_record_path(apps, name, "app"), json.dumps(record))
     return dict(_app_public(record), already=False)
 
 
@@ -2101,7 +2091,7 @@ def app_list(params):
     found = []
     for entry in sorted(os.listdir(apps)):
         if entry.startswith("app-") and entry.endswith(".record.json"):
-            record = _read_app(apps, entry[len("app-") : -len(".record.json")])
+            record = _read_record(apps, entry[len("app-") : -len(".record.json")], "app")
             if record is not None:
                 found.append(_app_public(record))
     return {"apps": found}
@@ -2118,7 +2108,7 @@ def app_stop(params):
     """End an app's process group (SIGTERM, then SIGKILL) and forget it."""
     apps = _apps_dir(params)
     name = _app_name(params)
-    record = _read_app(apps, name)
+    record = _read_record(apps, name, "app")
     if record is None:
         return {"stopped": False}
     was_running = _exit_code(record) is None
@@ -2132,7 +2122,7 @@ def app_stop(params):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(record["pgid"], signal.SIGKILL)
             container_stop(record)
-    for path in (_app_record_path(apps, name), os.path.join(apps, f"app-{name}.log")):
+    for path in (_record_path(apps, name, "app"), os.path.join(apps, f"app-{name}.log")):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     return {"stopped": was_running}
