@@ -115,7 +115,8 @@ $(STAMPS)/ui-npm: ui-tests/package.json ui-tests/package-lock.json
 # Debian packages the tests need (a real browser, a real sshd, a real PostgreSQL 15 that the
 # tests start in a temp dir of their own, a real container engine (podman with runc), and
 # mmdebstrap to build its test images from Debian's packages, and a registry to pull from;
-# Slurm with munge, slurmdbd and MariaDB for the slurm cloud). Installed when missing and
+# Slurm with munge, slurmdbd and MariaDB for the slurm cloud; Debian's Python with ipykernel
+# for the team tests' Unix accounts). Installed when missing and
 # running as root, with policy-rc.d telling the packages not to start their own services (the
 # tests start theirs); otherwise named, so a developer knows what to install.
 system-deps:
@@ -134,6 +135,7 @@ system-deps:
 	[ -x /usr/sbin/munged ] || missing="$$missing munge"; \
 	[ -x /usr/sbin/slurmdbd ] || missing="$$missing slurmdbd"; \
 	[ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
+	/usr/bin/python3 -c 'import ipykernel' >/dev/null 2>&1 || missing="$$missing python3-ipykernel"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    made_policy=""; \
