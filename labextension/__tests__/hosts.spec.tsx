@@ -284,7 +284,9 @@ describeWithSshd('hosts with a real server and an sshd host', () => {
         waiting = servers.server(small.id)?.progress?.message ?? '';
         await sleep(100);
       }
-      expect(waiting).toMatch(/^Waiting on lab: 1st in line \(.+\)$/);
+      expect(waiting).toMatch(
+        /^Waiting on lab: 1st in line \(.+\); estimated start .+$/
+      );
       expect(servers.server(small.id)!.state).toBe('starting');
 
       const list = await show(
