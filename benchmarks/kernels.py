@@ -632,21 +632,20 @@ def report(results: Results, opts: Options) -> None:
     )
     rt = {label: median(samples) for label, samples in results.round_trip.items()}
     rt95 = {label: p95(samples) for label, samples in results.round_trip.items()}
-    # The peer to beat: the faster of the two fair OpenSSH tunnels.
-    best_ssh = min((TT_LABEL, PER_PORT_LABEL), key=lambda label: rt[label])
-    other_ssh = PER_PORT_LABEL if best_ssh == TT_LABEL else TT_LABEL
     out_ratio = median(results.output[local]) / median(results.output[remote])
     print()
     print("Targets (remote = the compute server's kernel through the provisioner's tunnel)")
+    # Issue #22's targets (a start at 0.3x of local needs a warm kernel, not built yet).
     rows = [
-        ("start to ready, remote / local", start_ratio, "<= 1.30x", start_ratio <= 1.3),
-        ("round trip median, remote / local", rt[remote] / rt[local], "<= 1.50x",
-         rt[remote] / rt[local] <= 1.5),
-        (f"round trip median, remote / {best_ssh} (faster)", rt[remote] / rt[best_ssh],
-         "<= 1.00x", rt[remote] <= rt[best_ssh]),
-        (f"round trip median, remote / {other_ssh}", rt[remote] / rt[other_ssh], "", None),
+        ("start to ready, remote / local", start_ratio, "<= 0.30x", start_ratio <= 0.3),
+        ("round trip median, remote / local", rt[remote] / rt[local], "<= 1.20x",
+         rt[remote] / rt[local] <= 1.2),
+        (f"round trip median, remote / {TT_LABEL}", rt[remote] / rt[TT_LABEL],
+         "<= 0.90x", rt[remote] / rt[TT_LABEL] <= 0.9),
+        (f"round trip median, remote / {PER_PORT_LABEL}", rt[remote] / rt[PER_PORT_LABEL], "",
+         None),
         ("round trip p95, remote / local", rt95[remote] / rt95[local], "", None),
-        ("output throughput, remote / local", out_ratio, ">= 0.60x", out_ratio >= 0.6),
+        ("output throughput, remote / local", out_ratio, ">= 0.95x", out_ratio >= 1 / 1.05),
     ]  # fmt: skip
     width = max(len(row[0]) for row in rows)
     for name, ratio, target, ok in rows:
