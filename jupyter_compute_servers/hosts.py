@@ -557,12 +557,7 @@ class HostStore:
         """Put a waiting server at ``position`` (1: first) of its host's queue (an admin's
         reorder); 404 when it is not waiting."""
         with self.database.transaction() as db:
-            host_id = db.execute(
-                select(gpu_queue.c.host_id).where(gpu_queue.c.server_id == server_id)
-            ).scalar()
-            if host_id is None:
-                raise NotFoundError(f"Compute server {server_id} is not in a queue.", field="id")
-            _lock_host(db, host_id)
+            host_id = _lock_queue_of(db, server_id)
             others = [e for e in _line(db, host_id) if e.server_id != server_id]
             index = min(position, len(others) + 1) - 1
             if not others:
@@ -582,12 +577,7 @@ class HostStore:
         """Mark a waiting server's entry cancelled: the process running its start ends the
         start at its next try, saying who cancelled it (``allocate``)."""
         with self.database.transaction() as db:
-            host_id = db.execute(
-                select(gpu_queue.c.host_id).where(gpu_queue.c.server_id == server_id)
-            ).scalar()
-            if host_id is None:
-                raise NotFoundError(f"Compute server {server_id} is not in a queue.", field="id")
-            _lock_host(db, host_id)
+            host_id = _lock_queue_of(db, server_id)
             db.execute(
                 update(gpu_queue)
                 .where(gpu_queue.c.server_id == server_id)
@@ -782,6 +772,18 @@ def _entries(value: Any) -> list[dict[str, Any]]:
 def _named(name: str) -> Any:
     """Hosts of this name, in any case (as the unique index compares them)."""
     return func.lower(hosts.c.name) == func.lower(name)
+
+
+def _lock_queue_of(db: Connection, server_id: int) -> int:
+    """Lock the host whose queue the server waits in, in this transaction; its id (404 when
+    the server waits in no queue)."""
+    host_id = db.execute(
+        select(gpu_queue.c.host_id).where(gpu_queue.c.server_id == server_id)
+    ).scalar()
+    if host_id is None:
+        raise NotFoundError(f"Compute server {server_id} is not in a queue.", field="id")
+    _lock_host(db, host_id)
+    return int(host_id)
 
 
 def _lock_host(db: Connection, host_id: int) -> None:

@@ -678,15 +678,24 @@ class ComputeServerManager:
         be pulled, its agent did not answer) leaves nothing running, or costing, behind: the
         machine is stopped again and the server is ``off``, saying why. When even that fails,
         it is ``error`` with both reasons (stop it once the cause is fixed)."""
+        stop_message = await self._stop_what_started(server, cloud, op)
+        if stop_message is not None:
+            return State.ERROR, f"{reason}; stopping it again failed too: {stop_message}"
+        return State.OFF, f"{reason}. It was stopped again; fix the cause and start it again."
+
+    async def _stop_what_started(
+        self, server: ServerRecord, cloud: Cloud, op: Operation
+    ) -> str | None:
+        """Close the server's connection and stop its machine, within a bounded time; answer
+        why that failed, or None."""
         try:
             await self.ssh.close(server.id)
             await asyncio.wait_for(cloud.stop(op), FAILED_START_STOP_TIMEOUT)
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            stop_message = e.message if isinstance(e, ComputeServersError) else str(e)
-            return State.ERROR, f"{reason}; stopping it again failed too: {stop_message}"
-        return State.OFF, f"{reason}. It was stopped again; fix the cause and start it again."
+            return e.message if isinstance(e, ComputeServersError) else str(e)
+        return None
 
     async def _stop_cancelled_start(
         self, server: ServerRecord, cloud: Cloud, op: Operation, action: Action, previous: State
@@ -695,13 +704,8 @@ class ComputeServerManager:
         place in a GPU queue) is stopped: nothing keeps running or costing. A server that had
         no machine and still has none is deprovisioned again, else off."""
         reason = f"{action.value} cancelled (stopped while starting)"
-        try:
-            await self.ssh.close(server.id)
-            await asyncio.wait_for(cloud.stop(op), FAILED_START_STOP_TIMEOUT)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            message = e.message if isinstance(e, ComputeServersError) else str(e)
+        message = await self._stop_what_started(server, cloud, op)
+        if message is not None:
             return State.ERROR, (
                 f"{action.value} cancelled, but stopping what it had started failed: {message}. "
                 "Stop it again once the cause is fixed."

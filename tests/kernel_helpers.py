@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
 
 
 async def execute(kernel_client: Any, code: str, timeout: float = 30) -> tuple[dict, str]:
@@ -110,3 +115,23 @@ async def run_counter(kernel_client, count: int, pause: float, fault) -> list[st
     reply = await cell
     assert reply["content"]["status"] == "ok", reply
     return "".join(printed).splitlines()
+
+
+@contextlib.asynccontextmanager
+async def server_kernel(manager: Any, server_id: int, kernels_dir: Path) -> AsyncIterator[Any]:
+    """A ready client of a new kernel of the server's Python 3 spec (published under
+    ``kernels_dir`` once the server runs), as Jupyter starts one; shut down on the way out."""
+    await wait_until(lambda: manager.get_server(server_id).kernel_specs)
+    specs = KernelSpecManager(kernel_dirs=[str(kernels_dir)])
+    kernel = AsyncKernelManager(
+        kernel_name=f"compute-{server_id}-python3", kernel_spec_manager=specs
+    )
+    await kernel.start_kernel()
+    client = kernel.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=30)
+        yield client
+    finally:
+        client.stop_channels()
+        await kernel.shutdown_kernel()

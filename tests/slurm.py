@@ -119,6 +119,18 @@ class SlurmCluster:
         lines = [line.split("|") for line in out.splitlines() if line.startswith(f"{job_id}|")]
         return dict(zip(fields, lines[-1], strict=True)) if lines else {}
 
+    def occupy_node(self) -> str:
+        """Submit a job holding every CPU of the node (others wait behind it); its id."""
+        return self.run(
+            "sbatch",
+            "--parsable",
+            f"--cpus-per-task={self.cpus}",
+            "--mem=500M",
+            "--output=/dev/null",
+            "--wrap",
+            "sleep 600",
+        ).strip()
+
     def cancel_all(self) -> None:
         self.run("scancel", "--user", os.environ.get("USER", "root"), check=False)
         deadline = time.monotonic() + 30

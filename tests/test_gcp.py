@@ -20,8 +20,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
 from traitlets import TraitError
 
 from jupyter_compute_servers.app import EVENT_SCHEMA_PATH
@@ -34,7 +32,7 @@ from jupyter_compute_servers.store import ServerStore
 
 from .composition import act, create_server, recorded_events, services_over
 from .fake_gce import FakeGCE
-from .kernel_helpers import execute, wait_until
+from .kernel_helpers import execute, server_kernel, wait_until
 
 ZONE = "us-central1-a"
 
@@ -893,22 +891,10 @@ async def test_a_kernel_runs_on_a_gcp_server_from_start_to_deprovision(fake, key
             server = create(manager, "gpu-less")
             server = await act(manager, server.id, "start")
             assert server.state is State.RUNNING, server.state_reason
-            await wait_until(lambda: manager.get_server(server.id).kernel_specs)
-            specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
-            kernel = AsyncKernelManager(
-                kernel_name=f"compute-{server.id}-python3", kernel_spec_manager=specs
-            )
-            await kernel.start_kernel()
-            client = kernel.client()
-            client.start_channels()
-            try:
-                await client.wait_for_ready(timeout=30)
+            async with server_kernel(manager, server.id, tmp_path / "kernels") as client:
                 _, out = await execute(client, "import os; print(os.getcwd())")
                 home = fake.vm().disk_dir / "home"
                 assert out.strip() == str(home / "work")
-            finally:
-                client.stop_channels()
-                await kernel.shutdown_kernel()
             assert (await act(manager, server.id, "stop")).state is State.OFF
             server = await act(manager, server.id, "deprovision", confirm=True)
             assert server.state is State.DEPROVISIONED and fake.vms == {}

@@ -18,8 +18,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
 
 from jupyter_compute_servers.clouds.kubernetes import SSHD_SCRIPT, KubernetesCloud
 from jupyter_compute_servers.errors import ValidationError
@@ -29,7 +27,7 @@ from jupyter_compute_servers.models import State
 
 from .composition import act, create_server, recorded_events, services_over
 from .fake_kubernetes import GPU, FakeKubernetes
-from .kernel_helpers import execute, wait_until
+from .kernel_helpers import execute, server_kernel, wait_until
 
 OPENAPI = Path(__file__).parent.parent / "jupyter_compute_servers" / "openapi.json"
 T4 = {
@@ -114,16 +112,7 @@ async def test_a_kernel_runs_in_a_pod_and_the_disk_outlives_a_stop(fake, tmp_pat
             }
             assert "nodeSelector" not in spec and "tolerations" not in spec
 
-            await wait_until(lambda: manager.get_server(server.id).kernel_specs)
-            specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
-            kernel = AsyncKernelManager(
-                kernel_name=f"compute-{server.id}-python3", kernel_spec_manager=specs
-            )
-            await kernel.start_kernel()
-            client = kernel.client()
-            client.start_channels()
-            try:
-                await client.wait_for_ready(timeout=30)
+            async with server_kernel(manager, server.id, tmp_path / "kernels") as client:
                 _, out = await execute(
                     client,
                     "import os; open(os.path.expanduser('~/kept.txt'), 'w').write('42'); "
@@ -131,9 +120,6 @@ async def test_a_kernel_runs_in_a_pod_and_the_disk_outlives_a_stop(fake, tmp_pat
                 )
                 # The kernel runs in the pod, on its disk (the claim mounted as home).
                 assert out.split() == [str(claim_dir), str(claim_dir / "work")]
-            finally:
-                client.stop_channels()
-                await kernel.shutdown_kernel()
             # The SSH connection is the one port-forward websocket of this server.
             forwards = fake.calls("GET", f"/pods/{name}/portforward")
             assert forwards and all(r.query["ports"] == "2222" for r in forwards)

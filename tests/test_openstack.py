@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
 from traitlets import TraitError
 
 from jupyter_compute_servers.clouds.base import Operation
@@ -29,7 +27,7 @@ from jupyter_compute_servers.models import State
 
 from .composition import act, create_server, recorded_events, services_over
 from .fake_openstack import FakeOpenStack
-from .kernel_helpers import execute, wait_until
+from .kernel_helpers import execute, server_kernel, wait_until
 
 BOOT_IMAGES = {"*": "ubuntu-2204-20230914", "*gpu": "ubuntu-2204-nvidia-20230914"}
 
@@ -117,21 +115,9 @@ async def test_a_kernel_runs_on_a_gpu_medium_server_through_every_action(
             api_calls = [r for r in fake.requests if "/v2" in r.path and r.path.count("/") > 2]
             assert api_calls and all(r.headers["x-auth-token"] in fake.tokens for r in api_calls)
 
-            await wait_until(lambda: manager.get_server(server.id).kernel_specs)
-            specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
-            kernel = AsyncKernelManager(
-                kernel_name=f"compute-{server.id}-python3", kernel_spec_manager=specs
-            )
-            await kernel.start_kernel()
-            client = kernel.client()
-            client.start_channels()
-            try:
-                await client.wait_for_ready(timeout=30)
+            async with server_kernel(manager, server.id, tmp_path / "kernels") as client:
                 _, out = await execute(client, "import os; print(os.getcwd())")
                 assert out.strip() == str(vm.disk_dir / "home" / "work")
-            finally:
-                client.stop_channels()
-                await kernel.shutdown_kernel()
 
             assert (await act(manager, server.id, "stop")).state is State.OFF
             assert vm.status == "SHUTOFF" and vm.sshd is None

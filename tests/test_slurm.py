@@ -94,20 +94,21 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
     return slurm_server_config(jp_server_config)
 
 
+def login_host(login: dict[str, Any]) -> dict[str, Any]:
+    """The request that registers the cluster's login node as the host ``login``."""
+    return {
+        "name": "login",
+        "hostname": "127.0.0.1",
+        "port": login["sshd"].port,
+        "username": login["sshd"].username,
+        "identity_file": login["identity"],
+        # The cluster's Python with ipykernel (here: this one), as an admin would set it.
+        "python": sys.executable,
+    }
+
+
 async def register_login(api, login: dict[str, Any]) -> dict[str, Any]:
-    code, registered = await api(
-        "POST",
-        "hosts",
-        {
-            "name": "login",
-            "hostname": "127.0.0.1",
-            "port": login["sshd"].port,
-            "username": login["sshd"].username,
-            "identity_file": login["identity"],
-            # The cluster's Python with ipykernel (here: this one), as an admin would set it.
-            "python": sys.executable,
-        },
-    )
+    code, registered = await api("POST", "hosts", login_host(login))
     assert code == 201, registered
     code, trusted = await api(
         "PATCH",
@@ -233,15 +234,7 @@ async def test_a_server_is_a_job_pending_then_running_then_cancelled(
 ):
     await register_login(api, login)
     # A first job holds every CPU of the node: ours must wait for it.
-    blocker = cluster.run(
-        "sbatch",
-        "--parsable",
-        f"--cpus-per-task={cluster.cpus}",
-        "--mem=500M",
-        "--output=/dev/null",
-        "--wrap",
-        "sleep 600",
-    ).strip()
+    blocker = cluster.occupy_node()
     server = await job_server(api, "queued", gpu={"type": GPU_TYPE, "count": 1})
     await api("POST", f"servers/{server['id']}/actions/start")
 
@@ -400,15 +393,7 @@ async def test_a_job_at_its_time_limit_turns_the_server_off_with_the_reason(
     )
     await register_login(api, login)
     # Held in the queue behind a job that has the whole node, for a few seconds.
-    blocker = cluster.run(
-        "sbatch",
-        "--parsable",
-        f"--cpus-per-task={cluster.cpus}",
-        "--mem=500M",
-        "--output=/dev/null",
-        "--wrap",
-        "sleep 600",
-    ).strip()
+    blocker = cluster.occupy_node()
     server = await job_server(api, "short", extra={"time_minutes": 1})
     await api("POST", f"servers/{server['id']}/actions/start")
     await wait_until(
@@ -541,18 +526,7 @@ def test_a_server_is_edited_after_jupyter_restarts(login, cluster, tmp_path):
     root.mkdir()
     first = JupyterProcess(data, root, f"--config={config}")
     try:
-        code, host = first.call(
-            "POST",
-            "hosts",
-            {
-                "name": "login",
-                "hostname": "127.0.0.1",
-                "port": login["sshd"].port,
-                "username": login["sshd"].username,
-                "identity_file": login["identity"],
-                "python": sys.executable,
-            },
-        )
+        code, host = first.call("POST", "hosts", login_host(login))
         assert code == 201, host
         assert isinstance(host, dict)
         code, trusted = first.call(

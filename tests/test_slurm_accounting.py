@@ -71,15 +71,7 @@ async def test_a_job_held_in_the_queue_is_charged_from_its_accounted_start_to_it
 ):
     await register_login(api, login)
     # A first job holds every CPU of the node: ours waits for it.
-    blocker = cluster.run(
-        "sbatch",
-        "--parsable",
-        f"--cpus-per-task={cluster.cpus}",
-        "--mem=500M",
-        "--output=/dev/null",
-        "--wrap",
-        "sleep 600",
-    ).strip()
+    blocker = cluster.occupy_node()
     server = await job_server(api, "queued")
     await api("POST", f"servers/{server['id']}/actions/start")
     await wait_until(

@@ -35,6 +35,8 @@ from jupyter_compute_servers.team import (
     parse_quotas,
 )
 
+from .races import race_two_starts
+
 GPU = "NVIDIA A100-SXM4-80GB"
 
 
@@ -186,62 +188,18 @@ def test_a_host_delete_refused_names_each_users_server_with_its_owner(db_url):
         store.database.close()
 
 
-def _waiter_blocked(url: str) -> bool:
-    """Whether a session of this database waits for an advisory lock (PostgreSQL)."""
-    probe = Database(url, migrate=False)
-    try:
-        with probe.read() as db:
-            return bool(
-                db.execute(
-                    text(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                    )
-                ).scalar()
-            )
-    finally:
-        probe.close()
-
-
 def test_two_starts_racing_for_the_last_of_a_quota_one_wins_one_is_told_why(postgres_server):
     url = postgres_server.create_database()
     team = Team(enabled=True, owner="alice", quotas={"*": Quota(running_servers=1, gpus=2)})
     one, two = scoped(url, "alice"), scoped(url, "alice")  # two processes of one user
     first, second = make(one, "first", gpus=1), make(one, "second", gpus=1)
-    outcomes: dict[str, Any] = {}
-
-    def admit_then_hold(store: ServerStore) -> Any:
-        def admit(db: Any, owner: str, config: str) -> None:
-            team.check_start(db, store, owner, config)
-            # Hold the decision open until the other start is waiting for the owner's
-            # lock: without that lock both would read "none running" and both would start.
-            deadline = time.monotonic() + 10
-            while not _waiter_blocked(url) and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-        return admit
-
-    def start(label: str, store: ServerStore, server_id: int, hold: bool) -> None:
-        try:
-            admit = (
-                admit_then_hold(store)
-                if hold
-                else (lambda db, owner, config: team.check_start(db, store, owner, config))
-            )
-            outcomes[label] = store.transition(
-                server_id, to=State.STARTING, action="start", admit=admit
-            )
-        except ConflictError as e:
-            outcomes[label] = e
-
-    holder = threading.Thread(target=start, args=("first", one, first, True))
-    holder.start()
-    time.sleep(0.2)  # (not a timing assertion: only lets the holder take the lock first)
-    racer = threading.Thread(target=start, args=("second", two, second, False))
-    racer.start()
-    holder.join(30)
-    racer.join(30)
-    assert outcomes["first"].state is State.STARTING
-    refusal = outcomes["second"]
+    started, refusal = race_two_starts(
+        url,
+        lambda db, store, owner, config: team.check_start(db, store, owner, config),
+        (one, first),
+        (two, second),
+    )
+    assert started.state is State.STARTING
     assert isinstance(refusal, ConflictError), refusal
     assert refusal.status == 409 and refusal.field == "quota.running_servers"
     assert refusal.message.startswith(

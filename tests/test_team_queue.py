@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -33,7 +32,7 @@ from jupyter_compute_servers.services import Services
 from jupyter_compute_servers.team import Identity, current_actor
 
 from .composition import services_for
-from .test_team import _waiter_blocked
+from .races import race_two_starts
 
 GPU = "NVIDIA A100-SXM4-80GB"
 #: 2026-01-10 10:00 UTC: the spend tests' month is January 2026.
@@ -280,34 +279,16 @@ def test_two_starts_racing_for_the_last_cpus_one_wins_one_is_told_why(team, db_u
     one = team("alice", quotas={"*": {"cpu": 4}})
     two = team("alice", quotas={"*": {"cpu": 4}})  # a second process of the same user
     first, second = make(one, "first", cpu=3), make(one, "second", cpu=3)
-    outcomes: dict[str, Any] = {}
-
-    def start(label: str, services: Services, server_id: int, hold: bool) -> None:
-        store, team_ = services.store, services.team
-
-        def admit(db: Any, owner: str, config: str) -> None:
-            team_.check_start(db, store, owner, config, "ssh")
-            # Hold the decision until the other start waits for the owner's lock.
-            deadline = time.monotonic() + 10
-            while hold and not _waiter_blocked(db_url) and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-        try:
-            outcomes[label] = store.transition(
-                server_id, to=State.STARTING, action="start", admit=admit
-            )
-        except ConflictError as e:
-            outcomes[label] = e
-
-    holder = threading.Thread(target=start, args=("first", one, first, True))
-    holder.start()
-    time.sleep(0.2)  # (not a timing assertion: only lets the holder take the lock first)
-    racer = threading.Thread(target=start, args=("second", two, second, False))
-    racer.start()
-    holder.join(30)
-    racer.join(30)
-    assert outcomes["first"].state is State.STARTING
-    refusal = outcomes["second"]
+    team_of = {id(process.store): process.team for process in (one, two)}
+    started, refusal = race_two_starts(
+        db_url,
+        lambda db, store, owner, config: team_of[id(store)].check_start(
+            db, store, owner, config, "ssh"
+        ),
+        (one.store, first),
+        (two.store, second),
+    )
+    assert started.state is State.STARTING
     assert isinstance(refusal, ConflictError) and refusal.field == "quota.cpu", refusal
     assert "alice has 1 of 4 left." in refusal.message
 

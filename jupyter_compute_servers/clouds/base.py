@@ -8,8 +8,10 @@ its private bookkeeping in ``cloud_data`` through the ``Operation`` it is handed
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from traitlets import TraitError, Unicode
@@ -260,6 +262,19 @@ class Cloud(LoggingConfigurable):
     async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
         """Where a running server's SSH server is, with its pinned host key."""
         raise NotImplementedError
+
+    def installation_id(self) -> str:
+        """A random id of this store's data directory, made on first use: clouds put it in
+        the names and labels of what they create, so two Jupyters sharing a project,
+        namespace or account never take each other's machines."""
+        path = Path(self.data_dir) / "installation-id"
+        try:
+            return path.read_text().strip()
+        except OSError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            value = secrets.token_hex(4)
+            path.write_text(value)
+            return value
 
     async def close(self) -> None:
         """Release what the cloud holds open (API clients, port-forwards): Jupyter is stopping,

@@ -112,28 +112,31 @@ export class TeamModel {
   async refresh(): Promise<void> {
     const ticket = ++this._ticket;
     try {
-      const team = await this._request<ITeam>('team');
-      const queue = await this._request<{ entries: IQueueEntry[] }>('queue');
+      // Independent reads, asked together: one round trip each step, not one per read.
+      const [team, queue] = await Promise.all([
+        this._request<ITeam>('team'),
+        this._request<{ entries: IQueueEntry[] }>('queue')
+      ]);
       let servers: IServer[] = [];
       let spend: ISpendRow[] = [];
       let audit: IAuditEntry[] = [];
       let hosts: IHost[] = [];
       if (team.team_mode && team.user.admin) {
-        servers = (
-          await this._request<{ servers: IServer[] }>('servers?scope=all')
-        ).servers;
-        spend = (
-          await this._request<{ rows: ISpendRow[] }>(
+        const answers = await Promise.all([
+          this._request<{ servers: IServer[] }>('servers?scope=all'),
+          this._request<{ rows: ISpendRow[] }>(
             `audit/spend?month=${encodeURIComponent(team.month)}`
-          )
-        ).rows;
-        // The API answers the newest lines oldest first; the view shows the newest first.
-        audit = (
-          await this._request<{ entries: IAuditEntry[] }>(
+          ),
+          this._request<{ entries: IAuditEntry[] }>(
             `audit?limit=${AUDIT_LINES}`
-          )
-        ).entries.reverse();
-        hosts = (await this._request<{ hosts: IHost[] }>('hosts')).hosts;
+          ),
+          this._request<{ hosts: IHost[] }>('hosts')
+        ]);
+        servers = answers[0].servers;
+        spend = answers[1].rows;
+        // The API answers the newest lines oldest first; the view shows the newest first.
+        audit = answers[2].entries.reverse();
+        hosts = answers[3].hosts;
       }
       if (ticket !== this._ticket || this._disposed) {
         return;

@@ -7,13 +7,12 @@
 import { expect, test } from '@jupyterlab/galata';
 
 import {
-  panel,
   removeTestServers,
   row,
-  SIDEBAR_ID,
   TRANSITION_TIMEOUT,
   waitForState,
-  launchNotebook
+  launchNotebook,
+  openCreateDialog
 } from './helpers';
 
 test.describe('Container images', () => {
@@ -27,9 +26,7 @@ test.describe('Container images', () => {
     page
   }) => {
     const name = `ui-podman-${Date.now() % 100000}`;
-    await page.sidebar.openTab(SIDEBAR_ID);
-    await panel(page).locator('.jp-ComputeServers-new').click();
-    const dialog = page.locator('.jp-Dialog');
+    const dialog = await openCreateDialog(page);
     const card = dialog.locator(
       '.jp-ComputeServers-imageCard[data-image-id="debian-test"]'
     );

@@ -7,12 +7,11 @@
 import { expect, test } from '@jupyterlab/galata';
 
 import {
-  panel,
   removeTestServers,
   row,
-  SIDEBAR_ID,
   TRANSITION_TIMEOUT,
-  waitForState
+  waitForState,
+  openCreateDialog
 } from './helpers';
 
 test.describe('Create and edit dialogs', () => {
@@ -26,9 +25,7 @@ test.describe('Create and edit dialogs', () => {
     page
   }) => {
     const name = `ui-priced-${Date.now() % 100000}`;
-    await page.sidebar.openTab(SIDEBAR_ID);
-    await panel(page).locator('.jp-ComputeServers-new').click();
-    const dialog = page.locator('.jp-Dialog');
+    const dialog = await openCreateDialog(page);
 
     // The image cards: the machine's own Python, chosen, tested versions only.
     const python = dialog.locator(

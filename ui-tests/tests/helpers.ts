@@ -37,14 +37,21 @@ export async function actionButtons(
     );
 }
 
+/** Open the sidebar and its create dialog; answer the dialog. */
+export async function openCreateDialog(
+  page: IJupyterLabPageFixture
+): Promise<Locator> {
+  await page.sidebar.openTab(SIDEBAR_ID);
+  await panel(page).locator('.jp-ComputeServers-new').click();
+  return page.locator('.jp-Dialog');
+}
+
 /** Create a local compute server through the sidebar's dialog. */
 export async function createServer(
   page: IJupyterLabPageFixture,
   name: string
 ): Promise<void> {
-  await page.sidebar.openTab(SIDEBAR_ID);
-  await panel(page).locator('.jp-ComputeServers-new').click();
-  const dialog = page.locator('.jp-Dialog');
+  const dialog = await openCreateDialog(page);
   await dialog.locator('input[name="name"]').fill(name);
   await dialog.locator('.jp-ComputeServers-createButton').click();
   await expect(dialog).toHaveCount(0);

@@ -8,13 +8,12 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 
 import {
-  panel,
   removeTestServers,
   row,
-  SIDEBAR_ID,
   TRANSITION_TIMEOUT,
   waitForState,
-  launchNotebook
+  launchNotebook,
+  openCreateDialog
 } from './helpers';
 
 const CONTENTS = '/api/contents';
@@ -47,9 +46,7 @@ test.describe('Live workspace', () => {
     await putFile(page, `${tmpPath}/ui-mount-in.txt`, 'from the Jupyter root');
 
     // Created with the workspace mounted: the dialog says what that means.
-    await page.sidebar.openTab(SIDEBAR_ID);
-    await panel(page).locator('.jp-ComputeServers-new').click();
-    const dialog = page.locator('.jp-Dialog');
+    const dialog = await openCreateDialog(page);
     await dialog.locator('input[name="name"]').fill(name);
     await dialog
       .locator('select[name="workspace_mode"]')

@@ -7,13 +7,12 @@
 import { expect, test } from '@jupyterlab/galata';
 
 import {
-  panel,
   removeTestServers,
   row,
-  SIDEBAR_ID,
   TRANSITION_TIMEOUT,
   waitForState,
-  launchNotebook
+  launchNotebook,
+  openCreateDialog
 } from './helpers';
 
 test.describe('The openstack cloud', () => {
@@ -27,9 +26,7 @@ test.describe('The openstack cloud', () => {
     page
   }) => {
     const name = `ui-os-${Date.now() % 100000}`;
-    await page.sidebar.openTab(SIDEBAR_ID);
-    await panel(page).locator('.jp-ComputeServers-new').click();
-    const dialog = page.locator('.jp-Dialog');
+    const dialog = await openCreateDialog(page);
     await dialog.locator('select[name="cloud"]').selectOption('openstack');
 
     // The project's flavors, with what Nova says they have (GPUs from their extra specs).

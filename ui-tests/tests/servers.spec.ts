@@ -11,7 +11,8 @@ import {
   row,
   SIDEBAR_ID,
   TRANSITION_TIMEOUT,
-  waitForState
+  waitForState,
+  openCreateDialog
 } from './helpers';
 
 test.describe('Compute servers', () => {
@@ -89,9 +90,7 @@ test.describe('Compute servers', () => {
 
   test('a cancelled deprovision changes nothing', async ({ page }) => {
     const name = `ui-keep-${Date.now() % 100000}`;
-    await page.sidebar.openTab(SIDEBAR_ID);
-    await panel(page).locator('.jp-ComputeServers-new').click();
-    const dialog = page.locator('.jp-Dialog');
+    const dialog = await openCreateDialog(page);
     await dialog.locator('input[name="name"]').fill(name);
     await dialog.locator('.jp-ComputeServers-createButton').click();
     await waitForState(page, name, 'deprovisioned');

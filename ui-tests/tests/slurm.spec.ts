@@ -8,7 +8,7 @@
 import { expect, test } from '@jupyterlab/galata';
 import * as fs from 'fs';
 
-import { panel, removeTestServers, SIDEBAR_ID, waitForState } from './helpers';
+import { openCreateDialog, removeTestServers, waitForState } from './helpers';
 
 test.describe('The slurm cloud', () => {
   test.afterEach(async ({ page }) => {
@@ -30,9 +30,7 @@ test.describe('The slurm cloud', () => {
     }
 
     const name = `ui-slurm-${Date.now() % 100000}`;
-    await page.sidebar.openTab(SIDEBAR_ID);
-    await panel(page).locator('.jp-ComputeServers-new').click();
-    const dialog = page.locator('.jp-Dialog');
+    const dialog = await openCreateDialog(page);
     await dialog.locator('select[name="cloud"]').selectOption('slurm');
 
     const partition = dialog.locator('select[name="partition"]');

@@ -11,7 +11,6 @@ import re
 import secrets
 from collections.abc import Callable
 from importlib.resources import files
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ComputeServersError
@@ -63,6 +62,7 @@ class InstanceDescription:
     network_tags: list[str]
     vm_service_account: str
     arch: Callable[[ServerConfig], str | None]
+    installation_id: Callable[[], str]
     # ... and its state (see GCPCloud.__init__).
     _services: CloudServices | None
 
@@ -83,17 +83,6 @@ class InstanceDescription:
 
     # --- the VM's description --------------------------------------------------------------------
 
-    def _installation_id(self) -> str:
-        """A random id of this store's data directory, labelling the VMs it owns."""
-        path = Path(self.data_dir) / "installation-id"
-        try:
-            return path.read_text().strip()
-        except OSError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            value = secrets.token_hex(4)
-            path.write_text(value)
-            return value
-
     def _labels(self, op: Operation) -> dict[str, str]:
         slug = re.sub(r"[^a-z0-9_-]", "-", op.server_name.lower())[:63]
         return {
@@ -101,7 +90,7 @@ class InstanceDescription:
             "managed-by": "jupyter-compute-servers",
             "compute-server-id": str(op.server_id),
             "compute-server-name": slug,
-            "compute-server-owner": self._installation_id(),
+            "compute-server-owner": self.installation_id(),
         }
 
     def _new_instance_name(self, op: Operation) -> str:

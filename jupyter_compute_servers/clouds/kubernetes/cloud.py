@@ -30,9 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import secrets
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import asyncssh
@@ -374,28 +372,16 @@ class KubernetesCloud(Cloud):
 
     # --- names -----------------------------------------------------------------------------------
 
-    def _installation_id(self) -> str:
-        """A random id of this store's data directory, in the names of the objects it owns
-        (two Jupyters sharing a namespace never take each other's pods)."""
-        path = Path(self.data_dir) / "installation-id"
-        try:
-            return path.read_text().strip()
-        except OSError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            value = secrets.token_hex(4)
-            path.write_text(value)
-            return value
-
     def _names(self, op: Operation) -> str:
         """The name of the server's pod, claim and secret: remembered, else a new one."""
         existing = op.cloud_data.get("name")
         if existing:
             return str(existing)
         base = pod.object_name(self.name_prefix, op.server_name, op.server_id)
-        return f"{base[:54]}-{self._installation_id()}"
+        return f"{base[:54]}-{self.installation_id()}"
 
     def _labels(self, server_id: int) -> dict[str, str]:
-        return pod.labels(server_id, self._installation_id())
+        return pod.labels(server_id, self.installation_id())
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import asyncssh
@@ -451,16 +449,6 @@ class OpenStackCloud(ApiAccess, Cloud):
         internal = [n for n in self._catalog.networks.values() if not n["external"]]
         return internal[0] if internal else None
 
-    def _installation_id(self) -> str:
-        path = Path(self.data_dir) / "installation-id"
-        try:
-            return path.read_text().strip()
-        except OSError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            value = secrets.token_hex(4)
-            path.write_text(value)
-            return value
-
     async def _get(self, nova_id: str) -> Any | None:
         def get(connection: Connection) -> Any | None:
             from openstack import exceptions as sdk
@@ -481,7 +469,7 @@ class OpenStackCloud(ApiAccess, Cloud):
         name = cloud_data.get("instance")
         if not name:
             return None
-        owner = self._installation_id()
+        owner = self.installation_id()
 
         def find(connection: Connection) -> Any | None:
             for server in connection.compute.servers(details=True, name=f"^{re.escape(name)}$"):
@@ -576,7 +564,7 @@ class OpenStackCloud(ApiAccess, Cloud):
                 f"{', '.join(self._catalog.networks) or 'none'}.",
                 state=State.DEPROVISIONED.value,
             )
-        keypair = f"{self.instance_prefix}-{self._installation_id()}-{op.server_id}"
+        keypair = f"{self.instance_prefix}-{self.installation_id()}-{op.server_id}"
         name = str(op.cloud_data.get("instance") or "")
         if not name:
             slug = re.sub(r"[^a-z0-9-]+", "-", op.server_name.lower())
@@ -671,7 +659,7 @@ class OpenStackCloud(ApiAccess, Cloud):
                 "metadata": {
                     "managed-by": "jupyter-compute-servers",
                     "compute-server-id": str(op.server_id),
-                    "compute-server-owner": self._installation_id(),
+                    "compute-server-owner": self.installation_id(),
                 },
             }
             if self.user_data:
