@@ -453,6 +453,23 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
     )
     assert done.stdout.strip() == ACCOUNTS["alice"], done.stderr
 
+    # And from a terminal of her Jupyter server (its environment: her Hub token, the team's
+    # config): `jupyter compute-servers ssh` logs in with a certificate of hers too.
+    environ = dict(
+        entry.split("=", 1)
+        for entry in Path(f"/proc/{_user_server_pid('alice')}/environ").read_text().split("\0")
+        if "=" in entry
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "jupyter_compute_servers.cli", "ssh", "alice-shared", "id", "-un"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        cwd=environ["HOME"],
+    )
+    assert done.stdout.strip() == ACCOUNTS["alice"], done.stderr
+
     # Every login was a certificate of the CA, each for its own account.
     log = shared_host.log.read_text()  # type: ignore[attr-defined]
     for user in ("alice", "bob", ADMIN):

@@ -1117,7 +1117,8 @@ export interface components {
             /** @description The pinned host key, as a known_hosts line. */
             known_hosts: string;
             known_hosts_file: string;
-            identity_file: string;
+            /** @description The private key file ssh logs in with; null when the registered host logs in with the user's ssh-agent. */
+            identity_file: string | null;
             /** @description The server's workspace directory. */
             workspace?: string;
             examples?: string[];
