@@ -240,7 +240,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         remote = RemoteEnv(env, launch.workspace_env(env, runtime.relative_path), templates)
         cwd = runtime.relative_cwd(kwargs.get("cwd"))
         adoption = runtime.adoptions.pop(self.kernel_id, None) if not self._launched else None
-        warm = runtime.warm if adoption is None and not self._launched else None
+        # A warm kernel runs the spec's command as it is: not for a launch that adds arguments.
+        plain = list(cmd) == list(self.kernel_spec.argv)
+        warm = runtime.warm if adoption is None and not self._launched and plain else None
         try:
             taken = None
             if warm is not None:
