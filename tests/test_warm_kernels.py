@@ -207,3 +207,33 @@ async def test_a_warm_kernel_left_by_a_jupyter_that_is_gone_is_shut_down_not_ado
     pool.fill(server["id"])
     await wait_until(lambda: not process_alive(record["pid"]))
     await warm_one(pool, server["id"], other_than=record["pid"])
+
+
+async def test_how_many_by_default_and_which_kernel(api, jp_serverapp):
+    """The default rule (None): one on a server with a GPU, none elsewhere; the setting wins
+    over it; the kernel kept is python3, else the server's first Python kernel."""
+    from dataclasses import replace
+
+    from traitlets.config import Config
+
+    from jupyter_compute_servers.kernels.warm import default_kernel
+    from jupyter_compute_servers.models import GpuSpec
+
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    _, created = await api("POST", "servers", {"name": "box"})
+    cpu = manager.get_server(created["id"])
+    gpu = replace(cpu, config=replace(cpu.config, gpu=GpuSpec(type="nvidia-l4", count=1)))
+    default = WarmKernelPool(manager, Config(), "")
+    assert (default.target(cpu), default.target(gpu)) == (0, 1)
+    none = WarmKernelPool(manager, Config({"ComputeServerProvisioner": {"warm_kernels": 0}}), "")
+    assert none.target(gpu) == 0
+    two = WarmKernelPool(manager, Config({"ComputeServerProvisioner": {"warm_kernels": 2}}), "")
+    assert two.target(cpu) == 2
+
+    assert default_kernel(cpu) is not None and default_kernel(cpu)[0] == "python3"
+    r_and_py = {
+        "ir": {"argv": ["R"], "language": "R"},
+        "py311": {"argv": ["python3.11"], "language": "python"},
+    }
+    assert default_kernel(replace(cpu, kernel_specs=r_and_py))[0] == "py311"  # type: ignore[index]
+    assert default_kernel(replace(cpu, kernel_specs={"ir": r_and_py["ir"]})) is None

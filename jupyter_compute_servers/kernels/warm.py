@@ -57,6 +57,7 @@ SETTLED_OFF = frozenset(
 )
 #: Seconds a fill waits for a server's operation (a start settling) to end.
 SETTLE_WAIT = 60.0
+MIB = 1024 * 1024
 #: Seconds before a server whose warm kernel failed to start is tried again.
 RETRY_AFTER = 300.0
 
@@ -103,6 +104,8 @@ class WarmKernelPool:
         self._failed_at: dict[int, float] = {}
         self._swept: set[int] = set()
         self._watch: asyncio.Task[None] | None = None
+        #: Background work of the event listener, kept referenced until done.
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- configuration ----------------------------------------------------------------------
 
@@ -143,6 +146,14 @@ class WarmKernelPool:
 
     async def close(self) -> None:
         """Shut every warm kernel down (they are of no use to anyone else)."""
+        if self.runtime is not None:
+            # Nothing new from now on: the Jupyter server is stopping.
+            self.runtime.warm = None
+            self.runtime = None
+            with contextlib.suppress(ValueError):
+                self.manager.events.listeners.remove(self.on_event)
+        for task in list(self._tasks):
+            task.cancel()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,6 +179,8 @@ class WarmKernelPool:
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _watch_servers(self) -> None:
@@ -207,9 +220,13 @@ class WarmKernelPool:
                 self._remove(warm)
                 await warm.provisioner.shutdown_remote()
                 changed = True
-            elif record.get("rss") != warm.rss:
-                warm.rss = record.get("rss")
-                changed = True
+            else:
+                rss = record.get("rss")
+                rss = rss if isinstance(rss, int) and not isinstance(rss, bool) else None
+                # Shown rounded to MB: a smaller change is not worth an event.
+                if (rss is None) != (warm.rss is None) or abs((rss or 0) - (warm.rss or 0)) >= MIB:
+                    changed = True
+                warm.rss = rss
         if changed:
             self.manager.notify("kernels", server_id)
 
