@@ -131,6 +131,8 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
         # Servers whose workspace is mounted are mounted again (their mounts ended with the
         # Jupyter that served them).
         self.services.mounts.restore()
+        # Kernels kept waiting on running servers, once the adopted ones are known.
+        self.services.warm_kernels.start(self.kernel_runtime)
 
     def _keep_sessions(self) -> None:
         """Sessions in a file (``persist_sessions``); and until the kernels are adopted, a
