@@ -9,6 +9,7 @@ And the README's complete example of the configuration is what the command write
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -75,18 +76,25 @@ def _refused(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-@pytest.mark.timeout(400)
-def test_team_try_starts_a_team_alice_logs_in_and_ctrl_c_leaves_nothing_running() -> None:
-    port = free_port()
-    command = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "jupyter_compute_servers.cli", "team-try"),
-            *("--port", str(port), "--proxy", str(PROXY)),
-        ],
+def team_try(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jupyter_compute_servers.cli", "team-try", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, **(env or {})},
     )
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("database", ["postgresql", "sqlite-fallback"])
+def test_team_try_starts_a_team_alice_logs_in_and_ctrl_c_leaves_nothing_running(
+    database: str,
+) -> None:
+    port = free_port()
+    # Without PostgreSQL (none where POSTGRES_BIN says) it says so and shares a SQLite file.
+    env = {"POSTGRES_BIN": "/nonexistent"} if database == "sqlite-fallback" else {}
+    command = team_try("--port", str(port), "--proxy", str(PROXY), env=env)
     output: list[str] = []
     try:
         assert command.stdout is not None
@@ -100,9 +108,17 @@ def test_team_try_starts_a_team_alice_logs_in_and_ctrl_c_leaves_nothing_running(
         url = re.search(r"Team mode is running at (\S+)", printed)[1]  # type: ignore[index]
         assert url == f"http://127.0.0.1:{port}"
         assert "Log in as alice or bob (users), or admin" in printed
-        # Debian's PostgreSQL is installed here (as in CI): the shared database is on it.
-        postgres_dir = Path(re.search(r"a cluster of its own, in (\S+)\)", printed)[1])  # type: ignore[index]
         directory = Path(re.search(r"Everything is under (\S+), removed", printed)[1])  # type: ignore[index]
+        postgres_dir: Path | None = None
+        if database == "postgresql":
+            # Debian's PostgreSQL is installed here (as in CI): the shared database is on it.
+            postgres_dir = Path(re.search(r"a cluster of its own, in (\S+)\)", printed)[1])  # type: ignore[index]
+        else:
+            assert (
+                f"Compute servers' database: one shared SQLite file, {directory}/servers.db: "
+                "PostgreSQL is not installed (/nonexistent/initdb is missing: install Debian's "
+                "PostgreSQL 15"
+            ) in printed, printed
 
         alice = hub_login(url, "alice")
         api = f"{url}/user/alice/compute-servers/api"
@@ -128,19 +144,20 @@ def test_team_try_starts_a_team_alice_logs_in_and_ctrl_c_leaves_nothing_running(
         # Everything it started, and the ports they listen on: the Hub, the proxy, the control
         # plane, alice's Jupyter, her local sandbox, and PostgreSQL (a daemon, not a child).
         started_processes = psutil.Process(command.pid).children(recursive=True)
-        postmaster = int((postgres_dir / "data" / "postmaster.pid").read_text().split()[0])
-        started_processes.append(psutil.Process(postmaster))
+        if postgres_dir is not None:
+            postmaster = int((postgres_dir / "data" / "postmaster.pid").read_text().split()[0])
+            started_processes.append(psutil.Process(postmaster))
         names = " ".join(" ".join(p.cmdline()[:4]) for p in started_processes)
         for expected in (
             "jupyterhub -f",
             "configurable-http-proxy",
             "jupyter_compute_servers.control_plane",
             "jupyterhub.singleuser",
-            "postgres",
+            *(["postgres"] if postgres_dir else []),
         ):
             assert expected in names, names
         ports = set().union(*(_listening(p) for p in started_processes))
-        assert port in ports and len(ports) >= 5, ports
+        assert port in ports and len(ports) >= (5 if postgres_dir else 4), ports
     except BaseException:
         # Stopped as a user would, so that a failure here leaves nothing running either.
         command.send_signal(signal.SIGINT)
@@ -153,7 +170,25 @@ def test_team_try_starts_a_team_alice_logs_in_and_ctrl_c_leaves_nothing_running(
     assert "Stopped; removed" in rest, rest
     assert [p.pid for p in started_processes if not _gone(p.pid)] == []
     assert [p for p in sorted(ports) if not _refused(p)] == []
-    assert not directory.exists() and not postgres_dir.exists()
+    assert not directory.exists()
+    assert postgres_dir is None or not postgres_dir.exists()
+
+
+def test_team_try_says_what_is_missing_before_starting_anything() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out, _ = team_try("--port", str(port), "--proxy", str(PROXY)).communicate(timeout=60)
+        assert out.strip() == (
+            f"error: Port {port} of 127.0.0.1 is in use (Address already in use): choose "
+            "another with --port."
+        )
+    out, _ = team_try("--proxy", "/nonexistent/chp").communicate(timeout=60)
+    assert out.strip() == (
+        "error: /nonexistent/chp is not found: npm install -g configurable-http-proxy, or "
+        "give its path with --proxy."
+    )
 
 
 def _readme_block(heading: str) -> list[str]:

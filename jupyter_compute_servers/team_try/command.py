@@ -124,21 +124,22 @@ def run(args: argparse.Namespace) -> int:
     postgres: PostgresServer | None = None
     hub: HubProcess | None = None
     try:
+        sqlite = directory / "servers.db"
         if args.sqlite:
-            database = "one shared SQLite file (--sqlite)"
+            database = f"one shared SQLite file, {sqlite} (--sqlite)"
         else:
             try:
                 postgres = PostgresServer()
             except PostgresNotInstalled as e:
                 database = (
-                    f"one shared SQLite file: PostgreSQL is not installed ({e}); a team "
-                    "deployment uses PostgreSQL"
+                    f"one shared SQLite file, {sqlite}: PostgreSQL is not installed ({e}) "
+                    "A team's deployment uses PostgreSQL."
                 )
         if postgres is not None:
             db_url = postgres.create_database(DATABASE)
             database = f"PostgreSQL, {db_url} (a cluster of its own, in {postgres.dir})"
         else:
-            db_url = f"sqlite:///{directory / 'servers.db'}"
+            db_url = f"sqlite:///{sqlite}"
         config = hub_config(
             directory, args.port, db_url, proxy, (free_port(), free_port(), free_port())
         )
