@@ -7,6 +7,7 @@
     jupyter compute-servers sync NAME_OR_ID [--push|--pull] [PATH] [--root DIR]
     jupyter compute-servers images list|test IMAGE[:TAG] [--cloud C] [--mark-tested]
     jupyter compute-servers images build DIR --image ID --tag TAG [--arch x86_64|arm64]
+    jupyter compute-servers team-try [--port 8000]   (a team deployment here, for trying)
 
 It reads the Jupyter Server configuration (``c.ComputeServersApp.*``), so it works on the store
 the Jupyter server uses. Actions run in this process and wait until they finish.
@@ -32,6 +33,7 @@ from .models import DEPROVISION_WARNING, State
 from .services import Services, build_services
 from .store import ServerRecord
 from .sync.settings import parse_tree_path
+from .team_try import command as team_try
 
 
 def hardware_summary(server: ServerRecord) -> str:
@@ -326,11 +328,16 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="go ahead when the sync would delete more files than the server's limit allows",
     )
+    team_try.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(main_async(parser().parse_args(argv)))
+    args = parser().parse_args(argv)
+    if args.command == "team-try":
+        # Its own processes (PostgreSQL, JupyterHub), none of this store's services.
+        return team_try.run(args)
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -12,18 +12,14 @@ proxy and the user servers.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from jupyter_compute_servers.team_try.hub_config import ADMIN_GROUP, HubConfig, HubProcess
 
 from .postgres import free_port
 
@@ -31,13 +27,14 @@ ROOT = Path(__file__).parent.parent
 PROXY = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 USERS = ("alice", "bob")
 ADMIN = "root"
-ADMIN_GROUP = "compute-admins"
+__all__ = ["ADMIN", "ADMIN_GROUP", "USERS", "Hub"]
 
 
 class Hub:
     def __init__(self, db_url: str, hub_config: tuple[str, ...] = (), **settings: Any) -> None:
         """``settings``: more ``c.ComputeServersApp`` settings of every user's server;
-        ``hub_config``: more lines of jupyterhub_config.py (after the others)."""
+        ``hub_config``: more lines of jupyterhub_config.py (after the others). The files are
+        the package's (jupyter_compute_servers/team_try/hub_config.py), as ``team-try``'s."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run npm install (make setup).")
         self.db_url = db_url
@@ -46,66 +43,31 @@ class Hub:
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(32)
         self.tokens: dict[str, str] = {}
-        user_config = self.dir / "user-config"
-        user_config.mkdir()
-        (user_config / "jupyter_server_config.py").write_text(
-            "\n".join(
-                [
-                    "c.ServerApp.allow_root = True",
-                    "c.ComputeServersApp.team_mode = True",
-                    f"c.ComputeServersApp.db_url = {db_url!r}",
-                    f"c.ComputeServersApp.team_admin_groups = [{ADMIN_GROUP!r}]",
-                    "c.ComputeServersApp.health_check_interval = 0",
-                    *(
-                        f"c.ComputeServersApp.{name} = {json.dumps(value)}"
-                        for name, value in settings.items()
-                    ),
-                    "",
-                ]
-            )
+        self.config = HubConfig(
+            dir=self.dir,
+            port=self.port,
+            hub_port=free_port(),
+            proxy_api_port=free_port(),
+            db_url=db_url,
+            users=USERS,
+            admin=ADMIN,
+            proxy=str(PROXY),
+            server_settings={
+                "ComputeServersApp.health_check_interval": 0,
+                **{f"ComputeServersApp.{name}": value for name, value in settings.items()},
+            },
+            extra_lines=(
+                # The tests' own service, whose token manages the users and their servers.
+                f"c.JupyterHub.services.append({{'name': 'tests', 'api_token': {self.token!r}}})",
+                "c.JupyterHub.load_roles.append({'name': 'tests', 'services': ['tests'], "
+                "'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', "
+                "'admin:groups', 'read:users', 'read:hub']})",
+                *hub_config,
+            ),
         )
-        config = self.dir / "jupyterhub_config.py"
-        config.write_text(
-            "\n".join(
-                [
-                    "import sys",
-                    "c.JupyterHub.ip = '127.0.0.1'",
-                    f"c.JupyterHub.port = {self.port}",
-                    "c.JupyterHub.hub_ip = '127.0.0.1'",
-                    f"c.JupyterHub.hub_port = {free_port()}",
-                    f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{free_port()}'",
-                    f"c.ConfigurableHTTPProxy.command = [{str(PROXY)!r}]",
-                    f"c.JupyterHub.db_url = 'sqlite:///{self.dir / 'hub.sqlite'}'",
-                    f"c.JupyterHub.cookie_secret_file = {str(self.dir / 'cookie_secret')!r}",
-                    f"c.JupyterHub.pid_file = {str(self.dir / 'hub.pid')!r}",
-                    "c.JupyterHub.authenticator_class = 'dummy'",
-                    f"c.Authenticator.allowed_users = {set(USERS)!r}",
-                    f"c.Authenticator.admin_users = {{{ADMIN!r}}}",
-                    f"c.JupyterHub.load_groups = {{{ADMIN_GROUP!r}: {{'users': [{ADMIN!r}]}}}}",
-                    "c.JupyterHub.spawner_class = 'simple'",
-                    f"c.SimpleLocalProcessSpawner.home_dir_template = "
-                    f"{str(self.dir / 'home' / '{username}')!r}",
-                    "c.Spawner.cmd = [sys.executable, '-m', 'jupyterhub.singleuser']",
-                    f"c.Spawner.environment = {{'JUPYTER_CONFIG_DIR': {str(user_config)!r}}}",
-                    "c.Spawner.start_timeout = 120",
-                    "c.Spawner.http_timeout = 120",
-                    f"c.JupyterHub.services = [{{'name': 'tests', 'api_token': {self.token!r}}}]",
-                    "c.JupyterHub.load_roles = [{'name': 'tests', 'services': ['tests'], "
-                    "'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', "
-                    "'admin:groups', 'read:users', 'read:hub']}]",
-                    *hub_config,
-                    "",
-                ]
-            )
-        )
-        self.log = open(self.dir / "hub.log", "wb")  # noqa: SIM115 (open while the Hub runs)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-            cwd=self.dir,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.config.write()
+        self.hub = HubProcess(self.config)
+        self.process = self.hub.process
         try:
             self._wait(lambda: self.api("GET", "/info").ok, "the Hub to answer")
         except BaseException:
@@ -129,16 +91,10 @@ class Hub:
             return response
 
     def _wait(self, ready: Any, what: str, timeout: float = 150) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"JupyterHub exited waiting for {what}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Timed out waiting for {what}:\n{self.tail()}")
-            time.sleep(0.25)
+        self.hub.wait(ready, what, timeout)
 
     def tail(self) -> str:
-        return (self.dir / "hub.log").read_text(errors="replace")[-4000:]
+        return self.hub.tail()
 
     def start_server(self, user: str) -> str:
         """Start ``user``'s server through the Hub; a token of theirs that reaches it."""
@@ -185,10 +141,4 @@ class Hub:
         if self.process.poll() is None:
             for user in (*USERS, ADMIN):
                 self.api("DELETE", f"/users/{user}/server")
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self.log.close()
+        self.hub.stop()
