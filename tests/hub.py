@@ -35,8 +35,15 @@ ADMIN_GROUP = "compute-admins"
 
 
 class Hub:
-    def __init__(self, db_url: str, hub_config: tuple[str, ...] = (), **settings: Any) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        hub_config: tuple[str, ...] = (),
+        user_lines: tuple[str, ...] = (),
+        **settings: Any,
+    ) -> None:
         """``settings``: more ``c.ComputeServersApp`` settings of every user's server;
+        ``user_lines``: more lines of its jupyter_server_config.py (other classes');
         ``hub_config``: more lines of jupyterhub_config.py (after the others)."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run npm install (make setup).")
@@ -60,6 +67,7 @@ class Hub:
                         f"c.ComputeServersApp.{name} = {json.dumps(value)}"
                         for name, value in settings.items()
                     ),
+                    *user_lines,
                     "",
                 ]
             )

@@ -171,6 +171,9 @@ def explain(
             f"(https://console.cloud.google.com/iam-admin/quotas?project={project}), or use "
             f"another region, fewer GPUs or a smaller machine type.{spot_words}"
         )
+    if "controlPlaneRefused" in error.codes:
+        # The team's control plane refused (not Google): its message says why.
+        return error.message
     if error.http_status == 401:
         return (
             f"Google refused the credentials ({error.google_message}). Renew them "
