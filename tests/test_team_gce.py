@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -346,3 +347,69 @@ def test_only_listed_calls_of_the_project_are_forwarded_and_only_with_a_hub_toke
     assert len(fake.requests) == before
     assert owner_value("Alice@example.org").startswith("h-")
     assert owner_value("h-x") != "h-x"
+
+
+# --- the proxy's policy on its own (no Hub: the caller as the Hub would name them) ---------
+
+
+def test_a_restarted_control_plane_lets_only_the_owner_wait_for_an_operation(
+    fake: FakeGCE, key_file: Path
+) -> None:
+    """Operations are remembered in memory: after a restart, an operation is the caller's
+    when its target is (a start in flight goes on), and nobody else's."""
+    import asyncio
+
+    from jupyter_compute_servers.control_plane.gce import Caller, Refused, proxy_from_args
+
+    def proxy():  # type: ignore[no-untyped-def]
+        return proxy_from_args(str(key_file), endpoint=fake.url)
+
+    alice, bob = Caller("alice", admin=False), Caller("bob", admin=False)
+    body = json.dumps(_insert_body("alice-restart")).encode()
+    fake.operation_delay = 0.5
+
+    async def scenario() -> None:
+        made = await proxy().handle(
+            alice, "POST", "test-project", f"zones/{ZONE}/instances", {}, body
+        )
+        assert made.status == 200, made.body
+        wait = f"zones/{ZONE}/operations/{made.json()['name']}/wait"
+        restarted = proxy()
+        with pytest.raises(Refused) as refused:
+            await restarted.handle(bob, "POST", "test-project", wait, {}, b"")
+        assert refused.value.status == 403 and refused.value.field == "operation"
+        done = await restarted.handle(alice, "POST", "test-project", wait, {}, b"")
+        assert done.status == 200 and done.json()["status"] == "DONE"
+        deleted = await restarted.handle(
+            alice, "DELETE", "test-project", f"zones/{ZONE}/instances/alice-restart", {}, b""
+        )
+        assert deleted.status == 200
+        wait = f"zones/{ZONE}/operations/{deleted.json()['name']}/wait"
+        assert (await restarted.handle(alice, "POST", "test-project", wait, {}, b"")).status == 200
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        fake.operation_delay = 0.0
+    assert not fake.vms
+
+
+def test_the_control_plane_refuses_a_key_others_may_read(fake: FakeGCE, tmp_path: Path) -> None:
+    key = fake.service_account_file(tmp_path / "key.json")
+    os.chmod(key, 0o644)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_compute_servers.control_plane",
+            "--gce-credentials-file",
+            str(key),
+            "--url",
+            f"http://127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "may be read by others (mode 644); chmod 600 it" in done.stderr

@@ -353,8 +353,11 @@ class GCEProxy:
                 target,
             )
             if found:
-                checked = await self._owner_check(caller, found[1], found[2][:-1])
-                if checked.status == 200:
+                try:
+                    checked = await self._owner_check(caller, found[1], found[2][:-1])
+                except Refused:
+                    checked = None
+                if checked is not None and checked.status == 200:
                     self._operations[(zone, name)] = caller.owner
                     return
         raise Refused(f"The operation {name} is not one of {caller.name}'s.", field="operation")
