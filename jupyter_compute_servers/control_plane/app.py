@@ -167,12 +167,19 @@ class GCEProxyHandler(ControlPlaneHandler):
             raise ControlPlaneError("The request body is too large.", status=413, field="body")
         query = {k: self.get_query_argument(k) for k in self.request.query_arguments}
         caller: Caller = self.proxy.caller(self.hub_user_model)
+        method = self.request.method or "GET"
         try:
             answer = await self.proxy.handle(
-                caller, self.request.method or "GET", project, path, query, self.request.body
+                caller, method, project, path, query, self.request.body
             )
         except _Passed as passed:
             answer = passed.answer
+        except ControlPlaneError as e:
+            # The audit trail of refusals too: who tried what on whose VM.
+            log.warning(
+                "Refused %s %r to %s: %s", method, f"{project}/{path}", caller.name, e.message
+            )
+            raise
         self.set_status(answer.status)
         self.set_header("Content-Type", answer.content_type)
         self.finish(answer.body)
