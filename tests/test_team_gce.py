@@ -7,7 +7,9 @@ A real JupyterHub runs the control plane as its service with the project's servi
 has no credentials file: its gcp cloud calls the control plane with its Hub token. Alice's
 server creates, starts, stops and deletes a VM through it, and the fake sees only the service
 account's token; Bob cannot get, stop or delete Alice's VM, nor make one labelled as hers; a
-call off the allow-list, another project, and a request without a Hub token are refused.
+call off the allow-list, another project, and a request without a Hub token are refused. A
+restarted control plane lets only an operation's owner wait for it; a key file others may read
+is refused; a credentials file configured for users' servers is never read.
 """
 
 from __future__ import annotations
@@ -413,3 +415,35 @@ def test_the_control_plane_refuses_a_key_others_may_read(fake: FakeGCE, tmp_path
     )
     assert done.returncode == 2
     assert "may be read by others (mode 644); chmod 600 it" in done.stderr
+
+
+def test_in_team_mode_the_gcp_cloud_never_reads_a_credentials_file(
+    hub: Hub, fake: FakeGCE, tmp_path: Path
+) -> None:
+    """A key configured for users' servers by mistake is not read: the cloud's only credential
+    is the Hub token, and its project the control plane's."""
+    import asyncio
+
+    from jupyter_compute_servers.clouds.base import CloudServices, ControlPlaneAccess
+    from jupyter_compute_servers.clouds.gcp import GCPCloud
+    from jupyter_compute_servers.clouds.gcp.proxy import HubTokenCredentials
+
+    mistaken = tmp_path / "mistaken-key.json"  # not there: reading it would fail the cloud
+    cloud = GCPCloud(data_dir=str(tmp_path / "gcp"), credentials_file=str(mistaken))
+    url = f"{hub.url}/services/{SERVICE}/"
+    cloud.bind(
+        CloudServices(
+            images=None,  # type: ignore[arg-type]
+            hosts=None,  # type: ignore[arg-type]
+            store=None,  # type: ignore[arg-type]
+            ssh=None,  # type: ignore[arg-type]
+            control_plane=ControlPlaneAccess(url, _service_token(hub, "alice")),
+        )
+    )
+    before = len(fake.requests)
+    assert asyncio.run(cloud.availability()) == (True, "")
+    credentials, project = cloud._auth  # type: ignore[misc]
+    assert isinstance(credentials, HubTokenCredentials) and project == "test-project"
+    zones = [r for r in fake.requests[before:] if r.path.endswith("/zones")]
+    assert zones and all(r.authorized for r in zones)
+    assert cloud.offerings()["live"] is True
