@@ -447,3 +447,16 @@ def test_in_team_mode_the_gcp_cloud_never_reads_a_credentials_file(
     zones = [r for r in fake.requests[before:] if r.path.endswith("/zones")]
     assert zones and all(r.authorized for r in zones)
     assert cloud.offerings()["live"] is True
+
+    # What the control plane refuses reads as its refusal, with its reason.
+    from jupyter_compute_servers.clouds.gcp.errors import GoogleError
+
+    async def elsewhere() -> None:
+        clients, _ = await cloud._api()
+        await cloud._call("list zones", clients.zones.list, project="another-project")
+
+    with pytest.raises(GoogleError) as refused:
+        asyncio.run(elsewhere())
+    message = refused.value.message
+    assert message.startswith("Could not list zones: the team's control plane refused 403: ")
+    assert message.endswith("The control plane acts in project test-project, not another-project.")
