@@ -36,6 +36,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import re
 import stat
 from collections import OrderedDict
@@ -177,6 +178,12 @@ def load_service_account(path: str | Path) -> tuple[Any, str]:
             f"The Compute Engine credentials file {path} may be read by others (mode "
             f"{stat.S_IMODE(info.st_mode):o}); chmod 600 it (only the Hub's account may read "
             f"it).",
+            field="gce_credentials_file",
+        )
+    if info.st_uid != os.geteuid():
+        raise ControlPlaneError(
+            f"The Compute Engine credentials file {path} belongs to uid {info.st_uid}, not to "
+            f"this account ({os.geteuid()}); chown it to the account JupyterHub runs as.",
             field="gce_credentials_file",
         )
     try:
@@ -385,10 +392,21 @@ class GCEProxy:
             self._token_lock = asyncio.Lock()
         async with self._token_lock:
             if not self.credentials.valid:
+                import google.auth.exceptions
+
                 request = google.auth.transport.requests.Request()
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.credentials.refresh, request
-                )
+                try:
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self.credentials.refresh, request
+                    )
+                except google.auth.exceptions.GoogleAuthError as e:
+                    log.error("The service account got no access token: %s", e)
+                    raise Refused(
+                        f"The control plane's service account got no access token from Google "
+                        f"({type(e).__name__}); an admin should check its key and the logs.",
+                        status=502,
+                        field=None,
+                    ) from None
             return str(self.credentials.token)
 
     async def forward(self, method: str, path: str, query: dict[str, str], body: bytes) -> Answer:
