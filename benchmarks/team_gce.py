@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -150,6 +151,8 @@ def run(repeat: int) -> None:
     finally:
         hub.close()
         fake.close()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(hub.dir, ignore_errors=True)
 
 
 def _answers(url: str) -> bool:

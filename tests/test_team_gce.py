@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,9 +41,11 @@ ZONE = "us-central1-a"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeGCE]:
-    gce = FakeGCE(Path(tempfile.mkdtemp(prefix="compute-servers-gce-"))).start()
+    directory = Path(tempfile.mkdtemp(prefix="compute-servers-gce-"))
+    gce = FakeGCE(directory).start()
     yield gce
     gce.close()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,7 @@ def key_file(fake: FakeGCE) -> Iterator[Path]:
     path = fake.service_account_file(directory / "service-account.json")
     os.chmod(path, 0o600)
     yield path
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +104,7 @@ def hub(postgres_server, fake: FakeGCE, key_file: Path) -> Iterator[Hub]:
         yield hub
     finally:
         hub.close()
+        shutil.rmtree(hub.dir, ignore_errors=True)
 
 
 def _reachable(url: str) -> bool:
