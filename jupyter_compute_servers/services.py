@@ -27,7 +27,7 @@ from .billing.service import ComputeServerCosts
 from .billing.team_spend import costs_money, group_month_spend, month_spend_of
 from .certificates import CertificateClient
 from .clouds import Cloud, load_cloud_class
-from .clouds.base import CloudServices
+from .clouds.base import CloudServices, ControlPlaneAccess
 from .db import Database
 from .errors import ValidationError
 from .events import EventCallback, ServerEvents
@@ -101,9 +101,10 @@ def build_clouds(settings: ComputeServersSettings, services: CloudServices) -> d
     return clouds
 
 
-def team_certificates(settings: ComputeServersSettings) -> CertificateClient | None:
-    """Team mode with a control plane: the client of its certificate authority, which this
-    user's server logs in to shared hosts with (its Hub token is the only credential)."""
+def team_control_plane(settings: ComputeServersSettings) -> ControlPlaneAccess | None:
+    """Team mode with a control plane: its URL and this server's Hub token, the only
+    credential it holds (certificates for shared hosts and Compute Engine calls are had
+    with it)."""
     if not (settings.team_mode and settings.control_plane_url):
         return None
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
@@ -113,7 +114,16 @@ def team_certificates(settings: ComputeServersSettings) -> CertificateClient | N
             "with a control plane runs in a Jupyter server spawned by JupyterHub.",
             field="control_plane_url",
         )
-    return CertificateClient(settings.control_plane_url, token)
+    return ControlPlaneAccess(settings.control_plane_url, token)
+
+
+def team_certificates(settings: ComputeServersSettings) -> CertificateClient | None:
+    """The client of the control plane's certificate authority, which this user's server
+    logs in to shared hosts with."""
+    control_plane = team_control_plane(settings)
+    if control_plane is None:
+        return None
+    return CertificateClient(control_plane.url, control_plane.token)
 
 
 def build_services(
@@ -183,7 +193,13 @@ def build_services(
     )
     sync_records = SyncStore(database)
 
-    cloud_services = CloudServices(images=images, hosts=hosts, store=store, ssh=ssh)
+    cloud_services = CloudServices(
+        images=images,
+        hosts=hosts,
+        store=store,
+        ssh=ssh,
+        control_plane=team_control_plane(settings),
+    )
     if clouds is None:
         clouds = build_clouds(settings, cloud_services)
     else:

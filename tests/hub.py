@@ -31,8 +31,15 @@ __all__ = ["ADMIN", "ADMIN_GROUP", "USERS", "Hub"]
 
 
 class Hub:
-    def __init__(self, db_url: str, hub_config: tuple[str, ...] = (), **settings: Any) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        hub_config: tuple[str, ...] = (),
+        user_settings: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
         """``settings``: more ``c.ComputeServersApp`` settings of every user's server;
+        ``user_settings``: its settings of other classes, ``{"Class.trait": value}``;
         ``hub_config``: more lines of jupyterhub_config.py (after the others). The files are
         the package's (jupyter_compute_servers/team_try/hub_config.py), as ``team-try``'s."""
         if not PROXY.exists():
@@ -55,6 +62,7 @@ class Hub:
             server_settings={
                 "ComputeServersApp.health_check_interval": 0,
                 **{f"ComputeServersApp.{name}": value for name, value in settings.items()},
+                **(user_settings or {}),
             },
             extra_lines=(
                 # The tests' own service, whose token manages the users and their servers.

@@ -30,6 +30,17 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ControlPlaneAccess:
+    """Team mode with a control plane: its URL and this user's Hub token. A cloud whose
+    account credentials the control plane holds (gcp) calls the provider through it with the
+    token, and never reads credentials of its own."""
+
+    #: The service's base URL, e.g. ``http://127.0.0.1:10101/services/compute-control/``.
+    url: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class CloudServices:
     """What a cloud may use of the extension's own services, handed to ``Cloud.bind`` once by
     the composition root (``services.build_services``): never the manager itself."""
@@ -42,6 +53,8 @@ class CloudServices:
     store: ServerStore
     #: The servers' shared SSH connections.
     ssh: SSHConnections
+    #: Team mode's control plane, where one is configured.
+    control_plane: ControlPlaneAccess | None = None
 
 
 @dataclass(frozen=True)

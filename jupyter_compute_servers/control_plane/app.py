@@ -3,15 +3,25 @@
 
 Every request is authenticated by JupyterHub (``jupyterhub.services.auth.HubAuth``: the
 caller's Hub token, checked with the Hub, which must carry
-``access:services!service=<this service>``). Only users get certificates, each for the Unix
-account the admin's rule gives them; services and unknown tokens are refused.
+``access:services!service=<this service>``). Only users are served; services and unknown
+tokens are refused.
+
+The SSH certificate authority (``ca.py``), when the control plane has a CA key:
 
 - ``GET  <prefix>api/ca``: the CA's public key (for an admin's ``TrustedUserCAKeys``).
 - ``POST <prefix>api/certificates`` ``{"public_key": "...", "principal": optional}``: a
   short-lived user certificate, ``{"certificate", "principal", "key_id", "serial",
-  "valid_after", "valid_before"}``.
+  "valid_after", "valid_before"}``; only for the Unix account the admin's rule gives the user.
 
-Errors are JSON ``{message, reason, field}``, as the extension's own API answers.
+The Compute Engine proxy (``gce.py``), when the control plane has a service account key:
+
+- ``GET <prefix>api/gce``: ``{"project": ...}``, the project the proxy acts in.
+- ``<prefix>gce/compute/v1/projects/<project>/...``: the Compute Engine REST calls of the gcp
+  cloud, forwarded with the service account's token when the policy allows (the caller's
+  token is the bearer token: ``Authorization: Bearer <Hub token>``).
+
+Errors are JSON ``{message, reason, field}``, as the extension's own API answers (the proxy's
+also carry Google's ``error`` object, which the client library reads).
 """
 
 from __future__ import annotations
@@ -25,11 +35,15 @@ from urllib.parse import urlparse
 from tornado import web
 
 from .ca import CAError, CertificateAuthority
+from .errors import ControlPlaneError
+from .gce import Caller, GCEProxy, _Passed, google_error_body
 
 log = logging.getLogger("jupyter_compute_servers.control_plane")
 
 #: The most a request body may be (a public key and a principal are far less).
 MAX_BODY = 16 * 1024
+#: The most a proxied Compute Engine call's body may be (an insert is ~20 KB).
+MAX_PROXIED_BODY = 1024 * 1024
 
 
 def _hub_auth_classes() -> tuple[type, type]:
@@ -46,9 +60,6 @@ HubAuth, HubAuthenticated = _hub_auth_classes()
 class ControlPlaneHandler(HubAuthenticated, web.RequestHandler):  # type: ignore[misc,valid-type]
     """Authenticated by the Hub in ``prepare``; answers JSON, errors included."""
 
-    def initialize(self, ca: CertificateAuthority) -> None:
-        self.ca = ca
-
     async def prepare(self) -> None:
         try:
             model = await self.hub_auth.get_user(self, sync=False)
@@ -64,7 +75,7 @@ class ControlPlaneHandler(HubAuthenticated, web.RequestHandler):  # type: ignore
                 field="token",
             ) from None
         if not model:
-            raise CAError(
+            raise ControlPlaneError(
                 "Authenticate with a JupyterHub token (Authorization: token ...).",
                 status=401,
                 field="token",
@@ -72,38 +83,47 @@ class ControlPlaneHandler(HubAuthenticated, web.RequestHandler):  # type: ignore
         try:
             self.check_hub_user(model)
         except Exception:
-            raise CAError(
+            raise ControlPlaneError(
                 f"{model.get('kind', 'user')} {model.get('name')} may not use this service: "
                 f"its token lacks the scope {', '.join(sorted(self.hub_scopes or ()))}.",
                 status=403,
                 field="token",
             ) from None
         if model.get("kind", "user") != "user":
-            raise CAError("Certificates are issued to Hub users only.", status=403, field="token")
+            raise ControlPlaneError(
+                "The control plane serves Hub users only.", status=403, field="token"
+            )
         self.hub_user_model = model
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(error, CAError):
-            body = {"message": error.message, "reason": "CAError", "field": error.field}
+        body: dict[str, Any]
+        if isinstance(error, ControlPlaneError):
+            body = {"message": error.message, "reason": type(error).__name__, "field": error.field}
         else:
             body = {"message": self._reason, "reason": "HTTPError", "field": None}
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
 
     def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, CAError):
+        if isinstance(e, ControlPlaneError):
             self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
 
 
 class CAHandler(ControlPlaneHandler):
+    def initialize(self, ca: CertificateAuthority) -> None:
+        self.ca = ca
+
     def get(self) -> None:
         self.finish({"public_key": self.ca.public_key})
 
 
 class CertificatesHandler(ControlPlaneHandler):
+    def initialize(self, ca: CertificateAuthority) -> None:
+        self.ca = ca
+
     def post(self) -> None:
         if len(self.request.body) > MAX_BODY:
             raise CAError("The request body is too large.", status=413, field="body")
@@ -131,16 +151,89 @@ class CertificatesHandler(ControlPlaneHandler):
         self.finish(issued.to_json())
 
 
-def make_app(ca: CertificateAuthority, prefix: str | None = None) -> web.Application:
+class GCEInfoHandler(ControlPlaneHandler):
+    def initialize(self, proxy: GCEProxy) -> None:
+        self.proxy = proxy
+
+    def get(self) -> None:
+        self.finish({"project": self.proxy.project})
+
+
+class GCEProxyHandler(ControlPlaneHandler):
+    """``gce/compute/v1/projects/<project>/<path>``: checked by the proxy's policy, then
+    forwarded; refusals in our JSON and Google's."""
+
+    def initialize(self, proxy: GCEProxy) -> None:
+        self.proxy = proxy
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(error, ControlPlaneError):
+            super().write_error(status_code, **kwargs)
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(google_error_body(error)))
+
+    async def _proxy(self, project: str, path: str) -> None:
+        if len(self.request.body) > MAX_PROXIED_BODY:
+            raise ControlPlaneError("The request body is too large.", status=413, field="body")
+        query = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        caller: Caller = self.proxy.caller(self.hub_user_model)
+        method = self.request.method or "GET"
+        try:
+            answer = await self.proxy.handle(
+                caller, method, project, path, query, self.request.body
+            )
+        except _Passed as passed:
+            answer = passed.answer
+        except ControlPlaneError as e:
+            # The audit trail of refusals too: who tried what on whose VM.
+            log.warning(
+                "Refused %s %r to %s: %s", method, f"{project}/{path}", caller.name, e.message
+            )
+            raise
+        self.set_status(answer.status)
+        self.set_header("Content-Type", answer.content_type)
+        self.finish(answer.body)
+
+    async def get(self, project: str, path: str) -> None:
+        await self._proxy(project, path)
+
+    async def post(self, project: str, path: str) -> None:
+        await self._proxy(project, path)
+
+    async def delete(self, project: str, path: str) -> None:
+        await self._proxy(project, path)
+
+
+def make_app(
+    ca: CertificateAuthority | None,
+    prefix: str | None = None,
+    *,
+    gce: GCEProxy | None = None,
+) -> web.Application:
     """The tornado application, its routes under the service's prefix (JupyterHub's
-    ``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/services/compute-control/``)."""
+    ``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/services/compute-control/``): the CA's where it
+    has one, the Compute Engine proxy's where it has one."""
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
-    return web.Application(
-        [
+    routes: list[Any] = []
+    if ca is not None:
+        routes += [
             (f"{prefix}api/ca", CAHandler, {"ca": ca}),
             (f"{prefix}api/certificates", CertificatesHandler, {"ca": ca}),
-        ],
+        ]
+    if gce is not None:
+        routes += [
+            (f"{prefix}api/gce", GCEInfoHandler, {"proxy": gce}),
+            (
+                f"{prefix}gce/compute/v1/projects/([^/]+)/(.+)",
+                GCEProxyHandler,
+                {"proxy": gce},
+            ),
+        ]
+    return web.Application(
+        routes,
         # The Hub's token in a header is the only credential: no cookies, so no XSRF.
         xsrf_cookies=False,
     )
@@ -150,7 +243,7 @@ def listen_address(url: str | None = None) -> tuple[str, int]:
     """Where to listen: the service's ``url`` from the Hub (``JUPYTERHUB_SERVICE_URL``)."""
     parsed = urlparse(url or os.environ.get("JUPYTERHUB_SERVICE_URL") or "")
     if not parsed.hostname or not parsed.port:
-        raise CAError(
+        raise ControlPlaneError(
             "No address to listen on: give the service a url in c.JupyterHub.services "
             "(e.g. http://127.0.0.1:10101), or --url.",
             field="url",

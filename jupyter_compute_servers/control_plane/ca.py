@@ -21,6 +21,8 @@ from typing import Any
 
 import asyncssh
 
+from .errors import ControlPlaneError
+
 #: A safe Unix account name (POSIX portable, as useradd's default NAME_REGEX): lower case,
 #: starts with a letter or '_', at most 32 characters.
 UNIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -29,14 +31,8 @@ ACCEPTED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384
 MAX_VALIDITY = 24 * 3600
 
 
-class CAError(Exception):
+class CAError(ControlPlaneError):
     """A request the CA refuses: ``status`` (HTTP), ``field`` the input at fault."""
-
-    def __init__(self, message: str, *, status: int = 400, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.field = field
 
 
 def load_or_create_key(path: str | Path) -> asyncssh.SSHKey:

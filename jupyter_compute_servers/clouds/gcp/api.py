@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import CloudError
-from ..base import Operation
+from ..base import ControlPlaneAccess, Operation
 from .errors import GoogleError, _from_api_exception, _operation_error
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
+
+    from ..base import CloudServices
 
 T = TypeVar("T")
 
@@ -104,6 +106,7 @@ class ApiAccess:
     _auth: tuple[Any, str] | None
     _auth_error: tuple[float, str] | None
     _clients: _Clients | None
+    _services: CloudServices | None
 
     # --- credentials and clients -------------------------------------------------------------
 
@@ -117,6 +120,9 @@ class ApiAccess:
                 return self._auth
             if self._auth_error is not None and time.monotonic() - self._auth_error[0] < 30:
                 raise CloudError(self._auth_error[1])
+            control_plane = self._services.control_plane if self._services else None
+            if control_plane is not None:
+                return self._through_control_plane(control_plane)
             project: str | None
             try:
                 if self.credentials_file:
@@ -146,6 +152,28 @@ class ApiAccess:
             self._auth = (credentials, project)
             self._clients = _Clients(credentials, self.api_endpoint)
             return self._auth
+
+    def _through_control_plane(self, control_plane: ControlPlaneAccess) -> tuple[Any, str]:
+        """Team mode: the control plane's proxy is the endpoint and the Hub token the only
+        credential; ``credentials_file`` (and Application Default Credentials) are never
+        read, so a key configured by mistake for users' servers gives them nothing. Blocking,
+        under ``_lock``."""
+        from . import proxy
+
+        if self.credentials_file:
+            self.log.warning(
+                "c.GCPCloud.credentials_file is ignored in team mode with a control plane: "
+                "Compute Engine is called through the control plane, which holds the key."
+            )
+        try:
+            project = self.project or proxy.project(control_plane)
+        except CloudError as e:
+            self._auth_error = (time.monotonic(), e.message)
+            raise
+        credentials = proxy.HubTokenCredentials(control_plane.token)
+        self._auth = (credentials, project)
+        self._clients = _Clients(credentials, proxy.endpoint(control_plane))
+        return self._auth
 
     async def _api(self) -> tuple[_Clients, str]:
         _, project = await self._thread(self._credentials)

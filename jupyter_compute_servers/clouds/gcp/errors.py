@@ -67,8 +67,14 @@ def _from_api_exception(e: Exception, doing: str) -> GoogleError:
             codes.append(str(e.reason))
         status = int(e.code) if isinstance(e.code, int) else None
         text = e.message or str(e)
+        # Team mode: the refusal is the control plane's (its policy), not Google's.
+        who = (
+            "the team's control plane refused"
+            if "controlPlaneRefused" in codes
+            else "Compute Engine answered"
+        )
         return GoogleError(
-            f"Could not {doing}: Compute Engine answered {status}: {text}",
+            f"Could not {doing}: {who} {status}: {text}",
             status=status,
             codes=tuple(codes),
             google_message=text,
@@ -171,6 +177,9 @@ def explain(
             f"(https://console.cloud.google.com/iam-admin/quotas?project={project}), or use "
             f"another region, fewer GPUs or a smaller machine type.{spot_words}"
         )
+    if "controlPlaneRefused" in error.codes:
+        # The team's control plane refused (not Google): its message says why.
+        return error.message
     if error.http_status == 401:
         return (
             f"Google refused the credentials ({error.google_message}). Renew them "
