@@ -195,7 +195,7 @@ def test_alices_server_runs_a_vm_through_the_control_plane_without_the_key(
     hub: Hub, fake: FakeGCE, key_file: Path
 ) -> None:
     # Her server's configuration names no credentials, and the cloud is usable all the same.
-    user_config = (hub.dir / "user-config" / "jupyter_server_config.py").read_text()
+    user_config = (hub.config.server_config_dir / "jupyter_server_config.py").read_text()
     assert "credentials_file" not in user_config and str(key_file) not in user_config
     first_call = len(fake.requests)
     # Operations take a moment, so that they are waited for (through the proxy too).
