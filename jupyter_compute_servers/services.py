@@ -28,7 +28,9 @@ from .billing.team_spend import costs_money, group_month_spend, month_spend_of
 from .certificates import CertificateClient
 from .clouds import Cloud, load_cloud_class
 from .clouds.base import CloudServices
-from .db import Database
+from .control_plane_client import ControlPlaneClient
+from .db import Database, engine_url
+from .db.credentials import DatabaseCredentials
 from .errors import ValidationError
 from .events import EventCallback, ServerEvents
 from .hosts import HostRegistry, HostStore
@@ -98,9 +100,9 @@ def build_clouds(settings: ComputeServersSettings, services: CloudServices) -> d
     return clouds
 
 
-def team_certificates(settings: ComputeServersSettings) -> CertificateClient | None:
-    """Team mode with a control plane: the client of its certificate authority, which this
-    user's server logs in to shared hosts with (its Hub token is the only credential)."""
+def team_control_plane(settings: ComputeServersSettings) -> ControlPlaneClient | None:
+    """Team mode with a control plane: its client, with this server's Hub token (the only
+    credential it sends)."""
     if not (settings.team_mode and settings.control_plane_url):
         return None
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
@@ -110,7 +112,27 @@ def team_certificates(settings: ComputeServersSettings) -> CertificateClient | N
             "with a control plane runs in a Jupyter server spawned by JupyterHub.",
             field="control_plane_url",
         )
-    return CertificateClient(settings.control_plane_url, token)
+    return ControlPlaneClient(settings.control_plane_url, token)
+
+
+def team_certificates(control_plane: ControlPlaneClient | None) -> CertificateClient | None:
+    """The client of the control plane's certificate authority, which this user's server logs
+    in to shared hosts with."""
+    if control_plane is None:
+        return None
+    return CertificateClient.of(control_plane)
+
+
+def team_database_credentials(
+    settings: ComputeServersSettings, control_plane: ControlPlaneClient | None
+) -> DatabaseCredentials | None:
+    """This user's short-lived database logins from the control plane: where db_url (the
+    team's PostgreSQL) holds no password, the server holds none at all."""
+    if control_plane is None or settings.db_url.partition(":")[0].lower() == "sqlite":
+        return None
+    if engine_url(settings.db_url)[0].password is not None:
+        return None
+    return DatabaseCredentials(control_plane)
 
 
 def build_services(
@@ -146,11 +168,14 @@ def build_services(
         queue_user_cap=settings.team_queue_user_cap,
     )
     # The one owner of the database: every store below shares its engine and pool.
-    database = Database(settings.db_url)
+    control_plane = team_control_plane(settings)
+    database = Database(
+        settings.db_url, credentials=team_database_credentials(settings, control_plane)
+    )
     # In team mode the store sees its user's servers only: so does every service over it.
     store = ServerStore(database, clock=time.time, owner=team.owner, scoped=team.enabled)
     keys = KeyStore(data_dir / "keys")
-    certificates = team_certificates(settings)
+    certificates = team_certificates(control_plane)
     ssh = SSHConnections(
         keys,
         keepalive_interval=settings.ssh_keepalive_interval,

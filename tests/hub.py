@@ -4,6 +4,13 @@ with two users (alice, bob) and an admin (root, in the Hub group ``compute-admin
 the SimpleLocalProcessSpawner running each user's ``jupyterhub-singleuser`` with this
 extension in team mode on one PostgreSQL database.
 
+The team's control plane runs as the Hub's service ``compute-control`` (the Hub starts it): it
+holds the database owner's login (the tests' superuser) and issues each user's server a
+short-lived login of its own, so the user servers' ``db_url`` has no user and no password and
+every test through the Hub runs with PostgreSQL's row-level security as a user (or an admin)
+has it. ``control_plane`` adds its arguments (the SSH CA's); None runs none, the user servers
+then logging in as the owner as before.
+
 Users reach their servers through the proxy with Hub tokens, as the Lab does with its cookie:
 the singleuser server checks each token with the Hub, which answers who it is and in which
 groups. Everything runs on 127.0.0.1, in a temp dir; ``close`` ends the Hub, which ends the
@@ -27,6 +34,7 @@ import requests
 
 from .postgres import free_port
 
+SERVICE = "compute-control"
 ROOT = Path(__file__).parent.parent
 PROXY = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 USERS = ("alice", "bob")
@@ -35,16 +43,52 @@ ADMIN_GROUP = "compute-admins"
 
 
 class Hub:
-    def __init__(self, db_url: str, hub_config: tuple[str, ...] = (), **settings: Any) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        hub_config: tuple[str, ...] = (),
+        control_plane: tuple[str, ...] | None = (),
+        **settings: Any,
+    ) -> None:
         """``settings``: more ``c.ComputeServersApp`` settings of every user's server;
-        ``hub_config``: more lines of jupyterhub_config.py (after the others)."""
+        ``hub_config``: more lines of jupyterhub_config.py (after the others);
+        ``control_plane``: more arguments of the control plane (None: no control plane)."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run npm install (make setup).")
         self.db_url = db_url
         self.dir = Path(tempfile.mkdtemp(prefix="compute-servers-hub-"))
         self.port = free_port()
+        self.control_plane_port = free_port()
+        services = [{"name": "tests", "api_token": secrets.token_hex(32)}]
+        roles: list[dict[str, Any]] = []
+        user_db_url = db_url
+        if control_plane is not None:
+            services.append(
+                {
+                    "name": SERVICE,
+                    "url": f"http://127.0.0.1:{self.control_plane_port}",
+                    "command": [
+                        sys.executable,
+                        "-m",
+                        "jupyter_compute_servers.control_plane",
+                        "--admin-group",
+                        ADMIN_GROUP,
+                        *control_plane,
+                    ],
+                    # The owner's login: in the service's environment, not its command line.
+                    "environment": {"COMPUTE_SERVERS_DB_URL": db_url},
+                }
+            )
+            # Every user may use it, and each user's server token may (it asks for its
+            # database logins and certificates): the one scope added to the server role's.
+            roles.append({"name": "user", "scopes": ["self", f"access:services!service={SERVICE}"]})
+            settings["control_plane_url"] = (
+                f"http://127.0.0.1:{self.control_plane_port}/services/{SERVICE}/"
+            )
+            # No user, no password: the control plane's logins.
+            user_db_url = "postgresql://" + db_url.split("@", 1)[1]
+        self.token = str(services[0]["api_token"])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.token = secrets.token_hex(32)
         self.tokens: dict[str, str] = {}
         user_config = self.dir / "user-config"
         user_config.mkdir()
@@ -53,7 +97,7 @@ class Hub:
                 [
                     "c.ServerApp.allow_root = True",
                     "c.ComputeServersApp.team_mode = True",
-                    f"c.ComputeServersApp.db_url = {db_url!r}",
+                    f"c.ComputeServersApp.db_url = {user_db_url!r}",
                     f"c.ComputeServersApp.team_admin_groups = [{ADMIN_GROUP!r}]",
                     "c.ComputeServersApp.health_check_interval = 0",
                     *(
@@ -89,10 +133,19 @@ class Hub:
                     f"c.Spawner.environment = {{'JUPYTER_CONFIG_DIR': {str(user_config)!r}}}",
                     "c.Spawner.start_timeout = 120",
                     "c.Spawner.http_timeout = 120",
-                    f"c.JupyterHub.services = [{{'name': 'tests', 'api_token': {self.token!r}}}]",
+                    f"c.JupyterHub.services = {services!r}",
                     "c.JupyterHub.load_roles = [{'name': 'tests', 'services': ['tests'], "
                     "'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', "
                     "'admin:groups', 'read:users', 'read:hub']}]",
+                    f"c.JupyterHub.load_roles.extend({roles!r})",
+                    *(
+                        [
+                            "c.Spawner.server_token_scopes = ['users:activity!user', "
+                            f"'access:servers!server', 'access:services!service={SERVICE}']"
+                        ]
+                        if control_plane is not None
+                        else []
+                    ),
                     *hub_config,
                     "",
                 ]
@@ -108,9 +161,28 @@ class Hub:
         )
         try:
             self._wait(lambda: self.api("GET", "/info").ok, "the Hub to answer")
+            if control_plane is not None:
+                self._wait(self._control_plane_answers, "the control plane to answer")
         except BaseException:
             self.close()
             raise
+
+    def _control_plane_answers(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.control_plane_port}/services/{SERVICE}/api/x"
+            return requests.get(url, timeout=5).status_code in (401, 403, 404)
+        except requests.ConnectionError:
+            return False
+
+    def service_token(self, user: str) -> str:
+        """A token of ``user``'s for the control plane only (as their server's token has)."""
+        response = self.api(
+            "POST",
+            f"/users/{user}/tokens",
+            json={"note": "tests", "scopes": [f"access:services!service={SERVICE}"]},
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["token"])
 
     # --- the Hub's REST API, as the tests' service ------------------------------------------
 

@@ -44,8 +44,8 @@ class PostgresServer:
                 prefix="compute-servers-postgres-", dir="/tmp" if self.as_root else None
             )
         )
-        if self.as_root:
-            account = pwd.getpwnam(USER)
+        account = pwd.getpwnam(USER) if self.as_root else None
+        if account is not None:
             os.chown(self.dir, account.pw_uid, account.pw_gid)
         self.data = self.dir / "data"
         self.port = free_port()
@@ -66,6 +66,16 @@ class PostgresServer:
             "--locale-provider=icu",
             "--icu-locale=en-US",
         )
+        # The tests' own superuser logs in without a password; every other role (the logins the
+        # control plane issues to users) with its password, checked as a real server does.
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(
+            f"local all {USER} trust\n"
+            f"host all {USER} 127.0.0.1/32 trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        if account is not None:
+            os.chown(hba, account.pw_uid, account.pw_gid)
         # fsync off: the tests never crash PostgreSQL, and the machine is shared and slow.
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "

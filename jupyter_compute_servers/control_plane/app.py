@@ -10,12 +10,19 @@ account the admin's rule gives them; services and unknown tokens are refused.
 - ``POST <prefix>api/certificates`` ``{"public_key": "...", "principal": optional}``: a
   short-lived user certificate, ``{"certificate", "principal", "key_id", "serial",
   "valid_after", "valid_before"}``.
+- ``POST <prefix>api/database-credentials`` ``{}``: a new short-lived login of the caller's to
+  the team's PostgreSQL (``logins``), ``{"user", "password", "expires_at", "hub_user",
+  "admin", "host", "port", "dbname"}``.
+
+Each is routed only where the control plane was given what it needs (``--ca-key``,
+``--db-url``).
 
 Errors are JSON ``{message, reason, field}``, as the extension's own API answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -25,6 +32,7 @@ from urllib.parse import urlparse
 from tornado import web
 
 from .ca import CAError, CertificateAuthority
+from .logins import DatabaseLogins
 
 log = logging.getLogger("jupyter_compute_servers.control_plane")
 
@@ -46,8 +54,11 @@ HubAuth, HubAuthenticated = _hub_auth_classes()
 class ControlPlaneHandler(HubAuthenticated, web.RequestHandler):  # type: ignore[misc,valid-type]
     """Authenticated by the Hub in ``prepare``; answers JSON, errors included."""
 
-    def initialize(self, ca: CertificateAuthority) -> None:
+    def initialize(
+        self, ca: CertificateAuthority | None = None, logins: DatabaseLogins | None = None
+    ) -> None:
         self.ca = ca
+        self.logins = logins
 
     async def prepare(self) -> None:
         model = await self.hub_auth.get_user(self, sync=False)
@@ -67,8 +78,27 @@ class ControlPlaneHandler(HubAuthenticated, web.RequestHandler):  # type: ignore
                 field="token",
             ) from None
         if model.get("kind", "user") != "user":
-            raise CAError("Certificates are issued to Hub users only.", status=403, field="token")
+            raise CAError(
+                "Certificates and database logins are issued to Hub users only.",
+                status=403,
+                field="token",
+            )
         self.hub_user_model = model
+
+    def json_body(self, fields: set[str]) -> dict[str, Any]:
+        """The request's JSON object, of ``fields`` only."""
+        if len(self.request.body) > MAX_BODY:
+            raise CAError("The request body is too large.", status=413, field="body")
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise CAError("The body must be JSON.", field="body") from None
+        if not isinstance(body, dict):
+            raise CAError("The body must be a JSON object.", field="body")
+        unknown = sorted(set(body) - fields)
+        if unknown:
+            raise CAError(f"{unknown[0]} is not a field of this request.", field=unknown[0])
+        return body
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
@@ -88,22 +118,16 @@ class ControlPlaneHandler(HubAuthenticated, web.RequestHandler):  # type: ignore
 
 class CAHandler(ControlPlaneHandler):
     def get(self) -> None:
+        assert self.ca is not None
         self.finish({"public_key": self.ca.public_key})
 
 
 class CertificatesHandler(ControlPlaneHandler):
     def post(self) -> None:
-        if len(self.request.body) > MAX_BODY:
-            raise CAError("The request body is too large.", status=413, field="body")
-        try:
-            body = json.loads(self.request.body or b"null")
-        except ValueError:
-            raise CAError("The body must be JSON.", field="body") from None
-        if not isinstance(body, dict):
-            raise CAError("The body must be a JSON object.", field="body")
-        unknown = sorted(set(body) - {"public_key", "principal"})
-        if unknown:
-            raise CAError(f"{unknown[0]} is not a field of this request.", field=unknown[0])
+        assert self.ca is not None
+        if not self.request.body:
+            raise CAError("The body must be JSON.", field="body")
+        body = self.json_body({"public_key", "principal"})
         name = str(self.hub_user_model["name"])
         issued = self.ca.sign(name, body.get("public_key"), body.get("principal"))
         # The audit trail of who got which account: the key id and serial are also in each
@@ -119,16 +143,48 @@ class CertificatesHandler(ControlPlaneHandler):
         self.finish(issued.to_json())
 
 
-def make_app(ca: CertificateAuthority, prefix: str | None = None) -> web.Application:
+class DatabaseCredentialsHandler(ControlPlaneHandler):
+    async def post(self) -> None:
+        assert self.logins is not None
+        self.json_body(set())
+        model = self.hub_user_model
+        # (a few statements on the database: off the event loop)
+        answer = await asyncio.to_thread(self.logins.issue, model)
+        # Who got which login, never its password.
+        log.info(
+            "Issued database login %s to Hub user %s (%s), valid until %d",
+            answer["user"],
+            answer["hub_user"],
+            "admin" if answer["admin"] else "user",
+            answer["expires_at"],
+        )
+        self.set_header("Cache-Control", "no-store")
+        self.set_status(201)
+        self.finish(answer)
+
+
+def make_app(
+    ca: CertificateAuthority | None,
+    prefix: str | None = None,
+    *,
+    logins: DatabaseLogins | None = None,
+) -> web.Application:
     """The tornado application, its routes under the service's prefix (JupyterHub's
     ``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/services/compute-control/``)."""
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
-    return web.Application(
-        [
+    routes: list[Any] = []
+    if ca is not None:
+        routes += [
             (f"{prefix}api/ca", CAHandler, {"ca": ca}),
             (f"{prefix}api/certificates", CertificatesHandler, {"ca": ca}),
-        ],
+        ]
+    if logins is not None:
+        routes.append(
+            (f"{prefix}api/database-credentials", DatabaseCredentialsHandler, {"logins": logins})
+        )
+    return web.Application(
+        routes,
         # The Hub's token in a header is the only credential: no cookies, so no XSRF.
         xsrf_cookies=False,
     )
