@@ -59,7 +59,7 @@ class Hub:
         self.dir = Path(tempfile.mkdtemp(prefix="compute-servers-hub-"))
         self.port = free_port()
         self.control_plane_port = free_port()
-        services = [{"name": "tests", "api_token": secrets.token_hex(32)}]
+        services: list[dict[str, Any]] = [{"name": "tests", "api_token": secrets.token_hex(32)}]
         roles: list[dict[str, Any]] = []
         user_db_url = db_url
         if control_plane is not None:

@@ -124,7 +124,7 @@ def test_a_users_server_runs_on_its_own_login_and_postgres_keeps_it_to_its_rows(
 
         def refused(statement: str, *params: Any) -> str:
             with pytest.raises(errors.InsufficientPrivilege) as error:
-                sql.execute(statement, params)  # type: ignore[arg-type]
+                sql.execute(statement, params)
             return str(error.value)
 
         # Bob's server: visible (the queue's estimates read it) but not to be changed.
