@@ -299,8 +299,8 @@ def test_the_tables_the_modules_define_are_the_tables_the_migrations_make(db_url
                 opts={
                     "compare_type": True,
                     "compare_server_default": True,
-                    "include_name": lambda name, kind, _parent: not (
-                        kind == "table" and name == "database_logins"
+                    "include_name": lambda name, kind, _parent: (
+                        not (kind == "table" and name == "database_logins")
                     ),
                 },
             )

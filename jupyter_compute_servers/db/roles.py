@@ -10,9 +10,9 @@ group roles holding the privileges:
   and spend per group need across users (servers, their state history, hosts, slices, queue
   entries, rates, team members); write only the rows of their own servers (``servers.owner``
   is their Hub user name) and of what hangs off them (state history, slices, queue entries,
-  rates, sync records), their own ``team_members`` row, and the audit log by INSERT only, as
-  themselves. Of a host they may write only its inventory (a user may ask for it again); its
-  hostname, port, account, pinned key and prices are the admins'.
+  rates, sync records), their own ``team_members`` row, and the audit log by INSERT only,
+  lines about their own servers. Of a host they may write only its inventory (a user may
+  ask for it again); its hostname, port, account, pinned key and prices are the admins'.
 - **admins** (``cs_admins_<database>``): every row of every table, except that the audit log
   and the state history are INSERT (and SELECT) only for everyone.
 
@@ -171,8 +171,9 @@ def apply(connection: Connection) -> GroupRoles:
     # The state history: everyone's readable (spend per group), added to for oneself only.
     policy("state_history", "SELECT", "true")
     policy("state_history", "INSERT", None, f"owner = {me}")
-    # The audit log: written as oneself about one's own servers; read by admins only.
-    policy("audit_log", "INSERT", None, f"actor = {me} AND owner = {me}")
+    # The audit log: lines about one's own servers only; read by admins only. (The actor is
+    # who the user's server says it served: an admin the Hub let into it is one.)
+    policy("audit_log", "INSERT", None, f"owner = {me}")
     policy("team_members", "SELECT", "true")
     policy("team_members", "INSERT", None, f"name = {me}")
     policy("team_members", "UPDATE", f"name = {me}", f"name = {me}")
