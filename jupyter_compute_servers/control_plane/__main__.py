@@ -19,6 +19,9 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import ValidationError
 from .ca import CAError, CertificateAuthority, PrincipalRule, load_or_create_key
 
 if TYPE_CHECKING:
@@ -155,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                 field="ca_key",
             )
         asyncio.run(serve(ca, logins, args.url))
-    except CAError as e:
+    except (CAError, ValidationError) as e:
         print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as e:
+        # (the database cannot be reached, or refused the owner's login: its own words, which
+        # name no password)
+        print(f"error: the team database: {getattr(e, 'orig', None) or e}", file=sys.stderr)
         return 2
     return 0
 
