@@ -296,3 +296,25 @@ def test_the_control_plane_issues_logins_to_hub_users_only(hub: Hub) -> None:
                 ControlPlaneClient(f"{hub.url}/services/{SERVICE}/", hub.tokens["alice"])
             ),
         )
+
+
+def test_a_users_server_on_an_older_schema_refuses_to_start_saying_why(hub: Hub) -> None:
+    # (as after an upgrade of the package, before the control plane's restart migrated it)
+    owner = Database(hub.db_url, migrate=False)
+    head = Database.head_revision()
+    with owner.transaction() as db:
+        db.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+    try:
+        credentials = DatabaseCredentials(
+            ControlPlaneClient(f"{hub.url}/services/{SERVICE}/", hub.service_token("bob"))
+        )
+        with pytest.raises(RuntimeError) as refused:
+            Database("postgresql://" + hub.db_url.split("@", 1)[1], credentials=credentials)
+        assert f"is at schema revision 0006, this jupyter_compute_servers at {head}" in str(
+            refused.value
+        )
+        assert "The control plane migrates it at its start" in str(refused.value)
+    finally:
+        with owner.transaction() as db:
+            db.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+        owner.close()
