@@ -31,9 +31,13 @@ from .hub import ADMIN, SERVICE, Hub
 
 @pytest.fixture(scope="module")
 def hub(postgres_server) -> Iterator[Hub]:
-    hub = Hub(postgres_server.create_database(), enabled_clouds=["local"])
+    # carol: an admin to the user servers (team_admin_users) whom the control plane was not
+    # told of (a misconfiguration: her login is a user's).
+    hub = Hub(
+        postgres_server.create_database(), enabled_clouds=["local"], team_admin_users=["carol"]
+    )
     try:
-        for user in ("alice", "bob", ADMIN):
+        for user in ("alice", "bob", ADMIN, "carol"):
             hub.start_server(user)
         yield hub
     finally:
@@ -318,3 +322,18 @@ def test_a_users_server_on_an_older_schema_refuses_to_start_saying_why(hub: Hub)
         with owner.transaction() as db:
             db.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
         owner.close()
+
+
+def test_an_admin_the_control_plane_does_not_know_is_told_why_the_database_refuses(
+    hub: Hub,
+) -> None:
+    assert hub.call("carol", "GET", "/team").json()["user"]["admin"] is True
+    refused = hub.call(
+        "carol", "POST", "/hosts", body={"name": "h", "hostname": "10.0.0.2", "username": "u"}
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["field"] == "user"
+    assert refused.json()["message"].startswith(
+        "The team database refused this to your login: permission denied for table hosts."
+    )
+    assert "--admin-user or --admin-group" in refused.json()["message"]
