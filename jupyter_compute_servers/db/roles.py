@@ -119,8 +119,19 @@ def apply(connection: Connection) -> GroupRoles:
     sql(f"REVOKE ALL ON FUNCTION {s}.compute_servers_hub_user() FROM PUBLIC")
     sql(f"GRANT EXECUTE ON FUNCTION {s}.compute_servers_hub_user() TO {both}")
     sql(f"REVOKE ALL ON {s}.database_logins FROM PUBLIC")
-    sql(f"GRANT CONNECT ON DATABASE {_q(connection, database)} TO {both}")
-    sql(f"GRANT USAGE ON SCHEMA {s} TO {both}")
+    # CONNECT and the schema's USAGE are PUBLIC's by default; granted here too where this role
+    # may (the database's owner), so that a database that revoked them from PUBLIC works.
+    may_grant = connection.execute(
+        text(
+            "SELECT has_database_privilege(current_user, :d, 'CONNECT WITH GRANT OPTION'), "
+            "has_schema_privilege(current_user, :s, 'USAGE WITH GRANT OPTION')"
+        ),
+        {"d": database, "s": schema},
+    ).one()
+    if may_grant[0]:
+        sql(f"GRANT CONNECT ON DATABASE {_q(connection, database)} TO {both}")
+    if may_grant[1]:
+        sql(f"GRANT USAGE ON SCHEMA {s} TO {both}")
     sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {both}")
     sql(f"GRANT SELECT ON {s}.alembic_version TO {both}")
 
