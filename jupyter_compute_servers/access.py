@@ -36,7 +36,13 @@ async def ssh_access(manager: ComputeServerManager, server_id: int) -> dict[str,
     known_hosts_line = f"{host} {endpoint.host_key}"
     known_hosts = directory / "known_hosts"
     known_hosts.write_text(known_hosts_line + "\n")
-    identity = manager.keys.private_key_path(server_id)
+    # The key the product logs in with: the server's own key, or for a host the user
+    # registered, their identity file or (None) their ssh-agent's keys.
+    identity: Path | None = manager.keys.private_key_path(server_id)
+    if endpoint.identity_file:
+        identity = Path(endpoint.identity_file)
+    elif endpoint.use_agent:
+        identity = None
     user = endpoint.username
     if endpoint.certificate and manager.ssh.certificates is not None:
         # A shared host (team mode): the user's current certificate (an hour at most) and its
@@ -57,9 +63,8 @@ async def ssh_access(manager: ComputeServerManager, server_id: int) -> dict[str,
         f"    HostName {endpoint.host}\n"
         f"    Port {endpoint.port}\n"
         f"    User {user}\n"
-        f"    IdentityFile {_quoted(identity)}\n"
-        "    IdentitiesOnly yes\n"
-        f"    UserKnownHostsFile {_quoted(known_hosts)}\n"
+        + (f"    IdentityFile {_quoted(identity)}\n    IdentitiesOnly yes\n" if identity else "")
+        + f"    UserKnownHostsFile {_quoted(known_hosts)}\n"
         "    StrictHostKeyChecking yes\n"
     )
     return {
@@ -67,7 +72,7 @@ async def ssh_access(manager: ComputeServerManager, server_id: int) -> dict[str,
         "config": config,
         "known_hosts": known_hosts_line,
         "known_hosts_file": str(known_hosts),
-        "identity_file": str(identity),
+        "identity_file": str(identity) if identity else None,
         "workspace": endpoint.workspace,
         "examples": [
             f"ssh {alias}",

@@ -12,6 +12,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,8 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
         # Servers whose workspace is mounted are mounted again (their mounts ended with the
         # Jupyter that served them).
         self.services.mounts.restore()
+        # Kernels kept waiting on running servers, once the adopted ones are known.
+        self.services.warm_kernels.start(self.kernel_runtime)
 
     def _keep_sessions(self) -> None:
         """Sessions in a file (``persist_sessions``); and until the kernels are adopted, a
@@ -207,6 +211,23 @@ class ComputeServersApp(ComputeServersSettings, ExtensionApp):
                 self.log.warning("Could not shut down remote kernel %s: %s", kernel_id, e)
 
         await asyncio.gather(*(shut_down(kernel_id) for kernel_id, _ in ours))
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # Jupyter's hook once its loop runs, after it set its signal handlers.
+        self._stop_cleanly_on_sigint()
+
+    def _stop_cleanly_on_sigint(self) -> None:
+        """JupyterHub's local spawners stop a user's server with SIGINT (then SIGTERM after
+        30 s). Without a terminal Jupyter leaves SIGINT to Python: the loop ends with a
+        KeyboardInterrupt and the process exits without stopping its extensions, so remote
+        kernels and the local cloud's sandboxes (``stop_on_shutdown``) were left running.
+        SIGINT is made the clean stop that SIGTERM is; with a terminal, Jupyter's own
+        confirmation stays."""
+        stop = getattr(self.serverapp, "_signal_stop", None)
+        if stop is None or (sys.stdin is not None and sys.stdin.isatty()):
+            return
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, stop)
 
     async def stop_extension(self) -> None:
         if not self._adoption_task.done():

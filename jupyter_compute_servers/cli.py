@@ -7,6 +7,7 @@
     jupyter compute-servers sync NAME_OR_ID [--push|--pull] [PATH] [--root DIR]
     jupyter compute-servers images list|test IMAGE[:TAG] [--cloud C] [--mark-tested]
     jupyter compute-servers images build DIR --image ID --tag TAG [--arch x86_64|arm64]
+    jupyter compute-servers team-try [--port 8000]   (a team deployment here, for trying)
 
 It reads the Jupyter Server configuration (``c.ComputeServersApp.*``), so it works on the store
 the Jupyter server uses. Actions run in this process and wait until they finish.
@@ -19,10 +20,10 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .access import ssh_access
 from .config import load_settings, parse_assignments
 from .errors import ComputeServersError
 from .images.building import build_image
@@ -30,9 +31,9 @@ from .images.testing import smoke_test_image
 from .kernels.specs import spec_name
 from .models import DEPROVISION_WARNING, State
 from .services import Services, build_services
-from .ssh_endpoint import SSHEndpoint
 from .store import ServerRecord
 from .sync.settings import parse_tree_path
+from .team_try import command as team_try
 
 
 def hardware_summary(server: ServerRecord) -> str:
@@ -90,24 +91,6 @@ async def run_action(
         for kernel in sorted((manager.get_server(server.id).kernel_specs or {}).keys()):
             print(f"  kernel: {spec_name(server.id, kernel)}", file=sys.stderr)
     return result
-
-
-def openssh_options(key_path: Path, endpoint: SSHEndpoint, directory: str) -> list[str]:
-    """OpenSSH client options that trust only the server's pinned host key and use only its
-    own client key. Writes the one-line known_hosts file into ``directory``."""
-    known_hosts = os.path.join(directory, "known_hosts")
-    with open(known_hosts, "w") as f:
-        f.write(f"[{endpoint.host}]:{endpoint.port} {endpoint.host_key}\n")
-    options = {
-        "UserKnownHostsFile": known_hosts,
-        "GlobalKnownHostsFile": "/dev/null",
-        "StrictHostKeyChecking": "yes",
-        "IdentitiesOnly": "yes",
-    }
-    argv = ["-i", str(key_path), "-p", str(endpoint.port)]
-    for name, value in options.items():
-        argv += ["-o", f"{name}={value}"]
-    return argv
 
 
 async def run_sync(services: Services, args: argparse.Namespace) -> int:
@@ -259,10 +242,12 @@ async def main_async(args: argparse.Namespace) -> int:
             server = manager.store.find(args.server)
             if server.state is not State.RUNNING:
                 raise ComputeServersError(f"{server.name} is {server.state.value}; start it first.")
-            endpoint = await manager.endpoint(server.id)
-            directory = tempfile.mkdtemp(prefix="jcs-ssh-")
-            options = openssh_options(manager.keys.private_key_path(server.id), endpoint, directory)
-            argv = ["ssh", *options, f"{endpoint.username}@{endpoint.host}"]
+            # The same access as the panel's "SSH access": the pinned host key only, and the
+            # key the product logs in with (in team mode, the user's current certificate).
+            access = await ssh_access(manager, server.id)
+            config = Path(access["known_hosts_file"]).with_name("config")
+            config.write_text(access["config"])
+            argv = ["ssh", "-F", str(config), access["host_alias"]]
             if args.remote_command:
                 argv += ["--", *args.remote_command]
             else:
@@ -343,11 +328,16 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="go ahead when the sync would delete more files than the server's limit allows",
     )
+    team_try.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(main_async(parser().parse_args(argv)))
+    args = parser().parse_args(argv)
+    if args.command == "team-try":
+        # Its own processes (PostgreSQL, JupyterHub), none of this store's services.
+        return team_try.run(args)
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ class ServerPresenter:
         sync_settings: SyncSettingsStore,
         mount_state: Callable[[int], dict[str, Any] | None] = lambda server_id: None,
         queue_of: Callable[[set[int]], dict[int, dict[str, Any]]] = lambda server_ids: {},
+        warm_kernels: Callable[[int], dict[str, Any] | None] = lambda server_id: None,
     ) -> None:
         self.clouds = clouds
         self.costs = costs
@@ -35,6 +36,8 @@ class ServerPresenter:
         self.mount_state = mount_state
         #: The GPU queue entries of waiting servers (``TeamQueue.by_server``), by id.
         self.queue_of = queue_of
+        #: The server's warm kernels in this process (kernels/warm.py), or None.
+        self.warm_kernels = warm_kernels
 
     def list_json(self, servers: list[ServerRecord]) -> list[dict[str, Any]]:
         """Many servers (``GET servers``): what each needs from the database read once for
@@ -89,6 +92,8 @@ class ServerPresenter:
             "sync": sync.to_json(),
             "workspace": server.workspace.to_json(),
             "mount": self.mount_state(server.id),
+            # Kernels started ahead for it (count, their memory there); None if none.
+            "warm_kernels": self.warm_kernels(server.id),
             "progress": server.progress,
             # Where it waits in a shared host's GPU queue (position, estimate); None if not.
             "queue": queue,

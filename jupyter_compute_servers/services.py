@@ -36,6 +36,7 @@ from .events import EventCallback, ServerEvents
 from .hosts import HostRegistry, HostStore
 from .images.catalog import ImageCatalog
 from .kernels.specs import KernelSpecPublisher
+from .kernels.warm import WarmKernelPool
 from .mount.service import MountService
 from .presenter import ServerPresenter
 from .ssh import KeyStore, SSHConnections
@@ -70,6 +71,7 @@ class Services:
     manager: ComputeServerManager
     costs: ComputeServerCosts
     kernel_specs: KernelSpecPublisher
+    warm_kernels: WarmKernelPool
     sync: SyncService
     terminals: RemoteTerminals
     mounts: MountService
@@ -81,6 +83,7 @@ class Services:
         """End background work, stop servers whose cloud asks for it (``stop_servers``), and
         close every connection and the store."""
         await self.kernel_specs.close()
+        await self.warm_kernels.close()
         await self.apps.close()
         await self.sync.close()
         await self.mounts.close()
@@ -240,6 +243,10 @@ def build_services(
     host_store.wait_note = queue.note
     kernel_specs = KernelSpecPublisher(manager, settings.kernel_specs_dir, str(data_dir))
     events.listeners.append(kernel_specs.on_event)
+    # Kept only where a Jupyter server starts it (app.py); c.ComputeServerProvisioner.*
+    # configures it, as it does the kernels it hands out.
+    warm_kernels = WarmKernelPool(manager, settings.config, str(data_dir))
+    manager.before_disconnect.append(warm_kernels.before_disconnect)
     sync = SyncService(
         manager,
         sync_records,
@@ -262,7 +269,9 @@ def build_services(
     apps = ServerApps(
         manager, on_activity=lambda server_id: costs.activity.touch(server_id, "web app use")
     )
-    presenter = ServerPresenter(clouds, costs, sync_records, mounts.state, queue.by_server)
+    presenter = ServerPresenter(
+        clouds, costs, sync_records, mounts.state, queue.by_server, warm_kernels.state
+    )
     return Services(
         settings=settings,
         events=events,
@@ -277,6 +286,7 @@ def build_services(
         manager=manager,
         costs=costs,
         kernel_specs=kernel_specs,
+        warm_kernels=warm_kernels,
         sync=sync,
         terminals=terminals,
         mounts=mounts,

@@ -8,8 +8,9 @@ The team's control plane runs as the Hub's service ``compute-control`` (the Hub 
 holds the database owner's login (the tests' superuser) and issues each user's server a
 short-lived login of its own, so the user servers' ``db_url`` has no user and no password and
 every test through the Hub runs with PostgreSQL's row-level security as a user (or an admin)
-has it. ``control_plane`` adds its arguments (the SSH CA's); None runs none, the user servers
-then logging in as the owner as before.
+has it. It is the SSH CA too (``ca_key``, or a key of its own in the Hub's directory);
+``control_plane`` adds its arguments; None runs none, the user servers then logging in as the
+owner.
 
 Users reach their servers through the proxy with Hub tokens, as the Lab does with its cookie:
 the singleuser server checks each token with the Hub, which answers who it is and in which
@@ -19,27 +20,28 @@ proxy and the user servers.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from jupyter_compute_servers.team_try.hub_config import (
+    ADMIN_GROUP,
+    CONTROL_PLANE,
+    HubConfig,
+    HubProcess,
+)
+
 from .postgres import free_port
 
-SERVICE = "compute-control"
 ROOT = Path(__file__).parent.parent
 PROXY = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 USERS = ("alice", "bob")
 ADMIN = "root"
-ADMIN_GROUP = "compute-admins"
+SERVICE = CONTROL_PLANE
+__all__ = ["ADMIN", "ADMIN_GROUP", "SERVICE", "USERS", "Hub"]
 
 
 class Hub:
@@ -48,120 +50,55 @@ class Hub:
         db_url: str,
         hub_config: tuple[str, ...] = (),
         control_plane: tuple[str, ...] | None = (),
+        ca_key: Path | None = None,
         **settings: Any,
     ) -> None:
         """``settings``: more ``c.ComputeServersApp`` settings of every user's server;
         ``hub_config``: more lines of jupyterhub_config.py (after the others);
-        ``control_plane``: more arguments of the control plane (None: no control plane)."""
+        ``control_plane``: more arguments of the control plane (None: no control plane). The
+        files are the package's (jupyter_compute_servers/team_try/hub_config.py), as
+        ``team-try``'s."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run npm install (make setup).")
         self.db_url = db_url
         self.dir = Path(tempfile.mkdtemp(prefix="compute-servers-hub-"))
         self.port = free_port()
-        self.control_plane_port = free_port()
-        services: list[dict[str, Any]] = [{"name": "tests", "api_token": secrets.token_hex(32)}]
-        roles: list[dict[str, Any]] = []
-        user_db_url = db_url
-        if control_plane is not None:
-            services.append(
-                {
-                    "name": SERVICE,
-                    "url": f"http://127.0.0.1:{self.control_plane_port}",
-                    "command": [
-                        sys.executable,
-                        "-m",
-                        "jupyter_compute_servers.control_plane",
-                        "--admin-group",
-                        ADMIN_GROUP,
-                        *control_plane,
-                    ],
-                    # The owner's login: in the service's environment, not its command line.
-                    "environment": {"COMPUTE_SERVERS_DB_URL": db_url},
-                }
-            )
-            # Every user may use it, and each user's server token may (it asks for its
-            # database logins and certificates): the one scope added to the server role's.
-            roles.append({"name": "user", "scopes": ["self", f"access:services!service={SERVICE}"]})
-            settings["control_plane_url"] = (
-                f"http://127.0.0.1:{self.control_plane_port}/services/{SERVICE}/"
-            )
-            # No user, no password: the control plane's logins.
-            user_db_url = "postgresql://" + db_url.split("@", 1)[1]
-        self.token = str(services[0]["api_token"])
         self.url = f"http://127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(32)
         self.tokens: dict[str, str] = {}
-        user_config = self.dir / "user-config"
-        user_config.mkdir()
-        (user_config / "jupyter_server_config.py").write_text(
-            "\n".join(
-                [
-                    "c.ServerApp.allow_root = True",
-                    "c.ComputeServersApp.team_mode = True",
-                    f"c.ComputeServersApp.db_url = {user_db_url!r}",
-                    f"c.ComputeServersApp.team_admin_groups = [{ADMIN_GROUP!r}]",
-                    "c.ComputeServersApp.health_check_interval = 0",
-                    *(
-                        f"c.ComputeServersApp.{name} = {json.dumps(value)}"
-                        for name, value in settings.items()
-                    ),
-                    "",
-                ]
-            )
+        self.control_plane_port = free_port() if control_plane is not None else None
+        self.config = HubConfig(
+            dir=self.dir,
+            port=self.port,
+            hub_port=free_port(),
+            proxy_api_port=free_port(),
+            db_url=db_url,
+            users=USERS,
+            admin=ADMIN,
+            proxy=str(PROXY),
+            control_plane_port=self.control_plane_port,
+            ca_key=str(ca_key) if ca_key else None,
+            control_plane_args=control_plane or (),
+            database_logins=control_plane is not None,
+            server_settings={
+                "ComputeServersApp.health_check_interval": 0,
+                **{f"ComputeServersApp.{name}": value for name, value in settings.items()},
+            },
+            extra_lines=(
+                # The tests' own service, whose token manages the users and their servers.
+                f"c.JupyterHub.services.append({{'name': 'tests', 'api_token': {self.token!r}}})",
+                "c.JupyterHub.load_roles.append({'name': 'tests', 'services': ['tests'], "
+                "'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', "
+                "'admin:groups', 'read:users', 'read:hub']})",
+                *hub_config,
+            ),
         )
-        config = self.dir / "jupyterhub_config.py"
-        config.write_text(
-            "\n".join(
-                [
-                    "import sys",
-                    "c.JupyterHub.ip = '127.0.0.1'",
-                    f"c.JupyterHub.port = {self.port}",
-                    "c.JupyterHub.hub_ip = '127.0.0.1'",
-                    f"c.JupyterHub.hub_port = {free_port()}",
-                    f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{free_port()}'",
-                    f"c.ConfigurableHTTPProxy.command = [{str(PROXY)!r}]",
-                    f"c.JupyterHub.db_url = 'sqlite:///{self.dir / 'hub.sqlite'}'",
-                    f"c.JupyterHub.cookie_secret_file = {str(self.dir / 'cookie_secret')!r}",
-                    f"c.JupyterHub.pid_file = {str(self.dir / 'hub.pid')!r}",
-                    "c.JupyterHub.authenticator_class = 'dummy'",
-                    f"c.Authenticator.allowed_users = {set(USERS)!r}",
-                    f"c.Authenticator.admin_users = {{{ADMIN!r}}}",
-                    f"c.JupyterHub.load_groups = {{{ADMIN_GROUP!r}: {{'users': [{ADMIN!r}]}}}}",
-                    "c.JupyterHub.spawner_class = 'simple'",
-                    f"c.SimpleLocalProcessSpawner.home_dir_template = "
-                    f"{str(self.dir / 'home' / '{username}')!r}",
-                    "c.Spawner.cmd = [sys.executable, '-m', 'jupyterhub.singleuser']",
-                    f"c.Spawner.environment = {{'JUPYTER_CONFIG_DIR': {str(user_config)!r}}}",
-                    "c.Spawner.start_timeout = 120",
-                    "c.Spawner.http_timeout = 120",
-                    f"c.JupyterHub.services = {services!r}",
-                    "c.JupyterHub.load_roles = [{'name': 'tests', 'services': ['tests'], "
-                    "'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', "
-                    "'admin:groups', 'read:users', 'read:hub']}]",
-                    f"c.JupyterHub.load_roles.extend({roles!r})",
-                    *(
-                        [
-                            "c.Spawner.server_token_scopes = ['users:activity!user', "
-                            f"'access:servers!server', 'access:services!service={SERVICE}']"
-                        ]
-                        if control_plane is not None
-                        else []
-                    ),
-                    *hub_config,
-                    "",
-                ]
-            )
-        )
-        self.log = open(self.dir / "hub.log", "wb")  # noqa: SIM115 (open while the Hub runs)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-            cwd=self.dir,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.config.write()
+        self.hub = HubProcess(self.config)
+        self.process = self.hub.process
         try:
             self._wait(lambda: self.api("GET", "/info").ok, "the Hub to answer")
-            if control_plane is not None:
+            if self.control_plane_port is not None:
                 self._wait(self._control_plane_answers, "the control plane to answer")
         except BaseException:
             self.close()
@@ -169,8 +106,8 @@ class Hub:
 
     def _control_plane_answers(self) -> bool:
         try:
-            url = f"http://127.0.0.1:{self.control_plane_port}/services/{SERVICE}/api/x"
-            return requests.get(url, timeout=5).status_code in (401, 403, 404)
+            url = f"http://127.0.0.1:{self.control_plane_port}/services/{SERVICE}/api/ca"
+            return requests.get(url, timeout=5).status_code in (401, 403)
         except requests.ConnectionError:
             return False
 
@@ -201,16 +138,10 @@ class Hub:
             return response
 
     def _wait(self, ready: Any, what: str, timeout: float = 150) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"JupyterHub exited waiting for {what}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Timed out waiting for {what}:\n{self.tail()}")
-            time.sleep(0.25)
+        self.hub.wait(ready, what, timeout)
 
     def tail(self) -> str:
-        return (self.dir / "hub.log").read_text(errors="replace")[-4000:]
+        return self.hub.tail()
 
     def start_server(self, user: str) -> str:
         """Start ``user``'s server through the Hub; a token of theirs that reaches it."""
@@ -258,10 +189,4 @@ class Hub:
         if self.process.poll() is None:
             for user in (*USERS, ADMIN):
                 self.api("DELETE", f"/users/{user}/server")
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self.log.close()
+        self.hub.stop()

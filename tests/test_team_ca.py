@@ -51,6 +51,7 @@ from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
 from . import unix_accounts
 from .hub import ADMIN, SERVICE, Hub
+from .postgres import free_port
 from .sshd import OpenSSHServer, start_sshd
 
 ACCOUNTS = {"alice": "jcst-alice", "bob": "jcst-bob", ADMIN: "jcst-admin"}
@@ -72,6 +73,45 @@ def test_the_ca_key_is_made_private_and_a_readable_one_is_refused(tmp_path: Path
     with pytest.raises(CAError) as refused:
         load_or_create_key(path)
     assert "may be read by others (mode 640); chmod 600 it" in refused.value.message
+
+
+def test_the_control_plane_says_when_it_cannot_reach_the_hub(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jupyterhub.services.auth import HubAuth
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+    from jupyter_compute_servers.control_plane.app import make_app
+
+    # A Hub that is not there (nothing listens on its port).
+    monkeypatch.setenv("JUPYTERHUB_API_URL", f"http://127.0.0.1:{free_port()}/hub/api")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "the-service-token")
+    HubAuth.clear_instance()
+
+    async def ask() -> tuple[int, dict[str, Any]]:
+        ca = CertificateAuthority(asyncssh.generate_private_key("ssh-ed25519"))
+        port = free_port()
+        server = make_app(ca, "/services/compute-control/").listen(port, "127.0.0.1")
+        try:
+            await AsyncHTTPClient().fetch(
+                f"http://127.0.0.1:{port}/services/compute-control/api/ca",
+                headers={"Authorization": "token a-user-token"},
+            )
+        except HTTPClientError as e:
+            assert e.response is not None
+            return e.code, json.loads(e.response.body)
+        finally:
+            server.stop()
+        raise AssertionError("the control plane answered without checking the token")
+
+    try:
+        status, body = asyncio.run(ask())
+    finally:
+        HubAuth.clear_instance()
+    assert status == 502
+    assert body["field"] == "token"
+    assert "could not reach JupyterHub" in body["message"]
+    assert "ask an admin whether the Hub is running" in body["message"]
 
 
 def test_a_certificate_names_one_account_for_an_hour_without_agent_or_x11_forwarding() -> None:
@@ -183,9 +223,8 @@ def hub(postgres_server, ca_key: Path, shared_host: OpenSSHServer) -> Iterator[H
     # SSH CA too; each user's server token may use it.
     hub = Hub(
         db_url,
+        ca_key=ca_key,
         control_plane=(
-            "--ca-key",
-            str(ca_key),
             "--principal-template",
             "jcst-{name}",
             "--principal-map",
@@ -416,6 +455,23 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
         capture_output=True,
         text=True,
         timeout=60,
+    )
+    assert done.stdout.strip() == ACCOUNTS["alice"], done.stderr
+
+    # And from a terminal of her Jupyter server (its environment: her Hub token, the team's
+    # config): `jupyter compute-servers ssh` logs in with a certificate of hers too.
+    terminal_env = dict(
+        entry.split("=", 1)
+        for entry in Path(f"/proc/{_user_server_pid('alice')}/environ").read_text().split("\0")
+        if "=" in entry
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "jupyter_compute_servers.cli", "ssh", "alice-shared", "id", "-un"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=terminal_env,
+        cwd=terminal_env["HOME"],
     )
     assert done.stdout.strip() == ACCOUNTS["alice"], done.stderr
 

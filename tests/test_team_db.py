@@ -89,8 +89,10 @@ def test_a_users_server_runs_on_its_own_login_and_postgres_keeps_it_to_its_rows(
     dbname = make_url(hub.db_url).database
     assert dbname is not None
     # The user servers' configuration holds no password, nor any user name.
-    config = (hub.dir / "user-config" / "jupyter_server_config.py").read_text()
-    assert f"db_url = 'postgresql://127.0.0.1:{make_url(hub.db_url).port}/{dbname}'" in config
+    config = (hub.config.server_config_dir / "jupyter_server_config.py").read_text()
+    assert f'db_url = "postgresql://127.0.0.1:{make_url(hub.db_url).port}/{dbname}"' in config
+    # and the Hub's (the control plane's environment) has the owner's
+    assert f'"COMPUTE_SERVERS_DB_URL": "{hub.db_url}"' in hub.config.config_file.read_text()
 
     # Alice creates, lists, starts and stops her server through her Jupyter, on her login.
     created = hub.call("alice", "POST", "/servers", body={"name": "alice-box"})

@@ -127,7 +127,7 @@ module.exports = {
     }
   ],
   projects: [
-    { name: 'lab', testIgnore: /(slurm|openstack|team)\.spec\.ts/ },
+    { name: 'lab', testIgnore: /(slurm|openstack|team|hub)\.spec\.ts/ },
     {
       name: 'slurm',
       testMatch: /slurm\.spec\.ts/,
@@ -142,6 +142,9 @@ module.exports = {
       name: 'team',
       testMatch: /team\.spec\.ts/,
       use: { baseURL: `http://127.0.0.1:${teamPort}` }
-    }
+    },
+    // Two users through a real JupyterHub: hub.spec.ts starts `jupyter compute-servers
+    // team-try` itself (on a free port, or UI_TESTS_HUB_PORT) and stops it; none of the servers above.
+    { name: 'hub', testMatch: /hub\.spec\.ts/ }
   ]
 };

@@ -333,6 +333,22 @@ def _public(record):
     return {key: value for key, value in record.items() if key != "env"}
 
 
+def _kernel_place(params):
+    """A kernel's working directory, its workspace, and the variables it gets on top of this
+    server's own environment (the caller's of start_kernel, as a local kernel gets them on top
+    of its Jupyter's; then the spec's, filled in from that environment as jupyter_client
+    fills them locally)."""
+    cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
+    workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
+    given = _env_param(params.get("env"), "env")
+    for name, relative in _env_param(params.get("workspace_env"), "workspace_env").items():
+        given[name] = _in_workspace(workspace, relative)
+    base = {**os.environ, **given}
+    for name, template in _env_param(params.get("env_templates"), "env_templates").items():
+        given[name] = string.Template(template).safe_substitute(base)
+    return cwd, workspace, given
+
+
 def kernel_launch(params):
     kernels = _kernels_dir(params)
     kernel_id = _kernel_id(params)
@@ -344,17 +360,7 @@ def kernel_launch(params):
     key = params.get("key")
     if not isinstance(key, str) or len(key) < 32:
         raise ValueError("key must be a string of at least 32 characters")
-    cwd = _workspace_dir(params.get("workspace") or "~", params.get("cwd") or "")
-    workspace = os.path.realpath(os.path.expanduser(params.get("workspace") or "~"))
-    # The variables the caller of start_kernel set, on top of this server's own environment,
-    # as a local kernel gets them on top of its Jupyter's; then the spec's, filled in from
-    # that environment as jupyter_client fills them locally.
-    given = _env_param(params.get("env"), "env")
-    for name, relative in _env_param(params.get("workspace_env"), "workspace_env").items():
-        given[name] = _in_workspace(workspace, relative)
-    base = {**os.environ, **given}
-    for name, template in _env_param(params.get("env_templates"), "env_templates").items():
-        given[name] = string.Template(template).safe_substitute(base)
+    cwd, workspace, given = _kernel_place(params)
     previous = _read_record(kernels, kernel_id)
     if previous is not None and _exit_code(previous) is None:
         raise RuntimeError(f"kernel {kernel_id} is already running (pid {previous['pid']})")
@@ -434,6 +440,10 @@ def kernel_launch(params):
         # The IOPub relay (see below): its pid, start time, port and token.
         "relay": relay,
     }
+    if params.get("warm"):
+        # Started ahead, for no notebook yet (a warm kernel, see kernel_claim): not listed
+        # as a user's kernel, never adopted by another Jupyter.
+        record["warm"] = True
     _write_private(_record_path(kernels, kernel_id), json.dumps(record))
     wait = params.get("wait_listening")
     if isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait > 0:
@@ -545,8 +555,53 @@ def kernel_key(params):
     }
 
 
+def _rss(pid):
+    """A process's resident memory in bytes (None where /proc does not say)."""
+    try:
+        with open(f"/proc/{int(pid)}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def kernel_claim(params):
+    """Give a warm kernel (started ahead with ``warm``) to a notebook's kernel: its record and
+    files take the new id, so every later call names it as any kernel. Refused when it is not
+    warm or no longer runs (the caller then launches one). Answers the record, the working
+    directory and the variables the notebook's kernel would have been started with, for the
+    caller to apply in the kernel."""
+    kernels = _kernels_dir(params)
+    warm_id = params.get("warm_id")
+    if not isinstance(warm_id, str) or not KERNEL_ID.match(warm_id):
+        raise ValueError(f"invalid warm_id {warm_id!r}")
+    kernel_id = _kernel_id(params)
+    cwd, _workspace, given = _kernel_place(params)
+    record = _read_record(kernels, warm_id)
+    if record is None or not record.get("warm") or _exit_code(record) is not None:
+        raise RuntimeError(f"kernel {warm_id} is not a running warm kernel")
+    if _read_record(kernels, kernel_id) is not None:
+        raise RuntimeError(f"kernel {kernel_id} exists already")
+    # The files move under the new id (open descriptors in the kernel and its relay stay
+    # valid): kernel_cleanup and kernel_log find them by it.
+    for suffix in (".json", ".log", ".relay.log"):
+        source = os.path.join(kernels, f"kernel-{warm_id}{suffix}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(source, os.path.join(kernels, f"kernel-{kernel_id}{suffix}"))
+    record.pop("warm", None)
+    record["kernel_id"] = kernel_id
+    record["connection_file"] = os.path.join(kernels, f"kernel-{kernel_id}.json")
+    record["log_file"] = os.path.join(kernels, f"kernel-{kernel_id}.log")
+    record["cwd"] = os.path.relpath(cwd, os.path.realpath(os.path.expanduser(params["workspace"])))
+    record["owner"] = str(params.get("owner") or record.get("owner") or "")
+    record["started"] = time.time()
+    _write_private(_record_path(kernels, kernel_id), json.dumps(record))
+    os.unlink(_record_path(kernels, warm_id))
+    return {"record": _public(record), "cwd": cwd, "env": given}
+
+
 def kernel_list(params):
-    """Kernels running on this server (dead ones are forgotten on the way)."""
+    """Kernels running on this server (dead ones are forgotten on the way); a warm one's
+    resident memory is given too (``rss``)."""
     kernels = _kernels_dir(params)
     running = []
     for name in sorted(os.listdir(kernels)):
@@ -557,7 +612,10 @@ def kernel_list(params):
         if record is None:
             continue
         if _exit_code(record) is None:
-            running.append(_public(record))
+            public = _public(record)
+            if record.get("warm"):
+                public["rss"] = _rss(record["pid"])
+            running.append(public)
         else:
             kernel_cleanup({"runtime_dir": params.get("runtime_dir"), "kernel_id": kernel_id})
     return {"kernels": running}
@@ -2260,6 +2318,7 @@ METHODS = {
     "kernel_log": kernel_log,
     "kernel_list": kernel_list,
     "kernel_key": kernel_key,
+    "kernel_claim": kernel_claim,
     "terminal_start": terminal_start,
     "terminal_list": terminal_list,
     "terminal_connect": terminal_connect,

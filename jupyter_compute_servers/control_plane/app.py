@@ -61,7 +61,19 @@ class ControlPlaneHandler(HubAuthenticated, web.RequestHandler):  # type: ignore
         self.logins = logins
 
     async def prepare(self) -> None:
-        model = await self.hub_auth.get_user(self, sync=False)
+        try:
+            model = await self.hub_auth.get_user(self, sync=False)
+        except web.HTTPError as e:
+            # HubAuth answers 500 when it cannot reach the Hub: that is an upstream failure
+            # (502), and the caller should learn what to do about it.
+            if e.status_code < 500:
+                raise
+            raise CAError(
+                "The control plane could not reach JupyterHub to check your token. Try again "
+                "in a moment; if it persists, ask an admin whether the Hub is running.",
+                status=502,
+                field="token",
+            ) from None
         if not model:
             raise CAError(
                 "Authenticate with a JupyterHub token (Authorization: token ...).",

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncssh
 import zmq
@@ -36,6 +36,9 @@ from ..tunnel import Tunnel, route_of
 from . import launch
 from .iopub import IOPubResume
 from .runtime import KernelRuntime, runtime_for
+
+if TYPE_CHECKING:
+    from .warm import WarmKernelPool
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 #: Channels opened ahead for a kernel's first connections (see ``Tunnel.prepare``).
@@ -67,6 +70,8 @@ class PortTakenError(KernelStartError):
 
 #: Launches tried with fresh ports when one was taken meanwhile.
 PORT_ATTEMPTS = 3
+#: Seconds a warm kernel has to answer as it is taken before a launch replaces it.
+WARM_ANSWER_TIMEOUT = 10.0
 
 
 class ComputeServerProvisioner(KernelProvisionerBase):
@@ -120,6 +125,18 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         help="IOPub messages the server keeps per kernel (see iopub_buffer_bytes).",
     ).tag(config=True)
 
+    warm_kernels = Int(
+        None,
+        allow_none=True,
+        help=(
+            "Kernels of its default kernel spec (python3, else its first Python kernel) kept "
+            "started and waiting on each running compute server, so that choosing the kernel "
+            "is instant. Each costs its memory on the server (shown in the Compute Servers "
+            "panel) but is not activity for idle shutdown. None: 1 on servers with a GPU, 0 "
+            "elsewhere. Read by the Jupyter server's warm kernel pool (kernels/warm.py)."
+        ),
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._runtime: KernelRuntime | None = None
@@ -145,6 +162,11 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         if self._runtime is None:
             self._runtime = runtime_for(self.data_dir, self.db_url)
         return self._runtime
+
+    def use_runtime(self, runtime: KernelRuntime) -> None:
+        """Run on ``runtime`` (the warm kernel pool's kernels, which have no kernel spec
+        config naming a store to find it by)."""
+        self._runtime = runtime
 
     @property
     def has_process(self) -> bool:
@@ -218,8 +240,16 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         remote = RemoteEnv(env, launch.workspace_env(env, runtime.relative_path), templates)
         cwd = runtime.relative_cwd(kwargs.get("cwd"))
         adoption = runtime.adoptions.pop(self.kernel_id, None) if not self._launched else None
+        # A warm kernel runs the spec's command as it is: not for a launch that adds arguments.
+        plain = list(cmd) == list(self.kernel_spec.argv)
+        warm = runtime.warm if adoption is None and not self._launched and plain else None
         try:
-            if adoption is not None:
+            taken = None
+            if warm is not None:
+                taken = await runtime.run(self._take_warm(warm, cwd, remote))
+            if taken is not None:
+                info = taken
+            elif adoption is not None:
                 info = await runtime.run(self._adopt(adoption))
             else:
                 info = await runtime.run(self._launch(cmd, cwd, remote))
@@ -301,8 +331,135 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             await hook(self.server_id, cwd)
         return cwd
 
+    # --- warm kernels (kernels/warm.py) ---------------------------------------------------
+
+    async def launch_warm(self) -> None:
+        """Start this (a warm kernel of the pool) on its running server in its workspace,
+        with the spec's environment only, and wait until it is ready; it stays unlisted."""
+        server = self.runtime.manager.get_server(self.server_id)
+        if server.state is not State.RUNNING:
+            raise KernelStartError(f"Compute server {server.name!r} is {server.state.value}.")
+        env = RemoteEnv({}, {}, launch.spec_templates(self.kernel_spec.env))
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                await self._launch_once(server, list(self.kernel_spec.argv), "", env, warm=True)
+                return
+            except PortTakenError:
+                if attempt == PORT_ATTEMPTS:
+                    await self._discard_failed_launch()
+                    raise
+
+    async def _take_warm(
+        self, pool: WarmKernelPool, cwd: str, env: RemoteEnv
+    ) -> KernelConnectionInfo | None:
+        """Take a warm kernel of this spec from the pool, if it holds one that still runs and
+        answers: the agent gives it this kernel's id, and it moves to the notebook's directory
+        and environment. None: launch one as usual (the pool refills either way)."""
+        warm = pool.take(self.server_id, self.kernel)
+        if warm is None:
+            return None
+        held = warm.provisioner
+        try:
+            place = await self._prepare_cwd(cwd)
+            endpoint = await self.runtime.manager.endpoint(self.server_id)
+            # Refused by the agent when the kernel is no longer running: never handed out.
+            claimed = await self._agent_call(
+                "kernel_claim",
+                warm_id=held.kernel_id,
+                kernel_id=self.kernel_id,
+                workspace=endpoint.workspace,
+                cwd=place,
+                env=env.given,
+                workspace_env=env.paths,
+                env_templates=env.templates,
+                owner=self.runtime.manager.owner,
+            )
+        except (ComputeServersError, KernelStartError) as e:
+            message = getattr(e, "message", None) or str(e)
+            self.log.info("Warm kernel %s not used (%s); launching one", held.kernel_id, message)
+            await held.shutdown_remote()
+            pool.refill(self.server_id)
+            return None
+        # Its tunnel and IOPub are this kernel's now (they reach the server through the warm
+        # provisioner's connection getter, which names the same server).
+        self._key = held._key
+        self._remote = claimed["record"]
+        self._tunnel, held._tunnel = held._tunnel, None
+        self._iopub, held._iopub = held._iopub, None
+        self._endpoint = held._endpoint
+        held._remote = None
+        self._launched = True
+        pool.refill(self.server_id)
+        try:
+            await self._move_into(str(claimed["cwd"]), dict(claimed["env"]))
+        except BaseException as e:
+            self.log.info("Warm kernel %s did not answer (%s); launching one", self.kernel_id, e)
+            await self.shutdown_remote()
+            self._launched = False
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            return None
+        self.runtime.kernels[self.kernel_id] = self
+        self.runtime.manager.notify("kernels", self.server_id)
+        self.log.info(
+            "Kernel %s (%s) is warm kernel %s of compute server %s, pid %s there",
+            self.kernel_id,
+            self.kernel,
+            held.kernel_id,
+            self._server_name(),
+            self._remote["pid"],
+        )
+        return self._connection_info()
+
+    async def _move_into(self, cwd: str, env: dict[str, str]) -> None:
+        """Give the kernel the notebook's working directory and variables, as a launch for
+        the notebook would have (a silent execute: no history, no execution count). Its reply
+        is also the proof that the kernel answers."""
+        code = (
+            "import os as _jcs_os\n"
+            f"_jcs_os.chdir({cwd!r})\n"
+            f"_jcs_os.environ.update({env!r})\n"
+            "del _jcs_os\n"
+        )
+        info = self._connection_info()
+        session = Session(key=info["key"], signature_scheme="hmac-sha256", username="warm")
+        context = zmq.asyncio.Context()
+        shell = context.socket(zmq.DEALER)
+        shell.linger = 0
+        shell.connect(f"tcp://127.0.0.1:{info['shell_port']}")
+        try:
+            request = session.msg(
+                "execute_request",
+                {
+                    "code": code,
+                    "silent": True,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            )
+            session.send(shell, request)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + WARM_ANSWER_TIMEOUT
+            while True:
+                left = deadline - loop.time()
+                if left <= 0 or not await shell.poll(int(left * 1000)):
+                    raise KernelStartError(f"no answer within {WARM_ANSWER_TIMEOUT:.0f} s")
+                _, parts = session.feed_identities(await shell.recv_multipart())
+                reply = session.deserialize(parts)
+                if reply["parent_header"].get("msg_id") != request["header"]["msg_id"]:
+                    continue
+                if reply["content"].get("status") != "ok":
+                    raise KernelStartError(
+                        f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}"
+                    )
+                return
+        finally:
+            context.destroy(linger=0)
+
     async def _launch_once(
-        self, server: Any, argv: list[str], cwd: str, env: RemoteEnv
+        self, server: Any, argv: list[str], cwd: str, env: RemoteEnv, *, warm: bool = False
     ) -> KernelConnectionInfo:
         manager = self.runtime.manager
         try:
@@ -330,6 +487,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 container=container_for(manager, server),
                 iopub_buffer_bytes=self.iopub_buffer_bytes,
                 iopub_buffer_messages=self.iopub_buffer_messages,
+                warm=warm,
             )
         except ComputeServersError as e:
             raise KernelStartError(
@@ -366,6 +524,8 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         except BaseException:
             await self._discard_failed_launch()
             raise
+        if warm:
+            return info  # the pool's, not the user's: neither listed nor announced
         self.runtime.kernels[self.kernel_id] = self
         manager.notify("kernels", self.server_id)
         self.log.info(

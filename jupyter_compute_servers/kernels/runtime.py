@@ -33,6 +33,7 @@ from ..models import State
 if TYPE_CHECKING:
     from ..manager import ComputeServerManager
     from .provisioner import ComputeServerProvisioner
+    from .warm import WarmKernelPool
 
 T = TypeVar("T")
 
@@ -67,6 +68,9 @@ class KernelRuntime:
         #: whose errors its REST API passes on as they are (an HTTP error with the message),
         #: rather than "Unhandled error"; elsewhere it is a ``KernelStartError``.
         self.error_factory: Callable[[str], Exception] | None = None
+        #: The Jupyter server's warm kernel pool (``warm.py``), set as it starts; None
+        #: elsewhere (a standalone runtime keeps no kernels waiting).
+        self.warm: WarmKernelPool | None = None
 
     def error(self, message: str) -> Exception:
         if self.error_factory is not None:
@@ -131,6 +135,8 @@ class KernelRuntime:
         answer = await agent.call("kernel_list", runtime_dir=agent.endpoint.runtime_dir)
         kernels = []
         for record in answer["kernels"]:
+            if record.get("warm"):
+                continue  # the warm kernel pool's, nobody's yet (warm.py)
             kernel = {field: record.get(field) for field in KERNEL_FIELDS}
             kernel["attached"] = record.get("kernel_id") in self.kernels
             kernels.append(kernel)
@@ -148,6 +154,7 @@ class KernelRuntime:
                 not isinstance(kernel_id, str)
                 or not KERNEL_ID.fullmatch(kernel_id)
                 or kernel_id in self.kernels
+                or record.get("warm")  # never adopted: the pool shuts these down (warm.py)
                 or owner_alive(record.get("owner"))
             ):
                 continue

@@ -55,6 +55,29 @@ describe('ServerList', () => {
     ).map(b => b.dataset.action!);
   }
 
+  it("shows a running server's warm kernels and their memory", () => {
+    render([
+      makeServer({
+        id: 1,
+        name: 'gpu-box',
+        ...RUNNING,
+        warm_kernels: { count: 1, memory_bytes: 85 * 2 ** 20 }
+      }),
+      makeServer({
+        id: 2,
+        name: 'two',
+        ...RUNNING,
+        warm_kernels: { count: 2, memory_bytes: null }
+      }),
+      makeServer({ id: 3, name: 'none', ...RUNNING })
+    ]);
+    const line = (name: string) =>
+      row(name).querySelector('.jp-ComputeServers-warmKernels')?.textContent;
+    expect(line('gpu-box')).toBe('1 warm kernel · 85 MB');
+    expect(line('two')).toBe('2 warm kernels'); // memory not known yet
+    expect(line('none')).toBeUndefined();
+  });
+
   it('shows one row per server with swatch, name, badge, cloud and hardware', () => {
     render([
       makeServer({ id: 1, name: 'cpu-box', color: '#ff7f0e' }),

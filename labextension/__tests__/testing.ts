@@ -210,6 +210,7 @@ export function makeServer(overrides: Partial<IServer> = {}): IServer {
     },
     mount: null,
     queue: null,
+    warm_kernels: null,
     sync: {
       excludes: [],
       server_only: [],

@@ -1061,6 +1061,15 @@ export interface components {
             owner: string;
             /** @description Where the server waits in a shared host's GPU queue (starting), or null. */
             queue: components["schemas"]["QueueEntry"] | null;
+            /** @description Kernels of the server's default kernel spec started ahead and waiting for a notebook (c.ComputeServerProvisioner.warm_kernels), kept by this Jupyter server; null when it keeps none. */
+            warm_kernels: components["schemas"]["WarmKernels"] | null;
+        };
+        /** @description A server's warm kernels: not the user's until a notebook takes one; not activity for idle shutdown. */
+        WarmKernels: {
+            /** @description How many wait on the server. */
+            count: number;
+            /** @description Their resident memory on the server, in bytes, as its agent last said; null when not known yet. */
+            memory_bytes: number | null;
         };
         HistoryEntry: {
             /** @description When the change happened (Unix time): when it was recorded, or the provider's own time of it where the cloud knows it (a Slurm job's StartTime or EndTime). Metering charges each state from this time. */
@@ -1117,7 +1126,8 @@ export interface components {
             /** @description The pinned host key, as a known_hosts line. */
             known_hosts: string;
             known_hosts_file: string;
-            identity_file: string;
+            /** @description The private key file ssh logs in with; null when the registered host logs in with the user's ssh-agent. */
+            identity_file: string | null;
             /** @description The server's workspace directory. */
             workspace?: string;
             examples?: string[];

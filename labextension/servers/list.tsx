@@ -2,6 +2,7 @@ import * as React from 'react';
 
 import { ServerCostView } from '../costs/view';
 import { formatUsd } from '../create/estimate';
+import { formatBytes } from '../metrics/format';
 import {
   ACTION_CAPTIONS,
   ACTION_LABELS,
@@ -61,6 +62,32 @@ function Progress(props: { server: IServer }): JSX.Element | null {
           value={fraction}
         />
       )}
+    </div>
+  );
+}
+
+/** "1 warm kernel · 85 MB": kernels started ahead for the server, and what they hold. */
+export function warmKernelsText(warm: IServer['warm_kernels']): string | null {
+  if (!warm || warm.count < 1) {
+    return null;
+  }
+  const what = `${warm.count} warm kernel${warm.count === 1 ? '' : 's'}`;
+  return typeof warm.memory_bytes === 'number'
+    ? `${what} · ${formatBytes(warm.memory_bytes)}`
+    : what;
+}
+
+function WarmKernelsLine(props: { server: IServer }): JSX.Element | null {
+  const text = warmKernelsText(props.server.warm_kernels);
+  if (text === null) {
+    return null;
+  }
+  return (
+    <div
+      className="jp-ComputeServers-warmKernels"
+      title="Started ahead so that choosing the kernel is instant. Their memory is in use on the server; they do not keep it from stopping when idle."
+    >
+      {text}
     </div>
   );
 }
@@ -126,6 +153,7 @@ export function ServerRow(props: IServerRowProps): JSX.Element {
           </>
         )}
       </div>
+      <WarmKernelsLine server={server} />
       <ServerCostView server={server} />
       {server.state === 'error' && server.state_reason && (
         <div className="jp-ComputeServers-reason" role="alert">

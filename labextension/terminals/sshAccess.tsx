@@ -110,11 +110,13 @@ export function SSHAccessView(props: {
           Written to <code>{access.known_hosts_file}</code>
         </div>
       </Snippet>
-      <Snippet
-        name="identity_file"
-        heading="Private key file"
-        text={access.identity_file}
-      />
+      {access.identity_file && (
+        <Snippet
+          name="identity_file"
+          heading="Private key file"
+          text={access.identity_file}
+        />
+      )}
       {access.workspace && (
         <Snippet
           name="workspace"

@@ -4,8 +4,8 @@
  * command line on the same store. The panel's Team section shows the admin the quota, everyone's
  * servers by owner, the (empty) GPU queues and this month's spend per user, whose CSV
  * downloads; two owners' servers of one name told apart, a shared host with who holds its
- * slice, and the audit log's lines with its CSV. (Two users logged in through a real JupyterHub in the browser are left to the
- * Python tests' Hub, tests/test_team_hub.py, which checks each sees only their own.)
+ * slice, and the audit log's lines with its CSV. Two users logged in through a real
+ * JupyterHub in the browser, each seeing only their own: hub.spec.ts.
  */
 import { expect, test } from '@jupyterlab/galata';
 import { execFileSync } from 'child_process';

@@ -1,0 +1,239 @@
+"""Warm kernels (``kernels/warm.py``) on the real local cloud, with real kernels through the
+real SSH tunnels: a notebook takes the waiting kernel and the pool refills; a warm kernel is not
+the user's (not listed, not activity: idle shutdown still stops its server); stopping the server
+leaves nothing behind; a dead warm kernel is never handed out; one left by a Jupyter that is
+gone is shut down, not adopted."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_compute_servers.kernels.warm import WarmKernelPool
+
+from .kernel_helpers import execute, listening_on_loopback, process_alive, wait_until
+from .test_kernels import client, running_server, start_kernel
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def kernel_specs_dir(tmp_path: Path) -> Path:
+    return tmp_path / "kernel-specs"
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: dict[str, Any], kernel_specs_dir: Path) -> dict[str, Any]:
+    config = copy.deepcopy(jp_server_config)
+    config["ComputeServersApp"]["kernel_specs_dir"] = str(kernel_specs_dir)
+    # The local cloud's servers have no GPU: by default they keep none warm.
+    config["ComputeServerProvisioner"] = {"poll_timeout": 2.0, "warm_kernels": 1}
+    # The tests drive the idle watcher themselves.
+    config["ComputeServerCosts"] = {"check_interval": 0}
+    return config
+
+
+async def started_pool(jp_serverapp) -> WarmKernelPool:
+    runtime = jp_serverapp.web_app.settings["compute_servers_kernel_runtime"]
+    # Started by the extension once the kernels of running servers were adopted.
+    return await wait_until(lambda: runtime.warm)  # type: ignore[no-any-return]
+
+
+async def warm_one(pool: WarmKernelPool, server_id: int, other_than: int | None = None) -> Any:
+    """The server's warm kernel, once ready (one whose pid is not ``other_than``)."""
+    held = await wait_until(
+        lambda: [
+            w
+            for w in pool.held(server_id)
+            if w.provisioner.remote_kernel and w.provisioner.remote_kernel["pid"] != other_than
+        ],
+        timeout=60,
+    )
+    return held[0]
+
+
+async def test_a_notebook_takes_the_warm_kernel_and_the_pool_refills(
+    api, wait_for_state, jp_fetch, jp_serverapp, jp_root_dir, compute_data_dir
+):
+    pool = await started_pool(jp_serverapp)
+    server = await running_server(api, wait_for_state)
+    warm = await warm_one(pool, server["id"])
+    warm_pid = warm.provisioner.remote_kernel["pid"]
+    assert process_alive(warm_pid)
+
+    # Shown with the server, with its memory; not listed as one of the user's kernels.
+    await wait_until(lambda: pool.state(server["id"]) and pool.state(server["id"])["memory_bytes"])
+    _, got = await api("GET", f"servers/{server['id']}")
+    assert got["warm_kernels"]["count"] == 1
+    assert got["warm_kernels"]["memory_bytes"] > 10_000_000  # a Python with ipykernel loaded
+    _, listed = await api("GET", f"servers/{server['id']}/kernels")
+    assert listed["kernels"] == []
+
+    (jp_root_dir / "project").mkdir()
+    kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-python3", "project/a.ipynb")
+    manager, kernel_client = client(jp_serverapp, kernel_id)
+    try:
+        # The very process that was waiting, now under the notebook's kernel id.
+        assert manager.provisioner.remote_kernel["pid"] == warm_pid
+        assert manager.provisioner.remote_kernel["kernel_id"] == kernel_id
+        await kernel_client.wait_for_ready(timeout=30)
+        reply, out = await execute(
+            kernel_client,
+            "import os; print(os.getpid(), os.getcwd(), os.environ.get('JPY_SESSION_NAME'))",
+        )
+        assert reply["content"]["status"] == "ok"
+        assert reply["content"]["execution_count"] == 1  # the move into place left no trace
+        pid, cwd, session = out.split()
+        workspace = compute_data_dir / "local" / str(server["id"]) / "disk"
+        assert int(pid) == warm_pid
+        assert cwd == str(workspace / "project")
+        assert session == str(workspace / "project")
+        _, listed = await api("GET", f"servers/{server['id']}/kernels")
+        assert [(k["kernel_id"], k["pid"], k["attached"]) for k in listed["kernels"]] == [
+            (kernel_id, warm_pid, True)
+        ]
+
+        # The pool starts another in the background.
+        refilled = await warm_one(pool, server["id"], other_than=warm_pid)
+        assert process_alive(refilled.provisioner.remote_kernel["pid"])
+
+        # The taken kernel is an ordinary one from now on: it restarts under its own id.
+        await manager.restart_kernel(now=True)
+        assert manager.provisioner.remote_kernel["pid"] != warm_pid
+        assert not process_alive(warm_pid)
+    finally:
+        kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+
+
+async def test_a_dead_warm_kernel_is_never_handed_out(api, wait_for_state, jp_fetch, jp_serverapp):
+    pool = await started_pool(jp_serverapp)
+    server = await running_server(api, wait_for_state)
+    warm = await warm_one(pool, server["id"])
+    dead_pid = warm.provisioner.remote_kernel["pid"]
+    os.kill(dead_pid, signal.SIGKILL)
+    await wait_until(lambda: not process_alive(dead_pid))
+
+    kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-python3")
+    manager, kernel_client = client(jp_serverapp, kernel_id)
+    try:
+        pid = manager.provisioner.remote_kernel["pid"]
+        assert pid != dead_pid and process_alive(pid)
+        await kernel_client.wait_for_ready(timeout=30)
+        reply, out = await execute(kernel_client, "import os; print(os.getpid())")
+        assert reply["content"]["status"] == "ok" and int(out) == pid
+        # ...and the pool replaced the dead one.
+        await warm_one(pool, server["id"], other_than=dead_pid)
+    finally:
+        kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+
+
+async def test_idle_shutdown_stops_a_server_whose_only_kernel_is_warm(
+    api, wait_for_state, jp_serverapp
+):
+    pool = await started_pool(jp_serverapp)
+    costs = jp_serverapp.web_app.settings["compute_servers_costs"]
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    clock = Clock(1_900_000_000.0)
+    manager.store.clock = clock  # the costs clock is the store's
+    code, server = await api("POST", "servers", {"name": "box", "idle_timeout_minutes": 1})
+    assert code == 201, server
+    await api("POST", f"servers/{server['id']}/actions/start")
+    server = await wait_for_state(server["id"], "running")
+    warm = await warm_one(pool, server["id"])
+    pid = warm.provisioner.remote_kernel["pid"]
+    await costs.evaluate()
+    clock.now += 61
+    result = await costs.evaluate()
+    assert [s.trigger for s in result.stopped] == ["idle"], result.deferred
+    await wait_for_state(server["id"], "off")
+    assert not process_alive(pid)
+    assert pool.held(server["id"]) == []
+
+
+async def test_stopping_the_server_leaves_no_warm_kernel(api, wait_for_state, jp_serverapp):
+    pool = await started_pool(jp_serverapp)
+    server = await running_server(api, wait_for_state)
+    warm = await warm_one(pool, server["id"])
+    record = warm.provisioner.remote_kernel
+    local_ports = list(warm.provisioner.tunnel.local_ports.values())
+    assert all(listening_on_loopback(port) for port in local_ports)
+    await api("POST", f"servers/{server['id']}/actions/stop")
+    await wait_for_state(server["id"], "off")
+    assert not process_alive(record["pid"])
+    assert not process_alive(record["relay"]["pid"])
+    # Nothing of it here either: its tunnel's ports are closed.
+    assert not any(listening_on_loopback(port) for port in local_ports)
+    assert pool.held(server["id"]) == []
+    _, got = await api("GET", f"servers/{server['id']}")
+    assert got["warm_kernels"] is None
+
+
+async def test_a_warm_kernel_left_by_a_jupyter_that_is_gone_is_shut_down_not_adopted(
+    api, wait_for_state, jp_serverapp
+):
+    pool = await started_pool(jp_serverapp)
+    runtime = jp_serverapp.web_app.settings["compute_servers_kernel_runtime"]
+    server = await running_server(api, wait_for_state)
+    warm = await warm_one(pool, server["id"])
+    record = dict(warm.provisioner.remote_kernel)
+    # As a Jupyter that died would leave it: still running on the server, its owner gone,
+    # and no pool here holding it.
+    pool.take(server["id"], warm.kernel)
+    warm.provisioner.detached = True  # closes what is here only
+    await warm.provisioner.shutdown_remote()
+    kernels_dir = Path(record["connection_file"]).parent
+    record_file = kernels_dir / f"kernel-{record['kernel_id']}.record.json"
+    on_disk = json.loads(record_file.read_text())
+    on_disk["owner"] = "gone-host:1"
+    record_file.write_text(json.dumps(on_disk))
+    assert process_alive(record["pid"])
+
+    assert await runtime.orphans(server["id"]) == []  # never adopted
+    pool._swept.discard(server["id"])  # as a new Jupyter's pool, which has not looked yet
+    pool.fill(server["id"])
+    await wait_until(lambda: not process_alive(record["pid"]))
+    await warm_one(pool, server["id"], other_than=record["pid"])
+
+
+async def test_how_many_by_default_and_which_kernel(api, jp_serverapp):
+    """The default rule (None): one on a server with a GPU, none elsewhere; the setting wins
+    over it; the kernel kept is python3, else the server's first Python kernel."""
+    from dataclasses import replace
+
+    from traitlets.config import Config
+
+    from jupyter_compute_servers.kernels.warm import default_kernel
+    from jupyter_compute_servers.models import GpuSpec
+
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    _, created = await api("POST", "servers", {"name": "box"})
+    cpu = manager.get_server(created["id"])
+    gpu = replace(cpu, config=replace(cpu.config, gpu=GpuSpec(type="nvidia-l4", count=1)))
+    default = WarmKernelPool(manager, Config(), "")
+    assert (default.target(cpu), default.target(gpu)) == (0, 1)
+    none = WarmKernelPool(manager, Config({"ComputeServerProvisioner": {"warm_kernels": 0}}), "")
+    assert none.target(gpu) == 0
+    two = WarmKernelPool(manager, Config({"ComputeServerProvisioner": {"warm_kernels": 2}}), "")
+    assert two.target(cpu) == 2
+
+    assert default_kernel(cpu) is not None and default_kernel(cpu)[0] == "python3"
+    r_and_py = {
+        "ir": {"argv": ["R"], "language": "R"},
+        "py311": {"argv": ["python3.11"], "language": "python"},
+    }
+    assert default_kernel(replace(cpu, kernel_specs=r_and_py))[0] == "py311"  # type: ignore[index]
+    assert default_kernel(replace(cpu, kernel_specs={"ir": r_and_py["ir"]})) is None
