@@ -130,10 +130,13 @@ def team_database_credentials(
     settings: ComputeServersSettings, control_plane: ControlPlaneClient | None
 ) -> DatabaseCredentials | None:
     """This user's short-lived database logins from the control plane: where db_url (the
-    team's PostgreSQL) holds no password, the server holds none at all."""
+    team's PostgreSQL) names no user and no password, the server holds none at all. A URL
+    with a user logs in as that user, as before (its password in the URL, PGPASSWORD or
+    ~/.pgpass): a control plane that is the SSH CA only needs no database of its own."""
     if control_plane is None or settings.db_url.partition(":")[0].lower() == "sqlite":
         return None
-    if engine_url(settings.db_url)[0].password is not None:
+    url = engine_url(settings.db_url)[0]
+    if url.username is not None or url.password is not None:
         return None
     return DatabaseCredentials(control_plane)
 

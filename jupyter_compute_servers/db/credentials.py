@@ -1,10 +1,10 @@
 """Team mode: this user's short-lived database login, from the team's control plane.
 
-A user's Jupyter server whose ``db_url`` has no password (``postgresql://db.example.org/
-compute_servers``) holds no long-lived database credential: it asks the control plane
-(``POST api/database-credentials``, with its Hub token) for a login of its own, which
-PostgreSQL accepts for new connections for an hour and which may touch only what ``roles``
-lets a user (or an admin) touch. ``Database`` supplies the current login to every new
+A user's Jupyter server whose ``db_url`` names no user and no password
+(``postgresql://db.example.org/compute_servers``) holds no long-lived database credential: it
+asks the control plane (``POST api/database-credentials``, with its Hub token) for a login of
+its own, which PostgreSQL accepts for new connections for an hour and which may touch only what
+``roles`` lets a user (or an admin) touch. ``Database`` supplies the current login to every new
 connection (SQLAlchemy's ``do_connect``); a login past three quarters of its life is replaced
 first, and one PostgreSQL refuses (expired, or replaced by another of the user's processes,
 since each issue sets a new password) is replaced once more. Connections already open keep

@@ -10,10 +10,11 @@ migration history.
   read-check-write. Reads run in a deferred transaction (a consistent snapshot, never blocked by
   a writer).
 - ``postgresql://user@host:port/dbname`` (run by psycopg 3; ``postgresql+psycopg://`` also
-  works). In team mode with a control plane and no password in the URL, every new connection
-  logs in with this user's short-lived login from the control plane (``credentials``), and
-  PostgreSQL itself limits what it may touch (``roles``); such a login cannot migrate, so the
-  control plane (the database's owner) does, and a user's server only checks the revision.
+  works). In team mode with a control plane and no user or password in the URL, every new
+  connection logs in with this user's short-lived login from the control plane
+  (``credentials``), and PostgreSQL itself limits what it may touch (``roles``); such a
+  login cannot migrate, so the control plane (the database's owner) does, and a user's
+  server only checks the revision.
   Write transactions run at READ COMMITTED: a transaction that decides from a row it read
   locks that row (``SELECT ... FOR UPDATE``, ``with_for_update()``), and one that decides
   from the absence of a row (a free name, a new pair of synced trees) takes a named lock first
