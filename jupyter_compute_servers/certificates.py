@@ -5,7 +5,8 @@ JupyterHub service, ``control_plane/``) sign it with the user's Hub token
 
 Nothing here is written to disk and nothing is shared: the key pair is this process's, new
 for each certificate; the certificate ends within the hour (the control plane's setting).
-``SSHConnections`` asks for credentials at each connect: a certificate with less than
+The HTTP part (the Hub token, errors) is ``control_plane_client``'s, shared with the database's
+logins. ``SSHConnections`` asks for credentials at each connect: a certificate with less than
 ``renew_margin`` of its life left is replaced first, and one a host refused is dropped so that
 the retry gets a new one.
 """
@@ -13,18 +14,17 @@ the retry gets a new one.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from .errors import CloudError
+from .control_plane_client import ControlPlaneClient, ControlPlaneError
 
 
-class CertificateError(CloudError):
+class CertificateError(ControlPlaneError):
     """No certificate could be had from the control plane: the message says why."""
 
 
@@ -51,16 +51,20 @@ class CertificateClient:
         renew_margin: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        #: The service's base URL, e.g. ``http://127.0.0.1:10101/services/compute-control/``.
-        self.url = url.rstrip("/") + "/"
-        self._token = token
-        self.timeout = timeout
+        self.control_plane = ControlPlaneClient(url, token, timeout=timeout)
         #: Renew when less than this part of the certificate's life is left.
         self.renew_margin = renew_margin
         self.clock = clock
         self._current: Credentials | None = None
         self._issued_at = 0.0
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def of(cls, control_plane: ControlPlaneClient, **kwargs: Any) -> CertificateClient:
+        """The client over ``control_plane``'s (shared with the database's logins)."""
+        client = cls(control_plane.url, "", timeout=control_plane.timeout, **kwargs)
+        client.control_plane = control_plane
+        return client
 
     def _fresh(self, credentials: Credentials | None) -> bool:
         if credentials is None:
@@ -83,33 +87,16 @@ class CertificateClient:
 
     async def _issue(self) -> Credentials:
         key = asyncssh.generate_private_key("ssh-ed25519")
-        request = HTTPRequest(
-            self.url + "api/certificates",
-            method="POST",
-            headers={
-                "Authorization": f"token {self._token}",
-                "Content-Type": "application/json",
-            },
-            body=json.dumps({"public_key": key.export_public_key().decode().strip()}),
-            request_timeout=self.timeout,
-            connect_timeout=self.timeout,
-            follow_redirects=False,
-        )
         issued_at = self.clock()
+        # (in a worker thread: the client is synchronous, for the database's connects)
+        answer = await asyncio.to_thread(
+            self.control_plane.post,
+            "api/certificates",
+            {"public_key": key.export_public_key().decode().strip()},
+            what="an SSH certificate",
+            error=CertificateError,
+        )
         try:
-            response = await AsyncHTTPClient().fetch(request)
-        except HTTPClientError as e:
-            raise CertificateError(
-                f"The control plane refused a certificate ({e.code}): {_message(e)}"
-            ) from None
-        except (OSError, asyncio.TimeoutError) as e:
-            raise CertificateError(
-                f"Cannot reach the control plane at {self.url} for an SSH certificate: "
-                f"{e or type(e).__name__}. Ask an admin whether the Hub's compute-control "
-                f"service is running."
-            ) from None
-        try:
-            answer = json.loads(response.body)
             certificate = asyncssh.import_certificate(answer["certificate"])
             principal = str(answer["principal"])
             valid_before = float(answer["valid_before"])
@@ -123,11 +110,3 @@ class CertificateClient:
             raise CertificateError("The control plane's certificate is not for this key.")
         self._issued_at = issued_at
         return Credentials(key, certificate, principal, valid_before)
-
-
-def _message(error: HTTPClientError) -> str:
-    body = error.response.body if error.response is not None else b""
-    try:
-        return str(json.loads(body)["message"])
-    except (ValueError, KeyError, TypeError):
-        return str(error.message or error)

@@ -84,7 +84,9 @@ class ComputeServersSettings(LoggingConfigurable):
             "http://127.0.0.1:10101/services/compute-control/). Set: this user's Jupyter server "
             "logs in to shared hosts as the user's own Unix account with short-lived "
             "certificates it asks for with its Hub token (JUPYTERHUB_API_TOKEN), and never with "
-            "a host's stored key file or ssh-agent. Empty: hosts' registered credentials."
+            "a host's stored key file or ssh-agent; and, where db_url names no user, logs in "
+            "to the team's PostgreSQL with a short-lived login of the user's own from it. "
+            "Empty: hosts' registered credentials, and db_url's own login."
         ),
     ).tag(config=True)
 

@@ -27,8 +27,10 @@ from .billing.service import ComputeServerCosts
 from .billing.team_spend import costs_money, group_month_spend, month_spend_of
 from .certificates import CertificateClient
 from .clouds import Cloud, load_cloud_class
-from .clouds.base import CloudServices, ControlPlaneAccess
-from .db import Database
+from .clouds.base import CloudServices
+from .control_plane_client import ControlPlaneClient
+from .db import Database, engine_url
+from .db.credentials import DatabaseCredentials
 from .errors import ValidationError
 from .events import EventCallback, ServerEvents
 from .hosts import HostRegistry, HostStore
@@ -101,10 +103,9 @@ def build_clouds(settings: ComputeServersSettings, services: CloudServices) -> d
     return clouds
 
 
-def team_control_plane(settings: ComputeServersSettings) -> ControlPlaneAccess | None:
-    """Team mode with a control plane: its URL and this server's Hub token, the only
-    credential it holds (certificates for shared hosts and Compute Engine calls are had
-    with it)."""
+def team_control_plane(settings: ComputeServersSettings) -> ControlPlaneClient | None:
+    """Team mode with a control plane: its client, with this server's Hub token (the only
+    credential it sends)."""
     if not (settings.team_mode and settings.control_plane_url):
         return None
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
@@ -114,16 +115,30 @@ def team_control_plane(settings: ComputeServersSettings) -> ControlPlaneAccess |
             "with a control plane runs in a Jupyter server spawned by JupyterHub.",
             field="control_plane_url",
         )
-    return ControlPlaneAccess(settings.control_plane_url, token)
+    return ControlPlaneClient(settings.control_plane_url, token)
 
 
-def team_certificates(settings: ComputeServersSettings) -> CertificateClient | None:
-    """The client of the control plane's certificate authority, which this user's server
-    logs in to shared hosts with."""
-    control_plane = team_control_plane(settings)
+def team_certificates(control_plane: ControlPlaneClient | None) -> CertificateClient | None:
+    """The client of the control plane's certificate authority, which this user's server logs
+    in to shared hosts with."""
     if control_plane is None:
         return None
-    return CertificateClient(control_plane.url, control_plane.token)
+    return CertificateClient.of(control_plane)
+
+
+def team_database_credentials(
+    settings: ComputeServersSettings, control_plane: ControlPlaneClient | None
+) -> DatabaseCredentials | None:
+    """This user's short-lived database logins from the control plane: where db_url (the
+    team's PostgreSQL) names no user and no password, the server holds none at all. A URL
+    with a user logs in as that user, as before (its password in the URL, PGPASSWORD or
+    ~/.pgpass): a control plane that is the SSH CA only needs no database of its own."""
+    if control_plane is None or settings.db_url.partition(":")[0].lower() == "sqlite":
+        return None
+    url = engine_url(settings.db_url)[0]
+    if url.username is not None or url.password is not None:
+        return None
+    return DatabaseCredentials(control_plane)
 
 
 def build_services(
@@ -159,11 +174,14 @@ def build_services(
         queue_user_cap=settings.team_queue_user_cap,
     )
     # The one owner of the database: every store below shares its engine and pool.
-    database = Database(settings.db_url)
+    control_plane = team_control_plane(settings)
+    database = Database(
+        settings.db_url, credentials=team_database_credentials(settings, control_plane)
+    )
     # In team mode the store sees its user's servers only: so does every service over it.
     store = ServerStore(database, clock=time.time, owner=team.owner, scoped=team.enabled)
     keys = KeyStore(data_dir / "keys")
-    certificates = team_certificates(settings)
+    certificates = team_certificates(control_plane)
     ssh = SSHConnections(
         keys,
         keepalive_interval=settings.ssh_keepalive_interval,
@@ -198,7 +216,7 @@ def build_services(
         hosts=hosts,
         store=store,
         ssh=ssh,
-        control_plane=team_control_plane(settings),
+        control_plane=control_plane,
     )
     if clouds is None:
         clouds = build_clouds(settings, cloud_services)

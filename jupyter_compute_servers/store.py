@@ -101,6 +101,9 @@ audit_log = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Index("audit_log_at", "at"),
     sqlite_autoincrement=True,
+    # No INSERT ... RETURNING id: a user's database login may add lines but not read any
+    # (``db/roles``), and nothing needs the new line's id.
+    implicit_returning=False,
 )
 
 #: Team mode: each Hub user's groups as their last request carried them (a user's groups are

@@ -4,6 +4,14 @@ with two users (alice, bob) and an admin (root, in the Hub group ``compute-admin
 the SimpleLocalProcessSpawner running each user's ``jupyterhub-singleuser`` with this
 extension in team mode on one PostgreSQL database.
 
+The team's control plane runs as the Hub's service ``compute-control`` (the Hub starts it): it
+holds the database owner's login (the tests' superuser) and issues each user's server a
+short-lived login of its own, so the user servers' ``db_url`` has no user and no password and
+every test through the Hub runs with PostgreSQL's row-level security as a user (or an admin)
+has it. It is the SSH CA too (``ca_key``, or a key of its own in the Hub's directory);
+``control_plane`` adds its arguments; None runs none, the user servers then logging in as the
+owner.
+
 Users reach their servers through the proxy with Hub tokens, as the Lab does with its cookie:
 the singleuser server checks each token with the Hub, which answers who it is and in which
 groups. Everything runs on 127.0.0.1, in a temp dir; ``close`` ends the Hub, which ends the
@@ -19,7 +27,12 @@ from typing import Any
 
 import requests
 
-from jupyter_compute_servers.team_try.hub_config import ADMIN_GROUP, HubConfig, HubProcess
+from jupyter_compute_servers.team_try.hub_config import (
+    ADMIN_GROUP,
+    CONTROL_PLANE,
+    HubConfig,
+    HubProcess,
+)
 
 from .postgres import free_port
 
@@ -27,7 +40,8 @@ ROOT = Path(__file__).parent.parent
 PROXY = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 USERS = ("alice", "bob")
 ADMIN = "root"
-__all__ = ["ADMIN", "ADMIN_GROUP", "USERS", "Hub"]
+SERVICE = CONTROL_PLANE
+__all__ = ["ADMIN", "ADMIN_GROUP", "SERVICE", "USERS", "Hub"]
 
 
 class Hub:
@@ -35,13 +49,17 @@ class Hub:
         self,
         db_url: str,
         hub_config: tuple[str, ...] = (),
+        control_plane: tuple[str, ...] | None = (),
+        ca_key: Path | None = None,
         user_settings: dict[str, Any] | None = None,
         **settings: Any,
     ) -> None:
         """``settings``: more ``c.ComputeServersApp`` settings of every user's server;
         ``user_settings``: its settings of other classes, ``{"Class.trait": value}``;
-        ``hub_config``: more lines of jupyterhub_config.py (after the others). The files are
-        the package's (jupyter_compute_servers/team_try/hub_config.py), as ``team-try``'s."""
+        ``hub_config``: more lines of jupyterhub_config.py (after the others);
+        ``control_plane``: more arguments of the control plane (None: no control plane). The
+        files are the package's (jupyter_compute_servers/team_try/hub_config.py), as
+        ``team-try``'s."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run npm install (make setup).")
         self.db_url = db_url
@@ -50,6 +68,7 @@ class Hub:
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(32)
         self.tokens: dict[str, str] = {}
+        self.control_plane_port = free_port() if control_plane is not None else None
         self.config = HubConfig(
             dir=self.dir,
             port=self.port,
@@ -59,6 +78,10 @@ class Hub:
             users=USERS,
             admin=ADMIN,
             proxy=str(PROXY),
+            control_plane_port=self.control_plane_port,
+            ca_key=str(ca_key) if ca_key else None,
+            control_plane_args=control_plane or (),
+            database_logins=control_plane is not None,
             server_settings={
                 "ComputeServersApp.health_check_interval": 0,
                 **{f"ComputeServersApp.{name}": value for name, value in settings.items()},
@@ -78,9 +101,28 @@ class Hub:
         self.process = self.hub.process
         try:
             self._wait(lambda: self.api("GET", "/info").ok, "the Hub to answer")
+            if self.control_plane_port is not None:
+                self._wait(self._control_plane_answers, "the control plane to answer")
         except BaseException:
             self.close()
             raise
+
+    def _control_plane_answers(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.control_plane_port}/services/{SERVICE}/api/ca"
+            return requests.get(url, timeout=5).status_code in (401, 403)
+        except requests.ConnectionError:
+            return False
+
+    def service_token(self, user: str) -> str:
+        """A token of ``user``'s for the control plane only (as their server's token has)."""
+        response = self.api(
+            "POST",
+            f"/users/{user}/tokens",
+            json={"note": "tests", "scopes": [f"access:services!service={SERVICE}"]},
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["token"])
 
     # --- the Hub's REST API, as the tests' service ------------------------------------------
 
@@ -106,8 +148,9 @@ class Hub:
 
     def start_server(self, user: str) -> str:
         """Start ``user``'s server through the Hub; a token of theirs that reaches it."""
-        if user == ADMIN:
-            self.api("POST", f"/users/{user}")  # (admins are made at start, but harmless)
+        if user not in USERS:
+            # (admins are made at start, but harmless; another user is made here)
+            self.api("POST", f"/users/{user}")
         response = self.api("POST", f"/users/{user}/server")
         assert response.status_code in (201, 202), (response.status_code, response.text)
 

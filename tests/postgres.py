@@ -32,3 +32,24 @@ class PostgresServer(postgres.PostgresServer):
                 admin.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
             self.databases = [name]
         return super().create_database(name)
+
+
+def login_url(owner_url: str, hub_user: str, *, admin: bool = False) -> str:
+    """``owner_url``'s database as ``hub_user``'s own login, issued as the control plane
+    issues it (``db.roles.issue``: an hour, a user's or an admin's privileges), with its
+    password in the URL: a store on it is a user's server's, PostgreSQL's policies and all.
+    A SQLite URL is one person's, returned as it is."""
+    if owner_url.startswith("sqlite"):
+        return owner_url
+    from sqlalchemy.engine import make_url
+
+    from jupyter_compute_servers.db import Database, roles
+
+    owner = Database(owner_url)  # (migrated first, as the control plane does at its start)
+    try:
+        with owner.transaction() as connection:
+            login = roles.issue(connection, hub_user, admin=admin)
+    finally:
+        owner.close()
+    url = make_url(owner_url).set(username=login.role, password=login.password)
+    return url.render_as_string(hide_password=False)

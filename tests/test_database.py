@@ -293,8 +293,16 @@ def test_the_tables_the_modules_define_are_the_tables_the_migrations_make(db_url
                 ], table.name
             assert set(found.get_table_names()) == {*metadata.tables, "alembic_version"}
         else:
+            # database_logins (0007) is no store's: the control plane's, in db/roles.py's SQL.
             context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "compare_server_default": True}
+                connection,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_name": lambda name, kind, _parent: (
+                        not (kind == "table" and name == "database_logins")
+                    ),
+                },
             )
             assert compare_metadata(context, metadata) == []
     database.close()

@@ -3,7 +3,10 @@ transaction (two starts racing for the last of a quota), the last GPU of a share
 for by two users, and an audit log that outlives the servers.
 
 Two processes are two ``ServerStore``s, each with its own ``Database`` (engine and pool), as
-two users' Jupyter servers have. The Hub's part (who is asking) is tests/test_team_hub.py.
+two users' Jupyter servers have; on PostgreSQL each logs in with its user's own login, as the
+control plane issues it (tests/postgres.py ``login_url``), so PostgreSQL's row-level security
+is in force as in a team. Hosts are registered with the owner's login (an admin's part).
+The Hub's part (who is asking) is tests/test_team_hub.py.
 """
 
 from __future__ import annotations
@@ -35,13 +38,14 @@ from jupyter_compute_servers.team import (
     parse_quotas,
 )
 
+from .postgres import login_url
 from .races import race_two_starts
 
 GPU = "NVIDIA A100-SXM4-80GB"
 
 
 def scoped(url: str, owner: str) -> ServerStore:
-    return ServerStore(Database(url), clock=time.time, owner=owner, scoped=True)
+    return ServerStore(Database(login_url(url, owner)), clock=time.time, owner=owner, scoped=True)
 
 
 def make(store: ServerStore, name: str, gpus: int = 0) -> int:
@@ -132,7 +136,9 @@ def test_names_are_unique_per_owner_and_no_answer_tells_another_users(db_url):
     )
     with pytest.raises(IntegrityError), alice.database.transaction() as db:
         db.execute(insert, {**row, "name": "GPU-BOX", "owner": "alice"})
-    with alice.database.transaction() as db:
+    # (carol's row is made with the owner's login: alice's own may make only hers)
+    plain = ServerStore(db_url, clock=time.time, owner="me")
+    with plain.database.transaction() as db:
         db.execute(insert, {**row, "name": "GPU-BOX", "owner": "carol"})
 
     [carols] = [s.id for s in alice.all_servers() if s.owner == "carol"]
@@ -142,13 +148,12 @@ def test_names_are_unique_per_owner_and_no_answer_tells_another_users(db_url):
         ("gpu-box", "bob"),
         ("GPU-BOX", "carol"),
     ]
-    assert [(e.owner, e.server_id) for e in alice.audit() if e.server_name == "gpu-box"] == [
+    assert [(e.owner, e.server_id) for e in plain.audit() if e.server_name == "gpu-box"] == [
         ("alice", mine),
         ("bob", theirs),
     ]
     # Standalone (unscoped: one owner) names stay unique across the store, and a name that
     # several owners of a team's database give is refused by name, naming them; ids work.
-    plain = ServerStore(db_url, clock=time.time, owner="me")
     with pytest.raises(ConflictError) as refused:
         make(plain, "gpu-box")
     assert refused.value.message == "A compute server named 'gpu-box' already exists."
@@ -166,7 +171,7 @@ def test_names_are_unique_per_owner_and_no_answer_tells_another_users(db_url):
 
 def test_a_host_delete_refused_names_each_users_server_with_its_owner(db_url):
     alice, bob = scoped(db_url, "alice"), scoped(db_url, "bob")
-    hosts = HostStore(alice.database, clock=time.time)
+    hosts = HostStore(Database(db_url), clock=time.time)
     host = hosts.create(name="lab-gpu", hostname="127.0.0.1", port=22, username="")
     for store in (alice, bob):
         store.create(
@@ -183,6 +188,7 @@ def test_a_host_delete_refused_names_each_users_server_with_its_owner(db_url):
     assert refused.value.message == (
         "Servers use this host (gpu-box (alice), gpu-box (bob)); delete them first."
     )
+    hosts.database.close()
     for store in (alice, bob):
         store.close()
         store.database.close()
@@ -233,7 +239,8 @@ def test_two_users_racing_for_a_hosts_last_gpu_one_gets_it_the_other_queues(post
     }
     hosts_a = HostStore(alice.database, clock=time.time)
     hosts_b = HostStore(bob.database, clock=time.time)
-    host = hosts_a.create(
+    admin = HostStore(Database(url), clock=time.time)
+    host = admin.create(
         name="lab", hostname="127.0.0.1", port=22, username="u", inventory=inventory
     )
     held = make(alice, "holder", gpus=1)
@@ -258,6 +265,7 @@ def test_two_users_racing_for_a_hosts_last_gpu_one_gets_it_the_other_queues(post
     assert results[winners[0]].gpu_uuids == ["GPU-1"]
     assert results[loser] == f"1 free {GPU} needed, 0 free"
     assert hosts_a.queue_position(racers[loser][1]) == 1  # it waits, first in line
+    admin.database.close()
     for store in (alice, bob):
         store.close()
         store.database.close()
@@ -277,7 +285,9 @@ def test_the_audit_log_says_who_did_what_and_outlives_the_server(db_url):
     store.delete(server_id)
     with pytest.raises(NotFoundError):
         store.get(server_id)
-    entries = [(e.actor, e.owner, e.server_id, e.server_name, e.action) for e in store.audit()]
+    # Read as an admin does (a user's own login may add lines, not read them).
+    admin = ServerStore(Database(db_url), clock=time.time, owner="alice", scoped=True)
+    entries = [(e.actor, e.owner, e.server_id, e.server_name, e.action) for e in admin.audit()]
     assert entries == [
         ("alice", "alice", server_id, "short-lived", "create"),
         ("alice", "alice", server_id, "short-lived", "edit"),
@@ -285,11 +295,12 @@ def test_the_audit_log_says_who_did_what_and_outlives_the_server(db_url):
         ("alice", "alice", server_id, "short-lived", "deprovision"),
         ("alice", "alice", server_id, "short-lived", "delete"),
     ]
-    assert store.audit()[1].detail == "notes"
+    assert admin.audit()[1].detail == "notes"
     # The history keeps the owner too, so a deleted server's spend stays its owner's.
     assert {h.server_id for h in store.history()} == {server_id}
-    store.close()
-    store.database.close()
+    for each in (store, admin):
+        each.close()
+        each.database.close()
 
 
 def test_quotas_are_validated_and_the_most_generous_group_counts():

@@ -50,11 +50,10 @@ from jupyter_compute_servers.ssh import KeyStore, SSHConnectError, SSHConnection
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
 from . import unix_accounts
-from .hub import ADMIN, Hub
+from .hub import ADMIN, SERVICE, Hub
 from .postgres import free_port
 from .sshd import OpenSSHServer, start_sshd
 
-SERVICE = "compute-control"
 ACCOUNTS = {"alice": "jcst-alice", "bob": "jcst-bob", ADMIN: "jcst-admin"}
 #: The host's own Python (Debian's, with ipykernel): every account may run it.
 HOST_PYTHON = "/usr/bin/python3"
@@ -219,40 +218,21 @@ def shared_host(accounts, ca_key: Path) -> Iterator[OpenSSHServer]:
 
 @pytest.fixture(scope="module")
 def hub(postgres_server, ca_key: Path, shared_host: OpenSSHServer) -> Iterator[Hub]:
-    port = free_port()
     db_url = postgres_server.create_database()
-    control_plane = [
-        sys.executable,
-        "-m",
-        "jupyter_compute_servers.control_plane",
-        "--ca-key",
-        str(ca_key),
-        "--principal-template",
-        "jcst-{name}",
-        "--principal-map",
-        f"{ADMIN}=jcst-admin",
-    ]
+    # The control plane (a service the Hub starts and authenticates for, tests/hub.py) is the
+    # SSH CA too; each user's server token may use it.
     hub = Hub(
         db_url,
-        hub_config=(
-            # The control plane: a service the Hub starts and authenticates for.
-            f"c.JupyterHub.services.append({{'name': {SERVICE!r}, "
-            f"'url': 'http://127.0.0.1:{port}', 'command': {control_plane!r}}})",
-            # Every user may use it, and each user's server token may (it asks for the
-            # certificates): the one scope added to the server role's.
-            f"c.JupyterHub.load_roles.append({{'name': 'user', 'scopes': ['self', "
-            f"'access:services!service={SERVICE}']}})",
-            "c.Spawner.server_token_scopes = ['users:activity!user', 'access:servers!server', "
-            f"'access:services!service={SERVICE}']",
+        ca_key=ca_key,
+        control_plane=(
+            "--principal-template",
+            "jcst-{name}",
+            "--principal-map",
+            f"{ADMIN}=jcst-admin",
         ),
         enabled_clouds=["ssh"],
-        control_plane_url=f"http://127.0.0.1:{port}/services/{SERVICE}/",
     )
     try:
-        hub._wait(
-            lambda: _reachable(f"http://127.0.0.1:{port}/services/{SERVICE}/api/ca"),
-            "the control plane to answer",
-        )
         for user in ACCOUNTS:
             hub.start_server(user)
         hub.db_url = db_url  # type: ignore[attr-defined]
@@ -261,22 +241,8 @@ def hub(postgres_server, ca_key: Path, shared_host: OpenSSHServer) -> Iterator[H
         hub.close()
 
 
-def _reachable(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).status_code in (401, 403)
-    except requests.ConnectionError:
-        return False
-
-
 def _service_token(hub: Hub, user: str) -> str:
-    """A token of ``user``'s for the control plane only (as their server's token has)."""
-    response = hub.api(
-        "POST",
-        f"/users/{user}/tokens",
-        json={"note": "tests", "scopes": [f"access:services!service={SERVICE}"]},
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["token"])
+    return hub.service_token(user)
 
 
 def _ask(hub: Hub, token: str | None, body: Any) -> requests.Response:

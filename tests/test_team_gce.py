@@ -32,7 +32,7 @@ import requests
 from jupyter_compute_servers.control_plane.gce import OWNER_LABEL, owner_value
 
 from .fake_gce import FakeGCE
-from .hub import ADMIN, ADMIN_GROUP, Hub
+from .hub import ADMIN, Hub
 from .postgres import free_port
 
 SERVICE = "compute-control"
@@ -62,28 +62,11 @@ def key_file(fake: FakeGCE) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def hub(postgres_server, fake: FakeGCE, key_file: Path) -> Iterator[Hub]:
-    port = free_port()
-    control_plane = [
-        sys.executable,
-        "-m",
-        "jupyter_compute_servers.control_plane",
-        "--gce-credentials-file",
-        str(key_file),
-        "--gce-endpoint",
-        fake.url,
-        "--admin-group",
-        ADMIN_GROUP,
-    ]
+    # The Hub's control plane (its CA and database logins, as every team test's) with the
+    # project's key: the Compute Engine proxy.
     hub = Hub(
         postgres_server.create_database(),
-        hub_config=(
-            f"c.JupyterHub.services.append({{'name': {SERVICE!r}, "
-            f"'url': 'http://127.0.0.1:{port}', 'command': {control_plane!r}}})",
-            f"c.JupyterHub.load_roles.append({{'name': 'user', 'scopes': ['self', "
-            f"'access:services!service={SERVICE}']}})",
-            "c.Spawner.server_token_scopes = ['users:activity!user', 'access:servers!server', "
-            f"'access:services!service={SERVICE}']",
-        ),
+        control_plane=("--gce-credentials-file", str(key_file), "--gce-endpoint", fake.url),
         # The users' servers know where VMs are and how to reach them; no credentials.
         user_settings={
             "GCPCloud.ssh_port": fake.ssh_port,
@@ -93,11 +76,10 @@ def hub(postgres_server, fake: FakeGCE, key_file: Path) -> Iterator[Hub]:
             "GCPCloud.zone": ZONE,
         },
         enabled_clouds=["gcp"],
-        control_plane_url=f"http://127.0.0.1:{port}/services/{SERVICE}/",
     )
     try:
         hub._wait(
-            lambda: _reachable(f"http://127.0.0.1:{port}/services/{SERVICE}/api/gce"),
+            lambda: _reachable(f"{hub.config.control_plane_url}api/gce"),
             "the control plane to answer",
         )
         hub.start_server("alice")
@@ -429,9 +411,10 @@ def test_in_team_mode_the_gcp_cloud_never_reads_a_credentials_file(
     is the Hub token, and its project the control plane's."""
     import asyncio
 
-    from jupyter_compute_servers.clouds.base import CloudServices, ControlPlaneAccess
+    from jupyter_compute_servers.clouds.base import CloudServices
     from jupyter_compute_servers.clouds.gcp import GCPCloud
     from jupyter_compute_servers.clouds.gcp.proxy import HubTokenCredentials
+    from jupyter_compute_servers.control_plane_client import ControlPlaneClient
 
     mistaken = tmp_path / "mistaken-key.json"  # not there: reading it would fail the cloud
     cloud = GCPCloud(data_dir=str(tmp_path / "gcp"), credentials_file=str(mistaken))
@@ -442,7 +425,7 @@ def test_in_team_mode_the_gcp_cloud_never_reads_a_credentials_file(
             hosts=None,  # type: ignore[arg-type]
             store=None,  # type: ignore[arg-type]
             ssh=None,  # type: ignore[arg-type]
-            control_plane=ControlPlaneAccess(url, _service_token(hub, "alice")),
+            control_plane=ControlPlaneClient(url, _service_token(hub, "alice")),
         )
     )
     before = len(fake.requests)

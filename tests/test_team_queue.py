@@ -20,18 +20,20 @@ import pytest
 from jupyter_compute_servers.billing.prices import StateRates
 from jupyter_compute_servers.billing.team_spend import spend_rows
 from jupyter_compute_servers.clouds.local import LocalCloud
+from jupyter_compute_servers.db import Database
 from jupyter_compute_servers.errors import (
     CloudError,
     ConflictError,
     ForbiddenError,
     NotFoundError,
 )
-from jupyter_compute_servers.hosts import HostRecord, Slice
+from jupyter_compute_servers.hosts import HostRecord, HostStore, Slice
 from jupyter_compute_servers.models import GpuSpec, ServerConfig, State
 from jupyter_compute_servers.services import Services
 from jupyter_compute_servers.team import Identity, current_actor
 
 from .composition import services_for
+from .postgres import login_url
 from .races import race_two_starts
 
 GPU = "NVIDIA A100-SXM4-80GB"
@@ -50,8 +52,11 @@ class Clock:
 
 @pytest.fixture
 def team(tmp_path: Path, db_url: str) -> Iterator[Any]:
-    """``team(user, **settings)``: that user's services on the shared database."""
+    """``team(user, **settings)``: that user's services on the shared database (on PostgreSQL
+    with the user's own login, as the control plane issues it; root's is an admin's);
+    ``team.hosts``: the hosts as the database's owner registers them."""
     made: list[Services] = []
+    owner = Database(db_url)
 
     def build(user: str, **settings: Any) -> Services:
         # The local cloud (free by default): a server that costs nothing.
@@ -59,7 +64,7 @@ def team(tmp_path: Path, db_url: str) -> Iterator[Any]:
         services = services_for(
             tmp_path / user,
             {"local": local},
-            db_url=db_url,
+            db_url=login_url(db_url, user, admin=user == "root"),
             team_mode=True,
             user=user,
             team_admin_users=["root"],
@@ -68,9 +73,11 @@ def team(tmp_path: Path, db_url: str) -> Iterator[Any]:
         made.append(services)
         return services
 
+    build.hosts = HostStore(owner, clock=time.time)  # type: ignore[attr-defined]
     yield build
     for services in made:
         asyncio.run(services.close())
+    owner.close()
 
 
 def make(services: Services, name: str, gpus: int = 0, cpu: int = 1, memory: float = 1.0) -> int:
@@ -86,13 +93,13 @@ def make(services: Services, name: str, gpus: int = 0, cpu: int = 1, memory: flo
     ).id
 
 
-def lab_host(services: Services, gpus: int = 3) -> HostRecord:
+def lab_host(team: Any, gpus: int = 3) -> HostRecord:
     inventory = {
         "cpu_count": 16,
         "memory_total": 64 * 2**30,
         "gpus": [{"uuid": f"GPU-{i}", "name": GPU} for i in range(gpus)],
     }
-    return services.hosts.hosts.create(
+    return team.hosts.create(
         name="lab", hostname="127.0.0.1", port=22, username="u", inventory=inventory
     )
 
@@ -107,7 +114,7 @@ def identity(name: str) -> Identity:
 
 def test_a_user_at_their_cap_waits_with_gpus_free_while_the_next_user_is_served(team):
     alice, bob = team("alice", team_queue_user_cap=1), team("bob", team_queue_user_cap=1)
-    host = lab_host(alice)
+    host = lab_host(team)
     first = make(alice, "a1", gpus=1)
     assert isinstance(claim(alice, first, host), Slice)
     # Alice asks for a second GPU first; two of three are free, but she holds her cap.
@@ -145,7 +152,7 @@ def test_a_user_at_their_cap_waits_with_gpus_free_while_the_next_user_is_served(
 
 def test_positions_estimates_reorder_and_cancel_with_foreign_entries_404(team):
     alice, bob, root = team("alice"), team("bob"), team("root")
-    host = lab_host(alice, gpus=1)
+    host = lab_host(team, gpus=1)
     holder = make(root, "holder", gpus=1)
     assert isinstance(claim(root, holder, host), Slice)
     a, b = make(alice, "a", gpus=1), make(bob, "b", gpus=1)

@@ -23,21 +23,11 @@ from ..ssh_endpoint import SSHEndpoint
 
 if TYPE_CHECKING:
     from ..billing.prices import StateRates
+    from ..control_plane_client import ControlPlaneClient
     from ..hosts import HostRegistry
     from ..images.catalog import ImageCatalog
     from ..ssh import SSHConnections
     from ..store import ServerStore
-
-
-@dataclass(frozen=True)
-class ControlPlaneAccess:
-    """Team mode with a control plane: its URL and this user's Hub token. A cloud whose
-    account credentials the control plane holds (gcp) calls the provider through it with the
-    token, and never reads credentials of its own."""
-
-    #: The service's base URL, e.g. ``http://127.0.0.1:10101/services/compute-control/``.
-    url: str
-    token: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -53,8 +43,10 @@ class CloudServices:
     store: ServerStore
     #: The servers' shared SSH connections.
     ssh: SSHConnections
-    #: Team mode's control plane, where one is configured.
-    control_plane: ControlPlaneAccess | None = None
+    #: Team mode's control plane, where one is configured: a cloud whose account credentials
+    #: it holds (gcp) calls the provider through it with the user's Hub token, and never reads
+    #: credentials of its own.
+    control_plane: ControlPlaneClient | None = None
 
 
 @dataclass(frozen=True)

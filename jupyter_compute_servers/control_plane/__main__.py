@@ -2,9 +2,14 @@
 service (``c.JupyterHub.services = [{"name": "compute-control", "url": ..., "command":
 [sys.executable, "-m", "jupyter_compute_servers.control_plane", "--ca-key", PATH,
 "--gce-credentials-file", KEY]}]``): the SSH CA with ``--ca-key``, the Compute Engine proxy
-with ``--gce-credentials-file``, or both.
+with ``--gce-credentials-file``, database logins with ``--db-url``: any of them.
 
 ``--print-ca-public-key`` prints the line hosts trust (``TrustedUserCAKeys``) and exits.
+
+``--db-url`` (or the environment's ``COMPUTE_SERVERS_DB_URL``, which keeps a password off the
+command line; or a URL without one, the password in PGPASSWORD or ~/.pgpass) is the team
+database's owner login: the control plane migrates the database, sets its roles and policies,
+and issues each user a short-lived login of their own (``logins``).
 """
 
 from __future__ import annotations
@@ -12,18 +17,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import ValidationError
 from .ca import CAError, CertificateAuthority, PrincipalRule, load_or_create_key
 from .errors import ControlPlaneError
 from .gce import GCEProxy, proxy_from_args
+
+if TYPE_CHECKING:
+    from .logins import DatabaseLogins
+
+#: Where the database owner's URL may be given instead of --db-url (not on a command line).
+DB_URL_ENV = "COMPUTE_SERVERS_DB_URL"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m jupyter_compute_servers.control_plane",
         description="The compute servers control plane: the team's SSH certificate authority "
-        "and its Compute Engine proxy.",
+        "its Compute Engine proxy and the issuer of short-lived database logins.",
     )
     parser.add_argument(
         "--ca-key",
@@ -52,15 +68,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="HUBUSER",
-        help="A Hub user who may act on everyone's VMs (repeatable).",
+        help="A Hub user who is a team admin (as team_admin_users; Hub admins are too): acts on "
+        "everyone's VMs through the proxy and gets an admin's database login (repeatable).",
     )
     parser.add_argument(
         "--admin-group",
         action="append",
         default=[],
         metavar="GROUP",
-        help="A Hub group whose members may act on everyone's VMs (repeatable; as "
-        "c.ComputeServersApp.team_admin_groups).",
+        help="A Hub group whose members are team admins (as team_admin_groups; repeatable).",
+    )
+    parser.add_argument(
+        "--db-url",
+        default=os.environ.get(DB_URL_ENV),
+        help=f"The team database's owner login (postgresql://...; default: ${DB_URL_ENV}). "
+        "Users' servers then get short-lived logins of their own.",
+    )
+    parser.add_argument(
+        "--db-login-validity",
+        type=float,
+        default=3600,
+        help="Seconds an issued database login is accepted for new connections.",
     )
     parser.add_argument(
         "--validity", type=int, default=3600, help="Seconds a certificate is valid (60-86400)."
@@ -91,7 +119,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_ca(args: argparse.Namespace) -> CertificateAuthority:
+def build_logins(args: argparse.Namespace) -> DatabaseLogins | None:
+    if not args.db_url:
+        return None
+    from ..db import Database
+    from .admins import admin_rule
+    from .logins import DatabaseLogins
+
+    return DatabaseLogins(
+        Database(args.db_url),
+        validity=args.db_login_validity,
+        admins=admin_rule(args.admin_user, args.admin_group),
+    )
+
+
+def build_ca(args: argparse.Namespace) -> CertificateAuthority | None:
+    if not args.ca_key:
+        return None
     mapping = []
     for entry in args.principal_map:
         hub_user, sep, account = entry.partition("=")
@@ -117,11 +161,16 @@ def build_gce(args: argparse.Namespace) -> GCEProxy | None:
     )
 
 
-async def serve(ca: CertificateAuthority | None, gce: GCEProxy | None, url: str | None) -> None:
+async def serve(
+    ca: CertificateAuthority | None,
+    gce: GCEProxy | None,
+    logins: DatabaseLogins | None,
+    url: str | None,
+) -> None:
     from .app import listen_address, make_app
 
     host, port = listen_address(url)
-    make_app(ca, gce=gce).listen(port, host)
+    make_app(ca, gce=gce, logins=logins).listen(port, host)
     logging.getLogger("jupyter_compute_servers.control_plane").info(
         "Compute servers control plane on %s:%d", host, port
     )
@@ -134,18 +183,29 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s"
     )
     try:
-        if not (args.ca_key or args.gce_credentials_file):
-            raise ControlPlaneError("Give --ca-key, --gce-credentials-file or both.")
-        ca = build_ca(args) if args.ca_key else None
+        if not (args.ca_key or args.gce_credentials_file or args.db_url):
+            raise ControlPlaneError(
+                f"Nothing to serve: give --ca-key (SSH certificates), --gce-credentials-file "
+                f"(the Compute Engine proxy), --db-url or ${DB_URL_ENV} (database logins), or "
+                f"several.",
+                field="ca_key",
+            )
+        ca = build_ca(args)
         if args.print_ca_public_key:
             if ca is None:
-                raise ControlPlaneError("--print-ca-public-key needs --ca-key.")
+                raise ControlPlaneError("--print-ca-public-key needs --ca-key.", field="ca_key")
             print(ca.public_key)
             return 0
         gce = build_gce(args)
-        asyncio.run(serve(ca, gce, args.url))
-    except ControlPlaneError as e:
+        logins = build_logins(args)
+        asyncio.run(serve(ca, gce, logins, args.url))
+    except (ControlPlaneError, ValidationError) as e:
         print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as e:
+        # (the database cannot be reached, or refused the owner's login: its own words, which
+        # name no password)
+        print(f"error: the team database: {getattr(e, 'orig', None) or e}", file=sys.stderr)
         return 2
     return 0
 

@@ -13,6 +13,13 @@ The SSH certificate authority (``ca.py``), when the control plane has a CA key:
   short-lived user certificate, ``{"certificate", "principal", "key_id", "serial",
   "valid_after", "valid_before"}``; only for the Unix account the admin's rule gives the user.
 
+Short-lived database logins (``logins.py``), when the control plane has the database owner's
+URL (``--db-url``):
+
+- ``POST <prefix>api/database-credentials`` ``{}``: a new short-lived login of the caller's to
+  the team's PostgreSQL, ``{"user", "password", "expires_at", "hub_user", "admin", "host",
+  "port", "dbname"}``.
+
 The Compute Engine proxy (``gce.py``), when the control plane has a service account key:
 
 - ``GET <prefix>api/gce``: ``{"project": ...}``, the project the proxy acts in.
@@ -26,6 +33,7 @@ also carry Google's ``error`` object, which the client library reads).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -34,9 +42,10 @@ from urllib.parse import urlparse
 
 from tornado import web
 
-from .ca import CAError, CertificateAuthority
+from .ca import CertificateAuthority
 from .errors import ControlPlaneError
 from .gce import Caller, GCEProxy, _Passed, google_error_body
+from .logins import DatabaseLogins
 
 log = logging.getLogger("jupyter_compute_servers.control_plane")
 
@@ -68,7 +77,7 @@ class ControlPlaneHandler(HubAuthenticated, web.RequestHandler):  # type: ignore
             # (502), and the caller should learn what to do about it.
             if e.status_code < 500:
                 raise
-            raise CAError(
+            raise ControlPlaneError(
                 "The control plane could not reach JupyterHub to check your token. Try again "
                 "in a moment; if it persists, ask an admin whether the Hub is running.",
                 status=502,
@@ -94,6 +103,23 @@ class ControlPlaneHandler(HubAuthenticated, web.RequestHandler):  # type: ignore
                 "The control plane serves Hub users only.", status=403, field="token"
             )
         self.hub_user_model = model
+
+    def json_body(self, fields: set[str]) -> dict[str, Any]:
+        """The request's JSON object, of ``fields`` only."""
+        if len(self.request.body) > MAX_BODY:
+            raise ControlPlaneError("The request body is too large.", status=413, field="body")
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise ControlPlaneError("The body must be JSON.", field="body") from None
+        if not isinstance(body, dict):
+            raise ControlPlaneError("The body must be a JSON object.", field="body")
+        unknown = sorted(set(body) - fields)
+        if unknown:
+            raise ControlPlaneError(
+                f"{unknown[0]} is not a field of this request.", field=unknown[0]
+            )
+        return body
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
@@ -125,17 +151,9 @@ class CertificatesHandler(ControlPlaneHandler):
         self.ca = ca
 
     def post(self) -> None:
-        if len(self.request.body) > MAX_BODY:
-            raise CAError("The request body is too large.", status=413, field="body")
-        try:
-            body = json.loads(self.request.body or b"null")
-        except ValueError:
-            raise CAError("The body must be JSON.", field="body") from None
-        if not isinstance(body, dict):
-            raise CAError("The body must be a JSON object.", field="body")
-        unknown = sorted(set(body) - {"public_key", "principal"})
-        if unknown:
-            raise CAError(f"{unknown[0]} is not a field of this request.", field=unknown[0])
+        if not self.request.body:
+            raise ControlPlaneError("The body must be JSON.", field="body")
+        body = self.json_body({"public_key", "principal"})
         name = str(self.hub_user_model["name"])
         issued = self.ca.sign(name, body.get("public_key"), body.get("principal"))
         # The audit trail of who got which account: the key id and serial are also in each
@@ -206,15 +224,38 @@ class GCEProxyHandler(ControlPlaneHandler):
         await self._proxy(project, path)
 
 
+class DatabaseCredentialsHandler(ControlPlaneHandler):
+    def initialize(self, logins: DatabaseLogins) -> None:
+        self.logins = logins
+
+    async def post(self) -> None:
+        self.json_body(set())
+        model = self.hub_user_model
+        # (a few statements on the database: off the event loop)
+        answer = await asyncio.to_thread(self.logins.issue, model)
+        # Who got which login, never its password.
+        log.info(
+            "Issued database login %s to Hub user %s (%s), valid until %d",
+            answer["user"],
+            answer["hub_user"],
+            "admin" if answer["admin"] else "user",
+            answer["expires_at"],
+        )
+        self.set_header("Cache-Control", "no-store")
+        self.set_status(201)
+        self.finish(answer)
+
+
 def make_app(
     ca: CertificateAuthority | None,
     prefix: str | None = None,
     *,
     gce: GCEProxy | None = None,
+    logins: DatabaseLogins | None = None,
 ) -> web.Application:
     """The tornado application, its routes under the service's prefix (JupyterHub's
-    ``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/services/compute-control/``): the CA's where it
-    has one, the Compute Engine proxy's where it has one."""
+    ``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/services/compute-control/``): the CA's, the Compute
+    Engine proxy's and the database logins' where it has each."""
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
     routes: list[Any] = []
@@ -232,6 +273,10 @@ def make_app(
                 {"proxy": gce},
             ),
         ]
+    if logins is not None:
+        routes.append(
+            (f"{prefix}api/database-credentials", DatabaseCredentialsHandler, {"logins": logins})
+        )
     return web.Application(
         routes,
         # The Hub's token in a header is the only credential: no cookies, so no XSRF.

@@ -19,9 +19,10 @@ path (``ROUTES``) and forwarded with the service account's token only when:
 - it reads or waits for a zone operation: one this proxy started for the caller (remembered),
   or, after a restart, one whose target the caller owns.
 
-Admins (``admin_users``, members of ``admin_groups``) may act on every resource. Anything else
-is a 403 with the reason, as JSON in both our shape (``message, reason, field``) and Google's
-(``error.message``), so the client library shows the reason.
+Admins (Hub admins, ``admin_users``, members of ``admin_groups``: ``admins.AdminRule``) may act
+on every resource. Anything else is a 403 with the reason, as JSON in both our shape
+(``message, reason, field``) and Google's (``error.message``), so the client library shows
+the reason.
 
 Why a label: it travels with the resource in Compute Engine itself (no database of the proxy to
 lose or keep in step), the proxy alone can write it (``setLabels`` is not on the allow-list),
@@ -48,6 +49,7 @@ from urllib.parse import urlencode
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from .admins import AdminRule
 from .errors import ControlPlaneError
 
 log = logging.getLogger("jupyter_compute_servers.control_plane")
@@ -213,10 +215,8 @@ class GCEProxy:
     _token_lock: asyncio.Lock | None = None
 
     def caller(self, model: dict[str, Any]) -> Caller:
-        name = str(model["name"])
-        groups = {str(g) for g in model.get("groups") or ()}
-        admin = name in self.admin_users or bool(self.admin_groups & groups)
-        return Caller(name, admin)
+        admins = AdminRule(self.admin_users, self.admin_groups)
+        return Caller(str(model["name"]), admins.is_admin(model))
 
     # --- the policy -------------------------------------------------------------------------
 

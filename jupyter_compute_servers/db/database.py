@@ -10,8 +10,13 @@ migration history.
   read-check-write. Reads run in a deferred transaction (a consistent snapshot, never blocked by
   a writer).
 - ``postgresql://user@host:port/dbname`` (run by psycopg 3; ``postgresql+psycopg://`` also
-  works). Write transactions run at READ COMMITTED: a transaction that decides from a row it
-  read locks that row (``SELECT ... FOR UPDATE``, ``with_for_update()``), and one that decides
+  works). In team mode with a control plane and no user or password in the URL, every new
+  connection logs in with this user's short-lived login from the control plane
+  (``credentials``), and PostgreSQL itself limits what it may touch (``roles``); such a
+  login cannot migrate, so the control plane (the database's owner) does, and a user's
+  server only checks the revision.
+  Write transactions run at READ COMMITTED: a transaction that decides from a row it read
+  locks that row (``SELECT ... FOR UPDATE``, ``with_for_update()``), and one that decides
   from the absence of a row (a free name, a new pair of synced trees) takes a named lock first
   (``Database.lock``, a transaction-scoped advisory lock). Both are no-ops on SQLite, where the
   write lock already covers them.
@@ -57,6 +62,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ..errors import ValidationError
 from . import legacy
+from .credentials import DatabaseCredentials
 
 #: The tables of every store (each module adds its own).
 metadata = MetaData()
@@ -165,10 +171,20 @@ class Database:
     Thread-safe: each transaction takes a connection of the pool for its duration.
     """
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, migrate: bool = True, credentials: DatabaseCredentials | None = None
+    ) -> None:
         #: As configured (``db_url``); may hold a password: never show it, see ``redacted``.
         self.url = url
+        #: This user's logins from the control plane (team mode), or None: the URL's own.
+        self.credentials = credentials
         sa_url, self.path = engine_url(url)
+        if credentials is not None and self.path is not None:
+            raise ValidationError(
+                "Database logins from the control plane are for a team's PostgreSQL; db_url "
+                "names a SQLite file.",
+                field="db_url",
+            )
         self.dialect = sa_url.get_backend_name()
         self.engine: Engine
         if self.path is not None:
@@ -183,12 +199,57 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(sa_url, pool_pre_ping=True)
-        if migrate:
-            try:
+            if credentials is not None:
+                # Asked now: a server that cannot have a login fails at start, saying why.
+                login = credentials.current()
+                if login.dbname != sa_url.database:
+                    raise ValidationError(
+                        f"The control plane issues logins for the database {login.dbname!r}, "
+                        f"but db_url names {sa_url.database!r}: make them the same.",
+                        field="db_url",
+                    )
+                event.listen(self.engine, "do_connect", self._connect_with_login)
+        try:
+            if credentials is not None:
+                self._require_head()
+            elif migrate:
                 self.migrate()
-            except BaseException:
-                self.engine.dispose()
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def _connect_with_login(
+        self, dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]
+    ) -> Any:
+        """SQLAlchemy's ``do_connect``: a new connection logs in with the current login; one
+        PostgreSQL refuses (expired, or replaced by another of the user's processes) is
+        replaced once."""
+        assert self.credentials is not None
+        import psycopg
+
+        login = self.credentials.current()
+        try:
+            return dialect.connect(
+                *cargs, **{**cparams, "user": login.user, "password": login.password}
+            )
+        except psycopg.OperationalError as e:
+            if "password authentication failed" not in str(e):
                 raise
+        self.credentials.drop(login)
+        login = self.credentials.current()
+        return dialect.connect(
+            *cargs, **{**cparams, "user": login.user, "password": login.password}
+        )
+
+    def _require_head(self) -> None:
+        """A user's login cannot change the schema: it must be this package's already."""
+        revision, head = self.revision, self.head_revision()
+        if revision != head:
+            raise RuntimeError(
+                f"The database {redacted(self.url)} is at schema revision {revision}, this "
+                f"jupyter_compute_servers at {head}. The control plane migrates it at its start "
+                f"(it holds the owner's login): ask an admin to upgrade and restart it."
+            )
 
     @property
     def is_sqlite(self) -> bool:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
+from sqlalchemy.exc import DBAPIError
 from tornado import web
 
 from ..errors import (
@@ -201,11 +202,31 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
         super().log_exception(typ, value, tb)
 
     def _handle_request_exception(self, e: BaseException) -> None:
+        refused = _database_refusal(e)
+        if refused is not None:
+            e = refused
         if isinstance(e, ComputeServersError) and not self._finished:
             self.log_exception(type(e), e, e.__traceback__)
             self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
+
+
+def _database_refusal(error: BaseException) -> ForbiddenError | None:
+    """A statement the team's database refused to this user's login (team mode with
+    database logins, ``db/roles``: PostgreSQL's insufficient_privilege, 42501): a 403 saying
+    so, not a 500. The extension does not attempt what a user may not do; this is the answer
+    when the user servers and the control plane disagree on who is an admin."""
+    if not isinstance(error, DBAPIError):
+        return None
+    if getattr(error.orig, "sqlstate", None) != "42501":
+        return None
+    return ForbiddenError(
+        f"The team database refused this to your login: {str(error.orig).strip()}. If you "
+        f"are an admin, ask whoever runs the control plane to list you (--admin-user or "
+        f"--admin-group, as team_admin_users and team_admin_groups).",
+        field="user",
+    )
 
 
 class NotFoundHandler(ComputeServersAPIHandler):

@@ -52,6 +52,12 @@ class HubConfig:
     proxy: str = "configurable-http-proxy"
     #: The control plane's port, run by the Hub as a service; None: no control plane.
     control_plane_port: int | None = None
+    #: The control plane's CA key (default: ``compute-ca`` in ``dir``) and more arguments.
+    ca_key: str | None = None
+    control_plane_args: tuple[str, ...] = ()
+    #: The control plane holds ``db_url`` (in its environment) and issues each user's server a
+    #: short-lived login of its own; the users' servers' ``db_url`` has no user or password.
+    database_logins: bool = False
     #: More settings of every user's Jupyter server, "Class.trait": value.
     server_settings: dict[str, Any] = field(default_factory=dict)
     #: More lines of jupyterhub_config.py, after the others (the tests' own service).
@@ -74,6 +80,17 @@ class HubConfig:
         if self.control_plane_port is None:
             return None
         return f"http://127.0.0.1:{self.control_plane_port}/services/{CONTROL_PLANE}/"
+
+    @property
+    def server_db_url(self) -> str:
+        """The users' servers' ``db_url``: with database logins, where the database is only."""
+        if not self.database_logins:
+            return self.db_url
+        from sqlalchemy.engine import make_url
+
+        # (``URL.set(x=None)`` leaves x as it was: ``_replace`` clears it)
+        url = make_url(self.db_url)._replace(username=None, password=None)
+        return url.render_as_string(hide_password=False)
 
     def hub_config(self) -> str:
         d = self.dir
@@ -117,7 +134,18 @@ class HubConfig:
         if self.control_plane_port is None:
             lines += ["c.JupyterHub.services = []", "c.JupyterHub.load_roles = []"]
         else:
-            ca_key = json.dumps(str(d / "compute-ca"))
+            ca_key = json.dumps(self.ca_key or str(d / "compute-ca"))
+            more = "".join(f", {json.dumps(arg)}" for arg in self.control_plane_args)
+            if self.database_logins:
+                more += f', "--admin-group", "{ADMIN_GROUP}"'
+            environment = (
+                [
+                    "    # The database owner's login: the control plane's alone.",
+                    f'    "environment": {{"COMPUTE_SERVERS_DB_URL": {json.dumps(self.db_url)}}},',
+                ]
+                if self.database_logins
+                else []
+            )
             lines += [
                 "# The control plane (the team's SSH certificate authority) as a Hub service;",
                 "# every user, and each user's server with its token, may use it.",
@@ -125,7 +153,8 @@ class HubConfig:
                 f'    "name": "{CONTROL_PLANE}",',
                 f'    "url": "http://127.0.0.1:{self.control_plane_port}",',
                 '    "command": [sys.executable, "-m", "jupyter_compute_servers.control_plane",',
-                f'                "--ca-key", {ca_key}],',
+                f'                "--ca-key", {ca_key}{more}],',
+                *environment,
                 "}]",
                 "c.JupyterHub.load_roles = [",
                 '    {"name": "user",',
@@ -143,7 +172,7 @@ class HubConfig:
             # The simple spawner runs the servers as the Hub's account, root's when it is root.
             "ServerApp.allow_root": True,
             "ComputeServersApp.team_mode": True,
-            "ComputeServersApp.db_url": self.db_url,
+            "ComputeServersApp.db_url": self.server_db_url,
             "ComputeServersApp.team_admin_groups": [ADMIN_GROUP],
         }
         if self.control_plane_url:

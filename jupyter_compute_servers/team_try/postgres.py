@@ -53,8 +53,8 @@ class PostgresServer:
                 dir="/tmp" if self.as_root else None,  # noqa: S108 (mkdtemp: 0700, own name)
             )
         )
-        if self.as_root:
-            account = pwd.getpwnam(USER)
+        account = pwd.getpwnam(USER) if self.as_root else None
+        if account is not None:
             os.chown(self.dir, account.pw_uid, account.pw_gid)
         self.data = self.dir / "data"
         self.port = free_port()
@@ -74,6 +74,16 @@ class PostgresServer:
                 "--locale-provider=icu",
                 "--icu-locale=en-US",
             )
+            # The superuser logs in without a password; every other role (the logins the
+            # control plane issues to users) with its password, checked as a real server does.
+            hba = self.data / "pg_hba.conf"
+            hba.write_text(
+                f"local all {USER} trust\n"
+                f"host all {USER} 127.0.0.1/32 trust\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n"
+            )
+            if account is not None:
+                os.chown(hba, account.pw_uid, account.pw_gid)
             # fsync off: a cluster of tests or of a try, never a team's real data.
             options = (
                 f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import CloudError
-from ..base import ControlPlaneAccess, Operation
+from ..base import Operation
 from .errors import GoogleError, _from_api_exception, _operation_error
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
 
+    from ...control_plane_client import ControlPlaneClient
     from ..base import CloudServices
 
 T = TypeVar("T")
@@ -153,7 +154,7 @@ class ApiAccess:
             self._clients = _Clients(credentials, self.api_endpoint)
             return self._auth
 
-    def _through_control_plane(self, control_plane: ControlPlaneAccess) -> tuple[Any, str]:
+    def _through_control_plane(self, control_plane: ControlPlaneClient) -> tuple[Any, str]:
         """Team mode: the control plane's proxy is the endpoint and the Hub token the only
         credential; ``credentials_file`` (and Application Default Credentials) are never
         read, so a key configured by mistake for users' servers gives them nothing. Blocking,

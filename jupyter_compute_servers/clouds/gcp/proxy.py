@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import google.auth.credentials
-import requests
 
+from ...control_plane_client import ControlPlaneClient
 from ...errors import CloudError
-from ..base import ControlPlaneAccess
 
 
 class HubTokenCredentials(google.auth.credentials.Credentials):
@@ -31,36 +30,15 @@ class HubTokenCredentials(google.auth.credentials.Credentials):
         return None
 
 
-def endpoint(control_plane: ControlPlaneAccess) -> str:
+def endpoint(control_plane: ControlPlaneClient) -> str:
     """The client library's ``api_endpoint``: it appends ``/compute/v1/projects/...``."""
     return control_plane.url.rstrip("/") + "/gce"
 
 
-def project(control_plane: ControlPlaneAccess, timeout: float = 10) -> str:
-    """The project the control plane acts in (its ``api/gce``). Blocking."""
-    url = control_plane.url.rstrip("/") + "/api/gce"
-    try:
-        response = requests.get(
-            url, headers={"Authorization": f"token {control_plane.token}"}, timeout=timeout
-        )
-    except requests.RequestException as e:
-        raise CloudError(
-            f"The team's control plane ({control_plane.url}) could not be reached for Compute "
-            f"Engine: {type(e).__name__}. Ask an admin to check it runs."
-        ) from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if response.status_code == 404:
-        raise CloudError(
-            f"The team's control plane ({control_plane.url}) has no Compute Engine proxy: an "
-            f"admin gives it the project's service account key (--gce-credentials-file)."
-        )
-    if response.status_code != 200 or not isinstance(body, dict) or not body.get("project"):
-        message = body.get("message") if isinstance(body, dict) else None
-        raise CloudError(
-            f"The team's control plane refused Compute Engine access "
-            f"({response.status_code}): {message or response.reason}."
-        )
-    return str(body["project"])
+def project(control_plane: ControlPlaneClient) -> str:
+    """The project the control plane acts in (its ``api/gce``; a 404 there: the admin gave it
+    no service account key, ``--gce-credentials-file``). Blocking."""
+    answer = control_plane.get("api/gce", what="Compute Engine access", error=CloudError)
+    if not answer.get("project"):
+        raise CloudError("The team's control plane named no Compute Engine project.")
+    return str(answer["project"])

@@ -1,0 +1,341 @@
+"""No long-lived shared database credential in a user's server: the control plane (a real
+JupyterHub's service, tests/hub.py) holds the owner's login and issues each user's Jupyter
+server a short-lived PostgreSQL login of its own, and PostgreSQL itself (grants and row-level
+security, ``db/roles.py``) keeps each login to what its user may touch.
+
+The user servers here run with such logins (their ``db_url`` names no user and no password).
+What alice's login may not do is tried in raw SQL with the very login her server would get,
+as someone who read it out of their server's memory would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+from psycopg import errors
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from jupyter_compute_servers.control_plane_client import ControlPlaneClient
+from jupyter_compute_servers.db import Database, roles
+from jupyter_compute_servers.db.credentials import DatabaseCredentials
+from jupyter_compute_servers.hosts import HostStore
+
+from .hub import ADMIN, SERVICE, Hub
+
+
+@pytest.fixture(scope="module")
+def hub(postgres_server) -> Iterator[Hub]:
+    # carol: an admin to the user servers (team_admin_users) whom the control plane was not
+    # told of (a misconfiguration: her login is a user's).
+    hub = Hub(
+        postgres_server.create_database(), enabled_clouds=["local"], team_admin_users=["carol"]
+    )
+    try:
+        for user in ("alice", "bob", ADMIN, "carol"):
+            hub.start_server(user)
+        yield hub
+    finally:
+        hub.close()
+
+
+def _ask(hub: Hub, token: str | None, body: Any = None) -> requests.Response:
+    return requests.post(
+        f"{hub.url}/services/{SERVICE}/api/database-credentials",
+        headers={"Authorization": f"token {token}"} if token else {},
+        json={} if body is None else body,
+        timeout=30,
+    )
+
+
+def _issued(hub: Hub, user: str) -> dict[str, Any]:
+    response = _ask(hub, hub.service_token(user))
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def _connect(login: dict[str, Any], **kwargs: Any) -> psycopg.Connection:
+    return psycopg.connect(
+        host=login["host"],
+        port=login["port"],
+        dbname=login["dbname"],
+        user=login["user"],
+        password=login["password"],
+        autocommit=True,
+        **kwargs,
+    )
+
+
+def _wait_state(hub: Hub, user: str, server_id: int, state: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        server = hub.call(user, "GET", f"/servers/{server_id}").json()
+        if server["state"] == state:
+            return
+        assert server["state"] != "error", server.get("state_reason")
+        assert time.monotonic() < deadline, server
+        time.sleep(0.5)
+
+
+@pytest.mark.timeout(600)
+def test_a_users_server_runs_on_its_own_login_and_postgres_keeps_it_to_its_rows(
+    hub: Hub,
+) -> None:
+    dbname = make_url(hub.db_url).database
+    assert dbname is not None
+    # The user servers' configuration holds no password, nor any user name.
+    config = (hub.config.server_config_dir / "jupyter_server_config.py").read_text()
+    assert f'db_url = "postgresql://127.0.0.1:{make_url(hub.db_url).port}/{dbname}"' in config
+    # and the Hub's (the control plane's environment) has the owner's
+    assert f'"COMPUTE_SERVERS_DB_URL": "{hub.db_url}"' in hub.config.config_file.read_text()
+
+    # Alice creates, lists, starts and stops her server through her Jupyter, on her login.
+    created = hub.call("alice", "POST", "/servers", body={"name": "alice-box"})
+    assert created.status_code == 201, created.text
+    mine = created.json()["id"]
+    assert [s["id"] for s in hub.call("alice", "GET", "/servers").json()["servers"]] == [mine]
+    assert hub.call("alice", "POST", f"/servers/{mine}/actions/start").status_code == 202
+    _wait_state(hub, "alice", mine, "running")
+    assert hub.call("alice", "POST", f"/servers/{mine}/actions/stop").status_code == 202
+    _wait_state(hub, "alice", mine, "off")
+    theirs = hub.call("bob", "POST", "/servers", body={"name": "bob-box"}).json()["id"]
+
+    # Her server's connections are her login's, not the owner's.
+    owner = Database(hub.db_url, migrate=False)
+    with owner.read() as db:
+        logged_in = set(
+            db.execute(
+                text("SELECT usename FROM pg_stat_activity WHERE datname = :d"), {"d": dbname}
+            ).scalars()
+        )
+    assert roles.login_role(dbname, "alice") in logged_in
+    assert roles.login_role(dbname, "bob") in logged_in
+    host = HostStore(owner, clock=time.time).create(
+        name="shared", hostname="10.0.0.1", port=22, username="u"
+    )
+    owner.close()
+
+    # The login alice's server gets, used by hand: everything it may not touch, refused by
+    # PostgreSQL whatever the SQL says.
+    alice = _issued(hub, "alice")
+    assert alice["hub_user"] == "alice" and alice["admin"] is False
+    assert alice["user"] == roles.login_role(dbname, "alice")
+    assert alice["expires_at"] - time.time() == pytest.approx(3600, abs=120)
+    with _connect(alice) as sql:
+
+        def refused(statement: str, *params: Any) -> str:
+            with pytest.raises(errors.InsufficientPrivilege) as error:
+                sql.execute(statement, params)
+            return str(error.value)
+
+        # Bob's server: visible (the queue's estimates read it) but not to be changed.
+        assert sql.execute("SELECT owner FROM servers WHERE id = %s", (theirs,)).fetchone() == (
+            "bob",
+        )
+        for statement in (
+            "UPDATE servers SET notes = 'alice was here', state = 'running' WHERE id = %s",
+            "DELETE FROM servers WHERE id = %s",
+            "DELETE FROM sync_settings WHERE server_id = %s",
+        ):
+            assert sql.execute(statement, (theirs,)).rowcount == 0
+        # Nor given to anyone, made in another's name, or written into another's history.
+        assert "row-level security" in refused(
+            "UPDATE servers SET owner = 'bob' WHERE id = %s", mine
+        )
+        assert "row-level security" in refused(
+            "INSERT INTO servers (name, color, cloud, state, config, created, updated, owner) "
+            "VALUES ('x', '#000000', 'local', 'off', '{}', 0, 0, 'bob')"
+        )
+        assert "row-level security" in refused(
+            "INSERT INTO state_history (server_id, at, state, owner) VALUES (%s, 0, 'off', 'bob')",
+            theirs,
+        )
+        assert "row-level security" in refused(
+            "INSERT INTO host_slices (server_id, host_id, cpu, memory_gb, token, allocated) "
+            "VALUES (%s, %s, 1, 1, 't', 0)",
+            theirs,
+            host.id,
+        )
+        assert "row-level security" in refused(
+            "INSERT INTO sync_settings (server_id, settings) VALUES (%s, '{}')", theirs
+        )
+        # A shared host's address, account, pinned key and prices are the admins'.
+        for column, value in (
+            ("host_key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMallory"),
+            ("hostname", "attacker.example.org"),
+            ("port", 2222),
+            ("username", "root"),
+            ("hourly_rate", 0.0),
+        ):
+            assert "permission denied for table hosts" in refused(
+                f"UPDATE hosts SET {column} = %s WHERE id = %s", value, host.id
+            )
+        assert "permission denied" in refused("DELETE FROM hosts")
+        assert "permission denied" in refused(
+            "INSERT INTO hosts (name, hostname, port, username, created, updated) "
+            "VALUES ('mine', 'h', 22, 'u', 0, 0)"
+        )
+        # The audit log: INSERT only, as herself; its past is not hers to read or rewrite.
+        for statement in (
+            "DELETE FROM audit_log",
+            "UPDATE audit_log SET actor = 'bob'",
+            "SELECT * FROM audit_log",
+            "TRUNCATE audit_log",
+            "DELETE FROM state_history",
+            "SELECT * FROM database_logins",
+        ):
+            assert "permission denied" in refused(statement)
+        assert "row-level security" in refused(
+            "INSERT INTO audit_log (at, actor, owner, action) VALUES (0, 'bob', 'bob', 'delete')"
+        )
+        # (No new roles, no schema changes.)
+        assert "permission denied to create role" in refused("CREATE ROLE mallory LOGIN")
+        assert "must be owner" in refused("ALTER TABLE audit_log DISABLE ROW LEVEL SECURITY")
+        # Her own rows are hers: the same statements on her server work.
+        assert sql.execute("UPDATE servers SET notes = 'mine' WHERE id = %s", (mine,)).rowcount == 1
+    assert hub.call("alice", "GET", f"/servers/{mine}").json()["notes"] == "mine"
+    assert hub.call("bob", "GET", f"/servers/{theirs}").json()["notes"] == ""
+
+    # An admin's login may change a host and read the audit log, but not rewrite it.
+    admin = _issued(hub, ADMIN)
+    assert admin["admin"] is True
+    with _connect(admin) as sql:
+        assert (
+            sql.execute("UPDATE hosts SET hourly_rate = 1.5 WHERE id = %s", (host.id,)).rowcount
+            == 1
+        )
+        assert sql.execute("SELECT count(*) FROM audit_log").fetchone()[0] > 0  # type: ignore[index]
+        with pytest.raises(errors.InsufficientPrivilege):
+            sql.execute("DELETE FROM audit_log")
+
+    # Each issue is a new password: the one before no longer logs in.
+    again = _issued(hub, "alice")
+    assert again["password"] != alice["password"]
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        _connect(alice).close()
+    _connect(again).close()
+
+
+def test_a_login_stops_working_for_new_connections_when_it_expires(hub: Hub) -> None:
+    # (the module's database: a new one would drop it, tests/postgres.py)
+    database = Database(hub.db_url, migrate=False)
+    try:
+        # What the control plane runs for each request, with a life of 3 seconds.
+        with database.transaction() as db:
+            login = roles.issue(db, "carol", validity=3)
+        url = make_url(database.url)
+        address = {"host": url.host, "port": url.port, "dbname": url.database}
+        issued = {**address, "user": login.role, "password": login.password}
+        with _connect(issued) as open_before:
+            while time.time() < login.expires_at + 1:
+                time.sleep(0.5)
+            # A new login: refused. The connection opened before: still at work.
+            with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+                _connect(issued).close()
+            assert open_before.execute("SELECT compute_servers_hub_user()").fetchone() == ("carol",)
+    finally:
+        database.close()
+
+
+def test_a_users_database_renews_its_login_and_replaces_one_postgres_refuses(hub: Hub) -> None:
+    now = [time.time()]
+    credentials = DatabaseCredentials(
+        ControlPlaneClient(f"{hub.url}/services/{SERVICE}/", hub.service_token("bob")),
+        clock=lambda: now[0],
+    )
+    user_url = "postgresql://" + hub.db_url.split("@", 1)[1]
+    database = Database(user_url, credentials=credentials)
+
+    def who() -> tuple[str, str]:
+        with database.read() as db:
+            row = db.execute(text("SELECT current_user, compute_servers_hub_user()")).one()
+            return row[0], row[1]
+
+    try:
+        first = credentials.current()
+        held = database.engine.connect()  # a connection of the first login, kept open
+        assert who() == (first.user, "bob")
+        life = first.expires_at - now[0]
+        now[0] += life * 0.5  # half its life: kept
+        assert credentials.current() is first
+        now[0] += life * 0.3  # past three quarters: the next new connection has a new one
+        database.engine.dispose()
+        assert who() == (first.user, "bob")
+        second = credentials.current()
+        assert second is not first and second.password != first.password
+        assert held.execute(text("SELECT 1")).scalar() == 1  # the open one kept working
+
+        # Another of bob's processes asks for a login (a new password): this one's next new
+        # connection is refused, asks anew and logs in.
+        _issued(hub, "bob")
+        database.engine.dispose()
+        assert who() == (first.user, "bob")
+        assert credentials.current() is not second
+        held.close()
+    finally:
+        database.close()
+
+
+def test_the_control_plane_issues_logins_to_hub_users_only(hub: Hub) -> None:
+    token = hub.service_token("alice")
+    # No token, a token without the service's scope, the Hub's own test service: refused.
+    assert _ask(hub, None).status_code in (401, 403)
+    assert _ask(hub, hub.tokens["alice"]).status_code == 403
+    service = _ask(hub, hub.token)
+    assert service.status_code == 403, service.text
+    assert service.json()["field"] == "token"
+    # Nothing may be asked for: not a longer life, not another's login.
+    for body, field in (({"hub_user": "bob"}, "hub_user"), ([], "body")):
+        bad = _ask(hub, token, body)
+        assert bad.status_code == 400 and bad.json()["field"] == field, bad.text
+    # A user server whose login is refused says why at start (here: a token of no scope).
+    user_url = "postgresql://" + hub.db_url.split("@", 1)[1]
+    with pytest.raises(Exception, match=r"The control plane refused a database login \(403\)"):
+        Database(
+            user_url,
+            credentials=DatabaseCredentials(
+                ControlPlaneClient(f"{hub.url}/services/{SERVICE}/", hub.tokens["alice"])
+            ),
+        )
+
+
+def test_a_users_server_on_an_older_schema_refuses_to_start_saying_why(hub: Hub) -> None:
+    # (as after an upgrade of the package, before the control plane's restart migrated it)
+    owner = Database(hub.db_url, migrate=False)
+    head = Database.head_revision()
+    with owner.transaction() as db:
+        db.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+    try:
+        credentials = DatabaseCredentials(
+            ControlPlaneClient(f"{hub.url}/services/{SERVICE}/", hub.service_token("bob"))
+        )
+        with pytest.raises(RuntimeError) as refused:
+            Database("postgresql://" + hub.db_url.split("@", 1)[1], credentials=credentials)
+        assert f"is at schema revision 0006, this jupyter_compute_servers at {head}" in str(
+            refused.value
+        )
+        assert "The control plane migrates it at its start" in str(refused.value)
+    finally:
+        with owner.transaction() as db:
+            db.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+        owner.close()
+
+
+def test_an_admin_the_control_plane_does_not_know_is_told_why_the_database_refuses(
+    hub: Hub,
+) -> None:
+    assert hub.call("carol", "GET", "/team").json()["user"]["admin"] is True
+    refused = hub.call(
+        "carol", "POST", "/hosts", body={"name": "h", "hostname": "10.0.0.2", "username": "u"}
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["field"] == "user"
+    assert refused.json()["message"].startswith(
+        "The team database refused this to your login: permission denied for table hosts."
+    )
+    assert "--admin-user or --admin-group" in refused.json()["message"]
