@@ -98,6 +98,9 @@ def hub_config(
         admin=ADMIN,
         proxy=proxy,
         control_plane_port=control_plane_port,
+        # On PostgreSQL, the recommended set-up: users' servers hold no database password, each
+        # gets a short-lived login of its own from the control plane.
+        database_logins=db_url.startswith("postgresql"),
         server_settings={
             "ComputeServersApp.enabled_clouds": ["local", "ssh"],
             # Ctrl-C leaves no sandbox of the local cloud running.

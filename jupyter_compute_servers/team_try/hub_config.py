@@ -147,7 +147,8 @@ class HubConfig:
                 else []
             )
             lines += [
-                "# The control plane (the team's SSH certificate authority) as a Hub service;",
+                "# The control plane as a Hub service: the team's SSH certificate authority and,",
+                "# holding the database's owner login, the issuer of users' own database logins;",
                 "# every user, and each user's server with its token, may use it.",
                 "c.JupyterHub.services = [{",
                 f'    "name": "{CONTROL_PLANE}",',
