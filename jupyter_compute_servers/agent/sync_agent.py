@@ -757,9 +757,12 @@ class SyncWatch:
         self.walked = True
         self.examined = 0
         self.walks = 0
+        self._closed = False
 
     def close(self):
+        """Stop watching; a later scan walks, and watches nothing."""
         with self._lock:
+            self._closed = True
             self._stop()
 
     def _stop(self):
@@ -790,6 +793,10 @@ class SyncWatch:
             "files": list(self.files.values()),
             "skipped": list(self.skipped.values()),
             "pruned": [[p, reason] for p, reason in self.pruned.items()],
+            # How it was answered (the sync's summary, tests): walked, or the journal's
+            # names re-examined.
+            "walked": self.walked,
+            "examined": self.examined,
         }
 
     # --- the walk, and the watches it sets -------------------------------------------------
@@ -799,7 +806,7 @@ class SyncWatch:
         self.journal = set()
         self.dirs = set()
         self._key, self._scope, self._scope_id = key, path, None
-        libc = _sync_libc()
+        libc = None if self._closed else _sync_libc()
         watching = False
         if libc is not None:
             try:
@@ -1450,9 +1457,6 @@ def _sync_scan_answer(tree, request, last):
         del result["files"]
     last.update(token=token, key=key, files=files)
     result["token"] = token
-    # How it was answered (tests, benchmarks): a walk, or the journal's names re-examined.
-    result["walked"] = watch.walked
-    result["examined"] = watch.examined
     return result
 
 

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from ..agent.sync_agent import SYNC_CHUNK, SYNC_SMALL, SyncChanged, SyncTree, sync_umask
+from ..agent.sync_agent import (
+    SYNC_CHUNK,
+    SYNC_SMALL,
+    SyncChanged,
+    SyncTree,
+    SyncWatch,
+    sync_umask,
+)
 from ..errors import ConflictError
 from .holdback import MESSAGE, HoldBack
 from .plan import (
@@ -144,6 +151,9 @@ class Summary:
     #: When a plan would delete many files (see ``plan.MassDeletion``): what, and whether the
     #: request confirmed it (else the sync was refused).
     deletion_guard: dict[str, Any] | None = None
+    #: How each side was scanned: walked whole, or from its change journal (the names it
+    #: re-examined); see ``SyncWatch`` in ``agent/sync_agent.py``.
+    scan: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         held = len(self.held_back) + self.held_back.dropped
@@ -163,6 +173,7 @@ class Summary:
                 "message": MESSAGE.format(n=held) if held else None,
             },
             "deletion_guard": self.deletion_guard,
+            "scan": self.scan,
             "truncated": bool(
                 self.conflicts.dropped
                 or self.skipped.dropped
@@ -206,6 +217,15 @@ def _message(e: BaseException) -> str:
     return str(e)
 
 
+def _how(scan: dict[str, Any]) -> dict[str, Any]:
+    """How a side was scanned (its answer says; the server's is checked): walked whole, or
+    the names its journal had re-examined."""
+    walked, examined = scan.get("walked"), scan.get("examined")
+    if walked is False and type(examined) is int and examined >= 0:
+        return {"walked": False, "examined": examined}
+    return {"walked": True}
+
+
 def _sig(value: Any) -> tuple[int, int, int, int] | None:
     if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value):
         return (value[0], value[1], value[2], value[3])
@@ -226,8 +246,12 @@ class SyncEngine:
         scope: str = "",
         on_progress: Callable[[], None] | None = None,
         confirm_deletions: bool = False,
+        local_watch: SyncWatch | None = None,
     ) -> None:
         self.local_root = local_root
+        #: The Jupyter root's change journal (the service keeps it from sync to sync); None:
+        #: the root is walked.
+        self.local_watch = local_watch
         self.session = session
         self.store = store
         self.server_id = server_id
@@ -357,10 +381,16 @@ class SyncEngine:
             )
             return answer, await self._read_thread(lambda: store.load(key, scope))
 
+        watch = self.local_watch
+
+        def local_scan() -> dict[str, Any]:
+            if watch is None:
+                return dict(tree.scan(scope, patterns, server_only, max_size), walked=True)
+            return watch.scan(tree, scope, patterns, server_only, max_size)[0]
+
         # Both scans (and the record's load) at once.
         local_raw, (remote_answer, base) = await asyncio.gather(
-            self._read_thread(lambda: tree.scan(scope, patterns, server_only, max_size)),
-            remote_then_base(),
+            self._read_thread(local_scan), remote_then_base()
         )
         if previous is not None and session.last_scan[0] != previous[0]:
             previous = None  # the open found another tree: no answer of changes is taken
@@ -382,6 +412,10 @@ class SyncEngine:
 
         local, remote, self._settled = await asyncio.to_thread(check)
         token = payload.get("token") if isinstance(payload, dict) else None
+        self.summary.scan = {
+            "local": _how(local_raw),
+            "remote": _how(payload) if isinstance(payload, dict) else {"walked": True},
+        }
         session.last_scan = (
             (token, parameters, dict(remote.files)) if isinstance(token, str) else ("", "", {})
         )
