@@ -7,13 +7,14 @@ walk that finds what the journal could not."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from jupyter_compute_servers.agent.sync_agent import SyncTree, SyncWatch
+from jupyter_compute_servers.agent.sync_agent import SYNC_RACY_NS, SyncTree, SyncWatch
 
 from .test_sync import started, sync, user_files, workspace
 
@@ -38,17 +39,32 @@ async def test_a_sync_where_nothing_changed_walks_neither_tree_and_changes_sync_
     server = await started(api, wait_for_state)
     ws = workspace(compute_data_dir, server["id"])
     first = await sync(api, server["id"])
-    assert first["summary"]["scan"] == {"local": {"walked": True}, "remote": {"walked": True}}
+    assert first["summary"]["scan"] == {
+        "local": {"walked": True},
+        "remote": {"walked": True},
+        "compared": 40,
+    }
     assert first["summary"]["sent"]["files"] == 40
-    # The server's journal holds the 40 files the first sync wrote there: looked at once more.
+    # The server's journal holds the 40 files the first sync wrote there: looked at once more
+    # (and hashed again until their signatures are old enough to trust: see SYNC_RACY_NS).
+    await asyncio.sleep(SYNC_RACY_NS / 1e9)
     second = await sync(api, server["id"])
     assert second["summary"]["scan"]["remote"]["walked"] is False
     assert second["summary"]["scan"]["local"] == JOURNAL
 
-    # Nothing changed: neither side walks, nor looks at a single file again.
+    # Nothing changed: neither side walks, nor looks at a single file again, nor compares one.
     run = await sync(api, server["id"])
-    assert run["summary"]["scan"] == {"local": JOURNAL, "remote": JOURNAL}
+    assert run["summary"]["scan"] == {"local": JOURNAL, "remote": JOURNAL, "compared": 0}
     assert run["summary"]["changes"] == []
+
+    # What a sync left undone (a push leaves the server's change) is compared again next
+    # time, though no journal names it any more.
+    write(ws / "d0" / "f0.txt", "pending there")
+    run = await sync(api, server["id"], {"direction": "push"})
+    assert run["summary"]["pending"] == 1 and run["summary"]["scan"]["compared"] == 1
+    run = await sync(api, server["id"])
+    assert run["summary"]["scan"] == {"local": JOURNAL, "remote": JOURNAL, "compared": 1}
+    assert (root / "d0" / "f0.txt").read_text() == "pending there"
 
     # One file changed here, one there, a new directory on each side (files made after the
     # watch began), a rename and a deletion: all from the journals, none walked.
@@ -64,6 +80,7 @@ async def test_a_sync_where_nothing_changed_walks_neither_tree_and_changes_sync_
     assert scan["remote"]["walked"] is False and scan["remote"]["examined"] >= 3
     assert run["summary"]["errors"] == [] and run["summary"]["conflicts"] == []
     assert user_files(ws) == user_files(root)
+    assert 7 <= scan["compared"] < 20
     files = user_files(root)
     assert files["d1/f1.txt"] == b"changed here" and files["d2/f2.txt"] == b"changed there"
     assert files["new-there/deep/b.txt"] == b"new there"

@@ -758,6 +758,8 @@ class SyncWatch:
         self.examined = 0
         self.walks = 0
         self._closed = False
+        #: consumer -> the paths touched since its last scan, None when not known
+        self._pending: dict = {}
 
     def close(self):
         """Stop watching; a later scan walks, and watches nothing."""
@@ -773,20 +775,44 @@ class SyncWatch:
         self._wds = {}
         self.trusted = False
 
-    def scan(self, tree, path="", patterns=(), server_only=(), max_size=None):
+    def scan(self, tree, path="", patterns=(), server_only=(), max_size=None, consumer=None):
         """``(result, touched)``: the result as ``SyncTree.scan``'s, and None when the tree was
-        walked, else ``{path: the entry before, or None}`` for each file it may have changed."""
+        walked, else ``{path: the entry before, or None}`` for each file it may have changed.
+
+        Scans for several consumers (the Jupyter root's, for each server's sync) each also get
+        what changed since their own last scan, in ``result["since_last"]``: ``{path: its entry
+        now, or None}`` (a superset), or None when that is not known (a walk came between, a
+        new consumer, too many changes)."""
         key = json.dumps([tree.root, path, list(patterns), list(server_only), max_size])
         with self._lock:
+            touched = None
             if self._fd >= 0 and key == self._key and self._read(tree):
                 touched = self._replay(tree, patterns, server_only, max_size)
-                if touched is not None:
-                    self.walked = False
-                    return self._result(), touched
-            self._walk(tree, key, path, patterns, server_only, max_size)
-            self.walked, self.examined = True, 0
-            self.walks += 1
-            return self._result(), None
+            if touched is not None:
+                self.walked = False
+            else:
+                self._walk(tree, key, path, patterns, server_only, max_size)
+                self.walked, self.examined = True, 0
+                self.walks += 1
+            result = self._result()
+            if consumer is not None:
+                result["since_last"] = self._since_last(consumer, touched)
+            return result, touched
+
+    def _since_last(self, consumer, touched):
+        pending = self._pending
+        for other, paths in pending.items():
+            if touched is None or paths is None:
+                pending[other] = None
+            else:
+                paths.update(touched)
+                if len(paths) > self.capacity:
+                    pending[other] = None
+        mine = pending.pop(consumer, None)
+        pending[consumer] = set()
+        while len(pending) > 64:  # consumers gone long ago (sessions closed)
+            del pending[next(iter(pending))]
+        return None if mine is None else {p: self.files.get(p) for p in mine}
 
     def _result(self):
         return {

@@ -222,6 +222,14 @@ class SyncStore:
             )
             return inserted_id(result)
 
+    def generation(self, tree: int) -> int:
+        """The pair's record generation: it changes with every commit to it (by any process)."""
+        with self.database.read() as db:
+            value = db.execute(
+                select(sync_trees.c.generation).where(sync_trees.c.id == tree)
+            ).scalar()
+        return -1 if value is None else int(value)
+
     def load(self, tree: int, scope: str = "") -> dict[str, Base]:
         """The record of a pair (at or below ``scope``): a copy, from memory when the pair's
         generation says it is current."""
