@@ -245,3 +245,24 @@ def test_a_closed_watch_or_other_parameters_walk(tmp_path):
     assert watch.walked and "a/z.txt" in paths(result)
     scan(watch, root, path="a")
     assert watch.walked  # closed: it watches no more
+
+
+def test_a_tree_with_more_directories_than_its_share_of_watches_is_walked(tmp_path, monkeypatch):
+    # Watches are the user's, shared with their other tools: a tree needing more than half
+    # of them is walked at every scan rather than take them all.
+    from jupyter_compute_servers.agent import sync_agent
+
+    root = tmp_path / "tree"
+    for i in range(5):
+        write(root / f"d{i}" / "f", "x")
+    monkeypatch.setattr(sync_agent, "_sync_max_watches", lambda: 3)
+    watch = SyncWatch()
+    scan(watch, root)
+    write(root / "d0" / "f", "changed")
+    result, touched = scan(watch, root)
+    assert watch.walked and touched is None
+    assert {entry[0]: entry[1] for entry in result["files"]}["d0/f"] == len("changed")
+    monkeypatch.setattr(sync_agent, "_sync_max_watches", lambda: 6)  # 5 and the root
+    scan(watch, root)
+    scan(watch, root)
+    assert not watch.walked

@@ -639,7 +639,8 @@ class SyncTree:
 # - no walk yet (this process is new: the server or Jupyter restarted, the session dropped), or
 #   the scan's parameters (sub-path, excludes, size limit) or the tree's real path changed;
 # - the kernel's queue overflowed (IN_Q_OVERFLOW), a watch could not be added (the user's
-#   inotify watch limit), the journal grew past ``capacity``, or reading it failed;
+#   inotify watch limit), the tree needs more than half the user's watches, the journal grew
+#   past ``capacity``, or reading it failed;
 # - a directory was renamed (the watches below it would name the wrong paths), the scanned
 #   directory itself was replaced, moved, deleted or changed its permissions, or a file system
 #   went away (IN_UNMOUNT);
@@ -715,6 +716,16 @@ def _sync_local_fs(libc, fd):
     return int.from_bytes(buf.raw[:size], sys.byteorder) in _SYNC_LOCAL_FS
 
 
+def _sync_max_watches():
+    """How many directories one tree may watch: half the user's inotify watches, so that a
+    large tree never takes them all from the user's other tools."""
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as f:
+            return max(int(f.read()) // 2, 1)
+    except (OSError, ValueError):
+        return 4096  # half the smallest default there has been
+
+
 class _SyncEntry:
     """One name in a directory, with the few methods of os.DirEntry a walk uses."""
 
@@ -760,6 +771,7 @@ class SyncWatch:
         self._closed = False
         #: consumer -> the paths touched since its last scan, None when not known
         self._pending: dict = {}
+        self._max_watches = 0
 
     def close(self):
         """Stop watching; a later scan walks, and watches nothing."""
@@ -845,6 +857,7 @@ class SyncWatch:
             except (OSError, ValueError):
                 watching = False
         self.trusted = watching
+        self._max_watches = _sync_max_watches()
         result = tree.scan(path, patterns, server_only, max_size, self._add if watching else None)
         self.files = {entry[0]: entry for entry in result["files"]}
         self.skipped = {entry[0]: entry for entry in result["skipped"]}
@@ -858,6 +871,11 @@ class SyncWatch:
     def _add(self, fd, path):
         """Watch the directory ``fd`` (the walk's, at ``path``), before it is listed."""
         if not self.trusted:
+            return
+        if len(self._wds) >= self._max_watches:
+            # Watches are the user's (fs.inotify.max_user_watches): leave the rest to their
+            # other tools (editors, file browsers); this tree is walked instead.
+            self.trusted = False
             return
         wd = _sync_libc().inotify_add_watch(
             self._fd, f"/proc/self/fd/{fd}".encode(), _SYNC_WATCH_MASK
