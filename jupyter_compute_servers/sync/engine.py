@@ -303,6 +303,9 @@ class SyncEngine:
         self._paths: list[str] = []
         self._compared: Compared | None = None
         self._checked = 0
+        #: The record's generation when loaded, and whether this sync committed to it since.
+        self._generation = -1
+        self._committed = False
         self._rows: list[_Row] = []
         self._remote_seq = 0
         self._remote_durable = 0
@@ -372,7 +375,11 @@ class SyncEngine:
                 # Completed: what it compared is the next sync's base (the record as this
                 # sync left it, read while the server's sync lock is still held).
                 compared, key = self._compared, self._tree_key
-                compared.generation = await self._read_thread(lambda: self.store.generation(key))
+                compared.generation = (
+                    await self._read_thread(lambda: self.store.generation(key))
+                    if self._committed
+                    else self._generation
+                )
                 self.session.compared = compared
             self._phase("done")
             return self.summary
@@ -412,7 +419,10 @@ class SyncEngine:
             key = self._tree_key = store.tree(
                 self.server_id, tree.root, session.root, session.tree_id
             )
-            return answer, await self._read_thread(lambda: store.load(key, scope))
+            self._generation, record = await self._read_thread(
+                lambda: store.load_current(key, scope)
+            )
+            return answer, record
 
         watch = self.local_watch
         consumer = session.consumer
@@ -437,11 +447,8 @@ class SyncEngine:
         )
         if before is not None and before.key != key:
             before = None
-        if before is not None:
-            # The record must be as that sync left it (no other process synced meanwhile).
-            generation = await self._read_thread(lambda: store.generation(self._tree_key))
-            if generation != before.generation:
-                before = None
+        if before is not None and self._generation != before.generation:
+            before = None  # the record is not as that sync left it: another process synced
 
         def check() -> tuple[Side, Side, list[str]]:
             local_delta = local_raw.get("since_last")
@@ -659,6 +666,7 @@ class SyncEngine:
             if row.remote_seq <= self._remote_durable and row.local_seq <= self._local_durable
         ]
         if ready:
+            self._committed = True
             self.store.commit(self._tree_key, [(row.path, row.base) for row in ready])
             done = {id(row) for row in ready}
             self._rows = [row for row in self._rows if id(row) not in done]
