@@ -268,3 +268,30 @@ def test_a_tree_with_more_directories_than_its_share_of_watches_is_walked(tmp_pa
     scan(watch, root)
     scan(watch, root)
     assert not watch.walked
+
+
+def test_an_answer_of_changes_misses_nothing_when_a_replay_gives_way_to_a_walk(tmp_path):
+    # The sync process answers with the changes since its last answer: when the journal is
+    # replayed part way and then must give way to a walk (here a sync temporary file still
+    # there, examined after the changed file), the changes found part way are still answered.
+    from jupyter_compute_servers.agent.sync_agent import SyncTree, _sync_scan_answer
+
+    root = tmp_path / "tree"
+    write(root / "a.txt", "a")
+    write(root / "z" / "b.txt", "b")
+    last: dict = {}
+    request = {"op": "scan", "path": "", "excludes": [], "server_only": [], "max_size": None}
+
+    def answer(since=None):
+        tree = SyncTree(str(root))
+        try:
+            return _sync_scan_answer(tree, dict(request, since=since), last)
+        finally:
+            tree.close()
+
+    first = answer()
+    write(root / "a.txt", "changed")
+    write(root / "z" / ".b.txt.jcs-sync-0123456789ab.tmp", "")
+    second = answer(first["token"])
+    assert second["walked"] is True
+    assert [entry[0] for entry in second["changed"]] == ["a.txt"] and second["removed"] == []

@@ -958,9 +958,19 @@ class SyncWatch:
         touched: dict = {}
         for path in sorted(todo):
             if not self._examine(tree, path, excludes, max_size, now, depth0, touched):
-                return None
-        self.examined = len(todo)
-        return touched if self.trusted else None
+                break
+        else:
+            if self.trusted:
+                self.examined = len(todo)
+                return touched
+        # A walk instead: the files as they were answered last come back first, so that a
+        # diff against them (the sync process's answer of changes) misses nothing.
+        for path, old in touched.items():
+            if old is None:
+                self.files.pop(path, None)
+            else:
+                self.files[path] = old
+        return None
 
     def _examine(self, tree, path, excludes, max_size, now, depth0, touched):
         """Look at ``path`` again, as the walk would have: False when only a walk will do."""
