@@ -16,6 +16,7 @@ import os
 import re
 import select
 import stat
+import struct
 import sys
 import threading
 import time
@@ -359,16 +360,21 @@ class SyncTree:
 
     # --- scanning ----------------------------------------------------------------------
 
-    def scan(self, path="", patterns=(), server_only=(), max_size=None):
+    def scan(self, path="", patterns=(), server_only=(), max_size=None, watch=None):
         """The files under ``path`` ("" for all): ``{"files": [[path, size, mtime_ns, mode,
         ino, ctime_ns]...], "skipped": [[path, reason, size]...], "pruned": [[dir, reason]...]}``.
 
         Skipped files exist but do not sync (links, special files, too large, unreadable
         names); pruned directories are left out whole. Stale temporary files of an
         interrupted sync are removed on the way.
+
+        ``watch`` (``SyncWatch``'s): called with each directory walked, opened, before it is
+        listed; the answer then also lists the files with more than one link ("linked").
         """
         excludes = SyncExcludes(patterns, server_only)
         result: dict = {"files": [], "skipped": [], "pruned": []}
+        if watch is not None:
+            result["linked"] = []
         now = time.time_ns()
         parts = sync_parts(path) if path else []
         # The way down to ``path`` must itself be a synced directory.
@@ -397,7 +403,7 @@ class SyncTree:
             if reason:
                 result["pruned"].append([below, reason])
                 return result
-        self._walk(self.dir_fd(parts), path, excludes, max_size, now, result, 0)
+        self._walk(self.dir_fd(parts), path, excludes, max_size, now, result, 0, watch)
         return result
 
     def _environment(self, parts):
@@ -414,8 +420,12 @@ class SyncTree:
             result["files"].append(
                 [path, st.st_size, st.st_mtime_ns, st.st_mode & 0o777, st.st_ino, st.st_ctime_ns]
             )
+            if st.st_nlink > 1 and "linked" in result:
+                result["linked"].append(path)
 
-    def _walk(self, fd, prefix, excludes, max_size, now, result, depth):
+    def _walk(self, fd, prefix, excludes, max_size, now, result, depth, watch=None):
+        if watch is not None:
+            watch(fd, prefix)  # before the listing: a change made after it is seen
         with os.scandir(fd) as listing:
             entries = list(listing)
         if depth:
@@ -426,43 +436,48 @@ class SyncTree:
         for entry in entries:
             name = entry.name
             path = f"{prefix}/{name}" if prefix else name
-            try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:
-                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                result["skipped"].append([shown, "name is not valid UTF-8", 0])
-                continue
-            if ".jcs-sync-" in name and SYNC_TEMP.match(name):
-                self._clean_temp(fd, name, now)
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    reason = excludes.excluded(path, True)
-                    if reason == SYNC_PRUNED_EXCLUDED:
-                        continue
-                    if reason:
-                        result["pruned"].append([path, reason])
-                    elif depth >= 200:
-                        result["skipped"].append([path, "too deep", 0])
-                    else:
-                        sub = os.open(name, _SYNC_DIR_FLAGS, dir_fd=fd)
-                        try:
-                            self._walk(sub, path, excludes, max_size, now, result, depth + 1)
-                        finally:
-                            os.close(sub)
-                    continue
-                if excludes.excluded(path, False):
-                    continue
-                if entry.is_symlink():
-                    result["skipped"].append([path, "symbolic link", 0])
-                elif entry.is_file(follow_symlinks=False):
-                    self._scan_file(path, entry.stat(follow_symlinks=False), max_size, result)
+            self._walk_entry(fd, entry, path, excludes, max_size, now, result, depth, watch)
+
+    def _walk_entry(self, fd, entry, path, excludes, max_size, now, result, depth, watch=None):
+        """One entry (a DirEntry, or a ``_SyncEntry``) of the directory ``fd`` at ``depth``."""
+        name = entry.name
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            result["skipped"].append([shown, "name is not valid UTF-8", 0])
+            return
+        if ".jcs-sync-" in name and SYNC_TEMP.match(name):
+            self._clean_temp(fd, name, now)
+            return
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                reason = excludes.excluded(path, True)
+                if reason == SYNC_PRUNED_EXCLUDED:
+                    return
+                if reason:
+                    result["pruned"].append([path, reason])
+                elif depth >= 200:
+                    result["skipped"].append([path, "too deep", 0])
                 else:
-                    result["skipped"].append([path, "not a regular file", 0])
-            except FileNotFoundError:
-                continue  # gone since the listing
-            except OSError as e:
-                result["skipped"].append([path, f"unreadable: {e.strerror or e}", 0])
+                    sub = os.open(name, _SYNC_DIR_FLAGS, dir_fd=fd)
+                    try:
+                        self._walk(sub, path, excludes, max_size, now, result, depth + 1, watch)
+                    finally:
+                        os.close(sub)
+                return
+            if excludes.excluded(path, False):
+                return
+            if entry.is_symlink():
+                result["skipped"].append([path, "symbolic link", 0])
+            elif entry.is_file(follow_symlinks=False):
+                self._scan_file(path, entry.stat(follow_symlinks=False), max_size, result)
+            else:
+                result["skipped"].append([path, "not a regular file", 0])
+        except FileNotFoundError:
+            return  # gone since the listing
+        except OSError as e:
+            result["skipped"].append([path, f"unreadable: {e.strerror or e}", 0])
 
     def _clean_temp(self, fd, name, now):
         """A temporary file left by an interrupted sync, once stale: a new file that was never
@@ -609,6 +624,425 @@ class SyncTree:
                 self._dirty.discard((tuple(parts), None))
             parts = parts[:-1]
             self._changed(parts)
+
+
+# --- sync: the change journal --------------------------------------------------------------
+#
+# A sync where little changed should not walk both trees. While a tree is open (a sync session
+# on the server; the Jupyter server's life here), ``SyncWatch`` watches every directory its last
+# walk entered, with Linux's inotify (through ctypes: standard library only), and keeps a
+# journal of the names that changed since. The next scan then answers from that walk's result
+# and re-examines only the journaled names (a new directory is walked, and watched, whole).
+#
+# The journal is trusted only when it is continuous since the walk it amends, and complete;
+# anything else means a full walk, which starts a new watch and a new journal:
+# - no walk yet (this process is new: the server or Jupyter restarted, the session dropped), or
+#   the scan's parameters (sub-path, excludes, size limit) or the tree's real path changed;
+# - the kernel's queue overflowed (IN_Q_OVERFLOW), a watch could not be added (the user's
+#   inotify watch limit), the tree needs more than half the user's watches, the journal grew
+#   past ``capacity``, or reading it failed;
+# - a directory was renamed (the watches below it would name the wrong paths), the scanned
+#   directory itself was replaced, moved, deleted or changed its permissions, or a file system
+#   went away (IN_UNMOUNT);
+# - a name that is not UTF-8, or a sync temporary file still present (a full walk cleans it up);
+# - the tree is not on a local file system (NFS, SMB, FUSE...: inotify does not see changes
+#   made by other machines), or this is not Linux.
+# inotify does not see writes through a shared memory mapping until the writer closes the file,
+# nor changes made through another hard link: files with more than one link are re-examined
+# at every scan. What a journal could still miss is never overwritten: every write and delete
+# checks the file is still what the scan saw (``expect``), and it would sync at the next walk.
+
+SYNC_JOURNAL_MAX = 100_000
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_UNMOUNT, _IN_Q_OVERFLOW = 0x400, 0x800, 0x2000, 0x4000
+_IN_IGNORED, _IN_ONLYDIR, _IN_EXCL_UNLINK, _IN_ISDIR = 0x8000, 0x1000000, 0x4000000, 0x40000000
+_SYNC_WATCH_MASK = (
+    _IN_MODIFY
+    | _IN_ATTRIB
+    | _IN_CLOSE_WRITE
+    | _IN_MOVED_FROM
+    | _IN_MOVED_TO
+    | _IN_CREATE
+    | _IN_DELETE
+    | _IN_DELETE_SELF
+    | _IN_MOVE_SELF
+    | _IN_ONLYDIR
+    | _IN_EXCL_UNLINK
+)
+# File systems whose every change this kernel makes, so inotify sees them all (statfs f_type):
+# ext2/3/4, xfs, btrfs, tmpfs, overlayfs, zfs, f2fs, bcachefs, reiserfs, jfs.
+_SYNC_LOCAL_FS = {
+    0xEF53,
+    0x58465342,
+    0x9123683E,
+    0x01021994,
+    0x794C7630,
+    0x2FC12FC1,
+    0xF2F52010,
+    0xCA451A4E,
+    0x52654973,
+    0x3153464A,
+}
+_sync_libc_cache: list = []
+
+
+def _sync_libc():
+    """libc with inotify's functions, or None (not Linux, no ctypes)."""
+    if not _sync_libc_cache:
+        libc = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.inotify_init1.argtypes = [ctypes.c_int]
+                libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+                libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_char_p]
+            except (ImportError, OSError, AttributeError):
+                libc = None
+        _sync_libc_cache.append(libc)
+    return _sync_libc_cache[0]
+
+
+def _sync_local_fs(libc, fd):
+    """Whether the directory ``fd`` is on a file system listed in ``_SYNC_LOCAL_FS``."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(512)  # struct statfs, f_type first (a long)
+    if libc.fstatfs(fd, buf) != 0:
+        return False
+    size = ctypes.sizeof(ctypes.c_long)
+    return int.from_bytes(buf.raw[:size], sys.byteorder) in _SYNC_LOCAL_FS
+
+
+def _sync_max_watches():
+    """How many directories one tree may watch: half the user's inotify watches, so that a
+    large tree never takes them all from the user's other tools."""
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as f:
+            return max(int(f.read()) // 2, 1)
+    except (OSError, ValueError):
+        return 4096  # half the smallest default there has been
+
+
+class _SyncEntry:
+    """One name in a directory, with the few methods of os.DirEntry a walk uses."""
+
+    def __init__(self, fd, name):
+        self.name = name
+        self._st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+
+    def is_dir(self, follow_symlinks=False):
+        return stat.S_ISDIR(self._st.st_mode)
+
+    def is_symlink(self):
+        return stat.S_ISLNK(self._st.st_mode)
+
+    def is_file(self, follow_symlinks=False):
+        return stat.S_ISREG(self._st.st_mode)
+
+    def stat(self, follow_symlinks=False):
+        return self._st
+
+
+class SyncWatch:
+    """A tree's last walk, kept current by a journal of what changed since (see above)."""
+
+    def __init__(self, capacity=SYNC_JOURNAL_MAX):
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._wds: dict = {}  # watch descriptor -> the directory's path
+        self._key = None
+        self._scope = ""
+        self._scope_id = None  # (st_dev, st_ino) of the scanned directory at the walk
+        self.files: dict = {}  # path -> the scan's entry
+        self.skipped: dict = {}
+        self.pruned: dict = {}
+        self.linked: set = set()  # files with more than one link: re-examined every time
+        self.dirs: set = set()  # the directories walked (and watched)
+        self.journal: set = set()
+        self.trusted = False
+        #: What the last scan did: walked the tree, or re-examined ``examined`` journaled names.
+        self.walked = True
+        self.examined = 0
+        self.walks = 0
+        self._closed = False
+        #: consumer -> the paths touched since its last scan, None when not known
+        self._pending: dict = {}
+        self._max_watches = 0
+
+    def close(self):
+        """Stop watching; a later scan walks, and watches nothing."""
+        with self._lock:
+            self._closed = True
+            self._stop()
+
+    def _stop(self):
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = -1
+        self._wds = {}
+        self.trusted = False
+
+    def scan(self, tree, path="", patterns=(), server_only=(), max_size=None, consumer=None):
+        """``(result, touched)``: the result as ``SyncTree.scan``'s, and None when the tree was
+        walked, else ``{path: the entry before, or None}`` for each file it may have changed.
+
+        Scans for several consumers (the Jupyter root's, for each server's sync) each also get
+        what changed since their own last scan, in ``result["since_last"]``: ``{path: its entry
+        now, or None}`` (a superset), or None when that is not known (a walk came between, a
+        new consumer, too many changes)."""
+        key = json.dumps([tree.root, path, list(patterns), list(server_only), max_size])
+        with self._lock:
+            touched = None
+            if self._fd >= 0 and key == self._key and self._read(tree):
+                touched = self._replay(tree, patterns, server_only, max_size)
+            if touched is not None:
+                self.walked = False
+            else:
+                self._walk(tree, key, path, patterns, server_only, max_size)
+                self.walked, self.examined = True, 0
+                self.walks += 1
+            result = self._result()
+            if consumer is not None:
+                result["since_last"] = self._since_last(consumer, touched)
+            return result, touched
+
+    def _since_last(self, consumer, touched):
+        pending = self._pending
+        for other, paths in pending.items():
+            if touched is None or paths is None:
+                pending[other] = None
+            else:
+                paths.update(touched)
+                if len(paths) > self.capacity:
+                    pending[other] = None
+        mine = pending.pop(consumer, None)
+        pending[consumer] = set()
+        while len(pending) > 64:  # consumers gone long ago (sessions closed)
+            del pending[next(iter(pending))]
+        return None if mine is None else {p: self.files.get(p) for p in mine}
+
+    def _result(self):
+        return {
+            "files": list(self.files.values()),
+            "skipped": list(self.skipped.values()),
+            "pruned": [[p, reason] for p, reason in self.pruned.items()],
+            # How it was answered (the sync's summary, tests): walked, or the journal's
+            # names re-examined.
+            "walked": self.walked,
+            "examined": self.examined,
+        }
+
+    # --- the walk, and the watches it sets -------------------------------------------------
+
+    def _walk(self, tree, key, path, patterns, server_only, max_size):
+        self._stop()
+        self.journal = set()
+        self.dirs = set()
+        self._key, self._scope, self._scope_id = key, path, None
+        libc = None if self._closed else _sync_libc()
+        watching = False
+        if libc is not None:
+            try:
+                scope_fd = tree.dir_fd(sync_parts(path) if path else [])
+                if _sync_local_fs(libc, scope_fd):
+                    st = os.fstat(scope_fd)
+                    self._scope_id = (st.st_dev, st.st_ino)
+                    self._fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+                    watching = self._fd >= 0
+            except (OSError, ValueError):
+                watching = False
+        self.trusted = watching
+        self._max_watches = _sync_max_watches()
+        result = tree.scan(path, patterns, server_only, max_size, self._add if watching else None)
+        self.files = {entry[0]: entry for entry in result["files"]}
+        self.skipped = {entry[0]: entry for entry in result["skipped"]}
+        self.pruned = {p: reason for p, reason in result["pruned"]}
+        self.linked = set(result.get("linked") or ())
+        if path not in self.dirs:
+            self.trusted = False  # the scanned directory itself was not walked
+        if not self.trusted:
+            self._stop()
+
+    def _add(self, fd, path):
+        """Watch the directory ``fd`` (the walk's, at ``path``), before it is listed."""
+        if not self.trusted:
+            return
+        if len(self._wds) >= self._max_watches:
+            # Watches are the user's (fs.inotify.max_user_watches): leave the rest to their
+            # other tools (editors, file browsers); this tree is walked instead.
+            self.trusted = False
+            return
+        wd = _sync_libc().inotify_add_watch(
+            self._fd, f"/proc/self/fd/{fd}".encode(), _SYNC_WATCH_MASK
+        )
+        # A failure (ENOSPC: the watch limit), or one directory under two names: no journal.
+        if wd < 0 or self._wds.get(wd, path) != path:
+            self.trusted = False
+            return
+        self._wds[wd] = path
+        self.dirs.add(path)
+
+    # --- the journal -----------------------------------------------------------------------
+
+    def _read(self, tree):
+        """Take in every event queued so far; whether the journal is still to be trusted."""
+        while self.trusted:
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.trusted = False
+                break
+            if not data:
+                break
+            self._events(data)
+        if self.trusted:
+            try:
+                st = os.fstat(tree.dir_fd(sync_parts(self._scope) if self._scope else []))
+                if (st.st_dev, st.st_ino) != self._scope_id:
+                    self.trusted = False
+            except (OSError, ValueError):
+                self.trusted = False
+        return self.trusted
+
+    def _events(self, data):
+        scope, journal = self._scope, self.journal
+        offset = 0
+        while offset + 16 <= len(data) and self.trusted:
+            wd, mask, _cookie, size = struct.unpack_from("iIII", data, offset)
+            name = data[offset + 16 : offset + 16 + size].split(b"\0", 1)[0]
+            offset += 16 + size
+            if mask & (_IN_Q_OVERFLOW | _IN_UNMOUNT):
+                self.trusted = False
+                break
+            directory = self._wds.get(wd)
+            if mask & _IN_IGNORED:
+                self._wds.pop(wd, None)
+                if directory == scope:
+                    self.trusted = False
+                continue
+            if directory is None:
+                self.trusted = False  # an event no watch of ours explains
+                break
+            if not name:
+                # About the directory itself: its parent's watch reports a move or a delete.
+                if directory == scope and mask & (_IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ATTRIB):
+                    self.trusted = False
+                elif mask & _IN_ATTRIB:
+                    journal.add(directory)  # its permissions: walk it again
+                continue
+            if mask & _IN_ISDIR and mask & (_IN_MOVED_FROM | _IN_MOVED_TO):
+                self.trusted = False  # a directory renamed: the paths of its watches are wrong
+                break
+            name = os.fsdecode(name)
+            journal.add(f"{directory}/{name}" if directory else name)
+            if len(journal) > self.capacity:
+                self.trusted = False
+        if not self.trusted:
+            self.journal = set()
+
+    def _replay(self, tree, patterns, server_only, max_size):
+        """Bring the last walk's result up to date with the journal (see ``scan``); None when
+        it cannot be (then the tree is walked)."""
+        todo = self.journal | self.linked
+        self.journal = set()
+        excludes = SyncExcludes(patterns, server_only)
+        depth0 = len(sync_parts(self._scope)) if self._scope else 0
+        now = time.time_ns()
+        touched: dict = {}
+        for path in sorted(todo):
+            if not self._examine(tree, path, excludes, max_size, now, depth0, touched):
+                break
+        else:
+            if self.trusted:
+                self.examined = len(todo)
+                return touched
+        # A walk instead: the files as they were answered last come back first, so that a
+        # diff against them (the sync process's answer of changes) misses nothing.
+        for path, old in touched.items():
+            if old is None:
+                self.files.pop(path, None)
+            else:
+                self.files[path] = old
+        return None
+
+    def _examine(self, tree, path, excludes, max_size, now, depth0, touched):
+        """Look at ``path`` again, as the walk would have: False when only a walk will do."""
+        directory, _, name = path.rpartition("/")
+        if directory not in self.dirs:
+            return True  # not walked: under a pruned directory, or gone (forgotten already)
+        if name in ("pyvenv.cfg", "conda-meta"):
+            # Whether its directory is an environment (left out whole) may have changed.
+            if directory == self._scope:
+                return False
+            return self._examine(tree, directory, excludes, max_size, now, depth0, touched)
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        try:
+            fd = tree.dir_fd(directory.split("/") if directory else [])
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            fd = None  # gone or replaced: its parent's journal says so too
+        except OSError:
+            return False
+        if ".jcs-sync-" in name and SYNC_TEMP.match(name):
+            if fd is None:
+                return True
+            try:
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return True  # a sync's own temporary file, gone: nothing to see
+            except OSError:
+                pass
+            return False  # still there: a walk cleans it up when stale
+        self._forget(path, touched)
+        if fd is None:
+            return True
+        try:
+            entry = _SyncEntry(fd, name)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        result: dict = {"files": [], "skipped": [], "pruned": [], "linked": []}
+        depth = (directory.count("/") + 1 if directory else 0) - depth0
+        tree._walk_entry(fd, entry, path, excludes, max_size, now, result, depth, self._add)
+        for entry in result["files"]:
+            touched.setdefault(entry[0], None)
+            self.files[entry[0]] = entry
+        for entry in result["skipped"]:
+            self.skipped[entry[0]] = entry
+        for p, reason in result["pruned"]:
+            self.pruned[p] = reason
+        self.linked.update(result["linked"])
+        return self.trusted
+
+    def _forget(self, path, touched):
+        """Drop what the walk knew of ``path``, and of everything below when it was a
+        directory (recording in ``touched`` the files' entries before)."""
+        old = self.files.pop(path, None)
+        touched.setdefault(path, old)
+        self.linked.discard(path)
+        was_dir = path in self.dirs
+        if (self.skipped.pop(path, None), self.pruned.pop(path, None)) == (None, None) and (
+            not was_dir
+        ):
+            return
+        inside = path + "/"
+        for p in [p for p in self.files if p.startswith(inside)]:
+            touched.setdefault(p, self.files.pop(p))
+        for table in (self.skipped, self.pruned):
+            for p in [p for p in table if p.startswith(inside)]:
+                del table[p]
+        self.linked = {p for p in self.linked if not p.startswith(inside)}
+        self.dirs = {d for d in self.dirs if d != path and not d.startswith(inside)}
 
 
 def _sync_environment(names):
@@ -1042,24 +1476,38 @@ def _sync_serve_get(tree, request, channel):
 
 def _sync_scan_answer(tree, request, last):
     """A scan, whole, or as the changes since the scan answered last (when the client says it
-    has that one, by its token, and asks with the same parameters)."""
+    has that one, by its token, and asks with the same parameters). The tree is walked only
+    when the journal cannot say what changed since the last walk (see ``SyncWatch``)."""
     key = json.dumps(
         [request.get(k) for k in ("path", "excludes", "server_only", "max_size")], sort_keys=True
     )
-    result = tree.scan(
+    watch = last.get("watch")
+    if watch is None:
+        watch = last["watch"] = SyncWatch()
+    previous = last.get("files")
+    result, touched = watch.scan(
+        tree,
         request.get("path") or "",
         request.get("excludes") or (),
         request.get("server_only") or (),
         request.get("max_size"),
     )
-    files = {entry[0]: entry for entry in result["files"]}
+    files = watch.files
     token = os.urandom(8).hex()
     since = request.get("since")
-    if since and last.get("token") == since and last.get("key") == key:
-        previous = last["files"]
+    if since and last.get("token") == since and last.get("key") == key and previous is not None:
         result["since"] = since
-        result["changed"] = [e for p, e in files.items() if previous.get(p) != e]
-        result["removed"] = [p for p in previous if p not in files]
+        if touched is not None and previous is files:
+            # Amended in place from the journal: only the touched paths can differ.
+            result["changed"] = [
+                files[p] for p, old in touched.items() if p in files and files[p] != old
+            ]
+            result["removed"] = [
+                p for p, old in touched.items() if old is not None and p not in files
+            ]
+        else:
+            result["changed"] = [e for p, e in files.items() if previous.get(p) != e]
+            result["removed"] = [p for p in previous if p not in files]
         del result["files"]
     last.update(token=token, key=key, files=files)
     result["token"] = token
@@ -1121,6 +1569,8 @@ def sync_session(reader, wfd):
                     # same tree (path and identity): every sync opens the tree again.
                     opened = (tree.root, answer.get("tree_id"))
                     if last_scan.get("tree") != opened:
+                        if "watch" in last_scan:
+                            last_scan["watch"].close()
                         last_scan.clear()
                         last_scan["tree"] = opened
                 elif tree is None:
@@ -1160,6 +1610,8 @@ def sync_session(reader, wfd):
             channel.flush()
         if tree is not None:
             tree.close()
+        if "watch" in last_scan:
+            last_scan["watch"].close()
 
 
 if __name__ == "__main__":  # file sync's own process on the server

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from ..agent.sync_agent import SYNC_CHUNK, SYNC_SMALL, SyncChanged, SyncTree, sync_umask
+from ..agent.sync_agent import (
+    SYNC_CHUNK,
+    SYNC_SMALL,
+    SyncChanged,
+    SyncTree,
+    SyncWatch,
+    sync_umask,
+)
 from ..errors import ConflictError
 from .holdback import MESSAGE, HoldBack
 from .plan import (
@@ -144,6 +151,10 @@ class Summary:
     #: When a plan would delete many files (see ``plan.MassDeletion``): what, and whether the
     #: request confirmed it (else the sync was refused).
     deletion_guard: dict[str, Any] | None = None
+    #: How each side was scanned: walked whole, or from its change journal (the names it
+    #: re-examined), see ``SyncWatch`` in ``agent/sync_agent.py``; and how many paths were
+    #: compared with the record (all, or only those the journals name since the last sync).
+    scan: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         held = len(self.held_back) + self.held_back.dropped
@@ -163,6 +174,7 @@ class Summary:
                 "message": MESSAGE.format(n=held) if held else None,
             },
             "deletion_guard": self.deletion_guard,
+            "scan": self.scan,
             "truncated": bool(
                 self.conflicts.dropped
                 or self.skipped.dropped
@@ -206,6 +218,42 @@ def _message(e: BaseException) -> str:
     return str(e)
 
 
+@dataclass
+class Compared:
+    """What a completed sync compared, kept on its session for the next sync over it."""
+
+    #: The scan's parameters, both trees, the record's pair and the umask it was made for.
+    key: str
+    #: The record's generation when the sync was done.
+    generation: int
+    #: The Jupyter root's files as scanned (before any hashing).
+    local: dict[str, FileState]
+    #: Paths settled on both sides (as recorded), and the paths it compared.
+    settled: set[str]
+    paths: set[str]
+
+
+def _local_states(delta: dict[str, Any], umask: int) -> dict[str, FileState]:
+    present = [entry for entry in delta.values() if entry is not None]
+    return side_from_local({"files": present, "skipped": [], "pruned": []}, umask).files
+
+
+def _remote_delta(payload: Any) -> set[str] | None:
+    """The paths an answer of changes (checked by ``side_from_scan`` already) names."""
+    if not isinstance(payload, dict) or "since" not in payload:
+        return None
+    return {entry[0] for entry in payload["changed"]} | set(payload["removed"])
+
+
+def _how(scan: dict[str, Any]) -> dict[str, Any]:
+    """How a side was scanned (its answer says; the server's is checked): walked whole, or
+    the names its journal had re-examined."""
+    walked, examined = scan.get("walked"), scan.get("examined")
+    if walked is False and type(examined) is int and examined >= 0:
+        return {"walked": False, "examined": examined}
+    return {"walked": True}
+
+
 def _sig(value: Any) -> tuple[int, int, int, int] | None:
     if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value):
         return (value[0], value[1], value[2], value[3])
@@ -226,8 +274,12 @@ class SyncEngine:
         scope: str = "",
         on_progress: Callable[[], None] | None = None,
         confirm_deletions: bool = False,
+        local_watch: SyncWatch | None = None,
     ) -> None:
         self.local_root = local_root
+        #: The Jupyter root's change journal (the service keeps it from sync to sync); None:
+        #: the root is walked.
+        self.local_watch = local_watch
         self.session = session
         self.store = store
         self.server_id = server_id
@@ -246,7 +298,14 @@ class SyncEngine:
         #: through it on both sides (see ``scan.side_from_scan``).
         self.umask = sync_umask()
         self._tree_key = 0
-        self._settled: set[str] = set()
+        #: The paths to compare (all but those settled on both sides), and what to keep of
+        #: this sync for the next one's (see ``Compared``).
+        self._paths: list[str] = []
+        self._compared: Compared | None = None
+        self._checked = 0
+        #: The record's generation when loaded, and whether this sync committed to it since.
+        self._generation = -1
+        self._committed = False
         self._rows: list[_Row] = []
         self._remote_seq = 0
         self._remote_durable = 0
@@ -290,12 +349,7 @@ class SyncEngine:
             self.tree = await self._read_thread(lambda: SyncTree(self.local_root))
             local, remote, base = await self._scan()
             self._phase("comparing")
-            settled = self._settled
-            # Comparing and planning a large tree takes a while: on a thread, like every
-            # check of what the server sent (the event loop serves Jupyter meanwhile).
-            paths = await asyncio.to_thread(
-                lambda: sorted((base.keys() | local.files.keys() | remote.files.keys()) - settled)
-            )
+            paths = self._paths
             await self._hash(base, local, remote, paths)
             try:
                 the_plan = await asyncio.to_thread(
@@ -317,6 +371,16 @@ class SyncEngine:
                 raise SyncRefused(self._refusal(e)) from None
             self._report_plan(the_plan)
             await self._execute(the_plan)
+            if self._compared is not None:
+                # Completed: what it compared is the next sync's base (the record as this
+                # sync left it, read while the server's sync lock is still held).
+                compared, key = self._compared, self._tree_key
+                compared.generation = (
+                    await self._read_thread(lambda: self.store.generation(key))
+                    if self._committed
+                    else self._generation
+                )
+                self.session.compared = compared
             self._phase("done")
             return self.summary
         finally:
@@ -355,20 +419,54 @@ class SyncEngine:
             key = self._tree_key = store.tree(
                 self.server_id, tree.root, session.root, session.tree_id
             )
-            return answer, await self._read_thread(lambda: store.load(key, scope))
+            self._generation, record = await self._read_thread(
+                lambda: store.load_current(key, scope)
+            )
+            return answer, record
+
+        watch = self.local_watch
+        consumer = session.consumer
+        # What the last sync over this session compared; none is left if this one fails.
+        before, session.compared = session.compared, None
+
+        def local_scan() -> dict[str, Any]:
+            if watch is None:
+                return dict(tree.scan(scope, patterns, server_only, max_size), walked=True)
+            return watch.scan(tree, scope, patterns, server_only, max_size, consumer)[0]
 
         # Both scans (and the record's load) at once.
         local_raw, (remote_answer, base) = await asyncio.gather(
-            self._read_thread(lambda: tree.scan(scope, patterns, server_only, max_size)),
-            remote_then_base(),
+            self._read_thread(local_scan), remote_then_base()
         )
         if previous is not None and session.last_scan[0] != previous[0]:
             previous = None  # the open found another tree: no answer of changes is taken
         payload = remote_answer.get("payload")
         umask = self.umask
+        key = json.dumps(
+            [parameters, tree.root, session.root, session.tree_id, self._tree_key, umask]
+        )
+        if before is not None and before.key != key:
+            before = None
+        if before is not None and self._generation != before.generation:
+            before = None  # the record is not as that sync left it: another process synced
 
-        def check() -> tuple[Side, Side, set[str]]:
-            local = side_from_local(local_raw, umask)
+        def check() -> tuple[Side, Side, list[str]]:
+            local_delta = local_raw.get("since_last")
+            quick = before is not None and local_delta is not None and previous is not None
+            if quick:
+                assert before is not None and local_delta is not None
+                local = side_from_local(
+                    {"files": [], "skipped": local_raw["skipped"], "pruned": local_raw["pruned"]},
+                    umask,
+                )
+                local.files = dict(before.local)
+                local.files.update(_local_states(local_delta, umask))
+                for path, entry in local_delta.items():
+                    if entry is None:
+                        local.files.pop(path, None)
+            else:
+                local = side_from_local(local_raw, umask)
+            snapshot = dict(local.files)
             remote = side_from_scan(
                 payload,
                 scope,
@@ -378,10 +476,37 @@ class SyncEngine:
                 previous=(previous[0], previous[2]) if previous else None,
                 umask=umask,
             )
-            return local, remote, inherit_hashes(base, local, remote)
+            remote_delta = _remote_delta(payload)
+            if quick and remote_delta is not None:
+                # Both journals say what changed since the last sync over this session, whose
+                # comparison is here: only what changed, and what was not settled then, is
+                # compared again; the rest is as settled as it was.
+                assert before is not None and local_delta is not None
+                changed = before.paths | local_delta.keys() | remote_delta
+                self._checked = len(changed)
+                settled = before.settled - changed
+                settled |= inherit_hashes(base, local, remote, changed)
+                paths = sorted(
+                    p
+                    for p in changed - settled
+                    if p in base or p in local.files or p in remote.files
+                )
+            else:
+                settled = inherit_hashes(base, local, remote)
+                every = base.keys() | local.files.keys() | remote.files.keys()
+                self._checked = len(every)
+                paths = sorted(every - settled)
+            if watch is not None and isinstance(payload, dict) and "token" in payload:
+                self._compared = Compared(key, -1, snapshot, settled, set(paths))
+            return local, remote, paths
 
-        local, remote, self._settled = await asyncio.to_thread(check)
+        local, remote, self._paths = await asyncio.to_thread(check)
         token = payload.get("token") if isinstance(payload, dict) else None
+        self.summary.scan = {
+            "local": _how(local_raw),
+            "remote": _how(payload) if isinstance(payload, dict) else {"walked": True},
+            "compared": self._checked,
+        }
         session.last_scan = (
             (token, parameters, dict(remote.files)) if isinstance(token, str) else ("", "", {})
         )
@@ -541,6 +666,7 @@ class SyncEngine:
             if row.remote_seq <= self._remote_durable and row.local_seq <= self._local_durable
         ]
         if ready:
+            self._committed = True
             self.store.commit(self._tree_key, [(row.path, row.base) for row in ready])
             done = {id(row) for row in ready}
             self._rows = [row for row in self._rows if id(row) not in done]

@@ -235,9 +235,21 @@ class SyncStore:
             )
             return inserted_id(result)
 
+    def generation(self, tree: int) -> int:
+        """The pair's record generation: it changes with every commit to it (by any process)."""
+        with self.database.read() as db:
+            value = db.execute(
+                select(sync_trees.c.generation).where(sync_trees.c.id == tree)
+            ).scalar()
+        return -1 if value is None else int(value)
+
     def load(self, tree: int, scope: str = "") -> dict[str, Base]:
         """The record of a pair (at or below ``scope``): a copy, from memory when the pair's
         generation says it is current."""
+        return self.load_current(tree, scope)[1]
+
+    def load_current(self, tree: int, scope: str = "") -> tuple[int, dict[str, Base]]:
+        """``load``'s record, and the generation it is (read in the same transaction)."""
         with self.database.read() as db:
             value = db.execute(
                 select(sync_trees.c.generation).where(sync_trees.c.id == tree)
@@ -248,9 +260,11 @@ class SyncStore:
             if cached is not None and cached[0] == generation:
                 record = cached[1]
                 if not scope:
-                    return dict(record)
+                    return generation, dict(record)
                 inside = scope + "/"
-                return {p: b for p, b in record.items() if p == scope or p.startswith(inside)}
+                return generation, {
+                    p: b for p, b in record.items() if p == scope or p.startswith(inside)
+                }
             # Read in the same transaction as the generation: the two agree. Maybe many rows:
             # read as the driver's plain tuples.
             clause, params = scope_clause(scope)
@@ -267,7 +281,7 @@ class SyncStore:
         if not scope:
             with self._lock:
                 self._cache[tree] = (generation, dict(loaded))
-        return loaded
+        return generation, loaded
 
     def commit(self, tree: int, changes: list[tuple[str, Base | None]]) -> None:
         """Record files as synced (a Base) or gone from both sides (None), in one

@@ -20,7 +20,7 @@ here; the numbers must be numbers. A bad answer fails the sync; nothing is writt
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from typing import Any
 
 from ..agent.sync_agent import SyncExcludes
@@ -225,13 +225,18 @@ def state_from_hash(answer: Any, umask: int = 0) -> FileState:
     )
 
 
-def inherit_hashes(base: dict[str, Base], local: Side, remote: Side) -> set[str]:
+def inherit_hashes(
+    base: dict[str, Base], local: Side, remote: Side, paths: Iterable[str] | None = None
+) -> set[str]:
     """Files whose signature is the recorded one have the recorded content: give them its hash
     (and keep trusting the signature). Answers the paths settled on both sides (signatures and
-    mode as recorded), which need nothing at all."""
+    mode as recorded), which need nothing at all. Only ``paths``, when given."""
     settled = set()
     local_files, remote_files = local.files, remote.files
-    for path, record in base.items():
+    records = (
+        base.items() if paths is None else ((p, base[p]) for p in paths if p in base)  # only these
+    )
+    for path, record in records:
         here, there = local_files.get(path), remote_files.get(path)
         if here is not None and here.sig == record.local_sig:
             if (

@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import fcntl
+import json
 import logging
 import os
 import time
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Int
 from traitlets.config import Configurable, LoggingConfigurable
 
+from ..agent.sync_agent import SyncWatch
 from ..errors import ComputeServersError, ConflictError, NotFoundError
 from ..models import State
 from .engine import Progress, SyncEngine
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: How many past syncs ``GET servers/{id}/syncs`` lists.
 HISTORY = 20
+#: Change journals of the Jupyter root kept at once (one per set of scan parameters in use:
+#: each holds an inotify instance, of the user's 128 by default).
+MAX_WATCHES = 8
 
 
 @dataclass
@@ -132,6 +138,9 @@ class SyncService(LoggingConfigurable):
         self.server_only_extra: list[Callable[[int], tuple[str, ...]]] = []
         self._jobs: dict[int, _Job] = {}
         self._sessions: dict[int, tuple[Any, SyncSession]] = {}
+        #: The Jupyter root's change journals, by the scan's parameters (servers that sync
+        #: the same way share one), the most recently used last; see ``_local_watch``.
+        self._watches: collections.OrderedDict[str, SyncWatch] = collections.OrderedDict()
         self._seen_running: dict[int, float] = {}
         self._auto: asyncio.Task[None] | None = None
         if before_kernels:
@@ -294,6 +303,16 @@ class SyncService(LoggingConfigurable):
         self._sessions[server_id] = (connection, session)
         return session
 
+    def _local_watch(self, scope: str, settings: SyncSettings) -> SyncWatch:
+        """The Jupyter root's change journal for a scan with these parameters: kept from
+        sync to sync while this Jupyter server runs (a new one walks the root first)."""
+        key = json.dumps([scope, settings.patterns, list(settings.server_only), settings.max_size])
+        watch = self._watches.pop(key, None) or SyncWatch()
+        self._watches[key] = watch
+        while len(self._watches) > MAX_WATCHES:
+            self._watches.popitem(last=False)[1].close()
+        return watch
+
     async def _drop_session(self, server_id: int) -> None:
         cached = self._sessions.pop(server_id, None)
         if cached is not None:
@@ -311,17 +330,19 @@ class SyncService(LoggingConfigurable):
             session.limits = self.limits
             # Sent with the engine's first request (its scan): a no-op sync is one round trip.
             session.open_with_next(endpoint.workspace)
+            settings = self._with_extra(server_id)
             job.engine = SyncEngine(
                 local_root=self.root_dir,
                 session=session,
                 store=self.store,
                 server_id=server_id,
                 server_name=server.name,
-                settings=self._with_extra(server_id),
+                settings=settings,
                 direction=job.direction,
                 scope=job.path,
                 on_progress=lambda: self._publish(job),
                 confirm_deletions=job.confirm_deletions,
+                local_watch=self._local_watch(job.path, settings),
             )
             await job.engine.run()
         except asyncio.CancelledError:
@@ -470,6 +491,9 @@ class SyncService(LoggingConfigurable):
             await asyncio.gather(*tasks, return_exceptions=True)
         for server_id in list(self._sessions):
             await self._drop_session(server_id)
+        for watch in self._watches.values():
+            watch.close()
+        self._watches.clear()
         self.store.close()
 
 

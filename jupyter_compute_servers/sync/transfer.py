@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,9 @@ MAX_LINE = 64 << 10
 MAX_PAYLOAD_LINE = 1 << 20
 #: The SSH channel's write buffer: how much is queued before writes wait for the network.
 WRITE_BUFFER = 4 << 20
+
+
+_CONSUMERS = itertools.count(1)
 
 
 class SyncChannelError(CloudError):
@@ -201,6 +205,11 @@ class SyncSession:
         #: The last scan the server sent: (its token, the scan's parameters, its files as
         #: checked), so the next answer can be only the changes since.
         self.last_scan: tuple[str, str, dict[str, Any]] = ("", "", {})
+        #: What the last completed sync over this session compared (``engine.Compared``):
+        #: the next one compares only the paths the journals say changed since.
+        self.compared: Any = None
+        #: This session's name to the Jupyter root's change journal (``SyncWatch.scan``).
+        self.consumer = next(_CONSUMERS)
         #: An ``open`` not sent yet: it goes in front of the next request, in the same
         #: write, so that opening the tree costs no round trip of its own (``open_with_next``).
         self._pending_open = ""
@@ -401,4 +410,5 @@ class SyncSession:
             # Another tree (or the first open): no scan of it is known here, so an answer of
             # only changes since one is refused (``scan.side_from_scan`` with no previous).
             self.last_scan = ("", "", {})
+            self.compared = None
         self.root, self.tree_id = real, tree_id

@@ -933,6 +933,13 @@ export interface components {
                     confirmed?: boolean;
                 } | null;
                 truncated?: boolean;
+                /** @description How each side was scanned: walked whole, or answered from its change journal (only the names that changed since the last scan re-examined). A side walks when its journal cannot be trusted: the first sync after Jupyter or the server's sync session started, an overflow, a renamed directory, changed sync settings, a file system inotify cannot watch. compared: how many paths were compared with the record: every path after a walk or the first sync over a server's sync session, else only those either journal named since the last sync (and those it left unsettled). */
+                scan?: {
+                    local?: components["schemas"]["SyncScanHow"];
+                    remote?: components["schemas"]["SyncScanHow"];
+                    /** @description Paths compared with the record of the last sync. */
+                    compared?: number;
+                };
             } | null;
         };
         Status: {
@@ -1799,6 +1806,12 @@ export interface components {
             deleted_servers: number;
             /** @description Parts whose price was not known for some of the month (the amount is then a lower bound). */
             unknown: string;
+        };
+        SyncScanHow: {
+            /** @description The tree was walked whole. */
+            walked: boolean;
+            /** @description When not walked: the names the journal listed, looked at again. */
+            examined?: number;
         };
     };
     responses: {
