@@ -143,7 +143,7 @@ async def partition(kc: Any, pid: int, seconds: float) -> Partition:
 async def measure_partitions(
     work: Workdir, server_id: int, lengths: list[float], results: Results, res: Resources
 ) -> None:
-    from jupyter_compute_servers.cli import openssh_options
+    from jupyter_compute_servers.access import openssh_options
     from jupyter_compute_servers.config import load_settings
     from jupyter_compute_servers.services import build_services
 

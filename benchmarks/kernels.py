@@ -568,7 +568,7 @@ async def python_of(res: Resources, target: Target) -> str:
 
 
 async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resources) -> Results:
-    from jupyter_compute_servers.cli import openssh_options
+    from jupyter_compute_servers.access import openssh_options
     from jupyter_compute_servers.config import load_settings
     from jupyter_compute_servers.services import build_services
 

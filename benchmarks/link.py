@@ -105,7 +105,7 @@ def seconds(argv: list[str]) -> float:
 async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> list[dict]:
     # asyncssh after the package, whose _quiet silences asyncssh's DSA warnings at import
     from jupyter_compute_servers.agent import AgentClient  # noqa: I001
-    from jupyter_compute_servers.cli import openssh_options
+    from jupyter_compute_servers.access import openssh_options
     from jupyter_compute_servers.config import ComputeServersSettings
     from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
     from jupyter_compute_servers.models import State

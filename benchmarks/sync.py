@@ -191,7 +191,7 @@ async def through_rest(args: argparse.Namespace, tmp: Path, root: Path) -> dict[
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> None:
-    from jupyter_compute_servers.cli import openssh_options
+    from jupyter_compute_servers.access import openssh_options
     from jupyter_compute_servers.config import load_settings
     from jupyter_compute_servers.services import build_services
 

@@ -11,6 +11,7 @@ from typing import Any
 from .errors import ConflictError
 from .manager import ComputeServerManager
 from .models import State
+from .ssh_endpoint import SSHEndpoint
 
 
 def host_alias(name: str) -> str:
@@ -19,6 +20,25 @@ def host_alias(name: str) -> str:
 
 def _quoted(path: Path) -> str:
     return f'"{path}"' if " " in str(path) else str(path)
+
+
+def openssh_options(key_path: Path, endpoint: SSHEndpoint, directory: str) -> list[str]:
+    """OpenSSH client options (``ssh``'s, or rsync's ``-e``) that trust only the server's
+    pinned host key and offer only ``key_path``: writes a one-line known_hosts file into
+    ``directory``. (The benchmarks' OpenSSH and rsync baselines use it.)"""
+    known_hosts = os.path.join(directory, "known_hosts")
+    with open(known_hosts, "w") as f:
+        f.write(f"[{endpoint.host}]:{endpoint.port} {endpoint.host_key}\n")
+    options = {
+        "UserKnownHostsFile": known_hosts,
+        "GlobalKnownHostsFile": "/dev/null",
+        "StrictHostKeyChecking": "yes",
+        "IdentitiesOnly": "yes",
+    }
+    argv = ["-i", str(key_path), "-p", str(endpoint.port)]
+    for name, value in options.items():
+        argv += ["-o", f"{name}={value}"]
+    return argv
 
 
 async def ssh_access(manager: ComputeServerManager, server_id: int) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -96,3 +98,24 @@ class JupyterProcess:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def kill_sandboxes_under(path: Path) -> list[int]:
+    """SIGKILL the local cloud's sandboxes (``local_sshd`` processes) whose data dir is under
+    ``path``: what a test's Jupyter could not stop (killed after its stop timed out, or a
+    fuzzer's server left starting) must not outlive the test. Answers the pids killed."""
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"jupyter_compute_servers.clouds.local_sshd" in argv and any(
+            arg.startswith(str(path).encode() + b"/") for arg in argv
+        ):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+    return killed

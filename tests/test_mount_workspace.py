@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .jupyter_process import JupyterProcess
+from .jupyter_process import JupyterProcess, kill_sandboxes_under
 from .kernel_helpers import execute, until_iopub_live, wait_until
 from .test_mount import mounted_under, start_kernel
 
@@ -211,6 +211,7 @@ def test_a_mounted_workspace_comes_back_after_jupyter_is_killed(tmp_path: Path) 
             with contextlib.suppress(AssertionError):
                 jupyter.wait_settled(server_id, timeout=60)
         jupyter.stop()
+        kill_sandboxes_under(tmp_path)
         if point and mounted_under(Path(point)):
             subprocess.run(["fusermount3", "-u", "-z", point], check=False)
     assert not point or mounted_under(Path(point)) == []

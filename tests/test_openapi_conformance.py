@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from .jupyter_process import TOKEN, JupyterProcess
+from .jupyter_process import TOKEN, JupyterProcess, kill_sandboxes_under
 
 DOCUMENT = files("jupyter_compute_servers").joinpath("openapi.json")
 #: Examples per operation and the time budget: the whole run stays within about 3 minutes.
@@ -41,6 +41,7 @@ def jupyter(tmp_path: Path):
     )
     yield server, tmp_path
     server.stop()
+    kill_sandboxes_under(tmp_path)
     # Mounts the fuzzer made on its servers and that outlived a Jupyter that had to be killed
     # (dead, as a mount is after its Jupyter dies): unmounted, so the temp dir can go.
     for point in mount_points_under(tmp_path):
