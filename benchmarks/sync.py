@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 SERVER_NAME = "bench"
 
@@ -70,6 +71,22 @@ def make_tree(root: Path, small: int, large: int, large_mb: int) -> int:
         (big / f"blob{i:02d}.bin").write_bytes(data)
         total += len(data)
     return total
+
+
+def openssh_options(key_path: Path, endpoint: Any, directory: Path) -> list[str]:
+    """ssh's options for rsync: the server's pinned host key only, and its client key only."""
+    known_hosts = directory / "known_hosts"
+    known_hosts.write_text(f"[{endpoint.host}]:{endpoint.port} {endpoint.host_key}\n")
+    options = {
+        "UserKnownHostsFile": str(known_hosts),
+        "GlobalKnownHostsFile": "/dev/null",
+        "StrictHostKeyChecking": "yes",
+        "IdentitiesOnly": "yes",
+    }
+    argv = ["-i", str(key_path), "-p", str(endpoint.port)]
+    for name, value in options.items():
+        argv += ["-o", f"{name}={value}"]
+    return argv
 
 
 def timed(argv: list[str]) -> float:
@@ -191,7 +208,6 @@ async def through_rest(args: argparse.Namespace, tmp: Path, root: Path) -> dict[
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> None:
-    from jupyter_compute_servers.cli import openssh_options
     from jupyter_compute_servers.config import load_settings
     from jupyter_compute_servers.services import build_services
 
@@ -211,7 +227,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         endpoint = await manager.endpoint(server.id)
         ssh_dir = tmp / "ssh"
         ssh_dir.mkdir()
-        options = openssh_options(manager.keys.private_key_path(server.id), endpoint, str(ssh_dir))
+        options = openssh_options(manager.keys.private_key_path(server.id), endpoint, ssh_dir)
         host = f"{endpoint.username}@{endpoint.host}"
         ssh = ["ssh", *options]
         target = tmp / "rsync-target"
