@@ -192,17 +192,17 @@ async def first_sync(tmp: Path, root: Path, agent_stats: Path) -> tuple[float, d
         direction="both",
     )
     phases: dict[str, float] = {}
-    last = [time.perf_counter(), ""]
+    since, current = [time.perf_counter()], [""]
     original = engine._phase
 
     def phase(name: str) -> None:
         now = time.perf_counter()
-        if last[1]:
-            phases[last[1]] = phases.get(last[1], 0.0) + now - last[0]
-        last[:] = [now, name]
+        if current[0]:
+            phases[current[0]] = phases.get(current[0], 0.0) + now - since[0]
+        since[0], current[0] = now, name
         original(name)
 
-    engine._phase = phase  # type: ignore[method-assign]
+    engine._phase = phase  # type: ignore[method-assign,assignment]
     os.sync()
     start = time.perf_counter()
     summary = await engine.run()
