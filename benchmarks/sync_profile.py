@@ -124,7 +124,8 @@ async def cpu_split(tmp: Path, root: Path, runs: int = 2) -> None:
             for pid in sorted(_descendants(sshd)):
                 user, system = _cpu(pid)
                 user0, system0 = before.get(pid, (0.0, 0.0))
-                name = "the SSH server" if pid == sshd else "the server's sync process"
+                # The sync process is the busy one (the RPC agent runs there too).
+                name = "the SSH server" if pid == sshd else "a process it started"
                 if user + system - user0 - system0 > 0.01:
                     print(
                         f"  {name} (pid {pid}): "
