@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import stat
 import tempfile
@@ -28,9 +29,12 @@ import asyncssh
 import psycopg
 import pytest
 import requests
+from sqlalchemy.engine import make_url
 
 from jupyter_compute_servers.control_plane.ca import load_or_create_key
+from jupyter_compute_servers.control_plane.logins import DatabaseLogins
 from jupyter_compute_servers.control_plane.revocations import REVOKED_MESSAGE
+from jupyter_compute_servers.db import Database
 
 from . import unix_accounts
 from .fake_gce import FakeGCE
@@ -287,3 +291,36 @@ def test_only_admins_revoke_and_requests_are_checked(
     # The revocations file: 0600, beside the CA key.
     kept = secrets_dir / "revocations.json"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+
+def test_an_owner_that_is_no_superuser_ends_a_revoked_users_sessions(postgres_server) -> None:
+    """The recommended owner: a role with CREATEROLE that owns the database, no superuser.
+    PostgreSQL lets it end only sessions of roles whose privileges it has: ``roles.disable``
+    grants it the user's role first (PostgreSQL 15 here)."""
+    url = make_url(postgres_server.create_database())
+    owner_name = f"cs_owner_{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(16)
+    with postgres_server.admin() as admin:
+        admin.execute(f"CREATE ROLE {owner_name} LOGIN CREATEROLE PASSWORD '{password}'")
+        admin.execute(f'ALTER DATABASE "{url.database}" OWNER TO {owner_name}')
+        admin.execute(f"ALTER SCHEMA public OWNER TO {owner_name}")
+    owner_url = url.set(username=owner_name, password=password)
+    logins = DatabaseLogins(Database(owner_url.render_as_string(hide_password=False)))
+    try:
+        bob = logins.issue({"name": "bob"})
+        alice = logins.issue({"name": "alice"})
+        with _connect(bob) as bob_session, _connect(alice) as alice_session:
+            assert logins.disable("bob") == 1
+            with pytest.raises(psycopg.OperationalError):
+                bob_session.execute("SELECT 1")
+            assert alice_session.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError) as refused:
+            _connect(bob)
+        assert "not permitted to log in" in str(refused.value)
+        # Issued again (restored): LOGIN again.
+        with _connect(logins.issue({"name": "bob"})) as again:
+            assert again.execute("SELECT 1").fetchone() == (1,)
+        # One never issued a login: nothing to do.
+        assert logins.disable("carol") == 0
+    finally:
+        logins.database.close()

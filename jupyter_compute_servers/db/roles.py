@@ -249,14 +249,20 @@ def issue(
     )
     q = _q(connection, role)
     exists = connection.execute(
-        text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+        text("SELECT rolsuper, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = :r"),
+        {"r": role},
     ).first()
     verb = "ALTER" if exists else "CREATE"
+    # Naming SUPERUSER, REPLICATION or BYPASSRLS at all in an ALTER takes a superuser (on
+    # PostgreSQL 15, even to set what is already so): an ALTER by the owner with CREATEROLE
+    # names them only when the role has one (then only a superuser may take it away).
+    held = ("NOSUPERUSER", "NOREPLICATION", "NOBYPASSRLS")
+    attributes = " ".join(a for a, on in zip(held, exists or (True,) * 3, strict=True) if on)
     # (on the driver's connection, in the same transaction: the verifier's ':' are no bind
     # parameters there)
     raw.execute(
-        f"{verb} ROLE {q} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-        f"NOBYPASSRLS INHERIT PASSWORD {_literal(connection, verifier.decode())} "
+        f"{verb} ROLE {q} WITH LOGIN {attributes} NOCREATEDB NOCREATEROLE INHERIT "
+        f"PASSWORD {_literal(connection, verifier.decode())} "
         f"VALID UNTIL {_literal(connection, until + '+00')}"
     )
     member, other = (roles.admins, roles.users) if admin else (roles.users, roles.admins)
