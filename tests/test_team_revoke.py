@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +32,18 @@ import pytest
 import requests
 from sqlalchemy.engine import make_url
 
-from jupyter_compute_servers.control_plane.ca import load_or_create_key
+from jupyter_compute_servers.control_plane.ca import (
+    CertificateAuthority,
+    PrincipalRule,
+    load_or_create_key,
+)
+from jupyter_compute_servers.control_plane.errors import ControlPlaneError
 from jupyter_compute_servers.control_plane.logins import DatabaseLogins
-from jupyter_compute_servers.control_plane.revocations import REVOKED_MESSAGE
+from jupyter_compute_servers.control_plane.revocations import (
+    REVOKED_MESSAGE,
+    Revocations,
+    Revoked,
+)
 from jupyter_compute_servers.db import Database
 
 from . import unix_accounts
@@ -324,3 +334,45 @@ def test_an_owner_that_is_no_superuser_ends_a_revoked_users_sessions(postgres_se
         assert logins.disable("carol") == 0
     finally:
         logins.database.close()
+
+
+def test_revocations_outlive_a_restart_of_the_control_plane(tmp_path: Path) -> None:
+    """Kept in the 0600 file: a new control plane (a new ``Revocations`` on the same file)
+    still refuses bob and still lists his certificate in the KRL, as OpenSSH reads it
+    (``ssh-keygen -Q``); a file others may read is refused."""
+    ca = CertificateAuthority(asyncssh.generate_private_key("ssh-ed25519"), PrincipalRule())
+    path = tmp_path / "revocations.json"
+    first = Revocations(path)
+    certificates = {}
+    for user in ("alice", "bob"):
+        key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+        issued = ca.sign(user, key)
+        first.record_issued(issued.serial, user, issued.valid_before)
+        certificates[user] = tmp_path / f"{user}-cert.pub"
+        certificates[user].write_text(issued.certificate + "\n")
+    first.revoke("bob", ADMIN)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    again = Revocations(path)
+    with pytest.raises(Revoked):
+        again.check("bob")
+    again.check("alice")
+    assert [(r.user, r.by) for r in again.list()] == [("bob", ADMIN)]
+    krl = tmp_path / "krl"
+    krl.write_bytes(again.krl(ca.public_key))
+
+    def revoked(user: str) -> bool:
+        query = ["ssh-keygen", "-Q", "-f", str(krl), str(certificates[user])]
+        return subprocess.run(query, capture_output=True, check=False).returncode != 0
+
+    assert revoked("bob") and not revoked("alice")
+    # Restored: bob may get certificates again; the one revoked stays in the KRL.
+    assert again.restore("bob") and not again.restore("bob")
+    again.check("bob")
+    krl.write_bytes(Revocations(path).krl(ca.public_key))
+    assert revoked("bob")
+
+    path.chmod(0o644)
+    with pytest.raises(ControlPlaneError) as refused:
+        Revocations(path)
+    assert refused.value.field == "revocations_file"

@@ -167,7 +167,7 @@ class CertificatesHandler(ControlPlaneHandler):
         self.ca = ca
         self.revocations = revocations
 
-    def post(self) -> None:
+    async def post(self) -> None:
         if not self.request.body:
             raise ControlPlaneError("The body must be JSON.", field="body")
         body = self.json_body({"public_key", "principal"})
@@ -176,8 +176,11 @@ class CertificatesHandler(ControlPlaneHandler):
             self.revocations.check(name)
         issued = self.ca.sign(name, body.get("public_key"), body.get("principal"))
         if self.revocations is not None:
-            # Remembered before it is handed out: a revocation must be able to list it.
-            self.revocations.record_issued(issued.serial, name, issued.valid_before)
+            # Remembered before it is handed out, so a revocation lists it (the file's write
+            # off the event loop; refused if the user was revoked meanwhile).
+            await asyncio.to_thread(
+                self.revocations.record_issued, issued.serial, name, issued.valid_before
+            )
         # The audit trail of who got which account: the key id and serial are also in each
         # host's sshd log line for a login with it.
         log.info(

@@ -173,8 +173,11 @@ class Revocations:
         return sorted(self.revoked.values(), key=lambda r: (r.at, r.user))
 
     def record_issued(self, serial: int, user: str, valid_before: int) -> None:
-        """Remember a certificate the CA issued, until it expires (the KRL may need it)."""
+        """Remember a certificate the CA issued, until it expires (the KRL may need it).
+        Raises ``Revoked`` when ``user`` was revoked since it was asked for: it is not to be
+        handed out then (a revocation's list of serials would miss it)."""
         with self._lock:
+            self.check(user)
             self.issued[serial] = (user, valid_before)
             self._save()
 
