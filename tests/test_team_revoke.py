@@ -11,6 +11,9 @@ Compute Engine call (403, saying so); his open PostgreSQL session is ended and h
 longer logs in; the certificate he holds is refused by sshd once the host has the KRL. Alice
 is unaffected throughout. Restored, bob gets credentials again (his old certificate stays
 revoked). Only admins list, revoke or restore.
+
+Without the Hub: an owner login that is no superuser (CREATEROLE, as recommended) ends a
+revoked user's sessions on PostgreSQL 15, and the revocations outlive a restart (the file).
 """
 
 from __future__ import annotations
