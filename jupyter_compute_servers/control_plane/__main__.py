@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import ValidationError
+from .admins import AdminRule, admin_rule
 from .ca import CAError, CertificateAuthority, PrincipalRule, load_or_create_key
 from .errors import ControlPlaneError
 from .gce import GCEProxy, proxy_from_args
+from .revocations import Revocations
 
 if TYPE_CHECKING:
     from .logins import DatabaseLogins
@@ -114,6 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="An account no certificate is issued for (repeatable; default: root and system "
         "accounts).",
     )
+    parser.add_argument(
+        "--revocations-file",
+        help="Where the revoked users and the certificates issued are kept (a 0600 JSON file; "
+        "default: revocations.json beside --ca-key, else beside --gce-credentials-file, else "
+        "in the working directory, the Hub's).",
+    )
     parser.add_argument("--url", help="Where to listen (default: JUPYTERHUB_SERVICE_URL).")
     parser.add_argument("--print-ca-public-key", action="store_true")
     return parser.parse_args(argv)
@@ -123,7 +131,6 @@ def build_logins(args: argparse.Namespace) -> DatabaseLogins | None:
     if not args.db_url:
         return None
     from ..db import Database
-    from .admins import admin_rule
     from .logins import DatabaseLogins
 
     return DatabaseLogins(
@@ -131,6 +138,16 @@ def build_logins(args: argparse.Namespace) -> DatabaseLogins | None:
         validity=args.db_login_validity,
         admins=admin_rule(args.admin_user, args.admin_group),
     )
+
+
+def build_revocations(args: argparse.Namespace) -> Revocations:
+    path = args.revocations_file
+    if not path:
+        beside = args.ca_key or args.gce_credentials_file
+        path = os.path.join(
+            os.path.dirname(os.path.abspath(beside)) if beside else ".", "revocations.json"
+        )
+    return Revocations(path)
 
 
 def build_ca(args: argparse.Namespace) -> CertificateAuthority | None:
@@ -166,11 +183,13 @@ async def serve(
     gce: GCEProxy | None,
     logins: DatabaseLogins | None,
     url: str | None,
+    revocations: Revocations | None = None,
+    admins: AdminRule | None = None,
 ) -> None:
     from .app import listen_address, make_app
 
     host, port = listen_address(url)
-    make_app(ca, gce=gce, logins=logins).listen(port, host)
+    make_app(ca, gce=gce, logins=logins, revocations=revocations, admins=admins).listen(port, host)
     logging.getLogger("jupyter_compute_servers.control_plane").info(
         "Compute servers control plane on %s:%d", host, port
     )
@@ -198,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         gce = build_gce(args)
         logins = build_logins(args)
-        asyncio.run(serve(ca, gce, logins, args.url))
+        revocations = build_revocations(args)
+        admins = admin_rule(args.admin_user, args.admin_group)
+        asyncio.run(serve(ca, gce, logins, args.url, revocations, admins))
     except (ControlPlaneError, ValidationError) as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2

@@ -20,6 +20,19 @@ URL (``--db-url``):
   the team's PostgreSQL, ``{"user", "password", "expires_at", "hub_user", "admin", "host",
   "port", "dbname"}``.
 
+Revocation (``revocations.py``), always:
+
+- ``GET <prefix>api/revocations``: ``{"revocations": [{"user", "revoked_by", "revoked_at"}]}``
+  (admins only, by ``AdminRule``; others 403).
+- ``POST <prefix>api/revocations`` ``{"user": NAME}``: revoke NAME's access at once (no more
+  certificates, database logins or proxied Compute Engine calls: 403 with
+  ``revocations.REVOKED_MESSAGE``; their database role NOLOGIN and its sessions ended; their
+  unexpired certificates in the KRL); 201 with the revocation and ``database_sessions_ended``.
+- ``DELETE <prefix>api/revocations/<NAME>``: restore; 204 (404 when NAME is not revoked).
+- ``GET <prefix>api/revoked-keys`` (with the CA): the OpenSSH KRL of the revoked certificates,
+  for hosts' ``RevokedKeys``; **unauthenticated**, as a CRL is: hosts have no Hub token, and it
+  holds serial numbers only.
+
 The Compute Engine proxy (``gce.py``), when the control plane has a service account key:
 
 - ``GET <prefix>api/gce``: ``{"project": ...}``, the project the proxy acts in.
@@ -40,12 +53,15 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
+from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 
+from .admins import AdminRule
 from .ca import CertificateAuthority
 from .errors import ControlPlaneError
 from .gce import Caller, GCEProxy, _Passed, google_error_body
 from .logins import DatabaseLogins
+from .revocations import Revocations, valid_user
 
 log = logging.getLogger("jupyter_compute_servers.control_plane")
 
@@ -147,15 +163,24 @@ class CAHandler(ControlPlaneHandler):
 
 
 class CertificatesHandler(ControlPlaneHandler):
-    def initialize(self, ca: CertificateAuthority) -> None:
+    def initialize(self, ca: CertificateAuthority, revocations: Revocations | None) -> None:
         self.ca = ca
+        self.revocations = revocations
 
-    def post(self) -> None:
+    async def post(self) -> None:
         if not self.request.body:
             raise ControlPlaneError("The body must be JSON.", field="body")
         body = self.json_body({"public_key", "principal"})
         name = str(self.hub_user_model["name"])
+        if self.revocations is not None:
+            self.revocations.check(name)
         issued = self.ca.sign(name, body.get("public_key"), body.get("principal"))
+        if self.revocations is not None:
+            # Remembered before it is handed out, so a revocation lists it (the file's write
+            # off the event loop; refused if the user was revoked meanwhile).
+            await asyncio.to_thread(
+                self.revocations.record_issued, issued.serial, name, issued.valid_before
+            )
         # The audit trail of who got which account: the key id and serial are also in each
         # host's sshd log line for a login with it.
         log.info(
@@ -181,8 +206,9 @@ class GCEProxyHandler(ControlPlaneHandler):
     """``gce/compute/v1/projects/<project>/<path>``: checked by the proxy's policy, then
     forwarded; refusals in our JSON and Google's."""
 
-    def initialize(self, proxy: GCEProxy) -> None:
+    def initialize(self, proxy: GCEProxy, revocations: Revocations | None) -> None:
         self.proxy = proxy
+        self.revocations = revocations
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
@@ -198,6 +224,8 @@ class GCEProxyHandler(ControlPlaneHandler):
         query = {k: self.get_query_argument(k) for k in self.request.query_arguments}
         caller: Caller = self.proxy.caller(self.hub_user_model)
         method = self.request.method or "GET"
+        if self.revocations is not None:
+            self.revocations.check(caller.name)
         try:
             answer = await self.proxy.handle(
                 caller, method, project, path, query, self.request.body
@@ -225,14 +253,19 @@ class GCEProxyHandler(ControlPlaneHandler):
 
 
 class DatabaseCredentialsHandler(ControlPlaneHandler):
-    def initialize(self, logins: DatabaseLogins) -> None:
+    def initialize(self, logins: DatabaseLogins, revocations: Revocations | None) -> None:
         self.logins = logins
+        self.revocations = revocations
 
     async def post(self) -> None:
         self.json_body(set())
         model = self.hub_user_model
-        # (a few statements on the database: off the event loop)
-        answer = await asyncio.to_thread(self.logins.issue, model)
+        refuse = self.revocations.check if self.revocations is not None else None
+        if refuse is not None:
+            refuse(str(model["name"]))
+        # (a few statements on the database: off the event loop; asked again under the
+        # login's lock there, so a revocation in between is not undone by this issue)
+        answer = await asyncio.to_thread(self.logins.issue, model, refuse)
         # Who got which login, never its password.
         log.info(
             "Issued database login %s to Hub user %s (%s), valid until %d",
@@ -246,23 +279,122 @@ class DatabaseCredentialsHandler(ControlPlaneHandler):
         self.finish(answer)
 
 
+class _RevocationsBase(ControlPlaneHandler):
+    """Admins only."""
+
+    def initialize(
+        self,
+        revocations: Revocations,
+        admins: AdminRule,
+        logins: DatabaseLogins | None,
+    ) -> None:
+        self.revocations = revocations
+        self.admins = admins
+        self.logins = logins
+
+    def _admin(self) -> str:
+        model = self.hub_user_model
+        if not self.admins.is_admin(model):
+            raise ControlPlaneError(
+                f"{model.get('name')} is not a team admin: only admins revoke or restore "
+                f"access (Hub admins, --admin-user, --admin-group).",
+                status=403,
+                field="token",
+            )
+        return str(model["name"])
+
+
+class RevocationsHandler(_RevocationsBase):
+    """An admin's list and revoke."""
+
+    def get(self) -> None:
+        self._admin()
+        self.finish({"revocations": [r.to_json() for r in self.revocations.list()]})
+
+    async def post(self) -> None:
+        admin = self._admin()
+        body = self.json_body({"user"})
+        user = valid_user(body.get("user"))
+        if user == admin:
+            raise ControlPlaneError(
+                "An admin may not revoke their own access (ask another admin).", field="user"
+            )
+        revocation = await asyncio.to_thread(self.revocations.revoke, user, admin)
+        log.warning("Hub user %s's access revoked by admin %s", user, admin)
+        ended = 0
+        if self.logins is not None:
+            try:
+                ended = await asyncio.to_thread(self.logins.disable, user)
+            except SQLAlchemyError as e:
+                raise ControlPlaneError(
+                    f"{user} is revoked (no new credentials), but their database login could "
+                    f"not be disabled: {getattr(e, 'orig', None) or e}. Revoke again once the "
+                    f"database answers.",
+                    status=502,
+                    field="user",
+                ) from None
+            log.warning("Disabled %s's database login, ending %d sessions", user, ended)
+        self.set_status(201)
+        self.finish({**revocation.to_json(), "database_sessions_ended": ended})
+
+
+class RevocationHandler(_RevocationsBase):
+    """An admin's restore: ``DELETE .../revocations/<name>`` (tornado has decoded it)."""
+
+    async def delete(self, name: str) -> None:
+        admin = self._admin()
+        user = valid_user(name)
+        if not await asyncio.to_thread(self.revocations.restore, user):
+            raise ControlPlaneError(f"{user} is not revoked.", status=404, field="user")
+        log.warning("Hub user %s's access restored by admin %s", user, admin)
+        self.set_status(204)
+        self.finish()
+
+
+class RevokedKeysHandler(web.RequestHandler):
+    """The KRL, unauthenticated (see the module's docstring): sshd's ``RevokedKeys`` on hosts
+    fetch it with curl, having no Hub token."""
+
+    def initialize(self, ca: CertificateAuthority, revocations: Revocations) -> None:
+        self.ca = ca
+        self.revocations = revocations
+
+    async def get(self) -> None:
+        try:
+            krl = await asyncio.to_thread(self.revocations.krl, self.ca.public_key)
+        except ControlPlaneError as e:
+            self.set_status(e.status)
+            self.finish({"message": e.message, "reason": type(e).__name__, "field": e.field})
+            return
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(krl)
+
+
 def make_app(
     ca: CertificateAuthority | None,
     prefix: str | None = None,
     *,
     gce: GCEProxy | None = None,
     logins: DatabaseLogins | None = None,
+    revocations: Revocations | None = None,
+    admins: AdminRule | None = None,
 ) -> web.Application:
     """The tornado application, its routes under the service's prefix (JupyterHub's
     ``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/services/compute-control/``): the CA's, the Compute
-    Engine proxy's and the database logins' where it has each."""
+    Engine proxy's and the database logins' where it has each, and the revocations' with
+    ``revocations`` (who may revoke: ``admins``)."""
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
     routes: list[Any] = []
     if ca is not None:
         routes += [
             (f"{prefix}api/ca", CAHandler, {"ca": ca}),
-            (f"{prefix}api/certificates", CertificatesHandler, {"ca": ca}),
+            (
+                f"{prefix}api/certificates",
+                CertificatesHandler,
+                {"ca": ca, "revocations": revocations},
+            ),
         ]
     if gce is not None:
         routes += [
@@ -270,13 +402,31 @@ def make_app(
             (
                 f"{prefix}gce/compute/v1/projects/([^/]+)/(.+)",
                 GCEProxyHandler,
-                {"proxy": gce},
+                {"proxy": gce, "revocations": revocations},
             ),
         ]
     if logins is not None:
         routes.append(
-            (f"{prefix}api/database-credentials", DatabaseCredentialsHandler, {"logins": logins})
+            (
+                f"{prefix}api/database-credentials",
+                DatabaseCredentialsHandler,
+                {"logins": logins, "revocations": revocations},
+            )
         )
+    if revocations is not None:
+        options = {"revocations": revocations, "admins": admins or AdminRule(), "logins": logins}
+        routes += [
+            (f"{prefix}api/revocations", RevocationsHandler, options),
+            (f"{prefix}api/revocations/([^/]+)", RevocationHandler, options),
+        ]
+        if ca is not None:
+            routes.append(
+                (
+                    f"{prefix}api/revoked-keys",
+                    RevokedKeysHandler,
+                    {"ca": ca, "revocations": revocations},
+                )
+            )
     return web.Application(
         routes,
         # The Hub's token in a header is the only credential: no cookies, so no XSRF.

@@ -8,7 +8,10 @@ in the admins' group.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy import text
 
 from ..db import Database, roles
 from .admins import AdminRule
@@ -51,11 +54,19 @@ class DatabaseLogins:
         url = database.engine.url
         self.address = {"host": url.host, "port": url.port or 5432, "dbname": url.database}
 
-    def issue(self, model: dict[str, Any]) -> dict[str, Any]:
-        """A new login for the Hub user of ``model`` (HubAuth's user model)."""
+    def issue(
+        self, model: dict[str, Any], refuse: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """A new login for the Hub user of ``model`` (HubAuth's user model). ``refuse(name)``
+        raises when the user may not have one (revoked): asked under the login's lock, so a
+        revocation made while this waited is seen (``disable`` takes the same lock)."""
         name = str(model["name"])
         admin = self.admins.is_admin(model)
         with self.database.transaction() as connection:
+            if refuse is not None:
+                database = str(connection.execute(text("SELECT current_database()")).scalar())
+                roles.lock_login(connection, roles.login_role(database, name))
+                refuse(name)
             login = roles.issue(connection, name, admin=admin, validity=self.validity)
         return {
             "user": login.role,
@@ -65,3 +76,13 @@ class DatabaseLogins:
             "admin": admin,
             **self.address,
         }
+
+    def disable(self, hub_user: str) -> int:
+        """``hub_user``'s login made NOLOGIN and its open sessions ended (revoked); how many
+        sessions were ended."""
+        with self.database.transaction() as connection:
+            role = roles.disable(connection, hub_user)
+        if role is None:
+            return 0
+        with self.database.transaction() as connection:
+            return roles.end_sessions(connection, role)

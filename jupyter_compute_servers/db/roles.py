@@ -234,10 +234,7 @@ def issue(
     roles = group_roles(database)
     role = login_role(database, hub_user)
     # One issue per user at a time (two of the user's processes asking at once).
-    connection.execute(
-        text("SELECT pg_advisory_xact_lock(:k)"),
-        {"k": int.from_bytes(bytes.fromhex(_digest("login", role)), "big", signed=True)},
-    )
+    lock_login(connection, role)
     password = secrets.token_urlsafe(32)
     # The password goes to the server as a SCRAM verifier, never in clear (no log has it).
     raw = connection.connection.driver_connection
@@ -252,14 +249,20 @@ def issue(
     )
     q = _q(connection, role)
     exists = connection.execute(
-        text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+        text("SELECT rolsuper, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = :r"),
+        {"r": role},
     ).first()
     verb = "ALTER" if exists else "CREATE"
+    # Naming SUPERUSER, REPLICATION or BYPASSRLS at all in an ALTER takes a superuser (on
+    # PostgreSQL 15, even to set what is already so): an ALTER by the owner with CREATEROLE
+    # names them only when the role has one (then only a superuser may take it away).
+    held = ("NOSUPERUSER", "NOREPLICATION", "NOBYPASSRLS")
+    attributes = " ".join(a for a, on in zip(held, exists or (True,) * 3, strict=True) if on)
     # (on the driver's connection, in the same transaction: the verifier's ':' are no bind
     # parameters there)
     raw.execute(
-        f"{verb} ROLE {q} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-        f"NOBYPASSRLS INHERIT PASSWORD {_literal(connection, verifier.decode())} "
+        f"{verb} ROLE {q} WITH LOGIN {attributes} NOCREATEDB NOCREATEROLE INHERIT "
+        f"PASSWORD {_literal(connection, verifier.decode())} "
         f"VALID UNTIL {_literal(connection, until + '+00')}"
     )
     member, other = (roles.admins, roles.users) if admin else (roles.users, roles.admins)
@@ -274,6 +277,55 @@ def issue(
         {"role": role, "hub_user": hub_user, "admin": admin, "issued": clock()},
     )
     return Login(hub_user, role, password, expires_at, admin)
+
+
+def lock_login(connection: Connection, role: str) -> None:
+    """Hold ``role``'s issue lock to the end of the transaction: an issue and a revocation
+    of one user's login never interleave."""
+    connection.execute(
+        text("SELECT pg_advisory_xact_lock(:k)"),
+        {"k": int.from_bytes(bytes.fromhex(_digest("login", role)), "big", signed=True)},
+    )
+
+
+def disable(connection: Connection, hub_user: str) -> str | None:
+    """Make ``hub_user``'s LOGIN role NOLOGIN (an admin revoked them): its name, None when it
+    has none. ``issue`` makes it LOGIN again. Commit before ``end_sessions``, so that a
+    session ended cannot log in again in between.
+
+    Ending another role's sessions takes that role's privileges (``pg_terminate_backend``):
+    a superuser has them; the owner with CREATEROLE grants itself the user's role here (on
+    PostgreSQL 15 CREATEROLE may grant any non-superuser role; from 16 the role's creator
+    holds it WITH ADMIN OPTION). Membership gives the owner nothing it lacked: it owns every
+    table the user's role may touch."""
+    database = str(connection.execute(text("SELECT current_database()")).scalar_one())
+    role = login_role(database, hub_user)
+    lock_login(connection, role)
+    exists = connection.execute(
+        text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+    ).first()
+    if exists is None:
+        return None
+    q = _q(connection, role)
+    connection.execute(text(f"ALTER ROLE {q} NOLOGIN"))
+    privileged = connection.execute(
+        text("SELECT pg_has_role(current_user, :r, 'USAGE')"), {"r": role}
+    ).scalar()
+    if not privileged:
+        connection.execute(text(f"GRANT {q} TO CURRENT_USER"))
+    return role
+
+
+def end_sessions(connection: Connection, role: str) -> int:
+    """End every open session of ``role`` (``disable`` made it NOLOGIN): how many."""
+    ended = connection.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE usename = :r"
+        ),
+        {"r": role},
+    ).scalar_one()
+    return int(ended)
 
 
 def _literal(connection: Connection, value: str) -> str:
