@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import asyncssh
 
 from .errors import ControlPlaneError
+from .private_files import check_private
 
 #: A safe Unix account name (POSIX portable, as useradd's default NAME_REGEX): lower case,
 #: starts with a letter or '_', at most 32 characters.
@@ -48,19 +48,7 @@ def load_or_create_key(path: str | Path) -> asyncssh.SSHKey:
             f.write(key.export_private_key())
         path.with_name(path.name + ".pub").write_bytes(key.export_public_key())
         return key
-    info = path.stat()
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CAError(
-            f"The CA key {path} may be read by others (mode {stat.S_IMODE(info.st_mode):o}); "
-            f"chmod 600 it (only the Hub's account may read it).",
-            field="ca_key",
-        )
-    if info.st_uid != os.geteuid():
-        raise CAError(
-            f"The CA key {path} belongs to uid {info.st_uid}, not to this account "
-            f"({os.geteuid()}); chown it to the account JupyterHub runs as.",
-            field="ca_key",
-        )
+    check_private(path, "The CA key", "ca_key", CAError)
     return asyncssh.read_private_key(path)
 
 

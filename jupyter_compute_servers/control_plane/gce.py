@@ -37,9 +37,7 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
-import stat
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from .admins import AdminRule
 from .errors import ControlPlaneError
+from .private_files import check_private
 
 log = logging.getLogger("jupyter_compute_servers.control_plane")
 
@@ -168,26 +167,9 @@ def load_service_account(path: str | Path) -> tuple[Any, str]:
     from ..clouds.gcp.api import _load_credentials_file
 
     path = Path(path)
-    try:
-        info = path.stat()
-    except OSError as e:
-        raise ControlPlaneError(
-            f"The Compute Engine credentials file {path} cannot be read: {e.strerror}.",
-            field="gce_credentials_file",
-        ) from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ControlPlaneError(
-            f"The Compute Engine credentials file {path} may be read by others (mode "
-            f"{stat.S_IMODE(info.st_mode):o}); chmod 600 it (only the Hub's account may read "
-            f"it).",
-            field="gce_credentials_file",
-        )
-    if info.st_uid != os.geteuid():
-        raise ControlPlaneError(
-            f"The Compute Engine credentials file {path} belongs to uid {info.st_uid}, not to "
-            f"this account ({os.geteuid()}); chown it to the account JupyterHub runs as.",
-            field="gce_credentials_file",
-        )
+    check_private(
+        path, "The Compute Engine credentials file", "gce_credentials_file", ControlPlaneError
+    )
     try:
         return _load_credentials_file(str(path))
     except (OSError, ValueError, KeyError) as e:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import tempfile
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ControlPlaneError
+from .private_files import check_private
 
 #: What a revoked user is told, whatever they asked for.
 REVOKED_MESSAGE = "your access to the team's compute servers was revoked by an admin; ask them"
@@ -90,14 +90,7 @@ class Revocations:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._save()
             return
-        info = self.path.stat()
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) or info.st_uid != os.geteuid():
-            raise ControlPlaneError(
-                f"The revocations file {self.path} must be this account's and 0600 (it is "
-                f"mode {stat.S_IMODE(info.st_mode):o}, uid {info.st_uid}): chmod 600 / chown "
-                f"it to the account JupyterHub runs as.",
-                field="revocations_file",
-            )
+        check_private(self.path, "The revocations file", "revocations_file", ControlPlaneError)
         try:
             data = json.loads(self.path.read_text())
             self.revoked = {
