@@ -241,10 +241,6 @@ def hub(postgres_server, ca_key: Path, shared_host: OpenSSHServer) -> Iterator[H
         hub.close()
 
 
-def _service_token(hub: Hub, user: str) -> str:
-    return hub.service_token(user)
-
-
 def _ask(hub: Hub, token: str | None, body: Any) -> requests.Response:
     return requests.post(
         f"{hub.url}/services/{SERVICE}/api/certificates",
@@ -535,7 +531,7 @@ async def _login(
 def test_the_control_plane_answers_only_the_hub_user_and_only_for_their_account(
     hub: Hub,
 ) -> None:
-    token = _service_token(hub, "alice")
+    token = hub.service_token("alice")
     public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
 
     issued = _ask(hub, token, {"public_key": public})
@@ -569,7 +565,7 @@ def test_the_control_plane_answers_only_the_hub_user_and_only_for_their_account(
 def test_certificates_log_in_as_their_account_only_and_expired_or_unsigned_keys_are_refused(
     hub: Hub, shared_host: OpenSSHServer, ca_key: Path
 ) -> None:
-    token = _service_token(hub, "alice")
+    token = hub.service_token("alice")
     url = f"{hub.url}/services/{SERVICE}/"
 
     async def scenario() -> None:
@@ -653,7 +649,7 @@ def test_certificates_log_in_as_their_account_only_and_expired_or_unsigned_keys_
 def test_a_certificate_is_renewed_before_it_expires(hub: Hub) -> None:
     now = [time.time()]
     client = CertificateClient(
-        f"{hub.url}/services/{SERVICE}/", _service_token(hub, "alice"), clock=lambda: now[0]
+        f"{hub.url}/services/{SERVICE}/", hub.service_token("alice"), clock=lambda: now[0]
     )
 
     async def scenario() -> None:

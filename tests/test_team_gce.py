@@ -96,17 +96,6 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def _service_token(hub: Hub, user: str) -> str:
-    """A token of ``user``'s for the control plane only (as their server's token has)."""
-    response = hub.api(
-        "POST",
-        f"/users/{user}/tokens",
-        json={"note": "tests", "scopes": [f"access:services!service={SERVICE}"]},
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["token"])
-
-
 def _gce(
     hub: Hub,
     token: str | None,
@@ -235,7 +224,7 @@ def test_alices_server_runs_a_vm_through_the_control_plane_without_the_key(
 
 
 def test_bob_cannot_touch_alices_vm_nor_make_one_in_her_name(hub: Hub, fake: FakeGCE) -> None:
-    alice, bob = _service_token(hub, "alice"), _service_token(hub, "bob")
+    alice, bob = hub.service_token("alice"), hub.service_token("bob")
     name = "alice-own-vm"
     made = _gce(hub, alice, "POST", f"zones/{ZONE}/instances", _insert_body(name))
     assert made.status_code == 200, made.text
@@ -294,7 +283,7 @@ def test_bob_cannot_touch_alices_vm_nor_make_one_in_her_name(hub: Hub, fake: Fak
 
     # Alice's own calls, and an admin's (a member of the team's admin group), go through.
     assert _gce(hub, alice, "POST", f"zones/{ZONE}/operations/{operation}/wait").ok
-    admin = _service_token(hub, ADMIN)
+    admin = hub.service_token(ADMIN)
     assert _gce(hub, admin, "GET", instance).status_code == 200
     for token, vm_name in ((admin, name), (bob, "bob-vm")):
         deleted = _gce(hub, token, "DELETE", f"zones/{ZONE}/instances/{vm_name}")
@@ -307,7 +296,7 @@ def test_bob_cannot_touch_alices_vm_nor_make_one_in_her_name(hub: Hub, fake: Fak
 def test_only_listed_calls_of_the_project_are_forwarded_and_only_with_a_hub_token(
     hub: Hub, fake: FakeGCE
 ) -> None:
-    alice = _service_token(hub, "alice")
+    alice = hub.service_token("alice")
     # The catalogue is everyone's.
     zones = _gce(hub, alice, "GET", "zones")
     assert zones.status_code == 200 and zones.json()["items"][0]["name"] == ZONE
@@ -425,7 +414,7 @@ def test_in_team_mode_the_gcp_cloud_never_reads_a_credentials_file(
             hosts=None,  # type: ignore[arg-type]
             store=None,  # type: ignore[arg-type]
             ssh=None,  # type: ignore[arg-type]
-            control_plane=ControlPlaneClient(url, _service_token(hub, "alice")),
+            control_plane=ControlPlaneClient(url, hub.service_token("alice")),
         )
     )
     before = len(fake.requests)
