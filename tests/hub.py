@@ -20,8 +20,10 @@ proxy and the user servers.
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +195,31 @@ class Hub:
             for user in (*USERS, ADMIN):
                 self.api("DELETE", f"/users/{user}/server")
         self.hub.stop()
+
+
+def wait_state(hub: Hub, user: str, server_id: int, state: str, timeout: float = 240) -> None:
+    """Until ``user``'s server is ``state`` (through their Jupyter server's API); an error state
+    fails at once with its reason."""
+    deadline = time.monotonic() + timeout
+    while True:
+        server = hub.call(user, "GET", f"/servers/{server_id}").json()
+        if server["state"] == state:
+            return
+        assert server["state"] != "error", server.get("state_reason")
+        assert time.monotonic() < deadline, server
+        time.sleep(0.25)
+
+
+def user_server_pid(user: str) -> int:
+    """The pid of ``user``'s Jupyter server (the Hub's singleuser process)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"JUPYTERHUB_USER={user}".encode() in environ and b"jupyterhub.singleuser" in cmdline:
+            return int(entry)
+    raise AssertionError(f"no Jupyter server of {user} runs")

@@ -50,7 +50,7 @@ from jupyter_compute_servers.ssh import KeyStore, SSHConnectError, SSHConnection
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
 from . import unix_accounts
-from .hub import ADMIN, SERVICE, Hub
+from .hub import ADMIN, SERVICE, Hub, user_server_pid, wait_state
 from .postgres import free_port
 from .sshd import OpenSSHServer, start_sshd
 
@@ -250,17 +250,6 @@ def _ask(hub: Hub, token: str | None, body: Any) -> requests.Response:
     )
 
 
-def _wait_state(hub: Hub, user: str, server_id: int, state: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        server = hub.call(user, "GET", f"/servers/{server_id}").json()
-        if server["state"] == state:
-            return
-        assert server["state"] != "error", server.get("state_reason")
-        assert time.monotonic() < deadline, server
-        time.sleep(0.5)
-
-
 async def _evaluate(hub: Hub, user: str, kernel_id: str, code: str, expression: str) -> Any:
     """Run ``code`` in the kernel (through the Hub's proxy and the user's Jupyter) and answer
     ``expression``'s value (a Python literal): read from the execute reply itself, so no
@@ -324,21 +313,6 @@ def _start_kernel(hub: Hub, user: str, server_id: int) -> str:
     return str(response.json()["id"])
 
 
-def _user_server_pid(user: str) -> int:
-    """The pid of ``user``'s Jupyter server (the Hub's singleuser process)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"JUPYTERHUB_USER={user}".encode() in environ and b"jupyterhub.singleuser" in cmdline:
-            return int(entry)
-    raise AssertionError(f"no Jupyter server of {user} runs")
-
-
 @pytest.mark.timeout(900)
 def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
     hub: Hub, shared_host: OpenSSHServer, accounts: dict[str, pwd.struct_passwd], ca_key: Path
@@ -385,7 +359,7 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
         started = hub.call(user, "POST", f"/servers/{servers[user]}/actions/start")
         assert started.status_code == 202, started.text
     for user in ("alice", "bob"):
-        _wait_state(hub, user, servers[user], "running")
+        wait_state(hub, user, servers[user], "running")
         kernels[user] = _start_kernel(hub, user, servers[user])
         facts[user] = asyncio.run(
             _evaluate(
@@ -458,7 +432,7 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
     # config): `jupyter compute-servers ssh` logs in with a certificate of hers too.
     terminal_env = dict(
         entry.split("=", 1)
-        for entry in Path(f"/proc/{_user_server_pid('alice')}/environ").read_text().split("\0")
+        for entry in Path(f"/proc/{user_server_pid('alice')}/environ").read_text().split("\0")
         if "=" in entry
     )
     done = subprocess.run(
@@ -481,7 +455,7 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
     # Alice's Jupyter server holds no shared credential: its environment has no key, no
     # private key in any file it wrote (its home, its data) logs in to the host as anyone by
     # itself, and the only certificate there (SSH access's) is hers, for an hour at most.
-    pid = _user_server_pid("alice")
+    pid = user_server_pid("alice")
     environ = Path(f"/proc/{pid}/environ").read_bytes()
     assert b"PRIVATE KEY" not in environ and str(ca_key).encode() not in environ
     ca_private = ca_key.read_bytes()
@@ -509,7 +483,7 @@ def test_each_user_runs_as_their_own_account_and_holds_no_shared_credential(
 
     for user in ("alice", "bob"):
         assert hub.call(user, "POST", f"/servers/{servers[user]}/actions/stop").status_code == 202
-        _wait_state(hub, user, servers[user], "off")
+        wait_state(hub, user, servers[user], "off")
     store.database.close()
 
 

@@ -26,7 +26,7 @@ from jupyter_compute_servers.db import Database, roles
 from jupyter_compute_servers.db.credentials import DatabaseCredentials
 from jupyter_compute_servers.hosts import HostStore
 
-from .hub import ADMIN, SERVICE, Hub
+from .hub import ADMIN, SERVICE, Hub, wait_state
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +71,6 @@ def _connect(login: dict[str, Any], **kwargs: Any) -> psycopg.Connection:
     )
 
 
-def _wait_state(hub: Hub, user: str, server_id: int, state: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        server = hub.call(user, "GET", f"/servers/{server_id}").json()
-        if server["state"] == state:
-            return
-        assert server["state"] != "error", server.get("state_reason")
-        assert time.monotonic() < deadline, server
-        time.sleep(0.5)
-
-
 @pytest.mark.timeout(600)
 def test_a_users_server_runs_on_its_own_login_and_postgres_keeps_it_to_its_rows(
     hub: Hub,
@@ -100,9 +89,9 @@ def test_a_users_server_runs_on_its_own_login_and_postgres_keeps_it_to_its_rows(
     mine = created.json()["id"]
     assert [s["id"] for s in hub.call("alice", "GET", "/servers").json()["servers"]] == [mine]
     assert hub.call("alice", "POST", f"/servers/{mine}/actions/start").status_code == 202
-    _wait_state(hub, "alice", mine, "running")
+    wait_state(hub, "alice", mine, "running")
     assert hub.call("alice", "POST", f"/servers/{mine}/actions/stop").status_code == 202
-    _wait_state(hub, "alice", mine, "off")
+    wait_state(hub, "alice", mine, "off")
     theirs = hub.call("bob", "POST", "/servers", body={"name": "bob-box"}).json()["id"]
 
     # Her server's connections are her login's, not the owner's.

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import requests
 from jupyter_compute_servers.control_plane.gce import OWNER_LABEL, owner_value
 
 from .fake_gce import FakeGCE
-from .hub import ADMIN, Hub
+from .hub import ADMIN, Hub, user_server_pid, wait_state
 from .postgres import free_port
 
 SERVICE = "compute-control"
@@ -136,31 +135,6 @@ def _insert_body(name: str, labels: dict[str, str] | None = None) -> dict[str, A
     }
 
 
-def _wait_state(hub: Hub, user: str, server_id: int, state: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        server = hub.call(user, "GET", f"/servers/{server_id}").json()
-        if server["state"] == state:
-            return
-        assert server["state"] != "error", server.get("state_reason")
-        assert time.monotonic() < deadline, server
-        time.sleep(0.25)
-
-
-def _user_server_pid(user: str) -> int:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"JUPYTERHUB_USER={user}".encode() in environ and b"jupyterhub.singleuser" in cmdline:
-            return int(entry)
-    raise AssertionError(f"no Jupyter server of {user} runs")
-
-
 @pytest.mark.timeout(600)
 def test_alices_server_runs_a_vm_through_the_control_plane_without_the_key(
     hub: Hub, fake: FakeGCE, key_file: Path
@@ -185,22 +159,22 @@ def test_alices_server_runs_a_vm_through_the_control_plane_without_the_key(
     assert created.status_code == 201, created.text
     server_id = created.json()["id"]
     assert hub.call("alice", "POST", f"/servers/{server_id}/actions/start").status_code == 202
-    _wait_state(hub, "alice", server_id, "running")
+    wait_state(hub, "alice", server_id, "running")
     vm = fake.vm()
     # The proxy stamped her name on the VM and its disk.
     assert vm.body["labels"][OWNER_LABEL] == "alice"
     assert fake.disks[(ZONE, vm.name)]["labels"][OWNER_LABEL] == "alice"
 
     assert hub.call("alice", "POST", f"/servers/{server_id}/actions/stop").status_code == 202
-    _wait_state(hub, "alice", server_id, "off")
+    wait_state(hub, "alice", server_id, "off")
     assert vm.status == "TERMINATED"
     assert hub.call("alice", "POST", f"/servers/{server_id}/actions/start").status_code == 202
-    _wait_state(hub, "alice", server_id, "running")
+    wait_state(hub, "alice", server_id, "running")
     deprovision = hub.call(
         "alice", "POST", f"/servers/{server_id}/actions/deprovision", body={"confirm": True}
     )
     assert deprovision.status_code == 202, deprovision.text
-    _wait_state(hub, "alice", server_id, "deprovisioned")
+    wait_state(hub, "alice", server_id, "deprovisioned")
     assert not fake.vms and not fake.disks
     assert hub.call("alice", "DELETE", f"/servers/{server_id}").status_code == 204
     fake.operation_delay = 0.0
@@ -214,7 +188,7 @@ def test_alices_server_runs_a_vm_through_the_control_plane_without_the_key(
 
     # Nothing of the key is in her server: not in its environment, not in any file it wrote.
     key = json.loads(key_file.read_text())["private_key"].encode()
-    environ = Path(f"/proc/{_user_server_pid('alice')}/environ").read_bytes()
+    environ = Path(f"/proc/{user_server_pid('alice')}/environ").read_bytes()
     assert key not in environ and str(key_file).encode() not in environ
     for root, _dirs, files in os.walk(hub.dir / "home" / "alice"):
         for name in files:
