@@ -35,6 +35,7 @@ from .errors import ValidationError
 from .events import EventCallback, ServerEvents
 from .hosts import HostRegistry, HostStore
 from .images.catalog import ImageCatalog
+from .images.marks import DatabaseMarks
 from .kernels.specs import KernelSpecPublisher
 from .kernels.warm import WarmKernelPool
 from .mount.service import MountService
@@ -192,6 +193,8 @@ def build_services(
     images = ImageCatalog(
         settings.image_catalog,
         data_dir / "images-tested.json",
+        # In team mode the tested marks are the team's: an admin's is every user's.
+        marks=DatabaseMarks(database) if team.enabled else None,
         built_file=data_dir / "images-built.json",
         timeout=settings.image_catalog_timeout,
         max_bytes=settings.image_catalog_max_bytes,
