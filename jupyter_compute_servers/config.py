@@ -91,11 +91,16 @@ class ComputeServersSettings(LoggingConfigurable):
     ).tag(config=True)
 
     team_admin_users = List(
-        Unicode(), help="Team mode: Hub users who are compute servers admins."
+        Unicode(),
+        help="Team mode without a control plane: Hub users who are compute servers admins. "
+        "With control_plane_url it is ignored (a warning says so): the control plane's "
+        "--admin-user/--admin-group are the team's one rule, asked by each user's server.",
     ).tag(config=True)
 
     team_admin_groups = List(
-        Unicode(), help="Team mode: Hub groups whose members are compute servers admins."
+        Unicode(),
+        help="Team mode without a control plane: Hub groups whose members are compute servers "
+        "admins. With control_plane_url it is ignored (the control plane's --admin-group).",
     ).tag(config=True)
 
     quotas = Dict(

@@ -35,6 +35,7 @@ from .errors import ValidationError
 from .events import EventCallback, ServerEvents
 from .hosts import HostRegistry, HostStore
 from .images.catalog import ImageCatalog
+from .images.marks import DatabaseMarks
 from .kernels.specs import KernelSpecPublisher
 from .kernels.warm import WarmKernelPool
 from .mount.service import MountService
@@ -44,6 +45,7 @@ from .store import ServerStore
 from .sync.records import SyncStore
 from .sync.service import SyncService
 from .team import Team, parse_access, parse_quotas
+from .team_admins import OwnerAdmin
 from .team_queue import TeamQueue
 from .terminals import RemoteTerminals
 
@@ -118,6 +120,24 @@ def team_control_plane(settings: ComputeServersSettings) -> ControlPlaneClient |
     return ControlPlaneClient(settings.control_plane_url, token)
 
 
+def team_admin_source(
+    settings: ComputeServersSettings,
+    control_plane: ControlPlaneClient | None,
+    logger: logging.Logger,
+) -> OwnerAdmin | None:
+    """With a control plane, who is an admin is its rule (``--admin-user``/``--admin-group``),
+    asked for this server's user: the one rule, not a copy here that could differ."""
+    if control_plane is None:
+        return None
+    if settings.team_admin_users or settings.team_admin_groups:
+        logger.warning(
+            "team_admin_users and team_admin_groups are ignored: with control_plane_url set, "
+            "the control plane's --admin-user and --admin-group (and Hub admins) decide who is "
+            "an admin. Give them there, and remove these settings."
+        )
+    return OwnerAdmin(control_plane)
+
+
 def team_certificates(control_plane: ControlPlaneClient | None) -> CertificateClient | None:
     """The client of the control plane's certificate authority, which this user's server logs
     in to shared hosts with."""
@@ -163,18 +183,20 @@ def build_services(
 
     events = ServerEvents(on_event)
     quotas, group_budgets = parse_quotas(settings.quotas)
+    control_plane = team_control_plane(settings)
+    admin_source = team_admin_source(settings, control_plane, logger)
     team = Team(
         enabled=settings.team_mode,
         owner=settings.user,
-        admin_users=frozenset(settings.team_admin_users),
-        admin_groups=frozenset(settings.team_admin_groups),
+        admin_users=frozenset(settings.team_admin_users if admin_source is None else ()),
+        admin_groups=frozenset(settings.team_admin_groups if admin_source is None else ()),
         quotas=quotas,
         group_budgets=group_budgets,
         access=parse_access(settings.access),
         queue_user_cap=settings.team_queue_user_cap,
+        admin_source=admin_source,
     )
     # The one owner of the database: every store below shares its engine and pool.
-    control_plane = team_control_plane(settings)
     database = Database(
         settings.db_url, credentials=team_database_credentials(settings, control_plane)
     )
@@ -192,6 +214,8 @@ def build_services(
     images = ImageCatalog(
         settings.image_catalog,
         data_dir / "images-tested.json",
+        # In team mode the tested marks are the team's: an admin's is every user's.
+        marks=DatabaseMarks(database) if team.enabled else None,
         built_file=data_dir / "images-built.json",
         timeout=settings.image_catalog_timeout,
         max_bytes=settings.image_catalog_max_bytes,

@@ -9,10 +9,12 @@ belongs to one user (``JUPYTERHUB_USER``): its store sees only that user's serve
 list, cost, kernel spec, health check and action is that user's alone, and another user's id is
 the same 404 as an unknown one. Who is asking, and in which Hub groups, comes from Jupyter's
 ``current_user``, which ``jupyterhub.singleuser`` fills from the Hub's OAuth token (its
-``identify`` scope gives the name and groups). Admins are the users named in
-``team_admin_users``, the members of a Hub group of ``team_admin_groups``, or a Hub admin
-where the Hub says so: they also see everyone's servers (owner shown) and the audit log, and
-they alone change shared hosts.
+``identify`` scope gives the name and groups). Admins see everyone's servers (owner shown) and
+the audit log, and they alone change shared hosts and mark images tested. With a control plane
+(``control_plane_url``) who is an admin is the team's one rule, the control plane's: the owner
+is one when it says so (``team_admins.OwnerAdmin``); a visitor the Hub lets in, when the Hub
+says they are a Hub admin. Without one: the users named in ``team_admin_users``, the members of
+a Hub group of ``team_admin_groups``, or a Hub admin where the Hub says so.
 
 Quotas are checked inside the transaction that commits a start (the owner's named lock held),
 so two starts cannot both take the last of a quota; the host's GPUs themselves are claimed
@@ -36,6 +38,7 @@ from .models import State
 
 if TYPE_CHECKING:
     from .store import ServerStore
+    from .team_admins import OwnerAdmin
 
 #: Who the current request (or the background work it began) acts for: the audit's actor.
 #: Tasks started by a request copy it, so an action's end is recorded as the same person's.
@@ -211,6 +214,9 @@ class Team:
     #: Whether a server of this cloud and configuration costs money while running: the spend
     #: quotas let one that is free start (as the costs' budget does).
     costs_money: Callable[[str, str], bool] | None = None
+    #: With a control plane: whether the owner is an admin, as it says (the one rule);
+    #: ``admin_users``/``admin_groups`` are then empty.
+    admin_source: OwnerAdmin | None = None
     _remembered: tuple[str, ...] | None = None
 
     def identity(self, user: Any) -> Identity:
@@ -221,15 +227,36 @@ class Team:
         hub_user = getattr(user, "hub_user", None) or {}
         name = str(hub_user.get("name") or getattr(user, "username", "") or "")
         groups = tuple(sorted(str(g) for g in hub_user.get("groups") or ()))
-        admin = (
-            bool(hub_user.get("admin"))
-            or name in self.admin_users
-            or bool(self.admin_groups.intersection(groups))
-        )
+        if self.admin_source is not None:
+            admin = self.admin_source.admin if name == self.owner else bool(hub_user.get("admin"))
+        else:
+            admin = (
+                bool(hub_user.get("admin"))
+                or name in self.admin_users
+                or bool(self.admin_groups.intersection(groups))
+            )
         if name == self.owner:
             self.owner_groups = groups
             self.owner_admin = admin
         return Identity(name, groups, admin)
+
+    async def refresh_admin(self) -> None:
+        """Ask the control plane again whether the owner is an admin, if its answer is old
+        (with one; off the event loop)."""
+        if self.enabled and self.admin_source is not None:
+            await self.admin_source.refresh()
+
+    def who_may_administer(self) -> str:
+        """Where who is an admin is decided, and why the owner is not one if the control plane
+        could not say: for a 403's message."""
+        if self.admin_source is None:
+            return "ask one (team_admin_users, team_admin_groups)"
+        if self.admin_source.error:
+            return (
+                f"the control plane could not say whether you are one, so you are not for now: "
+                f"{self.admin_source.error}"
+            )
+        return "ask one (the control plane's --admin-user or --admin-group, or Hub admins)"
 
     def remember(self, identity: Identity) -> bool:
         """Whether the owner's groups are to be written down now (team mode, the owner's

@@ -137,8 +137,8 @@ class TeamQueue:
         entry = self._entry(server_id, identity)
         if not identity.admin:
             raise ForbiddenError(
-                "Only a compute servers admin may reorder the queue; ask one (team_admin_users, "
-                "team_admin_groups).",
+                f"Only a compute servers admin may reorder the queue; "
+                f"{self.team.who_may_administer()}.",
                 field="position",
             )
         moved = self.hosts.move_in_queue(server_id, position)

@@ -12,7 +12,12 @@ import {
   ITeam,
   ServerAction
 } from './servers/types';
-import { IEstimate, IEstimateRequest, IImageCatalog } from './create/types';
+import {
+  IEstimate,
+  IEstimateRequest,
+  IImageCatalog,
+  IImageTested
+} from './create/types';
 import { IRemoteKernel } from './kernels/types';
 import { IHost, IHostFields, IHostUpdate } from './hosts/types';
 import { IServerMetrics } from './metrics/types';
@@ -139,6 +144,12 @@ export interface IComputeServersModel {
   history(id: number): Promise<IHistoryEntry[]>;
   /** The image catalogue: tested versions, or every version with `includeUntested`. */
   images(includeUntested?: boolean): Promise<IImageCatalog>;
+  /** Mark a version of the catalogue tested (admins; `tested: false` takes it back). */
+  markImageTested(
+    image: string,
+    tag: string,
+    tested?: boolean
+  ): Promise<IImageTested>;
   /** What a configuration (a new server's, or an edit of one) would cost. */
   estimate(body: IEstimateRequest): Promise<IEstimate>;
   /** Who is asking and the owner's quota (team mode on JupyterHub). */

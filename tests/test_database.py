@@ -93,13 +93,14 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
     # tables' rows that reference servers were not cascaded away by the old table's drop.
     after = rows(path)
     assert after.pop("audit_log") == [] and after.pop("team_members") == []
+    assert after.pop("image_marks") == []  # (0008: the tested marks, team mode's)
     assert after == rows_since_baseline(before_rows)
     # The baseline's schema with those columns; the tables and indexes the revisions add are
     # checked against a new store's below.
     assert [
         e
         for e in schema(path)
-        if e[2:3] not in (("audit_log",), ("team_members",))
+        if e[2:3] not in (("audit_log",), ("team_members",), ("image_marks",))
         and e[1] not in ("servers_owner", "servers_owner_name_nocase")
     ] == since_baseline(before_schema)
 
@@ -196,13 +197,14 @@ def test_an_older_store_runs_the_scripts_it_lacks_then_is_stamped(tmp_path):
     # Migrations 4-6 added a column (daily_stop, empty in old rows) and tables (empty);
     # then Alembic's 0002 the workspace setting (empty too), 0003 the GPU shares, 0004 the
     # owners ('' before owners were kept) and the audit log, 0005 the queue's places, caps and
-    # cancellations (none) and the team's members.
+    # cancellations (none) and the team's members, 0008 the tested marks (none).
     assert after["servers"] == [(*row, None, None, "") for row in before["servers"]]
     since = rows_since_baseline(before)
     for table in ("state_history", "hosts", "host_slices", "gpu_queue", "sqlite_sequence"):
         assert after[table] == since[table]
     assert set(after) - set(before) == {
         "audit_log",
+        "image_marks",
         "team_members",
         "rate_history",
         "cost_alerts",

@@ -10,8 +10,11 @@ as someone who read it out of their server's memory would.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -21,18 +24,23 @@ from psycopg import errors
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from jupyter_compute_servers.config import ComputeServersSettings
 from jupyter_compute_servers.control_plane_client import ControlPlaneClient
 from jupyter_compute_servers.db import Database, roles
 from jupyter_compute_servers.db.credentials import DatabaseCredentials
 from jupyter_compute_servers.hosts import HostStore
+from jupyter_compute_servers.services import team_admin_source
+from jupyter_compute_servers.team import Team
+from jupyter_compute_servers.team_admins import OwnerAdmin
 
-from .hub import ADMIN, SERVICE, Hub, wait_state
+from .hub import ADMIN, ADMIN_GROUP, SERVICE, Hub, wait_state
+from .postgres import free_port
 
 
 @pytest.fixture(scope="module")
 def hub(postgres_server) -> Iterator[Hub]:
-    # carol: an admin to the user servers (team_admin_users) whom the control plane was not
-    # told of (a misconfiguration: her login is a user's).
+    # carol: named an admin in the user servers' team_admin_users, whom the control plane
+    # (the one rule) was not told of: ignored.
     hub = Hub(
         postgres_server.create_database(), enabled_clouds=["local"], team_admin_users=["carol"]
     )
@@ -315,16 +323,120 @@ def test_a_users_server_on_an_older_schema_refuses_to_start_saying_why(hub: Hub)
         owner.close()
 
 
-def test_an_admin_the_control_plane_does_not_know_is_told_why_the_database_refuses(
-    hub: Hub,
-) -> None:
-    assert hub.call("carol", "GET", "/team").json()["user"]["admin"] is True
+def test_who_is_an_admin_is_the_control_planes_one_rule(hub: Hub) -> None:
+    # carol is named in the user servers' team_admin_users, which the control plane does not
+    # know: that copy is ignored (with a warning), so her server does not take her for one.
+    assert hub.call("carol", "GET", "/team").json()["user"]["admin"] is False
     refused = hub.call(
         "carol", "POST", "/hosts", body={"name": "h", "hostname": "10.0.0.2", "username": "u"}
     )
     assert refused.status_code == 403, refused.text
     assert refused.json()["field"] == "user"
-    assert refused.json()["message"].startswith(
-        "The team database refused this to your login: permission denied for table hosts."
-    )
     assert "--admin-user or --admin-group" in refused.json()["message"]
+    # The control plane answers each user who they are to the team (root: by --admin-group),
+    # and each user's server takes them for what it says.
+    answers = {}
+    for user, admin in (("bob", False), (ADMIN, True), ("carol", False)):
+        me = requests.get(
+            f"{hub.url}/services/{SERVICE}/api/me",
+            headers={"Authorization": f"token {hub.service_token(user)}"},
+            timeout=30,
+        )
+        assert me.status_code == 200, me.text
+        answers[user] = me.json()
+        assert answers[user]["name"] == user and answers[user]["admin"] is admin
+        assert hub.call(user, "GET", "/team").json()["user"]["admin"] is admin
+    assert ADMIN_GROUP in answers[ADMIN]["groups"] and answers["bob"]["groups"] == []
+    assert requests.get(f"{hub.url}/services/{SERVICE}/api/me", timeout=30).status_code in (
+        401,
+        403,
+    )
+
+
+def test_an_unreachable_control_plane_makes_nobody_an_admin_and_says_why() -> None:
+    # A control plane that is not there (a port nobody listens on): fail closed.
+    client = ControlPlaneClient(f"http://127.0.0.1:{free_port()}/services/{SERVICE}/", "t")
+    source = OwnerAdmin(client, ttl=3600, retry=0)
+    source.admin = True  # (as a former answer said)
+    team = Team(enabled=True, owner="root", admin_source=source)
+    asyncio.run(team.refresh_admin())
+    assert source.admin is False
+    assert "Cannot reach the control plane" in source.error
+    model = {"name": "root", "admin": True, "groups": [ADMIN_GROUP]}
+    assert team.identity(SimpleNamespace(hub_user=model)).admin is False
+    assert "could not say whether you are one" in team.who_may_administer()
+    assert "Cannot reach the control plane" in team.who_may_administer()
+    # A visitor the Hub says is a Hub admin stays one (the owner's token cannot ask for them).
+    visitor = {"name": "ada", "admin": True}
+    assert team.identity(SimpleNamespace(hub_user=visitor)).admin is True
+
+
+def test_the_user_servers_copy_of_the_admin_rule_is_ignored_with_a_warning(caplog) -> None:
+    settings = ComputeServersSettings(
+        team_mode=True,
+        control_plane_url="http://127.0.0.1:9/services/compute-control/",
+        team_admin_users=["carol"],
+    )
+    logger = logging.getLogger("tests.admin_rule")
+    with caplog.at_level(logging.WARNING, logger="tests.admin_rule"):
+        source = team_admin_source(
+            settings, ControlPlaneClient(settings.control_plane_url, "t"), logger
+        )
+    assert isinstance(source, OwnerAdmin)
+    assert "team_admin_users and team_admin_groups are ignored" in caplog.text
+    # Without a control plane there is no other rule: the settings are the rule.
+    assert team_admin_source(ComputeServersSettings(team_mode=True), None, logger) is None
+
+
+@pytest.mark.timeout(300)
+def test_an_admins_tested_mark_is_every_users_and_only_admins_may_mark(hub: Hub) -> None:
+    image, tag = "scipy", "2025-03-14"  # (untested in the built-in catalogue)
+
+    def shown(user: str) -> bool:
+        images = hub.call(user, "GET", "/images").json()["images"]
+        return any(i["id"] == image and any(v["tag"] == tag for v in i["versions"]) for i in images)
+
+    assert not shown("bob")
+    # Bob may not mark it: his server says so and what to do ...
+    refused = hub.call("bob", "POST", "/images/tested", body={"image": image, "tag": tag})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["field"] == "user"
+    assert refused.json()["message"].startswith("Only a compute servers admin may mark images")
+    assert "ask one" in refused.json()["message"]
+    # ... and so does PostgreSQL to his login, whatever the SQL.
+    with _connect(_issued(hub, "bob")) as sql:
+        for statement in (
+            "INSERT INTO image_marks (image_id, tag, marked_by, marked_at) "
+            "VALUES ('scipy', '2025-03-14', 'bob', 0)",
+            "DELETE FROM image_marks",
+            "UPDATE image_marks SET marked_by = 'bob'",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):
+                sql.execute(statement)
+    assert not shown("bob")
+
+    # The admin marks it in their own server: bob's shows it at its next read, no reload.
+    marked = hub.call(ADMIN, "POST", "/images/tested", body={"image": image, "tag": tag})
+    assert marked.status_code == 200, marked.text
+    assert marked.json() == {"image": image, "tag": tag, "tested": True}
+    assert shown("bob") and shown("alice")
+    with _connect(_issued(hub, "bob")) as sql:
+        assert sql.execute("SELECT image_id, tag, marked_by FROM image_marks").fetchall() == [
+            (image, tag, ADMIN)
+        ]
+    # Bad input: the field named.
+    for body, field in (
+        ({"image": "nope", "tag": tag}, "image"),
+        ({"image": image, "tag": "nope"}, "tag"),
+        ({"image": image, "tag": tag, "tested": "yes"}, "tested"),
+        ({"image": image}, "tag"),
+        ({"image": image, "tag": tag, "by": "x"}, "by"),
+    ):
+        bad = hub.call(ADMIN, "POST", "/images/tested", body=body)
+        assert bad.status_code == 400 and bad.json()["field"] == field, (body, bad.text)
+    # Taken back: gone for everyone.
+    unmarked = hub.call(
+        ADMIN, "POST", "/images/tested", body={"image": image, "tag": tag, "tested": False}
+    )
+    assert unmarked.json()["tested"] is False
+    assert not shown("bob")

@@ -84,7 +84,7 @@ def test_two_users_through_the_hub_each_see_their_own_and_the_admin_sees_all(hub
     refused = hub.call("bob", "GET", "/servers?scope=all")
     assert refused.status_code == 403 and refused.json()["field"] == "user"
 
-    # Who is asking, from the Hub: the admin by the Hub group in team_admin_groups.
+    # Who is asking, from the Hub; an admin by the control plane's rule (its --admin-group).
     me = hub.call(ADMIN, "GET", "/team").json()
     assert me["team_mode"] is True and me["user"]["admin"] is True
     assert me["user"]["groups"] == ["compute-admins"]

@@ -70,15 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="HUBUSER",
-        help="A Hub user who is a team admin (as team_admin_users; Hub admins are too): acts on "
-        "everyone's VMs through the proxy and gets an admin's database login (repeatable).",
+        help="A Hub user who is a team admin (Hub admins are too): the team's one rule, which "
+        "the user servers ask (GET api/me); acts on everyone's VMs through the proxy and gets "
+        "an admin's database login (repeatable).",
     )
     parser.add_argument(
         "--admin-group",
         action="append",
         default=[],
         metavar="GROUP",
-        help="A Hub group whose members are team admins (as team_admin_groups; repeatable).",
+        help="A Hub group whose members are team admins (the user servers ask; repeatable).",
     )
     parser.add_argument(
         "--db-url",

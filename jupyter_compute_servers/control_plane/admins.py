@@ -1,6 +1,8 @@
-"""Who is an admin of the team, for the control plane: the same rule as ``team.Team``'s in the
-user servers (Hub admins, ``team_admin_users``, members of ``team_admin_groups``), given to the
-control plane as ``--admin-user`` and ``--admin-group``."""
+"""Who is an admin of the team: Hub admins, ``--admin-user`` and the members of
+``--admin-group``, given to the control plane only. It is the team's one rule: the control
+plane applies it to what it issues (admins' database logins, revocations, the Compute Engine
+proxy), and each user's server asks it (``GET api/me``, ``team_admins.OwnerAdmin``) whether
+its user is an admin, rather than keep a copy that could differ."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class AdminRule:
-    """Who is an admin: as ``team.Team`` decides in the user servers (the same settings)."""
+    """Who is an admin (the user servers ask, ``GET api/me``)."""
 
     users: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()

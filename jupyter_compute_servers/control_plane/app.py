@@ -20,6 +20,12 @@ URL (``--db-url``):
   the team's PostgreSQL, ``{"user", "password", "expires_at", "hub_user", "admin", "host",
   "port", "dbname"}``.
 
+Who is an admin (``admins.py``), always: the one rule of the team, which the user servers
+ask rather than keep a copy of:
+
+- ``GET <prefix>api/me``: ``{"name", "admin", "groups"}`` of the caller (Hub admins, and
+  ``--admin-user``/``--admin-group``).
+
 Revocation (``revocations.py``), always:
 
 - ``GET <prefix>api/revocations``: ``{"revocations": [{"user", "revoked_by", "revoked_at"}]}``
@@ -160,6 +166,24 @@ class CAHandler(ControlPlaneHandler):
 
     def get(self) -> None:
         self.finish({"public_key": self.ca.public_key})
+
+
+class MeHandler(ControlPlaneHandler):
+    """Who the caller is to the team: whether an admin, by the one rule (``AdminRule``)."""
+
+    def initialize(self, admins: AdminRule) -> None:
+        self.admins = admins
+
+    def get(self) -> None:
+        model = self.hub_user_model
+        self.set_header("Cache-Control", "no-store")
+        self.finish(
+            {
+                "name": str(model["name"]),
+                "admin": self.admins.is_admin(model),
+                "groups": sorted(str(g) for g in model.get("groups") or ()),
+            }
+        )
 
 
 class CertificatesHandler(ControlPlaneHandler):
@@ -386,7 +410,7 @@ def make_app(
     ``revocations`` (who may revoke: ``admins``)."""
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
-    routes: list[Any] = []
+    routes: list[Any] = [(f"{prefix}api/me", MeHandler, {"admins": admins or AdminRule()})]
     if ca is not None:
         routes += [
             (f"{prefix}api/ca", CAHandler, {"ca": ca}),

@@ -13,8 +13,10 @@ group roles holding the privileges:
   rates, sync records), their own ``team_members`` row, and the audit log by INSERT only,
   lines about their own servers. Of a host they may write only its inventory (a user may
   ask for it again); its hostname, port, account, pinned key and prices are the admins'.
+  The image catalogue's tested marks (``image_marks``) they may only read.
 - **admins** (``cs_admins_<database>``): every row of every table, except that the audit log
-  and the state history are INSERT (and SELECT) only for everyone.
+  and the state history are INSERT (and SELECT) only for everyone; they alone mark images
+  tested (insert, update, delete ``image_marks``).
 
 Which Hub user a login is: the table ``database_logins`` (role -> Hub user), written by the
 control plane only and read through ``compute_servers_hub_user()``, a SECURITY DEFINER function
@@ -147,12 +149,23 @@ def apply(connection: Connection) -> GroupRoles:
         ),
         "cost_alerts": ("SELECT, INSERT, DELETE", "SELECT, INSERT, DELETE"),
         "sync_files": ("SELECT, INSERT, UPDATE, DELETE", "SELECT, INSERT, UPDATE, DELETE"),
+        # The tested marks: every user's server shows them; admins alone curate them.
+        "image_marks": ("SELECT", "SELECT, INSERT, UPDATE, DELETE"),
         **{
             table: ("SELECT, INSERT, UPDATE, DELETE", "SELECT, INSERT, UPDATE, DELETE")
             for table in _SERVER_ROWS
         },
     }
+    # (A revision before a table's applies what it has: 0007 runs this before 0008 made
+    # image_marks; the control plane's start, at the head, applies all.)
+    existing = set(
+        connection.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema}
+        ).scalars()
+    )
     for table, (user_grant, admin_grant) in grants.items():
+        if table not in existing:
+            continue
         t = f"{s}.{table}"
         sql(f"REVOKE ALL ON {t} FROM {both}")
         sql(f"GRANT {user_grant} ON {t} TO {users}")
@@ -167,6 +180,8 @@ def apply(connection: Connection) -> GroupRoles:
         sql(f"CREATE POLICY admins ON {t} TO {admins} USING (true) WITH CHECK (true)")
 
     def policy(table: str, command: str, using: str | None, check: str | None = None) -> None:
+        if table not in existing:
+            return
         clauses = (f" USING ({using})" if using else "") + (
             f" WITH CHECK ({check})" if check else ""
         )
@@ -192,6 +207,7 @@ def apply(connection: Connection) -> GroupRoles:
     # locks the host's row, FOR UPDATE, while it claims GPUs).
     policy("hosts", "SELECT", "true")
     policy("hosts", "UPDATE", "true", "true")
+    policy("image_marks", "SELECT", "true")
     # A dedupe table of alerts given, keyed by text that names no owner (see README).
     policy("cost_alerts", "ALL", "true", "true")
     for table in _SERVER_ROWS:

@@ -97,8 +97,7 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
         identity = self.identity
         if not identity.admin:
             raise ForbiddenError(
-                f"Only a compute servers admin may {what}; ask one (team_admin_users, "
-                f"team_admin_groups).",
+                f"Only a compute servers admin may {what}; {self.team.who_may_administer()}.",
                 field="user",
             )
         return identity
@@ -106,6 +105,8 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
         if self.current_user is not None:
+            # (with a control plane: whether the owner is an admin, asked again when old)
+            await self.team.refresh_admin()
             identity = self.identity
             # The audit's actor for what this request changes, and the work it begins.
             current_actor.set(identity.name)
@@ -224,7 +225,7 @@ def _database_refusal(error: BaseException) -> ForbiddenError | None:
     return ForbiddenError(
         f"The team database refused this to your login: {str(error.orig).strip()}. If you "
         f"are an admin, ask whoever runs the control plane to list you (--admin-user or "
-        f"--admin-group, as team_admin_users and team_admin_groups).",
+        f"--admin-group).",
         field="user",
     )
 

@@ -12,7 +12,7 @@ from .apps import (
 from .base import NotFoundHandler
 from .costs import CostsHandler, EstimateHandler
 from .hosts import HostHandler, HostInventoryHandler, HostsHandler, ServerMetricsHandler
-from .images import ImagesHandler, ImagesReloadHandler
+from .images import ImagesHandler, ImagesReloadHandler, ImageTestedHandler
 from .kernels import ServerKernelHandler, ServerKernelsHandler
 from .mount import ServerMountHandler
 from .openapi import OpenAPIHandler
@@ -85,6 +85,7 @@ def api_handlers() -> list[tuple[str, type]]:
         (rf"{API_PREFIX}/servers/{_ID}/syncs/{_SYNC}/cancel", ServerSyncCancelHandler),
         (rf"{API_PREFIX}/images", ImagesHandler),
         (rf"{API_PREFIX}/images/reload", ImagesReloadHandler),
+        (rf"{API_PREFIX}/images/tested", ImageTestedHandler),
         (rf"{API_PREFIX}/hosts", HostsHandler),
         (rf"{API_PREFIX}/hosts/{_HOST}", HostHandler),
         (rf"{API_PREFIX}/hosts/{_HOST}/inventory", HostInventoryHandler),

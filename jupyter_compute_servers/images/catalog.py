@@ -1,9 +1,11 @@
 """The image catalogue: which software images servers can run, and which versions are tested.
 
 A JSON document (``catalog.schema.json``) shipped with the package, replaceable by a path or
-URL in configuration and reloadable without a restart. Versions an admin verified with
-``jupyter compute-servers images test`` are recorded in a local override file, so the tested
-flag survives catalogue updates.
+URL in configuration and reloadable without a restart. Versions an admin verified (``jupyter
+compute-servers images test --mark-tested``, ``PUT /images/{id}/versions/{tag}/tested``) are
+recorded apart from the catalogue (``marks.py``: a local file standalone, the team's database
+in team mode), so the tested flag survives catalogue updates, and in team mode an admin's mark
+is seen by every user's server at its next read of the catalogue.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import jsonschema
 from ..errors import ValidationError
 from ..fetch import read_url
 from ..models import ServerConfig
+from .marks import FileMarks, TestedMarks
 
 SCHEMA = json.loads(files(__package__).joinpath("catalog.schema.json").read_text())
 DEFAULT_SOURCE = "(built in)"
@@ -82,13 +85,14 @@ def validate(document: Any) -> list[dict[str, Any]]:
 
 
 class ImageCatalog:
-    """The loaded catalogue plus the local record of tested versions."""
+    """The loaded catalogue plus the record of tested versions (``marks``)."""
 
     def __init__(
         self,
         source: str = "",
         tested_file: str | Path | None = None,
         *,
+        marks: TestedMarks | None = None,
         built_file: str | Path | None = None,
         timeout: float = 30.0,
         max_bytes: int = 16 * 1024 * 1024,
@@ -96,6 +100,10 @@ class ImageCatalog:
         #: A path or an http(s) URL; empty for the catalogue shipped with the package.
         self.source = source
         self.tested_file = Path(tested_file) if tested_file else None
+        #: Where the tested marks are: ``marks``, else the file ``tested_file``.
+        self.marks: TestedMarks | None = marks or (
+            FileMarks(self.tested_file) if self.tested_file else None
+        )
         #: Versions an admin built here (``images build``), added to the catalogue's untested.
         self.built_file = Path(built_file) if built_file else None
         #: Bounds on reading a catalogue at a URL: seconds for all of it, and its size.
@@ -103,6 +111,8 @@ class ImageCatalog:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._images: list[dict[str, Any]] = []
+        #: The images as loaded, before the marks: each version's ``tested`` the catalogue's.
+        self._loaded: list[dict[str, Any]] = []
         self.loaded_from = ""
         self.load_error = ""
 
@@ -137,17 +147,31 @@ class ImageCatalog:
             for tag, label in (built.get(image["id"]) or {}).items():
                 if tag not in tags and isinstance(label, str) and TAG.fullmatch(tag):
                     image["versions"].append({"tag": tag, "label": label, "tested": False})
-        tested = self._tested()
         for image in images:
             for version in image["versions"]:
-                version["tested"] = bool(
-                    version.get("tested") or tested.get(image["id"], {}).get(version["tag"])
-                )
+                version["tested"] = bool(version.get("tested"))
         images.sort(key=lambda i: (-i.get("priority", 0), i["label"]))
+        marks = self._tested()
         with self._lock:
-            self._images = images
+            self._loaded = images
+            self._images = _marked(images, marks)
             self.loaded_from = self.source or DEFAULT_SOURCE
             self.load_error = ""
+
+    @property
+    def tested_where(self) -> str:
+        """Where the tested marks are kept, for messages."""
+        return self.marks.where if self.marks is not None else "(nowhere)"
+
+    def refresh_marks(self) -> None:
+        """Read the tested marks again (another admin's, in team mode), keeping the loaded
+        catalogue: blocking (a database read), so ``await refresh()`` on the event loop."""
+        marks = self._tested()
+        with self._lock:
+            self._images = _marked(self._loaded, marks)
+
+    async def refresh(self) -> None:
+        await asyncio.to_thread(self.refresh_marks)
 
     async def reload(self) -> None:
         """``load`` off the event loop: reading a URL and validating never hold Jupyter up."""
@@ -182,7 +206,7 @@ class ImageCatalog:
         os.replace(tmp, path)
 
     def _tested(self) -> dict[str, dict[str, bool]]:
-        return self._read_json(self.tested_file)
+        return self.marks.read() if self.marks is not None else {}
 
     def add_built(self, image_id: str, tag: str, label: str) -> None:
         """Record a version built here; it is untested until ``images test`` passes."""
@@ -199,14 +223,14 @@ class ImageCatalog:
         self._write_json(self.built_file, data)
         self.load()
 
-    def mark_tested(self, image_id: str, tag: str, tested: bool = True) -> None:
+    def mark_tested(self, image_id: str, tag: str, tested: bool = True, by: str = "") -> None:
+        """Mark (or unmark) a version of the catalogue tested, by ``by`` (an admin: who may
+        is the caller's to check; in team mode the database checks it too). Blocking."""
         self.version(image_id, tag)
-        if self.tested_file is None:
+        if self.marks is None:
             raise CatalogError("No file to record tested versions in.", field="tested_file")
-        data = self._tested()
-        data.setdefault(image_id, {})[tag] = tested
-        self._write_json(self.tested_file, data)
-        self.load()
+        self.marks.set(image_id, tag, tested, by)
+        self.refresh_marks()
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -285,6 +309,20 @@ class ImageCatalog:
                 f"{minimum} GB.",
                 field="config.disk_gb",
             )
+
+
+def _marked(
+    images: list[dict[str, Any]], marks: dict[str, dict[str, bool]]
+) -> list[dict[str, Any]]:
+    """A copy of ``images`` with the versions ``marks`` marks tested so (a version the
+    catalogue says is tested stays so)."""
+    marked = json.loads(json.dumps(images))
+    for image in marked:
+        for version in image["versions"]:
+            version["tested"] = bool(
+                version["tested"] or marks.get(image["id"], {}).get(version["tag"])
+            )
+    return marked
 
 
 def normalize_arch(machine: str | None) -> str | None:

@@ -177,7 +177,7 @@ async def smoke_test_image(
     set_server_runtime(previous_runtime)
     if passed and mark_tested:
         manager.images.mark_tested(image_id, tag)
-        report(f"Marked {image_id}:{tag} as tested in {manager.images.tested_file}")
+        report(f"Marked {image_id}:{tag} as tested in {manager.images.tested_where}")
     elif mark_tested:
         report(f"Not marked as tested: {image_id}:{tag} failed a step.")
     return passed

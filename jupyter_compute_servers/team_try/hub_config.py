@@ -135,9 +135,9 @@ class HubConfig:
             lines += ["c.JupyterHub.services = []", "c.JupyterHub.load_roles = []"]
         else:
             ca_key = json.dumps(self.ca_key or str(d / "compute-ca"))
-            more = "".join(f", {json.dumps(arg)}" for arg in self.control_plane_args)
-            if self.database_logins:
-                more += f', "--admin-group", "{ADMIN_GROUP}"'
+            # Who is an admin: the control plane's rule, the one the users' servers ask.
+            more = f', "--admin-group", "{ADMIN_GROUP}"'
+            more += "".join(f", {json.dumps(arg)}" for arg in self.control_plane_args)
             environment = (
                 [
                     "    # The database owner's login: the control plane's alone.",
@@ -174,10 +174,12 @@ class HubConfig:
             "ServerApp.allow_root": True,
             "ComputeServersApp.team_mode": True,
             "ComputeServersApp.db_url": self.server_db_url,
-            "ComputeServersApp.team_admin_groups": [ADMIN_GROUP],
         }
         if self.control_plane_url:
+            # (who is an admin: the control plane's --admin-group, asked by each server)
             settings["ComputeServersApp.control_plane_url"] = self.control_plane_url
+        else:
+            settings["ComputeServersApp.team_admin_groups"] = [ADMIN_GROUP]
         settings.update(self.server_settings)
         lines = [
             f"# {self.server_config_dir / 'jupyter_server_config.py'}: "

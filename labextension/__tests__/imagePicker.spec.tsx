@@ -435,4 +435,49 @@ describe('the create dialog’s image picker, with a real server', () => {
     await sleep(0);
     expect(document.body.textContent).toContain('is not offered here');
   });
+
+  it('lets an admin mark the chosen untested version tested, then offers it to all', async () => {
+    const body = new CreateServerBody(model, { estimateDelay: 10 });
+    dialog = new CreateServerDialog(body);
+    void dialog.launch();
+    // (standalone the one user is the admin: GET team says so, which shows the button)
+    await until(() => body.team !== null && cardIds().length > 0, 10000);
+    expect(document.querySelector('.jp-ComputeServers-markTested')).toBeNull();
+    document.querySelector<HTMLInputElement>('input[name="advanced"]')!.click();
+    await until(() => cardIds().includes('scipy'), 10000);
+    (
+      document.querySelector(
+        '.jp-ComputeServers-imageCard[data-image-id="scipy"]'
+      ) as HTMLElement
+    ).click();
+    await until(
+      () => document.querySelector('.jp-ComputeServers-markTested') !== null
+    );
+    const tag = body.values.image_tag;
+    document
+      .querySelector<HTMLButtonElement>('.jp-ComputeServers-markTested')!
+      .click();
+    // Marked by the server: the button goes, and the tested catalogue offers SciPy now.
+    await until(
+      () => document.querySelector('.jp-ComputeServers-markTested') === null,
+      10000
+    );
+    const marks = api.requests.filter(
+      r => r.method === 'POST' && r.path.endsWith('/images/tested')
+    );
+    expect(marks).toHaveLength(1);
+    document.querySelector<HTMLInputElement>('input[name="advanced"]')!.click();
+    await until(() => cardIds().includes('scipy'), 10000);
+    expect(
+      document.querySelector<HTMLSelectElement>('select[name="image_tag"]')!
+        .value
+    ).toBe(tag);
+    // (taken back, for the tests after)
+    await api.call(
+      'POST',
+      'images/tested',
+      { image: 'scipy', tag, tested: false },
+      200
+    );
+  });
 });

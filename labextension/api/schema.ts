@@ -561,6 +561,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/images/tested": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mark a version of the image catalogue tested, or take the mark back (admins)
+         * @description Tested versions are the ones users are shown. Standalone the mark is kept in the data directory; in team mode in the team's database, where every user's server sees it at its next read of the catalogue (`GET /images`), and PostgreSQL lets only the admins' logins write it. A version the catalogue itself says is tested stays tested.
+         */
+        post: operations["markImageTested"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/servers/{server_id}/ports": {
         parameters: {
             query?: never;
@@ -3165,6 +3185,62 @@ export interface operations {
                 };
             };
             403: components["responses"]["Forbidden"];
+        };
+    };
+    markImageTested: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description The image's id in the catalogue. */
+                    image: string;
+                    /** @description The version's tag. */
+                    tag: string;
+                    /**
+                     * @description false takes the mark back.
+                     * @default true
+                     */
+                    tested?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description The version's tested flag now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        image: string;
+                        tag: string;
+                        tested: boolean;
+                    };
+                };
+            };
+            /** @description Invalid input, or no such image or version; `field` names it. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not a compute servers admin (`field`: `user`): ask one; or the team database refused the caller's login. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     listServerPorts: {

@@ -9,6 +9,38 @@ export class ImageCatalogState implements IImageCatalogView {
   constructor(options: ImageCatalogState.IOptions) {
     this._fetch = options.fetch;
     this._changed = options.changed;
+    this._mark = options.mark;
+  }
+
+  /** Whether the user may mark versions tested: an admin (set once `GET team` answers). */
+  get canMark(): boolean {
+    return this._canMark && !!this._mark;
+  }
+
+  set canMark(value: boolean) {
+    this._canMark = value;
+    this._changed?.();
+  }
+
+  get markError(): string | null {
+    return this._markError;
+  }
+
+  /** Mark a version tested, then read every catalogue answer again (they changed). */
+  async markTested(image: string, tag: string): Promise<void> {
+    if (!this._mark) {
+      return;
+    }
+    try {
+      await this._mark(image, tag);
+      this._markError = null;
+    } catch (error) {
+      this._markError = error instanceof Error ? error.message : String(error);
+      this._changed?.();
+      return;
+    }
+    this._answers.clear();
+    await this.load();
   }
 
   /** The images as the switch is, or the other answer while that one is read. */
@@ -70,6 +102,9 @@ export class ImageCatalogState implements IImageCatalogView {
   }
 
   private _fetch: (includeUntested: boolean) => Promise<IImageCatalog>;
+  private _mark?: (image: string, tag: string) => Promise<unknown>;
+  private _canMark = false;
+  private _markError: string | null = null;
   private _changed?: () => void;
   private _advanced = false;
   private _answers = new Map<boolean, IImage[]>();
@@ -83,5 +118,7 @@ export namespace ImageCatalogState {
     fetch: (includeUntested: boolean) => Promise<IImageCatalog>;
     /** Called whenever what it holds changes. */
     changed?: () => void;
+    /** Mark a version tested (`POST images/tested`); for admins. */
+    mark?: (image: string, tag: string) => Promise<unknown>;
   }
 }

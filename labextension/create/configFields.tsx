@@ -22,6 +22,12 @@ export interface IImageCatalogView {
   /** Why the catalogue could not be read, or null. */
   readonly error: string | null;
   setAdvanced(advanced: boolean): void;
+  /** Whether the user may mark versions tested (an admin). */
+  readonly canMark?: boolean;
+  /** Why the last mark failed, or null. */
+  readonly markError?: string | null;
+  /** Mark a version tested (`POST images/tested`), then read the catalogue again. */
+  markTested?(image: string, tag: string): Promise<void>;
 }
 
 export interface IServerConfigFieldsProps<
@@ -85,6 +91,12 @@ export function ServerConfigFields<V extends IHardwareValues>(
           onAdvanced={on => catalog?.setAdvanced(on)}
           loading={catalog?.loading}
           loadError={catalog?.error}
+          onMarkTested={
+            catalog?.canMark && catalog.markTested
+              ? (image, tag) => void catalog.markTested?.(image, tag)
+              : undefined
+          }
+          markError={catalog?.markError}
           disabled={disabled}
           locked={locks.image ?? locks.image_tag}
           onSelect={(chosen, tag) =>

@@ -49,6 +49,10 @@ export interface IImagePickerProps {
   disabled?: boolean;
   /** Why the image cannot change now (an edit of a server that is not deprovisioned). */
   locked?: string;
+  /** Given to admins: mark the chosen untested version tested, for every user. */
+  onMarkTested?: (image: string, tag: string) => void;
+  /** Why the last mark failed. */
+  markError?: string | null;
 }
 
 /**
@@ -208,6 +212,27 @@ export function ImagePicker(props: IImagePickerProps): JSX.Element {
           );
         })}
       </div>
+      {props.onMarkTested &&
+        !inactive &&
+        chosen &&
+        chosen.versions.some(v => v.tag === tag && !v.tested) && (
+          <div className="jp-ComputeServers-fieldHint">
+            {chosen.image.label || chosen.image.id} {tag} is untested.{' '}
+            <button
+              type="button"
+              className="jp-mod-styled jp-ComputeServers-markTested"
+              onClick={() => props.onMarkTested?.(chosen.image.id, tag)}
+            >
+              Mark tested
+            </button>{' '}
+            (shown to every user)
+          </div>
+        )}
+      {props.markError && (
+        <div className="jp-ComputeServers-fieldError" role="alert">
+          Could not mark it tested: {props.markError}
+        </div>
+      )}
       {locked && <div className="jp-ComputeServers-fieldHint">{locked}</div>}
     </div>
   );

@@ -16,6 +16,10 @@ export type ImageGpu = NonNullable<IImage['gpu']>;
 /** One version of an image. */
 export type IImageVersion = IImage['versions'][number];
 
+/** What `POST images/tested` answers. */
+export type IImageTested =
+  operations['markImageTested']['responses'][200]['content']['application/json'];
+
 /** What `GET images` answers. */
 export type IImageCatalog =
   operations['listImages']['responses'][200]['content']['application/json'];

@@ -30,7 +30,8 @@ export class CreateServerBody extends ReactWidget {
     this.values = initialValues(model.clouds, model.servers.length);
     this.catalog = new ImageCatalogState({
       fetch: includeUntested => model.images(includeUntested),
-      changed: () => this._catalogChanged()
+      changed: () => this._catalogChanged(),
+      mark: (image, tag) => model.markImageTested(image, tag)
     });
     this.estimate = new EstimateTracker({
       fetch: body => model.estimate(body),
@@ -43,6 +44,8 @@ export class CreateServerBody extends ReactWidget {
     void model.team().then(
       team => {
         this.team = team;
+        // (admins may mark the chosen untested version tested, for every user)
+        this.catalog.canMark = team.user.admin;
         this._changed();
       },
       () => undefined

@@ -1,7 +1,12 @@
 import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IEstimate, IEstimateRequest, IImageCatalog } from '../create/types';
+import {
+  IEstimate,
+  IEstimateRequest,
+  IImageCatalog,
+  IImageTested
+} from '../create/types';
 import { requestAPI } from '../request';
 import { IComputeServersModel } from '../tokens';
 import {
@@ -144,6 +149,18 @@ export class ServersModel implements IComputeServersModel {
     return this._request<IImageCatalog>(
       includeUntested ? 'images?include_untested=true' : 'images'
     );
+  }
+
+  /** `POST images/tested` (admins): the version is tested, for every user of the team. */
+  async markImageTested(
+    image: string,
+    tag: string,
+    tested = true
+  ): Promise<IImageTested> {
+    return this._request<IImageTested>('images/tested', {
+      method: 'POST',
+      body: { image, tag, tested }
+    });
   }
 
   /** `GET team`: who is asking, and what the owner may still start. */
