@@ -245,7 +245,8 @@ class OpenStackCloud(ApiAccess, Cloud):
                     "external": bool(network.is_router_external),
                 }
             catalog.key_pairs = sorted(k.name for k in connection.compute.keypairs())
-            return catalog, str(connection.current_project.name or "")
+            # (team mode's connection has no auth settings to name the project: its token does)
+            return catalog, str(connection.current_project.name or self._issued_project())
 
         try:
             self._catalog, self._project = await self._call(
