@@ -290,13 +290,16 @@ def test_a_token_near_its_end_is_renewed_and_a_revoked_one_replaced(
 
 
 def test_a_revoked_user_gets_no_token_and_his_tokens_die_at_once(
-    hub: Hub, fake: FakeOpenStack
+    hub: Hub, fake: FakeOpenStack, tmp_path: Path
 ) -> None:
     bob = hub.service_token("bob")
     issued = _credentials(hub, bob).json()
     token = issued["token"]
     nova = f"{fake.url}/compute/v2.1/servers/detail"
     assert requests.get(nova, headers={"X-Auth-Token": token}, timeout=30).status_code == 200
+    # His server's cloud, connected with a token of its own.
+    cloud = _team_cloud(hub, "bob", tmp_path)
+    assert asyncio.run(cloud.refresh_catalog(force=True)) == ""
 
     root = hub.service_token(ADMIN)
     revoked = requests.post(
@@ -314,7 +317,12 @@ def test_a_revoked_user_gets_no_token_and_his_tokens_die_at_once(
         refused = _credentials(hub, bob)
         assert refused.status_code == 403, refused.text
         assert refused.json()["field"] == "user" and "revoked" in refused.json()["message"]
+        # His server's token is refused too (401), and the new one it asks for is not given:
+        # the cloud says why.
+        reason = asyncio.run(cloud.refresh_catalog(force=True))
+        assert "was revoked by an admin" in reason, reason
     finally:
+        cloud._api_close()
         restored = requests.delete(
             f"{hub.url}/services/{SERVICE}/api/revocations/bob",
             headers={"Authorization": f"token {root}"},

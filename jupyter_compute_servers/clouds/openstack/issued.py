@@ -34,7 +34,13 @@ def ask(control_plane: ControlPlaneClient) -> dict[str, Any]:
         answer = control_plane.post("api/openstack-credentials", {}, what="an OpenStack token")
     except CloudError as e:
         # (the control plane's own words: revoked, no project, no role, unreachable)
-        raise OpenStackError(e.message) from None
+        message = e.message
+        if " (404): " in message:
+            message += (
+                " The team's control plane issues no OpenStack tokens: an admin starts it with "
+                "--openstack-clouds-yaml."
+            )
+        raise OpenStackError(message) from None
     missing = [name for name in _FIELDS if name not in answer]
     if missing:
         raise OpenStackError(f"The control plane's OpenStack token lacks {missing[0]}.")
