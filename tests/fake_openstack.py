@@ -467,6 +467,11 @@ class FakeOpenStack:
             del self.tokens[subject_id]
             self.revoked_tokens.add(subject_id)
             return 204, None, {}
+        if path == "/v3/auth/projects" and method == "GET":
+            # Any token's: the projects its user has a role on.
+            mine = {p for u, p, _ in self.assignments if u == caller.user_id}
+            listed = [self.projects[p] for p in sorted(mine) if p in self.projects]
+            return 200, {"projects": listed, "links": {"self": None, "next": None}}, {}
         if not self._is_admin(caller):
             return _keystone_error(403, "You are not authorized to perform the requested action.")
         parts = [p for p in path.split("/") if p][1:]  # after v3

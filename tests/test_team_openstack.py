@@ -332,12 +332,12 @@ def test_a_revoked_user_gets_no_token_and_his_tokens_die_at_once(
     assert _credentials(hub, bob).status_code == 201
 
 
-def test_without_project_creation_a_missing_project_is_the_admins_to_make(
+def test_a_project_is_made_only_when_allowed_and_never_taken_over(
     fake: FakeOpenStack, clouds_yaml: Path
 ) -> None:
     """Without --openstack-create-projects the control plane makes nothing: a user without a
-    project is told what an admin does (403), and one whose project gives the service user no
-    role too (409)."""
+    project its OpenStack user has a role on is told what an admin does (403). With it, a
+    project of that name someone else made is not taken over (409)."""
     from jupyter_compute_servers.control_plane.errors import ControlPlaneError
     from jupyter_compute_servers.control_plane.openstack import tokens_from_args
 
@@ -346,18 +346,28 @@ def test_without_project_creation_a_missing_project_is_the_admins_to_make(
         tokens.issue("carol")
     assert missing.value.status == 403
     assert "openstack project create lab-carol" in missing.value.message
+    assert "openstack role add --user jupyter --project lab-carol member" in missing.value.message
     assert fake.project_named("lab-carol") is None
 
-    fake.add_project("lab-carol")
+    project = fake.add_project("lab-carol")  # made by an admin, no role yet
     with pytest.raises(ControlPlaneError) as no_role:
         tokens.issue("carol")
-    assert no_role.value.status == 409 and "openstack role add" in no_role.value.message
-
-    project = fake.project_named("lab-carol")
-    assert project is not None
+    assert no_role.value.status == 403
     fake.assignments.add((fake.user_id, project["id"], fake.roles["member"]))
     issued = tokens.issue("carol")
     assert fake.token_project(issued["token"]) == project["id"]
+
+    # Allowed to make projects, the control plane still leaves alone one it did not make.
+    theirs = fake.add_project("made-dave")
+    creating = tokens_from_args(
+        str(clouds_yaml), "opengpu", project_template="made-{user}", create_projects=True
+    )
+    with pytest.raises(ControlPlaneError) as taken:
+        creating.issue("dave")
+    assert taken.value.status == 409 and "was not made by the control plane" in taken.value.message
+    assert not any(u == fake.user_id and p == theirs["id"] for u, p, _ in fake.assignments)
+    made = creating.issue("erin")
+    assert fake.token_project(made["token"]) == fake.project_named("made-erin")["id"]  # type: ignore[index]
 
 
 def test_the_control_plane_refuses_a_keystone_that_rescopes_and_a_readable_clouds_yaml(

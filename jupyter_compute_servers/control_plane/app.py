@@ -47,9 +47,10 @@ OpenStack tokens (``openstack.py``), when the control plane has the service user
 - ``POST <prefix>api/openstack-credentials`` ``{}``: a new Keystone token scoped to the caller's
   own project (``--openstack-project-template``), ``{"auth_url", "token", "project_id",
   "project_name", "region", "expires_at", "issued_at", "catalog"}`` (times in seconds since the
-  epoch; ``catalog``: the token's service catalogue). 403 when the user has no project and the
-  control plane may not make one, 409 when its OpenStack user has no role there; revoking the
-  user revokes their tokens in Keystone.
+  epoch; ``catalog``: the token's service catalogue). 403 when no project of the user's gives
+  the control plane's OpenStack user a role and it may not make one; 409 when it may, but a
+  project of that name is someone else's, or its role there was taken away; revoking the user
+  revokes their tokens in Keystone.
 
 Errors are JSON ``{message, reason, field}``, as the extension's own API answers (the proxy's
 also carry Google's ``error`` object, which the client library reads).

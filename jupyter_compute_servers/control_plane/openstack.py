@@ -12,8 +12,10 @@ and can be revoked (``DELETE /v3/auth/tokens``).
 
 The Hub user's project is named by a rule (``project_template``, ``compute-{user}`` by
 default). With ``create_projects`` the control plane makes a missing project (tagged
-``TAG``) and gives the service user the member role there; without, an admin makes it and the
-role assignment, and a user without one is told so (403 no project, 409 no role).
+``TAG``) and gives the service user the member role there (a project of that name it did not
+make is left alone: 409); without, an admin makes it and the role assignment, and a user
+without one is told so (403). Only project creation needs the service user to be an admin: the
+projects it has a role on are found with ``GET /v3/auth/projects``, which any user may ask.
 
 The tokens are the service user's, scoped to the user's project: Keystone would let a *scoped*
 token be exchanged for one of another project of the same Keystone user (the token auth method)
@@ -110,36 +112,55 @@ class OpenStackTokens:
             return self._projects[user]
         name = self.project_name(user)
         user_id, domain = self._service_ids()
-        found = self._get("/projects", name=name, domain_id=domain).get("projects") or []
+        # The projects the service user has a role on: any user may list its own (an admin's
+        # list of every project needs the admin role, which only project creation needs).
+        mine = self._get("/auth/projects").get("projects") or []
+        found = [p for p in mine if p.get("name") == name and p.get("domain_id") == domain]
         if found:
             project = found[0]
-            if self.create_projects and TAG in (project.get("tags") or []):
-                # Ours: the role may be missing if a start was cut between the two calls.
-                self._grant(str(project["id"]), user_id)
         elif not self.create_projects:
             raise OpenStackRefused(
-                f"There is no OpenStack project {name} for {user}: an admin makes it "
-                f"(openstack project create {name}; openstack role add --user "
-                f"{self.password_auth.get('username') or user_id} --project {name} {self.role}), "
-                f"or starts the control plane with --openstack-create-projects.",
+                f"There is no OpenStack project {name} for {user} that the control plane's "
+                f"OpenStack user has a role on: an admin makes it ({self._commands(name)}), or "
+                f"starts the control plane with --openstack-create-projects.",
                 status=403,
                 field="user",
             )
         else:
-            body = {
-                "project": {
-                    "name": name,
-                    "domain_id": domain,
-                    "description": f"Compute servers of the Hub user {user}",
-                    "tags": [TAG],
+            listed = self._get("/projects", name=name, domain_id=domain).get("projects") or []
+            if listed and TAG not in (listed[0].get("tags") or []):
+                # Someone else's project of that name: not taken over without an admin.
+                raise OpenStackRefused(
+                    f"The OpenStack project {name} exists but was not made by the control plane, "
+                    f"and its OpenStack user has no role there: an admin gives it one "
+                    f"({self._commands(name, create=False)}) if it is {user}'s, or changes "
+                    f"--openstack-project-template.",
+                    status=409,
+                    field="user",
+                )
+            if listed:
+                # Ours: the role went missing (a start cut between the two calls).
+                project = listed[0]
+            else:
+                body = {
+                    "project": {
+                        "name": name,
+                        "domain_id": domain,
+                        "description": f"Compute servers of the Hub user {user}",
+                        "tags": [TAG],
+                    }
                 }
-            }
-            response = self.service.post("/projects", endpoint_filter=_IDENTITY, json=body)
-            project = response.json()["project"]
+                response = self.service.post("/projects", endpoint_filter=_IDENTITY, json=body)
+                project = response.json()["project"]
+                log.warning("Created OpenStack project %s for Hub user %s", name, user)
             self._grant(str(project["id"]), user_id)
-            log.warning("Created OpenStack project %s for Hub user %s", name, user)
         self._projects[user] = (str(project["id"]), name)
         return self._projects[user]
+
+    def _commands(self, name: str, *, create: bool = True) -> str:
+        username = self.password_auth.get("username") or self.password_auth.get("user_id")
+        role = f"openstack role add --user {username} --project {name} {self.role}"
+        return f"openstack project create {name}; {role}" if create else role
 
     def _grant(self, project_id: str, user_id: str) -> None:
         roles = self._get("/roles", name=self.role).get("roles") or []
@@ -170,11 +191,12 @@ class OpenStackTokens:
             session = Session(auth=auth, verify=self.service.verify)
             access = auth.get_access(session)
         except ks.Unauthorized:
-            username = self.password_auth.get("username") or "the service user"
+            # (the role was taken away since the project was found: found again next time)
+            self._projects.pop(user, None)
+            name = self.project_name(user)
             raise OpenStackRefused(
-                f"The control plane's OpenStack user has no role on {user}'s project "
-                f"{self.project_name(user)}: an admin gives it one (openstack role add --user "
-                f"{username} --project {self.project_name(user)} {self.role}).",
+                f"The control plane's OpenStack user has no role on {user}'s project {name}: "
+                f"an admin gives it one ({self._commands(name, create=False)}).",
                 status=409,
                 field="user",
             ) from None
