@@ -404,3 +404,61 @@ def test_the_control_plane_refuses_a_keystone_that_rescopes_and_a_readable_cloud
     assert done.returncode == 2
     assert "allow_rescope_scoped_token = false" in done.stderr
     assert fake.password not in done.stderr
+
+
+def test_the_fake_keeps_each_projects_resources_to_its_tokens(tmp_path: Path) -> None:
+    """What the tests above rely on, driven by the real openstacksdk: two projects' tokens
+    (Keystone's password login scoped to each) see and act on their own project's volumes,
+    servers and floating IPs only; an expired token is refused."""
+    import openstack.connection
+    from openstack import exceptions as sdk
+
+    fake = FakeOpenStack(tmp_path / "cloud").start()
+    try:
+        fake.add_network("campus", shared=True)
+        other = fake.add_project("other")
+        fake.assignments.add((fake.user_id, other["id"], fake.roles["member"]))
+
+        def connect(project_id: str) -> Any:
+            return openstack.connection.Connection(
+                auth_url=fake.auth_url,
+                username=fake.username,
+                password=fake.password,
+                user_domain_name="Default",
+                project_id=project_id,
+                region_name=fake.region,
+            )
+
+        home, away = connect(fake.project_id), connect(other["id"])
+        volume = home.block_storage.create_volume(size=1, name="home-volume")
+        assert [v.name for v in home.block_storage.volumes()] == ["home-volume"]
+        assert list(away.block_storage.volumes()) == []
+        with pytest.raises(sdk.NotFoundException):
+            away.block_storage.get_volume(volume.id)
+        with pytest.raises(sdk.NotFoundException):
+            away.block_storage.delete_volume(volume.id, ignore_missing=False)
+        assert volume.id in fake.volumes
+
+        public = next(n for n in fake.networks if n["name"] == "public")
+        ip = home.network.create_ip(floating_network_id=public["id"])
+        assert [i.id for i in home.network.ips()] == [ip.id]
+        assert list(away.network.ips()) == []
+        with pytest.raises(sdk.NotFoundException):
+            away.network.delete_ip(ip.id, ignore_missing=False)
+        assert {n.name for n in away.network.networks()} == {"public", "campus"}
+        assert "private" in {n.name for n in home.network.networks()}
+
+        # An expired token: 401 (keystoneauth then logs in again, and the call goes through).
+        fake.token_ttl = 0.5
+        fresh = connect(other["id"])
+        assert list(fresh.compute.servers()) == []
+        (token,) = [t for t, v in fake.tokens.items() if v.project_id == other["id"]][-1:]
+        time.sleep(0.6)
+        answer = requests.get(
+            f"{fake.url}/compute/v2.1/servers", headers={"X-Auth-Token": token}, timeout=30
+        )
+        assert answer.status_code == 401
+        for connection in (home, away, fresh):
+            connection.close()
+    finally:
+        fake.close()
