@@ -869,6 +869,8 @@ class FakeOpenStack:
                 return
             keypair = self.keypairs.get(server.key_name)
             keys = f"root:{keypair['public_key']}" if keypair else ""
+            # cloud-init's cc_ssh: the user data's cloud-config ssh_authorized_keys too.
+            keys += "".join(f"\nroot:{key}" for key in authorized_keys(server.user_data))
             server.sshd = _start_sshd(server, self.ssh_port, keys, self.vm_env)
             public = (server.disk_dir / "ssh_host_ed25519_key.pub").read_text().split()
             key = asyncssh.import_public_key(" ".join(public[:2]))
@@ -1324,6 +1326,26 @@ def _matches(item: dict[str, Any], query: dict[str, str]) -> bool:
         if key in item and str(have) != value:
             return False
     return True
+
+
+def authorized_keys(user_data: str) -> list[str]:
+    """The ``ssh_authorized_keys`` of the cloud-config parts of a VM's user data (a MIME
+    multipart, or one cloud-config), as cloud-init reads them."""
+    import email
+
+    import yaml
+
+    message = email.message_from_string(user_data)
+    parts = list(message.walk()) if message.is_multipart() else []
+    texts = [bytes(p.get_payload(decode=True)).decode() for p in parts if not p.is_multipart()]
+    if not parts:
+        texts = [user_data]
+    keys: list[str] = []
+    for text in texts:
+        if text.startswith("#cloud-config"):
+            config = yaml.safe_load(text) or {}
+            keys += [str(k) for k in config.get("ssh_authorized_keys") or []]
+    return keys
 
 
 def _neutron_error(kind: str, message: str) -> dict[str, Any]:

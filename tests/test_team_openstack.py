@@ -33,12 +33,14 @@ from jupyter_compute_servers.clouds.base import CloudServices
 from jupyter_compute_servers.clouds.openstack import OpenStackCloud
 from jupyter_compute_servers.control_plane_client import ControlPlaneClient
 
-from .fake_openstack import FakeOpenStack
+from .fake_openstack import FakeOpenStack, authorized_keys
 from .hub import ADMIN, Hub, user_server_pid, wait_state
 from .postgres import free_port
 
 SERVICE = "compute-control"
 BOOT_IMAGES = {"*": "ubuntu-2204-20230914", "*gpu": "ubuntu-2204-nvidia-20230914"}
+#: The admin's cloud-init user data of every VM.
+USER_DATA = "#!/bin/sh\necho the admin's script\n"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,14 @@ def fake() -> Iterator[FakeOpenStack]:
     openstack.allow_rescope_scoped_token = False
     # A network every project may use (a campus provider network an admin shares).
     openstack.add_network("campus", shared=True)
+    # A key pair of the control plane's OpenStack user from before (an admin's).
+    openstack.keypairs["admins-key"] = {
+        "name": "admins-key",
+        "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin",
+        "fingerprint": "00",
+        "user_id": openstack.user_id,
+        "type": "ssh",
+    }
     yield openstack
     openstack.close()
     shutil.rmtree(directory, ignore_errors=True)
@@ -84,6 +94,7 @@ def hub(postgres_server, fake: FakeOpenStack, clouds_yaml: Path) -> Iterator[Hub
             "OpenStackCloud.python": sys.executable,
             "OpenStackCloud.poll_interval": 0.05,
             "OpenStackCloud.status_check_interval": 0.0,
+            "OpenStackCloud.user_data": USER_DATA,
         },
         enabled_clouds=["openstack"],
     )
@@ -97,6 +108,13 @@ def hub(postgres_server, fake: FakeOpenStack, clouds_yaml: Path) -> Iterator[Hub
     finally:
         hub.close()
         shutil.rmtree(hub.dir, ignore_errors=True)
+
+
+def openstack_keys_listed(hub: Hub) -> list[str]:
+    """The key pairs alice's create dialog is offered (none in team mode: not hers)."""
+    listed = hub.call("alice", "GET", "/clouds").json()
+    (openstack,) = [c for c in listed["clouds"] if c["name"] == "openstack"]
+    return list(openstack["offerings"]["key_pairs"])
 
 
 def _reachable(url: str) -> bool:
@@ -152,6 +170,11 @@ def test_alices_vm_runs_on_tokens_of_her_project_only(
     assert "jupyter-compute-servers" in fake.projects[alice_project]["tags"]
     vm = fake.server()
     assert vm.project_id == alice_project
+    # No Nova key pair (they are the one OpenStack user's, everyone's): her server's key is in
+    # the VM's own user data, beside the admin's script, and SSH came in with it.
+    assert vm.key_name == "" and set(fake.keypairs) == {"admins-key"}
+    assert len(authorized_keys(vm.user_data)) == 1 and "the admin's script" in vm.user_data
+    assert openstack_keys_listed(hub) == []
     assert vm.network_id == next(n["id"] for n in fake.networks if n["name"] == "campus")
     listed = hub.call("alice", "GET", "/clouds").json()
     (openstack,) = [c for c in listed["clouds"] if c["name"] == "openstack"]
@@ -462,3 +485,14 @@ def test_the_fake_keeps_each_projects_resources_to_its_tokens(tmp_path: Path) ->
             connection.close()
     finally:
         fake.close()
+
+
+def test_the_key_joins_the_admins_user_data() -> None:
+    from jupyter_compute_servers.clouds.openstack.userdata import MERGE, with_authorized_key
+
+    mine = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMine"
+    theirs = "#cloud-config\nssh_authorized_keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin]\n"
+    combined = with_authorized_key(theirs, f"{mine} comment")
+    assert authorized_keys(combined) == ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin", mine]
+    assert f"Merge-Type: {MERGE}" in combined
+    assert authorized_keys(with_authorized_key("", mine)) == [mine]

@@ -52,6 +52,7 @@ from .catalog import Catalog, Flavor, flavor_from
 from .errors import NO_VALID_HOST, OpenStackError, no_valid_host
 from .hostkeys import fingerprints_from_console, host_key_from_console
 from .queue import GPUQueue, ordinal
+from .userdata import with_authorized_key
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -208,6 +209,10 @@ class OpenStackCloud(ApiAccess, Cloud):
     def bind(self, services: CloudServices) -> None:
         self._services = services
 
+    def _team_mode(self) -> bool:
+        """Team mode: OpenStack is reached with the control plane's tokens (``issued``)."""
+        return self._services is not None and self._services.control_plane is not None
+
     # --- the catalogue ----------------------------------------------------------------------
 
     async def availability(self) -> tuple[bool, str]:
@@ -244,7 +249,10 @@ class OpenStackCloud(ApiAccess, Cloud):
                     "name": network.name or network.id,
                     "external": bool(network.is_router_external),
                 }
-            catalog.key_pairs = sorted(k.name for k in connection.compute.keypairs())
+            # (team mode's key pairs are the control plane's OpenStack user's, everyone's: not
+            # this user's to see, and not used)
+            if not self._team_mode():
+                catalog.key_pairs = sorted(k.name for k in connection.compute.keypairs())
             # (team mode's connection has no auth settings to name the project: its token does)
             return catalog, str(connection.current_project.name or self._issued_project())
 
@@ -565,7 +573,15 @@ class OpenStackCloud(ApiAccess, Cloud):
                 f"{', '.join(self._catalog.networks) or 'none'}.",
                 state=State.DEPROVISIONED.value,
             )
-        keypair = f"{self.instance_prefix}-{self.installation_id()}-{op.server_id}"
+        # Team mode: no key pair. Nova's key pairs are its Keystone user's, and the control
+        # plane's tokens are all one user's (each user's project, one user): another user's
+        # token could replace the key pair before this VM boots with it. The key goes in the
+        # VM's own user data instead (``userdata``), which only this project's tokens reach.
+        keypair = (
+            ""
+            if self._team_mode()
+            else f"{self.instance_prefix}-{self.installation_id()}-{op.server_id}"
+        )
         name = str(op.cloud_data.get("instance") or "")
         if not name:
             slug = re.sub(r"[^a-z0-9-]+", "-", op.server_name.lower())
@@ -581,8 +597,11 @@ class OpenStackCloud(ApiAccess, Cloud):
             op.remember(nova_id=found.id)
             await self._delete_quietly(op)
         # Remembered before anything is created: a crash leaves names to look for.
-        op.remember(keypair=keypair, instance=name, nova_id=None, address=None, host_key=None)
-        await self._ensure_keypair(op, keypair)
+        op.remember(
+            keypair=keypair or None, instance=name, nova_id=None, address=None, host_key=None
+        )
+        if keypair:
+            await self._ensure_keypair(op, keypair)
         try:
             if flavor.gpu_type:
                 server = await self._place_in_queue(op, flavor, image, network, name, keypair)
@@ -655,7 +674,6 @@ class OpenStackCloud(ApiAccess, Cloud):
                 "name": name,
                 "flavor_id": flavor.id,
                 "image_id": image["id"],
-                "key_name": keypair,
                 "networks": [{"uuid": network["id"]}],
                 "metadata": {
                     "managed-by": "jupyter-compute-servers",
@@ -663,8 +681,13 @@ class OpenStackCloud(ApiAccess, Cloud):
                     "compute-server-owner": self.installation_id(),
                 },
             }
-            if self.user_data:
-                attrs["user_data"] = base64.b64encode(self.user_data.encode()).decode()
+            user_data = self.user_data
+            if keypair:
+                attrs["key_name"] = keypair
+            else:
+                user_data = with_authorized_key(user_data, op.client_public_key)
+            if user_data:
+                attrs["user_data"] = base64.b64encode(user_data.encode()).decode()
             return connection.compute.create_server(**attrs)
 
         try:
