@@ -4,7 +4,8 @@ A compute server is one Nova server booted from a Glance image with a flavor (it
 root disk, and the GPUs its extra specs ask), on the network the server chose
 (``config.extra.network``, fixed at create) or else the configured one, with a key pair of the
 server's own client key (``jcs-<installation>-<server id>``; the project's other key pairs are
-never used, so no server shares a key with another). Its life:
+never used, so no server shares a key with another; in team mode no key pair but the VM's user
+data, ``userdata``). Its life:
 
 - **start** from deprovisioned creates the key pair and the server, waits for ACTIVE, gives it a
   floating IP when ``floating_ip_network`` is set (else it is reached at its fixed IP), and pins
