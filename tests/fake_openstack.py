@@ -1,7 +1,19 @@
-"""A fake OpenStack at the wire: one HTTP server speaking what openstacksdk asks of Keystone v3
-(password token issue with a service catalogue), Nova (version discovery, flavors with extra
-specs, key pairs, servers and their actions, the console log), Glance v2 (images) and Neutron
-v2.0 (networks, ports, floating IPs).
+"""A fake OpenStack at the wire: one HTTP server speaking what openstacksdk and keystoneauth ask
+of Keystone v3 (password and token auth, project-scoped tokens with a service catalogue, an
+expiry and revocation; projects, roles and role assignments), Nova (version discovery, flavors
+with extra specs, key pairs, servers and their actions, the console log), Glance v2 (images),
+Neutron v2.0 (networks, ports, floating IPs) and Cinder v3 (volumes).
+
+Every service call is authorized by its token (``X-Auth-Token``): an unknown, expired or revoked
+token is 401, and what a call sees and acts on is its token's project's: servers, ports, floating
+IPs and volumes belong to the project they were made in, and another project's answer 404 (as
+Nova, Neutron and Cinder answer a non-admin); a Cinder URL naming another project than the
+token's is 403. Networks are the project's own, shared ones and external ones; images and
+flavors are public. Key pairs are the Keystone user's, whatever the project (Nova's: a key pair
+belongs to a user, not a project). Keystone's admin calls (projects, roles, role assignments)
+need a token with the ``admin`` role. A scoped token may be rescoped with the token method only
+while ``allow_rescope_scoped_token`` is on (Keystone's ``[token] allow_rescope_scoped_token``,
+true by default there); a rescoped token keeps its original expiry, as Keystone's does.
 
 Its VMs are real SSH machines on this one: an ACTIVE server gets an OpenSSH sshd (the gcp fake's
 guest machinery, ``fake_gce._start_sshd``) on its own fixed address (127.0.2.N) and the fake's
@@ -73,6 +85,16 @@ class Request:
 
 
 @dataclass
+class Token:
+    """What Keystone knows of a token it issued."""
+
+    user_id: str
+    project_id: str | None
+    expires_at: float
+    methods: list[str]
+
+
+@dataclass
 class Server:
     id: str
     name: str
@@ -94,6 +116,8 @@ class Server:
     old_flavor: dict[str, Any] | None = None
     created: str = ""
     port_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: The project it was made in (its token's).
+    project_id: str = ""
 
 
 def _now() -> str:
@@ -163,7 +187,28 @@ class FakeOpenStack:
         self.user_id = uuid.uuid4().hex
         self.region = "RegionOne"
         self.requests: list[Request] = []
-        self.tokens: set[str] = set()
+        #: Keystone: the users (name -> id, password), projects, roles and who has which where.
+        self.users: dict[str, dict[str, str]] = {
+            self.user_id: {"id": self.user_id, "name": username, "password": password}
+        }
+        self.projects: dict[str, dict[str, Any]] = {}
+        self.add_project(project, project_id=self.project_id)
+        self.roles = {name: uuid.uuid4().hex for name in ("admin", "member", "reader")}
+        #: (user id, project id, role id)
+        self.assignments: set[tuple[str, str, str]] = {
+            (self.user_id, self.project_id, self.roles["admin"]),
+            (self.user_id, self.project_id, self.roles["member"]),
+        }
+        #: The tokens issued and still valid (revoked ones are gone), and those revoked.
+        self.tokens: dict[str, Token] = {}
+        self.revoked_tokens: set[str] = set()
+        #: Seconds an issued token lives (Keystone's [token] expiration, an hour by default).
+        self.token_ttl = 3600.0
+        #: Keystone's [token] allow_rescope_scoped_token (true by default there).
+        self.allow_rescope_scoped_token = True
+        self.volumes: dict[str, dict[str, Any]] = {}
+        #: Every token ever issued (for tests asking what a token was scoped to).
+        self._all_tokens: dict[str, Token] = {}
         self.flavors: dict[str, dict[str, Any]] = {}
         for name, (vcpus, ram, disk, specs) in DEFAULT_FLAVORS.items():
             self.add_flavor(name, vcpus, ram, disk, specs)
@@ -314,29 +359,87 @@ class FakeOpenStack:
             self.requests.append(Request(method, path, query, body, headers))
         path = path.rstrip("/") or "/"
         if path.startswith("/identity"):
-            return self._identity(method, path[len("/identity") :], body)
-        discovery = path in ("/compute", "/compute/v2.1", "/image", "/network")
-        if not discovery and headers.get("x-auth-token") not in self.tokens:
-            # Version documents are public (as Nova's, Glance's and Neutron's are); the rest
-            # needs a token Keystone issued.
-            # ASSUMED: the services answer a missing or unknown token as Keystone does.
-            return (
-                401,
-                _fault("unauthorized", 401, "The request you have made requires authentication."),
-                {},
-            )
+            with self._lock:
+                return self._identity(method, path[len("/identity") :], query, body, headers)
+        discovery = path in ("/compute", "/compute/v2.1", "/image", "/network", "/volume")
+        if discovery:
+            # Version documents are public (as Nova's, Glance's, Neutron's and Cinder's are).
+            token = Token("", None, 0.0, [])
+        else:
+            with self._lock:
+                found = self._valid_token(headers.get("x-auth-token"))
+            if found is None or found.project_id is None:
+                # ASSUMED: the services answer a missing, unknown, expired, revoked or unscoped
+                # token as Keystone does (keystonemiddleware's 401).
+                return (
+                    401,
+                    _fault(
+                        "unauthorized", 401, "The request you have made requires authentication."
+                    ),
+                    {},
+                )
+            token = found
         with self._lock:
             if path.startswith("/compute"):
-                return self._compute(method, path[len("/compute") :], query, body)
+                return self._compute(method, path[len("/compute") :], query, body, token)
             if path.startswith("/image"):
                 return self._image_api(method, path[len("/image") :], query)
             if path.startswith("/network"):
-                return self._network_api(method, path[len("/network") :], query, body)
+                return self._network_api(method, path[len("/network") :], query, body, token)
+            if path.startswith("/volume"):
+                return self._volume_api(method, path[len("/volume") :], body, token)
         return 404, _fault("itemNotFound", 404, f"{path} not found"), {}
 
     # --- Keystone ---------------------------------------------------------------------------------
 
-    def _identity(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+    def add_project(
+        self, name: str, *, project_id: str | None = None, tags: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A project in the Default domain (as an admin's ``openstack project create``)."""
+        project: dict[str, Any] = {
+            "id": project_id or uuid.uuid4().hex,
+            "name": name,
+            "domain_id": "default",
+            "description": "",
+            "enabled": True,
+            "is_domain": False,
+            "parent_id": "default",
+            "tags": list(tags or []),
+        }
+        project["links"] = {"self": f"/identity/v3/projects/{project['id']}"}
+        self.projects[project["id"]] = project
+        return project
+
+    def project_named(self, name: str) -> dict[str, Any] | None:
+        return next((p for p in self.projects.values() if p["name"] == name), None)
+
+    def token_project(self, token: str) -> str | None:
+        """The project id a token (issued, revoked or not) was scoped to; None if unknown."""
+        with self._lock:
+            known = self.tokens.get(token) or self._all_tokens.get(token)
+            return known.project_id if known else None
+
+    def _valid_token(self, token_id: str | None) -> Token | None:
+        token = self.tokens.get(token_id or "")
+        if token is None:
+            return None
+        if token.expires_at <= time.time():
+            del self.tokens[token_id or ""]
+            return None
+        return token
+
+    def _issue(
+        self, user_id: str, project_id: str | None, methods: list[str], expires: float
+    ) -> tuple[int, Any, dict[str, str]]:
+        token_id = "gAAAA" + secrets.token_urlsafe(24)
+        token = Token(user_id, project_id, expires, methods)
+        self.tokens[token_id] = token
+        self._all_tokens[token_id] = token
+        return 201, {"token": self._token_body(token)}, {"X-Subject-Token": token_id}
+
+    def _identity(
+        self, method: str, path: str, query: dict[str, str], body: Any, headers: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
         version = {
             "id": "v3.14",
             "status": "stable",
@@ -349,39 +452,130 @@ class FakeOpenStack:
         if method == "GET" and path == "/v3":
             return 200, {"version": version}, {}
         if method == "POST" and path == "/v3/auth/tokens":
-            try:
-                user = body["auth"]["identity"]["password"]["user"]
-                name, password = user["name"], user["password"]
-            except (KeyError, TypeError):
-                return (
-                    400,
-                    {
-                        "error": {
-                            "code": 400,
-                            "message": "Expecting password auth.",
-                            "title": "Bad Request",
-                        }
-                    },
-                    {},
-                )
-            if name != self.username or password != self.password:
-                return (
-                    401,
-                    {
-                        "error": {
-                            "code": 401,
-                            "title": "Unauthorized",
-                            "message": "The request you have made requires authentication.",
-                        }
-                    },
-                    {},
-                )
-            token = secrets.token_hex(16)
-            self.tokens.add(token)
-            return 201, {"token": self._token_body()}, {"X-Subject-Token": token}
-        return 404, {"error": {"code": 404, "message": "not found", "title": "Not Found"}}, {}
+            return self._authenticate(body)
+        caller = self._valid_token(headers.get("x-auth-token"))
+        if caller is None:
+            return _keystone_error(401, "The request you have made requires authentication.")
+        if path == "/v3/auth/tokens" and method == "DELETE":
+            subject_id = headers.get("x-subject-token") or ""
+            subject = self._valid_token(subject_id)
+            if subject is None:
+                return _keystone_error(404, f"Could not find token: {subject_id}")
+            # Keystone's identity:revoke_token: an admin, or the token's own user.
+            if subject.user_id != caller.user_id and not self._is_admin(caller):
+                return _keystone_error(403, "You are not authorized to perform the action.")
+            del self.tokens[subject_id]
+            self.revoked_tokens.add(subject_id)
+            return 204, None, {}
+        if path == "/v3/auth/projects" and method == "GET":
+            # Any token's: the projects its user has a role on.
+            mine = {p for u, p, _ in self.assignments if u == caller.user_id}
+            listed = [self.projects[p] for p in sorted(mine) if p in self.projects]
+            return 200, {"projects": listed, "links": {"self": None, "next": None}}, {}
+        if not self._is_admin(caller):
+            return _keystone_error(403, "You are not authorized to perform the requested action.")
+        parts = [p for p in path.split("/") if p][1:]  # after v3
+        if parts == ["projects"] and method == "GET":
+            found = [
+                p
+                for p in self.projects.values()
+                if all(str(p.get(k)) == v for k, v in query.items() if k in ("name", "domain_id"))
+            ]
+            return 200, {"projects": found, "links": {"self": None, "next": None}}, {}
+        if parts == ["projects"] and method == "POST":
+            spec = (body or {}).get("project") or {}
+            domain = spec.get("domain_id") or "default"
+            if any(p["name"] == spec.get("name") for p in self.projects.values()):
+                return _keystone_error(409, "Conflict occurred attempting to store project.")
+            project = self.add_project(str(spec["name"]), tags=spec.get("tags"))
+            project.update(domain_id=domain, description=spec.get("description") or "")
+            return 201, {"project": project}, {}
+        if parts == ["roles"] and method == "GET":
+            roles = [
+                {"id": i, "name": n, "domain_id": None}
+                for n, i in self.roles.items()
+                if not query.get("name") or query["name"] == n
+            ]
+            return 200, {"roles": roles, "links": {"self": None, "next": None}}, {}
+        if (
+            len(parts) == 6
+            and parts[0] == "projects"
+            and parts[2] == "users"
+            and parts[4] == "roles"
+            and method == "PUT"
+        ):
+            project_id, user_id, role_id = parts[1], parts[3], parts[5]
+            if project_id not in self.projects:
+                return _keystone_error(404, f"Could not find project: {project_id}.")
+            if user_id not in self.users or role_id not in self.roles.values():
+                return _keystone_error(404, "Could not find user or role.")
+            self.assignments.add((user_id, project_id, role_id))
+            return 204, None, {}
+        return _keystone_error(404, "The resource could not be found.")
 
-    def _token_body(self) -> dict[str, Any]:
+    def _is_admin(self, token: Token) -> bool:
+        return token.project_id is not None and (
+            (token.user_id, token.project_id, self.roles["admin"]) in self.assignments
+        )
+
+    def _authenticate(self, body: Any) -> tuple[int, Any, dict[str, str]]:
+        try:
+            identity = body["auth"]["identity"]
+            methods = list(identity["methods"])
+            scope = body["auth"].get("scope") or {}
+        except (KeyError, TypeError):
+            return _keystone_error(400, "Expecting to find identity in auth.")
+        expires = time.time() + self.token_ttl
+        if methods == ["password"]:
+            try:
+                user = identity["password"]["user"]
+                password = user["password"]
+            except (KeyError, TypeError):
+                return _keystone_error(400, "Expecting password auth.")
+            found = next(
+                (
+                    u
+                    for u in self.users.values()
+                    if u["id"] == user.get("id") or u["name"] == user.get("name")
+                ),
+                None,
+            )
+            if found is None or found["password"] != password:
+                return _keystone_error(401, "The request you have made requires authentication.")
+            user_id = found["id"]
+        elif methods == ["token"]:
+            try:
+                original = self._valid_token(identity["token"]["id"])
+            except (KeyError, TypeError):
+                return _keystone_error(400, "Expecting token auth.")
+            if original is None:
+                return _keystone_error(404, "Could not find token.")
+            if original.project_id is not None and not self.allow_rescope_scoped_token:
+                # keystone/auth/plugins/token.py: a scoped token is not rescoped when
+                # [token] allow_rescope_scoped_token is off.
+                return _keystone_error(
+                    403,
+                    "You are not authorized to perform the requested action: rescope a "
+                    "scoped token.",
+                )
+            user_id, expires = original.user_id, original.expires_at
+        else:
+            return _keystone_error(401, f"Unsupported auth methods {methods}.")
+        project_id: str | None = None
+        if "project" in scope:
+            wanted = scope["project"] or {}
+            project = self.projects.get(str(wanted.get("id"))) or (
+                self.project_named(str(wanted.get("name"))) if "name" in wanted else None
+            )
+            if project is None:
+                return _keystone_error(401, "The request you have made requires authentication.")
+            if not any(u == user_id and p == project["id"] for u, p, _ in self.assignments):
+                # Keystone: "User X has no access to project Y", as a 401.
+                return _keystone_error(401, "The request you have made requires authentication.")
+            project_id = project["id"]
+        return self._issue(user_id, project_id, methods, expires)
+
+    def _token_body(self, token: Token) -> dict[str, Any]:
         def endpoints(url: str) -> list[dict[str, Any]]:
             return [
                 {
@@ -396,38 +590,49 @@ class FakeOpenStack:
 
         catalog = [
             ("identity", "keystone", f"{self.url}/identity"),
-            # Nova's catalogue entry is versioned, Glance's and Neutron's are not (devstack's).
+            # Nova's catalogue entry is versioned, Glance's and Neutron's are not (devstack's);
+            # Cinder's names the token's project (its templated $(project_id)s).
             ("compute", "nova", f"{self.url}/compute/v2.1"),
             ("image", "glance", f"{self.url}/image"),
             ("network", "neutron", f"{self.url}/network"),
+            ("block-storage", "cinder", f"{self.url}/volume/v3/{token.project_id}"),
         ]
-        expires = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() + 3600))
-        return {
-            "methods": ["password"],
+        user = self.users[token.user_id]
+        expires = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(token.expires_at))
+        body: dict[str, Any] = {
+            "methods": token.methods,
             "expires_at": expires,
-            "issued_at": _now(),
+            "issued_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+            "audit_ids": [secrets.token_urlsafe(16)],
             "user": {
-                "id": self.user_id,
-                "name": self.username,
+                "id": user["id"],
+                "name": user["name"],
                 "domain": {"id": "default", "name": "Default"},
                 "password_expires_at": None,
             },
-            "project": {
-                "id": self.project_id,
-                "name": self.project,
-                "domain": {"id": "default", "name": "Default"},
-            },
-            "roles": [{"id": uuid.uuid4().hex, "name": "member"}],
-            "catalog": [
+        }
+        if token.project_id is not None:
+            project = self.projects[token.project_id]
+            body["project"] = {
+                "id": project["id"],
+                "name": project["name"],
+                "domain": {"id": project["domain_id"], "name": "Default"},
+            }
+            body["roles"] = [
+                {"id": r, "name": n}
+                for n, r in self.roles.items()
+                if (token.user_id, token.project_id, r) in self.assignments
+            ]
+            body["catalog"] = [
                 {"id": uuid.uuid4().hex, "type": kind, "name": name, "endpoints": endpoints(url)}
                 for kind, name, url in catalog
-            ],
-        }
+            ]
+        return body
 
     # --- Nova -----------------------------------------------------------------------------------
 
     def _compute(
-        self, method: str, path: str, query: dict[str, str], body: Any
+        self, method: str, path: str, query: dict[str, str], body: Any, token: Token
     ) -> tuple[int, Any, dict[str, str]]:
         nova = f"{self.url}/compute/v2.1"
         version = {
@@ -448,9 +653,9 @@ class FakeOpenStack:
         if parts[0] == "flavors":
             return self._flavors(parts[1:])
         if parts[0] == "os-keypairs":
-            return self._keypairs(method, parts[1:], body)
+            return self._keypairs(method, parts[1:], body, token)
         if parts[0] == "servers":
-            return self._servers(method, parts[1:], query, body)
+            return self._servers(method, parts[1:], query, body, token)
         return 404, _fault("itemNotFound", 404, f"{path} not found"), {}
 
     def _flavors(self, rest: list[str]) -> tuple[int, Any, dict[str, str]]:
@@ -467,9 +672,15 @@ class FakeOpenStack:
         link = f"{self.url}/compute/v2.1/flavors/{flavor['id']}"
         return {**flavor, "links": [{"rel": "self", "href": link}]}
 
-    def _keypairs(self, method: str, rest: list[str], body: Any) -> tuple[int, Any, dict[str, str]]:
+    def _keypairs(
+        self, method: str, rest: list[str], body: Any, token: Token
+    ) -> tuple[int, Any, dict[str, str]]:
+        # A key pair is its Keystone user's (Nova's), in whichever project the token is.
+        # ASSUMED: names are one namespace here (Nova's is per user; the fake's tests have one
+        # Keystone user making key pairs).
+        mine = {n: k for n, k in self.keypairs.items() if k["user_id"] == token.user_id}
         if method == "GET" and not rest:
-            return 200, {"keypairs": [{"keypair": k} for k in self.keypairs.values()]}, {}
+            return 200, {"keypairs": [{"keypair": k} for k in mine.values()]}, {}
         if method == "POST" and not rest:
             pair = body["keypair"]
             name = pair["name"]
@@ -487,12 +698,12 @@ class FakeOpenStack:
                 "name": name,
                 "public_key": public,
                 "fingerprint": key.get_fingerprint("md5").split(":", 1)[1],
-                "user_id": self.user_id,
+                "user_id": token.user_id,
                 "type": pair.get("type", "ssh"),
             }
             self.keypairs[name] = keypair
             return 200, {"keypair": keypair}, {}
-        if rest and rest[0] in self.keypairs:
+        if rest and rest[0] in mine:
             if method == "DELETE":
                 del self.keypairs[rest[0]]
                 return 202, None, {}
@@ -505,21 +716,23 @@ class FakeOpenStack:
         )
 
     def _servers(
-        self, method: str, rest: list[str], query: dict[str, str], body: Any
+        self, method: str, rest: list[str], query: dict[str, str], body: Any, token: Token
     ) -> tuple[int, Any, dict[str, str]]:
         if method == "POST" and not rest:
-            return self._create(body["server"])
+            return self._create(body["server"], token)
         if method == "GET" and rest in ([], ["detail"]):
             # Nova matches ``name`` as a regular expression (api-ref: "filter by server name,
             # in regular expression format").
             found = [
                 s
                 for s in self.servers.values()
-                if not query.get("name") or re.search(query["name"], s.name)
+                if s.project_id == token.project_id
+                and (not query.get("name") or re.search(query["name"], s.name))
             ]
             return 200, {"servers": [self._server_json(s) for s in found]}, {}
         server = self.servers.get(rest[0]) if rest else None
-        if server is None:
+        if server is None or server.project_id != token.project_id:
+            # Another project's server is not found (Nova's answer to a non-admin).
             return 404, _fault("itemNotFound", 404, "Instance could not be found."), {}
         if method == "GET" and len(rest) == 1:
             return 200, {"server": self._server_json(server)}, {}
@@ -530,8 +743,12 @@ class FakeOpenStack:
             return self._action(server, body)
         return 404, _fault("itemNotFound", 404, "not found"), {}
 
-    def _quota_refusal(self, flavor: dict[str, Any], replacing: Server | None = None) -> str:
-        live = [s for s in self.servers.values() if s is not replacing]
+    def _quota_refusal(
+        self, flavor: dict[str, Any], project_id: str, replacing: Server | None = None
+    ) -> str:
+        live = [
+            s for s in self.servers.values() if s is not replacing and s.project_id == project_id
+        ]
         used = {
             "instances": len(live) + (1 if replacing else 0) - (1 if replacing else 0),
             "cores": sum(s.flavor["vcpus"] for s in live),
@@ -558,7 +775,7 @@ class FakeOpenStack:
             return 413, _fault("overLimit", 413, message), {"Retry-After": "0"}
         return 403, _fault("forbidden", 403, message), {}
 
-    def _create(self, spec: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+    def _create(self, spec: dict[str, Any], token: Token) -> tuple[int, Any, dict[str, str]]:
         flavor = self.flavors.get(str(spec.get("flavorRef")))
         if flavor is None:
             return (
@@ -573,14 +790,18 @@ class FakeOpenStack:
                 {},
             )
         key_name = spec.get("key_name") or ""
-        if key_name and key_name not in self.keypairs:
+        keypair = self.keypairs.get(key_name)
+        if key_name and (keypair is None or keypair["user_id"] != token.user_id):
             return 400, _fault("badRequest", 400, "Invalid key_name provided."), {}
         networks = spec.get("networks") or []
         network_id = networks[0].get("uuid") if networks and isinstance(networks, list) else ""
-        if network_id and not any(n["id"] == network_id for n in self.networks):
+        visible = [n for n in self.networks if self._sees_network(n, token)]
+        if network_id and not any(n["id"] == network_id for n in visible):
             return 400, _fault("badRequest", 400, f"Network {network_id} could not be found."), {}
-        network_id = network_id or self.networks[0]["id"]
-        refusal = self._quota_refusal(flavor)
+        if not network_id and not visible:
+            return 400, _fault("badRequest", 400, "No network is available to the project."), {}
+        network_id = network_id or visible[0]["id"]
+        refusal = self._quota_refusal(flavor, str(token.project_id))
         if refusal:
             return self._quota_answer(refusal)
         server_id = str(uuid.uuid4())
@@ -599,6 +820,7 @@ class FakeOpenStack:
             metadata=dict(spec.get("metadata") or {}),
             user_data=base64.b64decode(user_data).decode() if user_data else "",
             created=_now(),
+            project_id=str(token.project_id),
         )
         self.servers[server_id] = server
         threading.Thread(target=self._schedule, args=(server,), daemon=True).start()
@@ -647,6 +869,8 @@ class FakeOpenStack:
                 return
             keypair = self.keypairs.get(server.key_name)
             keys = f"root:{keypair['public_key']}" if keypair else ""
+            # cloud-init's cc_ssh: the user data's cloud-config ssh_authorized_keys too.
+            keys += "".join(f"\nroot:{key}" for key in authorized_keys(server.user_data))
             server.sshd = _start_sshd(server, self.ssh_port, keys, self.vm_env)
             public = (server.disk_dir / "ssh_host_ed25519_key.pub").read_text().split()
             key = asyncssh.import_public_key(" ".join(public[:2]))
@@ -727,7 +951,7 @@ class FakeOpenStack:
                     _fault("badRequest", 400, "When resizing, instances must change flavor!"),
                     {},
                 )
-            refusal = self._quota_refusal(flavor, replacing=server)
+            refusal = self._quota_refusal(flavor, server.project_id, replacing=server)
             if refusal:
                 return self._quota_answer(refusal)
             # ASSUMED: the resize happens at once (Nova migrates the disk: RESIZE, then
@@ -773,7 +997,7 @@ class FakeOpenStack:
             "id": server.id,
             "name": server.name,
             "status": server.status,
-            "tenant_id": self.project_id,
+            "tenant_id": server.project_id,
             "user_id": self.user_id,
             "metadata": server.metadata,
             "hostId": "" if server.status in ("BUILD", "ERROR") else "a1b2c3",
@@ -854,19 +1078,22 @@ class FakeOpenStack:
                     return 200, image, {}
         return 404, _fault("itemNotFound", 404, "not found"), {}
 
-    def add_network(self, name: str, *, external: bool = False) -> dict[str, Any]:
-        """Another network of the project (after ``private`` and ``public``)."""
-        network = self._network(name, external=external)
+    def add_network(
+        self, name: str, *, external: bool = False, shared: bool = False
+    ) -> dict[str, Any]:
+        """Another network of the project (after ``private`` and ``public``); ``shared``: every
+        project's (a provider network an admin shares)."""
+        network = self._network(name, external=external, shared=shared)
         self.networks.append(network)
         return network
 
-    def _network(self, name: str, *, external: bool) -> dict[str, Any]:
+    def _network(self, name: str, *, external: bool, shared: bool = False) -> dict[str, Any]:
         return {
             "id": str(uuid.uuid4()),
             "name": name,
             "status": "ACTIVE",
             "admin_state_up": True,
-            "shared": external,
+            "shared": external or shared,
             "router:external": external,
             "subnets": [str(uuid.uuid4())],
             "project_id": self.project_id,
@@ -874,8 +1101,12 @@ class FakeOpenStack:
             "mtu": 1450,
         }
 
+    @staticmethod
+    def _sees_network(network: dict[str, Any], token: Token) -> bool:
+        return bool(network["shared"] or network["project_id"] == token.project_id)
+
     def _network_api(
-        self, method: str, path: str, query: dict[str, str], body: Any
+        self, method: str, path: str, query: dict[str, str], body: Any, token: Token
     ) -> tuple[int, Any, dict[str, str]]:
         version = {
             "id": "v2.0",
@@ -886,13 +1117,19 @@ class FakeOpenStack:
             return 200, {"versions": [version]}, {}
         parts = [p for p in path.split("/") if p][1:]  # after v2.0
         if parts == ["networks"]:
-            found = [n for n in self.networks if _matches(n, query)]
+            found = [
+                n for n in self.networks if self._sees_network(n, token) and _matches(n, query)
+            ]
             return 200, {"networks": found}, {}
         if parts == ["ports"]:
-            ports = [self._port_json(s) for s in self.servers.values() if s.status != "ERROR"]
+            ports = [
+                self._port_json(s)
+                for s in self.servers.values()
+                if s.status != "ERROR" and s.project_id == token.project_id
+            ]
             return 200, {"ports": [p for p in ports if _matches(p, query)]}, {}
         if parts[:1] == ["floatingips"]:
-            return self._floating(method, parts[1:], query, body)
+            return self._floating(method, parts[1:], query, body, token)
         return (
             404,
             {"NeutronError": {"type": "HTTPNotFound", "message": "not found", "detail": ""}},
@@ -908,14 +1145,17 @@ class FakeOpenStack:
             "status": "ACTIVE",
             "mac_address": "fa:16:3e:00:00:01",
             "fixed_ips": [{"subnet_id": "s", "ip_address": server.address}],
-            "project_id": self.project_id,
+            "project_id": server.project_id,
         }
 
     def _floating(
-        self, method: str, rest: list[str], query: dict[str, str], body: Any
+        self, method: str, rest: list[str], query: dict[str, str], body: Any, token: Token
     ) -> tuple[int, Any, dict[str, str]]:
+        mine = {
+            i: ip for i, ip in self.floating_ips.items() if ip["project_id"] == token.project_id
+        }
         if method == "GET" and not rest:
-            listed = [ip for ip in self.floating_ips.values() if _matches(ip, query)]
+            listed = [ip for ip in mine.values() if _matches(ip, query)]
             return 200, {"floatingips": listed}, {}
         if method == "POST" and not rest:
             spec = body["floatingip"]
@@ -941,15 +1181,17 @@ class FakeOpenStack:
                 "fixed_ip_address": None,
                 "router_id": None,
                 "status": "DOWN",
-                "project_id": self.project_id,
-                "tenant_id": self.project_id,
+                "project_id": token.project_id,
+                "tenant_id": token.project_id,
                 "description": spec.get("description", ""),
             }
             self.floating_ips[ip_id] = ip
             if spec.get("port_id"):
+                if not self._owns_port(spec["port_id"], token):
+                    return 404, _neutron_error("PortNotFound", "Port could not be found"), {}
                 self._associate(ip, spec["port_id"])
             return 201, {"floatingip": ip}, {}
-        found = self.floating_ips.get(rest[0]) if rest else None
+        found = mine.get(rest[0]) if rest else None
         if found is None:
             return (
                 404,
@@ -966,12 +1208,75 @@ class FakeOpenStack:
         if method == "GET":
             return 200, {"floatingip": ip}, {}
         if method == "PUT":
-            self._associate(ip, body["floatingip"].get("port_id"))
+            port = body["floatingip"].get("port_id")
+            if port and not self._owns_port(port, token):
+                return 404, _neutron_error("PortNotFound", "Port could not be found"), {}
+            self._associate(ip, port)
             return 200, {"floatingip": ip}, {}
         if method == "DELETE":
             self._associate(ip, None)
             del self.floating_ips[ip["id"]]
             return 204, None, {}
+        return 405, None, {}
+
+    def _owns_port(self, port_id: str, token: Token) -> bool:
+        return any(
+            s.port_id == port_id and s.project_id == token.project_id for s in self.servers.values()
+        )
+
+    # --- Cinder ---------------------------------------------------------------------------------
+
+    def _volume_api(
+        self, method: str, path: str, body: Any, token: Token
+    ) -> tuple[int, Any, dict[str, str]]:
+        version = {
+            "id": "v3.0",
+            "status": "CURRENT",
+            "version": "3.70",
+            "min_version": "3.0",
+            "updated": "2023-03-17T00:00:00Z",
+            "links": [{"rel": "self", "href": f"{self.url}/volume/v3/"}],
+        }
+        if path in ("", "/"):
+            return 300, {"versions": [version]}, {}
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] != ["v3"] or len(parts) < 2:
+            return 404, _fault("itemNotFound", 404, "not found"), {}
+        if parts[1] != token.project_id:
+            # Cinder's URL names the project; another than the token's is refused.
+            return 403, _fault("forbidden", 403, "Policy doesn't allow this project."), {}
+        rest = parts[2:]
+        if not rest:
+            return 200, {"version": version}, {}
+        if rest[0] != "volumes":
+            return 404, _fault("itemNotFound", 404, "not found"), {}
+        mine = {i: v for i, v in self.volumes.items() if v["project_id"] == token.project_id}
+        if method == "GET" and rest[1:] in ([], ["detail"]):
+            return 200, {"volumes": list(mine.values())}, {}
+        if method == "POST" and len(rest) == 1:
+            spec = (body or {}).get("volume") or {}
+            volume_id = str(uuid.uuid4())
+            volume: dict[str, Any] = {
+                "id": volume_id,
+                "name": spec.get("name"),
+                "size": int(spec.get("size") or 1),
+                "status": "available",
+                "project_id": token.project_id,
+                "os-vol-tenant-attr:tenant_id": token.project_id,
+                "attachments": [],
+                "created_at": _now(),
+                "links": [],
+            }
+            self.volumes[volume_id] = volume
+            return 202, {"volume": volume}, {}
+        found = mine.get(rest[1]) if len(rest) == 2 else None
+        if found is None:
+            return 404, _fault("itemNotFound", 404, "Volume could not be found."), {}
+        if method == "GET":
+            return 200, {"volume": found}, {}
+        if method == "DELETE":
+            del self.volumes[found["id"]]
+            return 202, None, {}
         return 405, None, {}
 
     def _associate(self, ip: dict[str, Any], port_id: str | None) -> None:
@@ -1021,6 +1326,37 @@ def _matches(item: dict[str, Any], query: dict[str, str]) -> bool:
         if key in item and str(have) != value:
             return False
     return True
+
+
+def authorized_keys(user_data: str) -> list[str]:
+    """The ``ssh_authorized_keys`` of the cloud-config parts of a VM's user data (a MIME
+    multipart, or one cloud-config), as cloud-init reads them."""
+    import email
+
+    import yaml
+
+    message = email.message_from_string(user_data)
+    parts = list(message.walk()) if message.is_multipart() else []
+    texts = [bytes(p.get_payload(decode=True)).decode() for p in parts if not p.is_multipart()]
+    if not parts:
+        texts = [user_data]
+    keys: list[str] = []
+    for text in texts:
+        if text.startswith("#cloud-config"):
+            config = yaml.safe_load(text) or {}
+            keys += [str(k) for k in config.get("ssh_authorized_keys") or []]
+    return keys
+
+
+def _neutron_error(kind: str, message: str) -> dict[str, Any]:
+    return {"NeutronError": {"type": kind, "message": message, "detail": ""}}
+
+
+def _keystone_error(code: int, message: str) -> tuple[int, Any, dict[str, str]]:
+    """Keystone's error body: ``{"error": {"code", "title", "message"}}``."""
+    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+    error = {"code": code, "title": titles.get(code, "Conflict"), "message": message}
+    return code, {"error": error}, {}
 
 
 def _fault(kind: str, code: int, message: str) -> dict[str, Any]:

@@ -4,6 +4,9 @@ service (``c.JupyterHub.services = [{"name": "compute-control", "url": ..., "com
 "--gce-credentials-file", KEY]}]``): the SSH CA with ``--ca-key``, the Compute Engine proxy
 with ``--gce-credentials-file``, database logins with ``--db-url``: any of them.
 
+``--openstack-clouds-yaml`` (with ``--openstack-cloud``) is the OpenStack service user's
+clouds.yaml: users' servers then get short-lived tokens of their own projects (``openstack``).
+
 ``--print-ca-public-key`` prints the line hosts trust (``TrustedUserCAKeys``) and exits.
 
 ``--db-url`` (or the environment's ``COMPUTE_SERVERS_DB_URL``, which keeps a password off the
@@ -32,6 +35,7 @@ from .revocations import Revocations
 
 if TYPE_CHECKING:
     from .logins import DatabaseLogins
+    from .openstack import OpenStackTokens
 
 #: Where the database owner's URL may be given instead of --db-url (not on a command line).
 DB_URL_ENV = "COMPUTE_SERVERS_DB_URL"
@@ -123,6 +127,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default: revocations.json beside --ca-key, else beside --gce-credentials-file, else "
         "in the working directory, the Hub's).",
     )
+    parser.add_argument(
+        "--openstack-clouds-yaml",
+        help="A clouds.yaml (0600, the Hub's account's) with the OpenStack user the control plane "
+        "logs in as (a password user): users' servers then get short-lived tokens of their own "
+        "projects. Without it: no OpenStack tokens.",
+    )
+    parser.add_argument(
+        "--openstack-cloud", default="", help="The cloud's name in it (default: its only one)."
+    )
+    parser.add_argument(
+        "--openstack-project-template",
+        default="compute-{user}",
+        help="A Hub user's OpenStack project; {user} is the Hub user name.",
+    )
+    parser.add_argument(
+        "--openstack-create-projects",
+        action="store_true",
+        help="Make a user's missing project (and give the OpenStack user a role there); "
+        "without it an admin makes each.",
+    )
+    parser.add_argument(
+        "--openstack-role",
+        default="member",
+        help="The role the OpenStack user gets on the projects it makes.",
+    )
     parser.add_argument("--url", help="Where to listen (default: JUPYTERHUB_SERVICE_URL).")
     parser.add_argument("--print-ca-public-key", action="store_true")
     return parser.parse_args(argv)
@@ -144,7 +173,7 @@ def build_logins(args: argparse.Namespace) -> DatabaseLogins | None:
 def build_revocations(args: argparse.Namespace) -> Revocations:
     path = args.revocations_file
     if not path:
-        beside = args.ca_key or args.gce_credentials_file
+        beside = args.ca_key or args.gce_credentials_file or args.openstack_clouds_yaml
         path = os.path.join(
             os.path.dirname(os.path.abspath(beside)) if beside else ".", "revocations.json"
         )
@@ -179,6 +208,20 @@ def build_gce(args: argparse.Namespace) -> GCEProxy | None:
     )
 
 
+def build_openstack(args: argparse.Namespace) -> OpenStackTokens | None:
+    if not args.openstack_clouds_yaml:
+        return None
+    from .openstack import tokens_from_args
+
+    return tokens_from_args(
+        args.openstack_clouds_yaml,
+        args.openstack_cloud,
+        project_template=args.openstack_project_template,
+        create_projects=args.openstack_create_projects,
+        role=args.openstack_role,
+    )
+
+
 async def serve(
     ca: CertificateAuthority | None,
     gce: GCEProxy | None,
@@ -186,11 +229,14 @@ async def serve(
     url: str | None,
     revocations: Revocations | None = None,
     admins: AdminRule | None = None,
+    openstack: OpenStackTokens | None = None,
 ) -> None:
     from .app import listen_address, make_app
 
     host, port = listen_address(url)
-    make_app(ca, gce=gce, logins=logins, revocations=revocations, admins=admins).listen(port, host)
+    make_app(
+        ca, gce=gce, logins=logins, revocations=revocations, admins=admins, openstack=openstack
+    ).listen(port, host)
     logging.getLogger("jupyter_compute_servers.control_plane").info(
         "Compute servers control plane on %s:%d", host, port
     )
@@ -203,11 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s"
     )
     try:
-        if not (args.ca_key or args.gce_credentials_file or args.db_url):
+        if not (
+            args.ca_key or args.gce_credentials_file or args.db_url or args.openstack_clouds_yaml
+        ):
             raise ControlPlaneError(
                 f"Nothing to serve: give --ca-key (SSH certificates), --gce-credentials-file "
-                f"(the Compute Engine proxy), --db-url or ${DB_URL_ENV} (database logins), or "
-                f"several.",
+                f"(the Compute Engine proxy), --db-url or ${DB_URL_ENV} (database logins), "
+                f"--openstack-clouds-yaml (OpenStack tokens), or several.",
                 field="ca_key",
             )
         ca = build_ca(args)
@@ -220,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         logins = build_logins(args)
         revocations = build_revocations(args)
         admins = admin_rule(args.admin_user, args.admin_group)
-        asyncio.run(serve(ca, gce, logins, args.url, revocations, admins))
+        openstack = build_openstack(args)
+        asyncio.run(serve(ca, gce, logins, args.url, revocations, admins, openstack))
     except (ControlPlaneError, ValidationError) as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2

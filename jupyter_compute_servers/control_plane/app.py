@@ -31,9 +31,10 @@ Revocation (``revocations.py``), always:
 - ``GET <prefix>api/revocations``: ``{"revocations": [{"user", "revoked_by", "revoked_at"}]}``
   (admins only, by ``AdminRule``; others 403).
 - ``POST <prefix>api/revocations`` ``{"user": NAME}``: revoke NAME's access at once (no more
-  certificates, database logins or proxied Compute Engine calls: 403 with
+  certificates, database logins, OpenStack tokens or proxied Compute Engine calls: 403 with
   ``revocations.REVOKED_MESSAGE``; their database role NOLOGIN and its sessions ended; their
-  unexpired certificates in the KRL); 201 with the revocation and ``database_sessions_ended``.
+  unexpired certificates in the KRL; the OpenStack tokens issued to them revoked in Keystone);
+  201 with the revocation, ``database_sessions_ended`` and ``openstack_tokens_revoked``.
 - ``DELETE <prefix>api/revocations/<NAME>``: restore; 204 (404 when NAME is not revoked).
 - ``GET <prefix>api/revoked-keys`` (with the CA): the OpenSSH KRL of the revoked certificates,
   for hosts' ``RevokedKeys``; **unauthenticated**, as a CRL is: hosts have no Hub token, and it
@@ -45,6 +46,17 @@ The Compute Engine proxy (``gce.py``), when the control plane has a service acco
 - ``<prefix>gce/compute/v1/projects/<project>/...``: the Compute Engine REST calls of the gcp
   cloud, forwarded with the service account's token when the policy allows (the caller's
   token is the bearer token: ``Authorization: Bearer <Hub token>``).
+
+OpenStack tokens (``openstack.py``), when the control plane has the service user's clouds.yaml
+(``--openstack-clouds-yaml``):
+
+- ``POST <prefix>api/openstack-credentials`` ``{}``: a new Keystone token scoped to the caller's
+  own project (``--openstack-project-template``), ``{"auth_url", "token", "project_id",
+  "project_name", "region", "expires_at", "issued_at", "catalog"}`` (times in seconds since the
+  epoch; ``catalog``: the token's service catalogue). 403 when no project of the user's gives
+  the control plane's OpenStack user a role and it may not make one; 409 when it may, but a
+  project of that name is someone else's, or its role there was taken away; revoking the user
+  revokes their tokens in Keystone.
 
 Errors are JSON ``{message, reason, field}``, as the extension's own API answers (the proxy's
 also carry Google's ``error`` object, which the client library reads).
@@ -67,6 +79,7 @@ from .ca import CertificateAuthority
 from .errors import ControlPlaneError
 from .gce import Caller, GCEProxy, _Passed, google_error_body
 from .logins import DatabaseLogins
+from .openstack import OpenStackTokens
 from .revocations import Revocations, valid_user
 
 log = logging.getLogger("jupyter_compute_servers.control_plane")
@@ -303,6 +316,31 @@ class DatabaseCredentialsHandler(ControlPlaneHandler):
         self.finish(answer)
 
 
+class OpenStackCredentialsHandler(ControlPlaneHandler):
+    def initialize(self, openstack: OpenStackTokens, revocations: Revocations | None) -> None:
+        self.openstack = openstack
+        self.revocations = revocations
+
+    async def post(self) -> None:
+        self.json_body(set())
+        name = str(self.hub_user_model["name"])
+        refuse = self.revocations.check if self.revocations is not None else None
+        if refuse is not None:
+            refuse(name)
+        # (Keystone calls: off the event loop; asked again once the token is made)
+        answer = await asyncio.to_thread(self.openstack.issue, name, refuse)
+        # Who got a token of which project, never the token.
+        log.info(
+            "Issued an OpenStack token of project %s to Hub user %s, valid until %d",
+            answer["project_name"],
+            name,
+            answer["expires_at"],
+        )
+        self.set_header("Cache-Control", "no-store")
+        self.set_status(201)
+        self.finish(answer)
+
+
 class _RevocationsBase(ControlPlaneHandler):
     """Admins only."""
 
@@ -311,10 +349,12 @@ class _RevocationsBase(ControlPlaneHandler):
         revocations: Revocations,
         admins: AdminRule,
         logins: DatabaseLogins | None,
+        openstack: OpenStackTokens | None = None,
     ) -> None:
         self.revocations = revocations
         self.admins = admins
         self.logins = logins
+        self.openstack = openstack
 
     def _admin(self) -> str:
         model = self.hub_user_model
@@ -358,8 +398,18 @@ class RevocationsHandler(_RevocationsBase):
                     field="user",
                 ) from None
             log.warning("Disabled %s's database login, ending %d sessions", user, ended)
+        tokens = 0
+        if self.openstack is not None:
+            tokens = await asyncio.to_thread(self.openstack.revoke_user, user)
+            log.warning("Revoked %d OpenStack tokens of %s in Keystone", tokens, user)
         self.set_status(201)
-        self.finish({**revocation.to_json(), "database_sessions_ended": ended})
+        self.finish(
+            {
+                **revocation.to_json(),
+                "database_sessions_ended": ended,
+                "openstack_tokens_revoked": tokens,
+            }
+        )
 
 
 class RevocationHandler(_RevocationsBase):
@@ -403,6 +453,7 @@ def make_app(
     logins: DatabaseLogins | None = None,
     revocations: Revocations | None = None,
     admins: AdminRule | None = None,
+    openstack: OpenStackTokens | None = None,
 ) -> web.Application:
     """The tornado application, its routes under the service's prefix (JupyterHub's
     ``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/services/compute-control/``): the CA's, the Compute
@@ -437,8 +488,21 @@ def make_app(
                 {"logins": logins, "revocations": revocations},
             )
         )
+    if openstack is not None:
+        routes.append(
+            (
+                f"{prefix}api/openstack-credentials",
+                OpenStackCredentialsHandler,
+                {"openstack": openstack, "revocations": revocations},
+            )
+        )
     if revocations is not None:
-        options = {"revocations": revocations, "admins": admins or AdminRule(), "logins": logins}
+        options = {
+            "revocations": revocations,
+            "admins": admins or AdminRule(),
+            "logins": logins,
+            "openstack": openstack,
+        }
         routes += [
             (f"{prefix}api/revocations", RevocationsHandler, options),
             (f"{prefix}api/revocations/([^/]+)", RevocationHandler, options),

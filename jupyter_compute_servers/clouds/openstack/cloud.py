@@ -4,7 +4,8 @@ A compute server is one Nova server booted from a Glance image with a flavor (it
 root disk, and the GPUs its extra specs ask), on the network the server chose
 (``config.extra.network``, fixed at create) or else the configured one, with a key pair of the
 server's own client key (``jcs-<installation>-<server id>``; the project's other key pairs are
-never used, so no server shares a key with another). Its life:
+never used, so no server shares a key with another; in team mode no key pair but the VM's user
+data, ``userdata``). Its life:
 
 - **start** from deprovisioned creates the key pair and the server, waits for ACTIVE, gives it a
   floating IP when ``floating_ip_network`` is set (else it is reached at its fixed IP), and pins
@@ -52,6 +53,7 @@ from .catalog import Catalog, Flavor, flavor_from
 from .errors import NO_VALID_HOST, OpenStackError, no_valid_host
 from .hostkeys import fingerprints_from_console, host_key_from_console
 from .queue import GPUQueue, ordinal
+from .userdata import with_authorized_key
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -208,6 +210,10 @@ class OpenStackCloud(ApiAccess, Cloud):
     def bind(self, services: CloudServices) -> None:
         self._services = services
 
+    def _team_mode(self) -> bool:
+        """Team mode: OpenStack is reached with the control plane's tokens (``issued``)."""
+        return self._services is not None and self._services.control_plane is not None
+
     # --- the catalogue ----------------------------------------------------------------------
 
     async def availability(self) -> tuple[bool, str]:
@@ -244,8 +250,12 @@ class OpenStackCloud(ApiAccess, Cloud):
                     "name": network.name or network.id,
                     "external": bool(network.is_router_external),
                 }
-            catalog.key_pairs = sorted(k.name for k in connection.compute.keypairs())
-            return catalog, str(connection.current_project.name or "")
+            # (team mode's key pairs are the control plane's OpenStack user's, everyone's: not
+            # this user's to see, and not used)
+            if not self._team_mode():
+                catalog.key_pairs = sorted(k.name for k in connection.compute.keypairs())
+            # (team mode's connection has no auth settings to name the project: its token does)
+            return catalog, str(connection.current_project.name or self._issued_project())
 
         try:
             self._catalog, self._project = await self._call(
@@ -564,7 +574,15 @@ class OpenStackCloud(ApiAccess, Cloud):
                 f"{', '.join(self._catalog.networks) or 'none'}.",
                 state=State.DEPROVISIONED.value,
             )
-        keypair = f"{self.instance_prefix}-{self.installation_id()}-{op.server_id}"
+        # Team mode: no key pair. Nova's key pairs are its Keystone user's, and the control
+        # plane's tokens are all one user's (each user's project, one user): another user's
+        # token could replace the key pair before this VM boots with it. The key goes in the
+        # VM's own user data instead (``userdata``), which only this project's tokens reach.
+        keypair = (
+            ""
+            if self._team_mode()
+            else f"{self.instance_prefix}-{self.installation_id()}-{op.server_id}"
+        )
         name = str(op.cloud_data.get("instance") or "")
         if not name:
             slug = re.sub(r"[^a-z0-9-]+", "-", op.server_name.lower())
@@ -580,8 +598,11 @@ class OpenStackCloud(ApiAccess, Cloud):
             op.remember(nova_id=found.id)
             await self._delete_quietly(op)
         # Remembered before anything is created: a crash leaves names to look for.
-        op.remember(keypair=keypair, instance=name, nova_id=None, address=None, host_key=None)
-        await self._ensure_keypair(op, keypair)
+        op.remember(
+            keypair=keypair or None, instance=name, nova_id=None, address=None, host_key=None
+        )
+        if keypair:
+            await self._ensure_keypair(op, keypair)
         try:
             if flavor.gpu_type:
                 server = await self._place_in_queue(op, flavor, image, network, name, keypair)
@@ -654,7 +675,6 @@ class OpenStackCloud(ApiAccess, Cloud):
                 "name": name,
                 "flavor_id": flavor.id,
                 "image_id": image["id"],
-                "key_name": keypair,
                 "networks": [{"uuid": network["id"]}],
                 "metadata": {
                     "managed-by": "jupyter-compute-servers",
@@ -662,8 +682,13 @@ class OpenStackCloud(ApiAccess, Cloud):
                     "compute-server-owner": self.installation_id(),
                 },
             }
-            if self.user_data:
-                attrs["user_data"] = base64.b64encode(self.user_data.encode()).decode()
+            user_data = self.user_data
+            if keypair:
+                attrs["key_name"] = keypair
+            else:
+                user_data = with_authorized_key(user_data, op.client_public_key)
+            if user_data:
+                attrs["user_data"] = base64.b64encode(user_data.encode()).decode()
             return connection.compute.create_server(**attrs)
 
         try:

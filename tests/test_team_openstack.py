@@ -1,0 +1,498 @@
+"""No OpenStack credential in a user's server: the control plane issues each Hub user short-lived
+Keystone tokens of their own project.
+
+A real JupyterHub runs the control plane as its service with the OpenStack service user's
+clouds.yaml (``--openstack-clouds-yaml``, a 0600 file of the Hub's account) naming the fake
+OpenStack (tests/fake_openstack.py, driven by the real openstacksdk and keystoneauth), with
+``--openstack-create-projects``. Each user's Jupyter server (team mode, spawned by the Hub) has no
+clouds.yaml: its openstack cloud asks the control plane for a token of ``compute-<user>``. Alice
+creates and starts a VM through her server, and the fake sees only tokens of her project; Bob
+cannot see or delete it; a token near its end is renewed, a revoked one replaced; a revoked user
+gets 403 and the tokens issued to him are refused by Keystone at once. A control plane whose
+Keystone would rescope a scoped token (everyone's projects) refuses to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from jupyter_compute_servers.clouds.base import CloudServices
+from jupyter_compute_servers.clouds.openstack import OpenStackCloud
+from jupyter_compute_servers.control_plane_client import ControlPlaneClient
+
+from .fake_openstack import FakeOpenStack, authorized_keys
+from .hub import ADMIN, Hub, user_server_pid, wait_state
+from .postgres import free_port
+
+SERVICE = "compute-control"
+BOOT_IMAGES = {"*": "ubuntu-2204-20230914", "*gpu": "ubuntu-2204-nvidia-20230914"}
+#: The admin's cloud-init user data of every VM.
+USER_DATA = "#!/bin/sh\necho the admin's script\n"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenStack]:
+    directory = Path(tempfile.mkdtemp(prefix="compute-servers-openstack-"))
+    openstack = FakeOpenStack(directory / "cloud").start()
+    # As the control plane requires of Keystone (else a token would reach every project).
+    openstack.allow_rescope_scoped_token = False
+    # A network every project may use (a campus provider network an admin shares).
+    openstack.add_network("campus", shared=True)
+    # A key pair of the control plane's OpenStack user from before (an admin's).
+    openstack.keypairs["admins-key"] = {
+        "name": "admins-key",
+        "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin",
+        "fingerprint": "00",
+        "user_id": openstack.user_id,
+        "type": "ssh",
+    }
+    yield openstack
+    openstack.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def clouds_yaml(fake: FakeOpenStack) -> Iterator[Path]:
+    """The service user's clouds.yaml, as an admin keeps it: 0600, in a 0700 directory."""
+    directory = Path(tempfile.mkdtemp(prefix="compute-servers-openstack-key-"))
+    os.chmod(directory, 0o700)
+    path = fake.clouds_yaml(directory / "clouds.yaml")
+    os.chmod(path, 0o600)
+    yield path
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def hub(postgres_server, fake: FakeOpenStack, clouds_yaml: Path) -> Iterator[Hub]:
+    hub = Hub(
+        postgres_server.create_database(),
+        control_plane=(
+            "--openstack-clouds-yaml",
+            str(clouds_yaml),
+            "--openstack-cloud",
+            "opengpu",
+            "--openstack-create-projects",
+        ),
+        # The users' servers know images, flavors and how to reach VMs; no credentials.
+        user_settings={
+            "OpenStackCloud.boot_images": BOOT_IMAGES,
+            "OpenStackCloud.ssh_port": fake.ssh_port,
+            "OpenStackCloud.ssh_username": getpass.getuser(),
+            "OpenStackCloud.python": sys.executable,
+            "OpenStackCloud.poll_interval": 0.05,
+            "OpenStackCloud.status_check_interval": 0.0,
+            "OpenStackCloud.user_data": USER_DATA,
+        },
+        enabled_clouds=["openstack"],
+    )
+    try:
+        hub._wait(
+            lambda: _reachable(f"{hub.config.control_plane_url}api/openstack-credentials"),
+            "the control plane to answer",
+        )
+        hub.start_server("alice")
+        yield hub
+    finally:
+        hub.close()
+        shutil.rmtree(hub.dir, ignore_errors=True)
+
+
+def openstack_keys_listed(hub: Hub) -> list[str]:
+    """The key pairs alice's create dialog is offered (none in team mode: not hers)."""
+    listed = hub.call("alice", "GET", "/clouds").json()
+    (openstack,) = [c for c in listed["clouds"] if c["name"] == "openstack"]
+    return list(openstack["offerings"]["key_pairs"])
+
+
+def _reachable(url: str) -> bool:
+    try:
+        return requests.post(url, json={}, timeout=5).status_code in (401, 403)
+    except requests.ConnectionError:
+        return False
+
+
+def _credentials(hub: Hub, token: str) -> requests.Response:
+    return requests.post(
+        f"{hub.url}/services/{SERVICE}/api/openstack-credentials",
+        headers={"Authorization": f"token {token}"},
+        json={},
+        timeout=60,
+    )
+
+
+def _project(fake: FakeOpenStack, user: str) -> str:
+    project = fake.project_named(f"compute-{user}")
+    assert project is not None, f"no project of {user}"
+    return str(project["id"])
+
+
+def _service_calls(fake: FakeOpenStack, since: int) -> list[Any]:
+    return [r for r in fake.requests[since:] if not r.path.startswith("/identity")]
+
+
+@pytest.mark.timeout(600)
+def test_alices_vm_runs_on_tokens_of_her_project_only(
+    hub: Hub, fake: FakeOpenStack, clouds_yaml: Path
+) -> None:
+    # Her server's configuration names no clouds.yaml and no password.
+    user_config = (hub.config.server_config_dir / "jupyter_server_config.py").read_text()
+    assert "clouds_yaml" not in user_config and str(clouds_yaml) not in user_config
+    assert fake.password not in user_config
+    first = len(fake.requests)
+
+    created = hub.call(
+        "alice",
+        "POST",
+        "/servers",
+        body={"name": "alice-vm", "cloud": "openstack", "config": {"machine_type": "ci_medium"}},
+    )
+    assert created.status_code == 201, created.text
+    server_id = created.json()["id"]
+    assert hub.call("alice", "POST", f"/servers/{server_id}/actions/start").status_code == 202
+    wait_state(hub, "alice", server_id, "running")
+
+    # The control plane made her project (tagged as its own) and her VM is in it, on the
+    # shared network (her project sees no other project's).
+    alice_project = _project(fake, "alice")
+    assert "jupyter-compute-servers" in fake.projects[alice_project]["tags"]
+    vm = fake.server()
+    assert vm.project_id == alice_project
+    # No Nova key pair (they are the one OpenStack user's, everyone's): her server's key is in
+    # the VM's own user data, beside the admin's script, and SSH came in with it.
+    assert vm.key_name == "" and set(fake.keypairs) == {"admins-key"}
+    assert len(authorized_keys(vm.user_data)) == 1 and "the admin's script" in vm.user_data
+    assert openstack_keys_listed(hub) == []
+    assert vm.network_id == next(n["id"] for n in fake.networks if n["name"] == "campus")
+    listed = hub.call("alice", "GET", "/clouds").json()
+    (openstack,) = [c for c in listed["clouds"] if c["name"] == "openstack"]
+    assert openstack["offerings"]["project"] == "compute-alice"
+    assert "private" not in {n["name"] for n in openstack["offerings"]["networks"]}
+
+    # Every Nova, Glance and Neutron call came with a token scoped to her project; the only
+    # password logins are the control plane's, at Keystone.
+    calls = [r for r in _service_calls(fake, first) if "x-auth-token" in r.headers]
+    assert calls and {fake.token_project(r.headers["x-auth-token"]) for r in calls} == {
+        alice_project
+    }
+    for request in fake.requests[first:]:
+        if fake.password in str(request.body):
+            assert request.path == "/identity/v3/auth/tokens"
+
+    # Nothing of the service user's credentials is in her server: not its environment, not
+    # any file under her home.
+    environ = Path(f"/proc/{user_server_pid('alice')}/environ").read_bytes()
+    assert fake.password.encode() not in environ and str(clouds_yaml).encode() not in environ
+    for root, _dirs, files in os.walk(hub.dir / "home" / "alice"):
+        for name in files:
+            path = Path(root) / name
+            if path.is_file() and not path.is_symlink():
+                assert fake.password.encode() not in path.read_bytes(), path
+
+    # Bob, with a token of his own project, neither sees nor deletes her VM.
+    bob = _credentials(hub, hub.service_token("bob"))
+    assert bob.status_code == 201, bob.text
+    issued = bob.json()
+    assert issued["project_name"] == "compute-bob" and issued["project_id"] != alice_project
+    assert issued["region"] == fake.region and issued["expires_at"] > issued["issued_at"]
+    assert issued["auth_url"] == fake.auth_url
+    assert bob.headers["Cache-Control"] == "no-store"
+    nova = f"{fake.url}/compute/v2.1/servers"
+    headers = {"X-Auth-Token": issued["token"]}
+    assert requests.get(f"{nova}/detail", headers=headers, timeout=30).json()["servers"] == []
+    assert requests.get(f"{nova}/{vm.id}", headers=headers, timeout=30).status_code == 404
+    assert requests.delete(f"{nova}/{vm.id}", headers=headers, timeout=30).status_code == 404
+    stop = requests.post(
+        f"{nova}/{vm.id}/action", headers=headers, json={"os-stop": None}, timeout=30
+    )
+    assert stop.status_code == 404
+    # ... nor her volumes (Cinder's URL names the project: hers is refused to his token).
+    volumes = f"{fake.url}/volume/v3/{alice_project}/volumes"
+    assert requests.get(volumes, headers=headers, timeout=30).status_code == 403
+    # ... nor rescope his token to her project (or any other).
+    rescope = requests.post(
+        f"{fake.auth_url}/auth/tokens",
+        json={
+            "auth": {
+                "identity": {"methods": ["token"], "token": {"id": issued["token"]}},
+                "scope": {"project": {"id": alice_project}},
+            }
+        },
+        timeout=30,
+    )
+    assert rescope.status_code == 403
+    assert fake.server().status == "ACTIVE"
+
+    deprovision = hub.call(
+        "alice", "POST", f"/servers/{server_id}/actions/deprovision", body={"confirm": True}
+    )
+    assert deprovision.status_code == 202, deprovision.text
+    wait_state(hub, "alice", server_id, "deprovisioned")
+    assert fake.servers == {}
+    assert hub.call("alice", "DELETE", f"/servers/{server_id}").status_code == 204
+
+
+def _team_cloud(hub: Hub, user: str, tmp_path: Path, **traits: Any) -> OpenStackCloud:
+    """The openstack cloud as a user's server has it in team mode (here, in the tests'
+    process, to watch its tokens)."""
+    cloud = OpenStackCloud(data_dir=str(tmp_path / "openstack"), **traits)
+    cloud.bind(
+        CloudServices(
+            images=None,  # type: ignore[arg-type]
+            hosts=None,  # type: ignore[arg-type]
+            store=None,  # type: ignore[arg-type]
+            ssh=None,  # type: ignore[arg-type]
+            control_plane=ControlPlaneClient(
+                f"{hub.url}/services/{SERVICE}/", hub.service_token(user)
+            ),
+        )
+    )
+    return cloud
+
+
+def _tokens_used(fake: FakeOpenStack, since: int) -> list[str]:
+    return [
+        r.headers["x-auth-token"]
+        for r in _service_calls(fake, since)
+        if r.headers.get("x-auth-token") and "flavors" in r.path
+    ]
+
+
+def test_a_token_near_its_end_is_renewed_and_a_revoked_one_replaced(
+    hub: Hub, fake: FakeOpenStack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Renewed at three quarters of its life, before Keystone refuses it; and a token Keystone
+    refuses (401: revoked) is replaced at once, the call going through."""
+    mistaken = tmp_path / "mistaken-clouds.yaml"  # not there: reading it would fail the cloud
+    cloud = _team_cloud(hub, "alice", tmp_path, clouds_yaml=str(mistaken), cloud="opengpu")
+    fake.token_ttl = 4.0
+    try:
+        first = len(fake.requests)
+        assert asyncio.run(cloud.refresh_catalog(force=True)) == ""
+        (one,) = set(_tokens_used(fake, first))
+        assert fake.token_project(one) == _project(fake, "alice")
+        assert "are ignored in team mode" in caplog.text
+        # Within its first three quarters, the same token.
+        second = len(fake.requests)
+        assert asyncio.run(cloud.refresh_catalog(force=True)) == ""
+        assert set(_tokens_used(fake, second)) == {one}
+        # Past them (3 of its 4 seconds), a new one, though Keystone still takes the old.
+        time.sleep(3.2)
+        assert one in fake.tokens
+        third = len(fake.requests)
+        assert asyncio.run(cloud.refresh_catalog(force=True)) == ""
+        (two,) = set(_tokens_used(fake, third))
+        assert two != one and fake.token_project(two) == _project(fake, "alice")
+
+        # Keystone revokes it (an operator, or the control plane): the next call is a 401,
+        # and the cloud asks for a new token and goes on.
+        fake.token_ttl = 3600.0
+        with fake._lock:
+            del fake.tokens[two]
+        fourth = len(fake.requests)
+        assert asyncio.run(cloud.refresh_catalog(force=True)) == ""
+        used = _tokens_used(fake, fourth)
+        assert used[0] == two and used[-1] not in (one, two)
+        refused = [r for r in _service_calls(fake, fourth) if r.headers.get("x-auth-token") == two]
+        assert refused
+    finally:
+        fake.token_ttl = 3600.0
+        cloud._api_close()
+
+
+def test_a_revoked_user_gets_no_token_and_his_tokens_die_at_once(
+    hub: Hub, fake: FakeOpenStack, tmp_path: Path
+) -> None:
+    bob = hub.service_token("bob")
+    issued = _credentials(hub, bob).json()
+    token = issued["token"]
+    nova = f"{fake.url}/compute/v2.1/servers/detail"
+    assert requests.get(nova, headers={"X-Auth-Token": token}, timeout=30).status_code == 200
+    # His server's cloud, connected with a token of its own.
+    cloud = _team_cloud(hub, "bob", tmp_path)
+    assert asyncio.run(cloud.refresh_catalog(force=True)) == ""
+
+    root = hub.service_token(ADMIN)
+    revoked = requests.post(
+        f"{hub.url}/services/{SERVICE}/api/revocations",
+        headers={"Authorization": f"token {root}"},
+        json={"user": "bob"},
+        timeout=60,
+    )
+    assert revoked.status_code == 201, revoked.text
+    assert revoked.json()["openstack_tokens_revoked"] >= 1
+    try:
+        # Keystone refuses the token issued before, at once (not when it expires).
+        assert requests.get(nova, headers={"X-Auth-Token": token}, timeout=30).status_code == 401
+        assert token in fake.revoked_tokens
+        refused = _credentials(hub, bob)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["field"] == "user" and "revoked" in refused.json()["message"]
+        # His server's token is refused too (401), and the new one it asks for is not given:
+        # the cloud says why.
+        reason = asyncio.run(cloud.refresh_catalog(force=True))
+        assert "was revoked by an admin" in reason, reason
+    finally:
+        cloud._api_close()
+        restored = requests.delete(
+            f"{hub.url}/services/{SERVICE}/api/revocations/bob",
+            headers={"Authorization": f"token {root}"},
+            timeout=60,
+        )
+        assert restored.status_code == 204
+    assert _credentials(hub, bob).status_code == 201
+
+
+def test_a_project_is_made_only_when_allowed_and_never_taken_over(
+    fake: FakeOpenStack, clouds_yaml: Path
+) -> None:
+    """Without --openstack-create-projects the control plane makes nothing: a user without a
+    project its OpenStack user has a role on is told what an admin does (403). With it, a
+    project of that name someone else made is not taken over (409)."""
+    from jupyter_compute_servers.control_plane.errors import ControlPlaneError
+    from jupyter_compute_servers.control_plane.openstack import tokens_from_args
+
+    tokens = tokens_from_args(str(clouds_yaml), "opengpu", project_template="lab-{user}")
+    with pytest.raises(ControlPlaneError) as missing:
+        tokens.issue("carol")
+    assert missing.value.status == 403
+    assert "openstack project create lab-carol" in missing.value.message
+    assert "openstack role add --user jupyter --project lab-carol member" in missing.value.message
+    assert fake.project_named("lab-carol") is None
+
+    project = fake.add_project("lab-carol")  # made by an admin, no role yet
+    with pytest.raises(ControlPlaneError) as no_role:
+        tokens.issue("carol")
+    assert no_role.value.status == 403
+    fake.assignments.add((fake.user_id, project["id"], fake.roles["member"]))
+    issued = tokens.issue("carol")
+    assert fake.token_project(issued["token"]) == project["id"]
+
+    # Allowed to make projects, the control plane still leaves alone one it did not make.
+    theirs = fake.add_project("made-dave")
+    creating = tokens_from_args(
+        str(clouds_yaml), "opengpu", project_template="made-{user}", create_projects=True
+    )
+    with pytest.raises(ControlPlaneError) as taken:
+        creating.issue("dave")
+    assert taken.value.status == 409 and "was not made by the control plane" in taken.value.message
+    assert not any(u == fake.user_id and p == theirs["id"] for u, p, _ in fake.assignments)
+    made = creating.issue("erin")
+    assert fake.token_project(made["token"]) == fake.project_named("made-erin")["id"]  # type: ignore[index]
+
+
+def test_the_control_plane_refuses_a_keystone_that_rescopes_and_a_readable_clouds_yaml(
+    fake: FakeOpenStack, tmp_path: Path
+) -> None:
+    def start(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jupyter_compute_servers.control_plane",
+                "--openstack-clouds-yaml",
+                str(path),
+                "--url",
+                f"http://127.0.0.1:{free_port()}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    readable = fake.clouds_yaml(tmp_path / "clouds.yaml")
+    os.chmod(readable, 0o644)
+    done = start(readable)
+    assert done.returncode == 2
+    assert "may be read by others (mode 644); chmod 600 it" in done.stderr
+
+    os.chmod(readable, 0o600)
+    fake.allow_rescope_scoped_token = True
+    try:
+        done = start(readable)
+    finally:
+        fake.allow_rescope_scoped_token = False
+    assert done.returncode == 2
+    assert "allow_rescope_scoped_token = false" in done.stderr
+    assert fake.password not in done.stderr
+
+
+def test_the_fake_keeps_each_projects_resources_to_its_tokens(tmp_path: Path) -> None:
+    """What the tests above rely on, driven by the real openstacksdk: two projects' tokens
+    (Keystone's password login scoped to each) see and act on their own project's volumes,
+    servers and floating IPs only; an expired token is refused."""
+    import openstack.connection
+    from openstack import exceptions as sdk
+
+    fake = FakeOpenStack(tmp_path / "cloud").start()
+    try:
+        fake.add_network("campus", shared=True)
+        other = fake.add_project("other")
+        fake.assignments.add((fake.user_id, other["id"], fake.roles["member"]))
+
+        def connect(project_id: str) -> Any:
+            return openstack.connection.Connection(
+                auth_url=fake.auth_url,
+                username=fake.username,
+                password=fake.password,
+                user_domain_name="Default",
+                project_id=project_id,
+                region_name=fake.region,
+            )
+
+        home, away = connect(fake.project_id), connect(other["id"])
+        volume = home.block_storage.create_volume(size=1, name="home-volume")
+        assert [v.name for v in home.block_storage.volumes()] == ["home-volume"]
+        assert list(away.block_storage.volumes()) == []
+        with pytest.raises(sdk.NotFoundException):
+            away.block_storage.get_volume(volume.id)
+        with pytest.raises(sdk.NotFoundException):
+            away.block_storage.delete_volume(volume.id, ignore_missing=False)
+        assert volume.id in fake.volumes
+
+        public = next(n for n in fake.networks if n["name"] == "public")
+        ip = home.network.create_ip(floating_network_id=public["id"])
+        assert [i.id for i in home.network.ips()] == [ip.id]
+        assert list(away.network.ips()) == []
+        with pytest.raises(sdk.NotFoundException):
+            away.network.delete_ip(ip.id, ignore_missing=False)
+        assert {n.name for n in away.network.networks()} == {"public", "campus"}
+        assert "private" in {n.name for n in home.network.networks()}
+
+        # An expired token: 401 (keystoneauth then logs in again, and the call goes through).
+        fake.token_ttl = 0.5
+        fresh = connect(other["id"])
+        assert list(fresh.compute.servers()) == []
+        (token,) = [t for t, v in fake.tokens.items() if v.project_id == other["id"]][-1:]
+        time.sleep(0.6)
+        answer = requests.get(
+            f"{fake.url}/compute/v2.1/servers", headers={"X-Auth-Token": token}, timeout=30
+        )
+        assert answer.status_code == 401
+        for connection in (home, away, fresh):
+            connection.close()
+    finally:
+        fake.close()
+
+
+def test_the_key_joins_the_admins_user_data() -> None:
+    from jupyter_compute_servers.clouds.openstack.userdata import MERGE, with_authorized_key
+
+    mine = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMine"
+    theirs = "#cloud-config\nssh_authorized_keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin]\n"
+    combined = with_authorized_key(theirs, f"{mine} comment")
+    assert authorized_keys(combined) == ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin", mine]
+    assert f"Merge-Type: {MERGE}" in combined
+    assert authorized_keys(with_authorized_key("", mine)) == [mine]
