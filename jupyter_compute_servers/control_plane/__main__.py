@@ -2,7 +2,8 @@
 service (``c.JupyterHub.services = [{"name": "compute-control", "url": ..., "command":
 [sys.executable, "-m", "jupyter_compute_servers.control_plane", "--ca-key", PATH,
 "--gce-credentials-file", KEY]}]``): the SSH CA with ``--ca-key``, the Compute Engine proxy
-with ``--gce-credentials-file``, database logins with ``--db-url``: any of them.
+with ``--gce-credentials-file``, database logins with ``--db-url``, Kubernetes tokens with
+``--kubeconfig``: any of them.
 
 ``--print-ca-public-key`` prints the line hosts trust (``TrustedUserCAKeys``) and exits.
 
@@ -28,6 +29,7 @@ from .admins import AdminRule, admin_rule
 from .ca import CAError, CertificateAuthority, PrincipalRule, load_or_create_key
 from .errors import ControlPlaneError
 from .gce import GCEProxy, proxy_from_args
+from .kubernetes import KubernetesIssuer, NamespaceRule
 from .revocations import Revocations
 
 if TYPE_CHECKING:
@@ -122,6 +124,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default: revocations.json beside --ca-key, else beside --gce-credentials-file, else "
         "in the working directory, the Hub's).",
     )
+    parser.add_argument(
+        "--kubeconfig",
+        help="A kubeconfig (0600, the Hub's account's) of a cluster admin: users' servers then "
+        "get short-lived tokens acting only in a namespace of their own. Without it: none.",
+    )
+    parser.add_argument("--kube-context", default="", help="Its context (default: current).")
+    parser.add_argument(
+        "--kube-namespace-template",
+        default="compute-{user}",
+        help="A Hub user's namespace; {user} is the Hub name (made a DNS label, with a digest "
+        "when it had to be changed).",
+    )
+    parser.add_argument(
+        "--kube-token-validity",
+        type=int,
+        default=3600,
+        help="Seconds an issued Kubernetes token is valid (600-86400).",
+    )
+    parser.add_argument(
+        "--kube-pod-security",
+        default="baseline",
+        help="Pod Security Admission's enforce level of users' namespaces (baseline, "
+        "restricted or privileged; privileged lets users' pods reach their nodes).",
+    )
     parser.add_argument("--url", help="Where to listen (default: JUPYTERHUB_SERVICE_URL).")
     parser.add_argument("--print-ca-public-key", action="store_true")
     return parser.parse_args(argv)
@@ -178,6 +204,18 @@ def build_gce(args: argparse.Namespace) -> GCEProxy | None:
     )
 
 
+def build_kubernetes(args: argparse.Namespace) -> KubernetesIssuer | None:
+    if not args.kubeconfig:
+        return None
+    return KubernetesIssuer(
+        args.kubeconfig,
+        context=args.kube_context,
+        rule=NamespaceRule(args.kube_namespace_template),
+        validity=args.kube_token_validity,
+        pod_security=args.kube_pod_security,
+    )
+
+
 async def serve(
     ca: CertificateAuthority | None,
     gce: GCEProxy | None,
@@ -185,11 +223,16 @@ async def serve(
     url: str | None,
     revocations: Revocations | None = None,
     admins: AdminRule | None = None,
+    kubernetes: KubernetesIssuer | None = None,
 ) -> None:
     from .app import listen_address, make_app
 
     host, port = listen_address(url)
-    make_app(ca, gce=gce, logins=logins, revocations=revocations, admins=admins).listen(port, host)
+    if kubernetes is not None:
+        await kubernetes.connect()
+    make_app(
+        ca, gce=gce, logins=logins, revocations=revocations, admins=admins, kubernetes=kubernetes
+    ).listen(port, host)
     logging.getLogger("jupyter_compute_servers.control_plane").info(
         "Compute servers control plane on %s:%d", host, port
     )
@@ -202,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s"
     )
     try:
-        if not (args.ca_key or args.gce_credentials_file or args.db_url):
+        if not (args.ca_key or args.gce_credentials_file or args.db_url or args.kubeconfig):
             raise ControlPlaneError(
                 f"Nothing to serve: give --ca-key (SSH certificates), --gce-credentials-file "
-                f"(the Compute Engine proxy), --db-url or ${DB_URL_ENV} (database logins), or "
-                f"several.",
+                f"(the Compute Engine proxy), --db-url or ${DB_URL_ENV} (database logins), "
+                f"--kubeconfig (Kubernetes tokens), or several.",
                 field="ca_key",
             )
         ca = build_ca(args)
@@ -219,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         logins = build_logins(args)
         revocations = build_revocations(args)
         admins = admin_rule(args.admin_user, args.admin_group)
-        asyncio.run(serve(ca, gce, logins, args.url, revocations, admins))
+        kubernetes = build_kubernetes(args)
+        asyncio.run(serve(ca, gce, logins, args.url, revocations, admins, kubernetes))
     except (ControlPlaneError, ValidationError) as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2

@@ -33,6 +33,14 @@ Revocation (``revocations.py``), always:
   for hosts' ``RevokedKeys``; **unauthenticated**, as a CRL is: hosts have no Hub token, and it
   holds serial numbers only.
 
+Kubernetes credentials (``kubernetes.py``), when the control plane has the cluster admin's
+kubeconfig (``--kubeconfig``):
+
+- ``POST <prefix>api/kubernetes-credentials`` ``{}``: a short-lived token of a ServiceAccount
+  that may act only in the caller's own namespace (made, with its Role and RoleBinding, on
+  first use), ``{"server", "certificate_authority_data", "namespace", "token",
+  "expires_at"}``. Revoking a user deletes their RoleBinding, so their tokens stop working.
+
 The Compute Engine proxy (``gce.py``), when the control plane has a service account key:
 
 - ``GET <prefix>api/gce``: ``{"project": ...}``, the project the proxy acts in.
@@ -60,6 +68,7 @@ from .admins import AdminRule
 from .ca import CertificateAuthority
 from .errors import ControlPlaneError
 from .gce import Caller, GCEProxy, _Passed, google_error_body
+from .kubernetes import KubernetesIssuer
 from .logins import DatabaseLogins
 from .revocations import Revocations, valid_user
 
@@ -279,6 +288,30 @@ class DatabaseCredentialsHandler(ControlPlaneHandler):
         self.finish(answer)
 
 
+class KubernetesCredentialsHandler(ControlPlaneHandler):
+    def initialize(self, kubernetes: KubernetesIssuer, revocations: Revocations | None) -> None:
+        self.kubernetes = kubernetes
+        self.revocations = revocations
+
+    async def post(self) -> None:
+        self.json_body(set())
+        name = str(self.hub_user_model["name"])
+        refuse = self.revocations.check if self.revocations is not None else None
+        if refuse is not None:
+            refuse(name)
+        answer = await self.kubernetes.issue(name, refuse)
+        # Who got a token for which namespace, never the token.
+        log.info(
+            "Issued a Kubernetes token of namespace %s to Hub user %s, valid until %d",
+            answer["namespace"],
+            name,
+            answer["expires_at"],
+        )
+        self.set_header("Cache-Control", "no-store")
+        self.set_status(201)
+        self.finish(answer)
+
+
 class _RevocationsBase(ControlPlaneHandler):
     """Admins only."""
 
@@ -287,10 +320,12 @@ class _RevocationsBase(ControlPlaneHandler):
         revocations: Revocations,
         admins: AdminRule,
         logins: DatabaseLogins | None,
+        kubernetes: KubernetesIssuer | None = None,
     ) -> None:
         self.revocations = revocations
         self.admins = admins
         self.logins = logins
+        self.kubernetes = kubernetes
 
     def _admin(self) -> str:
         model = self.hub_user_model
@@ -334,6 +369,17 @@ class RevocationsHandler(_RevocationsBase):
                     field="user",
                 ) from None
             log.warning("Disabled %s's database login, ending %d sessions", user, ended)
+        if self.kubernetes is not None:
+            try:
+                await self.kubernetes.revoke(user)
+            except ControlPlaneError as e:
+                raise ControlPlaneError(
+                    f"{user} is revoked (no new credentials), but their Kubernetes binding could "
+                    f"not be deleted: {e.message} Revoke again once the cluster answers.",
+                    status=502,
+                    field="user",
+                ) from None
+            log.warning("Unbound %s's Kubernetes ServiceAccount: their tokens stop working", user)
         self.set_status(201)
         self.finish({**revocation.to_json(), "database_sessions_ended": ended})
 
@@ -379,6 +425,7 @@ def make_app(
     logins: DatabaseLogins | None = None,
     revocations: Revocations | None = None,
     admins: AdminRule | None = None,
+    kubernetes: KubernetesIssuer | None = None,
 ) -> web.Application:
     """The tornado application, its routes under the service's prefix (JupyterHub's
     ``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/services/compute-control/``): the CA's, the Compute
@@ -413,8 +460,17 @@ def make_app(
                 {"logins": logins, "revocations": revocations},
             )
         )
+    if kubernetes is not None:
+        routes.append(
+            (
+                f"{prefix}api/kubernetes-credentials",
+                KubernetesCredentialsHandler,
+                {"kubernetes": kubernetes, "revocations": revocations},
+            )
+        )
     if revocations is not None:
         options = {"revocations": revocations, "admins": admins or AdminRule(), "logins": logins}
+        options["kubernetes"] = kubernetes
         routes += [
             (f"{prefix}api/revocations", RevocationsHandler, options),
             (f"{prefix}api/revocations/([^/]+)", RevocationHandler, options),
