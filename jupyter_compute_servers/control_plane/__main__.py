@@ -121,8 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--revocations-file",
         help="Where the revoked users and the certificates issued are kept (a 0600 JSON file; "
-        "default: revocations.json beside --ca-key, else beside --gce-credentials-file, else "
-        "in the working directory, the Hub's).",
+        "default: revocations.json beside --ca-key, else beside --gce-credentials-file or "
+        "--kubeconfig, else in the working directory, the Hub's).",
     )
     parser.add_argument(
         "--kubeconfig",
@@ -169,7 +169,7 @@ def build_logins(args: argparse.Namespace) -> DatabaseLogins | None:
 def build_revocations(args: argparse.Namespace) -> Revocations:
     path = args.revocations_file
     if not path:
-        beside = args.ca_key or args.gce_credentials_file
+        beside = args.ca_key or args.gce_credentials_file or args.kubeconfig
         path = os.path.join(
             os.path.dirname(os.path.abspath(beside)) if beside else ".", "revocations.json"
         )
@@ -259,10 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             print(ca.public_key)
             return 0
         gce = build_gce(args)
+        kubernetes = build_kubernetes(args)
         logins = build_logins(args)
         revocations = build_revocations(args)
         admins = admin_rule(args.admin_user, args.admin_group)
-        kubernetes = build_kubernetes(args)
         asyncio.run(serve(ca, gce, logins, args.url, revocations, admins, kubernetes))
     except (ControlPlaneError, ValidationError) as e:
         print(f"error: {e.message}", file=sys.stderr)
