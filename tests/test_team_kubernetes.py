@@ -404,3 +404,42 @@ def test_the_namespace_rule_gives_each_hub_user_a_label_of_their_own() -> None:
     with pytest.raises(ControlPlaneError) as reserved:
         NamespaceRule("{user}").namespace_for("kube-system")
     assert reserved.value.status == 403
+
+
+def test_the_issuer_says_why_the_cluster_refuses_it_and_keeps_off_others_namespaces(
+    fake: FakeKubernetes, tmp_path: Path
+) -> None:
+    """The control plane's own refusals: a kubeconfig the cluster does not accept (502 with the
+    cluster's reason, naming what to check), and a namespace the rule gives a user that exists
+    and is not theirs (409: never handed out)."""
+    from jupyter_compute_servers.control_plane.kubernetes import KubernetesError, KubernetesIssuer
+
+    def issuer(token: str | None) -> KubernetesIssuer:
+        path = fake.kubeconfig(tmp_path / f"kubeconfig-{token}", token=token)
+        os.chmod(path, 0o600)
+        return KubernetesIssuer(str(path), rule=NamespaceRule("{user}"))
+
+    async def issue(made: KubernetesIssuer, user: str) -> dict[str, Any]:
+        await made.connect()
+        try:
+            return await made.issue(user)
+        finally:
+            await made.close()
+
+    with pytest.raises(KubernetesError) as refused:
+        asyncio.run(issue(issuer("not-the-admins"), "carol"))
+    assert refused.value.status == 502
+    assert "refused the control plane to create namespace carol (401" in refused.value.message
+    assert "carol" not in fake.namespaces
+
+    # "compute" is the fake's namespace of old (a standalone Jupyter's): no user's, even one
+    # named so.
+    with pytest.raises(KubernetesError) as taken:
+        asyncio.run(issue(issuer(None), "compute"))
+    assert taken.value.status == 409 and taken.value.field == "namespace"
+    assert HUB_USER_ANNOTATION in taken.value.message
+    assert ("compute", ACCOUNT) not in fake.role_bindings
+    # Bounds of the TokenRequest API and a readable file, checked at start.
+    with pytest.raises(ControlPlaneError) as short:
+        KubernetesIssuer(str(tmp_path / "kubeconfig-None"), validity=60)
+    assert short.value.field == "kube_token_validity"

@@ -18,8 +18,8 @@ For each user, at ``POST api/kubernetes-credentials``, idempotently:
   hands out someone else's namespace), and Pod Security Admission's ``enforce`` level
   (``baseline`` by default: no privileged or host-path pods, which would reach the node);
 - the ServiceAccount ``compute-servers``, the Role ``compute-servers`` with exactly what the
-  kubernetes cloud calls (``ROLE_RULES``; re-applied each time, so an upgrade's Role is
-  current) and the RoleBinding ``compute-servers``;
+  kubernetes cloud calls (``ROLE_RULES``) and the RoleBinding ``compute-servers`` (both
+  re-applied each time, so an upgrade's Role is current; a few calls once per token);
 - a token of that account, ``validity`` seconds (the API server may shorten it: the answer's
   ``expires_at`` is what it said).
 
@@ -200,15 +200,23 @@ class KubernetesIssuer:
     def _lock(self, hub_user: str) -> asyncio.Lock:
         return self._locks.setdefault(hub_user, asyncio.Lock())
 
-    async def _call(self, doing: str, method: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """``method(*args)``: the cluster's refusal, or its absence, in words (502)."""
+    async def _call(
+        self,
+        doing: str,
+        method: Callable[..., Any],
+        *args: Any,
+        passing: tuple[int, ...] = (),
+        **kw: Any,
+    ) -> Any:
+        """``method(*args)``: the cluster's refusal, or its absence, in words (502); an
+        ``ApiException`` whose status is in ``passing`` (409 of a create) is raised as it is."""
         import aiohttp
         from kubernetes_asyncio.client.exceptions import ApiException
 
         try:
             return await method(*args, **kw)
         except ApiException as e:
-            if e.status in (404, 409):
+            if e.status in passing:
                 raise
             log.error("Kubernetes refused to %s: %s %s", doing, e.status, e.reason)
             raise KubernetesError(
@@ -273,7 +281,9 @@ class KubernetesIssuer:
             }
         }
         try:
-            await self._call(f"create namespace {namespace}", core.create_namespace, body)
+            await self._call(
+                f"create namespace {namespace}", core.create_namespace, body, passing=(409,)
+            )
             log.info("Created namespace %s for Hub user %s", namespace, hub_user)
         except ApiException as e:
             if e.status != 409:
@@ -302,16 +312,20 @@ class KubernetesIssuer:
         for what, create, replace, manifest in (
             ("ServiceAccount", core.create_namespaced_service_account, None, account),
             ("Role", rbac.create_namespaced_role, rbac.replace_namespaced_role, role),
-            ("RoleBinding", rbac.create_namespaced_role_binding, None, binding),
+            (
+                "RoleBinding",
+                rbac.create_namespaced_role_binding,
+                rbac.replace_namespaced_role_binding,
+                binding,
+            ),
         ):
             doing = f"create {what} {namespace}/{ACCOUNT}"
             try:
-                await self._call(doing, create, namespace, manifest)
-            except ApiException as e:
-                if e.status != 409:
-                    raise KubernetesError(f"The cluster refused to {doing}: {e.reason}.") from None
+                await self._call(doing, create, namespace, manifest, passing=(409,))
+            except ApiException:
                 if replace is not None:
-                    # The Role as this version needs it, whatever an older one made.
+                    # The Role and binding as this version makes them, whatever an older one
+                    # (or a hand) left there.
                     await self._call(
                         f"update {what} {namespace}/{ACCOUNT}",
                         replace,

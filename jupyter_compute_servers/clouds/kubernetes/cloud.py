@@ -312,7 +312,9 @@ class KubernetesCloud(Cloud):
                 if tags:
                     images.append({"id": image["id"], "label": image["label"], "tags": tags})
         return {
-            "namespace": self._api.namespace if self._api else (self.namespace or None),
+            "namespace": self._api.namespace
+            if self._api
+            else (None if self._team else self.namespace or None),
             "images": images,
             "cpu": {"min": 1, "max": self.max_cpu},
             "memory_gb": {"min": 0.25, "max": self.max_memory_gb},
