@@ -263,6 +263,21 @@ def test_bobs_token_cannot_reach_alices_pod_nor_grant_him_more(
     # Alice's own token does what her server needs there; a token the fake never issued, none.
     assert _kube(fake, a, "DELETE", f"{pods}/alice-own").status_code == 200
     assert _kube(fake, "not-a-token", "GET", pods).status_code == 401
+    # The endpoint itself: only with a Hub token for the service, a body of no fields.
+    url = f"{hub.url}/services/{SERVICE}/api/kubernetes-credentials"
+    assert requests.post(url, json={}, timeout=30).status_code in (401, 403)
+    assert (
+        _control(hub, hub.tokens["alice"], "POST", "api/kubernetes-credentials", {}).status_code
+        == 403
+    )
+    extra = _control(
+        hub,
+        hub.service_token("alice"),
+        "POST",
+        "api/kubernetes-credentials",
+        {"namespace": "kube-system"},
+    )
+    assert extra.status_code == 400 and extra.json()["field"] == "namespace"
     # And the admin of the team gets a namespace of his own too, not everyone's.
     assert _credentials(hub, ADMIN)["namespace"] == f"compute-{ADMIN}"
 
