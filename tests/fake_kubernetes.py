@@ -141,6 +141,9 @@ class FakeKubernetes:
         self.issued: dict[str, IssuedToken] = {}
         #: The API server's cap on a requested token's life (None: as asked).
         self.max_token_seconds: float | None = None
+        #: Called with each request before it is authenticated (tests change the cluster
+        #: at a given moment: tokens forgotten as a watch begins).
+        self.before_request: Any = None
         self.requests: list[Request] = []
         self.pods: dict[tuple[str, str], FakePod] = {}
         self.claims: dict[tuple[str, str], dict[str, Any]] = {}
@@ -286,6 +289,8 @@ class FakeKubernetes:
         token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
         record = Request(request.method, request.path, dict(request.query), body, token)
         self.requests.append(record)
+        if self.before_request is not None:
+            self.before_request(record)
         user = self._authenticate(token)
         if user is None:
             record.refused = 401

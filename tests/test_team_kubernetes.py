@@ -289,8 +289,11 @@ def test_a_token_is_renewed_at_its_expiry_and_once_after_a_401(
     """Her server's token is refused from now on (401: asked anew once), and the new ones live
     4 s (the API server's cap): her start and stop, spread over longer than that, go through
     with tokens renewed before they expire."""
-    # Her server already holds a token (the first test's), which the cluster now forgets.
+    # Her server holds a token (the first test's, or its look at the cloud's availability
+    # now), which the cluster now forgets.
+    assert hub.call("alice", "GET", "/clouds").status_code == 200
     held = {r.token for r in fake.requests if r.user == ALICE_SA}
+    assert held
     fake.forget_tokens(ALICE_NS)
     fake.max_token_seconds = 4
     first = len(fake.requests)
@@ -312,6 +315,20 @@ def test_a_token_is_renewed_at_its_expiry_and_once_after_a_401(
     assert used and not used & held
     assert len(used) >= 2, "no token was renewed"
     assert all(r.user == ALICE_SA for r in calls if not r.refused)
+
+    # A token refused as the start's watch of the pod begins: renewed once there too.
+    def forget_at_the_watch(request: Any) -> None:
+        if request.query.get("watch") and f"/namespaces/{ALICE_NS}/" in request.path:
+            fake.before_request = None
+            fake.forget_tokens(ALICE_NS)
+
+    first = len(fake.requests)
+    fake.before_request = forget_at_the_watch
+    server_id = _server(hub, "alice", "alice-watched")
+    _act(hub, "alice", server_id, "start", "running")
+    watches = [r for r in fake.requests[first:] if r.query.get("watch")]
+    assert watches[0].refused == 401 and not any(r.refused for r in watches[1:]), watches
+    _act(hub, "alice", server_id, "deprovision", "deprovisioned")
 
 
 def test_a_revoked_user_gets_403_and_his_token_stops_working(

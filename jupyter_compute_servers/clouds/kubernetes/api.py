@@ -78,13 +78,27 @@ class KubeAPI:
             await self.issued.renew(stale=used)
         return await self._call(doing, method, *args, **kwargs)
 
+    def refusal(self, e: ApiException, doing: str, namespace: str) -> KubeError:
+        """The API server's refusal in words; in team mode a 401 is about the control plane's
+        token, not a kubeconfig."""
+        error = KubeError.from_api(e, doing, namespace)
+        if self.issued is not None and e.status == 401:
+            return KubeError(
+                401,
+                f"Could not {doing}: the Kubernetes API did not accept the token the team's "
+                f"control plane issued, even a new one. Ask an admin whether your access was "
+                f"revoked or the control plane's cluster changed.",
+                reason=error.k8s_reason,
+            )
+        return error
+
     async def _call(
         self, doing: str, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> Any:
         try:
             return await method(*args, **kwargs)
         except ApiException as e:
-            raise KubeError.from_api(e, doing, self.namespace) from None
+            raise self.refusal(e, doing, self.namespace) from None
         except aiohttp.WSServerHandshakeError as e:
             # A websocket upgrade the API server answered with an error (RBAC, no such pod):
             # aiohttp keeps the status, not the Status body.

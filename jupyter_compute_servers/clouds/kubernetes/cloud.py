@@ -536,6 +536,7 @@ class KubernetesCloud(Cloud):
         started = time.monotonic()
         deadline = started + self.start_timeout
         shown = ""
+        renewed = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -552,6 +553,7 @@ class KubernetesCloud(Cloud):
                 # No event may come while nothing frees up: look again at the deadline.
                 window = min(window, started + self.schedule_timeout - time.monotonic() + 0.5)
             stream = watch.Watch()
+            token = api.issued.token if api.issued is not None else ""
             try:
                 async with stream.stream(
                     api.core.list_namespaced_pod,
@@ -584,7 +586,13 @@ class KubernetesCloud(Cloud):
                 from kubernetes_asyncio.client.exceptions import ApiException
 
                 if isinstance(e, ApiException):
-                    raise KubeError.from_api(e, f"watch pod {name}", namespace) from None
+                    if e.status == 401 and api.issued is not None and not renewed:
+                        # The issued token was refused before its time: a new one, once (as
+                        # KubeAPI.call does for the other calls).
+                        renewed = True
+                        await api.issued.renew(stale=token)
+                        continue
+                    raise api.refusal(e, f"watch pod {name}", namespace) from None
                 raise CloudError(f"Watching pod {name} failed: {e}") from None
 
     async def _assess(
