@@ -5,6 +5,18 @@ Secrets and Events, watch streams (``?watch=true``: one JSON event per line), an
 authenticate with a bearer token from a kubeconfig file the fake writes
 (``kubeconfig(path)``), so the real client's configuration loading is used too.
 
+The fake is also the cluster the team's control plane administers (``control_plane/
+kubernetes.py``): namespaces, ServiceAccounts, Roles and RoleBindings, and the TokenRequest API
+(``POST .../serviceaccounts/<name>/token``), with **authorization by bearer token**: the
+admin's token (``token``, the kubeconfig's) may do everything; a token the fake issued
+authenticates as ``system:serviceaccount:<ns>:<name>`` only while it is unexpired and its
+ServiceAccount (the same uid) exists (else 401 Unauthorized), and is authorized (else 403
+Forbidden, in the API server's words) only for what a Role bound to it in the request's
+namespace allows: verb, resource (``pods/portforward`` for subresources) and API group, as
+RBAC's rules match. ``max_token_seconds`` stands for the API server's
+``--service-account-max-token-expiration`` (a shorter expiry than asked for). Pod Security
+Admission's ``enforce`` label of a namespace (baseline) refuses privileged and host pods.
+
 Its pods run for real: the fake's "kubelet" runs the container's own ``command`` (the
 package's ``sshd.sh``, which starts OpenSSH's sshd) as a local process. What the fake cannot
 do, and how it stands in (assumed, not documented behaviour, is marked "Assumed" below):
@@ -59,6 +71,20 @@ class Request:
     path: str
     query: dict[str, str]
     body: Any
+    #: The bearer token it carried ("" for none).
+    token: str = ""
+    #: Who it authenticated as ("admin", "system:serviceaccount:NS:NAME", "" when refused
+    #: with 401) and the status of an authorization refusal (401, 403; 0 when allowed).
+    user: str = ""
+    refused: int = 0
+
+
+@dataclass
+class IssuedToken:
+    namespace: str
+    account: str
+    account_uid: str
+    expires: float
 
 
 @dataclass
@@ -106,8 +132,18 @@ class FakeKubernetes:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.namespaces = {namespace}
+        self.namespace_objects: dict[str, dict[str, Any]] = {}
         self.namespace = namespace
         self.token = uuid.uuid4().hex
+        self.service_accounts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.roles: dict[tuple[str, str], dict[str, Any]] = {}
+        self.role_bindings: dict[tuple[str, str], dict[str, Any]] = {}
+        self.issued: dict[str, IssuedToken] = {}
+        #: The API server's cap on a requested token's life (None: as asked).
+        self.max_token_seconds: float | None = None
+        #: Called with each request before it is authenticated (tests change the cluster
+        #: at a given moment: tokens forgotten as a watch begins).
+        self.before_request: Any = None
         self.requests: list[Request] = []
         self.pods: dict[tuple[str, str], FakePod] = {}
         self.claims: dict[tuple[str, str], dict[str, Any]] = {}
@@ -249,25 +285,66 @@ class FakeKubernetes:
             body = json.loads(raw) if raw else None
         except ValueError:
             return status_error(400, "BadRequest", "the body is not JSON")
-        self.requests.append(Request(request.method, request.path, dict(request.query), body))
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        auth = request.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
+        record = Request(request.method, request.path, dict(request.query), body, token)
+        self.requests.append(record)
+        if self.before_request is not None:
+            self.before_request(record)
+        user = self._authenticate(token)
+        if user is None:
+            record.refused = 401
             return status_error(401, "Unauthorized", "Unauthorized")
-        match = re.fullmatch(
-            r"/api/v1/namespaces/([^/]+)/(pods|persistentvolumeclaims|secrets|events)"
-            r"(?:/([^/]+))?(?:/(portforward))?",
-            request.path,
-        )
-        if not match:
-            return status_error(404, "NotFound", "the server could not find the requested resource")
-        namespace, resource, name, sub = match.groups()
+        record.user = user
         verb = {
-            "GET": "watch"
-            if request.query.get("watch") in ("true", "True", "1")
-            else ("get" if name else "list"),
+            "GET": "watch" if request.query.get("watch") in ("true", "True", "1") else "get",
             "POST": "create",
             "DELETE": "delete",
             "PATCH": "patch",
+            "PUT": "update",
         }.get(request.method, "")
+        rbac = re.fullmatch(
+            r"/apis/rbac\.authorization\.k8s\.io/v1/namespaces/([^/]+)/(roles|rolebindings)"
+            r"(?:/([^/]+))?",
+            request.path,
+        )
+        cluster = re.fullmatch(r"/api/v1/namespaces(?:/([^/]+))?", request.path)
+        match = re.fullmatch(
+            r"/api/v1/namespaces/([^/]+)/(pods|persistentvolumeclaims|secrets|events|"
+            r"serviceaccounts)(?:/([^/]+))?(?:/(portforward|token))?",
+            request.path,
+        )
+        if cluster:
+            name = cluster.group(1)
+            verb = "list" if verb == "get" and not name else verb
+            if user != "admin":
+                return self._forbidden(user, verb, "namespaces", None, "", name)
+            return await self._namespaces_call(verb, name, body)
+        if rbac:
+            namespace, resource, name = rbac.groups()
+            verb = "list" if verb == "get" and not name else verb
+            refusal = self._authorize(
+                user, verb, resource, namespace, "rbac.authorization.k8s.io", name
+            )
+            if refusal is not None:
+                record.refused = 403
+                return refusal
+            if namespace not in self.namespaces:
+                return _no_namespace(namespace)
+            return self._rbac(resource, verb, namespace, name, body)
+        if not match:
+            return status_error(404, "NotFound", "the server could not find the requested resource")
+        namespace, resource, name, sub = match.groups()
+        if verb == "get" and not name:
+            verb = "list"
+        # The websocket upgrade (a GET) is authorized as create, as newer API servers do.
+        rbac_verb = "create" if sub == "portforward" else verb
+        refusal = self._authorize(
+            user, rbac_verb, f"{resource}/{sub}" if sub else resource, namespace, "", name
+        )
+        if refusal is not None:
+            record.refused = 403
+            return refusal
         if (verb, resource) in self.forbidden or (
             sub and ("create", f"pods/{sub}") in self.forbidden
         ):
@@ -280,17 +357,221 @@ class FakeKubernetes:
                 kind=resource,
             )
         if namespace not in self.namespaces:
-            return status_error(
-                404,
-                "NotFound",
-                f'namespaces "{namespace}" not found',
-                name=namespace,
-                kind="namespaces",
-            )
+            return _no_namespace(namespace)
+        if resource == "serviceaccounts":
+            return self._serviceaccounts(verb, namespace, name, sub, body)
         if sub == "portforward":
             return await self._portforward(request, namespace, name)
         handler = getattr(self, f"_{resource}")
         return await handler(request, verb, namespace, name, body)  # type: ignore[no-any-return]
+
+    # --- authentication and RBAC ----------------------------------------------------------------
+
+    def _authenticate(self, token: str) -> str | None:
+        """Who ``token`` is: "admin", a ServiceAccount's user name, or None (401)."""
+        if token == self.token:
+            return "admin"
+        issued = self.issued.get(token)
+        if issued is None or time.time() >= issued.expires:
+            return None
+        account = self.service_accounts.get((issued.namespace, issued.account))
+        if account is None or account["metadata"]["uid"] != issued.account_uid:
+            return None  # a bound token dies with its ServiceAccount
+        return f"system:serviceaccount:{issued.namespace}:{issued.account}"
+
+    def allows(self, user: str, verb: str, resource: str, namespace: str, group: str = "") -> bool:
+        """RBAC: a Role bound to ``user`` in ``namespace`` has a rule for it."""
+        if user == "admin":
+            return True
+        _, _, account_ns, account = user.split(":")
+        for binding in self.role_bindings.values():
+            if binding["metadata"]["namespace"] != namespace:
+                continue
+            subjects = binding.get("subjects") or []
+            if not any(
+                s.get("kind") == "ServiceAccount"
+                and s.get("name") == account
+                and s.get("namespace") == account_ns
+                for s in subjects
+            ):
+                continue
+            ref = binding.get("roleRef") or {}
+            role = (
+                self.roles.get((namespace, ref.get("name", "")))
+                if ref.get("kind") == "Role"
+                else None
+            )
+            for rule in (role or {}).get("rules") or []:
+                if (
+                    any(g in ("*", group) for g in rule.get("apiGroups") or [])
+                    and any(r in ("*", resource) for r in rule.get("resources") or [])
+                    and any(v in ("*", verb) for v in rule.get("verbs") or [])
+                ):
+                    return True
+        return False
+
+    def _authorize(
+        self, user: str, verb: str, resource: str, namespace: str, group: str, name: str | None
+    ) -> web.Response | None:
+        if self.allows(user, verb, resource, namespace, group):
+            return None
+        return self._forbidden(user, verb, resource, namespace, group, name)
+
+    @staticmethod
+    def _forbidden(
+        user: str, verb: str, resource: str, namespace: str | None, group: str, name: str | None
+    ) -> web.Response:
+        """The API server's words for an RBAC refusal."""
+        base = resource.split("/")[0]
+        what = f'{base} "{name}"' if name else base
+        where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+        return status_error(
+            403,
+            "Forbidden",
+            f'{what} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API '
+            f'group "{group}"{where}',
+            name=name or "",
+            kind=base,
+        )
+
+    def issue_token(self, namespace: str, account: str, seconds: float) -> tuple[str, float]:
+        """A bound token of the ServiceAccount (the TokenRequest API's), and its expiry."""
+        if self.max_token_seconds is not None:
+            seconds = min(seconds, self.max_token_seconds)
+        token = "fake-sa-" + uuid.uuid4().hex
+        # Whole seconds, as expirationTimestamp says.
+        expires = float(int(time.time() + seconds))
+        uid = self.service_accounts[(namespace, account)]["metadata"]["uid"]
+        self.issued[token] = IssuedToken(namespace, account, uid, expires)
+        return token, expires
+
+    def forget_tokens(self, namespace: str) -> None:
+        """The API server no longer accepts the tokens of ``namespace``'s accounts (as after
+        its signing key rotated): they answer 401 from now on."""
+        for token, issued in list(self.issued.items()):
+            if issued.namespace == namespace:
+                del self.issued[token]
+
+    # --- namespaces, ServiceAccounts, Roles, RoleBindings ---------------------------------------
+
+    async def _namespaces_call(self, verb: str, name: str | None, body: Any) -> web.Response:
+        if verb == "create":
+            name = str(body["metadata"]["name"])
+            if name in self.namespaces:
+                return status_error(
+                    409,
+                    "AlreadyExists",
+                    f'namespaces "{name}" already exists',
+                    name=name,
+                    kind="namespaces",
+                )
+            self._metadata(body, "")
+            body["metadata"].pop("namespace", None)
+            body["status"] = {"phase": "Active"}
+            self.namespaces.add(name)
+            self.namespace_objects[name] = body
+            return web.json_response(body, status=201)
+        if verb == "list":
+            return web.json_response(
+                {
+                    "kind": "NamespaceList",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "items": [self._namespace_object(n) for n in sorted(self.namespaces)],
+                }
+            )
+        if name not in self.namespaces:
+            return _no_namespace(str(name))
+        if verb == "get":
+            return web.json_response(self._namespace_object(str(name)))
+        return status_error(405, "MethodNotAllowed", f"{verb} namespaces is not faked")
+
+    def _namespace_object(self, name: str) -> dict[str, Any]:
+        return self.namespace_objects.get(name) or {
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": {"name": name, "uid": name},
+            "status": {"phase": "Active"},
+        }
+
+    def _serviceaccounts(
+        self, verb: str, namespace: str, name: str | None, sub: str | None, body: Any
+    ) -> web.Response:
+        key = (namespace, str(name))
+        if sub == "token":
+            if key not in self.service_accounts:
+                return status_error(
+                    404,
+                    "NotFound",
+                    f'serviceaccounts "{name}" not found',
+                    name=name,
+                    kind="serviceaccounts",
+                )
+            seconds = int(((body or {}).get("spec") or {}).get("expirationSeconds") or 3600)
+            if seconds < 600:
+                return status_error(
+                    422,
+                    "Invalid",
+                    f'TokenRequest.authentication.k8s.io "{name}" is invalid: '
+                    f"spec.expirationSeconds: Invalid value: {seconds}: may not specify a "
+                    f"duration less than 10 minutes",
+                )
+            token, expires = self.issue_token(namespace, str(name), seconds)
+            answer = dict(body or {})
+            answer["status"] = {
+                "token": token,
+                "expirationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+            }
+            return web.json_response(answer, status=201)
+        return self._store(self.service_accounts, "serviceaccounts", verb, namespace, name, body)
+
+    def _rbac(
+        self, resource: str, verb: str, namespace: str, name: str | None, body: Any
+    ) -> web.Response:
+        objects = self.roles if resource == "roles" else self.role_bindings
+        return self._store(objects, resource, verb, namespace, name, body)
+
+    def _store(
+        self,
+        objects: dict[tuple[str, str], dict[str, Any]],
+        kind: str,
+        verb: str,
+        namespace: str,
+        name: str | None,
+        body: Any,
+    ) -> web.Response:
+        """Create, get, list, replace (PUT) and delete of plain namespaced objects."""
+        if verb == "create":
+            name = str(body["metadata"]["name"])
+            if (namespace, name) in objects:
+                return status_error(
+                    409, "AlreadyExists", f'{kind} "{name}" already exists', name=name, kind=kind
+                )
+            self._metadata(body, namespace)
+            objects[(namespace, name)] = body
+            return web.json_response(body, status=201)
+        if verb == "list":
+            items = [o for (ns, _), o in objects.items() if ns == namespace]
+            return web.json_response(
+                {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items}
+            )
+        found = objects.get((namespace, str(name)))
+        if found is None:
+            return status_error(404, "NotFound", f'{kind} "{name}" not found', name=name, kind=kind)
+        if verb == "update":
+            metadata = found["metadata"]
+            body.setdefault("metadata", {}).update(
+                namespace=namespace,
+                uid=metadata["uid"],
+                creationTimestamp=metadata["creationTimestamp"],
+                resourceVersion=self._next_rv(),
+            )
+            objects[(namespace, str(name))] = body
+            return web.json_response(body)
+        if verb == "delete":
+            del objects[(namespace, str(name))]
+            return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        return web.json_response(found)
 
     def _next_rv(self) -> str:
         self._rv += 1
@@ -497,6 +778,23 @@ class FakeKubernetes:
         if (namespace, name) in self.pods:
             return status_error(
                 409, "AlreadyExists", f'pods "{name}" already exists', name=name, kind="pods"
+            )
+        level = (
+            ((self.namespace_objects.get(namespace) or {}).get("metadata") or {})
+            .get("labels", {})
+            .get("pod-security.kubernetes.io/enforce")
+        )
+        violations = (
+            _pod_security_violations(body["spec"]) if level in ("baseline", "restricted") else []
+        )
+        if violations:
+            return status_error(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: violates PodSecurity "{level}:latest": '
+                + ", ".join(violations),
+                name=name,
+                kind="pods",
             )
         container = body["spec"]["containers"][0]
         gpus = int(container.get("resources", {}).get("limits", {}).get(GPU, 0))
@@ -831,6 +1129,31 @@ class FakeKubernetes:
             await ws.close()
             self._sockets.discard(ws)
         return ws
+
+
+def _no_namespace(namespace: str) -> web.Response:
+    return status_error(
+        404, "NotFound", f'namespaces "{namespace}" not found', name=namespace, kind="namespaces"
+    )
+
+
+def _pod_security_violations(spec: dict[str, Any]) -> list[str]:
+    """What Pod Security Admission's baseline level refuses in a pod (the checks that keep a
+    pod off its node: host namespaces, host paths, privileged containers)."""
+    found = []
+    host = [k for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)]
+    if host:
+        found.append(f"host namespaces ({', '.join(f'{k}=true' for k in host)})")
+    paths = [v["name"] for v in spec.get("volumes") or [] if "hostPath" in v]
+    if paths:
+        found.append(f"hostPath volumes ({', '.join(repr(p) for p in paths)})")
+    for container in spec.get("containers") or []:
+        if (container.get("securityContext") or {}).get("privileged"):
+            found.append(
+                f'privileged (container "{container["name"]}" must not set '
+                f"securityContext.privileged=true)"
+            )
+    return found
 
 
 def _field_selector(text: str) -> dict[str, str]:

@@ -10,8 +10,12 @@ the user's Unix account on the shared hosts as the only principal. Hosts trust t
 It is also the **Compute Engine proxy** (``gce.py``): the project's service account key lives
 only here, and users' servers call Compute Engine through it with their Hub tokens; each call
 is forwarded only when it is on the allow-list and, for a VM or disk, when the resource's owner
-label is the caller's. An admin may **revoke** a user (``revocations.py``): nothing more is
-issued or forwarded to them, their database sessions end, and their certificates go into the
-KRL hosts fetch for sshd's ``RevokedKeys``. ``app.py`` is the tornado application; ``python -m
-jupyter_compute_servers.control_plane`` runs it.
+label is the caller's. It issues **Kubernetes tokens** (``kubernetes.py``): the cluster admin's
+kubeconfig lives only here, and each user's server gets a short-lived ServiceAccount token
+bound in a namespace of that user's own.
+
+An admin may **revoke** a user (``revocations.py``): nothing more is issued or forwarded to
+them, their Kubernetes binding is deleted, their database sessions end, and their
+certificates go into the KRL hosts fetch for sshd's ``RevokedKeys``. ``app.py`` is the
+tornado application; ``python -m jupyter_compute_servers.control_plane`` runs it.
 """

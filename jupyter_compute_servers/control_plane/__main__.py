@@ -2,7 +2,8 @@
 service (``c.JupyterHub.services = [{"name": "compute-control", "url": ..., "command":
 [sys.executable, "-m", "jupyter_compute_servers.control_plane", "--ca-key", PATH,
 "--gce-credentials-file", KEY]}]``): the SSH CA with ``--ca-key``, the Compute Engine proxy
-with ``--gce-credentials-file``, database logins with ``--db-url``: any of them.
+with ``--gce-credentials-file``, database logins with ``--db-url``, Kubernetes tokens with
+``--kubeconfig``: any of them.
 
 ``--openstack-clouds-yaml`` (with ``--openstack-cloud``) is the OpenStack service user's
 clouds.yaml: users' servers then get short-lived tokens of their own projects (``openstack``).
@@ -31,6 +32,7 @@ from .admins import AdminRule, admin_rule
 from .ca import CAError, CertificateAuthority, PrincipalRule, load_or_create_key
 from .errors import ControlPlaneError
 from .gce import GCEProxy, proxy_from_args
+from .kubernetes import KubernetesIssuer, NamespaceRule
 from .revocations import Revocations
 
 if TYPE_CHECKING:
@@ -124,8 +126,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--revocations-file",
         help="Where the revoked users and the certificates issued are kept (a 0600 JSON file; "
-        "default: revocations.json beside --ca-key, else beside --gce-credentials-file, else "
-        "in the working directory, the Hub's).",
+        "default: revocations.json beside --ca-key, else beside --gce-credentials-file or "
+        "--kubeconfig, else in the working directory, the Hub's).",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        help="A kubeconfig (0600, the Hub's account's) of a cluster admin: users' servers then "
+        "get short-lived tokens acting only in a namespace of their own. Without it: none.",
+    )
+    parser.add_argument("--kube-context", default="", help="Its context (default: current).")
+    parser.add_argument(
+        "--kube-namespace-template",
+        default="compute-{user}",
+        help="A Hub user's namespace; {user} is the Hub name (made a DNS label, with a digest "
+        "when it had to be changed).",
+    )
+    parser.add_argument(
+        "--kube-token-validity",
+        type=int,
+        default=3600,
+        help="Seconds an issued Kubernetes token is valid (600-86400).",
+    )
+    parser.add_argument(
+        "--kube-pod-security",
+        default="baseline",
+        help="Pod Security Admission's enforce level of users' namespaces (baseline, "
+        "restricted or privileged; privileged lets users' pods reach their nodes).",
     )
     parser.add_argument(
         "--openstack-clouds-yaml",
@@ -173,7 +199,12 @@ def build_logins(args: argparse.Namespace) -> DatabaseLogins | None:
 def build_revocations(args: argparse.Namespace) -> Revocations:
     path = args.revocations_file
     if not path:
-        beside = args.ca_key or args.gce_credentials_file or args.openstack_clouds_yaml
+        beside = (
+            args.ca_key
+            or args.gce_credentials_file
+            or args.kubeconfig
+            or args.openstack_clouds_yaml
+        )
         path = os.path.join(
             os.path.dirname(os.path.abspath(beside)) if beside else ".", "revocations.json"
         )
@@ -208,6 +239,18 @@ def build_gce(args: argparse.Namespace) -> GCEProxy | None:
     )
 
 
+def build_kubernetes(args: argparse.Namespace) -> KubernetesIssuer | None:
+    if not args.kubeconfig:
+        return None
+    return KubernetesIssuer(
+        args.kubeconfig,
+        context=args.kube_context,
+        rule=NamespaceRule(args.kube_namespace_template),
+        validity=args.kube_token_validity,
+        pod_security=args.kube_pod_security,
+    )
+
+
 def build_openstack(args: argparse.Namespace) -> OpenStackTokens | None:
     if not args.openstack_clouds_yaml:
         return None
@@ -230,12 +273,21 @@ async def serve(
     revocations: Revocations | None = None,
     admins: AdminRule | None = None,
     openstack: OpenStackTokens | None = None,
+    kubernetes: KubernetesIssuer | None = None,
 ) -> None:
     from .app import listen_address, make_app
 
     host, port = listen_address(url)
+    if kubernetes is not None:
+        await kubernetes.connect()
     make_app(
-        ca, gce=gce, logins=logins, revocations=revocations, admins=admins, openstack=openstack
+        ca,
+        gce=gce,
+        logins=logins,
+        revocations=revocations,
+        admins=admins,
+        openstack=openstack,
+        kubernetes=kubernetes,
     ).listen(port, host)
     logging.getLogger("jupyter_compute_servers.control_plane").info(
         "Compute servers control plane on %s:%d", host, port
@@ -250,12 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if not (
-            args.ca_key or args.gce_credentials_file or args.db_url or args.openstack_clouds_yaml
+            args.ca_key
+            or args.gce_credentials_file
+            or args.db_url
+            or args.openstack_clouds_yaml
+            or args.kubeconfig
         ):
             raise ControlPlaneError(
                 f"Nothing to serve: give --ca-key (SSH certificates), --gce-credentials-file "
                 f"(the Compute Engine proxy), --db-url or ${DB_URL_ENV} (database logins), "
-                f"--openstack-clouds-yaml (OpenStack tokens), or several.",
+                f"--openstack-clouds-yaml (OpenStack tokens), --kubeconfig (Kubernetes tokens), "
+                f"or several.",
                 field="ca_key",
             )
         ca = build_ca(args)
@@ -265,11 +322,12 @@ def main(argv: list[str] | None = None) -> int:
             print(ca.public_key)
             return 0
         gce = build_gce(args)
+        kubernetes = build_kubernetes(args)
         logins = build_logins(args)
         revocations = build_revocations(args)
         admins = admin_rule(args.admin_user, args.admin_group)
         openstack = build_openstack(args)
-        asyncio.run(serve(ca, gce, logins, args.url, revocations, admins, openstack))
+        asyncio.run(serve(ca, gce, logins, args.url, revocations, admins, openstack, kubernetes))
     except (ControlPlaneError, ValidationError) as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2

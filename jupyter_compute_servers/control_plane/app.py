@@ -40,6 +40,14 @@ Revocation (``revocations.py``), always:
   for hosts' ``RevokedKeys``; **unauthenticated**, as a CRL is: hosts have no Hub token, and it
   holds serial numbers only.
 
+Kubernetes credentials (``kubernetes.py``), when the control plane has the cluster admin's
+kubeconfig (``--kubeconfig``):
+
+- ``POST <prefix>api/kubernetes-credentials`` ``{}``: a short-lived token of a ServiceAccount
+  that may act only in the caller's own namespace (made, with its Role and RoleBinding, on
+  first use), ``{"server", "certificate_authority_data", "namespace", "token",
+  "expires_at"}``. Revoking a user deletes their RoleBinding, so their tokens stop working.
+
 The Compute Engine proxy (``gce.py``), when the control plane has a service account key:
 
 - ``GET <prefix>api/gce``: ``{"project": ...}``, the project the proxy acts in.
@@ -78,6 +86,7 @@ from .admins import AdminRule
 from .ca import CertificateAuthority
 from .errors import ControlPlaneError
 from .gce import Caller, GCEProxy, _Passed, google_error_body
+from .kubernetes import KubernetesIssuer
 from .logins import DatabaseLogins
 from .openstack import OpenStackTokens
 from .revocations import Revocations, valid_user
@@ -341,6 +350,30 @@ class OpenStackCredentialsHandler(ControlPlaneHandler):
         self.finish(answer)
 
 
+class KubernetesCredentialsHandler(ControlPlaneHandler):
+    def initialize(self, kubernetes: KubernetesIssuer, revocations: Revocations | None) -> None:
+        self.kubernetes = kubernetes
+        self.revocations = revocations
+
+    async def post(self) -> None:
+        self.json_body(set())
+        name = str(self.hub_user_model["name"])
+        refuse = self.revocations.check if self.revocations is not None else None
+        if refuse is not None:
+            refuse(name)
+        answer = await self.kubernetes.issue(name, refuse)
+        # Who got a token for which namespace, never the token.
+        log.info(
+            "Issued a Kubernetes token of namespace %s to Hub user %s, valid until %d",
+            answer["namespace"],
+            name,
+            answer["expires_at"],
+        )
+        self.set_header("Cache-Control", "no-store")
+        self.set_status(201)
+        self.finish(answer)
+
+
 class _RevocationsBase(ControlPlaneHandler):
     """Admins only."""
 
@@ -350,11 +383,13 @@ class _RevocationsBase(ControlPlaneHandler):
         admins: AdminRule,
         logins: DatabaseLogins | None,
         openstack: OpenStackTokens | None = None,
+        kubernetes: KubernetesIssuer | None = None,
     ) -> None:
         self.revocations = revocations
         self.admins = admins
         self.logins = logins
         self.openstack = openstack
+        self.kubernetes = kubernetes
 
     def _admin(self) -> str:
         model = self.hub_user_model
@@ -402,6 +437,17 @@ class RevocationsHandler(_RevocationsBase):
         if self.openstack is not None:
             tokens = await asyncio.to_thread(self.openstack.revoke_user, user)
             log.warning("Revoked %d OpenStack tokens of %s in Keystone", tokens, user)
+        if self.kubernetes is not None:
+            try:
+                await self.kubernetes.revoke(user)
+            except ControlPlaneError as e:
+                raise ControlPlaneError(
+                    f"{user} is revoked (no new credentials), but their Kubernetes binding could "
+                    f"not be deleted: {e.message} Revoke again once the cluster answers.",
+                    status=502,
+                    field="user",
+                ) from None
+            log.warning("Unbound %s's Kubernetes ServiceAccount: their tokens stop working", user)
         self.set_status(201)
         self.finish(
             {
@@ -454,6 +500,7 @@ def make_app(
     revocations: Revocations | None = None,
     admins: AdminRule | None = None,
     openstack: OpenStackTokens | None = None,
+    kubernetes: KubernetesIssuer | None = None,
 ) -> web.Application:
     """The tornado application, its routes under the service's prefix (JupyterHub's
     ``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/services/compute-control/``): the CA's, the Compute
@@ -496,12 +543,21 @@ def make_app(
                 {"openstack": openstack, "revocations": revocations},
             )
         )
+    if kubernetes is not None:
+        routes.append(
+            (
+                f"{prefix}api/kubernetes-credentials",
+                KubernetesCredentialsHandler,
+                {"kubernetes": kubernetes, "revocations": revocations},
+            )
+        )
     if revocations is not None:
         options = {
             "revocations": revocations,
             "admins": admins or AdminRule(),
             "logins": logins,
             "openstack": openstack,
+            "kubernetes": kubernetes,
         }
         routes += [
             (f"{prefix}api/revocations", RevocationsHandler, options),

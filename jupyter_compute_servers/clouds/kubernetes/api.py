@@ -1,5 +1,6 @@
 """Reaching the Kubernetes API: configuration from a kubeconfig file or, inside a cluster, the
-pod's service account; one client (``kubernetes_asyncio``) per cloud, made on first use.
+pod's service account, or in team mode the control plane's short-lived token (``team.py``);
+one client (``kubernetes_asyncio``) per cloud, made on first use.
 
 Every call goes through ``KubeAccess.call``, which turns the client's exceptions into a
 ``KubeError`` that says in words what was refused and why (``errors.explain``)."""
@@ -10,7 +11,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from kubernetes_asyncio import client, config
@@ -21,6 +22,9 @@ from kubernetes_asyncio.stream import WsApiClient
 from ...errors import CloudError
 from .errors import KubeError, explain
 
+if TYPE_CHECKING:
+    from .team import IssuedCredentials
+
 #: Where a pod finds its service account's namespace (in-cluster configuration).
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -29,8 +33,16 @@ class KubeAPI:
     """The clients of one cluster: ``core`` for REST calls, ``ws`` for the port-forward
     websocket (``kubernetes_asyncio.stream.WsApiClient``), and what they were made from."""
 
-    def __init__(self, configuration: client.Configuration, namespace: str, where: str) -> None:
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        namespace: str,
+        where: str,
+        issued: IssuedCredentials | None = None,
+    ) -> None:
         self.configuration = configuration
+        #: Team mode: the control plane's credentials, renewed once on a 401.
+        self.issued = issued
         self.namespace = namespace
         #: The cluster in words, for messages ("context kind-gpu (https://10.0.0.1:6443)").
         self.where = where
@@ -46,16 +58,47 @@ class KubeAPI:
     async def close(self) -> None:
         await self._rest.close()
         await self._ws.close()
+        if self.issued is not None:
+            self.issued.close()
 
     async def call(
         self, doing: str, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> Any:
         """``method(*args, **kwargs)``; a refusal raises ``KubeError`` saying what ``doing``
-        ("create pod jcs-box-1") met, in words."""
+        ("create pod jcs-box-1") met, in words. With issued credentials, a 401 (the token
+        expired before its time, or was revoked at the API server) asks for a new token once
+        and tries again."""
+        if self.issued is not None:
+            used = self.issued.token
+            try:
+                return await self._call(doing, method, *args, **kwargs)
+            except KubeError as e:
+                if e.http_status != 401:
+                    raise
+            await self.issued.renew(stale=used)
+        return await self._call(doing, method, *args, **kwargs)
+
+    def refusal(self, e: ApiException, doing: str, namespace: str) -> KubeError:
+        """The API server's refusal in words; in team mode a 401 is about the control plane's
+        token, not a kubeconfig."""
+        error = KubeError.from_api(e, doing, namespace)
+        if self.issued is not None and e.status == 401:
+            return KubeError(
+                401,
+                f"Could not {doing}: the Kubernetes API did not accept the token the team's "
+                f"control plane issued, even a new one. Ask an admin whether your access was "
+                f"revoked or the control plane's cluster changed.",
+                reason=error.k8s_reason,
+            )
+        return error
+
+    async def _call(
+        self, doing: str, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
         try:
             return await method(*args, **kwargs)
         except ApiException as e:
-            raise KubeError.from_api(e, doing, self.namespace) from None
+            raise self.refusal(e, doing, self.namespace) from None
         except aiohttp.WSServerHandshakeError as e:
             # A websocket upgrade the API server answered with an error (RBAC, no such pod):
             # aiohttp keeps the status, not the Status body.
@@ -120,4 +163,12 @@ async def connect(
     return KubeAPI(configuration, namespace or "default", f"{where} ({configuration.host})")
 
 
-__all__ = ["KubeAPI", "KubeError", "connect", "explain"]
+async def connect_team(issued: IssuedCredentials) -> KubeAPI:
+    """The clients of the control plane's cluster with its token: no kubeconfig is read, and
+    the namespace is the one the token may act in."""
+    configuration = await issued.configure()
+    where = f"the team's cluster (namespace {issued.namespace}, by the control plane)"
+    return KubeAPI(configuration, issued.namespace, f"{where} ({configuration.host})", issued)
+
+
+__all__ = ["KubeAPI", "KubeError", "connect", "connect_team", "explain"]

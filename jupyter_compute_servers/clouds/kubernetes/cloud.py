@@ -20,6 +20,10 @@ A server is a pod, a PersistentVolumeClaim (its disk, mounted at the user's home
   it on Jupyter's loopback through the API server's ``pods/portforward`` websocket. No Service
   or Ingress exists. See docs/design.md for why port-forward and sshd rather than exec.
 
+In team mode (a control plane) the cluster and namespace are the control plane's: it issues
+this user's server a short-lived token of a namespace of the user's own (``team.py``), and the
+cloud reads no kubeconfig.
+
 The names are remembered before anything is created, so a crash never leaves objects nobody
 knows about. Quota (403 "exceeded quota"), RBAC and unreachable-API errors are said in words
 (``errors.py``).
@@ -42,7 +46,7 @@ from ...images.catalog import CONTAINER_KINDS
 from ...models import ServerConfig, State
 from ..base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 from . import errors, pod
-from .api import KubeAPI, connect
+from .api import KubeAPI, connect, connect_team
 from .errors import KubeError
 from .portforward import PortForward
 
@@ -220,8 +224,29 @@ class KubernetesCloud(Cloud):
             await self._api.close()
             self._api = None
 
+    @property
+    def _team(self) -> bool:
+        """Team mode with a control plane: its credentials and namespace, nothing local."""
+        return self._services is not None and self._services.control_plane is not None
+
     async def api(self) -> KubeAPI:
         async with self._api_lock:
+            if self._api is None and self._team:
+                from .team import IssuedCredentials
+
+                assert self._services is not None and self._services.control_plane is not None
+                ignored = [
+                    name
+                    for name in ("kubeconfig", "context", "in_cluster", "namespace")
+                    if getattr(self, name) not in ("", None)
+                ]
+                if ignored:
+                    self.log.warning(
+                        "c.KubernetesCloud.%s is ignored in team mode with a control plane: "
+                        "the control plane issues the cluster's credentials and namespace.",
+                        ", ".join(ignored),
+                    )
+                self._api = await connect_team(IssuedCredentials(self._services.control_plane))
             if self._api is None:
                 self._api = await connect(
                     kubeconfig=self.kubeconfig,
@@ -287,7 +312,9 @@ class KubernetesCloud(Cloud):
                 if tags:
                     images.append({"id": image["id"], "label": image["label"], "tags": tags})
         return {
-            "namespace": self._api.namespace if self._api else (self.namespace or None),
+            "namespace": self._api.namespace
+            if self._api
+            else (None if self._team else self.namespace or None),
             "images": images,
             "cpu": {"min": 1, "max": self.max_cpu},
             "memory_gb": {"min": 0.25, "max": self.max_memory_gb},
@@ -509,6 +536,7 @@ class KubernetesCloud(Cloud):
         started = time.monotonic()
         deadline = started + self.start_timeout
         shown = ""
+        renewed = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -525,6 +553,7 @@ class KubernetesCloud(Cloud):
                 # No event may come while nothing frees up: look again at the deadline.
                 window = min(window, started + self.schedule_timeout - time.monotonic() + 0.5)
             stream = watch.Watch()
+            token = api.issued.token if api.issued is not None else ""
             try:
                 async with stream.stream(
                     api.core.list_namespaced_pod,
@@ -557,7 +586,13 @@ class KubernetesCloud(Cloud):
                 from kubernetes_asyncio.client.exceptions import ApiException
 
                 if isinstance(e, ApiException):
-                    raise KubeError.from_api(e, f"watch pod {name}", namespace) from None
+                    if e.status == 401 and api.issued is not None and not renewed:
+                        # The issued token was refused before its time: a new one, once (as
+                        # KubeAPI.call does for the other calls).
+                        renewed = True
+                        await api.issued.renew(stale=token)
+                        continue
+                    raise api.refusal(e, f"watch pod {name}", namespace) from None
                 raise CloudError(f"Watching pod {name} failed: {e}") from None
 
     async def _assess(
@@ -748,7 +783,7 @@ class KubernetesCloud(Cloud):
         if not name:
             return CloudStatus(State.DEPROVISIONED, "it has no pod or disk")
         api = await self.api()
-        namespace = str(cloud_data.get("namespace") or api.namespace)
+        namespace = self._namespace_of(cloud_data, api)
         body = await self._read_pod(api, str(name), namespace)
         if body is not None:
             phase = (body.get("status") or {}).get("phase") or "Pending"
@@ -774,7 +809,7 @@ class KubernetesCloud(Cloud):
         if not name or not host_key:
             raise CloudError("The server has no running pod.")
         api = await self.api()
-        namespace = str(cloud_data.get("namespace") or api.namespace)
+        namespace = self._namespace_of(cloud_data, api)
         forward = await self._forward(server_id, str(name), namespace)
         return SSHEndpoint(
             host="127.0.0.1",
@@ -808,9 +843,15 @@ class KubernetesCloud(Cloud):
 
     # --- small calls -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _namespace(op: Operation, api: KubeAPI) -> str:
-        return str(op.cloud_data.get("namespace") or api.namespace)
+    def _namespace(self, op: Operation, api: KubeAPI) -> str:
+        return self._namespace_of(op.cloud_data, api)
+
+    def _namespace_of(self, cloud_data: dict[str, Any], api: KubeAPI) -> str:
+        """The server's namespace: the one it was made in; in team mode always the issued one
+        (the only one the token reaches; a recorded other is not this user's to use)."""
+        if self._team:
+            return api.namespace
+        return str(cloud_data.get("namespace") or api.namespace)
 
     async def _read_pod(self, api: KubeAPI, name: str, namespace: str) -> dict[str, Any] | None:
         try:
