@@ -34,12 +34,12 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jupyter_compute_servers.clouds.base import ControlPlaneAccess  # noqa: E402
 from jupyter_compute_servers.clouds.gcp import proxy  # noqa: E402
 from jupyter_compute_servers.clouds.gcp.api import _Clients, _load_credentials_file  # noqa: E402
+from jupyter_compute_servers.control_plane_client import ControlPlaneClient  # noqa: E402
 from tests.fake_gce import FakeGCE  # noqa: E402
 from tests.hub import Hub  # noqa: E402
-from tests.postgres import free_port  # noqa: E402
+from tests.postgres import PostgresServer  # noqa: E402
 
 SERVICE = "compute-control"
 ZONE = "us-central1-a"
@@ -63,34 +63,16 @@ def run(repeat: int) -> None:
     fake.run_startup_script = False
     key = fake.service_account_file(work / "key.json")
     os.chmod(key, 0o600)
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "jupyter_compute_servers.control_plane",
-        "--gce-credentials-file",
-        str(key),
-        "--gce-endpoint",
-        fake.url,
-    ]
+    # (no user server is started; the tests' Hub gives its control plane a database)
+    postgres = PostgresServer()
     hub = Hub(
-        "sqlite:///unused",  # no user server is started
-        hub_config=(
-            f"c.JupyterHub.services.append({{'name': {SERVICE!r}, "
-            f"'url': 'http://127.0.0.1:{port}', 'command': {command!r}}})",
-            f"c.JupyterHub.load_roles.append({{'name': 'user', 'scopes': ['self', "
-            f"'access:services!service={SERVICE}']}})",
-        ),
+        postgres.create_database(),
+        control_plane=("--gce-credentials-file", str(key), "--gce-endpoint", fake.url),
     )
     try:
-        url = f"http://127.0.0.1:{port}/services/{SERVICE}/"
+        url = f"http://127.0.0.1:{hub.control_plane_port}/services/{SERVICE}/"
         hub._wait(lambda: _answers(url + "api/gce"), "the control plane")
-        made = hub.api(
-            "POST",
-            "/users/alice/tokens",
-            json={"note": "bench", "scopes": [f"access:services!service={SERVICE}"]},
-        )
-        access = ControlPlaneAccess(url, made.json()["token"])
+        access = ControlPlaneClient(url, hub.service_token("alice"))
         import google.auth.transport.requests
         import google.oauth2.credentials
         from google.cloud import compute_v1
@@ -151,6 +133,7 @@ def run(repeat: int) -> None:
     finally:
         hub.close()
         fake.close()
+        postgres.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(hub.dir, ignore_errors=True)
 
