@@ -22,7 +22,13 @@ token be exchanged for one of another project of the same Keystone user (the tok
 when ``[token] allow_rescope_scoped_token`` is on, its default; the service user has a role on
 every user's project, so that would reach everyone's. The control plane therefore checks at
 start that Keystone refuses to rescope a scoped token, and refuses to run otherwise
-(``check_no_rescope``).
+(``check_no_rescope``). For the same reason a token must not make credentials of that Keystone
+user that outlive it or name another project (EC2 and application credentials, trusts, generic
+credentials): Keystone's policy must deny them to the issued tokens, and the control plane
+tries each with a token of the kind it issues, at start where it can and before the first token
+of each project is served (``check_confined``, ``openstack_confinement.py``), serving none
+otherwise. What stays visible to every token: the names and ids of the projects the service
+user has a role on (``GET /v3/auth/projects``, which Keystone's policy does not cover).
 
 The tokens issued are remembered per user until they expire, **in memory** (a restarted control
 plane forgets them: revoking a user then cannot revoke their tokens from before the restart,
@@ -33,6 +39,7 @@ Keystone at once (``revoke_user``).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ControlPlaneError
+from .openstack_confinement import refusal, unconfined
 from .private_files import check_private
 
 if TYPE_CHECKING:
@@ -79,6 +87,9 @@ class OpenStackTokens:
     _issued: dict[str, list[Issued]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _project_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The projects whose tokens Keystone was seen to confine (``check_confined``).
+    _confined: set[str] = field(default_factory=set)
+    _confine_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def auth_url(self) -> str:
@@ -208,6 +219,16 @@ class OpenStackTokens:
                 field=None,
             ) from None
         token = str(access.auth_token)
+        try:
+            self._confine(token, project_id)
+        except ks.ClientException as e:
+            self._revoke(token)
+            raise OpenStackRefused(
+                f"Keystone refused the control plane ({type(e).__name__}: {e}); an admin should "
+                f"check its OpenStack user (--openstack-clouds-yaml) and the logs.",
+                status=502,
+                field=None,
+            ) from None
         expires = access.expires.timestamp() if access.expires else time.time()
         issued = access.issued.timestamp() if access.issued else time.time()
         with self._lock:
@@ -261,6 +282,80 @@ class OpenStackTokens:
                 field="user",
             )
         return response.status_code != 404
+
+    def _confine(self, token: str, project_id: str) -> None:
+        """Before a project's first token (this run) is served: Keystone must refuse it every
+        credential of ``openstack_confinement`` (else it is revoked and none served, and the
+        next ask tries again). Blocking."""
+        if project_id in self._confined:
+            return
+        with self._confine_lock:
+            if project_id in self._confined:
+                return
+            user_id, _domain = self._service_ids()
+            accepted, left = unconfined(
+                self.service,
+                token,
+                user_id=user_id,
+                project_id=project_id,
+                # (an EC2 credential for another project: the service user's own)
+                other_project_id=str(self.service.get_project_id()),
+                role=self.role,
+            )
+            if accepted:
+                self._revoke(token)
+                raise OpenStackRefused(refusal(accepted, left), status=502, field=None)
+            self._confined.add(project_id)
+
+    def check_confined(self) -> None:
+        """At start, refuse to run when Keystone lets a token like those issued make a
+        credential (``openstack_confinement``): tried with a token of a user's project the
+        service user has a role on, else with its own project's token unless that one has the
+        admin role (which the policy lines allow: it would prove nothing). Then each project's
+        first token is tried before it is served anyway (``issue``). Blocking."""
+        from keystoneauth1.identity import v3
+        from keystoneauth1.session import Session
+
+        own = str(self.service.get_project_id())
+        _user_id, domain = self._service_ids()
+        before, _, after = self.project_template.partition("{user}")
+        pattern = re.compile(re.escape(before) + ".+" + re.escape(after))
+        mine = self._get("/auth/projects").get("projects") or []
+        users = [
+            p
+            for p in mine
+            if p.get("id") != own
+            and p.get("domain_id") == domain
+            and pattern.fullmatch(str(p.get("name")))
+        ]
+        if users:
+            project_id = str(users[0]["id"])
+            auth = v3.Password(**self.password_auth, project_id=project_id)
+            token = str(auth.get_access(Session(auth=auth, verify=self.service.verify)).auth_token)
+            try:
+                self._confine(token, project_id)
+            finally:
+                self._revoke(token)
+            return
+        access = self.service.auth.get_access(self.service)  # type: ignore[union-attr]
+        if "admin" in {r.lower() for r in access.role_names or []}:
+            log.warning(
+                "No user's OpenStack project yet, and the control plane's own project token has "
+                "the admin role: Keystone's policy on credentials is tried with each project's "
+                "first token, before it is served."
+            )
+            return
+        token = str(self.service.get_token())
+        accepted, left = unconfined(
+            self.service,
+            token,
+            user_id=_user_id,
+            project_id=own,
+            other_project_id=own,
+            role=self.role,
+        )
+        if accepted:
+            raise OpenStackRefused(refusal(accepted, left), field="openstack_clouds_yaml")
 
     def check_no_rescope(self) -> None:
         """Refuse to run when Keystone rescopes a scoped token (see the module's docstring):
@@ -352,6 +447,7 @@ def tokens_from_args(
     try:
         tokens.service.get_token()
         tokens.check_no_rescope()
+        tokens.check_confined()
     except ks.ClientException as e:
         raise ControlPlaneError(
             f"The control plane's OpenStack user could not log in to Keystone at "
