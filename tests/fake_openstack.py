@@ -574,7 +574,7 @@ class FakeOpenStack:
                     "type": "ec2",
                     "blob": blob,
                 }
-                made = {
+                made: dict[str, Any] = {
                     "user_id": user_id,
                     "tenant_id": tenant,
                     "access": access,

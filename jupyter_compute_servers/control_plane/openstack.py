@@ -38,6 +38,7 @@ Keystone at once (``revoke_user``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -283,7 +284,7 @@ class OpenStackTokens:
             )
         return response.status_code != 404
 
-    def _confine(self, token: str, project_id: str) -> None:
+    def _confine(self, token: str, project_id: str, *, field: str | None = None) -> None:
         """Before a project's first token (this run) is served: Keystone must refuse it every
         credential of ``openstack_confinement`` (else it is revoked and none served, and the
         next ask tries again). Blocking."""
@@ -303,8 +304,10 @@ class OpenStackTokens:
                 role=self.role,
             )
             if accepted:
-                self._revoke(token)
-                raise OpenStackRefused(refusal(accepted, left), status=502, field=None)
+                # (a failed revocation is logged; the refusal is what the admin must act on)
+                with contextlib.suppress(OpenStackRefused):
+                    self._revoke(token)
+                raise OpenStackRefused(refusal(accepted, left), status=502, field=field)
             self._confined.add(project_id)
 
     def check_confined(self) -> None:
@@ -313,11 +316,12 @@ class OpenStackTokens:
         service user has a role on, else with its own project's token unless that one has the
         admin role (which the policy lines allow: it would prove nothing). Then each project's
         first token is tried before it is served anyway (``issue``). Blocking."""
+        from keystoneauth1 import exceptions as ks
         from keystoneauth1.identity import v3
         from keystoneauth1.session import Session
 
         own = str(self.service.get_project_id())
-        _user_id, domain = self._service_ids()
+        user_id, domain = self._service_ids()
         before, _, after = self.project_template.partition("{user}")
         pattern = re.compile(re.escape(before) + ".+" + re.escape(after))
         mine = self._get("/auth/projects").get("projects") or []
@@ -328,12 +332,16 @@ class OpenStackTokens:
             and p.get("domain_id") == domain
             and pattern.fullmatch(str(p.get("name")))
         ]
-        if users:
-            project_id = str(users[0]["id"])
+        for project in users[:1]:
+            project_id = str(project["id"])
             auth = v3.Password(**self.password_auth, project_id=project_id)
-            token = str(auth.get_access(Session(auth=auth, verify=self.service.verify)).auth_token)
             try:
-                self._confine(token, project_id)
+                access = auth.get_access(Session(auth=auth, verify=self.service.verify))
+            except ks.Unauthorized:
+                break  # (its role went since it was listed: as if there were none)
+            token = str(access.auth_token)
+            try:
+                self._confine(token, project_id, field="openstack_clouds_yaml")
             finally:
                 self._revoke(token)
             return
@@ -349,7 +357,7 @@ class OpenStackTokens:
         accepted, left = unconfined(
             self.service,
             token,
-            user_id=_user_id,
+            user_id=user_id,
             project_id=own,
             other_project_id=own,
             role=self.role,
