@@ -17,7 +17,9 @@ true by default there); a rescoped token keeps its original expiry, as Keystone'
 user's own credentials (EC2 credentials for any project the user has a role on, application
 credentials, trusts, generic credentials) may be made by their own token, any project's, as
 Keystone's default policy allows, or only by a token with the admin role when ``policy`` says
-``role:admin`` for that action (``RESTRICTIVE``: what the control plane asks of an admin).
+``role:admin`` for that action (``RESTRICTIVE``: what the control plane asks of an admin). Its
+user's projects are listed to any of its tokens (``GET /v3/auth/projects``,
+``/v3/users/{id}/projects``) unless ``policy`` hides them (``HIDDEN``).
 
 Its VMs are real SSH machines on this one: an ACTIVE server gets an OpenSSH sshd (the gcp fake's
 guest machinery, ``fake_gce._start_sshd``) on its own fixed address (127.0.2.N) and the fake's
@@ -71,6 +73,10 @@ CREDENTIAL_POLICIES = (
     "identity:create_credential",
 )
 RESTRICTIVE = dict.fromkeys(CREDENTIAL_POLICIES, "role:admin")
+#: The policies of listing the projects a user has a role on (Keystone's defaults: anyone's
+#: own, ""; and the owner's or an admin's), and a policy that hides them from member tokens.
+LISTING_POLICIES = ("identity:get_auth_projects", "identity:list_user_projects")
+HIDDEN = dict.fromkeys(LISTING_POLICIES, "role:admin")
 
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
 
@@ -223,7 +229,11 @@ class FakeOpenStack:
         #: Keystone's policy.yaml for a user's own credentials: a rule per policy name, "owner"
         #: (Keystone's default: the user's own token, any project's, or an admin) or
         #: "role:admin" (a token with the admin role on its project only).
-        self.policy: dict[str, str] = dict.fromkeys(CREDENTIAL_POLICIES, "owner")
+        self.policy: dict[str, str] = {
+            **dict.fromkeys(CREDENTIAL_POLICIES, "owner"),
+            "identity:get_auth_projects": "",
+            "identity:list_user_projects": "owner",
+        }
         #: The credentials Keystone keeps: generic ones (EC2 ones among them, type "ec2"),
         #: application credentials and trusts, by id.
         self.credentials: dict[str, dict[str, Any]] = {}
@@ -490,12 +500,19 @@ class FakeOpenStack:
             del self.tokens[subject_id]
             self.revoked_tokens.add(subject_id)
             return 204, None, {}
-        if path == "/v3/auth/projects" and method == "GET":
-            # Any token's: the projects its user has a role on.
-            mine = {p for u, p, _ in self.assignments if u == caller.user_id}
+        parts = [p for p in path.split("/") if p][1:]  # after v3
+        listing = parts == ["auth", "projects"] or (
+            len(parts) == 3 and parts[0] == "users" and parts[2] == "projects"
+        )
+        if listing and method == "GET":
+            # The projects the token's user (or the user named) has a role on.
+            user_id = caller.user_id if parts[0] == "auth" else parts[1]
+            policy = "identity:get_auth_projects" if parts[0] == "auth" else LISTING_POLICIES[1]
+            if not self._allows(policy, caller, user_id == caller.user_id):
+                return _keystone_error(403, "You are not authorized to perform the action.")
+            mine = {p for u, p, _ in self.assignments if u == user_id}
             listed = [self.projects[p] for p in sorted(mine) if p in self.projects]
             return 200, {"projects": listed, "links": {"self": None, "next": None}}, {}
-        parts = [p for p in path.split("/") if p][1:]  # after v3
         own = self._own_credentials(method, parts, body, caller)
         if own is not None:
             return own
@@ -543,6 +560,8 @@ class FakeOpenStack:
         rule = self.policy.get(policy, "owner")
         if rule == "role:admin":
             return self._is_admin(caller)
+        if rule == "":
+            return True
         return owner or self._is_admin(caller)
 
     def _own_credentials(

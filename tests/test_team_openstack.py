@@ -36,7 +36,13 @@ from jupyter_compute_servers.clouds.base import CloudServices
 from jupyter_compute_servers.clouds.openstack import OpenStackCloud
 from jupyter_compute_servers.control_plane_client import ControlPlaneClient
 
-from .fake_openstack import CREDENTIAL_POLICIES, RESTRICTIVE, FakeOpenStack, authorized_keys
+from .fake_openstack import (
+    CREDENTIAL_POLICIES,
+    HIDDEN,
+    RESTRICTIVE,
+    FakeOpenStack,
+    authorized_keys,
+)
 from .hub import ADMIN, Hub, user_server_pid, wait_state
 from .postgres import free_port
 
@@ -53,7 +59,9 @@ def fake() -> Iterator[FakeOpenStack]:
     # As the control plane requires of Keystone (else a token would reach every project, or
     # make credentials of them).
     openstack.allow_rescope_scoped_token = False
-    openstack.policy = dict(RESTRICTIVE)
+    # And, as the README suggests, no listing of everyone's projects' names to their tokens
+    # (which the control plane does without).
+    openstack.policy.update(RESTRICTIVE, **HIDDEN)
     # A network every project may use (a campus provider network an admin shares).
     openstack.add_network("campus", shared=True)
     # A key pair of the control plane's OpenStack user from before (an admin's).
@@ -576,6 +584,10 @@ def test_alices_token_makes_no_credential_for_bobs_project(hub: Hub, fake: FakeO
     )
     assert generic.status_code == 403
     _nothing_made(fake)
+    # Nor does it list the projects (names of everyone's) with the policy the README suggests.
+    for listing in ("auth/projects", f"users/{fake.user_id}/projects"):
+        answer = requests.get(f"{keystone}/{listing}", headers=headers, timeout=30)
+        assert answer.status_code == 403, listing
     # The control plane tried all four with a token of each project before serving one.
     for project in (alice_project, bob_project):
         assert len(_confined_probes(fake, project)) >= 4

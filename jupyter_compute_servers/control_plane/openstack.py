@@ -14,8 +14,8 @@ The Hub user's project is named by a rule (``project_template``, ``compute-{user
 default). With ``create_projects`` the control plane makes a missing project (tagged
 ``TAG``) and gives the service user the member role there (a project of that name it did not
 make is left alone: 409); without, an admin makes it and the role assignment, and a user
-without one is told so (403). Only project creation needs the service user to be an admin: the
-projects it has a role on are found with ``GET /v3/auth/projects``, which any user may ask.
+without one is told so (403). Only project creation needs the service user to be an admin: a
+project it has a role on is found by a login scoped to it by name.
 
 The tokens are the service user's, scoped to the user's project: Keystone would let a *scoped*
 token be exchanged for one of another project of the same Keystone user (the token auth method)
@@ -27,8 +27,9 @@ user that outlive it or name another project (EC2 and application credentials, t
 credentials): Keystone's policy must deny them to the issued tokens, and the control plane
 tries each with a token of the kind it issues, at start where it can and before the first token
 of each project is served (``check_confined``, ``openstack_confinement.py``), serving none
-otherwise. What stays visible to every token: the names and ids of the projects the service
-user has a role on (``GET /v3/auth/projects``, which Keystone's policy does not cover).
+otherwise. What an admin may also deny in Keystone's policy, unchecked: listing the projects the
+service user has a role on (``identity:get_auth_projects``, ``identity:list_user_projects``),
+which shows every token the names of everyone's projects; the control plane needs neither.
 
 The tokens issued are remembered per user until they expire, **in memory** (a restarted control
 plane forgets them: revoking a user then cannot revoke their tokens from before the restart,
@@ -124,12 +125,13 @@ class OpenStackTokens:
             return self._projects[user]
         name = self.project_name(user)
         user_id, domain = self._service_ids()
-        # The projects the service user has a role on: any user may list its own (an admin's
-        # list of every project needs the admin role, which only project creation needs).
-        mine = self._get("/auth/projects").get("projects") or []
-        found = [p for p in mine if p.get("name") == name and p.get("domain_id") == domain]
-        if found:
-            project = found[0]
+        # A project the service user has a role on: a login scoped to it by name works (not a
+        # listing, GET /v3/auth/projects: an admin may deny that to hide the projects' names
+        # from the users' tokens; an admin's list of every project needs the admin role, which
+        # only project creation needs).
+        found = self._scoped_id(name, domain)
+        if found is not None:
+            project: dict[str, Any] = {"id": found}
         elif not self.create_projects:
             raise OpenStackRefused(
                 f"There is no OpenStack project {name} for {user} that the control plane's "
@@ -168,6 +170,22 @@ class OpenStackTokens:
             self._grant(str(project["id"]), user_id)
         self._projects[user] = (str(project["id"]), name)
         return self._projects[user]
+
+    def _scoped_id(self, name: str, domain: str) -> str | None:
+        """The id of the project ``name`` if the service user may log in to it (has a role
+        there), else None; the token of that login is revoked. Blocking."""
+        from keystoneauth1 import exceptions as ks
+        from keystoneauth1.identity import v3
+        from keystoneauth1.session import Session
+
+        auth = v3.Password(**self.password_auth, project_name=name, project_domain_id=domain)
+        try:
+            access = auth.get_access(Session(auth=auth, verify=self.service.verify))
+        except ks.Unauthorized:
+            return None
+        with contextlib.suppress(OpenStackRefused):
+            self._revoke(str(access.auth_token))
+        return str(access.project_id)
 
     def _commands(self, name: str, *, create: bool = True) -> str:
         username = self.password_auth.get("username") or self.password_auth.get("user_id")
@@ -324,7 +342,10 @@ class OpenStackTokens:
         user_id, domain = self._service_ids()
         before, _, after = self.project_template.partition("{user}")
         pattern = re.compile(re.escape(before) + ".+" + re.escape(after))
-        mine = self._get("/auth/projects").get("projects") or []
+        # (an admin may deny the listing to every token, to hide the projects' names: then
+        # as if there were none)
+        listing = self.service.get("/auth/projects", endpoint_filter=_IDENTITY, raise_exc=False)
+        mine = (listing.json().get("projects") or []) if listing.status_code == 200 else []
         users = [
             p
             for p in mine
