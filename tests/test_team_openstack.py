@@ -11,7 +11,8 @@ cannot see or delete it; a token near its end is renewed, a revoked one replaced
 gets 403 and the tokens issued to him are refused by Keystone at once. A control plane whose
 Keystone would rescope a scoped token (everyone's projects), or let a token make credentials of
 the one OpenStack user (an EC2 credential for bob's project, an application credential, a trust,
-a generic credential), refuses to start, or to serve a project's first token.
+a generic credential), refuses to start, or to serve a project's first token. With Keystone's
+policy hiding the projects' names from the tokens, the control plane still finds each user's.
 """
 
 from __future__ import annotations
@@ -712,5 +713,30 @@ def test_a_projects_first_token_is_tried_before_it_is_served(tmp_path: Path) -> 
         tokens.issue("dave")
         assert len(_confined_probes(fake, dave)) == 8
         _nothing_made(fake)
+    finally:
+        fake.close()
+
+
+def test_a_users_project_is_found_with_the_project_listing_denied(tmp_path: Path) -> None:
+    """Keystone's policy hiding everyone's project names from member tokens (the README's
+    optional lines): the control plane, a member only (no --openstack-create-projects), still
+    finds an admin-made project of the user's, by logging in to it, and issues its token."""
+    from jupyter_compute_servers.control_plane.openstack import tokens_from_args
+
+    fake, clouds_yaml = _keystone(tmp_path)
+    try:
+        fake.policy.update(RESTRICTIVE, **HIDDEN)
+        project = fake.add_project("compute-frank")
+        fake.assignments.add((fake.user_id, project["id"], fake.roles["member"]))
+        tokens = tokens_from_args(str(clouds_yaml), "opengpu")
+        issued = tokens.issue("frank")
+        assert issued["project_id"] == project["id"] and issued["project_name"] == "compute-frank"
+        assert fake.token_project(issued["token"]) == project["id"]
+        listed = requests.get(
+            f"{fake.auth_url}/auth/projects",
+            headers={"X-Auth-Token": issued["token"]},
+            timeout=30,
+        )
+        assert listed.status_code == 403
     finally:
         fake.close()
