@@ -651,8 +651,10 @@ def test_a_keystone_that_lets_tokens_make_credentials_never_serves(tmp_path: Pat
             assert started.poll() is None, started.communicate()[1]
         finally:
             started.terminate()
-            started.communicate(timeout=30)
+            _out, log = started.communicate(timeout=30)
         _nothing_made(fake)
+        # Keystone's default lets the tokens list everyone's project names: said, not refused.
+        assert '"identity:get_auth_projects": "role:admin"' in log
     finally:
         fake.close()
 
@@ -717,7 +719,9 @@ def test_a_projects_first_token_is_tried_before_it_is_served(tmp_path: Path) -> 
         fake.close()
 
 
-def test_a_users_project_is_found_with_the_project_listing_denied(tmp_path: Path) -> None:
+def test_a_users_project_is_found_with_the_project_listing_denied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Keystone's policy hiding everyone's project names from member tokens (the README's
     optional lines): the control plane, a member only (no --openstack-create-projects), still
     finds an admin-made project of the user's, by logging in to it, and issues its token."""
@@ -732,6 +736,7 @@ def test_a_users_project_is_found_with_the_project_listing_denied(tmp_path: Path
         issued = tokens.issue("frank")
         assert issued["project_id"] == project["id"] and issued["project_name"] == "compute-frank"
         assert fake.token_project(issued["token"]) == project["id"]
+        assert "identity:get_auth_projects" not in caplog.text
         listed = requests.get(
             f"{fake.auth_url}/auth/projects",
             headers={"X-Auth-Token": issued["token"]},

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ControlPlaneError
-from .openstack_confinement import refusal, unconfined
+from .openstack_confinement import NAMES_LISTED, names_listed, refusal, unconfined
 from .private_files import check_private
 
 if TYPE_CHECKING:
@@ -363,6 +363,8 @@ class OpenStackTokens:
             token = str(access.auth_token)
             try:
                 self._confine(token, project_id, field="openstack_clouds_yaml")
+                if names_listed(self.service, token):
+                    log.warning(NAMES_LISTED)
             finally:
                 self._revoke(token)
             return
@@ -385,6 +387,8 @@ class OpenStackTokens:
         )
         if accepted:
             raise OpenStackRefused(refusal(accepted, left), field="openstack_clouds_yaml")
+        if names_listed(self.service, token):
+            log.warning(NAMES_LISTED)
 
     def check_no_rescope(self) -> None:
         """Refuse to run when Keystone rescopes a scoped token (see the module's docstring):

@@ -174,6 +174,28 @@ def unconfined(
     return accepted, left
 
 
+def names_listed(session: Session, token: str) -> bool:
+    """Whether ``token`` may list the projects its user has a role on: for the service user's
+    tokens, every Hub user's project name (a warning, not a refusal: names only). Blocking."""
+    response = session.get(
+        "/auth/projects",
+        endpoint_filter=_IDENTITY,
+        headers={"X-Auth-Token": token},
+        authenticated=False,
+        raise_exc=False,
+    )
+    return bool(response.status_code == 200)
+
+
+#: Logged at start when a token like those issued may list the projects' names.
+NAMES_LISTED = (
+    "Every user's OpenStack token may list the names of all the projects the control plane's "
+    "OpenStack user has a role on (everyone's: names only, nothing in them). To hide them, an "
+    'OpenStack admin sets in Keystone\'s policy.yaml "identity:get_auth_projects": "role:admin" '
+    'and "identity:list_user_projects": "role:admin" (the control plane needs neither).'
+)
+
+
 def _delete(session: Session, path: str, token: str) -> bool:
     """Deleted with the probe's own token (its owner's), else with the service user's own."""
     for headers, authenticated in (({"X-Auth-Token": token}, False), ({}, True)):
