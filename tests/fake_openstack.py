@@ -13,7 +13,13 @@ flavors are public. Key pairs are the Keystone user's, whatever the project (Nov
 belongs to a user, not a project). Keystone's admin calls (projects, roles, role assignments)
 need a token with the ``admin`` role. A scoped token may be rescoped with the token method only
 while ``allow_rescope_scoped_token`` is on (Keystone's ``[token] allow_rescope_scoped_token``,
-true by default there); a rescoped token keeps its original expiry, as Keystone's does.
+true by default there); a rescoped token keeps its original expiry, as Keystone's does. A
+user's own credentials (EC2 credentials for any project the user has a role on, application
+credentials, trusts, generic credentials) may be made by their own token, any project's, as
+Keystone's default policy allows, or only by a token with the admin role when ``policy`` says
+``role:admin`` for that action (``RESTRICTIVE``: what the control plane asks of an admin). Its
+user's projects are listed to any of its tokens (``GET /v3/auth/projects``,
+``/v3/users/{id}/projects``) unless ``policy`` hides them (``HIDDEN``).
 
 Its VMs are real SSH machines on this one: an ACTIVE server gets an OpenSSH sshd (the gcp fake's
 guest machinery, ``fake_gce._start_sshd``) on its own fixed address (127.0.2.N) and the fake's
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -57,6 +64,19 @@ import asyncssh
 
 from .fake_gce import _start_sshd
 from .fake_http import JSON, Answer, FakeHTTPServer, Incoming
+
+#: The policies of a user's own credentials the fake enforces (see ``FakeOpenStack.policy``).
+CREDENTIAL_POLICIES = (
+    "identity:ec2_create_credential",
+    "identity:create_application_credential",
+    "identity:create_trust",
+    "identity:create_credential",
+)
+RESTRICTIVE = dict.fromkeys(CREDENTIAL_POLICIES, "role:admin")
+#: The policies of listing the projects a user has a role on (Keystone's defaults: anyone's
+#: own, ""; and the owner's or an admin's), and a policy that hides them from member tokens.
+LISTING_POLICIES = ("identity:get_auth_projects", "identity:list_user_projects")
+HIDDEN = dict.fromkeys(LISTING_POLICIES, "role:admin")
 
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
 
@@ -206,6 +226,19 @@ class FakeOpenStack:
         self.token_ttl = 3600.0
         #: Keystone's [token] allow_rescope_scoped_token (true by default there).
         self.allow_rescope_scoped_token = True
+        #: Keystone's policy.yaml for a user's own credentials: a rule per policy name, "owner"
+        #: (Keystone's default: the user's own token, any project's, or an admin) or
+        #: "role:admin" (a token with the admin role on its project only).
+        self.policy: dict[str, str] = {
+            **dict.fromkeys(CREDENTIAL_POLICIES, "owner"),
+            "identity:get_auth_projects": "",
+            "identity:list_user_projects": "owner",
+        }
+        #: The credentials Keystone keeps: generic ones (EC2 ones among them, type "ec2"),
+        #: application credentials and trusts, by id.
+        self.credentials: dict[str, dict[str, Any]] = {}
+        self.application_credentials: dict[str, dict[str, Any]] = {}
+        self.trusts: dict[str, dict[str, Any]] = {}
         self.volumes: dict[str, dict[str, Any]] = {}
         #: Every token ever issued (for tests asking what a token was scoped to).
         self._all_tokens: dict[str, Token] = {}
@@ -467,14 +500,24 @@ class FakeOpenStack:
             del self.tokens[subject_id]
             self.revoked_tokens.add(subject_id)
             return 204, None, {}
-        if path == "/v3/auth/projects" and method == "GET":
-            # Any token's: the projects its user has a role on.
-            mine = {p for u, p, _ in self.assignments if u == caller.user_id}
+        parts = [p for p in path.split("/") if p][1:]  # after v3
+        listing = parts == ["auth", "projects"] or (
+            len(parts) == 3 and parts[0] == "users" and parts[2] == "projects"
+        )
+        if listing and method == "GET":
+            # The projects the token's user (or the user named) has a role on.
+            user_id = caller.user_id if parts[0] == "auth" else parts[1]
+            policy = "identity:get_auth_projects" if parts[0] == "auth" else LISTING_POLICIES[1]
+            if not self._allows(policy, caller, user_id == caller.user_id):
+                return _keystone_error(403, "You are not authorized to perform the action.")
+            mine = {p for u, p, _ in self.assignments if u == user_id}
             listed = [self.projects[p] for p in sorted(mine) if p in self.projects]
             return 200, {"projects": listed, "links": {"self": None, "next": None}}, {}
+        own = self._own_credentials(method, parts, body, caller)
+        if own is not None:
+            return own
         if not self._is_admin(caller):
             return _keystone_error(403, "You are not authorized to perform the requested action.")
-        parts = [p for p in path.split("/") if p][1:]  # after v3
         if parts == ["projects"] and method == "GET":
             found = [
                 p
@@ -512,6 +555,120 @@ class FakeOpenStack:
             self.assignments.add((user_id, project_id, role_id))
             return 204, None, {}
         return _keystone_error(404, "The resource could not be found.")
+
+    def _allows(self, policy: str, caller: Token, owner: bool) -> bool:
+        rule = self.policy.get(policy, "owner")
+        if rule == "role:admin":
+            return self._is_admin(caller)
+        if rule == "":
+            return True
+        return owner or self._is_admin(caller)
+
+    def _own_credentials(
+        self, method: str, parts: list[str], body: Any, caller: Token
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """A user's EC2 credentials, application credentials, trusts and generic credentials
+        (docs.openstack.org/api-ref/identity/v3 and v3-ext), as their policies allow; None for
+        another path. Deleting is the owner's or an admin's (Keystone's defaults)."""
+        denied = _keystone_error(403, "You are not authorized to perform the requested action.")
+        body = body if isinstance(body, dict) else {}
+        if len(parts) >= 4 and parts[0] == "users" and parts[2:4] == ["credentials", "OS-EC2"]:
+            user_id, rest = parts[1], parts[4:]
+            owner = user_id == caller.user_id
+            if method == "POST" and not rest:
+                if not self._allows("identity:ec2_create_credential", caller, owner):
+                    return denied
+                tenant = str(body.get("tenant_id") or "")
+                # Keystone: any project the user has a role on (not only the token's). ASSUMED:
+                # another project is answered as Keystone answers a scope without a role.
+                if not any(u == user_id and p == tenant for u, p, _ in self.assignments):
+                    return _keystone_error(
+                        401, "The request you have made requires authentication."
+                    )
+                access, secret = uuid.uuid4().hex, uuid.uuid4().hex
+                blob = json.dumps({"access": access, "secret": secret, "trust_id": None})
+                self.credentials[hashlib.sha256(access.encode()).hexdigest()] = {
+                    "user_id": user_id,
+                    "project_id": tenant,
+                    "type": "ec2",
+                    "blob": blob,
+                }
+                made: dict[str, Any] = {
+                    "user_id": user_id,
+                    "tenant_id": tenant,
+                    "access": access,
+                    "secret": secret,
+                    "trust_id": None,
+                    "links": {},
+                }
+                return 201, {"credential": made}, {}
+            if method == "DELETE" and len(rest) == 1:
+                if not (owner or self._is_admin(caller)):
+                    return denied
+                key = hashlib.sha256(rest[0].encode()).hexdigest()
+                if self.credentials.pop(key, None) is None:
+                    return _keystone_error(404, f"Could not find credential: {rest[0]}.")
+                return 204, None, {}
+            return None
+        if len(parts) >= 3 and parts[0] == "users" and parts[2] == "application_credentials":
+            user_id, rest = parts[1], parts[3:]
+            owner = user_id == caller.user_id
+            if method == "POST" and not rest:
+                policy = "identity:create_application_credential"
+                if not self._allows(policy, caller, owner):
+                    return denied
+                spec = dict(body.get("application_credential") or {})
+                spec.update(id=uuid.uuid4().hex, user_id=user_id, project_id=caller.project_id)
+                self.application_credentials[spec["id"]] = spec
+                return 201, {"application_credential": {**spec, "secret": uuid.uuid4().hex}}, {}
+            if method == "DELETE" and len(rest) == 1:
+                if not (owner or self._is_admin(caller)):
+                    return denied
+                if self.application_credentials.pop(rest[0], None) is None:
+                    return _keystone_error(
+                        404, f"Could not find application credential: {rest[0]}."
+                    )
+                return 204, None, {}
+            return None
+        if parts[:2] == ["OS-TRUST", "trusts"]:
+            rest = parts[2:]
+            if method == "POST" and not rest:
+                spec = dict(body.get("trust") or {})
+                owner = spec.get("trustor_user_id") == caller.user_id
+                if not self._allows("identity:create_trust", caller, owner):
+                    return denied
+                spec["id"] = uuid.uuid4().hex
+                self.trusts[spec["id"]] = spec
+                return 201, {"trust": spec}, {}
+            if method == "DELETE" and len(rest) == 1:
+                trust = self.trusts.get(rest[0])
+                if trust is None:
+                    return _keystone_error(404, f"Could not find trust: {rest[0]}.")
+                if trust.get("trustor_user_id") != caller.user_id and not self._is_admin(caller):
+                    return denied
+                del self.trusts[rest[0]]
+                return 204, None, {}
+            return None
+        if parts[:1] == ["credentials"]:
+            rest = parts[1:]
+            if method == "POST" and not rest:
+                spec = dict(body.get("credential") or {})
+                owner = spec.get("user_id") == caller.user_id
+                if not self._allows("identity:create_credential", caller, owner):
+                    return denied
+                spec["id"] = uuid.uuid4().hex
+                self.credentials[spec["id"]] = spec
+                return 201, {"credential": spec}, {}
+            if method == "DELETE" and len(rest) == 1:
+                credential = self.credentials.get(rest[0])
+                if credential is None:
+                    return _keystone_error(404, f"Could not find credential: {rest[0]}.")
+                if credential.get("user_id") != caller.user_id and not self._is_admin(caller):
+                    return denied
+                del self.credentials[rest[0]]
+                return 204, None, {}
+            return None
+        return None
 
     def _is_admin(self, token: Token) -> bool:
         return token.project_id is not None and (

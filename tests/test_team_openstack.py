@@ -9,7 +9,10 @@ clouds.yaml: its openstack cloud asks the control plane for a token of ``compute
 creates and starts a VM through her server, and the fake sees only tokens of her project; Bob
 cannot see or delete it; a token near its end is renewed, a revoked one replaced; a revoked user
 gets 403 and the tokens issued to him are refused by Keystone at once. A control plane whose
-Keystone would rescope a scoped token (everyone's projects) refuses to start.
+Keystone would rescope a scoped token (everyone's projects), or let a token make credentials of
+the one OpenStack user (an EC2 credential for bob's project, an application credential, a trust,
+a generic credential), refuses to start, or to serve a project's first token. With Keystone's
+policy hiding the projects' names from the tokens, the control plane still finds each user's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import getpass
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +37,13 @@ from jupyter_compute_servers.clouds.base import CloudServices
 from jupyter_compute_servers.clouds.openstack import OpenStackCloud
 from jupyter_compute_servers.control_plane_client import ControlPlaneClient
 
-from .fake_openstack import FakeOpenStack, authorized_keys
+from .fake_openstack import (
+    CREDENTIAL_POLICIES,
+    HIDDEN,
+    RESTRICTIVE,
+    FakeOpenStack,
+    authorized_keys,
+)
 from .hub import ADMIN, Hub, user_server_pid, wait_state
 from .postgres import free_port
 
@@ -47,8 +57,12 @@ USER_DATA = "#!/bin/sh\necho the admin's script\n"
 def fake() -> Iterator[FakeOpenStack]:
     directory = Path(tempfile.mkdtemp(prefix="compute-servers-openstack-"))
     openstack = FakeOpenStack(directory / "cloud").start()
-    # As the control plane requires of Keystone (else a token would reach every project).
+    # As the control plane requires of Keystone (else a token would reach every project, or
+    # make credentials of them).
     openstack.allow_rescope_scoped_token = False
+    # And, as the README suggests, no listing of everyone's projects' names to their tokens
+    # (which the control plane does without).
+    openstack.policy.update(RESTRICTIVE, **HIDDEN)
     # A network every project may use (a campus provider network an admin shares).
     openstack.add_network("campus", shared=True)
     # A key pair of the control plane's OpenStack user from before (an admin's).
@@ -496,3 +510,238 @@ def test_the_key_joins_the_admins_user_data() -> None:
     assert authorized_keys(combined) == ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin", mine]
     assert f"Merge-Type: {MERGE}" in combined
     assert authorized_keys(with_authorized_key("", mine)) == [mine]
+
+
+def _confined_probes(fake: FakeOpenStack, project_id: str) -> list[str]:
+    """The paths of the credential-making calls made with a token of ``project_id``."""
+    made = ("/credentials/OS-EC2", "/application_credentials", "/OS-TRUST/trusts", "/credentials")
+    return [
+        r.path
+        for r in fake.requests
+        if r.method == "POST"
+        and r.path.endswith(made)
+        and fake.token_project(r.headers.get("x-auth-token", "")) == project_id
+    ]
+
+
+def _nothing_made(fake: FakeOpenStack) -> None:
+    assert fake.credentials == {} and fake.application_credentials == {} and fake.trusts == {}
+
+
+def test_alices_token_makes_no_credential_for_bobs_project(hub: Hub, fake: FakeOpenStack) -> None:
+    """Keystone's policy as the README asks: alice's token (the one OpenStack user's, scoped to
+    her project) is refused an EC2 credential for bob's project, and the other three; and the
+    control plane had tried her project's first token that way before serving it."""
+    bob = _credentials(hub, hub.service_token("bob"))
+    alice = _credentials(hub, hub.service_token("alice"))
+    assert bob.status_code == 201 and alice.status_code == 201, alice.text
+    alice_project, bob_project = _project(fake, "alice"), _project(fake, "bob")
+    token = alice.json()["token"]
+    assert fake.token_project(token) == alice_project
+    headers = {"X-Auth-Token": token}
+    keystone = fake.auth_url
+
+    ec2 = requests.post(
+        f"{keystone}/users/{fake.user_id}/credentials/OS-EC2",
+        headers=headers,
+        json={"tenant_id": bob_project},
+        timeout=30,
+    )
+    assert ec2.status_code == 403, ec2.text
+    application = requests.post(
+        f"{keystone}/users/{fake.user_id}/application_credentials",
+        headers=headers,
+        json={"application_credential": {"name": "mine", "unrestricted": True}},
+        timeout=30,
+    )
+    assert application.status_code == 403
+    trust = requests.post(
+        f"{keystone}/OS-TRUST/trusts",
+        headers=headers,
+        json={
+            "trust": {
+                "trustor_user_id": fake.user_id,
+                "trustee_user_id": fake.user_id,
+                "project_id": bob_project,
+                "impersonation": True,
+                "roles": [{"name": "member"}],
+            }
+        },
+        timeout=30,
+    )
+    assert trust.status_code == 403
+    generic = requests.post(
+        f"{keystone}/credentials",
+        headers=headers,
+        json={
+            "credential": {
+                "type": "ec2",
+                "user_id": fake.user_id,
+                "project_id": bob_project,
+                "blob": '{"access": "a", "secret": "s"}',
+            }
+        },
+        timeout=30,
+    )
+    assert generic.status_code == 403
+    _nothing_made(fake)
+    # Nor does it list the projects (names of everyone's) with the policy the README suggests.
+    for listing in ("auth/projects", f"users/{fake.user_id}/projects"):
+        answer = requests.get(f"{keystone}/{listing}", headers=headers, timeout=30)
+        assert answer.status_code == 403, listing
+    # The control plane tried all four with a token of each project before serving one.
+    for project in (alice_project, bob_project):
+        assert len(_confined_probes(fake, project)) >= 4
+
+
+def _keystone(tmp_path: Path) -> tuple[FakeOpenStack, Path]:
+    """A fresh fake whose service user is only a member of its own project (it makes no
+    projects), and its clouds.yaml (0600)."""
+    fake = FakeOpenStack(tmp_path / "cloud").start()
+    fake.allow_rescope_scoped_token = False
+    fake.assignments.discard((fake.user_id, fake.project_id, fake.roles["admin"]))
+    path = fake.clouds_yaml(tmp_path / "clouds.yaml")
+    os.chmod(path, 0o600)
+    return fake, path
+
+
+def _line(policy: str) -> str:
+    return f'"{policy}": "role:admin"'
+
+
+def test_a_keystone_that_lets_tokens_make_credentials_never_serves(tmp_path: Path) -> None:
+    """Keystone's default policy (a user's token may make its user's credentials): the control
+    plane, trying a token of an existing user's project, refuses to start and names the four
+    policy lines; what Keystone made for the check is deleted and its token revoked. With the
+    policy set, it starts."""
+    fake, clouds_yaml = _keystone(tmp_path)
+    zed = fake.add_project("compute-zed")
+    fake.assignments.add((fake.user_id, zed["id"], fake.roles["member"]))
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter_compute_servers.control_plane",
+        "--openstack-clouds-yaml",
+        str(clouds_yaml),
+        "--url",
+        f"http://127.0.0.1:{port}",
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        for policy in CREDENTIAL_POLICIES:
+            assert _line(policy) in done.stderr
+        assert "policy.yaml" in done.stderr and fake.password not in done.stderr
+        # Tried with a token of zed's project (as the tokens issued are), left nothing behind.
+        assert len(_confined_probes(fake, zed["id"])) == 4
+        _nothing_made(fake)
+        assert not [t for t in fake.tokens.values() if t.project_id == zed["id"]]
+
+        fake.policy = dict(RESTRICTIVE)
+        started = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while started.poll() is None and time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            assert started.poll() is None, started.communicate()[1]
+        finally:
+            started.terminate()
+            _out, log = started.communicate(timeout=30)
+        _nothing_made(fake)
+        # Keystone's default lets the tokens list everyone's project names: said, not refused.
+        assert '"identity:get_auth_projects": "role:admin"' in log
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("permitted", CREDENTIAL_POLICIES)
+def test_each_credential_the_policy_lets_a_token_make_is_named(
+    tmp_path: Path, permitted: str
+) -> None:
+    """One policy left at Keystone's default, the rest restricted; no user's project yet: the
+    check at start, with the service user's own project's token (no admin role there), names
+    that one line only, and deletes what it made."""
+    from jupyter_compute_servers.control_plane.errors import ControlPlaneError
+    from jupyter_compute_servers.control_plane.openstack import tokens_from_args
+
+    fake, clouds_yaml = _keystone(tmp_path)
+    try:
+        fake.policy = {**RESTRICTIVE, permitted: "owner"}
+        with pytest.raises(ControlPlaneError) as refused:
+            tokens_from_args(str(clouds_yaml), "opengpu")
+        assert _line(permitted) in refused.value.message
+        others = [p for p in CREDENTIAL_POLICIES if p != permitted]
+        assert not any(_line(p) in refused.value.message for p in others)
+        assert "by hand" not in refused.value.message
+        assert len(_confined_probes(fake, fake.project_id)) == 4
+        _nothing_made(fake)
+    finally:
+        fake.close()
+
+
+def test_a_projects_first_token_is_tried_before_it_is_served(tmp_path: Path) -> None:
+    """A new deployment (no user's project yet) whose service user is an admin of its own
+    project (to make the users'): its own token proves nothing against ``role:admin`` lines,
+    so the control plane starts, makes nothing with it, and tries each project's first token
+    before serving it: refused (and revoked) under the default policy, served once it is set."""
+    from jupyter_compute_servers.control_plane.errors import ControlPlaneError
+    from jupyter_compute_servers.control_plane.openstack import tokens_from_args
+
+    fake, clouds_yaml = _keystone(tmp_path)
+    fake.assignments.add((fake.user_id, fake.project_id, fake.roles["admin"]))
+    try:
+        tokens = tokens_from_args(str(clouds_yaml), "opengpu", create_projects=True)
+        assert _confined_probes(fake, fake.project_id) == []
+        with pytest.raises(ControlPlaneError) as refused:
+            tokens.issue("dave")
+        assert refused.value.status == 502
+        for policy in CREDENTIAL_POLICIES:
+            assert _line(policy) in refused.value.message
+        dave = _project(fake, "dave")
+        assert len(_confined_probes(fake, dave)) == 4
+        _nothing_made(fake)
+        assert not [t for t in fake.tokens.values() if t.project_id == dave]
+
+        fake.policy = dict(RESTRICTIVE)
+        issued = tokens.issue("dave")
+        assert fake.token_project(issued["token"]) == dave
+        assert issued["token"] in fake.tokens
+        # Tried once a run: the next token of that project is served without.
+        tokens.issue("dave")
+        assert len(_confined_probes(fake, dave)) == 8
+        _nothing_made(fake)
+    finally:
+        fake.close()
+
+
+def test_a_users_project_is_found_with_the_project_listing_denied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keystone's policy hiding everyone's project names from member tokens (the README's
+    optional lines): the control plane, a member only (no --openstack-create-projects), still
+    finds an admin-made project of the user's, by logging in to it, and issues its token."""
+    from jupyter_compute_servers.control_plane.openstack import tokens_from_args
+
+    fake, clouds_yaml = _keystone(tmp_path)
+    try:
+        fake.policy.update(RESTRICTIVE, **HIDDEN)
+        project = fake.add_project("compute-frank")
+        fake.assignments.add((fake.user_id, project["id"], fake.roles["member"]))
+        tokens = tokens_from_args(str(clouds_yaml), "opengpu")
+        issued = tokens.issue("frank")
+        assert issued["project_id"] == project["id"] and issued["project_name"] == "compute-frank"
+        assert fake.token_project(issued["token"]) == project["id"]
+        assert "identity:get_auth_projects" not in caplog.text
+        listed = requests.get(
+            f"{fake.auth_url}/auth/projects",
+            headers={"X-Auth-Token": issued["token"]},
+            timeout=30,
+        )
+        assert listed.status_code == 403
+    finally:
+        fake.close()

@@ -63,8 +63,10 @@ OpenStack tokens (``openstack.py``), when the control plane has the service user
   "project_name", "region", "expires_at", "issued_at", "catalog"}`` (times in seconds since the
   epoch; ``catalog``: the token's service catalogue). 403 when no project of the user's gives
   the control plane's OpenStack user a role and it may not make one; 409 when it may, but a
-  project of that name is someone else's, or its role there was taken away; revoking the user
-  revokes their tokens in Keystone.
+  project of that name is someone else's, or its role there was taken away; 502 when Keystone
+  lets the project's token make credentials (the project's first token of this run is tried
+  first: ``openstack_confinement.py``; the message names the policy.yaml lines); revoking the
+  user revokes their tokens in Keystone.
 
 Errors are JSON ``{message, reason, field}``, as the extension's own API answers (the proxy's
 also carry Google's ``error`` object, which the client library reads).

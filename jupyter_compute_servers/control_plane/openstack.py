@@ -14,15 +14,22 @@ The Hub user's project is named by a rule (``project_template``, ``compute-{user
 default). With ``create_projects`` the control plane makes a missing project (tagged
 ``TAG``) and gives the service user the member role there (a project of that name it did not
 make is left alone: 409); without, an admin makes it and the role assignment, and a user
-without one is told so (403). Only project creation needs the service user to be an admin: the
-projects it has a role on are found with ``GET /v3/auth/projects``, which any user may ask.
+without one is told so (403). Only project creation needs the service user to be an admin: a
+project it has a role on is found by a login scoped to it by name.
 
 The tokens are the service user's, scoped to the user's project: Keystone would let a *scoped*
 token be exchanged for one of another project of the same Keystone user (the token auth method)
 when ``[token] allow_rescope_scoped_token`` is on, its default; the service user has a role on
 every user's project, so that would reach everyone's. The control plane therefore checks at
 start that Keystone refuses to rescope a scoped token, and refuses to run otherwise
-(``check_no_rescope``).
+(``check_no_rescope``). For the same reason a token must not make credentials of that Keystone
+user that outlive it or name another project (EC2 and application credentials, trusts, generic
+credentials): Keystone's policy must deny them to the issued tokens, and the control plane
+tries each with a token of the kind it issues, at start where it can and before the first token
+of each project is served (``check_confined``, ``openstack_confinement.py``), serving none
+otherwise. What an admin may also deny in Keystone's policy, unchecked: listing the projects the
+service user has a role on (``identity:get_auth_projects``, ``identity:list_user_projects``),
+which shows every token the names of everyone's projects; the control plane needs neither.
 
 The tokens issued are remembered per user until they expire, **in memory** (a restarted control
 plane forgets them: revoking a user then cannot revoke their tokens from before the restart,
@@ -32,7 +39,9 @@ Keystone at once (``revoke_user``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ControlPlaneError
+from .openstack_confinement import NAMES_LISTED, names_listed, refusal, unconfined
 from .private_files import check_private
 
 if TYPE_CHECKING:
@@ -79,6 +89,9 @@ class OpenStackTokens:
     _issued: dict[str, list[Issued]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _project_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The projects whose tokens Keystone was seen to confine (``check_confined``).
+    _confined: set[str] = field(default_factory=set)
+    _confine_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def auth_url(self) -> str:
@@ -112,12 +125,13 @@ class OpenStackTokens:
             return self._projects[user]
         name = self.project_name(user)
         user_id, domain = self._service_ids()
-        # The projects the service user has a role on: any user may list its own (an admin's
-        # list of every project needs the admin role, which only project creation needs).
-        mine = self._get("/auth/projects").get("projects") or []
-        found = [p for p in mine if p.get("name") == name and p.get("domain_id") == domain]
-        if found:
-            project = found[0]
+        # A project the service user has a role on: a login scoped to it by name works (not a
+        # listing, GET /v3/auth/projects: an admin may deny that to hide the projects' names
+        # from the users' tokens; an admin's list of every project needs the admin role, which
+        # only project creation needs).
+        found = self._scoped_id(name, domain)
+        if found is not None:
+            project: dict[str, Any] = {"id": found}
         elif not self.create_projects:
             raise OpenStackRefused(
                 f"There is no OpenStack project {name} for {user} that the control plane's "
@@ -156,6 +170,22 @@ class OpenStackTokens:
             self._grant(str(project["id"]), user_id)
         self._projects[user] = (str(project["id"]), name)
         return self._projects[user]
+
+    def _scoped_id(self, name: str, domain: str) -> str | None:
+        """The id of the project ``name`` if the service user may log in to it (has a role
+        there), else None; the token of that login is revoked. Blocking."""
+        from keystoneauth1 import exceptions as ks
+        from keystoneauth1.identity import v3
+        from keystoneauth1.session import Session
+
+        auth = v3.Password(**self.password_auth, project_name=name, project_domain_id=domain)
+        try:
+            access = auth.get_access(Session(auth=auth, verify=self.service.verify))
+        except ks.Unauthorized:
+            return None
+        with contextlib.suppress(OpenStackRefused):
+            self._revoke(str(access.auth_token))
+        return str(access.project_id)
 
     def _commands(self, name: str, *, create: bool = True) -> str:
         username = self.password_auth.get("username") or self.password_auth.get("user_id")
@@ -208,6 +238,16 @@ class OpenStackTokens:
                 field=None,
             ) from None
         token = str(access.auth_token)
+        try:
+            self._confine(token, project_id)
+        except ks.ClientException as e:
+            self._revoke(token)
+            raise OpenStackRefused(
+                f"Keystone refused the control plane ({type(e).__name__}: {e}); an admin should "
+                f"check its OpenStack user (--openstack-clouds-yaml) and the logs.",
+                status=502,
+                field=None,
+            ) from None
         expires = access.expires.timestamp() if access.expires else time.time()
         issued = access.issued.timestamp() if access.issued else time.time()
         with self._lock:
@@ -261,6 +301,94 @@ class OpenStackTokens:
                 field="user",
             )
         return response.status_code != 404
+
+    def _confine(self, token: str, project_id: str, *, field: str | None = None) -> None:
+        """Before a project's first token (this run) is served: Keystone must refuse it every
+        credential of ``openstack_confinement`` (else it is revoked and none served, and the
+        next ask tries again). Blocking."""
+        if project_id in self._confined:
+            return
+        with self._confine_lock:
+            if project_id in self._confined:
+                return
+            user_id, _domain = self._service_ids()
+            accepted, left = unconfined(
+                self.service,
+                token,
+                user_id=user_id,
+                project_id=project_id,
+                # (an EC2 credential for another project: the service user's own)
+                other_project_id=str(self.service.get_project_id()),
+                role=self.role,
+            )
+            if accepted:
+                # (a failed revocation is logged; the refusal is what the admin must act on)
+                with contextlib.suppress(OpenStackRefused):
+                    self._revoke(token)
+                raise OpenStackRefused(refusal(accepted, left), status=502, field=field)
+            self._confined.add(project_id)
+
+    def check_confined(self) -> None:
+        """At start, refuse to run when Keystone lets a token like those issued make a
+        credential (``openstack_confinement``): tried with a token of a user's project the
+        service user has a role on, else with its own project's token unless that one has the
+        admin role (which the policy lines allow: it would prove nothing). Then each project's
+        first token is tried before it is served anyway (``issue``). Blocking."""
+        from keystoneauth1 import exceptions as ks
+        from keystoneauth1.identity import v3
+        from keystoneauth1.session import Session
+
+        own = str(self.service.get_project_id())
+        user_id, domain = self._service_ids()
+        before, _, after = self.project_template.partition("{user}")
+        pattern = re.compile(re.escape(before) + ".+" + re.escape(after))
+        # (an admin may deny the listing to every token, to hide the projects' names: then
+        # as if there were none)
+        listing = self.service.get("/auth/projects", endpoint_filter=_IDENTITY, raise_exc=False)
+        mine = (listing.json().get("projects") or []) if listing.status_code == 200 else []
+        users = [
+            p
+            for p in mine
+            if p.get("id") != own
+            and p.get("domain_id") == domain
+            and pattern.fullmatch(str(p.get("name")))
+        ]
+        for project in users[:1]:
+            project_id = str(project["id"])
+            auth = v3.Password(**self.password_auth, project_id=project_id)
+            try:
+                access = auth.get_access(Session(auth=auth, verify=self.service.verify))
+            except ks.Unauthorized:
+                break  # (its role went since it was listed: as if there were none)
+            token = str(access.auth_token)
+            try:
+                self._confine(token, project_id, field="openstack_clouds_yaml")
+                if names_listed(self.service, token):
+                    log.warning(NAMES_LISTED)
+            finally:
+                self._revoke(token)
+            return
+        access = self.service.auth.get_access(self.service)  # type: ignore[union-attr]
+        if "admin" in {r.lower() for r in access.role_names or []}:
+            log.warning(
+                "No user's OpenStack project yet, and the control plane's own project token has "
+                "the admin role: Keystone's policy on credentials is tried with each project's "
+                "first token, before it is served."
+            )
+            return
+        token = str(self.service.get_token())
+        accepted, left = unconfined(
+            self.service,
+            token,
+            user_id=user_id,
+            project_id=own,
+            other_project_id=own,
+            role=self.role,
+        )
+        if accepted:
+            raise OpenStackRefused(refusal(accepted, left), field="openstack_clouds_yaml")
+        if names_listed(self.service, token):
+            log.warning(NAMES_LISTED)
 
     def check_no_rescope(self) -> None:
         """Refuse to run when Keystone rescopes a scoped token (see the module's docstring):
@@ -352,6 +480,7 @@ def tokens_from_args(
     try:
         tokens.service.get_token()
         tokens.check_no_rescope()
+        tokens.check_confined()
     except ks.ClientException as e:
         raise ControlPlaneError(
             f"The control plane's OpenStack user could not log in to Keystone at "
