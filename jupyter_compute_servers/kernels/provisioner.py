@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 #: Channels opened ahead for a kernel's first connections (see ``Tunnel.prepare``).
 SPARE_CHANNELS = {"shell": 2, "control": 2, "stdin": 1, "iopub": 1}
+#: Those whose ZeroMQ greeting goes ahead (the kernel's ROUTER sockets; not IOPub, whose
+#: subscription depends on the client's protocol version).
+GREETED_CHANNELS = frozenset({"shell", "control", "stdin"})
 #: The longest a launch waits on the server for the kernel to listen before it answers.
 LISTEN_WAIT = 20.0
 STARTABLE = {State.OFF: Action.START, State.DEPROVISIONED: Action.START}
@@ -530,7 +533,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             # the kernel manager's own control, and its client's shell, control, stdin (and
             # IOPub when not relayed); the readiness check's shell where it runs here. None
             # for heartbeat, which Jupyter's clients do not use.
-            self._tunnel.prepare(SPARE_CHANNELS)
+            self._tunnel.prepare(SPARE_CHANNELS, greet=GREETED_CHANNELS)
             if record.get("relay"):
                 if self._iopub is None:
                     self._iopub = self._new_iopub()
