@@ -260,7 +260,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                 sent_at.clear()
                 began[0] = time.perf_counter()
                 # in the Jupyter root, as a notebook there: the push of its directory included
-                km, kc, _, ready, live = await kb.start_kernel(res, spec, root)
+                km, kc, launched, ready, live = await kb.start_kernel(res, spec, root)
+                offset = began[0] - (time.perf_counter() - ready)  # start_kernel's own start
                 if i < args.repeat:
                     await kb.stop_kernel(res, km, kc)
                 if i:
@@ -284,7 +285,12 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                 r - local for r, local in zip(lives, local_lives, strict=True)
             )
             row["start_ops"] = list(sent_ops)
-            row["start_timeline"] = list(zip(sent_ops, sent_at, strict=True))
+            # the last start's requests, then when start_kernel() returned, and when the client
+            # was live and ready
+            row["start_timeline"] = list(zip(sent_ops, sent_at, strict=True)) + [
+                (f"client {name}", (at - offset, None))
+                for name, at in (("returned", launched), ("live", live), ("ready", ready))
+            ]
 
             # (b) execute round trips: the provisioner's tunnel, then OpenSSH's
             kb.Target.disconnect(res, kc)
