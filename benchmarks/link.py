@@ -251,6 +251,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             # (a) kernel starts, each after a local one (the machine's load drifts: a pair is
             # comparable, runs minutes apart are not); the first pair is not counted
             local_starts, local_lives, starts, lives = [], [], [], []
+            after_listen: list[float] = []
             for i in range(args.repeat + 1):
                 lkm, lkc, _, local_ready, local_live = await kb.start_kernel(
                     res, "python3", workspace
@@ -269,6 +270,11 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                     local_lives.append(local_live)
                     starts.append(ready)
                     lives.append(live)
+                    # from the launch's answer (the kernel listens) to live: what the link
+                    # costs after the kernel's own start, free of how long it took to listen
+                    answered_at = sent_at[sent_ops.index("agent kernel_launch")][1]
+                    if answered_at is not None:
+                        after_listen.append(live - offset - answered_at)
             row["start"], row["local_start"] = (
                 statistics.median(starts),
                 statistics.median(local_starts),
@@ -281,6 +287,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             row["start_extra"] = statistics.median(
                 r - local for r, local in zip(starts, local_starts, strict=True)
             )
+            row["after_listen"] = statistics.median(after_listen) if after_listen else math.nan
             row["live_extra"] = statistics.median(
                 r - local for r, local in zip(lives, local_lives, strict=True)
             )
@@ -377,6 +384,13 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             in_rtts(row["live_extra"]),
             f"<= local + 4 RTT {verdict(row['live_extra'] <= 4 * rtt)}",
         )
+        line(
+            "    launch answered to live",
+            row["after_listen"],
+            None,
+            in_rtts(row["after_listen"]),
+            "(the kernel listening: the rest of its start, then the link)",
+        )
         print(f"{'    ours asked the server':34}{asked(row['start_ops'])}")
         print(f"{'    when (ms: sent-answered)':34}{timeline(row['start_timeline'])}")
         target = rtt + 0.002
@@ -430,6 +444,7 @@ def slopes(rows: list[dict]) -> None:
         # beyond the local start of the same pair: free of the kernel's own start time
         ("(a) kernel start to ready", "start_extra", "login", "<= 4 (OpenSSH: a login)"),
         ("    to live", "live_extra", "login", "<= 4"),
+        ("    launch answered to live", "after_listen", "login", ""),
         ("(b) execute('pass') round trip", "execute_ours", "execute_openssh", "<= 1 (ssh -tt -L)"),
         ("(c) no-op sync", "noop", "rsync_noop", "<= 2 (rsync -a)"),
         ("(d) first sync", "first", "rsync_first", "(rsync -a)"),
