@@ -362,6 +362,11 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         if warm is None:
             return None
         held = warm.provisioner
+        if held._tunnel is not None and held._tunnel.is_open:
+            # The spares of its launch are gone (the kernel drops a connection whose handshake
+            # does not end within 30 s): fresh ones open beside the claim, for the move below
+            # and the notebook's first connections.
+            held._tunnel.prepare(SPARE_CHANNELS, greet=GREETED_CHANNELS)
         try:
             place = await self._prepare_cwd(cwd)
             endpoint = await self.runtime.manager.endpoint(self.server_id)
