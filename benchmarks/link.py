@@ -215,14 +215,9 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             f"{ssh.user_host}:{target}/",
         ]
 
-        print("local kernel starts...", file=sys.stderr)
-        local_starts = []
-        for i in range(args.repeat + 1):
-            km, kc, _, ready = await kb.start_kernel(res, "python3", workspace)
-            await kb.stop_kernel(res, km, kc)
-            if i:
-                local_starts.append(ready)
-        local_start = statistics.median(local_starts)
+        # a first local start, not counted: imports
+        km, kc, *_ = await kb.start_kernel(res, "python3", workspace)
+        await kb.stop_kernel(res, km, kc)
 
         async def sync(direction: str = "both") -> float:
             sent_ops.clear()
@@ -248,26 +243,61 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                 await manager.ssh.close_all()
                 proxy.start(rtt_ms)
             print(f"round trip {rtt_ms:g} ms...", file=sys.stderr)
-            row: dict[str, Any] = {"rtt": rtt_ms / 1000, "local_start": local_start}
+            row: dict[str, Any] = {"rtt": rtt_ms / 1000}
             row["login"] = min(
                 seconds(["ssh", *ssh.options, ssh.user_host, "true"]) for _ in range(args.repeat)
             )
 
-            # (a) kernel starts; the first one is not counted
-            starts = []
+            # (a) kernel starts, each after a local one (the machine's load drifts: a pair is
+            # comparable, runs minutes apart are not); the first pair is not counted
+            local_starts, local_lives, starts, lives = [], [], [], []
+            after_listen: list[float] = []
             for i in range(args.repeat + 1):
+                lkm, lkc, _, local_ready, local_live = await kb.start_kernel(
+                    res, "python3", workspace
+                )
+                await kb.stop_kernel(res, lkm, lkc)
                 sent_ops.clear()
                 sent_at.clear()
                 began[0] = time.perf_counter()
                 # in the Jupyter root, as a notebook there: the push of its directory included
-                km, kc, _, ready = await kb.start_kernel(res, spec, root)
+                km, kc, launched, ready, live = await kb.start_kernel(res, spec, root)
+                offset = began[0] - (time.perf_counter() - ready)  # start_kernel's own start
                 if i < args.repeat:
                     await kb.stop_kernel(res, km, kc)
                 if i:
+                    local_starts.append(local_ready)
+                    local_lives.append(local_live)
                     starts.append(ready)
-            row["start"] = statistics.median(starts)
+                    lives.append(live)
+                    # from the launch's answer (the kernel listens) to live: what the link
+                    # costs after the kernel's own start, free of how long it took to listen
+                    answered_at = sent_at[sent_ops.index("agent kernel_launch")][1]
+                    if answered_at is not None:
+                        after_listen.append(live - offset - answered_at)
+            row["start"], row["local_start"] = (
+                statistics.median(starts),
+                statistics.median(local_starts),
+            )
+            row["live"], row["local_live"] = (
+                statistics.median(lives),
+                statistics.median(local_lives),
+            )
+            # beyond the local start of the same pair, median
+            row["start_extra"] = statistics.median(
+                r - local for r, local in zip(starts, local_starts, strict=True)
+            )
+            row["after_listen"] = statistics.median(after_listen) if after_listen else math.nan
+            row["live_extra"] = statistics.median(
+                r - local for r, local in zip(lives, local_lives, strict=True)
+            )
             row["start_ops"] = list(sent_ops)
-            row["start_timeline"] = list(zip(sent_ops, sent_at, strict=True))
+            # the last start's requests, then when start_kernel() returned, and when the client
+            # was live and ready
+            row["start_timeline"] = list(zip(sent_ops, sent_at, strict=True)) + [
+                (f"client {name}", (at - offset, None))
+                for name, at in (("returned", launched), ("live", live), ("ready", ready))
+            ]
 
             # (b) execute round trips: the provisioner's tunnel, then OpenSSH's
             kb.Target.disconnect(res, kc)
@@ -315,8 +345,10 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> None:
-    local = rows[0]["local_start"]
-    print(f"\nlocal ipykernel start to ready: {local * 1000:.0f} ms (median of {args.repeat})")
+    print(
+        "\nkernel starts: each remote one right after a local one; 'ours in RTTs' is the median"
+        f" over {args.repeat} pairs of the remote start's time beyond its local one, in RTTs"
+    )
     print(f"{'':34}{'ours':>9}{'OpenSSH/rsync':>15}{'ratio':>8}{'ours in RTTs':>14}  target")
 
     def line(
@@ -335,13 +367,29 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
         in_rtts = (lambda t, rtt=rtt: t / rtt) if rtt else (lambda t: math.nan)
         print(f"-- link round trip {rtt * 1000:g} ms " + "-" * 70)
         line("OpenSSH login (ssh host true)", None, login, in_rtts(login), "(OpenSSH's RTTs)")
-        target = local + 4 * rtt
+        local, local_live = row["local_start"], row["local_live"]
+        line("    local ipykernel start to ready", None, local, math.nan)
         line(
             "(a) kernel start to ready",
             row["start"],
             local + login,
-            in_rtts(row["start"] - local),
-            f"<= local + 4 RTT ({target * 1000:.0f} ms) {verdict(row['start'] <= target)}",
+            in_rtts(row["start_extra"]),
+            f"<= local + 4 RTT {verdict(row['start_extra'] <= 4 * rtt)}",
+        )
+        line("    local ipykernel start to live", None, local_live, math.nan)
+        line(
+            "    to live (kernel_info + IOPub)",
+            row["live"],
+            local_live + login,
+            in_rtts(row["live_extra"]),
+            f"<= local + 4 RTT {verdict(row['live_extra'] <= 4 * rtt)}",
+        )
+        line(
+            "    launch answered to live",
+            row["after_listen"],
+            None,
+            in_rtts(row["after_listen"]),
+            "(the kernel listening: the rest of its start, then the link)",
         )
         print(f"{'    ours asked the server':34}{asked(row['start_ops'])}")
         print(f"{'    when (ms: sent-answered)':34}{timeline(row['start_timeline'])}")
@@ -393,7 +441,10 @@ def slopes(rows: list[dict]) -> None:
     )
     print(f"{'':34}{'ours':>9}{'baseline':>10}  target")
     for label, ours, theirs, target in (
-        ("(a) kernel start to ready", "start", "login", "<= 4 (OpenSSH: a login)"),
+        # beyond the local start of the same pair: free of the kernel's own start time
+        ("(a) kernel start to ready", "start_extra", "login", "<= 4 (OpenSSH: a login)"),
+        ("    to live", "live_extra", "login", "<= 4"),
+        ("    launch answered to live", "after_listen", "login", ""),
         ("(b) execute('pass') round trip", "execute_ours", "execute_openssh", "<= 1 (ssh -tt -L)"),
         ("(c) no-op sync", "noop", "rsync_noop", "<= 2 (rsync -a)"),
         ("(d) first sync", "first", "rsync_first", "(rsync -a)"),

@@ -86,6 +86,51 @@ def relay_command(route: tuple[str, ...], port: int) -> str:
 
 log = logging.getLogger(__name__)
 
+#: A ZeroMQ peer's greeting (ZMTP 3.1, NULL security, not as server): what libzmq sends first
+#: on every connection, whatever its socket type (RFC 23; the signature's padding is ignored).
+ZMTP_GREETING = (
+    b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x01" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32
+)
+
+
+def _is_zmtp3_null_greeting(data: bytes) -> bool:
+    """Whether 64 bytes are a ZMTP 3.x greeting with NULL security, not as server."""
+    return (
+        len(data) == len(ZMTP_GREETING)
+        and data[0] == 0xFF
+        and data[9] & 1 == 1
+        and data[10] == 3
+        and data[12:33] == ZMTP_GREETING[12:33]
+    )
+
+
+class _GreetedChannel:
+    """A spare's channel whose ZeroMQ greeting went ahead (``Tunnel.prepare``): it swallows
+    the local client's own greeting (the same, byte for byte where it matters), then gives the
+    channel back to its side, so that the rest of the connection writes to it directly."""
+
+    def __init__(self, side: _ChannelSide, channel: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.side = side
+        self.channel = channel
+        self.seen = b""
+
+    def write(self, data: bytes) -> None:
+        need = len(ZMTP_GREETING) - len(self.seen)
+        self.seen += data[:need]
+        if len(self.seen) < len(ZMTP_GREETING):
+            return
+        if not _is_zmtp3_null_greeting(self.seen):
+            # Not what went ahead: the connection cannot go on (ZeroMQ connects again).
+            log.debug("Tunnel: a client's greeting was not ZMTP 3 NULL: %r", self.seen[:16])
+            self.channel.close()
+            return
+        self.side.channel = self.channel
+        if data[need:]:
+            self.channel.write(data[need:])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.channel, name)
+
 
 class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
     """The SSH channel's end of one forwarded connection."""
@@ -274,26 +319,36 @@ class Tunnel:
         #: Channels opened ahead, per name, each with the remote port it leads to.
         self._spares: dict[str, list[tuple[int, asyncio.Task[_ChannelSide | None]]]] = {}
 
-    def prepare(self, counts: dict[str, int]) -> None:
+    def prepare(self, counts: dict[str, int], greet: frozenset[str] = frozenset()) -> None:
         """Open ``counts[name]`` channels for each name ahead, in the background, all at once:
         the next local connections for that name get them without waiting a round trip (a
         kernel's readiness check and its client connect right after the launch). Only for
         ``direct-tcpip`` routes; a channel that fails, or that the server closes meanwhile
-        (ZeroMQ drops a peer that stays silent past its handshake interval), is not used."""
+        (ZeroMQ drops a peer that stays silent past its handshake interval), is not used.
+
+        For the names in ``greet`` (ZeroMQ sockets whose peers here are ZeroMQ's DEALERs: a
+        kernel's shell, control, stdin) the spare also sends a client's ZeroMQ greeting at
+        once, so that the far end's answer to it waits here when the client connects: the
+        handshake then costs one crossing of the link instead of three (the client's own
+        greeting, the same, is swallowed; see ``_GreetedChannel``)."""
         if self.route():
             return
         self._drop_spares()
         loop = asyncio.get_running_loop()
         for name, port in self.remote_ports.items():
             self._spares[name] = [
-                (port, loop.create_task(self._open_spare(port))) for _ in range(counts.get(name, 0))
+                (port, loop.create_task(self._open_spare(port, name in greet)))
+                for _ in range(counts.get(name, 0))
             ]
 
-    async def _open_spare(self, port: int) -> _ChannelSide | None:
+    async def _open_spare(self, port: int, greet: bool = False) -> _ChannelSide | None:
         try:
             connection = await self.get_connection()
             peer = _ChannelSide(None)
-            await connection.create_connection(lambda: peer, self.remote_host, port)
+            channel, _ = await connection.create_connection(lambda: peer, self.remote_host, port)
+            if greet:
+                channel.write(ZMTP_GREETING)
+                peer.channel = _GreetedChannel(peer, channel)  # type: ignore[assignment]
             return peer
         except Exception as e:
             log.debug("Tunnel: no spare channel to port %s (%s)", port, e)

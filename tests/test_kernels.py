@@ -454,3 +454,25 @@ async def test_a_port_taken_before_the_kernel_binds_it_is_retried(
         assert out.strip() == "second ports"
     finally:
         kernel_client.stop_channels()
+
+
+async def test_a_kernel_that_exits_while_starting_says_why(
+    api, wait_for_state, jp_fetch, jp_serverapp
+):
+    """The readiness check on the server sees the kernel exit: the start fails at once with
+    its exit code and the end of its output."""
+    from tornado.httpclient import HTTPClientError
+
+    server = await running_server(api, wait_for_state)
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    await wait_until(lambda: manager.get_server(server["id"]).kernel_specs)
+    specs = dict(manager.get_server(server["id"]).kernel_specs)
+    broken = "import sys, time; time.sleep(0.5); print('no module named pandas'); sys.exit(3)"
+    specs["broken"] = {**specs["python3"], "argv": [sys.executable, "-c", broken]}
+    manager.store.update_fields(server["id"], kernel_specs=specs)
+    jp_serverapp.web_app.settings["compute_servers_kernel_specs"].sync()
+    with pytest.raises(HTTPClientError) as refused:
+        await start_kernel(jp_fetch, f"compute-{server['id']}-broken")
+    message = json.loads(refused.value.response.body)["message"]
+    assert "exited" in message and "exit code 3" in message, message
+    assert "no module named pandas" in message, message

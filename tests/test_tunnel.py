@@ -102,3 +102,89 @@ async def test_channels_opened_ahead_carry_the_next_connections(tmp_path: Path) 
         greeter.server.close()
         sshd.process.terminate()
         sshd.process.wait()
+
+
+class Recorder:
+    """A TCP server on the loopback that records what each connection sends."""
+
+    def __init__(self) -> None:
+        self.received: list[bytearray] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got = bytearray()
+            self.received.append(got)
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(1024):
+                    got += data
+            writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+
+async def connected(tmp_path: Path):  # type: ignore[no-untyped-def]
+    keys = KeyStore(tmp_path / "keys")
+    sshd = start_sshd(tmp_path, keys.ensure(1))
+    connection = await asyncssh.connect(
+        "127.0.0.1",
+        sshd.port,
+        username=sshd.username,
+        client_keys=[str(keys.private_key_path(1))],
+        known_hosts=([asyncssh.import_public_key(sshd.host_key)], [], []),
+    )
+    return sshd, connection
+
+
+@pytest.mark.asyncio
+async def test_a_greeted_spare_carries_a_zeromq_client(tmp_path: Path) -> None:
+    """A spare of a ZeroMQ socket sends a client's greeting ahead; a real DEALER connecting
+    here then talks to the real ROUTER there (its own greeting swallowed), both ways."""
+    import zmq
+    import zmq.asyncio
+
+    from jupyter_compute_servers.tunnel import ZMTP_GREETING
+
+    sshd, connection = await connected(tmp_path)
+    recorder = Recorder()
+    recorded = await recorder.start()
+    context = zmq.asyncio.Context()
+    router = context.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    async def get_connection() -> asyncssh.SSHClientConnection:
+        return connection
+
+    tunnel = Tunnel(get_connection)
+    try:
+        local = await tunnel.open({"shell": port, "raw": recorded})
+        tunnel.prepare({"shell": 1, "raw": 2}, greet=frozenset({"shell", "raw"}))
+        # The greeting goes ahead, before anything connects here.
+        await until(lambda: [bytes(r) for r in recorder.received] == [ZMTP_GREETING] * 2)
+
+        dealer = context.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.connect(f"tcp://127.0.0.1:{local['shell']}")
+        await dealer.send_multipart([b"ping", b"1"])
+        identity, *request = await asyncio.wait_for(router.recv_multipart(), 10)
+        assert request == [b"ping", b"1"]
+        await router.send_multipart([identity, b"pong"])
+        assert await asyncio.wait_for(dealer.recv_multipart(), 10) == [b"pong"]
+        assert tunnel._spares["shell"] == []  # it rode the spare
+        dealer.close()
+
+        # A client that is not a ZeroMQ one cannot go on: its connection closes.
+        reader, writer = await asyncio.open_connection("127.0.0.1", local["raw"])
+        writer.write(b"GET / HTTP/1.1\r\n" + b"x" * 64)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    finally:
+        await tunnel.close()
+        context.destroy(linger=0)
+        connection.close()
+        assert recorder.server is not None
+        recorder.server.close()
+        sshd.process.terminate()
+        sshd.process.wait()

@@ -237,3 +237,59 @@ async def test_how_many_by_default_and_which_kernel(api, jp_serverapp):
     }
     assert default_kernel(replace(cpu, kernel_specs=r_and_py))[0] == "py311"  # type: ignore[index]
     assert default_kernel(replace(cpu, kernel_specs={"ir": r_and_py["ir"]})) is None
+
+
+async def test_the_check_asks_nothing_more_about_a_server_that_keeps_none(
+    api, wait_for_state, jp_serverapp
+):
+    """The periodic check reads all servers in one query; a running server that keeps no warm
+    kernel (the default without a GPU) costs no query of its own once it was swept."""
+    import asyncio
+
+    from sqlalchemy import event
+    from traitlets.config import Config
+
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    runtime = jp_serverapp.web_app.settings["compute_servers_kernel_runtime"]
+    server = await running_server(api, wait_for_state)
+    # The default rule, on the local cloud (no GPU): none kept. Driven here, not started.
+    pool = WarmKernelPool(manager, Config(), "")
+    pool.runtime = runtime
+    assert pool.target(manager.get_server(server["id"])) == 0
+
+    ours: set[asyncio.Task[Any]] = set()
+    statements: list[str] = []
+
+    def counted(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        # Only the check's own queries and its fills' (the app runs other work meanwhile).
+        # SQLite's BEGIN is a transaction, not a query.
+        task = asyncio.current_task()
+        mine = task in ours or task in set(pool._filling.values())
+        if mine and statement.strip().upper() != "BEGIN":
+            statements.append(" ".join(statement.split()))
+
+    async def checked() -> list[str]:
+        statements.clear()
+        check = asyncio.ensure_future(pool.check())
+        ours.add(check)
+        await check
+        for task in list(pool._filling.values()):
+            await task
+        return list(statements)
+
+    engine = manager.store.database.engine
+    event.listen(engine, "before_cursor_execute", counted)
+    try:
+        # The first look reads the list, then the server and its connection's details (its
+        # fill sweeps what a Jupyter that is gone left there).
+        first = await checked()
+        assert any(" WHERE servers.id = " in query for query in first), first
+        assert server["id"] in pool._swept
+        for _ in range(3):
+            queries = await checked()
+            # the list only
+            assert len(queries) == 1 and " WHERE " not in queries[0], queries
+            assert queries[0].startswith("SELECT servers.id,"), queries
+        assert pool.held(server["id"]) == []
+    finally:
+        event.remove(engine, "before_cursor_execute", counted)

@@ -15,11 +15,13 @@ Requests are handled one after another, in order.
 import contextlib
 import getpass
 import hashlib
+import hmac
 import itertools
 import json
 import os
 import platform
 import re
+import select
 import shutil
 import signal
 import socket
@@ -475,6 +477,125 @@ def _wait_listening(child, ports, timeout):
     return False
 
 
+def kernel_ready(params):
+    """Answer once the kernel is ready, checked here on its own loopback rather than across
+    the link: it listens, answered a ``kernel_info`` request, and the IOPub status for that
+    request came out of its IOPub relay (so the relay, which every client of the kernel reads,
+    is subscribed: nothing the kernel publishes from now on is lost). Sent right after
+    ``kernel_launch`` (which answers once the kernel listens), it answers from a thread, so the
+    caller opens its tunnel meanwhile. Answers ``{"ready": true}``; or, when the kernel exited
+    first, ``{"ready": false, "exit_code", "log"}`` (the end of its output); or, after
+    ``ready_timeout`` seconds, ``{"ready": false, "exit_code": null}``."""
+    kernel_id = _kernel_id(params)
+    timeout = params.get("ready_timeout", 60)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+        raise ValueError("ready_timeout must be a positive number of seconds")
+    record = _read_record(_kernels_dir(params), kernel_id)
+    if record is None:
+        raise RuntimeError(f"no kernel {kernel_id} on this server")
+    with open(record["connection_file"]) as f:
+        connection = json.load(f)
+    timeout = min(float(timeout), 600.0)
+    return Later(lambda: _check_ready(params, record, connection, timeout))
+
+
+def _check_ready(params, record, connection, timeout):
+    deadline = time.monotonic() + timeout
+    ports = record["ports"]
+
+    def ended():
+        code = _exit_code(record)
+        if code is None:
+            return None
+        return {"ready": False, "exit_code": code, "log": kernel_log(params)["log"]}
+
+    relay = record.get("relay")
+    shell = iopub = None
+    # Connecting is the cheapest look at whether the kernel listens yet (no /proc to parse).
+    # Anything else that fails (another process on the port, which the kernel then exits
+    # over) is tried again too, until the kernel exits or the time is up.
+    while shell is None:
+        try:
+            shell = _ZmtpDealer(ports["shell_port"])
+        except OSError:
+            if (gone := ended()) is not None:
+                return gone
+            if time.monotonic() > deadline:
+                return {"ready": False, "exit_code": None}
+            time.sleep(0.01)
+    try:
+        iopub = _RelayReader(relay) if relay else _ZmtpSubscriber(ports["iopub_port"])
+        key = str(connection.get("key") or "").encode()
+        session = os.urandom(16).hex()
+        asked = set()
+        started = time.monotonic()
+        next_check = started + 0.25
+        while True:
+            msg_id = os.urandom(16).hex()
+            asked.add(msg_id)
+            shell.send(_signed(key, session, msg_id, "kernel_info_request"))
+            # Ask again often (a kernel coming up just after a long wait would idle), but less
+            # so for a slow starter, which answers every queued request at once.
+            wait = 0.05 if time.monotonic() < started + 2 else 0.25
+            until = time.monotonic() + wait
+            while (left := until - time.monotonic()) > 0:
+                shell.drain()
+                for frames in iopub.messages(left):
+                    if _status_for(frames, asked):
+                        return {"ready": True}
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + 0.25
+                if (gone := ended()) is not None:
+                    return gone
+            if now > deadline:
+                return {"ready": False, "exit_code": None}
+    except OSError:
+        # The kernel closed a socket on us: it is ending (or its ports were taken).
+        for _ in range(100):
+            if (gone := ended()) is not None:
+                return gone
+            time.sleep(0.02)
+        raise
+    finally:
+        for peer in (shell, iopub):
+            if peer is not None:
+                peer.sock.close()
+
+
+def _signed(key, session, msg_id, msg_type, content=b"{}"):
+    """A Jupyter message's frames as a DEALER sends them, signed with the connection's key."""
+    header = json.dumps(
+        {
+            "msg_id": msg_id,
+            "session": session,
+            "username": "ready",
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+            "msg_type": msg_type,
+            "version": "5.3",
+        }
+    ).encode()
+    parts = [header, b"{}", b"{}", content]
+    signature = b""
+    if key:
+        digest = hmac.new(key, digestmod=hashlib.sha256)
+        for part in parts:
+            digest.update(part)
+        signature = digest.hexdigest().encode()
+    return [b"<IDS|MSG>", signature, *parts]
+
+
+def _status_for(frames, asked):
+    """Whether a kernel's IOPub message is a status for one of the requests ``asked``."""
+    try:
+        at = frames.index(b"<IDS|MSG>")
+        header = json.loads(frames[at + 2])
+        parent = json.loads(frames[at + 3])
+    except (ValueError, IndexError):
+        return False
+    return header.get("msg_type") == "status" and parent.get("msg_id") in asked
+
+
 def kernel_status(params):
     record = _read_record(_kernels_dir(params), _kernel_id(params))
     if record is None:
@@ -721,6 +842,104 @@ class _ZmtpSubscriber:
                 self.parts = []
         self.buffer = buffer[pos:]
         return messages
+
+    def messages(self, timeout):
+        """The complete messages that arrive within ``timeout`` seconds (maybe none)."""
+        if self.buffer:
+            found = self.feed(read=False)
+            if found:
+                return found
+        if not select.select([self.sock], [], [], max(timeout, 0))[0]:
+            return []
+        with contextlib.suppress(BlockingIOError):
+            return self.feed()
+        return []
+
+
+class _ZmtpDealer:
+    """A ZeroMQ DEALER peer (ZMTP 3.0, NULL security) on a plain socket, that only sends:
+    the kernel readiness check's (``kernel_ready``), whose answers it reads on IOPub."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\x00")
+        self.sock.sendall(greeting + b"\x00" + b"\x00" * 31)
+        received = b""
+        while len(received) < 64:
+            data = self.sock.recv(64 - len(received))
+            if not data:
+                raise ConnectionError("the kernel closed its shell socket")
+            received += data
+        body = b"\x05READY" + b"\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER"
+        self.sock.sendall(_zmtp_frame(body, command=True))
+        self.sock.setblocking(False)
+
+    def send(self, frames):
+        last = len(frames) - 1
+        data = b"".join(_zmtp_frame(frame, more=i < last) for i, frame in enumerate(frames))
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(data)
+        finally:
+            self.sock.setblocking(False)
+
+    def drain(self):
+        """Read and drop what the kernel answered (the replies are not needed)."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                raise ConnectionError("the kernel closed its shell socket")
+
+
+class _RelayReader:
+    """A client of a kernel's IOPub relay (see its protocol above) reading from the first
+    message it holds: the kernel readiness check's view of IOPub as our side will see it."""
+
+    def __init__(self, relay):
+        self.sock = socket.create_connection(("127.0.0.1", int(relay["port"])), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall((json.dumps({"token": relay["token"], "from": 0}) + "\n").encode())
+        self.buffer = b""
+        while b"\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the IOPub relay closed the connection")
+            self.buffer += data
+        _, self.buffer = self.buffer.split(b"\n", 1)
+        self.sock.setblocking(False)
+
+    def messages(self, timeout):
+        if select.select([self.sock], [], [], max(timeout, 0))[0]:
+            try:
+                data = self.sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            if data == b"":
+                raise ConnectionError("the IOPub relay closed the connection")
+            self.buffer += data or b""
+        found = []
+        buffer, pos = self.buffer, 0
+        while len(buffer) - pos >= 12:
+            count = int.from_bytes(buffer[pos + 8 : pos + 12], "big")
+            at, frames = pos + 12, []
+            for _ in range(count):
+                if len(buffer) - at < 4:
+                    break
+                size = int.from_bytes(buffer[at : at + 4], "big")
+                if len(buffer) - at - 4 < size:
+                    break
+                frames.append(buffer[at + 4 : at + 4 + size])
+                at += 4 + size
+            if len(frames) < count:
+                break
+            found.append(frames)
+            pos = at
+        self.buffer = buffer[pos:]
+        return found
 
 
 class _RelayClient:
@@ -2312,6 +2531,7 @@ METHODS = {
     "ping": ping,
     "kernelspecs": kernelspecs,
     "kernel_launch": kernel_launch,
+    "kernel_ready": kernel_ready,
     "kernel_status": kernel_status,
     "kernel_signal": kernel_signal,
     "kernel_cleanup": kernel_cleanup,

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 #: Channels opened ahead for a kernel's first connections (see ``Tunnel.prepare``).
 SPARE_CHANNELS = {"shell": 2, "control": 2, "stdin": 1, "iopub": 1}
+#: Those whose ZeroMQ greeting goes ahead (the kernel's ROUTER sockets; not IOPub, whose
+#: subscription depends on the client's protocol version).
+GREETED_CHANNELS = frozenset({"shell", "control", "stdin"})
 #: The longest a launch waits on the server for the kernel to listen before it answers.
 LISTEN_WAIT = 20.0
 STARTABLE = {State.OFF: Action.START, State.DEPROVISIONED: Action.START}
@@ -359,6 +362,11 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         if warm is None:
             return None
         held = warm.provisioner
+        if held._tunnel is not None and held._tunnel.is_open:
+            # The spares of its launch are gone (the kernel drops a connection whose handshake
+            # does not end within 30 s): fresh ones open beside the claim, for the move below
+            # and the notebook's first connections.
+            held._tunnel.prepare(SPARE_CHANNELS, greet=GREETED_CHANNELS)
         try:
             place = await self._prepare_cwd(cwd)
             endpoint = await self.runtime.manager.endpoint(self.server_id)
@@ -462,37 +470,61 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         self, server: Any, argv: list[str], cwd: str, env: RemoteEnv, *, warm: bool = False
     ) -> KernelConnectionInfo:
         manager = self.runtime.manager
+        ready: asyncio.Future[Any] | None = None
         try:
             endpoint = await manager.endpoint(self.server_id)
-            # The agent answers once the kernel listens (when its ports are on the agent's own
-            # loopback: not behind a launcher), or exited, or after ``wait`` s (then the
-            # readiness check below goes on as before): that check then finds the ports at
-            # once rather than retrying across the link while the kernel imports.
-            wait = 0.0 if route_of(endpoint) else min(self.ready_timeout, LISTEN_WAIT)
-            record = await self._agent_call(
-                "kernel_launch",
-                timeout=60 + wait,
-                wait_listening=wait,
-                kernel_id=self.kernel_id,
-                argv=argv,
-                key=self._key,
-                workspace=endpoint.workspace,
-                cwd=cwd,
-                env=env.given,
-                workspace_env=env.paths,
-                env_templates=env.templates,
-                kernel=self.kernel,
-                display_name=self.kernel_spec.display_name,
-                owner=manager.owner,
-                container=container_for(manager, server),
-                iopub_buffer_bytes=self.iopub_buffer_bytes,
-                iopub_buffer_messages=self.iopub_buffer_messages,
-                warm=warm,
+            agent = await manager.agent_for(self.server_id)
+            # When the kernel's ports are on the agent's own loopback (not behind a launcher),
+            # the agent answers the launch once the kernel listens, so that the tunnel's
+            # channels open while the kernel finishes starting, and checks its readiness there
+            # (``kernel_ready``, sent in the same write: no round trip of its own), so that no
+            # readiness check crosses the link (a ZeroMQ handshake and kernel_info each way).
+            on_loopback = not route_of(endpoint)
+            wait = min(self.ready_timeout, LISTEN_WAIT) if on_loopback else 0.0
+            runtime_dir = agent.endpoint.runtime_dir
+            launched = asyncio.ensure_future(
+                agent.call(
+                    "kernel_launch",
+                    timeout=60 + wait,
+                    runtime_dir=runtime_dir,
+                    wait_listening=wait,
+                    kernel_id=self.kernel_id,
+                    argv=argv,
+                    key=self._key,
+                    workspace=endpoint.workspace,
+                    cwd=cwd,
+                    env=env.given,
+                    workspace_env=env.paths,
+                    env_templates=env.templates,
+                    kernel=self.kernel,
+                    display_name=self.kernel_spec.display_name,
+                    owner=manager.owner,
+                    container=container_for(manager, server),
+                    iopub_buffer_bytes=self.iopub_buffer_bytes,
+                    iopub_buffer_messages=self.iopub_buffer_messages,
+                    warm=warm,
+                )
             )
+            if on_loopback:
+                # Tasks start in the order they were made: this request follows the launch.
+                ready = asyncio.ensure_future(
+                    agent.call(
+                        "kernel_ready",
+                        timeout=self.ready_timeout + 30,
+                        runtime_dir=runtime_dir,
+                        kernel_id=self.kernel_id,
+                        ready_timeout=self.ready_timeout,
+                    )
+                )
+            record = await launched
         except ComputeServersError as e:
+            await _cancelled(ready)
             raise KernelStartError(
                 f"Could not start the kernel {self.kernel!r} on {server.name!r}: {e.message}"
             ) from None
+        except BaseException:
+            await _cancelled(ready)
+            raise
         self._remote = record
         self._launched = True
         remote_ports = self._tunnelled_ports(record)
@@ -503,10 +535,10 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             else:  # a restart: the same local ports, now leading to the new kernel
                 self._tunnel.retarget(remote_ports)
             # The kernel listens now: its channels open at once, while it finishes starting:
-            # the readiness check's shell, the kernel manager's own control, and its client's
-            # shell, control, stdin (and IOPub when not relayed). None for heartbeat, which
-            # Jupyter's clients do not use.
-            self._tunnel.prepare(SPARE_CHANNELS)
+            # the kernel manager's own control, and its client's shell, control, stdin (and
+            # IOPub when not relayed); the readiness check's shell where it runs here. None
+            # for heartbeat, which Jupyter's clients do not use.
+            self._tunnel.prepare(SPARE_CHANNELS, greet=GREETED_CHANNELS)
             if record.get("relay"):
                 if self._iopub is None:
                     self._iopub = self._new_iopub()
@@ -515,13 +547,22 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 else:
                     self._iopub.retarget(record["relay"])
             info = self._connection_info()
-            await self._wait_until_ready(info, server.name)
+            if ready is not None:
+                self._raise_unless_ready(await ready, server.name)
+            else:
+                await self._wait_until_ready(info, server.name)
         except PortTakenError:
             with contextlib.suppress(ComputeServersError):
                 await self._agent_call("kernel_cleanup", kernel_id=self.kernel_id)
             self._remote = None
             raise
+        except ComputeServersError as e:
+            await self._discard_failed_launch()
+            raise KernelStartError(
+                f"Could not start the kernel {self.kernel!r} on {server.name!r}: {e.message}"
+            ) from None
         except BaseException:
+            await _cancelled(ready)
             await self._discard_failed_launch()
             raise
         if warm:
@@ -536,6 +577,26 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             record["pid"],
         )
         return info
+
+    def _raise_unless_ready(self, answer: Any, server_name: str) -> None:
+        """The agent's ``kernel_ready`` answer: nothing when the kernel is ready, else the
+        error that says why not (its output when it exited)."""
+        if isinstance(answer, dict) and answer.get("ready") is True:
+            return
+        answer = answer if isinstance(answer, dict) else {}
+        code = answer.get("exit_code")
+        if code is None:
+            raise KernelStartError(
+                f"The kernel {self.kernel!r} on {server_name!r} did not answer within "
+                f"{self.ready_timeout:.0f} s."
+            )
+        log = str(answer.get("log") or "")
+        if "Address already in use" in log:
+            raise PortTakenError(log.strip()[-300:])
+        raise KernelStartError(
+            f"The kernel {self.kernel!r} exited on {server_name!r} before it was ready (exit "
+            f"code {code}). Its output:\n{log.strip()[-2000:] or '(none)'}"
+        )
 
     def _connection_info(self) -> KernelConnectionInfo:
         """How clients here reach the kernel: the tunnel's and IOPub's local ports."""
@@ -940,3 +1001,12 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         for name, port in self._local_ports().items():
             self.connection_info[f"{name}_port"] = port  # type: ignore[literal-required]
         self.runtime.kernels[self.kernel_id] = self
+
+
+async def _cancelled(task: asyncio.Future[Any] | None) -> None:
+    """Cancel an agent call still in flight and wait until it is (its answer is not wanted)."""
+    if task is not None and not task.done():
+        task.cancel()
+    if task is not None:
+        with contextlib.suppress(BaseException):
+            await task

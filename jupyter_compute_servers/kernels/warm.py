@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import signal
@@ -115,9 +116,14 @@ class WarmKernelPool:
         # The provisioner's options as the Jupyter server's configuration sets them.
         return ComputeServerProvisioner(config=self.config)
 
+    @functools.cached_property
+    def _configured(self) -> int | None:
+        # The provisioner's option as configured (fixed for the process's life): read once.
+        return self._provisioner().warm_kernels
+
     def target(self, server: ServerRecord) -> int:
         """How many warm kernels the server keeps: ``warm_kernels``, or by the default rule."""
-        configured = self._provisioner().warm_kernels
+        configured = self._configured
         if configured is None:
             return 1 if server.config.gpu is not None else 0
         return max(0, int(configured))
@@ -192,7 +198,11 @@ class WarmKernelPool:
             await asyncio.sleep(CHECK_INTERVAL)
 
     async def check(self) -> None:
-        """Fill running servers, forget the others, and drop warm kernels that died."""
+        """Fill running servers, forget the others, and drop warm kernels that died. One
+        query for all servers: a server that keeps none (``target`` 0, the default without a
+        GPU), holds none and was swept costs nothing more, neither a query nor a task; the
+        target is worked out from the record just read, so a change of its hardware counts
+        at the next check, and a start fills (and sweeps) it again (``on_event``)."""
         for server in self.manager.list_servers():
             if server.state is not State.RUNNING:
                 if server.id in self._held:
@@ -200,6 +210,8 @@ class WarmKernelPool:
                 continue
             if self._held.get(server.id):
                 await self._refresh(server.id)
+            elif server.id in self._swept and self.target(server) == 0:
+                continue
             self.fill(server.id)
 
     async def _refresh(self, server_id: int) -> None:
