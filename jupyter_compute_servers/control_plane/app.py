@@ -300,80 +300,66 @@ class GCEProxyHandler(ControlPlaneHandler):
         await self._proxy(project, path)
 
 
-class DatabaseCredentialsHandler(ControlPlaneHandler):
-    def initialize(self, logins: DatabaseLogins, revocations: Revocations | None) -> None:
-        self.logins = logins
+class _CredentialsHandler(ControlPlaneHandler):
+    """``POST {}``: a short-lived credential of the caller's own, from ``issuer`` (a revoked
+    caller is refused before, and the issuer asks ``refuse`` again once it has made one, so a
+    revocation in between is not undone by this issue). Answered ``no-store``, 201; the log
+    says who got what, never the secret."""
+
+    def initialize(self, issuer: Any, revocations: Revocations | None) -> None:
+        self.issuer = issuer
         self.revocations = revocations
+
+    async def issue(self, model: dict[str, Any], refuse: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def issued(self, answer: dict[str, Any], name: str) -> str:
+        """The log line's words for what ``answer`` gave Hub user ``name``."""
+        raise NotImplementedError
 
     async def post(self) -> None:
         self.json_body(set())
         model = self.hub_user_model
+        name = str(model["name"])
         refuse = self.revocations.check if self.revocations is not None else None
         if refuse is not None:
-            refuse(str(model["name"]))
+            refuse(name)
+        answer = await self.issue(model, refuse)
+        log.info("Issued %s, valid until %d", self.issued(answer, name), answer["expires_at"])
+        self.set_header("Cache-Control", "no-store")
+        self.set_status(201)
+        self.finish(answer)
+
+
+class DatabaseCredentialsHandler(_CredentialsHandler):
+    async def issue(self, model: dict[str, Any], refuse: Any) -> dict[str, Any]:
         # (a few statements on the database: off the event loop; asked again under the
-        # login's lock there, so a revocation in between is not undone by this issue)
-        answer = await asyncio.to_thread(self.logins.issue, model, refuse)
-        # Who got which login, never its password.
-        log.info(
-            "Issued database login %s to Hub user %s (%s), valid until %d",
-            answer["user"],
-            answer["hub_user"],
-            "admin" if answer["admin"] else "user",
-            answer["expires_at"],
-        )
-        self.set_header("Cache-Control", "no-store")
-        self.set_status(201)
-        self.finish(answer)
+        # login's lock there)
+        logins: DatabaseLogins = self.issuer
+        return await asyncio.to_thread(logins.issue, model, refuse)
+
+    def issued(self, answer: dict[str, Any], name: str) -> str:
+        role = "admin" if answer["admin"] else "user"
+        return f"database login {answer['user']} to Hub user {answer['hub_user']} ({role})"
 
 
-class OpenStackCredentialsHandler(ControlPlaneHandler):
-    def initialize(self, openstack: OpenStackTokens, revocations: Revocations | None) -> None:
-        self.openstack = openstack
-        self.revocations = revocations
-
-    async def post(self) -> None:
-        self.json_body(set())
-        name = str(self.hub_user_model["name"])
-        refuse = self.revocations.check if self.revocations is not None else None
-        if refuse is not None:
-            refuse(name)
+class OpenStackCredentialsHandler(_CredentialsHandler):
+    async def issue(self, model: dict[str, Any], refuse: Any) -> dict[str, Any]:
         # (Keystone calls: off the event loop; asked again once the token is made)
-        answer = await asyncio.to_thread(self.openstack.issue, name, refuse)
-        # Who got a token of which project, never the token.
-        log.info(
-            "Issued an OpenStack token of project %s to Hub user %s, valid until %d",
-            answer["project_name"],
-            name,
-            answer["expires_at"],
-        )
-        self.set_header("Cache-Control", "no-store")
-        self.set_status(201)
-        self.finish(answer)
+        openstack: OpenStackTokens = self.issuer
+        return await asyncio.to_thread(openstack.issue, str(model["name"]), refuse)
+
+    def issued(self, answer: dict[str, Any], name: str) -> str:
+        return f"an OpenStack token of project {answer['project_name']} to Hub user {name}"
 
 
-class KubernetesCredentialsHandler(ControlPlaneHandler):
-    def initialize(self, kubernetes: KubernetesIssuer, revocations: Revocations | None) -> None:
-        self.kubernetes = kubernetes
-        self.revocations = revocations
+class KubernetesCredentialsHandler(_CredentialsHandler):
+    async def issue(self, model: dict[str, Any], refuse: Any) -> dict[str, Any]:
+        kubernetes: KubernetesIssuer = self.issuer
+        return await kubernetes.issue(str(model["name"]), refuse)
 
-    async def post(self) -> None:
-        self.json_body(set())
-        name = str(self.hub_user_model["name"])
-        refuse = self.revocations.check if self.revocations is not None else None
-        if refuse is not None:
-            refuse(name)
-        answer = await self.kubernetes.issue(name, refuse)
-        # Who got a token for which namespace, never the token.
-        log.info(
-            "Issued a Kubernetes token of namespace %s to Hub user %s, valid until %d",
-            answer["namespace"],
-            name,
-            answer["expires_at"],
-        )
-        self.set_header("Cache-Control", "no-store")
-        self.set_status(201)
-        self.finish(answer)
+    def issued(self, answer: dict[str, Any], name: str) -> str:
+        return f"a Kubernetes token of namespace {answer['namespace']} to Hub user {name}"
 
 
 class _RevocationsBase(ControlPlaneHandler):
@@ -534,7 +520,7 @@ def make_app(
             (
                 f"{prefix}api/database-credentials",
                 DatabaseCredentialsHandler,
-                {"logins": logins, "revocations": revocations},
+                {"issuer": logins, "revocations": revocations},
             )
         )
     if openstack is not None:
@@ -542,7 +528,7 @@ def make_app(
             (
                 f"{prefix}api/openstack-credentials",
                 OpenStackCredentialsHandler,
-                {"openstack": openstack, "revocations": revocations},
+                {"issuer": openstack, "revocations": revocations},
             )
         )
     if kubernetes is not None:
@@ -550,7 +536,7 @@ def make_app(
             (
                 f"{prefix}api/kubernetes-credentials",
                 KubernetesCredentialsHandler,
-                {"kubernetes": kubernetes, "revocations": revocations},
+                {"issuer": kubernetes, "revocations": revocations},
             )
         )
     if revocations is not None:
