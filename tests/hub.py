@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +148,21 @@ class Hub:
     def _wait(self, ready: Any, what: str, timeout: float = 150) -> None:
         self.hub.wait(ready, what, timeout)
 
+    def wait_for_control_plane(self, path: str, method: str = "GET") -> None:
+        """Wait until the control plane serves ``path`` (e.g. ``api/gce``): it answers an
+        unauthenticated call 401 or 403 (the Hub starts it, and the part it serves may first
+        reach its cloud)."""
+
+        def answers() -> bool:
+            try:
+                url = f"{self.config.control_plane_url}{path}"
+                response = requests.request(method, url, json={}, timeout=5)
+            except requests.ConnectionError:
+                return False
+            return response.status_code in (401, 403)
+
+        self._wait(answers, "the control plane to answer")
+
     def tail(self) -> str:
         return self.hub.tail()
 
@@ -195,6 +213,21 @@ class Hub:
             for user in (*USERS, ADMIN):
                 self.api("DELETE", f"/users/{user}/server")
         self.hub.stop()
+
+
+@contextmanager
+def admin_secret(name: str, write: Callable[[Path], Path]) -> Iterator[Path]:
+    """A secret file of the control plane's (a key, a kubeconfig, a clouds.yaml) kept as an
+    admin keeps it: 0600, in a directory only the Hub's account (root here) may enter.
+    ``write(path)`` writes it at ``path`` and answers where it wrote."""
+    directory = Path(tempfile.mkdtemp(prefix="compute-servers-secret-"))
+    os.chmod(directory, 0o700)
+    try:
+        path = write(directory / name)
+        os.chmod(path, 0o600)
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def wait_state(hub: Hub, user: str, server_id: int, state: str, timeout: float = 240) -> None:

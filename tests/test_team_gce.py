@@ -31,7 +31,7 @@ import requests
 from jupyter_compute_servers.control_plane.gce import OWNER_LABEL, owner_value
 
 from .fake_gce import FakeGCE
-from .hub import ADMIN, Hub, user_server_pid, wait_state
+from .hub import ADMIN, Hub, admin_secret, user_server_pid, wait_state
 from .postgres import free_port
 
 SERVICE = "compute-control"
@@ -49,14 +49,9 @@ def fake() -> Iterator[FakeGCE]:
 
 @pytest.fixture(scope="module")
 def key_file(fake: FakeGCE) -> Iterator[Path]:
-    """The service account key, as an admin keeps it: 0600, in a directory only the Hub's
-    account (root here) may enter."""
-    directory = Path(tempfile.mkdtemp(prefix="compute-servers-gce-key-"))
-    os.chmod(directory, 0o700)
-    path = fake.service_account_file(directory / "service-account.json")
-    os.chmod(path, 0o600)
-    yield path
-    shutil.rmtree(directory, ignore_errors=True)
+    """The service account key, as an admin keeps it."""
+    with admin_secret("service-account.json", fake.service_account_file) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -77,22 +72,12 @@ def hub(postgres_server, fake: FakeGCE, key_file: Path) -> Iterator[Hub]:
         enabled_clouds=["gcp"],
     )
     try:
-        hub._wait(
-            lambda: _reachable(f"{hub.config.control_plane_url}api/gce"),
-            "the control plane to answer",
-        )
+        hub.wait_for_control_plane("api/gce")
         hub.start_server("alice")
         yield hub
     finally:
         hub.close()
         shutil.rmtree(hub.dir, ignore_errors=True)
-
-
-def _reachable(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).status_code in (401, 403)
-    except requests.ConnectionError:
-        return False
 
 
 def _gce(

@@ -38,7 +38,7 @@ from jupyter_compute_servers.control_plane.kubernetes import (
 )
 
 from .fake_kubernetes import FakeKubernetes
-from .hub import ADMIN, SERVICE, Hub, user_server_pid, wait_state
+from .hub import ADMIN, SERVICE, Hub, admin_secret, user_server_pid, wait_state
 from .postgres import free_port
 
 ALICE_NS, BOB_NS = "compute-alice", "compute-bob"
@@ -56,14 +56,9 @@ def fake() -> Iterator[FakeKubernetes]:
 
 @pytest.fixture(scope="module")
 def kubeconfig(fake: FakeKubernetes) -> Iterator[Path]:
-    """The cluster admin's kubeconfig, as an admin keeps it: 0600, in a directory only the
-    Hub's account (root here) may enter."""
-    directory = Path(tempfile.mkdtemp(prefix="compute-servers-kubeconfig-"))
-    os.chmod(directory, 0o700)
-    path = fake.kubeconfig(directory / "admin.kubeconfig")
-    os.chmod(path, 0o600)
-    yield path
-    shutil.rmtree(directory, ignore_errors=True)
+    """The cluster admin's kubeconfig, as an admin keeps it."""
+    with admin_secret("admin.kubeconfig", fake.kubeconfig) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ from .fake_openstack import (
     FakeOpenStack,
     authorized_keys,
 )
-from .hub import ADMIN, Hub, user_server_pid, wait_state
+from .hub import ADMIN, Hub, admin_secret, user_server_pid, wait_state
 from .postgres import free_port
 
 SERVICE = "compute-control"
@@ -80,13 +80,9 @@ def fake() -> Iterator[FakeOpenStack]:
 
 @pytest.fixture(scope="module")
 def clouds_yaml(fake: FakeOpenStack) -> Iterator[Path]:
-    """The service user's clouds.yaml, as an admin keeps it: 0600, in a 0700 directory."""
-    directory = Path(tempfile.mkdtemp(prefix="compute-servers-openstack-key-"))
-    os.chmod(directory, 0o700)
-    path = fake.clouds_yaml(directory / "clouds.yaml")
-    os.chmod(path, 0o600)
-    yield path
-    shutil.rmtree(directory, ignore_errors=True)
+    """The service user's clouds.yaml, as an admin keeps it."""
+    with admin_secret("clouds.yaml", fake.clouds_yaml) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +109,7 @@ def hub(postgres_server, fake: FakeOpenStack, clouds_yaml: Path) -> Iterator[Hub
         enabled_clouds=["openstack"],
     )
     try:
-        hub._wait(
-            lambda: _reachable(f"{hub.config.control_plane_url}api/openstack-credentials"),
-            "the control plane to answer",
-        )
+        hub.wait_for_control_plane("api/openstack-credentials", "POST")
         hub.start_server("alice")
         yield hub
     finally:
@@ -129,13 +122,6 @@ def openstack_keys_listed(hub: Hub) -> list[str]:
     listed = hub.call("alice", "GET", "/clouds").json()
     (openstack,) = [c for c in listed["clouds"] if c["name"] == "openstack"]
     return list(openstack["offerings"]["key_pairs"])
-
-
-def _reachable(url: str) -> bool:
-    try:
-        return requests.post(url, json={}, timeout=5).status_code in (401, 403)
-    except requests.ConnectionError:
-        return False
 
 
 def _credentials(hub: Hub, token: str) -> requests.Response:
