@@ -87,7 +87,8 @@ class IOPubResume:
         self._released.set()
         self._subscribed = asyncio.Event()
         self._subscription_task: asyncio.Task[None] | None = None
-        self._ack_pending = False
+        #: The acknowledgement waiting for its turn (see ``ACK_INTERVAL``), if any.
+        self._ack_pending: asyncio.Handle | None = None
         #: When the last acknowledgement was sent (loop time).
         self._last_ack = -math.inf
         self.port = 0
@@ -246,24 +247,25 @@ class IOPubResume:
     def _acknowledge_soon(self) -> None:
         """Tell the relay what was published: at once after a quiet spell, else once
         ``ACK_INTERVAL`` after the last acknowledgement (never one per message)."""
-        if self._ack_pending:
+        if self._ack_pending is not None:
             return
-        self._ack_pending = True
         loop = asyncio.get_running_loop()
-
-        def send() -> None:
-            self._ack_pending = False
-            self._last_ack = loop.time()
-            writer = self._writer  # the relay's current stream (a broken one is replaced)
-            if writer is not None:
-                with contextlib.suppress(Exception):
-                    writer.write(json.dumps({"ack": self.next_seq}).encode() + b"\n")
-
         wait = self._last_ack + ACK_INTERVAL - loop.time()
         if wait > 0:
-            loop.call_later(wait, send)
+            self._ack_pending = loop.call_later(wait, self._acknowledge)
         else:
-            loop.call_soon(send)
+            self._ack_pending = loop.call_soon(self._acknowledge)
+
+    def _acknowledge(self) -> None:
+        """Tell the relay now what was published (a pending acknowledgement goes with it)."""
+        if self._ack_pending is not None:
+            self._ack_pending.cancel()
+            self._ack_pending = None
+        self._last_ack = asyncio.get_running_loop().time()
+        writer = self._writer  # the relay's current stream (a broken one is replaced)
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.write(json.dumps({"ack": self.next_seq}).encode() + b"\n")
 
     def _tell_gap(self, gap: tuple[int, int], limits: dict[str, Any], frames: list[bytes]) -> None:
         """Tell the notebook what the relay could not keep, in the cell the output was for."""
@@ -300,6 +302,9 @@ class IOPubResume:
 
     async def close(self) -> None:
         self._closed = True
+        if self._ack_pending is not None:
+            # A clean stop that leaves the kernel running: the next Jupyter resumes exactly.
+            self._acknowledge()
         self._break()
         for task in (self._task, self._subscription_task):
             if task is not None:
