@@ -71,6 +71,23 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(stat_path: str) -> float:
+    """User and system CPU seconds of a process or thread (its /proc/.../stat); 0 if gone."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_of(*stat_paths: str) -> Callable[[], float]:
+    return lambda: sum(cpu_seconds(path) for path in stat_paths)
+
+
 def free_ports(count: int) -> list[int]:
     sockets = []
     try:
@@ -299,6 +316,10 @@ class Target:
 
     label: str
     connection: Callable[[], dict[str, Any]]
+    #: CPU seconds used so far by what carries this target's messages besides the client and
+    #: the kernel (our runtime's thread, the IOPub relay and the server's SSH daemon; the ssh
+    #: processes and the daemon), None where nothing does (a local kernel).
+    cpu: Callable[[], float] | None = None
 
     async def connect(self, res: Resources) -> Any:
         from jupyter_client.asynchronous import AsyncKernelClient
@@ -420,6 +441,9 @@ class Results:
     cold: dict[str, tuple[float, float]] = field(default_factory=dict)
     round_trip: dict[str, list[float]] = field(default_factory=dict)
     output: dict[str, list[float]] = field(default_factory=dict)
+    #: CPU seconds of each target's carriers (``Target.cpu``) over its round trips / outputs.
+    round_trip_cpu: dict[str, float] = field(default_factory=dict)
+    output_cpu: dict[str, float] = field(default_factory=dict)
     output_bytes: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -514,9 +538,15 @@ async def measure_round_trips(
                 for _ in range(3):  # warm up the fresh connections
                     await execute(kc, "pass")
                 samples = results.round_trip.setdefault(target.label, [])
+                cpu_before = target.cpu() if target.cpu else 0.0
                 for _ in range(min(opts.block, opts.round_trips - len(samples))):
                     elapsed, _ = await execute(kc, "pass")
                     samples.append(elapsed)
+                if target.cpu:
+                    used = target.cpu() - cpu_before
+                    results.round_trip_cpu[target.label] = (
+                        results.round_trip_cpu.get(target.label, 0.0) + used
+                    )
             finally:
                 target.disconnect(res, kc)
         print(f"  round-trip block {i + 1}/{rounds} done", file=sys.stderr)
@@ -533,7 +563,12 @@ async def measure_output(
         for target in order:
             kc = await target.connect(res)
             try:
+                cpu_before = target.cpu() if target.cpu else 0.0
                 elapsed, received = await execute(kc, code)
+                if target.cpu:
+                    used = target.cpu() - cpu_before
+                    total = results.output_cpu.get(target.label, 0.0) + used
+                    results.output_cpu[target.label] = total
             finally:
                 target.disconnect(res, kc)
             if received != results.output_bytes:
@@ -630,9 +665,20 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
 
             return info
 
+        # What carries the messages, for the CPU it uses: the server's SSH daemon (every
+        # remote target's), our runtime's thread and the kernel's IOPub relay, ssh processes.
+        sshd_info = work.data_dir / "local" / str(server_id) / "run" / "sshd.json"
+        sshd_stat = f"/proc/{json.loads(sshd_info.read_text())['pid']}/stat"
+        runtime_thread = res.runtime.thread.native_id if res.runtime.thread else None
+        relay_pid = (remote_km.provisioner.remote_kernel.get("relay") or {}).get("pid")
+        ours = [sshd_stat, f"/proc/{os.getpid()}/task/{runtime_thread}/stat"]
+        if relay_pid:
+            ours.append(f"/proc/{relay_pid}/stat")
         targets = [
             Target(local_label, lambda: local_km.get_connection_info(session=False)),
-            Target(remote_label, lambda: remote_km.get_connection_info(session=False)),
+            Target(
+                remote_label, lambda: remote_km.get_connection_info(session=False), cpu_of(*ours)
+            ),
         ]
         pythons = [await python_of(res, target) for target in targets]
         if pythons[0] != pythons[1]:
@@ -643,8 +689,10 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
         if opts.naive_ssh:
             modes.append(("naive", NAIVE_LABEL))
         for mode, label in modes:
+            started = len(res.ssh)
             ports = await open_openssh(res, ssh, remote_ports, mode)
-            targets.append(Target(label, via(ports)))
+            ssh_stats = [f"/proc/{process.pid}/stat" for process in res.ssh[started:]]
+            targets.append(Target(label, via(ports), cpu_of(sshd_stat, *ssh_stats)))
 
         print(f"(b) {opts.round_trips} round trips per target...", file=sys.stderr)
         await measure_round_trips(res, opts, targets, results)
@@ -693,17 +741,28 @@ def report(results: Results, opts: Options) -> None:
     )
     print()
     print("(b) execute('pass') round trip (shell reply + IOPub idle), milliseconds")
-    print(f"    {'':40} {'median':>7} {'p95':>7} {'min':>7}")
+    print(f"    {'':40} {'median':>7} {'p95':>7} {'min':>7} {'tunnel CPU':>10}")
     for label, samples in results.round_trip.items():
         ms = [s * 1000 for s in samples]
-        print(f"    {label:40} {median(ms):7.2f} {p95(ms):7.2f} {min(ms):7.2f}")
+        used = results.round_trip_cpu.get(label)
+        cpu = f"{used * 1000 / len(samples):10.2f}" if used is not None else f"{'':>10}"
+        print(f"    {label:40} {median(ms):7.2f} {p95(ms):7.2f} {min(ms):7.2f} {cpu}")
+    print(
+        "    (tunnel CPU: ms of CPU per round trip used by what carries the messages besides"
+        " client and kernel: ours, the runtime's thread, the IOPub relay and the server's SSH"
+        " daemon; OpenSSH's, the ssh processes and that daemon. Unlike times, it hardly"
+        " depends on what else the machine runs.)"
+    )
     print()
     mb = results.output_bytes / 1e6
     print(f"(c) {mb:.1f} MB of printed output until IOPub idle")
-    print(f"    {'':40} {'median s':>8} {'MB/s':>7} {'best s':>7}")
+    print(f"    {'':40} {'median s':>8} {'MB/s':>7} {'best s':>7} {'CPU ms/MB':>9}")
     for label, samples in results.output.items():
+        used = results.output_cpu.get(label)
+        cpu = f"{used * 1000 / len(samples) / mb:9.2f}" if used is not None else f"{'':>9}"
         print(
             f"    {label:40} {median(samples):8.3f} {mb / median(samples):7.1f} {min(samples):7.3f}"
+            f" {cpu}"
         )
     for note in results.notes:
         print(f"    note: {note}")
@@ -720,6 +779,9 @@ def report(results: Results, opts: Options) -> None:
     rt = {label: median(samples) for label, samples in results.round_trip.items()}
     rt95 = {label: p95(samples) for label, samples in results.round_trip.items()}
     out_ratio = median(results.output[local]) / median(results.output[remote])
+    cpu_ratio = (results.round_trip_cpu.get(remote, math.nan) / len(results.round_trip[remote])) / (
+        results.round_trip_cpu.get(TT_LABEL, math.nan) / len(results.round_trip[TT_LABEL])
+    )
     print()
     print("Targets (remote = the compute server's kernel through the provisioner's tunnel)")
     # Issue #22's targets (a start at 0.3x of local is for a warm kernel).
@@ -736,6 +798,7 @@ def report(results: Results, opts: Options) -> None:
         (f"round trip median, remote / {PER_PORT_LABEL}", rt[remote] / rt[PER_PORT_LABEL], "",
          None),
         ("round trip p95, remote / local", rt95[remote] / rt95[local], "", None),
+        (f"tunnel CPU per round trip, remote / {TT_LABEL}", cpu_ratio, "", None),
         ("output throughput, remote / local", out_ratio, ">= 0.95x", out_ratio >= 1 / 1.05),
     ]  # fmt: skip
     width = max(len(row[0]) for row in rows)

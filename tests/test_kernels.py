@@ -151,6 +151,32 @@ async def test_a_remote_kernel_runs_in_the_notebooks_directory(
         kernel_client.stop_channels()
 
 
+async def test_a_burst_of_output_arrives_whole_and_in_order(
+    api, wait_for_state, jp_fetch, jp_serverapp
+):
+    # ipykernel sends a cell's printed output as a few large stream messages: each of MBs
+    # reaches the relay in many reads, and through it and the SSH channel in many pieces.
+    server = await running_server(api, wait_for_state)
+    kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-python3")
+    _, kernel_client = client(jp_serverapp, kernel_id)
+    lines = 12_000
+    try:
+        await kernel_client.wait_for_ready(timeout=30)
+        reply, out = await execute(
+            kernel_client,
+            f"for i in range({lines}):\n    print(f'{{i:07d}}' + 'x' * 1016)",
+            timeout=120,
+        )
+        assert reply["content"]["status"] == "ok"
+        assert out == "".join(f"{i:07d}" + "x" * 1016 + "\n" for i in range(lines))
+        # ...and small messages right after it still come one by one, each at once.
+        for i in range(3):
+            reply, out = await execute(kernel_client, f"print({i})")
+            assert out == f"{i}\n"
+    finally:
+        kernel_client.stop_channels()
+
+
 async def test_the_remote_kernel_is_private_detached_and_on_loopback(
     api, wait_for_state, jp_fetch, jp_serverapp
 ):

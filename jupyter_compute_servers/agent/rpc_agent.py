@@ -790,7 +790,12 @@ class _ZmtpSubscriber:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\x00")
         self.sock.sendall(greeting + b"\x00" + b"\x00" * 31)
-        self.buffer = b""
+        # A bytearray, appended to and consumed from its front in place: a frame of tens of
+        # MB (a cell's whole printed output) arrives in many reads, and joining bytes on each
+        # read copied it all again every time (quadratic: most of the relay's time).
+        self.buffer = bytearray()
+        #: Bytes the buffer must hold before the next frame can be complete: no parse before.
+        self.wanted = 2
         self._read_exactly(64)
         body = b"\x05READY" + b"\x0bSocket-Type" + (3).to_bytes(4, "big") + b"SUB"
         self.sock.sendall(_zmtp_frame(body, command=True))
@@ -805,42 +810,50 @@ class _ZmtpSubscriber:
             if not data:
                 raise ConnectionError("the kernel closed its IOPub socket")
             self.buffer += data
-        chunk, self.buffer = self.buffer[:count], self.buffer[count:]
+        chunk = bytes(self.buffer[:count])
+        del self.buffer[:count]
         return chunk
 
     def feed(self, read=True):
         """Read what is there; answer the complete messages (lists of frames)."""
+        buffer = self.buffer
         if read:
             data = self.sock.recv(1 << 20)
             if not data:
                 raise ConnectionError("the kernel closed its IOPub socket")
-            self.buffer += data
+            buffer += data
+        if len(buffer) < self.wanted:
+            return []  # the frame under way is not whole yet
         messages = []
-        buffer = self.buffer
         pos = 0
-        while True:
-            if len(buffer) - pos < 2:
-                break
-            flags = buffer[pos]
-            if flags & 0x02:
-                if len(buffer) - pos < 9:
+        end = len(buffer)
+        with memoryview(buffer) as view:
+            while True:
+                if end - pos < 2:
+                    wanted = pos + 2
                     break
-                size = int.from_bytes(buffer[pos + 1 : pos + 9], "big")
-                start = pos + 9
-            else:
-                size = buffer[pos + 1]
-                start = pos + 2
-            if len(buffer) - start < size:
-                break
-            body = buffer[start : start + size]
-            pos = start + size
-            if flags & 0x04:
-                continue  # a command (READY, PING): nothing to relay
-            self.parts.append(body)
-            if not flags & 0x01:
-                messages.append(self.parts)
-                self.parts = []
-        self.buffer = buffer[pos:]
+                flags = buffer[pos]
+                if flags & 0x02:
+                    if end - pos < 9:
+                        wanted = pos + 9
+                        break
+                    size = int.from_bytes(view[pos + 1 : pos + 9], "big")
+                    start = pos + 9
+                else:
+                    size = buffer[pos + 1]
+                    start = pos + 2
+                if end - start < size:
+                    wanted = start + size
+                    break
+                pos = start + size
+                if flags & 0x04:
+                    continue  # a command (READY, PING): nothing to relay
+                self.parts.append(bytes(view[start:pos]))
+                if not flags & 0x01:
+                    messages.append(self.parts)
+                    self.parts = []
+        del buffer[:pos]
+        self.wanted = wanted - pos
         return messages
 
     def messages(self, timeout):

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,6 +44,15 @@ ConnectionGetter = Callable[[], Awaitable[asyncssh.SSHClientConnection]]
 #: Local subscribers that fall this many messages behind lose messages (ZeroMQ's high-water
 #: mark); far above what Jupyter's own subscriber ever lags.
 LOCAL_HWM = 1_000_000
+
+#: Seconds between two acknowledgements to the relay while output flows. Each one is a packet
+#: up the SSH connection that the server's SSH daemon and the relay must wake for: one per
+#: message was a third of our side's time in a profile of execute('pass') round trips
+#: (benchmarks/kernels.py), more than the forwarding itself. The first message after a quiet
+#: spell is acknowledged at once; the rest of a burst within this interval, together at its
+#: end. What a Jupyter killed within it had published but not acknowledged is shown again by
+#: the one taking over (at most this long of output); nothing is lost.
+ACK_INTERVAL = 0.05
 
 
 class IOPubResume:
@@ -77,7 +87,10 @@ class IOPubResume:
         self._released.set()
         self._subscribed = asyncio.Event()
         self._subscription_task: asyncio.Task[None] | None = None
-        self._ack_pending = False
+        #: The acknowledgement waiting for its turn (see ``ACK_INTERVAL``), if any.
+        self._ack_pending: asyncio.Handle | None = None
+        #: When the last acknowledgement was sent (loop time).
+        self._last_ack = -math.inf
         self.port = 0
         self.relay: dict[str, Any] = {}
         #: The next message wanted from the relay (-1: whatever comes next).
@@ -229,20 +242,30 @@ class IOPubResume:
             self.next_seq = seq + 1
             self.next_offset += sum(len(frame) for frame in frames)
             self.stats["published"] += 1
-            self._acknowledge_soon(writer)
+            self._acknowledge_soon()
 
-    def _acknowledge_soon(self, writer: asyncssh.SSHWriter[bytes]) -> None:
-        """Tell the relay what was published, once per turn of the loop (not per message)."""
-        if self._ack_pending:
+    def _acknowledge_soon(self) -> None:
+        """Tell the relay what was published: at once after a quiet spell, else once
+        ``ACK_INTERVAL`` after the last acknowledgement (never one per message)."""
+        if self._ack_pending is not None:
             return
-        self._ack_pending = True
+        loop = asyncio.get_running_loop()
+        wait = self._last_ack + ACK_INTERVAL - loop.time()
+        if wait > 0:
+            self._ack_pending = loop.call_later(wait, self._acknowledge)
+        else:
+            self._ack_pending = loop.call_soon(self._acknowledge)
 
-        def send() -> None:
-            self._ack_pending = False
+    def _acknowledge(self) -> None:
+        """Tell the relay now what was published (a pending acknowledgement goes with it)."""
+        if self._ack_pending is not None:
+            self._ack_pending.cancel()
+            self._ack_pending = None
+        self._last_ack = asyncio.get_running_loop().time()
+        writer = self._writer  # the relay's current stream (a broken one is replaced)
+        if writer is not None:
             with contextlib.suppress(Exception):
                 writer.write(json.dumps({"ack": self.next_seq}).encode() + b"\n")
-
-        asyncio.get_running_loop().call_soon(send)
 
     def _tell_gap(self, gap: tuple[int, int], limits: dict[str, Any], frames: list[bytes]) -> None:
         """Tell the notebook what the relay could not keep, in the cell the output was for."""
@@ -279,6 +302,9 @@ class IOPubResume:
 
     async def close(self) -> None:
         self._closed = True
+        if self._ack_pending is not None:
+            # A clean stop that leaves the kernel running: the next Jupyter resumes exactly.
+            self._acknowledge()
         self._break()
         for task in (self._task, self._subscription_task):
             if task is not None:
