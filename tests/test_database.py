@@ -112,7 +112,10 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
         "slice_usage",
     ]
     with sqlite3.connect(path) as db:
-        usage = {row[0]: json.loads(row[1]) for row in db.execute("SELECT id, resources FROM server_usage")}
+        usage = {
+            row[0]: json.loads(row[1])
+            for row in db.execute("SELECT id, resources FROM server_usage")
+        }
     assert sorted(usage) == [s.id for s in store.servers()]
     for server in store.servers():
         assert usage[server.id]["gpu"] == (server.config.gpu and server.config.to_json()["gpu"])

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from jupyter_compute_servers.config import ComputeServersSettings
 from jupyter_compute_servers.control_plane_client import ControlPlaneClient
-from jupyter_compute_servers.db import Database, roles
+from jupyter_compute_servers.db import Database, roles, usage
 from jupyter_compute_servers.db.credentials import DatabaseCredentials
 from jupyter_compute_servers.hosts import HostStore
 from jupyter_compute_servers.services import team_admin_source
@@ -493,7 +493,7 @@ def test_a_users_login_reads_its_own_rows_and_of_others_only_the_usage_views(hub
         return sql.execute(statement, params).fetchall()
 
     def columns(sql: psycopg.Connection, view: str) -> list[str]:
-        cursor = sql.execute(f"SELECT * FROM {view} LIMIT 0")  # noqa: S608 - a constant
+        cursor = sql.execute(f"SELECT * FROM {view} LIMIT 0")
         return [c.name for c in cursor.description or ()]
 
     with _connect(_issued(hub, "alice")) as sql:
@@ -543,12 +543,12 @@ def test_a_users_login_reads_its_own_rows_and_of_others_only_the_usage_views(hub
             "allocated",
             "owner",
         ]
-        usage = rows(sql, "SELECT * FROM server_usage WHERE id IN (%s, %s)", theirs, waiting)
-        assert sorted((r[0], r[1], r[2], r[3]) for r in usage) == [
+        served = rows(sql, "SELECT * FROM server_usage WHERE id IN (%s, %s)", theirs, waiting)
+        assert sorted((r[0], r[1], r[2], r[3]) for r in served) == [
             (theirs, "bob", "local", "running"),
             (waiting, "bob", "local", "deprovisioned"),
         ]
-        assert {json.dumps(sorted(json.loads(r[5]))) for r in usage} == {
+        assert {json.dumps(sorted(json.loads(r[5]))) for r in served} == {
             '["cpu", "gpu", "memory_gb"]'
         }
         history = rows(sql, "SELECT * FROM history_usage WHERE server_id = %s", theirs)
@@ -558,9 +558,7 @@ def test_a_users_login_reads_its_own_rows_and_of_others_only_the_usage_views(hub
             (theirs, host.id, 2, 3.5, '["GPU-1"]', None, "bob", 1.0, "bob")
         ]
         # Nothing else of bob's is in them: no name, no reason, no token.
-        everything = repr(
-            [rows(sql, f"SELECT * FROM {v}") for v in roles.usage.VIEW_NAMES]  # noqa: S608
-        )
+        everything = repr([rows(sql, f"SELECT * FROM {v}") for v in usage.VIEW_NAMES])
         for secret in ("bob-secret-name", "bob-private.example.org", "slice-secret-token"):
             assert secret not in everything
         # Read only: the one view PostgreSQL could write through (a single table's) refuses
