@@ -561,18 +561,27 @@ def test_a_users_login_reads_its_own_rows_and_of_others_only_the_usage_views(hub
         everything = repr([rows(sql, f"SELECT * FROM {v}") for v in usage.VIEW_NAMES])
         for secret in ("bob-secret-name", "bob-private.example.org", "slice-secret-token"):
             assert secret not in everything
-        # Read only: the one view PostgreSQL could write through (a single table's) refuses
-        # her for want of the privilege; the others are no view one may write through.
+        # A configuration of her own that is no JSON (by hand: she may write her rows) breaks
+        # no one's reads of the view: it gives no resources for that row.
+        [(config,)] = rows(sql, "SELECT config FROM servers WHERE id = %s", hers)
+        for bad in ("not json", "[1, 2]"):
+            sql.execute("UPDATE servers SET config = %s WHERE id = %s", (bad, hers))
+            assert rows(sql, "SELECT resources FROM server_usage WHERE id = %s", hers) == [(None,)]
+            assert len(rows(sql, "SELECT resources FROM server_usage")) >= 3
+        sql.execute("UPDATE servers SET config = %s WHERE id = %s", (config, hers))
+        # Read only: the views PostgreSQL could write through (a single table's) refuse her
+        # for want of the privilege; slice_usage (a join) is no view one may write through.
         for statement in (
+            "UPDATE server_usage SET owner = 'alice'",
+            "DELETE FROM server_usage",
             "DELETE FROM history_usage",
             "UPDATE history_usage SET owner = 'alice'",
             "INSERT INTO history_usage (server_id, at, state, owner) VALUES (1, 0, 'off', 'x')",
         ):
             with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):
                 sql.execute(statement)
-        for statement in ("UPDATE server_usage SET owner = 'alice'", "DELETE FROM slice_usage"):
-            with pytest.raises(errors.ObjectNotInPrerequisiteState, match="cannot"):
-                sql.execute(statement)
+        with pytest.raises(errors.ObjectNotInPrerequisiteState, match="cannot"):
+            sql.execute("DELETE FROM slice_usage")
 
     # An admin's login reads every row of the tables themselves.
     with _connect(_issued(hub, ADMIN)) as sql:

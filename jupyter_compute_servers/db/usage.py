@@ -91,16 +91,21 @@ def create_statements(dialect: str) -> list[str]:
             f"CREATE VIEW slice_usage AS {_SLICES}",
         ]
     # A configuration a user wrote by hand that is no JSON must not break everyone's reads
-    # of the view (a cast's error would): parsed by a function that answers NULL instead.
+    # of the view (a cast's error would): parsed by a function that answers NULL instead,
+    # once per row (its exception handler is a subtransaction: the one cost of the view).
     return [
-        "CREATE OR REPLACE FUNCTION compute_servers_json(value text) RETURNS jsonb "
-        "LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS "
-        "$$ BEGIN RETURN value::jsonb; EXCEPTION WHEN others THEN RETURN NULL; END $$",
+        "CREATE OR REPLACE FUNCTION compute_servers_resources(config text) RETURNS text "
+        "LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$ "
+        "DECLARE c jsonb; "
+        "BEGIN "
+        "BEGIN c := config::jsonb; EXCEPTION WHEN others THEN RETURN NULL; END; "
+        "IF jsonb_typeof(c) IS DISTINCT FROM 'object' THEN RETURN NULL; END IF; "
+        "RETURN jsonb_build_object("
+        "'gpu', c -> 'gpu', 'cpu', c -> 'cpu', 'memory_gb', c -> 'memory_gb')::text; "
+        "END $$",
         "CREATE VIEW server_usage WITH (security_barrier) AS "
         "SELECT id, owner, cloud, state, daily_stop, "
-        "CASE WHEN jsonb_typeof(c) = 'object' THEN jsonb_build_object("
-        "'gpu', c -> 'gpu', 'cpu', c -> 'cpu', 'memory_gb', c -> 'memory_gb')::text END "
-        "AS resources FROM (SELECT *, compute_servers_json(config) AS c FROM servers) AS s",
+        "compute_servers_resources(config) AS resources FROM servers",
         f"CREATE VIEW history_usage WITH (security_barrier) AS {_HISTORY}",
         f"CREATE VIEW slice_usage WITH (security_barrier) AS {_SLICES}",
     ]
@@ -109,5 +114,5 @@ def create_statements(dialect: str) -> list[str]:
 def drop_statements(dialect: str) -> list[str]:
     drops = [f"DROP VIEW IF EXISTS {name}" for name in VIEW_NAMES]
     if dialect != "sqlite":
-        drops.append("DROP FUNCTION IF EXISTS compute_servers_json(text)")
+        drops.append("DROP FUNCTION IF EXISTS compute_servers_resources(text)")
     return drops
