@@ -30,8 +30,8 @@ Role names are cluster-wide in PostgreSQL and a cluster may hold several teams' 
 names carry a digest of the database's name (and the Hub user's), never the user's own text.
 
 ``apply`` makes the group roles and (re)writes the grants and policies; it is idempotent, run
-by revisions 0007 to 0009 when the migrating role may create roles, and by the control plane at every
-start (so a table added later gets its privileges there too).
+by revisions 0007 to 0009 when the migrating role may create roles, and by the control plane
+at every start (so a table or view added later gets its privileges there too).
 """
 
 from __future__ import annotations
