@@ -15,6 +15,15 @@ the first owner's issued login (a user's, as the control plane issues it):
 (d) a new connection's login (``SELECT 1`` on a fresh engine; a user's issued login is a
     SCRAM password check, the owner's here is trust, as in the tests).
 
+Then what revision 0009's narrow views cost (``db/usage.py``: a user's login reads others'
+rows only through them), each against the table read the code made before, by the owner's
+login (which row-level security does not restrict), interleaved:
+
+(e) the quota check's read of what one owner holds (``ServerStore.holding``: the view's
+    ``resources`` against the configurations' JSON, parsed in Python);
+(f) every server's owner, state and GPUs/CPUs/RAM asked for (all N rows: the view parses
+    each configuration in PostgreSQL, with a function that answers NULL for no JSON).
+
 Prints a table with the ratios (user / owner) and exits 0 (it is a report). The machine is
 shared and noisy: compare the figures of one run.
 """
@@ -22,6 +31,7 @@ shared and noisy: compare the figures of one run.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -31,13 +41,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import create_engine, select, text  # noqa: E402
 
 from jupyter_compute_servers.db import Database, engine_url  # noqa: E402
+from jupyter_compute_servers.db.usage import server_usage  # noqa: E402
 from jupyter_compute_servers.models import ServerConfig, State  # noqa: E402
-from jupyter_compute_servers.store import ServerStore  # noqa: E402
+from jupyter_compute_servers.store import ServerStore, servers  # noqa: E402
 from jupyter_compute_servers.sync.plan import Base  # noqa: E402
 from jupyter_compute_servers.sync.records import SyncStore  # noqa: E402
+from jupyter_compute_servers.team import HOLDING_STATES  # noqa: E402
 from tests.postgres import PostgresServer, login_url  # noqa: E402
 
 
@@ -76,6 +88,8 @@ def main() -> None:
                 idle_timeout_minutes=None,
                 spend_limit=None,
             )
+        with setup.transaction() as connection:  # half of them running: what quotas count
+            connection.execute(text("UPDATE servers SET state = 'running' WHERE id % 2 = 0"))
         user_url = login_url(owner_url, "user0")
         rows: list[tuple[str, float, float]] = []
         logins = {"owner": owner_url, "user": user_url}
@@ -127,6 +141,47 @@ def main() -> None:
         print(f"{'':38} {'owner ms':>10} {'user ms':>10} {'ratio':>7}")
         for label, owner, user in rows:
             print(f"{label:38} {owner:10.2f} {user:10.2f} {user / owner:7.2f}")
+
+        holding_states = [s.value for s in HOLDING_STATES]
+
+        def holding_before() -> None:
+            with databases["owner"].read() as connection:
+                found = connection.execute(
+                    select(servers.c.config, servers.c.cloud).where(
+                        servers.c.owner == "user1", servers.c.state.in_(holding_states)
+                    )
+                ).all()
+            [json.loads(r.config) for r in found]
+
+        def holding_view() -> None:
+            with databases["user"].read() as connection:
+                scoped["user"].holding(connection, "user1")
+
+        def everyone_before() -> None:
+            with databases["owner"].read() as connection:
+                found = connection.execute(
+                    select(servers.c.owner, servers.c.state, servers.c.config)
+                ).all()
+            [json.loads(r.config) for r in found]
+
+        def everyone_view() -> None:
+            with databases["user"].read() as connection:
+                found = connection.execute(
+                    select(server_usage.c.owner, server_usage.c.state, server_usage.c.resources)
+                ).all()
+            [json.loads(r.resources) for r in found]
+
+        print(f"\n{'':38} {'table ms':>10} {'view ms':>10} {'ratio':>7}")
+        for label, before, after in (
+            ("(e) one owner's holding (quota)", holding_before, holding_view),
+            (f"(f) all {args.servers} servers' usage", everyone_before, everyone_view),
+        ):
+            table_ms, view_ms = [], []
+            for _ in range(args.repeat):
+                table_ms.append(median_ms(before, 1))
+                view_ms.append(median_ms(after, 1))
+            t, v = statistics.median(table_ms), statistics.median(view_ms)
+            print(f"{label:38} {t:10.2f} {v:10.2f} {v / t:7.2f}")
         for db in (*databases.values(), setup):
             db.close()
     finally:

@@ -50,6 +50,7 @@ from sqlalchemy import (
 )
 
 from .db import Database, inserted_id, metadata
+from .db.usage import server_usage, slice_usage
 from .errors import CloudError, ConflictError, NotFoundError, ValidationError
 from .models import check_no_unknown, parse_number, parse_object, parse_str
 from .ssh import SSHConnections, fingerprint, user_ssh_config
@@ -474,8 +475,8 @@ class HostStore:
             if first is None or first.server_id != server_id:
                 return "waiting for the servers ahead of it"
             slices = db.execute(
-                select(host_slices.c.cpu, host_slices.c.memory_gb).where(
-                    host_slices.c.host_id == host.id
+                select(slice_usage.c.cpu, slice_usage.c.memory_gb).where(
+                    slice_usage.c.host_id == host.id
                 )
             ).all()
             inventory = host.inventory or {}
@@ -654,9 +655,10 @@ class HostStore:
         return held
 
     def slices_on(self, host_id: int) -> list[Slice]:
+        """Every slice of the host, whoever's (``slice_usage``: without their tokens)."""
         with self.database.read() as db:
             rows = (
-                db.execute(select(host_slices).where(host_slices.c.host_id == host_id))
+                db.execute(select(slice_usage).where(slice_usage.c.host_id == host_id))
                 .mappings()
                 .all()
             )
@@ -716,16 +718,23 @@ def _line(db: Connection, host_id: int) -> list[QueueEntry]:
     """A host's queue in the order it is served (``place``, then id), each entry with what
     its owner holds on the host now."""
     held: dict[str, float] = {}
+    # Everyone's slices and queued servers, through db/usage's views (team mode: a user's
+    # login reads owners and GPUs there, not others' servers); the name through ``servers``
+    # itself, so it is there for the login's own servers (an admin's: all) and '' otherwise.
     for row in db.execute(
-        select(host_slices.c.gpu_uuids, host_slices.c.gpu_fraction, servers.c.owner)
-        .select_from(host_slices.outerjoin(servers, servers.c.id == host_slices.c.server_id))
-        .where(host_slices.c.host_id == host_id)
+        select(slice_usage.c.gpu_uuids, slice_usage.c.gpu_fraction, slice_usage.c.owner).where(
+            slice_usage.c.host_id == host_id
+        )
     ):
         count = len(json.loads(row.gpu_uuids)) * (row.gpu_fraction or 1.0)
         held[row.owner or ""] = held.get(row.owner or "", 0.0) + count
     rows = db.execute(
-        select(gpu_queue, servers.c.owner, servers.c.name, servers.c.config)
-        .select_from(gpu_queue.outerjoin(servers, servers.c.id == gpu_queue.c.server_id))
+        select(gpu_queue, server_usage.c.owner, server_usage.c.resources, servers.c.name)
+        .select_from(
+            gpu_queue.outerjoin(server_usage, server_usage.c.id == gpu_queue.c.server_id).outerjoin(
+                servers, servers.c.id == gpu_queue.c.server_id
+            )
+        )
         .where(gpu_queue.c.host_id == host_id)
         .order_by(func.coalesce(gpu_queue.c.place, gpu_queue.c.requested), gpu_queue.c.server_id)
     ).all()
@@ -738,7 +747,7 @@ def _line(db: Connection, host_id: int) -> list[QueueEntry]:
             requested=row.requested,
             place=row.place if row.place is not None else row.requested,
             position=index + 1,
-            gpus=_wanted_gpus(row.config),
+            gpus=_wanted_gpus(row.resources),
             held=held.get(row.owner or "", 0.0),
             cap=row.user_cap,
             cancelled_by=row.cancelled_by,
@@ -749,7 +758,7 @@ def _line(db: Connection, host_id: int) -> list[QueueEntry]:
 
 def _shares_in(db: Connection, gpu_uuid: str) -> list[Slice]:
     rows = (
-        db.execute(select(host_slices).where(host_slices.c.gpu_fraction.is_not(None)))
+        db.execute(select(slice_usage).where(slice_usage.c.gpu_fraction.is_not(None)))
         .mappings()
         .all()
     )
@@ -794,13 +803,14 @@ def _lock_host(db: Connection, host_id: int) -> None:
 
 
 def _slice(row: RowMapping) -> Slice:
+    """A slice from ``host_slices``, or from ``slice_usage`` (another's: no token, '')."""
     return Slice(
         row["server_id"],
         row["host_id"],
         row["cpu"],
         row["memory_gb"],
         json.loads(row["gpu_uuids"]),
-        row["token"],
+        row.get("token", ""),
         row["gpu_fraction"],
         row["unix_user"],
     )
@@ -818,7 +828,7 @@ class GpuUse:
 def _gpu_uses(db: Connection) -> dict[str, GpuUse]:
     uses: dict[str, GpuUse] = {}
     rows = db.execute(
-        select(host_slices.c.gpu_uuids, host_slices.c.gpu_fraction, host_slices.c.unix_user)
+        select(slice_usage.c.gpu_uuids, slice_usage.c.gpu_fraction, slice_usage.c.unix_user)
     ).all()
     for row in rows:
         for uuid in json.loads(row.gpu_uuids):

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 
 from .db import Database, inserted_id, metadata
+from .db.usage import history_usage, server_usage
 from .errors import ConflictError, NotFoundError
 from .models import DailyStop, ServerConfig, SpendLimit, State
 from .mount.workspace import Workspace
@@ -288,7 +289,8 @@ class ServerStore:
             )
 
     def all_servers(self) -> list[ServerRecord]:
-        """Every owner's servers (an admin's view)."""
+        """Every owner's servers (an admin's view). Team mode on PostgreSQL: every row the
+        login may read (an admin's: all; a user's: their own)."""
         with self.database.read() as db:
             rows = db.execute(select(servers).order_by(servers.c.id)).mappings().all()
         return [_row_to_record(row) for row in rows]
@@ -451,16 +453,28 @@ class ServerStore:
 
     def owned_history(self) -> list[tuple[HistoryEntry, str]]:
         """Every state change of every owner's servers (deleted ones too), oldest first,
-        each with the owner it was recorded for: spend per user outlives the servers."""
+        each with the owner it was recorded for: spend per user outlives the servers. Read
+        through ``history_usage`` (team mode: a user's login reads everyone's times and
+        states there, no reasons), so the entries carry no reason nor action."""
         with self.database.read() as db:
-            rows = db.execute(select(state_history).order_by(state_history.c.id)).mappings().all()
-        return [
-            (
-                HistoryEntry(r["server_id"], r["at"], State(r["state"]), r["reason"], r["action"]),
-                r["owner"],
-            )
-            for r in rows
-        ]
+            rows = db.execute(select(history_usage).order_by(history_usage.c.id)).all()
+        return [(HistoryEntry(r.server_id, r.at, State(r.state), "", None), r.owner) for r in rows]
+
+    def server_ids(self) -> set[int]:
+        """The ids of every owner's servers that exist (``server_usage``: team mode's users
+        may read that much of everyone's)."""
+        with self.database.read() as db:
+            return set(db.execute(select(server_usage.c.id)).scalars())
+
+    def daily_stop_of(self, server_id: int) -> DailyStop | None:
+        """A server's daily stop, whoever owns it (the queue's estimates): 404 when none."""
+        with self.database.read() as db:
+            row = db.execute(
+                select(server_usage.c.daily_stop).where(server_usage.c.id == server_id)
+            ).first()
+        if row is None:
+            raise NotFoundError(f"No compute server with id {server_id}.", field="id")
+        return DailyStop(**json.loads(row.daily_stop)) if row.daily_stop else None
 
     def remember_member(self, name: str, groups: tuple[str, ...]) -> None:
         """Keep a Hub user's groups (team mode), for spend per group."""
@@ -643,15 +657,18 @@ class ServerStore:
         """What ``owner`` holds now (in the caller's transaction): servers in a state that
         holds resources, the GPUs they asked for, and the CPUs and GB of RAM of those that are
         slices of shared hosts."""
+        # Through server_usage (its resources: the GPUs, CPUs and RAM of the configuration),
+        # which every login may read, whoever's quota is checked (an admin starting a user's).
         rows = db.execute(
-            select(servers.c.config, servers.c.cloud).where(
-                servers.c.owner == owner, servers.c.state.in_([s.value for s in HOLDING_STATES])
+            select(server_usage.c.resources, server_usage.c.cloud).where(
+                server_usage.c.owner == owner,
+                server_usage.c.state.in_([s.value for s in HOLDING_STATES]),
             )
         ).all()
-        shared = [json.loads(r.config) for r in rows if r.cloud in SHARED_HOST_CLOUDS]
+        shared = [json.loads(r.resources or "{}") for r in rows if r.cloud in SHARED_HOST_CLOUDS]
         return {
             "running_servers": len(rows),
-            "gpus": sum(gpu_count(r.config) for r in rows),
+            "gpus": sum(gpu_count(r.resources or "{}") for r in rows),
             "cpu": sum(int(c.get("cpu") or 1) for c in shared),
             "memory_gb": round(sum(float(c.get("memory_gb") or 1.0) for c in shared), 6),
         }

@@ -79,14 +79,13 @@ class TeamQueue:
             if not held.gpu_uuids:
                 continue
             try:
-                server = self.store.get_any(held.server_id)
+                # (server_usage: a user's login reads others' daily stops, not their servers)
+                daily_stop = self.store.daily_stop_of(held.server_id)
             except NotFoundError:
                 ends.append(None)
                 continue
             ends.append(
-                None
-                if server.daily_stop is None
-                else next_daily_stop(server.daily_stop, now, self.costs.zone)
+                None if daily_stop is None else next_daily_stop(daily_stop, now, self.costs.zone)
             )
         return ends
 

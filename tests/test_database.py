@@ -102,7 +102,23 @@ def test_a_store_of_the_last_release_migrates_with_nothing_lost(tmp_path):
         for e in schema(path)
         if e[2:3] not in (("audit_log",), ("team_members",), ("image_marks",))
         and e[1] not in ("servers_owner", "servers_owner_name_nocase")
+        and e[0] != "view"  # (0009: db/usage's views, checked below)
     ] == since_baseline(before_schema)
+    # 0009: the narrow views of everyone's rows (plain views on SQLite), which read the rows
+    # migrated: the old servers' GPUs, CPUs and RAM as their configuration asks.
+    assert [e[1] for e in schema(path) if e[0] == "view"] == [
+        "history_usage",
+        "server_usage",
+        "slice_usage",
+    ]
+    with sqlite3.connect(path) as db:
+        usage = {
+            row[0]: json.loads(row[1])
+            for row in db.execute("SELECT id, resources FROM server_usage")
+        }
+    assert sorted(usage) == [s.id for s in store.servers()]
+    for server in store.servers():
+        assert usage[server.id]["gpu"] == (server.config.gpu and server.config.to_json()["gpu"])
 
     # And each store reads its rows as they were written.
     first, plain, queued = store.servers()

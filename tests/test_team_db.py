@@ -11,6 +11,8 @@ as someone who read it out of their server's memory would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from jupyter_compute_servers.config import ComputeServersSettings
 from jupyter_compute_servers.control_plane_client import ControlPlaneClient
-from jupyter_compute_servers.db import Database, roles
+from jupyter_compute_servers.db import Database, roles, usage
 from jupyter_compute_servers.db.credentials import DatabaseCredentials
 from jupyter_compute_servers.hosts import HostStore
 from jupyter_compute_servers.services import team_admin_source
@@ -130,10 +132,10 @@ def test_a_users_server_runs_on_its_own_login_and_postgres_keeps_it_to_its_rows(
                 sql.execute(statement, params)
             return str(error.value)
 
-        # Bob's server: visible (the queue's estimates read it) but not to be changed.
-        assert sql.execute("SELECT owner FROM servers WHERE id = %s", (theirs,)).fetchone() == (
-            "bob",
-        )
+        # Bob's server: not hers to read (what the queue needs of it, through the narrow
+        # views: test_a_users_login_reads_its_own_rows_and_of_others_only_the_usage_views)
+        # nor to change.
+        assert sql.execute("SELECT owner FROM servers WHERE id = %s", (theirs,)).fetchone() is None
         for statement in (
             "UPDATE servers SET notes = 'alice was here', state = 'running' WHERE id = %s",
             "DELETE FROM servers WHERE id = %s",
@@ -440,3 +442,167 @@ def test_an_admins_tested_mark_is_every_users_and_only_admins_may_mark(hub: Hub)
     )
     assert unmarked.json()["tested"] is False
     assert not shown("bob")
+
+
+@pytest.mark.timeout(600)
+def test_a_users_login_reads_its_own_rows_and_of_others_only_the_usage_views(hub: Hub) -> None:
+    # Bob's server, started and stopped (its state history), and, written by the owner as
+    # his server's process would have: a slice of a shared host (its token a secret), sync
+    # settings, a queue entry of a second server, a state change whose reason names a host.
+    hers = hub.call("alice", "POST", "/servers", body={"name": "alice-reads"}).json()["id"]
+    theirs = hub.call("bob", "POST", "/servers", body={"name": "bob-secret-name"}).json()["id"]
+    waiting = hub.call("bob", "POST", "/servers", body={"name": "bob-waiting"}).json()["id"]
+    assert hub.call("bob", "POST", f"/servers/{theirs}/actions/start").status_code == 202
+    wait_state(hub, "bob", theirs, "running")
+    owner = Database(hub.db_url, migrate=False)
+    try:
+        host = HostStore(owner, clock=time.time).create(
+            name="reads-host", hostname="10.0.0.2", port=22, username="u"
+        )
+        with owner.transaction() as db:
+            db.execute(
+                text(
+                    "INSERT INTO host_slices (server_id, host_id, cpu, memory_gb, gpu_uuids, "
+                    "token, allocated, unix_user) VALUES (:s, :h, 2, 3.5, '[\"GPU-1\"]', "
+                    "'slice-secret-token', 1, 'bob')"
+                ),
+                {"s": theirs, "h": host.id},
+            )
+            db.execute(
+                text("INSERT INTO sync_settings (server_id, settings) VALUES (:s, '{}')"),
+                {"s": theirs},
+            )
+            db.execute(
+                text(
+                    "INSERT INTO gpu_queue (server_id, host_id, requested, place) "
+                    "VALUES (:s, :h, 5, 5)"
+                ),
+                {"s": waiting, "h": host.id},
+            )
+            db.execute(
+                text(
+                    "INSERT INTO state_history (server_id, at, state, reason, owner) "
+                    "VALUES (:s, 2, 'error', 'cannot reach bob-private.example.org', 'bob')"
+                ),
+                {"s": theirs},
+            )
+    finally:
+        owner.close()
+
+    def rows(sql: psycopg.Connection, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        return sql.execute(statement, params).fetchall()
+
+    def columns(sql: psycopg.Connection, view: str) -> list[str]:
+        cursor = sql.execute(f"SELECT * FROM {view} LIMIT 0")
+        return [c.name for c in cursor.description or ()]
+
+    with _connect(_issued(hub, "alice")) as sql:
+        # Her own rows: hers. Bob's: none of his servers, history, slices, sync records.
+        assert hers in [r[0] for r in rows(sql, "SELECT id FROM servers")]
+        assert rows(sql, "SELECT DISTINCT owner FROM servers") == [("alice",)]
+        for statement in (
+            "SELECT * FROM servers WHERE id IN (%s, %s)",
+            "SELECT * FROM state_history WHERE server_id IN (%s, %s)",
+            "SELECT * FROM host_slices WHERE server_id IN (%s, %s)",
+            "SELECT * FROM sync_settings WHERE server_id IN (%s, %s)",
+        ):
+            assert rows(sql, statement, theirs, waiting) == [], statement
+        assert rows(sql, "SELECT * FROM state_history WHERE owner = 'bob'") == []
+        # A queue entry of his is there (the queue's order, caps), but no name nor config.
+        assert rows(sql, "SELECT server_id FROM gpu_queue WHERE host_id = %s", host.id) == [
+            (waiting,)
+        ]
+        assert (
+            rows(
+                sql,
+                "SELECT s.name, s.config FROM gpu_queue q JOIN servers s ON s.id = q.server_id "
+                "WHERE q.host_id = %s",
+                host.id,
+            )
+            == []
+        )
+
+        # The views: every owner's rows, of the narrow columns only.
+        assert columns(sql, "server_usage") == [
+            "id",
+            "owner",
+            "cloud",
+            "state",
+            "daily_stop",
+            "resources",
+        ]
+        assert columns(sql, "history_usage") == ["id", "server_id", "at", "state", "owner"]
+        assert columns(sql, "slice_usage") == [
+            "server_id",
+            "host_id",
+            "cpu",
+            "memory_gb",
+            "gpu_uuids",
+            "gpu_fraction",
+            "unix_user",
+            "allocated",
+            "owner",
+        ]
+        served = rows(sql, "SELECT * FROM server_usage WHERE id IN (%s, %s)", theirs, waiting)
+        assert sorted((r[0], r[1], r[2], r[3]) for r in served) == [
+            (theirs, "bob", "local", "running"),
+            (waiting, "bob", "local", "deprovisioned"),
+        ]
+        assert {json.dumps(sorted(json.loads(r[5]))) for r in served} == {
+            '["cpu", "gpu", "memory_gb"]'
+        }
+        history = rows(sql, "SELECT * FROM history_usage WHERE server_id = %s", theirs)
+        assert {r[3] for r in history} >= {"starting", "running", "error"}
+        assert {r[4] for r in history} == {"bob"}
+        assert rows(sql, "SELECT * FROM slice_usage WHERE server_id = %s", theirs) == [
+            (theirs, host.id, 2, 3.5, '["GPU-1"]', None, "bob", 1.0, "bob")
+        ]
+        # Nothing else of bob's is in them: no name, no reason, no token.
+        everything = repr([rows(sql, f"SELECT * FROM {v}") for v in usage.VIEW_NAMES])
+        for secret in ("bob-secret-name", "bob-private.example.org", "slice-secret-token"):
+            assert secret not in everything
+        # A configuration of her own that is no JSON (by hand: she may write her rows) breaks
+        # no one's reads of the view: it gives no resources for that row.
+        [(config,)] = rows(sql, "SELECT config FROM servers WHERE id = %s", hers)
+        for bad in ("not json", "[1, 2]"):
+            sql.execute("UPDATE servers SET config = %s WHERE id = %s", (bad, hers))
+            assert rows(sql, "SELECT resources FROM server_usage WHERE id = %s", hers) == [(None,)]
+            assert len(rows(sql, "SELECT resources FROM server_usage")) >= 3
+        sql.execute("UPDATE servers SET config = %s WHERE id = %s", (config, hers))
+        # Read only: the views PostgreSQL could write through (a single table's) refuse her
+        # for want of the privilege; slice_usage (a join) is no view one may write through.
+        for statement in (
+            "UPDATE server_usage SET owner = 'alice'",
+            "DELETE FROM server_usage",
+            "DELETE FROM history_usage",
+            "UPDATE history_usage SET owner = 'alice'",
+            "INSERT INTO history_usage (server_id, at, state, owner) VALUES (1, 0, 'off', 'x')",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):
+                sql.execute(statement)
+        with pytest.raises(errors.ObjectNotInPrerequisiteState, match="cannot"):
+            sql.execute("DELETE FROM slice_usage")
+
+    # An admin's login reads every row of the tables themselves.
+    with _connect(_issued(hub, ADMIN)) as sql:
+        assert rows(sql, "SELECT name FROM servers WHERE id = %s", theirs) == [("bob-secret-name",)]
+        assert rows(sql, "SELECT token FROM host_slices WHERE server_id = %s", theirs) == [
+            ("slice-secret-token",)
+        ]
+    # Bob's server is his as before (his own login reads it), and stops.
+    assert hub.call("bob", "GET", f"/servers/{theirs}").json()["name"] == "bob-secret-name"
+    with owner_transaction(hub) as db:
+        db.execute(text("DELETE FROM host_slices WHERE server_id = :s"), {"s": theirs})
+        db.execute(text("DELETE FROM gpu_queue WHERE server_id = :s"), {"s": waiting})
+    assert hub.call("bob", "POST", f"/servers/{theirs}/actions/stop").status_code == 202
+    wait_state(hub, "bob", theirs, "off")
+
+
+@contextlib.contextmanager
+def owner_transaction(hub: Hub) -> Iterator[Any]:
+    database = Database(hub.db_url, migrate=False)
+    try:
+        with database.transaction() as db:
+            yield db
+    finally:
+        database.close()

@@ -65,9 +65,13 @@ def spend_by_owner(
     owners: dict[int, str] = {}
     for entry, entry_owner in entries:
         owners[entry.server_id] = entry_owner
-    live = {s.id: s for s in store.all_servers() if s.id in owners}
+    live = store.server_ids() & set(owners)
+    # Current rates (for a server with none recorded yet) of the servers this login may read
+    # whole: in team mode a user's own (an admin's: all). Others' servers are metered at the
+    # rates their owners' processes recorded (``rate_history``, at create and each change).
+    readable = {s.id: s for s in store.all_servers() if s.id in live}
     current = {}
-    for server_id, server in live.items():
+    for server_id, server in readable.items():
         try:
             current[server_id] = costs.rates_of(server)
         except Exception:  # a server whose cloud is not configured here: its recorded rates

@@ -6,10 +6,13 @@ password that PostgreSQL accepts for new logins for an hour (``VALID UNTIL``; an
 connection is not cut, PostgreSQL checks it at login only), member of one of two NOLOGIN
 group roles holding the privileges:
 
-- **users** (``cs_users_<database>``): read what the quotas, the fair GPU queue, its estimates
-  and spend per group need across users (servers, their state history, hosts, slices, queue
-  entries, rates, team members); write only the rows of their own servers (``servers.owner``
-  is their Hub user name) and of what hangs off them (state history, slices, queue entries,
+- **users** (``cs_users_<database>``): read the rows of their own servers (``servers.owner``
+  is their Hub user name) and of what hangs off them (state history, slices, sync records);
+  of everyone's, only what the quotas, the fair GPU queue, its estimates and spend per group
+  need: the narrow views of ``db/usage`` (no server name, configuration beyond GPUs/CPUs/RAM,
+  state reason nor slice token), the queue entries (ids, host, times, caps: no names), the
+  recorded rates, the team's members and their groups, the hosts. They write only the rows
+  of their own servers and of what hangs off them (state history, slices, queue entries,
   rates, sync records), their own ``team_members`` row, and the audit log by INSERT only,
   lines about their own servers. Of a host they may write only its inventory (a user may
   ask for it again); its hostname, port, account, pinned key and prices are the admins'.
@@ -27,8 +30,8 @@ Role names are cluster-wide in PostgreSQL and a cluster may hold several teams' 
 names carry a digest of the database's name (and the Hub user's), never the user's own text.
 
 ``apply`` makes the group roles and (re)writes the grants and policies; it is idempotent, run
-by revision 0007 when the migrating role may create roles, and by the control plane at every
-start (so a table added later gets its privileges there too).
+by revisions 0007 to 0009 when the migrating role may create roles, and by the control plane
+at every start (so a table or view added later gets its privileges there too).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from . import usage
+
 #: The tables that hang off a server by ``server_id``.
 _SERVER_ROWS = (
     "host_slices",
@@ -50,8 +55,10 @@ _SERVER_ROWS = (
     "sync_trees",
     "sync_runs",
 )
-#: Of those, the ones other users' processes must read (free GPUs, the queue, group spend).
-_READ_BY_ALL = frozenset({"host_slices", "gpu_queue", "rate_history"})
+#: Of those, the ones other users' processes must read whole (the queue's order and caps,
+#: group spend's recorded rates): neither names a server nor holds a secret. Everyone's slices
+#: are read through ``db/usage``'s ``slice_usage`` (a slice's token is its own server's).
+_READ_BY_ALL = frozenset({"gpu_queue", "rate_history"})
 #: The columns of ``hosts`` a user may write: its inventory (``POST /hosts/{id}/inventory``).
 USER_HOST_COLUMNS = ("inventory", "inventory_error", "inventoried", "updated")
 #: The longest and shortest life of an issued login (seconds).
@@ -188,14 +195,15 @@ def apply(connection: Connection) -> GroupRoles:
         name = f"users_{command.lower()}"
         sql(f"CREATE POLICY {name} ON {s}.{table} FOR {command} TO {users}{clauses}")
 
-    # servers: everyone's readable (the queue's estimates read the daily stops of the servers
-    # holding a host's GPUs), one's own writable, and never given away.
-    policy("servers", "SELECT", "true")
+    # servers: one's own readable and writable, never given away (what the quotas and the
+    # queue need of everyone's is read through db/usage's views).
+    policy("servers", "SELECT", f"owner = {me}")
     policy("servers", "INSERT", None, f"owner = {me}")
     policy("servers", "UPDATE", f"owner = {me}", f"owner = {me}")
     policy("servers", "DELETE", f"owner = {me}")
-    # The state history: everyone's readable (spend per group), added to for oneself only.
-    policy("state_history", "SELECT", "true")
+    # The state history: one's own readable (spend per group reads everyone's through
+    # db/usage's history_usage), added to for oneself only.
+    policy("state_history", "SELECT", f"owner = {me}")
     policy("state_history", "INSERT", None, f"owner = {me}")
     # The audit log: lines about one's own servers only; read by admins only. (The actor is
     # who the user's server says it served: an admin the Hub let into it is one.)
@@ -216,6 +224,17 @@ def apply(connection: Connection) -> GroupRoles:
         policy(table, "INSERT", None, own)
         policy(table, "UPDATE", own, own)
         policy(table, "DELETE", own)
+    # The narrow views of everyone's rows (db/usage, revision 0009): read only. Owned by the
+    # database's owner, they read their tables past these policies.
+    present = set(
+        connection.execute(
+            text("SELECT viewname FROM pg_views WHERE schemaname = :s"), {"s": schema}
+        ).scalars()
+    )
+    for view in usage.VIEW_NAMES:
+        if view in present:
+            sql(f"REVOKE ALL ON {s}.{view} FROM PUBLIC")
+            sql(f"GRANT SELECT ON {s}.{view} TO {both}")
     own_tree = f"tree_id IN (SELECT id FROM {s}.sync_trees WHERE server_id IN {mine})"  # noqa: S608
     policy("sync_files", "ALL", own_tree, own_tree)
     return roles
