@@ -408,6 +408,50 @@ def test_the_session_answers_in_order_and_survives_bad_requests(tmp_path):
         assert session.close() == 0
 
 
+def test_a_batch_of_files_is_one_request_and_one_answer_each_file_on_its_own(tmp_path):
+    ws = tmp_path / "ws"
+    session = Session()
+    try:
+        session.send({"op": "puts", "files": [["a.txt", 1, 0o644, 0, None]], "size": 1}, b"a")
+        assert session.receive()["error"] == "no tree is open"  # its data read and dropped
+        session.send({"op": "open", "root": str(ws), "marker": True})
+        assert session.receive()["ok"]
+        (ws / "there.txt").write_text("mine")
+        files = [
+            ["a.txt", 5, 0o600, 1_000_000_000, None],
+            ["../out.txt", 3, 0o644, 0, None],  # outside the tree: refused, the rest goes on
+            ["there.txt", 2, 0o644, 0, None],  # expected absent, but it is there: kept
+            ["sub/dir/b.txt", 0, 0o755, 0, None],
+            ["c.txt", 4, 0o644, 0, None],
+        ]
+        session.send({"op": "puts", "files": files, "size": 14}, b"hellooutnoc.tx")
+        answer = session.receive()
+        assert answer["ok"]
+        results = json.loads(answer["payload"])
+        assert [r["ok"] for r in results] == [True, False, False, True, True]
+        assert results[0]["hash"] == hashlib.sha256(b"hello").hexdigest()
+        assert results[0]["mode"] == 0o600 and results[0]["sig"][1] == 1_000_000_000
+        assert "invalid path" in results[1]["error"]
+        assert results[2]["changed"] is True
+        assert (ws / "a.txt").read_bytes() == b"hello"
+        assert (ws / "a.txt").stat().st_mode & 0o777 == 0o600
+        assert (ws / "sub" / "dir" / "b.txt").read_bytes() == b""
+        assert (ws / "c.txt").read_bytes() == b"c.tx"
+        assert (ws / "there.txt").read_text() == "mine"
+        assert not (tmp_path / "out.txt").exists()
+        # Sizes that do not add up to the data: nothing is written, the channel stays in step.
+        session.send({"op": "puts", "files": [["d.txt", 9, 0o644, 0, None]], "size": 2}, b"dd")
+        assert "invalid list of files" in session.receive()["error"]
+        session.send({"op": "puts", "files": [["e.txt", 1, 0o644, 0]], "size": 1}, b"e")
+        assert "invalid list of files" in session.receive()["error"]
+        session.send({"op": "flush"})
+        assert session.receive() == {"ok": True}
+        names = sorted(p.name for p in ws.iterdir())
+        assert names == [agent.SYNC_MARKER, "a.txt", "c.txt", "sub", "there.txt"]
+    finally:
+        assert session.close() == 0
+
+
 def _scan(since: str | None = None) -> dict:
     return {"op": "scan", "path": "", "excludes": [], "server_only": [], "max_size": None,
             "since": since}  # fmt: skip

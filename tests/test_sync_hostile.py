@@ -267,6 +267,23 @@ class HostileAgent:
     def write(self, data: bytes) -> None:
         self.pending += data
         while True:
+            if self.put is not None and self.put["op"] == "puts":
+                # A batch of small files: taken, and answered as written, one result each.
+                size = self.put["size"]
+                if len(self.pending) < size:
+                    return
+                content, self.pending = self.pending[:size], self.pending[size:]
+                results, offset = [], 0
+                for _path, n, *_ in self.put["files"]:
+                    digest = hashlib.sha256(content[offset : offset + n]).hexdigest()
+                    results.append({"ok": True, "hash": digest, "sig": [n, 1, 99, 1]})
+                    offset += n
+                self.put = None
+                answer = json.dumps(results).encode()
+                reply = self.answers.get("puts", line({"ok": True, "size": len(answer)}) + answer)
+                self.queue.append(reply if isinstance(reply, _Source) else _Source(reply))
+                self.more.set()
+                continue
             if self.put is not None:
                 # A put's data and trailer: taken, and answered as written.
                 size = self.put["size"]
@@ -285,7 +302,7 @@ class HostileAgent:
             request_line, _, self.pending = self.pending.partition(b"\n")
             request = json.loads(request_line)
             self.requests.append(request)
-            if request.get("op") == "put":
+            if request.get("op") in ("put", "puts"):
                 self.put = request
                 continue
             answer = self.answers.get(request.get("op"), b'{"ok":true}\n')
@@ -439,6 +456,20 @@ async def test_jupyter_stays_responsive_and_writes_nothing_against_a_hostile_syn
     sync = await run({"scan": scan_answer(large)})
     assert sync["state"] == "failed" and "invalid path" in sync["error"]
     assert answered_while_checking[-1] > 0
+
+    # A batch of small files answered with results that are not one per file, or announced
+    # larger than a batch's answer may be: the sync fails, and nothing is recorded as sent.
+    for puts, expected in [
+        (line({"ok": True, "size": 2}) + b"[]", "malformed answer to a batch of 1 files"),
+        (line({"ok": True, "size": 9}) + b'[1,2,"x"]', "malformed answer to a batch"),
+        (line({"ok": True, "size": 10 << 30}), "more than the limit of 1048576 bytes"),
+    ]:
+        sync = await run({"scan": scan_answer([]), "puts": puts})
+        assert [r["op"] for r in agent[-1].requests][:3] == ["open", "scan", "puts"]
+        assert sync["state"] == "failed", sync
+        assert expected in sync["error"] and "server 'box'" in sync["error"], sync["error"]
+        assert sync["summary"] is None or sync["summary"]["sent"]["files"] == 0, sync
+        assert agent[-1].read_bytes < 1 << 20
 
     # Executable configuration among ordinary files: only the ordinary ones arrive, with
     # the local umask, and the rest is listed as held back.

@@ -41,7 +41,9 @@ import time
 # On the server this runs as its own process (this file run as a program) so that a long scan
 # or transfer never holds up the agent's kernel calls. Its protocol, on stdin and stdout: every
 # message is one JSON line, followed by exactly ``size`` raw bytes when the line has a "size";
-# answers come in the order of the requests. See ``jupyter_compute_servers.sync.transfer``.
+# answers come in the order of the requests (a ``puts`` carries many small files in one
+# request and one answer, see ``_sync_serve_puts``). See ``jupyter_compute_servers.sync.transfer``.
+# Both ends always speak the same protocol: this file is sent by the client each session.
 
 SYNC_MARKER = ".jupyter-compute-servers-sync.json"
 SYNC_TEMP = re.compile(r"^\..*\.jcs-sync-[0-9a-f]{12}\.(tmp|old)$", re.DOTALL)
@@ -1369,6 +1371,17 @@ class _SyncChannel:
         self.pos += len(chunk)
         return chunk
 
+    def read_exact(self, n):
+        """Exactly ``n`` payload bytes (EOFError if the input ends first)."""
+        out = bytearray()
+        while len(out) < n:
+            if self.pos >= len(self.buf):
+                self._fill()
+            take = min(n - len(out), len(self.buf) - self.pos)
+            out += self.buf[self.pos : self.pos + take]
+            self.pos += take
+        return out
+
     def send(self, message, payload=b""):
         self.out += json.dumps(message, separators=(",", ":")).encode() + b"\n"
         self.send_raw(payload)
@@ -1435,6 +1448,47 @@ def _sync_serve_put(tree, request, channel):
             writer.abort()
             error = SyncChanged(str(trailer.get("error") or "the source changed"))
     channel.send(_sync_failure(error))
+
+
+def _sync_serve_puts(tree, request, channel):
+    """Many small files in one request, so that each costs no message of its own (parsing and
+    answering one is most of a small file's Python here): ``{"op": "puts", "files": [[path,
+    size, mode, mtime_ns, expect], ...], "size": total}`` and then ``total`` bytes, the files'
+    contents one after the other (each read whole and checked unchanged by the sender). Each
+    file is written as a put writes it (a temporary file, put in place only if the target is
+    still ``expect``); one answer, ``{"ok": true, "size": n}`` and ``n`` bytes: a JSON list of
+    each file's result (a put's answer) in order. A file that fails leaves the others alone."""
+    size = request.get("size")
+    if not isinstance(size, int) or size < 0:
+        raise EOFError  # the framing is lost: end the session
+    data = memoryview(channel.read_exact(size))
+    files = request.get("files")
+    well_formed = isinstance(files, list) and all(
+        isinstance(f, list) and len(f) == 5 and type(f[1]) is int and f[1] >= 0 for f in files
+    )
+    if tree is None:
+        channel.send(_sync_failure(ValueError("no tree is open")))
+        return
+    if not files or not well_formed or sum(f[1] for f in files) != size:
+        channel.send(_sync_failure(ValueError("invalid list of files")))
+        return
+    results = []
+    offset = 0
+    for path, n, mode, mtime_ns, expect in files:
+        content = data[offset : offset + n]
+        offset += n
+        try:
+            writer = tree.open_write(path, expect, n, mode, mtime_ns)
+            try:
+                writer.write(content)
+            except BaseException:
+                writer.abort()
+                raise
+            results.append(dict(writer.finish(), ok=True))
+        except Exception as e:
+            results.append(_sync_failure(e))
+    payload = json.dumps(results, separators=(",", ":")).encode()
+    channel.send({"ok": True, "size": len(payload)}, payload)
 
 
 def _sync_serve_get(tree, request, channel):
@@ -1556,6 +1610,9 @@ def sync_session(reader, wfd):
                     continue
                 if op == "get":
                     _sync_serve_get(tree, request, channel)
+                    continue
+                if op == "puts":
+                    _sync_serve_puts(tree, request, channel)
                     continue
                 if op == "open":
                     if tree is not None:

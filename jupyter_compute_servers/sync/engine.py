@@ -55,7 +55,7 @@ from .plan import (
 from .records import SyncStore
 from .scan import HASH, inherit_hashes, side_from_local, side_from_scan, state_from_hash
 from .settings import SyncSettings
-from .transfer import SyncChannelError, SyncSession
+from .transfer import MAX_LINE, SyncChannelError, SyncSession
 
 T = TypeVar("T")
 
@@ -66,6 +66,8 @@ SUMMARY_LIMIT = 1000
 #: Small files read per thread hop, and at most this many bytes at once.
 READ_BATCH_FILES = 128
 READ_BATCH_BYTES = 4 << 20
+#: The bound of a batch's answer (``puts``: about 200 bytes a file, READ_BATCH_FILES files).
+MAX_BATCH_ANSWER = 1 << 20
 #: Bytes received but not yet written here, before reading waits.
 MAX_UNWRITTEN = 64 << 20
 
@@ -208,6 +210,8 @@ class _Pending:
     #: get: the request on the server whose write the copy depends on (a conflict's rename,
     #: a pull's chmod there), so its record waits for that to be durable; 0 for none.
     after: int = 0
+    #: puts: each file's own pending put, answered in this order.
+    files: list[_Pending] | None = None
 
 
 def _message(e: BaseException) -> str:
@@ -739,19 +743,14 @@ class SyncEngine:
         pending: _Pending,
         message: dict[str, Any],
         payload: bytes = b"",
-        out: bytearray | None = None,
     ) -> None:
-        """Queue a request for the server (into ``out``, to be sent with others, if given)."""
+        """Queue a request for the server."""
         self._remote_seq += 1
         pending.seq = self._remote_seq
         if pending.op != "get":
             self._remote_unflushed = True
         queue.put_nowait(pending)
-        if out is None:
-            self.session.send(message, payload)
-        else:
-            out += frame(message)
-            out += payload
+        self.session.send(message, payload)
 
     async def _send_requests(
         self,
@@ -837,21 +836,37 @@ class SyncEngine:
         reads: list[dict[str, Any]],
         queue: asyncio.Queue[_Pending | None],
     ) -> None:
-        out = bytearray()  # one write for the batch: few SSH packets, not three per file
+        # One request for the batch, answered once (``_sync_serve_puts``): the files' data in
+        # one write, and no message of its own per file on either side.
+        files: list[_Pending] = []
+        entries: list[list[Any]] = []
+        data: list[bytes] = []
         for action, read in zip(ready, reads, strict=True):
             if "error" in read:
                 self._error(action.path, read["error"])
                 self._done(action)
                 continue
-            data = read.pop("data")
-            pending = _Pending("put", action, path=action.path, read=read, size=len(data))
-            assert action.mode is not None
-            message = self._put_message(action.path, read, action.remote, action.mode)
-            self._request(queue, pending, message, data, out)
-            out += TRAILER_OK
-            self.progress.moved(len(data))
-        if out:
-            self.session.send_raw(bytes(out))
+            content = read.pop("data")
+            files.append(_Pending("put", action, path=action.path, read=read, size=len(content)))
+            expect = action.remote
+            entries.append(
+                [
+                    action.path,
+                    len(content),
+                    action.mode,
+                    read["mtime_ns"],
+                    list(expect.sig) if expect else None,
+                ]
+            )
+            data.append(content)
+        if not files:
+            return
+        payload = b"".join(data)
+        batch = _Pending("puts", files[0].action, size=len(payload), files=files)
+        self._request(queue, batch, {"op": "puts", "files": entries, "size": len(payload)}, payload)
+        for pending in files:
+            pending.seq = batch.seq
+        self.progress.moved(len(payload))
 
     async def _send_action(self, action: Action, queue: asyncio.Queue[_Pending | None]) -> None:
         kind = action.kind
@@ -997,6 +1012,17 @@ class SyncEngine:
             if op == "get":
                 await self._receive_file(pending, answer, id(action) in failed)
                 continue
+            if op == "puts":
+                assert pending.files is not None
+                results = await self._batch_results(answer, len(pending.files))
+                for one, result in zip(pending.files, results, strict=True):
+                    if result.get("ok"):
+                        self._put_done(one, result)
+                    else:
+                        changed = "; it will sync next time" if result.get("changed") else ""
+                        self._error(one.path, str(result.get("error") or "failed") + changed)
+                        self._done(one.action)
+                continue
             if not answer.get("ok"):
                 if id(action) in failed:
                     continue
@@ -1019,6 +1045,33 @@ class SyncEngine:
                 self.summary.chmod_remote += 1
                 self._done(action, "chmod_remote")
             # "rename" and "chmod_source" succeeded: the action's next steps follow.
+
+    async def _batch_results(self, answer: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        """A ``puts`` answer's results: one dict per file, in order (its payload bounded, and
+        parsed on a thread when it is longer than a message line)."""
+        session = self.session
+        if not answer.get("ok"):
+            # The whole batch refused (a malformed request: a bug here): every file failed.
+            return [answer] * count
+        size = session.size_of(answer, MAX_BATCH_ANSWER, "a batch's answer")
+        data = await session.receive_payload(size)
+        try:
+            results = (
+                json.loads(data) if size <= MAX_LINE else await asyncio.to_thread(json.loads, data)
+            )
+        except (ValueError, RecursionError):
+            results = None
+        if (
+            not isinstance(results, list)
+            or len(results) != count
+            or not all(isinstance(r, dict) for r in results)
+        ):
+            session.broken = True
+            raise SyncChannelError(
+                f"The sync process on {session.where} sent a malformed answer to a batch of "
+                f"{count} files."
+            )
+        return results
 
     def _put_done(self, pending: _Pending, answer: dict[str, Any]) -> None:
         action, read = pending.action, pending.read
@@ -1188,10 +1241,6 @@ class SyncEngine:
 
 
 TRAILER_OK = b'{"ok":true}\n'
-
-
-def frame(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
 def _is_small_push(action: Action) -> bool:
