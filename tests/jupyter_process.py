@@ -119,3 +119,33 @@ def kill_sandboxes_under(path: Path) -> list[int]:
                 os.kill(int(entry), signal.SIGKILL)
                 killed.append(int(entry))
     return killed
+
+
+def processes_under(path: Path) -> list[int]:
+    """Pids of the live processes with an argument naming something under ``path`` (a kernel
+    by its connection file, its IOPub relay by its script): what a server's directory of
+    kernels still has running."""
+    prefix = str(path).encode() + b"/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(arg.startswith(prefix) for arg in argv):
+            found.append(int(entry))
+    return found
+
+
+def kill_processes_under(path: Path) -> list[int]:
+    """SIGKILL ``processes_under(path)``: kernels a test left on a server that outlives it (a
+    host's, a sandbox's) must not outlive the test. Answers the pids killed."""
+    killed = []
+    for pid in processes_under(path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed

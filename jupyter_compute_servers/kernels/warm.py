@@ -292,12 +292,14 @@ class WarmKernelPool:
                 message = getattr(e, "message", None) or str(e)
                 log.warning("No warm kernel on compute server %s: %s", server.name, message)
                 return
+            # Held from here on, so that a discard cancelling this fill still ends it.
+            self._held.setdefault(server_id, []).append(warm)
             current = self.manager.get_server(server_id)
             if current.state is not State.RUNNING or current.operation is not None:
                 await warm.provisioner.shutdown_remote()  # it is going away meanwhile
+                self._remove(warm)
                 return
             self._failed_at.pop(server_id, None)
-            self._held.setdefault(server_id, []).append(warm)
             with contextlib.suppress(ComputeServersError):
                 await self._refresh(server_id)  # its memory
             self.manager.notify("kernels", server_id)
