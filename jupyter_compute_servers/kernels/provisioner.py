@@ -676,7 +676,9 @@ class ComputeServerProvisioner(KernelProvisionerBase):
 
     async def _discard_failed_launch(self) -> None:
         try:
-            await self._agent_call("kernel_signal", kernel_id=self.kernel_id, signum=signal.SIGKILL)
+            await self._agent_call(
+                "kernel_signal", kernel_id=self.kernel_id, signum=signal.SIGKILL, timeout=10
+            )
             # Until it has ended: the clean-up (which also ends its IOPub relay) refuses a
             # kernel that still runs.
             for _ in range(50):

@@ -15,7 +15,9 @@ provisioner's other options (timeouts, IOPub buffer). Only kernel specs of the P
 are kept warm: the notebook's directory and environment are applied in the kernel in Python.
 
 Stopping, suspending, rebooting or deleting a server discards its warm kernels (before the
-connection closes); a warm kernel that died is dropped and replaced, never handed out. Warm
+connection closes), as Jupyter's shutdown does, including one whose launch is under way (the
+provisioner ends a kernel whose launch was cancelled); a warm kernel that died is dropped and
+replaced, never handed out. Warm
 kernels are never adopted by another Jupyter: one whose Jupyter is gone is shut down by the
 next pool that looks at its server.
 """
