@@ -27,7 +27,7 @@ import pytest
 
 from jupyter_compute_servers.models import GpuSpec
 
-from .jupyter_process import kill_processes_under
+from .jupyter_process import kill_left_on_host
 from .kernel_helpers import execute, wait_until
 from .sshd import start_sshd
 from .test_billing_api import Clock
@@ -112,9 +112,7 @@ def host(request, tmp_path: Path, home: Path):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
     server.process.terminate()
     server.process.wait()
-    # The host outlives its sshd here: kernels a failed test left on it (their connection
-    # files are under its home) must not outlive the test.
-    kill_processes_under(host_home)
+    kill_left_on_host(host_home)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 from jupyter_compute_servers.ssh import fingerprint
 
-from .jupyter_process import kill_processes_under
+from .jupyter_process import kill_left_on_host
 from .kernel_helpers import execute, process_alive, wait_until
 from .sshd import start_sshd
 
@@ -71,9 +71,7 @@ def host(tmp_path: Path, home: Path):
     yield {"sshd": server, "identity": str(identity), "home": host_home}
     server.process.terminate()
     server.process.wait()
-    # The host outlives its sshd here: kernels a failed test left on it (their connection
-    # files are under its home) must not outlive the test.
-    kill_processes_under(host_home)
+    kill_left_on_host(host_home)
 
 
 @pytest.fixture
