@@ -27,7 +27,6 @@ import pytest
 
 from jupyter_compute_servers.models import GpuSpec
 
-from .jupyter_process import kill_left_on_host
 from .kernel_helpers import execute, wait_until
 from .sshd import start_sshd
 from .test_billing_api import Clock
@@ -77,7 +76,17 @@ def home(tmp_path: Path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def host(request, tmp_path: Path, home: Path):
+def host_home(tmp_path: Path) -> Path:
+    """The GPU host's user home. What still runs under it once the test's Jupyter server has
+    stopped (a kernel, its IOPub relay) is killed then, with a warning naming it
+    (``pytest_runtest_teardown`` in conftest.py: the host outlives its sshd here)."""
+    path = tmp_path / "host-home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def host(request, tmp_path: Path, home: Path, host_home: Path):
     """An OpenSSH sshd standing for a GPU host (stand-in NVML and MPS daemon on its paths; a
     test named ``test_without_mps_tools...`` gets no MPS daemon)."""
     key = asyncssh.generate_private_key("ssh-ed25519")
@@ -86,8 +95,6 @@ def host(request, tmp_path: Path, home: Path):
     identity.chmod(0o600)
     gpus = tmp_path / "gpus.json"
     gpus.write_text(json.dumps(gpu_layout()))
-    host_home = tmp_path / "host-home"
-    host_home.mkdir()
     sshd_dir = tmp_path / "sshd"
     sshd_dir.mkdir()
     server = start_sshd(
@@ -112,7 +119,6 @@ def host(request, tmp_path: Path, home: Path):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
     server.process.terminate()
     server.process.wait()
-    kill_left_on_host(host_home)
 
 
 @pytest.fixture
