@@ -17,9 +17,8 @@ are kept warm: the notebook's directory and environment are applied in the kerne
 Stopping, suspending, rebooting or deleting a server discards its warm kernels (before the
 connection closes), as Jupyter's shutdown does, including one whose launch is under way (the
 provisioner ends a kernel whose launch was cancelled); a warm kernel that died is dropped and
-replaced, never handed out. Warm
-kernels are never adopted by another Jupyter: one whose Jupyter is gone is shut down by the
-next pool that looks at its server.
+replaced, never handed out. Warm kernels are never adopted by another Jupyter: one whose
+Jupyter is gone is shut down by the next pool that looks at its server.
 """
 
 from __future__ import annotations
