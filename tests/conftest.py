@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from jupyter_server.auth.authorizer import Authorizer
 
+from .jupyter_process import kill_left_on_host
+
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 
@@ -125,3 +127,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'servers.db'}"
     return str(request.getfixturevalue("postgres_server").create_database())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """After every fixture of a test that had a stand-in GPU host (``host_home``): its Jupyter
+    server (stopped by pytest-jupyter's own last fixture) is gone, the host is not, and nothing
+    of the test may run on there."""
+    yield
+    home = getattr(item, "funcargs", {}).get("host_home")
+    if home is not None:
+        kill_left_on_host(home)

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 TOKEN = "recovery-test-token"
@@ -119,3 +120,46 @@ def kill_sandboxes_under(path: Path) -> list[int]:
                 os.kill(int(entry), signal.SIGKILL)
                 killed.append(int(entry))
     return killed
+
+
+def processes_under(path: Path) -> list[int]:
+    """Pids of the live processes with an argument naming something under ``path`` (a kernel
+    by its connection file, its IOPub relay by its script): what a server's directory of
+    kernels still has running."""
+    prefix = str(path).encode() + b"/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(arg.startswith(prefix) for arg in argv):
+            found.append(int(entry))
+    return found
+
+
+def kill_processes_under(path: Path) -> list[str]:
+    """SIGKILL ``processes_under(path)``: kernels a test left on a server that outlives it (a
+    host's, a sandbox's) must not outlive the test. Answers the command lines of those killed
+    (for a fixture to say so: the product should have ended them)."""
+    killed = []
+    for pid in processes_under(path):
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            os.kill(pid, signal.SIGKILL)
+            killed.append(f"{pid}: {command.decode(errors='replace').strip()}")
+    return killed
+
+
+def kill_left_on_host(home: Path) -> None:
+    """A host fixture's last step: the host outlives its sshd here, so kernels a failed test
+    left on it (their files are under its home) must not outlive the test; a warning says so,
+    as what a passing test left is a leak of the product's."""
+    killed = kill_processes_under(home)
+    if killed:
+        warnings.warn(
+            "Killed processes left on the test's host: " + "; ".join(killed), stacklevel=2
+        )

@@ -76,7 +76,17 @@ def home(tmp_path: Path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def host(request, tmp_path: Path, home: Path):
+def host_home(tmp_path: Path) -> Path:
+    """The GPU host's user home. What still runs under it once the test's Jupyter server has
+    stopped (a kernel, its IOPub relay) is killed then, with a warning naming it
+    (``pytest_runtest_teardown`` in conftest.py: the host outlives its sshd here)."""
+    path = tmp_path / "host-home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def host(request, tmp_path: Path, home: Path, host_home: Path):
     """An OpenSSH sshd standing for a GPU host (stand-in NVML and MPS daemon on its paths; a
     test named ``test_without_mps_tools...`` gets no MPS daemon)."""
     key = asyncssh.generate_private_key("ssh-ed25519")
@@ -85,8 +95,6 @@ def host(request, tmp_path: Path, home: Path):
     identity.chmod(0o600)
     gpus = tmp_path / "gpus.json"
     gpus.write_text(json.dumps(gpu_layout()))
-    host_home = tmp_path / "host-home"
-    host_home.mkdir()
     sshd_dir = tmp_path / "sshd"
     sshd_dir.mkdir()
     server = start_sshd(

@@ -50,7 +50,17 @@ def home(tmp_path: Path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def host(tmp_path: Path, home: Path):
+def host_home(tmp_path: Path) -> Path:
+    """The GPU host's user home. What still runs under it once the test's Jupyter server has
+    stopped (a kernel, its IOPub relay) is killed then, with a warning naming it
+    (``pytest_runtest_teardown`` in conftest.py: the host outlives its sshd here)."""
+    path = tmp_path / "host-home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def host(tmp_path: Path, home: Path, host_home: Path):
     """An OpenSSH sshd standing for a GPU host, and the user's key for it."""
     key = asyncssh.generate_private_key("ssh-ed25519")
     identity = home / ".ssh" / "id_lab"
@@ -58,8 +68,6 @@ def host(tmp_path: Path, home: Path):
     identity.chmod(0o600)
     gpus = tmp_path / "gpus.json"
     gpus.write_text(json.dumps(GPUS))
-    host_home = tmp_path / "host-home"
-    host_home.mkdir()
     sshd_dir = tmp_path / "sshd"
     sshd_dir.mkdir()
     server = start_sshd(

@@ -2,7 +2,8 @@
 real SSH tunnels: a notebook takes the waiting kernel and the pool refills; a warm kernel is not
 the user's (not listed, not activity: idle shutdown still stops its server); stopping the server
 leaves nothing behind; a dead warm kernel is never handed out; one left by a Jupyter that is
-gone is shut down, not adopted."""
+gone is shut down, not adopted; a launch under way when the server stops or Jupyter shuts down
+leaves no kernel behind."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from jupyter_compute_servers.kernels.warm import WarmKernelPool
 
+from .jupyter_process import JupyterProcess, kill_processes_under, processes_under
 from .kernel_helpers import execute, listening_on_loopback, process_alive, wait_until
 from .test_kernels import client, running_server, start_kernel
 
@@ -293,3 +295,66 @@ async def test_the_check_asks_nothing_more_about_a_server_that_keeps_none(
         assert pool.held(server["id"]) == []
     finally:
         event.remove(engine, "before_cursor_execute", counted)
+
+
+def slow_warm_kernels(path: Path) -> Path:
+    """A directory for ``PYTHONPATH`` (the local cloud's sandboxes pass it on) whose
+    ``sitecustomize`` makes a warm kernel wait a minute before it starts: the agent answers a
+    launch once the kernel listens, so the pool's launch of one stays under way for a while
+    (``LISTEN_WAIT``)."""
+    path.mkdir()
+    (path / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        "if any('/kernel-warm-' in arg for arg in sys.argv):\n"
+        "    time.sleep(60)\n"
+    )
+    return path
+
+
+async def test_a_launch_under_way_when_the_server_stops_or_jupyter_stops_leaves_no_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The pool's fill is cancelled while the agent is starting its kernel (asked, not yet
+    answered): the kernel must be ended, by the stop of the server and by Jupyter's own
+    shutdown (which leaves the local server running: only the warm kernel goes)."""
+    monkeypatch.setenv("PYTHONPATH", str(slow_warm_kernels(tmp_path / "slow")))
+    data, root = tmp_path / "data", tmp_path / "root"
+    data.mkdir()
+    root.mkdir()
+    jupyter = JupyterProcess(data, root, "--ComputeServerProvisioner.warm_kernels=1")
+    try:
+        _, server = jupyter.call("POST", "servers", {"name": "box"})
+        assert isinstance(server, dict)
+        server_id = server["id"]
+        kernels = data / "local" / str(server_id) / "run" / "kernels"
+
+        def start() -> None:
+            assert jupyter.call("POST", f"servers/{server_id}/actions/start")[0] == 202
+            assert jupyter.wait_settled(server_id, timeout=60)["state"] == "running"
+
+        def warm_launch_under_way() -> list[int]:
+            # The warm kernel's process, waiting: the agent has not answered its launch.
+            return [
+                pid
+                for pid in processes_under(kernels)
+                if b"/kernel-warm-" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            ]
+
+        # The server stops while its warm kernel is starting.
+        start()
+        await wait_until(warm_launch_under_way, timeout=60)
+        assert jupyter.call("POST", f"servers/{server_id}/actions/stop")[0] == 202
+        assert jupyter.wait_settled(server_id, timeout=60)["state"] == "off"
+        assert processes_under(kernels) == []
+
+        # Jupyter shuts down (cleanly) while the warm kernel is starting: the server runs on,
+        # with no kernel of the pool's left on it.
+        start()
+        started = await wait_until(warm_launch_under_way, timeout=60)
+        jupyter.stop()
+        assert not any(process_alive(pid) for pid in started)
+        assert processes_under(kernels) == []
+    finally:
+        jupyter.stop()
+        # The local server outlives its Jupyter: its SSH server, and whatever a failure left.
+        kill_processes_under(data)

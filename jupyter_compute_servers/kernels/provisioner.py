@@ -471,6 +471,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
     ) -> KernelConnectionInfo:
         manager = self.runtime.manager
         ready: asyncio.Future[Any] | None = None
+        launched: asyncio.Future[Any] | None = None
         try:
             endpoint = await manager.endpoint(self.server_id)
             agent = await manager.agent_for(self.server_id)
@@ -524,6 +525,12 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             ) from None
         except BaseException:
             await _cancelled(ready)
+            if launched is not None:
+                # Cancelled (the server stopping, Jupyter shutting down) with the launch asked
+                # for: the agent starts the kernel all the same, and nobody here would own it.
+                # The agent reads calls in order and records the kernel before it answers, so
+                # it is ended by its id now.
+                await self._discard_failed_launch()
             raise
         self._remote = record
         self._launched = True
@@ -669,8 +676,15 @@ class ComputeServerProvisioner(KernelProvisionerBase):
 
     async def _discard_failed_launch(self) -> None:
         try:
-            await self._agent_call("kernel_signal", kernel_id=self.kernel_id, signum=signal.SIGKILL)
-            await asyncio.sleep(0.1)
+            await self._agent_call(
+                "kernel_signal", kernel_id=self.kernel_id, signum=signal.SIGKILL, timeout=10
+            )
+            # Until it has ended: the clean-up (which also ends its IOPub relay) refuses a
+            # kernel that still runs.
+            for _ in range(50):
+                if not (await self._agent_call("kernel_status", kernel_id=self.kernel_id))["alive"]:
+                    break
+                await asyncio.sleep(0.05)
             await self._agent_call("kernel_cleanup", kernel_id=self.kernel_id)
         except Exception as e:
             self.log.warning("Could not clean up a kernel that failed to start: %s", e)

@@ -15,9 +15,10 @@ provisioner's other options (timeouts, IOPub buffer). Only kernel specs of the P
 are kept warm: the notebook's directory and environment are applied in the kernel in Python.
 
 Stopping, suspending, rebooting or deleting a server discards its warm kernels (before the
-connection closes); a warm kernel that died is dropped and replaced, never handed out. Warm
-kernels are never adopted by another Jupyter: one whose Jupyter is gone is shut down by the
-next pool that looks at its server.
+connection closes), as Jupyter's shutdown does, including one whose launch is under way (the
+provisioner ends a kernel whose launch was cancelled); a warm kernel that died is dropped and
+replaced, never handed out. Warm kernels are never adopted by another Jupyter: one whose
+Jupyter is gone is shut down by the next pool that looks at its server.
 """
 
 from __future__ import annotations
@@ -292,12 +293,14 @@ class WarmKernelPool:
                 message = getattr(e, "message", None) or str(e)
                 log.warning("No warm kernel on compute server %s: %s", server.name, message)
                 return
+            # Held from here on, so that a discard cancelling this fill still ends it.
+            self._held.setdefault(server_id, []).append(warm)
             current = self.manager.get_server(server_id)
             if current.state is not State.RUNNING or current.operation is not None:
                 await warm.provisioner.shutdown_remote()  # it is going away meanwhile
+                self._remove(warm)
                 return
             self._failed_at.pop(server_id, None)
-            self._held.setdefault(server_id, []).append(warm)
             with contextlib.suppress(ComputeServersError):
                 await self._refresh(server_id)  # its memory
             self.manager.notify("kernels", server_id)
