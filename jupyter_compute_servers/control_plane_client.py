@@ -1,7 +1,8 @@
 """A user's Jupyter server asking the team's control plane (a JupyterHub service,
 ``control_plane/``) for what it may not hold for long: SSH certificates (``certificates``),
 database logins (``db.credentials``) and Kubernetes tokens
-(``clouds/kubernetes/team.py``). The one credential it sends is its own Hub token
+(``clouds/kubernetes/team.py``); and, on an admin's server, the revocations
+(``team_revocations``). The one credential it sends is its own Hub token
 (``JUPYTERHUB_API_TOKEN``), in a header; the answer is JSON, an error ``{message, ...}``.
 
 Synchronous (urllib), so that a database connection being opened on any thread can ask; the
