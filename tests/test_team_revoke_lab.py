@@ -5,7 +5,8 @@ token (the admin's, since it is the admin's server).
 One real JupyterHub (tests/hub.py) whose control plane is the SSH CA and the database logins'
 issuer (PostgreSQL); root (a Hub admin) and bob each have their server, spawned by the Hub.
 Revoked through root's server, bob's next certificate and database login are refused, the list
-says who revoked him; restored, he gets both again. Bob (no admin) is refused with 403 by his
+says who revoked him, and his running server says why; restored, he gets both again and his
+server logs in again. Bob (no admin) is refused with 403 by his
 own server. Requests are checked before the control plane is asked, and its refusals keep
 their meaning (404, 400). Without a control plane the answer says one is needed (409); one
 that cannot be reached is a 502 saying what to do.
@@ -110,6 +111,10 @@ def test_an_admin_revokes_and_restores_bob_through_their_own_server(hub: Hub) ->
     for answer in (_certificate(hub, bob), _login(hub, bob)):
         assert answer.status_code == 403, answer.text
         assert REVOKED_MESSAGE in answer.text
+    # His running server (its database session ended, its login NOLOGIN) says why too.
+    cut_off = hub.call("bob", "GET", "/servers")
+    assert cut_off.json()["reason"] == "DatabaseCredentialsError", cut_off.text
+    assert REVOKED_MESSAGE in cut_off.json()["message"]
 
     # Restored: bob gets both again.
     restored = hub.call(ADMIN, "DELETE", "/team/revocations/bob")
@@ -117,6 +122,9 @@ def test_an_admin_revokes_and_restores_bob_through_their_own_server(hub: Hub) ->
     assert hub.call(ADMIN, "GET", "/team/revocations").json() == {"revocations": []}
     assert _certificate(hub, bob).status_code == 201
     assert _login(hub, bob).status_code == 201
+    # His running server logs in again (a new login: the NOLOGIN one is replaced).
+    again = hub.call("bob", "GET", "/servers")
+    assert again.status_code == 200, again.text
 
 
 async def test_without_a_control_plane_revocation_says_one_is_needed(api) -> None:

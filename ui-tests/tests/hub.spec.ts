@@ -207,8 +207,8 @@ test('two users log in through the Hub and each sees only their own servers; the
   ).toContainText('No compute servers yet');
   await expect(rows(admin)).toHaveCount(0);
 
-  // Revoke on Bob's row asks first, saying what it does; cancelled, nothing changes. (Bob's
-  // server is not revoked here while it runs: see the report of #18's Lab revocation.)
+  // Revoke on Bob's row asks first, saying what it does; cancelled, nothing changes. (A
+  // running server's user revoked and restored: tests/test_team_revoke_lab.py.)
   const access = team.locator('.jp-ComputeServers-access');
   await expect(access).toContainText("No user's access is revoked.");
   await bobRow.locator('.jp-ComputeServers-revoke').click();
