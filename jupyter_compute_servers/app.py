@@ -252,6 +252,7 @@ def handler_settings(services: Services, kernel_runtime: KernelRuntime) -> dict[
         "compute_servers_store": services.store,
         "compute_servers_presenter": services.presenter,
         "compute_servers_queue": services.queue,
+        "compute_servers_revocations": services.revocations,
         "compute_servers_costs": services.costs,
         "compute_servers_sync": services.sync,
         "compute_servers_mounts": services.mounts,

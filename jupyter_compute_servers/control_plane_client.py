@@ -1,7 +1,8 @@
 """A user's Jupyter server asking the team's control plane (a JupyterHub service,
 ``control_plane/``) for what it may not hold for long: SSH certificates (``certificates``),
 database logins (``db.credentials``) and Kubernetes tokens
-(``clouds/kubernetes/team.py``). The one credential it sends is its own Hub token
+(``clouds/kubernetes/team.py``); and, on an admin's server, the revocations
+(``team_revocations``). The one credential it sends is its own Hub token
 (``JUPYTERHUB_API_TOKEN``), in a header; the answer is JSON, an error ``{message, ...}``.
 
 Synchronous (urllib), so that a database connection being opened on any thread can ask; the
@@ -22,7 +23,22 @@ from .errors import CloudError, ValidationError
 
 class ControlPlaneError(CloudError):
     """The control plane could not be reached, refused, or answered nonsense: the message
-    says which and what to do."""
+    says which and what to do. ``refused`` is the HTTP status of a refusal (None otherwise),
+    ``refused_field`` the field its error named: a caller that passes the control plane's
+    answer on (``team_revocations``) keeps its 4xx a 4xx."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        refused: int | None = None,
+        refused_field: str | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, field=field, **details)
+        self.refused = refused
+        self.refused_field = refused_field
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -73,6 +89,12 @@ class ControlPlaneClient:
         """GET ``path`` (e.g. ``api/gce``), answering the JSON object (as ``post``)."""
         return self._request("GET", path, None, what, error)
 
+    def delete(
+        self, path: str, *, what: str, error: type[CloudError] = ControlPlaneError
+    ) -> dict[str, Any]:
+        """DELETE ``path`` (e.g. ``api/revocations/bob``); a 204's empty answer is ``{}``."""
+        return self._request("DELETE", path, None, what, error)
+
     def _request(
         self,
         method: str,
@@ -90,8 +112,14 @@ class ControlPlaneClient:
         try:
             with _opener.open(request, timeout=self.timeout) as response:
                 raw = response.read(1024 * 1024)
+                if response.status == 204:
+                    return {}
         except urllib.error.HTTPError as e:
-            raise error(f"The control plane refused {what} ({e.code}): {_message(e)}") from None
+            message, field = _message(e)
+            text = f"The control plane refused {what} ({e.code}): {message}"
+            if issubclass(error, ControlPlaneError):
+                raise error(text, refused=e.code, refused_field=field) from None
+            raise error(text) from None
         except (OSError, ValueError) as e:
             # (URLError and timeouts are OSErrors)
             raise error(
@@ -108,8 +136,11 @@ class ControlPlaneClient:
         return answer
 
 
-def _message(error: urllib.error.HTTPError) -> str:
+def _message(error: urllib.error.HTTPError) -> tuple[str, str | None]:
+    """A refusal's message and the field it names (None when it names none)."""
     try:
-        return str(json.loads(error.read(64 * 1024))["message"])
-    except (ValueError, KeyError, TypeError, OSError):
-        return str(error.reason or error)
+        body = json.loads(error.read(64 * 1024))
+        field = body.get("field")
+        return str(body["message"]), field if isinstance(field, str) else None
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        return str(error.reason or error), None

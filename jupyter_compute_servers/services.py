@@ -47,6 +47,7 @@ from .sync.service import SyncService
 from .team import Team, parse_access, parse_quotas
 from .team_admins import OwnerAdmin
 from .team_queue import TeamQueue
+from .team_revocations import TeamRevocations
 from .terminals import RemoteTerminals
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class Services:
     apps: ServerApps
     presenter: ServerPresenter
     queue: TeamQueue
+    revocations: TeamRevocations
 
     async def close(self, *, stop_servers: Callable[[Cloud], bool] | None = None) -> None:
         """End background work, stop servers whose cloud asks for it (``stop_servers``), and
@@ -326,4 +328,6 @@ def build_services(
         apps=apps,
         presenter=presenter,
         queue=queue,
+        # An admin's revocations, asked of the control plane with this server's token.
+        revocations=TeamRevocations(control_plane),
     )

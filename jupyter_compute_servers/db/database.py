@@ -222,8 +222,9 @@ class Database:
         self, dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]
     ) -> Any:
         """SQLAlchemy's ``do_connect``: a new connection logs in with the current login; one
-        PostgreSQL refuses (expired, or replaced by another of the user's processes) is
-        replaced once."""
+        PostgreSQL refuses (expired, replaced by another of the user's processes, or made
+        NOLOGIN by an admin's revocation) is replaced once: while the user is revoked the
+        control plane refuses a new one, saying so; once restored, the new one logs in."""
         assert self.credentials is not None
         import psycopg
 
@@ -233,7 +234,11 @@ class Database:
                 *cargs, **{**cparams, "user": login.user, "password": login.password}
             )
         except psycopg.OperationalError as e:
-            if "password authentication failed" not in str(e):
+            message = str(e)
+            if (
+                "password authentication failed" not in message
+                and "is not permitted to log in" not in message
+            ):
                 raise
         self.credentials.drop(login)
         login = self.credentials.current()

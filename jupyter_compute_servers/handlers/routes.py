@@ -30,7 +30,15 @@ from .sync import (
     ServerSyncRunHandler,
     ServerSyncsHandler,
 )
-from .team import AuditHandler, QueueEntryHandler, QueueHandler, SpendHandler, TeamHandler
+from .team import (
+    AuditHandler,
+    QueueEntryHandler,
+    QueueHandler,
+    RevocationHandler,
+    RevocationsHandler,
+    SpendHandler,
+    TeamHandler,
+)
 from .terminals import (
     ServerSSHAccessHandler,
     ServerTerminalHandler,
@@ -53,6 +61,8 @@ def api_handlers() -> list[tuple[str, type]]:
     return [
         (rf"{API_PREFIX}/status", StatusHandler),
         (rf"{API_PREFIX}/team", TeamHandler),
+        (rf"{API_PREFIX}/team/revocations", RevocationsHandler),
+        (rf"{API_PREFIX}/team/revocations/(?P<user>[^/]+)", RevocationHandler),
         (rf"{API_PREFIX}/audit", AuditHandler),
         (rf"{API_PREFIX}/audit/spend", SpendHandler),
         (rf"{API_PREFIX}/queue", QueueHandler),

@@ -1,5 +1,5 @@
-"""Team mode's REST handlers: who the caller is with their quota, the fair GPU queue, and the
-admin's audit log and spend report."""
+"""Team mode's REST handlers: who the caller is with their quota, the fair GPU queue, the
+admin's audit log and spend report, and the admin's revocations of users' access."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..billing.team_spend import month_spend_of, month_window, spend_rows
-from ..errors import ValidationError
+from ..errors import ForbiddenError, ValidationError
 from ..models import parse_int
 from .base import ComputeServersAPIHandler
 
 if TYPE_CHECKING:
     from ..team_queue import TeamQueue
+    from ..team_revocations import TeamRevocations
 
 
 def _cell(value: Any) -> Any:
@@ -171,3 +172,57 @@ class QueueEntryHandler(QueueHandler):
     @authorized
     async def delete(self, server_id: str) -> None:
         self.write_json(self.queue.cancel(self._id(server_id), self.identity))
+
+
+class _RevocationsBase(ComputeServersAPIHandler):
+    """Admins only, and the owner only: the control plane is asked with this server's Hub
+    token, which is its owner's, so another admin visiting this server would act as them."""
+
+    @property
+    def revocations(self) -> TeamRevocations:
+        return self.settings["compute_servers_revocations"]
+
+    def _require_owner_admin(self, what: str) -> None:
+        identity = self.require_admin(what)
+        if identity.name != self.team.owner:
+            raise ForbiddenError(
+                f"Only {self.team.owner} may {what} from this server (it asks the control plane "
+                f"as them); do it from your own server.",
+                field="user",
+            )
+
+
+class RevocationsHandler(_RevocationsBase):
+    """``/team/revocations``: ``GET`` the users whose access is revoked (who revoked them,
+    when); ``POST {"user": NAME}`` revokes NAME's access at once (admins)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self._require_owner_admin("list revoked users")
+        self.write_json({"revocations": await self.revocations.list()})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self._require_owner_admin("revoke a user's access")
+        body = self.get_json_object(required=True)
+        unknown = sorted(set(body) - {"user"})
+        if unknown:
+            raise ValidationError(f"Unknown field {unknown[0]!r}.", field=unknown[0])
+        if "user" not in body:
+            raise ValidationError("user is required.", field="user")
+        revocation = await self.revocations.revoke(body["user"])
+        self.write_json(revocation, status=201)
+
+
+class RevocationHandler(_RevocationsBase):
+    """``/team/revocations/{user}``: ``DELETE`` restores the user's access (admins)."""
+
+    @web.authenticated
+    @authorized
+    async def delete(self, user: str) -> None:
+        self._require_owner_admin("restore a user's access")
+        await self.revocations.restore(user)
+        self.set_status(204)
+        self.finish()

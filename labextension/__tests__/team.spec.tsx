@@ -2,7 +2,8 @@
  * Team mode in the panel: the Team section's wording (queue positions, estimates, the per-user
  * cap), its buttons (an admin's move to front and cancel, a user's cancel of their own), and
  * the admin view (everyone's servers by owner, spend per user with its CSV, the shared hosts
- * with who holds which slice, the audit log with its CSV); then the team model against two
+ * with who holds which slice, the audit log with its CSV, the users' access: revoke after a
+ * confirmation, restore); then the team model against two
  * real `jupyter server`s in team mode on one store, as an admin (root) and a second owner
  * (alice) whose server, slice of a shared host and audit lines the admin sees.
  */
@@ -15,6 +16,7 @@ import { IHost } from '../hosts/types';
 import { ApiError } from '../request';
 import { ServersModel } from '../servers/model';
 import { ITeam } from '../servers/types';
+import { revokedBy, revokedNotice, revokeWarning } from '../team/access';
 import { TeamModel } from '../team/model';
 import { IAuditEntry, IQueueEntry, ISpendRow } from '../team/types';
 import {
@@ -29,7 +31,7 @@ import {
   sliceText,
   TeamView
 } from '../team/view';
-import { JupyterServer } from './jupyterServer';
+import { JupyterServer, sleep } from './jupyterServer';
 import { makeServer, mountReactPerTest } from './testing';
 
 jest.setTimeout(120000);
@@ -203,6 +205,24 @@ const AUDIT: IAuditEntry[] = [
   }
 ];
 
+/** The dialog that shows (its header renders a moment after it does). */
+async function dialog(): Promise<HTMLElement> {
+  const end = Date.now() + 3000;
+  for (;;) {
+    const node = document.querySelector<HTMLElement>('.jp-Dialog');
+    if (node && node.querySelector('.jp-Dialog-header')?.textContent) {
+      return node;
+    }
+    if (Date.now() > end) {
+      throw new Error('no dialog');
+    }
+    await act(() => sleep(10));
+  }
+}
+
+const NO_CONTROL_PLANE =
+  "Revoking access needs team mode's control plane (the Hub's compute-control service).";
+
 /** Click a button, and let the state changes it makes settle (inside act()). */
 async function click(button: Element | null): Promise<void> {
   expect(button).not.toBe(null);
@@ -229,6 +249,10 @@ describe('the Team section', () => {
       error: null,
       onMoveToFront: jest.fn(() => Promise.resolve()),
       onCancel: jest.fn(() => Promise.resolve()),
+      revocations: null,
+      revocationsError: NO_CONTROL_PLANE,
+      onRevoke: jest.fn(() => Promise.reject(new Error('not expected'))),
+      onRestore: jest.fn(() => Promise.resolve()),
       ...overrides
     };
   }
@@ -458,6 +482,165 @@ describe('the Team section', () => {
     expect(text).toContain('Nothing recorded yet.');
   });
 
+  it("revokes a user's access from their row after a confirmation, and restores", async () => {
+    const at = Date.UTC(2026, 11, 6, 9, 30) / 1000;
+    const onRevoke = jest.fn((user: string) =>
+      Promise.resolve({
+        user,
+        revoked_by: 'root',
+        revoked_at: at,
+        database_sessions_ended: 1,
+        openstack_tokens_revoked: 0
+      })
+    );
+    const onRestore = jest.fn(() => Promise.resolve());
+    mount.render(
+      <TeamView
+        {...props({
+          team: makeTeam(true),
+          servers: [
+            makeServer({ id: 1, name: 'alice-box', owner: 'alice' }),
+            makeServer({ id: 2, name: 'bob-box', owner: 'bob' }),
+            makeServer({ id: 3, name: 'root-box', owner: 'root' })
+          ],
+          revocations: [{ user: 'alice', revoked_by: 'root', revoked_at: at }],
+          revocationsError: null,
+          onRevoke,
+          onRestore
+        })}
+      />
+    );
+    const section = mount.container.querySelector('.jp-ComputeServers-team')!;
+    const row = (owner: string) =>
+      section.querySelector(
+        `.jp-ComputeServers-team-owners li[data-owner="${owner}"]`
+      )!;
+    // Revoke on the rows of those not revoked, never the admin's own; alice is marked.
+    expect(row('bob').querySelector('.jp-ComputeServers-revoke')).not.toBe(
+      null
+    );
+    expect(row('root').querySelector('.jp-ComputeServers-revoke')).toBe(null);
+    expect(row('alice').querySelector('.jp-ComputeServers-revoke')).toBe(null);
+    expect(row('alice').textContent).toContain('(access revoked)');
+    // The Access part: who revoked alice, when, with Restore.
+    const revoked = section.querySelector(
+      '.jp-ComputeServers-revocations li[data-user="alice"]'
+    )!;
+    expect(revoked.textContent).toContain(
+      `alice: revoked by root, ${new Date(at * 1000).toLocaleString()}`
+    );
+
+    // Cancelled: nothing is asked of the server.
+    await click(row('bob').querySelector('.jp-ComputeServers-revoke'));
+    let node = await dialog();
+    expect(node.textContent).toContain("Revoke bob's access?");
+    expect(node.textContent).toContain(revokeWarning('bob'));
+    expect(node.textContent).toContain('Their compute servers keep running');
+    await click(node.querySelector('.jp-mod-reject'));
+    expect(onRevoke).not.toHaveBeenCalled();
+
+    // Confirmed: revoked, and what it ended is said.
+    await click(row('bob').querySelector('.jp-ComputeServers-revoke'));
+    node = await dialog();
+    await click(node.querySelector('.jp-ComputeServers-confirm'));
+    await act(() => sleep(0));
+    expect(onRevoke).toHaveBeenCalledWith('bob');
+    expect(section.querySelector('[role="status"]')!.textContent).toBe(
+      "bob's access is revoked: 1 database session ended. Their servers keep running."
+    );
+
+    await click(revoked.querySelector('.jp-ComputeServers-restore'));
+    expect(onRestore).toHaveBeenCalledWith('alice');
+    expect(section.querySelector('[role="status"]')!.textContent).toBe(
+      "alice's access is restored: they may get new credentials."
+    );
+  });
+
+  it('revokes by name, says why a revoke failed, and why access cannot be read', async () => {
+    const onRevoke = jest.fn(() =>
+      Promise.reject(
+        new Error("The control plane refused revoking carol's access (502).")
+      )
+    );
+    mount.render(
+      <TeamView
+        {...props({
+          team: makeTeam(true),
+          revocations: [],
+          revocationsError: null,
+          onRevoke
+        })}
+      />
+    );
+    const section = mount.container.querySelector('.jp-ComputeServers-team')!;
+    expect(section.textContent).toContain("No user's access is revoked.");
+    const form = section.querySelector('.jp-ComputeServers-revoke-form')!;
+    const input = form.querySelector('input')!;
+    const submit = form.querySelector<HTMLButtonElement>('button')!;
+    expect(submit.disabled).toBe(true);
+    // The admin may not revoke themselves: the button stays off.
+    await act(async () => {
+      const set = Object.getOwnPropertyDescriptor(
+        HTMLInputElement.prototype,
+        'value'
+      )!.set!;
+      set.call(input, 'root');
+      input.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    expect(submit.disabled).toBe(true);
+    await act(async () => {
+      const set = Object.getOwnPropertyDescriptor(
+        HTMLInputElement.prototype,
+        'value'
+      )!.set!;
+      set.call(input, ' carol ');
+      input.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    expect(submit.disabled).toBe(false);
+    await click(submit);
+    await click((await dialog()).querySelector('.jp-ComputeServers-confirm'));
+    await act(() => sleep(0));
+    expect(onRevoke).toHaveBeenCalledWith('carol');
+    expect(section.querySelector('[role="alert"]')!.textContent).toBe(
+      "Could not revoke carol's access: The control plane refused revoking carol's access (502)."
+    );
+
+    // No control plane: the Access part says so, and no row offers Revoke.
+    mount.render(
+      <TeamView
+        {...props({
+          team: makeTeam(true),
+          servers: [makeServer({ id: 2, name: 'bob-box', owner: 'bob' })]
+        })}
+      />
+    );
+    expect(mount.container.querySelector('.jp-ComputeServers-revoke')).toBe(
+      null
+    );
+    expect(
+      mount.container.querySelector('.jp-ComputeServers-access [role="alert"]')!
+        .textContent
+    ).toBe(`Could not read whose access is revoked: ${NO_CONTROL_PLANE}`);
+  });
+
+  it('words a revocation', () => {
+    const at = Date.UTC(2026, 11, 6, 9, 30) / 1000;
+    expect(revokedBy({ user: 'bob', revoked_by: 'root', revoked_at: at })).toBe(
+      `revoked by root, ${new Date(at * 1000).toLocaleString()}`
+    );
+    expect(
+      revokedNotice({
+        user: 'bob',
+        revoked_by: 'root',
+        revoked_at: at,
+        database_sessions_ended: 2,
+        openstack_tokens_revoked: 1
+      })
+    ).toBe(
+      "bob's access is revoked: 2 database sessions ended, 1 OpenStack token revoked. Their servers keep running."
+    );
+  });
+
   it('says why a move failed, and shows nothing standalone', async () => {
     const refused = new Error('Compute server 7 is not in a queue.');
     mount.render(
@@ -594,6 +777,16 @@ describe('the team model with two real team-mode servers on one store', () => {
     expect((await csv.text()).split('\r\n')[0]).toBe(
       'month,kind,name,currency,spent,servers,deleted_servers,unknown'
     );
+    // These servers have no control plane: the revocations say why, the rest still shows,
+    // and a revoke is refused saying what is needed.
+    expect(model.revocations).toBe(null);
+    expect(model.revocationsError).toContain("needs team mode's control plane");
+    const revoke = model.revoke('alice');
+    await expect(revoke).rejects.toBeInstanceOf(ApiError);
+    await expect(revoke).rejects.toMatchObject({
+      status: 409,
+      field: 'control_plane_url'
+    });
     // A cancel of an entry that is not there says so (and the model reads again).
     const failed = model.cancel(4242);
     await expect(failed).rejects.toBeInstanceOf(ApiError);

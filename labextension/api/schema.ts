@@ -795,6 +795,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/team/revocations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The users whose access is revoked (admins)
+         * @description As the team's control plane lists them, oldest first, with who revoked each and when. Only an admin, from their own server (it asks the control plane with its owner's Hub token), and only one the control plane's rule makes an admin (`--admin-user`, `--admin-group`, Hub admins): 403 otherwise.
+         */
+        get: operations["listRevocations"];
+        put?: never;
+        /**
+         * Revoke a user's access (admins)
+         * @description At once: the control plane issues the user no more SSH certificates, database logins, Compute Engine calls, OpenStack or Kubernetes tokens; their database sessions end, their OpenStack tokens and Kubernetes bindings are revoked, and their certificates go into the hosts' revoked keys. Their servers keep running. Revoking a revoked user again keeps the first revocation; an admin may not revoke themselves (400). Only an admin, from their own server (it asks the control plane with its owner's Hub token), and only one the control plane's rule makes an admin (`--admin-user`, `--admin-group`, Hub admins): 403 otherwise.
+         */
+        post: operations["revokeUser"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/team/revocations/{user}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Restore a user's access (admins)
+         * @description The user may get credentials again; the certificates revoked stay revoked until they expire. Only an admin, from their own server (it asks the control plane with its owner's Hub token), and only one the control plane's rule makes an admin (`--admin-user`, `--admin-group`, Hub admins): 403 otherwise.
+         */
+        delete: operations["restoreUser"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1832,6 +1876,17 @@ export interface components {
             walked: boolean;
             /** @description When not walked: the names the journal listed, looked at again. */
             examined?: number;
+        };
+        Revocation: {
+            user: string;
+            /** @description The admin who revoked it. */
+            revoked_by: string;
+            /** @description When, in seconds since the epoch. */
+            revoked_at: number;
+        };
+        RevocationDone: components["schemas"]["Revocation"] & {
+            database_sessions_ended: number;
+            openstack_tokens_revoked: number;
         };
     };
     responses: {
@@ -3799,6 +3854,159 @@ export interface operations {
                 };
             };
             403: components["responses"]["Forbidden"];
+        };
+    };
+    listRevocations: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The revoked users. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        revocations: components["schemas"]["Revocation"][];
+                    };
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No control plane is configured (`field`: `control_plane_url`): revocation needs team mode's control plane (the Hub's compute-control service). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The control plane could not be reached or failed (`field`: `control_plane_url`); the message says what to do. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    revokeUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description The Hub user's name (no control characters). */
+                    user: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The revocation, and what it ended. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RevocationDone"];
+                };
+            };
+            /** @description Invalid or unknown field, or the admin themselves (`field` names it). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description No control plane is configured (`field`: `control_plane_url`): revocation needs team mode's control plane (the Hub's compute-control service). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The control plane could not be reached or failed (`field`: `control_plane_url`); the message says what to do. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    restoreUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Restored. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid user name (`field`: `user`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
+            /** @description The user's access is not revoked (`field`: `user`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No control plane is configured (`field`: `control_plane_url`): revocation needs team mode's control plane (the Hub's compute-control service). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The control plane could not be reached or failed (`field`: `control_plane_url`); the message says what to do. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
 }

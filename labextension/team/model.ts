@@ -5,7 +5,13 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { API_NAMESPACE, requestAPI } from '../request';
 import { IHost } from '../hosts/types';
 import { IServer, ITeam } from '../servers/types';
-import { IAuditEntry, IQueueEntry, ISpendRow } from './types';
+import {
+  IAuditEntry,
+  IQueueEntry,
+  IRevocation,
+  IRevocationDone,
+  ISpendRow
+} from './types';
 
 /** How many of the audit log's newest lines the admin view shows (the CSV has them all). */
 export const AUDIT_LINES = 50;
@@ -15,7 +21,9 @@ export const AUDIT_LINES = 50;
  * the GPU queues (`GET queue`: their own entries; an admin's, every host's line) and, for
  * admins, everyone's servers by owner (`GET servers?scope=all`), this month's spend per
  * user (`GET audit/spend`), the audit log's newest lines (`GET audit`) and the shared hosts
- * with who holds which slice (`GET hosts`). Read while the panel shows (`watched`), and again when the
+ * with who holds which slice (`GET hosts`) and the users whose access is revoked
+ * (`GET team/revocations`: the control plane's, which may be missing or down without hiding
+ * the rest). Read while the panel shows (`watched`), and again when the
  * servers change (`scheduleRefresh`: the queue moves as servers start and stop).
  */
 export class TeamModel {
@@ -52,6 +60,16 @@ export class TeamModel {
   /** The registered hosts, each with who holds which slice (admins). */
   get hosts(): ReadonlyArray<IHost> {
     return this._hosts;
+  }
+
+  /** The users whose access is revoked (admins); null when they could not be read. */
+  get revocations(): ReadonlyArray<IRevocation> | null {
+    return this._revocations;
+  }
+
+  /** Why the revocations could not be read (no control plane, or it is down). */
+  get revocationsError(): string | null {
+    return this._revocationsError;
   }
 
   get month(): string | null {
@@ -121,6 +139,8 @@ export class TeamModel {
       let spend: ISpendRow[] = [];
       let audit: IAuditEntry[] = [];
       let hosts: IHost[] = [];
+      let revocations: IRevocation[] | null = null;
+      let revocationsError: string | null = null;
       if (team.team_mode && team.user.admin) {
         const answers = await Promise.all([
           this._request<{ servers: IServer[] }>('servers?scope=all'),
@@ -130,13 +150,25 @@ export class TeamModel {
           this._request<{ entries: IAuditEntry[] }>(
             `audit?limit=${AUDIT_LINES}`
           ),
-          this._request<{ hosts: IHost[] }>('hosts')
+          this._request<{ hosts: IHost[] }>('hosts'),
+          // Kept apart: without a (reachable) control plane the rest still shows.
+          this._request<{ revocations: IRevocation[] }>(
+            'team/revocations'
+          ).then(
+            answer => ({ list: answer.revocations, error: null }),
+            (reason: unknown) => ({
+              list: null,
+              error: reason instanceof Error ? reason.message : String(reason)
+            })
+          )
         ]);
         servers = answers[0].servers;
         spend = answers[1].rows;
         // The API answers the newest lines oldest first; the view shows the newest first.
         audit = answers[2].entries.reverse();
         hosts = answers[3].hosts;
+        revocations = answers[4].list;
+        revocationsError = answers[4].error;
       }
       if (ticket !== this._ticket || this._disposed) {
         return;
@@ -147,6 +179,8 @@ export class TeamModel {
       this._spend = spend;
       this._audit = audit;
       this._hosts = hosts;
+      this._revocations = revocations;
+      this._revocationsError = revocationsError;
       this._month = team.month;
       this._error = null;
       this._loaded = true;
@@ -187,6 +221,25 @@ export class TeamModel {
     await this._change(`queue/${serverId}`, { method: 'DELETE' });
   }
 
+  /** Revoke `user`'s access at once (admins; the control plane ends their sessions). */
+  async revoke(user: string): Promise<IRevocationDone> {
+    try {
+      return await this._request<IRevocationDone>('team/revocations', {
+        method: 'POST',
+        body: { user }
+      });
+    } finally {
+      await this.refresh();
+    }
+  }
+
+  /** Let `user` get credentials again (admins). */
+  async restore(user: string): Promise<void> {
+    await this._change(`team/revocations/${encodeURIComponent(user)}`, {
+      method: 'DELETE'
+    });
+  }
+
   dispose(): void {
     this._disposed = true;
     if (this._timer !== null) {
@@ -220,6 +273,8 @@ export class TeamModel {
   private _spend: ISpendRow[] = [];
   private _audit: IAuditEntry[] = [];
   private _hosts: IHost[] = [];
+  private _revocations: IRevocation[] | null = null;
+  private _revocationsError: string | null = null;
   private _month: string | null = null;
   private _loaded = false;
   private _error: string | null = null;

@@ -35,6 +35,10 @@ export class TeamSidebarSection implements ISidebarSection {
         error={team.error}
         onMoveToFront={entry => team.moveToFront(entry.server_id)}
         onCancel={entry => team.cancel(entry.server_id)}
+        revocations={team.revocations}
+        revocationsError={team.revocationsError}
+        onRevoke={user => team.revoke(user)}
+        onRestore={user => team.restore(user)}
       />
     );
   }

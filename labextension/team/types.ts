@@ -1,6 +1,6 @@
 /**
  * Team mode's shapes (`compute-servers/api/team`, `/queue`, `/audit`, `/audit/spend`, the
- * slices of `/hosts`): names for the
+ * slices of `/hosts`, `/team/revocations`): names for the
  * schemas of openapi.json, from the types generated from it (`../api/schema`).
  */
 import { components } from '../api/schema';
@@ -18,3 +18,9 @@ export type IAuditEntry = Schemas['AuditEntry'];
 
 /** A slice of a shared host a server holds (admins see them in `GET hosts`). */
 export type IHostSlice = Schemas['HostSlice'];
+
+/** A user whose access an admin revoked: who revoked it, when. */
+export type IRevocation = Schemas['Revocation'];
+
+/** A revocation just made, with what it ended. */
+export type IRevocationDone = Schemas['RevocationDone'];

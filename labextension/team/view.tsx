@@ -3,7 +3,15 @@ import * as React from 'react';
 import { IHost } from '../hosts/types';
 import { quotaText } from '../servers/createForm';
 import { IServer, ITeam } from '../servers/types';
-import { IAuditEntry, IHostSlice, IQueueEntry, ISpendRow } from './types';
+import { AccessView, confirmRevoke, revokedNotice } from './access';
+import {
+  IAuditEntry,
+  IHostSlice,
+  IQueueEntry,
+  IRevocation,
+  IRevocationDone,
+  ISpendRow
+} from './types';
 
 /** "2nd of 3 on lab-gpu": where an entry stands in its host's line. */
 export function positionText(entry: IQueueEntry): string {
@@ -144,18 +152,30 @@ export interface ITeamViewProps {
   onMoveToFront: (entry: IQueueEntry) => Promise<unknown>;
   /** Cancel an entry (admins, or the owner their own). */
   onCancel: (entry: IQueueEntry) => Promise<unknown>;
+  /** The users whose access is revoked (admins); null when they could not be read. */
+  revocations: ReadonlyArray<IRevocation> | null;
+  /** Why the revocations could not be read (no control plane, or it is down). */
+  revocationsError: string | null;
+  /** Revoke a user's access (admins; the view asks first). */
+  onRevoke: (user: string) => Promise<IRevocationDone>;
+  /** Restore a user's access (admins). */
+  onRestore: (user: string) => Promise<unknown>;
 }
 
 /**
  * Team mode's section of the panel: a user's quota and their places in the GPU queues; for an
  * admin, also everyone's servers by owner, every queue with move-to-front and cancel, this
  * month's spend per user and group with its CSV, the shared hosts with who holds which slice,
- * and the audit log's newest lines with the CSV of all of it.
+ * the audit log's newest lines with the CSV of all of it, and the users' access: Revoke on a
+ * user's row (after a confirmation), the revoked users with Restore (`access.tsx`).
  */
 export function TeamView(props: ITeamViewProps): JSX.Element | null {
   const { team } = props;
   const [busy, setBusy] = React.useState<number | null>(null);
   const [failure, setFailure] = React.useState<string | null>(null);
+  // The user whose access is being revoked or restored, and what the last revoke ended.
+  const [accessBusy, setAccessBusy] = React.useState<string | null>(null);
+  const [notice, setNotice] = React.useState<string | null>(null);
   if (!team) {
     return props.error ? (
       <section className="jp-ComputeServers-team">
@@ -184,6 +204,37 @@ export function TeamView(props: ITeamViewProps): JSX.Element | null {
       )
       .finally(() => setBusy(null));
   };
+  const changeAccess = async (
+    user: string,
+    what: string,
+    run: () => Promise<string | null>
+  ) => {
+    setAccessBusy(user);
+    setFailure(null);
+    setNotice(null);
+    try {
+      setNotice(await run());
+    } catch (reason) {
+      setFailure(
+        `Could not ${what} ${user}'s access: ${reason instanceof Error ? reason.message : String(reason)}`
+      );
+    } finally {
+      setAccessBusy(null);
+    }
+  };
+  const revoke = async (user: string) => {
+    if (await confirmRevoke(user)) {
+      await changeAccess(user, 'revoke', async () =>
+        revokedNotice(await props.onRevoke(user))
+      );
+    }
+  };
+  const restore = (user: string) =>
+    changeAccess(user, 'restore', async () => {
+      await props.onRestore(user);
+      return `${user}'s access is restored: they may get new credentials.`;
+    });
+  const revoked = new Set((props.revocations ?? []).map(r => r.user));
   const quota = quotaText(team);
   const users = props.spend.filter(row => row.kind === 'user');
   const groups = props.spend.filter(row => row.kind === 'group');
@@ -201,6 +252,11 @@ export function TeamView(props: ITeamViewProps): JSX.Element | null {
       {failure && (
         <p className="jp-ComputeServers-error" role="alert">
           {failure}
+        </p>
+      )}
+      {notice && (
+        <p className="jp-ComputeServers-team-notice" role="status">
+          {notice}
         </p>
       )}
       <h4>{admin ? 'GPU queues' : 'Your place in the GPU queues'}</h4>
@@ -279,10 +335,41 @@ export function TeamView(props: ITeamViewProps): JSX.Element | null {
                 <li key={owner} data-owner={owner}>
                   <strong>{owner}</strong>:{' '}
                   {servers.map(s => `${s.name} (${s.state})`).join(', ')}
+                  {revoked.has(owner) && (
+                    <span className="jp-ComputeServers-owner-revoked">
+                      {' '}
+                      (access revoked)
+                    </span>
+                  )}
+                  {/* Offered once the control plane's list is read: it is who revokes. */}
+                  {props.revocations !== null &&
+                    !revoked.has(owner) &&
+                    owner !== team.user.name && (
+                      <>
+                        {' '}
+                        <button
+                          type="button"
+                          className="jp-mod-styled jp-mod-warn jp-ComputeServers-revoke"
+                          disabled={accessBusy !== null}
+                          title={`Revoke ${owner}'s access: their sessions end, their servers keep running`}
+                          onClick={() => void revoke(owner)}
+                        >
+                          Revoke access
+                        </button>
+                      </>
+                    )}
                 </li>
               ))}
             </ul>
           )}
+          <AccessView
+            revocations={props.revocations}
+            error={props.revocationsError}
+            self={team.user.name}
+            busy={accessBusy !== null}
+            onRevoke={user => void revoke(user)}
+            onRestore={user => void restore(user)}
+          />
           <h4>Spend in {props.month ?? 'this month'}</h4>
           {users.length === 0 ? (
             <p className="jp-ComputeServers-team-empty">

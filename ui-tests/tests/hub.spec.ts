@@ -4,8 +4,9 @@
  * Jupyter in team mode) is started for this file. Alice logs in on the Hub's login page,
  * creates a compute server in her Lab and sees it; Bob, in a browser context of his own, sees
  * none of hers (and her name nowhere) and creates his; Alice again sees only hers; the admin
- * sees both by owner in the Team section. Ctrl-C (SIGINT) then stops the command, which must
- * exit cleanly.
+ * sees both by owner in the Team section, and revokes a user's access from the Access part
+ * (confirming) and restores it, each shown without a reload. Ctrl-C (SIGINT) then stops
+ * the command, which must exit cleanly.
  *
  * Plain Playwright, not galata's page: galata's fixtures expect a Jupyter server of their own
  * at baseURL (with galata's server settings); the Hub's users' servers are the command's.
@@ -186,12 +187,16 @@ test('two users log in through the Hub and each sees only their own servers; the
   const admin = await logIn(browser, 'admin');
   const team = panel(admin).locator('.jp-ComputeServers-team');
   await expect(team.locator('h3')).toHaveText('Team (admin)');
+  // (each row ends with its Revoke access button)
   await expect(
     team.locator('.jp-ComputeServers-team-owners li[data-owner="alice"]')
-  ).toHaveText('alice: alice-box (deprovisioned)');
-  await expect(
-    team.locator('.jp-ComputeServers-team-owners li[data-owner="bob"]')
-  ).toHaveText('bob: bob-box (deprovisioned)');
+  ).toHaveText(/^alice: alice-box \(deprovisioned\) Revoke access$/);
+  const bobRow = team.locator(
+    '.jp-ComputeServers-team-owners li[data-owner="bob"]'
+  );
+  await expect(bobRow).toHaveText(
+    /^bob: bob-box \(deprovisioned\) Revoke access$/
+  );
   await expect(team.locator('.jp-ComputeServers-team-owners > li')).toHaveCount(
     2
   );
@@ -201,4 +206,36 @@ test('two users log in through the Hub and each sees only their own servers; the
     )
   ).toContainText('No compute servers yet');
   await expect(rows(admin)).toHaveCount(0);
+
+  // Revoke on Bob's row asks first, saying what it does; cancelled, nothing changes. (A
+  // running server's user revoked and restored: tests/test_team_revoke_lab.py.)
+  const access = team.locator('.jp-ComputeServers-access');
+  await expect(access).toContainText("No user's access is revoked.");
+  await bobRow.locator('.jp-ComputeServers-revoke').click();
+  const dialog = admin.locator('.jp-Dialog');
+  await expect(dialog).toContainText("Revoke bob's access?");
+  await expect(dialog).toContainText('Their compute servers keep running');
+  await dialog.locator('.jp-mod-reject').click();
+  await expect(dialog).toHaveCount(0);
+  await expect(access).toContainText("No user's access is revoked.");
+
+  // Carol, who has no server, revoked by name: listed without a reload, then restored.
+  await access.locator('input[name="user"]').fill('carol');
+  await access.locator('.jp-ComputeServers-revoke').click();
+  await expect(dialog).toContainText("Revoke carol's access?");
+  await dialog.locator('.jp-ComputeServers-confirm').click();
+  await expect(team.locator('[role="status"]')).toContainText(
+    "carol's access is revoked"
+  );
+  const revoked = access.locator(
+    '.jp-ComputeServers-revocations li[data-user="carol"]'
+  );
+  await expect(revoked).toContainText('carol: revoked by admin');
+  await revoked.locator('.jp-ComputeServers-restore').click();
+  await expect(team.locator('[role="status"]')).toContainText(
+    "carol's access is restored"
+  );
+  await expect(access.locator('.jp-ComputeServers-revocations li')).toHaveCount(
+    0
+  );
 });
