@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from jupyter_compute_servers.agent import sync_agent
 from jupyter_compute_servers.models import ServerConfig
 from jupyter_compute_servers.store import ServerStore
 from jupyter_compute_servers.sync import engine, transfer
@@ -411,8 +412,24 @@ async def test_jupyter_stays_responsive_and_writes_nothing_against_a_hostile_syn
             if sync["state"] != "running":
                 return sync
 
+    # The first walk of the Jupyter root made slow, so that the server's refusal comes while it
+    # still runs: the sync must not end (closing the tree it walks) before the walk does, or
+    # the root's change journal would keep a broken walk and later syncs miss mine.txt (the
+    # batch of puts below must carry it).
+    original_scan = sync_agent.SyncTree.scan
+    slowed: list[int] = []
+
+    def slow_first_scan(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not slowed:
+            slowed.append(1)
+            time.sleep(0.5)
+        return original_scan(self, *args, **kwargs)
+
+    monkeypatch.setattr(sync_agent.SyncTree, "scan", slow_first_scan)
+
     # An answer announced as 10 GiB: refused before it is read.
     sync = await run({"scan": line({"ok": True, "size": 10 << 30})})
+    assert slowed
     assert sync["state"] == "failed"
     assert "server 'box'" in sync["error"] and "SyncService.max_answer_mb" in sync["error"]
     assert "more than the limit of 268435456 bytes" in sync["error"]
@@ -465,7 +482,7 @@ async def test_jupyter_stays_responsive_and_writes_nothing_against_a_hostile_syn
         (line({"ok": True, "size": 10 << 30}), "more than the limit of 1048576 bytes"),
     ]:
         sync = await run({"scan": scan_answer([]), "puts": puts})
-        assert [r["op"] for r in agent[-1].requests][:3] == ["open", "scan", "puts"]
+        assert [r["op"] for r in agent[-1].requests][:3] == ["open", "scan", "puts"], str(sync)
         assert sync["state"] == "failed", sync
         assert expected in sync["error"] and "server 'box'" in sync["error"], sync["error"]
         assert sync["summary"] is None or sync["summary"]["sent"]["files"] == 0, sync

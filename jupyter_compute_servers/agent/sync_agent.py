@@ -860,7 +860,15 @@ class SyncWatch:
                 watching = False
         self.trusted = watching
         self._max_watches = _sync_max_watches()
-        result = tree.scan(path, patterns, server_only, max_size, self._add if watching else None)
+        try:
+            result = tree.scan(
+                path, patterns, server_only, max_size, self._add if watching else None
+            )
+        except BaseException:
+            # A walk that did not finish is no base for a journal: the next scan walks again.
+            self._stop()
+            self._key = None
+            raise
         self.files = {entry[0]: entry for entry in result["files"]}
         self.skipped = {entry[0]: entry for entry in result["skipped"]}
         self.pruned = {p: reason for p, reason in result["pruned"]}

@@ -438,10 +438,18 @@ class SyncEngine:
                 return dict(tree.scan(scope, patterns, server_only, max_size), walked=True)
             return watch.scan(tree, scope, patterns, server_only, max_size, consumer)[0]
 
-        # Both scans (and the record's load) at once.
-        local_raw, (remote_answer, base) = await asyncio.gather(
-            self._read_thread(local_scan), remote_then_base()
-        )
+        # Both scans (and the record's load) at once. The local walk uses the tree, which is
+        # closed when this sync ends: a failed remote scan waits for it to finish, else the
+        # walk could list closed (or reused) descriptors and the journal keep what it saw.
+        local_walk = asyncio.ensure_future(self._read_thread(local_scan))
+        try:
+            remote_answer, base = await remote_then_base()
+        except BaseException:
+            await asyncio.wait([local_walk])
+            if not local_walk.cancelled():
+                local_walk.exception()  # (retrieved: the remote's error is the sync's)
+            raise
+        local_raw = await local_walk
         if previous is not None and session.last_scan[0] != previous[0]:
             previous = None  # the open found another tree: no answer of changes is taken
         payload = remote_answer.get("payload")
