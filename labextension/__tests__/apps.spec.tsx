@@ -12,7 +12,7 @@ import { AppsSection } from '../apps/section';
 import { declaredApps, IImageApp, IServerWebApps } from '../apps/types';
 import { IServer } from '../servers/types';
 import { JupyterServer, sleep } from './jupyterServer';
-import { mountReactPerTest } from './testing';
+import { mountReactPerTest, typeInto } from './testing';
 
 jest.setTimeout(90000);
 
@@ -154,14 +154,7 @@ describe('AppsSection', () => {
     const input = mount.container.querySelector(
       '.jp-ComputeServers-openPort input'
     ) as HTMLInputElement;
-    act(() => {
-      const setter = Object.getOwnPropertyDescriptor(
-        HTMLInputElement.prototype,
-        'value'
-      )!.set!;
-      setter.call(input, '6006');
-      input.dispatchEvent(new Event('input', { bubbles: true }));
-    });
+    act(() => typeInto(input, '6006'));
     expect(submit.disabled).toBe(false);
     act(() => submit.click());
     expect(opened).toEqual(['8000', '6006']);

@@ -20,7 +20,7 @@ import {
 import { ServersModel } from '../servers/model';
 import { ICloud, IServer } from '../servers/types';
 import { JupyterServer, sleep } from './jupyterServer';
-import { mountReactPerTest, until } from './testing';
+import { mountReactPerTest, typeInto, until } from './testing';
 
 /**
  * Cloud descriptions as plain input for the form's pure functions and rendering (the dialog
@@ -318,13 +318,7 @@ describe('CreateServerDialog', () => {
     const input = document.querySelector<HTMLInputElement>(
       `.jp-Dialog input[name="${name}"]`
     )!;
-    // React tracks the value it set; go around it as a user's typing does.
-    const setter = Object.getOwnPropertyDescriptor(
-      HTMLInputElement.prototype,
-      'value'
-    )!.set!;
-    setter.call(input, value);
-    input.dispatchEvent(new Event('input', { bubbles: true }));
+    typeInto(input, value);
   }
 
   function createButton(): HTMLButtonElement {

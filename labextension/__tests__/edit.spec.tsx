@@ -27,6 +27,7 @@ import {
   makeServer as baseServer,
   mountReactPerTest,
   renderOutsideAct,
+  typeInto,
   until
 } from './testing';
 
@@ -297,11 +298,7 @@ describe('the edit dialog with a real server', () => {
     const input = document.querySelector<HTMLInputElement>(
       `.jp-Dialog input[name="${name}"]`
     )!;
-    Object.getOwnPropertyDescriptor(
-      HTMLInputElement.prototype,
-      'value'
-    )!.set!.call(input, value);
-    input.dispatchEvent(new Event('input', { bubbles: true }));
+    typeInto(input, value);
   }
 
   function saveButton(): HTMLButtonElement {

@@ -37,7 +37,12 @@ import {
 import { IEstimate, IEstimateRequest } from '../create/types';
 import { ApiError } from '../request';
 import { JupyterServer, sleep } from './jupyterServer';
-import { mountReactPerTest, renderOutsideAct, until } from './testing';
+import {
+  mountReactPerTest,
+  renderOutsideAct,
+  typeInto,
+  until
+} from './testing';
 import ESTIMATES from './fixtures/estimates.json';
 import GCP_JSON from './fixtures/gcpCloud.json';
 
@@ -336,11 +341,7 @@ describe('estimates from a real server', () => {
     const input = document.querySelector<HTMLInputElement>(
       `.jp-Dialog input[name="${name}"]`
     )!;
-    Object.getOwnPropertyDescriptor(
-      HTMLInputElement.prototype,
-      'value'
-    )!.set!.call(input, value);
-    input.dispatchEvent(new Event('input', { bubbles: true }));
+    typeInto(input, value);
   }
 
   const summary = () =>

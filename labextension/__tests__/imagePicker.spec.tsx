@@ -16,7 +16,12 @@ import { imageChoices, imagesFromOfferings, safeIcon } from '../create/images';
 import { ImagePicker } from '../create/imagePicker';
 import { IImage } from '../create/types';
 import { JupyterServer, sleep } from './jupyterServer';
-import { mountReactPerTest, renderOutsideAct, until } from './testing';
+import {
+  mountReactPerTest,
+  renderOutsideAct,
+  typeInto,
+  until
+} from './testing';
 
 const PYTHON: IImage = {
   id: 'python',
@@ -412,11 +417,7 @@ describe('the create dialog’s image picker, with a real server', () => {
     const disk = document.querySelector<HTMLInputElement>(
       'input[name="disk_gb"]'
     )!;
-    Object.getOwnPropertyDescriptor(
-      HTMLInputElement.prototype,
-      'value'
-    )!.set!.call(disk, '5');
-    disk.dispatchEvent(new Event('input', { bubbles: true }));
+    typeInto(disk, '5');
     await until(() => body.values.disk_gb === '5');
     (scipy as HTMLElement).click();
     await until(

@@ -32,7 +32,7 @@ import {
   TeamView
 } from '../team/view';
 import { JupyterServer, sleep } from './jupyterServer';
-import { makeServer, mountReactPerTest } from './testing';
+import { makeServer, mountReactPerTest, typeInto } from './testing';
 
 jest.setTimeout(120000);
 
@@ -579,23 +579,9 @@ describe('the Team section', () => {
     const submit = form.querySelector<HTMLButtonElement>('button')!;
     expect(submit.disabled).toBe(true);
     // The admin may not revoke themselves: the button stays off.
-    await act(async () => {
-      const set = Object.getOwnPropertyDescriptor(
-        HTMLInputElement.prototype,
-        'value'
-      )!.set!;
-      set.call(input, 'root');
-      input.dispatchEvent(new Event('input', { bubbles: true }));
-    });
+    await act(async () => typeInto(input, 'root'));
     expect(submit.disabled).toBe(true);
-    await act(async () => {
-      const set = Object.getOwnPropertyDescriptor(
-        HTMLInputElement.prototype,
-        'value'
-      )!.set!;
-      set.call(input, ' carol ');
-      input.dispatchEvent(new Event('input', { bubbles: true }));
-    });
+    await act(async () => typeInto(input, ' carol '));
     expect(submit.disabled).toBe(false);
     await click(submit);
     await click((await dialog()).querySelector('.jp-ComputeServers-confirm'));

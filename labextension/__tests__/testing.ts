@@ -221,3 +221,15 @@ export function makeServer(overrides: Partial<IServer> = {}): IServer {
     ...overrides
   };
 }
+
+/**
+ * Type `value` into `input` as a user does. React tracks the value it set itself, so the
+ * value goes in through the element's own setter, then an `input` event tells React.
+ */
+export function typeInto(input: HTMLInputElement, value: string): void {
+  Object.getOwnPropertyDescriptor(
+    HTMLInputElement.prototype,
+    'value'
+  )!.set!.call(input, value);
+  input.dispatchEvent(new window.Event('input', { bubbles: true }));
+}
