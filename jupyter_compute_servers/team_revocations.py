@@ -24,9 +24,7 @@ from .errors import (
     NotFoundError,
     ValidationError,
 )
-
-#: The longest Hub user name taken (as the control plane's ``revocations.MAX_NAME``).
-MAX_NAME = 255
+from .hub_user_names import user_name_problem
 
 _REFUSALS: dict[int, type[ComputeServersError]] = {
     400: ValidationError,
@@ -37,17 +35,10 @@ _REFUSALS: dict[int, type[ComputeServersError]] = {
 
 
 def valid_user(value: Any) -> str:
-    """A Hub user's name as a request gives it: 1 to 255 characters, no control characters."""
-    if (
-        not isinstance(value, str)
-        or not value
-        or len(value) > MAX_NAME
-        or any(ord(c) < 32 or ord(c) == 127 for c in value)
-    ):
-        raise ValidationError(
-            f"user must be a Hub user's name (1 to {MAX_NAME} characters, no control characters).",
-            field="user",
-        )
+    """A Hub user's name as a request gives it, or a 400 naming the field."""
+    problem = user_name_problem(value)
+    if problem is not None:
+        raise ValidationError(problem, field="user")
     return value
 
 

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..hub_user_names import user_name_problem
 from .errors import ControlPlaneError
 from .private_files import check_private
 
 #: What a revoked user is told, whatever they asked for.
 REVOKED_MESSAGE = "your access to the team's compute servers was revoked by an admin; ask them"
-#: The longest Hub user name taken (JupyterHub's own limit is 255).
-MAX_NAME = 255
 
 
 class Revoked(ControlPlaneError):
@@ -54,17 +53,10 @@ class Revocation:
 
 
 def valid_user(value: Any) -> str:
-    """A Hub user name as given in a request: a non-empty string without control characters."""
-    if (
-        not isinstance(value, str)
-        or not value
-        or len(value) > MAX_NAME
-        or any(ord(c) < 32 or ord(c) == 127 for c in value)
-    ):
-        raise ControlPlaneError(
-            f"user must be a Hub user's name (1 to {MAX_NAME} characters, no control characters).",
-            field="user",
-        )
+    """A Hub user name as given in a request, or the control plane's 400."""
+    problem = user_name_problem(value)
+    if problem is not None:
+        raise ControlPlaneError(problem, field="user")
     return value
 
 
