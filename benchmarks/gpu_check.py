@@ -192,7 +192,7 @@ async def check_kernel(
         created = True
         server_id = int(server["id"])
         cli(work, "start", "gpu-check")
-        _, kc, _, _ = await start_kernel(res, f"compute-{server_id}-python3", work.workspace)
+        _, kc, *_ = await start_kernel(res, f"compute-{server_id}-python3", work.workspace)
         text: list[str] = []
         await execute(kc, CUDA_DEVICES, timeout=120, text=text)
         seen = json.loads("".join(text).strip().splitlines()[-1])
@@ -280,7 +280,7 @@ async def check_slurm_kernel(
             reason = services.manager.store.get(server_id).state_reason
             results[CHECKS[5]] = f"FAILED: the job's server is {state}: {reason}"
             return
-        _, kc, _, _ = await start_kernel(res, f"compute-{server_id}-python3", work.workspace)
+        _, kc, *_ = await start_kernel(res, f"compute-{server_id}-python3", work.workspace)
         text: list[str] = []
         await execute(kc, CUDA_DEVICES + NVML_OF_CUDA_DEVICE, timeout=120, text=text)
         lines = "".join(text).strip().splitlines()

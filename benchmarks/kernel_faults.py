@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -160,7 +161,7 @@ async def measure_partitions(
         work.root,
     )
     pid = sshd_pid(work, server_id)
-    km, kc, _, _ = await start_kernel(res, f"compute-{server_id}-python3", work.workspace)
+    km, kc, *_ = await start_kernel(res, f"compute-{server_id}-python3", work.workspace)
     res.runtime = km.provisioner.runtime
     remote_ports = {
         name: int(km.provisioner.remote_kernel["ports"][f"{name}_port"]) for name in CHANNELS
@@ -172,7 +173,8 @@ async def measure_partitions(
         results.partitions.setdefault(OURS, []).append(await partition(kc, pid, seconds))
         print(f"(d) a {seconds:g} s partition, through OpenSSH...", file=sys.stderr)
         ports = await open_openssh(res, ssh, remote_ports, "per-port")
-        target = Target(BASELINE, lambda p=ports: {**info, **{f"{n}_port": p[n] for n in CHANNELS}})
+        baseline_info = {**info, **{f"{n}_port": ports[n] for n in CHANNELS}}
+        target = Target(BASELINE, functools.partial(dict, baseline_info))
         try:
             baseline_kc = await target.connect(res)
         except RuntimeError:

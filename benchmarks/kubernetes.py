@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import getpass
 import statistics
 import sys
@@ -119,7 +120,7 @@ async def main(repeat: int) -> None:
                     endpoint = await manager.endpoint(server_id)
                     await manager.ssh.close(server_id)
                     started = time.perf_counter()
-                    await manager.ssh.get(server_id, lambda e=endpoint: _same(e))
+                    await manager.ssh.get(server_id, functools.partial(_same, endpoint))
                     figures[label]["connect"].append(time.perf_counter() - started)
                     for _ in range(20):
                         figures[label]["round trip"].append(await round_trip(client))

@@ -117,7 +117,7 @@ async def main() -> None:
             out = await connection.connection.run(command, check=False)
             took = time.perf_counter() - start
             if out.exit_status != 0:
-                raise RuntimeError(f"{command}: {out.stderr}")
+                raise RuntimeError(f"{command}: {out.stderr!r}")
             return took
 
         # mount: ours

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -186,7 +187,7 @@ async def measure_kernels(
     ready: dict[str, list[float]] = {label: [] for label in specs}
     cold: dict[str, float] = {}
     for label, spec in specs.items():  # the first start of each: cold
-        km, kc, _, seconds = await start_kernel(res, spec, cwd)
+        km, kc, _, seconds, _ = await start_kernel(res, spec, cwd)
         cold[label] = seconds
         kc.stop_channels()
         res.clients.remove(kc)
@@ -194,7 +195,7 @@ async def measure_kernels(
         res.kernel_managers.remove(km)
     for _ in range(repeat):
         for label, spec in specs.items():
-            km, kc, _, seconds = await start_kernel(res, spec, cwd)
+            km, kc, _, seconds, _ = await start_kernel(res, spec, cwd)
             ready[label].append(seconds)
             kc.stop_channels()
             res.clients.remove(kc)
@@ -203,11 +204,11 @@ async def measure_kernels(
     trips: dict[str, list[float]] = {label: [] for label in specs}
     kernels = {}
     for label, spec in specs.items():
-        km, kc, _, _ = await start_kernel(res, spec, cwd)
+        km, kc, *_ = await start_kernel(res, spec, cwd)
         Target.disconnect(res, kc)
         kernels[label] = km
     targets = [
-        Target(label, lambda km=km: km.get_connection_info(session=False))
+        Target(label, functools.partial(km.get_connection_info, session=False))
         for label, km in kernels.items()
     ]
     clients = {target.label: await target.connect(res) for target in targets}

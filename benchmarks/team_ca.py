@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -82,7 +83,11 @@ async def run(repeat: int) -> None:
             rule = PrincipalRule(mapping=(("bench", sshd.username),), denied=frozenset())
             client = InProcessCA(CertificateAuthority(ca_key, rule))
             ssh = SSHConnections(KeyStore(directory / "keys"), certificates=client)
-            common = {"host": "127.0.0.1", "port": sshd.port, "host_key": sshd.host_key}
+            common: dict[str, Any] = {
+                "host": "127.0.0.1",
+                "port": sshd.port,
+                "host_key": sshd.host_key,
+            }
             plain = SSHEndpoint(
                 **common, username=sshd.username, workspace="~", identity_file=str(identity)
             )
