@@ -230,6 +230,19 @@ def admin_secret(name: str, write: Callable[[Path], Path]) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextmanager
+def wire_fake(prefix: str, start: Callable[[Path], Any]) -> Iterator[Any]:
+    """A cloud's API faked at the wire (Compute Engine, Kubernetes, OpenStack), serving from a
+    fresh directory: ``start(directory)`` makes and starts it; closed and removed after."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    fake = start(directory)
+    try:
+        yield fake
+    finally:
+        fake.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def wait_state(hub: Hub, user: str, server_id: int, state: str, timeout: float = 240) -> None:
     """Until ``user``'s server is ``state`` (through their Jupyter server's API); an error state
     fails at once with its reason."""

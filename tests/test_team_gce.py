@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import requests
 from jupyter_compute_servers.control_plane.gce import OWNER_LABEL, owner_value
 
 from .fake_gce import FakeGCE
-from .hub import ADMIN, Hub, admin_secret, user_server_pid, wait_state
+from .hub import ADMIN, Hub, admin_secret, user_server_pid, wait_state, wire_fake
 from .postgres import free_port
 
 SERVICE = "compute-control"
@@ -40,11 +39,8 @@ ZONE = "us-central1-a"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeGCE]:
-    directory = Path(tempfile.mkdtemp(prefix="compute-servers-gce-"))
-    gce = FakeGCE(directory).start()
-    yield gce
-    gce.close()
-    shutil.rmtree(directory, ignore_errors=True)
+    with wire_fake("compute-servers-gce-", lambda directory: FakeGCE(directory).start()) as gce:
+        yield gce
 
 
 @pytest.fixture(scope="module")

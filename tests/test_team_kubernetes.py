@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +37,7 @@ from jupyter_compute_servers.control_plane.kubernetes import (
 )
 
 from .fake_kubernetes import FakeKubernetes
-from .hub import ADMIN, SERVICE, Hub, admin_secret, user_server_pid, wait_state
+from .hub import ADMIN, SERVICE, Hub, admin_secret, user_server_pid, wait_state, wire_fake
 from .postgres import free_port
 
 ALICE_NS, BOB_NS = "compute-alice", "compute-bob"
@@ -47,11 +46,10 @@ ALICE_SA = f"system:serviceaccount:{ALICE_NS}:{ACCOUNT}"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeKubernetes]:
-    directory = Path(tempfile.mkdtemp(prefix="compute-servers-k8s-"))
-    cluster = FakeKubernetes(directory / "cluster").start()
-    yield cluster
-    cluster.close()
-    shutil.rmtree(directory, ignore_errors=True)
+    with wire_fake(
+        "compute-servers-k8s-", lambda directory: FakeKubernetes(directory / "cluster").start()
+    ) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +43,7 @@ from .fake_openstack import (
     FakeOpenStack,
     authorized_keys,
 )
-from .hub import ADMIN, Hub, admin_secret, user_server_pid, wait_state
+from .hub import ADMIN, Hub, admin_secret, user_server_pid, wait_state, wire_fake
 from .postgres import free_port
 
 SERVICE = "compute-control"
@@ -55,27 +54,27 @@ USER_DATA = "#!/bin/sh\necho the admin's script\n"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeOpenStack]:
-    directory = Path(tempfile.mkdtemp(prefix="compute-servers-openstack-"))
-    openstack = FakeOpenStack(directory / "cloud").start()
-    # As the control plane requires of Keystone (else a token would reach every project, or
-    # make credentials of them).
-    openstack.allow_rescope_scoped_token = False
-    # And, as the README suggests, no listing of everyone's projects' names to their tokens
-    # (which the control plane does without).
-    openstack.policy.update(RESTRICTIVE, **HIDDEN)
-    # A network every project may use (a campus provider network an admin shares).
-    openstack.add_network("campus", shared=True)
-    # A key pair of the control plane's OpenStack user from before (an admin's).
-    openstack.keypairs["admins-key"] = {
-        "name": "admins-key",
-        "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin",
-        "fingerprint": "00",
-        "user_id": openstack.user_id,
-        "type": "ssh",
-    }
-    yield openstack
-    openstack.close()
-    shutil.rmtree(directory, ignore_errors=True)
+    with wire_fake(
+        "compute-servers-openstack-",
+        lambda directory: FakeOpenStack(directory / "cloud").start(),
+    ) as openstack:
+        # As the control plane requires of Keystone (else a token would reach every project, or
+        # make credentials of them).
+        openstack.allow_rescope_scoped_token = False
+        # And, as the README suggests, no listing of everyone's projects' names to their tokens
+        # (which the control plane does without).
+        openstack.policy.update(RESTRICTIVE, **HIDDEN)
+        # A network every project may use (a campus provider network an admin shares).
+        openstack.add_network("campus", shared=True)
+        # A key pair of the control plane's OpenStack user from before (an admin's).
+        openstack.keypairs["admins-key"] = {
+            "name": "admins-key",
+            "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin",
+            "fingerprint": "00",
+            "user_id": openstack.user_id,
+            "type": "ssh",
+        }
+        yield openstack
 
 
 @pytest.fixture(scope="module")
