@@ -39,6 +39,10 @@ class ControlPlaneError(CloudError):
         super().__init__(message, field=field, **details)
         self.refused = refused
         self.refused_field = refused_field
+        if refused == 403:
+            # The control plane refused this user (revoked, or not permitted): so does their
+            # server's API, rather than a 502 that reads as an outage.
+            self.status = 403
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

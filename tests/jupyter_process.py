@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -28,32 +29,51 @@ class JupyterProcess:
     """A real ``jupyter server`` with the extension, in its own process."""
 
     def __init__(self, data_dir: Path, root_dir: Path, *extra_args: str) -> None:
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_server",
-                "--no-browser",
-                "--allow-root",
-                f"--port={self.port}",
-                "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={TOKEN}",
-                f"--ServerApp.root_dir={root_dir}",
-                f"--ComputeServersApp.data_dir={data_dir}",
-                "--ServerApp.jpserver_extensions=jupyter_compute_servers=True",
-                *extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(data_dir / "jupyter.log", "ab"),  # noqa: SIM115
+        # A free port can be taken by another program (a kernel, another test's server) between
+        # choosing it and Jupyter binding it: then Jupyter exits, or that program answers.
+        # Try another port.
+        for _ in range(3):
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "jupyter_server",
+                    "--no-browser",
+                    "--allow-root",
+                    f"--port={self.port}",
+                    "--ServerApp.port_retries=0",
+                    f"--IdentityProvider.token={TOKEN}",
+                    f"--ServerApp.root_dir={root_dir}",
+                    f"--ComputeServersApp.data_dir={data_dir}",
+                    "--ServerApp.jpserver_extensions=jupyter_compute_servers=True",
+                    *extra_args,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(data_dir / "jupyter.log", "ab"),  # noqa: SIM115
+            )
+            if self._answers(data_dir):
+                return
+            self.kill()
+        raise RuntimeError(
+            "Jupyter did not answer on three ports: "
+            + (data_dir / "jupyter.log").read_text()[-2000:]
         )
+
+    def _answers(self, data_dir: Path) -> bool:
+        """Until Jupyter answers on its port: False when it exited, or another program answers
+        there; raises after a minute with Jupyter's log."""
         deadline = time.monotonic() + 60
         while True:
             try:
                 self.call("GET", "status")
-                return
+                return True
+            except http.client.HTTPException:
+                return False  # not HTTP: someone else's port
             except (urllib.error.URLError, ConnectionError):
-                if self.process.poll() is not None or time.monotonic() > deadline:
+                if self.process.poll() is not None:
+                    return False
+                if time.monotonic() > deadline:
                     raise RuntimeError((data_dir / "jupyter.log").read_text()[-2000:]) from None
                 time.sleep(0.1)
 

@@ -128,6 +128,10 @@ async def test_files_go_both_ways_and_nothing_leaves_the_tree(
     assert (jp_root_dir / "results" / "acc").read_text() == "0.93\n"
     code, shown = await api("GET", f"servers/{sid}")
     assert shown["mount"] is None
+    # Unmounted already: nothing to delete.
+    code, gone = await api("DELETE", f"servers/{sid}/mount")
+    assert code == 409 and gone["reason"] == "ConflictError", gone
+    assert "Nothing is mounted" in gone["message"]
 
 
 async def jp_serverapp_contents_save(api, jp_serverapp, path: str, text: str):
@@ -207,6 +211,10 @@ async def test_a_server_without_sshfs_is_told_what_to_install(api, wait_for_stat
     assert "sshfs" in body["missing"] and "apt-get install sshfs" in body["message"]
     code, shown = await api("GET", f"servers/{sid}")
     assert shown["mount"] is None
+    # Unmounted already: nothing to delete.
+    code, gone = await api("DELETE", f"servers/{sid}/mount")
+    assert code == 409 and gone["reason"] == "ConflictError", gone
+    assert "Nothing is mounted" in gone["message"]
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,7 @@ def test_an_admin_revokes_and_restores_bob_through_their_own_server(hub: Hub) ->
         assert REVOKED_MESSAGE in answer.text
     # His running server (its database session ended, its login NOLOGIN) says why too.
     cut_off = hub.call("bob", "GET", "/servers")
+    assert cut_off.status_code == 403, cut_off.text
     assert cut_off.json()["reason"] == "DatabaseCredentialsError", cut_off.text
     assert REVOKED_MESSAGE in cut_off.json()["message"]
 

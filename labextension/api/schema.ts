@@ -679,7 +679,7 @@ export interface paths {
         post: operations["mount"];
         /**
          * Unmount the live workspace
-         * @description Unmounts (lazily: what a process has open stays usable until closed) and answers with what was mounted, or null when nothing was. Needs `execute`.
+         * @description Unmounts (lazily: what a process has open stays usable until closed) and answers with what was mounted; 409 when nothing is. Needs `execute`.
          */
         delete: operations["unmount"];
         options?: never;
@@ -3590,14 +3590,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Unmounted (or nothing was mounted). */
+            /** @description Unmounted. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": {
-                        mount: components["schemas"]["Mount"] | null;
+                        mount: components["schemas"]["Mount"];
                     };
                 };
             };
@@ -3611,7 +3611,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The server is not running. */
+            /** @description Nothing is mounted, or the server is not running. */
             409: {
                 headers: {
                     [name: string]: unknown;
