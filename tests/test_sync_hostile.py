@@ -257,6 +257,29 @@ async def test_small_pulls_come_in_batches_and_only_what_was_asked_is_written(
     assert [e["path"] for e in again["changes"]] == ["d4/f4.txt"]
 
 
+async def test_a_pulled_batch_is_recorded_only_once_it_is_durable_here(pair, monkeypatch):
+    write(pair.remote, {f"f{i}.txt": f"file {i}" for i in range(200)})
+
+    def fail(self: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    # The Jupyter root's flush fails (the server's, in its own process, does not): the files
+    # are in place, but nothing may be recorded as synced.
+    monkeypatch.setattr(sync_agent.SyncTree, "flush", fail)
+    with pytest.raises(OSError):
+        await pair.sync(direction="pull")
+    assert len(files(pair.local)) == 200
+    session = pair.session
+    assert session is not None
+    key = pair.store.tree(1, os.path.realpath(pair.local), session.root, session.tree_id)
+    assert pair.store.load(key) == {}
+    monkeypatch.undo()
+    # The next sync finds them the same on both sides: recorded, nothing copied again.
+    summary = await pair.sync(direction="pull")
+    assert summary["received"]["files"] == 0 and summary["errors"] == [], summary
+    assert len(pair.store.load(key)) == 200
+
+
 # --- permissions -----------------------------------------------------------------------------
 
 
