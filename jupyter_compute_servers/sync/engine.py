@@ -1262,7 +1262,8 @@ class SyncEngine:
             or not all(isinstance(r, dict) for r in results)
         ):
             raise malformed()
-        limit = min(SYNC_SMALL, self.settings.max_size or SYNC_SMALL)
+        max_size = self.settings.max_size
+        limit = SYNC_SMALL if max_size is None else min(SYNC_SMALL, max_size)
         offset = index_size
         writes: list[tuple[_Pending, dict[str, Any], int, memoryview]] = []
         view = memoryview(data)
