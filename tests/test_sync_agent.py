@@ -452,6 +452,47 @@ def test_a_batch_of_files_is_one_request_and_one_answer_each_file_on_its_own(tmp
         assert session.close() == 0
 
 
+def test_a_batch_of_files_comes_back_in_one_answer_each_file_on_its_own(tmp_path):
+    ws = tmp_path / "ws"
+    session = Session()
+    try:
+        session.send({"op": "gets", "paths": ["a.txt"]})
+        assert session.receive()["error"] == "no tree is open"
+        session.send({"op": "open", "root": str(ws), "marker": True})
+        assert session.receive()["ok"]
+        (ws / "a.txt").write_bytes(b"hello")
+        (ws / "a.txt").chmod(0o640)
+        os.utime(ws / "a.txt", ns=(1_000_000_000, 1_000_000_000))
+        (ws / "sub").mkdir()
+        (ws / "sub" / "empty.txt").write_bytes(b"")
+        (ws / "c.txt").write_bytes(b"c")
+        (ws / "big.bin").write_bytes(b"x" * (agent.SYNC_SMALL + 1))  # grew since the scan
+        (tmp_path / "secret.txt").write_text("outside")
+        (ws / "link.txt").symlink_to(tmp_path / "secret.txt")
+        paths = ["a.txt", "../secret.txt", "gone.txt", "link.txt", "big.bin"]
+        paths += ["sub/empty.txt", "c.txt"]
+        session.send({"op": "gets", "paths": paths})
+        answer = session.receive()
+        assert answer["ok"]
+        index = json.loads(answer["payload"][: answer["index"]])
+        assert [r["ok"] for r in index] == [True, False, False, False, False, True, True]
+        assert index[0]["size"] == 5 and index[0]["mode"] == 0o640
+        assert index[0]["mtime_ns"] == 1_000_000_000 and index[0]["sig"][0] == 5
+        assert "invalid path" in index[1]["error"]
+        assert index[4]["changed"] is True
+        # Only the files read, one after the other: nothing of the link's target.
+        assert answer["payload"][answer["index"] :] == b"helloc"
+        # Not a list of paths: refused, and the channel stays in step.
+        session.send({"op": "gets", "paths": "a.txt"})
+        assert "invalid list of files" in session.receive()["error"]
+        session.send({"op": "gets", "paths": [1]})
+        assert "invalid list of files" in session.receive()["error"]
+        session.send({"op": "flush"})
+        assert session.receive() == {"ok": True}
+    finally:
+        assert session.close() == 0
+
+
 def _scan(since: str | None = None) -> dict:
     return {"op": "scan", "path": "", "excludes": [], "server_only": [], "max_size": None,
             "since": since}  # fmt: skip

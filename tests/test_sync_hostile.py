@@ -209,6 +209,77 @@ async def test_a_server_that_keeps_one_file_cannot_delete_every_copy_here_unaske
     assert list(files(pair.local)) == ["paper-0.tex"]
 
 
+# --- pulls in batches -------------------------------------------------------------------------
+
+
+async def test_small_pulls_come_in_batches_and_only_what_was_asked_is_written(
+    pair, tmp_path, monkeypatch
+):
+    remote = pair.remote
+    small = {f"d{i % 7}/f{i}.txt": f"file {i}" for i in range(300)}
+    write(remote, small)
+    (remote / "large.bin").write_bytes(os.urandom(sync_agent.SYNC_SMALL * 3))
+    session = pair.session = await SyncSession.in_subprocess()
+    sent: list[dict[str, Any]] = []
+    original_send = session.send
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not synced")
+
+    def send(message: dict[str, Any], payload: bytes = b"") -> None:
+        sent.append(message)
+        if message.get("op") == "gets" and "d3/f3.txt" in message["paths"]:
+            # Between the scan and the batch: one file goes, one grows past a small file's
+            # size, one becomes a link out of the tree.
+            (remote / "d3/f3.txt").unlink()
+            (remote / "d4/f4.txt").write_bytes(b"g" * (sync_agent.SYNC_SMALL + 1))
+            (remote / "d5/f5.txt").unlink()
+            (remote / "d5/f5.txt").symlink_to(outside)
+        original_send(message, payload)
+
+    monkeypatch.setattr(session, "send", send)
+    summary = await pair.sync(direction="pull")
+    ops = [m["op"] for m in sent]
+    # 300 small files in 3 requests (at most 128 a batch), the large one streamed on its own.
+    assert ops.count("gets") == 3 and ops.count("get") == 1, ops
+    assert sorted(p for m in sent if m["op"] == "gets" for p in m["paths"]) == sorted(small)
+    failed = {e["path"]: e["message"] for e in summary["errors"]}
+    assert set(failed) == {"d3/f3.txt", "d4/f4.txt", "d5/f5.txt"}, failed
+    assert "it will sync next time" in failed["d4/f4.txt"]
+    assert summary["received"]["files"] == 298
+    got = files(pair.local)
+    assert got.pop("large.bin") == (remote / "large.bin").read_bytes()
+    assert got == {k: v.encode() for k, v in small.items() if k not in failed}
+    assert outside.read_text() == "not synced" and not (pair.local / "d5/f5.txt").exists()
+    # Recorded as synced: the next sync brings only what changed, the grown file.
+    again = await pair.sync(direction="pull")
+    assert again["errors"] == [] and again["received"]["files"] == 1, again
+    assert (pair.local / "d4/f4.txt").read_bytes() == b"g" * (sync_agent.SYNC_SMALL + 1)
+    assert [e["path"] for e in again["changes"]] == ["d4/f4.txt"]
+
+
+async def test_a_pulled_batch_is_recorded_only_once_it_is_durable_here(pair, monkeypatch):
+    write(pair.remote, {f"f{i}.txt": f"file {i}" for i in range(200)})
+
+    def fail(self: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    # The Jupyter root's flush fails (the server's, in its own process, does not): the files
+    # are in place, but nothing may be recorded as synced.
+    monkeypatch.setattr(sync_agent.SyncTree, "flush", fail)
+    with pytest.raises(OSError):
+        await pair.sync(direction="pull")
+    assert len(files(pair.local)) == 200
+    session = pair.session
+    assert session is not None
+    key = pair.store.tree(1, os.path.realpath(pair.local), session.root, session.tree_id)
+    assert pair.store.load(key) == {}
+    monkeypatch.undo()
+    # The next sync finds them the same on both sides: recorded, nothing copied again.
+    summary = await pair.sync(direction="pull")
+    assert summary["received"]["files"] == 0 and summary["errors"] == [], summary
+    assert len(pair.store.load(key)) == 200
+
+
 # --- permissions -----------------------------------------------------------------------------
 
 
@@ -358,6 +429,12 @@ def scan_answer(files: list[list[Any]], lists: dict[str, int] | None = None) -> 
     return line({"ok": True, "size": len(payload)}) + payload
 
 
+def gets_answer(results: list[dict[str, Any]], data: bytes) -> bytes:
+    """A ``gets`` answer: the index of results, then the files' contents."""
+    index = json.dumps(results).encode()
+    return line({"ok": True, "size": len(index) + len(data), "index": len(index)}) + index + data
+
+
 OPEN = line({"ok": True, "root": "/srv/workspace", "tree_id": "f" * 32})
 
 
@@ -488,6 +565,40 @@ async def test_jupyter_stays_responsive_and_writes_nothing_against_a_hostile_syn
         assert sync["summary"] is None or sync["summary"]["sent"]["files"] == 0, sync
         assert agent[-1].read_bytes < 1 << 20
 
+    # A batch of small files pulled (``gets``), answered with what was not asked: results that
+    # are not one per file, sizes over a small file's or that do not add up to the data, a
+    # mode out of range, an answer announced larger than a batch's may be. The sync fails and
+    # nothing is written here.
+    listed = scan_answer([["a.txt", 4, 10**18, 0o644, 1, 1]])
+    fine = {"ok": True, "mode": 0o644, "mtime_ns": 10**18, "sig": [4, 10**18, 7, 1]}
+    for gets, expected in [
+        (gets_answer([], b""), "malformed answer to a batch of 1 files"),
+        (gets_answer([fine, fine], b"abcdabcd"), "malformed answer to a batch of 1 files"),
+        (gets_answer([dict(fine, size=4)], b"abcdEXTRA"), "malformed answer to a batch"),
+        (gets_answer([dict(fine, size=9)], b"abcd"), "malformed answer to a batch"),
+        (gets_answer([dict(fine, size=1 << 20)], bytes(1 << 20)), "malformed answer"),
+        (gets_answer([dict(fine, size=4, mode=0o4755)], b"abcd"), "malformed answer"),
+        (line({"ok": True, "size": 10 << 30, "index": 2}), "more than the limit of"),
+        (line({"ok": True, "size": 4, "index": 9}) + b"abcd", "malformed answer"),
+    ]:
+        sync = await run({"scan": listed, "gets": gets}, {"direction": "pull"})
+        assert [r["op"] for r in agent[-1].requests] == ["open", "scan", "gets"], str(sync)
+        assert agent[-1].requests[-1]["paths"] == ["a.txt"]
+        assert sync["state"] == "failed", sync
+        assert expected in sync["error"] and "server 'box'" in sync["error"], sync["error"]
+        assert files(jp_root_dir) == before
+        assert agent[-1].read_bytes < 2 << 20
+    # A result that names another file (out of the tree): answers count by position, so only
+    # the file asked for is written, under its own name.
+    named = dict(fine, size=4, path="../../escape.txt", name="../../escape.txt")
+    sync = await run({"scan": listed, "gets": gets_answer([named], b"abcd")}, {"direction": "pull"})
+    assert sync["state"] == "completed" and sync["summary"]["received"]["files"] == 1, sync
+    assert files(jp_root_dir) == {**before, "a.txt": b"abcd"}
+    assert not (jp_root_dir.parent.parent / "escape.txt").exists()
+    assert not [p for p in jp_root_dir.parent.rglob("*escape*")]
+    (jp_root_dir / "a.txt").unlink()
+    before = files(jp_root_dir)
+
     # Executable configuration among ordinary files: only the ordinary ones arrive, with
     # the local umask, and the rest is listed as held back.
     served = {
@@ -499,17 +610,26 @@ async def test_jupyter_stays_responsive_and_writes_nothing_against_a_hostile_syn
         "sitecustomize.py": b"evil",
     }
 
-    def get(request: dict[str, Any]) -> bytes:
-        data = served[request["path"]]
-        header = {"ok": True, "size": len(data), "mode": 0o777, "mtime_ns": 10**18}
-        return line(header) + data + line({"ok": True, "sig": [len(data), 10**18, 7, 1]})
+    def gets(request: dict[str, Any]) -> bytes:
+        data = [served[path] for path in request["paths"]]
+        results = [
+            {
+                "ok": True,
+                "size": len(d),
+                "mode": 0o777,
+                "mtime_ns": 10**18,
+                "sig": [len(d), 1, 7, 1],
+            }
+            for d in data
+        ]
+        return gets_answer(results, b"".join(data))
 
     listing = [
         [path, len(data), 10**18, 0o777, i, 1] for i, (path, data) in enumerate(served.items())
     ]
-    sync = await run({"scan": scan_answer(listing), "get": get})
+    sync = await run({"scan": scan_answer(listing), "gets": gets})
     assert sync["state"] == "completed", sync
-    assert [r["path"] for r in agent[-1].requests if r["op"] == "get"] == ["ok.txt"]
+    assert [r["paths"] for r in agent[-1].requests if r["op"] in ("get", "gets")] == [["ok.txt"]]
     assert files(jp_root_dir) == {**before, "ok.txt": b"fine"}
     assert (jp_root_dir / "ok.txt").stat().st_mode & 0o777 == 0o777 & ~_umask()
     assert sync["summary"]["held_back"]["files"] == 5

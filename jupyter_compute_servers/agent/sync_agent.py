@@ -42,7 +42,8 @@ import time
 # or transfer never holds up the agent's kernel calls. Its protocol, on stdin and stdout: every
 # message is one JSON line, followed by exactly ``size`` raw bytes when the line has a "size";
 # answers come in the order of the requests (a ``puts`` carries many small files in one
-# request and one answer, see ``_sync_serve_puts``). See ``jupyter_compute_servers.sync.transfer``.
+# request and one answer, see ``_sync_serve_puts``, and a ``gets`` brings many back, see
+# ``_sync_serve_gets``). See ``jupyter_compute_servers.sync.transfer``.
 # Both ends always speak the same protocol: this file is sent by the client each session.
 
 SYNC_MARKER = ".jupyter-compute-servers-sync.json"
@@ -1536,6 +1537,53 @@ def _sync_serve_get(tree, request, channel):
         reader.close()
 
 
+def _sync_serve_gets(tree, request, channel):
+    """Many small files out in one answer, as ``puts`` brings them in: ``{"op": "gets",
+    "paths": [path, ...]}`` is answered ``{"ok": true, "size": n, "index": k}`` and ``n``
+    bytes: ``k`` bytes of a JSON list of each file's result in the order asked (a get's
+    trailer with its "size", "mode" and "mtime_ns", or a failure), then the contents of the
+    files that were read, one after the other. Each file is read whole and checked unchanged
+    while read; one larger than SYNC_SMALL (it grew since the scan) fails and syncs next time.
+    A file that fails leaves the others alone."""
+    paths = request.get("paths")
+    if tree is None:
+        channel.send(_sync_failure(ValueError("no tree is open")))
+        return
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+        channel.send(_sync_failure(ValueError("invalid list of files")))
+        return
+    results = []
+    data = []
+    for path in paths:
+        try:
+            reader = tree.open_read(path, digest=False)
+        except Exception as e:
+            results.append(_sync_failure(e))
+            continue
+        try:
+            if reader.size > SYNC_SMALL:
+                raise SyncChanged("it changed on this side during the sync")
+            content = reader.read(reader.size)
+            while len(content) < reader.size:
+                more = reader.read(reader.size - len(content))
+                if not more:
+                    break
+                content += more
+            result = reader.finish()
+        except Exception as e:
+            results.append(_sync_failure(e))
+            continue
+        finally:
+            reader.close()
+        result.update(ok=True, size=reader.size, mtime_ns=reader.mtime_ns)
+        results.append(result)
+        data.append(content)
+    index = json.dumps(results, separators=(",", ":")).encode()
+    data.insert(0, index)
+    payload = b"".join(data)
+    channel.send({"ok": True, "size": len(payload), "index": len(index)}, payload)
+
+
 def _sync_scan_answer(tree, request, last):
     """A scan, whole, or as the changes since the scan answered last (when the client says it
     has that one, by its token, and asks with the same parameters). The tree is walked only
@@ -1621,6 +1669,9 @@ def sync_session(reader, wfd):
                     continue
                 if op == "puts":
                     _sync_serve_puts(tree, request, channel)
+                    continue
+                if op == "gets":
+                    _sync_serve_gets(tree, request, channel)
                     continue
                 if op == "open":
                     if tree is not None:

@@ -66,7 +66,8 @@ SUMMARY_LIMIT = 1000
 #: Small files read per thread hop, and at most this many bytes at once.
 READ_BATCH_FILES = 128
 READ_BATCH_BYTES = 4 << 20
-#: The bound of a batch's answer (``puts``: about 200 bytes a file, READ_BATCH_FILES files).
+#: The bound of a batch's answer (``puts``: about 200 bytes a file, READ_BATCH_FILES files),
+#: and of the index of a ``gets`` answer (whose files' contents come on top).
 MAX_BATCH_ANSWER = 1 << 20
 #: Bytes received but not yet written here, before reading waits.
 MAX_UNWRITTEN = 64 << 20
@@ -210,7 +211,7 @@ class _Pending:
     #: get: the request on the server whose write the copy depends on (a conflict's rename,
     #: a pull's chmod there), so its record waits for that to be durable; 0 for none.
     after: int = 0
-    #: puts: each file's own pending put, answered in this order.
+    #: puts, gets: each file's own pending put or get, answered in this order.
     files: list[_Pending] | None = None
 
 
@@ -755,7 +756,7 @@ class SyncEngine:
         """Queue a request for the server."""
         self._remote_seq += 1
         pending.seq = self._remote_seq
-        if pending.op != "get":
+        if pending.op not in ("get", "gets"):
             self._remote_unflushed = True
         queue.put_nowait(pending)
         self.session.send(message, payload)
@@ -774,7 +775,7 @@ class SyncEngine:
         reads: dict[int, asyncio.Future[tuple[list[Action], list[dict[str, Any]]]]] = {}
 
         def read_ahead(k: int) -> None:
-            if k < len(units) and k not in reads and _is_small_push(units[k][0]):
+            if k < len(units) and k not in reads and _batched(units[k][0]) == "puts":
                 reads[k] = asyncio.ensure_future(self._read_small(units[k]))
 
         try:
@@ -787,6 +788,8 @@ class SyncEngine:
                 if k in reads:
                     ready, contents = await reads.pop(k)
                     self._send_small_pushes(ready, contents, queue)
+                elif _batched(unit[0]) == "gets":
+                    self._send_small_pulls(unit, queue)
                 else:
                     await self._send_action(unit[0], queue)
                 await session.drain()
@@ -875,6 +878,16 @@ class SyncEngine:
         for pending in files:
             pending.seq = batch.seq
         self.progress.moved(len(payload))
+
+    def _send_small_pulls(self, batch: list[Action], queue: asyncio.Queue[_Pending | None]) -> None:
+        # One request for the batch, answered once (``_sync_serve_gets``): the server reads
+        # them all in one go, and their contents come back in one answer.
+        files = [_Pending("get", action, path=action.path) for action in batch]
+        self._request(
+            queue,
+            _Pending("gets", batch[0], files=files),
+            {"op": "gets", "paths": [action.path for action in batch]},
+        )
 
     async def _send_action(self, action: Action, queue: asyncio.Queue[_Pending | None]) -> None:
         kind = action.kind
@@ -1019,6 +1032,9 @@ class SyncEngine:
                 continue
             if op == "get":
                 await self._receive_file(pending, answer, id(action) in failed)
+                continue
+            if op == "gets":
+                await self._receive_small_files(pending, answer)
                 continue
             if op == "puts":
                 assert pending.files is not None
@@ -1204,6 +1220,112 @@ class SyncEngine:
             done.set_exception(e)
         self._written(done, pending, trailer, size, mtime_ns)
 
+    async def _receive_small_files(self, batch: _Pending, answer: dict[str, Any]) -> None:
+        """A ``gets`` answer: each file's result, then their contents, written here through a
+        temporary file each (as a get's are), in one hop to the writing thread. The server
+        answers only by position: it cannot name a file that was not asked for, and every
+        size, mode and mtime it sends is checked before anything is written."""
+        files = batch.files
+        assert files is not None
+        if not answer.get("ok"):
+            # The whole batch refused (a malformed request: a bug here): every file failed.
+            for one in files:
+                self._error(one.path, str(answer.get("error") or "failed"))
+                self._done(one.action)
+            return
+        session, count = self.session, len(files)
+        size = session.size_of(answer, MAX_BATCH_ANSWER + count * SYNC_SMALL, "a batch's answer")
+        index_size = answer.get("index")
+
+        def malformed() -> SyncChannelError:
+            session.broken = True
+            return SyncChannelError(
+                f"The sync process on {session.where} sent a malformed answer to a batch of "
+                f"{count} files."
+            )
+
+        if type(index_size) is not int or not 0 < index_size <= min(size, MAX_BATCH_ANSWER):
+            raise malformed()
+        data = await session.receive_payload(size)
+        index = data[:index_size]
+        try:
+            results = (
+                json.loads(index)
+                if index_size <= MAX_LINE
+                else await asyncio.to_thread(json.loads, index)
+            )
+        except (ValueError, RecursionError):
+            results = None
+        if (
+            not isinstance(results, list)
+            or len(results) != count
+            or not all(isinstance(r, dict) for r in results)
+        ):
+            raise malformed()
+        max_size = self.settings.max_size
+        limit = SYNC_SMALL if max_size is None else min(SYNC_SMALL, max_size)
+        offset = index_size
+        writes: list[tuple[_Pending, dict[str, Any], int, memoryview]] = []
+        view = memoryview(data)
+        for one, result in zip(files, results, strict=True):
+            if not result.get("ok"):
+                self._error(one.path, _trailer_error(result))
+                self._done(one.action)
+                continue
+            n, mode, mtime_ns = result.get("size"), result.get("mode"), result.get("mtime_ns")
+            if (
+                type(n) is not int
+                or not 0 <= n <= limit
+                or type(mode) is not int
+                or not 0 <= mode <= 0o777
+                or type(mtime_ns) is not int
+                or offset + n > size
+            ):
+                raise malformed()
+            writes.append((one, result, mtime_ns, view[offset : offset + n]))
+            offset += n
+        if offset != size:
+            raise malformed()
+        self.progress.moved(size - index_size)
+        if not writes:
+            return
+        await self._wait_unwritten(size)
+        assert self.tree is not None
+        tree, umask = self.tree, self.umask
+
+        def write_all() -> list[dict[str, Any] | BaseException]:
+            out: list[dict[str, Any] | BaseException] = []
+            for one, _result, mtime_ns, content in writes:
+                action = one.action
+                assert action.mode is not None
+                expect = None if action.local is None else list(action.local.sig)
+                try:
+                    writer = tree.open_write(
+                        one.path, expect, len(content), action.mode & ~umask, mtime_ns
+                    )
+                    try:
+                        writer.write(content)
+                    except BaseException:
+                        writer.abort()
+                        raise
+                    out.append(writer.finish())
+                except (OSError, ValueError, SyncChanged) as e:
+                    out.append(e)
+            return out
+
+        def written(future: asyncio.Future[list[dict[str, Any] | BaseException]]) -> None:
+            self._unwritten -= size
+            self._unwritten_changed.set()
+            error = future.exception()
+            outcomes = future.result() if error is None else [error] * len(writes)
+            for (one, result, mtime_ns, content), outcome in zip(writes, outcomes, strict=True):
+                self._received(one, outcome, result, len(content), mtime_ns)
+
+        future = asyncio.ensure_future(self._write_thread(write_all))
+        self._local_writes.append(future)
+        self._unwritten += size
+        future.add_done_callback(written)
+
     async def _wait_unwritten(self, size: int) -> None:
         while self._unwritten and self._unwritten + size > MAX_UNWRITTEN:
             self._unwritten_changed.clear()
@@ -1220,13 +1342,26 @@ class SyncEngine:
         if isinstance(future, asyncio.Future):
             self._unwritten -= size
             self._unwritten_changed.set()
-        action, path = pending.action, pending.path
         error = future.exception()
-        if error is not None:
-            self._error(path, error)
+        self._received(
+            pending, error if error is not None else future.result(), trailer, size, mtime_ns
+        )
+
+    def _received(
+        self,
+        pending: _Pending,
+        result: dict[str, Any] | BaseException,
+        trailer: dict[str, Any],
+        size: int,
+        mtime_ns: int,
+    ) -> None:
+        """A pulled file was written here (``result``: what ``_SyncWrite.finish`` answered),
+        or failed to be: its record waits for the flush that makes it durable."""
+        action, path = pending.action, pending.path
+        if isinstance(result, BaseException):
+            self._error(path, result)
             self._done(action)
             return
-        result = future.result()
         local_sig, remote_sig = _sig(result.get("sig")), _sig(trailer.get("sig"))
         base = Base(
             result["hash"],
@@ -1251,20 +1386,35 @@ class SyncEngine:
 TRAILER_OK = b'{"ok":true}\n'
 
 
-def _is_small_push(action: Action) -> bool:
-    return action.kind is Kind.PUSH and action.local is not None and action.local.size <= SYNC_SMALL
+def _batched(action: Action) -> str | None:
+    """The batch a small file's action goes in ("puts" or "gets"), or None: it goes alone (a
+    large file is streamed; a pull whose mode changes on the server first, and a conflict,
+    take more than one step)."""
+    if action.kind is Kind.PUSH and action.local is not None and action.local.size <= SYNC_SMALL:
+        return "puts"
+    remote = action.remote
+    if (
+        action.kind is Kind.PULL
+        and remote is not None
+        and remote.size <= SYNC_SMALL
+        and action.mode == remote.mode
+    ):
+        return "gets"
+    return None
 
 
 def _units(actions: list[Action]) -> list[list[Action]]:
-    """The actions in order, consecutive small pushes grouped into batches."""
+    """The actions in order, consecutive small pushes (and consecutive small pulls) grouped
+    into batches."""
     units: list[list[Action]] = []
     size = 0
     for action in actions:
-        if _is_small_push(action):
+        kind = _batched(action)
+        if kind is not None:
             last = units[-1] if units else None
             if (
                 last is not None
-                and _is_small_push(last[0])
+                and _batched(last[0]) == kind
                 and len(last) < READ_BATCH_FILES
                 and size < READ_BATCH_BYTES
             ):
