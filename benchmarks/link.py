@@ -15,6 +15,9 @@ the proxy without delay), with the kernel runtime on this process's loop as in J
     (``ssh host true`` through the proxy: what any tool that logs in pays);
 (b) the round trip of ``execute('pass')`` (shell reply and IOPub idle), median, through the
     provisioner's tunnel and through OpenSSH's ``ssh -tt -L`` (as benchmarks/kernels.py);
+    beside them, what neither tunnel can go below: the proxy's own round trip (a TCP echo
+    through a second proxy of the same delay: its timers fire late) plus a local kernel's
+    ``execute('pass')``, so that what our path adds beyond both shows;
 (c) a sync when nothing changed (the Sync button's, both ways, on the server's one connection)
     against ``rsync -a`` through the proxy (which logs in each time; rsync minus its login is
     given too);
@@ -24,10 +27,11 @@ the proxy without delay), with the kernel runtime on this process's loop as in J
 The kernel start also gives when each request was sent and answered (ms from the start of
 the last one timed), so what overlaps shows. For each of ours it gives the link round trips it
 took (time over the round trip; for (a) the time beyond a local start), and checks the issue's
-targets: start <= local + 4 round trips, execute <= round trip + 2 ms, no-op sync <= 2 round
-trips. It prints a table and exits 0 (a report). Everything it starts is stopped and its
-temporary directory removed at the end. The machine is shared and noisy: compare figures within
-one run.
+targets: start <= local + 4 round trips, execute <= round trip + 2 ms (as the issue writes it:
+the link's round trip alone, though the kernel's own execute takes more than 2 ms here), no-op
+sync <= 2 round trips. It prints a table and exits 0 (a report). Everything it starts is
+stopped and its temporary directory removed at the end. The machine is shared and noisy:
+compare figures within one run.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ import math
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +100,54 @@ class Proxy:
                 self.process.kill()
                 self.process.wait(5)
         self.process = None
+
+
+class Echo:
+    """A TCP echo server on 127.0.0.1, in a thread of its own (off the measured loop): what
+    the delaying proxy's own round trip is, through a second proxy in front of it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._echo, args=(sock,), daemon=True).start()
+
+    @staticmethod
+    def _echo(sock: socket.socket) -> None:
+        with sock:
+            while data := sock.recv(65536):
+                sock.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def echo_round_trips(port: int, count: int, size: int = 600) -> list[float]:
+    """Round trips of ``size`` bytes (about an execute_request's) through the proxy on
+    ``port`` to the echo server, from a blocking socket in a thread of its own."""
+    times = []
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        data = b"x" * size
+        for _ in range(count + 2):
+            start = time.perf_counter()
+            sock.sendall(data)
+            got = 0
+            while got < size:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the echo through the proxy closed")
+                got += len(chunk)
+            times.append(time.perf_counter() - start)
+    return times[2:]
 
 
 def seconds(argv: list[str]) -> float:
@@ -165,6 +219,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
     keys = KeyStore(data / "keys")
     sshd = start_sshd(tmp, keys.ensure(1))
     proxy = Proxy(sshd.port)
+    echo = Echo()
+    echo_proxy = Proxy(echo.port)
     services = None
     rows: list[dict] = []
     try:
@@ -316,6 +372,17 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                 kb.Target.disconnect(res, client)
             kb.Resources.kill_ssh(res)
             await kb.stop_kernel(res, km, kc)
+            # What the issue's "RTT + 2 ms" leaves out: the proxy's own round trip (its timers
+            # are late too) and the kernel's own execute, each measured here, in this run.
+            echo_proxy.start(rtt_ms)
+            row["echo"] = statistics.median(
+                await asyncio.to_thread(echo_round_trips, echo_proxy.port, args.round_trips)
+            )
+            echo_proxy.stop()
+            lkm, lkc, *_ = await kb.start_kernel(res, "python3", workspace)
+            times = [(await kb.execute(lkc, "pass"))[0] for _ in range(args.round_trips + 2)]
+            row["execute_local"] = statistics.median(times[2:])
+            await kb.stop_kernel(res, lkm, lkc)
 
             # (d) first syncs (before (c), which needs a synced tree)
             firsts, rsync_firsts = [], []
@@ -339,6 +406,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             set_server_runtime(None)
             await services.close()
         proxy.stop()
+        echo_proxy.stop()
+        echo.close()
         sshd.process.terminate()
         sshd.process.wait()
     return rows
@@ -403,6 +472,25 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             f"<= RTT + 2 ms ({target * 1000:.0f} ms) {verdict(ours <= target)}",
         )
         line("    OpenSSH ssh -tt -L", None, None, in_rtts(row["execute_openssh"]))
+        # The target as written counts the link and nothing else; the decomposition below
+        # says what of the rest is the proxy's and the kernel's, and what is ours.
+        floor = row["echo"] + row["execute_local"]
+        line("    the proxy's round trip (TCP echo)", None, row["echo"], in_rtts(row["echo"]))
+        line("    local execute('pass')", None, row["execute_local"], math.nan)
+        line(
+            "    proxy round trip + local execute",
+            ours,
+            floor,
+            in_rtts(floor),
+            f"ours beyond it: {(ours - floor) * 1000:+.1f} ms",
+        )
+        line(
+            "    ssh -tt -L beyond it",
+            None,
+            row["execute_openssh"] - floor,
+            math.nan,
+            "(what OpenSSH's path adds)",
+        )
         for key, label, goal in (
             ("noop", "(c) no-op sync", 2),
             ("first", f"(d) first sync, {args.files} files", None),
