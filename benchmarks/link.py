@@ -302,6 +302,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             # comparable, runs minutes apart are not); the first pair is not counted
             local_starts, local_lives, starts, lives = [], [], [], []
             after_listen: list[float] = []
+            returned_to_live: list[float] = []
             for i in range(args.repeat + 1):
                 lkm, lkc, _, local_ready, local_live = await kb.start_kernel(
                     res, "python3", workspace
@@ -320,6 +321,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                     local_lives.append(local_live)
                     starts.append(ready)
                     lives.append(live)
+                    returned_to_live.append(live - launched)
                     # from the launch's answer (the kernel listens) to live: what the link
                     # costs after the kernel's own start, free of how long it took to listen
                     answered_at = sent_at[sent_ops.index("agent kernel_launch")][1]
@@ -338,6 +340,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                 r - local for r, local in zip(starts, local_starts, strict=True)
             )
             row["after_listen"] = statistics.median(after_listen) if after_listen else math.nan
+            row["returned_to_live"] = statistics.median(returned_to_live)
             row["live_extra"] = statistics.median(
                 r - local for r, local in zip(lives, local_lives, strict=True)
             )
@@ -465,6 +468,13 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             in_rtts(row["after_listen"]),
             "(the kernel listening: the rest of its start, then the link)",
         )
+        line(
+            "    start_kernel() returned to live",
+            row["returned_to_live"],
+            None,
+            in_rtts(row["returned_to_live"]),
+            "(the client's handshakes and first kernel_info)",
+        )
         print(f"{'    ours asked the server':34}{asked(row['start_ops'])}")
         print(f"{'    when (ms: sent-answered)':34}{timeline(row['start_timeline'])}")
         target = rtt + 0.002
@@ -538,6 +548,7 @@ def slopes(rows: list[dict]) -> None:
         ("(a) kernel start to ready", "start_extra", "login", "<= 4 (OpenSSH: a login)"),
         ("    to live", "live_extra", "login", "<= 4"),
         ("    launch answered to live", "after_listen", "login", ""),
+        ("    start_kernel() returned to live", "returned_to_live", "login", ""),
         ("(b) execute('pass') round trip", "execute_ours", "execute_openssh", "<= 1 (ssh -tt -L)"),
         ("(c) no-op sync", "noop", "rsync_noop", "<= 2 (rsync -a)"),
         ("(d) first sync", "first", "rsync_first", "(rsync -a)"),

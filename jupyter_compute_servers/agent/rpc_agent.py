@@ -736,6 +736,10 @@ def kernel_claim(params):
             # Not handed out: ended here, as the caller's new id now names it (the caller
             # launches another under that id, which replaces this record).
             kernel_signal({**params, "signum": signal.SIGKILL})
+            for _ in range(250):  # ended before the refusal: a launch under the id may follow
+                if _exit_code(record) is not None:
+                    break
+                time.sleep(0.02)
             raise
         return answer
 
