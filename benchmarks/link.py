@@ -13,6 +13,8 @@ the proxy without delay), with the kernel runtime on this process's loop as in J
     ``compute-1-python3`` kernel, median of ``--repeat`` after a first (not counted: it may
     open the SSH connection), against a local ipykernel's start and OpenSSH's login
     (``ssh host true`` through the proxy: what any tool that logs in pays);
+(a') the same with the warm kernel the pool keeps (``c.ComputeServerProvisioner.warm_kernels
+    = 1``, refilled before each start), against a local start (the issue's target: 0.3x);
 (b) the round trip of ``execute('pass')`` (shell reply and IOPub idle), median, through the
     provisioner's tunnel and through OpenSSH's ``ssh -tt -L`` (as benchmarks/kernels.py);
     beside them, what neither tunnel can go below: the proxy's own round trip (a TCP echo
@@ -144,6 +146,19 @@ def echo_once(sock: socket.socket, size: int = 600) -> float:
     return time.perf_counter() - start
 
 
+async def warm_pid(pool: Any, server_id: int) -> int:
+    """The pid of the warm kernel the pool holds for the server, once it holds one."""
+    deadline = time.monotonic() + 120
+    while True:
+        for warm in pool.held(server_id):
+            if warm.provisioner.remote_kernel:
+                return int(warm.provisioner.remote_kernel["pid"])
+        if time.monotonic() > deadline:
+            raise RuntimeError("the pool kept no warm kernel within 120 s")
+        pool.fill(server_id)
+        await asyncio.sleep(0.05)
+
+
 def seconds(argv: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -156,6 +171,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
     from jupyter_compute_servers.access import openssh_options
     from jupyter_compute_servers.config import ComputeServersSettings
     from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
+    from jupyter_compute_servers.kernels.warm import WarmKernelPool
+    from traitlets.config import Config
     from jupyter_compute_servers.models import State
     from jupyter_compute_servers.services import build_services
     from jupyter_compute_servers.ssh import KeyStore
@@ -241,7 +258,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
         )
         services = build_services(settings, clouds={"openssh": cloud}, sync_root=str(root))
         manager = services.manager
-        set_server_runtime(KernelRuntime(manager, asyncio.get_running_loop(), str(root)))
+        runtime = KernelRuntime(manager, asyncio.get_running_loop(), str(root))
+        set_server_runtime(runtime)
         server = manager.create_server({"name": "link", "cloud": "openssh"})
         manager.request_action(server.id, "start")
         await manager.wait_for_action(server.id)
@@ -392,6 +410,48 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             kb.Resources.kill_ssh(res)
             await kb.stop_kernel(res, km, kc)
 
+            # (a') starts that take the warm kernel the pool keeps (refilled before each),
+            # each after a local one; the first pair is not counted
+            pool = WarmKernelPool(
+                manager,
+                Config({"ComputeServerProvisioner": {"warm_kernels": 1}}),
+                str(data),
+            )
+            pool.start(runtime)
+            warm_starts, warm_locals = [], []
+            try:
+                for i in range(args.repeat + 1):
+                    lkm, lkc, _, local_ready, _ = await kb.start_kernel(res, "python3", workspace)
+                    await kb.stop_kernel(res, lkm, lkc)
+                    pid = await warm_pid(pool, server.id)
+                    sent_ops.clear()
+                    sent_at.clear()
+                    began[0] = time.perf_counter()
+                    wkm, wkc, launched, ready, live = await kb.start_kernel(res, spec, root)
+                    offset = began[0] - (time.perf_counter() - ready)
+                    if wkm.provisioner.remote_kernel["pid"] != pid:
+                        raise RuntimeError("a start with a warm kernel launched one instead")
+                    await kb.stop_kernel(res, wkm, wkc)
+                    if i:
+                        warm_starts.append(ready)
+                        warm_locals.append(local_ready)
+            finally:
+                await pool.close()
+                runtime.warm = None
+            row["warm_start"] = statistics.median(warm_starts)
+            row["warm_local"] = statistics.median(warm_locals)
+            row["warm_extra"] = statistics.median(
+                r - local for r, local in zip(warm_starts, warm_locals, strict=True)
+            )
+            # what the start asked, not the pool's refill that follows it
+            asked_by_start = [
+                (op, at) for op, at in zip(sent_ops, sent_at, strict=True) if at[0] <= ready - offset
+            ]
+            row["warm_timeline"] = asked_by_start + [
+                (f"client {name}", (at - offset, None))
+                for name, at in (("returned", launched), ("live", live), ("ready", ready))
+            ]
+
             # (d) first syncs (before (c), which needs a synced tree)
             firsts, rsync_firsts = [], []
             for _ in range(args.repeat):
@@ -477,6 +537,14 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
         )
         print(f"{'    ours asked the server':34}{asked(row['start_ops'])}")
         print(f"{'    when (ms: sent-answered)':34}{timeline(row['start_timeline'])}")
+        line(
+            "(a') warm kernel start to ready",
+            row["warm_start"],
+            row["warm_local"],
+            in_rtts(row["warm_extra"]),
+            f"<= 0.3x local {verdict(row['warm_start'] <= 0.3 * row['warm_local'])}",
+        )
+        print(f"{'    when (ms: sent-answered)':34}{timeline(row['warm_timeline'])}")
         target = rtt + 0.002
         ours = row["execute_ours"]
         line(
@@ -549,6 +617,7 @@ def slopes(rows: list[dict]) -> None:
         ("    to live", "live_extra", "login", "<= 4"),
         ("    launch answered to live", "after_listen", "login", ""),
         ("    start_kernel() returned to live", "returned_to_live", "login", ""),
+        ("(a') warm kernel start to ready", "warm_start", "login", "(OpenSSH: a login)"),
         ("(b) execute('pass') round trip", "execute_ours", "execute_openssh", "<= 1 (ssh -tt -L)"),
         ("(c) no-op sync", "noop", "rsync_noop", "<= 2 (rsync -a)"),
         ("(d) first sync", "first", "rsync_first", "(rsync -a)"),
