@@ -445,7 +445,9 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             )
             # what the start asked, not the pool's refill that follows it
             asked_by_start = [
-                (op, at) for op, at in zip(sent_ops, sent_at, strict=True) if at[0] <= ready - offset
+                (op, at)
+                for op, at in zip(sent_ops, sent_at, strict=True)
+                if at[0] <= ready - offset
             ]
             row["warm_timeline"] = asked_by_start + [
                 (f"client {name}", (at - offset, None))
