@@ -13,8 +13,13 @@ the proxy without delay), with the kernel runtime on this process's loop as in J
     ``compute-1-python3`` kernel, median of ``--repeat`` after a first (not counted: it may
     open the SSH connection), against a local ipykernel's start and OpenSSH's login
     (``ssh host true`` through the proxy: what any tool that logs in pays);
+(a') the same with the warm kernel the pool keeps (``c.ComputeServerProvisioner.warm_kernels
+    = 1``, refilled before each start), against a local start (the issue's target: 0.3x);
 (b) the round trip of ``execute('pass')`` (shell reply and IOPub idle), median, through the
     provisioner's tunnel and through OpenSSH's ``ssh -tt -L`` (as benchmarks/kernels.py);
+    beside them, what neither tunnel can go below: the proxy's own round trip (a TCP echo
+    through a second proxy of the same delay: its timers fire late) plus a local kernel's
+    ``execute('pass')``, so that what our path adds beyond both shows;
 (c) a sync when nothing changed (the Sync button's, both ways, on the server's one connection)
     against ``rsync -a`` through the proxy (which logs in each time; rsync minus its login is
     given too);
@@ -24,10 +29,11 @@ the proxy without delay), with the kernel runtime on this process's loop as in J
 The kernel start also gives when each request was sent and answered (ms from the start of
 the last one timed), so what overlaps shows. For each of ours it gives the link round trips it
 took (time over the round trip; for (a) the time beyond a local start), and checks the issue's
-targets: start <= local + 4 round trips, execute <= round trip + 2 ms, no-op sync <= 2 round
-trips. It prints a table and exits 0 (a report). Everything it starts is stopped and its
-temporary directory removed at the end. The machine is shared and noisy: compare figures within
-one run.
+targets: start <= local + 4 round trips, execute <= round trip + 2 ms (as the issue writes it:
+the link's round trip alone, though the kernel's own execute takes more than 2 ms here), no-op
+sync <= 2 round trips. It prints a table and exits 0 (a report). Everything it starts is
+stopped and its temporary directory removed at the end. The machine is shared and noisy:
+compare figures within one run.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ import math
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -96,6 +104,61 @@ class Proxy:
         self.process = None
 
 
+class Echo:
+    """A TCP echo server on 127.0.0.1, in a thread of its own (off the measured loop): what
+    the delaying proxy's own round trip is, through a second proxy in front of it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._echo, args=(sock,), daemon=True).start()
+
+    @staticmethod
+    def _echo(sock: socket.socket) -> None:
+        with sock:
+            while data := sock.recv(65536):
+                sock.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def echo_once(sock: socket.socket, size: int = 600) -> float:
+    """One round trip of ``size`` bytes (about an execute_request's) to the echo server
+    through the proxy ``sock`` is connected to (blocking: run in a thread)."""
+    start = time.perf_counter()
+    sock.sendall(b"x" * size)
+    got = 0
+    while got < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("the echo through the proxy closed")
+        got += len(chunk)
+    return time.perf_counter() - start
+
+
+async def warm_pid(pool: Any, server_id: int) -> int:
+    """The pid of the warm kernel the pool holds for the server, once it holds one."""
+    deadline = time.monotonic() + 120
+    while True:
+        for warm in pool.held(server_id):
+            if warm.provisioner.remote_kernel:
+                return int(warm.provisioner.remote_kernel["pid"])
+        if time.monotonic() > deadline:
+            raise RuntimeError("the pool kept no warm kernel within 120 s")
+        pool.fill(server_id)
+        await asyncio.sleep(0.05)
+
+
 def seconds(argv: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -108,6 +171,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
     from jupyter_compute_servers.access import openssh_options
     from jupyter_compute_servers.config import ComputeServersSettings
     from jupyter_compute_servers.kernels.runtime import KernelRuntime, set_server_runtime
+    from jupyter_compute_servers.kernels.warm import WarmKernelPool
+    from traitlets.config import Config
     from jupyter_compute_servers.models import State
     from jupyter_compute_servers.services import build_services
     from jupyter_compute_servers.ssh import KeyStore
@@ -165,6 +230,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
     keys = KeyStore(data / "keys")
     sshd = start_sshd(tmp, keys.ensure(1))
     proxy = Proxy(sshd.port)
+    echo = Echo()
+    echo_proxy = Proxy(echo.port)
     services = None
     rows: list[dict] = []
     try:
@@ -191,7 +258,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
         )
         services = build_services(settings, clouds={"openssh": cloud}, sync_root=str(root))
         manager = services.manager
-        set_server_runtime(KernelRuntime(manager, asyncio.get_running_loop(), str(root)))
+        runtime = KernelRuntime(manager, asyncio.get_running_loop(), str(root))
+        set_server_runtime(runtime)
         server = manager.create_server({"name": "link", "cloud": "openssh"})
         manager.request_action(server.id, "start")
         await manager.wait_for_action(server.id)
@@ -252,6 +320,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             # comparable, runs minutes apart are not); the first pair is not counted
             local_starts, local_lives, starts, lives = [], [], [], []
             after_listen: list[float] = []
+            returned_to_live: list[float] = []
             for i in range(args.repeat + 1):
                 lkm, lkc, _, local_ready, local_live = await kb.start_kernel(
                     res, "python3", workspace
@@ -270,6 +339,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                     local_lives.append(local_live)
                     starts.append(ready)
                     lives.append(live)
+                    returned_to_live.append(live - launched)
                     # from the launch's answer (the kernel listens) to live: what the link
                     # costs after the kernel's own start, free of how long it took to listen
                     answered_at = sent_at[sent_ops.index("agent kernel_launch")][1]
@@ -288,6 +358,7 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
                 r - local for r, local in zip(starts, local_starts, strict=True)
             )
             row["after_listen"] = statistics.median(after_listen) if after_listen else math.nan
+            row["returned_to_live"] = statistics.median(returned_to_live)
             row["live_extra"] = statistics.median(
                 r - local for r, local in zip(lives, local_lives, strict=True)
             )
@@ -309,13 +380,79 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             ports = await kb.open_openssh(res, ssh, remote_ports, "tt")
             tunnelled = {**info, **{f"{c}_port": ports[c] for c in kb.CHANNELS}}
             targets = {"ours": km.get_connection_info(session=False), "openssh": tunnelled}
-            for label, connection in targets.items():
-                client = await kb.Target(label, functools.partial(dict, connection)).connect(res)
-                times = [(await kb.execute(client, "pass"))[0] for _ in range(args.round_trips + 2)]
-                row[f"execute_{label}"] = statistics.median(times[2:])
-                kb.Target.disconnect(res, client)
+            clients = {
+                label: await kb.Target(label, functools.partial(dict, connection)).connect(res)
+                for label, connection in targets.items()
+            }
+            # What the issue's "RTT + 2 ms" leaves out, measured in turn with ours and
+            # OpenSSH's (the machine's load drifts): the proxy's own round trip (a TCP echo
+            # through a proxy of the same delay: its timers fire late too) and a local
+            # kernel's own execute.
+            echo_proxy.start(rtt_ms)
+            lkm, clients["local"], *_ = await kb.start_kernel(res, "python3", workspace)
+            echo_socket = socket.create_connection(("127.0.0.1", echo_proxy.port))
+            echo_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            times: dict[str, list[float]] = {label: [] for label in (*clients, "echo")}
+            try:
+                for _ in range(args.round_trips + 2):
+                    for label, client in clients.items():
+                        times[label].append((await kb.execute(client, "pass"))[0])
+                    times["echo"].append(await asyncio.to_thread(echo_once, echo_socket))
+            finally:
+                echo_socket.close()
+                echo_proxy.stop()
+            for label, measured in times.items():
+                row[f"execute_{label}"] = statistics.median(measured[2:])
+            row["echo"] = row.pop("execute_echo")
+            for label in targets:
+                kb.Target.disconnect(res, clients[label])
+            await kb.stop_kernel(res, lkm, clients["local"])
             kb.Resources.kill_ssh(res)
             await kb.stop_kernel(res, km, kc)
+
+            # (a') starts that take the warm kernel the pool keeps (refilled before each),
+            # each after a local one; the first pair is not counted
+            pool = WarmKernelPool(
+                manager,
+                Config({"ComputeServerProvisioner": {"warm_kernels": 1}}),
+                str(data),
+            )
+            pool.start(runtime)
+            warm_starts, warm_locals = [], []
+            try:
+                for i in range(args.repeat + 1):
+                    lkm, lkc, _, local_ready, _ = await kb.start_kernel(res, "python3", workspace)
+                    await kb.stop_kernel(res, lkm, lkc)
+                    pid = await warm_pid(pool, server.id)
+                    sent_ops.clear()
+                    sent_at.clear()
+                    began[0] = time.perf_counter()
+                    wkm, wkc, launched, ready, live = await kb.start_kernel(res, spec, root)
+                    offset = began[0] - (time.perf_counter() - ready)
+                    if wkm.provisioner.remote_kernel["pid"] != pid:
+                        raise RuntimeError("a start with a warm kernel launched one instead")
+                    await kb.stop_kernel(res, wkm, wkc)
+                    if i:
+                        warm_starts.append(ready)
+                        warm_locals.append(local_ready)
+            finally:
+                await pool.close()
+                runtime.warm = None
+            row["warm_start"] = statistics.median(warm_starts)
+            row["warm_local"] = statistics.median(warm_locals)
+            row["warm_extra"] = statistics.median(
+                r - local for r, local in zip(warm_starts, warm_locals, strict=True)
+            )
+            # what the start asked, not the pool's refill that follows it
+            asked_by_start = [
+                (op, at)
+                for op, at in zip(sent_ops, sent_at, strict=True)
+                if at[0] <= ready - offset
+            ]
+            row["warm_timeline"] = asked_by_start + [
+                (f"client {name}", (at - offset, None))
+                for name, at in (("returned", launched), ("live", live), ("ready", ready))
+            ]
 
             # (d) first syncs (before (c), which needs a synced tree)
             firsts, rsync_firsts = [], []
@@ -339,6 +476,8 @@ async def measure(args: argparse.Namespace, tmp: Path, res: kb.Resources) -> lis
             set_server_runtime(None)
             await services.close()
         proxy.stop()
+        echo_proxy.stop()
+        echo.close()
         sshd.process.terminate()
         sshd.process.wait()
     return rows
@@ -391,8 +530,23 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             in_rtts(row["after_listen"]),
             "(the kernel listening: the rest of its start, then the link)",
         )
+        line(
+            "    start_kernel() returned to live",
+            row["returned_to_live"],
+            None,
+            in_rtts(row["returned_to_live"]),
+            "(the client's handshakes and first kernel_info)",
+        )
         print(f"{'    ours asked the server':34}{asked(row['start_ops'])}")
         print(f"{'    when (ms: sent-answered)':34}{timeline(row['start_timeline'])}")
+        line(
+            "(a') warm kernel start to ready",
+            row["warm_start"],
+            row["warm_local"],
+            in_rtts(row["warm_extra"]),
+            f"<= 0.3x local {verdict(row['warm_start'] <= 0.3 * row['warm_local'])}",
+        )
+        print(f"{'    when (ms: sent-answered)':34}{timeline(row['warm_timeline'])}")
         target = rtt + 0.002
         ours = row["execute_ours"]
         line(
@@ -403,6 +557,25 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             f"<= RTT + 2 ms ({target * 1000:.0f} ms) {verdict(ours <= target)}",
         )
         line("    OpenSSH ssh -tt -L", None, None, in_rtts(row["execute_openssh"]))
+        # The target as written counts the link and nothing else; the decomposition below
+        # says what of the rest is the proxy's and the kernel's, and what is ours.
+        floor = row["echo"] + row["execute_local"]
+        line("    the proxy's round trip (TCP echo)", None, row["echo"], in_rtts(row["echo"]))
+        line("    local execute('pass')", None, row["execute_local"], math.nan)
+        line(
+            "    proxy round trip + local execute",
+            ours,
+            floor,
+            in_rtts(floor),
+            f"ours beyond it: {(ours - floor) * 1000:+.1f} ms",
+        )
+        line(
+            "    ssh -tt -L beyond it",
+            None,
+            row["execute_openssh"] - floor,
+            math.nan,
+            "(what OpenSSH's path adds)",
+        )
         for key, label, goal in (
             ("noop", "(c) no-op sync", 2),
             ("first", f"(d) first sync, {args.files} files", None),
@@ -445,6 +618,8 @@ def slopes(rows: list[dict]) -> None:
         ("(a) kernel start to ready", "start_extra", "login", "<= 4 (OpenSSH: a login)"),
         ("    to live", "live_extra", "login", "<= 4"),
         ("    launch answered to live", "after_listen", "login", ""),
+        ("    start_kernel() returned to live", "returned_to_live", "login", ""),
+        ("(a') warm kernel start to ready", "warm_start", "login", "(OpenSSH: a login)"),
         ("(b) execute('pass') round trip", "execute_ours", "execute_openssh", "<= 1 (ssh -tt -L)"),
         ("(c) no-op sync", "noop", "rsync_noop", "<= 2 (rsync -a)"),
         ("(d) first sync", "first", "rsync_first", "(rsync -a)"),

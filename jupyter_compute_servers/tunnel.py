@@ -93,6 +93,47 @@ ZMTP_GREETING = (
 )
 
 
+#: The far end's READY (RFC 23: a command frame) as a ROUTER that has no routing id (a kernel's
+#: shell, control and stdin) sends it, given to a client here at once for a greeted spare.
+ROUTER_READY = (
+    b"\x04\x29\x05READY"
+    + b"\x0bSocket-Type"
+    + (6).to_bytes(4, "big")
+    + b"ROUTER"
+    + b"\x08Identity"
+    + (0).to_bytes(4, "big")
+)
+
+
+class _HandshakeFilter:
+    """Drops the far end's greeting and first command (its READY) from what a greeted spare
+    receives: the client here was given both at once (``ZMTP_GREETING``, ``ROUTER_READY``)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return data
+        self.buffer += data
+        buffer = self.buffer
+        at = len(ZMTP_GREETING)
+        if len(buffer) < at + 2:
+            return b""
+        if buffer[at] & 0x02:  # a long frame (not a READY seen in practice, but allowed)
+            if len(buffer) < at + 9:
+                return b""
+            end = at + 9 + int.from_bytes(buffer[at + 1 : at + 9], "big")
+        else:
+            end = at + 2 + buffer[at + 1]
+        if len(buffer) < end:
+            return b""
+        self.done = True
+        self.buffer = b""
+        return buffer[end:]
+
+
 def _is_zmtp3_null_greeting(data: bytes) -> bool:
     """Whether 64 bytes are a ZMTP 3.x greeting with NULL security, not as server."""
     return (
@@ -141,6 +182,8 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         self.channel: asyncssh.SSHTCPChannel[bytes] | None = None
         self.early: list[bytes] = []
         self.ended = False
+        #: A greeted spare's: the far end's handshake, which its client got from here.
+        self.handshake: _HandshakeFilter | None = None
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.channel = chan
@@ -149,6 +192,10 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         if datatype is not None:  # a relay's stderr (srun's messages): never the stream's
             log.debug("Tunnel: %s", data[:500])
             return
+        if self.handshake is not None:
+            data = self.handshake.feed(data)
+            if not data:
+                return
         if self.local is None:
             self.early.append(data)  # a spare: the kernel's ZeroMQ greeting, kept for its client
         elif self.local.transport is not None and not self.local.transport.is_closing():
@@ -219,6 +266,10 @@ class _LocalSide(asyncio.Protocol):
                 # meanwhile goes first.
                 peer, spare.local = spare, self
                 assert self.transport is not None
+                if spare.handshake is not None:
+                    # The far end's greeting and READY, as they will be: the client's first
+                    # request then goes at once, instead of a crossing of the link later.
+                    self.transport.write(ZMTP_GREETING + ROUTER_READY)
                 for data in spare.early:
                     self.transport.write(data)
                 spare.early.clear()
@@ -326,11 +377,13 @@ class Tunnel:
         ``direct-tcpip`` routes; a channel that fails, or that the server closes meanwhile
         (ZeroMQ drops a peer that stays silent past its handshake interval), is not used.
 
-        For the names in ``greet`` (ZeroMQ sockets whose peers here are ZeroMQ's DEALERs: a
-        kernel's shell, control, stdin) the spare also sends a client's ZeroMQ greeting at
-        once, so that the far end's answer to it waits here when the client connects: the
-        handshake then costs one crossing of the link instead of three (the client's own
-        greeting, the same, is swallowed; see ``_GreetedChannel``)."""
+        For the names in ``greet`` (ZeroMQ ROUTER sockets whose peers here are ZeroMQ's
+        DEALERs: a kernel's shell, control, stdin) the spare also sends a client's ZeroMQ
+        greeting at once, and the client that takes the spare is given the far end's greeting
+        and READY at once (``ROUTER_READY``; the far end's own are dropped as they come): its
+        first request then crosses the link once, whether or not the far end's answer to the
+        greeting came back yet (the client's own greeting, the same as the one sent ahead, is
+        swallowed; see ``_GreetedChannel``; its READY goes on to the far end)."""
         if self.route():
             return
         self._drop_spares()
@@ -349,6 +402,7 @@ class Tunnel:
             if greet:
                 channel.write(ZMTP_GREETING)
                 peer.channel = _GreetedChannel(peer, channel)  # type: ignore[assignment]
+                peer.handshake = _HandshakeFilter()
             return peer
         except Exception as e:
             log.debug("Tunnel: no spare channel to port %s (%s)", port, e)

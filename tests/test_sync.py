@@ -22,7 +22,7 @@ from jupyter_compute_servers.sync.engine import SyncEngine
 from jupyter_compute_servers.sync.settings import SyncSettings
 from jupyter_compute_servers.sync.transfer import SyncChannelError, SyncSession
 
-from .kernel_helpers import wait_until
+from .kernel_helpers import execute, wait_until
 
 MARKER = ".jupyter-compute-servers-sync.json"
 
@@ -639,6 +639,59 @@ async def test_a_kernel_start_pushes_its_notebooks_directory_first(
     kernel_id = await start_kernel(jp_fetch, name, "proj/analysis.ipynb")
     assert not (ws / "proj" / "later.csv").exists()
     await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+    await stop(api, wait_for_state, server["id"])
+
+
+async def test_the_push_runs_beside_the_launch_and_ends_before_the_kernel_is_handed_out(
+    api, wait_for_state, jp_fetch, jp_root_dir, jp_serverapp
+):
+    """The notebook directory's push does not hold the kernel's launch back (a hook after the
+    sync's own waits until the kernel runs on the server: were the launch after the push,
+    this would never end), and yet the kernel is handed out only once the push ended: its
+    first execute finds the files there."""
+    manager = jp_serverapp.web_app.settings["compute_servers_manager"]
+    (jp_root_dir / "proj").mkdir()
+    (jp_root_dir / "proj" / "input.csv").write_text("x\n1\n")
+    server = await started(api, wait_for_state)
+    name = f"compute-{server['id']}-python3"
+    await wait_until(lambda: name in jp_serverapp.kernel_spec_manager.find_kernel_specs())
+    pushed = asyncio.Event()
+
+    async def after_the_push(server_id: int, cwd: str) -> None:
+        async def running() -> bool:
+            _, listing = await api("GET", f"servers/{server_id}/kernels")
+            return bool(listing["kernels"])
+
+        deadline = time.monotonic() + 60
+        while not await running():
+            assert time.monotonic() < deadline, "the launch waited for the push"
+            await asyncio.sleep(0.05)
+        (jp_root_dir / "proj" / "late.txt").write_text("pushed after the kernel started")
+        run = await jp_serverapp.web_app.settings["compute_servers_sync"].run(
+            server_id, "push", cwd, "kernel"
+        )
+        assert run["state"] == "completed", run
+        pushed.set()
+
+    manager.before_kernel_launch.append(after_the_push)
+    try:
+        kernel_id = await start_kernel(jp_fetch, name, "proj/analysis.ipynb")
+    finally:
+        manager.before_kernel_launch.remove(after_the_push)
+    assert pushed.is_set()
+    kernel_manager = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    kernel_client = kernel_manager.client()
+    kernel_client.start_channels()
+    try:
+        await kernel_client.wait_for_ready(timeout=30)
+        reply, out = await execute(
+            kernel_client, "print(open('input.csv').read().split()[1], open('late.txt').read())"
+        )
+        assert reply["content"]["status"] == "ok", reply
+        assert out.split(None, 1) == ["1", "pushed after the kernel started\n"]
+    finally:
+        kernel_client.stop_channels()
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
     await stop(api, wait_for_state, server["id"])
 
 

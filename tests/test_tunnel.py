@@ -140,11 +140,13 @@ async def connected(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.mark.asyncio
 async def test_a_greeted_spare_carries_a_zeromq_client(tmp_path: Path) -> None:
     """A spare of a ZeroMQ socket sends a client's greeting ahead; a real DEALER connecting
-    here then talks to the real ROUTER there (its own greeting swallowed), both ways."""
+    here then talks to the real ROUTER there (its own greeting swallowed, the ROUTER's given
+    at once and its own dropped), both ways. Its first request goes without waiting for the
+    far end's answer to the greeting: a far end that never answers gets it."""
     import zmq
     import zmq.asyncio
 
-    from jupyter_compute_servers.tunnel import ZMTP_GREETING
+    from jupyter_compute_servers.tunnel import ROUTER_READY, ZMTP_GREETING
 
     sshd, connection = await connected(tmp_path)
     recorder = Recorder()
@@ -173,12 +175,27 @@ async def test_a_greeted_spare_carries_a_zeromq_client(tmp_path: Path) -> None:
         await router.send_multipart([identity, b"pong"])
         assert await asyncio.wait_for(dealer.recv_multipart(), 10) == [b"pong"]
         assert tunnel._spares["shell"] == []  # it rode the spare
+        # ...and works on after the far end's own handshake came and was dropped.
+        await dealer.send_multipart([b"again"])
+        identity, *request = await asyncio.wait_for(router.recv_multipart(), 10)
+        assert request == [b"again"]
         dealer.close()
 
-        # A client that is not a ZeroMQ one cannot go on: its connection closes.
+        # A far end that never answers the greeting (the recorder) gets the client's READY
+        # and its first message all the same.
+        dealer = context.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.connect(f"tcp://127.0.0.1:{local['raw']}")
+        await dealer.send_multipart([b"first"])
+        await until(lambda: b"first" in bytes(recorder.received[0]))
+        assert bytes(recorder.received[0]).startswith(ZMTP_GREETING + b"\x04")  # its READY
+        dealer.close()
+
+        # A client that is not a ZeroMQ one cannot go on: it is given the handshake, and its
+        # connection closes.
         reader, writer = await asyncio.open_connection("127.0.0.1", local["raw"])
         writer.write(b"GET / HTTP/1.1\r\n" + b"x" * 64)
-        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert await asyncio.wait_for(reader.read(), 10) == ZMTP_GREETING + ROUTER_READY
         writer.close()
     finally:
         await tunnel.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from jupyter_compute_servers.kernels import provisioner as provisioner_module
 from jupyter_compute_servers.kernels.warm import WarmKernelPool
 
 from .jupyter_process import JupyterProcess, kill_processes_under, processes_under
@@ -138,6 +139,36 @@ async def test_a_dead_warm_kernel_is_never_handed_out(api, wait_for_state, jp_fe
         assert reply["content"]["status"] == "ok" and int(out) == pid
         # ...and the pool replaced the dead one.
         await warm_one(pool, server["id"], other_than=dead_pid)
+    finally:
+        kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+
+
+async def test_a_warm_kernel_that_does_not_move_into_place_is_ended_not_handed_out(
+    api, wait_for_state, jp_fetch, jp_serverapp, jp_root_dir, compute_data_dir, monkeypatch
+):
+    """The move into the notebook's directory happens on the server as the kernel is claimed;
+    a warm kernel that does not answer it (stopped here) is ended there, and the notebook gets
+    a kernel launched in its directory."""
+    monkeypatch.setattr(provisioner_module, "WARM_ANSWER_TIMEOUT", 2.0)
+    pool = await started_pool(jp_serverapp)
+    server = await running_server(api, wait_for_state)
+    warm = await warm_one(pool, server["id"])
+    stuck_pid = warm.provisioner.remote_kernel["pid"]
+    os.kill(stuck_pid, signal.SIGSTOP)
+
+    (jp_root_dir / "project").mkdir()
+    kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-python3", "project/a.ipynb")
+    manager, kernel_client = client(jp_serverapp, kernel_id)
+    try:
+        assert not process_alive(stuck_pid)
+        pid = manager.provisioner.remote_kernel["pid"]
+        assert pid != stuck_pid and process_alive(pid)
+        await kernel_client.wait_for_ready(timeout=30)
+        reply, out = await execute(kernel_client, "import os; print(os.getpid(), os.getcwd())")
+        assert reply["content"]["status"] == "ok"
+        workspace = compute_data_dir / "local" / str(server["id"]) / "disk"
+        assert out.split() == [str(pid), str(workspace / "project")]
     finally:
         kernel_client.stop_channels()
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")

@@ -689,13 +689,17 @@ def kernel_claim(params):
     """Give a warm kernel (started ahead with ``warm``) to a notebook's kernel: its record and
     files take the new id, so every later call names it as any kernel. Refused when it is not
     warm or no longer runs (the caller then launches one). Answers the record, the working
-    directory and the variables the notebook's kernel would have been started with, for the
-    caller to apply in the kernel."""
+    directory and the variables the notebook's kernel would have been started with, once the
+    kernel moved into them (``_move_kernel``; within ``move_timeout`` seconds, else the kernel
+    is ended and the claim refused)."""
     kernels = _kernels_dir(params)
     warm_id = params.get("warm_id")
     if not isinstance(warm_id, str) or not KERNEL_ID.match(warm_id):
         raise ValueError(f"invalid warm_id {warm_id!r}")
     kernel_id = _kernel_id(params)
+    timeout = params.get("move_timeout", 10)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+        raise ValueError("move_timeout must be a positive number of seconds")
     cwd, _workspace, given = _kernel_place(params)
     record = _read_record(kernels, warm_id)
     if record is None or not record.get("warm") or _exit_code(record) is not None:
@@ -717,7 +721,77 @@ def kernel_claim(params):
     record["started"] = time.time()
     _write_private(_record_path(kernels, kernel_id), json.dumps(record))
     os.unlink(_record_path(kernels, warm_id))
-    return {"record": _public(record), "cwd": cwd, "env": given}
+    answer = {"record": _public(record), "cwd": cwd, "env": given}
+    with open(record["connection_file"]) as f:
+        key = str(json.load(f).get("key") or "").encode()
+    # The move into the notebook's directory and environment is done here, on the kernel's
+    # own loopback, before the claim answers: through the tunnel it cost the notebook's start
+    # a round trip of the link more.
+    shell_port = record["ports"]["shell_port"]
+
+    def moved():
+        try:
+            _move_kernel(shell_port, key, cwd, given, min(float(timeout), 60.0))
+        except BaseException:
+            # Not handed out: ended here, as the caller's new id now names it (the caller
+            # launches another under that id, which replaces this record).
+            kernel_signal({**params, "signum": signal.SIGKILL})
+            for _ in range(250):  # ended before the refusal: a launch under the id may follow
+                if _exit_code(record) is not None:
+                    break
+                time.sleep(0.02)
+            raise
+        return answer
+
+    return Later(moved)
+
+
+def _move_kernel(shell_port, key, cwd, env, timeout):
+    """Run the move into ``cwd`` and ``env`` in a kernel, as a silent execute (no history, no
+    execution count) on its shell, and wait for its reply: a launch for the notebook would have
+    started it there. The reply is also the proof that the kernel answers; raises when it does
+    not, or the code failed."""
+    code = (
+        "import os as _jcs_os\n"
+        f"_jcs_os.chdir({cwd!r})\n"
+        f"_jcs_os.environ.update({env!r})\n"
+        "del _jcs_os\n"
+    )
+    content = json.dumps(
+        {
+            "code": code,
+            "silent": True,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+    ).encode()
+    msg_id = os.urandom(16).hex()
+    deadline = time.monotonic() + timeout
+    shell = _ZmtpDealer(shell_port)
+    try:
+        shell.send(_signed(key, os.urandom(16).hex(), msg_id, "execute_request", content))
+        while True:
+            frames = shell.message(deadline - time.monotonic())
+            if frames is None:
+                raise RuntimeError(f"the kernel did not answer within {timeout:.0f} s")
+            try:
+                at = frames.index(b"<IDS|MSG>")
+                parent = json.loads(frames[at + 3])
+                reply = json.loads(frames[at + 5])
+            except (ValueError, IndexError):
+                continue
+            if parent.get("msg_id") != msg_id:
+                continue
+            if reply.get("status") != "ok":
+                raise RuntimeError(
+                    f"the kernel could not move into {cwd!r}: "
+                    f"{reply.get('ename')}: {reply.get('evalue')}"
+                )
+            return
+    finally:
+        shell.sock.close()
 
 
 def kernel_list(params):
@@ -887,6 +961,8 @@ class _ZmtpDealer:
         body = b"\x05READY" + b"\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER"
         self.sock.sendall(_zmtp_frame(body, command=True))
         self.sock.setblocking(False)
+        #: What was read and not yet consumed (``message``).
+        self.pending = bytearray()
 
     def send(self, frames):
         last = len(frames) - 1
@@ -896,6 +972,54 @@ class _ZmtpDealer:
             self.sock.sendall(data)
         finally:
             self.sock.setblocking(False)
+
+    def message(self, timeout):
+        """The next message the kernel sends back (its frames), or None after ``timeout``
+        seconds; commands (the handshake's READY) are skipped."""
+        frames = []
+        while True:
+            frame, command, more = self._frame(timeout)
+            if frame is None:
+                return None
+            if command:
+                continue
+            frames.append(frame)
+            if not more:
+                return frames
+
+    def _frame(self, timeout):
+        deadline = time.monotonic() + timeout
+        head = self._read(2, deadline)
+        if head is None:
+            return None, False, False
+        flags = head[0]
+        if flags & 0x02:
+            rest = self._read(7, deadline)
+            if rest is None:
+                return None, False, False
+            size = int.from_bytes(head[1:] + rest, "big")
+        else:
+            size = head[1]
+        body = self._read(size, deadline)
+        return body, bool(flags & 0x04), bool(flags & 0x01)
+
+    def _read(self, count, deadline):
+        """``count`` bytes from the socket (kept in ``pending`` across calls), or None when
+        ``deadline`` passes first."""
+        while len(self.pending) < count:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                return None
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            if not data:
+                raise ConnectionError("the kernel closed its shell socket")
+            self.pending += data
+        chunk = bytes(self.pending[:count])
+        del self.pending[:count]
+        return chunk
 
     def drain(self):
         """Read and drop what the kernel answered (the replies are not needed)."""

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncssh
@@ -247,15 +248,10 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         plain = list(cmd) == list(self.kernel_spec.argv)
         warm = runtime.warm if adoption is None and not self._launched and plain else None
         try:
-            taken = None
-            if warm is not None:
-                taken = await runtime.run(self._take_warm(warm, cwd, remote))
-            if taken is not None:
-                info = taken
-            elif adoption is not None:
+            if adoption is not None:
                 info = await runtime.run(self._adopt(adoption))
             else:
-                info = await runtime.run(self._launch(cmd, cwd, remote))
+                info = await runtime.run(self._start(warm, cmd, cwd, remote))
         except KernelStartError as e:
             raise self._explained(e) from None
         except ComputeServersError as e:
@@ -290,49 +286,69 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         except ComputeServersError as e:
             raise self._failed(doing, e.message) from None
 
-    async def _launch(self, argv: list[str], cwd: str, env: RemoteEnv) -> KernelConnectionInfo:
+    async def _start(
+        self, warm: WarmKernelPool | None, argv: list[str], cwd: str, env: RemoteEnv
+    ) -> KernelConnectionInfo:
+        """A kernel for the notebook in ``cwd``: the pool's warm one moved there, else one
+        launched there.
+
+        The notebook's directory is pushed (file sync's hook) beside the launch or the claim,
+        not before it: the push takes round trips of the link that the kernel's start need
+        not wait for. The kernel's directory exists at once (the agent makes it), and the
+        files are there before any code of the notebook runs in it, as this returns (and
+        Jupyter hands the kernel to clients) only once the push ended too. What a kernel runs
+        by itself as it starts (IPython's startup files) may run before the files arrive."""
         server = await self._ensure_running()
+        mapped = await self.runtime.manager.working_directory(self.server_id, cwd)
+        # A mount: start in the mounted tree, nothing to push.
+        pushed = asyncio.ensure_future(self._push(cwd)) if mapped is None else None
+        place = cwd if mapped is None else mapped
+        try:
+            info = None
+            if warm is not None:
+                info = await self._take_warm(warm, place, env)
+            if info is None:
+                info = await self._launch(server, argv, place, env)
+            if pushed is not None:
+                await pushed
+        finally:
+            await _cancelled(pushed)
+        return info
+
+    async def _push(self, cwd: str) -> None:
+        """Push the notebook's directory (file sync's hook). Its failures are the sync's to
+        report (its run's record): the kernel starts anyway, as the sync's own hook does."""
+        for hook in self.runtime.manager.before_kernel_launch:
+            try:
+                await hook(self.server_id, cwd)
+            except Exception:
+                self.log.warning("The push before kernel %s failed", self.kernel_id, exc_info=True)
+
+    async def _launch(
+        self, server: Any, argv: list[str], cwd: str, env: RemoteEnv
+    ) -> KernelConnectionInfo:
         # A server that does not answer is said so within the connect timeout, not after the
-        # hooks' own timeouts; the check runs beside the push (no round trip of its own), and
-        # a failure of it cancels the push.
+        # launch's own timeout. The check is sent just before the launch and answered before
+        # it (the agent answers in order): no round trip of its own.
         reachable = asyncio.ensure_future(
             self._check_reachable(f"start the kernel {self.kernel!r}")
         )
-        prepared = asyncio.ensure_future(self._prepare_cwd(cwd))
         try:
-            await asyncio.wait({reachable, prepared}, return_when=asyncio.FIRST_EXCEPTION)
-            await reachable
-            cwd = await prepared
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                try:
+                    return await self._launch_once(server, argv, cwd, env, reachable=reachable)
+                except PortTakenError:
+                    # Ports are chosen free on the server, then bound by the kernel a moment
+                    # later; another process can take one in between. Other ports, then.
+                    if attempt == PORT_ATTEMPTS:
+                        await self._discard_failed_launch()
+                        raise
+                    self.log.info(
+                        "A port of kernel %s was taken meanwhile; trying others", self.kernel_id
+                    )
         finally:
-            for task in (reachable, prepared):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            try:
-                return await self._launch_once(server, argv, cwd, env)
-            except PortTakenError:
-                # Ports are chosen free on the server, then bound by the kernel a moment
-                # later; another process can take one in between. Other ports, then.
-                if attempt == PORT_ATTEMPTS:
-                    await self._discard_failed_launch()
-                    raise
-                self.log.info(
-                    "A port of kernel %s was taken meanwhile; trying others", self.kernel_id
-                )
+            await _cancelled(reachable)
         raise AssertionError("unreachable")
-
-    async def _prepare_cwd(self, cwd: str) -> str:
-        """The kernel's directory on the server: the mounted tree's, or ``cwd`` pushed first
-        (file sync's hook)."""
-        manager = self.runtime.manager
-        mapped = await manager.working_directory(self.server_id, cwd)
-        if mapped is not None:  # a mount: start in the mounted tree
-            return mapped
-        for hook in manager.before_kernel_launch:  # file sync: push its directory
-            await hook(self.server_id, cwd)
-        return cwd
 
     # --- warm kernels (kernels/warm.py) ---------------------------------------------------
 
@@ -364,23 +380,26 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         held = warm.provisioner
         if held._tunnel is not None and held._tunnel.is_open:
             # The spares of its launch are gone (the kernel drops a connection whose handshake
-            # does not end within 30 s): fresh ones open beside the claim, for the move below
-            # and the notebook's first connections.
+            # does not end within 30 s): fresh ones open beside the claim, for the notebook's
+            # first connections.
             held._tunnel.prepare(SPARE_CHANNELS, greet=GREETED_CHANNELS)
         try:
-            place = await self._prepare_cwd(cwd)
             endpoint = await self.runtime.manager.endpoint(self.server_id)
-            # Refused by the agent when the kernel is no longer running: never handed out.
+            # Refused by the agent when the kernel is no longer running, or did not move into
+            # the notebook's directory and environment (the agent does that on the server,
+            # and ends a kernel that did not answer): never handed out.
             claimed = await self._agent_call(
                 "kernel_claim",
+                timeout=60 + WARM_ANSWER_TIMEOUT,
                 warm_id=held.kernel_id,
                 kernel_id=self.kernel_id,
                 workspace=endpoint.workspace,
-                cwd=place,
+                cwd=cwd,
                 env=env.given,
                 workspace_env=env.paths,
                 env_templates=env.templates,
                 owner=self.runtime.manager.owner,
+                move_timeout=WARM_ANSWER_TIMEOUT,
             )
         except (ComputeServersError, KernelStartError) as e:
             message = getattr(e, "message", None) or str(e)
@@ -398,15 +417,6 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         held._remote = None
         self._launched = True
         pool.refill(self.server_id)
-        try:
-            await self._move_into(str(claimed["cwd"]), dict(claimed["env"]))
-        except BaseException as e:
-            self.log.info("Warm kernel %s did not answer (%s); launching one", self.kernel_id, e)
-            await self.shutdown_remote()
-            self._launched = False
-            if isinstance(e, asyncio.CancelledError):
-                raise
-            return None
         self.runtime.kernels[self.kernel_id] = self
         self.runtime.manager.notify("kernels", self.server_id)
         self.log.info(
@@ -419,59 +429,22 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         )
         return self._connection_info()
 
-    async def _move_into(self, cwd: str, env: dict[str, str]) -> None:
-        """Give the kernel the notebook's working directory and variables, as a launch for
-        the notebook would have (a silent execute: no history, no execution count). Its reply
-        is also the proof that the kernel answers."""
-        code = (
-            "import os as _jcs_os\n"
-            f"_jcs_os.chdir({cwd!r})\n"
-            f"_jcs_os.environ.update({env!r})\n"
-            "del _jcs_os\n"
-        )
-        info = self._connection_info()
-        session = Session(key=info["key"], signature_scheme="hmac-sha256", username="warm")
-        context = zmq.asyncio.Context()
-        shell = context.socket(zmq.DEALER)
-        shell.linger = 0
-        shell.connect(f"tcp://127.0.0.1:{info['shell_port']}")
-        try:
-            request = session.msg(
-                "execute_request",
-                {
-                    "code": code,
-                    "silent": True,
-                    "store_history": False,
-                    "user_expressions": {},
-                    "allow_stdin": False,
-                    "stop_on_error": True,
-                },
-            )
-            session.send(shell, request)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + WARM_ANSWER_TIMEOUT
-            while True:
-                left = deadline - loop.time()
-                if left <= 0 or not await shell.poll(int(left * 1000)):
-                    raise KernelStartError(f"no answer within {WARM_ANSWER_TIMEOUT:.0f} s")
-                _, parts = session.feed_identities(await shell.recv_multipart())
-                reply = session.deserialize(parts)
-                if reply["parent_header"].get("msg_id") != request["header"]["msg_id"]:
-                    continue
-                if reply["content"].get("status") != "ok":
-                    raise KernelStartError(
-                        f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}"
-                    )
-                return
-        finally:
-            context.destroy(linger=0)
-
     async def _launch_once(
-        self, server: Any, argv: list[str], cwd: str, env: RemoteEnv, *, warm: bool = False
+        self,
+        server: Any,
+        argv: list[str],
+        cwd: str,
+        env: RemoteEnv,
+        *,
+        warm: bool = False,
+        reachable: asyncio.Future[None] | None = None,
     ) -> KernelConnectionInfo:
+        """Launch the kernel, tunnel to it and wait until it is ready. ``reachable``: the
+        server's check (``_check_reachable``), sent just before: its failure is this one's."""
         manager = self.runtime.manager
         ready: asyncio.Future[Any] | None = None
         launched: asyncio.Future[Any] | None = None
+        unreachable = False
         try:
             endpoint = await manager.endpoint(self.server_id)
             agent = await manager.agent_for(self.server_id)
@@ -517,15 +490,30 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                         ready_timeout=self.ready_timeout,
                     )
                 )
+            if reachable is not None:
+                try:
+                    await reachable
+                except KernelStartError:
+                    unreachable = True
+                    raise
             record = await launched
         except ComputeServersError as e:
             await _cancelled(ready)
+            if reachable is not None:
+                # When the server does not answer (no connection, or no answer to the
+                # launch), the check's error, which says what to do, is the one to give.
+                await reachable
             raise KernelStartError(
                 f"Could not start the kernel {self.kernel!r} on {server.name!r}: {e.message}"
             ) from None
         except BaseException:
             await _cancelled(ready)
-            if launched is not None:
+            if unreachable:
+                # The launch went out: the kernel it starts is ended once the server answers
+                # again, in the background, so that the answer says now that it does not.
+                await _cancelled(launched)
+                _in_background(self._end_unanswered_launch())
+            elif launched is not None:
                 # Cancelled (the server stopping, Jupyter shutting down) with the launch asked
                 # for: the agent starts the kernel all the same, and nobody here would own it.
                 # The agent reads calls in order and records the kernel before it answers, so
@@ -673,6 +661,19 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         if self._iopub is not None:
             await self._iopub.close()
             self._iopub = None
+
+    async def _end_unanswered_launch(self) -> None:
+        """End the kernel a launch the server did not answer may have started. Only a signal,
+        asked for at once: the agent answers in order, so it comes before any later launch
+        under this id (a restart), and nothing here is touched (that restart's tunnel may be
+        in use by then). The dead kernel's record goes with the next listing or launch; its
+        relay ends with it."""
+        try:
+            await self._agent_call(
+                "kernel_signal", kernel_id=self.kernel_id, signum=signal.SIGKILL, timeout=60
+            )
+        except ComputeServersError as e:
+            self.log.warning("Could not end kernel %s on its server: %s", self.kernel_id, e)
 
     async def _discard_failed_launch(self) -> None:
         try:
@@ -1015,6 +1016,16 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         for name, port in self._local_ports().items():
             self.connection_info[f"{name}_port"] = port  # type: ignore[literal-required]
         self.runtime.kernels[self.kernel_id] = self
+
+
+#: Tasks nobody awaits (a discard after the server stopped answering), held until they end.
+_BACKGROUND: set[asyncio.Future[None]] = set()
+
+
+def _in_background(coroutine: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(coroutine)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 async def _cancelled(task: asyncio.Future[Any] | None) -> None:
