@@ -58,6 +58,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 SERVER_NAME = "bench"
 
@@ -348,7 +349,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
 
         rows = []
         for label in ("(a) first sync", "(b) nothing changed", "(c) one file changed"):
-            rsync_times, our_times, summary = [], [], {}
+            rsync_times: list[float] = []
+            our_times: list[float] = []
+            summary: dict[str, Any] = {}
             rsync_cpu: list[Cpu] = []
             our_cpu: list[Cpu] = []
             cpu[label[:3]] = rsync_cpu, our_cpu
@@ -414,11 +417,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"{header:24}{'rsync -a':>10}{'rsync-login':>13}{'ours':>9}{'ours/rsync':>12}  target")
     for label, rsync_time, our_time, summary, rsync_all, ours_all in rows:
         ratio = our_time / rsync_time
-        target = targets[label[:3]]
-        verdict = "met" if ratio <= target else "MISSED"
+        goal = targets[label[:3]]
+        verdict = "met" if ratio <= goal else "MISSED"
         print(
             f"{label:24}{rsync_time:>9.2f}s{rsync_time - login:>12.2f}s{our_time:>8.2f}s"
-            f"{ratio:>11.2f}x  <= {target}x {verdict}"
+            f"{ratio:>11.2f}x  <= {goal}x {verdict}"
         )
         moved = summary["received" if label.startswith("(e)") else "sent"]
         print(
