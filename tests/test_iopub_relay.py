@@ -170,3 +170,137 @@ def test_messages_of_every_size_arrive_whole_and_in_order(relay: tuple[zmq.Socke
         assert client.record() == (first + len(sent), [b"later"])
     finally:
         client.close()
+
+
+class RawPublisher:
+    """A ZeroMQ PUB peer speaking ZMTP 3.0 by hand on a listening socket, so that a test can
+    send part of a frame and wait, or hang up half-way through one (as a kernel that dies
+    while sending does); libzmq always sends a message whole."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.listener.settimeout(30)
+        self.port = self.listener.getsockname()[1]
+        self.peer: socket.socket | None = None
+
+    def accept(self) -> None:
+        """Take the relay's (next) connection and finish its handshake."""
+        peer, _ = self.listener.accept()
+        peer.settimeout(30)
+        greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\x00")
+        peer.sendall(greeting + b"\x00" * 32)
+        received = b""
+        while len(received) < 64:
+            received += peer.recv(64 - len(received))
+        body = b"\x05READY" + b"\x0bSocket-Type" + (3).to_bytes(4, "big") + b"PUB"
+        peer.sendall(bytes([0x04, len(body)]) + body)
+        self.peer = peer
+
+    def frame_header(self, size: int, more: bool = False) -> bytes:
+        return bytes([0x02 | (0x01 if more else 0)]) + size.to_bytes(8, "big")
+
+    def send(self, data: bytes) -> None:
+        assert self.peer is not None
+        self.peer.sendall(data)
+
+    def close(self) -> None:
+        if self.peer is not None:
+            self.peer.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def raw_relay() -> Iterator[tuple[RawPublisher, int]]:
+    publisher = RawPublisher()
+    kernel = subprocess.Popen(["sleep", "300"])
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    args = (listener, publisher.port, TOKEN, kernel.pid, rpc_agent._start_time(kernel.pid))
+    thread = threading.Thread(
+        target=rpc_agent.iopub_relay, args=(*args, 64 * 1024 * 1024, 1000), daemon=True
+    )
+    thread.start()
+    try:
+        publisher.accept()
+        yield publisher, port
+    finally:
+        kernel.kill()
+        kernel.wait()
+        thread.join(10)
+        listener.close()
+        publisher.close()
+    assert not thread.is_alive(), "the relay did not end with its kernel"
+
+
+def test_a_large_last_frame_is_sent_on_as_it_arrives(
+    raw_relay: tuple[RawPublisher, int],
+) -> None:
+    publisher, port = raw_relay
+    client = RelayClient(port, 0)
+    try:
+        big = os.urandom(2 * 1024 * 1024)
+        half = len(big) // 2
+        publisher.send(
+            publisher.frame_header(5, more=True) + b"topic" + publisher.frame_header(len(big))
+        )
+        publisher.send(big[:half])
+        # The record's head and the half that came are there before the rest is sent.
+        head = 8 + 4 + 4 + 5 + 4
+        deadline = time.monotonic() + 30
+        while len(client.data) < head + half and time.monotonic() < deadline:
+            client._read()
+        assert bytes(client.data[:head]) == (
+            (0).to_bytes(8, "big")
+            + (2).to_bytes(4, "big")
+            + (5).to_bytes(4, "big")
+            + b"topic"
+            + len(big).to_bytes(4, "big")
+        )
+        assert bytes(client.data[head:]) == big[:half]
+        # A client that comes meanwhile gets the same, from the start.
+        late = RelayClient(port, 0)
+        publisher.send(big[half:] + bytes([0, 5]) + b"after")
+        try:
+            for reader in (client, late):
+                assert reader.record() == (0, [b"topic", big])
+                assert reader.record() == (1, [b"after"])
+        finally:
+            late.close()
+    finally:
+        client.close()
+
+
+def test_a_message_cut_off_by_the_kernel_is_not_kept(
+    raw_relay: tuple[RawPublisher, int],
+) -> None:
+    publisher, port = raw_relay
+    client = RelayClient(port, 0)
+    try:
+        publisher.send(bytes([0, 5]) + b"first")
+        assert client.record() == (0, [b"first"])
+        big = os.urandom(1024 * 1024)
+        publisher.send(publisher.frame_header(len(big)) + big[:1000])
+        while len(client.data) < 8 + 4 + 4 + 1000:
+            client._read()
+        # The kernel's socket goes away half-way through the frame: the client that was sent
+        # part of it is hung up on (it would resume before it)...
+        assert publisher.peer is not None
+        publisher.peer.close()
+        with pytest.raises(ConnectionError):
+            while True:
+                client._read()
+        # ...and the relay, subscribed again, numbers the next message in its place.
+        publisher.accept()
+        again = RelayClient(port, 1)
+        try:
+            publisher.send(bytes([0, 4]) + b"next")
+            assert again.answer["first"] == 1
+            assert again.record() == (1, [b"next"])
+        finally:
+            again.close()
+    finally:
+        client.close()

@@ -819,6 +819,10 @@ class _ZmtpSubscriber:
         self.body = None
         self.filled = 0
         self.body_more = False
+        #: The message whose last frame is ``body`` (its frames, ``body`` last), while it
+        #: arrives: the relay sends it on as it comes (the list is answered by ``feed`` once
+        #: whole).
+        self.growing = None
 
     def _read_exactly(self, count):
         while len(self.buffer) < count:
@@ -842,11 +846,10 @@ class _ZmtpSubscriber:
                 self.filled += got
             if self.filled < len(self.body):
                 return messages
-            self.parts.append(self.body)
             if not self.body_more:
                 messages.append(self.parts)
                 self.parts = []
-            self.body = None
+            self.body = self.growing = None
             read = False  # the buffer holds nothing beyond the frame (it was read into it)
         buffer = self.buffer
         if read:
@@ -881,6 +884,10 @@ class _ZmtpSubscriber:
                         self.body[: end - start] = view[start:end]
                         self.filled = end - start
                         self.body_more = bool(flags & 0x01)
+                        self.parts.append(self.body)
+                        if not self.body_more:
+                            # The message's last frame: all its frames and sizes are known.
+                            self.growing = self.parts
                         pos = wanted = end
                     break
                 pos = start + size
@@ -1003,6 +1010,9 @@ class _RelayClient:
         self.outbox: Any = collections.deque()
         self.queued = 0  # bytes in outbox
         self.cursor = None  # the next seq to send, once the client said where to start
+        #: (the last frame of the message arriving from the kernel, how much of it is queued)
+        #: while the client is sent that message as it arrives.
+        self.partial = None
 
     def queue(self, data):
         self.outbox.append(memoryview(data))
@@ -1042,6 +1052,11 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
     selector.register(listener, selectors.EVENT_READ, "listener")
     subscriber: Any = None
     clients: dict = {}
+    # The message arriving from the kernel, whose record is in the buffer already and is sent
+    # on as its last frame (a large one) arrives: (that frame, the message's frames). A cell's
+    # output comes as messages of tens of MB, and waiting for each whole before sending its
+    # first byte added the time of its way from the kernel to the relay to every one of them.
+    growing: Any = None
     next_check = 0.0
     limits = {"bytes": max_bytes, "messages": max_messages}
 
@@ -1051,21 +1066,58 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
         client.sock.close()
         clients.pop(client.sock, None)
 
+    def arrived(frame):
+        """How much of a record's part is there (all but of the growing message's frame)."""
+        if growing is not None and frame is growing[0]:
+            return subscriber.filled
+        return len(frame)
+
     def fill(client):
         # Queue records until the socket's buffer would be the limit: a slow client reads
         # at its pace, and one that fell behind the buffer is dropped (it comes back with a
         # "from" the buffer answers with a gap).
         if client.cursor is None:
             return
+        if client.partial is not None:
+            frame, queued = client.partial
+            end = arrived(frame)
+            if end > queued:
+                client.queue(memoryview(frame)[queued:end])
+            if end < len(frame):
+                client.partial = (frame, end)
+                return
+            client.partial = None
         if client.cursor < first_seq:
             drop(client)
             return
         index = client.cursor - first_seq
-        while index < len(buffer) and client.queued < (1 << 20):
+        while index < len(buffer) and client.queued < (1 << 20) and client.partial is None:
             for part in buffer[index][1]:
-                client.queue(part)
+                end = arrived(part)
+                if end < len(part):  # the growing message's last frame: what is there
+                    client.queue(memoryview(part)[:end])
+                    client.partial = (part, end)
+                else:
+                    client.queue(part)
             index += 1
         client.cursor = first_seq + index
+
+    def evict():
+        # Never the growing message's record (the last): it is being sent.
+        nonlocal total, first_seq, first_offset
+        while len(buffer) > (1 if growing else 0) and (
+            total > max_bytes or len(buffer) > max_messages
+        ):
+            _, _, evicted = buffer.popleft()
+            total -= evicted
+            first_seq += 1
+            first_offset += evicted
+
+    def keep(frames, size):
+        nonlocal next_seq, total
+        buffer.append((next_seq, _record(next_seq, frames), size))
+        next_seq += 1
+        total += size
 
     def flush(client):
         outbox = client.outbox
@@ -1130,17 +1182,27 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
                     selector.unregister(subscriber.sock)
                     subscriber.sock.close()
                     subscriber = None
+                    if growing is not None:
+                        # Its record will never be whole: forget it, and the clients that
+                        # were sent part of it (they come back and resume before it).
+                        for client in list(clients.values()):
+                            if client.partial is not None and client.partial[0] is growing[0]:
+                                drop(client)
+                        _, _, size = buffer.pop()
+                        total -= size
+                        next_seq -= 1
+                        growing = None
                     continue
                 for frames in messages:
-                    size = sum(len(frame) for frame in frames)
-                    buffer.append((next_seq, _record(next_seq, frames), size))
-                    next_seq += 1
-                    total += size
-                    while buffer and (total > max_bytes or len(buffer) > max_messages):
-                        _, _, evicted = buffer.popleft()
-                        total -= evicted
-                        first_seq += 1
-                        first_offset += evicted
+                    if growing is not None and frames is growing[1]:
+                        growing = None  # now whole; its record was kept when it began
+                        continue
+                    keep(frames, sum(len(frame) for frame in frames))
+                if subscriber.growing is not None and growing is None:
+                    frames = subscriber.growing
+                    keep(frames, sum(len(frame) for frame in frames))
+                    growing = (frames[-1], frames)
+                evict()
                 for client in list(clients.values()):
                     fill(client)
                     if client.sock in clients:
