@@ -320,6 +320,9 @@ class Target:
     #: the kernel (our runtime's thread, the IOPub relay and the server's SSH daemon; the ssh
     #: processes and the daemon), None where nothing does (a local kernel).
     cpu: Callable[[], float] | None = None
+    #: CPU seconds of each process on the path, client and kernel included, for the
+    #: breakdown of (c): name -> reader.
+    parts: dict[str, Callable[[], float]] = field(default_factory=dict)
 
     async def connect(self, res: Resources) -> Any:
         from jupyter_client.asynchronous import AsyncKernelClient
@@ -432,6 +435,8 @@ class Options:
     block: int
     output_mib: int
     naive_ssh: bool
+    #: Which of start, round-trip, output to measure (default: all).
+    only: frozenset[str] = frozenset(("start", "round-trip", "output"))
 
 
 @dataclass
@@ -444,6 +449,8 @@ class Results:
     #: CPU seconds of each target's carriers (``Target.cpu``) over its round trips / outputs.
     round_trip_cpu: dict[str, float] = field(default_factory=dict)
     output_cpu: dict[str, float] = field(default_factory=dict)
+    #: (c)'s CPU seconds per process on each target's path (``Target.parts``).
+    output_parts: dict[str, dict[str, float]] = field(default_factory=dict)
     output_bytes: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -564,11 +571,15 @@ async def measure_output(
             kc = await target.connect(res)
             try:
                 cpu_before = target.cpu() if target.cpu else 0.0
+                parts_before = {name: read() for name, read in target.parts.items()}
                 elapsed, received = await execute(kc, code)
                 if target.cpu:
                     used = target.cpu() - cpu_before
                     total = results.output_cpu.get(target.label, 0.0) + used
                     results.output_cpu[target.label] = total
+                parts = results.output_parts.setdefault(target.label, {})
+                for name, read in target.parts.items():
+                    parts[name] = parts.get(name, 0.0) + read() - parts_before[name]
             finally:
                 target.disconnect(res, kc)
             if received != results.output_bytes:
@@ -626,21 +637,28 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
             work.root,
         )
 
-        print("(a) kernel starts...", file=sys.stderr)
-        await measure_starts(
-            res, opts, {local_label: "python3", remote_label: remote_spec}, work.workspace, results
-        )
-        await measure_warm_starts(
-            res,
-            opts,
-            (local_label, "python3"),
-            (remote_label, remote_spec),
-            work.workspace,
-            results,
-        )
-        # The kernels measured below are launched: no warm kernel meanwhile.
-        await res.runtime.run(res.runtime.warm.close())
-        res.runtime.warm = None
+        if "start" in opts.only:
+            print("(a) kernel starts...", file=sys.stderr)
+            await measure_starts(
+                res,
+                opts,
+                {local_label: "python3", remote_label: remote_spec},
+                work.workspace,
+                results,
+            )
+            await measure_warm_starts(
+                res,
+                opts,
+                (local_label, "python3"),
+                (remote_label, remote_spec),
+                work.workspace,
+                results,
+            )
+            # The kernels measured below are launched: no warm kernel meanwhile.
+            await res.runtime.run(res.runtime.warm.close())
+            res.runtime.warm = None
+        if not opts.only & {"round-trip", "output"}:
+            return results
 
         print("(b, c) one kernel of each kind, and the OpenSSH tunnels...", file=sys.stderr)
         local_km, local_kc, *_ = await start_kernel(res, "python3", work.workspace)
@@ -671,13 +689,33 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
         sshd_stat = f"/proc/{json.loads(sshd_info.read_text())['pid']}/stat"
         runtime_thread = res.runtime.thread.native_id if res.runtime.thread else None
         relay_pid = (remote_km.provisioner.remote_kernel.get("relay") or {}).get("pid")
-        ours = [sshd_stat, f"/proc/{os.getpid()}/task/{runtime_thread}/stat"]
+        thread_stat = f"/proc/{os.getpid()}/task/{runtime_thread}/stat"
+        ours = [sshd_stat, thread_stat]
         if relay_pid:
             ours.append(f"/proc/{relay_pid}/stat")
+        # (c)'s breakdown: every process on each path, the client's and the kernel's too.
+        process_cpu = cpu_of(f"/proc/{os.getpid()}/stat")
+        thread_cpu = cpu_of(thread_stat)
+        remote_pid = remote_km.provisioner.remote_kernel["pid"]
+        local_pid = local_km.provisioner.process.pid
+        remote_parts = {
+            "client": lambda: process_cpu() - thread_cpu(),
+            "kernel": cpu_of(f"/proc/{remote_pid}/stat"),
+            "relay": cpu_of(f"/proc/{relay_pid}/stat"),
+            "sshd": cpu_of(sshd_stat),
+            "runtime thread": thread_cpu,
+        }
         targets = [
-            Target(local_label, lambda: local_km.get_connection_info(session=False)),
             Target(
-                remote_label, lambda: remote_km.get_connection_info(session=False), cpu_of(*ours)
+                local_label,
+                lambda: local_km.get_connection_info(session=False),
+                parts={"client": process_cpu, "kernel": cpu_of(f"/proc/{local_pid}/stat")},
+            ),
+            Target(
+                remote_label,
+                lambda: remote_km.get_connection_info(session=False),
+                cpu_of(*ours),
+                remote_parts,
             ),
         ]
         pythons = [await python_of(res, target) for target in targets]
@@ -692,13 +730,21 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
             started = len(res.ssh)
             ports = await open_openssh(res, ssh, remote_ports, mode)
             ssh_stats = [f"/proc/{process.pid}/stat" for process in res.ssh[started:]]
-            targets.append(Target(label, via(ports), cpu_of(sshd_stat, *ssh_stats)))
+            parts = {
+                "client": process_cpu,
+                "kernel": remote_parts["kernel"],
+                "sshd": cpu_of(sshd_stat),
+                "ssh": cpu_of(*ssh_stats),
+            }
+            targets.append(Target(label, via(ports), cpu_of(sshd_stat, *ssh_stats), parts))
 
-        print(f"(b) {opts.round_trips} round trips per target...", file=sys.stderr)
-        await measure_round_trips(res, opts, targets, results)
-        print(f"(c) {opts.output_mib} MiB of output per target...", file=sys.stderr)
-        # The naive tunnel's stall does not matter for bulk output; leave it out.
-        await measure_output(res, opts, targets[:4], results)
+        if "round-trip" in opts.only:
+            print(f"(b) {opts.round_trips} round trips per target...", file=sys.stderr)
+            await measure_round_trips(res, opts, targets, results)
+        if "output" in opts.only:
+            print(f"(c) {opts.output_mib} MiB of output per target...", file=sys.stderr)
+            # The naive tunnel's stall does not matter for bulk output; leave it out.
+            await measure_output(res, opts, targets[:4], results)
     finally:
         await res.close_async()
         res.close_runtime()
@@ -720,6 +766,18 @@ def report(results: Results, opts: Options) -> None:
         f"start x{opts.repeat}, round trip x{opts.round_trips}, "
         f"output {opts.output_mib} MiB x{opts.repeat}"
     )
+    if results.start:
+        report_starts(results)
+    if results.round_trip:
+        report_round_trips(results)
+    if results.output:
+        report_output(results)
+    for note in results.notes:
+        print(f"    note: {note}")
+    report_targets(results)
+
+
+def report_starts(results: Results) -> None:
     print()
     print("(a) kernel start to ready (start_kernel + wait_for_ready), seconds")
     print(
@@ -739,6 +797,9 @@ def report(results: Results, opts: Options) -> None:
         " answered with its IOPub status, before wait_for_ready, whose last 0.2 s are IOPub"
         " silence it waits out; shutdown: graceful, median; cold: the first start, not counted)"
     )
+
+
+def report_round_trips(results: Results) -> None:
     print()
     print("(b) execute('pass') round trip (shell reply + IOPub idle), milliseconds")
     print(f"    {'':40} {'median':>7} {'p95':>7} {'min':>7} {'tunnel CPU':>10}")
@@ -753,6 +814,9 @@ def report(results: Results, opts: Options) -> None:
         " daemon; OpenSSH's, the ssh processes and that daemon. Unlike times, it hardly"
         " depends on what else the machine runs.)"
     )
+
+
+def report_output(results: Results) -> None:
     print()
     mb = results.output_bytes / 1e6
     print(f"(c) {mb:.1f} MB of printed output until IOPub idle")
@@ -764,43 +828,74 @@ def report(results: Results, opts: Options) -> None:
             f"    {label:40} {median(samples):8.3f} {mb / median(samples):7.1f} {min(samples):7.3f}"
             f" {cpu}"
         )
-    for note in results.notes:
-        print(f"    note: {note}")
+    # Where the CPU goes, per process: what the remote path adds to the local one.
+    names = list(dict.fromkeys(name for parts in results.output_parts.values() for name in parts))
+    if names:
+        print()
+        print("    CPU per MB of output, ms, per process on the path (summed over all runs)")
+        print(f"    {'':40}" + "".join(f" {name:>14}" for name in names) + f" {'total':>8}")
+        for label, parts in results.output_parts.items():
+            runs = len(results.output[label])
+            cells = "".join(
+                f" {parts[name] * 1000 / runs / mb:14.2f}" if name in parts else f" {'':>14}"
+                for name in names
+            )
+            total = sum(parts.values()) * 1000 / runs / mb
+            print(f"    {label:40}{cells} {total:8.2f}")
+        print(
+            "    (client: this process, less the runtime thread where that is a column of its"
+            " own; runtime thread: the provisioner's tunnel and IOPub's local end; relay: the"
+            " kernel's IOPub relay on the server)"
+        )
 
+
+def report_targets(results: Results) -> None:
     local = LOCAL_LABEL
-    remote = next(label for label in results.start if label != local)
-    warm = f"{remote}, warm kernel"
-    local_ready = median([s[1] for s in results.start[local]])
-    start_ratio = median([s[1] for s in results.start[remote]]) / local_ready
-    warm_ratio = median([s[1] for s in results.start[warm]]) / local_ready
-    warm_live = median([s[3] for s in results.start[warm]]) / median(
-        [s[3] for s in results.start[local]]
-    )
-    rt = {label: median(samples) for label, samples in results.round_trip.items()}
-    rt95 = {label: p95(samples) for label, samples in results.round_trip.items()}
-    out_ratio = median(results.output[local]) / median(results.output[remote])
-    cpu_ratio = (results.round_trip_cpu.get(remote, math.nan) / len(results.round_trip[remote])) / (
-        results.round_trip_cpu.get(TT_LABEL, math.nan) / len(results.round_trip[TT_LABEL])
-    )
+    rows: list[tuple[str, float, str, bool | None]] = []
+    # Issue #22's targets (a start at 0.3x of local is for a warm kernel).
+    if results.start:
+        remote = next(label for label in results.start if label != local)
+        warm = f"{remote}, warm kernel"
+        local_ready = median([s[1] for s in results.start[local]])
+        start_ratio = median([s[1] for s in results.start[remote]]) / local_ready
+        warm_ratio = median([s[1] for s in results.start[warm]]) / local_ready
+        warm_live = median([s[3] for s in results.start[warm]]) / median(
+            [s[3] for s in results.start[local]]
+        )
+        rows += [
+            ("start to ready with a warm kernel, remote / local", warm_ratio, "<= 0.30x",
+             warm_ratio <= 0.3),
+            ("start to live with a warm kernel, remote / local", warm_live, "<= 0.30x",
+             warm_live <= 0.3),
+            ("start to ready, no warm kernel, remote / local", start_ratio, "", None),
+        ]  # fmt: skip
+    if results.round_trip:
+        remote = next(label for label in results.round_trip if label != local)
+        rt = {label: median(samples) for label, samples in results.round_trip.items()}
+        rt95 = {label: p95(samples) for label, samples in results.round_trip.items()}
+        cpu_ratio = (
+            results.round_trip_cpu.get(remote, math.nan) / len(results.round_trip[remote])
+        ) / (results.round_trip_cpu.get(TT_LABEL, math.nan) / len(results.round_trip[TT_LABEL]))
+        rows += [
+            ("round trip median, remote / local", rt[remote] / rt[local], "<= 1.20x",
+             rt[remote] / rt[local] <= 1.2),
+            (f"round trip median, remote / {TT_LABEL}", rt[remote] / rt[TT_LABEL],
+             "<= 0.90x", rt[remote] / rt[TT_LABEL] <= 0.9),
+            (f"round trip median, remote / {PER_PORT_LABEL}", rt[remote] / rt[PER_PORT_LABEL],
+             "", None),
+            ("round trip p95, remote / local", rt95[remote] / rt95[local], "", None),
+            (f"tunnel CPU per round trip, remote / {TT_LABEL}", cpu_ratio, "", None),
+        ]  # fmt: skip
+    if results.output:
+        remote = next(label for label in results.output if label != local)
+        out_ratio = median(results.output[local]) / median(results.output[remote])
+        best_ratio = min(results.output[local]) / min(results.output[remote])
+        rows += [
+            ("output throughput, remote / local", out_ratio, ">= 0.95x", out_ratio >= 1 / 1.05),
+            ("output throughput, best of each, remote / local", best_ratio, "", None),
+        ]  # fmt: skip
     print()
     print("Targets (remote = the compute server's kernel through the provisioner's tunnel)")
-    # Issue #22's targets (a start at 0.3x of local is for a warm kernel).
-    rows = [
-        ("start to ready with a warm kernel, remote / local", warm_ratio, "<= 0.30x",
-         warm_ratio <= 0.3),
-        ("start to live with a warm kernel, remote / local", warm_live, "<= 0.30x",
-         warm_live <= 0.3),
-        ("start to ready, no warm kernel, remote / local", start_ratio, "", None),
-        ("round trip median, remote / local", rt[remote] / rt[local], "<= 1.20x",
-         rt[remote] / rt[local] <= 1.2),
-        (f"round trip median, remote / {TT_LABEL}", rt[remote] / rt[TT_LABEL],
-         "<= 0.90x", rt[remote] / rt[TT_LABEL] <= 0.9),
-        (f"round trip median, remote / {PER_PORT_LABEL}", rt[remote] / rt[PER_PORT_LABEL], "",
-         None),
-        ("round trip p95, remote / local", rt95[remote] / rt95[local], "", None),
-        (f"tunnel CPU per round trip, remote / {TT_LABEL}", cpu_ratio, "", None),
-        ("output throughput, remote / local", out_ratio, ">= 0.95x", out_ratio >= 1 / 1.05),
-    ]  # fmt: skip
     width = max(len(row[0]) for row in rows)
     for name, ratio, target, ok in rows:
         mark = "(info)" if ok is None else verdict(ok)
@@ -819,6 +914,13 @@ def parse_args(argv: list[str] | None) -> Options:
         action="store_true",
         help="also time one plain `ssh -N` carrying five forwards (no Nagle fix)",
     )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=("start", "round-trip", "output"),
+        help="measure only this part: (a) start, (b) round-trip or (c) output (repeatable)",
+    )
+    p.add_argument("--output-mib", type=int, help="MiB printed per run of (c) (default 50)")
     args = p.parse_args(argv)
     repeat = args.repeat or (2 if args.quick else 5)
     if repeat < 1:
@@ -828,8 +930,9 @@ def parse_args(argv: list[str] | None) -> Options:
         repeat=repeat,
         round_trips=50 if args.quick else 200,
         block=25,
-        output_mib=5 if args.quick else 50,
+        output_mib=args.output_mib or (5 if args.quick else 50),
         naive_ssh=args.naive_ssh,
+        only=frozenset(args.only or ("start", "round-trip", "output")),
     )
 
 

@@ -61,13 +61,25 @@ async def open_stream(
     route: tuple[str, ...],
     port: int,
     remote_host: str = "127.0.0.1",
+    *,
+    window: int | None = None,
+    max_pktsize: int | None = None,
 ) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
     """A byte stream to ``port`` on the server's loopback: a ``direct-tcpip`` channel, or a
-    session running ``PORT_RELAY`` behind ``route`` (see ``RouteGetter``)."""
+    session running ``PORT_RELAY`` behind ``route`` (see ``RouteGetter``). ``window`` and
+    ``max_pktsize`` (asyncssh's defaults if not given): how many bytes the server may send
+    ahead of what this side read, and the most per packet."""
+    sizes: dict[str, int] = {}
+    if window is not None:
+        sizes["window"] = window
+    if max_pktsize is not None:
+        sizes["max_pktsize"] = max_pktsize
     if route:
-        writer, reader, _ = await connection.open_session(relay_command(route, port), encoding=None)
+        writer, reader, _ = await connection.open_session(
+            relay_command(route, port), encoding=None, **sizes
+        )
         return reader, writer
-    return await connection.open_connection(remote_host, port)
+    return await connection.open_connection(remote_host, port, **sizes)
 
 
 def route_of(endpoint: SSHEndpoint | None) -> tuple[str, ...]:

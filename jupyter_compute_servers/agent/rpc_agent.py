@@ -12,6 +12,7 @@ Protocol (version 1), newline-delimited JSON over the channel's stdin and stdout
 Requests are handled one after another, in order.
 """
 
+import collections
 import contextlib
 import getpass
 import hashlib
@@ -840,6 +841,16 @@ def kernel_list(params):
 RELAY_BUFFER_BYTES = 64 * 1024 * 1024
 RELAY_BUFFER_MESSAGES = 100_000
 
+# A frame this large (or larger) is received straight into a buffer of its own size, and
+# records are sent from their parts (writev), never joined: ipykernel publishes what a cell
+# printed in 0.2 s as one message, tens of MB, and copying it from the read buffer into a
+# frame, into a record and into each client's queue was most of the relay's time.
+RELAY_LARGE_FRAME = 64 * 1024
+# Above this, a frame's announced size is not allocated ahead (it grows as it arrives).
+RELAY_MAX_PREALLOCATED = 1 << 30
+# Parts per sendmsg (IOV_MAX is 1024 on Linux).
+RELAY_SEND_PARTS = 256
+
 
 def _agent_source():
     source = globals().get("__agent_source__")
@@ -877,6 +888,15 @@ class _ZmtpSubscriber:
         self.sock.settimeout(None)
         self.sock.setblocking(False)
         self.parts = []
+        #: A large frame under way, received into its own buffer (see RELAY_LARGE_FRAME):
+        #: the buffer, how much of it is filled, and whether more frames follow it.
+        self.body = None
+        self.filled = 0
+        self.body_more = False
+        #: The message whose last frame is ``body`` (its frames, ``body`` last), while it
+        #: arrives: the relay sends it on as it comes (the list is answered by ``feed`` once
+        #: whole).
+        self.growing = None
 
     def _read_exactly(self, count):
         while len(self.buffer) < count:
@@ -890,6 +910,21 @@ class _ZmtpSubscriber:
 
     def feed(self, read=True):
         """Read what is there; answer the complete messages (lists of frames)."""
+        messages: Any = []
+        if self.body is not None:
+            if read:
+                with memoryview(self.body) as view:
+                    got = self.sock.recv_into(view[self.filled :])
+                if not got:
+                    raise ConnectionError("the kernel closed its IOPub socket")
+                self.filled += got
+            if self.filled < len(self.body):
+                return messages
+            if not self.body_more:
+                messages.append(self.parts)
+                self.parts = []
+            self.body = self.growing = None
+            read = False  # the buffer holds nothing beyond the frame (it was read into it)
         buffer = self.buffer
         if read:
             data = self.sock.recv(1 << 20)
@@ -897,8 +932,7 @@ class _ZmtpSubscriber:
                 raise ConnectionError("the kernel closed its IOPub socket")
             buffer += data
         if len(buffer) < self.wanted:
-            return []  # the frame under way is not whole yet
-        messages = []
+            return messages  # the frame under way is not whole yet
         pos = 0
         end = len(buffer)
         with memoryview(buffer) as view:
@@ -918,6 +952,17 @@ class _ZmtpSubscriber:
                     start = pos + 2
                 if end - start < size:
                     wanted = start + size
+                    if RELAY_LARGE_FRAME <= size <= RELAY_MAX_PREALLOCATED:
+                        # The rest of this frame goes straight into its own buffer.
+                        self.body = bytearray(size)
+                        self.body[: end - start] = view[start:end]
+                        self.filled = end - start
+                        self.body_more = bool(flags & 0x01)
+                        self.parts.append(self.body)
+                        if not self.body_more:
+                            # The message's last frame: all its frames and sizes are known.
+                            self.growing = self.parts
+                        pos = wanted = end
                     break
                 pos = start + size
                 if flags & 0x04:
@@ -928,6 +973,8 @@ class _ZmtpSubscriber:
                     self.parts = []
         del buffer[:pos]
         self.wanted = wanted - pos
+        if self.body is not None:
+            self.wanted = 2  # the next frame's header, once the body is complete
         return messages
 
     def messages(self, timeout):
@@ -1083,21 +1130,39 @@ class _RelayClient:
     def __init__(self, sock):
         self.sock = sock
         self.inbox = b""
-        self.outbox = bytearray()
+        #: What is queued for the client: memoryviews of records' parts, sent with writev.
+        self.outbox: Any = collections.deque()
+        self.queued = 0  # bytes in outbox
         self.cursor = None  # the next seq to send, once the client said where to start
+        #: (the last frame of the message arriving from the kernel, how much of it is queued)
+        #: while the client is sent that message as it arrives.
+        self.partial = None
+
+    def queue(self, data):
+        self.outbox.append(memoryview(data))
+        self.queued += len(data)
 
 
 def _record(seq, frames):
-    parts = [seq.to_bytes(8, "big"), len(frames).to_bytes(4, "big")]
+    """A message's record (see the protocol above) as parts to send one after the other:
+    small frames joined with their headers, large ones as they are (not copied)."""
+    parts = []
+    small = [seq.to_bytes(8, "big"), len(frames).to_bytes(4, "big")]
     for frame in frames:
-        parts.append(len(frame).to_bytes(4, "big"))
-        parts.append(frame)
-    return b"".join(parts)
+        small.append(len(frame).to_bytes(4, "big"))
+        if len(frame) < RELAY_LARGE_FRAME:
+            small.append(frame)
+        else:
+            parts.append(b"".join(small))
+            parts.append(frame)
+            small = []
+    if small:
+        parts.append(b"".join(small))
+    return parts
 
 
 def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes, max_messages):
     """Relay a kernel's IOPub until the kernel ends (see above)."""
-    import collections
     import selectors
 
     buffer: Any = collections.deque()  # (seq, record, size)
@@ -1111,6 +1176,11 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
     selector.register(listener, selectors.EVENT_READ, "listener")
     subscriber: Any = None
     clients: dict = {}
+    # The message arriving from the kernel, whose record is in the buffer already and is sent
+    # on as its last frame (a large one) arrives: (that frame, the message's frames). A cell's
+    # output comes as messages of tens of MB, and waiting for each whole before sending its
+    # first byte added the time of its way from the kernel to the relay to every one of them.
+    growing: Any = None
     next_check = 0.0
     limits = {"bytes": max_bytes, "messages": max_messages}
 
@@ -1120,31 +1190,81 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
         client.sock.close()
         clients.pop(client.sock, None)
 
+    def arrived(frame):
+        """How much of a record's part is there (all but of the growing message's frame)."""
+        if growing is not None and frame is growing[0]:
+            return subscriber.filled
+        return len(frame)
+
     def fill(client):
         # Queue records until the socket's buffer would be the limit: a slow client reads
         # at its pace, and one that fell behind the buffer is dropped (it comes back with a
         # "from" the buffer answers with a gap).
         if client.cursor is None:
             return
+        if client.partial is not None:
+            frame, queued = client.partial
+            end = arrived(frame)
+            if end > queued:
+                client.queue(memoryview(frame)[queued:end])
+            if end < len(frame):
+                client.partial = (frame, end)
+                return
+            client.partial = None
         if client.cursor < first_seq:
             drop(client)
             return
         index = client.cursor - first_seq
-        while index < len(buffer) and len(client.outbox) < (1 << 20):
-            client.outbox += buffer[index][1]
+        while index < len(buffer) and client.queued < (1 << 20) and client.partial is None:
+            for part in buffer[index][1]:
+                end = arrived(part)
+                if end < len(part):  # the growing message's last frame: what is there
+                    client.queue(memoryview(part)[:end])
+                    client.partial = (part, end)
+                else:
+                    client.queue(part)
             index += 1
         client.cursor = first_seq + index
 
+    def evict():
+        # Never the growing message's record (the last): it is being sent.
+        nonlocal total, first_seq, first_offset
+        while len(buffer) > (1 if growing else 0) and (
+            total > max_bytes or len(buffer) > max_messages
+        ):
+            _, _, evicted = buffer.popleft()
+            total -= evicted
+            first_seq += 1
+            first_offset += evicted
+
+    def keep(frames, size):
+        nonlocal next_seq, total
+        buffer.append((next_seq, _record(next_seq, frames), size))
+        next_seq += 1
+        total += size
+
     def flush(client):
-        if client.outbox:
+        outbox = client.outbox
+        if outbox:
             try:
-                sent = client.sock.send(client.outbox)
+                sent = client.sock.sendmsg(itertools.islice(outbox, RELAY_SEND_PARTS))
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
                 drop(client)
                 return
-            del client.outbox[:sent]
+            client.queued -= sent
+            while sent:
+                head = outbox[0]
+                if len(head) > sent:
+                    outbox[0] = head[sent:]
+                    break
+                sent -= len(head)
+                outbox.popleft()
+            if not outbox:
+                # The next records, if the buffer holds more: else the client would wait
+                # for the kernel's next message (or its own next acknowledgement).
+                fill(client)
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbox else 0)
         if client.sock in clients:
             selector.modify(client.sock, events, client)
@@ -1186,17 +1306,27 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
                     selector.unregister(subscriber.sock)
                     subscriber.sock.close()
                     subscriber = None
+                    if growing is not None:
+                        # Its record will never be whole: forget it, and the clients that
+                        # were sent part of it (they come back and resume before it).
+                        for client in list(clients.values()):
+                            if client.partial is not None and client.partial[0] is growing[0]:
+                                drop(client)
+                        _, _, size = buffer.pop()
+                        total -= size
+                        next_seq -= 1
+                        growing = None
                     continue
                 for frames in messages:
-                    size = sum(len(frame) for frame in frames)
-                    buffer.append((next_seq, _record(next_seq, frames), size))
-                    next_seq += 1
-                    total += size
-                    while buffer and (total > max_bytes or len(buffer) > max_messages):
-                        _, _, evicted = buffer.popleft()
-                        total -= evicted
-                        first_seq += 1
-                        first_offset += evicted
+                    if growing is not None and frames is growing[1]:
+                        growing = None  # now whole; its record was kept when it began
+                        continue
+                    keep(frames, sum(len(frame) for frame in frames))
+                if subscriber.growing is not None and growing is None:
+                    frames = subscriber.growing
+                    keep(frames, sum(len(frame) for frame in frames))
+                    growing = (frames[-1], frames)
+                evict()
                 for client in list(clients.values()):
                     fill(client)
                     if client.sock in clients:
@@ -1248,7 +1378,7 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
                             "limits": limits,
                             "asked": wanted,
                         }
-                        client.outbox += (json.dumps(answer) + "\n").encode()
+                        client.queue((json.dumps(answer) + "\n").encode())
                         client.cursor = start
                         fill(client)
                     if client.sock in clients and len(client.inbox) > 4096:

@@ -54,6 +54,14 @@ LOCAL_HWM = 1_000_000
 #: the one taking over (at most this long of output); nothing is lost.
 ACK_INTERVAL = 0.05
 
+#: The relay's channel: how much the server may send ahead of what we read, and in packets of
+#: up to how many bytes. Output comes in messages of up to tens of MB (ipykernel sends what
+#: was printed in 0.2 s as one); asyncssh's defaults (2 MiB, 32 KiB) made the server's SSH
+#: daemon wait for a window adjustment every 2 MiB and our side handle a packet, with its
+#: Python-level parsing, decryption call and buffer slicing, per 32 KiB.
+RELAY_WINDOW = 16 * 1024 * 1024
+RELAY_MAX_PKTSIZE = 256 * 1024
+
 
 class IOPubResume:
     """A kernel's IOPub here: a PUB on 127.0.0.1, fed from its relay with resumption."""
@@ -186,7 +194,12 @@ class IOPubResume:
             try:
                 connection = await self.get_connection()
                 reader, writer = await open_stream(
-                    connection, self.route(), int(relay["port"]), self.remote_host
+                    connection,
+                    self.route(),
+                    int(relay["port"]),
+                    self.remote_host,
+                    window=RELAY_WINDOW,
+                    max_pktsize=RELAY_MAX_PKTSIZE,
                 )
             except asyncio.CancelledError:
                 raise
@@ -238,7 +251,9 @@ class IOPubResume:
             if gap is not None:
                 self._tell_gap(gap, limits, frames)
                 gap = None
-            await self.socket.send_multipart(frames)
+            # Not copied again into ZeroMQ's message: a cell's output can be one frame of
+            # tens of MB (ipykernel sends what was printed in 0.2 s as one message).
+            await self.socket.send_multipart(frames, copy=False)
             self.next_seq = seq + 1
             self.next_offset += sum(len(frame) for frame in frames)
             self.stats["published"] += 1
