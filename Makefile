@@ -44,8 +44,8 @@ test-ui: $(STAMPS)/frontend $(STAMPS)/ui-npm system-deps
 	cd ui-tests && npx playwright test $(PLAYWRIGHT_ARGS)
 
 lint: $(STAMPS)/python $(STAMPS)/npm
-	ruff check jupyter_compute_servers tests
-	ruff format --check jupyter_compute_servers tests
+	ruff check jupyter_compute_servers tests benchmarks
+	ruff format --check jupyter_compute_servers tests benchmarks
 	mypy
 	npm run lint:check
 

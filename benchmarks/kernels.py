@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 LOCAL_LABEL = "local ipykernel"
@@ -326,9 +326,10 @@ class Target:
 
     async def connect(self, res: Resources) -> Any:
         from jupyter_client.asynchronous import AsyncKernelClient
+        from jupyter_client.connect import KernelConnectionInfo
 
         kc = AsyncKernelClient()
-        kc.load_connection_info(self.connection())
+        kc.load_connection_info(cast(KernelConnectionInfo, self.connection()))
         res.clients.append(kc)
         kc.start_channels(hb=False)
         await wait_iopub_live(kc)
