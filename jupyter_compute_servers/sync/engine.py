@@ -1079,17 +1079,8 @@ class SyncEngine:
             return [answer] * count
         size = session.size_of(answer, MAX_BATCH_ANSWER, "a batch's answer")
         data = await session.receive_payload(size)
-        try:
-            results = (
-                json.loads(data) if size <= MAX_LINE else await asyncio.to_thread(json.loads, data)
-            )
-        except (ValueError, RecursionError):
-            results = None
-        if (
-            not isinstance(results, list)
-            or len(results) != count
-            or not all(isinstance(r, dict) for r in results)
-        ):
+        results = await _batch_results(data, count)
+        if results is None:
             session.broken = True
             raise SyncChannelError(
                 f"The sync process on {session.where} sent a malformed answer to a batch of "
@@ -1247,20 +1238,8 @@ class SyncEngine:
         if type(index_size) is not int or not 0 < index_size <= min(size, MAX_BATCH_ANSWER):
             raise malformed()
         data = await session.receive_payload(size)
-        index = data[:index_size]
-        try:
-            results = (
-                json.loads(index)
-                if index_size <= MAX_LINE
-                else await asyncio.to_thread(json.loads, index)
-            )
-        except (ValueError, RecursionError):
-            results = None
-        if (
-            not isinstance(results, list)
-            or len(results) != count
-            or not all(isinstance(r, dict) for r in results)
-        ):
+        results = await _batch_results(data[:index_size], count)
+        if results is None:
             raise malformed()
         max_size = self.settings.max_size
         limit = SYNC_SMALL if max_size is None else min(SYNC_SMALL, max_size)
@@ -1424,6 +1403,26 @@ def _units(actions: list[Action]) -> list[list[Action]]:
             size = action.size
         units.append([action])
     return units
+
+
+async def _batch_results(index: bytes, count: int) -> list[dict[str, Any]] | None:
+    """A batch answer's per-file results (a JSON list of ``count`` objects), or None when it
+    is not one. A large index is decoded off the event loop."""
+    try:
+        results = (
+            json.loads(index)
+            if len(index) <= MAX_LINE
+            else await asyncio.to_thread(json.loads, index)
+        )
+    except (ValueError, RecursionError):
+        return None
+    if (
+        not isinstance(results, list)
+        or len(results) != count
+        or not all(isinstance(r, dict) for r in results)
+    ):
+        return None
+    return results
 
 
 def _trailer_error(trailer: dict[str, Any]) -> str:
