@@ -380,6 +380,7 @@ async def test_stopping_the_server_ends_its_kernels_and_it_stays_stopped(
     manager = jp_serverapp.kernel_manager.get_kernel(kernel_id)
     pid = manager.provisioner.remote_kernel["pid"]
     manager.stop_restarter()  # the test plays the restarter itself, below
+    local_ports = [manager.iopub_port, manager.shell_port, manager.control_port]
     await api("POST", f"servers/{server['id']}/actions/stop")
     await wait_for_state(server["id"], "off")
     assert not process_alive(pid)
@@ -389,6 +390,10 @@ async def test_stopping_the_server_ends_its_kernels_and_it_stays_stopped(
         await manager.restart_kernel(now=True)
     _, server = await api("GET", f"servers/{server['id']}")
     assert server["state"] == "off"
+    # jupyter_client never cleans up after a failed restart (it drops the kernel as it is):
+    # its listeners here (the tunnel's, IOPub's) were released by the failed launch itself.
+    for port in local_ports:
+        await wait_until(lambda port=port: not listening_on_loopback(port))
 
 
 async def test_kernels_api_lists_and_shuts_down(api, wait_for_state, jp_fetch, jp_serverapp):

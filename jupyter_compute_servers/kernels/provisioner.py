@@ -298,6 +298,27 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         files are there before any code of the notebook runs in it, as this returns (and
         Jupyter hands the kernel to clients) only once the push ended too. What a kernel runs
         by itself as it starts (IPython's startup files) may run before the files arrive."""
+        try:
+            return await self._start_or_launch(warm, argv, cwd, env)
+        except BaseException:
+            if self._remote is None:
+                # No kernel: jupyter_client never cleans up after a failed start or restart
+                # (its MultiKernelManager drops such a kernel without ``cleanup``), so what a
+                # restart kept for the relaunch (``cleanup(restart=True)``: the tunnel's
+                # listeners, IOPub's socket and tasks) is released here, or it stays open for
+                # the life of the process. A later relaunch makes them again.
+                await self._release_local()
+            raise
+
+    async def _release_local(self) -> None:
+        if self._tunnel is not None:
+            await self._tunnel.close()
+            self._tunnel = None
+        await self._close_iopub()
+
+    async def _start_or_launch(
+        self, warm: WarmKernelPool | None, argv: list[str], cwd: str, env: RemoteEnv
+    ) -> KernelConnectionInfo:
         server = await self._ensure_running()
         mapped = await self.runtime.manager.working_directory(self.server_id, cwd)
         # A mount: start in the mounted tree, nothing to push.
@@ -690,10 +711,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         except Exception as e:
             self.log.warning("Could not clean up a kernel that failed to start: %s", e)
         self._remote = None
-        if self._tunnel is not None:
-            await self._tunnel.close()
-            self._tunnel = None
-        await self._close_iopub()
+        await self._release_local()
 
     async def _ensure_running(self) -> Any:
         """The server, running: started or resumed first when it is off (if allowed)."""
@@ -933,10 +951,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 self.log.debug("Kernel %s: remote clean-up skipped: %s", self.kernel_id, e)
         self._remote = None
         if not restart:
-            if self._tunnel is not None:
-                await self._tunnel.close()
-                self._tunnel = None
-            await self._close_iopub()
+            await self._release_local()
             if self.runtime.kernels.get(self.kernel_id) is self:
                 del self.runtime.kernels[self.kernel_id]
             if not self.detached:  # detached happens as Jupyter stops: nobody is listening
