@@ -14,6 +14,7 @@ The kernel spec (see ``specs.py``) names the server and the kernel there. Launch
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import secrets
 import signal
@@ -924,6 +925,12 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             start_restarter = getattr(parent, "start_restarter", None)
             if start_restarter is not None:
                 start_restarter()
+        # The manager records the error this raises as the kernel's state (its ``ready``
+        # future), and its MultiKernelManager drops a kernel in that state at shutdown without
+        # shutting it down: it would run on, on its server, and its tunnel and IOPub here,
+        # for good. The kernel runs on untouched, so it is ready again once that is recorded
+        # (the error propagates without a pause: the callback comes after).
+        asyncio.get_running_loop().call_soon(_ready_again, parent)
 
     async def _signal(self, signum: int) -> None:
         try:
@@ -1041,6 +1048,21 @@ def _in_background(coroutine: Coroutine[Any, Any, None]) -> None:
     task = asyncio.ensure_future(coroutine)
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
+
+
+def _ready_again(kernel_manager: Any) -> None:
+    """Mark a kernel manager's kernel ready again after an error it recorded (see
+    ``_restart_abandoned``)."""
+    ready = getattr(kernel_manager, "_ready", None)
+    if ready is None or not ready.done() or ready.cancelled() or ready.exception() is None:
+        return
+    fresh: Any
+    if isinstance(ready, concurrent.futures.Future):
+        fresh = concurrent.futures.Future()
+    else:
+        fresh = asyncio.get_running_loop().create_future()
+    fresh.set_result(None)
+    kernel_manager._ready = fresh
 
 
 async def _cancelled(task: asyncio.Future[Any] | None) -> None:
