@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
 from traitlets.config import Config
 
 from jupyter_compute_servers.kernels.provisioner import ComputeServerProvisioner, KernelStartError
@@ -380,6 +383,7 @@ async def test_stopping_the_server_ends_its_kernels_and_it_stays_stopped(
     manager = jp_serverapp.kernel_manager.get_kernel(kernel_id)
     pid = manager.provisioner.remote_kernel["pid"]
     manager.stop_restarter()  # the test plays the restarter itself, below
+    local_ports = [manager.iopub_port, manager.shell_port, manager.control_port]
     await api("POST", f"servers/{server['id']}/actions/stop")
     await wait_for_state(server["id"], "off")
     assert not process_alive(pid)
@@ -389,6 +393,34 @@ async def test_stopping_the_server_ends_its_kernels_and_it_stays_stopped(
         await manager.restart_kernel(now=True)
     _, server = await api("GET", f"servers/{server['id']}")
     assert server["state"] == "off"
+    # jupyter_client never cleans up after a failed restart (it drops the kernel as it is):
+    # its listeners here (the tunnel's, IOPub's) were released by the failed launch itself.
+    for port in local_ports:
+        await wait_until(lambda port=port: not listening_on_loopback(port))
+
+
+async def test_a_new_iopub_subscriber_is_welcomed(api, wait_for_state, jp_fetch, jp_serverapp):
+    """As by a local ipykernel 7 (JEP 65): clients take any IOPub message as the sign that
+    their subscription is live (wait_for_ready, Jupyter's nudge), and a status published before
+    it arrived is lost to them, so without a welcome they asked kernel_info again 0.2 s later."""
+    server = await running_server(api, wait_for_state)
+    kernel_id = await start_kernel(jp_fetch, f"compute-{server['id']}-python3")
+    manager = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    session = Session(key=manager.session.key, signature_scheme="hmac-sha256")
+    subscriber = zmq.asyncio.Context.instance().socket(zmq.SUB)
+    subscriber.linger = 0
+    subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+    subscriber.connect(f"tcp://127.0.0.1:{manager.iopub_port}")
+    try:
+        while True:
+            frames = await asyncio.wait_for(subscriber.recv_multipart(), 30)
+            _, parts = session.feed_identities(frames)
+            message = session.deserialize(parts)  # signed with the kernel's key
+            if message["msg_type"] == "iopub_welcome":
+                break
+        assert message["content"] == {"subscription": ""}
+    finally:
+        subscriber.close()
 
 
 async def test_kernels_api_lists_and_shuts_down(api, wait_for_state, jp_fetch, jp_serverapp):

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from .kernel_helpers import execute, process_alive, run_counter, until_iopub_live, wait_until
+from .kernel_helpers import (
+    execute,
+    listening_on_loopback,
+    process_alive,
+    run_counter,
+    until_iopub_live,
+    wait_until,
+)
 
 #: The test's SSH connect timeout. No duration is asserted (the machine is shared): each call
 #: must answer, with the cause, while the daemon stays stalled; the times are printed.
@@ -147,6 +154,16 @@ async def test_a_stalled_server_answers_fast_and_says_why(
         reply, out = await execute(kernel_client, "print(x)", timeout=60)
         assert out.strip() == "42", reply
         assert manager.provisioner.remote_kernel["pid"] == remote_pid
+
+        # The refused restart left it a kernel like any other: shut down, it ends there and
+        # releases its listeners here (jupyter_client drops, untouched, a kernel whose last
+        # start or restart failed).
+        local_ports = [manager.iopub_port, manager.shell_port]
+        kernel_client.stop_channels()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+        await wait_until(lambda: not process_alive(remote_pid))
+        for port in local_ports:
+            await wait_until(lambda port=port: not listening_on_loopback(port))
     finally:
         kernel_client.stop_channels()
         await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)

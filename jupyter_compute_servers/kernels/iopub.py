@@ -170,12 +170,30 @@ class IOPubResume:
                 continue  # an unsubscription
             self.subscriptions += 1
             self._subscribed.set()
+            self._welcome(message[1:])
             if self._release_after is not None and self.subscriptions > self._release_after:
                 self._release_after = None
                 log.info(
                     "IOPub of a kernel on %s: a client is back; output flows", self.server_name
                 )
                 self._released.set()
+
+    def _welcome(self, topic: bytes) -> None:
+        """Greet a new subscriber as the kernel's own IOPub does (ipykernel 7's XPUB, JEP 65):
+        an ``iopub_welcome`` for its subscription. Its subscription reaches this socket a
+        moment after it connected, and a status published before that is not for it (ZeroMQ's
+        "slow joiner"); clients (jupyter_client's wait_for_ready, Jupyter's nudge) take any
+        IOPub message as the sign that it is live, and without this one asked kernel_info again
+        0.2 s later when the first status was lost. The kernel's own welcome goes to the relay,
+        its one subscriber, not to clients here."""
+        with contextlib.suppress(UnicodeDecodeError, zmq.ZMQError):
+            subscription = topic.decode()
+            self.session.send(
+                self.socket,
+                "iopub_welcome",
+                {"subscription": subscription},
+                ident=topic or None,
+            )
 
     def retarget(self, relay: dict[str, Any]) -> None:
         """A restarted kernel has a new relay: everything of it, from its first message."""

@@ -14,6 +14,7 @@ The kernel spec (see ``specs.py``) names the server and the kernel there. Launch
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import secrets
 import signal
@@ -298,6 +299,27 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         files are there before any code of the notebook runs in it, as this returns (and
         Jupyter hands the kernel to clients) only once the push ended too. What a kernel runs
         by itself as it starts (IPython's startup files) may run before the files arrive."""
+        try:
+            return await self._start_or_launch(warm, argv, cwd, env)
+        except BaseException:
+            if self._remote is None:
+                # No kernel: jupyter_client never cleans up after a failed start or restart
+                # (its MultiKernelManager drops such a kernel without ``cleanup``), so what a
+                # restart kept for the relaunch (``cleanup(restart=True)``: the tunnel's
+                # listeners, IOPub's socket and tasks) is released here, or it stays open for
+                # the life of the process. A later relaunch makes them again.
+                await self._release_local()
+            raise
+
+    async def _release_local(self) -> None:
+        if self._tunnel is not None:
+            await self._tunnel.close()
+            self._tunnel = None
+        await self._close_iopub()
+
+    async def _start_or_launch(
+        self, warm: WarmKernelPool | None, argv: list[str], cwd: str, env: RemoteEnv
+    ) -> KernelConnectionInfo:
         server = await self._ensure_running()
         mapped = await self.runtime.manager.working_directory(self.server_id, cwd)
         # A mount: start in the mounted tree, nothing to push.
@@ -690,10 +712,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
         except Exception as e:
             self.log.warning("Could not clean up a kernel that failed to start: %s", e)
         self._remote = None
-        if self._tunnel is not None:
-            await self._tunnel.close()
-            self._tunnel = None
-        await self._close_iopub()
+        await self._release_local()
 
     async def _ensure_running(self) -> Any:
         """The server, running: started or resumed first when it is off (if allowed)."""
@@ -906,6 +925,12 @@ class ComputeServerProvisioner(KernelProvisionerBase):
             start_restarter = getattr(parent, "start_restarter", None)
             if start_restarter is not None:
                 start_restarter()
+        # The manager records the error this raises as the kernel's state (its ``ready``
+        # future), and its MultiKernelManager drops a kernel in that state at shutdown without
+        # shutting it down: it would run on, on its server, and its tunnel and IOPub here,
+        # for good. The kernel runs on untouched, so it is ready again once that is recorded
+        # (the error propagates without a pause: the callback comes after).
+        asyncio.get_running_loop().call_soon(_ready_again, parent)
 
     async def _signal(self, signum: int) -> None:
         try:
@@ -933,10 +958,7 @@ class ComputeServerProvisioner(KernelProvisionerBase):
                 self.log.debug("Kernel %s: remote clean-up skipped: %s", self.kernel_id, e)
         self._remote = None
         if not restart:
-            if self._tunnel is not None:
-                await self._tunnel.close()
-                self._tunnel = None
-            await self._close_iopub()
+            await self._release_local()
             if self.runtime.kernels.get(self.kernel_id) is self:
                 del self.runtime.kernels[self.kernel_id]
             if not self.detached:  # detached happens as Jupyter stops: nobody is listening
@@ -1026,6 +1048,21 @@ def _in_background(coroutine: Coroutine[Any, Any, None]) -> None:
     task = asyncio.ensure_future(coroutine)
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
+
+
+def _ready_again(kernel_manager: Any) -> None:
+    """Mark a kernel manager's kernel ready again after an error it recorded (see
+    ``_restart_abandoned``)."""
+    ready = getattr(kernel_manager, "_ready", None)
+    if ready is None or not ready.done() or ready.cancelled() or ready.exception() is None:
+        return
+    fresh: Any
+    if isinstance(ready, concurrent.futures.Future):
+        fresh = concurrent.futures.Future()
+    else:
+        fresh = asyncio.get_running_loop().create_future()
+    fresh.set_result(None)
+    kernel_manager._ready = fresh
 
 
 async def _cancelled(task: asyncio.Future[Any] | None) -> None:
