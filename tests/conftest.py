@@ -46,6 +46,25 @@ def authorizer() -> type[RecordingAuthorizer]:
 
 
 @pytest.fixture
+def home(tmp_path: Path, monkeypatch) -> Path:
+    """This machine's user home for the test: its ~/.ssh/known_hosts and ~/.ssh/config."""
+    path = tmp_path / "home"
+    (path / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def host_home(tmp_path: Path) -> Path:
+    """A host's user home (an SSH or GPU host's). What still runs under it once the test's
+    Jupyter server has stopped (a kernel, its IOPub relay) is killed then, with a warning naming
+    it (``pytest_runtest_teardown`` below: the host outlives its sshd here)."""
+    path = tmp_path / "host-home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
 def compute_data_dir(tmp_path: Path) -> Path:
     """Where the extension keeps its store, keys and local sandboxes during one test."""
     path = tmp_path / "compute_servers"

@@ -18,7 +18,7 @@ from tornado.websocket import websocket_connect
 from .app_helpers import ECHO_APP, run_on_server, until_listening
 from .kernel_helpers import process_alive, wait_until
 from .test_apps import proxied, services, write_event_file
-from .test_hosts import home, host, host_home, server_on, trusted_host  # noqa: F401 - fixtures
+from .test_hosts import host, server_on, trusted_host  # noqa: F401 - fixtures
 
 
 async def running_on(api, wait_for_state, host_id: int, name: str) -> dict[str, Any]:

@@ -68,24 +68,6 @@ def gpu_layout() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch) -> Path:
-    path = tmp_path / "home"
-    (path / ".ssh").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(path))
-    return path
-
-
-@pytest.fixture
-def host_home(tmp_path: Path) -> Path:
-    """The GPU host's user home. What still runs under it once the test's Jupyter server has
-    stopped (a kernel, its IOPub relay) is killed then, with a warning naming it
-    (``pytest_runtest_teardown`` in conftest.py: the host outlives its sshd here)."""
-    path = tmp_path / "host-home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def host(request, tmp_path: Path, home: Path, host_home: Path):
     """An OpenSSH sshd standing for a GPU host (stand-in NVML and MPS daemon on its paths; a
     test named ``test_without_mps_tools...`` gets no MPS daemon)."""

@@ -41,25 +41,6 @@ GPUS = [
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch) -> Path:
-    """This machine's user home for the test: its ~/.ssh/known_hosts and ~/.ssh/config."""
-    path = tmp_path / "home"
-    (path / ".ssh").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(path))
-    return path
-
-
-@pytest.fixture
-def host_home(tmp_path: Path) -> Path:
-    """The GPU host's user home. What still runs under it once the test's Jupyter server has
-    stopped (a kernel, its IOPub relay) is killed then, with a warning naming it
-    (``pytest_runtest_teardown`` in conftest.py: the host outlives its sshd here)."""
-    path = tmp_path / "host-home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def host(tmp_path: Path, home: Path, host_home: Path):
     """An OpenSSH sshd standing for a GPU host, and the user's key for it."""
     key = asyncssh.generate_private_key("ssh-ed25519")

@@ -1584,6 +1584,15 @@ def _sync_serve_gets(tree, request, channel):
     channel.send({"ok": True, "size": len(payload), "index": len(index)}, payload)
 
 
+#: The requests that move files' contents, each served by its own function.
+_SYNC_TRANSFERS = {
+    "put": _sync_serve_put,
+    "get": _sync_serve_get,
+    "puts": _sync_serve_puts,
+    "gets": _sync_serve_gets,
+}
+
+
 def _sync_scan_answer(tree, request, last):
     """A scan, whole, or as the changes since the scan answered last (when the client says it
     has that one, by its token, and asks with the same parameters). The tree is walked only
@@ -1661,17 +1670,9 @@ def sync_session(reader, wfd):
                 break
             op = request.get("op")
             try:
-                if op == "put":
-                    _sync_serve_put(tree, request, channel)
-                    continue
-                if op == "get":
-                    _sync_serve_get(tree, request, channel)
-                    continue
-                if op == "puts":
-                    _sync_serve_puts(tree, request, channel)
-                    continue
-                if op == "gets":
-                    _sync_serve_gets(tree, request, channel)
+                transfer = _SYNC_TRANSFERS.get(op)
+                if transfer is not None:
+                    transfer(tree, request, channel)
                     continue
                 if op == "open":
                     if tree is not None:
