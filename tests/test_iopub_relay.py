@@ -13,11 +13,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from random import Random
 
 import pytest
 import zmq
 
 from jupyter_compute_servers.agent import rpc_agent
+from jupyter_compute_servers.kernels.iopub import RecordReader
 
 TOKEN = "relay-test-token"
 #: Frames this large are received into buffers of their own.
@@ -170,6 +172,46 @@ def test_messages_of_every_size_arrive_whole_and_in_order(relay: tuple[zmq.Socke
         assert client.record() == (first + len(sent), [b"later"])
     finally:
         client.close()
+
+
+def test_our_end_reads_the_relays_records_in_whatever_pieces_they_come(
+    relay: tuple[zmq.Socket, int],
+) -> None:
+    """Our end (``kernels/iopub.py``'s ``RecordReader``) splits the relay's real stream into
+    the messages published, however the channel cuts it: a byte at a time, across headers,
+    mid-frame, several records at once."""
+    pub, port = relay
+    client = RelayClient(port, 0)
+    try:
+        first = subscribed(pub, client)
+        sent = messages() + [[b"empty last", b""], [b"one"]] * 3
+        for frames in sent:
+            pub.send_multipart(frames)
+        wire = bytearray()
+        expected = sum(12 + sum(4 + len(frame) for frame in frames) for frames in sent)
+        while len(wire) < expected:
+            wire += client.sock.recv(1 << 20)
+        assert len(wire) == expected
+    finally:
+        client.close()
+    random = Random(22)
+    # Where the stream is cut: every byte of its first 20,000 (headers, small frames, a large
+    # frame's start), then pieces of random sizes; and in whole packets, and all at once.
+    cuttings = [
+        [*range(1, 20_001), *range(20_000, len(wire), 70_001)],
+        sorted(random.sample(range(1, len(wire)), 500)),
+        list(range(256 * 1024, len(wire), 256 * 1024)),
+        [],
+    ]
+    for cuts in cuttings:
+        reader = RecordReader()
+        received: list[tuple[int, list[bytes]]] = []
+        for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+            received += reader.feed(bytes(wire[start:end]))
+        assert [(seq, [bytes(f) for f in frames]) for seq, frames in received] == [
+            (first + i, frames) for i, frames in enumerate(sent)
+        ]
+        assert not reader.buffer and reader.seq is None and reader.pieces is None
 
 
 class RawPublisher:
