@@ -1137,6 +1137,8 @@ class _RelayClient:
         #: (the last frame of the message arriving from the kernel, how much of it is queued)
         #: while the client is sent that message as it arrives.
         self.partial = None
+        #: What the selector waits for on its socket (read; and write while outbox holds more).
+        self.events = 1  # selectors.EVENT_READ
 
     def queue(self, data):
         self.outbox.append(memoryview(data))
@@ -1266,8 +1268,10 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
                 # for the kernel's next message (or its own next acknowledgement).
                 fill(client)
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbox else 0)
-        if client.sock in clients:
+        if client.sock in clients and events != client.events:
+            # A system call each: only when it changes (most flushes send everything).
             selector.modify(client.sock, events, client)
+            client.events = events
 
     while True:
         now = time.monotonic()
