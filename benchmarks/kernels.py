@@ -52,6 +52,7 @@ LOCAL_LABEL = "local ipykernel"
 TT_LABEL = "OpenSSH ssh -tt -L x5"
 PER_PORT_LABEL = "OpenSSH ssh -N -L, one per port"
 NAIVE_LABEL = "OpenSSH ssh -N -L x5 (no -tt)"
+DIRECT_LABEL = "ours, IOPub not relayed"
 SERVER_NAME = "bench"
 MIB = 1024 * 1024
 
@@ -154,12 +155,18 @@ class Resources:
         self.clients: list[Any] = []
         self.ssh: list[subprocess.Popen[bytes]] = []
         self.runtime: Any = None
+        #: Tunnels of our own opened in the runtime (``open_direct_tunnel``).
+        self.tunnels: list[Any] = []
 
     async def close_async(self) -> None:
         for client in self.clients:
             with contextlib.suppress(Exception):
                 client.stop_channels()
         self.clients.clear()
+        for tunnel in self.tunnels:
+            with contextlib.suppress(Exception):
+                await self.runtime.run(tunnel.close())
+        self.tunnels.clear()
         for km in list(self.kernel_managers):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(km.shutdown_kernel(now=True), 30)
@@ -342,6 +349,19 @@ class Target:
             res.clients.remove(kc)
 
 
+async def open_direct_tunnel(runtime: Any, server_id: int, remote_ports: dict[str, int]) -> Any:
+    """Our ``Tunnel`` for all five channels, IOPub too, straight to the kernel's ports: what
+    the kernel's IOPub relay (resumption across partitions) costs, by its absence."""
+    from jupyter_compute_servers.tunnel import Tunnel
+
+    async def connection() -> Any:
+        return (await runtime.manager.connection(server_id)).connection
+
+    tunnel = Tunnel(connection)
+    await tunnel.open(remote_ports)
+    return tunnel
+
+
 # --- OpenSSH tunnels ------------------------------------------------------------------------
 
 
@@ -450,7 +470,8 @@ class Results:
     #: CPU seconds of each target's carriers (``Target.cpu``) over its round trips / outputs.
     round_trip_cpu: dict[str, float] = field(default_factory=dict)
     output_cpu: dict[str, float] = field(default_factory=dict)
-    #: (c)'s CPU seconds per process on each target's path (``Target.parts``).
+    #: (b)'s and (c)'s CPU seconds per process on each target's path (``Target.parts``).
+    round_trip_parts: dict[str, dict[str, float]] = field(default_factory=dict)
     output_parts: dict[str, dict[str, float]] = field(default_factory=dict)
     output_bytes: int = 0
     notes: list[str] = field(default_factory=list)
@@ -547,6 +568,7 @@ async def measure_round_trips(
                     await execute(kc, "pass")
                 samples = results.round_trip.setdefault(target.label, [])
                 cpu_before = target.cpu() if target.cpu else 0.0
+                parts_before = {name: read() for name, read in target.parts.items()}
                 for _ in range(min(opts.block, opts.round_trips - len(samples))):
                     elapsed, _ = await execute(kc, "pass")
                     samples.append(elapsed)
@@ -555,6 +577,9 @@ async def measure_round_trips(
                     results.round_trip_cpu[target.label] = (
                         results.round_trip_cpu.get(target.label, 0.0) + used
                     )
+                parts = results.round_trip_parts.setdefault(target.label, {})
+                for name, read in target.parts.items():
+                    parts[name] = parts.get(name, 0.0) + read() - parts_before[name]
             finally:
                 target.disconnect(res, kc)
         print(f"  round-trip block {i + 1}/{rounds} done", file=sys.stderr)
@@ -719,6 +744,18 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
                 remote_parts,
             ),
         ]
+        # What the relay hop costs: our tunnel carrying IOPub straight from the kernel's port,
+        # as it carries the other four (no resumption across partitions then).
+        direct = await res.runtime.run(open_direct_tunnel(res.runtime, server_id, remote_ports))
+        res.tunnels.append(direct)
+        targets.append(
+            Target(
+                DIRECT_LABEL,
+                via(direct.local_ports),
+                cpu_of(sshd_stat, thread_stat),
+                {**remote_parts, "relay": lambda: 0.0},
+            )
+        )
         pythons = [await python_of(res, target) for target in targets]
         if pythons[0] != pythons[1]:
             results.notes.append(
@@ -745,7 +782,7 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
         if "output" in opts.only:
             print(f"(c) {opts.output_mib} MiB of output per target...", file=sys.stderr)
             # The naive tunnel's stall does not matter for bulk output; leave it out.
-            await measure_output(res, opts, targets[:4], results)
+            await measure_output(res, opts, [t for t in targets if t.label != NAIVE_LABEL], results)
     finally:
         await res.close_async()
         res.close_runtime()
@@ -815,6 +852,11 @@ def report_round_trips(results: Results) -> None:
         " daemon; OpenSSH's, the ssh processes and that daemon. Unlike times, it hardly"
         " depends on what else the machine runs.)"
     )
+    report_parts(
+        "CPU per round trip, ms, per process on the path (summed over all blocks)",
+        results.round_trip_parts,
+        {label: len(samples) for label, samples in results.round_trip.items()},
+    )
 
 
 def report_output(results: Results) -> None:
@@ -829,25 +871,34 @@ def report_output(results: Results) -> None:
             f"    {label:40} {median(samples):8.3f} {mb / median(samples):7.1f} {min(samples):7.3f}"
             f" {cpu}"
         )
-    # Where the CPU goes, per process: what the remote path adds to the local one.
-    names = list(dict.fromkeys(name for parts in results.output_parts.values() for name in parts))
-    if names:
-        print()
-        print("    CPU per MB of output, ms, per process on the path (summed over all runs)")
-        print(f"    {'':40}" + "".join(f" {name:>14}" for name in names) + f" {'total':>8}")
-        for label, parts in results.output_parts.items():
-            runs = len(results.output[label])
-            cells = "".join(
-                f" {parts[name] * 1000 / runs / mb:14.2f}" if name in parts else f" {'':>14}"
-                for name in names
-            )
-            total = sum(parts.values()) * 1000 / runs / mb
-            print(f"    {label:40}{cells} {total:8.2f}")
-        print(
-            "    (client: this process, less the runtime thread where that is a column of its"
-            " own; runtime thread: the provisioner's tunnel and IOPub's local end; relay: the"
-            " kernel's IOPub relay on the server)"
+    report_parts(
+        "CPU per MB of output, ms, per process on the path (summed over all runs)",
+        results.output_parts,
+        {label: len(samples) * mb for label, samples in results.output.items()},
+    )
+
+
+def report_parts(title: str, cpu_parts: dict[str, dict[str, float]], per: dict[str, float]) -> None:
+    """Where the CPU goes, per process: what the remote path adds to the local one. ``per``:
+    what each target's CPU seconds are divided by (round trips, MB)."""
+    names = list(dict.fromkeys(name for parts in cpu_parts.values() for name in parts))
+    if not names:
+        return
+    print()
+    print(f"    {title}")
+    print(f"    {'':40}" + "".join(f" {name:>14}" for name in names) + f" {'total':>8}")
+    for label, parts in cpu_parts.items():
+        cells = "".join(
+            f" {parts[name] * 1000 / per[label]:14.3f}" if name in parts else f" {'':>14}"
+            for name in names
         )
+        total = sum(parts.values()) * 1000 / per[label]
+        print(f"    {label:40}{cells} {total:8.3f}")
+    print(
+        "    (client: this process, less the runtime thread where that is a column of its"
+        " own; runtime thread: the provisioner's tunnel and IOPub's local end; relay: the"
+        " kernel's IOPub relay on the server)"
+    )
 
 
 def report_targets(results: Results) -> None:
