@@ -42,6 +42,10 @@ from typing import Any
 
 import aiohttp
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.jupyter_process import jupyter_server_command
+
 BENCH_APP = r"""
 import sys
 from tornado import ioloop, web
@@ -109,22 +113,15 @@ class Jupyter:
             (self.work / name).mkdir(exist_ok=True)
             env[f"JUPYTER_{name.upper()}_DIR"] = str(self.work / name)
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_server",
-                "--no-browser",
-                "--allow-root",
-                f"--port={self.port}",
-                "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={self.token}",
-                f"--ServerApp.root_dir={self.root_dir}",
-                f"--ComputeServersApp.data_dir={self.work / 'compute'}",
+            jupyter_server_command(
+                self.port,
+                self.token,
+                self.root_dir,
+                self.work / "compute",
                 f"--ComputeServersApp.image_catalog={self.work / 'catalog.json'}",
                 "--LocalCloud.stop_on_shutdown=True",
-                "--ServerApp.jpserver_extensions={'jupyter_compute_servers': True}",
                 *self.extra_args,
-            ],
+            ),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.work / "jupyter.log", "wb"),  # noqa: SIM115 - it keeps writing

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kernels import (
     CHANNELS,
@@ -58,6 +59,8 @@ from kernels import (
     start_kernel,
     wait_iopub_live,
 )
+
+from tests.jupyter_process import jupyter_server_command
 
 OURS = "provisioner (relay, keep-alive 1 s x 2)"
 BASELINE = "OpenSSH ssh -N -L, one per port"
@@ -201,20 +204,14 @@ class Jupyter:
         self.port = free_ports(1)[0]
         self.spawned = time.perf_counter()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_server",
-                "--no-browser",
-                "--allow-root",
-                f"--port={self.port}",
-                "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={TOKEN}",
-                f"--ServerApp.root_dir={work.root}",
-                f"--ComputeServersApp.data_dir={work.data_dir}",
+            jupyter_server_command(
+                self.port,
+                TOKEN,
+                work.root,
+                work.data_dir,
                 "--ComputeServersApp.shutdown_kernels_on_exit=False",
                 *options,
-            ],
+            ),
             stdout=subprocess.DEVNULL,
             stderr=open(work.root / "jupyter.log", "ab"),  # noqa: SIM115
         )

@@ -19,6 +19,28 @@ from pathlib import Path
 TOKEN = "recovery-test-token"
 
 
+def jupyter_server_command(
+    port: int, token: str, root_dir: Path, data_dir: Path, *extra_args: str
+) -> list[str]:
+    """The command line of a real ``jupyter server`` with the extension, for tests and
+    benchmarks: on ``port`` only (no retries elsewhere), with ``token``, serving ``root_dir``,
+    the extension's store in ``data_dir``."""
+    return [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--no-browser",
+        "--allow-root",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root_dir}",
+        f"--ComputeServersApp.data_dir={data_dir}",
+        "--ServerApp.jpserver_extensions=jupyter_compute_servers=True",
+        *extra_args,
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,20 +57,7 @@ class JupyterProcess:
         for _ in range(3):
             self.port = free_port()
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "jupyter_server",
-                    "--no-browser",
-                    "--allow-root",
-                    f"--port={self.port}",
-                    "--ServerApp.port_retries=0",
-                    f"--IdentityProvider.token={TOKEN}",
-                    f"--ServerApp.root_dir={root_dir}",
-                    f"--ComputeServersApp.data_dir={data_dir}",
-                    "--ServerApp.jpserver_extensions=jupyter_compute_servers=True",
-                    *extra_args,
-                ],
+                jupyter_server_command(self.port, TOKEN, root_dir, data_dir, *extra_args),
                 stdout=subprocess.DEVNULL,
                 stderr=open(data_dir / "jupyter.log", "ab"),  # noqa: SIM115
             )
