@@ -1,10 +1,11 @@
 """Our end of a remote kernel's IOPub: a local PUB socket fed from the kernel's relay.
 
 The relay (``iopub_relay`` in ``agent/rpc_agent.py``) runs next to the kernel on the server,
-numbers every message the kernel publishes and keeps the latest in a bounded buffer. Here a
-task reads them through a channel of the server's SSH connection and publishes each, frames
-untouched (the kernel signed them), on a ZeroMQ PUB socket bound to the kernel's local IOPub
-port, which Jupyter and every other client subscribe to as they would to a local kernel.
+numbers every message the kernel publishes and keeps the latest in a bounded buffer. Here they
+arrive through a channel of the server's SSH connection and each is published as soon as it
+is whole, frames untouched (the kernel signed them), on a ZeroMQ PUB socket bound to the
+kernel's local IOPub port, which Jupyter and every other client subscribe to as they would to
+a local kernel.
 
 When the channel breaks (a partition, a stalled or replaced SSH daemon, a dropped connection)
 the task connects again and asks for the message after the last one it published: nothing is
@@ -35,7 +36,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
-from ..tunnel import RouteGetter, open_stream
+from ..tunnel import RouteGetter, relay_command
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,6 @@ ACK_INTERVAL = 0.05
 #: Python-level parsing, decryption call and buffer slicing, per 32 KiB.
 RELAY_WINDOW = 16 * 1024 * 1024
 RELAY_MAX_PKTSIZE = 256 * 1024
-
-#: The most read from the relay's channel at once: a packet's worth, so that a read is
-#: answered with one of the pieces asyncssh received, as it is (more would join them: a copy).
-RECORD_READ_SIZE = RELAY_MAX_PKTSIZE
 #: Frames of this size and more are collected as they arrive and joined once, and handed to
 #: ZeroMQ without a copy; smaller ones are copied (cheaper than ZeroMQ's zero-copy tracking).
 LARGE_FRAME = 64 * 1024
@@ -150,6 +147,73 @@ class RecordReader:
             self.seq, self.frames = None, []
 
 
+#: The relay's answer to our hello is one JSON line, far shorter than this.
+MAX_ANSWER = 64 * 1024
+
+
+class _RelayChannel(asyncssh.SSHTCPSession[bytes]):
+    """The relay's channel, read in asyncssh's own callbacks as its packets are decrypted:
+    the records are published from there. A task reading a stream instead was woken through
+    the event loop for each piece, and in a busy Jupyter each wake-up waited its turn behind
+    whatever else the loop had to do (``benchmarks/jupyter_kernels.py``, (c)).
+
+    Everything here runs inside asyncssh's packet loop, where an exception would take the
+    whole shared connection down: a failure ends this channel instead (``ended``)."""
+
+    def __init__(self, owner: IOPubResume, relay: dict[str, Any]) -> None:
+        self.owner = owner
+        self.relay = relay
+        self.channel: asyncssh.SSHTCPChannel[bytes] | None = None
+        #: The answer to our hello, until its newline.
+        self.head: bytearray | None = bytearray()
+        self.records = RecordReader()
+        #: Done when the channel ended, with why (always an exception: nothing ends it well).
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.channel = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype is not None or self.ended.done():
+            return  # a route's standard error (srun's messages); or after a failure
+        try:
+            if self.head is not None:
+                self.head += data
+                line, newline, rest = self.head.partition(b"\n")
+                if not newline:
+                    if len(self.head) > MAX_ANSWER:
+                        raise ValueError("the relay's answer has no end")
+                    return
+                self.head = None
+                self.owner._answered(json.loads(line))
+                data = bytes(rest)
+            if data:
+                self.owner._received(self.relay, self.records.feed(data))
+        except Exception as e:
+            self.end(e)
+
+    def eof_received(self) -> bool:
+        self.end(ConnectionError("the relay ended the stream"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.end(exc or ConnectionError("the relay's channel closed"))
+
+    def write(self, data: bytes) -> None:
+        if self.channel is not None and not self.ended.done():
+            self.channel.write(data)
+
+    def end(self, cause: BaseException) -> None:
+        if not self.ended.done():
+            self.ended.set_exception(cause)
+        if self.channel is not None:
+            self.channel.abort()
+
+
+class _RoutedRelayChannel(_RelayChannel, asyncssh.SSHClientSession[bytes]):  # type: ignore[misc]
+    """The same, through a launcher's ``PORT_RELAY`` session (see ``tunnel.RouteGetter``)."""
+
+
 class IOPubResume:
     """A kernel's IOPub here: a PUB on 127.0.0.1, fed from its relay with resumption."""
 
@@ -200,7 +264,12 @@ class IOPubResume:
         #: Set each time a connection to the relay is established (benchmarks wait on it).
         self.on_connect: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._writer: asyncssh.SSHWriter[bytes] | None = None
+        #: The relay's channel now (None between two).
+        self._channel: _RelayChannel | None = None
+        #: What the relay's answer said is missing before its first message, to tell the
+        #: notebook with that message (messages, bytes; bytes -1 if not known), and its limits.
+        self._gap: tuple[int, int] | None = None
+        self._limits: dict[str, Any] = {}
         self._closed = False
 
     def bind(self, port: int = 0) -> int:
@@ -289,9 +358,8 @@ class IOPubResume:
         self.start(relay, 0)
 
     def _break(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.channel.abort()
+        if self._channel is not None:
+            self._channel.end(ConnectionError("broken off"))
 
     async def _run(self) -> None:
         delay = 0.05
@@ -299,15 +367,7 @@ class IOPubResume:
             await self._released.wait()
             relay = self.relay
             try:
-                connection = await self.get_connection()
-                reader, writer = await open_stream(
-                    connection,
-                    self.route(),
-                    int(relay["port"]),
-                    self.remote_host,
-                    window=RELAY_WINDOW,
-                    max_pktsize=RELAY_MAX_PKTSIZE,
-                )
+                channel = await self._open(relay)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -315,60 +375,76 @@ class IOPubResume:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
                 continue
-            self._writer = writer
+            self._channel = channel
             try:
-                await self._stream(relay, reader, writer)
+                hello = {"token": relay["token"], "from": self.next_seq}
+                channel.write(json.dumps(hello).encode() + b"\n")
+                await channel.ended  # the records flow meanwhile (``_received``)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.debug("IOPub relay on %s: stream ended (%s)", self.server_name, e)
             finally:
-                self._writer = None
-                with contextlib.suppress(Exception):
-                    writer.close()
+                self._channel = None
+                channel.end(ConnectionError("done"))
+                if not channel.ended.cancelled():
+                    channel.ended.exception()  # why it ended is logged above, or moot
             delay = 0.05
             await asyncio.sleep(0.02)
 
-    async def _stream(
-        self,
-        relay: dict[str, Any],
-        reader: asyncssh.SSHReader[bytes],
-        writer: asyncssh.SSHWriter[bytes],
-    ) -> None:
-        hello = {"token": relay["token"], "from": self.next_seq}
-        writer.write(json.dumps(hello).encode() + b"\n")
-        answer = json.loads(await reader.readline())
+    async def _open(self, relay: dict[str, Any]) -> _RelayChannel:
+        """A channel to the relay's port on the server (see ``tunnel.RouteGetter``)."""
+        connection = await self.get_connection()
+        route, port = self.route(), int(relay["port"])
+        channel: _RelayChannel
+        if route:
+            routed = channel = _RoutedRelayChannel(self, relay)
+            await connection.create_session(
+                lambda: routed,
+                relay_command(route, port),
+                encoding=None,
+                window=RELAY_WINDOW,
+                max_pktsize=RELAY_MAX_PKTSIZE,
+            )
+        else:
+            channel = _RelayChannel(self, relay)
+            await connection.create_connection(
+                lambda: channel,
+                self.remote_host,
+                port,
+                window=RELAY_WINDOW,
+                max_pktsize=RELAY_MAX_PKTSIZE,
+            )
+        return channel
+
+    def _answered(self, answer: dict[str, Any]) -> None:
+        """The relay's answer to our hello: where it starts, and what it no longer has."""
         first, first_offset = int(answer["first"]), int(answer["first_offset"])
         self.stats["connects"] += 1
         if self.on_connect is not None:
             self.on_connect()
-        gap: tuple[int, int] | None = None
+        self._gap = None
         asked = self.next_seq if self.next_seq != -2 else int(answer.get("asked", -1))
         if asked >= 0 and first > asked:
             known = self._known_offset and asked == self.next_seq
-            gap = (first - asked, first_offset - self.next_offset if known else -1)
+            self._gap = (first - asked, first_offset - self.next_offset if known else -1)
         self.next_seq, self.next_offset, self._known_offset = first, first_offset, True
-        limits = answer.get("limits") or {}
-        records = RecordReader()
-        while relay is self.relay:
-            # Whatever has arrived, in one call: the records are split here, not by a read per
-            # header and frame (fifteen awaits of asyncssh's stream for a status message were
-            # most of this side's time per message in a profile of execute('pass')).
-            data = await reader.read(RECORD_READ_SIZE)
-            if not data:
-                raise ConnectionError("the relay ended the stream")
-            for seq, frames in records.feed(data):
-                if relay is not self.relay:
-                    return  # retargeted (a restart): the new relay's stream replaces this one
-                if gap is not None:
-                    self._tell_gap(gap, limits, frames)
-                    gap = None
-                self._publish(frames)
-                self.next_seq = seq + 1
-                self.next_offset += sum(len(frame) for frame in frames)
-                self.stats["published"] += 1
-            if records.completed:
-                self._acknowledge_soon()
+        self._limits = answer.get("limits") or {}
+
+    def _received(self, relay: dict[str, Any], records: list[tuple[int, list[bytes]]]) -> None:
+        """Publish the records that arrived from ``relay``."""
+        for seq, frames in records:
+            if relay is not self.relay:
+                return  # retargeted (a restart): the new relay's stream replaces this one
+            if self._gap is not None:
+                self._tell_gap(self._gap, self._limits, frames)
+                self._gap = None
+            self._publish(frames)
+            self.next_seq = seq + 1
+            self.next_offset += sum(len(frame) for frame in frames)
+            self.stats["published"] += 1
+        if records:
+            self._acknowledge_soon()
 
     def _publish(self, frames: list[bytes]) -> None:
         """Send a message's frames on, as they are (the kernel signed them). Through a
@@ -402,10 +478,10 @@ class IOPubResume:
             self._ack_pending.cancel()
             self._ack_pending = None
         self._last_ack = asyncio.get_running_loop().time()
-        writer = self._writer  # the relay's current stream (a broken one is replaced)
-        if writer is not None:
+        channel = self._channel  # the relay's current channel (a broken one is replaced)
+        if channel is not None:
             with contextlib.suppress(Exception):
-                writer.write(json.dumps({"ack": self.next_seq}).encode() + b"\n")
+                channel.write(json.dumps({"ack": self.next_seq}).encode() + b"\n")
 
     def _tell_gap(self, gap: tuple[int, int], limits: dict[str, Any], frames: list[bytes]) -> None:
         """Tell the notebook what the relay could not keep, in the cell the output was for."""
