@@ -21,8 +21,10 @@ class NoDelayKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     """Jupyter's own kernel websocket connection, with TCP_NODELAY on its socket."""
 
     def connect(self) -> Any:
-        # Before Jupyter's first message (the kernel's status) goes out.
-        self.websocket_handler.set_nodelay(True)
+        # Before Jupyter's first message (the kernel's status) goes out. (A websocket that
+        # closed meanwhile has no connection left to set it on.)
+        if self.websocket_handler.ws_connection is not None:
+            self.websocket_handler.set_nodelay(True)
         return super().connect()
 
 

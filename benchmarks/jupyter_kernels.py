@@ -1,0 +1,301 @@
+"""Kernels as the Lab reaches them: ``execute('pass')`` through Jupyter's kernel websocket.
+
+    python benchmarks/jupyter_kernels.py [--quick] [--round-trips N]
+
+``benchmarks/kernels.py`` times jupyter_client on the kernel's own ports, with the tunnel in a
+private thread (the standalone runtime). A notebook goes through Jupyter instead, and there
+the tunnel runs on Jupyter's own event loop, beside everything else Jupyter serves. This runs
+a real ``jupyter server`` with the extension and a ``local`` compute server, starts two kernels
+through ``POST /api/kernels`` (a local ipykernel and the server's ``compute-<id>-python3``), and
+times each as a notebook waits for a cell: from the ``execute_request`` sent on the kernel's
+websocket until its ``execute_reply`` and IOPub ``idle`` status came back. Three times:
+
+(a) the baseline: Jupyter's own kernel websocket connection, which leaves Nagle's algorithm
+    on (``c.ComputeServersApp.kernel_websocket_nodelay = False``; a Jupyter of its own);
+(b) with the extension's (``handlers/kernel_websocket.py``), Jupyter otherwise idle;
+(c) the same with Jupyter's event loop busy: a third kernel, local, flushing a line of output
+    every millisecond to its own websocket (read by another process), as a neighbouring
+    notebook that prints: Jupyter relays each of those messages on the same loop as our tunnel.
+
+Blocks of round trips alternate between the two kernels; medians and p95. It prints the
+ratios against #22's target for the round trip (remote / local <= 1.2x) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from apps import Jupyter, wait_for
+
+#: What the neighbour kernel of (c) runs: a line of output flushed every millisecond.
+NEIGHBOUR_CODE = (
+    "import time\nfor i in range(10**9):\n    print(i, flush=True)\n    time.sleep(0.001)"
+)
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else math.nan
+
+
+class KernelSocket:
+    """A kernel's websocket in Jupyter, as the Lab opens it; runs cells and times them."""
+
+    def __init__(self, jupyter: Jupyter, kernel_id: str) -> None:
+        self.url = f"ws://127.0.0.1:{jupyter.port}/api/kernels/{kernel_id}/channels"
+        self.headers = jupyter.headers
+        self.session_id = uuid.uuid4().hex
+        self.ws: Any = None
+
+    async def __aenter__(self) -> KernelSocket:
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        url = f"{self.url}?session_id={self.session_id}"
+        self.ws = await websocket_connect(HTTPRequest(url, headers=self.headers))
+        # As a browser's socket: no Nagle delay on what it sends.
+        self.ws.protocol.set_nodelay(True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.ws.close()
+
+    def send_execute(self, code: str) -> str:
+        msg_id = uuid.uuid4().hex
+        message = {
+            "header": {
+                "msg_id": msg_id,
+                "msg_type": "execute_request",
+                "session": self.session_id,
+                "username": "bench",
+                "date": "",
+                "version": "5.3",
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": {"code": code, "silent": False, "store_history": False},
+            "buffers": [],
+            "channel": "shell",
+        }
+        self.ws.write_message(json.dumps(message))
+        return msg_id
+
+    async def execute(self, code: str, timeout: float = 60) -> float:
+        """Seconds until the reply and the idle status of one cell both came back."""
+        started = time.perf_counter()
+        msg_id = self.send_execute(code)
+        replied = idle = False
+        while not (replied and idle):
+            raw = await asyncio.wait_for(self.ws.read_message(), timeout)
+            if raw is None:
+                raise RuntimeError("the kernel's websocket closed")
+            message = json.loads(raw)
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "execute_reply":
+                if message["content"]["status"] != "ok":
+                    raise RuntimeError(f"the cell failed: {message['content']}")
+                replied = True
+            elif (
+                message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+            ):
+                idle = True
+        return time.perf_counter() - started
+
+
+async def start_kernel(jupyter: Jupyter, session: aiohttp.ClientSession, name: str) -> str:
+    url = f"{jupyter.base}api/kernels"
+    async with session.post(url, json={"name": name}, headers=jupyter.headers) as response:
+        text = await response.text()
+        if response.status >= 400:
+            raise RuntimeError(f"POST api/kernels {name}: {response.status} {text}")
+        kernel_id = str(json.loads(text)["id"])
+    # Ready as a notebook sees it: a cell runs.
+    async with KernelSocket(jupyter, kernel_id) as kernel:
+        await kernel.execute("pass", timeout=120)
+    return kernel_id
+
+
+def neighbour_main(url: str, token: str) -> None:
+    """(c)'s neighbour: runs the printing cell on its kernel and reads its websocket."""
+
+    async def run() -> None:
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+        message = {
+            "header": {
+                "msg_id": uuid.uuid4().hex,
+                "msg_type": "execute_request",
+                "session": uuid.uuid4().hex,
+                "username": "bench",
+                "date": "",
+                "version": "5.3",
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": {"code": NEIGHBOUR_CODE, "silent": False, "store_history": False},
+            "buffers": [],
+            "channel": "shell",
+        }
+        ws.write_message(json.dumps(message))
+        while await ws.read_message() is not None:
+            pass
+
+    asyncio.run(run())
+
+
+async def measure(
+    jupyter: Jupyter, kernels: dict[str, str], round_trips: int, block: int
+) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {label: [] for label in kernels}
+    rounds = math.ceil(round_trips / block)
+    for i in range(rounds):
+        order = list(kernels.items())
+        for label, kernel_id in order if i % 2 == 0 else order[::-1]:
+            async with KernelSocket(jupyter, kernel_id) as kernel:
+                for _ in range(3):  # the fresh websocket's first messages
+                    await kernel.execute("pass")
+                for _ in range(block):
+                    samples[label].append(await kernel.execute("pass"))
+    return samples
+
+
+async def run(
+    work: Path, opts: argparse.Namespace, jupyter_args: tuple[str, ...], busy: bool
+) -> dict[str, dict[str, list[float]]]:
+    """The round trips with Jupyter idle ("idle"), then, if ``busy``, with its loop busy."""
+    jupyter = Jupyter(work, (*jupyter_args, *opts.jupyter_args))
+    neighbour: subprocess.Popen[bytes] | None = None
+    jupyter.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_for(lambda: jupyter.api(session, "GET", "status"), "Jupyter")
+            server = await jupyter.api(session, "POST", "servers", {"name": "bench"})
+            sid = server["id"]
+            await jupyter.api(session, "POST", f"servers/{sid}/actions/start")
+
+            async def spec_listed() -> bool:
+                url = f"{jupyter.base}api/kernelspecs"
+                async with session.get(url, headers=jupyter.headers) as response:
+                    specs = (await response.json())["kernelspecs"]
+                return f"compute-{sid}-python3" in specs
+
+            await wait_for(spec_listed, "the server's kernel spec", timeout=180)
+            print("Starting the kernels...", file=sys.stderr)
+            kernels = {
+                "local ipykernel": await start_kernel(jupyter, session, "python3"),
+                f"remote (compute-{sid}-python3)": await start_kernel(
+                    jupyter, session, f"compute-{sid}-python3"
+                ),
+            }
+            neighbour_id = await start_kernel(jupyter, session, "python3")
+            results: dict[str, dict[str, list[float]]] = {}
+            phase = "(b)" if busy else "(a)"
+            print(f"{phase} {opts.round_trips} round trips each, Jupyter idle...", file=sys.stderr)
+            results["idle"] = await measure(jupyter, kernels, opts.round_trips, opts.block)
+            if not busy:
+                return results
+
+            url = f"ws://127.0.0.1:{jupyter.port}/api/kernels/{neighbour_id}/channels"
+            neighbour = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+                [sys.executable, __file__, "--neighbour", url, jupyter.token],
+                stdout=subprocess.DEVNULL,
+                stderr=open(work / "neighbour.log", "wb"),  # noqa: SIM115, ASYNC230
+            )
+            await asyncio.sleep(2)  # its output under way
+            if neighbour.poll() is not None:
+                raise RuntimeError("the neighbour ended: " + (work / "neighbour.log").read_text())
+            print(f"(c) {opts.round_trips} round trips each, Jupyter busy...", file=sys.stderr)
+            results["busy"] = await measure(jupyter, kernels, opts.round_trips, opts.block)
+            return results
+    finally:
+        if neighbour is not None:
+            neighbour.terminate()
+            neighbour.wait()
+        jupyter.stop()
+
+
+def report(results: dict[str, dict[str, list[float]]], opts: argparse.Namespace) -> None:
+    print()
+    print(
+        f"execute('pass') through Jupyter's kernel websocket, on one machine "
+        f"({os.cpu_count()} CPUs), {opts.round_trips} round trips each, milliseconds"
+    )
+    titles = {
+        "nagle idle": "(a) Jupyter's own kernel websocket (Nagle on), Jupyter otherwise idle",
+        "idle": "(b) ours (Nagle off), Jupyter otherwise idle",
+        "busy": "(c) ours, Jupyter busy: a neighbouring kernel flushing output every millisecond",
+    }
+    ratios = []
+    for phase, samples in results.items():
+        print()
+        print(titles[phase])
+        print(f"    {'':40} {'median':>7} {'p95':>7} {'min':>7}")
+        for label, values in samples.items():
+            ms = [v * 1000 for v in values]
+            print(f"    {label:40} {statistics.median(ms):7.2f} {p95(ms):7.2f} {min(ms):7.2f}")
+        local, remote = (statistics.median(v) for v in samples.values())
+        ratios.append((phase, remote / local))
+    local_before = statistics.median(next(iter(results["nagle idle"].values())))
+    local_after = statistics.median(next(iter(results["idle"].values())))
+    print()
+    print("Targets (remote = the compute server's kernel through the extension's tunnel)")
+    for phase, ratio in ratios:
+        verdict = "met" if ratio <= 1.2 else "MISSED"
+        label = f"round trip median through Jupyter ({phase}), remote / local"
+        print(f"    {label:66} {ratio:5.2f}x  <= 1.20x  {verdict}")
+    label = "local kernel's round trip, Nagle off / Jupyter's own websocket"
+    print(f"    {label:66} {local_after / local_before:5.2f}x            (info)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="50 round trips each")
+    parser.add_argument("--round-trips", type=int, help="per kernel and phase (default 200)")
+    parser.add_argument("--neighbour", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--jupyter-arg", dest="jupyter_args", action="append", default=[])
+    opts = parser.parse_args(argv)
+    if opts.neighbour:
+        neighbour_main(*opts.neighbour)
+        return 0
+    opts.round_trips = opts.round_trips or (50 if opts.quick else 200)
+    opts.block = 25
+    results: dict[str, dict[str, list[float]]] = {}
+    runs = [
+        ("nagle", ("--ComputeServersApp.kernel_websocket_nodelay=False",), False),
+        ("", (), True),
+    ]
+    for prefix, jupyter_args, busy in runs:
+        work = Path(tempfile.mkdtemp(prefix="jcs-bench-jupyter-kernels-"))
+        try:
+            measured = asyncio.run(run(work, opts, jupyter_args, busy))
+        except BaseException:
+            print(f"Failed; logs in {work}", file=sys.stderr)
+            raise
+        results.update({f"{prefix} {phase}".strip(): rows for phase, rows in measured.items()})
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, opts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
