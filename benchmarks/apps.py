@@ -142,6 +142,14 @@ class Jupyter:
                 raise RuntimeError(f"{method} {path}: {response.status} {text}")
             return json.loads(text) if text else None
 
+    async def start_server(self, session: aiohttp.ClientSession, name: str = "bench") -> int:
+        """Once Jupyter answers: create a ``local`` compute server and ask it to start (it
+        is not running yet when this returns); answers its id."""
+        await wait_for(lambda: self.api(session, "GET", "status"), "Jupyter")
+        server = await self.api(session, "POST", "servers", {"name": name})
+        await self.api(session, "POST", f"servers/{server['id']}/actions/start")
+        return int(server["id"])
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             # SIGTERM: Jupyter stops cleanly (SIGINT would ask for a confirmation first), and
@@ -209,10 +217,7 @@ async def run(work: Path, opts: argparse.Namespace) -> dict[str, dict[str, float
     jupyter.start()
     try:
         async with aiohttp.ClientSession() as session:
-            await wait_for(lambda: jupyter.api(session, "GET", "status"), "Jupyter")
-            server = await jupyter.api(session, "POST", "servers", {"name": "bench"})
-            sid = server["id"]
-            await jupyter.api(session, "POST", f"servers/{sid}/actions/start")
+            sid = await jupyter.start_server(session)
 
             async def running() -> bool:
                 state = (await jupyter.api(session, "GET", f"servers/{sid}"))["state"]

@@ -188,10 +188,7 @@ async def run(
     jupyter.start()
     try:
         async with aiohttp.ClientSession() as session:
-            await wait_for(lambda: jupyter.api(session, "GET", "status"), "Jupyter")
-            server = await jupyter.api(session, "POST", "servers", {"name": "bench"})
-            sid = server["id"]
-            await jupyter.api(session, "POST", f"servers/{sid}/actions/start")
+            sid = await jupyter.start_server(session)
 
             async def spec_listed() -> bool:
                 url = f"{jupyter.base}api/kernelspecs"
