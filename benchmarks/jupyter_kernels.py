@@ -55,6 +55,25 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else math.nan
 
 
+def execute_request(session_id: str, code: str) -> dict[str, Any]:
+    """An ``execute_request`` as the Lab sends it on a kernel's websocket (Jupyter signs it)."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "session": session_id,
+            "username": "bench",
+            "date": "",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": {"code": code, "silent": False, "store_history": False},
+        "buffers": [],
+        "channel": "shell",
+    }
+
+
 class KernelSocket:
     """A kernel's websocket in Jupyter, as the Lab opens it; runs cells and times them."""
 
@@ -78,24 +97,9 @@ class KernelSocket:
         self.ws.close()
 
     def send_execute(self, code: str) -> str:
-        msg_id = uuid.uuid4().hex
-        message = {
-            "header": {
-                "msg_id": msg_id,
-                "msg_type": "execute_request",
-                "session": self.session_id,
-                "username": "bench",
-                "date": "",
-                "version": "5.3",
-            },
-            "parent_header": {},
-            "metadata": {},
-            "content": {"code": code, "silent": False, "store_history": False},
-            "buffers": [],
-            "channel": "shell",
-        }
+        message = execute_request(self.session_id, code)
         self.ws.write_message(json.dumps(message))
-        return msg_id
+        return str(message["header"]["msg_id"])
 
     async def execute(self, code: str, timeout: float = 60) -> float:
         """Seconds until the reply and the idle status of one cell both came back."""
@@ -141,21 +145,7 @@ def neighbour_main(url: str, token: str) -> None:
         from tornado.websocket import websocket_connect
 
         ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
-        message = {
-            "header": {
-                "msg_id": uuid.uuid4().hex,
-                "msg_type": "execute_request",
-                "session": uuid.uuid4().hex,
-                "username": "bench",
-                "date": "",
-                "version": "5.3",
-            },
-            "parent_header": {},
-            "metadata": {},
-            "content": {"code": NEIGHBOUR_CODE, "silent": False, "store_history": False},
-            "buffers": [],
-            "channel": "shell",
-        }
+        message = execute_request(uuid.uuid4().hex, NEIGHBOUR_CODE)
         ws.write_message(json.dumps(message))
         while await ws.read_message() is not None:
             pass
