@@ -1229,6 +1229,17 @@ class _SyncRead:
             self.digest.update(data)
         return data
 
+    def read_all(self):
+        """The whole file (as large as it was when opened, or less if it shrank meanwhile,
+        which ``finish`` then reports)."""
+        data = self.read(self.size)
+        while len(data) < self.size:
+            more = self.read(self.size - len(data))
+            if not more:
+                break
+            data += more
+        return data
+
     def finish(self):
         """``{"hash", "sig", "mode", "trusted"}``; SyncChanged if it changed while read."""
         after = os.fstat(self.fd)
@@ -1563,12 +1574,7 @@ def _sync_serve_gets(tree, request, channel):
         try:
             if reader.size > SYNC_SMALL:
                 raise SyncChanged("it changed on this side during the sync")
-            content = reader.read(reader.size)
-            while len(content) < reader.size:
-                more = reader.read(reader.size - len(content))
-                if not more:
-                    break
-                content += more
+            content = reader.read_all()
             result = reader.finish()
         except Exception as e:
             results.append(_sync_failure(e))

@@ -1438,12 +1438,7 @@ def _read_whole(tree: SyncTree, path: str) -> dict[str, Any]:
     except (OSError, ValueError, SyncChanged) as e:
         return {"error": _message(e)}
     try:
-        data = reader.read(reader.size) if reader.size else b""
-        while len(data) < reader.size:
-            more = reader.read(reader.size - len(data))
-            if not more:
-                break
-            data += more
+        data = reader.read_all()
         result = reader.finish()
         return dict(result, data=data, size=reader.size, mtime_ns=reader.mtime_ns)
     except (OSError, SyncChanged) as e:
