@@ -61,25 +61,52 @@ async def open_stream(
     route: tuple[str, ...],
     port: int,
     remote_host: str = "127.0.0.1",
+) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
+    """A byte stream to ``port`` on the server's loopback: a ``direct-tcpip`` channel, or a
+    session running ``PORT_RELAY`` behind ``route`` (see ``RouteGetter``)."""
+    if route:
+        writer, reader, _ = await connection.open_session(relay_command(route, port), encoding=None)
+        return reader, writer
+    return await connection.open_connection(remote_host, port)
+
+
+#: A channel to a port on the server's loopback (see ``PortSession``).
+PortChannel = asyncssh.SSHTCPChannel[bytes] | asyncssh.SSHClientChannel[bytes]
+
+
+class PortSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHClientSession[bytes]):  # type: ignore[misc]
+    """The callbacks of a channel to a port on the server's loopback, whichever way it goes
+    (``open_port_channel``): a ``direct-tcpip`` channel's, or those of a session running
+    ``PORT_RELAY`` behind a route, which are the same (its standard error comes as data of
+    another type)."""
+
+
+async def open_port_channel(
+    connection: asyncssh.SSHClientConnection,
+    route: tuple[str, ...],
+    port: int,
+    session: PortSession,
+    remote_host: str = "127.0.0.1",
     *,
     window: int | None = None,
     max_pktsize: int | None = None,
-) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
-    """A byte stream to ``port`` on the server's loopback: a ``direct-tcpip`` channel, or a
-    session running ``PORT_RELAY`` behind ``route`` (see ``RouteGetter``). ``window`` and
-    ``max_pktsize`` (asyncssh's defaults if not given): how many bytes the server may send
-    ahead of what this side read, and the most per packet."""
-    sizes: dict[str, int] = {}
+) -> None:
+    """Open a channel to ``port`` on the server's loopback for ``session``, which gets its
+    bytes in its callbacks: a ``direct-tcpip`` channel, or a session running ``PORT_RELAY``
+    behind ``route`` (see ``RouteGetter``). ``window`` and ``max_pktsize`` (asyncssh's
+    defaults if not given): how many bytes the server may send ahead of what this side read,
+    and the most per packet."""
+    sizes: dict[str, Any] = {}
     if window is not None:
         sizes["window"] = window
     if max_pktsize is not None:
         sizes["max_pktsize"] = max_pktsize
     if route:
-        writer, reader, _ = await connection.open_session(
-            relay_command(route, port), encoding=None, **sizes
+        await connection.create_session(
+            lambda: session, relay_command(route, port), encoding=None, **sizes
         )
-        return reader, writer
-    return await connection.open_connection(remote_host, port, **sizes)
+    else:
+        await connection.create_connection(lambda: session, remote_host, port, **sizes)
 
 
 def route_of(endpoint: SSHEndpoint | None) -> tuple[str, ...]:
@@ -185,19 +212,19 @@ class _GreetedChannel:
         return getattr(self.channel, name)
 
 
-class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
+class _ChannelSide(PortSession):
     """The SSH channel's end of one forwarded connection."""
 
     def __init__(self, local: _LocalSide | None) -> None:
         #: None while a spare (``Tunnel.prepare``): what arrives waits in ``early``.
         self.local = local
-        self.channel: asyncssh.SSHTCPChannel[bytes] | None = None
+        self.channel: PortChannel | None = None
         self.early: list[bytes] = []
         self.ended = False
         #: A greeted spare's: the far end's handshake, which its client got from here.
         self.handshake: _HandshakeFilter | None = None
 
-    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+    def connection_made(self, chan: PortChannel) -> None:
         self.channel = chan
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
@@ -243,10 +270,6 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
             local.transport.resume_reading()
 
 
-class _RelaySide(_ChannelSide, asyncssh.SSHClientSession[bytes]):  # type: ignore[misc]
-    """The same, for a session running ``PORT_RELAY`` (a route through a launcher)."""
-
-
 class _LocalSide(asyncio.Protocol):
     """A connection accepted on the local listener, joined to a new SSH channel."""
 
@@ -290,15 +313,10 @@ class _LocalSide(asyncio.Protocol):
                 self._joined(peer)
                 return
             connection = await self.tunnel.get_connection()
-            route = self.tunnel.route()
-            if route:
-                relay = peer = _RelaySide(self)
-                await connection.create_session(
-                    lambda: relay, relay_command(route, port), encoding=None
-                )
-            else:
-                peer = _ChannelSide(self)
-                await connection.create_connection(lambda: peer, self.tunnel.remote_host, port)
+            peer = _ChannelSide(self)
+            await open_port_channel(
+                connection, self.tunnel.route(), port, peer, self.tunnel.remote_host
+            )
         except Exception as e:  # unreachable, refused, not running: all end the same way
             # ZeroMQ will connect again; by then the server may be back.
             log.debug("Tunnel %s to port %s: no channel (%s)", self.name, port, e)

@@ -36,7 +36,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
-from ..tunnel import RouteGetter, relay_command
+from ..tunnel import PortChannel, PortSession, RouteGetter, open_port_channel
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,6 @@ class RecordReader:
         #: The large frame under way: its pieces so far, and how many bytes it still lacks.
         self.pieces: list[bytes | memoryview] | None = None
         self.missing = 0
-        #: How many records the last ``feed`` completed.
-        self.completed = 0
 
     def feed(self, data: bytes) -> list[tuple[int, list[bytes]]]:
         records: list[tuple[int, list[bytes]]] = []
@@ -96,7 +94,6 @@ class RecordReader:
             if len(data) < self.missing:
                 self.pieces.append(data)
                 self.missing -= len(data)
-                self.completed = 0
                 return records
             with memoryview(data) as view:
                 self.pieces.append(view[: self.missing])
@@ -133,7 +130,6 @@ class RecordReader:
                     pos = end
                 break
         del buffer[:pos]
-        self.completed = len(records)
         return records
 
     def _frame_done(self, frame: bytes | None, records: list[tuple[int, list[bytes]]]) -> None:
@@ -151,7 +147,7 @@ class RecordReader:
 MAX_ANSWER = 64 * 1024
 
 
-class _RelayChannel(asyncssh.SSHTCPSession[bytes]):
+class _RelayChannel(PortSession):
     """The relay's channel, read in asyncssh's own callbacks as its packets are decrypted:
     the records are published from there. A task reading a stream instead was woken through
     the event loop for each piece, and in a busy Jupyter each wake-up waited its turn behind
@@ -163,14 +159,14 @@ class _RelayChannel(asyncssh.SSHTCPSession[bytes]):
     def __init__(self, owner: IOPubResume, relay: dict[str, Any]) -> None:
         self.owner = owner
         self.relay = relay
-        self.channel: asyncssh.SSHTCPChannel[bytes] | None = None
+        self.channel: PortChannel | None = None
         #: The answer to our hello, until its newline.
         self.head: bytearray | None = bytearray()
         self.records = RecordReader()
         #: Done when the channel ended, with why (always an exception: nothing ends it well).
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+    def connection_made(self, chan: PortChannel) -> None:
         self.channel = chan
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
@@ -208,10 +204,6 @@ class _RelayChannel(asyncssh.SSHTCPSession[bytes]):
             self.ended.set_exception(cause)
         if self.channel is not None:
             self.channel.abort()
-
-
-class _RoutedRelayChannel(_RelayChannel, asyncssh.SSHClientSession[bytes]):  # type: ignore[misc]
-    """The same, through a launcher's ``PORT_RELAY`` session (see ``tunnel.RouteGetter``)."""
 
 
 class IOPubResume:
@@ -394,27 +386,16 @@ class IOPubResume:
 
     async def _open(self, relay: dict[str, Any]) -> _RelayChannel:
         """A channel to the relay's port on the server (see ``tunnel.RouteGetter``)."""
-        connection = await self.get_connection()
-        route, port = self.route(), int(relay["port"])
-        channel: _RelayChannel
-        if route:
-            routed = channel = _RoutedRelayChannel(self, relay)
-            await connection.create_session(
-                lambda: routed,
-                relay_command(route, port),
-                encoding=None,
-                window=RELAY_WINDOW,
-                max_pktsize=RELAY_MAX_PKTSIZE,
-            )
-        else:
-            channel = _RelayChannel(self, relay)
-            await connection.create_connection(
-                lambda: channel,
-                self.remote_host,
-                port,
-                window=RELAY_WINDOW,
-                max_pktsize=RELAY_MAX_PKTSIZE,
-            )
+        channel = _RelayChannel(self, relay)
+        await open_port_channel(
+            await self.get_connection(),
+            self.route(),
+            int(relay["port"]),
+            channel,
+            self.remote_host,
+            window=RELAY_WINDOW,
+            max_pktsize=RELAY_MAX_PKTSIZE,
+        )
         return channel
 
     def _answered(self, answer: dict[str, Any]) -> None:
