@@ -1178,10 +1178,10 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
     selector.register(listener, selectors.EVENT_READ, "listener")
     subscriber: Any = None
     clients: dict = {}
-    # The message arriving from the kernel, whose record is in the buffer already and is sent
-    # on as its last frame (a large one) arrives: (that frame, the message's frames). A cell's
-    # output comes as messages of tens of MB, and waiting for each whole before sending its
-    # first byte added the time of its way from the kernel to the relay to every one of them.
+    # The message arriving from the kernel (its frames), whose record is in the buffer already
+    # and is sent on as its last frame (a large one) arrives. A cell's output comes as
+    # messages of tens of MB, and waiting for each whole before sending its first byte added
+    # the time of its way from the kernel to the relay to every one of them.
     growing: Any = None
     next_check = 0.0
     limits = {"bytes": max_bytes, "messages": max_messages}
@@ -1194,7 +1194,7 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
 
     def arrived(frame):
         """How much of a record's part is there (all but of the growing message's frame)."""
-        if growing is not None and frame is growing[0]:
+        if growing is not None and frame is growing[-1]:
             return subscriber.filled
         return len(frame)
 
@@ -1239,8 +1239,9 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
             first_seq += 1
             first_offset += evicted
 
-    def keep(frames, size):
+    def keep(frames):
         nonlocal next_seq, total
+        size = sum(len(frame) for frame in frames)
         buffer.append((next_seq, _record(next_seq, frames), size))
         next_seq += 1
         total += size
@@ -1314,7 +1315,7 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
                         # Its record will never be whole: forget it, and the clients that
                         # were sent part of it (they come back and resume before it).
                         for client in list(clients.values()):
-                            if client.partial is not None and client.partial[0] is growing[0]:
+                            if client.partial is not None and client.partial[0] is growing[-1]:
                                 drop(client)
                         _, _, size = buffer.pop()
                         total -= size
@@ -1322,14 +1323,13 @@ def iopub_relay(listener, iopub_port, token, kernel_pid, kernel_start, max_bytes
                         growing = None
                     continue
                 for frames in messages:
-                    if growing is not None and frames is growing[1]:
+                    if frames is growing:
                         growing = None  # now whole; its record was kept when it began
                         continue
-                    keep(frames, sum(len(frame) for frame in frames))
+                    keep(frames)
                 if subscriber.growing is not None and growing is None:
-                    frames = subscriber.growing
-                    keep(frames, sum(len(frame) for frame in frames))
-                    growing = (frames[-1], frames)
+                    growing = subscriber.growing
+                    keep(growing)
                 evict()
                 for client in list(clients.values()):
                     fill(client)
