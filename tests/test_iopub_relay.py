@@ -6,6 +6,7 @@ message when one record filled a client's queue."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -63,44 +64,42 @@ class RelayClient:
         self.sock.close()
 
 
-@pytest.fixture
-def relay() -> Iterator[tuple[zmq.Socket, int]]:
-    """A PUB socket standing in for the kernel's IOPub, and the port of a relay reading it
-    (in a thread: the relay runs until its "kernel", a sleeping process here, ends)."""
-    context = zmq.Context()
-    pub = context.socket(zmq.PUB)
-    pub.linger = 0
-    pub.sndhwm = 0
-    iopub_port = pub.bind_to_random_port("tcp://127.0.0.1")
+@contextlib.contextmanager
+def running_relay(iopub_port: int) -> Iterator[int]:
+    """A relay reading the kernel's IOPub on ``iopub_port``; answers its port. It runs in a
+    thread until its "kernel", a sleeping process here, ends: at the end of the block."""
     kernel = subprocess.Popen(["sleep", "300"])
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
-    port = listener.getsockname()[1]
+    args = (listener, iopub_port, TOKEN, kernel.pid, rpc_agent._start_time(kernel.pid))
     thread = threading.Thread(
-        target=rpc_agent.iopub_relay,
-        args=(
-            listener,
-            iopub_port,
-            TOKEN,
-            kernel.pid,
-            rpc_agent._start_time(kernel.pid),
-            64 * 1024 * 1024,
-            1000,
-        ),
-        daemon=True,
+        target=rpc_agent.iopub_relay, args=(*args, 64 * 1024 * 1024, 1000), daemon=True
     )
     thread.start()
     try:
-        yield pub, port
+        yield listener.getsockname()[1]
     finally:
         kernel.kill()
         kernel.wait()
         thread.join(10)
         listener.close()
+    assert not thread.is_alive(), "the relay did not end with its kernel"
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[zmq.Socket, int]]:
+    """A PUB socket standing in for the kernel's IOPub, and the port of a relay reading it."""
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    pub.linger = 0
+    pub.sndhwm = 0
+    try:
+        with running_relay(pub.bind_to_random_port("tcp://127.0.0.1")) as port:
+            yield pub, port
+    finally:
         pub.close()
         context.term()
-    assert not thread.is_alive(), "the relay did not end with its kernel"
 
 
 def subscribed(pub: zmq.Socket, client: RelayClient) -> int:
@@ -256,26 +255,12 @@ class RawPublisher:
 @pytest.fixture
 def raw_relay() -> Iterator[tuple[RawPublisher, int]]:
     publisher = RawPublisher()
-    kernel = subprocess.Popen(["sleep", "300"])
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    port = listener.getsockname()[1]
-    args = (listener, publisher.port, TOKEN, kernel.pid, rpc_agent._start_time(kernel.pid))
-    thread = threading.Thread(
-        target=rpc_agent.iopub_relay, args=(*args, 64 * 1024 * 1024, 1000), daemon=True
-    )
-    thread.start()
     try:
-        publisher.accept()
-        yield publisher, port
+        with running_relay(publisher.port) as port:
+            publisher.accept()
+            yield publisher, port
     finally:
-        kernel.kill()
-        kernel.wait()
-        thread.join(10)
-        listener.close()
         publisher.close()
-    assert not thread.is_alive(), "the relay did not end with its kernel"
 
 
 def test_a_large_last_frame_is_sent_on_as_it_arrives(
