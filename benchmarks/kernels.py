@@ -1,8 +1,13 @@
 """Remote kernels on a local compute server, side by side with local ones and OpenSSH.
 
-    python benchmarks/kernels.py [--quick] [--repeat N] [--naive-ssh]
+    python benchmarks/kernels.py [--quick] [--repeat N] [--naive-ssh] [--cloud local|ssh]
 
-In one run, on this machine, against a ``local`` compute server started for the run:
+In one run, on this machine, against a compute server started for the run: by default one of
+the ``local`` cloud, whose SSH daemon is the sandbox's own (asyncssh, in Python); with
+``--cloud ssh``, one on an on-prem host of the ``ssh`` cloud, registered and its host key
+confirmed as an admin does, whose daemon is OpenSSH's sshd on 127.0.0.1 (``tests/sshd.py``),
+as on-prem hosts and cloud VMs are reached. Every remote path, ours and OpenSSH's, goes
+through that one daemon:
 
 (a) kernel start to ready: ``AsyncKernelManager.start_kernel()`` then the client's
     ``wait_for_ready()``, for the server's ``compute-<id>-python3`` kernel and for a local
@@ -54,6 +59,11 @@ PER_PORT_LABEL = "OpenSSH ssh -N -L, one per port"
 NAIVE_LABEL = "OpenSSH ssh -N -L x5 (no -tt)"
 DIRECT_LABEL = "ours, IOPub not relayed"
 SERVER_NAME = "bench"
+#: Which SSH daemon the compute server of each ``--cloud`` answers with.
+DAEMONS = {
+    "local": "a local-cloud server (its SSH daemon: asyncssh's)",
+    "ssh": "a server on an on-prem host (its SSH daemon: OpenSSH's sshd)",
+}
 MIB = 1024 * 1024
 
 
@@ -87,6 +97,36 @@ def cpu_seconds(stat_path: str) -> float:
 
 def cpu_of(*stat_paths: str) -> Callable[[], float]:
     return lambda: sum(cpu_seconds(path) for path in stat_paths)
+
+
+def daemon_processes(work: Workdir, server_id: int, sshd_pid: int | None) -> set[str]:
+    """The /proc stat paths of the server's SSH daemon as it is now: the local cloud's one
+    process serving every connection, or OpenSSH's processes (``sshd_pid``: its listener),
+    which fork per connection; take them after the connections of interest are open."""
+    if sshd_pid is None:
+        sshd_info = work.data_dir / "local" / str(server_id) / "run" / "sshd.json"
+        return {f"/proc/{json.loads(sshd_info.read_text())['pid']}/stat"}
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                head, tail = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        parents[int(entry)] = int(tail.split()[1])
+        names[int(entry)] = head.split("(", 1)[1]
+    found = {sshd_pid}
+    grew = True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        # Only sshd's own processes: kernels and relays run in its sessions' process trees.
+        more = {pid for pid in more if names[pid] == "sshd"}
+        found |= more
+        grew = bool(more)
+    return {f"/proc/{pid}/stat" for pid in found}
 
 
 def free_ports(count: int) -> list[int]:
@@ -142,6 +182,59 @@ def cli(work: Workdir, *args: str) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"compute-servers {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout
+
+
+def start_host(work: Workdir) -> tuple[Any, int]:
+    """OpenSSH's sshd on 127.0.0.1 standing for an on-prem host (its home in the run's
+    directory), registered in the run's store as an admin registers one: its key offered
+    by the user's identity file, its host key confirmed by fingerprint. Answers (the sshd,
+    the host's id); the ``ssh`` cloud is enabled in the run's Jupyter configuration."""
+    import asyncssh
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.sshd import start_sshd
+
+    config_file = work.root / "jupyter_config" / "jupyter_server_config.json"
+    config_file.write_text(json.dumps({"ComputeServersApp": {"enabled_clouds": ["local", "ssh"]}}))
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    identity = work.root / "id_host"
+    identity.write_bytes(key.export_private_key())
+    identity.chmod(0o600)
+    home = work.root / "host_home"
+    home.mkdir()
+    sshd_dir = work.root / "sshd"
+    sshd_dir.mkdir()
+    sshd = start_sshd(sshd_dir, key.export_public_key().decode().strip(), env={"HOME": str(home)})
+    try:
+        host_id = asyncio.run(register_host(work, sshd.port, sshd.username, identity))
+    except BaseException:
+        sshd.process.terminate()
+        raise
+    return sshd, host_id
+
+
+async def register_host(work: Workdir, port: int, username: str, identity: Path) -> int:
+    from jupyter_compute_servers.config import load_settings
+    from jupyter_compute_servers.services import build_services
+    from jupyter_compute_servers.ssh import fingerprint
+
+    services = build_services(load_settings({"data_dir": str(work.data_dir)}))
+    try:
+        body = {
+            "name": "bench-host",
+            "hostname": "127.0.0.1",
+            "port": port,
+            "username": username,
+            "identity_file": str(identity),
+            "python": sys.executable,
+        }
+        host = await services.hosts.create(body)
+        if host.pending_host_key is None:
+            raise RuntimeError(f"the host's key was not offered for confirmation: {host}")
+        host = await services.hosts.trust(host.id, fingerprint(host.pending_host_key))
+        return host.id
+    finally:
+        await services.close()
 
 
 # --- kernels and clients ------------------------------------------------------------------
@@ -458,6 +551,9 @@ class Options:
     naive_ssh: bool
     #: Which of start, round-trip, output to measure (default: all).
     only: frozenset[str] = frozenset(("start", "round-trip", "output"))
+    #: The compute server's cloud: ``local`` (its asyncssh daemon) or ``ssh`` (an on-prem
+    #: host behind OpenSSH's sshd).
+    cloud: str = "local"
 
 
 @dataclass
@@ -639,7 +735,10 @@ async def python_of(res: Resources, target: Target) -> str:
         target.disconnect(res, kc)
 
 
-async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resources) -> Results:
+async def run_benchmark(
+    work: Workdir, server_id: int, opts: Options, res: Resources, sshd_pid: int | None = None
+) -> Results:
+    """``sshd_pid``: OpenSSH's sshd when the server is an on-prem host behind it."""
     from jupyter_compute_servers.access import openssh_options
     from jupyter_compute_servers.config import load_settings
     from jupyter_compute_servers.services import build_services
@@ -653,7 +752,12 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
         manager = build_services(load_settings({"data_dir": str(work.data_dir)})).manager
         try:
             endpoint = await manager.endpoint(server_id)
-            key_path = manager.keys.private_key_path(server_id)
+            # An on-prem host's is the identity file registered for it.
+            key_path = (
+                Path(endpoint.identity_file)
+                if endpoint.identity_file
+                else manager.keys.private_key_path(server_id)
+            )
         finally:
             await manager.ssh.close_all()
             manager.store.database.close()
@@ -710,13 +814,13 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
             return info
 
         # What carries the messages, for the CPU it uses: the server's SSH daemon (every
-        # remote target's), our runtime's thread and the kernel's IOPub relay, ssh processes.
-        sshd_info = work.data_dir / "local" / str(server_id) / "run" / "sshd.json"
-        sshd_stat = f"/proc/{json.loads(sshd_info.read_text())['pid']}/stat"
+        # remote target's; OpenSSH's processes serving our one connection), our runtime's
+        # thread and the kernel's IOPub relay, ssh processes.
+        daemon = daemon_processes(work, server_id, sshd_pid)
         runtime_thread = res.runtime.thread.native_id if res.runtime.thread else None
         relay_pid = (remote_km.provisioner.remote_kernel.get("relay") or {}).get("pid")
         thread_stat = f"/proc/{os.getpid()}/task/{runtime_thread}/stat"
-        ours = [sshd_stat, thread_stat]
+        ours = [*daemon, thread_stat]
         if relay_pid:
             ours.append(f"/proc/{relay_pid}/stat")
         # (c)'s breakdown: every process on each path, the client's and the kernel's too.
@@ -728,7 +832,7 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
             "client": lambda: process_cpu() - thread_cpu(),
             "kernel": cpu_of(f"/proc/{remote_pid}/stat"),
             "relay": cpu_of(f"/proc/{relay_pid}/stat"),
-            "sshd": cpu_of(sshd_stat),
+            "sshd": cpu_of(*daemon),
             "runtime thread": thread_cpu,
         }
         targets = [
@@ -752,7 +856,7 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
             Target(
                 DIRECT_LABEL,
                 via(direct.local_ports),
-                cpu_of(sshd_stat, thread_stat),
+                cpu_of(*daemon, thread_stat),
                 {**remote_parts, "relay": lambda: 0.0},
             )
         )
@@ -766,15 +870,22 @@ async def run_benchmark(work: Workdir, server_id: int, opts: Options, res: Resou
             modes.append(("naive", NAIVE_LABEL))
         for mode, label in modes:
             started = len(res.ssh)
+            before = daemon_processes(work, server_id, sshd_pid)
             ports = await open_openssh(res, ssh, remote_ports, mode)
             ssh_stats = [f"/proc/{process.pid}/stat" for process in res.ssh[started:]]
+            # The local cloud's daemon serves these too; OpenSSH's forks for them.
+            theirs = (
+                daemon
+                if sshd_pid is None
+                else (daemon_processes(work, server_id, sshd_pid) - before)
+            )
             parts = {
                 "client": process_cpu,
                 "kernel": remote_parts["kernel"],
-                "sshd": cpu_of(sshd_stat),
+                "sshd": cpu_of(*theirs),
                 "ssh": cpu_of(*ssh_stats),
             }
-            targets.append(Target(label, via(ports), cpu_of(sshd_stat, *ssh_stats), parts))
+            targets.append(Target(label, via(ports), cpu_of(*theirs, *ssh_stats), parts))
 
         if "round-trip" in opts.only:
             print(f"(b) {opts.round_trips} round trips per target...", file=sys.stderr)
@@ -801,6 +912,7 @@ def report(results: Results, opts: Options) -> None:
     print()
     print(
         f"Remote kernels vs local, on one machine ({os.cpu_count()} CPUs), {mode} run: "
+        f"{DAEMONS[opts.cloud]}; "
         f"start x{opts.repeat}, round trip x{opts.round_trips}, "
         f"output {opts.output_mib} MiB x{opts.repeat}"
     )
@@ -973,6 +1085,13 @@ def parse_args(argv: list[str] | None) -> Options:
         help="measure only this part: (a) start, (b) round-trip or (c) output (repeatable)",
     )
     p.add_argument("--output-mib", type=int, help="MiB printed per run of (c) (default 50)")
+    p.add_argument(
+        "--cloud",
+        choices=("local", "ssh"),
+        default="local",
+        help="the compute server: the local cloud's (default; its SSH daemon is asyncssh's) or"
+        " one on an on-prem host of the ssh cloud behind OpenSSH's sshd on 127.0.0.1",
+    )
     args = p.parse_args(argv)
     repeat = args.repeat or (2 if args.quick else 5)
     if repeat < 1:
@@ -985,6 +1104,7 @@ def parse_args(argv: list[str] | None) -> Options:
         output_mib=args.output_mib or (5 if args.quick else 50),
         naive_ssh=args.naive_ssh,
         only=frozenset(args.only or ("start", "round-trip", "output")),
+        cloud=args.cloud,
     )
 
 
@@ -1004,13 +1124,20 @@ def main(argv: list[str] | None = None) -> int:
     res = Resources()
     server_id = None
     results = None
+    sshd = None
     status = 1
     try:
-        print("Creating and starting a local compute server...", file=sys.stderr)
-        created = json.loads(cli(work, "create", SERVER_NAME, "--json"))
-        server_id = int(created["id"])
+        create = ["create", SERVER_NAME, "--json"]
+        if opts.cloud == "ssh":
+            print("Starting OpenSSH's sshd and registering it as a host...", file=sys.stderr)
+            sshd, host_id = start_host(work)
+            config = {"cpu": 1, "memory_gb": 1, "extra": {"host": host_id}}
+            create += ["--cloud", "ssh", "--config", json.dumps(config)]
+        print(f"Creating and starting a compute server ({opts.cloud} cloud)...", file=sys.stderr)
+        server_id = int(json.loads(cli(work, *create))["id"])
         cli(work, "start", SERVER_NAME)
-        results = asyncio.run(run_benchmark(work, server_id, opts, res))
+        sshd_pid = sshd.process.pid if sshd is not None else None
+        results = asyncio.run(run_benchmark(work, server_id, opts, res, sshd_pid))
         status = 0
     except KeyboardInterrupt:
         print("Interrupted; cleaning up.", file=sys.stderr)
@@ -1027,6 +1154,9 @@ def main(argv: list[str] | None = None) -> int:
                 cli(work, "stop", SERVER_NAME)
             except Exception as e:
                 print(f"Could not stop the server: {e}", file=sys.stderr)
+        if sshd is not None:
+            sshd.process.terminate()
+            sshd.process.wait(10)
         shutil.rmtree(work.root, ignore_errors=True)
     if results is not None:
         report(results, opts)
