@@ -1,6 +1,6 @@
 """Kernels as the Lab reaches them: ``execute('pass')`` through Jupyter's kernel websocket.
 
-    python benchmarks/jupyter_kernels.py [--quick] [--round-trips N]
+    python benchmarks/jupyter_kernels.py [--quick] [--round-trips N] [--repeat N]
 
 ``benchmarks/kernels.py`` times jupyter_client on the kernel's own ports, with the tunnel in a
 private thread (the standalone runtime). A notebook goes through Jupyter instead, and there
@@ -17,8 +17,17 @@ websocket until its ``execute_reply`` and IOPub ``idle`` status came back. Three
     every millisecond to its own websocket (read by another process), as a neighbouring
     notebook that prints: Jupyter relays each of those messages on the same loop as our tunnel.
 
-Blocks of round trips alternate between the two kernels; medians and p95. It prints the
-ratios against #22's target for the round trip (remote / local <= 1.2x) and exits 0.
+Blocks of round trips alternate between the two kernels; medians and p95.
+
+(d) Before (b), with Jupyter keeping a warm kernel on the server
+    (``c.ComputeServerProvisioner.warm_kernels = 1``): kernel starts as a notebook waits for
+    them, from ``POST /api/kernels`` until the ``kernel_info_reply`` to the request the Lab
+    sends on the new kernel's websocket (the kernel shows "idle" then), a local ipykernel and
+    the server's kernel in turn; before each remote start, the pool has refilled (the
+    server's ``warm_kernels.count`` in the API), as when a user picks a kernel.
+
+It prints the ratios against #22's targets (round trip remote / local <= 1.2x; start with a
+warm kernel <= 0.3x local) and exits 0.
 """
 
 from __future__ import annotations
@@ -137,6 +146,72 @@ async def start_kernel(jupyter: Jupyter, session: aiohttp.ClientSession, name: s
     return kernel_id
 
 
+async def start_as_notebook(
+    jupyter: Jupyter, session: aiohttp.ClientSession, name: str
+) -> tuple[str, float, float]:
+    """Start a kernel as the Lab does and wait until it shows "idle": answers (its id, seconds
+    until ``POST /api/kernels`` answered, seconds until the ``kernel_info_reply`` came)."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    started = time.perf_counter()
+    url = f"{jupyter.base}api/kernels"
+    async with session.post(url, json={"name": name}, headers=jupyter.headers) as response:
+        text = await response.text()
+        if response.status >= 400:
+            raise RuntimeError(f"POST api/kernels {name}: {response.status} {text}")
+    posted = time.perf_counter() - started
+    kernel_id = str(json.loads(text)["id"])
+    session_id = uuid.uuid4().hex
+    ws_url = f"ws://127.0.0.1:{jupyter.port}/api/kernels/{kernel_id}/channels"
+    ws: Any = await websocket_connect(
+        HTTPRequest(f"{ws_url}?session_id={session_id}", headers=jupyter.headers)
+    )
+    try:
+        ws.protocol.set_nodelay(True)
+        request = execute_request(session_id, "")
+        request["header"]["msg_type"] = "kernel_info_request"
+        request["content"] = {}
+        ws.write_message(json.dumps(request))
+        while True:
+            raw = await asyncio.wait_for(ws.read_message(), 120)
+            if raw is None:
+                raise RuntimeError("the kernel's websocket closed")
+            message = json.loads(raw)
+            if message["parent_header"].get("msg_id") == request["header"]["msg_id"]:
+                break
+        return kernel_id, posted, time.perf_counter() - started
+    finally:
+        ws.close()
+
+
+async def measure_starts(
+    jupyter: Jupyter, session: aiohttp.ClientSession, server_id: int, repeat: int
+) -> dict[str, list[tuple[float, float]]]:
+    """(d): local and warm remote starts in turn, each kernel shut down after (not timed)."""
+    kinds = {"local ipykernel": "python3", "remote, warm kernel": f"compute-{server_id}-python3"}
+    samples: dict[str, list[tuple[float, float]]] = {label: [] for label in kinds}
+
+    async def warm_kernel_waiting() -> bool:
+        server = await jupyter.api(session, "GET", f"servers/{server_id}")
+        return bool((server.get("warm_kernels") or {}).get("count"))
+
+    for i in range(repeat + 1):  # the first of each: not counted (imports, the first fill)
+        order = list(kinds.items())
+        for label, name in order if i % 2 == 0 else order[::-1]:
+            if name != "python3":
+                await wait_for(warm_kernel_waiting, "a warm kernel", timeout=180)
+            kernel_id, posted, idle = await start_as_notebook(jupyter, session, name)
+            url = f"{jupyter.base}api/kernels/{kernel_id}"
+            async with session.delete(url, headers=jupyter.headers) as response:
+                await response.read()
+            if i:
+                samples[label].append((posted, idle))
+    # The pool refills after the last start: not while round trips are timed.
+    await wait_for(warm_kernel_waiting, "a warm kernel", timeout=180)
+    return samples
+
+
 def neighbour_main(url: str, token: str) -> None:
     """(c)'s neighbour: runs the printing cell on its kernel and reads its websocket."""
 
@@ -171,8 +246,10 @@ async def measure(
 
 async def run(
     work: Path, opts: argparse.Namespace, jupyter_args: tuple[str, ...], busy: bool
-) -> dict[str, dict[str, list[float]]]:
-    """The round trips with Jupyter idle ("idle"), then, if ``busy``, with its loop busy."""
+) -> dict[str, dict[str, list[Any]]]:
+    """The round trips with Jupyter idle ("idle"), then, if ``busy``, with its loop busy;
+    with ``busy`` (the extension's own Jupyter, a warm kernel kept), (d)'s starts first
+    ("starts")."""
     jupyter = Jupyter(work, (*jupyter_args, *opts.jupyter_args))
     neighbour: subprocess.Popen[bytes] | None = None
     jupyter.start()
@@ -187,6 +264,10 @@ async def run(
                 return f"compute-{sid}-python3" in specs
 
             await wait_for(spec_listed, "the server's kernel spec", timeout=180)
+            results: dict[str, dict[str, list[Any]]] = {}
+            if busy:
+                print(f"(d) {opts.repeat} kernel starts each...", file=sys.stderr)
+                results["starts"] = await measure_starts(jupyter, session, sid, opts.repeat)
             print("Starting the kernels...", file=sys.stderr)
             kernels = {
                 "local ipykernel": await start_kernel(jupyter, session, "python3"),
@@ -195,7 +276,6 @@ async def run(
                 ),
             }
             neighbour_id = await start_kernel(jupyter, session, "python3")
-            results: dict[str, dict[str, list[float]]] = {}
             phase = "(b)" if busy else "(a)"
             print(f"{phase} {opts.round_trips} round trips each, Jupyter idle...", file=sys.stderr)
             results["idle"] = await measure(jupyter, kernels, opts.round_trips, opts.block)
@@ -221,7 +301,8 @@ async def run(
         jupyter.stop()
 
 
-def report(results: dict[str, dict[str, list[float]]], opts: argparse.Namespace) -> None:
+def report(results: dict[str, dict[str, list[Any]]], opts: argparse.Namespace) -> None:
+    starts = results.pop("starts", None)
     print()
     print(
         f"execute('pass') through Jupyter's kernel websocket, on one machine "
@@ -252,12 +333,35 @@ def report(results: dict[str, dict[str, list[float]]], opts: argparse.Namespace)
         print(f"    {label:66} {ratio:5.2f}x  <= 1.20x  {verdict}")
     label = "local kernel's round trip, Nagle off / Jupyter's own websocket"
     print(f"    {label:66} {local_after / local_before:5.2f}x            (info)")
+    if starts:
+        report_starts(starts, opts)
+
+
+def report_starts(starts: dict[str, list[tuple[float, float]]], opts: argparse.Namespace) -> None:
+    print()
+    print(
+        f"(d) kernel start as a notebook waits for it, seconds, {opts.repeat} each: from POST"
+        " /api/kernels until the kernel_info_reply on its websocket (the kernel shows idle)"
+    )
+    print(f"    {'':40} {'median':>7} {'min':>7} {'max':>7} {'POST answered':>14}")
+    for label, samples in starts.items():
+        idle = [s[1] for s in samples]
+        posted = statistics.median(s[0] for s in samples)
+        print(
+            f"    {label:40} {statistics.median(idle):7.3f} {min(idle):7.3f} {max(idle):7.3f}"
+            f" {posted:14.3f}"
+        )
+    local, warm = (statistics.median(s[1] for s in samples) for samples in starts.values())
+    verdict = "met" if warm / local <= 0.3 else "MISSED"
+    label = "start as a notebook waits, warm kernel, remote / local"
+    print(f"    {label:66} {warm / local:5.2f}x  <= 0.30x  {verdict}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="50 round trips each")
     parser.add_argument("--round-trips", type=int, help="per kernel and phase (default 200)")
+    parser.add_argument("--repeat", type=int, help="(d)'s starts of each (default 5; quick 2)")
     parser.add_argument("--neighbour", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--jupyter-arg", dest="jupyter_args", action="append", default=[])
     opts = parser.parse_args(argv)
@@ -265,11 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         neighbour_main(*opts.neighbour)
         return 0
     opts.round_trips = opts.round_trips or (50 if opts.quick else 200)
+    opts.repeat = opts.repeat or (2 if opts.quick else 5)
     opts.block = 25
-    results: dict[str, dict[str, list[float]]] = {}
+    results: dict[str, dict[str, list[Any]]] = {}
     runs = [
         ("nagle", ("--ComputeServersApp.kernel_websocket_nodelay=False",), False),
-        ("", (), True),
+        ("", ("--ComputeServerProvisioner.warm_kernels=1",), True),
     ]
     for prefix, jupyter_args, busy in runs:
         work = Path(tempfile.mkdtemp(prefix="jcs-bench-jupyter-kernels-"))
