@@ -250,7 +250,12 @@ async def run(
     """The round trips with Jupyter idle ("idle"), then, if ``busy``, with its loop busy;
     with ``busy`` (the extension's own Jupyter, a warm kernel kept), (d)'s starts first
     ("starts")."""
-    jupyter = Jupyter(work, (*jupyter_args, *opts.jupyter_args))
+    # A Jupyter root of its own, as a user's: kernels start in it, so its push before each
+    # (file sync's hook) copies a notebook, not the run's logs and store.
+    notebooks = work / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "analysis.ipynb").write_text(json.dumps({"cells": [], "nbformat": 4}))
+    jupyter = Jupyter(work, (*jupyter_args, *opts.jupyter_args), root_dir=notebooks)
     neighbour: subprocess.Popen[bytes] | None = None
     jupyter.start()
     try:
