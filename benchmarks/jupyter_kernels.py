@@ -23,8 +23,9 @@ Blocks of round trips alternate between the two kernels; medians and p95.
     (``c.ComputeServerProvisioner.warm_kernels = 1``): kernel starts as a notebook waits for
     them, from ``POST /api/kernels`` until the ``kernel_info_reply`` to the request the Lab
     sends on the new kernel's websocket (the kernel shows "idle" then), a local ipykernel and
-    the server's kernel in turn; before each remote start, the pool has refilled (the
-    server's ``warm_kernels.count`` in the API), as when a user picks a kernel.
+    the server's kernel in turn; before each start, the pool has refilled (the server's
+    ``warm_kernels.count`` in the API), as when a user picks a kernel, and no refill runs
+    beside a start.
 
 It prints the ratios against #22's targets (round trip remote / local <= 1.2x; start with a
 warm kernel <= 0.3x local) and exits 0.
@@ -52,6 +53,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from apps import Jupyter, wait_for
+from onprem_host import ENABLED_CLOUDS, OnPremHost, start_onprem_host
 
 #: What the neighbour kernel of (c) runs: a line of output flushed every millisecond.
 NEIGHBOUR_CODE = (
@@ -199,8 +201,8 @@ async def measure_starts(
     for i in range(repeat + 1):  # the first of each: not counted (imports, the first fill)
         order = list(kinds.items())
         for label, name in order if i % 2 == 0 else order[::-1]:
-            if name != "python3":
-                await wait_for(warm_kernel_waiting, "a warm kernel", timeout=180)
+            # Before every start, local ones too: no refill launching a kernel beside it.
+            await wait_for(warm_kernel_waiting, "a warm kernel", timeout=180)
             kernel_id, posted, idle = await start_as_notebook(jupyter, session, name)
             url = f"{jupyter.base}api/kernels/{kernel_id}"
             async with session.delete(url, headers=jupyter.headers) as response:
@@ -244,8 +246,28 @@ async def measure(
     return samples
 
 
+async def start_server_on_host(
+    jupyter: Jupyter, session: aiohttp.ClientSession, host: OnPremHost
+) -> int:
+    """As :meth:`Jupyter.start_server`, on the on-prem host, registered through the REST API
+    as an admin does (its host key confirmed by the fingerprint shown)."""
+    await wait_for(lambda: jupyter.api(session, "GET", "status"), "Jupyter")
+    registered = await jupyter.api(session, "POST", "hosts", host.registration())
+    if not registered["trusted"]:
+        confirm = {"trust_host_key": registered["pending_host_key_fingerprint"]}
+        await jupyter.api(session, "PATCH", f"hosts/{registered['id']}", confirm)
+    body = {"name": "bench", "cloud": "ssh", "config": host.server_config(registered["id"])}
+    server = await jupyter.api(session, "POST", "servers", body)
+    await jupyter.api(session, "POST", f"servers/{server['id']}/actions/start")
+    return int(server["id"])
+
+
 async def run(
-    work: Path, opts: argparse.Namespace, jupyter_args: tuple[str, ...], busy: bool
+    work: Path,
+    opts: argparse.Namespace,
+    jupyter_args: tuple[str, ...],
+    busy: bool,
+    host: OnPremHost | None = None,
 ) -> dict[str, dict[str, list[Any]]]:
     """The round trips with Jupyter idle ("idle"), then, if ``busy``, with its loop busy;
     with ``busy`` (the extension's own Jupyter, a warm kernel kept), (d)'s starts first
@@ -260,7 +282,10 @@ async def run(
     jupyter.start()
     try:
         async with aiohttp.ClientSession() as session:
-            sid = await jupyter.start_server(session)
+            if host is None:
+                sid = await jupyter.start_server(session)
+            else:
+                sid = await start_server_on_host(jupyter, session, host)
 
             async def spec_listed() -> bool:
                 url = f"{jupyter.base}api/kernelspecs"
@@ -311,7 +336,12 @@ def report(results: dict[str, dict[str, list[Any]]], opts: argparse.Namespace) -
     print()
     print(
         f"execute('pass') through Jupyter's kernel websocket, on one machine "
-        f"({os.cpu_count()} CPUs), {opts.round_trips} round trips each, milliseconds"
+        f"({os.cpu_count()} CPUs), {opts.round_trips} round trips each, milliseconds; "
+        + (
+            "a server on an on-prem host (its SSH daemon: OpenSSH's sshd)"
+            if opts.cloud == "ssh"
+            else "a local-cloud server (its SSH daemon: asyncssh's)"
+        )
     )
     titles = {
         "nagle idle": "(a) Jupyter's own kernel websocket (Nagle on), Jupyter otherwise idle",
@@ -367,6 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="50 round trips each")
     parser.add_argument("--round-trips", type=int, help="per kernel and phase (default 200)")
     parser.add_argument("--repeat", type=int, help="(d)'s starts of each (default 5; quick 2)")
+    parser.add_argument(
+        "--cloud",
+        choices=("local", "ssh"),
+        default="local",
+        help="the compute server: the local cloud's (default; its SSH daemon is asyncssh's) or"
+        " one on an on-prem host of the ssh cloud behind OpenSSH's sshd on 127.0.0.1",
+    )
     parser.add_argument("--neighbour", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--jupyter-arg", dest="jupyter_args", action="append", default=[])
     opts = parser.parse_args(argv)
@@ -381,15 +418,27 @@ def main(argv: list[str] | None = None) -> int:
         ("nagle", ("--ComputeServersApp.kernel_websocket_nodelay=False",), False),
         ("", ("--ComputeServerProvisioner.warm_kernels=1",), True),
     ]
-    for prefix, jupyter_args, busy in runs:
-        work = Path(tempfile.mkdtemp(prefix="jcs-bench-jupyter-kernels-"))
-        try:
-            measured = asyncio.run(run(work, opts, jupyter_args, busy))
-        except BaseException:
-            print(f"Failed; logs in {work}", file=sys.stderr)
-            raise
-        results.update({f"{prefix} {phase}".strip(): rows for phase, rows in measured.items()})
-        shutil.rmtree(work, ignore_errors=True)
+    host = host_dir = None
+    clouds: tuple[str, ...] = ()
+    if opts.cloud == "ssh":
+        host_dir = Path(tempfile.mkdtemp(prefix="jcs-bench-host-"))
+        host = start_onprem_host(host_dir)
+        clouds = tuple(f"--ComputeServersApp.enabled_clouds={name}" for name in ENABLED_CLOUDS)
+    try:
+        for prefix, jupyter_args, busy in runs:
+            work = Path(tempfile.mkdtemp(prefix="jcs-bench-jupyter-kernels-"))
+            try:
+                measured = asyncio.run(run(work, opts, (*clouds, *jupyter_args), busy, host))
+            except BaseException:
+                print(f"Failed; logs in {work}", file=sys.stderr)
+                raise
+            results.update({f"{prefix} {phase}".strip(): rows for phase, rows in measured.items()})
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if host is not None:
+            host.stop()
+        if host_dir is not None:
+            shutil.rmtree(host_dir, ignore_errors=True)
     report(results, opts)
     return 0
 

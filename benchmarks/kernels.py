@@ -185,50 +185,31 @@ def cli(work: Workdir, *args: str) -> str:
 
 
 def start_host(work: Workdir) -> tuple[Any, int]:
-    """OpenSSH's sshd on 127.0.0.1 standing for an on-prem host (its home in the run's
-    directory), registered in the run's store as an admin registers one: its key offered
-    by the user's identity file, its host key confirmed by fingerprint. Answers (the sshd,
-    the host's id); the ``ssh`` cloud is enabled in the run's Jupyter configuration."""
-    import asyncssh
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.sshd import start_sshd
+    """An on-prem host (``onprem_host.py``) registered in the run's store as an admin
+    registers one; the ``ssh`` cloud enabled in the run's Jupyter configuration. Answers
+    (the host, its id)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from onprem_host import ENABLED_CLOUDS, start_onprem_host
 
     config_file = work.root / "jupyter_config" / "jupyter_server_config.json"
-    config_file.write_text(json.dumps({"ComputeServersApp": {"enabled_clouds": ["local", "ssh"]}}))
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    identity = work.root / "id_host"
-    identity.write_bytes(key.export_private_key())
-    identity.chmod(0o600)
-    home = work.root / "host_home"
-    home.mkdir()
-    sshd_dir = work.root / "sshd"
-    sshd_dir.mkdir()
-    sshd = start_sshd(sshd_dir, key.export_public_key().decode().strip(), env={"HOME": str(home)})
+    config_file.write_text(json.dumps({"ComputeServersApp": {"enabled_clouds": ENABLED_CLOUDS}}))
+    host = start_onprem_host(work.root)
     try:
-        host_id = asyncio.run(register_host(work, sshd.port, sshd.username, identity))
+        host_id = asyncio.run(register_host(work, host.registration()))
     except BaseException:
-        sshd.process.terminate()
+        host.stop()
         raise
-    return sshd, host_id
+    return host, host_id
 
 
-async def register_host(work: Workdir, port: int, username: str, identity: Path) -> int:
+async def register_host(work: Workdir, registration: dict[str, Any]) -> int:
     from jupyter_compute_servers.config import load_settings
     from jupyter_compute_servers.services import build_services
     from jupyter_compute_servers.ssh import fingerprint
 
     services = build_services(load_settings({"data_dir": str(work.data_dir)}))
     try:
-        body = {
-            "name": "bench-host",
-            "hostname": "127.0.0.1",
-            "port": port,
-            "username": username,
-            "identity_file": str(identity),
-            "python": sys.executable,
-        }
-        host = await services.hosts.create(body)
+        host = await services.hosts.create(registration)
         if host.pending_host_key is None:
             raise RuntimeError(f"the host's key was not offered for confirmation: {host}")
         host = await services.hosts.trust(host.id, fingerprint(host.pending_host_key))
@@ -1124,19 +1105,18 @@ def main(argv: list[str] | None = None) -> int:
     res = Resources()
     server_id = None
     results = None
-    sshd = None
+    host = None
     status = 1
     try:
         create = ["create", SERVER_NAME, "--json"]
         if opts.cloud == "ssh":
             print("Starting OpenSSH's sshd and registering it as a host...", file=sys.stderr)
-            sshd, host_id = start_host(work)
-            config = {"cpu": 1, "memory_gb": 1, "extra": {"host": host_id}}
-            create += ["--cloud", "ssh", "--config", json.dumps(config)]
+            host, host_id = start_host(work)
+            create += ["--cloud", "ssh", "--config", json.dumps(host.server_config(host_id))]
         print(f"Creating and starting a compute server ({opts.cloud} cloud)...", file=sys.stderr)
         server_id = int(json.loads(cli(work, *create))["id"])
         cli(work, "start", SERVER_NAME)
-        sshd_pid = sshd.process.pid if sshd is not None else None
+        sshd_pid = host.sshd.process.pid if host is not None else None
         results = asyncio.run(run_benchmark(work, server_id, opts, res, sshd_pid))
         status = 0
     except KeyboardInterrupt:
@@ -1154,9 +1134,8 @@ def main(argv: list[str] | None = None) -> int:
                 cli(work, "stop", SERVER_NAME)
             except Exception as e:
                 print(f"Could not stop the server: {e}", file=sys.stderr)
-        if sshd is not None:
-            sshd.process.terminate()
-            sshd.process.wait(10)
+        if host is not None:
+            host.stop()
         shutil.rmtree(work.root, ignore_errors=True)
     if results is not None:
         report(results, opts)

@@ -1,0 +1,65 @@
+"""OpenSSH's sshd on 127.0.0.1 standing for an on-prem host: the benchmarks' ``--cloud ssh``.
+
+On-prem hosts and cloud VMs answer with OpenSSH's sshd, where the ``local`` cloud's sandbox
+answers with asyncssh's (Python). A benchmark registers this host as an admin does (the body
+below: the user's identity file; then the host key confirmed by its fingerprint) and creates
+its compute server on it in the ``ssh`` cloud.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.sshd import OpenSSHServer, start_sshd
+
+#: The ``ssh`` cloud enabled beside the default one (Jupyter's and the CLI's configuration).
+ENABLED_CLOUDS = ["local", "ssh"]
+
+
+@dataclass
+class OnPremHost:
+    sshd: OpenSSHServer
+    identity: Path
+
+    def registration(self) -> dict[str, Any]:
+        """``POST hosts``'s body for it (the REST API's and ``HostRegistry.create``'s)."""
+        return {
+            "name": "bench-host",
+            "hostname": "127.0.0.1",
+            "port": self.sshd.port,
+            "username": self.sshd.username,
+            "identity_file": str(self.identity),
+            # The host's Python with ipykernel: this one, as an admin would set it.
+            "python": sys.executable,
+        }
+
+    @staticmethod
+    def server_config(host_id: int) -> dict[str, Any]:
+        """A compute server's hardware on it: a slice of one CPU."""
+        return {"cpu": 1, "memory_gb": 1, "extra": {"host": host_id}}
+
+    def stop(self) -> None:
+        self.sshd.process.terminate()
+        self.sshd.process.wait(10)
+
+
+def start_onprem_host(directory: Path) -> OnPremHost:
+    """The host's sshd, accepting a key made for it, with its home (where the ``ssh`` cloud
+    keeps servers' workspaces) in ``directory``."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    identity = directory / "id_host"
+    identity.write_bytes(key.export_private_key())
+    identity.chmod(0o600)
+    home = directory / "host_home"
+    home.mkdir()
+    sshd_dir = directory / "sshd"
+    sshd_dir.mkdir()
+    public = key.export_public_key().decode().strip()
+    return OnPremHost(start_sshd(sshd_dir, public, env={"HOME": str(home)}), identity)
