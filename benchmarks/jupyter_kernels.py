@@ -53,7 +53,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from apps import Jupyter, wait_for
-from onprem_host import ENABLED_CLOUDS, OnPremHost, start_onprem_host
+from onprem_host import ENABLED_CLOUDS, OnPremHost, add_cloud_argument, start_onprem_host
 
 #: What the neighbour kernel of (c) runs: a line of output flushed every millisecond.
 NEIGHBOUR_CODE = (
@@ -397,13 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="50 round trips each")
     parser.add_argument("--round-trips", type=int, help="per kernel and phase (default 200)")
     parser.add_argument("--repeat", type=int, help="(d)'s starts of each (default 5; quick 2)")
-    parser.add_argument(
-        "--cloud",
-        choices=("local", "ssh"),
-        default="local",
-        help="the compute server: the local cloud's (default; its SSH daemon is asyncssh's) or"
-        " one on an on-prem host of the ssh cloud behind OpenSSH's sshd on 127.0.0.1",
-    )
+    add_cloud_argument(parser)
     parser.add_argument("--neighbour", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--jupyter-arg", dest="jupyter_args", action="append", default=[])
     opts = parser.parse_args(argv)

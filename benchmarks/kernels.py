@@ -1066,13 +1066,10 @@ def parse_args(argv: list[str] | None) -> Options:
         help="measure only this part: (a) start, (b) round-trip or (c) output (repeatable)",
     )
     p.add_argument("--output-mib", type=int, help="MiB printed per run of (c) (default 50)")
-    p.add_argument(
-        "--cloud",
-        choices=("local", "ssh"),
-        default="local",
-        help="the compute server: the local cloud's (default; its SSH daemon is asyncssh's) or"
-        " one on an on-prem host of the ssh cloud behind OpenSSH's sshd on 127.0.0.1",
-    )
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from onprem_host import add_cloud_argument
+
+    add_cloud_argument(p)
     args = p.parse_args(argv)
     repeat = args.repeat or (2 if args.quick else 5)
     if repeat < 1:

@@ -8,6 +8,7 @@ its compute server on it in the ``ssh`` cloud.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,17 @@ from tests.sshd import OpenSSHServer, start_sshd
 
 #: The ``ssh`` cloud enabled beside the default one (Jupyter's and the CLI's configuration).
 ENABLED_CLOUDS = ["local", "ssh"]
+
+
+def add_cloud_argument(parser: argparse.ArgumentParser) -> None:
+    """A benchmark's ``--cloud``: which compute server, so which SSH daemon, it measures."""
+    parser.add_argument(
+        "--cloud",
+        choices=("local", "ssh"),
+        default="local",
+        help="the compute server: the local cloud's (default; its SSH daemon is asyncssh's) or"
+        " one on an on-prem host of the ssh cloud behind OpenSSH's sshd on 127.0.0.1",
+    )
 
 
 @dataclass
