@@ -80,6 +80,18 @@ def start_sshd(
     )
 
 
+def start_sshd_with_identity(
+    directory: Path, identity: Path, env: dict[str, str] | None = None, **options: Any
+) -> OpenSSHServer:
+    """``start_sshd`` in ``directory`` (made here), accepting a new key whose private half is
+    written to ``identity`` (0600), for the user to log in with as with their own key."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    identity.write_bytes(key.export_private_key())
+    identity.chmod(0o600)
+    directory.mkdir()
+    return start_sshd(directory, key.export_public_key().decode().strip(), env, **options)
+
+
 class OpenSSHHost(Cloud):
     """A test cloud: one machine that is always there, reached through OpenSSH."""
 

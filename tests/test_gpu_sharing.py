@@ -22,13 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
 
 from jupyter_compute_servers.models import GpuSpec
 
 from .kernel_helpers import execute, wait_until
-from .sshd import start_sshd
+from .sshd import start_sshd_with_identity
 from .test_billing_api import Clock
 from .test_hosts import jp_kernel
 
@@ -71,17 +70,12 @@ def gpu_layout() -> list[dict[str, Any]]:
 def host(request, tmp_path: Path, home: Path, host_home: Path):
     """An OpenSSH sshd standing for a GPU host (stand-in NVML and MPS daemon on its paths; a
     test named ``test_without_mps_tools...`` gets no MPS daemon)."""
-    key = asyncssh.generate_private_key("ssh-ed25519")
     identity = home / ".ssh" / "id_lab"
-    identity.write_bytes(key.export_private_key())
-    identity.chmod(0o600)
     gpus = tmp_path / "gpus.json"
     gpus.write_text(json.dumps(gpu_layout()))
-    sshd_dir = tmp_path / "sshd"
-    sshd_dir.mkdir()
-    server = start_sshd(
-        sshd_dir,
-        key.export_public_key().decode().strip(),
+    server = start_sshd_with_identity(
+        tmp_path / "sshd",
+        identity,
         env={
             "HOME": str(host_home),
             "PYTHONPATH": str(FAKE_NVML),

@@ -22,7 +22,7 @@ import pytest
 from jupyter_compute_servers.ssh import fingerprint
 
 from .kernel_helpers import execute, process_alive, wait_until
-from .sshd import start_sshd
+from .sshd import start_sshd_with_identity
 
 FAKE_NVML = Path(__file__).parent / "fake_nvml"
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -43,17 +43,12 @@ GPUS = [
 @pytest.fixture
 def host(tmp_path: Path, home: Path, host_home: Path):
     """An OpenSSH sshd standing for a GPU host, and the user's key for it."""
-    key = asyncssh.generate_private_key("ssh-ed25519")
     identity = home / ".ssh" / "id_lab"
-    identity.write_bytes(key.export_private_key())
-    identity.chmod(0o600)
     gpus = tmp_path / "gpus.json"
     gpus.write_text(json.dumps(GPUS))
-    sshd_dir = tmp_path / "sshd"
-    sshd_dir.mkdir()
-    server = start_sshd(
-        sshd_dir,
-        key.export_public_key().decode().strip(),
+    server = start_sshd_with_identity(
+        tmp_path / "sshd",
+        identity,
         env={"HOME": str(host_home), "PYTHONPATH": str(FAKE_NVML), "FAKE_NVML_GPUS": str(gpus)},
     )
     yield {"sshd": server, "identity": str(identity), "home": host_home}
@@ -298,13 +293,8 @@ async def test_metrics_show_the_servers_own_gpus(api, wait_for_state, host):
 
 
 async def test_a_host_without_nvidia_reports_why(api, tmp_path, home):
-    key = asyncssh.generate_private_key("ssh-ed25519")
     identity = home / ".ssh" / "id_plain"
-    identity.write_bytes(key.export_private_key())
-    identity.chmod(0o600)
-    sshd_dir = tmp_path / "plain"
-    sshd_dir.mkdir()
-    sshd = start_sshd(sshd_dir, key.export_public_key().decode().strip())
+    sshd = start_sshd_with_identity(tmp_path / "plain", identity)
     try:
         (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_key}\n")
         code, registered = await api(

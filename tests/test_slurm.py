@@ -18,14 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
 
 from .app_helpers import run_on_server, until_listening
 from .jupyter_process import JupyterProcess
 from .kernel_helpers import execute, process_alive, wait_until
 from .slurm import GPU_TYPE, SlurmCluster, start_cluster
-from .sshd import start_sshd
+from .sshd import start_sshd_with_identity
 from .test_terminals import open_screen
 
 
@@ -44,17 +43,12 @@ def login(tmp_path: Path, cluster: SlurmCluster, monkeypatch) -> Iterator[dict[s
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
-    key = asyncssh.generate_private_key("ssh-ed25519")
     identity = home / ".ssh" / "id_cluster"
-    identity.write_bytes(key.export_private_key())
-    identity.chmod(0o600)
     cluster_home = tmp_path / "cluster-home"
     cluster_home.mkdir()
-    sshd_dir = tmp_path / "sshd"
-    sshd_dir.mkdir()
-    server = start_sshd(
-        sshd_dir,
-        key.export_public_key().decode().strip(),
+    server = start_sshd_with_identity(
+        tmp_path / "sshd",
+        identity,
         env={"HOME": str(cluster_home), "SLURM_CONF": str(cluster.conf)},
         # As on many clusters: no port forwarding on the login node. Kernels' channels reach
         # the job's node through srun instead.
