@@ -142,11 +142,24 @@ class Jupyter:
                 raise RuntimeError(f"{method} {path}: {response.status} {text}")
             return json.loads(text) if text else None
 
-    async def start_server(self, session: aiohttp.ClientSession, name: str = "bench") -> int:
-        """Once Jupyter answers: create a ``local`` compute server and ask it to start (it
-        is not running yet when this returns); answers its id."""
+    async def start_server(
+        self,
+        session: aiohttp.ClientSession,
+        name: str = "bench",
+        *,
+        cloud: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> int:
+        """Once Jupyter answers: create a compute server (of the default cloud, ``local``,
+        unless ``cloud`` says; with ``config``, its hardware) and ask it to start (it is not
+        running yet when this returns); answers its id."""
         await wait_for(lambda: self.api(session, "GET", "status"), "Jupyter")
-        server = await self.api(session, "POST", "servers", {"name": name})
+        body: dict[str, Any] = {"name": name}
+        if cloud is not None:
+            body["cloud"] = cloud
+        if config is not None:
+            body["config"] = config
+        server = await self.api(session, "POST", "servers", body)
         await self.api(session, "POST", f"servers/{server['id']}/actions/start")
         return int(server["id"])
 

@@ -53,7 +53,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from apps import Jupyter, wait_for
-from onprem_host import ENABLED_CLOUDS, OnPremHost, add_cloud_argument, start_onprem_host
+from onprem_host import DAEMONS, ENABLED_CLOUDS, OnPremHost, add_cloud_argument, start_onprem_host
 
 #: What the neighbour kernel of (c) runs: a line of output flushed every millisecond.
 NEIGHBOUR_CODE = (
@@ -66,12 +66,12 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else math.nan
 
 
-def execute_request(session_id: str, code: str) -> dict[str, Any]:
-    """An ``execute_request`` as the Lab sends it on a kernel's websocket (Jupyter signs it)."""
+def shell_request(session_id: str, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
+    """A shell request as the Lab sends it on a kernel's websocket (Jupyter signs it)."""
     return {
         "header": {
             "msg_id": uuid.uuid4().hex,
-            "msg_type": "execute_request",
+            "msg_type": msg_type,
             "session": session_id,
             "username": "bench",
             "date": "",
@@ -79,10 +79,16 @@ def execute_request(session_id: str, code: str) -> dict[str, Any]:
         },
         "parent_header": {},
         "metadata": {},
-        "content": {"code": code, "silent": False, "store_history": False},
+        "content": content,
         "buffers": [],
         "channel": "shell",
     }
+
+
+def execute_request(session_id: str, code: str) -> dict[str, Any]:
+    return shell_request(
+        session_id, "execute_request", {"code": code, "silent": False, "store_history": False}
+    )
 
 
 class KernelSocket:
@@ -171,9 +177,7 @@ async def start_as_notebook(
     )
     try:
         ws.protocol.set_nodelay(True)
-        request = execute_request(session_id, "")
-        request["header"]["msg_type"] = "kernel_info_request"
-        request["content"] = {}
+        request = shell_request(session_id, "kernel_info_request", {})
         ws.write_message(json.dumps(request))
         while True:
             raw = await asyncio.wait_for(ws.read_message(), 120)
@@ -256,10 +260,9 @@ async def start_server_on_host(
     if not registered["trusted"]:
         confirm = {"trust_host_key": registered["pending_host_key_fingerprint"]}
         await jupyter.api(session, "PATCH", f"hosts/{registered['id']}", confirm)
-    body = {"name": "bench", "cloud": "ssh", "config": host.server_config(registered["id"])}
-    server = await jupyter.api(session, "POST", "servers", body)
-    await jupyter.api(session, "POST", f"servers/{server['id']}/actions/start")
-    return int(server["id"])
+    return await jupyter.start_server(
+        session, cloud="ssh", config=host.server_config(registered["id"])
+    )
 
 
 async def run(
@@ -337,11 +340,7 @@ def report(results: dict[str, dict[str, list[Any]]], opts: argparse.Namespace) -
     print(
         f"execute('pass') through Jupyter's kernel websocket, on one machine "
         f"({os.cpu_count()} CPUs), {opts.round_trips} round trips each, milliseconds; "
-        + (
-            "a server on an on-prem host (its SSH daemon: OpenSSH's sshd)"
-            if opts.cloud == "ssh"
-            else "a local-cloud server (its SSH daemon: asyncssh's)"
-        )
+        f"{DAEMONS[opts.cloud]}"
     )
     titles = {
         "nagle idle": "(a) Jupyter's own kernel websocket (Nagle on), Jupyter otherwise idle",

@@ -52,6 +52,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Nothing of Jupyter's: it is imported once the run's directories are set (``Workdir``).
+from onprem_host import DAEMONS, ENABLED_CLOUDS, add_cloud_argument, start_onprem_host
+
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 LOCAL_LABEL = "local ipykernel"
 TT_LABEL = "OpenSSH ssh -tt -L x5"
@@ -59,11 +64,6 @@ PER_PORT_LABEL = "OpenSSH ssh -N -L, one per port"
 NAIVE_LABEL = "OpenSSH ssh -N -L x5 (no -tt)"
 DIRECT_LABEL = "ours, IOPub not relayed"
 SERVER_NAME = "bench"
-#: Which SSH daemon the compute server of each ``--cloud`` answers with.
-DAEMONS = {
-    "local": "a local-cloud server (its SSH daemon: asyncssh's)",
-    "ssh": "a server on an on-prem host (its SSH daemon: OpenSSH's sshd)",
-}
 MIB = 1024 * 1024
 
 
@@ -85,13 +85,23 @@ def p95(values: list[float]) -> float:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(stat_path: str) -> float:
-    """User and system CPU seconds of a process or thread (its /proc/.../stat); 0 if gone."""
+def read_stat(stat_path: str) -> tuple[str, list[str]] | None:
+    """A process's or thread's /proc/.../stat: its command name, and the fields after it
+    (state, ppid, ...); None if it is gone."""
     try:
         with open(stat_path) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            head, tail = f.read().rsplit(")", 1)
     except OSError:
+        return None
+    return head.split("(", 1)[1], tail.split()
+
+
+def cpu_seconds(stat_path: str) -> float:
+    """User and system CPU seconds of a process or thread (its /proc/.../stat); 0 if gone."""
+    stat = read_stat(stat_path)
+    if stat is None:
         return 0.0
+    fields = stat[1]
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -106,26 +116,17 @@ def daemon_processes(work: Workdir, server_id: int, sshd_pid: int | None) -> set
     if sshd_pid is None:
         sshd_info = work.data_dir / "local" / str(server_id) / "run" / "sshd.json"
         return {f"/proc/{json.loads(sshd_info.read_text())['pid']}/stat"}
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                head, tail = f.read().rsplit(")", 1)
-        except OSError:
-            continue
-        parents[int(entry)] = int(tail.split()[1])
-        names[int(entry)] = head.split("(", 1)[1]
-    found = {sshd_pid}
-    grew = True
-    while grew:
-        more = {pid for pid, parent in parents.items() if parent in found} - found
-        # Only sshd's own processes: kernels and relays run in its sessions' process trees.
-        more = {pid for pid in more if names[pid] == "sshd"}
-        found |= more
-        grew = bool(more)
+    # Only sshd's own processes: kernels and relays run in its sessions' process trees.
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        stat = read_stat(f"/proc/{entry}/stat")
+        if stat is not None and stat[0] == "sshd":
+            children.setdefault(int(stat[1][1]), []).append(int(entry))
+    found, waiting = set(), [sshd_pid]
+    while waiting:
+        pid = waiting.pop()
+        found.add(pid)
+        waiting += children.get(pid, [])
     return {f"/proc/{pid}/stat" for pid in found}
 
 
@@ -188,9 +189,6 @@ def start_host(work: Workdir) -> tuple[Any, int]:
     """An on-prem host (``onprem_host.py``) registered in the run's store as an admin
     registers one; the ``ssh`` cloud enabled in the run's Jupyter configuration. Answers
     (the host, its id)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from onprem_host import ENABLED_CLOUDS, start_onprem_host
-
     config_file = work.root / "jupyter_config" / "jupyter_server_config.json"
     config_file.write_text(json.dumps({"ComputeServersApp": {"enabled_clouds": ENABLED_CLOUDS}}))
     host = start_onprem_host(work.root)
@@ -1066,9 +1064,6 @@ def parse_args(argv: list[str] | None) -> Options:
         help="measure only this part: (a) start, (b) round-trip or (c) output (repeatable)",
     )
     p.add_argument("--output-mib", type=int, help="MiB printed per run of (c) (default 50)")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from onprem_host import add_cloud_argument
-
     add_cloud_argument(p)
     args = p.parse_args(argv)
     repeat = args.repeat or (2 if args.quick else 5)

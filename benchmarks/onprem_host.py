@@ -4,6 +4,9 @@ On-prem hosts and cloud VMs answer with OpenSSH's sshd, where the ``local`` clou
 answers with asyncssh's (Python). A benchmark registers this host as an admin does (the body
 below: the user's identity file; then the host key confirmed by its fingerprint) and creates
 its compute server on it in the ``ssh`` cloud.
+
+Importing this imports nothing of Jupyter's (``kernels.py`` reads its arguments before it
+points Jupyter's directories at its run); ``start_onprem_host`` does.
 """
 
 from __future__ import annotations
@@ -12,23 +15,25 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncssh
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.sshd import OpenSSHServer, start_sshd
+if TYPE_CHECKING:
+    from tests.sshd import OpenSSHServer
 
 #: The ``ssh`` cloud enabled beside the default one (Jupyter's and the CLI's configuration).
 ENABLED_CLOUDS = ["local", "ssh"]
+#: What each ``--cloud`` measures, for a report's heading: which SSH daemon answers.
+DAEMONS = {
+    "local": "a local-cloud server (its SSH daemon: asyncssh's)",
+    "ssh": "a server on an on-prem host (its SSH daemon: OpenSSH's sshd)",
+}
 
 
 def add_cloud_argument(parser: argparse.ArgumentParser) -> None:
     """A benchmark's ``--cloud``: which compute server, so which SSH daemon, it measures."""
     parser.add_argument(
         "--cloud",
-        choices=("local", "ssh"),
+        choices=tuple(DAEMONS),
         default="local",
         help="the compute server: the local cloud's (default; its SSH daemon is asyncssh's) or"
         " one on an on-prem host of the ssh cloud behind OpenSSH's sshd on 127.0.0.1",
@@ -65,13 +70,11 @@ class OnPremHost:
 def start_onprem_host(directory: Path) -> OnPremHost:
     """The host's sshd, accepting a key made for it, with its home (where the ``ssh`` cloud
     keeps servers' workspaces) in ``directory``."""
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    identity = directory / "id_host"
-    identity.write_bytes(key.export_private_key())
-    identity.chmod(0o600)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.sshd import start_sshd_with_identity
+
     home = directory / "host_home"
     home.mkdir()
-    sshd_dir = directory / "sshd"
-    sshd_dir.mkdir()
-    public = key.export_public_key().decode().strip()
-    return OnPremHost(start_sshd(sshd_dir, public, env={"HOME": str(home)}), identity)
+    identity = directory / "id_host"
+    sshd = start_sshd_with_identity(directory / "sshd", identity, env={"HOME": str(home)})
+    return OnPremHost(sshd, identity)
