@@ -65,6 +65,10 @@ RELAY_MAX_PKTSIZE = 256 * 1024
 #: Frames of this size and more are collected as they arrive and joined once, and handed to
 #: ZeroMQ without a copy; smaller ones are copied (cheaper than ZeroMQ's zero-copy tracking).
 LARGE_FRAME = 64 * 1024
+#: A published frame's send flags, worked out once: worked out per frame (seven a message),
+#: their enum arithmetic took 3-4% of the runtime thread's busy time in a profile.
+_MORE_TO_SEND = int(zmq.NOBLOCK | zmq.SNDMORE)
+_LAST_TO_SEND = int(zmq.NOBLOCK)
 
 
 class RecordReader:
@@ -436,7 +440,7 @@ class IOPubResume:
         last = len(frames) - 1
         try:
             for i, frame in enumerate(frames):
-                flags = zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0)
+                flags = _MORE_TO_SEND if i < last else _LAST_TO_SEND
                 self._sender.send(frame, flags, copy=len(frame) < LARGE_FRAME)
         except zmq.ZMQError as e:  # closed under us (a shutdown): nobody is listening
             log.debug("IOPub of a kernel on %s: not published (%s)", self.server_name, e)
