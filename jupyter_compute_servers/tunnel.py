@@ -19,7 +19,7 @@ import logging
 import os
 import shlex
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 
@@ -284,8 +284,9 @@ class _LocalSide(asyncio.Protocol):
         self.opener: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: other loops' stream transports (uvloop's) are
+        # asyncio.Transport in behaviour but not by inheritance.
+        self.transport = cast(asyncio.Transport, transport)
         self.tunnel._connections.add(self)
         self.opener = asyncio.get_running_loop().create_task(self._open_channel())
 

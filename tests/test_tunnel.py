@@ -1,6 +1,7 @@
 """The tunnel's channels opened ahead (``Tunnel.prepare``), through a real OpenSSH sshd: the
 next local connections ride them with what the far end sent first kept, a spare the far end
-closed is not used, and a retarget drops them."""
+closed is not used, and a retarget drops them. The same on uvloop's event loop, which a process
+using the tunnel outside Jupyter may run (its transports are not asyncio's classes)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+import uvloop
 
 from jupyter_compute_servers.ssh import KeyStore
 from jupyter_compute_servers.tunnel import Tunnel
@@ -61,6 +63,14 @@ async def talk(port: int, line: bytes) -> tuple[bytes, bytes]:
 
 @pytest.mark.asyncio
 async def test_channels_opened_ahead_carry_the_next_connections(tmp_path: Path) -> None:
+    await channels_opened_ahead_carry_the_next_connections(tmp_path)
+
+
+def test_the_tunnel_carries_connections_on_uvloops_event_loop(tmp_path: Path) -> None:
+    uvloop.run(channels_opened_ahead_carry_the_next_connections(tmp_path))
+
+
+async def channels_opened_ahead_carry_the_next_connections(tmp_path: Path) -> None:
     keys = KeyStore(tmp_path / "keys")
     sshd = start_sshd(tmp_path, keys.ensure(1))
     greeter = Greeter()
