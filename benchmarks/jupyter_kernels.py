@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.block = 25
     results: dict[str, dict[str, list[Any]]] = {}
     # (prefix, Jupyter's arguments, Jupyter busy as well, (d)'s starts, its config file)
-    runs = [
+    runs: list[tuple[str, tuple[str, ...], bool, bool, str]] = [
         ("nagle", ("--ComputeServersApp.kernel_websocket_nodelay=False",), False, False, ""),
         ("", ("--ComputeServerProvisioner.warm_kernels=1",), True, True, ""),
     ]
