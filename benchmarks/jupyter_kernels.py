@@ -53,7 +53,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -61,6 +61,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from apps import Jupyter, wait_for
 from onprem_host import DAEMONS, ENABLED_CLOUDS, OnPremHost, add_cloud_argument, start_onprem_host
+
+
+class JupyterRun(NamedTuple):
+    """One Jupyter of the benchmark, and what is measured in it."""
+
+    #: Its phases' names in the report start with this ("nagle idle", "thread busy", ...).
+    prefix: str
+    args: tuple[str, ...]
+    #: Jupyter's loop busy, (c), after it idle.
+    busy: bool
+    #: (d)'s kernel starts first.
+    starts: bool = False
+    #: The text of a Jupyter config file, read by Jupyter and by the standalone runtime.
+    config: str = ""
+
 
 #: (e)'s Jupyter config file: the extension's runtime is never installed as the server's, so
 #: its provisioners start the standalone one (a thread and loop of its own) on first use.
@@ -129,10 +144,27 @@ class KernelSocket:
     async def __aexit__(self, *exc: object) -> None:
         self.ws.close()
 
-    def send_execute(self, code: str) -> str:
-        message = execute_request(self.session_id, code)
+    def send(self, message: dict[str, Any]) -> str:
         self.ws.write_message(json.dumps(message))
         return str(message["header"]["msg_id"])
+
+    def send_execute(self, code: str) -> str:
+        return self.send(execute_request(self.session_id, code))
+
+    async def next_for(self, msg_id: str, timeout: float) -> dict[str, Any]:
+        """The next message on the socket in answer to request ``msg_id``."""
+        while True:
+            raw = await asyncio.wait_for(self.ws.read_message(), timeout)
+            if raw is None:
+                raise RuntimeError("the kernel's websocket closed")
+            message: dict[str, Any] = json.loads(raw)
+            if message["parent_header"].get("msg_id") == msg_id:
+                return message
+
+    async def kernel_info(self, timeout: float = 120) -> None:
+        """Ask kernel_info as the Lab does on a new kernel's socket; wait for an answer."""
+        msg_id = self.send(shell_request(self.session_id, "kernel_info_request", {}))
+        await self.next_for(msg_id, timeout)
 
     async def execute(self, code: str, timeout: float = 60) -> float:
         """Seconds until the reply and the idle status of one cell both came back."""
@@ -140,12 +172,7 @@ class KernelSocket:
         msg_id = self.send_execute(code)
         replied = idle = False
         while not (replied and idle):
-            raw = await asyncio.wait_for(self.ws.read_message(), timeout)
-            if raw is None:
-                raise RuntimeError("the kernel's websocket closed")
-            message = json.loads(raw)
-            if message["parent_header"].get("msg_id") != msg_id:
-                continue
+            message = await self.next_for(msg_id, timeout)
             if message["msg_type"] == "execute_reply":
                 if message["content"]["status"] != "ok":
                     raise RuntimeError(f"the cell failed: {message['content']}")
@@ -157,13 +184,18 @@ class KernelSocket:
         return time.perf_counter() - started
 
 
-async def start_kernel(jupyter: Jupyter, session: aiohttp.ClientSession, name: str) -> str:
+async def post_kernel(jupyter: Jupyter, session: aiohttp.ClientSession, name: str) -> str:
+    """``POST /api/kernels`` for kernel spec ``name``: answers the new kernel's id."""
     url = f"{jupyter.base}api/kernels"
     async with session.post(url, json={"name": name}, headers=jupyter.headers) as response:
         text = await response.text()
         if response.status >= 400:
             raise RuntimeError(f"POST api/kernels {name}: {response.status} {text}")
-        kernel_id = str(json.loads(text)["id"])
+    return str(json.loads(text)["id"])
+
+
+async def start_kernel(jupyter: Jupyter, session: aiohttp.ClientSession, name: str) -> str:
+    kernel_id = await post_kernel(jupyter, session, name)
     # Ready as a notebook sees it: a cell runs.
     async with KernelSocket(jupyter, kernel_id) as kernel:
         await kernel.execute("pass", timeout=120)
@@ -175,36 +207,12 @@ async def start_as_notebook(
 ) -> tuple[str, float, float]:
     """Start a kernel as the Lab does and wait until it shows "idle": answers (its id, seconds
     until ``POST /api/kernels`` answered, seconds until the ``kernel_info_reply`` came)."""
-    from tornado.httpclient import HTTPRequest
-    from tornado.websocket import websocket_connect
-
     started = time.perf_counter()
-    url = f"{jupyter.base}api/kernels"
-    async with session.post(url, json={"name": name}, headers=jupyter.headers) as response:
-        text = await response.text()
-        if response.status >= 400:
-            raise RuntimeError(f"POST api/kernels {name}: {response.status} {text}")
+    kernel_id = await post_kernel(jupyter, session, name)
     posted = time.perf_counter() - started
-    kernel_id = str(json.loads(text)["id"])
-    session_id = uuid.uuid4().hex
-    ws_url = f"ws://127.0.0.1:{jupyter.port}/api/kernels/{kernel_id}/channels"
-    ws: Any = await websocket_connect(
-        HTTPRequest(f"{ws_url}?session_id={session_id}", headers=jupyter.headers)
-    )
-    try:
-        ws.protocol.set_nodelay(True)
-        request = shell_request(session_id, "kernel_info_request", {})
-        ws.write_message(json.dumps(request))
-        while True:
-            raw = await asyncio.wait_for(ws.read_message(), 120)
-            if raw is None:
-                raise RuntimeError("the kernel's websocket closed")
-            message = json.loads(raw)
-            if message["parent_header"].get("msg_id") == request["header"]["msg_id"]:
-                break
-        return kernel_id, posted, time.perf_counter() - started
-    finally:
-        ws.close()
+    async with KernelSocket(jupyter, kernel_id) as kernel:
+        await kernel.kernel_info()
+    return kernel_id, posted, time.perf_counter() - started
 
 
 async def measure_starts(
@@ -284,25 +292,21 @@ async def start_server_on_host(
 async def run(
     work: Path,
     opts: argparse.Namespace,
-    jupyter_args: tuple[str, ...],
-    busy: bool,
+    spec: JupyterRun,
+    clouds: tuple[str, ...] = (),
     host: OnPremHost | None = None,
-    *,
-    starts: bool = False,
-    config: str = "",
 ) -> dict[str, dict[str, list[Any]]]:
-    """The round trips with Jupyter idle ("idle"), then, if ``busy``, with its loop busy;
-    with ``starts`` (a warm kernel kept), (d)'s starts first ("starts"). ``config``: the
-    text of a Jupyter config file, read by Jupyter and by the kernels' standalone runtime."""
+    """The round trips with Jupyter idle ("idle"), then, if ``spec.busy``, with its loop
+    busy; with ``spec.starts`` (a warm kernel kept), (d)'s starts first ("starts")."""
     # A Jupyter root of its own, as a user's: kernels start in it, so its push before each
     # (file sync's hook) copies a notebook, not the run's logs and store.
     notebooks = work / "notebooks"
     notebooks.mkdir()
     (notebooks / "analysis.ipynb").write_text(json.dumps({"cells": [], "nbformat": 4}))
-    if config:
+    if spec.config:
         (work / "config").mkdir()
-        (work / "config" / "jupyter_server_config.py").write_text(config)
-    jupyter = Jupyter(work, (*jupyter_args, *opts.jupyter_args), root_dir=notebooks)
+        (work / "config" / "jupyter_server_config.py").write_text(spec.config)
+    jupyter = Jupyter(work, (*clouds, *spec.args, *opts.jupyter_args), root_dir=notebooks)
     neighbour: subprocess.Popen[bytes] | None = None
     jupyter.start()
     try:
@@ -320,7 +324,7 @@ async def run(
 
             await wait_for(spec_listed, "the server's kernel spec", timeout=180)
             results: dict[str, dict[str, list[Any]]] = {}
-            if starts:
+            if spec.starts:
                 print(f"(d) {opts.repeat} kernel starts each...", file=sys.stderr)
                 results["starts"] = await measure_starts(jupyter, session, sid, opts.repeat)
             print("Starting the kernels...", file=sys.stderr)
@@ -331,10 +335,10 @@ async def run(
                 ),
             }
             neighbour_id = await start_kernel(jupyter, session, "python3")
-            phase = "(b)" if busy else "(a)"
+            phase = "(b)" if spec.busy else "(a)"
             print(f"{phase} {opts.round_trips} round trips each, Jupyter idle...", file=sys.stderr)
             results["idle"] = await measure(jupyter, kernels, opts.round_trips, opts.block)
-            if not busy:
+            if not spec.busy:
                 return results
 
             url = f"ws://127.0.0.1:{jupyter.port}/api/kernels/{neighbour_id}/channels"
@@ -371,7 +375,8 @@ def report(results: dict[str, dict[str, list[Any]]], opts: argparse.Namespace) -
         "thread idle": "(e) ours, the tunnel on a thread of its own, Jupyter otherwise idle",
         "thread busy": "(e) ours, the tunnel on a thread of its own, Jupyter busy as in (c)",
     }
-    ratios = []
+    #: Each phase's medians, (local, remote): every kernel's samples in that order.
+    medians: dict[str, tuple[float, float]] = {}
     for phase, samples in results.items():
         print()
         print(titles[phase])
@@ -380,12 +385,11 @@ def report(results: dict[str, dict[str, list[Any]]], opts: argparse.Namespace) -
             ms = [v * 1000 for v in values]
             print(f"    {label:40} {statistics.median(ms):7.2f} {p95(ms):7.2f} {min(ms):7.2f}")
         local, remote = (statistics.median(v) for v in samples.values())
-        ratios.append((phase, remote / local))
-    local_before = statistics.median(next(iter(results["nagle idle"].values())))
-    local_after = statistics.median(next(iter(results["idle"].values())))
+        medians[phase] = (local, remote)
     print()
     print("Targets (remote = the compute server's kernel through the extension's tunnel)")
-    for phase, ratio in ratios:
+    for phase, (local, remote) in medians.items():
+        ratio = remote / local
         label = f"round trip median through Jupyter ({phase}), remote / local"
         if phase.startswith("thread"):  # (e): an experiment, not the product
             print(f"    {label:66} {ratio:5.2f}x            (info)")
@@ -393,13 +397,10 @@ def report(results: dict[str, dict[str, list[Any]]], opts: argparse.Namespace) -
         verdict = "met" if ratio <= 1.2 else "MISSED"
         print(f"    {label:66} {ratio:5.2f}x  <= 1.20x  {verdict}")
     label = "local kernel's round trip, Nagle off / Jupyter's own websocket"
-    print(f"    {label:66} {local_after / local_before:5.2f}x            (info)")
+    print(f"    {label:66} {medians['idle'][0] / medians['nagle idle'][0]:5.2f}x            (info)")
     for phase in ("idle", "busy"):
-        if f"thread {phase}" in results:
-            on_thread, on_loop = (
-                statistics.median(list(results[key].values())[1])
-                for key in (f"thread {phase}", phase)
-            )
+        if f"thread {phase}" in medians:
+            on_thread, on_loop = medians[f"thread {phase}"][1], medians[phase][1]
             label = f"(e) remote round trip ({phase}), own thread / Jupyter's loop"
             print(f"    {label:66} {on_thread / on_loop:5.2f}x            (info)")
     if starts:
@@ -445,10 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     opts.repeat = opts.repeat or (2 if opts.quick else 5)
     opts.block = 25
     results: dict[str, dict[str, list[Any]]] = {}
-    # (prefix, Jupyter's arguments, Jupyter busy as well, (d)'s starts, its config file)
-    runs: list[tuple[str, tuple[str, ...], bool, bool, str]] = [
-        ("nagle", ("--ComputeServersApp.kernel_websocket_nodelay=False",), False, False, ""),
-        ("", ("--ComputeServerProvisioner.warm_kernels=1",), True, True, ""),
+    runs = [
+        JupyterRun("nagle", ("--ComputeServersApp.kernel_websocket_nodelay=False",), busy=False),
+        JupyterRun("", ("--ComputeServerProvisioner.warm_kernels=1",), busy=True, starts=True),
     ]
     host = host_dir = None
     clouds: tuple[str, ...] = ()
@@ -460,26 +460,19 @@ def main(argv: list[str] | None = None) -> int:
         # The standalone runtime reads Jupyter's config files, not its command line.
         clouds_config = f"c.ComputeServersApp.enabled_clouds = {list(ENABLED_CLOUDS)!r}\n"
     if opts.tunnel_thread:
-        runs.append(("thread", (), True, False, TUNNEL_THREAD_CONFIG + clouds_config))
+        config = TUNNEL_THREAD_CONFIG + clouds_config
+        runs.append(JupyterRun("thread", (), busy=True, config=config))
     try:
-        for prefix, jupyter_args, busy, starts, config in runs:
+        for spec in runs:
             work = Path(tempfile.mkdtemp(prefix="jcs-bench-jupyter-kernels-"))
             try:
-                measured = asyncio.run(
-                    run(
-                        work,
-                        opts,
-                        (*clouds, *jupyter_args),
-                        busy,
-                        host,
-                        starts=starts,
-                        config=config,
-                    )
-                )
+                measured = asyncio.run(run(work, opts, spec, clouds, host))
             except BaseException:
                 print(f"Failed; logs in {work}", file=sys.stderr)
                 raise
-            results.update({f"{prefix} {phase}".strip(): rows for phase, rows in measured.items()})
+            results.update(
+                {f"{spec.prefix} {phase}".strip(): rows for phase, rows in measured.items()}
+            )
             shutil.rmtree(work, ignore_errors=True)
     finally:
         if host is not None:

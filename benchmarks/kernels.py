@@ -55,7 +55,13 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Nothing of Jupyter's: it is imported once the run's directories are set (``Workdir``).
-from onprem_host import DAEMONS, ENABLED_CLOUDS, add_cloud_argument, start_onprem_host
+from onprem_host import (
+    DAEMONS,
+    ENABLED_CLOUDS,
+    OnPremHost,
+    add_cloud_argument,
+    start_onprem_host,
+)
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 LOCAL_LABEL = "local ipykernel"
@@ -185,7 +191,7 @@ def cli(work: Workdir, *args: str) -> str:
     return result.stdout
 
 
-def start_host(work: Workdir) -> tuple[Any, int]:
+def start_host(work: Workdir) -> tuple[OnPremHost, int]:
     """An on-prem host (``onprem_host.py``) registered in the run's store as an admin
     registers one; the ``ssh`` cloud enabled in the run's Jupyter configuration. Answers
     (the host, its id)."""
