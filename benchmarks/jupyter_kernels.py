@@ -162,9 +162,11 @@ class KernelSocket:
                 return message
 
     async def kernel_info(self, timeout: float = 120) -> None:
-        """Ask kernel_info as the Lab does on a new kernel's socket; wait for an answer."""
+        """Ask kernel_info as the Lab does on a new kernel's socket; wait for the reply (the
+        IOPub status announcing it comes first, and is not what (d) times)."""
         msg_id = self.send(shell_request(self.session_id, "kernel_info_request", {}))
-        await self.next_for(msg_id, timeout)
+        while (await self.next_for(msg_id, timeout))["msg_type"] != "kernel_info_reply":
+            pass
 
     async def execute(self, code: str, timeout: float = 60) -> float:
         """Seconds until the reply and the idle status of one cell both came back."""
