@@ -123,3 +123,28 @@ class OpenSSHHost(Cloud):
 
     async def ssh_endpoint(self, server_id: int, cloud_data: dict[str, Any]) -> SSHEndpoint:
         return self.endpoint
+
+
+def session_daemons(listener: int) -> list[int]:
+    """The sshd processes serving connections (the listener's descendants named sshd); the
+    agent, the kernels and their relays are not among them."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parents[int(entry.name)] = (int(stat[stat.rindex(")") + 2 :].split()[1]), name)
+    found, frontier = [], [listener]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, name) in parents.items():
+            if ppid == parent:
+                frontier.append(pid)
+                if name == "sshd":
+                    found.append(pid)
+    return found

@@ -22,7 +22,7 @@ from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
 from .composition import services_for
 from .kernel_helpers import execute, process_alive, run_counter, until_iopub_live, wait_until
-from .sshd import OpenSSHHost, start_sshd
+from .sshd import OpenSSHHost, session_daemons, start_sshd
 
 
 @pytest.fixture
@@ -116,31 +116,6 @@ async def run_kernel_through_its_paces(manager, specs, workspace):
     endpoint = await manager.endpoint(1)
     listed = await agent.call("kernel_list", runtime_dir=endpoint.runtime_dir)
     assert listed["kernels"] == []
-
-
-def session_daemons(listener: int) -> list[int]:
-    """The sshd processes serving connections (the listener's descendants named sshd); the
-    agent, the kernels and their relays are not among them."""
-    parents: dict[int, tuple[int, str]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        parents[int(entry.name)] = (int(stat[stat.rindex(")") + 2 :].split()[1]), name)
-    found, frontier = [], [listener]
-    while frontier:
-        parent = frontier.pop()
-        for pid, (ppid, name) in parents.items():
-            if ppid == parent:
-                frontier.append(pid)
-                if name == "sshd":
-                    found.append(pid)
-    return found
 
 
 @pytest.mark.parametrize("fault", ["cut", "stall past the keep-alive", "kill -9 of its sshd"])
