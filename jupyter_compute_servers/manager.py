@@ -164,33 +164,47 @@ class ServerAgent:
 
     async def call(self, method: str, timeout: float = 60, **params: Any) -> Any:
         doing = DOING.get(method, f"run {method}")
-        task = asyncio.ensure_future(self.client.call(method, timeout=timeout, **params))
+        # The client's call is awaited here, not in a task of its own: it writes the request
+        # in this step, so the work the loop runs meanwhile (a kernel start's push, say) does
+        # not hold it back. The link's check runs beside it.
+        watch = None
+        if self.connection is not None and timeout > self.check_after:
+            watch = asyncio.ensure_future(self._watch_link(self.connection, doing))
         try:
-            if self.connection is not None and timeout > self.check_after:
-                done, _ = await asyncio.wait({task}, timeout=self.check_after)
-                if not done:
-                    try:
-                        await self.connection.ping(self.check_after)
-                    except (asyncio.TimeoutError, ConnectionError, OSError) as e:
-                        self.connection.connection.abort()
-                        raise unreachable(
-                            self.server_name,
-                            doing,
-                            f"no answer within {2 * self.check_after:g} s"
-                            if isinstance(e, asyncio.TimeoutError)
-                            else "its connection closed",
-                            interval=self.interval,
-                        ) from None
-            return await task
+            return await self.client.call(method, timeout=timeout, **params)
         except AgentChannelError as e:
+            if watch is not None and watch.done() and not watch.cancelled():
+                found = watch.exception()
+                if found is not None:
+                    raise found from None  # the link is dead: said as the check found it
             raise unreachable(self.server_name, doing, e.message, interval=self.interval) from None
         except asyncio.TimeoutError:
             raise unreachable(
                 self.server_name, doing, f"no answer within {timeout:g} s", interval=self.interval
             ) from None
         finally:
-            if not task.done():
-                task.cancel()
+            if watch is not None and not watch.done():
+                watch.cancel()
+            elif watch is not None and not watch.cancelled():
+                watch.exception()  # raised above, or the call ended first: either way seen
+
+    async def _watch_link(self, connection: ServerConnection, doing: str) -> None:
+        """Once a call has waited ``check_after`` seconds, one SSH round trip: a link that does
+        not answer it is dropped, which fails the call (its channel closes) with the error
+        raised here."""
+        await asyncio.sleep(self.check_after)
+        try:
+            await connection.ping(self.check_after)
+        except (asyncio.TimeoutError, ConnectionError, OSError) as e:
+            connection.connection.abort()
+            raise unreachable(
+                self.server_name,
+                doing,
+                f"no answer within {2 * self.check_after:g} s"
+                if isinstance(e, asyncio.TimeoutError)
+                else "its connection closed",
+                interval=self.interval,
+            ) from None
 
 
 class SyncSettingsStore(Protocol):

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import signal
 import stat
+import time
+from typing import Any
 
 import asyncssh
 import pytest
 
-from jupyter_compute_servers.ssh import HostKeyMismatchError, KeyStore, SSHConnections
+from jupyter_compute_servers.manager import ServerAgent
+from jupyter_compute_servers.ssh import (
+    HostKeyMismatchError,
+    KeyStore,
+    ServerUnreachableError,
+    SSHConnections,
+)
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
-from .sshd import start_sshd
+from .sshd import session_daemons, start_sshd
 
 
 @pytest.fixture
@@ -63,6 +73,65 @@ async def test_openssh_connection_agent_and_commands(sshd, keys):
         info = await agent.call("info", workspace="/tmp")
         assert info["cpu_count"] == os.cpu_count()
         assert "gpus" in info and isinstance(info["gpu_reason"], str)
+    finally:
+        await connections.close_all()
+
+
+async def server_agent(connections: SSHConnections, sshd: Any, check_after: float) -> ServerAgent:
+    """The agent as services reach it (``ComputeServerManager.agent_for``)."""
+    endpoint = endpoint_for(sshd)
+    connection = await connections.get(1, endpoint)
+    client = await connections.agent(1, endpoint)
+    return ServerAgent(client, endpoint, "box", connection, check_after=check_after)
+
+
+async def test_an_agent_call_is_sent_before_the_loop_runs_anything_else(sshd, keys, monkeypatch):
+    """A call's request is written in its caller's step: the work the event loop runs beside
+    it (a kernel start's push beside its claim of a warm kernel) does not hold it back."""
+    connections = SSHConnections(keys)
+    try:
+        agent = await server_agent(connections, sshd, check_after=2.5)
+        sent: list[str] = []
+        write = asyncssh.SSHWriter.write
+
+        def recorded(self: asyncssh.SSHWriter[Any], data: Any) -> None:
+            sent.append(str(data))
+            write(self, data)
+
+        monkeypatch.setattr(asyncssh.SSHWriter, "write", recorded)
+        seen_by_next: list[list[str]] = []
+        asyncio.get_running_loop().call_soon(lambda: seen_by_next.append(list(sent)))
+        assert await agent.call("ping", timeout=30) is not None
+        assert len(seen_by_next) == 1
+        assert [line for line in seen_by_next[0] if '"method": "ping"' in line]
+    finally:
+        await connections.close_all()
+
+
+async def test_an_agent_call_over_a_stalled_link_fails_fast_saying_why(sshd, keys):
+    """The link's check: no answer within ``check_after`` seconds, then no answer to an SSH
+    round trip either, fails the call (and drops the connection) within twice that."""
+    connections = SSHConnections(keys)
+    try:
+        agent = await server_agent(connections, sshd, check_after=0.5)
+        assert await agent.call("ping", timeout=30) is not None
+        daemons = session_daemons(sshd.process.pid)
+        assert daemons
+        for pid in daemons:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            with pytest.raises(ServerUnreachableError, match="no answer within 1 s") as raised:
+                await agent.call("ping", timeout=30)
+            took = time.monotonic() - began
+            print(f"failed after {took:.2f} s")
+            assert took < 10  # not the call's own 30 s
+            assert "'box'" in raised.value.message
+            assert agent.connection is not None and agent.connection.connection.is_closed()
+        finally:
+            for pid in daemons:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
     finally:
         await connections.close_all()
 
