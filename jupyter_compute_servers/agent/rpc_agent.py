@@ -748,16 +748,29 @@ def kernel_claim(params):
 
 
 def _move_kernel(shell_port, key, cwd, env, timeout):
-    """Run the move into ``cwd`` and ``env`` in a kernel, as a silent execute (no history, no
-    execution count) on its shell, and wait for its reply: a launch for the notebook would have
-    started it there. The reply is also the proof that the kernel answers; raises when it does
-    not, or the code failed."""
+    """Run the move into ``cwd`` and ``env`` in a kernel, as a silent execute on its shell,
+    and wait for its reply: a launch for the notebook would have started it there. The reply
+    is also the proof that the kernel answers; raises when it does not, or the code failed."""
     code = (
         "import os as _jcs_os\n"
         f"_jcs_os.chdir({cwd!r})\n"
         f"_jcs_os.environ.update({env!r})\n"
         "del _jcs_os\n"
     )
+    try:
+        _execute_silently(shell_port, key, code, timeout)
+    except _ExecuteFailed as e:
+        raise RuntimeError(f"the kernel could not move into {cwd!r}: {e}") from None
+
+
+class _ExecuteFailed(RuntimeError):
+    """The code ran and raised (``ename: evalue``)."""
+
+
+def _execute_silently(shell_port, key, code, timeout):
+    """Run ``code`` in a kernel as a silent execute (no history, no execution count) on its
+    shell, and wait for its reply; raises when the kernel does not answer within ``timeout``
+    seconds, or ``_ExecuteFailed`` when the code failed."""
     content = json.dumps(
         {
             "code": code,
@@ -786,10 +799,7 @@ def _move_kernel(shell_port, key, cwd, env, timeout):
             if parent.get("msg_id") != msg_id:
                 continue
             if reply.get("status") != "ok":
-                raise RuntimeError(
-                    f"the kernel could not move into {cwd!r}: "
-                    f"{reply.get('ename')}: {reply.get('evalue')}"
-                )
+                raise _ExecuteFailed(f"{reply.get('ename')}: {reply.get('evalue')}")
             return
     finally:
         shell.sock.close()
