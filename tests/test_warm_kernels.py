@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_client.asynchronous import AsyncKernelClient
 
 from jupyter_compute_servers.kernels import provisioner as provisioner_module
 from jupyter_compute_servers.kernels.warm import WarmKernelPool
@@ -119,6 +120,30 @@ async def test_a_notebook_takes_the_warm_kernel_and_the_pool_refills(
     finally:
         kernel_client.stop_channels()
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+
+
+async def test_a_warm_kernel_has_run_its_first_execution(api, wait_for_state, jp_serverapp):
+    """IPython's first execution costs more than the next ones: a warm kernel ran it (silent,
+    leaving no trace) as it became ready, so that a notebook's claim does not pay for it."""
+    pool = await started_pool(jp_serverapp)
+    server = await running_server(api, wait_for_state)
+    warm = await warm_one(pool, server["id"])
+    kernel_client = AsyncKernelClient()
+    kernel_client.load_connection_info(warm.provisioner._connection_info())
+    kernel_client.start_channels()
+    try:
+        await kernel_client.wait_for_ready(timeout=30)
+        # The result of the execution before this one (IPython sets it as a cell ends).
+        reply, out = await execute(
+            kernel_client,
+            "_r = get_ipython().last_execution_result\n"
+            "print(_r.info.raw_cell if _r else None, _r.info.silent if _r else None)",
+        )
+        assert reply["content"]["status"] == "ok"
+        assert out.split() == ["pass", "True"]
+        assert reply["content"]["execution_count"] == 1  # silent: not counted
+    finally:
+        kernel_client.stop_channels()
 
 
 async def test_a_dead_warm_kernel_is_never_handed_out(api, wait_for_state, jp_fetch, jp_serverapp):
