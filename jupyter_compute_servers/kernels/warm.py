@@ -6,8 +6,9 @@ kernel spec through the agent, as a notebook's launch does (``ComputeServerProvi
 a ``warm-<hex>`` id), and holds them with their tunnel open and their readiness checked. The
 provisioner's ``launch_kernel`` takes one whose spec matches (``take``), has the agent give it
 the notebook kernel's id (``kernel_claim``), sets its working directory and environment, and
-the pool refills in the background. A warm kernel is not the user's: it is not in Jupyter's
-kernel manager, not listed among the server's kernels, and not activity for idle shutdown.
+the pool refills in the background, a second later (``REFILL_DELAY``). A warm kernel is not
+the user's: it is not in Jupyter's kernel manager, not listed among the server's kernels, and
+not activity for idle shutdown.
 
 How many: ``c.ComputeServerProvisioner.warm_kernels`` (None: 1 on a server with a GPU, 0
 elsewhere). The pool reads it from the Jupyter server's configuration, as it reads the
@@ -62,6 +63,9 @@ SETTLE_WAIT = 60.0
 MIB = 1024 * 1024
 #: Seconds before a server whose warm kernel failed to start is tried again.
 RETRY_AFTER = 300.0
+#: Seconds a refill waits after a kernel was taken: the notebook's first requests (its
+#: websocket, ``kernel_info``, the first cell) go ahead of a launch's work on both machines.
+REFILL_DELAY = 1.0
 
 
 @dataclass
@@ -369,8 +373,13 @@ class WarmKernelPool:
         return None
 
     def refill(self, server_id: int) -> None:
-        self.fill(server_id)
+        """A kernel was taken: fill again in a moment (``REFILL_DELAY``)."""
+        self._spawn(self._fill_after(REFILL_DELAY, server_id))
         self.manager.notify("kernels", server_id)
+
+    async def _fill_after(self, delay: float, server_id: int) -> None:
+        await asyncio.sleep(delay)
+        self.fill(server_id)
 
     def _remove(self, warm: WarmKernel) -> None:
         held = self._held.get(warm.server_id) or []
