@@ -170,6 +170,8 @@ class ServerAgent:
         watch = None
         if self.connection is not None and timeout > self.check_after:
             watch = asyncio.ensure_future(self._watch_link(self.connection, doing))
+            # Its error is raised below when it broke the call; either way it counts as seen.
+            watch.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
             return await self.client.call(method, timeout=timeout, **params)
         except AgentChannelError as e:
@@ -183,10 +185,8 @@ class ServerAgent:
                 self.server_name, doing, f"no answer within {timeout:g} s", interval=self.interval
             ) from None
         finally:
-            if watch is not None and not watch.done():
+            if watch is not None:
                 watch.cancel()
-            elif watch is not None and not watch.cancelled():
-                watch.exception()  # raised above, or the call ended first: either way seen
 
     async def _watch_link(self, connection: ServerConnection, doing: str) -> None:
         """Once a call has waited ``check_after`` seconds, one SSH round trip: a link that does
