@@ -378,6 +378,14 @@ def test_prices_are_refreshed_from_the_catalog_at_the_wire(web):
     ]
 
 
+def test_a_refreshed_table_in_one_book_leaves_the_built_in_tables_of_others():
+    # The built-in tables are read once per process; a refresh replaces one in its own book.
+    refreshed = parse_table(copy.deepcopy(GCP), "a refreshed table")
+    PriceBook.load({}).builtin["gcp"] = refreshed
+    assert PriceBook.load({}).builtin["gcp"] is not refreshed
+    assert builtin_tables()["gcp"] is not refreshed
+
+
 def test_the_catalog_refresh_says_why_it_cannot_run(monkeypatch, web):
     base = builtin_tables()["gcp"]
     # No credentials anywhere (and no metadata server to ask): the built-in table stays.

@@ -694,7 +694,16 @@ def load_table(
 
 
 def builtin_tables() -> dict[str, PriceTable]:
-    """The tables shipped in the package, by cloud."""
+    """The tables shipped in the package, by cloud (a dict of the caller's own: a price
+    refresh replaces one in its book)."""
+    return dict(_parsed_builtin_tables())
+
+
+@cache
+def _parsed_builtin_tables() -> dict[str, PriceTable]:
+    # Read and checked once per process: checking gcp.json against the schema takes a tenth
+    # of a second or more, and the tables are never changed in place (a refresh makes a new
+    # one from a deep copy).
     tables: dict[str, PriceTable] = {}
     for entry in TABLES_DIR.iterdir():
         if entry.name.endswith(".json") and entry.name != SCHEMA_NAME:
