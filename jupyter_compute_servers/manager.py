@@ -55,6 +55,7 @@ from .ssh import (
     HostKeyMismatchError,
     KeyStore,
     ServerConnection,
+    ServerStoppedError,
     ServerUnreachableError,
     SSHConnectError,
     SSHConnections,
@@ -161,6 +162,9 @@ class ServerAgent:
     connection: ServerConnection | None = None
     check_after: float = 2.5
     interval: float = 0
+    #: The server's state now, as the store has it: a call broken once the server has left
+    #: ``running`` (its stop closes the connection under calls in flight) says so.
+    state_now: Callable[[], State | None] | None = None
 
     async def call(self, method: str, timeout: float = 60, **params: Any) -> Any:
         doing = DOING.get(method, f"run {method}")
@@ -175,18 +179,31 @@ class ServerAgent:
         try:
             return await self.client.call(method, timeout=timeout, **params)
         except AgentChannelError as e:
+            self._raise_if_stopped(doing)
             if watch is not None and watch.done() and not watch.cancelled():
                 found = watch.exception()
                 if found is not None:
                     raise found from None  # the link is dead: said as the check found it
             raise unreachable(self.server_name, doing, e.message, interval=self.interval) from None
         except asyncio.TimeoutError:
+            self._raise_if_stopped(doing)
             raise unreachable(
                 self.server_name, doing, f"no answer within {timeout:g} s", interval=self.interval
             ) from None
         finally:
             if watch is not None:
                 watch.cancel()
+
+    def _raise_if_stopped(self, doing: str) -> None:
+        state = self.state_now() if self.state_now is not None else None
+        # Not ``error``: a server that stopped answering is put there, and that is what the
+        # unreachable message explains.
+        if state is not None and state not in (State.RUNNING, State.ERROR):
+            raise ServerStoppedError(
+                f"Could not {doing} on compute server {self.server_name!r}: it is "
+                f"{state.value} now.",
+                state=state.value,
+            )
 
     async def _watch_link(self, connection: ServerConnection, doing: str) -> None:
         """Once a call has waited ``check_after`` seconds, one SSH round trip: a link that does
@@ -819,7 +836,14 @@ class ComputeServerManager:
             self.ssh.current(server_id),
             check_after=self.ssh.connect_timeout / 2,
             interval=self.health_interval,
+            state_now=lambda: self._state_now(server_id),
         )
+
+    def _state_now(self, server_id: int) -> State | None:
+        try:
+            return self.store.get(server_id).state
+        except NotFoundError:
+            return None
 
     async def metrics(self, server_id: int) -> dict[str, Any]:
         """GPU, CPU and memory use now, as the running server's agent samples them, with what

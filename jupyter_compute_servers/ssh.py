@@ -33,6 +33,7 @@ __all__ = [
     "SSHConnectError",
     "SSHConnections",
     "SSHEndpoint",
+    "ServerStoppedError",
     "ServerUnreachableError",
 ]
 
@@ -58,6 +59,15 @@ class HostKeyMismatchError(SSHConnectError):
 class ServerUnreachableError(SSHConnectError):
     """A running server does not answer over SSH now: the message names the server, what
     failed, and what to do."""
+
+
+class ServerStoppedError(ServerUnreachableError):
+    """A call that the server's own stop (or suspend, or deprovision) broke: a 409 saying so,
+    not a server that stopped answering (whose advice, stop it and start it again, would be
+    wrong). A kind of ``ServerUnreachableError``, so that what handles a broken call still
+    does."""
+
+    status = 409
 
 
 #: A compute server's id, or ``"host:<id>"`` for a registered host's own connection.

@@ -17,6 +17,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from jupyter_compute_servers.handlers.base import AUTH_RESOURCE
+from jupyter_compute_servers.ssh import ServerStoppedError
 
 from .app_helpers import ECHO_APP, run_on_server, until_listening
 from .kernel_helpers import process_alive, wait_until
@@ -319,6 +320,9 @@ async def test_tensorboard_from_the_image_starts_is_proxied_and_stops(
     await api("POST", f"servers/{sid}/actions/stop")
     await wait_for_state(sid, "off")
     await wait_until(lambda: not process_alive(pid))
+    # A call on the agent of before, its connection closed by the stop, says the server is off.
+    with pytest.raises(ServerStoppedError, match="it is off now"):
+        await agent.call("app_list", runtime_dir=agent.endpoint.runtime_dir)
 
 
 async def test_an_app_that_exits_shows_the_end_of_its_log(

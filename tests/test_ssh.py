@@ -15,9 +15,11 @@ import asyncssh
 import pytest
 
 from jupyter_compute_servers.manager import ServerAgent
+from jupyter_compute_servers.models import State
 from jupyter_compute_servers.ssh import (
     HostKeyMismatchError,
     KeyStore,
+    ServerStoppedError,
     ServerUnreachableError,
     SSHConnections,
 )
@@ -128,6 +130,48 @@ async def test_an_agent_call_over_a_stalled_link_fails_fast_saying_why(sshd, key
             assert took < 10  # not the call's own 30 s
             assert "'box'" in raised.value.message
             assert agent.connection is not None and agent.connection.connection.is_closed()
+        finally:
+            for pid in daemons:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+    finally:
+        await connections.close_all()
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (State.STOPPING, "Could not reach its agent on compute server 'box': it is stopping now."),
+        (State.RUNNING, "Could not reach its agent on compute server 'box': it is not answering"),
+    ],
+)
+async def test_an_agent_call_broken_by_the_servers_stop_says_so(sshd, keys, state, expected):
+    """A stop closes the server's connection under the calls in flight (a terminal being
+    closed, say): they fail as a 409 saying the server is stopping, not as a server that
+    stopped answering, whose advice (stop it and start it again) would be wrong. Broken while
+    the server is still running, a call fails as unreachable, as before."""
+    connections = SSHConnections(keys)
+    try:
+        now = State.RUNNING
+        agent = dataclasses.replace(
+            await server_agent(connections, sshd, check_after=10), state_now=lambda: now
+        )
+        daemons = session_daemons(sshd.process.pid)
+        for pid in daemons:
+            os.kill(pid, signal.SIGSTOP)  # the call stays in flight
+        try:
+            call = asyncio.ensure_future(agent.call("ping", timeout=30))
+            await asyncio.sleep(0.2)
+            assert not call.done()
+            now = state  # a stop records its state first, then ends the connection
+            assert agent.connection is not None
+            agent.connection.connection.abort()
+            with pytest.raises(ServerUnreachableError) as raised:
+                await asyncio.wait_for(call, 10)
+            assert raised.value.message.startswith(expected), raised.value.message
+            stopped = isinstance(raised.value, ServerStoppedError)
+            assert stopped == (state is State.STOPPING)
+            assert raised.value.status == (409 if stopped else 502)
         finally:
             for pid in daemons:
                 with contextlib.suppress(ProcessLookupError):

@@ -2379,6 +2379,15 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description The server could not be reached. */
             502: {
                 headers: {
@@ -2430,6 +2439,15 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description The server could not be reached. */
             502: {
                 headers: {
@@ -2467,6 +2485,15 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             /** @description No such server. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3331,6 +3358,15 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             502: components["responses"]["ServerUnreachable"];
         };
     };
@@ -3360,6 +3396,15 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             /** @description No such server. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
