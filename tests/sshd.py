@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,3 +151,19 @@ def session_daemons(listener: int) -> list[int]:
                 if name == "sshd":
                     found.append(pid)
     return found
+
+
+@contextlib.contextmanager
+def stalled_sessions(listener: int) -> Iterator[list[int]]:
+    """A stalled link for the block's length: the sshd processes serving the listener's
+    connections stopped (SIGSTOP), then continued."""
+    daemons = session_daemons(listener)
+    assert daemons, "no session of this sshd to stall"
+    for pid in daemons:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield daemons
+    finally:
+        for pid in daemons:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

@@ -22,7 +22,7 @@ from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
 from .composition import services_for
 from .kernel_helpers import execute, process_alive, run_counter, until_iopub_live, wait_until
-from .sshd import OpenSSHHost, session_daemons, start_sshd
+from .sshd import OpenSSHHost, session_daemons, stalled_sessions, start_sshd
 
 
 @pytest.fixture
@@ -145,15 +145,9 @@ async def test_no_output_is_lost_over_openssh(sshd_host, fault):
                     assert await cut.wait() == 0
                     await asyncio.sleep(1.0)
             elif fault == "stall past the keep-alive":
-                for pid in daemons:
-                    os.kill(pid, signal.SIGSTOP)
-                try:
+                with stalled_sessions(listener):
                     await wait_until(lambda: before.is_closed(), timeout=30)
                     await asyncio.sleep(2)
-                finally:
-                    for pid in daemons:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGCONT)
             else:
                 for pid in daemons:
                     with contextlib.suppress(ProcessLookupError):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
-import signal
 import stat
 import time
 from typing import Any
@@ -25,7 +23,7 @@ from jupyter_compute_servers.ssh import (
 )
 from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
-from .sshd import session_daemons, start_sshd
+from .sshd import stalled_sessions, start_sshd
 
 
 @pytest.fixture
@@ -117,11 +115,7 @@ async def test_an_agent_call_over_a_stalled_link_fails_fast_saying_why(sshd, key
     try:
         agent = await server_agent(connections, sshd, check_after=0.5)
         assert await agent.call("ping", timeout=30) is not None
-        daemons = session_daemons(sshd.process.pid)
-        assert daemons
-        for pid in daemons:
-            os.kill(pid, signal.SIGSTOP)
-        try:
+        with stalled_sessions(sshd.process.pid):
             began = time.monotonic()
             with pytest.raises(ServerUnreachableError, match="no answer within 1 s") as raised:
                 await agent.call("ping", timeout=30)
@@ -130,10 +124,6 @@ async def test_an_agent_call_over_a_stalled_link_fails_fast_saying_why(sshd, key
             assert took < 10  # not the call's own 30 s
             assert "'box'" in raised.value.message
             assert agent.connection is not None and agent.connection.connection.is_closed()
-        finally:
-            for pid in daemons:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
     finally:
         await connections.close_all()
 
@@ -156,10 +146,7 @@ async def test_an_agent_call_broken_by_the_servers_stop_says_so(sshd, keys, stat
         agent = dataclasses.replace(
             await server_agent(connections, sshd, check_after=10), state_now=lambda: now
         )
-        daemons = session_daemons(sshd.process.pid)
-        for pid in daemons:
-            os.kill(pid, signal.SIGSTOP)  # the call stays in flight
-        try:
+        with stalled_sessions(sshd.process.pid):  # the call stays in flight
             call = asyncio.ensure_future(agent.call("ping", timeout=30))
             await asyncio.sleep(0.2)
             assert not call.done()
@@ -172,10 +159,6 @@ async def test_an_agent_call_broken_by_the_servers_stop_says_so(sshd, keys, stat
             stopped = isinstance(raised.value, ServerStoppedError)
             assert stopped == (state is State.STOPPING)
             assert raised.value.status == (409 if stopped else 502)
-        finally:
-            for pid in daemons:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
     finally:
         await connections.close_all()
 
