@@ -179,31 +179,30 @@ class ServerAgent:
         try:
             return await self.client.call(method, timeout=timeout, **params)
         except AgentChannelError as e:
-            self._raise_if_stopped(doing)
             if watch is not None and watch.done() and not watch.cancelled():
                 found = watch.exception()
                 if found is not None:
                     raise found from None  # the link is dead: said as the check found it
-            raise unreachable(self.server_name, doing, e.message, interval=self.interval) from None
+            raise self._broken(doing, e.message) from None
         except asyncio.TimeoutError:
-            self._raise_if_stopped(doing)
-            raise unreachable(
-                self.server_name, doing, f"no answer within {timeout:g} s", interval=self.interval
-            ) from None
+            raise self._broken(doing, f"no answer within {timeout:g} s") from None
         finally:
             if watch is not None:
                 watch.cancel()
 
-    def _raise_if_stopped(self, doing: str) -> None:
+    def _broken(self, doing: str, cause: str) -> ServerUnreachableError:
+        """The error of a call left without an answer: a 409 when the server's own stop broke
+        it (it has left ``running`` since), else the server is unreachable for ``cause``."""
         state = self.state_now() if self.state_now is not None else None
         # Not ``error``: a server that stopped answering is put there, and that is what the
         # unreachable message explains.
         if state is not None and state not in (State.RUNNING, State.ERROR):
-            raise ServerStoppedError(
+            return ServerStoppedError(
                 f"Could not {doing} on compute server {self.server_name!r}: it is "
                 f"{state.value} now.",
                 state=state.value,
             )
+        return unreachable(self.server_name, doing, cause, interval=self.interval)
 
     async def _watch_link(self, connection: ServerConnection, doing: str) -> None:
         """Once a call has waited ``check_after`` seconds, one SSH round trip: a link that does
@@ -214,13 +213,11 @@ class ServerAgent:
             await connection.ping(self.check_after)
         except (asyncio.TimeoutError, ConnectionError, OSError) as e:
             connection.connection.abort()
-            raise unreachable(
-                self.server_name,
+            raise self._broken(
                 doing,
                 f"no answer within {2 * self.check_after:g} s"
                 if isinstance(e, asyncio.TimeoutError)
                 else "its connection closed",
-                interval=self.interval,
             ) from None
 
 
@@ -841,7 +838,7 @@ class ComputeServerManager:
 
     def _state_now(self, server_id: int) -> State | None:
         try:
-            return self.store.get(server_id).state
+            return self.get_server(server_id).state
         except NotFoundError:
             return None
 
