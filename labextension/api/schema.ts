@@ -1899,6 +1899,15 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
+        /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
+        ServerCannotAnswer: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
         /** @description The compute server could not be reached or answered wrongly (its SSH server or agent is down); the message names the server and the cause. */
         ServerUnreachable: {
             headers: {
@@ -2379,15 +2388,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
+            409: components["responses"]["ServerCannotAnswer"];
             /** @description The server could not be reached. */
             502: {
                 headers: {
@@ -2439,15 +2440,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
+            409: components["responses"]["ServerCannotAnswer"];
             /** @description The server could not be reached. */
             502: {
                 headers: {
@@ -2492,15 +2485,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
+            409: components["responses"]["ServerCannotAnswer"];
             /** @description The server could not be reached. */
             502: {
                 headers: {
@@ -3358,15 +3343,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
+            409: components["responses"]["ServerCannotAnswer"];
             502: components["responses"]["ServerUnreachable"];
         };
     };
@@ -3403,15 +3380,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The server cannot answer now: it is unreachable (in error), busy with an action, or it stopped while the call was under way (its stop closes the connection under calls in flight). The message says which. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
+            409: components["responses"]["ServerCannotAnswer"];
             502: components["responses"]["ServerUnreachable"];
         };
     };
