@@ -131,20 +131,20 @@ class JupyterProcess:
 
 
 def kill_sandboxes_under(path: Path) -> list[int]:
-    """SIGKILL the local cloud's sandboxes (``local_sshd`` processes) whose data dir is under
+    """SIGKILL the local cloud's sandboxes (their SSH daemons) whose data dir is under
     ``path``: what a test's Jupyter could not stop (killed after its stop timed out, or a
     fuzzer's server left starting) must not outlive the test. Answers the pids killed."""
+    from jupyter_compute_servers.clouds.local_openssh import daemon_sandbox
+
     killed = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            sandbox = daemon_sandbox(Path(f"/proc/{entry}/cmdline").read_bytes())
         except OSError:
             continue
-        if b"jupyter_compute_servers.clouds.local_sshd" in argv and any(
-            arg.startswith(str(path).encode() + b"/") for arg in argv
-        ):
+        if sandbox is not None and sandbox.startswith(f"{path}/"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry), signal.SIGKILL)
                 killed.append(int(entry))

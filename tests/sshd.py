@@ -153,6 +153,19 @@ def session_daemons(listener: int) -> list[int]:
     return found
 
 
+def daemon_and_sessions(listener: int) -> list[int]:
+    """A server's whole SSH daemon: its listener and the processes serving its connections
+    (none of its own for ``local_sshd``, which serves them in its one process). Stopping or
+    killing these is what a frozen or crashed daemon is, whichever daemon it is."""
+    return [listener, *session_daemons(listener)]
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 @contextlib.contextmanager
 def stalled_sessions(listener: int) -> Iterator[list[int]]:
     """A stalled link for the block's length: the sshd processes serving the listener's

@@ -30,6 +30,7 @@ from .kernel_helpers import (
     until_iopub_live,
     wait_until,
 )
+from .sshd import daemon_and_sessions, signal_all
 
 
 @pytest.fixture
@@ -328,11 +329,12 @@ async def test_a_network_blip_never_kills_a_kernel(
             (compute_data_dir / "local" / str(server["id"]) / "run" / "sshd.json").read_text()
         )
         (await servers.connection(server["id"])).connection.abort()
-        os.kill(sshd["pid"], signal.SIGSTOP)
+        daemon = daemon_and_sessions(sshd["pid"])
+        signal_all(daemon, signal.SIGSTOP)
         try:
             assert await provisioner.poll() is None
         finally:
-            os.kill(sshd["pid"], signal.SIGCONT)
+            signal_all(daemon, signal.SIGCONT)
 
         # The kernel process really dies: now poll says so.
         manager.stop_restarter()  # (it would bring a new kernel up meanwhile)

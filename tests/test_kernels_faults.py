@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from .kernel_helpers import (
     until_iopub_live,
     wait_until,
 )
+from .sshd import daemon_and_sessions, signal_all
 
 #: The test's SSH connect timeout. No duration is asserted (the machine is shared): each call
 #: must answer, with the cause, while the daemon stays stalled; the times are printed.
@@ -56,6 +56,11 @@ async def running_server(api, wait_for_state, name: str = "box") -> dict[str, An
 def sshd_pid(compute_data_dir: Path, server_id: int) -> int:
     run = compute_data_dir / "local" / str(server_id) / "run" / "sshd.json"
     return int(json.loads(run.read_text())["pid"])
+
+
+def sshd_pids_of(compute_data_dir: Path, server_id: int) -> list[int]:
+    """The local server's whole SSH daemon (``daemon_and_sessions``)."""
+    return daemon_and_sessions(sshd_pid(compute_data_dir, server_id))
 
 
 async def kernels_call(jp_fetch, *path: str, method: str = "GET", body: Any = None):
@@ -109,13 +114,13 @@ async def test_a_stalled_server_answers_fast_and_says_why(
     manager = jp_serverapp.kernel_manager.get_kernel(kernel_id)
     kernel_client = manager.client()
     kernel_client.start_channels()
-    pid = sshd_pid(compute_data_dir, server["id"])
+    pids = sshd_pids_of(compute_data_dir, server["id"])
     try:
         await kernel_client.wait_for_ready(timeout=60)
         _, out = await execute(kernel_client, "x = 42; print('set')")
         assert out.strip() == "set"
 
-        os.kill(pid, signal.SIGSTOP)
+        signal_all(pids, signal.SIGSTOP)
         try:
             # Our API: the listing of the server's kernels, its metrics.
             for what in ("kernels", "metrics"):
@@ -145,7 +150,7 @@ async def test_a_stalled_server_answers_fast_and_says_why(
                 "Could not start the kernel 'python3' on compute server 'box'",
             )
         finally:
-            os.kill(pid, signal.SIGCONT)
+            signal_all(pids, signal.SIGCONT)
 
         # The kernel was never touched: its state is there once the server answers again.
         remote_pid = manager.provisioner.remote_kernel["pid"]
@@ -180,9 +185,9 @@ async def test_stopping_a_server_whose_daemon_died_is_prompt(
     remote_pid = jp_serverapp.kernel_manager.get_kernel(kernel["id"]).provisioner.remote_kernel[
         "pid"
     ]
-    pid = sshd_pid(compute_data_dir, server["id"])
-    os.kill(pid, signal.SIGKILL)
-    await wait_until(lambda: not process_alive(pid))
+    pids = sshd_pids_of(compute_data_dir, server["id"])
+    signal_all(pids, signal.SIGKILL)
+    await wait_until(lambda: not any(process_alive(pid) for pid in pids))
     started = time.monotonic()
     code, _ = await api("POST", f"servers/{server['id']}/actions/stop")
     assert code == 202
@@ -229,7 +234,7 @@ async def test_a_killed_daemon_is_restarted_and_its_kernel_found_again(
         remote_pid = manager.provisioner.remote_kernel["pid"]
         servers = watch_health(jp_serverapp)
         old = sshd_pid(compute_data_dir, server["id"])
-        os.kill(old, signal.SIGKILL)
+        signal_all(daemon_and_sessions(old), signal.SIGKILL)
         history = await wait_until(
             lambda: [h.action for h in servers.history(server["id"])],
             predicate=lambda actions: "revived" in actions,
@@ -259,11 +264,11 @@ async def test_a_silent_server_is_recorded_with_since_when_and_comes_back(
 ):
     server = await running_server(api, wait_for_state)
     kernel_id, _, kernel_client = await start_kernel_client(jp_fetch, jp_serverapp, server["id"])
-    pid = sshd_pid(compute_data_dir, server["id"])
+    pids = sshd_pids_of(compute_data_dir, server["id"])
     try:
         _, out = await execute(kernel_client, "x = 42; print('set')")
         servers = watch_health(jp_serverapp)
-        os.kill(pid, signal.SIGSTOP)
+        signal_all(pids, signal.SIGSTOP)
         try:
             silent = await wait_for_state(server["id"], "error", timeout=60)
             reason = silent["state_reason"]
@@ -279,7 +284,7 @@ async def test_a_silent_server_is_recorded_with_since_when_and_comes_back(
             code, error = await api("GET", f"servers/{server['id']}/kernels")
             assert code == 409 and "not answering since" in error["message"]
         finally:
-            os.kill(pid, signal.SIGCONT)
+            signal_all(pids, signal.SIGCONT)
         back = await wait_for_state(server["id"], "running", timeout=60)
         assert back["state_reason"].startswith("answering again over SSH")
         assert [h.action for h in servers.history(server["id"])][-2:] == [
@@ -333,18 +338,18 @@ async def test_no_output_is_lost_when_the_daemon_stalls_past_the_keepalive(
     kernel_id, manager, kernel_client = await start_kernel_client(
         jp_fetch, jp_serverapp, server["id"]
     )
-    pid = sshd_pid(compute_data_dir, server["id"])
     servers = jp_serverapp.web_app.settings["compute_servers_manager"]
 
     async def stall() -> None:
         before = servers.ssh.current(server["id"])
-        os.kill(pid, signal.SIGSTOP)
+        pids = sshd_pids_of(compute_data_dir, server["id"])
+        signal_all(pids, signal.SIGSTOP)
         try:
             # Past the keep-alive limit (1 s x 2): the connection is given up and replaced.
             await wait_until(lambda: not before.is_open, timeout=30)
             await asyncio.sleep(2)
         finally:
-            os.kill(pid, signal.SIGCONT)
+            signal_all(pids, signal.SIGCONT)
 
     try:
         lines = await run_counter(kernel_client, 600, 0.01, stall)
@@ -368,7 +373,7 @@ async def test_the_notebook_is_told_exactly_what_an_overflow_dropped(
         jp_fetch, jp_serverapp, server["id"]
     )
     assert manager.provisioner.remote_kernel["relay"]["buffer_messages"] == 100
-    pid = sshd_pid(compute_data_dir, server["id"])
+    pids = sshd_pids_of(compute_data_dir, server["id"])
     printed: list[str] = []
 
     def on_output(message: dict) -> None:
@@ -379,12 +384,12 @@ async def test_the_notebook_is_told_exactly_what_an_overflow_dropped(
     # leave the server, then lets the daemon go and waits for the link to come back.
     cell = (
         "import os, signal, time\n"
-        f"os.kill({pid}, signal.SIGSTOP)\n"
+        f"for pid in {pids}: os.kill(pid, signal.SIGSTOP)\n"
         "for i in range(300):\n"
         "    print(i, flush=True)\n"
         "    time.sleep(0.005)\n"
         "time.sleep(4)\n"
-        f"os.kill({pid}, signal.SIGCONT)\n"
+        f"for pid in {pids}: os.kill(pid, signal.SIGCONT)\n"
         "time.sleep(3)\n"
         "print('done')"
     )
@@ -392,7 +397,7 @@ async def test_the_notebook_is_told_exactly_what_an_overflow_dropped(
         reply = await kernel_client.execute_interactive(cell, output_hook=on_output, timeout=300)
         assert reply["content"]["status"] == "ok", reply
     finally:
-        os.kill(pid, signal.SIGCONT)
+        signal_all(pids, signal.SIGCONT)
         kernel_client.stop_channels()
         await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
     text = "".join(printed).splitlines()

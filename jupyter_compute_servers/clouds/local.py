@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import logging
 import os
 import platform
 import secrets
@@ -25,18 +26,20 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
 import asyncssh
-from traitlets import Bool, Float
+from traitlets import Bool, Enum, Float
 
 from ..agent.rpc_agent import container_owner, detect_gpus, remove_containers
 from ..billing.prices import StateRates
 from ..errors import CloudError, ValidationError
 from ..images.catalog import ImageCatalog, normalize_arch
 from ..models import ServerConfig, State
+from . import local_openssh
 from .base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 
 TOKEN_VARIABLE = "JUPYTER_COMPUTE_SERVER_SANDBOX"  # noqa: S105 - a name, not a secret
@@ -44,6 +47,8 @@ START_TIMEOUT = 20.0
 #: The least memory a local server may be given (a kernel needs about this much).
 MIN_MEMORY_GB = 0.25
 STOP_GRACE = 3.0
+
+log = logging.getLogger(__name__)
 
 
 def _memory_total_gb() -> float:
@@ -54,37 +59,87 @@ def _memory_total_gb() -> float:
     return 1.0
 
 
-def processes_with_token(token: str) -> list[int]:
-    """Pids of every process whose environment carries this sandbox's token."""
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    parent: int
+    zombie: bool
+    #: Its environment carries the sandbox's token.
+    carries_token: bool
+    #: It is a sandbox's SSH server, for this sandbox (``local_openssh.daemon_sandbox``).
+    daemon_of: str | None
+
+
+def _processes(token: str) -> list[_Process]:
+    """This machine's processes, each with what tells whether it is the sandbox's."""
     marker = f"{TOKEN_VARIABLE}={token}".encode()
-    pids = []
+    found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        stat = _stat(int(entry.name))
+        if stat is None:
+            continue
         try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                if marker in f.read().split(b"\0"):
-                    pids.append(int(entry.name))
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                daemon_of = local_openssh.daemon_sandbox(f.read())
         except OSError:
             continue
-    return pids
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                carries_token = marker in f.read().split(b"\0")
+        except OSError:
+            carries_token = False
+        found.append(
+            _Process(int(entry.name), int(stat[1]), stat[0] == "Z", carries_token, daemon_of)
+        )
+    return found
+
+
+def _daemons(token: str, processes: list[_Process]) -> list[_Process]:
+    """The sandbox's SSH servers (normally one) among ``processes``. Its token is in
+    ``local_sshd``'s environment; OpenSSH's sshd writes its title over its environment, so its
+    config, named on its command line and written with the token, tells instead."""
+    configured = f'"{TOKEN_VARIABLE}={token}"'
+
+    def ours(process: _Process) -> bool:
+        if process.daemon_of is None or process.zombie:
+            return False
+        if process.carries_token:
+            return True
+        try:
+            config = (Path(process.daemon_of) / "run" / "sshd_config").read_text()
+        except OSError:
+            return False
+        return configured in config
+
+    found = {process.pid: process for process in processes if ours(process)}
+    # A command the daemon starts looks like the daemon between its fork and its exec (the
+    # same command line and environment): a child of a daemon is not another daemon.
+    return [process for process in found.values() if process.parent not in found]
 
 
 def sshd_pids(token: str) -> list[int]:
-    """Pids of the sandbox's SSH servers (normally one) among its processes."""
-    found: dict[int, int] = {}
-    for pid in processes_with_token(token):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        stat = _stat(pid)
-        if b"jupyter_compute_servers.clouds.local_sshd" in argv and stat and stat[0] != "Z":
-            found[pid] = int(stat[1])
-    # A command the daemon starts looks like the daemon between its fork and its exec (the
-    # same command line and environment): a child of a daemon is not another daemon.
-    return [pid for pid, parent in found.items() if parent not in found]
+    """Pids of the sandbox's SSH servers (normally one)."""
+    return [process.pid for process in _daemons(token, _processes(token))]
+
+
+def processes_with_token(token: str) -> list[int]:
+    """Pids of every process of the sandbox: those whose environment carries its token, and
+    its SSH server with every process under it (OpenSSH's, per connection, whose environment
+    its title has overwritten)."""
+    processes = _processes(token)
+    children: dict[int, list[int]] = {}
+    for process in processes:
+        if not process.zombie:
+            children.setdefault(process.parent, []).append(process.pid)
+    found = {process.pid for process in processes if process.carries_token}
+    pending = [process.pid for process in _daemons(token, processes)]
+    while pending:
+        pid = pending.pop()
+        found.add(pid)
+        pending.extend(child for child in children.get(pid, []) if child not in found)
+    return sorted(found)
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -135,6 +190,17 @@ class LocalCloud(Cloud):
         help=(
             "Stop running local servers when the Jupyter server shuts down. By default they "
             "keep running and are found again (by pid file and host key) when Jupyter starts."
+        ),
+    ).tag(config=True)
+
+    ssh_daemon = Enum(
+        ["auto", "openssh", "asyncssh"],
+        "auto",
+        help=(
+            "Which SSH server serves each local server. 'openssh': OpenSSH's sshd (in C, as on "
+            "cloud VMs and on-prem hosts; it carries kernel messages with half the CPU); "
+            "'asyncssh': the built-in one, in Python (local_sshd); 'auto': sshd where it is "
+            "installed and a login through it works for this account, else the built-in one."
         ),
     ).tag(config=True)
 
@@ -341,20 +407,61 @@ class LocalCloud(Cloud):
                 os.kill(pid, signal.SIGKILL)
         environment = self._environment(op, token)
         (run / "environment.json").write_text(json.dumps(environment))
+        op.progress("Starting the sandbox's SSH server", 0.3)
+        process, port = await self._start_daemon(op, sandbox, environment)
+        op.remember(pid=process.pid, port=port)
+        # Reap the child when it exits so it does not linger as a zombie of ours. A daemon
+        # thread, because the server outlives this process (and must not hold up its exit).
+        threading.Thread(target=process.wait, daemon=True, name=f"reap-sshd-{process.pid}").start()
+        op.progress("The SSH server is listening", 0.8)
+
+    async def _start_daemon(
+        self, op: Operation, sandbox: Path, environment: dict[str, str]
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """The sandbox's SSH server, started: OpenSSH's sshd where ``ssh_daemon`` allows it and
+        it can serve here, else ``local_sshd``. Answers its process and port."""
+        authorized = sandbox / "ssh" / "authorized_keys"
+        if self.ssh_daemon != "asyncssh":
+            reason = local_openssh.unavailable_reason(sandbox)
+            if reason is None:
+                # A key for one login that proves sessions work for this machine's account,
+                # authorized only until that login is over; its private half is never written.
+                probe = asyncssh.generate_private_key("ssh-ed25519")
+                authorized.write_text(
+                    f"{op.client_public_key}\nrestrict "
+                    f"{probe.export_public_key().decode().strip()}\n"
+                )
+                try:
+                    started = await local_openssh.start(sandbox, environment, probe, START_TIMEOUT)
+                    return started.process, started.port
+                except local_openssh.OpenSSHStartError as e:
+                    reason = str(e)
+                finally:
+                    authorized.write_text(op.client_public_key + "\n")
+            if self.ssh_daemon == "openssh":
+                raise CloudError(
+                    f"The local server's SSH server did not start: {reason}. Set "
+                    f"c.LocalCloud.ssh_daemon = 'auto' to fall back to the built-in one."
+                )
+            log.info("Local server %s: asyncssh's SSH server, since %s", op.server_id, reason)
+        return await self._start_local_sshd(sandbox, environment), self._port_of(sandbox)
+
+    async def _start_local_sshd(
+        self, sandbox: Path, environment: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        run = sandbox / "run"
         ready_file = run / "sshd.json"
         ready_file.unlink(missing_ok=True)
-        op.progress("Starting the sandbox's SSH server", 0.3)
-        with open(run / "sshd.log", "ab") as log:  # noqa: ASYNC230 - a local file, at once
+        with open(run / "sshd.log", "ab") as log_file:  # noqa: ASYNC230 - a local file, at once
             process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 [sys.executable, "-m", "jupyter_compute_servers.clouds.local_sshd", str(sandbox)],
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+                stdout=log_file,
+                stderr=log_file,
                 cwd=sandbox,
                 env={**os.environ, **environment},
                 start_new_session=True,
             )
-        op.remember(pid=process.pid)
         deadline = time.monotonic() + START_TIMEOUT
         while not ready_file.exists():
             if process.poll() is not None or time.monotonic() > deadline:
@@ -365,12 +472,11 @@ class LocalCloud(Cloud):
                     f"The local server's SSH server did not start. Its log ends:\n{tail}"
                 )
             await asyncio.sleep(0.05)
-        port = json.loads(ready_file.read_text())["port"]
-        op.remember(port=port)
-        # Reap the child when it exits so it does not linger as a zombie of ours. A daemon
-        # thread, because the server outlives this process (and must not hold up its exit).
-        threading.Thread(target=process.wait, daemon=True, name=f"reap-sshd-{process.pid}").start()
-        op.progress("The SSH server is listening", 0.8)
+        return process
+
+    @staticmethod
+    def _port_of(sandbox: Path) -> int:
+        return int(json.loads((sandbox / "run" / "sshd.json").read_text())["port"])
 
     async def _end_processes(self, token: str | None) -> None:
         if not token:
