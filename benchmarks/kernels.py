@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Nothing of Jupyter's: it is imported once the run's directories are set (``Workdir``).
 from onprem_host import (
+    BUILT_IN_DAEMON,
     DAEMONS,
     ENABLED_CLOUDS,
     OnPremHost,
@@ -116,12 +117,13 @@ def cpu_of(*stat_paths: str) -> Callable[[], float]:
 
 
 def daemon_processes(work: Workdir, server_id: int, sshd_pid: int | None) -> set[str]:
-    """The /proc stat paths of the server's SSH daemon as it is now: the local cloud's one
-    process serving every connection, or OpenSSH's processes (``sshd_pid``: its listener),
-    which fork per connection; take them after the connections of interest are open."""
+    """The /proc stat paths of the server's SSH daemon as it is now: OpenSSH's processes
+    (``sshd_pid``: its listener, else the local server's), which fork per connection, or the
+    built-in daemon's one process serving every connection; take them after the connections
+    of interest are open."""
     if sshd_pid is None:
         sshd_info = work.data_dir / "local" / str(server_id) / "run" / "sshd.json"
-        return {f"/proc/{json.loads(sshd_info.read_text())['pid']}/stat"}
+        sshd_pid = int(json.loads(sshd_info.read_text())["pid"])
     # Only sshd's own processes: kernels and relays run in its sessions' process trees.
     children: dict[int, list[int]] = {}
     for entry in filter(str.isdigit, os.listdir("/proc")):
@@ -1111,6 +1113,9 @@ def main(argv: list[str] | None = None) -> int:
             print("Starting OpenSSH's sshd and registering it as a host...", file=sys.stderr)
             host, host_id = start_host(work)
             create += ["--cloud", "ssh", "--config", json.dumps(host.server_config(host_id))]
+        if opts.cloud == "local-asyncssh":
+            config_file = work.root / "jupyter_config" / "jupyter_server_config.json"
+            config_file.write_text(json.dumps(BUILT_IN_DAEMON))
         print(f"Creating and starting a compute server ({opts.cloud} cloud)...", file=sys.stderr)
         server_id = int(json.loads(cli(work, *create))["id"])
         cli(work, "start", SERVER_NAME)

@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 ENABLED_CLOUDS = ["local", "ssh"]
 #: What each ``--cloud`` measures, for a report's heading: which SSH daemon answers.
 DAEMONS = {
-    "local": "a local-cloud server (its SSH daemon: asyncssh's)",
+    "local": "a local-cloud server (its SSH daemon: OpenSSH's sshd where installed, the default)",
+    "local-asyncssh": "a local-cloud server behind the built-in SSH daemon (asyncssh's, Python)",
     "ssh": "a server on an on-prem host (its SSH daemon: OpenSSH's sshd)",
 }
+#: Jupyter's configuration for ``--cloud local-asyncssh`` (``c.LocalCloud.ssh_daemon``).
+BUILT_IN_DAEMON = {"LocalCloud": {"ssh_daemon": "asyncssh"}}
 
 
 def add_cloud_argument(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +38,9 @@ def add_cloud_argument(parser: argparse.ArgumentParser) -> None:
         "--cloud",
         choices=tuple(DAEMONS),
         default="local",
-        help="the compute server: the local cloud's (default; its SSH daemon is asyncssh's) or"
-        " one on an on-prem host of the ssh cloud behind OpenSSH's sshd on 127.0.0.1",
+        help="the compute server: the local cloud's (default: its SSH daemon is OpenSSH's sshd"
+        " where installed), the local cloud's behind its built-in daemon (asyncssh's), or one on"
+        " an on-prem host of the ssh cloud behind OpenSSH's sshd on 127.0.0.1",
     )
 
 

@@ -81,10 +81,12 @@ async def timed_get(session: aiohttp.ClientSession, url: str, headers: dict, n: 
 
 def ssh_daemon_ports() -> set[int]:
     """The listening ports of the local cloud's SSH daemons (one per running server)."""
+    from jupyter_compute_servers.clouds.local_openssh import daemon_sandbox
+
     ports = set()
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "jupyter_compute_servers.clouds.local_sshd" in cmdline:
+        if daemon_sandbox("\0".join(cmdline).encode()) is not None:
             with contextlib.suppress(psutil.Error):
                 for conn in process.net_connections(kind="tcp"):
                     if conn.status == psutil.CONN_LISTEN:

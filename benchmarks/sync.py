@@ -144,15 +144,15 @@ class Cpu:
 
 def find_sshd(under: Path) -> int:
     """The pid of the local server's SSH daemon whose sandbox is under ``under``."""
+    from jupyter_compute_servers.clouds.local_openssh import daemon_sandbox
+
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                sandbox = daemon_sandbox((entry / "cmdline").read_bytes())
             except OSError:
                 continue
-            if b"jupyter_compute_servers.clouds.local_sshd" in argv and any(
-                a.startswith(os.fsencode(under)) for a in argv
-            ):
+            if sandbox is not None and sandbox.startswith(f"{under}/"):
                 return int(entry.name)
     return 0
 
