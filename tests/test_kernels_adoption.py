@@ -67,9 +67,11 @@ class Notebook:
         raw = await asyncio.wait_for(self.ws.read_message(), timeout)
         return None if raw is None else json.loads(raw)
 
-    async def outputs_until_idle(self, msg_id: str, lines: list[str], stop_at: str = "") -> bool:
-        """Collect the cell's stdout lines into ``lines`` until the kernel is idle after it
-        (True) or ``stop_at`` was printed (False)."""
+    async def outputs_until_idle(self, msg_id: str, texts: list[str], stop_at: str = "") -> bool:
+        """Collect the cell's stdout into ``texts`` until the kernel is idle after it (True)
+        or the line ``stop_at`` was printed (False). A line may come in two stream messages
+        (ipykernel sends what it has every 0.2 s, which may fall between a print's text and its
+        newline): ``lines(texts)`` gives the lines."""
         while True:
             message = await self.receive()
             assert message is not None, "the websocket closed"
@@ -77,8 +79,8 @@ class Notebook:
                 continue
             kind = message["msg_type"]
             if kind == "stream":
-                lines.extend(message["content"]["text"].splitlines())
-                if stop_at and stop_at in lines:
+                texts.append(message["content"]["text"])
+                if stop_at and f"{stop_at}\n" in "".join(texts):
                     return False
             elif kind == "status" and message["content"]["execution_state"] == "idle":
                 return True
@@ -88,6 +90,10 @@ class Notebook:
     def close(self) -> None:
         if self.ws is not None:
             self.ws.close()
+
+
+def lines(texts: list[str]) -> list[str]:
+    return "".join(texts).splitlines()
 
 
 def wait_running(jupyter: JupyterProcess, server_id: int) -> None:
@@ -157,11 +163,11 @@ async def test_kernel_and_its_output_survive_jupyter(dirs: tuple[Path, Path], le
         await notebook.connect()
         assert await notebook.outputs_until_idle(cell, seen)
         # Every line once, in order: what was printed while no Jupyter was there included.
-        assert seen == [f"line {i}" for i in range(LINES)]
+        assert lines(seen) == [f"line {i}" for i in range(LINES)]
         # Its state is intact.
         printed: list[str] = []
         await notebook.outputs_until_idle(await notebook.send_execute("print(x)"), printed)
-        assert printed == ["42"]
+        assert lines(printed) == ["42"]
         notebook.close()
         # Jupyter shows it idle once more.
         deadline = time.monotonic() + 30
