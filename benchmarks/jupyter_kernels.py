@@ -461,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         clouds = tuple(f"--ComputeServersApp.enabled_clouds={name}" for name in ENABLED_CLOUDS)
         # The standalone runtime reads Jupyter's config files, not its command line.
         clouds_config = f"c.ComputeServersApp.enabled_clouds = {list(ENABLED_CLOUDS)!r}\n"
+    elif opts.cloud == "local-asyncssh":
+        clouds = ("--LocalCloud.ssh_daemon=asyncssh",)
     if opts.tunnel_thread:
         config = TUNNEL_THREAD_CONFIG + clouds_config
         runs.append(JupyterRun("thread", (), busy=True, config=config))

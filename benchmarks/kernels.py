@@ -1,9 +1,11 @@
 """Remote kernels on a local compute server, side by side with local ones and OpenSSH.
 
-    python benchmarks/kernels.py [--quick] [--repeat N] [--naive-ssh] [--cloud local|ssh]
+    python benchmarks/kernels.py [--quick] [--repeat N] [--naive-ssh]
+                                 [--cloud local|local-asyncssh|ssh]
 
 In one run, on this machine, against a compute server started for the run: by default one of
-the ``local`` cloud, whose SSH daemon is the sandbox's own (asyncssh, in Python); with
+the ``local`` cloud, whose SSH daemon is the sandbox's own (OpenSSH's sshd where installed, as
+by default; ``--cloud local-asyncssh``: the built-in one, asyncssh's, in Python); with
 ``--cloud ssh``, one on an on-prem host of the ``ssh`` cloud, registered and its host key
 confirmed as an admin does, whose daemon is OpenSSH's sshd on 127.0.0.1 (``tests/sshd.py``),
 as on-prem hosts and cloud VMs are reached. Every remote path, ours and OpenSSH's, goes
@@ -472,7 +474,7 @@ async def open_openssh(
     of each channel. ``mode``: ``tt`` (one ssh, a terminal and a remote command, which gets
     TCP_NODELAY), ``per-port`` (one ``ssh -N`` per channel) or ``naive`` (one ``ssh -N`` with
     five forwards: against OpenSSH's sshd it stalls on Nagle and delayed ACKs; the local
-    cloud's asyncssh server sets TCP_NODELAY on its end, which mostly hides that)."""
+    cloud's built-in asyncssh server sets TCP_NODELAY on its end, which mostly hides that)."""
     local = dict(zip(CHANNELS, free_ports(len(CHANNELS)), strict=True))
     forwards = {
         name: ["-L", f"127.0.0.1:{local[name]}:127.0.0.1:{remote_ports[name]}"] for name in CHANNELS
@@ -538,8 +540,9 @@ class Options:
     naive_ssh: bool
     #: Which of start, round-trip, output to measure (default: all).
     only: frozenset[str] = frozenset(("start", "round-trip", "output"))
-    #: The compute server's cloud: ``local`` (its asyncssh daemon) or ``ssh`` (an on-prem
-    #: host behind OpenSSH's sshd).
+    #: The compute server's cloud: ``local`` (its default daemon, OpenSSH's sshd where
+    #: installed), ``local-asyncssh`` (its built-in daemon) or ``ssh`` (an on-prem host behind
+    #: OpenSSH's sshd).
     cloud: str = "local"
 
 

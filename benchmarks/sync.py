@@ -2,9 +2,9 @@
 
     python benchmarks/sync.py [--small N] [--large N] [--large-mb N] [--direction both|push]
 
-In one run, against one ``local`` compute server started for the run (its own asyncssh server
-on 127.0.0.1, reached by both tools), with a tree of 10,000 small files (1-8 KiB, in 100
-directories) and 20 files of 20 MiB:
+In one run, against one ``local`` compute server started for the run (its own SSH server on
+127.0.0.1, OpenSSH's sshd where installed, reached by both tools), with a tree of 10,000 small
+files (1-8 KiB, in 100 directories) and 20 files of 20 MiB:
 
 (a) the first sync of the whole tree (to an empty workspace / an empty rsync target; the
     workspace gets a new identity each time, so our record does not apply);
