@@ -60,6 +60,8 @@ async def test_either_daemon_gives_the_same_sandbox(
     executable = os.readlink(f"/proc/{listener}/exe")
     if ssh_daemon == "auto":
         assert os.path.basename(executable) == "sshd", executable
+        # Its config carries the sandbox's environment: this account's alone.
+        assert (sandbox / "run" / "sshd_config").stat().st_mode & 0o777 == 0o600
     else:
         assert "local_sshd" in Path(f"/proc/{listener}/cmdline").read_text()
     assert sshd_pids(token) == [listener]

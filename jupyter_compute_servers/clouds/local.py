@@ -198,7 +198,7 @@ class LocalCloud(Cloud):
         "auto",
         help=(
             "Which SSH server serves each local server. 'openssh': OpenSSH's sshd (in C, as on "
-            "cloud VMs and on-prem hosts; it carries kernel messages with half the CPU); "
+            "cloud VMs and on-prem hosts; a third of the built-in one's CPU per kernel message); "
             "'asyncssh': the built-in one, in Python (local_sshd); 'auto': sshd where it is "
             "installed and a login through it works for this account, else the built-in one."
         ),
