@@ -39,7 +39,7 @@ from ..billing.prices import StateRates
 from ..errors import CloudError, ValidationError
 from ..images.catalog import ImageCatalog, normalize_arch
 from ..models import ServerConfig, State
-from . import local_openssh
+from . import local_openssh, local_sshd
 from .base import Cloud, CloudServices, CloudStatus, Operation, SSHEndpoint
 
 TOKEN_VARIABLE = "JUPYTER_COMPUTE_SERVER_SANDBOX"  # noqa: S105 - a name, not a secret
@@ -452,16 +452,11 @@ class LocalCloud(Cloud):
         run = sandbox / "run"
         ready_file = run / "sshd.json"
         ready_file.unlink(missing_ok=True)
-        with open(run / "sshd.log", "ab") as log_file:  # noqa: ASYNC230 - a local file, at once
-            process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-                [sys.executable, "-m", "jupyter_compute_servers.clouds.local_sshd", str(sandbox)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                cwd=sandbox,
-                env={**os.environ, **environment},
-                start_new_session=True,
-            )
+        process = local_sshd.spawn(
+            [sys.executable, "-m", "jupyter_compute_servers.clouds.local_sshd", str(sandbox)],
+            sandbox,
+            environment,
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while not ready_file.exists():
             if process.poll() is not None or time.monotonic() > deadline:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import asyncssh
 
-from .local_sshd import PASSED_THROUGH
+from .local_sshd import PASSED_THROUGH, spawn
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 SFTP_SERVER_CANDIDATES = (
@@ -193,16 +193,7 @@ async def start(
         _, problem = await check.communicate()
         if check.returncode != 0:
             raise OpenSSHStartError(f"sshd refused its configuration: {problem.decode().strip()}")
-        with open(log_path, "ab") as log:  # noqa: ASYNC230 - a local file, at once
-            process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-                [sshd, "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=sandbox,
-                env={**os.environ, **environment},
-                start_new_session=True,
-            )
+        process = spawn([sshd, "-D", "-e", "-f", str(config)], sandbox, environment)
         # Written at once, so that a Jupyter killed during the start finds this daemon again.
         ready = run / "sshd.json"
         ready.with_name("sshd.json.tmp").write_text(f'{{"pid": {process.pid}, "port": {port}}}')

@@ -22,6 +22,7 @@ import os
 import pty
 import signal
 import struct
+import subprocess
 import sys
 import termios
 from pathlib import Path
@@ -50,6 +51,22 @@ PASSED_THROUGH = frozenset(
         "XDG_RUNTIME_DIR",
     }
 )
+
+
+def spawn(argv: list[str], sandbox: Path, environment: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a sandbox's SSH server, this one or OpenSSH's (``local_openssh``): in a session of
+    its own (it outlives Jupyter), in the sandbox, its output appended to ``run/sshd.log``, and
+    the sandbox's ``environment`` (its token) in its own."""
+    with open(sandbox / "run" / "sshd.log", "ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd=sandbox,
+            env={**os.environ, **environment},
+            start_new_session=True,
+        )
 
 
 def exit_status(returncode: int) -> int:
