@@ -1,6 +1,7 @@
 """File sync to a local compute server, side by side with ``rsync -a`` over ssh.
 
     python benchmarks/sync.py [--small N] [--large N] [--large-mb N] [--direction both|push]
+                              [--local-daemon auto|asyncssh]
 
 In one run, against one ``local`` compute server started for the run (its own SSH server on
 127.0.0.1, OpenSSH's sshd where installed, reached by both tools), with a tree of 10,000 small
@@ -200,7 +201,7 @@ async def through_rest(args: argparse.Namespace, tmp: Path, root: Path) -> dict[
 
     work = tmp / "jupyter"
     work.mkdir()
-    jupyter = ab.Jupyter(work, root_dir=root)
+    jupyter = ab.Jupyter(work, (f"--LocalCloud.ssh_daemon={args.local_daemon}",), root_dir=root)
     jupyter.start()
     results: dict[str, tuple] = {}
     try:
@@ -281,6 +282,7 @@ async def through_rest(args: argparse.Namespace, tmp: Path, root: Path) -> dict[
 
 async def run(args: argparse.Namespace, tmp: Path) -> None:
     from jupyter_compute_servers.access import openssh_options
+    from jupyter_compute_servers.clouds.local import LocalCloud
     from jupyter_compute_servers.config import load_settings
     from jupyter_compute_servers.services import build_services
 
@@ -290,7 +292,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     total = make_tree(root, args.small, args.large, args.large_mb)
     files = args.small + args.large
     print(f"  {files} files, {total / 1e6:.0f} MB")
-    services = build_services(load_settings({"data_dir": str(tmp / "data")}), sync_root=str(root))
+    settings = load_settings({"data_dir": str(tmp / "data")})
+    local = LocalCloud(data_dir=str(tmp / "data" / "local"), ssh_daemon=args.local_daemon)
+    services = build_services(settings, sync_root=str(root), clouds={"local": local})
     manager = services.manager
     server = manager.create_server({"name": SERVER_NAME})
     try:
@@ -483,6 +487,13 @@ def main() -> int:
     parser.add_argument("--large-mb", type=int, default=20)
     parser.add_argument("--direction", choices=["both", "push"], default="both")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
+    parser.add_argument(
+        "--local-daemon",
+        choices=["auto", "asyncssh"],
+        default="auto",
+        help="the local server's SSH daemon (c.LocalCloud.ssh_daemon): OpenSSH's sshd where"
+        " installed (auto, the default), or the built-in one",
+    )
     parser.add_argument(
         "--no-rest",
         dest="rest",
