@@ -172,11 +172,8 @@ def stalled_sessions(listener: int) -> Iterator[list[int]]:
     connections stopped (SIGSTOP), then continued."""
     daemons = session_daemons(listener)
     assert daemons, "no session of this sshd to stall"
-    for pid in daemons:
-        os.kill(pid, signal.SIGSTOP)
+    signal_all(daemons, signal.SIGSTOP)
     try:
         yield daemons
     finally:
-        for pid in daemons:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        signal_all(daemons, signal.SIGCONT)

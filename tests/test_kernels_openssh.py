@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from jupyter_compute_servers.ssh_endpoint import SSHEndpoint
 
 from .composition import services_for
 from .kernel_helpers import execute, process_alive, run_counter, until_iopub_live, wait_until
-from .sshd import OpenSSHHost, session_daemons, stalled_sessions, start_sshd
+from .sshd import OpenSSHHost, session_daemons, signal_all, stalled_sessions, start_sshd
 
 
 @pytest.fixture
@@ -149,9 +148,7 @@ async def test_no_output_is_lost_over_openssh(sshd_host, fault):
                     await wait_until(lambda: before.is_closed(), timeout=30)
                     await asyncio.sleep(2)
             else:
-                for pid in daemons:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                signal_all(daemons, signal.SIGKILL)
                 await asyncio.sleep(1.0)
 
         try:

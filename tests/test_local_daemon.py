@@ -15,6 +15,7 @@ import pytest
 from jupyter_compute_servers.clouds import local_openssh
 from jupyter_compute_servers.clouds.local import processes_with_token, sshd_pids
 
+from .kernel_helpers import process_alive
 from .sshd import daemon_and_sessions
 
 
@@ -28,14 +29,6 @@ def jp_server_config(jp_server_config: dict[str, Any], ssh_daemon: str) -> dict[
     config = copy.deepcopy(jp_server_config)
     config["LocalCloud"]["ssh_daemon"] = ssh_daemon
     return config
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def started_server(api, wait_for_state) -> int:
@@ -94,7 +87,7 @@ async def test_either_daemon_gives_the_same_sandbox(
     await api("POST", f"servers/{server_id}/actions/stop")
     assert (await wait_for_state(server_id, "off", "error"))["state"] == "off"
     assert processes_with_token(token) == []
-    assert not any(alive(pid) for pid in daemon)
+    assert not any(process_alive(pid) for pid in daemon)
 
 
 async def test_auto_falls_back_to_the_built_in_daemon_where_sshd_cannot_serve(
@@ -138,6 +131,7 @@ async def test_a_login_that_fails_ends_the_daemon_and_says_why(tmp_path: Path):
     started = await local_openssh.start(sandbox, environment, authorized, 10)
     try:
         assert started.process.poll() is None
+        assert sshd_pids("t0ken") == [started.process.pid]  # found by its config's token
     finally:
         started.process.send_signal(signal.SIGTERM)
         started.process.wait(10)
@@ -146,11 +140,4 @@ async def test_a_login_that_fails_ends_the_daemon_and_says_why(tmp_path: Path):
     stranger = asyncssh.generate_private_key("ssh-ed25519")
     with pytest.raises(local_openssh.OpenSSHStartError, match="a login through sshd failed"):
         await local_openssh.start(sandbox, environment, stranger, 10)
-    pids = [
-        int(entry.name)
-        for entry in os.scandir("/proc")
-        if entry.name.isdigit()
-        and local_openssh.daemon_sandbox(Path(f"/proc/{entry.name}/cmdline").read_bytes())
-        == str(sandbox)
-    ]
-    assert [pid for pid in pids if alive(pid)] == []
+    assert sshd_pids("t0ken") == []

@@ -70,20 +70,24 @@ class _Process:
     daemon_of: str | None
 
 
-def _processes(token: str) -> list[_Process]:
-    """This machine's processes, each with what tells whether it is the sandbox's."""
+def _processes(token: str, *, daemons_only: bool = False) -> list[_Process]:
+    """This machine's processes, each with what tells whether it is the sandbox's; with
+    ``daemons_only``, only those that are a sandbox's SSH server (one read per process for
+    the others, where every process needs three)."""
     marker = f"{TOKEN_VARIABLE}={token}".encode()
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        stat = _stat(int(entry.name))
-        if stat is None:
-            continue
         try:
             with open(f"/proc/{entry.name}/cmdline", "rb") as f:
                 daemon_of = local_openssh.daemon_sandbox(f.read())
         except OSError:
+            continue
+        if daemons_only and daemon_of is None:
+            continue
+        stat = _stat(int(entry.name))
+        if stat is None:
             continue
         try:
             with open(f"/proc/{entry.name}/environ", "rb") as f:
@@ -121,7 +125,7 @@ def _daemons(token: str, processes: list[_Process]) -> list[_Process]:
 
 def sshd_pids(token: str) -> list[int]:
     """Pids of the sandbox's SSH servers (normally one)."""
-    return [process.pid for process in _daemons(token, _processes(token))]
+    return [process.pid for process in _daemons(token, _processes(token, daemons_only=True))]
 
 
 def processes_with_token(token: str) -> list[int]:
@@ -444,11 +448,11 @@ class LocalCloud(Cloud):
                     f"c.LocalCloud.ssh_daemon = 'auto' to fall back to the built-in one."
                 )
             log.info("Local server %s: asyncssh's SSH server, since %s", op.server_id, reason)
-        return await self._start_local_sshd(sandbox, environment), self._port_of(sandbox)
+        return await self._start_local_sshd(sandbox, environment)
 
     async def _start_local_sshd(
         self, sandbox: Path, environment: dict[str, str]
-    ) -> subprocess.Popen[bytes]:
+    ) -> tuple[subprocess.Popen[bytes], int]:
         run = sandbox / "run"
         ready_file = run / "sshd.json"
         ready_file.unlink(missing_ok=True)
@@ -467,11 +471,7 @@ class LocalCloud(Cloud):
                     f"The local server's SSH server did not start. Its log ends:\n{tail}"
                 )
             await asyncio.sleep(0.05)
-        return process
-
-    @staticmethod
-    def _port_of(sandbox: Path) -> int:
-        return int(json.loads((sandbox / "run" / "sshd.json").read_text())["port"])
+        return process, int(json.loads(ready_file.read_text())["port"])
 
     async def _end_processes(self, token: str | None) -> None:
         if not token:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import json
 import os
 import re
 import shutil
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import asyncssh
 
-from .local_sshd import PASSED_THROUGH, spawn
+from .local_sshd import PASSED_THROUGH, sandbox_shell, spawn, write_atomically
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 SFTP_SERVER_CANDIDATES = (
@@ -97,10 +98,6 @@ def session_environment(disk: Path, environment: dict[str, str]) -> dict[str, st
     env.update(HOME=str(disk), SHELL=sandbox_shell(), SHLVL="1")
     env.update(environment)
     return {key: value for key, value in env.items() if not UNQUOTABLE.search(value)}
-
-
-def sandbox_shell() -> str:
-    return "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 
 
 def write_config(sandbox: Path, port: int, environment: dict[str, str]) -> Path:
@@ -177,8 +174,10 @@ class OpenSSHStartError(Exception):
 async def start(
     sandbox: Path, environment: dict[str, str], probe_key: asyncssh.SSHKey, timeout: float
 ) -> Started:
-    """Start the sandbox's sshd (its listener carries ``environment``, so a stop finds it by
-    the token), write ``run/sshd.json``, and log in once with ``probe_key``."""
+    """Start the sandbox's sshd with ``environment`` (its sessions get it through the config,
+    which names the token: how ``local.sshd_pids`` finds the listener), write
+    ``run/sshd.json``, and log in once with ``probe_key``. sshd reports a configuration it
+    refuses in its log, which the error quotes."""
     sshd = find_sshd()
     if sshd is None:
         raise OpenSSHStartError("OpenSSH's sshd is not installed")
@@ -187,17 +186,9 @@ async def start(
     for _ in range(PORT_TRIES):
         port = _free_port()
         config = write_config(sandbox, port, environment)
-        check = await asyncio.create_subprocess_exec(
-            sshd, "-t", "-f", str(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        _, problem = await check.communicate()
-        if check.returncode != 0:
-            raise OpenSSHStartError(f"sshd refused its configuration: {problem.decode().strip()}")
         process = spawn([sshd, "-D", "-e", "-f", str(config)], sandbox, environment)
         # Written at once, so that a Jupyter killed during the start finds this daemon again.
-        ready = run / "sshd.json"
-        ready.with_name("sshd.json.tmp").write_text(f'{{"pid": {process.pid}, "port": {port}}}')
-        os.replace(ready.with_name("sshd.json.tmp"), ready)
+        write_atomically(run / "sshd.json", json.dumps({"pid": process.pid, "port": port}))
         if await _listening(process, port, timeout):
             break
         _end(process)

@@ -69,6 +69,12 @@ def spawn(argv: list[str], sandbox: Path, environment: dict[str, str]) -> subpro
         )
 
 
+def sandbox_shell() -> str:
+    """The shell every session of a sandbox runs its command with, whichever daemon serves it
+    (not the account's login shell, so that a sandbox behaves the same under both)."""
+    return "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+
+
 def exit_status(returncode: int) -> int:
     """A shell's exit status for a child's return code (killed by signal N -> 128 + N)."""
     return returncode if returncode >= 0 else 128 - returncode
@@ -101,7 +107,7 @@ class Sandbox:
         self.environment: dict[str, str] = json.loads(
             (root / "run" / "environment.json").read_text()
         )
-        self.shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        self.shell = sandbox_shell()
 
     def env_for(self, process: asyncssh.SSHServerProcess[bytes]) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if key in PASSED_THROUGH}
