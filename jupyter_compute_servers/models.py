@@ -6,11 +6,12 @@ says which configuration fields apply to it and fills its defaults (see ``clouds
 
 from __future__ import annotations
 
+import copy
 import enum
 import re
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ConflictError, NotFoundError, ValidationError
@@ -131,6 +132,12 @@ class GpuSpec:
     #: A share of one GPU (MPS, on hosts whose admin allows it), e.g. 0.25; None: whole GPUs.
     fraction: float | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        # Whole GPUs read as before shares existed: {"type", "count"}.
+        if self.fraction is None:
+            return {"type": self.type, "count": self.count}
+        return {"type": self.type, "count": self.count, "fraction": self.fraction}
+
 
 @dataclass(frozen=True)
 class SpendLimit:
@@ -170,16 +177,17 @@ class ServerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        # Whole GPUs read as before shares existed: {"type", "count"}.
-        if data["gpu"] is not None and data["gpu"]["fraction"] is None:
-            del data["gpu"]["fraction"]
+        # Field by field, not ``dataclasses.asdict``: its generic deep copy was a fifth of
+        # ``GET servers`` with many servers.
+        data = {name: getattr(self, name) for name in CONFIG_FIELDS}
+        data["gpu"] = None if self.gpu is None else self.gpu.to_json()
+        data["extra"] = copy.deepcopy(self.extra) if self.extra else {}
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServerConfig:
         """Load a configuration the store wrote (already validated)."""
-        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
+        values: dict[str, Any] = {name: data.get(name) for name in CONFIG_FIELDS}
         gpu = values["gpu"]
         values["gpu"] = GpuSpec(**gpu) if gpu else None
         values["extra"] = dict(values["extra"] or {})

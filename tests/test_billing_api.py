@@ -710,3 +710,29 @@ async def test_answers_carry_what_the_openapi_document_says(api, wait_for_state,
     _, total = await api("GET", "costs")
     assert set(openapi_schema("Costs")["required"]) == set(total)
     await stop(api, wait_for_state, server["id"])
+
+
+async def test_the_servers_list_shows_each_servers_own_costs(api, wait_for_state, clock):
+    # GET servers works out what servers share once for all (the calendar, the JSON of
+    # alike rates): each server must still read exactly as it does on its own.
+    alike = await create(api, "alike", config={"disk_gb": 10})
+    limited = await create(
+        api, "limited", config={"disk_gb": 10}, spend_limit={"amount": 1, "period_days": 1}
+    )
+    bigger = await create(api, "bigger", config={"disk_gb": 20})
+    await start(api, wait_for_state, limited["id"])
+    clock.advance(2 * HOUR)
+    _, listed = await api("GET", "servers")
+    by_name = {s["name"]: s for s in listed["servers"]}
+    for server in (alike, limited, bigger):
+        _, alone = await api("GET", f"servers/{server['id']}")
+        assert by_name[server["name"]]["cost"] == alone["cost"], server["name"]
+        assert by_name[server["name"]]["config"] == alone["config"], server["name"]
+    assert by_name["alike"]["cost"]["rates"]["running"]["hourly"] == 0.37
+    assert by_name["bigger"]["cost"]["rates"]["running"]["hourly"] == 0.38
+    assert by_name["limited"]["cost"]["hourly"]["hourly"] == 0.37
+    assert by_name["alike"]["cost"]["hourly"]["hourly"] == 0.0
+    assert by_name["limited"]["cost"]["spent"]["total"] == 0.74
+    assert by_name["limited"]["cost"]["spend_limit"]["spent"] == 0.74
+    assert by_name["alike"]["cost"]["spend_limit"] is None
+    await stop(api, wait_for_state, limited["id"])

@@ -400,13 +400,24 @@ class ComputeServerCosts(LoggingConfigurable):
 
     # --- metering -------------------------------------------------------------------------
 
-    def _windows(self, now: float, server: ServerRecord | None) -> dict[str, tuple[float, float]]:
+    def _calendar(self, now: float) -> dict[str, tuple[float, float]]:
+        """The windows every server's spend is shown in: today, this month and in total."""
         zone = self.zone
-        windows = {
+        return {
             "today": (day_start(now, zone), now),
             "month": (month_start(now, zone), now),
             "total": (0.0, now),
         }
+
+    def _windows(
+        self,
+        now: float,
+        server: ServerRecord | None,
+        calendar: dict[str, tuple[float, float]] | None = None,
+    ) -> dict[str, tuple[float, float]]:
+        """``_calendar``'s windows (``calendar``, when the caller worked them out for many
+        servers at once), and the server's spend limit's."""
+        windows = dict(self._calendar(now) if calendar is None else calendar)
         if server is not None and server.spend_limit is not None:
             windows["limit"] = spend_limit_window(server.spend_limit, now)
         return windows
@@ -416,13 +427,15 @@ class ComputeServerCosts(LoggingConfigurable):
         server_id: int,
         server: ServerRecord | None,
         counts: tuple[int, int] | None = None,
+        rates: StateRates | None = None,
     ) -> tuple[Ledger, list[HistoryEntry]]:
         """A server's ledger and history, built again only when its history or its recorded
-        rates grew (``counts``: how many of each, if the caller has them)."""
+        rates grew (``counts``: how many of each, and ``rates``: the server's current rates,
+        if the caller has them)."""
         store = self.servers.store
         if counts is None:
             counts = self.history_counts(server_id).get(server_id, (0, 0))
-        current = self.rates_of(server) if server is not None else None
+        current = rates if rates is not None or server is None else self.rates_of(server)
         # The current rates matter only to a server with none recorded.
         fallback = None if counts[1] or current is None else current.snapshot()
         cached = self._ledgers.get(server_id)
@@ -453,13 +466,15 @@ class ComputeServerCosts(LoggingConfigurable):
     ) -> tuple[dict[int, dict[str, Spend]], dict[int, list[HistoryEntry]]]:
         """Every server's spend (deleted ones too, by id) and history."""
         by_id = {s.id: s for s in servers}
+        calendar = self._calendar(now)
         spends = {}
         histories = {}
         for server_id, counts in self.history_counts().items():
             server = by_id.get(server_id)
             ledger, histories[server_id] = self.ledger(server_id, server, counts)
             spends[server_id] = {
-                name: ledger.spend(a, b) for name, (a, b) in self._windows(now, server).items()
+                name: ledger.spend(a, b)
+                for name, (a, b) in self._windows(now, server, calendar).items()
             }
         return spends, histories
 
@@ -479,14 +494,21 @@ class ComputeServerCosts(LoggingConfigurable):
         return LimitStatus(month_spent, Decimal(str(self.monthly_budget)), self.warning_fraction)
 
     def server_cost(
-        self, server: ServerRecord, spend: dict[str, Spend], now: float
+        self,
+        server: ServerRecord,
+        spend: dict[str, Spend],
+        now: float,
+        rates: StateRates | None = None,
+        shown: dict[Rate | StateRates, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        rates = self.rates_of(server)
+        """``rates``: the server's current rates, if the caller has them; ``shown``: see
+        ``servers_json``."""
+        rates = self.rates_of(server) if rates is None else rates
         current = rates.for_state(server.state.value)
         cost: dict[str, Any] = {
             "currency": CURRENCY,
-            "rates": rates.to_json(),
-            "hourly": current.to_json(),
+            "rates": _to_json(rates, shown),
+            "hourly": _to_json(current, shown),
             "spent": {
                 "today": money(spend["today"].amount),
                 "month": money(spend["month"].amount),
@@ -528,23 +550,41 @@ class ComputeServerCosts(LoggingConfigurable):
         return {"watching": self.watching, "idle": idle, "daily_stop_at": daily}
 
     def servers_json(self, servers: list[ServerRecord]) -> dict[int, dict[str, Any]]:
-        """``server_json`` of many servers (a list), by id: the counts that tell whether a
-        ledger must be built again are read once for all (two grouped queries), not twice per
-        server."""
+        """``server_json`` of many servers (a list), by id, all as of one moment. What does
+        not differ between servers is worked out once for all: the counts that tell whether a
+        ledger must be built again (two grouped queries), the calendar's windows, and the
+        JSON of each distinct rate (servers alike share one dict: read it, never change it)."""
+        now = self.now()
         counts = self.history_counts()
-        return {s.id: self.server_json(s, counts.get(s.id, (0, 0))) for s in servers}
+        calendar = self._calendar(now)
+        shown: dict[Rate | StateRates, dict[str, Any]] = {}
+        return {
+            s.id: self.server_json(
+                s, counts.get(s.id, (0, 0)), now=now, calendar=calendar, shown=shown
+            )
+            for s in servers
+        }
 
     def server_json(
-        self, server: ServerRecord, counts: tuple[int, int] | None = None
+        self,
+        server: ServerRecord,
+        counts: tuple[int, int] | None = None,
+        *,
+        now: float | None = None,
+        calendar: dict[str, tuple[float, float]] | None = None,
+        shown: dict[Rate | StateRates, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """The ``cost`` and ``auto_stop`` fields of a server in the API (``counts``: its
-        history and rate counts, when the caller has them)."""
-        now = self.now()
+        history and rate counts, when the caller has them; ``now``, ``calendar`` and
+        ``shown``: see ``servers_json``)."""
+        now = self.now() if now is None else now
         try:
-            ledger, history = self.ledger(server.id, server, counts)
-            spend = {n: ledger.spend(a, b) for n, (a, b) in self._windows(now, server).items()}
+            rates = self.rates_of(server)
+            ledger, history = self.ledger(server.id, server, counts, rates)
+            windows = self._windows(now, server, calendar)
+            spend = {n: ledger.spend(a, b) for n, (a, b) in windows.items()}
             return {
-                "cost": self.server_cost(server, spend, now),
+                "cost": self.server_cost(server, spend, now, rates, shown),
                 "auto_stop": self.auto_stop(server, history, now),
             }
         except Exception:  # a cost must never hide a server from its user
@@ -1036,6 +1076,18 @@ def _spent_json(spends: dict[str, Spend]) -> dict[str, Any]:
 
 def _empty(windows: dict[str, tuple[float, float]]) -> dict[str, Spend]:
     return {name: Spend() for name in windows}
+
+
+def _to_json(
+    rate: Rate | StateRates, shown: dict[Rate | StateRates, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """``rate.to_json()``, worked out once per distinct rate in ``shown`` (if given)."""
+    if shown is None:
+        return rate.to_json()
+    data = shown.get(rate)
+    if data is None:
+        data = shown[rate] = rate.to_json()
+    return data
 
 
 __all__ = ["ComputeServerCosts", "Evaluation", "Plan"]
