@@ -114,6 +114,31 @@ async def test_specs_follow_servers_onto_the_kernel_search_path(api, jp_fetch, k
     assert not (kernel_specs_dir / name).exists()
 
 
+async def test_a_change_to_one_server_touches_only_its_own_specs(api, jp_fetch, kernel_specs_dir):
+    # Each event syncs only its server's specs: deleting server N must leave server N0's
+    # (whose name starts with the same digits) and every other server's in place.
+    code, first = await api("POST", "servers", {"name": "first"})
+    assert code == 201, first
+    others = []
+    while not any(str(s["id"]).startswith(str(first["id"])) for s in others):
+        code, server = await api("POST", "servers", {"name": f"other-{len(others)}"})
+        assert code == 201, server
+        others.append(server)
+        assert len(others) < 20
+    await api("PATCH", f"servers/{first['id']}", {"name": "renamed"})
+    specs = await kernelspecs(jp_fetch)
+    assert specs[f"compute-{first['id']}-python3"]["spec"]["display_name"].endswith("renamed")
+    code, _ = await api("DELETE", f"servers/{first['id']}")
+    assert code == 204
+    specs = await kernelspecs(jp_fetch)
+    assert f"compute-{first['id']}-python3" not in specs
+    for server in others:
+        name = f"compute-{server['id']}-python3"
+        assert name in specs, name
+        assert (kernel_specs_dir / name / "kernel.json").is_file()
+        assert specs[name]["spec"]["display_name"].endswith(f"on {server['name']}")
+
+
 async def test_kernels_found_on_the_server_are_published(api, wait_for_state, jp_serverapp):
     server = await running_server(api, wait_for_state)
     manager = jp_serverapp.web_app.settings["compute_servers_manager"]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..db.database import without_password
+from ..errors import NotFoundError
 from ..images.runtime import container_for
 from ..store import ServerRecord
 
@@ -154,20 +155,36 @@ class KernelSpecPublisher:
             return False
         return os.path.realpath(str(config.get("data_dir", ""))) == os.path.realpath(self.data_dir)
 
-    def wanted(self) -> dict[str, tuple[ServerRecord, str, dict[str, Any]]]:
+    def wanted(
+        self, server_id: int | None = None
+    ) -> dict[str, tuple[ServerRecord, str, dict[str, Any]]]:
+        """The specs the store calls for: every server's, or one server's (none if it is
+        gone)."""
+        store = self.manager.store
+        if server_id is None:
+            servers = store.servers()
+        else:
+            try:
+                servers = [store.get(server_id)]
+            except NotFoundError:
+                servers = []
         specs = {}
-        for server in self.manager.store.servers():
+        for server in servers:
             for kernel, remote in (server.kernel_specs or DEFAULT_SPECS).items():
                 specs[spec_name(server.id, kernel)] = (server, kernel, remote)
         return specs
 
-    def sync(self) -> bool:
-        """Write the specs the store calls for and remove ours it no longer does; answers
-        whether anything changed."""
+    def sync(self, server_id: int | None = None) -> bool:
+        """Write the specs the store calls for and remove ours it no longer does, of every
+        server or of one (an event names one: the others' files are not read again, so a
+        create costs the same with 500 servers as with one); answers whether anything
+        changed."""
         self.kernels_dir.mkdir(parents=True, exist_ok=True)
-        wanted = self.wanted()
+        wanted = self.wanted(server_id)
+        # ``compute-12-`` never matches server 1's ``compute-1-`` prefix.
+        prefix = SPEC_PREFIX if server_id is None else spec_name(server_id, "")
         changed = False
-        for spec_dir in self.kernels_dir.glob(f"{SPEC_PREFIX}*"):
+        for spec_dir in self.kernels_dir.glob(f"{prefix}*"):
             if spec_dir.name not in wanted and self._owned(spec_dir):
                 shutil.rmtree(spec_dir, ignore_errors=True)
                 changed = True
@@ -183,8 +200,9 @@ class KernelSpecPublisher:
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
+        server_id = event.get("server_id")
         if kind in ("created", "updated", "deleted"):
-            self.sync()
+            self.sync(server_id if isinstance(server_id, int) else None)
         elif kind == "state" and event.get("state") == "running":
             task = asyncio.get_running_loop().create_task(self.discover(event["server_id"]))
             self._tasks.add(task)
@@ -215,7 +233,7 @@ class KernelSpecPublisher:
             )
             return {}
         manager.store.update_fields(server_id, kernel_specs=found)
-        if self.sync():
+        if self.sync(server_id):
             manager.notify("kernelspecs", server_id)
         return found
 
