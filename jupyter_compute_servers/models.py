@@ -86,6 +86,10 @@ DEPROVISION_WARNING = (
 
 def allowed_actions(state: State, *, supports_suspend: bool) -> list[str]:
     """The actions (and ``delete``) a user may take on a server in ``state``."""
+    return list(_ALLOWED_ACTIONS[state, supports_suspend])
+
+
+def _allowed_actions(state: State, *, supports_suspend: bool) -> tuple[str, ...]:
     actions = [
         action.value
         for action, transition in TRANSITIONS.items()
@@ -97,7 +101,15 @@ def allowed_actions(state: State, *, supports_suspend: bool) -> list[str]:
         actions.append(Action.STOP.value)
     if state is State.DEPROVISIONED:
         actions.append("delete")
-    return actions
+    return tuple(actions)
+
+
+#: ``allowed_actions`` of every state, worked out once: listing 500 servers asked it 500 times.
+_ALLOWED_ACTIONS = {
+    (state, supports_suspend): _allowed_actions(state, supports_suspend=supports_suspend)
+    for state in State
+    for supports_suspend in (False, True)
+}
 
 
 def check_action_allowed(action: Action, state: State, *, supports_suspend: bool) -> Transition:
