@@ -549,21 +549,19 @@ class ComputeServerCosts(LoggingConfigurable):
                 daily = next_daily_stop(server.daily_stop, now, self.zone)
         return {"watching": self.watching, "idle": idle, "daily_stop_at": daily}
 
-    def servers_json(self, servers: list[ServerRecord]) -> dict[int, dict[str, Any]]:
-        """``server_json`` of many servers (a list), by id, all as of one moment. What does
-        not differ between servers is worked out once for all: the counts that tell whether a
-        ledger must be built again (two grouped queries), the calendar's windows, and the
-        JSON of each distinct rate (servers alike share one dict: read it, never change it)."""
+    def servers_json(self) -> Callable[[ServerRecord], dict[str, Any]]:
+        """``server_json`` for many servers, all as of one moment: what does not differ
+        between servers is worked out once for all, in this call: the counts that tell
+        whether a ledger must be built again (two grouped queries), the calendar's windows,
+        and then, as servers are asked, the JSON of each distinct rate (servers alike share
+        one dict: read it, never change it)."""
         now = self.now()
         counts = self.history_counts()
         calendar = self._calendar(now)
         shown: dict[Rate | StateRates, dict[str, Any]] = {}
-        return {
-            s.id: self.server_json(
-                s, counts.get(s.id, (0, 0)), now=now, calendar=calendar, shown=shown
-            )
-            for s in servers
-        }
+        return lambda server: self.server_json(
+            server, counts.get(server.id, (0, 0)), now=now, calendar=calendar, shown=shown
+        )
 
     def server_json(
         self,

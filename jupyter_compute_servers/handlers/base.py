@@ -159,9 +159,13 @@ class ComputeServersAPIHandler(ExtensionHandlerMixin, APIHandler):
         return body
 
     def write_json(self, data: Any, status: int = 200) -> None:
+        self.write_json_text(json.dumps(data), status)
+
+    def write_json_text(self, text: str, status: int = 200) -> None:
+        """Answer ``text``, JSON already encoded."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data))
+        self.finish(text)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")

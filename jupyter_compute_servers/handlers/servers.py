@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
@@ -25,7 +27,10 @@ class ServersHandler(ComputeServersAPIHandler):
             servers = self.store.all_servers()
         else:
             servers = self.manager.list_servers()
-        self.write_json({"servers": self.presenter.list_json(servers)})
+        # Encoded server by server (``list_json``): the same JSON as one ``json.dumps``.
+        self.write_json_text(
+            '{"servers": [' + ", ".join(map(json.dumps, self.presenter.list_json(servers))) + "]}"
+        )
 
     @web.authenticated
     @authorized
