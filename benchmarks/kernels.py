@@ -23,7 +23,9 @@ through that one daemon:
     notebook waits for them), median and p95: the local kernel, the remote kernel through the
     provisioner's tunnel, and the same remote kernel through plain OpenSSH tunnels (``ssh -L``
     with the Nagle fix of ``../shared/TOOLCHAIN.md``: one ``ssh -tt`` running a remote command,
-    whose socket gets TCP_NODELAY, and one ``ssh -N`` per port);
+    whose socket gets TCP_NODELAY, and one ``ssh -N`` per port); and the same remote kernel on
+    its own ports, with no tunnel at all (its server is this machine): the floor that no
+    tunnel, ours or OpenSSH's, can go below;
 (c) the time to stream printed output (50 MiB by default) until the IOPub idle status, as MB/s.
 
 It prints a table and the ratios against the targets, and always exits 0 (it is a report).
@@ -72,6 +74,7 @@ TT_LABEL = "OpenSSH ssh -tt -L x5"
 PER_PORT_LABEL = "OpenSSH ssh -N -L, one per port"
 NAIVE_LABEL = "OpenSSH ssh -N -L x5 (no -tt)"
 DIRECT_LABEL = "ours, IOPub not relayed"
+NO_TUNNEL_LABEL = "remote kernel, no tunnel"
 SERVER_NAME = "bench"
 MIB = 1024 * 1024
 
@@ -850,6 +853,16 @@ async def run_benchmark(
                 {**remote_parts, "relay": lambda: 0.0},
             )
         )
+        # The floor: the kernel's own loopback ports, reachable here since the server is this
+        # machine. Nothing but the client and the kernel carries its messages.
+        targets.append(
+            Target(
+                NO_TUNNEL_LABEL,
+                via(remote_ports),
+                lambda: 0.0,
+                {"client": process_cpu, "kernel": remote_parts["kernel"]},
+            )
+        )
         pythons = [await python_of(res, target) for target in targets]
         if pythons[0] != pythons[1]:
             results.notes.append(
@@ -1037,6 +1050,10 @@ def report_targets(results: Results) -> None:
              "<= 0.90x", rt[remote] / rt[TT_LABEL] <= 0.9),
             (f"round trip median, remote / {PER_PORT_LABEL}", rt[remote] / rt[PER_PORT_LABEL],
              "", None),
+            (f"round trip median, {NO_TUNNEL_LABEL} / {TT_LABEL}",
+             rt[NO_TUNNEL_LABEL] / rt[TT_LABEL], "", None),
+            (f"round trip median, {NO_TUNNEL_LABEL} / local", rt[NO_TUNNEL_LABEL] / rt[local],
+             "", None),
             ("round trip p95, remote / local", rt95[remote] / rt95[local], "", None),
             (f"tunnel CPU per round trip, remote / {TT_LABEL}", cpu_ratio, "", None),
         ]  # fmt: skip
@@ -1047,6 +1064,8 @@ def report_targets(results: Results) -> None:
         rows += [
             ("output throughput, remote / local", out_ratio, ">= 0.95x", out_ratio >= 1 / 1.05),
             ("output throughput, best of each, remote / local", best_ratio, "", None),
+            (f"output throughput, {NO_TUNNEL_LABEL} / local",
+             median(results.output[local]) / median(results.output[NO_TUNNEL_LABEL]), "", None),
         ]  # fmt: skip
     print()
     print("Targets (remote = the compute server's kernel through the provisioner's tunnel)")
