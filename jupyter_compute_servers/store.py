@@ -10,7 +10,7 @@ that was acknowledged. A change decided from the server's current state locks it
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     RowMapping,
+    Select,
     Table,
     Text,
     delete,
@@ -31,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 
-from .db import Database, inserted_id, metadata
+from .db import IN_BATCH, Database, inserted_id, metadata
 from .db.usage import history_usage, server_usage
 from .errors import ConflictError, NotFoundError
 from .models import DailyStop, ServerConfig, SpendLimit, State
@@ -338,13 +339,29 @@ class ServerStore:
         return _row_to_record(rows[0])
 
     def history(self, server_id: int | None = None) -> list[HistoryEntry]:
-        query = select(state_history).order_by(state_history.c.id)
+        """Every state change (of one server, or of all), oldest first."""
+        query = select(state_history)
         if server_id is not None:
             query = query.where(state_history.c.server_id == server_id)
+        return self._history(query)
+
+    def histories_of(self, server_ids: Collection[int]) -> dict[int, list[HistoryEntry]]:
+        """``history`` of many servers, by id, in a query per ``IN_BATCH`` of them."""
+        found: dict[int, list[HistoryEntry]] = {server_id: [] for server_id in server_ids}
+        ids = sorted(found)
+        for i in range(0, len(ids), IN_BATCH):
+            query = select(state_history).where(
+                state_history.c.server_id.in_(ids[i : i + IN_BATCH])
+            )
+            for entry in self._history(query):
+                found[entry.server_id].append(entry)
+        return found
+
+    def _history(self, query: Select[Any]) -> list[HistoryEntry]:
         if self._scope is not None:
             query = query.where(state_history.c.owner == self._scope)
         with self.database.read() as db:
-            rows = db.execute(query).mappings().all()
+            rows = db.execute(query.order_by(state_history.c.id)).mappings().all()
         return [
             HistoryEntry(r["server_id"], r["at"], State(r["state"]), r["reason"], r["action"])
             for r in rows

@@ -712,7 +712,7 @@ async def test_answers_carry_what_the_openapi_document_says(api, wait_for_state,
     await stop(api, wait_for_state, server["id"])
 
 
-async def test_the_servers_list_shows_each_servers_own_costs(api, wait_for_state, clock):
+async def test_the_servers_list_shows_each_servers_own_costs(api, wait_for_state, costs, clock):
     # GET servers works out what servers share once for all (the calendar, the JSON of
     # alike rates): each server must still read exactly as it does on its own.
     alike = await create(api, "alike", config={"disk_gb": 10})
@@ -735,4 +735,9 @@ async def test_the_servers_list_shows_each_servers_own_costs(api, wait_for_state
     assert by_name["limited"]["cost"]["spent"]["total"] == 0.74
     assert by_name["limited"]["cost"]["spend_limit"]["spent"] == 0.74
     assert by_name["alike"]["cost"]["spend_limit"] is None
+    # As a Jupyter that just started lists them: every ledger built from the histories read
+    # for all servers together, not server by server.
+    costs._ledgers.clear()
+    _, fresh = await api("GET", "servers")
+    assert [s["cost"] for s in fresh["servers"]] == [s["cost"] for s in listed["servers"]]
     await stop(api, wait_for_state, limited["id"])

@@ -105,6 +105,27 @@ def test_transitions_are_a_compare_and_swap_and_keep_the_history(store):
     assert store.state_counts() == {server_id: 5}
 
 
+def test_histories_of_many_servers_read_together_match_each_read_alone(store, monkeypatch):
+    import jupyter_compute_servers.store as store_module
+
+    monkeypatch.setattr(store_module, "IN_BATCH", 2)  # three queries for five servers
+    ids = [create(store, f"box-{i}") for i in range(5)]
+    for server_id in ids[::2]:
+        store.transition(server_id, to=State.STARTING, action="start")
+        store.transition(server_id, to=State.RUNNING, reason="up")
+    asked = [*ids[1:], 9999]  # a server with no history at all reads as one with none
+    together = store.histories_of(asked)
+    assert set(together) == set(asked)
+    for server_id in ids[1:]:
+        assert together[server_id] == store.history(server_id)
+    assert together[9999] == []
+    assert [h.state for h in together[ids[2]]] == [
+        State.DEPROVISIONED,
+        State.STARTING,
+        State.RUNNING,
+    ]
+
+
 def test_a_change_recorded_at_the_providers_time_stays_in_order(db_url):
     """A cloud may give when a change really happened (a Slurm job's StartTime, EndTime):
     the history gets that time, kept between the previous change and now."""

@@ -9,13 +9,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Double, Index, Integer, Table, Text, delete, func, insert, select
+from sqlalchemy import (
+    Column,
+    Double,
+    Index,
+    Integer,
+    Select,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+)
 
-from ..db import Database, metadata
+from ..db import IN_BATCH, Database, metadata
 
 rate_history = Table(
     "rate_history",
@@ -67,11 +79,24 @@ class CostRecords:
 
     def rates_history(self, server_id: int | None = None) -> list[RatesEntry]:
         """Every recorded change of rates (of one server, or of all), oldest first."""
-        query = select(rate_history).order_by(rate_history.c.id)
+        query = select(rate_history)
         if server_id is not None:
             query = query.where(rate_history.c.server_id == server_id)
+        return self._rates_history(query)
+
+    def rates_histories_of(self, server_ids: Collection[int]) -> dict[int, list[RatesEntry]]:
+        """``rates_history`` of many servers, by id, in a query per ``IN_BATCH`` of them."""
+        found: dict[int, list[RatesEntry]] = {server_id: [] for server_id in server_ids}
+        ids = sorted(found)
+        for i in range(0, len(ids), IN_BATCH):
+            query = select(rate_history).where(rate_history.c.server_id.in_(ids[i : i + IN_BATCH]))
+            for entry in self._rates_history(query):
+                found[entry.server_id].append(entry)
+        return found
+
+    def _rates_history(self, query: Select[Any]) -> list[RatesEntry]:
         with self.database.read() as db:
-            rows = db.execute(query).mappings().all()
+            rows = db.execute(query.order_by(rate_history.c.id)).mappings().all()
         return [RatesEntry(r["server_id"], r["at"], json.loads(r["rates"])) for r in rows]
 
     def rate_counts(self, server_id: int | None = None) -> dict[int, int]:

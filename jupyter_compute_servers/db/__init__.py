@@ -3,6 +3,7 @@ migrations, shared by every store; see ``database``."""
 
 from .database import (
     BASELINE_REVISION,
+    IN_BATCH,
     Database,
     engine_url,
     inserted_id,
@@ -13,6 +14,7 @@ from .database import (
 
 __all__ = [
     "BASELINE_REVISION",
+    "IN_BATCH",
     "Database",
     "engine_url",
     "inserted_id",

@@ -135,6 +135,11 @@ def without_password(url: str) -> str:
     return parsed._replace(password=None).render_as_string(hide_password=False)
 
 
+#: The most ids one ``IN (...)`` query names: far under SQLite's limit on bound parameters
+#: (999 before 3.32) and PostgreSQL's.
+IN_BATCH = 500
+
+
 def inserted_id(result: CursorResult[Any]) -> int:
     """The id an INSERT of one row gave it."""
     key = result.inserted_primary_key
