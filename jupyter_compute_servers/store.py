@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 
-from .db import IN_BATCH, Database, inserted_id, metadata
+from .db import Database, in_batches, inserted_id, metadata
 from .db.usage import history_usage, server_usage
 from .errors import ConflictError, NotFoundError
 from .models import DailyStop, ServerConfig, SpendLimit, State
@@ -346,13 +346,10 @@ class ServerStore:
         return self._history(query)
 
     def histories_of(self, server_ids: Collection[int]) -> dict[int, list[HistoryEntry]]:
-        """``history`` of many servers, by id, in a query per ``IN_BATCH`` of them."""
+        """``history`` of many servers, by id (a query per 500 of them)."""
         found: dict[int, list[HistoryEntry]] = {server_id: [] for server_id in server_ids}
-        ids = sorted(found)
-        for i in range(0, len(ids), IN_BATCH):
-            query = select(state_history).where(
-                state_history.c.server_id.in_(ids[i : i + IN_BATCH])
-            )
+        for batch in in_batches(found):
+            query = select(state_history).where(state_history.c.server_id.in_(batch))
             for entry in self._history(query):
                 found[entry.server_id].append(entry)
         return found

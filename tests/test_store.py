@@ -106,9 +106,9 @@ def test_transitions_are_a_compare_and_swap_and_keep_the_history(store):
 
 
 def test_histories_of_many_servers_read_together_match_each_read_alone(store, monkeypatch):
-    import jupyter_compute_servers.store as store_module
+    import jupyter_compute_servers.db.database as database
 
-    monkeypatch.setattr(store_module, "IN_BATCH", 2)  # three queries for five servers
+    monkeypatch.setattr(database, "IN_BATCH", 2)  # three queries for five servers
     ids = [create(store, f"box-{i}") for i in range(5)]
     for server_id in ids[::2]:
         store.transition(server_id, to=State.STARTING, action="start")

@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
 )
 
-from ..db import IN_BATCH, Database, metadata
+from ..db import Database, in_batches, metadata
 
 rate_history = Table(
     "rate_history",
@@ -85,11 +85,10 @@ class CostRecords:
         return self._rates_history(query)
 
     def rates_histories_of(self, server_ids: Collection[int]) -> dict[int, list[RatesEntry]]:
-        """``rates_history`` of many servers, by id, in a query per ``IN_BATCH`` of them."""
+        """``rates_history`` of many servers, by id (a query per 500 of them)."""
         found: dict[int, list[RatesEntry]] = {server_id: [] for server_id in server_ids}
-        ids = sorted(found)
-        for i in range(0, len(ids), IN_BATCH):
-            query = select(rate_history).where(rate_history.c.server_id.in_(ids[i : i + IN_BATCH]))
+        for batch in in_batches(found):
+            query = select(rate_history).where(rate_history.c.server_id.in_(batch))
             for entry in self._rates_history(query):
                 found[entry.server_id].append(entry)
         return found

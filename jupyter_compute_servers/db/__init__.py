@@ -3,9 +3,9 @@ migrations, shared by every store; see ``database``."""
 
 from .database import (
     BASELINE_REVISION,
-    IN_BATCH,
     Database,
     engine_url,
+    in_batches,
     inserted_id,
     metadata,
     redacted,
@@ -14,9 +14,9 @@ from .database import (
 
 __all__ = [
     "BASELINE_REVISION",
-    "IN_BATCH",
     "Database",
     "engine_url",
+    "in_batches",
     "inserted_id",
     "metadata",
     "redacted",

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,13 @@ def without_password(url: str) -> str:
 #: The most ids one ``IN (...)`` query names: far under SQLite's limit on bound parameters
 #: (999 before 3.32) and PostgreSQL's.
 IN_BATCH = 500
+
+
+def in_batches(ids: Iterable[int]) -> Iterator[list[int]]:
+    """``ids``, sorted, in lists of at most ``IN_BATCH``: one ``IN (...)`` query each."""
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), IN_BATCH):
+        yield ordered[start : start + IN_BATCH]
 
 
 def inserted_id(result: CursorResult[Any]) -> int:
