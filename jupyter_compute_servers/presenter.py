@@ -45,7 +45,7 @@ class ServerPresenter:
         when asked for, so that the caller can encode it and let it go (the answers of 500
         servers held together made Python's full garbage collections, 70 ms each here, start
         every few requests)."""
-        cost_of = self.costs.servers_json()
+        cost_of = self.costs.server_json_batch()
         settings = self.sync_settings.all_settings()
         queue = self.queue_of({s.id for s in servers if s.state is State.STARTING})
         for server in servers:

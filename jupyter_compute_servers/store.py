@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 
-from .db import Database, in_batches, inserted_id, metadata
+from .db import Database, by_server, inserted_id, metadata
 from .db.usage import history_usage, server_usage
 from .errors import ConflictError, NotFoundError
 from .models import DailyStop, ServerConfig, SpendLimit, State
@@ -347,12 +347,12 @@ class ServerStore:
 
     def histories_of(self, server_ids: Collection[int]) -> dict[int, list[HistoryEntry]]:
         """``history`` of many servers, by id (a query per 500 of them)."""
-        found: dict[int, list[HistoryEntry]] = {server_id: [] for server_id in server_ids}
-        for batch in in_batches(found):
-            query = select(state_history).where(state_history.c.server_id.in_(batch))
-            for entry in self._history(query):
-                found[entry.server_id].append(entry)
-        return found
+        return by_server(
+            server_ids,
+            lambda batch: self._history(
+                select(state_history).where(state_history.c.server_id.in_(batch))
+            ),
+        )
 
     def _history(self, query: Select[Any]) -> list[HistoryEntry]:
         if self._scope is not None:

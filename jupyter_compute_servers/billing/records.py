@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
 )
 
-from ..db import Database, in_batches, metadata
+from ..db import Database, by_server, metadata
 
 rate_history = Table(
     "rate_history",
@@ -86,12 +86,12 @@ class CostRecords:
 
     def rates_histories_of(self, server_ids: Collection[int]) -> dict[int, list[RatesEntry]]:
         """``rates_history`` of many servers, by id (a query per 500 of them)."""
-        found: dict[int, list[RatesEntry]] = {server_id: [] for server_id in server_ids}
-        for batch in in_batches(found):
-            query = select(rate_history).where(rate_history.c.server_id.in_(batch))
-            for entry in self._rates_history(query):
-                found[entry.server_id].append(entry)
-        return found
+        return by_server(
+            server_ids,
+            lambda batch: self._rates_history(
+                select(rate_history).where(rate_history.c.server_id.in_(batch))
+            ),
+        )
 
     def _rates_history(self, query: Select[Any]) -> list[RatesEntry]:
         with self.database.read() as db:

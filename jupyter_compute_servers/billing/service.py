@@ -530,7 +530,7 @@ class ComputeServerCosts(LoggingConfigurable):
         shown: dict[Rate | StateRates, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """``rates``: the server's current rates, if the caller has them; ``shown``: see
-        ``servers_json``."""
+        ``server_json_batch``."""
         rates = self.rates_of(server) if rates is None else rates
         current = rates.for_state(server.state.value)
         cost: dict[str, Any] = {
@@ -577,7 +577,7 @@ class ComputeServerCosts(LoggingConfigurable):
                 daily = next_daily_stop(server.daily_stop, now, self.zone)
         return {"watching": self.watching, "idle": idle, "daily_stop_at": daily}
 
-    def servers_json(self) -> Callable[[ServerRecord], dict[str, Any]]:
+    def server_json_batch(self) -> Callable[[ServerRecord], dict[str, Any]]:
         """``server_json`` for many servers, all as of one moment: what does not differ
         between servers is worked out once for all, in this call: the counts that tell
         whether a ledger must be built again (two grouped queries), the records of those
@@ -610,7 +610,7 @@ class ComputeServerCosts(LoggingConfigurable):
     ) -> dict[str, Any]:
         """The ``cost`` and ``auto_stop`` fields of a server in the API (``counts``: its
         history and rate counts, when the caller has them; ``now``, ``calendar``, ``shown``
-        and ``records``: see ``servers_json``)."""
+        and ``records``: see ``server_json_batch``)."""
         now = self.now() if now is None else now
         try:
             rates = self.rates_of(server)

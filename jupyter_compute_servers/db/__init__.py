@@ -4,8 +4,8 @@ migrations, shared by every store; see ``database``."""
 from .database import (
     BASELINE_REVISION,
     Database,
+    by_server,
     engine_url,
-    in_batches,
     inserted_id,
     metadata,
     redacted,
@@ -15,8 +15,8 @@ from .database import (
 __all__ = [
     "BASELINE_REVISION",
     "Database",
+    "by_server",
     "engine_url",
-    "in_batches",
     "inserted_id",
     "metadata",
     "redacted",

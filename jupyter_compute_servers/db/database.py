@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 
 from alembic import command
@@ -140,11 +140,26 @@ def without_password(url: str) -> str:
 IN_BATCH = 500
 
 
-def in_batches(ids: Iterable[int]) -> Iterator[list[int]]:
-    """``ids``, sorted, in lists of at most ``IN_BATCH``: one ``IN (...)`` query each."""
-    ordered = sorted(ids)
+class _OfServer(Protocol):
+    @property
+    def server_id(self) -> int: ...
+
+
+OfServer = TypeVar("OfServer", bound=_OfServer)
+
+
+def by_server(
+    server_ids: Collection[int], read: Callable[[list[int]], Iterable[OfServer]]
+) -> dict[int, list[OfServer]]:
+    """What ``read`` answers for many servers, grouped by server id (each id present, with no
+    entries if it has none). ``read`` gets the ids sorted, at most ``IN_BATCH`` at a time: one
+    ``IN (...)`` query each."""
+    found: dict[int, list[OfServer]] = {server_id: [] for server_id in server_ids}
+    ordered = sorted(found)
     for start in range(0, len(ordered), IN_BATCH):
-        yield ordered[start : start + IN_BATCH]
+        for entry in read(ordered[start : start + IN_BATCH]):
+            found[entry.server_id].append(entry)
+    return found
 
 
 def inserted_id(result: CursorResult[Any]) -> int:
